@@ -1,0 +1,156 @@
+"""The one exception tree of uniflow.
+
+Every error the library raises on purpose is a :class:`UniflowError`; third-party
+errors (dulwich, msgpack, OSError, fsspec, skops ...) are translated at the module
+boundary with ``raise SomeUniflowError(...) from exc``. Each class carries the exit
+code the command line uses, so the CLI has exactly one error handler::
+
+    UniflowError                      exit 1
+    ├── UsageError                    exit 2   bad input from the caller
+    │   ├── InvalidNameError                   model name not allowed
+    │   ├── InvalidVersionError                not a semantic version
+    │   ├── InvalidStageError                  unknown stage
+    │   └── InvalidPathError                   path missing / outside the tree
+    ├── NotFoundError                 exit 3
+    │   ├── ModelNotFoundError
+    │   ├── VersionNotFoundError
+    │   └── StageEmptyError                    no version holds that stage
+    ├── VersionExistsError            exit 4   same version, different bytes
+    ├── IntegrityError                exit 5   a digest did not match
+    ├── ConcurrencyError              exit 6   lock held too long / CAS lost too often
+    ├── SerializationError            exit 7   cannot save / rebuild an object
+    │   └── UnsafeLoadError                    pickle or untrusted types without trust
+    ├── RepositoryError               exit 8   no repository, read-only store, bad config
+    ├── RemoteError                   exit 9   a remote failed or refused
+    │   └── PushRejectedError                  non-fast-forward: pull first
+    └── PolicyError                   exit 10  a promotion rule did not hold
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "UniflowError",
+    "UsageError",
+    "InvalidNameError",
+    "InvalidVersionError",
+    "InvalidStageError",
+    "InvalidPathError",
+    "NotFoundError",
+    "ModelNotFoundError",
+    "VersionNotFoundError",
+    "StageEmptyError",
+    "VersionExistsError",
+    "IntegrityError",
+    "ConcurrencyError",
+    "SerializationError",
+    "UnsafeLoadError",
+    "RepositoryError",
+    "RemoteError",
+    "PushRejectedError",
+    "PolicyError",
+]
+
+
+class UniflowError(Exception):
+    """Root of every error uniflow raises on purpose.
+
+    ``str(error)`` is one line meant for a human; ``exit_code`` is what the CLI exits with.
+    """
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        # Keep messages on one line whatever the caller passed in.
+        super().__init__(" ".join(str(message).split()))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class UsageError(UniflowError):
+    exit_code = 2
+
+
+class InvalidNameError(UsageError):
+    pass
+
+
+class InvalidVersionError(UsageError):
+    pass
+
+
+class InvalidStageError(UsageError):
+    pass
+
+
+class InvalidPathError(UsageError):
+    pass
+
+
+class NotFoundError(UniflowError):
+    exit_code = 3
+
+
+class ModelNotFoundError(NotFoundError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"model {name!r} not found in this registry")
+        self.name = name
+
+
+class VersionNotFoundError(NotFoundError):
+    def __init__(self, name: str, version: str) -> None:
+        super().__init__(f"model {name!r} has no version {version!r}")
+        self.name = name
+        self.version = version
+
+
+class StageEmptyError(NotFoundError):
+    def __init__(self, name: str, stage: str) -> None:
+        super().__init__(f"model {name!r} has no version in stage {stage!r}")
+        self.name = name
+        self.stage = stage
+
+
+class VersionExistsError(UniflowError):
+    exit_code = 4
+
+    def __init__(self, name: str, version: str, detail: str = "with different content") -> None:
+        super().__init__(
+            f"model {name!r} version {version!r} already exists {detail}; "
+            "versions are immutable, register a new version"
+        )
+        self.name = name
+        self.version = version
+
+
+class IntegrityError(UniflowError):
+    exit_code = 5
+
+
+class ConcurrencyError(UniflowError):
+    exit_code = 6
+
+
+class SerializationError(UniflowError):
+    exit_code = 7
+
+
+class UnsafeLoadError(SerializationError):
+    pass
+
+
+class RepositoryError(UniflowError):
+    exit_code = 8
+
+
+class RemoteError(UniflowError):
+    exit_code = 9
+
+
+class PushRejectedError(RemoteError):
+    pass
+
+
+class PolicyError(UniflowError):
+    exit_code = 10

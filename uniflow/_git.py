@@ -1,0 +1,317 @@
+"""Git records through dulwich: the only module that imports dulwich.
+
+Everything here is plain Git: blobs, trees, commits, annotated tags and refs that
+``git log``, ``git show`` and ``git fsck --strict`` read. Every ref update is a
+compare-and-swap (``add_if_new`` / ``set_if_equals`` / ``remove_if_equals``); dulwich
+fails at once when another writer holds ``<ref>.lock``, so each call here retries with
+backoff for a bounded time before raising :class:`ConcurrencyError`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from dulwich.errors import NotGitRepository
+from dulwich.file import FileLocked
+from dulwich.object_store import tree_lookup_path
+from dulwich.objects import Blob, Commit, Tag, Tree
+from dulwich.repo import Repo
+
+from ._errors import ConcurrencyError, RepositoryError
+
+__all__ = ["GitRepo", "Identity", "LOCK_TIMEOUT"]
+
+#: how long a ref or object write waits on another writer's lock before giving up (seconds)
+LOCK_TIMEOUT = 30.0
+
+T = TypeVar("T")
+
+Identity = tuple[str, str]  # (name, email)
+
+
+def _with_lock_retry(what: str, fn: Callable[[], T], timeout: float = LOCK_TIMEOUT) -> T:
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:  # bounded by the deadline
+        try:
+            return fn()
+        except FileLocked as exc:
+            if time.monotonic() >= deadline:
+                raise ConcurrencyError(
+                    f"{what} is locked by another process for more than {timeout:.0f}s "
+                    "(if no git or uniflow process is running, remove the stale .lock file)"
+                ) from exc
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.05)
+
+
+class GitRepo:
+    """A Git repository opened through dulwich, with CAS ref helpers."""
+
+    def __init__(self, workdir: Path) -> None:
+        try:
+            self._repo = Repo(str(workdir))
+        except NotGitRepository as exc:
+            raise RepositoryError(f"{workdir} is not a git repository") from exc
+        self.workdir = Path(self._repo.path)
+        self.git_dir = Path(self._repo.controldir())
+        # Git objects are part of a durable version: fsync them as they are written.
+        store = self._repo.object_store
+        if hasattr(store, "fsync_object_files"):
+            store.fsync_object_files = True
+
+    # ------------------------------------------------------------------ discovery
+    @staticmethod
+    def find_workdir(start: Path) -> Path | None:
+        """The work tree enclosing ``start`` (a directory with ``.git``), or None."""
+        cur = Path(start).resolve()
+        for candidate in (cur, *cur.parents):
+            if (candidate / ".git").exists():
+                return candidate
+        return None
+
+    @classmethod
+    def init(cls, path: Path) -> "GitRepo":
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            Repo.init(str(path))
+        except OSError as exc:
+            raise RepositoryError(f"cannot create a git repository in {path}: {exc.strerror}") from exc
+        return cls(path)
+
+    # ------------------------------------------------------------------ working tree
+    def head(self) -> str | None:
+        try:
+            return self._repo.head().decode()
+        except KeyError:
+            return None
+
+    def branch(self) -> str | None:
+        try:
+            target = self._repo.refs.follow(b"HEAD")[0][-1]
+        except (KeyError, IndexError):
+            return None
+        if target.startswith(b"refs/heads/"):
+            return target[len(b"refs/heads/") :].decode()
+        return None
+
+    def is_dirty(self) -> bool:
+        """True when tracked files differ from HEAD (untracked files do not count)."""
+        try:
+            out = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=self.workdir,
+                capture_output=True,
+                timeout=60,
+                check=True,
+            ).stdout
+            return bool(out.strip())
+        except (OSError, subprocess.SubprocessError):
+            from dulwich import porcelain
+
+            st = porcelain.status(self._repo, untracked_files="no")
+            return bool(st.unstaged) or any(st.staged.values())
+
+    def identity(self) -> Identity:
+        """Who is acting: GIT_AUTHOR_* / git config user.* / a neutral fallback."""
+        name = os.environ.get("GIT_AUTHOR_NAME") or os.environ.get("GIT_COMMITTER_NAME")
+        email = os.environ.get("GIT_AUTHOR_EMAIL") or os.environ.get("GIT_COMMITTER_EMAIL")
+        if not name or not email:
+            try:
+                cfg = self._repo.get_config_stack()
+                name = name or cfg.get((b"user",), b"name").decode()
+                email = email or cfg.get((b"user",), b"email").decode()
+            except KeyError:
+                pass
+        return (name or "uniflow", email or "uniflow@localhost")
+
+    # ------------------------------------------------------------------ objects
+    def _add(self, obj: Blob | Tree | Commit | Tag) -> str:
+        store = self._repo.object_store
+        sha = obj.id
+
+        def add() -> None:
+            if sha not in store:
+                store.add_object(obj)
+
+        _with_lock_retry(f"object {sha.decode()[:12]}", add)
+        return sha.decode()
+
+    def write_blob(self, data: bytes) -> str:
+        return self._add(Blob.from_string(data))
+
+    def write_tree(self, entries: dict[str, tuple[int, str]]) -> str:
+        """``entries`` maps a name to ``(mode, sha)``; modes: 0o100644 file, 0o040000 tree."""
+        tree = Tree()
+        for name, (mode, sha) in entries.items():
+            tree.add(name.encode(), mode, sha.encode())
+        return self._add(tree)
+
+    def tree_entries(self, tree_sha: str) -> dict[str, tuple[int, str]]:
+        tree = self._repo[tree_sha.encode()]
+        assert isinstance(tree, Tree)
+        return {e.path.decode(): (e.mode, e.sha.decode()) for e in tree.iteritems()}
+
+    def tree_with_files(self, base_tree: str | None, folder: tuple[str, ...], files: dict[str, bytes]) -> str:
+        """A copy of ``base_tree`` (or an empty tree) with ``files`` placed under ``folder``."""
+        blobs = {name: (0o100644, self.write_blob(data)) for name, data in files.items()}
+        return self._graft(base_tree, folder, blobs)
+
+    def _graft(self, tree_sha: str | None, folder: tuple[str, ...], leaf: dict[str, tuple[int, str]]) -> str:
+        entries = self.tree_entries(tree_sha) if tree_sha else {}
+        if not folder:
+            entries.update(leaf)
+            return self.write_tree(entries)
+        head, rest = folder[0], folder[1:]
+        sub = entries.get(head)
+        sub_sha = sub[1] if sub and sub[0] == 0o040000 else None
+        entries[head] = (0o040000, self._graft(sub_sha, rest, leaf))
+        return self.write_tree(entries)
+
+    def write_commit(
+        self,
+        tree: str,
+        parents: list[str],
+        message: str,
+        author: Identity,
+        when: int | None = None,
+    ) -> str:
+        c = Commit()
+        c.tree = tree.encode()
+        c.parents = [p.encode() for p in parents]
+        ident = f"{author[0]} <{author[1]}>".encode()
+        c.author = c.committer = ident
+        c.author_time = c.commit_time = int(time.time() if when is None else when)
+        c.author_timezone = c.commit_timezone = 0
+        c.encoding = b"UTF-8"
+        c.message = message.encode()
+        return self._add(c)
+
+    def write_tag(self, short_name: str, target: str, message: str, tagger: Identity, when: int | None = None) -> str:
+        t = Tag()
+        t.name = short_name.encode()
+        t.object = (Commit, target.encode())
+        t.tagger = f"{tagger[0]} <{tagger[1]}>".encode()
+        t.tag_time = int(time.time() if when is None else when)
+        t.tag_timezone = 0
+        t.message = message.encode()
+        return self._add(t)
+
+    def has_object(self, sha: str) -> bool:
+        return sha.encode() in self._repo.object_store
+
+    def read_tag(self, sha: str) -> Tag:
+        obj = self._repo[sha.encode()]
+        if not isinstance(obj, Tag):
+            raise RepositoryError(f"object {sha[:12]} is not an annotated tag")
+        return obj
+
+    def read_commit(self, sha: str) -> Commit:
+        obj = self._repo[sha.encode()]
+        if not isinstance(obj, Commit):
+            raise RepositoryError(f"object {sha[:12]} is not a commit")
+        return obj
+
+    def read_path(self, commit_sha: str, path: str) -> bytes | None:
+        """The blob at ``path`` in a commit's tree, or None."""
+        commit = self.read_commit(commit_sha)
+        try:
+            _mode, sha = tree_lookup_path(self._repo.__getitem__, commit.tree, path.encode())
+        except KeyError:
+            return None
+        blob = self._repo[sha]
+        return blob.data if isinstance(blob, Blob) else None
+
+    def is_ancestor(self, ancestor: str, descendant: str, limit: int = 1_000_000) -> bool:
+        """True if ``ancestor`` is reachable from ``descendant`` (bounded walk)."""
+        seen: set[bytes] = set()
+        stack = [descendant.encode()]
+        target = ancestor.encode()
+        while stack and len(seen) < limit:
+            sha = stack.pop()
+            if sha == target:
+                return True
+            if sha in seen:
+                continue
+            seen.add(sha)
+            try:
+                obj = self._repo[sha]
+            except KeyError:
+                continue
+            if isinstance(obj, Commit):
+                stack.extend(obj.parents)
+        return False
+
+    # ------------------------------------------------------------------ refs
+    def ref(self, name: str) -> str | None:
+        try:
+            return self._repo.refs[name.encode()].decode()
+        except KeyError:
+            return None
+
+    def ref_names(self, prefix: str) -> list[str]:
+        """Names of refs under ``prefix`` (relative to it), without reading their values."""
+        base = prefix.rstrip("/").encode()
+        return sorted(k.decode() for k in self._repo.refs.keys(base=base))
+
+    def refs(self, prefix: str) -> dict[str, str]:
+        """``{name relative to prefix: sha}`` for every ref under ``prefix``."""
+        base = prefix.rstrip("/").encode()
+        return {k.decode(): v.decode() for k, v in self._repo.refs.as_dict(base).items()}
+
+    def create_ref(self, name: str, sha: str, message: str = "uniflow") -> bool:
+        """Create ``name`` only if it does not exist (``add_if_new``)."""
+        ident = self._reflog_ident()
+        return _with_lock_retry(
+            f"ref {name}",
+            lambda: self._repo.refs.add_if_new(name.encode(), sha.encode(), committer=ident, message=message.encode()),
+        )
+
+    def cas_ref(self, name: str, old: str | None, new: str, message: str = "uniflow") -> bool:
+        """Move ``name`` from ``old`` to ``new``; ``old=None`` means the ref must not exist."""
+        if old is None:
+            return self.create_ref(name, new, message)
+        ident = self._reflog_ident()
+        return _with_lock_retry(
+            f"ref {name}",
+            lambda: self._repo.refs.set_if_equals(
+                name.encode(), old.encode(), new.encode(), committer=ident, message=message.encode()
+            ),
+        )
+
+    def delete_ref(self, name: str, old: str) -> bool:
+        return _with_lock_retry(f"ref {name}", lambda: self._repo.refs.remove_if_equals(name.encode(), old.encode()))
+
+    def _reflog_ident(self) -> bytes:
+        name, email = self.identity()
+        return f"{name} <{email}>".encode()
+
+    def version_candidates(self) -> list[str]:
+        """Commits reached by every ref except branches and HEAD, tags peeled (for gc)."""
+        repo = self._repo
+        seen: set[bytes] = set()
+        for ref, sha in repo.refs.as_dict().items():
+            if ref == b"HEAD" or ref.startswith(b"refs/heads/"):
+                continue
+            try:
+                obj = repo[sha]
+                hops = 0
+                while isinstance(obj, Tag) and hops < 10:
+                    obj = repo[obj.object[1]]
+                    hops += 1
+            except KeyError:
+                continue
+            if isinstance(obj, Commit):
+                seen.add(obj.id)
+        return sorted(s.decode() for s in seen)
+
+    @property
+    def dulwich_repo(self) -> Repo:
+        """The underlying dulwich repository (for the sharing layer)."""
+        return self._repo

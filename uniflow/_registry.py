@@ -1,0 +1,447 @@
+"""``ModelRegistry``: the Python API. Every CLI command is a thin call of a method here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import stat
+import sys
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+from ._config import init_layout, load_config, stage_table
+from ._errors import (
+    InvalidPathError,
+    ModelNotFoundError,
+    RepositoryError,
+    StageEmptyError,
+    UsageError,
+    VersionExistsError,
+    VersionNotFoundError,
+)
+from ._git import GitRepo
+from ._lifecycle import (
+    Lifecycle,
+    LifecycleState,
+    promote_transition,
+    register_transition,
+    rollback_transition,
+)
+from ._manifest import MANIFEST_FORMAT, content_digest, file_entry, file_records, json_safe, to_model_version
+from ._naming import next_version, validate_model_name, validate_version, version_sort_key
+from ._stages import ModelStage, normalize_stage
+from ._store import ObjectStore, ProgressFn
+from ._types import HistoryEvent, ModelSummary, ModelVersion
+from ._versions import VersionIndex
+from ._maintenance import gc as _gc, verify as _verify
+
+if TYPE_CHECKING:
+    from ._compare import Comparison
+
+__all__ = ["ModelRegistry"]
+
+log = logging.getLogger("uniflow")
+
+_AUTO_VERSION_ATTEMPTS = 100
+
+
+class ModelRegistry:
+    """A model registry stored in the Git repository enclosing ``path`` (default: cwd).
+
+    Outside any Git repository a new one is initialised at ``path`` and a notice is logged,
+    so a notebook just works.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        start = Path(path) if path is not None else Path.cwd()
+        if path is not None and not start.exists():
+            raise InvalidPathError(f"registry path {start} does not exist")
+        workdir = GitRepo.find_workdir(start)
+        if workdir is None:
+            log.warning("uniflow: %s is not inside a git repository; initialising one there", start.resolve())
+            self.git = GitRepo.init(start.resolve())
+        else:
+            self.git = GitRepo(workdir)
+        self.root: Path = self.git.workdir
+        self.uniflow_dir: Path = self.root / ".uniflow"
+        self.store = ObjectStore(self.uniflow_dir)
+        self._index = VersionIndex(self.git)
+        self._config: dict[str, Any] | None = None
+        self._lifecycle = Lifecycle(self.git, lambda s: self.stages().get(s, True))
+
+    def __repr__(self) -> str:
+        return f"ModelRegistry({str(self.root)!r})"
+
+    # ------------------------------------------------------------------ config
+    def init(self) -> bool:
+        """Create ``.uniflow/`` (config.toml, .gitignore); True if anything was created."""
+        return init_layout(self.uniflow_dir)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        if self._config is None:
+            self._config = load_config(self.uniflow_dir)
+        return self._config
+
+    def reload_config(self) -> None:
+        self._config = None
+
+    def stages(self) -> dict[str, bool]:
+        """Every known stage -> whether it holds a single version at a time."""
+        return stage_table(self.config)
+
+    def _stage(self, stage: object) -> str:
+        table = self.stages()
+        return normalize_stage(stage, {k: v for k, v in table.items() if k not in ModelStage._value2member_map_})
+
+    # ------------------------------------------------------------------ register
+    def register(
+        self,
+        model: Any,
+        name: str,
+        version: str | None = None,
+        framework: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        tags: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        description: str | None = None,
+        *,
+        trust: bool = False,
+        lineage: dict[str, Any] | None = None,
+        progress: ProgressFn | None = None,
+    ) -> ModelVersion:
+        """Store ``model`` (an object, or a path to a file or directory) as a new version.
+
+        ``version=None`` bumps the newest version's patch number. Registering an existing
+        version with identical content returns it; with different content raises
+        :class:`VersionExistsError`.
+        """
+        validate_model_name(name)
+        if version is not None:
+            validate_version(version)
+        for label, value in (("metrics", metrics), ("tags", tags), ("params", params)):
+            if value is not None and not isinstance(value, dict):
+                raise UsageError(f"{label} must be a dict, got {type(value).__name__}")
+        self.init()
+        self.store.ensure_dirs()
+        work = self.uniflow_dir / "tmp" / f"ser-{uuid.uuid4().hex}"
+        try:
+            files, serializer, meta, fw = self._collect(model, framework, trust, work)
+            entries = self._store_files(files, progress)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        code_commit = self.git.head()
+        actor = self.git.identity()
+        manifest: dict[str, Any] = {
+            "format": MANIFEST_FORMAT,
+            "name": name,
+            "version": "",
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "author": f"{actor[0]} <{actor[1]}>",
+            "framework": fw,
+            "serializer": serializer,
+            "serializer_meta": json_safe(meta),
+            "files": entries,
+            "content_digest": content_digest(entries),
+            "metrics": json_safe(metrics or {}),
+            "params": json_safe(params or {}),
+            "tags": {str(k): str(v) for k, v in (tags or {}).items()},
+            "description": description or "",
+            "lineage": {
+                "code_commit": code_commit,
+                "branch": self.git.branch(),
+                "dirty": self.git.is_dirty() if code_commit else False,
+                **json_safe(lineage or {}),
+            },
+            "libraries": _libraries(serializer),
+        }
+        for attempt in range(_AUTO_VERSION_ATTEMPTS):
+            chosen = version or next_version(self._index.version_names(name))
+            manifest["version"] = chosen
+            try:
+                created, _tag = self._index.write_version(manifest, code_commit, actor)
+            except VersionExistsError:
+                if version is not None:
+                    raise
+                continue  # someone took this auto version concurrently: take the next one
+            if created:
+                self._lifecycle.apply(name, register_transition(chosen), actor)
+            return self.get(name, chosen)
+        raise VersionExistsError(name, "auto", "(too many concurrent registrations)")
+
+    def _collect(
+        self, model: Any, framework: str | None, trust: bool, work: Path
+    ) -> tuple[list[tuple[str, Path]], str, dict[str, Any], str]:
+        """Files to store: ``([(relpath, path)], serializer, meta, framework label)``."""
+        from .serializers import canonical_framework, serializer_for
+        from .serializers._files import framework_for_path
+
+        if isinstance(model, (str, os.PathLike)):
+            src = Path(model)
+            if not src.exists():
+                raise InvalidPathError(f"model path {src} does not exist")
+            fw = framework or framework_for_path(src)
+            if src.is_file():
+                return [(src.name, src)], "files", {"kind": "file", "path": src.name}, fw
+            files = _walk(src)
+            if not files:
+                raise InvalidPathError(f"model directory {src} holds no files")
+            return files, "files", {"kind": "dir"}, fw
+        ser = serializer_for(model, framework, trust)
+        work.mkdir(parents=True)
+        meta = ser.save(model, work, trust=trust)
+        fw = canonical_framework(framework) if framework else ser.framework
+        return _walk(work), ser.name, meta, fw
+
+    def _store_files(self, files: list[tuple[str, Path]], progress: ProgressFn | None) -> list[dict[str, Any]]:
+        total = sum(p.stat().st_size for _, p in files)
+        done = 0
+        entries = []
+        for rel, path in files:
+            base = done
+            cb = (lambda d, _t, b=base: progress(b + d, total)) if progress else None
+            rec = self.store.put_file(path, cb)
+            done += rec.size
+            entries.append(file_entry(rel, rec, path.stat().st_mode))
+        if progress and not files:
+            progress(0, 0)
+        return entries
+
+    # ------------------------------------------------------------------ read
+    def _require_model(self, name: str) -> None:
+        validate_model_name(name)
+        if not self._index.version_names(name) and self._lifecycle.head(name) is None:
+            raise ModelNotFoundError(name)
+
+    def _resolve(self, name: str, version: str | None, stage: object | None) -> tuple[str, LifecycleState]:
+        """The concrete version meant by ``version`` / ``stage`` (newest when neither)."""
+        self._require_model(name)
+        state = self._lifecycle.state(name)
+        if version is not None:
+            validate_version(version)
+            if self._index.tag_sha(name, version) is None:
+                raise VersionNotFoundError(name, version)
+            return version, state
+        names = self._index.version_names(name)
+        if stage is not None:
+            st = self._stage(stage)
+            if st == "development":
+                candidates = [v for v in names if state.stage(v) == "development"]
+            else:
+                candidates = [v for v in state.holders(st) if v in names]
+            if not candidates:
+                raise StageEmptyError(name, st)
+            return max(candidates, key=version_sort_key), state
+        if not names:
+            raise ModelNotFoundError(name)
+        return max(names, key=version_sort_key), state
+
+    def _manifest(self, name: str, version: str) -> dict[str, Any]:
+        return self._index.manifest(name, version)[1]
+
+    def get(self, name: str, version: str | None = None, stage: object | None = None) -> ModelVersion:
+        """The :class:`ModelVersion` for a version, a stage's holder, or the newest version."""
+        v, state = self._resolve(name, version, stage)
+        return to_model_version(self._manifest(name, v), state.stage(v), f"refs/tags/models/{name}/{v}")
+
+    def list_models(self) -> list[ModelSummary]:
+        out = []
+        for name in self._index.models():
+            names = self._index.version_names(name)
+            head = self._lifecycle.head(name)
+            state = self._lifecycle.state(name, head)
+            single = self.stages()
+            holders = {s: v for v, s in state.stage_of.items() if single.get(s, True) and s != "archived"}
+            updated = None
+            if head:
+                updated = datetime.fromtimestamp(self.git.read_commit(head).commit_time, timezone.utc)
+            latest = max(names, key=version_sort_key) if names else None
+            out.append(ModelSummary(name, latest, len(names), dict(sorted(holders.items())), updated))
+        return out
+
+    def list_versions(self, name: str, stage: object | None = None) -> list[ModelVersion]:
+        """Every version of ``name`` (semver ascending), optionally only those in ``stage``."""
+        self._require_model(name)
+        state = self._lifecycle.state(name)
+        wanted = self._stage(stage) if stage is not None else None
+        out = []
+        for v, sha in sorted(self._index.versions(name).items(), key=lambda kv: version_sort_key(kv[0])):
+            st = state.stage(v)
+            if wanted is None or st == wanted:
+                out.append(to_model_version(self._index.manifest(name, v, sha)[1], st, f"refs/tags/models/{name}/{v}"))
+        return out
+
+    def history(self, name: str) -> list[HistoryEvent]:
+        """Every lifecycle event of ``name``, oldest first (``git log`` of its lifecycle ref)."""
+        self._require_model(name)
+        return self._lifecycle.history(name)
+
+    # ------------------------------------------------------------------ load
+    def _context(self, name: str, version: str, path: str) -> str:
+        return f"model {name!r} version {version!r} file {path!r}"
+
+    def load_path(self, name: str, version: str | None = None, stage: object | None = None) -> Path:
+        """A verified, read-only directory holding the version's files."""
+        v, _ = self._resolve(name, version, stage)
+        return self._materialize(name, v, self._manifest(name, v))
+
+    def _materialize(self, name: str, version: str, m: dict[str, Any], progress: ProgressFn | None = None) -> Path:
+        records = file_records(m)
+        self.store.ensure_local(r for _, r, _ in records)
+        vdir = self.uniflow_dir / "cache" / "versions" / m["content_digest"]
+        total = sum(r.size for _, r, _ in records)
+        done = 0
+        for rel, rec, _mode in records:
+            base = done
+            cb = (lambda d, _t, b=base: progress(b + d, total)) if progress else None
+            src = self.store.materialize(rec, self._context(name, version, rel), cb)
+            done += rec.size
+            link = vdir / rel
+            link.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                if link.exists() and os.path.samefile(link, src):
+                    continue
+                if link.exists() or link.is_symlink():
+                    link.unlink()
+                os.link(src, link)
+            except OSError as exc:
+                raise RepositoryError(f"cannot materialize {rel}: {exc.strerror}") from exc
+        return vdir
+
+    def load(
+        self,
+        name: str,
+        version: str | None = None,
+        stage: object | None = None,
+        *,
+        model: Any = None,
+        trust: bool = False,
+    ) -> Any:
+        """The registered object, rebuilt safely from verified bytes.
+
+        Files and directories come back as a path. ``model=`` is an instance to load
+        weights into; ``trust=True`` allows pickle for versions registered with it.
+        """
+        from .serializers import get_serializer
+
+        v, _ = self._resolve(name, version, stage)
+        m = self._manifest(name, v)
+        vdir = self._materialize(name, v, m)
+        ser = get_serializer(m["serializer"])
+        return ser.load(vdir, m.get("serializer_meta", {}), trust=trust, into=model)
+
+    def export(
+        self,
+        name: str,
+        dest: str | os.PathLike[str],
+        version: str | None = None,
+        stage: object | None = None,
+        *,
+        progress: ProgressFn | None = None,
+    ) -> Path:
+        """Copy the version's verified files into the directory ``dest`` (writable copies)."""
+        v, _ = self._resolve(name, version, stage)
+        m = self._manifest(name, v)
+        vdir = self._materialize(name, v, m, progress)
+        out = Path(dest)
+        try:
+            for rel, _rec, mode in file_records(m):
+                target = out / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.exists():
+                    target.chmod(target.stat().st_mode | stat.S_IWUSR)
+                shutil.copyfile(vdir / rel, target)
+                target.chmod(mode)
+        except OSError as exc:
+            raise InvalidPathError(f"cannot export to {out}: {exc.strerror}") from exc
+        return out
+
+    # ------------------------------------------------------------------ lifecycle
+    def promote(
+        self,
+        name: str,
+        version: str,
+        stage: object,
+        *,
+        reason: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> ModelVersion:
+        """Move ``version`` into ``stage``; a single-holder stage's previous holder is archived."""
+        st = self._stage(stage)
+        self._resolve(name, version, None)
+        action = "archive" if st == "archived" else "promote"
+        single = self.stages().get(st, True)
+        self._lifecycle.apply(
+            name,
+            promote_transition(version, st, single, action, reason, json_safe(extra) if extra else None),
+            self.git.identity(),
+        )
+        return self.get(name, version)
+
+    def archive(self, name: str, version: str, *, reason: str | None = None) -> ModelVersion:
+        return self.promote(name, version, ModelStage.ARCHIVED, reason=reason)
+
+    def rollback(self, name: str, stage: object, *, reason: str | None = None) -> ModelVersion:
+        """Give ``stage`` back to its previous holder (the current one is archived)."""
+        st = self._stage(stage)
+        self._require_model(name)
+        if st in ("development", "archived") or not self.stages().get(st, True):
+            raise UsageError(f"cannot roll back stage {st!r}: only single-holder stages have a previous holder")
+        existing = set(self._index.version_names(name))
+        _state, event = self._lifecycle.apply(
+            name, rollback_transition(st, existing.__contains__, reason), self.git.identity()
+        )
+        return self.get(name, event["version"])
+
+    def compare_versions(self, name: str, versions: list[str]) -> "Comparison":
+        """Metrics side by side with deltas, params, tags, sizes, shared bytes, code commits."""
+        from ._compare import build_comparison
+
+        if isinstance(versions, str) or len(versions) < 2:
+            raise UsageError("compare_versions needs a list of at least two versions")
+        mvs = [self.get(name, v) for v in versions]
+        manifests = [self._manifest(name, v) for v in versions]
+        return build_comparison(self.git, mvs, manifests)
+
+    # ------------------------------------------------------------------ maintenance
+    def verify(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Re-hash every chunk of every version (or of ``name``); the problems found."""
+        return _verify(self, name)
+
+    def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0) -> dict[str, Any]:
+        """Delete chunks no ref reaches, older than the grace period (dry run by default)."""
+        return _gc(self, dry_run=dry_run, grace_seconds=grace_seconds)
+
+    # for the maintenance and sharing layers
+    @property
+    def index(self) -> VersionIndex:
+        return self._index
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        return self._lifecycle
+
+
+def _walk(root: Path) -> list[tuple[str, Path]]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in (".git", ".uniflow"))
+        for fn in sorted(filenames):
+            p = Path(dirpath) / fn
+            if p.is_file() and not p.is_symlink():
+                out.append((p.relative_to(root).as_posix(), p))
+    return out
+
+
+def _libraries(serializer: str) -> dict[str, str]:
+    libs = {"python": platform.python_version(), "uniflow": __version__}
+    for mod in ("torch", "safetensors", "sklearn", "skops", "numpy"):
+        m = sys.modules.get(mod)
+        if m is not None and hasattr(m, "__version__"):
+            libs[mod] = str(m.__version__)
+    return libs

@@ -1,0 +1,58 @@
+"""Stages: the :class:`ModelStage` enum and custom stages declared in config."""
+
+from __future__ import annotations
+
+import enum
+import re
+
+from ._errors import InvalidStageError
+
+__all__ = ["ModelStage", "normalize_stage", "SINGLE_HOLDER_DEFAULT"]
+
+_STAGE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+
+
+class ModelStage(str, enum.Enum):
+    """Built-in lifecycle stages. ``ModelStage("Production")`` and ``ModelStage("PRODUCTION")``
+    both give ``ModelStage.PRODUCTION``."""
+
+    DEVELOPMENT = "development"
+    STAGING = "staging"
+    PRODUCTION = "production"
+    ARCHIVED = "archived"
+
+    @classmethod
+    def _missing_(cls, value: object) -> "ModelStage | None":
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            for member in cls:
+                if member.value == lowered:
+                    return member
+        return None
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Stages that hold many versions at once; every other stage holds one version at a time.
+SINGLE_HOLDER_DEFAULT = {"staging": True, "production": True, "development": False, "archived": False}
+
+
+def normalize_stage(stage: object, custom: "dict[str, bool] | None" = None) -> str:
+    """Turn a ``ModelStage`` or a case-insensitive name into the canonical lowercase name.
+
+    ``custom`` maps custom stage names (declared in ``.uniflow/config.toml``) to whether they
+    hold a single version.
+    """
+    if isinstance(stage, ModelStage):
+        return stage.value
+    if isinstance(stage, str):
+        name = stage.strip().lower()
+        if name in SINGLE_HOLDER_DEFAULT or (custom and name in custom):
+            return name
+    known = list(SINGLE_HOLDER_DEFAULT) + sorted(custom or {})
+    raise InvalidStageError(f"unknown stage {stage!r}: expected one of {', '.join(known)}")
+
+
+def valid_custom_stage_name(name: str) -> bool:
+    return bool(_STAGE_RE.match(name)) and name not in SINGLE_HOLDER_DEFAULT

@@ -1,0 +1,397 @@
+"""The content-addressed chunk store under ``<repo>/.uniflow/``.
+
+Files are cut into content-defined chunks (FastCDC, native), each named by the BLAKE3-256
+digest of its bytes and stored once under ``objects/<2 hex>/<62 hex>``:
+
+* **write**: chunk bytes go to ``tmp/``, are fsynced, made read-only, then hard-linked
+  into place (the first writer wins; an existing object is never modified), and the
+  object directories are fsynced before :meth:`ObjectStore.put_file` returns.
+* **read**: every chunk is hashed and compared with its name before any byte is handed
+  out; a mismatch raises :class:`IntegrityError` naming the context (model, version, file)
+  and the chunk.
+
+A file's digest is BLAKE3 over its chunk list (digest and length of every chunk, in order),
+so it is computed without a second pass over the data, and a materialized copy can be
+checked chunk by chunk.
+
+This is the only module that touches chunk files.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+import struct
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3
+
+from ._errors import IntegrityError, InvalidPathError, RepositoryError
+from ._naming import validate_digest
+
+__all__ = ["ObjectStore", "FileRecord", "ChunkRef", "file_digest", "CHUNK_PARAMS"]
+
+# Picked by measurement (docs/design.md, "Chunk parameters"): ~1 MiB average keeps a
+# 1 GiB file near 1,000 objects while a changed tensor costs one or two chunks.
+CHUNK_PARAMS = {"avg_size": 1 << 20, "min_size": 256 << 10, "max_size": 4 << 20}
+
+ProgressFn = Callable[[int, int], None]
+FetchFn = Callable[[list[str]], None]
+
+_FILE_DIGEST_DOMAIN = b"uniflow-file-v1\x00"
+_MAX_INFLIGHT = 16
+_WRITE_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class ChunkRef:
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A stored file: its size, its file digest and its ordered chunk list."""
+
+    size: int
+    digest: str
+    chunks: tuple[ChunkRef, ...]
+
+
+def file_digest(chunks: Iterable[ChunkRef]) -> str:
+    """BLAKE3 over the ordered chunk list; identifies a file's content."""
+    h = blake3.blake3(_FILE_DIGEST_DOMAIN)
+    for c in chunks:
+        h.update(bytes.fromhex(c.digest))
+        h.update(struct.pack("<Q", c.size))
+    return h.hexdigest()
+
+
+def _hash(data: memoryview | bytes) -> str:
+    # Large buffers hash on both cores; small ones are not worth the thread start.
+    if len(data) >= (1 << 20):
+        return blake3.blake3(data, max_threads=2).hexdigest()
+    return blake3.blake3(data).hexdigest()
+
+
+class ObjectStore:
+    """Chunk objects under ``root`` (the ``.uniflow`` directory)."""
+
+    def __init__(self, root: Path, fetcher: FetchFn | None = None) -> None:
+        self.root = Path(root)
+        self.objects = self.root / "objects"
+        self.tmp = self.root / "tmp"
+        self.cache = self.root / "cache" / "files"
+        #: called with digests missing locally before a read gives up (blob remotes)
+        self.fetcher = fetcher
+        self._chunker_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ layout
+    def object_path(self, digest: str) -> Path:
+        validate_digest(digest, "chunk digest")
+        return self.objects / digest[:2] / digest[2:]
+
+    def ensure_dirs(self) -> None:
+        try:
+            for d in (self.objects, self.tmp, self.cache):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RepositoryError(f"cannot create the object store in {self.root}: {exc.strerror}") from exc
+
+    def has(self, digest: str) -> bool:
+        return self.object_path(digest).exists()
+
+    def missing(self, digests: Iterable[str]) -> list[str]:
+        return [d for d in dict.fromkeys(digests) if not self.has(d)]
+
+    def iter_objects(self) -> Iterator[tuple[str, Path]]:
+        """Every stored chunk as ``(digest, path)``."""
+        if not self.objects.is_dir():
+            return
+        for sub in sorted(self.objects.iterdir()):
+            if len(sub.name) != 2 or not sub.is_dir():
+                continue
+            for entry in os.scandir(sub):
+                digest = sub.name + entry.name
+                if len(digest) == 64:
+                    yield digest, Path(entry.path)
+
+    # ------------------------------------------------------------------ write
+    def put_file(self, path: Path, progress: ProgressFn | None = None) -> FileRecord:
+        """Chunk, hash and store ``path``; return its record once every chunk is durable.
+
+        Chunking runs on this thread while worker threads hash and write the previous
+        chunks (BLAKE3 and file I/O release the GIL), so both cores stay busy.
+        """
+        self.ensure_dirs()
+        try:
+            f = open(path, "rb")
+        except OSError as exc:
+            raise InvalidPathError(f"cannot read {path}: {exc.strerror}") from exc
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return FileRecord(0, file_digest(()), ())
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                view = memoryview(mm)
+                try:
+                    return self._put_view(view, size, progress)
+                finally:
+                    view.release()
+
+    def put_bytes(self, data: bytes) -> FileRecord:
+        self.ensure_dirs()
+        return self._put_view(memoryview(data), len(data), None)
+
+    def _put_view(self, view: memoryview, size: int, progress: ProgressFn | None) -> FileRecord:
+        from pyfastcdc import FastCDC
+
+        chunker = FastCDC(
+            CHUNK_PARAMS["avg_size"],
+            min_size=CHUNK_PARAMS["min_size"],
+            max_size=CHUNK_PARAMS["max_size"],
+        )
+        refs: list[ChunkRef] = []
+        dirs: set[Path] = set()
+        done = 0
+        inflight: deque[Future[ChunkRef]] = deque()
+        with ThreadPoolExecutor(max_workers=_WRITE_WORKERS, thread_name_prefix="uniflow-put") as pool:
+
+            def drain(limit: int) -> None:
+                nonlocal done
+                while len(inflight) > limit:
+                    ref = inflight.popleft().result()
+                    refs.append(ref)
+                    dirs.add(self.objects / ref.digest[:2])
+                    done += ref.size
+                    if progress is not None:
+                        progress(done, size)
+
+            try:
+                for chunk in chunker.cut_buf(view):
+                    piece = view[chunk.offset : chunk.offset + chunk.length]
+                    inflight.append(pool.submit(self._store_chunk, piece))
+                    drain(_MAX_INFLIGHT)
+                drain(0)
+            except BaseException:
+                for fut in inflight:
+                    fut.cancel()
+                raise
+        for d in dirs:
+            _fsync_dir(d)
+        return FileRecord(size, file_digest(refs), tuple(refs))
+
+    def _store_chunk(self, piece: memoryview) -> ChunkRef:
+        digest = _hash(piece)
+        self._write_object(digest, piece)
+        return ChunkRef(digest, len(piece))
+
+    def _write_object(self, digest: str, data: memoryview | bytes) -> None:
+        final = self.objects / digest[:2] / digest[2:]
+        if final.exists():
+            return
+        final.parent.mkdir(exist_ok=True)
+        tmp = self.tmp / f"{digest[:16]}.{uuid.uuid4().hex}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+            try:
+                mv = memoryview(data)
+                written = 0
+                while written < len(mv):  # bounded: each write makes progress or raises
+                    written += os.write(fd, mv[written:])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                pass  # another writer stored the same bytes first
+        except PermissionError as exc:
+            raise RepositoryError(f"the object store {self.root} is read-only: {exc.strerror}") from exc
+        except OSError as exc:
+            raise RepositoryError(f"cannot write to the object store {self.root}: {exc.strerror}") from exc
+        finally:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+    def add_chunk(self, digest: str, data: bytes) -> None:
+        """Store bytes received from elsewhere (a remote) after checking them."""
+        validate_digest(digest, "chunk digest")
+        if _hash(data) != digest:
+            raise IntegrityError(f"chunk {digest[:16]} received from the remote does not match its digest")
+        self.ensure_dirs()
+        self._write_object(digest, data)
+        _fsync_dir(self.objects / digest[:2])
+
+    # ------------------------------------------------------------------ read
+    def read_chunk(self, ref: ChunkRef | str, context: str = "") -> bytes:
+        """The verified bytes of one chunk."""
+        digest = ref.digest if isinstance(ref, ChunkRef) else ref
+        path = self.object_path(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            self._fetch([digest])
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                raise IntegrityError(_where(context) + f"chunk {digest[:16]} is missing from the store") from None
+        if (isinstance(ref, ChunkRef) and len(data) != ref.size) or _hash(data) != digest:
+            raise IntegrityError(_where(context) + f"chunk {digest[:16]} is corrupted (digest mismatch)")
+        return data
+
+    def _fetch(self, digests: list[str]) -> None:
+        if self.fetcher is not None and digests:
+            self.fetcher(digests)
+
+    def ensure_local(self, records: Iterable[FileRecord]) -> None:
+        """Fetch chunks missing locally through the fetcher, in one batch."""
+        wanted = [c.digest for r in records for c in r.chunks]
+        missing = self.missing(wanted)
+        if missing:
+            self._fetch(missing)
+
+    def verify_record(self, rec: FileRecord, context: str = "") -> None:
+        """Re-hash every chunk of ``rec``; raise IntegrityError on the first problem."""
+        for c in rec.chunks:
+            self.read_chunk(c, context)
+        if file_digest(rec.chunks) != rec.digest:
+            raise IntegrityError(_where(context) + "chunk list does not match the file digest")
+
+    def materialize(self, rec: FileRecord, context: str = "", progress: ProgressFn | None = None) -> Path:
+        """A read-only file in the cache holding ``rec``'s bytes, verified before return.
+
+        The first call reassembles the chunks (each verified as it is read); later calls
+        re-hash the cached copy chunk by chunk, which is cheaper than reassembling, and
+        rebuild it if it was tampered with.
+        """
+        if file_digest(rec.chunks) != rec.digest:
+            raise IntegrityError(_where(context) + "chunk list does not match the file digest")
+        self.ensure_dirs()
+        target = self.cache / rec.digest[:2] / rec.digest
+        if target.exists():
+            if self._cached_ok(target, rec):
+                if progress is not None:
+                    progress(rec.size, rec.size)
+                return target
+            _force_unlink(target)
+        self.ensure_local([rec])
+        target.parent.mkdir(exist_ok=True)
+        tmp = self.tmp / f"mat-{rec.digest[:16]}.{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as out:
+                if rec.size:
+                    out.truncate(rec.size)
+                self._assemble(rec, out.fileno(), context, progress)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, target)
+        except BaseException:
+            _force_unlink(tmp)
+            raise
+        return target
+
+    def _assemble(self, rec: FileRecord, fd: int, context: str, progress: ProgressFn | None) -> None:
+        offsets = []
+        pos = 0
+        for c in rec.chunks:
+            offsets.append(pos)
+            pos += c.size
+
+        def one(i: int) -> int:
+            c = rec.chunks[i]
+            data = self.read_chunk(c, context)
+            os.pwrite(fd, data, offsets[i])
+            return c.size
+
+        done = 0
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="uniflow-get") as pool:
+            for n in pool.map(one, range(len(rec.chunks))):
+                done += n
+                if progress is not None:
+                    progress(done, rec.size)
+
+    def _cached_ok(self, path: Path, rec: FileRecord) -> bool:
+        try:
+            st = path.stat()
+            if st.st_size != rec.size or stat.S_IMODE(st.st_mode) & 0o222:
+                return False
+            if rec.size == 0:
+                return True
+            with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                view = memoryview(mm)
+                try:
+                    pos = 0
+                    for c in rec.chunks:
+                        if _hash(view[pos : pos + c.size]) != c.digest:
+                            return False
+                        pos += c.size
+                finally:
+                    view.release()
+            return True
+        except OSError:
+            return False
+
+    # ------------------------------------------------------------------ maintenance
+    def delete_object(self, digest: str) -> int:
+        path = self.object_path(digest)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+            return size
+        except FileNotFoundError:
+            return 0
+
+    def clean_tmp(self, older_than: float) -> int:
+        """Remove writes in flight abandoned more than ``older_than`` seconds ago."""
+        removed = 0
+        if not self.tmp.is_dir():
+            return 0
+        cutoff = time.time() - older_than
+        for entry in os.scandir(self.tmp):
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    _force_unlink(Path(entry.path))
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+    def clear_cache(self) -> None:
+        if self.cache.is_dir():
+            for sub in self.cache.iterdir():
+                for entry in sub.iterdir() if sub.is_dir() else ():
+                    _force_unlink(entry)
+
+
+def _where(context: str) -> str:
+    return f"{context}: " if context else ""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _force_unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,92 @@
+"""Plain value types returned by the registry: versions, files, history events."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = ["FileInfo", "ModelVersion", "HistoryEvent", "ModelSummary"]
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """One file of a version: its path inside the version, size in bytes, BLAKE3 file digest."""
+
+    path: str
+    size: int
+    digest: str
+    chunks: int = 0
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """An immutable registered version of a model, as read back from Git."""
+
+    name: str
+    version: str
+    stage: str
+    framework: str
+    serializer: str
+    metrics: dict[str, Any]
+    tags: dict[str, str]
+    params: dict[str, Any]
+    description: str
+    created_at: datetime
+    author: str
+    code_commit: str | None
+    branch: str | None
+    dirty: bool
+    size: int
+    digest: str
+    files: tuple[FileInfo, ...]
+    lineage: dict[str, Any] = field(default_factory=dict)
+    libraries: dict[str, str] = field(default_factory=dict)
+    tag_ref: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (the shape ``uniflow models show --json`` prints)."""
+        d = asdict(self)
+        d["created_at"] = self.created_at.isoformat()
+        d["files"] = [asdict(f) for f in self.files]
+        return d
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One lifecycle transition, read from a commit on ``refs/uniflow/models/<name>``."""
+
+    seq: int
+    action: str  # register | promote | archive | rollback
+    name: str
+    version: str
+    from_stage: str | None
+    to_stage: str | None
+    actor: str
+    at: datetime
+    commit: str
+    message: str = ""
+    displaced: str | None = None  # version moved to archived by this event
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["at"] = self.at.isoformat()
+        return d
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """One row of ``list_models()``."""
+
+    name: str
+    latest: str | None
+    versions: int
+    stages: dict[str, str]  # single-holder stage -> version
+    updated_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["updated_at"] = self.updated_at.isoformat() if self.updated_at else None
+        return d
