@@ -1,0 +1,256 @@
+"""PyTorch modules, state dicts and tensors as ``model.safetensors`` (never pickle).
+
+Meta keys: ``kind`` ("module" | "state_dict" | "tensor"), ``file``; for modules also
+``class_module``, ``class_qualname``, ``init_kwargs``, ``init_source`` ("get_config" |
+"signature"), ``missing_init_args``, ``training``, ``torch_version``; for state dicts ``aliases`` (tied
+names -> the name actually stored); for tensors ``requires_grad``. Loading accepts
+``into=`` (a module) for the "module" and "state_dict" kinds.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._errors import SerializationError
+from ._base import Serializer
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["TorchSerializer"]
+
+FILE = "model.safetensors"
+_TENSOR_KEY = "tensor"
+
+
+def is_json_safe(value: Any) -> bool:
+    """True for None/bool/int/finite float/str and lists, tuples, str-keyed dicts of those."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(is_json_safe(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_json_safe(v) for k, v in value.items())
+    return False
+
+
+def _jsonify(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_jsonify(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonify(v) for k, v in value.items()}
+    return value
+
+
+def _init_kwargs(module: Any) -> tuple[dict[str, Any], str, list[str]]:
+    """How to call ``type(module)(**kwargs)`` again: (kwargs, source, required args not found)."""
+    get_config = getattr(module, "get_config", None)
+    if callable(get_config):
+        try:
+            config = get_config()
+        except Exception:  # a user hook; fall back to the signature
+            config = None
+        if isinstance(config, dict) and is_json_safe(config):
+            return _jsonify(config), "get_config", []
+    kwargs: dict[str, Any] = {}
+    missing: list[str] = []
+    try:
+        params = list(inspect.signature(type(module).__init__).parameters.values())[1:]
+    except (TypeError, ValueError):
+        params = []
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        value = getattr(module, p.name, inspect.Parameter.empty)
+        if value is not inspect.Parameter.empty and is_json_safe(value):
+            kwargs[p.name] = _jsonify(value)
+        elif p.default is inspect.Parameter.empty:
+            missing.append(p.name)
+    return kwargs, "signature", missing
+
+
+def _dedupe(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Make tensors safetensors accepts: exact duplicates (tied weights) become aliases,
+    other views of an already stored storage become copies."""
+    import torch
+
+    out: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple[Any, ...], str] = {}
+    storages: set[tuple[Any, ...]] = set()
+    for name, t in tensors.items():
+        t = t.detach()
+        if t.layout != torch.strided:
+            raise SerializationError(f"tensor {name!r} is sparse; convert it with .to_dense() first")
+        if t.device.type == "meta":
+            raise SerializationError(f"tensor {name!r} is on the meta device and has no data")
+        if t.numel() == 0:
+            out[name] = t.contiguous()
+            continue
+        storage = (t.device.type, t.device.index, t.untyped_storage().data_ptr())
+        key = (*storage, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        if key in seen:
+            aliases[name] = seen[key]
+        elif storage in storages:
+            seen[key] = name
+            out[name] = t.clone(memory_format=torch.contiguous_format)
+        else:
+            seen[key] = name
+            storages.add(storage)
+            out[name] = t.contiguous()
+    return out, aliases
+
+
+def _is_state_dict(obj: Any, torch: Any) -> bool:
+    return (
+        isinstance(obj, dict)
+        and all(isinstance(k, str) for k in obj)
+        and all(isinstance(v, torch.Tensor) for v in obj.values())
+    )
+
+
+def _resolve_class(module_name: str, qualname: str) -> Any:
+    if "<locals>" in qualname:
+        raise ImportError(f"{qualname} is defined inside a function")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class TorchSerializer(Serializer):
+    name = "torch"
+    framework = "pytorch"
+    aliases = ("torch", "pytorch", "pt")
+    priority = 50
+
+    def can_save(self, obj: Any) -> bool:
+        torch = sys.modules.get("torch")
+        if torch is None:
+            return False
+        if isinstance(obj, (torch.nn.Module, torch.Tensor)):
+            return True
+        return isinstance(obj, dict) and len(obj) > 0 and _is_state_dict(obj, torch)
+
+    def save(self, obj: Any, dest: Path, *, trust: bool = False) -> dict[str, Any]:
+        import safetensors.torch as st
+        import torch
+
+        path = Path(dest) / FILE
+        try:
+            if isinstance(obj, torch.nn.Module):
+                return self._save_module(obj, path)
+            if isinstance(obj, torch.Tensor):
+                data, _ = _dedupe({_TENSOR_KEY: obj})
+                st.save_file(data, str(path))
+                return {"kind": "tensor", "file": FILE, "requires_grad": bool(obj.requires_grad)}
+            if _is_state_dict(obj, torch):
+                data, aliases = _dedupe(obj)
+                st.save_file(data, str(path))
+                return {"kind": "state_dict", "file": FILE, "aliases": aliases}
+        except SerializationError:
+            raise
+        except Exception as exc:  # safetensors / torch raise many types
+            raise SerializationError(f"cannot save {type(obj).__name__} as safetensors: {exc}") from exc
+        raise SerializationError(
+            f"the torch serializer saves nn.Module, dict[str, Tensor] or Tensor, not {type(obj).__name__}"
+        )
+
+    def _save_module(self, module: Any, path: Path) -> dict[str, Any]:
+        import safetensors.torch as st
+
+        for key, value in module.state_dict().items():
+            if not hasattr(value, "untyped_storage"):
+                raise SerializationError(
+                    f"state_dict entry {key!r} of {type(module).__name__} is not a tensor; "
+                    "pass trust=True with framework='pickle' to pickle the module"
+                )
+        st.save_model(module, str(path), force_contiguous=True)
+        kwargs, source, missing = _init_kwargs(module)
+        cls = type(module)
+        return {
+            "kind": "module",
+            "file": FILE,
+            "class_module": cls.__module__,
+            "class_qualname": cls.__qualname__,
+            "init_kwargs": kwargs,
+            "init_source": source,
+            "missing_init_args": missing,
+            "training": bool(module.training),
+            "torch_version": str(getattr(sys.modules.get("torch"), "__version__", "")),
+        }
+
+    def load(self, src: Path, meta: dict[str, Any], *, trust: bool = False, into: Any = None) -> Any:
+        import safetensors.torch as st
+
+        path = Path(src) / FILE
+        kind = meta.get("kind")
+        if kind == "module":
+            return self._load_module(path, meta, into)
+        try:
+            tensors = st.load_file(str(path))
+        except Exception as exc:
+            raise SerializationError(f"cannot read {path.name}: {exc}") from exc
+        if kind == "tensor":
+            if _TENSOR_KEY not in tensors:
+                raise SerializationError(f"{path.name} holds no tensor named {_TENSOR_KEY!r}")
+            return tensors[_TENSOR_KEY].requires_grad_(bool(meta.get("requires_grad", False)))
+        if kind == "state_dict":
+            for alias, target in dict(meta.get("aliases") or {}).items():
+                if target not in tensors:
+                    raise SerializationError(f"tied tensor {alias!r} refers to missing {target!r}")
+                tensors[alias] = tensors[target]
+            if into is not None:
+                self._load_state_into(into, tensors)
+                return into
+            return tensors
+        raise SerializationError(f"unknown torch payload kind {kind!r} in manifest")
+
+    @staticmethod
+    def _load_state_into(into: Any, tensors: dict[str, Any]) -> None:
+        try:
+            into.load_state_dict(tensors, strict=True)
+        except Exception as exc:
+            raise SerializationError(f"weights do not fit {type(into).__name__}: {exc}") from exc
+
+    def _load_module(self, path: Path, meta: dict[str, Any], into: Any) -> Any:
+        import safetensors.torch as st
+        import torch
+
+        where = f"{meta.get('class_module')}.{meta.get('class_qualname')}"
+        if into is None:
+            into = self._rebuild(meta, where, torch)
+        elif not isinstance(into, torch.nn.Module):
+            raise SerializationError(f"model= must be a torch.nn.Module, got {type(into).__name__}")
+        try:
+            st.load_model(into, str(path), strict=True)
+        except Exception as exc:
+            raise SerializationError(
+                f"weights of {where} do not fit {type(into).__name__}: {exc}"
+            ) from exc
+        into.train(bool(meta.get("training", False)))
+        return into
+
+    @staticmethod
+    def _rebuild(meta: dict[str, Any], where: str, torch: Any) -> Any:
+        hint = f"pass model=<an instance of {where}> to load the weights into it"
+        try:
+            cls = _resolve_class(str(meta["class_module"]), str(meta["class_qualname"]))
+        except Exception as exc:
+            raise SerializationError(f"cannot import class {where} ({exc}); {hint}") from exc
+        if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+            raise SerializationError(f"{where} is not a torch.nn.Module subclass; {hint}")
+        kwargs = dict(meta.get("init_kwargs") or {})
+        try:
+            return cls(**kwargs)
+        except Exception as exc:
+            missing = meta.get("missing_init_args") or []
+            detail = f" (arguments not recorded: {', '.join(missing)})" if missing else ""
+            raise SerializationError(f"cannot construct {where}{detail}: {exc}; {hint}") from exc
