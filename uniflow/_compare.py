@@ -148,7 +148,7 @@ def build_comparison(git: "GitRepo", mvs: list[ModelVersion], manifests: list[di
     ]
     lineage = [_flat({k: v for k, v in mv.lineage.items() if k not in ("code_commit", "branch", "dirty")}) for mv in mvs]
     for d in lineage:  # times always differ; they are not a lineage difference
-        for k in [k for k in d if k.endswith(("started_at", "start_time", "duration", "duration_s", "run_id"))]:
+        for k in [k for k in d if k.endswith(("started_at", "start_time", "duration", "duration_s", "duration_seconds", "run_id"))]:
             d.pop(k)
     rows = {
         "metrics": _rows([mv.metrics for mv in mvs], True),

@@ -116,6 +116,7 @@ class Lifecycle:
                     commit=sha,
                     message=commit.message.decode(errors="replace").splitlines()[0],
                     displaced=ev.get("displaced"),
+                    reason=ev.get("reason"),
                     extra=ev.get("extra", {}),
                 )
             )

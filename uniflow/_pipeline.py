@@ -32,10 +32,11 @@ import secrets
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._errors import NotFoundError, UsageError
 from ._naming import validate_model_name, validate_version
@@ -45,16 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._registry import ModelRegistry
     from ._types import ModelVersion
 
-__all__ = [
-    "Model",
-    "step",
-    "pipeline",
-    "PipelineRun",
-    "StepRun",
-    "current_run",
-    "list_runs",
-    "get_run",
-]
+__all__ = ["Model", "PipelineRun", "StepRun", "current_run", "get_run", "list_runs", "pipeline", "step"]
 
 log = logging.getLogger("uniflow.pipeline")
 
@@ -91,18 +83,8 @@ class Model:
     """
 
     __slots__ = (
-        "data",
-        "name",
-        "register",
-        "version",
-        "framework",
-        "metrics",
-        "tags",
-        "params",
-        "stage",
-        "description",
-        "trust",
-        "model_version",
+        "data", "description", "framework", "metrics", "model_version", "name",
+        "params", "register", "stage", "tags", "trust", "version",
     )
 
     def __init__(
@@ -149,7 +131,7 @@ class Model:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _describe(exc: BaseException) -> str:
@@ -206,32 +188,17 @@ class PipelineRun:
         return None if self._root is None else self._root / ".uniflow" / RUNS_DIR / f"{self.run_id}.json"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "name": self.name,
-            "status": self.status,
-            "error": self.error,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "duration_seconds": self.duration_seconds,
-            "parent_run_id": self.parent_run_id,
-            "steps": [s.to_dict() for s in self.steps],
-        }
+        """The JSON-safe record written to ``.uniflow/runs/<run_id>.json``."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+        d["steps"] = [s.to_dict() for s in self.steps]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PipelineRun:
-        steps = [StepRun(**{k: v for k, v in s.items() if k in StepRun.__dataclass_fields__}) for s in d["steps"]]
-        return cls(
-            run_id=d["run_id"],
-            name=d["name"],
-            status=d.get("status", "running"),
-            error=d.get("error"),
-            started_at=d.get("started_at", ""),
-            finished_at=d.get("finished_at"),
-            duration_seconds=d.get("duration_seconds"),
-            steps=steps,
-            parent_run_id=d.get("parent_run_id"),
-        )
+        public = {f.name for f in fields(cls) if not f.name.startswith("_")} - {"steps"}
+        step_fields = {f.name for f in fields(StepRun)}
+        steps = [StepRun(**{k: v for k, v in s.items() if k in step_fields}) for s in d.get("steps", [])]
+        return cls(**{k: v for k, v in d.items() if k in public}, steps=steps)
 
     # -- internals used by step and pipeline
 
@@ -382,9 +349,8 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
     if isinstance(value, numbers.Real):
         f = float(value)
         return f if math.isfinite(f) else repr(f)
-    if depth < 3 and isinstance(value, (list, tuple)) and type(value) in (list, tuple):
-        if len(value) <= _MAX_ITEMS:
-            return [_json_safe(v, depth + 1) for v in value]
+    if depth < 3 and type(value) in (list, tuple) and len(value) <= _MAX_ITEMS:
+        return [_json_safe(v, depth + 1) for v in value]
     if (
         depth < 3
         and type(value) is dict
@@ -394,7 +360,7 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
         return {k: _json_safe(v, depth + 1) for k, v in value.items()}
     try:
         text = repr(value)
-    except Exception as exc:  # a broken __repr__ must not break the step
+    except Exception as exc:  # noqa: BLE001 - a broken __repr__ must not break the step
         text = f"<{type(value).__name__} (repr failed: {type(exc).__name__})>"
     return text if len(text) <= _MAX_REPR else text[: _MAX_REPR - 1] + "…"
 
@@ -463,7 +429,7 @@ class _StepSpec:
 
     def __init__(self, func: Callable[..., Any], name: str | None, registry: Any, tags: dict[str, str] | None):
         self.func = func
-        self.name = name or getattr(func, "__name__", "step")
+        self.name: str = name or str(getattr(func, "__name__", "step"))
         self.registry = registry
         self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
         self.qualname = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', self.name)}"
@@ -472,6 +438,7 @@ class _StepSpec:
         except (TypeError, ValueError):
             self.signature = None
         self._source: tuple[str, str] | None = None
+        self.source_file: str | None
         try:
             self.source_file = inspect.getsourcefile(func) or inspect.getfile(func)
         except TypeError:
@@ -668,11 +635,9 @@ class _PipelineCall:
         )
         if spec.registry is not None and not isinstance(spec.registry, (str, os.PathLike)):
             self.run._registry = spec.registry
-        root = _spec_root(spec.registry)
-        # Write only into an existing .uniflow/ here: creating it is the registry's job (on the
-        # first registration); the record is written then, after every step, and at the end.
-        if root is not None and (root / ".uniflow").is_dir():
-            self.run._root = root
+        # The record goes to the pipeline's repository (found without creating anything); outside
+        # any repository, to the repository of the first registry a step opens, if any.
+        self.run._root = _spec_root(spec.registry)
         holder.last_run = self.run
         self.token = _CURRENT_RUN.set(self.run)
         log.info("pipeline %r run %s started", self.run.name, self.run.run_id)
@@ -695,11 +660,7 @@ class _PipelineCall:
         else:
             run.status = "failed"
             run.error = _describe(exc)
-            log.warning("pipeline %r run %s failed: %s", run.name, run.run_id, run.error)
-        if run._root is None:  # a registry may have created .uniflow/ since the run started
-            root = _spec_root(run._registry_spec)
-            if root is not None and (root / ".uniflow").is_dir():
-                run._root = root
+            log.info("pipeline %r run %s failed: %s", run.name, run.run_id, run.error)
         run._flush()
 
 

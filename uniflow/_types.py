@@ -68,6 +68,7 @@ class HistoryEvent:
     commit: str
     message: str = ""
     displaced: str | None = None  # version moved to archived by this event
+    reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,50 @@
+"""``import uniflow`` is cheap and its public surface is pinned."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import uniflow
+
+PUBLIC = {
+    "__version__", "ModelRegistry", "ModelStage", "ModelVersion", "HistoryEvent", "ModelSummary", "FileInfo",
+    "Comparison", "step", "pipeline", "Model",
+    "UniflowError", "UsageError", "InvalidNameError", "InvalidVersionError", "InvalidStageError",
+    "InvalidPathError", "NotFoundError", "ModelNotFoundError", "VersionNotFoundError", "StageEmptyError",
+    "VersionExistsError", "IntegrityError", "ConcurrencyError", "SerializationError", "UnsafeLoadError",
+    "RepositoryError", "RemoteError", "PushRejectedError", "PolicyError",
+}
+
+
+def test_public_names_are_pinned() -> None:
+    assert set(uniflow.__all__) == PUBLIC
+    for name in PUBLIC:
+        assert getattr(uniflow, name) is not None
+
+
+def test_import_uniflow_pulls_in_nothing_heavy() -> None:
+    code = (
+        "import sys, uniflow\n"
+        "heavy = [m for m in ('torch', 'sklearn', 'fsspec', 's3fs', 'rich.console', 'dulwich', 'numpy', 'skops')"
+        " if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "", r.stdout + r.stderr
+
+
+def test_using_the_registry_does_not_import_ml_frameworks(tmp_path) -> None:
+    code = (
+        "import sys, subprocess\n"
+        f"subprocess.run(['git', 'init', '-q', {str(tmp_path)!r}], check=True)\n"
+        "from uniflow import ModelRegistry\n"
+        f"r = ModelRegistry({str(tmp_path)!r})\n"
+        f"open({str(tmp_path / 'f.bin')!r}, 'wb').write(b'x')\n"
+        f"r.register(model={str(tmp_path / 'f.bin')!r}, name='m', version='v1.0.0')\n"
+        "r.load('m'); r.list_models()\n"
+        "print(','.join(m for m in ('torch', 'sklearn', 'fsspec', 'rich.console') if m in sys.modules))\n"
+    )
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "PATH": __import__("os").environ["PATH"]}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0 and r.stdout.strip() == "", r.stdout + r.stderr
