@@ -44,7 +44,7 @@ class Comparison:
                 continue
             lines.append([f"[{section}]"] + [""] * len(self.versions))
             for row in rows:
-                cells = [_cell(v) for v in row["values"]]
+                cells = [_cell(v, row["key"]) for v in row["values"]]
                 for i, d in enumerate(row.get("delta") or []):
                     if d is not None and i > 0:
                         cells[i] += f" ({d:+.4g})"
@@ -63,12 +63,23 @@ class Comparison:
         return f"Comparison({self.name!r}, {self.versions!r})"
 
 
-def _cell(v: Any) -> str:
+def _cell(v: Any, key: str = "") -> str:
     if v is None:
         return "-"
+    if isinstance(v, int) and ("bytes" in key or key == "size"):
+        return _human(v)
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
 
 
 def _rows(dicts: list[dict[str, Any]], numeric_delta: bool) -> list[dict[str, Any]]:
