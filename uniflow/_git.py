@@ -24,8 +24,9 @@ from dulwich.objects import Blob, Commit, Tag, Tree
 from dulwich.repo import Repo
 
 from ._errors import ConcurrencyError, RepositoryError
+from ._paths import find_workdir
 
-__all__ = ["GitRepo", "Identity", "LOCK_TIMEOUT"]
+__all__ = ["LOCK_TIMEOUT", "GitRepo", "Identity"]
 
 #: how long a ref or object write waits on another writer's lock before giving up (seconds)
 LOCK_TIMEOUT = 30.0
@@ -67,17 +68,10 @@ class GitRepo:
             store.fsync_object_files = True
 
     # ------------------------------------------------------------------ discovery
-    @staticmethod
-    def find_workdir(start: Path) -> Path | None:
-        """The work tree enclosing ``start`` (a directory with ``.git``), or None."""
-        cur = Path(start).resolve()
-        for candidate in (cur, *cur.parents):
-            if (candidate / ".git").exists():
-                return candidate
-        return None
+    find_workdir = staticmethod(find_workdir)
 
     @classmethod
-    def init(cls, path: Path) -> "GitRepo":
+    def init(cls, path: Path) -> GitRepo:
         path.mkdir(parents=True, exist_ok=True)
         try:
             Repo.init(str(path))
