@@ -7,11 +7,14 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.uniflow-deps
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml requirements-dev.lock scripts/setup.sh | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   # torch is pinned to the CPU build (2.13.0); any other spec would pull gigabytes of CUDA.
   .venv/bin/python -m pip install --quiet "torch==2.13.0"
-  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  # The lock file pins every dependency, so pip does no resolver backtracking (the open
+  # ranges of s3fs/aiobotocore/moto made `pip install -e .[dev]` take many minutes).
+  .venv/bin/python -m pip install --quiet -r requirements-dev.lock
+  .venv/bin/python -m pip install --quiet --no-deps -e .
   echo "$want" > "$stamp"
 fi
