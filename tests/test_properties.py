@@ -145,3 +145,15 @@ def test_a_held_ref_lock_is_waited_for_then_reported(registry: ModelRegistry, tm
         registry.promote("m", "v1.0.0", "production")
     lock.unlink()
     assert registry.get("m", "v1.0.0").stage == "staging"
+
+
+def test_a_lock_left_by_a_killed_writer_is_broken(registry: ModelRegistry, tmp_path: Path) -> None:
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"weights")
+    lock = registry.git.git_dir / "refs" / "tags" / "models" / "m" / "v1.0.0.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("0" * 40 + "\n")
+    old = time.time() - 60
+    os.utime(lock, (old, old))  # a writer SIGKILLed a minute ago left this behind
+    v = registry.register(model=f, name="m", version="v1.0.0")
+    assert v.version == "v1.0.0" and not lock.exists()

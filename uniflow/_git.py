@@ -9,6 +9,7 @@ backoff for a bounded time before raising :class:`ConcurrencyError`.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import subprocess
@@ -30,6 +31,11 @@ __all__ = ["LOCK_TIMEOUT", "GitRepo", "Identity"]
 
 #: how long a ref or object write waits on another writer's lock before giving up (seconds)
 LOCK_TIMEOUT = 30.0
+#: a ``.lock`` file this old belongs to a writer that died (a ref write holds its lock for
+#: microseconds); it is moved aside so a killed process never wedges the registry
+STALE_LOCK_AGE = 10.0
+
+log = logging.getLogger("uniflow")
 
 T = TypeVar("T")
 
@@ -43,6 +49,8 @@ def _with_lock_retry(what: str, fn: Callable[[], T], timeout: float = LOCK_TIMEO
         try:
             return fn()
         except FileLocked as exc:
+            if _break_stale_lock(exc.lockfilename):
+                continue
             if time.monotonic() >= deadline:
                 raise ConcurrencyError(
                     f"{what} is locked by another process for more than {timeout:.0f}s "
@@ -50,6 +58,29 @@ def _with_lock_retry(what: str, fn: Callable[[], T], timeout: float = LOCK_TIMEO
                 ) from exc
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.05)
+
+
+def _break_stale_lock(lockfile: str | bytes) -> bool:
+    """Move aside a lock older than STALE_LOCK_AGE; True if this call removed it.
+
+    The rename is atomic, so of several waiters exactly one breaks a given lock; a fresh lock
+    taken after that is young and is waited for as usual.
+    """
+    path = os.fsdecode(lockfile)
+    try:
+        age = time.time() - os.stat(path).st_mtime
+    except FileNotFoundError:
+        return True  # released meanwhile: retry at once
+    if age < STALE_LOCK_AGE:
+        return False
+    aside = f"{path}.stale-{os.getpid()}-{random.randrange(1 << 30)}"
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return True
+    os.unlink(aside)
+    log.warning("uniflow: removed stale lock %s left by a writer that died %.0fs ago", path, age)
+    return True
 
 
 class GitRepo:
