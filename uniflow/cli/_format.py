@@ -1,0 +1,230 @@
+"""Rendering for the terminal: tables, stage colours, relative times, human sizes.
+
+Two renderings of the same rows: on a terminal, a rich table (stage colours, relative
+times such as "3 minutes ago"); otherwise plain text, columns aligned with spaces, an
+upper-case header line, no colour codes and no box drawing, times as ISO-8601 UTC.
+rich is imported only on the terminal path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from ._common import console, fancy
+
+__all__ = [
+    "Cell",
+    "format_value",
+    "human_size",
+    "iso_time",
+    "print_heading",
+    "print_kv",
+    "print_line",
+    "print_table",
+    "relative_time",
+    "show_time",
+    "stage_style",
+]
+
+STAGE_STYLES = {
+    "production": "bold green",
+    "staging": "yellow",
+    "development": "cyan",
+    "archived": "dim",
+}
+
+
+def stage_style(stage: str | None) -> str:
+    if not stage:
+        return ""
+    return STAGE_STYLES.get(stage, "magenta")
+
+
+@dataclass
+class Cell:
+    """A table cell: the text plus an optional rich style (ignored in plain output).
+
+    ``spans`` optionally splits the text into differently styled pieces.
+    """
+
+    text: str
+    style: str = ""
+    spans: list[tuple[str, str]] | None = None
+
+    @classmethod
+    def join(cls, pieces: Sequence[tuple[str, str]], sep: str = ", ") -> Cell:
+        spans: list[tuple[str, str]] = []
+        for i, piece in enumerate(pieces):
+            if i:
+                spans.append((sep, ""))
+            spans.append(piece)
+        return cls("".join(t for t, _ in spans), spans=spans)
+
+    def rich(self) -> Any:
+        from rich.text import Text
+
+        if self.spans is None:
+            return Text(self.text, style=self.style)
+        text = Text()
+        for piece, style in self.spans:
+            text.append(piece, style=style or None)
+        return text
+
+
+def human_size(n: float | None) -> str:
+    """``1536`` -> ``1.5 KiB``; ``None`` -> ``-``."""
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            if unit == "B":
+                return f"{int(size)} B"
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} PiB"  # pragma: no cover
+
+
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def relative_time(when: datetime | None, now: datetime | None = None) -> str:
+    """``3 minutes ago``, ``just now``, ``2 days ago``, ``in 5 seconds`` (clock skew)."""
+    if when is None:
+        return "-"
+    now = now or datetime.now(UTC)
+    delta = (_aware(now) - _aware(when)).total_seconds()
+    future = delta < 0
+    seconds = abs(delta)
+    if seconds < 10:
+        return "just now"
+    for unit, size in (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400),
+                       ("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= size:
+            count = int(seconds // size)
+            text = f"{count} {unit}{'' if count == 1 else 's'}"
+            return f"in {text}" if future else f"{text} ago"
+    return "just now"  # pragma: no cover
+
+
+def iso_time(when: datetime | None) -> str:
+    """ISO-8601 in UTC to the second, ``2024-05-01T12:00:00Z``; ``-`` for None."""
+    if when is None:
+        return "-"
+    return _aware(when).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def show_time(when: datetime | None) -> str:
+    """Relative on a terminal, ISO-8601 otherwise."""
+    return relative_time(when) if fancy() else iso_time(when)
+
+
+def format_value(value: Any) -> str:
+    """Metrics and params for humans: floats to 6 significant digits, the rest as text."""
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if value is not None else "-"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.6g}"
+    if isinstance(value, (dict, list, tuple)):
+        import json
+
+        return json.dumps(value, default=str, sort_keys=True)
+    return str(value)
+
+
+def _cell(value: Any) -> Cell:
+    if isinstance(value, Cell):
+        return value
+    return Cell("" if value is None else str(value))
+
+
+def print_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    title: str | None = None,
+    justify: dict[int, str] | None = None,
+    upper: bool = True,
+) -> None:
+    """Print rows under the given column headers (rich on a terminal, plain otherwise).
+
+    Plain output upper-cases the headers unless ``upper`` is false (data as headers)."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    justify = justify or {}
+    if fancy():
+        from rich.table import Table
+
+        table = Table(title=title, title_justify="left", header_style="bold", box=_box())
+        for i, col in enumerate(columns):
+            table.add_column(col, justify=justify.get(i, "left"), no_wrap=(i == 0))  # type: ignore[arg-type]
+        for row in cells:
+            table.add_row(*(c.rich() for c in row))
+        console().print(table)
+        return
+    if title:
+        click.echo(title)
+    header = [c.upper() if upper else c for c in columns]
+    widths = [len(h) for h in header]
+    for row in cells:
+        for i, c in enumerate(row):
+            widths[i] = max(widths[i], len(c.text))
+    for line in [header, *[[c.text for c in row] for row in cells]]:
+        parts = []
+        for i, text in enumerate(line):
+            if justify.get(i) == "right":
+                parts.append(text.rjust(widths[i]))
+            elif i == len(line) - 1:
+                parts.append(text)
+            else:
+                parts.append(text.ljust(widths[i]))
+        click.echo("  ".join(parts).rstrip())
+
+
+def _box() -> Any:
+    from rich import box
+
+    return box.SIMPLE_HEAD
+
+
+def print_heading(text: str, style: str = "bold") -> None:
+    """A section heading: bold on a terminal, plain line otherwise."""
+    if fancy():
+        from rich.text import Text
+
+        console().print(Text(text, style=style))
+    else:
+        click.echo(text)
+
+
+def print_line(*parts: Cell | str) -> None:
+    """One line from pieces, each optionally styled (styles dropped in plain output)."""
+    cells = [p if isinstance(p, Cell) else Cell(p) for p in parts]
+    if fancy():
+        from rich.text import Text
+
+        text = Text()
+        for c in cells:
+            text.append_text(c.rich())
+        console().print(text)
+    else:
+        click.echo("".join(c.text for c in cells))
+
+
+def print_kv(pairs: Sequence[tuple[str, Any]], *, indent: int = 2) -> None:
+    """``key: value`` lines with the keys aligned."""
+    if not pairs:
+        return
+    width = max(len(k) for k, _ in pairs)
+    for key, value in pairs:
+        cell = value if isinstance(value, Cell) else Cell(format_value(value) if not isinstance(value, str) else value)
+        print_line(" " * indent + f"{key + ':':<{width + 1}} ", cell)
+

@@ -1,0 +1,120 @@
+"""The top-level ``uniflow`` group: cheap to import, sub-commands loaded on demand.
+
+Only click and :mod:`uniflow.cli._common` are imported here. Each sub-command lives in a
+module that is imported when the command is invoked or when ``--help`` lists it; the
+registry (and so dulwich) is imported only inside commands. The sharing commands
+(``remote``, ``push``, ``pull``, ``hooks``, ``ci``) come from ``uniflow.cli._share`` when
+that module is installed and are simply absent otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from typing import Any
+
+import click
+
+from ._common import _complete_dir, handle_errors
+
+__all__ = ["LazyGroup", "cli", "main"]
+
+#: command name -> "module:attribute"
+LAZY_COMMANDS: dict[str, str] = {
+    "init": "uniflow.cli._admin:init_cmd",
+    "models": "uniflow.cli._models:models",
+    "gc": "uniflow.cli._admin:gc_cmd",
+    "verify": "uniflow.cli._admin:verify_cmd",
+    "remote": "uniflow.cli._share:remote",
+    "push": "uniflow.cli._share:push",
+    "pull": "uniflow.cli._share:pull",
+    "hooks": "uniflow.cli._share:hooks",
+    "ci": "uniflow.cli._share:ci",
+}
+
+
+def _module_available(module: str) -> bool:
+    if module in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+class LazyGroup(click.Group):
+    """A group whose sub-commands are imported on first use, and which runs every
+    sub-command inside the one error handler (:func:`uniflow.cli._common.handle_errors`)."""
+
+    def __init__(self, *args: Any, lazy_commands: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx))
+        names.update(n for n, target in self.lazy_commands.items()
+                     if _module_available(target.partition(":")[0]))
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in self.lazy_commands:
+            return command
+        module_name, _, attr = self.lazy_commands[cmd_name].partition(":")
+        if not _module_available(module_name):
+            return None
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                return None
+            raise
+        command = getattr(module, attr, None)
+        if not isinstance(command, click.Command):
+            return None
+        self.commands[cmd_name] = command
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with handle_errors(traceback=bool(ctx.params.get("traceback"))):
+            return super().invoke(ctx)
+
+
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from .. import __version__
+
+    click.echo(f"uniflow {__version__}")
+    ctx.exit(0)
+
+
+@click.group(
+    "uniflow",
+    cls=LazyGroup,
+    lazy_commands=LAZY_COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and exit.")
+@click.option("--repo", "repo", metavar="PATH", default=None, shell_complete=_complete_dir,
+              help="Directory inside the Git repository to use (default: the current directory).")
+@click.option("--traceback", is_flag=True, default=False, help="Show the full traceback of an unexpected error.")
+def cli(repo: str | None, traceback: bool) -> None:
+    """UniFlow: a Git-native model registry.
+
+    Model bytes live in .uniflow/ as verified chunks; versions are Git tags; stages and
+    their history are Git refs. Run 'uniflow COMMAND --help' for details.
+    """
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Run the click group (``uniflow.cli.main`` calls this for everything but ``--version``)."""
+    try:
+        return cli.main(args=argv, prog_name="uniflow")
+    except BrokenPipeError:  # e.g. `uniflow models list | head -1`
+        from ._common import _silence_stdout
+
+        _silence_stdout()
+        sys.exit(1)

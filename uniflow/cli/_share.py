@@ -1,0 +1,295 @@
+"""``uniflow remote|push|pull|hooks|ci``: sharing a registry and automating it.
+
+Thin calls of :mod:`uniflow._remote`, :mod:`uniflow._sharing` and :mod:`uniflow._ci`
+(``ModelRegistry.push`` / ``ModelRegistry.pull``). Only click and the CLI helpers are
+imported here; the registry, dulwich and fsspec load inside the commands.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ._common import CliError, echo_json, get_registry, json_option, progress_bar, repo_option
+from ._format import Cell, human_size, print_line, print_table
+
+__all__ = ["ci", "hooks", "pull", "push", "remote"]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+# --------------------------------------------------------------------------- remote
+@click.group("remote")
+def remote() -> None:
+    """Blob remotes: where model bytes are pushed to and pulled from.
+
+    Declared in .uniflow/config.toml (commit it so every clone knows them). The blob remote
+    named like the Git remote (default: origin) is used by push and pull.
+    """
+
+
+@remote.command("add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--endpoint-url", metavar="URL", default=None,
+              help="S3-compatible endpoint (MinIO, Ceph ...); default: AWS_ENDPOINT_URL or AWS itself.")
+@click.option("--force", is_flag=True, help="Replace an existing remote of that name.")
+@repo_option
+def remote_add(name: str, url: str, endpoint_url: str | None, force: bool, repo: str | None) -> None:
+    """Declare blob remote NAME at URL (a directory, s3://bucket/prefix, any fsspec URL)."""
+    from .._remote import add_remote
+
+    spec = add_remote(get_registry(repo), name, url, endpoint_url=endpoint_url, force=force)
+    print_line("Added blob remote ", Cell(spec.name, "bold"), f" -> {spec.url}")
+    click.echo("Commit .uniflow/config.toml so that clones know it.")
+
+
+@remote.command("list")
+@json_option
+@repo_option
+def remote_list(as_json: bool, repo: str | None) -> None:
+    """List the blob remotes declared in .uniflow/config.toml."""
+    from .._remote import list_remotes
+
+    specs = list_remotes(get_registry(repo))
+    if as_json:
+        echo_json([s.to_dict() for s in specs])
+        return
+    if not specs:
+        click.echo("No blob remotes (add one with: uniflow remote add origin URL)")
+        return
+    print_table(["name", "url", "endpoint"], [[s.name, s.url, s.endpoint_url or "-"] for s in specs])
+
+
+@remote.command("remove")
+@click.argument("name")
+@repo_option
+def remote_remove(name: str, repo: str | None) -> None:
+    """Forget blob remote NAME (the bytes it holds are left alone)."""
+    from .._remote import remove_remote
+
+    spec = remove_remote(get_registry(repo), name)
+    print_line("Removed blob remote ", Cell(spec.name, "bold"), f" ({spec.url})")
+
+
+# --------------------------------------------------------------------------- push / pull
+_ARGS_HELP = "[REMOTE] [NAME]..."
+
+
+@click.command("push")
+@click.argument("args", nargs=-1, metavar=_ARGS_HELP)
+@click.option("--all", "all_versions", is_flag=True,
+              help="Make sure the bytes of every version are on the blob remote, not only of new tags.")
+@click.option("--blob", metavar="NAME", default=None, help="Blob remote to use (default: named like the Git remote).")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=8, show_default=True, help="Parallel uploads.")
+@json_option
+@repo_option
+def push(args: tuple[str, ...], all_versions: bool, blob: str | None, jobs: int, as_json: bool,
+         repo: str | None) -> None:
+    """Upload the bytes the blob remote lacks, then push model tags and lifecycle refs.
+
+    REMOTE is a Git remote (default: origin); NAMEs limit the push to those models.
+    Bytes first, then refs; lifecycle refs only fast-forward: if someone promoted meanwhile
+    the push is refused — run `uniflow pull` first. Calls ModelRegistry.push.
+    """
+    from .._sharing import split_remote_and_names
+
+    registry = get_registry(repo)
+    remote_name, names = split_remote_and_names(registry, args)
+    with progress_bar("Uploading") as progress:
+        result = registry.push(remote_name, names, blob=blob, all_versions=all_versions, jobs=jobs,
+                               progress=progress)
+    if as_json:
+        echo_json(result)
+        return
+    chunks = result["chunks"]
+    if chunks["transferred"]:
+        click.echo(f"Uploaded {_plural(chunks['transferred'], 'chunk')} ({human_size(chunks['bytes'])}) to blob "
+                   f"remote {result['blob_remote']!r}; {chunks['present']} already there")
+    if result["up_to_date"]:
+        click.echo(f"Everything up to date with {result['remote']!r}")
+    else:
+        parts = []
+        if result["versions"]:
+            parts.append(_plural(len(result["versions"]), "version"))
+        if result["lifecycle"]:
+            parts.append(f"lifecycle of {', '.join(result['lifecycle'])}")
+        click.echo(f"Pushed {' and '.join(parts) or 'stage pointers'} to {result['remote']!r}")
+    for m in result["behind"]:
+        click.echo(f"note: {result['remote']!r} has newer lifecycle events for {m}; run `uniflow pull`")
+
+
+@click.command("pull")
+@click.argument("args", nargs=-1, metavar=_ARGS_HELP)
+@click.option("--all", "all_versions", is_flag=True, help="Fetch the bytes of every version now.")
+@click.option("--stage", "stages", multiple=True, metavar="STAGE",
+              help="Fetch the bytes of the versions holding STAGE now (repeatable).")
+@click.option("--ours", "resolve", flag_value="ours", default=None,
+              help="On a lifecycle conflict, replay your events on top of the remote's.")
+@click.option("--theirs", "resolve", flag_value="theirs",
+              help="On a lifecycle conflict, take the remote's lifecycle and drop your events.")
+@click.option("--blob", metavar="NAME", default=None, help="Blob remote to use (default: named like the Git remote).")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=8, show_default=True, help="Parallel downloads.")
+@json_option
+@repo_option
+def pull(args: tuple[str, ...], all_versions: bool, stages: tuple[str, ...], resolve: str | None,
+         blob: str | None, jobs: int, as_json: bool, repo: str | None) -> None:
+    """Fetch model tags and lifecycle refs, update stages, fetch bytes asked for.
+
+    REMOTE is a Git remote (default: origin); NAMEs limit the pull to those models (and
+    fetch their bytes). Without --all, --stage or NAMEs, bytes are fetched when a version
+    is loaded. Calls ModelRegistry.pull.
+    """
+    from .._sharing import split_remote_and_names
+
+    registry = get_registry(repo)
+    remote_name, names = split_remote_and_names(registry, args)
+    with progress_bar("Downloading") as progress:
+        result = registry.pull(remote_name, names, all_versions=all_versions, stages=list(stages),
+                               resolve=resolve, blob=blob, jobs=jobs, progress=progress)
+    if as_json:
+        echo_json(result)
+        return
+    words = {
+        "created": "new", "fast-forward": "updated", "replayed": "your events replayed on top",
+        "reset": "reset to the remote's lifecycle", "ahead": "ahead (push it)",
+    }
+    changed = [(m, o) for m, o in result["models"].items() if o != "unchanged"]
+    for m, o in changed:
+        click.echo(f"{m}: {words.get(o, o)}")
+    chunks = result["chunks"]
+    if chunks["transferred"]:
+        click.echo(f"Fetched {_plural(chunks['transferred'], 'chunk')} ({human_size(chunks['bytes'])})")
+    if not changed and not chunks["transferred"]:
+        click.echo(f"Already up to date with {result['remote']!r}")
+
+
+# --------------------------------------------------------------------------- hooks
+@click.group("hooks")
+def hooks() -> None:
+    """Git hooks: upload model bytes on `git push`, fetch registry refs after `git pull`."""
+
+
+@hooks.command("install")
+@click.option("--force", is_flag=True, help="Replace existing hooks that are not uniflow's (a backup is kept).")
+@json_option
+@repo_option
+def hooks_install(force: bool, as_json: bool, repo: str | None) -> None:
+    """Install the pre-push and post-merge hooks into this repository."""
+    from .._ci import install_hooks
+
+    results = install_hooks(get_registry(repo), force=force)
+    if as_json:
+        echo_json(results)
+    else:
+        for r in results:
+            if r["status"] == "kept":
+                click.echo(f"kept {r['path']}: it is not a uniflow hook (use --force to replace it)")
+            else:
+                click.echo(f"{r['status']} {r['path']}")
+    kept = [r["hook"] for r in results if r["status"] == "kept"]
+    if kept:
+        raise CliError(f"{', '.join(kept)} not installed: a different hook exists; use --force to replace it")
+
+
+@hooks.group("run", hidden=True)
+def hooks_run() -> None:
+    """What the installed hooks call."""
+
+
+@hooks_run.command("pre-push")
+@click.argument("remote_name")
+@click.argument("url", required=False)
+def hook_pre_push(remote_name: str, url: str | None) -> None:
+    """Upload the bytes of the model versions git is about to push (refs on stdin)."""
+    from .._ci import run_pre_push
+
+    lines = sys.stdin.read().splitlines()
+    result = run_pre_push(get_registry(None), remote_name, lines)
+    chunks = result["chunks"]
+    if chunks["transferred"]:
+        click.echo(f"uniflow: uploaded {_plural(chunks['transferred'], 'chunk')} ({human_size(chunks['bytes'])}) "
+                   f"for {', '.join(result['versions'])}", err=True)
+
+
+@hooks_run.command("post-merge")
+@click.argument("squash", required=False)
+def hook_post_merge(squash: str | None) -> None:
+    """Fetch registry refs from the branch's remote; warn, never fail."""
+    from .._ci import run_post_merge
+    from .._errors import UniflowError
+
+    try:
+        result = run_post_merge(get_registry(None))
+    except UniflowError as exc:
+        click.echo(f"uniflow post-merge: warning: {exc}", err=True)
+        return
+    changed = [m for m, o in result["models"].items() if o != "unchanged"]
+    if changed:
+        click.echo(f"uniflow: registry refs updated from {result['remote']!r}: {', '.join(changed)}", err=True)
+
+
+# --------------------------------------------------------------------------- ci
+@click.group("ci")
+def ci() -> None:
+    """Continuous integration helpers."""
+
+
+@ci.command("promote-on-merge")
+@click.option("--base", required=True, metavar="REV", help="The target branch before the merge (e.g. old main).")
+@click.option("--head", required=True, metavar="REV", help="The merge result (e.g. the new main).")
+@click.option("--push", "push_refs", is_flag=True, help="Push the promotions to the Git remote.")
+@click.option("--remote", "remote_name", metavar="NAME", default=None, help="Git remote (default: origin).")
+@click.option("--dry-run", is_flag=True, help="Evaluate the rules, promote nothing.")
+@click.option("--no-fetch", is_flag=True, help="Do not fetch tags and registry refs first.")
+@json_option
+@repo_option
+def promote_on_merge_cmd(base: str, head: str, push_refs: bool, remote_name: str | None, dry_run: bool,
+                         no_fetch: bool, as_json: bool, repo: str | None) -> None:
+    """Promote the versions registered in BASE..HEAD whose metrics pass the [[promote]] rules.
+
+    Exits 10 (PolicyError) when a candidate fails a rule, 0 when every candidate was promoted
+    or no rule matched.
+    """
+    from .._ci import promote_on_merge
+    from .._errors import PolicyError
+
+    registry = get_registry(repo)
+    try:
+        report = promote_on_merge(registry, base, head, push_refs=push_refs, remote=remote_name,
+                                  fetch=not no_fetch, dry_run=dry_run)
+    except PolicyError as exc:
+        partial: dict[str, Any] | None = getattr(exc, "report", None)
+        if partial is not None:
+            if as_json:
+                echo_json({**partial, "error": str(exc)})
+            else:
+                _print_report(partial)
+        raise
+    if as_json:
+        echo_json(report)
+    else:
+        _print_report(report)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    acted = [r for r in report["results"] if r["status"] != "no-candidate"]
+    for r in report["results"]:
+        status = r["status"]
+        if status == "promoted":
+            print_line("promoted ", Cell(f"{r['model']} {r['version']}", "bold"), f" to {r['to']}: {r['detail']}")
+        elif status == "would-promote":
+            click.echo(f"would promote {r['model']} {r['version']} to {r['to']}: {r['detail']}")
+        elif status == "already":
+            click.echo(f"{r['detail']}")
+        elif status == "failed":
+            print_line(Cell(f"{r['model']} {r['version']}", "bold"), f" NOT promoted to {r['to']}: {r['detail']}")
+    if not acted:
+        span = f"{report['base'][:12] if report['base'] else '(root)'}..{report['head'][:12]}"
+        click.echo(f"no promotion rule matched a version registered in {span} ({_plural(report['rules'], 'rule')})")
+    if report.get("pushed"):
+        click.echo(f"pushed to {report['pushed']['remote']!r}")
