@@ -39,6 +39,7 @@ from ._store import ObjectStore, ProgressFn
 from ._types import HistoryEvent, ModelSummary, ModelVersion
 from ._versions import VersionIndex
 from ._maintenance import gc as _gc, verify as _verify
+from ._remote import attach_fetcher
 
 if TYPE_CHECKING:
     from ._compare import Comparison
@@ -73,6 +74,7 @@ class ModelRegistry:
         self._index = VersionIndex(self.git)
         self._config: dict[str, Any] | None = None
         self._lifecycle = Lifecycle(self.git, lambda s: self.stages().get(s, True))
+        attach_fetcher(self)  # missing chunks come from the blob remote, verified, on demand
 
     def __repr__(self) -> str:
         return f"ModelRegistry({str(self.root)!r})"
@@ -425,6 +427,19 @@ class ModelRegistry:
     @property
     def lifecycle(self) -> Lifecycle:
         return self._lifecycle
+
+    # ------------------------------------------------------------------ sharing (uniflow/_sharing.py)
+    def push(self, remote: str | None = None, names: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Upload missing chunks to the blob remote, then push tags and lifecycle refs (see ``_sharing.push``)."""
+        from ._sharing import push
+
+        return push(self, remote, names, **kwargs)
+
+    def pull(self, remote: str | None = None, names: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Fetch tags and lifecycle refs, integrate them, fetch chunks asked for (see ``_sharing.pull``)."""
+        from ._sharing import pull
+
+        return pull(self, remote, names, **kwargs)
 
 
 def _walk(root: Path) -> list[tuple[str, Path]]:

@@ -1,0 +1,331 @@
+"""Push and pull through a bare Git repository and a directory blob remote (real git, real processes)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import GIT_ENV, git
+from tests.test_sharing_helpers import (
+    cli,
+    clone,
+    log_subjects,
+    model_dir,
+    open_registry,
+    shared_setup,
+    tree_bytes,
+)
+from uniflow import IntegrityError, PushRejectedError, RemoteError
+
+
+def _objects(blobs: Path) -> list[Path]:
+    return sorted(p for p in (blobs / "objects").rglob("*") if p.is_file())
+
+
+def test_two_clones_push_pull_and_refused_stale_promotion(tmp_path: Path) -> None:
+    bare, a = shared_setup(tmp_path)
+    blobs = tmp_path / "blobs"
+    ra = open_registry(a)
+    src1 = model_dir(tmp_path / "m1", 6, seed=1)
+    src2 = model_dir(tmp_path / "m2", 6, seed=2)
+    ra.register(str(src1), "clf", "v1.0.0", metrics={"accuracy": 0.91})
+    ra.register(str(src2), "clf", "v1.1.0", metrics={"accuracy": 0.93})
+    ra.promote("clf", "v1.0.0", "production")
+    res = ra.push()
+    assert res["versions"] == ["clf/v1.0.0", "clf/v1.1.0"] and res["lifecycle"] == ["clf"]
+    assert res["chunks"]["transferred"] == 12 and len(_objects(blobs)) == 12
+    remote_refs = git(bare, "for-each-ref", "--format=%(refname)")
+    assert "refs/uniflow/models/clf" in remote_refs and "refs/uniflow/stages/clf/production" in remote_refs
+    assert ra.push()["up_to_date"] is True  # nothing new: nothing sent
+
+    # B clones, pulls (CLI) and loads by stage: bytes come from the blob remote on demand, verified
+    b = clone(bare, tmp_path / "b")
+    out = cli(b, "pull").stdout
+    assert "clf: new" in out
+    rb = open_registry(b)
+    assert rb.get("clf", stage="production").version == "v1.0.0"
+    assert git(b, "rev-parse", "refs/uniflow/stages/clf/production").strip() == git(
+        b, "rev-parse", "refs/tags/models/clf/v1.0.0").strip()
+    loaded = rb.load("clf", stage="production")
+    assert tree_bytes(Path(loaded)) == tree_bytes(src1)
+
+    # B promotes and pushes (CLI)
+    rb.promote("clf", "v1.1.0", "staging")
+    cli(b, "push")
+
+    # A promotes without pulling: its push is refused, cleanly, before any byte is sent
+    src3 = model_dir(tmp_path / "m3", 3, seed=3)
+    ra.register(str(src3), "clf", "v1.2.0", metrics={"accuracy": 0.95})
+    ra.promote("clf", "v1.2.0", "production")
+    before = len(_objects(blobs))
+    with pytest.raises(PushRejectedError) as info:
+        ra.push()
+    assert "uniflow pull" in str(info.value) and "\n" not in str(info.value)
+    assert len(_objects(blobs)) == before
+    r = cli(a, "push", code=9)
+    assert r.stderr.startswith("error: push rejected") and "uniflow pull" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert "refs/tags/models/clf/v1.2.0" not in git(bare, "for-each-ref")
+
+    # after pull, A sees B's promotion and the lifecycle log holds both
+    cli(a, "pull")
+    assert ra.get("clf", stage="staging").version == "v1.1.0"
+    assert ra.get("clf", stage="production").version == "v1.2.0"
+    subjects = log_subjects(a, "refs/uniflow/models/clf")
+    assert any("promote clf v1.1.0: development -> staging" in s for s in subjects)
+    assert any("promote clf v1.2.0: development -> production" in s for s in subjects)
+    replayed = [e for e in ra.history("clf") if e.extra.get("replayed_from")]
+    assert [e.version for e in replayed] == ["v1.2.0", "v1.2.0"]  # its register and promote events
+
+    # now A's push fast-forwards, and B sees everything
+    res = ra.push()
+    assert res["lifecycle"] == ["clf"] and res["chunks"]["transferred"] == 3
+    remote_log = log_subjects(bare, "refs/uniflow/models/clf")
+    assert any("v1.1.0: development -> staging" in s for s in remote_log)
+    assert any("v1.2.0: development -> production" in s for s in remote_log)
+    cli(b, "pull", "--stage", "production")
+    rb = open_registry(b)
+    assert rb.get("clf", stage="production").version == "v1.2.0"
+    assert rb.get("clf", "v1.0.0").stage == "archived"
+    assert tree_bytes(Path(rb.load("clf", stage="production"))) == tree_bytes(src3)
+
+
+def test_conflicting_promotions_need_ours_or_theirs(tmp_path: Path) -> None:
+    bare, a = shared_setup(tmp_path)
+    ra = open_registry(a)
+    for i, v in enumerate(("v1.0.0", "v1.1.0", "v1.2.0")):
+        ra.register(str(model_dir(tmp_path / f"s{i}", 1, seed=10 + i)), "m", v)
+    ra.push()
+    b = clone(bare, tmp_path / "b")
+    cli(b, "pull")
+    rb = open_registry(b)
+    rb.promote("m", "v1.1.0", "production")
+    rb.push()
+    ra.promote("m", "v1.2.0", "production")
+    with pytest.raises(PushRejectedError):
+        ra.push()
+    r = cli(a, "pull", code=9)
+    assert "model 'm'" in r.stderr and "--ours m" in r.stderr and "--theirs m" in r.stderr
+    assert len(r.stderr.splitlines()) == 1
+    assert ra.get("m", stage="production").version == "v1.2.0"  # nothing changed locally
+    cli(a, "pull", "--ours")
+    assert ra.get("m", stage="production").version == "v1.2.0"
+    assert ra.get("m", "v1.1.0").stage == "archived"
+    ra.push()
+    rb.promote("m", "v1.0.0", "staging")  # B is now behind and diverged: theirs wins
+    cli(b, "pull", "--theirs")
+    assert rb.get("m", stage="production").version == "v1.2.0"
+    assert rb.get("m", "v1.0.0").stage == "development"
+    assert open_registry(b).push()["up_to_date"] is True
+
+
+def test_interrupted_push_resumes_sending_only_what_is_missing(tmp_path: Path) -> None:
+    bare, a = shared_setup(tmp_path)
+    blobs = tmp_path / "blobs"
+    ra = open_registry(a)
+    ra.register(str(model_dir(tmp_path / "big", 40, seed=7)), "big", "v1.0.0")
+    env = {**os.environ, **GIT_ENV, "UNIFLOW_TEST_KILL_AFTER_UPLOADS": "5"}
+    code = "from uniflow import ModelRegistry; ModelRegistry('.').push(jobs=2)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=a, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == -9, proc.stderr
+    present = _objects(blobs)
+    assert 5 <= len(present) < 40
+    assert "models/big" not in git(bare, "for-each-ref")  # bytes first: no ref was pushed
+    import blake3
+
+    for p in present:  # nothing partial under a final name
+        assert blake3.blake3(p.read_bytes()).hexdigest() == p.parent.name + p.name
+    res = ra.push()
+    assert res["chunks"] == {"wanted": 40, "present": len(present), "transferred": 40 - len(present),
+                             "bytes": (40 - len(present)) * (64 << 10)}
+    assert len(_objects(blobs)) == 40
+    assert "refs/tags/models/big/v1.0.0" in git(bare, "for-each-ref")
+
+
+def test_corrupted_remote_chunk_is_refused(tmp_path: Path) -> None:
+    bare, a = shared_setup(tmp_path)
+    blobs = tmp_path / "blobs"
+    ra = open_registry(a)
+    ra.register(str(model_dir(tmp_path / "src", 2, seed=3)), "m", "v1.0.0")
+    ra.push()
+    victim = _objects(blobs)[0]
+    victim.chmod(stat.S_IWUSR | stat.S_IRUSR)
+    data = bytearray(victim.read_bytes())
+    data[100] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    b = clone(bare, tmp_path / "b")
+    cli(b, "pull")
+    rb = open_registry(b)
+    with pytest.raises(IntegrityError, match="corrupted"):
+        rb.load("m", "v1.0.0")
+    assert not rb.store.has(victim.parent.name + victim.name)
+    r = cli(b, "pull", "--all", code=5)
+    assert "corrupted" in r.stderr
+
+
+def test_push_without_blob_remote_is_refused_before_refs(tmp_path: Path) -> None:
+    bare, a = shared_setup(tmp_path)
+    ra = open_registry(a)
+    cli(a, "remote", "remove", "origin")
+    ra.reload_config()
+    ra.register(str(model_dir(tmp_path / "s", 1)), "m", "v1.0.0")
+    with pytest.raises(RemoteError, match="no blob remote"):
+        ra.push()
+    assert "models/m" not in git(bare, "for-each-ref")
+
+
+def test_remote_commands(tmp_path: Path) -> None:
+    _bare, a = shared_setup(tmp_path)
+    cli(a, "remote", "add", "backup", "s3://bucket/prefix", "--endpoint-url", "http://127.0.0.1:9")
+    r = cli(a, "remote", "add", "backup", "/elsewhere", code=2)
+    assert "already exists" in r.stderr
+    listed = cli(a, "remote", "list").stdout
+    assert "backup" in listed and "s3://bucket/prefix" in listed and "origin" in listed
+    import json
+
+    data = json.loads(cli(a, "remote", "list", "--json").stdout)
+    assert {d["name"] for d in data} == {"backup", "origin"}
+    assert next(d for d in data if d["name"] == "backup")["endpoint_url"] == "http://127.0.0.1:9"
+    cli(a, "remote", "remove", "backup")
+    cli(a, "remote", "remove", "backup", code=3)
+    cli(a, "remote", "add", "bad/name", "/x", code=2)
+    code = "import uniflow, uniflow._sharing, uniflow._ci, uniflow.cli._share, sys; print('fsspec' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert r.stdout.strip() == "False"
+
+
+def test_hooks_git_push_tags_alone_publishes_loadable_versions(tmp_path: Path) -> None:
+    bare, a = shared_setup(tmp_path)
+    b = clone(bare, tmp_path / "b")
+    out = cli(a, "hooks", "install").stdout
+    assert "installed" in out
+    hook = Path(git(a, "rev-parse", "--git-path", "hooks").strip())
+    hook = hook if hook.is_absolute() else a / hook
+    assert os.access(hook / "pre-push", os.X_OK) and os.access(hook / "post-merge", os.X_OK)
+    assert "unchanged" in cli(a, "hooks", "install").stdout
+    cli(b, "hooks", "install")
+
+    ra = open_registry(a)
+    src = model_dir(tmp_path / "src", 4, seed=5)
+    ra.register(str(src), "m", "v1.0.0")
+    git(a, "push", "-q", "origin", "--tags")  # plain git: the pre-push hook uploads the bytes
+    assert len(_objects(tmp_path / "blobs")) == 4
+    cli(b, "pull")
+    rb = open_registry(b)
+    assert tree_bytes(Path(rb.load("m", "v1.0.0"))) == tree_bytes(src)
+
+    # post-merge: after `git pull`, B holds A's lifecycle without running uniflow itself
+    ra.promote("m", "v1.0.0", "production")
+    cli(a, "push")
+    (a / "train.py").write_text("print('train v2')\n")
+    git(a, "commit", "-qam", "more code")
+    git(a, "push", "-q", "origin", "main")
+    git(b, "pull", "-q", "origin", "main")
+    assert open_registry(b).get("m", stage="production").version == "v1.0.0"
+
+
+def test_pre_push_hook_refuses_when_bytes_cannot_be_uploaded(tmp_path: Path) -> None:
+    bare, a = shared_setup(tmp_path)
+    cli(a, "hooks", "install")
+    ra = open_registry(a)
+    ra.register(str(model_dir(tmp_path / "src", 1)), "m", "v1.0.0")
+    (tmp_path / "blobs").write_text("not a directory: every upload fails")
+    r = subprocess.run(["git", "push", "origin", "--tags"], cwd=a, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, **GIT_ENV}, check=False)
+    assert r.returncode != 0 and "error:" in r.stderr
+    assert "models/m" not in git(bare, "for-each-ref")
+
+
+def test_hooks_install_keeps_a_foreign_hook_unless_forced(tmp_path: Path) -> None:
+    _bare, a = shared_setup(tmp_path)
+    hooks = a / ".git" / "hooks"
+    hooks.mkdir(exist_ok=True)
+    (hooks / "pre-push").write_text("#!/bin/sh\necho mine\n")
+    r = cli(a, "hooks", "install", code=2)
+    assert "kept" in r.stdout and "--force" in r.stderr
+    assert (hooks / "pre-push").read_text() == "#!/bin/sh\necho mine\n"
+    assert "uniflow-hook: post-merge" in (hooks / "post-merge").read_text()
+    cli(a, "hooks", "install", "--force")
+    assert "uniflow-hook: pre-push" in (hooks / "pre-push").read_text()
+    assert (hooks / "pre-push.uniflow-backup").read_text() == "#!/bin/sh\necho mine\n"
+
+
+def test_hook_files_match_what_install_writes() -> None:
+    from uniflow._ci import HOOK_NAMES, hook_script
+
+    root = Path(__file__).resolve().parent.parent
+    for name in HOOK_NAMES:
+        path = root / "hooks" / name
+        assert path.read_text() == hook_script(name), f"hooks/{name} is stale: regenerate it from hook_script()"
+        assert os.access(path, os.X_OK)
+
+
+def test_same_version_registered_twice_is_refused_both_ways(tmp_path: Path) -> None:
+    bare, a = shared_setup(tmp_path)
+    b = clone(bare, tmp_path / "b")
+    ra, rb = open_registry(a), open_registry(b)
+    ra.register(str(model_dir(tmp_path / "x", 1, seed=1)), "m", "v1.0.0")
+    rb.register(str(model_dir(tmp_path / "y", 1, seed=2)), "m", "v1.0.0")
+    ra.push()
+    with pytest.raises(PushRejectedError, match="m v1.0.0 exists on 'origin' with different content"):
+        rb.push()
+    r = cli(b, "pull", code=9)
+    assert "models/m/v1.0.0" in r.stderr and "registered twice" in r.stderr
+    assert rb.get("m", "v1.0.0").digest != ra.get("m", "v1.0.0").digest  # B's version untouched
+
+
+def test_fsspec_backend_round_trip_with_temporary_names(tmp_path: Path) -> None:
+    """A non-object-store fsspec filesystem: upload to tmp/, then rename; listing and download verified."""
+    import fsspec
+
+    from uniflow._remote import FsspecRemote, download_chunks, upload_chunks
+
+    _bare, a = shared_setup(tmp_path)
+    ra = open_registry(a)
+    mv = ra.register(str(model_dir(tmp_path / "src", 3, seed=4)), "m", "v1.0.0")
+    digests = [c for f in mv.files for c in _chunk_digests(ra, "m", "v1.0.0", f.path)]
+    remote = FsspecRemote("fs", "fs://test", fsspec.filesystem("file"), str(tmp_path / "fsremote"))
+    assert remote.atomic_put is False
+    stats = upload_chunks(ra.store, remote, digests)
+    assert stats.transferred == 3 and remote.list_digests() == set(digests)
+    assert list((tmp_path / "fsremote" / "tmp").iterdir()) == []
+    assert upload_chunks(ra.store, remote, digests).transferred == 0
+    b = clone(_bare, tmp_path / "b")
+    rb = open_registry(b)
+    assert download_chunks(rb.store, remote, digests).transferred == 3
+    assert rb.store.missing(digests) == []
+
+
+def _chunk_digests(reg: object, model: str, version: str, path: str) -> list[str]:
+    from uniflow._manifest import file_records
+
+    _, m = reg.index.manifest(model, version)  # type: ignore[attr-defined]
+    return [c.digest for rel, rec, _ in file_records(m) if rel == path for c in rec.chunks]
+
+
+def test_remote_and_model_arguments(tmp_path: Path) -> None:
+    bare, a = shared_setup(tmp_path)
+    ra = open_registry(a)
+    ra.register(str(model_dir(tmp_path / "x", 1, seed=1)), "one", "v1.0.0")
+    ra.register(str(model_dir(tmp_path / "y", 1, seed=2)), "two", "v1.0.0")
+    assert "not found" in cli(a, "push", "nosuch", code=3).stderr
+    res = json_out(cli(a, "push", "origin", "one", "--json"))
+    assert res["versions"] == ["one/v1.0.0"] and res["models"] == ["one"]
+    assert "models/two" not in git(bare, "for-each-ref")
+    res = json_out(cli(a, "push", "two", "--json"))  # no remote word: origin
+    assert res["remote"] == "origin" and res["versions"] == ["two/v1.0.0"]
+    b = clone(bare, tmp_path / "b")
+    res = json_out(cli(b, "pull", "origin", "two", "--json"))  # names: their bytes come too
+    assert res["versions"] == ["two/v1.0.0"] and res["chunks"]["transferred"] == 1
+    assert "not found" in cli(b, "pull", "three", code=3).stderr
+
+
+def json_out(r: subprocess.CompletedProcess[str]) -> dict:  # type: ignore[type-arg]
+    import json
+
+    return json.loads(r.stdout)  # type: ignore[no-any-return]

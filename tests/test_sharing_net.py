@@ -1,0 +1,202 @@
+"""Sharing over the network, all on 127.0.0.1: ``git daemon`` for refs, moto's S3 server for bytes.
+
+Both servers are started and stopped by the fixtures, bound to loopback only; every wait is
+a bounded loop.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import git
+from tests.test_sharing_helpers import (
+    cli,
+    clone,
+    log_subjects,
+    model_dir,
+    open_registry,
+    shared_setup,
+    tree_bytes,
+)
+from uniflow import IntegrityError, PushRejectedError
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # bounded
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited early with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+@pytest.fixture
+def git_daemon(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """``(base path, git://127.0.0.1:<port>)``: a push-enabled git daemon serving ``base``."""
+    base = tmp_path / "srv"
+    base.mkdir()
+    port = _free_port()
+    proc = subprocess.Popen(
+        ["git", "daemon", "--reuseaddr", f"--base-path={base}", "--export-all", "--enable=receive-pack",
+         "--listen=127.0.0.1", f"--port={port}", str(base)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(port, proc)
+        yield base, f"git://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An S3 endpoint (moto server on 127.0.0.1) with bucket ``models``; AWS variables point at it."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        _wait_port(port)
+        endpoint = f"http://127.0.0.1:{port}"
+        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.delenv("AWS_PROFILE", raising=False)
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="models")
+        yield endpoint
+    finally:
+        server.stop()
+
+
+def _s3_keys(endpoint: str, prefix: str) -> list[str]:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    keys: list[str] = []
+    token = None
+    for _ in range(1000):  # bounded pagination
+        kw = {"Bucket": "models", "Prefix": prefix, **({"ContinuationToken": token} if token else {})}
+        page = client.list_objects_v2(**kw)
+        keys += [o["Key"] for o in page.get("Contents", [])]
+        if not page.get("IsTruncated"):
+            break
+        token = page["NextContinuationToken"]
+    return keys
+
+
+def test_git_daemon_and_s3_two_clones(tmp_path: Path, git_daemon: tuple[Path, str], s3: str) -> None:
+    base, url = git_daemon
+    bare_url = f"{url}/remote.git"
+    # shared_setup creates srv/remote.git, which the daemon serves; clone over git://
+    (base / "remote.git").mkdir()
+    git(base / "remote.git", "init", "-q", "--bare", "-b", "main")
+    bare, a = _setup_over(tmp_path, bare_url)
+    assert bare == base / "remote.git"
+    ra = open_registry(a)
+    src1 = model_dir(tmp_path / "s1", 5, seed=21)
+    ra.register(str(src1), "clf", "v1.0.0", metrics={"accuracy": 0.9})
+    ra.register(str(model_dir(tmp_path / "s2", 2, seed=22)), "clf", "v1.1.0")
+    ra.promote("clf", "v1.0.0", "production")
+    res = ra.push()
+    assert res["chunks"]["transferred"] == 7
+    assert len(_s3_keys(s3, "registry/objects/")) == 7
+    assert "refs/uniflow/models/clf" in git(bare, "for-each-ref")
+
+    b = clone(bare_url, tmp_path / "b")
+    cli(b, "pull", "--stage", "production")  # fetches the production bytes now, from S3
+    rb = open_registry(b)
+    assert len(list(rb.store.iter_objects())) == 5
+    assert tree_bytes(Path(rb.load("clf", stage="production"))) == tree_bytes(src1)
+    rb.promote("clf", "v1.1.0", "staging")
+    cli(b, "push")
+
+    ra.register(str(model_dir(tmp_path / "s3", 1, seed=23)), "clf", "v1.2.0")
+    ra.promote("clf", "v1.2.0", "production")
+    with pytest.raises(PushRejectedError, match="uniflow pull"):
+        ra.push()
+    cli(a, "pull")
+    subjects = log_subjects(a, "refs/uniflow/models/clf")
+    assert any("v1.1.0: development -> staging" in s for s in subjects)
+    assert any("v1.2.0: development -> production" in s for s in subjects)
+    ra.push()
+    cli(b, "pull")
+    rb = open_registry(b)
+    assert rb.get("clf", stage="production").version == "v1.2.0"
+    assert rb.get("clf", stage="staging").version == "v1.1.0"
+    rb.load("clf", "v1.2.0")  # on demand from S3
+
+    # a chunk corrupted in the bucket is refused on download
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3, region_name="us-east-1")
+    key = min(_s3_keys(s3, "registry/objects/"))
+    body = bytearray(client.get_object(Bucket="models", Key=key)["Body"].read())
+    body[0] ^= 0xFF
+    client.put_object(Bucket="models", Key=key, Body=bytes(body))
+    c = clone(bare_url, tmp_path / "c")
+    r = cli(c, "pull", "--all", code=5)
+    assert "corrupted" in r.stderr
+    digest = key.split("/")[-2] + key.split("/")[-1]
+    rc = open_registry(c)
+    assert not rc.store.has(digest)
+    with pytest.raises(IntegrityError):
+        rc.store.read_chunk(digest)
+
+
+def _setup_over(tmp_path: Path, bare_url: str) -> tuple[Path, Path]:
+    """Like shared_setup, but the bare repository already exists and A clones it over git://."""
+    a = tmp_path / "a"
+    git(tmp_path, "clone", "-q", bare_url, str(a))
+    (a / "train.py").write_text("print('train')\n")
+    (a / ".uniflow").mkdir()
+    (a / ".uniflow" / "config.toml").write_text('[remotes.origin]\nurl = "s3://models/registry"\n')
+    git(a, "add", "train.py", ".uniflow/config.toml")
+    git(a, "commit", "-q", "-m", "initial code")
+    git(a, "push", "-q", "origin", "main")
+    return tmp_path / "srv" / "remote.git", a
+
+
+def test_s3_interrupted_push_resumes(tmp_path: Path, s3: str) -> None:
+    import os
+    import sys
+
+    from tests.conftest import GIT_ENV
+
+    bare, a = shared_setup(tmp_path, blob_url="s3://models/resume")
+    ra = open_registry(a)
+    ra.register(str(model_dir(tmp_path / "big", 30, size=32 << 10, seed=9)), "big", "v1.0.0")
+    env = {**os.environ, **GIT_ENV, "UNIFLOW_TEST_KILL_AFTER_UPLOADS": "4"}
+    proc = subprocess.run([sys.executable, "-c", "from uniflow import ModelRegistry; ModelRegistry('.').push(jobs=2)"],
+                          cwd=a, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == -9, proc.stderr
+    present = len(_s3_keys(s3, "resume/objects/"))
+    assert 4 <= present < 30
+    assert "models/big" not in git(bare, "for-each-ref")
+    res = ra.push()
+    assert res["chunks"]["present"] == present and res["chunks"]["transferred"] == 30 - present
+    assert len(_s3_keys(s3, "resume/objects/")) == 30
+    assert _s3_keys(s3, "resume/tmp/") == []  # object stores take the final key in one PUT
