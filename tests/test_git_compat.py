@@ -87,3 +87,16 @@ def test_dirty_working_tree_is_recorded(registry: ModelRegistry, tmp_path: Path)
     f.write_bytes(b"y" * 10)
     v = registry.register(model=f, name="d", version="v1.0.1")
     assert v.dirty is True and v.code_commit == git(registry.root, "rev-parse", "HEAD").strip()
+
+
+def test_packed_refs_are_read_like_loose_ones(registry: ModelRegistry, tmp_path: Path) -> None:
+    _two_versions(registry, tmp_path)
+    before = [(s.name, s.latest, s.stages) for s in registry.list_models()]
+    git(registry.root, "pack-refs", "--all", "--prune")
+    assert not (registry.git.git_dir / "refs" / "tags" / "models" / "clf" / "v1.0.0").exists()
+    fresh = ModelRegistry(registry.root)
+    assert [(s.name, s.latest, s.stages) for s in fresh.list_models()] == before
+    assert [v.version for v in fresh.list_versions("clf")] == ["v1.0.0", "v1.1.0"]
+    fresh.promote("clf", "v1.1.0", "staging")  # CAS on a ref that lives only in packed-refs
+    assert ModelRegistry(registry.root).get("clf", stage="staging").version == "v1.1.0"
+    assert git(registry.root, "fsck", "--strict", "--no-dangling").strip() == ""

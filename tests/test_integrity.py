@@ -100,3 +100,17 @@ def test_objects_are_read_only_and_outside_the_users_file(big_model: ModelRegist
     # changing the user's file afterwards does not change the stored version
     (tmp_path / "weights.bin").write_bytes(b"changed")
     assert Path(big_model.load("clf")).stat().st_size == 9 * 1024 * 1024
+
+
+def test_damaged_derived_cache_is_ignored(big_model: ModelRegistry) -> None:
+    big_model.promote("clf", "v1.0.0", "production")
+    first = ModelRegistry(big_model.root)
+    first.list_models()
+    first.get("clf")
+    entries = [p for p in (big_model.uniflow_dir / "cache" / "git").rglob("*") if p.is_file()]
+    assert {p.parent.parent.name for p in entries} == {"manifest", "state"}
+    for p in entries:
+        _flip(p, len(p.read_bytes()) - 3)
+    again = ModelRegistry(big_model.root)
+    assert again.get("clf").stage == "production" and again.list_models()[0].stages == {"production": "v1.0.0"}
+    assert Path(again.load("clf")).stat().st_size == 9 * 1024 * 1024

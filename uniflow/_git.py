@@ -18,14 +18,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from dulwich.errors import NotGitRepository
-from dulwich.file import FileLocked
-from dulwich.object_store import tree_lookup_path
-from dulwich.objects import Blob, Commit, Tag, Tree
-from dulwich.repo import Repo
+from typing import TYPE_CHECKING, Any
 
 from ._errors import ConcurrencyError, RepositoryError
 from ._paths import find_workdir
+from ._refscan import git_dir_of, read_ref, scan_refs
+
+if TYPE_CHECKING:  # dulwich loads on first object access, not at import (CLI start-up)
+    from dulwich.objects import Blob, Commit, Tag, Tree
+    from dulwich.repo import Repo
 
 __all__ = ["LOCK_TIMEOUT", "GitRepo", "Identity"]
 
@@ -43,11 +44,15 @@ Identity = tuple[str, str]  # (name, email)
 
 
 def _with_lock_retry(what: str, fn: Callable[[], T], timeout: float = LOCK_TIMEOUT) -> T:
+    from dulwich.file import FileLocked
+
     deadline = time.monotonic() + timeout
     delay = 0.001
     while True:  # bounded by the deadline
         try:
             return fn()
+        except OSError as exc:
+            raise RepositoryError(f"cannot write {what} in the git repository: {exc.strerror or exc}") from exc
         except FileLocked as exc:
             if _break_stale_lock(exc.lockfilename):
                 continue
@@ -87,22 +92,37 @@ class GitRepo:
     """A Git repository opened through dulwich, with CAS ref helpers."""
 
     def __init__(self, workdir: Path) -> None:
-        try:
-            self._repo = Repo(str(workdir))
-        except NotGitRepository as exc:
-            raise RepositoryError(f"{workdir} is not a git repository") from exc
-        self.workdir = Path(self._repo.path)
-        self.git_dir = Path(self._repo.controldir())
-        # Git objects are part of a durable version: fsync them as they are written.
-        store = self._repo.object_store
-        if hasattr(store, "fsync_object_files"):
-            store.fsync_object_files = True
+        git_dir = git_dir_of(Path(workdir))
+        if git_dir is None:
+            raise RepositoryError(f"{workdir} is not a git repository")
+        self.workdir = Path(workdir).resolve()
+        self.git_dir = git_dir
+        self._dulwich: Repo | None = None
+
+    @property
+    def _repo(self) -> "Repo":
+        if self._dulwich is None:
+            from dulwich.errors import NotGitRepository
+            from dulwich.repo import Repo
+
+            try:
+                repo = Repo(str(self.workdir))
+            except NotGitRepository as exc:
+                raise RepositoryError(f"{self.workdir} is not a git repository") from exc
+            # Git objects are part of a durable version: fsync them as they are written.
+            store: Any = repo.object_store
+            if hasattr(store, "fsync_object_files"):
+                store.fsync_object_files = True
+            self._dulwich = repo
+        return self._dulwich
 
     # ------------------------------------------------------------------ discovery
     find_workdir = staticmethod(find_workdir)
 
     @classmethod
     def init(cls, path: Path) -> GitRepo:
+        from dulwich.repo import Repo
+
         path.mkdir(parents=True, exist_ok=True)
         try:
             Repo.init(str(path))
@@ -152,12 +172,12 @@ class GitRepo:
                 cfg = self._repo.get_config_stack()
                 name = name or cfg.get((b"user",), b"name").decode()
                 email = email or cfg.get((b"user",), b"email").decode()
-            except KeyError:
+            except (KeyError, OSError):  # unset, or an unreadable ~/.gitconfig
                 pass
         return (name or "uniflow", email or "uniflow@localhost")
 
     # ------------------------------------------------------------------ objects
-    def _add(self, obj: Blob | Tree | Commit | Tag) -> str:
+    def _add(self, obj: "Blob | Tree | Commit | Tag") -> str:
         store = self._repo.object_store
         sha = obj.id
 
@@ -169,16 +189,22 @@ class GitRepo:
         return sha.decode()
 
     def write_blob(self, data: bytes) -> str:
+        from dulwich.objects import Blob
+
         return self._add(Blob.from_string(data))
 
     def write_tree(self, entries: dict[str, tuple[int, str]]) -> str:
         """``entries`` maps a name to ``(mode, sha)``; modes: 0o100644 file, 0o040000 tree."""
+        from dulwich.objects import Tree
+
         tree = Tree()
         for name, (mode, sha) in entries.items():
             tree.add(name.encode(), mode, sha.encode())
         return self._add(tree)
 
     def tree_entries(self, tree_sha: str) -> dict[str, tuple[int, str]]:
+        from dulwich.objects import Tree
+
         tree = self._repo[tree_sha.encode()]
         assert isinstance(tree, Tree)
         return {e.path.decode(): (e.mode, e.sha.decode()) for e in tree.iteritems()}
@@ -207,6 +233,8 @@ class GitRepo:
         author: Identity,
         when: int | None = None,
     ) -> str:
+        from dulwich.objects import Commit
+
         c = Commit()
         c.tree = tree.encode()
         c.parents = [p.encode() for p in parents]
@@ -219,6 +247,8 @@ class GitRepo:
         return self._add(c)
 
     def write_tag(self, short_name: str, target: str, message: str, tagger: Identity, when: int | None = None) -> str:
+        from dulwich.objects import Commit, Tag
+
         t = Tag()
         t.name = short_name.encode()
         t.object = (Commit, target.encode())
@@ -231,13 +261,17 @@ class GitRepo:
     def has_object(self, sha: str) -> bool:
         return sha.encode() in self._repo.object_store
 
-    def read_tag(self, sha: str) -> Tag:
+    def read_tag(self, sha: str) -> "Tag":
+        from dulwich.objects import Tag
+
         obj = self._repo[sha.encode()]
         if not isinstance(obj, Tag):
             raise RepositoryError(f"object {sha[:12]} is not an annotated tag")
         return obj
 
-    def read_commit(self, sha: str) -> Commit:
+    def read_commit(self, sha: str) -> "Commit":
+        from dulwich.objects import Commit
+
         obj = self._repo[sha.encode()]
         if not isinstance(obj, Commit):
             raise RepositoryError(f"object {sha[:12]} is not a commit")
@@ -245,6 +279,9 @@ class GitRepo:
 
     def read_path(self, commit_sha: str, path: str) -> bytes | None:
         """The blob at ``path`` in a commit's tree, or None."""
+        from dulwich.object_store import tree_lookup_path
+        from dulwich.objects import Blob
+
         commit = self.read_commit(commit_sha)
         try:
             _mode, sha = tree_lookup_path(self._repo.__getitem__, commit.tree, path.encode())
@@ -255,6 +292,8 @@ class GitRepo:
 
     def is_ancestor(self, ancestor: str, descendant: str, limit: int = 1_000_000) -> bool:
         """True if ``ancestor`` is reachable from ``descendant`` (bounded walk)."""
+        from dulwich.objects import Commit
+
         seen: set[bytes] = set()
         stack = [descendant.encode()]
         target = ancestor.encode()
@@ -275,20 +314,15 @@ class GitRepo:
 
     # ------------------------------------------------------------------ refs
     def ref(self, name: str) -> str | None:
-        try:
-            return self._repo.refs[name.encode()].decode()
-        except KeyError:
-            return None
+        return read_ref(self.git_dir, name)
 
     def ref_names(self, prefix: str) -> list[str]:
         """Names of refs under ``prefix`` (relative to it), without reading their values."""
-        base = prefix.rstrip("/").encode()
-        return sorted(k.decode() for k in self._repo.refs.keys(base=base))
+        return sorted(scan_refs(self.git_dir, prefix, names_only=True))
 
     def refs(self, prefix: str) -> dict[str, str]:
         """``{name relative to prefix: sha}`` for every ref under ``prefix``."""
-        base = prefix.rstrip("/").encode()
-        return {k.decode(): v.decode() for k, v in self._repo.refs.as_dict(base).items()}
+        return scan_refs(self.git_dir, prefix)
 
     def create_ref(self, name: str, sha: str, message: str = "uniflow") -> bool:
         """Create ``name`` only if it does not exist (``add_if_new``)."""
@@ -319,6 +353,8 @@ class GitRepo:
 
     def version_candidates(self) -> list[str]:
         """Commits reached by every ref except branches and HEAD, tags peeled (for gc)."""
+        from dulwich.objects import Commit, Tag
+
         repo = self._repo
         seen: set[bytes] = set()
         for ref, sha in repo.refs.as_dict().items():
@@ -337,6 +373,6 @@ class GitRepo:
         return sorted(s.decode() for s in seen)
 
     @property
-    def dulwich_repo(self) -> Repo:
+    def dulwich_repo(self) -> "Repo":
         """The underlying dulwich repository (for the sharing layer)."""
         return self._repo

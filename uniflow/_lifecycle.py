@@ -23,6 +23,7 @@ from typing import Any
 
 from ._errors import ConcurrencyError, IntegrityError, UsageError
 from ._git import GitRepo, Identity
+from ._objcache import DerivedCache
 from ._types import HistoryEvent
 
 __all__ = ["LifecycleState", "Lifecycle", "lifecycle_ref", "stage_ref", "tag_ref", "PAST_LIMIT"]
@@ -77,22 +78,36 @@ Transition = Callable[[LifecycleState], "tuple[dict[str, Any], str]"]
 class Lifecycle:
     """Reads and writes one repository's lifecycle refs."""
 
-    def __init__(self, git: GitRepo, single_holder: Callable[[str], bool]) -> None:
+    def __init__(
+        self, git: GitRepo, single_holder: Callable[[str], bool], cache: DerivedCache | None = None
+    ) -> None:
         self.git = git
         self.single_holder = single_holder
+        self.cache = cache
 
     # ------------------------------------------------------------------ read
     def head(self, model: str) -> str | None:
         return self.git.ref(lifecycle_ref(model))
 
     def state(self, model: str, head: str | None = None) -> LifecycleState:
+        return self.state_at(model, head)[0]
+
+    def state_at(self, model: str, head: str | None = None) -> tuple[LifecycleState, int | None]:
+        """The state after the event ``head`` (default: the current head) and its commit time."""
         head = head if head is not None else self.head(model)
         if head is None:
-            return LifecycleState(model)
+            return LifecycleState(model), None
+        cached = self.cache.get("state", head) if self.cache else None
+        if cached is not None:
+            when, _, data = cached.partition(b"\n")
+            return LifecycleState.from_json(data, model), int(when)
         data = self.git.read_path(head, "state.json")
         if data is None:
             raise IntegrityError(f"lifecycle commit {head[:12]} of model {model!r} has no state.json")
-        return LifecycleState.from_json(data, model)
+        when = self.git.read_commit(head).commit_time
+        if self.cache:
+            self.cache.put("state", head, str(when).encode() + b"\n" + data)
+        return LifecycleState.from_json(data, model), when
 
     def history(self, model: str, limit: int = 1_000_000) -> list[HistoryEvent]:
         events: list[HistoryEvent] = []

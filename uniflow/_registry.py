@@ -25,6 +25,7 @@ from ._errors import (
     VersionNotFoundError,
 )
 from ._git import GitRepo
+from ._objcache import DerivedCache
 from ._lifecycle import (
     Lifecycle,
     LifecycleState,
@@ -71,9 +72,10 @@ class ModelRegistry:
         self.root: Path = self.git.workdir
         self.uniflow_dir: Path = self.root / ".uniflow"
         self.store = ObjectStore(self.uniflow_dir)
-        self._index = VersionIndex(self.git)
+        derived = DerivedCache(self.uniflow_dir / "cache" / "git")
+        self._index = VersionIndex(self.git, derived)
         self._config: dict[str, Any] | None = None
-        self._lifecycle = Lifecycle(self.git, lambda s: self.stages().get(s, True))
+        self._lifecycle = Lifecycle(self.git, lambda s: self.stages().get(s, True), derived)
         attach_fetcher(self)  # missing chunks come from the blob remote, verified, on demand
 
     def __repr__(self) -> str:
@@ -253,15 +255,11 @@ class ModelRegistry:
 
     def list_models(self) -> list[ModelSummary]:
         out = []
-        for name in self._index.models():
-            names = self._index.version_names(name)
-            head = self._lifecycle.head(name)
-            state = self._lifecycle.state(name, head)
+        for name, names in sorted(self._index.all_version_names().items()):
+            state, when = self._lifecycle.state_at(name)
             single = self.stages()
             holders = {s: v for v, s in state.stage_of.items() if single.get(s, True) and s != "archived"}
-            updated = None
-            if head:
-                updated = datetime.fromtimestamp(self.git.read_commit(head).commit_time, timezone.utc)
+            updated = datetime.fromtimestamp(when, timezone.utc) if when is not None else None
             latest = max(names, key=version_sort_key) if names else None
             out.append(ModelSummary(name, latest, len(names), dict(sorted(holders.items())), updated))
         return out

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import blake3
 
@@ -161,29 +162,39 @@ class ObjectStore:
         refs: list[ChunkRef] = []
         dirs: set[Path] = set()
         done = 0
-        inflight: deque[Future[ChunkRef]] = deque()
-        with ThreadPoolExecutor(max_workers=_WRITE_WORKERS, thread_name_prefix="uniflow-put") as pool:
+        inflight: deque[tuple[Future[ChunkRef], memoryview]] = deque()
+        cuts = _cut_points(chunker, view)
+        try:
+            with ThreadPoolExecutor(max_workers=_WRITE_WORKERS, thread_name_prefix="uniflow-put") as pool:
 
-            def drain(limit: int) -> None:
-                nonlocal done
-                while len(inflight) > limit:
-                    ref = inflight.popleft().result()
-                    refs.append(ref)
-                    dirs.add(self.objects / ref.digest[:2])
-                    done += ref.size
-                    if progress is not None:
-                        progress(done, size)
+                def drain(limit: int) -> None:
+                    nonlocal done
+                    while len(inflight) > limit:
+                        fut, piece = inflight[0]
+                        ref = fut.result()
+                        inflight.popleft()
+                        piece.release()
+                        refs.append(ref)
+                        dirs.add(self.objects / ref.digest[:2])
+                        done += ref.size
+                        if progress is not None:
+                            progress(done, size)
 
-            try:
-                for chunk in chunker.cut_buf(view):
-                    piece = view[chunk.offset : chunk.offset + chunk.length]
-                    inflight.append(pool.submit(self._store_chunk, piece))
-                    drain(_MAX_INFLIGHT)
-                drain(0)
-            except BaseException:
-                for fut in inflight:
-                    fut.cancel()
-                raise
+                try:
+                    for offset, length in cuts:
+                        piece = view[offset : offset + length]
+                        inflight.append((pool.submit(self._store_chunk, piece), piece))
+                        drain(_MAX_INFLIGHT)
+                    drain(0)
+                except BaseException:
+                    for fut, _ in inflight:
+                        fut.cancel()
+                    raise
+        finally:
+            # every slice of the caller's mmap must be released before it can be closed
+            cuts.close()
+            for _, piece in inflight:
+                piece.release()
         for d in dirs:
             _fsync_dir(d)
         return FileRecord(size, file_digest(refs), tuple(refs))
@@ -197,9 +208,9 @@ class ObjectStore:
         final = self.objects / digest[:2] / digest[2:]
         if final.exists():
             return
-        final.parent.mkdir(exist_ok=True)
         tmp = self.tmp / f"{digest[:16]}.{uuid.uuid4().hex}"
         try:
+            final.parent.mkdir(exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
             try:
                 mv = memoryview(data)
@@ -368,6 +379,13 @@ class ObjectStore:
             for sub in self.cache.iterdir():
                 for entry in sub.iterdir() if sub.is_dir() else ():
                     _force_unlink(entry)
+
+
+def _cut_points(chunker: Any, view: memoryview) -> Iterator[tuple[int, int]]:
+    """``(offset, length)`` of each chunk; closing the generator drops pyfastcdc's own view
+    of the buffer, so the caller can close its mmap even after an error."""
+    for chunk in chunker.cut_buf(view):
+        yield chunk.offset, chunk.length
 
 
 def _offsets(rec: FileRecord) -> list[int]:

@@ -13,6 +13,7 @@ from ._errors import IntegrityError, VersionExistsError
 from ._git import GitRepo, Identity
 from ._lifecycle import tag_ref
 from ._manifest import pack, render_card, unpack
+from ._objcache import DerivedCache
 
 __all__ = ["VersionIndex", "CARD_DIR"]
 
@@ -23,14 +24,25 @@ MANIFEST_PATH = ".uniflow/card/manifest.msgpack"
 class VersionIndex:
     """Version tags of one repository, with decoded manifests cached (tags are immutable)."""
 
-    def __init__(self, git: GitRepo) -> None:
+    def __init__(self, git: GitRepo, cache: DerivedCache | None = None) -> None:
         self.git = git
+        self.derived = cache
         self._cache: dict[str, tuple[str, dict[str, Any]]] = {}  # tag sha -> (commit, manifest)
 
     def models(self) -> list[str]:
-        names = {n.split("/", 1)[0] for n in self.git.ref_names("refs/tags/models") if "/" in n}
-        names |= {n for n in self.git.ref_names("refs/uniflow/models") if "/" not in n}
-        return sorted(names)
+        return sorted(self.all_version_names())
+
+    def all_version_names(self) -> dict[str, list[str]]:
+        """``{model: [version, ...]}`` for every model with a tag or a lifecycle, in one scan."""
+        out: dict[str, list[str]] = {}
+        for ref in self.git.ref_names("refs/tags/models"):
+            model, sep, version = ref.partition("/")
+            if sep and version and "/" not in version:
+                out.setdefault(model, []).append(version)
+        for model in self.git.ref_names("refs/uniflow/models"):
+            if "/" not in model:
+                out.setdefault(model, [])
+        return out
 
     def versions(self, model: str) -> dict[str, str]:
         """``{version: tag sha}`` of ``model``."""
@@ -51,14 +63,20 @@ class VersionIndex:
         if hit is not None:
             return hit
         context = f"model {model!r} version {version!r}"
-        try:
-            tag = self.git.read_tag(sha)
-            commit = tag.object[1].decode()
-            data = self.git.read_path(commit, MANIFEST_PATH)
-        except KeyError as exc:
-            raise IntegrityError(f"{context}: git objects of the version are missing") from exc
-        if data is None:
-            raise IntegrityError(f"{context}: the version commit has no {MANIFEST_PATH}")
+        cached = self.derived.get("manifest", sha) if self.derived else None
+        if cached is not None:
+            commit, data = cached[:40].decode(), cached[40:]
+        else:
+            try:
+                tag = self.git.read_tag(sha)
+                commit = tag.object[1].decode()
+                data = self.git.read_path(commit, MANIFEST_PATH)
+            except KeyError as exc:
+                raise IntegrityError(f"{context}: git objects of the version are missing") from exc
+            if data is None:
+                raise IntegrityError(f"{context}: the version commit has no {MANIFEST_PATH}")
+            if self.derived:
+                self.derived.put("manifest", sha, commit.encode() + data)
         m = unpack(data, context)
         if m["name"] != model or m["version"] != version:
             raise IntegrityError(f"{context}: the tag points at the manifest of {m['name']} {m['version']}")

@@ -1,0 +1,92 @@
+"""The benchmark script runs end to end in --smoke mode and reports every non-peer figure.
+
+No timing is asserted anywhere: the numbers belong to docs/benchmarks.md, not to the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / "benchmarks" / "run.py"
+
+NON_PEER_KEYS = [
+    "cp_fsync_1g",
+    "cat_1g",
+    "register_1g",
+    "register_1g_again",
+    "load_1g_verified",
+    "head_change_new_bytes_pct",
+    "header_shift_new_bytes_pct",
+    "list_100x100",
+    "version_cli",
+    "promote_ms",
+]
+RATIO_KEYS = ["register_1g_vs_cp_fsync", "load_vs_cat"]
+
+
+def _numeric(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "smoke.json"
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--smoke", "--json", str(out), "--cache-dir", str(tmp / "cache")],
+        cwd=tmp, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("key", NON_PEER_KEYS + RATIO_KEYS)
+def test_smoke_key_is_numeric(smoke: dict, key: str) -> None:
+    assert key in smoke
+    assert _numeric(smoke[key]), f"{key} = {smoke[key]!r}: {smoke.get('notes', {}).get(key)}"
+
+
+def test_smoke_keeps_samples(smoke: dict) -> None:
+    for key in NON_PEER_KEYS:
+        if key in ("head_change_new_bytes_pct", "header_shift_new_bytes_pct"):
+            continue  # one measurement, not a timing
+        samples = smoke["samples"][key]
+        assert samples and all(_numeric(s) for s in samples), key
+
+
+def test_smoke_reports_goals_and_machine(smoke: dict) -> None:
+    goals = smoke["goals"]
+    assert {"register vs cp+fsync", "load vs cat", "models list", "promote"} <= set(goals)
+    for goal in goals.values():
+        assert goal["pass"] in (True, False, None)
+    machine = smoke["meta"]["machine"]
+    assert machine["cores"] and machine["filesystem"]
+    assert smoke["meta"]["mode"] == "smoke"
+
+
+def test_smoke_skips_peers(smoke: dict) -> None:
+    assert "dvc_add_1g" not in smoke
+
+
+def test_generated_file_is_what_safetensors_writes(tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    st = pytest.importorskip("safetensors.numpy")
+    sys.path.insert(0, str(RUN.parent))
+    try:
+        import run as bench
+    finally:
+        sys.path.remove(str(RUN.parent))
+    lazy = bench.LazyTensors(1 << 20)
+    ours = tmp_path / "ours.safetensors"
+    bench.write_safetensors(ours, lazy.items())
+    arrays = {name: np.frombuffer(t.tobytes(), dtype=np.float32).reshape(t.shape) for name, t in lazy.items()}
+    ref = tmp_path / "ref.safetensors"
+    st.save_file(arrays, str(ref))
+    assert ours.read_bytes() == ref.read_bytes()
+    assert len(st.load_file(str(ours))) == len(arrays) == 200
