@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from ._config import save_config
 from ._errors import IntegrityError, RemoteError, UniflowError, UsageError
 from ._naming import validate_digest
+from ._store import fsync_dir, write_immutable
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._registry import ModelRegistry
@@ -265,29 +266,8 @@ class LocalRemote:
             return
         final.parent.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        tmp = self.tmp / f"{digest[:16]}.{uuid.uuid4().hex}"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-            try:
-                view = memoryview(data)
-                written = 0
-                while written < len(view):  # bounded: each write makes progress or raises
-                    written += os.write(fd, view[written:])
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, final)
-            except FileExistsError:
-                pass  # another pusher stored the same bytes first
-            except OSError:
-                os.replace(tmp, final)  # filesystems without hard links
-            _fsync_dir(final.parent)
-        finally:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+        write_immutable(final, self.tmp, data)
+        fsync_dir(final.parent)
 
     def get(self, digest: str) -> bytes | None:
         try:
@@ -545,19 +525,6 @@ def _run_parallel(
             for f in futures:
                 f.cancel()
             raise
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def remote_for_config(registry: ModelRegistry, name: str | None) -> BlobRemote | None:

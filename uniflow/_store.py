@@ -19,6 +19,7 @@ This is the only module that touches chunk files.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import stat
@@ -38,7 +39,7 @@ import blake3
 from ._errors import IntegrityError, InvalidPathError, RepositoryError
 from ._naming import validate_digest
 
-__all__ = ["ObjectStore", "FileRecord", "ChunkRef", "file_digest", "CHUNK_PARAMS"]
+__all__ = ["ObjectStore", "FileRecord", "ChunkRef", "file_digest", "CHUNK_PARAMS", "write_immutable", "fsync_dir"]
 
 # Picked by measurement (docs/design.md, "Chunk parameters"): ~1 MiB average keeps a
 # 1 GiB file near 1,000 objects while a changed tensor costs one or two chunks.
@@ -208,31 +209,13 @@ class ObjectStore:
         final = self.objects / digest[:2] / digest[2:]
         if final.exists():
             return
-        tmp = self.tmp / f"{digest[:16]}.{uuid.uuid4().hex}"
         try:
             final.parent.mkdir(exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-            try:
-                mv = memoryview(data)
-                written = 0
-                while written < len(mv):  # bounded: each write makes progress or raises
-                    written += os.write(fd, mv[written:])
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, final)
-            except FileExistsError:
-                pass  # another writer stored the same bytes first
+            write_immutable(final, self.tmp, data)
         except PermissionError as exc:
             raise RepositoryError(f"the object store {self.root} is read-only: {exc.strerror}") from exc
         except OSError as exc:
             raise RepositoryError(f"cannot write to the object store {self.root}: {exc.strerror}") from exc
-        finally:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
 
     def add_chunk(self, digest: str, data: bytes) -> None:
         """Store bytes received from elsewhere (a remote) after checking them."""
@@ -398,6 +381,38 @@ def _offsets(rec: FileRecord) -> list[int]:
 
 def _where(context: str) -> str:
     return f"{context}: " if context else ""
+
+
+def write_immutable(final: Path, tmp_dir: Path, data: memoryview | bytes) -> None:
+    """Write ``data`` to ``final`` so that no reader ever sees it partial: a read-only file
+    in ``tmp_dir`` (same filesystem), fsynced, then hard-linked into place. The first writer
+    wins (``final`` existing already is success); an existing file is never modified."""
+    tmp = tmp_dir / f"{final.name[:16]}.{uuid.uuid4().hex}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        try:
+            mv = memoryview(data)
+            written = 0
+            while written < len(mv):  # bounded: each write makes progress or raises
+                written += os.write(fd, mv[written:])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            pass  # another writer stored the same bytes first
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+            os.replace(tmp, final)  # a filesystem without hard links: same bytes, same name
+    finally:
+        _force_unlink(tmp)
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so the names created in it survive a crash."""
+    _fsync_dir(path)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -7,8 +7,6 @@ no suggestions. Version tags live at ``refs/tags/models/<model>/<version>``.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import click
@@ -30,45 +28,18 @@ def _repo_from_ctx(ctx: click.Context | None) -> str | None:
     return None
 
 
-def _git_dirs(ctx: click.Context | None) -> tuple[Path, Path] | None:
-    """(work tree, common git dir) for the repository the command line points at."""
-    root = find_git_root(_repo_from_ctx(ctx))
-    if root is None:
-        return None
-    git = root / ".git"
-    if git.is_file():
-        text = git.read_text(encoding="utf-8", errors="replace").strip()
-        if not text.startswith("gitdir:"):
-            return None
-        git = (root / text[len("gitdir:"):].strip()).resolve()
-    common = git / "commondir"
-    if common.is_file():
-        git = (git / common.read_text(encoding="utf-8").strip()).resolve()
-    return root, git
-
-
 def model_versions(ctx: click.Context | None) -> dict[str, set[str]]:
     """Model name -> versions, read from the version tags. Empty on any problem."""
+    from .._refscan import git_dir_of, scan_refs
+
     found: dict[str, set[str]] = {}
     try:
-        dirs = _git_dirs(ctx)
-        if dirs is None:
+        root = find_git_root(_repo_from_ctx(ctx))
+        git = git_dir_of(root) if root is not None else None
+        if git is None:
             return found
-        _, git = dirs
-        packed = git / "packed-refs"
-        if packed.is_file():
-            with packed.open(encoding="utf-8", errors="replace") as fh:
-                for line in fh:
-                    parts = line.split()
-                    if len(parts) == 2 and parts[1].startswith(_TAG_PREFIX):
-                        _add(found, parts[1][len(_TAG_PREFIX):])
-        base = git / "refs" / "tags" / "models"
-        if base.is_dir():
-            for model in os.scandir(base):
-                if model.is_dir():
-                    for version in os.scandir(model.path):
-                        if version.is_file():
-                            _add(found, f"{model.name}/{version.name}")
+        for rest in scan_refs(git, _TAG_PREFIX, names_only=True):
+            _add(found, rest)
     except Exception:  # noqa: BLE001  completion must never raise
         return found
     return found
@@ -122,18 +93,13 @@ def complete_versions(ctx: click.Context, param: click.Parameter, incomplete: st
 
 
 def _custom_stages(ctx: click.Context | None) -> list[str]:
-    try:
-        dirs = _git_dirs(ctx)
-        if dirs is None:
-            return []
-        config = dirs[0] / ".uniflow" / "config.toml"
-        if not config.is_file():
-            return []
-        import tomllib
+    from .._config import load_config, stage_table
 
-        data = tomllib.loads(config.read_text(encoding="utf-8"))
-        stages = data.get("stages", {})  # [stages.NAME] tables, see uniflow/_config.py
-        return [str(n).lower() for n in stages] if isinstance(stages, dict) else []
+    try:
+        root = find_git_root(_repo_from_ctx(ctx))
+        if root is None:
+            return []
+        return [s for s in stage_table(load_config(root / ".uniflow")) if s not in BUILTIN_STAGES]
     except Exception:  # noqa: BLE001
         return []
 
