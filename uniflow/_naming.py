@@ -102,6 +102,12 @@ def validate_version(version: object) -> str:
 
 
 def version_sort_key(version: str) -> tuple[object, ...]:
+    # Fast path for plain releases (``v1.2.3``), the common case when sorting thousands of
+    # tags; anything else goes through the full parser. Both give SemVer.sort_key's shape.
+    prefix = "v" if version.startswith("v") else ""
+    parts = version[len(prefix) :].split(".")
+    if len(parts) == 3 and all(p.isdigit() and p.isascii() and (p == "0" or p[0] != "0") for p in parts):
+        return (int(parts[0]), int(parts[1]), int(parts[2]), (1, ()), "", prefix)
     return parse_version(version).sort_key()
 
 
