@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._errors import ConcurrencyError, RepositoryError
 from ._paths import find_workdir
@@ -100,7 +100,7 @@ class GitRepo:
         self._dulwich: Repo | None = None
 
     @property
-    def _repo(self) -> "Repo":
+    def _repo(self) -> Any:  # dulwich.repo.Repo; its NewType refs (Ref, ObjectID) are plain bytes here
         if self._dulwich is None:
             from dulwich.errors import NotGitRepository
             from dulwich.repo import Repo
@@ -199,7 +199,7 @@ class GitRepo:
 
         tree = Tree()
         for name, (mode, sha) in entries.items():
-            tree.add(name.encode(), mode, sha.encode())
+            tree.add(name.encode(), mode, cast(Any, sha.encode()))
         return self._add(tree)
 
     def tree_entries(self, tree_sha: str) -> dict[str, tuple[int, str]]:
@@ -237,7 +237,7 @@ class GitRepo:
 
         c = Commit()
         c.tree = tree.encode()
-        c.parents = [p.encode() for p in parents]
+        c.parents = [cast(Any, p.encode()) for p in parents]
         ident = f"{author[0]} <{author[1]}>".encode()
         c.author = c.committer = ident
         c.author_time = c.commit_time = int(time.time() if when is None else when)

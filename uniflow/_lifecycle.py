@@ -99,8 +99,8 @@ class Lifecycle:
             return LifecycleState(model), None
         cached = self.cache.get("state", head) if self.cache else None
         if cached is not None:
-            when, _, data = cached.partition(b"\n")
-            return LifecycleState.from_json(data, model), int(when)
+            when, _, state_json = cached.partition(b"\n")
+            return LifecycleState.from_json(state_json, model), int(when)
         data = self.git.read_path(head, "state.json")
         if data is None:
             raise IntegrityError(f"lifecycle commit {head[:12]} of model {model!r} has no state.json")

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -369,7 +369,7 @@ class ObjectStore:
                     _force_unlink(entry)
 
 
-def _cut_points(chunker: Any, view: memoryview) -> Iterator[tuple[int, int]]:
+def _cut_points(chunker: Any, view: memoryview) -> Generator[tuple[int, int], None, None]:
     """``(offset, length)`` of each chunk; closing the generator drops pyfastcdc's own view
     of the buffer, so the caller can close its mmap even after an error."""
     for chunk in chunker.cut_buf(view):

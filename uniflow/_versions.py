@@ -64,6 +64,7 @@ class VersionIndex:
             return hit
         context = f"model {model!r} version {version!r}"
         cached = self.derived.get("manifest", sha) if self.derived else None
+        data: bytes | None
         if cached is not None:
             commit, data = cached[:40].decode(), cached[40:]
         else:
