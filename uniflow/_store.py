@@ -47,8 +47,8 @@ CHUNK_PARAMS = {"avg_size": 1 << 20, "min_size": 256 << 10, "max_size": 4 << 20}
 ProgressFn = Callable[[int, int], None]
 FetchFn = Callable[[list[str]], None]
 
-_MAX_INFLIGHT = 16
-_WRITE_WORKERS = 8
+_MAX_INFLIGHT = 24
+_WRITE_WORKERS = 16
 
 
 @dataclass(frozen=True)
