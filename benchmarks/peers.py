@@ -27,8 +27,14 @@ class PeerUnavailable(RuntimeError):
 
 def peer_env() -> dict[str, str]:
     env = git_env()
-    env.update(DVC_NO_ANALYTICS="1", DO_NOT_TRACK="1", MLFLOW_DISABLE_TELEMETRY="true",
-               GTO_NO_ANALYTICS="1", ITERATIVE_DO_NOT_TRACK="1", PYTHONWARNINGS="ignore")
+    env.update(
+        DVC_NO_ANALYTICS="1",
+        DO_NOT_TRACK="1",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        GTO_NO_ANALYTICS="1",
+        ITERATIVE_DO_NOT_TRACK="1",
+        PYTHONWARNINGS="ignore",
+    )
     return env
 
 
@@ -44,8 +50,10 @@ def ensure_venv(cache: Path, tool: str) -> Path:
     py = venv / "bin" / "python"
     if marker.exists() and py.exists():
         return venv / "bin"
-    if py.exists() and subprocess.run([str(py), "-c", f"import {import_name}"],
-                                      capture_output=True).returncode == 0:
+    if (
+        py.exists()
+        and subprocess.run([str(py), "-c", f"import {import_name}"], capture_output=True).returncode == 0
+    ):
         marker.write_text("ok\n")
         return venv / "bin"
     log(f"installing {pip_name} into {venv} (once)")
@@ -53,8 +61,12 @@ def ensure_venv(cache: Path, tool: str) -> Path:
     try:
         run([sys.executable, "-m", "venv", "--clear", str(venv)], timeout=600)
         with open(logf, "w") as fh:
-            proc = subprocess.run([str(py), "-m", "pip", "install", "-q", "--constraint", str(constraints),
-                                   pip_name], stdout=fh, stderr=subprocess.STDOUT, timeout=3600)
+            proc = subprocess.run(
+                [str(py), "-m", "pip", "install", "-q", "--constraint", str(constraints), pip_name],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                timeout=3600,
+            )
         if proc.returncode != 0:
             tail = [ln for ln in logf.read_text().splitlines() if not ln.startswith("WARNING: Location")]
             raise PeerUnavailable(f"pip install {pip_name} failed: {' | '.join(tail[-5:])}")
@@ -68,12 +80,15 @@ def ensure_venv(cache: Path, tool: str) -> Path:
 
 
 def version_of(bin_dir: Path, dist: str) -> str | None:
-    proc = run([str(bin_dir / "python"), "-c",
-                f"import importlib.metadata as m; print(m.version({dist!r}))"], check=False)
+    proc = run(
+        [str(bin_dir / "python"), "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
+        check=False,
+    )
     return proc.stdout.strip() or None
 
 
 # --------------------------------------------------------------------------- DVC
+
 
 def bench_dvc(res: Results, f: Path, work: Path, bin_dir: Path, runs: int) -> None:
     env = peer_env()
@@ -93,8 +108,12 @@ def bench_dvc(res: Results, f: Path, work: Path, bin_dir: Path, runs: int) -> No
         synced.append(time.perf_counter() - t0)
         log(f"    dvc add sample {i + 1}/{runs}: {samples[-1]:.2f} s (+sync {synced[-1]:.2f} s)")
         rmtree(repo)
-    res.add("dvc_add_1g", samples, "`dvc add FILE` (after git init && dvc init), whole process; "
-            "the file is already in the workspace; DVC does not fsync")
+    res.add(
+        "dvc_add_1g",
+        samples,
+        "`dvc add FILE` (after git init && dvc init), whole process; "
+        "the file is already in the workspace; DVC does not fsync",
+    )
     res.add("dvc_add_1g_plus_sync", synced, "dvc add followed by a sync (durable like register)")
 
 
@@ -142,13 +161,17 @@ def bench_mlflow(res: Results, f: Path, work: Path, bin_dir: Path, runs: int, im
         synced.append(data["plus_sync"])
         log(f"    mlflow sample {i + 1}/{runs}: {logs[-1]:.2f} s (+sync {synced[-1]:.2f} s)")
         rmtree(d)
-    res.add("mlflow_log_register_1g", logs,
-            "in one process after import and DB setup: start_run + log_artifact(FILE) + "
-            "create_model_version from the run's artifact (sqlite tracking + registry, file artifacts)")
+    res.add(
+        "mlflow_log_register_1g",
+        logs,
+        "in one process after import and DB setup: start_run + log_artifact(FILE) + "
+        "create_model_version from the run's artifact (sqlite tracking + registry, file artifacts)",
+    )
     res.add("mlflow_log_register_1g_plus_sync", synced, "the same followed by os.sync()")
 
 
 # --------------------------------------------------------------------------- GTO
+
 
 def gto_repo(cache: Path, n_tags: int) -> Path:
     """n commits, each with a GTO registration tag ``model@v0.0.N`` (annotated, GTO's message)."""
@@ -171,16 +194,28 @@ def gto_repo(cache: Path, n_tags: int) -> Path:
         if i == 1:
             lines.append(b"from refs/heads/main^0\n")
         lines.append(f"M 100644 inline model.dvc\ndata {len(content)}\n".encode() + content + b"\n")
-    proc = subprocess.run(["git", "fast-import", "--quiet"], cwd=repo, env=env, input=b"".join(lines),
-                          capture_output=True)
+    proc = subprocess.run(
+        ["git", "fast-import", "--quiet"], cwd=repo, env=env, input=b"".join(lines), capture_output=True
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"git fast-import failed: {proc.stderr.decode()[-400:]}")
     run(["git", "reset", "-q", "--hard", "main"], cwd=repo, env=env)
     revs = run(["git", "rev-list", "--reverse", "main"], cwd=repo).stdout.split()[1:]  # skip initial commit
     for i, rev in enumerate(revs, start=1):
         version = f"v0.0.{i}"
-        run(["git", "tag", "-a", f"model@{version}", rev, "-m",
-             f"Registering artifact model version {version}"], cwd=repo, env=env)
+        run(
+            [
+                "git",
+                "tag",
+                "-a",
+                f"model@{version}",
+                rev,
+                "-m",
+                f"Registering artifact model version {version}",
+            ],
+            cwd=repo,
+            env=env,
+        )
     done.write_text("ok\n")
     return repo
 
@@ -191,20 +226,28 @@ def bench_gto(res: Results, cache: Path, bin_dir: Path, runs: int, n_tags: int =
     gto = str(bin_dir / "gto")
     out = run([gto, "show"], cwd=repo, env=env, timeout=1800)  # also checks it parses our tags
     samples = [wall([gto, "show"], cwd=repo, env=env, timeout=1800) for _ in range(runs)]
-    res.add("gto_show_1000", samples, f"`gto show` in a repo with {n_tags} annotated tags model@v0.0.N "
-            f"(GTO's register format), whole process; output {len(out.stdout.splitlines())} lines")
+    res.add(
+        "gto_show_1000",
+        samples,
+        f"`gto show` in a repo with {n_tags} annotated tags model@v0.0.N "
+        f"(GTO's register format), whole process; output {len(out.stdout.splitlines())} lines",
+    )
     samples = [wall([gto, "show", "model"], cwd=repo, env=env, timeout=1800) for _ in range(runs)]
     res.add("gto_show_model_1000", samples, "`gto show model` (its versions) in the same repo")
 
 
 # --------------------------------------------------------------------------- all
 
+
 def bench_all(res: Results, f: Path, cache: Path, work: Path, runs: int, import_runs: int) -> None:
     versions: dict[str, Any] = {}
     jobs = [
         ("dvc", ["dvc_add_1g"], lambda b: bench_dvc(res, f, work, b, runs)),
-        ("mlflow", ["mlflow_log_register_1g", "mlflow_import"],
-         lambda b: bench_mlflow(res, f, work, b, runs, import_runs)),
+        (
+            "mlflow",
+            ["mlflow_log_register_1g", "mlflow_import"],
+            lambda b: bench_mlflow(res, f, work, b, runs, import_runs),
+        ),
         ("gto", ["gto_show_1000"], lambda b: bench_gto(res, cache, b, runs)),
     ]
     for tool, keys, fn in jobs:

@@ -32,19 +32,37 @@ def bar_vs_peers(data: dict[str, Any], out: Path) -> list[Path]:
     plt = _plt()
     made = []
     groups = [
-        ("register_1g.png", "Storing a 1 GiB safetensors file (s, lower is better)", [
-            ("cat > /dev/null", "cat_1g"), ("cp + fsync", "cp_fsync_1g"),
-            ("uniflow register", "register_1g"), ("uniflow register\n(same bytes again)", "register_1g_again"),
-            ("dvc add", "dvc_add_1g"), ("mlflow log +\nregister", "mlflow_log_register_1g"),
-        ]),
-        ("load_1g.png", "Loading 1 GiB by stage, every byte read (s, lower is better)", [
-            ("cat > /dev/null", "cat_1g"), ("uniflow load\n(first, verified)", "load_1g_verified"),
-            ("uniflow load\n(cached, verified)", "load_1g_cached"),
-        ]),
-        ("cli.png", "Whole-process wall time (s, lower is better)", [
-            ("uniflow --version", "version_cli"), ("import mlflow", "mlflow_import"),
-            ("uniflow models list\n100 x 100", "list_100x100"), ("gto show\n1,000 tags", "gto_show_1000"),
-        ]),
+        (
+            "register_1g.png",
+            "Storing a 1 GiB safetensors file (s, lower is better)",
+            [
+                ("cat > /dev/null", "cat_1g"),
+                ("cp + fsync", "cp_fsync_1g"),
+                ("uniflow register", "register_1g"),
+                ("uniflow register\n(same bytes again)", "register_1g_again"),
+                ("dvc add", "dvc_add_1g"),
+                ("mlflow log +\nregister", "mlflow_log_register_1g"),
+            ],
+        ),
+        (
+            "load_1g.png",
+            "Loading 1 GiB by stage, every byte read (s, lower is better)",
+            [
+                ("cat > /dev/null", "cat_1g"),
+                ("uniflow load\n(first, verified)", "load_1g_verified"),
+                ("uniflow load\n(cached, verified)", "load_1g_cached"),
+            ],
+        ),
+        (
+            "cli.png",
+            "Whole-process wall time (s, lower is better)",
+            [
+                ("uniflow --version", "version_cli"),
+                ("import mlflow", "mlflow_import"),
+                ("uniflow models list\n100 x 100", "list_100x100"),
+                ("gto show\n1,000 tags", "gto_show_1000"),
+            ],
+        ),
     ]
     for fname, title, items in groups:
         labels = [lab for lab, key in items if isinstance(data.get(key), (int, float))]
@@ -64,14 +82,18 @@ def bar_vs_peers(data: dict[str, Any], out: Path) -> list[Path]:
         plt.close(fig)
         made.append(path)
     # dedup
-    dd = [("head tensor changed", "head_change_new_bytes_pct"), ("header shifted", "header_shift_new_bytes_pct")]
+    dd = [
+        ("head tensor changed", "head_change_new_bytes_pct"),
+        ("header shifted", "header_shift_new_bytes_pct"),
+    ]
     if all(isinstance(data.get(k), (int, float)) for _l, k in dd):
         fig, ax = plt.subplots(figsize=(8, 2.8))
-        labels = [f"uniflow: {lab}" for lab, _k in dd] + ["DVC / MLflow (whole file)"]
+        labels = [f"uniflow: {lab}" for lab, _k in dd] + ["DVC / MLflow (store the whole\nfile again; not measured)"]
         values = [data[k] for _l, k in dd] + [100.0]
         bars = ax.barh(labels, values, color=["#4c72b0", "#4c72b0", "#999999"])
         ax.invert_yaxis()
         ax.set_xscale("log")
+        ax.set_xlim(min(values) / 2, 600)
         ax.set_title("New bytes stored for v2 of a 1 GiB file (% of file size, log scale)")
         ax.bar_label(bars, labels=[f"{v:.2f} %" for v in values], padding=3, fontsize=8)
         fig.tight_layout()
@@ -89,8 +111,12 @@ def scaling(sc: dict[str, Any], out: Path) -> list[Path]:
     if rows:
         fig, ax = plt.subplots(figsize=(7, 4))
         x = [r["size_mib"] for r in rows]
-        for key, label, style in (("register", "uniflow register", "o-"), ("load_verified", "uniflow load (verified)", "s-"),
-                                  ("cp_fsync", "cp + fsync", "x--"), ("cat", "cat > /dev/null", "+--")):
+        for key, label, style in (
+            ("register", "uniflow register", "o-"),
+            ("load_verified", "uniflow load (verified)", "s-"),
+            ("cp_fsync", "cp + fsync", "x--"),
+            ("cat", "cat > /dev/null", "+--"),
+        ):
             ax.plot(x, [r[key] for r in rows], style, label=label)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -130,20 +156,37 @@ ROWS = [
     ("`cat FILE > /dev/null` (warm cache)", "cat_1g", "s", None, None),
     ("`cp` + fsync, same filesystem", "cp_fsync_1g", "s", None, None),
     ("register 1 GiB (durable)", "register_1g", "s", "register_1g_vs_cp_fsync", "x cp+fsync"),
-    ("register the same bytes again", "register_1g_again", "s", "register_1g_again_vs_cp_fsync", "x cp+fsync"),
+    (
+        "register the same bytes again",
+        "register_1g_again",
+        "s",
+        "register_1g_again_vs_cp_fsync",
+        "x cp+fsync",
+    ),
     ("load by stage, verified, first load", "load_1g_verified", "s", "load_vs_cat", "x cat"),
     ("load by stage, verified, cached", "load_1g_cached", "s", "load_cached_vs_cat", "x cat"),
     ("v2 with the head tensor changed: new bytes", "head_change_new_bytes_pct", "%", None, None),
     ("re-save with a shifted header: new bytes", "header_shift_new_bytes_pct", "%", None, None),
-    ("`uniflow models list`, 100 x 100", "list_100x100", "s", "gto_show_1000_vs_list_100x100", "gto show / this"),
+    (
+        "`uniflow models list`, 100 x 100",
+        "list_100x100",
+        "s",
+        "gto_show_1000_vs_list_100x100",
+        "gto show / this",
+    ),
     ("`uniflow models list NAME`, 100 versions", "list_versions_cli", "s", None, None),
     ("`uniflow --version`", "version_cli", "s", "mlflow_import_vs_version_cli", "import mlflow / this"),
     ("`python -c 'import uniflow'`", "import_uniflow_process", "s", None, None),
     ("promote, in process", "promote_ms", "ms", None, None),
     ("`dvc add` 1 GiB", "dvc_add_1g", "s", "dvc_add_vs_register", "/ register"),
     ("`dvc add` + sync", "dvc_add_1g_plus_sync", "s", None, None),
-    ("MLflow log artifact + register version", "mlflow_log_register_1g", "s",
-     "mlflow_log_register_vs_register", "/ register"),
+    (
+        "MLflow log artifact + register version",
+        "mlflow_log_register_1g",
+        "s",
+        "mlflow_log_register_vs_register",
+        "/ register",
+    ),
     ("MLflow log + register + sync", "mlflow_log_register_1g_plus_sync", "s", None, None),
     ("`python -c 'import mlflow'`", "mlflow_import", "s", None, None),
     ("`gto show`, 1,000 tags", "gto_show_1000", "s", None, None),
@@ -162,7 +205,9 @@ def markdown(data: dict[str, Any]) -> str:
             continue
         samples = data.get("samples", {}).get(key) or []
         ratio = f"{num(data.get(rkey))} {rlabel}" if rkey else ""
-        shown = ", ".join(num(x) for x in samples[:5]) + (f" … ({len(samples)} runs)" if len(samples) > 5 else "")
+        shown = ", ".join(num(x) for x in samples[:5]) + (
+            f" … ({len(samples)} runs)" if len(samples) > 5 else ""
+        )
         lines.append(f"| {label} | {num(data[key])} {unit} | {shown} | {ratio} |")
     lines += ["", "| goal (DESIGN section 6) | value | result |", "| --- | ---: | --- |"]
     for g in data.get("goals", {}).values():

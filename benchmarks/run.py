@@ -64,12 +64,45 @@ PEER_KEYS = ["dvc_add_1g", "gto_show_1000", "mlflow_log_register_1g", "mlflow_im
 
 # mode -> repetition counts and sizes
 MODES: dict[str, dict[str, Any]] = {
-    "full": dict(size_mib=1024, cat=5, cp=5, pipeline=5, again=1, list_dims=(100, 100), list_runs=10,
-                 version_runs=20, promote_runs=30, peer_runs=3, import_runs=5),
-    "quick": dict(size_mib=1024, cat=3, cp=3, pipeline=2, again=1, list_dims=(100, 100), list_runs=5,
-                  version_runs=10, promote_runs=10, peer_runs=1, import_runs=3),
-    "smoke": dict(size_mib=8, cat=3, cp=3, pipeline=2, again=1, list_dims=(3, 3), list_runs=5,
-                  version_runs=10, promote_runs=5, peer_runs=1, import_runs=3),
+    "full": dict(
+        size_mib=1024,
+        cat=5,
+        cp=5,
+        pipeline=5,
+        again=1,
+        list_dims=(100, 100),
+        list_runs=10,
+        version_runs=20,
+        promote_runs=30,
+        peer_runs=3,
+        import_runs=5,
+    ),
+    "quick": dict(
+        size_mib=1024,
+        cat=3,
+        cp=3,
+        pipeline=2,
+        again=1,
+        list_dims=(100, 100),
+        list_runs=5,
+        version_runs=10,
+        promote_runs=10,
+        peer_runs=1,
+        import_runs=3,
+    ),
+    "smoke": dict(
+        size_mib=8,
+        cat=3,
+        cp=3,
+        pipeline=2,
+        again=1,
+        list_dims=(3, 3),
+        list_runs=5,
+        version_runs=10,
+        promote_runs=5,
+        peer_runs=1,
+        import_runs=3,
+    ),
 }
 QUICK_FALLBACK_LIST_DIMS = (30, 30)
 
@@ -83,12 +116,19 @@ GOALS = [
     ("load vs cat (cached)", "load_cached_vs_cat", "<=", 2.5, "same, second load (materialized file cached)"),
     ("models list", "list_100x100", "<=", 0.3, "`uniflow models list` 100x100 <= 0.3 s wall"),
     ("--version", "version_cli", "<=", 0.15, "`uniflow --version` <= 0.15 s wall"),
-    ("import is light", "import_heavy_modules_count", "<=", 0, "`import uniflow` loads no torch/sklearn/fsspec"),
+    (
+        "import is light",
+        "import_heavy_modules_count",
+        "<=",
+        0,
+        "`import uniflow` loads no torch/sklearn/fsspec",
+    ),
     ("promote", "promote_ms", "<=", 50.0, "promote <= 50 ms in process"),
 ]
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -119,18 +159,34 @@ def sync() -> None:
     os.sync()
 
 
-def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,
-        check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, errors="replace", timeout=timeout)
+def run(
+    cmd: list[str],
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} exited {proc.returncode}: "
-                           f"{(proc.stderr or proc.stdout).strip()[-800:]}")
+        raise RuntimeError(
+            f"{' '.join(map(str, cmd))} exited {proc.returncode}: "
+            f"{(proc.stderr or proc.stdout).strip()[-800:]}"
+        )
     return proc
 
 
-def wall(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,
-         timeout: float | None = None) -> float:
+def wall(
+    cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float | None = None
+) -> float:
     """Wall time of a whole process, which must succeed."""
     t0 = time.perf_counter()
     run(cmd, cwd=cwd, env=env, timeout=timeout)
@@ -139,9 +195,13 @@ def wall(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = N
 
 def git_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@example.com",
-               GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@example.com",
-               GIT_CONFIG_NOSYSTEM="1")
+    env.update(
+        GIT_AUTHOR_NAME="bench",
+        GIT_AUTHOR_EMAIL="bench@example.com",
+        GIT_COMMITTER_NAME="bench",
+        GIT_COMMITTER_EMAIL="bench@example.com",
+        GIT_CONFIG_NOSYSTEM="1",
+    )
     return env
 
 
@@ -196,6 +256,7 @@ def object_sizes(repo: Path) -> dict[str, int]:
 
 # --------------------------------------------------------------------------- results
 
+
 class Results:
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
@@ -243,6 +304,7 @@ def section(res: Results, keys: list[str], what: str) -> Callable[[Callable[[], 
 
 # --------------------------------------------------------------------------- the model file
 
+
 def tensor_layout(size_bytes: int, n_tensors: int = 200) -> list[tuple[str, tuple[int, ...]]]:
     """~n float32 tensors summing to about ``size_bytes``; a small classifier head sorts first."""
     head = ("classifier.weight", (10, 1024))
@@ -269,8 +331,11 @@ def write_safetensors(path: Path, tensors: list[tuple[str, Any]]) -> None:
     offset = 0
     for name, arr in items:
         n = arr.nbytes
-        header[name] = {"dtype": dtypes[arr.dtype], "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + n]}
+        header[name] = {
+            "dtype": dtypes[arr.dtype],
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + n],
+        }
         offset += n
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
@@ -327,20 +392,28 @@ class _Deferred:
         return _gen_tensor(self.seed, self.index, self.shape).tobytes(order=order)
 
 
-def model_files(cache: Path, size_mib: int, kinds: tuple[str, ...] = ("base", "head", "shift")) -> dict[str, Path]:
+def model_files(
+    cache: Path, size_mib: int, kinds: tuple[str, ...] = ("base", "head", "shift")
+) -> dict[str, Path]:
     """The base file and its two variants (head change, header shift), cached by size."""
     import numpy as np
 
     d = cache / "files"
     d.mkdir(parents=True, exist_ok=True)
     stem = f"model-{size_mib}mib-s{BENCH_SCHEMA}"
-    paths = {"base": d / f"{stem}.safetensors", "head": d / f"{stem}-head.safetensors",
-             "shift": d / f"{stem}-shift.safetensors"}
+    paths = {
+        "base": d / f"{stem}.safetensors",
+        "head": d / f"{stem}-head.safetensors",
+        "shift": d / f"{stem}-shift.safetensors",
+    }
     lazy = LazyTensors(size_mib * MIB)
     head_name, head_shape = lazy.layout[0]
     new_head = np.random.default_rng(99).standard_normal(size=head_shape, dtype=np.float32)
-    extra = {"zz.extra_tensor_with_a_much_longer_name_that_grows_the_header.weight":
-             np.arange(64, dtype=np.float32)}
+    extra = {
+        "zz.extra_tensor_with_a_much_longer_name_that_grows_the_header.weight": np.arange(
+            64, dtype=np.float32
+        )
+    }
     plans = {"base": {}, "head": {head_name: new_head}, "shift": extra}
     for kind, path in paths.items():
         if kind in kinds and not path.exists():
@@ -350,6 +423,7 @@ def model_files(cache: Path, size_mib: int, kinds: tuple[str, ...] = ("base", "h
 
 
 # --------------------------------------------------------------------------- machine limits
+
 
 def bench_cat(res: Results, f: Path, runs: int) -> None:
     wall(["sh", "-c", 'cat "$0" > /dev/null', str(f)])  # warm the page cache
@@ -382,6 +456,7 @@ def bench_cp_fsync(res: Results, f: Path, work: Path, runs: int) -> None:
 
 
 # --------------------------------------------------------------------------- uniflow in process
+
 
 def registry_class() -> Any:
     from uniflow import ModelRegistry  # noqa: PLC0415
@@ -420,18 +495,31 @@ def bench_register_load(res: Results, f: Path, work: Path, runs: int, again: int
         p = ModelRegistry(repo).load_path(MODEL_NAME, stage="production")
         read_all(Path(p))
         cached_s.append(time.perf_counter() - t0)
-        log(f"    sample {i + 1}/{runs}: register {reg_s[-1]:.2f} s, again {again_s[-1]:.2f} s, "
-            f"load {load_s[-1]:.2f} s, load again {cached_s[-1]:.2f} s")
+        log(
+            f"    sample {i + 1}/{runs}: register {reg_s[-1]:.2f} s, again {again_s[-1]:.2f} s, "
+            f"load {load_s[-1]:.2f} s, load again {cached_s[-1]:.2f} s"
+        )
     rmtree(work / "reg")
-    res.add("register_1g", reg_s, "ModelRegistry(repo).register(model=FILE, ...) in a fresh repo "
-            "(git init + 1 commit), in process, durable")
+    res.add(
+        "register_1g",
+        reg_s,
+        "ModelRegistry(repo).register(model=FILE, ...) in a fresh repo "
+        "(git init + 1 commit), in process, durable",
+    )
     res.add("register_1g_again", again_s, "the same file registered again as a new version")
-    res.add("load_1g_verified", load_s, "promote to production; fresh registry; "
-            "load_path(name, stage='production') + read every byte; first load in the repo")
+    res.add(
+        "load_1g_verified",
+        load_s,
+        "promote to production; fresh registry; "
+        "load_path(name, stage='production') + read every byte; first load in the repo",
+    )
     res.add("load_1g_cached", cached_s, "a second load_path + read of the same version")
     if dirty:
-        res.add("register_dirty_mib_after", dirty,
-                "MiB of dirty page cache right after register returned (≈0 if it fsynced)")
+        res.add(
+            "register_dirty_mib_after",
+            dirty,
+            "MiB of dirty page cache right after register returned (≈0 if it fsynced)",
+        )
 
 
 def bench_dedup(res: Results, files: dict[str, Path], work: Path) -> None:
@@ -446,9 +534,11 @@ def bench_dedup(res: Results, files: dict[str, Path], work: Path) -> None:
     t_head = time.perf_counter() - t0
     after = object_sizes(repo)
     new = sum(s for p, s in after.items() if p not in before)
-    res.value("head_change_new_bytes_pct", round(new / size * 100, 4),
-              "v2 changes the first tensor in header order (10x1024 f32); "
-              "new object bytes / file size * 100")
+    res.value(
+        "head_change_new_bytes_pct",
+        round(new / size * 100, 4),
+        "v2 changes the first tensor in header order (10x1024 f32); new object bytes / file size * 100",
+    )
     res.value("head_change_new_bytes", new)
     res.value("register_head_change_s", round(t_head, 4))
     t0 = time.perf_counter()
@@ -456,9 +546,12 @@ def bench_dedup(res: Results, files: dict[str, Path], work: Path) -> None:
     t_shift = time.perf_counter() - t0
     after2 = object_sizes(repo)
     new2 = sum(s for p, s in after2.items() if p not in after)
-    res.value("header_shift_new_bytes_pct", round(new2 / size * 100, 4),
-              "v3 = v1 tensors plus one tensor with a long name: the header grows and every "
-              "data offset shifts; new object bytes / file size * 100")
+    res.value(
+        "header_shift_new_bytes_pct",
+        round(new2 / size * 100, 4),
+        "v3 = v1 tensors plus one tensor with a long name: the header grows and every "
+        "data offset shifts; new object bytes / file size * 100",
+    )
     res.value("header_shift_new_bytes", new2)
     res.value("register_header_shift_s", round(t_shift, 4))
     res.value("objects_per_version", len(before))
@@ -486,6 +579,7 @@ def bench_promote(res: Results, work: Path, runs: int) -> None:
 
 
 # --------------------------------------------------------------------------- the CLI
+
 
 def cli_command() -> tuple[list[str] | None, str]:
     """The console script, or ``python -m uniflow``; None when neither answers --version."""
@@ -526,18 +620,25 @@ def list_repo(cache: Path, dims: tuple[int, int], rebuild: bool = False) -> Path
         name = f"model_{m:03d}"
         for v in range(n_versions):
             src.write_bytes(f"{name} version {v} ".encode() * 8)
-            reg.register(model=str(src), name=name, version=f"v1.{v}.0",
-                         metrics={"accuracy": 0.5 + v / (2 * n_versions)})
+            reg.register(
+                model=str(src),
+                name=name,
+                version=f"v1.{v}.0",
+                metrics={"accuracy": 0.5 + v / (2 * n_versions)},
+            )
         reg.promote(name, f"v1.{n_versions - 1}.0", "production")
         if n_versions > 1:
             reg.promote(name, f"v1.{n_versions - 2}.0", "staging")
         if (m + 1) % max(n_models // 10, 1) == 0:
             el = time.perf_counter() - t0
-            log(f"    {m + 1}/{n_models} models, {el:.0f} s "
-                f"({el / ((m + 1) * n_versions) * 1000:.1f} ms/register)")
+            log(
+                f"    {m + 1}/{n_models} models, {el:.0f} s "
+                f"({el / ((m + 1) * n_versions) * 1000:.1f} ms/register)"
+            )
     src.unlink()
-    done.write_text(json.dumps({"models": n_models, "versions": n_versions,
-                                "build_seconds": time.perf_counter() - t0}))
+    done.write_text(
+        json.dumps({"models": n_models, "versions": n_versions, "build_seconds": time.perf_counter() - t0})
+    )
     return repo
 
 
@@ -569,30 +670,39 @@ def bench_cli(res: Results, cache: Path, mode: dict[str, Any], quick: bool, rebu
         lines = out.stdout.strip().splitlines()
     res.value("list_dims", list(dims))
     samples = [wall([*cmd, "models", "list"], cwd=repo) for _ in range(mode["list_runs"])]
-    res.add("list_100x100", samples,
-            f"`uniflow models list` in a repo of {dims[0]} models x {dims[1]} versions, whole process "
-            f"wall time; output {len(lines)} lines{note}")
+    res.add(
+        "list_100x100",
+        samples,
+        f"`uniflow models list` in a repo of {dims[0]} models x {dims[1]} versions, whole process "
+        f"wall time; output {len(lines)} lines{note}",
+    )
     name = "model_000"
     samples = [wall([*cmd, "models", "list", name], cwd=repo) for _ in range(mode["list_runs"])]
     res.add("list_versions_cli", samples, f"`uniflow models list {name}` ({dims[1]} versions)")
 
 
 def bench_import(res: Results) -> None:
-    code = ("import sys, time; t=time.perf_counter(); import uniflow; "
-            "t=time.perf_counter()-t; heavy=sorted(m for m in ('torch','sklearn','fsspec','rich.console',"
-            "'dulwich','numpy') if m in sys.modules); print(t); print(','.join(heavy))")
+    code = (
+        "import sys, time; t=time.perf_counter(); import uniflow; "
+        "t=time.perf_counter()-t; heavy=sorted(m for m in ('torch','sklearn','fsspec','rich.console',"
+        "'dulwich','numpy') if m in sys.modules); print(t); print(','.join(heavy))"
+    )
     out = run([sys.executable, "-c", code]).stdout.split("\n")
     heavy = [m for m in out[1].split(",") if m]
     bad = [m for m in heavy if m in ("torch", "sklearn", "fsspec", "rich.console")]
     res.value("import_uniflow_s", round(float(out[0]), 6))
     res.value("import_heavy_modules", heavy)
-    res.value("import_heavy_modules_count", len(bad),
-              "torch/sklearn/fsspec/rich.console found in sys.modules after `import uniflow`")
+    res.value(
+        "import_heavy_modules_count",
+        len(bad),
+        "torch/sklearn/fsspec/rich.console found in sys.modules after `import uniflow`",
+    )
     samples = [wall([sys.executable, "-c", "import uniflow"]) for _ in range(6)][1:]
     res.add("import_uniflow_process", samples, "`python -c 'import uniflow'` wall time")
 
 
 # --------------------------------------------------------------------------- scaling
+
 
 def bench_scaling(res: Results, cache: Path, work: Path, max_mib: int, max_versions: int) -> None:
     ModelRegistry = registry_class()
@@ -652,6 +762,7 @@ def bench_scaling(res: Results, cache: Path, work: Path, max_mib: int, max_versi
 
 # --------------------------------------------------------------------------- report
 
+
 def machine_info(cache: Path) -> dict[str, Any]:
     mem = None
     try:
@@ -670,10 +781,16 @@ def machine_info(cache: Path) -> dict[str, Any]:
                 break
     except OSError:
         pass
-    info: dict[str, Any] = {"cores": os.cpu_count(), "memory_gib": mem, "filesystem": fstype,
-                            "df": fs[-1] if fs else None, "cpu": cpu, "python": platform.python_version(),
-                            "platform": platform.platform(),
-                            "git": run(["git", "--version"], check=False).stdout.strip()}
+    info: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "memory_gib": mem,
+        "filesystem": fstype,
+        "df": fs[-1] if fs else None,
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git": run(["git", "--version"], check=False).stdout.strip(),
+    }
     try:
         import uniflow
 
@@ -728,8 +845,15 @@ def fmt(v: Any) -> str:
 
 
 def print_table(res: Results, goals: list[dict[str, Any]]) -> None:
-    keys = [*CORE_KEYS, "load_1g_cached", "register_dirty_mib_after", "list_versions_cli",
-            "import_uniflow_s", "import_uniflow_process", *PEER_KEYS]
+    keys = [
+        *CORE_KEYS,
+        "load_1g_cached",
+        "register_dirty_mib_after",
+        "list_versions_cli",
+        "import_uniflow_s",
+        "import_uniflow_process",
+        *PEER_KEYS,
+    ]
     print(f"\n{'figure':<34} {'median':>10}  samples")
     for k in keys:
         if k not in res.values:
@@ -740,9 +864,16 @@ def print_table(res: Results, goals: list[dict[str, Any]]) -> None:
         if res.values[k] is None and k in res.notes:
             print(f"{'':<34} {'':>10}  ({res.notes[k][:100]})")
     print("\nratios")
-    for k in ("register_1g_vs_cp_fsync", "register_1g_again_vs_cp_fsync", "load_vs_cat",
-              "load_cached_vs_cat", "dvc_add_vs_register", "mlflow_log_register_vs_register",
-              "gto_show_1000_vs_list_100x100", "mlflow_import_vs_version_cli"):
+    for k in (
+        "register_1g_vs_cp_fsync",
+        "register_1g_again_vs_cp_fsync",
+        "load_vs_cat",
+        "load_cached_vs_cat",
+        "dvc_add_vs_register",
+        "mlflow_log_register_vs_register",
+        "gto_show_1000_vs_list_100x100",
+        "mlflow_import_vs_version_cli",
+    ):
         print(f"  {k:<36} {fmt(res.values.get(k)):>8}")
     print("\ngoals (DESIGN section 6)")
     for g in goals:
@@ -751,6 +882,7 @@ def print_table(res: Results, goals: list[dict[str, Any]]) -> None:
 
 
 # --------------------------------------------------------------------------- main
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -763,11 +895,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scaling-max-versions", type=int, default=10000)
     ap.add_argument("--json", type=Path, help="write the results as JSON here")
     ap.add_argument("--size-mib", type=int, help="size of the model file (default 1024; smoke 8)")
-    ap.add_argument("--cache-dir", type=Path,
-                    default=Path(os.environ.get("UNIFLOW_BENCH_CACHE", "~/.cache/uniflow-bench")).expanduser())
+    ap.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(os.environ.get("UNIFLOW_BENCH_CACHE", "~/.cache/uniflow-bench")).expanduser(),
+    )
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached list repository")
-    ap.add_argument("--only", help="comma-separated sections: machine,register,dedup,promote,cli,"
-                                   "import,peers,scaling")
+    ap.add_argument(
+        "--only", help="comma-separated sections: machine,register,dedup,promote,cli,import,peers,scaling"
+    )
     args = ap.parse_args(argv)
 
     mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -783,10 +919,15 @@ def main(argv: list[str] | None = None) -> int:
 
     res = Results()
     started = time.perf_counter()
-    meta = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "mode": mode_name, "size_mib": mode["size_mib"], "argv": sys.argv[1:],
-            "cache_dir": str(cache), "schema": BENCH_SCHEMA,
-            "runs": {k: v for k, v in mode.items() if k != "size_mib"}}
+    meta = {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "mode": mode_name,
+        "size_mib": mode["size_mib"],
+        "argv": sys.argv[1:],
+        "cache_dir": str(cache),
+        "schema": BENCH_SCHEMA,
+        "runs": {k: v for k, v in mode.items() if k != "size_mib"},
+    }
     meta["machine"] = machine_info(cache)
     meta["loadavg_start"] = _loadavg()
     log(f"mode {mode_name}, {mode['size_mib']} MiB, cache {cache}")
@@ -806,30 +947,46 @@ def main(argv: list[str] | None = None) -> int:
             registry_class()
         except Exception as exc:  # noqa: BLE001
             registry_ok = False
-            res.fail(["register_1g", "register_1g_again", "load_1g_verified", "head_change_new_bytes_pct",
-                      "header_shift_new_bytes_pct", "promote_ms"],
-                     f"uniflow.ModelRegistry unavailable: {type(exc).__name__}: {exc}")
+            res.fail(
+                [
+                    "register_1g",
+                    "register_1g_again",
+                    "load_1g_verified",
+                    "head_change_new_bytes_pct",
+                    "header_shift_new_bytes_pct",
+                    "promote_ms",
+                ],
+                f"uniflow.ModelRegistry unavailable: {type(exc).__name__}: {exc}",
+            )
         if registry_ok:
             if want("register"):
                 section(res, ["register_1g", "register_1g_again", "load_1g_verified"], "register + load")(
-                    lambda: bench_register_load(res, f, work, mode["pipeline"], mode["again"]))
+                    lambda: bench_register_load(res, f, work, mode["pipeline"], mode["again"])
+                )
             if want("dedup"):
                 section(res, ["head_change_new_bytes_pct", "header_shift_new_bytes_pct"], "dedup")(
-                    lambda: bench_dedup(res, files, work))
+                    lambda: bench_dedup(res, files, work)
+                )
             if want("promote"):
-                section(res, ["promote_ms"], "promote")(lambda: bench_promote(res, work, mode["promote_runs"]))
+                section(res, ["promote_ms"], "promote")(
+                    lambda: bench_promote(res, work, mode["promote_runs"])
+                )
         if want("cli"):
             if registry_ok:
                 section(res, ["list_100x100", "version_cli"], "CLI")(
-                    lambda: bench_cli(res, cache, mode, args.quick, args.rebuild))
+                    lambda: bench_cli(res, cache, mode, args.quick, args.rebuild)
+                )
             else:
                 res.fail(["list_100x100"], "uniflow.ModelRegistry unavailable")
                 cmd, why = cli_command()
                 if cmd is None:
                     res.fail(["version_cli"], f"no working uniflow CLI: {why}")
                 else:
-                    res.add("version_cli", [wall([*cmd, "--version"]) for _ in range(mode["version_runs"])],
-                            "`uniflow --version`, whole process wall time")
+                    res.add(
+                        "version_cli",
+                        [wall([*cmd, "--version"]) for _ in range(mode["version_runs"])],
+                        "`uniflow --version`, whole process wall time",
+                    )
         if want("import"):
             section(res, ["import_heavy_modules_count"], "import")(lambda: bench_import(res))
         if args.peers and want("peers"):
@@ -841,7 +998,8 @@ def main(argv: list[str] | None = None) -> int:
             section(res, PEER_KEYS, "peers")(_peers)
         if args.scaling and registry_ok and want("scaling"):
             section(res, ["scaling"], "scaling")(
-                lambda: bench_scaling(res, cache, work, args.scaling_max_mib, args.scaling_max_versions))
+                lambda: bench_scaling(res, cache, work, args.scaling_max_mib, args.scaling_max_versions)
+            )
     finally:
         rmtree(work)
 
@@ -849,8 +1007,13 @@ def main(argv: list[str] | None = None) -> int:
     goals = evaluate_goals(res)
     meta["seconds"] = round(time.perf_counter() - started, 1)
     meta["loadavg_end"] = _loadavg()
-    out = {**res.values, "samples": res.samples, "notes": res.notes,
-           "goals": {g["name"]: g for g in goals}, "meta": meta}
+    out = {
+        **res.values,
+        "samples": res.samples,
+        "notes": res.notes,
+        "goals": {g["name"]: g for g in goals},
+        "meta": meta,
+    }
     print_table(res, goals)
     print(f"\n{meta['seconds']} s in all", flush=True)
     if args.json:

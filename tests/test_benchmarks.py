@@ -40,7 +40,10 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp / "smoke.json"
     proc = subprocess.run(
         [sys.executable, str(RUN), "--smoke", "--json", str(out), "--cache-dir", str(tmp / "cache")],
-        cwd=tmp, capture_output=True, text=True, timeout=600,
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
