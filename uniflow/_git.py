@@ -165,6 +165,15 @@ class GitRepo:
 
     def identity(self) -> Identity:
         """Who is acting: GIT_AUTHOR_* / git config user.* / a neutral fallback."""
+        env = (os.environ.get("GIT_AUTHOR_NAME"), os.environ.get("GIT_AUTHOR_EMAIL"))
+        cached = getattr(self, "_identity", None)
+        if cached is not None and cached[0] == env:
+            return cached[1]  # git config is read once per repository object
+        ident = self._identity_uncached()
+        self._identity = (env, ident)
+        return ident
+
+    def _identity_uncached(self) -> Identity:
         name = os.environ.get("GIT_AUTHOR_NAME") or os.environ.get("GIT_COMMITTER_NAME")
         email = os.environ.get("GIT_AUTHOR_EMAIL") or os.environ.get("GIT_COMMITTER_EMAIL")
         if not name or not email:

@@ -292,7 +292,6 @@ class ModelRegistry:
 
     def _materialize(self, name: str, version: str, m: dict[str, Any], progress: ProgressFn | None = None) -> Path:
         records = file_records(m)
-        self.store.ensure_local(r for _, r, _ in records)
         vdir = self.uniflow_dir / "cache" / "versions" / m["content_digest"]
         total = sum(r.size for _, r, _ in records)
         done = 0
