@@ -88,7 +88,9 @@ def bar_vs_peers(data: dict[str, Any], out: Path) -> list[Path]:
     ]
     if all(isinstance(data.get(k), (int, float)) for _l, k in dd):
         fig, ax = plt.subplots(figsize=(8, 2.8))
-        labels = [f"uniflow: {lab}" for lab, _k in dd] + ["DVC / MLflow (store the whole\nfile again; not measured)"]
+        labels = [f"uniflow: {lab}" for lab, _k in dd] + [
+            "DVC / MLflow (store the whole\nfile again; not measured)"
+        ]
         values = [data[k] for _l, k in dd] + [100.0]
         bars = ax.barh(labels, values, color=["#4c72b0", "#4c72b0", "#999999"])
         ax.invert_yaxis()
