@@ -39,16 +39,16 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import PolicyError, PushRejectedError, RepositoryError, UniflowError, UsageError
 from ._naming import validate_model_name, version_sort_key
-from ._remote import JOBS, TransferStats, upload_chunks
+from ._remote import JOBS, TransferStats
 from ._sharing import (
     blob_remote_for,
-    chunks_of,
     git_remotes,
     no_blob_remote,
     pull,
     push,
     resolve_git_remote,
     run_git,
+    upload_versions,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -466,13 +466,7 @@ def run_pre_push(
         blob_remote = blob_remote_for(registry, None, spec_name)
         if blob_remote is None:
             raise no_blob_remote(git_remote)
-        digests: list[str] = []
-        context: dict[str, str] = {}
-        for m, v in wanted:
-            d, ctx = chunks_of(registry, m, [v])
-            digests += d
-            context.update(ctx)
-        stats = upload_chunks(registry.store, blob_remote, digests, jobs=jobs, progress=progress, context=context)
+        stats = upload_versions(registry, blob_remote, wanted, jobs=jobs, progress=progress)
     return {"versions": [f"{m}/{v}" for m, v in wanted], "chunks": stats.to_dict()}
 
 

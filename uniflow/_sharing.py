@@ -327,6 +327,19 @@ def _cas(registry: ModelRegistry, model: str, old: str | None, new: str) -> None
 
 
 # ---------------------------------------------------------------------- chunks
+def upload_versions(
+    registry: ModelRegistry, blob_remote: Any, versions: list[tuple[str, str]], *, jobs: int, progress: Any
+) -> TransferStats:
+    """Upload the chunks of ``(model, version)`` pairs that the blob remote lacks."""
+    digests: list[str] = []
+    context: dict[str, str] = {}
+    for m, v in versions:
+        d, c = chunks_of(registry, m, [v])
+        digests += d
+        context.update(c)
+    return upload_chunks(registry.store, blob_remote, digests, jobs=jobs, progress=progress, context=context)
+
+
 def chunks_of(registry: ModelRegistry, model: str, versions: Iterable[str]) -> tuple[list[str], dict[str, str]]:
     digests: list[str] = []
     context: dict[str, str] = {}
@@ -437,13 +450,7 @@ def push(
     if upload:
         if blob_remote is None:
             raise no_blob_remote(git_remote)
-        digests: list[str] = []
-        context: dict[str, str] = {}
-        for m, v in upload:
-            d, c = chunks_of(registry, m, [v])
-            digests += d
-            context.update(c)
-        stats = upload_chunks(registry.store, blob_remote, digests, jobs=jobs, progress=progress, context=context)
+        stats = upload_versions(registry, blob_remote, upload, jobs=jobs, progress=progress)
 
     # 4. refs, atomically: tags, lifecycle (fast-forward only), stage pointers (leased)
     specs: list[str] = [f"{r}:{r}" for r in sorted(new_tags)]
