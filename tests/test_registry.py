@@ -211,3 +211,20 @@ def test_gc_keeps_reachable_spares_young_and_deletes_garbage(registry: ModelRegi
     assert not registry.store.has(orphan.chunks[0].digest)
     assert registry.verify() == []
     assert Path(registry.load("m")).read_bytes() == src.read_bytes()
+
+
+def test_gc_drops_chunks_and_cache_of_a_deleted_version(registry: ModelRegistry, weights) -> None:
+    from tests.conftest import git
+
+    a, b = weights(1), weights(2)
+    registry.register(model=a, name="m", version="v1.0.0")
+    registry.register(model=b, name="m", version="v1.1.0")
+    registry.load("m", "v1.0.0")
+    registry.load("m", "v1.1.0")
+    git(registry.root, "tag", "-d", "models/m/v1.0.0")
+    report = registry.gc(dry_run=False, grace_seconds=0)
+    assert report["deleted_chunks"] >= 1
+    assert report["cache_removed"] == 2  # v1.0.0's materialized file and its version tree
+    fresh = ModelRegistry(registry.root)
+    assert Path(fresh.load("m", "v1.1.0")).read_bytes() == b.read_bytes()
+    assert fresh.verify() == []

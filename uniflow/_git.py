@@ -299,28 +299,6 @@ class GitRepo:
         blob = self._repo[sha]
         return blob.data if isinstance(blob, Blob) else None
 
-    def is_ancestor(self, ancestor: str, descendant: str, limit: int = 1_000_000) -> bool:
-        """True if ``ancestor`` is reachable from ``descendant`` (bounded walk)."""
-        from dulwich.objects import Commit
-
-        seen: set[bytes] = set()
-        stack = [descendant.encode()]
-        target = ancestor.encode()
-        while stack and len(seen) < limit:
-            sha = stack.pop()
-            if sha == target:
-                return True
-            if sha in seen:
-                continue
-            seen.add(sha)
-            try:
-                obj = self._repo[sha]
-            except KeyError:
-                continue
-            if isinstance(obj, Commit):
-                stack.extend(obj.parents)
-        return False
-
     # ------------------------------------------------------------------ refs
     def ref(self, name: str) -> str | None:
         return read_ref(self.git_dir, name)

@@ -67,7 +67,9 @@ def reachable_manifests(reg: "ModelRegistry") -> list[dict[str, Any]]:
 def gc(reg: "ModelRegistry", *, dry_run: bool = True, grace_seconds: float = 3600.0) -> dict[str, Any]:
     live: set[str] = set()
     live_files: set[str] = set()
+    live_versions: set[str] = set()
     for m in reachable_manifests(reg):
+        live_versions.add(m["content_digest"])
         for _rel, rec, _mode in file_records(m):
             live_files.add(rec.digest)
             live.update(c.digest for c in rec.chunks)
@@ -90,6 +92,7 @@ def gc(reg: "ModelRegistry", *, dry_run: bool = True, grace_seconds: float = 360
             reg.store.delete_object(digest)
             deleted += 1
     tmp_removed = 0 if dry_run else reg.store.clean_tmp(grace_seconds)
+    cache_removed = 0 if dry_run else reg.store.clean_cache(live_files, live_versions, grace_seconds)
     return {
         "dry_run": dry_run,
         "live_chunks": len(live),
@@ -98,5 +101,6 @@ def gc(reg: "ModelRegistry", *, dry_run: bool = True, grace_seconds: float = 360
         "deleted_chunks": deleted,
         "bytes_freed" if not dry_run else "bytes_to_free": freed,
         "tmp_removed": tmp_removed,
+        "cache_removed": cache_removed,
         "grace_seconds": grace_seconds,
     }

@@ -208,7 +208,7 @@ class ObjectStore:
             for _, piece in inflight:
                 piece.release()
         for d in dirs:
-            _fsync_dir(d)
+            fsync_dir(d)
         return FileRecord(size, whole[0], tuple(refs))
 
     def _store_chunk(self, piece: memoryview) -> ChunkRef:
@@ -235,7 +235,7 @@ class ObjectStore:
             raise IntegrityError(f"chunk {digest[:16]} received from the remote does not match its digest")
         self.ensure_dirs()
         self._write_object(digest, data)
-        _fsync_dir(self.objects / digest[:2])
+        fsync_dir(self.objects / digest[:2])
 
     # ------------------------------------------------------------------ read
     def read_chunk(self, ref: ChunkRef | str, context: str = "") -> bytes:
@@ -264,14 +264,6 @@ class ObjectStore:
         missing = self.missing(wanted)
         if missing:
             self._fetch(missing)
-
-    def verify_record(self, rec: FileRecord, context: str = "") -> None:
-        """Re-hash every chunk of ``rec`` and the whole file; raise IntegrityError on a problem."""
-        h = blake3.blake3()
-        for c in rec.chunks:
-            h.update(self.read_chunk(c, context))
-        if h.hexdigest() != rec.digest:
-            raise IntegrityError(_where(context) + "chunks do not add up to the file digest")
 
     def materialize(self, rec: FileRecord, context: str = "", progress: ProgressFn | None = None) -> Path:
         """A read-only file in the cache holding ``rec``'s bytes, verified before return.
@@ -355,6 +347,23 @@ class ObjectStore:
         except FileNotFoundError:
             return 0
 
+    def clean_cache(self, live_files: set[str], live_versions: set[str], older_than: float) -> int:
+        """Drop materialized files and version trees no live version needs; the count removed."""
+        import shutil
+
+        cutoff = time.time() - older_than
+        removed = 0
+        for path in list(self.cache.glob("*/*")):
+            if path.name not in live_files and path.stat().st_mtime < cutoff:
+                _force_unlink(path)
+                removed += 1
+        versions = self.root / "cache" / "versions"
+        for vdir in list(versions.iterdir()) if versions.is_dir() else []:
+            if vdir.name not in live_versions and vdir.stat().st_mtime < cutoff:
+                shutil.rmtree(vdir, ignore_errors=True)
+                removed += 1
+        return removed
+
     def clean_tmp(self, older_than: float) -> int:
         """Remove writes in flight abandoned more than ``older_than`` seconds ago."""
         removed = 0
@@ -369,13 +378,6 @@ class ObjectStore:
             except FileNotFoundError:
                 continue
         return removed
-
-    def clear_cache(self) -> None:
-        if self.cache.is_dir():
-            for sub in self.cache.iterdir():
-                for entry in sub.iterdir() if sub.is_dir() else ():
-                    _force_unlink(entry)
-
 
 def _cut_points(chunker: Any, view: memoryview) -> Generator[tuple[int, int], None, None]:
     """``(offset, length)`` of each chunk; closing the generator drops pyfastcdc's own view
@@ -425,10 +427,6 @@ def write_immutable(final: Path, tmp_dir: Path, data: memoryview | bytes) -> Non
 
 def fsync_dir(path: Path) -> None:
     """fsync a directory so the names created in it survive a crash."""
-    _fsync_dir(path)
-
-
-def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
