@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import uniflow
+from tests.conftest import git, make_repo
 from uniflow import Model, ModelRegistry, ModelStage, pipeline, step
 from uniflow._pipeline import PipelineRun, current_run, get_run, list_runs
 
@@ -21,22 +22,8 @@ SEED = np.int64(7)  # a numpy scalar default: recorded as the plain int 7
 CLI_PACKAGE = Path(uniflow.__file__).parent / "cli" / "__init__.py"
 
 
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
-    ).stdout
-
-
-def _make_repo(root: Path) -> Path:
-    root.mkdir()
-    _git(root, "init", "-q", "-b", "main")
-    _git(root, "config", "user.name", "Pipeline Tester")
-    _git(root, "config", "user.email", "tester@example.com")
-    _git(root, "config", "commit.gpgsign", "false")
-    (root / "train.py").write_text("print('training code')\n")
-    _git(root, "add", "train.py")
-    _git(root, "commit", "-q", "-m", "initial code")
-    return root
+_git = git  # the shared helpers of tests/conftest.py
+_make_repo = make_repo
 
 
 @pytest.fixture
