@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -85,12 +86,18 @@ def test_verify_reports_model_version_file(big_model: ModelRegistry) -> None:
     assert p["chunk"] == target.parent.name + target.name
 
 
-def test_flipped_byte_in_manifest_blob_is_detected(big_model: ModelRegistry) -> None:
-    # the manifest lives in git; git's own SHA-1 catches a flipped loose object
+def test_flipped_byte_in_the_manifest_git_object_is_an_integrity_error(big_model: ModelRegistry) -> None:
     from tests.conftest import git
 
-    out = git(big_model.root, "fsck", "--strict", check=False)
-    assert "error" not in out.lower()
+    blob = git(big_model.root, "rev-parse", "models/clf/v1.0.0^{commit}:.uniflow/card/manifest.msgpack").strip()
+    _flip(big_model.git.git_dir / "objects" / blob[:2] / blob[2:], 40)
+    shutil.rmtree(big_model.uniflow_dir / "cache")  # no derived copy to fall back on
+    r = run_py(
+        "from uniflow import ModelRegistry, IntegrityError\n"
+        "try:\n    ModelRegistry().load('clf')\nexcept IntegrityError as e:\n    print('INTEGRITY', e)\n",
+        cwd=big_model.root,
+    )
+    assert r.stdout.startswith("INTEGRITY") and "damaged" in r.stdout, r.stdout + r.stderr
 
 
 def test_objects_are_read_only_and_outside_the_users_file(big_model: ModelRegistry, tmp_path: Path) -> None:

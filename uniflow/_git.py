@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from typing import TYPE_CHECKING, Any, cast
 
-from ._errors import ConcurrencyError, RepositoryError
+from ._errors import ConcurrencyError, IntegrityError, RepositoryError
 from ._paths import find_workdir
 from ._refscan import git_dir_of, read_ref, scan_refs
 
@@ -214,7 +214,7 @@ class GitRepo:
     def tree_entries(self, tree_sha: str) -> dict[str, tuple[int, str]]:
         from dulwich.objects import Tree
 
-        tree = self._repo[tree_sha.encode()]
+        tree = self._object(tree_sha.encode())
         assert isinstance(tree, Tree)
         return {e.path.decode(): (e.mode, e.sha.decode()) for e in tree.iteritems()}
 
@@ -267,13 +267,28 @@ class GitRepo:
         t.message = message.encode()
         return self._add(t)
 
+    def _object(self, sha: bytes) -> Any:
+        """Read one Git object; a damaged one is an IntegrityError (missing stays KeyError)."""
+        import zlib
+
+        from dulwich.errors import ChecksumMismatch, ObjectFormatException
+
+        try:
+            return self._repo[sha]
+        except KeyError:
+            raise
+        except (zlib.error, ChecksumMismatch, ObjectFormatException, ValueError) as exc:
+            raise IntegrityError(
+                f"git object {sha.decode(errors='replace')[:12]} is damaged ({exc}); run 'git fsck'"
+            ) from exc
+
     def has_object(self, sha: str) -> bool:
         return sha.encode() in self._repo.object_store
 
     def read_tag(self, sha: str) -> "Tag":
         from dulwich.objects import Tag
 
-        obj = self._repo[sha.encode()]
+        obj = self._object(sha.encode())
         if not isinstance(obj, Tag):
             raise RepositoryError(f"object {sha[:12]} is not an annotated tag")
         return obj
@@ -281,7 +296,7 @@ class GitRepo:
     def read_commit(self, sha: str) -> "Commit":
         from dulwich.objects import Commit
 
-        obj = self._repo[sha.encode()]
+        obj = self._object(sha.encode())
         if not isinstance(obj, Commit):
             raise RepositoryError(f"object {sha[:12]} is not a commit")
         return obj
@@ -293,10 +308,10 @@ class GitRepo:
 
         commit = self.read_commit(commit_sha)
         try:
-            _mode, sha = tree_lookup_path(self._repo.__getitem__, commit.tree, path.encode())
+            _mode, sha = tree_lookup_path(self._object, commit.tree, path.encode())
         except KeyError:
             return None
-        blob = self._repo[sha]
+        blob = self._object(sha)
         return blob.data if isinstance(blob, Blob) else None
 
     # ------------------------------------------------------------------ refs
