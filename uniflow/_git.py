@@ -51,6 +51,12 @@ def _with_lock_retry(what: str, fn: Callable[[], T], timeout: float = LOCK_TIMEO
     while True:  # bounded by the deadline
         try:
             return fn()
+        except FileExistsError:
+            # dulwich creates reflog directories without exist_ok: a concurrent writer creating
+            # the same directory aborts this write (lock released, ref untouched); try again.
+            if time.monotonic() >= deadline:
+                raise ConcurrencyError(f"{what}: gave up after repeated concurrent directory creation") from None
+            continue
         except OSError as exc:
             raise RepositoryError(f"cannot write {what} in the git repository: {exc.strerror or exc}") from exc
         except FileLocked as exc:
