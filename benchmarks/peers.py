@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from run import Results, git_env, git_repo, log, rmtree, run, sync, wall
+from benchmarks.harness import Results, git_env, git_repo, log, rmtree, run, sync, wall
 
 TORCH_PIN = "torch==2.13.0"
 TOOLS = {"dvc": ("dvc", "dvc"), "mlflow": ("mlflow", "mlflow"), "gto": ("gto", "gto")}  # tool: (pip, import)

@@ -3,7 +3,7 @@
 
 Usage::
 
-    python benchmarks/plot.py RESULTS.json [SCALING.json] [--out docs/benchmarks]
+    python -m benchmarks.plot RESULTS.json [SCALING.json] [--out docs/benchmarks]
 
 RESULTS.json is a run (ideally with --peers); SCALING.json one with --scaling (the scaling
 data may also be inside RESULTS.json). Needs matplotlib (``pip install matplotlib``).

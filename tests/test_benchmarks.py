@@ -6,6 +6,7 @@ No timing is asserted anywhere: the numbers belong to docs/benchmarks.md, not to
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN = ROOT / "benchmarks" / "run.py"
 
 NON_PEER_KEYS = [
     "cp_fsync_1g",
@@ -39,8 +39,9 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("bench")
     out = tmp / "smoke.json"
     proc = subprocess.run(
-        [sys.executable, str(RUN), "--smoke", "--json", str(out), "--cache-dir", str(tmp / "cache")],
+        [sys.executable, "-m", "benchmarks.run", "--smoke", "--json", str(out), "--cache-dir", str(tmp / "cache")],
         cwd=tmp,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=600,
@@ -80,11 +81,8 @@ def test_smoke_skips_peers(smoke: dict) -> None:
 def test_generated_file_is_what_safetensors_writes(tmp_path: Path) -> None:
     np = pytest.importorskip("numpy")
     st = pytest.importorskip("safetensors.numpy")
-    sys.path.insert(0, str(RUN.parent))
-    try:
-        import run as bench
-    finally:
-        sys.path.remove(str(RUN.parent))
+    from benchmarks import run as bench
+
     lazy = bench.LazyTensors(1 << 20)
     ours = tmp_path / "ours.safetensors"
     bench.write_safetensors(ours, lazy.items())
