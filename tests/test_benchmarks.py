@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the benchmark script: skipped by the fast run (pytest -m 'not slow')
+
 ROOT = Path(__file__).resolve().parent.parent
 
 NON_PEER_KEYS = [

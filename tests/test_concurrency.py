@@ -8,8 +8,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import GIT_ENV, ROOT, git
 from uniflow import ModelRegistry
+
+pytestmark = pytest.mark.slow  # several processes racing: skipped by the fast run (pytest -m 'not slow')
 
 PROMOTER = """
 import sys

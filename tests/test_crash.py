@@ -10,8 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import GIT_ENV, ROOT
 from uniflow import ModelRegistry
+
+pytestmark = pytest.mark.slow  # SIGKILL loops: skipped by the fast run (pytest -m 'not slow')
 
 REGISTER = """
 import sys

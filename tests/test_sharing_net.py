@@ -26,6 +26,8 @@ from tests.test_sharing_helpers import (
 )
 from uniflow import IntegrityError, PushRejectedError
 
+pytestmark = pytest.mark.slow  # git daemon and an S3 server on loopback: skipped by the fast run (pytest -m 'not slow')
+
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
