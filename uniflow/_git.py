@@ -5,6 +5,11 @@ Everything here is plain Git: blobs, trees, commits, annotated tags and refs tha
 compare-and-swap (``add_if_new`` / ``set_if_equals`` / ``remove_if_equals``); dulwich
 fails at once when another writer holds ``<ref>.lock``, so each call here retries with
 backoff for a bounded time before raising :class:`ConcurrencyError`.
+
+Loose objects are written here, not by dulwich: a ``tmp_obj_*`` file in the fan-out
+directory, fsynced, hard-linked to its name (as git does), the temporary file removed
+whatever happens. A failed ref write (a full disk) has its ``.lock`` file removed before
+the error is reported as one :class:`RepositoryError` line.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ._errors import ConcurrencyError, IntegrityError, RepositoryError
 from ._paths import find_workdir
 from ._refscan import git_dir_of, read_ref, scan_refs
+from ._store import os_reason, write_immutable
 
 if TYPE_CHECKING:  # dulwich loads on first object access, not at import (CLI start-up)
     from dulwich.objects import Blob, Commit, Tag, Tree
@@ -58,7 +64,8 @@ def _with_lock_retry(what: str, fn: Callable[[], T], timeout: float = LOCK_TIMEO
                 raise ConcurrencyError(f"{what}: gave up after repeated concurrent directory creation") from None
             continue
         except OSError as exc:
-            raise RepositoryError(f"cannot write {what} in the git repository: {exc.strerror or exc}") from exc
+            _release_git_files(exc)
+            raise RepositoryError(f"cannot write {what} in the git repository: {os_reason(exc)}") from exc
         except FileLocked as exc:
             if _break_stale_lock(exc.lockfilename):
                 continue
@@ -69,6 +76,43 @@ def _with_lock_retry(what: str, fn: Callable[[], T], timeout: float = LOCK_TIMEO
                 ) from exc
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.05)
+
+
+def _release_git_files(exc: BaseException) -> None:
+    """Close and remove the ``.lock`` of every dulwich lock file a failed write left open.
+
+    dulwich's ``_GitFile`` keeps its lock when ``close()`` fails (a full disk fails the
+    flush), and its ``__del__`` later fails the same way ("Exception ignored ..."), leaving
+    the lock behind. The lock files are ours (created with O_EXCL by this very call), so
+    they are closed quietly and removed here, while the failed frames are still at hand.
+    """
+    from dulwich.file import _GitFile
+
+    seen: set[int] = set()
+    err: BaseException | None = exc
+    for _ in range(8):  # the exception and what it was raised during, bounded
+        if err is None or id(err) in seen:
+            break
+        seen.add(id(err))
+        tb = err.__traceback__
+        while tb is not None:
+            for value in list(tb.tb_frame.f_locals.values()):
+                if isinstance(value, _GitFile) and not getattr(value, "_closed", True):
+                    _discard_git_file(value)
+            tb = tb.tb_next
+        err = err.__context__
+
+
+def _discard_git_file(f: Any) -> None:
+    try:
+        f._file.close()  # the flush fails again on a full disk, but the descriptor is closed
+    except (OSError, ValueError):
+        pass
+    try:
+        os.unlink(f._lockfilename)
+    except OSError:
+        pass
+    f._closed = True
 
 
 def _break_stale_lock(lockfile: str | bytes) -> bool:
@@ -92,6 +136,14 @@ def _break_stale_lock(lockfile: str | bytes) -> bool:
     os.unlink(aside)
     log.warning("uniflow: removed stale lock %s left by a writer that died %.0fs ago", path, age)
     return True
+
+
+def _write_loose(objects: Path, hexsha: str, data: bytes) -> None:
+    """Store one loose object the way git does: ``tmp_obj_*`` in the fan-out directory
+    (ignored by ``git fsck``), fsynced, linked to its name; nothing is left on failure."""
+    final = objects / hexsha[:2] / hexsha[2:]
+    final.parent.mkdir(exist_ok=True)
+    write_immutable(final, final.parent, data, f"tmp_obj_uniflow_{os.getpid()}_{random.getrandbits(64):016x}")
 
 
 class GitRepo:
@@ -195,13 +247,15 @@ class GitRepo:
     def _add(self, obj: "Blob | Tree | Commit | Tag") -> str:
         store = self._repo.object_store
         sha = obj.id
+        hexsha = sha.decode()
 
         def add() -> None:
             if sha not in store:
-                store.add_object(obj)
+                level = getattr(store, "loose_compression_level", -1)
+                _write_loose(Path(store.path), hexsha, obj.as_legacy_object(compression_level=level))
 
-        _with_lock_retry(f"object {sha.decode()[:12]}", add)
-        return sha.decode()
+        _with_lock_retry(f"object {hexsha[:12]}", add)
+        return hexsha
 
     def write_blob(self, data: bytes) -> str:
         from dulwich.objects import Blob

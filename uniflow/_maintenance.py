@@ -1,17 +1,25 @@
 """``verify`` (re-hash everything) and ``gc`` (drop chunks nothing reaches).
 
+verify also reports a version whose lifecycle has no register event (a register that died
+between its tag and its event; the next register of the same version writes it).
+
 gc never deletes a chunk that any version reachable from a ref reaches: every ref in the
 repository is considered (tags, uniflow refs, remote-tracking refs, branches), an
 annotated tag named ``models/...`` or a commit carrying a version card counts as a version.
-It defaults to a dry run and spares objects younger than a grace period, so a register in
-flight (chunks written, tag not yet created) is never collected.
+Nor does it delete a chunk a register in flight relies on: candidates are moved aside, the
+registers' pins and then the refs are read again, and only what neither names is deleted
+(the protocol is in ``_pins`` and docs/design.md, "gc and registers in flight"). It defaults
+to a dry run and spares objects younger than a grace period.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from . import _testhooks
 from ._errors import IntegrityError, UniflowError
 from ._manifest import file_records, unpack
 from ._versions import MANIFEST_PATH
@@ -19,7 +27,11 @@ from ._versions import MANIFEST_PATH
 if TYPE_CHECKING:
     from ._registry import ModelRegistry
 
-__all__ = ["verify", "gc", "reachable_manifests"]
+__all__ = ["verify", "gc", "reachable_manifests", "lifecycle_events", "REGISTER_EVENT_WINDOW"]
+
+#: a register writes its event right after its tag; verify reports a tag without an event
+#: only once the tag is older than this (seconds), so a register in flight is not flagged
+REGISTER_EVENT_WINDOW = 60.0
 
 
 def verify(reg: "ModelRegistry", name: str | None = None) -> list[dict[str, Any]]:
@@ -48,13 +60,58 @@ def verify(reg: "ModelRegistry", name: str | None = None) -> list[dict[str, Any]
                                 "problem": "missing" if "missing" in str(exc) else "corrupted",
                             }
                         )
+        problems += _unrecorded(reg, model)
     return problems
 
 
-def reachable_manifests(reg: "ModelRegistry") -> list[dict[str, Any]]:
-    """Manifests of every version any ref reaches (tags, remote-tracking refs, others)."""
+def lifecycle_events(reg: "ModelRegistry", model: str, since: int | None = None) -> Iterator[dict[str, Any]]:
+    """The events of ``model``'s lifecycle, newest first, back to commit time ``since``.
+
+    An unreadable ``event.json`` is yielded as an empty dict (the walk goes on).
+    """
+    sha = reg.lifecycle.head(model)
+    for _ in range(10_000_000):  # bounded by the length of the history
+        if sha is None:
+            return
+        commit = reg.git.read_commit(sha)
+        if since is not None and commit.commit_time < since:
+            return
+        raw = reg.git.read_path(sha, "event.json")
+        try:
+            ev = json.loads(raw) if raw is not None else {}
+        except ValueError:
+            ev = {}
+        yield ev if isinstance(ev, dict) else {}
+        sha = commit.parents[0].decode() if commit.parents else None
+
+
+def _unrecorded(reg: "ModelRegistry", model: str) -> list[dict[str, Any]]:
+    """Problems for the versions of ``model`` whose register event is missing."""
+    try:
+        registered = {ev.get("version") for ev in lifecycle_events(reg, model) if ev.get("action") == "register"}
+    except (UniflowError, KeyError) as exc:
+        return [{"model": model, "version": None, "file": None, "chunk": None,
+                 "problem": f"lifecycle unreadable: {exc}"}]
     out = []
-    for commit in reg.git.version_candidates():
+    cutoff = time.time() - REGISTER_EVENT_WINDOW
+    for version, sha in sorted(reg.index.versions(model).items()):
+        if version in registered:
+            continue
+        try:
+            young = reg.git.read_tag(sha).tag_time > cutoff
+        except (UniflowError, KeyError):
+            young = False
+        if not young:
+            out.append({"model": model, "version": version, "file": None, "chunk": None,
+                        "problem": "no register event (register the same files again to record it)"})
+    return out
+
+
+def reachable_manifests(reg: "ModelRegistry", commits: "Iterable[str] | None" = None) -> list[dict[str, Any]]:
+    """Manifests of every version any ref reaches (tags, remote-tracking refs, others),
+    or of the version commits among ``commits``."""
+    out = []
+    for commit in reg.git.version_candidates() if commits is None else commits:
         data = reg.git.read_path(commit, MANIFEST_PATH)
         if data is not None:
             try:
@@ -64,20 +121,39 @@ def reachable_manifests(reg: "ModelRegistry") -> list[dict[str, Any]]:
     return out
 
 
+class _Live:
+    """What the versions reachable from a set of commits need."""
+
+    def __init__(self) -> None:
+        self.chunks: set[str] = set()
+        self.files: set[str] = set()
+        self.versions: set[str] = set()
+
+    def add(self, manifests: list[dict[str, Any]]) -> "_Live":
+        for m in manifests:
+            self.versions.add(m["content_digest"])
+            for _rel, rec, _mode in file_records(m):
+                self.files.add(rec.digest)
+                self.chunks.update(c.digest for c in rec.chunks)
+        return self
+
+
 def gc(reg: "ModelRegistry", *, dry_run: bool = True, grace_seconds: float = 3600.0) -> dict[str, Any]:
-    live: set[str] = set()
-    live_files: set[str] = set()
-    live_versions: set[str] = set()
-    for m in reachable_manifests(reg):
-        live_versions.add(m["content_digest"])
-        for _rel, rec, _mode in file_records(m):
-            live_files.add(rec.digest)
-            live.update(c.digest for c in rec.chunks)
+    """Delete unreachable chunks older than the grace period that no register in flight pinned.
+
+    Order (docs/design.md, "gc and registers in flight"): refs -> candidates -> move each
+    candidate aside -> read the pins -> read the refs again -> restore what a pin or a newly
+    visible version names -> delete the rest.
+    """
+    store = reg.store
+    restored = 0 if dry_run else store.restore_abandoned()
+    seen = set(reg.git.version_candidates())
+    live = _Live().add(reachable_manifests(reg, seen))
     cutoff = time.time() - grace_seconds
-    unreachable = deleted = spared = 0
-    freed = 0
-    for digest, path in list(reg.store.iter_objects()):
-        if digest in live:
+    unreachable = spared = 0
+    candidates: dict[str, int] = {}
+    for digest, path in list(store.iter_objects()):
+        if digest in live.chunks:
             continue
         unreachable += 1
         try:
@@ -87,20 +163,51 @@ def gc(reg: "ModelRegistry", *, dry_run: bool = True, grace_seconds: float = 360
         if st.st_mtime > cutoff:
             spared += 1
             continue
-        freed += st.st_size
-        if not dry_run:
-            reg.store.delete_object(digest)
-            deleted += 1
-    tmp_removed = 0 if dry_run else reg.store.clean_tmp(grace_seconds)
-    cache_removed = 0 if dry_run else reg.store.clean_cache(live_files, live_versions, grace_seconds)
+        candidates[digest] = st.st_size
+    if dry_run:
+        pinned = store.pinned(remove_stale=False)
+        kept = [d for d in candidates if d in pinned]
+        deleted, freed = 0, sum(size for d, size in candidates.items() if d not in pinned)
+    else:
+        kept, deleted, freed = _collect(reg, candidates, seen, live)
+    tmp_removed = 0 if dry_run else store.clean_tmp(grace_seconds)
+    cache_removed = 0 if dry_run else store.clean_cache(live.files, live.versions, grace_seconds)
     return {
         "dry_run": dry_run,
-        "live_chunks": len(live),
+        "live_chunks": len(live.chunks),
         "unreachable_chunks": unreachable,
         "spared_young": spared,
+        "spared_in_flight": len(kept),
         "deleted_chunks": deleted,
         "bytes_freed" if not dry_run else "bytes_to_free": freed,
         "tmp_removed": tmp_removed,
         "cache_removed": cache_removed,
+        "restored_chunks": restored,
         "grace_seconds": grace_seconds,
     }
+
+
+def _collect(reg: "ModelRegistry", candidates: dict[str, int], seen: set[str], live: _Live) -> tuple[list[str], int, int]:
+    """Move the candidates aside, then keep what a pin or a version created meanwhile names.
+
+    Returns ``(kept, deleted count, bytes freed)``; ``live`` grows by the new versions.
+    """
+    aside = reg.store.set_aside()
+    kept: list[str] = []
+    deleted = freed = 0
+    try:
+        moved = [d for d in candidates if aside.take(d)]
+        _testhooks.point("gc-after-set-aside")
+        pinned = reg.store.pinned()  # 1. the pins, strictly after every move ...
+        later = set(reg.git.version_candidates()) - seen  # 2. ... and only then the refs again
+        live.add(reachable_manifests(reg, sorted(later)))
+        for digest in moved:
+            if digest in pinned or digest in live.chunks:
+                aside.restore(digest)
+                kept.append(digest)
+            else:
+                freed += aside.drop(digest)
+                deleted += 1
+    finally:
+        aside.close()  # puts back anything not yet decided (an error above keeps everything)
+    return kept, deleted, freed

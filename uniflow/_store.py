@@ -10,11 +10,14 @@ digest of its bytes and stored once under ``objects/<2 hex>/<62 hex>``:
   out; a mismatch raises :class:`IntegrityError` naming the context (model, version, file)
   and the chunk.
 
-A file's digest is BLAKE3 over its chunk list (digest and length of every chunk, in order),
-so it is computed without a second pass over the data, and a materialized copy can be
-checked chunk by chunk.
+A file's digest is BLAKE3 of its whole bytes, computed on its own thread while the chunks
+are written, so a materialized copy is checked with one multi-threaded hash.
 
-This is the only module that touches chunk files.
+A register passes a :class:`~uniflow._pins.Pin`: each chunk's digest is pinned before the
+chunk is looked for or written, so a concurrent ``gc`` never deletes it (see ``_pins``).
+Everything written in flight under ``tmp/`` carries its writer's owner token, so gc removes
+only what a dead writer left behind. This and ``_pins`` are the only modules that touch
+chunk files.
 """
 
 from __future__ import annotations
@@ -37,8 +40,11 @@ import blake3
 
 from ._errors import IntegrityError, InvalidPathError, RepositoryError
 from ._naming import validate_digest
+from ._pins import AsideSet, Pin, abandoned, read_pins, recover, restore_abandoned, tmp_name
 
-__all__ = ["ObjectStore", "FileRecord", "ChunkRef", "whole_digest", "CHUNK_PARAMS", "write_immutable", "fsync_dir"]
+__all__ = [
+    "ObjectStore", "FileRecord", "ChunkRef", "whole_digest", "CHUNK_PARAMS", "write_immutable", "fsync_dir", "os_reason",
+]
 
 # Picked by measurement (docs/design.md, "Chunk parameters"): ~1 MiB average keeps a
 # 1 GiB file near 1,000 objects while a changed tensor costs one or two chunks.
@@ -104,6 +110,17 @@ class ObjectStore:
         except OSError as exc:
             raise RepositoryError(f"cannot create the object store in {self.root}: {exc.strerror}") from exc
 
+    def tmp_path(self, label: str) -> Path:
+        """A fresh name under ``tmp/`` carrying this process's owner token (see ``clean_tmp``)."""
+        return self.tmp / tmp_name(label)
+
+    def pin(self) -> Pin:
+        """A new pin for a register: its chunks survive any gc until it is released."""
+        try:
+            return Pin(self.tmp)
+        except OSError as exc:
+            raise RepositoryError(f"cannot write to the object store {self.root}: {os_reason(exc)}") from exc
+
     def has(self, digest: str) -> bool:
         return self.object_path(digest).exists()
 
@@ -131,11 +148,12 @@ class ObjectStore:
                     yield digest, Path(entry.path)
 
     # ------------------------------------------------------------------ write
-    def put_file(self, path: Path, progress: ProgressFn | None = None) -> FileRecord:
+    def put_file(self, path: Path, progress: ProgressFn | None = None, pin: Pin | None = None) -> FileRecord:
         """Chunk, hash and store ``path``; return its record once every chunk is durable.
 
         Chunking runs on this thread while worker threads hash and write the previous
-        chunks (BLAKE3 and file I/O release the GIL), so both cores stay busy.
+        chunks (BLAKE3 and file I/O release the GIL), so both cores stay busy. With ``pin``,
+        every chunk is pinned before it is looked for or written.
         """
         self.ensure_dirs()
         try:
@@ -149,15 +167,15 @@ class ObjectStore:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 view = memoryview(mm)
                 try:
-                    return self._put_view(view, size, progress)
+                    return self._put_view(view, size, progress, pin)
                 finally:
                     view.release()
 
-    def put_bytes(self, data: bytes) -> FileRecord:
+    def put_bytes(self, data: bytes, pin: Pin | None = None) -> FileRecord:
         self.ensure_dirs()
-        return self._put_view(memoryview(data), len(data), None)
+        return self._put_view(memoryview(data), len(data), None, pin)
 
-    def _put_view(self, view: memoryview, size: int, progress: ProgressFn | None) -> FileRecord:
+    def _put_view(self, view: memoryview, size: int, progress: ProgressFn | None, pin: Pin | None) -> FileRecord:
         from pyfastcdc import FastCDC
 
         chunker = FastCDC(
@@ -194,7 +212,7 @@ class ObjectStore:
                 try:
                     for offset, length in cuts:
                         piece = view[offset : offset + length]
-                        inflight.append((pool.submit(self._store_chunk, piece), piece))
+                        inflight.append((pool.submit(self._store_chunk, piece, pin), piece))
                         drain(_MAX_INFLIGHT)
                     drain(0)
                 except BaseException:
@@ -211,8 +229,13 @@ class ObjectStore:
             fsync_dir(d)
         return FileRecord(size, whole[0], tuple(refs))
 
-    def _store_chunk(self, piece: memoryview) -> ChunkRef:
+    def _store_chunk(self, piece: memoryview, pin: Pin | None = None) -> ChunkRef:
         digest = _hash(piece)
+        if pin is not None:
+            try:
+                pin.add(digest)  # before the existence check: the order gc relies on
+            except OSError as exc:
+                raise RepositoryError(f"cannot write to the object store {self.root}: {os_reason(exc)}") from exc
         self._write_object(digest, piece)
         return ChunkRef(digest, len(piece))
 
@@ -222,11 +245,11 @@ class ObjectStore:
             return
         try:
             final.parent.mkdir(exist_ok=True)
-            write_immutable(final, self.tmp, data)
+            write_immutable(final, self.tmp, data, tmp_name(f"obj-{digest[:12]}"))
         except PermissionError as exc:
             raise RepositoryError(f"the object store {self.root} is read-only: {exc.strerror}") from exc
         except OSError as exc:
-            raise RepositoryError(f"cannot write to the object store {self.root}: {exc.strerror}") from exc
+            raise RepositoryError(f"cannot write to the object store {self.root}: {os_reason(exc)}") from exc
 
     def add_chunk(self, digest: str, data: bytes) -> None:
         """Store bytes received from elsewhere (a remote) after checking them."""
@@ -255,8 +278,14 @@ class ObjectStore:
         return data
 
     def _fetch(self, digests: list[str]) -> None:
-        if self.fetcher is not None and digests:
-            self.fetcher(digests)
+        """Find missing chunks: first among those a gc has set aside, then on the blob remote."""
+        if not digests:
+            return
+        recover(self.tmp, self.objects, digests)
+        if self.fetcher is not None:
+            still = self.missing(digests)
+            if still:
+                self.fetcher(still)
 
     def ensure_local(self, records: Iterable[FileRecord]) -> None:
         """Fetch chunks missing locally through the fetcher, in one batch."""
@@ -282,7 +311,7 @@ class ObjectStore:
             _force_unlink(target)
         self.ensure_local([rec])
         target.parent.mkdir(exist_ok=True)
-        tmp = self.tmp / f"mat-{rec.digest[:16]}.{uuid.uuid4().hex}"
+        tmp = self.tmp_path(f"mat-{rec.digest[:16]}")
         try:
             with open(tmp, "wb") as out:
                 if rec.size:
@@ -292,6 +321,9 @@ class ObjectStore:
                 self._assemble(rec, out.fileno(), context, progress)
             os.chmod(tmp, 0o444)
             os.replace(tmp, target)
+        except OSError as exc:
+            _force_unlink(tmp)
+            raise RepositoryError(f"cannot write the file cache in {self.root}: {os_reason(exc)}") from exc
         except BaseException:
             _force_unlink(tmp)
             raise
@@ -365,19 +397,44 @@ class ObjectStore:
         return removed
 
     def clean_tmp(self, older_than: float) -> int:
-        """Remove writes in flight abandoned more than ``older_than`` seconds ago."""
+        """Remove what dead writers left in ``tmp/``; the count removed.
+
+        A name carrying an owner token (:func:`~uniflow._pins.tmp_name`) is removed once its
+        owner has exited, whatever its age, and never while the owner runs; any other name
+        once older than ``older_than`` seconds. Pins and gc sets are left to :meth:`pinned`
+        and :meth:`restore_abandoned`.
+        """
+        import shutil
+
         removed = 0
-        if not self.tmp.is_dir():
+        try:
+            entries = list(os.scandir(self.tmp))
+        except FileNotFoundError:
             return 0
-        cutoff = time.time() - older_than
-        for entry in os.scandir(self.tmp):
-            try:
-                if entry.stat().st_mtime < cutoff:
-                    _force_unlink(Path(entry.path))
-                    removed += 1
-            except FileNotFoundError:
+        for entry in entries:
+            if entry.name == "pins" or entry.name.startswith("gc."):
                 continue
+            path = Path(entry.path)
+            if not abandoned(path, entry.name, older_than):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                _force_unlink(path)
+            removed += 1
         return removed
+
+    def pinned(self, remove_stale: bool = True) -> set[str]:
+        """Digests pinned by registers in flight (stale pins of dead processes are removed)."""
+        return read_pins(self.tmp, remove_stale)
+
+    def set_aside(self) -> AsideSet:
+        """A new set for gc to move candidate chunks into before it reads the pins."""
+        return AsideSet(self.tmp, self.objects)
+
+    def restore_abandoned(self) -> int:
+        """Put back the chunks a gc that died had set aside; the count restored."""
+        return restore_abandoned(self.tmp, self.objects)
 
 def _cut_points(chunker: Any, view: memoryview) -> Generator[tuple[int, int], None, None]:
     """``(offset, length)`` of each chunk; closing the generator drops pyfastcdc's own view
@@ -398,11 +455,13 @@ def _where(context: str) -> str:
     return f"{context}: " if context else ""
 
 
-def write_immutable(final: Path, tmp_dir: Path, data: memoryview | bytes) -> None:
+def write_immutable(final: Path, tmp_dir: Path, data: memoryview | bytes, tmp_file: str | None = None) -> None:
     """Write ``data`` to ``final`` so that no reader ever sees it partial: a read-only file
     in ``tmp_dir`` (same filesystem), fsynced, then hard-linked into place. The first writer
-    wins (``final`` existing already is success); an existing file is never modified."""
-    tmp = tmp_dir / f"{final.name[:16]}.{uuid.uuid4().hex}"
+    wins (``final`` existing already is success); an existing file is never modified. The
+    temporary file (named ``tmp_file``, default ``<final[:16]>.<random>``) never outlives
+    the call, whatever fails."""
+    tmp = tmp_dir / (tmp_file or f"{final.name[:16]}.{uuid.uuid4().hex}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
         try:
@@ -423,6 +482,13 @@ def write_immutable(final: Path, tmp_dir: Path, data: memoryview | bytes) -> Non
             os.replace(tmp, final)  # a filesystem without hard links: same bytes, same name
     finally:
         _force_unlink(tmp)
+
+
+def os_reason(exc: OSError) -> str:
+    """A short reason for an OSError; a full disk says so plainly."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on device (free some space and run the command again)"
+    return exc.strerror or str(exc)
 
 
 def fsync_dir(path: Path) -> None:

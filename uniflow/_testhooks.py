@@ -1,0 +1,50 @@
+"""TEST-ONLY injection points: deterministic kills and pauses at named places.
+
+Nothing here is part of the API and nothing here runs unless a test asks for it. The
+library calls :func:`point` at a few named places (``register-before-tag``,
+``register-before-event``, ``after-lifecycle-cas``, ``gc-after-set-aside``,
+``push-after-git-push``); with the variables below unset a call costs two environment
+look-ups and does nothing.
+
+* ``UNIFLOW_TEST_KILL_AT=<name>``: the process sends itself SIGKILL at point ``<name>``
+  (a crash at exactly that place, with no clean-up of any kind).
+* ``UNIFLOW_TEST_PAUSE_AT=<name>`` with ``UNIFLOW_TEST_PAUSE_DIR=<dir>``: at point ``<name>``
+  the process writes ``<dir>/paused`` (holding its pid) and waits until ``<dir>/go`` exists,
+  at most :data:`PAUSE_LIMIT` seconds, then carries on. A test runs something else while
+  the process is held at that exact place, then creates ``go``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+__all__ = ["KILL_ENV", "PAUSE_DIR_ENV", "PAUSE_ENV", "PAUSE_LIMIT", "point"]
+
+KILL_ENV = "UNIFLOW_TEST_KILL_AT"
+PAUSE_ENV = "UNIFLOW_TEST_PAUSE_AT"
+PAUSE_DIR_ENV = "UNIFLOW_TEST_PAUSE_DIR"
+#: the longest a paused process waits for ``go`` (seconds)
+PAUSE_LIMIT = 60.0
+
+
+def point(name: str) -> None:
+    """Test-only: SIGKILL or pause here when the environment names this point (see module doc)."""
+    if os.environ.get(KILL_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(PAUSE_ENV) == name:
+        _pause(os.environ.get(PAUSE_DIR_ENV, ""))
+
+
+def _pause(directory: str) -> None:
+    if not directory or not os.path.isdir(directory):
+        return
+    tmp = os.path.join(directory, f".paused.{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(tmp, os.path.join(directory, "paused"))
+    go = os.path.join(directory, "go")
+    deadline = time.monotonic() + PAUSE_LIMIT
+    while not os.path.exists(go) and time.monotonic() < deadline:  # bounded by PAUSE_LIMIT
+        time.sleep(0.01)
