@@ -13,19 +13,34 @@ Example::
     from = "staging"
     to = "production"
     when = ["accuracy >= 0.9"]
+
+    [limits]                 # what a version read from Git may claim (defaults shown)
+    max_version_bytes = 1099511627776   # 1 TiB: total size of a version's files
+    max_chunks = 1048576                # chunks (and, separately, files) in one version
+    max_manifest_bytes = 134217728      # 128 MiB: the manifest blob, checked before decoding
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from ._errors import RepositoryError
 from ._stages import SINGLE_HOLDER_DEFAULT, valid_custom_stage_name
 
-__all__ = ["load_config", "save_config", "stage_table", "init_layout", "GITIGNORE", "CONFIG_HEADER"]
+__all__ = [
+    "load_config",
+    "save_config",
+    "stage_table",
+    "init_layout",
+    "Limits",
+    "limits_table",
+    "GITIGNORE",
+    "CONFIG_HEADER",
+]
 
 GITIGNORE = "# uniflow: local object store, writes in flight, caches and run records\nobjects/\ntmp/\ncache/\nruns/\n"
 CONFIG_HEADER = (
@@ -74,6 +89,38 @@ def stage_table(config: dict[str, Any]) -> dict[str, bool]:
         single = spec.get("single", True) if isinstance(spec, dict) else True
         table[name] = bool(single)
     return table
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what a manifest read from Git may claim (``[limits]`` in config.toml).
+
+    A manifest beyond them is an :class:`IntegrityError`, so a hostile version can never make
+    a reader allocate or transfer more than this. The defaults fit a 1 TiB version cut at
+    the chunker's 1 MiB average (about 2^20 chunks); raise them for larger models.
+    """
+
+    max_version_bytes: int = 1 << 40
+    max_chunks: int = 1 << 20
+    max_manifest_bytes: int = 128 << 20
+
+
+def limits_table(config: dict[str, Any]) -> Limits:
+    """The :class:`Limits` of a config: defaults overridden by ``[limits]``."""
+    table = config.get("limits", {})
+    if not isinstance(table, dict):
+        raise RepositoryError("[limits] in .uniflow/config.toml must be a table")
+    known = {f.name for f in fields(Limits)}
+    values: dict[str, int] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise RepositoryError(
+                f"unknown key {key!r} in [limits] of .uniflow/config.toml (known: {', '.join(sorted(known))})"
+            )
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise RepositoryError(f"[limits] {key} in .uniflow/config.toml must be a positive integer, not {value!r}")
+        values[key] = value
+    return Limits(**values)
 
 
 def init_layout(uniflow_dir: Path) -> bool:

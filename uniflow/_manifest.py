@@ -7,20 +7,23 @@ Layout (``format`` 1)::
      content_digest, metrics, params, tags, description, lineage, libraries}
 
 Packing sorts every map's keys, so the same record always gives the same bytes (and the
-same Git blob). Unpacking validates what it reads: paths, digests, types.
+same Git blob). :func:`unpack` is the one gate for manifests read from Git or a cache:
+it validates everything (see :func:`check`) and raises only :class:`IntegrityError`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import blake3
 import msgpack
 
-from ._errors import IntegrityError, UsageError
+from ._config import Limits
+from ._errors import IntegrityError, UniflowError
 from ._naming import validate_digest, validate_model_name, validate_relpath, validate_version
 from ._store import ChunkRef, FileRecord
 from ._types import FileInfo, ModelVersion
@@ -29,6 +32,9 @@ __all__ = [
     "MANIFEST_FORMAT",
     "pack",
     "unpack",
+    "check",
+    "MAX_CHUNK_BYTES",
+    "MIN_NONFINAL_CHUNK",
     "file_entry",
     "file_records",
     "content_digest",
@@ -38,6 +44,20 @@ __all__ = [
 ]
 
 MANIFEST_FORMAT = 1
+
+#: the largest chunk a manifest may name (the chunker cuts at most 4 MiB)
+MAX_CHUNK_BYTES = 64 << 20
+#: the smallest chunk but a file's last a manifest may name. The chunker never cuts below
+#: 256 KiB; a quarter of that leaves room to retune it. So a file of S bytes has at most
+#: 1 + (S - 1) // 64 KiB chunks, and a claimed size bounds the chunk list it may carry.
+MIN_NONFINAL_CHUNK = 64 << 10
+#: manifests smaller than this are decoded at once; larger ones are pre-scanned first
+_PRESCAN_FROM = 1 << 20
+_MAX_TOP_KEYS = 64
+_MAX_FILE_KEYS = 16
+_MODES = (0o644, 0o755)
+_REQUIRED = ("name", "version", "created_at", "framework", "serializer", "files", "content_digest")
+_SHA_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 def _canonical(obj: Any) -> Any:
@@ -52,33 +72,266 @@ def pack(manifest: dict[str, Any]) -> bytes:
     return msgpack.packb(_canonical(manifest), use_bin_type=True)
 
 
-def unpack(data: bytes, context: str = "") -> dict[str, Any]:
-    """Decode and validate a manifest; raise IntegrityError when it is malformed."""
+def unpack(
+    data: bytes,
+    context: str = "",
+    *,
+    limits: Limits | None = None,
+    name: str | None = None,
+    version: str | None = None,
+) -> dict[str, Any]:
+    """Decode and validate a manifest read from Git (or a cache of it): the one gate.
+
+    Raises :class:`IntegrityError` naming ``context`` (the ref or commit) for anything that
+    is not a well-formed manifest (see :func:`check`), and never any other exception,
+    whatever ``data`` holds. The blob's length is bounded before decoding, and a manifest
+    whose headers claim more files or chunks than its sizes allow is refused before its
+    chunk lists are decoded. ``name``/``version``, when given, must be the manifest's own.
+    """
     where = f"{context}: " if context else ""
+    lim = limits or Limits()
+    if not isinstance(data, (bytes, bytearray)):
+        raise IntegrityError(f"{where}manifest is not a byte string")
+    if len(data) > lim.max_manifest_bytes:
+        raise IntegrityError(
+            f"{where}manifest is {len(data)} bytes, more than max_manifest_bytes ({lim.max_manifest_bytes}; "
+            "[limits] in .uniflow/config.toml)"
+        )
+    if len(data) > _PRESCAN_FROM:
+        _prescan(bytes(data), where, lim)
     try:
-        m = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        m = msgpack.unpackb(
+            data, raw=False, strict_map_key=False, max_array_len=max(lim.max_chunks, 1 << 16),
+            max_map_len=max(lim.max_chunks, 1 << 16),
+        )
     except Exception as exc:  # msgpack raises several unrelated types
         raise IntegrityError(f"{where}manifest is not valid msgpack") from exc
+    check(m, context, limits=lim)
+    if (name is not None and m["name"] != name) or (version is not None and m["version"] != version):
+        raise IntegrityError(f"{where}the tag points at the manifest of {m['name']} {m['version']}")
+    return cast(dict[str, Any], m)
+
+
+def check(m: object, context: str = "", *, limits: Limits | None = None) -> None:
+    """Raise :class:`IntegrityError` unless ``m`` is a well-formed manifest within ``limits``.
+
+    Checked: format, name and version; ``content_digest`` and every file digest are 64
+    lowercase hex and ``content_digest`` is the digest of the files; paths are relative,
+    normalised, unique and no path is a directory of another; modes are exactly 0o644 or
+    0o755; each file's size is the sum of its chunks, each chunk 1 byte to MAX_CHUNK_BYTES
+    and, but for a file's last, at least MIN_NONFINAL_CHUNK; chunk, file and byte counts
+    within ``limits``; metrics, params, tags, lineage, libraries and serializer_meta are of
+    the right types; ``created_at`` is an ISO-8601 time.
+    """
+    where = f"{context}: " if context else ""
     try:
-        if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
-            raise IntegrityError(f"{where}unsupported manifest format {m.get('format') if isinstance(m, dict) else m!r}")
-        validate_model_name(m["name"])
-        validate_version(m["version"])
-        for f in m["files"]:
-            validate_relpath(f["path"])
-            validate_digest(f["digest"], "file digest")
-            if not isinstance(f["size"], int) or f["size"] < 0:
-                raise IntegrityError(f"{where}bad size for {f['path']!r}")
-            for c in f["chunks"]:
-                if not (isinstance(c[0], bytes) and len(c[0]) == 32 and isinstance(c[1], int) and c[1] > 0):
-                    raise IntegrityError(f"{where}bad chunk entry in {f['path']!r}")
+        _check(m, where, limits or Limits())
+    except IntegrityError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise IntegrityError(f"{where}{exc}") from exc  # e.g. validate_digest's message
+    except UniflowError as exc:  # a name, version or path rule: the manifest is at fault
+        raise IntegrityError(f"{where}manifest rejected: {exc}") from exc
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
+        raise IntegrityError(f"{where}manifest is malformed ({type(exc).__name__}: {exc})") from exc
+
+
+def _bad(where: str, what: str) -> IntegrityError:
+    return IntegrityError(f"{where}{what}")
+
+
+def _check(m: object, where: str, lim: Limits) -> None:
+    if not isinstance(m, dict):
+        raise _bad(where, f"manifest is a {type(m).__name__}, not a map")
+    if m.get("format") != MANIFEST_FORMAT or isinstance(m.get("format"), bool):
+        raise _bad(where, f"unsupported manifest format {m.get('format')!r}")
+    for key in _REQUIRED:
+        if key not in m:
+            raise _bad(where, f"manifest has no {key!r}")
+    validate_model_name(m["name"])
+    validate_version(m["version"])
+    for key in ("created_at", "framework", "serializer", "author", "description"):
+        if key in m and not isinstance(m[key], str):
+            raise _bad(where, f"manifest field {key!r} is not a string")
+    created = datetime.fromisoformat(m["created_at"])  # ValueError -> IntegrityError above
+    del created
+    validate_digest(m["content_digest"], "content digest")
+    files = m["files"]
+    if not isinstance(files, list):
+        raise _bad(where, "manifest 'files' is not a list")
+    if len(files) > lim.max_chunks:
+        raise _bad(where, f"manifest lists {len(files)} files, more than max_chunks ({lim.max_chunks})")
+    _check_files(files, where, lim)
+    if content_digest(files) != m["content_digest"]:
+        raise _bad(where, "content digest does not match the manifest's files")
+    for key in ("metrics", "params", "serializer_meta"):
+        if key in m:
+            _json_like(m[key], f"{where}manifest {key!r}", top=True)
+    for key in ("tags", "libraries"):
+        if key in m and not (isinstance(m[key], dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in m[key].items()
+        )):
+            raise _bad(where, f"manifest {key!r} must map strings to strings")
+    if "lineage" in m:
+        _check_lineage(m["lineage"], where)
+
+
+def _check_files(files: list[Any], where: str, lim: Limits) -> None:
+    paths: set[str] = set()
+    total_chunks = total_size = 0
+    for f in files:
+        if not isinstance(f, dict):
+            raise _bad(where, "a manifest file entry is not a map")
+        path = validate_relpath(f["path"])
+        if path in paths:
+            raise _bad(where, f"path {path!r} is listed twice")
+        paths.add(path)
+        validate_digest(f["digest"], "file digest")
+        mode = f["mode"]
+        if mode not in _MODES or isinstance(mode, bool):
+            raise _bad(where, f"file {path!r} has mode {_octal(mode)}: only 0o644 and 0o755 are allowed")
+        size, chunks = f["size"], f["chunks"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise _bad(where, f"bad size {size!r} for {path!r}")
+        if not isinstance(chunks, list):
+            raise _bad(where, f"chunk list of {path!r} is not a list")
+        # O(1) bounds first, so a forged list of a million tiny chunks costs nothing to refuse
+        _check_count(len(chunks), size, path, where)
+        total_chunks += len(chunks)
+        total_size += size
+        if total_chunks > lim.max_chunks:
+            raise _bad(where, f"manifest has more than max_chunks ({lim.max_chunks}) chunks")
+        if total_size > lim.max_version_bytes:
+            raise _bad(where, f"manifest claims more than max_version_bytes ({lim.max_version_bytes}) bytes")
+        _check_chunks(chunks, size, path, where)
+    for path in paths:  # "a" and "a/b" cannot both be files
+        parent = path.rpartition("/")[0]
+        while parent:  # bounded by the path's depth
+            if parent in paths:
+                raise _bad(where, f"path {parent!r} is both a file and the directory of {path!r}")
+            parent = parent.rpartition("/")[0]
+
+
+def _check_count(count: int, size: int, path: str, where: str) -> None:
+    if size == 0 and count == 0:
+        return
+    low = -(-size // MAX_CHUNK_BYTES)
+    high = 1 + (size - 1) // MIN_NONFINAL_CHUNK if size > 0 else 0
+    if not low <= count <= high:
+        raise _bad(where, f"file {path!r} of {size} bytes cannot have {count} chunks")
+
+
+def _check_chunks(chunks: list[Any], size: int, path: str, where: str) -> None:
+    total = 0
+    last = len(chunks) - 1
+    for i, c in enumerate(chunks):
+        if not (isinstance(c, list) and len(c) == 2 and isinstance(c[0], bytes) and len(c[0]) == 32):
+            raise _bad(where, f"bad chunk entry in {path!r}")
+        n = c[1]
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CHUNK_BYTES:
+            raise _bad(where, f"bad chunk size {n!r} in {path!r}")
+        if i != last and n < MIN_NONFINAL_CHUNK:
+            raise _bad(where, f"chunk {i} of {path!r} is {n} bytes; only a file's last chunk may be that small")
+        total += n
+    if total != size:
+        raise _bad(where, f"file {path!r} claims {size} bytes but its chunks hold {total}")
+
+
+def _check_lineage(lineage: object, where: str) -> None:
+    _json_like(lineage, f"{where}manifest 'lineage'", top=True)
+    assert isinstance(lineage, dict)
+    commit = lineage.get("code_commit")
+    if commit is not None and not (isinstance(commit, str) and _SHA_RE.fullmatch(commit)):
+        raise _bad(where, f"lineage code_commit {commit!r} is not a commit id")
+    if lineage.get("branch") is not None and not isinstance(lineage["branch"], str):
+        raise _bad(where, "lineage branch is not a string")
+    if not isinstance(lineage.get("dirty", False), bool):
+        raise _bad(where, "lineage dirty is not a boolean")
+
+
+def _json_like(value: object, what: str, top: bool = False, depth: int = 0) -> None:
+    """``value`` is what JSON holds: str-keyed maps, lists, str, int, float, bool, None."""
+    if top and not isinstance(value, dict):
+        raise IntegrityError(f"{what} is not a map")
+    if depth > 32:
+        raise IntegrityError(f"{what} is nested too deeply")
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return
+    if isinstance(value, list):
+        for v in value:
+            _json_like(v, what, depth=depth + 1)
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise IntegrityError(f"{what} has a key that is not a string")
+            _json_like(v, what, depth=depth + 1)
+        return
+    raise IntegrityError(f"{what} holds a {type(value).__name__}")
+
+
+def _octal(mode: object) -> str:
+    return oct(mode) if isinstance(mode, int) else repr(mode)
+
+
+def _array_len(data: bytes, pos: int) -> int | None:
+    """The length an msgpack array header at ``pos`` announces (None: not an array)."""
+    b = data[pos]
+    if 0x90 <= b <= 0x9F:
+        return b & 0x0F
+    if b == 0xDC:
+        return int.from_bytes(data[pos + 1 : pos + 3], "big")
+    if b == 0xDD:
+        return int.from_bytes(data[pos + 1 : pos + 5], "big")
+    return None
+
+
+def _prescan(data: bytes, where: str, lim: Limits) -> None:
+    """Refuse a large manifest whose files claim impossible chunk counts, from headers alone.
+
+    Walks the top-level map to ``files`` and reads each file's ``size`` and the *header* of
+    its chunk list (skipping the entries in C), so ten million forged chunk entries are
+    refused without being decoded. Anything unexpected is left to the full check.
+    """
+    u = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(data), 1))
+    u.feed(data)
+    try:
+        keys = u.read_map_header()
+        if keys > _MAX_TOP_KEYS:
+            raise _bad(where, f"manifest has {keys} fields")
+        for _ in range(keys):
+            if u.unpack() != "files":
+                u.skip()
+                continue
+            n_files = u.read_array_header()
+            if n_files > lim.max_chunks:
+                raise _bad(where, f"manifest lists {n_files} files, more than max_chunks ({lim.max_chunks})")
+            total = 0
+            for _f in range(n_files):
+                fields = u.read_map_header()
+                if fields > _MAX_FILE_KEYS:
+                    raise _bad(where, f"a manifest file entry has {fields} fields")
+                count: int | None = None
+                size: object = None
+                for _k in range(fields):
+                    key = u.unpack()
+                    if key == "chunks":
+                        count = _array_len(data, u.tell())
+                        u.skip()
+                    elif key == "size":
+                        size = u.unpack()
+                    else:
+                        u.skip()
+                if count is not None and isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+                    _check_count(count, size, "<prescan>", where)
+                    total += count
+                    if total > lim.max_chunks:
+                        raise _bad(where, f"manifest has more than max_chunks ({lim.max_chunks}) chunks")
+            return
     except IntegrityError:
         raise
-    except UsageError as exc:
-        raise IntegrityError(f"{where}manifest rejected: {exc}") from exc
-    except (KeyError, TypeError, IndexError) as exc:
-        raise IntegrityError(f"{where}manifest is missing fields ({exc})") from exc
-    return m
+    except Exception:  # malformed in a way the full decode and check will name
+        return
 
 
 def file_entry(path: str, rec: FileRecord, mode: int) -> dict[str, Any]:
@@ -108,13 +361,14 @@ def content_digest(files: list[dict[str, Any]]) -> str:
 
 
 def json_safe(value: Any, what: str = "value") -> Any:
-    """Metrics, params, tags and lineage must round-trip through JSON and msgpack."""
+    """Metrics, params, tags and lineage must round-trip through JSON and msgpack.
+
+    Non-finite floats (NaN, infinities) become ``None`` (``null`` in JSON), as documented.
+    """
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return str(value)
-        return value
+        return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {str(k): json_safe(v, what) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -3,6 +3,9 @@
 Loose refs (``<git dir>/refs/...``) override ``packed-refs``, as in Git. Used for every
 read of the registry's refs (fast: one ``scandir`` per directory, no per-ref validation
 layer) and by shell completion, which must never import dulwich.
+
+A file or directory whose name Git would not accept as a ref component (``x.lock``,
+``.hidden``, names with control characters ...) is not a ref and is skipped, like Git does.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ import os
 import re
 from pathlib import Path
 
+from ._naming import valid_ref_component
+
 __all__ = ["git_dir_of", "scan_refs", "read_ref"]
 
-_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+_SHA_RE = re.compile(r"[0-9a-f]{40}")
 
 
 def git_dir_of(workdir: Path) -> Path | None:
@@ -43,7 +48,7 @@ def _packed(git_dir: Path) -> dict[str, str]:
                 if line.startswith(("#", "^")):
                     continue
                 parts = line.split()
-                if len(parts) == 2 and _SHA_RE.match(parts[0]):
+                if len(parts) == 2 and _SHA_RE.fullmatch(parts[0]):
                     out[parts[1]] = parts[0]
     except FileNotFoundError:
         pass
@@ -56,7 +61,7 @@ def _read_loose(path: str) -> str | None:
             value = fh.read(64).strip()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
-    return value if _SHA_RE.match(value) else None
+    return value if _SHA_RE.fullmatch(value) else None
 
 
 def scan_refs(git_dir: Path, prefix: str, names_only: bool = False) -> dict[str, str]:
@@ -66,7 +71,11 @@ def scan_refs(git_dir: Path, prefix: str, names_only: bool = False) -> dict[str,
     10,000 version names costs one ``scandir`` per model instead of 10,000 file reads.
     """
     prefix = prefix.rstrip("/") + "/"
-    found = {name[len(prefix) :]: sha for name, sha in _packed(git_dir).items() if name.startswith(prefix)}
+    found = {
+        name[len(prefix) :]: sha
+        for name, sha in _packed(git_dir).items()
+        if name.startswith(prefix) and all(valid_ref_component(c) for c in name[len(prefix) :].split("/"))
+    }
     base = _common_dir(git_dir) / prefix
     stack = [(str(base), "")]
     while stack:  # bounded by the directory tree
@@ -76,13 +85,14 @@ def scan_refs(git_dir: Path, prefix: str, names_only: bool = False) -> dict[str,
         except (FileNotFoundError, NotADirectoryError):
             continue
         for entry in entries:
+            if not valid_ref_component(entry.name):  # x.lock, .tmp files, control characters ...
+                continue
             name = f"{rel}{entry.name}"
             if entry.is_dir(follow_symlinks=False):
                 stack.append((entry.path, name + "/"))
             elif names_only:
-                if not entry.name.endswith(".lock") and not entry.name.startswith("."):
-                    found.setdefault(name, "")
-            elif not entry.name.endswith(".lock"):
+                found.setdefault(name, "")
+            else:
                 sha = _read_loose(entry.path)
                 if sha is not None:
                     found[name] = sha

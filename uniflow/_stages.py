@@ -1,4 +1,9 @@
-"""Stages: the :class:`ModelStage` enum and custom stages declared in config."""
+"""Stages: the :class:`ModelStage` enum and custom stages declared in config.
+
+A stage name becomes a Git ref component (``refs/uniflow/stages/<model>/<stage>``), so a
+custom one is 1-64 of ``a-z 0-9 _ -`` starting with a letter, matched against the whole
+string (``"canary\n"`` is not a stage name).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,9 @@ import re
 
 from ._errors import InvalidStageError
 
-__all__ = ["ModelStage", "normalize_stage", "SINGLE_HOLDER_DEFAULT"]
+__all__ = ["ModelStage", "normalize_stage", "SINGLE_HOLDER_DEFAULT", "valid_custom_stage_name", "valid_stage_name"]
 
-_STAGE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_STAGE_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
 
 class ModelStage(str, enum.Enum):
@@ -54,5 +59,11 @@ def normalize_stage(stage: object, custom: "dict[str, bool] | None" = None) -> s
     raise InvalidStageError(f"unknown stage {stage!r}: expected one of {', '.join(known)}")
 
 
-def valid_custom_stage_name(name: str) -> bool:
-    return bool(_STAGE_RE.match(name)) and name not in SINGLE_HOLDER_DEFAULT
+def valid_custom_stage_name(name: object) -> bool:
+    """True for a name a custom stage may have (never one of the built-in stages)."""
+    return isinstance(name, str) and bool(_STAGE_RE.fullmatch(name)) and name not in SINGLE_HOLDER_DEFAULT
+
+
+def valid_stage_name(name: object) -> bool:
+    """True for a built-in stage or a well-formed custom stage name (declared or not)."""
+    return isinstance(name, str) and (name in SINGLE_HOLDER_DEFAULT or valid_custom_stage_name(name))

@@ -3,30 +3,77 @@
 Write order (DESIGN invariant 1): the chunks are already durable when :func:`write_version`
 runs; it writes the manifest blob, the card, the version commit and the annotated tag,
 and only then creates the tag ref with ``add_if_new``. Nothing is visible before the ref.
+
+Reading goes through the one gate, :func:`uniflow._manifest.unpack`, whether the bytes come
+from Git or from the derived cache. Tag refs whose names are not a valid model name and
+version (a hostile remote can send ``refs/tags/models/Evil/x``) are not versions: every
+listing here skips them, so they never become paths or ref names.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
-from ._errors import IntegrityError, VersionExistsError
+from ._config import Limits
+from ._errors import IntegrityError, InvalidNameError, RepositoryError, UsageError, VersionExistsError
 from ._git import GitRepo, Identity
 from ._lifecycle import tag_ref
 from ._manifest import pack, render_card, unpack
+from ._naming import validate_model_name, validate_version
 from ._objcache import DerivedCache
 
-__all__ = ["VersionIndex", "CARD_DIR"]
+__all__ = ["VersionIndex", "CARD_DIR", "MANIFEST_PATH", "is_model_name", "is_version", "commit_message"]
 
 CARD_DIR = (".uniflow", "card")
 MANIFEST_PATH = ".uniflow/card/manifest.msgpack"
 
 
-class VersionIndex:
-    """Version tags of one repository, with decoded manifests cached (tags are immutable)."""
+def is_model_name(name: str) -> bool:
+    """True when ``name`` is a valid model name (for filtering ref names)."""
+    try:
+        validate_model_name(name)
+    except InvalidNameError:
+        return False
+    return True
 
-    def __init__(self, git: GitRepo, cache: DerivedCache | None = None) -> None:
+
+def is_version(version: str) -> bool:
+    """True when ``version`` is a valid version string (for filtering ref names)."""
+    try:
+        validate_version(version)
+    except UsageError:
+        return False
+    return True
+
+
+def commit_message(name: str, version: str, metrics: dict[str, Any]) -> str:
+    """The version commit's message: a subject, then one line per metric, key and value
+    JSON-encoded, so no key or value can start a line of its own (or forge a trailer)."""
+    lines = [f"Register model {name} {version}", ""]
+    if metrics:
+        lines.append("Metrics:")
+        lines += [
+            f"  {json.dumps(str(k), ensure_ascii=False)}: {json.dumps(v, ensure_ascii=False, default=str)}"
+            for k, v in sorted(metrics.items(), key=lambda kv: str(kv[0]))
+        ]
+    return "\n".join(lines) + "\n"
+
+
+class VersionIndex:
+    """Version tags of one repository, with decoded manifests cached (tags are immutable).
+
+    ``limits`` returns the :class:`Limits` every manifest read is checked against (read from
+    ``[limits]`` in config.toml by the registry; defaults when omitted).
+    """
+
+    def __init__(
+        self, git: GitRepo, cache: DerivedCache | None = None, *, limits: Callable[[], Limits] | None = None
+    ) -> None:
         self.git = git
         self.derived = cache
+        self.limits = limits or Limits
         self._cache: dict[str, tuple[str, dict[str, Any]]] = {}  # tag sha -> (commit, manifest)
 
     def models(self) -> list[str]:
@@ -35,54 +82,87 @@ class VersionIndex:
     def all_version_names(self) -> dict[str, list[str]]:
         """``{model: [version, ...]}`` for every model with a tag or a lifecycle, in one scan."""
         out: dict[str, list[str]] = {}
+        valid: dict[str, bool] = {}
         for ref in self.git.ref_names("refs/tags/models"):
             model, sep, version = ref.partition("/")
-            if sep and version and "/" not in version:
-                out.setdefault(model, []).append(version)
+            if sep and version and "/" not in version and is_version(version):
+                if valid.setdefault(model, is_model_name(model)):
+                    out.setdefault(model, []).append(version)
         for model in self.git.ref_names("refs/uniflow/models"):
-            if "/" not in model:
+            if "/" not in model and is_model_name(model):
                 out.setdefault(model, [])
         return out
 
+    def invalid_ref_names(self) -> list[str]:
+        """Refs under ``refs/tags/models`` and ``refs/uniflow/models`` that name no valid
+        model or version: ignored by every read, reported by pull (and verify)."""
+        bad = [
+            f"refs/tags/models/{ref}"
+            for ref in self.git.ref_names("refs/tags/models")
+            if not (
+                ref.count("/") == 1 and is_model_name(ref.partition("/")[0]) and is_version(ref.partition("/")[2])
+            )
+        ]
+        bad += [f"refs/uniflow/models/{m}" for m in self.git.ref_names("refs/uniflow/models") if not is_model_name(m)]
+        return bad
+
     def versions(self, model: str) -> dict[str, str]:
-        """``{version: tag sha}`` of ``model``."""
-        return {k: v for k, v in self.git.refs(f"refs/tags/models/{model}").items() if "/" not in k}
+        """``{version: tag sha}`` of ``model`` (valid version names only)."""
+        if not is_model_name(model):
+            return {}
+        return {k: v for k, v in self.git.refs(f"refs/tags/models/{model}").items() if "/" not in k and is_version(k)}
 
     def version_names(self, model: str) -> list[str]:
-        return [n for n in self.git.ref_names(f"refs/tags/models/{model}") if "/" not in n]
+        """The versions of ``model`` (valid version names only)."""
+        if not is_model_name(model):
+            return []
+        return [n for n in self.git.ref_names(f"refs/tags/models/{model}") if "/" not in n and is_version(n)]
 
     def tag_sha(self, model: str, version: str) -> str | None:
         return self.git.ref(tag_ref(model, version))
 
-    def manifest(self, model: str, version: str, tag_sha: str | None = None) -> tuple[str, dict[str, Any]]:
-        """``(version commit, manifest)`` for a version whose tag exists."""
+    def manifest(
+        self, model: str, version: str, tag_sha: str | None = None, *, from_git: bool = False
+    ) -> tuple[str, dict[str, Any]]:
+        """``(version commit, manifest)`` for a version whose tag exists, validated.
+
+        ``from_git=True`` reads the Git objects themselves, bypassing both caches (verify).
+        """
         sha = tag_sha or self.tag_sha(model, version)
         if sha is None:
             raise KeyError(version)
-        hit = self._cache.get(sha)
-        if hit is not None:
-            return hit
-        context = f"model {model!r} version {version!r}"
-        cached = self.derived.get("manifest", sha) if self.derived else None
+        if not from_git:
+            hit = self._cache.get(sha)
+            if hit is not None:
+                return hit
+        context = f"model {model!r} version {version!r} (tag {sha[:12]})"
+        cached = self.derived.get("manifest", sha) if self.derived and not from_git else None
         data: bytes | None
         if cached is not None:
-            commit, data = cached[:40].decode(), cached[40:]
+            commit, data = cached[:40].decode("ascii", "replace"), cached[40:]
         else:
-            try:
-                tag = self.git.read_tag(sha)
-                commit = tag.object[1].decode()
-                data = self.git.read_path(commit, MANIFEST_PATH)
-            except KeyError as exc:
-                raise IntegrityError(f"{context}: git objects of the version are missing") from exc
-            if data is None:
-                raise IntegrityError(f"{context}: the version commit has no {MANIFEST_PATH}")
-            if self.derived:
-                self.derived.put("manifest", sha, commit.encode() + data)
-        m = unpack(data, context)
-        if m["name"] != model or m["version"] != version:
-            raise IntegrityError(f"{context}: the tag points at the manifest of {m['name']} {m['version']}")
-        self._cache[sha] = (commit, m)
+            commit, data = self._read_git(sha, context)
+        m = unpack(data, context, limits=self.limits(), name=model, version=version)
+        if cached is None and self.derived and not from_git:
+            self.derived.put("manifest", sha, commit.encode() + data)
+        if not from_git:
+            self._cache[sha] = (commit, m)
         return commit, m
+
+    def _read_git(self, sha: str, context: str) -> tuple[str, bytes]:
+        """``(version commit, manifest bytes)`` read through Git from the tag object ``sha``."""
+        try:
+            tag = self.git.read_tag(sha)
+            _kind, target = tag.object
+            commit = target.decode("ascii", "replace")
+            data = self.git.read_path(commit, MANIFEST_PATH)
+        except KeyError as exc:
+            raise IntegrityError(f"{context}: git objects of the version are missing") from exc
+        except RepositoryError as exc:  # not an annotated tag, or not pointing at a commit
+            raise IntegrityError(f"{context}: not a version ({exc})") from exc
+        if data is None:
+            raise IntegrityError(f"{context}: the version commit has no {MANIFEST_PATH}")
+        return commit, data
 
     def write_version(self, manifest: dict[str, Any], code_commit: str | None, actor: Identity) -> tuple[bool, str]:
         """Create the version; ``(True, tag sha)`` if this call created it, else
@@ -97,8 +177,7 @@ class VersionIndex:
         tree = self.git.tree_with_files(
             base_tree, CARD_DIR, {"README.md": card.encode(), "manifest.msgpack": pack(manifest)}
         )
-        metrics = ", ".join(f"{k}={v}" for k, v in sorted(manifest.get("metrics", {}).items()))
-        message = f"Register model {name} {version}\n\n" + (f"Metrics: {metrics}\n" if metrics else "")
+        message = commit_message(name, version, manifest.get("metrics") or {})
         commit = self.git.write_commit(tree, [code_commit] if code_commit else [], message, actor)
         tag = self.git.write_tag(f"models/{name}/{version}", commit, card, actor)
         if self.git.create_ref(tag_ref(name, version), tag, message=f"uniflow: register {name} {version}"):
