@@ -25,6 +25,7 @@ from ._errors import ConcurrencyError, IntegrityError, UsageError
 from ._git import GitRepo, Identity
 from ._objcache import DerivedCache
 from ._types import HistoryEvent
+from . import _testhooks
 
 __all__ = ["LifecycleState", "Lifecycle", "lifecycle_ref", "stage_ref", "tag_ref", "PAST_LIMIT"]
 
@@ -167,6 +168,7 @@ class Lifecycle:
             )
             commit = self.git.write_commit(tree, [head] if head else [], message, actor, int(now.timestamp()))
             if self.git.cas_ref(ref, head, commit, message=f"uniflow: {summary}"):
+                _testhooks.point("after-lifecycle-cas")  # test-only crash point (uniflow/_testhooks.py)
                 self.sync_pointers(model)
                 return state, event
             time.sleep(min(0.002 * (attempt + 1), 0.05) * random.random())

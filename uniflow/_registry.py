@@ -8,7 +8,6 @@ import platform
 import shutil
 import stat
 import sys
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,9 +36,12 @@ from ._manifest import MANIFEST_FORMAT, content_digest, file_entry, file_records
 from ._naming import next_version, validate_model_name, validate_version, version_sort_key
 from ._stages import ModelStage, normalize_stage
 from ._store import ObjectStore, ProgressFn
+from . import _testhooks
+from ._pins import Pin
+from contextlib import ExitStack
 from ._types import HistoryEvent, ModelSummary, ModelVersion
 from ._versions import VersionIndex
-from ._maintenance import gc as _gc, verify as _verify
+from ._maintenance import gc as _gc, lifecycle_events, verify as _verify
 from ._remote import attach_fetcher
 
 if TYPE_CHECKING:
@@ -122,9 +124,32 @@ class ModelRegistry:
         """Store ``model`` (an object, or a path to a file or directory) as a new version.
 
         ``version=None`` bumps the newest version's patch number. Registering an existing
-        version with identical content returns it; with different content raises
-        :class:`VersionExistsError`.
+        version with identical content returns it (and records its register event if a
+        crash lost it); with different content raises :class:`VersionExistsError`.
         """
+        with ExitStack() as cleanup:  # releases the pin (docs/design.md, "gc and registers in flight")
+            return self._register(
+                cleanup, model, name, version, framework, metrics, tags, params, description,
+                trust=trust, lineage=lineage, progress=progress,
+            )
+
+    def _register(
+        self,
+        cleanup: ExitStack,
+        model: Any,
+        name: str,
+        version: str | None,
+        framework: str | None,
+        metrics: dict[str, Any] | None,
+        tags: dict[str, Any] | None,
+        params: dict[str, Any] | None,
+        description: str | None,
+        *,
+        trust: bool,
+        lineage: dict[str, Any] | None,
+        progress: ProgressFn | None,
+    ) -> ModelVersion:
+        """:meth:`register`; its chunks stay pinned until ``cleanup`` closes, after the tag exists."""
         validate_model_name(name)
         if version is not None:
             validate_version(version)
@@ -133,10 +158,11 @@ class ModelRegistry:
                 raise UsageError(f"{label} must be a dict, got {type(value).__name__}")
         self.init()
         self.store.ensure_dirs()
-        work = self.uniflow_dir / "tmp" / f"ser-{uuid.uuid4().hex}"
+        pin = cleanup.enter_context(self.store.pin())
+        work = self.store.tmp_path("ser")
         try:
             files, serializer, meta, fw = self._collect(model, framework, trust, work)
-            entries = self._store_files(files, progress)
+            entries = self._store_files(files, progress, pin)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         code_commit = self.git.head()
@@ -164,6 +190,7 @@ class ModelRegistry:
             },
             "libraries": _libraries(serializer),
         }
+        _testhooks.point("register-before-tag")
         for attempt in range(_AUTO_VERSION_ATTEMPTS):
             chosen = version or next_version(self._index.version_names(name))
             manifest["version"] = chosen
@@ -173,8 +200,8 @@ class ModelRegistry:
                 if version is not None:
                     raise
                 continue  # someone took this auto version concurrently: take the next one
-            if created:
-                self._lifecycle.apply(name, register_transition(chosen), actor)
+            _testhooks.point("register-before-event")
+            self._record_register(name, chosen, _tag, actor)
             return self.get(name, chosen)
         raise VersionExistsError(name, "auto", "(too many concurrent registrations)")
 
@@ -202,14 +229,36 @@ class ModelRegistry:
         fw = canonical_framework(framework) if framework else ser.framework
         return _walk(work), ser.name, meta, fw
 
-    def _store_files(self, files: list[tuple[str, Path]], progress: ProgressFn | None) -> list[dict[str, Any]]:
+    def _record_register(self, name: str, version: str, tag: str, actor: tuple[str, str]) -> None:
+        """Write the register event of ``version`` unless its lifecycle already has it.
+
+        Called after every register, new or repeated: a register that died between its tag
+        and its event is repaired by the next register of the same version, exactly once.
+        The check runs inside the lifecycle compare-and-swap (on the head it is about to
+        extend), so two registers racing here write one event between them.
+        """
+        since = self.git.read_tag(tag).tag_time - _EVENT_CLOCK_SLACK
+
+        def once(state: LifecycleState) -> tuple[dict[str, Any], str]:
+            if _has_register_event(self, name, version, since):
+                raise _AlreadyRecorded
+            return register_transition(version)(state)
+
+        try:
+            self._lifecycle.apply(name, once, actor)
+        except _AlreadyRecorded:
+            pass
+
+    def _store_files(
+        self, files: list[tuple[str, Path]], progress: ProgressFn | None, pin: Pin | None = None
+    ) -> list[dict[str, Any]]:
         total = sum(p.stat().st_size for _, p in files)
         done = 0
         entries = []
         for rel, path in files:
             base = done
             cb = (lambda d, _t, b=base: progress(b + d, total)) if progress else None
-            rec = self.store.put_file(path, cb)
+            rec = self.store.put_file(path, cb, pin)
             done += rec.size
             entries.append(file_entry(rel, rec, path.stat().st_mode))
         if progress and not files:
@@ -437,6 +486,23 @@ class ModelRegistry:
         from ._sharing import pull
 
         return pull(self, remote, names, **kwargs)
+
+
+#: a register event is written after its tag, on the same clock; events older than the tag
+#: by more than this are an earlier registration of a version of the same name (deleted since)
+_EVENT_CLOCK_SLACK = 5
+
+
+class _AlreadyRecorded(Exception):
+    """The register event exists: nothing to write (aborts the lifecycle transition)."""
+
+
+def _has_register_event(reg: "ModelRegistry", name: str, version: str, since: int) -> bool:
+    """True if the lifecycle of ``name`` records registering ``version`` at or after ``since``
+    (walking back from the head only that far: usually one commit)."""
+    return any(
+        ev.get("action") == "register" and ev.get("version") == version for ev in lifecycle_events(reg, name, since)
+    )
 
 
 def _walk(root: Path) -> list[tuple[str, Path]]:

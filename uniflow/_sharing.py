@@ -9,6 +9,10 @@ Ordering (DESIGN invariant 1, across machines):
   refused), then the chunks of every version tag the Git remote lacks are uploaded, and only
   then are the tags, lifecycle refs and stage pointers pushed, in one atomic ``git push``.
   A Git remote therefore never shows a version whose bytes are not on the blob remote.
+* **stage pointers are derived, never copied**: the pointers pushed are computed from the
+  lifecycle state of the very head being pushed (and the version tags), not read from the
+  local pointer refs, which a crash between a lifecycle move and the pointer update may
+  have left stale; those local refs are resynced on the way.
 * **lifecycle refs move only by fast-forward**: they are pushed without ``+``, so Git refuses
   a push made stale by someone else's promotion; that refusal is a :class:`PushRejectedError`.
   Stage pointers (derived, not ancestors of one another) are pushed with
@@ -30,6 +34,7 @@ import subprocess
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
+from . import _testhooks
 from ._errors import (
     ConcurrencyError,
     ModelNotFoundError,
@@ -402,6 +407,10 @@ def push(
     git_remote = resolve_git_remote(registry, remote)
     remote_refs = _ls_remote(registry, git_remote)
     git = registry.git
+    heads = {m: registry.lifecycle.head(m) for m in models}  # the lifecycle pushed, read once
+    for m, head in heads.items():
+        if head is not None:
+            registry.lifecycle.sync_pointers(m)  # repair local pointers a crash left stale
 
     # 1. version tags the Git remote lacks; one it holds with other content is refused
     new_tags: dict[str, str] = {}
@@ -421,7 +430,7 @@ def push(
     diverged: list[str] = []
     fetched = False
     for m in models:
-        local, theirs = registry.lifecycle.head(m), remote_refs.get(lifecycle_ref(m))
+        local, theirs = heads[m], remote_refs.get(lifecycle_ref(m))
         if local is None or local == theirs:
             continue
         if theirs is None:
@@ -458,12 +467,12 @@ def push(
     for m in models:
         if m in behind:
             continue
-        if m not in lifecycle and registry.lifecycle.head(m) != remote_refs.get(lifecycle_ref(m)):
+        if m not in lifecycle and heads[m] != remote_refs.get(lifecycle_ref(m)):
             continue
         if m in lifecycle:
-            specs.append(f"{lifecycle_ref(m)}:{lifecycle_ref(m)}")
+            specs.append(f"{lifecycle[m]}:{lifecycle_ref(m)}")  # the head the pointers derive from
         prefix = f"refs/uniflow/stages/{m}/"
-        mine = {stage_ref(m, s): sha for s, sha in git.refs(prefix).items()}
+        mine = _derived_pointers(registry, m, heads[m])
         pointers = {r: s for r, s in remote_refs.items() if r.startswith(prefix)}
         for r, sha in sorted(mine.items()):
             if pointers.get(r) != sha:
@@ -475,6 +484,7 @@ def push(
                 leases.append(f"--force-with-lease={r}:{sha}")
     if specs:
         _git_push(registry, git_remote, specs, leases)
+        _testhooks.point("push-after-git-push")
         for m, sha in lifecycle.items():
             track = tracking_ref(git_remote, m)
             git.cas_ref(track, git.ref(track), sha, message="uniflow: push")
@@ -489,6 +499,21 @@ def push(
         "chunks": stats.to_dict(),
         "up_to_date": not specs and not stats.transferred,
     }
+
+
+def _derived_pointers(registry: ModelRegistry, model: str, head: str | None) -> dict[str, str]:
+    """``{stage ref: tag sha}`` that the lifecycle state at ``head`` implies: each stage
+    holding a single version points at that version's tag (as ``sync_pointers`` sets them)."""
+    if head is None:
+        return {}
+    state = registry.lifecycle.state(model, head)
+    out: dict[str, str] = {}
+    for version, stage in sorted(state.stage_of.items()):
+        if registry.lifecycle.single_holder(stage):
+            tag = registry.index.tag_sha(model, version)
+            if tag:
+                out[stage_ref(model, stage)] = tag
+    return out
 
 
 def _rejected(models: list[str], remote: str) -> PushRejectedError:
