@@ -20,8 +20,9 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _testhooks
-from ._errors import IntegrityError, UniflowError
+from ._errors import IntegrityError, RepositoryError, UniflowError
 from ._manifest import file_records, unpack
+from ._store import os_reason
 from ._versions import MANIFEST_PATH
 
 if TYPE_CHECKING:
@@ -192,7 +193,10 @@ def _collect(reg: "ModelRegistry", candidates: dict[str, int], seen: set[str], l
 
     Returns ``(kept, deleted count, bytes freed)``; ``live`` grows by the new versions.
     """
-    aside = reg.store.set_aside()
+    try:
+        aside = reg.store.set_aside()
+    except OSError as exc:
+        raise RepositoryError(f"gc cannot write in {reg.store.tmp}: {os_reason(exc)}") from exc
     kept: list[str] = []
     deleted = freed = 0
     try:
@@ -208,6 +212,8 @@ def _collect(reg: "ModelRegistry", candidates: dict[str, int], seen: set[str], l
             else:
                 freed += aside.drop(digest)
                 deleted += 1
+    except OSError as exc:
+        raise RepositoryError(f"gc cannot move chunks in {reg.store.objects}: {os_reason(exc)}") from exc
     finally:
         aside.close()  # puts back anything not yet decided (an error above keeps everything)
     return kept, deleted, freed

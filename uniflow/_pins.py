@@ -266,7 +266,7 @@ def _restore_all(directory: Path, objects: Path) -> int:
 def _set_dirs(tmp: Path) -> list[Path]:
     try:
         return [Path(e.path) for e in os.scandir(tmp) if e.name.startswith(SET_PREFIX) and e.is_dir()]
-    except FileNotFoundError:
+    except OSError:
         return []
 
 
