@@ -6,7 +6,6 @@ import logging
 import os
 import platform
 import shutil
-import stat
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +16,6 @@ from ._config import init_layout, load_config, stage_table
 from ._errors import (
     InvalidPathError,
     ModelNotFoundError,
-    RepositoryError,
     StageEmptyError,
     UsageError,
     VersionExistsError,
@@ -32,7 +30,7 @@ from ._lifecycle import (
     register_transition,
     rollback_transition,
 )
-from ._manifest import MANIFEST_FORMAT, content_digest, file_entry, file_records, json_safe, to_model_version
+from ._manifest import MANIFEST_FORMAT, content_digest, file_entry, json_safe, to_model_version
 from ._naming import next_version, validate_model_name, validate_version, version_sort_key
 from ._stages import ModelStage, normalize_stage
 from ._store import ObjectStore, ProgressFn
@@ -43,6 +41,7 @@ from ._types import HistoryEvent, ModelSummary, ModelVersion
 from ._versions import VersionIndex
 from ._maintenance import gc as _gc, lifecycle_events, verify as _verify
 from ._remote import attach_fetcher
+from ._tree import export_files, materialize, model_path_kind, walk_model
 
 if TYPE_CHECKING:
     from ._compare import Comparison
@@ -214,10 +213,9 @@ class ModelRegistry:
 
         if isinstance(model, (str, os.PathLike)):
             src = Path(model)
-            if not src.exists():
-                raise InvalidPathError(f"model path {src} does not exist")
+            kind = model_path_kind(src)  # a regular file or a directory, nothing else
             fw = framework or framework_for_path(src)
-            if src.is_file():
+            if kind == "file":
                 return [(src.name, src)], "files", {"kind": "file", "path": src.name}, fw
             files = _walk(src)
             if not files:
@@ -340,26 +338,9 @@ class ModelRegistry:
         return self._materialize(name, v, self._manifest(name, v))
 
     def _materialize(self, name: str, version: str, m: dict[str, Any], progress: ProgressFn | None = None) -> Path:
-        records = file_records(m)
-        vdir = self.uniflow_dir / "cache" / "versions" / m["content_digest"]
-        total = sum(r.size for _, r, _ in records)
-        done = 0
-        for rel, rec, _mode in records:
-            base = done
-            cb = (lambda d, _t, b=base: progress(b + d, total)) if progress else None
-            src = self.store.materialize(rec, self._context(name, version, rel), cb)
-            done += rec.size
-            link = vdir / rel
-            link.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                if link.exists() and os.path.samefile(link, src):
-                    continue
-                if link.exists() or link.is_symlink():
-                    link.unlink()
-                os.link(src, link)
-            except OSError as exc:
-                raise RepositoryError(f"cannot materialize {rel}: {exc.strerror}") from exc
-        return vdir
+        """``.uniflow/cache/versions/<content digest>``, holding the verified files; every
+        path is re-checked and walked without following symlinks (see ``_tree``)."""
+        return materialize(self, name, version, m, progress)[0]
 
     def load(
         self,
@@ -391,22 +372,21 @@ class ModelRegistry:
         stage: object | None = None,
         *,
         progress: ProgressFn | None = None,
+        force: bool = False,
     ) -> Path:
-        """Copy the version's verified files into the directory ``dest`` (writable copies)."""
+        """Copy the version's verified files into the directory ``dest`` (writable copies).
+
+        ``dest`` is followed as named; below it no symlink is followed: a symlink, FIFO,
+        socket or device where a model file or directory goes raises
+        :class:`InvalidPathError`, unless ``force`` (then that entry itself is replaced).
+        Files are written under a temporary name and renamed into place, mode 0o755 or
+        0o644 (minus the umask).
+        """
         v, _ = self._resolve(name, version, stage)
         m = self._manifest(name, v)
-        vdir = self._materialize(name, v, m, progress)
+        _vdir, sources = materialize(self, name, v, m, progress)
         out = Path(dest)
-        try:
-            for rel, _rec, mode in file_records(m):
-                target = out / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if target.exists():
-                    target.chmod(target.stat().st_mode | stat.S_IWUSR)
-                shutil.copyfile(vdir / rel, target)
-                target.chmod(mode)
-        except OSError as exc:
-            raise InvalidPathError(f"cannot export to {out}: {exc.strerror}") from exc
+        export_files(out, sources, force=force)
         return out
 
     # ------------------------------------------------------------------ lifecycle
@@ -506,14 +486,9 @@ def _has_register_event(reg: "ModelRegistry", name: str, version: str, since: in
 
 
 def _walk(root: Path) -> list[tuple[str, Path]]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in (".git", ".uniflow"))
-        for fn in sorted(filenames):
-            p = Path(dirpath) / fn
-            if p.is_file() and not p.is_symlink():
-                out.append((p.relative_to(root).as_posix(), p))
-    return out
+    """The regular files of a directory model; a symlink, FIFO, socket or device inside it
+    is an InvalidPathError naming it (see ``_tree.walk_model``)."""
+    return walk_model(root)
 
 
 def _libraries(serializer: str) -> dict[str, str]:

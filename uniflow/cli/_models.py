@@ -501,12 +501,16 @@ def _complete_export_args(ctx: click.Context, param: click.Parameter, incomplete
 @click.argument("args", nargs=-1, required=True, metavar="[VERSION] DEST", shell_complete=_complete_export_args)
 @click.option("--stage", "-s", metavar="STAGE", shell_complete=complete_stage,
               help="Export the version in this stage.")
+@click.option("--force", is_flag=True,
+              help="Replace a symlink or special file found below DEST (the link itself, never its target).")
 @json_option
 @repo_option
-def export_cmd(name: str, args: tuple[str, ...], stage: str | None, as_json: bool, repo: str | None) -> None:
+def export_cmd(name: str, args: tuple[str, ...], stage: str | None, force: bool, as_json: bool,
+               repo: str | None) -> None:
     """Copy the verified files of a version to DEST.
 
-    The version is VERSION, the holder of --stage, or the newest. Calls ModelRegistry.export(NAME, DEST, version, stage).
+    The version is VERSION, the holder of --stage, or the newest. Symlinks below DEST are
+    never written through: refused, or replaced with --force. Calls ModelRegistry.export(NAME, DEST, version, stage, force).
     """
     if len(args) == 1:
         version, dest = None, args[0]
@@ -520,7 +524,7 @@ def export_cmd(name: str, args: tuple[str, ...], stage: str | None, as_json: boo
     # Resolve the stage (or newest) once, so the files and the message name the same version.
     mv = registry.get(name, version=version, stage=stage)
     with progress_bar(f"export {name}") as progress:
-        out = registry.export(name, os.path.abspath(dest), version=mv.version, progress=progress)
+        out = registry.export(name, os.path.abspath(dest), version=mv.version, progress=progress, force=force)
     if as_json:
         echo_json({"name": mv.name, "version": mv.version, "path": os.fspath(out),
                    "files": len(mv.files), "size": mv.size})

@@ -1,0 +1,1 @@
+"""Adversarial tests: hostile remotes, clones, crashes and full disks (issue 9)."""
