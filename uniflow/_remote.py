@@ -3,7 +3,8 @@
 A blob remote has the same layout as the local store::
 
     <url>/objects/ab/cdef…     one chunk, named by the BLAKE3-256 hex digest of its bytes
-    <url>/tmp/…                uploads in flight (directory and non-object-store remotes)
+    <url>/tmp/.uniflow-up-…    uploads in flight (directory and non-object-store remotes),
+                               named ``.uniflow-up-<16 hex>.<32 hex>``; nothing else there is ours
 
 Remotes are declared in ``.uniflow/config.toml`` (committed, so every clone knows them)::
 
@@ -20,7 +21,10 @@ Invariants kept here:
 * **verify before use**: every chunk is hashed before it is uploaded and after it is
   downloaded (:meth:`ObjectStore.add_chunk`); a mismatch is an :class:`IntegrityError`;
 * **bounded retries**: transient failures are retried with exponential backoff, a fixed
-  number of times, then reported as :class:`RemoteError`.
+  number of times, then reported as :class:`RemoteError`;
+* **only our own garbage**: a push to a directory remote removes abandoned uploads older
+  than an hour: only regular files in ``<url>/tmp`` named like ours (never following a
+  symlink), whoever else uses ``<url>/tmp``.
 
 fsspec is imported only when a non-directory remote is first used, so ``import uniflow``
 never loads it.
@@ -32,6 +36,7 @@ import logging
 import os
 import random
 import re
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -81,6 +86,9 @@ KILL_AFTER_ENV = "UNIFLOW_TEST_KILL_AFTER_UPLOADS"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+#: uploads in flight: ``<url>/tmp/.uniflow-up-<first 16 hex of the chunk name>.<uuid4 hex>``
+TMP_PREFIX = ".uniflow-up-"
+_TMP_NAME = re.compile(r"\.uniflow-up-[0-9a-f]{16}\.[0-9a-f]{32}")
 # Object stores expose an object only once its single PUT completes: no temporary name needed.
 _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"}
 _OPTION_KEYS = {"endpoint_url", "options"}
@@ -229,6 +237,11 @@ class BlobRemote(Protocol):
     def get(self, digest: str) -> bytes | None: ...
 
 
+def _tmp_name(digest: str) -> str:
+    """The temporary name of an upload of chunk ``digest`` (see :data:`TMP_PREFIX`)."""
+    return f"{TMP_PREFIX}{digest[:16]}.{uuid.uuid4().hex}"
+
+
 def _is_local(url: str) -> bool:
     return url.startswith("file://") or "://" not in url and not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*::", url)
 
@@ -241,7 +254,7 @@ class LocalRemote:
         self.url = url
         self.root = root
         self.objects = root / "objects"
-        self.tmp = root / "tmp"
+        self.tmp = root / "tmp"  # shared with anybody: only .uniflow-up-* names are ours
 
     def _path(self, digest: str) -> Path:
         validate_digest(digest, "chunk digest")
@@ -266,7 +279,7 @@ class LocalRemote:
             return
         final.parent.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        write_immutable(final, self.tmp, data)
+        write_immutable(final, self.tmp, data, _tmp_name(digest))
         fsync_dir(final.parent)
 
     def get(self, digest: str) -> bytes | None:
@@ -276,18 +289,28 @@ class LocalRemote:
             return None
 
     def clean_tmp(self, older_than: float = 3600.0) -> int:
-        """Remove uploads abandoned by a killed push more than ``older_than`` seconds ago."""
-        if not self.tmp.is_dir():
-            return 0
+        """Remove uploads abandoned by a killed push more than ``older_than`` seconds ago:
+        regular files in ``<url>/tmp`` named ``.uniflow-up-<16 hex>.<32 hex>``, nothing
+        else; a symlink is never followed (a symlinked ``tmp`` is left alone entirely)."""
+        try:
+            fd = os.open(self.tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return 0  # absent, or not a real directory: nothing of ours is there
         removed = 0
         cutoff = time.time() - older_than
-        for entry in os.scandir(self.tmp):
-            try:
-                if entry.stat().st_mtime < cutoff:
-                    os.unlink(entry.path)
-                    removed += 1
-            except OSError:
-                continue
+        try:
+            for entry in os.scandir(fd):
+                if not _TMP_NAME.fullmatch(entry.name):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                        os.unlink(entry.name, dir_fd=fd)
+                        removed += 1
+                except OSError:
+                    continue
+        finally:
+            os.close(fd)
         return removed
 
 
@@ -325,7 +348,7 @@ class FsspecRemote:
         if self.atomic_put:
             self.fs.pipe_file(final, data)
             return
-        tmp = f"{self.root}/tmp/{digest[:16]}.{uuid.uuid4().hex}"
+        tmp = f"{self.root}/tmp/{_tmp_name(digest)}"
         self.fs.makedirs(f"{self.root}/tmp", exist_ok=True)
         self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
         self.fs.pipe_file(tmp, data)
