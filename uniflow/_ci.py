@@ -20,8 +20,10 @@ Promote on merge
 Hooks
     ``pre-push`` uploads the chunks of every model tag being pushed before git sends it;
     ``post-merge`` fetches the registry refs after ``git pull``. Both are tiny shell stubs
-    calling ``uniflow hooks run NAME``; :func:`install_hooks` copies them into the
-    repository's hooks directory without clobbering someone else's hook.
+    calling ``uniflow hooks run NAME`` with an isolated interpreter (``python -I``), so no
+    module committed to the work tree can shadow uniflow or its dependencies;
+    :func:`install_hooks` copies them into the repository's hooks directory without
+    clobbering someone else's hook.
 """
 
 from __future__ import annotations
@@ -354,26 +356,38 @@ _HOOK_FALLBACK = {
 
 
 def hook_script(name: str, python: str | None = None) -> str:
-    """The text of hook ``name``; ``python`` (an interpreter with uniflow) is tried first."""
+    """The text of hook ``name``; ``python`` (an interpreter with uniflow) is tried first.
+
+    Nothing from the work tree is ever run: the interpreter starts isolated (``-I``: neither
+    the current directory, which is the work-tree root when Git runs a hook, nor
+    ``PYTHONPATH`` is on ``sys.path``), and the ``uniflow`` console script (whose
+    ``sys.path[0]`` is its own bin directory) is used only from an absolute PATH entry
+    outside the work tree, with ``PYTHONPATH`` and ``PYTHONHOME`` unset.
+    """
     if name not in HOOK_NAMES:
         raise UsageError(f"unknown hook {name!r}: expected one of {', '.join(HOOK_NAMES)}")
     py_line = _PYTHON_LINE
-    if python and not any(c in python for c in '"$`\\\n'):
+    if python and os.path.isabs(python) and not any(c in python for c in '"$`\\\n'):
         py_line = f'UNIFLOW_PYTHON="${{UNIFLOW_PYTHON:-{python}}}"'
     return (
         "#!/bin/sh\n"
         f"{_MARKER}{name}\n"
         f"{_HOOK_DOC[name]}"
         "# Installed by `uniflow hooks install`; see docs/sharing.md. UNIFLOW_NO_HOOKS=1 skips it.\n"
+        "# Runs nothing from this work tree: Python starts isolated (-I), and a `uniflow`\n"
+        "# program is taken only from an absolute PATH entry outside the work tree.\n"
         '[ -n "$UNIFLOW_NO_HOOKS" ] && exit 0\n'
         f"{_HOOK_SKIP.get(name, '')}"
         f"{py_line}\n"
-        'if [ -n "$UNIFLOW_PYTHON" ] && [ -x "$UNIFLOW_PYTHON" ]; then\n'
-        f'    exec "$UNIFLOW_PYTHON" -m uniflow hooks run {name} "$@"\n'
-        "fi\n"
-        "if command -v uniflow >/dev/null 2>&1; then\n"
-        f'    exec uniflow hooks run {name} "$@"\n'
-        "fi\n"
+        'case "$UNIFLOW_PYTHON" in\n'
+        f'    /*) [ -x "$UNIFLOW_PYTHON" ] && exec "$UNIFLOW_PYTHON" -I -m uniflow hooks run {name} "$@" ;;\n'
+        "esac\n"
+        "unset PYTHONPATH PYTHONHOME\n"
+        "UNIFLOW_BIN=$(command -v uniflow 2>/dev/null) || UNIFLOW_BIN=\n"
+        'case "$UNIFLOW_BIN" in\n'
+        '    "$PWD"/*) ;;\n'
+        f'    /*) exec "$UNIFLOW_BIN" hooks run {name} "$@" ;;\n'
+        "esac\n"
         f"{_HOOK_FALLBACK[name]}"
     )
 
@@ -383,6 +397,19 @@ def hooks_dir(registry: ModelRegistry) -> Path:
     out = run_git(registry.root, "rev-parse", "--git-path", "hooks", timeout=60).stdout.strip()
     path = Path(out)
     return path if path.is_absolute() else registry.root / path
+
+
+def _isolated_python() -> str:
+    """This interpreter, if ``python -I -m uniflow`` finds this uniflow with it; "" when
+    uniflow lives in the user site-packages, which ``-I`` hides (the hook then runs the
+    ``uniflow`` console script instead)."""
+    import site
+
+    package = Path(__file__).resolve().parent
+    user_site = site.getusersitepackages() if site.ENABLE_USER_SITE else None
+    if user_site and Path(user_site).resolve() in package.parents:
+        return ""
+    return sys.executable
 
 
 def install_hooks(
@@ -399,7 +426,7 @@ def install_hooks(
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RepositoryError(f"cannot create {target}: {exc.strerror}") from exc
-    py = python if python is not None else sys.executable
+    py = python if python is not None else _isolated_python()
     out = []
     for name in HOOK_NAMES:
         text = hook_script(name, py)

@@ -3,7 +3,10 @@
 Importing this package is cheap: the concrete serializer modules are imported on first
 use, and they import torch / scikit-learn / numpy only inside their functions. Third-party
 serializers plug in through the ``uniflow.serializers`` entry-point group; those are loaded
-only when a name or framework label is not a built-in one, or when detection runs.
+only when a name or framework label is not a built-in one, or when detection runs, and only
+from distributions installed outside the current directory and its Git work tree (a
+``*.dist-info`` committed to a repository is data, not a plug-in; see ``_trust``). A
+manifest's ``serializer`` is only ever looked up by name among these, never imported.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import importlib
 import logging
 import re
 import threading
+from pathlib import Path
 from typing import Any
 
 from .._errors import SerializationError, UsageError
@@ -94,6 +98,20 @@ def _builtin(name: str) -> Serializer:
         return inst
 
 
+def _untrusted_plugin(ep: Any, roots: list[Path]) -> str | None:
+    """Why the entry point ``ep`` is not loaded, or None: its distribution and its module
+    must lie outside the current directory and its work tree (see ``_trust``)."""
+    from ._trust import found_inside
+
+    dist = getattr(ep, "dist", None)
+    if dist is not None:
+        base = Path(str(dist.locate_file(""))).resolve()
+        if any(base == r or r in base.parents for r in roots):
+            return f"its distribution lies in {base}, inside the work tree or the current directory"
+    module = str(ep.value).partition(":")[0].strip()
+    return found_inside(module, roots, missing_ok=True)
+
+
 def _load_plugins() -> None:
     """Import every entry-point serializer once; broken plug-ins are logged and skipped."""
     global _plugins_loaded
@@ -103,9 +121,16 @@ def _load_plugins() -> None:
         _plugins_loaded = True
         from importlib.metadata import entry_points
 
+        from ._trust import untrusted_roots
+
+        roots = untrusted_roots()
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if ep.value.startswith(__name__ + "."):
                 continue  # our own built-ins, declared in pyproject for discoverability
+            reason = _untrusted_plugin(ep, roots)
+            if reason is not None:
+                _log.warning("skipping serializer plug-in %r: %s", ep.name, reason)
+                continue
             try:
                 inst = _instantiate(ep.load(), f"entry point {ep.name!r} ({ep.value})")
             except Exception as exc:

@@ -5,19 +5,25 @@ Meta keys: ``kind`` ("module" | "state_dict" | "tensor"), ``file``; for modules 
 "signature"), ``missing_init_args``, ``training``, ``torch_version``; for state dicts ``aliases`` (tied
 names -> the name actually stored); for tensors ``requires_grad``. Loading accepts
 ``into=`` (a module) for the "module" and "state_dict" kinds.
+
+Rebuilding a module imports the class the manifest names only under the rule of
+:mod:`uniflow.serializers._trust` (already imported, or from an installed distribution
+outside the work tree), or with ``trust=True``; otherwise :class:`UnsafeLoadError` asks
+for ``model=`` (an instance to load the weights into) or ``trust=True``.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._errors import SerializationError
+from .._errors import SerializationError, UnsafeLoadError
 from ._base import Serializer
+from ._trust import Untrusted, import_untrusted
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -116,10 +122,17 @@ def _is_state_dict(obj: Any, torch: Any) -> bool:
     )
 
 
-def _resolve_class(module_name: str, qualname: str) -> Any:
+_QUALNAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _resolve_class(module_name: str, qualname: str, *, trust: bool = False, near: Path | None = None) -> Any:
+    """The class ``module_name.qualname``; the module is imported only under the trust rule
+    (:class:`Untrusted` otherwise), checked before anything is imported."""
     if "<locals>" in qualname:
         raise ImportError(f"{qualname} is defined inside a function")
-    obj: Any = importlib.import_module(module_name)
+    if not _QUALNAME_RE.fullmatch(qualname):
+        raise ImportError(f"{qualname!r} is not a class name")
+    obj: Any = import_untrusted(module_name, trust=trust, near=near)
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj
@@ -193,7 +206,7 @@ class TorchSerializer(Serializer):
         path = Path(src) / FILE
         kind = meta.get("kind")
         if kind == "module":
-            return self._load_module(path, meta, into)
+            return self._load_module(path, meta, into, trust)
         try:
             tensors = st.load_file(str(path))
         except Exception as exc:
@@ -220,13 +233,13 @@ class TorchSerializer(Serializer):
         except Exception as exc:
             raise SerializationError(f"weights do not fit {type(into).__name__}: {exc}") from exc
 
-    def _load_module(self, path: Path, meta: dict[str, Any], into: Any) -> Any:
+    def _load_module(self, path: Path, meta: dict[str, Any], into: Any, trust: bool = False) -> Any:
         import safetensors.torch as st
         import torch
 
         where = f"{meta.get('class_module')}.{meta.get('class_qualname')}"
         if into is None:
-            into = self._rebuild(meta, where, torch)
+            into = self._rebuild(meta, where, torch, trust, path.parent)
         elif not isinstance(into, torch.nn.Module):
             raise SerializationError(f"model= must be a torch.nn.Module, got {type(into).__name__}")
         try:
@@ -239,10 +252,16 @@ class TorchSerializer(Serializer):
         return into
 
     @staticmethod
-    def _rebuild(meta: dict[str, Any], where: str, torch: Any) -> Any:
+    def _rebuild(meta: dict[str, Any], where: str, torch: Any, trust: bool, near: Path) -> Any:
         hint = f"pass model=<an instance of {where}> to load the weights into it"
         try:
-            cls = _resolve_class(str(meta["class_module"]), str(meta["class_qualname"]))
+            module, qualname = str(meta["class_module"]), str(meta["class_qualname"])
+            cls = _resolve_class(module, qualname, trust=trust, near=near)
+        except Untrusted as exc:
+            raise UnsafeLoadError(
+                f"refusing to import {where}, named by the model's manifest: {exc}; {hint}, "
+                "or pass trust=True to import it (only if you trust who registered this model)"
+            ) from exc
         except Exception as exc:
             raise SerializationError(f"cannot import class {where} ({exc}); {hint}") from exc
         if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
