@@ -165,7 +165,8 @@ def replace_file(dir_fd: int, name: str, src: Path, mode: int) -> None:
     renamed over ``name``. The rename replaces the directory entry itself, so whatever was
     there (a file, a hard link to a file elsewhere, a symlink) is never written through."""
     tmp = f".uniflow-tmp-{uuid.uuid4().hex}"
-    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    out = os.open(tmp, flags, mode, dir_fd=dir_fd)
     try:
         try:
             with open(src, "rb") as fin:

@@ -68,7 +68,8 @@ def _special_entry(root: Path, path: Path, mode: int) -> InvalidPathError:
     kind = describe_mode(mode)
     why = "symlinks are never followed; copy the file in" if kind == "symlink" else "it has no bytes to store"
     return InvalidPathError(
-        f"model directory {root} contains a {kind}: {path} ({why}; only regular files and directories are registered)"
+        f"model directory {root} contains a {kind}: {path} "
+        f"({why}; only regular files and directories are registered)"
     )
 
 
@@ -135,7 +136,8 @@ def materialize(
 
     def cache_policy(display: str, mode: int) -> None:
         if display == registry_dir:
-            raise RepositoryError(f"{display} is a {describe_mode(mode)}, not a directory; refusing to write through it")
+            kind = describe_mode(mode)
+            raise RepositoryError(f"{display} is a {kind}, not a directory; refusing to write through it")
         # anything else in the way below .uniflow/cache is a forged cache entry: replaced
 
     total = sum(r.size for _, r, _ in records)
@@ -171,7 +173,7 @@ def _refusal(display: str, mode: int, want_dir: bool, force: bool) -> str | None
         return None
     if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
         wanted = "directory" if want_dir else "file"
-        return f"cannot export to {display}: it is a {kind} where the model has a {wanted}; move it away first"
+        return f"cannot export to {display}: it is a {kind} where the model has a {wanted}; move it away"
     if force:
         return None
     return (
@@ -220,7 +222,8 @@ def export_files(dest: Path, sources: list[Source], *, force: bool = False) -> N
                 *dirs, leaf = rel.split("/")
                 fd = tree.open(tuple(dirs))
                 current = entry_mode(fd, leaf)
-                problem = None if current is None else _refusal(tree.display((*dirs, leaf)), current, False, force)
+                display = tree.display((*dirs, leaf))
+                problem = None if current is None else _refusal(display, current, False, force)
                 if problem:
                     raise InvalidPathError(problem)
                 replace_file(fd, leaf, src, safe_mode(mode))

@@ -510,7 +510,8 @@ def export_cmd(name: str, args: tuple[str, ...], stage: str | None, force: bool,
     """Copy the verified files of a version to DEST.
 
     The version is VERSION, the holder of --stage, or the newest. Symlinks below DEST are
-    never written through: refused, or replaced with --force. Calls ModelRegistry.export(NAME, DEST, version, stage, force).
+    never written through: refused, or replaced with --force.
+    Calls ModelRegistry.export(NAME, DEST, version, stage, force).
     """
     if len(args) == 1:
         version, dest = None, args[0]
