@@ -9,6 +9,16 @@ re-reads and re-applies (bounded), so no update is ever lost.
 
 Stage pointers ``refs/uniflow/stages/<model>/<stage>`` are derived from the state after
 each event; reads trust the lifecycle.
+
+Reading is a validation gate (``LifecycleState.from_json``, :func:`parse_event`): a state
+or event that is not well formed is an :class:`IntegrityError` naming the model and the
+commit, whether it came from Git or from the derived cache. A valid state has an ``int``
+``seq >= 0``, names only valid version strings, only valid stage names that are declared
+(built-ins plus config's custom stages), at most one holder of each single-holder stage,
+and ``past`` lists of at most PAST_LIMIT versions. A state may name a version that has no
+tag (a tag deleted by hand): local reads ignore such versions
+(:meth:`LifecycleState.restricted_to`), :func:`untagged_versions` lists them for
+``verify``, and ``pull`` refuses a remote lifecycle that names one.
 """
 
 from __future__ import annotations
@@ -16,21 +26,66 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NoReturn
 
-from ._errors import ConcurrencyError, IntegrityError, UsageError
+from ._errors import ConcurrencyError, IntegrityError, RepositoryError, UsageError
 from ._git import GitRepo, Identity
+from ._naming import parse_version
 from ._objcache import DerivedCache
+from ._stages import SINGLE_HOLDER_DEFAULT, valid_stage_name
 from ._types import HistoryEvent
 from . import _testhooks
 
-__all__ = ["LifecycleState", "Lifecycle", "lifecycle_ref", "stage_ref", "tag_ref", "PAST_LIMIT"]
+__all__ = [
+    "LifecycleState",
+    "Lifecycle",
+    "lifecycle_ref",
+    "stage_ref",
+    "tag_ref",
+    "parse_event",
+    "untagged_versions",
+    "PAST_LIMIT",
+    "EVENT_ACTIONS",
+]
 
 PAST_LIMIT = 100
 CAS_ATTEMPTS = 400
+#: the largest state.json / event.json read (bytes), checked before decoding
+MAX_STATE_BYTES = 32 << 20
+MAX_EVENT_BYTES = 4 << 20
+#: actions an event.json may record
+EVENT_ACTIONS = ("register", "promote", "archive", "rollback")
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _load_json(data: object, limit: int, what: str) -> Any:
+    """Decode JSON bytes read from Git; any failure is an IntegrityError naming ``what``."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise IntegrityError(f"{what} is not a byte string")
+    if len(data) > limit:
+        raise IntegrityError(f"{what} is {len(data)} bytes, more than {limit}")
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, RecursionError, TypeError) as exc:
+        raise IntegrityError(f"{what} is not valid JSON") from exc
+
+
+def _valid_version(value: object) -> bool:
+    try:
+        parse_version(value)
+    except UsageError:
+        return False
+    return True
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def lifecycle_ref(model: str) -> str:
@@ -60,17 +115,121 @@ class LifecycleState:
     def holders(self, stage: str) -> list[str]:
         return sorted(v for v, s in self.stage_of.items() if s == stage)
 
+    def versions(self) -> set[str]:
+        """Every version the state names: holders and past holders."""
+        return set(self.stage_of) | {v for past in self.past.values() for v in past}
+
+    def restricted_to(self, existing: Collection[str]) -> "LifecycleState":
+        """A copy without the versions not in ``existing`` (versions whose tag is gone)."""
+        keep = set(existing)
+        return LifecycleState(
+            self.model,
+            self.seq,
+            {v: s for v, s in self.stage_of.items() if v in keep},
+            {s: [v for v in past if v in keep] for s, past in self.past.items()},
+        )
+
     def to_json(self) -> bytes:
         body = {"format": 1, "model": self.model, "seq": self.seq, "stage_of": self.stage_of, "past": self.past}
         return (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()
 
     @classmethod
-    def from_json(cls, data: bytes, model: str) -> "LifecycleState":
-        try:
-            d = json.loads(data)
-            return cls(model=model, seq=int(d["seq"]), stage_of=dict(d["stage_of"]), past=dict(d.get("past", {})))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise IntegrityError(f"lifecycle state of model {model!r} is unreadable") from exc
+    def from_json(
+        cls, data: bytes, model: str, *, stages: Mapping[str, bool] | None = None, context: str = ""
+    ) -> "LifecycleState":
+        """Decode and validate a ``state.json``; raise :class:`IntegrityError` naming ``context``.
+
+        ``stages`` is the stage table (stage -> single holder); when given, every stage a
+        version holds must be declared in it. Without it any well-formed stage name is
+        accepted and a custom one counts as single-holder.
+        """
+        where = context or f"lifecycle state of model {model!r}"
+        d = _load_json(data, MAX_STATE_BYTES, f"{where}: state.json")
+
+        def bad(what: str) -> NoReturn:
+            raise IntegrityError(f"{where}: invalid state.json: {what}")
+
+        if not isinstance(d, dict):
+            bad("not an object")
+        if "format" in d and (d["format"] != 1 or not _is_int(d["format"])):
+            bad(f"unsupported format {d['format']!r}")
+        if "model" in d and d["model"] != model:
+            bad(f"it is the state of model {d['model']!r}")
+        seq, stage_of, past = d.get("seq"), d.get("stage_of"), d.get("past", {})
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            bad(f"seq {seq!r} is not a non-negative integer")
+        if not isinstance(stage_of, dict):
+            bad("stage_of is not an object")
+        if not isinstance(past, dict):
+            bad("past is not an object")
+        table = dict(SINGLE_HOLDER_DEFAULT) if stages is None else dict(stages)
+        held: dict[str, str] = {}
+        for version, stage in stage_of.items():
+            if not _valid_version(version):
+                bad(f"{version!r} is not a version")
+            if not valid_stage_name(stage):
+                bad(f"{stage!r} is not a stage name")
+            if stages is not None and stage not in table:
+                bad(f"stage {stage!r} is not declared (add [stages.{stage}] to .uniflow/config.toml)")
+            if stage not in ("development", "archived") and table.get(stage, True):
+                if stage in held:
+                    bad(f"stage {stage!r} holds one version but lists {held[stage]!r} and {version!r}")
+                held[stage] = version
+        for stage, versions in past.items():
+            if not valid_stage_name(stage):
+                bad(f"{stage!r} is not a stage name")
+            if not isinstance(versions, list) or len(versions) > PAST_LIMIT:
+                bad(f"past holders of {stage!r} are not a list of at most {PAST_LIMIT} versions")
+            if not all(_valid_version(v) for v in versions):
+                bad(f"past holders of {stage!r} name something that is not a version")
+        return cls(model=model, seq=seq, stage_of=dict(stage_of), past={k: list(v) for k, v in past.items()})
+
+
+def parse_event(data: bytes, context: str) -> dict[str, Any]:
+    """Decode and validate an ``event.json``; raise :class:`IntegrityError` naming ``context``.
+
+    Required: ``action`` (one of EVENT_ACTIONS), ``version`` (a version string), ``seq``
+    (int >= 0), ``at`` (an ISO-8601 time) and ``to`` (a stage name); ``from`` is a stage
+    name or null, ``displaced`` a version or null, ``actor``/``reason`` strings,
+    ``extra`` an object.
+    """
+    ev = _load_json(data, MAX_EVENT_BYTES, f"{context}: event.json")
+
+    def bad(what: str) -> NoReturn:
+        raise IntegrityError(f"{context}: invalid event.json: {what}")
+
+    if not isinstance(ev, dict):
+        bad("not an object")
+    if ev.get("action") not in EVENT_ACTIONS:
+        bad(f"unknown action {ev.get('action')!r}")
+    if not _valid_version(ev.get("version")):
+        bad(f"{ev.get('version')!r} is not a version")
+    if not _is_int(ev.get("seq")) or ev["seq"] < 0:
+        bad(f"seq {ev.get('seq')!r} is not a non-negative integer")
+    if not valid_stage_name(ev.get("to")):
+        bad(f"{ev.get('to')!r} is not a stage name")
+    if ev.get("from") is not None and not valid_stage_name(ev["from"]):
+        bad(f"{ev['from']!r} is not a stage name")
+    if ev.get("displaced") is not None and not _valid_version(ev["displaced"]):
+        bad(f"displaced {ev['displaced']!r} is not a version")
+    for key in ("actor", "reason"):
+        if ev.get(key) is not None and not isinstance(ev[key], str):
+            bad(f"{key} is not a string")
+    if ev.get("extra") is not None and not isinstance(ev["extra"], dict):
+        bad("extra is not an object")
+    at = ev.get("at")
+    try:
+        if not isinstance(at, str):
+            raise ValueError(at)
+        datetime.fromisoformat(at)
+    except ValueError:
+        bad(f"at {at!r} is not an ISO-8601 time")
+    return ev
+
+
+def untagged_versions(state: LifecycleState, existing: Collection[str]) -> list[str]:
+    """Versions ``state`` names (as holders or past holders) that are not in ``existing``."""
+    return sorted(state.versions() - set(existing), key=str)
 
 
 Transition = Callable[[LifecycleState], "tuple[dict[str, Any], str]"]
@@ -80,60 +239,99 @@ class Lifecycle:
     """Reads and writes one repository's lifecycle refs."""
 
     def __init__(
-        self, git: GitRepo, single_holder: Callable[[str], bool], cache: DerivedCache | None = None
+        self,
+        git: GitRepo,
+        single_holder: Callable[[str], bool],
+        cache: DerivedCache | None = None,
+        *,
+        stages: Callable[[], Mapping[str, bool]] | None = None,
     ) -> None:
+        """``stages`` returns the stage table (config's); with it, states must use declared stages."""
         self.git = git
         self.single_holder = single_holder
         self.cache = cache
+        self.stages = stages
 
     # ------------------------------------------------------------------ read
     def head(self, model: str) -> str | None:
         return self.git.ref(lifecycle_ref(model))
 
-    def state(self, model: str, head: str | None = None) -> LifecycleState:
-        return self.state_at(model, head)[0]
+    def state(self, model: str, head: str | None = None, *, from_git: bool = False) -> LifecycleState:
+        return self.state_at(model, head, from_git=from_git)[0]
 
-    def state_at(self, model: str, head: str | None = None) -> tuple[LifecycleState, int | None]:
-        """The state after the event ``head`` (default: the current head) and its commit time."""
+    def state_at(
+        self, model: str, head: str | None = None, *, from_git: bool = False
+    ) -> tuple[LifecycleState, int | None]:
+        """The validated state after the event ``head`` (default: the current head) and its
+        commit time. ``from_git=True`` reads the Git objects, bypassing the derived cache."""
         head = head if head is not None else self.head(model)
         if head is None:
             return LifecycleState(model), None
-        cached = self.cache.get("state", head) if self.cache else None
+        context = f"lifecycle commit {head[:12]} of model {model!r}"
+        table = self.stages() if self.stages is not None else None
+        cached = self.cache.get("state", head) if self.cache and not from_git else None
         if cached is not None:
-            when, _, state_json = cached.partition(b"\n")
-            return LifecycleState.from_json(state_json, model), int(when)
-        data = self.git.read_path(head, "state.json")
-        if data is None:
-            raise IntegrityError(f"lifecycle commit {head[:12]} of model {model!r} has no state.json")
-        when = self.git.read_commit(head).commit_time
-        if self.cache:
+            when_raw, _, state_json = cached.partition(b"\n")
+            if when_raw.isdigit():
+                return LifecycleState.from_json(state_json, model, stages=table, context=context), int(when_raw)
+        data, when = self._read_state(head, context)
+        state = LifecycleState.from_json(data, model, stages=table, context=context)
+        if self.cache and not from_git:
             self.cache.put("state", head, str(when).encode() + b"\n" + data)
-        return LifecycleState.from_json(data, model), when
+        return state, when
+
+    def _read_state(self, head: str, context: str) -> tuple[bytes, int]:
+        try:
+            data = self.git.read_path(head, "state.json")
+            when = int(self.git.read_commit(head).commit_time)
+        except KeyError as exc:
+            raise IntegrityError(f"{context}: git objects are missing") from exc
+        except RepositoryError as exc:  # the ref names something that is not a commit
+            raise IntegrityError(f"{context}: {exc}") from exc
+        if data is None:
+            raise IntegrityError(f"{context} has no state.json")
+        return data, when
+
+    def event(self, model: str, sha: str) -> dict[str, Any]:
+        """The validated ``event.json`` of lifecycle commit ``sha``."""
+        context = f"lifecycle commit {sha[:12]} of model {model!r}"
+        try:
+            raw = self.git.read_path(sha, "event.json")
+        except KeyError as exc:
+            raise IntegrityError(f"{context}: git objects are missing") from exc
+        except RepositoryError as exc:
+            raise IntegrityError(f"{context}: {exc}") from exc
+        if raw is None:
+            raise IntegrityError(f"{context} has no event.json")
+        return parse_event(raw, context)
 
     def history(self, model: str, limit: int = 1_000_000) -> list[HistoryEvent]:
         events: list[HistoryEvent] = []
         sha = self.head(model)
         while sha and len(events) < limit:
-            commit = self.git.read_commit(sha)
-            raw = self.git.read_path(sha, "event.json")
-            if raw is None:
-                raise IntegrityError(f"lifecycle commit {sha[:12]} of model {model!r} has no event.json")
-            ev = json.loads(raw)
+            try:
+                commit = self.git.read_commit(sha)
+            except KeyError as exc:
+                raise IntegrityError(f"lifecycle commit {sha[:12]} of model {model!r} is missing") from exc
+            except RepositoryError as exc:
+                raise IntegrityError(f"lifecycle of model {model!r}: {exc}") from exc
+            ev = self.event(model, sha)
+            lines = commit.message.decode(errors="replace").splitlines()
             events.append(
                 HistoryEvent(
-                    seq=int(ev["seq"]),
+                    seq=ev["seq"],
                     action=ev["action"],
                     name=model,
                     version=ev["version"],
                     from_stage=ev.get("from"),
                     to_stage=ev.get("to"),
-                    actor=ev.get("actor", ""),
+                    actor=ev.get("actor") or "",
                     at=datetime.fromisoformat(ev["at"]),
                     commit=sha,
-                    message=commit.message.decode(errors="replace").splitlines()[0],
+                    message=lines[0] if lines else "",
                     displaced=ev.get("displaced"),
                     reason=ev.get("reason"),
-                    extra=ev.get("extra", {}),
+                    extra=ev.get("extra") or {},
                 )
             )
             sha = commit.parents[0].decode() if commit.parents else None

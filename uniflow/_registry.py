@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from ._config import init_layout, load_config, stage_table
+from ._config import init_layout, limits_table, load_config, stage_table
 from ._errors import (
     InvalidPathError,
     ModelNotFoundError,
@@ -31,7 +31,7 @@ from ._lifecycle import (
     rollback_transition,
 )
 from ._manifest import MANIFEST_FORMAT, content_digest, file_entry, json_safe, to_model_version
-from ._naming import next_version, validate_model_name, validate_version, version_sort_key
+from ._naming import next_version, validate_key, validate_model_name, validate_version, version_sort_key
 from ._stages import ModelStage, normalize_stage
 from ._store import ObjectStore, ProgressFn
 from . import _testhooks
@@ -74,9 +74,9 @@ class ModelRegistry:
         self.uniflow_dir: Path = self.root / ".uniflow"
         self.store = ObjectStore(self.uniflow_dir)
         derived = DerivedCache(self.uniflow_dir / "cache" / "git")
-        self._index = VersionIndex(self.git, derived)
+        self._index = VersionIndex(self.git, derived, limits=lambda: limits_table(self.config))
         self._config: dict[str, Any] | None = None
-        self._lifecycle = Lifecycle(self.git, lambda s: self.stages().get(s, True), derived)
+        self._lifecycle = Lifecycle(self.git, lambda s: self.stages().get(s, True), derived, stages=self.stages)
         attach_fetcher(self)  # missing chunks come from the blob remote, verified, on demand
 
     def __repr__(self) -> str:
@@ -155,6 +155,8 @@ class ModelRegistry:
         for label, value in (("metrics", metrics), ("tags", tags), ("params", params)):
             if value is not None and not isinstance(value, dict):
                 raise UsageError(f"{label} must be a dict, got {type(value).__name__}")
+            for key in value or {}:
+                validate_key(key if isinstance(key, str) else str(key), label[:-1])
         self.init()
         self.store.ensure_dirs()
         pin = cleanup.enter_context(self.store.pin())
@@ -305,6 +307,7 @@ class ModelRegistry:
         for name, names in sorted(self._index.all_version_names().items()):
             state, when = self._lifecycle.state_at(name)
             single = self.stages()
+            state = state.restricted_to(names)  # a version whose tag is gone holds nothing
             holders = {s: v for v, s in state.stage_of.items() if single.get(s, True) and s != "archived"}
             updated = datetime.fromtimestamp(when, timezone.utc) if when is not None else None
             latest = max(names, key=version_sort_key) if names else None

@@ -98,7 +98,7 @@ ProgressFn = Callable[[int, int], None]
 
 
 def validate_remote_name(name: object) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name.endswith(".lock") or ".." in name:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name.endswith(".lock") or ".." in name:
         raise UsageError(
             f"invalid remote name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit"
         )

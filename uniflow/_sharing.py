@@ -27,7 +27,6 @@ Ordering (DESIGN invariant 1, across machines):
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -37,15 +36,18 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import _testhooks
 from ._errors import (
     ConcurrencyError,
+    IntegrityError,
     ModelNotFoundError,
     NotFoundError,
     PushRejectedError,
     RemoteError,
+    RepositoryError,
     UsageError,
 )
 from ._lifecycle import lifecycle_ref, promote_transition, register_transition, stage_ref, tag_ref
 from ._manifest import file_records
 from ._naming import validate_model_name, validate_version
+from ._versions import is_model_name
 from ._remote import (
     JOBS,
     BlobRemote,
@@ -191,14 +193,23 @@ def _fetch(registry: ModelRegistry, remote: str, names: list[str] | None, *, tag
 
 
 # ---------------------------------------------------------------------- lifecycle chains
-def _chain(registry: ModelRegistry, head: str | None, limit: int = 1_000_000) -> list[str]:
-    """First-parent chain from ``head`` back to the first event (newest first)."""
+def _chain(registry: ModelRegistry, head: str | None, limit: int = 1_000_000, model: str = "") -> list[str]:
+    """First-parent chain from ``head`` back to the first event (newest first).
+
+    A missing object or one that is not a commit is an :class:`IntegrityError` naming it.
+    """
     out: list[str] = []
     sha = head
+    whose = f" of model {model!r}" if model else ""
     while sha and len(out) < limit:
         out.append(sha)
-        commit = registry.git.read_commit(sha)
-        sha = commit.parents[0].decode() if commit.parents else None
+        try:
+            commit = registry.git.read_commit(sha)
+        except KeyError as exc:
+            raise IntegrityError(f"lifecycle commit {sha[:12]}{whose} is missing") from exc
+        except RepositoryError as exc:
+            raise IntegrityError(f"lifecycle{whose}: {exc}") from exc
+        sha = commit.parents[0].decode("ascii", "replace") if commit.parents else None
     return out
 
 
@@ -213,12 +224,30 @@ def _since(chain: list[str], base: str | None) -> list[str]:
     return out
 
 
-def _event(registry: ModelRegistry, sha: str) -> dict[str, Any]:
-    raw = registry.git.read_path(sha, "event.json")
-    if raw is None:
-        raise RemoteError(f"lifecycle commit {sha[:12]} has no event.json")
-    ev: dict[str, Any] = json.loads(raw)
-    return ev
+def _event(registry: ModelRegistry, model: str, sha: str) -> dict[str, Any]:
+    """The validated event of lifecycle commit ``sha`` (IntegrityError naming it otherwise)."""
+    return registry.lifecycle.event(model, sha)
+
+
+def _check_incoming(registry: ModelRegistry, model: str, incoming: list[str]) -> None:
+    """Validate every remote lifecycle commit a pull would bring in, before any is used.
+
+    Each commit's state and event must pass the read gate (types, version strings, stage
+    names valid and declared here, one holder per single-holder stage), and every version
+    they name must have a tag here (the fetch brought the remote's tags first). Raises
+    :class:`IntegrityError` naming the model and the commit.
+    """
+    existing = set(registry.index.version_names(model))
+    for sha in incoming:  # bounded by the chain's length limit
+        state = registry.lifecycle.state(model, sha)
+        ev = _event(registry, model, sha)
+        named = state.versions() | {v for v in (ev["version"], ev.get("displaced")) if v}
+        missing = sorted(named - existing)
+        if missing:
+            raise IntegrityError(
+                f"lifecycle commit {sha[:12]} of model {model!r} names version(s) {', '.join(missing[:5])} "
+                "that have no tag"
+            )
 
 
 def _describe(ev: dict[str, Any]) -> str:
@@ -282,20 +311,23 @@ def _integrate(
     local = git.ref(ref)
     if local == remote_head:
         return "unchanged", None
+    # Validate what would come in (every remote commit the local chain lacks) before use.
+    remote_chain = _chain(registry, remote_head, model=model)
+    local_chain = _chain(registry, local, model=model) if local else []
+    local_set = set(local_chain)
+    _check_incoming(registry, model, [c for c in remote_chain if c not in local_set])
     if local is None:
         _cas(registry, model, None, remote_head)
         return "created", None
-    remote_chain = _chain(registry, remote_head)
     if local in remote_chain:
         _cas(registry, model, local, remote_head)
         return "fast-forward", None
-    local_chain = _chain(registry, local)
-    if remote_head in local_chain:
+    if remote_head in local_set:
         return "ahead", None
     remote_set = set(remote_chain)
     base = next((c for c in local_chain if c in remote_set), None)
-    mine = [(_event(registry, c), c) for c in _since(local_chain, base)]
-    theirs = [_event(registry, c) for c in _since(remote_chain, base)]
+    mine = [(_event(registry, model, c), c) for c in _since(local_chain, base)]
+    theirs = [_event(registry, model, c) for c in _since(remote_chain, base)]
     single = lambda s: registry.stages().get(s, True)
     if resolve == "theirs":
         _cas(registry, model, local, remote_head)
@@ -585,6 +617,13 @@ def pull(
     are fetched on demand when a version is loaded. A lifecycle whose local and remote events
     both change the same version or stage raises :class:`RemoteError` naming the model;
     ``resolve="ours"`` replays the local events on top anyway, ``"theirs"`` drops them.
+
+    Everything fetched is hostile until validated: each model's incoming lifecycle commits
+    are checked (:func:`_check_incoming`) before its local ref moves. A model that fails is
+    left as it was and listed in ``result["rejected"]`` (``{model: reason}``; also ref names
+    this fetch brought that name no valid model or version: they are ignored by every
+    read); the other models are integrated, then :class:`IntegrityError` is raised with a
+    one-line summary and the result dict as its ``result`` attribute.
     """
     if resolve not in (None, "ours", "theirs"):
         raise UsageError(f"resolve must be 'ours', 'theirs' or None, not {resolve!r}")
@@ -592,29 +631,38 @@ def pull(
     for n in wanted:
         validate_model_name(n)
     git_remote = resolve_git_remote(registry, remote)
+    junk_before = _junk_ref_names(registry, git_remote)
     _fetch(registry, git_remote, wanted or None, tags=True, force_tags=force_tags)
+    rejected: dict[str, str] = {
+        ref: "not a valid model or version name; ignored"
+        for ref in sorted(_junk_ref_names(registry, git_remote) - junk_before)
+    }
     prefix = f"refs/uniflow/remotes/{git_remote}/models"
-    remote_heads = {k: v for k, v in registry.git.refs(prefix).items() if "/" not in k}
+    remote_heads = {k: v for k, v in registry.git.refs(prefix).items() if "/" not in k and is_model_name(k)}
     models = sorted(set(wanted)) if wanted else sorted(set(registry.index.models()) | set(remote_heads))
     outcomes: dict[str, str] = {}
     conflicts: list[str] = []
     for m in models:
-        if m in remote_heads:
-            outcome, conflict = _integrate(registry, m, remote_heads[m], resolve, git_remote)
-            outcomes[m] = outcome
-            if conflict:
-                conflicts.append(conflict)
-        if registry.lifecycle.head(m) is not None:
-            registry.lifecycle.sync_pointers(m)
-        elif m in wanted and not registry.index.version_names(m):
-            raise NotFoundError(f"model {m!r} not found here nor on {git_remote!r}")
+        try:
+            if m in remote_heads:
+                outcome, conflict = _integrate(registry, m, remote_heads[m], resolve, git_remote)
+                outcomes[m] = outcome
+                if conflict:
+                    conflicts.append(conflict)
+            if registry.lifecycle.head(m) is not None:
+                registry.lifecycle.sync_pointers(m)
+            elif m in wanted and not registry.index.version_names(m):
+                raise NotFoundError(f"model {m!r} not found here nor on {git_remote!r}")
+        except IntegrityError as exc:  # this model stays as it was; carry on with the others
+            outcomes[m] = "rejected"
+            rejected[m] = str(exc)
 
     stats = TransferStats()
     versions: list[tuple[str, str]] = []
     if fetch_chunks and (all_versions or stages or wanted):
         stage_names = [registry._stage(s) for s in stages or []]
         for m in models:
-            if not registry.index.version_names(m):
+            if m in rejected or not registry.index.version_names(m):
                 continue
             if stage_names:
                 picked = {mv.version for s in stage_names for mv in registry.list_versions(m, stage=s)}
@@ -630,17 +678,49 @@ def pull(
             digests += chunks_of(registry, m, [v])[0]
         stats = download_chunks(registry.store, blob_remote, digests, jobs=jobs, progress=progress)
     attach_fetcher(registry)
-    if conflicts:
-        raise RemoteError(
-            "pull stopped: " + "; ".join(conflicts) + ". Keep yours on top with `uniflow pull --ours "
-            + " ".join(m for m in outcomes if outcomes[m] == "diverged")
-            + "` or take theirs with `uniflow pull --theirs "
-            + " ".join(m for m in outcomes if outcomes[m] == "diverged") + "`"
-        )
-    return {
+    result = {
         "remote": git_remote,
         "models": outcomes,
         "versions": [f"{m}/{v}" for m, v in versions],
         "chunks": stats.to_dict(),
+        "rejected": rejected,
     }
+    summary = _rejected_summary(rejected, git_remote)
+    if conflicts:
+        err: RemoteError = RemoteError(
+            "pull stopped: " + "; ".join(conflicts) + ". Keep yours on top with `uniflow pull --ours "
+            + " ".join(m for m in outcomes if outcomes[m] == "diverged")
+            + "` or take theirs with `uniflow pull --theirs "
+            + " ".join(m for m in outcomes if outcomes[m] == "diverged") + "`" + (f". Also {summary}" if summary else "")
+        )
+        err.result = result  # type: ignore[attr-defined]
+        raise err
+    if rejected:
+        bad = IntegrityError(summary)
+        bad.result = result  # type: ignore[attr-defined]
+        raise bad
+    return result
+
+
+def _junk_ref_names(registry: ModelRegistry, remote: str) -> set[str]:
+    """Refs pull writes (version tags, the remote's lifecycle refs) whose names are no valid
+    model or version: every read ignores them; pull reports the ones its fetch brought."""
+    prefix = f"refs/uniflow/remotes/{remote}/models"
+    junk = {r for r in registry.index.invalid_ref_names() if r.startswith("refs/tags/")}
+    junk |= {f"{prefix}/{m}" for m in registry.git.ref_names(prefix) if not is_model_name(m)}
+    return junk
+
+
+def _rejected_summary(rejected: dict[str, str], remote: str) -> str:
+    if not rejected:
+        return ""
+    models = [k for k in rejected if not k.startswith("refs/")]
+    refs = [k for k in rejected if k.startswith("refs/")]
+    parts = [f"model {m!r} ({rejected[m]})" for m in models]
+    if refs:
+        shown = ", ".join(refs[:5]) + (f" and {len(refs) - 5} more" if len(refs) > 5 else "")
+        parts.append(f"ref(s) with invalid names ignored: {shown}")
+    return f"pull from {remote!r} rejected " + "; ".join(parts) + (
+        "; the other models were integrated" if models else ""
+    )
 

@@ -50,10 +50,11 @@ def is_version(version: str) -> bool:
 
 def commit_message(name: str, version: str, metrics: dict[str, Any]) -> str:
     """The version commit's message: a subject, then one line per metric, key and value
-    JSON-encoded, so no key or value can start a line of its own (or forge a trailer)."""
+    JSON-encoded, so no key or value can start a line of its own. The heading is no trailer
+    token and the lines start with a quote, so Git finds no trailers here at all."""
     lines = [f"Register model {name} {version}", ""]
     if metrics:
-        lines.append("Metrics:")
+        lines.append("Metrics (JSON):")
         lines += [
             f"  {json.dumps(str(k), ensure_ascii=False)}: {json.dumps(v, ensure_ascii=False, default=str)}"
             for k, v in sorted(metrics.items(), key=lambda kv: str(kv[0]))
