@@ -118,6 +118,8 @@ class ObjectStore:
         """A new pin for a register: its chunks survive any gc until it is released."""
         try:
             return Pin(self.tmp)
+        except PermissionError as exc:
+            raise RepositoryError(f"the object store {self.root} is read-only: {exc.strerror}") from exc
         except OSError as exc:
             raise RepositoryError(f"cannot write to the object store {self.root}: {os_reason(exc)}") from exc
 
