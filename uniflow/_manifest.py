@@ -24,7 +24,7 @@ import msgpack
 
 from ._config import Limits
 from ._errors import IntegrityError, UniflowError
-from ._naming import validate_digest, validate_model_name, validate_relpath, validate_version
+from ._naming import validate_digest, validate_key, validate_model_name, validate_relpath, validate_version
 from ._store import ChunkRef, FileRecord
 from ._types import FileInfo, ModelVersion
 
@@ -121,7 +121,8 @@ def check(m: object, context: str = "", *, limits: Limits | None = None) -> None
     0o755; each file's size is the sum of its chunks, each chunk 1 byte to MAX_CHUNK_BYTES
     and, but for a file's last, at least MIN_NONFINAL_CHUNK; chunk, file and byte counts
     within ``limits``; metrics, params, tags, lineage, libraries and serializer_meta are of
-    the right types; ``created_at`` is an ISO-8601 time.
+    the right types, and the keys of metrics, params and tags are printable one-line
+    strings (:func:`validate_key`); ``created_at`` is an ISO-8601 time.
     """
     where = f"{context}: " if context else ""
     try:
@@ -172,6 +173,9 @@ def _check(m: object, where: str, lim: Limits) -> None:
             isinstance(k, str) and isinstance(v, str) for k, v in m[key].items()
         )):
             raise _bad(where, f"manifest {key!r} must map strings to strings")
+    for key in ("metrics", "params", "tags"):  # printed in tables and cards: one printable line each
+        for k in m.get(key, {}):
+            validate_key(k, key[:-1])
     if "lineage" in m:
         _check_lineage(m["lineage"], where)
 

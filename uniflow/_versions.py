@@ -20,7 +20,7 @@ from ._config import Limits
 from ._errors import IntegrityError, InvalidNameError, RepositoryError, UsageError, VersionExistsError
 from ._git import GitRepo, Identity
 from ._lifecycle import tag_ref
-from ._manifest import pack, render_card, unpack
+from ._manifest import check, pack, render_card, unpack
 from ._naming import validate_model_name, validate_version
 from ._objcache import DerivedCache
 
@@ -168,8 +168,13 @@ class VersionIndex:
     def write_version(self, manifest: dict[str, Any], code_commit: str | None, actor: Identity) -> tuple[bool, str]:
         """Create the version; ``(True, tag sha)`` if this call created it, else
         ``(False, existing tag sha)`` when the same content was already registered.
-        Raises VersionExistsError when the version exists with different content."""
+        Raises VersionExistsError when the version exists with different content, and
+        UsageError (before writing anything) for a manifest the read gate would refuse."""
         name, version = manifest["name"], manifest["version"]
+        try:  # never write a version that the read gate would refuse
+            check(manifest, f"model {name!r} version {version!r}", limits=self.limits())
+        except IntegrityError as exc:
+            raise UsageError(f"cannot register: {exc}") from exc
         existing = self.tag_sha(name, version)
         if existing is not None:  # fast path; the add_if_new below stays the real check
             return False, self._same_or_raise(manifest, existing)

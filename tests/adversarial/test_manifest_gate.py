@@ -173,3 +173,13 @@ def test_limits_come_from_config(registry: ModelRegistry, base: dict[str, Any]) 
     one_line_error(cli(registry.root, "models", "show", "m", code=8).stderr)
     write_config(registry.root, "")
     assert ModelRegistry(registry.root).get("m", "v1.0.0").version == "v1.0.0"
+
+
+def test_metric_keys_read_from_git_are_one_printable_line(registry: ModelRegistry, base: dict[str, Any]) -> None:
+    """Keys end up in tables and cards: a forged one with a terminal escape or a newline
+    is refused on read, like on register."""
+    m = _v2(base)
+    m["metrics"] = {"acc\x1b]0;pwned\x07": 1.0}
+    forge_version(registry.root, "m", "v2.0.0", m)
+    with pytest.raises(IntegrityError, match=r"invalid metric key"):
+        ModelRegistry(registry.root).get("m", "v2.0.0")

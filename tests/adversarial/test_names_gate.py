@@ -78,10 +78,12 @@ def test_metric_key_with_newline_from_the_cli_is_refused(registry: ModelRegistry
 
 
 def test_the_version_commit_message_cannot_be_forged_by_a_metric_key(
-    registry: ModelRegistry, weights: Path
+    registry: ModelRegistry, weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Defence in depth: even a manifest that skipped key validation writes one line per
-    metric with its key JSON-encoded, so no ``Uniflow-*`` trailer can be forged."""
+    """Defence in depth: even a manifest that skipped key validation (both checks switched
+    off here) writes one line per metric with its key JSON-encoded, so no ``Uniflow-*``
+    trailer can be forged."""
+    monkeypatch.setattr("uniflow._versions.check", lambda *a, **k: None, raising=False)
     registry.register(str(weights), "m", "v1.0.0", metrics={"acc": 0.9})
     m = copy.deepcopy(registry.index.manifest("m", "v1.0.0")[1])
     m["version"] = "v2.0.0"
@@ -102,3 +104,19 @@ def test_nan_and_inf_metrics_are_null(registry: ModelRegistry, weights: Path) ->
     assert shown["metrics"] == {"acc": 0.5, "gain": None, "loss": None} and shown["params"] == {"lr": None}
     listed = json.loads(cli(registry.root, "models", "list", "m", "--json").stdout)
     assert listed[0]["metrics"]["loss"] is None
+
+
+@pytest.mark.parametrize("bad", ["new\nline.bin", "bell\x07.bin", ".git"])
+def test_a_version_the_read_gate_would_refuse_is_never_written(
+    registry: ModelRegistry, tmp_path: Path, bad: str
+) -> None:
+    """A directory model holding a file whose name no manifest may carry (a control
+    character; a ``.git`` file, which an export would turn into a gitfile) is refused
+    before any Git object is written, instead of becoming a version nobody can read."""
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "ok.bin").write_bytes(b"fine")
+    (d / bad).write_bytes(b"gitdir: /tmp/elsewhere\n")
+    with pytest.raises(UsageError, match=r"cannot register: .*invalid file path"):
+        registry.register(str(d), "m", "v1.0.0")
+    assert git(registry.root, "for-each-ref", "refs/tags", "refs/uniflow").strip() == ""
