@@ -317,6 +317,7 @@ def _prescan(data: bytes, where: str, lim: Limits) -> None:
                     raise _bad(where, f"a manifest file entry has {fields} fields")
                 count: int | None = None
                 size: object = None
+                path: object = None
                 for _k in range(fields):
                     key = u.unpack()
                     if key == "chunks":
@@ -324,10 +325,12 @@ def _prescan(data: bytes, where: str, lim: Limits) -> None:
                         u.skip()
                     elif key == "size":
                         size = u.unpack()
+                    elif key == "path":
+                        path = u.unpack()
                     else:
                         u.skip()
                 if count is not None and isinstance(size, int) and not isinstance(size, bool) and size >= 0:
-                    _check_count(count, size, "<prescan>", where)
+                    _check_count(count, size, path if isinstance(path, str) else "?", where)
                     total += count
                     if total > lim.max_chunks:
                         raise _bad(where, f"manifest has more than max_chunks ({lim.max_chunks}) chunks")

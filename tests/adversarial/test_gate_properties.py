@@ -124,14 +124,32 @@ def _assert_well_formed_manifest(m: Any) -> None:
     json.dumps(to_jsonable(mv.to_dict()), allow_nan=False)
 
 
-def _try_manifest(data: bytes) -> None:
-    from uniflow._manifest import unpack
+def _unpack_both_ways(data: bytes) -> tuple[Any, Any]:
+    """``unpack`` as configured, and with the header pre-scan forced on (it normally runs
+    only on manifests over 1 MiB): each result is the manifest or the UniflowError raised."""
+    from uniflow import _manifest
 
-    try:
-        m = unpack(data, "model 'm' version 'v1.0.0'")
-    except UniflowError:
-        return
-    _assert_well_formed_manifest(m)
+    out = []
+    saved = getattr(_manifest, "_PRESCAN_FROM", None)
+    for threshold in (saved, 0):
+        if saved is not None:
+            _manifest._PRESCAN_FROM = threshold
+        try:
+            out.append(_manifest.unpack(data, "model 'm' version 'v1.0.0'"))
+        except UniflowError as exc:
+            out.append(exc)
+        finally:
+            if saved is not None:
+                _manifest._PRESCAN_FROM = saved
+    return out[0], out[1]
+
+
+def _try_manifest(data: bytes) -> None:
+    plain, prescanned = _unpack_both_ways(data)
+    assert isinstance(plain, UniflowError) == isinstance(prescanned, UniflowError)
+    if not isinstance(plain, UniflowError):
+        assert plain == prescanned
+        _assert_well_formed_manifest(plain)
 
 
 _VALID_MANIFEST = _valid_manifest()

@@ -152,9 +152,9 @@ def test_a_million_tiny_chunks_are_refused_fast(registry: ModelRegistry, base: d
     forge_version(registry.root, "m", "v2.0.0", m)
     fresh = ModelRegistry(registry.root)
     start = time.perf_counter()
-    with pytest.raises(IntegrityError, match=r"cannot have 1000000 chunks"):
+    with pytest.raises(IntegrityError, match=r"'big.bin' of 64000000 bytes cannot have 1000000 chunks"):
         fresh.get("m", "v2.0.0")
-    assert time.perf_counter() - start < 0.8
+    assert time.perf_counter() - start < 0.8  # ~0.13 s here, most of it reading the 36 MB blob
 
 
 def test_limits_come_from_config(registry: ModelRegistry, base: dict[str, Any]) -> None:
