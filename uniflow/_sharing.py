@@ -239,7 +239,7 @@ def _check_incoming(registry: ModelRegistry, model: str, incoming: list[str]) ->
     """
     existing = set(registry.index.version_names(model))
     for sha in incoming:  # bounded by the chain's length limit
-        state = registry.lifecycle.state(model, sha)
+        state = registry.lifecycle.state(model, sha, from_git=True)  # history: not worth caching
         ev = _event(registry, model, sha)
         named = state.versions() | {v for v in (ev["version"], ev.get("displaced")) if v}
         missing = sorted(named - existing)
