@@ -26,6 +26,8 @@ from pathlib import Path
 
 import blake3
 
+from ._safefs import first_link
+
 __all__ = ["DerivedCache", "KEY_FILE", "cache_home", "load_key"]
 
 #: name of the per-user key file inside :func:`cache_home`
@@ -122,9 +124,15 @@ class DerivedCache:
         return self._key
 
     def _path(self, kind: str, sha: str) -> Path | None:
+        """The entry's path, or None for a bad key or when a directory on the way (from the
+        repository down) is a symlink: the cache is then off rather than written through it."""
         if not (_KIND_RE.fullmatch(kind) and _SHA_RE.fullmatch(sha)):
             return None
-        return self.root / kind / sha[:2] / sha
+        path = self.root / kind / sha[:2] / sha
+        top = self.root.parents[2] if len(self.root.parents) > 2 else self.root
+        if first_link(top, path.parent) is not None:
+            return None
+        return path
 
     def _mac(self, key: bytes, kind: str, sha: str, payload: bytes) -> bytes:
         h = blake3.blake3(_DOMAIN + f"{kind}\x00{sha}\x00".encode(), key=key)

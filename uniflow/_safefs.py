@@ -27,6 +27,7 @@ from . import _testhooks
 
 __all__ = [
     "DirTree",
+    "first_link",
     "describe_mode",
     "entry_mode",
     "link_file",
@@ -41,6 +42,24 @@ _ATTEMPTS = 4  # a component replaced under us is retried, a bounded number of t
 #: ``policy(display_path, st_mode)`` for an entry that is not a real directory where one is
 #: needed: raise to refuse, return to have the entry (never its target) unlinked and replaced
 DirPolicy = Callable[[str, int], None]
+
+
+def first_link(root: Path, path: Path) -> Path | None:
+    """The first of ``root`` and the directories from it down to ``path`` (inclusive) that is a
+    symlink or not a directory, or None. Components that do not exist yet end the walk: they
+    will be created as real directories. Used by the store and the derived cache, which work
+    on plain paths, to refuse a layout a clone or a user planted links in."""
+    current = root
+    rel = path.relative_to(root).parts
+    for part in ("", *rel):
+        current = current / part if part else current
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISDIR(st.st_mode):  # lstat: a symlink is never S_ISDIR
+            return current
+    return None
 
 
 def describe_mode(mode: int) -> str:

@@ -41,6 +41,7 @@ import blake3
 from ._errors import IntegrityError, InvalidPathError, RepositoryError
 from ._naming import validate_digest
 from ._pins import AsideSet, Pin, abandoned, read_pins, recover, restore_abandoned, tmp_name
+from ._safefs import first_link
 
 __all__ = [
     "ObjectStore", "FileRecord", "ChunkRef", "whole_digest", "CHUNK_PARAMS", "write_immutable", "fsync_dir", "os_reason",
@@ -97,6 +98,7 @@ class ObjectStore:
         #: called with digests missing locally before a read gives up (blob remotes)
         self.fetcher = fetcher
         self._chunker_lock = threading.Lock()
+        self._checked: set[Path] = set()  # fan-out directories seen to be real directories
 
     # ------------------------------------------------------------------ layout
     def object_path(self, digest: str) -> Path:
@@ -104,11 +106,39 @@ class ObjectStore:
         return self.objects / digest[:2] / digest[2:]
 
     def ensure_dirs(self) -> None:
+        self.check_layout()
         try:
             for d in (self.objects, self.tmp, self.cache):
                 d.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RepositoryError(f"cannot create the object store in {self.root}: {exc.strerror}") from exc
+        self.check_layout()
+
+    def check_layout(self) -> None:
+        """Refuse a store directory that is a symlink (or not a directory).
+
+        ``.uniflow/objects``, ``tmp`` and ``cache`` are ignored by Git, yet a clone can carry
+        them as committed symlinks; the store never writes, links or deletes through one.
+        """
+        for d in (self.objects, self.tmp, self.cache, self.root / "cache" / "versions", self.tmp / "pins"):
+            self._check_dir(d)
+
+    def _check_dir(self, d: Path) -> None:
+        bad = first_link(self.root.parent, d)
+        if bad is not None:
+            what = "a symlink" if bad.is_symlink() else "not a directory"
+            raise RepositoryError(
+                f"{bad} is {what}: uniflow never writes through links in its store; remove it "
+                "(.uniflow/objects, tmp and cache hold only chunks, writes in flight and caches)"
+            )
+
+    def _fanout(self, d: Path) -> None:
+        """Create a fan-out directory (``objects/ab``, ``cache/files/ab``) and check it is real."""
+        if d in self._checked:
+            return
+        d.mkdir(exist_ok=True)
+        self._check_dir(d)
+        self._checked.add(d)
 
     def tmp_path(self, label: str) -> Path:
         """A fresh name under ``tmp/`` carrying this process's owner token (see ``clean_tmp``)."""
@@ -139,11 +169,12 @@ class ObjectStore:
 
     def iter_objects(self) -> Iterator[tuple[str, Path]]:
         """Every stored chunk as ``(digest, path)``."""
+        self.check_layout()
         if not self.objects.is_dir():
             return
         for sub in sorted(self.objects.iterdir()):
-            if len(sub.name) != 2 or not sub.is_dir():
-                continue
+            if len(sub.name) != 2 or sub.is_symlink() or not sub.is_dir():
+                continue  # a planted link is never listed, so never deleted through
             for entry in os.scandir(sub):
                 digest = sub.name + entry.name
                 if len(digest) == 64:
@@ -246,7 +277,7 @@ class ObjectStore:
         if final.exists():
             return
         try:
-            final.parent.mkdir(exist_ok=True)
+            self._fanout(final.parent)
             write_immutable(final, self.tmp, data, tmp_name(f"obj-{digest[:12]}"))
         except PermissionError as exc:
             raise RepositoryError(f"the object store {self.root} is read-only: {exc.strerror}") from exc
@@ -312,7 +343,7 @@ class ObjectStore:
                 return target
             _force_unlink(target)
         self.ensure_local([rec])
-        target.parent.mkdir(exist_ok=True)
+        self._fanout(target.parent)
         tmp = self.tmp_path(f"mat-{rec.digest[:16]}")
         try:
             with open(tmp, "wb") as out:
@@ -385,9 +416,11 @@ class ObjectStore:
         """Drop materialized files and version trees no live version needs; the count removed."""
         import shutil
 
+        self.check_layout()
         cutoff = time.time() - older_than
         removed = 0
-        for path in list(self.cache.glob("*/*")):
+        fanouts = [d for d in self.cache.iterdir() if not d.is_symlink() and d.is_dir()] if self.cache.is_dir() else []
+        for path in [p for d in fanouts for p in d.iterdir()]:
             if path.name not in live_files and path.stat().st_mtime < cutoff:
                 _force_unlink(path)
                 removed += 1
@@ -408,6 +441,7 @@ class ObjectStore:
         """
         import shutil
 
+        self.check_layout()
         removed = 0
         try:
             entries = list(os.scandir(self.tmp))
