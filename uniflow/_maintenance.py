@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _testhooks
 from ._errors import IntegrityError, RepositoryError, UniflowError
+from ._lifecycle import untagged_versions
 from ._manifest import file_records, unpack
 from ._store import os_reason
 from ._versions import MANIFEST_PATH
@@ -36,16 +37,22 @@ REGISTER_EVENT_WINDOW = 60.0
 
 
 def verify(reg: "ModelRegistry", name: str | None = None) -> list[dict[str, Any]]:
+    """Every problem found, reading the Git objects themselves (never the derived caches):
+    manifests through the validation gate, every chunk re-hashed, each lifecycle's state
+    validated (and versions it names without a tag), lost register events, and refs under
+    the registry's prefixes that name no valid model or version."""
     problems: list[dict[str, Any]] = []
     models = [name] if name is not None else reg.index.models()
     if name is not None:
         reg._require_model(name)
+    else:
+        problems += [_problem(None, None, f"ignored ref with an invalid name: {ref}") for ref in reg.index.invalid_ref_names()]
     for model in models:
         for version, sha in sorted(reg.index.versions(model).items()):
             try:
-                _, m = reg.index.manifest(model, version, sha)
+                _, m = reg.index.manifest(model, version, sha, from_git=True)
             except IntegrityError as exc:
-                problems.append({"model": model, "version": version, "file": None, "chunk": None, "problem": str(exc)})
+                problems.append(_problem(model, version, str(exc)))
                 continue
             for rel, rec, _mode in file_records(m):
                 for c in rec.chunks:
@@ -61,8 +68,25 @@ def verify(reg: "ModelRegistry", name: str | None = None) -> list[dict[str, Any]
                                 "problem": "missing" if "missing" in str(exc) else "corrupted",
                             }
                         )
+        problems += _lifecycle_problems(reg, model)
         problems += _unrecorded(reg, model)
     return problems
+
+
+def _problem(model: str | None, version: str | None, text: str) -> dict[str, Any]:
+    return {"model": model, "version": version, "file": None, "chunk": None, "problem": text}
+
+
+def _lifecycle_problems(reg: "ModelRegistry", model: str) -> list[dict[str, Any]]:
+    """The lifecycle state read straight from Git: invalid, or naming versions without a tag."""
+    try:
+        state, _when = reg.lifecycle.state_at(model, from_git=True)
+    except (UniflowError, KeyError) as exc:
+        return [_problem(model, None, f"lifecycle unreadable: {exc}")]
+    return [
+        _problem(model, v, "the lifecycle names this version but its tag is missing (ignored by reads)")
+        for v in untagged_versions(state, reg.index.version_names(model))
+    ]
 
 
 def lifecycle_events(reg: "ModelRegistry", model: str, since: int | None = None) -> Iterator[dict[str, Any]]:
