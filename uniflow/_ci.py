@@ -114,7 +114,7 @@ class Condition:
 def parse_condition(text: object) -> Condition:
     if not isinstance(text, str):
         raise RepositoryError(f"promotion condition {text!r} must be a string like 'accuracy >= 0.9'")
-    m = _COND_RE.match(text)
+    m = _COND_RE.fullmatch(text)
     if not m:
         raise RepositoryError(
             f"invalid promotion condition {text!r}: expected '<metric> <op> <number>' with op one of "

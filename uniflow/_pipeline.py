@@ -144,7 +144,7 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
         return int(value)  # IntEnum and friends become plain ints
     if isinstance(value, numbers.Real):
         f = float(value)
-        return f if math.isfinite(f) else repr(f)
+        return f if math.isfinite(f) else None  # JSON has no NaN/inf: null, as for metrics
     if depth < 3 and type(value) in (list, tuple) and len(value) <= _MAX_ITEMS:
         return [_json_safe(v, depth + 1) for v in value]
     if (

@@ -13,6 +13,7 @@ in a clone and pushed with ``git push``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,12 @@ def test_ref_names_that_are_no_model_or_version_are_skipped_and_reported(setup: 
     assert git(b, "for-each-ref", "refs/uniflow/models/Evil").strip() == ""
     cli(b, "models", "list")
     cli(b, "pull")  # reported once; what is already here and ignored does not fail later pulls
+
+
+def test_pull_json_prints_what_was_integrated_before_failing(setup: tuple[Path, Path, Path]) -> None:
+    _bare, a, b = setup
+    _forge_remote(a, "x.lock")
+    r = cli(b, "pull", "--json", code=5)
+    result = json.loads(r.stdout)
+    assert list(result["rejected"]) == ["bad"] and result["models"]["bad"] == "rejected"
+    one_line_error(r.stderr)

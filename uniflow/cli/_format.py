@@ -46,16 +46,31 @@ def stage_style(stage: str | None) -> str:
     return STAGE_STYLES.get(stage, "magenta")
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c not in (0x09, 0x0A)}
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters shown as ``\\xNN``: names, tags, descriptions and
+    actors come from Git and remotes, and must never drive the terminal (escape sequences)."""
+    return text.translate(_CONTROL)
+
+
 @dataclass
 class Cell:
     """A table cell: the text plus an optional rich style (ignored in plain output).
 
-    ``spans`` optionally splits the text into differently styled pieces.
+    ``spans`` optionally splits the text into differently styled pieces. Control characters
+    in the text are neutralised (:func:`printable`).
     """
 
     text: str
     style: str = ""
     spans: list[tuple[str, str]] | None = None
+
+    def __post_init__(self) -> None:
+        self.text = printable(self.text)
+        if self.spans is not None:
+            self.spans = [(printable(t), style) for t, style in self.spans]
 
     @classmethod
     def join(cls, pieces: Sequence[tuple[str, str]], sep: str = ", ") -> Cell:

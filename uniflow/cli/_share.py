@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from .._errors import UniflowError
 from ._common import CliError, echo_json, get_registry, json_option, progress_bar, repo_option
 from ._format import Cell, human_size, print_line, print_table
 
@@ -148,9 +149,15 @@ def pull(args: tuple[str, ...], all_versions: bool, stages: tuple[str, ...], res
 
     registry = get_registry(repo)
     remote_name, names = split_remote_and_names(registry, args)
-    with progress_bar("Downloading") as progress:
-        result = registry.pull(remote_name, names, all_versions=all_versions, stages=list(stages),
-                               resolve=resolve, blob=blob, jobs=jobs, progress=progress)
+    try:
+        with progress_bar("Downloading") as progress:
+            result = registry.pull(remote_name, names, all_versions=all_versions, stages=list(stages),
+                                   resolve=resolve, blob=blob, jobs=jobs, progress=progress)
+    except UniflowError as exc:
+        partial = getattr(exc, "result", None)
+        if as_json and partial is not None:
+            echo_json(partial)  # what was integrated, and which models were rejected; then the error
+        raise
     if as_json:
         echo_json(result)
         return
@@ -221,7 +228,6 @@ def hook_pre_push(remote_name: str, url: str | None) -> None:
 def hook_post_merge(squash: str | None) -> None:
     """Fetch registry refs from the branch's remote; warn, never fail."""
     from .._ci import run_post_merge
-    from .._errors import UniflowError
 
     try:
         result = run_post_merge(get_registry(None))
