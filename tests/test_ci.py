@@ -11,7 +11,8 @@ import pytest
 from tests.conftest import git
 from tests.test_sharing_helpers import cli, clone, model_dir, open_registry, shared_setup
 from uniflow import PolicyError
-from uniflow._ci import ci_context, parse_condition
+from uniflow._config import parse_condition
+from uniflow.sharing.ci import ci_context
 from uniflow._errors import RepositoryError
 
 RULES = """
@@ -99,11 +100,11 @@ def test_promote_on_merge_python_api_and_missing_metric(tmp_path: Path) -> None:
     _bare, a = shared_setup(tmp_path, config_extra=RULES)
     _feature(a, tmp_path, "f", "v2.0.0", {"accuracy": 0.99}, seed=3)
     old, merge = _merge(a, "f")
-    from uniflow._ci import promote_on_merge
+    from uniflow.sharing.ci import promote_on_merge
 
     ra = open_registry(a)
     with pytest.raises(PolicyError, match="metric 'f1' is missing") as info:
-        promote_on_merge(ra, old, merge)
+        promote_on_merge(ra.repository, old, merge)
     assert info.value.report["results"][0]["status"] == "failed"  # type: ignore[attr-defined]
     assert ra.get("clf", "v2.0.0").stage == "staging"
     dry = cli(a, "ci", "promote-on-merge", "--base", old, "--head", merge, "--dry-run", "--no-fetch", code=10)

@@ -77,7 +77,7 @@ def test_four_processes_promoting_fifty_times_lose_nothing(registry: ModelRegist
             if e.displaced:
                 stage_of[e.displaced] = "archived"
             stage_of[e.version] = e.to_stage
-    state = registry.lifecycle.state("m")
+    state = registry.repository.lifecycle.state("m")
     assert {v: s for v, s in stage_of.items() if s != "development"} == state.stage_of
     for stage in ("staging", "production"):
         assert len(state.holders(stage)) <= 1
@@ -88,7 +88,7 @@ def test_four_processes_promoting_fifty_times_lose_nothing(registry: ModelRegist
         holders = state.holders(stage)
         name = f"refs/uniflow/stages/m/{stage}"
         if holders:
-            assert pointers[name] == registry.index.tag_sha("m", holders[0])
+            assert pointers[name] == registry.repository.index.tag_sha("m", holders[0])
         else:
             assert name not in pointers
     log = git(registry.root, "log", "--oneline", "refs/uniflow/models/m")

@@ -36,7 +36,7 @@ def _start(repo: Path, src: Path, version: str) -> subprocess.Popen[bytes]:
 
 def _check_visible_versions_whole(repo: Path) -> list[str]:
     reg = ModelRegistry(repo)
-    if not reg.index.version_names("big"):
+    if not reg.repository.index.version_names("big"):
         return []
     versions = [v.version for v in reg.list_versions("big")]
     # every chunk of every visible version is present and intact

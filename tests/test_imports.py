@@ -9,11 +9,12 @@ import uniflow
 
 PUBLIC = {
     "__version__", "ModelRegistry", "ModelStage", "ModelVersion", "HistoryEvent", "ModelSummary", "FileInfo",
-    "Comparison", "step", "pipeline", "Model",
+    "Comparison", "step", "pipeline", "Model", "StageLike",
     "UniflowError", "UsageError", "InvalidNameError", "InvalidVersionError", "InvalidStageError",
     "InvalidPathError", "NotFoundError", "ModelNotFoundError", "VersionNotFoundError", "StageEmptyError",
-    "VersionExistsError", "IntegrityError", "ConcurrencyError", "SerializationError", "UnsafeLoadError",
-    "RepositoryError", "RemoteError", "PushRejectedError", "PolicyError",
+    "VersionExistsError", "IntegrityError", "MissingChunkError", "CorruptChunkError", "ConcurrencyError",
+    "SerializationError", "UnsafeLoadError", "RepositoryError", "ConfigError", "RemoteError", "PushRejectedError",
+    "LifecycleConflictError", "PolicyError",
 }
 
 

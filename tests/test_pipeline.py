@@ -16,7 +16,7 @@ import pytest
 import uniflow
 from tests.conftest import git, make_repo
 from uniflow import Model, ModelRegistry, ModelStage, pipeline, step
-from uniflow._pipeline import PipelineRun, current_run, get_run, list_runs
+from uniflow.pipelines import PipelineRun, current_run, get_run, list_runs
 
 SEED = np.int64(7)  # a numpy scalar default: recorded as the plain int 7
 CLI_PACKAGE = Path(uniflow.__file__).parent / "cli" / "__init__.py"

@@ -194,7 +194,7 @@ def test_remote_commands(tmp_path: Path) -> None:
     cli(a, "remote", "remove", "backup")
     cli(a, "remote", "remove", "backup", code=3)
     cli(a, "remote", "add", "bad/name", "/x", code=2)
-    code = "import uniflow, uniflow._sharing, uniflow._ci, uniflow.cli._share, sys; print('fsspec' in sys.modules)"
+    code = "import uniflow, uniflow.sharing.push, uniflow.sharing.pull, uniflow.sharing.ci, uniflow.sharing.hooks, uniflow.cli._share, sys; print('fsspec' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert r.stdout.strip() == "False"
 
@@ -256,7 +256,7 @@ def test_hooks_install_keeps_a_foreign_hook_unless_forced(tmp_path: Path) -> Non
 
 
 def test_hook_files_match_what_install_writes() -> None:
-    from uniflow._ci import HOOK_NAMES, hook_script
+    from uniflow.sharing.hooks import HOOK_NAMES, hook_script
 
     root = Path(__file__).resolve().parent.parent
     for name in HOOK_NAMES:
@@ -283,7 +283,7 @@ def test_fsspec_backend_round_trip_with_temporary_names(tmp_path: Path) -> None:
     """A non-object-store fsspec filesystem: upload to tmp/, then rename; listing and download verified."""
     import fsspec
 
-    from uniflow._remote import FsspecRemote, download_chunks, upload_chunks
+    from uniflow.sharing.blobs import FsspecRemote, download_chunks, upload_chunks
 
     _bare, a = shared_setup(tmp_path)
     ra = open_registry(a)
@@ -304,7 +304,7 @@ def test_fsspec_backend_round_trip_with_temporary_names(tmp_path: Path) -> None:
 def _chunk_digests(reg: object, model: str, version: str, path: str) -> list[str]:
     from uniflow._manifest import file_records
 
-    _, m = reg.index.manifest(model, version)  # type: ignore[attr-defined]
+    _, m = reg.repository.index.manifest(model, version)  # type: ignore[attr-defined]
     return [c.digest for rel, rec, _ in file_records(m) if rel == path for c in rec.chunks]
 
 

@@ -67,11 +67,8 @@ def model_dir(path: Path, n_files: int, size: int = 64 << 10, seed: int = 0) -> 
 
 def open_registry(path: Path) -> Any:
     from uniflow import ModelRegistry
-    from uniflow._sharing import attach_fetcher
 
-    reg = ModelRegistry(path)
-    attach_fetcher(reg)  # idempotent; ModelRegistry may already do it
-    return reg
+    return ModelRegistry(path)  # its store fetches missing chunks from the blob remotes
 
 
 def tree_bytes(path: Path) -> dict[str, bytes]:

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import *  # noqa: F401,F403  (the error tree is small and import-free)
 from ._errors import __all__ as _error_names
-from ._stages import ModelStage
+from ._stages import ModelStage, StageLike
+from ._version import __version__
 
-__version__ = "0.1.0"
 
 _LAZY = {
     "ModelRegistry": "._registry",
@@ -21,15 +21,16 @@ _LAZY = {
     "ModelSummary": "._types",
     "FileInfo": "._types",
     "Comparison": "._compare",
-    "step": "._pipeline",
-    "pipeline": "._pipeline",
-    "Model": "._pipeline",
+    "step": ".pipelines",
+    "pipeline": ".pipelines",
+    "Model": ".pipelines",
 }
 
 __all__ = [
     "__version__",
     "ModelRegistry",
     "ModelStage",
+    "StageLike",
     "ModelVersion",
     "HistoryEvent",
     "ModelSummary",
@@ -43,7 +44,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._compare import Comparison
-    from ._pipeline import Model, pipeline, step
+    from .pipelines import Model, pipeline, step
     from ._registry import ModelRegistry
     from ._types import FileInfo, HistoryEvent, ModelSummary, ModelVersion
 

@@ -1,4 +1,8 @@
-"""``.uniflow/config.toml``: remotes, custom stages and promotion rules (committed).
+"""``.uniflow/config.toml`` as one typed object: stages, blob remotes, promotion rules, limits.
+
+:func:`load_config` reads and validates the whole file once and returns a frozen
+:class:`Config`; any problem is one :class:`ConfigError` naming the file and the key.
+Writers (``uniflow remote add``) edit the raw table (``Config.raw``) and :func:`save_config` it.
 
 Example::
 
@@ -22,24 +26,31 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ._errors import RepositoryError
-from ._stages import SINGLE_HOLDER_DEFAULT, valid_custom_stage_name
+from ._errors import ConfigError, UsageError
+from ._naming import validate_model_name
+from ._stages import SINGLE_HOLDER_DEFAULT, ModelStage, normalize_stage, valid_custom_stage_name
 
 __all__ = [
-    "load_config",
-    "save_config",
-    "stage_table",
-    "init_layout",
-    "Limits",
-    "limits_table",
-    "GITIGNORE",
     "CONFIG_HEADER",
+    "GITIGNORE",
+    "Condition",
+    "Config",
+    "ConfigSource",
+    "Limits",
+    "PromoteRule",
+    "RemoteSpec",
+    "init_layout",
+    "load_config",
+    "parse_condition",
+    "save_config",
 ]
 
 GITIGNORE = "# uniflow: local object store, writes in flight, caches and run records\nobjects/\ntmp/\ncache/\nruns/\n"
@@ -49,48 +60,26 @@ CONFIG_HEADER = (
     "# [remotes.NAME] url = \"...\"    declares a blob remote\n"
     "# [[promote]] model/from/to/when declares a promote-on-merge rule\n"
 )
+_FILE = ".uniflow/config.toml"
+_COND_RE = re.compile(
+    r"\s*(?P<metric>[A-Za-z_][A-Za-z0-9_.:/-]{0,127})\s*(?P<op>>=|<=|==|!=|>|<)\s*"
+    r"(?P<value>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*"
+)
+_OPS = {
+    ">=": lambda a, b: a >= b,
+    ">": lambda a, b: a > b,
+    "<=": lambda a, b: a <= b,
+    "<": lambda a, b: a < b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
 
 
-def load_config(uniflow_dir: Path) -> dict[str, Any]:
-    path = uniflow_dir / "config.toml"
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        return {}
-    except tomllib.TOMLDecodeError as exc:
-        raise RepositoryError(f"{path} is not valid TOML: {exc}") from exc
-    except OSError as exc:
-        raise RepositoryError(f"cannot read {path}: {exc.strerror}") from exc
-    return data
+def _error(key: str, problem: str) -> ConfigError:
+    return ConfigError(f"{_FILE}: {key}: {problem}")
 
 
-def save_config(uniflow_dir: Path, data: dict[str, Any]) -> None:
-    import tomli_w
-
-    path = uniflow_dir / "config.toml"
-    tmp = path.with_suffix(f".toml.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(CONFIG_HEADER + "\n" + tomli_w.dumps(data))
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise RepositoryError(f"cannot write {path}: {exc.strerror}") from exc
-
-
-def stage_table(config: dict[str, Any]) -> dict[str, bool]:
-    """Every known stage -> whether it holds a single version."""
-    table = dict(SINGLE_HOLDER_DEFAULT)
-    stages = config.get("stages", {})
-    if not isinstance(stages, dict):
-        raise RepositoryError("[stages] in .uniflow/config.toml must be a table")
-    for name, spec in stages.items():
-        if not valid_custom_stage_name(name):
-            raise RepositoryError(f"invalid custom stage name {name!r} in .uniflow/config.toml")
-        single = spec.get("single", True) if isinstance(spec, dict) else True
-        table[name] = bool(single)
-    return table
-
-
+# ---------------------------------------------------------------------- the parts
 @dataclass(frozen=True)
 class Limits:
     """Bounds on what a manifest read from Git may claim (``[limits]`` in config.toml).
@@ -105,22 +94,196 @@ class Limits:
     max_manifest_bytes: int = 128 << 20
 
 
-def limits_table(config: dict[str, Any]) -> Limits:
-    """The :class:`Limits` of a config: defaults overridden by ``[limits]``."""
-    table = config.get("limits", {})
-    if not isinstance(table, dict):
-        raise RepositoryError("[limits] in .uniflow/config.toml must be a table")
+@dataclass(frozen=True)
+class RemoteSpec:
+    """A blob remote as declared in config: its name, URL and fsspec options."""
+
+    name: str
+    url: str
+    endpoint_url: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "url": self.url}
+        if self.endpoint_url:
+            d["endpoint_url"] = self.endpoint_url
+        if self.options:
+            d["options"] = dict(self.options)
+        return d
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``<metric> <op> <number>``, parsed from a rule's ``when`` list."""
+
+    metric: str
+    op: str
+    value: float
+    text: str
+
+    def check(self, metrics: dict[str, Any]) -> tuple[bool, str]:
+        """``(holds, explanation)`` on a version's metrics."""
+        if self.metric not in metrics:
+            return False, f"{self.text} failed: metric {self.metric!r} is missing"
+        got = metrics[self.metric]
+        if isinstance(got, bool) or not isinstance(got, (int, float)) or not math.isfinite(got):
+            return False, f"{self.text} failed: metric {self.metric!r} is {got!r}, not a finite number"
+        if _OPS[self.op](got, self.value):
+            return True, f"{self.text} held ({self.metric} = {got})"
+        return False, f"{self.text} failed ({self.metric} = {got})"
+
+
+def parse_condition(text: object, key: str = "promote.when") -> Condition:
+    if not isinstance(text, str):
+        raise _error(key, f"condition {text!r} must be a string like 'accuracy >= 0.9'")
+    m = _COND_RE.fullmatch(text)
+    if not m:
+        raise _error(
+            key,
+            f"invalid condition {text!r}: expected '<metric> <op> <number>' with op one of >=, >, <=, <, ==, !=",
+        )
+    value = float(m["value"])
+    if not math.isfinite(value):
+        raise _error(key, f"invalid condition {text!r}: the number must be finite")
+    return Condition(m["metric"], m["op"], value, " ".join(text.split()))
+
+
+@dataclass(frozen=True)
+class PromoteRule:
+    """One ``[[promote]]`` rule: promote ``model`` into ``to`` (from ``from_stage``) when
+    every condition holds; ``index`` is its 1-based position in the file."""
+
+    model: str
+    to: str
+    from_stage: str | None
+    when: tuple[Condition, ...]
+    index: int
+
+    def describe(self) -> str:
+        src = f"{self.from_stage} -> " if self.from_stage else ""
+        conds = ", ".join(c.text for c in self.when) or "always"
+        return f"{self.model}: {src}{self.to} when {conds}"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration. ``raw`` is the TOML table as read (for writers)."""
+
+    stages: dict[str, bool] = field(default_factory=lambda: dict(SINGLE_HOLDER_DEFAULT))
+    remotes: dict[str, RemoteSpec] = field(default_factory=dict)
+    rules: tuple[PromoteRule, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------- parsing
+def _table(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise _error(f"[{key}]", "must be a table")
+    return value
+
+
+def _stages(raw: dict[str, Any]) -> dict[str, bool]:
+    table = dict(SINGLE_HOLDER_DEFAULT)
+    for name, spec in _table(raw, "stages").items():
+        if not valid_custom_stage_name(name):
+            raise _error(f"stages.{name}", "invalid custom stage name (lowercase letters, digits, '_', '-')")
+        single = spec.get("single", True) if isinstance(spec, dict) else True
+        if not isinstance(single, bool):
+            raise _error(f"stages.{name}.single", f"must be true or false, not {single!r}")
+        table[name] = single
+    return table
+
+
+def _remote(name: str, spec: Any) -> RemoteSpec:
+    if not isinstance(spec, dict) or not isinstance(spec.get("url"), str) or not spec["url"].strip():
+        raise _error(f"remotes.{name}", 'needs a url = "..."')
+    options = spec.get("options", {})
+    if not isinstance(options, dict):
+        raise _error(f"remotes.{name}.options", "must be a table")
+    endpoint = spec.get("endpoint_url")
+    if endpoint is not None and not isinstance(endpoint, str):
+        raise _error(f"remotes.{name}.endpoint_url", "must be a string")
+    return RemoteSpec(name, spec["url"].strip(), endpoint or None, dict(options))
+
+
+def _rules(raw: dict[str, Any], stages: dict[str, bool]) -> tuple[PromoteRule, ...]:
+    items = raw.get("promote", [])
+    if isinstance(items, dict):
+        items = [items]
+    if not isinstance(items, list):
+        raise _error("[[promote]]", "must be an array of tables")
+    custom = {k: v for k, v in stages.items() if k not in ModelStage._value2member_map_}
+    rules = []
+    for i, r in enumerate(items, 1):
+        key = f"promotion rule #{i}"
+        if not isinstance(r, dict):
+            raise _error(key, "must be a table")
+        unknown = set(r) - {"model", "from", "to", "when"}
+        if unknown:
+            raise _error(key, f"unknown key(s): {', '.join(sorted(unknown))}")
+        try:
+            model = validate_model_name(r.get("model"))
+            to = normalize_stage(r.get("to"), custom)
+            src = normalize_stage(r["from"], custom) if r.get("from") is not None else None
+        except UsageError as exc:
+            raise _error(key, str(exc)) from exc
+        when = r.get("when", [])
+        if isinstance(when, str):
+            when = [when]
+        if not isinstance(when, list):
+            raise _error(f"{key}.when", "must be a list of conditions")
+        rules.append(PromoteRule(model, to, src, tuple(parse_condition(c, f"{key}.when") for c in when), i))
+    return tuple(rules)
+
+
+def _limits(raw: dict[str, Any]) -> Limits:
     known = {f.name for f in fields(Limits)}
     values: dict[str, int] = {}
-    for key, value in table.items():
+    for key, value in _table(raw, "limits").items():
         if key not in known:
-            raise RepositoryError(
-                f"unknown key {key!r} in [limits] of .uniflow/config.toml (known: {', '.join(sorted(known))})"
-            )
+            raise _error(f"limits.{key}", f"unknown key (known: {', '.join(sorted(known))})")
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise RepositoryError(f"[limits] {key} in .uniflow/config.toml must be a positive integer, not {value!r}")
+            raise _error(f"limits.{key}", f"must be a positive integer, not {value!r}")
         values[key] = value
     return Limits(**values)
+
+
+def parse_config(raw: dict[str, Any]) -> Config:
+    """Validate a TOML table into a :class:`Config`; a problem is a :class:`ConfigError`."""
+    stages = _stages(raw)
+    remotes = {name: _remote(name, spec) for name, spec in sorted(_table(raw, "remotes").items())}
+    return Config(stages=stages, remotes=remotes, rules=_rules(raw, stages), limits=_limits(raw), raw=raw)
+
+
+def load_config(uniflow_dir: Path) -> Config:
+    """Read and validate ``<uniflow_dir>/config.toml`` (a missing file is the default config)."""
+    path = uniflow_dir / "config.toml"
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        return Config()
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{_FILE} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {_FILE}: {exc.strerror}") from exc
+    return parse_config(raw)
+
+
+def save_config(uniflow_dir: Path, raw: dict[str, Any]) -> None:
+    """Validate ``raw`` and write it as ``config.toml`` (atomically: temp file + rename)."""
+    import tomli_w
+
+    parse_config(raw)
+    path = uniflow_dir / "config.toml"
+    tmp = path.with_suffix(f".toml.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(CONFIG_HEADER + "\n" + tomli_w.dumps(raw))
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {_FILE}: {exc.strerror}") from exc
 
 
 def init_layout(uniflow_dir: Path) -> bool:
@@ -137,5 +300,28 @@ def init_layout(uniflow_dir: Path) -> bool:
             cfg.write_text(CONFIG_HEADER)
             created = True
     except OSError as exc:
-        raise RepositoryError(f"cannot create {uniflow_dir}: {exc.strerror}") from exc
+        raise ConfigError(f"cannot create {uniflow_dir}: {exc.strerror}") from exc
     return created
+
+
+class ConfigSource:
+    """The configuration of one repository, read once and re-read on :meth:`reload`."""
+
+    def __init__(self, uniflow_dir: Path) -> None:
+        self.uniflow_dir = uniflow_dir
+        self._config: Config | None = None
+
+    def get(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.uniflow_dir)
+        return self._config
+
+    def reload(self) -> None:
+        self._config = None
+
+    def init(self) -> bool:
+        return init_layout(self.uniflow_dir)
+
+    def save(self, raw: dict[str, Any]) -> None:
+        save_config(self.uniflow_dir, raw)
+        self.reload()

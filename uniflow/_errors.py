@@ -16,17 +16,23 @@ code the command line uses, so the CLI has exactly one error handler::
     │   ├── VersionNotFoundError
     │   └── StageEmptyError                    no version holds that stage
     ├── VersionExistsError            exit 4   same version, different bytes
-    ├── IntegrityError                exit 5   a digest did not match
+    ├── IntegrityError                exit 5   a digest did not match, or data from Git is invalid
+    │   ├── MissingChunkError                  a chunk is in neither the store nor a blob remote
+    │   └── CorruptChunkError                  a chunk's bytes do not match its digest
     ├── ConcurrencyError              exit 6   lock held too long / CAS lost too often
     ├── SerializationError            exit 7   cannot save / rebuild an object
     │   └── UnsafeLoadError                    pickle or untrusted types without trust
-    ├── RepositoryError               exit 8   no repository, read-only store, bad config
+    ├── RepositoryError               exit 8   no repository, read-only store, full disk
+    │   └── ConfigError                        .uniflow/config.toml is invalid (names file and key)
     ├── RemoteError                   exit 9   a remote failed or refused
-    │   └── PushRejectedError                  non-fast-forward: pull first
+    │   ├── PushRejectedError                  non-fast-forward: pull first
+    │   └── LifecycleConflictError             pull: both sides changed a version or stage
     └── PolicyError                   exit 10  a promotion rule did not hold
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "UniflowError",
@@ -41,12 +47,16 @@ __all__ = [
     "StageEmptyError",
     "VersionExistsError",
     "IntegrityError",
+    "MissingChunkError",
+    "CorruptChunkError",
     "ConcurrencyError",
     "SerializationError",
     "UnsafeLoadError",
     "RepositoryError",
+    "ConfigError",
     "RemoteError",
     "PushRejectedError",
+    "LifecycleConflictError",
     "PolicyError",
 ]
 
@@ -128,6 +138,20 @@ class IntegrityError(UniflowError):
     exit_code = 5
 
 
+class _ChunkError(IntegrityError):
+    def __init__(self, message: str, digest: str) -> None:
+        super().__init__(message)
+        self.digest = digest
+
+
+class MissingChunkError(_ChunkError):
+    """A chunk a version needs is in neither the local store nor a reachable blob remote."""
+
+
+class CorruptChunkError(_ChunkError):
+    """A chunk's bytes (or length) do not match its digest."""
+
+
 class ConcurrencyError(UniflowError):
     exit_code = 6
 
@@ -144,6 +168,10 @@ class RepositoryError(UniflowError):
     exit_code = 8
 
 
+class ConfigError(RepositoryError):
+    """``.uniflow/config.toml`` is unreadable or invalid; the message names the key."""
+
+
 class RemoteError(UniflowError):
     exit_code = 9
 
@@ -152,5 +180,19 @@ class PushRejectedError(RemoteError):
     pass
 
 
+class LifecycleConflictError(RemoteError):
+    """Pull found local and remote lifecycle events that change the same version or stage."""
+
+    def __init__(self, message: str, models: list[str]) -> None:
+        super().__init__(message)
+        self.models = models
+
+
 class PolicyError(UniflowError):
+    """A promotion rule did not hold; ``report`` is the promote-on-merge report, when there is one."""
+
     exit_code = 10
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report

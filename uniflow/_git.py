@@ -174,6 +174,12 @@ class GitRepo:
             self._dulwich = repo
         return self._dulwich
 
+    def close(self) -> None:
+        """Close dulwich's open pack files; the repository reopens on next use."""
+        if self._dulwich is not None:
+            self._dulwich.close()
+            self._dulwich = None
+
     # ------------------------------------------------------------------ discovery
     find_workdir = staticmethod(find_workdir)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NoReturn
@@ -35,6 +35,7 @@ from ._errors import ConcurrencyError, IntegrityError, RepositoryError, UsageErr
 from ._git import GitRepo, Identity
 from ._naming import parse_version
 from ._objcache import DerivedCache
+from ._refs import lifecycle_ref, stage_ref, stages_prefix, tag_ref
 from ._stages import SINGLE_HOLDER_DEFAULT, valid_stage_name
 from ._types import HistoryEvent
 from . import _testhooks
@@ -42,9 +43,6 @@ from . import _testhooks
 __all__ = [
     "LifecycleState",
     "Lifecycle",
-    "lifecycle_ref",
-    "stage_ref",
-    "tag_ref",
     "parse_event",
     "untagged_versions",
     "PAST_LIMIT",
@@ -87,17 +85,6 @@ def _valid_version(value: object) -> bool:
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
-
-def lifecycle_ref(model: str) -> str:
-    return f"refs/uniflow/models/{model}"
-
-
-def stage_ref(model: str, stage: str) -> str:
-    return f"refs/uniflow/stages/{model}/{stage}"
-
-
-def tag_ref(model: str, version: str) -> str:
-    return f"refs/tags/models/{model}/{version}"
 
 
 @dataclass
@@ -256,6 +243,45 @@ class Lifecycle:
     def head(self, model: str) -> str | None:
         return self.git.ref(lifecycle_ref(model))
 
+    def events(self, model: str, since: int | None = None) -> Iterator[dict[str, Any]]:
+        """The events of ``model``'s lifecycle, newest first, back to commit time ``since``.
+
+        An unreadable ``event.json`` is yielded as an empty dict (the walk goes on).
+        """
+        sha = self.head(model)
+        for _ in range(10_000_000):  # bounded by the length of the history
+            if sha is None:
+                return
+            commit = self.git.read_commit(sha)
+            if since is not None and commit.commit_time < since:
+                return
+            raw = self.git.read_path(sha, "event.json")
+            try:
+                ev = json.loads(raw) if raw is not None else {}
+            except ValueError:
+                ev = {}
+            yield ev if isinstance(ev, dict) else {}
+            sha = commit.parents[0].decode() if commit.parents else None
+
+    def chain(self, head: str | None, model: str = "", limit: int = 1_000_000) -> list[str]:
+        """First-parent chain from ``head`` back to the first event (newest first).
+
+        A missing object or one that is not a commit is an :class:`IntegrityError` naming it.
+        """
+        out: list[str] = []
+        sha = head
+        whose = f" of model {model!r}" if model else ""
+        while sha and len(out) < limit:
+            out.append(sha)
+            try:
+                commit = self.git.read_commit(sha)
+            except KeyError as exc:
+                raise IntegrityError(f"lifecycle commit {sha[:12]}{whose} is missing") from exc
+            except RepositoryError as exc:
+                raise IntegrityError(f"lifecycle{whose}: {exc}") from exc
+            sha = commit.parents[0].decode("ascii", "replace") if commit.parents else None
+        return out
+
     def state(self, model: str, head: str | None = None, *, from_git: bool = False) -> LifecycleState:
         return self.state_at(model, head, from_git=from_git)[0]
 
@@ -387,7 +413,7 @@ class Lifecycle:
                     tag = (tags or {}).get(version) or self.git.ref(tag_ref(model, version))
                     if tag:
                         wanted[stage] = tag
-            current = self.git.refs(f"refs/uniflow/stages/{model}")
+            current = self.git.refs(stages_prefix(model))
             for stage, sha in wanted.items():
                 old = current.get(stage)
                 if old != sha:

@@ -14,62 +14,61 @@ to a dry run and spares objects younger than a grace period.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import _testhooks
-from ._errors import IntegrityError, RepositoryError, UniflowError
+from ._errors import CorruptChunkError, IntegrityError, MissingChunkError, RepositoryError, UniflowError
 from ._lifecycle import untagged_versions
 from ._manifest import file_records, unpack
 from ._store import os_reason
 from ._versions import MANIFEST_PATH
 
 if TYPE_CHECKING:
-    from ._registry import ModelRegistry
+    from ._repo import Repository
 
-__all__ = ["verify", "gc", "reachable_manifests", "lifecycle_events", "REGISTER_EVENT_WINDOW"]
+__all__ = ["verify", "gc", "reachable_manifests", "REGISTER_EVENT_WINDOW"]
 
 #: a register writes its event right after its tag; verify reports a tag without an event
 #: only once the tag is older than this (seconds), so a register in flight is not flagged
 REGISTER_EVENT_WINDOW = 60.0
 
 
-def verify(reg: "ModelRegistry", name: str | None = None) -> list[dict[str, Any]]:
+def verify(repo: "Repository", name: str | None = None) -> list[dict[str, Any]]:
     """Every problem found, reading the Git objects themselves (never the derived caches):
     manifests through the validation gate, every chunk re-hashed, each lifecycle's state
     validated (and versions it names without a tag), lost register events, and refs under
     the registry's prefixes that name no valid model or version."""
     problems: list[dict[str, Any]] = []
-    models = [name] if name is not None else reg.index.models()
+    models = [name] if name is not None else repo.index.models()
     if name is not None:
-        reg._require_model(name)
+        repo.require_model(name)
     else:
-        problems += [_problem(None, None, f"ignored ref with an invalid name: {ref}") for ref in reg.index.invalid_ref_names()]
+        problems += [_problem(None, None, f"ignored ref with an invalid name: {ref}") for ref in repo.index.invalid_ref_names()]
     for model in models:
-        for version, sha in sorted(reg.index.versions(model).items()):
+        for version, sha in sorted(repo.index.versions(model).items()):
             try:
-                _, m = reg.index.manifest(model, version, sha, from_git=True)
+                _, m = repo.index.manifest(model, version, sha, from_git=True)
             except IntegrityError as exc:
                 problems.append(_problem(model, version, str(exc)))
                 continue
             for rel, rec, _mode in file_records(m):
                 for c in rec.chunks:
                     try:
-                        reg.store.read_chunk(c)
-                    except UniflowError as exc:
+                        repo.store.read_chunk(c)
+                    except (MissingChunkError, CorruptChunkError) as exc:
                         problems.append(
                             {
                                 "model": model,
                                 "version": version,
                                 "file": rel,
                                 "chunk": c.digest,
-                                "problem": "missing" if "missing" in str(exc) else "corrupted",
+                                "problem": "missing" if isinstance(exc, MissingChunkError) else "corrupted",
                             }
                         )
-        problems += _lifecycle_problems(reg, model)
-        problems += _unrecorded(reg, model)
+        problems += _lifecycle_problems(repo, model)
+        problems += _unrecorded(repo, model)
     return problems
 
 
@@ -77,53 +76,32 @@ def _problem(model: str | None, version: str | None, text: str) -> dict[str, Any
     return {"model": model, "version": version, "file": None, "chunk": None, "problem": text}
 
 
-def _lifecycle_problems(reg: "ModelRegistry", model: str) -> list[dict[str, Any]]:
+def _lifecycle_problems(repo: "Repository", model: str) -> list[dict[str, Any]]:
     """The lifecycle state read straight from Git: invalid, or naming versions without a tag."""
     try:
-        state, _when = reg.lifecycle.state_at(model, from_git=True)
+        state, _when = repo.lifecycle.state_at(model, from_git=True)
     except (UniflowError, KeyError) as exc:
         return [_problem(model, None, f"lifecycle unreadable: {exc}")]
     return [
         _problem(model, v, "the lifecycle names this version but its tag is missing (ignored by reads)")
-        for v in untagged_versions(state, reg.index.version_names(model))
+        for v in untagged_versions(state, repo.index.version_names(model))
     ]
 
 
-def lifecycle_events(reg: "ModelRegistry", model: str, since: int | None = None) -> Iterator[dict[str, Any]]:
-    """The events of ``model``'s lifecycle, newest first, back to commit time ``since``.
-
-    An unreadable ``event.json`` is yielded as an empty dict (the walk goes on).
-    """
-    sha = reg.lifecycle.head(model)
-    for _ in range(10_000_000):  # bounded by the length of the history
-        if sha is None:
-            return
-        commit = reg.git.read_commit(sha)
-        if since is not None and commit.commit_time < since:
-            return
-        raw = reg.git.read_path(sha, "event.json")
-        try:
-            ev = json.loads(raw) if raw is not None else {}
-        except ValueError:
-            ev = {}
-        yield ev if isinstance(ev, dict) else {}
-        sha = commit.parents[0].decode() if commit.parents else None
-
-
-def _unrecorded(reg: "ModelRegistry", model: str) -> list[dict[str, Any]]:
+def _unrecorded(repo: "Repository", model: str) -> list[dict[str, Any]]:
     """Problems for the versions of ``model`` whose register event is missing."""
     try:
-        registered = {ev.get("version") for ev in lifecycle_events(reg, model) if ev.get("action") == "register"}
+        registered = {ev.get("version") for ev in repo.lifecycle.events(model) if ev.get("action") == "register"}
     except (UniflowError, KeyError) as exc:
         return [{"model": model, "version": None, "file": None, "chunk": None,
                  "problem": f"lifecycle unreadable: {exc}"}]
     out = []
     cutoff = time.time() - REGISTER_EVENT_WINDOW
-    for version, sha in sorted(reg.index.versions(model).items()):
+    for version, sha in sorted(repo.index.versions(model).items()):
         if version in registered:
             continue
         try:
-            young = reg.git.read_tag(sha).tag_time > cutoff
+            young = repo.git.read_tag(sha).tag_time > cutoff
         except (UniflowError, KeyError):
             young = False
         if not young:
@@ -132,12 +110,12 @@ def _unrecorded(reg: "ModelRegistry", model: str) -> list[dict[str, Any]]:
     return out
 
 
-def reachable_manifests(reg: "ModelRegistry", commits: "Iterable[str] | None" = None) -> list[dict[str, Any]]:
+def reachable_manifests(repo: "Repository", commits: "Iterable[str] | None" = None) -> list[dict[str, Any]]:
     """Manifests of every version any ref reaches (tags, remote-tracking refs, others),
     or of the version commits among ``commits``."""
     out = []
-    for commit in reg.git.version_candidates() if commits is None else commits:
-        data = reg.git.read_path(commit, MANIFEST_PATH)
+    for commit in repo.git.version_candidates() if commits is None else commits:
+        data = repo.git.read_path(commit, MANIFEST_PATH)
         if data is not None:
             try:
                 out.append(unpack(data))
@@ -163,17 +141,17 @@ class _Live:
         return self
 
 
-def gc(reg: "ModelRegistry", *, dry_run: bool = True, grace_seconds: float = 3600.0) -> dict[str, Any]:
+def gc(repo: "Repository", *, dry_run: bool = True, grace_seconds: float = 3600.0) -> dict[str, Any]:
     """Delete unreachable chunks older than the grace period that no register in flight pinned.
 
     Order (docs/design.md, "gc and registers in flight"): refs -> candidates -> move each
     candidate aside -> read the pins -> read the refs again -> restore what a pin or a newly
     visible version names -> delete the rest.
     """
-    store = reg.store
+    store = repo.store
     restored = 0 if dry_run else store.restore_abandoned()
-    seen = set(reg.git.version_candidates())
-    live = _Live().add(reachable_manifests(reg, seen))
+    seen = set(repo.git.version_candidates())
+    live = _Live().add(reachable_manifests(repo, seen))
     cutoff = time.time() - grace_seconds
     unreachable = spared = 0
     candidates: dict[str, int] = {}
@@ -194,7 +172,7 @@ def gc(reg: "ModelRegistry", *, dry_run: bool = True, grace_seconds: float = 360
         kept = [d for d in candidates if d in pinned]
         deleted, freed = 0, sum(size for d, size in candidates.items() if d not in pinned)
     else:
-        kept, deleted, freed = _collect(reg, candidates, seen, live)
+        kept, deleted, freed = _collect(repo, candidates, seen, live)
     tmp_removed = 0 if dry_run else store.clean_tmp(grace_seconds)
     cache_removed = 0 if dry_run else store.clean_cache(live.files, live.versions, grace_seconds)
     return {
@@ -212,23 +190,23 @@ def gc(reg: "ModelRegistry", *, dry_run: bool = True, grace_seconds: float = 360
     }
 
 
-def _collect(reg: "ModelRegistry", candidates: dict[str, int], seen: set[str], live: _Live) -> tuple[list[str], int, int]:
+def _collect(repo: "Repository", candidates: dict[str, int], seen: set[str], live: _Live) -> tuple[list[str], int, int]:
     """Move the candidates aside, then keep what a pin or a version created meanwhile names.
 
     Returns ``(kept, deleted count, bytes freed)``; ``live`` grows by the new versions.
     """
     try:
-        aside = reg.store.set_aside()
+        aside = repo.store.set_aside()
     except OSError as exc:
-        raise RepositoryError(f"gc cannot write in {reg.store.tmp}: {os_reason(exc)}") from exc
+        raise RepositoryError(f"gc cannot write in {repo.store.tmp}: {os_reason(exc)}") from exc
     kept: list[str] = []
     deleted = freed = 0
     try:
         moved = [d for d in candidates if aside.take(d)]
         _testhooks.point("gc-after-set-aside")
-        pinned = reg.store.pinned()  # 1. the pins, strictly after every move ...
-        later = set(reg.git.version_candidates()) - seen  # 2. ... and only then the refs again
-        live.add(reachable_manifests(reg, sorted(later)))
+        pinned = repo.store.pinned()  # 1. the pins, strictly after every move ...
+        later = set(repo.git.version_candidates()) - seen  # 2. ... and only then the refs again
+        live.add(reachable_manifests(repo, sorted(later)))
         for digest in moved:
             if digest in pinned or digest in live.chunks:
                 aside.restore(digest)
@@ -237,7 +215,7 @@ def _collect(reg: "ModelRegistry", candidates: dict[str, int], seen: set[str], l
                 freed += aside.drop(digest)
                 deleted += 1
     except OSError as exc:
-        raise RepositoryError(f"gc cannot move chunks in {reg.store.objects}: {os_reason(exc)}") from exc
+        raise RepositoryError(f"gc cannot move chunks in {repo.store.objects}: {os_reason(exc)}") from exc
     finally:
         aside.close()  # puts back anything not yet decided (an error above keeps everything)
     return kept, deleted, freed

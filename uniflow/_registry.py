@@ -11,36 +11,32 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from ._config import init_layout, limits_table, load_config, stage_table
+from ._version import __version__
+from ._config import Config, ConfigSource
 from ._errors import (
     InvalidPathError,
-    ModelNotFoundError,
-    StageEmptyError,
     UsageError,
     VersionExistsError,
-    VersionNotFoundError,
 )
 from ._git import GitRepo
-from ._objcache import DerivedCache
 from ._lifecycle import (
-    Lifecycle,
     LifecycleState,
-    promote_transition,
     register_transition,
     rollback_transition,
 )
-from ._manifest import MANIFEST_FORMAT, content_digest, file_entry, json_safe, to_model_version
+from ._manifest import MANIFEST_FORMAT, content_digest, file_entry, json_safe
 from ._naming import next_version, validate_key, validate_model_name, validate_version, version_sort_key
-from ._stages import ModelStage, normalize_stage
+from ._stages import ModelStage, StageLike
 from ._store import ObjectStore, ProgressFn
 from . import _testhooks
 from ._pins import Pin
 from contextlib import ExitStack
 from ._types import HistoryEvent, ModelSummary, ModelVersion
-from ._versions import VersionIndex
-from ._maintenance import gc as _gc, lifecycle_events, verify as _verify
-from ._remote import attach_fetcher
+from ._maintenance import gc as _gc, verify as _verify
+from ._repo import Repository
+from .sharing.blobs import BlobFetcher
+from .sharing.pull import pull as _pull
+from .sharing.push import push as _push
 from ._tree import export_files, materialize, model_path_kind, walk_model
 
 if TYPE_CHECKING:
@@ -67,42 +63,48 @@ class ModelRegistry:
         workdir = GitRepo.find_workdir(start)
         if workdir is None:
             log.warning("uniflow: %s is not inside a git repository; initialising one there", start.resolve())
-            self.git = GitRepo.init(start.resolve())
+            git = GitRepo.init(start.resolve())
         else:
-            self.git = GitRepo(workdir)
-        self.root: Path = self.git.workdir
-        self.uniflow_dir: Path = self.root / ".uniflow"
-        self.store = ObjectStore(self.uniflow_dir)
-        derived = DerivedCache(self.uniflow_dir / "cache" / "git")
-        self._index = VersionIndex(self.git, derived, limits=lambda: limits_table(self.config))
-        self._config: dict[str, Any] | None = None
-        self._lifecycle = Lifecycle(self.git, lambda s: self.stages().get(s, True), derived, stages=self.stages)
-        attach_fetcher(self)  # missing chunks come from the blob remote, verified, on demand
+            git = GitRepo(workdir)
+        root = git.workdir
+        # missing chunks come from the declared blob remotes, verified, on demand
+        fetcher = BlobFetcher(ConfigSource(root / ".uniflow"), root)
+        self._repo = Repository(git, fetcher=fetcher)
+        self.git: GitRepo = git
+        self.root: Path = root
+        self.uniflow_dir: Path = self._repo.uniflow_dir
+        self.store: ObjectStore = self._repo.store
 
     def __repr__(self) -> str:
         return f"ModelRegistry({str(self.root)!r})"
 
+    def __enter__(self) -> ModelRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release open files (the Git repository's pack files). Idempotent; the registry
+        reopens what it needs if it is used again."""
+        self._repo.close()
+
     # ------------------------------------------------------------------ config
     def init(self) -> bool:
         """Create ``.uniflow/`` (config.toml, .gitignore); True if anything was created."""
-        return init_layout(self.uniflow_dir)
+        return self._repo.init()
 
     @property
-    def config(self) -> dict[str, Any]:
-        if self._config is None:
-            self._config = load_config(self.uniflow_dir)
-        return self._config
+    def config(self) -> Config:
+        """The validated ``.uniflow/config.toml`` (read once; :meth:`reload_config` re-reads)."""
+        return self._repo.config
 
     def reload_config(self) -> None:
-        self._config = None
+        self._repo.reload_config()
 
     def stages(self) -> dict[str, bool]:
         """Every known stage -> whether it holds a single version at a time."""
-        return stage_table(self.config)
-
-    def _stage(self, stage: object) -> str:
-        table = self.stages()
-        return normalize_stage(stage, {k: v for k, v in table.items() if k not in ModelStage._value2member_map_})
+        return self._repo.stages()
 
     # ------------------------------------------------------------------ register
     def register(
@@ -193,10 +195,10 @@ class ModelRegistry:
         }
         _testhooks.point("register-before-tag")
         for attempt in range(_AUTO_VERSION_ATTEMPTS):
-            chosen = version or next_version(self._index.version_names(name))
+            chosen = version or next_version(self._repo.index.version_names(name))
             manifest["version"] = chosen
             try:
-                created, _tag = self._index.write_version(manifest, code_commit, actor)
+                created, _tag = self._repo.index.write_version(manifest, code_commit, actor)
             except VersionExistsError:
                 if version is not None:
                     raise
@@ -240,12 +242,12 @@ class ModelRegistry:
         since = self.git.read_tag(tag).tag_time - _EVENT_CLOCK_SLACK
 
         def once(state: LifecycleState) -> tuple[dict[str, Any], str]:
-            if _has_register_event(self, name, version, since):
+            if _has_register_event(self._repo, name, version, since):
                 raise _AlreadyRecorded
             return register_transition(version)(state)
 
         try:
-            self._lifecycle.apply(name, once, actor)
+            self._repo.lifecycle.apply(name, once, actor)
         except _AlreadyRecorded:
             pass
 
@@ -266,46 +268,16 @@ class ModelRegistry:
         return entries
 
     # ------------------------------------------------------------------ read
-    def _require_model(self, name: str) -> None:
-        validate_model_name(name)
-        if not self._index.version_names(name) and self._lifecycle.head(name) is None:
-            raise ModelNotFoundError(name)
 
-    def _resolve(self, name: str, version: str | None, stage: object | None) -> tuple[str, LifecycleState]:
-        """The concrete version meant by ``version`` / ``stage`` (newest when neither)."""
-        self._require_model(name)
-        state = self._lifecycle.state(name)
-        if version is not None:
-            validate_version(version)
-            if self._index.tag_sha(name, version) is None:
-                raise VersionNotFoundError(name, version)
-            return version, state
-        names = self._index.version_names(name)
-        if stage is not None:
-            st = self._stage(stage)
-            if st == "development":
-                candidates = [v for v in names if state.stage(v) == "development"]
-            else:
-                candidates = [v for v in state.holders(st) if v in names]
-            if not candidates:
-                raise StageEmptyError(name, st)
-            return max(candidates, key=version_sort_key), state
-        if not names:
-            raise ModelNotFoundError(name)
-        return max(names, key=version_sort_key), state
-
-    def _manifest(self, name: str, version: str) -> dict[str, Any]:
-        return self._index.manifest(name, version)[1]
-
-    def get(self, name: str, version: str | None = None, stage: object | None = None) -> ModelVersion:
+    def get(self, name: str, version: str | None = None, stage: StageLike | None = None) -> ModelVersion:
         """The :class:`ModelVersion` for a version, a stage's holder, or the newest version."""
-        v, state = self._resolve(name, version, stage)
-        return to_model_version(self._manifest(name, v), state.stage(v), f"refs/tags/models/{name}/{v}")
+        v, state = self._repo.resolve(name, version, stage)
+        return self._repo.model_version(name, v, state.stage(v))
 
     def list_models(self) -> list[ModelSummary]:
         out = []
-        for name, names in sorted(self._index.all_version_names().items()):
-            state, when = self._lifecycle.state_at(name)
+        for name, names in sorted(self._repo.index.all_version_names().items()):
+            state, when = self._repo.lifecycle.state_at(name)
             single = self.stages()
             state = state.restricted_to(names)  # a version whose tag is gone holds nothing
             holders = {s: v for v, s in state.stage_of.items() if single.get(s, True) and s != "archived"}
@@ -314,42 +286,34 @@ class ModelRegistry:
             out.append(ModelSummary(name, latest, len(names), dict(sorted(holders.items())), updated))
         return out
 
-    def list_versions(self, name: str, stage: object | None = None) -> list[ModelVersion]:
+    def list_versions(self, name: str, stage: StageLike | None = None) -> list[ModelVersion]:
         """Every version of ``name`` (semver ascending), optionally only those in ``stage``."""
-        self._require_model(name)
-        state = self._lifecycle.state(name)
-        wanted = self._stage(stage) if stage is not None else None
-        out = []
-        for v, sha in sorted(self._index.versions(name).items(), key=lambda kv: version_sort_key(kv[0])):
-            st = state.stage(v)
-            if wanted is None or st == wanted:
-                out.append(to_model_version(self._index.manifest(name, v, sha)[1], st, f"refs/tags/models/{name}/{v}"))
-        return out
+        return self._repo.list_versions(name, stage)
 
     def history(self, name: str) -> list[HistoryEvent]:
         """Every lifecycle event of ``name``, oldest first (``git log`` of its lifecycle ref)."""
-        self._require_model(name)
-        return self._lifecycle.history(name)
+        self._repo.require_model(name)
+        return self._repo.lifecycle.history(name)
 
     # ------------------------------------------------------------------ load
     def _context(self, name: str, version: str, path: str) -> str:
         return f"model {name!r} version {version!r} file {path!r}"
 
-    def load_path(self, name: str, version: str | None = None, stage: object | None = None) -> Path:
+    def load_path(self, name: str, version: str | None = None, stage: StageLike | None = None) -> Path:
         """A verified, read-only directory holding the version's files."""
-        v, _ = self._resolve(name, version, stage)
-        return self._materialize(name, v, self._manifest(name, v))
+        v, _ = self._repo.resolve(name, version, stage)
+        return self._materialize(name, v, self._repo.manifest(name, v))
 
     def _materialize(self, name: str, version: str, m: dict[str, Any], progress: ProgressFn | None = None) -> Path:
         """``.uniflow/cache/versions/<content digest>``, holding the verified files; every
         path is re-checked and walked without following symlinks (see ``_tree``)."""
-        return materialize(self, name, version, m, progress)[0]
+        return materialize(self._repo, name, version, m, progress)[0]
 
     def load(
         self,
         name: str,
         version: str | None = None,
-        stage: object | None = None,
+        stage: StageLike | None = None,
         *,
         model: Any = None,
         trust: bool = False,
@@ -361,8 +325,8 @@ class ModelRegistry:
         """
         from .serializers import get_serializer
 
-        v, _ = self._resolve(name, version, stage)
-        m = self._manifest(name, v)
+        v, _ = self._repo.resolve(name, version, stage)
+        m = self._repo.manifest(name, v)
         vdir = self._materialize(name, v, m)
         ser = get_serializer(m["serializer"])
         return ser.load(vdir, m.get("serializer_meta", {}), trust=trust, into=model)
@@ -372,7 +336,7 @@ class ModelRegistry:
         name: str,
         dest: str | os.PathLike[str],
         version: str | None = None,
-        stage: object | None = None,
+        stage: StageLike | None = None,
         *,
         progress: ProgressFn | None = None,
         force: bool = False,
@@ -385,9 +349,9 @@ class ModelRegistry:
         Files are written under a temporary name and renamed into place, mode 0o755 or
         0o644 (minus the umask).
         """
-        v, _ = self._resolve(name, version, stage)
-        m = self._manifest(name, v)
-        _vdir, sources = materialize(self, name, v, m, progress)
+        v, _ = self._repo.resolve(name, version, stage)
+        m = self._repo.manifest(name, v)
+        _vdir, sources = materialize(self._repo, name, v, m, progress)
         out = Path(dest)
         export_files(out, sources, force=force)
         return out
@@ -397,34 +361,26 @@ class ModelRegistry:
         self,
         name: str,
         version: str,
-        stage: object,
+        stage: StageLike,
         *,
         reason: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> ModelVersion:
         """Move ``version`` into ``stage``; a single-holder stage's previous holder is archived."""
-        st = self._stage(stage)
-        self._resolve(name, version, None)
-        action = "archive" if st == "archived" else "promote"
-        single = self.stages().get(st, True)
-        self._lifecycle.apply(
-            name,
-            promote_transition(version, st, single, action, reason, json_safe(extra) if extra else None),
-            self.git.identity(),
-        )
+        self._repo.promote(name, version, stage, reason=reason, extra=extra)
         return self.get(name, version)
 
     def archive(self, name: str, version: str, *, reason: str | None = None) -> ModelVersion:
         return self.promote(name, version, ModelStage.ARCHIVED, reason=reason)
 
-    def rollback(self, name: str, stage: object, *, reason: str | None = None) -> ModelVersion:
+    def rollback(self, name: str, stage: StageLike, *, reason: str | None = None) -> ModelVersion:
         """Give ``stage`` back to its previous holder (the current one is archived)."""
-        st = self._stage(stage)
-        self._require_model(name)
+        st = self._repo.stage(stage)
+        self._repo.require_model(name)
         if st in ("development", "archived") or not self.stages().get(st, True):
             raise UsageError(f"cannot roll back stage {st!r}: only single-holder stages have a previous holder")
-        existing = set(self._index.version_names(name))
-        _state, event = self._lifecycle.apply(
+        existing = set(self._repo.index.version_names(name))
+        _state, event = self._repo.lifecycle.apply(
             name, rollback_transition(st, existing.__contains__, reason), self.git.identity()
         )
         return self.get(name, event["version"])
@@ -436,39 +392,32 @@ class ModelRegistry:
         if isinstance(versions, str) or len(versions) < 2:
             raise UsageError("compare_versions needs a list of at least two versions")
         mvs = [self.get(name, v) for v in versions]
-        manifests = [self._manifest(name, v) for v in versions]
+        manifests = [self._repo.manifest(name, v) for v in versions]
         return build_comparison(self.git, mvs, manifests)
 
     # ------------------------------------------------------------------ maintenance
     def verify(self, name: str | None = None) -> list[dict[str, Any]]:
         """Re-hash every chunk of every version (or of ``name``); the problems found."""
-        return _verify(self, name)
+        return _verify(self._repo, name)
 
     def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0) -> dict[str, Any]:
         """Delete chunks no ref reaches, older than the grace period (dry run by default)."""
-        return _gc(self, dry_run=dry_run, grace_seconds=grace_seconds)
-
-    # for the maintenance and sharing layers
-    @property
-    def index(self) -> VersionIndex:
-        return self._index
+        return _gc(self._repo, dry_run=dry_run, grace_seconds=grace_seconds)
 
     @property
-    def lifecycle(self) -> Lifecycle:
-        return self._lifecycle
+    def repository(self) -> Repository:
+        """The parts below this facade (Git, store, index, lifecycles, config), for the
+        sharing and CI layers."""
+        return self._repo
 
-    # ------------------------------------------------------------------ sharing (uniflow/_sharing.py)
+    # ------------------------------------------------------------------ sharing (uniflow/sharing/)
     def push(self, remote: str | None = None, names: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
-        """Upload missing chunks to the blob remote, then push tags and lifecycle refs (see ``_sharing.push``)."""
-        from ._sharing import push
-
-        return push(self, remote, names, **kwargs)
+        """Upload missing chunks to the blob remote, then push tags and lifecycle refs (see ``sharing.push``)."""
+        return _push(self._repo, remote, names, **kwargs)
 
     def pull(self, remote: str | None = None, names: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
-        """Fetch tags and lifecycle refs, integrate them, fetch chunks asked for (see ``_sharing.pull``)."""
-        from ._sharing import pull
-
-        return pull(self, remote, names, **kwargs)
+        """Fetch tags and lifecycle refs, integrate them, fetch chunks asked for (see ``sharing.pull``)."""
+        return _pull(self._repo, remote, names, **kwargs)
 
 
 #: a register event is written after its tag, on the same clock; events older than the tag
@@ -480,11 +429,11 @@ class _AlreadyRecorded(Exception):
     """The register event exists: nothing to write (aborts the lifecycle transition)."""
 
 
-def _has_register_event(reg: "ModelRegistry", name: str, version: str, since: int) -> bool:
+def _has_register_event(repo: Repository, name: str, version: str, since: int) -> bool:
     """True if the lifecycle of ``name`` records registering ``version`` at or after ``since``
     (walking back from the head only that far: usually one commit)."""
     return any(
-        ev.get("action") == "register" and ev.get("version") == version for ev in lifecycle_events(reg, name, since)
+        ev.get("action") == "register" and ev.get("version") == version for ev in repo.lifecycle.events(name, since)
     )
 
 

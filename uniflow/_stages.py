@@ -12,7 +12,7 @@ import re
 
 from ._errors import InvalidStageError
 
-__all__ = ["ModelStage", "normalize_stage", "SINGLE_HOLDER_DEFAULT", "valid_custom_stage_name", "valid_stage_name"]
+__all__ = ["StageLike", "ModelStage", "normalize_stage", "SINGLE_HOLDER_DEFAULT", "valid_custom_stage_name", "valid_stage_name"]
 
 _STAGE_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
@@ -38,6 +38,10 @@ class ModelStage(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+
+#: what every ``stage=`` parameter accepts: a :class:`ModelStage` or a (case-insensitive) name,
+#: built-in or declared in ``.uniflow/config.toml``
+StageLike = ModelStage | str
 
 # Stages that hold many versions at once; every other stage holds one version at a time.
 SINGLE_HOLDER_DEFAULT = {"staging": True, "production": True, "development": False, "archived": False}

@@ -38,7 +38,7 @@ from typing import Any
 
 import blake3
 
-from ._errors import IntegrityError, InvalidPathError, RepositoryError
+from ._errors import CorruptChunkError, InvalidPathError, MissingChunkError, RepositoryError
 from ._naming import validate_digest
 from ._pins import AsideSet, Pin, abandoned, read_pins, recover, restore_abandoned, tmp_name
 from ._safefs import first_link
@@ -52,7 +52,8 @@ __all__ = [
 CHUNK_PARAMS = {"avg_size": 1 << 20, "min_size": 256 << 10, "max_size": 4 << 20}
 
 ProgressFn = Callable[[int, int], None]
-FetchFn = Callable[[list[str]], None]
+#: called by the store with digests it lacks (e.g. ``sharing.blobs.BlobFetcher``): fetch, verify, add
+FetchFn = Callable[["ObjectStore", list[str]], None]
 
 _MAX_INFLIGHT = 24
 _WRITE_WORKERS = 16
@@ -288,7 +289,7 @@ class ObjectStore:
         """Store bytes received from elsewhere (a remote) after checking them."""
         validate_digest(digest, "chunk digest")
         if _hash(data) != digest:
-            raise IntegrityError(f"chunk {digest[:16]} received from the remote does not match its digest")
+            raise CorruptChunkError(f"chunk {digest[:16]} received from the remote does not match its digest", digest)
         self.ensure_dirs()
         self._write_object(digest, data)
         fsync_dir(self.objects / digest[:2])
@@ -305,9 +306,11 @@ class ObjectStore:
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
-                raise IntegrityError(_where(context) + f"chunk {digest[:16]} is missing from the store") from None
+                raise MissingChunkError(
+                    _where(context) + f"chunk {digest[:16]} is missing from the store", digest
+                ) from None
         if (isinstance(ref, ChunkRef) and len(data) != ref.size) or _hash(data) != digest:
-            raise IntegrityError(_where(context) + f"chunk {digest[:16]} is corrupted (digest mismatch)")
+            raise CorruptChunkError(_where(context) + f"chunk {digest[:16]} is corrupted (digest mismatch)", digest)
         return data
 
     def _fetch(self, digests: list[str]) -> None:
@@ -318,7 +321,7 @@ class ObjectStore:
         if self.fetcher is not None:
             still = self.missing(digests)
             if still:
-                self.fetcher(still)
+                self.fetcher(self, still)
 
     def ensure_local(self, records: Iterable[FileRecord]) -> None:
         """Fetch chunks missing locally through the fetcher, in one batch."""

@@ -38,7 +38,7 @@ from ._safefs import DirTree, describe_mode, entry_mode, link_file, open_root, r
 from ._store import FileRecord, os_reason
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._registry import ModelRegistry
+    from ._repo import Repository
     from ._store import ProgressFn
 
 __all__ = ["export_files", "materialize", "model_path_kind", "safe_mode", "walk_model"]
@@ -125,7 +125,7 @@ def _checked_records(m: dict[str, Any], context: str) -> tuple[str, list[tuple[s
 
 
 def materialize(
-    reg: ModelRegistry, name: str, version: str, m: dict[str, Any], progress: ProgressFn | None = None
+    reg: Repository, name: str, version: str, m: dict[str, Any], progress: ProgressFn | None = None
 ) -> tuple[Path, list[Source]]:
     """Verified files of a version, hard-linked under ``.uniflow/cache/versions/<digest>``;
     returns that directory and ``[(path, verified cache file, manifest mode)]``."""

@@ -46,7 +46,7 @@ def _crash_after_cas(a: Path, version: str) -> None:
     """Promote ``version`` to production, killed between the lifecycle CAS and the pointers."""
     r = run_cli(a, "models", "promote", "m", version, "--to", "production", extra=kill_at("after-lifecycle-cas"))
     assert r.returncode == -9, r.stderr
-    assert ModelRegistry(a).lifecycle.state("m").stage_of.get(version) == "production"
+    assert ModelRegistry(a).repository.lifecycle.state("m").stage_of.get(version) == "production"
 
 
 @pytest.mark.slow

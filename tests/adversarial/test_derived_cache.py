@@ -46,9 +46,9 @@ def two(registry: ModelRegistry, tmp_path: Path) -> ModelRegistry:
 
 
 def test_forged_manifest_entry_is_ignored_and_git_is_believed(two: ModelRegistry) -> None:
-    tag = two.index.tag_sha("m", "v1.0.0")
+    tag = two.repository.index.tag_sha("m", "v1.0.0")
     assert tag and _entry(two, "manifest", tag).exists()
-    commit, evil = two.index.manifest("evil", "v1.0.0")
+    commit, evil = two.repository.index.manifest("evil", "v1.0.0")
     forged = dict(evil, name="m")  # the attacker's files under m's name
     _old_style_entry(_entry(two, "manifest", tag), commit.encode() + msgpack.packb(forged, use_bin_type=True))
     fresh = ModelRegistry(two.root)
@@ -69,7 +69,7 @@ def test_forged_state_entry_is_ignored(two: ModelRegistry) -> None:
 
 def test_an_entry_moved_to_another_sha_is_ignored(two: ModelRegistry) -> None:
     """A genuine entry copied under another tag's name is not that tag's manifest."""
-    good_tag, evil_tag = two.index.tag_sha("m", "v1.0.0"), two.index.tag_sha("evil", "v1.0.0")
+    good_tag, evil_tag = two.repository.index.tag_sha("m", "v1.0.0"), two.repository.index.tag_sha("evil", "v1.0.0")
     assert good_tag and evil_tag
     ModelRegistry(two.root).get("evil")
     _entry(two, "manifest", good_tag).write_bytes(_entry(two, "manifest", evil_tag).read_bytes())
@@ -108,8 +108,8 @@ def test_from_git_bypasses_the_caches(two: ModelRegistry) -> None:
     obj.chmod(0o644)
     obj.write_bytes(b"\x78\x9c garbage")
     fresh = ModelRegistry(two.root)
-    assert fresh.index.manifest("m", "v1.0.0")[1]["name"] == "m"  # the (verified) cache entry
+    assert fresh.repository.index.manifest("m", "v1.0.0")[1]["name"] == "m"  # the (verified) cache entry
     with pytest.raises(IntegrityError):
-        fresh.index.manifest("m", "v1.0.0", from_git=True)
-    state, _when = fresh.lifecycle.state_at("m", from_git=True)
+        fresh.repository.index.manifest("m", "v1.0.0", from_git=True)
+    state, _when = fresh.repository.lifecycle.state_at("m", from_git=True)
     assert state.stage("v1.0.0") == "production"

@@ -42,14 +42,14 @@ def _snapshot(root: Path) -> dict[str, tuple[bytes | str, int, int]]:
 
 def _forge(monkeypatch: pytest.MonkeyPatch, reg: ModelRegistry, change: Callable[[dict[str, Any]], None]) -> None:
     """Serve a modified manifest to ``reg`` past the validation gate (see module docstring)."""
-    real = reg._manifest
+    real = reg.repository.manifest
 
     def forged(name: str, version: str) -> dict[str, Any]:
         m = copy.deepcopy(real(name, version))
         change(m)
         return m
 
-    monkeypatch.setattr(reg, "_manifest", forged)
+    monkeypatch.setattr(reg.repository, "manifest", forged)
 
 
 def _bundle(registry: ModelRegistry, tmp_path: Path, name: str = "bundle") -> Path:

@@ -45,7 +45,7 @@ def _head(reg: ModelRegistry) -> str:
 def test_forged_state_is_an_integrity_error_naming_the_commit(
     two: ModelRegistry, stage_of: dict[str, str], why: str
 ) -> None:
-    seq = two.lifecycle.state("m").seq + 1
+    seq = two.repository.lifecycle.state("m").seq + 1
     commit = forge_event(two.root, "m", state_of("m", seq, stage_of), event_of("v1.1.0", "production", seq))
     fresh = ModelRegistry(two.root)
     for read in (fresh.list_models, lambda: fresh.get("m"), lambda: fresh.list_versions("m")):
@@ -59,7 +59,7 @@ def test_forged_state_is_an_integrity_error_naming_the_commit(
 def test_an_undeclared_stage_is_refused_until_declared(two: ModelRegistry) -> None:
     """The gate is not stricter than the registry: once ``[stages.shadow]`` is declared
     (``single = false``: several holders), the same state reads fine."""
-    seq = two.lifecycle.state("m").seq + 1
+    seq = two.repository.lifecycle.state("m").seq + 1
     forge_event(two.root, "m", state_of("m", seq, {"v1.0.0": "shadow", "v1.1.0": "shadow"}),
                 event_of("v1.1.0", "shadow", seq))
     with pytest.raises(IntegrityError, match=r"stage 'shadow' is not declared \(add \[stages.shadow\]"):
@@ -72,7 +72,7 @@ def test_an_undeclared_stage_is_refused_until_declared(two: ModelRegistry) -> No
 def test_a_state_naming_a_version_without_a_tag_is_ignored_locally(two: ModelRegistry) -> None:
     """A version the state names but no tag backs holds nothing on local reads (verify can
     list it with ``untagged_versions``; pull refuses such a remote lifecycle)."""
-    seq = two.lifecycle.state("m").seq + 1
+    seq = two.repository.lifecycle.state("m").seq + 1
     forge_event(two.root, "m", state_of("m", seq, {"v1.0.0": "archived", "v9.9.9": "production"}),
                 event_of("v1.0.0", "archived", seq, action="archive", frm="production"))
     fresh = ModelRegistry(two.root)
@@ -81,8 +81,8 @@ def test_a_state_naming_a_version_without_a_tag_is_ignored_locally(two: ModelReg
         fresh.get("m", stage="production")
     from uniflow._lifecycle import untagged_versions
 
-    state = fresh.lifecycle.state("m")
-    assert untagged_versions(state, fresh.index.version_names("m")) == ["v9.9.9"]
+    state = fresh.repository.lifecycle.state("m")
+    assert untagged_versions(state, fresh.repository.index.version_names("m")) == ["v9.9.9"]
 
 
 @pytest.mark.parametrize(
@@ -92,7 +92,7 @@ def test_a_state_naming_a_version_without_a_tag_is_ignored_locally(two: ModelReg
     ids=["bytes", "list", "missing fields", "NaN", "deep", "bad time"],
 )
 def test_garbage_event_json_makes_history_an_integrity_error(two: ModelRegistry, event: bytes) -> None:
-    seq = two.lifecycle.state("m").seq + 1
+    seq = two.repository.lifecycle.state("m").seq + 1
     commit = forge_event(two.root, "m", state_of("m", seq, {"v1.0.0": "production"}), event)
     with pytest.raises(IntegrityError, match=r"event.json") as err:
         ModelRegistry(two.root).history("m")

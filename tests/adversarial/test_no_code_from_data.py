@@ -95,14 +95,14 @@ def test_git_pull_and_push_hooks_never_import_modules_from_the_work_tree(tmp_pat
 
 
 def _forge_meta(monkeypatch: pytest.MonkeyPatch, reg: ModelRegistry, **meta: Any) -> None:
-    real = reg._manifest
+    real = reg.repository.manifest
 
     def forged(name: str, version: str) -> dict[str, Any]:
         m = copy.deepcopy(real(name, version))
         m["serializer_meta"].update(meta)
         return m
 
-    monkeypatch.setattr(reg, "_manifest", forged)
+    monkeypatch.setattr(reg.repository, "manifest", forged)
 
 
 def test_class_module_named_by_a_manifest_is_not_imported_without_trust(

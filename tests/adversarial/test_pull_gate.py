@@ -45,7 +45,7 @@ def setup(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 def _forge_remote(a: Path, forgery: str) -> str:
     """A hostile lifecycle commit for ``bad`` on top of its head, pushed with plain git."""
-    seq = open_registry(a).lifecycle.state("bad").seq + 1
+    seq = open_registry(a).repository.lifecycle.state("bad").seq + 1
     if forgery in ("x.lock", "a..b"):
         state, event = state_of("bad", seq, {"v1.0.0": forgery}), event_of("v1.0.0", forgery, seq)
     elif forgery == "untagged version":
@@ -104,7 +104,7 @@ def test_ref_names_that_are_no_model_or_version_are_skipped_and_reported(setup: 
     assert "Evil" in line and "not-a-version" in line and "UPPER" in line
     reg = open_registry(b)
     assert [s.name for s in reg.list_models()] == ["bad", "good"]
-    assert reg.index.version_names("good") == ["v1.0.0"]
+    assert reg.repository.index.version_names("good") == ["v1.0.0"]
     assert git(b, "for-each-ref", "refs/uniflow/models/Evil").strip() == ""
     cli(b, "models", "list")
     cli(b, "pull")  # reported once; what is already here and ignored does not fail later pulls

@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
     """Console-script entry point (``uniflow``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args == ["--version"]:
-        from .. import __version__
+        from .._version import __version__
 
         sys.stdout.write(f"uniflow {__version__}\n")
         sys.stdout.flush()

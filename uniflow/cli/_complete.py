@@ -15,7 +15,6 @@ from ._common import find_git_root
 
 __all__ = ["complete_model", "complete_stage", "complete_version", "complete_versions", "model_versions"]
 
-_TAG_PREFIX = "refs/tags/models/"
 BUILTIN_STAGES = ("development", "staging", "production", "archived")
 
 
@@ -30,6 +29,7 @@ def _repo_from_ctx(ctx: click.Context | None) -> str | None:
 
 def model_versions(ctx: click.Context | None) -> dict[str, set[str]]:
     """Model name -> versions, read from the version tags. Empty on any problem."""
+    from .._refs import TAGS_PREFIX
     from .._refscan import git_dir_of, scan_refs
 
     found: dict[str, set[str]] = {}
@@ -38,7 +38,7 @@ def model_versions(ctx: click.Context | None) -> dict[str, set[str]]:
         git = git_dir_of(root) if root is not None else None
         if git is None:
             return found
-        for rest in scan_refs(git, _TAG_PREFIX, names_only=True):
+        for rest in scan_refs(git, TAGS_PREFIX, names_only=True):
             _add(found, rest)
     except Exception:  # noqa: BLE001  completion must never raise
         return found
@@ -93,13 +93,13 @@ def complete_versions(ctx: click.Context, param: click.Parameter, incomplete: st
 
 
 def _custom_stages(ctx: click.Context | None) -> list[str]:
-    from .._config import load_config, stage_table
+    from .._config import load_config
 
     try:
         root = find_git_root(_repo_from_ctx(ctx))
         if root is None:
             return []
-        return [s for s in stage_table(load_config(root / ".uniflow")) if s not in BUILTIN_STAGES]
+        return [s for s in load_config(root / ".uniflow").stages if s not in BUILTIN_STAGES]
     except Exception:  # noqa: BLE001
         return []
 

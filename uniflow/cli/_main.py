@@ -84,7 +84,7 @@ class LazyGroup(click.Group):
 def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    from .. import __version__
+    from .._version import __version__
 
     click.echo(f"uniflow {__version__}")
     ctx.exit(0)

@@ -1,6 +1,6 @@
 """``uniflow remote|push|pull|hooks|ci``: sharing a registry and automating it.
 
-Thin calls of :mod:`uniflow._remote`, :mod:`uniflow._sharing` and :mod:`uniflow._ci`
+Thin calls of :mod:`uniflow.sharing` (blobs, push, pull, hooks, ci)
 (``ModelRegistry.push`` / ``ModelRegistry.pull``). Only click and the CLI helpers are
 imported here; the registry, dulwich and fsspec load inside the commands.
 """
@@ -42,9 +42,9 @@ def remote() -> None:
 @repo_option
 def remote_add(name: str, url: str, endpoint_url: str | None, force: bool, repo: str | None) -> None:
     """Declare blob remote NAME at URL (a directory, s3://bucket/prefix, any fsspec URL)."""
-    from .._remote import add_remote
+    from ..sharing.blobs import add_remote
 
-    spec = add_remote(get_registry(repo), name, url, endpoint_url=endpoint_url, force=force)
+    spec = add_remote(get_registry(repo).repository.config_source, name, url, endpoint_url=endpoint_url, force=force)
     print_line("Added blob remote ", Cell(spec.name, "bold"), f" -> {spec.url}")
     click.echo("Commit .uniflow/config.toml so that clones know it.")
 
@@ -54,9 +54,11 @@ def remote_add(name: str, url: str, endpoint_url: str | None, force: bool, repo:
 @repo_option
 def remote_list(as_json: bool, repo: str | None) -> None:
     """List the blob remotes declared in .uniflow/config.toml."""
-    from .._remote import list_remotes
+    from ..sharing.blobs import list_remotes
 
-    specs = list_remotes(get_registry(repo))
+    registry = get_registry(repo)
+    registry.reload_config()
+    specs = list_remotes(registry.config)
     if as_json:
         echo_json([s.to_dict() for s in specs])
         return
@@ -71,9 +73,9 @@ def remote_list(as_json: bool, repo: str | None) -> None:
 @repo_option
 def remote_remove(name: str, repo: str | None) -> None:
     """Forget blob remote NAME (the bytes it holds are left alone)."""
-    from .._remote import remove_remote
+    from ..sharing.blobs import remove_remote
 
-    spec = remove_remote(get_registry(repo), name)
+    spec = remove_remote(get_registry(repo).repository.config_source, name)
     print_line("Removed blob remote ", Cell(spec.name, "bold"), f" ({spec.url})")
 
 
@@ -97,10 +99,10 @@ def push(args: tuple[str, ...], all_versions: bool, blob: str | None, jobs: int,
     Bytes first, then refs; lifecycle refs only fast-forward: if someone promoted meanwhile
     the push is refused — run `uniflow pull` first. Calls ModelRegistry.push.
     """
-    from .._sharing import split_remote_and_names
+    from ..sharing.gitcmd import split_remote_and_names
 
     registry = get_registry(repo)
-    remote_name, names = split_remote_and_names(registry, args)
+    remote_name, names = split_remote_and_names(registry.root, args)
     with progress_bar("Uploading") as progress:
         result = registry.push(remote_name, names, blob=blob, all_versions=all_versions, jobs=jobs,
                                progress=progress)
@@ -145,10 +147,10 @@ def pull(args: tuple[str, ...], all_versions: bool, stages: tuple[str, ...], res
     fetch their bytes). Without --all, --stage or NAMEs, bytes are fetched when a version
     is loaded. Calls ModelRegistry.pull.
     """
-    from .._sharing import split_remote_and_names
+    from ..sharing.gitcmd import split_remote_and_names
 
     registry = get_registry(repo)
-    remote_name, names = split_remote_and_names(registry, args)
+    remote_name, names = split_remote_and_names(registry.root, args)
     try:
         with progress_bar("Downloading") as progress:
             result = registry.pull(remote_name, names, all_versions=all_versions, stages=list(stages),
@@ -187,9 +189,9 @@ def hooks() -> None:
 @repo_option
 def hooks_install(force: bool, as_json: bool, repo: str | None) -> None:
     """Install the pre-push and post-merge hooks into this repository."""
-    from .._ci import install_hooks
+    from ..sharing.hooks import install_hooks
 
-    results = install_hooks(get_registry(repo), force=force)
+    results = install_hooks(get_registry(repo).repository, force=force)
     if as_json:
         echo_json(results)
     else:
@@ -213,10 +215,10 @@ def hooks_run() -> None:
 @click.argument("url", required=False)
 def hook_pre_push(remote_name: str, url: str | None) -> None:
     """Upload the bytes of the model versions git is about to push (refs on stdin)."""
-    from .._ci import run_pre_push
+    from ..sharing.hooks import run_pre_push
 
     lines = sys.stdin.read().splitlines()
-    result = run_pre_push(get_registry(None), remote_name, lines)
+    result = run_pre_push(get_registry(None).repository, remote_name, lines)
     chunks = result["chunks"]
     if chunks["transferred"]:
         click.echo(f"uniflow: uploaded {_plural(chunks['transferred'], 'chunk')} ({human_size(chunks['bytes'])}) "
@@ -227,10 +229,10 @@ def hook_pre_push(remote_name: str, url: str | None) -> None:
 @click.argument("squash", required=False)
 def hook_post_merge(squash: str | None) -> None:
     """Fetch registry refs from the branch's remote; warn, never fail."""
-    from .._ci import run_post_merge
+    from ..sharing.hooks import run_post_merge
 
     try:
-        result = run_post_merge(get_registry(None))
+        result = run_post_merge(get_registry(None).repository)
     except UniflowError as exc:
         click.echo(f"uniflow post-merge: warning: {exc}", err=True)
         return
@@ -261,12 +263,12 @@ def promote_on_merge_cmd(base: str, head: str, push_refs: bool, remote_name: str
     Exits 10 (PolicyError) when a candidate fails a rule, 0 when every candidate was promoted
     or no rule matched.
     """
-    from .._ci import promote_on_merge
+    from ..sharing.ci import promote_on_merge
     from .._errors import PolicyError
 
     registry = get_registry(repo)
     try:
-        report = promote_on_merge(registry, base, head, push_refs=push_refs, remote=remote_name,
+        report = promote_on_merge(registry.repository, base, head, push_refs=push_refs, remote=remote_name,
                                   fetch=not no_fetch, dry_run=dry_run)
     except PolicyError as exc:
         partial: dict[str, Any] | None = getattr(exc, "report", None)

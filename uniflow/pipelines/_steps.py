@@ -32,12 +32,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from ._errors import UsageError
-from ._naming import validate_model_name, validate_version
-from ._stages import ModelStage
+from .._errors import UsageError
+from .._naming import validate_model_name, validate_version
+from .._stages import ModelStage
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._types import ModelVersion
+    from .._types import ModelVersion
 
 __all__ = ["Model", "PipelineRun", "StepRun", "current_run", "get_run", "list_runs", "pipeline", "step"]
 

@@ -41,18 +41,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ._config import save_config
-from ._errors import IntegrityError, RemoteError, UniflowError, UsageError
-from ._naming import validate_digest
-from ._store import fsync_dir, write_immutable
+from .._config import Config, ConfigSource, RemoteSpec
+from .._errors import IntegrityError, NotFoundError, RemoteError, UniflowError, UsageError
+from .._naming import validate_digest
+from .._store import fsync_dir, write_immutable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._registry import ModelRegistry
-    from ._store import ObjectStore
+    from .._store import ObjectStore
 
 __all__ = [
     "JOBS",
@@ -64,12 +63,11 @@ __all__ = [
     "RemoteSpec",
     "TransferStats",
     "add_remote",
-    "attach_fetcher",
+    "BlobFetcher",
     "download_chunks",
     "get_remote_spec",
     "list_remotes",
     "open_remote",
-    "remote_for_config",
     "remove_remote",
     "upload_chunks",
     "validate_remote_name",
@@ -105,24 +103,6 @@ def validate_remote_name(name: object) -> str:
     return name
 
 
-@dataclass(frozen=True)
-class RemoteSpec:
-    """A blob remote as declared in config: its name, URL and fsspec options."""
-
-    name: str
-    url: str
-    endpoint_url: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, "url": self.url}
-        if self.endpoint_url:
-            d["endpoint_url"] = self.endpoint_url
-        if self.options:
-            d["options"] = dict(self.options)
-        return d
-
-
 @dataclass
 class TransferStats:
     """What a transfer did (counts of chunks and bytes)."""
@@ -137,40 +117,20 @@ class TransferStats:
 
 
 # ---------------------------------------------------------------------- config
-def _remotes_table(config: dict[str, Any]) -> dict[str, Any]:
-    table = config.get("remotes", {})
-    if not isinstance(table, dict):
-        raise RemoteError("[remotes] in .uniflow/config.toml must be a table")
-    return table
-
-
-def _spec(name: str, raw: Any) -> RemoteSpec:
-    if not isinstance(raw, dict) or not isinstance(raw.get("url"), str) or not raw["url"].strip():
-        raise RemoteError(f"remote {name!r} in .uniflow/config.toml needs a url = \"...\"")
-    options = raw.get("options", {})
-    if not isinstance(options, dict):
-        raise RemoteError(f"remotes.{name}.options in .uniflow/config.toml must be a table")
-    endpoint = raw.get("endpoint_url")
-    return RemoteSpec(name, raw["url"].strip(), str(endpoint) if endpoint else None, dict(options))
-
-
-def list_remotes(registry: ModelRegistry) -> list[RemoteSpec]:
+def list_remotes(config: Config) -> list[RemoteSpec]:
     """Every blob remote declared in ``.uniflow/config.toml``, sorted by name."""
-    registry.reload_config()
-    table = _remotes_table(registry.config)
-    return [_spec(name, table[name]) for name in sorted(table)]
+    return [config.remotes[name] for name in sorted(config.remotes)]
 
 
-def get_remote_spec(registry: ModelRegistry, name: str | None = None) -> RemoteSpec | None:
+def get_remote_spec(config: Config, name: str | None = None) -> RemoteSpec | None:
     """The blob remote ``name``; without a name: ``origin``, else the only one declared."""
-    table = _remotes_table(registry.config)
+    remotes = config.remotes
     if name is not None:
-        return _spec(name, table[name]) if name in table else None
-    if "origin" in table:
-        return _spec("origin", table["origin"])
-    if len(table) == 1:
-        only = next(iter(table))
-        return _spec(only, table[only])
+        return remotes.get(name)
+    if "origin" in remotes:
+        return remotes["origin"]
+    if len(remotes) == 1:
+        return next(iter(remotes.values()))
     return None
 
 
@@ -182,44 +142,41 @@ def _check_url(url: str) -> str:
 
 
 def add_remote(
-    registry: ModelRegistry, name: str, url: str, *, endpoint_url: str | None = None, force: bool = False
+    source: ConfigSource, name: str, url: str, *, endpoint_url: str | None = None, force: bool = False
 ) -> RemoteSpec:
     """Declare blob remote ``name`` at ``url`` in ``.uniflow/config.toml`` (commit it)."""
     validate_remote_name(name)
     url = _check_url(url)
-    registry.init()
-    registry.reload_config()
-    config = dict(registry.config)
-    table = dict(_remotes_table(config))
+    source.init()
+    source.reload()
+    raw = dict(source.get().raw)
+    table = dict(raw.get("remotes", {}))
     if name in table and not force:
         raise UsageError(f"blob remote {name!r} already exists ({table[name].get('url')}); use --force to replace it")
     entry: dict[str, Any] = {"url": url}
     if endpoint_url:
         entry["endpoint_url"] = _check_url(endpoint_url)
     table[name] = entry
-    config["remotes"] = table
-    save_config(registry.uniflow_dir, config)
-    registry.reload_config()
-    return _spec(name, entry)
+    raw["remotes"] = table
+    source.save(raw)
+    return source.get().remotes[name]
 
 
-def remove_remote(registry: ModelRegistry, name: str) -> RemoteSpec:
+def remove_remote(source: ConfigSource, name: str) -> RemoteSpec:
     """Remove blob remote ``name`` from ``.uniflow/config.toml``; the bytes it holds stay."""
     validate_remote_name(name)
-    registry.reload_config()
-    config = dict(registry.config)
-    table = dict(_remotes_table(config))
-    if name not in table:
-        from ._errors import NotFoundError
-
+    source.reload()
+    config = source.get()
+    spec = config.remotes.get(name)
+    if spec is None:
         raise NotFoundError(f"no blob remote named {name!r} (see `uniflow remote list`)")
-    spec = _spec(name, table.pop(name))
+    raw = dict(config.raw)
+    table = {k: v for k, v in dict(raw.get("remotes", {})).items() if k != name}
     if table:
-        config["remotes"] = table
+        raw["remotes"] = table
     else:
-        config.pop("remotes", None)
-    save_config(registry.uniflow_dir, config)
-    registry.reload_config()
+        raw.pop("remotes", None)
+    source.save(raw)
     return spec
 
 
@@ -550,38 +507,32 @@ def _run_parallel(
             raise
 
 
-def remote_for_config(registry: ModelRegistry, name: str | None) -> BlobRemote | None:
-    """Open the blob remote ``name`` (or the default one) of ``registry``, or None."""
-    spec = get_remote_spec(registry, name)
-    return open_remote(spec, registry.root) if spec is not None else None
+__all__ += ["KILL_AFTER_ENV", "FsspecRemote", "LocalRemote"]
 
 
-__all__ += ["KILL_AFTER_ENV", "FsspecRemote", "LocalRemote", "remote_for_config"]
+class BlobFetcher:
+    """What the chunk store calls with digests it lacks: fetch them from the declared blob
+    remotes (the default one first, then every other), each verified before it is stored.
 
-
-def attach_fetcher(registry: ModelRegistry) -> None:
-    """Let ``registry.store`` fetch missing chunks from the declared blob remotes on demand.
-
-    Cheap: nothing is read or imported until a chunk is actually missing. The default blob
-    remote is tried first, then every other declared one; each chunk is verified before it
-    is stored. Idempotent.
+    Given to the :class:`ObjectStore` when it is built. Cheap: the configuration is read and
+    fsspec imported only when a chunk is actually missing.
     """
-    if getattr(registry.store.fetcher, "_uniflow_remote_fetcher", False):
-        return
 
-    def fetch(digests: list[str]) -> None:
-        missing = registry.store.missing(digests)
+    def __init__(self, config: ConfigSource, root: Path) -> None:
+        self.config = config
+        self.root = root
+
+    def __call__(self, store: ObjectStore, digests: list[str]) -> None:
+        missing = store.missing(digests)
         if not missing:
             return
-        specs = list_remotes(registry)
-        default = get_remote_spec(registry, None)
-        ordered = ([default] if default else []) + [s for s in specs if default is None or s.name != default.name]
-        for spec in ordered:
+        self.config.reload()
+        config = self.config.get()
+        default = get_remote_spec(config, None)
+        others = [s for s in list_remotes(config) if default is None or s.name != default.name]
+        for spec in ([default] if default else []) + others:
             if not missing:
                 return
             log.info("fetching %d chunk(s) from blob remote %s", len(missing), spec.name)
-            download_chunks(registry.store, open_remote(spec, registry.root), missing, skip_missing=True)
-            missing = registry.store.missing(missing)
-
-    fetch._uniflow_remote_fetcher = True  # type: ignore[attr-defined]
-    registry.store.fetcher = fetch
+            download_chunks(store, open_remote(spec, self.root), missing, skip_missing=True)
+            missing = store.missing(missing)

@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._errors import NotFoundError, UsageError
-from ._paths import find_workdir as _find_git_root
+from .._errors import NotFoundError, UsageError
+from .._paths import find_workdir as _find_git_root
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._registry import ModelRegistry
+    from .._registry import ModelRegistry
 
 __all__ = ["RUNS_DIR", "PipelineRun", "StepRun", "current_run", "get_run", "list_runs"]
 
@@ -222,6 +222,6 @@ def get_run(run_id: str, path: str | os.PathLike[str] | Any | None = None) -> Pi
 def _resolve_registry(spec: Any) -> ModelRegistry:
     if spec is not None and not isinstance(spec, (str, os.PathLike)):
         return spec  # type: ignore[no-any-return]
-    from ._registry import ModelRegistry
+    from .._registry import ModelRegistry
 
     return ModelRegistry(spec)

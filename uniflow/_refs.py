@@ -1,0 +1,110 @@
+"""The one home of the registry's Git ref names: building them and parsing them back.
+
+::
+
+    refs/tags/models/<model>/<version>                  a version (annotated tag)
+    refs/uniflow/models/<model>                         a model's lifecycle (chain of event commits)
+    refs/uniflow/stages/<model>/<stage>                 a stage pointer (derived from the lifecycle)
+    refs/uniflow/remotes/<remote>/models/<model>        a Git remote's lifecycle as last fetched
+
+Every other module builds ref names through these functions and parses them with
+:func:`parse_ref`, so a name read from a remote is checked here once, and no module
+hard-codes a prefix. Imports nothing but the standard library (shell completion uses it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "TAGS_PREFIX",
+    "LIFECYCLE_PREFIX",
+    "STAGES_PREFIX",
+    "REMOTES_PREFIX",
+    "REGISTRY_PATTERNS",
+    "ParsedRef",
+    "tag_ref",
+    "tag_name",
+    "lifecycle_ref",
+    "stage_ref",
+    "stages_prefix",
+    "tags_prefix",
+    "tracking_ref",
+    "tracking_prefix",
+    "parse_ref",
+]
+
+TAGS_PREFIX = "refs/tags/models"
+LIFECYCLE_PREFIX = "refs/uniflow/models"
+STAGES_PREFIX = "refs/uniflow/stages"
+REMOTES_PREFIX = "refs/uniflow/remotes"
+#: what ``git ls-remote`` / ``git fetch`` ask a remote for
+REGISTRY_PATTERNS = (f"{TAGS_PREFIX}/*", f"{LIFECYCLE_PREFIX}/*", f"{STAGES_PREFIX}/*")
+
+RefKind = Literal["version", "lifecycle", "stage", "tracking"]
+
+
+def tag_name(model: str, version: str) -> str:
+    """The tag's short name (what ``git tag`` lists): ``models/<model>/<version>``."""
+    return f"models/{model}/{version}"
+
+
+def tag_ref(model: str, version: str) -> str:
+    return f"{TAGS_PREFIX}/{model}/{version}"
+
+
+def tags_prefix(model: str) -> str:
+    return f"{TAGS_PREFIX}/{model}"
+
+
+def lifecycle_ref(model: str) -> str:
+    return f"{LIFECYCLE_PREFIX}/{model}"
+
+
+def stage_ref(model: str, stage: str) -> str:
+    return f"{STAGES_PREFIX}/{model}/{stage}"
+
+
+def stages_prefix(model: str) -> str:
+    return f"{STAGES_PREFIX}/{model}"
+
+
+def tracking_prefix(remote: str) -> str:
+    return f"{REMOTES_PREFIX}/{remote}/models"
+
+
+def tracking_ref(remote: str, model: str) -> str:
+    """Where a Git remote's lifecycle of ``model`` is kept locally (read by gc, compared by push)."""
+    return f"{tracking_prefix(remote)}/{model}"
+
+
+@dataclass(frozen=True)
+class ParsedRef:
+    """A registry ref taken apart: ``kind`` plus the parts that kind has."""
+
+    kind: RefKind
+    model: str
+    version: str | None = None
+    stage: str | None = None
+    remote: str | None = None
+
+
+def parse_ref(ref: str) -> ParsedRef | None:
+    """Take a registry ref apart, or None when it is not one of ours or is malformed.
+
+    Only the shape is checked here; the parts are validated by the caller's gate
+    (model names, versions, stages), because what is valid depends on the repository.
+    """
+    parts = ref.split("/")
+    if any(not p for p in parts):
+        return None
+    if ref.startswith(TAGS_PREFIX + "/") and len(parts) == 5:
+        return ParsedRef("version", parts[3], version=parts[4])
+    if ref.startswith(LIFECYCLE_PREFIX + "/") and len(parts) == 4:
+        return ParsedRef("lifecycle", parts[3])
+    if ref.startswith(STAGES_PREFIX + "/") and len(parts) == 5:
+        return ParsedRef("stage", parts[3], stage=parts[4])
+    if ref.startswith(REMOTES_PREFIX + "/") and len(parts) == 6 and parts[4] == "models":
+        return ParsedRef("tracking", parts[5], remote=parts[3])
+    return None

@@ -1,0 +1,144 @@
+"""``Repository``: the parts of one registry that the layers below ``ModelRegistry`` share.
+
+The registry facade builds one and hands it down; maintenance, registration, materializing
+and push/pull receive it (or just the part they need), never the ``ModelRegistry`` itself,
+so imports flow one way (docs/design.md, "Module layout")::
+
+    ModelRegistry ──> Repository ──> GitRepo, ObjectStore, VersionIndex, Lifecycle, ConfigSource
+
+It also owns the small reads every layer needs: stage names, "does this model exist", and
+which version a ``version=`` / ``stage=`` pair means.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._config import Config, ConfigSource
+from ._errors import ModelNotFoundError, StageEmptyError, VersionNotFoundError
+from ._git import GitRepo
+from ._lifecycle import Lifecycle, LifecycleState, promote_transition
+from ._naming import validate_model_name, validate_version, version_sort_key
+from ._objcache import DerivedCache
+from ._refs import tag_ref
+from ._stages import ModelStage, StageLike, normalize_stage
+from ._store import FetchFn, ObjectStore
+from ._versions import VersionIndex
+
+if TYPE_CHECKING:
+    from ._types import ModelVersion
+
+__all__ = ["Repository"]
+
+
+class Repository:
+    """Git repository, chunk store, version index, lifecycles and configuration of one registry."""
+
+    def __init__(self, git: GitRepo, *, fetcher: FetchFn | None = None) -> None:
+        self.git = git
+        self.root: Path = git.workdir
+        self.uniflow_dir: Path = self.root / ".uniflow"
+        self.config_source = ConfigSource(self.uniflow_dir)
+        self.store = ObjectStore(self.uniflow_dir, fetcher=fetcher)
+        derived = DerivedCache(self.uniflow_dir / "cache" / "git")
+        self.index = VersionIndex(git, derived, limits=lambda: self.config.limits)
+        self.lifecycle = Lifecycle(git, lambda s: self.stages().get(s, True), derived, stages=self.stages)
+
+    # ------------------------------------------------------------------ configuration
+    @property
+    def config(self) -> Config:
+        return self.config_source.get()
+
+    def reload_config(self) -> None:
+        self.config_source.reload()
+
+    def init(self) -> bool:
+        """Create ``.uniflow/`` (config.toml, .gitignore); True if anything was created."""
+        return self.config_source.init()
+
+    def stages(self) -> dict[str, bool]:
+        """Every known stage -> whether it holds a single version at a time."""
+        return self.config.stages
+
+    def stage(self, stage: StageLike) -> str:
+        """The canonical name of ``stage`` (built-in or declared), else InvalidStageError."""
+        table = self.stages()
+        return normalize_stage(stage, {k: v for k, v in table.items() if k not in ModelStage._value2member_map_})
+
+    # ------------------------------------------------------------------ reads
+    def require_model(self, name: str) -> None:
+        validate_model_name(name)
+        if not self.index.version_names(name) and self.lifecycle.head(name) is None:
+            raise ModelNotFoundError(name)
+
+    def versions_in(self, name: str, stage: str, state: LifecycleState | None = None) -> list[str]:
+        """Versions of ``name`` (with a tag) that ``stage`` holds: for ``development``, every
+        version not promoted anywhere."""
+        names = self.index.version_names(name)
+        state = state if state is not None else self.lifecycle.state(name)
+        if stage == "development":
+            return [v for v in names if state.stage(v) == "development"]
+        existing = set(names)
+        return [v for v in state.holders(stage) if v in existing]
+
+    def resolve(self, name: str, version: str | None, stage: StageLike | None) -> tuple[str, LifecycleState]:
+        """The concrete version meant by ``version`` / ``stage`` (newest when neither)."""
+        self.require_model(name)
+        state = self.lifecycle.state(name)
+        if version is not None:
+            validate_version(version)
+            if self.index.tag_sha(name, version) is None:
+                raise VersionNotFoundError(name, version)
+            return version, state
+        if stage is not None:
+            st = self.stage(stage)
+            candidates = self.versions_in(name, st, state)
+            if not candidates:
+                raise StageEmptyError(name, st)
+            return max(candidates, key=version_sort_key), state
+        names = self.index.version_names(name)
+        if not names:
+            raise ModelNotFoundError(name)
+        return max(names, key=version_sort_key), state
+
+    def manifest(self, name: str, version: str) -> dict[str, Any]:
+        return self.index.manifest(name, version)[1]
+
+    def model_version(self, name: str, version: str, stage: str, tag_sha: str | None = None) -> ModelVersion:
+        from ._manifest import to_model_version
+
+        m = self.index.manifest(name, version, tag_sha)[1]
+        return to_model_version(m, stage, tag_ref(name, version))
+
+    def list_versions(self, name: str, stage: StageLike | None = None) -> list[ModelVersion]:
+        """Every version of ``name`` (semver ascending), optionally only those in ``stage``."""
+        self.require_model(name)
+        state = self.lifecycle.state(name)
+        wanted = self.stage(stage) if stage is not None else None
+        out = []
+        for v, sha in sorted(self.index.versions(name).items(), key=lambda kv: version_sort_key(kv[0])):
+            st = state.stage(v)
+            if wanted is None or st == wanted:
+                out.append(self.model_version(name, v, st, sha))
+        return out
+
+    # ------------------------------------------------------------------ writes
+    def promote(
+        self, name: str, version: str, stage: StageLike, *, reason: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Move ``version`` into ``stage`` (one lifecycle event, compare-and-swap); a
+        single-holder stage's previous holder is archived."""
+        from ._manifest import json_safe
+
+        st = self.stage(stage)
+        self.resolve(name, version, None)
+        action = "archive" if st == "archived" else "promote"
+        single = self.stages().get(st, True)
+        transition = promote_transition(version, st, single, action, reason, json_safe(extra) if extra else None)
+        self.lifecycle.apply(name, transition, self.git.identity())
+
+    def close(self) -> None:
+        """Release the Git repository's open files (the object store keeps none open)."""
+        self.git.close()

@@ -1,0 +1,269 @@
+"""Push a registry: the bytes of new versions to a blob remote, then the refs, atomically.
+
+Ordering (invariant 1, across machines):
+
+* lifecycle divergence is checked first: nothing is sent when the push would be refused;
+* then the chunks of every version tag the Git remote lacks are uploaded (each re-hashed
+  before it leaves), and only then are the tags, lifecycle refs and stage pointers pushed in
+  one atomic ``git push``: a Git remote never shows a version whose bytes are missing;
+* lifecycle refs move only by fast-forward (pushed without ``+``): Git refuses a push made
+  stale by someone else's promotion, which is a :class:`PushRejectedError`;
+* stage pointers are derived, never copied: the pointers pushed are computed from the
+  lifecycle state of the very head being pushed (a crash between a lifecycle move and the
+  pointer update may have left the local pointer refs stale; they are resynced on the way),
+  and pushed with ``--force-with-lease`` on the value seen.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from .. import _testhooks
+from .._errors import PushRejectedError, RemoteError
+from .._manifest import file_records
+from .._naming import validate_model_name
+from .._refs import TAGS_PREFIX, lifecycle_ref, stage_ref, stages_prefix, tag_ref, tracking_ref
+from .blobs import JOBS, BlobRemote, TransferStats, get_remote_spec, open_remote, upload_chunks
+from .gitcmd import IN_PUSH_ENV, fetch_refs, last_error, ls_remote, resolve_git_remote, run_git
+
+if TYPE_CHECKING:
+    from .._repo import Repository
+
+__all__ = ["blob_remote_for", "chunks_of", "no_blob_remote", "push", "upload_versions"]
+
+ProgressFn = Callable[[int, int], None]
+
+
+# ---------------------------------------------------------------------- chunks
+def upload_versions(
+    repo: Repository, blob_remote: Any, versions: list[tuple[str, str]], *, jobs: int, progress: Any
+) -> TransferStats:
+    """Upload the chunks of ``(model, version)`` pairs that the blob remote lacks."""
+    digests: list[str] = []
+    context: dict[str, str] = {}
+    for m, v in versions:
+        d, c = chunks_of(repo, m, [v])
+        digests += d
+        context.update(c)
+    return upload_chunks(repo.store, blob_remote, digests, jobs=jobs, progress=progress, context=context)
+
+
+def chunks_of(repo: Repository, model: str, versions: Iterable[str]) -> tuple[list[str], dict[str, str]]:
+    digests: list[str] = []
+    context: dict[str, str] = {}
+    for v in versions:
+        _, m = repo.index.manifest(model, v)
+        for rel, rec, _mode in file_records(m):
+            for c in rec.chunks:
+                digests.append(c.digest)
+                context.setdefault(c.digest, f"model {model!r} version {v!r} file {rel!r}")
+    return digests, context
+
+
+def blob_remote_for(repo: Repository, name: str | None, git_remote: str | None) -> BlobRemote | None:
+    if name is not None:
+        spec = get_remote_spec(repo.config, name)
+        if spec is None:
+            raise RemoteError(f"no blob remote named {name!r} (add one with `uniflow remote add {name} URL`)")
+    else:
+        spec = get_remote_spec(repo.config, git_remote) if git_remote else None
+        spec = spec or get_remote_spec(repo.config, None)
+    return open_remote(spec, repo.root) if spec is not None else None
+
+
+def no_blob_remote(git_remote: str) -> RemoteError:
+    return RemoteError(
+        f"no blob remote configured for {git_remote!r}: add one with `uniflow remote add {git_remote} URL` "
+        "and commit .uniflow/config.toml"
+    )
+
+
+def _select(repo: Repository, names: Iterable[str] | None) -> list[str]:
+    if names:
+        return sorted({validate_model_name(n) for n in names})
+    return repo.index.models()
+
+
+# ---------------------------------------------------------------------- push
+def push(
+    repo: Repository,
+    remote: str | None = None,
+    names: Iterable[str] | None = None,
+    *,
+    blob: str | None = None,
+    all_versions: bool = False,
+    jobs: int = JOBS,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Upload missing chunks to the blob remote, then push tags, lifecycle and stage refs.
+
+    ``remote`` is the Git remote (default ``origin``); the blob remote is ``blob``, else the
+    one named like the Git remote, else the only one. ``all_versions`` re-checks the chunks of
+    every version, not only of tags the Git remote lacks. Raises :class:`PushRejectedError`
+    when someone else moved a lifecycle ref meanwhile (run :func:`pull`, then push again).
+    """
+    wanted = list(names or [])
+    models = _select(repo, wanted)
+    for m in wanted:
+        repo.require_model(m)
+    git_remote = resolve_git_remote(repo.root, remote)
+    remote_refs = ls_remote(repo.root, git_remote)
+    git = repo.git
+    heads = {m: repo.lifecycle.head(m) for m in models}  # the lifecycle pushed, read once
+    for m, head in heads.items():
+        if head is not None:
+            repo.lifecycle.sync_pointers(m)  # repair local pointers a crash left stale
+
+    # 1. version tags the Git remote lacks; one it holds with other content is refused
+    new_tags: dict[str, str] = {}
+    for m in models:
+        for v, sha in repo.index.versions(m).items():
+            theirs = remote_refs.get(tag_ref(m, v))
+            if theirs is None:
+                new_tags[tag_ref(m, v)] = sha
+            elif theirs != sha:
+                raise PushRejectedError(
+                    f"version {m} {v} exists on {git_remote!r} with different content; versions are immutable: "
+                    "register yours under a new version"
+                )
+    # 2. lifecycle refs: refuse before sending anything when a push would not fast-forward
+    lifecycle: dict[str, str] = {}
+    behind: list[str] = []
+    diverged: list[str] = []
+    fetched = False
+    for m in models:
+        local, theirs = heads[m], remote_refs.get(lifecycle_ref(m))
+        if local is None or local == theirs:
+            continue
+        if theirs is None:
+            lifecycle[m] = local
+            continue
+        if not git.has_object(theirs) and not fetched:
+            fetch_refs(repo.root, git_remote, None, tags=False, force_tags=False)
+            fetched = True
+        if git.has_object(theirs) and theirs in repo.lifecycle.chain(local, m):
+            lifecycle[m] = local
+        elif git.has_object(theirs) and local in repo.lifecycle.chain(theirs, m):
+            behind.append(m)
+        else:
+            diverged.append(m)
+    if diverged:
+        raise _rejected(diverged, git_remote)
+
+    # 3. the bytes of the new versions (all versions with all_versions), before any ref
+    upload: list[tuple[str, str]] = []
+    for m in models:
+        for v in repo.index.version_names(m):
+            if all_versions or tag_ref(m, v) in new_tags:
+                upload.append((m, v))
+    stats = TransferStats()
+    blob_remote = blob_remote_for(repo, blob, git_remote)
+    if upload:
+        if blob_remote is None:
+            raise no_blob_remote(git_remote)
+        stats = upload_versions(repo, blob_remote, upload, jobs=jobs, progress=progress)
+
+    # 4. refs, atomically: tags, lifecycle (fast-forward only), stage pointers (leased)
+    specs: list[str] = [f"{r}:{r}" for r in sorted(new_tags)]
+    leases: list[str] = []
+    for m in models:
+        if m in behind:
+            continue
+        if m not in lifecycle and heads[m] != remote_refs.get(lifecycle_ref(m)):
+            continue
+        if m in lifecycle:
+            specs.append(f"{lifecycle[m]}:{lifecycle_ref(m)}")  # the head the pointers derive from
+        prefix = stages_prefix(m) + "/"
+        mine = _derived_pointers(repo, m, heads[m])
+        pointers = {r: s for r, s in remote_refs.items() if r.startswith(prefix)}
+        for r, sha in sorted(mine.items()):
+            if pointers.get(r) != sha:
+                specs.append(f"{r}:{r}")
+                leases.append(f"--force-with-lease={r}:{pointers.get(r, '')}")
+        for r, sha in sorted(pointers.items()):
+            if r not in mine:
+                specs.append(f":{r}")
+                leases.append(f"--force-with-lease={r}:{sha}")
+    if specs:
+        _git_push(repo, git_remote, specs, leases)
+        _testhooks.point("push-after-git-push")
+        for m, sha in lifecycle.items():
+            track = tracking_ref(git_remote, m)
+            git.cas_ref(track, git.ref(track), sha, message="uniflow: push")
+    return {
+        "remote": git_remote,
+        "blob_remote": blob_remote.name if blob_remote is not None else None,
+        "models": models if wanted else None,
+        "versions": sorted(r[len(TAGS_PREFIX) + 1 :] for r in new_tags),
+        "lifecycle": sorted(lifecycle),
+        "behind": behind,
+        "refs": len(specs),
+        "chunks": stats.to_dict(),
+        "up_to_date": not specs and not stats.transferred,
+    }
+
+
+def _derived_pointers(repo: Repository, model: str, head: str | None) -> dict[str, str]:
+    """``{stage ref: tag sha}`` that the lifecycle state at ``head`` implies: each stage
+    holding a single version points at that version's tag (as ``sync_pointers`` sets them)."""
+    if head is None:
+        return {}
+    state = repo.lifecycle.state(model, head)
+    out: dict[str, str] = {}
+    for version, stage in sorted(state.stage_of.items()):
+        if repo.lifecycle.single_holder(stage):
+            tag = repo.index.tag_sha(model, version)
+            if tag:
+                out[stage_ref(model, stage)] = tag
+    return out
+
+
+def _rejected(models: list[str], remote: str) -> PushRejectedError:
+    names = ", ".join(repr(m) for m in models)
+    return PushRejectedError(
+        f"push rejected: {remote!r} has lifecycle events for model {names} that you do not have "
+        "(someone promoted meanwhile); run `uniflow pull`, then push again"
+    )
+
+
+def _git_push(repo: Repository, remote: str, specs: list[str], leases: list[str]) -> None:
+    env = {IN_PUSH_ENV: "1"}
+
+    def run(refspecs: list[str], atomic: bool) -> subprocess.CompletedProcess[str]:
+        flags = ["--porcelain", "--no-follow-tags", *(["--atomic"] if atomic else []), *leases]
+        return run_git(repo.root, "push", *flags, remote, *refspecs, env=env, check=False)
+
+    proc = run(specs, True)
+    if proc.returncode != 0 and "atomic" in proc.stderr and "support" in proc.stderr:
+        # A server without atomic pushes: tags (their bytes are already there) first, then the rest.
+        tags = [s for s in specs if s.startswith("refs/tags/")]
+        rest = [s for s in specs if not s.startswith("refs/tags/")]
+        proc = run(tags, False) if tags else proc
+        if rest and (not tags or proc.returncode == 0):
+            proc = run(rest, False)
+    if proc.returncode == 0:
+        return
+    rejected: list[tuple[str, str]] = []
+    for line in proc.stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 3 and parts[0] == "!":
+            rejected.append((parts[1].rpartition(":")[2], parts[2]))
+    stale = sorted(
+        {r.split("/")[3]
+         for r, why in rejected
+         if r.startswith("refs/uniflow/") and any(k in why for k in ("non-fast-forward", "fetch first", "stale"))}
+    )
+    if stale:
+        raise _rejected(stale, remote)
+    tags = [r for r, why in rejected if r.startswith("refs/tags/") and "atomic" not in why]
+    if tags:
+        raise PushRejectedError(
+            f"{remote!r} refused version tag(s) {', '.join(t[len('refs/tags/'):] for t in tags)}: they exist there "
+            "with different content; register yours under a new version"
+        )
+    why = next((w for _r, w in rejected if "atomic" not in w), None)
+    raise RemoteError(f"git push to {remote!r} failed: {why or last_error(proc.stderr)}")
+
+
