@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git
-from tests.test_sharing_helpers import cli, clone, model_dir, open_registry, shared_setup
+from tests.helpers import cli, clone, git, model_dir, open_registry, shared_setup
 from uniflow import PolicyError
 from uniflow._config import parse_condition
-from uniflow.sharing.ci import ci_context
 from uniflow._errors import RepositoryError
+from uniflow.sharing.ci import ci_context
 
 RULES = """
 [[promote]]

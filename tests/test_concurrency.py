@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import GIT_ENV, ROOT, git
+from tests.helpers import GIT_ENV, ROOT, git
 from uniflow import ModelRegistry
 
 pytestmark = pytest.mark.slow  # several processes racing: skipped by the fast run (pytest -m 'not slow')

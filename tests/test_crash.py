@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import GIT_ENV, ROOT
+from tests.helpers import GIT_ENV, ROOT
 from uniflow import ModelRegistry
 
 pytestmark = pytest.mark.slow  # SIGKILL loops: skipped by the fast run (pytest -m 'not slow')

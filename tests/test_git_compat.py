@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.conftest import git
+from tests.helpers import git
 from uniflow import ModelRegistry, ModelStage
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_py
+from tests.helpers import run_py
 from uniflow import IntegrityError, ModelRegistry
 
 
@@ -87,7 +87,7 @@ def test_verify_reports_model_version_file(big_model: ModelRegistry) -> None:
 
 
 def test_flipped_byte_in_the_manifest_git_object_is_an_integrity_error(big_model: ModelRegistry) -> None:
-    from tests.conftest import git
+    from tests.helpers import git
 
     blob = git(big_model.root, "rev-parse", "models/clf/v1.0.0^{commit}:.uniflow/card/manifest.msgpack").strip()
     _flip(big_model.git.git_dir / "objects" / blob[:2] / blob[2:], 40)

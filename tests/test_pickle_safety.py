@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_py
+from tests.helpers import run_py
 from uniflow import ModelRegistry, SerializationError, UnsafeLoadError
 
 

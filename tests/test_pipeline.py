@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import uniflow
-from tests.conftest import git, make_repo
+from tests.helpers import git, make_repo
 from uniflow import Model, ModelRegistry, ModelStage, pipeline, step
 from uniflow.pipelines import PipelineRun, current_run, get_run, list_runs
 

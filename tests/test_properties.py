@@ -7,15 +7,14 @@ import threading
 import time
 from pathlib import Path
 
+import blake3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from tests.conftest import make_repo
+from tests.helpers import make_repo
 from uniflow import ConcurrencyError, ModelRegistry, StageEmptyError, UsageError
-import blake3
-
 from uniflow._store import ObjectStore
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

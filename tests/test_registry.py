@@ -214,7 +214,7 @@ def test_gc_keeps_reachable_spares_young_and_deletes_garbage(registry: ModelRegi
 
 
 def test_gc_drops_chunks_and_cache_of_a_deleted_version(registry: ModelRegistry, weights) -> None:
-    from tests.conftest import git
+    from tests.helpers import git
 
     a, b = weights(1), weights(2)
     registry.register(model=a, name="m", version="v1.0.0")

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import GIT_ENV, git
-from tests.test_sharing_helpers import (
+from tests.helpers import (
+    GIT_ENV,
     cli,
     clone,
+    git,
     log_subjects,
     model_dir,
     open_registry,

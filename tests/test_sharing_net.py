@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git
-from tests.test_sharing_helpers import (
+from tests.helpers import (
     cli,
     clone,
+    git,
     log_subjects,
     model_dir,
     open_registry,
@@ -186,7 +186,7 @@ def test_s3_interrupted_push_resumes(tmp_path: Path, s3: str) -> None:
     import os
     import sys
 
-    from tests.conftest import GIT_ENV
+    from tests.helpers import GIT_ENV
 
     bare, a = shared_setup(tmp_path, blob_url="s3://models/resume")
     ra = open_registry(a)

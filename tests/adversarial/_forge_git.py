@@ -15,7 +15,7 @@ from typing import Any
 
 import msgpack
 
-from tests.conftest import GIT_ENV, git
+from tests.helpers import GIT_ENV, git
 
 MANIFEST_PATH = ".uniflow/card/manifest.msgpack"
 

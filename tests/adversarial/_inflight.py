@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import GIT_ENV, ROOT
+from tests.helpers import GIT_ENV, ROOT
 
 WAIT = 120.0  # seconds a test waits for a held process to reach its point
 

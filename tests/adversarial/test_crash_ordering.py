@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.adversarial._inflight import Held, kill_at, run_cli, run_py
-from tests.conftest import git
-from tests.test_sharing_helpers import cli, clone, model_dir, shared_setup, tree_bytes
+from tests.helpers import cli, clone, git, model_dir, shared_setup, tree_bytes
 from uniflow import ModelRegistry
 
 

@@ -17,7 +17,7 @@ import blake3
 import msgpack
 import pytest
 
-from tests.conftest import git
+from tests.helpers import git
 from uniflow import IntegrityError, ModelRegistry
 
 

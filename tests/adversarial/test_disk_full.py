@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.adversarial._inflight import Held, files_under
-from tests.conftest import git, make_repo
-from tests.test_sharing_helpers import cli, model_dir, tree_bytes
+from tests.helpers import cli, git, make_repo, model_dir, tree_bytes
 from uniflow import ModelRegistry
 
 FS_SIZE = 24 << 20

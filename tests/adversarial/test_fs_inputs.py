@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_sharing_helpers import cli, model_dir, open_registry, shared_setup
+from tests.helpers import cli, model_dir, open_registry, shared_setup
 from uniflow import InvalidPathError, ModelNotFoundError, ModelRegistry
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_sharing_helpers import cli, tree_bytes
+from tests.helpers import cli, tree_bytes
 from uniflow import IntegrityError, InvalidPathError, ModelRegistry
 
 

@@ -11,8 +11,7 @@ import json
 from pathlib import Path
 
 from tests.adversarial._inflight import Held, age, files_under, kill_at, run_cli
-from tests.conftest import git
-from tests.test_sharing_helpers import cli, model_dir, tree_bytes
+from tests.helpers import cli, git, model_dir, tree_bytes
 from uniflow import ModelRegistry
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.adversarial._forge_git import event_of, forge_event, one_line_error, state_of
-from tests.conftest import git
-from tests.test_sharing_helpers import cli, write_config
+from tests.helpers import cli, git, write_config
 from uniflow import IntegrityError, ModelRegistry, StageEmptyError
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.adversarial._forge_git import forge_version, one_line_error
-from tests.test_sharing_helpers import cli, write_config
+from tests.helpers import cli, write_config
 from uniflow import IntegrityError, ModelRegistry
 from uniflow._manifest import content_digest
 

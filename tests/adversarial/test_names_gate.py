@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.adversarial._forge_git import one_line_error
-from tests.conftest import git
-from tests.test_sharing_helpers import cli, write_config
+from tests.helpers import cli, git, write_config
 from uniflow import InvalidNameError, InvalidVersionError, ModelRegistry, RepositoryError, UsageError
 
 

@@ -22,8 +22,18 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import GIT_ENV, git, make_repo, run_py
-from tests.test_sharing_helpers import clone, cli, model_dir, open_registry, shared_setup, tree_bytes
+from tests.helpers import (
+    GIT_ENV,
+    cli,
+    clone,
+    git,
+    make_repo,
+    model_dir,
+    open_registry,
+    run_py,
+    shared_setup,
+    tree_bytes,
+)
 from uniflow import ModelRegistry, UnsafeLoadError
 
 SHADOWED = ("click.py", "uniflow.py", "msgpack.py", "dulwich.py", "rich.py", "blake3.py", "sitecustomize.py")

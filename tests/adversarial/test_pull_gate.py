@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.adversarial._forge_git import event_of, forge_event, one_line_error, state_of
-from tests.conftest import git
-from tests.test_sharing_helpers import cli, clone, open_registry, shared_setup
+from tests.helpers import cli, clone, git, open_registry, shared_setup
 from uniflow import IntegrityError
 
 

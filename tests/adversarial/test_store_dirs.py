@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git
-from tests.test_sharing_helpers import cli
+from tests.helpers import cli, git
 
 
 def _victim(tmp_path: Path) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_sharing_helpers import cli
+from tests.helpers import cli
 
 EVIL = "\x1b]0;pwned\x07\x1b[2J\x1b[31mred\x9b"
 

@@ -6,8 +6,7 @@ import os
 import zlib
 from pathlib import Path
 
-from tests.conftest import git
-from tests.test_sharing_helpers import cli
+from tests.helpers import cli, git
 
 
 def _register(repo: Path, version: str, seed: int) -> None:

@@ -1,4 +1,5 @@
-"""Helpers (no tests) for the sharing and CI tests: bare remotes, clones, the CLI in a subprocess."""
+"""Helpers the tests share (not tests): throwaway Git repositories, the CLI in a subprocess,
+bare remotes and clones, random model directories. Fixtures live in conftest.py."""
 
 from __future__ import annotations
 
@@ -8,9 +9,38 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import GIT_ENV, git
-
 ROOT = Path(__file__).resolve().parent.parent
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test User",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "Test User",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def git(cwd: Path, *args: str, check: bool = True) -> str:
+    env = {**os.environ, **GIT_ENV}
+    r = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    if check and r.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {r.stderr}")
+    return r.stdout
+
+
+def make_repo(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    (path / "train.py").write_text("print('training')\n")
+    git(path, "add", "train.py")
+    git(path, "commit", "-q", "-m", "initial code")
+    return path
+
+
+def run_py(code: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (tests' helper modules importable)."""
+    env = {**os.environ, **GIT_ENV, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def cli(cwd: Path, *args: str, code: int | None = 0, env: dict[str, str] | None = None,
