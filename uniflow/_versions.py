@@ -19,7 +19,7 @@ from typing import Any
 from ._config import Limits
 from ._errors import IntegrityError, InvalidNameError, RepositoryError, UsageError, VersionExistsError
 from ._git import GitRepo, Identity
-from ._lifecycle import tag_ref
+from ._refs import LIFECYCLE_PREFIX, TAGS_PREFIX, lifecycle_ref, tag_name, tag_ref, tags_prefix
 from ._manifest import check, pack, render_card, unpack
 from ._naming import validate_model_name, validate_version
 from ._objcache import DerivedCache
@@ -84,12 +84,12 @@ class VersionIndex:
         """``{model: [version, ...]}`` for every model with a tag or a lifecycle, in one scan."""
         out: dict[str, list[str]] = {}
         valid: dict[str, bool] = {}
-        for ref in self.git.ref_names("refs/tags/models"):
+        for ref in self.git.ref_names(TAGS_PREFIX):
             model, sep, version = ref.partition("/")
             if sep and version and "/" not in version and is_version(version):
                 if valid.setdefault(model, is_model_name(model)):
                     out.setdefault(model, []).append(version)
-        for model in self.git.ref_names("refs/uniflow/models"):
+        for model in self.git.ref_names(LIFECYCLE_PREFIX):
             if "/" not in model and is_model_name(model):
                 out.setdefault(model, [])
         return out
@@ -98,26 +98,26 @@ class VersionIndex:
         """Refs under ``refs/tags/models`` and ``refs/uniflow/models`` that name no valid
         model or version: ignored by every read, reported by pull (and verify)."""
         bad = [
-            f"refs/tags/models/{ref}"
-            for ref in self.git.ref_names("refs/tags/models")
+            f"{TAGS_PREFIX}/{ref}"
+            for ref in self.git.ref_names(TAGS_PREFIX)
             if not (
                 ref.count("/") == 1 and is_model_name(ref.partition("/")[0]) and is_version(ref.partition("/")[2])
             )
         ]
-        bad += [f"refs/uniflow/models/{m}" for m in self.git.ref_names("refs/uniflow/models") if not is_model_name(m)]
+        bad += [lifecycle_ref(m) for m in self.git.ref_names(LIFECYCLE_PREFIX) if not is_model_name(m)]
         return bad
 
     def versions(self, model: str) -> dict[str, str]:
         """``{version: tag sha}`` of ``model`` (valid version names only)."""
         if not is_model_name(model):
             return {}
-        return {k: v for k, v in self.git.refs(f"refs/tags/models/{model}").items() if "/" not in k and is_version(k)}
+        return {k: v for k, v in self.git.refs(tags_prefix(model)).items() if "/" not in k and is_version(k)}
 
     def version_names(self, model: str) -> list[str]:
         """The versions of ``model`` (valid version names only)."""
         if not is_model_name(model):
             return []
-        return [n for n in self.git.ref_names(f"refs/tags/models/{model}") if "/" not in n and is_version(n)]
+        return [n for n in self.git.ref_names(tags_prefix(model)) if "/" not in n and is_version(n)]
 
     def tag_sha(self, model: str, version: str) -> str | None:
         return self.git.ref(tag_ref(model, version))
@@ -185,7 +185,7 @@ class VersionIndex:
         )
         message = commit_message(name, version, manifest.get("metrics") or {})
         commit = self.git.write_commit(tree, [code_commit] if code_commit else [], message, actor)
-        tag = self.git.write_tag(f"models/{name}/{version}", commit, card, actor)
+        tag = self.git.write_tag(tag_name(name, version), commit, card, actor)
         if self.git.create_ref(tag_ref(name, version), tag, message=f"uniflow: register {name} {version}"):
             return True, tag
         existing = self.tag_sha(name, version)
