@@ -197,7 +197,7 @@ class GitRepo:
     # ------------------------------------------------------------------ working tree
     def head(self) -> str | None:
         try:
-            return self._repo.head().decode()
+            return str(self._repo.head().decode())
         except KeyError:
             return None
 
@@ -207,7 +207,7 @@ class GitRepo:
         except (KeyError, IndexError):
             return None
         if target.startswith(b"refs/heads/"):
-            return target[len(b"refs/heads/") :].decode()
+            return str(target[len(b"refs/heads/") :].decode())
         return None
 
     def is_dirty(self) -> bool:
@@ -232,7 +232,8 @@ class GitRepo:
         env = (os.environ.get("GIT_AUTHOR_NAME"), os.environ.get("GIT_AUTHOR_EMAIL"))
         cached = getattr(self, "_identity", None)
         if cached is not None and cached[0] == env:
-            return cached[1]  # git config is read once per repository object
+            ident: Identity = cached[1]  # git config is read once per repository object
+            return ident
         ident = self._identity_uncached()
         self._identity = (env, ident)
         return ident
@@ -395,9 +396,13 @@ class GitRepo:
     def create_ref(self, name: str, sha: str, message: str = "uniflow") -> bool:
         """Create ``name`` only if it does not exist (``add_if_new``)."""
         ident = self._reflog_ident()
-        return _with_lock_retry(
-            f"ref {name}",
-            lambda: self._repo.refs.add_if_new(name.encode(), sha.encode(), committer=ident, message=message.encode()),
+        return bool(
+            _with_lock_retry(
+                f"ref {name}",
+                lambda: self._repo.refs.add_if_new(
+                    name.encode(), sha.encode(), committer=ident, message=message.encode()
+                ),
+            )
         )
 
     def cas_ref(self, name: str, old: str | None, new: str, message: str = "uniflow") -> bool:
@@ -405,15 +410,15 @@ class GitRepo:
         if old is None:
             return self.create_ref(name, new, message)
         ident = self._reflog_ident()
-        return _with_lock_retry(
+        return bool(_with_lock_retry(
             f"ref {name}",
             lambda: self._repo.refs.set_if_equals(
                 name.encode(), old.encode(), new.encode(), committer=ident, message=message.encode()
             ),
-        )
+        ))
 
     def delete_ref(self, name: str, old: str) -> bool:
-        return _with_lock_retry(f"ref {name}", lambda: self._repo.refs.remove_if_equals(name.encode(), old.encode()))
+        return bool(_with_lock_retry(f"ref {name}", lambda: self._repo.refs.remove_if_equals(name.encode(), old.encode())))
 
     def _reflog_ident(self) -> bytes:
         name, email = self.identity()
@@ -443,4 +448,5 @@ class GitRepo:
     @property
     def dulwich_repo(self) -> "Repo":
         """The underlying dulwich repository (for the sharing layer)."""
-        return self._repo
+        repo: Repo = self._repo
+        return repo

@@ -69,7 +69,8 @@ def _canonical(obj: Any) -> Any:
 
 
 def pack(manifest: dict[str, Any]) -> bytes:
-    return msgpack.packb(_canonical(manifest), use_bin_type=True)
+    packed: bytes = msgpack.packb(_canonical(manifest), use_bin_type=True)
+    return packed
 
 
 def unpack(
