@@ -14,8 +14,15 @@ PUBLIC = {
     "InvalidPathError", "NotFoundError", "ModelNotFoundError", "VersionNotFoundError", "StageEmptyError",
     "VersionExistsError", "IntegrityError", "MissingChunkError", "CorruptChunkError", "ConcurrencyError",
     "SerializationError", "UnsafeLoadError", "RepositoryError", "ConfigError", "RemoteError", "PushRejectedError",
-    "LifecycleConflictError", "PolicyError",
+    "LifecycleConflictError", "PolicyError", "ReadOnlyRegistryError",
 }
+
+
+def test_read_only_registry_error_exit_code() -> None:
+    # a write on a registry opened by Git URL: a RepositoryError (exit 8), one line naming the URL
+    err = uniflow.ReadOnlyRegistryError("git://host/repo.git", "promote")
+    assert isinstance(err, uniflow.RepositoryError) and err.exit_code == 8
+    assert "git://host/repo.git" in str(err) and "clone" in str(err) and "\n" not in str(err)
 
 
 def test_public_names_are_pinned() -> None:

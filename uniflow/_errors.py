@@ -23,7 +23,8 @@ code the command line uses, so the CLI has exactly one error handler::
     ├── SerializationError            exit 7   cannot save / rebuild an object
     │   └── UnsafeLoadError                    pickle or untrusted types without trust
     ├── RepositoryError               exit 8   no repository, read-only store, full disk
-    │   └── ConfigError                        .uniflow/config.toml is invalid (names file and key)
+    │   ├── ConfigError                        .uniflow/config.toml is invalid (names file and key)
+    │   └── ReadOnlyRegistryError              a write on a registry opened by Git URL: clone it
     ├── RemoteError                   exit 9   a remote failed or refused
     │   ├── PushRejectedError                  non-fast-forward: pull first
     │   └── LifecycleConflictError             pull: both sides changed a version or stage
@@ -54,6 +55,7 @@ __all__ = [
     "UnsafeLoadError",
     "RepositoryError",
     "ConfigError",
+    "ReadOnlyRegistryError",
     "RemoteError",
     "PushRejectedError",
     "LifecycleConflictError",
@@ -170,6 +172,18 @@ class RepositoryError(UniflowError):
 
 class ConfigError(RepositoryError):
     """``.uniflow/config.toml`` is unreadable or invalid; the message names the key."""
+
+
+class ReadOnlyRegistryError(RepositoryError):
+    """A write (register, promote, push ...) on a registry opened by Git URL, which is read-only."""
+
+    def __init__(self, url: str, action: str) -> None:
+        super().__init__(
+            f"cannot {action}: the registry at {url} is read-only (opened by Git URL); "
+            f"clone it to write (git clone {url})"
+        )
+        self.url = url
+        self.action = action
 
 
 class RemoteError(UniflowError):

@@ -149,9 +149,10 @@ def _write_loose(objects: Path, hexsha: str, data: bytes) -> None:
 class GitRepo:
     """A Git repository opened through dulwich, with CAS ref helpers."""
 
-    def __init__(self, workdir: Path) -> None:
-        git_dir = git_dir_of(Path(workdir))
-        if git_dir is None:
+    def __init__(self, workdir: Path, *, bare: bool = False) -> None:
+        # bare=True: ``workdir`` is a bare repository (no work tree), e.g. the mirror of a Git URL
+        git_dir = Path(workdir).resolve() if bare else git_dir_of(Path(workdir))
+        if git_dir is None or bare and not (git_dir / "HEAD").is_file():
             raise RepositoryError(f"{workdir} is not a git repository")
         self.workdir = Path(workdir).resolve()
         self.git_dir = git_dir

@@ -9,12 +9,13 @@ import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._version import __version__
 from ._config import Config, ConfigSource
 from ._errors import (
     InvalidPathError,
+    ReadOnlyRegistryError,
     UsageError,
     VersionExistsError,
 )
@@ -35,6 +36,7 @@ from ._types import HistoryEvent, ModelSummary, ModelVersion
 from ._maintenance import gc as _gc, verify as _verify
 from ._repo import Repository
 from .sharing.blobs import BlobFetcher
+from .sharing.giturl import is_git_url
 from .sharing.pull import pull as _pull
 from .sharing.push import push as _push
 from ._tree import export_files, materialize, model_path_kind, walk_model
@@ -42,7 +44,7 @@ from ._tree import export_files, materialize, model_path_kind, walk_model
 if TYPE_CHECKING:
     from ._compare import Comparison
 
-__all__ = ["ModelRegistry"]
+__all__ = ["ModelRegistry", "RemoteRegistry"]
 
 log = logging.getLogger("uniflow")
 
@@ -56,7 +58,18 @@ class ModelRegistry:
     so a notebook just works.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __new__(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> ModelRegistry:
+        # A Git URL (or a bare repository) opens a read-only registry without a clone
+        # (RemoteRegistry below, docs/remote.md); anything else is a work tree, as before.
+        if cls is ModelRegistry and path is not None and is_git_url(path):
+            return super().__new__(RemoteRegistry)
+        return super().__new__(cls)
+
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, offline: bool = False, blob: str | None = None
+    ) -> None:
+        if offline or blob is not None:
+            raise UsageError("offline= and blob= apply to a registry opened by Git URL, not to a work tree")
         start = Path(path) if path is not None else Path.cwd()
         if path is not None and not start.exists():
             raise InvalidPathError(f"registry path {start} does not exist")
@@ -450,3 +463,85 @@ def _libraries(serializer: str) -> dict[str, str]:
         if m is not None and hasattr(m, "__version__"):
             libs[mod] = str(m.__version__)
     return libs
+
+
+# ---------------------------------------------------------------------- read-only, by Git URL
+#: attributes of the facade that need the Git side: the first use syncs the mirror
+_SYNCED_ATTRS = frozenset({"_repo", "git", "root", "uniflow_dir", "store"})
+
+
+class RemoteRegistry(ModelRegistry):
+    """A read-only registry read from a Git URL, without a clone (``ModelRegistry(url)``).
+
+    The read API is :class:`ModelRegistry`'s. The first read syncs the per-user mirror of
+    the URL (one ``git ls-remote`` when nothing changed; see ``sharing.remote`` and
+    docs/remote.md); :meth:`refresh` syncs again. ``offline=True`` reads the mirror as last
+    synced; ``blob=`` names the blob remote to read chunks from. Every write method raises
+    :class:`ReadOnlyRegistryError` without touching the network.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, offline: bool = False, blob: str | None = None
+    ) -> None:
+        from .sharing.remote import RemoteSource
+
+        if path is None:
+            raise UsageError("RemoteRegistry needs a Git URL")
+        self._source = RemoteSource(os.fspath(path), offline=offline, blob=blob)
+        self.url: str = self._source.display
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _SYNCED_ATTRS and "_source" in self.__dict__:
+            self._bind(self._source.open())
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _bind(self, repo: Repository) -> None:
+        self._repo = repo
+        self.git = repo.git
+        self.root = repo.root
+        self.uniflow_dir = repo.uniflow_dir
+        self.store = repo.store
+
+    def refresh(self) -> None:
+        """Sync the mirror again (offline: re-read it): later reads see the remote as it is now."""
+        self.close()
+        self._bind(self._source.open())
+
+    def __repr__(self) -> str:
+        return f"ModelRegistry({self.url!r}) (read-only)"
+
+    def close(self) -> None:
+        repo = self.__dict__.get("_repo")
+        if repo is not None:
+            repo.close()
+
+    def _refuse(self, action: str) -> NoReturn:
+        raise ReadOnlyRegistryError(self.url, action)
+
+    def init(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("init")
+
+    def register(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("register")
+
+    def promote(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("promote")
+
+    def archive(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("archive")
+
+    def rollback(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("roll back")
+
+    def verify(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("verify")
+
+    def gc(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("gc")
+
+    def push(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("push")
+
+    def pull(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("pull")

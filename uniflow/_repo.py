@@ -35,12 +35,17 @@ __all__ = ["Repository"]
 class Repository:
     """Git repository, chunk store, version index, lifecycles and configuration of one registry."""
 
-    def __init__(self, git: GitRepo, *, fetcher: FetchFn | None = None) -> None:
+    def __init__(
+        self, git: GitRepo, *, fetcher: FetchFn | None = None, root: Path | None = None,
+        config_source: ConfigSource | None = None, store: ObjectStore | None = None,
+    ) -> None:
+        # root / config_source / store: given for a registry read from a Git URL
+        # (sharing.remote): a bare mirror, the remote's config, the per-user chunk cache
         self.git = git
-        self.root: Path = git.workdir
+        self.root: Path = root if root is not None else git.workdir
         self.uniflow_dir: Path = self.root / ".uniflow"
-        self.config_source = ConfigSource(self.uniflow_dir)
-        self.store = ObjectStore(self.uniflow_dir, fetcher=fetcher)
+        self.config_source = config_source if config_source is not None else ConfigSource(self.uniflow_dir)
+        self.store = store if store is not None else ObjectStore(self.uniflow_dir, fetcher=fetcher)
         derived = DerivedCache(self.uniflow_dir / "cache" / "git")
         self.index = VersionIndex(git, derived, limits=lambda: self.config.limits)
         self.lifecycle = Lifecycle(git, lambda s: self.stages().get(s, True), derived, stages=self.stages)

@@ -46,14 +46,16 @@ def run_git(
     timeout: float = GIT_TIMEOUT,
     check: bool = True,
     what: str | None = None,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``git`` in ``root``; a failure becomes :class:`RemoteError` with git's last error line."""
+    """Run ``git`` in ``root``; a failure becomes :class:`RemoteError` with git's last error line.
+    ``input`` is written to git's standard input (else it reads nothing)."""
     full_env = {**os.environ, "LC_ALL": "C", "LANGUAGE": "C", **(env or {})}
     full_env.setdefault("GIT_TERMINAL_PROMPT", "0")
     try:
         proc = subprocess.run(
             ["git", *args], cwd=root, env=full_env, capture_output=True, text=True, timeout=timeout,
-            stdin=subprocess.DEVNULL, check=False,
+            input=input, stdin=subprocess.DEVNULL if input is None else None, check=False,
         )
     except FileNotFoundError as exc:
         raise RemoteError("the git executable was not found on PATH") from exc
