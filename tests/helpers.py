@@ -107,3 +107,80 @@ def tree_bytes(path: Path) -> dict[str, bytes]:
 
 def log_subjects(repo: Path, ref: str) -> list[str]:
     return git(repo, "log", "--format=%s", ref).splitlines()
+
+
+# ---------------------------------------------------------------------- servers on loopback
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: "subprocess.Popen[bytes] | None" = None, timeout: float = 20.0) -> None:
+    """Wait (bounded) until something listens on 127.0.0.1:``port``."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # bounded
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited early with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+# ---------------------------------------------------------------------- a registry to read by URL
+BIG_CODE_FILE = "data/big-code.bin"
+
+
+def publish_registry(tmp_path: Path, *, blob_url: str | None = None, allow_filter: bool = True) -> dict[str, Any]:
+    """A bare repository ``srv/remote.git`` holding a 5 MiB code file on main, model ``clf``
+    (v1.0.0 in production, v1.1.0 in development, directory models) and model ``arr`` (a
+    numpy array), pushed with their chunks to the blob remote ``srv/blobs`` (or ``blob_url``)
+    that the committed config names. Returns paths and ids for the tests."""
+    import numpy as np
+
+    blobs = tmp_path / "srv" / "blobs"
+    bare, a = shared_setup(tmp_path, blob_url=blob_url or str(blobs))
+    git(bare, "config", "uploadpack.allowFilter", "true" if allow_filter else "false")
+    (a / "data").mkdir()
+    (a / BIG_CODE_FILE).write_bytes(os.urandom(5 << 20))
+    git(a, "add", BIG_CODE_FILE)
+    git(a, "commit", "-q", "-m", "a large code-side file")
+    git(a, "push", "-q", "origin", "main")
+    reg = open_registry(a)
+    v1 = model_dir(tmp_path / "m1", 3, seed=1)
+    v2 = model_dir(tmp_path / "m2", 3, seed=2)
+    reg.register(model=str(v1), name="clf", version="v1.0.0", metrics={"accuracy": 0.9})
+    reg.register(model=str(v2), name="clf", version="v1.1.0", metrics={"accuracy": 0.95})
+    reg.promote("clf", "v1.0.0", "production")
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    reg.register(model=array, name="arr", version="v1.0.0")
+    reg.promote("arr", "v1.0.0", "production")
+    reg.push()
+    reg.close()
+    return {
+        "bare": bare, "clone": a, "blobs": blobs, "v1": v1, "v2": v2, "array": array,
+        "big_blob": git(a, "rev-parse", f"HEAD:{BIG_CODE_FILE}").strip(),
+    }
+
+
+def mirror_objects(cache: Path) -> set[str]:
+    """Every object id stored in the mirrors under ``cache`` (packs and loose), read without
+    any git command that could fetch a missing object."""
+    found: set[str] = set()
+    for mirror in (cache / "mirrors").glob("*.git"):
+        for idx in (mirror / "objects" / "pack").glob("*.idx"):
+            with open(idx, "rb") as fh:
+                out = subprocess.run(["git", "show-index"], stdin=fh, capture_output=True, text=True, check=True)
+            found.update(line.split()[1] for line in out.stdout.splitlines() if len(line.split()) >= 2)
+        for fan in (mirror / "objects").glob("[0-9a-f][0-9a-f]"):
+            found.update(fan.name + p.name for p in fan.iterdir())
+    return found

@@ -91,8 +91,11 @@ def _hash(data: memoryview | bytes) -> str:
 class ObjectStore:
     """Chunk objects under ``root`` (the ``.uniflow`` directory)."""
 
-    def __init__(self, root: Path, fetcher: FetchFn | None = None) -> None:
+    def __init__(self, root: Path, fetcher: FetchFn | None = None, *, durable: bool = True) -> None:
         self.root = Path(root)
+        #: False for a download cache (registries read by URL): chunks are not fsynced, and a
+        #: chunk that fails verification is deleted and fetched again instead of reported
+        self.durable = durable
         self.objects = self.root / "objects"
         self.tmp = self.root / "tmp"
         self.cache = self.root / "cache" / "files"
@@ -279,7 +282,7 @@ class ObjectStore:
             return
         try:
             self._fanout(final.parent)
-            write_immutable(final, self.tmp, data, tmp_name(f"obj-{digest[:12]}"))
+            write_immutable(final, self.tmp, data, tmp_name(f"obj-{digest[:12]}"), fsync=self.durable)
         except PermissionError as exc:
             raise RepositoryError(f"the object store {self.root} is read-only: {exc.strerror}") from exc
         except OSError as exc:
@@ -292,10 +295,11 @@ class ObjectStore:
             raise CorruptChunkError(f"chunk {digest[:16]} received from the remote does not match its digest", digest)
         self.ensure_dirs()
         self._write_object(digest, data)
-        fsync_dir(self.objects / digest[:2])
+        if self.durable:
+            fsync_dir(self.objects / digest[:2])
 
     # ------------------------------------------------------------------ read
-    def read_chunk(self, ref: ChunkRef | str, context: str = "") -> bytes:
+    def read_chunk(self, ref: ChunkRef | str, context: str = "", *, _again: bool = False) -> bytes:
         """The verified bytes of one chunk."""
         digest = ref.digest if isinstance(ref, ChunkRef) else ref
         path = self.object_path(digest)
@@ -310,6 +314,9 @@ class ObjectStore:
                     _where(context) + f"chunk {digest[:16]} is missing from the store", digest
                 ) from None
         if (isinstance(ref, ChunkRef) and len(data) != ref.size) or _hash(data) != digest:
+            if not self.durable and self.fetcher is not None and not _again:
+                self.delete_object(digest)  # a damaged cache entry: fetch it again, verified
+                return self.read_chunk(ref, context, _again=True)
             raise CorruptChunkError(_where(context) + f"chunk {digest[:16]} is corrupted (digest mismatch)", digest)
         return data
 
@@ -494,10 +501,13 @@ def _where(context: str) -> str:
     return f"{context}: " if context else ""
 
 
-def write_immutable(final: Path, tmp_dir: Path, data: memoryview | bytes, tmp_file: str | None = None) -> None:
+def write_immutable(
+    final: Path, tmp_dir: Path, data: memoryview | bytes, tmp_file: str | None = None, *, fsync: bool = True
+) -> None:
     """Write ``data`` to ``final`` so that no reader ever sees it partial: a read-only file
     in ``tmp_dir`` (same filesystem), fsynced, then hard-linked into place. The first writer
-    wins (``final`` existing already is success); an existing file is never modified. The
+    wins (``final`` existing already is success); an existing file is never modified
+    (``fsync=False``: a cache, where a write lost to a crash is only re-fetched). The
     temporary file (named ``tmp_file``, default ``<final[:16]>.<random>``) never outlives
     the call, whatever fails."""
     tmp = tmp_dir / (tmp_file or f"{final.name[:16]}.{uuid.uuid4().hex}")
@@ -508,7 +518,8 @@ def write_immutable(final: Path, tmp_dir: Path, data: memoryview | bytes, tmp_fi
             written = 0
             while written < len(mv):  # bounded: each write makes progress or raises
                 written += os.write(fd, mv[written:])
-            os.fsync(fd)
+            if fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         try:

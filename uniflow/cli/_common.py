@@ -9,7 +9,8 @@ pieces so that every command behaves the same way:
 ``json_option``
     Decorator adding ``--json`` (keyword argument ``as_json: bool``).
 ``get_registry(repo, *, create=False)``
-    Open the ``ModelRegistry`` of the Git repository enclosing ``repo``. The registry
+    Open the ``ModelRegistry`` of the Git repository enclosing ``repo`` (a Git URL or a
+    bare repository opens the read-only registry of that URL). The registry
     module is imported here, lazily, so that ``uniflow --help`` stays cheap. Unless
     ``create`` is true, a path outside any Git work tree raises ``RepositoryError``
     ("not a git repository ...") instead of initialising one as the library does for
@@ -106,7 +107,8 @@ def repo_option(f: F) -> F:
         "repo",
         metavar="PATH",
         default=None,
-        help="Directory inside the Git repository to use (default: the current directory).",
+        help="Directory inside the Git repository to use (default: the current directory), "
+        "or a Git URL to read without a clone.",
         shell_complete=_complete_dir,
     )(f)
 
@@ -141,6 +143,13 @@ def find_git_root(start: str | os.PathLike[str] | None = None) -> Path | None:
 def get_registry(repo: str | os.PathLike[str] | None = None, *, create: bool = False) -> ModelRegistry:
     """Open the registry of the repository enclosing ``repo`` (see the module docstring)."""
     target = resolve_repo(repo)
+    if target is not None:
+        from ..sharing.giturl import is_git_url
+
+        if is_git_url(target):  # a Git URL or a bare repository: read-only, no clone (docs/remote.md)
+            from .._registry import ModelRegistry
+
+            return ModelRegistry(target)
     path = Path(target) if target is not None else Path.cwd()
     if not path.exists():
         raise RepositoryError(f"no such directory: {os.fspath(path)!r}")

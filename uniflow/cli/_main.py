@@ -31,6 +31,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "pull": "uniflow.cli._share:pull",
     "hooks": "uniflow.cli._share:hooks",
     "ci": "uniflow.cli._share:ci",
+    "get": "uniflow.cli._get:get_cmd",
 }
 
 
@@ -99,7 +100,8 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
               help="Show the version and exit.")
 @click.option("--repo", "repo", metavar="PATH", default=None, shell_complete=_complete_dir,
-              help="Directory inside the Git repository to use (default: the current directory).")
+              help="Directory inside the Git repository to use (default: the current directory), "
+              "or a Git URL (https://, ssh://, git://, file://, a bare repository) to read without a clone.")
 @click.option("--traceback", is_flag=True, default=False, help="Show the full traceback of an unexpected error.")
 def cli(repo: str | None, traceback: bool) -> None:
     """UniFlow: a Git-native model registry.

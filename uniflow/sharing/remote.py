@@ -88,7 +88,7 @@ class RemoteSource:
         except OSError as exc:
             raise RepositoryError(f"cannot create the chunk cache {root}: {exc.strerror}") from exc
         fetcher = UrlBlobFetcher(self.url, config, self.blob)
-        store = ObjectStore(uniflow_dir, fetcher=fetcher)
+        store = ObjectStore(uniflow_dir, fetcher=fetcher, durable=False)  # a cache: verified on use
         return Repository(git, root=root, config_source=_FixedConfig(uniflow_dir, config, self.display), store=store)
 
 

@@ -1,0 +1,117 @@
+"""``uniflow get URL NAME [VERSION]``: the verified files of a model version, from a Git URL,
+without a clone (docs/remote.md). A thin call of ``ModelRegistry(url)``: ``get`` resolves
+the version, ``export`` writes its files; this module only adds the all-or-nothing DIR.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .._errors import InvalidPathError, RepositoryError, UsageError
+from .._store import fsync_dir
+from ._common import CliError, echo_json, json_option, progress_bar
+from ._format import Cell, human_size, print_line
+
+__all__ = ["get_cmd"]
+
+
+@click.command("get")
+@click.argument("url")
+@click.argument("name")
+@click.argument("version", required=False)
+@click.option("--stage", "-s", metavar="STAGE", help="The version this stage holds (instead of VERSION).")
+@click.option("-o", "--out", "out", metavar="DIR", help="Where to write the files (default: ./NAME).")
+@click.option("--force", is_flag=True, help="Replace DIR if it exists (only once the new files are complete).")
+@click.option("--offline", is_flag=True, help="Use the cache alone: no network for the Git side.")
+@click.option("--blob", "blob", metavar="URL", help="Read chunks from this blob remote (a directory, s3://...).")
+@json_option
+def get_cmd(url: str, name: str, version: str | None, stage: str | None, out: str | None, force: bool,
+            offline: bool, blob: str | None, as_json: bool) -> None:
+    """Write the verified files of a model version from the registry at URL to DIR.
+
+    URL is a Git URL (https://, ssh://, git://, file://, user@host:path) or a bare
+    repository; no clone is made. The version is VERSION, the holder of --stage, or the
+    newest. Files are written beside DIR and renamed into place at the end: DIR never holds
+    a partial download. Calls ModelRegistry(URL).get(...) and .export(...).
+    """
+    from .._registry import ModelRegistry
+    from ..sharing.giturl import parse_git_url
+
+    if version is not None and stage is not None:
+        raise CliError("give either VERSION or --stage, not both")
+    if parse_git_url(url) is None:
+        raise UsageError(f"{url!r} is not a Git URL or a bare repository (for a clone: uniflow models export)")
+    dest = Path(out if out is not None else name).absolute()
+    _check_dest(dest, force)
+    with ModelRegistry(url, offline=offline, blob=blob) as registry:
+        mv = registry.get(name, version=version, stage=stage)  # resolved once: files and report agree
+        commit, _manifest = registry.repository.index.manifest(name, mv.version)
+        tag = registry.repository.index.tag_sha(name, mv.version)
+        tmp = dest.parent / f".{dest.name}.uniflow-get-{uuid.uuid4().hex[:16]}"
+        try:
+            with progress_bar(f"get {name}") as progress:
+                registry.export(name, tmp, version=mv.version, progress=progress)
+            _move_into_place(tmp, dest, force)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    url_shown = getattr(registry, "url", url)
+    if as_json:
+        echo_json(_report(url_shown, mv, commit, tag, dest))
+        return
+    print_line(
+        "Got ", Cell(f"{mv.name} {mv.version}", "bold"), f" ({mv.stage}) from {url_shown}: "
+        f"{len(mv.files)} file{'' if len(mv.files) == 1 else 's'}, {human_size(mv.size)} -> {os.fspath(dest)}",
+    )
+    print_line(f"  commit {commit}  content {mv.digest}")
+
+
+def _report(url: str, mv: Any, commit: str, tag: str | None, dest: Path) -> dict[str, Any]:
+    return {
+        "url": url,
+        "name": mv.name,
+        "version": mv.version,
+        "stage": mv.stage,
+        "commit": commit,
+        "tag": tag,
+        "tag_ref": mv.tag_ref,
+        "content_digest": mv.digest,
+        "size": mv.size,
+        "path": os.fspath(dest),
+        "files": [{"path": f.path, "size": f.size, "digest": f.digest} for f in mv.files],
+    }
+
+
+def _check_dest(dest: Path, force: bool) -> None:
+    """Refuse early (before any download) a DIR that exists, unless --force."""
+    if os.path.lexists(dest) and not force:
+        raise InvalidPathError(f"{dest} already exists; choose another -o DIR or pass --force to replace it")
+    if os.path.lexists(dest) and (dest.is_symlink() or not dest.is_dir()):
+        raise InvalidPathError(f"{dest} exists and is not a directory; remove it first")
+    if not dest.parent.is_dir():
+        raise InvalidPathError(f"{dest.parent} is not a directory")
+
+
+def _move_into_place(tmp: Path, dest: Path, force: bool) -> None:
+    """Rename the complete download to DIR; with --force an existing DIR is set aside first
+    and removed only after the rename."""
+    aside: Path | None = None
+    try:
+        if force and os.path.lexists(dest):
+            aside = dest.parent / f".{dest.name}.uniflow-old-{uuid.uuid4().hex[:16]}"
+            os.rename(dest, aside)
+        os.rename(tmp, dest)
+        fsync_dir(dest.parent)
+    except OSError as exc:
+        if aside is not None and not os.path.lexists(dest):
+            with contextlib.suppress(OSError):
+                os.rename(aside, dest)
+        raise RepositoryError(f"cannot move the files into {dest}: {exc.strerror}") from exc
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
