@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import remote
 from benchmarks.harness import (
     MIB,
     Results,
@@ -87,6 +88,9 @@ MODES: dict[str, dict[str, Any]] = {
         promote_runs=30,
         peer_runs=3,
         import_runs=5,
+        remote_runs=3,
+        resolve_versions=1000,
+        resolve_runs=10,
     ),
     "quick": dict(
         size_mib=1024,
@@ -100,6 +104,9 @@ MODES: dict[str, dict[str, Any]] = {
         promote_runs=10,
         peer_runs=1,
         import_runs=3,
+        remote_runs=2,
+        resolve_versions=1000,
+        resolve_runs=5,
     ),
     "smoke": dict(
         size_mib=8,
@@ -113,6 +120,9 @@ MODES: dict[str, dict[str, Any]] = {
         promote_runs=5,
         peer_runs=1,
         import_runs=3,
+        remote_runs=1,
+        resolve_versions=20,
+        resolve_runs=3,
     ),
 }
 QUICK_FALLBACK_LIST_DIMS = (30, 30)
@@ -135,6 +145,7 @@ GOALS = [
         "`import uniflow` loads no torch/sklearn/fsspec",
     ),
     ("promote", "promote_ms", "<=", 50.0, "promote <= 50 ms in process"),
+    *remote.GOALS,
 ]
 
 
@@ -661,6 +672,7 @@ def compute_ratios(res: Results) -> None:
     ratio(res, "mlflow_log_register_vs_register", "mlflow_log_register_1g", "register_1g")
     ratio(res, "gto_show_1000_vs_list_100x100", "gto_show_1000", "list_100x100")
     ratio(res, "mlflow_import_vs_version_cli", "mlflow_import", "version_cli")
+    remote.compute(res)
 
 
 def evaluate_goals(res: Results) -> list[dict[str, Any]]:
@@ -689,6 +701,9 @@ def print_table(res: Results, goals: list[dict[str, Any]]) -> None:
         "import_uniflow_s",
         "import_uniflow_process",
         *PEER_KEYS,
+        *remote.REMOTE_KEYS,
+        "resolve_first_s",
+        "dvc_get_1g",
     ]
     print(f"\n{'figure':<34} {'median':>10}  samples")
     for k in keys:
@@ -709,6 +724,10 @@ def print_table(res: Results, goals: list[dict[str, Any]]) -> None:
         "mlflow_log_register_vs_register",
         "gto_show_1000_vs_list_100x100",
         "mlflow_import_vs_version_cli",
+        "get_1g_vs_cp",
+        "get_1g_vs_cp_fsync",
+        "get_1g_cached_vs_cp",
+        "dvc_get_vs_get",
     ):
         print(f"  {k:<36} {fmt(res.values.get(k)):>8}")
     print("\ngoals (DESIGN section 6)")
@@ -738,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached list repository")
     ap.add_argument(
-        "--only", help="comma-separated sections: machine,register,dedup,promote,cli,import,peers,scaling"
+        "--only", help="comma-separated sections: machine,register,dedup,promote,cli,import,remote,peers,scaling"
     )
     args = ap.parse_args(argv)
 
@@ -825,6 +844,24 @@ def main(argv: list[str] | None = None) -> int:
                     )
         if want("import"):
             section(res, ["import_heavy_modules_count"], "import")(lambda: bench_import(res))
+        if want("remote") and registry_ok:
+
+            def _remote() -> None:
+                cmd, why = cli_command()
+                if cmd is None:
+                    raise RuntimeError(f"no working uniflow CLI: {why}")
+                remote.bench_get(res, f, work, cmd, mode["remote_runs"])
+                remote.bench_resolve(res, cache, work, cmd, mode["resolve_versions"], mode["resolve_runs"])
+
+            section(res, remote.REMOTE_KEYS, "remote (uniflow get)")(_remote)
+            if args.peers:
+                from benchmarks import peers
+
+                def _dvc_get() -> None:
+                    bin_dir = peers.ensure_venv(cache, "dvc")
+                    remote.bench_dvc_get(res, f, work, bin_dir, mode["peer_runs"])
+
+                section(res, ["dvc_get_1g"], "peer dvc get")(_dvc_get)
         if args.peers and want("peers"):
             from benchmarks import peers
 

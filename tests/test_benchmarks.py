@@ -28,8 +28,12 @@ NON_PEER_KEYS = [
     "list_100x100",
     "version_cli",
     "promote_ms",
+    "cp_1g",
+    "get_1g",
+    "get_1g_cached",
+    "resolve_ms",
 ]
-RATIO_KEYS = ["register_1g_vs_cp_fsync", "load_vs_cat"]
+RATIO_KEYS = ["register_1g_vs_cp_fsync", "load_vs_cat", "get_1g_vs_cp"]
 
 
 def _numeric(value: object) -> bool:
