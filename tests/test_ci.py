@@ -32,7 +32,7 @@ def _feature(a: Path, tmp_path: Path, branch: str, version: str, metrics: dict[s
     (a / "train.py").write_text(f"print('train {branch}')\n")
     git(a, "commit", "-qam", f"train on {branch}")
     ra = open_registry(a)
-    ra.register(str(model_dir(tmp_path / branch, 2, seed=seed)), "clf", version, metrics=metrics)
+    ra.register(str(model_dir(tmp_path / branch, 2, seed=seed)), "clf", version=version, metrics=metrics)
     ra.promote("clf", version, "staging")
     cli(a, "push")
     git(a, "push", "-q", "origin", branch)
@@ -104,7 +104,7 @@ def test_promote_on_merge_python_api_and_missing_metric(tmp_path: Path) -> None:
     ra = open_registry(a)
     with pytest.raises(PolicyError, match="metric 'f1' is missing") as info:
         promote_on_merge(ra.repository, old, merge)
-    assert info.value.report["results"][0]["status"] == "failed"  # type: ignore[attr-defined]
+    assert info.value.report is not None and info.value.report.results[0].status == "failed"
     assert ra.get("clf", "v2.0.0").stage == "staging"
     dry = cli(a, "ci", "promote-on-merge", "--base", old, "--head", merge, "--dry-run", "--no-fetch", code=10)
     assert "NOT promoted" in dry.stdout
