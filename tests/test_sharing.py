@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -21,7 +22,7 @@ from tests.helpers import (
     shared_setup,
     tree_bytes,
 )
-from uniflow import IntegrityError, PushRejectedError, RemoteError
+from uniflow import IntegrityError, LifecycleConflictError, PullReport, PushRejectedError, RemoteError
 
 
 def _objects(blobs: Path) -> list[Path]:
@@ -112,6 +113,14 @@ def test_conflicting_promotions_need_ours_or_theirs(tmp_path: Path) -> None:
     r = cli(a, "pull", code=9)
     assert "model 'm'" in r.stderr and "--ours m" in r.stderr and "--theirs m" in r.stderr
     assert len(r.stderr.splitlines()) == 1
+    with pytest.raises(LifecycleConflictError) as conflict:  # the library: the same, with a typed result
+        ra.pull()
+    assert conflict.value.models == ["m"] and "\n" not in str(conflict.value)
+    assert isinstance(conflict.value.result, PullReport) and conflict.value.result.models["m"] == "diverged"
+    assert not conflict.value.result.ok
+    r = cli(a, "pull", "--json", code=9)  # --json prints what was integrated, then the error
+    assert json.loads(r.stdout) == conflict.value.result.to_dict()
+    assert json.loads(r.stdout)["models"] == {"m": "diverged"}
     assert ra.get("m", stage="production").version == "v1.2.0"  # nothing changed locally
     cli(a, "pull", "--ours")
     assert ra.get("m", stage="production").version == "v1.2.0"
