@@ -242,3 +242,12 @@ def test_the_registry_is_a_context_manager_that_closes_its_pack_files(repo: Path
     assert registry.get("m").version == "v1.0.0"  # a closed registry reopens on use
     registry.close()
     assert len(_open_packs()) == packs_before
+
+
+def test_register_on_a_damaged_head_is_an_integrity_error(repo: Path, weights) -> None:
+    tree = git(repo, "rev-parse", "HEAD^{tree}").strip()
+    (repo / ".git" / "objects" / tree[:2] / tree[2:]).unlink()  # HEAD's tree object is gone
+    with pytest.raises(IntegrityError, match=r"\(HEAD\) are missing; run 'git fsck'"):
+        ModelRegistry(repo).register(weights(1), "m", version="v1.0.0")
+    r = cli(repo, "models", "register", str(weights(2)), "--name", "m", code=5)
+    assert r.stderr.startswith("error: ") and len(r.stderr.splitlines()) == 1

@@ -188,13 +188,15 @@ class VersionIndex:
         if existing is not None:  # fast path; the add_if_new below stays the real check
             return False, self._same_or_raise(manifest, existing)
         card = render_card(manifest)
-        try:
+        try:  # the version commit's tree is the code commit's tree plus the card
             base_tree = self.git.read_commit(code_commit).tree.decode() if code_commit else None
+            tree = self.git.tree_with_files(
+                base_tree, CARD_DIR, {"README.md": card.encode(), "manifest.msgpack": pack(manifest)}
+            )
         except KeyError as exc:
-            raise IntegrityError(f"the code commit {str(code_commit)[:12]} (HEAD) is missing; run 'git fsck'") from exc
-        tree = self.git.tree_with_files(
-            base_tree, CARD_DIR, {"README.md": card.encode(), "manifest.msgpack": pack(manifest)}
-        )
+            raise IntegrityError(
+                f"git objects of the code commit {str(code_commit)[:12]} (HEAD) are missing; run 'git fsck'"
+            ) from exc
         message = commit_message(name, version, manifest.get("metrics") or {})
         commit = self.git.write_commit(tree, [code_commit] if code_commit else [], message, actor)
         tag = self.git.write_tag(tag_name(name, version), commit, card, actor)
