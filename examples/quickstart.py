@@ -105,7 +105,7 @@ def main() -> None:
     print("history:")
     for event in registry.history("sentiment_classifier"):
         print(f"  {event.seq:>2} {event.action:<8} {event.version:<7} {event.from_stage or '-'} -> {event.to_stage}")
-    print(f"verify: {len(registry.verify())} problems")
+    print(f"verify: {len(registry.verify().problems)} problems")
     print(f"inspect with: cd {workdir} && git log --oneline refs/uniflow/models/sentiment_classifier")
 
 

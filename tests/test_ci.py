@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import cli, clone, git, model_dir, open_registry, shared_setup
-from uniflow import PolicyError
+from uniflow import PolicyError, PromoteReport
 from uniflow._config import parse_condition
 from uniflow._errors import RepositoryError
 from uniflow.sharing.ci import ci_context
@@ -32,7 +32,7 @@ def _feature(a: Path, tmp_path: Path, branch: str, version: str, metrics: dict[s
     (a / "train.py").write_text(f"print('train {branch}')\n")
     git(a, "commit", "-qam", f"train on {branch}")
     ra = open_registry(a)
-    ra.register(str(model_dir(tmp_path / branch, 2, seed=seed)), "clf", version, metrics=metrics)
+    ra.register(str(model_dir(tmp_path / branch, 2, seed=seed)), "clf", version=version, metrics=metrics)
     ra.promote("clf", version, "staging")
     cli(a, "push")
     git(a, "push", "-q", "origin", branch)
@@ -104,7 +104,14 @@ def test_promote_on_merge_python_api_and_missing_metric(tmp_path: Path) -> None:
     ra = open_registry(a)
     with pytest.raises(PolicyError, match="metric 'f1' is missing") as info:
         promote_on_merge(ra.repository, old, merge)
-    assert info.value.report["results"][0]["status"] == "failed"  # type: ignore[attr-defined]
+    report = info.value.report
+    assert isinstance(report, PromoteReport) and not report.ok and report.promoted == 0
+    failed = report.results[0]
+    assert report.failures == (failed,)
+    assert (failed.model, failed.version, failed.to, failed.status) == ("clf", "v2.0.0", "production", "failed")
+    r = cli(a, "ci", "promote-on-merge", "--base", old, "--head", merge, "--no-fetch", "--json", code=10)
+    printed = json.loads(r.stdout)  # the report's to_dict() plus the error line
+    assert printed == {**report.to_dict(), "ci": printed["ci"], "error": str(info.value)}
     assert ra.get("clf", "v2.0.0").stage == "staging"
     dry = cli(a, "ci", "promote-on-merge", "--base", old, "--head", merge, "--dry-run", "--no-fetch", code=10)
     assert "NOT promoted" in dry.stdout

@@ -10,6 +10,8 @@ import uniflow
 PUBLIC = {
     "__version__", "ModelRegistry", "ModelStage", "ModelVersion", "HistoryEvent", "ModelSummary", "FileInfo",
     "Comparison", "step", "pipeline", "Model", "StageLike",
+    "VerifyReport", "VerifyProblem", "GcReport", "PushReport", "PullReport", "ChunkStats", "PromoteReport",
+    "PromoteResult",
     "UniflowError", "UsageError", "InvalidNameError", "InvalidVersionError", "InvalidStageError",
     "InvalidPathError", "NotFoundError", "ModelNotFoundError", "VersionNotFoundError", "StageEmptyError",
     "VersionExistsError", "IntegrityError", "MissingChunkError", "CorruptChunkError", "ConcurrencyError",

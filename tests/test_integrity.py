@@ -76,14 +76,14 @@ def test_tampered_cache_is_rebuilt_from_verified_chunks(big_model: ModelRegistry
 
 
 def test_verify_reports_model_version_file(big_model: ModelRegistry) -> None:
-    assert big_model.verify() == []
+    assert big_model.verify().problems == ()
     target = _objects(big_model)[0]
     _flip(target, 7)
-    problems = big_model.verify()
-    assert len(problems) == 1
-    p = problems[0]
-    assert (p["model"], p["version"], p["file"], p["problem"]) == ("clf", "v1.0.0", "weights.bin", "corrupted")
-    assert p["chunk"] == target.parent.name + target.name
+    report = big_model.verify()
+    assert not report.ok and len(report.problems) == 1
+    p = report.problems[0]
+    assert (p.model, p.version, p.file, p.problem) == ("clf", "v1.0.0", "weights.bin", "corrupted")
+    assert p.chunk == target.parent.name + target.name
 
 
 def test_flipped_byte_in_the_manifest_git_object_is_an_integrity_error(big_model: ModelRegistry) -> None:

@@ -204,12 +204,12 @@ def test_gc_keeps_reachable_spares_young_and_deletes_garbage(registry: ModelRegi
     registry.register(model=src, name="m", version="v1.0.0")
     orphan = registry.store.put_bytes(os.urandom(1000))
     report = registry.gc(dry_run=False, grace_seconds=3600)
-    assert report["spared_young"] == 1 and report["deleted_chunks"] == 0
+    assert report.spared_young == 1 and report.deleted_chunks == 0
     dry = registry.gc(dry_run=True, grace_seconds=0)
-    assert dry["unreachable_chunks"] == 1 and registry.store.has(orphan.chunks[0].digest)
+    assert dry.unreachable_chunks == 1 and registry.store.has(orphan.chunks[0].digest)
     registry.gc(dry_run=False, grace_seconds=0)
     assert not registry.store.has(orphan.chunks[0].digest)
-    assert registry.verify() == []
+    assert registry.verify().problems == ()
     assert Path(registry.load("m")).read_bytes() == src.read_bytes()
 
 
@@ -223,8 +223,8 @@ def test_gc_drops_chunks_and_cache_of_a_deleted_version(registry: ModelRegistry,
     registry.load("m", "v1.1.0")
     git(registry.root, "tag", "-d", "models/m/v1.0.0")
     report = registry.gc(dry_run=False, grace_seconds=0)
-    assert report["deleted_chunks"] >= 1
-    assert report["cache_removed"] == 2  # v1.0.0's materialized file and its version tree
+    assert report.deleted_chunks >= 1
+    assert report.cache_removed == 2  # v1.0.0's materialized file and its version tree
     fresh = ModelRegistry(registry.root)
     assert Path(fresh.load("m", "v1.1.0")).read_bytes() == b.read_bytes()
-    assert fresh.verify() == []
+    assert fresh.verify().problems == ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -21,7 +22,7 @@ from tests.helpers import (
     shared_setup,
     tree_bytes,
 )
-from uniflow import IntegrityError, PushRejectedError, RemoteError
+from uniflow import IntegrityError, LifecycleConflictError, PullReport, PushRejectedError, RemoteError
 
 
 def _objects(blobs: Path) -> list[Path]:
@@ -34,15 +35,15 @@ def test_two_clones_push_pull_and_refused_stale_promotion(tmp_path: Path) -> Non
     ra = open_registry(a)
     src1 = model_dir(tmp_path / "m1", 6, seed=1)
     src2 = model_dir(tmp_path / "m2", 6, seed=2)
-    ra.register(str(src1), "clf", "v1.0.0", metrics={"accuracy": 0.91})
-    ra.register(str(src2), "clf", "v1.1.0", metrics={"accuracy": 0.93})
+    ra.register(str(src1), "clf", version="v1.0.0", metrics={"accuracy": 0.91})
+    ra.register(str(src2), "clf", version="v1.1.0", metrics={"accuracy": 0.93})
     ra.promote("clf", "v1.0.0", "production")
     res = ra.push()
-    assert res["versions"] == ["clf/v1.0.0", "clf/v1.1.0"] and res["lifecycle"] == ["clf"]
-    assert res["chunks"]["transferred"] == 12 and len(_objects(blobs)) == 12
+    assert res.versions == ("clf/v1.0.0", "clf/v1.1.0") and res.lifecycle == ("clf",)
+    assert res.chunks.transferred == 12 and len(_objects(blobs)) == 12
     remote_refs = git(bare, "for-each-ref", "--format=%(refname)")
     assert "refs/uniflow/models/clf" in remote_refs and "refs/uniflow/stages/clf/production" in remote_refs
-    assert ra.push()["up_to_date"] is True  # nothing new: nothing sent
+    assert ra.push().up_to_date is True  # nothing new: nothing sent
 
     # B clones, pulls (CLI) and loads by stage: bytes come from the blob remote on demand, verified
     b = clone(bare, tmp_path / "b")
@@ -61,7 +62,7 @@ def test_two_clones_push_pull_and_refused_stale_promotion(tmp_path: Path) -> Non
 
     # A promotes without pulling: its push is refused, cleanly, before any byte is sent
     src3 = model_dir(tmp_path / "m3", 3, seed=3)
-    ra.register(str(src3), "clf", "v1.2.0", metrics={"accuracy": 0.95})
+    ra.register(str(src3), "clf", version="v1.2.0", metrics={"accuracy": 0.95})
     ra.promote("clf", "v1.2.0", "production")
     before = len(_objects(blobs))
     with pytest.raises(PushRejectedError) as info:
@@ -84,7 +85,7 @@ def test_two_clones_push_pull_and_refused_stale_promotion(tmp_path: Path) -> Non
 
     # now A's push fast-forwards, and B sees everything
     res = ra.push()
-    assert res["lifecycle"] == ["clf"] and res["chunks"]["transferred"] == 3
+    assert res.lifecycle == ("clf",) and res.chunks.transferred == 3
     remote_log = log_subjects(bare, "refs/uniflow/models/clf")
     assert any("v1.1.0: development -> staging" in s for s in remote_log)
     assert any("v1.2.0: development -> production" in s for s in remote_log)
@@ -99,7 +100,7 @@ def test_conflicting_promotions_need_ours_or_theirs(tmp_path: Path) -> None:
     bare, a = shared_setup(tmp_path)
     ra = open_registry(a)
     for i, v in enumerate(("v1.0.0", "v1.1.0", "v1.2.0")):
-        ra.register(str(model_dir(tmp_path / f"s{i}", 1, seed=10 + i)), "m", v)
+        ra.register(str(model_dir(tmp_path / f"s{i}", 1, seed=10 + i)), "m", version=v)
     ra.push()
     b = clone(bare, tmp_path / "b")
     cli(b, "pull")
@@ -112,6 +113,14 @@ def test_conflicting_promotions_need_ours_or_theirs(tmp_path: Path) -> None:
     r = cli(a, "pull", code=9)
     assert "model 'm'" in r.stderr and "--ours m" in r.stderr and "--theirs m" in r.stderr
     assert len(r.stderr.splitlines()) == 1
+    with pytest.raises(LifecycleConflictError) as conflict:  # the library: the same, with a typed result
+        ra.pull()
+    assert conflict.value.models == ["m"] and "\n" not in str(conflict.value)
+    assert isinstance(conflict.value.result, PullReport) and conflict.value.result.models["m"] == "diverged"
+    assert not conflict.value.result.ok
+    r = cli(a, "pull", "--json", code=9)  # --json prints what was integrated, then the error
+    assert json.loads(r.stdout) == conflict.value.result.to_dict()
+    assert json.loads(r.stdout)["models"] == {"m": "diverged"}
     assert ra.get("m", stage="production").version == "v1.2.0"  # nothing changed locally
     cli(a, "pull", "--ours")
     assert ra.get("m", stage="production").version == "v1.2.0"
@@ -121,14 +130,14 @@ def test_conflicting_promotions_need_ours_or_theirs(tmp_path: Path) -> None:
     cli(b, "pull", "--theirs")
     assert rb.get("m", stage="production").version == "v1.2.0"
     assert rb.get("m", "v1.0.0").stage == "development"
-    assert open_registry(b).push()["up_to_date"] is True
+    assert open_registry(b).push().up_to_date is True
 
 
 def test_interrupted_push_resumes_sending_only_what_is_missing(tmp_path: Path) -> None:
     bare, a = shared_setup(tmp_path)
     blobs = tmp_path / "blobs"
     ra = open_registry(a)
-    ra.register(str(model_dir(tmp_path / "big", 40, seed=7)), "big", "v1.0.0")
+    ra.register(str(model_dir(tmp_path / "big", 40, seed=7)), "big", version="v1.0.0")
     env = {**os.environ, **GIT_ENV, "UNIFLOW_TEST_KILL_AFTER_UPLOADS": "5"}
     code = "from uniflow import ModelRegistry; ModelRegistry('.').push(jobs=2)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=a, env=env, capture_output=True, text=True,
@@ -142,7 +151,7 @@ def test_interrupted_push_resumes_sending_only_what_is_missing(tmp_path: Path) -
     for p in present:  # nothing partial under a final name
         assert blake3.blake3(p.read_bytes()).hexdigest() == p.parent.name + p.name
     res = ra.push()
-    assert res["chunks"] == {"wanted": 40, "present": len(present), "transferred": 40 - len(present),
+    assert res.chunks.to_dict() == {"wanted": 40, "present": len(present), "transferred": 40 - len(present),
                              "bytes": (40 - len(present)) * (64 << 10)}
     assert len(_objects(blobs)) == 40
     assert "refs/tags/models/big/v1.0.0" in git(bare, "for-each-ref")
@@ -152,7 +161,7 @@ def test_corrupted_remote_chunk_is_refused(tmp_path: Path) -> None:
     bare, a = shared_setup(tmp_path)
     blobs = tmp_path / "blobs"
     ra = open_registry(a)
-    ra.register(str(model_dir(tmp_path / "src", 2, seed=3)), "m", "v1.0.0")
+    ra.register(str(model_dir(tmp_path / "src", 2, seed=3)), "m", version="v1.0.0")
     ra.push()
     victim = _objects(blobs)[0]
     victim.chmod(stat.S_IWUSR | stat.S_IRUSR)
@@ -174,7 +183,7 @@ def test_push_without_blob_remote_is_refused_before_refs(tmp_path: Path) -> None
     ra = open_registry(a)
     cli(a, "remote", "remove", "origin")
     ra.reload_config()
-    ra.register(str(model_dir(tmp_path / "s", 1)), "m", "v1.0.0")
+    ra.register(str(model_dir(tmp_path / "s", 1)), "m", version="v1.0.0")
     with pytest.raises(RemoteError, match="no blob remote"):
         ra.push()
     assert "models/m" not in git(bare, "for-each-ref")
@@ -213,7 +222,7 @@ def test_hooks_git_push_tags_alone_publishes_loadable_versions(tmp_path: Path) -
 
     ra = open_registry(a)
     src = model_dir(tmp_path / "src", 4, seed=5)
-    ra.register(str(src), "m", "v1.0.0")
+    ra.register(str(src), "m", version="v1.0.0")
     git(a, "push", "-q", "origin", "--tags")  # plain git: the pre-push hook uploads the bytes
     assert len(_objects(tmp_path / "blobs")) == 4
     cli(b, "pull")
@@ -234,7 +243,7 @@ def test_pre_push_hook_refuses_when_bytes_cannot_be_uploaded(tmp_path: Path) -> 
     bare, a = shared_setup(tmp_path)
     cli(a, "hooks", "install")
     ra = open_registry(a)
-    ra.register(str(model_dir(tmp_path / "src", 1)), "m", "v1.0.0")
+    ra.register(str(model_dir(tmp_path / "src", 1)), "m", version="v1.0.0")
     (tmp_path / "blobs").write_text("not a directory: every upload fails")
     r = subprocess.run(["git", "push", "origin", "--tags"], cwd=a, capture_output=True, text=True, timeout=120,
                        env={**os.environ, **GIT_ENV}, check=False)
@@ -270,8 +279,8 @@ def test_same_version_registered_twice_is_refused_both_ways(tmp_path: Path) -> N
     bare, a = shared_setup(tmp_path)
     b = clone(bare, tmp_path / "b")
     ra, rb = open_registry(a), open_registry(b)
-    ra.register(str(model_dir(tmp_path / "x", 1, seed=1)), "m", "v1.0.0")
-    rb.register(str(model_dir(tmp_path / "y", 1, seed=2)), "m", "v1.0.0")
+    ra.register(str(model_dir(tmp_path / "x", 1, seed=1)), "m", version="v1.0.0")
+    rb.register(str(model_dir(tmp_path / "y", 1, seed=2)), "m", version="v1.0.0")
     ra.push()
     with pytest.raises(PushRejectedError, match="m v1.0.0 exists on 'origin' with different content"):
         rb.push()
@@ -288,7 +297,7 @@ def test_fsspec_backend_round_trip_with_temporary_names(tmp_path: Path) -> None:
 
     _bare, a = shared_setup(tmp_path)
     ra = open_registry(a)
-    mv = ra.register(str(model_dir(tmp_path / "src", 3, seed=4)), "m", "v1.0.0")
+    mv = ra.register(str(model_dir(tmp_path / "src", 3, seed=4)), "m", version="v1.0.0")
     digests = [c for f in mv.files for c in _chunk_digests(ra, "m", "v1.0.0", f.path)]
     remote = FsspecRemote("fs", "fs://test", fsspec.filesystem("file"), str(tmp_path / "fsremote"))
     assert remote.atomic_put is False
@@ -312,8 +321,8 @@ def _chunk_digests(reg: object, model: str, version: str, path: str) -> list[str
 def test_remote_and_model_arguments(tmp_path: Path) -> None:
     bare, a = shared_setup(tmp_path)
     ra = open_registry(a)
-    ra.register(str(model_dir(tmp_path / "x", 1, seed=1)), "one", "v1.0.0")
-    ra.register(str(model_dir(tmp_path / "y", 1, seed=2)), "two", "v1.0.0")
+    ra.register(str(model_dir(tmp_path / "x", 1, seed=1)), "one", version="v1.0.0")
+    ra.register(str(model_dir(tmp_path / "y", 1, seed=2)), "two", version="v1.0.0")
     assert "not found" in cli(a, "push", "nosuch", code=3).stderr
     res = json_out(cli(a, "push", "origin", "one", "--json"))
     assert res["versions"] == ["one/v1.0.0"] and res["models"] == ["one"]

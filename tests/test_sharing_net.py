@@ -120,11 +120,11 @@ def test_git_daemon_and_s3_two_clones(tmp_path: Path, git_daemon: tuple[Path, st
     assert bare == base / "remote.git"
     ra = open_registry(a)
     src1 = model_dir(tmp_path / "s1", 5, seed=21)
-    ra.register(str(src1), "clf", "v1.0.0", metrics={"accuracy": 0.9})
-    ra.register(str(model_dir(tmp_path / "s2", 2, seed=22)), "clf", "v1.1.0")
+    ra.register(str(src1), "clf", version="v1.0.0", metrics={"accuracy": 0.9})
+    ra.register(str(model_dir(tmp_path / "s2", 2, seed=22)), "clf", version="v1.1.0")
     ra.promote("clf", "v1.0.0", "production")
     res = ra.push()
-    assert res["chunks"]["transferred"] == 7
+    assert res.chunks.transferred == 7
     assert len(_s3_keys(s3, "registry/objects/")) == 7
     assert "refs/uniflow/models/clf" in git(bare, "for-each-ref")
 
@@ -136,7 +136,7 @@ def test_git_daemon_and_s3_two_clones(tmp_path: Path, git_daemon: tuple[Path, st
     rb.promote("clf", "v1.1.0", "staging")
     cli(b, "push")
 
-    ra.register(str(model_dir(tmp_path / "s3", 1, seed=23)), "clf", "v1.2.0")
+    ra.register(str(model_dir(tmp_path / "s3", 1, seed=23)), "clf", version="v1.2.0")
     ra.promote("clf", "v1.2.0", "production")
     with pytest.raises(PushRejectedError, match="uniflow pull"):
         ra.push()
@@ -190,7 +190,7 @@ def test_s3_interrupted_push_resumes(tmp_path: Path, s3: str) -> None:
 
     bare, a = shared_setup(tmp_path, blob_url="s3://models/resume")
     ra = open_registry(a)
-    ra.register(str(model_dir(tmp_path / "big", 30, size=32 << 10, seed=9)), "big", "v1.0.0")
+    ra.register(str(model_dir(tmp_path / "big", 30, size=32 << 10, seed=9)), "big", version="v1.0.0")
     env = {**os.environ, **GIT_ENV, "UNIFLOW_TEST_KILL_AFTER_UPLOADS": "4"}
     proc = subprocess.run([sys.executable, "-c", "from uniflow import ModelRegistry; ModelRegistry('.').push(jobs=2)"],
                           cwd=a, env=env, capture_output=True, text=True, timeout=120, check=False)
@@ -199,6 +199,6 @@ def test_s3_interrupted_push_resumes(tmp_path: Path, s3: str) -> None:
     assert 4 <= present < 30
     assert "models/big" not in git(bare, "for-each-ref")
     res = ra.push()
-    assert res["chunks"]["present"] == present and res["chunks"]["transferred"] == 30 - present
+    assert res.chunks.present == present and res.chunks.transferred == 30 - present
     assert len(_s3_keys(s3, "resume/objects/")) == 30
     assert _s3_keys(s3, "resume/tmp/") == []  # object stores take the final key in one PUT

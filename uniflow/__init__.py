@@ -21,6 +21,14 @@ _LAZY = {
     "ModelSummary": "._types",
     "FileInfo": "._types",
     "Comparison": "._compare",
+    "VerifyReport": "._reports",
+    "VerifyProblem": "._reports",
+    "GcReport": "._reports",
+    "PushReport": "._reports",
+    "PullReport": "._reports",
+    "ChunkStats": "._reports",
+    "PromoteReport": "._reports",
+    "PromoteResult": "._reports",
     "step": ".pipelines",
     "pipeline": ".pipelines",
     "Model": ".pipelines",
@@ -36,6 +44,14 @@ __all__ = [
     "ModelSummary",
     "FileInfo",
     "Comparison",
+    "VerifyReport",
+    "VerifyProblem",
+    "GcReport",
+    "PushReport",
+    "PullReport",
+    "ChunkStats",
+    "PromoteReport",
+    "PromoteResult",
     "step",
     "pipeline",
     "Model",
@@ -46,6 +62,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._compare import Comparison
     from .pipelines import Model, pipeline, step
     from ._registry import ModelRegistry
+    from ._reports import (
+        ChunkStats,
+        GcReport,
+        PromoteReport,
+        PromoteResult,
+        PullReport,
+        PushReport,
+        VerifyProblem,
+        VerifyReport,
+    )
     from ._types import FileInfo, HistoryEvent, ModelSummary, ModelVersion
 
 

@@ -33,7 +33,10 @@ code the command line uses, so the CLI has exactly one error handler::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the reports are plain dataclasses in the layer below (no import at run time)
+    from ._reports import PromoteReport, PullReport
 
 __all__ = [
     "UniflowError",
@@ -137,7 +140,17 @@ class VersionExistsError(UniflowError):
 
 
 class IntegrityError(UniflowError):
+    """A digest did not match, or data read from Git is invalid.
+
+    ``result`` is the :class:`~uniflow.PullReport` of a pull that integrated the models it
+    could and rejected others (``None`` when the error did not come from such a pull).
+    """
+
     exit_code = 5
+
+    def __init__(self, message: str, *, result: PullReport | None = None) -> None:
+        super().__init__(message)
+        self.result: PullReport | None = result
 
 
 class _ChunkError(IntegrityError):
@@ -187,7 +200,17 @@ class ReadOnlyRegistryError(RepositoryError):
 
 
 class RemoteError(UniflowError):
+    """A remote failed or refused.
+
+    ``result`` is the :class:`~uniflow.PullReport` of a pull that stopped after integrating
+    what it could (a :class:`LifecycleConflictError`); ``None`` otherwise.
+    """
+
     exit_code = 9
+
+    def __init__(self, message: str, *, result: PullReport | None = None) -> None:
+        super().__init__(message)
+        self.result: PullReport | None = result
 
 
 class PushRejectedError(RemoteError):
@@ -197,16 +220,17 @@ class PushRejectedError(RemoteError):
 class LifecycleConflictError(RemoteError):
     """Pull found local and remote lifecycle events that change the same version or stage."""
 
-    def __init__(self, message: str, models: list[str]) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, models: list[str], *, result: PullReport | None = None) -> None:
+        super().__init__(message, result=result)
         self.models = models
 
 
 class PolicyError(UniflowError):
-    """A promotion rule did not hold; ``report`` is the promote-on-merge report, when there is one."""
+    """A promotion rule did not hold; ``report`` is the :class:`~uniflow.PromoteReport` of the
+    promote-on-merge run (the other rules were applied), when there is one."""
 
     exit_code = 10
 
-    def __init__(self, message: str, report: Any = None) -> None:
+    def __init__(self, message: str, report: PromoteReport | None = None) -> None:
         super().__init__(message)
-        self.report = report
+        self.report: PromoteReport | None = report

@@ -222,10 +222,13 @@ class GitRepo:
                 check=True,
             ).stdout
             return bool(out.strip())
-        except (OSError, subprocess.SubprocessError):
+        except (OSError, subprocess.SubprocessError):  # no git binary, or git refused (damaged objects)
             from dulwich import porcelain
 
-            st = porcelain.status(self._repo, untracked_files="no")
+            try:
+                st = porcelain.status(self._repo, untracked_files="no")
+            except KeyError as exc:
+                raise IntegrityError("git objects of the code commit (HEAD) are missing; run 'git fsck'") from exc
             return bool(st.unstaged) or any(st.staged.values())
 
     def identity(self) -> Identity:

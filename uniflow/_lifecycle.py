@@ -246,16 +246,23 @@ class Lifecycle:
     def events(self, model: str, since: int | None = None) -> Iterator[dict[str, Any]]:
         """The events of ``model``'s lifecycle, newest first, back to commit time ``since``.
 
-        An unreadable ``event.json`` is yielded as an empty dict (the walk goes on).
+        An unreadable ``event.json`` is yielded as an empty dict (the walk goes on); a
+        missing commit is an :class:`IntegrityError` naming it.
         """
         sha = self.head(model)
         for _ in range(10_000_000):  # bounded by the length of the history
             if sha is None:
                 return
-            commit = self.git.read_commit(sha)
-            if since is not None and commit.commit_time < since:
-                return
-            raw = self.git.read_path(sha, "event.json")
+            context = f"lifecycle commit {sha[:12]} of model {model!r}"
+            try:
+                commit = self.git.read_commit(sha)
+                if since is not None and commit.commit_time < since:
+                    return
+                raw = self.git.read_path(sha, "event.json")
+            except KeyError as exc:
+                raise IntegrityError(f"{context}: git objects are missing") from exc
+            except RepositoryError as exc:  # the chain reaches something that is not a commit
+                raise IntegrityError(f"{context}: {exc}") from exc
             try:
                 ev = json.loads(raw) if raw is not None else {}
             except ValueError:
@@ -263,24 +270,28 @@ class Lifecycle:
             yield ev if isinstance(ev, dict) else {}
             sha = commit.parents[0].decode() if commit.parents else None
 
-    def chain(self, head: str | None, model: str = "", limit: int = 1_000_000) -> list[str]:
-        """First-parent chain from ``head`` back to the first event (newest first).
+    def _walk(self, head: str | None, model: str, limit: int) -> Iterator[tuple[str, Any]]:
+        """``(sha, commit)`` along the first-parent chain from ``head`` (newest first).
 
         A missing object or one that is not a commit is an :class:`IntegrityError` naming it.
         """
-        out: list[str] = []
         sha = head
         whose = f" of model {model!r}" if model else ""
-        while sha and len(out) < limit:
-            out.append(sha)
+        for _ in range(limit):
+            if not sha:
+                return
             try:
                 commit = self.git.read_commit(sha)
             except KeyError as exc:
                 raise IntegrityError(f"lifecycle commit {sha[:12]}{whose} is missing") from exc
             except RepositoryError as exc:
                 raise IntegrityError(f"lifecycle{whose}: {exc}") from exc
+            yield sha, commit
             sha = commit.parents[0].decode("ascii", "replace") if commit.parents else None
-        return out
+
+    def chain(self, head: str | None, model: str = "", limit: int = 1_000_000) -> list[str]:
+        """First-parent chain from ``head`` back to the first event (newest first)."""
+        return [sha for sha, _commit in self._walk(head, model, limit)]
 
     def state(self, model: str, head: str | None = None, *, from_git: bool = False) -> LifecycleState:
         return self.state_at(model, head, from_git=from_git)[0]
@@ -333,14 +344,7 @@ class Lifecycle:
 
     def history(self, model: str, limit: int = 1_000_000) -> list[HistoryEvent]:
         events: list[HistoryEvent] = []
-        sha = self.head(model)
-        while sha and len(events) < limit:
-            try:
-                commit = self.git.read_commit(sha)
-            except KeyError as exc:
-                raise IntegrityError(f"lifecycle commit {sha[:12]} of model {model!r} is missing") from exc
-            except RepositoryError as exc:
-                raise IntegrityError(f"lifecycle of model {model!r}: {exc}") from exc
+        for sha, commit in self._walk(self.head(model), model, limit):
             ev = self.event(model, sha)
             lines = commit.message.decode(errors="replace").splitlines()
             events.append(
@@ -360,7 +364,6 @@ class Lifecycle:
                     extra=ev.get("extra") or {},
                 )
             )
-            sha = commit.parents[0].decode() if commit.parents else None
         events.reverse()
         return events
 

@@ -19,28 +19,36 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import _testhooks
-from ._errors import CorruptChunkError, IntegrityError, MissingChunkError, RepositoryError, UniflowError
+from ._errors import (
+    CorruptChunkError,
+    IntegrityError,
+    MissingChunkError,
+    NotFoundError,
+    RepositoryError,
+    UniflowError,
+)
 from ._lifecycle import untagged_versions
 from ._manifest import file_records, unpack
+from ._reports import GcReport, VerifyProblem, VerifyReport
 from ._store import os_reason
 from ._versions import MANIFEST_PATH
 
 if TYPE_CHECKING:
     from ._repo import Repository
 
-__all__ = ["verify", "gc", "reachable_manifests", "REGISTER_EVENT_WINDOW"]
+__all__ = ["verify", "gc", "reachable_manifests", "GcReport", "VerifyProblem", "VerifyReport", "REGISTER_EVENT_WINDOW"]
 
 #: a register writes its event right after its tag; verify reports a tag without an event
 #: only once the tag is older than this (seconds), so a register in flight is not flagged
 REGISTER_EVENT_WINDOW = 60.0
 
 
-def verify(repo: "Repository", name: str | None = None) -> list[dict[str, Any]]:
+def verify(repo: "Repository", name: str | None = None) -> VerifyReport:
     """Every problem found, reading the Git objects themselves (never the derived caches):
     manifests through the validation gate, every chunk re-hashed, each lifecycle's state
     validated (and versions it names without a tag), lost register events, and refs under
     the registry's prefixes that name no valid model or version."""
-    problems: list[dict[str, Any]] = []
+    problems: list[VerifyProblem] = []
     models = [name] if name is not None else repo.index.models()
     if name is not None:
         repo.require_model(name)
@@ -50,7 +58,7 @@ def verify(repo: "Repository", name: str | None = None) -> list[dict[str, Any]]:
         for version, sha in sorted(repo.index.versions(model).items()):
             try:
                 _, m = repo.index.manifest(model, version, sha, from_git=True)
-            except IntegrityError as exc:
+            except (IntegrityError, NotFoundError) as exc:  # NotFound: the tag went away meanwhile
                 problems.append(_problem(model, version, str(exc)))
                 continue
             for rel, rec, _mode in file_records(m):
@@ -58,29 +66,22 @@ def verify(repo: "Repository", name: str | None = None) -> list[dict[str, Any]]:
                     try:
                         repo.store.read_chunk(c)
                     except (MissingChunkError, CorruptChunkError) as exc:
-                        problems.append(
-                            {
-                                "model": model,
-                                "version": version,
-                                "file": rel,
-                                "chunk": c.digest,
-                                "problem": "missing" if isinstance(exc, MissingChunkError) else "corrupted",
-                            }
-                        )
+                        problem = "missing" if isinstance(exc, MissingChunkError) else "corrupted"
+                        problems.append(VerifyProblem(model, version, rel, c.digest, problem))
         problems += _lifecycle_problems(repo, model)
         problems += _unrecorded(repo, model)
-    return problems
+    return VerifyReport(name, tuple(problems))
 
 
-def _problem(model: str | None, version: str | None, text: str) -> dict[str, Any]:
-    return {"model": model, "version": version, "file": None, "chunk": None, "problem": text}
+def _problem(model: str | None, version: str | None, text: str) -> VerifyProblem:
+    return VerifyProblem(model, version, None, None, text)
 
 
-def _lifecycle_problems(repo: "Repository", model: str) -> list[dict[str, Any]]:
+def _lifecycle_problems(repo: "Repository", model: str) -> list[VerifyProblem]:
     """The lifecycle state read straight from Git: invalid, or naming versions without a tag."""
     try:
         state, _when = repo.lifecycle.state_at(model, from_git=True)
-    except (UniflowError, KeyError) as exc:
+    except UniflowError as exc:
         return [_problem(model, None, f"lifecycle unreadable: {exc}")]
     return [
         _problem(model, v, "the lifecycle names this version but its tag is missing (ignored by reads)")
@@ -88,13 +89,12 @@ def _lifecycle_problems(repo: "Repository", model: str) -> list[dict[str, Any]]:
     ]
 
 
-def _unrecorded(repo: "Repository", model: str) -> list[dict[str, Any]]:
+def _unrecorded(repo: "Repository", model: str) -> list[VerifyProblem]:
     """Problems for the versions of ``model`` whose register event is missing."""
     try:
         registered = {ev.get("version") for ev in repo.lifecycle.events(model) if ev.get("action") == "register"}
-    except (UniflowError, KeyError) as exc:
-        return [{"model": model, "version": None, "file": None, "chunk": None,
-                 "problem": f"lifecycle unreadable: {exc}"}]
+    except UniflowError as exc:
+        return [_problem(model, None, f"lifecycle unreadable: {exc}")]
     out = []
     cutoff = time.time() - REGISTER_EVENT_WINDOW
     for version, sha in sorted(repo.index.versions(model).items()):
@@ -102,11 +102,10 @@ def _unrecorded(repo: "Repository", model: str) -> list[dict[str, Any]]:
             continue
         try:
             young = repo.git.read_tag(sha).tag_time > cutoff
-        except (UniflowError, KeyError):
+        except (UniflowError, KeyError):  # KeyError: the tag object is missing
             young = False
         if not young:
-            out.append({"model": model, "version": version, "file": None, "chunk": None,
-                        "problem": "no register event (register the same files again to record it)"})
+            out.append(_problem(model, version, "no register event (register the same files again to record it)"))
     return out
 
 
@@ -115,7 +114,12 @@ def reachable_manifests(repo: "Repository", commits: "Iterable[str] | None" = No
     or of the version commits among ``commits``."""
     out = []
     for commit in repo.git.version_candidates() if commits is None else commits:
-        data = repo.git.read_path(commit, MANIFEST_PATH)
+        try:
+            data = repo.git.read_path(commit, MANIFEST_PATH)
+        except KeyError as exc:  # a version whose manifest cannot be read: delete nothing
+            raise IntegrityError(
+                f"git objects of commit {commit[:12]} are missing; gc stops (run 'git fsck')"
+            ) from exc
         if data is not None:
             try:
                 out.append(unpack(data))
@@ -141,7 +145,7 @@ class _Live:
         return self
 
 
-def gc(repo: "Repository", *, dry_run: bool = True, grace_seconds: float = 3600.0) -> dict[str, Any]:
+def gc(repo: "Repository", *, dry_run: bool = True, grace_seconds: float = 3600.0) -> GcReport:
     """Delete unreachable chunks older than the grace period that no register in flight pinned.
 
     Order (docs/design.md, "gc and registers in flight"): refs -> candidates -> move each
@@ -175,19 +179,19 @@ def gc(repo: "Repository", *, dry_run: bool = True, grace_seconds: float = 3600.
         kept, deleted, freed = _collect(repo, candidates, seen, live)
     tmp_removed = 0 if dry_run else store.clean_tmp(grace_seconds)
     cache_removed = 0 if dry_run else store.clean_cache(live.files, live.versions, grace_seconds)
-    return {
-        "dry_run": dry_run,
-        "live_chunks": len(live.chunks),
-        "unreachable_chunks": unreachable,
-        "spared_young": spared,
-        "spared_in_flight": len(kept),
-        "deleted_chunks": deleted,
-        "bytes_freed" if not dry_run else "bytes_to_free": freed,
-        "tmp_removed": tmp_removed,
-        "cache_removed": cache_removed,
-        "restored_chunks": restored,
-        "grace_seconds": grace_seconds,
-    }
+    return GcReport(
+        dry_run=dry_run,
+        live_chunks=len(live.chunks),
+        unreachable_chunks=unreachable,
+        spared_young=spared,
+        spared_in_flight=len(kept),
+        deleted_chunks=deleted,
+        bytes_freed=freed,
+        tmp_removed=tmp_removed,
+        cache_removed=cache_removed,
+        restored_chunks=restored,
+        grace_seconds=grace_seconds,
+    )
 
 
 def _collect(repo: "Repository", candidates: dict[str, int], seen: set[str], live: _Live) -> tuple[list[str], int, int]:

@@ -9,7 +9,8 @@ import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from ._version import __version__
 from ._config import Config, ConfigSource
@@ -35,7 +36,8 @@ from contextlib import ExitStack
 from ._types import HistoryEvent, ModelSummary, ModelVersion
 from ._maintenance import gc as _gc, verify as _verify
 from ._repo import Repository
-from .sharing.blobs import BlobFetcher
+from ._reports import GcReport, PullReport, PushReport, VerifyReport
+from .sharing.blobs import JOBS, BlobFetcher
 from .sharing.giturl import is_git_url
 from .sharing.pull import pull as _pull
 from .sharing.push import push as _push
@@ -124,22 +126,25 @@ class ModelRegistry:
         self,
         model: Any,
         name: str,
+        *,
         version: str | None = None,
         framework: str | None = None,
         metrics: dict[str, Any] | None = None,
         tags: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         description: str | None = None,
-        *,
         trust: bool = False,
         lineage: dict[str, Any] | None = None,
         progress: ProgressFn | None = None,
     ) -> ModelVersion:
         """Store ``model`` (an object, or a path to a file or directory) as a new version.
 
-        ``version=None`` bumps the newest version's patch number. Registering an existing
-        version with identical content returns it (and records its register event if a
-        crash lost it); with different content raises :class:`VersionExistsError`.
+        Everything after ``name`` is keyword-only. ``version=None`` bumps the newest
+        version's patch number. Registering an existing version with identical content
+        returns it (and records its register event if a crash lost it); with different
+        content raises :class:`VersionExistsError`. ``trust=True`` allows pickle for objects
+        no safe serializer handles; ``lineage`` adds keys to the recorded lineage;
+        ``progress(done, total)`` is called as bytes are stored.
         """
         with ExitStack() as cleanup:  # releases the pin (docs/design.md, "gc and registers in flight")
             return self._register(
@@ -409,12 +414,14 @@ class ModelRegistry:
         return build_comparison(self.git, mvs, manifests)
 
     # ------------------------------------------------------------------ maintenance
-    def verify(self, name: str | None = None) -> list[dict[str, Any]]:
-        """Re-hash every chunk of every version (or of ``name``); the problems found."""
+    def verify(self, name: str | None = None) -> VerifyReport:
+        """Re-hash every chunk of every version (or of ``name``) and check every lifecycle;
+        the :class:`VerifyReport` (``.ok`` when no problem was found)."""
         return _verify(self._repo, name)
 
-    def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0) -> dict[str, Any]:
-        """Delete chunks no ref reaches, older than the grace period (dry run by default)."""
+    def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0) -> GcReport:
+        """Delete chunks no ref reaches, older than the grace period (dry run by default);
+        the :class:`GcReport` of what was (or would be) deleted."""
         return _gc(self._repo, dry_run=dry_run, grace_seconds=grace_seconds)
 
     @property
@@ -424,13 +431,69 @@ class ModelRegistry:
         return self._repo
 
     # ------------------------------------------------------------------ sharing (uniflow/sharing/)
-    def push(self, remote: str | None = None, names: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
-        """Upload missing chunks to the blob remote, then push tags and lifecycle refs (see ``sharing.push``)."""
-        return _push(self._repo, remote, names, **kwargs)
+    def push(
+        self,
+        remote: str | None = None,
+        names: Iterable[str] | None = None,
+        *,
+        blob: str | None = None,
+        all_versions: bool = False,
+        jobs: int = JOBS,
+        progress: ProgressFn | None = None,
+    ) -> PushReport:
+        """Upload the chunks the blob remote lacks, then push version tags, lifecycle refs and
+        stage pointers to the Git remote in one atomic ``git push``.
 
-    def pull(self, remote: str | None = None, names: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
-        """Fetch tags and lifecycle refs, integrate them, fetch chunks asked for (see ``sharing.pull``)."""
-        return _pull(self._repo, remote, names, **kwargs)
+        ``remote``: the Git remote (default ``origin``, else the only one). ``names``: push
+        only these models (default: every model). ``blob``: the blob remote declared in
+        ``.uniflow/config.toml`` (default: the one named like the Git remote, else the only
+        one). ``all_versions``: make sure the chunks of every version are on the blob remote,
+        not only those of tags the Git remote lacks. ``jobs``: parallel uploads.
+        ``progress(done, total)``: called as bytes are uploaded.
+
+        Raises :class:`PushRejectedError` when the remote has lifecycle events you do not have
+        (pull, then push again) or holds one of your versions with other content, and
+        :class:`RemoteError` when no blob remote is configured for versions to upload.
+        """
+        return _push(
+            self._repo, remote, names, blob=blob, all_versions=all_versions, jobs=jobs, progress=progress
+        )
+
+    def pull(
+        self,
+        remote: str | None = None,
+        names: Iterable[str] | None = None,
+        *,
+        all_versions: bool = False,
+        stages: Iterable[StageLike] | None = None,
+        resolve: Literal["ours", "theirs"] | None = None,
+        blob: str | None = None,
+        force_tags: bool = False,
+        fetch_chunks: bool = True,
+        jobs: int = JOBS,
+        progress: ProgressFn | None = None,
+    ) -> PullReport:
+        """Fetch version tags and lifecycle refs from the Git remote, validate and integrate
+        them, recompute stage pointers, and fetch the chunks asked for.
+
+        ``remote``: the Git remote (default ``origin``, else the only one). ``names``: pull
+        only these models (and fetch all their chunks). ``all_versions``: fetch the chunks of
+        every version now; ``stages``: of the versions holding these stages. Without
+        ``all_versions``, ``stages`` or ``names`` chunks are fetched when a version is
+        loaded. ``resolve``: on a lifecycle conflict, ``"ours"`` replays your events on top
+        of the remote's, ``"theirs"`` takes the remote's. ``blob``: the blob remote (as for
+        :meth:`push`). ``force_tags``: let fetched tags replace local ones of the same name
+        (CI checkouts). ``fetch_chunks=False``: refs only. ``jobs``: parallel downloads.
+        ``progress(done, total)``: called as bytes are downloaded.
+
+        Raises :class:`LifecycleConflictError` on a conflict left unresolved and
+        :class:`IntegrityError` when a remote lifecycle failed validation (the other models
+        are integrated); either carries the :class:`PullReport` as ``.result``.
+        """
+        return _pull(
+            self._repo, remote, names, all_versions=all_versions, stages=stages, resolve=resolve, blob=blob,
+            force_tags=force_tags, fetch_chunks=fetch_chunks, jobs=jobs, progress=progress,
+        )
 
 
 #: a register event is written after its tag, on the same clock; events older than the tag

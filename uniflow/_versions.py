@@ -17,7 +17,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ._config import Limits
-from ._errors import IntegrityError, InvalidNameError, RepositoryError, UsageError, VersionExistsError
+from ._errors import (
+    IntegrityError,
+    InvalidNameError,
+    RepositoryError,
+    UsageError,
+    VersionExistsError,
+    VersionNotFoundError,
+)
 from ._git import GitRepo, Identity
 from ._refs import LIFECYCLE_PREFIX, TAGS_PREFIX, lifecycle_ref, tag_name, tag_ref, tags_prefix
 from ._manifest import check, pack, render_card, unpack
@@ -128,10 +135,12 @@ class VersionIndex:
         """``(version commit, manifest)`` for a version whose tag exists, validated.
 
         ``from_git=True`` reads the Git objects themselves, bypassing both caches (verify).
+        A version without a tag (never registered, or deleted meanwhile) is a
+        :class:`VersionNotFoundError`.
         """
         sha = tag_sha or self.tag_sha(model, version)
         if sha is None:
-            raise KeyError(version)
+            raise VersionNotFoundError(model, version)
         if not from_git:
             hit = self._cache.get(sha)
             if hit is not None:
@@ -179,10 +188,15 @@ class VersionIndex:
         if existing is not None:  # fast path; the add_if_new below stays the real check
             return False, self._same_or_raise(manifest, existing)
         card = render_card(manifest)
-        base_tree = self.git.read_commit(code_commit).tree.decode() if code_commit else None
-        tree = self.git.tree_with_files(
-            base_tree, CARD_DIR, {"README.md": card.encode(), "manifest.msgpack": pack(manifest)}
-        )
+        try:  # the version commit's tree is the code commit's tree plus the card
+            base_tree = self.git.read_commit(code_commit).tree.decode() if code_commit else None
+            tree = self.git.tree_with_files(
+                base_tree, CARD_DIR, {"README.md": card.encode(), "manifest.msgpack": pack(manifest)}
+            )
+        except KeyError as exc:
+            raise IntegrityError(
+                f"git objects of the code commit {str(code_commit)[:12]} (HEAD) are missing; run 'git fsck'"
+            ) from exc
         message = commit_message(name, version, manifest.get("metrics") or {})
         commit = self.git.write_commit(tree, [code_commit] if code_commit else [], message, actor)
         tag = self.git.write_tag(tag_name(name, version), commit, card, actor)

@@ -112,19 +112,19 @@ def test_a_register_killed_before_its_event_is_repaired_by_the_next_register(
     assert _register_events(repo, "m") == ["v1.0.0"]  # ... without its register event
 
     # a tag this young may belong to a register in flight: not reported yet
-    assert ModelRegistry(repo).verify() == []
+    assert ModelRegistry(repo).verify().problems == ()
     import uniflow._maintenance as maintenance
 
     monkeypatch.setattr(maintenance, "REGISTER_EVENT_WINDOW", 0.0, raising=False)
-    problems = ModelRegistry(repo).verify()
+    problems = ModelRegistry(repo).verify().problems
 
     rerun = cli(repo, "models", "register", str(src), "--name", "m", "--version", "v1.1.0")
     assert "Registered" in rerun.stdout
     assert _register_events(repo, "m") == ["v1.0.0", "v1.1.0"]
     cli(repo, "models", "register", str(src), "--name", "m", "--version", "v1.1.0")
     assert _register_events(repo, "m") == ["v1.0.0", "v1.1.0"]  # exactly once
-    assert [(p["version"], p["problem"].split(" (")[0]) for p in problems] == [("v1.1.0", "no register event")]
-    assert ModelRegistry(repo).verify() == []
+    assert [(p.version, p.problem.split(" (")[0]) for p in problems] == [("v1.1.0", "no register event")]
+    assert ModelRegistry(repo).verify().problems == ()
 
 
 def test_two_registers_of_the_same_bytes_record_one_event(repo: Path, tmp_path: Path) -> None:

@@ -38,8 +38,8 @@ def two(registry: ModelRegistry, tmp_path: Path) -> ModelRegistry:
     (tmp_path / "good" / "w.bin").write_bytes(b"good weights " * 100)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "w.bin").write_bytes(b"attacker bytes " * 100)
-    registry.register(str(tmp_path / "good" / "w.bin"), "m", "v1.0.0")
-    registry.register(str(tmp_path / "bad" / "w.bin"), "evil", "v1.0.0")
+    registry.register(str(tmp_path / "good" / "w.bin"), "m", version="v1.0.0")
+    registry.register(str(tmp_path / "bad" / "w.bin"), "evil", version="v1.0.0")
     registry.promote("m", "v1.0.0", "production")
     ModelRegistry(registry.root).get("m")  # warm the derived cache
     return registry
@@ -53,7 +53,7 @@ def test_forged_manifest_entry_is_ignored_and_git_is_believed(two: ModelRegistry
     _old_style_entry(_entry(two, "manifest", tag), commit.encode() + msgpack.packb(forged, use_bin_type=True))
     fresh = ModelRegistry(two.root)
     assert (fresh.load_path("m") / "w.bin").read_bytes() == b"good weights " * 100
-    assert fresh.verify() == []
+    assert fresh.verify().problems == ()
 
 
 def test_forged_state_entry_is_ignored(two: ModelRegistry) -> None:
@@ -93,7 +93,7 @@ def test_without_a_usable_key_the_cache_is_off_and_everything_works(
     (tmp_path / "not-a-dir").write_text("x")
     monkeypatch.setenv("UNIFLOW_CACHE_DIR", str(tmp_path / "not-a-dir" / "uniflow"))
     (tmp_path / "w.bin").write_bytes(os.urandom(5000))
-    registry.register(str(tmp_path / "w.bin"), "m", "v1.0.0")
+    registry.register(str(tmp_path / "w.bin"), "m", version="v1.0.0")
     fresh = ModelRegistry(registry.root)
     assert fresh.get("m").version == "v1.0.0" and fresh.list_models()[0].name == "m"
     cache = registry.uniflow_dir / "cache" / "git"

@@ -33,9 +33,9 @@ def test_a_fifo_or_a_device_given_as_the_model_path_is_named(registry: ModelRegi
     fifo = tmp_path / "model.fifo"
     os.mkfifo(fifo)
     with pytest.raises(InvalidPathError, match=r"is a FIFO"):
-        registry.register(str(fifo), "m", "v1.0.0")
+        registry.register(str(fifo), "m", version="v1.0.0")
     with pytest.raises(InvalidPathError, match=r"is a (character )?device"):
-        registry.register("/dev/null", "m", "v1.0.0")
+        registry.register("/dev/null", "m", version="v1.0.0")
     line = _one_line(cli(registry.root, "models", "register", str(fifo), "--name", "m", code=2))
     assert str(fifo) in line and "FIFO" in line
     with pytest.raises(ModelNotFoundError):
@@ -76,7 +76,7 @@ def test_special_entries_inside_a_directory_model_are_refused_by_name(
     word = "socket" if kind == "socket" else kind.split()[0]
 
     with pytest.raises(InvalidPathError, match=word) as exc:
-        registry.register(str(d), "m", "v1.0.0")
+        registry.register(str(d), "m", version="v1.0.0")
     assert str(entry) in str(exc.value)
     line = _one_line(cli(registry.root, "models", "register", str(d), "--name", "m", code=2))
     assert str(entry) in line and word in line
@@ -89,7 +89,7 @@ def test_special_entries_inside_a_directory_model_are_refused_by_name(
     real.write_bytes(os.urandom(500))
     named = tmp_path / "latest.bin"
     named.symlink_to(real)
-    mv = registry.register(str(named), "m", "v1.0.0")
+    mv = registry.register(str(named), "m", version="v1.0.0")
     assert [f.path for f in mv.files] == ["latest.bin"]
     assert Path(registry.load("m")).read_bytes() == real.read_bytes()
 
@@ -125,7 +125,7 @@ def test_push_to_a_directory_blob_remote_leaves_foreign_tmp_files_alone(tmp_path
     for link in links:
         os.utime(link, (two_hours_ago, two_hours_ago), follow_symlinks=False)
 
-    open_registry(a).register(str(model_dir(tmp_path / "src", 3)), "m", "v1.0.0")
+    open_registry(a).register(str(model_dir(tmp_path / "src", 3)), "m", version="v1.0.0")
     cli(a, "push")
 
     assert {rel: (tmp / rel).read_text() for rel in foreign} == foreign

@@ -59,7 +59,7 @@ def _bundle(registry: ModelRegistry, tmp_path: Path, name: str = "bundle") -> Pa
     (d / "sub" / "weights.bin").write_bytes(os.urandom(20_000))
     (d / "run.sh").write_text("#!/bin/sh\necho run\n")
     (d / "run.sh").chmod(0o755)
-    registry.register(str(d), name, "v1.0.0")
+    registry.register(str(d), name, version="v1.0.0")
     return d
 
 
@@ -84,7 +84,7 @@ def test_forged_manifest_never_writes_or_unlinks_outside_uniflow(
     ``load_path`` replace a file in the victim's home; the write site refuses it itself."""
     src = tmp_path / "weights.bin"
     src.write_bytes(os.urandom(5000))
-    registry.register(str(src), "m", "v1.0.0")
+    registry.register(str(src), "m", version="v1.0.0")
     home = _victim(tmp_path)
     before = _snapshot(home)
 
@@ -237,7 +237,7 @@ def test_export_killed_mid_file_leaves_the_old_file_whole(registry: ModelRegistr
     never leaves a torn file under the final name."""
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(3 << 20))
-    registry.register(str(big), "big", "v1.0.0")
+    registry.register(str(big), "big", version="v1.0.0")
     dest = tmp_path / "out"
     dest.mkdir()
     (dest / "big.bin").write_bytes(b"old bytes, still whole")

@@ -22,7 +22,7 @@ def two(registry: ModelRegistry, tmp_path: Path) -> ModelRegistry:
     for i, v in enumerate(("v1.0.0", "v1.1.0")):
         f = tmp_path / f"w{i}.bin"
         f.write_bytes(bytes([i]) * 1000)
-        registry.register(str(f), "m", v)
+        registry.register(str(f), "m", version=v)
     registry.promote("m", "v1.0.0", "production")
     return registry
 

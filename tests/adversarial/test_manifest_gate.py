@@ -31,7 +31,7 @@ def base(registry: ModelRegistry, tmp_path: Path) -> dict[str, Any]:
     d.mkdir()
     (d / "weights.bin").write_bytes(os.urandom(1 << 20))
     (d / "config.json").write_text('{"layers": 2}')
-    registry.register(str(d), "m", "v1.0.0")
+    registry.register(str(d), "m", version="v1.0.0")
     return copy.deepcopy(registry.repository.index.manifest("m", "v1.0.0")[1])
 
 
@@ -97,8 +97,8 @@ def test_a_file_larger_than_its_chunks_is_never_served_padded(
     with pytest.raises(IntegrityError):
         fresh.export("m", tmp_path / "out", "v2.0.0")
     assert not (tmp_path / "out" / "weights.bin").exists()
-    problems = fresh.verify("m")
-    assert problems and {p["version"] for p in problems} == {"v2.0.0"}
+    problems = fresh.verify("m").problems
+    assert problems and {p.version for p in problems} == {"v2.0.0"}
 
 
 def test_duplicate_paths_are_refused(registry: ModelRegistry, base: dict[str, Any]) -> None:

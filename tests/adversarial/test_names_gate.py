@@ -36,7 +36,7 @@ def test_model_name_with_a_trailing_newline_is_refused_before_any_write(
     registry: ModelRegistry, weights: Path
 ) -> None:
     with pytest.raises(InvalidNameError):
-        registry.register(str(weights), "m\n", "v1.0.0")
+        registry.register(str(weights), "m\n", version="v1.0.0")
     _nothing_written(registry)
 
 
@@ -45,7 +45,7 @@ def test_version_that_is_no_git_ref_component_is_refused_before_any_write(
     registry: ModelRegistry, weights: Path, version: str
 ) -> None:
     with pytest.raises(InvalidVersionError):
-        registry.register(str(weights), "m", version)
+        registry.register(str(weights), "m", version=version)
     _nothing_written(registry)
     line = one_line_error(cli(registry.root, "models", "register", str(weights), "--name", "m",
                               "--version", version, code=2).stderr)
@@ -65,7 +65,7 @@ def test_stage_and_remote_names_are_matched_whole(registry: ModelRegistry, tmp_p
 @pytest.mark.parametrize("where", ["metrics", "params", "tags"])
 def test_keys_with_newlines_are_refused_before_any_write(registry: ModelRegistry, weights: Path, where: str) -> None:
     with pytest.raises(UsageError, match=r"invalid .* key"):
-        registry.register(str(weights), "m", "v1.0.0", **{where: {"acc\nUniflow-Action: promote": 1}})
+        registry.register(str(weights), "m", version="v1.0.0", **{where: {"acc\nUniflow-Action: promote": 1}})
     _nothing_written(registry)
 
 
@@ -83,7 +83,7 @@ def test_the_version_commit_message_cannot_be_forged_by_a_metric_key(
     off here) writes one line per metric with its key JSON-encoded, so no ``Uniflow-*``
     trailer can be forged."""
     monkeypatch.setattr("uniflow._versions.check", lambda *a, **k: None, raising=False)
-    registry.register(str(weights), "m", "v1.0.0", metrics={"acc": 0.9})
+    registry.register(str(weights), "m", version="v1.0.0", metrics={"acc": 0.9})
     m = copy.deepcopy(registry.repository.index.manifest("m", "v1.0.0")[1])
     m["version"] = "v2.0.0"
     m["metrics"] = {"x\n\nUniflow-Action: promote\nUniflow-To: production\nUniflow-Z: ": 1}
@@ -95,7 +95,7 @@ def test_the_version_commit_message_cannot_be_forged_by_a_metric_key(
 
 
 def test_nan_and_inf_metrics_are_null(registry: ModelRegistry, weights: Path) -> None:
-    registry.register(str(weights), "m", "v1.0.0", metrics={"loss": float("nan"), "gain": float("inf"), "acc": 0.5},
+    registry.register(str(weights), "m", version="v1.0.0", metrics={"loss": float("nan"), "gain": float("inf"), "acc": 0.5},
                       params={"lr": float("-inf")})
     mv = ModelRegistry(registry.root).get("m")
     assert mv.metrics == {"loss": None, "gain": None, "acc": 0.5} and mv.params == {"lr": None}
@@ -117,5 +117,5 @@ def test_a_version_the_read_gate_would_refuse_is_never_written(
     (d / "ok.bin").write_bytes(b"fine")
     (d / bad).write_bytes(b"gitdir: /tmp/elsewhere\n")
     with pytest.raises(UsageError, match=r"cannot register: .*invalid file path"):
-        registry.register(str(d), "m", "v1.0.0")
+        registry.register(str(d), "m", version="v1.0.0")
     assert git(registry.root, "for-each-ref", "refs/tags", "refs/uniflow").strip() == ""

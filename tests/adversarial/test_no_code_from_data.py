@@ -73,7 +73,7 @@ def test_git_pull_and_push_hooks_never_import_modules_from_the_work_tree(tmp_pat
     cli(b, "hooks", "install")
     marker = tmp_path / "PWNED"
     ra = open_registry(a)
-    ra.register(str(model_dir(tmp_path / "src-a", 2, seed=1)), "m", "v1.0.0")
+    ra.register(str(model_dir(tmp_path / "src-a", 2, seed=1)), "m", version="v1.0.0")
     ra.promote("m", "v1.0.0", "production")
     cli(a, "push")
     _upstream_commit(a, marker, "hostile modules")
@@ -85,7 +85,7 @@ def test_git_pull_and_push_hooks_never_import_modules_from_the_work_tree(tmp_pat
 
     # pre-push, in the work tree that now holds the hostile modules
     src_b = model_dir(tmp_path / "src-b", 2, seed=2)
-    open_registry(b).register(str(src_b), "m", "v1.1.0")
+    open_registry(b).register(str(src_b), "m", version="v1.1.0")
     _run_git(b, "push", "-q", "origin", "--tags", env=_git_env())
     assert not marker.exists(), marker.read_text()
     assert "refs/tags/models/m/v1.1.0" in git(bare, "for-each-ref")
@@ -122,7 +122,7 @@ def test_class_module_named_by_a_manifest_is_not_imported_without_trust(
     distribution); the refusal comes before any import and names the two ways out."""
     torch.manual_seed(0)
     lin = nn.Linear(3, 2)
-    registry.register(lin, "lin", "v1.0.0")
+    registry.register(lin, "lin", version="v1.0.0")
     _forge_meta(monkeypatch, registry, class_module="this", class_qualname="Zen")
     monkeypatch.delitem(sys.modules, "this", raising=False)
 
@@ -157,7 +157,7 @@ def test_a_module_in_the_work_tree_is_not_imported_by_load(tmp_path: Path) -> No
     marker = tmp_path / "imported"
     (repo / "evilnet.py").write_text(_NET.format(marker=str(marker)))
     r = run_py("import evilnet\nfrom uniflow import ModelRegistry\n"
-               "ModelRegistry().register(evilnet.Net(3), 'm', 'v1.0.0')\n", cwd=repo)
+               "ModelRegistry().register(evilnet.Net(3), 'm', version='v1.0.0')\n", cwd=repo)
     assert r.returncode == 0, r.stderr
     marker.unlink()
 
@@ -197,7 +197,7 @@ def test_a_class_from_an_installed_distribution_loads_but_not_the_same_one_in_th
     _distribution(site, marker)
     use_site = f"import sys\nsys.path.append({str(site)!r})\n"
     r = run_py(use_site + "import goodnet\nfrom uniflow import ModelRegistry\n"
-               "ModelRegistry().register(goodnet.Net(4), 'g', 'v1.0.0')\n", cwd=repo)
+               "ModelRegistry().register(goodnet.Net(4), 'g', version='v1.0.0')\n", cwd=repo)
     assert r.returncode == 0, r.stderr
     r = run_py(use_site + "from uniflow import ModelRegistry\nprint(ModelRegistry().load('g').width)\n", cwd=repo)
     assert r.stdout.split() == ["4"], r.stderr
@@ -221,6 +221,6 @@ def test_serializer_plugins_are_never_loaded_from_the_work_tree(tmp_path: Path) 
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: evil-ser\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[uniflow.serializers]\nevil = evil_ser:Evil\n")
     r = run_py("import numpy as np\nfrom uniflow import ModelRegistry\n"
-               "print(ModelRegistry().register(np.zeros(3), 'arr', 'v1.0.0').serializer)\n", cwd=repo)
+               "print(ModelRegistry().register(np.zeros(3), 'arr', version='v1.0.0').serializer)\n", cwd=repo)
     assert r.stdout.split() == ["numpy"], r.stderr
     assert not marker.exists(), marker.read_text()

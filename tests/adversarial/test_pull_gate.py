@@ -27,7 +27,7 @@ def _register(repo: Path, name: str, version: str) -> None:
     reg = open_registry(repo)
     f = repo.parent / f"{name}-{version}.bin"
     f.write_bytes(f"{name} {version}".encode() * 500)
-    reg.register(str(f), name, version)
+    reg.register(str(f), name, version=version)
 
 
 @pytest.fixture
@@ -85,10 +85,11 @@ def test_the_library_reports_rejected_models_in_the_result(setup: tuple[Path, Pa
     commit = _forge_remote(a, "x.lock")
     with pytest.raises(IntegrityError) as err:
         open_registry(b).pull()
-    result = err.value.result  # type: ignore[attr-defined]
-    assert set(result) >= {"remote", "models", "versions", "chunks", "rejected"}
-    assert list(result["rejected"]) == ["bad"] and commit[:12] in result["rejected"]["bad"]
-    assert result["models"] == {"bad": "rejected", "good": "unchanged"}
+    result = err.value.result
+    assert result is not None and not result.ok
+    assert set(result.to_dict()) >= {"remote", "models", "versions", "chunks", "rejected"}
+    assert list(result.rejected) == ["bad"] and commit[:12] in result.rejected["bad"]
+    assert result.models == {"bad": "rejected", "good": "unchanged"}
 
 
 def test_ref_names_that_are_no_model_or_version_are_skipped_and_reported(setup: tuple[Path, Path, Path]) -> None:

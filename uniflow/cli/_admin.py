@@ -6,7 +6,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,6 +14,9 @@ from .._errors import IntegrityError
 from ._common import CliError, echo_json, find_git_root, get_registry, json_option, repo_option
 from ._complete import complete_model
 from ._format import Cell, format_value, human_size, print_kv, print_line, print_table
+
+if TYPE_CHECKING:
+    from .._reports import GcReport, VerifyReport
 
 __all__ = ["gc_cmd", "init_cmd", "parse_duration", "verify_cmd"]
 
@@ -87,27 +90,24 @@ def gc_cmd(yes: bool, grace: str, as_json: bool, repo: str | None) -> None:
     --grace. Calls ModelRegistry.gc(dry_run=not --yes, grace_seconds=--grace).
     """
     grace_seconds = parse_duration(grace)
-    result = get_registry(repo).gc(dry_run=not yes, grace_seconds=int(grace_seconds))
+    report = get_registry(repo).gc(dry_run=not yes, grace_seconds=int(grace_seconds))
     if as_json:
-        echo_json(result)
+        echo_json(report.to_dict())
         return
-    _print_gc(result, dry_run=not yes)
+    _print_gc(report)
 
 
-def _print_gc(result: dict[str, Any], dry_run: bool) -> None:
-    pairs: list[tuple[str, Any]] = []
-    for key, value in result.items():
-        if isinstance(value, (list, tuple, set)):
-            pairs.append((key.replace("_", " "), str(len(value))))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and "bytes" in key:
-            pairs.append((key.replace("_", " "), human_size(value)))
-        elif isinstance(value, dict):
-            pairs.append((key.replace("_", " "), " ".join(f"{k}={format_value(v)}" for k, v in value.items())))
+def _print_gc(report: GcReport) -> None:
+    pairs: list[tuple[str, str]] = []
+    for key, value in report.to_dict().items():
+        label = key.replace("_", " ")
+        if key == "bytes_freed":
+            pairs.append(("bytes to free" if report.dry_run else label, human_size(report.bytes_freed)))
         else:
-            pairs.append((key.replace("_", " "), format_value(value)))
-    print_line(Cell("gc (dry run)" if dry_run else "gc", "bold"))
+            pairs.append((label, format_value(value)))
+    print_line(Cell("gc (dry run)" if report.dry_run else "gc", "bold"))
     print_kv(pairs)
-    if dry_run:
+    if report.dry_run:
         click.echo("Dry run: nothing deleted. Run 'uniflow gc --yes' to delete.")
 
 
@@ -120,38 +120,23 @@ def verify_cmd(name: str | None, as_json: bool, repo: str | None) -> None:
 
     Checks every chunk of every version (or of model NAME) against its digest. Exits 5 when a problem is found. Calls ModelRegistry.verify(NAME).
     """
-    problems = get_registry(repo).verify(name)
+    report = get_registry(repo).verify(name)
     if as_json:
-        echo_json({"ok": not problems, "name": name, "problems": problems})
-    elif not problems:
+        echo_json(report.to_dict())
+    elif report.ok:
         click.echo(f"OK: every stored file of {name or 'every model'} verified")
     else:
-        _print_problems(problems)
-    if problems:
-        count = len(problems)
+        _print_problems(report)
+    if not report.ok:
+        count = len(report.problems)
         raise IntegrityError(f"{count} problem{'' if count == 1 else 's'} found"
                              + (f" in model {name!r}" if name else ""))
 
 
-_PREFERRED = ("model", "name", "version", "file", "path", "chunk", "problem", "error", "message", "detail")
-
-
-def _print_problems(problems: list[dict[str, Any]]) -> None:
-    keys: list[str] = []
-    for p in problems:
-        for k in p:
-            if k not in keys:
-                keys.append(k)
-    first_seen = {k: i for i, k in enumerate(keys)}
-    keys.sort(key=lambda k: (_PREFERRED.index(k) if k in _PREFERRED else len(_PREFERRED), first_seen[k]))
+def _print_problems(report: VerifyReport) -> None:
     rows = []
-    for p in problems:
-        row: list[Any] = []
-        for k in keys:
-            v = p.get(k)
-            text = "-" if v is None else str(v)
-            if k == "chunk" and isinstance(v, str) and len(v) > 16:
-                text = v[:16]
-            row.append(Cell(text, "red" if k in ("problem", "error", "message") else ""))
-        rows.append(row)
-    print_table([k.capitalize() for k in keys], rows)
+    for p in report.problems:
+        chunk = p.chunk[:16] if p.chunk is not None else None
+        cells = [p.model, p.version, p.file, chunk]
+        rows.append([Cell("-" if v is None else v) for v in cells] + [Cell(p.problem, "red")])
+    print_table(["Model", "Version", "File", "Chunk", "Problem"], rows)

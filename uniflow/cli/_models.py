@@ -257,7 +257,9 @@ def register_cmd(path: str, name: str, version: str | None, framework: str | Non
                  repo: str | None) -> None:
     """Register a file or directory as a new version.
 
-    PATH becomes a new version of model --name, in development. Calls ModelRegistry.register(PATH, name, version, framework, metrics, tags, params, description).
+    PATH becomes a new version of model --name, in development. Calls
+    ModelRegistry.register(PATH, name=..., version=..., framework=..., metrics=..., tags=...,
+    params=..., description=...).
     """
     metric_values = _parse_pairs(metrics, "metric", number=True)
     tag_values = _parse_pairs(tags, "tag")

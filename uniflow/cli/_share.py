@@ -8,13 +8,16 @@ imported here; the registry, dulwich and fsspec load inside the commands.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
 import click
 
-from .._errors import UniflowError
+from .._errors import IntegrityError, RemoteError, UniflowError
 from ._common import CliError, echo_json, get_registry, json_option, progress_bar, repo_option
 from ._format import Cell, human_size, print_line, print_table
+
+if TYPE_CHECKING:
+    from .._reports import PromoteReport
 
 __all__ = ["ci", "hooks", "pull", "push", "remote"]
 
@@ -107,23 +110,23 @@ def push(args: tuple[str, ...], all_versions: bool, blob: str | None, jobs: int,
         result = registry.push(remote_name, names, blob=blob, all_versions=all_versions, jobs=jobs,
                                progress=progress)
     if as_json:
-        echo_json(result)
+        echo_json(result.to_dict())
         return
-    chunks = result["chunks"]
-    if chunks["transferred"]:
-        click.echo(f"Uploaded {_plural(chunks['transferred'], 'chunk')} ({human_size(chunks['bytes'])}) to blob "
-                   f"remote {result['blob_remote']!r}; {chunks['present']} already there")
-    if result["up_to_date"]:
-        click.echo(f"Everything up to date with {result['remote']!r}")
+    chunks = result.chunks
+    if chunks.transferred:
+        click.echo(f"Uploaded {_plural(chunks.transferred, 'chunk')} ({human_size(chunks.bytes)}) to blob "
+                   f"remote {result.blob_remote!r}; {chunks.present} already there")
+    if result.up_to_date:
+        click.echo(f"Everything up to date with {result.remote!r}")
     else:
         parts = []
-        if result["versions"]:
-            parts.append(_plural(len(result["versions"]), "version"))
-        if result["lifecycle"]:
-            parts.append(f"lifecycle of {', '.join(result['lifecycle'])}")
-        click.echo(f"Pushed {' and '.join(parts) or 'stage pointers'} to {result['remote']!r}")
-    for m in result["behind"]:
-        click.echo(f"note: {result['remote']!r} has newer lifecycle events for {m}; run `uniflow pull`")
+        if result.versions:
+            parts.append(_plural(len(result.versions), "version"))
+        if result.lifecycle:
+            parts.append(f"lifecycle of {', '.join(result.lifecycle)}")
+        click.echo(f"Pushed {' and '.join(parts) or 'stage pointers'} to {result.remote!r}")
+    for m in result.behind:
+        click.echo(f"note: {result.remote!r} has newer lifecycle events for {m}; run `uniflow pull`")
 
 
 @click.command("pull")
@@ -151,30 +154,30 @@ def pull(args: tuple[str, ...], all_versions: bool, stages: tuple[str, ...], res
 
     registry = get_registry(repo)
     remote_name, names = split_remote_and_names(registry.root, args)
+    resolved: Literal["ours", "theirs"] | None = "ours" if resolve == "ours" else "theirs" if resolve == "theirs" else None
     try:
         with progress_bar("Downloading") as progress:
             result = registry.pull(remote_name, names, all_versions=all_versions, stages=list(stages),
-                                   resolve=resolve, blob=blob, jobs=jobs, progress=progress)
-    except UniflowError as exc:
-        partial = getattr(exc, "result", None)
-        if as_json and partial is not None:
-            echo_json(partial)  # what was integrated, and which models were rejected; then the error
+                                   resolve=resolved, blob=blob, jobs=jobs, progress=progress)
+    except (IntegrityError, RemoteError) as exc:
+        if as_json and exc.result is not None:
+            echo_json(exc.result.to_dict())  # what was integrated, and which models were rejected; then the error
         raise
     if as_json:
-        echo_json(result)
+        echo_json(result.to_dict())
         return
     words = {
         "created": "new", "fast-forward": "updated", "replayed": "your events replayed on top",
         "reset": "reset to the remote's lifecycle", "ahead": "ahead (push it)",
     }
-    changed = [(m, o) for m, o in result["models"].items() if o != "unchanged"]
+    changed = [(m, o) for m, o in result.models.items() if o != "unchanged"]
     for m, o in changed:
         click.echo(f"{m}: {words.get(o, o)}")
-    chunks = result["chunks"]
-    if chunks["transferred"]:
-        click.echo(f"Fetched {_plural(chunks['transferred'], 'chunk')} ({human_size(chunks['bytes'])})")
-    if not changed and not chunks["transferred"]:
-        click.echo(f"Already up to date with {result['remote']!r}")
+    chunks = result.chunks
+    if chunks.transferred:
+        click.echo(f"Fetched {_plural(chunks.transferred, 'chunk')} ({human_size(chunks.bytes)})")
+    if not changed and not chunks.transferred:
+        click.echo(f"Already up to date with {result.remote!r}")
 
 
 # --------------------------------------------------------------------------- hooks
@@ -236,9 +239,9 @@ def hook_post_merge(squash: str | None) -> None:
     except UniflowError as exc:
         click.echo(f"uniflow post-merge: warning: {exc}", err=True)
         return
-    changed = [m for m, o in result["models"].items() if o != "unchanged"]
+    changed = [m for m, o in result.models.items() if o != "unchanged"]
     if changed:
-        click.echo(f"uniflow: registry refs updated from {result['remote']!r}: {', '.join(changed)}", err=True)
+        click.echo(f"uniflow: registry refs updated from {result.remote!r}: {', '.join(changed)}", err=True)
 
 
 # --------------------------------------------------------------------------- ci
@@ -271,33 +274,31 @@ def promote_on_merge_cmd(base: str, head: str, push_refs: bool, remote_name: str
         report = promote_on_merge(registry.repository, base, head, push_refs=push_refs, remote=remote_name,
                                   fetch=not no_fetch, dry_run=dry_run)
     except PolicyError as exc:
-        partial: dict[str, Any] | None = getattr(exc, "report", None)
-        if partial is not None:
+        if exc.report is not None:
             if as_json:
-                echo_json({**partial, "error": str(exc)})
+                echo_json({**exc.report.to_dict(), "error": str(exc)})
             else:
-                _print_report(partial)
+                _print_report(exc.report)
         raise
     if as_json:
-        echo_json(report)
+        echo_json(report.to_dict())
     else:
         _print_report(report)
 
 
-def _print_report(report: dict[str, Any]) -> None:
-    acted = [r for r in report["results"] if r["status"] != "no-candidate"]
-    for r in report["results"]:
-        status = r["status"]
-        if status == "promoted":
-            print_line("promoted ", Cell(f"{r['model']} {r['version']}", "bold"), f" to {r['to']}: {r['detail']}")
-        elif status == "would-promote":
-            click.echo(f"would promote {r['model']} {r['version']} to {r['to']}: {r['detail']}")
-        elif status == "already":
-            click.echo(f"{r['detail']}")
-        elif status == "failed":
-            print_line(Cell(f"{r['model']} {r['version']}", "bold"), f" NOT promoted to {r['to']}: {r['detail']}")
+def _print_report(report: PromoteReport) -> None:
+    acted = [r for r in report.results if r.status != "no-candidate"]
+    for r in report.results:
+        if r.status == "promoted":
+            print_line("promoted ", Cell(f"{r.model} {r.version}", "bold"), f" to {r.to}: {r.detail}")
+        elif r.status == "would-promote":
+            click.echo(f"would promote {r.model} {r.version} to {r.to}: {r.detail}")
+        elif r.status == "already":
+            click.echo(r.detail)
+        elif r.status == "failed":
+            print_line(Cell(f"{r.model} {r.version}", "bold"), f" NOT promoted to {r.to}: {r.detail}")
     if not acted:
-        span = f"{report['base'][:12] if report['base'] else '(root)'}..{report['head'][:12]}"
-        click.echo(f"no promotion rule matched a version registered in {span} ({_plural(report['rules'], 'rule')})")
-    if report.get("pushed"):
-        click.echo(f"pushed to {report['pushed']['remote']!r}")
+        span = f"{report.base[:12] if report.base else '(root)'}..{report.head[:12]}"
+        click.echo(f"no promotion rule matched a version registered in {span} ({_plural(report.rules, 'rule')})")
+    if report.pushed is not None:
+        click.echo(f"pushed to {report.pushed.remote!r}")

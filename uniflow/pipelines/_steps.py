@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .._errors import UsageError
 from .._naming import validate_model_name, validate_version
-from .._stages import ModelStage
+from .._stages import ModelStage, StageLike
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._types import ModelVersion
@@ -98,7 +98,7 @@ class Model:
         metrics: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None,
         params: dict[str, Any] | None = None,
-        stage: ModelStage | str | None = None,
+        stage: StageLike | None = None,
         description: str | None = None,
         *,
         trust: bool = False,
@@ -213,7 +213,7 @@ def _find_models(value: Any, depth: int = 0, seen: set[int] | None = None) -> li
     return found
 
 
-def _stage_name(stage: ModelStage | str) -> str:
+def _stage_name(stage: StageLike) -> str:
     return stage.value if isinstance(stage, ModelStage) else str(stage).strip().lower()
 
 

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from .._config import Config, ConfigSource, RemoteSpec
 from .._errors import IntegrityError, NotFoundError, RemoteError, UniflowError, UsageError
 from .._naming import validate_digest
+from .._reports import ChunkStats
 from .._store import fsync_dir, write_immutable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -114,6 +115,10 @@ class TransferStats:
 
     def to_dict(self) -> dict[str, int]:
         return {"wanted": self.wanted, "present": self.present, "transferred": self.transferred, "bytes": self.bytes}
+
+    def frozen(self) -> ChunkStats:
+        """The counts as the immutable :class:`~uniflow.ChunkStats` of a report."""
+        return ChunkStats(self.wanted, self.present, self.transferred, self.bytes)
 
 
 # ---------------------------------------------------------------------- config

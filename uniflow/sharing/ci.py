@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._config import Condition, PromoteRule, parse_condition
 from .._errors import PolicyError, PushRejectedError, RepositoryError, UniflowError, UsageError
 from .._naming import version_sort_key
+from .._reports import PromoteReport, PromoteResult, PromoteStatus, PushReport
 from .gitcmd import ZERO, git_remotes, resolve_git_remote, run_git
 from .pull import pull
 from .push import push
@@ -37,6 +38,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "Condition",
+    "PromoteReport",
+    "PromoteResult",
     "PromoteRule",
     "ci_context",
     "load_rules",
@@ -58,7 +61,7 @@ def load_rules(repo: Repository) -> list[PromoteRule]:
     return list(repo.config.rules)
 
 
-def ci_context(env: dict[str, str] | None = None) -> dict[str, Any]:
+def ci_context(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """Who ran this: the CI provider, run id and URL from the usual environment variables."""
     e = os.environ if env is None else env
     if e.get("GITHUB_RUN_ID"):
@@ -110,13 +113,14 @@ def promote_on_merge(
     remote: str | None = None,
     fetch: bool = True,
     dry_run: bool = False,
-) -> dict[str, Any]:
+) -> PromoteReport:
     """Apply the promotion rules to versions registered from commits in ``base..head``.
 
     Fetches tags (forced: CI checkouts may hold lightweight copies) and lifecycle refs first
     when a Git remote exists; with ``push_refs`` pushes the promotions back (pulling and
-    retrying, bounded, if someone else promoted meanwhile). Returns a report; raises
-    :class:`PolicyError` (carrying the report as ``.report``) when a candidate failed a rule.
+    retrying, bounded, if someone else promoted meanwhile). Returns the
+    :class:`PromoteReport`; raises :class:`PolicyError` carrying it as ``.report`` (after the
+    other rules were applied and pushed) when a candidate failed a rule.
     """
     remote_name: str | None = None
     if (fetch or push_refs) and (remote is not None or git_remotes(repo.root)):
@@ -132,76 +136,87 @@ def promote_on_merge(
     commits = _range(repo, base_sha, head_sha)
     rules = load_rules(repo)
     ci = ci_context()
-    results: list[dict[str, Any]] = []
+    results: list[PromoteResult] = []
     promoted: list[str] = []
     for rule in rules:
-        res: dict[str, Any] = {"rule": rule.index, "describe": rule.describe(), "model": rule.model, "to": rule.to,
-                               "version": None}
-        results.append(res)
-        try:
-            versions = repo.list_versions(rule.model)
-        except UniflowError:
-            versions = []
-        cands = [v for v in versions if v.code_commit in commits]
-        newest = max(cands, key=lambda v: version_sort_key(v.version)) if cands else None
-        if newest is not None and newest.stage == rule.to:
-            res.update(version=newest.version, status="already",
-                       detail=f"{rule.model} {newest.version} is already in {rule.to}")
-            continue
-        if rule.from_stage:
-            cands = [v for v in cands if v.stage == rule.from_stage]
-        if not cands:
-            where = f" in {rule.from_stage}" if rule.from_stage else ""
-            res.update(status="no-candidate", detail=f"no version of {rule.model}{where} was registered in the range")
-            continue
-        mv = max(cands, key=lambda v: version_sort_key(v.version))
-        res["version"] = mv.version
-        checks = [c.check(mv.metrics) for c in rule.when]
-        failed = [d for ok, d in checks if not ok]
-        if failed:
-            res.update(status="failed", detail="; ".join(failed))
-            continue
-        detail = "; ".join(d for _ok, d in checks) or "no conditions"
-        if dry_run:
-            res.update(status="would-promote", detail=detail)
-            continue
-        extra: dict[str, Any] = {
-            "merge_commit": head_sha,
-            "base_commit": base_sha,
-            "rule": rule.describe(),
-            "conditions": [c.text for c in rule.when],
-        }
-        if ci:
-            extra["ci"] = ci
-        reason = f"promote on merge {head_sha[:12]}: {detail}"
-        repo.promote(rule.model, mv.version, rule.to, reason=reason, extra=extra)
-        res.update(status="promoted", detail=detail)
-        promoted.append(rule.model)
+        result = _apply_rule(repo, rule, commits, head_sha, base_sha, ci, dry_run=dry_run)
+        results.append(result)
+        if result.status == "promoted":
+            promoted.append(rule.model)
     pushed = None
     if push_refs and promoted and remote_name:
         pushed = _push_with_retry(repo, remote_name, sorted(set(promoted)))
     elif push_refs and promoted:
         raise RepositoryError("--push needs a git remote (none is configured)")
-    report = {
-        "base": base_sha,
-        "head": head_sha,
-        "commits": len(commits),
-        "rules": len(rules),
-        "results": results,
-        "promoted": len(promoted),
-        "pushed": pushed,
-        "ci": ci,
-    }
-    failures = [r for r in results if r["status"] == "failed"]
-    if failures:
+    report = PromoteReport(
+        base=base_sha,
+        head=head_sha,
+        commits=len(commits),
+        rules=len(rules),
+        results=tuple(results),
+        promoted=len(promoted),
+        pushed=pushed,
+        ci=ci,
+    )
+    if report.failures:
         raise PolicyError(
-            "; ".join(f"{r['model']} {r['version']} not promoted to {r['to']}: {r['detail']}" for r in failures),
+            "; ".join(f"{r.model} {r.version} not promoted to {r.to}: {r.detail}" for r in report.failures),
             report,
         )
     return report
 
 
-def _push_with_retry(repo: Repository, remote: str, models: list[str]) -> dict[str, Any]:
+def _apply_rule(
+    repo: Repository,
+    rule: PromoteRule,
+    commits: set[str],
+    head_sha: str,
+    base_sha: str | None,
+    ci: dict[str, str],
+    *,
+    dry_run: bool,
+) -> PromoteResult:
+    """Evaluate one rule on the versions registered from ``commits``; promote its candidate
+    unless ``dry_run``."""
+
+    def result(status: PromoteStatus, detail: str, version: str | None = None) -> PromoteResult:
+        return PromoteResult(rule.index, rule.describe(), rule.model, rule.to, version, status, detail)
+
+    try:
+        versions = repo.list_versions(rule.model)
+    except UniflowError:
+        versions = []
+    cands = [v for v in versions if v.code_commit in commits]
+    newest = max(cands, key=lambda v: version_sort_key(v.version)) if cands else None
+    if newest is not None and newest.stage == rule.to:
+        return result("already", f"{rule.model} {newest.version} is already in {rule.to}", newest.version)
+    if rule.from_stage:
+        cands = [v for v in cands if v.stage == rule.from_stage]
+    if not cands:
+        where = f" in {rule.from_stage}" if rule.from_stage else ""
+        return result("no-candidate", f"no version of {rule.model}{where} was registered in the range")
+    mv = max(cands, key=lambda v: version_sort_key(v.version))
+    checks = [c.check(mv.metrics) for c in rule.when]
+    failed = [d for ok, d in checks if not ok]
+    if failed:
+        return result("failed", "; ".join(failed), mv.version)
+    detail = "; ".join(d for _ok, d in checks) or "no conditions"
+    if dry_run:
+        return result("would-promote", detail, mv.version)
+    extra: dict[str, Any] = {
+        "merge_commit": head_sha,
+        "base_commit": base_sha,
+        "rule": rule.describe(),
+        "conditions": [c.text for c in rule.when],
+    }
+    if ci:
+        extra["ci"] = ci
+    reason = f"promote on merge {head_sha[:12]}: {detail}"
+    repo.promote(rule.model, mv.version, rule.to, reason=reason, extra=extra)
+    return result("promoted", detail, mv.version)
+
+
+def _push_with_retry(repo: Repository, remote: str, models: list[str]) -> PushReport:
     for attempt in range(1, PUSH_ATTEMPTS + 1):
         try:
             return push(repo, remote, models)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import RepositoryError, UsageError
 from .blobs import JOBS, TransferStats
 from .gitcmd import ZERO, git_remotes, run_git
-from .pull import pull
+from .pull import PullReport, pull
 from .push import blob_remote_for, no_blob_remote, upload_versions
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -204,7 +204,7 @@ def run_pre_push(
     return {"versions": [f"{m}/{v}" for m, v in wanted], "chunks": stats.to_dict()}
 
 
-def run_post_merge(repo: Repository) -> dict[str, Any]:
+def run_post_merge(repo: Repository) -> PullReport:
     """What the post-merge hook does: fetch registry refs from the current branch's remote."""
     remote = None
     branch = repo.git.branch()

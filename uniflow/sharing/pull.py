@@ -26,6 +26,8 @@ from .._errors import (
 from .._lifecycle import promote_transition, register_transition
 from .._naming import validate_model_name, validate_version
 from .._refs import lifecycle_ref, tracking_prefix
+from .._reports import PullOutcome, PullReport
+from .._stages import StageLike
 from .._versions import is_model_name
 from .blobs import JOBS, TransferStats, download_chunks
 from .gitcmd import fetch_refs, resolve_git_remote
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
     from .._lifecycle import LifecycleState, Transition
     from .._repo import Repository
 
-__all__ = ["pull"]
+__all__ = ["PullOutcome", "PullReport", "Resolve", "pull"]
 
 ProgressFn = Callable[[int, int], None]
 Resolve = Literal["ours", "theirs"] | None
@@ -129,7 +131,7 @@ def _actor(ev: dict[str, Any], fallback: tuple[str, str]) -> tuple[str, str]:
 
 def _integrate(
     repo: Repository, model: str, remote_head: str, resolve: Resolve, remote: str
-) -> tuple[str, str | None]:
+) -> tuple[PullOutcome, str | None]:
     """Bring the local lifecycle of ``model`` up to ``remote_head``.
 
     Returns ``(outcome, conflict)``: outcome is one of ``unchanged``, ``created``,
@@ -199,28 +201,29 @@ def pull(
     names: Iterable[str] | None = None,
     *,
     all_versions: bool = False,
-    stages: Iterable[str] | None = None,
+    stages: Iterable[StageLike] | None = None,
     resolve: Resolve = None,
     blob: str | None = None,
     force_tags: bool = False,
     fetch_chunks: bool = True,
     jobs: int = JOBS,
     progress: ProgressFn | None = None,
-) -> dict[str, Any]:
+) -> PullReport:
     """Fetch tags and lifecycle refs, integrate them, recompute stage pointers, fetch chunks.
 
     Chunks are fetched for ``all_versions``, for the holders of ``stages``, or, when model
     ``names`` are given without either, for every version of those models; otherwise they
     are fetched on demand when a version is loaded. A lifecycle whose local and remote events
-    both change the same version or stage raises :class:`RemoteError` naming the model;
+    both change the same version or stage raises :class:`LifecycleConflictError` naming the
+    model (its ``result`` is the :class:`PullReport` of what was integrated);
     ``resolve="ours"`` replays the local events on top anyway, ``"theirs"`` drops them.
 
     Everything fetched is hostile until validated: each model's incoming lifecycle commits
     are checked (:func:`_check_incoming`) before its local ref moves. A model that fails is
-    left as it was and listed in ``result["rejected"]`` (``{model: reason}``; also ref names
+    left as it was and listed in ``PullReport.rejected`` (``{model: reason}``; also ref names
     this fetch brought that name no valid model or version: they are ignored by every
     read); the other models are integrated, then :class:`IntegrityError` is raised with a
-    one-line summary and the result dict as its ``result`` attribute.
+    one-line summary and the :class:`PullReport` as its ``result``.
     """
     if resolve not in (None, "ours", "theirs"):
         raise UsageError(f"resolve must be 'ours', 'theirs' or None, not {resolve!r}")
@@ -237,7 +240,7 @@ def pull(
     prefix = tracking_prefix(git_remote)
     remote_heads = {k: v for k, v in repo.git.refs(prefix).items() if "/" not in k and is_model_name(k)}
     models = sorted(set(wanted)) if wanted else sorted(set(repo.index.models()) | set(remote_heads))
-    outcomes: dict[str, str] = {}
+    outcomes: dict[str, PullOutcome] = {}
     conflicts: list[str] = []
     for m in models:
         try:
@@ -274,27 +277,24 @@ def pull(
         for m, v in versions:
             digests += chunks_of(repo, m, [v])[0]
         stats = download_chunks(repo.store, blob_remote, digests, jobs=jobs, progress=progress)
-    result = {
-        "remote": git_remote,
-        "models": outcomes,
-        "versions": [f"{m}/{v}" for m, v in versions],
-        "chunks": stats.to_dict(),
-        "rejected": rejected,
-    }
+    result = PullReport(
+        remote=git_remote,
+        models=outcomes,
+        versions=tuple(f"{m}/{v}" for m, v in versions),
+        chunks=stats.frozen(),
+        rejected=rejected,
+    )
     summary = _rejected_summary(rejected, git_remote)
     if conflicts:
         diverged = [m for m in outcomes if outcomes[m] == "diverged"]
-        err: RemoteError = LifecycleConflictError(
+        raise LifecycleConflictError(
             "pull stopped: " + "; ".join(conflicts) + f". Keep yours on top with `uniflow pull --ours {' '.join(diverged)}`"
             + f" or take theirs with `uniflow pull --theirs {' '.join(diverged)}`" + (f". Also {summary}" if summary else ""),
             diverged,
+            result=result,
         )
-        err.result = result  # type: ignore[attr-defined]
-        raise err
     if rejected:
-        bad = IntegrityError(summary)
-        bad.result = result  # type: ignore[attr-defined]
-        raise bad
+        raise IntegrityError(summary, result=result)
     return result
 
 

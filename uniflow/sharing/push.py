@@ -25,13 +25,14 @@ from .._errors import PushRejectedError, RemoteError
 from .._manifest import file_records
 from .._naming import validate_model_name
 from .._refs import TAGS_PREFIX, lifecycle_ref, stage_ref, stages_prefix, tag_ref, tracking_ref
+from .._reports import ChunkStats, PushReport
 from .blobs import JOBS, BlobRemote, TransferStats, get_remote_spec, open_remote, upload_chunks
 from .gitcmd import IN_PUSH_ENV, fetch_refs, last_error, ls_remote, resolve_git_remote, run_git
 
 if TYPE_CHECKING:
     from .._repo import Repository
 
-__all__ = ["blob_remote_for", "chunks_of", "no_blob_remote", "push", "upload_versions"]
+__all__ = ["ChunkStats", "PushReport", "blob_remote_for", "chunks_of", "no_blob_remote", "push", "upload_versions"]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -96,7 +97,7 @@ def push(
     all_versions: bool = False,
     jobs: int = JOBS,
     progress: ProgressFn | None = None,
-) -> dict[str, Any]:
+) -> PushReport:
     """Upload missing chunks to the blob remote, then push tags, lifecycle and stage refs.
 
     ``remote`` is the Git remote (default ``origin``); the blob remote is ``blob``, else the
@@ -192,17 +193,17 @@ def push(
         for m, sha in lifecycle.items():
             track = tracking_ref(git_remote, m)
             git.cas_ref(track, git.ref(track), sha, message="uniflow: push")
-    return {
-        "remote": git_remote,
-        "blob_remote": blob_remote.name if blob_remote is not None else None,
-        "models": models if wanted else None,
-        "versions": sorted(r[len(TAGS_PREFIX) + 1 :] for r in new_tags),
-        "lifecycle": sorted(lifecycle),
-        "behind": behind,
-        "refs": len(specs),
-        "chunks": stats.to_dict(),
-        "up_to_date": not specs and not stats.transferred,
-    }
+    return PushReport(
+        remote=git_remote,
+        blob_remote=blob_remote.name if blob_remote is not None else None,
+        models=tuple(models) if wanted else None,
+        versions=tuple(sorted(r[len(TAGS_PREFIX) + 1 :] for r in new_tags)),
+        lifecycle=tuple(sorted(lifecycle)),
+        behind=tuple(behind),
+        refs=len(specs),
+        chunks=stats.frozen(),
+        up_to_date=not specs and not stats.transferred,
+    )
 
 
 def _derived_pointers(repo: Repository, model: str, head: str | None) -> dict[str, str]:
