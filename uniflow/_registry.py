@@ -574,6 +574,28 @@ class RemoteRegistry(ModelRegistry):
     def __repr__(self) -> str:
         return f"ModelRegistry({self.url!r}) (read-only)"
 
+    def export(
+        self,
+        name: str,
+        dest: str | os.PathLike[str],
+        version: str | None = None,
+        stage: StageLike | None = None,
+        *,
+        progress: ProgressFn | None = None,
+        force: bool = False,
+    ) -> Path:
+        """As :meth:`ModelRegistry.export`; into a new directory the files are written
+        straight from the chunk cache and the blob remote, each chunk verified once (no
+        materialized copy in between; see ``sharing.remote.stream_version``)."""
+        from .sharing.remote import stream_version
+
+        out = Path(dest)
+        if os.path.lexists(out):
+            return super().export(name, dest, version, stage, progress=progress, force=force)
+        v, _ = self._repo.resolve(name, version, stage)
+        stream_version(self._repo, name, v, out, progress)  # removes ``out`` again on failure
+        return out
+
     def close(self) -> None:
         repo = self.__dict__.get("_repo")
         if repo is not None:

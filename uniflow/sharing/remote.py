@@ -21,23 +21,41 @@ inside the directory holding that repository. Anything else is refused with one 
 
 from __future__ import annotations
 
+import mmap
+import os
+import shutil
+import threading
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import blake3
+
 from .._config import Config, ConfigSource, RemoteSpec, parse_config
-from .._errors import ConfigError, ReadOnlyRegistryError, RemoteError, RepositoryError, UsageError
+from .._errors import (
+    ConfigError,
+    CorruptChunkError,
+    IntegrityError,
+    InvalidPathError,
+    ReadOnlyRegistryError,
+    RemoteError,
+    RepositoryError,
+    UsageError,
+)
+from .._naming import validate_relpath
 from .._objcache import cache_home
 from .._repo import Repository
-from .._store import ObjectStore
-from .blobs import LocalRemote, download_chunks, get_remote_spec, list_remotes, open_remote
+from .._safefs import DirTree, open_root
+from .._store import ChunkRef, FileRecord, ObjectStore, ProgressFn, fsync_dir, os_reason, whole_digest
+from .blobs import JOBS, LocalRemote, _retry, download_chunks, get_remote_spec, list_remotes, open_remote
 from .giturl import GitUrl, parse_git_url
 from .mirror import CONFIG_PATH, Mirror, MirrorState
 
 if TYPE_CHECKING:  # pragma: no cover
     from .blobs import BlobRemote
 
-__all__ = ["OBJECT_STORES", "RemoteSource", "UrlBlobFetcher", "blob_remote_for", "store_root"]
+__all__ = ["OBJECT_STORES", "RemoteSource", "UrlBlobFetcher", "blob_remote_for", "store_root", "stream_version"]
 
 #: blob-remote schemes a remote's config may name (object stores; no local or chained URLs)
 OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
@@ -232,3 +250,198 @@ class UrlBlobFetcher:
                 "has them (`uniflow push --all`)"
             )
 
+
+
+# ---------------------------------------------------------------------- writing a version
+def stream_version(
+    repo: Repository, name: str, version: str, dest: Path, progress: ProgressFn | None = None
+) -> None:
+    """Write the verified files of ``version`` into the new directory ``dest``, straight from
+    the chunk cache and the blob remote (no materialized copy in between).
+
+    Each chunk is verified once where it comes from: a cached chunk on read
+    (``ObjectStore.read_chunk``), a downloaded one on arrival (``ObjectStore.add_chunk``,
+    which also keeps it in the cache); then every written file is hashed whole against the
+    manifest's file digest, so the digests ``uniflow get --json`` reports are the bytes on
+    disk. ``dest`` must not exist; it is created here and every path below it is re-checked
+    and opened without following symlinks (``O_EXCL|O_NOFOLLOW``), modes 0644/0755 only,
+    each file and directory fsynced. On failure ``dest`` (created here) is removed again.
+    """
+    from .._manifest import file_records
+
+    context = f"model {name!r} version {version!r}"
+    m = repo.manifest(name, version)
+    records = file_records(m)
+    for rel, _rec, _mode in records:
+        validate_relpath(rel)  # the gate checked it; checked again where it becomes a path
+    try:
+        os.mkdir(dest, 0o755)
+    except FileExistsError:
+        raise InvalidPathError(f"{dest} already exists") from None
+    except OSError as exc:
+        raise InvalidPathError(f"cannot create {dest}: {os_reason(exc)}") from exc
+
+    try:
+        _write_files(repo.store, records, dest, context, progress)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)  # created above: nothing partial stays
+        raise
+    fsync_dir(dest.parent)
+
+
+def _write_files(
+    store: ObjectStore, records: list[tuple[str, FileRecord, int]], dest: Path, context: str,
+    progress: ProgressFn | None,
+) -> None:
+    def refuse(display: str, mode: int) -> None:
+        raise InvalidPathError(f"{display} appeared while writing {context}; refusing to write through it")
+
+    fetcher = store.fetcher if isinstance(store.fetcher, UrlBlobFetcher) else None
+    store.ensure_dirs()
+    total = sum(r.size for _, r, _ in records)
+    done = 0
+    lock = threading.Lock()
+    absent: list[str] = []
+    fds: list[tuple[int, str, FileRecord]] = []
+    try:
+        with DirTree(open_root(dest), str(dest), refuse) as tree:
+            tasks: list[tuple[int, int, ChunkRef, str]] = []
+            for rel, rec, mode in records:
+                *dirs, leaf = rel.split("/")
+                flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC  # read back: digest
+                fd = os.open(leaf, flags, 0o755 if _executable(mode) else 0o644, dir_fd=tree.open(tuple(dirs)))
+                fds.append((fd, rel, rec))
+                if rec.size:
+                    os.ftruncate(fd, rec.size)
+                offset = 0
+                for c in rec.chunks:
+                    tasks.append((fd, offset, c, f"{context} file {rel!r}"))
+                    offset += c.size
+
+            def one(task: tuple[int, int, ChunkRef, str]) -> None:
+                nonlocal done
+                fd, offset, c, where = task
+                data = _chunk_bytes(store, fetcher, c, where)
+                if data is None:
+                    with lock:
+                        absent.append(c.digest)
+                    return
+                os.pwrite(fd, data, offset)
+                if progress is not None:
+                    with lock:
+                        done += c.size
+                        progress(done, total)
+
+            with ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="uniflow-get") as pool:
+                for _ in pool.map(one, tasks):
+                    pass
+            if absent:
+                first = fetcher.remotes()[0] if fetcher is not None and fetcher.remotes() else None
+                where = f"blob remote {first.name!r} ({first.url})" if first is not None else "the chunk cache"
+                raise RemoteError(
+                    f"{where} lacks {len(set(absent))} chunk(s) (first: {absent[0][:16]}) of {context}; "
+                    "push them from a clone that has them (`uniflow push --all`)"
+                )
+            for fd, rel, rec in fds:
+                if not _whole_matches(fd, rec):
+                    raise IntegrityError(f"{context} file {rel!r}: its bytes do not match the manifest's file digest")
+                os.fsync(fd)
+            for dfd in tree.fds():
+                os.fsync(dfd)
+    except OSError as exc:
+        raise RepositoryError(f"cannot write {context} to {dest}: {os_reason(exc)}") from exc
+    finally:
+        for fd, _rel, _rec in fds:
+            os.close(fd)
+
+
+def _executable(mode: object) -> bool:
+    return isinstance(mode, int) and not isinstance(mode, bool) and bool(mode & 0o111)
+
+
+_BUFFERS = threading.local()
+
+
+def _buffer(size: int) -> memoryview:
+    """This thread's reusable read buffer (no fresh pages, so no page faults, per chunk)."""
+    buf: bytearray | None = getattr(_BUFFERS, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = bytearray(max(size, 8 << 20))
+        _BUFFERS.buf = buf
+    return memoryview(buf)[:size]
+
+
+def _read_verified(path: Path, c: ChunkRef) -> tuple[memoryview | None, bool]:
+    """``(bytes, True)`` when the file at ``path`` holds exactly chunk ``c``; ``(None, False)``
+    when it is absent; ``(None, True)`` when it holds anything else."""
+    view = _buffer(c.size + 1)  # one byte more: a longer file is caught too
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None, False
+    try:
+        n = 0
+        while n < len(view):  # bounded: every read makes progress or ends at EOF
+            got = os.readv(fd, [view[n:]])
+            if not got:
+                break
+            n += got
+    finally:
+        os.close(fd)
+    data = view[:n]
+    if n != c.size or blake3.blake3(data).hexdigest() != c.digest:
+        return None, True
+    return data, True
+
+
+def _chunk_bytes(
+    store: ObjectStore, fetcher: UrlBlobFetcher | None, c: ChunkRef, where: str
+) -> memoryview | bytes | None:
+    """The verified bytes of chunk ``c``: from the cache, else from the first blob remote that
+    has it (verified on arrival, then kept in the cache); None when no remote has it."""
+    data, present = _read_verified(store.object_path(c.digest), c)
+    if data is not None:
+        return data
+    if present:
+        store.delete_object(c.digest)  # a damaged cache entry (the cache is not fsynced): fetch again
+    if fetcher is None:
+        return store.read_chunk(c, where)  # raises the store's own error
+    for remote in fetcher.remotes():
+        got: memoryview | bytes | None
+        if isinstance(remote, LocalRemote):
+            got, present = _read_verified(remote.objects / c.digest[:2] / c.digest[2:], c)
+            if got is None and not present:
+                continue
+        else:
+            raw = _download(remote, c.digest)
+            if raw is None:
+                continue
+            ok = len(raw) == c.size and blake3.blake3(raw).hexdigest() == c.digest
+            got = raw if ok else None
+        if got is None:
+            raise CorruptChunkError(
+                f"chunk {c.digest[:16]} downloaded from blob remote {remote.name!r} ({remote.url}) is corrupted: "
+                f"its bytes do not match its digest ({where}); it was not stored", c.digest)
+        store.add_verified(c.digest, got)
+        return got
+    return None
+
+
+def _download(remote: BlobRemote, digest: str) -> bytes | None:
+    """One chunk from ``remote`` (None: it has none), retried like every transfer (``blobs``)."""
+
+    def get() -> bytes | None:
+        return remote.get(digest)
+
+    return _retry(f"download of chunk {digest[:16]}", remote, get)
+
+
+def _whole_matches(fd: int, rec: FileRecord) -> bool:
+    if rec.size == 0:
+        return rec.digest == whole_digest(b"")
+    with mmap.mmap(fd, rec.size, access=mmap.ACCESS_READ) as mm:
+        view = memoryview(mm)
+        try:
+            return whole_digest(view) == rec.digest
+        finally:
+            view.release()
