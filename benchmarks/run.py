@@ -859,6 +859,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 def _dvc_get() -> None:
                     bin_dir = peers.ensure_venv(cache, "dvc")
+                    res.value("dvc_get_version", peers.version_of(bin_dir, "dvc"))
                     remote.bench_dvc_get(res, f, work, bin_dir, mode["peer_runs"])
 
                 section(res, ["dvc_get_1g"], "peer dvc get")(_dvc_get)

@@ -15,7 +15,6 @@ from typing import Any
 import click
 
 from .._errors import InvalidPathError, RepositoryError, UsageError
-from .._store import fsync_dir
 from ._common import CliError, echo_json, json_option, progress_bar
 from ._format import Cell, human_size, print_line
 
@@ -101,6 +100,8 @@ def _check_dest(dest: Path, force: bool) -> None:
 def _move_into_place(tmp: Path, dest: Path, force: bool) -> None:
     """Rename the complete download to DIR; with --force an existing DIR is set aside first
     and removed only after the rename."""
+    from .._store import fsync_dir  # not at import: `uniflow --help` stays light
+
     aside: Path | None = None
     try:
         if force and os.path.lexists(dest):

@@ -222,8 +222,14 @@ class UrlBlobFetcher:
         self.config = config
         self.blob = blob
         self._remotes: list[BlobRemote] | None = None
+        self._lock = threading.Lock()
 
     def remotes(self) -> list[BlobRemote]:
+        """The blob remotes to read from, opened once (by whichever thread needs them first)."""
+        with self._lock:
+            return self._open_remotes()
+
+    def _open_remotes(self) -> list[BlobRemote]:
         if self._remotes is None:
             out: list[BlobRemote] = []
             for spec in blob_remote_for(self.url, self.config, self.blob):
