@@ -1,0 +1,260 @@
+"""Inline SVG charts drawn by the project: no JavaScript, no CDN, standard library only.
+
+Every chart is a self-contained ``<svg>`` string. Each data point is an element with
+class ``point`` that carries ``data-version="<version>"`` and a ``<title>`` (read by screen
+readers and shown as a tooltip), so tests and people can tell which version a mark is.
+Every string that reaches the SVG is escaped here; callers pass plain text.
+
+- :func:`metric_chart`: one metric across versions (one point per version that has it),
+  points coloured by stage, stage changes marked with vertical rules.
+- :func:`sparkline`: a small trend (the overview's first metric).
+- :func:`timeline`: which version held each single-holder stage when.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from html import escape
+
+__all__ = ["Html", "Point", "StageMark", "Span", "metric_chart", "sparkline", "timeline", "format_number"]
+
+
+class Html(str):
+    """Markup built (and escaped) by this package: Jinja2 and IPython insert it as it is.
+
+    Only this package's renderers create it, from text they escaped or sanitised; a string
+    read from the registry is never wrapped in it directly.
+    """
+
+    def __html__(self) -> str:
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        return str(self)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One version's value of a metric (``stage`` is the version's current stage)."""
+
+    version: str
+    value: float
+    stage: str = ""
+
+
+@dataclass(frozen=True)
+class StageMark:
+    """A stage change of ``version`` (drawn as a vertical rule at that version)."""
+
+    version: str
+    stage: str
+    at: datetime | None = None
+    action: str = "promote"
+
+
+@dataclass(frozen=True)
+class Span:
+    """``version`` held ``stage`` from ``start`` to ``end`` (``None``: still holds it).
+
+    ``start_seq``/``end_seq`` are the lifecycle event numbers that began and ended the
+    holding: the timeline is laid out by event, so a day of quick promotions and a year of
+    quiet both stay readable (the times are in each bar's title).
+    """
+
+    stage: str
+    version: str
+    start: datetime
+    end: datetime | None = None
+    start_seq: int = 0
+    end_seq: int | None = None
+
+
+def _e(text: object) -> str:
+    return escape(str(text), quote=True)
+
+
+def _cls(stage: str) -> str:
+    """A CSS class for a stage (stage names are ``[a-z0-9_-]``; anything else is dropped)."""
+    safe = "".join(c for c in stage.lower() if c.isascii() and (c.isalnum() or c in "_-"))
+    return f"stage-{safe}" if safe else "stage-none"
+
+
+def format_number(value: object) -> str:
+    """Numbers as people read them: ints as-is, floats to 4 significant digits."""
+    if isinstance(value, bool) or value is None:
+        return "-" if value is None else str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "-"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _finite(points: Sequence[Point]) -> list[Point]:
+    return [p for p in points if isinstance(p.value, (int, float)) and math.isfinite(p.value)]
+
+
+def _y_range(values: Sequence[float]) -> tuple[float, float]:
+    lo, hi = min(values), max(values)
+    if hi == lo:
+        pad = abs(hi) * 0.1 or 1.0
+        return lo - pad, hi + pad
+    pad = (hi - lo) * 0.08
+    return lo - pad, hi + pad
+
+
+def _ticks(lo: float, hi: float, count: int = 4) -> list[float]:
+    step = (hi - lo) / count
+    return [lo + i * step for i in range(count + 1)]
+
+
+def metric_chart(
+    metric: str,
+    points: Sequence[Point],
+    marks: Sequence[StageMark] = (),
+    *,
+    width: int = 640,
+    height: int = 220,
+    chart_id: str = "",
+) -> Html:
+    """A line chart of ``metric`` across versions (in the order given), as inline SVG."""
+    pts = _finite(points)
+    title = f"{metric} across {len(pts)} version{'' if len(pts) == 1 else 's'}"
+    ident = f' id="{_e(chart_id)}"' if chart_id else ""
+    head = (
+        f'<svg class="chart metric-chart"{ident} data-metric="{_e(metric)}" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" xmlns="http://www.w3.org/2000/svg">'
+        f"<title>{_e(title)}</title>"
+    )
+    if not pts:
+        return Html(head + f'<text class="empty" x="{width // 2}" y="{height // 2}">no values</text></svg>')
+    left, right, top, bottom = 60, 16, 14, 44
+    plot_w, plot_h = width - left - right, height - top - bottom
+    lo, hi = _y_range([p.value for p in pts])
+
+    def x_at(i: int) -> float:
+        return left + (plot_w / 2 if len(pts) == 1 else plot_w * i / (len(pts) - 1))
+
+    def y_at(v: float) -> float:
+        return top + plot_h * (1 - (v - lo) / (hi - lo))
+
+    out = [head, '<g class="axes">']
+    for t in _ticks(lo, hi):
+        y = y_at(t)
+        out.append(
+            f'<line class="grid" x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}"/>'
+            f'<text class="tick" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_e(format_number(t))}</text>'
+        )
+    step = max(1, math.ceil(len(pts) / 8))
+    for i, p in enumerate(pts):
+        if i % step == 0 or i == len(pts) - 1:
+            out.append(
+                f'<text class="tick xlabel" x="{x_at(i):.1f}" y="{height - bottom + 16}" '
+                f'text-anchor="middle">{_e(p.version)}</text>'
+            )
+    out.append("</g>")
+    index = {p.version: i for i, p in enumerate(pts)}
+    for m in marks:
+        if m.version not in index:
+            continue
+        x = x_at(index[m.version])
+        when = f" on {m.at:%Y-%m-%d %H:%M}" if m.at else ""
+        out.append(
+            f'<g class="mark {_cls(m.stage)}" data-stage-change="{_e(m.version)}">'
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}"/>'
+            f"<title>{_e(f'{m.version}: {m.action} to {m.stage}{when}')}</title></g>"
+        )
+    coords = " ".join(f"{x_at(i):.1f},{y_at(p.value):.1f}" for i, p in enumerate(pts))
+    out.append(f'<polyline class="line" points="{coords}"/>')
+    for i, p in enumerate(pts):
+        stage = f" ({p.stage})" if p.stage else ""
+        out.append(
+            f'<circle class="point {_cls(p.stage)}" data-version="{_e(p.version)}" cx="{x_at(i):.1f}" '
+            f'cy="{y_at(p.value):.1f}" r="4"><title>{_e(f"{p.version}: {metric} = {format_number(p.value)}{stage}")}'
+            "</title></circle>"
+        )
+    out.append(
+        f'<text class="axis-label" x="{left}" y="{height - 6}">{_e(metric)} by version (oldest left)</text></svg>'
+    )
+    return Html("".join(out))
+
+
+def sparkline(metric: str, points: Sequence[Point], *, width: int = 140, height: int = 30) -> Html:
+    """A small trend of ``metric`` over ``points`` (every point marked, with its version)."""
+    pts = _finite(points)
+    head = (
+        f'<svg class="chart sparkline" data-metric="{_e(metric)}" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" xmlns="http://www.w3.org/2000/svg">'
+        f"<title>{_e(f'{metric}: trend over the last {len(pts)} versions')}</title>"
+    )
+    if not pts:
+        return Html(head + "</svg>")
+    pad = 3.0
+    lo, hi = _y_range([p.value for p in pts])
+
+    def xy(i: int, v: float) -> tuple[float, float]:
+        x = width / 2 if len(pts) == 1 else pad + (width - 2 * pad) * i / (len(pts) - 1)
+        return x, pad + (height - 2 * pad) * (1 - (v - lo) / (hi - lo))
+
+    coords = [xy(i, p.value) for i, p in enumerate(pts)]
+    out = [head, '<polyline class="line" points="' + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords) + '"/>']
+    for (x, y), p in zip(coords, pts):
+        out.append(
+            f'<circle class="point {_cls(p.stage)}" data-version="{_e(p.version)}" cx="{x:.1f}" cy="{y:.1f}" '
+            f'r="1.8"><title>{_e(f"{p.version}: {metric} = {format_number(p.value)}")}</title></circle>'
+        )
+    out.append("</svg>")
+    return Html("".join(out))
+
+
+def timeline(spans: Sequence[Span], now: datetime, *, width: int = 640, row_height: int = 26) -> Html:
+    """Which version held each stage when: one row per stage, one bar per holding, laid out
+    by lifecycle event (the x axis counts events; each bar's title gives the times)."""
+    stages: list[str] = []
+    for s in spans:
+        if s.stage not in stages:
+            stages.append(s.stage)
+    label_w, right, top = 90, 10, 6
+    height = top + row_height * max(len(stages), 1) + 22
+    head = (
+        f'<svg class="chart timeline" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'role="img" xmlns="http://www.w3.org/2000/svg"><title>Which version held each stage when</title>'
+    )
+    if not spans:
+        return Html(head + f'<text class="empty" x="{label_w}" y="{top + 16}">no stage was ever held</text></svg>')
+    first = min(s.start_seq for s in spans)
+    last = max([*(s.start_seq for s in spans), *(s.end_seq for s in spans if s.end_seq is not None)]) + 1
+    scale = (width - label_w - right) / max(last - first, 1)
+    out = [head]
+    for row, stage in enumerate(stages):
+        y = top + row * row_height
+        out.append(
+            f'<text class="tick" x="{label_w - 6}" y="{y + row_height / 2 + 4:.1f}" text-anchor="end">{_e(stage)}</text>'
+        )
+        for s in (s for s in spans if s.stage == stage):
+            x0 = label_w + (s.start_seq - first) * scale
+            x1 = label_w + ((last if s.end_seq is None else s.end_seq) - first) * scale
+            w = max(x1 - x0, 3.0)
+            until = f"{s.end:%Y-%m-%d %H:%M}" if s.end else "now"
+            text = f"{s.version} held {stage} from {s.start:%Y-%m-%d %H:%M} to {until}"
+            out.append(
+                f'<g class="span {_cls(stage)}" data-version="{_e(s.version)}">'
+                f'<rect x="{x0:.1f}" y="{y + 3}" width="{w:.1f}" height="{row_height - 6}" rx="3"/>'
+                f"<title>{_e(text)}</title>"
+            )
+            if w > 7 * len(s.version) + 8:
+                out.append(f'<text class="span-label" x="{x0 + 4:.1f}" y="{y + row_height / 2 + 4:.1f}">{_e(s.version)}</text>')
+            out.append("</g>")
+    axis_y = top + row_height * len(stages) + 16
+    start = min(s.start for s in spans)
+    out.append(f'<text class="tick" x="{label_w}" y="{axis_y}">{_e(f"event {first}, {start:%Y-%m-%d}")}</text>')
+    out.append(
+        f'<text class="tick" x="{width - right}" y="{axis_y}" text-anchor="end">{_e(f"now, {now:%Y-%m-%d}")}</text>'
+    )
+    out.append("</svg>")
+    return Html("".join(out))
