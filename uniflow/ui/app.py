@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import NotFoundError, UniflowError, UsageError, __version__
 from . import views
+from .cache import CachedRegistry
 from .render import CSP, STATIC, Links, render_page
 from .server import is_loopback
 
@@ -121,14 +122,25 @@ def _status_of(exc: UniflowError) -> int:
     return 500
 
 
+def _warm(reader: CachedRegistry, lock: threading.Lock) -> None:
+    """Fill the cache behind the overview (errors are left for the first request to show)."""
+    try:
+        with lock:
+            reader.refresh()
+            views.overview(reader)
+    except Exception:  # noqa: BLE001  the page itself will report it
+        log.debug("uniflow ui: warm-up failed", exc_info=True)
+
+
 _REASONS = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 500: "Error"}
 
 
-def create_app(registry: ModelRegistry, *, loopback_only: bool = False) -> Starlette:
+def create_app(registry: ModelRegistry, *, loopback_only: bool = False, warm: bool = False) -> Starlette:
     """The ASGI application serving ``registry`` (read-only).
 
     ``loopback_only``: refuse requests whose ``Host`` header is not a loopback name
-    (``uniflow ui`` sets it when it binds to a loopback address).
+    (``uniflow ui`` sets it when it binds to a loopback address). ``warm``: read every
+    model once in a background thread, so the first overview is served from memory.
     """
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
@@ -137,6 +149,9 @@ def create_app(registry: ModelRegistry, *, loopback_only: bool = False) -> Starl
     from starlette.staticfiles import StaticFiles
 
     lock = threading.Lock()  # the registry object is shared; requests run in a thread pool
+    reader = CachedRegistry(registry)
+    if warm:
+        threading.Thread(target=_warm, args=(reader, lock), name="uniflow-ui-warm", daemon=True).start()
     repo_label = registry.root.name
     links = Links()
 
@@ -153,9 +168,11 @@ def create_app(registry: ModelRegistry, *, loopback_only: bool = False) -> Starl
         return html("error.html", status, crumbs=[], api=None, code=status,
                     reason=_REASONS.get(status, "Error"), message=message)
 
-    def guarded(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
+    def guarded(handler: Callable[[Request], Response], locked: bool = True) -> Callable[[Request], Response]:
         def endpoint(request: Request) -> Response:
             try:
+                if not locked:
+                    return handler(request)
                 with lock:
                     return handler(request)
             except UniflowError as exc:
@@ -180,50 +197,58 @@ def create_app(registry: ModelRegistry, *, loopback_only: bool = False) -> Starl
 
     # ------------------------------------------------------------------ pages
     def overview_page(request: Request) -> Response:
-        return html("overview.html", rows=views.overview(registry), crumbs=[], api=links.api("models"))
+        reader.refresh()
+        return html("overview.html", rows=views.overview(reader), crumbs=[], api=links.api("models"))
 
     def model_page(request: Request) -> Response:
         name = name_of(request)
         q = request.query_params
-        data = views.model_page(registry, name, stage=q.get("stage") or None, sort=q.get("sort") or None,
+        reader.refresh(name)
+        data = views.model_page(reader, name, stage=q.get("stage") or None, sort=q.get("sort") or None,
                                 desc=q.get("order") == "desc")
         return html("model.html", crumbs=crumbs_model(name), api=links.api(f"models/{name}"), **data)
 
     def version_page(request: Request) -> Response:
         name, version = name_of(request), str(request.path_params["version"])
-        data = views.version_page(registry, name, version)
+        reader.refresh(name)
+        data = views.version_page(reader, name, version)
         return html("version.html", crumbs=crumbs_model(name, (version, None)),
                     api=links.api(f"models/{name}/{version}"), **data)
 
     def compare_page(request: Request) -> Response:
         name = name_of(request)
-        view = views.compare_page(registry, name, compare_versions(request))
+        view = views.compare_page(reader, name, compare_versions(request))
         return html("compare.html", name=name, view=view, crumbs=crumbs_model(name, ("compare", None)),
                     api=links.api(f"models/{name}/compare?" + str(request.url.query)))
 
     def history_page(request: Request) -> Response:
         name = name_of(request)
-        return html("history.html", name=name, events=views.history_page(registry, name),
+        reader.refresh(name)
+        return html("history.html", name=name, events=views.history_page(reader, name),
                     crumbs=crumbs_model(name, ("history", None)), api=links.api(f"models/{name}/history"))
 
     # ------------------------------------------------------------------ JSON (the CLI's --json shapes)
     def api_models(request: Request) -> Response:
-        return api([s.to_dict() for s in registry.list_models()])
+        reader.refresh()
+        return api([s.to_dict() for s in reader.list_models()])
 
     def api_versions(request: Request) -> Response:
         stage = request.query_params.get("stage") or None
-        return api([v.to_dict() for v in registry.list_versions(name_of(request), stage=stage)])
+        reader.refresh(name_of(request))
+        return api([v.to_dict() for v in reader.list_versions(name_of(request), stage=stage)])
 
     def api_show(request: Request) -> Response:
         name = name_of(request)
-        mv = registry.get(name, str(request.path_params["version"]))
-        return api(views.show_payload(mv, registry.history(name)))
+        reader.refresh(name)
+        mv = reader.get(name, str(request.path_params["version"]))
+        return api(views.show_payload(mv, reader.history(name)))
 
     def api_compare(request: Request) -> Response:
         return api(registry.compare_versions(name_of(request), compare_versions(request)).to_dict())
 
     def api_history(request: Request) -> Response:
-        return api([e.to_dict() for e in registry.history(name_of(request))])
+        reader.refresh(name_of(request))
+        return api([e.to_dict() for e in reader.history(name_of(request))])
 
     def healthz(request: Request) -> Response:
         return api({"ok": True, "version": __version__, "read_only": True})
@@ -237,7 +262,7 @@ def create_app(registry: ModelRegistry, *, loopback_only: bool = False) -> Starl
     get = ["GET", "HEAD"]
     routes = [
         Route("/", guarded(overview_page), methods=get),
-        Route("/healthz", guarded(healthz), methods=get),
+        Route("/healthz", guarded(healthz, locked=False), methods=get),
         Route("/api/models", guarded(api_models), methods=get),
         Route("/api/models/{name}", guarded(api_versions), methods=get),
         Route("/api/models/{name}/compare", guarded(api_compare), methods=get),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 
-__all__ = ["Html", "Point", "StageMark", "Span", "metric_chart", "sparkline", "timeline", "format_number"]
+__all__ = ["Html", "STAGE_COLOURS", "stage_colour", "Point", "StageMark", "Span", "metric_chart", "sparkline", "timeline", "format_number"]
 
 
 class Html(str):
@@ -70,6 +70,23 @@ class Span:
     end: datetime | None = None
     start_seq: int = 0
     end_seq: int | None = None
+
+
+#: stage colours, written as presentation attributes so a chart looks right without the
+#: stylesheet too (in a notebook); the UI's CSS uses the same colours.
+STAGE_COLOURS = {
+    "production": "#1a7f37",
+    "staging": "#9a6700",
+    "development": "#0a7ea4",
+    "archived": "#8c959f",
+}
+CUSTOM_COLOUR = "#8250df"
+_MUTED = "#656d76"
+
+
+def stage_colour(stage: str) -> str:
+    """The colour of a stage (custom stages share one)."""
+    return STAGE_COLOURS.get(stage, CUSTOM_COLOUR)
 
 
 def _e(text: object) -> str:
@@ -147,14 +164,14 @@ def metric_chart(
     for t in _ticks(lo, hi):
         y = y_at(t)
         out.append(
-            f'<line class="grid" x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}"/>'
-            f'<text class="tick" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_e(format_number(t))}</text>'
+            f'<line class="grid" stroke="#eaeef2" x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}"/>'
+            f'<text class="tick" fill="{_MUTED}" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_e(format_number(t))}</text>'
         )
     step = max(1, math.ceil(len(pts) / 8))
     for i, p in enumerate(pts):
         if i % step == 0 or i == len(pts) - 1:
             out.append(
-                f'<text class="tick xlabel" x="{x_at(i):.1f}" y="{height - bottom + 16}" '
+                f'<text class="tick xlabel" fill="{_MUTED}" x="{x_at(i):.1f}" y="{height - bottom + 16}" '
                 f'text-anchor="middle">{_e(p.version)}</text>'
             )
     out.append("</g>")
@@ -165,21 +182,21 @@ def metric_chart(
         x = x_at(index[m.version])
         when = f" on {m.at:%Y-%m-%d %H:%M}" if m.at else ""
         out.append(
-            f'<g class="mark {_cls(m.stage)}" data-stage-change="{_e(m.version)}">'
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}"/>'
+            f'<g class="mark {_cls(m.stage)}" data-stage-change="{_e(m.version)}" stroke="{stage_colour(m.stage)}">'
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" stroke-dasharray="4 3"/>'
             f"<title>{_e(f'{m.version}: {m.action} to {m.stage}{when}')}</title></g>"
         )
     coords = " ".join(f"{x_at(i):.1f},{y_at(p.value):.1f}" for i, p in enumerate(pts))
-    out.append(f'<polyline class="line" points="{coords}"/>')
+    out.append(f'<polyline class="line" fill="none" stroke="#57606a" stroke-width="1.5" points="{coords}"/>')
     for i, p in enumerate(pts):
         stage = f" ({p.stage})" if p.stage else ""
         out.append(
-            f'<circle class="point {_cls(p.stage)}" data-version="{_e(p.version)}" cx="{x_at(i):.1f}" '
+            f'<circle class="point {_cls(p.stage)}" fill="{stage_colour(p.stage)}" data-version="{_e(p.version)}" cx="{x_at(i):.1f}" '
             f'cy="{y_at(p.value):.1f}" r="4"><title>{_e(f"{p.version}: {metric} = {format_number(p.value)}{stage}")}'
             "</title></circle>"
         )
     out.append(
-        f'<text class="axis-label" x="{left}" y="{height - 6}">{_e(metric)} by version (oldest left)</text></svg>'
+        f'<text class="axis-label" fill="{_MUTED}" x="{left}" y="{height - 6}">{_e(metric)} by version (oldest left)</text></svg>'
     )
     return Html("".join(out))
 
@@ -202,10 +219,10 @@ def sparkline(metric: str, points: Sequence[Point], *, width: int = 140, height:
         return x, pad + (height - 2 * pad) * (1 - (v - lo) / (hi - lo))
 
     coords = [xy(i, p.value) for i, p in enumerate(pts)]
-    out = [head, '<polyline class="line" points="' + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords) + '"/>']
+    out = [head, '<polyline class="line" fill="none" stroke="#57606a" points="' + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords) + '"/>']
     for (x, y), p in zip(coords, pts):
         out.append(
-            f'<circle class="point {_cls(p.stage)}" data-version="{_e(p.version)}" cx="{x:.1f}" cy="{y:.1f}" '
+            f'<circle class="point {_cls(p.stage)}" fill="{stage_colour(p.stage)}" data-version="{_e(p.version)}" cx="{x:.1f}" cy="{y:.1f}" '
             f'r="1.8"><title>{_e(f"{p.version}: {metric} = {format_number(p.value)}")}</title></circle>'
         )
     out.append("</svg>")
@@ -234,7 +251,7 @@ def timeline(spans: Sequence[Span], now: datetime, *, width: int = 640, row_heig
     for row, stage in enumerate(stages):
         y = top + row * row_height
         out.append(
-            f'<text class="tick" x="{label_w - 6}" y="{y + row_height / 2 + 4:.1f}" text-anchor="end">{_e(stage)}</text>'
+            f'<text class="tick" fill="{_MUTED}" x="{label_w - 6}" y="{y + row_height / 2 + 4:.1f}" text-anchor="end">{_e(stage)}</text>'
         )
         for s in (s for s in spans if s.stage == stage):
             x0 = label_w + (s.start_seq - first) * scale
@@ -243,18 +260,18 @@ def timeline(spans: Sequence[Span], now: datetime, *, width: int = 640, row_heig
             until = f"{s.end:%Y-%m-%d %H:%M}" if s.end else "now"
             text = f"{s.version} held {stage} from {s.start:%Y-%m-%d %H:%M} to {until}"
             out.append(
-                f'<g class="span {_cls(stage)}" data-version="{_e(s.version)}">'
+                f'<g class="span {_cls(stage)}" fill="{stage_colour(stage)}" data-version="{_e(s.version)}">'
                 f'<rect x="{x0:.1f}" y="{y + 3}" width="{w:.1f}" height="{row_height - 6}" rx="3"/>'
                 f"<title>{_e(text)}</title>"
             )
             if w > 7 * len(s.version) + 8:
-                out.append(f'<text class="span-label" x="{x0 + 4:.1f}" y="{y + row_height / 2 + 4:.1f}">{_e(s.version)}</text>')
+                out.append(f'<text class="span-label" fill="#fff" x="{x0 + 4:.1f}" y="{y + row_height / 2 + 4:.1f}">{_e(s.version)}</text>')
             out.append("</g>")
     axis_y = top + row_height * len(stages) + 16
     start = min(s.start for s in spans)
-    out.append(f'<text class="tick" x="{label_w}" y="{axis_y}">{_e(f"event {first}, {start:%Y-%m-%d}")}</text>')
+    out.append(f'<text class="tick" fill="{_MUTED}" x="{label_w}" y="{axis_y}">{_e(f"event {first}, {start:%Y-%m-%d}")}</text>')
     out.append(
-        f'<text class="tick" x="{width - right}" y="{axis_y}" text-anchor="end">{_e(f"now, {now:%Y-%m-%d}")}</text>'
+        f'<text class="tick" fill="{_MUTED}" x="{width - right}" y="{axis_y}" text-anchor="end">{_e(f"now, {now:%Y-%m-%d}")}</text>'
     )
     out.append("</svg>")
     return Html("".join(out))

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import InvalidPathError
 from . import views
+from .cache import CachedRegistry
 from .render import STATIC, Links, page_file, render_page
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,6 +95,8 @@ def export_site(
     root.mkdir(parents=True, exist_ok=True)
     generated = datetime.now(timezone.utc)
     repo = registry.root.name
+    reader = CachedRegistry(registry)
+    reader.refresh()
     pages = 0
 
     def page(rel: str, template: str, **ctx: Any) -> None:
@@ -107,24 +110,24 @@ def export_site(
     for asset in STATIC.iterdir():
         if asset.is_file():
             _write(root, f"static/{asset.name}", asset.read_text(encoding="utf-8"))
-    rows = views.overview(registry)
+    rows = views.overview(reader)
     page(page_file("overview"), "overview.html", rows=rows, crumbs=[])
     for done, row in enumerate(rows):
         name = row.name
-        data = views.model_page(registry, name)
+        data = views.model_page(reader, name)
         model_link = Links(2).model(name)
         page(page_file("model", name), "model.html", crumbs=[(name, None)], **data)
-        events = views.history_page(registry, name)
+        events = views.history_page(reader, name)
         page(page_file("history", name), "history.html", name=name, events=events,
              crumbs=[(name, model_link), ("history", None)])
         for mv in data["all_versions"]:
-            version_data = views.version_page(registry, name, mv.version)
+            version_data = views.version_page(reader, name, mv.version)
             page(page_file("version", name, (mv.version,)), "version.html",
                  crumbs=[(name, model_link), (mv.version, None)], **version_data)
             prev = version_data["prev"]
             if prev is not None:
                 rel = page_file("compare", name, (prev, mv.version))
-                view = views.compare_page(registry, name, [prev, mv.version])
+                view = views.compare_page(reader, name, [prev, mv.version])
                 page(rel, "compare.html", name=name, view=view,
                      crumbs=[(name, Links(rel.count("/")).model(name)), ("compare", None)])
         if progress:

@@ -12,16 +12,18 @@ import math
 import re
 import subprocess
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .charts import Point, Span, StageMark, metric_chart, sparkline, timeline
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .. import Comparison, HistoryEvent, ModelRegistry, ModelVersion
+    from .. import Comparison, HistoryEvent, ModelSummary, ModelVersion
 
 __all__ = [
+    "Reader",
     "CommitInfo",
     "OverviewRow",
     "commit_info",
@@ -43,6 +45,19 @@ TREND_POINTS = 20
 _LOWER_IS_BETTER = re.compile(r"(loss|err|error|rmse|mse|mae|mape|latency|perplexity|time|_ms$|_s$)", re.I)
 _SHA_RE = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
 _STAGE_ORDER = {"production": 0, "staging": 1, "development": 8, "archived": 9}
+
+
+class Reader(Protocol):
+    """The read API the pages use: a ``ModelRegistry`` or a :class:`uniflow.ui.cache.CachedRegistry`."""
+
+    root: Path
+
+    def list_models(self) -> list[ModelSummary]: ...
+    def list_versions(self, name: str, stage: Any = None) -> list[ModelVersion]: ...
+    def history(self, name: str) -> list[HistoryEvent]: ...
+    def get(self, name: str, version: str | None = None, stage: Any = None) -> ModelVersion: ...
+    def compare_versions(self, name: str, versions: list[str]) -> Comparison: ...
+    def stages(self) -> dict[str, bool]: ...
 
 
 def stage_key(stage: str) -> tuple[int, str]:
@@ -153,7 +168,7 @@ def _points(versions: list[ModelVersion], metric: str) -> list[Point]:
     return out
 
 
-def overview(registry: ModelRegistry) -> list[OverviewRow]:
+def overview(registry: Reader) -> list[OverviewRow]:
     """Every model: latest version, stage holders, last event, trend of its first metric."""
     rows = []
     for summary in registry.list_models():
@@ -193,7 +208,7 @@ def _sort_value(mv: ModelVersion, sort: str) -> tuple[int, Any]:
 
 
 def model_page(
-    registry: ModelRegistry, name: str, *, stage: str | None = None, sort: str | None = None, desc: bool = False
+    registry: Reader, name: str, *, stage: str | None = None, sort: str | None = None, desc: bool = False
 ) -> dict[str, Any]:
     """The versions table (sorted, filtered), one chart per metric and the promotion timeline."""
     versions = registry.list_versions(name)
@@ -244,6 +259,7 @@ class CommitInfo:
     date: str = ""
 
 
+@lru_cache(maxsize=4096)  # commits are immutable
 def commit_info(root: Path, sha: str | None) -> CommitInfo | None:
     """The subject, author and date of code commit ``sha`` in the repository at ``root``."""
     if not sha:
@@ -266,7 +282,7 @@ def commit_info(root: Path, sha: str | None) -> CommitInfo | None:
     return CommitInfo(sha, parts[0], parts[1], parts[2])
 
 
-def version_page(registry: ModelRegistry, name: str, version: str) -> dict[str, Any]:
+def version_page(registry: Reader, name: str, version: str) -> dict[str, Any]:
     """The card of one version: metadata, files, lineage, history, bytes shared with the previous one."""
     mv = registry.get(name, version)
     names = [v.version for v in registry.list_versions(name)]
@@ -314,7 +330,7 @@ class CompareView:
     sections: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
 
 
-def compare_page(registry: ModelRegistry, name: str, versions: list[str]) -> CompareView:
+def compare_page(registry: Reader, name: str, versions: list[str]) -> CompareView:
     """Versions side by side: every section of ``Comparison.to_dict()`` with coloured deltas."""
     comparison = registry.compare_versions(name, versions)
     data = comparison.to_dict()
@@ -337,6 +353,6 @@ def compare_page(registry: ModelRegistry, name: str, versions: list[str]) -> Com
     return CompareView(data, comparison, sections)
 
 
-def history_page(registry: ModelRegistry, name: str) -> list[HistoryEvent]:
+def history_page(registry: Reader, name: str) -> list[HistoryEvent]:
     """Every lifecycle event of ``name``, newest first (the audit log)."""
     return list(reversed(registry.history(name)))
