@@ -37,7 +37,7 @@ from ._store import ObjectStore, ProgressFn
 from . import _testhooks
 from ._pins import Pin
 from contextlib import ExitStack
-from ._types import HistoryEvent, ModelSummary, ModelVersion
+from ._types import HistoryEvent, HistoryList, ModelSummary, ModelVersion, VersionList
 from ._versions import VersionIndex
 from ._maintenance import gc as _gc, lifecycle_events, verify as _verify
 from ._remote import attach_fetcher
@@ -324,12 +324,25 @@ class ModelRegistry:
             st = state.stage(v)
             if wanted is None or st == wanted:
                 out.append(to_model_version(self._index.manifest(name, v, sha)[1], st, f"refs/tags/models/{name}/{v}"))
-        return out
+        return VersionList(out)
 
     def history(self, name: str) -> list[HistoryEvent]:
         """Every lifecycle event of ``name``, oldest first (``git log`` of its lifecycle ref)."""
         self._require_model(name)
-        return self._lifecycle.history(name)
+        return HistoryList(self._lifecycle.history(name))
+
+    # ------------------------------------------------------------------ notebooks (uniflow/ui/notebook.py)
+    def versions_frame(self, name: str, stage: object | None = None) -> Any:
+        """The versions of ``name`` as a ``pandas.DataFrame`` (needs the ``notebook`` extra)."""
+        from .ui.notebook import versions_frame
+
+        return versions_frame(self.list_versions(name, stage=stage))
+
+    def plot(self, name: str, metric: str) -> Any:
+        """A matplotlib ``Figure`` of ``metric`` across the versions of ``name`` (``notebook`` extra)."""
+        from .ui.notebook import plot_metric
+
+        return plot_metric(self.list_versions(name), metric, self.history(name))
 
     # ------------------------------------------------------------------ load
     def _context(self, name: str, version: str, path: str) -> str:

@@ -82,6 +82,7 @@ STAGE_COLOURS = {
 }
 CUSTOM_COLOUR = "#8250df"
 _MUTED = "#656d76"
+_FONT = 'font-family="system-ui, sans-serif" font-size="11"'
 
 
 def stage_colour(stage: str) -> str:
@@ -145,12 +146,12 @@ def metric_chart(
     ident = f' id="{_e(chart_id)}"' if chart_id else ""
     head = (
         f'<svg class="chart metric-chart"{ident} data-metric="{_e(metric)}" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" role="img" xmlns="http://www.w3.org/2000/svg">'
+        f'width="{width}" height="{height}" role="img" {_FONT} xmlns="http://www.w3.org/2000/svg">'
         f"<title>{_e(title)}</title>"
     )
     if not pts:
         return Html(head + f'<text class="empty" x="{width // 2}" y="{height // 2}">no values</text></svg>')
-    left, right, top, bottom = 60, 16, 14, 44
+    left, right, top, bottom = 60, 30, 14, 44
     plot_w, plot_h = width - left - right, height - top - bottom
     lo, hi = _y_range([p.value for p in pts])
 
@@ -206,7 +207,7 @@ def sparkline(metric: str, points: Sequence[Point], *, width: int = 140, height:
     pts = _finite(points)
     head = (
         f'<svg class="chart sparkline" data-metric="{_e(metric)}" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" role="img" xmlns="http://www.w3.org/2000/svg">'
+        f'width="{width}" height="{height}" role="img" {_FONT} xmlns="http://www.w3.org/2000/svg">'
         f"<title>{_e(f'{metric}: trend over the last {len(pts)} versions')}</title>"
     )
     if not pts:
@@ -240,7 +241,7 @@ def timeline(spans: Sequence[Span], now: datetime, *, width: int = 640, row_heig
     height = top + row_height * max(len(stages), 1) + 22
     head = (
         f'<svg class="chart timeline" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-        f'role="img" xmlns="http://www.w3.org/2000/svg"><title>Which version held each stage when</title>'
+        f'role="img" {_FONT} xmlns="http://www.w3.org/2000/svg"><title>Which version held each stage when</title>'
     )
     if not spans:
         return Html(head + f'<text class="empty" x="{label_w}" y="{top + 16}">no stage was ever held</text></svg>')
