@@ -73,3 +73,24 @@ def ui_server(repo: Path, *extra: str, timeout: float = 60) -> Iterator[tuple[st
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=15)
+
+
+def run_cli(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m uniflow ARGS`` in ``cwd`` (plain output)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "UNIFLOW_FORCE_TTY": "0"}
+    return subprocess.run([sys.executable, "-m", "uniflow", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def http(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+    """One request to the test server: (status, headers, body); error statuses are returned too."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, method=method, headers=headers or {},
+                                 data=b"x=1" if method in ("POST", "PUT", "PATCH") else None)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read().decode()

@@ -57,11 +57,11 @@ def ui_cmd(host: str, port: int, open_browser: bool, export_dir: str | None, as_
     registry = get_registry(repo)
     from ..ui.server import bind, is_loopback, serve, url_of
 
-    sock = bind(host, port)
-    url = url_of(sock)
     if not is_loopback(host):
         click.echo(f"warning: listening on {host}: anyone who can reach this address can read the registry "
                    "(the server is read-only; use the default 127.0.0.1 to keep it to this machine)", err=True)
+    sock = bind(host, port)
+    url = url_of(sock)
     if as_json:
         echo_json({"url": url, "repo": os.fspath(registry.root), "read_only": True})
     else:
