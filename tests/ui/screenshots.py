@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from tests.ui._browser import ROOT, launch, ui_server
 from tests.ui._demo import build_demo
@@ -22,23 +23,30 @@ PAGES = {
 }
 
 
-def take(repo: Path, out: Path, width: int = 1200) -> list[Path]:
-    """Photograph every page of ``repo``'s UI into ``out``; returns the files written."""
-    from playwright.sync_api import sync_playwright
+def take(repo: Path, out: Path, browser: Any = None, width: int = 1200) -> list[Path]:
+    """Photograph every page of ``repo``'s UI into ``out`` (with ``browser``, or a Chromium
+    launched here); returns the files written."""
+    if browser is None:
+        from playwright.sync_api import sync_playwright
 
+        with sync_playwright() as p:
+            own = launch(p)
+            try:
+                return take(repo, out, own, width)
+            finally:
+                own.close()
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    with ui_server(repo) as (url, _proc), sync_playwright() as p:
-        browser = launch(p)
+    with ui_server(repo) as (url, _proc):
+        page = browser.new_page(viewport={"width": width, "height": 800})
         try:
-            page = browser.new_page(viewport={"width": width, "height": 800})
             for name, path in PAGES.items():
                 page.goto(url + path)
                 target = out / f"{name}.png"
                 page.screenshot(path=str(target), full_page=True)
                 written.append(target)
         finally:
-            browser.close()
+            page.close()
     return written
 
 
