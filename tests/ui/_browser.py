@@ -51,7 +51,11 @@ def ui_server(repo: Path, *extra: str, timeout: float = 60) -> Iterator[tuple[st
     env = {**os.environ, "PYTHONPATH": str(ROOT), "UNIFLOW_FORCE_TTY": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "uniflow", "ui", "--port", "0", *extra],
-        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + timeout
@@ -78,17 +82,27 @@ def ui_server(repo: Path, *extra: str, timeout: float = 60) -> Iterator[tuple[st
 def run_cli(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``python -m uniflow ARGS`` in ``cwd`` (plain output)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "UNIFLOW_FORCE_TTY": "0"}
-    return subprocess.run([sys.executable, "-m", "uniflow", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "uniflow", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
-def http(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+def http(
+    url: str, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], str]:
     """One request to the test server: (status, headers, body); error statuses are returned too."""
     import urllib.error
     import urllib.request
 
-    req = urllib.request.Request(url, method=method, headers=headers or {},
-                                 data=b"x=1" if method in ("POST", "PUT", "PATCH") else None)
+    req = urllib.request.Request(
+        url, method=method, headers=headers or {}, data=b"x=1" if method in ("POST", "PUT", "PATCH") else None
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read().decode()

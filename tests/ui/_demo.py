@@ -39,8 +39,9 @@ See [the training notes](https://example.com/notes) for details.
 
 
 def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, env={**os.environ, **GIT_ENV}, check=True,
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        ["git", *args], cwd=repo, env={**os.environ, **GIT_ENV}, check=True, capture_output=True, timeout=60
+    )
 
 
 def _commit(repo: Path, message: str, content: str) -> None:
@@ -85,16 +86,22 @@ def build_demo(path: Path, *, sentiment_versions: int = 6) -> Path:
     reg.archive("sentiment_classifier", "v1.1.0", reason="superseded")
     reg.promote("sentiment_classifier", f"v1.{sentiment_versions - 1}.0", "staging")
 
-    from sklearn.linear_model import LogisticRegression
     import numpy as np
+    from sklearn.linear_model import LogisticRegression
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 4))
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
     for i, c in enumerate((0.1, 1.0, 10.0)):
         model = LogisticRegression(C=c, max_iter=200).fit(x, y)
-        reg.register(model=model, name="churn_model", version=f"v0.{i + 1}.0", framework="sklearn",
-                     metrics={"auc": round(0.7 + 0.05 * i, 3)}, params={"C": c})
+        reg.register(
+            model=model,
+            name="churn_model",
+            version=f"v0.{i + 1}.0",
+            framework="sklearn",
+            metrics={"auc": round(0.7 + 0.05 * i, 3)},
+            params={"C": c},
+        )
     reg.promote("churn_model", "v0.3.0", "production")
 
     probe = path / "probe.bin"
@@ -106,10 +113,17 @@ def build_demo(path: Path, *, sentiment_versions: int = 6) -> Path:
         metrics={"score": 0.5, PLANTED_ONERROR: 1.0},
         tags={"note": PLANTED_SCRIPT, "img": PLANTED_ONERROR},
         params={"html": PLANTED_ONERROR},
-        description=f"Planted: {PLANTED_SCRIPT} and {PLANTED_ONERROR}\n\n[click](javascript:window.__pwned=1)",
+        description=f"Planted: {PLANTED_SCRIPT} and {PLANTED_ONERROR}\n\n"
+        "[click](javascript:window.__pwned=1)",
     )
-    reg.register(model=str(probe), name="xss_probe", version="v1.0.1",
-                 metrics={"score": 0.6}, description=PLANTED_ONERROR, tags={"note": PLANTED_ONERROR})
+    reg.register(
+        model=str(probe),
+        name="xss_probe",
+        version="v1.0.1",
+        metrics={"score": 0.6},
+        description=PLANTED_ONERROR,
+        tags={"note": PLANTED_ONERROR},
+    )
     probe.unlink()
     return path
 

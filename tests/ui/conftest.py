@@ -22,7 +22,13 @@ def demo_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home.mkdir()
     repo = base / "demo"
     env = {**os.environ, **GIT_ENV, "HOME": str(home), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "tests.ui._demo", str(repo)], env=env, cwd=base,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.ui._demo", str(repo)],
+        env=env,
+        cwd=base,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return repo

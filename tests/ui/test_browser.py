@@ -18,7 +18,10 @@ import pytest
 from tests.ui._browser import browser_missing, launch, run_cli, ui_server
 from tests.ui._demo import PLANTED_ONERROR, PLANTED_SCRIPT
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing())),
+]
 
 SENTIMENT_VERSIONS = [f"v1.{i}.0" for i in range(6)]
 
@@ -30,8 +33,14 @@ class Watched:
         self.page = page
         self.problems: list[str] = []
         self.dialogs: list[str] = []
-        page.on("console", lambda m: self.problems.append(f"console {m.type}: {m.text}")
-                if m.type in ("error", "warning") else None)
+        page.on(
+            "console",
+            lambda m: (
+                self.problems.append(f"console {m.type}: {m.text}")
+                if m.type in ("error", "warning")
+                else None
+            ),
+        )
         page.on("pageerror", lambda e: self.problems.append(f"pageerror: {e}"))
         page.on("requestfailed", lambda r: self.problems.append(f"request failed: {r.url}"))
 
@@ -77,7 +86,8 @@ def page(browser: Any) -> Iterator[Watched]:
 
 def _versions_in_table(page: Any) -> list[str]:
     return page.locator("table.versions tbody tr[data-version]").evaluate_all(
-        "rows => rows.map(r => r.dataset.version)")
+        "rows => rows.map(r => r.dataset.version)"
+    )
 
 
 def test_click_through_every_page(page: Watched, server: str, tmp_path: Path) -> None:
@@ -100,7 +110,8 @@ def test_click_through_every_page(page: Watched, server: str, tmp_path: Path) ->
         versions = chart.locator("circle.point").evaluate_all("cs => cs.map(c => c.dataset.version)")
         assert versions == SENTIMENT_VERSIONS
         titles = chart.locator("circle.point > title").evaluate_all("ts => ts.map(t => t.textContent)")
-        assert len(titles) == 6 and all(t.startswith(v + ":") for t, v in zip(titles, SENTIMENT_VERSIONS))
+        assert len(titles) == 6
+        assert all(t.startswith(v + ":") for t, v in zip(titles, SENTIMENT_VERSIONS, strict=True))
     assert p.locator("svg.timeline g.span[data-version]").count() >= 3
     p.screenshot(path=str(tmp_path / "model.png"), full_page=True)
 
@@ -150,8 +161,14 @@ def test_sort_and_filter(page: Watched, server: str) -> None:
 
 def test_planted_script_and_onerror_never_run(page: Watched, server: str) -> None:
     p = page.page
-    for path in ("", "models/xss_probe", "models/xss_probe/v1.0.0", "models/xss_probe/v1.0.1",
-                 "models/xss_probe/compare?v=v1.0.0&v=v1.0.1", "models/xss_probe/history"):
+    for path in (
+        "",
+        "models/xss_probe",
+        "models/xss_probe/v1.0.0",
+        "models/xss_probe/v1.0.1",
+        "models/xss_probe/compare?v=v1.0.0&v=v1.0.1",
+        "models/xss_probe/history",
+    ):
         p.goto(server + path)
         p.wait_for_load_state("load")
         assert p.locator("script").count() == 0
@@ -183,7 +200,9 @@ def test_exported_site_works_from_file_urls(page: Watched, demo_repo: Path, tmp_
     assert proc.returncode == 0, proc.stderr
     p = page.page
     p.goto((site / "index.html").as_uri())
-    assert p.evaluate("getComputedStyle(document.querySelector('header.top')).display") == "flex"  # CSS loaded
+    assert (
+        p.evaluate("getComputedStyle(document.querySelector('header.top')).display") == "flex"
+    )  # CSS loaded
     p.click("a.model-link:text('sentiment_classifier')")
     assert p.url.endswith("/models/sentiment_classifier/index.html")
     assert _versions_in_table(p) == SENTIMENT_VERSIONS

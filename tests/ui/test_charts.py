@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from uniflow.ui.charts import Point, Span, StageMark, format_number, metric_chart, sparkline, timeline
 from uniflow.ui.markdown import render_markdown
 from uniflow.ui.render import Links, page_file
 from uniflow.ui.views import delta_direction, stage_spans
 
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def _points(n: int) -> list[Point]:
@@ -19,7 +19,9 @@ def _points(n: int) -> list[Point]:
 
 def test_metric_chart_has_one_point_per_version_with_version_and_title() -> None:
     svg = metric_chart("accuracy", _points(7), [StageMark("v1.2.0", "production", T0)])
-    points = re.findall(r'<circle class="point [^"]*"[^>]*data-version="([^"]+)"[^>]*><title>([^<]+)</title>', svg)
+    points = re.findall(
+        r'<circle class="point [^"]*"[^>]*data-version="([^"]+)"[^>]*><title>([^<]+)</title>', svg
+    )
     assert [v for v, _ in points] == [f"v1.{i}.0" for i in range(7)]
     assert all(title.startswith(f"{v}: accuracy = ") for v, title in points)
     assert "stage-production" in svg and 'data-stage-change="v1.2.0"' in svg
@@ -37,7 +39,7 @@ def test_chart_escapes_every_string() -> None:
     svg = metric_chart(evil, [Point(evil, 1.0, evil)], [StageMark(evil, evil, T0)])
     svg += sparkline(evil, [Point(evil, 1.0)])
     svg += timeline([Span(evil, evil, T0)], T0 + timedelta(days=1))
-    assert "<img" not in svg and "onerror=\"" not in svg
+    assert "<img" not in svg and 'onerror="' not in svg
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in svg
 
 
@@ -67,8 +69,15 @@ def test_markdown_is_sanitised() -> None:
 
 
 class _E:
-    def __init__(self, seq: int, action: str, version: str, frm: str | None, to: str | None,
-                 displaced: str | None = None) -> None:
+    def __init__(
+        self,
+        seq: int,
+        action: str,
+        version: str,
+        frm: str | None,
+        to: str | None,
+        displaced: str | None = None,
+    ) -> None:
         self.seq, self.action, self.version, self.from_stage, self.to_stage = seq, action, version, frm, to
         self.displaced, self.at = displaced, T0 + timedelta(hours=seq)
 

@@ -24,17 +24,32 @@ def _require(*modules: str) -> None:
 
 
 @click.command("ui")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; anything but loopback is reachable from other machines.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; anything but loopback is reachable from other machines.",
+)
 @click.option("--port", type=int, default=8765, show_default=True, help="TCP port; 0 picks a free one.")
-@click.option("--open/--no-open", "open_browser", default=False, show_default=True,
-              help="Open the URL in a web browser.")
-@click.option("--export", "export_dir", metavar="DIR", type=click.Path(file_okay=False),
-              help="Write the pages as a static site to DIR instead of serving them.")
+@click.option(
+    "--open/--no-open",
+    "open_browser",
+    default=False,
+    show_default=True,
+    help="Open the URL in a web browser.",
+)
+@click.option(
+    "--export",
+    "export_dir",
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    help="Write the pages as a static site to DIR instead of serving them.",
+)
 @json_option
 @repo_option
-def ui_cmd(host: str, port: int, open_browser: bool, export_dir: str | None, as_json: bool,
-           repo: str | None) -> None:
+def ui_cmd(
+    host: str, port: int, open_browser: bool, export_dir: str | None, as_json: bool, repo: str | None
+) -> None:
     """Browse the registry: models, versions, charts, cards, comparisons, history.
 
     Serves read-only pages (GET/HEAD only) and JSON under /api (the --json shapes of the
@@ -50,16 +65,21 @@ def ui_cmd(host: str, port: int, open_browser: bool, export_dir: str | None, as_
         if as_json:
             echo_json(report)
         else:
-            click.echo(f"Exported {report.pages} pages of {report.models} models to {report.path} "
-                       f"(open {os.path.join(report.path, 'index.html')})")
+            click.echo(
+                f"Exported {report.pages} pages of {report.models} models to {report.path} "
+                f"(open {os.path.join(report.path, 'index.html')})"
+            )
         return
     _require("jinja2", "starlette", "uvicorn")
     registry = get_registry(repo)
     from ..ui.server import bind, is_loopback, serve, url_of
 
     if not is_loopback(host):
-        click.echo(f"warning: listening on {host}: anyone who can reach this address can read the registry "
-                   "(the server is read-only; use the default 127.0.0.1 to keep it to this machine)", err=True)
+        click.echo(
+            f"warning: listening on {host}: anyone who can reach this address can read the registry "
+            "(the server is read-only; use the default 127.0.0.1 to keep it to this machine)",
+            err=True,
+        )
     sock = bind(host, port)
     url = url_of(sock)
     if as_json:

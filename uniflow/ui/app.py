@@ -61,16 +61,24 @@ def _host_name(scope: Scope) -> str:
     """The host name of the request's Host header, without its port (``[::1]`` kept whole)."""
     for key, value in scope.get("headers", []):
         if key == b"host":
-            host = value.decode("latin-1").strip().lower()
+            host = str(value.decode("latin-1")).strip().lower()
             return host[: host.index("]") + 1] if host.startswith("[") and "]" in host else host.split(":")[0]
     return ""
 
 
 async def _plain(send: Send, status: int, text: str, extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
     body = text.encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        *extra, (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
-    ]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                *extra,
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -89,8 +97,12 @@ class ReadOnly:
             await self.app(scope, receive, send)
             return
         if scope["method"] not in READ_METHODS:
-            await _plain(send, 405, "405 method not allowed: this server is read-only (GET and HEAD only)\n",
-                         [(b"allow", b"GET, HEAD")])
+            await _plain(
+                send,
+                405,
+                "405 method not allowed: this server is read-only (GET and HEAD only)\n",
+                [(b"allow", b"GET, HEAD")],
+            )
             return
         if self.loopback_only and not is_loopback(_host_name(scope)):
             await _plain(send, 403, "403 forbidden: this server answers to loopback host names only\n")
@@ -156,7 +168,9 @@ def create_app(registry: ModelRegistry, *, loopback_only: bool = False, warm: bo
     links = Links()
 
     def html(template: str, _status: int = 200, **ctx: Any) -> Response:
-        return HTMLResponse(render_page(template, links, repo=repo_label, generated=None, **ctx), status_code=_status)
+        return HTMLResponse(
+            render_page(template, links, repo=repo_label, generated=None, **ctx), status_code=_status
+        )
 
     def api(data: Any, status: int = 200) -> Response:
         body = json.dumps(views.json_safe(data), indent=2, ensure_ascii=False, allow_nan=False)
@@ -165,8 +179,15 @@ def create_app(registry: ModelRegistry, *, loopback_only: bool = False, warm: bo
     def error_page(request: Request, status: int, message: str) -> Response:
         if request.url.path.startswith("/api/"):
             return api({"error": message, "status": status}, status)
-        return html("error.html", status, crumbs=[], api=None, code=status,
-                    reason=_REASONS.get(status, "Error"), message=message)
+        return html(
+            "error.html",
+            status,
+            crumbs=[],
+            api=None,
+            code=status,
+            reason=_REASONS.get(status, "Error"),
+            message=message,
+        )
 
     def guarded(handler: Callable[[Request], Response], locked: bool = True) -> Callable[[Request], Response]:
         def endpoint(request: Request) -> Response:
@@ -204,28 +225,47 @@ def create_app(registry: ModelRegistry, *, loopback_only: bool = False, warm: bo
         name = name_of(request)
         q = request.query_params
         reader.refresh(name)
-        data = views.model_page(reader, name, stage=q.get("stage") or None, sort=q.get("sort") or None,
-                                desc=q.get("order") == "desc")
+        data = views.model_page(
+            reader,
+            name,
+            stage=q.get("stage") or None,
+            sort=q.get("sort") or None,
+            desc=q.get("order") == "desc",
+        )
         return html("model.html", crumbs=crumbs_model(name), api=links.api(f"models/{name}"), **data)
 
     def version_page(request: Request) -> Response:
         name, version = name_of(request), str(request.path_params["version"])
         reader.refresh(name)
         data = views.version_page(reader, name, version)
-        return html("version.html", crumbs=crumbs_model(name, (version, None)),
-                    api=links.api(f"models/{name}/{version}"), **data)
+        return html(
+            "version.html",
+            crumbs=crumbs_model(name, (version, None)),
+            api=links.api(f"models/{name}/{version}"),
+            **data,
+        )
 
     def compare_page(request: Request) -> Response:
         name = name_of(request)
         view = views.compare_page(reader, name, compare_versions(request))
-        return html("compare.html", name=name, view=view, crumbs=crumbs_model(name, ("compare", None)),
-                    api=links.api(f"models/{name}/compare?" + str(request.url.query)))
+        return html(
+            "compare.html",
+            name=name,
+            view=view,
+            crumbs=crumbs_model(name, ("compare", None)),
+            api=links.api(f"models/{name}/compare?" + str(request.url.query)),
+        )
 
     def history_page(request: Request) -> Response:
         name = name_of(request)
         reader.refresh(name)
-        return html("history.html", name=name, events=views.history_page(reader, name),
-                    crumbs=crumbs_model(name, ("history", None)), api=links.api(f"models/{name}/history"))
+        return html(
+            "history.html",
+            name=name,
+            events=views.history_page(reader, name),
+            crumbs=crumbs_model(name, ("history", None)),
+            api=links.api(f"models/{name}/history"),
+        )
 
     # ------------------------------------------------------------------ JSON (the CLI's --json shapes)
     def api_models(request: Request) -> Response:
@@ -274,6 +314,7 @@ def create_app(registry: ModelRegistry, *, loopback_only: bool = False, warm: bo
         Route("/models/{name}/{version}", guarded(version_page), methods=get),
         Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static"),
     ]
-    middleware = [Middleware(ReadOnly, loopback_only=loopback_only)]  # type: ignore[arg-type]
-    return Starlette(routes=routes, middleware=middleware,
-                     exception_handlers={404: not_found, 500: server_error})  # type: ignore[dict-item]
+    middleware = [Middleware(ReadOnly, loopback_only=loopback_only)]
+    return Starlette(
+        routes=routes, middleware=middleware, exception_handlers={404: not_found, 500: server_error}
+    )

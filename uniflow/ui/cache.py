@@ -59,7 +59,10 @@ class CachedRegistry:
         try:
             proc = subprocess.run(
                 ["git", "-C", str(self.root), "for-each-ref", "--format=%(objectname) %(refname)", *patterns],
-                capture_output=True, timeout=30, stdin=subprocess.DEVNULL, check=False,
+                capture_output=True,
+                timeout=30,
+                stdin=subprocess.DEVNULL,
+                check=False,
             )
         except (OSError, subprocess.SubprocessError):
             self._git_ok = False
@@ -83,9 +86,9 @@ class CachedRegistry:
         for line in lines:
             _sha, _, ref = line.partition(" ")
             if ref.startswith(_TAGS):
-                model = ref[len(_TAGS):].rpartition("/")[0]
+                model = ref[len(_TAGS) :].rpartition("/")[0]
             elif ref.startswith(_LIFECYCLE):
-                model = ref[len(_LIFECYCLE):]
+                model = ref[len(_LIFECYCLE) :]
             else:
                 continue
             groups.setdefault(model, []).append(line)

@@ -19,7 +19,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 
-__all__ = ["Html", "STAGE_COLOURS", "stage_colour", "Point", "StageMark", "Span", "metric_chart", "sparkline", "timeline", "format_number"]
+__all__ = [
+    "Html",
+    "STAGE_COLOURS",
+    "stage_colour",
+    "Point",
+    "StageMark",
+    "Span",
+    "metric_chart",
+    "sparkline",
+    "timeline",
+    "format_number",
+]
 
 
 class Html(str):
@@ -100,6 +111,21 @@ def _cls(stage: str) -> str:
     return f"stage-{safe}" if safe else "stage-none"
 
 
+def _text(x: float, y: float, text: str, *, cls: str = "tick", anchor: str = "", fill: str = _MUTED) -> str:
+    """An SVG ``<text>`` element (``text`` escaped)."""
+    align = f' text-anchor="{anchor}"' if anchor else ""
+    return f'<text class="{cls}" fill="{fill}" x="{x:.1f}" y="{y:.1f}"{align}>{_e(text)}</text>'
+
+
+def _circle(p: Point, x: float, y: float, r: float, title: str) -> str:
+    """A data point: class ``point``, its stage's colour, ``data-version`` and a ``<title>``."""
+    return (
+        f'<circle class="point {_cls(p.stage)}" fill="{stage_colour(p.stage)}" '
+        f'data-version="{_e(p.version)}" '
+        f'cx="{x:.1f}" cy="{y:.1f}" r="{r}"><title>{_e(title)}</title></circle>'
+    )
+
+
 def format_number(value: object) -> str:
     """Numbers as people read them: ints as-is, floats to 4 significant digits."""
     if isinstance(value, bool) or value is None:
@@ -165,8 +191,8 @@ def metric_chart(
     for t in _ticks(lo, hi):
         y = y_at(t)
         out.append(
-            f'<line class="grid" stroke="#eaeef2" x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}"/>'
-            f'<text class="tick" fill="{_MUTED}" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_e(format_number(t))}</text>'
+            f'<line class="grid" stroke="#eaeef2" x1="{left}" x2="{width - right}" '
+            f'y1="{y:.1f}" y2="{y:.1f}"/>' + _text(left - 6, y + 4, format_number(t), anchor="end")
         )
     step = max(1, math.ceil(len(pts) / 8))
     for i, p in enumerate(pts):
@@ -183,7 +209,8 @@ def metric_chart(
         x = x_at(index[m.version])
         when = f" on {m.at:%Y-%m-%d %H:%M}" if m.at else ""
         out.append(
-            f'<g class="mark {_cls(m.stage)}" data-stage-change="{_e(m.version)}" stroke="{stage_colour(m.stage)}">'
+            f'<g class="mark {_cls(m.stage)}" data-stage-change="{_e(m.version)}" '
+            f'stroke="{stage_colour(m.stage)}">'
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" stroke-dasharray="4 3"/>'
             f"<title>{_e(f'{m.version}: {m.action} to {m.stage}{when}')}</title></g>"
         )
@@ -192,13 +219,11 @@ def metric_chart(
     for i, p in enumerate(pts):
         stage = f" ({p.stage})" if p.stage else ""
         out.append(
-            f'<circle class="point {_cls(p.stage)}" fill="{stage_colour(p.stage)}" data-version="{_e(p.version)}" cx="{x_at(i):.1f}" '
-            f'cy="{y_at(p.value):.1f}" r="4"><title>{_e(f"{p.version}: {metric} = {format_number(p.value)}{stage}")}'
-            "</title></circle>"
+            _circle(
+                p, x_at(i), y_at(p.value), 4.0, f"{p.version}: {metric} = {format_number(p.value)}{stage}"
+            )
         )
-    out.append(
-        f'<text class="axis-label" fill="{_MUTED}" x="{left}" y="{height - 6}">{_e(metric)} by version (oldest left)</text></svg>'
-    )
+    out.append(_text(left, height - 6, f"{metric} by version (oldest left)", cls="axis-label") + "</svg>")
     return Html("".join(out))
 
 
@@ -220,12 +245,14 @@ def sparkline(metric: str, points: Sequence[Point], *, width: int = 140, height:
         return x, pad + (height - 2 * pad) * (1 - (v - lo) / (hi - lo))
 
     coords = [xy(i, p.value) for i, p in enumerate(pts)]
-    out = [head, '<polyline class="line" fill="none" stroke="#57606a" points="' + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords) + '"/>']
-    for (x, y), p in zip(coords, pts):
-        out.append(
-            f'<circle class="point {_cls(p.stage)}" fill="{stage_colour(p.stage)}" data-version="{_e(p.version)}" cx="{x:.1f}" cy="{y:.1f}" '
-            f'r="1.8"><title>{_e(f"{p.version}: {metric} = {format_number(p.value)}")}</title></circle>'
-        )
+    out = [
+        head,
+        '<polyline class="line" fill="none" stroke="#57606a" points="'
+        + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
+        + '"/>',
+    ]
+    for (x, y), p in zip(coords, pts, strict=False):
+        out.append(_circle(p, x, y, 1.8, f"{p.version}: {metric} = {format_number(p.value)}"))
     out.append("</svg>")
     return Html("".join(out))
 
@@ -241,19 +268,20 @@ def timeline(spans: Sequence[Span], now: datetime, *, width: int = 640, row_heig
     height = top + row_height * max(len(stages), 1) + 22
     head = (
         f'<svg class="chart timeline" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-        f'role="img" {_FONT} xmlns="http://www.w3.org/2000/svg"><title>Which version held each stage when</title>'
+        f'role="img" {_FONT} xmlns="http://www.w3.org/2000/svg">'
+        "<title>Which version held each stage when</title>"
     )
     if not spans:
-        return Html(head + f'<text class="empty" x="{label_w}" y="{top + 16}">no stage was ever held</text></svg>')
+        return Html(
+            head + f'<text class="empty" x="{label_w}" y="{top + 16}">no stage was ever held</text></svg>'
+        )
     first = min(s.start_seq for s in spans)
     last = max([*(s.start_seq for s in spans), *(s.end_seq for s in spans if s.end_seq is not None)]) + 1
     scale = (width - label_w - right) / max(last - first, 1)
     out = [head]
     for row, stage in enumerate(stages):
         y = top + row * row_height
-        out.append(
-            f'<text class="tick" fill="{_MUTED}" x="{label_w - 6}" y="{y + row_height / 2 + 4:.1f}" text-anchor="end">{_e(stage)}</text>'
-        )
+        out.append(_text(label_w - 6, y + row_height / 2 + 4, stage, anchor="end"))
         for s in (s for s in spans if s.stage == stage):
             x0 = label_w + (s.start_seq - first) * scale
             x1 = label_w + ((last if s.end_seq is None else s.end_seq) - first) * scale
@@ -266,13 +294,11 @@ def timeline(spans: Sequence[Span], now: datetime, *, width: int = 640, row_heig
                 f"<title>{_e(text)}</title>"
             )
             if w > 7 * len(s.version) + 8:
-                out.append(f'<text class="span-label" fill="#fff" x="{x0 + 4:.1f}" y="{y + row_height / 2 + 4:.1f}">{_e(s.version)}</text>')
+                out.append(_text(x0 + 4, y + row_height / 2 + 4, s.version, cls="span-label", fill="#fff"))
             out.append("</g>")
     axis_y = top + row_height * len(stages) + 16
     start = min(s.start for s in spans)
-    out.append(f'<text class="tick" fill="{_MUTED}" x="{label_w}" y="{axis_y}">{_e(f"event {first}, {start:%Y-%m-%d}")}</text>')
-    out.append(
-        f'<text class="tick" fill="{_MUTED}" x="{width - right}" y="{axis_y}" text-anchor="end">{_e(f"now, {now:%Y-%m-%d}")}</text>'
-    )
+    out.append(_text(label_w, axis_y, f"event {first}, {start:%Y-%m-%d}"))
+    out.append(_text(width - right, axis_y, f"now, {now:%Y-%m-%d}", anchor="end"))
     out.append("</svg>")
     return Html("".join(out))

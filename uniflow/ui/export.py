@@ -25,7 +25,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +61,9 @@ def _check_dest(dest: Path) -> None:
         if not dest.is_dir():
             raise InvalidPathError(f"{dest} exists and is not a directory")
         if any(dest.iterdir()) and not (dest / MARKER).is_file():
-            raise InvalidPathError(f"{dest} is not empty and holds no earlier UI export ({MARKER}); choose another directory")
+            raise InvalidPathError(
+                f"{dest} is not empty and holds no earlier UI export ({MARKER}); choose another directory"
+            )
 
 
 def _write(root: Path, rel: str, text: str) -> None:
@@ -87,13 +89,16 @@ def _write(root: Path, rel: str, text: str) -> None:
 
 
 def export_site(
-    registry: ModelRegistry, dest: str | os.PathLike[str], *, progress: Callable[[int, int], None] | None = None
+    registry: ModelRegistry,
+    dest: str | os.PathLike[str],
+    *,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ExportReport:
     """Write the static site of ``registry`` to ``dest``; ``progress(done, total)`` counts models."""
     root = Path(dest).absolute()
     _check_dest(root)
     root.mkdir(parents=True, exist_ok=True)
-    generated = datetime.now(timezone.utc)
+    generated = datetime.now(UTC)
     repo = registry.root.name
     reader = CachedRegistry(registry)
     reader.refresh()
@@ -118,19 +123,32 @@ def export_site(
         model_link = Links(2).model(name)
         page(page_file("model", name), "model.html", crumbs=[(name, None)], **data)
         events = views.history_page(reader, name)
-        page(page_file("history", name), "history.html", name=name, events=events,
-             crumbs=[(name, model_link), ("history", None)])
+        page(
+            page_file("history", name),
+            "history.html",
+            name=name,
+            events=events,
+            crumbs=[(name, model_link), ("history", None)],
+        )
         for mv in data["all_versions"]:
             version_data = views.version_page(reader, name, mv.version)
-            page(page_file("version", name, (mv.version,)), "version.html",
-                 crumbs=[(name, model_link), (mv.version, None)], **version_data)
+            page(
+                page_file("version", name, (mv.version,)),
+                "version.html",
+                crumbs=[(name, model_link), (mv.version, None)],
+                **version_data,
+            )
             prev = version_data["prev"]
             if prev is not None:
                 rel = page_file("compare", name, (prev, mv.version))
                 view = views.compare_page(reader, name, [prev, mv.version])
-                page(rel, "compare.html", name=name, view=view,
-                     crumbs=[(name, Links(rel.count("/")).model(name)), ("compare", None)])
+                page(
+                    rel,
+                    "compare.html",
+                    name=name,
+                    view=view,
+                    crumbs=[(name, Links(rel.count("/")).model(name)), ("compare", None)],
+                )
         if progress:
             progress(done + 1, len(rows))
     return ExportReport(str(root), pages, len(rows))
-

@@ -46,8 +46,10 @@ def _e(value: object) -> str:
 def _badge(stage: str | None) -> str:
     if not stage:
         return "-"
-    return (f'<span style="background:{stage_colour(stage)};color:#fff;border-radius:9px;padding:0 6px;'
-            f'font-size:12px">{_e(stage)}</span>')
+    return (
+        f'<span style="background:{stage_colour(stage)};color:#fff;border-radius:9px;padding:0 6px;'
+        f'font-size:12px">{_e(stage)}</span>'
+    )
 
 
 def _size(n: int) -> str:
@@ -69,7 +71,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str) -> st
 def _kv(mapping: dict[str, Any]) -> str:
     if not mapping:
         return "-"
-    return "<br>".join(f"{_e(k)} = {_e(format_number(v))}" for k, v in sorted(mapping.items(), key=lambda kv: str(kv[0])))
+    return "<br>".join(
+        f"{_e(k)} = {_e(format_number(v))}" for k, v in sorted(mapping.items(), key=lambda kv: str(kv[0]))
+    )
 
 
 def version_html(mv: ModelVersion) -> Html:
@@ -85,8 +89,12 @@ def version_html(mv: ModelVersion) -> Html:
         ["params", _kv(mv.params)],
         ["tags", _kv(mv.tags)],
         ["files", "<br>".join(f"{_e(f.path)} ({_e(_size(f.size))})" for f in mv.files) or "-"],
-        ["code commit", _e((mv.code_commit or "-")[:12]) + (" (dirty)" if mv.dirty else "")
-         + (f" on {_e(mv.branch)}" if mv.branch else "")],
+        [
+            "code commit",
+            _e((mv.code_commit or "-")[:12])
+            + (" (dirty)" if mv.dirty else "")
+            + (f" on {_e(mv.branch)}" if mv.branch else ""),
+        ],
     ]
     desc = f'<div class="uniflow-card">{render_markdown(mv.description)}</div>' if mv.description else ""
     return Html(
@@ -110,19 +118,31 @@ def versions_html(versions: Sequence[ModelVersion]) -> Html:
         return Html('<div class="uniflow"><em>no versions</em></div>')
     metrics = sorted({str(k) for mv in versions for k in mv.metrics})
     rows = [
-        [_e(mv.version), _badge(mv.stage), *(_e(format_number(mv.metrics.get(m))) for m in metrics),
-         _e(_size(mv.size)), _e(f"{mv.created_at:%Y-%m-%d %H:%M}")]
+        [
+            _e(mv.version),
+            _badge(mv.stage),
+            *(_e(format_number(mv.metrics.get(m))) for m in metrics),
+            _e(_size(mv.size)),
+            _e(f"{mv.created_at:%Y-%m-%d %H:%M}"),
+        ]
         for mv in versions
     ]
     table = _table(["version", "stage", *metrics, "size", "created"], rows, "uniflow-versions")
     name = versions[0].name
     charts = "".join(
-        f"<div><strong>{_e(m)}</strong><br>{metric_chart(m, _metric_points(versions, m), width=520, height=200)}</div>"
+        f"<div><strong>{_e(m)}</strong><br>"
+        f"{metric_chart(m, _metric_points(versions, m), width=520, height=200)}</div>"
         for m in metrics[:MAX_CHARTS]
     )
-    more = f"<p><em>{len(metrics) - MAX_CHARTS} more metrics not drawn</em></p>" if len(metrics) > MAX_CHARTS else ""
-    return Html(f'<div class="uniflow uniflow-versions-list"><strong>{_e(name)}</strong>: '
-                f"{len(versions)} versions{table}{charts}{more}</div>")
+    more = (
+        f"<p><em>{len(metrics) - MAX_CHARTS} more metrics not drawn</em></p>"
+        if len(metrics) > MAX_CHARTS
+        else ""
+    )
+    return Html(
+        f'<div class="uniflow uniflow-versions-list"><strong>{_e(name)}</strong>: '
+        f"{len(versions)} versions{table}{charts}{more}</div>"
+    )
 
 
 def history_html(events: Sequence[HistoryEvent]) -> Html:
@@ -131,10 +151,22 @@ def history_html(events: Sequence[HistoryEvent]) -> Html:
     for e in events:
         stage = (f"{_badge(e.from_stage)} → " if e.from_stage else "") + _badge(e.to_stage)
         note = "; ".join(x for x in (f"{e.displaced} → archived" if e.displaced else "", e.reason or "") if x)
-        rows.append([_e(e.seq), _e(f"{e.at:%Y-%m-%d %H:%M}"), _e(e.action), _e(e.version), stage,
-                     _e(e.actor or "-"), _e(note)])
-    return Html('<div class="uniflow uniflow-history">'
-                + _table(["#", "when", "action", "version", "stage", "by", "note"], rows, "uniflow-events") + "</div>")
+        rows.append(
+            [
+                _e(e.seq),
+                _e(f"{e.at:%Y-%m-%d %H:%M}"),
+                _e(e.action),
+                _e(e.version),
+                stage,
+                _e(e.actor or "-"),
+                _e(note),
+            ]
+        )
+    return Html(
+        '<div class="uniflow uniflow-history">'
+        + _table(["#", "when", "action", "version", "stage", "by", "note"], rows, "uniflow-events")
+        + "</div>"
+    )
 
 
 def comparison_html(comparison: Comparison) -> Html:
@@ -152,8 +184,11 @@ def comparison_html(comparison: Comparison) -> Html:
             deltas = list(entry.get("delta") or [None] * len(entry["values"]))
             cells = [_e(entry["key"])]
             for i, value in enumerate(entry["values"]):
-                text = _e(_size(value) if isinstance(value, int) and ("bytes" in entry["key"] or entry["key"] == "size")
-                          else format_number(value))
+                text = _e(
+                    _size(value)
+                    if isinstance(value, int) and ("bytes" in entry["key"] or entry["key"] == "size")
+                    else format_number(value)
+                )
                 delta = deltas[i] if i < len(deltas) else None
                 if i > 0 and isinstance(delta, (int, float)) and delta:
                     direction = delta_direction(entry["key"], delta) if section == "metrics" else "same"
@@ -164,9 +199,15 @@ def comparison_html(comparison: Comparison) -> Html:
     table = _table(["", *versions], rows, "uniflow-compare")
     mvs = list(comparison.models)
     metric_names = [r["key"] for r in data["sections"].get("metrics", [])][:MAX_CHARTS]
-    charts = "".join(metric_chart(m, _metric_points(mvs, m), width=420, height=180) for m in metric_names) if mvs else ""
-    return Html(f'<div class="uniflow uniflow-comparison"><strong>{_e(data["name"])}</strong>: '
-                f"{_e(', '.join(versions))}{table}{charts}</div>")
+    charts = (
+        "".join(metric_chart(m, _metric_points(mvs, m), width=420, height=180) for m in metric_names)
+        if mvs
+        else ""
+    )
+    return Html(
+        f'<div class="uniflow uniflow-comparison"><strong>{_e(data["name"])}</strong>: '
+        f"{_e(', '.join(versions))}{table}{charts}</div>"
+    )
 
 
 # --------------------------------------------------------------------------- pandas / matplotlib
@@ -187,8 +228,13 @@ def versions_frame(versions: Sequence[ModelVersion]) -> Any:
     records = []
     for mv in versions:
         rec: dict[str, Any] = {
-            "version": mv.version, "stage": mv.stage, "created_at": mv.created_at, "size": mv.size,
-            "framework": mv.framework, "author": mv.author, "code_commit": mv.code_commit,
+            "version": mv.version,
+            "stage": mv.stage,
+            "created_at": mv.created_at,
+            "size": mv.size,
+            "framework": mv.framework,
+            "author": mv.author,
+            "code_commit": mv.code_commit,
         }
         for k, v in mv.metrics.items():
             rec[str(k) if str(k) not in rec else f"metric.{k}"] = v
@@ -208,8 +254,12 @@ def comparison_frame(comparison: Comparison) -> Any:
         for entry in entries:
             index.append((section, entry["key"]))
             values.append(list(entry["values"]))
-    return pd.DataFrame(values, index=pd.MultiIndex.from_tuples(index, names=["section", "key"]),
-                        columns=list(data["versions"]), dtype=object)
+    return pd.DataFrame(
+        values,
+        index=pd.MultiIndex.from_tuples(index, names=["section", "key"]),
+        columns=list(data["versions"]),
+        dtype=object,
+    )
 
 
 @lru_cache(maxsize=1)
@@ -242,26 +292,46 @@ def plot_metric(versions: Sequence[ModelVersion], metric: str, events: Sequence[
     if not points:
         known = sorted({str(k) for mv in versions for k in mv.metrics})
         name = versions[0].name if versions else "?"
-        raise UsageError(f"model {name!r} has no numeric metric {metric!r}; metrics: {', '.join(known) or 'none'}")
+        raise UsageError(
+            f"model {name!r} has no numeric metric {metric!r}; metrics: {', '.join(known) or 'none'}"
+        )
     fig = _figure_class()(figsize=(max(5.0, min(12.0, 0.45 * len(points) + 3)), 3.4))
     ax = fig.add_subplot()
     xs = list(range(len(points)))
     ax.plot(xs, [p.value for p in points], color="#57606a", linewidth=1.3, zorder=1)
     ax.scatter(xs, [p.value for p in points], c=[stage_colour(p.stage) for p in points], s=28, zorder=2)
     index = {p.version: i for i, p in enumerate(points)}
-    marks = [StageMark(e.version, e.to_stage, e.at, e.action) for e in events
-             if e.to_stage and e.to_stage not in ("development", "archived") and e.action != "register"]
+    marks = [
+        StageMark(e.version, e.to_stage, e.at, e.action)
+        for e in events
+        if e.to_stage and e.to_stage not in ("development", "archived") and e.action != "register"
+    ]
     for m in marks:
         if m.version in index:
-            ax.axvline(index[m.version], color=stage_colour(m.stage), linestyle="--", linewidth=1, alpha=0.6, zorder=0)
+            ax.axvline(
+                index[m.version],
+                color=stage_colour(m.stage),
+                linestyle="--",
+                linewidth=1,
+                alpha=0.6,
+                zorder=0,
+            )
     step = max(1, math.ceil(len(points) / 12))
-    ax.set_xticks(xs[::step], [p.version for p in points][::step], rotation=30 if len(points) > 6 else 0,
-                  ha="right" if len(points) > 6 else "center")
+    ax.set_xticks(
+        xs[::step],
+        [p.version for p in points][::step],
+        rotation=30 if len(points) > 6 else 0,
+        ha="right" if len(points) > 6 else "center",
+    )
     ax.set_ylabel(metric)
     ax.set_title(f"{versions[0].name}: {metric} by version")
     stages = sorted({p.stage for p in points})
-    ax.legend(handles=[Line2D([], [], marker="o", linestyle="", color=stage_colour(s), label=s) for s in stages],
-              loc="best", fontsize=8, frameon=False)
+    ax.legend(
+        handles=[Line2D([], [], marker="o", linestyle="", color=stage_colour(s), label=s) for s in stages],
+        loc="best",
+        fontsize=8,
+        frameon=False,
+    )
     ax.grid(axis="y", color="#eaeef2")
     fig.tight_layout()
     return fig

@@ -63,6 +63,13 @@ def serve(registry: ModelRegistry, sock: socket.socket, *, log_level: str = "war
     from .app import create_app
 
     app = create_app(registry, loopback_only=is_loopback(sock.getsockname()[0]), warm=True)
-    config: Any = uvicorn.Config(app, log_level=log_level, access_log=False, server_header=False,
-                                 date_header=True, lifespan="off", proxy_headers=False)
+    config: Any = uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        date_header=True,
+        lifespan="off",
+        proxy_headers=False,
+    )
     uvicorn.Server(config).run(sockets=[sock])

@@ -12,8 +12,8 @@ import math
 import re
 import subprocess
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -227,8 +227,8 @@ def model_page(
         (metric, metric_chart(metric, _points(versions, metric), marks, chart_id=f"chart-{i}"))
         for i, metric in enumerate(metric_keys)
     ]
-    previous = {b.version: a.version for a, b in zip(versions, versions[1:])}
-    now = datetime.now(timezone.utc)
+    previous = {b.version: a.version for a, b in zip(versions, versions[1:], strict=False)}
+    now = datetime.now(UTC)
     return {
         "name": name,
         "versions": shown,
@@ -268,7 +268,16 @@ def commit_info(root: Path, sha: str | None) -> CommitInfo | None:
         return CommitInfo(sha)
     try:
         proc = subprocess.run(
-            ["git", "-C", str(root), "show", "-s", "--no-show-signature", "--format=%s%x00%an <%ae>%x00%aI", sha],
+            [
+                "git",
+                "-C",
+                str(root),
+                "show",
+                "-s",
+                "--no-show-signature",
+                "--format=%s%x00%an <%ae>%x00%aI",
+                sha,
+            ],
             capture_output=True,
             text=True,
             timeout=10,
@@ -296,7 +305,9 @@ def version_page(registry: Reader, name: str, version: str) -> dict[str, Any]:
         comparison = registry.compare_versions(name, [prev, mv.version])
         shared = comparison.shared_bytes.get(mv.version)
         commits = comparison.commits.get(mv.version, [])
-    lineage = [(str(k), v) for k, v in mv.lineage.items() if k not in ("code_commit", "commit", "branch", "dirty")]
+    lineage = [
+        (str(k), v) for k, v in mv.lineage.items() if k not in ("code_commit", "commit", "branch", "dirty")
+    ]
     return {
         "mv": mv,
         "name": name,
@@ -315,7 +326,12 @@ def version_page(registry: Reader, name: str, version: str) -> dict[str, Any]:
 
 def delta_direction(metric: str, delta: Any) -> str:
     """``better``, ``worse`` or ``same`` for a metric delta (lower is better for losses, errors, times)."""
-    if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not math.isfinite(delta) or delta == 0:
+    if (
+        not isinstance(delta, (int, float))
+        or isinstance(delta, bool)
+        or not math.isfinite(delta)
+        or delta == 0
+    ):
         return "same"
     up_is_good = not _LOWER_IS_BETTER.search(metric)
     return "better" if (delta > 0) == up_is_good else "worse"
@@ -346,8 +362,14 @@ def compare_page(registry: Reader, name: str, versions: list[str]) -> CompareVie
                 delta = deltas[i] if i < len(deltas) else None
                 direction = delta_direction(row["key"], delta) if section == "metrics" and i > 0 else "same"
                 changed = i > 0 and value != row["values"][0]
-                cells.append({"value": value, "delta": delta if i > 0 else None, "direction": direction,
-                              "changed": changed})
+                cells.append(
+                    {
+                        "value": value,
+                        "delta": delta if i > 0 else None,
+                        "direction": direction,
+                        "changed": changed,
+                    }
+                )
             out.append({"key": row["key"], "cells": cells, "changed": row.get("changed", False)})
         sections.append((section, out))
     return CompareView(data, comparison, sections)
