@@ -10,13 +10,25 @@ from: the version tags ``refs/tags/models/<name>/*``, the lifecycle ref
 each request; any register, promotion, pull or config edit changes it, so a page is never
 stale. Tags and manifests are immutable, so nothing else can change what these calls return.
 
+``git for-each-ref`` over 10,000 loose refs takes ~90 ms, so a request first compares the
+``stat()`` of the places those refs live (``packed-refs``, the ``refs/tags/models/<name>/``
+directories, the loose ``refs/uniflow/models/<name>`` files and their directories, and
+config.toml) with what they were at the last check: a ref is only ever written by creating
+a file and renaming it into place (a new directory entry, a new inode) or by rewriting
+``packed-refs``, so equal stats mean equal refs. As Git does for its index, stats younger
+than two seconds are not trusted (a coarse clock could hide a second write), nor is a
+repository with the reftable backend: then ``git for-each-ref`` decides.
+
 Without a ``git`` executable every call goes straight to the registry (no cache).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,6 +38,12 @@ __all__ = ["CachedRegistry"]
 
 _TAGS = "refs/tags/models/"
 _LIFECYCLE = "refs/uniflow/models/"
+#: stats younger than this are re-checked with git (coarse file-system clocks)
+_RACY_NS = 2_000_000_000
+
+
+class _Racy(Exception):
+    """A stat too recent to prove that nothing changed."""
 
 
 class CachedRegistry:
@@ -45,6 +63,9 @@ class CachedRegistry:
         self._models: dict[str, tuple[str, list[ModelVersion], list[HistoryEvent]]] = {}
         self._stages: tuple[str, dict[str, bool]] | None = None
         self._git_ok = True
+        self._tokens: dict[str | None, tuple[Any, ...]] = {}  # refresh scope -> stats at the last git check
+        self._git_dir: Path | None | bool = False  # False: not looked up yet
+        self._config_digest: str | None = None
 
     # ------------------------------------------------------------------ fingerprints
     def _config_bytes(self) -> bytes:
@@ -54,11 +75,15 @@ class CachedRegistry:
             return b""
 
     def _for_each_ref(self, patterns: list[str]) -> list[str] | None:
+        return self._git_lines(["for-each-ref", "--format=%(objectname) %(refname)", *patterns])
+
+    def _git_lines(self, args: list[str]) -> list[str] | None:
+        """``git -C ROOT ARGS``: its output lines, or None when git fails or is missing."""
         if not self._git_ok:
             return None
         try:
             proc = subprocess.run(
-                ["git", "-C", str(self.root), "for-each-ref", "--format=%(objectname) %(refname)", *patterns],
+                ["git", "-C", str(self.root), *args],
                 capture_output=True,
                 timeout=30,
                 stdin=subprocess.DEVNULL,
@@ -71,9 +96,56 @@ class CachedRegistry:
             return None
         return proc.stdout.decode("utf-8", "replace").splitlines()
 
+    def _common_dir(self) -> Path | None:
+        """The repository's common Git directory (where refs live), or None."""
+        if self._git_dir is False:
+            lines = self._git_lines(["rev-parse", "--git-common-dir"])
+            found = (self.root / lines[0]).resolve() if lines else None
+            self._git_dir = found if found is not None and (found / "refs").is_dir() else None
+        return self._git_dir if isinstance(self._git_dir, Path) else None
+
+    def _stat_token(self, name: str | None) -> tuple[Any, ...] | None:
+        """The stats of everywhere the refs in scope live, or None when they prove nothing."""
+        git_dir = self._common_dir()
+        if git_dir is None or (git_dir / "reftable").exists():
+            return None
+        now = time.time_ns()
+        token: list[Any] = []
+
+        def add(path: Path) -> None:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                token.append((str(path), None))
+                return
+            if now - st.st_mtime_ns < _RACY_NS or now - st.st_ctime_ns < _RACY_NS:
+                raise _Racy
+            token.append((str(path), st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_size))
+
+        tags, lifecycle = git_dir / _TAGS, git_dir / _LIFECYCLE
+        try:
+            for path in (git_dir / "packed-refs", self.registry.uniflow_dir / "config.toml", tags, lifecycle):
+                add(path)
+            if name is None:
+                for directory in (tags, lifecycle):
+                    if directory.is_dir():
+                        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+                            add(Path(entry.path))
+            else:
+                add(tags / name)
+                add(lifecycle / name)
+        except (_Racy, OSError):
+            return None
+        return tuple(token)
+
     def refresh(self, name: str | None = None) -> None:
         """Re-read the fingerprints: of every model, or only of ``name``'s refs."""
+        token = self._stat_token(name)
+        if token is not None and self._tokens.get(name) == token:
+            return  # nothing where the refs live has changed since git last read them
+        self._tokens.pop(name, None)
         config = self._config_bytes()
+        self._config_changed(config)
         if name is None:
             lines = self._for_each_ref([_TAGS, _LIFECYCLE])
         else:
@@ -81,6 +153,7 @@ class CachedRegistry:
         if lines is None:
             self._fp.clear()
             self._all_fp = None
+            self._tokens.clear()
             return
         groups: dict[str, list[str]] = {}
         for line in lines:
@@ -100,12 +173,23 @@ class CachedRegistry:
             self._fp.pop(name, None)
             if name in fps:
                 self._fp[name] = fps[name]
+        if token is not None:
+            self._tokens[name] = token
 
     # ------------------------------------------------------------------ the registry's read API
+    def _config_changed(self, config: bytes) -> None:
+        """The registry reads config.toml once; make it read an edited one again."""
+        digest = _digest([config])
+        if self._config_digest is not None and digest != self._config_digest:
+            self.registry.reload_config()
+        self._config_digest = digest
+
     def stages(self) -> dict[str, bool]:
-        config = _digest([self._config_bytes()])
-        if self._stages is None or self._stages[0] != config:
-            self._stages = (config, self.registry.stages())
+        config = self._config_bytes()
+        self._config_changed(config)
+        key = _digest([config])
+        if self._stages is None or self._stages[0] != key:
+            self._stages = (key, self.registry.stages())
         return dict(self._stages[1])
 
     def list_models(self) -> list[ModelSummary]:
