@@ -32,7 +32,7 @@ from ._store import ObjectStore, ProgressFn
 from . import _testhooks
 from ._pins import Pin
 from contextlib import ExitStack
-from ._types import HistoryEvent, ModelSummary, ModelVersion
+from ._types import HistoryEvent, HistoryList, ModelSummary, ModelVersion, VersionList
 from ._maintenance import gc as _gc, verify as _verify
 from ._repo import Repository
 from ._reports import GcReport, PullReport, PushReport, VerifyReport
@@ -293,12 +293,25 @@ class ModelRegistry:
 
     def list_versions(self, name: str, stage: StageLike | None = None) -> list[ModelVersion]:
         """Every version of ``name`` (semver ascending), optionally only those in ``stage``."""
-        return self._repo.list_versions(name, stage)
+        return VersionList(self._repo.list_versions(name, stage))
 
     def history(self, name: str) -> list[HistoryEvent]:
         """Every lifecycle event of ``name``, oldest first (``git log`` of its lifecycle ref)."""
         self._repo.require_model(name)
-        return self._repo.lifecycle.history(name)
+        return HistoryList(self._repo.lifecycle.history(name))
+
+    # ------------------------------------------------------------------ notebooks (uniflow/_notebook.py)
+    def versions_frame(self, name: str, stage: StageLike | None = None) -> Any:
+        """The versions of ``name`` as a ``pandas.DataFrame`` (needs the ``notebook`` extra)."""
+        from ._notebook import versions_frame
+
+        return versions_frame(self.list_versions(name, stage=stage))
+
+    def plot(self, name: str, metric: str) -> Any:
+        """A matplotlib ``Figure`` of ``metric`` across the versions of ``name`` (``notebook`` extra)."""
+        from ._notebook import plot_metric
+
+        return plot_metric(self.list_versions(name), metric, self.history(name))
 
     # ------------------------------------------------------------------ load
     def _context(self, name: str, version: str, path: str) -> str:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["FileInfo", "ModelVersion", "HistoryEvent", "ModelSummary"]
+__all__ = ["FileInfo", "ModelVersion", "HistoryEvent", "ModelSummary", "VersionList", "HistoryList"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,12 @@ class ModelVersion:
         d["files"] = [asdict(f) for f in self.files]
         return d
 
+    def _repr_html_(self) -> str:
+        """The card as HTML, for notebooks (escaped; see uniflow/_notebook.py)."""
+        from ._notebook import version_html
+
+        return version_html(self)
+
 
 @dataclass(frozen=True)
 class HistoryEvent:
@@ -75,6 +81,24 @@ class HistoryEvent:
         d = asdict(self)
         d["at"] = self.at.isoformat()
         return d
+
+
+class VersionList(list[ModelVersion]):
+    """What ``list_versions`` returns: a plain list, drawn as a table and charts in notebooks."""
+
+    def _repr_html_(self) -> str:
+        from ._notebook import versions_html
+
+        return versions_html(self)
+
+
+class HistoryList(list[HistoryEvent]):
+    """What ``history`` returns: a plain list, drawn as a table in notebooks."""
+
+    def _repr_html_(self) -> str:
+        from ._notebook import history_html
+
+        return history_html(self)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "pull": "uniflow.cli._share:pull",
     "hooks": "uniflow.cli._share:hooks",
     "ci": "uniflow.cli._share:ci",
+    "ui": "uniflow.cli._ui:ui_cmd",
 }
 
 
