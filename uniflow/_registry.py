@@ -7,12 +7,13 @@ import os
 import platform
 import shutil
 import sys
+from collections.abc import Iterable
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._version import __version__
+from . import _testhooks
 from ._config import Config, ConfigSource
 from ._errors import (
     InvalidPathError,
@@ -25,21 +26,21 @@ from ._lifecycle import (
     register_transition,
     rollback_transition,
 )
+from ._maintenance import gc as _gc
+from ._maintenance import verify as _verify
 from ._manifest import MANIFEST_FORMAT, content_digest, file_entry, json_safe
 from ._naming import next_version, validate_key, validate_model_name, validate_version, version_sort_key
-from ._stages import ModelStage, StageLike
-from ._store import ObjectStore, ProgressFn
-from . import _testhooks
 from ._pins import Pin
-from contextlib import ExitStack
-from ._types import HistoryEvent, HistoryList, ModelSummary, ModelVersion, VersionList
-from ._maintenance import gc as _gc, verify as _verify
 from ._repo import Repository
 from ._reports import GcReport, PullReport, PushReport, VerifyReport
+from ._stages import ModelStage, StageLike
+from ._store import ObjectStore, ProgressFn
+from ._tree import export_files, materialize, model_path_kind, walk_model
+from ._types import HistoryEvent, HistoryList, ModelSummary, ModelVersion, VersionList
+from ._version import __version__
 from .sharing.blobs import JOBS, BlobFetcher
 from .sharing.pull import pull as _pull
 from .sharing.push import push as _push
-from ._tree import export_files, materialize, model_path_kind, walk_model
 
 if TYPE_CHECKING:
     from ._compare import Comparison

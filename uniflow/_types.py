@@ -115,3 +115,16 @@ class ModelSummary:
         d = asdict(self)
         d["updated_at"] = self.updated_at.isoformat() if self.updated_at else None
         return d
+
+
+def version_events(version: str, events: list[HistoryEvent]) -> list[HistoryEvent]:
+    """The events of ``version`` and those that displaced it from a stage (what ``models show`` lists)."""
+    return [e for e in events if version in (e.version, e.displaced)]
+
+
+def show_payload(mv: ModelVersion, events: list[HistoryEvent]) -> dict[str, Any]:
+    """The JSON of ``uniflow models show --json`` and the UI's version API: ``to_dict()``
+    plus the version's own history (``events``: the model's whole history)."""
+    data = mv.to_dict()
+    data["history"] = [e.to_dict() for e in version_events(mv.version, events)]
+    return data

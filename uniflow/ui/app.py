@@ -32,6 +32,8 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import NotFoundError, UniflowError, UsageError, __version__
+from .._jsonable import to_jsonable
+from .._types import show_payload
 from . import views
 from .cache import CachedRegistry
 from .render import CSP, STATIC, Links, render_page
@@ -173,7 +175,7 @@ def create_app(registry: ModelRegistry, *, loopback_only: bool = False, warm: bo
         )
 
     def api(data: Any, status: int = 200) -> Response:
-        body = json.dumps(views.json_safe(data), indent=2, ensure_ascii=False, allow_nan=False)
+        body = json.dumps(to_jsonable(data), indent=2, ensure_ascii=False, allow_nan=False)
         return Response(body + "\n", status_code=status, media_type="application/json")
 
     def error_page(request: Request, status: int, message: str) -> Response:
@@ -281,7 +283,7 @@ def create_app(registry: ModelRegistry, *, loopback_only: bool = False, warm: bo
         name = name_of(request)
         reader.refresh(name)
         mv = reader.get(name, str(request.path_params["version"]))
-        return api(views.show_payload(mv, reader.history(name)))
+        return api(show_payload(mv, reader.history(name)))
 
     def api_compare(request: Request) -> Response:
         return api(registry.compare_versions(name_of(request), compare_versions(request)).to_dict())

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._charts import Point, Span, StageMark, delta_direction, metric_chart, sparkline, timeline
+from .._types import version_events
 
 if TYPE_CHECKING:  # pragma: no cover
     from .. import Comparison, HistoryEvent, ModelSummary, ModelVersion
@@ -30,10 +31,8 @@ __all__ = [
     "compare_page",
     "delta_direction",
     "history_page",
-    "json_safe",
     "model_page",
     "overview",
-    "show_payload",
     "stage_marks",
     "stage_spans",
     "version_page",
@@ -62,31 +61,6 @@ class Reader(Protocol):
 def stage_key(stage: str) -> tuple[int, str]:
     """Production first, then staging, custom stages, development, archived."""
     return (_STAGE_ORDER.get(stage, 5), stage)
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats as ``None`` and datetimes as ISO strings (the CLI's JSON rules)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def show_payload(mv: ModelVersion, events: list[HistoryEvent]) -> dict[str, Any]:
-    """The JSON of ``uniflow models show --json``: ``to_dict()`` plus this version's history."""
-    data = mv.to_dict()
-    data["history"] = [e.to_dict() for e in version_events(mv.version, events)]
-    return data
-
-
-def version_events(version: str, events: list[HistoryEvent]) -> list[HistoryEvent]:
-    """The events of ``version`` and those that displaced it from a stage (as ``models show``)."""
-    return [e for e in events if version in (e.version, e.displaced)]
 
 
 # --------------------------------------------------------------------------- stage history
