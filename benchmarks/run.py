@@ -14,6 +14,8 @@ Modes:
   --quick    same 1 GiB file and keys, fewer repetitions; the 100x100 list repository is used
              when already cached, otherwise a 30x30 one is built (noted in the JSON); no peers.
   --smoke    tiny sizes (8 MiB file, 3 models x 3 versions): every non-peer key in seconds.
+  (every mode also times the web UI, `ui_overview_ms` and `ui_model_page_ms`, on the list
+  repository, when the `ui` extra is installed)
   --peers    also DVC, MLflow and GTO, each installed into its own venv under the cache dir.
   --scaling  register/load versus model size and `models list` versus number of versions
              (data for benchmarks/plot.py).
@@ -145,8 +147,11 @@ GOALS = [
         "`import uniflow` loads no torch/sklearn/fsspec",
     ),
     ("promote", "promote_ms", "<=", 50.0, "promote <= 50 ms in process"),
+    ("ui overview", "ui_overview_ms", "<=", 200.0, "`uniflow ui` overview page 100x100 <= 200 ms server time"),
+    ("ui model page", "ui_model_page_ms", "<=", 200.0, "`uniflow ui` model page (100 versions) <= 200 ms server time"),
     *remote.GOALS,
 ]
+UI_KEYS = ["ui_overview_ms", "ui_model_page_ms"]
 
 
 # --------------------------------------------------------------------------- the model file
@@ -528,6 +533,78 @@ def bench_cli(res: Results, cache: Path, mode: dict[str, Any], quick: bool, rebu
     res.add("list_versions_cli", samples, f"`uniflow models list {name}` ({dims[1]} versions)")
 
 
+def _server_ms(url: str) -> float:
+    """GET ``url``; the app's own time from its ``Server-Timing: app;dur=<ms>`` header."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=120) as resp:
+        resp.read()
+        timing = resp.headers.get("Server-Timing", "")
+    for part in timing.split(";"):
+        if part.strip().startswith("dur="):
+            return float(part.strip()[4:])
+    raise RuntimeError(f"no Server-Timing header from {url}")
+
+
+def bench_ui(res: Results, cache: Path, mode: dict[str, Any], quick: bool, rebuild: bool) -> None:
+    """Server time of the UI's overview and model page on the list repository (``uniflow ui``
+    as a subprocess on a free loopback port; the first request of each page reported apart)."""
+    import re
+    import subprocess
+    import urllib.request
+
+    cmd, why = cli_command()
+    if cmd is None:
+        res.fail(UI_KEYS, f"no working uniflow CLI: {why}")
+        return
+    dims = tuple(mode["list_dims"])
+    if quick:
+        import uniflow
+
+        key = f"list-{dims[0]}x{dims[1]}-s{BENCH_SCHEMA}-u{uniflow.__version__}"
+        if not (cache / "repos" / key / ".bench-complete").exists():
+            dims = QUICK_FALLBACK_LIST_DIMS
+    repo = list_repo(cache, dims, rebuild)  # type: ignore[arg-type]
+    proc = subprocess.Popen([*cmd, "ui", "--port", "0"], cwd=repo, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        found = re.search(r"http://\S+/", line)
+        if not found:
+            raise RuntimeError(f"uniflow ui printed no URL: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+        url = found.group(0)
+        deadline = time.monotonic() + 60
+        while True:  # the server is up when /healthz answers
+            try:
+                urllib.request.urlopen(url + "healthz", timeout=5).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        model = f"models/model_{dims[0] // 2:03d}"
+        t0 = time.perf_counter()
+        res.value("ui_overview_first_ms", round(_server_ms(url), 3),
+                  "first overview request (the server reads every model in a warm-up thread at start)")
+        res.value("ui_start_to_overview_s", round(time.perf_counter() - t0, 3))
+        res.value("ui_model_page_first_ms", round(_server_ms(url + model), 3))
+        runs = mode["list_runs"] * 2
+        res.add("ui_overview_ms", [_server_ms(url) for _ in range(runs)],
+                f"`uniflow ui` GET / in a repo of {dims[0]} models x {dims[1]} versions: the app's time "
+                "(Server-Timing), warm cache keyed by the refs' fingerprint (git for-each-ref per request)")
+        res.add("ui_model_page_ms", [_server_ms(url + model) for _ in range(runs)],
+                f"`uniflow ui` GET /{model} ({dims[1]} versions, charts and timeline): the app's time")
+        res.value("ui_dims", list(dims))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
 def bench_import(res: Results) -> None:
     code = (
         "import sys, time; t=time.perf_counter(); import uniflow; "
@@ -700,6 +777,8 @@ def print_table(res: Results, goals: list[dict[str, Any]]) -> None:
         "list_versions_cli",
         "import_uniflow_s",
         "import_uniflow_process",
+        *UI_KEYS,
+        "ui_overview_first_ms",
         *PEER_KEYS,
         *remote.REMOTE_KEYS,
         "resolve_first_s",
@@ -757,7 +836,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached list repository")
     ap.add_argument(
-        "--only", help="comma-separated sections: machine,register,dedup,promote,cli,import,remote,peers,scaling"
+        "--only",
+        help="comma-separated sections: machine,register,dedup,promote,cli,ui,import,remote,peers,scaling",
     )
     args = ap.parse_args(argv)
 
@@ -842,6 +922,11 @@ def main(argv: list[str] | None = None) -> int:
                         [wall([*cmd, "--version"]) for _ in range(mode["version_runs"])],
                         "`uniflow --version`, whole process wall time",
                     )
+        if want("ui"):
+            if registry_ok:
+                section(res, UI_KEYS, "ui")(lambda: bench_ui(res, cache, mode, args.quick, args.rebuild))
+            else:
+                res.fail(UI_KEYS, "uniflow.ModelRegistry unavailable")
         if want("import"):
             section(res, ["import_heavy_modules_count"], "import")(lambda: bench_import(res))
         if want("remote") and registry_ok:

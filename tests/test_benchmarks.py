@@ -32,6 +32,8 @@ NON_PEER_KEYS = [
     "get_1g",
     "get_1g_cached",
     "resolve_ms",
+    "ui_overview_ms",
+    "ui_model_page_ms",
 ]
 RATIO_KEYS = ["register_1g_vs_cp_fsync", "load_vs_cat", "get_1g_vs_cp"]
 
@@ -72,7 +74,7 @@ def test_smoke_keeps_samples(smoke: dict) -> None:
 
 def test_smoke_reports_goals_and_machine(smoke: dict) -> None:
     goals = smoke["goals"]
-    assert {"register vs cp+fsync", "load vs cat", "models list", "promote"} <= set(goals)
+    assert {"register vs cp+fsync", "load vs cat", "models list", "promote", "ui overview", "ui model page"} <= set(goals)
     for goal in goals.values():
         assert goal["pass"] in (True, False, None)
     machine = smoke["meta"]["machine"]

@@ -13,7 +13,6 @@ from ._errors import __all__ as _error_names
 from ._stages import ModelStage, StageLike
 from ._version import __version__
 
-
 _LAZY = {
     "ModelRegistry": "._registry",
     "ModelVersion": "._types",
@@ -60,7 +59,6 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._compare import Comparison
-    from .pipelines import Model, pipeline, step
     from ._registry import ModelRegistry
     from ._reports import (
         ChunkStats,
@@ -73,6 +71,7 @@ if TYPE_CHECKING:  # pragma: no cover
         VerifyReport,
     )
     from ._types import FileInfo, HistoryEvent, ModelSummary, ModelVersion
+    from .pipelines import Model, pipeline, step
 
 
 def __getattr__(name: str) -> Any:

@@ -62,6 +62,18 @@ class Comparison:
     def __repr__(self) -> str:
         return f"Comparison({self.name!r}, {self.versions!r})"
 
+    def _repr_html_(self) -> str:
+        """The table with coloured deltas and metric charts, for notebooks."""
+        from ._notebook import comparison_html
+
+        return comparison_html(self)
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame``: a row per ``(section, key)``, a column per version (needs pandas)."""
+        from ._notebook import comparison_frame
+
+        return comparison_frame(self)
+
 
 def _cell(v: Any, key: str = "") -> str:
     if v is None:

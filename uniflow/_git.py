@@ -21,9 +21,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
-
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._errors import ConcurrencyError, IntegrityError, RepositoryError
 from ._paths import find_workdir

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NoReturn
 
+from . import _testhooks
 from ._errors import ConcurrencyError, IntegrityError, RepositoryError, UsageError
 from ._git import GitRepo, Identity
 from ._naming import parse_version
@@ -38,7 +39,6 @@ from ._objcache import DerivedCache
 from ._refs import lifecycle_ref, stage_ref, stages_prefix, tag_ref
 from ._stages import SINGLE_HOLDER_DEFAULT, valid_stage_name
 from ._types import HistoryEvent
-from . import _testhooks
 
 __all__ = [
     "LifecycleState",

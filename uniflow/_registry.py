@@ -7,12 +7,13 @@ import os
 import platform
 import shutil
 import sys
+from collections.abc import Iterable
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
-from ._version import __version__
+from . import _testhooks
 from ._config import Config, ConfigSource
 from ._errors import (
     InvalidPathError,
@@ -26,22 +27,22 @@ from ._lifecycle import (
     register_transition,
     rollback_transition,
 )
+from ._maintenance import gc as _gc
+from ._maintenance import verify as _verify
 from ._manifest import MANIFEST_FORMAT, content_digest, file_entry, json_safe
 from ._naming import next_version, validate_key, validate_model_name, validate_version, version_sort_key
-from ._stages import ModelStage, StageLike
-from ._store import ObjectStore, ProgressFn
-from . import _testhooks
 from ._pins import Pin
-from contextlib import ExitStack
-from ._types import HistoryEvent, ModelSummary, ModelVersion
-from ._maintenance import gc as _gc, verify as _verify
 from ._repo import Repository
 from ._reports import GcReport, PullReport, PushReport, VerifyReport
+from ._stages import ModelStage, StageLike
+from ._store import ObjectStore, ProgressFn
+from ._tree import export_files, materialize, model_path_kind, walk_model
+from ._types import HistoryEvent, HistoryList, ModelSummary, ModelVersion, VersionList
+from ._version import __version__
 from .sharing.blobs import JOBS, BlobFetcher
 from .sharing.giturl import is_git_url
 from .sharing.pull import pull as _pull
 from .sharing.push import push as _push
-from ._tree import export_files, materialize, model_path_kind, walk_model
 
 if TYPE_CHECKING:
     from ._compare import Comparison
@@ -306,12 +307,25 @@ class ModelRegistry:
 
     def list_versions(self, name: str, stage: StageLike | None = None) -> list[ModelVersion]:
         """Every version of ``name`` (semver ascending), optionally only those in ``stage``."""
-        return self._repo.list_versions(name, stage)
+        return VersionList(self._repo.list_versions(name, stage))
 
     def history(self, name: str) -> list[HistoryEvent]:
         """Every lifecycle event of ``name``, oldest first (``git log`` of its lifecycle ref)."""
         self._repo.require_model(name)
-        return self._repo.lifecycle.history(name)
+        return HistoryList(self._repo.lifecycle.history(name))
+
+    # ------------------------------------------------------------------ notebooks (uniflow/_notebook.py)
+    def versions_frame(self, name: str, stage: StageLike | None = None) -> Any:
+        """The versions of ``name`` as a ``pandas.DataFrame`` (needs the ``notebook`` extra)."""
+        from ._notebook import versions_frame
+
+        return versions_frame(self.list_versions(name, stage=stage))
+
+    def plot(self, name: str, metric: str) -> Any:
+        """A matplotlib ``Figure`` of ``metric`` across the versions of ``name`` (``notebook`` extra)."""
+        from ._notebook import plot_metric
+
+        return plot_metric(self.list_versions(name), metric, self.history(name))
 
     # ------------------------------------------------------------------ load
     def _context(self, name: str, version: str, path: str) -> str:

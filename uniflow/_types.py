@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["FileInfo", "ModelVersion", "HistoryEvent", "ModelSummary"]
+__all__ = ["FileInfo", "ModelVersion", "HistoryEvent", "ModelSummary", "VersionList", "HistoryList"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,12 @@ class ModelVersion:
         d["files"] = [asdict(f) for f in self.files]
         return d
 
+    def _repr_html_(self) -> str:
+        """The card as HTML, for notebooks (escaped; see uniflow/_notebook.py)."""
+        from ._notebook import version_html
+
+        return version_html(self)
+
 
 @dataclass(frozen=True)
 class HistoryEvent:
@@ -77,6 +83,24 @@ class HistoryEvent:
         return d
 
 
+class VersionList(list[ModelVersion]):
+    """What ``list_versions`` returns: a plain list, drawn as a table and charts in notebooks."""
+
+    def _repr_html_(self) -> str:
+        from ._notebook import versions_html
+
+        return versions_html(self)
+
+
+class HistoryList(list[HistoryEvent]):
+    """What ``history`` returns: a plain list, drawn as a table in notebooks."""
+
+    def _repr_html_(self) -> str:
+        from ._notebook import history_html
+
+        return history_html(self)
+
+
 @dataclass(frozen=True)
 class ModelSummary:
     """One row of ``list_models()``."""
@@ -91,3 +115,16 @@ class ModelSummary:
         d = asdict(self)
         d["updated_at"] = self.updated_at.isoformat() if self.updated_at else None
         return d
+
+
+def version_events(version: str, events: list[HistoryEvent]) -> list[HistoryEvent]:
+    """The events of ``version`` and those that displaced it from a stage (what ``models show`` lists)."""
+    return [e for e in events if version in (e.version, e.displaced)]
+
+
+def show_payload(mv: ModelVersion, events: list[HistoryEvent]) -> dict[str, Any]:
+    """The JSON of ``uniflow models show --json`` and the UI's version API: ``to_dict()``
+    plus the version's own history (``events``: the model's whole history)."""
+    data = mv.to_dict()
+    data["history"] = [e.to_dict() for e in version_events(mv.version, events)]
+    return data

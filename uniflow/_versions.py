@@ -26,10 +26,10 @@ from ._errors import (
     VersionNotFoundError,
 )
 from ._git import GitRepo, Identity
-from ._refs import LIFECYCLE_PREFIX, TAGS_PREFIX, lifecycle_ref, tag_name, tag_ref, tags_prefix
 from ._manifest import check, pack, render_card, unpack
 from ._naming import validate_model_name, validate_version
 from ._objcache import DerivedCache
+from ._refs import LIFECYCLE_PREFIX, TAGS_PREFIX, lifecycle_ref, tag_name, tag_ref, tags_prefix
 
 __all__ = ["VersionIndex", "CARD_DIR", "MANIFEST_PATH", "is_model_name", "is_version", "commit_message"]
 

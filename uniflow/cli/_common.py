@@ -48,17 +48,16 @@ Nothing in this module imports rich, dulwich or the registry at import time.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import sys
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from .._errors import RepositoryError, UniflowError
+from .._jsonable import to_jsonable
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -166,30 +165,6 @@ def get_registry(repo: str | os.PathLike[str] | None = None, *, create: bool = F
 
 
 # --------------------------------------------------------------------------- output
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Make ``obj`` JSON-safe: ``to_dict()`` objects, datetimes, paths, sets, non-finite floats."""
-    if obj is None or isinstance(obj, (str, bool, int)):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        items = sorted(obj, key=str) if isinstance(obj, (set, frozenset)) else obj
-        return [to_jsonable(v) for v in items]
-    if isinstance(obj, datetime):
-        return obj.isoformat()
-    to_dict = getattr(obj, "to_dict", None)
-    if callable(to_dict):
-        return to_jsonable(to_dict())
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    value = getattr(obj, "value", None)  # enums
-    if isinstance(value, str):
-        return value
-    return str(obj)
 
 
 def echo_json(obj: Any) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .._errors import InvalidPathError
+from .._types import show_payload, version_events
 from ._common import CliError, echo_json, get_registry, json_option, progress_bar, repo_option
 from ._complete import complete_model, complete_stage, complete_version, complete_versions
 from ._format import (
@@ -185,14 +186,12 @@ def show_cmd(name: str, version: str | None, stage: str | None, as_json: bool, r
         raise CliError("give either VERSION or --stage, not both")
     registry = get_registry(repo)
     mv = registry.get(name, version=version, stage=stage)
-    # This version's own events, and those that displaced it from a stage.
-    events = [e for e in registry.history(name) if mv.version in (e.version, e.displaced)]
+    history = registry.history(name)
     if as_json:
-        data = mv.to_dict()
-        data["history"] = [e.to_dict() for e in events]
-        echo_json(data)
+        echo_json(show_payload(mv, history))
         return
-    _print_card(mv, events)
+    # This version's own events, and those that displaced it from a stage.
+    _print_card(mv, version_events(mv.version, history))
 
 
 def _print_card(mv: ModelVersion, events: list[HistoryEvent]) -> None:

@@ -266,8 +266,8 @@ def promote_on_merge_cmd(base: str, head: str, push_refs: bool, remote_name: str
     Exits 10 (PolicyError) when a candidate fails a rule, 0 when every candidate was promoted
     or no rule matched.
     """
-    from ..sharing.ci import promote_on_merge
     from .._errors import PolicyError
+    from ..sharing.ci import promote_on_merge
 
     registry = get_registry(repo)
     try:

@@ -1,0 +1,322 @@
+"""The ``uniflow ui`` web application (Starlette): read-only pages and JSON over the registry.
+
+Routes (all GET/HEAD; any other method is answered 405 before routing):
+
+==========================================  ===============================================
+``/``                                        every model
+``/models/<name>``                           versions table, metric charts, stage timeline
+``/models/<name>/<version>``                 the version's card
+``/models/<name>/compare?v=A&v=B[&v=C]``     versions side by side
+``/models/<name>/history``                   the audit log
+``/api/models``                              ``uniflow models list --json``
+``/api/models/<name>[?stage=S]``             ``uniflow models list NAME --json``
+``/api/models/<name>/<version>``             ``uniflow models show NAME VERSION --json``
+``/api/models/<name>/compare?v=A&v=B``       ``uniflow models compare NAME A B --json``
+``/api/models/<name>/history``               ``uniflow models history NAME --json``
+``/healthz``                                 ``{"ok": true, ...}``
+==========================================  ===============================================
+
+A :class:`uniflow.NotFoundError` is a 404 page (JSON for ``/api``), any other
+:class:`uniflow.UsageError` a 400, any other ``UniflowError`` a 500 with its one-line
+message; nothing shows a traceback. Every response carries a Content-Security-Policy that
+allows no script at all, and ``Server-Timing: app;dur=<ms>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .. import NotFoundError, UniflowError, UsageError, __version__
+from .._jsonable import to_jsonable
+from .._types import show_payload
+from . import views
+from .cache import CachedRegistry
+from .render import CSP, STATIC, Links, render_page
+from .server import is_loopback
+
+if TYPE_CHECKING:  # pragma: no cover
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from .. import ModelRegistry
+
+__all__ = ["create_app", "READ_METHODS"]
+
+log = logging.getLogger("uniflow.ui")
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _host_name(scope: Scope) -> str:
+    """The host name of the request's Host header, without its port (``[::1]`` kept whole)."""
+    for key, value in scope.get("headers", []):
+        if key == b"host":
+            host = str(value.decode("latin-1")).strip().lower()
+            return host[: host.index("]") + 1] if host.startswith("[") and "]" in host else host.split(":")[0]
+    return ""
+
+
+async def _plain(send: Send, status: int, text: str, extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    body = text.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                *extra,
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class ReadOnly:
+    """ASGI middleware: anything but GET/HEAD is 405 (nothing reaches a route); with
+    ``loopback_only`` a Host header naming anything but a loopback host is 403 (so a page
+    elsewhere cannot reach the server through DNS rebinding); security headers and
+    ``Server-Timing`` on every response."""
+
+    def __init__(self, app: ASGIApp, loopback_only: bool = False) -> None:
+        self.app = app
+        self.loopback_only = loopback_only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] not in READ_METHODS:
+            await _plain(
+                send,
+                405,
+                "405 method not allowed: this server is read-only (GET and HEAD only)\n",
+                [(b"allow", b"GET, HEAD")],
+            )
+            return
+        if self.loopback_only and not is_loopback(_host_name(scope)):
+            await _plain(send, 403, "403 forbidden: this server answers to loopback host names only\n")
+            return
+        started = time.perf_counter()
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                elapsed = (time.perf_counter() - started) * 1000
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"content-security-policy", (CSP + "; frame-ancestors 'none'").encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"cache-control", b"no-store"),
+                    (b"server-timing", f"app;dur={elapsed:.2f}".encode()),
+                ]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _status_of(exc: UniflowError) -> int:
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, UsageError):
+        return 400
+    return 500
+
+
+def _warm(reader: CachedRegistry, lock: threading.Lock) -> None:
+    """Fill the cache behind the overview (errors are left for the first request to show)."""
+    try:
+        with lock:
+            reader.refresh()
+            views.overview(reader)
+    except Exception:  # noqa: BLE001  the page itself will report it
+        log.debug("uniflow ui: warm-up failed", exc_info=True)
+
+
+_REASONS = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 500: "Error"}
+
+
+def create_app(registry: ModelRegistry, *, loopback_only: bool = False, warm: bool = False) -> Starlette:
+    """The ASGI application serving ``registry`` (read-only).
+
+    ``loopback_only``: refuse requests whose ``Host`` header is not a loopback name
+    (``uniflow ui`` sets it when it binds to a loopback address). ``warm``: read every
+    model once in a background thread, so the first overview is served from memory.
+    """
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import HTMLResponse, Response
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    lock = threading.Lock()  # the registry object is shared; requests run in a thread pool
+    reader = CachedRegistry(registry)
+    if warm:
+        threading.Thread(target=_warm, args=(reader, lock), name="uniflow-ui-warm", daemon=True).start()
+    repo_label = registry.root.name
+    links = Links()
+
+    def html(template: str, _status: int = 200, **ctx: Any) -> Response:
+        return HTMLResponse(
+            render_page(template, links, repo=repo_label, generated=None, **ctx), status_code=_status
+        )
+
+    def api(data: Any, status: int = 200) -> Response:
+        body = json.dumps(to_jsonable(data), indent=2, ensure_ascii=False, allow_nan=False)
+        return Response(body + "\n", status_code=status, media_type="application/json")
+
+    def error_page(request: Request, status: int, message: str) -> Response:
+        if request.url.path.startswith("/api/"):
+            return api({"error": message, "status": status}, status)
+        return html(
+            "error.html",
+            status,
+            crumbs=[],
+            api=None,
+            code=status,
+            reason=_REASONS.get(status, "Error"),
+            message=message,
+        )
+
+    def guarded(handler: Callable[[Request], Response], locked: bool = True) -> Callable[[Request], Response]:
+        def endpoint(request: Request) -> Response:
+            try:
+                if not locked:
+                    return handler(request)
+                with lock:
+                    return handler(request)
+            except UniflowError as exc:
+                return error_page(request, _status_of(exc), exc.message)
+            except Exception:  # noqa: BLE001  logged, never shown
+                log.exception("uniflow ui: %s %s failed", request.method, request.url.path)
+                return error_page(request, 500, "internal error (see the server's log)")
+
+        return endpoint
+
+    def name_of(request: Request) -> str:
+        return str(request.path_params["name"])
+
+    def crumbs_model(name: str, *more: tuple[str, str | None]) -> list[tuple[str, str | None]]:
+        return [(name, links.model(name) if more else None), *more]
+
+    def compare_versions(request: Request) -> list[str]:
+        versions = [v for v in request.query_params.getlist("v") if v]
+        if len(versions) < 2:
+            raise UsageError("compare needs at least two versions: ?v=A&v=B")
+        return versions
+
+    # ------------------------------------------------------------------ pages
+    def overview_page(request: Request) -> Response:
+        reader.refresh()
+        return html("overview.html", rows=views.overview(reader), crumbs=[], api=links.api("models"))
+
+    def model_page(request: Request) -> Response:
+        name = name_of(request)
+        q = request.query_params
+        reader.refresh(name)
+        data = views.model_page(
+            reader,
+            name,
+            stage=q.get("stage") or None,
+            sort=q.get("sort") or None,
+            desc=q.get("order") == "desc",
+        )
+        return html("model.html", crumbs=crumbs_model(name), api=links.api(f"models/{name}"), **data)
+
+    def version_page(request: Request) -> Response:
+        name, version = name_of(request), str(request.path_params["version"])
+        reader.refresh(name)
+        data = views.version_page(reader, name, version)
+        return html(
+            "version.html",
+            crumbs=crumbs_model(name, (version, None)),
+            api=links.api(f"models/{name}/{version}"),
+            **data,
+        )
+
+    def compare_page(request: Request) -> Response:
+        name = name_of(request)
+        view = views.compare_page(reader, name, compare_versions(request))
+        return html(
+            "compare.html",
+            name=name,
+            view=view,
+            crumbs=crumbs_model(name, ("compare", None)),
+            api=links.api(f"models/{name}/compare?" + str(request.url.query)),
+        )
+
+    def history_page(request: Request) -> Response:
+        name = name_of(request)
+        reader.refresh(name)
+        return html(
+            "history.html",
+            name=name,
+            events=views.history_page(reader, name),
+            crumbs=crumbs_model(name, ("history", None)),
+            api=links.api(f"models/{name}/history"),
+        )
+
+    # ------------------------------------------------------------------ JSON (the CLI's --json shapes)
+    def api_models(request: Request) -> Response:
+        reader.refresh()
+        return api([s.to_dict() for s in reader.list_models()])
+
+    def api_versions(request: Request) -> Response:
+        stage = request.query_params.get("stage") or None
+        reader.refresh(name_of(request))
+        return api([v.to_dict() for v in reader.list_versions(name_of(request), stage=stage)])
+
+    def api_show(request: Request) -> Response:
+        name = name_of(request)
+        reader.refresh(name)
+        mv = reader.get(name, str(request.path_params["version"]))
+        return api(show_payload(mv, reader.history(name)))
+
+    def api_compare(request: Request) -> Response:
+        return api(registry.compare_versions(name_of(request), compare_versions(request)).to_dict())
+
+    def api_history(request: Request) -> Response:
+        reader.refresh(name_of(request))
+        return api([e.to_dict() for e in reader.history(name_of(request))])
+
+    def healthz(request: Request) -> Response:
+        return api({"ok": True, "version": __version__, "read_only": True})
+
+    def not_found(request: Request, exc: Exception) -> Response:
+        return error_page(request, 404, f"no page at {request.url.path}")
+
+    def server_error(request: Request, exc: Exception) -> Response:
+        return error_page(request, 500, "internal error (see the server's log)")
+
+    get = ["GET", "HEAD"]
+    routes = [
+        Route("/", guarded(overview_page), methods=get),
+        Route("/healthz", guarded(healthz, locked=False), methods=get),
+        Route("/api/models", guarded(api_models), methods=get),
+        Route("/api/models/{name}", guarded(api_versions), methods=get),
+        Route("/api/models/{name}/compare", guarded(api_compare), methods=get),
+        Route("/api/models/{name}/history", guarded(api_history), methods=get),
+        Route("/api/models/{name}/{version}", guarded(api_show), methods=get),
+        Route("/models/{name}", guarded(model_page), methods=get),
+        Route("/models/{name}/compare", guarded(compare_page), methods=get),
+        Route("/models/{name}/history", guarded(history_page), methods=get),
+        Route("/models/{name}/{version}", guarded(version_page), methods=get),
+        Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static"),
+    ]
+    middleware = [Middleware(ReadOnly, loopback_only=loopback_only)]
+    return Starlette(
+        routes=routes, middleware=middleware, exception_handlers={404: not_found, 500: server_error}
+    )
