@@ -253,3 +253,12 @@ def test_repo_url_read_commands_work_and_write_commands_refuse(published: dict[s
         r = cli(empty_dir, "--repo", url, *args, code=8)
         assert "read-only" in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)
     assert not (empty_dir / ".git").exists()
+
+
+def test_ui_serves_a_registry_opened_by_url(published: dict[str, Any], empty_dir: Path) -> None:
+    """`uniflow --repo URL ui --export DIR` renders the remote's models (issue 13's URL case)."""
+    out = empty_dir / "site"
+    cli(empty_dir, "--repo", _url(published), "ui", "--export", str(out))
+    index = (out / "index.html").read_text()
+    names = [m.name for m in ModelRegistry(_url(published)).list_models()]
+    assert names == ["clf"] and "clf" in index and "production" in index

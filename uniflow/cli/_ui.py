@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -84,12 +85,18 @@ def ui_cmd(
     sock = bind(host, port)
     url = url_of(sock)
     if as_json:
-        echo_json({"url": url, "repo": os.fspath(registry.root), "read_only": True})
+        echo_json({"url": url, "repo": _where(registry), "read_only": True})
     else:
-        click.echo(f"Serving {registry.root} at {url} (read-only; Ctrl-C stops)")
+        click.echo(f"Serving {_where(registry)} at {url} (read-only; Ctrl-C stops)")
     sys.stdout.flush()
     if open_browser:
         import webbrowser
 
         webbrowser.open(url)
     serve(create_app(registry, loopback_only=is_loopback(sock.getsockname()[0]), warm=True), sock)
+
+
+def _where(registry: Any) -> str:
+    """What is served: the Git URL of a registry opened by URL, else the repository's path."""
+    url = getattr(registry, "url", None)
+    return url if isinstance(url, str) else os.fspath(registry.root)
