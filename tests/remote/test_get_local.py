@@ -261,4 +261,4 @@ def test_ui_serves_a_registry_opened_by_url(published: dict[str, Any], empty_dir
     cli(empty_dir, "--repo", _url(published), "ui", "--export", str(out))
     index = (out / "index.html").read_text()
     names = [m.name for m in ModelRegistry(_url(published)).list_models()]
-    assert names == ["clf"] and "clf" in index and "production" in index
+    assert "clf" in names and all(n in index for n in names) and "production" in index
