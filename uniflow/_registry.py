@@ -28,7 +28,7 @@ from ._manifest import MANIFEST_FORMAT, content_digest, file_entry, json_safe
 from ._naming import next_version, validate_key, validate_model_name, validate_version, version_sort_key
 from ._stages import ModelStage, StageLike
 from ._store import ObjectStore, ProgressFn
-from . import _testhooks
+from . import _testhooks, _tensors
 from ._pins import Pin
 from contextlib import ExitStack
 from ._types import HistoryEvent, ModelSummary, ModelVersion
@@ -260,9 +260,14 @@ class ModelRegistry:
         for rel, path in files:
             base = done
             cb = (lambda d, _t, b=base: progress(b + d, total)) if progress else None
-            rec = self.store.put_file(path, cb, pin)
+            scan = _tensors.scan_for(rel)  # tensor files: per-tensor digests, same pass (format 2)
+            rec = self.store.put_file(path, cb, pin, scan)
             done += rec.size
-            entries.append(file_entry(rel, rec, path.stat().st_mode))
+            entry = file_entry(rel, rec, path.stat().st_mode)
+            tensors = scan.entries(rec.range_digests) if scan is not None else None
+            if tensors is not None:
+                entry["tensors"] = tensors
+            entries.append(entry)
         if progress and not files:
             progress(0, 0)
         return entries
