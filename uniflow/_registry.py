@@ -41,6 +41,7 @@ from ._tree import export_files, materialize, model_path_kind, walk_model
 
 if TYPE_CHECKING:
     from ._compare import Comparison
+    from ._diff import VersionDiff
 
 __all__ = ["ModelRegistry"]
 
@@ -322,16 +323,25 @@ class ModelRegistry:
         *,
         model: Any = None,
         trust: bool = False,
+        tensors: list[str] | str | None = None,
     ) -> Any:
         """The registered object, rebuilt safely from verified bytes.
 
         Files and directories come back as a path. ``model=`` is an instance to load
         weights into; ``trust=True`` allows pickle for versions registered with it.
+        ``tensors=["head.*", ...]`` (glob patterns) returns ``{name: tensor}`` of the matching
+        tensors only, reading (and fetching) only the chunks that cover them (``_partial``).
         """
         from .serializers import get_serializer
 
         v, _ = self._repo.resolve(name, version, stage)
         m = self._repo.manifest(name, v)
+        if tensors is not None:
+            from ._partial import load_tensors
+
+            if model is not None:
+                raise UsageError("tensors= returns a dict of tensors; it cannot be combined with model=")
+            return load_tensors(self._repo, name, v, m, tensors)
         vdir = self._materialize(name, v, m)
         ser = get_serializer(m["serializer"])
         return ser.load(vdir, m.get("serializer_meta", {}), trust=trust, into=model)
@@ -399,6 +409,21 @@ class ModelRegistry:
         mvs = [self.get(name, v) for v in versions]
         manifests = [self._repo.manifest(name, v) for v in versions]
         return build_comparison(self.git, mvs, manifests)
+
+    def diff(self, name: str, a: str, b: str, *, stats: bool = False) -> "VersionDiff":
+        """What changed from version ``a`` to ``b``, per file and per tensor, from the two
+        manifests alone; ``stats=True`` also reads the changed tensors of both (only those)
+        for max |Δ|, mean |Δ| and relative L2."""
+        from ._diff import diff_manifests
+
+        ma = self._repo.manifest(name, self._repo.resolve(name, a, None)[0])
+        mb = self._repo.manifest(name, self._repo.resolve(name, b, None)[0])
+        result = diff_manifests(ma, mb)
+        if stats:
+            from ._partial import diff_stats
+
+            result = diff_stats(self._repo, result, ma, mb)
+        return result
 
     # ------------------------------------------------------------------ maintenance
     def verify(self, name: str | None = None) -> list[dict[str, Any]]:
