@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import bisect
 import fnmatch
-import importlib.util
 from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -123,11 +122,15 @@ def read_tensors(
 
 # ---------------------------------------------------------------------- bytes to arrays
 def _torch_wanted(serializer: str) -> bool:
-    if serializer == "torch":
-        return True
-    if serializer == "numpy":
+    """Torch tensors for the torch serializer, numpy arrays for ``.npy``; for other files
+    torch tensors when torch can be imported, else numpy arrays."""
+    if serializer in ("torch", "numpy"):
+        return serializer == "torch"
+    try:
+        import torch  # noqa: F401
+    except ImportError:
         return False
-    return importlib.util.find_spec("torch") is not None
+    return True
 
 
 def to_array(t: TensorInfo, buf: bytearray, use_torch: bool) -> Any:
@@ -156,9 +159,10 @@ def _as_float(t: TensorInfo, buf: bytearray) -> Any:
     """A numpy float64 (complex128) copy of a tensor, for statistics."""
     if t.dtype in _NUMPY:
         return to_array(t, buf, False)
-    if importlib.util.find_spec("torch") is None:
-        raise SerializationError(f"statistics of {t.dtype} tensors need torch; install uniflow[torch]")
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise SerializationError(f"statistics of {t.dtype} tensors need torch; install uniflow[torch]") from None
 
     return to_array(t, buf, True).to(dtype=torch.float64).numpy()
 
