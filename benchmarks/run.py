@@ -71,6 +71,23 @@ CORE_KEYS = [
     "version_cli",
     "promote_ms",
 ]
+TENSOR_TABLE_KEYS = [
+    "register_1g_tensors",
+    "register_1g_no_tensors",
+    "register_tensor_overhead_pct",
+    "register_again_tensors",
+    "register_again_no_tensors",
+    "register_again_tensor_overhead_pct",
+    "diff_1g_ms",
+    "diff_1g_cli",
+    "partial_load_head_ms",
+    "full_load_1g_ms",
+    "partial_load_head_vs_full",
+    "partial_load_head_remote_ms",
+    "full_load_1g_remote_ms",
+    "partial_load_head_fetched_bytes",
+    "partial_load_head_fetched_pct",
+]
 PEER_KEYS = ["dvc_add_1g", "gto_show_1000", "mlflow_log_register_1g", "mlflow_import"]
 
 # mode -> repetition counts and sizes
@@ -87,6 +104,7 @@ MODES: dict[str, dict[str, Any]] = {
         promote_runs=30,
         peer_runs=3,
         import_runs=5,
+        tensor_runs=5,
     ),
     "quick": dict(
         size_mib=1024,
@@ -100,6 +118,7 @@ MODES: dict[str, dict[str, Any]] = {
         promote_runs=10,
         peer_runs=1,
         import_runs=3,
+        tensor_runs=3,
     ),
     "smoke": dict(
         size_mib=8,
@@ -113,6 +132,7 @@ MODES: dict[str, dict[str, Any]] = {
         promote_runs=5,
         peer_runs=1,
         import_runs=3,
+        tensor_runs=2,
     ),
 }
 QUICK_FALLBACK_LIST_DIMS = (30, 30)
@@ -135,6 +155,9 @@ GOALS = [
         "`import uniflow` loads no torch/sklearn/fsspec",
     ),
     ("promote", "promote_ms", "<=", 50.0, "promote <= 50 ms in process"),
+    ("tensor digests", "register_tensor_overhead_pct", "<=", 5.0, "per-tensor digests cost <= 5% of register"),
+    ("diff", "diff_1g_ms", "<=", 100.0, "diff of two 1 GiB versions <= 100 ms in process"),
+    ("diff CLI", "diff_1g_cli", "<=", 0.3, "`uniflow models diff` of two 1 GiB versions <= 0.3 s wall"),
 ]
 
 
@@ -688,6 +711,7 @@ def print_table(res: Results, goals: list[dict[str, Any]]) -> None:
         "list_versions_cli",
         "import_uniflow_s",
         "import_uniflow_process",
+        *TENSOR_TABLE_KEYS,
         *PEER_KEYS,
     ]
     print(f"\n{'figure':<34} {'median':>10}  samples")
@@ -738,7 +762,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached list repository")
     ap.add_argument(
-        "--only", help="comma-separated sections: machine,register,dedup,promote,cli,import,peers,scaling"
+        "--only", help="comma-separated sections: machine,register,dedup,promote,cli,import,tensors,peers,scaling"
     )
     args = ap.parse_args(argv)
 
@@ -806,6 +830,12 @@ def main(argv: list[str] | None = None) -> int:
             if want("promote"):
                 section(res, ["promote_ms"], "promote")(
                     lambda: bench_promote(res, work, mode["promote_runs"])
+                )
+            if want("tensors"):  # benchmarks/tensors.py: digests at register, diff, partial loads
+                from benchmarks.tensors import KEYS as TENSOR_KEYS, bench_tensors
+
+                section(res, TENSOR_KEYS, "tensors")(
+                    lambda: bench_tensors(res, files, work, cli_command()[0], mode["tensor_runs"])
                 )
         if want("cli"):
             if registry_ok:
