@@ -172,8 +172,8 @@ def test_cli_diff_human_json_and_stats(registry: ModelRegistry, repo: Path) -> N
     out = cli(repo, "models", "diff", "lm", "v1.0.0", "v1.1.0").stdout.splitlines()
     assert out[0] == "Diff of lm v1.0.0 -> v1.1.0"
     assert out[1].split() == ["model.safetensors", "changed"]
-    assert out[2].split() == ["STATUS", "TENSOR", "DTYPE", "SHAPE", "SIZE"]
-    assert [line.split()[:2] for line in out[3:5]] == [["changed", "head.bias"], ["changed", "head.weight"]]
+    assert out[2].split() == ["TENSOR", "STATUS", "DTYPE", "SHAPE", "SIZE"]
+    assert [line.split()[:2] for line in out[3:5]] == [["head.bias", "changed"], ["head.weight", "changed"]]
     assert out[5].strip() == "17 unchanged tensors"
     assert out[-1] == "2 of 19 tensors changed (4.02 KiB of 16 MiB)"
     data = json.loads(cli(repo, "models", "diff", "lm", "v1.0.0", "v1.1.0", "--json").stdout)

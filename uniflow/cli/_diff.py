@@ -54,7 +54,7 @@ def _row(t: TensorDelta, with_stats: bool) -> list[Any]:
             dtype = f"{t.a.dtype} -> {dtype}"
         if t.a.shape != info.shape:
             shape = f"{_shape(t.a.shape)} -> {shape}"
-    row: list[Any] = [Cell(t.status, _STYLE.get(t.status, "")), t.name, dtype, shape, human_bytes(info.nbytes)]
+    row: list[Any] = [t.name, Cell(t.status, _STYLE.get(t.status, "")), dtype, shape, human_bytes(info.nbytes)]
     if with_stats:
         s = t.stats or {}
         row += [_num(s.get("max_abs_diff")), _num(s.get("mean_abs_diff")), _num(s.get("rel_l2"))]
@@ -76,7 +76,7 @@ def print_diff(diff: VersionDiff) -> None:
     """The human report: per file, the tensors that changed, then the unchanged ones counted."""
     print_line("Diff of ", Cell(diff.name, "bold"), f" {diff.a} -> {diff.b}")
     with_stats = any(t.stats is not None for f in diff.files for t in f.tensors or ())
-    columns = ["Status", "Tensor", "Dtype", "Shape", "Size"]
+    columns = ["Tensor", "Status", "Dtype", "Shape", "Size"]  # the first column never wraps
     if with_stats:
         columns += ["Max |d|", "Mean |d|", "Rel L2"]
     for f in diff.files:
