@@ -21,6 +21,7 @@ _LAZY = {
     "ModelSummary": "._types",
     "FileInfo": "._types",
     "Comparison": "._compare",
+    "VersionDiff": "._diff",
     "step": ".pipelines",
     "pipeline": ".pipelines",
     "Model": ".pipelines",
@@ -36,6 +37,7 @@ __all__ = [
     "ModelSummary",
     "FileInfo",
     "Comparison",
+    "VersionDiff",
     "step",
     "pipeline",
     "Model",
@@ -44,6 +46,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._compare import Comparison
+    from ._diff import VersionDiff
     from .pipelines import Model, pipeline, step
     from ._registry import ModelRegistry
     from ._types import FileInfo, HistoryEvent, ModelSummary, ModelVersion
