@@ -75,6 +75,7 @@ TENSOR_TABLE_KEYS = [
     "register_1g_tensors",
     "register_1g_no_tensors",
     "register_tensor_overhead_pct",
+    "register_tensor_overhead_paired_pct",
     "register_again_tensors",
     "register_again_no_tensors",
     "register_again_tensor_overhead_pct",
