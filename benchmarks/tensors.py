@@ -104,8 +104,13 @@ def bench_diff_and_partial(res: Results, files: dict[str, Path], work: Path, cmd
     """Two versions (v2 changes the head), then diff and partial loads, in process and by CLI."""
     repo = git_repo(work / "diff")
     reg = _registry(repo)
-    reg.register(str(files["base"]), MODEL, "v1.0.0")
-    reg.register(str(files["head"]), MODEL, "v2.0.0")
+    for version, kind in (("v1.0.0", "base"), ("v2.0.0", "head")):  # one file name for both versions
+        src = work / kind / "model.safetensors"
+        src.parent.mkdir(parents=True, exist_ok=True)
+        if not src.exists():
+            os.link(files[kind], src)
+        reg.register(str(src), MODEL, version)
+        rmtree(src.parent)
     size = files["base"].stat().st_size
 
     samples = []

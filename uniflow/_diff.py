@@ -78,11 +78,13 @@ class FileDelta:
     size_b: int | None
     tensors: list[TensorDelta] | None
     note: str | None = None
+    #: the path in ``a`` when the one tensor file removed and the one added were paired
+    renamed_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "status": self.status, "size_a": self.size_a, "size_b": self.size_b,
                 "tensors": None if self.tensors is None else [t.to_dict() for t in self.tensors],
-                "note": self.note}
+                "note": self.note, "renamed_from": self.renamed_from}
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,8 @@ class VersionDiff:
     def __str__(self) -> str:
         lines = [f"Diff of {self.name} {self.a} -> {self.b}"]
         for f in self.files:
-            lines.append(f"{f.path}  {f.status}" + (f" ({f.note})" if f.note else ""))
+            renamed = f" (renamed from {f.renamed_from})" if f.renamed_from else ""
+            lines.append(f"{f.path}{renamed}  {f.status}" + (f" ({f.note})" if f.note else ""))
             shown = [t for t in f.tensors or () if t.status != "unchanged"]
             for t in shown:
                 lines.append("  " + "  ".join(_tensor_cells(t)))
@@ -216,9 +219,15 @@ def diff_manifests(ma: dict[str, Any], mb: dict[str, Any]) -> VersionDiff:
     """The diff of two validated manifests of one model (``a`` the older)."""
     fa = {f["path"]: f for f in ma["files"]}
     fb = {f["path"]: f for f in mb["files"]}
+    # A single-file model registered under another name (model-v1 -> model-v2.safetensors):
+    # the one tensor file removed and the one added are compared with each other.
+    only_a, only_b = [p for p in fa if p not in fb], [p for p in fb if p not in fa]
+    renamed: dict[str, str] = {}
+    if len(only_a) == 1 and len(only_b) == 1 and "tensors" in fa[only_a[0]] and "tensors" in fb[only_b[0]]:
+        renamed[only_b[0]] = only_a[0]
     files: list[FileDelta] = []
-    for path in sorted({**fa, **fb}):
-        ea, eb = fa.get(path), fb.get(path)
+    for path in sorted(p for p in {**fa, **fb} if p not in renamed.values()):
+        ea, eb = fa.get(renamed.get(path, path)), fb.get(path)
         status = "added" if ea is None else "removed" if eb is None else (
             "unchanged" if ea["digest"] == eb["digest"] else "changed")
         ta = tensor_infos(ea) if ea is not None else None
@@ -228,7 +237,8 @@ def diff_manifests(ma: dict[str, Any], mb: dict[str, Any]) -> VersionDiff:
         if tensors is None:
             side, m = (ma, ea) if ta is None and ea is not None else (mb, eb)
             note = _no_data_note(side["version"], side["format"]) if m is not None else None
-        files.append(FileDelta(path, status, ea["size"] if ea else None, eb["size"] if eb else None, tensors, note))
+        files.append(FileDelta(path, status, ea["size"] if ea else None, eb["size"] if eb else None, tensors, note,
+                               renamed.get(path)))
     notes = [f"{m['version']} was registered with manifest format {m['format']}, which records no tensor data"
              for m in (ma, mb) if m["format"] < 2]
     return VersionDiff(ma["name"], ma["version"], mb["version"], files, notes)

@@ -215,17 +215,13 @@ def load_tensors(repo: Repository, name: str, version: str, manifest: dict[str, 
 def diff_stats(repo: Repository, diff: VersionDiff, ma: dict[str, Any], mb: dict[str, Any]) -> VersionDiff:
     """``diff`` with max |Δ|, mean |Δ| and relative L2 for each changed tensor (and each cast
     of the same shape), reading those tensors only, from both versions."""
-    want_a: dict[str, list[TensorInfo]] = {}
-    want_b: dict[str, list[TensorInfo]] = {}
-    for f in diff.files:
-        for t in f.tensors or ():
-            if wants_stats(t):
-                assert t.a is not None and t.b is not None
-                want_a.setdefault(f.path, []).append(t.a)
-                want_b.setdefault(f.path, []).append(t.b)
     stats: dict[tuple[str, str], dict[str, float | None]] = {}
-    for path in want_a:  # one file at a time: memory holds the changed tensors of one side
-        old = {ta.name: _as_float(ta, buf) for _p, ta, buf in read_tensors(repo, diff.name, diff.a, ma, {path: want_a[path]})}
-        for _p, tb, buf in read_tensors(repo, diff.name, diff.b, mb, {path: want_b[path]}):
-            stats[(path, tb.name)] = tensor_stats(old.pop(tb.name), _as_float(tb, buf))
+    for f in diff.files:  # one file at a time: memory holds the changed tensors of one side
+        pairs = [(t.a, t.b) for t in f.tensors or () if wants_stats(t) and t.a is not None and t.b is not None]
+        if not pairs:
+            continue
+        want_a = {f.renamed_from or f.path: [a for a, _b in pairs]}
+        old = {ta.name: _as_float(ta, buf) for _p, ta, buf in read_tensors(repo, diff.name, diff.a, ma, want_a)}
+        for _p, tb, buf in read_tensors(repo, diff.name, diff.b, mb, {f.path: [b for _a, b in pairs]}):
+            stats[(f.path, tb.name)] = tensor_stats(old.pop(tb.name), _as_float(tb, buf))
     return with_stats(diff, stats)

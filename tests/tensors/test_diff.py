@@ -195,3 +195,24 @@ def test_unknown_version_is_not_found(registry: ModelRegistry) -> None:
     registry.register(np.zeros(3, dtype=np.float32), "arr", "v1.0.0")
     with pytest.raises(NotFoundError):
         registry.diff("arr", "v1.0.0", "v2.0.0")
+
+
+def test_a_single_file_model_registered_under_a_new_name_is_compared_with_the_old(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """model-v1.safetensors -> model-v2.safetensors: the one tensor file removed and the one
+    added are paired, so the head change shows as such (stats included), not as 19 + 19."""
+    from safetensors.torch import save_file
+
+    model = tiny_lm()
+    save_file(model.state_dict(), str(tmp_path / "model-v1.safetensors"))
+    registry.register(str(tmp_path / "model-v1.safetensors"), "lm", "v1.0.0")
+    save_file(fine_tune_head(model).state_dict(), str(tmp_path / "model-v2.safetensors"))
+    registry.register(str(tmp_path / "model-v2.safetensors"), "lm", "v1.1.0")
+    diff = registry.diff("lm", "v1.0.0", "v1.1.0", stats=True)
+    (f,) = diff.files
+    assert (f.path, f.renamed_from, f.status) == ("model-v2.safetensors", "model-v1.safetensors", "changed")
+    changed = {t.name: t.stats for t in f.tensors if t.status != "unchanged"}
+    assert set(changed) == {"head.weight", "head.bias"} and all(s["max_abs_diff"] > 0 for s in changed.values())
+    assert "model-v2.safetensors (renamed from model-v1.safetensors)  changed" in str(diff)
+    assert diff.to_dict()["files"][0]["renamed_from"] == "model-v1.safetensors"

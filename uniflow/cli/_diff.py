@@ -66,7 +66,10 @@ def _num(v: float | None) -> str:
 
 
 def _file_line(f: FileDelta) -> None:
-    parts: list[Cell | str] = [Cell(f.path, "bold"), "  ", Cell(f.status, _STYLE.get(f.status, ""))]
+    parts: list[Cell | str] = [Cell(f.path, "bold")]
+    if f.renamed_from:
+        parts.append(f" (renamed from {f.renamed_from})")
+    parts += ["  ", Cell(f.status, _STYLE.get(f.status, ""))]
     if f.note:
         parts.append(f"  ({f.note})")
     print_line(*parts)
