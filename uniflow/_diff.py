@@ -30,10 +30,12 @@ _RANK = {s: i for i, s in enumerate(STATUSES)}
 
 def human_bytes(n: int) -> str:
     """``40 KiB``, ``1.5 MiB``, ``120 MiB``: binary units, three significant digits."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{n} B" if unit == "B" else f"{size:.3g} {unit}"
+    if n < 1024:
+        return f"{n} B"
+    size = n / 1024
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        if size < 999.5 or unit == "TiB":  # 1023.8 MiB is "1 GiB", never "1.02e+03 MiB"
+            return f"{size:.3g} {unit}"
         size /= 1024
     return f"{n} B"  # pragma: no cover
 

@@ -216,3 +216,10 @@ def test_a_single_file_model_registered_under_a_new_name_is_compared_with_the_ol
     assert set(changed) == {"head.weight", "head.bias"} and all(s["max_abs_diff"] > 0 for s in changed.values())
     assert "model-v2.safetensors (renamed from model-v1.safetensors)  changed" in str(diff)
     assert diff.to_dict()["files"][0]["renamed_from"] == "model-v1.safetensors"
+
+
+def test_sizes_in_the_summary_line_read_well() -> None:
+    from uniflow._diff import human_bytes
+
+    assert [human_bytes(n) for n in (0, 1023, 4116, 40960, 1073551512, 1 << 30)] == [
+        "0 B", "1023 B", "4.02 KiB", "40 KiB", "1 GiB", "1 GiB"]
