@@ -71,12 +71,12 @@ def bench_register_overhead(res: Results, f: Path, work: Path, runs: int) -> Non
                 gc.collect()
                 sync()
                 t0, c0 = time.perf_counter(), time.process_time()
-                _registry(repo).register(str(f), MODEL, "v1.0.0")
+                _registry(repo).register(str(f), MODEL, version="v1.0.0")
                 fresh[with_digests].append(time.perf_counter() - t0)
                 cpu[with_digests].append(time.process_time() - c0)
                 sync()
                 t0 = time.perf_counter()
-                _registry(repo).register(str(f), MODEL, "v1.0.1")
+                _registry(repo).register(str(f), MODEL, version="v1.0.1")
                 again[with_digests].append(time.perf_counter() - t0)
             m = _registry(repo).repository.manifest(MODEL, "v1.0.0")
             assert ("tensors" in m["files"][0]) == with_digests
@@ -109,7 +109,7 @@ def bench_diff_and_partial(res: Results, files: dict[str, Path], work: Path, cmd
         src.parent.mkdir(parents=True, exist_ok=True)
         if not src.exists():
             os.link(files[kind], src)
-        reg.register(str(src), MODEL, version)
+        reg.register(str(src), MODEL, version=version)
         rmtree(src.parent)
     size = files["base"].stat().st_size
 

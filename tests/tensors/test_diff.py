@@ -26,7 +26,7 @@ def _statuses(diff) -> dict[str, str]:
 def test_register_records_every_tensor_as_safetensors_reads_it(registry: ModelRegistry, tmp_path: Path) -> None:
     """Name, dtype, shape, byte range and the BLAKE3 of each tensor's bytes, recorded at
     register (manifest format 2), agree with the file as safetensors itself reads it."""
-    registry.register(tiny_lm(), "lm", "v1.0.0")
+    registry.register(tiny_lm(), "lm", version="v1.0.0")
     m = registry.repository.manifest("lm", "v1.0.0")
     assert m["format"] == 2
     (entry,) = m["files"]
@@ -44,8 +44,8 @@ def test_register_records_every_tensor_as_safetensors_reads_it(registry: ModelRe
 
 def test_head_only_fine_tune_changes_exactly_the_head(registry: ModelRegistry) -> None:
     model = tiny_lm()
-    registry.register(model, "lm", "v1.0.0")
-    registry.register(fine_tune_head(model), "lm", "v1.1.0")
+    registry.register(model, "lm", version="v1.0.0")
+    registry.register(fine_tune_head(model), "lm", version="v1.1.0")
     diff = registry.diff("lm", "v1.0.0", "v1.1.0")
     statuses = _statuses(diff)
     assert {n for n, s in statuses.items() if s != "unchanged"} == {"head.weight", "head.bias"}
@@ -63,9 +63,9 @@ def test_head_only_fine_tune_changes_exactly_the_head(registry: ModelRegistry) -
 
 def test_a_new_tensor_that_shifts_the_header_is_one_added_the_rest_unchanged(registry: ModelRegistry) -> None:
     sd = trained_sentiment_net().state_dict()
-    registry.register(dict(sd), "clf", "v1.0.0")
+    registry.register(dict(sd), "clf", version="v1.0.0")
     grown = {**sd, "adapter.with_a_rather_long_name_that_grows_the_json_header.weight": torch.ones(8, 8)}
-    registry.register(grown, "clf", "v1.1.0")
+    registry.register(grown, "clf", version="v1.1.0")
     diff = registry.diff("clf", "v1.0.0", "v1.1.0")
     statuses = _statuses(diff)
     assert statuses.pop("adapter.with_a_rather_long_name_that_grows_the_json_header.weight") == "added"
@@ -79,12 +79,12 @@ def test_a_new_tensor_that_shifts_the_header_is_one_added_the_rest_unchanged(reg
 
 def test_a_dtype_cast_a_resize_and_a_dropped_tensor(registry: ModelRegistry) -> None:
     sd = trained_sentiment_net().state_dict()
-    registry.register(dict(sd), "clf", "v1.0.0")
+    registry.register(dict(sd), "clf", version="v1.0.0")
     changed = dict(sd)
     changed["hidden.weight"] = sd["hidden.weight"].half()  # a cast
     changed["head.weight"] = torch.zeros(3, 64)  # a new class
     del changed["hidden.bias"]
-    registry.register(changed, "clf", "v1.1.0")
+    registry.register(changed, "clf", version="v1.1.0")
     diff = registry.diff("clf", "v1.0.0", "v1.1.0")
     statuses = _statuses(diff)
     assert statuses == {"hidden.weight": "reshaped", "head.weight": "reshaped", "hidden.bias": "removed",
@@ -98,8 +98,8 @@ def test_a_dtype_cast_a_resize_and_a_dropped_tensor(registry: ModelRegistry) -> 
 def test_diff_reads_no_chunk(registry: ModelRegistry) -> None:
     """Manifests only: with every chunk gone from the store the diff is the same."""
     model = tiny_lm()
-    registry.register(model, "lm", "v1.0.0")
-    registry.register(fine_tune_head(model), "lm", "v1.1.0")
+    registry.register(model, "lm", version="v1.0.0")
+    registry.register(fine_tune_head(model), "lm", version="v1.1.0")
     before = registry.diff("lm", "v1.0.0", "v1.1.0").to_dict()
     shutil.rmtree(registry.uniflow_dir / "objects")
     assert registry.diff("lm", "v1.0.0", "v1.1.0").to_dict() == before
@@ -107,11 +107,11 @@ def test_diff_reads_no_chunk(registry: ModelRegistry) -> None:
 
 def test_stats_read_the_changed_tensors_and_agree_with_numpy(registry: ModelRegistry) -> None:
     model = trained_sentiment_net()
-    registry.register(model, "clf", "v1.0.0")
+    registry.register(model, "clf", version="v1.0.0")
     old = model.head.weight.detach().clone().numpy().astype(np.float64)
     with torch.no_grad():
         model.head.weight.mul_(1.5)
-    registry.register(model, "clf", "v1.1.0")
+    registry.register(model, "clf", version="v1.1.0")
     diff = registry.diff("clf", "v1.0.0", "v1.1.0", stats=True)
     (t,) = [t for f in diff.files for t in f.tensors if t.status != "unchanged"]
     new = model.head.weight.detach().numpy().astype(np.float64)
@@ -122,9 +122,9 @@ def test_stats_read_the_changed_tensors_and_agree_with_numpy(registry: ModelRegi
 
 
 def test_npy_arrays_are_diffed_too(registry: ModelRegistry, tmp_path: Path) -> None:
-    registry.register(np.arange(12, dtype=np.float32).reshape(3, 4), "arr", "v1.0.0")
-    registry.register(np.arange(12, dtype=np.float32).reshape(3, 4) + 1, "arr", "v1.1.0")
-    registry.register(np.arange(12, dtype=np.float64).reshape(4, 3), "arr", "v1.2.0")
+    registry.register(np.arange(12, dtype=np.float32).reshape(3, 4), "arr", version="v1.0.0")
+    registry.register(np.arange(12, dtype=np.float32).reshape(3, 4) + 1, "arr", version="v1.1.0")
+    registry.register(np.arange(12, dtype=np.float64).reshape(4, 3), "arr", version="v1.2.0")
     assert _statuses(registry.diff("arr", "v1.0.0", "v1.1.0")) == {"array": "changed"}
     assert _statuses(registry.diff("arr", "v1.0.0", "v1.2.0")) == {"array": "reshaped"}
     (entry,) = registry.repository.manifest("arr", "v1.0.0")["files"]
@@ -141,11 +141,11 @@ def test_a_directory_with_safetensors_shards_and_other_files(registry: ModelRegi
     shard = {f"layer.{i}.w": rng.standard_normal((32, 32)).astype(np.float32) for i in range(3)}
     save_numpy(shard, str(src / "model-00001-of-00001.safetensors"))
     (src / "config.json").write_text('{"dim": 32}')
-    registry.register(str(src), "hf", "v1.0.0")
+    registry.register(str(src), "hf", version="v1.0.0")
     shard["layer.1.w"] = shard["layer.1.w"] * 0
     save_numpy(shard, str(src / "model-00001-of-00001.safetensors"))
     (src / "config.json").write_text('{"dim": 32, "note": 1}')
-    registry.register(str(src), "hf", "v1.1.0")
+    registry.register(str(src), "hf", version="v1.1.0")
     diff = registry.diff("hf", "v1.0.0", "v1.1.0")
     files = {f.path: f for f in diff.files}
     assert files["config.json"].status == "changed" and files["config.json"].tensors is None
@@ -157,8 +157,8 @@ def test_a_directory_with_safetensors_shards_and_other_files(registry: ModelRegi
 
 def test_compare_versions_has_the_tensor_summary_row(registry: ModelRegistry, repo: Path) -> None:
     model = tiny_lm()
-    registry.register(model, "lm", "v1.0.0")
-    registry.register(fine_tune_head(model), "lm", "v1.1.0")
+    registry.register(model, "lm", version="v1.0.0")
+    registry.register(fine_tune_head(model), "lm", version="v1.1.0")
     rows = {r["key"]: r for r in registry.compare_versions("lm", ["v1.0.0", "v1.1.0"]).rows["info"]}
     assert rows["tensors (vs first)"]["values"] == ["19 tensors", "2 of 19 tensors changed (4.02 KiB of 16 MiB)"]
     out = cli(repo, "models", "compare", "lm", "v1.0.0", "v1.1.0").stdout
@@ -167,8 +167,8 @@ def test_compare_versions_has_the_tensor_summary_row(registry: ModelRegistry, re
 
 def test_cli_diff_human_json_and_stats(registry: ModelRegistry, repo: Path) -> None:
     model = tiny_lm()
-    registry.register(model, "lm", "v1.0.0")
-    registry.register(fine_tune_head(model), "lm", "v1.1.0")
+    registry.register(model, "lm", version="v1.0.0")
+    registry.register(fine_tune_head(model), "lm", version="v1.1.0")
     out = cli(repo, "models", "diff", "lm", "v1.0.0", "v1.1.0").stdout.splitlines()
     assert out[0] == "Diff of lm v1.0.0 -> v1.1.0"
     assert out[1].split() == ["model.safetensors", "changed"]
@@ -192,7 +192,7 @@ def test_cli_diff_human_json_and_stats(registry: ModelRegistry, repo: Path) -> N
 
 
 def test_unknown_version_is_not_found(registry: ModelRegistry) -> None:
-    registry.register(np.zeros(3, dtype=np.float32), "arr", "v1.0.0")
+    registry.register(np.zeros(3, dtype=np.float32), "arr", version="v1.0.0")
     with pytest.raises(NotFoundError):
         registry.diff("arr", "v1.0.0", "v2.0.0")
 
@@ -206,9 +206,9 @@ def test_a_single_file_model_registered_under_a_new_name_is_compared_with_the_ol
 
     model = tiny_lm()
     save_file(model.state_dict(), str(tmp_path / "model-v1.safetensors"))
-    registry.register(str(tmp_path / "model-v1.safetensors"), "lm", "v1.0.0")
+    registry.register(str(tmp_path / "model-v1.safetensors"), "lm", version="v1.0.0")
     save_file(fine_tune_head(model).state_dict(), str(tmp_path / "model-v2.safetensors"))
-    registry.register(str(tmp_path / "model-v2.safetensors"), "lm", "v1.1.0")
+    registry.register(str(tmp_path / "model-v2.safetensors"), "lm", version="v1.1.0")
     diff = registry.diff("lm", "v1.0.0", "v1.1.0", stats=True)
     (f,) = diff.files
     assert (f.path, f.renamed_from, f.status) == ("model-v2.safetensors", "model-v1.safetensors", "changed")

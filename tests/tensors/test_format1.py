@@ -25,7 +25,7 @@ def _register_format_1(registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch,
     with monkeypatch.context() as mp:
         mp.setattr(_registry, "MANIFEST_FORMAT", 1)
         mp.setattr(_tensors, "scan_for", lambda path: None)
-        registry.register(model, "lm", version)
+        registry.register(model, "lm", version=version)
 
 
 def test_diff_with_a_format_1_version_says_no_tensor_data(
@@ -33,7 +33,7 @@ def test_diff_with_a_format_1_version_says_no_tensor_data(
 ) -> None:
     model = tiny_lm()
     _register_format_1(registry, monkeypatch, model, "v1.0.0")
-    registry.register(fine_tune_head(model), "lm", "v1.1.0")
+    registry.register(fine_tune_head(model), "lm", version="v1.1.0")
     diff = registry.diff("lm", "v1.0.0", "v1.1.0")
     (f,) = diff.files
     assert f.status == "changed" and f.tensors is None
@@ -83,7 +83,7 @@ def test_a_repository_written_by_the_format_1_code_keeps_loading(tmp_path: Path,
 
     loaded = reg.load("clf", "v1.0.0", model=SentimentNet())
     assert all(p.equal(q) for p, q in zip(loaded.state_dict().values(), trained_sentiment_net().state_dict().values()))
-    reg.register(trained_sentiment_net(seed=1), "clf", "v1.1.0")
+    reg.register(trained_sentiment_net(seed=1), "clf", version="v1.1.0")
     assert "no tensor data" in reg.diff("clf", "v1.0.0", "v1.1.0").summary["line"]
     assert "v1.0.0" in cli(repo, "models", "list", "clf").stdout
     git(repo, "fsck", "--strict")  # asserts success

@@ -21,7 +21,7 @@ def _equal(a: dict, b: dict) -> bool:
 
 def test_partial_load_returns_the_matching_tensors_equal_to_a_full_load(registry: ModelRegistry) -> None:
     model = tiny_lm()
-    registry.register(model, "lm", "v1.0.0")
+    registry.register(model, "lm", version="v1.0.0")
     full = registry.load("lm", "v1.0.0", model=TinyLM()).state_dict()
     part = registry.load("lm", "v1.0.0", tensors=["head.*", "blocks.0.*"])
     assert set(part) == {"head.weight", "head.bias", "blocks.0.0.weight", "blocks.0.0.bias",
@@ -32,7 +32,7 @@ def test_partial_load_returns_the_matching_tensors_equal_to_a_full_load(registry
 
 
 def test_an_unmatched_pattern_is_one_usage_error(registry: ModelRegistry) -> None:
-    registry.register(tiny_lm(), "lm", "v1.0.0")
+    registry.register(tiny_lm(), "lm", version="v1.0.0")
     with pytest.raises(UsageError, match=r"no tensor of model 'lm' version 'v1.0.0' matches 'heads\.\*'") as info:
         registry.load("lm", "v1.0.0", tensors=["head.*", "heads.*"])
     assert "\n" not in str(info.value)
@@ -45,7 +45,7 @@ def test_an_unmatched_pattern_is_one_usage_error(registry: ModelRegistry) -> Non
 def test_partial_load_reads_only_the_chunks_under_the_tensors(registry: ModelRegistry) -> None:
     """A chunk nobody asked for may even be corrupt: only the chunks under the requested
     tensors are read; a corrupt chunk under one of them is an IntegrityError."""
-    registry.register(tiny_lm(), "lm", "v1.0.0")
+    registry.register(tiny_lm(), "lm", version="v1.0.0")
     (entry,) = registry.repository.manifest("lm", "v1.0.0")["files"]
     head = chunks_under(entry, {"head.weight", "head.bias"})
     body = chunks_under(entry, {"blocks.0.0.weight"})
@@ -61,7 +61,7 @@ def test_partial_load_reads_only_the_chunks_under_the_tensors(registry: ModelReg
 
 
 def test_a_corrupted_chunk_under_a_requested_tensor_is_detected(registry: ModelRegistry) -> None:
-    registry.register(tiny_lm(), "lm", "v1.0.0")
+    registry.register(tiny_lm(), "lm", version="v1.0.0")
     (entry,) = registry.repository.manifest("lm", "v1.0.0")["files"]
     (digest, size), *_ = chunks_under(entry, {"head.weight"}).items()
     path = registry.store.object_path(digest)
@@ -80,8 +80,8 @@ def test_a_fresh_clone_fetches_only_the_chunks_of_the_requested_tensors(tmp_path
     bare, a = shared_setup(tmp_path)
     ra = open_registry(a)
     model = tiny_lm()
-    ra.register(model, "lm", "v1.0.0")
-    ra.register(fine_tune_head(model), "lm", "v1.1.0")
+    ra.register(model, "lm", version="v1.0.0")
+    ra.register(fine_tune_head(model), "lm", version="v1.1.0")
     ra.push()
     (entry,) = ra.repository.manifest("lm", "v1.1.0")["files"]
     expected = chunks_under(entry, {"head.weight", "head.bias"})
@@ -115,7 +115,7 @@ def test_format_1_versions_have_no_tensor_data(registry: ModelRegistry, tmp_path
     with monkeypatch.context() as mp:  # what uniflow 0.1 wrote: format 1, no tensor lists
         mp.setattr(_registry, "MANIFEST_FORMAT", 1)
         mp.setattr(_tensors, "scan_for", lambda path: None)
-        registry.register(tiny_lm(), "lm", "v1.0.0")
+        registry.register(tiny_lm(), "lm", version="v1.0.0")
     m = registry.repository.manifest("lm", "v1.0.0")
     assert m["format"] == 1 and "tensors" not in m["files"][0]
     assert isinstance(registry.load("lm", "v1.0.0", model=TinyLM()), TinyLM)
@@ -129,7 +129,7 @@ def test_numpy_safetensors_load_as_numpy_arrays_without_torch(tmp_path: Path, re
     rng = np.random.default_rng(0)
     arrays = {"enc.w": rng.standard_normal((64, 64)).astype(np.float32), "dec.w": np.arange(10, dtype=np.int64)}
     save_numpy(arrays, str(tmp_path / "weights.safetensors"))
-    ModelRegistry(repo).register(str(tmp_path / "weights.safetensors"), "np", "v1.0.0")
+    ModelRegistry(repo).register(str(tmp_path / "weights.safetensors"), "np", version="v1.0.0")
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "import numpy as np\n"

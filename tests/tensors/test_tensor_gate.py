@@ -21,7 +21,7 @@ _HEX = "ab" * 32
 @pytest.fixture
 def base(registry: ModelRegistry) -> dict[str, Any]:
     """A real format-2 version ``lm v1.0.0`` (chunks stored); its manifest."""
-    registry.register(tiny_lm(depth=1), "lm", "v1.0.0")
+    registry.register(tiny_lm(depth=1), "lm", version="v1.0.0")
     return copy.deepcopy(registry.repository.manifest("lm", "v1.0.0"))
 
 
@@ -153,9 +153,9 @@ def test_register_never_records_what_the_gate_would_refuse(registry: ModelRegist
 
     bad = tmp_path / "bad.safetensors"
     write(bad, {"a\nb": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8)
-    registry.register(str(bad), "odd", "v1.0.0")
+    registry.register(str(bad), "odd", version="v1.0.0")
     write(bad, {"w": {"dtype": "F4", "shape": [2], "data_offsets": [0, 1]}}, b"\0")
-    registry.register(str(bad), "odd", "v1.1.0")
+    registry.register(str(bad), "odd", version="v1.1.0")
     for v in ("v1.0.0", "v1.1.0"):
         assert "tensors" not in registry.repository.manifest("odd", v)["files"][0]
     diff = registry.diff("odd", "v1.0.0", "v1.1.0")
