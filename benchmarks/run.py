@@ -74,6 +74,27 @@ CORE_KEYS = [
     "version_cli",
     "promote_ms",
 ]
+TENSOR_TABLE_KEYS = [
+    "register_1g_tensors",
+    "register_1g_no_tensors",
+    "register_tensor_overhead_pct",
+    "register_tensor_overhead_paired_pct",
+    "register_again_tensors",
+    "register_again_no_tensors",
+    "register_again_tensor_overhead_pct",
+    "register_cpu_tensors",
+    "register_cpu_no_tensors",
+    "register_cpu_tensor_overhead_pct",
+    "diff_1g_ms",
+    "diff_1g_cli",
+    "partial_load_head_ms",
+    "full_load_1g_ms",
+    "partial_load_head_vs_full",
+    "partial_load_head_remote_ms",
+    "full_load_1g_remote_ms",
+    "partial_load_head_fetched_bytes",
+    "partial_load_head_fetched_pct",
+]
 PEER_KEYS = ["dvc_add_1g", "gto_show_1000", "mlflow_log_register_1g", "mlflow_import"]
 
 # mode -> repetition counts and sizes
@@ -93,6 +114,7 @@ MODES: dict[str, dict[str, Any]] = {
         remote_runs=3,
         resolve_versions=1000,
         resolve_runs=10,
+        tensor_runs=5,
     ),
     "quick": dict(
         size_mib=1024,
@@ -109,6 +131,7 @@ MODES: dict[str, dict[str, Any]] = {
         remote_runs=2,
         resolve_versions=1000,
         resolve_runs=5,
+        tensor_runs=3,
     ),
     "smoke": dict(
         size_mib=8,
@@ -125,6 +148,7 @@ MODES: dict[str, dict[str, Any]] = {
         remote_runs=1,
         resolve_versions=20,
         resolve_runs=3,
+        tensor_runs=2,
     ),
 }
 QUICK_FALLBACK_LIST_DIMS = (30, 30)
@@ -150,6 +174,9 @@ GOALS = [
     ("ui overview", "ui_overview_ms", "<=", 200.0, "`uniflow ui` overview page 100x100 <= 200 ms server time"),
     ("ui model page", "ui_model_page_ms", "<=", 200.0, "`uniflow ui` model page (100 versions) <= 200 ms server time"),
     *remote.GOALS,
+    ("tensor digests", "register_tensor_overhead_pct", "<=", 5.0, "per-tensor digests cost <= 5% of register"),
+    ("diff", "diff_1g_ms", "<=", 100.0, "diff of two 1 GiB versions <= 100 ms in process"),
+    ("diff CLI", "diff_1g_cli", "<=", 0.3, "`uniflow models diff` of two 1 GiB versions <= 0.3 s wall"),
 ]
 UI_KEYS = ["ui_overview_ms", "ui_model_page_ms"]
 
@@ -779,6 +806,7 @@ def print_table(res: Results, goals: list[dict[str, Any]]) -> None:
         "import_uniflow_process",
         *UI_KEYS,
         "ui_overview_first_ms",
+        *TENSOR_TABLE_KEYS,
         *PEER_KEYS,
         *remote.REMOTE_KEYS,
         "resolve_first_s",
@@ -837,7 +865,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached list repository")
     ap.add_argument(
         "--only",
-        help="comma-separated sections: machine,register,dedup,promote,cli,ui,import,remote,peers,scaling",
+        help="comma-separated sections: machine,register,dedup,promote,cli,ui,import,remote,tensors,peers,scaling",
     )
     args = ap.parse_args(argv)
 
@@ -905,6 +933,12 @@ def main(argv: list[str] | None = None) -> int:
             if want("promote"):
                 section(res, ["promote_ms"], "promote")(
                     lambda: bench_promote(res, work, mode["promote_runs"])
+                )
+            if want("tensors"):  # benchmarks/tensors.py: digests at register, diff, partial loads
+                from benchmarks.tensors import KEYS as TENSOR_KEYS, bench_tensors
+
+                section(res, TENSOR_KEYS, "tensors")(
+                    lambda: bench_tensors(res, files, work, cli_command()[0], mode["tensor_runs"])
                 )
         if want("cli"):
             if registry_ok:

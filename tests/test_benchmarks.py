@@ -34,8 +34,15 @@ NON_PEER_KEYS = [
     "resolve_ms",
     "ui_overview_ms",
     "ui_model_page_ms",
+    "register_tensor_overhead_pct",
+    "diff_1g_ms",
+    "diff_1g_cli",
+    "partial_load_head_ms",
+    "full_load_1g_ms",
+    "partial_load_head_remote_ms",
+    "partial_load_head_fetched_bytes",
 ]
-RATIO_KEYS = ["register_1g_vs_cp_fsync", "load_vs_cat", "get_1g_vs_cp"]
+RATIO_KEYS = ["register_1g_vs_cp_fsync", "load_vs_cat", "get_1g_vs_cp", "partial_load_head_vs_full"]
 
 
 def _numeric(value: object) -> bool:
@@ -66,15 +73,17 @@ def test_smoke_key_is_numeric(smoke: dict, key: str) -> None:
 
 def test_smoke_keeps_samples(smoke: dict) -> None:
     for key in NON_PEER_KEYS:
-        if key in ("head_change_new_bytes_pct", "header_shift_new_bytes_pct"):
-            continue  # one measurement, not a timing
+        if key in ("head_change_new_bytes_pct", "header_shift_new_bytes_pct", "register_tensor_overhead_pct",
+                   "partial_load_head_fetched_bytes"):
+            continue  # one measurement (or a ratio of medians), not a timing
         samples = smoke["samples"][key]
         assert samples and all(_numeric(s) for s in samples), key
 
 
 def test_smoke_reports_goals_and_machine(smoke: dict) -> None:
     goals = smoke["goals"]
-    assert {"register vs cp+fsync", "load vs cat", "models list", "promote", "ui overview", "ui model page"} <= set(goals)
+    assert {"register vs cp+fsync", "load vs cat", "models list", "promote", "ui overview", "ui model page",
+            "tensor digests", "diff", "diff CLI"} <= set(goals)
     for goal in goals.values():
         assert goal["pass"] in (True, False, None)
     machine = smoke["meta"]["machine"]

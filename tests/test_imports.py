@@ -9,7 +9,7 @@ import uniflow
 
 PUBLIC = {
     "__version__", "ModelRegistry", "ModelStage", "ModelVersion", "HistoryEvent", "ModelSummary", "FileInfo",
-    "Comparison", "step", "pipeline", "Model", "StageLike",
+    "Comparison", "VersionDiff", "step", "pipeline", "Model", "StageLike",
     "VerifyReport", "VerifyProblem", "GcReport", "PushReport", "PullReport", "ChunkStats", "PromoteReport",
     "PromoteResult",
     "UniflowError", "UsageError", "InvalidNameError", "InvalidVersionError", "InvalidStageError",

@@ -28,6 +28,7 @@ _LAZY = {
     "ChunkStats": "._reports",
     "PromoteReport": "._reports",
     "PromoteResult": "._reports",
+    "VersionDiff": "._diff",
     "step": ".pipelines",
     "pipeline": ".pipelines",
     "Model": ".pipelines",
@@ -51,6 +52,7 @@ __all__ = [
     "ChunkStats",
     "PromoteReport",
     "PromoteResult",
+    "VersionDiff",
     "step",
     "pipeline",
     "Model",
@@ -59,6 +61,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._compare import Comparison
+    from ._diff import VersionDiff
     from ._registry import ModelRegistry
     from ._reports import (
         ChunkStats,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._diff import diff_manifests
 from ._manifest import file_records
 from ._types import ModelVersion
 
@@ -152,6 +153,16 @@ def _commits_between(git: "GitRepo", old: str | None, new: str | None) -> list[d
     return out
 
 
+def _tensor_summary(first: dict[str, Any], m: dict[str, Any]) -> str:
+    """The tensor summary line of ``m`` against the first version (from manifests only)."""
+    summary = diff_manifests(first, m).summary
+    if first is m or first["version"] == m["version"]:
+        if summary["tensor_data"] == "none":
+            return "no tensor data"
+        return f"{summary['tensors']} tensors"
+    return str(summary["line"])
+
+
 def build_comparison(git: "GitRepo", mvs: list[ModelVersion], manifests: list[dict[str, Any]]) -> Comparison:
     base_chunks = {c.digest: c.size for _, r, _ in file_records(manifests[0]) for c in r.chunks}
     shared = {}
@@ -166,8 +177,9 @@ def build_comparison(git: "GitRepo", mvs: list[ModelVersion], manifests: list[di
             "shared with first (bytes)": shared[mv.version],
             "code commit": (mv.code_commit or "")[:12] + (" (dirty)" if mv.dirty else ""),
             "created": mv.created_at.isoformat(timespec="seconds"),
+            "tensors (vs first)": _tensor_summary(manifests[0], m),
         }
-        for mv in mvs
+        for mv, m in zip(mvs, manifests)
     ]
     lineage = [_flat({k: v for k, v in mv.lineage.items() if k not in ("code_commit", "branch", "dirty")}) for mv in mvs]
     for d in lineage:  # times always differ; they are not a lineage difference

@@ -1,10 +1,13 @@
 """The version manifest: a deterministic msgpack record, and its human-readable card.
 
-Layout (``format`` 1)::
+Layout (``format`` 2)::
 
     {format, name, version, created_at, author, framework, serializer, serializer_meta,
-     files: [{path, size, mode, digest, chunks: [[digest bytes(32), size], ...]}],
+     files: [{path, size, mode, digest, chunks: [[digest bytes(32), size], ...],
+              tensors?: [[name, dtype, shape, begin, end, digest], ...]}],
      content_digest, metrics, params, tags, description, lineage, libraries}
+
+Format 1 is format 2 without ``tensors`` (see ``_tensors``); both are read.
 
 Packing sorts every map's keys, so the same record always gives the same bytes (and the
 same Git blob). :func:`unpack` is the one gate for manifests read from Git or a cache:
@@ -26,10 +29,12 @@ from ._config import Limits
 from ._errors import IntegrityError, UniflowError
 from ._naming import validate_digest, validate_key, validate_model_name, validate_relpath, validate_version
 from ._store import ChunkRef, FileRecord
+from ._tensors import check_tensors
 from ._types import FileInfo, ModelVersion
 
 __all__ = [
     "MANIFEST_FORMAT",
+    "READ_FORMATS",
     "pack",
     "unpack",
     "check",
@@ -43,7 +48,9 @@ __all__ = [
     "json_safe",
 ]
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
+#: formats this gate reads: 1 has no per-tensor data
+READ_FORMATS = (1, 2)
 
 #: the largest chunk a manifest may name (the chunker cuts at most 4 MiB)
 MAX_CHUNK_BYTES = 64 << 20
@@ -145,7 +152,7 @@ def _bad(where: str, what: str) -> IntegrityError:
 def _check(m: object, where: str, lim: Limits) -> None:
     if not isinstance(m, dict):
         raise _bad(where, f"manifest is a {type(m).__name__}, not a map")
-    if m.get("format") != MANIFEST_FORMAT or isinstance(m.get("format"), bool):
+    if type(m.get("format")) is not int or m["format"] not in READ_FORMATS:
         raise _bad(where, f"unsupported manifest format {m.get('format')!r}")
     for key in _REQUIRED:
         if key not in m:
@@ -163,7 +170,7 @@ def _check(m: object, where: str, lim: Limits) -> None:
         raise _bad(where, "manifest 'files' is not a list")
     if len(files) > lim.max_chunks:
         raise _bad(where, f"manifest lists {len(files)} files, more than max_chunks ({lim.max_chunks})")
-    _check_files(files, where, lim)
+    _check_files(files, where, lim, m["format"])
     if content_digest(files) != m["content_digest"]:
         raise _bad(where, "content digest does not match the manifest's files")
     for key in ("metrics", "params", "serializer_meta"):
@@ -181,9 +188,9 @@ def _check(m: object, where: str, lim: Limits) -> None:
         _check_lineage(m["lineage"], where)
 
 
-def _check_files(files: list[Any], where: str, lim: Limits) -> None:
+def _check_files(files: list[Any], where: str, lim: Limits, fmt: int = MANIFEST_FORMAT) -> None:
     paths: set[str] = set()
-    total_chunks = total_size = 0
+    total_chunks = total_size = total_tensors = 0
     for f in files:
         if not isinstance(f, dict):
             raise _bad(where, "a manifest file entry is not a map")
@@ -209,6 +216,10 @@ def _check_files(files: list[Any], where: str, lim: Limits) -> None:
         if total_size > lim.max_version_bytes:
             raise _bad(where, f"manifest claims more than max_version_bytes ({lim.max_version_bytes}) bytes")
         _check_chunks(chunks, size, path, where)
+        if "tensors" in f:  # format 2: per-tensor data (_tensors), counted against max_chunks
+            if fmt < 2:
+                raise _bad(where, f"format-{fmt} manifest carries tensor data for {path!r}")
+            total_tensors += check_tensors(f["tensors"], size, path, lim.max_chunks - total_tensors)
     for path in paths:  # "a" and "a/b" cannot both be files
         parent = path.rpartition("/")[0]
         while parent:  # bounded by the path's depth

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
-from . import _testhooks
+from . import _tensors, _testhooks
 from ._config import Config, ConfigSource
 from ._errors import (
     InvalidPathError,
@@ -46,6 +46,7 @@ from .sharing.push import push as _push
 
 if TYPE_CHECKING:
     from ._compare import Comparison
+    from ._diff import VersionDiff
 
 __all__ = ["ModelRegistry", "RemoteRegistry"]
 
@@ -279,9 +280,14 @@ class ModelRegistry:
         for rel, path in files:
             base = done
             cb = (lambda d, _t, b=base: progress(b + d, total)) if progress else None
-            rec = self.store.put_file(path, cb, pin)
+            scan = _tensors.scan_for(rel)  # tensor files: per-tensor digests, same pass (format 2)
+            rec = self.store.put_file(path, cb, pin, scan)
             done += rec.size
-            entries.append(file_entry(rel, rec, path.stat().st_mode))
+            entry = file_entry(rel, rec, path.stat().st_mode)
+            tensors = scan.entries(rec.range_digests) if scan is not None else None
+            if tensors is not None:
+                entry["tensors"] = tensors
+            entries.append(entry)
         if progress and not files:
             progress(0, 0)
         return entries
@@ -349,16 +355,25 @@ class ModelRegistry:
         *,
         model: Any = None,
         trust: bool = False,
+        tensors: list[str] | str | None = None,
     ) -> Any:
         """The registered object, rebuilt safely from verified bytes.
 
         Files and directories come back as a path. ``model=`` is an instance to load
         weights into; ``trust=True`` allows pickle for versions registered with it.
+        ``tensors=["head.*", ...]`` (glob patterns) returns ``{name: tensor}`` of the matching
+        tensors only, reading (and fetching) only the chunks that cover them (``_partial``).
         """
         from .serializers import get_serializer
 
         v, _ = self._repo.resolve(name, version, stage)
         m = self._repo.manifest(name, v)
+        if tensors is not None:
+            from ._partial import load_tensors
+
+            if model is not None:
+                raise UsageError("tensors= returns a dict of tensors; it cannot be combined with model=")
+            return load_tensors(self._repo, name, v, m, tensors)
         vdir = self._materialize(name, v, m)
         ser = get_serializer(m["serializer"])
         return ser.load(vdir, m.get("serializer_meta", {}), trust=trust, into=model)
@@ -426,6 +441,21 @@ class ModelRegistry:
         mvs = [self.get(name, v) for v in versions]
         manifests = [self._repo.manifest(name, v) for v in versions]
         return build_comparison(self.git, mvs, manifests)
+
+    def diff(self, name: str, a: str, b: str, *, stats: bool = False) -> "VersionDiff":
+        """What changed from version ``a`` to ``b``, per file and per tensor, from the two
+        manifests alone; ``stats=True`` also reads the changed tensors of both (only those)
+        for max |Δ|, mean |Δ| and relative L2."""
+        from ._diff import diff_manifests
+
+        ma = self._repo.manifest(name, self._repo.resolve(name, a, None)[0])
+        mb = self._repo.manifest(name, self._repo.resolve(name, b, None)[0])
+        result = diff_manifests(ma, mb)
+        if stats:
+            from ._partial import diff_stats
+
+            result = diff_stats(self._repo, result, ma, mb)
+        return result
 
     # ------------------------------------------------------------------ maintenance
     def verify(self, name: str | None = None) -> VerifyReport:

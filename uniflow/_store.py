@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +54,9 @@ CHUNK_PARAMS = {"avg_size": 1 << 20, "min_size": 256 << 10, "max_size": 4 << 20}
 ProgressFn = Callable[[int, int], None]
 #: called by the store with digests it lacks (e.g. ``sharing.blobs.BlobFetcher``): fetch, verify, add
 FetchFn = Callable[["ObjectStore", list[str]], None]
+#: given a file's mapped bytes, the ``(begin, end)`` ranges (in file order) whose BLAKE3
+#: digests ``put_file`` also computes, on its threads (e.g. ``_tensors.TensorScan``)
+RangesFn = Callable[[memoryview], Sequence[tuple[int, int]]]
 
 _MAX_INFLIGHT = 24
 _WRITE_WORKERS = 16
@@ -72,6 +75,8 @@ class FileRecord:
     size: int
     digest: str
     chunks: tuple[ChunkRef, ...]
+    #: BLAKE3 hex digests of the byte ranges a ``RangesFn`` asked for (register only)
+    range_digests: tuple[str, ...] = ()
 
 
 def whole_digest(data: memoryview | bytes) -> str:
@@ -185,12 +190,16 @@ class ObjectStore:
                     yield digest, Path(entry.path)
 
     # ------------------------------------------------------------------ write
-    def put_file(self, path: Path, progress: ProgressFn | None = None, pin: Pin | None = None) -> FileRecord:
+    def put_file(
+        self, path: Path, progress: ProgressFn | None = None, pin: Pin | None = None, ranges: RangesFn | None = None
+    ) -> FileRecord:
         """Chunk, hash and store ``path``; return its record once every chunk is durable.
 
         Chunking runs on this thread while worker threads hash and write the previous
         chunks (BLAKE3 and file I/O release the GIL), so both cores stay busy. With ``pin``,
-        every chunk is pinned before it is looked for or written.
+        every chunk is pinned before it is looked for or written. With ``ranges``, the byte
+        ranges it returns for the mapped file are hashed on the same threads, in the same
+        pass, into ``range_digests``.
         """
         self.ensure_dirs()
         try:
@@ -204,7 +213,7 @@ class ObjectStore:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 view = memoryview(mm)
                 try:
-                    return self._put_view(view, size, progress, pin)
+                    return self._put_view(view, size, progress, pin, ranges)
                 finally:
                     view.release()
 
@@ -212,7 +221,9 @@ class ObjectStore:
         self.ensure_dirs()
         return self._put_view(memoryview(data), len(data), None, pin)
 
-    def _put_view(self, view: memoryview, size: int, progress: ProgressFn | None, pin: Pin | None) -> FileRecord:
+    def _put_view(
+        self, view: memoryview, size: int, progress: ProgressFn | None, pin: Pin | None, ranges: RangesFn | None = None
+    ) -> FileRecord:
         from pyfastcdc import FastCDC
 
         chunker = FastCDC(
@@ -230,7 +241,9 @@ class ObjectStore:
         whole: list[str] = []
         hasher = threading.Thread(target=lambda: whole.append(blake3.blake3(view).hexdigest()), daemon=True)
         hasher.start()
+        span_futs: list[Future[str]] = []
         try:
+            spans = list(ranges(view)) if ranges is not None else []
             with ThreadPoolExecutor(max_workers=_WRITE_WORKERS, thread_name_prefix="uniflow-put") as pool:
 
                 def drain(limit: int) -> None:
@@ -246,15 +259,24 @@ class ObjectStore:
                         if progress is not None:
                             progress(done, size)
 
+                def hash_spans(upto: int) -> None:  # ranges starting before ``upto``, in file order
+                    while len(span_futs) < len(spans) and spans[len(span_futs)][0] < upto:
+                        span_futs.append(pool.submit(_hash_range, view, *spans[len(span_futs)]))
+
                 try:
                     for offset, length in cuts:
                         piece = view[offset : offset + length]
                         inflight.append((pool.submit(self._store_chunk, piece, pin), piece))
+                        hash_spans(offset + length)
                         drain(_MAX_INFLIGHT)
+                    hash_spans(size + 1)
                     drain(0)
+                    range_digests = tuple(f.result() for f in span_futs)
                 except BaseException:
                     for fut, _ in inflight:
                         fut.cancel()
+                    for sfut in span_futs:
+                        sfut.cancel()
                     raise
         finally:
             hasher.join()
@@ -264,7 +286,7 @@ class ObjectStore:
                 piece.release()
         for d in dirs:
             fsync_dir(d)
-        return FileRecord(size, whole[0], tuple(refs))
+        return FileRecord(size, whole[0], tuple(refs), range_digests)
 
     def _store_chunk(self, piece: memoryview, pin: Pin | None = None) -> ChunkRef:
         digest = _hash(piece)
@@ -495,6 +517,11 @@ def _cut_points(chunker: Any, view: memoryview) -> Generator[tuple[int, int], No
     of the buffer, so the caller can close its mmap even after an error."""
     for chunk in chunker.cut_buf(view):
         yield chunk.offset, chunk.length
+
+
+def _hash_range(view: memoryview, begin: int, end: int) -> str:
+    with view[begin:end] as piece:  # released before the caller's mmap is closed
+        return _hash(piece)
 
 
 def _offsets(rec: FileRecord) -> list[int]:

@@ -66,6 +66,21 @@ def _valid_manifest() -> dict[str, Any]:
     }
 
 
+def _valid_manifest_v2() -> dict[str, Any]:
+    """Format 2: the same files, ``a.bin`` holding three tensors (one of them empty)."""
+    from uniflow._manifest import content_digest
+
+    m = _valid_manifest()
+    m["format"] = 2
+    m["files"][0]["tensors"] = [
+        ["w", "F32", [10, 10], 8, 408, "4" * 64],
+        ["b", "BF16", [4], 408, 416, "5" * 64],
+        ["e", "I8", [0, 3], 416, 416, "6" * 64],
+    ]
+    m["content_digest"] = content_digest(m["files"])
+    return m
+
+
 def _paths(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Every key path into a nested dict/list structure."""
     out = [prefix]
@@ -103,7 +118,7 @@ def mutated(draw: Any, base: Any, values: Any) -> Any:
 def _assert_well_formed_manifest(m: Any) -> None:
     from uniflow._manifest import file_records, to_model_version
 
-    assert isinstance(m, dict) and m["format"] == 1
+    assert isinstance(m, dict) and type(m["format"]) is int and m["format"] in (1, 2)
     assert _NAME.fullmatch(m["name"]) and _VERSION.fullmatch(m["version"]) and _HEX.fullmatch(m["content_digest"])
     paths = [f["path"] for f in m["files"]]
     assert len(set(paths)) == len(paths)
@@ -117,11 +132,47 @@ def _assert_well_formed_manifest(m: Any) -> None:
         sizes = [c[1] for c in f["chunks"]]
         assert all(isinstance(c[0], bytes) and len(c[0]) == 32 for c in f["chunks"])
         assert all(isinstance(n, int) and n >= 1 for n in sizes) and sum(sizes) == f["size"]
+        if "tensors" in f:
+            _assert_well_formed_tensors(f["tensors"], f["size"])
+            assert m["format"] == 2
     mv = to_model_version(m, "development")
     file_records(m)
+    from uniflow._diff import diff_manifests
+
+    json.dumps(diff_manifests(m, m).to_dict(), allow_nan=False)  # anything accepted can be diffed
+    json.dumps(diff_manifests(_VALID_MANIFEST_V2, m).to_dict(), allow_nan=False)
+    str(diff_manifests(m, _VALID_MANIFEST))
     from uniflow.cli._common import to_jsonable
 
     json.dumps(to_jsonable(mv.to_dict()), allow_nan=False)
+
+
+_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E4M3FNUZ": 1, "F8_E5M2": 1, "F8_E5M2FNUZ": 1,
+             "F8_E8M0": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2, "U32": 4, "I32": 4, "F32": 4, "U64": 8,
+             "I64": 8, "F64": 8, "C64": 8}
+
+
+def _assert_well_formed_tensors(tensors: Any, size: int) -> None:
+    """What the diff and the partial reader rely on, checked independently of uniflow."""
+    assert isinstance(tensors, list)
+    names = [t[0] for t in tensors]
+    assert len(set(names)) == len(names)
+    spans = []
+    for t in tensors:
+        assert isinstance(t, list) and len(t) == 6
+        name, dtype, shape, begin, end, digest = t
+        assert isinstance(name, str) and 0 < len(name) <= 1024 and not _CONTROL.search(name) and name.isprintable()
+        assert dtype in _ITEMSIZE and isinstance(shape, list) and len(shape) <= 64
+        assert all(type(d) is int and d >= 0 for d in shape)
+        assert type(begin) is int and type(end) is int and 0 <= begin <= end <= size
+        count = 1
+        for d in shape:
+            count *= d
+        assert end - begin == count * _ITEMSIZE[dtype]
+        assert isinstance(digest, str) and _HEX.fullmatch(digest)
+        spans.append((begin, end))
+    spans.sort()
+    assert all(b1 >= e0 for (_, e0), (b1, _) in zip(spans, spans[1:]))
 
 
 def _unpack_both_ways(data: bytes) -> tuple[Any, Any]:
@@ -153,6 +204,7 @@ def _try_manifest(data: bytes) -> None:
 
 
 _VALID_MANIFEST = _valid_manifest()
+_VALID_MANIFEST_V2 = _valid_manifest_v2()
 
 
 @SETTINGS
@@ -176,6 +228,23 @@ def test_the_unmutated_manifest_is_accepted() -> None:
     from uniflow._manifest import unpack
 
     _assert_well_formed_manifest(unpack(msgpack.packb(_VALID_MANIFEST, use_bin_type=True)))
+    _assert_well_formed_manifest(unpack(msgpack.packb(_VALID_MANIFEST_V2, use_bin_type=True)))
+
+
+_tensor_values = (
+    msgpack_values | st.integers(-10, 500) | st.sampled_from(["F32", "BF16", "I8", "F4", "f32", "", "\n"])
+    | st.lists(st.integers(-2, 2**63), max_size=70) | st.text(alphabet="0123456789abcdefABCDEF", min_size=62, max_size=66)
+)
+
+
+@SETTINGS
+@given(mutated(_VALID_MANIFEST_V2, _tensor_values).map(lambda v: msgpack.packb(v, use_bin_type=True)))
+@example(msgpack.packb(_VALID_MANIFEST_V2, use_bin_type=True))
+def test_format_2_manifest_unpacking_raises_only_uniflow_errors(data: bytes) -> None:
+    """Format-2 manifests (tensor lists) with one to three places replaced or deleted, the
+    replacements biased towards near-valid tensor fields: IntegrityError, or a manifest whose
+    tensor lists satisfy every invariant the diff and the partial reader rely on."""
+    _try_manifest(data)
 
 
 # ----------------------------------------------------------------------------- states

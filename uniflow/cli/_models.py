@@ -535,3 +535,13 @@ def export_cmd(name: str, args: tuple[str, ...], stage: str | None, force: bool,
                f" to {os.fspath(out)} ({len(mv.files)} file{'' if len(mv.files) == 1 else 's'}, "
                f"{human_size(mv.size)})")
 
+
+
+# --------------------------------------------------------------------------- diff (uniflow/cli/_diff.py)
+def _add_diff() -> None:
+    from ._diff import diff_cmd
+
+    models.add_command(diff_cmd)
+
+
+_add_diff()
