@@ -4,41 +4,31 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
-import shutil
-import sys
 from collections.abc import Iterable
-from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
-from . import _tensors, _testhooks
 from ._config import Config, ConfigSource
 from ._errors import (
     InvalidPathError,
     ReadOnlyRegistryError,
     UsageError,
-    VersionExistsError,
 )
 from ._git import GitRepo
 from ._lifecycle import (
-    LifecycleState,
-    register_transition,
     rollback_transition,
 )
 from ._maintenance import gc as _gc
 from ._maintenance import verify as _verify
-from ._manifest import MANIFEST_FORMAT, content_digest, file_entry, json_safe
-from ._naming import next_version, validate_key, validate_model_name, validate_version, version_sort_key
-from ._pins import Pin
+from ._naming import version_sort_key
+from ._register import register_version
 from ._repo import Repository
 from ._reports import GcReport, PullReport, PushReport, VerifyReport
 from ._stages import ModelStage, StageLike
 from ._store import ObjectStore, ProgressFn
-from ._tree import export_files, materialize, model_path_kind, walk_model
+from ._tree import export_files, materialize
 from ._types import HistoryEvent, HistoryList, ModelSummary, ModelVersion, VersionList
-from ._version import __version__
 from .sharing.blobs import JOBS, BlobFetcher
 from .sharing.giturl import is_git_url
 from .sharing.pull import pull as _pull
@@ -51,9 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["ModelRegistry", "RemoteRegistry"]
 
 log = logging.getLogger("uniflow")
-
-_AUTO_VERSION_ATTEMPTS = 100
-
 
 class ModelRegistry:
     """A model registry stored in the Git repository enclosing ``path`` (default: cwd).
@@ -148,149 +135,11 @@ class ModelRegistry:
         no safe serializer handles; ``lineage`` adds keys to the recorded lineage;
         ``progress(done, total)`` is called as bytes are stored.
         """
-        with ExitStack() as cleanup:  # releases the pin (docs/design.md, "gc and registers in flight")
-            return self._register(
-                cleanup, model, name, version, framework, metrics, tags, params, description,
-                trust=trust, lineage=lineage, progress=progress,
-            )
-
-    def _register(
-        self,
-        cleanup: ExitStack,
-        model: Any,
-        name: str,
-        version: str | None,
-        framework: str | None,
-        metrics: dict[str, Any] | None,
-        tags: dict[str, Any] | None,
-        params: dict[str, Any] | None,
-        description: str | None,
-        *,
-        trust: bool,
-        lineage: dict[str, Any] | None,
-        progress: ProgressFn | None,
-    ) -> ModelVersion:
-        """:meth:`register`; its chunks stay pinned until ``cleanup`` closes, after the tag exists."""
-        validate_model_name(name)
-        if version is not None:
-            validate_version(version)
-        for label, value in (("metrics", metrics), ("tags", tags), ("params", params)):
-            if value is not None and not isinstance(value, dict):
-                raise UsageError(f"{label} must be a dict, got {type(value).__name__}")
-            for key in value or {}:
-                validate_key(key if isinstance(key, str) else str(key), label[:-1])
-        self.init()
-        self.store.ensure_dirs()
-        pin = cleanup.enter_context(self.store.pin())
-        work = self.store.tmp_path("ser")
-        try:
-            files, serializer, meta, fw = self._collect(model, framework, trust, work)
-            entries = self._store_files(files, progress, pin)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        code_commit = self.git.head()
-        actor = self.git.identity()
-        manifest: dict[str, Any] = {
-            "format": MANIFEST_FORMAT,
-            "name": name,
-            "version": "",
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "author": f"{actor[0]} <{actor[1]}>",
-            "framework": fw,
-            "serializer": serializer,
-            "serializer_meta": json_safe(meta),
-            "files": entries,
-            "content_digest": content_digest(entries),
-            "metrics": json_safe(metrics or {}),
-            "params": json_safe(params or {}),
-            "tags": {str(k): str(v) for k, v in (tags or {}).items()},
-            "description": description or "",
-            "lineage": {
-                "code_commit": code_commit,
-                "branch": self.git.branch(),
-                "dirty": self.git.is_dirty() if code_commit else False,
-                **json_safe(lineage or {}),
-            },
-            "libraries": _libraries(serializer),
-        }
-        _testhooks.point("register-before-tag")
-        for attempt in range(_AUTO_VERSION_ATTEMPTS):
-            chosen = version or next_version(self._repo.index.version_names(name))
-            manifest["version"] = chosen
-            try:
-                created, _tag = self._repo.index.write_version(manifest, code_commit, actor)
-            except VersionExistsError:
-                if version is not None:
-                    raise
-                continue  # someone took this auto version concurrently: take the next one
-            _testhooks.point("register-before-event")
-            self._record_register(name, chosen, _tag, actor)
-            return self.get(name, chosen)
-        raise VersionExistsError(name, "auto", "(too many concurrent registrations)")
-
-    def _collect(
-        self, model: Any, framework: str | None, trust: bool, work: Path
-    ) -> tuple[list[tuple[str, Path]], str, dict[str, Any], str]:
-        """Files to store: ``([(relpath, path)], serializer, meta, framework label)``."""
-        from .serializers import canonical_framework, serializer_for
-        from .serializers._files import framework_for_path
-
-        if isinstance(model, (str, os.PathLike)):
-            src = Path(model)
-            kind = model_path_kind(src)  # a regular file or a directory, nothing else
-            fw = framework or framework_for_path(src)
-            if kind == "file":
-                return [(src.name, src)], "files", {"kind": "file", "path": src.name}, fw
-            files = _walk(src)
-            if not files:
-                raise InvalidPathError(f"model directory {src} holds no files")
-            return files, "files", {"kind": "dir"}, fw
-        ser = serializer_for(model, framework, trust)
-        work.mkdir(parents=True)
-        meta = ser.save(model, work, trust=trust)
-        fw = canonical_framework(framework) if framework else ser.framework
-        return _walk(work), ser.name, meta, fw
-
-    def _record_register(self, name: str, version: str, tag: str, actor: tuple[str, str]) -> None:
-        """Write the register event of ``version`` unless its lifecycle already has it.
-
-        Called after every register, new or repeated: a register that died between its tag
-        and its event is repaired by the next register of the same version, exactly once.
-        The check runs inside the lifecycle compare-and-swap (on the head it is about to
-        extend), so two registers racing here write one event between them.
-        """
-        since = self.git.read_tag(tag).tag_time - _EVENT_CLOCK_SLACK
-
-        def once(state: LifecycleState) -> tuple[dict[str, Any], str]:
-            if _has_register_event(self._repo, name, version, since):
-                raise _AlreadyRecorded
-            return register_transition(version)(state)
-
-        try:
-            self._repo.lifecycle.apply(name, once, actor)
-        except _AlreadyRecorded:
-            pass
-
-    def _store_files(
-        self, files: list[tuple[str, Path]], progress: ProgressFn | None, pin: Pin | None = None
-    ) -> list[dict[str, Any]]:
-        total = sum(p.stat().st_size for _, p in files)
-        done = 0
-        entries = []
-        for rel, path in files:
-            base = done
-            cb = (lambda d, _t, b=base: progress(b + d, total)) if progress else None
-            scan = _tensors.scan_for(rel)  # tensor files: per-tensor digests, same pass (format 2)
-            rec = self.store.put_file(path, cb, pin, scan)
-            done += rec.size
-            entry = file_entry(rel, rec, path.stat().st_mode)
-            tensors = scan.entries(rec.range_digests) if scan is not None else None
-            if tensors is not None:
-                entry["tensors"] = tensors
-            entries.append(entry)
-        if progress and not files:
-            progress(0, 0)
-        return entries
+        chosen = register_version(
+            self._repo, model, name, version=version, framework=framework, metrics=metrics, tags=tags,
+            params=params, description=description, trust=trust, lineage=lineage, progress=progress,
+        )
+        return self.get(name, chosen)
 
     # ------------------------------------------------------------------ read
 
@@ -540,39 +389,6 @@ class ModelRegistry:
         )
 
 
-#: a register event is written after its tag, on the same clock; events older than the tag
-#: by more than this are an earlier registration of a version of the same name (deleted since)
-_EVENT_CLOCK_SLACK = 5
-
-
-class _AlreadyRecorded(Exception):
-    """The register event exists: nothing to write (aborts the lifecycle transition)."""
-
-
-def _has_register_event(repo: Repository, name: str, version: str, since: int) -> bool:
-    """True if the lifecycle of ``name`` records registering ``version`` at or after ``since``
-    (walking back from the head only that far: usually one commit)."""
-    return any(
-        ev.get("action") == "register" and ev.get("version") == version for ev in repo.lifecycle.events(name, since)
-    )
-
-
-def _walk(root: Path) -> list[tuple[str, Path]]:
-    """The regular files of a directory model; a symlink, FIFO, socket or device inside it
-    is an InvalidPathError naming it (see ``_tree.walk_model``)."""
-    return walk_model(root)
-
-
-def _libraries(serializer: str) -> dict[str, str]:
-    libs = {"python": platform.python_version(), "uniflow": __version__}
-    for mod in ("torch", "safetensors", "sklearn", "skops", "numpy"):
-        m = sys.modules.get(mod)
-        if m is not None and hasattr(m, "__version__"):
-            libs[mod] = str(m.__version__)
-    return libs
-
-
-# ---------------------------------------------------------------------- read-only, by Git URL
 #: attributes of the facade that need the Git side: the first use syncs the mirror
 _SYNCED_ATTRS = frozenset({"_repo", "git", "root", "uniflow_dir", "store"})
 

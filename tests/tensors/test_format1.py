@@ -20,10 +20,10 @@ FORMAT_1_COMMIT = "dd7dcd8"
 
 def _register_format_1(registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch, model, version: str) -> None:
     """Register as uniflow 0.1 did: format 1, no tensor lists."""
-    from uniflow import _registry, _tensors
+    from uniflow import _register, _tensors
 
     with monkeypatch.context() as mp:
-        mp.setattr(_registry, "MANIFEST_FORMAT", 1)
+        mp.setattr(_register, "MANIFEST_FORMAT", 1)
         mp.setattr(_tensors, "scan_for", lambda path: None)
         registry.register(model, "lm", version=version)
 

@@ -110,10 +110,10 @@ def test_a_fresh_clone_fetches_only_the_chunks_of_the_requested_tensors(tmp_path
 
 def test_format_1_versions_have_no_tensor_data(registry: ModelRegistry, tmp_path: Path, monkeypatch) -> None:
     """A version registered before format 2 still loads; a partial load says why it cannot."""
-    from uniflow import _registry, _tensors
+    from uniflow import _register, _tensors
 
     with monkeypatch.context() as mp:  # what uniflow 0.1 wrote: format 1, no tensor lists
-        mp.setattr(_registry, "MANIFEST_FORMAT", 1)
+        mp.setattr(_register, "MANIFEST_FORMAT", 1)
         mp.setattr(_tensors, "scan_for", lambda path: None)
         registry.register(tiny_lm(), "lm", version="v1.0.0")
     m = registry.repository.manifest("lm", "v1.0.0")
