@@ -6,9 +6,7 @@ a bounded loop.
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,35 +15,18 @@ import pytest
 from tests.helpers import (
     cli,
     clone,
+    free_port,
     git,
     log_subjects,
     model_dir,
     open_registry,
     shared_setup,
     tree_bytes,
+    wait_port,
 )
 from uniflow import IntegrityError, PushRejectedError
 
 pytestmark = pytest.mark.slow  # git daemon and an S3 server on loopback: skipped by the fast run (pytest -m 'not slow')
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:  # bounded
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited early with code {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
 @pytest.fixture
@@ -53,14 +34,14 @@ def git_daemon(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """``(base path, git://127.0.0.1:<port>)``: a push-enabled git daemon serving ``base``."""
     base = tmp_path / "srv"
     base.mkdir()
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         ["git", "daemon", "--reuseaddr", f"--base-path={base}", "--export-all", "--enable=receive-pack",
          "--listen=127.0.0.1", f"--port={port}", str(base)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_port(port, proc)
+        wait_port(port, proc)
         yield base, f"git://127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -69,29 +50,6 @@ def git_daemon(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """An S3 endpoint (moto server on 127.0.0.1) with bucket ``models``; AWS variables point at it."""
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        _wait_port(port)
-        endpoint = f"http://127.0.0.1:{port}"
-        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
-            monkeypatch.setenv(k, v)
-        monkeypatch.delenv("AWS_PROFILE", raising=False)
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="models")
-        yield endpoint
-    finally:
-        server.stop()
 
 
 def _s3_keys(endpoint: str, prefix: str) -> list[str]:

@@ -61,26 +61,3 @@ def git_daemon(tmp_path: Path) -> Iterator[str]:
     base = tmp_path / "srv"
     base.mkdir(exist_ok=True)
     yield from _daemon(base)
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """moto's S3 server on 127.0.0.1 with bucket ``models``; the AWS variables point at it."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        wait_port(port)
-        endpoint = f"http://127.0.0.1:{port}"
-        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
-            monkeypatch.setenv(k, v)
-        monkeypatch.delenv("AWS_PROFILE", raising=False)
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="models")
-        yield endpoint
-    finally:
-        server.stop()
