@@ -36,7 +36,7 @@ from ._reports import GcReport, PullReport, PushReport, VerifyReport
 from ._stages import ModelStage, StageLike
 from ._store import ObjectStore, ProgressFn
 from ._tree import export_files, materialize, model_path_kind, walk_model
-from ._types import HistoryEvent, HistoryList, ModelSummary, ModelVersion, VersionList
+from ._types import HistoryEvent, Provenance, HistoryList, ModelSummary, ModelVersion, VersionList
 from ._version import __version__
 from .sharing.blobs import JOBS, BlobFetcher
 from .sharing.pull import pull as _pull
@@ -44,6 +44,7 @@ from .sharing.push import push as _push
 
 if TYPE_CHECKING:
     from ._compare import Comparison
+    from .importers import ImportReport
 
 __all__ = ["ModelRegistry"]
 
@@ -124,6 +125,7 @@ class ModelRegistry:
         trust: bool = False,
         lineage: dict[str, Any] | None = None,
         progress: ProgressFn | None = None,
+        provenance: Provenance | None = None,
     ) -> ModelVersion:
         """Store ``model`` (an object, or a path to a file or directory) as a new version.
 
@@ -132,12 +134,13 @@ class ModelRegistry:
         returns it (and records its register event if a crash lost it); with different
         content raises :class:`VersionExistsError`. ``trust=True`` allows pickle for objects
         no safe serializer handles; ``lineage`` adds keys to the recorded lineage;
-        ``progress(done, total)`` is called as bytes are stored.
+        ``progress(done, total)`` is called as bytes are stored. ``provenance`` (importers)
+        gives the original author, time and code commit (:class:`~uniflow._types.Provenance`).
         """
         with ExitStack() as cleanup:  # releases the pin (docs/design.md, "gc and registers in flight")
             return self._register(
                 cleanup, model, name, version, framework, metrics, tags, params, description,
-                trust=trust, lineage=lineage, progress=progress,
+                trust=trust, lineage=lineage, progress=progress, provenance=provenance,
             )
 
     def _register(
@@ -155,6 +158,7 @@ class ModelRegistry:
         trust: bool,
         lineage: dict[str, Any] | None,
         progress: ProgressFn | None,
+        provenance: Provenance | None = None,
     ) -> ModelVersion:
         """:meth:`register`; its chunks stay pinned until ``cleanup`` closes, after the tag exists."""
         validate_model_name(name)
@@ -174,13 +178,16 @@ class ModelRegistry:
             entries = self._store_files(files, progress, pin)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        code_commit = self.git.head()
-        actor = self.git.identity()
+        prov = provenance
+        code_commit = prov.code_commit if prov and prov.code_commit else self.git.head()
+        actor = prov.author if prov else self.git.identity()
+        when = prov.created_at.astimezone(timezone.utc) if prov else datetime.now(timezone.utc)
+        own_commit = not (prov and prov.code_commit)  # an imported commit is on no branch of ours
         manifest: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
             "name": name,
             "version": "",
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_at": when.isoformat(timespec="seconds"),
             "author": f"{actor[0]} <{actor[1]}>",
             "framework": fw,
             "serializer": serializer,
@@ -193,8 +200,8 @@ class ModelRegistry:
             "description": description or "",
             "lineage": {
                 "code_commit": code_commit,
-                "branch": self.git.branch(),
-                "dirty": self.git.is_dirty() if code_commit else False,
+                "branch": self.git.branch() if own_commit else None,
+                "dirty": self.git.is_dirty() if code_commit and own_commit else False,
                 **json_safe(lineage or {}),
             },
             "libraries": _libraries(serializer),
@@ -210,7 +217,7 @@ class ModelRegistry:
                     raise
                 continue  # someone took this auto version concurrently: take the next one
             _testhooks.point("register-before-event")
-            self._record_register(name, chosen, _tag, actor)
+            self._record_register(name, chosen, _tag, actor, prov)
             return self.get(name, chosen)
         raise VersionExistsError(name, "auto", "(too many concurrent registrations)")
 
@@ -237,7 +244,9 @@ class ModelRegistry:
         fw = canonical_framework(framework) if framework else ser.framework
         return _walk(work), ser.name, meta, fw
 
-    def _record_register(self, name: str, version: str, tag: str, actor: tuple[str, str]) -> None:
+    def _record_register(
+        self, name: str, version: str, tag: str, actor: tuple[str, str], prov: Provenance | None = None
+    ) -> None:
         """Write the register event of ``version`` unless its lifecycle already has it.
 
         Called after every register, new or repeated: a register that died between its tag
@@ -250,10 +259,10 @@ class ModelRegistry:
         def once(state: LifecycleState) -> tuple[dict[str, Any], str]:
             if _has_register_event(self._repo, name, version, since):
                 raise _AlreadyRecorded
-            return register_transition(version)(state)
+            return register_transition(version, json_safe(prov.event_extra) if prov else None)(state)
 
         try:
-            self._repo.lifecycle.apply(name, once, actor)
+            self._repo.lifecycle.apply(name, once, actor, at=prov.created_at if prov else None)
         except _AlreadyRecorded:
             pass
 
@@ -413,6 +422,28 @@ class ModelRegistry:
         mvs = [self.get(name, v) for v in versions]
         manifests = [self._repo.manifest(name, v) for v in versions]
         return build_comparison(self.git, mvs, manifests)
+
+    # ------------------------------------------------------------------ importers (uniflow/importers/)
+    def import_mlflow(
+        self, names: Iterable[str] | None = None, *, tracking_uri: str | None = None,
+        registry_uri: str | None = None, dry_run: bool = False, progress: ProgressFn | None = None,
+    ) -> "ImportReport":
+        """Import an MLflow Model Registry (every model, or ``names``) with its stages and
+        aliases; idempotent. Needs the ``mlflow`` extra. See docs/migrate.md."""
+        from .importers.mlflow import import_mlflow
+
+        return import_mlflow(self._repo, self.register, names, tracking_uri=tracking_uri,
+                             registry_uri=registry_uri, dry_run=dry_run, progress=progress)
+
+    def import_gto(
+        self, names: Iterable[str] | None = None, *, rev: str | None = None, dry_run: bool = False,
+        progress: ProgressFn | None = None,
+    ) -> "ImportReport":
+        """Import the GTO tags of this repository (only those whose commit ``rev`` reaches, when
+        given) with their assignments and deprecations; idempotent. See docs/migrate.md."""
+        from .importers.gto import import_gto
+
+        return import_gto(self._repo, self.register, names, rev=rev, dry_run=dry_run, progress=progress)
 
     # ------------------------------------------------------------------ maintenance
     def verify(self, name: str | None = None) -> VerifyReport:
