@@ -134,6 +134,9 @@ def import_mlflow(
     progress: ProgressFn | None = None,
 ) -> ImportReport:
     """Import the MLflow registry at ``tracking_uri`` (MLflow's default when None)."""
+    for uri in (tracking_uri, registry_uri):
+        if uri and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+            raise NotFoundError(f"no MLflow database at {uri}")  # MLflow would create an empty one
     client = _client(tracking_uri, registry_uri)
     wanted = list(names or [])
     if wanted:
