@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli, git, make_repo
+from tests.helpers import cli, git
 from tests.importers._mlflow_fixture import build_registry, log_version
 
 from uniflow import ModelRegistry
