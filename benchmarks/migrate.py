@@ -18,8 +18,8 @@ from pathlib import Path
 
 from benchmarks.harness import Results, log
 
-KEYS = ["mlflow_import_per_version_s", "mlflow_import_stored_bytes", "mlflow_artifact_store_bytes",
-        "mlflow_import_stored_ratio"]
+KEYS = ["migrate_mlflow_per_version_s", "migrate_mlflow_stored_bytes", "migrate_mlflow_store_bytes",
+        "migrate_mlflow_stored_ratio"]
 BLOCK = 256 << 10
 
 
@@ -81,14 +81,14 @@ def bench_mlflow_import(res: Results, work: Path, versions: int, size_mib: int) 
         assert again.count("skipped") == versions
     stored = _tree_bytes(repo / ".uniflow" / "objects")
     artifacts = _tree_bytes(store)
-    res.value("mlflow_import_versions", versions)
-    res.value("mlflow_import_size_mib", size_mib)
-    res.value("mlflow_import_per_version_s", round(elapsed / versions, 4),
+    res.value("migrate_mlflow_versions", versions)
+    res.value("migrate_mlflow_size_mib", size_mib)
+    res.value("migrate_mlflow_per_version_s", round(elapsed / versions, 4),
               "import_mlflow wall time / versions (download through MLflow + register), sqlite + local store")
-    res.value("mlflow_import_rerun_s", round(rerun, 3), "a second import_mlflow: every version skipped")
-    res.value("mlflow_import_stored_bytes", stored, "bytes of .uniflow/objects after the import")
-    res.value("mlflow_artifact_store_bytes", artifacts, "bytes of MLflow's artifact store for the same versions")
-    res.value("mlflow_import_stored_ratio", round(stored / artifacts, 4) if artifacts else None,
+    res.value("migrate_mlflow_rerun_s", round(rerun, 3), "a second import_mlflow: every version skipped")
+    res.value("migrate_mlflow_stored_bytes", stored, "bytes of .uniflow/objects after the import")
+    res.value("migrate_mlflow_store_bytes", artifacts, "bytes of MLflow's artifact store for the same versions")
+    res.value("migrate_mlflow_stored_ratio", round(stored / artifacts, 4) if artifacts else None,
               "uniflow bytes / MLflow bytes")
     log(f"    import: {elapsed / versions * 1000:.0f} ms/version; stored {stored / 2**20:.1f} MiB "
         f"vs MLflow {artifacts / 2**20:.1f} MiB; re-run {rerun:.1f} s")

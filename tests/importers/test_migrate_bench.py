@@ -26,6 +26,6 @@ def test_migrate_section_smoke(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads(out.read_text())
     values = data.get("values", data)
-    assert values["mlflow_import_versions"] == 5
-    assert 0 < values["mlflow_import_per_version_s"] < 60
-    assert 0 < values["mlflow_import_stored_bytes"] < values["mlflow_artifact_store_bytes"]
+    assert values["migrate_mlflow_versions"] == 5
+    assert 0 < values["migrate_mlflow_per_version_s"] < 60
+    assert 0 < values["migrate_mlflow_stored_bytes"] < values["migrate_mlflow_store_bytes"]

@@ -102,6 +102,8 @@ def test_dry_run_writes_nothing(repo: Path, built) -> None:
     assert _refs(repo) == before and not (repo / ".uniflow").exists()
     text = cli(repo, "import", "mlflow", "--tracking-uri", built.uri, "--dry-run").stdout
     assert "would-import  clf v1.0.0" in text and "Plan from mlflow" in text
+    r = cli(repo, "import", "mlflow", "clf", "--tracking-uri", built.uri)
+    assert "Downloading artifacts" not in r.stderr  # MLflow's own progress bars stay off
 
 
 def test_other_bytes_are_reported_never_overwritten(repo: Path, built, tmp_path: Path) -> None:

@@ -15,8 +15,9 @@ docs/migrate.md.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -245,14 +246,30 @@ def _run_data(client: Any, mv: Any, experiments: dict[str, str]) -> tuple[dict[s
     return metrics, params, lineage
 
 
+@contextlib.contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    """MLflow draws its own tqdm bars on stderr while downloading; the library never prints,
+    so they are switched off for the download (unless the user set the variable)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
 def _fetcher(client: Any, model: str, number: str, tracking_uri: str | None, registry_uri: str | None) -> Any:
     def fetch(dest: Path) -> Path:
         import mlflow.artifacts
 
         uri = _call(f"download URI of {model}/{number}", client.get_model_version_download_uri, model, number)
-        got = Path(_call(f"download {model}/{number}", mlflow.artifacts.download_artifacts,
-                         artifact_uri=uri, dst_path=os.fspath(dest), tracking_uri=tracking_uri,
-                         registry_uri=registry_uri))
+        with _quiet_downloads():
+            got = Path(_call(f"download {model}/{number}", mlflow.artifacts.download_artifacts,
+                             artifact_uri=uri, dst_path=os.fspath(dest), tracking_uri=tracking_uri,
+                             registry_uri=registry_uri))
         real, root = got.resolve(), dest.resolve()
         if real != root and root not in real.parents:  # MLflow wrote outside the directory it was given
             raise RemoteError(f"MLflow: download of {model}/{number} landed outside {dest}")
