@@ -203,3 +203,30 @@ def test_tampered_dvc_cache_is_refused(repo: Path, gto_repo: dict[str, object]) 
     obj.write_bytes(b"something else")
     report = ModelRegistry(repo).import_gto(["big"])
     assert report.versions[0].status == "failed" and "does not match its md5" in report.versions[0].detail
+
+
+def test_dvc_directory_from_dvc_lock_and_progress_bar(repo: Path) -> None:
+    """A DVC-tracked directory (a pipeline output in dvc.lock, a `.dir` listing in the cache)."""
+    files = {"vocab.txt": b"a\nb\n", "sub/merges.txt": b"a b\n"}
+    cache = repo / ".dvc/cache/files/md5"
+    listing = []
+    for rel, data in sorted(files.items()):
+        md5 = hashlib.md5(data).hexdigest()
+        (cache / md5[:2]).mkdir(parents=True, exist_ok=True)
+        (cache / md5[:2] / md5[2:]).write_bytes(data)
+        listing.append({"md5": md5, "relpath": rel})
+    raw = json.dumps(listing).encode()
+    dir_md5 = hashlib.md5(raw).hexdigest()
+    (cache / dir_md5[:2]).mkdir(parents=True, exist_ok=True)
+    (cache / dir_md5[:2] / (dir_md5[2:] + ".dir")).write_bytes(raw)
+    commit_files(repo, {
+        "dvc.yaml": b"stages:\n  tok:\n    cmd: python tok.py\n    outs: [models/tok]\nartifacts:\n  tok:\n    path: models/tok\n",
+        "dvc.lock": f"schema: '2.0'\nstages:\n  tok:\n    cmd: python tok.py\n    outs:\n    - path: models/tok\n"
+                    f"      md5: {dir_md5}.dir\n      nfiles: 2\n".encode(),
+        ".gitignore": b"/models/tok\n.dvc/cache\n"}, "tokenizer")
+    gto(repo, "register", "tok", "--version", "v1.0.0", who="Fay")
+    r = cli(repo, "import", "gto", env={"UNIFLOW_FORCE_TTY": "1", "COLUMNS": "100"})
+    assert "imported      tok v1.0.0" in r.stdout
+    reg = ModelRegistry(repo)
+    root = reg.load_path("tok", "v1.0.0")
+    assert {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()} == files
