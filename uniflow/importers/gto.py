@@ -77,7 +77,8 @@ def parse_gto_tag(tag: str) -> GtoTag | None:
 
 
 def _git(root: Path, *args: str) -> bytes:
-    env = {**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
+    # paths come from the repository's YAML: never let git read them as glob patterns
+    env = {**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0", "GIT_LITERAL_PATHSPECS": "1"}
     try:
         proc = subprocess.run(["git", *args], cwd=root, env=env, capture_output=True, timeout=_GIT_TIMEOUT,
                               stdin=subprocess.DEVNULL, check=False)
