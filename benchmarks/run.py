@@ -3,7 +3,7 @@
 
 Usage::
 
-    python -m benchmarks.run [--quick] [--smoke] [--peers] [--scaling] [--json OUT]
+    python -m benchmarks.run [--quick] [--smoke] [--peers] [--scaling] [--migrate] [--json OUT]
                              [--size-mib N] [--cache-dir DIR]
 
 Every figure is the median of several runs (the samples are kept under ``"samples"`` in the
@@ -17,6 +17,8 @@ Modes:
   (every mode also times the web UI, `ui_overview_ms` and `ui_model_page_ms`, on the list
   repository, when the `ui` extra is installed)
   --peers    also DVC, MLflow and GTO, each installed into its own venv under the cache dir.
+  --migrate  `import_mlflow` of 100 fine-tunes of a 10 MiB model (5 of 1 MiB with --smoke);
+             needs the mlflow extra in this interpreter (docs/migrate.md).
   --scaling  register/load versus model size and `models list` versus number of versions
              (data for benchmarks/plot.py).
 
@@ -853,6 +855,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--smoke", action="store_true", help="tiny sizes; runs in seconds")
     ap.add_argument("--peers", action="store_true", help="also measure DVC, MLflow and GTO")
     ap.add_argument("--scaling", action="store_true", help="register/load vs size, list vs versions")
+    ap.add_argument("--migrate", action="store_true",
+                    help="import_mlflow of 100 fine-tunes of a 10 MiB model (needs the mlflow extra)")
     ap.add_argument("--scaling-max-mib", type=int, default=4096)
     ap.add_argument("--scaling-max-versions", type=int, default=10000)
     ap.add_argument("--json", type=Path, help="write the results as JSON here")
@@ -865,7 +869,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached list repository")
     ap.add_argument(
         "--only",
-        help="comma-separated sections: machine,register,dedup,promote,cli,ui,import,remote,tensors,peers,scaling",
+        help="comma-separated sections: machine,register,dedup,promote,cli,ui,import,remote,tensors,peers,scaling,migrate",
     )
     args = ap.parse_args(argv)
 
@@ -989,6 +993,13 @@ def main(argv: list[str] | None = None) -> int:
                 peers.bench_all(res, f, cache, work, runs=mode["peer_runs"], import_runs=mode["import_runs"])
 
             section(res, PEER_KEYS, "peers")(_peers)
+        if args.migrate and registry_ok and want("migrate"):
+            from benchmarks import migrate
+
+            n, mib = (5, 1) if args.smoke else (100, 10)
+            section(res, migrate.KEYS, "migrate (MLflow import)")(
+                lambda: migrate.bench_mlflow_import(res, work, n, mib)
+            )
         if args.scaling and registry_ok and want("scaling"):
             section(res, ["scaling"], "scaling")(
                 lambda: bench_scaling(res, cache, work, args.scaling_max_mib, args.scaling_max_versions)

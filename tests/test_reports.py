@@ -160,7 +160,7 @@ def test_register_is_keyword_only_after_name(registry: ModelRegistry, weights) -
     params = inspect.signature(ModelRegistry.register).parameters
     assert [n for n, p in params.items() if p.kind is p.POSITIONAL_OR_KEYWORD] == ["self", "model", "name"]
     assert list(params)[3:] == ["version", "framework", "metrics", "tags", "params", "description", "trust",
-                                "lineage", "progress"]
+                                "lineage", "progress", "provenance"]
     with pytest.raises(TypeError):
         registry.register(weights(1), "m", "v1.0.0")  # type: ignore[misc]
     assert registry.list_models() == []

@@ -368,13 +368,19 @@ class Lifecycle:
         return events
 
     # ------------------------------------------------------------------ write
-    def apply(self, model: str, transition: Transition, actor: Identity) -> tuple[LifecycleState, dict[str, Any]]:
+    def apply(
+        self, model: str, transition: Transition, actor: Identity, *, at: datetime | None = None
+    ) -> tuple[LifecycleState, dict[str, Any]]:
         """Apply ``transition`` to the current state and CAS the lifecycle ref forward.
 
         ``transition`` mutates the state it is given and returns ``(event, summary line)``;
         it may raise a UsageError, which aborts without writing. On a lost race it is
-        re-run on the new state (bounded).
+        re-run on the new state (bounded). ``at`` is the time the event records (default:
+        now); importers pass the time the original registry gave. The commit itself is
+        always dated now, so commit times along the chain stay in write order.
         """
+        if at is not None and at.tzinfo is None:
+            raise UsageError("an event time must carry a time zone")
         ref = lifecycle_ref(model)
         for attempt in range(CAS_ATTEMPTS):
             head = self.head(model)
@@ -382,7 +388,8 @@ class Lifecycle:
             event, summary = transition(state)
             state.seq += 1
             now = datetime.now(timezone.utc)
-            event = {**event, "seq": state.seq, "actor": f"{actor[0]} <{actor[1]}>", "at": now.isoformat()}
+            when = at.astimezone(timezone.utc) if at is not None else now
+            event = {**event, "seq": state.seq, "actor": f"{actor[0]} <{actor[1]}>", "at": when.isoformat()}
             tree = self.git.write_tree(
                 {
                     "event.json": (0o100644, self.git.write_blob(_dumps(event))),
@@ -468,12 +475,15 @@ def promote_transition(
     return run
 
 
-def register_transition(version: str) -> Transition:
+def register_transition(version: str, extra: dict[str, Any] | None = None) -> Transition:
+    """The register event of ``version``; ``extra`` (e.g. where an import found it) is recorded."""
+
     def run(state: LifecycleState) -> tuple[dict[str, Any], str]:
         state.stage_of.pop(version, None)
-        return {"action": "register", "version": version, "from": None, "to": "development"}, (
-            f"register {state.model} {version}: -> development"
-        )
+        event: dict[str, Any] = {"action": "register", "version": version, "from": None, "to": "development"}
+        if extra:
+            event["extra"] = extra
+        return event, f"register {state.model} {version}: -> development"
 
     return run
 

@@ -26,6 +26,7 @@ from ._pins import Pin
 from ._repo import Repository
 from ._store import ProgressFn
 from ._tree import model_path_kind, walk_model
+from ._types import Provenance
 from ._version import __version__
 
 __all__ = ["register_version"]
@@ -47,6 +48,7 @@ def register_version(
     trust: bool = False,
     lineage: dict[str, Any] | None = None,
     progress: ProgressFn | None = None,
+    provenance: Provenance | None = None,
 ) -> str:
     """Store ``model`` as a version of ``name`` and return the version string chosen.
 
@@ -71,13 +73,16 @@ def register_version(
             entries = _store_files(repo, files, progress, pin)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        code_commit = repo.git.head()
-        actor = repo.git.identity()
+        prov = provenance
+        code_commit = prov.code_commit if prov and prov.code_commit else repo.git.head()
+        actor = prov.author if prov else repo.git.identity()
+        when = prov.created_at.astimezone(timezone.utc) if prov else datetime.now(timezone.utc)
+        own_commit = not (prov and prov.code_commit)  # an imported commit is on no branch of ours
         manifest: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
             "name": name,
             "version": "",
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_at": when.isoformat(timespec="seconds"),
             "author": f"{actor[0]} <{actor[1]}>",
             "framework": fw,
             "serializer": serializer,
@@ -90,8 +95,8 @@ def register_version(
             "description": description or "",
             "lineage": {
                 "code_commit": code_commit,
-                "branch": repo.git.branch(),
-                "dirty": repo.git.is_dirty() if code_commit else False,
+                "branch": repo.git.branch() if own_commit else None,
+                "dirty": repo.git.is_dirty() if code_commit and own_commit else False,
                 **json_safe(lineage or {}),
             },
             "libraries": _libraries(serializer),
@@ -107,7 +112,7 @@ def register_version(
                     raise
                 continue  # someone took this auto version concurrently: take the next one
             _testhooks.point("register-before-event")
-            _record_register(repo, name, chosen, _tag, actor)
+            _record_register(repo, name, chosen, _tag, actor, prov)
             return chosen
         raise VersionExistsError(name, "auto", "(too many concurrent registrations)")
 
@@ -136,7 +141,9 @@ def _collect(
     return _walk(work), ser.name, meta, fw
 
 
-def _record_register(repo: Repository, name: str, version: str, tag: str, actor: tuple[str, str]) -> None:
+def _record_register(
+    repo: Repository, name: str, version: str, tag: str, actor: tuple[str, str], prov: Provenance | None = None
+) -> None:
     """Write the register event of ``version`` unless its lifecycle already has it.
 
     Called after every register, new or repeated: a register that died between its tag
@@ -149,10 +156,10 @@ def _record_register(repo: Repository, name: str, version: str, tag: str, actor:
     def once(state: LifecycleState) -> tuple[dict[str, Any], str]:
         if _has_register_event(repo, name, version, since):
             raise _AlreadyRecorded
-        return register_transition(version)(state)
+        return register_transition(version, json_safe(prov.event_extra) if prov else None)(state)
 
     try:
-        repo.lifecycle.apply(name, once, actor)
+        repo.lifecycle.apply(name, once, actor, at=prov.created_at if prov else None)
     except _AlreadyRecorded:
         pass
 

@@ -28,7 +28,7 @@ from ._reports import GcReport, PullReport, PushReport, VerifyReport
 from ._stages import ModelStage, StageLike
 from ._store import ObjectStore, ProgressFn
 from ._tree import export_files, materialize
-from ._types import HistoryEvent, HistoryList, ModelSummary, ModelVersion, VersionList
+from ._types import HistoryEvent, HistoryList, ModelSummary, ModelVersion, Provenance, VersionList
 from .sharing.blobs import JOBS, BlobFetcher
 from .sharing.giturl import is_git_url
 from .sharing.pull import pull as _pull
@@ -37,6 +37,7 @@ from .sharing.push import push as _push
 if TYPE_CHECKING:
     from ._compare import Comparison
     from ._diff import VersionDiff
+    from .importers import ImportReport
 
 __all__ = ["ModelRegistry", "RemoteRegistry"]
 
@@ -125,6 +126,7 @@ class ModelRegistry:
         trust: bool = False,
         lineage: dict[str, Any] | None = None,
         progress: ProgressFn | None = None,
+        provenance: Provenance | None = None,
     ) -> ModelVersion:
         """Store ``model`` (an object, or a path to a file or directory) as a new version.
 
@@ -133,11 +135,13 @@ class ModelRegistry:
         returns it (and records its register event if a crash lost it); with different
         content raises :class:`VersionExistsError`. ``trust=True`` allows pickle for objects
         no safe serializer handles; ``lineage`` adds keys to the recorded lineage;
-        ``progress(done, total)`` is called as bytes are stored.
+        ``progress(done, total)`` is called as bytes are stored. ``provenance`` (importers)
+        gives the original author, time and code commit (:class:`~uniflow._types.Provenance`).
         """
         chosen = register_version(
             self._repo, model, name, version=version, framework=framework, metrics=metrics, tags=tags,
             params=params, description=description, trust=trust, lineage=lineage, progress=progress,
+            provenance=provenance,
         )
         return self.get(name, chosen)
 
@@ -305,6 +309,27 @@ class ModelRegistry:
 
             result = diff_stats(self._repo, result, ma, mb)
         return result
+    # ------------------------------------------------------------------ importers (uniflow/importers/)
+    def import_mlflow(
+        self, names: Iterable[str] | None = None, *, tracking_uri: str | None = None,
+        registry_uri: str | None = None, dry_run: bool = False, progress: ProgressFn | None = None,
+    ) -> "ImportReport":
+        """Import an MLflow Model Registry (every model, or ``names``) with its stages and
+        aliases; idempotent. Needs the ``mlflow`` extra. See docs/migrate.md."""
+        from .importers.mlflow import import_mlflow
+
+        return import_mlflow(self._repo, self.register, names, tracking_uri=tracking_uri,
+                             registry_uri=registry_uri, dry_run=dry_run, progress=progress)
+
+    def import_gto(
+        self, names: Iterable[str] | None = None, *, rev: str | None = None, dry_run: bool = False,
+        progress: ProgressFn | None = None,
+    ) -> "ImportReport":
+        """Import the GTO tags of this repository (only those whose commit ``rev`` reaches, when
+        given) with their assignments and deprecations; idempotent. See docs/migrate.md."""
+        from .importers.gto import import_gto
+
+        return import_gto(self._repo, self.register, names, rev=rev, dry_run=dry_run, progress=progress)
 
     # ------------------------------------------------------------------ maintenance
     def verify(self, name: str | None = None) -> VerifyReport:

@@ -6,7 +6,24 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["FileInfo", "ModelVersion", "HistoryEvent", "ModelSummary", "VersionList", "HistoryList"]
+__all__ = ["Provenance", "FileInfo", "ModelVersion", "HistoryEvent", "ModelSummary", "VersionList", "HistoryList"]
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a version brought in by an importer came from (``register(provenance=...)``).
+
+    ``author`` (name, email) and ``created_at`` (time-zone aware) replace the local Git
+    identity and the current time in the manifest and on the register event (Git commit and
+    tag times stay the write time). ``code_commit`` is the version commit's first parent
+    (default: ``HEAD``); given, the recorded branch is none and the version is not dirty.
+    ``event_extra`` is stored as the register event's ``extra`` (e.g. ``imported_from``).
+    """
+
+    author: tuple[str, str]
+    created_at: datetime
+    code_commit: str | None = None
+    event_extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

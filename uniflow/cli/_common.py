@@ -218,14 +218,16 @@ def console(stderr: bool = False) -> Console:
 
 
 @contextlib.contextmanager
-def progress_bar(description: str) -> Iterator[Callable[[int, int], None] | None]:
-    """Yield a ``progress(done, total)`` callable driving a rich bar on a terminal, else None."""
+def progress_bar(description: str, *, items: bool = False) -> Iterator[Callable[[int, int], None] | None]:
+    """Yield a ``progress(done, total)`` callable driving a rich bar on a terminal, else None.
+    ``items=True`` counts things (``3/10``) instead of bytes."""
     if not _stderr_fancy():
         yield None
         return
     from rich.progress import (
         BarColumn,
         DownloadColumn,
+        MofNCompleteColumn,
         Progress,
         TextColumn,
         TimeRemainingColumn,
@@ -235,8 +237,7 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None] | None
     bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
+        *((MofNCompleteColumn(),) if items else (DownloadColumn(binary_units=True), TransferSpeedColumn())),
         TimeRemainingColumn(),
         console=console(stderr=True),
         transient=True,

@@ -33,6 +33,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "ci": "uniflow.cli._share:ci",
     "get": "uniflow.cli._get:get_cmd",
     "ui": "uniflow.cli._ui:ui_cmd",
+    "import": "uniflow.cli._import:import_group",
 }
 
 

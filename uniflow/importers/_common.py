@@ -1,0 +1,310 @@
+"""What every importer shares: the plan, its replay, the name rule and the report.
+
+An importer (MLflow, GTO) reads its source into a list of :class:`Step` — versions to
+register and lifecycle events to record, each with the time and actor the source gives —
+and :func:`run_plan` replays it in time order through the registry's own register and
+lifecycle writes. Everything read from a source is untrusted: names go through
+:func:`map_model_name` (one documented rule, else refused), versions and stages are
+validated, files are stored as files (nothing is unpickled).
+
+Idempotence: a version whose tag exists is registered again only to compare bytes (same
+bytes: ``skipped``; other bytes: ``conflict``, never overwritten); a version whose manifest
+says it was imported from the same source key is ``skipped`` without fetching anything. Each
+imported event carries ``extra = {"imported_from": SOURCE, "import_key": KEY}``; an event
+whose key the model's history already holds is ``skipped``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from .._errors import UniflowError, UsageError, VersionExistsError
+from .._git import Identity
+from .._lifecycle import promote_transition
+from .._naming import validate_model_name
+from .._repo import Repository
+from .._stages import SINGLE_HOLDER_DEFAULT, valid_custom_stage_name
+from .._store import ProgressFn
+from .._types import ModelVersion, Provenance
+
+__all__ = [
+    "EventResult",
+    "ImportReport",
+    "RegisterFn",
+    "Step",
+    "VersionResult",
+    "identity_of",
+    "map_model_name",
+    "map_stage_name",
+    "run_plan",
+]
+
+_BAD_CHARS = re.compile(r"[^a-z0-9_.-]+")
+_EMAIL = re.compile(r"[^<>\s]{1,200}@[^<>\s]{1,200}")
+
+
+def map_model_name(source: str, what: str = "model") -> str:
+    """The uniflow name of a source model/artifact name (the rule of docs/migrate.md).
+
+    Lower-case it; replace every run of characters outside ``a-z 0-9 _ . -`` by ``-``;
+    drop leading characters that are not a letter or digit and trailing ``.`` and ``-``;
+    cut to 128 characters. A result that is still not a valid model name is refused with
+    an :class:`InvalidNameError`.
+    """
+    text = _BAD_CHARS.sub("-", str(source).lower())
+    text = re.sub(r"^[^a-z0-9]+", "", text)[:128].rstrip(".-")
+    try:
+        return validate_model_name(text)
+    except UsageError as exc:
+        raise type(exc)(f"cannot map {what} name {source!r} to a uniflow model name ({exc})") from exc
+
+
+def map_stage_name(source: str) -> str:
+    """The uniflow stage for a source stage or alias: a built-in stage as it is, else the
+    lower-cased name, which must be a valid custom stage name (else UsageError)."""
+    name = str(source).strip().lower()
+    if name in SINGLE_HOLDER_DEFAULT or valid_custom_stage_name(name):
+        return name
+    raise UsageError(f"cannot map stage {source!r} to a uniflow stage (1-64 of a-z 0-9 _ -, starting with a letter)")
+
+
+def identity_of(name: str | None, email: str | None = None, fallback: str = "unknown") -> Identity:
+    """An identity ``(name, email)`` safe for a commit header, from untrusted text."""
+    clean = " ".join(re.sub(r"[<>\x00-\x1f\x7f]", " ", name or "").split())[:200] or fallback
+    mail = email if email and _EMAIL.fullmatch(email) else None
+    if mail is None and name and _EMAIL.fullmatch(name):
+        mail = name
+    return clean, mail or f"{re.sub(r'[^A-Za-z0-9_.-]', '-', clean)[:60] or 'unknown'}@imported.invalid"
+
+
+class RegisterFn(Protocol):
+    """``ModelRegistry.register``, as the registry hands it down."""
+
+    def __call__(
+        self, model: Any, name: str, *, version: str | None = ..., metrics: dict[str, Any] | None = ...,
+        tags: dict[str, Any] | None = ..., params: dict[str, Any] | None = ..., description: str | None = ...,
+        lineage: dict[str, Any] | None = ..., progress: ProgressFn | None = ...,
+        provenance: Provenance | None = ...,
+    ) -> ModelVersion: ...
+
+
+@dataclass
+class Step:
+    """One thing to replay: a version (``fetch`` set) or a lifecycle event (``stage`` set)."""
+
+    model: str
+    version: str
+    at: datetime
+    actor: Identity
+    key: str  #: unique within the source; recorded as ``import_key``
+    order: int = 0  #: tie-break among steps of the same time
+    stage: str | None = None
+    reason: str | None = None
+    fetch: Callable[[Path], Path] | None = None  #: writes the files below the dir given; returns the model path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    lineage: dict[str, Any] = field(default_factory=dict)
+    code_commit: str | None = None
+
+
+@dataclass(frozen=True)
+class VersionResult:
+    model: str
+    version: str
+    key: str
+    status: str  #: imported, would-import, skipped, conflict, failed
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "version": self.version, "source": self.key, "status": self.status,
+                "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class EventResult:
+    model: str
+    version: str
+    stage: str
+    at: str
+    actor: str
+    key: str
+    status: str  #: applied, would-apply, skipped, failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "version": self.version, "stage": self.stage, "at": self.at,
+                "actor": self.actor, "source": self.key, "status": self.status}
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import did (or, with ``dry_run``, would do). ``to_dict()`` is the CLI's ``--json``."""
+
+    source: str
+    dry_run: bool
+    versions: tuple[VersionResult, ...] = ()
+    events: tuple[EventResult, ...] = ()
+    declared_stages: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def conflicts(self) -> tuple[VersionResult, ...]:
+        return tuple(v for v in self.versions if v.status == "conflict")
+
+    @property
+    def failures(self) -> tuple[VersionResult | EventResult, ...]:
+        return tuple(r for r in self._all() if r.status == "failed")
+
+    def _all(self) -> list[VersionResult | EventResult]:
+        return [*self.versions, *self.events]
+
+    @property
+    def ok(self) -> bool:
+        return not self.conflicts and not self.failures
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self._all() if r.status == status)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "dry_run": self.dry_run, "ok": self.ok,
+            "versions": [v.to_dict() for v in self.versions], "events": [e.to_dict() for e in self.events],
+            "declared_stages": list(self.declared_stages), "notes": list(self.notes),
+        }
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(timezone.utc).isoformat()
+
+
+def declare_stages(repo: Repository, stages: Iterable[str], dry_run: bool) -> tuple[str, ...]:
+    """Declare the custom stages not yet in config.toml as single-holder; the ones added."""
+    known = repo.stages()
+    missing = sorted({s for s in stages if s not in known})
+    if missing and not dry_run:
+        repo.init()
+        raw = dict(repo.config.raw)
+        table = dict(raw.get("stages") or {})
+        for s in missing:
+            table[s] = {"single": True}
+        raw["stages"] = table
+        repo.config_source.save(raw)
+    return tuple(missing)
+
+
+def _imported_keys(repo: Repository, model: str) -> set[str]:
+    if repo.lifecycle.head(model) is None:
+        return set()
+    return {
+        str(e.extra.get("import_key")) for e in repo.lifecycle.history(model) if e.extra.get("import_key")
+    }
+
+
+def _already_imported(repo: Repository, step: Step) -> bool:
+    """True when the version exists and its manifest records this very source key."""
+    if repo.index.tag_sha(step.model, step.version) is None:
+        return False
+    lineage = repo.manifest(step.model, step.version).get("lineage") or {}
+    return isinstance(lineage, dict) and lineage.get("import_key") == step.key
+
+
+def run_plan(
+    repo: Repository,
+    register: RegisterFn,
+    source: str,
+    steps: list[Step],
+    *,
+    dry_run: bool,
+    work: Path,
+    notes: Iterable[str] = (),
+    progress: ProgressFn | None = None,
+) -> ImportReport:
+    """Replay ``steps`` (time order, versions before events of the same time) and report.
+
+    ``progress(versions done, versions total)`` is called after each version.
+    Each version is all-or-nothing (register's own guarantee); its events come after it, so
+    a failure part-way leaves every version either imported or absent, and a re-run picks
+    up the rest. A failed step is reported and the import goes on.
+    """
+    steps = sorted(steps, key=lambda s: (s.at, s.fetch is None, s.order))
+    stages = {s.stage for s in steps if s.stage is not None}
+    declared = declare_stages(repo, stages, dry_run)
+    keys: dict[str, set[str]] = {}
+    present: set[tuple[str, str]] = set()
+    versions: list[VersionResult] = []
+    events: list[EventResult] = []
+    total = sum(1 for s in steps if s.fetch is not None)
+    for step in steps:
+        if step.fetch is not None:
+            result = _version(repo, register, source, step, dry_run, work)
+            versions.append(result)
+            if progress:
+                progress(len(versions), total)
+            if result.status in ("imported", "would-import", "skipped"):
+                present.add((step.model, step.version))
+            continue
+        assert step.stage is not None
+        seen = keys.setdefault(step.model, _imported_keys(repo, step.model))
+        status = "skipped" if step.key in seen else "would-apply" if dry_run else "applied"
+        if status != "skipped" and (step.model, step.version) not in present:
+            status = "failed"  # its version was not imported (reported above)
+        elif status == "applied":
+            try:
+                _apply(repo, source, step)
+                seen.add(step.key)
+            except UniflowError:
+                status = "failed"
+        events.append(EventResult(step.model, step.version, step.stage, _iso(step.at),
+                                  f"{step.actor[0]} <{step.actor[1]}>", step.key, status))
+    return ImportReport(source, dry_run, tuple(versions), tuple(events), declared, tuple(notes))
+
+
+def _apply(repo: Repository, source: str, step: Step) -> None:
+    assert step.stage is not None
+    stage = repo.stage(step.stage)
+    action = "archive" if stage == "archived" else "promote"
+    single = repo.stages().get(stage, True)
+    extra = {"imported_from": source, "import_key": step.key}
+    repo.lifecycle.apply(
+        step.model, promote_transition(step.version, stage, single, action, step.reason, extra), step.actor,
+        at=step.at,
+    )
+
+
+def _version(
+    repo: Repository, register: RegisterFn, source: str, step: Step, dry_run: bool, work: Path
+) -> VersionResult:
+    def result(status: str, detail: str = "") -> VersionResult:
+        return VersionResult(step.model, step.version, step.key, status, detail)
+
+    if _already_imported(repo, step):
+        return result("skipped", "already imported")
+    if dry_run:
+        exists = repo.index.tag_sha(step.model, step.version) is not None
+        return result("would-import", "exists: bytes will be compared" if exists else "")
+    assert step.fetch is not None
+    existed = repo.index.tag_sha(step.model, step.version) is not None
+    target = work / f"{len(step.key)}-{abs(hash(step.key))}"
+    try:
+        target.mkdir(parents=True)
+        path = step.fetch(target)
+        register(
+            path, step.model, version=step.version, metrics=step.metrics, tags=step.tags, params=step.params,
+            description=step.description, lineage={**step.lineage, "imported_from": source, "import_key": step.key},
+            provenance=Provenance(step.actor, step.at, step.code_commit,
+                                               {"imported_from": source, "import_key": step.key}),
+        )
+    except VersionExistsError:
+        return result("conflict", "exists with other bytes; left as it is")
+    except UniflowError as exc:
+        return result("failed", str(exc))
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+    return result("skipped" if existed else "imported", "same bytes" if existed else "")

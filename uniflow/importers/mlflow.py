@@ -1,0 +1,280 @@
+"""``uniflow import mlflow``: an MLflow Model Registry, read through MLflow's own client.
+
+Needs the ``mlflow`` extra (``pip install 'uniflow[mlflow]'``), imported only when an import
+runs. Every registered model (or the names given) and every version, oldest first, becomes
+a uniflow version: the files of the version's artifacts (downloaded by MLflow into a fresh
+directory under ``.uniflow/tmp``, stored as a directory model, never unpickled); the source
+run's metrics and params; the version's tags, plus the model's as ``model.<key>``; the
+version's description (else the model's); creation time and user; run id, experiment and
+source URI as lineage. Version ``N`` becomes ``vN.0.0``. The current stage (Staging,
+Production, Archived) becomes an event at the version's last update time; each alias
+becomes a single-holder custom stage (declared in ``.uniflow/config.toml``) taken right after
+the version's registration (MLflow does not record when an alias was set). The mapping is in
+docs/migrate.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .._errors import NotFoundError, RemoteError, UniflowError, UsageError
+from .._naming import validate_key
+from .._repo import Repository
+from .._store import ProgressFn
+from ._common import ImportReport, RegisterFn, Step, identity_of, map_model_name, map_stage_name, run_plan
+
+__all__ = ["import_mlflow", "mlflow_version"]
+
+SOURCE = "mlflow"
+_STAGES = {"staging": "staging", "production": "production", "archived": "archived"}
+_PAGE = 1000
+_MAX_PAGES = 100_000
+
+
+def mlflow_version(number: object) -> str:
+    """MLflow's version number ``N`` as a uniflow version: ``vN.0.0``."""
+    text = str(number)
+    if not text.isdigit() or len(text) > 18:
+        raise UsageError(f"MLflow version {text!r} is not a positive integer")
+    return f"v{int(text)}.0.0"
+
+
+def _client(tracking_uri: str | None, registry_uri: str | None) -> Any:
+    try:
+        from mlflow import MlflowClient
+    except ImportError as exc:
+        raise UsageError("importing from MLflow needs the mlflow extra: pip install 'uniflow[mlflow]'") from exc
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+
+
+def _redact(uri: str | None) -> str | None:
+    """A URI without user:password (never stored in a manifest)."""
+    if not uri:
+        return uri
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _ms(value: object, fallback: datetime | None = None) -> datetime:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1e15:
+        return datetime.fromtimestamp(value / 1000, timezone.utc)
+    return fallback or datetime.fromtimestamp(0, timezone.utc)
+
+
+def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call the MLflow client; its errors become one-line RemoteErrors."""
+    try:
+        return fn(*args, **kwargs)
+    except UniflowError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; none may escape untranslated
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise RemoteError(f"MLflow: {what}: {first}") from exc
+
+
+def _paged(what: str, fn: Any, **kwargs: Any) -> list[Any]:
+    out: list[Any] = []
+    token = None
+    for _ in range(_MAX_PAGES):
+        page = _call(what, fn, page_token=token, **kwargs)
+        out.extend(page)
+        token = getattr(page, "token", None)
+        if not token:
+            return out
+    raise RemoteError(f"MLflow: {what}: too many pages")
+
+
+def _keyed(items: dict[str, Any], what: str, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in (items or {}).items():
+        key = f"{prefix}{k}"
+        validate_key(key, what)
+        out[key] = str(v)
+    return out
+
+
+def _tags_of(obj: Any) -> dict[str, Any]:
+    tags = getattr(obj, "tags", None) or {}
+    return dict(tags) if isinstance(tags, dict) else {t.key: t.value for t in tags}
+
+
+def _aliases_of(model: Any) -> dict[str, str]:
+    """``{alias: version}`` of a registered model (a dict or a list of alias records)."""
+    raw = getattr(model, "aliases", None) or {}
+    if isinstance(raw, dict):
+        return {str(k): str(v) for k, v in raw.items()}
+    return {str(a.alias): str(a.version) for a in raw}
+
+
+def _filter_quote(name: str) -> str:
+    if "'" not in name:
+        return f"name='{name}'"
+    if '"' not in name:
+        return f'name="{name}"'
+    raise UsageError(f"MLflow model name {name!r} holds both kinds of quote; it cannot be searched")
+
+
+def import_mlflow(
+    repo: Repository,
+    register: RegisterFn,
+    names: Iterable[str] | None = None,
+    *,
+    tracking_uri: str | None = None,
+    registry_uri: str | None = None,
+    dry_run: bool = False,
+    progress: ProgressFn | None = None,
+) -> ImportReport:
+    """Import the MLflow registry at ``tracking_uri`` (MLflow's default when None)."""
+    for uri in (tracking_uri, registry_uri):
+        if uri and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+            raise NotFoundError(f"no MLflow database at {uri}")  # MLflow would create an empty one
+    client = _client(tracking_uri, registry_uri)
+    wanted = list(names or [])
+    if wanted:
+        models = [_call(f"model {n!r}", client.get_registered_model, n) for n in wanted]
+    else:
+        models = _paged("list models", client.search_registered_models, max_results=_PAGE)
+    steps: list[Step] = []
+    notes: list[str] = []
+    taken: dict[str, str] = {}
+    experiments: dict[str, str] = {}
+    for rm in sorted(models, key=lambda m: str(m.name)):
+        try:
+            name = map_model_name(str(rm.name), "MLflow model")
+        except UsageError as exc:
+            notes.append(f"skipped: {exc}")
+            continue
+        if name in taken:
+            notes.append(f"skipped MLflow model {rm.name!r}: its uniflow name {name!r} is taken by {taken[name]!r}")
+            continue
+        taken[name] = str(rm.name)
+        if name != rm.name:
+            notes.append(f"MLflow model {rm.name!r} is imported as {name!r}")
+        steps += _model_steps(client, rm, name, tracking_uri, registry_uri, experiments, notes)
+    work = repo.store.tmp_path("import")
+    try:
+        return run_plan(repo, register, SOURCE, steps, dry_run=dry_run, work=work, notes=notes, progress=progress)
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _model_steps(
+    client: Any, rm: Any, name: str, tracking_uri: str | None, registry_uri: str | None,
+    experiments: dict[str, str], notes: list[str],
+) -> list[Step]:
+    versions = _paged(f"versions of {rm.name!r}", client.search_model_versions,
+                      filter_string=_filter_quote(str(rm.name)), max_results=_PAGE)
+    model_tags = _tags_of(rm)
+    aliases: dict[str, list[str]] = {}
+    for alias, number in _aliases_of(rm).items():
+        aliases.setdefault(number, []).append(alias)
+    steps: list[Step] = []
+    for mv in sorted(versions, key=lambda v: int(v.version) if str(v.version).isdigit() else 0):
+        origin = f"{rm.name}/{mv.version}"
+        try:
+            version = mlflow_version(mv.version)
+            if str(getattr(mv, "status", "READY")) not in ("READY", "ModelVersionStatus.READY"):
+                raise UsageError(f"its status is {mv.status}, not READY")
+            tags = {**_keyed(model_tags, "tag", "model."), **_keyed(_tags_of(mv), "tag")}
+            metrics, params, lineage = _run_data(client, mv, experiments)
+        except UniflowError as exc:
+            notes.append(f"skipped MLflow version {origin}: {exc}")
+            continue
+        created = _ms(mv.creation_timestamp)
+        actor = identity_of(getattr(mv, "user_id", None) or None, fallback="mlflow")
+        lineage.update(
+            mlflow_model=str(rm.name), mlflow_version=str(mv.version), source=str(mv.source or ""),
+            tracking_uri=_redact(tracking_uri) or "", model_description=str(rm.description or ""),
+        )
+        steps.append(Step(
+            name, version, created, actor, f"{origin}", order=0,
+            fetch=_fetcher(client, str(rm.name), str(mv.version), tracking_uri, registry_uri),
+            metrics=metrics, params=params, tags=tags,
+            description=str(mv.description or "") or str(rm.description or ""), lineage=lineage,
+        ))
+        for i, alias in enumerate(sorted(aliases.get(str(mv.version), []))):
+            try:
+                stage = map_stage_name(alias)
+            except UsageError as exc:
+                notes.append(f"skipped alias of {origin}: {exc}")
+                continue
+            if stage in _STAGES.values() or stage == "development":
+                notes.append(f"skipped alias {alias!r} of {origin}: it names a built-in stage")
+                continue
+            steps.append(Step(name, version, created + timedelta(microseconds=1 + i), actor,
+                              f"{origin}:alias:{alias}", order=1 + i, stage=stage, reason=f"MLflow alias {alias}"))
+        held = _STAGES.get(str(mv.current_stage or "").lower())
+        if held:
+            updated = max(_ms(mv.last_updated_timestamp, created), created + timedelta(microseconds=100))
+            steps.append(Step(name, version, updated, actor, f"{origin}:stage:{held}@{mv.last_updated_timestamp}",
+                              order=100, stage=held, reason=f"MLflow stage {mv.current_stage}"))
+    return steps
+
+
+def _run_data(client: Any, mv: Any, experiments: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``(metrics, params, lineage)`` of the version's source run (none: the version's own)."""
+    metrics = dict(getattr(mv, "metrics", None) or {}) if isinstance(getattr(mv, "metrics", None), dict) else {}
+    params = dict(getattr(mv, "params", None) or {}) if isinstance(getattr(mv, "params", None), dict) else {}
+    lineage: dict[str, Any] = {}
+    run_id = getattr(mv, "run_id", None)
+    if run_id:
+        run = _call(f"run {run_id}", client.get_run, run_id)
+        metrics = dict(run.data.metrics)
+        params = dict(run.data.params)
+        exp_id = str(run.info.experiment_id)
+        if exp_id not in experiments:
+            exp = _call(f"experiment {exp_id}", client.get_experiment, exp_id)
+            experiments[exp_id] = str(getattr(exp, "name", "") or "")
+        lineage.update(run_id=str(run_id), experiment_id=exp_id, experiment=experiments[exp_id],
+                       run_name=str(getattr(run.info, "run_name", "") or ""))
+    for key in metrics:
+        validate_key(str(key), "metric")
+    for key in params:
+        validate_key(str(key), "param")
+    return metrics, params, lineage
+
+
+@contextlib.contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    """MLflow draws its own tqdm bars on stderr while downloading; the library never prints,
+    so they are switched off for the download (unless the user set the variable)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
+def _fetcher(client: Any, model: str, number: str, tracking_uri: str | None, registry_uri: str | None) -> Any:
+    def fetch(dest: Path) -> Path:
+        import mlflow.artifacts
+
+        uri = _call(f"download URI of {model}/{number}", client.get_model_version_download_uri, model, number)
+        with _quiet_downloads():
+            got = Path(_call(f"download {model}/{number}", mlflow.artifacts.download_artifacts,
+                             artifact_uri=uri, dst_path=os.fspath(dest), tracking_uri=tracking_uri,
+                             registry_uri=registry_uri))
+        real, root = got.resolve(), dest.resolve()
+        if real != root and root not in real.parents:  # MLflow wrote outside the directory it was given
+            raise RemoteError(f"MLflow: download of {model}/{number} landed outside {dest}")
+        if not real.exists():
+            raise NotFoundError(f"MLflow: version {model}/{number} has no artifacts")
+        return got
+
+    return fetch
