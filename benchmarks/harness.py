@@ -190,4 +190,3 @@ def section(res: Results, keys: list[str], what: str) -> Callable[[Callable[[], 
         log(f"    {what}: {time.perf_counter() - t0:.1f} s")
 
     return deco
-

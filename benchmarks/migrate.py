@@ -18,8 +18,12 @@ from pathlib import Path
 
 from benchmarks.harness import Results, log
 
-KEYS = ["migrate_mlflow_per_version_s", "migrate_mlflow_stored_bytes", "migrate_mlflow_store_bytes",
-        "migrate_mlflow_stored_ratio"]
+KEYS = [
+    "migrate_mlflow_per_version_s",
+    "migrate_mlflow_stored_bytes",
+    "migrate_mlflow_store_bytes",
+    "migrate_mlflow_stored_ratio",
+]
 BLOCK = 256 << 10
 
 
@@ -42,14 +46,16 @@ def build(root: Path, versions: int, size_mib: int) -> tuple[str, Path]:
     for i in range(versions):
         weights = bytearray(base)
         off = (i * 7919 * 4096) % (len(base) - BLOCK)
-        weights[off:off + BLOCK] = rnd.randbytes(BLOCK)
+        weights[off : off + BLOCK] = rnd.randbytes(BLOCK)
         (src / "model.bin").write_bytes(weights)
         (src / "config.json").write_text(f'{{"finetune": {i}}}\n')
         run = client.create_run(exp)
         client.log_metric(run.info.run_id, "loss", 1.0 / (i + 1))
         client.log_artifacts(run.info.run_id, str(src), artifact_path="model")
         client.set_terminated(run.info.run_id)
-        client.create_model_version("llm-head", source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+        client.create_model_version(
+            "llm-head", source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+        )
     return uri, store
 
 
@@ -83,12 +89,22 @@ def bench_mlflow_import(res: Results, work: Path, versions: int, size_mib: int) 
     artifacts = _tree_bytes(store)
     res.value("migrate_mlflow_versions", versions)
     res.value("migrate_mlflow_size_mib", size_mib)
-    res.value("migrate_mlflow_per_version_s", round(elapsed / versions, 4),
-              "import_mlflow wall time / versions (download through MLflow + register), sqlite + local store")
+    res.value(
+        "migrate_mlflow_per_version_s",
+        round(elapsed / versions, 4),
+        "import_mlflow wall time / versions (download through MLflow + register), sqlite + local store",
+    )
     res.value("migrate_mlflow_rerun_s", round(rerun, 3), "a second import_mlflow: every version skipped")
     res.value("migrate_mlflow_stored_bytes", stored, "bytes of .uniflow/objects after the import")
-    res.value("migrate_mlflow_store_bytes", artifacts, "bytes of MLflow's artifact store for the same versions")
-    res.value("migrate_mlflow_stored_ratio", round(stored / artifacts, 4) if artifacts else None,
-              "uniflow bytes / MLflow bytes")
-    log(f"    import: {elapsed / versions * 1000:.0f} ms/version; stored {stored / 2**20:.1f} MiB "
-        f"vs MLflow {artifacts / 2**20:.1f} MiB; re-run {rerun:.1f} s")
+    res.value(
+        "migrate_mlflow_store_bytes", artifacts, "bytes of MLflow's artifact store for the same versions"
+    )
+    res.value(
+        "migrate_mlflow_stored_ratio",
+        round(stored / artifacts, 4) if artifacts else None,
+        "uniflow bytes / MLflow bytes",
+    )
+    log(
+        f"    import: {elapsed / versions * 1000:.0f} ms/version; stored {stored / 2**20:.1f} MiB "
+        f"vs MLflow {artifacts / 2**20:.1f} MiB; re-run {rerun:.1f} s"
+    )

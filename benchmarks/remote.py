@@ -82,21 +82,31 @@ def bench_get(res: Results, f: Path, work: Path, cmd: list[str], runs: int) -> N
         rmtree(work / "out2")
         env = {**git_env(), "UNIFLOW_CACHE_DIR": str(cache)}
         sync()
-        get_s.append(wall([*cmd, "get", url, NAME, "--stage", "production", "-o", str(work / "out")], env=env))
+        get_s.append(
+            wall([*cmd, "get", url, NAME, "--stage", "production", "-o", str(work / "out")], env=env)
+        )
         rmtree(work / "out")
         sync()
-        cached_s.append(wall([*cmd, "get", url, NAME, "--stage", "production", "-o", str(work / "out2")], env=env))
+        cached_s.append(
+            wall([*cmd, "get", url, NAME, "--stage", "production", "-o", str(work / "out2")], env=env)
+        )
         size = sum(p.stat().st_size for p in (work / "out2").iterdir())
         if size != f.stat().st_size:
             raise RuntimeError(f"get wrote {size} bytes, expected {f.stat().st_size}")
-        log(f"    sample {i + 1}/{runs}: cp {cp_s[-1]:.2f} s, cp+fsync {cpf_s[-1]:.2f} s, "
-            f"get {get_s[-1]:.2f} s, get cached {cached_s[-1]:.2f} s")
+        log(
+            f"    sample {i + 1}/{runs}: cp {cp_s[-1]:.2f} s, cp+fsync {cpf_s[-1]:.2f} s, "
+            f"get {get_s[-1]:.2f} s, get cached {cached_s[-1]:.2f} s"
+        )
     rmtree(work / "user-cache")
     rmtree(work / "out2")
     res.add("cp_1g", cp_s, "cp FILE COPY (no fsync), same filesystem")
     res.add("cp_1g_fsync", cpf_s, "cp FILE COPY + fsync(COPY) + fsync(dir)")
-    res.add("get_1g", get_s, "`uniflow get file://BARE NAME --stage production -o OUT`, whole process, fresh "
-            "per-user cache, directory blob remote; output fsynced")
+    res.add(
+        "get_1g",
+        get_s,
+        "`uniflow get file://BARE NAME --stage production -o OUT`, whole process, fresh "
+        "per-user cache, directory blob remote; output fsynced",
+    )
     res.add("get_1g_cached", cached_s, "the same get into a new OUT, mirror and chunks cached")
 
 
@@ -142,8 +152,18 @@ def _daemon(base: Path) -> tuple[subprocess.Popen[bytes], str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        ["git", "daemon", "--reuseaddr", f"--base-path={base}", "--export-all", "--listen=127.0.0.1",
-         f"--port={port}", str(base)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "git",
+            "daemon",
+            "--reuseaddr",
+            f"--base-path={base}",
+            "--export-all",
+            "--listen=127.0.0.1",
+            f"--port={port}",
+            str(base),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:  # bounded
@@ -164,13 +184,18 @@ def bench_resolve(res: Results, cache: Path, work: Path, cmd: list[str], n_versi
         env = {**git_env(), "UNIFLOW_CACHE_DIR": str(work / "resolve-cache")}
         blob = str(root / "srv" / "blobs")  # a directory: named by the caller for a network URL
         rmtree(work / "resolve-cache")
-        first = wall([*cmd, "get", url, NAME, "--stage", "production", "-o", str(work / "r0"), "--blob", blob],
-                     env=env)
+        first = wall(
+            [*cmd, "get", url, NAME, "--stage", "production", "-o", str(work / "r0"), "--blob", blob], env=env
+        )
         samples = []
         for i in range(runs):
             out = work / f"r{i + 1}"
-            samples.append(wall([*cmd, "get", url, NAME, "--stage", "production", "-o", str(out), "--blob", blob],
-                                env=env) * 1000)
+            samples.append(
+                wall(
+                    [*cmd, "get", url, NAME, "--stage", "production", "-o", str(out), "--blob", blob], env=env
+                )
+                * 1000
+            )
             rmtree(out)
         rmtree(work / "r0")
         rmtree(work / "resolve-cache")
@@ -179,8 +204,12 @@ def bench_resolve(res: Results, cache: Path, work: Path, cmd: list[str], n_versi
         proc.wait(timeout=10)
     res.value("resolve_versions", n_versions)
     res.value("resolve_first_s", round(first, 4), "the first get of that model: mirror and chunk fetched")
-    res.add("resolve_ms", samples, f"`uniflow get git://... NAME --stage production` over git daemon, "
-            f"{n_versions} versions, bytes and mirror cached (one ls-remote), whole process, ms")
+    res.add(
+        "resolve_ms",
+        samples,
+        f"`uniflow get git://... NAME --stage production` over git daemon, "
+        f"{n_versions} versions, bytes and mirror cached (one ls-remote), whole process, ms",
+    )
 
 
 # --------------------------------------------------------------------------- DVC
@@ -213,10 +242,16 @@ def bench_dvc_get(res: Results, f: Path, work: Path, bin_dir: Path, runs: int) -
         home.mkdir()
         out = work / "dvc-out.safetensors"
         out.unlink(missing_ok=True)
-        run_env = {**env, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"),
-                   "DVC_SITE_CACHE_DIR": str(home / "site")}
+        run_env = {
+            **env,
+            "HOME": str(home),
+            "XDG_CACHE_HOME": str(home / ".cache"),
+            "DVC_SITE_CACHE_DIR": str(home / "site"),
+        }
         sync()
-        samples.append(wall([dvc, "get", str(repo), "model.safetensors", "-o", str(out)], env=run_env, timeout=1800))
+        samples.append(
+            wall([dvc, "get", str(repo), "model.safetensors", "-o", str(out)], env=run_env, timeout=1800)
+        )
         if out.stat().st_size != f.stat().st_size:
             raise RuntimeError("dvc get wrote a different size")
         log(f"    dvc get sample {i + 1}/{runs}: {samples[-1]:.2f} s")
@@ -224,7 +259,11 @@ def bench_dvc_get(res: Results, f: Path, work: Path, bin_dir: Path, runs: int) -
     rmtree(work / "dvc-home")
     rmtree(repo)
     rmtree(store)
-    res.add("dvc_get_1g", samples, "`dvc get REPO FILE -o OUT` (directory DVC remote, fresh caches), whole process")
+    res.add(
+        "dvc_get_1g",
+        samples,
+        "`dvc get REPO FILE -o OUT` (directory DVC remote, fresh caches), whole process",
+    )
 
 
 def compute(res: Results) -> None:

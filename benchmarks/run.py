@@ -173,10 +173,28 @@ GOALS = [
         "`import uniflow` loads no torch/sklearn/fsspec",
     ),
     ("promote", "promote_ms", "<=", 50.0, "promote <= 50 ms in process"),
-    ("ui overview", "ui_overview_ms", "<=", 200.0, "`uniflow ui` overview page 100x100 <= 200 ms server time"),
-    ("ui model page", "ui_model_page_ms", "<=", 200.0, "`uniflow ui` model page (100 versions) <= 200 ms server time"),
+    (
+        "ui overview",
+        "ui_overview_ms",
+        "<=",
+        200.0,
+        "`uniflow ui` overview page 100x100 <= 200 ms server time",
+    ),
+    (
+        "ui model page",
+        "ui_model_page_ms",
+        "<=",
+        200.0,
+        "`uniflow ui` model page (100 versions) <= 200 ms server time",
+    ),
     *remote.GOALS,
-    ("tensor digests", "register_tensor_overhead_pct", "<=", 5.0, "per-tensor digests cost <= 5% of register"),
+    (
+        "tensor digests",
+        "register_tensor_overhead_pct",
+        "<=",
+        5.0,
+        "per-tensor digests cost <= 5% of register",
+    ),
     ("diff", "diff_1g_ms", "<=", 100.0, "diff of two 1 GiB versions <= 100 ms in process"),
     ("diff CLI", "diff_1g_cli", "<=", 0.3, "`uniflow models diff` of two 1 GiB versions <= 0.3 s wall"),
 ]
@@ -594,14 +612,17 @@ def bench_ui(res: Results, cache: Path, mode: dict[str, Any], quick: bool, rebui
         if not (cache / "repos" / key / ".bench-complete").exists():
             dims = QUICK_FALLBACK_LIST_DIMS
     repo = list_repo(cache, dims, rebuild)  # type: ignore[arg-type]
-    proc = subprocess.Popen([*cmd, "ui", "--port", "0"], cwd=repo, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*cmd, "ui", "--port", "0"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         found = re.search(r"http://\S+/", line)
         if not found:
-            raise RuntimeError(f"uniflow ui printed no URL: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+            raise RuntimeError(
+                f"uniflow ui printed no URL: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+            )
         url = found.group(0)
         deadline = time.monotonic() + 60
         while True:  # the server is up when /healthz answers
@@ -614,16 +635,25 @@ def bench_ui(res: Results, cache: Path, mode: dict[str, Any], quick: bool, rebui
                 time.sleep(0.1)
         model = f"models/model_{dims[0] // 2:03d}"
         t0 = time.perf_counter()
-        res.value("ui_overview_first_ms", round(_server_ms(url), 3),
-                  "first overview request (the server reads every model in a warm-up thread at start)")
+        res.value(
+            "ui_overview_first_ms",
+            round(_server_ms(url), 3),
+            "first overview request (the server reads every model in a warm-up thread at start)",
+        )
         res.value("ui_start_to_overview_s", round(time.perf_counter() - t0, 3))
         res.value("ui_model_page_first_ms", round(_server_ms(url + model), 3))
         runs = mode["list_runs"] * 2
-        res.add("ui_overview_ms", [_server_ms(url) for _ in range(runs)],
-                f"`uniflow ui` GET / in a repo of {dims[0]} models x {dims[1]} versions: the app's time "
-                "(Server-Timing), warm cache keyed by the refs' fingerprint (git for-each-ref per request)")
-        res.add("ui_model_page_ms", [_server_ms(url + model) for _ in range(runs)],
-                f"`uniflow ui` GET /{model} ({dims[1]} versions, charts and timeline): the app's time")
+        res.add(
+            "ui_overview_ms",
+            [_server_ms(url) for _ in range(runs)],
+            f"`uniflow ui` GET / in a repo of {dims[0]} models x {dims[1]} versions: the app's time "
+            "(Server-Timing), warm cache keyed by the refs' fingerprint (git for-each-ref per request)",
+        )
+        res.add(
+            "ui_model_page_ms",
+            [_server_ms(url + model) for _ in range(runs)],
+            f"`uniflow ui` GET /{model} ({dims[1]} versions, charts and timeline): the app's time",
+        )
         res.value("ui_dims", list(dims))
     finally:
         proc.terminate()
@@ -855,8 +885,11 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--smoke", action="store_true", help="tiny sizes; runs in seconds")
     ap.add_argument("--peers", action="store_true", help="also measure DVC, MLflow and GTO")
     ap.add_argument("--scaling", action="store_true", help="register/load vs size, list vs versions")
-    ap.add_argument("--migrate", action="store_true",
-                    help="import_mlflow of 100 fine-tunes of a 10 MiB model (needs the mlflow extra)")
+    ap.add_argument(
+        "--migrate",
+        action="store_true",
+        help="import_mlflow of 100 fine-tunes of a 10 MiB model (needs the mlflow extra)",
+    )
     ap.add_argument("--scaling-max-mib", type=int, default=4096)
     ap.add_argument("--scaling-max-versions", type=int, default=10000)
     ap.add_argument("--json", type=Path, help="write the results as JSON here")

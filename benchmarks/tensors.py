@@ -80,27 +80,48 @@ def bench_register_overhead(res: Results, f: Path, work: Path, runs: int) -> Non
                 again[with_digests].append(time.perf_counter() - t0)
             m = _registry(repo).repository.manifest(MODEL, "v1.0.0")
             assert ("tensors" in m["files"][0]) == with_digests
-            log(f"    sample {i + 1}/{runs} digests={with_digests}: register {fresh[with_digests][-1]:.2f} s, "
-                f"again {again[with_digests][-1]:.2f} s")
+            log(
+                f"    sample {i + 1}/{runs} digests={with_digests}: register {fresh[with_digests][-1]:.2f} s, "
+                f"again {again[with_digests][-1]:.2f} s"
+            )
     rmtree(work / "overhead")
-    res.add("register_1g_tensors", fresh[True], "register 1 GiB in a fresh repo, recording per-tensor digests (format 2)")
-    res.add("register_1g_no_tensors", fresh[False], "the same without per-tensor digests (format 1's code path)")
-    res.add("register_again_tensors", again[True], "the same file registered again (chunks present), with digests")
+    res.add(
+        "register_1g_tensors",
+        fresh[True],
+        "register 1 GiB in a fresh repo, recording per-tensor digests (format 2)",
+    )
+    res.add(
+        "register_1g_no_tensors", fresh[False], "the same without per-tensor digests (format 1's code path)"
+    )
+    res.add(
+        "register_again_tensors", again[True], "the same file registered again (chunks present), with digests"
+    )
     res.add("register_again_no_tensors", again[False], "the same, without per-tensor digests")
-    res.add("register_cpu_tensors", cpu[True], "CPU seconds (all threads) of the fresh register, with digests")
+    res.add(
+        "register_cpu_tensors", cpu[True], "CPU seconds (all threads) of the fresh register, with digests"
+    )
     res.add("register_cpu_no_tensors", cpu[False], "the same, without per-tensor digests")
     # each pair ran back to back, so the median of the pairwise ratios drifts less than the ratio of medians
-    res.value("register_tensor_overhead_paired_pct",
-              round((median([x / y for x, y in zip(fresh[True], fresh[False])]) - 1) * 100, 2),
-              "median over pairs run back to back of (with / without - 1) x 100")
-    for key, a, b in (("register_tensor_overhead_pct", fresh[True], fresh[False]),
-                      ("register_again_tensor_overhead_pct", again[True], again[False]),
-                      ("register_cpu_tensor_overhead_pct", cpu[True], cpu[False])):
-        res.value(key, round((median(a) / median(b) - 1) * 100, 2),
-                  "(median with digests / median without - 1) x 100")
+    res.value(
+        "register_tensor_overhead_paired_pct",
+        round((median([x / y for x, y in zip(fresh[True], fresh[False])]) - 1) * 100, 2),
+        "median over pairs run back to back of (with / without - 1) x 100",
+    )
+    for key, a, b in (
+        ("register_tensor_overhead_pct", fresh[True], fresh[False]),
+        ("register_again_tensor_overhead_pct", again[True], again[False]),
+        ("register_cpu_tensor_overhead_pct", cpu[True], cpu[False]),
+    ):
+        res.value(
+            key,
+            round((median(a) / median(b) - 1) * 100, 2),
+            "(median with digests / median without - 1) x 100",
+        )
 
 
-def bench_diff_and_partial(res: Results, files: dict[str, Path], work: Path, cmd: list[str] | None, runs: int) -> None:
+def bench_diff_and_partial(
+    res: Results, files: dict[str, Path], work: Path, cmd: list[str] | None, runs: int
+) -> None:
     """Two versions (v2 changes the head), then diff and partial loads, in process and by CLI."""
     repo = git_repo(work / "diff")
     reg = _registry(repo)
@@ -120,7 +141,9 @@ def bench_diff_and_partial(res: Results, files: dict[str, Path], work: Path, cmd
         d = _registry(repo).diff(MODEL, "v1.0.0", "v2.0.0")
         line = d.summary["line"]
         samples.append((time.perf_counter() - t0) * 1000)
-    res.add("diff_1g_ms", samples[1:], f"fresh ModelRegistry(repo).diff(v1, v2) + summary, in process: {line}")
+    res.add(
+        "diff_1g_ms", samples[1:], f"fresh ModelRegistry(repo).diff(v1, v2) + summary, in process: {line}"
+    )
     if cmd is not None:
         cli = [wall([*cmd, "models", "diff", MODEL, "v1.0.0", "v2.0.0"], cwd=repo) for _ in range(runs + 1)]
         res.add("diff_1g_cli", cli[1:], "`uniflow models diff NAME v1 v2`, whole process wall time")
@@ -141,9 +164,14 @@ def bench_diff_and_partial(res: Results, files: dict[str, Path], work: Path, cmd
         path = _registry(repo).load_path(MODEL, "v2.0.0")
         full.append((time.perf_counter() - t0) * 1000)
         assert path.is_dir()
-    res.add("partial_load_head_ms", part, f"load(name, v2, tensors=['{HEAD}']): the head (40 KiB) as a tensor, "
-            "verified, in process")
-    res.add("full_load_1g_ms", full, "load_path(name, v2) with an empty cache: every chunk verified and assembled")
+    res.add(
+        "partial_load_head_ms",
+        part,
+        f"load(name, v2, tensors=['{HEAD}']): the head (40 KiB) as a tensor, verified, in process",
+    )
+    res.add(
+        "full_load_1g_ms", full, "load_path(name, v2) with an empty cache: every chunk verified and assembled"
+    )
     res.value("partial_load_head_vs_full", round(median(part) / median(full), 5))
     bench_remote_partial(res, repo, work, size, runs)
     rmtree(repo)
@@ -175,16 +203,29 @@ def bench_remote_partial(res: Results, repo: Path, work: Path, size: int, runs: 
         t0 = time.perf_counter()
         reg.load(MODEL, "v2.0.0", tensors=[HEAD])
         part.append((time.perf_counter() - t0) * 1000)
-        fetched.append(sum(p.stat().st_size for p in (clone / ".uniflow" / "objects").rglob("*") if p.is_file()))
+        fetched.append(
+            sum(p.stat().st_size for p in (clone / ".uniflow" / "objects").rglob("*") if p.is_file())
+        )
         t0 = time.perf_counter()
         _registry(clone).load_path(MODEL, "v2.0.0")
         full.append((time.perf_counter() - t0) * 1000)
         rmtree(clone)
-    res.add("partial_load_head_remote_ms", part, "fresh clone, refs pulled, no chunk local: load(tensors=[head]) "
-            "fetching from a directory blob remote")
-    res.add("full_load_1g_remote_ms", full, "the rest of the version after that: load_path fetching every other chunk")
-    res.value("partial_load_head_fetched_bytes", int(median(fetched)), "bytes that arrived in the clone's "
-              ".uniflow/objects for the head")
+    res.add(
+        "partial_load_head_remote_ms",
+        part,
+        "fresh clone, refs pulled, no chunk local: load(tensors=[head]) "
+        "fetching from a directory blob remote",
+    )
+    res.add(
+        "full_load_1g_remote_ms",
+        full,
+        "the rest of the version after that: load_path fetching every other chunk",
+    )
+    res.value(
+        "partial_load_head_fetched_bytes",
+        int(median(fetched)),
+        "bytes that arrived in the clone's .uniflow/objects for the head",
+    )
     res.value("partial_load_head_fetched_pct", round(median(fetched) / size * 100, 4))
     rmtree(bare)
     rmtree(blobs)

@@ -40,15 +40,31 @@ def make_repo(path: Path) -> Path:
 def run_py(code: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter (tests' helper modules importable)."""
     env = {**os.environ, **GIT_ENV, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
-def cli(cwd: Path, *args: str, code: int | None = 0, env: dict[str, str] | None = None,
-        stdin: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def cli(
+    cwd: Path,
+    *args: str,
+    code: int | None = 0,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
     """``python -m uniflow ARGS`` in ``cwd``; asserts the exit code unless ``code`` is None."""
     full = {**os.environ, **GIT_ENV, "UNIFLOW_FORCE_TTY": "0", **(env or {})}
-    r = subprocess.run([sys.executable, "-m", "uniflow", *args], cwd=cwd, env=full, capture_output=True, text=True,
-                       timeout=timeout, input=stdin, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "uniflow", *args],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+        check=False,
+    )
     if code is not None:
         assert r.returncode == code, (args, r.returncode, r.stdout, r.stderr)
         assert "Traceback" not in r.stderr, r.stderr
@@ -61,8 +77,9 @@ def write_config(repo: Path, text: str) -> None:
     (d / "config.toml").write_text(text)
 
 
-def shared_setup(tmp_path: Path, remote_url: str | None = None, blob_url: str | None = None,
-                 config_extra: str = "") -> tuple[Path, Path]:
+def shared_setup(
+    tmp_path: Path, remote_url: str | None = None, blob_url: str | None = None, config_extra: str = ""
+) -> tuple[Path, Path]:
     """A bare repository ``remote.git`` and a first clone ``a`` whose main holds train.py and
     a committed ``.uniflow/config.toml`` naming the blob remote; returns ``(bare, a)``."""
     bare = tmp_path / "srv" / "remote.git"
@@ -140,7 +157,9 @@ def wait_port(port: int, proc: "subprocess.Popen[bytes] | None" = None, timeout:
 BIG_CODE_FILE = "data/big-code.bin"
 
 
-def publish_registry(tmp_path: Path, *, blob_url: str | None = None, allow_filter: bool = True) -> dict[str, Any]:
+def publish_registry(
+    tmp_path: Path, *, blob_url: str | None = None, allow_filter: bool = True
+) -> dict[str, Any]:
     """A bare repository ``srv/remote.git`` holding a 5 MiB code file on main, model ``clf``
     (v1.0.0 in production, v1.1.0 in development, directory models) and model ``arr`` (a
     numpy array), pushed with their chunks to the blob remote ``srv/blobs`` (or ``blob_url``)
@@ -167,7 +186,12 @@ def publish_registry(tmp_path: Path, *, blob_url: str | None = None, allow_filte
     reg.push()
     reg.close()
     return {
-        "bare": bare, "clone": a, "blobs": blobs, "v1": v1, "v2": v2, "array": array,
+        "bare": bare,
+        "clone": a,
+        "blobs": blobs,
+        "v1": v1,
+        "v2": v2,
+        "array": array,
         "big_blob": git(a, "rev-parse", f"HEAD:{BIG_CODE_FILE}").strip(),
     }
 
@@ -179,7 +203,9 @@ def mirror_objects(cache: Path) -> set[str]:
     for mirror in (cache / "mirrors").glob("*.git"):
         for idx in (mirror / "objects" / "pack").glob("*.idx"):
             with open(idx, "rb") as fh:
-                out = subprocess.run(["git", "show-index"], stdin=fh, capture_output=True, text=True, check=True)
+                out = subprocess.run(
+                    ["git", "show-index"], stdin=fh, capture_output=True, text=True, check=True
+                )
             found.update(line.split()[1] for line in out.stdout.splitlines() if len(line.split()) >= 2)
         for fan in (mirror / "objects").glob("[0-9a-f][0-9a-f]"):
             found.update(fan.name + p.name for p in fan.iterdir())

@@ -54,7 +54,16 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("bench")
     out = tmp / "smoke.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--smoke", "--json", str(out), "--cache-dir", str(tmp / "cache")],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--smoke",
+            "--json",
+            str(out),
+            "--cache-dir",
+            str(tmp / "cache"),
+        ],
         cwd=tmp,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -73,8 +82,12 @@ def test_smoke_key_is_numeric(smoke: dict, key: str) -> None:
 
 def test_smoke_keeps_samples(smoke: dict) -> None:
     for key in NON_PEER_KEYS:
-        if key in ("head_change_new_bytes_pct", "header_shift_new_bytes_pct", "register_tensor_overhead_pct",
-                   "partial_load_head_fetched_bytes"):
+        if key in (
+            "head_change_new_bytes_pct",
+            "header_shift_new_bytes_pct",
+            "register_tensor_overhead_pct",
+            "partial_load_head_fetched_bytes",
+        ):
             continue  # one measurement (or a ratio of medians), not a timing
         samples = smoke["samples"][key]
         assert samples and all(_numeric(s) for s in samples), key
@@ -82,8 +95,17 @@ def test_smoke_keeps_samples(smoke: dict) -> None:
 
 def test_smoke_reports_goals_and_machine(smoke: dict) -> None:
     goals = smoke["goals"]
-    assert {"register vs cp+fsync", "load vs cat", "models list", "promote", "ui overview", "ui model page",
-            "tensor digests", "diff", "diff CLI"} <= set(goals)
+    assert {
+        "register vs cp+fsync",
+        "load vs cat",
+        "models list",
+        "promote",
+        "ui overview",
+        "ui model page",
+        "tensor digests",
+        "diff",
+        "diff CLI",
+    } <= set(goals)
     for goal in goals.values():
         assert goal["pass"] in (True, False, None)
     machine = smoke["meta"]["machine"]

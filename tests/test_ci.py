@@ -22,10 +22,16 @@ to = "production"
 when = ["accuracy >= 0.9", "f1 >= 0.85"]
 """
 
-GITHUB = {"GITHUB_RUN_ID": "4242", "GITHUB_SERVER_URL": "https://github.example", "GITHUB_REPOSITORY": "acme/models"}
+GITHUB = {
+    "GITHUB_RUN_ID": "4242",
+    "GITHUB_SERVER_URL": "https://github.example",
+    "GITHUB_REPOSITORY": "acme/models",
+}
 
 
-def _feature(a: Path, tmp_path: Path, branch: str, version: str, metrics: dict[str, float], seed: int) -> None:
+def _feature(
+    a: Path, tmp_path: Path, branch: str, version: str, metrics: dict[str, float], seed: int
+) -> None:
     """On a feature branch: commit code, register and stage a version, push bytes, refs and branch."""
     cli(a, "pull")  # see what CI promoted meanwhile
     git(a, "checkout", "-q", "-b", branch, "main")
@@ -108,7 +114,12 @@ def test_promote_on_merge_python_api_and_missing_metric(tmp_path: Path) -> None:
     assert isinstance(report, PromoteReport) and not report.ok and report.promoted == 0
     failed = report.results[0]
     assert report.failures == (failed,)
-    assert (failed.model, failed.version, failed.to, failed.status) == ("clf", "v2.0.0", "production", "failed")
+    assert (failed.model, failed.version, failed.to, failed.status) == (
+        "clf",
+        "v2.0.0",
+        "production",
+        "failed",
+    )
     r = cli(a, "ci", "promote-on-merge", "--base", old, "--head", merge, "--no-fetch", "--json", code=10)
     printed = json.loads(r.stdout)  # the report's to_dict() plus the error line
     assert printed == {**report.to_dict(), "ci": printed["ci"], "error": str(info.value)}
@@ -119,8 +130,13 @@ def test_promote_on_merge_python_api_and_missing_metric(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "text, metric, op, value",
-    [("accuracy >= 0.9", "accuracy", ">=", 0.9), ("f1>0.85", "f1", ">", 0.85), ("loss < 1e-3", "loss", "<", 0.001),
-     ("val/acc == 1", "val/acc", "==", 1.0), (" n_errors != -2 ", "n_errors", "!=", -2.0)],
+    [
+        ("accuracy >= 0.9", "accuracy", ">=", 0.9),
+        ("f1>0.85", "f1", ">", 0.85),
+        ("loss < 1e-3", "loss", "<", 0.001),
+        ("val/acc == 1", "val/acc", "==", 1.0),
+        (" n_errors != -2 ", "n_errors", "!=", -2.0),
+    ],
 )
 def test_parse_condition(text: str, metric: str, op: str, value: float) -> None:
     c = parse_condition(text)
@@ -128,8 +144,18 @@ def test_parse_condition(text: str, metric: str, op: str, value: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["__import__('os').system('x') > 1", "accuracy >= nan", "accuracy => 0.9", "accuracy >= 0.9 or 1",
-             "accuracy", "", ">= 0.9", "accuracy >= inf", "accuracy >= 0x10"],
+    "text",
+    [
+        "__import__('os').system('x') > 1",
+        "accuracy >= nan",
+        "accuracy => 0.9",
+        "accuracy >= 0.9 or 1",
+        "accuracy",
+        "",
+        ">= 0.9",
+        "accuracy >= inf",
+        "accuracy >= 0x10",
+    ],
 )
 def test_parse_condition_rejects(text: str) -> None:
     with pytest.raises(RepositoryError):
@@ -148,8 +174,13 @@ def test_condition_checks() -> None:
 def test_ci_context() -> None:
     gh = ci_context(GITHUB)
     assert gh["provider"] == "github" and gh["run_url"].endswith("/acme/models/actions/runs/4242")
-    gl = ci_context({"GITLAB_CI": "true", "CI_PIPELINE_URL": "https://gitlab.example/p/-/pipelines/7",
-                     "CI_PIPELINE_ID": "7"})
+    gl = ci_context(
+        {
+            "GITLAB_CI": "true",
+            "CI_PIPELINE_URL": "https://gitlab.example/p/-/pipelines/7",
+            "CI_PIPELINE_ID": "7",
+        }
+    )
     assert gl == {"provider": "gitlab", "run_url": "https://gitlab.example/p/-/pipelines/7", "run_id": "7"}
     assert ci_context({}) == {}
 

@@ -62,14 +62,22 @@ def populate(repo: Path, files: Path) -> None:
 
     reg = ModelRegistry(repo)
     reg.register(
-        str(write_blob(files / "v1" / "model.bin", 20_000, 1)), name=MODEL, version="v1.0.0",
-        framework="pytorch", metrics={"accuracy": 0.95, "f1": 0.94},
-        tags={"language": "en", "architecture": "bert"}, params={"lr": 0.001, "epochs": 3},
+        str(write_blob(files / "v1" / "model.bin", 20_000, 1)),
+        name=MODEL,
+        version="v1.0.0",
+        framework="pytorch",
+        metrics={"accuracy": 0.95, "f1": 0.94},
+        tags={"language": "en", "architecture": "bert"},
+        params={"lr": 0.001, "epochs": 3},
         description="first cut",
     )
     reg.register(
-        str(write_blob(files / "v2" / "model.bin", 30_000, 2)), name=MODEL, version="v1.1.0",
-        framework="pytorch", metrics={"accuracy": 0.96, "f1": 0.95}, tags={"language": "en"},
+        str(write_blob(files / "v2" / "model.bin", 30_000, 2)),
+        name=MODEL,
+        version="v1.1.0",
+        framework="pytorch",
+        metrics={"accuracy": 0.96, "f1": 0.95},
+        tags={"language": "en"},
     )
     d = files / "fraud"
     write_blob(d / "weights.bin", 5_000, 3)
@@ -126,9 +134,26 @@ def run_json(*args: str, code: int = 0) -> Any:
 
 
 VERSION_KEYS = {
-    "name", "version", "stage", "framework", "serializer", "metrics", "tags", "params", "description",
-    "created_at", "author", "code_commit", "branch", "dirty", "size", "digest", "files", "lineage",
-    "libraries", "tag_ref",
+    "name",
+    "version",
+    "stage",
+    "framework",
+    "serializer",
+    "metrics",
+    "tags",
+    "params",
+    "description",
+    "created_at",
+    "author",
+    "code_commit",
+    "branch",
+    "dirty",
+    "size",
+    "digest",
+    "files",
+    "lineage",
+    "libraries",
+    "tag_ref",
 }
 
 
@@ -202,7 +227,9 @@ def test_list_versions_json_and_stage_filter(models_repo: Path) -> None:
     assert "(latest)" not in run("models", "list", MODEL, "--stage", "staging").stdout
 
 
-def test_repo_option_on_command_and_group(models_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_repo_option_on_command_and_group(
+    models_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -219,9 +246,25 @@ def test_repo_option_on_command_and_group(models_repo: Path, tmp_path: Path, mon
 def test_show_card(models_repo: Path) -> None:
     out = run("models", "show", MODEL, "v1.0.0").stdout
     assert out.splitlines()[0].split() == [MODEL, "v1.0.0", "production"]
-    for needle in ("first cut", "framework:", "pytorch", "Metrics", "accuracy: 0.95", "Params", "lr:",
-                   "Tags", "language:", "Files", "model.bin", "Lineage", "code commit:", "branch:",
-                   "Stage history", "register", "promote"):
+    for needle in (
+        "first cut",
+        "framework:",
+        "pytorch",
+        "Metrics",
+        "accuracy: 0.95",
+        "Params",
+        "lr:",
+        "Tags",
+        "language:",
+        "Files",
+        "model.bin",
+        "Lineage",
+        "code commit:",
+        "branch:",
+        "Stage history",
+        "register",
+        "promote",
+    ):
         assert needle in out, needle
 
 
@@ -238,8 +281,20 @@ def test_show_json_shape(models_repo: Path) -> None:
     assert data["files"][0]["path"] == "model.bin" and data["files"][0]["size"] == 20_000
     assert set(data["files"][0]) == {"path", "size", "digest", "chunks", "mode"}
     assert [e["action"] for e in data["history"]] == ["register", "promote"]
-    assert set(data["history"][0]) >= {"seq", "action", "name", "version", "from_stage", "to_stage", "actor",
-                                       "at", "commit", "message", "displaced", "extra"}
+    assert set(data["history"][0]) >= {
+        "seq",
+        "action",
+        "name",
+        "version",
+        "from_stage",
+        "to_stage",
+        "actor",
+        "at",
+        "commit",
+        "message",
+        "displaced",
+        "extra",
+    }
 
 
 def test_show_directory_model(models_repo: Path) -> None:
@@ -252,9 +307,31 @@ def test_show_directory_model(models_repo: Path) -> None:
 
 def test_register_file(repo: Path, tmp_path: Path) -> None:
     f = write_blob(tmp_path / "w.bin", 4096, 7)
-    out = run("models", "register", str(f), "--name", "m", "--version", "v0.1.0", "--framework", "onnx",
-              "--metric", "acc=0.5", "--metric", "loss=2", "--tag", "team=nlp", "--param", "lr=1e-3",
-              "--param", "opt=adam", "--param", "shuffle=true", "--description", "hello").stdout
+    out = run(
+        "models",
+        "register",
+        str(f),
+        "--name",
+        "m",
+        "--version",
+        "v0.1.0",
+        "--framework",
+        "onnx",
+        "--metric",
+        "acc=0.5",
+        "--metric",
+        "loss=2",
+        "--tag",
+        "team=nlp",
+        "--param",
+        "lr=1e-3",
+        "--param",
+        "opt=adam",
+        "--param",
+        "shuffle=true",
+        "--description",
+        "hello",
+    ).stdout
     assert out.strip() == "Registered m v0.1.0 (development): 1 file, 4.0 KiB"
     data = run_json("models", "show", "m")
     assert data["metrics"] == {"acc": 0.5, "loss": 2}
@@ -271,7 +348,9 @@ def test_register_auto_version_and_json(repo: Path, tmp_path: Path) -> None:
     assert second["version"] == "v1.0.1"
 
 
-def test_register_relative_path_with_repo_option(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_register_relative_path_with_repo_option(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_blob(tmp_path / "rel" / "w.bin", 100, 3)
     monkeypatch.chdir(tmp_path / "rel")
     run("models", "register", "w.bin", "--name", "rel", "--repo", str(repo))
@@ -339,7 +418,10 @@ def test_history(models_repo: Path) -> None:
     assert "development -> production" in lines[3]
     events = run_json("models", "history", MODEL)
     assert [(e["seq"], e["action"], e["version"]) for e in events] == [
-        (1, "register", "v1.0.0"), (2, "register", "v1.1.0"), (3, "promote", "v1.0.0"), (4, "promote", "v1.1.0")
+        (1, "register", "v1.0.0"),
+        (2, "register", "v1.1.0"),
+        (3, "promote", "v1.0.0"),
+        (4, "promote", "v1.1.0"),
     ]
     assert events[2]["to_stage"] == "production" and events[2]["actor"].startswith("CLI Tester")
 
@@ -454,7 +536,13 @@ def test_format_helpers() -> None:
     from uniflow.cli._admin import parse_duration
     from uniflow.cli._format import human_size, iso_time, relative_time
 
-    assert [human_size(n) for n in (0, 1023, 1536, 5 * 1024**3, None)] == ["0 B", "1023 B", "1.5 KiB", "5.0 GiB", "-"]
+    assert [human_size(n) for n in (0, 1023, 1536, 5 * 1024**3, None)] == [
+        "0 B",
+        "1023 B",
+        "1.5 KiB",
+        "5.0 GiB",
+        "-",
+    ]
     now = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
     assert relative_time(now - timedelta(seconds=3), now) == "just now"
     assert relative_time(now - timedelta(minutes=3, seconds=5), now) == "3 minutes ago"
@@ -463,4 +551,12 @@ def test_format_helpers() -> None:
     assert relative_time(now + timedelta(minutes=5), now) == "in 5 minutes"
     assert iso_time(now) == "2024-05-01T12:00:00Z"
     assert [parse_duration(t) for t in ("0", "90", "90s", "30m", "1h", "2d", "1w", "1h30m")] == [
-        0, 90, 90, 1800, 3600, 172800, 604800, 5400]
+        0,
+        90,
+        90,
+        1800,
+        3600,
+        172800,
+        604800,
+        5400,
+    ]

@@ -44,7 +44,11 @@ def fails(*args: str, code: int, match: str | None = None) -> Result:
         (["models", "archive", MODEL, "v9.9.9"], 3, "has no version"),
         (["models", "compare", MODEL, "v1.0.0", "v9.9.9"], 3, "has no version"),
         (["models", "export", MODEL, "v9.9.9", "/tmp/never-used-dest"], 3, "has no version"),
-        (["models", "show", "fraud-detector", "--stage", "production"], 3, "no version in stage 'production'"),
+        (
+            ["models", "show", "fraud-detector", "--stage", "production"],
+            3,
+            "no version in stage 'production'",
+        ),
         (["models", "show", MODEL, "not-a-version"], 2, "invalid version"),
         (["models", "promote", MODEL, "v1.0.0", "--to", "prod"], 2, "unknown stage 'prod'"),
         (["models", "list", MODEL, "--stage", "nowhere"], 2, "unknown stage"),
@@ -56,7 +60,11 @@ def fails(*args: str, code: int, match: str | None = None) -> Result:
         (["models", "list", "--stage", "production"], 2, "needs a model NAME"),
         (["models", "compare", MODEL, "v1.0.0"], 2, "at least two versions"),
         (["models", "show", MODEL, "v1.0.0", "--stage", "staging"], 2, "either VERSION or --stage"),
-        (["models", "export", MODEL, "v1.0.0", "--stage", "staging", "/tmp/x"], 2, "either VERSION or --stage"),
+        (
+            ["models", "export", MODEL, "v1.0.0", "--stage", "staging", "/tmp/x"],
+            2,
+            "either VERSION or --stage",
+        ),
         (["models", "export", MODEL, "a", "b", "c"], 2, "usage: uniflow models export"),
         (["gc", "--grace", "soon"], 2, "invalid duration 'soon'"),
         (["gc", "--grace", "-5"], 2, "invalid duration"),
@@ -85,13 +93,22 @@ def test_bad_register_options(repo: Path, tmp_path: Path, extra: list[str], code
 
 
 def test_register_missing_path(repo: Path, tmp_path: Path) -> None:
-    fails("models", "register", str(tmp_path / "missing.bin"), "--name", "m", code=2,
-          match="no such file or directory")
+    fails(
+        "models",
+        "register",
+        str(tmp_path / "missing.bin"),
+        "--name",
+        "m",
+        code=2,
+        match="no such file or directory",
+    )
 
 
 def test_register_existing_version_with_other_bytes(models_repo: Path, tmp_path: Path) -> None:
     f = write_blob(tmp_path / "other.bin", 100, 42)
-    fails("models", "register", str(f), "--name", MODEL, "--version", "v1.0.0", code=4, match="already exists")
+    fails(
+        "models", "register", str(f), "--name", MODEL, "--version", "v1.0.0", code=4, match="already exists"
+    )
 
 
 def test_broken_config(models_repo: Path) -> None:
@@ -159,7 +176,10 @@ def test_unexpected_error_is_one_line(models_repo: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(ModelRegistry, "list_models", boom)
     result = fails("models", "list", code=1)
-    assert result.stderr.strip() == "error: unexpected RuntimeError: something broke (run with --traceback for details)"
+    assert (
+        result.stderr.strip()
+        == "error: unexpected RuntimeError: something broke (run with --traceback for details)"
+    )
     result = CliRunner().invoke(cli, ["--traceback", "models", "list"])
     assert result.exit_code == 1
     assert "Traceback" in result.stderr and "RuntimeError: something" in result.stderr

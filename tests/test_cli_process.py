@@ -34,7 +34,17 @@ repo = base.repo
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(sys.executable).parent / "uniflow"
 RELATIVE = re.compile(r"just now|\d+ (?:second|minute|hour)s? ago")
-HEAVY = ("dulwich", "torch", "sklearn", "fsspec", "rich.console", "numpy", "uniflow._registry", "msgpack", "blake3")
+HEAVY = (
+    "dulwich",
+    "torch",
+    "sklearn",
+    "fsspec",
+    "rich.console",
+    "numpy",
+    "uniflow._registry",
+    "msgpack",
+    "blake3",
+)
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -44,21 +54,42 @@ def env(**extra: str) -> dict[str, str]:
     return e
 
 
-def uniflow(*args: str, cwd: Path | None = None, code: int = 0, script: bool = True,
-            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def uniflow(
+    *args: str,
+    cwd: Path | None = None,
+    code: int = 0,
+    script: bool = True,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     cmd = [str(SCRIPT)] if script and SCRIPT.exists() else [sys.executable, "-m", "uniflow"]
-    r = subprocess.run([*cmd, *args], cwd=cwd, env=env(**(extra_env or {})), capture_output=True, text=True,
-                       timeout=120, check=False)
+    r = subprocess.run(
+        [*cmd, *args],
+        cwd=cwd,
+        env=env(**(extra_env or {})),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
     assert "Traceback" not in r.stdout + r.stderr
     return r
 
 
 def imported_modules(*args: str) -> set[str]:
-    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "uniflow", *args], env=env(),
-                       capture_output=True, text=True, timeout=60, cwd="/", check=False)
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "uniflow", *args],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
-    return {line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    return {
+        line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")
+    }
 
 
 # --------------------------------------------------------------------------- start-up
@@ -96,7 +127,17 @@ def test_help_lists_commands() -> None:
     for name in ("init", "models", "gc", "verify"):
         assert re.search(rf"^\s+{name}\s", out, re.MULTILINE), name
     out = uniflow("models", "-h").stdout
-    for name in ("list", "show", "register", "promote", "compare", "history", "rollback", "archive", "export"):
+    for name in (
+        "list",
+        "show",
+        "register",
+        "promote",
+        "compare",
+        "history",
+        "rollback",
+        "archive",
+        "export",
+    ):
         assert re.search(rf"^\s+{name}\s", out, re.MULTILINE), name
 
 
@@ -106,8 +147,18 @@ def test_help_lists_commands() -> None:
 def test_console_script_round_trip(repo: Path, tmp_path: Path) -> None:
     f = write_blob(tmp_path / "w.bin", 2048, 5)
     uniflow("init", cwd=repo)
-    out = uniflow("models", "register", str(f), "--name", MODEL, "--version", "v1.0.0",
-                  "--metric", "accuracy=0.95", cwd=repo).stdout
+    out = uniflow(
+        "models",
+        "register",
+        str(f),
+        "--name",
+        MODEL,
+        "--version",
+        "v1.0.0",
+        "--metric",
+        "accuracy=0.95",
+        cwd=repo,
+    ).stdout
     assert out.strip() == f"Registered {MODEL} v1.0.0 (development): 1 file, 2.0 KiB"
     # the seed's three commands, exactly as written
     assert "Promoted" in uniflow("models", "promote", MODEL, "v1.0.0", "--to", "production", cwd=repo).stdout
@@ -153,17 +204,37 @@ def test_console_script_outside_repository(tmp_path: Path) -> None:
 
 def test_console_script_unexpected_error(models_repo: Path) -> None:
     # A corrupt lifecycle ref (points at a blob) is not a case anyone planned for.
-    blob = subprocess.run(["git", "hash-object", "-w", "--stdin"], input="junk", cwd=models_repo,
-                          capture_output=True, text=True, check=True).stdout.strip()
+    blob = subprocess.run(
+        ["git", "hash-object", "-w", "--stdin"],
+        input="junk",
+        cwd=models_repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     ref = models_repo / ".git" / "refs" / "uniflow" / "models" / MODEL
     ref.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["git", "update-ref", f"refs/uniflow/models/{MODEL}", blob], cwd=models_repo, check=True)
-    r = subprocess.run([str(SCRIPT), "models", "history", MODEL], cwd=models_repo, env=env(),
-                       capture_output=True, text=True, timeout=60, check=False)
+    r = subprocess.run(
+        [str(SCRIPT), "models", "history", MODEL],
+        cwd=models_repo,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode != 0
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1 and r.stderr.startswith("error: ")
-    r = subprocess.run([str(SCRIPT), "--traceback", "models", "history", MODEL], cwd=models_repo, env=env(),
-                       capture_output=True, text=True, timeout=60, check=False)
+    r = subprocess.run(
+        [str(SCRIPT), "--traceback", "models", "history", MODEL],
+        cwd=models_repo,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
@@ -192,14 +263,18 @@ def test_read_only_store(populated_template: Path) -> None:
         for dirpath, _dirs, _files in os.walk(root / ".uniflow" / "objects"):
             os.chmod(dirpath, 0o555)
         cmd = [*prefix, str(SCRIPT), "models", "register", str(f), "--name", "newmodel"]
-        r = subprocess.run(cmd, cwd=root, env=env(HOME=str(home)), capture_output=True, text=True, timeout=120, check=False)
+        r = subprocess.run(
+            cmd, cwd=root, env=env(HOME=str(home)), capture_output=True, text=True, timeout=120, check=False
+        )
         assert r.returncode != 0, r.stdout
         assert "Traceback" not in r.stderr
         assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: "), r.stderr
         assert "ermission denied" in r.stderr or "read-only" in r.stderr, r.stderr
         # and reading still works
         cmd = [*prefix, str(SCRIPT), "models", "list", "--json"]
-        r = subprocess.run(cmd, cwd=root, env=env(HOME=str(home)), capture_output=True, text=True, timeout=120, check=False)
+        r = subprocess.run(
+            cmd, cwd=root, env=env(HOME=str(home)), capture_output=True, text=True, timeout=120, check=False
+        )
         assert r.returncode == 0 and MODEL in r.stdout, r.stderr
     finally:
         for dirpath, _dirs, _files in os.walk(base):
@@ -229,8 +304,14 @@ def test_real_pseudo_terminal(models_repo: Path) -> None:
 
     primary, secondary = pty.openpty()
     try:
-        proc = subprocess.Popen([str(SCRIPT), "models", "list"], cwd=models_repo, env=env(COLUMNS="150"),
-                                stdout=secondary, stderr=subprocess.PIPE, text=False)
+        proc = subprocess.Popen(
+            [str(SCRIPT), "models", "list"],
+            cwd=models_repo,
+            env=env(COLUMNS="150"),
+            stdout=secondary,
+            stderr=subprocess.PIPE,
+            text=False,
+        )
         os.close(secondary)
         chunks = []
         while True:
@@ -266,7 +347,9 @@ def test_register_with_progress_on_terminal(repo: Path, tmp_path: Path) -> None:
     f = write_blob(tmp_path / "big.bin", 3 * 1024 * 1024, 11)
     r = uniflow("models", "register", str(f), "--name", "big", cwd=repo, extra_env={"UNIFLOW_FORCE_TTY": "1"})
     assert "Registered" in r.stdout
-    r = uniflow("models", "export", "big", str(tmp_path / "out"), cwd=repo, extra_env={"UNIFLOW_FORCE_TTY": "1"})
+    r = uniflow(
+        "models", "export", "big", str(tmp_path / "out"), cwd=repo, extra_env={"UNIFLOW_FORCE_TTY": "1"}
+    )
     assert (tmp_path / "out" / "big.bin").stat().st_size == 3 * 1024 * 1024
 
 
@@ -275,8 +358,15 @@ def test_register_with_progress_on_terminal(repo: Path, tmp_path: Path) -> None:
 
 def complete(words: str, cwd: Path) -> list[str]:
     parts = words.split(" ")
-    r = subprocess.run([str(SCRIPT)], cwd=cwd, capture_output=True, text=True, timeout=60,
-                       env=env(_UNIFLOW_COMPLETE="bash_complete", COMP_WORDS=words, COMP_CWORD=str(len(parts) - 1)), check=False)
+    r = subprocess.run(
+        [str(SCRIPT)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env(_UNIFLOW_COMPLETE="bash_complete", COMP_WORDS=words, COMP_CWORD=str(len(parts) - 1)),
+        check=False,
+    )
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     return [line.split(",", 1)[1] for line in r.stdout.splitlines() if "," in line]
 
@@ -287,7 +377,11 @@ def test_completion_of_names_versions_stages(models_repo: Path) -> None:
     assert complete(f"uniflow models show {MODEL} ", models_repo) == ["v1.0.0", "v1.1.0"]
     assert complete(f"uniflow models compare {MODEL} v1.0.0 ", models_repo) == ["v1.1.0"]
     assert complete(f"uniflow models promote {MODEL} v1.0.0 --to ", models_repo) == [
-        "development", "staging", "production", "archived"]
+        "development",
+        "staging",
+        "production",
+        "archived",
+    ]
     assert complete(f"uniflow models promote {MODEL} v1.0.0 --to PR", models_repo) == ["production"]
     assert "promote" in complete("uniflow models pro", models_repo)
     assert complete(f"uniflow models export {MODEL} v1.1", models_repo) == ["v1.1.0", "v1.1"]  # or a dir
@@ -323,8 +417,9 @@ def test_lazy_commands_absent_or_loaded(monkeypatch: pytest.MonkeyPatch) -> None
 
     fake.push = push  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "uniflow_fake_share", fake)
-    group = _main.LazyGroup("t", lazy_commands={"push": "uniflow_fake_share:push",
-                                                "ghost": "uniflow_no_such_module_xyz:ghost"})
+    group = _main.LazyGroup(
+        "t", lazy_commands={"push": "uniflow_fake_share:push", "ghost": "uniflow_no_such_module_xyz:ghost"}
+    )
     ctx = click.Context(group)
     assert group.list_commands(ctx) == ["push"]
     assert group.get_command(ctx, "ghost") is None
@@ -360,8 +455,11 @@ def test_every_command_is_documented() -> None:
     doc = (ROOT / "docs" / "cli.md").read_text()
     commands = _walk(cli, ("uniflow",))
     assert ("uniflow", "models", "promote") in commands
-    missing = [" ".join(c) for c in commands
-               if not re.search(rf"(`|\$ ){re.escape(' '.join(c))}(`| |$)", doc, re.MULTILINE)]
+    missing = [
+        " ".join(c)
+        for c in commands
+        if not re.search(rf"(`|\$ ){re.escape(' '.join(c))}(`| |$)", doc, re.MULTILINE)
+    ]
     assert missing == [], f"commands not documented in docs/cli.md: {missing}"
 
 

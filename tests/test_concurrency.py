@@ -41,8 +41,14 @@ except VersionExistsError as e:
 
 def _spawn(code: str, cwd: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, **GIT_ENV, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _wait(procs: list[subprocess.Popen[str]]) -> list[str]:

@@ -30,8 +30,13 @@ MAX_ATTEMPTS = 60  # bounded: a register that finishes before its kill is simply
 
 def _start(repo: Path, src: Path, version: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, **GIT_ENV, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-c", REGISTER, str(src), version], cwd=repo, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", REGISTER, str(src), version],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _check_visible_versions_whole(repo: Path) -> list[str]:
@@ -44,7 +49,9 @@ def _check_visible_versions_whole(repo: Path) -> list[str]:
     return versions
 
 
-def test_sigkill_during_register_never_exposes_partial_versions(registry: ModelRegistry, tmp_path: Path) -> None:
+def test_sigkill_during_register_never_exposes_partial_versions(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
     rng = random.Random(1234)
     srcs = []
     for i in range(3):

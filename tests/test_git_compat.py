@@ -47,15 +47,22 @@ def test_git_show_of_a_version_tag_is_a_readable_card(registry: ModelRegistry, t
     _two_versions(registry, tmp_path)
     shown = git(registry.root, "show", "--stat", "models/clf/v1.0.0")
     assert "# clf v1.0.0" in shown
-    assert "- accuracy: 0.91" in shown and "- team: \"nlp\"" in shown
+    assert "- accuracy: 0.91" in shown and '- team: "nlp"' in shown
     assert ".uniflow/card/README.md" in shown
     # the version commit's parent is the code commit it was registered from
     parent = git(registry.root, "rev-parse", "models/clf/v1.1.0^{commit}^").strip()
     assert parent == git(registry.root, "rev-parse", "main").strip()
     assert "tune learning rate" in git(registry.root, "log", "--format=%s", "models/clf/v1.1.0^{commit}")
     # diffing two versions reads well: code change plus card change
-    diff = git(registry.root, "diff", "models/clf/v1.0.0", "models/clf/v1.1.0", "--", "train.py",
-               ".uniflow/card/README.md")
+    diff = git(
+        registry.root,
+        "diff",
+        "models/clf/v1.0.0",
+        "models/clf/v1.1.0",
+        "--",
+        "train.py",
+        ".uniflow/card/README.md",
+    )
     assert "+print('better training')" in diff
     assert "-- accuracy: 0.91" in diff and "+- accuracy: 0.93" in diff
 

@@ -89,7 +89,9 @@ def test_verify_reports_model_version_file(big_model: ModelRegistry) -> None:
 def test_flipped_byte_in_the_manifest_git_object_is_an_integrity_error(big_model: ModelRegistry) -> None:
     from tests.helpers import git
 
-    blob = git(big_model.root, "rev-parse", "models/clf/v1.0.0^{commit}:.uniflow/card/manifest.msgpack").strip()
+    blob = git(
+        big_model.root, "rev-parse", "models/clf/v1.0.0^{commit}:.uniflow/card/manifest.msgpack"
+    ).strip()
     _flip(big_model.git.git_dir / "objects" / blob[:2] / blob[2:], 40)
     shutil.rmtree(big_model.uniflow_dir / "cache")  # no derived copy to fall back on
     r = run_py(
@@ -119,5 +121,7 @@ def test_damaged_derived_cache_is_ignored(big_model: ModelRegistry) -> None:
     for p in entries:
         _flip(p, len(p.read_bytes()) - 3)
     again = ModelRegistry(big_model.root)
-    assert again.get("clf").stage == "production" and again.list_models()[0].stages == {"production": "v1.0.0"}
+    assert again.get("clf").stage == "production" and again.list_models()[0].stages == {
+        "production": "v1.0.0"
+    }
     assert Path(again.load("clf")).stat().st_size == 9 * 1024 * 1024

@@ -21,7 +21,9 @@ class Boom:
         return (open, (self.marker, "w"))
 
 
-def test_registering_an_unknown_object_without_trust_is_refused(registry: ModelRegistry, tmp_path: Path) -> None:
+def test_registering_an_unknown_object_without_trust_is_refused(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
     with pytest.raises(SerializationError, match="trust=True"):
         registry.register(model=Boom(str(tmp_path / "m")), name="evil", version="v1.0.0")
     assert registry.list_models() == []
@@ -45,7 +47,9 @@ def test_malicious_pickle_never_runs_without_trust(registry: ModelRegistry, tmp_
     assert marker.exists()
 
 
-def test_a_pickle_file_registered_as_a_file_comes_back_as_a_path(registry: ModelRegistry, tmp_path: Path) -> None:
+def test_a_pickle_file_registered_as_a_file_comes_back_as_a_path(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
     marker = tmp_path / "pwned2"
     src = tmp_path / "model.pkl"
     src.write_bytes(pickle.dumps(Boom(str(marker))))

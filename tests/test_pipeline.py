@@ -65,8 +65,9 @@ def test_seed_example_verbatim_registers_a_loadable_model(repo: Path, fitted, da
         return Model(
             data=trained_model,
             name="my_model",
-            register=True  # Automatically register in Model Registry
+            register=True,  # Automatically register in Model Registry
         )
+
     # ---- end of the seed example ----
 
     model = train()
@@ -190,8 +191,13 @@ def test_explicit_version_and_step_tags(repo: Path) -> None:
     @step(name="fit", tags={"team": "search", "owner": "step"})
     def train() -> Model:
         return Model(
-            data=np.ones(3), name="tagged", register=True, version="v2.0.0",
-            tags={"owner": "model"}, params={"lr": 0.1}, description="ones",
+            data=np.ones(3),
+            name="tagged",
+            register=True,
+            version="v2.0.0",
+            tags={"owner": "model"},
+            params={"lr": 0.1},
+            description="ones",
         )
 
     model = train()
@@ -383,8 +389,22 @@ def test_lineage_is_visible_from_the_cli(repo: Path, fitted) -> None:  # type: i
 
     train(C=0.125)
     proc = subprocess.run(
-        [sys.executable, "-m", "uniflow", "models", "show", "cli_model", "v1.0.0", "--json", "--repo", str(repo)],
-        check=False, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "uniflow",
+            "models",
+            "show",
+            "cli_model",
+            "v1.0.0",
+            "--json",
+            "--repo",
+            str(repo),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     shown = json.loads(proc.stdout)

@@ -17,14 +17,20 @@ from tests.helpers import make_repo
 from uniflow import ConcurrencyError, ModelRegistry, StageEmptyError, UsageError
 from uniflow._store import ObjectStore
 
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @SETTINGS
-@given(data=st.binary(min_size=0, max_size=3 << 20) | st.integers(0, 6 << 20).map(lambda n: os.urandom(n)),
-       edit_at=st.floats(0, 1), insert=st.binary(min_size=1, max_size=64))
-def test_store_round_trip_and_local_edits_stay_local(tmp_path_factory, data: bytes, edit_at: float,
-                                                     insert: bytes) -> None:
+@given(
+    data=st.binary(min_size=0, max_size=3 << 20) | st.integers(0, 6 << 20).map(lambda n: os.urandom(n)),
+    edit_at=st.floats(0, 1),
+    insert=st.binary(min_size=1, max_size=64),
+)
+def test_store_round_trip_and_local_edits_stay_local(
+    tmp_path_factory, data: bytes, edit_at: float, insert: bytes
+) -> None:
     root = tmp_path_factory.mktemp("store")
     store = ObjectStore(root / ".uniflow")
     src = root / "f.bin"
@@ -72,7 +78,10 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.past: dict[str, list[str]] = {"staging": [], "production": []}
         self.events = 3
 
-    @rule(v=st.sampled_from(versions), stage=st.sampled_from(["staging", "production", "development", "archived"]))
+    @rule(
+        v=st.sampled_from(versions),
+        stage=st.sampled_from(["staging", "production", "development", "archived"]),
+    )
     def promote(self, v: str, stage: str) -> None:
         self.reg.promote("m", v, stage)
         if stage in ("staging", "production"):
@@ -123,8 +132,9 @@ TestLifecycleMachine = LifecycleMachine.TestCase
 TestLifecycleMachine.settings = settings(max_examples=15, stateful_step_count=12, deadline=None)
 
 
-def test_a_held_ref_lock_is_waited_for_then_reported(registry: ModelRegistry, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_held_ref_lock_is_waited_for_then_reported(
+    registry: ModelRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import uniflow._git as g
 
     f = tmp_path / "w.bin"

@@ -40,9 +40,16 @@ def test_model_stage_accepts_names_case_insensitively() -> None:
 
 
 def test_register_returns_a_full_model_version(registry: ModelRegistry, weights) -> None:
-    v = registry.register(model=weights(1), name="clf", version="v1.0.0", framework="onnx",
-                          metrics={"acc": np.float32(0.5)}, tags={"team": "nlp"}, params={"lr": 0.1},
-                          description="baseline")
+    v = registry.register(
+        model=weights(1),
+        name="clf",
+        version="v1.0.0",
+        framework="onnx",
+        metrics={"acc": np.float32(0.5)},
+        tags={"team": "nlp"},
+        params={"lr": 0.1},
+        description="baseline",
+    )
     assert (v.name, v.version, v.stage, v.framework) == ("clf", "v1.0.0", "development", "onnx")
     assert v.metrics == {"acc": 0.5} and v.tags == {"team": "nlp"} and v.params == {"lr": 0.1}
     assert v.description == "baseline" and v.author == "Test User <test@example.com>"
@@ -62,7 +69,9 @@ def test_versions_auto_bump_and_newest_is_the_default(registry: ModelRegistry, w
     assert Path(registry.load("m")).read_bytes() == newest.read_bytes()
 
 
-def test_identical_content_returns_existing_different_content_raises(registry: ModelRegistry, weights) -> None:
+def test_identical_content_returns_existing_different_content_raises(
+    registry: ModelRegistry, weights
+) -> None:
     f = weights(1)
     first = registry.register(model=f, name="m", version="v1.0.0")
     again = registry.register(model=f, name="m", version="v1.0.0")
@@ -124,7 +133,11 @@ def test_promotion_displaces_archives_and_rolls_back(registry: ModelRegistry, we
     registry.archive("m", "v1.0.0")
     with pytest.raises(StageEmptyError):
         registry.load("m", stage="production")
-    assert [v.version for v in registry.list_versions("m", stage="archived")] == ["v1.0.0", "v1.1.0", "v1.2.0"]
+    assert [v.version for v in registry.list_versions("m", stage="archived")] == [
+        "v1.0.0",
+        "v1.1.0",
+        "v1.2.0",
+    ]
     actions = [e.action for e in registry.history("m")]
     assert actions == ["register"] * 3 + ["promote"] * 4 + ["rollback", "rollback", "archive"]
     summary = registry.list_models()[0]
@@ -141,7 +154,9 @@ def test_development_stage_loads_newest_development_version(registry: ModelRegis
 
 def test_custom_stages_from_config(registry: ModelRegistry, weights) -> None:
     registry.init()
-    (registry.uniflow_dir / "config.toml").write_text('[stages.canary]\nsingle = true\n[stages.shadow]\nsingle = false\n')
+    (registry.uniflow_dir / "config.toml").write_text(
+        "[stages.canary]\nsingle = true\n[stages.shadow]\nsingle = false\n"
+    )
     reg = ModelRegistry(registry.root)
     for i in range(3):
         reg.register(model=weights(i), name="m", version=f"v1.{i}.0")
@@ -185,9 +200,17 @@ def test_outside_a_git_repository_one_is_initialised(tmp_path: Path, monkeypatch
 
 
 def test_compare_versions_table_and_dict(registry: ModelRegistry, weights) -> None:
-    registry.register(model=weights(1), name="m", version="v1.0.0", metrics={"acc": 0.9, "f1": 0.8},
-                      params={"lr": 0.1}, tags={"data": "2024"})
-    registry.register(model=weights(2), name="m", version="v1.1.0", metrics={"acc": 0.92}, params={"lr": 0.05})
+    registry.register(
+        model=weights(1),
+        name="m",
+        version="v1.0.0",
+        metrics={"acc": 0.9, "f1": 0.8},
+        params={"lr": 0.1},
+        tags={"data": "2024"},
+    )
+    registry.register(
+        model=weights(2), name="m", version="v1.1.0", metrics={"acc": 0.92}, params={"lr": 0.05}
+    )
     c = registry.compare_versions("m", ["v1.0.0", "v1.1.0"])
     d = c.to_dict()
     acc = next(r for r in d["sections"]["metrics"] if r["key"] == "acc")

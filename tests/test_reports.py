@@ -85,7 +85,8 @@ def test_gc_reports_bytes_freed_under_one_key_dry_run_or_not(registry: ModelRegi
     registry.register(weights(1), "m", version="v1.0.0")
     registry.store.put_bytes(os.urandom(20_000))  # an orphan: no version names it
     orphan_bytes = sum(p.stat().st_size for p in _chunk_files(registry)) - sum(
-        p.stat().st_size for p in _chunk_files(registry) if p.parent.name + p.name in _live(registry))
+        p.stat().st_size for p in _chunk_files(registry) if p.parent.name + p.name in _live(registry)
+    )
     assert orphan_bytes > 0
 
     dry = json.loads(cli(registry.root, "gc", "--json", "--grace", "0s").stdout)
@@ -103,11 +104,17 @@ def test_gc_reports_bytes_freed_under_one_key_dry_run_or_not(registry: ModelRegi
 def _live(registry: ModelRegistry) -> set[str]:
     from uniflow._manifest import file_records
 
-    return {c.digest for v in registry.list_versions("m")
-            for _rel, rec, _mode in file_records(registry.repository.manifest("m", v.version)) for c in rec.chunks}
+    return {
+        c.digest
+        for v in registry.list_versions("m")
+        for _rel, rec, _mode in file_records(registry.repository.manifest("m", v.version))
+        for c in rec.chunks
+    }
 
 
-def test_gc_text_output_says_to_free_on_a_dry_run_and_freed_otherwise(registry: ModelRegistry, weights) -> None:
+def test_gc_text_output_says_to_free_on_a_dry_run_and_freed_otherwise(
+    registry: ModelRegistry, weights
+) -> None:
     registry.register(weights(1), "m", version="v1.0.0")
     registry.store.put_bytes(os.urandom(5_000))
     assert "bytes to free" in cli(registry.root, "gc", "--grace", "0s").stdout
@@ -118,32 +125,82 @@ def test_gc_text_output_says_to_free_on_a_dry_run_and_freed_otherwise(registry: 
 # ---------------------------------------------------------------------- shapes of push, pull, promote
 def test_push_pull_and_promote_reports_serialise_to_the_documented_json() -> None:
     chunks = ChunkStats(wanted=3, present=1, transferred=2, bytes=10)
-    push = PushReport(remote="origin", blob_remote="origin", models=None, versions=("m/v1.0.0",),
-                      lifecycle=("m",), behind=(), refs=3, chunks=chunks, up_to_date=False)
+    push = PushReport(
+        remote="origin",
+        blob_remote="origin",
+        models=None,
+        versions=("m/v1.0.0",),
+        lifecycle=("m",),
+        behind=(),
+        refs=3,
+        chunks=chunks,
+        up_to_date=False,
+    )
     assert push.to_dict() == {
-        "remote": "origin", "blob_remote": "origin", "models": None, "versions": ["m/v1.0.0"], "lifecycle": ["m"],
-        "behind": [], "refs": 3, "chunks": {"wanted": 3, "present": 1, "transferred": 2, "bytes": 10},
+        "remote": "origin",
+        "blob_remote": "origin",
+        "models": None,
+        "versions": ["m/v1.0.0"],
+        "lifecycle": ["m"],
+        "behind": [],
+        "refs": 3,
+        "chunks": {"wanted": 3, "present": 1, "transferred": 2, "bytes": 10},
         "up_to_date": False,
     }
-    pull = PullReport(remote="origin", models={"m": "fast-forward", "x": "rejected"}, versions=(), chunks=ChunkStats(),
-                      rejected={"x": "lifecycle commit abc names an undeclared stage"})
+    pull = PullReport(
+        remote="origin",
+        models={"m": "fast-forward", "x": "rejected"},
+        versions=(),
+        chunks=ChunkStats(),
+        rejected={"x": "lifecycle commit abc names an undeclared stage"},
+    )
     assert pull.to_dict() == {
-        "remote": "origin", "models": {"m": "fast-forward", "x": "rejected"}, "versions": [],
+        "remote": "origin",
+        "models": {"m": "fast-forward", "x": "rejected"},
+        "versions": [],
         "chunks": {"wanted": 0, "present": 0, "transferred": 0, "bytes": 0},
         "rejected": {"x": "lifecycle commit abc names an undeclared stage"},
     }
     assert not pull.ok and PullReport("origin", {"m": "unchanged"}, (), ChunkStats(), {}).ok
-    result = PromoteResult(rule=1, describe="clf staging -> production when accuracy >= 0.9", model="clf",
-                           to="production", version="v1.1.0", status="failed", detail="accuracy >= 0.9 failed")
-    promote = PromoteReport(base=None, head="h" * 40, commits=2, rules=1, results=(result,), promoted=0,
-                            pushed=push, ci={"provider": "ci"})
+    result = PromoteResult(
+        rule=1,
+        describe="clf staging -> production when accuracy >= 0.9",
+        model="clf",
+        to="production",
+        version="v1.1.0",
+        status="failed",
+        detail="accuracy >= 0.9 failed",
+    )
+    promote = PromoteReport(
+        base=None,
+        head="h" * 40,
+        commits=2,
+        rules=1,
+        results=(result,),
+        promoted=0,
+        pushed=push,
+        ci={"provider": "ci"},
+    )
     assert promote.failures == (result,) and not promote.ok
     assert promote.to_dict() == {
-        "base": None, "head": "h" * 40, "commits": 2, "rules": 1,
-        "results": [{"rule": 1, "describe": "clf staging -> production when accuracy >= 0.9", "model": "clf",
-                     "to": "production", "version": "v1.1.0", "status": "failed",
-                     "detail": "accuracy >= 0.9 failed"}],
-        "promoted": 0, "pushed": push.to_dict(), "ci": {"provider": "ci"},
+        "base": None,
+        "head": "h" * 40,
+        "commits": 2,
+        "rules": 1,
+        "results": [
+            {
+                "rule": 1,
+                "describe": "clf staging -> production when accuracy >= 0.9",
+                "model": "clf",
+                "to": "production",
+                "version": "v1.1.0",
+                "status": "failed",
+                "detail": "accuracy >= 0.9 failed",
+            }
+        ],
+        "promoted": 0,
+        "pushed": push.to_dict(),
+        "ci": {"provider": "ci"},
     }
 
 
@@ -159,8 +216,18 @@ def test_errors_carry_typed_results_and_keep_one_line_messages() -> None:
 def test_register_is_keyword_only_after_name(registry: ModelRegistry, weights) -> None:
     params = inspect.signature(ModelRegistry.register).parameters
     assert [n for n, p in params.items() if p.kind is p.POSITIONAL_OR_KEYWORD] == ["self", "model", "name"]
-    assert list(params)[3:] == ["version", "framework", "metrics", "tags", "params", "description", "trust",
-                                "lineage", "progress", "provenance"]
+    assert list(params)[3:] == [
+        "version",
+        "framework",
+        "metrics",
+        "tags",
+        "params",
+        "description",
+        "trust",
+        "lineage",
+        "progress",
+        "provenance",
+    ]
     with pytest.raises(TypeError):
         registry.register(weights(1), "m", "v1.0.0")  # type: ignore[misc]
     assert registry.list_models() == []
@@ -168,7 +235,9 @@ def test_register_is_keyword_only_after_name(registry: ModelRegistry, weights) -
     assert (mv.version, mv.metrics) == ("v1.0.0", {"acc": 0.5})
 
 
-@pytest.mark.parametrize("method, impl", [("push", "uniflow.sharing.push:push"), ("pull", "uniflow.sharing.pull:pull")])
+@pytest.mark.parametrize(
+    "method, impl", [("push", "uniflow.sharing.push:push"), ("pull", "uniflow.sharing.pull:pull")]
+)
 def test_push_and_pull_spell_out_every_parameter_of_the_sharing_layer(method: str, impl: str) -> None:
     import importlib
 
@@ -211,7 +280,9 @@ def test_a_missing_lifecycle_commit_is_an_integrity_error(registry: ModelRegistr
     with pytest.raises(IntegrityError, match="111111111111.*missing"):
         list(fresh.repository.lifecycle.events("m"))
     problems = fresh.verify("m").problems
-    assert problems and all(p.problem.startswith("lifecycle unreadable") for p in problems if p.version is None)
+    assert problems and all(
+        p.problem.startswith("lifecycle unreadable") for p in problems if p.version is None
+    )
 
 
 # ---------------------------------------------------------------------- close / context manager

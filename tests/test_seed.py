@@ -14,7 +14,7 @@ from tests._models import trained_sentiment_net
 
 SEED = Path(__file__).resolve().parents[2] / "shared" / "seed" / "model-registry.md"
 
-REGISTER = '''from uniflow import ModelRegistry, ModelStage
+REGISTER = """from uniflow import ModelRegistry, ModelStage
 
 registry = ModelRegistry()
 
@@ -29,31 +29,31 @@ version = registry.register(
 )
 
 print(f"Registered model: {version.name} version {version.version}")
-'''
+"""
 
-LOAD = '''# Load specific version
+LOAD = """# Load specific version
 model = registry.load("sentiment_classifier", version="v1.0.0")
 
 # Load latest production model
 prod_model = registry.load("sentiment_classifier", stage=ModelStage.PRODUCTION)
-'''
+"""
 
-PROMOTE = '''# Promote to Staging
+PROMOTE = """# Promote to Staging
 registry.promote("sentiment_classifier", "v1.0.0", ModelStage.STAGING)
 
 # Promote to Production
 registry.promote("sentiment_classifier", "v1.0.0", ModelStage.PRODUCTION)
-'''
+"""
 
-COMPARE = '''comparison = registry.compare_versions(
+COMPARE = """comparison = registry.compare_versions(
     "sentiment_classifier", 
     ["v1.0.0", "v1.1.0"]
 )
 
 print(comparison)
-'''
+"""
 
-CLI = '''# List all models
+CLI = """# List all models
 uniflow models list
 
 # List versions of a model
@@ -61,7 +61,7 @@ uniflow models list sentiment_classifier
 
 # Promote a model
 uniflow models promote sentiment_classifier v1.0.0 --to production
-'''
+"""
 
 
 def _blocks(lang: str) -> list[str]:
@@ -86,8 +86,14 @@ def test_seed_python_examples_run_as_written(repo: Path, monkeypatch: pytest.Mon
 
     # the comparison example needs a second version
     registry = ns["registry"]
-    registry.register(model=trained_sentiment_net(seed=2), name="sentiment_classifier", version="v1.1.0",
-                      framework="pytorch", metrics={"accuracy": 0.96, "f1": 0.95}, tags={"language": "en"})
+    registry.register(
+        model=trained_sentiment_net(seed=2),
+        name="sentiment_classifier",
+        version="v1.1.0",
+        framework="pytorch",
+        metrics={"accuracy": 0.96, "f1": 0.95},
+        tags={"language": "en"},
+    )
     exec(PROMOTE, ns)
     exec(LOAD, ns)
     tokens = torch.randint(0, 2000, (8, 12))
@@ -105,15 +111,21 @@ def test_seed_python_examples_run_as_written(repo: Path, monkeypatch: pytest.Mon
 def test_seed_cli_examples_run_as_written(repo: Path) -> None:
     from uniflow import ModelRegistry
 
-    ModelRegistry(repo).register(model=trained_sentiment_net(), name="sentiment_classifier", version="v1.0.0",
-                                 framework="pytorch", metrics={"accuracy": 0.95})
+    ModelRegistry(repo).register(
+        model=trained_sentiment_net(),
+        name="sentiment_classifier",
+        version="v1.0.0",
+        framework="pytorch",
+        metrics={"accuracy": 0.95},
+    )
     expected = iter(["sentiment_classifier", "v1.0.0", "production"])
     for line in CLI.splitlines():
         if not line.startswith("uniflow "):
             continue
         args = line.split()[1:]
-        r = subprocess.run([sys.executable, "-m", "uniflow", *args], cwd=repo, capture_output=True, text=True,
-                           timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-m", "uniflow", *args], cwd=repo, capture_output=True, text=True, timeout=120
+        )
         assert r.returncode == 0, (line, r.stderr)
         assert next(expected) in r.stdout, (line, r.stdout)
     assert ModelRegistry(repo).get("sentiment_classifier", stage="production").version == "v1.0.0"

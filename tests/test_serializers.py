@@ -398,10 +398,20 @@ def test_files_serializer_returns_paths(tmp_path: Path) -> None:
 
 def test_framework_for_path(tmp_path: Path) -> None:
     cases = {
-        "a.safetensors": "safetensors", "m.ONNX": "onnx", "w.pt": "pytorch", "w.pth": "pytorch",
-        "w.bin": "pytorch", "m.skops": "sklearn", "m.pkl": "pickle-file", "m.pickle": "pickle-file",
-        "m.joblib": "pickle-file", "a.npy": "numpy", "a.npz": "numpy", "m.gguf": "gguf",
-        "notes.txt": "files", "noext": "files",
+        "a.safetensors": "safetensors",
+        "m.ONNX": "onnx",
+        "w.pt": "pytorch",
+        "w.pth": "pytorch",
+        "w.bin": "pytorch",
+        "m.skops": "sklearn",
+        "m.pkl": "pickle-file",
+        "m.pickle": "pickle-file",
+        "m.joblib": "pickle-file",
+        "a.npy": "numpy",
+        "a.npz": "numpy",
+        "m.gguf": "gguf",
+        "notes.txt": "files",
+        "noext": "files",
     }
     for name, expected in cases.items():
         assert framework_for_path(tmp_path / name) == expected, name
@@ -479,8 +489,12 @@ def test_canonical_framework() -> None:
 
 def test_get_serializer_by_name() -> None:
     for name, cls in [
-        ("torch", TorchSerializer), ("sklearn", SklearnSerializer), ("numpy", NumpySerializer),
-        ("pickle", PickleSerializer), ("files", FilesSerializer), ("onnx", OnnxSerializer),
+        ("torch", TorchSerializer),
+        ("sklearn", SklearnSerializer),
+        ("numpy", NumpySerializer),
+        ("pickle", PickleSerializer),
+        ("files", FilesSerializer),
+        ("onnx", OnnxSerializer),
     ]:
         ser = get_serializer(name)
         assert isinstance(ser, cls)

@@ -51,8 +51,10 @@ def test_two_clones_push_pull_and_refused_stale_promotion(tmp_path: Path) -> Non
     assert "clf: new" in out
     rb = open_registry(b)
     assert rb.get("clf", stage="production").version == "v1.0.0"
-    assert git(b, "rev-parse", "refs/uniflow/stages/clf/production").strip() == git(
-        b, "rev-parse", "refs/tags/models/clf/v1.0.0").strip()
+    assert (
+        git(b, "rev-parse", "refs/uniflow/stages/clf/production").strip()
+        == git(b, "rev-parse", "refs/tags/models/clf/v1.0.0").strip()
+    )
     loaded = rb.load("clf", stage="production")
     assert tree_bytes(Path(loaded)) == tree_bytes(src1)
 
@@ -70,7 +72,11 @@ def test_two_clones_push_pull_and_refused_stale_promotion(tmp_path: Path) -> Non
     assert "uniflow pull" in str(info.value) and "\n" not in str(info.value)
     assert len(_objects(blobs)) == before
     r = cli(a, "push", code=9)
-    assert r.stderr.startswith("error: push rejected") and "uniflow pull" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert (
+        r.stderr.startswith("error: push rejected")
+        and "uniflow pull" in r.stderr
+        and len(r.stderr.splitlines()) == 1
+    )
     assert "refs/tags/models/clf/v1.2.0" not in git(bare, "for-each-ref")
 
     # after pull, A sees B's promotion and the lifecycle log holds both
@@ -140,8 +146,9 @@ def test_interrupted_push_resumes_sending_only_what_is_missing(tmp_path: Path) -
     ra.register(str(model_dir(tmp_path / "big", 40, seed=7)), "big", version="v1.0.0")
     env = {**os.environ, **GIT_ENV, "UNIFLOW_TEST_KILL_AFTER_UPLOADS": "5"}
     code = "from uniflow import ModelRegistry; ModelRegistry('.').push(jobs=2)"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=a, env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=a, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == -9, proc.stderr
     present = _objects(blobs)
     assert 5 <= len(present) < 40
@@ -151,8 +158,12 @@ def test_interrupted_push_resumes_sending_only_what_is_missing(tmp_path: Path) -
     for p in present:  # nothing partial under a final name
         assert blake3.blake3(p.read_bytes()).hexdigest() == p.parent.name + p.name
     res = ra.push()
-    assert res.chunks.to_dict() == {"wanted": 40, "present": len(present), "transferred": 40 - len(present),
-                             "bytes": (40 - len(present)) * (64 << 10)}
+    assert res.chunks.to_dict() == {
+        "wanted": 40,
+        "present": len(present),
+        "transferred": 40 - len(present),
+        "bytes": (40 - len(present)) * (64 << 10),
+    }
     assert len(_objects(blobs)) == 40
     assert "refs/tags/models/big/v1.0.0" in git(bare, "for-each-ref")
 
@@ -245,8 +256,15 @@ def test_pre_push_hook_refuses_when_bytes_cannot_be_uploaded(tmp_path: Path) -> 
     ra = open_registry(a)
     ra.register(str(model_dir(tmp_path / "src", 1)), "m", version="v1.0.0")
     (tmp_path / "blobs").write_text("not a directory: every upload fails")
-    r = subprocess.run(["git", "push", "origin", "--tags"], cwd=a, capture_output=True, text=True, timeout=120,
-                       env={**os.environ, **GIT_ENV}, check=False)
+    r = subprocess.run(
+        ["git", "push", "origin", "--tags"],
+        cwd=a,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **GIT_ENV},
+        check=False,
+    )
     assert r.returncode != 0 and "error:" in r.stderr
     assert "models/m" not in git(bare, "for-each-ref")
 
@@ -271,7 +289,9 @@ def test_hook_files_match_what_install_writes() -> None:
     root = Path(__file__).resolve().parent.parent
     for name in HOOK_NAMES:
         path = root / "hooks" / name
-        assert path.read_text() == hook_script(name), f"hooks/{name} is stale: regenerate it from hook_script()"
+        assert path.read_text() == hook_script(name), (
+            f"hooks/{name} is stale: regenerate it from hook_script()"
+        )
         assert os.access(path, os.X_OK)
 
 

@@ -26,7 +26,9 @@ from tests.helpers import (
 )
 from uniflow import IntegrityError, PushRejectedError
 
-pytestmark = pytest.mark.slow  # git daemon and an S3 server on loopback: skipped by the fast run (pytest -m 'not slow')
+pytestmark = (
+    pytest.mark.slow
+)  # git daemon and an S3 server on loopback: skipped by the fast run (pytest -m 'not slow')
 
 
 @pytest.fixture
@@ -36,9 +38,19 @@ def git_daemon(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     base.mkdir()
     port = free_port()
     proc = subprocess.Popen(
-        ["git", "daemon", "--reuseaddr", f"--base-path={base}", "--export-all", "--enable=receive-pack",
-         "--listen=127.0.0.1", f"--port={port}", str(base)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "git",
+            "daemon",
+            "--reuseaddr",
+            f"--base-path={base}",
+            "--export-all",
+            "--enable=receive-pack",
+            "--listen=127.0.0.1",
+            f"--port={port}",
+            str(base),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_port(port, proc)
@@ -150,8 +162,15 @@ def test_s3_interrupted_push_resumes(tmp_path: Path, s3: str) -> None:
     ra = open_registry(a)
     ra.register(str(model_dir(tmp_path / "big", 30, size=32 << 10, seed=9)), "big", version="v1.0.0")
     env = {**os.environ, **GIT_ENV, "UNIFLOW_TEST_KILL_AFTER_UPLOADS": "4"}
-    proc = subprocess.run([sys.executable, "-c", "from uniflow import ModelRegistry; ModelRegistry('.').push(jobs=2)"],
-                          cwd=a, env=env, capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from uniflow import ModelRegistry; ModelRegistry('.').push(jobs=2)"],
+        cwd=a,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == -9, proc.stderr
     present = len(_s3_keys(s3, "resume/objects/"))
     assert 4 <= present < 30

@@ -57,7 +57,9 @@ class Comparison:
         for v in self.versions[1:]:
             commits = self.commits.get(v, [])
             if commits:
-                text.append(f"code commits up to {v}: " + "; ".join(f"{c['sha'][:8]} {c['subject']}" for c in commits))
+                text.append(
+                    f"code commits up to {v}: " + "; ".join(f"{c['sha'][:8]} {c['subject']}" for c in commits)
+                )
         return "\n".join(text)
 
     def __repr__(self) -> str:
@@ -148,7 +150,9 @@ def _commits_between(git: "GitRepo", old: str | None, new: str | None) -> list[d
             c = git.read_commit(sha)
         except Exception:
             continue
-        out.append({"sha": sha, "subject": c.message.decode(errors="replace").splitlines()[0] if c.message else ""})
+        out.append(
+            {"sha": sha, "subject": c.message.decode(errors="replace").splitlines()[0] if c.message else ""}
+        )
         stack.extend(p.decode() for p in c.parents)
     return out
 
@@ -181,9 +185,18 @@ def build_comparison(git: "GitRepo", mvs: list[ModelVersion], manifests: list[di
         }
         for mv, m in zip(mvs, manifests)
     ]
-    lineage = [_flat({k: v for k, v in mv.lineage.items() if k not in ("code_commit", "branch", "dirty")}) for mv in mvs]
+    lineage = [
+        _flat({k: v for k, v in mv.lineage.items() if k not in ("code_commit", "branch", "dirty")})
+        for mv in mvs
+    ]
     for d in lineage:  # times always differ; they are not a lineage difference
-        for k in [k for k in d if k.endswith(("started_at", "start_time", "duration", "duration_s", "duration_seconds", "run_id"))]:
+        for k in [
+            k
+            for k in d
+            if k.endswith(
+                ("started_at", "start_time", "duration", "duration_s", "duration_seconds", "run_id")
+            )
+        ]:
             d.pop(k)
     rows = {
         "metrics": _rows([mv.metrics for mv in mvs], True),

@@ -53,11 +53,13 @@ __all__ = [
     "save_config",
 ]
 
-GITIGNORE = "# uniflow: local object store, writes in flight, caches and run records\nobjects/\ntmp/\ncache/\nruns/\n"
+GITIGNORE = (
+    "# uniflow: local object store, writes in flight, caches and run records\nobjects/\ntmp/\ncache/\nruns/\n"
+)
 CONFIG_HEADER = (
     "# uniflow configuration (commit this file).\n"
     "# [stages.NAME] single = true   declares a custom stage\n"
-    "# [remotes.NAME] url = \"...\"    declares a blob remote\n"
+    '# [remotes.NAME] url = "..."    declares a blob remote\n'
     "# [[promote]] model/from/to/when declares a promote-on-merge rule\n"
 )
 _FILE = ".uniflow/config.toml"

@@ -21,7 +21,15 @@ from typing import Any
 
 from ._tensors import TensorInfo, tensor_infos
 
-__all__ = ["STATUSES", "FileDelta", "TensorDelta", "VersionDiff", "diff_manifests", "human_bytes", "tensor_stats"]
+__all__ = [
+    "STATUSES",
+    "FileDelta",
+    "TensorDelta",
+    "VersionDiff",
+    "diff_manifests",
+    "human_bytes",
+    "tensor_stats",
+]
 
 #: tensor statuses, in the order they are listed (everything but ``unchanged`` first)
 STATUSES = ("changed", "reshaped", "added", "removed", "unchanged")
@@ -59,8 +67,13 @@ class TensorDelta:
 
     def to_dict(self) -> dict[str, Any]:
         t = self.info
-        d: dict[str, Any] = {"name": self.name, "status": self.status, "dtype": t.dtype, "shape": list(t.shape),
-                             "nbytes": t.nbytes}
+        d: dict[str, Any] = {
+            "name": self.name,
+            "status": self.status,
+            "dtype": t.dtype,
+            "shape": list(t.shape),
+            "nbytes": t.nbytes,
+        }
         if self.status == "reshaped" and self.a is not None:
             d["from"] = {"dtype": self.a.dtype, "shape": list(self.a.shape), "nbytes": self.a.nbytes}
         d["digest_a"] = self.a.digest if self.a else None
@@ -84,9 +97,15 @@ class FileDelta:
     renamed_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "status": self.status, "size_a": self.size_a, "size_b": self.size_b,
-                "tensors": None if self.tensors is None else [t.to_dict() for t in self.tensors],
-                "note": self.note, "renamed_from": self.renamed_from}
+        return {
+            "path": self.path,
+            "status": self.status,
+            "size_a": self.size_a,
+            "size_b": self.size_b,
+            "tensors": None if self.tensors is None else [t.to_dict() for t in self.tensors],
+            "note": self.note,
+            "renamed_from": self.renamed_from,
+        }
 
 
 @dataclass(frozen=True)
@@ -113,7 +132,9 @@ class VersionDiff:
                 total += t.info.nbytes
                 if t.status != "unchanged":
                     changed += t.info.nbytes
-        file_counts = {s: sum(f.status == s for f in self.files) for s in ("added", "removed", "changed", "unchanged")}
+        file_counts = {
+            s: sum(f.status == s for f in self.files) for s in ("added", "removed", "changed", "unchanged")
+        }
         with_data = sum(f.tensors is not None for f in self.files)
         return {
             "tensors": sum(counts.values()),
@@ -126,7 +147,7 @@ class VersionDiff:
         }
 
     def summary_line(self, counts: dict[str, int], changed: int, total: int, with_data: int) -> str:
-        """"2 of 202 tensors changed (40 KiB of 120 MiB)", or why there is no tensor data."""
+        """ "2 of 202 tensors changed (40 KiB of 120 MiB)", or why there is no tensor data."""
         if not with_data and self.files:
             return "no tensor data: " + (self.notes[0] if self.notes else "neither version records tensors")
         n = sum(counts.values())
@@ -140,8 +161,14 @@ class VersionDiff:
         return line
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "a": self.a, "b": self.b, "files": [f.to_dict() for f in self.files],
-                "summary": self.summary, "notes": list(self.notes)}
+        return {
+            "name": self.name,
+            "a": self.a,
+            "b": self.b,
+            "files": [f.to_dict() for f in self.files],
+            "summary": self.summary,
+            "notes": list(self.notes),
+        }
 
     def __str__(self) -> str:
         lines = [f"Diff of {self.name} {self.a} -> {self.b}"]
@@ -196,7 +223,9 @@ def _tensor_status(a: TensorInfo | None, b: TensorInfo | None) -> str:
     return "unchanged" if a.digest == b.digest else "changed"
 
 
-def _tensors(ta: list[TensorInfo] | None, tb: list[TensorInfo] | None, status: str) -> list[TensorDelta] | None:
+def _tensors(
+    ta: list[TensorInfo] | None, tb: list[TensorInfo] | None, status: str
+) -> list[TensorDelta] | None:
     if status == "added":
         ta = []
     elif status == "removed":
@@ -205,8 +234,10 @@ def _tensors(ta: list[TensorInfo] | None, tb: list[TensorInfo] | None, status: s
         return None
     by_a = {t.name: t for t in ta}
     by_b = {t.name: t for t in tb}
-    out = [TensorDelta(n, _tensor_status(by_a.get(n), by_b.get(n)), by_a.get(n), by_b.get(n))
-           for n in {**by_a, **by_b}]
+    out = [
+        TensorDelta(n, _tensor_status(by_a.get(n), by_b.get(n)), by_a.get(n), by_b.get(n))
+        for n in {**by_a, **by_b}
+    ]
     out.sort(key=lambda t: (_RANK[t.status], t.name))
     return out
 
@@ -230,8 +261,13 @@ def diff_manifests(ma: dict[str, Any], mb: dict[str, Any]) -> VersionDiff:
     files: list[FileDelta] = []
     for path in sorted(p for p in {**fa, **fb} if p not in renamed.values()):
         ea, eb = fa.get(renamed.get(path, path)), fb.get(path)
-        status = "added" if ea is None else "removed" if eb is None else (
-            "unchanged" if ea["digest"] == eb["digest"] else "changed")
+        status = (
+            "added"
+            if ea is None
+            else "removed"
+            if eb is None
+            else ("unchanged" if ea["digest"] == eb["digest"] else "changed")
+        )
         ta = tensor_infos(ea) if ea is not None else None
         tb = tensor_infos(eb) if eb is not None else None
         tensors = _tensors(ta, tb, status)
@@ -239,10 +275,22 @@ def diff_manifests(ma: dict[str, Any], mb: dict[str, Any]) -> VersionDiff:
         if tensors is None:
             side, m = (ma, ea) if ta is None and ea is not None else (mb, eb)
             note = _no_data_note(side["version"], side["format"]) if m is not None else None
-        files.append(FileDelta(path, status, ea["size"] if ea else None, eb["size"] if eb else None, tensors, note,
-                               renamed.get(path)))
-    notes = [f"{m['version']} was registered with manifest format {m['format']}, which records no tensor data"
-             for m in (ma, mb) if m["format"] < 2]
+        files.append(
+            FileDelta(
+                path,
+                status,
+                ea["size"] if ea else None,
+                eb["size"] if eb else None,
+                tensors,
+                note,
+                renamed.get(path),
+            )
+        )
+    notes = [
+        f"{m['version']} was registered with manifest format {m['format']}, which records no tensor data"
+        for m in (ma, mb)
+        if m["format"] < 2
+    ]
     return VersionDiff(ma["name"], ma["version"], mb["version"], files, notes)
 
 
@@ -250,16 +298,23 @@ def with_stats(diff: VersionDiff, stats: dict[tuple[str, str], dict[str, float |
     """``diff`` with ``stats[(path, tensor name)]`` attached to those tensors."""
     files = []
     for f in diff.files:
-        tensors = None if f.tensors is None else [
-            replace(t, stats=stats[(f.path, t.name)]) if (f.path, t.name) in stats else t for t in f.tensors
-        ]
+        tensors = (
+            None
+            if f.tensors is None
+            else [
+                replace(t, stats=stats[(f.path, t.name)]) if (f.path, t.name) in stats else t
+                for t in f.tensors
+            ]
+        )
         files.append(replace(f, tensors=tensors))
     return replace(diff, files=files)
 
 
 def wants_stats(t: TensorDelta) -> bool:
     """Stats are computed for changed tensors and for dtype casts of the same shape."""
-    return t.a is not None and t.b is not None and t.status in ("changed", "reshaped") and t.a.shape == t.b.shape
+    return (
+        t.a is not None and t.b is not None and t.status in ("changed", "reshaped") and t.a.shape == t.b.shape
+    )
 
 
 def tensor_stats(a: Any, b: Any) -> dict[str, float | None]:

@@ -59,7 +59,9 @@ def _with_lock_retry(what: str, fn: Callable[[], T], timeout: float = LOCK_TIMEO
             # dulwich creates reflog directories without exist_ok: a concurrent writer creating
             # the same directory aborts this write (lock released, ref untouched); try again.
             if time.monotonic() >= deadline:
-                raise ConcurrencyError(f"{what}: gave up after repeated concurrent directory creation") from None
+                raise ConcurrencyError(
+                    f"{what}: gave up after repeated concurrent directory creation"
+                ) from None
             continue
         except OSError as exc:
             _release_git_files(exc)
@@ -226,7 +228,9 @@ class GitRepo:
             try:
                 st = porcelain.status(self._repo, untracked_files="no")
             except KeyError as exc:
-                raise IntegrityError("git objects of the code commit (HEAD) are missing; run 'git fsck'") from exc
+                raise IntegrityError(
+                    "git objects of the code commit (HEAD) are missing; run 'git fsck'"
+                ) from exc
             return bool(st.unstaged) or any(st.staged.values())
 
     def identity(self) -> Identity:
@@ -324,7 +328,9 @@ class GitRepo:
         c.message = message.encode()
         return self._add(c)
 
-    def write_tag(self, short_name: str, target: str, message: str, tagger: Identity, when: int | None = None) -> str:
+    def write_tag(
+        self, short_name: str, target: str, message: str, tagger: Identity, when: int | None = None
+    ) -> str:
         from dulwich.objects import Commit, Tag
 
         t = Tag()
@@ -412,15 +418,21 @@ class GitRepo:
         if old is None:
             return self.create_ref(name, new, message)
         ident = self._reflog_ident()
-        return bool(_with_lock_retry(
-            f"ref {name}",
-            lambda: self._repo.refs.set_if_equals(
-                name.encode(), old.encode(), new.encode(), committer=ident, message=message.encode()
-            ),
-        ))
+        return bool(
+            _with_lock_retry(
+                f"ref {name}",
+                lambda: self._repo.refs.set_if_equals(
+                    name.encode(), old.encode(), new.encode(), committer=ident, message=message.encode()
+                ),
+            )
+        )
 
     def delete_ref(self, name: str, old: str) -> bool:
-        return bool(_with_lock_retry(f"ref {name}", lambda: self._repo.refs.remove_if_equals(name.encode(), old.encode())))
+        return bool(
+            _with_lock_retry(
+                f"ref {name}", lambda: self._repo.refs.remove_if_equals(name.encode(), old.encode())
+            )
+        )
 
     def _reflog_ident(self) -> bytes:
         name, email = self.identity()

@@ -86,7 +86,6 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-
 @dataclass
 class LifecycleState:
     """Where every version stands. Versions absent from ``stage_of`` are in development."""
@@ -117,7 +116,13 @@ class LifecycleState:
         )
 
     def to_json(self) -> bytes:
-        body = {"format": 1, "model": self.model, "seq": self.seq, "stage_of": self.stage_of, "past": self.past}
+        body = {
+            "format": 1,
+            "model": self.model,
+            "seq": self.seq,
+            "stage_of": self.stage_of,
+            "past": self.past,
+        }
         return (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()
 
     @classmethod
@@ -310,7 +315,9 @@ class Lifecycle:
         if cached is not None:
             when_raw, _, state_json = cached.partition(b"\n")
             if when_raw.isdigit():
-                return LifecycleState.from_json(state_json, model, stages=table, context=context), int(when_raw)
+                return LifecycleState.from_json(state_json, model, stages=table, context=context), int(
+                    when_raw
+                )
         data, when = self._read_state(head, context)
         state = LifecycleState.from_json(data, model, stages=table, context=context)
         if self.cache and not from_git:
@@ -397,7 +404,8 @@ class Lifecycle:
                 }
             )
             message = f"{summary}\n\n" + "".join(
-                f"Uniflow-{k.capitalize()}: {event[k]}\n" for k in ("action", "version", "from", "to", "displaced")
+                f"Uniflow-{k.capitalize()}: {event[k]}\n"
+                for k in ("action", "version", "from", "to", "displaced")
                 if event.get(k)
             )
             commit = self.git.write_commit(tree, [head] if head else [], message, actor, int(now.timestamp()))
@@ -406,7 +414,9 @@ class Lifecycle:
                 self.sync_pointers(model)
                 return state, event
             time.sleep(min(0.002 * (attempt + 1), 0.05) * random.random())
-        raise ConcurrencyError(f"could not update the lifecycle of model {model!r}: too many concurrent writers")
+        raise ConcurrencyError(
+            f"could not update the lifecycle of model {model!r}: too many concurrent writers"
+        )
 
     def sync_pointers(self, model: str, tags: dict[str, str] | None = None) -> None:
         """Point ``refs/uniflow/stages/<model>/<stage>`` at each single-holder stage's holder.
@@ -441,7 +451,11 @@ def _dumps(obj: dict[str, Any]) -> bytes:
 
 # ---------------------------------------------------------------------- transitions
 def promote_transition(
-    version: str, stage: str, single: bool, action: str = "promote", reason: str | None = None,
+    version: str,
+    stage: str,
+    single: bool,
+    action: str = "promote",
+    reason: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Transition:
     def run(state: LifecycleState) -> tuple[dict[str, Any], str]:

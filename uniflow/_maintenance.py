@@ -36,7 +36,15 @@ from ._versions import MANIFEST_PATH
 if TYPE_CHECKING:
     from ._repo import Repository
 
-__all__ = ["verify", "gc", "reachable_manifests", "GcReport", "VerifyProblem", "VerifyReport", "REGISTER_EVENT_WINDOW"]
+__all__ = [
+    "verify",
+    "gc",
+    "reachable_manifests",
+    "GcReport",
+    "VerifyProblem",
+    "VerifyReport",
+    "REGISTER_EVENT_WINDOW",
+]
 
 #: a register writes its event right after its tag; verify reports a tag without an event
 #: only once the tag is older than this (seconds), so a register in flight is not flagged
@@ -53,7 +61,10 @@ def verify(repo: "Repository", name: str | None = None) -> VerifyReport:
     if name is not None:
         repo.require_model(name)
     else:
-        problems += [_problem(None, None, f"ignored ref with an invalid name: {ref}") for ref in repo.index.invalid_ref_names()]
+        problems += [
+            _problem(None, None, f"ignored ref with an invalid name: {ref}")
+            for ref in repo.index.invalid_ref_names()
+        ]
     for model in models:
         for version, sha in sorted(repo.index.versions(model).items()):
             try:
@@ -92,7 +103,9 @@ def _lifecycle_problems(repo: "Repository", model: str) -> list[VerifyProblem]:
 def _unrecorded(repo: "Repository", model: str) -> list[VerifyProblem]:
     """Problems for the versions of ``model`` whose register event is missing."""
     try:
-        registered = {ev.get("version") for ev in repo.lifecycle.events(model) if ev.get("action") == "register"}
+        registered = {
+            ev.get("version") for ev in repo.lifecycle.events(model) if ev.get("action") == "register"
+        }
     except UniflowError as exc:
         return [_problem(model, None, f"lifecycle unreadable: {exc}")]
     out = []
@@ -105,7 +118,9 @@ def _unrecorded(repo: "Repository", model: str) -> list[VerifyProblem]:
         except (UniflowError, KeyError):  # KeyError: the tag object is missing
             young = False
         if not young:
-            out.append(_problem(model, version, "no register event (register the same files again to record it)"))
+            out.append(
+                _problem(model, version, "no register event (register the same files again to record it)")
+            )
     return out
 
 
@@ -194,7 +209,9 @@ def gc(repo: "Repository", *, dry_run: bool = True, grace_seconds: float = 3600.
     )
 
 
-def _collect(repo: "Repository", candidates: dict[str, int], seen: set[str], live: _Live) -> tuple[list[str], int, int]:
+def _collect(
+    repo: "Repository", candidates: dict[str, int], seen: set[str], live: _Live
+) -> tuple[list[str], int, int]:
     """Move the candidates aside, then keep what a pin or a version created meanwhile names.
 
     Returns ``(kept, deleted count, bytes freed)``; ``live`` grows by the new versions.

@@ -109,7 +109,10 @@ def unpack(
         _prescan(bytes(data), where, lim)
     try:
         m = msgpack.unpackb(
-            data, raw=False, strict_map_key=False, max_array_len=max(lim.max_chunks, 1 << 16),
+            data,
+            raw=False,
+            strict_map_key=False,
+            max_array_len=max(lim.max_chunks, 1 << 16),
             max_map_len=max(lim.max_chunks, 1 << 16),
         )
     except Exception as exc:  # msgpack raises several unrelated types
@@ -141,7 +144,15 @@ def check(m: object, context: str = "", *, limits: Limits | None = None) -> None
         raise IntegrityError(f"{where}{exc}") from exc  # e.g. validate_digest's message
     except UniflowError as exc:  # a name, version or path rule: the manifest is at fault
         raise IntegrityError(f"{where}manifest rejected: {exc}") from exc
-    except (KeyError, TypeError, IndexError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
+    except (
+        KeyError,
+        TypeError,
+        IndexError,
+        ValueError,
+        AttributeError,
+        OverflowError,
+        RecursionError,
+    ) as exc:
         raise IntegrityError(f"{where}manifest is malformed ({type(exc).__name__}: {exc})") from exc
 
 
@@ -177,9 +188,10 @@ def _check(m: object, where: str, lim: Limits) -> None:
         if key in m:
             _json_like(m[key], f"{where}manifest {key!r}", top=True)
     for key in ("tags", "libraries"):
-        if key in m and not (isinstance(m[key], dict) and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in m[key].items()
-        )):
+        if key in m and not (
+            isinstance(m[key], dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in m[key].items())
+        ):
             raise _bad(where, f"manifest {key!r} must map strings to strings")
     for key in ("metrics", "params", "tags"):  # printed in tables and cards: one printable line each
         for k in m.get(key, {}):
@@ -247,7 +259,9 @@ def _check_chunks(chunks: list[Any], size: int, path: str, where: str) -> None:
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CHUNK_BYTES:
             raise _bad(where, f"bad chunk size {n!r} in {path!r}")
         if i != last and n < MIN_NONFINAL_CHUNK:
-            raise _bad(where, f"chunk {i} of {path!r} is {n} bytes; only a file's last chunk may be that small")
+            raise _bad(
+                where, f"chunk {i} of {path!r} is {n} bytes; only a file's last chunk may be that small"
+            )
         total += n
     if total != size:
         raise _bad(where, f"file {path!r} claims {size} bytes but its chunks hold {total}")
@@ -430,7 +444,9 @@ def render_card(m: dict[str, Any]) -> str:
     ]
     for title, key in (("Metrics", "metrics"), ("Parameters", "params"), ("Tags", "tags")):
         if m.get(key):
-            lines += [f"## {title}", ""] + [f"- {k}: {json.dumps(v)}" for k, v in sorted(m[key].items())] + [""]
+            lines += (
+                [f"## {title}", ""] + [f"- {k}: {json.dumps(v)}" for k, v in sorted(m[key].items())] + [""]
+            )
     lines += ["## Files", ""]
     lines += [f"- `{f['path']}` {_fmt_size(f['size'])} blake3:{f['digest'][:16]}" for f in m["files"]]
     extra = {k: v for k, v in lineage.items() if k not in ("code_commit", "branch", "dirty")}
@@ -442,7 +458,13 @@ def render_card(m: dict[str, Any]) -> str:
 def to_model_version(m: dict[str, Any], stage: str, tag_ref: str = "") -> ModelVersion:
     lineage = m.get("lineage", {})
     files = tuple(
-        FileInfo(path=f["path"], size=f["size"], digest=f["digest"], chunks=len(f["chunks"]), mode=f.get("mode", 0o644))
+        FileInfo(
+            path=f["path"],
+            size=f["size"],
+            digest=f["digest"],
+            chunks=len(f["chunks"]),
+            mode=f.get("mode", 0o644),
+        )
         for f in m["files"]
     )
     created = datetime.fromisoformat(m["created_at"])

@@ -197,7 +197,9 @@ def validate_relpath(path: object) -> str:
     if too_long:
         raise InvalidPathError(f"invalid file path in manifest: {path[:80]!r}... (too long)")
     if any(p in _RESERVED_PARTS for p in parts):
-        raise InvalidPathError(f"invalid file path in manifest: {path!r} (names a .git or .uniflow directory)")
+        raise InvalidPathError(
+            f"invalid file path in manifest: {path!r} (names a .git or .uniflow directory)"
+        )
     return path
 
 

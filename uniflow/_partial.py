@@ -37,14 +37,40 @@ __all__ = ["load_tensors", "diff_stats", "read_tensors"]
 #: chunks read ahead of the one being copied (each up to 4 MiB)
 _READ_AHEAD = 8
 _NUMPY = {
-    "BOOL": "|b1", "U8": "|u1", "I8": "|i1", "U16": "<u2", "I16": "<i2", "F16": "<f2", "U32": "<u4", "I32": "<i4",
-    "F32": "<f4", "U64": "<u8", "I64": "<i8", "F64": "<f8", "C64": "<c8",
+    "BOOL": "|b1",
+    "U8": "|u1",
+    "I8": "|i1",
+    "U16": "<u2",
+    "I16": "<i2",
+    "F16": "<f2",
+    "U32": "<u4",
+    "I32": "<i4",
+    "F32": "<f4",
+    "U64": "<u8",
+    "I64": "<i8",
+    "F64": "<f8",
+    "C64": "<c8",
 }
 _TORCH = {
-    "BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16", "F16": "float16", "BF16": "bfloat16",
-    "U32": "uint32", "I32": "int32", "F32": "float32", "U64": "uint64", "I64": "int64", "F64": "float64",
-    "C64": "complex64", "F8_E4M3": "float8_e4m3fn", "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2": "float8_e5m2",
-    "F8_E5M2FNUZ": "float8_e5m2fnuz", "F8_E8M0": "float8_e8m0fnu",
+    "BOOL": "bool",
+    "U8": "uint8",
+    "I8": "int8",
+    "U16": "uint16",
+    "I16": "int16",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "U32": "uint32",
+    "I32": "int32",
+    "F32": "float32",
+    "U64": "uint64",
+    "I64": "int64",
+    "F64": "float64",
+    "C64": "complex64",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E4M3FNUZ": "float8_e4m3fnuz",
+    "F8_E5M2": "float8_e5m2",
+    "F8_E5M2FNUZ": "float8_e5m2fnuz",
+    "F8_E8M0": "float8_e8m0fnu",
 }
 
 
@@ -82,8 +108,11 @@ def _tensor_bytes(
     for c in rec.chunks:
         starts.append(pos)
         pos += c.size
-    spans = [(bisect.bisect_right(starts, t.begin) - 1, bisect.bisect_left(starts, t.end) - 1)
-             for t in tensors if t.end > t.begin]
+    spans = [
+        (bisect.bisect_right(starts, t.begin) - 1, bisect.bisect_left(starts, t.end) - 1)
+        for t in tensors
+        if t.end > t.begin
+    ]
     needed = sorted({i for first, last in spans for i in range(first, last + 1)})
     if needed:  # one batch: the fetcher is asked for exactly the missing chunks these need
         store.ensure_local([FileRecord(rec.size, rec.digest, tuple(rec.chunks[i] for i in needed))])
@@ -104,7 +133,9 @@ def _tensor_bytes(
                     lo, hi = max(t.begin, starts[i]), min(t.end, starts[i] + rec.chunks[i].size)
                     buf[lo - t.begin : hi - t.begin] = cache[i][lo - starts[i] : hi - starts[i]]
             if blake3.blake3(buf).hexdigest() != t.digest:
-                raise IntegrityError(f"{context}: tensor {t.name!r} does not match its digest in the manifest")
+                raise IntegrityError(
+                    f"{context}: tensor {t.name!r} does not match its digest in the manifest"
+                )
             yield t, buf
     finally:
         reader.close()
@@ -139,7 +170,9 @@ def to_array(t: TensorInfo, buf: bytearray, use_torch: bool) -> Any:
         try:
             import torch
         except ImportError:
-            raise SerializationError("this version holds torch tensors; install uniflow[torch] to load them") from None
+            raise SerializationError(
+                "this version holds torch tensors; install uniflow[torch] to load them"
+            ) from None
         dtype = getattr(torch, _TORCH[t.dtype], None)
         if dtype is None:
             raise SerializationError(f"tensor {t.name!r} has dtype {t.dtype}, which this torch cannot hold")
@@ -151,7 +184,9 @@ def to_array(t: TensorInfo, buf: bytearray, use_torch: bool) -> Any:
     except ImportError:
         raise SerializationError("loading tensors needs numpy or torch; install uniflow[torch]") from None
     if t.dtype not in _NUMPY:
-        raise SerializationError(f"tensor {t.name!r} has dtype {t.dtype}, which needs torch; install uniflow[torch]")
+        raise SerializationError(
+            f"tensor {t.name!r} has dtype {t.dtype}, which needs torch; install uniflow[torch]"
+        )
     return np.frombuffer(buf, dtype=np.dtype(_NUMPY[t.dtype])).reshape(t.shape)
 
 
@@ -162,7 +197,9 @@ def _as_float(t: TensorInfo, buf: bytearray) -> Any:
     try:
         import torch
     except ImportError:
-        raise SerializationError(f"statistics of {t.dtype} tensors need torch; install uniflow[torch]") from None
+        raise SerializationError(
+            f"statistics of {t.dtype} tensors need torch; install uniflow[torch]"
+        ) from None
 
     return to_array(t, buf, True).to(dtype=torch.float64).numpy()
 
@@ -170,14 +207,18 @@ def _as_float(t: TensorInfo, buf: bytearray) -> Any:
 # ---------------------------------------------------------------------- the two entry points
 def _patterns(tensors: object) -> list[str]:
     patterns = [tensors] if isinstance(tensors, str) else tensors
-    if not isinstance(patterns, (list, tuple)) or not patterns or not all(
-        isinstance(p, str) and p for p in patterns
+    if (
+        not isinstance(patterns, (list, tuple))
+        or not patterns
+        or not all(isinstance(p, str) and p for p in patterns)
     ):
         raise UsageError("tensors= takes a non-empty list of glob patterns, e.g. tensors=['head.*']")
     return list(patterns)
 
 
-def load_tensors(repo: Repository, name: str, version: str, manifest: dict[str, Any], tensors: object) -> dict[str, Any]:
+def load_tensors(
+    repo: Repository, name: str, version: str, manifest: dict[str, Any], tensors: object
+) -> dict[str, Any]:
     """``{tensor name: tensor}`` for the tensors of a version matching any glob of ``tensors``."""
     patterns = _patterns(tensors)
     where = f"model {name!r} version {version!r}"
@@ -186,11 +227,19 @@ def load_tensors(repo: Repository, name: str, version: str, manifest: dict[str, 
         for t in tensor_infos(f) or ():
             index.setdefault(t.name, []).append((f["path"], t))
     if not index:
-        why = f"registered with manifest format {manifest['format']}" if manifest["format"] < 2 else "no tensor file"
+        why = (
+            f"registered with manifest format {manifest['format']}"
+            if manifest["format"] < 2
+            else "no tensor file"
+        )
         raise UsageError(f"{where} has no tensor data ({why}); load it whole, without tensors=")
     meta = manifest.get("serializer_meta") or {}
     aliases = meta.get("aliases") if manifest.get("serializer") == "torch" else None
-    aliases = {a: t for a, t in aliases.items() if isinstance(t, str) and t in index} if isinstance(aliases, dict) else {}
+    aliases = (
+        {a: t for a, t in aliases.items() if isinstance(t, str) and t in index}
+        if isinstance(aliases, dict)
+        else {}
+    )
     selected: dict[str, str] = {}  # returned name -> stored name
     for p in patterns:
         hits = [n for n in (*index, *aliases) if fnmatch.fnmatchcase(n, p)]
@@ -208,7 +257,10 @@ def load_tensors(repo: Repository, name: str, version: str, manifest: dict[str, 
         path, info = places[0]
         wanted.setdefault(path, []).append(info)
     use_torch = _torch_wanted(str(manifest.get("serializer")))
-    arrays = {t.name: to_array(t, buf, use_torch) for _path, t, buf in read_tensors(repo, name, version, manifest, wanted)}
+    arrays = {
+        t.name: to_array(t, buf, use_torch)
+        for _path, t, buf in read_tensors(repo, name, version, manifest, wanted)
+    }
     return {n: arrays[selected[n]] for n in sorted(selected)}
 
 
@@ -217,11 +269,15 @@ def diff_stats(repo: Repository, diff: VersionDiff, ma: dict[str, Any], mb: dict
     of the same shape), reading those tensors only, from both versions."""
     stats: dict[tuple[str, str], dict[str, float | None]] = {}
     for f in diff.files:  # one file at a time: memory holds the changed tensors of one side
-        pairs = [(t.a, t.b) for t in f.tensors or () if wants_stats(t) and t.a is not None and t.b is not None]
+        pairs = [
+            (t.a, t.b) for t in f.tensors or () if wants_stats(t) and t.a is not None and t.b is not None
+        ]
         if not pairs:
             continue
         want_a = {f.renamed_from or f.path: [a for a, _b in pairs]}
-        old = {ta.name: _as_float(ta, buf) for _p, ta, buf in read_tensors(repo, diff.name, diff.a, ma, want_a)}
+        old = {
+            ta.name: _as_float(ta, buf) for _p, ta, buf in read_tensors(repo, diff.name, diff.a, ma, want_a)
+        }
         for _p, tb, buf in read_tensors(repo, diff.name, diff.b, mb, {f.path: [b for _a, b in pairs]}):
             stats[(f.path, tb.name)] = tensor_stats(old.pop(tb.name), _as_float(tb, buf))
     return with_stats(diff, stats)

@@ -142,7 +142,12 @@ def _collect(
 
 
 def _record_register(
-    repo: Repository, name: str, version: str, tag: str, actor: tuple[str, str], prov: Provenance | None = None
+    repo: Repository,
+    name: str,
+    version: str,
+    tag: str,
+    actor: tuple[str, str],
+    prov: Provenance | None = None,
 ) -> None:
     """Write the register event of ``version`` unless its lifecycle already has it.
 
@@ -199,7 +204,8 @@ def _has_register_event(repo: Repository, name: str, version: str, since: int) -
     """True if the lifecycle of ``name`` records registering ``version`` at or after ``since``
     (walking back from the head only that far: usually one commit)."""
     return any(
-        ev.get("action") == "register" and ev.get("version") == version for ev in repo.lifecycle.events(name, since)
+        ev.get("action") == "register" and ev.get("version") == version
+        for ev in repo.lifecycle.events(name, since)
     )
 
 

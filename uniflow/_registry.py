@@ -43,6 +43,7 @@ __all__ = ["ModelRegistry", "RemoteRegistry"]
 
 log = logging.getLogger("uniflow")
 
+
 class ModelRegistry:
     """A model registry stored in the Git repository enclosing ``path`` (default: cwd).
 
@@ -139,8 +140,18 @@ class ModelRegistry:
         gives the original author, time and code commit (:class:`~uniflow._types.Provenance`).
         """
         chosen = register_version(
-            self._repo, model, name, version=version, framework=framework, metrics=metrics, tags=tags,
-            params=params, description=description, trust=trust, lineage=lineage, progress=progress,
+            self._repo,
+            model,
+            name,
+            version=version,
+            framework=framework,
+            metrics=metrics,
+            tags=tags,
+            params=params,
+            description=description,
+            trust=trust,
+            lineage=lineage,
+            progress=progress,
             provenance=provenance,
         )
         return self.get(name, chosen)
@@ -195,7 +206,9 @@ class ModelRegistry:
         v, _ = self._repo.resolve(name, version, stage)
         return self._materialize(name, v, self._repo.manifest(name, v))
 
-    def _materialize(self, name: str, version: str, m: dict[str, Any], progress: ProgressFn | None = None) -> Path:
+    def _materialize(
+        self, name: str, version: str, m: dict[str, Any], progress: ProgressFn | None = None
+    ) -> Path:
         """``.uniflow/cache/versions/<content digest>``, holding the verified files; every
         path is re-checked and walked without following symlinks (see ``_tree``)."""
         return materialize(self._repo, name, version, m, progress)[0]
@@ -278,7 +291,9 @@ class ModelRegistry:
         st = self._repo.stage(stage)
         self._repo.require_model(name)
         if st in ("development", "archived") or not self.stages().get(st, True):
-            raise UsageError(f"cannot roll back stage {st!r}: only single-holder stages have a previous holder")
+            raise UsageError(
+                f"cannot roll back stage {st!r}: only single-holder stages have a previous holder"
+            )
         existing = set(self._repo.index.version_names(name))
         _state, event = self._repo.lifecycle.apply(
             name, rollback_transition(st, existing.__contains__, reason), self.git.identity()
@@ -309,20 +324,37 @@ class ModelRegistry:
 
             result = diff_stats(self._repo, result, ma, mb)
         return result
+
     # ------------------------------------------------------------------ importers (uniflow/importers/)
     def import_mlflow(
-        self, names: Iterable[str] | None = None, *, tracking_uri: str | None = None,
-        registry_uri: str | None = None, dry_run: bool = False, progress: ProgressFn | None = None,
+        self,
+        names: Iterable[str] | None = None,
+        *,
+        tracking_uri: str | None = None,
+        registry_uri: str | None = None,
+        dry_run: bool = False,
+        progress: ProgressFn | None = None,
     ) -> "ImportReport":
         """Import an MLflow Model Registry (every model, or ``names``) with its stages and
         aliases; idempotent. Needs the ``mlflow`` extra. See docs/migrate.md."""
         from .importers.mlflow import import_mlflow
 
-        return import_mlflow(self._repo, self.register, names, tracking_uri=tracking_uri,
-                             registry_uri=registry_uri, dry_run=dry_run, progress=progress)
+        return import_mlflow(
+            self._repo,
+            self.register,
+            names,
+            tracking_uri=tracking_uri,
+            registry_uri=registry_uri,
+            dry_run=dry_run,
+            progress=progress,
+        )
 
     def import_gto(
-        self, names: Iterable[str] | None = None, *, rev: str | None = None, dry_run: bool = False,
+        self,
+        names: Iterable[str] | None = None,
+        *,
+        rev: str | None = None,
+        dry_run: bool = False,
         progress: ProgressFn | None = None,
     ) -> "ImportReport":
         """Import the GTO tags of this repository (only those whose commit ``rev`` reaches, when
@@ -409,8 +441,17 @@ class ModelRegistry:
         are integrated); either carries the :class:`PullReport` as ``.result``.
         """
         return _pull(
-            self._repo, remote, names, all_versions=all_versions, stages=stages, resolve=resolve, blob=blob,
-            force_tags=force_tags, fetch_chunks=fetch_chunks, jobs=jobs, progress=progress,
+            self._repo,
+            remote,
+            names,
+            all_versions=all_versions,
+            stages=stages,
+            resolve=resolve,
+            blob=blob,
+            force_tags=force_tags,
+            fetch_chunks=fetch_chunks,
+            jobs=jobs,
+            progress=progress,
         )
 
 

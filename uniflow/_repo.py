@@ -36,8 +36,13 @@ class Repository:
     """Git repository, chunk store, version index, lifecycles and configuration of one registry."""
 
     def __init__(
-        self, git: GitRepo, *, fetcher: FetchFn | None = None, root: Path | None = None,
-        config_source: ConfigSource | None = None, store: ObjectStore | None = None,
+        self,
+        git: GitRepo,
+        *,
+        fetcher: FetchFn | None = None,
+        root: Path | None = None,
+        config_source: ConfigSource | None = None,
+        store: ObjectStore | None = None,
     ) -> None:
         # root / config_source / store: given for a registry read from a Git URL
         # (sharing.remote): a bare mirror, the remote's config, the per-user chunk cache
@@ -69,7 +74,9 @@ class Repository:
     def stage(self, stage: StageLike) -> str:
         """The canonical name of ``stage`` (built-in or declared), else InvalidStageError."""
         table = self.stages()
-        return normalize_stage(stage, {k: v for k, v in table.items() if k not in ModelStage._value2member_map_})
+        return normalize_stage(
+            stage, {k: v for k, v in table.items() if k not in ModelStage._value2member_map_}
+        )
 
     # ------------------------------------------------------------------ reads
     def require_model(self, name: str) -> None:
@@ -130,7 +137,12 @@ class Repository:
 
     # ------------------------------------------------------------------ writes
     def promote(
-        self, name: str, version: str, stage: StageLike, *, reason: str | None = None,
+        self,
+        name: str,
+        version: str,
+        stage: StageLike,
+        *,
+        reason: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
         """Move ``version`` into ``stage`` (one lifecycle event, compare-and-swap); a
@@ -141,7 +153,9 @@ class Repository:
         self.resolve(name, version, None)
         action = "archive" if st == "archived" else "promote"
         single = self.stages().get(st, True)
-        transition = promote_transition(version, st, single, action, reason, json_safe(extra) if extra else None)
+        transition = promote_transition(
+            version, st, single, action, reason, json_safe(extra) if extra else None
+        )
         self.lifecycle.apply(name, transition, self.git.identity())
 
     def close(self) -> None:

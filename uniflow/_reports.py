@@ -45,8 +45,13 @@ class VerifyProblem:
     problem: str
 
     def to_dict(self) -> dict[str, str | None]:
-        return {"model": self.model, "version": self.version, "file": self.file, "chunk": self.chunk,
-                "problem": self.problem}
+        return {
+            "model": self.model,
+            "version": self.version,
+            "file": self.file,
+            "chunk": self.chunk,
+            "problem": self.problem,
+        }
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,12 @@ class ChunkStats:
     bytes: int = 0
 
     def to_dict(self) -> dict[str, int]:
-        return {"wanted": self.wanted, "present": self.present, "transferred": self.transferred, "bytes": self.bytes}
+        return {
+            "wanted": self.wanted,
+            "present": self.present,
+            "transferred": self.transferred,
+            "bytes": self.bytes,
+        }
 
 
 @dataclass(frozen=True)
@@ -145,7 +155,9 @@ class PushReport:
 
 
 #: what pull did to one model's lifecycle
-PullOutcome = Literal["created", "fast-forward", "replayed", "reset", "ahead", "unchanged", "diverged", "rejected"]
+PullOutcome = Literal[
+    "created", "fast-forward", "replayed", "reset", "ahead", "unchanged", "diverged", "rejected"
+]
 
 
 @dataclass(frozen=True)
@@ -199,8 +211,15 @@ class PromoteResult:
     detail: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "describe": self.describe, "model": self.model, "to": self.to,
-                "version": self.version, "status": self.status, "detail": self.detail}
+        return {
+            "rule": self.rule,
+            "describe": self.describe,
+            "model": self.model,
+            "to": self.to,
+            "version": self.version,
+            "status": self.status,
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True)

@@ -219,7 +219,7 @@ def _copy(fin: int, fout: int) -> None:
             data = os.pread(fin, _BLOCK, offset)
             view = memoryview(data)
             while view:
-                view = view[os.write(fout, view):]
+                view = view[os.write(fout, view) :]
             n = len(data)
         if n == 0:
             return

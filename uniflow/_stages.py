@@ -12,7 +12,14 @@ import re
 
 from ._errors import InvalidStageError
 
-__all__ = ["StageLike", "ModelStage", "normalize_stage", "SINGLE_HOLDER_DEFAULT", "valid_custom_stage_name", "valid_stage_name"]
+__all__ = [
+    "StageLike",
+    "ModelStage",
+    "normalize_stage",
+    "SINGLE_HOLDER_DEFAULT",
+    "valid_custom_stage_name",
+    "valid_stage_name",
+]
 
 _STAGE_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 

@@ -44,7 +44,14 @@ from ._pins import AsideSet, Pin, abandoned, read_pins, recover, restore_abandon
 from ._safefs import first_link
 
 __all__ = [
-    "ObjectStore", "FileRecord", "ChunkRef", "whole_digest", "CHUNK_PARAMS", "write_immutable", "fsync_dir", "os_reason",
+    "ObjectStore",
+    "FileRecord",
+    "ChunkRef",
+    "whole_digest",
+    "CHUNK_PARAMS",
+    "write_immutable",
+    "fsync_dir",
+    "os_reason",
 ]
 
 # Picked by measurement (docs/design.md, "Chunk parameters"): ~1 MiB average keeps a
@@ -191,7 +198,11 @@ class ObjectStore:
 
     # ------------------------------------------------------------------ write
     def put_file(
-        self, path: Path, progress: ProgressFn | None = None, pin: Pin | None = None, ranges: RangesFn | None = None
+        self,
+        path: Path,
+        progress: ProgressFn | None = None,
+        pin: Pin | None = None,
+        ranges: RangesFn | None = None,
     ) -> FileRecord:
         """Chunk, hash and store ``path``; return its record once every chunk is durable.
 
@@ -222,7 +233,12 @@ class ObjectStore:
         return self._put_view(memoryview(data), len(data), None, pin)
 
     def _put_view(
-        self, view: memoryview, size: int, progress: ProgressFn | None, pin: Pin | None, ranges: RangesFn | None = None
+        self,
+        view: memoryview,
+        size: int,
+        progress: ProgressFn | None,
+        pin: Pin | None,
+        ranges: RangesFn | None = None,
     ) -> FileRecord:
         from pyfastcdc import FastCDC
 
@@ -294,7 +310,9 @@ class ObjectStore:
             try:
                 pin.add(digest)  # before the existence check: the order gc relies on
             except OSError as exc:
-                raise RepositoryError(f"cannot write to the object store {self.root}: {os_reason(exc)}") from exc
+                raise RepositoryError(
+                    f"cannot write to the object store {self.root}: {os_reason(exc)}"
+                ) from exc
         self._write_object(digest, piece)
         return ChunkRef(digest, len(piece))
 
@@ -314,7 +332,9 @@ class ObjectStore:
         """Store bytes received from elsewhere (a remote) after checking them."""
         validate_digest(digest, "chunk digest")
         if _hash(data) != digest:
-            raise CorruptChunkError(f"chunk {digest[:16]} received from the remote does not match its digest", digest)
+            raise CorruptChunkError(
+                f"chunk {digest[:16]} received from the remote does not match its digest", digest
+            )
         self.ensure_dirs()
         self._write_object(digest, data)
         if self.durable:
@@ -347,7 +367,9 @@ class ObjectStore:
             if not self.durable and self.fetcher is not None and not _again:
                 self.delete_object(digest)  # a damaged cache entry: fetch it again, verified
                 return self.read_chunk(ref, context, _again=True)
-            raise CorruptChunkError(_where(context) + f"chunk {digest[:16]} is corrupted (digest mismatch)", digest)
+            raise CorruptChunkError(
+                _where(context) + f"chunk {digest[:16]} is corrupted (digest mismatch)", digest
+            )
         return data
 
     def _fetch(self, digests: list[str]) -> None:
@@ -459,7 +481,11 @@ class ObjectStore:
         self.check_layout()
         cutoff = time.time() - older_than
         removed = 0
-        fanouts = [d for d in self.cache.iterdir() if not d.is_symlink() and d.is_dir()] if self.cache.is_dir() else []
+        fanouts = (
+            [d for d in self.cache.iterdir() if not d.is_symlink() and d.is_dir()]
+            if self.cache.is_dir()
+            else []
+        )
         for path in [p for d in fanouts for p in d.iterdir()]:
             if path.name not in live_files and path.stat().st_mtime < cutoff:
                 _force_unlink(path)
@@ -511,6 +537,7 @@ class ObjectStore:
     def restore_abandoned(self) -> int:
         """Put back the chunks a gc that died had set aside; the count restored."""
         return restore_abandoned(self.tmp, self.objects)
+
 
 def _cut_points(chunker: Any, view: memoryview) -> Generator[tuple[int, int], None, None]:
     """``(offset, length)`` of each chunk; closing the generator drops pyfastcdc's own view

@@ -45,9 +45,25 @@ __all__ = [
 
 #: dtype name -> bytes per element: the closed set a manifest may name (safetensors' names)
 DTYPES: dict[str, int] = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E4M3FNUZ": 1, "F8_E5M2": 1, "F8_E5M2FNUZ": 1,
-    "F8_E8M0": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2, "U32": 4, "I32": 4, "F32": 4,
-    "U64": 8, "I64": 8, "F64": 8, "C64": 8,
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E4M3FNUZ": 1,
+    "F8_E5M2": 1,
+    "F8_E5M2FNUZ": 1,
+    "F8_E8M0": 1,
+    "U16": 2,
+    "I16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "U32": 4,
+    "I32": 4,
+    "F32": 4,
+    "U64": 8,
+    "I64": 8,
+    "F64": 8,
+    "C64": 8,
 }
 #: a tensor name is 1..MAX_NAME_LEN printable characters (no newline or control character)
 MAX_NAME_LEN = 1024
@@ -58,8 +74,19 @@ MAX_DIM = 1 << 62
 _MAX_HEADER = 100 << 20
 #: .npy descr -> dtype (little-endian or byte-order-free only)
 _NPY_DTYPES = {
-    "|b1": "BOOL", "|u1": "U8", "|i1": "I8", "<u2": "U16", "<i2": "I16", "<f2": "F16", "<u4": "U32",
-    "<i4": "I32", "<f4": "F32", "<u8": "U64", "<i8": "I64", "<f8": "F64", "<c8": "C64",
+    "|b1": "BOOL",
+    "|u1": "U8",
+    "|i1": "I8",
+    "<u2": "U16",
+    "<i2": "I16",
+    "<f2": "F16",
+    "<u4": "U32",
+    "<i4": "I32",
+    "<f4": "F32",
+    "<u8": "U64",
+    "<i8": "I64",
+    "<f8": "F64",
+    "<c8": "C64",
 }
 _NPY_MAGIC = b"\x93NUMPY"
 
@@ -80,8 +107,13 @@ class TensorInfo:
         return self.end - self.begin
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "nbytes": self.nbytes,
-                "digest": self.digest}
+        return {
+            "name": self.name,
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "nbytes": self.nbytes,
+            "digest": self.digest,
+        }
 
 
 def tensor_infos(entry: dict[str, Any]) -> list[TensorInfo] | None:
@@ -209,7 +241,9 @@ def parse_npy(view: memoryview, name: str) -> Parsed | None:
     if hlen > 1 << 20 or start + hlen > len(view):
         return None
     try:
-        header = ast.literal_eval(bytes(view[start : start + hlen]).decode("latin-1" if major < 3 else "utf-8"))
+        header = ast.literal_eval(
+            bytes(view[start : start + hlen]).decode("latin-1" if major < 3 else "utf-8")
+        )
     except (ValueError, SyntaxError, MemoryError, RecursionError, UnicodeDecodeError, TypeError):
         return None
     if not isinstance(header, dict) or not isinstance(header.get("shape"), tuple):
@@ -255,7 +289,9 @@ class TensorScan:
         """The manifest tensor list, given the digests of the ranges returned (same order)."""
         if self.found is None or len(digests) != len(self.found):
             return None
-        return [[name, dtype, list(shape), b, e, d] for (name, dtype, shape, b, e), d in zip(self.found, digests)]
+        return [
+            [name, dtype, list(shape), b, e, d] for (name, dtype, shape, b, e), d in zip(self.found, digests)
+        ]
 
 
 def scan_for(path: str) -> TensorScan | None:

@@ -231,4 +231,3 @@ def export_files(dest: Path, sources: list[Source], *, force: bool = False) -> N
                 os.fsync(fd)
     except OSError as exc:
         raise InvalidPathError(f"cannot export to {dest}: {os_reason(exc)}") from exc
-

@@ -6,7 +6,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["Provenance", "FileInfo", "ModelVersion", "HistoryEvent", "ModelSummary", "VersionList", "HistoryList"]
+__all__ = [
+    "Provenance",
+    "FileInfo",
+    "ModelVersion",
+    "HistoryEvent",
+    "ModelSummary",
+    "VersionList",
+    "HistoryList",
+]
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,9 @@ class VersionIndex:
             f"{TAGS_PREFIX}/{ref}"
             for ref in self.git.ref_names(TAGS_PREFIX)
             if not (
-                ref.count("/") == 1 and is_model_name(ref.partition("/")[0]) and is_version(ref.partition("/")[2])
+                ref.count("/") == 1
+                and is_model_name(ref.partition("/")[0])
+                and is_version(ref.partition("/")[2])
             )
         ]
         bad += [lifecycle_ref(m) for m in self.git.ref_names(LIFECYCLE_PREFIX) if not is_model_name(m)]
@@ -174,7 +176,9 @@ class VersionIndex:
             raise IntegrityError(f"{context}: the version commit has no {MANIFEST_PATH}")
         return commit, data
 
-    def write_version(self, manifest: dict[str, Any], code_commit: str | None, actor: Identity) -> tuple[bool, str]:
+    def write_version(
+        self, manifest: dict[str, Any], code_commit: str | None, actor: Identity
+    ) -> tuple[bool, str]:
         """Create the version; ``(True, tag sha)`` if this call created it, else
         ``(False, existing tag sha)`` when the same content was already registered.
         Raises VersionExistsError when the version exists with different content, and

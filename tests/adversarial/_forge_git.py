@@ -22,8 +22,15 @@ MANIFEST_PATH = ".uniflow/card/manifest.msgpack"
 
 def git_in(cwd: Path, *args: str, data: bytes = b"") -> str:
     """``git ARGS`` in ``cwd`` with ``data`` on stdin; returns stdout (stripped)."""
-    r = subprocess.run(["git", *args], cwd=cwd, input=data, capture_output=True, timeout=300,
-                       env={**os.environ, **GIT_ENV}, check=False)
+    r = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        input=data,
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, **GIT_ENV},
+        check=False,
+    )
     if r.returncode != 0:
         raise AssertionError(f"git {' '.join(args)} failed: {r.stderr.decode(errors='replace')}")
     return r.stdout.decode().strip()
@@ -36,7 +43,8 @@ def blob(repo: Path, data: bytes) -> str:
 def tree(repo: Path, entries: dict[str, tuple[str, str]]) -> str:
     """``entries``: name -> (``blob``/``tree``, sha)."""
     lines = "".join(
-        f"{'040000' if kind == 'tree' else '100644'} {kind} {sha}\t{name}\n" for name, (kind, sha) in entries.items()
+        f"{'040000' if kind == 'tree' else '100644'} {kind} {sha}\t{name}\n"
+        for name, (kind, sha) in entries.items()
     )
     return git_in(repo, "mktree", data=lines.encode())
 
@@ -62,15 +70,24 @@ def forge_version(repo: Path, model: str, version: str, manifest: dict[str, Any]
     return tag
 
 
-def forge_event(repo: Path, model: str, state: dict[str, Any] | bytes, event: dict[str, Any] | bytes,
-                parent: str | None = None, *, update: bool = True) -> str:
+def forge_event(
+    repo: Path,
+    model: str,
+    state: dict[str, Any] | bytes,
+    event: dict[str, Any] | bytes,
+    parent: str | None = None,
+    *,
+    update: bool = True,
+) -> str:
     """A lifecycle commit holding ``state.json`` and ``event.json``, on top of ``parent``
     (default: the model's current lifecycle head); moves ``refs/uniflow/models/<model>``."""
     ref = f"refs/uniflow/models/{model}"
     if parent is None:
         parent = git(repo, "rev-parse", "--verify", "-q", ref, check=False).strip() or None
     enc = lambda v: v if isinstance(v, bytes) else (json.dumps(v, indent=1, sort_keys=True) + "\n").encode()
-    root = tree(repo, {"event.json": ("blob", blob(repo, enc(event))), "state.json": ("blob", blob(repo, enc(state)))})
+    root = tree(
+        repo, {"event.json": ("blob", blob(repo, enc(event))), "state.json": ("blob", blob(repo, enc(state)))}
+    )
     args = ["commit-tree", root, "-m", f"promote {model}: forged"]
     if parent:
         args += ["-p", parent]
@@ -80,13 +97,24 @@ def forge_event(repo: Path, model: str, state: dict[str, Any] | bytes, event: di
     return commit
 
 
-def state_of(model: str, seq: int, stage_of: dict[str, str], past: dict[str, list[str]] | None = None) -> dict[str, Any]:
+def state_of(
+    model: str, seq: int, stage_of: dict[str, str], past: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
     return {"format": 1, "model": model, "seq": seq, "stage_of": stage_of, "past": past or {}}
 
 
-def event_of(version: str, to: str, seq: int, action: str = "promote", frm: str | None = "development") -> dict[str, Any]:
-    return {"action": action, "version": version, "from": frm, "to": to, "seq": seq,
-            "actor": "Mallory <mallory@example.com>", "at": "2024-01-01T00:00:00+00:00"}
+def event_of(
+    version: str, to: str, seq: int, action: str = "promote", frm: str | None = "development"
+) -> dict[str, Any]:
+    return {
+        "action": action,
+        "version": version,
+        "from": frm,
+        "to": to,
+        "seq": seq,
+        "actor": "Mallory <mallory@example.com>",
+        "at": "2024-01-01T00:00:00+00:00",
+    }
 
 
 def one_line_error(stderr: str) -> str:

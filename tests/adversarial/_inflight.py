@@ -23,20 +23,42 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
 
 def start_cli(cwd: Path, *args: str, extra: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """``python -m uniflow ARGS`` in the background."""
-    return subprocess.Popen([sys.executable, "-m", "uniflow", *args], cwd=cwd, env=_env(extra or {}), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "uniflow", *args],
+        cwd=cwd,
+        env=_env(extra or {}),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
-def run_cli(cwd: Path, *args: str, extra: dict[str, str] | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "uniflow", *args], cwd=cwd, env=_env(extra or {}), text=True,
-                          capture_output=True, timeout=timeout, check=False)
+def run_cli(
+    cwd: Path, *args: str, extra: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "uniflow", *args],
+        cwd=cwd,
+        env=_env(extra or {}),
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
-def run_py(cwd: Path, code: str, extra: dict[str, str] | None = None,
-           timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=_env(extra or {}), text=True,
-                          capture_output=True, timeout=timeout, check=False)
+def run_py(
+    cwd: Path, code: str, extra: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=_env(extra or {}),
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def kill_at(point: str) -> dict[str, str]:
@@ -49,14 +71,18 @@ class Held:
     def __init__(self, cwd: Path, gate: Path, point: str, *args: str) -> None:
         gate.mkdir(parents=True, exist_ok=True)
         self.gate = gate
-        self.proc = start_cli(cwd, *args, extra={"UNIFLOW_TEST_PAUSE_AT": point, "UNIFLOW_TEST_PAUSE_DIR": str(gate)})
+        self.proc = start_cli(
+            cwd, *args, extra={"UNIFLOW_TEST_PAUSE_AT": point, "UNIFLOW_TEST_PAUSE_DIR": str(gate)}
+        )
 
     def wait_paused(self) -> None:
         deadline = time.monotonic() + WAIT
         while not (self.gate / "paused").exists():  # bounded by WAIT
             if self.proc.poll() is not None:
                 out, err = self.proc.communicate()
-                raise AssertionError(f"finished without reaching its point (exit {self.proc.returncode}): {out}{err}")
+                raise AssertionError(
+                    f"finished without reaching its point (exit {self.proc.returncode}): {out}{err}"
+                )
             if time.monotonic() > deadline:
                 self.proc.kill()
                 raise AssertionError("never reached its point")

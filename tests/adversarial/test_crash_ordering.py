@@ -28,7 +28,9 @@ def _assert_remote_consistent(bare: Path, model: str) -> dict[str, str]:
     state = json.loads(git(bare, "show", f"refs/uniflow/models/{model}:state.json"))
     holders = {s: v for v, s in state["stage_of"].items() if s in ("staging", "production")}
     wanted = {s: git(bare, "rev-parse", f"refs/tags/models/{model}/{v}").strip() for s, v in holders.items()}
-    assert _remote_pointers(bare, model) == wanted, f"remote pointers disagree with the remote lifecycle {holders}"
+    assert _remote_pointers(bare, model) == wanted, (
+        f"remote pointers disagree with the remote lifecycle {holders}"
+    )
     return holders
 
 
@@ -43,7 +45,9 @@ def _registered(tmp_path: Path, a: Path, n: int) -> list[Path]:
 
 def _crash_after_cas(a: Path, version: str) -> None:
     """Promote ``version`` to production, killed between the lifecycle CAS and the pointers."""
-    r = run_cli(a, "models", "promote", "m", version, "--to", "production", extra=kill_at("after-lifecycle-cas"))
+    r = run_cli(
+        a, "models", "promote", "m", version, "--to", "production", extra=kill_at("after-lifecycle-cas")
+    )
     assert r.returncode == -9, r.stderr
     assert ModelRegistry(a).repository.lifecycle.state("m").stage_of.get(version) == "production"
 
@@ -61,8 +65,10 @@ def test_push_after_a_crash_between_cas_and_pointers_publishes_the_lifecycle_hol
     cli(a, "push")
     assert _assert_remote_consistent(bare, "m") == {"production": "v1.3.0"}
     # the local pointer is repaired too
-    assert git(a, "rev-parse", "refs/uniflow/stages/m/production").strip() == \
-        git(a, "rev-parse", "refs/tags/models/m/v1.3.0").strip()
+    assert (
+        git(a, "rev-parse", "refs/uniflow/stages/m/production").strip()
+        == git(a, "rev-parse", "refs/tags/models/m/v1.3.0").strip()
+    )
 
 
 @pytest.mark.slow
@@ -76,8 +82,11 @@ def test_push_killed_midway_leaves_the_remote_consistent_and_a_rerun_completes(t
     _crash_after_cas(a, "v1.1.0")  # the last write: nothing repairs the local pointer before the push
 
     # killed while uploading chunks: no ref moved on the remote
-    r = run_py(a, "from uniflow import ModelRegistry; ModelRegistry('.').push(jobs=2)",
-               extra={"UNIFLOW_TEST_KILL_AFTER_UPLOADS": "3"})
+    r = run_py(
+        a,
+        "from uniflow import ModelRegistry; ModelRegistry('.').push(jobs=2)",
+        extra={"UNIFLOW_TEST_KILL_AFTER_UPLOADS": "3"},
+    )
     assert r.returncode == -9, r.stderr
     assert _assert_remote_consistent(bare, "m") == {"production": "v1.0.0"}
     # killed right after git push, before the local bookkeeping
@@ -105,8 +114,17 @@ def test_a_register_killed_before_its_event_is_repaired_by_the_next_register(
     first = model_dir(tmp_path / "first", 2, seed=40)
     src = model_dir(tmp_path / "src", 3, seed=41)
     cli(repo, "models", "register", str(first), "--name", "m", "--version", "v1.0.0")
-    r = run_cli(repo, "models", "register", str(src), "--name", "m", "--version", "v1.1.0",
-                extra=kill_at("register-before-event"))
+    r = run_cli(
+        repo,
+        "models",
+        "register",
+        str(src),
+        "--name",
+        "m",
+        "--version",
+        "v1.1.0",
+        extra=kill_at("register-before-event"),
+    )
     assert r.returncode == -9, r.stderr
     git(repo, "rev-parse", "--verify", "refs/tags/models/m/v1.1.0")  # the version exists ...
     assert _register_events(repo, "m") == ["v1.0.0"]  # ... without its register event

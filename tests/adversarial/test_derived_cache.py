@@ -59,8 +59,13 @@ def test_forged_manifest_entry_is_ignored_and_git_is_believed(two: ModelRegistry
 def test_forged_state_entry_is_ignored(two: ModelRegistry) -> None:
     head = git(two.root, "rev-parse", "refs/uniflow/models/m").strip()
     assert _entry(two, "state", head).exists()
-    state = {"format": 1, "model": "m", "seq": 9, "stage_of": {"v1.0.0": "production", "v2.0.0": "production"},
-             "past": {}}
+    state = {
+        "format": 1,
+        "model": "m",
+        "seq": 9,
+        "stage_of": {"v1.0.0": "production", "v2.0.0": "production"},
+        "past": {},
+    }
     _old_style_entry(_entry(two, "state", head), b"1700000000\n" + json.dumps(state).encode())
     fresh = ModelRegistry(two.root)
     assert [v.version for v in fresh.list_versions("m", stage="production")] == ["v1.0.0"]
@@ -69,7 +74,10 @@ def test_forged_state_entry_is_ignored(two: ModelRegistry) -> None:
 
 def test_an_entry_moved_to_another_sha_is_ignored(two: ModelRegistry) -> None:
     """A genuine entry copied under another tag's name is not that tag's manifest."""
-    good_tag, evil_tag = two.repository.index.tag_sha("m", "v1.0.0"), two.repository.index.tag_sha("evil", "v1.0.0")
+    good_tag, evil_tag = (
+        two.repository.index.tag_sha("m", "v1.0.0"),
+        two.repository.index.tag_sha("evil", "v1.0.0"),
+    )
     assert good_tag and evil_tag
     ModelRegistry(two.root).get("evil")
     _entry(two, "manifest", good_tag).write_bytes(_entry(two, "manifest", evil_tag).read_bytes())

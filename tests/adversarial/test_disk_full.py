@@ -32,8 +32,12 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
     mnt.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root (ENOSPC tests)")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={FS_SIZE}", "tmpfs", str(mnt)],
-                       capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={FS_SIZE}", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip() or r.returncode}")
     try:
@@ -72,16 +76,20 @@ def _assert_clean_failure(r: subprocess.CompletedProcess[str], repo: Path) -> No
     assert "Exception ignored" not in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert _leftovers(repo) == []
-    fsck = subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=repo, capture_output=True, text=True,
-                          check=False)
+    fsck = subprocess.run(
+        ["git", "fsck", "--strict", "--no-dangling"], cwd=repo, capture_output=True, text=True, check=False
+    )
     assert fsck.returncode == 0 and "bad sha1" not in fsck.stderr, fsck.stderr
 
 
 def _register_events(repo: Path) -> list[str]:
     if "refs/uniflow/models/m" not in git(repo, "for-each-ref", "refs/uniflow/models"):
         return []
-    return [s for s in git(repo, "log", "--format=%s", "refs/uniflow/models/m").splitlines()
-            if s.startswith("register ")]
+    return [
+        s
+        for s in git(repo, "log", "--format=%s", "refs/uniflow/models/m").splitlines()
+        if s.startswith("register ")
+    ]
 
 
 def _register(src: Path) -> tuple[str, ...]:
@@ -162,13 +170,18 @@ def test_a_ref_write_on_a_full_disk_leaves_no_lock_and_no_noise(small_fs: Path, 
 
     repo = make_repo(small_fs / "repo")
     shas = tmp_path / "shas"
-    r = run_py(repo, _CAS_ON_A_FULL_DISK.replace("sys.argv[1]", repr(str(repo)))
-               .replace("sys.argv[2]", repr(str(shas))).replace("sys.argv[3]", repr(str(small_fs / "fill"))))
+    r = run_py(
+        repo,
+        _CAS_ON_A_FULL_DISK.replace("sys.argv[1]", repr(str(repo)))
+        .replace("sys.argv[2]", repr(str(shas)))
+        .replace("sys.argv[3]", repr(str(small_fs / "fill"))),
+    )
     assert r.returncode == 0, r.stderr
     assert "ERROR" in r.stdout and "no space left on device" in r.stdout.lower(), r.stdout
     assert r.stderr == "", r.stderr  # no "Exception ignored in ... _GitFile.__del__"
     assert _leftovers(repo) == []
     assert git(repo, "rev-parse", "refs/uniflow/models/m").strip() == shas.read_text().split()[1]
-    fsck = subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=repo, capture_output=True, text=True,
-                          check=False)
+    fsck = subprocess.run(
+        ["git", "fsck", "--strict", "--no-dangling"], cwd=repo, capture_output=True, text=True, check=False
+    )
     assert fsck.returncode == 0, fsck.stderr

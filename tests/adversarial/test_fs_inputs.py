@@ -107,9 +107,13 @@ def test_push_to_a_directory_blob_remote_leaves_foreign_tmp_files_alone(tmp_path
     (tmp / "dir").mkdir(parents=True)
     victim = tmp_path / "victim.txt"
     victim.write_text("someone's file")
-    foreign = {"notes.txt": "mine", "backup.tar": "old backup", "dir/inner.txt": "inner",
-               f"{'ef' * 8}.{uuid.uuid4().hex}": "named like an upload of uniflow 0.1.0",
-               f".uniflow-up-{'12' * 8}.{uuid.uuid4().hex}.bak": "almost our name"}
+    foreign = {
+        "notes.txt": "mine",
+        "backup.tar": "old backup",
+        "dir/inner.txt": "inner",
+        f"{'ef' * 8}.{uuid.uuid4().hex}": "named like an upload of uniflow 0.1.0",
+        f".uniflow-up-{'12' * 8}.{uuid.uuid4().hex}.bak": "almost our name",
+    }
     for rel, text in foreign.items():
         (tmp / rel).write_text(text)
     links = [tmp / "link", tmp / f".uniflow-up-{'01' * 8}.{uuid.uuid4().hex}"]

@@ -40,7 +40,9 @@ def _snapshot(root: Path) -> dict[str, tuple[bytes | str, int, int]]:
     return out
 
 
-def _forge(monkeypatch: pytest.MonkeyPatch, reg: ModelRegistry, change: Callable[[dict[str, Any]], None]) -> None:
+def _forge(
+    monkeypatch: pytest.MonkeyPatch, reg: ModelRegistry, change: Callable[[dict[str, Any]], None]
+) -> None:
     """Serve a modified manifest to ``reg`` past the validation gate (see module docstring)."""
     real = reg.repository.manifest
 
@@ -105,7 +107,9 @@ def test_forged_manifest_never_writes_or_unlinks_outside_uniflow(
     assert _snapshot(home) == before
 
 
-@pytest.mark.parametrize("where", ["cache/versions", "cache/versions/<digest>", "cache/versions/<digest>/sub"])
+@pytest.mark.parametrize(
+    "where", ["cache/versions", "cache/versions/<digest>", "cache/versions/<digest>/sub"]
+)
 def test_symlink_planted_in_the_version_cache_is_replaced_never_followed(
     registry: ModelRegistry, tmp_path: Path, where: str
 ) -> None:
@@ -120,8 +124,11 @@ def test_symlink_planted_in_the_version_cache_is_replaced_never_followed(
     before = _snapshot(home)
     link = registry.uniflow_dir / where.replace("<digest>", digest)
     link.parent.mkdir(parents=True, exist_ok=True)
-    target = {"cache/versions": home, "cache/versions/<digest>": home / digest,
-              "cache/versions/<digest>/sub": home / "sub"}[where]
+    target = {
+        "cache/versions": home,
+        "cache/versions/<digest>": home / digest,
+        "cache/versions/<digest>/sub": home / "sub",
+    }[where]
     link.symlink_to(target, target_is_directory=True)
 
     loaded = registry.load_path("bundle")
@@ -227,7 +234,9 @@ def test_export_never_applies_a_manifest_mode_verbatim(
         out = registry.export("bundle", tmp_path / "out")
     finally:
         os.umask(old)
-    modes = {p.relative_to(out).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
+    modes = {
+        p.relative_to(out).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()
+    }
     assert modes == {"run.sh": 0o755, "config.json": 0o644, "sub/weights.bin": 0o755}
 
 
@@ -242,8 +251,15 @@ def test_export_killed_mid_file_leaves_the_old_file_whole(registry: ModelRegistr
     dest.mkdir()
     (dest / "big.bin").write_bytes(b"old bytes, still whole")
 
-    r = cli(registry.root, "models", "export", "big", str(dest), code=None,
-            env={"UNIFLOW_TEST_KILL_AT": "export-write"})
+    r = cli(
+        registry.root,
+        "models",
+        "export",
+        "big",
+        str(dest),
+        code=None,
+        env={"UNIFLOW_TEST_KILL_AT": "export-write"},
+    )
     assert r.returncode == -9, (r.returncode, r.stderr)
     assert (dest / "big.bin").read_bytes() == b"old bytes, still whole"
 

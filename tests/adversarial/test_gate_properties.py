@@ -18,9 +18,7 @@ from uniflow import UniflowError
 
 SETTINGS = settings(max_examples=300, deadline=None)
 
-_VERSION = re.compile(
-    r"v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?"
-)
+_VERSION = re.compile(r"v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,127}")
 _STAGE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _HEX = re.compile(r"[0-9a-f]{64}")
@@ -28,16 +26,26 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # ----------------------------------------------------------------------------- strategies
 _scalars = (
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=20)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=20)
     | st.binary(max_size=40)
 )
 msgpack_values = st.recursive(
     _scalars,
-    lambda kids: st.lists(kids, max_size=5) | st.dictionaries(st.text(max_size=10) | st.integers(-(2**63), 2**64 - 1), kids, max_size=5),
+    lambda kids: (
+        st.lists(kids, max_size=5)
+        | st.dictionaries(st.text(max_size=10) | st.integers(-(2**63), 2**64 - 1), kids, max_size=5)
+    ),
     max_leaves=30,
 )
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
     lambda kids: st.lists(kids, max_size=5) | st.dictionaries(st.text(max_size=10), kids, max_size=5),
     max_leaves=30,
@@ -52,16 +60,32 @@ def _valid_manifest() -> dict[str, Any]:
     from uniflow._manifest import content_digest
 
     files = [
-        {"path": "a.bin", "size": 300_000, "mode": 0o644, "digest": "1" * 64,
-         "chunks": [[_chunk(1), 262_144], [_chunk(2), 37_856]]},
+        {
+            "path": "a.bin",
+            "size": 300_000,
+            "mode": 0o644,
+            "digest": "1" * 64,
+            "chunks": [[_chunk(1), 262_144], [_chunk(2), 37_856]],
+        },
         {"path": "b/c.txt", "size": 10, "mode": 0o755, "digest": "2" * 64, "chunks": [[_chunk(3), 10]]},
         {"path": "empty", "size": 0, "mode": 0o644, "digest": "3" * 64, "chunks": []},
     ]
     return {
-        "format": 1, "name": "m", "version": "v1.0.0", "created_at": "2024-01-01T00:00:00+00:00",
-        "author": "A <a@b>", "framework": "files", "serializer": "files", "serializer_meta": {"kind": "dir"},
-        "files": files, "content_digest": content_digest(files), "metrics": {"acc": 0.9}, "params": {},
-        "tags": {"k": "v"}, "description": "", "lineage": {"code_commit": "a" * 40, "branch": "main", "dirty": False},
+        "format": 1,
+        "name": "m",
+        "version": "v1.0.0",
+        "created_at": "2024-01-01T00:00:00+00:00",
+        "author": "A <a@b>",
+        "framework": "files",
+        "serializer": "files",
+        "serializer_meta": {"kind": "dir"},
+        "files": files,
+        "content_digest": content_digest(files),
+        "metrics": {"acc": 0.9},
+        "params": {},
+        "tags": {"k": "v"},
+        "description": "",
+        "lineage": {"code_commit": "a" * 40, "branch": "main", "dirty": False},
         "libraries": {"python": "3.11"},
     }
 
@@ -119,7 +143,11 @@ def _assert_well_formed_manifest(m: Any) -> None:
     from uniflow._manifest import file_records, to_model_version
 
     assert isinstance(m, dict) and type(m["format"]) is int and m["format"] in (1, 2)
-    assert _NAME.fullmatch(m["name"]) and _VERSION.fullmatch(m["version"]) and _HEX.fullmatch(m["content_digest"])
+    assert (
+        _NAME.fullmatch(m["name"])
+        and _VERSION.fullmatch(m["version"])
+        and _HEX.fullmatch(m["content_digest"])
+    )
     paths = [f["path"] for f in m["files"]]
     assert len(set(paths)) == len(paths)
     for p in paths:
@@ -147,9 +175,27 @@ def _assert_well_formed_manifest(m: Any) -> None:
     json.dumps(to_jsonable(mv.to_dict()), allow_nan=False)
 
 
-_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E4M3FNUZ": 1, "F8_E5M2": 1, "F8_E5M2FNUZ": 1,
-             "F8_E8M0": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2, "U32": 4, "I32": 4, "F32": 4, "U64": 8,
-             "I64": 8, "F64": 8, "C64": 8}
+_ITEMSIZE = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E4M3FNUZ": 1,
+    "F8_E5M2": 1,
+    "F8_E5M2FNUZ": 1,
+    "F8_E8M0": 1,
+    "U16": 2,
+    "I16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "U32": 4,
+    "I32": 4,
+    "F32": 4,
+    "U64": 8,
+    "I64": 8,
+    "F64": 8,
+    "C64": 8,
+}
 
 
 def _assert_well_formed_tensors(tensors: Any, size: int) -> None:
@@ -161,7 +207,12 @@ def _assert_well_formed_tensors(tensors: Any, size: int) -> None:
     for t in tensors:
         assert isinstance(t, list) and len(t) == 6
         name, dtype, shape, begin, end, digest = t
-        assert isinstance(name, str) and 0 < len(name) <= 1024 and not _CONTROL.search(name) and name.isprintable()
+        assert (
+            isinstance(name, str)
+            and 0 < len(name) <= 1024
+            and not _CONTROL.search(name)
+            and name.isprintable()
+        )
         assert dtype in _ITEMSIZE and isinstance(shape, list) and len(shape) <= 64
         assert all(type(d) is int and d >= 0 for d in shape)
         assert type(begin) is int and type(end) is int and 0 <= begin <= end <= size
@@ -232,8 +283,11 @@ def test_the_unmutated_manifest_is_accepted() -> None:
 
 
 _tensor_values = (
-    msgpack_values | st.integers(-10, 500) | st.sampled_from(["F32", "BF16", "I8", "F4", "f32", "", "\n"])
-    | st.lists(st.integers(-2, 2**63), max_size=70) | st.text(alphabet="0123456789abcdefABCDEF", min_size=62, max_size=66)
+    msgpack_values
+    | st.integers(-10, 500)
+    | st.sampled_from(["F32", "BF16", "I8", "F4", "f32", "", "\n"])
+    | st.lists(st.integers(-2, 2**63), max_size=70)
+    | st.text(alphabet="0123456789abcdefABCDEF", min_size=62, max_size=66)
 )
 
 
@@ -248,19 +302,32 @@ def test_format_2_manifest_unpacking_raises_only_uniflow_errors(data: bytes) -> 
 
 
 # ----------------------------------------------------------------------------- states
-_TABLE = {"development": False, "staging": True, "production": True, "archived": False, "canary": True,
-          "shadow": False}
-_VALID_STATE = {"format": 1, "model": "m", "seq": 7,
-                "stage_of": {"v1.0.0": "production", "v1.1.0": "archived", "v2.0.0-rc.1": "shadow",
-                             "v2.0.0": "shadow"},
-                "past": {"production": ["v0.9.0"], "canary": []}}
+_TABLE = {
+    "development": False,
+    "staging": True,
+    "production": True,
+    "archived": False,
+    "canary": True,
+    "shadow": False,
+}
+_VALID_STATE = {
+    "format": 1,
+    "model": "m",
+    "seq": 7,
+    "stage_of": {"v1.0.0": "production", "v1.1.0": "archived", "v2.0.0-rc.1": "shadow", "v2.0.0": "shadow"},
+    "past": {"production": ["v0.9.0"], "canary": []},
+}
 
 
 def _try_state(data: bytes, declared: bool) -> None:
     from uniflow._lifecycle import PAST_LIMIT, LifecycleState
 
     try:
-        state = LifecycleState.from_json(data, "m", stages=_TABLE) if declared else LifecycleState.from_json(data, "m")
+        state = (
+            LifecycleState.from_json(data, "m", stages=_TABLE)
+            if declared
+            else LifecycleState.from_json(data, "m")
+        )
     except UniflowError:
         return
     assert isinstance(state.seq, int) and not isinstance(state.seq, bool) and state.seq >= 0
@@ -295,9 +362,18 @@ def test_state_unpacking_raises_only_uniflow_errors(data: bytes, declared: bool)
 
 
 # ----------------------------------------------------------------------------- events
-_VALID_EVENT = {"action": "promote", "version": "v1.0.0", "from": "staging", "to": "production", "seq": 3,
-                "displaced": "v0.9.0", "actor": "A <a@b>", "at": "2024-01-01T00:00:00+00:00",
-                "reason": "good", "extra": {"k": [1, 2]}}
+_VALID_EVENT = {
+    "action": "promote",
+    "version": "v1.0.0",
+    "from": "staging",
+    "to": "production",
+    "seq": 3,
+    "displaced": "v0.9.0",
+    "actor": "A <a@b>",
+    "at": "2024-01-01T00:00:00+00:00",
+    "reason": "good",
+    "extra": {"k": [1, 2]},
+}
 
 
 def _try_event(data: bytes) -> None:
@@ -316,7 +392,10 @@ def _try_event(data: bytes) -> None:
 
 
 @SETTINGS
-@given(st.binary(max_size=500) | (json_values | mutated(_VALID_EVENT, json_values)).map(lambda v: json.dumps(v).encode()))
+@given(
+    st.binary(max_size=500)
+    | (json_values | mutated(_VALID_EVENT, json_values)).map(lambda v: json.dumps(v).encode())
+)
 @example(b"{" * 100_000)
 @example(json.dumps(_VALID_EVENT).encode())
 def test_event_unpacking_raises_only_uniflow_errors(data: bytes) -> None:

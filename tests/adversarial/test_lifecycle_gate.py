@@ -59,8 +59,12 @@ def test_an_undeclared_stage_is_refused_until_declared(two: ModelRegistry) -> No
     """The gate is not stricter than the registry: once ``[stages.shadow]`` is declared
     (``single = false``: several holders), the same state reads fine."""
     seq = two.repository.lifecycle.state("m").seq + 1
-    forge_event(two.root, "m", state_of("m", seq, {"v1.0.0": "shadow", "v1.1.0": "shadow"}),
-                event_of("v1.1.0", "shadow", seq))
+    forge_event(
+        two.root,
+        "m",
+        state_of("m", seq, {"v1.0.0": "shadow", "v1.1.0": "shadow"}),
+        event_of("v1.1.0", "shadow", seq),
+    )
     with pytest.raises(IntegrityError, match=r"stage 'shadow' is not declared \(add \[stages.shadow\]"):
         ModelRegistry(two.root).list_versions("m")
     write_config(two.root, "[stages.shadow]\nsingle = false\n")
@@ -72,8 +76,12 @@ def test_a_state_naming_a_version_without_a_tag_is_ignored_locally(two: ModelReg
     """A version the state names but no tag backs holds nothing on local reads (verify can
     list it with ``untagged_versions``; pull refuses such a remote lifecycle)."""
     seq = two.repository.lifecycle.state("m").seq + 1
-    forge_event(two.root, "m", state_of("m", seq, {"v1.0.0": "archived", "v9.9.9": "production"}),
-                event_of("v1.0.0", "archived", seq, action="archive", frm="production"))
+    forge_event(
+        two.root,
+        "m",
+        state_of("m", seq, {"v1.0.0": "archived", "v9.9.9": "production"}),
+        event_of("v1.0.0", "archived", seq, action="archive", frm="production"),
+    )
     fresh = ModelRegistry(two.root)
     assert fresh.list_models()[0].stages == {}
     with pytest.raises(StageEmptyError):
@@ -86,8 +94,14 @@ def test_a_state_naming_a_version_without_a_tag_is_ignored_locally(two: ModelReg
 
 @pytest.mark.parametrize(
     "event",
-    [b"\xff\xfe not json", b"[1, 2, 3]", b'{"action": "promote"}', b'{"seq": NaN}', b"[" * 50_000,
-     b'{"action": "promote", "version": "v1.1.0", "seq": 3, "to": "production", "at": "yesterday"}'],
+    [
+        b"\xff\xfe not json",
+        b"[1, 2, 3]",
+        b'{"action": "promote"}',
+        b'{"seq": NaN}',
+        b"[" * 50_000,
+        b'{"action": "promote", "version": "v1.1.0", "seq": 3, "to": "production", "at": "yesterday"}',
+    ],
     ids=["bytes", "list", "missing fields", "NaN", "deep", "bad time"],
 )
 def test_garbage_event_json_makes_history_an_integrity_error(two: ModelRegistry, event: bytes) -> None:

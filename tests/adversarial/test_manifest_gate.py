@@ -125,7 +125,9 @@ def test_a_path_that_is_also_a_directory_is_refused(registry: ModelRegistry, bas
     one_line_error(cli(registry.root, "models", "export", "m", "v2.0.0", "out", code=5).stderr)
 
 
-@pytest.mark.parametrize("path", [".git/hooks/post-checkout", "sub/.uniflow/config.toml", "a\x1b[2Jb", "new\nline"])
+@pytest.mark.parametrize(
+    "path", [".git/hooks/post-checkout", "sub/.uniflow/config.toml", "a\x1b[2Jb", "new\nline"]
+)
 def test_paths_naming_git_dirs_or_holding_control_characters_are_refused(
     registry: ModelRegistry, base: dict[str, Any], path: str
 ) -> None:
@@ -146,8 +148,9 @@ def test_a_million_tiny_chunks_are_refused_fast(registry: ModelRegistry, base: d
     m = _v2(base, redigest=False)
     digest = base["files"][0]["chunks"][0][0]
     n = 1_000_000
-    m["files"] = [{"path": "big.bin", "size": 64 * n, "mode": 0o644, "digest": "0" * 64,
-                   "chunks": [[digest, 64]] * n}]
+    m["files"] = [
+        {"path": "big.bin", "size": 64 * n, "mode": 0o644, "digest": "0" * 64, "chunks": [[digest, 64]] * n}
+    ]
     m["content_digest"] = content_digest(m["files"])
     forge_version(registry.root, "m", "v2.0.0", m)
     fresh = ModelRegistry(registry.root)
@@ -175,7 +178,9 @@ def test_limits_come_from_config(registry: ModelRegistry, base: dict[str, Any]) 
     assert ModelRegistry(registry.root).get("m", "v1.0.0").version == "v1.0.0"
 
 
-def test_metric_keys_read_from_git_are_one_printable_line(registry: ModelRegistry, base: dict[str, Any]) -> None:
+def test_metric_keys_read_from_git_are_one_printable_line(
+    registry: ModelRegistry, base: dict[str, Any]
+) -> None:
     """Keys end up in tables and cards: a forged one with a terminal escape or a newline
     is refused on read, like on register."""
     m = _v2(base)

@@ -47,8 +47,11 @@ def test_version_that_is_no_git_ref_component_is_refused_before_any_write(
     with pytest.raises(InvalidVersionError):
         registry.register(str(weights), "m", version=version)
     _nothing_written(registry)
-    line = one_line_error(cli(registry.root, "models", "register", str(weights), "--name", "m",
-                              "--version", version, code=2).stderr)
+    line = one_line_error(
+        cli(
+            registry.root, "models", "register", str(weights), "--name", "m", "--version", version, code=2
+        ).stderr
+    )
     assert "invalid version" in line
     _nothing_written(registry)
 
@@ -63,15 +66,26 @@ def test_stage_and_remote_names_are_matched_whole(registry: ModelRegistry, tmp_p
 
 
 @pytest.mark.parametrize("where", ["metrics", "params", "tags"])
-def test_keys_with_newlines_are_refused_before_any_write(registry: ModelRegistry, weights: Path, where: str) -> None:
+def test_keys_with_newlines_are_refused_before_any_write(
+    registry: ModelRegistry, weights: Path, where: str
+) -> None:
     with pytest.raises(UsageError, match=r"invalid .* key"):
         registry.register(str(weights), "m", version="v1.0.0", **{where: {"acc\nUniflow-Action: promote": 1}})
     _nothing_written(registry)
 
 
 def test_metric_key_with_newline_from_the_cli_is_refused(registry: ModelRegistry, weights: Path) -> None:
-    r = cli(registry.root, "models", "register", str(weights), "--name", "m",
-            "--metric", "acc\nUniflow-Action: promote=1", code=2)
+    r = cli(
+        registry.root,
+        "models",
+        "register",
+        str(weights),
+        "--name",
+        "m",
+        "--metric",
+        "acc\nUniflow-Action: promote=1",
+        code=2,
+    )
     assert "invalid metric key" in one_line_error(r.stderr)
     _nothing_written(registry)
 
@@ -95,8 +109,13 @@ def test_the_version_commit_message_cannot_be_forged_by_a_metric_key(
 
 
 def test_nan_and_inf_metrics_are_null(registry: ModelRegistry, weights: Path) -> None:
-    registry.register(str(weights), "m", version="v1.0.0", metrics={"loss": float("nan"), "gain": float("inf"), "acc": 0.5},
-                      params={"lr": float("-inf")})
+    registry.register(
+        str(weights),
+        "m",
+        version="v1.0.0",
+        metrics={"loss": float("nan"), "gain": float("inf"), "acc": 0.5},
+        params={"lr": float("-inf")},
+    )
     mv = ModelRegistry(registry.root).get("m")
     assert mv.metrics == {"loss": None, "gain": None, "acc": 0.5} and mv.params == {"lr": None}
     shown = json.loads(cli(registry.root, "models", "show", "m", "--json").stdout)

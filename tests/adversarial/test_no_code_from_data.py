@@ -52,7 +52,9 @@ def _git_env(**extra: str) -> dict[str, str]:
 
 
 def _run_git(cwd: Path, *args: str, env: dict[str, str]) -> None:
-    r = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    r = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert r.returncode == 0, (args, r.stdout, r.stderr)
 
 
@@ -97,8 +99,11 @@ def test_git_pull_and_push_hooks_never_import_modules_from_the_work_tree(tmp_pat
     ra.promote("m", "v1.0.0", "staging")
     ra.push()  # not `python -m uniflow` here: A's work tree holds the hostile modules too
     _upstream_commit(a, marker, "more hostile modules")
-    env = _git_env(UNIFLOW_PYTHON="/nonexistent/python", PYTHONPATH=".",
-                   PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = _git_env(
+        UNIFLOW_PYTHON="/nonexistent/python",
+        PYTHONPATH=".",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
     _run_git(b, "pull", "-q", "origin", "main", env=env)
     assert not marker.exists(), marker.read_text()
     assert open_registry(b).get("m", "v1.0.0").stage == "staging"
@@ -156,22 +161,32 @@ def test_a_module_in_the_work_tree_is_not_imported_by_load(tmp_path: Path) -> No
     repo = make_repo(tmp_path / "repo")
     marker = tmp_path / "imported"
     (repo / "evilnet.py").write_text(_NET.format(marker=str(marker)))
-    r = run_py("import evilnet\nfrom uniflow import ModelRegistry\n"
-               "ModelRegistry().register(evilnet.Net(3), 'm', version='v1.0.0')\n", cwd=repo)
+    r = run_py(
+        "import evilnet\nfrom uniflow import ModelRegistry\n"
+        "ModelRegistry().register(evilnet.Net(3), 'm', version='v1.0.0')\n",
+        cwd=repo,
+    )
     assert r.returncode == 0, r.stderr
     marker.unlink()
 
-    load = ("from uniflow import ModelRegistry, UnsafeLoadError\n"
-            "try:\n    ModelRegistry().load('m')\nexcept UnsafeLoadError as e:\n    print('REFUSED', e)\n")
+    load = (
+        "from uniflow import ModelRegistry, UnsafeLoadError\n"
+        "try:\n    ModelRegistry().load('m')\nexcept UnsafeLoadError as e:\n    print('REFUSED', e)\n"
+    )
     r = run_py(load, cwd=repo)
     assert r.returncode == 0 and "REFUSED" in r.stdout, (r.stdout, r.stderr)
     assert "evilnet.Net" in r.stdout and "model=" in r.stdout and "trust=True" in r.stdout
     assert not marker.exists()
 
     # the caller's own import, or trust=True, make it loadable
-    r = run_py("import evilnet\nfrom uniflow import ModelRegistry\nprint(ModelRegistry().load('m').width)\n", cwd=repo)
+    r = run_py(
+        "import evilnet\nfrom uniflow import ModelRegistry\nprint(ModelRegistry().load('m').width)\n",
+        cwd=repo,
+    )
     assert r.stdout.split() == ["3"], r.stderr
-    r = run_py("from uniflow import ModelRegistry\nprint(ModelRegistry().load('m', trust=True).width)\n", cwd=repo)
+    r = run_py(
+        "from uniflow import ModelRegistry\nprint(ModelRegistry().load('m', trust=True).width)\n", cwd=repo
+    )
     assert r.stdout.split() == ["3"], r.stderr
 
 
@@ -196,16 +211,24 @@ def test_a_class_from_an_installed_distribution_loads_but_not_the_same_one_in_th
     marker = tmp_path / "imported"
     _distribution(site, marker)
     use_site = f"import sys\nsys.path.append({str(site)!r})\n"
-    r = run_py(use_site + "import goodnet\nfrom uniflow import ModelRegistry\n"
-               "ModelRegistry().register(goodnet.Net(4), 'g', version='v1.0.0')\n", cwd=repo)
+    r = run_py(
+        use_site + "import goodnet\nfrom uniflow import ModelRegistry\n"
+        "ModelRegistry().register(goodnet.Net(4), 'g', version='v1.0.0')\n",
+        cwd=repo,
+    )
     assert r.returncode == 0, r.stderr
-    r = run_py(use_site + "from uniflow import ModelRegistry\nprint(ModelRegistry().load('g').width)\n", cwd=repo)
+    r = run_py(
+        use_site + "from uniflow import ModelRegistry\nprint(ModelRegistry().load('g').width)\n", cwd=repo
+    )
     assert r.stdout.split() == ["4"], r.stderr
 
     marker.unlink()
     _distribution(repo, marker)  # the same distribution, committed to the work tree
-    r = run_py("from uniflow import ModelRegistry, UnsafeLoadError\n"
-               "try:\n    ModelRegistry().load('g')\nexcept UnsafeLoadError as e:\n    print('REFUSED', e)\n", cwd=repo)
+    r = run_py(
+        "from uniflow import ModelRegistry, UnsafeLoadError\n"
+        "try:\n    ModelRegistry().load('g')\nexcept UnsafeLoadError as e:\n    print('REFUSED', e)\n",
+        cwd=repo,
+    )
     assert "REFUSED" in r.stdout, (r.stdout, r.stderr)
     assert not marker.exists()
 
@@ -220,7 +243,10 @@ def test_serializer_plugins_are_never_loaded_from_the_work_tree(tmp_path: Path) 
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: evil-ser\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[uniflow.serializers]\nevil = evil_ser:Evil\n")
-    r = run_py("import numpy as np\nfrom uniflow import ModelRegistry\n"
-               "print(ModelRegistry().register(np.zeros(3), 'arr', version='v1.0.0').serializer)\n", cwd=repo)
+    r = run_py(
+        "import numpy as np\nfrom uniflow import ModelRegistry\n"
+        "print(ModelRegistry().register(np.zeros(3), 'arr', version='v1.0.0').serializer)\n",
+        cwd=repo,
+    )
     assert r.stdout.split() == ["numpy"], r.stderr
     assert not marker.exists(), marker.read_text()

@@ -92,7 +92,9 @@ def test_the_library_reports_rejected_models_in_the_result(setup: tuple[Path, Pa
     assert result.models == {"bad": "rejected", "good": "unchanged"}
 
 
-def test_ref_names_that_are_no_model_or_version_are_skipped_and_reported(setup: tuple[Path, Path, Path]) -> None:
+def test_ref_names_that_are_no_model_or_version_are_skipped_and_reported(
+    setup: tuple[Path, Path, Path],
+) -> None:
     bare, a, b = setup
     lifecycle = git(bare, "rev-parse", "refs/uniflow/models/good").strip()
     tag = git(bare, "rev-parse", "refs/tags/models/good/v1.0.0").strip()

@@ -18,10 +18,16 @@ def test_control_characters_from_the_registry_are_neutralised(repo: Path, tty: s
 
     f = repo / "w.bin"
     f.write_bytes(b"x" * 1000)
-    ModelRegistry(repo).register(str(f), name="m", tags={"note": EVIL}, description=f"about {EVIL}",
-                                 params={"p": EVIL})
+    ModelRegistry(repo).register(
+        str(f), name="m", tags={"note": EVIL}, description=f"about {EVIL}", params={"p": EVIL}
+    )
     env = {"UNIFLOW_FORCE_TTY": tty}
-    for args in (("models", "show", "m"), ("models", "list", "m"), ("models", "list"), ("models", "history", "m")):
+    for args in (
+        ("models", "show", "m"),
+        ("models", "list", "m"),
+        ("models", "list"),
+        ("models", "history", "m"),
+    ):
         out = cli(repo, *args, env=env).stdout
         assert "\x1b]" not in out and "\x07" not in out and "\x9b" not in out, (args, out)
         assert "\x1b[2J" not in out, (args, out)

@@ -23,8 +23,13 @@ pytestmark = pytest.mark.skipif(GTO is None, reason="the import-test extra (gto)
 
 def gto(repo: Path, *args: str, who: str) -> None:
     """Run `gto` as ``who`` (the tag's tagger), in a second of its own (tag times have 1 s resolution)."""
-    env = {**os.environ, "GTO_NO_ANALYTICS": "1", "ITERATIVE_DO_NOT_TRACK": "1", "GIT_COMMITTER_NAME": who,
-           "GIT_COMMITTER_EMAIL": f"{who.lower()}@example.com"}
+    env = {
+        **os.environ,
+        "GTO_NO_ANALYTICS": "1",
+        "ITERATIVE_DO_NOT_TRACK": "1",
+        "GIT_COMMITTER_NAME": who,
+        "GIT_COMMITTER_EMAIL": f"{who.lower()}@example.com",
+    }
     time.sleep(1 - time.time() % 1 + 0.01)
     r = subprocess.run([str(GTO), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, (args, r.stdout, r.stderr)
@@ -63,8 +68,10 @@ def dvc_tracked(repo: Path, rel: str, data: bytes, cached: bool) -> dict[str, by
         obj.parent.mkdir(parents=True, exist_ok=True)
         obj.write_bytes(data)
     name = rel.rsplit("/", 1)[-1]
-    return {f"{rel}.dvc": f"outs:\n- md5: {md5}\n  size: {len(data)}\n  hash: md5\n  path: {name}\n".encode(),
-            ".gitignore": f"/{rel}\n.dvc/cache\n".encode()}
+    return {
+        f"{rel}.dvc": f"outs:\n- md5: {md5}\n  size: {len(data)}\n  hash: md5\n  path: {name}\n".encode(),
+        ".gitignore": f"/{rel}\n.dvc/cache\n".encode(),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +101,17 @@ def gto_repo(_gto_template: tuple[Path, dict[str, object]], repo: Path) -> dict[
 
 def _build(repo: Path) -> dict[str, object]:
     v1 = {"models/churn/model.bin": b"churn weights 1", "models/churn/run.sh": b"#!/bin/sh\n"}
-    c1 = commit_files(repo, {**v1, "dvc.yaml": DVC_YAML, "artifacts.yaml": ARTIFACTS_YAML,
-                             "legacy.onnx": b"onnx 1", **dvc_tracked(repo, "data/big.bin", b"big 1" * 1000, True)},
-                      "first models")
+    c1 = commit_files(
+        repo,
+        {
+            **v1,
+            "dvc.yaml": DVC_YAML,
+            "artifacts.yaml": ARTIFACTS_YAML,
+            "legacy.onnx": b"onnx 1",
+            **dvc_tracked(repo, "data/big.bin", b"big 1" * 1000, True),
+        },
+        "first models",
+    )
     (repo / "models/churn/run.sh").chmod(0o755)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "exec bit")
@@ -105,7 +120,9 @@ def _build(repo: Path) -> dict[str, object]:
     gto(repo, "register", "big", "--version", "v1.0.0", who="Alice")
     gto(repo, "register", "legacy", "--version", "v1.0.0", who="Alice")
     v2 = {"models/churn/model.bin": b"churn weights 2"}
-    c2 = commit_files(repo, {**v2, **dvc_tracked(repo, "data/big.bin", b"big 2 not cached", False)}, "retrain")
+    c2 = commit_files(
+        repo, {**v2, **dvc_tracked(repo, "data/big.bin", b"big 2 not cached", False)}, "retrain"
+    )
     gto(repo, "register", "churn", "--version", "v0.2.0", who="Bob")
     gto(repo, "register", "big", "--version", "v2.0.0", who="Bob")
     gto(repo, "assign", "churn", "--version", "v0.1.0", "--stage", "prod", who="Carol")
@@ -126,13 +143,21 @@ def test_import_gto_tags(repo: Path, gto_repo: dict[str, object]) -> None:
     reg = ModelRegistry(repo)
     report = reg.import_gto()
     assert [(v.model, v.version, v.status) for v in report.versions] == [  # in tag time order
-        ("churn", "v0.1.0", "imported"), ("big", "v1.0.0", "imported"), ("legacy", "v1.0.0", "imported"),
-        ("churn", "v0.2.0", "imported"), ("big", "v2.0.0", "failed")]
+        ("churn", "v0.1.0", "imported"),
+        ("big", "v1.0.0", "imported"),
+        ("legacy", "v1.0.0", "imported"),
+        ("churn", "v0.2.0", "imported"),
+        ("big", "v2.0.0", "failed"),
+    ]
     failed = report.versions[4].detail
-    assert "data/big.bin is DVC-tracked" in failed and "not in the DVC cache" in failed and "dvc fetch" in failed
+    assert (
+        "data/big.bin is DVC-tracked" in failed and "not in the DVC cache" in failed and "dvc fetch" in failed
+    )
     # files as they were at the tagged commit (Git, or the DVC cache), exec bit kept
     root = reg.load_path("churn", "v0.1.0")
-    assert (root / "model.bin").read_bytes() == b"churn weights 1" and (root / "run.sh").read_bytes() == b"#!/bin/sh\n"
+    assert (root / "model.bin").read_bytes() == b"churn weights 1" and (
+        root / "run.sh"
+    ).read_bytes() == b"#!/bin/sh\n"
     assert {f.path: f.mode for f in reg.get("churn", "v0.1.0").files} == {"model.bin": 0o644, "run.sh": 0o755}
     assert (reg.load_path("churn", "v0.2.0") / "model.bin").read_bytes() == b"churn weights 2"
     assert (reg.load_path("big", "v1.0.0") / "big.bin").read_bytes() == b"big 1" * 1000
@@ -140,25 +165,36 @@ def test_import_gto_tags(repo: Path, gto_repo: dict[str, object]) -> None:
     mv = reg.get("churn", "v0.1.0")
     assert mv.code_commit == gto_repo["c1"] and mv.branch is None
     assert git(repo, "rev-parse", "models/churn/v0.1.0^{commit}^1").strip() == gto_repo["c1"]
-    times = dict(line.split() for line in git(
-        repo, "for-each-ref", "--format=%(refname:strip=2) %(taggerdate:unix)", "refs/tags").splitlines())
-    assert mv.author == "Alice <alice@example.com>" and mv.created_at.timestamp() == int(times["churn@v0.1.0"])
+    times = dict(
+        line.split()
+        for line in git(
+            repo, "for-each-ref", "--format=%(refname:strip=2) %(taggerdate:unix)", "refs/tags"
+        ).splitlines()
+    )
+    assert mv.author == "Alice <alice@example.com>" and mv.created_at.timestamp() == int(
+        times["churn@v0.1.0"]
+    )
     assert mv.tags == {"gto.type": "model", "gto.labels": "tabular, prod"} and mv.description == "churn model"
     assert mv.lineage["gto_tag"] == "churn@v0.1.0"
     # assignments and deprecations replayed in tag order with the original authors and times
-    hist = [(e.action, e.version, e.to_stage, e.actor.split(" <")[0], int(e.at.timestamp()))
-            for e in reg.history("churn")]
+    hist = [
+        (e.action, e.version, e.to_stage, e.actor.split(" <")[0], int(e.at.timestamp()))
+        for e in reg.history("churn")
+    ]
     assert hist == [
         ("register", "v0.1.0", "development", "Alice", int(times["churn@v0.1.0"])),
         ("register", "v0.2.0", "development", "Bob", int(times["churn@v0.2.0"])),
         ("promote", "v0.1.0", "prod", "Carol", int(times["churn#prod#1"])),
         ("promote", "v0.2.0", "staging", "Carol", int(times["churn#staging#2"])),
         ("promote", "v0.2.0", "prod", "Dave", int(times["churn#prod#3"])),
-        ("archive", "v0.1.0", "archived", "Dave", int(times["churn@v0.1.0!"]))]
+        ("archive", "v0.1.0", "archived", "Dave", int(times["churn@v0.1.0!"])),
+    ]
     assert reg.history("churn")[4].displaced == "v0.1.0"  # prod holds one version: v0.1.0 was archived then
     assert reg.stages()["prod"] is True
     assert [(e.action, e.to_stage, e.actor.split(" <")[0]) for e in reg.history("legacy")] == [
-        ("register", "development", "Alice"), ("archive", "archived", "Erin")]
+        ("register", "development", "Alice"),
+        ("archive", "archived", "Erin"),
+    ]
     assert _tags(repo).startswith(gto_tags.rstrip("\n").split("\n")[0])
     assert all(line in _tags(repo) for line in gto_tags.splitlines())  # GTO's tags untouched
     assert reg.verify().ok
@@ -191,7 +227,10 @@ def test_cli_dry_run_rev_and_names(repo: Path, gto_repo: dict[str, object]) -> N
     r = cli(repo, "import", "gto", "--rev", str(gto_repo["c1"]), "--json", code=0)
     done = json.loads(r.stdout)
     assert sorted((v["model"], v["version"]) for v in done["versions"]) == [
-        ("big", "v1.0.0"), ("churn", "v0.1.0"), ("legacy", "v1.0.0")]
+        ("big", "v1.0.0"),
+        ("churn", "v0.1.0"),
+        ("legacy", "v1.0.0"),
+    ]
     r = cli(repo, "import", "gto", code=1)  # big v2.0.0 is not in the DVC cache
     assert "failed        big v2.0.0" in r.stdout and "Traceback" not in r.stderr
 
@@ -219,11 +258,16 @@ def test_dvc_directory_from_dvc_lock_and_progress_bar(repo: Path) -> None:
     dir_md5 = hashlib.md5(raw).hexdigest()
     (cache / dir_md5[:2]).mkdir(parents=True, exist_ok=True)
     (cache / dir_md5[:2] / (dir_md5[2:] + ".dir")).write_bytes(raw)
-    commit_files(repo, {
-        "dvc.yaml": b"stages:\n  tok:\n    cmd: python tok.py\n    outs: [models/tok]\nartifacts:\n  tok:\n    path: models/tok\n",
-        "dvc.lock": f"schema: '2.0'\nstages:\n  tok:\n    cmd: python tok.py\n    outs:\n    - path: models/tok\n"
-                    f"      md5: {dir_md5}.dir\n      nfiles: 2\n".encode(),
-        ".gitignore": b"/models/tok\n.dvc/cache\n"}, "tokenizer")
+    commit_files(
+        repo,
+        {
+            "dvc.yaml": b"stages:\n  tok:\n    cmd: python tok.py\n    outs: [models/tok]\nartifacts:\n  tok:\n    path: models/tok\n",
+            "dvc.lock": f"schema: '2.0'\nstages:\n  tok:\n    cmd: python tok.py\n    outs:\n    - path: models/tok\n"
+            f"      md5: {dir_md5}.dir\n      nfiles: 2\n".encode(),
+            ".gitignore": b"/models/tok\n.dvc/cache\n",
+        },
+        "tokenizer",
+    )
     gto(repo, "register", "tok", "--version", "v1.0.0", who="Fay")
     r = cli(repo, "import", "gto", env={"UNIFLOW_FORCE_TTY": "1", "COLUMNS": "100"})
     assert "imported      tok v1.0.0" in r.stdout

@@ -29,8 +29,14 @@ def test_register_with_provenance(repo: Path, tmp_path: Path) -> None:
     git(repo, "add", "more.py")
     git(repo, "commit", "-q", "-m", "later")
     reg = ModelRegistry(repo)
-    mv = reg.register(f, "clf", version="v1.0.0", provenance=Provenance(
-        ("Ann Lee", "ann@example.com"), WHEN, old, {"imported_from": "test", "import_key": "k1"}))
+    mv = reg.register(
+        f,
+        "clf",
+        version="v1.0.0",
+        provenance=Provenance(
+            ("Ann Lee", "ann@example.com"), WHEN, old, {"imported_from": "test", "import_key": "k1"}
+        ),
+    )
     assert mv.author == "Ann Lee <ann@example.com>" and mv.created_at == WHEN
     assert mv.code_commit == old and mv.branch is None and mv.dirty is False
     assert git(repo, "rev-parse", "models/clf/v1.0.0^{commit}^1").strip() == old
@@ -51,13 +57,25 @@ def test_lifecycle_apply_at(registry: ModelRegistry, tmp_path: Path) -> None:
     ev = registry.history("clf")[-1]
     assert (ev.at, ev.actor, ev.to_stage) == (WHEN, "Bo <bo@example.com>", "staging")
     with pytest.raises(UsageError, match="time zone"):
-        lc.apply("clf", promote_transition("v1.0.0", "production", True), ("Bo", "b@x.org"), at=datetime(2020, 1, 1))
+        lc.apply(
+            "clf",
+            promote_transition("v1.0.0", "production", True),
+            ("Bo", "b@x.org"),
+            at=datetime(2020, 1, 1),
+        )
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("clf", "clf"), ("Fraud Detector", "fraud-detector"), ("my_model.v2", "my_model.v2"),
-    ("team/churn:model", "team-churn-model"), ("__Private Model__", "private-model__"), ("x" * 200, "x" * 128),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("clf", "clf"),
+        ("Fraud Detector", "fraud-detector"),
+        ("my_model.v2", "my_model.v2"),
+        ("team/churn:model", "team-churn-model"),
+        ("__Private Model__", "private-model__"),
+        ("x" * 200, "x" * 128),
+    ],
+)
 def test_model_name_rule(source: str, expected: str) -> None:
     assert map_model_name(source) == expected
 

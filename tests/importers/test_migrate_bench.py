@@ -18,10 +18,24 @@ pytest.importorskip("mlflow", reason="the import-test extra (mlflow) is not inst
 def test_migrate_section_smoke(tmp_path: Path) -> None:
     out = tmp_path / "m.json"
     r = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--smoke", "--only", "migrate", "--migrate", "--json", str(out),
-         "--cache-dir", str(tmp_path / "cache")],
-        cwd=ROOT, env={**__import__("os").environ, **GIT_ENV, "MLFLOW_DISABLE_TELEMETRY": "true"},
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--smoke",
+            "--only",
+            "migrate",
+            "--migrate",
+            "--json",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        cwd=ROOT,
+        env={**__import__("os").environ, **GIT_ENV, "MLFLOW_DISABLE_TELEMETRY": "true"},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads(out.read_text())

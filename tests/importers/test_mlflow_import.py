@@ -57,14 +57,21 @@ def test_import_sqlite_registry(repo: Path, built) -> None:
     assert reg.stages()["champion"] is True
     assert "[stages.champion]" in (repo / ".uniflow" / "config.toml").read_text()
     assert {v.version: v.stage for v in reg.list_versions("clf")} == {
-        "v1.0.0": "archived", "v2.0.0": "production", "v3.0.0": "champion"}
+        "v1.0.0": "archived",
+        "v2.0.0": "production",
+        "v3.0.0": "champion",
+    }
     assert reg.get("fraud-detector", stage="staging").version == "v2.0.0"
     # the history: registrations in creation order, then stages, each marked as imported with MLflow's times
     hist = reg.history("clf")
     assert [(e.action, e.version, e.to_stage) for e in hist] == [
-        ("register", "v1.0.0", "development"), ("register", "v2.0.0", "development"),
-        ("register", "v3.0.0", "development"), ("promote", "v3.0.0", "champion"),
-        ("archive", "v1.0.0", "archived"), ("promote", "v2.0.0", "production")]
+        ("register", "v1.0.0", "development"),
+        ("register", "v2.0.0", "development"),
+        ("register", "v3.0.0", "development"),
+        ("promote", "v3.0.0", "champion"),
+        ("archive", "v1.0.0", "archived"),
+        ("promote", "v2.0.0", "production"),
+    ]
     assert all(e.extra.get("imported_from") == "mlflow" for e in hist)
     mlv = built.client.get_model_version("clf", "1")
     assert hist[0].at.timestamp() == pytest.approx(mlv.creation_timestamp / 1000)
@@ -88,7 +95,9 @@ def test_second_run_changes_nothing_and_new_versions_come_in(repo: Path, tmp_pat
     log_version(b, exp, "clf", 4, 0.95)
     b.client.transition_model_version_stage("clf", "4", "Production", archive_existing_versions=True)
     third = reg.import_mlflow(["clf"], tracking_uri=b.uri)
-    assert [(v.version, v.status) for v in third.versions if v.status != "skipped"] == [("v4.0.0", "imported")]
+    assert [(v.version, v.status) for v in third.versions if v.status != "skipped"] == [
+        ("v4.0.0", "imported")
+    ]
     assert reg.get("clf", stage="production").version == "v4.0.0"
     assert reg.get("clf", "v2.0.0").stage == "archived"
 
@@ -98,7 +107,9 @@ def test_dry_run_writes_nothing(repo: Path, built) -> None:
     r = cli(repo, "import", "mlflow", "--tracking-uri", built.uri, "--dry-run", "--json")
     plan = json.loads(r.stdout)
     assert plan["dry_run"] and {v["status"] for v in plan["versions"]} == {"would-import"}
-    assert {e["status"] for e in plan["events"]} == {"would-apply"} and plan["declared_stages"] == ["champion"]
+    assert {e["status"] for e in plan["events"]} == {"would-apply"} and plan["declared_stages"] == [
+        "champion"
+    ]
     assert _refs(repo) == before and not (repo / ".uniflow").exists()
     text = cli(repo, "import", "mlflow", "--tracking-uri", built.uri, "--dry-run").stdout
     assert "would-import  clf v1.0.0" in text and "Plan from mlflow" in text
@@ -143,9 +154,24 @@ def test_import_from_mlflow_server(repo: Path, tmp_path: Path) -> None:
     port = _free_port()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", b.uri, "--workers", "1"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "wb"),
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            b.uri,
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "server.log", "wb"),
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"

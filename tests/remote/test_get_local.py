@@ -19,8 +19,9 @@ def _url(published: dict[str, Any]) -> str:
     return f"file://{published['bare']}"
 
 
-def test_get_by_stage_and_by_version_from_an_empty_directory(published: dict[str, Any], empty_dir: Path,
-                                                             cache_dir: Path) -> None:
+def test_get_by_stage_and_by_version_from_an_empty_directory(
+    published: dict[str, Any], empty_dir: Path, cache_dir: Path
+) -> None:
     url = _url(published)
     r = cli(empty_dir, "get", url, "clf", "--stage", "production")
     assert "clf v1.0.0" in r.stdout and "production" in r.stdout
@@ -61,8 +62,9 @@ def test_path_to_a_bare_repository_is_a_url_too(published: dict[str, Any], empty
     assert tree_bytes(empty_dir / "here") == tree_bytes(published["v1"])
 
 
-def test_model_registry_of_a_url_loads_and_lists(published: dict[str, Any], empty_dir: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_model_registry_of_a_url_loads_and_lists(
+    published: dict[str, Any], empty_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import numpy as np
 
     monkeypatch.chdir(empty_dir)
@@ -82,7 +84,9 @@ def test_model_registry_of_a_url_loads_and_lists(published: dict[str, Any], empt
     assert not (empty_dir / ".git").exists()
 
 
-def test_a_promotion_pushed_afterwards_is_seen_by_the_next_call(published: dict[str, Any], empty_dir: Path) -> None:
+def test_a_promotion_pushed_afterwards_is_seen_by_the_next_call(
+    published: dict[str, Any], empty_dir: Path
+) -> None:
     url = _url(published)
     first = json.loads(cli(empty_dir, "get", url, "clf", "-s", "production", "-o", "one", "--json").stdout)
     assert first["version"] == "v1.0.0"
@@ -99,7 +103,9 @@ def test_a_promotion_pushed_afterwards_is_seen_by_the_next_call(published: dict[
         assert r.list_models()[1].stages == {"production": "v1.1.0"}
 
 
-def test_offline_answers_from_the_cache_alone(published: dict[str, Any], empty_dir: Path, tmp_path: Path) -> None:
+def test_offline_answers_from_the_cache_alone(
+    published: dict[str, Any], empty_dir: Path, tmp_path: Path
+) -> None:
     url = _url(published)
     cli(empty_dir, "get", url, "clf", "-s", "production", "-o", "one")
     gone = tmp_path / "srv-gone"
@@ -137,8 +143,9 @@ def _chunk_of(published: dict[str, Any], which: str) -> Path:
     return published["blobs"] / "objects" / digest[:2] / digest[2:]
 
 
-def test_errors_are_one_line_with_their_exit_codes(published: dict[str, Any], empty_dir: Path,
-                                                   tmp_path: Path) -> None:
+def test_errors_are_one_line_with_their_exit_codes(
+    published: dict[str, Any], empty_dir: Path, tmp_path: Path
+) -> None:
     url = _url(published)
 
     def err(*args: str, code: int) -> str:
@@ -176,7 +183,14 @@ def test_no_blob_remote_known(tmp_path: Path, empty_dir: Path) -> None:
     reg = open_registry(a)
     (tmp_path / "w.bin").write_bytes(b"weights" * 1000)
     reg.register(model=str(tmp_path / "w.bin"), name="m", version="v1.0.0")
-    git(a, "push", "-q", "origin", "refs/tags/models/*:refs/tags/models/*", "refs/uniflow/models/*:refs/uniflow/models/*")
+    git(
+        a,
+        "push",
+        "-q",
+        "origin",
+        "refs/tags/models/*:refs/tags/models/*",
+        "refs/uniflow/models/*:refs/uniflow/models/*",
+    )
     reg.close()
     r = cli(empty_dir, "get", f"file://{bare}", "m", code=9)
     assert "no blob remote known" in r.stderr and "--blob" in r.stderr and r.stderr.count("\n") == 1
@@ -228,7 +242,9 @@ def test_write_methods_refuse_without_touching_the_network(cache_dir: Path) -> N
     assert not (cache_dir / "mirrors").exists()  # nothing was fetched to refuse
 
 
-def test_repo_url_read_commands_work_and_write_commands_refuse(published: dict[str, Any], empty_dir: Path) -> None:
+def test_repo_url_read_commands_work_and_write_commands_refuse(
+    published: dict[str, Any], empty_dir: Path
+) -> None:
     url = _url(published)
     r = cli(empty_dir, "--repo", url, "models", "list")
     assert "clf" in r.stdout and "arr" in r.stdout

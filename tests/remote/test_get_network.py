@@ -28,8 +28,9 @@ def _git_commands(trace: Path) -> list[str]:
     return out
 
 
-def test_get_over_git_daemon_with_a_directory_blob_remote(tmp_path: Path, git_daemon: str, empty_dir: Path,
-                                                          cache_dir: Path) -> None:
+def test_get_over_git_daemon_with_a_directory_blob_remote(
+    tmp_path: Path, git_daemon: str, empty_dir: Path, cache_dir: Path
+) -> None:
     pub = publish_registry(tmp_path)
     url = f"{git_daemon}/remote.git"
     # the repository's config names a directory: a server on another machine may not
@@ -45,8 +46,18 @@ def test_get_over_git_daemon_with_a_directory_blob_remote(tmp_path: Path, git_da
 
     # nothing changed: one `git ls-remote`, no fetch
     trace = tmp_path / "trace.txt"
-    cli(empty_dir, "get", url, "clf", "v1.1.0", "-o", "again", "--blob", str(pub["blobs"]),
-        env={"GIT_TRACE": str(trace)})
+    cli(
+        empty_dir,
+        "get",
+        url,
+        "clf",
+        "v1.1.0",
+        "-o",
+        "again",
+        "--blob",
+        str(pub["blobs"]),
+        env={"GIT_TRACE": str(trace)},
+    )
     assert _git_commands(trace) == ["ls-remote"]
 
     # a promotion pushed afterwards is seen by the next call (and costs a fetch)
@@ -83,8 +94,9 @@ def test_offline_after_the_server_is_stopped(tmp_path: Path, empty_dir: Path) ->
     assert r.stderr.count("\n") == 1
 
 
-def test_a_server_without_filters_is_refused_before_any_download(tmp_path: Path, git_daemon: str,
-                                                                 empty_dir: Path, cache_dir: Path) -> None:
+def test_a_server_without_filters_is_refused_before_any_download(
+    tmp_path: Path, git_daemon: str, empty_dir: Path, cache_dir: Path
+) -> None:
     pub = publish_registry(tmp_path, allow_filter=False)
     r = cli(empty_dir, "get", f"{git_daemon}/remote.git", "clf", "--blob", str(pub["blobs"]), code=9)
     assert "does not allow partial fetches" in r.stderr and "uploadpack.allowFilter" in r.stderr
@@ -93,8 +105,9 @@ def test_a_server_without_filters_is_refused_before_any_download(tmp_path: Path,
     assert not (empty_dir / "clf").exists()
 
 
-def test_get_over_git_daemon_with_s3_blob_remote(tmp_path: Path, git_daemon: str, s3: str, empty_dir: Path,
-                                                 cache_dir: Path) -> None:
+def test_get_over_git_daemon_with_s3_blob_remote(
+    tmp_path: Path, git_daemon: str, s3: str, empty_dir: Path, cache_dir: Path
+) -> None:
     pub = publish_registry(tmp_path, blob_url="s3://models/team")  # endpoint from AWS_ENDPOINT_URL
     url = f"{git_daemon}/remote.git"
     r = cli(empty_dir, "get", url, "clf", "--stage", "production", "--json")
@@ -113,7 +126,16 @@ def test_get_over_git_daemon_with_s3_blob_remote(tmp_path: Path, git_daemon: str
     r = cli(empty_dir, "get", url, "clf", "v1.1.0", "-o", "bad", code=5)
     assert "corrupted" in r.stderr and not (empty_dir / "bad").exists()
     # an unreachable bucket endpoint: one line, exit 9
-    r = cli(empty_dir, "get", url, "clf", "v1.1.0", "-o", "bad", code=9,
-            env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"})
+    r = cli(
+        empty_dir,
+        "get",
+        url,
+        "clf",
+        "v1.1.0",
+        "-o",
+        "bad",
+        code=9,
+        env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"},
+    )
     assert r.stderr.count("\n") == 1 and not (empty_dir / "bad").exists()
     assert os.listdir(empty_dir) == ["clf"]

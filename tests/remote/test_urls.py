@@ -14,10 +14,18 @@ from uniflow.sharing.giturl import is_git_url, parse_git_url, redact
 from uniflow.sharing.remote import blob_remote_for
 
 
-@pytest.mark.parametrize("url", [
-    "https://github.com/team/models.git", "http://host/x", "ssh://git@host:2222/x.git", "git://127.0.0.1:9/r.git",
-    "file:///srv/models.git", "git@github.com:team/models.git", "git+ssh://host/x",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://github.com/team/models.git",
+        "http://host/x",
+        "ssh://git@host:2222/x.git",
+        "git://127.0.0.1:9/r.git",
+        "file:///srv/models.git",
+        "git@github.com:team/models.git",
+        "git+ssh://host/x",
+    ],
+)
 def test_git_urls(url: str) -> None:
     assert is_git_url(url)
 
@@ -68,8 +76,10 @@ def test_blob_remotes_a_remote_config_may_name(tmp_path: Path) -> None:
         return blob_remote_for(url, parse_config(_remotes(toml)), blob)
 
     # object stores: options dropped; an endpoint for S3 only
-    s = specs(net, '[remotes.origin]\nurl = "s3://b/p"\nendpoint_url = "http://minio:9000"\n'
-                   'options = { anon = true }\n')
+    s = specs(
+        net,
+        '[remotes.origin]\nurl = "s3://b/p"\nendpoint_url = "http://minio:9000"\noptions = { anon = true }\n',
+    )
     assert s[0].url == "s3://b/p" and s[0].endpoint_url == "http://minio:9000" and s[0].options == {}
     with pytest.raises(RemoteError, match="S3 only"):
         specs(net, '[remotes.origin]\nurl = "gcs://b/p"\nendpoint_url = "https://evil.example"\n')

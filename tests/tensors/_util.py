@@ -16,7 +16,9 @@ class TinyLM(nn.Module):
     safetensors orders tensors by name, so ``blocks.*`` come first, then ``embed.weight``,
     then the small ``head.*`` at the end of the file."""
 
-    def __init__(self, vocab: int = 8192, dim: int = 256, hidden: int = 1024, depth: int = 4, classes: int = 4) -> None:
+    def __init__(
+        self, vocab: int = 8192, dim: int = 256, hidden: int = 1024, depth: int = 4, classes: int = 4
+    ) -> None:
         super().__init__()
         self.vocab, self.dim, self.hidden, self.depth, self.classes = vocab, dim, hidden, depth, classes
         self.embed = nn.Embedding(vocab, dim)

@@ -23,7 +23,9 @@ def _statuses(diff) -> dict[str, str]:
     return {t.name: t.status for f in diff.files for t in f.tensors or ()}
 
 
-def test_register_records_every_tensor_as_safetensors_reads_it(registry: ModelRegistry, tmp_path: Path) -> None:
+def test_register_records_every_tensor_as_safetensors_reads_it(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
     """Name, dtype, shape, byte range and the BLAKE3 of each tensor's bytes, recorded at
     register (manifest format 2), agree with the file as safetensors itself reads it."""
     registry.register(tiny_lm(), "lm", version="v1.0.0")
@@ -87,8 +89,13 @@ def test_a_dtype_cast_a_resize_and_a_dropped_tensor(registry: ModelRegistry) -> 
     registry.register(changed, "clf", version="v1.1.0")
     diff = registry.diff("clf", "v1.0.0", "v1.1.0")
     statuses = _statuses(diff)
-    assert statuses == {"hidden.weight": "reshaped", "head.weight": "reshaped", "hidden.bias": "removed",
-                        "embed.weight": "unchanged", "head.bias": "unchanged"}
+    assert statuses == {
+        "hidden.weight": "reshaped",
+        "head.weight": "reshaped",
+        "hidden.bias": "removed",
+        "embed.weight": "unchanged",
+        "head.bias": "unchanged",
+    }
     by_name = {t["name"]: t for t in diff.to_dict()["files"][0]["tensors"]}
     assert by_name["hidden.weight"]["dtype"] == "F16" and by_name["hidden.weight"]["from"]["dtype"] == "F32"
     assert by_name["head.weight"]["shape"] == [3, 64] and by_name["head.weight"]["from"]["shape"] == [2, 64]
@@ -160,7 +167,10 @@ def test_compare_versions_has_the_tensor_summary_row(registry: ModelRegistry, re
     registry.register(model, "lm", version="v1.0.0")
     registry.register(fine_tune_head(model), "lm", version="v1.1.0")
     rows = {r["key"]: r for r in registry.compare_versions("lm", ["v1.0.0", "v1.1.0"]).rows["info"]}
-    assert rows["tensors (vs first)"]["values"] == ["19 tensors", "2 of 19 tensors changed (4.02 KiB of 16 MiB)"]
+    assert rows["tensors (vs first)"]["values"] == [
+        "19 tensors",
+        "2 of 19 tensors changed (4.02 KiB of 16 MiB)",
+    ]
     out = cli(repo, "models", "compare", "lm", "v1.0.0", "v1.1.0").stdout
     assert "2 of 19 tensors changed (4.02 KiB of 16 MiB)" in out
 
@@ -177,7 +187,10 @@ def test_cli_diff_human_json_and_stats(registry: ModelRegistry, repo: Path) -> N
     assert out[5].strip() == "17 unchanged tensors"
     assert out[-1] == "2 of 19 tensors changed (4.02 KiB of 16 MiB)"
     data = json.loads(cli(repo, "models", "diff", "lm", "v1.0.0", "v1.1.0", "--json").stdout)
-    assert {"name", "a", "b", "files", "summary"} <= set(data) and (data["a"], data["b"]) == ("v1.0.0", "v1.1.0")
+    assert {"name", "a", "b", "files", "summary"} <= set(data) and (data["a"], data["b"]) == (
+        "v1.0.0",
+        "v1.1.0",
+    )
     (f,) = data["files"]
     assert f["path"] == "model.safetensors" and f["status"] == "changed" and len(f["tensors"]) == 19
     assert {"name", "status", "dtype", "shape", "nbytes"} <= set(f["tensors"][0])
@@ -213,7 +226,9 @@ def test_a_single_file_model_registered_under_a_new_name_is_compared_with_the_ol
     (f,) = diff.files
     assert (f.path, f.renamed_from, f.status) == ("model-v2.safetensors", "model-v1.safetensors", "changed")
     changed = {t.name: t.stats for t in f.tensors if t.status != "unchanged"}
-    assert set(changed) == {"head.weight", "head.bias"} and all(s["max_abs_diff"] > 0 for s in changed.values())
+    assert set(changed) == {"head.weight", "head.bias"} and all(
+        s["max_abs_diff"] > 0 for s in changed.values()
+    )
     assert "model-v2.safetensors (renamed from model-v1.safetensors)  changed" in str(diff)
     assert diff.to_dict()["files"][0]["renamed_from"] == "model-v1.safetensors"
 
@@ -222,4 +237,10 @@ def test_sizes_in_the_summary_line_read_well() -> None:
     from uniflow._diff import human_bytes
 
     assert [human_bytes(n) for n in (0, 1023, 4116, 40960, 1073551512, 1 << 30)] == [
-        "0 B", "1023 B", "4.02 KiB", "40 KiB", "1 GiB", "1 GiB"]
+        "0 B",
+        "1023 B",
+        "4.02 KiB",
+        "40 KiB",
+        "1 GiB",
+        "1 GiB",
+    ]

@@ -58,14 +58,30 @@ def test_diff_with_a_format_1_version_says_no_tensor_data(
 def test_a_repository_written_by_the_format_1_code_keeps_loading(tmp_path: Path, repo: Path) -> None:
     """The registry code of the last format-1 commit registers a model in a subprocess; this
     code reads, loads, lists and diffs it."""
-    probe = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "-q", f"{FORMAT_1_COMMIT}^{{commit}}"],
-                           capture_output=True, text=True, check=False)
+    probe = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", "-q", f"{FORMAT_1_COMMIT}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if probe.returncode != 0:
         pytest.skip(f"commit {FORMAT_1_COMMIT} is not in this clone's history")
     old = tmp_path / "old"
     old.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", FORMAT_1_COMMIT, "uniflow", "tests/_models.py",
-                              "tests/__init__.py"], capture_output=True, check=True)
+    archive = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(ROOT),
+            "archive",
+            FORMAT_1_COMMIT,
+            "uniflow",
+            "tests/_models.py",
+            "tests/__init__.py",
+        ],
+        capture_output=True,
+        check=True,
+    )
     subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
     code = (
         "from tests._models import trained_sentiment_net\n"
@@ -75,14 +91,19 @@ def test_a_repository_written_by_the_format_1_code_keeps_loading(tmp_path: Path,
     import os
 
     env = {**os.environ, **GIT_ENV, "PYTHONPATH": str(old)}
-    r = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr
     reg = ModelRegistry(repo)
     assert reg.repository.manifest("clf", "v1.0.0")["format"] == 1
     from tests._models import SentimentNet, trained_sentiment_net
 
     loaded = reg.load("clf", "v1.0.0", model=SentimentNet())
-    assert all(p.equal(q) for p, q in zip(loaded.state_dict().values(), trained_sentiment_net().state_dict().values()))
+    assert all(
+        p.equal(q)
+        for p, q in zip(loaded.state_dict().values(), trained_sentiment_net().state_dict().values())
+    )
     reg.register(trained_sentiment_net(seed=1), "clf", version="v1.1.0")
     assert "no tensor data" in reg.diff("clf", "v1.0.0", "v1.1.0").summary["line"]
     assert "v1.0.0" in cli(repo, "models", "list", "clf").stdout

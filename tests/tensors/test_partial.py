@@ -24,16 +24,27 @@ def test_partial_load_returns_the_matching_tensors_equal_to_a_full_load(registry
     registry.register(model, "lm", version="v1.0.0")
     full = registry.load("lm", "v1.0.0", model=TinyLM()).state_dict()
     part = registry.load("lm", "v1.0.0", tensors=["head.*", "blocks.0.*"])
-    assert set(part) == {"head.weight", "head.bias", "blocks.0.0.weight", "blocks.0.0.bias",
-                         "blocks.0.2.weight", "blocks.0.2.bias"}
+    assert set(part) == {
+        "head.weight",
+        "head.bias",
+        "blocks.0.0.weight",
+        "blocks.0.0.bias",
+        "blocks.0.2.weight",
+        "blocks.0.2.bias",
+    }
     assert all(isinstance(t, torch.Tensor) for t in part.values())
     assert _equal(part, {k: full[k] for k in part})
-    assert _equal(registry.load("lm", stage="development", tensors="embed.weight"), {"embed.weight": full["embed.weight"]})
+    assert _equal(
+        registry.load("lm", stage="development", tensors="embed.weight"),
+        {"embed.weight": full["embed.weight"]},
+    )
 
 
 def test_an_unmatched_pattern_is_one_usage_error(registry: ModelRegistry) -> None:
     registry.register(tiny_lm(), "lm", version="v1.0.0")
-    with pytest.raises(UsageError, match=r"no tensor of model 'lm' version 'v1.0.0' matches 'heads\.\*'") as info:
+    with pytest.raises(
+        UsageError, match=r"no tensor of model 'lm' version 'v1.0.0' matches 'heads\.\*'"
+    ) as info:
         registry.load("lm", "v1.0.0", tensors=["head.*", "heads.*"])
     assert "\n" not in str(info.value)
     with pytest.raises(UsageError, match="model="):
@@ -56,7 +67,9 @@ def test_partial_load_reads_only_the_chunks_under_the_tensors(registry: ModelReg
         path.write_bytes(b"\0" * path.stat().st_size)
     part = registry.load("lm", "v1.0.0", tensors=["head.*"])
     assert set(part) == {"head.weight", "head.bias"}
-    with pytest.raises(IntegrityError, match=r"model 'lm' version 'v1.0.0' file 'model.safetensors'.*corrupted"):
+    with pytest.raises(
+        IntegrityError, match=r"model 'lm' version 'v1.0.0' file 'model.safetensors'.*corrupted"
+    ):
         registry.load("lm", "v1.0.0", tensors=["blocks.0.0.weight"])
 
 
@@ -127,7 +140,10 @@ def test_numpy_safetensors_load_as_numpy_arrays_without_torch(tmp_path: Path, re
     """A .safetensors of numpy arrays registered as a path loads partially in a process
     where torch cannot be imported: numpy arrays come back."""
     rng = np.random.default_rng(0)
-    arrays = {"enc.w": rng.standard_normal((64, 64)).astype(np.float32), "dec.w": np.arange(10, dtype=np.int64)}
+    arrays = {
+        "enc.w": rng.standard_normal((64, 64)).astype(np.float32),
+        "dec.w": np.arange(10, dtype=np.int64),
+    }
     save_numpy(arrays, str(tmp_path / "weights.safetensors"))
     ModelRegistry(repo).register(str(tmp_path / "weights.safetensors"), "np", version="v1.0.0")
     code = (

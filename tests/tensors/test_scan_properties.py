@@ -21,11 +21,13 @@ _json = st.recursive(
     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
     max_leaves=20,
 )
-_spec = st.fixed_dictionaries({
-    "dtype": st.sampled_from(["F32", "F16", "BF16", "I8", "BOOL", "F4", "Q8", ""]) | _json,
-    "shape": st.lists(st.integers(-2, 40), max_size=4) | _json,
-    "data_offsets": st.lists(st.integers(-8, 4000), min_size=2, max_size=2) | _json,
-})
+_spec = st.fixed_dictionaries(
+    {
+        "dtype": st.sampled_from(["F32", "F16", "BF16", "I8", "BOOL", "F4", "Q8", ""]) | _json,
+        "shape": st.lists(st.integers(-2, 40), max_size=4) | _json,
+        "data_offsets": st.lists(st.integers(-8, 4000), min_size=2, max_size=2) | _json,
+    }
+)
 
 
 def _safetensors(header: dict[str, Any], body: bytes, pad: int = 0) -> bytes:

@@ -39,6 +39,7 @@ def _tensors(m: dict[str, Any]) -> list[list[Any]]:
 def _set(i: int, field: int, value: Any):
     def edit(m: dict[str, Any]) -> None:
         _tensors(m)[i][field] = value
+
     return edit
 
 
@@ -101,14 +102,19 @@ def test_hostile_tensor_lists_are_refused(registry: ModelRegistry, base: dict[st
     m = copy.deepcopy(base)
     HOSTILE[case](m)
     fresh = _forge(registry, m)
-    for call in (lambda: fresh.get("lm", "v2.0.0"), lambda: fresh.diff("lm", "v1.0.0", "v2.0.0"),
-                 lambda: fresh.load("lm", "v2.0.0", tensors=["*"])):
+    for call in (
+        lambda: fresh.get("lm", "v2.0.0"),
+        lambda: fresh.diff("lm", "v1.0.0", "v2.0.0"),
+        lambda: fresh.load("lm", "v2.0.0", tensors=["*"]),
+    ):
         with pytest.raises(IntegrityError) as err:
             call()
         assert "v2.0.0" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_cli_diff_of_a_hostile_version_is_one_line_exit_5(registry: ModelRegistry, base: dict[str, Any]) -> None:
+def test_cli_diff_of_a_hostile_version_is_one_line_exit_5(
+    registry: ModelRegistry, base: dict[str, Any]
+) -> None:
     m = copy.deepcopy(base)
     _overlap(m)
     _forge(registry, m)
@@ -126,15 +132,18 @@ def test_tensor_count_is_bounded_by_the_limits(registry: ModelRegistry, base: di
         ModelRegistry(registry.root).diff("lm", "v1.0.0", "v2.0.0")
 
 
-def test_a_well_formed_list_that_lies_is_caught_by_the_reader(registry: ModelRegistry, base: dict[str, Any]) -> None:
+def test_a_well_formed_list_that_lies_is_caught_by_the_reader(
+    registry: ModelRegistry, base: dict[str, Any]
+) -> None:
     """A forged digest, or a range pointing at another tensor's bytes of the same size:
     the diff believes the manifest (it reads no chunk), the partial load does not."""
     m = copy.deepcopy(base)
     head = next(t for t in _tensors(m) if t[0] == "head.weight")
     head[5] = _HEX
     fresh = _forge(registry, m)
-    assert {t.name for f in fresh.diff("lm", "v1.0.0", "v2.0.0").files for t in f.tensors
-            if t.status == "changed"} == {"head.weight"}
+    assert {
+        t.name for f in fresh.diff("lm", "v1.0.0", "v2.0.0").files for t in f.tensors if t.status == "changed"
+    } == {"head.weight"}
     with pytest.raises(IntegrityError, match=r"tensor 'head.weight' does not match its digest"):
         fresh.load("lm", "v2.0.0", tensors=["head.weight"])
     assert set(fresh.load("lm", "v2.0.0", tensors=["head.bias"])) == {"head.bias"}

@@ -79,8 +79,13 @@ def init_cmd(path: str | None, repo: str | None) -> None:
 
 @click.command("gc")
 @click.option("--yes", "-y", is_flag=True, help="Really delete (default: dry run, report only).")
-@click.option("--grace", default="1h", show_default=True, metavar="DURATION",
-              help="Spare objects younger than this (e.g. 30m, 1h, 2d).")
+@click.option(
+    "--grace",
+    default="1h",
+    show_default=True,
+    metavar="DURATION",
+    help="Spare objects younger than this (e.g. 30m, 1h, 2d).",
+)
 @json_option
 @repo_option
 def gc_cmd(yes: bool, grace: str, as_json: bool, repo: str | None) -> None:
@@ -129,8 +134,9 @@ def verify_cmd(name: str | None, as_json: bool, repo: str | None) -> None:
         _print_problems(report)
     if not report.ok:
         count = len(report.problems)
-        raise IntegrityError(f"{count} problem{'' if count == 1 else 's'} found"
-                             + (f" in model {name!r}" if name else ""))
+        raise IntegrityError(
+            f"{count} problem{'' if count == 1 else 's'} found" + (f" in model {name!r}" if name else "")
+        )
 
 
 def _print_problems(report: VerifyReport) -> None:

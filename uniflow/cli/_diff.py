@@ -23,8 +23,11 @@ _STYLE = {"changed": "yellow", "reshaped": "magenta", "added": "green", "removed
 @click.argument("name", shell_complete=complete_model)
 @click.argument("a", shell_complete=complete_version)
 @click.argument("b", shell_complete=complete_version)
-@click.option("--stats", is_flag=True,
-              help="Also read the changed tensors of both versions (only those): max |d|, mean |d|, relative L2.")
+@click.option(
+    "--stats",
+    is_flag=True,
+    help="Also read the changed tensors of both versions (only those): max |d|, mean |d|, relative L2.",
+)
 @json_option
 @repo_option
 def diff_cmd(name: str, a: str, b: str, stats: bool, as_json: bool, repo: str | None) -> None:
@@ -54,7 +57,13 @@ def _row(t: TensorDelta, with_stats: bool) -> list[Any]:
             dtype = f"{t.a.dtype} -> {dtype}"
         if t.a.shape != info.shape:
             shape = f"{_shape(t.a.shape)} -> {shape}"
-    row: list[Any] = [t.name, Cell(t.status, _STYLE.get(t.status, "")), dtype, shape, human_bytes(info.nbytes)]
+    row: list[Any] = [
+        t.name,
+        Cell(t.status, _STYLE.get(t.status, "")),
+        dtype,
+        shape,
+        human_bytes(info.nbytes),
+    ]
     if with_stats:
         s = t.stats or {}
         row += [_num(s.get("max_abs_diff")), _num(s.get("mean_abs_diff")), _num(s.get("rel_l2"))]

@@ -120,8 +120,15 @@ def relative_time(when: datetime | None, now: datetime | None = None) -> str:
     seconds = abs(delta)
     if seconds < 10:
         return "just now"
-    for unit, size in (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400),
-                       ("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+    for unit, size in (
+        ("year", 365 * 86400),
+        ("month", 30 * 86400),
+        ("week", 7 * 86400),
+        ("day", 86400),
+        ("hour", 3600),
+        ("minute", 60),
+        ("second", 1),
+    ):
         if seconds >= size:
             count = int(seconds // size)
             text = f"{count} {unit}{'' if count == 1 else 's'}"
@@ -240,6 +247,9 @@ def print_kv(pairs: Sequence[tuple[str, Any]], *, indent: int = 2) -> None:
         return
     width = max(len(k) for k, _ in pairs)
     for key, value in pairs:
-        cell = value if isinstance(value, Cell) else Cell(format_value(value) if not isinstance(value, str) else value)
+        cell = (
+            value
+            if isinstance(value, Cell)
+            else Cell(format_value(value) if not isinstance(value, str) else value)
+        )
         print_line(" " * indent + f"{key + ':':<{width + 1}} ", cell)
-

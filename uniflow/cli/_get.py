@@ -27,12 +27,25 @@ __all__ = ["get_cmd"]
 @click.argument("version", required=False)
 @click.option("--stage", "-s", metavar="STAGE", help="The version this stage holds (instead of VERSION).")
 @click.option("-o", "--out", "out", metavar="DIR", help="Where to write the files (default: ./NAME).")
-@click.option("--force", is_flag=True, help="Replace DIR if it exists (only once the new files are complete).")
+@click.option(
+    "--force", is_flag=True, help="Replace DIR if it exists (only once the new files are complete)."
+)
 @click.option("--offline", is_flag=True, help="Use the cache alone: no network for the Git side.")
-@click.option("--blob", "blob", metavar="URL", help="Read chunks from this blob remote (a directory, s3://...).")
+@click.option(
+    "--blob", "blob", metavar="URL", help="Read chunks from this blob remote (a directory, s3://...)."
+)
 @json_option
-def get_cmd(url: str, name: str, version: str | None, stage: str | None, out: str | None, force: bool,
-            offline: bool, blob: str | None, as_json: bool) -> None:
+def get_cmd(
+    url: str,
+    name: str,
+    version: str | None,
+    stage: str | None,
+    out: str | None,
+    force: bool,
+    offline: bool,
+    blob: str | None,
+    as_json: bool,
+) -> None:
     """Write the verified files of a model version from the registry at URL to DIR.
 
     URL is a Git URL (https://, ssh://, git://, file://, user@host:path) or a bare
@@ -46,7 +59,9 @@ def get_cmd(url: str, name: str, version: str | None, stage: str | None, out: st
     if version is not None and stage is not None:
         raise CliError("give either VERSION or --stage, not both")
     if parse_git_url(url) is None:
-        raise UsageError(f"{url!r} is not a Git URL or a bare repository (for a clone: uniflow models export)")
+        raise UsageError(
+            f"{url!r} is not a Git URL or a bare repository (for a clone: uniflow models export)"
+        )
     dest = Path(out if out is not None else name).absolute()
     _check_dest(dest, force)
     with ModelRegistry(url, offline=offline, blob=blob) as registry:
@@ -65,7 +80,9 @@ def get_cmd(url: str, name: str, version: str | None, stage: str | None, out: st
         echo_json(_report(url_shown, mv, commit, tag, dest))
         return
     print_line(
-        "Got ", Cell(f"{mv.name} {mv.version}", "bold"), f" ({mv.stage}) from {url_shown}: "
+        "Got ",
+        Cell(f"{mv.name} {mv.version}", "bold"),
+        f" ({mv.stage}) from {url_shown}: "
         f"{len(mv.files)} file{'' if len(mv.files) == 1 else 's'}, {human_size(mv.size)} -> {os.fspath(dest)}",
     )
     print_line(f"  commit {commit}  content {mv.digest}")

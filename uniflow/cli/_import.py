@@ -30,8 +30,14 @@ def import_group() -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
 @json_option
 @repo_option
-def mlflow_cmd(names: tuple[str, ...], tracking_uri: str | None, registry_uri: str | None, dry_run: bool,
-               as_json: bool, repo: str | None) -> None:
+def mlflow_cmd(
+    names: tuple[str, ...],
+    tracking_uri: str | None,
+    registry_uri: str | None,
+    dry_run: bool,
+    as_json: bool,
+    repo: str | None,
+) -> None:
     """Import every MLflow registered model (or NAMEs): versions oldest first, stages, aliases.
 
     Version N becomes vN.0.0; aliases become single-holder custom stages declared in
@@ -39,8 +45,13 @@ def mlflow_cmd(names: tuple[str, ...], tracking_uri: str | None, registry_uri: s
     """
     registry = get_registry(repo)
     with progress_bar("Importing versions", items=True) as progress:
-        report = registry.import_mlflow(names or None, tracking_uri=tracking_uri, registry_uri=registry_uri,
-                                        dry_run=dry_run, progress=progress)
+        report = registry.import_mlflow(
+            names or None,
+            tracking_uri=tracking_uri,
+            registry_uri=registry_uri,
+            dry_run=dry_run,
+            progress=progress,
+        )
     _finish(report, as_json)
 
 
@@ -87,7 +98,9 @@ def _print(report: "ImportReport") -> None:
         print_line(f"{v.status:13} {v.model} {v.version}  <- {report.source} {v.key}{detail}")
     for e in report.events:
         print_line(f"{e.status:13} {e.model} {e.version} -> {e.stage}  at {e.at} by {e.actor}")
-    counts = ", ".join(f"{report.count(s)} {s}" for s in
-                       ("imported", "would-import", "applied", "would-apply", "skipped", "conflict", "failed")
-                       if report.count(s))
+    counts = ", ".join(
+        f"{report.count(s)} {s}"
+        for s in ("imported", "would-import", "applied", "would-apply", "skipped", "conflict", "failed")
+        if report.count(s)
+    )
     print_line(f"{head} from {report.source}: {counts or 'nothing to do'}")

@@ -56,8 +56,9 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = set(super().list_commands(ctx))
-        names.update(n for n, target in self.lazy_commands.items()
-                     if _module_available(target.partition(":")[0]))
+        names.update(
+            n for n, target in self.lazy_commands.items() if _module_available(target.partition(":")[0])
+        )
         return sorted(names)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
@@ -99,12 +100,26 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
     lazy_commands=LAZY_COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
-              help="Show the version and exit.")
-@click.option("--repo", "repo", metavar="PATH", default=None, shell_complete=_complete_dir,
-              help="Directory inside the Git repository to use (default: the current directory), "
-              "or a Git URL (https://, ssh://, git://, file://, a bare repository) to read without a clone.")
-@click.option("--traceback", is_flag=True, default=False, help="Show the full traceback of an unexpected error.")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
+@click.option(
+    "--repo",
+    "repo",
+    metavar="PATH",
+    default=None,
+    shell_complete=_complete_dir,
+    help="Directory inside the Git repository to use (default: the current directory), "
+    "or a Git URL (https://, ssh://, git://, file://, a bare repository) to read without a clone.",
+)
+@click.option(
+    "--traceback", is_flag=True, default=False, help="Show the full traceback of an unexpected error."
+)
 def cli(repo: str | None, traceback: bool) -> None:
     """UniFlow: a Git-native model registry.
 

@@ -41,7 +41,9 @@ def _stage_key(stage: str) -> tuple[int, str]:
     return (STAGE_ORDER.get(stage, 5), stage)
 
 
-def _parse_pairs(values: tuple[str, ...], what: str, number: bool = False, guess: bool = False) -> dict[str, Any]:
+def _parse_pairs(
+    values: tuple[str, ...], what: str, number: bool = False, guess: bool = False
+) -> dict[str, Any]:
     """``("a=1", "b=x")`` -> ``{"a": 1, "b": "x"}``. ``number``: values must be numbers;
     ``guess``: numbers, true/false and null are converted, anything else stays text."""
     out: dict[str, Any] = {}
@@ -97,8 +99,13 @@ def models() -> None:
 
 @models.command("list")
 @click.argument("name", required=False, shell_complete=complete_model)
-@click.option("--stage", "-s", metavar="STAGE", shell_complete=complete_stage,
-              help="Only versions in this stage (with NAME).")
+@click.option(
+    "--stage",
+    "-s",
+    metavar="STAGE",
+    shell_complete=complete_stage,
+    help="Only versions in this stage (with NAME).",
+)
 @json_option
 @repo_option
 def list_cmd(name: str | None, stage: str | None, as_json: bool, repo: str | None) -> None:
@@ -130,13 +137,15 @@ def _print_models(summaries: list[ModelSummary]) -> None:
     rows = []
     for s in summaries:
         stages = sorted((st for st in s.stages if s.stages[st]), key=_stage_key)
-        rows.append([
-            Cell(s.name, "bold"),
-            s.latest or "-",
-            str(s.versions),
-            Cell.join([(f"{st} {s.stages[st]}", stage_style(st)) for st in stages]) if stages else "-",
-            show_time(s.updated_at),
-        ])
+        rows.append(
+            [
+                Cell(s.name, "bold"),
+                s.latest or "-",
+                str(s.versions),
+                Cell.join([(f"{st} {s.stages[st]}", stage_style(st)) for st in stages]) if stages else "-",
+                show_time(s.updated_at),
+            ]
+        )
     print_table(["Name", "Latest", "Versions", "Stages", "Updated"], rows, justify={2: "right"})
 
 
@@ -155,16 +164,24 @@ def _print_versions(name: str, versions: list[ModelVersion], mark_latest: bool) 
     rows = []
     for i, v in enumerate(versions):
         latest = mark_latest and i == len(versions) - 1
-        rows.append([
-            Cell.join([(v.version, "bold"), (" (latest)", "dim")], sep="") if latest else Cell(v.version, "bold"),
-            _stage_cell(v.stage),
-            v.framework or "-",
-            human_size(v.size),
-            _metrics_text(v.metrics),
-            show_time(v.created_at),
-        ])
-    print_table(["Version", "Stage", "Framework", "Size", "Metrics", "Created"], rows,
-                title=None, justify={3: "right"})
+        rows.append(
+            [
+                Cell.join([(v.version, "bold"), (" (latest)", "dim")], sep="")
+                if latest
+                else Cell(v.version, "bold"),
+                _stage_cell(v.stage),
+                v.framework or "-",
+                human_size(v.size),
+                _metrics_text(v.metrics),
+                show_time(v.created_at),
+            ]
+        )
+    print_table(
+        ["Version", "Stage", "Framework", "Size", "Metrics", "Created"],
+        rows,
+        title=None,
+        justify={3: "right"},
+    )
 
 
 # --------------------------------------------------------------------------- show
@@ -173,8 +190,13 @@ def _print_versions(name: str, versions: list[ModelVersion], mark_latest: bool) 
 @models.command("show")
 @click.argument("name", shell_complete=complete_model)
 @click.argument("version", required=False, shell_complete=complete_version)
-@click.option("--stage", "-s", metavar="STAGE", shell_complete=complete_stage,
-              help="Show the version currently in this stage.")
+@click.option(
+    "--stage",
+    "-s",
+    metavar="STAGE",
+    shell_complete=complete_stage,
+    help="Show the version currently in this stage.",
+)
 @json_option
 @repo_option
 def show_cmd(name: str, version: str | None, stage: str | None, as_json: bool, repo: str | None) -> None:
@@ -198,14 +220,16 @@ def _print_card(mv: ModelVersion, events: list[HistoryEvent]) -> None:
     print_line(Cell(f"{mv.name} {mv.version}", "bold"), "  ", _stage_cell(mv.stage))
     if mv.description:
         print_line("  ", mv.description)
-    print_kv([
-        ("framework", mv.framework or "-"),
-        ("serializer", mv.serializer or "-"),
-        ("size", human_size(mv.size)),
-        ("digest", mv.digest or "-"),
-        ("created", f"{show_time(mv.created_at)} by {mv.author or 'unknown'}"),
-        ("tag", mv.tag_ref or "-"),
-    ])
+    print_kv(
+        [
+            ("framework", mv.framework or "-"),
+            ("serializer", mv.serializer or "-"),
+            ("size", human_size(mv.size)),
+            ("digest", mv.digest or "-"),
+            ("created", f"{show_time(mv.created_at)} by {mv.author or 'unknown'}"),
+            ("tag", mv.tag_ref or "-"),
+        ]
+    )
     for title, mapping in (("Metrics", mv.metrics), ("Params", mv.params), ("Tags", mv.tags)):
         print_heading(f"\n{title}")
         if mapping:
@@ -224,8 +248,11 @@ def _print_card(mv: ModelVersion, events: list[HistoryEvent]) -> None:
         ("branch", mv.branch or "-"),
         ("dirty", "yes" if mv.dirty else "no"),
     ]
-    lineage += [(str(k), format_value(v)) for k, v in mv.lineage.items()
-                if k not in ("code_commit", "commit", "branch", "dirty")]
+    lineage += [
+        (str(k), format_value(v))
+        for k, v in mv.lineage.items()
+        if k not in ("code_commit", "commit", "branch", "dirty")
+    ]
     if mv.libraries:
         lineage.append(("libraries", " ".join(f"{k}={v}" for k, v in sorted(mv.libraries.items()))))
     print_kv(lineage)
@@ -246,14 +273,29 @@ def _print_card(mv: ModelVersion, events: list[HistoryEvent]) -> None:
 @click.option("--framework", "-f", help="Framework label, e.g. pytorch, sklearn, onnx.")
 @click.option("--metric", "-m", "metrics", multiple=True, metavar="KEY=NUMBER", help="A metric (repeatable).")
 @click.option("--tag", "-t", "tags", multiple=True, metavar="KEY=VALUE", help="A tag (repeatable).")
-@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
-              help="A parameter (repeatable); numbers and true/false are converted.")
+@click.option(
+    "--param",
+    "-p",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A parameter (repeatable); numbers and true/false are converted.",
+)
 @click.option("--description", "-d", help="Free-text description.")
 @json_option
 @repo_option
-def register_cmd(path: str, name: str, version: str | None, framework: str | None, metrics: tuple[str, ...],
-                 tags: tuple[str, ...], params: tuple[str, ...], description: str | None, as_json: bool,
-                 repo: str | None) -> None:
+def register_cmd(
+    path: str,
+    name: str,
+    version: str | None,
+    framework: str | None,
+    metrics: tuple[str, ...],
+    tags: tuple[str, ...],
+    params: tuple[str, ...],
+    description: str | None,
+    as_json: bool,
+    repo: str | None,
+) -> None:
     """Register a file or directory as a new version.
 
     PATH becomes a new version of model --name, in development. Calls
@@ -282,8 +324,13 @@ def register_cmd(path: str, name: str, version: str | None, framework: str | Non
         echo_json(mv.to_dict())
         return
     files = len(mv.files)
-    print_line("Registered ", Cell(f"{mv.name} {mv.version}", "bold"), " (", _stage_cell(mv.stage),
-               f"): {files} file{'' if files == 1 else 's'}, {human_size(mv.size)}")
+    print_line(
+        "Registered ",
+        Cell(f"{mv.name} {mv.version}", "bold"),
+        " (",
+        _stage_cell(mv.stage),
+        f"): {files} file{'' if files == 1 else 's'}, {human_size(mv.size)}",
+    )
 
 
 # --------------------------------------------------------------------------- promote / archive / rollback
@@ -303,12 +350,20 @@ def _displaced(registry: ModelRegistry, name: str, version: str) -> str | None:
 @models.command("promote")
 @click.argument("name", shell_complete=complete_model)
 @click.argument("version", shell_complete=complete_version)
-@click.option("--to", "stage", required=True, metavar="STAGE", shell_complete=complete_stage,
-              help="Target stage (case-insensitive), e.g. staging or production.")
+@click.option(
+    "--to",
+    "stage",
+    required=True,
+    metavar="STAGE",
+    shell_complete=complete_stage,
+    help="Target stage (case-insensitive), e.g. staging or production.",
+)
 @click.option("--reason", "-r", help="Why; recorded in the stage history.")
 @json_option
 @repo_option
-def promote_cmd(name: str, version: str, stage: str, reason: str | None, as_json: bool, repo: str | None) -> None:
+def promote_cmd(
+    name: str, version: str, stage: str, reason: str | None, as_json: bool, repo: str | None
+) -> None:
     """Move VERSION of NAME into a stage.
 
     A single-holder stage (staging, production) archives its previous holder. Calls ModelRegistry.promote(NAME, VERSION, stage, reason=...).
@@ -319,7 +374,12 @@ def promote_cmd(name: str, version: str, stage: str, reason: str | None, as_json
         echo_json(mv.to_dict())
         return
     displaced = _displaced(registry, name, mv.version)
-    parts: list[Cell | str] = ["Promoted ", Cell(f"{mv.name} {mv.version}", "bold"), " to ", _stage_cell(mv.stage)]
+    parts: list[Cell | str] = [
+        "Promoted ",
+        Cell(f"{mv.name} {mv.version}", "bold"),
+        " to ",
+        _stage_cell(mv.stage),
+    ]
     if displaced:
         parts += [f" ({displaced} moved to ", _stage_cell("archived"), ")"]
     print_line(*parts)
@@ -345,8 +405,14 @@ def archive_cmd(name: str, version: str, reason: str | None, as_json: bool, repo
 
 @models.command("rollback")
 @click.argument("name", shell_complete=complete_model)
-@click.option("--stage", "-s", required=True, metavar="STAGE", shell_complete=complete_stage,
-              help="Stage to roll back, e.g. production.")
+@click.option(
+    "--stage",
+    "-s",
+    required=True,
+    metavar="STAGE",
+    shell_complete=complete_stage,
+    help="Stage to roll back, e.g. production.",
+)
 @click.option("--reason", "-r", help="Why; recorded in the stage history.")
 @json_option
 @repo_option
@@ -499,15 +565,22 @@ def _complete_export_args(ctx: click.Context, param: click.Parameter, incomplete
 
 @models.command("export")
 @click.argument("name", shell_complete=complete_model)
-@click.argument("args", nargs=-1, required=True, metavar="[VERSION] DEST", shell_complete=_complete_export_args)
-@click.option("--stage", "-s", metavar="STAGE", shell_complete=complete_stage,
-              help="Export the version in this stage.")
-@click.option("--force", is_flag=True,
-              help="Replace a symlink or special file found below DEST (the link itself, never its target).")
+@click.argument(
+    "args", nargs=-1, required=True, metavar="[VERSION] DEST", shell_complete=_complete_export_args
+)
+@click.option(
+    "--stage", "-s", metavar="STAGE", shell_complete=complete_stage, help="Export the version in this stage."
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace a symlink or special file found below DEST (the link itself, never its target).",
+)
 @json_option
 @repo_option
-def export_cmd(name: str, args: tuple[str, ...], stage: str | None, force: bool, as_json: bool,
-               repo: str | None) -> None:
+def export_cmd(
+    name: str, args: tuple[str, ...], stage: str | None, force: bool, as_json: bool, repo: str | None
+) -> None:
     """Copy the verified files of a version to DEST.
 
     The version is VERSION, the holder of --stage, or the newest. Symlinks below DEST are
@@ -528,13 +601,22 @@ def export_cmd(name: str, args: tuple[str, ...], stage: str | None, force: bool,
     with progress_bar(f"export {name}") as progress:
         out = registry.export(name, os.path.abspath(dest), version=mv.version, progress=progress, force=force)
     if as_json:
-        echo_json({"name": mv.name, "version": mv.version, "path": os.fspath(out),
-                   "files": len(mv.files), "size": mv.size})
+        echo_json(
+            {
+                "name": mv.name,
+                "version": mv.version,
+                "path": os.fspath(out),
+                "files": len(mv.files),
+                "size": mv.size,
+            }
+        )
         return
-    print_line("Exported ", Cell(f"{mv.name} {mv.version}", "bold"),
-               f" to {os.fspath(out)} ({len(mv.files)} file{'' if len(mv.files) == 1 else 's'}, "
-               f"{human_size(mv.size)})")
-
+    print_line(
+        "Exported ",
+        Cell(f"{mv.name} {mv.version}", "bold"),
+        f" to {os.fspath(out)} ({len(mv.files)} file{'' if len(mv.files) == 1 else 's'}, "
+        f"{human_size(mv.size)})",
+    )
 
 
 # --------------------------------------------------------------------------- diff (uniflow/cli/_diff.py)

@@ -39,15 +39,21 @@ def remote() -> None:
 @remote.command("add")
 @click.argument("name")
 @click.argument("url")
-@click.option("--endpoint-url", metavar="URL", default=None,
-              help="S3-compatible endpoint (MinIO, Ceph ...); default: AWS_ENDPOINT_URL or AWS itself.")
+@click.option(
+    "--endpoint-url",
+    metavar="URL",
+    default=None,
+    help="S3-compatible endpoint (MinIO, Ceph ...); default: AWS_ENDPOINT_URL or AWS itself.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing remote of that name.")
 @repo_option
 def remote_add(name: str, url: str, endpoint_url: str | None, force: bool, repo: str | None) -> None:
     """Declare blob remote NAME at URL (a directory, s3://bucket/prefix, any fsspec URL)."""
     from ..sharing.blobs import add_remote
 
-    spec = add_remote(get_registry(repo).repository.config_source, name, url, endpoint_url=endpoint_url, force=force)
+    spec = add_remote(
+        get_registry(repo).repository.config_source, name, url, endpoint_url=endpoint_url, force=force
+    )
     print_line("Added blob remote ", Cell(spec.name, "bold"), f" -> {spec.url}")
     click.echo("Commit .uniflow/config.toml so that clones know it.")
 
@@ -88,14 +94,23 @@ _ARGS_HELP = "[REMOTE] [NAME]..."
 
 @click.command("push")
 @click.argument("args", nargs=-1, metavar=_ARGS_HELP)
-@click.option("--all", "all_versions", is_flag=True,
-              help="Make sure the bytes of every version are on the blob remote, not only of new tags.")
-@click.option("--blob", metavar="NAME", default=None, help="Blob remote to use (default: named like the Git remote).")
-@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=8, show_default=True, help="Parallel uploads.")
+@click.option(
+    "--all",
+    "all_versions",
+    is_flag=True,
+    help="Make sure the bytes of every version are on the blob remote, not only of new tags.",
+)
+@click.option(
+    "--blob", metavar="NAME", default=None, help="Blob remote to use (default: named like the Git remote)."
+)
+@click.option(
+    "--jobs", "-j", type=click.IntRange(1, 64), default=8, show_default=True, help="Parallel uploads."
+)
 @json_option
 @repo_option
-def push(args: tuple[str, ...], all_versions: bool, blob: str | None, jobs: int, as_json: bool,
-         repo: str | None) -> None:
+def push(
+    args: tuple[str, ...], all_versions: bool, blob: str | None, jobs: int, as_json: bool, repo: str | None
+) -> None:
     """Upload the bytes the blob remote lacks, then push model tags and lifecycle refs.
 
     REMOTE is a Git remote (default: origin); NAMEs limit the push to those models.
@@ -107,15 +122,18 @@ def push(args: tuple[str, ...], all_versions: bool, blob: str | None, jobs: int,
     registry = get_registry(repo)
     remote_name, names = split_remote_and_names(registry.root, args)
     with progress_bar("Uploading") as progress:
-        result = registry.push(remote_name, names, blob=blob, all_versions=all_versions, jobs=jobs,
-                               progress=progress)
+        result = registry.push(
+            remote_name, names, blob=blob, all_versions=all_versions, jobs=jobs, progress=progress
+        )
     if as_json:
         echo_json(result.to_dict())
         return
     chunks = result.chunks
     if chunks.transferred:
-        click.echo(f"Uploaded {_plural(chunks.transferred, 'chunk')} ({human_size(chunks.bytes)}) to blob "
-                   f"remote {result.blob_remote!r}; {chunks.present} already there")
+        click.echo(
+            f"Uploaded {_plural(chunks.transferred, 'chunk')} ({human_size(chunks.bytes)}) to blob "
+            f"remote {result.blob_remote!r}; {chunks.present} already there"
+        )
     if result.up_to_date:
         click.echo(f"Everything up to date with {result.remote!r}")
     else:
@@ -132,18 +150,44 @@ def push(args: tuple[str, ...], all_versions: bool, blob: str | None, jobs: int,
 @click.command("pull")
 @click.argument("args", nargs=-1, metavar=_ARGS_HELP)
 @click.option("--all", "all_versions", is_flag=True, help="Fetch the bytes of every version now.")
-@click.option("--stage", "stages", multiple=True, metavar="STAGE",
-              help="Fetch the bytes of the versions holding STAGE now (repeatable).")
-@click.option("--ours", "resolve", flag_value="ours", default=None,
-              help="On a lifecycle conflict, replay your events on top of the remote's.")
-@click.option("--theirs", "resolve", flag_value="theirs",
-              help="On a lifecycle conflict, take the remote's lifecycle and drop your events.")
-@click.option("--blob", metavar="NAME", default=None, help="Blob remote to use (default: named like the Git remote).")
-@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=8, show_default=True, help="Parallel downloads.")
+@click.option(
+    "--stage",
+    "stages",
+    multiple=True,
+    metavar="STAGE",
+    help="Fetch the bytes of the versions holding STAGE now (repeatable).",
+)
+@click.option(
+    "--ours",
+    "resolve",
+    flag_value="ours",
+    default=None,
+    help="On a lifecycle conflict, replay your events on top of the remote's.",
+)
+@click.option(
+    "--theirs",
+    "resolve",
+    flag_value="theirs",
+    help="On a lifecycle conflict, take the remote's lifecycle and drop your events.",
+)
+@click.option(
+    "--blob", metavar="NAME", default=None, help="Blob remote to use (default: named like the Git remote)."
+)
+@click.option(
+    "--jobs", "-j", type=click.IntRange(1, 64), default=8, show_default=True, help="Parallel downloads."
+)
 @json_option
 @repo_option
-def pull(args: tuple[str, ...], all_versions: bool, stages: tuple[str, ...], resolve: str | None,
-         blob: str | None, jobs: int, as_json: bool, repo: str | None) -> None:
+def pull(
+    args: tuple[str, ...],
+    all_versions: bool,
+    stages: tuple[str, ...],
+    resolve: str | None,
+    blob: str | None,
+    jobs: int,
+    as_json: bool,
+    repo: str | None,
+) -> None:
     """Fetch model tags and lifecycle refs, update stages, fetch bytes asked for.
 
     REMOTE is a Git remote (default: origin); NAMEs limit the pull to those models (and
@@ -154,21 +198,36 @@ def pull(args: tuple[str, ...], all_versions: bool, stages: tuple[str, ...], res
 
     registry = get_registry(repo)
     remote_name, names = split_remote_and_names(registry.root, args)
-    resolved: Literal["ours", "theirs"] | None = "ours" if resolve == "ours" else "theirs" if resolve == "theirs" else None
+    resolved: Literal["ours", "theirs"] | None = (
+        "ours" if resolve == "ours" else "theirs" if resolve == "theirs" else None
+    )
     try:
         with progress_bar("Downloading") as progress:
-            result = registry.pull(remote_name, names, all_versions=all_versions, stages=list(stages),
-                                   resolve=resolved, blob=blob, jobs=jobs, progress=progress)
+            result = registry.pull(
+                remote_name,
+                names,
+                all_versions=all_versions,
+                stages=list(stages),
+                resolve=resolved,
+                blob=blob,
+                jobs=jobs,
+                progress=progress,
+            )
     except (IntegrityError, RemoteError) as exc:
         if as_json and exc.result is not None:
-            echo_json(exc.result.to_dict())  # what was integrated, and which models were rejected; then the error
+            echo_json(
+                exc.result.to_dict()
+            )  # what was integrated, and which models were rejected; then the error
         raise
     if as_json:
         echo_json(result.to_dict())
         return
     words = {
-        "created": "new", "fast-forward": "updated", "replayed": "your events replayed on top",
-        "reset": "reset to the remote's lifecycle", "ahead": "ahead (push it)",
+        "created": "new",
+        "fast-forward": "updated",
+        "replayed": "your events replayed on top",
+        "reset": "reset to the remote's lifecycle",
+        "ahead": "ahead (push it)",
     }
     changed = [(m, o) for m, o in result.models.items() if o != "unchanged"]
     for m, o in changed:
@@ -187,7 +246,9 @@ def hooks() -> None:
 
 
 @hooks.command("install")
-@click.option("--force", is_flag=True, help="Replace existing hooks that are not uniflow's (a backup is kept).")
+@click.option(
+    "--force", is_flag=True, help="Replace existing hooks that are not uniflow's (a backup is kept)."
+)
 @json_option
 @repo_option
 def hooks_install(force: bool, as_json: bool, repo: str | None) -> None:
@@ -224,8 +285,11 @@ def hook_pre_push(remote_name: str, url: str | None) -> None:
     result = run_pre_push(get_registry(None).repository, remote_name, lines)
     chunks = result["chunks"]
     if chunks["transferred"]:
-        click.echo(f"uniflow: uploaded {_plural(chunks['transferred'], 'chunk')} ({human_size(chunks['bytes'])}) "
-                   f"for {', '.join(result['versions'])}", err=True)
+        click.echo(
+            f"uniflow: uploaded {_plural(chunks['transferred'], 'chunk')} ({human_size(chunks['bytes'])}) "
+            f"for {', '.join(result['versions'])}",
+            err=True,
+        )
 
 
 @hooks_run.command("post-merge")
@@ -251,7 +315,9 @@ def ci() -> None:
 
 
 @ci.command("promote-on-merge")
-@click.option("--base", required=True, metavar="REV", help="The target branch before the merge (e.g. old main).")
+@click.option(
+    "--base", required=True, metavar="REV", help="The target branch before the merge (e.g. old main)."
+)
 @click.option("--head", required=True, metavar="REV", help="The merge result (e.g. the new main).")
 @click.option("--push", "push_refs", is_flag=True, help="Push the promotions to the Git remote.")
 @click.option("--remote", "remote_name", metavar="NAME", default=None, help="Git remote (default: origin).")
@@ -259,8 +325,16 @@ def ci() -> None:
 @click.option("--no-fetch", is_flag=True, help="Do not fetch tags and registry refs first.")
 @json_option
 @repo_option
-def promote_on_merge_cmd(base: str, head: str, push_refs: bool, remote_name: str | None, dry_run: bool,
-                         no_fetch: bool, as_json: bool, repo: str | None) -> None:
+def promote_on_merge_cmd(
+    base: str,
+    head: str,
+    push_refs: bool,
+    remote_name: str | None,
+    dry_run: bool,
+    no_fetch: bool,
+    as_json: bool,
+    repo: str | None,
+) -> None:
     """Promote the versions registered in BASE..HEAD whose metrics pass the [[promote]] rules.
 
     Exits 10 (PolicyError) when a candidate fails a rule, 0 when every candidate was promoted
@@ -271,8 +345,15 @@ def promote_on_merge_cmd(base: str, head: str, push_refs: bool, remote_name: str
 
     registry = get_registry(repo)
     try:
-        report = promote_on_merge(registry.repository, base, head, push_refs=push_refs, remote=remote_name,
-                                  fetch=not no_fetch, dry_run=dry_run)
+        report = promote_on_merge(
+            registry.repository,
+            base,
+            head,
+            push_refs=push_refs,
+            remote=remote_name,
+            fetch=not no_fetch,
+            dry_run=dry_run,
+        )
     except PolicyError as exc:
         if exc.report is not None:
             if as_json:
@@ -299,6 +380,8 @@ def _print_report(report: PromoteReport) -> None:
             print_line(Cell(f"{r.model} {r.version}", "bold"), f" NOT promoted to {r.to}: {r.detail}")
     if not acted:
         span = f"{report.base[:12] if report.base else '(root)'}..{report.head[:12]}"
-        click.echo(f"no promotion rule matched a version registered in {span} ({_plural(report.rules, 'rule')})")
+        click.echo(
+            f"no promotion rule matched a version registered in {span} ({_plural(report.rules, 'rule')})"
+        )
     if report.pushed is not None:
         click.echo(f"pushed to {report.pushed.remote!r}")

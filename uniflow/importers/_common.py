@@ -71,7 +71,9 @@ def map_stage_name(source: str) -> str:
     name = str(source).strip().lower()
     if name in SINGLE_HOLDER_DEFAULT or valid_custom_stage_name(name):
         return name
-    raise UsageError(f"cannot map stage {source!r} to a uniflow stage (1-64 of a-z 0-9 _ -, starting with a letter)")
+    raise UsageError(
+        f"cannot map stage {source!r} to a uniflow stage (1-64 of a-z 0-9 _ -, starting with a letter)"
+    )
 
 
 def identity_of(name: str | None, email: str | None = None, fallback: str = "unknown") -> Identity:
@@ -87,9 +89,17 @@ class RegisterFn(Protocol):
     """``ModelRegistry.register``, as the registry hands it down."""
 
     def __call__(
-        self, model: Any, name: str, *, version: str | None = ..., metrics: dict[str, Any] | None = ...,
-        tags: dict[str, Any] | None = ..., params: dict[str, Any] | None = ..., description: str | None = ...,
-        lineage: dict[str, Any] | None = ..., progress: ProgressFn | None = ...,
+        self,
+        model: Any,
+        name: str,
+        *,
+        version: str | None = ...,
+        metrics: dict[str, Any] | None = ...,
+        tags: dict[str, Any] | None = ...,
+        params: dict[str, Any] | None = ...,
+        description: str | None = ...,
+        lineage: dict[str, Any] | None = ...,
+        progress: ProgressFn | None = ...,
         provenance: Provenance | None = ...,
     ) -> ModelVersion: ...
 
@@ -106,7 +116,9 @@ class Step:
     order: int = 0  #: tie-break among steps of the same time
     stage: str | None = None
     reason: str | None = None
-    fetch: Callable[[Path], Path] | None = None  #: writes the files below the dir given; returns the model path
+    fetch: Callable[[Path], Path] | None = (
+        None  #: writes the files below the dir given; returns the model path
+    )
     metrics: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, Any] = field(default_factory=dict)
@@ -124,8 +136,13 @@ class VersionResult:
     detail: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "version": self.version, "source": self.key, "status": self.status,
-                "detail": self.detail}
+        return {
+            "model": self.model,
+            "version": self.version,
+            "source": self.key,
+            "status": self.status,
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True)
@@ -139,8 +156,15 @@ class EventResult:
     status: str  #: applied, would-apply, skipped, failed
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "version": self.version, "stage": self.stage, "at": self.at,
-                "actor": self.actor, "source": self.key, "status": self.status}
+        return {
+            "model": self.model,
+            "version": self.version,
+            "stage": self.stage,
+            "at": self.at,
+            "actor": self.actor,
+            "source": self.key,
+            "status": self.status,
+        }
 
 
 @dataclass(frozen=True)
@@ -174,9 +198,13 @@ class ImportReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "source": self.source, "dry_run": self.dry_run, "ok": self.ok,
-            "versions": [v.to_dict() for v in self.versions], "events": [e.to_dict() for e in self.events],
-            "declared_stages": list(self.declared_stages), "notes": list(self.notes),
+            "source": self.source,
+            "dry_run": self.dry_run,
+            "ok": self.ok,
+            "versions": [v.to_dict() for v in self.versions],
+            "events": [e.to_dict() for e in self.events],
+            "declared_stages": list(self.declared_stages),
+            "notes": list(self.notes),
         }
 
 
@@ -261,8 +289,17 @@ def run_plan(
                 seen.add(step.key)
             except UniflowError:
                 status = "failed"
-        events.append(EventResult(step.model, step.version, step.stage, _iso(step.at),
-                                  f"{step.actor[0]} <{step.actor[1]}>", step.key, status))
+        events.append(
+            EventResult(
+                step.model,
+                step.version,
+                step.stage,
+                _iso(step.at),
+                f"{step.actor[0]} <{step.actor[1]}>",
+                step.key,
+                status,
+            )
+        )
     return ImportReport(source, dry_run, tuple(versions), tuple(events), declared, tuple(notes))
 
 
@@ -273,7 +310,9 @@ def _apply(repo: Repository, source: str, step: Step) -> None:
     single = repo.stages().get(stage, True)
     extra = {"imported_from": source, "import_key": step.key}
     repo.lifecycle.apply(
-        step.model, promote_transition(step.version, stage, single, action, step.reason, extra), step.actor,
+        step.model,
+        promote_transition(step.version, stage, single, action, step.reason, extra),
+        step.actor,
         at=step.at,
     )
 
@@ -296,10 +335,17 @@ def _version(
         target.mkdir(parents=True)
         path = step.fetch(target)
         register(
-            path, step.model, version=step.version, metrics=step.metrics, tags=step.tags, params=step.params,
-            description=step.description, lineage={**step.lineage, "imported_from": source, "import_key": step.key},
-            provenance=Provenance(step.actor, step.at, step.code_commit,
-                                               {"imported_from": source, "import_key": step.key}),
+            path,
+            step.model,
+            version=step.version,
+            metrics=step.metrics,
+            tags=step.tags,
+            params=step.params,
+            description=step.description,
+            lineage={**step.lineage, "imported_from": source, "import_key": step.key},
+            provenance=Provenance(
+                step.actor, step.at, step.code_commit, {"imported_from": source, "import_key": step.key}
+            ),
         )
     except VersionExistsError:
         return result("conflict", "exists with other bytes; left as it is")

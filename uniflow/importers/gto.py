@@ -80,8 +80,15 @@ def _git(root: Path, *args: str) -> bytes:
     # paths come from the repository's YAML: never let git read them as glob patterns
     env = {**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0", "GIT_LITERAL_PATHSPECS": "1"}
     try:
-        proc = subprocess.run(["git", *args], cwd=root, env=env, capture_output=True, timeout=_GIT_TIMEOUT,
-                              stdin=subprocess.DEVNULL, check=False)
+        proc = subprocess.run(
+            ["git", *args],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            timeout=_GIT_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise RepositoryError(f"git {args[0]} failed: {exc}") from exc
     if proc.returncode != 0:
@@ -117,12 +124,21 @@ def _read_tags(root: Path, rev: str | None) -> tuple[list[_Tag], list[str]]:
         if parsed is None or parsed.action == "create":
             continue
         if kind != "tag" or not re.fullmatch(r"[0-9a-f]{40}", target) or not when.isdigit():
-            notes.append(f"skipped tag {name!r}: not an annotated tag on a commit (GTO writes annotated tags)")
+            notes.append(
+                f"skipped tag {name!r}: not an annotated tag on a commit (GTO writes annotated tags)"
+            )
             continue
         if reach is not None and target not in reach:
             continue
-        tags.append(_Tag(parsed, target, identity_of(who, email, "gto"),
-                         datetime.fromtimestamp(int(when), timezone.utc), subject))
+        tags.append(
+            _Tag(
+                parsed,
+                target,
+                identity_of(who, email, "gto"),
+                datetime.fromtimestamp(int(when), timezone.utc),
+                subject,
+            )
+        )
     tags.sort(key=lambda t: (t.at, t.parsed.counter, t.parsed.tag))
     return tags, notes
 
@@ -157,13 +173,17 @@ def _declaration(root: Path, commit: str, artifact: str) -> tuple[str, dict[str,
         spec = table.get(name) if isinstance(table, dict) else None
         if isinstance(spec, dict):
             if spec.get("virtual") or not isinstance(spec.get("path"), str):
-                raise UsageError(f"artifact {artifact!r} is virtual or has no path in {file} (nothing to store)")
+                raise UsageError(
+                    f"artifact {artifact!r} is virtual or has no path in {file} (nothing to store)"
+                )
             try:
                 rel = validate_relpath(posixpath.normpath(posixpath.join(folder, spec["path"])))
             except UsageError as exc:
                 raise UsageError(f"artifact {artifact!r}: path in {file} refused ({exc})") from exc
             return rel, spec
-    raise NotFoundError(f"artifact {artifact!r} is declared in neither artifacts.yaml nor dvc.yaml at {commit[:12]}")
+    raise NotFoundError(
+        f"artifact {artifact!r} is declared in neither artifacts.yaml nor dvc.yaml at {commit[:12]}"
+    )
 
 
 def import_gto(
@@ -211,11 +231,23 @@ def import_gto(
                 continue  # deprecating an artifact leaves its archived versions as they are
             stage_of[(p.artifact, version)] = to
             key = p.tag if len(targets) == 1 else f"{p.tag}:{version}"
-            steps.append(Step(model, version, t.at, t.who, key, order=order * 1000 + i, stage=to,
-                              reason=f"GTO {p.action} ({p.tag})"))
+            steps.append(
+                Step(
+                    model,
+                    version,
+                    t.at,
+                    t.who,
+                    key,
+                    order=order * 1000 + i,
+                    stage=to,
+                    reason=f"GTO {p.action} ({p.tag})",
+                )
+            )
     work = repo.store.tmp_path("import")
     try:
-        return run_plan(repo, register, SOURCE, steps, dry_run=dry_run, work=work, notes=notes, progress=progress)
+        return run_plan(
+            repo, register, SOURCE, steps, dry_run=dry_run, work=work, notes=notes, progress=progress
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -243,10 +275,25 @@ def _version_step(root: Path, t: _Tag, model: str, version: str, order: int) -> 
     if isinstance(spec.get("labels"), list):
         tags["gto.labels"] = ", ".join(str(x) for x in spec["labels"])
     desc = spec.get("description", spec.get("desc"))
-    lineage = {"gto_tag": t.parsed.tag, "gto_artifact": t.parsed.artifact, "path": path, "gto_message": t.message}
-    return Step(model, version, t.at, t.who, t.parsed.tag, order=order, fetch=_fetcher(root, t.commit, path),
-                tags=tags, description=str(desc) if isinstance(desc, str) else "", lineage=lineage,
-                code_commit=t.commit)
+    lineage = {
+        "gto_tag": t.parsed.tag,
+        "gto_artifact": t.parsed.artifact,
+        "path": path,
+        "gto_message": t.message,
+    }
+    return Step(
+        model,
+        version,
+        t.at,
+        t.who,
+        t.parsed.tag,
+        order=order,
+        fetch=_fetcher(root, t.commit, path),
+        tags=tags,
+        description=str(desc) if isinstance(desc, str) else "",
+        lineage=lineage,
+        code_commit=t.commit,
+    )
 
 
 def _fetcher(root: Path, commit: str, path: str) -> Any:
@@ -268,7 +315,9 @@ def _from_git(root: Path, commit: str, path: str, dest: Path) -> bool:
         mode, kind, sha = meta.decode().split()
         name = validate_relpath(name_b.decode("utf-8", "surrogateescape"))
         if kind != "blob" or mode not in ("100644", "100755"):
-            raise UsageError(f"{name} at {commit[:12]} is a {'symlink' if mode == '120000' else kind}: refused")
+            raise UsageError(
+                f"{name} at {commit[:12]} is a {'symlink' if mode == '120000' else kind}: refused"
+            )
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(_git(root, "cat-file", "blob", sha))
@@ -318,8 +367,10 @@ def _from_dvc(root: Path, commit: str, path: str, dest: Path) -> None:
     md5 = str(out.get("md5") or "") if out else ""
     if not out or not re.fullmatch(r"[0-9a-f]{32}(\.dir)?", md5):
         raise NotFoundError(f"{path} is neither in Git nor DVC-tracked at commit {commit[:12]}")
-    missing = (f"{path} is DVC-tracked (md5 {md5}) but not in the DVC cache .dvc/cache: "
-               f"run 'dvc fetch' for commit {commit[:12]} and import again")
+    missing = (
+        f"{path} is DVC-tracked (md5 {md5}) but not in the DVC cache .dvc/cache: "
+        f"run 'dvc fetch' for commit {commit[:12]} and import again"
+    )
     cached = _cache_file(root, md5)
     if cached is None:
         raise NotFoundError(missing)
@@ -342,4 +393,3 @@ def _from_dvc(root: Path, commit: str, path: str, dest: Path) -> None:
         if src is None:
             raise NotFoundError(missing)
         _copy_checked(src, emd5, dest / path / rel, f"{path}/{rel}")
-

@@ -49,7 +49,9 @@ def _client(tracking_uri: str | None, registry_uri: str | None) -> Any:
     try:
         from mlflow import MlflowClient
     except ImportError as exc:
-        raise UsageError("importing from MLflow needs the mlflow extra: pip install 'uniflow[mlflow]'") from exc
+        raise UsageError(
+            "importing from MLflow needs the mlflow extra: pip install 'uniflow[mlflow]'"
+        ) from exc
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
 
 
@@ -155,7 +157,9 @@ def import_mlflow(
             notes.append(f"skipped: {exc}")
             continue
         if name in taken:
-            notes.append(f"skipped MLflow model {rm.name!r}: its uniflow name {name!r} is taken by {taken[name]!r}")
+            notes.append(
+                f"skipped MLflow model {rm.name!r}: its uniflow name {name!r} is taken by {taken[name]!r}"
+            )
             continue
         taken[name] = str(rm.name)
         if name != rm.name:
@@ -163,7 +167,9 @@ def import_mlflow(
         steps += _model_steps(client, rm, name, tracking_uri, registry_uri, experiments, notes)
     work = repo.store.tmp_path("import")
     try:
-        return run_plan(repo, register, SOURCE, steps, dry_run=dry_run, work=work, notes=notes, progress=progress)
+        return run_plan(
+            repo, register, SOURCE, steps, dry_run=dry_run, work=work, notes=notes, progress=progress
+        )
     finally:
         import shutil
 
@@ -171,11 +177,20 @@ def import_mlflow(
 
 
 def _model_steps(
-    client: Any, rm: Any, name: str, tracking_uri: str | None, registry_uri: str | None,
-    experiments: dict[str, str], notes: list[str],
+    client: Any,
+    rm: Any,
+    name: str,
+    tracking_uri: str | None,
+    registry_uri: str | None,
+    experiments: dict[str, str],
+    notes: list[str],
 ) -> list[Step]:
-    versions = _paged(f"versions of {rm.name!r}", client.search_model_versions,
-                      filter_string=_filter_quote(str(rm.name)), max_results=_PAGE)
+    versions = _paged(
+        f"versions of {rm.name!r}",
+        client.search_model_versions,
+        filter_string=_filter_quote(str(rm.name)),
+        max_results=_PAGE,
+    )
     model_tags = _tags_of(rm)
     aliases: dict[str, list[str]] = {}
     for alias, number in _aliases_of(rm).items():
@@ -195,15 +210,28 @@ def _model_steps(
         created = _ms(mv.creation_timestamp)
         actor = identity_of(getattr(mv, "user_id", None) or None, fallback="mlflow")
         lineage.update(
-            mlflow_model=str(rm.name), mlflow_version=str(mv.version), source=str(mv.source or ""),
-            tracking_uri=_redact(tracking_uri) or "", model_description=str(rm.description or ""),
+            mlflow_model=str(rm.name),
+            mlflow_version=str(mv.version),
+            source=str(mv.source or ""),
+            tracking_uri=_redact(tracking_uri) or "",
+            model_description=str(rm.description or ""),
         )
-        steps.append(Step(
-            name, version, created, actor, f"{origin}", order=0,
-            fetch=_fetcher(client, str(rm.name), str(mv.version), tracking_uri, registry_uri),
-            metrics=metrics, params=params, tags=tags,
-            description=str(mv.description or "") or str(rm.description or ""), lineage=lineage,
-        ))
+        steps.append(
+            Step(
+                name,
+                version,
+                created,
+                actor,
+                f"{origin}",
+                order=0,
+                fetch=_fetcher(client, str(rm.name), str(mv.version), tracking_uri, registry_uri),
+                metrics=metrics,
+                params=params,
+                tags=tags,
+                description=str(mv.description or "") or str(rm.description or ""),
+                lineage=lineage,
+            )
+        )
         for i, alias in enumerate(sorted(aliases.get(str(mv.version), []))):
             try:
                 stage = map_stage_name(alias)
@@ -213,19 +241,43 @@ def _model_steps(
             if stage in _STAGES.values() or stage == "development":
                 notes.append(f"skipped alias {alias!r} of {origin}: it names a built-in stage")
                 continue
-            steps.append(Step(name, version, created + timedelta(microseconds=1 + i), actor,
-                              f"{origin}:alias:{alias}", order=1 + i, stage=stage, reason=f"MLflow alias {alias}"))
+            steps.append(
+                Step(
+                    name,
+                    version,
+                    created + timedelta(microseconds=1 + i),
+                    actor,
+                    f"{origin}:alias:{alias}",
+                    order=1 + i,
+                    stage=stage,
+                    reason=f"MLflow alias {alias}",
+                )
+            )
         held = _STAGES.get(str(mv.current_stage or "").lower())
         if held:
             updated = max(_ms(mv.last_updated_timestamp, created), created + timedelta(microseconds=100))
-            steps.append(Step(name, version, updated, actor, f"{origin}:stage:{held}@{mv.last_updated_timestamp}",
-                              order=100, stage=held, reason=f"MLflow stage {mv.current_stage}"))
+            steps.append(
+                Step(
+                    name,
+                    version,
+                    updated,
+                    actor,
+                    f"{origin}:stage:{held}@{mv.last_updated_timestamp}",
+                    order=100,
+                    stage=held,
+                    reason=f"MLflow stage {mv.current_stage}",
+                )
+            )
     return steps
 
 
-def _run_data(client: Any, mv: Any, experiments: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def _run_data(
+    client: Any, mv: Any, experiments: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """``(metrics, params, lineage)`` of the version's source run (none: the version's own)."""
-    metrics = dict(getattr(mv, "metrics", None) or {}) if isinstance(getattr(mv, "metrics", None), dict) else {}
+    metrics = (
+        dict(getattr(mv, "metrics", None) or {}) if isinstance(getattr(mv, "metrics", None), dict) else {}
+    )
     params = dict(getattr(mv, "params", None) or {}) if isinstance(getattr(mv, "params", None), dict) else {}
     lineage: dict[str, Any] = {}
     run_id = getattr(mv, "run_id", None)
@@ -237,8 +289,12 @@ def _run_data(client: Any, mv: Any, experiments: dict[str, str]) -> tuple[dict[s
         if exp_id not in experiments:
             exp = _call(f"experiment {exp_id}", client.get_experiment, exp_id)
             experiments[exp_id] = str(getattr(exp, "name", "") or "")
-        lineage.update(run_id=str(run_id), experiment_id=exp_id, experiment=experiments[exp_id],
-                       run_name=str(getattr(run.info, "run_name", "") or ""))
+        lineage.update(
+            run_id=str(run_id),
+            experiment_id=exp_id,
+            experiment=experiments[exp_id],
+            run_name=str(getattr(run.info, "run_name", "") or ""),
+        )
     for key in metrics:
         validate_key(str(key), "metric")
     for key in params:
@@ -267,9 +323,16 @@ def _fetcher(client: Any, model: str, number: str, tracking_uri: str | None, reg
 
         uri = _call(f"download URI of {model}/{number}", client.get_model_version_download_uri, model, number)
         with _quiet_downloads():
-            got = Path(_call(f"download {model}/{number}", mlflow.artifacts.download_artifacts,
-                             artifact_uri=uri, dst_path=os.fspath(dest), tracking_uri=tracking_uri,
-                             registry_uri=registry_uri))
+            got = Path(
+                _call(
+                    f"download {model}/{number}",
+                    mlflow.artifacts.download_artifacts,
+                    artifact_uri=uri,
+                    dst_path=os.fspath(dest),
+                    tracking_uri=tracking_uri,
+                    registry_uri=registry_uri,
+                )
+            )
         real, root = got.resolve(), dest.resolve()
         if real != root and root not in real.parents:  # MLflow wrote outside the directory it was given
             raise RemoteError(f"MLflow: download of {model}/{number} landed outside {dest}")

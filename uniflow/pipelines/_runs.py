@@ -184,7 +184,9 @@ def _runs_dir_for(path: str | os.PathLike[str] | Any | None) -> Path | None:
     return None if root is None else root / ".uniflow" / RUNS_DIR
 
 
-def list_runs(path: str | os.PathLike[str] | Any | None = None, *, name: str | None = None) -> list[PipelineRun]:
+def list_runs(
+    path: str | os.PathLike[str] | Any | None = None, *, name: str | None = None
+) -> list[PipelineRun]:
     """Pipeline runs recorded in the repository at ``path`` (default: the working directory's;
     a ``ModelRegistry`` works too), oldest first; ``name`` keeps one pipeline's runs."""
     runs_dir = _runs_dir_for(path)
@@ -215,8 +217,6 @@ def get_run(run_id: str, path: str | os.PathLike[str] | Any | None = None) -> Pi
     run = PipelineRun.from_dict(json.loads(p.read_text(encoding="utf-8")))
     run._root = runs_dir.parent.parent if runs_dir is not None else None
     return run
-
-
 
 
 def _resolve_registry(spec: Any) -> ModelRegistry:

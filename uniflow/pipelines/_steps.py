@@ -84,8 +84,18 @@ class Model:
     """
 
     __slots__ = (
-        "data", "description", "framework", "metrics", "model_version", "name",
-        "params", "register", "stage", "tags", "trust", "version",
+        "data",
+        "description",
+        "framework",
+        "metrics",
+        "model_version",
+        "name",
+        "params",
+        "register",
+        "stage",
+        "tags",
+        "trust",
+        "version",
     )
 
     def __init__(
@@ -161,7 +171,9 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
     return text if len(text) <= _MAX_REPR else text[: _MAX_REPR - 1] + "…"
 
 
-def _bind_params(sig: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+def _bind_params(
+    sig: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
     if sig is None:
         return {}
     try:
@@ -223,7 +235,9 @@ def _stage_name(stage: StageLike) -> str:
 class _StepSpec:
     """What ``@step`` knows about the decorated function (computed lazily, once)."""
 
-    def __init__(self, func: Callable[..., Any], name: str | None, registry: Any, tags: dict[str, str] | None):
+    def __init__(
+        self, func: Callable[..., Any], name: str | None, registry: Any, tags: dict[str, str] | None
+    ):
         self.func = func
         self.name: str = name or str(getattr(func, "__name__", "step"))
         self.registry = registry
@@ -300,7 +314,9 @@ class _StepCall:
         source_file = self.spec.source_file
         if source_file is not None:
             try:
-                source_file = Path(source_file).resolve().relative_to(Path(registry.root).resolve()).as_posix()
+                source_file = (
+                    Path(source_file).resolve().relative_to(Path(registry.root).resolve()).as_posix()
+                )
             except (ValueError, OSError, AttributeError, TypeError):
                 source_file = str(source_file)
         run = self.run
@@ -342,7 +358,9 @@ class _StepCall:
         entry: dict[str, Any] = {"name": mv.name, "version": mv.version, "stage": str(mv.stage)}
         self.record.models.append(entry)
         if model.stage is not None and _stage_name(model.stage) != ModelStage.DEVELOPMENT.value:
-            reason = f"step {self.spec.name}" + (f" (pipeline {self.run.name} run {self.run.run_id})" if self.run else "")
+            reason = f"step {self.spec.name}" + (
+                f" (pipeline {self.run.name} run {self.run.run_id})" if self.run else ""
+            )
             mv = registry.promote(model.name, mv.version, model.stage, reason=reason)
             model.model_version = mv
             entry["stage"] = str(mv.stage)
@@ -395,7 +413,11 @@ def _make_step(func: F, name: str | None, registry: Any, tags: dict[str, str] | 
 def step(func: F) -> F: ...
 @overload
 def step(
-    func: str | None = None, *, name: str | None = None, registry: Any = None, tags: dict[str, str] | None = None
+    func: str | None = None,
+    *,
+    name: str | None = None,
+    registry: Any = None,
+    tags: dict[str, str] | None = None,
 ) -> Callable[[F], F]: ...
 def step(
     func: Any = None, *, name: str | None = None, registry: Any = None, tags: dict[str, str] | None = None
@@ -479,7 +501,9 @@ def _make_pipeline(func: F, name: str | None, registry: Any) -> F:
 @overload
 def pipeline(func: F) -> F: ...
 @overload
-def pipeline(func: str | None = None, *, name: str | None = None, registry: Any = None) -> Callable[[F], F]: ...
+def pipeline(
+    func: str | None = None, *, name: str | None = None, registry: Any = None
+) -> Callable[[F], F]: ...
 def pipeline(func: Any = None, *, name: str | None = None, registry: Any = None) -> Any:
     """Group the steps a function runs under one run id: ``@pipeline`` or
     ``@pipeline(name=None, registry=None)``.

@@ -245,9 +245,7 @@ class TorchSerializer(Serializer):
         try:
             st.load_model(into, str(path), strict=True)
         except Exception as exc:
-            raise SerializationError(
-                f"weights of {where} do not fit {type(into).__name__}: {exc}"
-            ) from exc
+            raise SerializationError(f"weights of {where} do not fit {type(into).__name__}: {exc}") from exc
         into.train(bool(meta.get("training", False)))
         return into
 

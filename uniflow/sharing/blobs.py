@@ -114,7 +114,12 @@ class TransferStats:
     bytes: int = 0
 
     def to_dict(self) -> dict[str, int]:
-        return {"wanted": self.wanted, "present": self.present, "transferred": self.transferred, "bytes": self.bytes}
+        return {
+            "wanted": self.wanted,
+            "present": self.present,
+            "transferred": self.transferred,
+            "bytes": self.bytes,
+        }
 
     def frozen(self) -> ChunkStats:
         """The counts as the immutable :class:`~uniflow.ChunkStats` of a report."""
@@ -157,7 +162,9 @@ def add_remote(
     raw = dict(source.get().raw)
     table = dict(raw.get("remotes", {}))
     if name in table and not force:
-        raise UsageError(f"blob remote {name!r} already exists ({table[name].get('url')}); use --force to replace it")
+        raise UsageError(
+            f"blob remote {name!r} already exists ({table[name].get('url')}); use --force to replace it"
+        )
     entry: dict[str, Any] = {"url": url}
     if endpoint_url:
         entry["endpoint_url"] = _check_url(endpoint_url)
@@ -340,7 +347,9 @@ def open_remote(spec: RemoteSpec, base_dir: Path) -> BlobRemote:
     options: dict[str, Any] = dict(spec.options)
     protocol = url.split("://", 1)[0].lower()
     if protocol in ("s3", "s3a"):
-        endpoint = spec.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        endpoint = (
+            spec.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        )
         if endpoint:
             options.setdefault("endpoint_url", endpoint)
     elif spec.endpoint_url:
@@ -356,8 +365,15 @@ def open_remote(spec: RemoteSpec, base_dir: Path) -> BlobRemote:
 
 # ---------------------------------------------------------------------- transfers
 # Errors a retry cannot fix (missing path, refused access, bad argument): reported at once.
-_PERMANENT = (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError, ValueError, TypeError,
-              KeyError)
+_PERMANENT = (
+    FileNotFoundError,
+    PermissionError,
+    NotADirectoryError,
+    IsADirectoryError,
+    ValueError,
+    TypeError,
+    KeyError,
+)
 
 
 def _retry(what: str, remote: BlobRemote, fn: Callable[[], T]) -> T:

@@ -1,20 +1,20 @@
 """Promote on merge: what CI runs after a merge to the main branch.
 
-    Rules live in ``.uniflow/config.toml``::
+Rules live in ``.uniflow/config.toml``::
 
-        [[promote]]
-        model = "sentiment_classifier"
-        from = "staging"                      # optional: the candidate must hold this stage
-        to = "production"
-        when = ["accuracy >= 0.9", "f1 >= 0.85"]
+    [[promote]]
+    model = "sentiment_classifier"
+    from = "staging"                      # optional: the candidate must hold this stage
+    to = "production"
+    when = ["accuracy >= 0.9", "f1 >= 0.85"]
 
-    :func:`promote_on_merge` takes the commits ``base..head`` (what a merge brought in); for
-    each rule, the candidate is the newest version of the model registered from one of those
-    commits (its manifest's ``code_commit``). When every condition holds on its metrics it
-    is promoted, recording the merge commit and the CI run in the lifecycle event. A failed
-    condition raises :class:`PolicyError` (after the other rules were applied and pushed).
-    Conditions are parsed, never evaluated: ``<metric> <op> <number>`` with
-    ``>= > <= < == !=``.
+:func:`promote_on_merge` takes the commits ``base..head`` (what a merge brought in); for
+each rule, the candidate is the newest version of the model registered from one of those
+commits (its manifest's ``code_commit``). When every condition holds on its metrics it
+is promoted, recording the merge commit and the CI run in the lifecycle event. A failed
+condition raises :class:`PolicyError` (after the other rules were applied and pushed).
+Conditions are parsed, never evaluated: ``<metric> <op> <number>`` with
+``>= > <= < == !=``.
 
 """
 
@@ -69,21 +69,33 @@ def ci_context(env: Mapping[str, str] | None = None) -> dict[str, str]:
         ctx = {"provider": "github", "run_id": e["GITHUB_RUN_ID"]}
         if e.get("GITHUB_REPOSITORY"):
             ctx["run_url"] = f"{server}/{e['GITHUB_REPOSITORY']}/actions/runs/{e['GITHUB_RUN_ID']}"
-        for key, var in (("attempt", "GITHUB_RUN_ATTEMPT"), ("workflow", "GITHUB_WORKFLOW"),
-                         ("actor", "GITHUB_ACTOR"), ("ref", "GITHUB_REF")):
+        for key, var in (
+            ("attempt", "GITHUB_RUN_ATTEMPT"),
+            ("workflow", "GITHUB_WORKFLOW"),
+            ("actor", "GITHUB_ACTOR"),
+            ("ref", "GITHUB_REF"),
+        ):
             if e.get(var):
                 ctx[key] = e[var]
         return ctx
     if e.get("GITLAB_CI") or e.get("CI_PIPELINE_URL"):
         ctx = {"provider": "gitlab"}
-        for key, var in (("run_url", "CI_PIPELINE_URL"), ("run_id", "CI_PIPELINE_ID"), ("job_url", "CI_JOB_URL"),
-                         ("actor", "GITLAB_USER_LOGIN"), ("ref", "CI_COMMIT_REF_NAME")):
+        for key, var in (
+            ("run_url", "CI_PIPELINE_URL"),
+            ("run_id", "CI_PIPELINE_ID"),
+            ("job_url", "CI_JOB_URL"),
+            ("actor", "GITLAB_USER_LOGIN"),
+            ("ref", "CI_COMMIT_REF_NAME"),
+        ):
             if e.get(var):
                 ctx[key] = e[var]
         return ctx
     if e.get("BUILD_URL"):
-        return {"provider": "jenkins" if e.get("JENKINS_URL") else "ci", "run_url": e["BUILD_URL"],
-                **({"run_id": e["BUILD_ID"]} if e.get("BUILD_ID") else {})}
+        return {
+            "provider": "jenkins" if e.get("JENKINS_URL") else "ci",
+            "run_url": e["BUILD_URL"],
+            **({"run_id": e["BUILD_ID"]} if e.get("BUILD_ID") else {}),
+        }
     if e.get("CI"):
         return {"provider": "ci"}
     return {}
@@ -93,9 +105,13 @@ def ci_context(env: Mapping[str, str] | None = None) -> dict[str, str]:
 def _commit(repo: Repository, rev: str, what: str) -> str:
     if not rev or rev.startswith("-") or any(c.isspace() for c in rev):
         raise UsageError(f"invalid {what} revision {rev!r}")
-    proc = run_git(repo.root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False, timeout=60)
+    proc = run_git(
+        repo.root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False, timeout=60
+    )
     if proc.returncode != 0:
-        raise UsageError(f"{what} revision {rev!r} is not a commit in this repository (is the clone shallow?)")
+        raise UsageError(
+            f"{what} revision {rev!r} is not a commit in this repository (is the clone shallow?)"
+        )
     return proc.stdout.strip()
 
 
@@ -226,5 +242,3 @@ def _push_with_retry(repo: Repository, remote: str, models: list[str]) -> PushRe
             log.info("push of promotions rejected; pulling %s and retrying", remote)
             pull(repo, remote, models, force_tags=True, fetch_chunks=False)
     raise AssertionError("unreachable")  # pragma: no cover
-
-

@@ -54,8 +54,15 @@ def run_git(
     full_env.setdefault("GIT_TERMINAL_PROMPT", "0")
     try:
         proc = subprocess.run(
-            ["git", *args], cwd=root, env=full_env, capture_output=True, text=True, timeout=timeout,
-            input=input, stdin=subprocess.DEVNULL if input is None else None, check=False,
+            ["git", *args],
+            cwd=root,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            stdin=subprocess.DEVNULL if input is None else None,
+            check=False,
         )
     except FileNotFoundError as exc:
         raise RemoteError("the git executable was not found on PATH") from exc
@@ -90,7 +97,9 @@ def resolve_git_remote(root: Path, remote: str | None) -> str:
         return remotes[0]
     if not remotes:
         raise RemoteError("this repository has no git remote (add one with `git remote add origin URL`)")
-    raise RemoteError(f"several git remotes ({', '.join(remotes)}) and none named origin: name the one to use")
+    raise RemoteError(
+        f"several git remotes ({', '.join(remotes)}) and none named origin: name the one to use"
+    )
 
 
 def split_remote_and_names(root: Path, args: Iterable[str]) -> tuple[str | None, list[str]]:
@@ -101,11 +110,15 @@ def split_remote_and_names(root: Path, args: Iterable[str]) -> tuple[str | None,
     return None, words
 
 
-
 def ls_remote(root: Path, remote: str) -> dict[str, str]:
     """``{ref: sha}`` of the registry refs a Git remote has (one round trip)."""
     out = run_git(
-        root, "ls-remote", "--refs", remote, *REGISTRY_PATTERNS, what=f"listing refs of git remote {remote!r}",
+        root,
+        "ls-remote",
+        "--refs",
+        remote,
+        *REGISTRY_PATTERNS,
+        what=f"listing refs of git remote {remote!r}",
     ).stdout
     refs: dict[str, str] = {}
     for line in out.splitlines():
@@ -125,8 +138,15 @@ def fetch_refs(root: Path, remote: str, names: list[str] | None, *, tags: bool, 
         else:
             specs.append(f"{plus}{TAGS_PREFIX}/*:{TAGS_PREFIX}/*")
     proc = run_git(
-        root, "fetch", "--no-tags", "--no-prune", "--no-recurse-submodules", "--no-write-fetch-head",
-        remote, *specs, check=False,
+        root,
+        "fetch",
+        "--no-tags",
+        "--no-prune",
+        "--no-recurse-submodules",
+        "--no-write-fetch-head",
+        remote,
+        *specs,
+        check=False,
     )
     if proc.returncode != 0:
         clobber = [ln for ln in proc.stderr.splitlines() if "would clobber existing tag" in ln]
@@ -138,5 +158,3 @@ def fetch_refs(root: Path, remote: str, names: list[str] | None, *, tags: bool, 
                 "delete the local tag, then pull again"
             )
         raise RemoteError(f"git fetch from {remote!r} failed: {last_error(proc.stderr)}")
-
-

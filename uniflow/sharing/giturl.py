@@ -27,7 +27,9 @@ __all__ = ["GitUrl", "is_git_url", "parse_git_url", "redact"]
 _SCHEMES = ("https", "http", "ssh", "git+ssh", "ssh+git", "git", "file")
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 # [user@]host:path, with no slash before the colon (git's own rule for scp-like syntax)
-_SCP_RE = re.compile(r"^(?:(?P<user>[A-Za-z0-9._~+-]+)@)?(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*):(?P<path>[^/].*|/.*)$")
+_SCP_RE = re.compile(
+    r"^(?:(?P<user>[A-Za-z0-9._~+-]+)@)?(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*):(?P<path>[^/].*|/.*)$"
+)
 _BARE_RE = re.compile(r"^\s*bare\s*=\s*true\s*$", re.IGNORECASE | re.MULTILINE)
 
 

@@ -167,7 +167,11 @@ def install_hooks(
 
 
 def run_pre_push(
-    repo: Repository, git_remote: str, lines: Iterable[str], *, jobs: int = JOBS,
+    repo: Repository,
+    git_remote: str,
+    lines: Iterable[str],
+    *,
+    jobs: int = JOBS,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """The pre-push hook: upload the chunks of every model version being pushed.

@@ -126,8 +126,9 @@ class Mirror:
     # ------------------------------------------------------------------ git
     def _git(self, *args: str, what: str, input: str | None = None, check: bool = True) -> str:
         env = {"GIT_DIR": str(self.dir), "GIT_NO_LAZY_FETCH": "1"}
-        proc = run_git(self.parent, "-c", "protocol.version=2", *args, env=env, what=what, input=input,
-                       check=check)
+        proc = run_git(
+            self.parent, "-c", "protocol.version=2", *args, env=env, what=what, input=input, check=check
+        )
         return proc.stdout
 
     def _ensure_repo(self) -> None:
@@ -140,8 +141,15 @@ class Mirror:
             raise RepositoryError(f"cannot create the cache directory {self.parent}: {exc.strerror}") from exc
         tmp = self.parent / f".new-{self.url.key}.{uuid.uuid4().hex}"
         try:
-            run_git(self.parent, "init", "-q", "--bare", str(tmp), what="creating the mirror",
-                    env={"GIT_DIR": str(tmp)})
+            run_git(
+                self.parent,
+                "init",
+                "-q",
+                "--bare",
+                str(tmp),
+                what="creating the mirror",
+                env={"GIT_DIR": str(tmp)},
+            )
             settings = {
                 "remote.origin.url": self.url.raw,
                 "remote.origin.promisor": "true",
@@ -152,7 +160,14 @@ class Mirror:
             if self.url.is_local:
                 settings["remote.origin.uploadpack"] = LOCAL_UPLOAD_PACK
             for key, value in settings.items():
-                run_git(self.parent, "config", key, value, env={"GIT_DIR": str(tmp)}, what="configuring the mirror")
+                run_git(
+                    self.parent,
+                    "config",
+                    key,
+                    value,
+                    env={"GIT_DIR": str(tmp)},
+                    what="configuring the mirror",
+                )
             try:
                 os.rename(tmp, self.dir)
             except OSError as exc:
@@ -172,8 +187,16 @@ class Mirror:
         if not self.url.is_local:
             env["GIT_TRACE_PACKET"] = str(trace)  # the capabilities come first in it
         proc = run_git(
-            self.parent, "-c", "protocol.version=2", "ls-remote", "--symref", "origin", "HEAD",
-            *REGISTRY_PATTERNS, env=env, check=False,
+            self.parent,
+            "-c",
+            "protocol.version=2",
+            "ls-remote",
+            "--symref",
+            "origin",
+            "HEAD",
+            *REGISTRY_PATTERNS,
+            env=env,
+            check=False,
         )
         if proc.returncode != 0:
             raise RemoteError(f"cannot read the Git repository {self.url.display}: {last_error(proc.stderr)}")
@@ -200,18 +223,30 @@ class Mirror:
             theirs = {k: v for k, v in before.items() if k.startswith(prefixes)}
             return mine != theirs
 
-        base = ["fetch", "--no-tags", "--prune", "--no-recurse-submodules", "--no-write-fetch-head",
-                "--quiet", "--filter=blob:none"]
+        base = [
+            "fetch",
+            "--no-tags",
+            "--prune",
+            "--no-recurse-submodules",
+            "--no-write-fetch-head",
+            "--quiet",
+            "--filter=blob:none",
+        ]
         if old is None or changed(TAGS_PREFIX + "/", STAGES_PREFIX + "/") or head != old.head:
             specs = [f"+{TAGS_PREFIX}/*:{TAGS_PREFIX}/*", f"+{STAGES_PREFIX}/*:{STAGES_PREFIX}/*"]
             if head is not None:
                 specs.append(f"+HEAD:{HEAD_REF}")
             # --depth=1: a version commit's parent is a code commit; its history is not needed
-            self._git(*base, "--depth=1", "origin", *specs,
-                      what=f"fetching the version tags of {self.url.display}")
+            self._git(
+                *base, "--depth=1", "origin", *specs, what=f"fetching the version tags of {self.url.display}"
+            )
         if old is None or changed(LIFECYCLE_PREFIX + "/"):
-            self._git(*base, "origin", f"+{LIFECYCLE_PREFIX}/*:{LIFECYCLE_PREFIX}/*",
-                      what=f"fetching the lifecycles of {self.url.display}")
+            self._git(
+                *base,
+                "origin",
+                f"+{LIFECYCLE_PREFIX}/*:{LIFECYCLE_PREFIX}/*",
+                what=f"fetching the lifecycles of {self.url.display}",
+            )
 
     def _fetch_blobs(self, old: MirrorState | None, refs: dict[str, str], head: str | None) -> str | None:
         """Fetch, in one request, the blobs reads need that the mirror lacks; returns the
@@ -234,9 +269,20 @@ class Mirror:
         finally:
             git.close()
         if missing:
-            self._git("-c", "fetch.negotiationAlgorithm=noop", "fetch", "--no-tags", "--no-recurse-submodules",
-                      "--no-write-fetch-head", "--quiet", "--filter=blob:none", "--stdin", "origin",
-                      input="\n".join(missing) + "\n", what=f"fetching registry records of {self.url.display}")
+            self._git(
+                "-c",
+                "fetch.negotiationAlgorithm=noop",
+                "fetch",
+                "--no-tags",
+                "--no-recurse-submodules",
+                "--no-write-fetch-head",
+                "--quiet",
+                "--filter=blob:none",
+                "--stdin",
+                "origin",
+                input="\n".join(missing) + "\n",
+                what=f"fetching registry records of {self.url.display}",
+            )
             git = self.git()
             try:
                 still = [b for b in missing if not git.has_object(b)]
@@ -269,8 +315,14 @@ class Mirror:
         return MirrorState(refs, head, blob, float(when) if isinstance(when, (int, float)) else 0.0)
 
     def _save_state(self, state: MirrorState) -> None:
-        body = {"format": STATE_FORMAT, "url": self.url.display, "refs": state.refs, "head": state.head,
-                "config_blob": state.config_blob, "synced_at": state.synced_at}
+        body = {
+            "format": STATE_FORMAT,
+            "url": self.url.display,
+            "refs": state.refs,
+            "head": state.head,
+            "config_blob": state.config_blob,
+            "synced_at": state.synced_at,
+        }
         tmp = self.dir / f".{STATE_FILE}.{uuid.uuid4().hex}"
         try:
             tmp.write_text(json.dumps(body, sort_keys=True), encoding="utf-8")
@@ -320,7 +372,7 @@ def _allows_filter(trace: Path) -> bool:
             continue
         payload = payload.strip()
         if payload.startswith("fetch="):
-            return "filter" in payload[len("fetch="):].split()
+            return "filter" in payload[len("fetch=") :].split()
         if "\\0" in payload:
             return "filter" in payload.split("\\0", 1)[1].split()
     return False

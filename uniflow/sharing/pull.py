@@ -191,7 +191,9 @@ def _integrate(
 
 def _cas(repo: Repository, model: str, old: str | None, new: str) -> None:
     if not repo.git.cas_ref(lifecycle_ref(model), old, new, message="uniflow: pull"):
-        raise ConcurrencyError(f"the lifecycle of model {model!r} changed during the pull; run `uniflow pull` again")
+        raise ConcurrencyError(
+            f"the lifecycle of model {model!r} changed during the pull; run `uniflow pull` again"
+        )
 
 
 # ---------------------------------------------------------------------- pull
@@ -288,8 +290,11 @@ def pull(
     if conflicts:
         diverged = [m for m in outcomes if outcomes[m] == "diverged"]
         raise LifecycleConflictError(
-            "pull stopped: " + "; ".join(conflicts) + f". Keep yours on top with `uniflow pull --ours {' '.join(diverged)}`"
-            + f" or take theirs with `uniflow pull --theirs {' '.join(diverged)}`" + (f". Also {summary}" if summary else ""),
+            "pull stopped: "
+            + "; ".join(conflicts)
+            + f". Keep yours on top with `uniflow pull --ours {' '.join(diverged)}`"
+            + f" or take theirs with `uniflow pull --theirs {' '.join(diverged)}`"
+            + (f". Also {summary}" if summary else ""),
             diverged,
             result=result,
         )
@@ -316,7 +321,8 @@ def _rejected_summary(rejected: dict[str, str], remote: str) -> str:
     if refs:
         shown = ", ".join(refs[:5]) + (f" and {len(refs) - 5} more" if len(refs) > 5 else "")
         parts.append(f"ref(s) with invalid names ignored: {shown}")
-    return f"pull from {remote!r} rejected " + "; ".join(parts) + (
-        "; the other models were integrated" if models else ""
+    return (
+        f"pull from {remote!r} rejected "
+        + "; ".join(parts)
+        + ("; the other models were integrated" if models else "")
     )
-

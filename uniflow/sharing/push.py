@@ -32,7 +32,15 @@ from .gitcmd import IN_PUSH_ENV, fetch_refs, last_error, ls_remote, resolve_git_
 if TYPE_CHECKING:
     from .._repo import Repository
 
-__all__ = ["ChunkStats", "PushReport", "blob_remote_for", "chunks_of", "no_blob_remote", "push", "upload_versions"]
+__all__ = [
+    "ChunkStats",
+    "PushReport",
+    "blob_remote_for",
+    "chunks_of",
+    "no_blob_remote",
+    "push",
+    "upload_versions",
+]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -252,19 +260,20 @@ def _git_push(repo: Repository, remote: str, specs: list[str], leases: list[str]
         if len(parts) >= 3 and parts[0] == "!":
             rejected.append((parts[1].rpartition(":")[2], parts[2]))
     stale = sorted(
-        {r.split("/")[3]
-         for r, why in rejected
-         if r.startswith("refs/uniflow/") and any(k in why for k in ("non-fast-forward", "fetch first", "stale"))}
+        {
+            r.split("/")[3]
+            for r, why in rejected
+            if r.startswith("refs/uniflow/")
+            and any(k in why for k in ("non-fast-forward", "fetch first", "stale"))
+        }
     )
     if stale:
         raise _rejected(stale, remote)
     tags = [r for r, why in rejected if r.startswith("refs/tags/") and "atomic" not in why]
     if tags:
         raise PushRejectedError(
-            f"{remote!r} refused version tag(s) {', '.join(t[len('refs/tags/'):] for t in tags)}: they exist there "
+            f"{remote!r} refused version tag(s) {', '.join(t[len('refs/tags/') :] for t in tags)}: they exist there "
             "with different content; register yours under a new version"
         )
     why = next((w for _r, w in rejected if "atomic" not in w), None)
     raise RemoteError(f"git push to {remote!r} failed: {why or last_error(proc.stderr)}")
-
-

@@ -55,7 +55,14 @@ from .mirror import CONFIG_PATH, Mirror, MirrorState
 if TYPE_CHECKING:  # pragma: no cover
     from .blobs import BlobRemote
 
-__all__ = ["OBJECT_STORES", "RemoteSource", "UrlBlobFetcher", "blob_remote_for", "store_root", "stream_version"]
+__all__ = [
+    "OBJECT_STORES",
+    "RemoteSource",
+    "UrlBlobFetcher",
+    "blob_remote_for",
+    "store_root",
+    "stream_version",
+]
 
 #: blob-remote schemes a remote's config may name (object stores; no local or chained URLs)
 OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
@@ -107,7 +114,9 @@ class RemoteSource:
             raise RepositoryError(f"cannot create the chunk cache {root}: {exc.strerror}") from exc
         fetcher = UrlBlobFetcher(self.url, config, self.blob)
         store = ObjectStore(uniflow_dir, fetcher=fetcher, durable=False)  # a cache: verified on use
-        return Repository(git, root=root, config_source=_FixedConfig(uniflow_dir, config, self.display), store=store)
+        return Repository(
+            git, root=root, config_source=_FixedConfig(uniflow_dir, config, self.display), store=store
+        )
 
 
 class _FixedConfig(ConfigSource):
@@ -194,7 +203,9 @@ def blob_remote_for(url: GitUrl, config: Config, blob: str | None) -> list[Remot
     if blob is not None:
         return [RemoteSpec("--blob", blob)]
     default = get_remote_spec(config, None)
-    specs = ([default] if default else []) + [s for s in list_remotes(config) if default is None or s.name != default.name]
+    specs = ([default] if default else []) + [
+        s for s in list_remotes(config) if default is None or s.name != default.name
+    ]
     if not specs:
         raise RemoteError(
             f"no blob remote known for {url.display}: its default branch has no [remotes] in {CONFIG_PATH}; "
@@ -235,7 +246,9 @@ class UrlBlobFetcher:
             for spec in blob_remote_for(self.url, self.config, self.blob):
                 remote = open_remote(spec, Path.cwd())
                 if isinstance(remote, LocalRemote) and not remote.root.is_dir():
-                    raise RemoteError(f"blob remote {spec.name!r} ({spec.url}) is unreachable: no such directory")
+                    raise RemoteError(
+                        f"blob remote {spec.name!r} ({spec.url}) is unreachable: no such directory"
+                    )
                 out.append(remote)
             self._remotes = out
         return self._remotes
@@ -255,7 +268,6 @@ class UrlBlobFetcher:
                 f"(first: {missing[0][:16]}) needed from {self.url.display}; push them from a clone that "
                 "has them (`uniflow push --all`)"
             )
-
 
 
 # ---------------------------------------------------------------------- writing a version
@@ -296,7 +308,10 @@ def stream_version(
 
 
 def _write_files(
-    store: ObjectStore, records: list[tuple[str, FileRecord, int]], dest: Path, context: str,
+    store: ObjectStore,
+    records: list[tuple[str, FileRecord, int]],
+    dest: Path,
+    context: str,
     progress: ProgressFn | None,
 ) -> None:
     def refuse(display: str, mode: int) -> None:
@@ -315,7 +330,9 @@ def _write_files(
             for rel, rec, mode in records:
                 *dirs, leaf = rel.split("/")
                 flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC  # read back: digest
-                fd = os.open(leaf, flags, 0o755 if _executable(mode) else 0o644, dir_fd=tree.open(tuple(dirs)))
+                fd = os.open(
+                    leaf, flags, 0o755 if _executable(mode) else 0o644, dir_fd=tree.open(tuple(dirs))
+                )
                 fds.append((fd, rel, rec))
                 if rec.size:
                     os.ftruncate(fd, rec.size)
@@ -343,14 +360,18 @@ def _write_files(
                     pass
             if absent:
                 first = fetcher.remotes()[0] if fetcher is not None and fetcher.remotes() else None
-                where = f"blob remote {first.name!r} ({first.url})" if first is not None else "the chunk cache"
+                where = (
+                    f"blob remote {first.name!r} ({first.url})" if first is not None else "the chunk cache"
+                )
                 raise RemoteError(
                     f"{where} lacks {len(set(absent))} chunk(s) (first: {absent[0][:16]}) of {context}; "
                     "push them from a clone that has them (`uniflow push --all`)"
                 )
             for fd, rel, rec in fds:
                 if not _whole_matches(fd, rec):
-                    raise IntegrityError(f"{context} file {rel!r}: its bytes do not match the manifest's file digest")
+                    raise IntegrityError(
+                        f"{context} file {rel!r}: its bytes do not match the manifest's file digest"
+                    )
                 os.fsync(fd)
             for dfd in tree.fds():
                 os.fsync(dfd)
@@ -427,7 +448,9 @@ def _chunk_bytes(
         if got is None:
             raise CorruptChunkError(
                 f"chunk {c.digest[:16]} downloaded from blob remote {remote.name!r} ({remote.url}) is corrupted: "
-                f"its bytes do not match its digest ({where}); it was not stored", c.digest)
+                f"its bytes do not match its digest ({where}); it was not stored",
+                c.digest,
+            )
         store.add_verified(c.digest, got)
         return got
     return None
