@@ -902,7 +902,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached list repository")
     ap.add_argument(
         "--only",
-        help="comma-separated sections: machine,register,dedup,promote,cli,ui,import,remote,tensors,peers,scaling,migrate",
+        help="comma-separated sections: "
+        "machine,register,dedup,promote,cli,ui,import,remote,tensors,peers,scaling,migrate",
     )
     args = ap.parse_args(argv)
 
@@ -920,7 +921,7 @@ def main(argv: list[str] | None = None) -> int:
     res = Results()
     started = time.perf_counter()
     meta = {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "mode": mode_name,
         "size_mib": mode["size_mib"],
         "argv": sys.argv[1:],
@@ -972,7 +973,8 @@ def main(argv: list[str] | None = None) -> int:
                     lambda: bench_promote(res, work, mode["promote_runs"])
                 )
             if want("tensors"):  # benchmarks/tensors.py: digests at register, diff, partial loads
-                from benchmarks.tensors import KEYS as TENSOR_KEYS, bench_tensors
+                from benchmarks.tensors import KEYS as TENSOR_KEYS
+                from benchmarks.tensors import bench_tensors
 
                 section(res, TENSOR_KEYS, "tensors")(
                     lambda: bench_tensors(res, files, work, cli_command()[0], mode["tensor_runs"])

@@ -81,7 +81,8 @@ def bench_register_overhead(res: Results, f: Path, work: Path, runs: int) -> Non
             m = _registry(repo).repository.manifest(MODEL, "v1.0.0")
             assert ("tensors" in m["files"][0]) == with_digests
             log(
-                f"    sample {i + 1}/{runs} digests={with_digests}: register {fresh[with_digests][-1]:.2f} s, "
+                f"    sample {i + 1}/{runs} digests={with_digests}: register "
+                f"{fresh[with_digests][-1]:.2f} s, "
                 f"again {again[with_digests][-1]:.2f} s"
             )
     rmtree(work / "overhead")
@@ -104,7 +105,7 @@ def bench_register_overhead(res: Results, f: Path, work: Path, runs: int) -> Non
     # each pair ran back to back, so the median of the pairwise ratios drifts less than the ratio of medians
     res.value(
         "register_tensor_overhead_paired_pct",
-        round((median([x / y for x, y in zip(fresh[True], fresh[False])]) - 1) * 100, 2),
+        round((median([x / y for x, y in zip(fresh[True], fresh[False], strict=True)]) - 1) * 100, 2),
         "median over pairs run back to back of (with / without - 1) x 100",
     )
     for key, a, b in (

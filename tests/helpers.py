@@ -136,7 +136,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, proc: "subprocess.Popen[bytes] | None" = None, timeout: float = 20.0) -> None:
+def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0) -> None:
     """Wait (bounded) until something listens on 127.0.0.1:``port``."""
     import socket
     import time

@@ -233,7 +233,7 @@ def test_error_raised_while_handling_another(models_repo: Path, monkeypatch: pyt
         try:
             raise PermissionError(13, "Permission denied", "/store/objects/ab")
         except PermissionError:
-            raise BufferError("cannot close exported pointers exist")
+            raise BufferError("cannot close exported pointers exist")  # noqa: B904 - the masking under test
 
     def translated(self: object) -> None:
         try:

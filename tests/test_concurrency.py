@@ -32,7 +32,8 @@ from pathlib import Path
 from uniflow import ModelRegistry, VersionExistsError
 src = Path(sys.argv[1])
 try:
-    v = ModelRegistry().register(model=src, name=sys.argv[2], version=sys.argv[3] if sys.argv[3] != "-" else None)
+    wanted = sys.argv[3] if sys.argv[3] != "-" else None
+    v = ModelRegistry().register(model=src, name=sys.argv[2], version=wanted)
     print("OK", v.version)
 except VersionExistsError as e:
     print("EXISTS", e)

@@ -72,7 +72,8 @@ def test_public_names_are_pinned() -> None:
 def test_import_uniflow_pulls_in_nothing_heavy() -> None:
     code = (
         "import sys, uniflow\n"
-        "heavy = [m for m in ('torch', 'sklearn', 'fsspec', 's3fs', 'rich.console', 'dulwich', 'numpy', 'skops')"
+        "heavy = [m for m in ('torch', 'sklearn', 'fsspec', 's3fs', 'rich.console', 'dulwich', "
+        "'numpy', 'skops')"
         " if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

@@ -23,9 +23,9 @@ from uniflow import (
     PullReport,
     PushReport,
     RemoteError,
-    VersionNotFoundError,
     VerifyProblem,
     VerifyReport,
+    VersionNotFoundError,
 )
 
 

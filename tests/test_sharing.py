@@ -215,7 +215,10 @@ def test_remote_commands(tmp_path: Path) -> None:
     cli(a, "remote", "remove", "backup")
     cli(a, "remote", "remove", "backup", code=3)
     cli(a, "remote", "add", "bad/name", "/x", code=2)
-    code = "import uniflow, uniflow.sharing.push, uniflow.sharing.pull, uniflow.sharing.ci, uniflow.sharing.hooks, uniflow.cli._share, sys; print('fsspec' in sys.modules)"
+    code = (
+        "import uniflow, uniflow.sharing.push, uniflow.sharing.pull, uniflow.sharing.ci, "
+        "uniflow.sharing.hooks, uniflow.cli._share, sys; print('fsspec' in sys.modules)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert r.stdout.strip() == "False"
 

@@ -53,7 +53,7 @@ class Comparison:
         widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
         text = [f"Comparing {self.name}: {', '.join(self.versions)}"]
         for r in lines:
-            text.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            text.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
         for v in self.versions[1:]:
             commits = self.commits.get(v, [])
             if commits:
@@ -121,7 +121,7 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _commits_between(git: "GitRepo", old: str | None, new: str | None) -> list[dict[str, str]]:
+def _commits_between(git: GitRepo, old: str | None, new: str | None) -> list[dict[str, str]]:
     """Code commits reachable from ``new`` but not from ``old`` (bounded, newest first)."""
     if not new or new == old:
         return []
@@ -167,10 +167,10 @@ def _tensor_summary(first: dict[str, Any], m: dict[str, Any]) -> str:
     return str(summary["line"])
 
 
-def build_comparison(git: "GitRepo", mvs: list[ModelVersion], manifests: list[dict[str, Any]]) -> Comparison:
+def build_comparison(git: GitRepo, mvs: list[ModelVersion], manifests: list[dict[str, Any]]) -> Comparison:
     base_chunks = {c.digest: c.size for _, r, _ in file_records(manifests[0]) for c in r.chunks}
     shared = {}
-    for mv, m in zip(mvs, manifests):
+    for mv, m in zip(mvs, manifests, strict=True):
         chunks = {c.digest: c.size for _, r, _ in file_records(m) for c in r.chunks}
         shared[mv.version] = sum(s for d, s in chunks.items() if d in base_chunks)
     info = [
@@ -183,7 +183,7 @@ def build_comparison(git: "GitRepo", mvs: list[ModelVersion], manifests: list[di
             "created": mv.created_at.isoformat(timespec="seconds"),
             "tensors (vs first)": _tensor_summary(manifests[0], m),
         }
-        for mv, m in zip(mvs, manifests)
+        for mv, m in zip(mvs, manifests, strict=True)
     ]
     lineage = [
         _flat({k: v for k, v in mv.lineage.items() if k not in ("code_commit", "branch", "dirty")})
@@ -206,6 +206,6 @@ def build_comparison(git: "GitRepo", mvs: list[ModelVersion], manifests: list[di
         "lineage": [r for r in _rows(lineage, False) if r["changed"]],
     }
     commits = {}
-    for prev, cur in zip(mvs, mvs[1:]):
+    for prev, cur in zip(mvs, mvs[1:], strict=False):
         commits[cur.version] = _commits_between(git, prev.code_commit, cur.code_commit)
     return Comparison(mvs[0].name, [mv.version for mv in mvs], rows, shared, commits, list(mvs))

@@ -142,7 +142,8 @@ def parse_condition(text: object, key: str = "promote.when") -> Condition:
     if not m:
         raise _error(
             key,
-            f"invalid condition {text!r}: expected '<metric> <op> <number>' with op one of >=, >, <=, <, ==, !=",
+            f"invalid condition {text!r}: expected '<metric> <op> <number>' with op one of >=, >, "
+            f"<=, <, ==, !=",
         )
     value = float(m["value"])
     if not math.isfinite(value):

@@ -257,7 +257,7 @@ class GitRepo:
         return (name or "uniflow", email or "uniflow@localhost")
 
     # ------------------------------------------------------------------ objects
-    def _add(self, obj: "Blob | Tree | Commit | Tag") -> str:
+    def _add(self, obj: Blob | Tree | Commit | Tag) -> str:
         store = self._repo.object_store
         sha = obj.id
         hexsha = sha.decode()
@@ -360,7 +360,7 @@ class GitRepo:
     def has_object(self, sha: str) -> bool:
         return sha.encode() in self._repo.object_store
 
-    def read_tag(self, sha: str) -> "Tag":
+    def read_tag(self, sha: str) -> Tag:
         from dulwich.objects import Tag
 
         obj = self._object(sha.encode())
@@ -368,7 +368,7 @@ class GitRepo:
             raise RepositoryError(f"object {sha[:12]} is not an annotated tag")
         return obj
 
-    def read_commit(self, sha: str) -> "Commit":
+    def read_commit(self, sha: str) -> Commit:
         from dulwich.objects import Commit
 
         obj = self._object(sha.encode())
@@ -460,7 +460,7 @@ class GitRepo:
         return sorted(s.decode() for s in seen)
 
     @property
-    def dulwich_repo(self) -> "Repo":
+    def dulwich_repo(self) -> Repo:
         """The underlying dulwich repository (for the sharing layer)."""
         repo: Repo = self._repo
         return repo

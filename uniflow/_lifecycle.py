@@ -28,7 +28,7 @@ import random
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from . import _testhooks
@@ -105,7 +105,7 @@ class LifecycleState:
         """Every version the state names: holders and past holders."""
         return set(self.stage_of) | {v for past in self.past.values() for v in past}
 
-    def restricted_to(self, existing: Collection[str]) -> "LifecycleState":
+    def restricted_to(self, existing: Collection[str]) -> LifecycleState:
         """A copy without the versions not in ``existing`` (versions whose tag is gone)."""
         keep = set(existing)
         return LifecycleState(
@@ -128,7 +128,7 @@ class LifecycleState:
     @classmethod
     def from_json(
         cls, data: bytes, model: str, *, stages: Mapping[str, bool] | None = None, context: str = ""
-    ) -> "LifecycleState":
+    ) -> LifecycleState:
         """Decode and validate a ``state.json``; raise :class:`IntegrityError` naming ``context``.
 
         ``stages`` is the stage table (stage -> single holder); when given, every stage a
@@ -394,8 +394,8 @@ class Lifecycle:
             state = self.state(model, head)
             event, summary = transition(state)
             state.seq += 1
-            now = datetime.now(timezone.utc)
-            when = at.astimezone(timezone.utc) if at is not None else now
+            now = datetime.now(UTC)
+            when = at.astimezone(UTC) if at is not None else now
             event = {**event, "seq": state.seq, "actor": f"{actor[0]} <{actor[1]}>", "at": when.isoformat()}
             tree = self.git.write_tree(
                 {

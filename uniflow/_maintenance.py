@@ -51,7 +51,7 @@ __all__ = [
 REGISTER_EVENT_WINDOW = 60.0
 
 
-def verify(repo: "Repository", name: str | None = None) -> VerifyReport:
+def verify(repo: Repository, name: str | None = None) -> VerifyReport:
     """Every problem found, reading the Git objects themselves (never the derived caches):
     manifests through the validation gate, every chunk re-hashed, each lifecycle's state
     validated (and versions it names without a tag), lost register events, and refs under
@@ -88,7 +88,7 @@ def _problem(model: str | None, version: str | None, text: str) -> VerifyProblem
     return VerifyProblem(model, version, None, None, text)
 
 
-def _lifecycle_problems(repo: "Repository", model: str) -> list[VerifyProblem]:
+def _lifecycle_problems(repo: Repository, model: str) -> list[VerifyProblem]:
     """The lifecycle state read straight from Git: invalid, or naming versions without a tag."""
     try:
         state, _when = repo.lifecycle.state_at(model, from_git=True)
@@ -100,7 +100,7 @@ def _lifecycle_problems(repo: "Repository", model: str) -> list[VerifyProblem]:
     ]
 
 
-def _unrecorded(repo: "Repository", model: str) -> list[VerifyProblem]:
+def _unrecorded(repo: Repository, model: str) -> list[VerifyProblem]:
     """Problems for the versions of ``model`` whose register event is missing."""
     try:
         registered = {
@@ -124,7 +124,7 @@ def _unrecorded(repo: "Repository", model: str) -> list[VerifyProblem]:
     return out
 
 
-def reachable_manifests(repo: "Repository", commits: "Iterable[str] | None" = None) -> list[dict[str, Any]]:
+def reachable_manifests(repo: Repository, commits: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Manifests of every version any ref reaches (tags, remote-tracking refs, others),
     or of the version commits among ``commits``."""
     out = []
@@ -151,7 +151,7 @@ class _Live:
         self.files: set[str] = set()
         self.versions: set[str] = set()
 
-    def add(self, manifests: list[dict[str, Any]]) -> "_Live":
+    def add(self, manifests: list[dict[str, Any]]) -> _Live:
         for m in manifests:
             self.versions.add(m["content_digest"])
             for _rel, rec, _mode in file_records(m):
@@ -160,7 +160,7 @@ class _Live:
         return self
 
 
-def gc(repo: "Repository", *, dry_run: bool = True, grace_seconds: float = 3600.0) -> GcReport:
+def gc(repo: Repository, *, dry_run: bool = True, grace_seconds: float = 3600.0) -> GcReport:
     """Delete unreachable chunks older than the grace period that no register in flight pinned.
 
     Order (docs/design.md, "gc and registers in flight"): refs -> candidates -> move each
@@ -210,7 +210,7 @@ def gc(repo: "Repository", *, dry_run: bool = True, grace_seconds: float = 3600.
 
 
 def _collect(
-    repo: "Repository", candidates: dict[str, int], seen: set[str], live: _Live
+    repo: Repository, candidates: dict[str, int], seen: set[str], live: _Live
 ) -> tuple[list[str], int, int]:
     """Move the candidates aside, then keep what a pin or a version created meanwhile names.
 

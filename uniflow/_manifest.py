@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import blake3
@@ -469,7 +469,7 @@ def to_model_version(m: dict[str, Any], stage: str, tag_ref: str = "") -> ModelV
     )
     created = datetime.fromisoformat(m["created_at"])
     if created.tzinfo is None:
-        created = created.replace(tzinfo=timezone.utc)
+        created = created.replace(tzinfo=UTC)
     return ModelVersion(
         name=m["name"],
         version=m["version"],

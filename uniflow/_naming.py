@@ -214,6 +214,7 @@ def validate_key(key: object, what: str = "key") -> str:
     if not key or len(key) > MAX_KEY_LEN or not key.isprintable():
         shown = key if len(key) <= 80 else key[:80] + "..."
         raise UsageError(
-            f"invalid {what} key {shown!r}: use 1-{MAX_KEY_LEN} printable characters (no newline or control characters)"
+            f"invalid {what} key {shown!r}: use 1-{MAX_KEY_LEN} printable characters (no newline or "
+            f"control characters)"
         )
     return key

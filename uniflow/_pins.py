@@ -154,7 +154,7 @@ class Pin:
             except FileNotFoundError:
                 pass
 
-    def __enter__(self) -> "Pin":
+    def __enter__(self) -> Pin:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,7 +13,7 @@ import platform
 import shutil
 import sys
 from contextlib import ExitStack
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ def register_version(
         prov = provenance
         code_commit = prov.code_commit if prov and prov.code_commit else repo.git.head()
         actor = prov.author if prov else repo.git.identity()
-        when = prov.created_at.astimezone(timezone.utc) if prov else datetime.now(timezone.utc)
+        when = prov.created_at.astimezone(UTC) if prov else datetime.now(UTC)
         own_commit = not (prov and prov.code_commit)  # an imported commit is on no branch of ours
         manifest: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
@@ -102,7 +102,7 @@ def register_version(
             "libraries": _libraries(serializer),
         }
         _testhooks.point("register-before-tag")
-        for attempt in range(_AUTO_VERSION_ATTEMPTS):
+        for _attempt in range(_AUTO_VERSION_ATTEMPTS):
             chosen = version or next_version(repo.index.version_names(name))
             manifest["version"] = chosen
             try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
@@ -170,7 +170,7 @@ class ModelRegistry:
             single = self.stages()
             state = state.restricted_to(names)  # a version whose tag is gone holds nothing
             holders = {s: v for v, s in state.stage_of.items() if single.get(s, True) and s != "archived"}
-            updated = datetime.fromtimestamp(when, timezone.utc) if when is not None else None
+            updated = datetime.fromtimestamp(when, UTC) if when is not None else None
             latest = max(names, key=version_sort_key) if names else None
             out.append(ModelSummary(name, latest, len(names), dict(sorted(holders.items())), updated))
         return out
@@ -300,7 +300,7 @@ class ModelRegistry:
         )
         return self.get(name, event["version"])
 
-    def compare_versions(self, name: str, versions: list[str]) -> "Comparison":
+    def compare_versions(self, name: str, versions: list[str]) -> Comparison:
         """Metrics side by side with deltas, params, tags, sizes, shared bytes, code commits."""
         from ._compare import build_comparison
 
@@ -310,7 +310,7 @@ class ModelRegistry:
         manifests = [self._repo.manifest(name, v) for v in versions]
         return build_comparison(self.git, mvs, manifests)
 
-    def diff(self, name: str, a: str, b: str, *, stats: bool = False) -> "VersionDiff":
+    def diff(self, name: str, a: str, b: str, *, stats: bool = False) -> VersionDiff:
         """What changed from version ``a`` to ``b``, per file and per tensor, from the two
         manifests alone; ``stats=True`` also reads the changed tensors of both (only those)
         for max |Δ|, mean |Δ| and relative L2."""
@@ -334,7 +334,7 @@ class ModelRegistry:
         registry_uri: str | None = None,
         dry_run: bool = False,
         progress: ProgressFn | None = None,
-    ) -> "ImportReport":
+    ) -> ImportReport:
         """Import an MLflow Model Registry (every model, or ``names``) with its stages and
         aliases; idempotent. Needs the ``mlflow`` extra. See docs/migrate.md."""
         from .importers.mlflow import import_mlflow
@@ -356,7 +356,7 @@ class ModelRegistry:
         rev: str | None = None,
         dry_run: bool = False,
         progress: ProgressFn | None = None,
-    ) -> "ImportReport":
+    ) -> ImportReport:
         """Import the GTO tags of this repository (only those whose commit ``rev`` reaches, when
         given) with their assignments and deprecations; idempotent. See docs/migrate.md."""
         from .importers.gto import import_gto

@@ -24,7 +24,7 @@ __all__ = [
 _STAGE_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
 
-class ModelStage(str, enum.Enum):
+class ModelStage(enum.StrEnum):
     """Built-in lifecycle stages. ``ModelStage("Production")`` and ``ModelStage("PRODUCTION")``
     both give ``ModelStage.PRODUCTION``."""
 
@@ -34,7 +34,7 @@ class ModelStage(str, enum.Enum):
     ARCHIVED = "archived"
 
     @classmethod
-    def _missing_(cls, value: object) -> "ModelStage | None":
+    def _missing_(cls, value: object) -> ModelStage | None:
         if isinstance(value, str):
             lowered = value.strip().lower()
             for member in cls:
@@ -54,7 +54,7 @@ StageLike = ModelStage | str
 SINGLE_HOLDER_DEFAULT = {"staging": True, "production": True, "development": False, "archived": False}
 
 
-def normalize_stage(stage: object, custom: "dict[str, bool] | None" = None) -> str:
+def normalize_stage(stage: object, custom: dict[str, bool] | None = None) -> str:
     """Turn a ``ModelStage`` or a case-insensitive name into the canonical lowercase name.
 
     ``custom`` maps custom stage names (declared in ``.uniflow/config.toml``) to whether they

@@ -185,7 +185,7 @@ def check_tensors(items: object, size: int, path: str, max_count: int) -> int:
         validate_digest(digest, f"digest of tensor {name!r}")
         spans.append((begin, end))
     spans.sort()
-    for (_b0, e0), (b1, _e1) in zip(spans, spans[1:]):
+    for (_b0, e0), (b1, _e1) in zip(spans, spans[1:], strict=False):
         if b1 < e0:
             raise _bad(path, "two tensors overlap")
     return len(items)
@@ -290,7 +290,8 @@ class TensorScan:
         if self.found is None or len(digests) != len(self.found):
             return None
         return [
-            [name, dtype, list(shape), b, e, d] for (name, dtype, shape, b, e), d in zip(self.found, digests)
+            [name, dtype, list(shape), b, e, d]
+            for (name, dtype, shape, b, e), d in zip(self.found, digests, strict=True)
         ]
 
 

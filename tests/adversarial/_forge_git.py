@@ -84,7 +84,10 @@ def forge_event(
     ref = f"refs/uniflow/models/{model}"
     if parent is None:
         parent = git(repo, "rev-parse", "--verify", "-q", ref, check=False).strip() or None
-    enc = lambda v: v if isinstance(v, bytes) else (json.dumps(v, indent=1, sort_keys=True) + "\n").encode()
+
+    def enc(v: object) -> bytes:
+        return v if isinstance(v, bytes) else (json.dumps(v, indent=1, sort_keys=True) + "\n").encode()
+
     root = tree(
         repo, {"event.json": ("blob", blob(repo, enc(event))), "state.json": ("blob", blob(repo, enc(state)))}
     )

@@ -223,7 +223,7 @@ def _assert_well_formed_tensors(tensors: Any, size: int) -> None:
         assert isinstance(digest, str) and _HEX.fullmatch(digest)
         spans.append((begin, end))
     spans.sort()
-    assert all(b1 >= e0 for (_, e0), (b1, _) in zip(spans, spans[1:]))
+    assert all(b1 >= e0 for (_, e0), (b1, _) in zip(spans, spans[1:], strict=False))
 
 
 def _unpack_both_ways(data: bytes) -> tuple[Any, Any]:

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import cli, git
-
 from uniflow import ModelRegistry
 
 GTO = shutil.which("gto", path=str(Path(sys.executable).parent)) or shutil.which("gto")
@@ -261,8 +260,10 @@ def test_dvc_directory_from_dvc_lock_and_progress_bar(repo: Path) -> None:
     commit_files(
         repo,
         {
-            "dvc.yaml": b"stages:\n  tok:\n    cmd: python tok.py\n    outs: [models/tok]\nartifacts:\n  tok:\n    path: models/tok\n",
-            "dvc.lock": f"schema: '2.0'\nstages:\n  tok:\n    cmd: python tok.py\n    outs:\n    - path: models/tok\n"
+            "dvc.yaml": b"stages:\n  tok:\n    cmd: python tok.py\n    outs: "
+            b"[models/tok]\nartifacts:\n  tok:\n    path: models/tok\n",
+            "dvc.lock": f"schema: '2.0'\nstages:\n  tok:\n    cmd: python tok.py\n    outs:\n    - "
+            f"path: models/tok\n"
             f"      md5: {dir_md5}.dir\n      nfiles: 2\n".encode(),
             ".gitignore": b"/models/tok\n.dvc/cache\n",
         },

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import git
-
 from uniflow import ModelRegistry
 from uniflow._errors import InvalidNameError, UsageError
 from uniflow._lifecycle import promote_transition
@@ -18,7 +17,7 @@ from uniflow.importers._common import identity_of, map_stage_name
 from uniflow.importers.gto import parse_gto_tag
 from uniflow.importers.mlflow import mlflow_version
 
-WHEN = datetime(2023, 5, 4, 3, 2, 1, tzinfo=timezone.utc)
+WHEN = datetime(2023, 5, 4, 3, 2, 1, tzinfo=UTC)
 
 
 def test_register_with_provenance(repo: Path, tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import pytest
 
 from tests.helpers import cli, git
 from tests.importers._mlflow_fixture import build_registry, log_version
-
 from uniflow import ModelRegistry
 
 

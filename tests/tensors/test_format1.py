@@ -52,7 +52,9 @@ def test_diff_with_a_format_1_version_says_no_tensor_data(
     assert rows["tensors (vs first)"]["values"][1].startswith("no tensor data")
     # and the format-1 version itself loads as before
     loaded = registry.load("lm", "v1.0.0", model=TinyLM())
-    assert all(p.equal(q) for p, q in zip(loaded.state_dict().values(), tiny_lm().state_dict().values()))
+    assert all(
+        p.equal(q) for p, q in zip(loaded.state_dict().values(), tiny_lm().state_dict().values(), strict=True)
+    )
 
 
 def test_a_repository_written_by_the_format_1_code_keeps_loading(tmp_path: Path, repo: Path) -> None:
@@ -102,7 +104,9 @@ def test_a_repository_written_by_the_format_1_code_keeps_loading(tmp_path: Path,
     loaded = reg.load("clf", "v1.0.0", model=SentimentNet())
     assert all(
         p.equal(q)
-        for p, q in zip(loaded.state_dict().values(), trained_sentiment_net().state_dict().values())
+        for p, q in zip(
+            loaded.state_dict().values(), trained_sentiment_net().state_dict().values(), strict=True
+        )
     )
     reg.register(trained_sentiment_net(seed=1), "clf", version="v1.1.0")
     assert "no tensor data" in reg.diff("clf", "v1.0.0", "v1.1.0").summary["line"]

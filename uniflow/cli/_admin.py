@@ -53,7 +53,8 @@ def parse_duration(text: str) -> float:
 def init_cmd(path: str | None, repo: str | None) -> None:
     """Create .uniflow/ in the enclosing Git repository.
 
-    Writes .uniflow/config.toml and .uniflow/.gitignore (commit both). Outside a Git repository, PATH (default: the current directory) becomes one.
+    Writes .uniflow/config.toml and .uniflow/.gitignore (commit both). Outside a Git repository, PATH
+    (default: the current directory) becomes one.
     Calls ModelRegistry(PATH) and its init().
     """
     target = Path(path or repo or os.getcwd())
@@ -123,7 +124,8 @@ def _print_gc(report: GcReport) -> None:
 def verify_cmd(name: str | None, as_json: bool, repo: str | None) -> None:
     """Re-hash stored chunks and report problems.
 
-    Checks every chunk of every version (or of model NAME) against its digest. Exits 5 when a problem is found. Calls ModelRegistry.verify(NAME).
+    Checks every chunk of every version (or of model NAME) against its digest. Exits 5 when a problem is
+    found. Calls ModelRegistry.verify(NAME).
     """
     report = get_registry(repo).verify(name)
     if as_json:

@@ -83,7 +83,8 @@ def get_cmd(
         "Got ",
         Cell(f"{mv.name} {mv.version}", "bold"),
         f" ({mv.stage}) from {url_shown}: "
-        f"{len(mv.files)} file{'' if len(mv.files) == 1 else 's'}, {human_size(mv.size)} -> {os.fspath(dest)}",
+        f"{len(mv.files)} file{'' if len(mv.files) == 1 else 's'}, {human_size(mv.size)} -> "
+        f"{os.fspath(dest)}",
     )
     print_line(f"  commit {commit}  content {mv.digest}")
 

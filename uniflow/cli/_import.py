@@ -73,7 +73,7 @@ def gto_cmd(names: tuple[str, ...], rev: str | None, dry_run: bool, as_json: boo
     _finish(report, as_json)
 
 
-def _finish(report: "ImportReport", as_json: bool) -> None:
+def _finish(report: ImportReport, as_json: bool) -> None:
     if as_json:
         echo_json(report.to_dict())
     else:
@@ -84,7 +84,7 @@ def _finish(report: "ImportReport", as_json: bool) -> None:
         raise SystemExit(1)
 
 
-def _print(report: "ImportReport") -> None:
+def _print(report: ImportReport) -> None:
     from ._format import print_line
 
     head = "Plan" if report.dry_run else "Imported"

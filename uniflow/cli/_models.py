@@ -366,7 +366,8 @@ def promote_cmd(
 ) -> None:
     """Move VERSION of NAME into a stage.
 
-    A single-holder stage (staging, production) archives its previous holder. Calls ModelRegistry.promote(NAME, VERSION, stage, reason=...).
+    A single-holder stage (staging, production) archives its previous holder. Calls
+    ModelRegistry.promote(NAME, VERSION, stage, reason=...).
     """
     registry = get_registry(repo)
     mv = registry.promote(name, version, stage, reason=reason)
@@ -502,7 +503,8 @@ def history_cmd(name: str, as_json: bool, repo: str | None) -> None:
 def compare_cmd(name: str, versions: tuple[str, ...], as_json: bool, repo: str | None) -> None:
     """Compare two or more versions of NAME side by side.
 
-    Metrics (with deltas), params, tags, sizes, shared bytes and code commits. Calls ModelRegistry.compare_versions(NAME, [V1, V2, ...]).
+    Metrics (with deltas), params, tags, sizes, shared bytes and code commits. Calls
+    ModelRegistry.compare_versions(NAME, [V1, V2, ...]).
     """
     if len(versions) < 2:
         raise CliError("compare needs at least two versions: uniflow models compare NAME V1 V2 [V3 ...]")

@@ -20,7 +20,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -209,7 +209,7 @@ class ImportReport:
 
 
 def _iso(when: datetime) -> str:
-    return when.astimezone(timezone.utc).isoformat()
+    return when.astimezone(UTC).isoformat()
 
 
 def declare_stages(repo: Repository, stages: Iterable[str], dry_run: bool) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ import shutil
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +107,10 @@ class _Tag:
 
 
 def _read_tags(root: Path, rev: str | None) -> tuple[list[_Tag], list[str]]:
-    fmt = "%(refname:strip=2)%00%(objecttype)%00%(*objectname)%00%(taggername)%00%(taggeremail:trim)%00%(taggerdate:unix)%00%(contents:subject)"
+    fmt = (
+        "%(refname:strip=2)%00%(objecttype)%00%(*objectname)%00%(taggername)%00"
+        "%(taggeremail:trim)%00%(taggerdate:unix)%00%(contents:subject)"
+    )
     out = _git(root, "for-each-ref", f"--format={fmt}", "refs/tags").decode("utf-8", "replace")
     reach: set[str] | None = None
     if rev is not None:
@@ -135,7 +138,7 @@ def _read_tags(root: Path, rev: str | None) -> tuple[list[_Tag], list[str]]:
                 parsed,
                 target,
                 identity_of(who, email, "gto"),
-                datetime.fromtimestamp(int(when), timezone.utc),
+                datetime.fromtimestamp(int(when), UTC),
                 subject,
             )
         )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -69,8 +69,8 @@ def _redact(uri: str | None) -> str | None:
 
 def _ms(value: object, fallback: datetime | None = None) -> datetime:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1e15:
-        return datetime.fromtimestamp(value / 1000, timezone.utc)
-    return fallback or datetime.fromtimestamp(0, timezone.utc)
+        return datetime.fromtimestamp(value / 1000, UTC)
+    return fallback or datetime.fromtimestamp(0, UTC)
 
 
 def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -35,6 +35,19 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from .._errors import UsageError
 from .._naming import validate_model_name, validate_version
 from .._stages import ModelStage, StageLike
+from ._runs import (
+    _CURRENT_RUN,
+    PipelineRun,
+    StepRun,
+    _describe,
+    _new_run_id,
+    _now,
+    _resolve_registry,
+    _spec_root,
+    current_run,
+    get_run,
+    list_runs,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._types import ModelVersion
@@ -49,19 +62,6 @@ _MAX_SEARCH_DEPTH = 3  # how deep Models are looked for inside returned containe
 _MAX_REPR = 256  # longest repr() kept for a non-primitive parameter
 _MAX_ITEMS = 64  # longest list/dict parameter kept as JSON before falling back to repr()
 
-from ._runs import (
-    _CURRENT_RUN,
-    PipelineRun,
-    StepRun,
-    _describe,
-    _new_run_id,
-    _now,
-    _resolve_registry,
-    _spec_root,
-    current_run,
-    get_run,
-    list_runs,
-)
 
 # --------------------------------------------------------------------------- Model asset
 

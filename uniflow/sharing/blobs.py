@@ -99,7 +99,8 @@ ProgressFn = Callable[[int, int], None]
 def validate_remote_name(name: object) -> str:
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name.endswith(".lock") or ".." in name:
         raise UsageError(
-            f"invalid remote name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit"
+            f"invalid remote name {name!r}: use letters, digits, '.', '_' or '-', starting with a "
+            f"letter or digit"
         )
     return name
 
@@ -471,7 +472,8 @@ def download_chunks(
             store.add_chunk(digest, data)
         except IntegrityError as exc:
             raise IntegrityError(
-                f"chunk {digest[:16]} downloaded from blob remote {remote.name!r} ({remote.url}) is corrupted: "
+                f"chunk {digest[:16]} downloaded from blob remote {remote.name!r} ({remote.url}) is "
+                f"corrupted: "
                 "its bytes do not match its digest; it was not stored"
             ) from exc
         return len(data)

@@ -153,7 +153,8 @@ def fetch_refs(root: Path, remote: str, names: list[str] | None, *, tags: bool, 
         if clobber:
             tags_hit = sorted({w for ln in clobber for w in ln.split() if w.startswith("models/")})
             raise RemoteError(
-                f"version tags differ between this clone and {remote!r}: {', '.join(tags_hit[:5])}; a version was "
+                f"version tags differ between this clone and {remote!r}: {', '.join(tags_hit[:5])}; "
+                f"a version was "
                 "registered twice with the same number — rename yours (register it under a new version), "
                 "delete the local tag, then pull again"
             )

@@ -58,7 +58,8 @@ _HOOK_FALLBACK = {
         "fi\n"
         "exit 0\n"
     ),
-    "post-merge": 'echo "uniflow post-merge: uniflow is not installed; registry refs not fetched" >&2\nexit 0\n',
+    "post-merge": 'echo "uniflow post-merge: uniflow is not installed; registry refs not fetched" '
+    ">&2\nexit 0\n",
 }
 
 

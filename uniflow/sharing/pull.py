@@ -159,7 +159,10 @@ def _integrate(
     base = next((c for c in local_chain if c in remote_set), None)
     mine = [(_event(repo, model, c), c) for c in _since(local_chain, base)]
     theirs = [_event(repo, model, c) for c in _since(remote_chain, base)]
-    single = lambda s: repo.stages().get(s, True)
+
+    def single(stage: str) -> bool:
+        return repo.stages().get(stage, True)
+
     if resolve == "theirs":
         _cas(repo, model, local, remote_head)
         return "reset", None

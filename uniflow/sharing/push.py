@@ -134,7 +134,8 @@ def push(
                 new_tags[tag_ref(m, v)] = sha
             elif theirs != sha:
                 raise PushRejectedError(
-                    f"version {m} {v} exists on {git_remote!r} with different content; versions are immutable: "
+                    f"version {m} {v} exists on {git_remote!r} with different content; versions are "
+                    f"immutable: "
                     "register yours under a new version"
                 )
     # 2. lifecycle refs: refuse before sending anything when a push would not fast-forward
@@ -272,7 +273,8 @@ def _git_push(repo: Repository, remote: str, specs: list[str], leases: list[str]
     tags = [r for r, why in rejected if r.startswith("refs/tags/") and "atomic" not in why]
     if tags:
         raise PushRejectedError(
-            f"{remote!r} refused version tag(s) {', '.join(t[len('refs/tags/') :] for t in tags)}: they exist there "
+            f"{remote!r} refused version tag(s) {', '.join(t[len('refs/tags/') :] for t in tags)}: "
+            f"they exist there "
             "with different content; register yours under a new version"
         )
     why = next((w for _r, w in rejected if "atomic" not in w), None)

@@ -447,7 +447,8 @@ def _chunk_bytes(
             got = raw if ok else None
         if got is None:
             raise CorruptChunkError(
-                f"chunk {c.digest[:16]} downloaded from blob remote {remote.name!r} ({remote.url}) is corrupted: "
+                f"chunk {c.digest[:16]} downloaded from blob remote {remote.name!r} ({remote.url}) "
+                f"is corrupted: "
                 f"its bytes do not match its digest ({where}); it was not stored",
                 c.digest,
             )
