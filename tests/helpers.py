@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +211,27 @@ def mirror_objects(cache: Path) -> set[str]:
         for fan in (mirror / "objects").glob("[0-9a-f][0-9a-f]"):
             found.update(fan.name + p.name for p in fan.iterdir())
     return found
+
+
+def serve_git_daemon(base: Path, *, receive_pack: bool = False) -> Iterator[str]:
+    """Run ``git daemon`` on 127.0.0.1 serving ``base``; yields ``git://127.0.0.1:<port>`` and
+    stops the daemon when resumed (a generator, for fixtures and for tests that stop it)."""
+    port = free_port()
+    args = ["git", "daemon", "--reuseaddr", f"--base-path={base}", "--export-all"]
+    if receive_pack:
+        args.append("--enable=receive-pack")
+    proc = subprocess.Popen(
+        [*args, "--listen=127.0.0.1", f"--port={port}", str(base)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, proc)
+        yield f"git://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -15,14 +15,13 @@ import pytest
 from tests.helpers import (
     cli,
     clone,
-    free_port,
     git,
     log_subjects,
     model_dir,
     open_registry,
+    serve_git_daemon,
     shared_setup,
     tree_bytes,
-    wait_port,
 )
 from uniflow import IntegrityError, PushRejectedError
 
@@ -36,32 +35,8 @@ def git_daemon(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """``(base path, git://127.0.0.1:<port>)``: a push-enabled git daemon serving ``base``."""
     base = tmp_path / "srv"
     base.mkdir()
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            "git",
-            "daemon",
-            "--reuseaddr",
-            f"--base-path={base}",
-            "--export-all",
-            "--enable=receive-pack",
-            "--listen=127.0.0.1",
-            f"--port={port}",
-            str(base),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port, proc)
-        yield base, f"git://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    for url in serve_git_daemon(base, receive_pack=True):
+        yield base, url
 
 
 def _s3_keys(endpoint: str, prefix: str) -> list[str]:

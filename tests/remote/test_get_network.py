@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli, mirror_objects, publish_registry, tree_bytes
+from tests.helpers import cli, mirror_objects, publish_registry, serve_git_daemon, tree_bytes
 from uniflow import ModelRegistry
 
 pytestmark = pytest.mark.slow  # servers on loopback: part of the full run
@@ -76,10 +76,8 @@ def test_get_over_git_daemon_with_a_directory_blob_remote(
 
 
 def test_offline_after_the_server_is_stopped(tmp_path: Path, empty_dir: Path) -> None:
-    from tests.remote.conftest import _daemon
-
     pub = publish_registry(tmp_path)
-    server = _daemon(tmp_path / "srv")
+    server = serve_git_daemon(tmp_path / "srv")
     base = next(server)
     url = f"{base}/remote.git"
     cli(empty_dir, "get", url, "clf", "-s", "production", "--blob", str(pub["blobs"]))

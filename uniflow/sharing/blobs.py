@@ -115,12 +115,7 @@ class TransferStats:
     bytes: int = 0
 
     def to_dict(self) -> dict[str, int]:
-        return {
-            "wanted": self.wanted,
-            "present": self.present,
-            "transferred": self.transferred,
-            "bytes": self.bytes,
-        }
+        return self.frozen().to_dict()
 
     def frozen(self) -> ChunkStats:
         """The counts as the immutable :class:`~uniflow.ChunkStats` of a report."""
