@@ -74,8 +74,8 @@ class ModelRegistry:
             git = GitRepo(workdir)
         root = git.workdir
         # missing chunks come from the declared blob remotes, verified, on demand
-        fetcher = BlobFetcher(ConfigSource(root / ".uniflow"), root)
-        self._repo = Repository(git, fetcher=fetcher)
+        source = ConfigSource(root / ".uniflow")
+        self._repo = Repository(git, fetcher=BlobFetcher(source, root), config_source=source)
         self.git: GitRepo = git
         self.root: Path = root
         self.uniflow_dir: Path = self._repo.uniflow_dir
