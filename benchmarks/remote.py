@@ -33,6 +33,24 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _publisher(srv: Path, clone_dir: Path) -> tuple[Path, Path, Path]:
+    """A bare repository ``<srv>/models.git`` (filters allowed) and a clone at ``clone_dir``
+    whose committed config names the directory blob remote ``<srv>/blobs``; returns
+    ``(bare, blobs, clone)``."""
+    bare, blobs = srv / "models.git", srv / "blobs"
+    env = git_env()
+    run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], env=env)
+    run(["git", "-C", str(bare), "config", "uploadpack.allowFilter", "true"], env=env)
+    clone = git_repo(clone_dir)
+    (clone / ".uniflow").mkdir()
+    (clone / ".uniflow" / "config.toml").write_text(f'[remotes.origin]\nurl = "{blobs}"\n')
+    run(["git", "add", ".uniflow/config.toml"], cwd=clone, env=env)
+    run(["git", "commit", "-q", "-m", "blob remote"], cwd=clone, env=env)
+    run(["git", "remote", "add", "origin", str(bare)], cwd=clone, env=env)
+    run(["git", "push", "-q", "origin", "main"], cwd=clone, env=env)
+    return bare, blobs, clone
+
+
 def _publish(work: Path, f: Path) -> tuple[Path, Path]:
     """A bare repository with one code commit and ``NAME`` v1.0.0 (the file) in production,
     its chunks pushed to the directory blob remote beside it; returns ``(bare, blobs)``."""
@@ -41,17 +59,7 @@ def _publish(work: Path, f: Path) -> tuple[Path, Path]:
     srv = work / "srv"
     rmtree(srv)
     srv.mkdir(parents=True)
-    bare, blobs = srv / "models.git", srv / "blobs"
-    env = git_env()
-    run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], env=env)
-    run(["git", "-C", str(bare), "config", "uploadpack.allowFilter", "true"], env=env)
-    clone = git_repo(work / "publisher")
-    (clone / ".uniflow").mkdir()
-    (clone / ".uniflow" / "config.toml").write_text(f'[remotes.origin]\nurl = "{blobs}"\n')
-    run(["git", "add", ".uniflow/config.toml"], cwd=clone, env=env)
-    run(["git", "commit", "-q", "-m", "blob remote"], cwd=clone, env=env)
-    run(["git", "remote", "add", "origin", str(bare)], cwd=clone, env=env)
-    run(["git", "push", "-q", "origin", "main"], cwd=clone, env=env)
+    bare, blobs, clone = _publisher(srv, work / "publisher")
     with ModelRegistry(clone) as reg:
         reg.register(model=str(f), name=NAME, version="v1.0.0")
         reg.promote(NAME, "v1.0.0", "production")
@@ -122,17 +130,7 @@ def _versions_repo(cache: Path, n: int) -> Path:
     log(f"building a repository with {n} versions (cached afterwards)")
     rmtree(root)
     root.mkdir(parents=True)
-    bare, blobs = root / "srv" / "models.git", root / "srv" / "blobs"
-    env = git_env()
-    run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], env=env)
-    run(["git", "-C", str(bare), "config", "uploadpack.allowFilter", "true"], env=env)
-    clone = git_repo(root / "publisher")
-    (clone / ".uniflow").mkdir()
-    (clone / ".uniflow" / "config.toml").write_text(f'[remotes.origin]\nurl = "{blobs}"\n')
-    run(["git", "add", ".uniflow/config.toml"], cwd=clone, env=env)
-    run(["git", "commit", "-q", "-m", "blob remote"], cwd=clone, env=env)
-    run(["git", "remote", "add", "origin", str(bare)], cwd=clone, env=env)
-    run(["git", "push", "-q", "origin", "main"], cwd=clone, env=env)
+    bare, blobs, clone = _publisher(root / "srv", root / "publisher")
     src = root / "weights.bin"
     with ModelRegistry(clone) as reg:
         for v in range(n):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,3 +59,15 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield endpoint
     finally:
         server.stop()
+
+
+@pytest.fixture
+def weights(tmp_path: Path):
+    """``weights(tag, size)``: a file of random bytes whose first byte is ``tag``."""
+
+    def make(tag: int, size: int = 50_000) -> Path:
+        p = tmp_path / f"w{tag}.bin"
+        p.write_bytes(bytes([tag % 256]) + os.urandom(size))
+        return p
+
+    return make

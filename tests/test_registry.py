@@ -22,16 +22,6 @@ from uniflow import (
 )
 
 
-@pytest.fixture
-def weights(tmp_path: Path):
-    def make(tag: int, size: int = 50_000) -> Path:
-        p = tmp_path / f"w{tag}.bin"
-        p.write_bytes(bytes([tag % 256]) + os.urandom(size))
-        return p
-
-    return make
-
-
 def test_model_stage_accepts_names_case_insensitively() -> None:
     assert ModelStage("Production") is ModelStage.PRODUCTION
     assert ModelStage("STAGING") is ModelStage.STAGING

@@ -29,16 +29,6 @@ from uniflow import (
 )
 
 
-@pytest.fixture
-def weights(tmp_path: Path):
-    def make(tag: int, size: int = 50_000) -> Path:
-        p = tmp_path / f"w{tag}.bin"
-        p.write_bytes(bytes([tag % 256]) + os.urandom(size))
-        return p
-
-    return make
-
-
 def _chunk_files(registry: ModelRegistry) -> list[Path]:
     return sorted(p for p in (registry.uniflow_dir / "objects").rglob("*") if p.is_file())
 
