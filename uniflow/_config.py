@@ -30,6 +30,7 @@ import math
 import os
 import re
 import tomllib
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -276,17 +277,48 @@ def load_config(uniflow_dir: Path) -> Config:
 
 
 def save_config(uniflow_dir: Path, raw: dict[str, Any]) -> None:
-    """Validate ``raw`` and write it as ``config.toml`` (atomically: temp file + rename)."""
-    import tomli_w
+    """Validate ``raw`` and write it as ``config.toml`` (atomically: temp file + rename).
+
+    The file is edited, not regenerated: keys whose values did not change keep their place,
+    their comments and their style; only what differs from ``raw`` is added, replaced or
+    removed (a hand-written, reviewed config stays readable after ``uniflow remote add``).
+    """
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
 
     parse_config(raw)
     path = uniflow_dir / "config.toml"
+    try:
+        text = path.read_text() if path.exists() else CONFIG_HEADER
+        doc = tomlkit.parse(text)
+    except TOMLKitError as exc:
+        raise ConfigError(f"{_FILE} is not valid TOML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {_FILE}: {exc}") from exc
+    _edit(doc, raw)
     tmp = path.with_suffix(f".toml.{os.getpid()}.tmp")
     try:
-        tmp.write_text(CONFIG_HEADER + "\n" + tomli_w.dumps(raw))
+        tmp.write_text(tomlkit.dumps(doc))
         os.replace(tmp, path)
     except OSError as exc:
         raise ConfigError(f"cannot write {_FILE}: {exc.strerror}") from exc
+
+
+def _edit(table: MutableMapping[str, Any], new: dict[str, Any]) -> None:
+    """Make ``table`` (a tomlkit container) equal ``new``, touching only what differs."""
+    for key in [k for k in table if k not in new]:
+        del table[key]
+    for key, value in new.items():
+        old = table.get(key)
+        if isinstance(value, dict) and isinstance(old, MutableMapping):
+            _edit(old, value)
+        elif old is None or _plain(old) != value:
+            table[key] = value
+
+
+def _plain(item: Any) -> Any:
+    unwrap = getattr(item, "unwrap", None)
+    return unwrap() if callable(unwrap) else item
 
 
 def init_layout(uniflow_dir: Path) -> bool:
