@@ -162,6 +162,25 @@ def _listing(root: Path) -> dict[str, int]:
     return out
 
 
+def _fsync_new(after: dict[str, int], before: dict[str, int]) -> None:
+    """fsync every new file and the directories holding them (what uniflow does itself)."""
+    dirs = set()
+    for p in after:
+        if p not in before:
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            dirs.add(os.path.dirname(p))
+    for d in dirs:
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def _new(after: dict[str, int], before: dict[str, int]) -> tuple[int, int]:
     new = [p for p in after if p not in before]
     return len(new), sum(after[p] for p in new)
@@ -183,6 +202,8 @@ class Step:
     ) -> None:
         self.seconds, self.files, self.bytes, self.requests = seconds, files, nbytes, requests
         self.methods = methods or {}
+        #: directory remotes, tools that do not fsync: the time plus fsyncing what they wrote
+        self.fsynced: float | None = None
 
 
 def _timed(cmds: list[tuple[list[str], Path]], env: dict[str, str]) -> float:
@@ -197,6 +218,8 @@ class Scenario:
     """One tool against one remote: push v1, clone + pull v1, push v2, pull v2."""
 
     tool = ""
+    #: whether the tool fsyncs what it writes (else the benchmark also times doing it for it)
+    fsyncs = True
 
     def __init__(self, work: Path, kind: str, s3: CountingS3 | None) -> None:
         self.work, self.kind, self.s3 = work, kind, s3
@@ -239,8 +262,14 @@ class Scenario:
             methods = {k: v for k, v in d.items() if k.isupper() and v}
             objects = d.get("PUT", 0) + d.get("GET", 0)
             return Step(seconds, objects, d.get(up, 0), d.get("requests", 0), methods)
-        files, nbytes = _new(_listing(watch), before)
-        return Step(seconds, files, nbytes, None)
+        after = _listing(watch)
+        files, nbytes = _new(after, before)
+        step = Step(seconds, files, nbytes, None)
+        if not self.fsyncs:  # what it wrote, made as durable as uniflow's writes: timed too
+            t0 = time.perf_counter()
+            _fsync_new(after, before)
+            step.fsynced = seconds + time.perf_counter() - t0
+        return step
 
     def run(self, base: Path, head: Path) -> dict[str, Step]:
         out: dict[str, Step] = {}
@@ -313,6 +342,7 @@ class Uniflow(Scenario):
 
 class Dvc(Scenario):
     tool = "dvc"
+    fsyncs = False
 
     def __init__(self, work: Path, kind: str, s3: CountingS3 | None, bin_dir: Path) -> None:
         super().__init__(work, kind, s3)
@@ -396,6 +426,14 @@ def _record(res: Results, kind: str, tool: str, runs: list[dict[str, Step]], mod
             f"{key}_bytes", last.bytes, "bytes sent (push) or received (pull), counted outside the tool"
         )
         res.value(f"{key}_files", last.files, "files written (push) / read (pull); S3: PUT + GET requests")
+        fsynced = [r[step].fsynced for r in runs]
+        if all(x is not None for x in fsynced):
+            res.add(
+                f"{key}_fsynced",
+                [x for x in fsynced if x is not None],
+                "the same plus fsyncing the files it wrote (remote for push, cache for pull) and "
+                "their directories, as uniflow does",
+            )
         if last.requests is not None:
             res.value(f"{key}_requests", last.requests, "HTTP requests reaching the S3 server")
             if step.endswith("_full"):
@@ -410,6 +448,11 @@ def compute(res: Results) -> None:
         for step in STEPS:
             a, b = res.get(f"xfer_{kind}_dvc_{step}"), res.get(f"xfer_{kind}_uniflow_{step}")
             res.values[f"xfer_{kind}_{step}_dvc_vs_uniflow"] = round(a / b, 4) if a and b else None
+            if kind == "dir":
+                a = res.get(f"xfer_{kind}_dvc_{step}_fsynced")
+                res.values[f"xfer_{kind}_{step}_dvc_fsynced_vs_uniflow"] = (
+                    round(a / b, 4) if a and b else None
+                )
         res.values[f"xfer_{kind}_push_v2_sent_pct"] = res.values.get(f"xfer_{kind}_uniflow_push_v2_sent_pct")
 
 
@@ -421,12 +464,13 @@ def bench_transfers(
     py: str,
     runs: int,
     dvc_bin: Path | None,
+    kinds: tuple[str, ...] = REMOTES,
 ) -> None:
     base, head = files["base"], files["head"]
     model_bytes = base.stat().st_size
     s3 = CountingS3()
     try:
-        for kind in REMOTES:
+        for kind in kinds:
             server = s3 if kind == "s3" else None
             tools: list[tuple[str, Callable[[Path], Scenario]]] = [
                 ("uniflow", lambda w, k=kind, sv=server: Uniflow(w, k, sv, cmd, py))
@@ -470,10 +514,11 @@ TABLE_KEYS = [
     for r in REMOTES
     for t in ("uniflow", "dvc")
     for s in STEPS
-    for suffix in ("", "_bytes", "_requests")
+    for suffix in ("", "_fsynced", "_bytes", "_requests")
 ]
 RATIO_KEYS = [
     *(f"xfer_{r}_{s}_dvc_vs_uniflow" for r in REMOTES for s in STEPS),
+    *(f"xfer_dir_{s}_dvc_fsynced_vs_uniflow" for s in STEPS),
     *(f"xfer_{r}_push_v2_sent_pct" for r in REMOTES),
 ]
 
