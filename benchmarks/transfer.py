@@ -19,10 +19,15 @@ Bytes and requests are counted outside both tools, the same way for both:
 * S3: every HTTP request reaching the moto server is counted by a WSGI middleware (method,
   request body bytes, response body bytes); ``*_requests_per_gib`` is per GiB of the model.
 
-Keys: ``xfer_<remote>_<tool>_<step>[_requests|_bytes|_files|_requests_per_gib]`` with remote
-``dir``/``s3``, tool ``uniflow``/``dvc``; ratios ``xfer_<remote>_<step>_dvc_vs_uniflow``
-(> 1: uniflow faster) and ``xfer_<remote>_push_v2_sent_pct`` (bytes sent after the fine-tune,
-in % of the model's bytes).
+DVC fsyncs nothing it writes; uniflow fsyncs every chunk it stores. For the directory remote
+DVC's steps are also reported with the files they wrote fsynced afterwards (``_fsynced``,
+timed), the durability uniflow's figures include.
+
+Keys: ``xfer_<remote>_<tool>_<step>[_fsynced|_bytes|_files|_requests|_requests_per_gib|
+_methods]`` with remote ``dir``/``s3``, tool ``uniflow``/``dvc``; ratios
+``xfer_<remote>_<step>_dvc_vs_uniflow`` and ``xfer_dir_<step>_dvc_fsynced_vs_uniflow``
+(> 1: uniflow faster) and ``xfer_<remote>_push_v2_sent_pct`` (bytes sent after the
+fine-tune, in % of the model's bytes).
 """
 
 from __future__ import annotations
