@@ -79,6 +79,30 @@ def ensure_venv(cache: Path, tool: str) -> Path:
     return venv / "bin"
 
 
+def ensure_extra(cache: Path, tool: str, pip_name: str, import_name: str) -> Path:
+    """The tool venv's bin directory with ``pip_name`` installed into it too (once), e.g.
+    ``dvc-s3`` for DVC's S3 remotes; same constraints as :func:`ensure_venv`."""
+    bin_dir = ensure_venv(cache, tool)
+    py = bin_dir / "python"
+    if subprocess.run([str(py), "-c", f"import {import_name}"], capture_output=True).returncode == 0:
+        return bin_dir
+    root = cache / "peers"
+    log(f"installing {pip_name} into {bin_dir.parent} (once)")
+    logf = root / f"{tool}-{pip_name}.log"
+    with open(logf, "w") as fh:
+        proc = subprocess.run(
+            [str(py), "-m", "pip", "install", "-q", "--constraint", str(root / "constraints.txt"), pip_name],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            timeout=3600,
+        )
+    if proc.returncode != 0:
+        tail = [ln for ln in logf.read_text().splitlines() if not ln.startswith("WARNING: Location")]
+        raise PeerUnavailable(f"pip install {pip_name} failed: {' | '.join(tail[-5:])}")
+    run([str(py), "-c", f"import {import_name}"], timeout=300)
+    return bin_dir
+
+
 def version_of(bin_dir: Path, dist: str) -> str | None:
     proc = run(
         [str(bin_dir / "python"), "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],

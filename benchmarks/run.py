@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import remote
+from benchmarks import remote, transfer
 from benchmarks.harness import (
     MIB,
     Results,
@@ -117,6 +117,7 @@ MODES: dict[str, dict[str, Any]] = {
         resolve_versions=1000,
         resolve_runs=10,
         tensor_runs=5,
+        transfer_runs=3,
     ),
     "quick": dict(
         size_mib=1024,
@@ -134,6 +135,7 @@ MODES: dict[str, dict[str, Any]] = {
         resolve_versions=1000,
         resolve_runs=5,
         tensor_runs=3,
+        transfer_runs=1,
     ),
     "smoke": dict(
         size_mib=8,
@@ -151,6 +153,7 @@ MODES: dict[str, dict[str, Any]] = {
         resolve_versions=20,
         resolve_runs=3,
         tensor_runs=2,
+        transfer_runs=1,
     ),
 }
 QUICK_FALLBACK_LIST_DIMS = (30, 30)
@@ -188,6 +191,7 @@ GOALS = [
         "`uniflow ui` model page (100 versions) <= 200 ms server time",
     ),
     *remote.GOALS,
+    *transfer.GOALS,
     (
         "tensor digests",
         "register_tensor_overhead_pct",
@@ -809,6 +813,7 @@ def compute_ratios(res: Results) -> None:
     ratio(res, "gto_show_1000_vs_list_100x100", "gto_show_1000", "list_100x100")
     ratio(res, "mlflow_import_vs_version_cli", "mlflow_import", "version_cli")
     remote.compute(res)
+    transfer.compute(res)
 
 
 def evaluate_goals(res: Results) -> list[dict[str, Any]]:
@@ -843,6 +848,7 @@ def print_table(res: Results, goals: list[dict[str, Any]]) -> None:
         *remote.REMOTE_KEYS,
         "resolve_first_s",
         "dvc_get_1g",
+        *transfer.TABLE_KEYS,
     ]
     print(f"\n{'figure':<34} {'median':>10}  samples")
     for k in keys:
@@ -867,6 +873,7 @@ def print_table(res: Results, goals: list[dict[str, Any]]) -> None:
         "get_1g_vs_cp_fsync",
         "get_1g_cached_vs_cp",
         "dvc_get_vs_get",
+        *transfer.RATIO_KEYS,
     ):
         print(f"  {k:<36} {fmt(res.values.get(k)):>8}")
     print("\ngoals (DESIGN section 6)")
@@ -903,7 +910,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only",
         help="comma-separated sections: "
-        "machine,register,dedup,promote,cli,ui,import,remote,tensors,peers,scaling,migrate",
+        "machine,register,dedup,promote,cli,ui,import,remote,tensors,transfer,peers,scaling,migrate",
     )
     args = ap.parse_args(argv)
 
@@ -1021,6 +1028,10 @@ def main(argv: list[str] | None = None) -> int:
                     remote.bench_dvc_get(res, f, work, bin_dir, mode["peer_runs"])
 
                 section(res, ["dvc_get_1g"], "peer dvc get")(_dvc_get)
+        if want("transfer") and registry_ok:  # benchmarks/transfer.py: push/pull against DVC
+            section(res, transfer.UNIFLOW_KEYS + (transfer.DVC_KEYS if args.peers else []), "transfer")(
+                lambda: transfer.main(res, files, work, cache, mode, args.peers, cli_command()[0])
+            )
         if args.peers and want("peers"):
             from benchmarks import peers
 

@@ -41,8 +41,29 @@ NON_PEER_KEYS = [
     "full_load_1g_ms",
     "partial_load_head_remote_ms",
     "partial_load_head_fetched_bytes",
+    # benchmarks/transfer.py: push/pull through a directory remote and moto's S3 server
+    "xfer_dir_uniflow_push_full",
+    "xfer_dir_uniflow_push_v2",
+    "xfer_dir_uniflow_pull_full",
+    "xfer_dir_uniflow_pull_v2",
+    "xfer_s3_uniflow_push_full",
+    "xfer_s3_uniflow_push_v2",
+    "xfer_s3_uniflow_pull_full",
+    "xfer_s3_uniflow_pull_v2",
+    "xfer_dir_uniflow_push_v2_bytes",
+    "xfer_s3_uniflow_push_v2_bytes",
+    "xfer_s3_uniflow_push_full_requests",
+    "xfer_s3_uniflow_pull_full_requests",
+    "xfer_s3_uniflow_push_full_requests_per_gib",
 ]
-RATIO_KEYS = ["register_1g_vs_cp_fsync", "load_vs_cat", "get_1g_vs_cp", "partial_load_head_vs_full"]
+RATIO_KEYS = [
+    "register_1g_vs_cp_fsync",
+    "load_vs_cat",
+    "get_1g_vs_cp",
+    "partial_load_head_vs_full",
+    "xfer_dir_push_v2_sent_pct",
+    "xfer_s3_push_v2_sent_pct",
+]
 
 
 def _numeric(value: object) -> bool:
@@ -87,7 +108,7 @@ def test_smoke_keeps_samples(smoke: dict) -> None:
             "header_shift_new_bytes_pct",
             "register_tensor_overhead_pct",
             "partial_load_head_fetched_bytes",
-        ):
+        ) or key.endswith(("_bytes", "_requests", "_per_gib")):
             continue  # one measurement (or a ratio of medians), not a timing
         samples = smoke["samples"][key]
         assert samples and all(_numeric(s) for s in samples), key
@@ -115,6 +136,16 @@ def test_smoke_reports_goals_and_machine(smoke: dict) -> None:
 
 def test_smoke_skips_peers(smoke: dict) -> None:
     assert "dvc_add_1g" not in smoke
+    assert "xfer_dir_dvc_push_full" not in smoke
+
+
+def test_smoke_transfer_counts_what_crossed_the_wire(smoke: dict) -> None:
+    """The fine-tune push sends only the new chunks; every S3 figure comes with its requests."""
+    full, v2 = smoke["xfer_dir_uniflow_push_full_bytes"], smoke["xfer_dir_uniflow_push_v2_bytes"]
+    assert 0 < v2 < full
+    assert smoke["xfer_s3_uniflow_push_full_bytes"] == full
+    assert smoke["xfer_s3_uniflow_pull_full_bytes"] == full
+    assert smoke["xfer_s3_uniflow_push_full_requests"] >= smoke["xfer_s3_uniflow_push_full_files"] > 0
 
 
 def test_generated_file_is_what_safetensors_writes(tmp_path: Path) -> None:

@@ -154,3 +154,30 @@ def test_s3_interrupted_push_resumes(tmp_path: Path, s3: str) -> None:
     assert res.chunks.present == present and res.chunks.transferred == 30 - present
     assert len(_s3_keys(s3, "resume/objects/")) == 30
     assert _s3_keys(s3, "resume/tmp/") == []  # object stores take the final key in one PUT
+
+
+def test_s3_pull_is_one_get_per_chunk(tmp_path: Path, s3: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pull from S3 costs one GET per missing chunk (and the listing), no HEAD before each
+    GET: requests are what an object store bills and what makes a pull slow."""
+    import s3fs
+
+    calls: list[str] = []
+    original = s3fs.S3FileSystem._call_s3
+
+    async def counting(self: object, method: str, *args: object, **kwargs: object) -> object:
+        calls.append(method)
+        return await original(self, method, *args, **kwargs)
+
+    bare, a = shared_setup(tmp_path, blob_url="s3://models/count")
+    ra = open_registry(a)
+    src = model_dir(tmp_path / "m", 6, seed=31)
+    ra.register(str(src), "clf", version="v1.0.0")
+    ra.push()
+    b = clone(bare, tmp_path / "b")
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counting)
+    rb = open_registry(b)
+    report = rb.pull(names=["clf"])
+    assert report.chunks.transferred == 6
+    assert calls.count("get_object") == 6
+    assert "head_object" not in calls
+    assert tree_bytes(Path(rb.load_path("clf", "v1.0.0"))) == tree_bytes(src)
