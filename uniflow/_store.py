@@ -224,7 +224,7 @@ class ObjectStore:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 view = memoryview(mm)
                 try:
-                    return self._put_view(view, size, progress, pin, ranges)
+                    return self._put_view(view, size, progress, pin, ranges, f.fileno())
                 finally:
                     view.release()
 
@@ -239,6 +239,7 @@ class ObjectStore:
         progress: ProgressFn | None,
         pin: Pin | None,
         ranges: RangesFn | None = None,
+        src_fd: int | None = None,
     ) -> FileRecord:
         from pyfastcdc import FastCDC
 
@@ -282,7 +283,8 @@ class ObjectStore:
                 try:
                     for offset, length in cuts:
                         piece = view[offset : offset + length]
-                        inflight.append((pool.submit(self._store_chunk, piece, pin), piece))
+                        src = (src_fd, offset) if src_fd is not None else None
+                        inflight.append((pool.submit(self._store_chunk, piece, pin, src), piece))
                         hash_spans(offset + length)
                         drain(_MAX_INFLIGHT)
                     hash_spans(size + 1)
@@ -304,7 +306,9 @@ class ObjectStore:
             fsync_dir(d)
         return FileRecord(size, whole[0], tuple(refs), range_digests)
 
-    def _store_chunk(self, piece: memoryview, pin: Pin | None = None) -> ChunkRef:
+    def _store_chunk(
+        self, piece: memoryview, pin: Pin | None = None, src: tuple[int, int] | None = None
+    ) -> ChunkRef:
         digest = _hash(piece)
         if pin is not None:
             try:
@@ -313,16 +317,22 @@ class ObjectStore:
                 raise RepositoryError(
                     f"cannot write to the object store {self.root}: {os_reason(exc)}"
                 ) from exc
-        self._write_object(digest, piece)
+        self._write_object(digest, piece, src=src)
         return ChunkRef(digest, len(piece))
 
-    def _write_object(self, digest: str, data: memoryview | bytes) -> None:
+    def _write_object(
+        self, digest: str, data: memoryview | bytes, *, src: tuple[int, int] | None = None
+    ) -> None:
+        """Store ``data`` as the object ``digest`` unless it exists (see :func:`write_immutable`;
+        ``src``: the same bytes at ``(fd, offset)``, copied in the kernel)."""
         final = self.objects / digest[:2] / digest[2:]
         if final.exists():
             return
         try:
             self._fanout(final.parent)
-            write_immutable(final, self.tmp, data, tmp_name(f"obj-{digest[:12]}"), fsync=self.durable)
+            write_immutable(
+                final, self.tmp, data, tmp_name(f"obj-{digest[:12]}"), fsync=self.durable, src=src
+            )
         except PermissionError as exc:
             raise RepositoryError(f"the object store {self.root} is read-only: {exc.strerror}") from exc
         except OSError as exc:
@@ -564,22 +574,33 @@ def _where(context: str) -> str:
 
 
 def write_immutable(
-    final: Path, tmp_dir: Path, data: memoryview | bytes, tmp_file: str | None = None, *, fsync: bool = True
+    final: Path,
+    tmp_dir: Path,
+    data: memoryview | bytes,
+    tmp_file: str | None = None,
+    *,
+    fsync: bool = True,
+    src: tuple[int, int] | None = None,
 ) -> None:
-    """Write ``data`` to ``final`` so that no reader ever sees it partial: a read-only file
-    in ``tmp_dir`` (same filesystem), fsynced, then hard-linked into place. The first writer
-    wins (``final`` existing already is success); an existing file is never modified
-    (``fsync=False``: a cache, where a write lost to a crash is only re-fetched). The
-    temporary file (named ``tmp_file``, default ``<final[:16]>.<random>``) never outlives
-    the call, whatever fails."""
+    """Write ``data`` to ``final`` so that no reader ever sees it partial, fsynced (unless
+    ``fsync=False``: a cache, where a write lost to a crash is only re-fetched), then linked
+    into place. The first writer wins (``final`` existing already is success); an existing
+    file is never modified.
+
+    Where the filesystem supports it the bytes go to an unnamed ``O_TMPFILE`` inode in
+    ``final``'s own directory, linked with ``linkat`` once complete: one directory entry per
+    write, and a crash leaves nothing behind. Elsewhere a read-only file in ``tmp_dir`` (same
+    filesystem; named ``tmp_file``, default ``<final[:16]>.<random>``) is written and
+    hard-linked into place; it never outlives the call, whatever fails. With ``src``
+    (``(fd, offset)``) the ``len(data)`` bytes are copied in the kernel from that descriptor
+    (``copy_file_range``; the caller has hashed ``data``, the mapping of the same bytes)."""
+    if _write_tmpfile(final, data, src, fsync):
+        return
     tmp = tmp_dir / (tmp_file or f"{final.name[:16]}.{uuid.uuid4().hex}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
         try:
-            mv = memoryview(data)
-            written = 0
-            while written < len(mv):  # bounded: each write makes progress or raises
-                written += os.write(fd, mv[written:])
+            _fill(fd, data, src)
             if fsync:
                 os.fsync(fd)
         finally:
@@ -594,6 +615,72 @@ def write_immutable(
             os.replace(tmp, final)  # a filesystem without hard links: same bytes, same name
     finally:
         _force_unlink(tmp)
+
+
+#: st_dev of filesystems where O_TMPFILE + linkat was refused (the named tmp file is used)
+_NO_TMPFILE: set[int] = set()
+_NO_COPY_RANGE: set[int] = set()
+_TMPFILE_UNSUPPORTED = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOSYS)
+
+
+def _write_tmpfile(final: Path, data: memoryview | bytes, src: tuple[int, int] | None, fsync: bool) -> bool:
+    """:func:`write_immutable` through an unnamed inode in ``final.parent``; False when this
+    filesystem (or kernel, or a missing ``/proc``) does not allow it, before anything was
+    written. Nothing is visible under ``final`` before its bytes are complete (and fsynced)."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag:
+        return False
+    parent = final.parent
+    try:
+        fd = os.open(parent, flag | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444)
+    except OSError as exc:
+        if exc.errno in _TMPFILE_UNSUPPORTED:
+            return False
+        raise
+    try:
+        dev = os.fstat(fd).st_dev
+        if dev in _NO_TMPFILE:
+            return False
+        _fill(fd, data, src, dev)
+        if fsync:
+            os.fsync(fd)
+        try:
+            # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N: giving src_dir_fd (ignored for an
+            # absolute path) makes os.link call linkat with that flag instead of link(2).
+            os.link(f"/proc/self/fd/{fd}", final, src_dir_fd=fd, follow_symlinks=True)
+        except FileExistsError:
+            pass  # another writer stored the same bytes first
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            if final.parent.is_dir() and not final.parent.is_symlink():
+                _NO_TMPFILE.add(dev)  # no /proc, or no hard links here: the named way
+            return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _fill(fd: int, data: memoryview | bytes, src: tuple[int, int] | None, dev: int | None = None) -> None:
+    """Write ``data`` to ``fd``; with ``src``, copy the same bytes from ``src`` in the kernel."""
+    with memoryview(data) as mv:  # released even when a write fails (a caller's mmap)
+        total = len(mv)
+        written = 0
+        if src is not None and dev not in _NO_COPY_RANGE:
+            src_fd, offset = src
+            try:
+                while written < total:  # bounded: each call makes progress or raises
+                    n = os.copy_file_range(src_fd, fd, total - written, offset + written)
+                    if n == 0:
+                        break  # the source shrank under us: write the rest from the mapping
+                    written += n
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                if dev is not None:
+                    _NO_COPY_RANGE.add(dev)
+        while written < total:  # bounded: each write makes progress or raises
+            written += os.write(fd, mv[written:])
 
 
 def os_reason(exc: OSError) -> str:
