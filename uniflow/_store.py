@@ -30,11 +30,10 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import blake3
 
@@ -42,6 +41,7 @@ from ._errors import CorruptChunkError, InvalidPathError, MissingChunkError, Rep
 from ._naming import validate_digest
 from ._pins import AsideSet, Pin, abandoned, read_pins, recover, restore_abandoned, tmp_name
 from ._safefs import first_link
+from ._segments import Segments
 
 __all__ = [
     "ObjectStore",
@@ -61,9 +61,10 @@ CHUNK_PARAMS = {"avg_size": 1 << 20, "min_size": 256 << 10, "max_size": 4 << 20}
 ProgressFn = Callable[[int, int], None]
 #: called by the store with digests it lacks (e.g. ``sharing.blobs.BlobFetcher``): fetch, verify, add
 FetchFn = Callable[["ObjectStore", list[str]], None]
-#: given a file's mapped bytes, the ``(begin, end)`` ranges (in file order) whose BLAKE3
-#: digests ``put_file`` also computes, on its threads (e.g. ``_tensors.TensorScan``)
-RangesFn = Callable[[memoryview], Sequence[tuple[int, int]]]
+#: given the start of a file (at least its header; all of it for ``put_file``) and its size,
+#: the ``(begin, end)`` ranges (in file order) whose BLAKE3 digests ``put_file`` also
+#: computes, on its threads (e.g. ``_tensors.TensorScan``)
+RangesFn = Callable[[memoryview, int], Sequence[tuple[int, int]]]
 
 _MAX_INFLIGHT = 24
 _WRITE_WORKERS = 16
@@ -207,10 +208,11 @@ class ObjectStore:
         """Chunk, hash and store ``path``; return its record once every chunk is durable.
 
         Chunking runs on this thread while worker threads hash and write the previous
-        chunks (BLAKE3 and file I/O release the GIL), so both cores stay busy. With ``pin``,
-        every chunk is pinned before it is looked for or written. With ``ranges``, the byte
-        ranges it returns for the mapped file are hashed on the same threads, in the same
-        pass, into ``range_digests``.
+        chunks (BLAKE3 and file I/O release the GIL), so both cores stay busy; each chunk is
+        hashed from a mapping of the file and copied into its object in the kernel. With
+        ``pin``, every chunk is pinned before it is looked for or written. With ``ranges``,
+        the byte ranges it returns for the mapped file are hashed on the same threads, in
+        the same pass, into ``range_digests``.
         """
         self.ensure_dirs()
         try:
@@ -224,18 +226,36 @@ class ObjectStore:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 view = memoryview(mm)
                 try:
-                    return self._put_view(view, size, progress, pin, ranges, f.fileno())
+                    return self._put_segments(Segments([view]), progress, pin, ranges, f.fileno())
                 finally:
                     view.release()
 
+    def put_segments(
+        self,
+        parts: Iterable[memoryview | bytes | bytearray],
+        progress: ProgressFn | None = None,
+        pin: Pin | None = None,
+        ranges: RangesFn | None = None,
+    ) -> FileRecord:
+        """:meth:`put_file` for a file that exists only as the concatenation of ``parts``
+        (an in-memory model streamed by its serializer): the same chunks, digests and record
+        as storing the joined bytes, with no copy of them beyond a few MiB at a time.
+        ``ranges`` gets the first part (which must hold the file's header) and the size."""
+        self.ensure_dirs()
+        seg = Segments(parts)
+        if seg.size == 0:
+            return FileRecord(0, _EMPTY_DIGEST, ())
+        return self._put_segments(seg, progress, pin, ranges)
+
     def put_bytes(self, data: bytes, pin: Pin | None = None) -> FileRecord:
         self.ensure_dirs()
-        return self._put_view(memoryview(data), len(data), None, pin)
+        if not data:
+            return FileRecord(0, _EMPTY_DIGEST, ())
+        return self._put_segments(Segments([data]), None, pin)
 
-    def _put_view(
+    def _put_segments(
         self,
-        view: memoryview,
-        size: int,
+        seg: Segments,
         progress: ProgressFn | None,
         pin: Pin | None,
         ranges: RangesFn | None = None,
@@ -248,19 +268,20 @@ class ObjectStore:
             min_size=CHUNK_PARAMS["min_size"],
             max_size=CHUNK_PARAMS["max_size"],
         )
+        size = seg.size
         refs: list[ChunkRef] = []
         dirs: set[Path] = set()
         done = 0
         inflight: deque[tuple[Future[ChunkRef], memoryview]] = deque()
-        cuts = _cut_points(chunker, view)
+        cuts = seg.cuts(chunker)
         # The file digest (BLAKE3 of the whole file) is computed on its own thread while the
         # chunks are cut, hashed and written: register is bound by fsync, so it costs no wall time.
         whole: list[str] = []
-        hasher = threading.Thread(target=lambda: whole.append(blake3.blake3(view).hexdigest()), daemon=True)
+        hasher = threading.Thread(target=lambda: whole.append(_hash_range(seg, 0, size)), daemon=True)
         hasher.start()
         span_futs: list[Future[str]] = []
         try:
-            spans = list(ranges(view)) if ranges is not None else []
+            spans = list(ranges(seg.parts[0], size)) if ranges is not None else []
             with ThreadPoolExecutor(max_workers=_WRITE_WORKERS, thread_name_prefix="uniflow-put") as pool:
 
                 def drain(limit: int) -> None:
@@ -278,14 +299,13 @@ class ObjectStore:
 
                 def hash_spans(upto: int) -> None:  # ranges starting before ``upto``, in file order
                     while len(span_futs) < len(spans) and spans[len(span_futs)][0] < upto:
-                        span_futs.append(pool.submit(_hash_range, view, *spans[len(span_futs)]))
+                        span_futs.append(pool.submit(_hash_range, seg, *spans[len(span_futs)]))
 
                 try:
-                    for offset, length in cuts:
-                        piece = view[offset : offset + length]
+                    for offset, piece in cuts:
                         src = (src_fd, offset) if src_fd is not None else None
                         inflight.append((pool.submit(self._store_chunk, piece, pin, src), piece))
-                        hash_spans(offset + length)
+                        hash_spans(offset + len(piece))
                         drain(_MAX_INFLIGHT)
                     hash_spans(size + 1)
                     drain(0)
@@ -549,16 +569,12 @@ class ObjectStore:
         return restore_abandoned(self.tmp, self.objects)
 
 
-def _cut_points(chunker: Any, view: memoryview) -> Generator[tuple[int, int], None, None]:
-    """``(offset, length)`` of each chunk; closing the generator drops pyfastcdc's own view
-    of the buffer, so the caller can close its mmap even after an error."""
-    for chunk in chunker.cut_buf(view):
-        yield chunk.offset, chunk.length
-
-
-def _hash_range(view: memoryview, begin: int, end: int) -> str:
-    with view[begin:end] as piece:  # released before the caller's mmap is closed
-        return _hash(piece)
+def _hash_range(seg: Segments, begin: int, end: int) -> str:
+    h = blake3.blake3()
+    for piece in seg.slices(begin, end):
+        with piece:  # released before the caller's mmap is closed
+            h.update(piece)
+    return h.hexdigest()
 
 
 def _offsets(rec: FileRecord) -> list[int]:
@@ -666,11 +682,12 @@ def _fill(fd: int, data: memoryview | bytes, src: tuple[int, int] | None, dev: i
     with memoryview(data) as mv:  # released even when a write fails (a caller's mmap)
         total = len(mv)
         written = 0
-        if src is not None and dev not in _NO_COPY_RANGE:
+        copy = getattr(os, "copy_file_range", None)  # Linux
+        if src is not None and copy is not None and dev not in _NO_COPY_RANGE:
             src_fd, offset = src
             try:
                 while written < total:  # bounded: each call makes progress or raises
-                    n = os.copy_file_range(src_fd, fd, total - written, offset + written)
+                    n = copy(src_fd, fd, total - written, offset + written)
                     if n == 0:
                         break  # the source shrank under us: write the rest from the mapping
                     written += n

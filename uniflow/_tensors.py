@@ -195,12 +195,15 @@ def check_tensors(items: object, size: int, path: str, max_count: int) -> int:
 Parsed = list[tuple[str, str, list[int], int, int]]  # name, dtype, shape, begin, end
 
 
-def parse_safetensors(view: memoryview) -> Parsed | None:
-    """The tensors of a safetensors file's header (file order), or None if it is none."""
+def parse_safetensors(view: memoryview, size: int | None = None) -> Parsed | None:
+    """The tensors of a safetensors file's header (file order), or None if it is none.
+    ``view`` is the file's start (at least its header), ``size`` its length (default: all
+    of it is in ``view``)."""
+    size = len(view) if size is None else size
     if len(view) < 8:
         return None
     n = int.from_bytes(view[:8], "little")
-    if n < 2 or n > _MAX_HEADER or 8 + n > len(view):
+    if n < 2 or n > _MAX_HEADER or 8 + n > min(size, len(view)):
         return None
     try:
         header = json.loads(bytes(view[8 : 8 + n]))
@@ -270,19 +273,25 @@ class TensorScan:
         self.found: Parsed | None = None
         self.size = 0
 
-    def __call__(self, view: memoryview) -> Sequence[tuple[int, int]]:
+    def __call__(self, view: memoryview, size: int | None = None) -> Sequence[tuple[int, int]]:
+        """The tensors' ranges, given the file's start ``view`` (at least its header; all of
+        the file unless ``size`` says how long it is)."""
+        size = len(view) if size is None else size
         try:
-            parsed = parse_safetensors(view) if self.kind == "safetensors" else parse_npy(view, self.npy_name)
+            if self.kind == "safetensors":
+                parsed = parse_safetensors(view, size)
+            else:
+                parsed = parse_npy(view[:size], self.npy_name) if len(view) >= size else None
         except (ValueError, TypeError, OverflowError):
             parsed = None
         if parsed is not None:
             # Never record what the read gate would refuse: check with placeholder digests.
             try:
-                check_tensors([[*t, "0" * 64] for t in parsed], len(view), "?", len(parsed))
+                check_tensors([[*t, "0" * 64] for t in parsed], size, "?", len(parsed))
             except IntegrityError:
                 parsed = None
         self.found = parsed
-        self.size = len(view)
+        self.size = size
         return [(t[3], t[4]) for t in parsed or ()]
 
     def entries(self, digests: Sequence[str]) -> list[list[Any]] | None:
