@@ -41,8 +41,21 @@ NON_PEER_KEYS = [
     "full_load_1g_ms",
     "partial_load_head_remote_ms",
     "partial_load_head_fetched_bytes",
+    "save_fsync_state_dict_1g",
+    "register_state_dict_1g",
+    "register_state_dict_tmpfile_1g",
+    "save_fsync_state_dict_cpu",
+    "register_state_dict_cpu",
+    "register_state_dict_tmpfile_cpu",
 ]
-RATIO_KEYS = ["register_1g_vs_cp_fsync", "load_vs_cat", "get_1g_vs_cp", "partial_load_head_vs_full"]
+RATIO_KEYS = [
+    "register_1g_vs_cp_fsync",
+    "load_vs_cat",
+    "get_1g_vs_cp",
+    "partial_load_head_vs_full",
+    "register_state_dict_vs_save_fsync",
+    "register_state_dict_tmpfile_vs_save_fsync",
+]
 
 
 def _numeric(value: object) -> bool:

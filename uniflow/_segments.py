@@ -94,3 +94,9 @@ class Segments:
 
     def __len__(self) -> int:
         return self.size
+
+    def release(self) -> None:
+        """Release this object's views of the parts (a caller's mmap can then be closed,
+        even while a traceback still references this object)."""
+        for p in self.parts:
+            p.release()

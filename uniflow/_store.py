@@ -225,9 +225,11 @@ class ObjectStore:
                 return FileRecord(0, _EMPTY_DIGEST, ())
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 view = memoryview(mm)
+                seg = Segments([view])
                 try:
-                    return self._put_segments(Segments([view]), progress, pin, ranges, f.fileno())
+                    return self._put_segments(seg, progress, pin, ranges, f.fileno())
                 finally:
+                    seg.release()
                     view.release()
 
     def put_segments(
@@ -243,9 +245,12 @@ class ObjectStore:
         ``ranges`` gets the first part (which must hold the file's header) and the size."""
         self.ensure_dirs()
         seg = Segments(parts)
-        if seg.size == 0:
-            return FileRecord(0, _EMPTY_DIGEST, ())
-        return self._put_segments(seg, progress, pin, ranges)
+        try:
+            if seg.size == 0:
+                return FileRecord(0, _EMPTY_DIGEST, ())
+            return self._put_segments(seg, progress, pin, ranges)
+        finally:
+            seg.release()
 
     def put_bytes(self, data: bytes, pin: Pin | None = None) -> FileRecord:
         self.ensure_dirs()
