@@ -191,3 +191,37 @@ def test_where_unnamed_files_are_refused_chunks_go_through_tmp(
     assert (Path(reg.load_path("m", "v1.0.0")) / "w.bin").read_bytes() == data
     assert [p.name for p in (repo / ".uniflow" / "tmp").iterdir() if p.name != "pins"] == []
     assert reg.verify().ok
+
+
+def test_tensor_digests_known_from_the_last_register_give_the_same_manifest(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """Issue 12: a tensor whose bytes lie in the same chunks at the same offsets as in the
+    model's latest version takes the digest that register computed (kept in the MAC-ed
+    derived cache); the manifest is the one a register from scratch writes."""
+    sd = _state_dict()
+    registry.register(sd, "m", version="v1.0.0")
+    tuned = dict(sd)
+    tuned["layers.05.weight"] = sd["layers.05.weight"] + 1  # a fine-tune of one tensor
+    registry.register(tuned, "m", version="v1.1.0")
+    fresh = ModelRegistry(make_repo(tmp_path / "fresh"))
+    fresh.register(tuned, "m", version="v1.1.0")
+    (reused,) = _files(registry, "m", "v1.1.0")
+    (scratch,) = _files(fresh, "m", "v1.1.0")
+    assert pack({"f": reused}) == pack({"f": scratch})
+    (first,) = _files(registry, "m", "v1.0.0")
+    changed = {t[0] for t, u in zip(first["tensors"], reused["tensors"], strict=True) if t[5] != u[5]}
+    assert changed == {"layers.05.weight"}
+
+
+def test_a_forged_known_digest_is_not_taken(registry: ModelRegistry, tmp_path: Path) -> None:
+    sd = _state_dict()
+    registry.register(sd, "m", version="v1.0.0")
+    (entry,) = _files(registry, "m", "v1.0.0")
+    cached = registry.uniflow_dir / "cache" / "git" / "tensors" / entry["digest"][:2] / entry["digest"]
+    assert cached.exists()
+    raw = cached.read_bytes()
+    cached.write_bytes(raw.replace(entry["tensors"][0][5].encode(), b"0" * 64))  # MAC no longer fits
+    registry.register(sd, "m", version="v1.0.1")
+    (again,) = _files(registry, "m", "v1.0.1")
+    assert again["tensors"] == entry["tensors"]

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from . import _tensors, _testhooks
-from ._errors import InvalidPathError, UsageError, VersionExistsError
+from ._errors import InvalidPathError, UniflowError, UsageError, VersionExistsError
 from ._lifecycle import LifecycleState, register_transition
 from ._manifest import MANIFEST_FORMAT, content_digest, file_entry, json_safe
-from ._naming import next_version, validate_key, validate_model_name, validate_version
+from ._naming import next_version, validate_key, validate_model_name, validate_version, version_sort_key
 from ._pins import Pin
 from ._repo import Repository
 from ._store import ProgressFn
@@ -71,7 +71,7 @@ def register_version(
         work = repo.store.tmp_path("ser")
         try:
             files, serializer, meta, fw = _collect(model, framework, trust, work)
-            entries = _store_files(repo, files, progress, pin)
+            entries = _store_files(repo, files, progress, pin, _known_digests(repo, name))
         finally:
             shutil.rmtree(work, ignore_errors=True)
         prov = provenance
@@ -175,11 +175,30 @@ def _record_register(
         pass
 
 
+def _known_digests(repo: Repository, name: str) -> _tensors.KnownDigests:
+    """Tensor digests this user's uniflow computed for the files of the latest version of
+    ``name`` (the derived cache, MAC-ed, keyed by file digest): a tensor whose bytes lie in
+    the same chunks at the same offsets again is not hashed again (a fine-tune that changed
+    a few tensors, the same model registered again). Never taken from a manifest, which may
+    have come from anyone."""
+    derived = repo.index.derived
+    versions = repo.index.version_names(name)
+    if derived is None or not versions:
+        return _tensors.KnownDigests({})
+    try:
+        latest = repo.manifest(name, max(versions, key=version_sort_key))
+    except UniflowError:
+        return _tensors.KnownDigests({})  # deleted meanwhile, or unreadable: hash everything
+    payloads = [derived.get("tensors", f["digest"]) for f in latest["files"] if f.get("tensors")]
+    return _tensors.KnownDigests(_tensors.known_digests([p for p in payloads if p is not None]))
+
+
 def _store_files(
     repo: Repository,
     files: list[tuple[str, Path | StreamedFile]],
     progress: ProgressFn | None,
     pin: Pin | None = None,
+    known: _tensors.KnownDigests | None = None,
 ) -> list[dict[str, Any]]:
     total = sum(p.size if isinstance(p, StreamedFile) else p.stat().st_size for _, p in files)
     done = 0
@@ -189,16 +208,19 @@ def _store_files(
         cb = (lambda d, _t, b=base: progress(b + d, total)) if progress else None
         scan = _tensors.scan_for(rel)  # tensor files: per-tensor digests, same pass (format 2)
         if isinstance(path, StreamedFile):
-            rec = repo.store.put_segments(path.parts, cb, pin, scan)
+            rec = repo.store.put_segments(path.parts, cb, pin, scan, known)
             mode = 0o644  # what the serializer's file would have had
         else:
-            rec = repo.store.put_file(path, cb, pin, scan)
+            rec = repo.store.put_file(path, cb, pin, scan, known)
             mode = path.stat().st_mode
         done += rec.size
         entry = file_entry(rel, rec, mode)
         tensors = scan.entries(rec.range_digests) if scan is not None else None
         if tensors is not None:
             entry["tensors"] = tensors
+            if repo.index.derived is not None:  # for the next register of this model
+                chunks = [(c.digest, c.size) for c in rec.chunks]
+                repo.index.derived.put("tensors", rec.digest, _tensors.pack_known(chunks, tensors))
         entries.append(entry)
     if progress and not files:
         progress(0, 0)

@@ -65,6 +65,10 @@ FetchFn = Callable[["ObjectStore", list[str]], None]
 #: the ``(begin, end)`` ranges (in file order) whose BLAKE3 digests ``put_file`` also
 #: computes, on its threads (e.g. ``_tensors.TensorScan``)
 RangesFn = Callable[[memoryview, int], Sequence[tuple[int, int]]]
+#: given the start offsets and digests of the chunks stored so far and a range inside them,
+#: the range's BLAKE3 digest if it is known already (then it is not hashed), else None
+#: (e.g. ``_tensors.KnownDigests``; false when it knows nothing)
+KnownFn = Callable[[Sequence[int], Sequence[str], int, int], str | None]
 
 _MAX_INFLIGHT = 24
 _WRITE_WORKERS = 16
@@ -204,6 +208,7 @@ class ObjectStore:
         progress: ProgressFn | None = None,
         pin: Pin | None = None,
         ranges: RangesFn | None = None,
+        known: KnownFn | None = None,
     ) -> FileRecord:
         """Chunk, hash and store ``path``; return its record once every chunk is durable.
 
@@ -212,7 +217,8 @@ class ObjectStore:
         hashed from a mapping of the file and copied into its object in the kernel. With
         ``pin``, every chunk is pinned before it is looked for or written. With ``ranges``,
         the byte ranges it returns for the mapped file are hashed on the same threads, in
-        the same pass, into ``range_digests``.
+        the same pass, into ``range_digests``; with ``known`` too, a range is hashed only
+        once its chunks are stored and ``known`` does not know its digest.
         """
         self.ensure_dirs()
         try:
@@ -227,7 +233,7 @@ class ObjectStore:
                 view = memoryview(mm)
                 seg = Segments([view])
                 try:
-                    return self._put_segments(seg, progress, pin, ranges, f.fileno())
+                    return self._put_segments(seg, progress, pin, ranges, f.fileno(), known)
                 finally:
                     seg.release()
                     view.release()
@@ -238,6 +244,7 @@ class ObjectStore:
         progress: ProgressFn | None = None,
         pin: Pin | None = None,
         ranges: RangesFn | None = None,
+        known: KnownFn | None = None,
     ) -> FileRecord:
         """:meth:`put_file` for a file that exists only as the concatenation of ``parts``
         (an in-memory model streamed by its serializer): the same chunks, digests and record
@@ -248,7 +255,7 @@ class ObjectStore:
         try:
             if seg.size == 0:
                 return FileRecord(0, _EMPTY_DIGEST, ())
-            return self._put_segments(seg, progress, pin, ranges)
+            return self._put_segments(seg, progress, pin, ranges, None, known)
         finally:
             seg.release()
 
@@ -265,6 +272,7 @@ class ObjectStore:
         pin: Pin | None,
         ranges: RangesFn | None = None,
         src_fd: int | None = None,
+        known: KnownFn | None = None,
     ) -> FileRecord:
         from pyfastcdc import FastCDC
 
@@ -275,6 +283,8 @@ class ObjectStore:
         )
         size = seg.size
         refs: list[ChunkRef] = []
+        starts: list[int] = []  # offset of each stored chunk
+        digests: list[str] = []
         dirs: set[Path] = set()
         done = 0
         inflight: deque[tuple[Future[ChunkRef], memoryview]] = deque()
@@ -284,7 +294,10 @@ class ObjectStore:
         whole: list[str] = []
         hasher = threading.Thread(target=lambda: whole.append(_hash_range(seg, 0, size)), daemon=True)
         hasher.start()
-        span_futs: list[Future[str]] = []
+        span_futs: list[Future[str] | str] = []
+        # With digests known already, a range is settled once its chunks are stored (their
+        # digests name its bytes): known, or hashed then, a few chunks behind the cutter.
+        late = bool(known)
         try:
             spans = list(ranges(seg.parts[0], size)) if ranges is not None else []
             with ThreadPoolExecutor(max_workers=_WRITE_WORKERS, thread_name_prefix="uniflow-put") as pool:
@@ -297,14 +310,25 @@ class ObjectStore:
                         inflight.popleft()
                         piece.release()
                         refs.append(ref)
+                        starts.append(done)
+                        digests.append(ref.digest)
                         dirs.add(self.objects / ref.digest[:2])
                         done += ref.size
+                        if late:
+                            settle_spans(done)
                         if progress is not None:
                             progress(done, size)
 
                 def hash_spans(upto: int) -> None:  # ranges starting before ``upto``, in file order
-                    while len(span_futs) < len(spans) and spans[len(span_futs)][0] < upto:
+                    while not late and len(span_futs) < len(spans) and spans[len(span_futs)][0] < upto:
                         span_futs.append(pool.submit(_hash_range, seg, *spans[len(span_futs)]))
+
+                def settle_spans(stored: int) -> None:  # ranges inside the chunks stored so far
+                    assert known is not None
+                    while len(span_futs) < len(spans) and spans[len(span_futs)][1] <= stored:
+                        begin, end = spans[len(span_futs)]
+                        digest = known(starts, digests, begin, end)
+                        span_futs.append(digest or pool.submit(_hash_range, seg, begin, end))
 
                 try:
                     for offset, piece in cuts:
@@ -314,12 +338,15 @@ class ObjectStore:
                         drain(_MAX_INFLIGHT)
                     hash_spans(size + 1)
                     drain(0)
-                    range_digests = tuple(f.result() for f in span_futs)
+                    if late:
+                        settle_spans(size)
+                    range_digests = tuple(f if isinstance(f, str) else f.result() for f in span_futs)
                 except BaseException:
                     for fut, _ in inflight:
                         fut.cancel()
                     for sfut in span_futs:
-                        sfut.cancel()
+                        if not isinstance(sfut, str):
+                            sfut.cancel()
                     raise
         finally:
             hasher.join()
