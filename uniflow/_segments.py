@@ -19,6 +19,10 @@ from typing import Any
 
 __all__ = ["Segments"]
 
+#: how far past the end of a part a chunk crossing into the next is first cut from a copy
+#: (a chunk averages about 1.25 MiB; the rare longer one is cut again from a longer copy)
+_SCRATCH_PAST = 1 << 20
+
 
 class Segments:
     """The concatenation of ``parts`` (byte buffers, empty ones dropped), read-only."""
@@ -66,31 +70,49 @@ class Segments:
 
     def cuts(self, chunker: Any) -> Generator[tuple[int, memoryview], None, None]:
         """``(offset, bytes)`` of every chunk ``chunker`` (a ``pyfastcdc.FastCDC``) cuts from
-        the concatenation, in order. A cut is kept only when the chunker saw the bytes that
-        decide it: a chunk ending where its buffer ends (before the end of the file) is cut
-        again from a scratch copy that runs one maximum chunk size into what follows."""
+        the concatenation, in order.
+
+        A cut is kept only when the chunker saw the bytes that decide it: it is cut from the
+        part it starts in (no copy) unless it ends where that part ends; such a chunk, which
+        runs into the following part(s), is cut again from a scratch copy starting where it
+        starts and reaching 1 MiB past the part's end, or one maximum chunk size if that
+        does not hold it."""
         size, top = self.size, int(chunker.max_size)
         pos = 0
         while pos < size:
             i = self._index(pos)
             part_end = self.starts[i] + len(self.parts[i])
-            if part_end == size or part_end - pos > top:  # cut inside this part, no copy
-                buf, limit = self.parts[i][pos - self.starts[i] :], part_end
-            else:  # a chunk crosses into the next part(s): cut from a copy
-                limit = min(size, part_end + top)
-                buf = self.gather(pos, limit)
-            base = pos
-            try:
-                it = chunker.cut_buf(buf)
-                for c in it:
-                    end = base + c.offset + c.length
-                    if end == limit and limit != size:
-                        break  # decided by bytes past ``limit``: cut it again with them
-                    yield base + c.offset, buf[c.offset : c.offset + c.length]
-                    pos = end
-            finally:
-                it = None  # drop pyfastcdc's own view of the buffer first
-                buf.release()
+            pos = yield from self._cut(chunker, self.parts[i][pos - self.starts[i] :], pos, part_end)
+            if pos >= size:
+                break
+            reach = part_end - pos + _SCRATCH_PAST
+            while True:  # at most twice: a chunk is never longer than ``top``
+                limit = min(size, pos + reach)
+                start = pos
+                pos = yield from self._cut(chunker, self.gather(pos, limit), pos, limit)
+                if pos > start:
+                    break
+                reach = top + 1
+
+    def _cut(
+        self, chunker: Any, buf: memoryview, base: int, limit: int
+    ) -> Generator[tuple[int, memoryview], None, int]:
+        """Yield the chunks of ``buf`` (the bytes ``[base, limit)``) whose cut the chunker could
+        decide from them: all of them at the end of the file, else all but one ending at
+        ``limit``. Returns where the next chunk starts."""
+        pos = base
+        try:
+            it = chunker.cut_buf(buf)
+            for c in it:
+                end = base + c.offset + c.length
+                if end == limit and limit != self.size:
+                    break  # decided by bytes past ``limit``: cut it again with them
+                yield base + c.offset, buf[c.offset : c.offset + c.length]
+                pos = end
+        finally:
+            it = None  # drop pyfastcdc's own view of the buffer first
+            buf.release()
+        return pos
 
     def __len__(self) -> int:
         return self.size
