@@ -720,8 +720,8 @@ def _fill(fd: int, data: memoryview | bytes, src: tuple[int, int] | None, dev: i
             try:
                 while written < total:  # bounded: each call makes progress or raises
                     n = copy(src_fd, fd, total - written, offset + written)
-                    if n == 0:
-                        break  # the source shrank under us: write the rest from the mapping
+                    if n == 0:  # never read the mapping past the end of the file (SIGBUS)
+                        raise InvalidPathError("the file being stored shrank while it was read")
                     written += n
             except OSError as exc:
                 if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):

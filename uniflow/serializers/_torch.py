@@ -227,14 +227,20 @@ class TorchSerializer(Serializer):
 
         if sys.byteorder != "little":
             return None
+        try:
+            return self._stream(obj, torch)
+        except SerializationError:
+            raise  # what save() would say too (a sparse or meta tensor)
+        except Exception:  # anything else: save() reports it, or does it the long way
+            return None
+
+    def _stream(self, obj: Any, torch: Any) -> Streamed | None:
         if isinstance(obj, torch.nn.Module):
             state = obj.state_dict()
             if not all(isinstance(v, torch.Tensor) for v in state.values()):
                 return None  # save() explains the error
-            try:
-                from safetensors.torch import _remove_duplicate_names
-            except ImportError:  # pragma: no cover - another safetensors
-                return None
+            from safetensors.torch import _remove_duplicate_names
+
             if _remove_duplicate_names(state):
                 return None
             data = {k: v.contiguous() for k, v in state.items()}
