@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import remote, transfer
+from benchmarks import remote, stream, transfer
 from benchmarks.harness import (
     MIB,
     Results,
@@ -192,6 +192,7 @@ GOALS = [
     ),
     *remote.GOALS,
     *transfer.GOALS,
+    *stream.GOALS,
     (
         "tensor digests",
         "register_tensor_overhead_pct",
@@ -910,7 +911,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only",
         help="comma-separated sections: "
-        "machine,register,dedup,promote,cli,ui,import,remote,tensors,transfer,peers,scaling,migrate",
+        "machine,register,dedup,promote,cli,ui,import,remote,tensors,stream,transfer,peers,scaling,migrate",
     )
     args = ap.parse_args(argv)
 
@@ -985,6 +986,10 @@ def main(argv: list[str] | None = None) -> int:
 
                 section(res, TENSOR_KEYS, "tensors")(
                     lambda: bench_tensors(res, files, work, cli_command()[0], mode["tensor_runs"])
+                )
+            if want("stream"):  # benchmarks/stream.py: register(model=<state dict>) vs save_file + fsync
+                section(res, stream.KEYS, "stream (register a state dict)")(
+                    lambda: stream.bench_stream(res, work, mode["size_mib"], mode["tensor_runs"])
                 )
         if want("cli"):
             if registry_ok:

@@ -55,6 +55,12 @@ NON_PEER_KEYS = [
     "xfer_s3_uniflow_push_full_requests",
     "xfer_s3_uniflow_pull_full_requests",
     "xfer_s3_uniflow_push_full_requests_per_gib",
+    "save_fsync_state_dict_1g",
+    "register_state_dict_1g",
+    "register_state_dict_tmpfile_1g",
+    "save_fsync_state_dict_cpu",
+    "register_state_dict_cpu",
+    "register_state_dict_tmpfile_cpu",
 ]
 RATIO_KEYS = [
     "register_1g_vs_cp_fsync",
@@ -63,6 +69,8 @@ RATIO_KEYS = [
     "partial_load_head_vs_full",
     "xfer_dir_push_v2_sent_pct",
     "xfer_s3_push_v2_sent_pct",
+    "register_state_dict_vs_save_fsync",
+    "register_state_dict_tmpfile_vs_save_fsync",
 ]
 
 

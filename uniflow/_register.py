@@ -18,16 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from . import _tensors, _testhooks
-from ._errors import InvalidPathError, UsageError, VersionExistsError
+from ._errors import InvalidPathError, UniflowError, UsageError, VersionExistsError
 from ._lifecycle import LifecycleState, register_transition
 from ._manifest import MANIFEST_FORMAT, content_digest, file_entry, json_safe
-from ._naming import next_version, validate_key, validate_model_name, validate_version
+from ._naming import next_version, validate_key, validate_model_name, validate_version, version_sort_key
 from ._pins import Pin
 from ._repo import Repository
 from ._store import ProgressFn
 from ._tree import model_path_kind, walk_model
 from ._types import Provenance
 from ._version import __version__
+from .serializers._base import StreamedFile
 
 __all__ = ["register_version"]
 
@@ -70,7 +71,7 @@ def register_version(
         work = repo.store.tmp_path("ser")
         try:
             files, serializer, meta, fw = _collect(model, framework, trust, work)
-            entries = _store_files(repo, files, progress, pin)
+            entries = _store_files(repo, files, progress, pin, _known_digests(repo, name))
         finally:
             shutil.rmtree(work, ignore_errors=True)
         prov = provenance
@@ -119,8 +120,10 @@ def register_version(
 
 def _collect(
     model: Any, framework: str | None, trust: bool, work: Path
-) -> tuple[list[tuple[str, Path]], str, dict[str, Any], str]:
-    """Files to store: ``([(relpath, path)], serializer, meta, framework label)``."""
+) -> tuple[list[tuple[str, Path | StreamedFile]], str, dict[str, Any], str]:
+    """Files to store: ``([(relpath, path or streamed bytes)], serializer, meta, framework
+    label)``. An in-memory model whose serializer can stream is never written to disk:
+    its bytes go from the model's memory straight into the store."""
     from .serializers import canonical_framework, serializer_for
     from .serializers._files import framework_for_path
 
@@ -130,15 +133,18 @@ def _collect(
         fw = framework or framework_for_path(src)
         if kind == "file":
             return [(src.name, src)], "files", {"kind": "file", "path": src.name}, fw
-        files = _walk(src)
-        if not files:
+        walked = _walk(src)
+        if not walked:
             raise InvalidPathError(f"model directory {src} holds no files")
-        return files, "files", {"kind": "dir"}, fw
+        return list(walked), "files", {"kind": "dir"}, fw
     ser = serializer_for(model, framework, trust)
+    fw = canonical_framework(framework) if framework else ser.framework
+    streamed = ser.stream(model, trust=trust)
+    if streamed is not None:
+        return [(f.path, f) for f in streamed.files], ser.name, streamed.meta, fw
     work.mkdir(parents=True)
     meta = ser.save(model, work, trust=trust)
-    fw = canonical_framework(framework) if framework else ser.framework
-    return _walk(work), ser.name, meta, fw
+    return list(_walk(work)), ser.name, meta, fw
 
 
 def _record_register(
@@ -169,22 +175,52 @@ def _record_register(
         pass
 
 
+def _known_digests(repo: Repository, name: str) -> _tensors.KnownDigests:
+    """Tensor digests this user's uniflow computed for the files of the latest version of
+    ``name`` (the derived cache, MAC-ed, keyed by file digest): a tensor whose bytes lie in
+    the same chunks at the same offsets again is not hashed again (a fine-tune that changed
+    a few tensors, the same model registered again). Never taken from a manifest, which may
+    have come from anyone."""
+    derived = repo.index.derived
+    versions = repo.index.version_names(name)
+    if derived is None or not versions:
+        return _tensors.KnownDigests({})
+    try:
+        latest = repo.manifest(name, max(versions, key=version_sort_key))
+    except UniflowError:
+        return _tensors.KnownDigests({})  # deleted meanwhile, or unreadable: hash everything
+    payloads = [derived.get("tensors", f["digest"]) for f in latest["files"] if f.get("tensors")]
+    return _tensors.KnownDigests(_tensors.known_digests([p for p in payloads if p is not None]))
+
+
 def _store_files(
-    repo: Repository, files: list[tuple[str, Path]], progress: ProgressFn | None, pin: Pin | None = None
+    repo: Repository,
+    files: list[tuple[str, Path | StreamedFile]],
+    progress: ProgressFn | None,
+    pin: Pin | None = None,
+    known: _tensors.KnownDigests | None = None,
 ) -> list[dict[str, Any]]:
-    total = sum(p.stat().st_size for _, p in files)
+    total = sum(p.size if isinstance(p, StreamedFile) else p.stat().st_size for _, p in files)
     done = 0
     entries = []
     for rel, path in files:
         base = done
         cb = (lambda d, _t, b=base: progress(b + d, total)) if progress else None
         scan = _tensors.scan_for(rel)  # tensor files: per-tensor digests, same pass (format 2)
-        rec = repo.store.put_file(path, cb, pin, scan)
+        if isinstance(path, StreamedFile):
+            rec = repo.store.put_segments(path.parts, cb, pin, scan, known)
+            mode = 0o644  # what the serializer's file would have had
+        else:
+            rec = repo.store.put_file(path, cb, pin, scan, known)
+            mode = path.stat().st_mode
         done += rec.size
-        entry = file_entry(rel, rec, path.stat().st_mode)
+        entry = file_entry(rel, rec, mode)
         tensors = scan.entries(rec.range_digests) if scan is not None else None
         if tensors is not None:
             entry["tensors"] = tensors
+            if repo.index.derived is not None:  # for the next register of this model
+                chunks = [(c.digest, c.size) for c in rec.chunks]
+                repo.index.derived.put("tensors", rec.digest, _tensors.pack_known(chunks, tensors))
         entries.append(entry)
     if progress and not files:
         progress(0, 0)

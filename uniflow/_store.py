@@ -30,11 +30,10 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import blake3
 
@@ -42,6 +41,7 @@ from ._errors import CorruptChunkError, InvalidPathError, MissingChunkError, Rep
 from ._naming import validate_digest
 from ._pins import AsideSet, Pin, abandoned, read_pins, recover, restore_abandoned, tmp_name
 from ._safefs import first_link
+from ._segments import Segments
 
 __all__ = [
     "ObjectStore",
@@ -61,9 +61,14 @@ CHUNK_PARAMS = {"avg_size": 1 << 20, "min_size": 256 << 10, "max_size": 4 << 20}
 ProgressFn = Callable[[int, int], None]
 #: called by the store with digests it lacks (e.g. ``sharing.blobs.BlobFetcher``): fetch, verify, add
 FetchFn = Callable[["ObjectStore", list[str]], None]
-#: given a file's mapped bytes, the ``(begin, end)`` ranges (in file order) whose BLAKE3
-#: digests ``put_file`` also computes, on its threads (e.g. ``_tensors.TensorScan``)
-RangesFn = Callable[[memoryview], Sequence[tuple[int, int]]]
+#: given the start of a file (at least its header; all of it for ``put_file``) and its size,
+#: the ``(begin, end)`` ranges (in file order) whose BLAKE3 digests ``put_file`` also
+#: computes, on its threads (e.g. ``_tensors.TensorScan``)
+RangesFn = Callable[[memoryview, int], Sequence[tuple[int, int]]]
+#: given the start offsets and digests of the chunks stored so far and a range inside them,
+#: the range's BLAKE3 digest if it is known already (then it is not hashed), else None
+#: (e.g. ``_tensors.KnownDigests``; false when it knows nothing)
+KnownFn = Callable[[Sequence[int], Sequence[str], int, int], str | None]
 
 _MAX_INFLIGHT = 24
 _WRITE_WORKERS = 16
@@ -203,14 +208,17 @@ class ObjectStore:
         progress: ProgressFn | None = None,
         pin: Pin | None = None,
         ranges: RangesFn | None = None,
+        known: KnownFn | None = None,
     ) -> FileRecord:
         """Chunk, hash and store ``path``; return its record once every chunk is durable.
 
         Chunking runs on this thread while worker threads hash and write the previous
-        chunks (BLAKE3 and file I/O release the GIL), so both cores stay busy. With ``pin``,
-        every chunk is pinned before it is looked for or written. With ``ranges``, the byte
-        ranges it returns for the mapped file are hashed on the same threads, in the same
-        pass, into ``range_digests``.
+        chunks (BLAKE3 and file I/O release the GIL), so both cores stay busy; each chunk is
+        hashed from a mapping of the file and copied into its object in the kernel. With
+        ``pin``, every chunk is pinned before it is looked for or written. With ``ranges``,
+        the byte ranges it returns for the mapped file are hashed on the same threads, in
+        the same pass, into ``range_digests``; with ``known`` too, a range is hashed only
+        once its chunks are stored and ``known`` does not know its digest.
         """
         self.ensure_dirs()
         try:
@@ -223,22 +231,48 @@ class ObjectStore:
                 return FileRecord(0, _EMPTY_DIGEST, ())
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 view = memoryview(mm)
+                seg = Segments([view])
                 try:
-                    return self._put_view(view, size, progress, pin, ranges)
+                    return self._put_segments(seg, progress, pin, ranges, f.fileno(), known)
                 finally:
+                    seg.release()
                     view.release()
+
+    def put_segments(
+        self,
+        parts: Iterable[memoryview | bytes | bytearray],
+        progress: ProgressFn | None = None,
+        pin: Pin | None = None,
+        ranges: RangesFn | None = None,
+        known: KnownFn | None = None,
+    ) -> FileRecord:
+        """:meth:`put_file` for a file that exists only as the concatenation of ``parts``
+        (an in-memory model streamed by its serializer): the same chunks, digests and record
+        as storing the joined bytes, with no copy of them beyond a few MiB at a time.
+        ``ranges`` gets the first part (which must hold the file's header) and the size."""
+        self.ensure_dirs()
+        seg = Segments(parts)
+        try:
+            if seg.size == 0:
+                return FileRecord(0, _EMPTY_DIGEST, ())
+            return self._put_segments(seg, progress, pin, ranges, None, known)
+        finally:
+            seg.release()
 
     def put_bytes(self, data: bytes, pin: Pin | None = None) -> FileRecord:
         self.ensure_dirs()
-        return self._put_view(memoryview(data), len(data), None, pin)
+        if not data:
+            return FileRecord(0, _EMPTY_DIGEST, ())
+        return self._put_segments(Segments([data]), None, pin)
 
-    def _put_view(
+    def _put_segments(
         self,
-        view: memoryview,
-        size: int,
+        seg: Segments,
         progress: ProgressFn | None,
         pin: Pin | None,
         ranges: RangesFn | None = None,
+        src_fd: int | None = None,
+        known: KnownFn | None = None,
     ) -> FileRecord:
         from pyfastcdc import FastCDC
 
@@ -247,19 +281,25 @@ class ObjectStore:
             min_size=CHUNK_PARAMS["min_size"],
             max_size=CHUNK_PARAMS["max_size"],
         )
+        size = seg.size
         refs: list[ChunkRef] = []
+        starts: list[int] = []  # offset of each stored chunk
+        digests: list[str] = []
         dirs: set[Path] = set()
         done = 0
         inflight: deque[tuple[Future[ChunkRef], memoryview]] = deque()
-        cuts = _cut_points(chunker, view)
+        cuts = seg.cuts(chunker)
         # The file digest (BLAKE3 of the whole file) is computed on its own thread while the
         # chunks are cut, hashed and written: register is bound by fsync, so it costs no wall time.
         whole: list[str] = []
-        hasher = threading.Thread(target=lambda: whole.append(blake3.blake3(view).hexdigest()), daemon=True)
+        hasher = threading.Thread(target=lambda: whole.append(_hash_range(seg, 0, size)), daemon=True)
         hasher.start()
-        span_futs: list[Future[str]] = []
+        span_futs: list[Future[str] | str] = []
+        # With digests known already, a range is settled once its chunks are stored (their
+        # digests name its bytes): known, or hashed then, a few chunks behind the cutter.
+        late = bool(known)
         try:
-            spans = list(ranges(view)) if ranges is not None else []
+            spans = list(ranges(seg.parts[0], size)) if ranges is not None else []
             with ThreadPoolExecutor(max_workers=_WRITE_WORKERS, thread_name_prefix="uniflow-put") as pool:
 
                 def drain(limit: int) -> None:
@@ -270,29 +310,43 @@ class ObjectStore:
                         inflight.popleft()
                         piece.release()
                         refs.append(ref)
+                        starts.append(done)
+                        digests.append(ref.digest)
                         dirs.add(self.objects / ref.digest[:2])
                         done += ref.size
+                        if late:
+                            settle_spans(done)
                         if progress is not None:
                             progress(done, size)
 
                 def hash_spans(upto: int) -> None:  # ranges starting before ``upto``, in file order
-                    while len(span_futs) < len(spans) and spans[len(span_futs)][0] < upto:
-                        span_futs.append(pool.submit(_hash_range, view, *spans[len(span_futs)]))
+                    while not late and len(span_futs) < len(spans) and spans[len(span_futs)][0] < upto:
+                        span_futs.append(pool.submit(_hash_range, seg, *spans[len(span_futs)]))
+
+                def settle_spans(stored: int) -> None:  # ranges inside the chunks stored so far
+                    assert known is not None
+                    while len(span_futs) < len(spans) and spans[len(span_futs)][1] <= stored:
+                        begin, end = spans[len(span_futs)]
+                        digest = known(starts, digests, begin, end)
+                        span_futs.append(digest or pool.submit(_hash_range, seg, begin, end))
 
                 try:
-                    for offset, length in cuts:
-                        piece = view[offset : offset + length]
-                        inflight.append((pool.submit(self._store_chunk, piece, pin), piece))
-                        hash_spans(offset + length)
+                    for offset, piece in cuts:
+                        src = (src_fd, offset) if src_fd is not None else None
+                        inflight.append((pool.submit(self._store_chunk, piece, pin, src), piece))
+                        hash_spans(offset + len(piece))
                         drain(_MAX_INFLIGHT)
                     hash_spans(size + 1)
                     drain(0)
-                    range_digests = tuple(f.result() for f in span_futs)
+                    if late:
+                        settle_spans(size)
+                    range_digests = tuple(f if isinstance(f, str) else f.result() for f in span_futs)
                 except BaseException:
                     for fut, _ in inflight:
                         fut.cancel()
                     for sfut in span_futs:
-                        sfut.cancel()
+                        if not isinstance(sfut, str):
+                            sfut.cancel()
                     raise
         finally:
             hasher.join()
@@ -304,7 +358,9 @@ class ObjectStore:
             fsync_dir(d)
         return FileRecord(size, whole[0], tuple(refs), range_digests)
 
-    def _store_chunk(self, piece: memoryview, pin: Pin | None = None) -> ChunkRef:
+    def _store_chunk(
+        self, piece: memoryview, pin: Pin | None = None, src: tuple[int, int] | None = None
+    ) -> ChunkRef:
         digest = _hash(piece)
         if pin is not None:
             try:
@@ -313,16 +369,22 @@ class ObjectStore:
                 raise RepositoryError(
                     f"cannot write to the object store {self.root}: {os_reason(exc)}"
                 ) from exc
-        self._write_object(digest, piece)
+        self._write_object(digest, piece, src=src)
         return ChunkRef(digest, len(piece))
 
-    def _write_object(self, digest: str, data: memoryview | bytes) -> None:
+    def _write_object(
+        self, digest: str, data: memoryview | bytes, *, src: tuple[int, int] | None = None
+    ) -> None:
+        """Store ``data`` as the object ``digest`` unless it exists (see :func:`write_immutable`;
+        ``src``: the same bytes at ``(fd, offset)``, copied in the kernel)."""
         final = self.objects / digest[:2] / digest[2:]
         if final.exists():
             return
         try:
             self._fanout(final.parent)
-            write_immutable(final, self.tmp, data, tmp_name(f"obj-{digest[:12]}"), fsync=self.durable)
+            write_immutable(
+                final, self.tmp, data, tmp_name(f"obj-{digest[:12]}"), fsync=self.durable, src=src
+            )
         except PermissionError as exc:
             raise RepositoryError(f"the object store {self.root} is read-only: {exc.strerror}") from exc
         except OSError as exc:
@@ -539,16 +601,12 @@ class ObjectStore:
         return restore_abandoned(self.tmp, self.objects)
 
 
-def _cut_points(chunker: Any, view: memoryview) -> Generator[tuple[int, int], None, None]:
-    """``(offset, length)`` of each chunk; closing the generator drops pyfastcdc's own view
-    of the buffer, so the caller can close its mmap even after an error."""
-    for chunk in chunker.cut_buf(view):
-        yield chunk.offset, chunk.length
-
-
-def _hash_range(view: memoryview, begin: int, end: int) -> str:
-    with view[begin:end] as piece:  # released before the caller's mmap is closed
-        return _hash(piece)
+def _hash_range(seg: Segments, begin: int, end: int) -> str:
+    h = blake3.blake3()
+    for piece in seg.slices(begin, end):
+        with piece:  # released before the caller's mmap is closed
+            h.update(piece)
+    return h.hexdigest()
 
 
 def _offsets(rec: FileRecord) -> list[int]:
@@ -564,22 +622,33 @@ def _where(context: str) -> str:
 
 
 def write_immutable(
-    final: Path, tmp_dir: Path, data: memoryview | bytes, tmp_file: str | None = None, *, fsync: bool = True
+    final: Path,
+    tmp_dir: Path,
+    data: memoryview | bytes,
+    tmp_file: str | None = None,
+    *,
+    fsync: bool = True,
+    src: tuple[int, int] | None = None,
 ) -> None:
-    """Write ``data`` to ``final`` so that no reader ever sees it partial: a read-only file
-    in ``tmp_dir`` (same filesystem), fsynced, then hard-linked into place. The first writer
-    wins (``final`` existing already is success); an existing file is never modified
-    (``fsync=False``: a cache, where a write lost to a crash is only re-fetched). The
-    temporary file (named ``tmp_file``, default ``<final[:16]>.<random>``) never outlives
-    the call, whatever fails."""
+    """Write ``data`` to ``final`` so that no reader ever sees it partial, fsynced (unless
+    ``fsync=False``: a cache, where a write lost to a crash is only re-fetched), then linked
+    into place. The first writer wins (``final`` existing already is success); an existing
+    file is never modified.
+
+    Where the filesystem supports it the bytes go to an unnamed ``O_TMPFILE`` inode in
+    ``final``'s own directory, linked with ``linkat`` once complete: one directory entry per
+    write, and a crash leaves nothing behind. Elsewhere a read-only file in ``tmp_dir`` (same
+    filesystem; named ``tmp_file``, default ``<final[:16]>.<random>``) is written and
+    hard-linked into place; it never outlives the call, whatever fails. With ``src``
+    (``(fd, offset)``) the ``len(data)`` bytes are copied in the kernel from that descriptor
+    (``copy_file_range``; the caller has hashed ``data``, the mapping of the same bytes)."""
+    if _write_tmpfile(final, data, src, fsync):
+        return
     tmp = tmp_dir / (tmp_file or f"{final.name[:16]}.{uuid.uuid4().hex}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
         try:
-            mv = memoryview(data)
-            written = 0
-            while written < len(mv):  # bounded: each write makes progress or raises
-                written += os.write(fd, mv[written:])
+            _fill(fd, data, src)
             if fsync:
                 os.fsync(fd)
         finally:
@@ -594,6 +663,73 @@ def write_immutable(
             os.replace(tmp, final)  # a filesystem without hard links: same bytes, same name
     finally:
         _force_unlink(tmp)
+
+
+#: st_dev of filesystems where O_TMPFILE + linkat was refused (the named tmp file is used)
+_NO_TMPFILE: set[int] = set()
+_NO_COPY_RANGE: set[int] = set()
+_TMPFILE_UNSUPPORTED = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOSYS)
+
+
+def _write_tmpfile(final: Path, data: memoryview | bytes, src: tuple[int, int] | None, fsync: bool) -> bool:
+    """:func:`write_immutable` through an unnamed inode in ``final.parent``; False when this
+    filesystem (or kernel, or a missing ``/proc``) does not allow it, before anything was
+    written. Nothing is visible under ``final`` before its bytes are complete (and fsynced)."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag:
+        return False
+    parent = final.parent
+    try:
+        fd = os.open(parent, flag | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444)
+    except OSError as exc:
+        if exc.errno in _TMPFILE_UNSUPPORTED:
+            return False
+        raise
+    try:
+        dev = os.fstat(fd).st_dev
+        if dev in _NO_TMPFILE:
+            return False
+        _fill(fd, data, src, dev)
+        if fsync:
+            os.fsync(fd)
+        try:
+            # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N: giving src_dir_fd (ignored for an
+            # absolute path) makes os.link call linkat with that flag instead of link(2).
+            os.link(f"/proc/self/fd/{fd}", final, src_dir_fd=fd, follow_symlinks=True)
+        except FileExistsError:
+            pass  # another writer stored the same bytes first
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            if final.parent.is_dir() and not final.parent.is_symlink():
+                _NO_TMPFILE.add(dev)  # no /proc, or no hard links here: the named way
+            return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _fill(fd: int, data: memoryview | bytes, src: tuple[int, int] | None, dev: int | None = None) -> None:
+    """Write ``data`` to ``fd``; with ``src``, copy the same bytes from ``src`` in the kernel."""
+    with memoryview(data) as mv:  # released even when a write fails (a caller's mmap)
+        total = len(mv)
+        written = 0
+        copy = getattr(os, "copy_file_range", None)  # Linux
+        if src is not None and copy is not None and dev not in _NO_COPY_RANGE:
+            src_fd, offset = src
+            try:
+                while written < total:  # bounded: each call makes progress or raises
+                    n = copy(src_fd, fd, total - written, offset + written)
+                    if n == 0:  # never read the mapping past the end of the file (SIGBUS)
+                        raise InvalidPathError("the file being stored shrank while it was read")
+                    written += n
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                if dev is not None:
+                    _NO_COPY_RANGE.add(dev)
+        while written < total:  # bounded: each write makes progress or raises
+            written += os.write(fd, mv[written:])
 
 
 def os_reason(exc: OSError) -> str:

@@ -24,8 +24,9 @@ manifest is read, so a hostile list can only ever produce an :class:`IntegrityEr
 from __future__ import annotations
 
 import ast
+import bisect
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +37,14 @@ __all__ = [
     "DTYPES",
     "MAX_NAME_LEN",
     "MAX_NDIM",
+    "CoverKey",
     "TensorInfo",
     "TensorScan",
     "check_tensors",
+    "cover_key",
+    "known_digests",
+    "pack_known",
+    "KnownDigests",
     "scan_for",
     "tensor_infos",
 ]
@@ -195,12 +201,15 @@ def check_tensors(items: object, size: int, path: str, max_count: int) -> int:
 Parsed = list[tuple[str, str, list[int], int, int]]  # name, dtype, shape, begin, end
 
 
-def parse_safetensors(view: memoryview) -> Parsed | None:
-    """The tensors of a safetensors file's header (file order), or None if it is none."""
+def parse_safetensors(view: memoryview, size: int | None = None) -> Parsed | None:
+    """The tensors of a safetensors file's header (file order), or None if it is none.
+    ``view`` is the file's start (at least its header), ``size`` its length (default: all
+    of it is in ``view``)."""
+    size = len(view) if size is None else size
     if len(view) < 8:
         return None
     n = int.from_bytes(view[:8], "little")
-    if n < 2 or n > _MAX_HEADER or 8 + n > len(view):
+    if n < 2 or n > _MAX_HEADER or 8 + n > min(size, len(view)):
         return None
     try:
         header = json.loads(bytes(view[8 : 8 + n]))
@@ -270,19 +279,25 @@ class TensorScan:
         self.found: Parsed | None = None
         self.size = 0
 
-    def __call__(self, view: memoryview) -> Sequence[tuple[int, int]]:
+    def __call__(self, view: memoryview, size: int | None = None) -> Sequence[tuple[int, int]]:
+        """The tensors' ranges, given the file's start ``view`` (at least its header; all of
+        the file unless ``size`` says how long it is)."""
+        size = len(view) if size is None else size
         try:
-            parsed = parse_safetensors(view) if self.kind == "safetensors" else parse_npy(view, self.npy_name)
+            if self.kind == "safetensors":
+                parsed = parse_safetensors(view, size)
+            else:
+                parsed = parse_npy(view[:size], self.npy_name) if len(view) >= size else None
         except (ValueError, TypeError, OverflowError):
             parsed = None
         if parsed is not None:
             # Never record what the read gate would refuse: check with placeholder digests.
             try:
-                check_tensors([[*t, "0" * 64] for t in parsed], len(view), "?", len(parsed))
+                check_tensors([[*t, "0" * 64] for t in parsed], size, "?", len(parsed))
             except IntegrityError:
                 parsed = None
         self.found = parsed
-        self.size = len(view)
+        self.size = size
         return [(t[3], t[4]) for t in parsed or ()]
 
     def entries(self, digests: Sequence[str]) -> list[list[Any]] | None:
@@ -304,3 +319,70 @@ def scan_for(path: str) -> TensorScan | None:
         stem = path.rpartition("/")[2][: -len(".npy")] or "array"
         return TensorScan("npy", stem)
     return None
+
+
+# ---------------------------------------------------------------------- register: digests known already
+#: a byte range named by the chunks that hold it: (offset in the first chunk, length, the
+#: digests of the chunks covering it, in order). Equal keys mean equal bytes (a chunk's
+#: digest names its bytes), hence an equal BLAKE3 digest of the range.
+CoverKey = tuple[int, int, tuple[str, ...]]
+
+
+def cover_key(starts: Sequence[int], digests: Sequence[str], begin: int, end: int) -> CoverKey | None:
+    """The key of ``[begin, end)`` in a file whose chunks start at ``starts`` (ascending,
+    ``starts[0] == 0``) and are named ``digests``; None for an empty range or one outside."""
+    if not 0 <= begin < end or not starts:
+        return None
+    i = bisect.bisect_right(starts, begin) - 1
+    j = bisect.bisect_left(starts, end) - 1
+    return (begin - starts[i], end - begin, tuple(digests[i : j + 1]))
+
+
+def pack_known(chunks: Sequence[tuple[str, int]], tensors: Sequence[Sequence[Any]]) -> bytes:
+    """What register keeps (in the MAC-ed derived cache, under the file's digest) after it
+    hashed a file's tensors: its chunks and the tensors' ranges and digests."""
+    return json.dumps(
+        {"chunks": [[d, n] for d, n in chunks], "tensors": [[t[3], t[4], t[5]] for t in tensors]},
+        separators=(",", ":"),
+    ).encode()
+
+
+def known_digests(payloads: Sequence[bytes]) -> dict[CoverKey, str]:
+    """Cover keys -> tensor digests from :func:`pack_known` payloads (entries this user's
+    uniflow computed from the bytes themselves; anything malformed is skipped)."""
+    out: dict[CoverKey, str] = {}
+    for payload in payloads:
+        try:
+            data = json.loads(payload)
+            digests = [str(d) for d, _ in data["chunks"]]
+            starts, pos = [], 0
+            for _, n in data["chunks"]:
+                starts.append(pos)
+                pos += int(n)
+            for b, e, d in data["tensors"]:
+                key = cover_key(starts, digests, int(b), int(e))
+                if key is not None and isinstance(d, str) and int(e) <= pos:
+                    out[key] = validate_digest(d, "tensor digest")
+        except (ValueError, TypeError, KeyError, IntegrityError):
+            continue
+    return out
+
+
+class KnownDigests:
+    """What register hands ``ObjectStore.put_file(known=)``: called with the chunk starts and
+    digests stored so far and a range inside them, the range's digest when an earlier
+    register computed it for the same bytes, else None (the store then hashes it)."""
+
+    def __init__(self, known: Mapping[CoverKey, str]) -> None:
+        self.known = known
+        self.reused = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.known)
+
+    def __call__(self, starts: Sequence[int], digests: Sequence[str], begin: int, end: int) -> str | None:
+        key = cover_key(starts, digests, begin, end)
+        found = self.known.get(key) if key is not None else None
+        if found is not None:
+            self.reused += 1
+        return found

@@ -9,10 +9,35 @@ Third-party serializers plug in through the ``uniflow.serializers`` entry-point 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-__all__ = ["Serializer"]
+__all__ = ["Serializer", "Streamed", "StreamedFile"]
+
+
+@dataclass(frozen=True)
+class StreamedFile:
+    """A file :meth:`Serializer.save` would write, as the buffers whose concatenation is its
+    bytes (views of the object's own memory where possible), never joined."""
+
+    path: str
+    parts: Sequence[memoryview | bytes]
+    #: objects that must stay alive while ``parts`` are read (the buffers may not own them)
+    keep: Sequence[Any] = field(default=(), repr=False)
+
+    @property
+    def size(self) -> int:
+        return sum(memoryview(p).nbytes for p in self.parts)
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """What :meth:`Serializer.stream` returns: the meta ``save`` would return, and the files."""
+
+    meta: dict[str, Any]
+    files: list[StreamedFile]
 
 
 class Serializer(ABC):
@@ -33,6 +58,12 @@ class Serializer(ABC):
     @abstractmethod
     def save(self, obj: Any, dest: Path, *, trust: bool = False) -> dict[str, Any]:
         """Write ``obj`` as files into the empty directory ``dest``; return JSON-safe meta."""
+
+    def stream(self, obj: Any, *, trust: bool = False) -> Streamed | None:
+        """The files :meth:`save` would write for ``obj``, byte for byte, without writing them
+        (register stores them as they are produced), or None when this serializer cannot
+        (register then calls :meth:`save` into a temporary directory). Optional."""
+        return None
 
     @abstractmethod
     def load(self, src: Path, meta: dict[str, Any], *, trust: bool = False, into: Any = None) -> Any:

@@ -15,6 +15,7 @@ for ``model=`` (an instance to load the weights into) or ``trust=True``.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import re
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import SerializationError, UnsafeLoadError
-from ._base import Serializer
+from ._base import Serializer, Streamed, StreamedFile
 from ._trust import Untrusted, import_untrusted
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -138,6 +139,46 @@ def _resolve_class(module_name: str, qualname: str, *, trust: bool = False, near
     return obj
 
 
+def _safetensors_parts(tensors: dict[str, Any], torch: Any) -> list[memoryview | bytes] | None:
+    """The bytes ``safetensors.torch.save_file(tensors)`` writes, as ``[header, tensor, ...]``
+    (each tensor a view of its own memory), or None if they cannot be reproduced exactly.
+
+    The layout is safetensors': tensors ordered as its writer orders them (asked of
+    safetensors itself, on empty stand-ins with the same names and dtypes), a compact JSON
+    header in that order padded with spaces to a multiple of 8, its length as 8 bytes."""
+    import ctypes
+
+    import safetensors.torch as st
+
+    names = {dtype: name for name, dtype in getattr(st, "_TYPES", {}).items()}
+    specs: dict[str, tuple[str, list[int], Any]] = {}
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor) or t.device.type != "cpu" or t.dtype not in names:
+            return None
+        if t.layout != torch.strided or not t.is_contiguous() or t.is_conj() or t.is_neg():
+            return None
+        specs[name] = (names[t.dtype], list(t.shape), t)
+    stand_ins = {name: torch.empty((0,), dtype=t.dtype) for name, (_, _, t) in specs.items()}
+    raw = st.save(stand_ins)
+    n = int.from_bytes(raw[:8], "little")
+    order = [k for k in json.loads(raw[8 : 8 + n]) if k != "__metadata__"]
+    if sorted(order) != sorted(specs):
+        return None
+    header: dict[str, Any] = {}
+    views: list[memoryview | bytes] = []
+    offset = 0
+    for name in order:
+        dtype, shape, t = specs[name]
+        nbytes = t.numel() * t.element_size()
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+        if nbytes:
+            views.append(memoryview((ctypes.c_ubyte * nbytes).from_address(t.data_ptr())).cast("B"))
+    head = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    head += b" " * (-len(head) % 8)
+    return [len(head).to_bytes(8, "little") + head, *views]
+
+
 class TorchSerializer(Serializer):
     name = "torch"
     framework = "pytorch"
@@ -176,6 +217,47 @@ class TorchSerializer(Serializer):
             f"the torch serializer saves nn.Module, dict[str, Tensor] or Tensor, not {type(obj).__name__}"
         )
 
+    def stream(self, obj: Any, *, trust: bool = False) -> Streamed | None:
+        """``model.safetensors`` as :meth:`save` writes it, streamed from the tensors' own
+        memory: the header, then a view of each tensor's bytes (no copy). None (register
+        then saves to a temporary file) for what this does not reproduce byte for byte:
+        a module with tied weights (save_model records them as header metadata), tensors
+        off the CPU, a dtype outside safetensors' table, a big-endian machine."""
+        import torch
+
+        if sys.byteorder != "little":
+            return None
+        try:
+            return self._stream(obj, torch)
+        except SerializationError:
+            raise  # what save() would say too (a sparse or meta tensor)
+        except Exception:  # anything else: save() reports it, or does it the long way
+            return None
+
+    def _stream(self, obj: Any, torch: Any) -> Streamed | None:
+        if isinstance(obj, torch.nn.Module):
+            state = obj.state_dict()
+            if not all(isinstance(v, torch.Tensor) for v in state.values()):
+                return None  # save() explains the error
+            from safetensors.torch import _remove_duplicate_names
+
+            if _remove_duplicate_names(state):
+                return None
+            data = {k: v.contiguous() for k, v in state.items()}
+            meta = self._module_meta(obj)
+        elif isinstance(obj, torch.Tensor):
+            data, _ = _dedupe({_TENSOR_KEY: obj})
+            meta = {"kind": "tensor", "file": FILE, "requires_grad": bool(obj.requires_grad)}
+        elif _is_state_dict(obj, torch):
+            data, aliases = _dedupe(obj)
+            meta = {"kind": "state_dict", "file": FILE, "aliases": aliases}
+        else:
+            return None
+        parts = _safetensors_parts(data, torch)
+        if parts is None:
+            return None
+        return Streamed(meta, [StreamedFile(FILE, parts, keep=list(data.values()))])
+
     def _save_module(self, module: Any, path: Path) -> dict[str, Any]:
         import safetensors.torch as st
 
@@ -186,6 +268,10 @@ class TorchSerializer(Serializer):
                     "pass trust=True with framework='pickle' to pickle the module"
                 )
         st.save_model(module, str(path), force_contiguous=True)
+        return self._module_meta(module)
+
+    @staticmethod
+    def _module_meta(module: Any) -> dict[str, Any]:
         kwargs, source, missing = _init_kwargs(module)
         cls = type(module)
         return {
