@@ -44,8 +44,12 @@ def _check_visible_versions_whole(repo: Path) -> list[str]:
     if not reg.repository.index.version_names("big"):
         return []
     versions = [v.version for v in reg.list_versions("big")]
-    # every chunk of every visible version is present and intact
-    assert reg.verify("big").problems == (), f"a visible version of {versions} has damaged or missing bytes"
+    # every chunk of every visible version is present and intact. A kill between the tag and
+    # the register event leaves a version without its event: verify reports that once the
+    # event is older than its window (a slow machine gets there), and the re-runs below
+    # repair it; it is not damage to the bytes.
+    problems = [p for p in reg.verify("big").problems if not p.problem.startswith("no register event")]
+    assert problems == [], f"a visible version of {versions} has damaged or missing bytes: {problems}"
     return versions
 
 
