@@ -16,7 +16,15 @@ from pathlib import Path
 
 from ._naming import valid_ref_component
 
-__all__ = ["git_dir_of", "scan_refs", "read_ref"]
+__all__ = [
+    "git_dir_of",
+    "scan_refs",
+    "read_ref",
+    "dir_stamp",
+    "packed_section",
+    "parse_packed",
+    "loose_refs_in",
+]
 
 _SHA_RE = re.compile(r"[0-9a-f]{40}")
 
@@ -104,4 +112,105 @@ def read_ref(git_dir: Path, name: str) -> str | None:
     sha = _read_loose(str(_common_dir(git_dir) / name))
     if sha is not None:
         return sha
-    return _packed(git_dir).get(name)
+    return _packed_one(git_dir, name)
+
+
+def _packed_one(git_dir: Path, name: str) -> str | None:
+    """``_packed(git_dir).get(name)`` without parsing every line: a search for the line
+    ``<sha> <name>`` (the last one wins, as in the parsed dict). After ``git pack-refs`` a
+    100,000-ref file is searched in milliseconds instead of split into a dict per lookup."""
+    try:
+        with open(_common_dir(git_dir) / "packed-refs", "rb") as fh:
+            data = fh.read()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    tail = b" " + name.encode("utf-8", "surrogateescape")
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    needle = tail + b"\n"
+    end = len(data)
+    while True:  # bounded: each step moves left
+        pos = data.rfind(needle, 0, end)
+        if pos < 0:
+            return None
+        start = pos - 40
+        if start >= 0 and (start == 0 or data[start - 1] == 0x0A):
+            sha = data[start:pos].decode("ascii", "replace")
+            if _SHA_RE.fullmatch(sha):
+                return sha
+        end = pos + len(tail) - 1
+
+
+# ---------------------------------------------------------------------- one directory of refs
+# What the per-model listing index (uniflow/_listing.py) checks itself against: the stamp of a
+# loose-ref directory and the bytes of the packed-refs lines under a prefix.
+
+
+def dir_stamp(git_dir: Path, prefix: str) -> tuple[int, int, int, int] | None:
+    """``(st_dev, st_ino, st_mtime_ns, st_ctime_ns)`` of the loose-ref directory ``prefix``
+    (e.g. ``refs/tags/models/<model>``), or None when there is none.
+
+    Git and dulwich create, replace and delete a loose ref by creating ``<ref>.lock`` in that
+    directory and renaming or unlinking, so every ref change there moves the directory's
+    mtime and ctime (a change in the same clock tick as the stamp is the caller's "racy" case).
+    """
+    try:
+        st = os.stat(_common_dir(git_dir) / prefix.rstrip("/"))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def packed_section(git_dir: Path, prefix: str) -> bytes:
+    """The bytes of ``packed-refs`` from the first line naming a ref under ``prefix`` to the
+    last such line (and its peeled ``^`` line): ``b""`` when there is none.
+
+    Every line of a ref under ``prefix`` lies inside it, sorted file or not (a ref name holds
+    no space, so ``" <prefix>/"`` only matches where a name starts), so equal sections mean
+    equal refs under ``prefix``.
+    """
+    try:
+        with open(_common_dir(git_dir) / "packed-refs", "rb") as fh:
+            data = fh.read()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return b""
+    needle = b" " + prefix.rstrip("/").encode("utf-8", "surrogateescape") + b"/"
+    first = data.find(needle)
+    if first < 0:
+        return b""
+    start = data.rfind(b"\n", 0, first) + 1
+    end = data.find(b"\n", data.rfind(needle))
+    end = len(data) if end < 0 else end + 1
+    while data.startswith(b"^", end):  # bounded by the file
+        nl = data.find(b"\n", end)
+        end = len(data) if nl < 0 else nl + 1
+    return data[start:end]
+
+
+def parse_packed(section: bytes, prefix: str) -> dict[str, str]:
+    """``{name relative to prefix: sha}`` of the direct children of ``prefix`` in a
+    :func:`packed_section` (nested names and malformed lines are skipped)."""
+    prefix = prefix.rstrip("/") + "/"
+    out: dict[str, str] = {}
+    for line in section.decode("utf-8", "replace").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].startswith(prefix) and _SHA_RE.fullmatch(parts[0]):
+            rest = parts[1][len(prefix) :]
+            if "/" not in rest and valid_ref_component(rest):
+                out[rest] = parts[0]
+    return out
+
+
+def loose_refs_in(git_dir: Path, prefix: str) -> dict[str, str]:
+    """``{name: sha}`` of the loose refs directly in the directory ``prefix`` (no recursion)."""
+    out: dict[str, str] = {}
+    try:
+        entries = list(os.scandir(_common_dir(git_dir) / prefix.rstrip("/")))
+    except (FileNotFoundError, NotADirectoryError):
+        return out
+    for entry in entries:
+        if valid_ref_component(entry.name) and not entry.is_dir(follow_symlinks=False):
+            sha = _read_loose(entry.path)
+            if sha is not None:
+                out[entry.name] = sha
+    return out

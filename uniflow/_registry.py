@@ -28,7 +28,7 @@ from ._reports import GcReport, PullReport, PushReport, VerifyReport
 from ._stages import ModelStage, StageLike
 from ._store import ObjectStore, ProgressFn
 from ._tree import export_files, materialize
-from ._types import HistoryEvent, HistoryList, ModelSummary, ModelVersion, Provenance, VersionList
+from ._types import HistoryEvent, HistoryList, ModelSummary, ModelVersion, Provenance, VersionList, VersionRow
 from .sharing.blobs import JOBS, BlobFetcher
 from .sharing.giturl import is_git_url
 from .sharing.pull import pull as _pull
@@ -178,6 +178,12 @@ class ModelRegistry:
     def list_versions(self, name: str, stage: StageLike | None = None) -> list[ModelVersion]:
         """Every version of ``name`` (semver ascending), optionally only those in ``stage``."""
         return VersionList(self._repo.list_versions(name, stage))
+
+    def version_rows(self, name: str, stage: StageLike | None = None) -> list[VersionRow]:
+        """What ``list_versions`` lists, as light :class:`~uniflow._types.VersionRow` summaries
+        (version, stage, framework, size, metrics, created_at) read from the model's listing
+        index: what ``uniflow models list NAME`` prints, flat in the number of versions."""
+        return self._repo.version_rows(name, stage)
 
     def history(self, name: str) -> list[HistoryEvent]:
         """Every lifecycle event of ``name``, oldest first (``git log`` of its lifecycle ref)."""

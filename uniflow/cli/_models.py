@@ -10,12 +10,13 @@ import click
 
 from .._errors import InvalidPathError
 from .._types import show_payload, version_events
-from ._common import CliError, echo_json, get_registry, json_option, progress_bar, repo_option
+from ._common import CliError, echo_json, fancy, get_registry, json_option, progress_bar, repo_option
 from ._complete import complete_model, complete_stage, complete_version, complete_versions
 from ._format import (
     Cell,
     format_value,
     human_size,
+    iso_text,
     print_heading,
     print_kv,
     print_line,
@@ -26,7 +27,7 @@ from ._format import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._registry import ModelRegistry
-    from .._types import HistoryEvent, ModelSummary, ModelVersion
+    from .._types import HistoryEvent, ModelSummary, ModelVersion, VersionRow
 
 __all__ = ["models"]
 
@@ -111,7 +112,8 @@ def models() -> None:
 def list_cmd(name: str | None, stage: str | None, as_json: bool, repo: str | None) -> None:
     """List all models, or the versions of model NAME.
 
-    Calls ModelRegistry.list_models() or ModelRegistry.list_versions(NAME, stage).
+    Calls ModelRegistry.list_models(), or ModelRegistry.version_rows(NAME, stage)
+    (ModelRegistry.list_versions with --json).
     """
     registry = get_registry(repo)
     if name is None:
@@ -123,11 +125,10 @@ def list_cmd(name: str | None, stage: str | None, as_json: bool, repo: str | Non
         else:
             _print_models(summaries)
         return
-    versions = registry.list_versions(name, stage=stage)
     if as_json:
-        echo_json([v.to_dict() for v in versions])
+        echo_json([v.to_dict() for v in registry.list_versions(name, stage=stage)])
     else:
-        _print_versions(name, versions, mark_latest=stage is None)
+        _print_versions(name, registry.version_rows(name, stage=stage), mark_latest=stage is None)
 
 
 def _print_models(summaries: list[ModelSummary]) -> None:
@@ -157,9 +158,21 @@ def _metrics_text(metrics: dict[str, Any], limit: int = 4) -> str:
     return text or "-"
 
 
-def _print_versions(name: str, versions: list[ModelVersion], mark_latest: bool) -> None:
+def _print_versions(name: str, versions: list[VersionRow], mark_latest: bool) -> None:
     if not versions:
         click.echo(f"No versions of {name} match.")
+        return
+    columns = ["Version", "Stage", "Framework", "Size", "Metrics", "Created"]
+    rows: list[list[Any]]
+    if not fancy():  # plain text: the same table, without a Cell per value (100,000 rows)
+        rows = [
+            [v.version, v.stage or "-", v.framework or "-", human_size(v.size), _metrics_text(v.metrics)]
+            + [iso_text(v.created)]
+            for v in versions
+        ]
+        if mark_latest:
+            rows[-1][0] += " (latest)"
+        print_table(columns, rows, justify={3: "right"})
         return
     rows = []
     for i, v in enumerate(versions):
@@ -176,12 +189,7 @@ def _print_versions(name: str, versions: list[ModelVersion], mark_latest: bool) 
                 show_time(v.created_at),
             ]
         )
-    print_table(
-        ["Version", "Stage", "Framework", "Size", "Metrics", "Created"],
-        rows,
-        title=None,
-        justify={3: "right"},
-    )
+    print_table(columns, rows, title=None, justify={3: "right"})
 
 
 # --------------------------------------------------------------------------- show

@@ -1,0 +1,220 @@
+"""The per-model listing index: ``uniflow models list NAME`` reads one file and checks two stamps.
+
+For each model, ``.uniflow/cache/git/listing/<h>/<h>`` (``h`` = BLAKE3 of the model name; a
+:class:`~uniflow._objcache.DerivedCache` entry, so MAC'd with the per-user key) holds the
+model's versions in semver order, each with its tag sha and what a listing shows of it
+(framework, size, creation time, metrics), plus what it was built from:
+
+* ``loose``: the stamp ``(st_dev, st_ino, st_mtime_ns, st_ctime_ns)`` of the loose-ref
+  directory ``refs/tags/models/<model>`` (or "absent"). Git and dulwich create, replace and
+  delete a loose ref through ``<ref>.lock`` + rename/unlink in that directory, so any such
+  change moves the stamp. A directory modified less than :data:`RACY_NS` before it was read
+  is "racy" (a second change in the same clock tick would leave its mtime unchanged, as with
+  Git's racily clean index entries) and its stamp is not trusted: the next listing rescans.
+* ``packed``: the BLAKE3 of the ``packed-refs`` lines under ``refs/tags/models/<model>/``
+  (:func:`uniflow._refscan.packed_section`): ``git pack-refs``, or a ref deleted or added
+  in ``packed-refs`` by anyone, changes it; changes to other models' refs do not.
+* ``limits``: the digest of the ``[limits]`` the manifests were checked against.
+
+A listing whose MAC, format, model name or any of the three does not match the repository as
+it is now is never believed: the refs of the model are rescanned (``packed-refs`` section plus
+every loose ref, read twice around a stable directory stamp, else not stored), rows of
+unchanged ``(version, tag sha)`` pairs are kept (a tag sha fixes its manifest) and new ones
+are derived through :meth:`VersionIndex.manifest`, the validating gate. The rows hold only
+values taken from validated manifests. A fresh clone has no index; the first listing builds
+it. The file is replaced atomically; a crash leaves the old one or none.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import blake3
+import msgpack
+
+from ._naming import version_sort_key
+from ._objcache import DerivedCache
+from ._refs import tags_prefix
+from ._refscan import dir_stamp, loose_refs_in, packed_section, parse_packed
+from ._versions import VersionIndex, is_version
+
+__all__ = ["Listing", "ListingIndex", "KIND", "RACY_NS", "listing_key"]
+
+KIND = "listing"
+_FORMAT = 1
+#: a loose-ref directory changed less than this long before it was read is not trusted
+RACY_NS = 2_000_000_000
+_SCAN_ATTEMPTS = 3
+_SHA_BYTES = 20
+
+
+def listing_key(model: str) -> str:
+    """The 64-hex :class:`DerivedCache` key of ``model``'s listing."""
+    return blake3.blake3(b"uniflow-listing\x00" + model.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The versions of one model in semver order (parallel columns) and their tag shas."""
+
+    model: str
+    versions: list[str]
+    tags: bytes  # 20 bytes per version
+    framework: list[str]
+    size: list[int]
+    created: list[str]  # the manifest's created_at (ISO-8601)
+    metrics: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.versions)
+
+    def tag_sha(self, i: int) -> str:
+        return self.tags[_SHA_BYTES * i : _SHA_BYTES * (i + 1)].hex()
+
+    def shas(self) -> dict[str, str]:
+        """``{version: tag sha}``."""
+        return {v: self.tag_sha(i) for i, v in enumerate(self.versions)}
+
+
+@dataclass(frozen=True)
+class _Stored:
+    listing: Listing
+    loose_ok: bool
+    loose: list[int] | None
+    packed: bytes
+    limits: bytes
+
+
+class ListingIndex:
+    """Listings of one repository's models, kept in ``cache`` (none: always rescanned)."""
+
+    def __init__(self, index: VersionIndex, cache: DerivedCache | None) -> None:
+        self.index = index
+        self.cache = cache
+
+    def _limits(self) -> bytes:
+        return blake3.blake3(repr(self.index.limits()).encode()).digest()
+
+    def listing(self, model: str) -> Listing:
+        """The versions of ``model`` (a valid model name) as its tag refs are now."""
+        git_dir = self.index.git.git_dir
+        prefix = tags_prefix(model)
+        limits = self._limits()
+        stored = self._load(model)
+        stamp = dir_stamp(git_dir, prefix)
+        section = packed_section(git_dir, prefix)
+        packed = blake3.blake3(section).digest()
+        if (
+            stored is not None
+            and stored.loose_ok
+            and stored.loose == (list(stamp) if stamp is not None else None)
+            and stored.packed == packed
+            and stored.limits == limits
+        ):
+            return stored.listing
+        stable = False
+        for _ in range(_SCAN_ATTEMPTS):  # loose refs read between two equal directory stamps
+            refs = parse_packed(section, prefix)
+            refs.update(loose_refs_in(git_dir, prefix))
+            now = time.time_ns()
+            after = dir_stamp(git_dir, prefix)
+            if after == stamp:
+                stable = True
+                break
+            stamp = after
+            section = packed_section(git_dir, prefix)
+            packed = blake3.blake3(section).digest()
+        old = stored.listing if stored is not None and stored.limits == limits else None
+        listing = self._build(model, refs, old)
+        if stable:
+            racy = stamp is not None and stamp[2] >= now - RACY_NS
+            self._store(model, listing, not racy, stamp, packed, limits)
+        return listing
+
+    def _build(self, model: str, refs: dict[str, str], old: Listing | None) -> Listing:
+        known = {v: i for i, v in enumerate(old.versions)} if old is not None else {}
+        versions = sorted((v for v in refs if is_version(v)), key=version_sort_key)
+        tags = bytearray()
+        framework: list[str] = []
+        size: list[int] = []
+        created: list[str] = []
+        metrics: list[dict[str, Any]] = []
+        for v in versions:
+            sha = refs[v]
+            i = known.get(v)
+            if old is not None and i is not None and old.tag_sha(i) == sha:
+                row = (old.framework[i], old.size[i], old.created[i], old.metrics[i])
+            else:
+                m = self.index.manifest(model, v, sha)[1]
+                row = (
+                    m["framework"],
+                    sum(f["size"] for f in m["files"]),
+                    m["created_at"],
+                    dict(m.get("metrics", {})),
+                )
+            tags += bytes.fromhex(sha)
+            framework.append(row[0])
+            size.append(row[1])
+            created.append(row[2])
+            metrics.append(row[3])
+        return Listing(model, versions, bytes(tags), framework, size, created, metrics)
+
+    # ------------------------------------------------------------------ the cache file
+    def _load(self, model: str) -> _Stored | None:
+        raw = self.cache.get(KIND, listing_key(model)) if self.cache is not None else None
+        if raw is None:
+            return None
+        try:
+            d = msgpack.unpackb(raw, raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return None
+        if not (isinstance(d, list) and len(d) == 12 and d[0] == _FORMAT and d[1] == model):
+            return None
+        _f, _m, loose_ok, loose, packed, limits, versions, tags, framework, size, created, metrics = d
+        n = len(versions) if isinstance(versions, list) else -1
+        columns = (framework, size, created, metrics)
+        if (
+            not isinstance(loose_ok, bool)
+            or not (loose is None or (isinstance(loose, list) and len(loose) == 4))
+            or not isinstance(packed, bytes)
+            or not isinstance(limits, bytes)
+            or not isinstance(tags, bytes)
+            or len(tags) != _SHA_BYTES * n
+            or not all(isinstance(c, list) and len(c) == n for c in columns)
+        ):
+            return None
+        return _Stored(
+            Listing(model, versions, tags, framework, size, created, metrics), loose_ok, loose, packed, limits
+        )
+
+    def _store(
+        self,
+        model: str,
+        listing: Listing,
+        loose_ok: bool,
+        stamp: tuple[int, int, int, int] | None,
+        packed: bytes,
+        limits: bytes,
+    ) -> None:
+        if self.cache is None:
+            return
+        payload = msgpack.packb(
+            [
+                _FORMAT,
+                model,
+                loose_ok,
+                list(stamp) if stamp is not None else None,
+                packed,
+                limits,
+                listing.versions,
+                listing.tags,
+                listing.framework,
+                listing.size,
+                listing.created,
+                listing.metrics,
+            ],
+            use_bin_type=True,
+        )
+        self.cache.put(KIND, listing_key(model), payload)
