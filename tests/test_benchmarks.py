@@ -41,6 +41,16 @@ NON_PEER_KEYS = [
     "full_load_1g_ms",
     "partial_load_head_remote_ms",
     "partial_load_head_fetched_bytes",
+    # benchmarks/listing.py
+    "list_name_10k",
+    "list_name_10k_packed",
+    "list_name_10k_cold",
+    "list_name_10k_json",
+    "list_name_100k",
+    "list_name_100k_packed",
+    "list_name_100k_anon_peak_kib",
+    "list_1000x100",
+    "list_1000x100_packed",
 ]
 RATIO_KEYS = ["register_1g_vs_cp_fsync", "load_vs_cat", "get_1g_vs_cp", "partial_load_head_vs_full"]
 
@@ -105,6 +115,9 @@ def test_smoke_reports_goals_and_machine(smoke: dict) -> None:
         "tensor digests",
         "diff",
         "diff CLI",
+        "models list NAME 10k",
+        "models list NAME 100k",
+        "models list 1000x100",
     } <= set(goals)
     for goal in goals.values():
         assert goal["pass"] in (True, False, None)

@@ -180,7 +180,9 @@ def test_forged_index_is_ignored_and_replaced(three: Path, tmp_path: Path, forge
     genuine = path.read_bytes()
     payload = genuine[32:]
     d = msgpack.unpackb(payload, raw=False)
-    d[-1] = [{"accuracy": 0.99}] * len(d[-1])  # every version claims 0.99
+    rows = msgpack.unpackb(d[-1], raw=False)
+    rows[-1] = [{"accuracy": 0.99}] * len(rows[-1])  # every version claims 0.99
+    d[-1] = msgpack.packb(rows, use_bin_type=True)
     lie = msgpack.packb(d, use_bin_type=True)
     if forge == "garbage":
         path.write_bytes(os.urandom(len(genuine)))
@@ -243,3 +245,34 @@ def test_iso_text_is_iso_time_of_the_parsed_text() -> None:
     ):
         when = datetime.fromisoformat(text)
         assert iso_text(text) == iso_time(when if when.tzinfo else when.replace(tzinfo=UTC)), text
+
+
+def test_lower_limits_are_applied_to_indexed_versions(three: Path) -> None:
+    """Rows were checked against the limits of their time: new [limits] re-run the gate."""
+    config = three / ".uniflow" / "config.toml"
+    config.write_text(config.read_text() + "\n[limits]\nmax_version_bytes = 100\n")
+    r = cli(three, "models", "list", MODEL, code=None)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "max_version_bytes" in r.stderr or "limit" in r.stderr.lower(), r.stderr
+
+
+def test_models_list_of_all_models_follows_plain_git(three: Path, tmp_path: Path) -> None:
+    src = tmp_path / "n.bin"
+    src.write_bytes(b"n weights " * 50)
+    ModelRegistry(three).register(str(src), "n", version="v2.0.0")  # never listed by name
+    summary = {m["name"]: m for m in json.loads(cli(three, "models", "list", "--json").stdout)}
+    assert (summary["m"]["latest"], summary["m"]["versions"]) == ("v1.2.0", 3)
+    assert summary["m"]["stages"] == {"production": "v1.2.0"}
+    assert (summary["n"]["latest"], summary["n"]["versions"]) == ("v2.0.0", 1)
+    git(three, "pack-refs", "--all")
+    _age(three)
+    git(three, "tag", "-d", "models/m/v1.2.0")
+    summary = {m["name"]: m for m in json.loads(cli(three, "models", "list", "--json").stdout)}
+    assert (summary["m"]["latest"], summary["m"]["versions"]) == ("v1.1.0", 2)
+    assert summary["m"]["stages"] == {}  # the production holder's tag is gone
+    assert [line.split()[0] for line in cli(three, "models", "list", "n").stdout.splitlines()[1:]] == [
+        "v2.0.0"
+    ]
+    fresh = clone(three, tmp_path / "fresh")
+    names = [m["name"] for m in json.loads(cli(fresh, "models", "list", "--json").stdout)]
+    assert names == ["m", "n"]

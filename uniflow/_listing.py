@@ -56,16 +56,30 @@ def listing_key(model: str) -> str:
 
 
 @dataclass(frozen=True)
-class Listing:
-    """The versions of one model in semver order (parallel columns) and their tag shas."""
+class Rows:
+    """What a listing shows of each version, in the order of :attr:`Listing.versions`."""
 
-    model: str
-    versions: list[str]
-    tags: bytes  # 20 bytes per version
     framework: list[str]
     size: list[int]
     created: list[str]  # the manifest's created_at (ISO-8601)
     metrics: list[dict[str, Any]]
+
+
+class Listing:
+    """The versions of one model in semver order, their tag shas and (unless built for
+    ``models list`` alone, without reading any manifest) their :class:`Rows`, decoded on
+    first use."""
+
+    __slots__ = ("model", "versions", "tags", "_rows", "_blob")
+
+    def __init__(
+        self, model: str, versions: list[str], tags: bytes, rows: Rows | None, blob: bytes | None = None
+    ):
+        self.model = model
+        self.versions = versions
+        self.tags = tags  # 20 bytes per version
+        self._rows = rows
+        self._blob = blob  # the stored, MAC-checked encoding of the rows, not decoded yet
 
     def __len__(self) -> int:
         return len(self.versions)
@@ -76,6 +90,30 @@ class Listing:
     def shas(self) -> dict[str, str]:
         """``{version: tag sha}``."""
         return {v: self.tag_sha(i) for i, v in enumerate(self.versions)}
+
+    @property
+    def has_rows(self) -> bool:
+        return self._rows is not None or self._blob is not None
+
+    @property
+    def rows(self) -> Rows:
+        """The rows (ValueError when this listing was built without them)."""
+        if self._rows is None and self._blob is not None:
+            self._rows = _decode_rows(self._blob, len(self.versions))
+            self._blob = None
+        if self._rows is None:
+            raise ValueError(f"the listing of {self.model!r} holds no rows")
+        return self._rows
+
+
+def _decode_rows(blob: bytes, n: int) -> Rows | None:
+    try:
+        d = msgpack.unpackb(blob, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    if not (isinstance(d, list) and len(d) == 4 and all(isinstance(c, list) and len(c) == n for c in d)):
+        return None
+    return Rows(*d)
 
 
 @dataclass(frozen=True)
@@ -97,23 +135,31 @@ class ListingIndex:
     def _limits(self) -> bytes:
         return blake3.blake3(repr(self.index.limits()).encode()).digest()
 
-    def listing(self, model: str) -> Listing:
-        """The versions of ``model`` (a valid model name) as its tag refs are now."""
+    def listing(self, model: str, *, rows: bool = True, section: bytes | None = None) -> Listing:
+        """The versions of ``model`` (a valid model name) as its tag refs are now.
+
+        ``rows=False`` (``models list``): a listing without rows will do, so a missing index
+        is rebuilt from the refs alone; rows already known are kept. ``section``: the
+        model's :func:`packed_section`, when the caller has read ``packed-refs`` already.
+        """
         git_dir = self.index.git.git_dir
         prefix = tags_prefix(model)
         limits = self._limits()
         stored = self._load(model)
         stamp = dir_stamp(git_dir, prefix)
-        section = packed_section(git_dir, prefix)
+        if section is None:
+            section = packed_section(git_dir, prefix)
         packed = blake3.blake3(section).digest()
         if (
             stored is not None
             and stored.loose_ok
             and stored.loose == (list(stamp) if stamp is not None else None)
             and stored.packed == packed
-            and stored.limits == limits
+            and (stored.limits == limits or not stored.listing.has_rows)
         ):
-            return stored.listing
+            listing = stored.listing
+            if not rows or (listing.has_rows and _rows_ok(listing)):
+                return listing
         stable = False
         for _ in range(_SCAN_ATTEMPTS):  # loose refs read between two equal directory stamps
             refs = parse_packed(section, prefix)
@@ -127,25 +173,27 @@ class ListingIndex:
             section = packed_section(git_dir, prefix)
             packed = blake3.blake3(section).digest()
         old = stored.listing if stored is not None and stored.limits == limits else None
-        listing = self._build(model, refs, old)
+        if old is not None and not (old.has_rows and _rows_ok(old)):
+            old = None
+        listing = self._build(model, refs, old, rows or old is not None)
         if stable:
             racy = stamp is not None and stamp[2] >= now - RACY_NS
             self._store(model, listing, not racy, stamp, packed, limits)
         return listing
 
-    def _build(self, model: str, refs: dict[str, str], old: Listing | None) -> Listing:
-        known = {v: i for i, v in enumerate(old.versions)} if old is not None else {}
+    def _build(self, model: str, refs: dict[str, str], old: Listing | None, with_rows: bool) -> Listing:
         versions = sorted((v for v in refs if is_version(v)), key=version_sort_key)
-        tags = bytearray()
-        framework: list[str] = []
-        size: list[int] = []
-        created: list[str] = []
-        metrics: list[dict[str, Any]] = []
+        tags = b"".join(bytes.fromhex(refs[v]) for v in versions)
+        if not with_rows:
+            return Listing(model, versions, tags, None)
+        known = {v: i for i, v in enumerate(old.versions)} if old is not None else {}
+        kept = old.rows if old is not None else None
+        out = Rows([], [], [], [])
         for v in versions:
             sha = refs[v]
             i = known.get(v)
-            if old is not None and i is not None and old.tag_sha(i) == sha:
-                row = (old.framework[i], old.size[i], old.created[i], old.metrics[i])
+            if old is not None and kept is not None and i is not None and old.tag_sha(i) == sha:
+                row = (kept.framework[i], kept.size[i], kept.created[i], kept.metrics[i])
             else:
                 m = self.index.manifest(model, v, sha)[1]
                 row = (
@@ -154,12 +202,11 @@ class ListingIndex:
                     m["created_at"],
                     dict(m.get("metrics", {})),
                 )
-            tags += bytes.fromhex(sha)
-            framework.append(row[0])
-            size.append(row[1])
-            created.append(row[2])
-            metrics.append(row[3])
-        return Listing(model, versions, bytes(tags), framework, size, created, metrics)
+            out.framework.append(row[0])
+            out.size.append(row[1])
+            out.created.append(row[2])
+            out.metrics.append(row[3])
+        return Listing(model, versions, tags, out)
 
     # ------------------------------------------------------------------ the cache file
     def _load(self, model: str) -> _Stored | None:
@@ -170,24 +217,21 @@ class ListingIndex:
             d = msgpack.unpackb(raw, raw=False)
         except (ValueError, TypeError, msgpack.UnpackException):
             return None
-        if not (isinstance(d, list) and len(d) == 12 and d[0] == _FORMAT and d[1] == model):
+        if not (isinstance(d, list) and len(d) == 9 and d[0] == _FORMAT and d[1] == model):
             return None
-        _f, _m, loose_ok, loose, packed, limits, versions, tags, framework, size, created, metrics = d
-        n = len(versions) if isinstance(versions, list) else -1
-        columns = (framework, size, created, metrics)
+        _f, _m, loose_ok, loose, packed, limits, versions, tags, blob = d
         if (
             not isinstance(loose_ok, bool)
             or not (loose is None or (isinstance(loose, list) and len(loose) == 4))
             or not isinstance(packed, bytes)
             or not isinstance(limits, bytes)
+            or not isinstance(versions, list)
             or not isinstance(tags, bytes)
-            or len(tags) != _SHA_BYTES * n
-            or not all(isinstance(c, list) and len(c) == n for c in columns)
+            or len(tags) != _SHA_BYTES * len(versions)
+            or not (blob is None or isinstance(blob, bytes))
         ):
             return None
-        return _Stored(
-            Listing(model, versions, tags, framework, size, created, metrics), loose_ok, loose, packed, limits
-        )
+        return _Stored(Listing(model, versions, tags, None, blob), loose_ok, loose, packed, limits)
 
     def _store(
         self,
@@ -200,21 +244,18 @@ class ListingIndex:
     ) -> None:
         if self.cache is None:
             return
-        payload = msgpack.packb(
-            [
-                _FORMAT,
-                model,
-                loose_ok,
-                list(stamp) if stamp is not None else None,
-                packed,
-                limits,
-                listing.versions,
-                listing.tags,
-                listing.framework,
-                listing.size,
-                listing.created,
-                listing.metrics,
-            ],
-            use_bin_type=True,
-        )
-        self.cache.put(KIND, listing_key(model), payload)
+        blob = None
+        if listing.has_rows:
+            r = listing.rows
+            blob = msgpack.packb([r.framework, r.size, r.created, r.metrics], use_bin_type=True)
+        stamp_list = list(stamp) if stamp is not None else None
+        payload = [_FORMAT, model, loose_ok, stamp_list, packed, limits, listing.versions, listing.tags, blob]
+        self.cache.put(KIND, listing_key(model), msgpack.packb(payload, use_bin_type=True))
+
+
+def _rows_ok(listing: Listing) -> bool:
+    """The rows decode (a stored blob that does not is rebuilt, like a missing one)."""
+    try:
+        return listing.rows is not None
+    except ValueError:
+        return False

@@ -21,8 +21,10 @@ __all__ = [
     "scan_refs",
     "read_ref",
     "dir_stamp",
+    "PackedRefs",
     "packed_section",
     "parse_packed",
+    "loose_dirs_in",
     "loose_refs_in",
 ]
 
@@ -116,29 +118,9 @@ def read_ref(git_dir: Path, name: str) -> str | None:
 
 
 def _packed_one(git_dir: Path, name: str) -> str | None:
-    """``_packed(git_dir).get(name)`` without parsing every line: a search for the line
-    ``<sha> <name>`` (the last one wins, as in the parsed dict). After ``git pack-refs`` a
-    100,000-ref file is searched in milliseconds instead of split into a dict per lookup."""
-    try:
-        with open(_common_dir(git_dir) / "packed-refs", "rb") as fh:
-            data = fh.read()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return None
-    tail = b" " + name.encode("utf-8", "surrogateescape")
-    if not data.endswith(b"\n"):
-        data += b"\n"
-    needle = tail + b"\n"
-    end = len(data)
-    while True:  # bounded: each step moves left
-        pos = data.rfind(needle, 0, end)
-        if pos < 0:
-            return None
-        start = pos - 40
-        if start >= 0 and (start == 0 or data[start - 1] == 0x0A):
-            sha = data[start:pos].decode("ascii", "replace")
-            if _SHA_RE.fullmatch(sha):
-                return sha
-        end = pos + len(tail) - 1
+    """``_packed(git_dir).get(name)`` without parsing every line (see :class:`PackedRefs`):
+    after ``git pack-refs`` a 100,000-ref file is searched in milliseconds per lookup."""
+    return PackedRefs(git_dir).get(name)
 
 
 # ---------------------------------------------------------------------- one directory of refs
@@ -161,30 +143,74 @@ def dir_stamp(git_dir: Path, prefix: str) -> tuple[int, int, int, int] | None:
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def packed_section(git_dir: Path, prefix: str) -> bytes:
-    """The bytes of ``packed-refs`` from the first line naming a ref under ``prefix`` to the
-    last such line (and its peeled ``^`` line): ``b""`` when there is none.
+class PackedRefs:
+    """One read of ``packed-refs``, searched (never split into lines) for many lookups."""
 
-    Every line of a ref under ``prefix`` lies inside it, sorted file or not (a ref name holds
-    no space, so ``" <prefix>/"`` only matches where a name starts), so equal sections mean
-    equal refs under ``prefix``.
-    """
-    try:
-        with open(_common_dir(git_dir) / "packed-refs", "rb") as fh:
-            data = fh.read()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return b""
-    needle = b" " + prefix.rstrip("/").encode("utf-8", "surrogateescape") + b"/"
-    first = data.find(needle)
-    if first < 0:
-        return b""
-    start = data.rfind(b"\n", 0, first) + 1
-    end = data.find(b"\n", data.rfind(needle))
-    end = len(data) if end < 0 else end + 1
-    while data.startswith(b"^", end):  # bounded by the file
-        nl = data.find(b"\n", end)
-        end = len(data) if nl < 0 else nl + 1
-    return data[start:end]
+    def __init__(self, git_dir: Path) -> None:
+        try:
+            with open(_common_dir(git_dir) / "packed-refs", "rb") as fh:
+                data = fh.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            data = b""
+        self.data = data if not data or data.endswith(b"\n") else data + b"\n"
+
+    def get(self, name: str) -> str | None:
+        """The sha of the line ``<sha> <name>`` (the last such line, as a parse would keep)."""
+        data = self.data
+        tail = b" " + name.encode("utf-8", "surrogateescape")
+        needle = tail + b"\n"
+        end = len(data)
+        while True:  # bounded: each step moves left
+            pos = data.rfind(needle, 0, end)
+            if pos < 0:
+                return None
+            start = pos - 40
+            if start >= 0 and (start == 0 or data[start - 1] == 0x0A):
+                sha = data[start:pos].decode("ascii", "replace")
+                if _SHA_RE.fullmatch(sha):
+                    return sha
+            end = pos + len(tail) - 1
+
+    def section(self, prefix: str) -> bytes:
+        """The bytes from the first line naming a ref under ``prefix`` to the last such line
+        (and its peeled ``^`` lines): ``b""`` when there is none.
+
+        Every line of a ref under ``prefix`` lies inside it, sorted file or not (a ref name
+        holds no space, so ``" <prefix>/"`` only matches where a name starts), so equal
+        sections mean equal refs under ``prefix``.
+        """
+        needle = b" " + prefix.rstrip("/").encode("utf-8", "surrogateescape") + b"/"
+        first = self.data.find(needle)
+        if first < 0:
+            return b""
+        return self._span(first, self.data.rfind(needle))
+
+    def sections(self, root: str) -> dict[str, bytes]:
+        """``{child: section(root/child)}`` for every ``child`` with a ref under it, in one pass."""
+        pattern = re.compile(rb" " + re.escape(root.rstrip("/").encode()) + rb"/([^/\s]+)/")
+        spans: dict[bytes, list[int]] = {}
+        for m in pattern.finditer(self.data):
+            span = spans.get(m.group(1))
+            if span is None:
+                spans[m.group(1)] = [m.start(), m.start()]
+            else:
+                span[1] = m.start()
+        return {k.decode("utf-8", "surrogateescape"): self._span(a, b) for k, (a, b) in spans.items()}
+
+    def _span(self, first: int, last: int) -> bytes:
+        data = self.data
+        start = data.rfind(b"\n", 0, first) + 1
+        end = data.find(b"\n", last)
+        end = len(data) if end < 0 else end + 1
+        while data.startswith(b"^", end):  # bounded by the file
+            nl = data.find(b"\n", end)
+            end = len(data) if nl < 0 else nl + 1
+        return data[start:end]
+
+
+def packed_section(git_dir: Path, prefix: str) -> bytes:
+    """:meth:`PackedRefs.section` of a fresh read of ``packed-refs``."""
+    return PackedRefs(git_dir).section(prefix)
 
 
 def parse_packed(section: bytes, prefix: str) -> dict[str, str]:
@@ -199,6 +225,15 @@ def parse_packed(section: bytes, prefix: str) -> dict[str, str]:
             if "/" not in rest and valid_ref_component(rest):
                 out[rest] = parts[0]
     return out
+
+
+def loose_dirs_in(git_dir: Path, prefix: str) -> list[str]:
+    """Names of the directories directly in the loose-ref directory ``prefix``."""
+    try:
+        entries = list(os.scandir(_common_dir(git_dir) / prefix.rstrip("/")))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [e.name for e in entries if valid_ref_component(e.name) and e.is_dir(follow_symlinks=False)]
 
 
 def loose_refs_in(git_dir: Path, prefix: str) -> dict[str, str]:

@@ -21,7 +21,6 @@ from ._lifecycle import (
 )
 from ._maintenance import gc as _gc
 from ._maintenance import verify as _verify
-from ._naming import version_sort_key
 from ._register import register_version
 from ._repo import Repository
 from ._reports import GcReport, PullReport, PushReport, VerifyReport
@@ -165,13 +164,13 @@ class ModelRegistry:
 
     def list_models(self) -> list[ModelSummary]:
         out = []
-        for name, names in sorted(self._repo.index.all_version_names().items()):
-            state, when = self._repo.lifecycle.state_at(name)
-            single = self.stages()
+        single = self.stages()
+        for name, listing, state, when in self._repo.overview():
+            names = listing.versions  # semver ascending
             state = state.restricted_to(names)  # a version whose tag is gone holds nothing
             holders = {s: v for v, s in state.stage_of.items() if single.get(s, True) and s != "archived"}
             updated = datetime.fromtimestamp(when, UTC) if when is not None else None
-            latest = max(names, key=version_sort_key) if names else None
+            latest = names[-1] if names else None
             out.append(ModelSummary(name, latest, len(names), dict(sorted(holders.items())), updated))
         return out
 

@@ -127,7 +127,7 @@ class Repository:
 
     def list_versions(self, name: str, stage: StageLike | None = None) -> list[ModelVersion]:
         """Every version of ``name`` (semver ascending), optionally only those in ``stage``."""
-        listing, state, wanted = self._listing(name, stage)
+        listing, state, wanted = self._listing(name, stage, rows=False)
         out = []
         for i, v in enumerate(listing.versions):
             st = state.stage(v)
@@ -140,11 +140,10 @@ class Repository:
         listing index (uniflow/_listing.py) without opening a manifest."""
         from ._types import VersionRow
 
-        listing, state, wanted = self._listing(name, stage)
+        listing, state, wanted = self._listing(name, stage, rows=True)
         stage_of = state.stage_of
-        columns = zip(
-            listing.versions, listing.framework, listing.size, listing.metrics, listing.created, strict=True
-        )
+        r = listing.rows
+        columns = zip(listing.versions, r.framework, r.size, r.metrics, r.created, strict=True)
         out = []
         for v, fw, size, metrics, created in columns:
             st = stage_of.get(v, "development")
@@ -152,13 +151,39 @@ class Repository:
                 out.append(VersionRow(v, st, fw, size, metrics, created))
         return out
 
-    def _listing(self, name: str, stage: StageLike | None) -> tuple[Listing, LifecycleState, str | None]:
+    def _listing(
+        self, name: str, stage: StageLike | None, *, rows: bool
+    ) -> tuple[Listing, LifecycleState, str | None]:
         validate_model_name(name)
-        listing = self.listings.listing(name)
+        listing = self.listings.listing(name, rows=rows)
         if not listing.versions and self.lifecycle.head(name) is None:
             raise ModelNotFoundError(name)
         state = self.lifecycle.state(name)
         return listing, state, (self.stage(stage) if stage is not None else None)
+
+    def overview(self) -> list[tuple[str, Listing, LifecycleState, int | None]]:
+        """``(model, listing, state, time of the lifecycle head)`` of every model with a version
+        or a lifecycle, by name: ``packed-refs`` read once, each model's listing (no rows
+        needed, so no manifest is read for a model never listed) and lifecycle state."""
+        from ._refs import LIFECYCLE_PREFIX, TAGS_PREFIX
+        from ._refscan import PackedRefs, loose_dirs_in, loose_refs_in, parse_packed
+        from ._versions import is_model_name
+
+        git_dir = self.git.git_dir
+        packed = PackedRefs(git_dir)
+        sections = packed.sections(TAGS_PREFIX)
+        heads = parse_packed(packed.section(LIFECYCLE_PREFIX), LIFECYCLE_PREFIX)
+        heads.update(loose_refs_in(git_dir, LIFECYCLE_PREFIX))
+        names = set(sections) | set(loose_dirs_in(git_dir, TAGS_PREFIX)) | set(heads)
+        out = []
+        for name in sorted(n for n in names if is_model_name(n)):
+            listing = self.listings.listing(name, rows=False, section=sections.get(name, b""))
+            head = heads.get(name)
+            if not listing.versions and head is None:
+                continue
+            state, when = self.lifecycle.state_at(name, head) if head else (LifecycleState(name), None)
+            out.append((name, listing, state, when))
+        return out
 
     # ------------------------------------------------------------------ writes
     def promote(

@@ -17,10 +17,12 @@ from ._format import (
     format_value,
     human_size,
     iso_text,
+    print_columns,
     print_heading,
     print_kv,
     print_line,
     print_table,
+    printable_column,
     show_time,
     stage_style,
 )
@@ -151,11 +153,16 @@ def _print_models(summaries: list[ModelSummary]) -> None:
 
 
 def _metrics_text(metrics: dict[str, Any], limit: int = 4) -> str:
+    if not metrics:
+        return "-"
     items = list(metrics.items())
-    text = " ".join(f"{k}={format_value(v)}" for k, v in items[:limit])
+    text = " ".join(
+        f"{k}={v:.6g}" if type(v) is float and math.isfinite(v) else f"{k}={format_value(v)}"
+        for k, v in items[:limit]
+    )
     if len(items) > limit:
         text += f" (+{len(items) - limit})"
-    return text or "-"
+    return text
 
 
 def _print_versions(name: str, versions: list[VersionRow], mark_latest: bool) -> None:
@@ -164,15 +171,24 @@ def _print_versions(name: str, versions: list[VersionRow], mark_latest: bool) ->
         return
     columns = ["Version", "Stage", "Framework", "Size", "Metrics", "Created"]
     rows: list[list[Any]]
-    if not fancy():  # plain text: the same table, without a Cell per value (100,000 rows)
-        rows = [
-            [v.version, v.stage or "-", v.framework or "-", human_size(v.size), _metrics_text(v.metrics)]
-            + [iso_text(v.created)]
-            for v in versions
-        ]
+    if not fancy():  # plain text: the same table, built column by column (100,000 rows)
+        names = [v.version for v in versions]
         if mark_latest:
-            rows[-1][0] += " (latest)"
-        print_table(columns, rows, justify={3: "right"})
+            names[-1] += " (latest)"
+        sizes: dict[int, str] = {}
+        text_columns = [
+            names,
+            [v.stage or "-" for v in versions],
+            [v.framework or "-" for v in versions],
+            [
+                sizes[v.size] if v.size in sizes else sizes.setdefault(v.size, human_size(v.size))
+                for v in versions
+            ],
+            [_metrics_text(v.metrics) for v in versions],
+            [iso_text(v.created) for v in versions],
+        ]
+        header = [c.upper() for c in columns]
+        print_columns(header, [printable_column(c) for c in text_columns], justify={3: "right"})
         return
     rows = []
     for i, v in enumerate(versions):
