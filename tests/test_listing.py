@@ -36,7 +36,7 @@ def _age(repo: Path, model: str = MODEL) -> None:
 
 
 def _index_file(repo: Path, model: str = MODEL) -> Path:
-    key = listing_key(model)
+    key = listing_key(ModelRegistry(repo).repository.git.git_dir, model)
     return repo / ".uniflow" / "cache" / "git" / KIND / key[:2] / key
 
 
@@ -208,21 +208,22 @@ def test_forged_index_is_ignored_and_replaced(three: Path, tmp_path: Path, forge
     assert path.read_bytes()[32:] != lie
 
 
-def test_a_genuine_index_of_another_repository_is_not_believed(three: Path, tmp_path: Path) -> None:
-    """Same user, same key, same model name: the copied index has a valid MAC, but its
-    stamps describe the other repository's refs."""
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_genuine_index_over_other_refs_is_not_believed(three: Path, tmp_path: Path, packed: bool) -> None:
+    """The repository's .git is replaced by another one's (same path, same user key: the
+    index's MAC is valid), the loose refs aged or packed: its stamps no longer match."""
     other = make_repo(tmp_path / "other")
-    reg = ModelRegistry(other)
-    _register(reg, tmp_path, "v7.0.0", 0.7)
-    _age(other)
-    assert [v for v, _, _ in _listed(other)] == ["v7.0.0"]
-    shutil.copyfile(_index_file(three), _index_file(other))
-    assert _listed(other) == [("v7.0.0", "development", 0.7)]
-    git(other, "pack-refs", "--all")
-    git(three, "pack-refs", "--all")
-    cli(three, "models", "list", MODEL)
-    shutil.copyfile(_index_file(three), _index_file(other))
-    assert _listed(other) == [("v7.0.0", "development", 0.7)]
+    _register(ModelRegistry(other), tmp_path, "v7.0.0", 0.7)
+    if packed:
+        git(other, "pack-refs", "--all")
+        git(three, "pack-refs", "--all")
+        assert _listed(three)[0] == ("v1.0.0", "development", 0.1)  # the index, rebuilt packed
+    genuine = _index_file(three).read_bytes()
+    shutil.rmtree(three / ".git")
+    shutil.copytree(other / ".git", three / ".git", symlinks=True)
+    _age(three)
+    assert _index_file(three).read_bytes() == genuine
+    assert _listed(three) == [("v7.0.0", "development", 0.7)]
 
 
 def test_without_a_cache_key_the_listing_still_works(three: Path, tmp_path: Path) -> None:

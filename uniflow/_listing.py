@@ -1,6 +1,7 @@
 """The per-model listing index: ``uniflow models list NAME`` reads one file and checks two stamps.
 
-For each model, ``.uniflow/cache/git/listing/<h>/<h>`` (``h`` = BLAKE3 of the model name; a
+For each model, ``.uniflow/cache/git/listing/<h>/<h>`` (``h`` = BLAKE3 of the git directory
+and the model name; a
 :class:`~uniflow._objcache.DerivedCache` entry, so MAC'd with the per-user key) holds the
 model's versions in semver order, each with its tag sha and what a listing shows of it
 (framework, size, creation time, metrics), plus what it was built from:
@@ -27,8 +28,11 @@ it. The file is replaced atomically; a crash leaves the old one or none.
 
 from __future__ import annotations
 
+import bisect
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import blake3
@@ -48,11 +52,14 @@ _FORMAT = 1
 RACY_NS = 2_000_000_000
 _SCAN_ATTEMPTS = 3
 _SHA_BYTES = 20
+#: new versions inserted one by one into the stored order up to this many, else all sorted
+_INSERT_MAX = 1000
 
 
-def listing_key(model: str) -> str:
-    """The 64-hex :class:`DerivedCache` key of ``model``'s listing."""
-    return blake3.blake3(b"uniflow-listing\x00" + model.encode()).hexdigest()
+def listing_key(git_dir: Path, model: str) -> str:
+    """The 64-hex :class:`DerivedCache` key of ``model``'s listing in the repository at
+    ``git_dir`` (registries read by URL share one cache directory, each has its own key)."""
+    return blake3.blake3(b"uniflow-listing\x00" + os.fsencode(git_dir) + b"\x00" + model.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -162,7 +169,7 @@ class ListingIndex:
                 return listing
         stable = False
         for _ in range(_SCAN_ATTEMPTS):  # loose refs read between two equal directory stamps
-            refs = parse_packed(section, prefix)
+            refs = parse_packed(section, prefix, check=False)  # versions are validated in _build
             refs.update(loose_refs_in(git_dir, prefix))
             now = time.time_ns()
             after = dir_stamp(git_dir, prefix)
@@ -182,20 +189,33 @@ class ListingIndex:
         return listing
 
     def _build(self, model: str, refs: dict[str, str], old: Listing | None, with_rows: bool) -> Listing:
-        versions = sorted((v for v in refs if is_version(v)), key=version_sort_key)
-        tags = b"".join(bytes.fromhex(refs[v]) for v in versions)
+        """The listing of ``refs``; names and rows of ``old`` (validated when it was built,
+        MAC'd since) are reused, so a change costs in proportion to what changed."""
+        pos = {v: i for i, v in enumerate(old.versions)} if old is not None else {}
+        new = [v for v in refs if v not in pos and is_version(v)]
+        if old is not None and len(new) <= _INSERT_MAX:
+            versions = [v for v in old.versions if v in refs]  # still sorted
+            for v in new:
+                bisect.insort(versions, v, key=version_sort_key)
+        else:
+            versions = sorted([v for v in refs if v in pos] + new, key=version_sort_key)
+        tags = b"".join([bytes.fromhex(refs[v]) for v in versions])
         if not with_rows:
             return Listing(model, versions, tags, None)
-        known = {v: i for i, v in enumerate(old.versions)} if old is not None else {}
         kept = old.rows if old is not None else None
         out = Rows([], [], [], [])
-        for v in versions:
-            sha = refs[v]
-            i = known.get(v)
-            if old is not None and kept is not None and i is not None and old.tag_sha(i) == sha:
-                row = (kept.framework[i], kept.size[i], kept.created[i], kept.metrics[i])
+        for i, v in enumerate(versions):
+            j = pos.get(v)
+            if (
+                old is not None
+                and kept is not None
+                and j is not None
+                and old.tags[_SHA_BYTES * j : _SHA_BYTES * (j + 1)]
+                == tags[_SHA_BYTES * i : _SHA_BYTES * (i + 1)]
+            ):
+                row = (kept.framework[j], kept.size[j], kept.created[j], kept.metrics[j])
             else:
-                m = self.index.manifest(model, v, sha)[1]
+                m = self.index.manifest(model, v, refs[v])[1]
                 row = (
                     m["framework"],
                     sum(f["size"] for f in m["files"]),
@@ -210,7 +230,11 @@ class ListingIndex:
 
     # ------------------------------------------------------------------ the cache file
     def _load(self, model: str) -> _Stored | None:
-        raw = self.cache.get(KIND, listing_key(model)) if self.cache is not None else None
+        raw = (
+            self.cache.get(KIND, listing_key(self.index.git.git_dir, model))
+            if self.cache is not None
+            else None
+        )
         if raw is None:
             return None
         try:
@@ -250,7 +274,9 @@ class ListingIndex:
             blob = msgpack.packb([r.framework, r.size, r.created, r.metrics], use_bin_type=True)
         stamp_list = list(stamp) if stamp is not None else None
         payload = [_FORMAT, model, loose_ok, stamp_list, packed, limits, listing.versions, listing.tags, blob]
-        self.cache.put(KIND, listing_key(model), msgpack.packb(payload, use_bin_type=True))
+        self.cache.put(
+            KIND, listing_key(self.index.git.git_dir, model), msgpack.packb(payload, use_bin_type=True)
+        )
 
 
 def _rows_ok(listing: Listing) -> bool:

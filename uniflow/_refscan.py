@@ -213,17 +213,19 @@ def packed_section(git_dir: Path, prefix: str) -> bytes:
     return PackedRefs(git_dir).section(prefix)
 
 
-def parse_packed(section: bytes, prefix: str) -> dict[str, str]:
+def parse_packed(section: bytes, prefix: str, *, check: bool = True) -> dict[str, str]:
     """``{name relative to prefix: sha}`` of the direct children of ``prefix`` in a
-    :func:`packed_section` (nested names and malformed lines are skipped)."""
-    prefix = prefix.rstrip("/") + "/"
-    out: dict[str, str] = {}
-    for line in section.decode("utf-8", "replace").splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].startswith(prefix) and _SHA_RE.fullmatch(parts[0]):
-            rest = parts[1][len(prefix) :]
-            if "/" not in rest and valid_ref_component(rest):
-                out[rest] = parts[0]
+    :meth:`PackedRefs.section` (nested names and malformed lines are skipped). ``check=False``
+    leaves :func:`valid_ref_component` to a caller that validates the names itself."""
+    pattern = re.compile(
+        rb"^([0-9a-f]{40}) "
+        + re.escape(prefix.rstrip("/").encode("utf-8", "surrogateescape"))
+        + rb"/([^/\s]+)[ \t\r]*$",
+        re.M,
+    )
+    out = {name.decode("utf-8", "replace"): sha.decode("ascii") for sha, name in pattern.findall(section)}
+    if check:
+        out = {k: v for k, v in out.items() if valid_ref_component(k)}
     return out
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -127,10 +130,24 @@ def list_cmd(name: str | None, stage: str | None, as_json: bool, repo: str | Non
         else:
             _print_models(summaries)
         return
-    if as_json:
-        echo_json([v.to_dict() for v in registry.list_versions(name, stage=stage)])
-    else:
-        _print_versions(name, registry.version_rows(name, stage=stage), mark_latest=stage is None)
+    with _no_gc():  # hundreds of thousands of acyclic objects: no collection can free any
+        if as_json:
+            echo_json([v.to_dict() for v in registry.list_versions(name, stage=stage)])
+        else:
+            _print_versions(name, registry.version_rows(name, stage=stage), mark_latest=stage is None)
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused (and restored): building 100,000 rows otherwise
+    triggers full collections that walk every object built so far (~10% of the time)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _print_models(summaries: list[ModelSummary]) -> None:
