@@ -43,13 +43,16 @@ NON_PEER_KEYS = [
     "partial_load_head_fetched_bytes",
     # benchmarks/listing.py
     "list_name_10k",
+    "list_name_10k_cpu",
     "list_name_10k_packed",
     "list_name_10k_cold",
     "list_name_10k_json",
     "list_name_100k",
+    "list_name_100k_cpu",
     "list_name_100k_packed",
     "list_name_100k_anon_peak_kib",
     "list_1000x100",
+    "list_1000x100_cpu",
     "list_1000x100_packed",
 ]
 RATIO_KEYS = ["register_1g_vs_cp_fsync", "load_vs_cat", "get_1g_vs_cp", "partial_load_head_vs_full"]
