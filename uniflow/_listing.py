@@ -162,11 +162,13 @@ class ListingIndex:
             and stored.loose_ok
             and stored.loose == (list(stamp) if stamp is not None else None)
             and stored.packed == packed
-            and (stored.limits == limits or not stored.listing.has_rows)
-        ):
+        ):  # the refs are as the index says
             listing = stored.listing
-            if not rows or (listing.has_rows and _rows_ok(listing)):
+            if not rows or (stored.limits == limits and _rows_ok(listing)):
                 return listing
+            listing = self._build(model, listing.shas(), listing, False, True)  # rows, no rescan
+            self._store(model, listing, True, stamp, packed, limits)
+            return listing
         stable = False
         for _ in range(_SCAN_ATTEMPTS):  # loose refs read between two equal directory stamps
             refs = parse_packed(section, prefix, check=False)  # versions are validated in _build
@@ -179,18 +181,19 @@ class ListingIndex:
             stamp = after
             section = packed_section(git_dir, prefix)
             packed = blake3.blake3(section).digest()
-        old = stored.listing if stored is not None and stored.limits == limits else None
-        if old is not None and not (old.has_rows and _rows_ok(old)):
-            old = None
-        listing = self._build(model, refs, old, rows or old is not None)
+        old = stored.listing if stored is not None else None
+        old_rows = stored is not None and stored.limits == limits and _rows_ok(stored.listing)
+        listing = self._build(model, refs, old, old_rows, rows or old_rows)
         if stable:
             racy = stamp is not None and stamp[2] >= now - RACY_NS
             self._store(model, listing, not racy, stamp, packed, limits)
         return listing
 
-    def _build(self, model: str, refs: dict[str, str], old: Listing | None, with_rows: bool) -> Listing:
-        """The listing of ``refs``; names and rows of ``old`` (validated when it was built,
-        MAC'd since) are reused, so a change costs in proportion to what changed."""
+    def _build(
+        self, model: str, refs: dict[str, str], old: Listing | None, old_rows: bool, with_rows: bool
+    ) -> Listing:
+        """The listing of ``refs``. The names of ``old`` (validated when it was built, MAC'd
+        since) and, with ``old_rows``, its rows are reused: a change costs what changed."""
         pos = {v: i for i, v in enumerate(old.versions)} if old is not None else {}
         new = [v for v in refs if v not in pos and is_version(v)]
         if old is not None and len(new) <= _INSERT_MAX:
@@ -202,7 +205,7 @@ class ListingIndex:
         tags = b"".join([bytes.fromhex(refs[v]) for v in versions])
         if not with_rows:
             return Listing(model, versions, tags, None)
-        kept = old.rows if old is not None else None
+        kept = old.rows if old is not None and old_rows else None
         out = Rows([], [], [], [])
         for i, v in enumerate(versions):
             j = pos.get(v)
@@ -280,7 +283,10 @@ class ListingIndex:
 
 
 def _rows_ok(listing: Listing) -> bool:
-    """The rows decode (a stored blob that does not is rebuilt, like a missing one)."""
+    """The listing has rows and they decode (a stored blob that does not is rebuilt, like a
+    missing one)."""
+    if not listing.has_rows:
+        return False
     try:
         return listing.rows is not None
     except ValueError:
