@@ -218,7 +218,7 @@ class ListingIndex:
             ):
                 row = (kept.framework[j], kept.size[j], kept.created[j], kept.metrics[j])
             else:
-                m = self.index.manifest(model, v, refs[v])[1]
+                m = self.index.manifest(model, v, refs[v], memo=False)[1]
                 row = (
                     m["framework"],
                     sum(f["size"] for f in m["files"]),
