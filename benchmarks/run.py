@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import remote, stream, transfer
+from benchmarks import listing, remote, stream, transfer
 from benchmarks.harness import (
     MIB,
     Results,
@@ -203,6 +203,7 @@ GOALS = [
     ("diff", "diff_1g_ms", "<=", 100.0, "diff of two 1 GiB versions <= 100 ms in process"),
     ("diff CLI", "diff_1g_cli", "<=", 0.3, "`uniflow models diff` of two 1 GiB versions <= 0.3 s wall"),
 ]
+GOALS += listing.GOALS  # benchmarks/listing.py: models list NAME at 10k/100k, models list 1000x100
 UI_KEYS = ["ui_overview_ms", "ui_model_page_ms"]
 
 
@@ -743,6 +744,10 @@ def bench_scaling(res: Results, cache: Path, work: Path, max_mib: int, max_versi
             log(f"    scaling versions {row}")
             by_versions.append(row)
         rmtree(repo)
+        for c in (100_000,):  # beyond what the API builds in reasonable time: git fast-import
+            if c <= max_versions:
+                by_versions.append(listing.scaling_point(cache, cmd, c))
+                log(f"    scaling versions {by_versions[-1]}")
     else:
         res.notes["scaling_versions"] = f"no CLI: {why}"
     res.value("scaling", {"by_size": by_size, "by_versions": by_versions})
@@ -899,7 +904,7 @@ def main(argv: list[str] | None = None) -> int:
         help="import_mlflow of 100 fine-tunes of a 10 MiB model (needs the mlflow extra)",
     )
     ap.add_argument("--scaling-max-mib", type=int, default=4096)
-    ap.add_argument("--scaling-max-versions", type=int, default=10000)
+    ap.add_argument("--scaling-max-versions", type=int, default=100000)
     ap.add_argument("--json", type=Path, help="write the results as JSON here")
     ap.add_argument("--size-mib", type=int, help="size of the model file (default 1024; smoke 8)")
     ap.add_argument(
@@ -911,7 +916,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only",
         help="comma-separated sections: "
-        "machine,register,dedup,promote,cli,ui,import,remote,tensors,stream,transfer,peers,scaling,migrate",
+        "machine,register,dedup,promote,cli,ui,import,remote,tensors,listing,stream,transfer,peers,scaling,migrate",
     )
     args = ap.parse_args(argv)
 
@@ -1014,6 +1019,15 @@ def main(argv: list[str] | None = None) -> int:
                 res.fail(UI_KEYS, "uniflow.ModelRegistry unavailable")
         if want("import"):
             section(res, ["import_heavy_modules_count"], "import")(lambda: bench_import(res))
+        if want("listing") and registry_ok:  # benchmarks/listing.py
+
+            def _listing() -> None:
+                cmd, why = cli_command()
+                if cmd is None:
+                    raise RuntimeError(f"no working uniflow CLI: {why}")
+                listing.bench_listing(res, cache, cmd, mode_name)
+
+            section(res, listing.KEYS, "listing")(_listing)
         if want("remote") and registry_ok:
 
             def _remote() -> None:

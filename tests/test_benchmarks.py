@@ -71,6 +71,19 @@ RATIO_KEYS = [
     "xfer_s3_push_v2_sent_pct",
     "register_state_dict_vs_save_fsync",
     "register_state_dict_tmpfile_vs_save_fsync",
+    # benchmarks/listing.py
+    "list_name_10k",
+    "list_name_10k_cpu",
+    "list_name_10k_packed",
+    "list_name_10k_cold",
+    "list_name_10k_json",
+    "list_name_100k",
+    "list_name_100k_cpu",
+    "list_name_100k_packed",
+    "list_name_100k_anon_peak_kib",
+    "list_1000x100",
+    "list_1000x100_cpu",
+    "list_1000x100_packed",
 ]
 
 
@@ -134,6 +147,9 @@ def test_smoke_reports_goals_and_machine(smoke: dict) -> None:
         "tensor digests",
         "diff",
         "diff CLI",
+        "models list NAME 10k",
+        "models list NAME 100k",
+        "models list 1000x100",
     } <= set(goals)
     for goal in goals.values():
         assert goal["pass"] in (True, False, None)

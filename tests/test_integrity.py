@@ -117,7 +117,7 @@ def test_damaged_derived_cache_is_ignored(big_model: ModelRegistry) -> None:
     first.list_models()
     first.get("clf")
     entries = [p for p in (big_model.uniflow_dir / "cache" / "git").rglob("*") if p.is_file()]
-    assert {p.parent.parent.name for p in entries} == {"manifest", "state"}
+    assert {p.parent.parent.name for p in entries} == {"manifest", "state", "listing"}
     for p in entries:
         _flip(p, len(p.read_bytes()) - 3)
     again = ModelRegistry(big_model.root)

@@ -16,7 +16,17 @@ from pathlib import Path
 
 from ._naming import valid_ref_component
 
-__all__ = ["git_dir_of", "scan_refs", "read_ref"]
+__all__ = [
+    "git_dir_of",
+    "scan_refs",
+    "read_ref",
+    "dir_stamp",
+    "PackedRefs",
+    "packed_section",
+    "parse_packed",
+    "loose_dirs_in",
+    "loose_refs_in",
+]
 
 _SHA_RE = re.compile(r"[0-9a-f]{40}")
 
@@ -104,4 +114,140 @@ def read_ref(git_dir: Path, name: str) -> str | None:
     sha = _read_loose(str(_common_dir(git_dir) / name))
     if sha is not None:
         return sha
-    return _packed(git_dir).get(name)
+    return _packed_one(git_dir, name)
+
+
+def _packed_one(git_dir: Path, name: str) -> str | None:
+    """``_packed(git_dir).get(name)`` without parsing every line (see :class:`PackedRefs`):
+    after ``git pack-refs`` a 100,000-ref file is searched in milliseconds per lookup."""
+    return PackedRefs(git_dir).get(name)
+
+
+# ---------------------------------------------------------------------- one directory of refs
+# What the per-model listing index (uniflow/_listing.py) checks itself against: the stamp of a
+# loose-ref directory and the bytes of the packed-refs lines under a prefix.
+
+
+def dir_stamp(git_dir: Path, prefix: str) -> tuple[int, int, int, int] | None:
+    """``(st_dev, st_ino, st_mtime_ns, st_ctime_ns)`` of the loose-ref directory ``prefix``
+    (e.g. ``refs/tags/models/<model>``), or None when there is none.
+
+    Git and dulwich create, replace and delete a loose ref by creating ``<ref>.lock`` in that
+    directory and renaming or unlinking, so every ref change there moves the directory's
+    mtime and ctime (a change in the same clock tick as the stamp is the caller's "racy" case).
+    """
+    try:
+        st = os.stat(_common_dir(git_dir) / prefix.rstrip("/"))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class PackedRefs:
+    """One read of ``packed-refs``, searched (never split into lines) for many lookups."""
+
+    def __init__(self, git_dir: Path) -> None:
+        try:
+            with open(_common_dir(git_dir) / "packed-refs", "rb") as fh:
+                data = fh.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            data = b""
+        self.data = data if not data or data.endswith(b"\n") else data + b"\n"
+
+    def get(self, name: str) -> str | None:
+        """The sha of the line ``<sha> <name>`` (the last such line, as a parse would keep)."""
+        data = self.data
+        tail = b" " + name.encode("utf-8", "surrogateescape")
+        needle = tail + b"\n"
+        end = len(data)
+        while True:  # bounded: each step moves left
+            pos = data.rfind(needle, 0, end)
+            if pos < 0:
+                return None
+            start = pos - 40
+            if start >= 0 and (start == 0 or data[start - 1] == 0x0A):
+                sha = data[start:pos].decode("ascii", "replace")
+                if _SHA_RE.fullmatch(sha):
+                    return sha
+            end = pos + len(tail) - 1
+
+    def section(self, prefix: str) -> bytes:
+        """The bytes from the first line naming a ref under ``prefix`` to the last such line
+        (and its peeled ``^`` lines): ``b""`` when there is none.
+
+        Every line of a ref under ``prefix`` lies inside it, sorted file or not (a ref name
+        holds no space, so ``" <prefix>/"`` only matches where a name starts), so equal
+        sections mean equal refs under ``prefix``.
+        """
+        needle = b" " + prefix.rstrip("/").encode("utf-8", "surrogateescape") + b"/"
+        first = self.data.find(needle)
+        if first < 0:
+            return b""
+        return self._span(first, self.data.rfind(needle))
+
+    def sections(self, root: str) -> dict[str, bytes]:
+        """``{child: section(root/child)}`` for every ``child`` with a ref under it, in one pass."""
+        pattern = re.compile(rb" " + re.escape(root.rstrip("/").encode()) + rb"/([^/\s]+)/")
+        spans: dict[bytes, list[int]] = {}
+        for m in pattern.finditer(self.data):
+            span = spans.get(m.group(1))
+            if span is None:
+                spans[m.group(1)] = [m.start(), m.start()]
+            else:
+                span[1] = m.start()
+        return {k.decode("utf-8", "surrogateescape"): self._span(a, b) for k, (a, b) in spans.items()}
+
+    def _span(self, first: int, last: int) -> bytes:
+        data = self.data
+        start = data.rfind(b"\n", 0, first) + 1
+        end = data.find(b"\n", last)
+        end = len(data) if end < 0 else end + 1
+        while data.startswith(b"^", end):  # bounded by the file
+            nl = data.find(b"\n", end)
+            end = len(data) if nl < 0 else nl + 1
+        return data[start:end]
+
+
+def packed_section(git_dir: Path, prefix: str) -> bytes:
+    """:meth:`PackedRefs.section` of a fresh read of ``packed-refs``."""
+    return PackedRefs(git_dir).section(prefix)
+
+
+def parse_packed(section: bytes, prefix: str, *, check: bool = True) -> dict[str, str]:
+    """``{name relative to prefix: sha}`` of the direct children of ``prefix`` in a
+    :meth:`PackedRefs.section` (nested names and malformed lines are skipped). ``check=False``
+    leaves :func:`valid_ref_component` to a caller that validates the names itself."""
+    pattern = re.compile(
+        rb"^([0-9a-f]{40}) "
+        + re.escape(prefix.rstrip("/").encode("utf-8", "surrogateescape"))
+        + rb"/([^/\s]+)[ \t\r]*$",
+        re.M,
+    )
+    out = {name.decode("utf-8", "replace"): sha.decode("ascii") for sha, name in pattern.findall(section)}
+    if check:
+        out = {k: v for k, v in out.items() if valid_ref_component(k)}
+    return out
+
+
+def loose_dirs_in(git_dir: Path, prefix: str) -> list[str]:
+    """Names of the directories directly in the loose-ref directory ``prefix``."""
+    try:
+        entries = list(os.scandir(_common_dir(git_dir) / prefix.rstrip("/")))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [e.name for e in entries if valid_ref_component(e.name) and e.is_dir(follow_symlinks=False)]
+
+
+def loose_refs_in(git_dir: Path, prefix: str) -> dict[str, str]:
+    """``{name: sha}`` of the loose refs directly in the directory ``prefix`` (no recursion)."""
+    out: dict[str, str] = {}
+    try:
+        entries = list(os.scandir(_common_dir(git_dir) / prefix.rstrip("/")))
+    except (FileNotFoundError, NotADirectoryError):
+        return out
+    for entry in entries:
+        if valid_ref_component(entry.name) and not entry.is_dir(follow_symlinks=False):
+            sha = _read_loose(entry.path)
+            if sha is not None:
+                out[entry.name] = sha
+    return out

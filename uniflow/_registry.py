@@ -21,14 +21,13 @@ from ._lifecycle import (
 )
 from ._maintenance import gc as _gc
 from ._maintenance import verify as _verify
-from ._naming import version_sort_key
 from ._register import register_version
 from ._repo import Repository
 from ._reports import GcReport, PullReport, PushReport, VerifyReport
 from ._stages import ModelStage, StageLike
 from ._store import ObjectStore, ProgressFn
 from ._tree import export_files, materialize
-from ._types import HistoryEvent, HistoryList, ModelSummary, ModelVersion, Provenance, VersionList
+from ._types import HistoryEvent, HistoryList, ModelSummary, ModelVersion, Provenance, VersionList, VersionRow
 from .sharing.blobs import JOBS, BlobFetcher
 from .sharing.giturl import is_git_url
 from .sharing.pull import pull as _pull
@@ -165,19 +164,25 @@ class ModelRegistry:
 
     def list_models(self) -> list[ModelSummary]:
         out = []
-        for name, names in sorted(self._repo.index.all_version_names().items()):
-            state, when = self._repo.lifecycle.state_at(name)
-            single = self.stages()
+        single = self.stages()
+        for name, listing, state, when in self._repo.overview():
+            names = listing.versions  # semver ascending
             state = state.restricted_to(names)  # a version whose tag is gone holds nothing
             holders = {s: v for v, s in state.stage_of.items() if single.get(s, True) and s != "archived"}
             updated = datetime.fromtimestamp(when, UTC) if when is not None else None
-            latest = max(names, key=version_sort_key) if names else None
+            latest = names[-1] if names else None
             out.append(ModelSummary(name, latest, len(names), dict(sorted(holders.items())), updated))
         return out
 
     def list_versions(self, name: str, stage: StageLike | None = None) -> list[ModelVersion]:
         """Every version of ``name`` (semver ascending), optionally only those in ``stage``."""
         return VersionList(self._repo.list_versions(name, stage))
+
+    def version_rows(self, name: str, stage: StageLike | None = None) -> list[VersionRow]:
+        """What ``list_versions`` lists, as light :class:`~uniflow._types.VersionRow` summaries
+        (version, stage, framework, size, metrics, created_at) read from the model's listing
+        index: what ``uniflow models list NAME`` prints, flat in the number of versions."""
+        return self._repo.version_rows(name, stage)
 
     def history(self, name: str) -> list[HistoryEvent]:
         """Every lifecycle event of ``name``, oldest first (``git log`` of its lifecycle ref)."""

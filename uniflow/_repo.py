@@ -19,6 +19,7 @@ from ._config import Config, ConfigSource
 from ._errors import ModelNotFoundError, StageEmptyError, VersionNotFoundError
 from ._git import GitRepo
 from ._lifecycle import Lifecycle, LifecycleState, promote_transition
+from ._listing import Listing, ListingIndex
 from ._naming import validate_model_name, validate_version, version_sort_key
 from ._objcache import DerivedCache
 from ._refs import tag_ref
@@ -27,7 +28,7 @@ from ._store import FetchFn, ObjectStore
 from ._versions import VersionIndex
 
 if TYPE_CHECKING:
-    from ._types import ModelVersion
+    from ._types import ModelVersion, VersionRow
 
 __all__ = ["Repository"]
 
@@ -54,6 +55,7 @@ class Repository:
         derived = DerivedCache(self.uniflow_dir / "cache" / "git")
         self.index = VersionIndex(git, derived, limits=lambda: self.config.limits)
         self.lifecycle = Lifecycle(git, lambda s: self.stages().get(s, True), derived, stages=self.stages)
+        self.listings = ListingIndex(self.index, derived)
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -125,14 +127,62 @@ class Repository:
 
     def list_versions(self, name: str, stage: StageLike | None = None) -> list[ModelVersion]:
         """Every version of ``name`` (semver ascending), optionally only those in ``stage``."""
-        self.require_model(name)
-        state = self.lifecycle.state(name)
-        wanted = self.stage(stage) if stage is not None else None
+        listing, state, wanted = self._listing(name, stage, rows=False)
         out = []
-        for v, sha in sorted(self.index.versions(name).items(), key=lambda kv: version_sort_key(kv[0])):
+        for i, v in enumerate(listing.versions):
             st = state.stage(v)
             if wanted is None or st == wanted:
-                out.append(self.model_version(name, v, st, sha))
+                out.append(self.model_version(name, v, st, listing.tag_sha(i)))
+        return out
+
+    def version_rows(self, name: str, stage: StageLike | None = None) -> list[VersionRow]:
+        """What ``list_versions`` lists, as :class:`VersionRow` summaries read from the model's
+        listing index (uniflow/_listing.py) without opening a manifest."""
+        from ._types import VersionRow
+
+        listing, state, wanted = self._listing(name, stage, rows=True)
+        stage_of = state.stage_of
+        r = listing.rows
+        columns = zip(listing.versions, r.framework, r.size, r.metrics, r.created, strict=True)
+        out = []
+        for v, fw, size, metrics, created in columns:
+            st = stage_of.get(v, "development")
+            if wanted is None or st == wanted:
+                out.append(VersionRow(v, st, fw, size, metrics, created))
+        return out
+
+    def _listing(
+        self, name: str, stage: StageLike | None, *, rows: bool
+    ) -> tuple[Listing, LifecycleState, str | None]:
+        validate_model_name(name)
+        listing = self.listings.listing(name, rows=rows)
+        if not listing.versions and self.lifecycle.head(name) is None:
+            raise ModelNotFoundError(name)
+        state = self.lifecycle.state(name)
+        return listing, state, (self.stage(stage) if stage is not None else None)
+
+    def overview(self) -> list[tuple[str, Listing, LifecycleState, int | None]]:
+        """``(model, listing, state, time of the lifecycle head)`` of every model with a version
+        or a lifecycle, by name: ``packed-refs`` read once, each model's listing (no rows
+        needed, so no manifest is read for a model never listed) and lifecycle state."""
+        from ._refs import LIFECYCLE_PREFIX, TAGS_PREFIX
+        from ._refscan import PackedRefs, loose_dirs_in, loose_refs_in, parse_packed
+        from ._versions import is_model_name
+
+        git_dir = self.git.git_dir
+        packed = PackedRefs(git_dir)
+        sections = packed.sections(TAGS_PREFIX)
+        heads = parse_packed(packed.section(LIFECYCLE_PREFIX), LIFECYCLE_PREFIX)
+        heads.update(loose_refs_in(git_dir, LIFECYCLE_PREFIX))
+        names = set(sections) | set(loose_dirs_in(git_dir, TAGS_PREFIX)) | set(heads)
+        out = []
+        for name in sorted(n for n in names if is_model_name(n)):
+            listing = self.listings.listing(name, rows=False, section=sections.get(name, b""))
+            head = heads.get(name)
+            if not listing.versions and head is None:
+                continue
+            state, when = self.lifecycle.state_at(name, head) if head else (LifecycleState(name), None)
+            out.append((name, listing, state, when))
         return out
 
     # ------------------------------------------------------------------ writes

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 __all__ = [
     "Provenance",
@@ -12,6 +12,7 @@ __all__ = [
     "ModelVersion",
     "HistoryEvent",
     "ModelSummary",
+    "VersionRow",
     "VersionList",
     "HistoryList",
 ]
@@ -140,6 +141,25 @@ class ModelSummary:
         d = asdict(self)
         d["updated_at"] = self.updated_at.isoformat() if self.updated_at else None
         return d
+
+
+class VersionRow(NamedTuple):
+    """One line of ``uniflow models list NAME`` (``ModelRegistry.version_rows``): what a
+    listing shows of a version, read from the model's listing index without opening its
+    manifest. ``ModelRegistry.list_versions`` gives the whole :class:`ModelVersion`."""
+
+    version: str
+    stage: str
+    framework: str
+    size: int  # bytes, all files
+    metrics: dict[str, Any]
+    created: str  # ``created_at`` as the manifest records it (ISO-8601)
+
+    @property
+    def created_at(self) -> datetime:
+        """``created`` as a time-zone aware datetime (UTC when the manifest names no zone)."""
+        when = datetime.fromisoformat(self.created)
+        return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def version_events(version: str, events: list[HistoryEvent]) -> list[HistoryEvent]:

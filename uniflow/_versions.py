@@ -132,11 +132,19 @@ class VersionIndex:
         return self.git.ref(tag_ref(model, version))
 
     def manifest(
-        self, model: str, version: str, tag_sha: str | None = None, *, from_git: bool = False
+        self,
+        model: str,
+        version: str,
+        tag_sha: str | None = None,
+        *,
+        from_git: bool = False,
+        memo: bool = True,
     ) -> tuple[str, dict[str, Any]]:
         """``(version commit, manifest)`` for a version whose tag exists, validated.
 
         ``from_git=True`` reads the Git objects themselves, bypassing both caches (verify).
+        ``memo=False`` does not keep the decoded manifest in this object (the listing index
+        reads every manifest of a model once: 100,000 of them would stay in memory).
         A version without a tag (never registered, or deleted meanwhile) is a
         :class:`VersionNotFoundError`.
         """
@@ -157,7 +165,7 @@ class VersionIndex:
         m = unpack(data, context, limits=self.limits(), name=model, version=version)
         if cached is None and self.derived and not from_git:
             self.derived.put("manifest", sha, commit.encode() + data)
-        if not from_git:
+        if not from_git and memo:
             self._cache[sha] = (commit, m)
         return commit, m
 

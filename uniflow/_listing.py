@@ -1,0 +1,293 @@
+"""The per-model listing index: ``uniflow models list NAME`` reads one file and checks two stamps.
+
+For each model, ``.uniflow/cache/git/listing/<h>/<h>`` (``h`` = BLAKE3 of the git directory
+and the model name; a
+:class:`~uniflow._objcache.DerivedCache` entry, so MAC'd with the per-user key) holds the
+model's versions in semver order, each with its tag sha and what a listing shows of it
+(framework, size, creation time, metrics), plus what it was built from:
+
+* ``loose``: the stamp ``(st_dev, st_ino, st_mtime_ns, st_ctime_ns)`` of the loose-ref
+  directory ``refs/tags/models/<model>`` (or "absent"). Git and dulwich create, replace and
+  delete a loose ref through ``<ref>.lock`` + rename/unlink in that directory, so any such
+  change moves the stamp. A directory modified less than :data:`RACY_NS` before it was read
+  is "racy" (a second change in the same clock tick would leave its mtime unchanged, as with
+  Git's racily clean index entries) and its stamp is not trusted: the next listing rescans.
+* ``packed``: the BLAKE3 of the ``packed-refs`` lines under ``refs/tags/models/<model>/``
+  (:func:`uniflow._refscan.packed_section`): ``git pack-refs``, or a ref deleted or added
+  in ``packed-refs`` by anyone, changes it; changes to other models' refs do not.
+* ``limits``: the digest of the ``[limits]`` the manifests were checked against.
+
+A listing whose MAC, format, model name or any of the three does not match the repository as
+it is now is never believed: the refs of the model are rescanned (``packed-refs`` section plus
+every loose ref, read twice around a stable directory stamp, else not stored), rows of
+unchanged ``(version, tag sha)`` pairs are kept (a tag sha fixes its manifest) and new ones
+are derived through :meth:`VersionIndex.manifest`, the validating gate. The rows hold only
+values taken from validated manifests. A fresh clone has no index; the first listing builds
+it. The file is replaced atomically; a crash leaves the old one or none.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import blake3
+import msgpack
+
+from ._naming import version_sort_key
+from ._objcache import DerivedCache
+from ._refs import tags_prefix
+from ._refscan import dir_stamp, loose_refs_in, packed_section, parse_packed
+from ._versions import VersionIndex, is_version
+
+__all__ = ["Listing", "ListingIndex", "KIND", "RACY_NS", "listing_key"]
+
+KIND = "listing"
+_FORMAT = 1
+#: a loose-ref directory changed less than this long before it was read is not trusted
+RACY_NS = 2_000_000_000
+_SCAN_ATTEMPTS = 3
+_SHA_BYTES = 20
+#: new versions inserted one by one into the stored order up to this many, else all sorted
+_INSERT_MAX = 1000
+
+
+def listing_key(git_dir: Path, model: str) -> str:
+    """The 64-hex :class:`DerivedCache` key of ``model``'s listing in the repository at
+    ``git_dir`` (registries read by URL share one cache directory, each has its own key)."""
+    return blake3.blake3(b"uniflow-listing\x00" + os.fsencode(git_dir) + b"\x00" + model.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Rows:
+    """What a listing shows of each version, in the order of :attr:`Listing.versions`."""
+
+    framework: list[str]
+    size: list[int]
+    created: list[str]  # the manifest's created_at (ISO-8601)
+    metrics: list[dict[str, Any]]
+
+
+class Listing:
+    """The versions of one model in semver order, their tag shas and (unless built for
+    ``models list`` alone, without reading any manifest) their :class:`Rows`, decoded on
+    first use."""
+
+    __slots__ = ("model", "versions", "tags", "_rows", "_blob")
+
+    def __init__(
+        self, model: str, versions: list[str], tags: bytes, rows: Rows | None, blob: bytes | None = None
+    ):
+        self.model = model
+        self.versions = versions
+        self.tags = tags  # 20 bytes per version
+        self._rows = rows
+        self._blob = blob  # the stored, MAC-checked encoding of the rows, not decoded yet
+
+    def __len__(self) -> int:
+        return len(self.versions)
+
+    def tag_sha(self, i: int) -> str:
+        return self.tags[_SHA_BYTES * i : _SHA_BYTES * (i + 1)].hex()
+
+    def shas(self) -> dict[str, str]:
+        """``{version: tag sha}``."""
+        return {v: self.tag_sha(i) for i, v in enumerate(self.versions)}
+
+    @property
+    def has_rows(self) -> bool:
+        return self._rows is not None or self._blob is not None
+
+    @property
+    def rows(self) -> Rows:
+        """The rows (ValueError when this listing was built without them)."""
+        if self._rows is None and self._blob is not None:
+            self._rows = _decode_rows(self._blob, len(self.versions))
+            self._blob = None
+        if self._rows is None:
+            raise ValueError(f"the listing of {self.model!r} holds no rows")
+        return self._rows
+
+
+def _decode_rows(blob: bytes, n: int) -> Rows | None:
+    try:
+        d = msgpack.unpackb(blob, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    if not (isinstance(d, list) and len(d) == 4 and all(isinstance(c, list) and len(c) == n for c in d)):
+        return None
+    return Rows(*d)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    listing: Listing
+    loose_ok: bool
+    loose: list[int] | None
+    packed: bytes
+    limits: bytes
+
+
+class ListingIndex:
+    """Listings of one repository's models, kept in ``cache`` (none: always rescanned)."""
+
+    def __init__(self, index: VersionIndex, cache: DerivedCache | None) -> None:
+        self.index = index
+        self.cache = cache
+
+    def _limits(self) -> bytes:
+        return blake3.blake3(repr(self.index.limits()).encode()).digest()
+
+    def listing(self, model: str, *, rows: bool = True, section: bytes | None = None) -> Listing:
+        """The versions of ``model`` (a valid model name) as its tag refs are now.
+
+        ``rows=False`` (``models list``): a listing without rows will do, so a missing index
+        is rebuilt from the refs alone; rows already known are kept. ``section``: the
+        model's :func:`packed_section`, when the caller has read ``packed-refs`` already.
+        """
+        git_dir = self.index.git.git_dir
+        prefix = tags_prefix(model)
+        limits = self._limits()
+        stored = self._load(model)
+        stamp = dir_stamp(git_dir, prefix)
+        if section is None:
+            section = packed_section(git_dir, prefix)
+        packed = blake3.blake3(section).digest()
+        if (
+            stored is not None
+            and stored.loose_ok
+            and stored.loose == (list(stamp) if stamp is not None else None)
+            and stored.packed == packed
+        ):  # the refs are as the index says
+            listing = stored.listing
+            if not rows or (stored.limits == limits and _rows_ok(listing)):
+                return listing
+            listing = self._build(model, listing.shas(), listing, False, True)  # rows, no rescan
+            self._store(model, listing, True, stamp, packed, limits)
+            return listing
+        stable = False
+        for _ in range(_SCAN_ATTEMPTS):  # loose refs read between two equal directory stamps
+            refs = parse_packed(section, prefix, check=False)  # versions are validated in _build
+            refs.update(loose_refs_in(git_dir, prefix))
+            now = time.time_ns()
+            after = dir_stamp(git_dir, prefix)
+            if after == stamp:
+                stable = True
+                break
+            stamp = after
+            section = packed_section(git_dir, prefix)
+            packed = blake3.blake3(section).digest()
+        old = stored.listing if stored is not None else None
+        old_rows = stored is not None and stored.limits == limits and _rows_ok(stored.listing)
+        listing = self._build(model, refs, old, old_rows, rows or old_rows)
+        if stable:
+            racy = stamp is not None and stamp[2] >= now - RACY_NS
+            self._store(model, listing, not racy, stamp, packed, limits)
+        return listing
+
+    def _build(
+        self, model: str, refs: dict[str, str], old: Listing | None, old_rows: bool, with_rows: bool
+    ) -> Listing:
+        """The listing of ``refs``. The names of ``old`` (validated when it was built, MAC'd
+        since) and, with ``old_rows``, its rows are reused: a change costs what changed."""
+        pos = {v: i for i, v in enumerate(old.versions)} if old is not None else {}
+        new = [v for v in refs if v not in pos and is_version(v)]
+        if old is not None and len(new) <= _INSERT_MAX:
+            versions = [v for v in old.versions if v in refs]  # still sorted
+            for v in new:
+                bisect.insort(versions, v, key=version_sort_key)
+        else:
+            versions = sorted([v for v in refs if v in pos] + new, key=version_sort_key)
+        tags = b"".join([bytes.fromhex(refs[v]) for v in versions])
+        if not with_rows:
+            return Listing(model, versions, tags, None)
+        kept = old.rows if old is not None and old_rows else None
+        out = Rows([], [], [], [])
+        for i, v in enumerate(versions):
+            j = pos.get(v)
+            if (
+                old is not None
+                and kept is not None
+                and j is not None
+                and old.tags[_SHA_BYTES * j : _SHA_BYTES * (j + 1)]
+                == tags[_SHA_BYTES * i : _SHA_BYTES * (i + 1)]
+            ):
+                row = (kept.framework[j], kept.size[j], kept.created[j], kept.metrics[j])
+            else:
+                m = self.index.manifest(model, v, refs[v], memo=False)[1]
+                row = (
+                    m["framework"],
+                    sum(f["size"] for f in m["files"]),
+                    m["created_at"],
+                    dict(m.get("metrics", {})),
+                )
+            out.framework.append(row[0])
+            out.size.append(row[1])
+            out.created.append(row[2])
+            out.metrics.append(row[3])
+        return Listing(model, versions, tags, out)
+
+    # ------------------------------------------------------------------ the cache file
+    def _load(self, model: str) -> _Stored | None:
+        raw = (
+            self.cache.get(KIND, listing_key(self.index.git.git_dir, model))
+            if self.cache is not None
+            else None
+        )
+        if raw is None:
+            return None
+        try:
+            d = msgpack.unpackb(raw, raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return None
+        if not (isinstance(d, list) and len(d) == 9 and d[0] == _FORMAT and d[1] == model):
+            return None
+        _f, _m, loose_ok, loose, packed, limits, versions, tags, blob = d
+        if (
+            not isinstance(loose_ok, bool)
+            or not (loose is None or (isinstance(loose, list) and len(loose) == 4))
+            or not isinstance(packed, bytes)
+            or not isinstance(limits, bytes)
+            or not isinstance(versions, list)
+            or not isinstance(tags, bytes)
+            or len(tags) != _SHA_BYTES * len(versions)
+            or not (blob is None or isinstance(blob, bytes))
+        ):
+            return None
+        return _Stored(Listing(model, versions, tags, None, blob), loose_ok, loose, packed, limits)
+
+    def _store(
+        self,
+        model: str,
+        listing: Listing,
+        loose_ok: bool,
+        stamp: tuple[int, int, int, int] | None,
+        packed: bytes,
+        limits: bytes,
+    ) -> None:
+        if self.cache is None:
+            return
+        blob = None
+        if listing.has_rows:
+            r = listing.rows
+            blob = msgpack.packb([r.framework, r.size, r.created, r.metrics], use_bin_type=True)
+        stamp_list = list(stamp) if stamp is not None else None
+        payload = [_FORMAT, model, loose_ok, stamp_list, packed, limits, listing.versions, listing.tags, blob]
+        self.cache.put(
+            KIND, listing_key(self.index.git.git_dir, model), msgpack.packb(payload, use_bin_type=True)
+        )
+
+
+def _rows_ok(listing: Listing) -> bool:
+    """The listing has rows and they decode (a stored blob that does not is rebuilt, like a
+    missing one)."""
+    if not listing.has_rows:
+        return False
+    try:
+        return listing.rows is not None
+    except ValueError:
+        return False
