@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import remote
+from benchmarks import memory, remote
 from benchmarks.harness import (
     MIB,
     Results,
@@ -188,6 +188,7 @@ GOALS = [
         "`uniflow ui` model page (100 versions) <= 200 ms server time",
     ),
     *remote.GOALS,
+    *memory.GOALS,
     (
         "tensor digests",
         "register_tensor_overhead_pct",
@@ -841,6 +842,7 @@ def print_table(res: Results, goals: list[dict[str, Any]]) -> None:
         *TENSOR_TABLE_KEYS,
         *PEER_KEYS,
         *remote.REMOTE_KEYS,
+        *memory.KEYS,
         "resolve_first_s",
         "dvc_get_1g",
     ]
@@ -903,8 +905,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only",
         help="comma-separated sections: "
-        "machine,register,dedup,promote,cli,ui,import,remote,tensors,peers,scaling,migrate",
+        "machine,register,dedup,promote,cli,ui,import,memory,remote,tensors,peers,scaling,migrate",
     )
+    memory.add_args(ap)
     args = ap.parse_args(argv)
 
     mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -1002,6 +1005,10 @@ def main(argv: list[str] | None = None) -> int:
                 res.fail(UI_KEYS, "uniflow.ModelRegistry unavailable")
         if want("import"):
             section(res, ["import_heavy_modules_count"], "import")(lambda: bench_import(res))
+        if want("memory") and registry_ok:  # benchmarks/memory.py: peak RssAnon of whole processes
+            section(res, memory.KEYS, "memory (peak anonymous)")(
+                lambda: memory.bench_memory(res, cache, work, mode_name, mode["size_mib"], args.mem_4g)
+            )
         if want("remote") and registry_ok:
 
             def _remote() -> None:

@@ -41,8 +41,17 @@ NON_PEER_KEYS = [
     "full_load_1g_ms",
     "partial_load_head_remote_ms",
     "partial_load_head_fetched_bytes",
+    "mem_import_mib",
+    "mem_register_1g_mib",
+    "mem_register_4g_mib",
+    "mem_load_1g_mib",
+    "mem_load_4g_mib",
+    "mem_export_1g_mib",
+    "mem_register_sd_1g_extra_mib",
+    "mem_calibration_error_mib",
 ]
 RATIO_KEYS = ["register_1g_vs_cp_fsync", "load_vs_cat", "get_1g_vs_cp", "partial_load_head_vs_full"]
+DERIVED_KEYS = ["mem_register_growth_mib", "mem_load_growth_mib", "mem_sampler_max_gap_ms"]
 
 
 def _numeric(value: object) -> bool:
@@ -74,7 +83,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return json.loads(out.read_text())
 
 
-@pytest.mark.parametrize("key", NON_PEER_KEYS + RATIO_KEYS)
+@pytest.mark.parametrize("key", NON_PEER_KEYS + RATIO_KEYS + DERIVED_KEYS)
 def test_smoke_key_is_numeric(smoke: dict, key: str) -> None:
     assert key in smoke
     assert _numeric(smoke[key]), f"{key} = {smoke[key]!r}: {smoke.get('notes', {}).get(key)}"
@@ -105,6 +114,8 @@ def test_smoke_reports_goals_and_machine(smoke: dict) -> None:
         "tensor digests",
         "diff",
         "diff CLI",
+        "register memory",
+        "first load memory",
     } <= set(goals)
     for goal in goals.values():
         assert goal["pass"] in (True, False, None)

@@ -1,0 +1,413 @@
+"""Peak anonymous memory of whole processes (issue 14 item 5: "memory stays flat").
+
+:func:`peak_anon_kib` runs a command and returns the peak ``RssAnon`` of its process (KiB)
+and its wall time. :func:`measure` returns the same with the sampler's own figures.
+
+Why sampling: Linux keeps no high-water mark of anonymous memory. ``VmHWM`` /
+``ru_maxrss`` count file-backed pages too, and uniflow maps model files to read them, so a
+1 GiB register shows ~1 GiB there whatever it allocates. This kernel's memory cgroup is v1
+(``memory.max_usage_in_bytes`` counts page cache; there is no ``memory.peak``), and the
+cgroup v2 hierarchy has no memory controller. So a thread of this process reads
+``/proc/PID/status`` (``RssAnon``, ``RssShmem``, ``VmHWM``) every ``interval`` seconds,
+through one descriptor kept open (``pread`` at offset 0 regenerates the file), from the
+moment the child has exec'd until it exits. The thread asks for ``SCHED_FIFO`` (allowed
+for root): it then runs within microseconds of each wake-up even on a busy machine, so the
+gaps between samples stay close to ``interval``; without it the gaps are measured and
+reported all the same (``max_gap_ms``).
+
+Error bound: a peak can only be under-read by what the process faults in between two
+samples, i.e. (longest gap) x (fastest anonymous fault-in rate). :func:`calibrate` measures
+it: a child that allocates, touches and frees an N MiB buffer at once (the worst case: the
+peak lasts an instant) must read N MiB above ``python -c pass``. Descendant processes are
+not counted (register and load run in one process; no git subprocess is spawned).
+
+Figures (MiB, median of the runs, samples kept; sizes ``1g``/``4g`` are 8/32 MiB in
+``--smoke``): ``mem_import_mib`` (``python -c "import uniflow"``), ``mem_register_1g_mib``,
+``mem_register_4g_mib`` (``register(model=FILE)`` in a fresh process and repository),
+``mem_load_1g_mib``, ``mem_load_4g_mib`` (a first ``load_path`` in a fresh process, empty
+cache: chunks verified and assembled), ``mem_export_1g_mib`` (``uniflow models export``, empty
+cache), ``mem_register_sd_1g_extra_mib`` (``register(model=<1 GiB torch state dict>)``: peak
+minus ``RssAnon`` just before the call, i.e. minus torch and the state dict itself),
+``mem_register_growth_mib`` / ``mem_load_growth_mib`` (4g minus 1g), and the method's own
+``mem_calibration_error_mib`` and ``mem_sampler_max_gap_ms``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import MIB, Results, git_env, git_repo, log, rmtree
+
+KIB = 1024
+MODEL = "bench_mem"
+GOAL_MIB = 256.0
+
+KEYS = [
+    "mem_import_mib",
+    "mem_register_1g_mib",
+    "mem_register_4g_mib",
+    "mem_load_1g_mib",
+    "mem_load_4g_mib",
+    "mem_export_1g_mib",
+    "mem_register_sd_1g_mib",
+    "mem_register_sd_1g_extra_mib",
+    "mem_register_growth_mib",
+    "mem_load_growth_mib",
+    "mem_calibration_error_mib",
+    "mem_sampler_max_gap_ms",
+]
+
+GOALS = [
+    ("register memory", "mem_register_4g_mib", "<=", GOAL_MIB, "register 4 GiB: peak anon <= 256 MiB"),
+    ("first load memory", "mem_load_4g_mib", "<=", GOAL_MIB, "first load 4 GiB: peak anon <= 256 MiB"),
+    (
+        "register memory flat",
+        "mem_register_growth_mib",
+        "<=",
+        16.0,
+        "register peak anon 4 GiB minus 1 GiB <= 16 MiB",
+    ),
+    (
+        "load memory flat",
+        "mem_load_growth_mib",
+        "<=",
+        16.0,
+        "first load peak anon 4 GiB minus 1 GiB <= 16 MiB",
+    ),
+]
+
+
+# --------------------------------------------------------------------------- the sampler
+
+
+@dataclass(frozen=True)
+class Peak:
+    """What :func:`measure` saw of one process."""
+
+    anon_kib: int  # peak RssAnon
+    shmem_kib: int  # peak RssShmem
+    hwm_kib: int  # the last VmHWM seen: anon + file + shmem high-water, for contrast
+    wall: float  # seconds from spawn to exit
+    samples: int
+    max_gap_ms: float  # longest time between two consecutive samples
+    realtime: bool  # the sampler ran under SCHED_FIFO
+    stdout: str
+
+
+_FIELDS = (b"RssAnon:", b"RssShmem:", b"VmHWM:")
+
+
+def _fields(data: bytes) -> tuple[int, int, int] | None:
+    """(RssAnon, RssShmem, VmHWM) in KiB from /proc/PID/status; None once the mm is gone."""
+    out = []
+    for name in _FIELDS:
+        i = data.find(name)
+        if i < 0:
+            return None
+        j = data.find(b"kB", i)
+        out.append(int(data[i + len(name) : j]))
+    return out[0], out[1], out[2]
+
+
+class _Sampler(threading.Thread):
+    def __init__(self, fd: int, interval: float) -> None:
+        super().__init__(name="mem-sampler", daemon=True)
+        self.fd, self.interval = fd, interval
+        self.anon = self.shmem = self.hwm = self.count = 0
+        self.max_gap = 0.0
+        self.realtime = False
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            try:  # this thread only (pid 0 = the calling thread on Linux)
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+                self.realtime = True
+            except (OSError, AttributeError):
+                pass
+            last = time.perf_counter()
+            while True:
+                try:
+                    data = os.pread(self.fd, 4096, 0)
+                except OSError:  # reaped
+                    break
+                now = time.perf_counter()
+                got = _fields(data)
+                if got is None:  # a zombie: its memory is already gone
+                    break
+                self.max_gap = max(self.max_gap, now - last)
+                last = now
+                self.count += 1
+                anon, shmem, hwm = got
+                self.anon = max(self.anon, anon)
+                self.shmem = max(self.shmem, shmem)
+                self.hwm = max(self.hwm, hwm)
+                time.sleep(self.interval)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            self.error = exc
+        finally:
+            if self.realtime:
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
+def measure(
+    argv: list[str],
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    *,
+    interval: float = 0.001,
+    timeout: float = 3600,
+) -> Peak:
+    """Run ``argv`` (it must exit 0) while sampling its memory; see the module docstring."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        try:
+            fd = os.open(f"/proc/{proc.pid}/status", os.O_RDONLY)
+        except OSError:
+            proc.kill()
+            proc.wait()
+            raise
+        try:
+            sampler = _Sampler(fd, interval)
+            sampler.start()
+            try:
+                rc = proc.wait(timeout=timeout)
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            wall = time.perf_counter() - t0
+            sampler.join()
+        finally:
+            os.close(fd)
+        if sampler.error is not None:
+            raise sampler.error
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        if rc != 0:
+            tail = err.read().decode(errors="replace").strip()[-800:]
+            raise RuntimeError(f"{' '.join(map(str, argv))[:200]} exited {rc}: {tail}")
+    return Peak(
+        sampler.anon,
+        sampler.shmem,
+        sampler.hwm,
+        wall,
+        sampler.count,
+        round(sampler.max_gap * 1000, 3),
+        sampler.realtime,
+        stdout,
+    )
+
+
+def peak_anon_kib(
+    argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[int, float]:
+    """Peak ``RssAnon`` (KiB) of the process running ``argv`` (which must exit 0), and its
+    wall time in seconds. Sampled every 1 ms; see the module docstring for the error bound."""
+    p = measure(argv, cwd, env)
+    return p.anon_kib, p.wall
+
+
+# --------------------------------------------------------------------------- the workloads
+
+# Each runs in a fresh interpreter: ``python -c CODE ARGS``.
+_IMPORT = "import uniflow"
+_REGISTER = (
+    "import sys\nfrom uniflow import ModelRegistry\n"
+    "ModelRegistry(sys.argv[1]).register(model=sys.argv[2], name=sys.argv[3], version='v1.0.0')\n"
+)
+_LOAD = (
+    "import sys\nfrom uniflow import ModelRegistry\n"
+    "print(ModelRegistry(sys.argv[1]).load_path(sys.argv[2], version='v1.0.0'))\n"
+)
+# A state dict of float32 tensors of 256 x 1024 (1 MiB each) summing to argv[2] bytes; prints
+# RssAnon just before register so that torch and the tensors themselves can be subtracted.
+_REGISTER_SD = (
+    "import sys, torch\nfrom uniflow import ModelRegistry\n"
+    "torch.manual_seed(0)\n"
+    "sd = {f'layers.{i:04d}.weight': torch.randn(256, 1024) for i in range(int(sys.argv[2]) >> 20)}\n"
+    "status = open('/proc/self/status').read()\n"
+    "print([ln.split()[1] for ln in status.splitlines() if ln.startswith('RssAnon:')][0])\n"
+    "ModelRegistry(sys.argv[1]).register(model=sd, name=sys.argv[3], version='v1.0.0')\n"
+)
+_CALIBRATE = "import sys\nx = b'\\x01' * (int(sys.argv[1]) << 20)\ndel x\n"
+
+
+def _mib(kib: int | float) -> float:
+    return round(kib / KIB, 2)
+
+
+class _Tally:
+    """Samples per key (MiB) and the worst sampler gap seen."""
+
+    def __init__(self) -> None:
+        self.mib: dict[str, list[float]] = {}
+        self.hwm: dict[str, list[float]] = {}
+        self.max_gap_ms = 0.0
+        self.realtime = True
+
+    def take(self, key: str, p: Peak, minus_kib: int = 0) -> Peak:
+        self.mib.setdefault(key, []).append(_mib(p.anon_kib - minus_kib))
+        self.hwm.setdefault(key, []).append(_mib(p.hwm_kib))
+        self.max_gap_ms = max(self.max_gap_ms, p.max_gap_ms)
+        self.realtime = self.realtime and p.realtime
+        if p.shmem_kib > 1024:
+            log(f"    {key}: note RssShmem peaked at {_mib(p.shmem_kib)} MiB")
+        log(
+            f"    {key}: peak RssAnon {_mib(p.anon_kib)} MiB{f' (-{_mib(minus_kib)})' if minus_kib else ''}"
+            f", VmHWM {_mib(p.hwm_kib)} MiB, {p.wall:.2f} s, {p.samples} samples, "
+            f"max gap {p.max_gap_ms:.2f} ms"
+        )
+        return p
+
+
+def _cache_empty(repo: Path) -> bool:
+    files = repo / ".uniflow" / "cache" / "files"
+    return not files.exists() or not any(files.rglob("*"))
+
+
+def _file_cycle(tally: _Tally, label: str, f: Path, work: Path, with_export: bool) -> None:
+    """register FILE, first load_path, then (cache emptied) a first `uniflow models export`,
+    each in its own process, in one fresh repository."""
+    py = sys.executable
+    repo = git_repo(work / "mem-repo")
+    env = git_env()
+    try:
+        tally.take(
+            f"mem_register_{label}_mib", measure([py, "-c", _REGISTER, str(repo), str(f), MODEL], env=env)
+        )
+        if not _cache_empty(repo):
+            raise RuntimeError("register left files in .uniflow/cache: the load would not be a first load")
+        p = tally.take(f"mem_load_{label}_mib", measure([py, "-c", _LOAD, str(repo), MODEL], env=env))
+        loaded = Path(p.stdout.strip())
+        size = sum(x.stat().st_size for x in loaded.rglob("*") if x.is_file())
+        if size != f.stat().st_size:
+            raise RuntimeError(f"load_path gave {size} bytes, expected {f.stat().st_size}")
+        if with_export:
+            rmtree(repo / ".uniflow" / "cache")
+            cli = Path(py).parent / "uniflow"
+            cmd = [str(cli)] if cli.exists() else [py, "-m", "uniflow"]
+            dest = work / "mem-export"
+            rmtree(dest)
+            tally.take(
+                f"mem_export_{label}_mib",
+                measure([*cmd, "models", "export", MODEL, "v1.0.0", str(dest)], cwd=repo, env=env),
+            )
+            rmtree(dest)
+    finally:
+        rmtree(repo)
+
+
+def _state_dict_cycle(tally: _Tally, label: str, size_bytes: int, work: Path) -> None:
+    py = sys.executable
+    repo = git_repo(work / "mem-sd")
+    try:
+        p = measure([py, "-c", _REGISTER_SD, str(repo), str(size_bytes), MODEL], env=git_env())
+        before = int(p.stdout.split()[0])
+        tally.take(f"mem_register_sd_{label}_mib", p)
+        tally.take(f"mem_register_sd_{label}_extra_mib", p, minus_kib=before)
+    finally:
+        rmtree(repo)
+
+
+def calibrate(tally: _Tally, mib: int, runs: int) -> None:
+    """A buffer of ``mib`` MiB allocated, touched and freed at once must read ``mib`` MiB above
+    ``python -c pass``; the shortfall (or excess) is ``mem_calibration_error_mib``."""
+    py = sys.executable
+    for _ in range(runs):
+        base = measure([py, "-c", "pass"]).anon_kib
+        p = measure([py, "-c", _CALIBRATE, str(mib)])
+        tally.take("mem_calibration_error_mib", p, minus_kib=base + mib * KIB)
+
+
+# --------------------------------------------------------------------------- the section
+
+
+def add_args(ap: argparse.ArgumentParser) -> None:
+    """The options of this section (called by benchmarks/run.py)."""
+    ap.add_argument(
+        "--mem-4g",
+        action="store_true",
+        help="memory section: also the 4 GiB file in --quick (always in full mode)",
+    )
+
+
+def plan(mode_name: str, size_mib: int, big: bool) -> dict[str, Any]:
+    """Sizes and run counts: 1 GiB (or --size-mib) and 4x that; tiny in --smoke."""
+    if mode_name == "smoke":
+        return {"sizes": {"1g": size_mib, "4g": 4 * size_mib}, "runs": 1, "sd_mib": size_mib, "cal_mib": 64}
+    sizes = {"1g": size_mib}
+    if mode_name == "full" or big:
+        sizes["4g"] = 4 * size_mib
+    return {"sizes": sizes, "runs": 3 if mode_name == "full" else 1, "sd_mib": size_mib, "cal_mib": 256}
+
+
+def bench_memory(res: Results, cache: Path, work: Path, mode_name: str, size_mib: int, big: bool) -> None:
+    """Every ``mem_*`` key (see the module docstring)."""
+    from benchmarks.run import model_files
+
+    p = plan(mode_name, size_mib, big)
+    runs = p["runs"]
+    tally = _Tally()
+    calibrate(tally, p["cal_mib"], runs)
+    for _ in range(runs):
+        tally.take("mem_import_mib", measure([sys.executable, "-c", _IMPORT]))
+    for label, mib in p["sizes"].items():
+        f = model_files(cache, mib, kinds=("base",))["base"]
+        log(f"    memory: {label} = {f.name}")
+        for _ in range(runs if label == "1g" else max(runs - 1, 1)):
+            _file_cycle(tally, label, f, work, with_export=label == "1g")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        res.fail(["mem_register_sd_1g_extra_mib"], "torch is not installed")
+    else:
+        for _ in range(runs):
+            _state_dict_cycle(tally, "1g", p["sd_mib"] * MIB, work)
+
+    notes = {
+        "mem_import_mib": "peak RssAnon of `python -c 'import uniflow'`: the floor of every figure here",
+        "mem_register_1g_mib": f"peak RssAnon of a fresh process running register(model=FILE) "
+        f"({p['sizes']['1g']} MiB safetensors) into a fresh repository",
+        "mem_load_1g_mib": "peak RssAnon of a fresh process running load_path() of that version, "
+        "empty cache (every chunk read, verified, assembled)",
+        "mem_export_1g_mib": "peak RssAnon of `uniflow models export NAME v1.0.0 DEST`, empty cache",
+        "mem_register_sd_1g_mib": f"register(model=<{p['sd_mib']} MiB torch state dict>): whole peak",
+        "mem_register_sd_1g_extra_mib": "the same peak minus RssAnon just before register "
+        "(torch and the state dict itself)",
+        "mem_calibration_error_mib": f"a {p['cal_mib']} MiB buffer allocated, touched and freed at once: "
+        "measured peak minus (python -c pass + the buffer); the sampler's error",
+    }
+    if "4g" in p["sizes"]:
+        notes["mem_register_4g_mib"] = f"as mem_register_1g_mib, {p['sizes']['4g']} MiB file"
+        notes["mem_load_4g_mib"] = f"as mem_load_1g_mib, {p['sizes']['4g']} MiB file"
+    for key, samples in tally.mib.items():
+        res.add(key, samples, notes.get(key))
+        if not key.startswith(("mem_calibration", "mem_register_sd_1g_extra")):
+            res.value(key.replace("_mib", "_hwm_mib"), max(tally.hwm[key]))
+    for what in ("register", "load"):
+        a, b = res.get(f"mem_{what}_1g_mib"), res.get(f"mem_{what}_4g_mib")
+        if a is not None and b is not None:
+            res.value(
+                f"mem_{what}_growth_mib",
+                round(b - a, 2),
+                f"mem_{what}_4g_mib - mem_{what}_1g_mib: growth with a 4x larger file",
+            )
+    res.value(
+        "mem_sampler_max_gap_ms",
+        tally.max_gap_ms,
+        "longest time between two /proc/PID/status samples over the whole section "
+        f"(interval 1 ms, SCHED_FIFO sampler: {tally.realtime})",
+    )
+    res.value("mem_sizes_mib", p["sizes"])
