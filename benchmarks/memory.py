@@ -7,19 +7,22 @@ Why sampling: Linux keeps no high-water mark of anonymous memory. ``VmHWM`` /
 ``ru_maxrss`` count file-backed pages too, and uniflow maps model files to read them, so a
 1 GiB register shows ~1 GiB there whatever it allocates. This kernel's memory cgroup is v1
 (``memory.max_usage_in_bytes`` counts page cache; there is no ``memory.peak``), and the
-cgroup v2 hierarchy has no memory controller. So a thread of this process reads
-``/proc/PID/status`` (``RssAnon``, ``RssShmem``, ``VmHWM``) every ``interval`` seconds,
-through one descriptor kept open (``pread`` at offset 0 regenerates the file), from the
-moment the child has exec'd until it exits. The thread asks for ``SCHED_FIFO`` (allowed
-for root): it then runs within microseconds of each wake-up even on a busy machine, so the
-gaps between samples stay close to ``interval``; without it the gaps are measured and
-reported all the same (``max_gap_ms``).
+cgroup v2 hierarchy has no memory controller. So two sampler processes, each pinned to one
+CPU and run under ``SCHED_FIFO`` when allowed (root), read ``/proc/PID/status``
+(``RssAnon``, ``RssShmem``, ``VmHWM``) every ``interval`` seconds through one descriptor
+kept open (``pread`` at offset 0 regenerates the file). They are started and ready before
+the command is spawned, and stop when its memory is gone. Processes, not threads of this
+one: a sampler thread would wait for the GIL whenever the thread holding it is preempted.
 
-Error bound: a peak can only be under-read by what the process faults in between two
-samples, i.e. (longest gap) x (fastest anonymous fault-in rate). :func:`calibrate` measures
-it: a child that allocates, touches and frees an N MiB buffer at once (the worst case: the
-peak lasts an instant) must read N MiB above ``python -c pass``. Descendant processes are
-not counted (register and load run in one process; no git subprocess is spawned).
+Error bound: every sample is a true value, so the figure is a lower bound of the peak, and
+it can only miss memory that was faulted in and freed again between two samples: at most
+(longest gap) x (fastest fault-in rate, ~1 MiB per ms here). ``max_gap_ms`` is the longest
+time without a sample from either sampler (1-2 ms on a quiet machine; tens of ms when both
+vCPUs are held up by the hypervisor or long kernel I/O paths, when the command mostly waits
+too). :func:`calibrate` checks the worst case: a buffer of N MiB allocated, touched and
+freed at once must read N MiB above ``python -c pass``. ``VmHWM`` (kept as ``*_hwm_mib``) is
+an exact upper bound: where it is itself small (load, export) the figure is exact within
+it. Descendant processes are not counted (register and load run in one process).
 
 Figures (MiB, median of the runs, samples kept; sizes ``1g``/``4g`` are 8/32 MiB in
 ``--smoke``): ``mem_import_mib`` (``python -c "import uniflow"``), ``mem_register_1g_mib``,
@@ -35,11 +38,11 @@ minus ``RssAnon`` just before the call, i.e. minus torch and the state dict itse
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,66 +100,64 @@ class Peak:
     shmem_kib: int  # peak RssShmem
     hwm_kib: int  # the last VmHWM seen: anon + file + shmem high-water, for contrast
     wall: float  # seconds from spawn to exit
-    samples: int
-    max_gap_ms: float  # longest time between two consecutive samples
-    realtime: bool  # the sampler ran under SCHED_FIFO
+    samples: int  # over all samplers
+    max_gap_ms: float  # longest time without a sample from any sampler, spawn to last sample
+    samplers: int  # sampler processes (one pinned to each of the first two CPUs)
+    realtime: bool  # every sampler ran under SCHED_FIFO
     stdout: str
 
 
-_FIELDS = (b"RssAnon:", b"RssShmem:", b"VmHWM:")
-
-
-def _fields(data: bytes) -> tuple[int, int, int] | None:
-    """(RssAnon, RssShmem, VmHWM) in KiB from /proc/PID/status; None once the mm is gone."""
-    out = []
-    for name in _FIELDS:
+# One sampler process: pinned to one CPU, SCHED_FIFO if allowed; says "ready", then is told
+# the PID on stdin; reads /proc/PID/status through one descriptor until the mm is gone (zombie)
+# or the process is reaped. Prints a JSON line: maxima, sample count and sample times.
+_SAMPLER = r"""
+import json, os, sys, time
+cpu, interval = int(sys.argv[1]), float(sys.argv[2])
+try:
+    os.sched_setaffinity(0, {cpu})
+except OSError:
+    pass
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    rt = True
+except OSError:
+    rt = False
+names = (b"RssAnon:", b"RssShmem:", b"VmHWM:")
+top = [0, 0, 0]
+times = []
+print("ready", flush=True)
+line = sys.stdin.readline()
+try:
+    fd = os.open(f"/proc/{int(line)}/status", os.O_RDONLY)
+except (OSError, ValueError):
+    fd = None
+while fd is not None:
+    try:
+        data = os.pread(fd, 4096, 0)
+    except OSError:
+        break
+    now = time.monotonic()
+    vals = []
+    for name in names:
         i = data.find(name)
         if i < 0:
-            return None
-        j = data.find(b"kB", i)
-        out.append(int(data[i + len(name) : j]))
-    return out[0], out[1], out[2]
+            break
+        vals.append(int(data[i + len(name) : data.find(b"kB", i)]))
+    if len(vals) < 3:
+        break
+    times.append(now)
+    for k in range(3):
+        top[k] = max(top[k], vals[k])
+    time.sleep(interval)
+json.dump({"top": top, "times": times, "rt": rt}, sys.stdout)
+"""
 
 
-class _Sampler(threading.Thread):
-    def __init__(self, fd: int, interval: float) -> None:
-        super().__init__(name="mem-sampler", daemon=True)
-        self.fd, self.interval = fd, interval
-        self.anon = self.shmem = self.hwm = self.count = 0
-        self.max_gap = 0.0
-        self.realtime = False
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            try:  # this thread only (pid 0 = the calling thread on Linux)
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-                self.realtime = True
-            except (OSError, AttributeError):
-                pass
-            last = time.perf_counter()
-            while True:
-                try:
-                    data = os.pread(self.fd, 4096, 0)
-                except OSError:  # reaped
-                    break
-                now = time.perf_counter()
-                got = _fields(data)
-                if got is None:  # a zombie: its memory is already gone
-                    break
-                self.max_gap = max(self.max_gap, now - last)
-                last = now
-                self.count += 1
-                anon, shmem, hwm = got
-                self.anon = max(self.anon, anon)
-                self.shmem = max(self.shmem, shmem)
-                self.hwm = max(self.hwm, hwm)
-                time.sleep(self.interval)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            self.error = exc
-        finally:
-            if self.realtime:
-                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+def _cpus() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))[:2]
+    except (AttributeError, OSError):
+        return [0]
 
 
 def measure(
@@ -168,44 +169,61 @@ def measure(
     timeout: float = 3600,
 ) -> Peak:
     """Run ``argv`` (it must exit 0) while sampling its memory; see the module docstring."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        try:
-            fd = os.open(f"/proc/{proc.pid}/status", os.O_RDONLY)
-        except OSError:
-            proc.kill()
-            proc.wait()
-            raise
-        try:
-            sampler = _Sampler(fd, interval)
-            sampler.start()
+    samplers = [
+        subprocess.Popen(
+            [sys.executable, "-I", "-c", _SAMPLER, str(cpu), str(interval)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for cpu in _cpus()
+    ]
+    try:
+        for s in samplers:  # started and warm before the command exists
+            assert s.stdout is not None
+            if s.stdout.readline().strip() != "ready":
+                raise RuntimeError("a memory sampler failed to start")
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            t0 = time.monotonic()
+            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            spawned = time.monotonic()  # Popen returns once the child has exec'd
+            for s in samplers:
+                assert s.stdin is not None
+                s.stdin.write(f"{proc.pid}\n")
+                s.stdin.flush()
             try:
                 rc = proc.wait(timeout=timeout)
             except BaseException:
                 proc.kill()
                 proc.wait()
                 raise
-            wall = time.perf_counter() - t0
-            sampler.join()
-        finally:
-            os.close(fd)
-        if sampler.error is not None:
-            raise sampler.error
-        out.seek(0)
-        err.seek(0)
-        stdout = out.read().decode(errors="replace")
-        if rc != 0:
-            tail = err.read().decode(errors="replace").strip()[-800:]
-            raise RuntimeError(f"{' '.join(map(str, argv))[:200]} exited {rc}: {tail}")
+            wall = time.monotonic() - t0
+            reports = [json.loads(s.communicate(timeout=60)[0]) for s in samplers]
+            out.seek(0)
+            err.seek(0)
+            stdout = out.read().decode(errors="replace")
+            if rc != 0:
+                tail = err.read().decode(errors="replace").strip()[-800:]
+                raise RuntimeError(f"{' '.join(map(str, argv))[:200]} exited {rc}: {tail}")
+    finally:
+        for s in samplers:
+            if s.poll() is None:
+                s.kill()
+                s.wait()
+    times = sorted(t for r in reports for t in r["times"])
+    if not times:
+        raise RuntimeError(f"{' '.join(map(str, argv))[:200]} exited before it could be sampled")
+    edges = [spawned, *times]
+    gap = max(b - a for a, b in zip(edges, edges[1:], strict=False))
     return Peak(
-        sampler.anon,
-        sampler.shmem,
-        sampler.hwm,
+        max(r["top"][0] for r in reports),
+        max(r["top"][1] for r in reports),
+        max(r["top"][2] for r in reports),
         wall,
-        sampler.count,
-        round(sampler.max_gap * 1000, 3),
-        sampler.realtime,
+        len(times),
+        round(gap * 1000, 3),
+        len(samplers),
+        all(r["rt"] for r in reports),
         stdout,
     )
 
