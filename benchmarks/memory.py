@@ -31,6 +31,8 @@ Figures (MiB, median of the runs, samples kept; sizes ``1g``/``4g`` are 8/32 MiB
 cache: chunks verified and assembled), ``mem_export_1g_mib`` (``uniflow models export``, empty
 cache), ``mem_register_sd_1g_extra_mib`` (``register(model=<1 GiB torch state dict>)``: peak
 minus ``RssAnon`` just before the call, i.e. minus torch and the state dict itself),
+``mem_load_sd_1g_extra_mib`` (a first ``load()`` of it: peak minus ``RssAnon`` after, the
+tensors alive),
 ``mem_register_growth_mib`` / ``mem_load_growth_mib`` (4g minus 1g), and the method's own
 ``mem_calibration_error_mib`` and ``mem_sampler_max_gap_ms``.
 """
@@ -63,6 +65,8 @@ KEYS = [
     "mem_export_1g_mib",
     "mem_register_sd_1g_mib",
     "mem_register_sd_1g_extra_mib",
+    "mem_load_sd_1g_mib",
+    "mem_load_sd_1g_extra_mib",
     "mem_register_growth_mib",
     "mem_load_growth_mib",
     "mem_calibration_error_mib",
@@ -259,6 +263,15 @@ _REGISTER_SD = (
     "print([ln.split()[1] for ln in status.splitlines() if ln.startswith('RssAnon:')][0])\n"
     "ModelRegistry(sys.argv[1]).register(model=sd, name=sys.argv[3], version='v1.0.0')\n"
 )
+# A first load() of that version: the state dict back (safetensors maps the verified file, so
+# the tensors are file-backed); prints RssAnon with the tensors alive, and their bytes.
+_LOAD_SD = (
+    "import sys, torch\nfrom uniflow import ModelRegistry\n"
+    "sd = ModelRegistry(sys.argv[1]).load(sys.argv[2], version='v1.0.0')\n"
+    "status = open('/proc/self/status').read()\n"
+    "print([ln.split()[1] for ln in status.splitlines() if ln.startswith('RssAnon:')][0])\n"
+    "print(sum(t.nbytes for t in sd.values()))\n"
+)
 _CALIBRATE = "import sys\nx = b'\\x01' * (int(sys.argv[1]) << 20)\ndel x\n"
 
 
@@ -335,6 +348,14 @@ def _state_dict_cycle(tally: _Tally, label: str, size_bytes: int, work: Path) ->
         before = int(p.stdout.split()[0])
         tally.take(f"mem_register_sd_{label}_mib", p)
         tally.take(f"mem_register_sd_{label}_extra_mib", p, minus_kib=before)
+        if not _cache_empty(repo):
+            raise RuntimeError("register left files in .uniflow/cache: the load would not be a first load")
+        p = measure([py, "-c", _LOAD_SD, str(repo), MODEL], env=git_env())
+        after, nbytes = (int(x) for x in p.stdout.split())
+        if nbytes != size_bytes:
+            raise RuntimeError(f"load() gave {nbytes} bytes of tensors, expected {size_bytes}")
+        tally.take(f"mem_load_sd_{label}_mib", p)
+        tally.take(f"mem_load_sd_{label}_extra_mib", p, minus_kib=after)
     finally:
         rmtree(repo)
 
@@ -404,6 +425,9 @@ def bench_memory(res: Results, cache: Path, work: Path, mode_name: str, size_mib
         "mem_register_sd_1g_mib": f"register(model=<{p['sd_mib']} MiB torch state dict>): whole peak",
         "mem_register_sd_1g_extra_mib": "the same peak minus RssAnon just before register "
         "(torch and the state dict itself)",
+        "mem_load_sd_1g_mib": "a first load() of that state dict in a fresh process, empty cache: whole "
+        "peak (the tensors safetensors returns map the verified cached file: file-backed, not anon)",
+        "mem_load_sd_1g_extra_mib": "the same peak minus RssAnon after the load, the tensors alive",
         "mem_calibration_error_mib": f"a {p['cal_mib']} MiB buffer allocated, touched and freed at once: "
         "measured peak minus (python -c pass + the buffer); the sampler's error",
     }
@@ -412,7 +436,7 @@ def bench_memory(res: Results, cache: Path, work: Path, mode_name: str, size_mib
         notes["mem_load_4g_mib"] = f"as mem_load_1g_mib, {p['sizes']['4g']} MiB file"
     for key, samples in tally.mib.items():
         res.add(key, samples, notes.get(key))
-        if not key.startswith(("mem_calibration", "mem_register_sd_1g_extra")):
+        if not key.startswith("mem_calibration") and not key.endswith("_extra_mib"):
             res.value(key.replace("_mib", "_hwm_mib"), max(tally.hwm[key]))
     for what in ("register", "load"):
         a, b = res.get(f"mem_{what}_1g_mib"), res.get(f"mem_{what}_4g_mib")

@@ -48,6 +48,7 @@ NON_PEER_KEYS = [
     "mem_load_4g_mib",
     "mem_export_1g_mib",
     "mem_register_sd_1g_extra_mib",
+    "mem_load_sd_1g_extra_mib",
     "mem_calibration_error_mib",
 ]
 RATIO_KEYS = ["register_1g_vs_cp_fsync", "load_vs_cat", "get_1g_vs_cp", "partial_load_head_vs_full"]
