@@ -22,7 +22,8 @@ vCPUs are held up by the hypervisor or long kernel I/O paths, when the command m
 too). :func:`calibrate` checks the worst case: a buffer of N MiB allocated, touched and
 freed at once must read N MiB above ``python -c pass``. ``VmHWM`` (kept as ``*_hwm_mib``) is
 an exact upper bound: where it is itself small (load, export) the figure is exact within
-it. Descendant processes are not counted (register and load run in one process).
+it. The children of the process's main thread are added in (a register runs one
+``git status``); their own children are not.
 
 Figures (MiB, median of the runs, samples kept; sizes ``1g``/``4g`` are 8/32 MiB in
 ``--smoke``): ``mem_import_mib`` (``python -c "import uniflow"``), ``mem_register_1g_mib``,
@@ -100,8 +101,8 @@ GOALS = [
 class Peak:
     """What :func:`measure` saw of one process."""
 
-    anon_kib: int  # peak RssAnon
-    shmem_kib: int  # peak RssShmem
+    anon_kib: int  # peak RssAnon of the process plus its children
+    shmem_kib: int  # peak RssShmem, likewise
     hwm_kib: int  # the last VmHWM seen: anon + file + shmem high-water, for contrast
     wall: float  # seconds from spawn to exit
     samples: int  # over all samplers
@@ -109,11 +110,15 @@ class Peak:
     samplers: int  # sampler processes (one pinned to each of the first two CPUs)
     realtime: bool  # every sampler ran under SCHED_FIFO
     stdout: str
+    self_kib: int = 0  # peak RssAnon of the process alone
+    children: int = 0  # child processes seen (by any one sampler)
 
 
 # One sampler process: pinned to one CPU, SCHED_FIFO if allowed; says "ready", then is told
 # the PID on stdin; reads /proc/PID/status through one descriptor until the mm is gone (zombie)
-# or the process is reaped. Prints a JSON line: maxima, sample count and sample times.
+# or the process is reaped, and at each sample also the status of the process's children
+# (those of its main thread, from /proc/PID/task/PID/children; e.g. the `git status` of a
+# register), summed. Prints a JSON line: maxima, sample count and sample times.
 _SAMPLER = r"""
 import json, os, sys, time
 cpu, interval = int(sys.argv[1]), float(sys.argv[2])
@@ -127,33 +132,64 @@ try:
 except OSError:
     rt = False
 names = (b"RssAnon:", b"RssShmem:", b"VmHWM:")
-top = [0, 0, 0]
-times = []
-print("ready", flush=True)
-line = sys.stdin.readline()
-try:
-    fd = os.open(f"/proc/{int(line)}/status", os.O_RDONLY)
-except (OSError, ValueError):
-    fd = None
-while fd is not None:
+
+
+def fields(fd):
     try:
         data = os.pread(fd, 4096, 0)
     except OSError:
-        break
-    now = time.monotonic()
+        return None
     vals = []
     for name in names:
         i = data.find(name)
         if i < 0:
-            break
+            return None
         vals.append(int(data[i + len(name) : data.find(b"kB", i)]))
-    if len(vals) < 3:
+    return vals
+
+
+top = [0, 0, 0, 0]  # RssAnon of the tree, RssShmem of the tree, VmHWM, RssAnon of the process
+times = []
+kids = {}  # child pid -> status descriptor (None once it could not be opened)
+seen = 0
+print("ready", flush=True)
+line = sys.stdin.readline()
+try:
+    pid = int(line)
+    fd = os.open(f"/proc/{pid}/status", os.O_RDONLY)
+    cfd = os.open(f"/proc/{pid}/task/{pid}/children", os.O_RDONLY)
+except (OSError, ValueError):
+    fd = None
+while fd is not None:
+    vals = fields(fd)
+    now = time.monotonic()
+    if vals is None:
         break
+    anon, shmem = vals[0], vals[1]
+    try:
+        listed = os.pread(cfd, 65536, 0).split()
+    except OSError:
+        listed = []
+    for c in listed:
+        if c not in kids:
+            seen += 1
+            try:
+                kids[c] = os.open(b"/proc/" + c + b"/status", os.O_RDONLY)
+            except OSError:
+                kids[c] = None
+    for c in [c for c in kids if c not in listed]:
+        if kids[c] is not None:
+            os.close(kids[c])
+        del kids[c]
+    for kfd in kids.values():
+        kv = fields(kfd) if kfd is not None else None
+        if kv is not None:
+            anon += kv[0]
+            shmem += kv[1]
     times.append(now)
-    for k in range(3):
-        top[k] = max(top[k], vals[k])
+    top = [max(top[0], anon), max(top[1], shmem), max(top[2], vals[2]), max(top[3], vals[0])]
     time.sleep(interval)
-json.dump({"top": top, "times": times, "rt": rt}, sys.stdout)
+json.dump({"top": top, "times": times, "rt": rt, "children": seen}, sys.stdout)
 """
 
 
@@ -229,14 +265,17 @@ def measure(
         len(samplers),
         all(r["rt"] for r in reports),
         stdout,
+        max(r["top"][3] for r in reports),
+        max(r["children"] for r in reports),
     )
 
 
 def peak_anon_kib(
     argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> tuple[int, float]:
-    """Peak ``RssAnon`` (KiB) of the process running ``argv`` (which must exit 0), and its
-    wall time in seconds. Sampled every 1 ms; see the module docstring for the error bound."""
+    """Peak ``RssAnon`` (KiB) of the process running ``argv`` (which must exit 0) plus its
+    children, and its wall time in seconds. Sampled every 1 ms; see the module docstring
+    for the error bound."""
     p = measure(argv, cwd, env)
     return p.anon_kib, p.wall
 
@@ -297,8 +336,8 @@ class _Tally:
             log(f"    {key}: note RssShmem peaked at {_mib(p.shmem_kib)} MiB")
         log(
             f"    {key}: peak RssAnon {_mib(p.anon_kib)} MiB{f' (-{_mib(minus_kib)})' if minus_kib else ''}"
-            f", VmHWM {_mib(p.hwm_kib)} MiB, {p.wall:.2f} s, {p.samples} samples, "
-            f"max gap {p.max_gap_ms:.2f} ms"
+            f" (the process alone {_mib(p.self_kib)}, {p.children} children), VmHWM {_mib(p.hwm_kib)} MiB, "
+            f"{p.wall:.2f} s, {p.samples} samples, max gap {p.max_gap_ms:.2f} ms"
         )
         return p
 
