@@ -112,13 +112,16 @@ class Peak:
     stdout: str
     self_kib: int = 0  # peak RssAnon of the process alone
     children: int = 0  # child processes seen (by any one sampler)
+    at_peak: tuple[Any, ...] = ()  # (pid, RssAnon KiB, cmdline) of children in the peak sum
 
 
 # One sampler process: pinned to one CPU, SCHED_FIFO if allowed; says "ready", then is told
 # the PID on stdin; reads /proc/PID/status through one descriptor until the mm is gone (zombie)
 # or the process is reaped, and at each sample also the status of the process's children
 # (those of its main thread, from /proc/PID/task/PID/children; e.g. the `git status` of a
-# register), summed. Prints a JSON line: maxima, sample count and sample times.
+# register), summed. A child counts once it has exec'd (its cmdline differs from the
+# parent's): between fork and exec it shares the parent's pages (vfork: its very memory), and
+# would count them twice. Prints a JSON line: maxima, sample count and sample times.
 _SAMPLER = r"""
 import json, os, sys, time
 cpu, interval = int(sys.argv[1]), float(sys.argv[2])
@@ -150,12 +153,24 @@ def fields(fd):
 
 top = [0, 0, 0, 0]  # RssAnon of the tree, RssShmem of the tree, VmHWM, RssAnon of the process
 times = []
-kids = {}  # child pid -> status descriptor (None once it could not be opened)
+kids = {}  # child pid -> status descriptor once it has exec'd, else None
 seen = 0
+at_peak = []  # (pid, RssAnon, cmdline) of the children counted in the largest sum
+
+
+def cmdline(p):
+    try:
+        with open(b"/proc/" + p + b"/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 print("ready", flush=True)
 line = sys.stdin.readline()
 try:
     pid = int(line)
+    own = cmdline(str(pid).encode())
     fd = os.open(f"/proc/{pid}/status", os.O_RDONLY)
     cfd = os.open(f"/proc/{pid}/task/{pid}/children", os.O_RDONLY)
 except (OSError, ValueError):
@@ -173,23 +188,33 @@ while fd is not None:
     for c in listed:
         if c not in kids:
             seen += 1
-            try:
-                kids[c] = os.open(b"/proc/" + c + b"/status", os.O_RDONLY)
-            except OSError:
-                kids[c] = None
+            kids[c] = None
+        if not own:  # read too early: exec sets up the arguments after Popen has returned
+            own = cmdline(str(pid).encode())
+        if kids[c] is None and own:
+            cmd = cmdline(c)
+            if cmd and cmd != own:  # exec'd: its own memory from now on
+                try:
+                    kids[c] = os.open(b"/proc/" + c + b"/status", os.O_RDONLY)
+                except OSError:
+                    pass
     for c in [c for c in kids if c not in listed]:
         if kids[c] is not None:
             os.close(kids[c])
         del kids[c]
-    for kfd in kids.values():
+    counted = []
+    for c, kfd in kids.items():
         kv = fields(kfd) if kfd is not None else None
         if kv is not None:
             anon += kv[0]
             shmem += kv[1]
+            counted.append((c.decode(), kv[0]))
     times.append(now)
+    if anon > top[0] and counted:
+        at_peak = [(c, k, (cmdline(c.encode()) or b"")[:60].decode(errors="replace")) for c, k in counted]
     top = [max(top[0], anon), max(top[1], shmem), max(top[2], vals[2]), max(top[3], vals[0])]
     time.sleep(interval)
-json.dump({"top": top, "times": times, "rt": rt, "children": seen}, sys.stdout)
+json.dump({"top": top, "times": times, "rt": rt, "children": seen, "at_peak": at_peak}, sys.stdout)
 """
 
 
@@ -267,6 +292,7 @@ def measure(
         stdout,
         max(r["top"][3] for r in reports),
         max(r["children"] for r in reports),
+        tuple(max(reports, key=lambda r: r["top"][0])["at_peak"]),
     )
 
 
@@ -332,6 +358,8 @@ class _Tally:
         self.hwm.setdefault(key, []).append(_mib(p.hwm_kib))
         self.max_gap_ms = max(self.max_gap_ms, p.max_gap_ms)
         self.realtime = self.realtime and p.realtime
+        if p.anon_kib - p.self_kib > 1024:
+            log(f"    {key}: children at the peak: {p.at_peak}")
         if p.shmem_kib > 1024:
             log(f"    {key}: note RssShmem peaked at {_mib(p.shmem_kib)} MiB")
         log(
