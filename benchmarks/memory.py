@@ -33,7 +33,9 @@ cache: chunks verified and assembled), ``mem_export_1g_mib`` (``uniflow models e
 cache), ``mem_register_sd_1g_extra_mib`` (``register(model=<1 GiB torch state dict>)``: peak
 minus ``RssAnon`` just before the call, i.e. minus torch and the state dict itself),
 ``mem_load_sd_1g_extra_mib`` (a first ``load()`` of it: peak minus ``RssAnon`` after, the
-tensors alive),
+tensors alive), ``mem_get_{1g,4g}_mib`` (``uniflow get`` from a bare repository and a
+directory blob remote, fresh per-user cache), ``mem_clone_load_{1g,4g}_mib`` (a first
+``load_path`` in a fresh clone, every chunk fetched from the blob remote),
 ``mem_register_growth_mib`` / ``mem_load_growth_mib`` (4g minus 1g), and the method's own
 ``mem_calibration_error_mib`` and ``mem_sampler_max_gap_ms``.
 """
@@ -51,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import MIB, Results, git_env, git_repo, log, rmtree
+from benchmarks.harness import MIB, Results, git_env, git_repo, log, rmtree, run
 
 KIB = 1024
 MODEL = "bench_mem"
@@ -68,8 +70,14 @@ KEYS = [
     "mem_register_sd_1g_extra_mib",
     "mem_load_sd_1g_mib",
     "mem_load_sd_1g_extra_mib",
+    "mem_get_1g_mib",
+    "mem_get_4g_mib",
+    "mem_clone_load_1g_mib",
+    "mem_clone_load_4g_mib",
     "mem_register_growth_mib",
     "mem_load_growth_mib",
+    "mem_get_growth_mib",
+    "mem_clone_load_growth_mib",
     "mem_calibration_error_mib",
     "mem_sampler_max_gap_ms",
 ]
@@ -337,6 +345,11 @@ _LOAD_SD = (
     "print([ln.split()[1] for ln in status.splitlines() if ln.startswith('RssAnon:')][0])\n"
     "print(sum(t.nbytes for t in sd.values()))\n"
 )
+_PULL = "import sys\nfrom uniflow import ModelRegistry\nModelRegistry(sys.argv[1]).pull()\n"
+_LOAD_STAGE = (
+    "import sys\nfrom uniflow import ModelRegistry\n"
+    "print(ModelRegistry(sys.argv[1]).load_path(sys.argv[2], stage='production'))\n"
+)
 _CALIBRATE = "import sys\nx = b'\\x01' * (int(sys.argv[1]) << 20)\ndel x\n"
 
 
@@ -407,6 +420,34 @@ def _file_cycle(tally: _Tally, label: str, f: Path, work: Path, with_export: boo
         rmtree(repo)
 
 
+def _remote_cycle(tally: _Tally, label: str, f: Path, work: Path) -> None:
+    """FILE published to a bare repository + directory blob remote (benchmarks/remote.py);
+    then `uniflow get` with a fresh per-user cache, and a first load_path in a fresh clone
+    (refs pulled beforehand, unmeasured): every chunk fetched, verified, stored, assembled."""
+    from benchmarks import remote
+
+    py = sys.executable
+    cli = Path(py).parent / "uniflow"
+    cmd = [str(cli)] if cli.exists() else [py, "-m", "uniflow"]
+    w = work / "mem-remote"
+    rmtree(w)
+    w.mkdir(parents=True)
+    try:
+        bare, _blobs = remote._publish(w, f)
+        env = {**git_env(), "UNIFLOW_CACHE_DIR": str(w / "user-cache")}
+        get = [*cmd, "get", f"file://{bare}", remote.NAME, "--stage", "production", "-o", str(w / "out")]
+        tally.take(f"mem_get_{label}_mib", measure(get, env=env))
+        rmtree(w / "out")
+        rmtree(w / "user-cache")
+        clone = w / "clone"
+        run(["git", "clone", "-q", str(bare), str(clone)], env=git_env())
+        run([py, "-c", _PULL, str(clone)], env=git_env())
+        load = [py, "-c", _LOAD_STAGE, str(clone), remote.NAME]
+        tally.take(f"mem_clone_load_{label}_mib", measure(load, env=git_env()))
+    finally:
+        rmtree(w)
+
+
 def _state_dict_cycle(tally: _Tally, label: str, size_bytes: int, work: Path) -> None:
     py = sys.executable
     repo = git_repo(work / "mem-sd")
@@ -474,6 +515,7 @@ def bench_memory(res: Results, cache: Path, work: Path, mode_name: str, size_mib
         log(f"    memory: {label} = {f.name}")
         for _ in range(runs if label == "1g" else max(runs - 1, 1)):
             _file_cycle(tally, label, f, work, with_export=label == "1g")
+        _remote_cycle(tally, label, f, work)
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -489,6 +531,10 @@ def bench_memory(res: Results, cache: Path, work: Path, mode_name: str, size_mib
         "mem_load_1g_mib": "peak RssAnon of a fresh process running load_path() of that version, "
         "empty cache (every chunk read, verified, assembled)",
         "mem_export_1g_mib": "peak RssAnon of `uniflow models export NAME v1.0.0 DEST`, empty cache",
+        "mem_get_1g_mib": "peak RssAnon of `uniflow get file://BARE NAME --stage production -o OUT`, "
+        "fresh per-user cache, directory blob remote",
+        "mem_clone_load_1g_mib": "peak RssAnon of a first load_path in a fresh clone (refs pulled): "
+        "every chunk fetched from the directory blob remote, verified, stored and assembled",
         "mem_register_sd_1g_mib": f"register(model=<{p['sd_mib']} MiB torch state dict>): whole peak",
         "mem_register_sd_1g_extra_mib": "the same peak minus RssAnon just before register "
         "(torch and the state dict itself)",
@@ -501,11 +547,13 @@ def bench_memory(res: Results, cache: Path, work: Path, mode_name: str, size_mib
     if "4g" in p["sizes"]:
         notes["mem_register_4g_mib"] = f"as mem_register_1g_mib, {p['sizes']['4g']} MiB file"
         notes["mem_load_4g_mib"] = f"as mem_load_1g_mib, {p['sizes']['4g']} MiB file"
+        notes["mem_get_4g_mib"] = f"as mem_get_1g_mib, {p['sizes']['4g']} MiB file"
+        notes["mem_clone_load_4g_mib"] = f"as mem_clone_load_1g_mib, {p['sizes']['4g']} MiB file"
     for key, samples in tally.mib.items():
         res.add(key, samples, notes.get(key))
         if not key.startswith("mem_calibration") and not key.endswith("_extra_mib"):
             res.value(key.replace("_mib", "_hwm_mib"), max(tally.hwm[key]))
-    for what in ("register", "load"):
+    for what in ("register", "load", "get", "clone_load"):
         a, b = res.get(f"mem_{what}_1g_mib"), res.get(f"mem_{what}_4g_mib")
         if a is not None and b is not None:
             res.value(

@@ -49,6 +49,8 @@ NON_PEER_KEYS = [
     "mem_export_1g_mib",
     "mem_register_sd_1g_extra_mib",
     "mem_load_sd_1g_extra_mib",
+    "mem_get_1g_mib",
+    "mem_clone_load_1g_mib",
     "mem_calibration_error_mib",
 ]
 RATIO_KEYS = ["register_1g_vs_cp_fsync", "load_vs_cat", "get_1g_vs_cp", "partial_load_head_vs_full"]
