@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import listing, remote, stream, transfer
+from benchmarks import listing, memory, remote, stream, transfer
 from benchmarks.harness import (
     MIB,
     Results,
@@ -193,6 +193,7 @@ GOALS = [
     *remote.GOALS,
     *transfer.GOALS,
     *stream.GOALS,
+    *memory.GOALS,
     (
         "tensor digests",
         "register_tensor_overhead_pct",
@@ -852,6 +853,7 @@ def print_table(res: Results, goals: list[dict[str, Any]]) -> None:
         *TENSOR_TABLE_KEYS,
         *PEER_KEYS,
         *remote.REMOTE_KEYS,
+        *memory.KEYS,
         "resolve_first_s",
         "dvc_get_1g",
         *transfer.TABLE_KEYS,
@@ -916,8 +918,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only",
         help="comma-separated sections: "
-        "machine,register,dedup,promote,cli,ui,import,remote,tensors,listing,stream,transfer,peers,scaling,migrate",
+        "machine,register,dedup,promote,cli,ui,import,memory,remote,tensors,listing,stream,transfer,peers,"
+        "scaling,migrate",
     )
+    memory.add_args(ap)
     args = ap.parse_args(argv)
 
     mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -1028,6 +1032,10 @@ def main(argv: list[str] | None = None) -> int:
                 listing.bench_listing(res, cache, cmd, mode_name)
 
             section(res, listing.KEYS, "listing")(_listing)
+        if want("memory") and registry_ok:  # benchmarks/memory.py: peak RssAnon of whole processes
+            section(res, memory.KEYS, "memory (peak anonymous)")(
+                lambda: memory.bench_memory(res, cache, work, mode_name, mode["size_mib"], args.mem_4g)
+            )
         if want("remote") and registry_ok:
 
             def _remote() -> None:

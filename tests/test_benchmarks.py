@@ -55,22 +55,13 @@ NON_PEER_KEYS = [
     "xfer_s3_uniflow_push_full_requests",
     "xfer_s3_uniflow_pull_full_requests",
     "xfer_s3_uniflow_push_full_requests_per_gib",
+    # benchmarks/stream.py
     "save_fsync_state_dict_1g",
     "register_state_dict_1g",
     "register_state_dict_tmpfile_1g",
     "save_fsync_state_dict_cpu",
     "register_state_dict_cpu",
     "register_state_dict_tmpfile_cpu",
-]
-RATIO_KEYS = [
-    "register_1g_vs_cp_fsync",
-    "load_vs_cat",
-    "get_1g_vs_cp",
-    "partial_load_head_vs_full",
-    "xfer_dir_push_v2_sent_pct",
-    "xfer_s3_push_v2_sent_pct",
-    "register_state_dict_vs_save_fsync",
-    "register_state_dict_tmpfile_vs_save_fsync",
     # benchmarks/listing.py
     "list_name_10k",
     "list_name_10k_cpu",
@@ -84,7 +75,30 @@ RATIO_KEYS = [
     "list_1000x100",
     "list_1000x100_cpu",
     "list_1000x100_packed",
+    # benchmarks/memory.py
+    "mem_import_mib",
+    "mem_register_1g_mib",
+    "mem_register_4g_mib",
+    "mem_load_1g_mib",
+    "mem_load_4g_mib",
+    "mem_export_1g_mib",
+    "mem_register_sd_1g_extra_mib",
+    "mem_load_sd_1g_extra_mib",
+    "mem_get_1g_mib",
+    "mem_clone_load_1g_mib",
+    "mem_calibration_error_mib",
 ]
+RATIO_KEYS = [
+    "register_1g_vs_cp_fsync",
+    "load_vs_cat",
+    "get_1g_vs_cp",
+    "partial_load_head_vs_full",
+    "xfer_dir_push_v2_sent_pct",
+    "xfer_s3_push_v2_sent_pct",
+    "register_state_dict_vs_save_fsync",
+    "register_state_dict_tmpfile_vs_save_fsync",
+]
+DERIVED_KEYS = ["mem_register_growth_mib", "mem_load_growth_mib", "mem_sampler_max_gap_ms"]
 
 
 def _numeric(value: object) -> bool:
@@ -116,7 +130,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return json.loads(out.read_text())
 
 
-@pytest.mark.parametrize("key", NON_PEER_KEYS + RATIO_KEYS)
+@pytest.mark.parametrize("key", NON_PEER_KEYS + RATIO_KEYS + DERIVED_KEYS)
 def test_smoke_key_is_numeric(smoke: dict, key: str) -> None:
     assert key in smoke
     assert _numeric(smoke[key]), f"{key} = {smoke[key]!r}: {smoke.get('notes', {}).get(key)}"
@@ -150,6 +164,8 @@ def test_smoke_reports_goals_and_machine(smoke: dict) -> None:
         "models list NAME 10k",
         "models list NAME 100k",
         "models list 1000x100",
+        "register memory",
+        "first load memory",
     } <= set(goals)
     for goal in goals.values():
         assert goal["pass"] in (True, False, None)

@@ -64,6 +64,17 @@ def test_truncated_and_missing_chunks_are_errors(big_model: ModelRegistry) -> No
         ModelRegistry(big_model.root).load_path("clf")
 
 
+def test_chunk_with_bytes_appended_is_corrupted_and_nothing_is_cached(big_model: ModelRegistry) -> None:
+    objs = _objects(big_model)
+    os.chmod(objs[-1], 0o644)
+    with open(objs[-1], "ab") as f:  # the right bytes, then more: a reader must not stop at the size
+        f.write(b"\x00")
+    with pytest.raises(IntegrityError, match="corrupted"):
+        ModelRegistry(big_model.root).load_path("clf")
+    cached = big_model.uniflow_dir / "cache" / "files"
+    assert not [p for p in cached.rglob("*") if p.is_file()]
+
+
 def test_tampered_cache_is_rebuilt_from_verified_chunks(big_model: ModelRegistry, tmp_path: Path) -> None:
     first = big_model.load("clf")
     good = Path(first).read_bytes()

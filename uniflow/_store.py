@@ -23,6 +23,7 @@ chunk files.
 from __future__ import annotations
 
 import errno
+import io
 import mmap
 import os
 import stat
@@ -414,25 +415,60 @@ class ObjectStore:
     def read_chunk(self, ref: ChunkRef | str, context: str = "", *, _again: bool = False) -> bytes:
         """The verified bytes of one chunk."""
         digest = ref.digest if isinstance(ref, ChunkRef) else ref
+        with self._open_chunk(digest, context) as f:
+            data = f.read()
+        if (isinstance(ref, ChunkRef) and len(data) != ref.size) or _hash(data) != digest:
+            if self._refetch(digest, _again):
+                return self.read_chunk(ref, context, _again=True)
+            raise _corrupt(digest, context)
+        return data
+
+    def read_chunk_into(
+        self, ref: ChunkRef, buf: bytearray, context: str = "", *, _again: bool = False
+    ) -> memoryview:
+        """Read one chunk into ``buf`` (at least ``ref.size + 1`` bytes) and verify it: a view
+        of its bytes in ``buf``, to release after use. What :meth:`_assemble` uses, so that a
+        load of any size reuses the same few buffers instead of allocating every chunk."""
+        if len(buf) <= ref.size:
+            raise ValueError("read_chunk_into: the buffer must be larger than the chunk")
+        view = memoryview(buf)
+        n = 0
+        with self._open_chunk(ref.digest, context) as f:
+            # one byte more than expected, to tell a longer file from the right one
+            while n <= ref.size:
+                got = f.readinto(view[n : ref.size + 1])
+                if not got:
+                    break
+                n += got
+        data = view[:n]
+        view.release()
+        if n != ref.size or _hash(data) != ref.digest:
+            data.release()
+            if self._refetch(ref.digest, _again):
+                return self.read_chunk_into(ref, buf, context, _again=True)
+            raise _corrupt(ref.digest, context)
+        return data
+
+    def _open_chunk(self, digest: str, context: str) -> io.FileIO:
+        """The chunk's object file, opened unbuffered; fetched first if it is missing."""
         path = self.object_path(digest)
         try:
-            data = path.read_bytes()
+            return open(path, "rb", buffering=0)
         except FileNotFoundError:
             self._fetch([digest])
             try:
-                data = path.read_bytes()
+                return open(path, "rb", buffering=0)
             except FileNotFoundError:
                 raise MissingChunkError(
                     _where(context) + f"chunk {digest[:16]} is missing from the store", digest
                 ) from None
-        if (isinstance(ref, ChunkRef) and len(data) != ref.size) or _hash(data) != digest:
-            if not self.durable and self.fetcher is not None and not _again:
-                self.delete_object(digest)  # a damaged cache entry: fetch it again, verified
-                return self.read_chunk(ref, context, _again=True)
-            raise CorruptChunkError(
-                _where(context) + f"chunk {digest[:16]} is corrupted (digest mismatch)", digest
-            )
-        return data
+
+    def _refetch(self, digest: str, again: bool) -> bool:
+        """Delete a damaged chunk of a download cache so that it is fetched again (once)."""
+        if not self.durable and self.fetcher is not None and not again:
+            self.delete_object(digest)
+            return True
+        return False
 
     def _fetch(self, digests: list[str]) -> None:
         """Find missing chunks: first among those a gc has set aside, then on the blob remote."""
@@ -487,20 +523,44 @@ class ObjectStore:
         return target
 
     def _assemble(self, rec: FileRecord, fd: int, context: str, progress: ProgressFn | None) -> None:
-        offsets = _offsets(rec)
+        local = threading.local()  # one buffer per worker thread, reused for every chunk
 
-        def one(i: int) -> int:
-            c = rec.chunks[i]
-            data = self.read_chunk(c, context)
-            os.pwrite(fd, data, offsets[i])
+        def one(c: ChunkRef, offset: int) -> int:
+            buf: bytearray | None = getattr(local, "buf", None)
+            if buf is None or len(buf) <= c.size:
+                buf = local.buf = bytearray(max(c.size, CHUNK_PARAMS["max_size"]) + 1)
+            with self.read_chunk_into(c, buf, context) as data:
+                written = 0
+                while written < len(data):  # bounded: each pwrite makes progress or raises
+                    written += os.pwrite(fd, data[written:], offset + written)
             return c.size
 
+        # A bounded window of chunks in flight (not ``pool.map``, which makes a future for
+        # every chunk up front): memory stays flat whatever the file's size.
         done = 0
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="uniflow-get") as pool:
-            for n in pool.map(one, range(len(rec.chunks))):
-                done += n
+        inflight: deque[Future[int]] = deque()
+        with ThreadPoolExecutor(max_workers=_READ_WORKERS, thread_name_prefix="uniflow-get") as pool:
+
+            def collect() -> None:
+                nonlocal done
+                done += inflight[0].result()
+                inflight.popleft()
                 if progress is not None:
                     progress(done, rec.size)
+
+            try:
+                offset = 0
+                for c in rec.chunks:
+                    inflight.append(pool.submit(one, c, offset))
+                    offset += c.size
+                    if len(inflight) > _READ_WINDOW:
+                        collect()
+                while inflight:
+                    collect()
+            except BaseException:
+                for fut in inflight:
+                    fut.cancel()
+                raise
 
     def _cached_ok(self, path: Path, rec: FileRecord) -> bool:
         try:
@@ -609,16 +669,18 @@ def _hash_range(seg: Segments, begin: int, end: int) -> str:
     return h.hexdigest()
 
 
-def _offsets(rec: FileRecord) -> list[int]:
-    out, pos = [], 0
-    for c in rec.chunks:
-        out.append(pos)
-        pos += c.size
-    return out
+_READ_WORKERS = 2
+#: chunks submitted ahead of the one being collected when a file is assembled (each holds
+#: one chunk, at most ``max_size`` bytes, while it is verified and written)
+_READ_WINDOW = 4
 
 
 def _where(context: str) -> str:
     return f"{context}: " if context else ""
+
+
+def _corrupt(digest: str, context: str) -> CorruptChunkError:
+    return CorruptChunkError(_where(context) + f"chunk {digest[:16]} is corrupted (digest mismatch)", digest)
 
 
 def write_immutable(

@@ -40,7 +40,7 @@ import stat
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -510,21 +510,32 @@ def _run_parallel(
     if not items:
         return
     jobs = max(1, min(jobs, len(items)))
+    todo = iter(items)
+    # At most two chunks per worker in flight (not a future for every chunk up front): the
+    # memory of a transfer does not grow with the number of chunks.
+    pending: set[Future[int]] = set()
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="uniflow-xfer") as pool:
-        futures = [pool.submit(fn, d) for d in items]
         try:
-            for fut in as_completed(futures):
-                n = fut.result()
-                stats.transferred += 1
-                stats.bytes += n
-                if progress is not None:
-                    progress(stats.bytes, total if total is not None else stats.bytes)
-                if kill_after and stats.transferred >= kill_after:
-                    import signal
+            while True:
+                for d in todo:
+                    pending.add(pool.submit(fn, d))
+                    if len(pending) >= 2 * jobs:
+                        break
+                if not pending:
+                    break
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    n = fut.result()
+                    stats.transferred += 1
+                    stats.bytes += n
+                    if progress is not None:
+                        progress(stats.bytes, total if total is not None else stats.bytes)
+                    if kill_after and stats.transferred >= kill_after:
+                        import signal
 
-                    os.kill(os.getpid(), signal.SIGKILL)
+                        os.kill(os.getpid(), signal.SIGKILL)
         except BaseException:
-            for f in futures:
+            for f in pending:
                 f.cancel()
             raise
 

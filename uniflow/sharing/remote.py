@@ -26,7 +26,8 @@ import os
 import shutil
 import threading
 import tomllib
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -355,9 +356,21 @@ def _write_files(
                         done += c.size
                         progress(done, total)
 
+            # a bounded window of chunks in flight (not pool.map, which makes a future for
+            # every chunk up front): memory stays flat whatever the size of the version
+            pending: deque[Future[None]] = deque()
             with ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="uniflow-get") as pool:
-                for _ in pool.map(one, tasks):
-                    pass
+                try:
+                    for task in tasks:
+                        pending.append(pool.submit(one, task))
+                        if len(pending) >= 2 * JOBS:
+                            pending.popleft().result()
+                    while pending:
+                        pending.popleft().result()
+                except BaseException:
+                    for fut in pending:
+                        fut.cancel()
+                    raise
             if absent:
                 first = fetcher.remotes()[0] if fetcher is not None and fetcher.remotes() else None
                 where = (
