@@ -184,6 +184,12 @@ class ModelRegistry:
         index: what ``uniflow models list NAME`` prints, flat in the number of versions."""
         return self._repo.version_rows(name, stage)
 
+    def versions_json(self, name: str, stage: StageLike | None = None) -> str:
+        """The JSON text ``uniflow models list NAME --json`` prints: ``to_dict()`` of every
+        version ``list_versions(name, stage)`` returns, as an indented list, built from the
+        model's listing index (the rows are rendered once per version and kept, MAC-ed)."""
+        return self._repo.versions_json(name, stage)
+
     def history(self, name: str) -> list[HistoryEvent]:
         """Every lifecycle event of ``name``, oldest first (``git log`` of its lifecycle ref)."""
         self._repo.require_model(name)
