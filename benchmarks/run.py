@@ -645,7 +645,7 @@ def bench_ui(res: Results, cache: Path, mode: dict[str, Any], quick: bool, rebui
         res.value(
             "ui_overview_first_ms",
             round(_server_ms(url), 3),
-            "first overview request (the server reads every model in a warm-up thread at start)",
+            "first overview request (waits for the start-up read of what the overview needs)",
         )
         res.value("ui_start_to_overview_s", round(time.perf_counter() - t0, 3))
         res.value("ui_model_page_first_ms", round(_server_ms(url + model), 3))

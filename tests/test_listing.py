@@ -22,7 +22,7 @@ import pytest
 
 from tests.helpers import cli, clone, git, make_repo
 from uniflow import ModelRegistry
-from uniflow._listing import KIND, listing_key
+from uniflow._listing import JSON_KIND, KIND, listing_key
 
 MODEL = "m"
 
@@ -277,3 +277,84 @@ def test_models_list_of_all_models_follows_plain_git(three: Path, tmp_path: Path
     fresh = clone(three, tmp_path / "fresh")
     names = [m["name"] for m in json.loads(cli(fresh, "models", "list", "--json").stdout)]
     assert names == ["m", "n"]
+
+
+def _json_of_manifests(repo: Path, *args: str) -> str:
+    """What ``models list m --json`` printed before the index: ``to_dict()`` of every version
+    ``list_versions`` builds from the manifests, through the CLI's JSON rules."""
+    from uniflow._jsonable import dumps
+
+    stage = args[1] if args else None
+    return dumps([v.to_dict() for v in ModelRegistry(repo).list_versions(MODEL, stage=stage)]) + "\n"
+
+
+def _json_index_file(repo: Path) -> Path:
+    key = listing_key(ModelRegistry(repo).repository.git.git_dir, MODEL)
+    return repo / ".uniflow" / "cache" / "git" / JSON_KIND / key[:2] / key
+
+
+def _assert_json_same(repo: Path, *args: str) -> None:
+    for _ in range(2):  # built (or updated), then read back from the index
+        assert cli(repo, "models", "list", MODEL, "--json", *args).stdout == _json_of_manifests(repo, *args)
+
+
+def test_json_from_the_index_is_the_json_of_the_manifests(three: Path, tmp_path: Path) -> None:
+    reg = ModelRegistry(three)
+    src = tmp_path / "odd.bin"
+    src.write_bytes(b"odd weights " * 40)
+    reg.register(  # every field to_dict() has, non-ASCII and non-finite values included
+        str(src),
+        MODEL,
+        version="v2.0.0-rc.1",
+        metrics={"accuracy": 0.5, "été": float("nan"), "nested": {"k": [1, 2.5, None]}},
+        tags={"owner": "zoë", "quote": 'say "hi"'},
+        params={"lr": 1e-3, "layers": [3, 4]},
+        description="ligne 1\nligne 2 \u2713",
+    )
+    _age(three)
+    _assert_json_same(three)
+    assert _json_index_file(three).is_file()
+    _assert_json_same(three, "--stage", "production")
+    _assert_json_same(three, "--stage", "staging")  # nothing: "[]"
+    cli(three, "models", "promote", MODEL, "v1.1.0", "--to", "staging")  # a stage is no row
+    _assert_json_same(three)
+    # tags changed by plain git: one deleted, one re-created over other content
+    git(three, "tag", "-d", "models/m/v1.0.0")
+    git(three, "tag", "-d", "models/m/v1.1.0")
+    _register(reg, tmp_path, "v1.1.0", 0.9, data=b"other weights " * 50)
+    _age(three)
+    _assert_json_same(three)
+    assert '"accuracy": 0.9' in cli(three, "models", "list", MODEL, "--json").stdout
+    git(three, "pack-refs", "--all")
+    _assert_json_same(three)
+    _register(reg, tmp_path, "v1.0.0", 0.1)  # loose again, beside the packed ones
+    _assert_json_same(three)
+    assert [v["version"] for v in json.loads(cli(three, "models", "list", MODEL, "--json").stdout)] == [
+        "v1.0.0",
+        "v1.1.0",
+        "v1.2.0",
+        "v2.0.0-rc.1",
+    ]
+
+
+@pytest.mark.parametrize("forge", ["unkeyed digest", "other model's entry", "garbage"])
+def test_forged_json_rows_are_ignored(three: Path, tmp_path: Path, forge: str) -> None:
+    _assert_json_same(three)
+    path = _json_index_file(three)
+    genuine = path.read_bytes()
+    d = msgpack.unpackb(genuine[32:], raw=False)
+    d[5] = [h.replace('"framework"', '"framework": "forged", "x"') for h in d[5]]
+    lie = msgpack.packb(d, use_bin_type=True)
+    if forge == "unkeyed digest":
+        path.write_bytes(blake3.blake3(lie).digest() + lie)
+    elif forge == "other model's entry":  # a genuine entry of model "n" copied under m's key
+        src = tmp_path / "n.bin"
+        src.write_bytes(b"n weights " * 50)
+        ModelRegistry(three).register(str(src), "n", version="v1.0.0", metrics={"accuracy": 0.99})
+        cli(three, "models", "list", "n", "--json")
+        key = listing_key(ModelRegistry(three).repository.git.git_dir, "n")
+        shutil.copyfile(three / ".uniflow" / "cache" / "git" / JSON_KIND / key[:2] / key, path)
+    else:
+        path.write_bytes(os.urandom(len(genuine)))
+    _assert_json_same(three)
+    assert "forged" not in path.read_text(errors="replace")

@@ -6,12 +6,13 @@ sorted lists, non-finite floats ``null`` (JSON has no NaN), enums their value.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from datetime import datetime
 from typing import Any
 
-__all__ = ["to_jsonable"]
+__all__ = ["to_jsonable", "dumps"]
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -36,3 +37,9 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(value, str):
         return value
     return str(obj)
+
+
+def dumps(obj: Any) -> str:
+    """``obj`` as the indented JSON text every ``--json`` output prints (:func:`to_jsonable`,
+    two-space indent, non-ASCII kept)."""
+    return json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False)

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
+import msgpack
+
 from . import _testhooks
 from ._errors import ConcurrencyError, IntegrityError, RepositoryError, UsageError
 from ._git import GitRepo, Identity
@@ -54,6 +56,11 @@ CAS_ATTEMPTS = 400
 #: the largest state.json / event.json read (bytes), checked before decoding
 MAX_STATE_BYTES = 32 << 20
 MAX_EVENT_BYTES = 4 << 20
+#: derived-cache kind of a whole history: ``(commit, subject, event.json)`` per event from
+#: the keyed head back to the first event (a commit sha fixes its whole first-parent chain)
+HISTORY_KIND = "history"
+_HISTORY_FORMAT = 1
+_ALL = 1_000_000
 #: actions an event.json may record
 EVENT_ACTIONS = ("register", "promote", "archive", "rollback")
 
@@ -338,22 +345,44 @@ class Lifecycle:
 
     def event(self, model: str, sha: str) -> dict[str, Any]:
         """The validated ``event.json`` of lifecycle commit ``sha``."""
-        context = f"lifecycle commit {sha[:12]} of model {model!r}"
-        try:
-            raw = self.git.read_path(sha, "event.json")
-        except KeyError as exc:
-            raise IntegrityError(f"{context}: git objects are missing") from exc
-        except RepositoryError as exc:
-            raise IntegrityError(f"{context}: {exc}") from exc
-        if raw is None:
-            raise IntegrityError(f"{context} has no event.json")
-        return parse_event(raw, context)
+        return parse_event(self._event_bytes(model, sha), f"lifecycle commit {sha[:12]} of model {model!r}")
 
-    def history(self, model: str, limit: int = 1_000_000) -> list[HistoryEvent]:
-        events: list[HistoryEvent] = []
-        for sha, commit in self._walk(self.head(model), model, limit):
-            ev = self.event(model, sha)
+    def history(self, model: str, limit: int = _ALL) -> list[HistoryEvent]:
+        """The newest ``limit`` events of ``model``, oldest first.
+
+        The whole history is kept in the derived cache under its head commit; a later read
+        walks Git from the head only down to the newest commit that has such an entry (the
+        entry it reached is then replaced by the head's). Every ``event.json``, cached or
+        not, passes :func:`parse_event`."""
+        head = self.head(model)
+        whose = f" of model {model!r}"
+        cache = self.cache if limit >= _ALL else None
+        items: list[tuple[str, str, bytes]] = []  # (commit, subject, event.json), newest first
+        reached: str | None = None  # the commit whose kept history ended the walk
+        sha = head
+        while sha and len(items) < limit:
+            rest = self._cached_history(model, sha) if cache is not None else None
+            if rest is not None:
+                items += rest
+                reached = sha
+                break
+            try:
+                commit = self.git.read_commit(sha)
+            except KeyError as exc:
+                raise IntegrityError(f"lifecycle commit {sha[:12]}{whose} is missing") from exc
+            except RepositoryError as exc:
+                raise IntegrityError(f"lifecycle{whose}: {exc}") from exc
             lines = commit.message.decode(errors="replace").splitlines()
+            items.append((sha, lines[0] if lines else "", self._event_bytes(model, sha)))
+            sha = commit.parents[0].decode("ascii", "replace") if commit.parents else None
+        complete = reached is not None or not sha  # back to the first event
+        if cache is not None and head and items and complete and reached != head:
+            cache.put(HISTORY_KIND, head, msgpack.packb([_HISTORY_FORMAT, model, items], use_bin_type=True))
+            if reached is not None:
+                cache.delete(HISTORY_KIND, reached)  # superseded: one entry per model, not per event
+        events: list[HistoryEvent] = []
+        for sha, subject, raw in items[:limit]:
+            ev = parse_event(raw, f"lifecycle commit {sha[:12]}{whose}")
             events.append(
                 HistoryEvent(
                     seq=ev["seq"],
@@ -365,7 +394,7 @@ class Lifecycle:
                     actor=ev.get("actor") or "",
                     at=datetime.fromisoformat(ev["at"]),
                     commit=sha,
-                    message=lines[0] if lines else "",
+                    message=subject,
                     displaced=ev.get("displaced"),
                     reason=ev.get("reason"),
                     extra=ev.get("extra") or {},
@@ -373,6 +402,47 @@ class Lifecycle:
             )
         events.reverse()
         return events
+
+    def _event_bytes(self, model: str, sha: str) -> bytes:
+        """The ``event.json`` of lifecycle commit ``sha`` (validated by the caller)."""
+        context = f"lifecycle commit {sha[:12]} of model {model!r}"
+        try:
+            raw = self.git.read_path(sha, "event.json")
+        except KeyError as exc:
+            raise IntegrityError(f"{context}: git objects are missing") from exc
+        except RepositoryError as exc:
+            raise IntegrityError(f"{context}: {exc}") from exc
+        if raw is None:
+            raise IntegrityError(f"{context} has no event.json")
+        return raw
+
+    def _cached_history(self, model: str, sha: str) -> list[tuple[str, str, bytes]] | None:
+        """The history kept under commit ``sha``, or None (absent, forged, another model's)."""
+        raw = self.cache.get(HISTORY_KIND, sha) if self.cache is not None else None
+        if raw is None:
+            return None
+        try:
+            d = msgpack.unpackb(raw, raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return None
+        if not (isinstance(d, list) and len(d) == 3 and d[0] == _HISTORY_FORMAT and d[1] == model):
+            return None
+        items = d[2]
+        if not (
+            isinstance(items, list)
+            and items
+            and all(
+                isinstance(i, list)
+                and len(i) == 3
+                and isinstance(i[0], str)
+                and isinstance(i[1], str)
+                and isinstance(i[2], bytes)
+                for i in items
+            )
+            and items[0][0] == sha
+        ):
+            return None
+        return [(i[0], i[1], i[2]) for i in items]
 
     # ------------------------------------------------------------------ write
     def apply(

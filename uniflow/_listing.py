@@ -24,11 +24,19 @@ unchanged ``(version, tag sha)`` pairs are kept (a tag sha fixes its manifest) a
 are derived through :meth:`VersionIndex.manifest`, the validating gate. The rows hold only
 values taken from validated manifests. A fresh clone has no index; the first listing builds
 it. The file is replaced atomically; a crash leaves the old one or none.
+
+``uniflow models list NAME --json`` prints every field of every version, so beside each
+listing a second entry (kind :data:`JSON_KIND`, same key, same MAC) holds, per
+``(version, tag sha)``, the JSON text of its ``ModelVersion.to_dict()`` exactly as the list
+prints it, cut around the stage (the only part not fixed by the tag): :meth:`ListingIndex.json_rows`.
+It is believed only for the pairs of a listing obtained as above and for the same limits;
+a pair it lacks is rendered from the manifest read through the gate, and the entry rewritten.
 """
 
 from __future__ import annotations
 
 import bisect
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -38,16 +46,25 @@ from typing import Any
 import blake3
 import msgpack
 
+from ._jsonable import dumps
+from ._manifest import to_model_version
 from ._naming import version_sort_key
 from ._objcache import DerivedCache
-from ._refs import tags_prefix
+from ._refs import tag_ref, tags_prefix
 from ._refscan import dir_stamp, loose_refs_in, packed_section, parse_packed
 from ._versions import VersionIndex, is_version
 
-__all__ = ["Listing", "ListingIndex", "KIND", "RACY_NS", "listing_key"]
+__all__ = ["Listing", "ListingIndex", "KIND", "JSON_KIND", "RACY_NS", "listing_key", "json_list"]
 
 KIND = "listing"
+JSON_KIND = "listingjson"
 _FORMAT = 1
+_JSON_FORMAT = 1
+#: where the stage value goes in a row rendered with an empty stage (``to_dict()`` puts
+#: ``name`` and ``version``, validated names without quotes, before it, and a quote inside
+#: a JSON string is always escaped, so the first match is the key itself)
+_STAGE_MARK = '"stage": ""'
+_ROW_INDENT = "\n  "  # a row is one level down in the list
 #: a loose-ref directory changed less than this long before it was read is not trusted
 RACY_NS = 2_000_000_000
 _SCAN_ATTEMPTS = 3
@@ -231,6 +248,81 @@ class ListingIndex:
             out.metrics.append(row[3])
         return Listing(model, versions, tags, out)
 
+    # ------------------------------------------------------------------ JSON rows
+    def json_rows(self, model: str, listing: Listing) -> list[tuple[str, str]]:
+        """Per version of ``listing`` (a listing returned by :meth:`listing`), ``(head, tail)``:
+        the JSON text of its ``ModelVersion.to_dict()`` as an element of the indented list
+        ``uniflow models list NAME --json`` prints, without the stage's value, which goes
+        between the two (see :func:`json_list`). Rows of ``(version, tag sha)`` pairs already
+        in the stored entry (under the same limits) are reused; others are rendered from the
+        manifest, read through :meth:`VersionIndex.manifest`, and the entry is rewritten."""
+        limits = self._limits()
+        stored = self._load_json(model)
+        if stored is not None and stored[0] == limits:
+            _limits, versions, tags, heads, tails = stored
+            if versions == listing.versions and tags == listing.tags:
+                return list(zip(heads, tails, strict=True))
+            old = {
+                (v, tags[_SHA_BYTES * i : _SHA_BYTES * (i + 1)]): (heads[i], tails[i])
+                for i, v in enumerate(versions)
+            }
+        else:
+            old = {}
+        out = []
+        for i, v in enumerate(listing.versions):
+            sha = listing.tags[_SHA_BYTES * i : _SHA_BYTES * (i + 1)]
+            part = old.get((v, sha))
+            if part is None:
+                part = _json_parts(model, v, self.index.manifest(model, v, sha.hex(), memo=False)[1])
+            out.append(part)
+        if self.cache is not None:
+            payload = [
+                _JSON_FORMAT,
+                model,
+                limits,
+                listing.versions,
+                listing.tags,
+                [h for h, _ in out],
+                [t for _, t in out],
+            ]
+            self.cache.put(
+                JSON_KIND,
+                listing_key(self.index.git.git_dir, model),
+                msgpack.packb(payload, use_bin_type=True),
+            )
+        return out
+
+    def _load_json(self, model: str) -> tuple[bytes, list[str], bytes, list[str], list[str]] | None:
+        raw = (
+            self.cache.get(JSON_KIND, listing_key(self.index.git.git_dir, model))
+            if self.cache is not None
+            else None
+        )
+        if raw is None:
+            return None
+        try:
+            d = msgpack.unpackb(raw, raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return None
+        if not (isinstance(d, list) and len(d) == 7 and d[0] == _JSON_FORMAT and d[1] == model):
+            return None
+        _f, _m, limits, versions, tags, heads, tails = d
+        n = len(versions) if isinstance(versions, list) else -1
+        if not (
+            isinstance(limits, bytes)
+            and isinstance(tags, bytes)
+            and len(tags) == _SHA_BYTES * n
+            and isinstance(heads, list)
+            and isinstance(tails, list)
+            and len(heads) == n
+            and len(tails) == n
+            and all(isinstance(x, str) for x in versions)
+            and all(isinstance(x, str) for x in heads)
+            and all(isinstance(x, str) for x in tails)
+        ):
+            return None
+        return limits, versions, tags, heads, tails
+
     # ------------------------------------------------------------------ the cache file
     def _load(self, model: str) -> _Stored | None:
         raw = (
@@ -291,3 +383,27 @@ def _rows_ok(listing: Listing) -> bool:
         return listing.rows is not None
     except ValueError:
         return False
+
+
+def _json_parts(model: str, version: str, manifest: dict[str, Any]) -> tuple[str, str]:
+    """``(head, tail)`` of the version's row (see :meth:`ListingIndex.json_rows`), rendered
+    from its validated manifest exactly as ``echo_json([mv.to_dict(), ...])`` would."""
+    mv = to_model_version(manifest, "", tag_ref(model, version))
+    text = dumps(mv.to_dict()).replace("\n", _ROW_INDENT)
+    cut = text.index(_STAGE_MARK) + len(_STAGE_MARK) - 2
+    return text[:cut], text[cut + 2 :]
+
+
+def json_list(rows: list[tuple[str, str, str]]) -> str:
+    """The indented JSON list of rows ``(head, stage, tail)`` (:meth:`ListingIndex.json_rows`
+    plus each version's stage): the text ``dumps([mv.to_dict(), ...])`` gives."""
+    if not rows:
+        return "[]"
+    quoted: dict[str, str] = {}
+    parts = []
+    for head, stage, tail in rows:
+        q = quoted.get(stage)
+        if q is None:
+            q = quoted[stage] = json.dumps(stage, ensure_ascii=False)
+        parts.append(head + q + tail)
+    return "[" + _ROW_INDENT + ("," + _ROW_INDENT).join(parts) + "\n]"

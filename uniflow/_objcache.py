@@ -158,6 +158,16 @@ class DerivedCache:
             return None
         return payload
 
+    def delete(self, kind: str, sha: str) -> None:
+        """Remove the entry for ``(kind, sha)`` if there is one (failures are ignored)."""
+        path = self._path(kind, sha)
+        if path is None:
+            return
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
     def put(self, kind: str, sha: str, payload: bytes) -> None:
         """Store ``payload`` for ``(kind, sha)``; failures are ignored (the cache is optional)."""
         key = self.key

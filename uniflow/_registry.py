@@ -184,10 +184,21 @@ class ModelRegistry:
         index: what ``uniflow models list NAME`` prints, flat in the number of versions."""
         return self._repo.version_rows(name, stage)
 
-    def history(self, name: str) -> list[HistoryEvent]:
-        """Every lifecycle event of ``name``, oldest first (``git log`` of its lifecycle ref)."""
+    def versions_json(self, name: str, stage: StageLike | None = None) -> str:
+        """The JSON text ``uniflow models list NAME --json`` prints: ``to_dict()`` of every
+        version ``list_versions(name, stage)`` returns, as an indented list, built from the
+        model's listing index (the rows are rendered once per version and kept, MAC-ed)."""
+        return self._repo.versions_json(name, stage)
+
+    def history(self, name: str, *, last: int | None = None) -> list[HistoryEvent]:
+        """Every lifecycle event of ``name``, oldest first (``git log`` of its lifecycle ref);
+        with ``last``, only the newest ``last`` events (read alone, without walking the rest)."""
         self._repo.require_model(name)
-        return HistoryList(self._repo.lifecycle.history(name))
+        if last is None:
+            return HistoryList(self._repo.lifecycle.history(name))
+        if isinstance(last, bool) or not isinstance(last, int) or last < 0:
+            raise UsageError(f"last must be a whole number >= 0, not {last!r}")
+        return HistoryList(self._repo.lifecycle.history(name, limit=last))
 
     # ------------------------------------------------------------------ notebooks (uniflow/_notebook.py)
     def versions_frame(self, name: str, stage: StageLike | None = None) -> Any:

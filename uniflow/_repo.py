@@ -135,6 +135,20 @@ class Repository:
                 out.append(self.model_version(name, v, st, listing.tag_sha(i)))
         return out
 
+    def versions_json(self, name: str, stage: StageLike | None = None) -> str:
+        """The indented JSON of ``[v.to_dict() for v in list_versions(name, stage)]``, built
+        from the model's listing index (uniflow/_listing.py) without opening a manifest."""
+        from ._listing import json_list
+
+        listing, state, wanted = self._listing(name, stage, rows=False)
+        stage_of = state.stage_of
+        rows = []
+        for v, (head, tail) in zip(listing.versions, self.listings.json_rows(name, listing), strict=True):
+            st = stage_of.get(v, "development")
+            if wanted is None or st == wanted:
+                rows.append((head, st, tail))
+        return json_list(rows)
+
     def version_rows(self, name: str, stage: StageLike | None = None) -> list[VersionRow]:
         """What ``list_versions`` lists, as :class:`VersionRow` summaries read from the model's
         listing index (uniflow/_listing.py) without opening a manifest."""

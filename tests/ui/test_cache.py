@@ -21,7 +21,7 @@ class Counting:
         self.reads = 0
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("list_versions", "history", "list_models"):
+        if name in ("list_versions", "version_rows", "history", "list_models"):
             self.reads += 1
         return getattr(self.registry, name)
 
@@ -50,6 +50,11 @@ def test_changes_are_seen_and_nothing_is_read_twice(
     cached.refresh()
     cached.refresh("m")
     cached.list_models(), cached.list_versions("m"), cached.history("m")
+    cached.version_rows("m"), cached.history("m", last=1)
+    reads = counting.reads
+    cached.refresh()
+    cached.list_models(), cached.list_versions("m"), cached.history("m")
+    cached.version_rows("m"), cached.history("m", last=1)
     assert counting.reads == reads  # unchanged refs: all from memory
 
     _register(reg, repo, "v1.1.0", b"two")
@@ -80,4 +85,4 @@ def test_without_git_every_call_reads_the_registry(tmp_path: Path, monkeypatch: 
     cached.list_versions("m")
     cached.refresh()
     cached.list_versions("m")
-    assert counting.reads == 4  # list_versions and history, twice
+    assert counting.reads == 2  # list_versions, twice (nothing else is read along)

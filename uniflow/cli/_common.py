@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from .._errors import RepositoryError, UniflowError
-from .._jsonable import to_jsonable
+from .._jsonable import dumps, to_jsonable
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -169,9 +169,7 @@ def get_registry(repo: str | os.PathLike[str] | None = None, *, create: bool = F
 
 def echo_json(obj: Any) -> None:
     """Print ``obj`` as indented JSON (see :func:`to_jsonable`) on stdout."""
-    import json
-
-    click.echo(json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False))
+    click.echo(dumps(obj))
 
 
 def fancy() -> bool:

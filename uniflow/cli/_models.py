@@ -118,7 +118,7 @@ def list_cmd(name: str | None, stage: str | None, as_json: bool, repo: str | Non
     """List all models, or the versions of model NAME.
 
     Calls ModelRegistry.list_models(), or ModelRegistry.version_rows(NAME, stage)
-    (ModelRegistry.list_versions with --json).
+    (ModelRegistry.versions_json with --json: the to_dict() of every version).
     """
     registry = get_registry(repo)
     if name is None:
@@ -132,7 +132,7 @@ def list_cmd(name: str | None, stage: str | None, as_json: bool, repo: str | Non
         return
     with _no_gc():  # hundreds of thousands of acyclic objects: no collection can free any
         if as_json:
-            echo_json([v.to_dict() for v in registry.list_versions(name, stage=stage)])
+            click.echo(registry.versions_json(name, stage=stage))
         else:
             _print_versions(name, registry.version_rows(name, stage=stage), mark_latest=stage is None)
 

@@ -2,9 +2,9 @@
 
 Reading a model's versions and lifecycle means reading Git objects (a 100-version model
 with a hundred events takes ~35 ms), so a page over 100 models cannot read everything on
-every request. :class:`CachedRegistry` keeps ``list_models()``, ``list_versions(name)`` and
-``history(name)`` in memory, keyed by a fingerprint of exactly what they are derived
-from: the version tags ``refs/tags/models/<name>/*``, the lifecycle ref
+every request. :class:`CachedRegistry` keeps ``list_models()``, ``list_versions(name)``,
+``version_rows(name)`` and ``history(name)`` in memory, keyed by a fingerprint of exactly
+what they are derived from: the version tags ``refs/tags/models/<name>/*``, the lifecycle ref
 ``refs/uniflow/models/<name>`` (both documented in docs/design.md) and the bytes of
 ``.uniflow/config.toml``. The fingerprint is read with ``git for-each-ref`` at the start of
 each request; any register, promotion, pull or config edit changes it, so a page is never
@@ -28,11 +28,13 @@ import hashlib
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .. import Comparison, HistoryEvent, ModelRegistry, ModelSummary, ModelVersion
+    from .._types import VersionRow
 
 __all__ = ["CachedRegistry"]
 
@@ -60,7 +62,7 @@ class CachedRegistry:
         self._fp: dict[str, str] = {}  # model -> fingerprint of its refs (+ config)
         self._all_fp: str | None = None
         self._summaries: tuple[str, list[ModelSummary]] | None = None
-        self._models: dict[str, tuple[str, list[ModelVersion], list[HistoryEvent]]] = {}
+        self._models: dict[tuple[str, str], tuple[str, Any]] = {}  # (what, model) -> (fingerprint, value)
         self._stages: tuple[str, dict[str, bool]] | None = None
         self._git_ok = True
         self._tokens: dict[str | None, tuple[Any, ...]] = {}  # refresh scope -> stats at the last git check
@@ -201,30 +203,51 @@ class CachedRegistry:
             self._summaries = (key, summaries)
         return list(summaries)
 
-    def _model(self, name: str) -> tuple[list[ModelVersion], list[HistoryEvent]]:
+    def _fresh(self, what: str, name: str) -> Any | None:
+        """What is kept under ``(what, name)`` for the model's current fingerprint, or None."""
         fp = self._fp.get(name)
-        cached = self._models.get(name)
-        if fp is not None and cached is not None and cached[0] == fp:
-            return cached[1], cached[2]
-        versions = self.registry.list_versions(name)
-        events = self.registry.history(name)
+        cached = self._models.get((what, name))
+        return cached[1] if fp is not None and cached is not None and cached[0] == fp else None
+
+    def _cached(self, what: str, name: str, read: Callable[[], Any]) -> Any:
+        """``read()``, kept under ``(what, name)`` while the model's fingerprint is unchanged."""
+        value = self._fresh(what, name)
+        if value is not None:
+            return value
+        value = read()
+        fp = self._fp.get(name)
         if fp is not None:
-            self._models[name] = (fp, versions, events)
+            self._models[(what, name)] = (fp, value)
         else:
-            self._models.pop(name, None)
-        return versions, events
+            self._models.pop((what, name), None)
+        return value
 
     def list_versions(self, name: str, stage: Any = None) -> list[ModelVersion]:
         if stage is not None:
             return self.registry.list_versions(name, stage=stage)
-        return list(self._model(name)[0])
+        return list(self._cached("versions", name, lambda: self.registry.list_versions(name)))
 
-    def history(self, name: str) -> list[HistoryEvent]:
-        return list(self._model(name)[1])
+    def version_rows(self, name: str, stage: Any = None) -> list[VersionRow]:
+        """The model's :class:`~uniflow.VersionRow` summaries (its listing index: no manifest
+        is opened once the index holds them)."""
+        if stage is not None:
+            return self.registry.version_rows(name, stage=stage)
+        return list(self._cached("rows", name, lambda: self.registry.version_rows(name)))
+
+    def history(self, name: str, *, last: int | None = None) -> list[HistoryEvent]:
+        """Every event, or the newest ``last`` ones (oldest first): read alone when the whole
+        history is not in memory (the overview needs only each model's last event)."""
+        events = self._fresh("history", name)
+        if events is None and last is not None:
+            return list(self._cached(f"last{last}", name, lambda: self.registry.history(name, last=last)))
+        if events is None:
+            events = self._cached("history", name, lambda: self.registry.history(name))
+        return list(events if last is None else events[max(len(events) - last, 0) :])
 
     def get(self, name: str, version: str | None = None, stage: Any = None) -> ModelVersion:
-        if version is not None and stage is None:
-            for mv in self._model(name)[0]:
+        versions: list[ModelVersion] | None = self._fresh("versions", name)
+        if version is not None and stage is None and versions is not None:
+            for mv in versions:
                 if mv.version == version:
                     return mv
         return self.registry.get(name, version, stage)

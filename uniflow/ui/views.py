@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -22,6 +23,9 @@ from .._types import version_events
 
 if TYPE_CHECKING:  # pragma: no cover
     from .. import Comparison, HistoryEvent, ModelSummary, ModelVersion
+    from .._types import VersionRow
+
+    Row = ModelVersion | VersionRow  # what a versions table needs: version, stage, metrics, size, created_at
 
 __all__ = [
     "Reader",
@@ -52,7 +56,8 @@ class Reader(Protocol):
 
     def list_models(self) -> list[ModelSummary]: ...
     def list_versions(self, name: str, stage: Any = None) -> list[ModelVersion]: ...
-    def history(self, name: str) -> list[HistoryEvent]: ...
+    def version_rows(self, name: str, stage: Any = None) -> list[VersionRow]: ...
+    def history(self, name: str, *, last: int | None = None) -> list[HistoryEvent]: ...
     def get(self, name: str, version: str | None = None, stage: Any = None) -> ModelVersion: ...
     def compare_versions(self, name: str, versions: list[str]) -> Comparison: ...
     def stages(self) -> dict[str, bool]: ...
@@ -124,7 +129,7 @@ class OverviewRow:
     trend: str = ""
 
 
-def _first_metric(versions: list[ModelVersion]) -> str | None:
+def _first_metric(versions: Sequence[Row]) -> str | None:
     for mv in reversed(versions):
         for key, value in mv.metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -132,7 +137,7 @@ def _first_metric(versions: list[ModelVersion]) -> str | None:
     return None
 
 
-def _points(versions: list[ModelVersion], metric: str) -> list[Point]:
+def _points(versions: Sequence[Row], metric: str) -> list[Point]:
     out = []
     for mv in versions:
         value = mv.metrics.get(metric)
@@ -142,11 +147,12 @@ def _points(versions: list[ModelVersion], metric: str) -> list[Point]:
 
 
 def overview(registry: Reader) -> list[OverviewRow]:
-    """Every model: latest version, stage holders, last event, trend of its first metric."""
+    """Every model: latest version, stage holders, last event, trend of its first metric
+    (from the model's listing index and its newest lifecycle event: no manifest is opened)."""
     rows = []
     for summary in registry.list_models():
-        versions = registry.list_versions(summary.name)
-        events = registry.history(summary.name)
+        versions = registry.version_rows(summary.name)
+        events = registry.history(summary.name, last=1)
         metric = _first_metric(versions)
         trend = sparkline(metric, _points(versions, metric)[-TREND_POINTS:]) if metric else ""
         rows.append(
@@ -167,7 +173,7 @@ def overview(registry: Reader) -> list[OverviewRow]:
 # --------------------------------------------------------------------------- model page
 
 
-def _sort_value(mv: ModelVersion, sort: str) -> tuple[int, Any]:
+def _sort_value(mv: Row, sort: str) -> tuple[int, Any]:
     if sort == "created":
         return (0, mv.created_at.timestamp())
     if sort == "size":
@@ -183,10 +189,11 @@ def _sort_value(mv: ModelVersion, sort: str) -> tuple[int, Any]:
 def model_page(
     registry: Reader, name: str, *, stage: str | None = None, sort: str | None = None, desc: bool = False
 ) -> dict[str, Any]:
-    """The versions table (sorted, filtered), one chart per metric and the promotion timeline."""
-    versions = registry.list_versions(name)
+    """The versions table (sorted, filtered), one chart per metric and the promotion timeline
+    (the versions are the rows of the model's listing index: no manifest is opened)."""
+    versions = registry.version_rows(name)
     events = registry.history(name)
-    shown = registry.list_versions(name, stage=stage) if stage else list(versions)
+    shown = registry.version_rows(name, stage=stage) if stage else list(versions)
     metric_keys = sorted({str(k) for mv in versions for k in mv.metrics})
     if sort and sort != "version":
         present = [mv for mv in shown if _sort_value(mv, sort)[0] == 0]
@@ -267,7 +274,7 @@ def commit_info(root: Path, sha: str | None) -> CommitInfo | None:
 def version_page(registry: Reader, name: str, version: str) -> dict[str, Any]:
     """The card of one version: metadata, files, lineage, history, bytes shared with the previous one."""
     mv = registry.get(name, version)
-    names = [v.version for v in registry.list_versions(name)]
+    names = [v.version for v in registry.version_rows(name)]
     events = registry.history(name)
     index = names.index(mv.version) if mv.version in names else -1
     prev = names[index - 1] if index > 0 else None
