@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Results, git_env, git_repo, log, median, rmtree, run
+from benchmarks.memory import peak_anon_kib
 
-__all__ = ["KEYS", "GOALS", "build_repo", "peak_anon_kib", "bench_listing", "scaling_point"]
+__all__ = ["KEYS", "GOALS", "build_repo", "bench_listing", "scaling_point"]
 
 KEYS = [
     "list_name_10k",
@@ -45,46 +45,6 @@ KEYS = [
 ]
 SCHEMA = 1
 ACTOR = ("bench", "bench@example.com")
-
-
-# --------------------------------------------------------------------------- memory
-
-
-def peak_anon_kib(argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> int:
-    """Run ``argv`` to completion and return the largest ``RssAnon`` (KiB) seen in its
-    ``/proc/PID/status``, sampled about every millisecond by a thread (a peak shorter than
-    that can be missed). The child's stdout is discarded; a failing child raises RuntimeError.
-    """
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
-    status = f"/proc/{proc.pid}/status"
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            try:
-                with open(status, encoding="ascii", errors="replace") as fh:
-                    for line in fh:
-                        if line.startswith("RssAnon:"):
-                            peak = max(peak, int(line.split()[1]))
-                            break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.001)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        _out, err = proc.communicate(timeout=600)
-    finally:
-        done.set()
-        thread.join()
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(argv)} exited {proc.returncode}: {err.decode(errors='replace')[-400:]}"
-        )
-    return peak
 
 
 # --------------------------------------------------------------------------- the fast builder
@@ -330,8 +290,8 @@ def bench_listing(res: Results, cache: Path, cli: list[str], mode: str) -> None:
             _timed(list_name, loose, 0, warm=1)
             res.add(
                 "list_name_100k_anon_peak_kib",
-                [float(peak_anon_kib(list_name, cwd=loose)) for _ in range(min(runs, 3))],
-                f"peak RssAnon (KiB) of `uniflow models list {MODEL}`, {n} versions, sampled every ms",
+                [float(peak_anon_kib(list_name, cwd=loose)[0]) for _ in range(min(runs, 3))],
+                f"peak RssAnon (KiB) of `uniflow models list {MODEL}`, {n} versions (memory.py sampler)",
             )
         settle(loose)
         js = [*list_name, "--json"]
