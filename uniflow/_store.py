@@ -410,6 +410,31 @@ class ObjectStore:
         if self.durable:
             fsync_dir(self.objects / digest[:2])
 
+    def link_verified(self, digest: str, fd: int) -> bool:
+        """Name the open file ``fd``, whose bytes the caller has just read from it and found
+        equal to ``digest``, as the object ``digest`` with a hard link: no copy of the bytes.
+
+        Only for a download cache (``durable=False``), whose every chunk is verified on use
+        (a later change to the linked file is a miss there, fetched again), and only on the
+        same filesystem: False when the link cannot be made (another filesystem, a file the
+        kernel does not let us link, no ``/proc``); then store a copy (:meth:`add_verified`).
+        """
+        validate_digest(digest, "chunk digest")
+        if self.durable:
+            return False
+        final = self.objects / digest[:2] / digest[2:]
+        if final.exists():
+            return True
+        self._fanout(final.parent)
+        try:
+            # the inode read through ``fd``, not whatever the source's name points at now
+            os.link(f"/proc/self/fd/{fd}", final, src_dir_fd=fd, follow_symlinks=True)
+        except FileExistsError:
+            return True  # another process cached the same bytes first
+        except OSError:
+            return False
+        return True
+
     # ------------------------------------------------------------------ read
     def read_chunk(self, ref: ChunkRef | str, context: str = "", *, _again: bool = False) -> bytes:
         """The verified bytes of one chunk."""
