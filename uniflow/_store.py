@@ -402,13 +402,25 @@ class ObjectStore:
         if self.durable:
             fsync_dir(self.objects / digest[:2])
 
-    def add_verified(self, digest: str, data: memoryview | bytes) -> None:
+    def add_verified(self, digest: str, data: memoryview | bytes, *, sync_dir: bool = True) -> None:
         """Store bytes the caller has just hashed and found equal to ``digest`` (a download
-        verified on arrival), after :meth:`ensure_dirs`; :meth:`add_chunk` checks them itself."""
+        verified on arrival), after :meth:`ensure_dirs`; :meth:`add_chunk` checks them itself.
+
+        The chunk's bytes are durable before its name appears (:func:`write_immutable`); the
+        name itself is made durable here unless ``sync_dir=False``: then the caller calls
+        :meth:`sync_dirs` once for a whole batch, before anything relies on the names."""
         validate_digest(digest, "chunk digest")
         self._write_object(digest, data)
-        if self.durable:
+        if self.durable and sync_dir:
             fsync_dir(self.objects / digest[:2])
+
+    def sync_dirs(self, digests: Iterable[str]) -> None:
+        """Make the names of the chunks ``digests`` durable: one fsync per fan-out directory
+        (``objects/ab``) holding any of them, whatever their number (nothing for a cache)."""
+        if not self.durable:
+            return
+        for shard in sorted({d[:2] for d in digests}):
+            fsync_dir(self.objects / shard)
 
     def link_verified(self, digest: str, fd: int) -> bool:
         """Name the open file ``fd``, whose bytes the caller has just read from it and found
