@@ -175,6 +175,26 @@ def test_chunks_from_a_directory_remote_on_the_same_disk_are_not_copied_into_the
     assert tree_bytes(empty_dir / "two") == tree_bytes(published["v1"])
 
 
+def test_a_cache_on_another_filesystem_keeps_its_own_copy_of_each_chunk(
+    published: dict[str, Any], empty_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the chunk cannot be hard-linked (the cache on another filesystem) it is copied:
+    the cache's file is its own, with the verified bytes."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK) or shm.stat().st_dev == empty_dir.stat().st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than the test's directory")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=shm, prefix="uniflow-test-cache-") as other:
+        monkeypatch.setenv("UNIFLOW_CACHE_DIR", other)
+        cli(empty_dir, "get", _url(published), "clf", "v1.0.0", "-o", "one")
+        assert tree_bytes(empty_dir / "one") == tree_bytes(published["v1"])
+        remote_chunk = _chunk_of(published, "v1")
+        cached = Path(other) / "store" / ".uniflow" / "objects" / remote_chunk.parent.name / remote_chunk.name
+        assert cached.read_bytes() == remote_chunk.read_bytes()
+        assert cached.stat().st_dev != remote_chunk.stat().st_dev
+
+
 def _chunk_of(published: dict[str, Any], which: str) -> Path:
     data = sorted(tree_bytes(published[which]).items())[0][1]
     digest = blake3.blake3(data).hexdigest()
