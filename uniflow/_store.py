@@ -403,13 +403,50 @@ class ObjectStore:
         if self.durable:
             fsync_dir(self.objects / digest[:2])
 
-    def add_verified(self, digest: str, data: memoryview | bytes) -> None:
+    def add_verified(self, digest: str, data: memoryview | bytes, *, sync_dir: bool = True) -> None:
         """Store bytes the caller has just hashed and found equal to ``digest`` (a download
-        verified on arrival), after :meth:`ensure_dirs`; :meth:`add_chunk` checks them itself."""
+        verified on arrival), after :meth:`ensure_dirs`; :meth:`add_chunk` checks them itself.
+
+        The chunk's bytes are durable before its name appears (:func:`write_immutable`); the
+        name itself is made durable here unless ``sync_dir=False``: then the caller calls
+        :meth:`sync_dirs` once for a whole batch, before anything relies on the names."""
         validate_digest(digest, "chunk digest")
         self._write_object(digest, data)
-        if self.durable:
+        if self.durable and sync_dir:
             fsync_dir(self.objects / digest[:2])
+
+    def sync_dirs(self, digests: Iterable[str]) -> None:
+        """Make the names of the chunks ``digests`` durable: one fsync per fan-out directory
+        (``objects/ab``) holding any of them, whatever their number (nothing for a cache)."""
+        if not self.durable:
+            return
+        for shard in sorted({d[:2] for d in digests}):
+            fsync_dir(self.objects / shard)
+
+    def link_verified(self, digest: str, fd: int) -> bool:
+        """Name the open file ``fd``, whose bytes the caller has just read from it and found
+        equal to ``digest``, as the object ``digest`` with a hard link: no copy of the bytes.
+
+        Only for a download cache (``durable=False``), whose every chunk is verified on use
+        (a later change to the linked file is a miss there, fetched again), and only on the
+        same filesystem: False when the link cannot be made (another filesystem, a file the
+        kernel does not let us link, no ``/proc``); then store a copy (:meth:`add_verified`).
+        """
+        validate_digest(digest, "chunk digest")
+        if self.durable:
+            return False
+        final = self.objects / digest[:2] / digest[2:]
+        if final.exists():
+            return True
+        self._fanout(final.parent)
+        try:
+            # the inode read through ``fd``, not whatever the source's name points at now
+            os.link(f"/proc/self/fd/{fd}", final, src_dir_fd=fd, follow_symlinks=True)
+        except FileExistsError:
+            return True  # another process cached the same bytes first
+        except OSError:
+            return False
+        return True
 
     # ------------------------------------------------------------------ read
     def read_chunk(self, ref: ChunkRef | str, context: str = "", *, _again: bool = False) -> bytes:

@@ -5,6 +5,7 @@ Git repository; the per-user mirror holds no code blob."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,63 @@ def test_a_corrupted_chunk_on_the_blob_remote_is_rejected_and_nothing_is_written
     cli(empty_dir, "get", _url(published), "clf", "v1.1.0", "-o", "out")
     r = cli(empty_dir, "get", _url(published), "clf", "v1.0.0", "-o", "again", code=5)
     assert not (empty_dir / "again").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_a_torn_chunk_in_the_cache_is_fetched_again_not_an_error(
+    published: dict[str, Any], empty_dir: Path, cache_dir: Path, damage: str
+) -> None:
+    """The chunk cache is not fsynced: after a crash a cached chunk may be torn. It is then a
+    miss (deleted, fetched again and verified), never an error, and the remote is untouched."""
+    url = _url(published)
+    cli(empty_dir, "get", url, "clf", "v1.0.0", "-o", "one")
+    remote_chunk = _chunk_of(published, "v1")
+    good = remote_chunk.read_bytes()
+    cached = cache_dir / "store" / ".uniflow" / "objects" / remote_chunk.parent.name / remote_chunk.name
+    assert cached.read_bytes() == good
+    torn = {"truncated": good[: len(good) // 2], "garbage": os.urandom(len(good)), "empty": b""}[damage]
+    cached.unlink()  # what a crash leaves: a new file under the name, its bytes incomplete
+    cached.write_bytes(torn)
+    r = cli(empty_dir, "get", url, "clf", "v1.0.0", "-o", "two", "--json")
+    assert tree_bytes(empty_dir / "two") == tree_bytes(published["v1"])
+    assert json.loads(r.stdout)["version"] == "v1.0.0"
+    assert cached.read_bytes() == good  # the cache holds the verified chunk again
+    assert remote_chunk.read_bytes() == good
+
+
+def test_chunks_from_a_directory_remote_on_the_same_disk_are_not_copied_into_the_cache(
+    published: dict[str, Any], empty_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """The cache keeps a chunk of a directory remote on its own filesystem as a hard link to the
+    remote's (verified) file: no second copy of the bytes; it still answers once the remote is gone."""
+    url = _url(published)
+    cli(empty_dir, "get", url, "clf", "v1.0.0", "-o", "one")
+    remote_chunk = _chunk_of(published, "v1")
+    cached = cache_dir / "store" / ".uniflow" / "objects" / remote_chunk.parent.name / remote_chunk.name
+    assert cached.stat().st_ino == remote_chunk.stat().st_ino
+    published["bare"].parent.rename(tmp_path / "srv-gone")  # the server and its blob remote disappear
+    cli(empty_dir, "get", url, "clf", "v1.0.0", "-o", "two", "--offline")
+    assert tree_bytes(empty_dir / "two") == tree_bytes(published["v1"])
+
+
+def test_a_cache_on_another_filesystem_keeps_its_own_copy_of_each_chunk(
+    published: dict[str, Any], empty_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the chunk cannot be hard-linked (the cache on another filesystem) it is copied:
+    the cache's file is its own, with the verified bytes."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK) or shm.stat().st_dev == empty_dir.stat().st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than the test's directory")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=shm, prefix="uniflow-test-cache-") as other:
+        monkeypatch.setenv("UNIFLOW_CACHE_DIR", other)
+        cli(empty_dir, "get", _url(published), "clf", "v1.0.0", "-o", "one")
+        assert tree_bytes(empty_dir / "one") == tree_bytes(published["v1"])
+        remote_chunk = _chunk_of(published, "v1")
+        cached = Path(other) / "store" / ".uniflow" / "objects" / remote_chunk.parent.name / remote_chunk.name
+        assert cached.read_bytes() == remote_chunk.read_bytes()
+        assert cached.stat().st_dev != remote_chunk.stat().st_dev
 
 
 def _chunk_of(published: dict[str, Any], which: str) -> Path:

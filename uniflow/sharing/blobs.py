@@ -474,10 +474,17 @@ def download_chunks(
                 f"chunk {digest[:16]} downloaded from blob remote {remote.name!r} ({remote.url}) is "
                 "corrupted: its bytes do not match its digest; it was not stored"
             )
-        store.add_verified(digest, data)
+        store.add_verified(digest, data, sync_dir=False)  # the bytes fsynced, the names below
+        stored.append(digest)
         return len(data)
 
-    _run_parallel(todo, one, jobs, stats, progress, None, 0)
+    stored: list[str] = []
+    try:
+        _run_parallel(todo, one, jobs, stats, progress, None, 0)
+    finally:
+        # One fsync per fan-out directory touched, not one per chunk: every name this call
+        # linked is durable when it returns (or raises), as with a per-chunk fsync.
+        store.sync_dirs(stored)
     if absent:
         stats.transferred -= len(absent)
         if not skip_missing:
