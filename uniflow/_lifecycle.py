@@ -418,14 +418,10 @@ class Lifecycle:
 
     def _cached_history(self, model: str, sha: str) -> list[tuple[str, str, bytes]] | None:
         """The history kept under commit ``sha``, or None (absent, forged, another model's)."""
-        raw = self.cache.get(HISTORY_KIND, sha) if self.cache is not None else None
-        if raw is None:
+        if self.cache is None:
             return None
-        try:
-            d = msgpack.unpackb(raw, raw=False)
-        except (ValueError, TypeError, msgpack.UnpackException):
-            return None
-        if not (isinstance(d, list) and len(d) == 3 and d[0] == _HISTORY_FORMAT and d[1] == model):
+        d = self.cache.get_record(HISTORY_KIND, sha, _HISTORY_FORMAT, model, 3)
+        if d is None:
             return None
         items = d[2]
         if not (

@@ -293,18 +293,11 @@ class ListingIndex:
         return out
 
     def _load_json(self, model: str) -> tuple[bytes, list[str], bytes, list[str], list[str]] | None:
-        raw = (
-            self.cache.get(JSON_KIND, listing_key(self.index.git.git_dir, model))
-            if self.cache is not None
-            else None
-        )
-        if raw is None:
+        if self.cache is None:
             return None
-        try:
-            d = msgpack.unpackb(raw, raw=False)
-        except (ValueError, TypeError, msgpack.UnpackException):
-            return None
-        if not (isinstance(d, list) and len(d) == 7 and d[0] == _JSON_FORMAT and d[1] == model):
+        key = listing_key(self.index.git.git_dir, model)
+        d = self.cache.get_record(JSON_KIND, key, _JSON_FORMAT, model, 7)
+        if d is None:
             return None
         _f, _m, limits, versions, tags, heads, tails = d
         n = len(versions) if isinstance(versions, list) else -1
@@ -325,18 +318,10 @@ class ListingIndex:
 
     # ------------------------------------------------------------------ the cache file
     def _load(self, model: str) -> _Stored | None:
-        raw = (
-            self.cache.get(KIND, listing_key(self.index.git.git_dir, model))
-            if self.cache is not None
-            else None
-        )
-        if raw is None:
+        if self.cache is None:
             return None
-        try:
-            d = msgpack.unpackb(raw, raw=False)
-        except (ValueError, TypeError, msgpack.UnpackException):
-            return None
-        if not (isinstance(d, list) and len(d) == 9 and d[0] == _FORMAT and d[1] == model):
+        d = self.cache.get_record(KIND, listing_key(self.index.git.git_dir, model), _FORMAT, model, 9)
+        if d is None:
             return None
         _f, _m, loose_ok, loose, packed, limits, versions, tags, blob = d
         if (

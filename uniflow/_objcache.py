@@ -23,6 +23,7 @@ import secrets
 import stat
 import uuid
 from pathlib import Path
+from typing import Any
 
 import blake3
 
@@ -157,6 +158,23 @@ class DerivedCache:
                 pass
             return None
         return payload
+
+    def get_record(self, kind: str, sha: str, fmt: int, owner: str, fields: int) -> list[Any] | None:
+        """The msgpack list stored under ``(kind, sha)`` if it is ``[fmt, owner, ...]`` with
+        exactly ``fields`` items, else None (absent, forged, undecodable, another format or
+        another owner's). The caller still checks the types of the other items."""
+        import msgpack
+
+        raw = self.get(kind, sha)
+        if raw is None:
+            return None
+        try:
+            d = msgpack.unpackb(raw, raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return None
+        if not (isinstance(d, list) and len(d) == fields and d[0] == fmt and d[1] == owner):
+            return None
+        return d
 
     def delete(self, kind: str, sha: str) -> None:
         """Remove the entry for ``(kind, sha)`` if there is one (failures are ignored)."""
