@@ -129,3 +129,28 @@ def test_seed_cli_examples_run_as_written(repo: Path) -> None:
         assert r.returncode == 0, (line, r.stderr)
         assert next(expected) in r.stdout, (line, r.stdout)
     assert ModelRegistry(repo).get("sentiment_classifier", stage="production").version == "v1.0.0"
+
+
+def test_the_readme_quickstart_runs_end_to_end(tmp_path: Path) -> None:
+    """`bash scripts/quickstart.sh` runs examples/quickstart.py: register, promote, compare,
+    load a real torch model and verify, in a fresh repository."""
+    root = Path(__file__).resolve().parent.parent
+    work = tmp_path / "qs"
+    r = subprocess.run(
+        [sys.executable, str(root / "examples" / "quickstart.py"), str(work)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "outputs identical to the trained model: True" in r.stdout
+    assert "verify: 0 problems" in r.stdout
+    assert "promoted v1.1.0 to production" in r.stdout
+    log = subprocess.run(
+        ["git", "log", "--oneline", "refs/uniflow/models/sentiment_classifier"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert len(log) == 5  # two registers, three promotions
