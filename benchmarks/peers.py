@@ -60,17 +60,7 @@ def ensure_venv(cache: Path, tool: str) -> Path:
     logf = root / f"{tool}.log"
     try:
         run([sys.executable, "-m", "venv", "--clear", str(venv)], timeout=600)
-        with open(logf, "w") as fh:
-            proc = subprocess.run(
-                [str(py), "-m", "pip", "install", "-q", "--constraint", str(constraints), pip_name],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                timeout=3600,
-            )
-        if proc.returncode != 0:
-            tail = [ln for ln in logf.read_text().splitlines() if not ln.startswith("WARNING: Location")]
-            raise PeerUnavailable(f"pip install {pip_name} failed: {' | '.join(tail[-5:])}")
-        run([str(py), "-c", f"import {import_name}"], timeout=300)
+        _pip_install(py, pip_name, import_name, constraints, logf)
     except PeerUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -88,10 +78,15 @@ def ensure_extra(cache: Path, tool: str, pip_name: str, import_name: str) -> Pat
         return bin_dir
     root = cache / "peers"
     log(f"installing {pip_name} into {bin_dir.parent} (once)")
-    logf = root / f"{tool}-{pip_name}.log"
+    _pip_install(py, pip_name, import_name, root / "constraints.txt", root / f"{tool}-{pip_name}.log")
+    return bin_dir
+
+
+def _pip_install(py: Path, pip_name: str, import_name: str, constraints: Path, logf: Path) -> None:
+    """``pip install pip_name`` into the venv of ``py`` (log in ``logf``), then import it."""
     with open(logf, "w") as fh:
         proc = subprocess.run(
-            [str(py), "-m", "pip", "install", "-q", "--constraint", str(root / "constraints.txt"), pip_name],
+            [str(py), "-m", "pip", "install", "-q", "--constraint", str(constraints), pip_name],
             stdout=fh,
             stderr=subprocess.STDOUT,
             timeout=3600,
@@ -100,7 +95,6 @@ def ensure_extra(cache: Path, tool: str, pip_name: str, import_name: str) -> Pat
         tail = [ln for ln in logf.read_text().splitlines() if not ln.startswith("WARNING: Location")]
         raise PeerUnavailable(f"pip install {pip_name} failed: {' | '.join(tail[-5:])}")
     run([str(py), "-c", f"import {import_name}"], timeout=300)
-    return bin_dir
 
 
 def version_of(bin_dir: Path, dist: str) -> str | None:
