@@ -182,7 +182,6 @@ def test_where_unnamed_files_are_refused_chunks_go_through_tmp(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delattr(os, "O_TMPFILE", raising=False)  # a kernel or platform without O_TMPFILE
-    monkeypatch.delattr(os, "copy_file_range", raising=False)
     repo = make_repo(tmp_path / "repo")
     data = os.urandom(5 * MIB)
     (tmp_path / "w.bin").write_bytes(data)

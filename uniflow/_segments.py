@@ -17,7 +17,7 @@ import bisect
 from collections.abc import Generator, Iterable
 from typing import Any
 
-__all__ = ["Segments"]
+__all__ = ["Segments", "cut_decided"]
 
 #: how far past the end of a part a chunk crossing into the next is first cut from a copy
 #: (a chunk averages about 1.25 MiB; the rare longer one is cut again from a longer copy)
@@ -82,37 +82,17 @@ class Segments:
         while pos < size:
             i = self._index(pos)
             part_end = self.starts[i] + len(self.parts[i])
-            pos = yield from self._cut(chunker, self.parts[i][pos - self.starts[i] :], pos, part_end)
+            pos = yield from cut_decided(chunker, self.parts[i][pos - self.starts[i] :], pos, part_end, size)
             if pos >= size:
                 break
             reach = part_end - pos + _SCRATCH_PAST
             while True:  # at most twice: a chunk is never longer than ``top``
                 limit = min(size, pos + reach)
                 start = pos
-                pos = yield from self._cut(chunker, self.gather(pos, limit), pos, limit)
+                pos = yield from cut_decided(chunker, self.gather(pos, limit), pos, limit, size)
                 if pos > start:
                     break
                 reach = top + 1
-
-    def _cut(
-        self, chunker: Any, buf: memoryview, base: int, limit: int
-    ) -> Generator[tuple[int, memoryview], None, int]:
-        """Yield the chunks of ``buf`` (the bytes ``[base, limit)``) whose cut the chunker could
-        decide from them: all of them at the end of the file, else all but one ending at
-        ``limit``. Returns where the next chunk starts."""
-        pos = base
-        try:
-            it = chunker.cut_buf(buf)
-            for c in it:
-                end = base + c.offset + c.length
-                if end == limit and limit != self.size:
-                    break  # decided by bytes past ``limit``: cut it again with them
-                yield base + c.offset, buf[c.offset : c.offset + c.length]
-                pos = end
-        finally:
-            it = None  # drop pyfastcdc's own view of the buffer first
-            buf.release()
-        return pos
 
     def __len__(self) -> int:
         return self.size
@@ -122,3 +102,25 @@ class Segments:
         even while a traceback still references this object)."""
         for p in self.parts:
             p.release()
+
+
+def cut_decided(
+    chunker: Any, buf: memoryview, base: int, limit: int, size: int
+) -> Generator[tuple[int, memoryview], None, int]:
+    """Yield ``(offset, view)`` for the chunks of ``buf`` (the bytes ``[base, limit)`` of a
+    file of ``size`` bytes) whose cut the chunker could decide from them: all of them at the
+    end of the file, else all but one ending at ``limit`` (decided by bytes past it, to be
+    cut again with them). Returns where the next chunk starts. ``buf`` is released."""
+    pos = base
+    try:
+        it = chunker.cut_buf(buf)
+        for c in it:
+            end = base + c.offset + c.length
+            if end == limit and limit != size:
+                break
+            yield base + c.offset, buf[c.offset : c.offset + c.length]
+            pos = end
+    finally:
+        it = None  # drop pyfastcdc's own view of the buffer first
+        buf.release()
+    return pos

@@ -10,8 +10,9 @@ digest of its bytes and stored once under ``objects/<2 hex>/<62 hex>``:
   out; a mismatch raises :class:`IntegrityError` naming the context (model, version, file)
   and the chunk.
 
-A file's digest is BLAKE3 of its whole bytes, computed on its own thread while the chunks
-are written, so a materialized copy is checked with one multi-threaded hash.
+A file's digest is BLAKE3 of its whole bytes, computed from the chunks in order on its own
+thread while they are written, so a materialized copy is checked with one multi-threaded
+hash. A user's file is read, never mapped, and refused if it changes meanwhile (``_ingest``).
 
 A register passes a :class:`~uniflow._pins.Pin`: each chunk's digest is pinned before the
 chunk is looked for or written, so a concurrent ``gc`` never deletes it (see ``_pins``).
@@ -23,6 +24,7 @@ chunk files.
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import mmap
 import os
@@ -31,14 +33,17 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import blake3
 
+from . import _testhooks
 from ._errors import CorruptChunkError, InvalidPathError, MissingChunkError, RepositoryError
+from ._ingest import FileSource, InOrder
 from ._naming import validate_digest
 from ._pins import AsideSet, Pin, abandoned, read_pins, recover, restore_abandoned, tmp_name
 from ._safefs import first_link
@@ -72,6 +77,8 @@ RangesFn = Callable[[memoryview, int], Sequence[tuple[int, int]]]
 KnownFn = Callable[[Sequence[int], Sequence[str], int, int], str | None]
 
 _MAX_INFLIGHT = 24
+#: bytes of a file's start given to a ``RangesFn`` that does not say how many it needs
+_HEAD = 64 << 10
 _WRITE_WORKERS = 16
 
 
@@ -213,31 +220,52 @@ class ObjectStore:
     ) -> FileRecord:
         """Chunk, hash and store ``path``; return its record once every chunk is durable.
 
-        Chunking runs on this thread while worker threads hash and write the previous
-        chunks (BLAKE3 and file I/O release the GIL), so both cores stay busy; each chunk is
-        hashed from a mapping of the file and copied into its object in the kernel. With
-        ``pin``, every chunk is pinned before it is looked for or written. With ``ranges``,
-        the byte ranges it returns for the mapped file are hashed on the same threads, in
-        the same pass, into ``range_digests``; with ``known`` too, a range is hashed only
-        once its chunks are stored and ``known`` does not know its digest.
+        The file is read a window at a time into this process's own memory (never mapped),
+        and every chunk is hashed and written from those bytes (``_ingest``); a file that
+        changes while it is read is refused with :class:`InvalidPathError`. Chunking runs on
+        this thread while worker threads hash and write the previous chunks (BLAKE3 and file
+        I/O release the GIL), so both cores stay busy. With ``pin``, every chunk is pinned
+        before it is looked for or written. With ``ranges``, the byte ranges it returns for
+        the file's start are hashed in the same pass, into ``range_digests``; with ``known``
+        too, a range is hashed only once its chunks are stored and ``known`` does not know
+        its digest (then it is read again, and the file checked unchanged after).
         """
         self.ensure_dirs()
         try:
-            f = open(path, "rb")
+            # O_NONBLOCK: a FIFO put in a model's place is refused instead of waited on
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             raise InvalidPathError(f"cannot read {path}: {exc.strerror}") from exc
-        with f:
-            size = os.fstat(f.fileno()).st_size
-            if size == 0:
+        try:
+            src = FileSource(fd, path)
+            if src.size == 0:
                 return FileRecord(0, _EMPTY_DIGEST, ())
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                view = memoryview(mm)
-                seg = Segments([view])
-                try:
-                    return self._put_segments(seg, progress, pin, ranges, f.fileno(), known)
-                finally:
-                    seg.release()
-                    view.release()
+            head_size = getattr(ranges, "head_size", None)
+            first = int(head_size(src.head(16))) if callable(head_size) else 0
+            head = src.head(max(first, _HEAD))
+            created: list[str] = []
+            try:
+                rec = self._put_chunks(
+                    src.cuts(_chunker()),
+                    src.size,
+                    head,
+                    progress,
+                    pin,
+                    ranges,
+                    known,
+                    src.hash_range,
+                    src_fd=fd,
+                    created=created,
+                )
+                src.check_unchanged()
+            except BaseException:
+                # Chunks were copied from the file itself: one that changed meanwhile may have
+                # left an object whose bytes are not its name. Only this call's own are looked at.
+                self._discard_misnamed(created)
+                raise
+            return rec
+        finally:
+            os.close(fd)
 
     def put_segments(
         self,
@@ -256,15 +284,9 @@ class ObjectStore:
         try:
             if seg.size == 0:
                 return FileRecord(0, _EMPTY_DIGEST, ())
-            return self._put_segments(seg, progress, pin, ranges, None, known)
+            return self._put_segments(seg, progress, pin, ranges, known)
         finally:
             seg.release()
-
-    def put_bytes(self, data: bytes, pin: Pin | None = None) -> FileRecord:
-        self.ensure_dirs()
-        if not data:
-            return FileRecord(0, _EMPTY_DIGEST, ())
-        return self._put_segments(Segments([data]), None, pin)
 
     def _put_segments(
         self,
@@ -272,35 +294,52 @@ class ObjectStore:
         progress: ProgressFn | None,
         pin: Pin | None,
         ranges: RangesFn | None = None,
-        src_fd: int | None = None,
         known: KnownFn | None = None,
     ) -> FileRecord:
-        from pyfastcdc import FastCDC
+        head = seg.parts[0]
+        again = functools.partial(_hash_range, seg)
+        return self._put_chunks(seg.cuts(_chunker()), seg.size, head, progress, pin, ranges, known, again)
 
-        chunker = FastCDC(
-            CHUNK_PARAMS["avg_size"],
-            min_size=CHUNK_PARAMS["min_size"],
-            max_size=CHUNK_PARAMS["max_size"],
-        )
-        size = seg.size
+    def put_bytes(self, data: bytes, pin: Pin | None = None) -> FileRecord:
+        self.ensure_dirs()
+        if not data:
+            return FileRecord(0, _EMPTY_DIGEST, ())
+        return self._put_segments(Segments([data]), None, pin)
+
+    def _put_chunks(
+        self,
+        cuts: Generator[tuple[int, memoryview], None, None],
+        size: int,
+        head: memoryview,
+        progress: ProgressFn | None,
+        pin: Pin | None,
+        ranges: RangesFn | None,
+        known: KnownFn | None,
+        reread: Callable[[int, int], str],
+        *,
+        src_fd: int | None = None,
+        created: list[str] | None = None,
+    ) -> FileRecord:
+        """Store the chunks ``cuts`` gives (in order, ``size`` bytes in all; ``head`` is the
+        file's start, for ``ranges``); ``reread`` hashes a byte range again, for the ranges
+        settled once their chunks are stored. With ``src_fd``, each chunk's bytes are copied
+        in the kernel from that file at the chunk's offset (after it was hashed from the
+        chunk given) and the digests of the objects created are appended to ``created``."""
         refs: list[ChunkRef] = []
         starts: list[int] = []  # offset of each stored chunk
         digests: list[str] = []
         dirs: set[Path] = set()
         done = 0
         inflight: deque[tuple[Future[ChunkRef], memoryview]] = deque()
-        cuts = seg.cuts(chunker)
-        # The file digest (BLAKE3 of the whole file) is computed on its own thread while the
-        # chunks are cut, hashed and written: register is bound by fsync, so it costs no wall time.
-        whole: list[str] = []
-        hasher = threading.Thread(target=lambda: whole.append(_hash_range(seg, 0, size)), daemon=True)
-        hasher.start()
-        span_futs: list[Future[str] | str] = []
         # With digests known already, a range is settled once its chunks are stored (their
         # digests name its bytes): known, or hashed then, a few chunks behind the cutter.
         late = bool(known)
+        spans = list(ranges(head, size)) if ranges is not None else []
+        # The whole file's digest (and the ranges', unless settled late) are computed from the
+        # chunks as they are cut, in order, on threads of their own beside the chunk writers.
+        order = InOrder([] if late else spans)
+        span_futs: list[Future[str] | str] = []
         try:
-            spans = list(ranges(seg.parts[0], size)) if ranges is not None else []
             with ThreadPoolExecutor(max_workers=_WRITE_WORKERS, thread_name_prefix="uniflow-put") as pool:
 
                 def drain(limit: int) -> None:
@@ -320,28 +359,26 @@ class ObjectStore:
                         if progress is not None:
                             progress(done, size)
 
-                def hash_spans(upto: int) -> None:  # ranges starting before ``upto``, in file order
-                    while not late and len(span_futs) < len(spans) and spans[len(span_futs)][0] < upto:
-                        span_futs.append(pool.submit(_hash_range, seg, *spans[len(span_futs)]))
-
                 def settle_spans(stored: int) -> None:  # ranges inside the chunks stored so far
                     assert known is not None
                     while len(span_futs) < len(spans) and spans[len(span_futs)][1] <= stored:
                         begin, end = spans[len(span_futs)]
                         digest = known(starts, digests, begin, end)
-                        span_futs.append(digest or pool.submit(_hash_range, seg, begin, end))
+                        span_futs.append(digest or pool.submit(reread, begin, end))
 
                 try:
                     for offset, piece in cuts:
                         src = (src_fd, offset) if src_fd is not None else None
-                        inflight.append((pool.submit(self._store_chunk, piece, pin, src), piece))
-                        hash_spans(offset + len(piece))
+                        inflight.append((pool.submit(self._store_chunk, piece, pin, src, created), piece))
+                        order.feed(offset, piece)
+                        if not offset and src is not None:
+                            _testhooks.point("put-file-read")
                         drain(_MAX_INFLIGHT)
-                    hash_spans(size + 1)
                     drain(0)
                     if late:
                         settle_spans(size)
-                    range_digests = tuple(f if isinstance(f, str) else f.result() for f in span_futs)
+                    whole, in_order = order.digests()
+                    late_digests = tuple(f if isinstance(f, str) else f.result() for f in span_futs)
                 except BaseException:
                     for fut, _ in inflight:
                         fut.cancel()
@@ -350,17 +387,20 @@ class ObjectStore:
                             sfut.cancel()
                     raise
         finally:
-            hasher.join()
-            # every slice of the caller's mmap must be released before it can be closed
+            order.close()
             cuts.close()
             for _, piece in inflight:
                 piece.release()
         for d in dirs:
             fsync_dir(d)
-        return FileRecord(size, whole[0], tuple(refs), range_digests)
+        return FileRecord(size, whole, tuple(refs), late_digests if late else in_order)
 
     def _store_chunk(
-        self, piece: memoryview, pin: Pin | None = None, src: tuple[int, int] | None = None
+        self,
+        piece: memoryview,
+        pin: Pin | None = None,
+        src: tuple[int, int] | None = None,
+        created: list[str] | None = None,
     ) -> ChunkRef:
         digest = _hash(piece)
         if pin is not None:
@@ -370,20 +410,35 @@ class ObjectStore:
                 raise RepositoryError(
                     f"cannot write to the object store {self.root}: {os_reason(exc)}"
                 ) from exc
-        self._write_object(digest, piece, src=src)
+        if self._write_object(digest, piece, src=src) and created is not None:
+            created.append(digest)
         return ChunkRef(digest, len(piece))
+
+    def _discard_misnamed(self, digests: Iterable[str]) -> None:
+        """Unlink those of the objects ``digests`` (created by this process moments ago) whose
+        bytes do not hash to their name."""
+        for digest in digests:
+            path = self.object_path(digest)
+            try:
+                with open(path, "rb", buffering=0) as f:
+                    ok = _hash(f.read()) == digest
+            except OSError:
+                continue
+            if not ok:
+                _force_unlink(path)
 
     def _write_object(
         self, digest: str, data: memoryview | bytes, *, src: tuple[int, int] | None = None
-    ) -> None:
+    ) -> bool:
         """Store ``data`` as the object ``digest`` unless it exists (see :func:`write_immutable`;
-        ``src``: the same bytes at ``(fd, offset)``, copied in the kernel)."""
+        ``src``: the same bytes at ``(fd, offset)``, copied in the kernel); True if this call
+        created it."""
         final = self.objects / digest[:2] / digest[2:]
         if final.exists():
-            return
+            return False
         try:
             self._fanout(final.parent)
-            write_immutable(
+            return write_immutable(
                 final, self.tmp, data, tmp_name(f"obj-{digest[:12]}"), fsync=self.durable, src=src
             )
         except PermissionError as exc:
@@ -698,6 +753,14 @@ class ObjectStore:
         return restore_abandoned(self.tmp, self.objects)
 
 
+def _chunker() -> Any:
+    from pyfastcdc import FastCDC  # noqa: PLC0415 (native; loaded by the first write only)
+
+    return FastCDC(
+        CHUNK_PARAMS["avg_size"], min_size=CHUNK_PARAMS["min_size"], max_size=CHUNK_PARAMS["max_size"]
+    )
+
+
 def _hash_range(seg: Segments, begin: int, end: int) -> str:
     h = blake3.blake3()
     for piece in seg.slices(begin, end):
@@ -728,7 +791,7 @@ def write_immutable(
     *,
     fsync: bool = True,
     src: tuple[int, int] | None = None,
-) -> None:
+) -> bool:
     """Write ``data`` to ``final`` so that no reader ever sees it partial, fsynced (unless
     ``fsync=False``: a cache, where a write lost to a crash is only re-fetched), then linked
     into place. The first writer wins (``final`` existing already is success); an existing
@@ -740,9 +803,11 @@ def write_immutable(
     filesystem; named ``tmp_file``, default ``<final[:16]>.<random>``) is written and
     hard-linked into place; it never outlives the call, whatever fails. With ``src``
     (``(fd, offset)``) the ``len(data)`` bytes are copied in the kernel from that descriptor
-    (``copy_file_range``; the caller has hashed ``data``, the mapping of the same bytes)."""
-    if _write_tmpfile(final, data, src, fsync):
-        return
+    (``copy_file_range``; the caller hashed ``data``, its own copy of the same bytes, and
+    checks afterwards that the file did not change). True if this call created ``final``."""
+    done = _write_tmpfile(final, data, fsync, src)
+    if done is not None:
+        return done
     tmp = tmp_dir / (tmp_file or f"{final.name[:16]}.{uuid.uuid4().hex}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
@@ -755,39 +820,42 @@ def write_immutable(
         try:
             os.link(tmp, final)
         except FileExistsError:
-            pass  # another writer stored the same bytes first
+            return False  # another writer stored the same bytes first
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
                 raise
             os.replace(tmp, final)  # a filesystem without hard links: same bytes, same name
+        return True
     finally:
         _force_unlink(tmp)
 
 
 #: st_dev of filesystems where O_TMPFILE + linkat was refused (the named tmp file is used)
 _NO_TMPFILE: set[int] = set()
-_NO_COPY_RANGE: set[int] = set()
 _TMPFILE_UNSUPPORTED = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOSYS)
 
 
-def _write_tmpfile(final: Path, data: memoryview | bytes, src: tuple[int, int] | None, fsync: bool) -> bool:
-    """:func:`write_immutable` through an unnamed inode in ``final.parent``; False when this
-    filesystem (or kernel, or a missing ``/proc``) does not allow it, before anything was
-    written. Nothing is visible under ``final`` before its bytes are complete (and fsynced)."""
+def _write_tmpfile(
+    final: Path, data: memoryview | bytes, fsync: bool, src: tuple[int, int] | None
+) -> bool | None:
+    """:func:`write_immutable` through an unnamed inode in ``final.parent`` (True if it created
+    ``final``); None when this filesystem (or kernel, or a missing ``/proc``) does not allow
+    it, before anything was written. Nothing is visible under ``final`` before its bytes are
+    complete (and fsynced)."""
     flag = getattr(os, "O_TMPFILE", 0)
     if not flag:
-        return False
+        return None
     parent = final.parent
     try:
         fd = os.open(parent, flag | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444)
     except OSError as exc:
         if exc.errno in _TMPFILE_UNSUPPORTED:
-            return False
+            return None
         raise
     try:
         dev = os.fstat(fd).st_dev
         if dev in _NO_TMPFILE:
-            return False
+            return None
         _fill(fd, data, src, dev)
         if fsync:
             os.fsync(fd)
@@ -796,30 +864,36 @@ def _write_tmpfile(final: Path, data: memoryview | bytes, src: tuple[int, int] |
             # absolute path) makes os.link call linkat with that flag instead of link(2).
             os.link(f"/proc/self/fd/{fd}", final, src_dir_fd=fd, follow_symlinks=True)
         except FileExistsError:
-            pass  # another writer stored the same bytes first
+            return False  # another writer stored the same bytes first
         except OSError as exc:
             if exc.errno not in (errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
                 raise
             if final.parent.is_dir() and not final.parent.is_symlink():
                 _NO_TMPFILE.add(dev)  # no /proc, or no hard links here: the named way
-            return False
+            return None
     finally:
         os.close(fd)
     return True
 
 
-def _fill(fd: int, data: memoryview | bytes, src: tuple[int, int] | None, dev: int | None = None) -> None:
-    """Write ``data`` to ``fd``; with ``src``, copy the same bytes from ``src`` in the kernel."""
-    with memoryview(data) as mv:  # released even when a write fails (a caller's mmap)
-        total = len(mv)
-        written = 0
+#: st_dev of filesystems where copy_file_range was refused (the bytes are written instead)
+_NO_COPY_RANGE: set[int] = set()
+
+
+def _fill(
+    fd: int, data: memoryview | bytes, src: tuple[int, int] | None = None, dev: int | None = None
+) -> None:
+    """Write all of ``data`` to ``fd``; with ``src``, copy the same bytes from ``src`` in the
+    kernel (a file that is shorter now than when read has changed: InvalidPathError)."""
+    with memoryview(data) as mv:  # released even when a write fails
+        total, written = len(mv), 0
         copy = getattr(os, "copy_file_range", None)  # Linux
         if src is not None and copy is not None and dev not in _NO_COPY_RANGE:
             src_fd, offset = src
             try:
                 while written < total:  # bounded: each call makes progress or raises
                     n = copy(src_fd, fd, total - written, offset + written)
-                    if n == 0:  # never read the mapping past the end of the file (SIGBUS)
+                    if n == 0:
                         raise InvalidPathError("the file being stored shrank while it was read")
                     written += n
             except OSError as exc:
@@ -828,7 +902,8 @@ def _fill(fd: int, data: memoryview | bytes, src: tuple[int, int] | None, dev: i
                 if dev is not None:
                     _NO_COPY_RANGE.add(dev)
         while written < total:  # bounded: each write makes progress or raises
-            written += os.write(fd, mv[written:])
+            with mv[written:] as rest:
+                written += os.write(fd, rest)
 
 
 def os_reason(exc: OSError) -> str:

@@ -269,9 +269,10 @@ def parse_npy(view: memoryview, name: str) -> Parsed | None:
 
 
 class TensorScan:
-    """What register gives ``ObjectStore.put_file`` for a tensor file: called with the mapped
-    bytes, it parses the header and returns the tensors' byte ranges (in file order) for the
-    store to hash on its threads; :meth:`entries` then builds the manifest's tensor list."""
+    """What register gives ``ObjectStore.put_file`` for a tensor file: called with the file's
+    first bytes (:meth:`head_size` says how many hold the header), it parses the header and
+    returns the tensors' byte ranges (in file order) for the store to hash on its threads;
+    :meth:`entries` then builds the manifest's tensor list."""
 
     def __init__(self, kind: str, npy_name: str = "array") -> None:
         self.kind = kind
@@ -287,7 +288,7 @@ class TensorScan:
             if self.kind == "safetensors":
                 parsed = parse_safetensors(view, size)
             else:
-                parsed = parse_npy(view[:size], self.npy_name) if len(view) >= size else None
+                parsed = parse_npy(view[:size], self.npy_name)
         except (ValueError, TypeError, OverflowError):
             parsed = None
         if parsed is not None:
@@ -299,6 +300,18 @@ class TensorScan:
         self.found = parsed
         self.size = size
         return [(t[3], t[4]) for t in parsed or ()]
+
+    def head_size(self, prefix: bytes) -> int:
+        """How many bytes of the file's start hold its header, given its first 16 bytes (the
+        store reads at least that much before calling this scan); 0 if it is no tensor file."""
+        if self.kind == "safetensors" and len(prefix) >= 8:
+            n = int.from_bytes(prefix[:8], "little")
+            return 8 + n if n <= _MAX_HEADER else 0
+        if self.kind == "npy" and len(prefix) >= 12 and prefix[:6] == _NPY_MAGIC:
+            if prefix[6] == 1:
+                return 10 + int.from_bytes(prefix[8:10], "little")
+            return 12 + min(int.from_bytes(prefix[8:12], "little"), 1 << 20)
+        return 0
 
     def entries(self, digests: Sequence[str]) -> list[list[Any]] | None:
         """The manifest tensor list, given the digests of the ranges returned (same order)."""

@@ -244,3 +244,31 @@ def test_sizes_in_the_summary_line_read_well() -> None:
         "1 GiB",
         "1 GiB",
     ]
+
+
+def test_files_bigger_than_a_read_window_keep_their_tensors(registry: ModelRegistry, tmp_path: Path) -> None:
+    """Register reads a file a window at a time (never mapping it): an ``.npy`` array larger
+    than a window, and a safetensors file whose header alone is, are still recorded tensor by
+    tensor with the digests of their bytes."""
+    from uniflow._ingest import WINDOW
+
+    arr = np.random.default_rng(0).standard_normal(WINDOW // 4 + 1000).astype(np.float32)
+    np.save(tmp_path / "big.npy", arr)
+    st = tmp_path / "st"
+    st.mkdir()
+    save_numpy(
+        {"w": arr[:100], "b": arr[100:110]}, str(st / "model.safetensors"), metadata={"pad": "x" * WINDOW}
+    )
+    registry.register(tmp_path / "big.npy", "arr", version="v1.0.0")
+    registry.register(st, "st", version="v1.0.0")
+    (entry,) = registry.repository.manifest("arr", "v1.0.0")["files"]
+    ((name, dtype, shape, begin, end, digest),) = entry["tensors"]
+    assert (name, dtype, shape) == ("big", "F32", [arr.size])
+    assert digest == blake3.blake3(arr.tobytes()).hexdigest()
+    (entry,) = registry.repository.manifest("st", "v1.0.0")["files"]
+    got = {t[0]: t[5] for t in entry["tensors"]}
+    assert entry["tensors"][0][3] > WINDOW  # the first tensor starts past the first window
+    assert got == {
+        "w": blake3.blake3(arr[:100].tobytes()).hexdigest(),
+        "b": blake3.blake3(arr[100:110].tobytes()).hexdigest(),
+    }

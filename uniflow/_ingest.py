@@ -1,0 +1,194 @@
+"""Reading a file that is being stored, and hashing it in order.
+
+A file handed to ``ObjectStore.put_file`` belongs to the user and may change while it is
+read: a training job still writing its checkpoint, a copy in progress, a hostile file system.
+So it is never mapped (a mapping of a file truncated meanwhile kills the process with
+SIGBUS); :class:`FileSource` reads it a window at a time into this process's own memory,
+and every chunk is hashed and written from those same bytes, so an object always holds what
+its name says. Its stamp (size, mtime, ctime, inode) is compared before and after, and a
+byte past the recorded end means it grew: a file that changed is refused, never recorded as
+a mix of its old and new bytes.
+
+:class:`InOrder` computes the digests that need the file's bytes in order (the whole file,
+and the byte ranges of its tensors) from the chunks themselves as they are cut, each on a
+thread of its own, with at most a few chunks queued: what they name is exactly what the
+chunks hold.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from collections import deque
+from collections.abc import Generator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import blake3
+
+from ._errors import InvalidPathError
+from ._segments import cut_decided
+
+__all__ = ["WINDOW", "FileSource", "InOrder"]
+
+#: bytes read from a file at a time (more than the longest chunk; a few are held at once)
+WINDOW = 8 << 20
+#: buffers kept for reuse (more are made, and freed, if the writers fall that far behind)
+_POOL = 16
+#: pieces queued for each in-order hasher before the cutter waits for it
+_BACKLOG = 8
+
+
+def _stamp(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _free_buffer(pool: list[bytearray]) -> bytearray:
+    """A buffer of :data:`WINDOW` bytes from ``pool`` that nothing else references (no view of
+    it is left: a live view holds a reference through its exporter), else a new one, kept in
+    the pool up to :data:`_POOL` buffers."""
+    for i in range(len(pool)):
+        if sys.getrefcount(pool[i]) == 2:  # the pool's own reference and the call's argument
+            return pool[i]
+    buf = bytearray(WINDOW)
+    if len(pool) < _POOL:
+        pool.append(buf)
+    return buf
+
+
+def _pread_into(fd: int, view: memoryview, pos: int) -> int:
+    preadv = getattr(os, "preadv", None)
+    if preadv is not None:
+        return int(preadv(fd, [view], pos))
+    data = os.pread(fd, len(view), pos)  # platforms without preadv: one copy more
+    view[: len(data)] = data
+    return len(data)
+
+
+class FileSource:
+    """A regular file open for reading (``fd``, not owned), read in windows; see the module doc."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidPathError(f"cannot store {path}: not a regular file")
+        self.fd, self.path, self.size = fd, path, st.st_size
+        self._stamp = _stamp(st)
+
+    def changed(self) -> InvalidPathError:
+        return InvalidPathError(
+            f"{self.path} changed while it was being registered (is something still writing it?); "
+            "register it again once it is complete"
+        )
+
+    def read_into(self, view: memoryview, pos: int) -> None:
+        """Fill ``view`` with the bytes at ``pos``; a file now shorter than that is changed."""
+        got = 0
+        while got < len(view):  # bounded: each read makes progress or raises
+            with view[got:] as rest:
+                n = _pread_into(self.fd, rest, pos + got)
+            if n == 0:
+                raise self.changed()
+            got += n
+
+    def head(self, n: int) -> memoryview:
+        """The file's first ``n`` bytes (at most its size), for a header parser."""
+        view = memoryview(bytearray(min(n, self.size)))
+        self.read_into(view, 0)
+        return view
+
+    def cuts(self, chunker: Any) -> Generator[tuple[int, memoryview], None, None]:
+        """``(offset, view)`` of every chunk ``chunker`` (a ``pyfastcdc.FastCDC`` whose chunks
+        are shorter than :data:`WINDOW`) cuts from the file, the same as cutting it whole.
+
+        The file is read a window at a time into buffers reused once nothing holds a view of
+        them (the chunks cut from a window keep it while they are written and hashed). A
+        window ends in a chunk the cut of which depends on bytes past it; the next window
+        starts where that chunk starts, so those bytes are read again rather than copied."""
+        pool: list[bytearray] = []
+        pos = 0
+        while pos < self.size:  # bounded: each window cuts at least one chunk
+            end = min(self.size, pos + WINDOW)
+            with memoryview(_free_buffer(pool)) as whole:
+                view = whole[: end - pos]
+            self.read_into(view, pos)
+            start = pos
+            pos = yield from cut_decided(chunker, view, pos, end, self.size)
+            if pos == start:
+                raise ValueError(f"a chunk longer than the read window ({WINDOW} bytes)")
+
+    def hash_range(self, begin: int, end: int) -> str:
+        """BLAKE3 of the bytes ``[begin, end)``, read again (see :meth:`check_unchanged`)."""
+        h = blake3.blake3()
+        with memoryview(bytearray(min(WINDOW, max(end - begin, 0)))) as buf:
+            pos = begin
+            while pos < end:  # bounded: each pass advances by a window
+                n = min(len(buf), end - pos)
+                with buf[:n] as part:
+                    self.read_into(part, pos)
+                    h.update(part)
+                pos += n
+        return h.hexdigest()
+
+    def check_unchanged(self) -> None:
+        """Raise :meth:`changed` unless the file is as it was when opened: the same stamp and
+        nothing past its end. Called once every byte that was stored has been read."""
+        if _stamp(os.fstat(self.fd)) != self._stamp or os.pread(self.fd, 1, self.size):
+            raise self.changed()
+
+
+class InOrder:
+    """BLAKE3 of a whole file and of ``spans`` (``(begin, end)`` byte ranges in file order),
+    fed the file's bytes in order by :meth:`feed`; :meth:`digests` waits for the results.
+    The whole file and the spans are hashed on one thread each, beside the chunk writers."""
+
+    def __init__(self, spans: Sequence[tuple[int, int]]) -> None:
+        self.whole = blake3.blake3()
+        self.spans = list(spans)
+        self._hashers = [blake3.blake3() for _ in self.spans]
+        self._first = 0  # the first span not wholly fed yet
+        self._pools = [ThreadPoolExecutor(1, thread_name_prefix="uniflow-whole")]
+        if self.spans:
+            self._pools.append(ThreadPoolExecutor(1, thread_name_prefix="uniflow-spans"))
+        self._pending: deque[Future[None]] = deque()
+
+    def feed(self, start: int, view: memoryview) -> None:
+        """Queue the bytes ``view`` found at ``start`` (every byte once, in file order; the
+        caller may release ``view`` at once)."""
+        self._pending.append(self._pools[0].submit(self._update_whole, view[:]))
+        if self.spans:
+            self._pending.append(self._pools[1].submit(self._update_spans, start, view[:]))
+        while len(self._pending) > _BACKLOG * len(self._pools):  # bounded by the queue
+            self._pending.popleft().result()
+
+    def _update_whole(self, view: memoryview) -> None:
+        with view:
+            self.whole.update(view)
+
+    def _update_spans(self, start: int, view: memoryview) -> None:
+        end = start + len(view)
+        with view:
+            i = self._first
+            while i < len(self.spans) and self.spans[i][0] < end:  # bounded by the spans
+                begin, stop = self.spans[i]
+                if stop > start:
+                    with view[max(begin, start) - start : min(stop, end) - start] as part:
+                        self._hashers[i].update(part)
+                i += 1
+        while self._first < len(self.spans) and self.spans[self._first][1] <= end:
+            self._first += 1
+
+    def digests(self) -> tuple[str, tuple[str, ...]]:
+        """The whole file's digest and the spans' (in order), once everything fed is hashed."""
+        while self._pending:  # bounded by the queue
+            self._pending.popleft().result()
+        return self.whole.hexdigest(), tuple(h.hexdigest() for h in self._hashers)
+
+    def close(self) -> None:
+        """Stop the threads (after :meth:`digests`, or abandoning the rest on an error)."""
+        for fut in self._pending:
+            fut.cancel()
+        for pool in self._pools:
+            pool.shutdown(wait=True)
