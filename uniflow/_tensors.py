@@ -1,9 +1,9 @@
 """Tensors inside stored files: what register records about each, and what the gate accepts.
 
-Register maps every file it stores (``ObjectStore.put_file``); for a ``.safetensors`` file
-(what the torch serializer writes) or a ``.npy`` file, :class:`TensorScan` reads the header
-from that same mapping and hands the store the byte range of every tensor, which the
-store's worker threads hash (BLAKE3) while they hash and write the chunks. The result is a
+Register reads every file it stores (``ObjectStore.put_file``); for a ``.safetensors`` file
+(what the torch serializer writes) or a ``.npy`` file, :class:`TensorScan` parses the header
+from the file's start and hands the store the byte range of every tensor, which the store
+hashes (BLAKE3) from the chunks as they are cut, beside the threads that hash and write them. The result is a
 list in the file's manifest entry (manifest format 2)::
 
     tensors: [[name, dtype, [dim, ...], begin, end, digest], ...]
