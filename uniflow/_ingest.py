@@ -144,11 +144,13 @@ class InOrder:
     fed the file's bytes in order by :meth:`feed`; :meth:`digests` waits for the results.
     The whole file and the spans are hashed on one thread each, beside the chunk writers."""
 
-    def __init__(self, spans: Sequence[tuple[int, int]]) -> None:
+    def __init__(self, spans: Sequence[tuple[int, int]], *, bounded: bool = True) -> None:
         self.whole = blake3.blake3()
         self.spans = list(spans)
         self._hashers = [blake3.blake3() for _ in self.spans]
         self._first = 0  # the first span not wholly fed yet
+        #: False when what is fed is the caller's own memory (nothing held but views of it)
+        self._bounded = bounded
         self._pools = [ThreadPoolExecutor(1, thread_name_prefix="uniflow-whole")]
         if self.spans:
             self._pools.append(ThreadPoolExecutor(1, thread_name_prefix="uniflow-spans"))
@@ -160,7 +162,7 @@ class InOrder:
         self._pending.append(self._pools[0].submit(self._update_whole, view[:]))
         if self.spans:
             self._pending.append(self._pools[1].submit(self._update_spans, start, view[:]))
-        while len(self._pending) > _BACKLOG * len(self._pools):  # bounded by the queue
+        while self._bounded and len(self._pending) > _BACKLOG * len(self._pools):  # bounded by the queue
             self._pending.popleft().result()
 
     def _update_whole(self, view: memoryview) -> None:

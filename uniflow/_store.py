@@ -298,7 +298,9 @@ class ObjectStore:
     ) -> FileRecord:
         head = seg.parts[0]
         again = functools.partial(_hash_range, seg)
-        return self._put_chunks(seg.cuts(_chunker()), seg.size, head, progress, pin, ranges, known, again)
+        return self._put_chunks(
+            seg.cuts(_chunker()), seg.size, head, progress, pin, ranges, known, again, parts=seg
+        )
 
     def put_bytes(self, data: bytes, pin: Pin | None = None) -> FileRecord:
         self.ensure_dirs()
@@ -319,12 +321,15 @@ class ObjectStore:
         *,
         src_fd: int | None = None,
         created: list[str] | None = None,
+        parts: Segments | None = None,
     ) -> FileRecord:
         """Store the chunks ``cuts`` gives (in order, ``size`` bytes in all; ``head`` is the
         file's start, for ``ranges``); ``reread`` hashes a byte range again, for the ranges
         settled once their chunks are stored. With ``src_fd``, each chunk's bytes are copied
         in the kernel from that file at the chunk's offset (after it was hashed from the
-        chunk given) and the digests of the objects created are appended to ``created``."""
+        chunk given) and the digests of the objects created are appended to ``created``. With
+        ``parts`` (the bytes, all in the caller's memory), the whole-file and range digests are
+        computed from its parts rather than from the chunks (no scratch copy is held for them)."""
         refs: list[ChunkRef] = []
         starts: list[int] = []  # offset of each stored chunk
         digests: list[str] = []
@@ -337,7 +342,9 @@ class ObjectStore:
         spans = list(ranges(head, size)) if ranges is not None else []
         # The whole file's digest (and the ranges', unless settled late) are computed from the
         # chunks as they are cut, in order, on threads of their own beside the chunk writers.
-        order = InOrder([] if late else spans)
+        order = InOrder([] if late else spans, bounded=parts is None)
+        for part_start, part in zip(parts.starts, parts.parts, strict=True) if parts is not None else ():
+            order.feed(part_start, part)
         span_futs: list[Future[str] | str] = []
         try:
             with ThreadPoolExecutor(max_workers=_WRITE_WORKERS, thread_name_prefix="uniflow-put") as pool:
@@ -370,7 +377,8 @@ class ObjectStore:
                     for offset, piece in cuts:
                         src = (src_fd, offset) if src_fd is not None else None
                         inflight.append((pool.submit(self._store_chunk, piece, pin, src, created), piece))
-                        order.feed(offset, piece)
+                        if parts is None:
+                            order.feed(offset, piece)
                         if not offset and src is not None:
                             _testhooks.point("put-file-read")
                         drain(_MAX_INFLIGHT)
