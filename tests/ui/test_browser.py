@@ -84,6 +84,14 @@ def page(browser: Any) -> Iterator[Watched]:
         context.close()
 
 
+def _click(page: Any, selector: str) -> None:
+    """Click a link and wait for the page it opens to finish loading: reading the table (or
+    clicking on) before that raced the navigation on a loaded machine (an empty table, a
+    stylesheet request aborted by the next click)."""
+    page.click(selector)
+    page.wait_for_load_state("load")
+
+
 def _versions_in_table(page: Any) -> list[str]:
     return page.locator("table.versions tbody tr[data-version]").evaluate_all(
         "rows => rows.map(r => r.dataset.version)"
@@ -100,7 +108,7 @@ def test_click_through_every_page(page: Watched, server: str, tmp_path: Path) ->
     assert spark.evaluate_all("cs => cs.map(c => c.dataset.version)") == SENTIMENT_VERSIONS
     p.screenshot(path=str(tmp_path / "overview.png"))
 
-    p.click("a.model-link:text('sentiment_classifier')")
+    _click(p, "a.model-link:text('sentiment_classifier')")
     p.wait_for_url("**/models/sentiment_classifier")
     assert _versions_in_table(p) == SENTIMENT_VERSIONS
     charts = p.locator("svg.metric-chart")
@@ -115,14 +123,14 @@ def test_click_through_every_page(page: Watched, server: str, tmp_path: Path) ->
     assert p.locator("svg.timeline g.span[data-version]").count() >= 3
     p.screenshot(path=str(tmp_path / "model.png"), full_page=True)
 
-    p.click("a.version-link:text('v1.2.0')")
+    _click(p, "a.version-link:text('v1.2.0')")
     p.wait_for_url("**/models/sentiment_classifier/v1.2.0")
     assert p.locator("main > h1").inner_text().startswith("sentiment_classifier v1.2.0")
     assert p.locator(".markdown h1").inner_text() == "Sentiment classifier"  # the card, rendered
     assert "training: tweak 2" in p.locator("dl.lineage").inner_text()  # code commit and its message
     assert "model.safetensors" in p.locator("table.files").inner_text()
 
-    p.click("a.compare-prev")
+    _click(p, "a.compare-prev")
     p.wait_for_url("**/compare?v=v1.1.0&v=v1.2.0")
     assert p.locator("table.compare thead th").all_inner_texts()[1:] == ["v1.1.0", "v1.2.0"]
     assert p.locator("table.compare .delta.better").count() >= 1
@@ -130,18 +138,18 @@ def test_click_through_every_page(page: Watched, server: str, tmp_path: Path) ->
     p.goto(server + "models/sentiment_classifier")
     for v in ("v1.0.0", "v1.3.0", "v1.5.0"):
         p.check(f"input[name=v][value='{v}']")
-    p.click("button[type=submit]")
+    _click(p, "button[type=submit]")
     p.wait_for_url("**/compare?v=v1.0.0&v=v1.3.0&v=v1.5.0")
     assert p.locator("table.compare thead th").count() == 4
     assert p.locator("text=Code commits between them").count() == 1
 
-    p.click("nav.crumbs a:text('sentiment_classifier')")
-    p.click("a:text('History')")
+    _click(p, "nav.crumbs a:text('sentiment_classifier')")
+    _click(p, "a:text('History')")
     p.wait_for_url("**/models/sentiment_classifier/history")
     rows = p.locator("table.events tbody tr")
     assert rows.count() == 13  # 6 registers, 4 promotions, a rollback, an archive, a promotion
     assert "rollback" in p.locator("table.events").inner_text()
-    p.click("a.brand")
+    _click(p, "a.brand")
     p.wait_for_url(server)
     page.clean()
 
@@ -149,12 +157,12 @@ def test_click_through_every_page(page: Watched, server: str, tmp_path: Path) ->
 def test_sort_and_filter(page: Watched, server: str) -> None:
     p = page.page
     p.goto(server + "models/sentiment_classifier")
-    p.click("table.versions th a.sort:text('loss')")
+    _click(p, "table.versions th a.sort:text('loss')")
     values = p.locator("table.versions tbody tr td:nth-child(6)").all_inner_texts()
     assert values == sorted(values, key=float, reverse=True)
-    p.click("a.filter:text('archived')")
+    _click(p, "a.filter:text('archived')")
     assert sorted(_versions_in_table(p)) == ["v1.1.0", "v1.2.0"]
-    p.click("a.filter:text('all')")
+    _click(p, "a.filter:text('all')")
     assert len(_versions_in_table(p)) == 6
     page.clean()
 
@@ -203,21 +211,21 @@ def test_exported_site_works_from_file_urls(page: Watched, demo_repo: Path, tmp_
     assert (
         p.evaluate("getComputedStyle(document.querySelector('header.top')).display") == "flex"
     )  # CSS loaded
-    p.click("a.model-link:text('sentiment_classifier')")
+    _click(p, "a.model-link:text('sentiment_classifier')")
     assert p.url.endswith("/models/sentiment_classifier/index.html")
     assert _versions_in_table(p) == SENTIMENT_VERSIONS
     assert p.locator("svg.metric-chart").first.locator("circle.point").count() == 6
-    p.click("a.version-link:text('v1.3.0')")
+    _click(p, "a.version-link:text('v1.3.0')")
     assert p.url.endswith("/models/sentiment_classifier/v1.3.0.html")
-    p.click("a.compare-prev")
+    _click(p, "a.compare-prev")
     assert p.url.endswith("/models/sentiment_classifier/compare/v1.2.0/v1.3.0.html")
     assert p.locator("table.compare thead th").all_inner_texts()[1:] == ["v1.2.0", "v1.3.0"]
-    p.click("nav.crumbs a:text('sentiment_classifier')")
-    p.click("a:text('History')")
+    _click(p, "nav.crumbs a:text('sentiment_classifier')")
+    _click(p, "a:text('History')")
     assert p.url.endswith("/models/sentiment_classifier/history.html")
-    p.click("table.events a:text('v1.0.0') >> nth=0")
+    _click(p, "table.events a:text('v1.0.0') >> nth=0")
     assert p.url.endswith("/models/sentiment_classifier/v1.0.0.html")
-    p.click("a.brand")
+    _click(p, "a.brand")
     assert p.url.endswith("/index.html")
     p.goto((site / "models" / "xss_probe" / "v1.0.0.html").as_uri())
     assert PLANTED_SCRIPT in p.locator("main").inner_text()
