@@ -11,15 +11,18 @@ version behind, and every object in the store must still hold the bytes its name
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import blake3
 import pytest
 
 from tests.adversarial._inflight import Held
 from tests.helpers import cli, git
+from uniflow._ingest import WINDOW
 
-SIZE = 24 << 20  # about 20 chunks: most of the file is read after the pause
+SIZE = 3 * WINDOW  # about 20 chunks: most of the file is read after the pause
 
 
 def _source(tmp_path: Path) -> Path:
@@ -51,12 +54,18 @@ def _assert_one_line_error(done: object, words: str) -> None:
     assert words in lines[0], lines[0]
 
 
-def test_a_file_truncated_while_it_is_registered_is_refused_cleanly(repo: Path, tmp_path: Path) -> None:
+def _register_while(repo: Path, tmp_path: Path, change: Callable[[Path], None]) -> Any:
+    """Register a fresh source file, holding the register after its first chunk while
+    ``change(path)`` runs; the finished process."""
     src = _source(tmp_path)
     held = Held(repo, tmp_path / "gate", "put-file-read", *_register(src))
     held.wait_paused()
-    os.truncate(src, 2 << 20)
-    done = held.release()
+    change(src)
+    return held.release()
+
+
+def test_a_file_truncated_while_it_is_registered_is_refused_cleanly(repo: Path, tmp_path: Path) -> None:
+    done = _register_while(repo, tmp_path, lambda src: os.truncate(src, 2 << 20))
     _assert_one_line_error(done, "changed while it was being registered")
     _assert_store_sound(repo)
 
@@ -64,37 +73,33 @@ def test_a_file_truncated_while_it_is_registered_is_refused_cleanly(repo: Path, 
 @pytest.mark.parametrize("where", ["ahead", "behind"])
 def test_a_file_rewritten_while_it_is_registered_is_refused(repo: Path, tmp_path: Path, where: str) -> None:
     """Same length, other bytes: ahead of the reader (what would be read next) or behind it
-    (what was read already). Either way the version would hold bytes that never were the
-    file; the register refuses it."""
-    src = _source(tmp_path)
-    held = Held(repo, tmp_path / "gate", "put-file-read", *_register(src))
-    held.wait_paused()
-    with open(src, "r+b") as f:
-        for offset in range(0, SIZE, 1 << 20):
-            if (where == "ahead") == (offset >= 8 << 20):
-                f.seek(offset)
-                f.write(os.urandom(4096))
-    done = held.release()
+    (the first window, read already). Either way the version would hold bytes that never
+    were the file; the register refuses it."""
+
+    def rewrite(src: Path) -> None:
+        with open(src, "r+b") as f:
+            for offset in range(0, SIZE, 1 << 20):
+                if (where == "ahead") == (offset >= WINDOW):
+                    f.seek(offset)
+                    f.write(os.urandom(4096))
+
+    done = _register_while(repo, tmp_path, rewrite)
     _assert_one_line_error(done, "changed while it was being registered")
     _assert_store_sound(repo)
 
 
 def test_a_file_that_grew_while_it_is_registered_is_refused(repo: Path, tmp_path: Path) -> None:
-    src = _source(tmp_path)
-    held = Held(repo, tmp_path / "gate", "put-file-read", *_register(src))
-    held.wait_paused()
-    with open(src, "ab") as f:
-        f.write(os.urandom(1 << 20))
-    done = held.release()
+    def grow(src: Path) -> None:
+        with open(src, "ab") as f:
+            f.write(os.urandom(1 << 20))
+
+    done = _register_while(repo, tmp_path, grow)
     _assert_one_line_error(done, "changed while it was being registered")
     _assert_store_sound(repo)
 
 
 def test_an_unchanged_file_registers_after_the_same_pause(repo: Path, tmp_path: Path) -> None:
-    src = _source(tmp_path)
-    held = Held(repo, tmp_path / "gate", "put-file-read", *_register(src))
-    held.wait_paused()
-    done = held.release()
+    done = _register_while(repo, tmp_path, lambda src: None)
     assert done.returncode == 0, done.stderr
     r = cli(repo, "verify", code=None)
     assert r.returncode == 0, r.stdout + r.stderr
