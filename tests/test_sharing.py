@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import blake3
 import pytest
 
 from tests.helpers import (
@@ -187,6 +188,33 @@ def test_corrupted_remote_chunk_is_refused(tmp_path: Path) -> None:
     assert not rb.store.has(victim.parent.name + victim.name)
     r = cli(b, "pull", "--all", code=5)
     assert "corrupted" in r.stderr
+
+
+def test_push_copies_exact_chunks_and_never_publishes_a_corrupted_one(tmp_path: Path) -> None:
+    """A directory remote gets its chunks copied in the kernel from the descriptor each was
+    verified through: every object there hashes to its name, and a chunk corrupted in the
+    local store stops the push (exit 5) without reaching the remote."""
+    bare, a = shared_setup(tmp_path)
+    blobs = tmp_path / "blobs"
+    ra = open_registry(a)
+    ra.register(str(model_dir(tmp_path / "src", 3, size=3 << 20, seed=4)), "m", version="v1.0.0")
+    ra.push()
+    sent = _objects(blobs)
+    assert len(sent) >= 3
+    for obj in sent:
+        assert blake3.blake3(obj.read_bytes()).hexdigest() == obj.parent.name + obj.name
+    ra.register(str(model_dir(tmp_path / "src2", 1, size=1 << 20, seed=5)), "m", version="v1.1.0")
+    new = {d for d, _ in ra.store.iter_objects()} - {o.parent.name + o.name for o in sent}
+    assert new
+    digest = sorted(new)[0]
+    victim = ra.store.object_path(digest)
+    victim.chmod(stat.S_IWUSR | stat.S_IRUSR)
+    data = bytearray(victim.read_bytes())
+    data[7] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    r = cli(a, "push", code=5)
+    assert "corrupted" in r.stderr
+    assert not (blobs / "objects" / digest[:2] / digest[2:]).exists()
 
 
 def test_push_without_blob_remote_is_refused_before_refs(tmp_path: Path) -> None:
