@@ -390,3 +390,35 @@ def json_out(r: subprocess.CompletedProcess[str]) -> dict:  # type: ignore[type-
     import json
 
     return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+
+def test_a_local_chunk_written_while_it_is_pushed_is_not_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Push copies each verified chunk from its descriptor in the kernel; a local object
+    written in between is caught after the copy and the remote's new copy removed."""
+    import uniflow._store as store_mod
+    from uniflow import CorruptChunkError
+
+    bare, a = shared_setup(tmp_path)
+    ra = open_registry(a)
+    ra.register(str(model_dir(tmp_path / "src", 1, size=2 << 20, seed=6)), "m", version="v1.0.0")
+    real = os.copy_file_range
+    victims: list[str] = []
+
+    def copy(
+        src: int, dst: int, count: int, offset_src: int | None = None, offset_dst: int | None = None
+    ) -> int:  # noqa: E501
+        if not victims:
+            path = Path(os.readlink(f"/proc/self/fd/{src}"))
+            victims.append(path.parent.name + path.name)
+            path.chmod(0o644)
+            with open(path, "r+b") as f:
+                f.write(b"\0" * 16)
+        return real(src, dst, count, offset_src, offset_dst)
+
+    monkeypatch.setattr(store_mod.os, "copy_file_range", copy)
+    with pytest.raises(CorruptChunkError, match="changed in the local store while it was sent"):
+        ra.push()
+    (digest,) = victims
+    assert not (tmp_path / "blobs" / "objects" / digest[:2] / digest[2:]).exists()

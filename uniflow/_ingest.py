@@ -31,7 +31,7 @@ import blake3
 from ._errors import InvalidPathError
 from ._segments import cut_decided
 
-__all__ = ["WINDOW", "FileSource", "InOrder"]
+__all__ = ["WINDOW", "FileSource", "InOrder", "fd_stamp"]
 
 #: bytes read from a file at a time (more than the longest chunk; a few are held at once)
 WINDOW = 8 << 20
@@ -43,6 +43,13 @@ _BACKLOG = 8
 
 def _stamp(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def fd_stamp(fd: int) -> tuple[int, ...]:
+    """What changes when the file open as ``fd`` is written, truncated or replaced in place
+    (device, inode, size, mtime, ctime; Linux 6.13 and later give a change a new ctime even
+    within one clock tick once the old one was read)."""
+    return _stamp(os.fstat(fd))
 
 
 def _free_buffer(pool: list[bytearray]) -> bytearray:

@@ -44,7 +44,7 @@ import blake3
 
 from . import _testhooks
 from ._errors import CorruptChunkError, InvalidPathError, MissingChunkError, RepositoryError
-from ._ingest import FileSource, InOrder
+from ._ingest import FileSource, InOrder, fd_stamp
 from ._naming import validate_digest
 from ._pins import AsideSet, Pin, abandoned, read_pins, recover, restore_abandoned, tmp_name
 from ._safefs import first_link
@@ -87,6 +87,22 @@ _WRITE_WORKERS = 16
 class ChunkRef:
     digest: str
     size: int
+
+
+@dataclass(frozen=True)
+class VerifiedChunk:
+    """A chunk's bytes, read and verified (:meth:`ObjectStore.open_verified`), and the open
+    descriptor they were read from. A caller may copy the bytes from ``fd`` in the kernel
+    (``copy_file_range``: writing them from memory costs about twice the system time here)
+    and then ask :meth:`unchanged`: False means the file was written meanwhile, so what was
+    copied may not be what was verified (write ``data`` instead, or undo the copy)."""
+
+    data: memoryview
+    fd: int
+    stamp: tuple[int, ...]
+
+    def unchanged(self) -> bool:
+        return fd_stamp(self.fd) == self.stamp
 
 
 @dataclass(frozen=True)
@@ -524,46 +540,18 @@ class ObjectStore:
             raise _corrupt(digest, context)
         return data
 
-    def read_chunk_into(
-        self, ref: ChunkRef, buf: bytearray, context: str = "", *, _again: bool = False
-    ) -> memoryview:
-        """Read one chunk into ``buf`` (at least ``ref.size + 1`` bytes) and verify it: a view
-        of its bytes in ``buf``, to release after use. What :meth:`_assemble` uses, so that a
-        load of any size reuses the same few buffers instead of allocating every chunk."""
-        if len(buf) <= ref.size:
-            raise ValueError("read_chunk_into: the buffer must be larger than the chunk")
-        view = memoryview(buf)
-        n = 0
-        with self._open_chunk(ref.digest, context) as f:
-            # one byte more than expected, to tell a longer file from the right one
-            while n <= ref.size:
-                got = f.readinto(view[n : ref.size + 1])
-                if not got:
-                    break
-                n += got
-        data = view[:n]
-        view.release()
-        if n != ref.size or _hash(data) != ref.digest:
-            data.release()
-            if self._refetch(ref.digest, _again):
-                return self.read_chunk_into(ref, buf, context, _again=True)
-            raise _corrupt(ref.digest, context)
-        return data
-
     @contextlib.contextmanager
-    def open_verified(
-        self, digest: str, buf: bytearray, context: str = ""
-    ) -> Iterator[tuple[memoryview, int]]:
+    def open_verified(self, digest: str, buf: bytearray, context: str = "") -> Iterator[VerifiedChunk]:
         """Read the chunk ``digest`` (into ``buf`` when it fits) and verify it; yields its bytes
-        and the descriptor they were read from, both valid until the block ends: a caller
-        may copy the bytes in the kernel from that descriptor (``copy_file_range``) instead
-        of writing them from memory. Missing or corrupted: as :meth:`read_chunk`."""
+        and the descriptor they were read from, valid until the block ends (see
+        :class:`VerifiedChunk`). Missing or corrupted: as :meth:`read_chunk`."""
         for again in (False, True):
             with self._open_chunk(digest, context) as f:
+                stamp = fd_stamp(f.fileno())
                 data = _read_into(f, buf)
                 try:
                     if _hash(data) == digest:
-                        yield data, f.fileno()
+                        yield VerifiedChunk(data, f.fileno(), stamp)
                         return
                 finally:
                     data.release()
@@ -651,10 +639,15 @@ class ObjectStore:
             buf: bytearray | None = getattr(local, "buf", None)
             if buf is None or len(buf) <= c.size:
                 buf = local.buf = bytearray(max(c.size, CHUNK_PARAMS["max_size"]) + 1)
-            with self.read_chunk_into(c, buf, context) as data:
+            with self.open_verified(c.digest, buf, context) as chunk:
+                if len(chunk.data) != c.size:
+                    raise _corrupt(c.digest, context)  # the manifest says another size
+                # written from the verified bytes: copy_file_range into a file at a chunk's
+                # (unaligned) offset measured 4x slower here (3.2 s against 0.78 s per GiB)
                 written = 0
-                while written < len(data):  # bounded: each pwrite makes progress or raises
-                    written += os.pwrite(fd, data[written:], offset + written)
+                while written < c.size:  # bounded: each pwrite makes progress or raises
+                    with chunk.data[written:] as rest:
+                        written += os.pwrite(fd, rest, offset + written)
             return c.size
 
         # A bounded window of chunks in flight (not ``pool.map``, which makes a future for

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import blake3
 
 from .._config import Config, ConfigSource, RemoteSpec
-from .._errors import IntegrityError, NotFoundError, RemoteError, UniflowError, UsageError
+from .._errors import CorruptChunkError, IntegrityError, NotFoundError, RemoteError, UniflowError, UsageError
 from .._naming import validate_digest
 from .._reports import ChunkStats
 from .._store import CHUNK_PARAMS, fsync_dir, write_immutable
@@ -200,7 +200,7 @@ class BlobRemote(Protocol):
 
     def list_digests(self) -> set[str]: ...
 
-    def put(self, digest: str, data: bytes) -> None: ...
+    def put(self, digest: str, data: bytes) -> object: ...
 
     def get(self, digest: str) -> bytes | None: ...
 
@@ -241,16 +241,25 @@ class LocalRemote:
                     out.add(digest)
         return out
 
-    def put(self, digest: str, data: bytes | memoryview, src: tuple[int, int] | None = None) -> None:
+    def put(self, digest: str, data: bytes | memoryview, src: tuple[int, int] | None = None) -> bool:
         """Store chunk ``digest`` (``data``, verified by the caller) unless it is here; with
-        ``src`` (``(fd, offset)`` holding the same bytes) they are copied in the kernel."""
+        ``src`` (``(fd, offset)`` holding the same bytes) they are copied in the kernel.
+        True if this call created it."""
         final = self._path(digest)
         if final.exists():
-            return
+            return False
         final.parent.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        write_immutable(final, self.tmp, data, _tmp_name(digest), src=src)
+        created = write_immutable(final, self.tmp, data, _tmp_name(digest), src=src)
         fsync_dir(final.parent)
+        return created
+
+    def discard(self, digest: str) -> None:
+        """Remove chunk ``digest``, which this process just created (:meth:`put` said so)."""
+        try:
+            self._path(digest).unlink()
+        except FileNotFoundError:
+            pass
 
     def get(self, digest: str) -> bytes | None:
         try:
@@ -443,9 +452,21 @@ def upload_chunks(
             buf = getattr(buffers, "buf", None)
             if buf is None:
                 buf = buffers.buf = bytearray(CHUNK_PARAMS["max_size"] + 1)
-            with store.open_verified(digest, buf, where) as (view, fd):
-                _retry(f"upload of chunk {digest[:16]}", remote, lambda: remote.put(digest, view, (fd, 0)))
-                return len(view)
+            with store.open_verified(digest, buf, where) as chunk:
+                created = _retry(
+                    f"upload of chunk {digest[:16]}",
+                    remote,
+                    lambda: remote.put(digest, chunk.data, (chunk.fd, 0)),
+                )
+                if not chunk.unchanged():  # the local object was written while it was copied
+                    if created:
+                        remote.discard(digest)
+                    raise CorruptChunkError(
+                        f"chunk {digest[:16]} changed in the local store while it was sent; "
+                        "it was not published (run `uniflow verify`)",
+                        digest,
+                    )
+                return len(chunk.data)
         data = store.read_chunk(digest, where)
         _retry(f"upload of chunk {digest[:16]}", remote, lambda: remote.put(digest, data))
         return len(data)
