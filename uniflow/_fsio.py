@@ -1,0 +1,170 @@
+"""Writing files that no reader ever sees partial, and the small OS helpers around it.
+
+:func:`write_immutable` is the one primitive by which chunk objects, the blob remote's
+files and Git's loose objects are created: the bytes go to an unnamed ``O_TMPFILE`` inode
+(or a named temporary file where that is refused), are fsynced, and only then get their
+name with ``linkat``; the first writer wins and an existing file is never modified. With a
+source descriptor the bytes are copied in the kernel (``copy_file_range``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from pathlib import Path
+
+from ._errors import InvalidPathError
+
+__all__ = ["force_unlink", "fsync_dir", "os_reason", "write_immutable"]
+
+
+def write_immutable(
+    final: Path,
+    tmp_dir: Path,
+    data: memoryview | bytes,
+    tmp_file: str | None = None,
+    *,
+    fsync: bool = True,
+    src: tuple[int, int] | None = None,
+) -> bool:
+    """Write ``data`` to ``final`` so that no reader ever sees it partial, fsynced (unless
+    ``fsync=False``: a cache, where a write lost to a crash is only re-fetched), then linked
+    into place. The first writer wins (``final`` existing already is success); an existing
+    file is never modified.
+
+    Where the filesystem supports it the bytes go to an unnamed ``O_TMPFILE`` inode in
+    ``final``'s own directory, linked with ``linkat`` once complete: one directory entry per
+    write, and a crash leaves nothing behind. Elsewhere a read-only file in ``tmp_dir`` (same
+    filesystem; named ``tmp_file``, default ``<final[:16]>.<random>``) is written and
+    hard-linked into place; it never outlives the call, whatever fails. With ``src``
+    (``(fd, offset)``) the ``len(data)`` bytes are copied in the kernel from that descriptor
+    (``copy_file_range``; the caller hashed ``data``, its own copy of the same bytes, and
+    checks afterwards that the file did not change). True if this call created ``final``."""
+    done = _write_tmpfile(final, data, fsync, src)
+    if done is not None:
+        return done
+    tmp = tmp_dir / (tmp_file or f"{final.name[:16]}.{uuid.uuid4().hex}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        try:
+            _fill(fd, data, src)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            return False  # another writer stored the same bytes first
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+            os.replace(tmp, final)  # a filesystem without hard links: same bytes, same name
+        return True
+    finally:
+        force_unlink(tmp)
+
+
+#: st_dev of filesystems where O_TMPFILE + linkat was refused (the named tmp file is used)
+_NO_TMPFILE: set[int] = set()
+_TMPFILE_UNSUPPORTED = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOSYS)
+
+
+def _write_tmpfile(
+    final: Path, data: memoryview | bytes, fsync: bool, src: tuple[int, int] | None
+) -> bool | None:
+    """:func:`write_immutable` through an unnamed inode in ``final.parent`` (True if it created
+    ``final``); None when this filesystem (or kernel, or a missing ``/proc``) does not allow
+    it, before anything was written. Nothing is visible under ``final`` before its bytes are
+    complete (and fsynced)."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag:
+        return None
+    parent = final.parent
+    try:
+        fd = os.open(parent, flag | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444)
+    except OSError as exc:
+        if exc.errno in _TMPFILE_UNSUPPORTED:
+            return None
+        raise
+    try:
+        dev = os.fstat(fd).st_dev
+        if dev in _NO_TMPFILE:
+            return None
+        _fill(fd, data, src, dev)
+        if fsync:
+            os.fsync(fd)
+        try:
+            # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N: giving src_dir_fd (ignored for an
+            # absolute path) makes os.link call linkat with that flag instead of link(2).
+            os.link(f"/proc/self/fd/{fd}", final, src_dir_fd=fd, follow_symlinks=True)
+        except FileExistsError:
+            return False  # another writer stored the same bytes first
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            if final.parent.is_dir() and not final.parent.is_symlink():
+                _NO_TMPFILE.add(dev)  # no /proc, or no hard links here: the named way
+            return None
+    finally:
+        os.close(fd)
+    return True
+
+
+#: st_dev of filesystems where copy_file_range was refused (the bytes are written instead)
+_NO_COPY_RANGE: set[int] = set()
+
+
+def _fill(
+    fd: int, data: memoryview | bytes, src: tuple[int, int] | None = None, dev: int | None = None
+) -> None:
+    """Write all of ``data`` to ``fd``; with ``src``, copy the same bytes from ``src`` in the
+    kernel (a file that is shorter now than when read has changed: InvalidPathError)."""
+    with memoryview(data) as mv:  # released even when a write fails
+        total, written = len(mv), 0
+        copy = getattr(os, "copy_file_range", None)  # Linux
+        if src is not None and copy is not None and dev not in _NO_COPY_RANGE:
+            src_fd, offset = src
+            try:
+                while written < total:  # bounded: each call makes progress or raises
+                    n = copy(src_fd, fd, total - written, offset + written)
+                    if n == 0:
+                        raise InvalidPathError("the file being stored shrank while it was read")
+                    written += n
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                if dev is not None:
+                    _NO_COPY_RANGE.add(dev)
+        while written < total:  # bounded: each write makes progress or raises
+            with mv[written:] as rest:
+                written += os.write(fd, rest)
+
+
+def os_reason(exc: OSError) -> str:
+    """A short reason for an OSError; a full disk says so plainly."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on device (free some space and run the command again)"
+    return exc.strerror or str(exc)
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so the names created in it survive a crash."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def force_unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
