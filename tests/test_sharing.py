@@ -422,3 +422,37 @@ def test_a_local_chunk_written_while_it_is_pushed_is_not_published(
         ra.push()
     (digest,) = victims
     assert not (tmp_path / "blobs" / "objects" / digest[:2] / digest[2:]).exists()
+
+
+def test_a_remote_chunk_written_while_it_is_pulled_is_not_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pull copies each chunk of a directory remote in the kernel from the file it verified;
+    a remote file written in between is caught after the copy and the local copy removed."""
+    import uniflow._store as store_mod
+
+    bare, a = shared_setup(tmp_path)
+    ra = open_registry(a)
+    ra.register(str(model_dir(tmp_path / "src", 1, size=2 << 20, seed=7)), "m", version="v1.0.0")
+    ra.push()
+    b = clone(bare, tmp_path / "b")
+    real = os.copy_file_range
+    victims: list[str] = []
+
+    def copy(
+        src: int, dst: int, count: int, offset_src: int | None = None, offset_dst: int | None = None
+    ) -> int:  # noqa: E501
+        path = Path(os.readlink(f"/proc/self/fd/{src}"))
+        if not victims and str(path).startswith(str(tmp_path / "blobs")):
+            victims.append(path.parent.name + path.name)
+            path.chmod(0o644)
+            with open(path, "r+b") as f:
+                f.write(b"\0" * 16)
+        return real(src, dst, count, offset_src, offset_dst)
+
+    monkeypatch.setattr(store_mod.os, "copy_file_range", copy)
+    rb = open_registry(b)
+    with pytest.raises(IntegrityError, match="changed on blob remote"):
+        rb.pull(all_versions=True)
+    (digest,) = victims
+    assert not rb.store.has(digest)

@@ -482,17 +482,29 @@ class ObjectStore:
         if self.durable:
             fsync_dir(self.objects / digest[:2])
 
-    def add_verified(self, digest: str, data: memoryview | bytes, *, sync_dir: bool = True) -> None:
+    def add_verified(
+        self,
+        digest: str,
+        data: memoryview | bytes,
+        *,
+        sync_dir: bool = True,
+        src: tuple[int, int] | None = None,
+    ) -> bool:
         """Store bytes the caller has just hashed and found equal to ``digest`` (a download
         verified on arrival), after :meth:`ensure_dirs`; :meth:`add_chunk` checks them itself.
+        True if this call created the object.
 
         The chunk's bytes are durable before its name appears (:func:`write_immutable`); the
         name itself is made durable here unless ``sync_dir=False``: then the caller calls
-        :meth:`sync_dirs` once for a whole batch, before anything relies on the names."""
+        :meth:`sync_dirs` once for a whole batch, before anything relies on the names. With
+        ``src`` (``(fd, offset)`` holding the same bytes: the file they were read and
+        verified from) they are copied in the kernel; the caller then checks that file did
+        not change meanwhile and else removes what this call created."""
         validate_digest(digest, "chunk digest")
-        self._write_object(digest, data)
+        created = self._write_object(digest, data, src=src)
         if self.durable and sync_dir:
             fsync_dir(self.objects / digest[:2])
+        return created
 
     def sync_dirs(self, digests: Iterable[str]) -> None:
         """Make the names of the chunks ``digests`` durable: one fsync per fan-out directory

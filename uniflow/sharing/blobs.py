@@ -50,6 +50,7 @@ import blake3
 
 from .._config import Config, ConfigSource, RemoteSpec
 from .._errors import CorruptChunkError, IntegrityError, NotFoundError, RemoteError, UniflowError, UsageError
+from .._ingest import fd_stamp
 from .._naming import validate_digest
 from .._reports import ChunkStats
 from .._store import CHUNK_PARAMS, fsync_dir, write_immutable
@@ -500,7 +501,17 @@ def download_chunks(
     absent: list[str] = []
     store.ensure_dirs()  # once, not per chunk
 
+    buffers = threading.local()  # one per worker, reused for every chunk it receives
+
     def one(digest: str) -> int:
+        if isinstance(remote, LocalRemote):
+            n = _copy_from_local(store, remote, digest, buffers)
+            if n is not None:
+                if n:
+                    stored.append(digest)
+                else:
+                    absent.append(digest)
+                return n
         data = _retry(f"download of chunk {digest[:16]}", remote, lambda: remote.get(digest))
         if data is None:
             absent.append(digest)
@@ -529,6 +540,51 @@ def download_chunks(
                 f"(first: {absent[0][:16]}); push them from a clone that has them (`uniflow push --all`)"
             )
     return stats
+
+
+def _copy_from_local(
+    store: ObjectStore, remote: LocalRemote, digest: str, buffers: threading.local
+) -> int | None:
+    """Store chunk ``digest`` of a directory remote: read into this thread's buffer, verified,
+    then copied in the kernel from the descriptor it was read through (writing it from memory
+    costs about twice the system time here). Its size; 0 if the remote lacks it; None for a
+    file longer than any chunk (the caller reads it whole). A remote file written between the
+    check and the copy is caught by its stamp: what this call stored is removed."""
+    buf = getattr(buffers, "buf", None)
+    if buf is None:
+        buf = buffers.buf = bytearray(CHUNK_PARAMS["max_size"] + 1)
+    try:
+        fd = os.open(remote.objects / digest[:2] / digest[2:], os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return 0
+    try:
+        stamp = fd_stamp(fd)
+        with memoryview(buf) as view:
+            n = 0
+            while n < len(buf):  # bounded: each read makes progress or ends the loop
+                got = os.readv(fd, [view[n:]])
+                if not got:
+                    break
+                n += got
+            if n == len(buf):
+                return None
+            with view[:n] as data:
+                if blake3.blake3(data).hexdigest() != digest:
+                    raise IntegrityError(
+                        f"chunk {digest[:16]} downloaded from blob remote {remote.name!r} ({remote.url}) "
+                        "is corrupted: its bytes do not match its digest; it was not stored"
+                    )
+                created = store.add_verified(digest, data, sync_dir=False, src=(fd, 0))
+        if fd_stamp(fd) != stamp:
+            if created:
+                store.delete_object(digest)
+            raise IntegrityError(
+                f"chunk {digest[:16]} changed on blob remote {remote.name!r} ({remote.url}) while it "
+                "was copied; it was not stored"
+            )
+        return n
+    finally:
+        os.close(fd)
 
 
 def _total_size(store: ObjectStore, digests: list[str]) -> int:
