@@ -397,27 +397,12 @@ def test_a_local_chunk_written_while_it_is_pushed_is_not_published(
 ) -> None:
     """Push copies each verified chunk from its descriptor in the kernel; a local object
     written in between is caught after the copy and the remote's new copy removed."""
-    import uniflow._store as store_mod
     from uniflow import CorruptChunkError
 
     bare, a = shared_setup(tmp_path)
     ra = open_registry(a)
     ra.register(str(model_dir(tmp_path / "src", 1, size=2 << 20, seed=6)), "m", version="v1.0.0")
-    real = os.copy_file_range
-    victims: list[str] = []
-
-    def copy(
-        src: int, dst: int, count: int, offset_src: int | None = None, offset_dst: int | None = None
-    ) -> int:  # noqa: E501
-        if not victims:
-            path = Path(os.readlink(f"/proc/self/fd/{src}"))
-            victims.append(path.parent.name + path.name)
-            path.chmod(0o644)
-            with open(path, "r+b") as f:
-                f.write(b"\0" * 16)
-        return real(src, dst, count, offset_src, offset_dst)
-
-    monkeypatch.setattr(store_mod.os, "copy_file_range", copy)
+    victims = _rewrite_the_first_source_copied(monkeypatch, a / ".uniflow" / "objects")
     with pytest.raises(CorruptChunkError, match="changed in the local store while it was sent"):
         ra.push()
     (digest,) = victims
@@ -429,13 +414,26 @@ def test_a_remote_chunk_written_while_it_is_pulled_is_not_stored(
 ) -> None:
     """Pull copies each chunk of a directory remote in the kernel from the file it verified;
     a remote file written in between is caught after the copy and the local copy removed."""
-    import uniflow._store as store_mod
 
     bare, a = shared_setup(tmp_path)
     ra = open_registry(a)
     ra.register(str(model_dir(tmp_path / "src", 1, size=2 << 20, seed=7)), "m", version="v1.0.0")
     ra.push()
     b = clone(bare, tmp_path / "b")
+    victims = _rewrite_the_first_source_copied(monkeypatch, tmp_path / "blobs")
+    rb = open_registry(b)
+    with pytest.raises(IntegrityError, match="changed on blob remote"):
+        rb.pull(all_versions=True)
+    (digest,) = victims
+    assert not rb.store.has(digest)
+
+
+def _rewrite_the_first_source_copied(monkeypatch: pytest.MonkeyPatch, under: Path) -> list[str]:
+    """Make the first kernel copy out of a chunk file under ``under`` rewrite that file first
+    (the window between verifying a chunk and copying it from its descriptor); the digests
+    of the files rewritten."""
+    import uniflow._fsio as fsio
+
     real = os.copy_file_range
     victims: list[str] = []
 
@@ -443,16 +441,12 @@ def test_a_remote_chunk_written_while_it_is_pulled_is_not_stored(
         src: int, dst: int, count: int, offset_src: int | None = None, offset_dst: int | None = None
     ) -> int:  # noqa: E501
         path = Path(os.readlink(f"/proc/self/fd/{src}"))
-        if not victims and str(path).startswith(str(tmp_path / "blobs")):
+        if not victims and str(path).startswith(str(under)):
             victims.append(path.parent.name + path.name)
             path.chmod(0o644)
             with open(path, "r+b") as f:
                 f.write(b"\0" * 16)
         return real(src, dst, count, offset_src, offset_dst)
 
-    monkeypatch.setattr(store_mod.os, "copy_file_range", copy)
-    rb = open_registry(b)
-    with pytest.raises(IntegrityError, match="changed on blob remote"):
-        rb.pull(all_versions=True)
-    (digest,) = victims
-    assert not rb.store.has(digest)
+    monkeypatch.setattr(fsio.os, "copy_file_range", copy)
+    return victims

@@ -42,7 +42,7 @@ import blake3
 
 from . import _testhooks
 from ._errors import CorruptChunkError, InvalidPathError, MissingChunkError, RepositoryError
-from ._fsio import force_unlink, fsync_dir, os_reason, write_immutable
+from ._fsio import force_unlink, fsync_dir, os_reason, read_full, write_immutable
 from ._ingest import FileSource, InOrder, fd_stamp
 from ._naming import validate_digest
 from ._pins import AsideSet, Pin, abandoned, read_pins, recover, restore_abandoned, tmp_name
@@ -812,15 +812,11 @@ _READ_WINDOW = 4
 def _read_into(f: io.FileIO, buf: bytearray) -> memoryview:
     """All of ``f`` (from its position): a view of ``buf`` if it fits, else of a new buffer."""
     view = memoryview(buf)
-    n = 0
-    while n < len(buf):  # bounded: each read makes progress or ends the loop
-        with view[n:] as rest:
-            got = f.readinto(rest)
-        if not got:
-            data = view[:n]
-            view.release()
-            return data
-        n += got
+    n = read_full(f.fileno(), view)
+    if n < len(buf):
+        data = view[:n]
+        view.release()
+        return data
     view.release()
     return memoryview(bytes(buf) + f.read())
 

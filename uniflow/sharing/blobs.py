@@ -50,6 +50,7 @@ import blake3
 
 from .._config import Config, ConfigSource, RemoteSpec
 from .._errors import CorruptChunkError, IntegrityError, NotFoundError, RemoteError, UniflowError, UsageError
+from .._fsio import read_full
 from .._ingest import fd_stamp
 from .._naming import validate_digest
 from .._reports import ChunkStats
@@ -560,12 +561,7 @@ def _copy_from_local(
     try:
         stamp = fd_stamp(fd)
         with memoryview(buf) as view:
-            n = 0
-            while n < len(buf):  # bounded: each read makes progress or ends the loop
-                got = os.readv(fd, [view[n:]])
-                if not got:
-                    break
-                n += got
+            n = read_full(fd, view)
             if n == len(buf):
                 return None
             with view[:n] as data:

@@ -45,6 +45,7 @@ from .._errors import (
     UniflowError,
     UsageError,
 )
+from .._fsio import read_full
 from .._naming import validate_relpath
 from .._objcache import cache_home
 from .._repo import Repository
@@ -450,12 +451,7 @@ def _read_verified(
     except FileNotFoundError:
         return None, False
     try:
-        n = 0
-        while n < len(view):  # bounded: every read makes progress or ends at EOF
-            got = os.readv(fd, [view[n:]])
-            if not got:
-                break
-            n += got
+        n = read_full(fd, view)
         data = view[:n]
         if n != c.size or blake3.blake3(data).hexdigest() != c.digest:
             return None, True
