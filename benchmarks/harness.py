@@ -50,6 +50,15 @@ def sync() -> None:
     os.sync()
 
 
+def fsync_path(path: Path | str) -> None:
+    """fsync one file or directory (what a durable copy of it costs)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def run(
     cmd: list[str],
     cwd: Path | None = None,

@@ -18,19 +18,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from benchmarks.harness import Results, git_env, git_repo, log, rmtree, run, sync, wall
+from benchmarks.harness import Results, fsync_path, git_env, git_repo, log, rmtree, run, sync, wall
 
 REMOTE_KEYS = ["cp_1g", "cp_1g_fsync", "get_1g", "get_1g_cached", "resolve_ms"]
 NAME = "bench_model"
 SCHEMA = 1
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _publisher(srv: Path, clone_dir: Path) -> tuple[Path, Path, Path]:
@@ -80,8 +72,8 @@ def bench_get(res: Results, f: Path, work: Path, cmd: list[str], runs: int) -> N
             t0 = time.perf_counter()
             run(["cp", str(f), str(dst)])
             if durable:
-                _fsync(dst)
-                _fsync(work)
+                fsync_path(dst)
+                fsync_path(work)
             samples.append(time.perf_counter() - t0)
         dst.unlink(missing_ok=True)
         cache = work / "user-cache"

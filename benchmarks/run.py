@@ -47,6 +47,7 @@ from benchmarks.harness import (
     MIB,
     Results,
     dirty_mib,
+    fsync_path,
     git_repo,
     log,
     median,
@@ -346,16 +347,8 @@ def bench_cp_fsync(res: Results, f: Path, work: Path, runs: int) -> None:
         sync()
         t0 = time.perf_counter()
         run(["cp", str(f), str(dst)])
-        fd = os.open(dst, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        dfd = os.open(work, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_path(dst)
+        fsync_path(work)
         samples.append(time.perf_counter() - t0)
     dst.unlink()
     res.add("cp_fsync_1g", samples, "cp FILE COPY + fsync(COPY) + fsync(dir), same filesystem")

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Results, git_repo, log, median, rmtree, sync
+from benchmarks.harness import Results, fsync_path, git_repo, log, median, rmtree, sync
 
 MODEL = "bench_state_dict"
 KEYS = [
@@ -82,14 +81,6 @@ def through_a_temporary_file() -> Iterator[None]:
         TorchSerializer.stream = saved  # type: ignore[method-assign]
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def bench_stream(res: Results, work: Path, size_mib: int, runs: int) -> None:
     import safetensors.torch as st
 
@@ -104,8 +95,8 @@ def bench_stream(res: Results, work: Path, size_mib: int, runs: int) -> None:
         sync()
         t0, c0 = time.perf_counter(), time.process_time()
         st.save_file(sd, str(out))
-        _fsync(out)
-        _fsync(work)
+        fsync_path(out)
+        fsync_path(work)
         t, c = time.perf_counter() - t0, time.process_time() - c0
         out.unlink()
         return t, c

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Results, git_env, git_repo, log, rmtree, run, sync
+from benchmarks.harness import Results, fsync_path, git_env, git_repo, log, rmtree, run, sync
 
 NAME = "bench_model"
 GIB = 1 << 30
@@ -172,18 +172,10 @@ def _fsync_new(after: dict[str, int], before: dict[str, int]) -> None:
     dirs = set()
     for p in after:
         if p not in before:
-            fd = os.open(p, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(p)
             dirs.add(os.path.dirname(p))
     for d in dirs:
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(d)
 
 
 def _new(after: dict[str, int], before: dict[str, int]) -> tuple[int, int]:

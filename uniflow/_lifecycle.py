@@ -282,6 +282,15 @@ class Lifecycle:
             yield ev if isinstance(ev, dict) else {}
             sha = commit.parents[0].decode() if commit.parents else None
 
+    def _read_commit(self, sha: str, whose: str) -> Any:
+        """The lifecycle commit ``sha``; missing or not a commit: an IntegrityError naming it."""
+        try:
+            return self.git.read_commit(sha)
+        except KeyError as exc:
+            raise IntegrityError(f"lifecycle commit {sha[:12]}{whose} is missing") from exc
+        except RepositoryError as exc:
+            raise IntegrityError(f"lifecycle{whose}: {exc}") from exc
+
     def _walk(self, head: str | None, model: str, limit: int) -> Iterator[tuple[str, Any]]:
         """``(sha, commit)`` along the first-parent chain from ``head`` (newest first).
 
@@ -292,12 +301,7 @@ class Lifecycle:
         for _ in range(limit):
             if not sha:
                 return
-            try:
-                commit = self.git.read_commit(sha)
-            except KeyError as exc:
-                raise IntegrityError(f"lifecycle commit {sha[:12]}{whose} is missing") from exc
-            except RepositoryError as exc:
-                raise IntegrityError(f"lifecycle{whose}: {exc}") from exc
+            commit = self._read_commit(sha, whose)
             yield sha, commit
             sha = commit.parents[0].decode("ascii", "replace") if commit.parents else None
 
@@ -366,12 +370,7 @@ class Lifecycle:
                 items += rest
                 reached = sha
                 break
-            try:
-                commit = self.git.read_commit(sha)
-            except KeyError as exc:
-                raise IntegrityError(f"lifecycle commit {sha[:12]}{whose} is missing") from exc
-            except RepositoryError as exc:
-                raise IntegrityError(f"lifecycle{whose}: {exc}") from exc
+            commit = self._read_commit(sha, whose)
             lines = commit.message.decode(errors="replace").splitlines()
             items.append((sha, lines[0] if lines else "", self._event_bytes(model, sha)))
             sha = commit.parents[0].decode("ascii", "replace") if commit.parents else None
