@@ -28,10 +28,11 @@ from typing import Any
 
 import blake3
 
+from . import _testhooks
 from ._errors import InvalidPathError
 from ._segments import cut_decided
 
-__all__ = ["WINDOW", "FileSource", "InOrder", "fd_stamp"]
+__all__ = ["WINDOW", "FileSource", "InOrder", "fd_digest", "fd_stamp"]
 
 #: bytes read from a file at a time (more than the longest chunk; a few are held at once)
 WINDOW = 8 << 20
@@ -74,6 +75,46 @@ def _pread_into(fd: int, view: memoryview, pos: int) -> int:
     return len(data)
 
 
+def fd_digest(fd: int, size: int) -> str | None:
+    """BLAKE3 of the open file ``fd`` (what ``b3sum`` prints), which should hold ``size``
+    bytes; None if it holds fewer or more (cut short or grown meanwhile: the caller's copy is
+    damaged). Read, never mapped, so a file truncated meanwhile cannot kill the process; the
+    next window is read on a thread of its own while this one is hashed on both cores (as
+    fast as hashing a mapping, measured here: 0.24 s per GiB either way)."""
+    _testhooks.point("whole-digest")
+    h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    bufs = [memoryview(bytearray(min(WINDOW, size))) for _ in range(2 if size > WINDOW else 1)]
+
+    def read(i: int, pos: int) -> bool:
+        with bufs[i][: min(WINDOW, size - pos)] as view:
+            return _read_fully(fd, view, pos)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="uniflow-read") as reader:
+        pos, i = 0, 0
+        ahead = reader.submit(read, 0, 0) if size else None
+        while ahead is not None:  # bounded: each pass advances by a window
+            if not ahead.result():
+                return None
+            n = min(WINDOW, size - pos)
+            ahead = reader.submit(read, 1 - i, pos + n) if pos + n < size else None
+            with bufs[i][:n] as view:
+                h.update(view)
+            pos, i = pos + n, (i + 1) % len(bufs)
+    return None if os.pread(fd, 1, size) else h.hexdigest()
+
+
+def _read_fully(fd: int, view: memoryview, pos: int) -> bool:
+    """Fill ``view`` from ``pos``; False if the file ends first."""
+    got = 0
+    while got < len(view):  # bounded: each read makes progress or ends the loop
+        with view[got:] as rest:
+            n = _pread_into(fd, rest, pos + got)
+        if n == 0:
+            return False
+        got += n
+    return True
+
+
 class FileSource:
     """A regular file open for reading (``fd``, not owned), read in windows; see the module doc."""
 
@@ -92,13 +133,8 @@ class FileSource:
 
     def read_into(self, view: memoryview, pos: int) -> None:
         """Fill ``view`` with the bytes at ``pos``; a file now shorter than that is changed."""
-        got = 0
-        while got < len(view):  # bounded: each read makes progress or raises
-            with view[got:] as rest:
-                n = _pread_into(self.fd, rest, pos + got)
-            if n == 0:
-                raise self.changed()
-            got += n
+        if not _read_fully(self.fd, view, pos):
+            raise self.changed()
 
     def head(self, n: int) -> memoryview:
         """The file's first ``n`` bytes (at most its size), for a header parser."""

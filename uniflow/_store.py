@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import mmap
 import os
 import stat
 import threading
@@ -43,7 +42,7 @@ import blake3
 from . import _testhooks
 from ._errors import CorruptChunkError, InvalidPathError, MissingChunkError, RepositoryError
 from ._fsio import force_unlink, fsync_dir, os_reason, read_full, write_immutable
-from ._ingest import FileSource, InOrder, fd_stamp
+from ._ingest import FileSource, InOrder, fd_digest, fd_stamp
 from ._naming import validate_digest
 from ._pins import AsideSet, Pin, abandoned, read_pins, recover, restore_abandoned, tmp_name
 from ._safefs import first_link
@@ -699,18 +698,18 @@ class ObjectStore:
 
     @staticmethod
     def _whole_ok(path: Path, rec: FileRecord) -> bool:
-        """True if the file at ``path`` hashes to ``rec.digest`` (one BLAKE3 pass, both cores)."""
-        if rec.size == 0:
-            return rec.digest == _EMPTY_DIGEST
+        """True if the file at ``path`` holds ``rec``'s bytes (read, never mapped: a cached
+        copy truncated meanwhile is only not ok, see :func:`fd_digest`)."""
         try:
-            with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                view = memoryview(mm)
-                try:
-                    return whole_digest(view) == rec.digest
-                finally:
-                    view.release()
-        except (OSError, ValueError):
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
             return False
+        try:
+            return fd_digest(fd, rec.size) == rec.digest
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------------ maintenance
     def delete_object(self, digest: str) -> int:

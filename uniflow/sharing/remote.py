@@ -21,7 +21,6 @@ inside the directory holding that repository. Anything else is refused with one 
 
 from __future__ import annotations
 
-import mmap
 import os
 import shutil
 import threading
@@ -46,11 +45,12 @@ from .._errors import (
     UsageError,
 )
 from .._fsio import read_full
+from .._ingest import fd_digest
 from .._naming import validate_relpath
 from .._objcache import cache_home
 from .._repo import Repository
 from .._safefs import DirTree, open_root
-from .._store import ChunkRef, FileRecord, ObjectStore, ProgressFn, fsync_dir, os_reason, whole_digest
+from .._store import ChunkRef, FileRecord, ObjectStore, ProgressFn, fsync_dir, os_reason
 from .blobs import (
     JOBS,
     LocalRemote,
@@ -510,11 +510,4 @@ def _download(remote: BlobRemote, digest: str) -> bytes | None:
 
 
 def _whole_matches(fd: int, rec: FileRecord) -> bool:
-    if rec.size == 0:
-        return rec.digest == whole_digest(b"")
-    with mmap.mmap(fd, rec.size, access=mmap.ACCESS_READ) as mm:
-        view = memoryview(mm)
-        try:
-            return whole_digest(view) == rec.digest
-        finally:
-            view.release()
+    return fd_digest(fd, rec.size) == rec.digest
