@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import socket
 import time
 import uuid
@@ -30,6 +31,7 @@ from pathlib import Path
 
 __all__ = [
     "AsideSet",
+    "clean_tmp",
     "FOREIGN_STALE_AFTER",
     "Pin",
     "owner_alive",
@@ -295,3 +297,30 @@ def _unlink(path: Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def clean_tmp(tmp: Path, older_than: float) -> int:
+    """Remove what dead writers left in the store's ``tmp``; the count removed.
+
+    A name carrying an owner token (:func:`tmp_name`) is removed once its owner has exited,
+    whatever its age, and never while the owner runs; any other name once older than
+    ``older_than`` seconds. Pins and gc sets are left to :func:`read_pins` and
+    :func:`restore_abandoned`.
+    """
+    removed = 0
+    try:
+        entries = list(os.scandir(tmp))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if entry.name == "pins" or entry.name.startswith("gc."):
+            continue
+        path = Path(entry.path)
+        if not abandoned(path, entry.name, older_than):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            _unlink(path)
+        removed += 1
+    return removed

@@ -13,6 +13,8 @@ digest of its bytes and stored once under ``objects/<2 hex>/<62 hex>``:
 A file's digest is BLAKE3 of its whole bytes, computed from the chunks in order on its own
 thread while they are written, so a materialized copy is checked with one multi-threaded
 hash. A user's file is read, never mapped, and refused if it changes meanwhile (``_ingest``).
+The pipeline that cuts, hashes and hands chunks to :meth:`ObjectStore._store_chunk` in
+order, and the records it returns, are ``_chunking``'s; what a chunk file is stays here.
 
 A register passes a :class:`~uniflow._pins.Pin`: each chunk's digest is pinned before the
 chunk is looked for or written, so a concurrent ``gc`` never deletes it (see ``_pins``).
@@ -30,21 +32,30 @@ import os
 import stat
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import blake3
-
-from . import _testhooks
+from ._chunking import (
+    CHUNK_PARAMS,
+    EMPTY_DIGEST,
+    ChunkRef,
+    FileRecord,
+    KnownFn,
+    ProgressFn,
+    RangesFn,
+    chunk_digest,
+    chunker,
+    for_each_chunk,
+    hash_range,
+    store_chunks,
+    whole_digest,
+)
 from ._errors import CorruptChunkError, InvalidPathError, MissingChunkError, RepositoryError
 from ._fsio import force_unlink, fsync_dir, os_reason, read_full, write_immutable
-from ._ingest import FileSource, InOrder, fd_digest, fd_stamp
+from ._ingest import FileSource, fd_digest, fd_stamp
 from ._naming import validate_digest
-from ._pins import AsideSet, Pin, abandoned, read_pins, recover, restore_abandoned, tmp_name
+from ._pins import AsideSet, Pin, clean_tmp, read_pins, recover, restore_abandoned, tmp_name
 from ._safefs import first_link
 from ._segments import Segments
 
@@ -54,37 +65,17 @@ __all__ = [
     "ChunkRef",
     "whole_digest",
     "CHUNK_PARAMS",
+    "FetchFn",
+    "ProgressFn",
     "write_immutable",
     "fsync_dir",
     "os_reason",
 ]
 
-# Picked by measurement (docs/design.md, "Chunk parameters"): ~1 MiB average keeps a
-# 1 GiB file near 1,000 objects while a changed tensor costs one or two chunks.
-CHUNK_PARAMS = {"avg_size": 1 << 20, "min_size": 256 << 10, "max_size": 4 << 20}
-
-ProgressFn = Callable[[int, int], None]
 #: called by the store with digests it lacks (e.g. ``sharing.blobs.BlobFetcher``): fetch, verify, add
 FetchFn = Callable[["ObjectStore", list[str]], None]
-#: given the start of a file (at least its header; all of it for ``put_file``) and its size,
-#: the ``(begin, end)`` ranges (in file order) whose BLAKE3 digests ``put_file`` also
-#: computes, on its threads (e.g. ``_tensors.TensorScan``)
-RangesFn = Callable[[memoryview, int], Sequence[tuple[int, int]]]
-#: given the start offsets and digests of the chunks stored so far and a range inside them,
-#: the range's BLAKE3 digest if it is known already (then it is not hashed), else None
-#: (e.g. ``_tensors.KnownDigests``; false when it knows nothing)
-KnownFn = Callable[[Sequence[int], Sequence[str], int, int], str | None]
-
-_MAX_INFLIGHT = 24
 #: bytes of a file's start given to a ``RangesFn`` that does not say how many it needs
 _HEAD = 64 << 10
-_WRITE_WORKERS = 16
-
-
-@dataclass(frozen=True)
-class ChunkRef:
-    digest: str
-    size: int
 
 
 @dataclass(frozen=True)
@@ -103,31 +94,6 @@ class VerifiedChunk:
         return fd_stamp(self.fd) == self.stamp
 
 
-@dataclass(frozen=True)
-class FileRecord:
-    """A stored file: its size, its file digest and its ordered chunk list."""
-
-    size: int
-    digest: str
-    chunks: tuple[ChunkRef, ...]
-    #: BLAKE3 hex digests of the byte ranges a ``RangesFn`` asked for (register only)
-    range_digests: tuple[str, ...] = ()
-
-
-def whole_digest(data: memoryview | bytes) -> str:
-    """BLAKE3-256 of a whole file's bytes (what ``b3sum`` prints), on both cores."""
-    return blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
-
-
-_EMPTY_DIGEST = blake3.blake3(b"").hexdigest()
-
-
-def _hash(data: memoryview | bytes) -> str:
-    # Single-threaded per chunk: the callers already spread chunks over a thread pool
-    # (BLAKE3 releases the GIL), which measured faster here than nested hashing threads.
-    return blake3.blake3(data).hexdigest()
-
-
 class ObjectStore:
     """Chunk objects under ``root`` (the ``.uniflow`` directory)."""
 
@@ -141,7 +107,6 @@ class ObjectStore:
         self.cache = self.root / "cache" / "files"
         #: called with digests missing locally before a read gives up (blob remotes)
         self.fetcher = fetcher
-        self._chunker_lock = threading.Lock()
         self._checked: set[Path] = set()  # fan-out directories seen to be real directories
 
     # ------------------------------------------------------------------ layout
@@ -254,14 +219,14 @@ class ObjectStore:
         try:
             src = FileSource(fd, path)
             if src.size == 0:
-                return FileRecord(0, _EMPTY_DIGEST, ())
+                return FileRecord(0, EMPTY_DIGEST, ())
             head_size = getattr(ranges, "head_size", None)
             first = int(head_size(src.head(16))) if callable(head_size) else 0
             head = src.head(max(first, _HEAD))
             created: list[str] = []
             try:
                 rec = self._put_chunks(
-                    src.cuts(_chunker()),
+                    src.cuts(chunker()),
                     src.size,
                     head,
                     progress,
@@ -298,7 +263,7 @@ class ObjectStore:
         seg = Segments(parts)
         try:
             if seg.size == 0:
-                return FileRecord(0, _EMPTY_DIGEST, ())
+                return FileRecord(0, EMPTY_DIGEST, ())
             return self._put_segments(seg, progress, pin, ranges, known)
         finally:
             seg.release()
@@ -312,15 +277,15 @@ class ObjectStore:
         known: KnownFn | None = None,
     ) -> FileRecord:
         head = seg.parts[0]
-        again = functools.partial(_hash_range, seg)
+        again = functools.partial(hash_range, seg)
         return self._put_chunks(
-            seg.cuts(_chunker()), seg.size, head, progress, pin, ranges, known, again, parts=seg
+            seg.cuts(chunker()), seg.size, head, progress, pin, ranges, known, again, parts=seg
         )
 
     def put_bytes(self, data: bytes, pin: Pin | None = None) -> FileRecord:
         self.ensure_dirs()
         if not data:
-            return FileRecord(0, _EMPTY_DIGEST, ())
+            return FileRecord(0, EMPTY_DIGEST, ())
         return self._put_segments(Segments([data]), None, pin)
 
     def _put_chunks(
@@ -338,85 +303,18 @@ class ObjectStore:
         created: list[str] | None = None,
         parts: Segments | None = None,
     ) -> FileRecord:
-        """Store the chunks ``cuts`` gives (in order, ``size`` bytes in all; ``head`` is the
-        file's start, for ``ranges``); ``reread`` hashes a byte range again, for the ranges
-        settled once their chunks are stored. With ``src_fd``, each chunk's bytes are copied
-        in the kernel from that file at the chunk's offset (after it was hashed from the
-        chunk given) and the digests of the objects created are appended to ``created``. With
-        ``parts`` (the bytes, all in the caller's memory), the whole-file and range digests are
-        computed from its parts rather than from the chunks (no scratch copy is held for them)."""
-        refs: list[ChunkRef] = []
-        starts: list[int] = []  # offset of each stored chunk
-        digests: list[str] = []
-        dirs: set[Path] = set()
-        done = 0
-        inflight: deque[tuple[Future[ChunkRef], memoryview]] = deque()
-        # With digests known already, a range is settled once its chunks are stored (their
-        # digests name its bytes): known, or hashed then, a few chunks behind the cutter.
-        late = bool(known)
-        spans = list(ranges(head, size)) if ranges is not None else []
-        # The whole file's digest (and the ranges', unless settled late) are computed from the
-        # chunks as they are cut, in order, on threads of their own beside the chunk writers.
-        order = InOrder([] if late else spans, bounded=parts is None)
-        for part_start, part in zip(parts.starts, parts.parts, strict=True) if parts is not None else ():
-            order.feed(part_start, part)
-        span_futs: list[Future[str] | str] = []
-        try:
-            with ThreadPoolExecutor(max_workers=_WRITE_WORKERS, thread_name_prefix="uniflow-put") as pool:
+        """:func:`~uniflow._chunking.store_chunks` into this store (each chunk pinned with
+        ``pin``; the digests of the objects created appended to ``created``), then the
+        fan-out directories of its chunks fsynced."""
 
-                def drain(limit: int) -> None:
-                    nonlocal done
-                    while len(inflight) > limit:
-                        fut, piece = inflight[0]
-                        ref = fut.result()
-                        inflight.popleft()
-                        piece.release()
-                        refs.append(ref)
-                        starts.append(done)
-                        digests.append(ref.digest)
-                        dirs.add(self.objects / ref.digest[:2])
-                        done += ref.size
-                        if late:
-                            settle_spans(done)
-                        if progress is not None:
-                            progress(done, size)
+        def write(piece: memoryview, src: tuple[int, int] | None) -> ChunkRef:
+            return self._store_chunk(piece, pin, src, created)
 
-                def settle_spans(stored: int) -> None:  # ranges inside the chunks stored so far
-                    assert known is not None
-                    while len(span_futs) < len(spans) and spans[len(span_futs)][1] <= stored:
-                        begin, end = spans[len(span_futs)]
-                        digest = known(starts, digests, begin, end)
-                        span_futs.append(digest or pool.submit(reread, begin, end))
-
-                try:
-                    for offset, piece in cuts:
-                        src = (src_fd, offset) if src_fd is not None else None
-                        inflight.append((pool.submit(self._store_chunk, piece, pin, src, created), piece))
-                        if parts is None:
-                            order.feed(offset, piece)
-                        if not offset and src is not None:
-                            _testhooks.point("put-file-read")
-                        drain(_MAX_INFLIGHT)
-                    drain(0)
-                    if late:
-                        settle_spans(size)
-                    whole, in_order = order.digests()
-                    late_digests = tuple(f if isinstance(f, str) else f.result() for f in span_futs)
-                except BaseException:
-                    for fut, _ in inflight:
-                        fut.cancel()
-                    for sfut in span_futs:
-                        if not isinstance(sfut, str):
-                            sfut.cancel()
-                    raise
-        finally:
-            order.close()
-            cuts.close()
-            for _, piece in inflight:
-                piece.release()
-        for d in dirs:
-            fsync_dir(d)
-        return FileRecord(size, whole, tuple(refs), late_digests if late else in_order)
+        rec = store_chunks(
+            cuts, write, size, head, progress, ranges, known, reread, src_fd=src_fd, parts=parts
+        )
+        self.sync_dirs(c.digest for c in rec.chunks)
+        return rec
 
     def _store_chunk(
         self,
@@ -425,7 +323,7 @@ class ObjectStore:
         src: tuple[int, int] | None = None,
         created: list[str] | None = None,
     ) -> ChunkRef:
-        digest = _hash(piece)
+        digest = chunk_digest(piece)
         if pin is not None:
             try:
                 pin.add(digest)  # before the existence check: the order gc relies on
@@ -444,7 +342,7 @@ class ObjectStore:
             path = self.object_path(digest)
             try:
                 with open(path, "rb", buffering=0) as f:
-                    ok = _hash(f.read()) == digest
+                    ok = chunk_digest(f.read()) == digest
             except OSError:
                 continue
             if not ok:
@@ -472,7 +370,7 @@ class ObjectStore:
     def add_chunk(self, digest: str, data: bytes) -> None:
         """Store bytes received from elsewhere (a remote) after checking them."""
         validate_digest(digest, "chunk digest")
-        if _hash(data) != digest:
+        if chunk_digest(data) != digest:
             raise CorruptChunkError(
                 f"chunk {digest[:16]} received from the remote does not match its digest", digest
             )
@@ -544,7 +442,7 @@ class ObjectStore:
         digest = ref.digest if isinstance(ref, ChunkRef) else ref
         with self._open_chunk(digest, context) as f:
             data = f.read()
-        if (isinstance(ref, ChunkRef) and len(data) != ref.size) or _hash(data) != digest:
+        if (isinstance(ref, ChunkRef) and len(data) != ref.size) or chunk_digest(data) != digest:
             if self._refetch(digest, _again):
                 return self.read_chunk(ref, context, _again=True)
             raise _corrupt(digest, context)
@@ -560,7 +458,7 @@ class ObjectStore:
                 stamp = fd_stamp(f.fileno())
                 data = _read_into(f, buf)
                 try:
-                    if _hash(data) == digest:
+                    if chunk_digest(data) == digest:
                         yield VerifiedChunk(data, f.fileno(), stamp)
                         return
                 finally:
@@ -660,32 +558,7 @@ class ObjectStore:
                         written += os.pwrite(fd, rest, offset + written)
             return c.size
 
-        # A bounded window of chunks in flight (not ``pool.map``, which makes a future for
-        # every chunk up front): memory stays flat whatever the file's size.
-        done = 0
-        inflight: deque[Future[int]] = deque()
-        with ThreadPoolExecutor(max_workers=_READ_WORKERS, thread_name_prefix="uniflow-get") as pool:
-
-            def collect() -> None:
-                nonlocal done
-                done += inflight[0].result()
-                inflight.popleft()
-                if progress is not None:
-                    progress(done, rec.size)
-
-            try:
-                offset = 0
-                for c in rec.chunks:
-                    inflight.append(pool.submit(one, c, offset))
-                    offset += c.size
-                    if len(inflight) > _READ_WINDOW:
-                        collect()
-                while inflight:
-                    collect()
-            except BaseException:
-                for fut in inflight:
-                    fut.cancel()
-                raise
+        for_each_chunk(rec.chunks, rec.size, one, progress)
 
     def _cached_ok(self, path: Path, rec: FileRecord) -> bool:
         try:
@@ -745,33 +618,10 @@ class ObjectStore:
         return removed
 
     def clean_tmp(self, older_than: float) -> int:
-        """Remove what dead writers left in ``tmp/``; the count removed.
-
-        A name carrying an owner token (:func:`~uniflow._pins.tmp_name`) is removed once its
-        owner has exited, whatever its age, and never while the owner runs; any other name
-        once older than ``older_than`` seconds. Pins and gc sets are left to :meth:`pinned`
-        and :meth:`restore_abandoned`.
-        """
-        import shutil
-
+        """Remove what dead writers left in ``tmp/``; the count removed (see
+        :func:`~uniflow._pins.clean_tmp`)."""
         self.check_layout()
-        removed = 0
-        try:
-            entries = list(os.scandir(self.tmp))
-        except FileNotFoundError:
-            return 0
-        for entry in entries:
-            if entry.name == "pins" or entry.name.startswith("gc."):
-                continue
-            path = Path(entry.path)
-            if not abandoned(path, entry.name, older_than):
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                force_unlink(path)
-            removed += 1
-        return removed
+        return clean_tmp(self.tmp, older_than)
 
     def pinned(self, remove_stale: bool = True) -> set[str]:
         """Digests pinned by registers in flight (stale pins of dead processes are removed)."""
@@ -784,28 +634,6 @@ class ObjectStore:
     def restore_abandoned(self) -> int:
         """Put back the chunks a gc that died had set aside; the count restored."""
         return restore_abandoned(self.tmp, self.objects)
-
-
-def _chunker() -> Any:
-    from pyfastcdc import FastCDC  # noqa: PLC0415 (native; loaded by the first write only)
-
-    return FastCDC(
-        CHUNK_PARAMS["avg_size"], min_size=CHUNK_PARAMS["min_size"], max_size=CHUNK_PARAMS["max_size"]
-    )
-
-
-def _hash_range(seg: Segments, begin: int, end: int) -> str:
-    h = blake3.blake3()
-    for piece in seg.slices(begin, end):
-        with piece:  # released before the caller's mmap is closed
-            h.update(piece)
-    return h.hexdigest()
-
-
-_READ_WORKERS = 2
-#: chunks submitted ahead of the one being collected when a file is assembled (each holds
-#: one chunk, at most ``max_size`` bytes, while it is verified and written)
-_READ_WINDOW = 4
 
 
 def _read_into(f: io.FileIO, buf: bytearray) -> memoryview:
