@@ -159,14 +159,37 @@ MODES: dict[str, dict[str, Any]] = {
 }
 QUICK_FALLBACK_LIST_DIMS = (30, 30)
 
+# Round 1 as DESIGN section 6 keeps it. Two of its first goals were ill-posed and are retired
+# there: ">= 4x faster than dvc add" (DVC does not fsync; `dvc_add_sync_vs_register`, the
+# durable comparison, is reported without a goal) and "verified load <= 2.5x cat" (a page-cache
+# cat is faster than BLAKE3 can hash on 2 cores): verified loads are judged against the hash
+# limit measured in the same run (`hash_1g`), with the same factor. "register <= 1.4x cp +
+# fsync" gave way to round 2's 1.2x (benchmarks/stream.py); the re-register goal is 1.0x.
 GOALS = [
     # (name, key, op, threshold, text)
-    ("register vs cp+fsync", "register_1g_vs_cp_fsync", "<=", 1.4, "register 1 GiB <= 1.4x cp + fsync"),
-    ("register vs dvc add", "dvc_add_vs_register", ">=", 4.0, "register >= 4x faster than dvc add"),
+    (
+        "re-register vs cp+fsync",
+        "register_1g_again_vs_cp_fsync",
+        "<=",
+        1.0,
+        "re-register 1 GiB (same bytes) <= 1.0x cp + fsync",
+    ),
     ("head change dedup", "head_change_new_bytes_pct", "<=", 2.0, "new bytes <= 2% after a head change"),
     ("header shift dedup", "header_shift_new_bytes_pct", "<=", 5.0, "new bytes <= 5% after a header shift"),
-    ("load vs cat", "load_vs_cat", "<=", 2.5, "verified load by stage <= 2.5x cat > /dev/null"),
-    ("load vs cat (cached)", "load_cached_vs_cat", "<=", 2.5, "same, second load (materialized file cached)"),
+    (
+        "load vs hash limit",
+        "load_vs_hash",
+        "<=",
+        2.5,
+        "verified first load by stage <= 2.5x BLAKE3 of the bytes on both cores",
+    ),
+    (
+        "load vs hash limit (cached)",
+        "load_cached_vs_hash",
+        "<=",
+        2.5,
+        "same, second load (materialized file cached)",
+    ),
     ("models list", "list_100x100", "<=", 0.3, "`uniflow models list` 100x100 <= 0.3 s wall"),
     ("--version", "version_cli", "<=", 0.15, "`uniflow --version` <= 0.15 s wall"),
     (
@@ -336,6 +359,25 @@ def bench_cat(res: Results, f: Path, runs: int) -> None:
     wall(["sh", "-c", 'cat "$0" > /dev/null', str(f)])  # warm the page cache
     samples = [wall(["sh", "-c", 'cat "$0" > /dev/null', str(f)]) for _ in range(runs)]
     res.add("cat_1g", samples, "cat FILE > /dev/null, page cache warm, whole process")
+
+
+def bench_hash(res: Results, f: Path, runs: int) -> None:
+    """The hash limit: BLAKE3 of the file's bytes (page cache warm, mapped) on both cores, in
+    process. A verified load hashes every byte once, so it cannot beat this (DESIGN section
+    6 judges verified loads against it, not against `cat`)."""
+    import mmap  # noqa: PLC0415
+
+    import blake3  # noqa: PLC0415
+
+    def once() -> float:
+        with open(f, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            t0 = time.perf_counter()
+            with memoryview(mm) as view:
+                blake3.blake3(view, max_threads=blake3.blake3.AUTO).digest()
+            return time.perf_counter() - t0
+
+    once()  # warm the page cache and the mapping path
+    res.add("hash_1g", [once() for _ in range(runs)], "BLAKE3 of FILE on both cores, mapped, page cache warm")
 
 
 def bench_cp_fsync(res: Results, f: Path, work: Path, runs: int) -> None:
@@ -808,7 +850,10 @@ def compute_ratios(res: Results) -> None:
     ratio(res, "register_1g_again_vs_cp_fsync", "register_1g_again", "cp_fsync_1g")
     ratio(res, "load_vs_cat", "load_1g_verified", "cat_1g")
     ratio(res, "load_cached_vs_cat", "load_1g_cached", "cat_1g")
+    ratio(res, "load_vs_hash", "load_1g_verified", "hash_1g")
+    ratio(res, "load_cached_vs_hash", "load_1g_cached", "hash_1g")
     ratio(res, "dvc_add_vs_register", "dvc_add_1g", "register_1g")
+    ratio(res, "dvc_add_sync_vs_register", "dvc_add_1g_plus_sync", "register_1g")
     ratio(res, "mlflow_log_register_vs_register", "mlflow_log_register_1g", "register_1g")
     ratio(res, "gto_show_1000_vs_list_100x100", "gto_show_1000", "list_100x100")
     ratio(res, "mlflow_import_vs_version_cli", "mlflow_import", "version_cli")
@@ -866,7 +911,10 @@ def print_table(res: Results, goals: list[dict[str, Any]]) -> None:
         "register_1g_again_vs_cp_fsync",
         "load_vs_cat",
         "load_cached_vs_cat",
+        "load_vs_hash",
+        "load_cached_vs_hash",
         "dvc_add_vs_register",
+        "dvc_add_sync_vs_register",
         "mlflow_log_register_vs_register",
         "gto_show_1000_vs_list_100x100",
         "mlflow_import_vs_version_cli",
@@ -951,6 +999,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if want("machine"):
             section(res, ["cat_1g"], "cat")(lambda: bench_cat(res, f, mode["cat"]))
+            section(res, ["hash_1g"], "hash limit")(lambda: bench_hash(res, f, mode["cat"]))
             section(res, ["cp_fsync_1g"], "cp + fsync")(lambda: bench_cp_fsync(res, f, work, mode["cp"]))
 
         registry_ok = True
