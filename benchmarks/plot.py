@@ -157,6 +157,7 @@ ROWS = [
     # (figure, key, unit, ratio key, ratio label)
     ("`cat FILE > /dev/null` (warm cache)", "cat_1g", "s", None, None),
     ("`cp` + fsync, same filesystem", "cp_fsync_1g", "s", None, None),
+    ("BLAKE3 of the file on both cores (the hash limit)", "hash_1g", "s", None, None),
     ("register 1 GiB (durable)", "register_1g", "s", "register_1g_vs_cp_fsync", "x cp+fsync"),
     (
         "register the same bytes again",
@@ -165,8 +166,8 @@ ROWS = [
         "register_1g_again_vs_cp_fsync",
         "x cp+fsync",
     ),
-    ("load by stage, verified, first load", "load_1g_verified", "s", "load_vs_cat", "x cat"),
-    ("load by stage, verified, cached", "load_1g_cached", "s", "load_cached_vs_cat", "x cat"),
+    ("load by stage, verified, first load", "load_1g_verified", "s", "load_vs_hash", "x hash limit"),
+    ("load by stage, verified, cached", "load_1g_cached", "s", "load_cached_vs_hash", "x hash limit"),
     ("v2 with the head tensor changed: new bytes", "head_change_new_bytes_pct", "%", None, None),
     ("re-save with a shifted header: new bytes", "header_shift_new_bytes_pct", "%", None, None),
     (
@@ -181,7 +182,7 @@ ROWS = [
     ("`python -c 'import uniflow'`", "import_uniflow_process", "s", None, None),
     ("promote, in process", "promote_ms", "ms", None, None),
     ("`dvc add` 1 GiB", "dvc_add_1g", "s", "dvc_add_vs_register", "/ register"),
-    ("`dvc add` + sync", "dvc_add_1g_plus_sync", "s", None, None),
+    ("`dvc add` + sync", "dvc_add_1g_plus_sync", "s", "dvc_add_sync_vs_register", "/ register"),
     (
         "MLflow log artifact + register version",
         "mlflow_log_register_1g",
