@@ -246,13 +246,17 @@ class AsideSet:
         _restore_all(self.dir, self.objects)
 
 
+def _entries(directory: Path) -> list[os.DirEntry[str]]:
+    """The entries of ``directory``; none when it does not exist."""
+    try:
+        return list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+
+
 def _restore_all(directory: Path, objects: Path) -> int:
     restored = 0
-    try:
-        entries = list(os.scandir(directory))
-    except FileNotFoundError:
-        return 0
-    for entry in entries:
+    for entry in _entries(directory):
         if len(entry.name) != 64:
             continue
         if _link_back(Path(entry.path), objects, entry.name):
@@ -308,11 +312,7 @@ def clean_tmp(tmp: Path, older_than: float) -> int:
     :func:`restore_abandoned`.
     """
     removed = 0
-    try:
-        entries = list(os.scandir(tmp))
-    except FileNotFoundError:
-        return 0
-    for entry in entries:
+    for entry in _entries(tmp):
         if entry.name == "pins" or entry.name.startswith("gc."):
             continue
         path = Path(entry.path)
