@@ -20,6 +20,17 @@ from typing import Any
 
 MIB = 1 << 20
 
+#: the model every in-process benchmark registers
+MODEL_NAME = "bench_model"
+
+
+def registry_class() -> Any:
+    """``uniflow.ModelRegistry`` (imported when first needed: a broken install is reported,
+    not raised at import)."""
+    from uniflow import ModelRegistry  # noqa: PLC0415
+
+    return ModelRegistry
+
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

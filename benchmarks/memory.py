@@ -502,7 +502,7 @@ def plan(mode_name: str, size_mib: int, big: bool) -> dict[str, Any]:
 
 def bench_memory(res: Results, cache: Path, work: Path, mode_name: str, size_mib: int, big: bool) -> None:
     """Every ``mem_*`` key (see the module docstring)."""
-    from benchmarks.run import model_files
+    from benchmarks.modelfile import model_files
 
     p = plan(mode_name, size_mib, big)
     runs = p["runs"]

@@ -34,8 +34,6 @@ import datetime as _dt
 import gc
 import json
 import os
-import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -43,62 +41,29 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import listing, memory, remote, stream, transfer
+from benchmarks.commands import UI_KEYS, bench_cli, bench_import, bench_ui, cli_command
 from benchmarks.harness import (
-    MIB,
+    MODEL_NAME,
     Results,
     dirty_mib,
     fsync_path,
     git_repo,
     log,
-    median,
     object_sizes,
     read_all,
+    registry_class,
     rmtree,
     run,
     section,
     sync,
     wall,
 )
+from benchmarks.modelfile import BENCH_SCHEMA, model_files
+from benchmarks.report import PEER_KEYS, compute_ratios, evaluate_goals, loadavg, machine_info, print_table
+from benchmarks.scaling import bench_scaling
 
 HERE = Path(__file__).resolve().parent
 
-BENCH_SCHEMA = 1  # bump when a cached artefact (file layout, list repo) must be rebuilt
-MODEL_NAME = "bench_model"
-
-CORE_KEYS = [
-    "cp_fsync_1g",
-    "cat_1g",
-    "register_1g",
-    "register_1g_again",
-    "load_1g_verified",
-    "head_change_new_bytes_pct",
-    "header_shift_new_bytes_pct",
-    "list_100x100",
-    "version_cli",
-    "promote_ms",
-]
-TENSOR_TABLE_KEYS = [
-    "register_1g_tensors",
-    "register_1g_no_tensors",
-    "register_tensor_overhead_pct",
-    "register_tensor_overhead_paired_pct",
-    "register_again_tensors",
-    "register_again_no_tensors",
-    "register_again_tensor_overhead_pct",
-    "register_cpu_tensors",
-    "register_cpu_no_tensors",
-    "register_cpu_tensor_overhead_pct",
-    "diff_1g_ms",
-    "diff_1g_cli",
-    "partial_load_head_ms",
-    "full_load_1g_ms",
-    "partial_load_head_vs_full",
-    "partial_load_head_remote_ms",
-    "full_load_1g_remote_ms",
-    "partial_load_head_fetched_bytes",
-    "partial_load_head_fetched_pct",
-]
-PEER_KEYS = ["dvc_add_1g", "gto_show_1000", "mlflow_log_register_1g", "mlflow_import"]
 
 # mode -> repetition counts and sizes
 MODES: dict[str, dict[str, Any]] = {
@@ -157,199 +122,6 @@ MODES: dict[str, dict[str, Any]] = {
         transfer_runs=1,
     ),
 }
-QUICK_FALLBACK_LIST_DIMS = (30, 30)
-
-# Round 1 as DESIGN section 6 keeps it. Two of its first goals were ill-posed and are retired
-# there: ">= 4x faster than dvc add" (DVC does not fsync; `dvc_add_sync_vs_register`, the
-# durable comparison, is reported without a goal) and "verified load <= 2.5x cat" (a page-cache
-# cat is faster than BLAKE3 can hash on 2 cores): verified loads are judged against the hash
-# limit measured in the same run (`hash_1g`), with the same factor. "register <= 1.4x cp +
-# fsync" gave way to round 2's 1.2x (benchmarks/stream.py); the re-register goal is 1.0x.
-GOALS = [
-    # (name, key, op, threshold, text)
-    (
-        "re-register vs cp+fsync",
-        "register_1g_again_vs_cp_fsync",
-        "<=",
-        1.0,
-        "re-register 1 GiB (same bytes) <= 1.0x cp + fsync",
-    ),
-    ("head change dedup", "head_change_new_bytes_pct", "<=", 2.0, "new bytes <= 2% after a head change"),
-    ("header shift dedup", "header_shift_new_bytes_pct", "<=", 5.0, "new bytes <= 5% after a header shift"),
-    (
-        "load vs hash limit",
-        "load_vs_hash",
-        "<=",
-        2.5,
-        "verified first load by stage <= 2.5x BLAKE3 of the bytes on both cores",
-    ),
-    (
-        "load vs hash limit (cached)",
-        "load_cached_vs_hash",
-        "<=",
-        2.5,
-        "same, second load (materialized file cached)",
-    ),
-    ("models list", "list_100x100", "<=", 0.3, "`uniflow models list` 100x100 <= 0.3 s wall"),
-    ("--version", "version_cli", "<=", 0.15, "`uniflow --version` <= 0.15 s wall"),
-    (
-        "import is light",
-        "import_heavy_modules_count",
-        "<=",
-        0,
-        "`import uniflow` loads no torch/sklearn/fsspec",
-    ),
-    ("promote", "promote_ms", "<=", 50.0, "promote <= 50 ms in process"),
-    (
-        "ui overview",
-        "ui_overview_ms",
-        "<=",
-        200.0,
-        "`uniflow ui` overview page 100x100 <= 200 ms server time",
-    ),
-    (
-        "ui model page",
-        "ui_model_page_ms",
-        "<=",
-        200.0,
-        "`uniflow ui` model page (100 versions) <= 200 ms server time",
-    ),
-    *remote.GOALS,
-    *transfer.GOALS,
-    *stream.GOALS,
-    *memory.GOALS,
-    (
-        "tensor digests",
-        "register_tensor_overhead_pct",
-        "<=",
-        5.0,
-        "per-tensor digests cost <= 5% of register",
-    ),
-    ("diff", "diff_1g_ms", "<=", 100.0, "diff of two 1 GiB versions <= 100 ms in process"),
-    ("diff CLI", "diff_1g_cli", "<=", 0.3, "`uniflow models diff` of two 1 GiB versions <= 0.3 s wall"),
-]
-GOALS += listing.GOALS  # benchmarks/listing.py: models list NAME at 10k/100k, models list 1000x100
-UI_KEYS = ["ui_overview_ms", "ui_model_page_ms"]
-
-
-# --------------------------------------------------------------------------- the model file
-
-
-def tensor_layout(size_bytes: int, n_tensors: int = 200) -> list[tuple[str, tuple[int, ...]]]:
-    """~n float32 tensors summing to about ``size_bytes``; a small classifier head sorts first."""
-    head = ("classifier.weight", (10, 1024))
-    rest = max(size_bytes - 10 * 1024 * 4, 4096)
-    per = rest // (n_tensors - 1) // 4  # floats per body tensor
-    cols = 1024 if per >= 1024 else per
-    rows = max(per // cols, 1)
-    body = [(f"layers.{i:03d}.weight", (rows, cols)) for i in range(n_tensors - 1)]
-    return [head, *body]
-
-
-def write_safetensors(path: Path, tensors: list[tuple[str, Any]]) -> None:
-    """Stream a safetensors file exactly as ``safetensors.numpy.save_file`` lays it out.
-
-    Same dtype for every tensor here, so the order is by name; compact JSON header padded with
-    spaces to 8 bytes. tests/test_benchmarks.py checks byte equality with save_file.
-    """
-    import numpy as np
-
-    # items are numpy arrays or _Deferred stand-ins (dtype, shape, nbytes, tobytes)
-    dtypes = {np.dtype("float32"): "F32", np.dtype("float16"): "F16", np.dtype("int64"): "I64"}
-    items = sorted(tensors, key=lambda kv: kv[0])
-    header: dict[str, Any] = {}
-    offset = 0
-    for name, arr in items:
-        n = arr.nbytes
-        header[name] = {
-            "dtype": dtypes[arr.dtype],
-            "shape": list(arr.shape),
-            "data_offsets": [offset, offset + n],
-        }
-        offset += n
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(len(raw).to_bytes(8, "little"))
-        fh.write(raw)
-        for _name, arr in items:
-            fh.write(arr.tobytes(order="C"))
-    os.replace(tmp, path)
-
-
-def _gen_tensor(seed: int, index: int, shape: tuple[int, ...]) -> Any:
-    import numpy as np
-
-    rng = np.random.default_rng([seed, index])
-    return rng.standard_normal(size=shape, dtype=np.float32)
-
-
-class LazyTensors:
-    """Tensors generated on demand (one at a time) so big files stream with little memory."""
-
-    def __init__(self, size_bytes: int, seed: int = 1234) -> None:
-        self.layout = tensor_layout(size_bytes)
-        self.seed = seed
-
-    def items(self, overrides: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
-        overrides = overrides or {}
-        out = []
-        for i, (name, shape) in enumerate(self.layout):
-            out.append((name, _Deferred(self.seed, i, shape, overrides.get(name))))
-        for name, arr in overrides.items():
-            if name not in dict(self.layout):
-                out.append((name, arr))
-        return out
-
-
-class _Deferred:
-    """Looks enough like an ndarray for write_safetensors; generates its data when written."""
-
-    def __init__(self, seed: int, index: int, shape: tuple[int, ...], override: Any = None) -> None:
-        import numpy as np
-
-        self.seed, self.index, self.shape, self.override = seed, index, shape, override
-        self.dtype = np.dtype("float32")
-        n = 1
-        for d in shape:
-            n *= d
-        self.nbytes = n * 4
-
-    def tobytes(self, order: str = "C") -> bytes:
-        if self.override is not None:
-            return self.override.tobytes(order=order)
-        return _gen_tensor(self.seed, self.index, self.shape).tobytes(order=order)
-
-
-def model_files(
-    cache: Path, size_mib: int, kinds: tuple[str, ...] = ("base", "head", "shift")
-) -> dict[str, Path]:
-    """The base file and its two variants (head change, header shift), cached by size."""
-    import numpy as np
-
-    d = cache / "files"
-    d.mkdir(parents=True, exist_ok=True)
-    stem = f"model-{size_mib}mib-s{BENCH_SCHEMA}"
-    paths = {
-        "base": d / f"{stem}.safetensors",
-        "head": d / f"{stem}-head.safetensors",
-        "shift": d / f"{stem}-shift.safetensors",
-    }
-    lazy = LazyTensors(size_mib * MIB)
-    head_name, head_shape = lazy.layout[0]
-    new_head = np.random.default_rng(99).standard_normal(size=head_shape, dtype=np.float32)
-    extra = {
-        "zz.extra_tensor_with_a_much_longer_name_that_grows_the_header.weight": np.arange(
-            64, dtype=np.float32
-        )
-    }
-    plans = {"base": {}, "head": {head_name: new_head}, "shift": extra}
-    for kind, path in paths.items():
-        if kind in kinds and not path.exists():
-            log(f"generating {path.name} ({size_mib} MiB)")
-            write_safetensors(path, lazy.items(plans[kind]))
-    return paths
 
 
 # --------------------------------------------------------------------------- machine limits
@@ -397,12 +169,6 @@ def bench_cp_fsync(res: Results, f: Path, work: Path, runs: int) -> None:
 
 
 # --------------------------------------------------------------------------- uniflow in process
-
-
-def registry_class() -> Any:
-    from uniflow import ModelRegistry  # noqa: PLC0415
-
-    return ModelRegistry
 
 
 def bench_register_load(res: Results, f: Path, work: Path, runs: int, again: int) -> None:
@@ -519,418 +285,6 @@ def bench_promote(res: Results, work: Path, runs: int) -> None:
     res.add("promote_ms", samples, "in-process registry.promote(), versions and stages alternating")
 
 
-# --------------------------------------------------------------------------- the CLI
-
-
-def cli_command() -> tuple[list[str] | None, str]:
-    """The console script, or ``python -m uniflow``; None when neither answers --version."""
-    exe = Path(sys.executable).parent / "uniflow"
-    candidates = []
-    if exe.exists():
-        candidates.append([str(exe)])
-    found = shutil.which("uniflow")
-    if found and [found] not in candidates:
-        candidates.append([found])
-    candidates.append([sys.executable, "-m", "uniflow"])
-    errors = []
-    for cmd in candidates:
-        proc = run([*cmd, "--version"], check=False, timeout=60)
-        if proc.returncode == 0:
-            return cmd, ""
-        errors.append(f"{' '.join(cmd)}: exit {proc.returncode}: {proc.stderr.strip()[-200:]}")
-    return None, "; ".join(errors)
-
-
-def list_repo(cache: Path, dims: tuple[int, int], rebuild: bool = False) -> Path:
-    """A repository with dims[0] models x dims[1] versions, built with the API and cached."""
-    import uniflow
-
-    ModelRegistry = registry_class()
-    n_models, n_versions = dims
-    key = f"list-{n_models}x{n_versions}-s{BENCH_SCHEMA}-u{uniflow.__version__}"
-    repo = cache / "repos" / key
-    done = repo / ".bench-complete"
-    if done.exists() and not rebuild:
-        return repo
-    log(f"building {key} ({n_models * n_versions} registers; cached afterwards)")
-    git_repo(repo)
-    reg = ModelRegistry(repo)
-    src = repo.parent / f"{key}.src"
-    t0 = time.perf_counter()
-    for m in range(n_models):
-        name = f"model_{m:03d}"
-        for v in range(n_versions):
-            src.write_bytes(f"{name} version {v} ".encode() * 8)
-            reg.register(
-                model=str(src),
-                name=name,
-                version=f"v1.{v}.0",
-                metrics={"accuracy": 0.5 + v / (2 * n_versions)},
-            )
-        reg.promote(name, f"v1.{n_versions - 1}.0", "production")
-        if n_versions > 1:
-            reg.promote(name, f"v1.{n_versions - 2}.0", "staging")
-        if (m + 1) % max(n_models // 10, 1) == 0:
-            el = time.perf_counter() - t0
-            log(
-                f"    {m + 1}/{n_models} models, {el:.0f} s "
-                f"({el / ((m + 1) * n_versions) * 1000:.1f} ms/register)"
-            )
-    src.unlink()
-    done.write_text(
-        json.dumps({"models": n_models, "versions": n_versions, "build_seconds": time.perf_counter() - t0})
-    )
-    return repo
-
-
-def bench_cli(res: Results, cache: Path, mode: dict[str, Any], quick: bool, rebuild: bool) -> None:
-    cmd, why = cli_command()
-    if cmd is None:
-        res.fail(["list_100x100", "version_cli"], f"no working uniflow CLI: {why}")
-        return
-    res.value("cli_command", " ".join(cmd))
-    samples = [wall([*cmd, "--version"]) for _ in range(mode["version_runs"] + 1)][1:]
-    res.add("version_cli", samples, "`uniflow --version`, whole process wall time")
-
-    dims = tuple(mode["list_dims"])
-    note = ""
-    if quick:
-        import uniflow
-
-        key = f"list-{dims[0]}x{dims[1]}-s{BENCH_SCHEMA}-u{uniflow.__version__}"
-        if not (cache / "repos" / key / ".bench-complete").exists():
-            dims = QUICK_FALLBACK_LIST_DIMS
-            note = f" (--quick: 100x100 repo not cached, measured on {dims[0]}x{dims[1]})"
-    repo = list_repo(cache, dims, rebuild)  # type: ignore[arg-type]
-    out = run([*cmd, "models", "list"], cwd=repo, check=False)
-    lines = out.stdout.strip().splitlines()
-    if out.returncode != 0 or len(lines) < dims[0]:
-        log(f"cached list repository looks stale (exit {out.returncode}, {len(lines)} lines): rebuilding")
-        repo = list_repo(cache, dims, rebuild=True)  # type: ignore[arg-type]
-        out = run([*cmd, "models", "list"], cwd=repo)
-        lines = out.stdout.strip().splitlines()
-    res.value("list_dims", list(dims))
-    samples = [wall([*cmd, "models", "list"], cwd=repo) for _ in range(mode["list_runs"])]
-    res.add(
-        "list_100x100",
-        samples,
-        f"`uniflow models list` in a repo of {dims[0]} models x {dims[1]} versions, whole process "
-        f"wall time; output {len(lines)} lines{note}",
-    )
-    name = "model_000"
-    samples = [wall([*cmd, "models", "list", name], cwd=repo) for _ in range(mode["list_runs"])]
-    res.add("list_versions_cli", samples, f"`uniflow models list {name}` ({dims[1]} versions)")
-
-
-def _server_ms(url: str) -> float:
-    """GET ``url``; the app's own time from its ``Server-Timing: app;dur=<ms>`` header."""
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=120) as resp:
-        resp.read()
-        timing = resp.headers.get("Server-Timing", "")
-    for part in timing.split(";"):
-        if part.strip().startswith("dur="):
-            return float(part.strip()[4:])
-    raise RuntimeError(f"no Server-Timing header from {url}")
-
-
-def bench_ui(res: Results, cache: Path, mode: dict[str, Any], quick: bool, rebuild: bool) -> None:
-    """Server time of the UI's overview and model page on the list repository (``uniflow ui``
-    as a subprocess on a free loopback port; the first request of each page reported apart)."""
-    import re
-    import subprocess
-    import urllib.request
-
-    cmd, why = cli_command()
-    if cmd is None:
-        res.fail(UI_KEYS, f"no working uniflow CLI: {why}")
-        return
-    dims = tuple(mode["list_dims"])
-    if quick:
-        import uniflow
-
-        key = f"list-{dims[0]}x{dims[1]}-s{BENCH_SCHEMA}-u{uniflow.__version__}"
-        if not (cache / "repos" / key / ".bench-complete").exists():
-            dims = QUICK_FALLBACK_LIST_DIMS
-    repo = list_repo(cache, dims, rebuild)  # type: ignore[arg-type]
-    proc = subprocess.Popen(
-        [*cmd, "ui", "--port", "0"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        found = re.search(r"http://\S+/", line)
-        if not found:
-            raise RuntimeError(
-                f"uniflow ui printed no URL: {line!r} {proc.stderr.read() if proc.stderr else ''}"
-            )
-        url = found.group(0)
-        deadline = time.monotonic() + 60
-        while True:  # the server is up when /healthz answers
-            try:
-                urllib.request.urlopen(url + "healthz", timeout=5).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        model = f"models/model_{dims[0] // 2:03d}"
-        t0 = time.perf_counter()
-        res.value(
-            "ui_overview_first_ms",
-            round(_server_ms(url), 3),
-            "first overview request (waits for the start-up read of what the overview needs)",
-        )
-        res.value("ui_start_to_overview_s", round(time.perf_counter() - t0, 3))
-        res.value("ui_model_page_first_ms", round(_server_ms(url + model), 3))
-        runs = mode["list_runs"] * 2
-        res.add(
-            "ui_overview_ms",
-            [_server_ms(url) for _ in range(runs)],
-            f"`uniflow ui` GET / in a repo of {dims[0]} models x {dims[1]} versions: the app's time "
-            "(Server-Timing), warm cache keyed by the refs' fingerprint (git for-each-ref per request)",
-        )
-        res.add(
-            "ui_model_page_ms",
-            [_server_ms(url + model) for _ in range(runs)],
-            f"`uniflow ui` GET /{model} ({dims[1]} versions, charts and timeline): the app's time",
-        )
-        res.value("ui_dims", list(dims))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-
-
-def bench_import(res: Results) -> None:
-    code = (
-        "import sys, time; t=time.perf_counter(); import uniflow; "
-        "t=time.perf_counter()-t; heavy=sorted(m for m in ('torch','sklearn','fsspec','rich.console',"
-        "'dulwich','numpy') if m in sys.modules); print(t); print(','.join(heavy))"
-    )
-    out = run([sys.executable, "-c", code]).stdout.split("\n")
-    heavy = [m for m in out[1].split(",") if m]
-    bad = [m for m in heavy if m in ("torch", "sklearn", "fsspec", "rich.console")]
-    res.value("import_uniflow_s", round(float(out[0]), 6))
-    res.value("import_heavy_modules", heavy)
-    res.value(
-        "import_heavy_modules_count",
-        len(bad),
-        "torch/sklearn/fsspec/rich.console found in sys.modules after `import uniflow`",
-    )
-    samples = [wall([sys.executable, "-c", "import uniflow"]) for _ in range(6)][1:]
-    res.add("import_uniflow_process", samples, "`python -c 'import uniflow'` wall time")
-
-
-# --------------------------------------------------------------------------- scaling
-
-
-def bench_scaling(res: Results, cache: Path, work: Path, max_mib: int, max_versions: int) -> None:
-    ModelRegistry = registry_class()
-    sizes = [s for s in (16, 64, 256, 1024, 2048, 4096) if s <= max_mib]
-    by_size = []
-    for s in sizes:
-        f = model_files(cache, s, kinds=("base",))["base"]
-        wall(["sh", "-c", 'cat "$0" > /dev/null', str(f)])
-        cat = wall(["sh", "-c", 'cat "$0" > /dev/null', str(f)])
-        dst = work / "copy.bin"
-        sync()
-        t0 = time.perf_counter()
-        run(["cp", str(f), str(dst)])
-        fd = os.open(dst, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-        cp = time.perf_counter() - t0
-        dst.unlink()
-        repo = git_repo(work / "scale")
-        sync()
-        t0 = time.perf_counter()
-        ModelRegistry(repo).register(model=str(f), name=MODEL_NAME, version="v1.0.0")
-        reg = time.perf_counter() - t0
-        ModelRegistry(repo).promote(MODEL_NAME, "v1.0.0", "production")
-        t0 = time.perf_counter()
-        read_all(Path(ModelRegistry(repo).load_path(MODEL_NAME, stage="production")))
-        load = time.perf_counter() - t0
-        rmtree(repo)
-        row = {"size_mib": s, "cat": cat, "cp_fsync": cp, "register": reg, "load_verified": load}
-        log(f"    scaling size {row}")
-        by_size.append(row)
-    cmd, why = cli_command()
-    by_versions = []
-    if cmd is not None:
-        repo = git_repo(work / "scale-versions")
-        reg = ModelRegistry(repo)
-        src = work / "tiny.bin"
-        checkpoints = [c for c in (10, 30, 100, 300, 1000, 3000, 10000) if c <= max_versions]
-        n = 0
-        t_reg = time.perf_counter()
-        for c in checkpoints:
-            while n < c:
-                src.write_bytes(f"version {n} ".encode() * 8)
-                reg.register(model=str(src), name=MODEL_NAME, version=f"v1.{n}.0")
-                n += 1
-            t_build = time.perf_counter() - t_reg
-            lv = median([wall([*cmd, "models", "list", MODEL_NAME], cwd=repo) for _ in range(3)])
-            lm = median([wall([*cmd, "models", "list"], cwd=repo) for _ in range(3)])
-            row = {"versions": c, "list_name": lv, "list": lm, "build_seconds": t_build}
-            log(f"    scaling versions {row}")
-            by_versions.append(row)
-        rmtree(repo)
-        for c in (100_000,):  # beyond what the API builds in reasonable time: git fast-import
-            if c <= max_versions:
-                by_versions.append(listing.scaling_point(cache, cmd, c))
-                log(f"    scaling versions {by_versions[-1]}")
-    else:
-        res.notes["scaling_versions"] = f"no CLI: {why}"
-    res.value("scaling", {"by_size": by_size, "by_versions": by_versions})
-
-
-# --------------------------------------------------------------------------- report
-
-
-def machine_info(cache: Path) -> dict[str, Any]:
-    mem = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    fs = run(["df", "-T", str(cache)], check=False).stdout.strip().splitlines()
-    fstype = fs[-1].split()[1] if len(fs) > 1 else None
-    cpu = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "cores": os.cpu_count(),
-        "memory_gib": mem,
-        "filesystem": fstype,
-        "df": fs[-1] if fs else None,
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "git": run(["git", "--version"], check=False).stdout.strip(),
-    }
-    try:
-        import uniflow
-
-        info["uniflow"] = uniflow.__version__
-        commit = run(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"], check=False)
-        info["uniflow_commit"] = commit.stdout.strip() or None
-        dirty = run(["git", "-C", str(HERE.parent), "status", "--porcelain", "--", "uniflow"], check=False)
-        info["uniflow_dirty"] = bool(dirty.stdout.strip())
-    except Exception:  # noqa: BLE001
-        info["uniflow"] = None
-    return info
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return None
-
-
-def ratio(res: Results, key: str, num: str, den: str) -> None:
-    a, b = res.get(num), res.get(den)
-    res.values[key] = round(a / b, 4) if a is not None and b else None
-
-
-def compute_ratios(res: Results) -> None:
-    ratio(res, "register_1g_vs_cp_fsync", "register_1g", "cp_fsync_1g")
-    ratio(res, "register_1g_again_vs_cp_fsync", "register_1g_again", "cp_fsync_1g")
-    ratio(res, "load_vs_cat", "load_1g_verified", "cat_1g")
-    ratio(res, "load_cached_vs_cat", "load_1g_cached", "cat_1g")
-    ratio(res, "load_vs_hash", "load_1g_verified", "hash_1g")
-    ratio(res, "load_cached_vs_hash", "load_1g_cached", "hash_1g")
-    ratio(res, "dvc_add_vs_register", "dvc_add_1g", "register_1g")
-    ratio(res, "dvc_add_sync_vs_register", "dvc_add_1g_plus_sync", "register_1g")
-    ratio(res, "mlflow_log_register_vs_register", "mlflow_log_register_1g", "register_1g")
-    ratio(res, "gto_show_1000_vs_list_100x100", "gto_show_1000", "list_100x100")
-    ratio(res, "mlflow_import_vs_version_cli", "mlflow_import", "version_cli")
-    remote.compute(res)
-    transfer.compute(res)
-
-
-def evaluate_goals(res: Results) -> list[dict[str, Any]]:
-    out = []
-    for name, key, op, thr, text in GOALS:
-        v = res.get(key)
-        ok = None if v is None else (v <= thr if op == "<=" else v >= thr)
-        out.append({"name": name, "key": key, "value": v, "goal": f"{op} {thr}", "pass": ok, "text": text})
-    return out
-
-
-def fmt(v: Any) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1000 else f"{v:.0f}"
-    return str(v)
-
-
-def print_table(res: Results, goals: list[dict[str, Any]]) -> None:
-    keys = [
-        *CORE_KEYS,
-        "load_1g_cached",
-        "register_dirty_mib_after",
-        "list_versions_cli",
-        "import_uniflow_s",
-        "import_uniflow_process",
-        *UI_KEYS,
-        "ui_overview_first_ms",
-        *TENSOR_TABLE_KEYS,
-        *PEER_KEYS,
-        *remote.REMOTE_KEYS,
-        *memory.KEYS,
-        "resolve_first_s",
-        "dvc_get_1g",
-        *transfer.TABLE_KEYS,
-    ]
-    print(f"\n{'figure':<34} {'median':>10}  samples")
-    for k in keys:
-        if k not in res.values:
-            continue
-        s = res.samples.get(k)
-        ss = ", ".join(fmt(x) for x in s) if s else ""
-        print(f"{k:<34} {fmt(res.values[k]):>10}  {ss[:60]}")
-        if res.values[k] is None and k in res.notes:
-            print(f"{'':<34} {'':>10}  ({res.notes[k][:100]})")
-    print("\nratios")
-    for k in (
-        "register_1g_vs_cp_fsync",
-        "register_1g_again_vs_cp_fsync",
-        "load_vs_cat",
-        "load_cached_vs_cat",
-        "load_vs_hash",
-        "load_cached_vs_hash",
-        "dvc_add_vs_register",
-        "dvc_add_sync_vs_register",
-        "mlflow_log_register_vs_register",
-        "gto_show_1000_vs_list_100x100",
-        "mlflow_import_vs_version_cli",
-        "get_1g_vs_cp",
-        "get_1g_vs_cp_fsync",
-        "get_1g_cached_vs_cp",
-        "dvc_get_vs_get",
-        *transfer.RATIO_KEYS,
-    ):
-        print(f"  {k:<36} {fmt(res.values.get(k)):>8}")
-    print("\ngoals (DESIGN section 6)")
-    for g in goals:
-        mark = {True: "PASS", False: "FAIL", None: "----"}[g["pass"]]
-        print(f"  {mark}  {g['text']:<52} value {fmt(g['value'])}")
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -988,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": {k: v for k, v in mode.items() if k != "size_mib"},
     }
     meta["machine"] = machine_info(cache)
-    meta["loadavg_start"] = _loadavg()
+    meta["loadavg_start"] = loadavg()
     log(f"mode {mode_name}, {mode['size_mib']} MiB, cache {cache}")
 
     work = Path(tempfile.mkdtemp(prefix="work-", dir=cache))
@@ -1125,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     compute_ratios(res)
     goals = evaluate_goals(res)
     meta["seconds"] = round(time.perf_counter() - started, 1)
-    meta["loadavg_end"] = _loadavg()
+    meta["loadavg_end"] = loadavg()
     out = {
         **res.values,
         "samples": res.samples,

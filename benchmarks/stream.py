@@ -11,7 +11,7 @@ and ``register_state_dict_tmpfile_vs_save_fsync``; ``*_cpu``: the CPU seconds (a
 this process) of each, which the other tenants of a shared machine disturb far less. The
 three run back to back in each round, in a rotating order, so that drift hits them alike.
 
-The state dict has the layout of the 1 GiB file of ``benchmarks.run`` (200 float32 tensors,
+The state dict has the layout of the 1 GiB file of ``benchmarks.modelfile`` (200 float32 tensors,
 a small head first) with the same random normal data, built in memory (``--size-mib``).
 """
 
@@ -56,15 +56,14 @@ GOALS = [
 
 
 def state_dict(size_bytes: int) -> dict[str, Any]:
-    """The tensors of ``benchmarks.run``'s model file, in memory (torch views of numpy arrays)."""
+    """The tensors of ``benchmarks.modelfile``'s model file, in memory (torch views of numpy arrays)."""
     import torch
 
-    from benchmarks.run import LazyTensors, _gen_tensor
+    from benchmarks.modelfile import LazyTensors, gen_tensor
 
     lazy = LazyTensors(size_bytes)
     return {
-        name: torch.from_numpy(_gen_tensor(lazy.seed, i, shape))
-        for i, (name, shape) in enumerate(lazy.layout)
+        name: torch.from_numpy(gen_tensor(lazy.seed, i, shape)) for i, (name, shape) in enumerate(lazy.layout)
     }
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from benchmarks.harness import Results, git_env, git_repo, log, median, rmtree, run, sync, wall
 
 MODEL = "bench_tensors"
-HEAD = "classifier.weight"  # the small head of benchmarks.run.tensor_layout (first in the file)
+HEAD = "classifier.weight"  # the small head of benchmarks.modelfile.tensor_layout (first in the file)
 
 KEYS = [
     "register_tensor_overhead_pct",

@@ -202,7 +202,7 @@ def test_smoke_transfer_counts_what_crossed_the_wire(smoke: dict) -> None:
 def test_generated_file_is_what_safetensors_writes(tmp_path: Path) -> None:
     np = pytest.importorskip("numpy")
     st = pytest.importorskip("safetensors.numpy")
-    from benchmarks import run as bench
+    from benchmarks import modelfile as bench
 
     lazy = bench.LazyTensors(1 << 20)
     ours = tmp_path / "ours.safetensors"
