@@ -26,8 +26,9 @@ Invariants kept here:
   than an hour: only regular files in ``<url>/tmp`` named like ours (never following a
   symlink), whoever else uses ``<url>/tmp``.
 
-fsspec is imported only when a non-directory remote is first used, so ``import uniflow``
-never loads it.
+The two kinds of remote (a directory; any fsspec filesystem) are in ``blobstore``; this
+module holds their configuration and the transfers. fsspec is imported only when a
+non-directory remote is first used, so ``import uniflow`` never loads it.
 """
 
 from __future__ import annotations
@@ -36,15 +37,13 @@ import logging
 import os
 import random
 import re
-import stat
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import blake3
 
@@ -54,7 +53,8 @@ from .._fsio import read_full
 from .._ingest import fd_stamp
 from .._naming import validate_digest
 from .._reports import ChunkStats
-from .._store import CHUNK_PARAMS, fsync_dir, write_immutable
+from .._store import CHUNK_PARAMS
+from .blobstore import BlobRemote, FsspecRemote, LocalRemote, open_remote
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._store import ObjectStore
@@ -89,12 +89,6 @@ JOBS = 8
 KILL_AFTER_ENV = "UNIFLOW_TEST_KILL_AFTER_UPLOADS"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-#: uploads in flight: ``<url>/tmp/.uniflow-up-<first 16 hex of the chunk name>.<uuid4 hex>``
-TMP_PREFIX = ".uniflow-up-"
-_TMP_NAME = re.compile(r"\.uniflow-up-[0-9a-f]{16}\.[0-9a-f]{32}")
-# Object stores expose an object only once its single PUT completes: no temporary name needed.
-_ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"}
 _OPTION_KEYS = {"endpoint_url", "options"}
 
 T = TypeVar("T")
@@ -194,190 +188,6 @@ def remove_remote(source: ConfigSource, name: str) -> RemoteSpec:
 
 
 # ---------------------------------------------------------------------- backends
-class BlobRemote(Protocol):
-    """What the sharing layer needs from a remote holding chunks."""
-
-    name: str
-    url: str
-
-    def list_digests(self) -> set[str]: ...
-
-    def put(self, digest: str, data: bytes) -> object: ...
-
-    def get(self, digest: str) -> bytes | None: ...
-
-
-def _tmp_name(digest: str) -> str:
-    """The temporary name of an upload of chunk ``digest`` (see :data:`TMP_PREFIX`)."""
-    return f"{TMP_PREFIX}{digest[:16]}.{uuid.uuid4().hex}"
-
-
-def _is_local(url: str) -> bool:
-    return url.startswith("file://") or "://" not in url and not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*::", url)
-
-
-class LocalRemote:
-    """A blob remote in a directory (local disk, NFS, SMB mount): plain os calls, fsynced."""
-
-    def __init__(self, name: str, url: str, root: Path) -> None:
-        self.name = name
-        self.url = url
-        self.root = root
-        self.objects = root / "objects"
-        self.tmp = root / "tmp"  # shared with anybody: only .uniflow-up-* names are ours
-
-    def _path(self, digest: str) -> Path:
-        validate_digest(digest, "chunk digest")
-        return self.objects / digest[:2] / digest[2:]
-
-    def list_digests(self) -> set[str]:
-        out: set[str] = set()
-        if not self.objects.is_dir():
-            return out
-        for sub in os.scandir(self.objects):
-            if len(sub.name) != 2 or not sub.is_dir():
-                continue
-            for entry in os.scandir(sub.path):
-                digest = sub.name + entry.name
-                if _HEX64.match(digest):
-                    out.add(digest)
-        return out
-
-    def put(self, digest: str, data: bytes | memoryview, src: tuple[int, int] | None = None) -> bool:
-        """Store chunk ``digest`` (``data``, verified by the caller) unless it is here; with
-        ``src`` (``(fd, offset)`` holding the same bytes) they are copied in the kernel.
-        True if this call created it."""
-        final = self._path(digest)
-        if final.exists():
-            return False
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        created = write_immutable(final, self.tmp, data, _tmp_name(digest), src=src)
-        fsync_dir(final.parent)
-        return created
-
-    def discard(self, digest: str) -> None:
-        """Remove chunk ``digest``, which this process just created (:meth:`put` said so)."""
-        try:
-            self._path(digest).unlink()
-        except FileNotFoundError:
-            pass
-
-    def get(self, digest: str) -> bytes | None:
-        try:
-            return self._path(digest).read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def clean_tmp(self, older_than: float = 3600.0) -> int:
-        """Remove uploads abandoned by a killed push more than ``older_than`` seconds ago:
-        regular files in ``<url>/tmp`` named ``.uniflow-up-<16 hex>.<32 hex>``, nothing
-        else; a symlink is never followed (a symlinked ``tmp`` is left alone entirely)."""
-        try:
-            fd = os.open(self.tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            return 0  # absent, or not a real directory: nothing of ours is there
-        removed = 0
-        cutoff = time.time() - older_than
-        try:
-            for entry in os.scandir(fd):
-                if not _TMP_NAME.fullmatch(entry.name):
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                    if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
-                        os.unlink(entry.name, dir_fd=fd)
-                        removed += 1
-                except OSError:
-                    continue
-        finally:
-            os.close(fd)
-        return removed
-
-
-class FsspecRemote:
-    """A blob remote behind any fsspec filesystem (S3 through s3fs, GCS, Azure, SFTP ...)."""
-
-    def __init__(self, name: str, url: str, fs: Any, root: str) -> None:
-        self.name = name
-        self.url = url
-        self.fs = fs
-        self.root = root.rstrip("/")
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        self.atomic_put = protocol in _ATOMIC_PUT
-        # s3fs asks for an object's size (a HEAD) before every GET unless told to fetch it in
-        # one piece; a chunk (4 MiB at most) always is: one request per chunk, not two.
-        self._get_kwargs: dict[str, Any] = {"max_concurrency": 1} if protocol in ("s3", "s3a") else {}
-
-    def _path(self, digest: str) -> str:
-        validate_digest(digest, "chunk digest")
-        return f"{self.root}/objects/{digest[:2]}/{digest[2:]}"
-
-    def list_digests(self) -> set[str]:
-        base = f"{self.root}/objects"
-        self.fs.invalidate_cache()
-        try:
-            paths = self.fs.find(base)
-        except FileNotFoundError:
-            return set()
-        out: set[str] = set()
-        for p in paths:
-            parts = str(p).rstrip("/").rsplit("/", 2)
-            if len(parts) == 3 and _HEX64.match(parts[1] + parts[2]) and len(parts[1]) == 2:
-                out.add(parts[1] + parts[2])
-        return out
-
-    def put(self, digest: str, data: bytes) -> None:
-        final = self._path(digest)
-        if self.atomic_put:
-            self.fs.pipe_file(final, data)
-            return
-        tmp = f"{self.root}/tmp/{_tmp_name(digest)}"
-        self.fs.makedirs(f"{self.root}/tmp", exist_ok=True)
-        self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
-        self.fs.pipe_file(tmp, data)
-        self.fs.mv(tmp, final)
-
-    def get(self, digest: str) -> bytes | None:
-        try:
-            return bytes(self.fs.cat_file(self._path(digest), **self._get_kwargs))
-        except FileNotFoundError:
-            return None
-
-
-def open_remote(spec: RemoteSpec, base_dir: Path) -> BlobRemote:
-    """A client for ``spec``; relative directory URLs are relative to ``base_dir`` (the repo root)."""
-    url = spec.url
-    if _is_local(url):
-        path = Path(url.removeprefix("file://")).expanduser()
-        if not path.is_absolute():
-            path = base_dir / path
-        return LocalRemote(spec.name, url, path)
-    try:
-        import fsspec
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise RemoteError(
-            f"blob remote {spec.name!r} ({url}) needs fsspec: pip install 'uniflow[s3]'"
-        ) from exc
-    options: dict[str, Any] = dict(spec.options)
-    protocol = url.split("://", 1)[0].lower()
-    if protocol in ("s3", "s3a"):
-        endpoint = (
-            spec.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        )
-        if endpoint:
-            options.setdefault("endpoint_url", endpoint)
-    elif spec.endpoint_url:
-        options.setdefault("endpoint_url", spec.endpoint_url)
-    try:
-        fs, root = fsspec.core.url_to_fs(url, **options)
-    except ImportError as exc:
-        raise RemoteError(f"blob remote {spec.name!r} ({url}) needs a filesystem package: {exc}") from exc
-    except (ValueError, TypeError, OSError) as exc:
-        raise RemoteError(f"cannot open blob remote {spec.name!r} ({url}): {exc}") from exc
-    return FsspecRemote(spec.name, url, fs, root)
-
-
 # ---------------------------------------------------------------------- transfers
 # Errors a retry cannot fix (missing path, refused access, bad argument): reported at once.
 _PERMANENT = (

@@ -54,13 +54,13 @@ from .._store import ChunkRef, FileRecord, ObjectStore, ProgressFn, fsync_dir, o
 from .blobs import (
     JOBS,
     LocalRemote,
-    _is_local,
     _retry,
     download_chunks,
     get_remote_spec,
     list_remotes,
     open_remote,
 )
+from .blobstore import is_local
 from .giturl import GitUrl, parse_git_url
 from .mirror import CONFIG_PATH, Mirror, MirrorState
 
@@ -417,7 +417,7 @@ def _jobs(fetcher: UrlBlobFetcher | None) -> int:
             specs = blob_remote_for(fetcher.url, fetcher.config, fetcher.blob)
         except UniflowError:
             specs = []  # reported if and when a chunk must be fetched
-        if not all(_is_local(spec.url) for spec in specs):
+        if not all(is_local(spec.url) for spec in specs):
             return JOBS
     return max(2, min(JOBS, os.cpu_count() or 2))
 
