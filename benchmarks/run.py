@@ -62,9 +62,6 @@ from benchmarks.modelfile import BENCH_SCHEMA, model_files
 from benchmarks.report import PEER_KEYS, compute_ratios, evaluate_goals, loadavg, machine_info, print_table
 from benchmarks.scaling import bench_scaling
 
-HERE = Path(__file__).resolve().parent
-
-
 # mode -> repetition counts and sizes
 MODES: dict[str, dict[str, Any]] = {
     "full": dict(
