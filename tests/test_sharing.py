@@ -450,3 +450,32 @@ def _rewrite_the_first_source_copied(monkeypatch: pytest.MonkeyPatch, under: Pat
 
     monkeypatch.setattr(fsio.os, "copy_file_range", copy)
     return victims
+
+
+@pytest.mark.parametrize("plant", ["fifo", "device", "symlink"])
+def test_a_remote_chunk_that_is_no_regular_file_is_refused_without_hanging(tmp_path: Path, plant: str) -> None:
+    """A directory remote is hostile input: a chunk's name may hold a FIFO (opening it would
+    wait for a writer forever), a link to a device (reading it would never end) or a link to
+    some other file. Pull refuses the chunk with one line, in bounded time, stores nothing
+    under its name, and never reads through the link."""
+    bare, a = shared_setup(tmp_path)
+    blobs = tmp_path / "blobs"
+    ra = open_registry(a)
+    ra.register(str(model_dir(tmp_path / "src", 2, seed=4)), "m", version="v1.0.0")
+    ra.push()
+    victim = _objects(blobs)[0]
+    good = victim.read_bytes()
+    victim.unlink()
+    if plant == "fifo":
+        os.mkfifo(victim)
+    elif plant == "device":
+        victim.symlink_to("/dev/zero")
+    else:  # a link to a file holding exactly the right bytes: still not followed
+        (tmp_path / "elsewhere").write_bytes(good)
+        victim.symlink_to(tmp_path / "elsewhere")
+    b = clone(bare, tmp_path / "b")
+    cli(b, "pull")  # refs only; chunks are fetched when a version is used
+    r = cli(b, "pull", "--all", code=5, timeout=60)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "not a regular file" in lines[0], r.stderr
+    assert not open_registry(b).store.has(victim.parent.name + victim.name)

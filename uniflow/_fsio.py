@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ._errors import InvalidPathError
 
-__all__ = ["force_unlink", "fsync_dir", "os_reason", "read_full", "write_immutable"]
+__all__ = ["force_unlink", "fsync_dir", "os_reason", "write_immutable"]
 
 
 def write_immutable(
@@ -168,16 +168,3 @@ def force_unlink(path: Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def read_full(fd: int, view: memoryview) -> int:
-    """Read from ``fd`` (at its position) into ``view`` until it is full or the file ends;
-    how many bytes were read."""
-    n = 0
-    while n < len(view):  # bounded: each read makes progress or ends the loop
-        with view[n:] as rest:
-            got = os.readv(fd, [rest])
-        if not got:
-            break
-        n += got
-    return n

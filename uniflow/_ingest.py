@@ -32,7 +32,7 @@ from . import _testhooks
 from ._errors import InvalidPathError
 from ._segments import cut_decided
 
-__all__ = ["WINDOW", "FileSource", "InOrder", "fd_digest", "fd_stamp"]
+__all__ = ["WINDOW", "FileSource", "InOrder", "fd_digest", "fd_stamp", "read_full"]
 
 #: bytes read from a file at a time (more than the longest chunk; a few are held at once)
 WINDOW = 8 << 20
@@ -87,7 +87,7 @@ def fd_digest(fd: int, size: int) -> str | None:
 
     def read(i: int, pos: int) -> bool:
         with bufs[i][: min(WINDOW, size - pos)] as view:
-            return _read_fully(fd, view, pos)
+            return read_full(fd, view, pos) == len(view)
 
     with ThreadPoolExecutor(1, thread_name_prefix="uniflow-read") as reader:
         pos, i = 0, 0
@@ -103,16 +103,17 @@ def fd_digest(fd: int, size: int) -> str | None:
     return None if os.pread(fd, 1, size) else h.hexdigest()
 
 
-def _read_fully(fd: int, view: memoryview, pos: int) -> bool:
-    """Fill ``view`` from ``pos``; False if the file ends first."""
+def read_full(fd: int, view: memoryview, pos: int = 0) -> int:
+    """Read the bytes of ``fd`` at ``pos`` into ``view`` until it is full or the file ends
+    (the descriptor's own position is left alone); how many bytes were read."""
     got = 0
     while got < len(view):  # bounded: each read makes progress or ends the loop
         with view[got:] as rest:
             n = _pread_into(fd, rest, pos + got)
         if n == 0:
-            return False
+            break
         got += n
-    return True
+    return got
 
 
 class FileSource:
@@ -133,7 +134,7 @@ class FileSource:
 
     def read_into(self, view: memoryview, pos: int) -> None:
         """Fill ``view`` with the bytes at ``pos``; a file now shorter than that is changed."""
-        if not _read_fully(self.fd, view, pos):
+        if read_full(self.fd, view, pos) < len(view):
             raise self.changed()
 
     def head(self, n: int) -> memoryview:

@@ -27,10 +27,12 @@ from . import _testhooks
 
 __all__ = [
     "DirTree",
+    "NotRegularFile",
     "first_link",
     "describe_mode",
     "entry_mode",
     "link_file",
+    "open_regular",
     "open_root",
     "replace_file",
 ]
@@ -84,6 +86,33 @@ def entry_mode(dir_fd: int, name: str) -> int | None:
         return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
     except FileNotFoundError:
         return None
+
+
+class NotRegularFile(ValueError):
+    """What :func:`open_regular` found instead of a regular file (``what``: a symlink, FIFO ...)."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        super().__init__(f"{path} is a {what}, not a regular file")
+        self.what = what
+
+
+def open_regular(path: Path) -> int | None:
+    """A read-only descriptor of ``path`` if it is a regular file itself; None if nothing is
+    there. A symlink is not followed (even to a regular file), and a FIFO or device is
+    neither waited on nor read (``O_NONBLOCK``, then ``fstat``): :class:`NotRegularFile`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotRegularFile(path, "symlink") from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegularFile(path, describe_mode(mode))
+    return fd
 
 
 def open_root(path: Path) -> int:

@@ -52,8 +52,8 @@ from ._chunking import (
     whole_digest,
 )
 from ._errors import CorruptChunkError, InvalidPathError, MissingChunkError, RepositoryError
-from ._fsio import force_unlink, fsync_dir, os_reason, read_full, write_immutable
-from ._ingest import FileSource, fd_digest, fd_stamp
+from ._fsio import force_unlink, fsync_dir, os_reason, write_immutable
+from ._ingest import FileSource, fd_digest, fd_stamp, read_full
 from ._naming import validate_digest
 from ._pins import AsideSet, Pin, clean_tmp, read_pins, recover, restore_abandoned, tmp_name
 from ._safefs import first_link
@@ -586,9 +586,11 @@ class ObjectStore:
 
     # ------------------------------------------------------------------ maintenance
     def delete_object(self, digest: str) -> int:
+        """Unlink the object's name (a symlink planted there is removed, never followed);
+        the bytes freed."""
         path = self.object_path(digest)
         try:
-            size = path.stat().st_size
+            size = path.lstat().st_size
             path.unlink()
             return size
         except FileNotFoundError:
@@ -637,7 +639,7 @@ class ObjectStore:
 
 
 def _read_into(f: io.FileIO, buf: bytearray) -> memoryview:
-    """All of ``f`` (from its position): a view of ``buf`` if it fits, else of a new buffer."""
+    """All of ``f``: a view of ``buf`` if it fits, else of a new buffer."""
     view = memoryview(buf)
     n = read_full(f.fileno(), view)
     if n < len(buf):
@@ -645,6 +647,7 @@ def _read_into(f: io.FileIO, buf: bytearray) -> memoryview:
         view.release()
         return data
     view.release()
+    f.seek(n)
     return memoryview(bytes(buf) + f.read())
 
 

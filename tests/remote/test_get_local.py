@@ -336,3 +336,19 @@ def test_ui_serves_a_registry_opened_by_url(published: dict[str, Any], empty_dir
     index = (out / "index.html").read_text()
     names = [m.name for m in ModelRegistry(_url(published)).list_models()]
     assert "clf" in names and all(n in index for n in names) and "production" in index
+
+
+def test_a_remote_chunk_that_is_a_fifo_is_refused_without_hanging(
+    published: dict[str, Any], empty_dir: Path
+) -> None:
+    """The directory blob remote is not ours: a FIFO under a chunk's name would make a plain
+    open wait for a writer forever. `uniflow get` refuses it with one line, in bounded time,
+    and leaves nothing behind."""
+    victims = sorted(p for p in (published["blobs"] / "objects").rglob("*") if p.is_file())
+    for victim in victims:
+        victim.unlink()
+        os.mkfifo(victim)
+    r = cli(empty_dir, "get", _url(published), "clf", "v1.0.0", "-o", "out", code=5, timeout=60)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "FIFO, not a regular file" in lines[0], r.stderr
+    assert list(empty_dir.iterdir()) == []

@@ -1,34 +1,26 @@
 """Blob remotes: where chunks live outside this repository (a directory, S3, any fsspec URL).
 
-A blob remote has the same layout as the local store::
-
-    <url>/objects/ab/cdef…     one chunk, named by the BLAKE3-256 hex digest of its bytes
-    <url>/tmp/.uniflow-up-…    uploads in flight (directory and non-object-store remotes),
-                               named ``.uniflow-up-<16 hex>.<32 hex>``; nothing else there is ours
-
 Remotes are declared in ``.uniflow/config.toml`` (committed, so every clone knows them)::
 
     [remotes.origin]
     url = "s3://bucket/prefix"          # or a path, or any fsspec URL
     endpoint_url = "http://minio:9000"  # optional (S3-compatible stores)
 
-Invariants kept here:
+This module holds their configuration and the transfers; the two kinds of remote, their
+layout (that of the local store) and how nothing partial is ever visible on them are in
+``blobstore``. Invariants kept here:
 
-* **nothing partial is visible**: a directory remote writes ``tmp/<name>``, fsyncs it and
-  links it into ``objects/`` (first writer wins); other non-object-store filesystems upload
-  to ``tmp/`` and rename; object stores (S3, GCS, Azure) take the final key in one PUT,
-  which they only expose once complete;
 * **verify before use**: every chunk is hashed before it is uploaded and after it is
-  downloaded (before it is stored); a mismatch is an :class:`IntegrityError`;
+  downloaded (before it is stored); a mismatch is an :class:`IntegrityError`, and so is a
+  chunk's name on a directory remote holding a symlink, FIFO or device;
 * **bounded retries**: transient failures are retried with exponential backoff, a fixed
   number of times, then reported as :class:`RemoteError`;
 * **only our own garbage**: a push to a directory remote removes abandoned uploads older
   than an hour: only regular files in ``<url>/tmp`` named like ours (never following a
   symlink), whoever else uses ``<url>/tmp``.
 
-The two kinds of remote (a directory; any fsspec filesystem) are in ``blobstore``; this
-module holds their configuration and the transfers. fsspec is imported only when a
-non-directory remote is first used, so ``import uniflow`` never loads it.
+fsspec is imported only when a non-directory remote is first used, so ``import uniflow``
+never loads it.
 """
 
 from __future__ import annotations
@@ -49,8 +41,7 @@ import blake3
 
 from .._config import Config, ConfigSource, RemoteSpec
 from .._errors import CorruptChunkError, IntegrityError, NotFoundError, RemoteError, UniflowError, UsageError
-from .._fsio import read_full
-from .._ingest import fd_stamp
+from .._ingest import fd_stamp, read_full
 from .._naming import validate_digest
 from .._reports import ChunkStats
 from .._store import CHUNK_PARAMS
@@ -187,7 +178,6 @@ def remove_remote(source: ConfigSource, name: str) -> RemoteSpec:
     return spec
 
 
-# ---------------------------------------------------------------------- backends
 # ---------------------------------------------------------------------- transfers
 # Errors a retry cannot fix (missing path, refused access, bad argument): reported at once.
 _PERMANENT = (
@@ -364,9 +354,8 @@ def _copy_from_local(
     buf = getattr(buffers, "buf", None)
     if buf is None:
         buf = buffers.buf = bytearray(CHUNK_PARAMS["max_size"] + 1)
-    try:
-        fd = os.open(remote.objects / digest[:2] / digest[2:], os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    fd = remote.open_chunk(digest)
+    if fd is None:
         return 0
     try:
         stamp = fd_stamp(fd)

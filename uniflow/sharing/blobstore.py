@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .._config import RemoteSpec
-from .._errors import RemoteError
+from .._errors import IntegrityError, RemoteError
 from .._naming import validate_digest
+from .._safefs import NotRegularFile, open_regular
 from .._store import fsync_dir, write_immutable
 
 __all__ = ["TMP_PREFIX", "BlobRemote", "FsspecRemote", "LocalRemote", "is_local", "open_remote"]
@@ -110,11 +111,24 @@ class LocalRemote:
         except FileNotFoundError:
             pass
 
-    def get(self, digest: str) -> bytes | None:
+    def open_chunk(self, digest: str) -> int | None:
+        """A read-only descriptor of chunk ``digest``'s file; None if the remote lacks it. The
+        directory is not ours: a name holding a symlink, FIFO or device is refused (never
+        followed, waited on or read) with :class:`IntegrityError`."""
         try:
-            return self._path(digest).read_bytes()
-        except FileNotFoundError:
+            return open_regular(self._path(digest))
+        except NotRegularFile as exc:
+            raise IntegrityError(
+                f"chunk {digest[:16]} on blob remote {self.name!r} ({self.url}) is a {exc.what}, "
+                "not a regular file; it was not stored"
+            ) from None
+
+    def get(self, digest: str) -> bytes | None:
+        fd = self.open_chunk(digest)
+        if fd is None:
             return None
+        with open(fd, "rb", buffering=0) as f:  # a regular file: its read ends
+            return f.read()
 
     def clean_tmp(self, older_than: float = 3600.0) -> int:
         """Remove uploads abandoned by a killed push more than ``older_than`` seconds ago:

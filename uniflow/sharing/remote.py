@@ -44,12 +44,11 @@ from .._errors import (
     UniflowError,
     UsageError,
 )
-from .._fsio import read_full
-from .._ingest import fd_digest
+from .._ingest import fd_digest, read_full
 from .._naming import validate_relpath
 from .._objcache import cache_home
 from .._repo import Repository
-from .._safefs import DirTree, open_root
+from .._safefs import DirTree, NotRegularFile, open_regular, open_root
 from .._store import ChunkRef, FileRecord, ObjectStore, ProgressFn, fsync_dir, os_reason
 from .blobs import (
     JOBS,
@@ -442,13 +441,13 @@ def _read_verified(
     path: Path, c: ChunkRef, cache: ObjectStore | None = None
 ) -> tuple[memoryview | None, bool]:
     """``(bytes, True)`` when the file at ``path`` holds exactly chunk ``c``; ``(None, False)``
-    when it is absent; ``(None, True)`` when it holds anything else. With ``cache`` (a chunk
-    read from a directory blob remote), verified bytes are kept in that cache: the very file
-    read, hard-linked, when the cache is on the same filesystem, else a copy."""
+    when it is absent; ``(None, True)`` when it holds anything else; :class:`NotRegularFile`
+    for a symlink, FIFO or device (never followed, waited on or read). With ``cache`` (a
+    chunk read from a directory blob remote), verified bytes are kept in that cache: the very
+    file read, hard-linked, when the cache is on the same filesystem, else a copy."""
     view = _buffer(c.size + 1)  # one byte more: a longer file is caught too
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    fd = open_regular(path)
+    if fd is None:
         return None, False
     try:
         n = read_full(fd, view)
@@ -467,7 +466,10 @@ def _chunk_bytes(
 ) -> memoryview | bytes | None:
     """The verified bytes of chunk ``c``: from the cache, else from the first blob remote that
     has it (verified on arrival, then kept in the cache); None when no remote has it."""
-    data, present = _read_verified(store.object_path(c.digest), c)
+    try:
+        data, present = _read_verified(store.object_path(c.digest), c)
+    except NotRegularFile:
+        data, present = None, True  # not what the cache writes: dropped, fetched again
     if data is not None:
         return data
     if present:
@@ -477,7 +479,14 @@ def _chunk_bytes(
     for remote in fetcher.remotes():
         got: memoryview | bytes | None
         if isinstance(remote, LocalRemote):
-            got, present = _read_verified(remote.objects / c.digest[:2] / c.digest[2:], c, store)
+            try:
+                got, present = _read_verified(remote.objects / c.digest[:2] / c.digest[2:], c, store)
+            except NotRegularFile as exc:
+                raise CorruptChunkError(
+                    f"chunk {c.digest[:16]} on blob remote {remote.name!r} ({remote.url}) is a "
+                    f"{exc.what}, not a regular file ({where}); it was not stored",
+                    c.digest,
+                ) from None
             if got is None and not present:
                 continue
             if got is not None:
