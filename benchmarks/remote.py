@@ -18,10 +18,21 @@ import subprocess
 import time
 from pathlib import Path
 
-from benchmarks.harness import Results, fsync_path, git_env, git_repo, log, rmtree, run, sync, wall
+from benchmarks.harness import (
+    MODEL_NAME,
+    Results,
+    fsync_path,
+    git_env,
+    git_repo,
+    log,
+    rmtree,
+    run,
+    sync,
+    wall,
+)
 
 REMOTE_KEYS = ["cp_1g", "cp_1g_fsync", "get_1g", "get_1g_cached", "resolve_ms"]
-NAME = "bench_model"
+NAME = MODEL_NAME
 SCHEMA = 1
 
 

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from benchmarks.commands import cli_command
 from benchmarks.harness import (
     MODEL_NAME,
     Results,
+    fsync_path,
     git_repo,
     log,
     median,
@@ -39,9 +39,7 @@ def bench_scaling(res: Results, cache: Path, work: Path, max_mib: int, max_versi
         sync()
         t0 = time.perf_counter()
         run(["cp", str(f), str(dst)])
-        fd = os.open(dst, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
+        fsync_path(dst)
         cp = time.perf_counter() - t0
         dst.unlink()
         repo = git_repo(work / "scale")

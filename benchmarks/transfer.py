@@ -40,9 +40,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Results, fsync_path, git_env, git_repo, log, rmtree, run, sync
+from benchmarks.harness import MODEL_NAME, Results, fsync_path, git_env, git_repo, log, rmtree, run, sync
 
-NAME = "bench_model"
+NAME = MODEL_NAME
 GIB = 1 << 30
 BUCKET = "bench"
 INTERNAL = "HTTP_X_BENCH"  # requests of this module itself (bucket creation): not counted
