@@ -479,3 +479,31 @@ def test_a_remote_chunk_that_is_no_regular_file_is_refused_without_hanging(tmp_p
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "not a regular file" in lines[0], r.stderr
     assert not open_registry(b).store.has(victim.parent.name + victim.name)
+
+
+@pytest.mark.parametrize("where", ["fanout", "objects", "tmp"])
+def test_push_never_writes_through_a_symlink_planted_in_the_directory_remote(tmp_path: Path, where: str) -> None:
+    """Whoever can write the blob remote's directory can plant a link where uniflow creates
+    files (``objects/ab``, ``objects``, ``tmp``). Push refuses with one line and writes nothing
+    at the link's target; the remote's root itself may be reached through a symlink."""
+    bare, a = shared_setup(tmp_path, blob_url=str(tmp_path / "blobs-link"))
+    real = tmp_path / "blobs-real"
+    real.mkdir()
+    (tmp_path / "blobs-link").symlink_to(real)  # the root: the user's choice, followed
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ra = open_registry(a)
+    ra.register(str(model_dir(tmp_path / "src", 1, seed=8)), "m", version="v1.0.0")
+    if where == "fanout":
+        (real / "objects").mkdir()
+        for i in range(256):
+            (real / "objects" / f"{i:02x}").symlink_to(elsewhere)
+    elif where == "objects":
+        (real / "objects").symlink_to(elsewhere)
+    else:
+        (real / "tmp").symlink_to(elsewhere)
+    r = cli(a, "push", code=None)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "symlink" in lines[0], r.stderr
+    assert list(elsewhere.iterdir()) == []

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from .._config import RemoteSpec
 from .._errors import IntegrityError, RemoteError
 from .._naming import validate_digest
-from .._safefs import NotRegularFile, open_regular
+from .._safefs import NotRegularFile, first_link, open_regular
 from .._store import fsync_dir, write_immutable
 
 __all__ = ["TMP_PREFIX", "BlobRemote", "FsspecRemote", "LocalRemote", "is_local", "open_remote"]
@@ -73,6 +73,28 @@ class LocalRemote:
         self.root = root
         self.objects = root / "objects"
         self.tmp = root / "tmp"  # shared with anybody: only .uniflow-up-* names are ours
+        self._checked: set[Path] = set()  # directories seen to be real, with none but real above
+
+    def _real_dir(self, d: Path) -> None:
+        """Create the directory ``d`` below the root if need be, and refuse it if it or one
+        between it and the root is a symlink or no directory: files are only ever created in
+        the remote's own directories (its root may be reached through links: the user chose
+        it)."""
+        if d in self._checked:
+            return
+        base = self.root.resolve()
+        real = base / d.relative_to(self.root)
+        for again in (False, True):  # before creating anything, and once it exists
+            bad = first_link(base, real)
+            if bad is not None:
+                what = "a symlink" if bad.is_symlink() else "not a directory"
+                raise RemoteError(
+                    f"{bad} in blob remote {self.name!r} ({self.url}) is {what}: uniflow never "
+                    "writes through links in a blob remote; remove it"
+                )
+            if not again:
+                real.mkdir(parents=True, exist_ok=True)
+        self._checked.add(d)
 
     def _path(self, digest: str) -> Path:
         validate_digest(digest, "chunk digest")
@@ -98,8 +120,8 @@ class LocalRemote:
         final = self._path(digest)
         if final.exists():
             return False
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        self._real_dir(final.parent)
+        self._real_dir(self.tmp)
         created = write_immutable(final, self.tmp, data, _tmp_name(digest), src=src)
         fsync_dir(final.parent)
         return created
