@@ -30,6 +30,16 @@ def _objects(blobs: Path) -> list[Path]:
     return sorted(p for p in (blobs / "objects").rglob("*") if p.is_file())
 
 
+def _pushed_chunk(tmp_path: Path, seed: int) -> tuple[Path, Path]:
+    """Model ``m`` v1.0.0 (two one-chunk files) registered in clone ``a`` and pushed; the bare
+    repository and the first chunk file on the directory blob remote."""
+    bare, a = shared_setup(tmp_path)
+    ra = open_registry(a)
+    ra.register(str(model_dir(tmp_path / "src", 2, seed=seed)), "m", version="v1.0.0")
+    ra.push()
+    return bare, _objects(tmp_path / "blobs")[0]
+
+
 def test_two_clones_push_pull_and_refused_stale_promotion(tmp_path: Path) -> None:
     bare, a = shared_setup(tmp_path)
     blobs = tmp_path / "blobs"
@@ -170,12 +180,7 @@ def test_interrupted_push_resumes_sending_only_what_is_missing(tmp_path: Path) -
 
 
 def test_corrupted_remote_chunk_is_refused(tmp_path: Path) -> None:
-    bare, a = shared_setup(tmp_path)
-    blobs = tmp_path / "blobs"
-    ra = open_registry(a)
-    ra.register(str(model_dir(tmp_path / "src", 2, seed=3)), "m", version="v1.0.0")
-    ra.push()
-    victim = _objects(blobs)[0]
+    bare, victim = _pushed_chunk(tmp_path, seed=3)
     victim.chmod(stat.S_IWUSR | stat.S_IRUSR)
     data = bytearray(victim.read_bytes())
     data[100] ^= 0xFF
@@ -453,17 +458,12 @@ def _rewrite_the_first_source_copied(monkeypatch: pytest.MonkeyPatch, under: Pat
 
 
 @pytest.mark.parametrize("plant", ["fifo", "device", "symlink"])
-def test_a_remote_chunk_that_is_no_regular_file_is_refused_without_hanging(tmp_path: Path, plant: str) -> None:
+def test_a_remote_chunk_that_is_no_regular_file_is_refused_at_once(tmp_path: Path, plant: str) -> None:
     """A directory remote is hostile input: a chunk's name may hold a FIFO (opening it would
     wait for a writer forever), a link to a device (reading it would never end) or a link to
     some other file. Pull refuses the chunk with one line, in bounded time, stores nothing
     under its name, and never reads through the link."""
-    bare, a = shared_setup(tmp_path)
-    blobs = tmp_path / "blobs"
-    ra = open_registry(a)
-    ra.register(str(model_dir(tmp_path / "src", 2, seed=4)), "m", version="v1.0.0")
-    ra.push()
-    victim = _objects(blobs)[0]
+    bare, victim = _pushed_chunk(tmp_path, seed=4)
     good = victim.read_bytes()
     victim.unlink()
     if plant == "fifo":
@@ -482,7 +482,7 @@ def test_a_remote_chunk_that_is_no_regular_file_is_refused_without_hanging(tmp_p
 
 
 @pytest.mark.parametrize("where", ["fanout", "objects", "tmp"])
-def test_push_never_writes_through_a_symlink_planted_in_the_directory_remote(tmp_path: Path, where: str) -> None:
+def test_push_never_writes_through_a_link_planted_in_the_directory_remote(tmp_path: Path, where: str) -> None:
     """Whoever can write the blob remote's directory can plant a link where uniflow creates
     files (``objects/ab``, ``objects``, ``tmp``). Push refuses with one line and writes nothing
     at the link's target; the remote's root itself may be reached through a symlink."""
