@@ -221,7 +221,7 @@ def _pandas() -> Any:
     try:
         import pandas
     except ImportError:
-        raise ModuleNotFoundError("this needs pandas: pip install 'uniflow[notebook]'") from None
+        raise ModuleNotFoundError("this needs pandas: pip install 'uniflow-registry[notebook]'") from None
     return pandas
 
 
@@ -291,7 +291,7 @@ def plot_metric(versions: Sequence[ModelVersion], metric: str, events: Sequence[
     try:
         from matplotlib.lines import Line2D
     except ImportError:
-        raise ModuleNotFoundError("plot needs matplotlib: pip install 'uniflow[notebook]'") from None
+        raise ModuleNotFoundError("plot needs matplotlib: pip install 'uniflow-registry[notebook]'") from None
     points = _metric_points(versions, metric)
     if not points:
         known = sorted({str(k) for mv in versions for k in mv.metrics})

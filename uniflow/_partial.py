@@ -171,7 +171,7 @@ def to_array(t: TensorInfo, buf: bytearray, use_torch: bool) -> Any:
             import torch
         except ImportError:
             raise SerializationError(
-                "this version holds torch tensors; install uniflow[torch] to load them"
+                "this version holds torch tensors; install uniflow-registry[torch] to load them"
             ) from None
         dtype = getattr(torch, _TORCH[t.dtype], None)
         if dtype is None:
@@ -182,10 +182,12 @@ def to_array(t: TensorInfo, buf: bytearray, use_torch: bool) -> Any:
     try:
         import numpy as np
     except ImportError:
-        raise SerializationError("loading tensors needs numpy or torch; install uniflow[torch]") from None
+        raise SerializationError(
+            "loading tensors needs numpy or torch; install uniflow-registry[torch]"
+        ) from None
     if t.dtype not in _NUMPY:
         raise SerializationError(
-            f"tensor {t.name!r} has dtype {t.dtype}, which needs torch; install uniflow[torch]"
+            f"tensor {t.name!r} has dtype {t.dtype}, which needs torch; install uniflow-registry[torch]"
         )
     return np.frombuffer(buf, dtype=np.dtype(_NUMPY[t.dtype])).reshape(t.shape)
 
@@ -198,7 +200,7 @@ def _as_float(t: TensorInfo, buf: bytearray) -> Any:
         import torch
     except ImportError:
         raise SerializationError(
-            f"statistics of {t.dtype} tensors need torch; install uniflow[torch]"
+            f"statistics of {t.dtype} tensors need torch; install uniflow-registry[torch]"
         ) from None
 
     return to_array(t, buf, True).to(dtype=torch.float64).numpy()

@@ -21,7 +21,9 @@ __all__ = ["ui_cmd"]
 def _require(*modules: str) -> None:
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise CliError(f"uniflow ui needs {', '.join(missing)}: pip install 'uniflow[ui]'", exit_code=2)
+        raise CliError(
+            f"uniflow ui needs {', '.join(missing)}: pip install 'uniflow-registry[ui]'", exit_code=2
+        )
 
 
 @click.command("ui")

@@ -156,7 +156,9 @@ def _yaml_at(root: Path, commit: str, path: str) -> Any:
     try:
         import yaml
     except ImportError as exc:
-        raise UsageError("importing from GTO needs the gto extra: pip install 'uniflow[gto]'") from exc
+        raise UsageError(
+            "importing from GTO needs the gto extra: pip install 'uniflow-registry[gto]'"
+        ) from exc
     try:
         return yaml.safe_load(data)
     except yaml.YAMLError as exc:

@@ -1,6 +1,6 @@
 """``uniflow import mlflow``: an MLflow Model Registry, read through MLflow's own client.
 
-Needs the ``mlflow`` extra (``pip install 'uniflow[mlflow]'``), imported only when an import
+Needs the ``mlflow`` extra (``pip install 'uniflow-registry[mlflow]'``), imported only when an import
 runs. Every registered model (or the names given) and every version, oldest first, becomes
 a uniflow version: the files of the version's artifacts (downloaded by MLflow into a fresh
 directory under ``.uniflow/tmp``, stored as a directory model, never unpickled); the source
@@ -50,7 +50,7 @@ def _client(tracking_uri: str | None, registry_uri: str | None) -> Any:
         from mlflow import MlflowClient
     except ImportError as exc:
         raise UsageError(
-            "importing from MLflow needs the mlflow extra: pip install 'uniflow[mlflow]'"
+            "importing from MLflow needs the mlflow extra: pip install 'uniflow-registry[mlflow]'"
         ) from exc
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
 
