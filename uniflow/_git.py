@@ -19,6 +19,7 @@ import os
 import random
 import subprocess
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -157,6 +158,7 @@ class GitRepo:
         self.workdir = Path(workdir).resolve()
         self.git_dir = git_dir
         self._dulwich: Repo | None = None
+        self._closer: weakref.finalize[Any, Any] | None = None
 
     @property
     def _repo(self) -> Any:  # dulwich.repo.Repo; its NewType refs (Ref, ObjectID) are plain bytes here
@@ -172,14 +174,20 @@ class GitRepo:
             store: Any = repo.object_store
             if hasattr(store, "fsync_object_files"):
                 store.fsync_object_files = True
+            # The pack files are closed when this object is collected, or at exit (finalizers
+            # run before the interpreter tears its modules down): never by dulwich's __del__
+            # at shutdown, which cannot import what it needs then and prints "Exception
+            # ignored ... sys.meta_path is None" for every pack, index and store.
+            self._closer = weakref.finalize(self, repo.close)
             self._dulwich = repo
         return self._dulwich
 
     def close(self) -> None:
         """Close dulwich's open pack files; the repository reopens on next use."""
-        if self._dulwich is not None:
-            self._dulwich.close()
-            self._dulwich = None
+        if self._closer is not None:
+            self._closer()  # calls repo.close() once and detaches the finalizer
+            self._closer = None
+        self._dulwich = None
 
     # ------------------------------------------------------------------ discovery
     find_workdir = staticmethod(find_workdir)
@@ -190,7 +198,7 @@ class GitRepo:
 
         path.mkdir(parents=True, exist_ok=True)
         try:
-            Repo.init(str(path))
+            Repo.init(str(path)).close()
         except OSError as exc:
             raise RepositoryError(f"cannot create a git repository in {path}: {exc.strerror}") from exc
         return cls(path)
