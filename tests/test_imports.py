@@ -53,6 +53,9 @@ PUBLIC = {
     "LifecycleConflictError",
     "PolicyError",
     "ReadOnlyRegistryError",
+    "LfsPointerError",
+    "UniflowWarning",
+    "LfsPointerWarning",
 }
 
 

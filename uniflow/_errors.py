@@ -11,6 +11,7 @@ code the command line uses, so the CLI has exactly one error handler::
     │   ├── InvalidVersionError                not a semantic version
     │   ├── InvalidStageError                  unknown stage
     │   └── InvalidPathError                   path missing / outside the tree
+    │       └── LfsPointerError                register strict: a file is a Git LFS pointer
     ├── NotFoundError                 exit 3
     │   ├── ModelNotFoundError
     │   ├── VersionNotFoundError
@@ -29,6 +30,11 @@ code the command line uses, so the CLI has exactly one error handler::
     │   ├── PushRejectedError                  non-fast-forward: pull first
     │   └── LifecycleConflictError             pull: both sides changed a version or stage
     └── PolicyError                   exit 10  a promotion rule did not hold
+
+Warnings (the ``warnings`` module; the CLI prints them as ``warning: ...`` on stderr)::
+
+    UniflowWarning(UserWarning)
+    └── LfsPointerWarning                      register: a file is a Git LFS pointer, not content
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ __all__ = [
     "InvalidVersionError",
     "InvalidStageError",
     "InvalidPathError",
+    "LfsPointerError",
     "NotFoundError",
     "ModelNotFoundError",
     "VersionNotFoundError",
@@ -63,6 +70,8 @@ __all__ = [
     "PushRejectedError",
     "LifecycleConflictError",
     "PolicyError",
+    "UniflowWarning",
+    "LfsPointerWarning",
 ]
 
 
@@ -101,6 +110,10 @@ class InvalidStageError(UsageError):
 
 class InvalidPathError(UsageError):
     pass
+
+
+class LfsPointerError(InvalidPathError):
+    """``register(..., strict=True)``: a file of the model is a Git LFS pointer, not its content."""
 
 
 class NotFoundError(UniflowError):
@@ -234,3 +247,11 @@ class PolicyError(UniflowError):
     def __init__(self, message: str, report: PromoteReport | None = None) -> None:
         super().__init__(message)
         self.report: PromoteReport | None = report
+
+
+class UniflowWarning(UserWarning):
+    """Something a caller should know about an operation that succeeded."""
+
+
+class LfsPointerWarning(UniflowWarning):
+    """A registered file is a Git LFS pointer file (the content was never fetched)."""
