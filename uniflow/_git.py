@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._errors import ConcurrencyError, IntegrityError, RepositoryError
 from ._paths import find_workdir
+from ._refs import STAGES_PREFIX, TAGS_PREFIX
 from ._refscan import git_dir_of, read_ref, scan_refs
 from ._store import os_reason, write_immutable
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:  # dulwich loads on first object access, not at import (CLI st
     from dulwich.objects import Blob, Commit, Tag, Tree
     from dulwich.repo import Repo
 
-__all__ = ["LOCK_TIMEOUT", "GitRepo", "Identity"]
+__all__ = ["LOCK_TIMEOUT", "TAG_VALUED_PREFIXES", "GitRepo", "Identity"]
 
 #: how long a ref or object write waits on another writer's lock before giving up (seconds)
 LOCK_TIMEOUT = 30.0
@@ -42,6 +43,14 @@ LOCK_TIMEOUT = 30.0
 STALE_LOCK_AGE = 10.0
 
 log = logging.getLogger("uniflow")
+
+#: refs whose value is an annotated tag: version tags and stage pointers. git reads every
+#: reflog entry as a commit, so ``git gc`` reports "Object ... not a commit" and "is a
+#: commit, not a tag" for each line of their reflogs; git keeps none for tags by default,
+#: and uniflow never keeps one for these refs
+TAG_VALUED_PREFIXES = (TAGS_PREFIX + "/", STAGES_PREFIX + "/")
+#: what git logs when ``core.logAllRefUpdates`` is true, its default in a work tree (and HEAD)
+_LOGGED_BY_DEFAULT = ("refs/heads/", "refs/remotes/", "refs/notes/")
 
 T = TypeVar("T")
 
@@ -136,6 +145,15 @@ def _break_stale_lock(lockfile: str | bytes) -> bool:
         return True
     os.unlink(aside)
     log.warning("uniflow: removed stale lock %s left by a writer that died %.0fs ago", path, age)
+    return True
+
+
+def _rmdir_quietly(path: Path) -> bool:
+    """Remove ``path`` if it is an empty directory; False if it is not (or is gone)."""
+    try:
+        path.rmdir()
+    except OSError:
+        return False
     return True
 
 
@@ -411,13 +429,11 @@ class GitRepo:
 
     def create_ref(self, name: str, sha: str, message: str = "uniflow") -> bool:
         """Create ``name`` only if it does not exist (``add_if_new``)."""
-        ident = self._reflog_ident()
+        ident, msg = self._reflog_ident(), self._reflog_message(name, message)
         return bool(
             _with_lock_retry(
                 f"ref {name}",
-                lambda: self._repo.refs.add_if_new(
-                    name.encode(), sha.encode(), committer=ident, message=message.encode()
-                ),
+                lambda: self._repo.refs.add_if_new(name.encode(), sha.encode(), committer=ident, message=msg),
             )
         )
 
@@ -425,22 +441,112 @@ class GitRepo:
         """Move ``name`` from ``old`` to ``new``; ``old=None`` means the ref must not exist."""
         if old is None:
             return self.create_ref(name, new, message)
-        ident = self._reflog_ident()
+        ident, msg = self._reflog_ident(), self._reflog_message(name, message)
         return bool(
             _with_lock_retry(
                 f"ref {name}",
                 lambda: self._repo.refs.set_if_equals(
-                    name.encode(), old.encode(), new.encode(), committer=ident, message=message.encode()
+                    name.encode(), old.encode(), new.encode(), committer=ident, message=msg
                 ),
             )
         )
 
     def delete_ref(self, name: str, old: str) -> bool:
-        return bool(
+        """Delete ``name`` if it still points at ``old``; its reflog goes with it (as in git)."""
+        self._sweep_tag_reflogs()
+        deleted = bool(
             _with_lock_retry(
                 f"ref {name}", lambda: self._repo.refs.remove_if_equals(name.encode(), old.encode())
             )
         )
+        if deleted:
+            self._remove_reflog(name)
+        return deleted
+
+    # ------------------------------------------------------------------ reflogs
+    def _reflog_message(self, name: str, message: str) -> bytes | None:
+        """The reflog message of a write to ``name``; None writes no reflog line (dulwich logs
+        only when given a message). A reflog is kept where git would keep one: never for a
+        ref holding a tag (see TAG_VALUED_PREFIXES); else when ``core.logAllRefUpdates`` is
+        ``always``, or ``true`` (git's default in a work tree) and ``name`` is a branch,
+        remote-tracking ref or note, or when the ref already has a reflog (git appends to it)."""
+        self._sweep_tag_reflogs()
+        if name.startswith(TAG_VALUED_PREFIXES):
+            return None
+        mode = self._log_all_ref_updates()
+        if mode == "always" or mode == "true" and name.startswith(_LOGGED_BY_DEFAULT):
+            return message.encode()
+        return message.encode() if (self.git_dir / "logs" / name).is_file() else None
+
+    def _log_all_ref_updates(self) -> str:
+        """git's ``core.logAllRefUpdates``: ``always``, ``true`` or ``false`` (unset or not
+        understood: ``false`` in a bare repository, else ``true``, as git reads it)."""
+        cached: str | None = getattr(self, "_log_mode", None)
+        if cached is not None:
+            return cached
+        try:
+            raw = self._repo.get_config_stack().get((b"core",), b"logAllRefUpdates").decode().strip().lower()
+        except (KeyError, OSError, UnicodeDecodeError):
+            raw = ""
+        if raw == "always":
+            mode = "always"
+        elif raw in ("true", "yes", "on", "1"):
+            mode = "true"
+        elif raw in ("false", "no", "off", "0"):
+            mode = "false"
+        else:
+            mode = "false" if self._repo.bare else "true"
+        self._log_mode = mode
+        return mode
+
+    def remove_tag_reflogs(self) -> list[str]:
+        """Remove every reflog of a version tag or stage pointer (uniflow up to 0.2.0 wrote
+        them; ``git gc`` reports an error for each of their lines). Returns the names of the
+        refs whose reflog was removed. An unremovable one is a :class:`RepositoryError`."""
+        logs = self.git_dir / "logs"
+        removed: list[str] = []
+        for prefix in TAG_VALUED_PREFIXES:
+            top = logs / prefix.rstrip("/")
+            if top.is_symlink() or not top.is_dir():
+                continue
+            for dirpath, _dirs, files in os.walk(top, topdown=False):  # never follows links
+                for f in files:
+                    path = Path(dirpath, f)
+                    try:
+                        path.unlink(missing_ok=True)
+                    except OSError as exc:
+                        raise RepositoryError(f"cannot remove the reflog {path}: {os_reason(exc)}") from exc
+                    removed.append(path.relative_to(logs).as_posix())
+                _rmdir_quietly(Path(dirpath))
+        return sorted(removed)
+
+    def _sweep_tag_reflogs(self) -> None:
+        """Before this object's first ref write: remove the tag reflogs older uniflow wrote."""
+        if getattr(self, "_swept", False):
+            return
+        self._swept = True
+        try:
+            removed = self.remove_tag_reflogs()
+        except RepositoryError as exc:  # hygiene only: the write itself goes ahead
+            log.warning("uniflow: %s", exc)
+            return
+        if removed:
+            log.info("uniflow: removed %d reflog(s) of version tags and stage pointers", len(removed))
+
+    def _remove_reflog(self, name: str) -> None:
+        """Remove the reflog of deleted ref ``name`` and the directories it leaves empty."""
+        logs = self.git_dir / "logs"
+        path = logs / name
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("uniflow: cannot remove the reflog %s: %s", path, os_reason(exc))
+            return
+        parent = path.parent
+        while parent != logs / "refs" and logs in parent.parents:  # bounded by the name's depth
+            if not _rmdir_quietly(parent):
+                break
+            parent = parent.parent
 
     def _reflog_ident(self) -> bytes:
         name, email = self.identity()
