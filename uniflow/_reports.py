@@ -194,7 +194,7 @@ class PullReport:
 
 # ---------------------------------------------------------------------- promote on merge
 #: what promote on merge did with one rule
-PromoteStatus = Literal["promoted", "would-promote", "already", "failed", "no-candidate"]
+PromoteStatus = Literal["promoted", "would-promote", "already", "failed", "no-candidate", "unmatched"]
 
 
 @dataclass(frozen=True)
@@ -242,6 +242,11 @@ class PromoteReport:
     def failures(self) -> tuple[PromoteResult, ...]:
         """The results whose candidate failed its rule."""
         return tuple(r for r in self.results if r.status == "failed")
+
+    @property
+    def unmatched(self) -> tuple[PromoteResult, ...]:
+        """The results whose rule's ``from`` stage holds a version the range did not match."""
+        return tuple(r for r in self.results if r.status == "unmatched")
 
     @property
     def ok(self) -> bool:
