@@ -12,13 +12,21 @@ import os
 import platform
 import shutil
 import sys
+import warnings
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import _tensors, _testhooks
-from ._errors import InvalidPathError, UniflowError, UsageError, VersionExistsError
+from . import _lfs, _tensors, _testhooks
+from ._errors import (
+    InvalidPathError,
+    LfsPointerError,
+    LfsPointerWarning,
+    UniflowError,
+    UsageError,
+    VersionExistsError,
+)
 from ._lifecycle import LifecycleState, register_transition
 from ._manifest import MANIFEST_FORMAT, content_digest, file_entry, json_safe
 from ._naming import next_version, validate_key, validate_model_name, validate_version, version_sort_key
@@ -50,6 +58,7 @@ def register_version(
     lineage: dict[str, Any] | None = None,
     progress: ProgressFn | None = None,
     provenance: Provenance | None = None,
+    strict: bool = False,
 ) -> str:
     """Store ``model`` as a version of ``name`` and return the version string chosen.
 
@@ -71,6 +80,8 @@ def register_version(
         work = repo.store.tmp_path("ser")
         try:
             files, serializer, meta, fw = _collect(model, framework, trust, work)
+            if isinstance(model, (str, os.PathLike)):
+                _check_lfs_pointers(files, strict)
             entries = _store_files(repo, files, progress, pin, _known_digests(repo, name))
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -145,6 +156,22 @@ def _collect(
     work.mkdir(parents=True)
     meta = ser.save(model, work, trust=trust)
     return list(_walk(work)), ser.name, meta, fw
+
+
+def _check_lfs_pointers(files: list[tuple[str, Path | StreamedFile]], strict: bool) -> None:
+    """Warn (:class:`LfsPointerWarning`), or with ``strict`` refuse before anything is stored
+    (:class:`LfsPointerError`), when files of a model registered from a path are Git LFS
+    pointer files: a clone made without git-lfs, or with ``GIT_LFS_SKIP_SMUDGE=1``."""
+    pointers = _lfs.lfs_pointers([(rel, p) for rel, p in files if isinstance(p, Path)])
+    if not pointers:
+        return
+    what = _lfs.describe(pointers)
+    if strict:
+        raise LfsPointerError(f"{what}: run `git lfs pull` first (refused: strict)")
+    warnings.warn(  # caller of ModelRegistry.register: 4 frames up
+        LfsPointerWarning(f"{what}: registered as it is; run `git lfs pull` and register again"),
+        stacklevel=4,
+    )
 
 
 def _record_register(

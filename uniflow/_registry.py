@@ -127,6 +127,7 @@ class ModelRegistry:
         lineage: dict[str, Any] | None = None,
         progress: ProgressFn | None = None,
         provenance: Provenance | None = None,
+        strict: bool = False,
     ) -> ModelVersion:
         """Store ``model`` (an object, or a path to a file or directory) as a new version.
 
@@ -137,6 +138,8 @@ class ModelRegistry:
         no safe serializer handles; ``lineage`` adds keys to the recorded lineage;
         ``progress(done, total)`` is called as bytes are stored. ``provenance`` (importers)
         gives the original author, time and code commit (:class:`~uniflow._types.Provenance`).
+        A file of a path model that is a Git LFS pointer (a clone without git-lfs) gives a
+        :class:`~uniflow.LfsPointerWarning`; with ``strict=True`` an :class:`~uniflow.LfsPointerError`.
         """
         chosen = register_version(
             self._repo,
@@ -152,6 +155,7 @@ class ModelRegistry:
             lineage=lineage,
             progress=progress,
             provenance=provenance,
+            strict=strict,
         )
         return self.get(name, chosen)
 

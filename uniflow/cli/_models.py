@@ -6,12 +6,13 @@ import contextlib
 import gc
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from .._errors import InvalidPathError
+from .._errors import InvalidPathError, UniflowWarning
 from .._types import show_payload, version_events
 from ._common import CliError, echo_json, fancy, get_registry, json_option, progress_bar, repo_option
 from ._complete import complete_model, complete_stage, complete_version
@@ -308,6 +309,23 @@ def _print_card(mv: ModelVersion, events: list[HistoryEvent]) -> None:
 # --------------------------------------------------------------------------- register
 
 
+@contextlib.contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """Print each :class:`UniflowWarning` raised inside as one ``warning:`` line on stderr
+    (after the progress bar, even when the command fails); other warnings are shown as usual."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UniflowWarning)
+            yield
+    finally:  # the usual warning machinery is back: other warnings go through it
+        for w in caught:
+            if issubclass(w.category, UniflowWarning):
+                click.echo(f"warning: {w.message}", err=True)
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
 @models.command("register")
 @click.argument("path", type=click.Path(), metavar="PATH")
 @click.option("--name", "-n", required=True, shell_complete=complete_model, help="Model name.")
@@ -324,6 +342,11 @@ def _print_card(mv: ModelVersion, events: list[HistoryEvent]) -> None:
     help="A parameter (repeatable); numbers and true/false are converted.",
 )
 @click.option("--description", "-d", help="Free-text description.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse files that are Git LFS pointers (a clone without git-lfs) instead of warning.",
+)
 @json_option
 @repo_option
 def register_cmd(
@@ -335,14 +358,16 @@ def register_cmd(
     tags: tuple[str, ...],
     params: tuple[str, ...],
     description: str | None,
+    strict: bool,
     as_json: bool,
     repo: str | None,
 ) -> None:
     """Register a file or directory as a new version.
 
-    PATH becomes a new version of model --name, in development. Calls
-    ModelRegistry.register(PATH, name=..., version=..., framework=..., metrics=..., tags=...,
-    params=..., description=...).
+    PATH becomes a new version of model --name, in development. A file that is a Git LFS
+    pointer (the content was never fetched) gives a warning, or with --strict an error.
+    Calls ModelRegistry.register(PATH, name=..., version=..., framework=..., metrics=...,
+    tags=..., params=..., description=..., strict=...).
     """
     metric_values = _parse_pairs(metrics, "metric", number=True)
     tag_values = _parse_pairs(tags, "tag")
@@ -350,7 +375,7 @@ def register_cmd(
     if not os.path.lexists(path):
         raise InvalidPathError(f"no such file or directory: {path!r}")
     registry = get_registry(repo)
-    with progress_bar(f"register {name}") as progress:
+    with _warnings_to_stderr(), progress_bar(f"register {name}") as progress:
         mv = registry.register(
             os.path.abspath(path),
             name=name,
@@ -361,6 +386,7 @@ def register_cmd(
             params=param_values or None,
             description=description,
             progress=progress,
+            strict=strict,
         )
     if as_json:
         echo_json(mv.to_dict())
