@@ -305,18 +305,17 @@ def test_pre_push_hook_refuses_when_bytes_cannot_be_uploaded(tmp_path: Path) -> 
     assert "models/m" not in git(bare, "for-each-ref")
 
 
-def test_hooks_install_keeps_a_foreign_hook_unless_forced(tmp_path: Path) -> None:
+def test_hooks_install_chains_a_foreign_hook(tmp_path: Path) -> None:
+    # the hook that was there is kept (byte for byte) and runs first; --force is not needed
     _bare, a = shared_setup(tmp_path)
     hooks = a / ".git" / "hooks"
     hooks.mkdir(exist_ok=True)
     (hooks / "pre-push").write_text("#!/bin/sh\necho mine\n")
-    r = cli(a, "hooks", "install", code=2)
-    assert "kept" in r.stdout and "--force" in r.stderr
-    assert (hooks / "pre-push").read_text() == "#!/bin/sh\necho mine\n"
-    assert "uniflow-hook: post-merge" in (hooks / "post-merge").read_text()
-    cli(a, "hooks", "install", "--force")
+    r = cli(a, "hooks", "install")
+    assert "chained" in r.stdout
     assert "uniflow-hook: pre-push" in (hooks / "pre-push").read_text()
-    assert (hooks / "pre-push.uniflow-backup").read_text() == "#!/bin/sh\necho mine\n"
+    assert (hooks / "pre-push.uniflow-chained").read_text() == "#!/bin/sh\necho mine\n"
+    assert "uniflow-hook: post-merge" in (hooks / "post-merge").read_text()
 
 
 def test_hook_files_match_what_install_writes() -> None:

@@ -18,8 +18,9 @@ from ._format import Cell, human_size, print_line, print_table
 
 if TYPE_CHECKING:
     from .._reports import PromoteReport
+    from ..sharing.gitcmd import FetchConfig
 
-__all__ = ["ci", "hooks", "pull", "push", "remote"]
+__all__ = ["ci", "echo_fetch", "hooks", "pull", "push", "remote"]
 
 
 def _plural(n: int, word: str) -> str:
@@ -247,26 +248,75 @@ def hooks() -> None:
 
 @hooks.command("install")
 @click.option(
-    "--force", is_flag=True, help="Replace existing hooks that are not uniflow's (a backup is kept)."
+    "--force",
+    is_flag=True,
+    help="When a chained hook is already kept and another hook has replaced uniflow's since: "
+    "chain that one and keep the older as <hook>.uniflow-backup.",
 )
 @json_option
 @repo_option
 def hooks_install(force: bool, as_json: bool, repo: str | None) -> None:
-    """Install the pre-push and post-merge hooks into this repository."""
+    """Install the pre-push and post-merge hooks into this repository.
+
+    A hook already there (git-lfs's, your own) is kept as <hook>.uniflow-chained and runs
+    first, with the same arguments and input; `uniflow hooks uninstall` puts it back. Also
+    adds the registry's fetch refspecs to the origin remote, so a plain `git fetch` brings
+    lifecycles and version tags.
+    """
+    from ..sharing.gitcmd import add_fetch_refspecs
     from ..sharing.hooks import install_hooks
 
-    results = install_hooks(get_registry(repo).repository, force=force)
+    repository = get_registry(repo).repository
+    results = install_hooks(repository, force=force)
+    fetch = add_fetch_refspecs(repository.root)
     if as_json:
-        echo_json(results)
+        echo_json(
+            {
+                "hooks": [r.to_dict() for r in results],
+                "fetch": None if fetch is None else {"remote": fetch.remote, "added": list(fetch.added)},
+            }
+        )
     else:
         for r in results:
-            if r["status"] == "kept":
-                click.echo(f"kept {r['path']}: it is not a uniflow hook (use --force to replace it)")
+            if r.status == "conflict":
+                click.echo(f"not installed {r.path}")
+            elif r.status == "chained":
+                click.echo(f"chained {r.path} (the hook that was there runs first: {r.chained})")
             else:
-                click.echo(f"{r['status']} {r['path']}")
-    kept = [r["hook"] for r in results if r["status"] == "kept"]
-    if kept:
-        raise CliError(f"{', '.join(kept)} not installed: a different hook exists; use --force to replace it")
+                click.echo(f"{r.status} {r.path}" + (f" (chained: {r.chained})" if r.chained else ""))
+        echo_fetch(fetch)
+    conflicts = [r for r in results if r.status == "conflict"]
+    if conflicts:
+        raise CliError(conflicts[0].detail)
+
+
+def echo_fetch(fetch: FetchConfig | None) -> None:
+    """Say what `git fetch` brings now (the refspecs ``add_fetch_refspecs`` added)."""
+    if fetch is None:
+        click.echo(
+            "no Git remote origin yet: once there is one, `uniflow hooks install` makes "
+            "`git fetch` bring the registry refs"
+        )
+    elif fetch.added:
+        click.echo(f"git fetch from {fetch.remote!r} now brings the registry refs ({', '.join(fetch.added)})")
+
+
+@hooks.command("uninstall")
+@json_option
+@repo_option
+def hooks_uninstall(as_json: bool, repo: str | None) -> None:
+    """Remove uniflow's hooks and put back the hooks they chained, exactly as they were."""
+    from ..sharing.hooks import uninstall_hooks
+
+    results = uninstall_hooks(get_registry(repo).repository)
+    if as_json:
+        echo_json([r.to_dict() for r in results])
+    else:
+        for r in results:
+            click.echo(r.detail if r.detail else f"{r.status} {r.path}")
+    conflicts = [r for r in results if r.status == "conflict"]
+    if conflicts:
+        raise CliError(conflicts[0].detail)
 
 
 @hooks.group("run", hidden=True)
@@ -322,7 +372,14 @@ def ci() -> None:
 @click.option("--push", "push_refs", is_flag=True, help="Push the promotions to the Git remote.")
 @click.option("--remote", "remote_name", metavar="NAME", default=None, help="Git remote (default: origin).")
 @click.option("--dry-run", is_flag=True, help="Evaluate the rules, promote nothing.")
-@click.option("--no-fetch", is_flag=True, help="Do not fetch tags and registry refs first.")
+@click.option(
+    "--no-fetch", is_flag=True, help="Fetch nothing (no history, tags or registry refs): use the clone as is."
+)
+@click.option(
+    "--allow-no-match",
+    is_flag=True,
+    help="Exit 0 when a rule's from stage holds a version this merge did not bring.",
+)
 @json_option
 @repo_option
 def promote_on_merge_cmd(
@@ -332,13 +389,17 @@ def promote_on_merge_cmd(
     remote_name: str | None,
     dry_run: bool,
     no_fetch: bool,
+    allow_no_match: bool,
     as_json: bool,
     repo: str | None,
 ) -> None:
-    """Promote the versions registered in BASE..HEAD whose metrics pass the [[promote]] rules.
+    """Promote the versions the merge BASE..HEAD brought whose metrics pass the [[promote]] rules.
 
-    Exits 10 (PolicyError) when a candidate fails a rule, 0 when every candidate was promoted
-    or no rule matched.
+    Works from a shallow CI checkout (fetches the history, tags and registry refs it needs)
+    and after merge commits, squash and rebase merges. Exits 10 (PolicyError) when a
+    candidate fails a rule, or when a rule's from stage holds a version that matches nothing
+    in the range (unless --allow-no-match); 0 when every candidate was promoted or no rule
+    had one.
     """
     from .._errors import PolicyError
     from ..sharing.ci import promote_on_merge
@@ -353,6 +414,7 @@ def promote_on_merge_cmd(
             remote=remote_name,
             fetch=not no_fetch,
             dry_run=dry_run,
+            allow_no_match=allow_no_match,
         )
     except PolicyError as exc:
         if exc.report is not None:
@@ -378,6 +440,8 @@ def _print_report(report: PromoteReport) -> None:
             click.echo(r.detail)
         elif r.status == "failed":
             print_line(Cell(f"{r.model} {r.version}", "bold"), f" NOT promoted to {r.to}: {r.detail}")
+        elif r.status == "unmatched":
+            print_line(Cell(f"{r.model} {r.version}", "bold"), f" NOT matched by rule #{r.rule}: {r.detail}")
     if not acted:
         span = f"{report.base[:12] if report.base else '(root)'}..{report.head[:12]}"
         click.echo(

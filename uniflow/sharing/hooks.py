@@ -5,17 +5,25 @@ model tag being pushed before git sends it; ``post-merge`` fetches the registry 
 Both are tiny shell stubs calling ``uniflow hooks run NAME`` with an isolated interpreter
 (``python -I``), or the ``uniflow`` console script from an absolute PATH entry outside the
 work tree, so no module committed to the work tree can shadow uniflow or its dependencies.
-:func:`install_hooks` copies them into the repository's hooks directory without clobbering
-someone else's hook.
+
+They chain: :func:`install_hooks` keeps a hook that was there before (git-lfs's, a team's
+own) as ``<name>.uniflow-chained``, byte for byte, and the stub runs it first with the same
+arguments and standard input (``pre-push`` buffers git's lines and feeds them to both); its
+failure is the hook's failure. :func:`uninstall_hooks` moves it back. This is pre-commit's
+"migration mode" (``<hook>.legacy``), under a name of uniflow's own so that the two never
+take each other's file; git-lfs itself does not chain (``git lfs install`` refuses a hook
+that is not its own, see docs/sharing.md).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import stat
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +36,17 @@ from .push import blob_remote_for, no_blob_remote, upload_versions
 if TYPE_CHECKING:  # pragma: no cover
     from .._repo import Repository
 
-__all__ = ["HOOK_NAMES", "hook_script", "hooks_dir", "install_hooks", "run_post_merge", "run_pre_push"]
+__all__ = [
+    "CHAINED_SUFFIX",
+    "HOOK_NAMES",
+    "HookResult",
+    "hook_script",
+    "hooks_dir",
+    "install_hooks",
+    "run_post_merge",
+    "run_pre_push",
+    "uninstall_hooks",
+]
 
 log = logging.getLogger("uniflow.hooks")
 ProgressFn = Callable[[int, int], None]
@@ -36,6 +54,10 @@ ProgressFn = Callable[[int, int], None]
 
 # ---------------------------------------------------------------------- hooks
 HOOK_NAMES = ("pre-push", "post-merge")
+#: the hook that was in place before uniflow's, kept next to it and run first
+CHAINED_SUFFIX = ".uniflow-chained"
+#: ``--force`` over a conflict keeps the older chained hook under this name
+BACKUP_SUFFIX = ".uniflow-backup"
 _MARKER = "# uniflow-hook: "
 _PYTHON_LINE = 'UNIFLOW_PYTHON="${UNIFLOW_PYTHON:-}"'
 _HOOK_DOC = {
@@ -61,6 +83,28 @@ _HOOK_FALLBACK = {
     "post-merge": 'echo "uniflow post-merge: uniflow is not installed; registry refs not fetched" '
     ">&2\nexit 0\n",
 }
+# How the hook kept as <name>.uniflow-chained runs before uniflow's own part (uniflow_hook),
+# line by line.
+_HOOK_CHAIN = {
+    # git's lines are read once and fed to both; the old hook's failure refuses the push
+    "pre-push": (
+        "UNIFLOW_INPUT=$(cat; echo .)   # git's lines, kept whole (trailing newlines too) for both",
+        "UNIFLOW_INPUT=${UNIFLOW_INPUT%.}",
+        'printf "%s" "$UNIFLOW_INPUT" | "$UNIFLOW_CHAINED" "$@" || exit $?',
+        'printf "%s" "$UNIFLOW_INPUT" | uniflow_hook "$@"',
+    ),
+    # the merge is done either way: both run; the first failure is the hook's status
+    "post-merge": (
+        '"$UNIFLOW_CHAINED" "$@"',
+        "UNIFLOW_STATUS=$?",
+        '(uniflow_hook "$@") || exit $?',
+        'exit "$UNIFLOW_STATUS"',
+    ),
+}
+
+
+def _indent(text: str) -> str:
+    return "".join(f"    {line}" if line.strip() else line for line in text.splitlines(keepends=True))
 
 
 def hook_script(name: str, python: str | None = None) -> str:
@@ -70,20 +114,15 @@ def hook_script(name: str, python: str | None = None) -> str:
     the current directory, which is the work-tree root when Git runs a hook, nor
     ``PYTHONPATH`` is on ``sys.path``), and the ``uniflow`` console script (whose
     ``sys.path[0]`` is its own bin directory) is used only from an absolute PATH entry
-    outside the work tree, with ``PYTHONPATH`` and ``PYTHONHOME`` unset.
+    outside the work tree, with ``PYTHONPATH`` and ``PYTHONHOME`` unset. The hook kept as
+    ``<name>.uniflow-chained`` (if executable) runs first, as Git would have run it.
     """
     if name not in HOOK_NAMES:
         raise UsageError(f"unknown hook {name!r}: expected one of {', '.join(HOOK_NAMES)}")
     py_line = _PYTHON_LINE
     if python and os.path.isabs(python) and not any(c in python for c in '"$`\\\n'):
         py_line = f'UNIFLOW_PYTHON="${{UNIFLOW_PYTHON:-{python}}}"'
-    return (
-        "#!/bin/sh\n"
-        f"{_MARKER}{name}\n"
-        f"{_HOOK_DOC[name]}"
-        "# Installed by `uniflow hooks install`; see docs/sharing.md. UNIFLOW_NO_HOOKS=1 skips it.\n"
-        "# Runs nothing from this work tree: Python starts isolated (-I), and a `uniflow`\n"
-        "# program is taken only from an absolute PATH entry outside the work tree.\n"
+    own = (
         '[ -n "$UNIFLOW_NO_HOOKS" ] && exit 0\n'
         f"{_HOOK_SKIP.get(name, '')}"
         f"{py_line}\n"
@@ -97,6 +136,22 @@ def hook_script(name: str, python: str | None = None) -> str:
         f'    /*) exec "$UNIFLOW_BIN" hooks run {name} "$@" ;;\n'
         "esac\n"
         f"{_HOOK_FALLBACK[name]}"
+    )
+    return (
+        "#!/bin/sh\n"
+        f"{_MARKER}{name}\n"
+        f"{_HOOK_DOC[name]}"
+        "# Installed by `uniflow hooks install`; see docs/sharing.md. UNIFLOW_NO_HOOKS=1 skips it.\n"
+        f"# A hook that was here before (git-lfs's, say) is kept as {name}{CHAINED_SUFFIX} and\n"
+        "# runs first, with the same arguments and input; `uniflow hooks uninstall` puts it back.\n"
+        "# Runs nothing from this work tree: Python starts isolated (-I), and a `uniflow`\n"
+        "# program is taken only from an absolute PATH entry outside the work tree.\n"
+        "uniflow_hook() {\n"
+        f"{_indent(own)}"
+        "}\n"
+        f'UNIFLOW_CHAINED="$0{CHAINED_SUFFIX}"\n'
+        '[ -x "$UNIFLOW_CHAINED" ] || uniflow_hook "$@"\n'
+        + "".join(f"{line}\n" for line in _HOOK_CHAIN[name])
     )
 
 
@@ -120,14 +175,85 @@ def _isolated_python() -> str:
     return sys.executable
 
 
-def install_hooks(
-    repo: Repository, *, force: bool = False, python: str | None = None
-) -> list[dict[str, str]]:
-    """Install the uniflow hooks; ``[{hook, path, status}]``.
+@dataclass(frozen=True)
+class HookResult:
+    """What ``hooks install`` / ``hooks uninstall`` did to one hook.
 
-    Status: ``installed``, ``updated`` (an older uniflow hook), ``unchanged``, ``kept`` (a
-    different hook exists and ``force`` is false) or ``replaced`` (``force``: the old hook is
-    kept as ``<name>.uniflow-backup``).
+    ``status``: install gives ``installed`` (no hook was there), ``chained`` (the hook that
+    was there is kept as ``chained`` and runs first), ``updated`` (an older uniflow hook),
+    ``unchanged``, or ``conflict`` (nothing written: see ``detail``); uninstall gives
+    ``restored`` (the chained hook is back), ``removed``, ``absent`` (no hook), ``foreign``
+    (a hook that is not uniflow's, left alone) or ``conflict``.
+    """
+
+    hook: str
+    path: str
+    status: str
+    chained: str | None = None
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, str | None]:
+        return asdict(self)
+
+
+def _read(path: Path) -> bytes | None:
+    """The bytes of the hook at ``path``; None if there is none; b"" for a dangling link."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        raise RepositoryError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Same bytes and same permission bits (what "restored exactly" means)."""
+    try:
+        return a.read_bytes() == b.read_bytes() and a.stat().st_mode == b.stat().st_mode
+    except OSError:
+        return False
+
+
+def _keep(path: Path, dest: Path) -> None:
+    """Make ``dest`` another name of the hook at ``path`` (a hard link: same bytes, same mode,
+    the link itself for a symlink), so the hook slot is never empty; a copy where links fail."""
+    try:
+        os.link(path, dest, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError:
+        shutil.copy2(path, dest, follow_symlinks=False)
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``path.1``, ``path.2``... : the first name not taken."""
+    candidate, n = path, 0
+    while os.path.lexists(candidate):  # bounded by the files in the directory
+        n += 1
+        candidate = path.with_name(f"{path.name}.{n}")
+    return candidate
+
+
+def _write_hook(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.uniflow-tmp")
+    try:
+        tmp.write_text(text)
+        tmp.chmod(tmp.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH | stat.S_IRUSR)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise RepositoryError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def install_hooks(repo: Repository, *, force: bool = False, python: str | None = None) -> list[HookResult]:
+    """Install the uniflow hooks, chaining the hooks already there (see the module doc).
+
+    A hook that is not uniflow's is kept as ``<name>.uniflow-chained`` (status
+    ``chained``). If such a file already holds a different hook (someone replaced uniflow's
+    hook since, e.g. ``git lfs update --force``), nothing is written for that hook (status
+    ``conflict``) unless ``force``: then the current hook is chained and the older one kept
+    as ``<name>.uniflow-backup``.
     """
     target = hooks_dir(repo)
     try:
@@ -138,32 +264,68 @@ def install_hooks(
     out = []
     for name in HOOK_NAMES:
         text = hook_script(name, py)
-        path = target / name
-        status = "installed"
-        if path.exists():
+        path, chained = target / name, target / f"{name}{CHAINED_SUFFIX}"
+        current = _read(path)
+        kept = str(chained) if os.path.lexists(chained) else None
+        if current is None:
+            status = "installed"
+        elif current == text.encode():
+            out.append(HookResult(name, str(path), "unchanged", kept))
+            continue
+        elif f"{_MARKER}{name}".encode() in current:
+            status = "updated"
+        else:
+            status = "chained"
             try:
-                old = path.read_text(errors="replace")
+                if kept is not None and not _same_file(path, chained):
+                    if not force:
+                        detail = (
+                            f"{chained} already holds the hook uniflow chains to, and {path} is another "
+                            f"one: merge them into {chained.name} (or use --force to chain {name} and "
+                            f"keep the older one as {name}{BACKUP_SUFFIX})"
+                        )
+                        out.append(HookResult(name, str(path), "conflict", kept, detail))
+                        continue
+                    os.replace(chained, _free_name(target / f"{name}{BACKUP_SUFFIX}"))
+                    kept = None
+                if kept is None:
+                    _keep(path, chained)
             except OSError as exc:
-                raise RepositoryError(f"cannot read {path}: {exc.strerror}") from exc
-            if old == text:
-                status = "unchanged"
-            elif f"{_MARKER}{name}" in old:
-                status = "updated"
-            elif not force:
-                out.append({"hook": name, "path": str(path), "status": "kept"})
+                raise RepositoryError(f"cannot keep {path} as {chained}: {exc.strerror}") from exc
+            kept = str(chained)
+        _write_hook(path, text)
+        out.append(HookResult(name, str(path), status, kept))
+    return out
+
+
+def uninstall_hooks(repo: Repository) -> list[HookResult]:
+    """Remove the uniflow hooks; a hook uniflow chained to is moved back into place, exactly
+    as it was (bytes, mode: it is the same file). A hook that is not uniflow's is left alone."""
+    target = hooks_dir(repo)
+    out = []
+    for name in HOOK_NAMES:
+        path, chained = target / name, target / f"{name}{CHAINED_SUFFIX}"
+        current = _read(path)
+        has_chained = os.path.lexists(chained)
+        ours = current is not None and f"{_MARKER}{name}".encode() in current
+        try:
+            if current is not None and not ours:
+                status, detail = "foreign", f"{path} is not uniflow's hook; left alone"
+                if has_chained:
+                    status = "conflict"
+                    detail = f"{path} is not uniflow's hook, and {chained} is there too: merge them by hand"
+                out.append(HookResult(name, str(path), status, str(chained) if has_chained else None, detail))
                 continue
+            if has_chained:
+                os.replace(chained, path)
+                out.append(HookResult(name, str(path), "restored"))
+            elif current is not None:
+                path.unlink()
+                out.append(HookResult(name, str(path), "removed"))
             else:
-                status = "replaced"
-                os.replace(path, path.with_name(f"{name}.uniflow-backup"))
-        if status != "unchanged":
-            tmp = path.with_name(f".{name}.uniflow-tmp")
-            try:
-                tmp.write_text(text)
-                tmp.chmod(tmp.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH | stat.S_IRUSR)
-                os.replace(tmp, path)
-            except OSError as exc:
-                raise RepositoryError(f"cannot write {path}: {exc.strerror}") from exc
-        out.append({"hook": name, "path": str(path), "status": status})
+                out.append(HookResult(name, str(path), "absent"))
+        except OSError as exc:
+            raise RepositoryError(f"cannot restore {path}: {exc.strerror}") from exc
     return out
 
 
