@@ -7,11 +7,17 @@ Each linter is first shown to reject a broken copy, so a linter that checks noth
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +153,151 @@ def test_zizmor_finds_nothing_in_the_github_template(tmp_path: Path) -> None:
     comments = re.findall(r"#\s*zizmor:\s*ignore\[([\w,-]+)\](.*)", GITHUB.read_text())
     assert sorted(ignored) == sorted(i for ids, _ in comments for i in ids.split(","))
     assert all(len(reason.strip(" -:")) > 10 for _, reason in comments), comments
+
+
+# --- the templates' credential plumbing, run against a Git server that demands the token ---
+
+TOKEN = "ghs_test-token-123"
+
+
+class _GitHTTP(BaseHTTPRequestHandler):
+    """Smart-HTTP Git (``git http-backend``) that answers 401 unless the request carries
+    ``Authorization: Basic base64(x-access-token:TOKEN)``, as GitHub does for a private repo."""
+
+    root = ""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._serve()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._serve()
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        out = b""
+        while size := int(self.rfile.readline().strip() or b"0", 16):
+            out += self.rfile.read(size)
+            self.rfile.readline()
+        self.rfile.readline()
+        return out
+
+    def _serve(self) -> None:
+        scheme, _, creds = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "basic" or base64.b64decode(creds or "=") != f"x-access-token:{TOKEN}".encode():
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = self._body()
+        path, _, query = self.path.partition("?")
+        env = {
+            **os.environ,
+            "GIT_PROJECT_ROOT": self.root,
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "REMOTE_USER": "ci",  # authenticated: http-backend then allows receive-pack
+            "REQUEST_METHOD": self.command,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
+            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+        }
+        out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, timeout=60)
+        head, _, payload = out.stdout.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        status = next((int(v.split()[1]) for v in lines if v.lower().startswith("status:")), 200)
+        self.send_response(status)
+        for line in lines:
+            name, _, value = line.partition(":")
+            if name and name.lower() != "status":
+                self.send_header(name, value.strip())
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+@contextlib.contextmanager
+def _git_http(root: Path) -> Iterator[str]:
+    """Serve the repositories below ``root`` on 127.0.0.1; yields the server URL."""
+    handler = type("Handler", (_GitHTTP,), {"root": str(root)})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def _step(job: str, name_or_text: str) -> str:
+    """The ``run:`` script of the step of ``job`` named so, or whose script contains the text."""
+    for step in _load(GITHUB)["jobs"][job]["steps"]:
+        if step.get("name") == name_or_text or name_or_text in str(step.get("run", "")):
+            return str(step["run"])
+    raise AssertionError(f"no step {name_or_text!r} in job {job}")
+
+
+def _run_step(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **env}
+    return subprocess.run(["bash", "-e", "-c", script], cwd=cwd, env=full, capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL)  # fmt: skip
+
+
+def test_publish_ui_fetches_the_registry_refs_with_a_token_it_never_stores(tmp_path: Path) -> None:
+    from tests.helpers import git
+
+    bare = tmp_path / "srv" / "repo.git"
+    src = tmp_path / "src"
+    git(tmp_path, "init", "-q", "-b", "main", str(src))
+    git(src, "commit", "-q", "--allow-empty", "-m", "code")
+    git(src, "tag", "-a", "-m", "version", "models/clf/v1.0.0")
+    git(src, "update-ref", "refs/uniflow/models/clf", "HEAD")
+    git(tmp_path, "clone", "-q", "--bare", "--mirror", str(src), str(bare))
+    work = tmp_path / "work"  # what actions/checkout leaves: the commit, no registry refs
+    git(tmp_path, "clone", "-q", "--depth", "1", "--no-tags", bare.as_uri(), str(work))
+    script = _step("publish-ui", "Fetch the registry's refs (checkouts leave them out)")
+    with _git_http(bare.parent) as url:
+        git(work, "remote", "set-url", "origin", f"{url}/repo.git")
+        env = {"GITHUB_SERVER_URL": url, "TOKEN": "wrong"}
+        assert _run_step(script, work, env).returncode != 0  # the server does demand the token
+        r = _run_step(script, work, {**env, "TOKEN": TOKEN})
+        assert r.returncode == 0, r.stderr
+    refs = git(work, "for-each-ref", "--format=%(refname)", "refs/tags", "refs/uniflow").split()
+    assert refs == ["refs/tags/models/clf/v1.0.0", "refs/uniflow/models/clf"]
+    stored = (work / ".git" / "config").read_text()
+    assert TOKEN not in stored and "extraheader" not in stored
+    assert f"::add-mask::{base64.b64encode(f'x-access-token:{TOKEN}'.encode()).decode()}" in r.stdout
+
+
+def test_promote_pushes_with_the_token_from_its_environment(tmp_path: Path) -> None:
+    from tests.helpers import clone, git, shared_setup
+    from tests.test_ci import GITHUB as CI_ENV
+    from tests.test_ci import RULES, _feature, _merge
+
+    bare, a = shared_setup(tmp_path, config_extra=RULES)
+    _feature(a, tmp_path, "feature-good", "v1.0.0", {"accuracy": 0.95, "f1": 0.9}, seed=1)
+    base, head = _merge(a, "feature-good")
+    # A full clone: this test is about the token; the shallow checkout is promote-on-merge's
+    # own business (it fetches the history it needs; tests/test_ci.py).
+    ci = clone(bare, tmp_path / "ci")
+    script = _step("promote", "Promote on merge")
+    with _git_http(bare.parent) as url:
+        git(ci, "remote", "set-url", "origin", f"{url}/{bare.name}")
+        env = {**CI_ENV, "GITHUB_SERVER_URL": url, "BASE": base, "GITHUB_SHA": head, "TOKEN": "wrong"}
+        refused = _run_step(script, ci, env)
+        assert refused.returncode != 0 and "production" not in git(
+            bare, "for-each-ref", "refs/uniflow/stages"
+        )
+        r = _run_step(script, ci, {**env, "TOKEN": TOKEN})
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert "promoted clf v1.0.0 to production" in r.stdout
+    assert TOKEN not in (ci / ".git" / "config").read_text()
+    assert "refs/uniflow/stages/clf/production" in git(bare, "for-each-ref", "refs/uniflow/stages")
