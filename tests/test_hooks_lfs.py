@@ -5,6 +5,7 @@ registry refs into a fresh clone."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -90,6 +91,12 @@ def test_hooks_chain_git_lfs_and_one_git_push_sends_lfs_objects_and_model_chunks
     assert "refs/tags/models/m/v1.0.0" in git(bare, "for-each-ref", "--format=%(refname)")
 
     assert "unchanged" in cli(a, "hooks", "install").stdout  # idempotent
+    listed = json.loads(cli(a, "hooks", "install", "--json").stdout)
+    assert [(h["hook"], h["status"]) for h in listed] == [
+        ("pre-push", "unchanged"),
+        ("post-merge", "unchanged"),
+    ]
+    assert listed[0]["chained"] == str(hooks / "pre-push.uniflow-chained")
     r = cli(a, "hooks", "uninstall")
     assert "restored" in r.stdout, r.stdout
     assert _snapshot(hooks) == before, "uninstall did not put back exactly what was there"

@@ -270,12 +270,7 @@ def hooks_install(force: bool, as_json: bool, repo: str | None) -> None:
     results = install_hooks(repository, force=force)
     fetch = add_fetch_refspecs(repository.root)
     if as_json:
-        echo_json(
-            {
-                "hooks": [r.to_dict() for r in results],
-                "fetch": None if fetch is None else {"remote": fetch.remote, "added": list(fetch.added)},
-            }
-        )
+        echo_json([r.to_dict() for r in results])
     else:
         for r in results:
             if r.status == "conflict":
