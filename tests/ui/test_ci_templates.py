@@ -162,9 +162,11 @@ TOKEN = "ghs_test-token-123"
 
 class _GitHTTP(BaseHTTPRequestHandler):
     """Smart-HTTP Git (``git http-backend``) that answers 401 unless the request carries
-    ``Authorization: Basic base64(x-access-token:TOKEN)``, as GitHub does for a private repo."""
+    ``Authorization: Basic base64(USER:TOKEN)``, as GitHub (user ``x-access-token``) and GitLab
+    (``oauth2``) do for a private repository."""
 
     root = ""
+    user = "x-access-token"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
         pass
@@ -187,7 +189,7 @@ class _GitHTTP(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         scheme, _, creds = (self.headers.get("Authorization") or "").partition(" ")
-        if scheme.lower() != "basic" or base64.b64decode(creds or "=") != f"x-access-token:{TOKEN}".encode():
+        if scheme.lower() != "basic" or base64.b64decode(creds or "=") != f"{self.user}:{TOKEN}".encode():
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="git"')
             self.send_header("Content-Length", "0")
@@ -223,9 +225,9 @@ class _GitHTTP(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def _git_http(root: Path) -> Iterator[str]:
+def _git_http(root: Path, user: str = "x-access-token") -> Iterator[str]:
     """Serve the repositories below ``root`` on 127.0.0.1; yields the server URL."""
-    handler = type("Handler", (_GitHTTP,), {"root": str(root)})
+    handler = type("Handler", (_GitHTTP,), {"root": str(root), "user": user})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -300,4 +302,29 @@ def test_promote_pushes_with_the_token_from_its_environment(tmp_path: Path) -> N
         assert r.returncode == 0, r.stdout + r.stderr
     assert "promoted clf v1.0.0 to production" in r.stdout
     assert TOKEN not in (ci / ".git" / "config").read_text()
+    assert "refs/uniflow/stages/clf/production" in git(bare, "for-each-ref", "refs/uniflow/stages")
+
+
+def test_gitlab_promote_pushes_with_the_token_from_its_environment(tmp_path: Path) -> None:
+    from tests.helpers import clone, git, shared_setup
+    from tests.test_ci import RULES, _feature, _merge
+
+    bare, a = shared_setup(tmp_path, config_extra=RULES)
+    _feature(a, tmp_path, "feature-good", "v1.0.0", {"accuracy": 0.95, "f1": 0.9}, seed=1)
+    base, head = _merge(a, "feature-good")
+    ci = clone(bare, tmp_path / "ci")  # full: see the GitHub test above
+    # The job's script after `pip install`: the runner sets CI_* and the masked variable.
+    script = "\n".join(_load(GITLAB)["uniflow-promote"]["script"][1:])
+    with _git_http(bare.parent, user="oauth2") as url:
+        git(ci, "remote", "set-url", "origin", f"http://gitlab-ci-token:jobtoken@{url[7:]}/{bare.name}")
+        env = {"CI_SERVER_URL": url, "CI_PROJECT_PATH": bare.name.removesuffix(".git")}
+        env |= {"CI_COMMIT_BEFORE_SHA": base, "CI_COMMIT_SHA": head, "UNIFLOW_PUSH_TOKEN": "wrong"}
+        refused = _run_step(script, ci, env)
+        assert refused.returncode != 0
+        assert "production" not in git(bare, "for-each-ref", "refs/uniflow/stages")
+        r = _run_step(script, ci, {**env, "UNIFLOW_PUSH_TOKEN": TOKEN})
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert "promoted clf v1.0.0 to production" in r.stdout
+    stored = (ci / ".git" / "config").read_text()
+    assert TOKEN not in stored and "jobtoken" not in stored
     assert "refs/uniflow/stages/clf/production" in git(bare, "for-each-ref", "refs/uniflow/stages")
