@@ -261,6 +261,71 @@ def test_torch_never_uses_torch_load(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert isinstance(TorchSerializer().load(d, meta), Net)
 
 
+def test_torch_container_with_a_module_registered_twice(tmp_path: Path) -> None:
+    shared = nn.Linear(3, 3)
+    seq = nn.Sequential(shared, nn.ReLU(), shared)
+    d = _out(tmp_path)
+    meta = _jsonable(TorchSerializer().save(seq, d))
+    assert meta["init_source"] == "container"
+    assert {"name": "2", "same_as": "0"} in meta["submodules"]
+    loaded = TorchSerializer().load(d, meta)
+    assert loaded[0] is loaded[2]
+    x = torch.randn(2, 3)
+    assert torch.equal(loaded(x), seq(x))
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        ({"name": "", "class_module": "torch.nn", "class_qualname": "ReLU"}, "invalid submodule entry"),
+        ({"name": "x.y", "class_module": "torch.nn", "class_qualname": "ReLU"}, "no container 'x'"),
+        ({"name": "0.1", "same_as": "0"}, "repeats '0'"),  # a module inside itself
+        ({"name": "9", "same_as": "nowhere"}, "repeats 'nowhere'"),
+        ({"name": "0.0", "class_module": "torch.nn", "class_qualname": "ReLU"}, "invalid submodule entry"),
+        (
+            {"name": "9", "class_module": "torch.nn", "class_qualname": "Linear", "init_source": "container"},
+            "not a torch container",
+        ),
+        (["not", "a", "dict"], "invalid submodule entry"),
+    ],
+)
+def test_torch_hostile_submodule_entries_are_refused(tmp_path: Path, entry: Any, why: str) -> None:
+    d = _out(tmp_path)
+    meta = _jsonable(TorchSerializer().save(nn.Sequential(nn.Sequential(nn.ReLU())), d))
+    meta["submodules"].append(entry)
+    with pytest.raises(SerializationError, match=why):
+        TorchSerializer().load(d, meta)
+
+
+def test_torch_submodules_of_a_non_container_are_refused(tmp_path: Path) -> None:
+    d = _out(tmp_path)
+    meta = _jsonable(TorchSerializer().save(Net(), d))
+    meta["submodules"] = [{"name": "extra", "class_module": "torch.nn", "class_qualname": "ReLU"}]
+    with pytest.raises(SerializationError, match="no container"):
+        TorchSerializer().load(d, meta)
+
+
+def test_torch_missing_init_args_never_call_the_class(tmp_path: Path) -> None:
+    d = _out(tmp_path)
+    meta = _jsonable(TorchSerializer().save(Net(), d))
+    meta["missing_init_args"] = ["secret"]  # Net() would work: it is still not guessed
+    with pytest.raises(SerializationError, match=r"secret were not recorded; pass model="):
+        TorchSerializer().load(d, meta)
+
+
+def test_torch_transformers_config_needs_trust_before_any_import(tmp_path: Path) -> None:
+    d = _out(tmp_path)
+    meta = _jsonable(TorchSerializer().save(Net(), d))
+    meta.update(
+        class_module="uniflow_no_such_package.models",
+        init_source="transformers_config",
+        transformers_config={},
+    )
+    with pytest.raises(UnsafeLoadError, match=r"trust=True.*model=.*save_pretrained"):
+        TorchSerializer().load(d, meta)
+    assert "uniflow_no_such_package" not in sys.modules
+
+
 # --------------------------------------------------------------------------- sklearn
 
 
@@ -326,6 +391,24 @@ def test_numpy_round_trip(tmp_path: Path, arr: Any) -> None:
     loaded = ser.load(d, meta)
     assert loaded.dtype == arr.dtype
     np.testing.assert_array_equal(loaded, arr)
+
+
+def test_numpy_fortran_array_is_stored_c_order_and_comes_back_fortran(tmp_path: Path) -> None:
+    arr = np.asfortranarray(np.arange(24, dtype=np.float64).reshape(2, 3, 4))
+    d = _out(tmp_path)
+    meta = _jsonable(NumpySerializer().save(arr, d))
+    assert meta["order"] == "F"
+    stored = np.load(d / "array.npy")
+    assert stored.flags.c_contiguous and np.array_equal(stored, arr)  # a plain C-order file
+    loaded = NumpySerializer().load(d, meta)
+    assert loaded.flags.f_contiguous and not loaded.flags.c_contiguous
+    np.testing.assert_array_equal(loaded, arr)
+
+
+def test_numpy_order_recorded_only_for_fortran_arrays(tmp_path: Path) -> None:
+    for i, arr in enumerate([np.zeros((1, 5)), np.zeros(5), np.zeros((4, 6))[:, ::2], np.zeros((2, 2))]):
+        meta = NumpySerializer().save(np.asfortranarray(arr) if i == 0 else arr, _out(tmp_path, str(i)))
+        assert "order" not in meta, arr.shape
 
 
 def test_numpy_object_array_refused(tmp_path: Path) -> None:

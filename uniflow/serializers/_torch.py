@@ -2,14 +2,24 @@
 
 Meta keys: ``kind`` ("module" | "state_dict" | "tensor"), ``file``; for modules also
 ``class_module``, ``class_qualname``, ``init_kwargs``, ``init_source`` ("get_config" |
-"signature"), ``missing_init_args``, ``training``, ``torch_version``; for state dicts ``aliases`` (tied
-names -> the name actually stored); for tensors ``requires_grad``. Loading accepts
-``into=`` (a module) for the "module" and "state_dict" kinds.
+"signature" | "container" | "transformers_config"), ``missing_init_args``, ``training``,
+``torch_version``, and where they apply ``extra_repr`` (a ``torch.nn`` class's
+``extra_repr()``, checked after rebuilding), ``transformers_config`` (a transformers model's
+config as JSON) and ``submodules`` (when the module is a container: a flat pre-order list of
+the specs of its children and of nested containers' children, each with its dotted
+``name``, or ``{"name", "same_as"}`` for a module registered twice); for state dicts
+``aliases`` (tied names -> the name actually stored); for tensors ``requires_grad``.
+Loading accepts ``into=`` (a module) for the "module" and "state_dict" kinds.
 
 Rebuilding a module imports the class the manifest names only under the rule of
 :mod:`uniflow.serializers._trust` (already imported, or from an installed distribution
 outside the work tree), or with ``trust=True``; otherwise :class:`UnsafeLoadError` asks
-for ``model=`` (an instance to load the weights into) or ``trust=True``.
+for ``model=`` (an instance to load the weights into) or ``trust=True``. A class is called
+only with recorded arguments: one whose required arguments were not recorded is never
+called (the error asks for ``model=``). ``nn.Sequential``, ``nn.ModuleList`` and
+``nn.ModuleDict`` (and subclasses keeping their ``__init__``) are rebuilt empty and filled
+with their rebuilt children. A transformers model is rebuilt from its recorded config only
+with ``trust=True`` (a config can name code to run, such as attention kernels).
 """
 
 from __future__ import annotations
@@ -81,6 +91,77 @@ def _init_kwargs(module: Any) -> tuple[dict[str, Any], str, list[str]]:
         elif p.default is inspect.Parameter.empty:
             missing.append(p.name)
     return kwargs, "signature", missing
+
+
+#: longest ``extra_repr()`` recorded (torch.nn's are one short line)
+_MAX_EXTRA_REPR = 4096
+
+
+def _container_base(cls: Any, torch: Any) -> Any:
+    """The torch container (Sequential, ModuleList, ModuleDict) whose own ``__init__`` ``cls``
+    uses, so that an empty ``cls()`` filled with its children is the module; else None."""
+    if not isinstance(cls, type):
+        return None
+    for base in (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict):
+        if issubclass(cls, base):
+            below = cls.__mro__[: cls.__mro__.index(base)]
+            return base if all("__init__" not in vars(k) for k in below) else None
+    return None
+
+
+def _transformers_config(module: Any) -> dict[str, Any] | None:
+    """A transformers model's full config as JSON, or None (not one, or not JSON-safe)."""
+    tf = sys.modules.get("transformers")
+    pretrained: Any = getattr(tf, "PreTrainedModel", None) if tf is not None else None
+    if not (isinstance(pretrained, type) and isinstance(module, pretrained)):
+        return None
+    try:
+        config = json.loads(getattr(module, "config").to_json_string(use_diff=False))  # noqa: B009
+    except Exception:  # a config that does not serialize: rebuilt only with model=
+        return None
+    return config if isinstance(config, dict) and is_json_safe(config) else None
+
+
+def _module_spec(module: Any, torch: Any) -> dict[str, Any]:
+    """How to build ``module`` again (class, arguments), without its children."""
+    cls = type(module)
+    spec: dict[str, Any] = {"class_module": cls.__module__, "class_qualname": cls.__qualname__}
+    config = _transformers_config(module)
+    kwargs: dict[str, Any] = {}
+    missing: list[str] = []
+    if _container_base(cls, torch) is not None:
+        source = "container"
+    elif config is not None:
+        source = "transformers_config"
+        spec["transformers_config"] = config
+    else:
+        kwargs, source, missing = _init_kwargs(module)
+    spec.update(init_kwargs=kwargs, init_source=source, missing_init_args=missing)
+    if cls.__module__.startswith("torch.nn."):
+        text = module.extra_repr()
+        if isinstance(text, str) and len(text) <= _MAX_EXTRA_REPR:
+            spec["extra_repr"] = text
+    return spec
+
+
+def _submodule_specs(root: Any, torch: Any) -> list[dict[str, Any]]:
+    """The specs of a container's children, and of nested containers' children, in pre-order
+    (a parent before its children); a module met twice is recorded as ``same_as``."""
+    out: list[dict[str, Any]] = []
+    seen: dict[int, str] = {id(root): ""}
+    todo = [(name, child) for name, child in reversed(list(root._modules.items()))]
+    while todo:
+        name, module = todo.pop()
+        if module is None:
+            continue  # an empty slot holds no weights and runs nothing
+        if id(module) in seen:
+            out.append({"name": name, "same_as": seen[id(module)]})
+            continue
+        seen[id(module)] = name
+        out.append({"name": name, **_module_spec(module, torch)})
+        if _container_base(type(module), torch) is not None:
+            todo.extend((f"{name}.{n}", c) for n, c in reversed(list(module._modules.items())))
+    return out
 
 
 def _dedupe(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -272,19 +353,14 @@ class TorchSerializer(Serializer):
 
     @staticmethod
     def _module_meta(module: Any) -> dict[str, Any]:
-        kwargs, source, missing = _init_kwargs(module)
-        cls = type(module)
-        return {
-            "kind": "module",
-            "file": FILE,
-            "class_module": cls.__module__,
-            "class_qualname": cls.__qualname__,
-            "init_kwargs": kwargs,
-            "init_source": source,
-            "missing_init_args": missing,
-            "training": bool(module.training),
-            "torch_version": str(getattr(sys.modules.get("torch"), "__version__", "")),
-        }
+        import torch
+
+        meta: dict[str, Any] = {"kind": "module", "file": FILE, **_module_spec(module, torch)}
+        if meta["init_source"] == "container":
+            meta["submodules"] = _submodule_specs(module, torch)
+        meta["training"] = bool(module.training)
+        meta["torch_version"] = str(getattr(sys.modules.get("torch"), "__version__", ""))
+        return meta
 
     def load(self, src: Path, meta: dict[str, Any], *, trust: bool = False, into: Any = None) -> Any:
         import safetensors.torch as st
@@ -323,37 +399,160 @@ class TorchSerializer(Serializer):
         import safetensors.torch as st
         import torch
 
-        where = f"{meta.get('class_module')}.{meta.get('class_qualname')}"
-        if into is None:
-            into = self._rebuild(meta, where, torch, trust, path.parent)
+        where = _where(meta)
+        rebuilt = into is None
+        if rebuilt:
+            into = _rebuild(meta, torch, trust, path.parent)
+            _match_dtypes(into, path)
         elif not isinstance(into, torch.nn.Module):
             raise SerializationError(f"model= must be a torch.nn.Module, got {type(into).__name__}")
         try:
             st.load_model(into, str(path), strict=True)
         except Exception as exc:
+            if rebuilt:
+                raise SerializationError(
+                    f"the weights of {where} do not fit the module rebuilt from its manifest ({exc}); "
+                    f"{_hint(where)}"
+                ) from exc
             raise SerializationError(f"weights of {where} do not fit {type(into).__name__}: {exc}") from exc
         into.train(bool(meta.get("training", False)))
         return into
 
-    @staticmethod
-    def _rebuild(meta: dict[str, Any], where: str, torch: Any, trust: bool, near: Path) -> Any:
-        hint = f"pass model=<an instance of {where}> to load the weights into it"
+
+# ---------------------------------------------------------------------- rebuilding a module
+def _where(spec: dict[str, Any]) -> str:
+    return f"{spec.get('class_module')}.{spec.get('class_qualname')}"
+
+
+def _hint(where: str) -> str:
+    return f"pass model=<an instance of {where}> to load the weights into it"
+
+
+def _import_module_class(
+    spec: dict[str, Any], what: str, hint: str, torch: Any, trust: bool, near: Path
+) -> Any:
+    """The ``torch.nn.Module`` subclass ``spec`` names, imported under the trust rule."""
+    where = _where(spec)
+    try:
+        cls = _resolve_class(str(spec["class_module"]), str(spec["class_qualname"]), trust=trust, near=near)
+    except Untrusted as exc:
+        raise UnsafeLoadError(
+            f"refusing to import {what}{where}, named by the model's manifest: {exc}; {hint}, "
+            "or pass trust=True to import it (only if you trust who registered this model)"
+        ) from exc
+    except Exception as exc:
+        raise SerializationError(f"cannot import class {what}{where} ({exc}); {hint}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise SerializationError(f"{what}{where} is not a torch.nn.Module subclass; {hint}")
+    return cls
+
+
+def _from_config(cls: Any, config: Any) -> Any:
+    """A transformers model built from its recorded config (only ever with trust=True)."""
+    from_dict = getattr(getattr(cls, "config_class", None), "from_dict", None)
+    if not isinstance(config, dict) or not callable(from_dict):
+        raise SerializationError("the manifest records no usable transformers config")
+    return cls(from_dict(dict(config)))
+
+
+def _construct(spec: dict[str, Any], what: str, hint: str, torch: Any, trust: bool, near: Path) -> Any:
+    """One module built from its recorded spec (a container comes back empty). A class is
+    only called with recorded arguments: missing required ones are never guessed."""
+    where = _where(spec)
+    source = spec.get("init_source")
+    if source == "transformers_config" and not trust:
+        raise UnsafeLoadError(
+            f"{what}{where} is a transformers model, rebuilt from its recorded config only with "
+            f"trust=True (a config can name code to run); {hint} (e.g. built from its config), "
+            "or register the directory save_pretrained writes and load it with from_pretrained"
+        )
+    cls = _import_module_class(spec, what, hint, torch, trust, near)
+    missing = [str(m) for m in spec.get("missing_init_args") or []]
+    if source not in ("container", "transformers_config") and missing:
+        raise SerializationError(
+            f"cannot rebuild {what}{where}: its arguments {', '.join(missing)} were not recorded; {hint}"
+        )
+    try:
+        if source == "container":
+            if _container_base(cls, torch) is None:
+                raise SerializationError(f"{what}{where} is not a torch container; {hint}")
+            module = cls()
+        elif source == "transformers_config":
+            module = _from_config(cls, spec.get("transformers_config"))
+        else:
+            module = cls(**dict(spec.get("init_kwargs") or {}))
+    except SerializationError:
+        raise
+    except Exception as exc:
+        raise SerializationError(f"cannot construct {what}{where}: {exc}; {hint}") from exc
+    want = spec.get("extra_repr")
+    if want is not None and module.extra_repr() != want:
+        raise SerializationError(
+            f"the rebuilt {what}{where} is {module.extra_repr()!r}, registered as {str(want)!r}; {hint}"
+        )
+    return module
+
+
+def _fill(root: Any, subs: Any, hint: str, torch: Any, trust: bool, near: Path) -> None:
+    """Add the recorded children to the rebuilt container ``root`` (and to nested containers),
+    in the recorded (pre-)order; a ``same_as`` entry adds a module built earlier again."""
+    if not isinstance(subs, list):
+        raise SerializationError("the manifest's submodules are not a list")
+    built: dict[str, Any] = {"": root}
+    containers = {""} if _container_base(type(root), torch) is not None else set()
+    for spec in subs:
+        name = spec.get("name") if isinstance(spec, dict) else None
+        if not isinstance(name, str) or not name or name in built:
+            raise SerializationError(f"invalid submodule entry {str(name)[:80]!r} in the manifest")
+        parent, _, leaf = name.rpartition(".")
+        if parent not in containers:
+            raise SerializationError(f"submodule {name[:80]!r} has no container {parent[:80]!r} to go in")
+        target = spec.get("same_as")
+        if target is not None:
+            if not (isinstance(target, str) and target in built and target) or name.startswith(f"{target}."):
+                raise SerializationError(
+                    f"submodule {name[:80]!r} repeats {str(target)[:80]!r}, not a module recorded before it"
+                )
+            module = built[target]
+        else:
+            module = _construct(spec, f"submodule {name!r} ", hint, torch, trust, near)
+            if spec.get("init_source") == "container":
+                containers.add(name)
         try:
-            module, qualname = str(meta["class_module"]), str(meta["class_qualname"])
-            cls = _resolve_class(module, qualname, trust=trust, near=near)
-        except Untrusted as exc:
-            raise UnsafeLoadError(
-                f"refusing to import {where}, named by the model's manifest: {exc}; {hint}, "
-                "or pass trust=True to import it (only if you trust who registered this model)"
-            ) from exc
-        except Exception as exc:
-            raise SerializationError(f"cannot import class {where} ({exc}); {hint}") from exc
-        if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
-            raise SerializationError(f"{where} is not a torch.nn.Module subclass; {hint}")
-        kwargs = dict(meta.get("init_kwargs") or {})
-        try:
-            return cls(**kwargs)
-        except Exception as exc:
-            missing = meta.get("missing_init_args") or []
-            detail = f" (arguments not recorded: {', '.join(missing)})" if missing else ""
-            raise SerializationError(f"cannot construct {where}{detail}: {exc}; {hint}") from exc
+            built[parent].add_module(leaf, module)
+        except Exception as exc:  # torch refuses names such as "" or an existing attribute
+            raise SerializationError(f"cannot add submodule {name[:80]!r}: {exc}") from exc
+        built[name] = module
+
+
+def _rebuild(meta: dict[str, Any], torch: Any, trust: bool, near: Path) -> Any:
+    """The module the manifest describes, built from recorded classes and arguments."""
+    hint = _hint(_where(meta))
+    root = _construct(meta, "", hint, torch, trust, near)
+    subs = meta.get("submodules")
+    if subs is not None:
+        _fill(root, subs, hint, torch, trust, near)
+    return root
+
+
+def _match_dtypes(module: Any, path: Path) -> None:
+    """Give a rebuilt module's floating parameters and buffers the dtypes stored in ``path``
+    (a class builds float32; loading float64 weights into it would round them)."""
+    import safetensors.torch as st
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            stored = {k: f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118
+    except Exception:
+        return  # load_model reports the unreadable file
+    named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+    for name, tensor in named:
+        dtype = getattr(st, "_TYPES", {}).get(stored.get(name, ""))
+        if (
+            dtype is not None
+            and tensor.dtype != dtype
+            and tensor.is_floating_point()
+            and dtype.is_floating_point
+        ):
+            tensor.data = tensor.data.to(dtype)
