@@ -328,3 +328,29 @@ def test_gitlab_promote_pushes_with_the_token_from_its_environment(tmp_path: Pat
     stored = (ci / ".git" / "config").read_text()
     assert TOKEN not in stored and "jobtoken" not in stored
     assert "refs/uniflow/stages/clf/production" in git(bare, "for-each-ref", "refs/uniflow/stages")
+
+
+def test_publish_ui_exports_the_registry_from_the_default_shallow_checkout(tmp_path: Path) -> None:
+    from tests.helpers import cli, git, model_dir, open_registry, shared_setup
+
+    bare, a = shared_setup(tmp_path)
+    reg = open_registry(a)
+    reg.register(str(model_dir(tmp_path / "m1", 2, seed=1)), "clf", version="v1.0.0", metrics={"acc": 0.9})
+    (a / "train.py").write_text("print('train v2')\n")
+    git(a, "commit", "-qam", "train again")
+    git(a, "push", "-q", "origin", "main")
+    reg.register(str(model_dir(tmp_path / "m2", 2, seed=2)), "clf", version="v1.1.0", metrics={"acc": 0.95})
+    reg.promote("clf", "v1.1.0", "production")
+    reg.close()
+    cli(a, "push")
+    work = tmp_path / "work"  # actions/checkout's default: one commit, no tags
+    git(tmp_path, "clone", "-q", "--depth", "1", "--no-tags", bare.as_uri(), str(work))
+    with _git_http(bare.parent) as url:
+        git(work, "remote", "set-url", "origin", f"{url}/{bare.name}")
+        fetch = _step("publish-ui", "Fetch the registry's refs (checkouts leave them out)")
+        r = _run_step(fetch, work, {"GITHUB_SERVER_URL": url, "TOKEN": TOKEN})
+        assert r.returncode == 0, r.stderr
+    r = _run_step(_step("publish-ui", "uniflow ui --export site"), work, {})
+    assert r.returncode == 0, r.stdout + r.stderr
+    index = (work / "site" / "index.html").read_text()
+    assert "clf" in index and "v1.1.0" in index and "production" in index
