@@ -89,6 +89,9 @@ def test_hooks_chain_git_lfs_and_one_git_push_sends_lfs_objects_and_model_chunks
     assert (bare / "lfs" / "objects" / oid[:2] / oid[2:4] / oid).is_file(), "the LFS object was not pushed"
     assert len(_chunks(tmp_path / "blobs")) == 3, "the model's chunks were not uploaded"
     assert "refs/tags/models/m/v1.0.0" in git(bare, "for-each-ref", "--format=%(refname)")
+    open_registry(a).promote("m", "v1.0.0", "production")
+    cli(a, "push")  # `uniflow push` runs git push: LFS's hook runs, uniflow's part steps aside
+    assert "refs/uniflow/models/m" in git(bare, "for-each-ref", "--format=%(refname)")
 
     assert "unchanged" in cli(a, "hooks", "install").stdout  # idempotent
     listed = json.loads(cli(a, "hooks", "install", "--json").stdout)
