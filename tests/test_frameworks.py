@@ -44,6 +44,14 @@ class Wraps(nn.Module):
         return self.inner(x)
 
 
+class Hidden(nn.Module):
+    """A user class that does not keep its argument: rebuilt with the default, it does not fit."""
+
+    def __init__(self, width: int = 2) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, width)
+
+
 class Stack(nn.Sequential):
     """A Sequential subclass with Sequential's own __init__ (rebuilt like a Sequential)."""
 
@@ -148,6 +156,15 @@ def test_rebuilt_module_that_differs_from_the_recorded_one_is_refused(tmp_path: 
             spec["init_kwargs"] = {"approximate": "none"}
     with pytest.raises(SerializationError, match=r"model="):
         ser.load(dest, meta)
+
+
+def test_weights_that_do_not_fit_the_rebuilt_module_ask_for_model(registry: Any) -> None:
+    registry.register(nn.Sequential(Hidden(width=5)), "hidden")
+    with pytest.raises(SerializationError, match=r"do not fit the module rebuilt .*pass model=") as err:
+        registry.load("hidden")
+    assert "\n" not in str(err.value)
+    fresh = nn.Sequential(Hidden(width=5))
+    assert registry.load("hidden", model=fresh) is fresh
 
 
 def test_unknown_args_are_not_guessed(registry: Any) -> None:
@@ -280,6 +297,9 @@ def test_save_pretrained_sharded_directory(registry: Any, repo: Path, tmp_path: 
     diff = registry.diff("hf", "1.0.0", "1.1.0")
     changed = [t.name for f in diff.files for t in f.tensors or () if t.status == "changed"]
     assert changed == ["transformer.h.1.mlp.c_fc.weight"]
+    part = registry.load("hf", "1.1.0", tensors=["transformer.h.1.mlp.c_fc.*"])
+    assert list(part) == ["transformer.h.1.mlp.c_fc.bias", "transformer.h.1.mlp.c_fc.weight"]
+    assert torch.equal(part["transformer.h.1.mlp.c_fc.weight"], model.transformer.h[1].mlp.c_fc.weight)
     shown = cli(repo, "models", "diff", "hf", "1.0.0", "1.1.0")
     assert "transformer.h.1.mlp.c_fc.weight" in shown.stdout
 
