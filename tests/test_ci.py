@@ -88,16 +88,28 @@ def test_promote_on_merge_end_to_end(tmp_path: Path) -> None:
     assert rb.get("clf", stage="production").version == "v1.0.0"
     assert rb.get("clf", "v1.1.0").stage == "staging"
 
-    # a merge that registered nothing: exit 0 with a line saying so
+    # a merge that registered nothing while v1.1.0 holds staging: the rule's candidate matched
+    # nothing, which is said (version, rule, why) and fails the job unless --allow-no-match
     git(a, "checkout", "-q", "-b", "docs", "main")
     (a / "README.md").write_text("docs\n")
     git(a, "add", "README.md")
     git(a, "commit", "-qm", "docs")
     old3, merge3 = _merge(a, "docs")
-    r = cli(a, "ci", "promote-on-merge", "--base", old3, "--head", merge3, "--json")
+    r = cli(a, "ci", "promote-on-merge", "--base", old3, "--head", merge3, code=10)
+    assert "clf v1.1.0 NOT matched by rule #1" in r.stdout
+    (line,) = r.stderr.splitlines()
+    assert line.startswith("error: rule #1 (clf: staging -> production")
+    assert "clf v1.1.0 holds staging" in line
+    assert "not in the range; no commit there has its tree; none makes the same patch" in line
+    r = cli(a, "ci", "promote-on-merge", "--base", old3, "--head", merge3, "--allow-no-match", "--json")
+    report = json.loads(r.stdout)
+    assert [x["status"] for x in report["results"]] == ["unmatched"] and report["promoted"] == 0
+    # staging empty: nothing to match, exit 0 with a line saying so
+    open_registry(a).archive("clf", "v1.1.0")
+    r = cli(a, "ci", "promote-on-merge", "--base", old3, "--head", merge3, "--no-fetch", "--json")
     report = json.loads(r.stdout)
     assert [x["status"] for x in report["results"]] == ["no-candidate"] and report["promoted"] == 0
-    r = cli(a, "ci", "promote-on-merge", "--base", old3, "--head", merge3)
+    r = cli(a, "ci", "promote-on-merge", "--base", old3, "--head", merge3, "--no-fetch")
     assert "no promotion rule matched" in r.stdout
 
 

@@ -367,7 +367,14 @@ def ci() -> None:
 @click.option("--push", "push_refs", is_flag=True, help="Push the promotions to the Git remote.")
 @click.option("--remote", "remote_name", metavar="NAME", default=None, help="Git remote (default: origin).")
 @click.option("--dry-run", is_flag=True, help="Evaluate the rules, promote nothing.")
-@click.option("--no-fetch", is_flag=True, help="Do not fetch tags and registry refs first.")
+@click.option(
+    "--no-fetch", is_flag=True, help="Fetch nothing (no history, tags or registry refs): use the clone as is."
+)
+@click.option(
+    "--allow-no-match",
+    is_flag=True,
+    help="Exit 0 when a rule's from stage holds a version this merge did not bring.",
+)
 @json_option
 @repo_option
 def promote_on_merge_cmd(
@@ -377,13 +384,17 @@ def promote_on_merge_cmd(
     remote_name: str | None,
     dry_run: bool,
     no_fetch: bool,
+    allow_no_match: bool,
     as_json: bool,
     repo: str | None,
 ) -> None:
-    """Promote the versions registered in BASE..HEAD whose metrics pass the [[promote]] rules.
+    """Promote the versions the merge BASE..HEAD brought whose metrics pass the [[promote]] rules.
 
-    Exits 10 (PolicyError) when a candidate fails a rule, 0 when every candidate was promoted
-    or no rule matched.
+    Works from a shallow CI checkout (fetches the history, tags and registry refs it needs)
+    and after merge commits, squash and rebase merges. Exits 10 (PolicyError) when a
+    candidate fails a rule, or when a rule's from stage holds a version that matches nothing
+    in the range (unless --allow-no-match); 0 when every candidate was promoted or no rule
+    had one.
     """
     from .._errors import PolicyError
     from ..sharing.ci import promote_on_merge
@@ -398,6 +409,7 @@ def promote_on_merge_cmd(
             remote=remote_name,
             fetch=not no_fetch,
             dry_run=dry_run,
+            allow_no_match=allow_no_match,
         )
     except PolicyError as exc:
         if exc.report is not None:
@@ -423,6 +435,8 @@ def _print_report(report: PromoteReport) -> None:
             click.echo(r.detail)
         elif r.status == "failed":
             print_line(Cell(f"{r.model} {r.version}", "bold"), f" NOT promoted to {r.to}: {r.detail}")
+        elif r.status == "unmatched":
+            print_line(Cell(f"{r.model} {r.version}", "bold"), f" NOT matched by rule #{r.rule}: {r.detail}")
     if not acted:
         span = f"{report.base[:12] if report.base else '(root)'}..{report.head[:12]}"
         click.echo(

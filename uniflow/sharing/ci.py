@@ -8,13 +8,17 @@ Rules live in ``.uniflow/config.toml``::
     to = "production"
     when = ["accuracy >= 0.9", "f1 >= 0.85"]
 
-:func:`promote_on_merge` takes the commits ``base..head`` (what a merge brought in); for
-each rule, the candidate is the newest version of the model registered from one of those
-commits (its manifest's ``code_commit``). When every condition holds on its metrics it
-is promoted, recording the merge commit and the CI run in the lifecycle event. A failed
-condition raises :class:`PolicyError` (after the other rules were applied and pushed).
-Conditions are parsed, never evaluated: ``<metric> <op> <number>`` with
-``>= > <= < == !=``.
+:func:`promote_on_merge` takes the commits ``base..head`` (what a merge brought in). It
+works from the clone CI gives it (:mod:`.cifetch` fetches, partial and shallow, the range's
+history, the version tags and lifecycle refs it lacks). For each rule, the candidate is the
+newest version of the model that the merge brought in (:mod:`.candidates`: its code
+commit in the range, or a commit there with its tree or its patch, or the pull request's
+head) and, with ``from``, holds that stage. When every condition holds on its metrics it
+is promoted, recording the merge commit, how the version was matched and the CI run in the
+lifecycle event. A failed condition raises :class:`PolicyError` (after the other rules were
+applied and pushed); so does a rule whose ``from`` stage holds a version that matched
+nothing, unless ``allow_no_match``. Conditions are parsed, never evaluated:
+``<metric> <op> <number>`` with ``>= > <= < == !=``.
 
 """
 
@@ -22,19 +26,24 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._config import Condition, PromoteRule, parse_condition
 from .._errors import PolicyError, PushRejectedError, RepositoryError, UniflowError, UsageError
 from .._naming import version_sort_key
 from .._reports import PromoteReport, PromoteResult, PromoteStatus, PushReport
+from .candidates import Match, MergedRange, pr_heads
+from .cifetch import RangeFetcher, is_sha
 from .gitcmd import ZERO, git_remotes, resolve_git_remote, run_git
 from .pull import pull
 from .push import push
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._repo import Repository
+    from .._types import ModelVersion
 
 __all__ = [
     "Condition",
@@ -52,6 +61,8 @@ log = logging.getLogger("uniflow.ci")
 
 ProgressFn = Callable[[int, int], None]
 PUSH_ATTEMPTS = 3
+#: without a ``from`` stage, the newest versions matched by tree, PR head and patch
+DEEP_LIMIT = 20
 
 
 # ---------------------------------------------------------------------- rules
@@ -102,22 +113,33 @@ def ci_context(env: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------- promote on merge
-def _commit(repo: Repository, rev: str, what: str) -> str:
+def _commit(repo: Repository, fetcher: RangeFetcher, rev: str, what: str) -> str:
+    """The commit ``rev`` names; a full commit id this clone lacks is fetched first."""
     if not rev or rev.startswith("-") or any(c.isspace() for c in rev):
         raise UsageError(f"invalid {what} revision {rev!r}")
-    proc = run_git(
-        repo.root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False, timeout=60
-    )
-    if proc.returncode != 0:
-        raise UsageError(
-            f"{what} revision {rev!r} is not a commit in this repository (is the clone shallow?)"
+
+    def resolve() -> subprocess.CompletedProcess[str]:
+        return run_git(
+            repo.root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False, timeout=60
         )
+
+    proc = resolve()
+    if proc.returncode != 0 and is_sha(rev) and fetcher.remote is not None:
+        fetcher.commits([rev], parents=False)
+        proc = resolve()
+    if proc.returncode != 0:
+        where = f"in this repository nor on {fetcher.remote!r}" if fetcher.remote else "in this repository"
+        raise UsageError(f"{what} revision {rev!r} is not a commit {where}")
     return proc.stdout.strip()
 
 
-def _range(repo: Repository, base: str | None, head: str) -> set[str]:
-    args = ["rev-list", head] + ([f"^{base}"] if base else [])
-    return set(run_git(repo.root, *args, timeout=300).stdout.split())
+def _base(repo: Repository, fetcher: RangeFetcher, base: str, head_sha: str) -> str | None:
+    """The base commit; all zeros (a branch's first push) means ``head``'s first parent, read
+    from the commit itself (a shallow clone does not show it)."""
+    if base and base != ZERO:
+        return _commit(repo, fetcher, base, "base")
+    parents = repo.git.read_commit(head_sha).parents
+    return parents[0].decode("ascii") if parents else None
 
 
 def promote_on_merge(
@@ -129,39 +151,42 @@ def promote_on_merge(
     remote: str | None = None,
     fetch: bool = True,
     dry_run: bool = False,
+    allow_no_match: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> PromoteReport:
-    """Apply the promotion rules to versions registered from commits in ``base..head``.
+    """Apply the promotion rules to the versions the merge ``base..head`` brought in.
 
-    Fetches tags (forced: CI checkouts may hold lightweight copies) and lifecycle refs first
-    when a Git remote exists; with ``push_refs`` pushes the promotions back (pulling and
-    retrying, bounded, if someone else promoted meanwhile). Returns the
-    :class:`PromoteReport`; raises :class:`PolicyError` carrying it as ``.report`` (after the
-    other rules were applied and pushed) when a candidate failed a rule.
+    With ``fetch`` (and a Git remote) fetches what a CI checkout lacks (:mod:`.cifetch`):
+    the range's commits, version tags and lifecycle refs; versions are matched to the range
+    by :mod:`.candidates` (merge commits, squash and rebase merges, pull-request jobs). With
+    ``push_refs`` pushes the promotions back (pulling and retrying, bounded, if someone else
+    promoted meanwhile). Returns the :class:`PromoteReport`; raises :class:`PolicyError`
+    carrying it as ``.report`` (after the other rules were applied and pushed) when a
+    candidate failed a rule, or when a rule's ``from`` stage holds a version that matched
+    nothing in the range and no version that did (unless ``allow_no_match``).
     """
     remote_name: str | None = None
     if (fetch or push_refs) and (remote is not None or git_remotes(repo.root)):
         remote_name = resolve_git_remote(repo.root, remote)
+    fetcher = RangeFetcher(repo.root, remote_name if fetch else None, repo.git)
+    head_sha = _commit(repo, fetcher, head, "head")
+    base_sha = _base(repo, fetcher, base, head_sha)
+    commits = fetcher.complete_range(base_sha, head_sha)
     if fetch and remote_name:
+        fetcher.version_tags()
         pull(repo, remote_name, force_tags=True, fetch_chunks=False)
-    head_sha = _commit(repo, head, "head")
-    if not base or base == ZERO:
-        parents = run_git(repo.root, "rev-list", "--parents", "-n", "1", head_sha, timeout=60).stdout.split()
-        base_sha = parents[1] if len(parents) > 1 else None
-    else:
-        base_sha = _commit(repo, base, "base")
-    commits = _range(repo, base_sha, head_sha)
+    merged = MergedRange(fetcher, commits, pr_heads(env))
     rules = load_rules(repo)
-    ci = ci_context()
+    ci = ci_context(env)
+    span = f"{base_sha[:12] if base_sha else '(root)'}..{head_sha[:12]}"
     results: list[PromoteResult] = []
-    promoted: list[str] = []
     for rule in rules:
-        result = _apply_rule(repo, rule, commits, head_sha, base_sha, ci, dry_run=dry_run)
-        results.append(result)
-        if result.status == "promoted":
-            promoted.append(rule.model)
+        matched = _match(repo, rule, merged)
+        results.append(_apply_rule(repo, rule, matched, span, head_sha, base_sha, ci, dry_run=dry_run))
+    promoted = sorted({r.model for r in results if r.status == "promoted"})
     pushed = None
     if push_refs and promoted and remote_name:
-        pushed = _push_with_retry(repo, remote_name, sorted(set(promoted)))
+        pushed = _push_with_retry(repo, remote_name, promoted)
     elif push_refs and promoted:
         raise RepositoryError("--push needs a git remote (none is configured)")
     report = PromoteReport(
@@ -170,66 +195,131 @@ def promote_on_merge(
         commits=len(commits),
         rules=len(rules),
         results=tuple(results),
-        promoted=len(promoted),
+        promoted=sum(r.status == "promoted" for r in results),
         pushed=pushed,
         ci=ci,
     )
-    if report.failures:
-        raise PolicyError(
-            "; ".join(f"{r.model} {r.version} not promoted to {r.to}: {r.detail}" for r in report.failures),
-            report,
-        )
+    refused = list(report.failures) + ([] if allow_no_match else list(report.unmatched))
+    if refused:
+        raise PolicyError("; ".join(_refusal(r) for r in refused), report)
     return report
+
+
+def _refusal(r: PromoteResult) -> str:
+    if r.status == "unmatched":
+        return f"rule #{r.rule} ({r.describe}): {r.detail}"
+    return f"{r.model} {r.version} not promoted to {r.to}: {r.detail}"
+
+
+@dataclass(frozen=True)
+class _Matched:
+    """A rule's model: its versions, the ones the range brought (with how), and the
+    versions of the rule's ``from`` stage that matched nothing (with why)."""
+
+    versions: list[ModelVersion]
+    matches: dict[str, Match]
+    unmatched: dict[str, str]
+
+
+def _match(repo: Repository, rule: PromoteRule, merged: MergedRange) -> _Matched:
+    """Match the versions of ``rule.model`` to the range: every version by commit; the
+    versions that could be this merge's (the ``from`` stage's, or without ``from`` the
+    newest ones above the ``to`` stage's newest, not archived) by tree, PR head and patch."""
+    try:
+        versions = repo.list_versions(rule.model)
+    except UniflowError:
+        return _Matched([], {}, {})
+    codes = {v.version: _code_commit(repo, v) for v in versions}
+    matches = {v: m for v, c in codes.items() if c and (m := merged.by_commit(c))}
+    top = [v for v in versions if v.stage == rule.to]  # matched too: a re-run says "already"
+    if rule.from_stage:
+        deep = [v for v in versions if v.stage == rule.from_stage]
+    else:
+        floor = max((version_sort_key(v.version) for v in top), default=None)
+        deep = [
+            v
+            for v in versions
+            if v.stage not in (rule.to, "archived") and (floor is None or version_sort_key(v.version) > floor)
+        ][-DEEP_LIMIT:]
+    deep += top
+    deep = [v for v in deep if v.version not in matches and codes[v.version]]
+    merged.fetch([c for v in deep if (c := codes[v.version])])
+    unmatched: dict[str, str] = {}
+    for v in deep:
+        code = codes[v.version] or ""
+        m = merged.deep(code)
+        if m is not None:
+            matches[v.version] = m
+        elif rule.from_stage and v.stage == rule.from_stage:
+            unmatched[v.version] = merged.why_not(code)
+    return _Matched(versions, matches, unmatched)
+
+
+def _code_commit(repo: Repository, v: ModelVersion) -> str | None:
+    """The version commit's first parent (the commit ``register`` ran on)."""
+    try:
+        commit, _ = repo.index.manifest(v.name, v.version)
+        parents = repo.git.read_commit(commit).parents
+    except (KeyError, UniflowError):
+        return v.code_commit
+    return parents[0].decode("ascii") if parents else None
 
 
 def _apply_rule(
     repo: Repository,
     rule: PromoteRule,
-    commits: set[str],
+    matched: _Matched,
+    span: str,
     head_sha: str,
     base_sha: str | None,
     ci: dict[str, str],
     *,
     dry_run: bool,
 ) -> PromoteResult:
-    """Evaluate one rule on the versions registered from ``commits``; promote its candidate
-    unless ``dry_run``."""
+    """Evaluate one rule on the versions the range brought; promote its candidate unless
+    ``dry_run``."""
 
     def result(status: PromoteStatus, detail: str, version: str | None = None) -> PromoteResult:
         return PromoteResult(rule.index, rule.describe(), rule.model, rule.to, version, status, detail)
 
-    try:
-        versions = repo.list_versions(rule.model)
-    except UniflowError:
-        versions = []
-    cands = [v for v in versions if v.code_commit in commits]
+    cands = [v for v in matched.versions if v.version in matched.matches]
     newest = max(cands, key=lambda v: version_sort_key(v.version)) if cands else None
     if newest is not None and newest.stage == rule.to:
         return result("already", f"{rule.model} {newest.version} is already in {rule.to}", newest.version)
     if rule.from_stage:
         cands = [v for v in cands if v.stage == rule.from_stage]
+    if not cands and matched.unmatched:
+        version = max(matched.unmatched, key=version_sort_key)
+        detail = (
+            f"{rule.model} {version} holds {rule.from_stage} but matches no commit of {span} "
+            f"({matched.unmatched[version]}); if this merge did not bring it, pass --allow-no-match"
+        )
+        return result("unmatched", detail, version)
     if not cands:
         where = f" in {rule.from_stage}" if rule.from_stage else ""
-        return result("no-candidate", f"no version of {rule.model}{where} was registered in the range")
+        return result("no-candidate", f"no version of {rule.model}{where} was registered in {span}")
     mv = max(cands, key=lambda v: version_sort_key(v.version))
+    how = matched.matches[mv.version]
     checks = [c.check(mv.metrics) for c in rule.when]
     failed = [d for ok, d in checks if not ok]
     if failed:
         return result("failed", "; ".join(failed), mv.version)
     detail = "; ".join(d for _ok, d in checks) or "no conditions"
     if dry_run:
-        return result("would-promote", detail, mv.version)
+        return result("would-promote", f"{detail} ({how.describe()})", mv.version)
     extra: dict[str, Any] = {
         "merge_commit": head_sha,
         "base_commit": base_sha,
         "rule": rule.describe(),
         "conditions": [c.text for c in rule.when],
+        "matched_by": how.how,
+        "matched_commit": how.commit,
     }
     if ci:
         extra["ci"] = ci
     reason = f"promote on merge {head_sha[:12]}: {detail}"
     repo.promote(rule.model, mv.version, rule.to, reason=reason, extra=extra)
-    return result("promoted", detail, mv.version)
+    return result("promoted", f"{detail} ({how.describe()})", mv.version)
 
 
 def _push_with_retry(repo: Repository, remote: str, models: list[str]) -> PushReport:
