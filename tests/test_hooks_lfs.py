@@ -158,6 +158,40 @@ def test_git_lfs_install_after_uniflow_then_hooks_install_chains_it(tmp_path: Pa
     assert list((bare / "lfs" / "objects").rglob("*")) and len(_chunks(tmp_path / "blobs")) == 1
 
 
+HUSKY_H = (  # the essence of Husky 9's .husky/_/h: the hook's own name picks the user's script
+    "#!/usr/bin/env sh\n"
+    'n=$(basename "$0")\n'
+    's=$(dirname "$(dirname "$0")")/$n\n'
+    '[ ! -f "$s" ] && exit 0\n'
+    'sh -e "$s" "$@"\n'
+    "c=$?\n"
+    '[ $c != 0 ] && echo "husky - $n script failed (code $c)"\n'
+    "exit $c\n"
+)
+
+
+def test_a_chained_husky_hook_still_finds_the_script_named_after_it(tmp_path: Path) -> None:
+    # Husky 9: core.hooksPath=.husky/_, whose stubs source .husky/_/h, which runs .husky/<hook>
+    _bare, a = shared_setup(tmp_path)
+    stubs = a / ".husky" / "_"
+    stubs.mkdir(parents=True)
+    (stubs / "h").write_text(HUSKY_H)
+    (stubs / "pre-push").write_text('#!/usr/bin/env sh\n. "$(dirname "$0")/h"\n')
+    (stubs / "pre-push").chmod(0o755)
+    (a / ".husky" / "pre-push").write_text(f'cat > "{tmp_path}/husky-stdin"\nexit "${{HUSKY_STATUS:-0}}"\n')
+    git(a, "config", "core.hooksPath", ".husky/_")
+    assert "chained" in cli(a, "hooks", "install").stdout
+    open_registry(a).register(str(model_dir(tmp_path / "src", 1, seed=14)), "m", version="v1.0.0")
+
+    r = _push(a, "origin", "--tags", env={"HUSKY_STATUS": "4"})
+    assert r.returncode != 0, "the user's .husky/pre-push failed: the push must be refused"
+    assert "husky - pre-push script failed (code 4)" in r.stdout + r.stderr
+    r = _push(a, "origin", "--tags")
+    assert r.returncode == 0, r.stderr
+    assert "refs/tags/models/m/v1.0.0" in (tmp_path / "husky-stdin").read_text()
+    assert len(_chunks(tmp_path / "blobs")) == 1
+
+
 def test_hooks_install_refuses_to_chain_over_an_already_chained_hook(tmp_path: Path) -> None:
     _bare, a = shared_setup(tmp_path)
     hooks = _hooks(a)

@@ -83,19 +83,34 @@ _HOOK_FALLBACK = {
     "post-merge": 'echo "uniflow post-merge: uniflow is not installed; registry refs not fetched" '
     ">&2\nexit 0\n",
 }
-# How the hook kept as <name>.uniflow-chained runs before uniflow's own part (uniflow_hook),
-# line by line.
+# Runs the hook kept as <name>.uniflow-chained as Git ran it. A sh or bash script is sourced
+# by a new shell whose $0 is this hook's path, because hook managers find their own files
+# from $0 (Husky: `basename "$0"` names the hook, `dirname "$0"` holds its helper); anything
+# else (other interpreters, shebang options, binaries) is executed.
+_HOOK_RUN_CHAINED = (
+    "uniflow_chained() {",
+    '    IFS= read -r UNIFLOW_SHEBANG < "$UNIFLOW_CHAINED" || :',
+    '    case "$UNIFLOW_SHEBANG" in',
+    '        "#!/bin/sh" | "#!/usr/bin/env sh")',
+    """            UNIFLOW_CHAINED="$UNIFLOW_CHAINED" sh -c '. "$UNIFLOW_CHAINED"' "$0" "$@" ;;""",
+    '        "#!/bin/bash" | "#!/usr/bin/env bash")',
+    """            UNIFLOW_CHAINED="$UNIFLOW_CHAINED" bash -c '. "$UNIFLOW_CHAINED"' "$0" "$@" ;;""",
+    '        *) "$UNIFLOW_CHAINED" "$@" ;;',
+    "    esac",
+    "}",
+)
+# How the chained hook runs before uniflow's own part (uniflow_hook), line by line.
 _HOOK_CHAIN = {
     # git's lines are read once and fed to both; the old hook's failure refuses the push
     "pre-push": (
         "UNIFLOW_INPUT=$(cat; echo .)   # git's lines, kept whole (trailing newlines too) for both",
         "UNIFLOW_INPUT=${UNIFLOW_INPUT%.}",
-        'printf "%s" "$UNIFLOW_INPUT" | "$UNIFLOW_CHAINED" "$@" || exit $?',
+        'printf "%s" "$UNIFLOW_INPUT" | uniflow_chained "$@" || exit $?',
         'printf "%s" "$UNIFLOW_INPUT" | uniflow_hook "$@"',
     ),
     # the merge is done either way: both run; the first failure is the hook's status
     "post-merge": (
-        '"$UNIFLOW_CHAINED" "$@"',
+        'uniflow_chained "$@"',
         "UNIFLOW_STATUS=$?",
         '(uniflow_hook "$@") || exit $?',
         'exit "$UNIFLOW_STATUS"',
@@ -151,7 +166,7 @@ def hook_script(name: str, python: str | None = None) -> str:
         "}\n"
         f'UNIFLOW_CHAINED="$0{CHAINED_SUFFIX}"\n'
         '[ -x "$UNIFLOW_CHAINED" ] || uniflow_hook "$@"\n'
-        + "".join(f"{line}\n" for line in _HOOK_CHAIN[name])
+        + "".join(f"{line}\n" for line in (*_HOOK_RUN_CHAINED, *_HOOK_CHAIN[name]))
     )
 
 
