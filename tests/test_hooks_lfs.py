@@ -158,6 +158,31 @@ def test_git_lfs_install_after_uniflow_then_hooks_install_chains_it(tmp_path: Pa
     assert list((bare / "lfs" / "objects").rglob("*")) and len(_chunks(tmp_path / "blobs")) == 1
 
 
+def test_post_merge_runs_the_chained_hook_and_uniflows_and_keeps_the_chained_status(tmp_path: Path) -> None:
+    bare, a = shared_setup(tmp_path)
+    b = clone(bare, tmp_path / "b")
+    hooks = _hooks(b)
+    hooks.mkdir(parents=True, exist_ok=True)
+    marker = tmp_path / "old-post-merge"
+    (hooks / "post-merge").write_text(f'#!/bin/sh\necho "$@" > "{marker}"\nexit 5\n')
+    (hooks / "post-merge").chmod(0o755)
+    cli(b, "hooks", "install")
+    ra = open_registry(a)
+    ra.register(str(model_dir(tmp_path / "src", 1, seed=15)), "m", version="v1.0.0")
+    ra.promote("m", "v1.0.0", "production")
+    ra.push()
+    (a / "train.py").write_text("print('v2')\n")
+    git(a, "commit", "-qam", "more code")
+    git(a, "push", "-q", "origin", "main")
+
+    git(b, "pull", "-q", "origin", "main")  # git ignores post-merge's status; the merge is done
+    assert marker.read_text() == "0\n"  # the old hook ran, with git's argument (not a squash)
+    # uniflow's part ran too: stage pointers are derived by its pull, never fetched by git
+    assert "refs/uniflow/stages/m/production" in git(b, "for-each-ref", "--format=%(refname)")
+    r = subprocess.run([str(hooks / "post-merge"), "0"], cwd=b, capture_output=True, text=True, check=False)
+    assert r.returncode == 5  # the chained hook's failure is the hook's status
+
+
 HUSKY_H = (  # the essence of Husky 9's .husky/_/h: the hook's own name picks the user's script
     "#!/usr/bin/env sh\n"
     'n=$(basename "$0")\n'
@@ -278,6 +303,10 @@ def test_plain_git_fetch_brings_the_registry_into_a_fresh_clone_and_never_rewind
     ra.promote("m", "v1.0.0", "production")
     ra.push()
     before_v2 = git(bare, "rev-parse", "refs/uniflow/models/m").strip()
+
+    lonely = tmp_path / "no-remote"
+    lonely.mkdir()
+    assert "no Git remote origin yet" in cli(lonely, "init").stdout  # nothing to configure yet
 
     c = clone(bare, tmp_path / "c")
     r = cli(c, "init")
