@@ -134,8 +134,9 @@ class VersionNotFoundError(NotFoundError):
 
 
 class StageEmptyError(NotFoundError):
-    def __init__(self, name: str, stage: str) -> None:
-        super().__init__(f"model {name!r} has no version in stage {stage!r}")
+    def __init__(self, name: str, stage: str, hint: str | None = None) -> None:
+        # hint: what to do about it, e.g. a clone without the model's lifecycle: `uniflow pull`
+        super().__init__(f"model {name!r} has no version in stage {stage!r}" + (f"; {hint}" if hint else ""))
         self.name = name
         self.stage = stage
 

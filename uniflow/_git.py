@@ -463,6 +463,14 @@ class GitRepo:
             self._remove_reflog(name)
         return deleted
 
+    def remote_names(self) -> list[str]:
+        """The Git remotes configured in this repository (what ``git remote`` lists), read
+        from its config without running git."""
+        cfg = self._repo.get_config()
+        return sorted(
+            sec[1].decode(errors="replace") for sec in cfg.sections() if len(sec) == 2 and sec[0] == b"remote"
+        )
+
     # ------------------------------------------------------------------ reflogs
     def _reflog_message(self, name: str, message: str) -> bytes | None:
         """The reflog message of a write to ``name``; None writes no reflog line (dulwich logs

@@ -13,6 +13,7 @@ from ._config import Config, ConfigSource
 from ._errors import (
     InvalidPathError,
     ReadOnlyRegistryError,
+    StageEmptyError,
     UsageError,
 )
 from ._git import GitRepo
@@ -36,6 +37,7 @@ from .sharing.push import push as _push
 if TYPE_CHECKING:
     from ._compare import Comparison
     from ._diff import VersionDiff
+    from ._lifecycle import LifecycleState
     from .importers import ImportReport
 
 __all__ = ["ModelRegistry", "RemoteRegistry"]
@@ -160,10 +162,37 @@ class ModelRegistry:
         return self.get(name, chosen)
 
     # ------------------------------------------------------------------ read
+    def _resolve(self, name: str, version: str | None, stage: StageLike | None) -> tuple[str, LifecycleState]:
+        """``Repository.resolve``; a stage found empty in a clone that lacks the model's
+        lifecycle says to run ``uniflow pull`` (see :meth:`missing_lifecycle_hint`)."""
+        try:
+            return self._repo.resolve(name, version, stage)
+        except StageEmptyError as exc:
+            hint = self.missing_lifecycle_hint(name)
+            if hint is None:
+                raise
+            raise StageEmptyError(exc.name, exc.stage, hint) from None
+
+    def missing_lifecycle_hint(self, name: str | None = None) -> str | None:
+        """What to do when model ``name`` (or any model) has version tags but no lifecycle
+        in a clone with a Git remote, else None. A fresh ``git clone`` brings the version
+        tags but not ``refs/uniflow/*``: until ``uniflow pull`` every version reads as in
+        development and no stage has a holder. The CLI prints it as a ``hint:`` line."""
+        models = [name] if name is not None else self._repo.index.models()
+        lacking = [
+            m for m in models if self._repo.index.version_names(m) and self._repo.lifecycle.head(m) is None
+        ]
+        if not lacking or not self.git.remote_names():
+            return None
+        which = f"model {lacking[0]!r}" if len(lacking) == 1 else "models " + ", ".join(map(repr, lacking))
+        return (
+            f"this clone has the version tags of {which} but not the lifecycle (stages, history): "
+            "run `uniflow pull` to fetch it"
+        )
 
     def get(self, name: str, version: str | None = None, stage: StageLike | None = None) -> ModelVersion:
         """The :class:`ModelVersion` for a version, a stage's holder, or the newest version."""
-        v, state = self._repo.resolve(name, version, stage)
+        v, state = self._resolve(name, version, stage)
         return self._repo.model_version(name, v, state.stage(v))
 
     def list_models(self) -> list[ModelSummary]:
@@ -223,7 +252,7 @@ class ModelRegistry:
 
     def load_path(self, name: str, version: str | None = None, stage: StageLike | None = None) -> Path:
         """A verified, read-only directory holding the version's files."""
-        v, _ = self._repo.resolve(name, version, stage)
+        v, _ = self._resolve(name, version, stage)
         return self._materialize(name, v, self._repo.manifest(name, v))
 
     def _materialize(
@@ -252,7 +281,7 @@ class ModelRegistry:
         """
         from .serializers import get_serializer
 
-        v, _ = self._repo.resolve(name, version, stage)
+        v, _ = self._resolve(name, version, stage)
         m = self._repo.manifest(name, v)
         if tensors is not None:
             from ._partial import load_tensors
@@ -282,7 +311,7 @@ class ModelRegistry:
         Files are written under a temporary name and renamed into place, mode 0o755 or
         0o644 (minus the umask).
         """
-        v, _ = self._repo.resolve(name, version, stage)
+        v, _ = self._resolve(name, version, stage)
         m = self._repo.manifest(name, v)
         _vdir, sources = materialize(self._repo, name, v, m, progress)
         out = Path(dest)
@@ -538,7 +567,7 @@ class RemoteRegistry(ModelRegistry):
         out = Path(dest)
         if os.path.lexists(out):
             return super().export(name, dest, version, stage, progress=progress, force=force)
-        v, _ = self._repo.resolve(name, version, stage)
+        v, _ = self._resolve(name, version, stage)
         stream_version(self._repo, name, v, out, progress)  # removes ``out`` again on failure
         return out
 
@@ -546,6 +575,10 @@ class RemoteRegistry(ModelRegistry):
         repo = self.__dict__.get("_repo")
         if repo is not None:
             repo.close()
+
+    def missing_lifecycle_hint(self, name: str | None = None) -> str | None:
+        """None: the mirror of a URL fetches lifecycles with the tags (there is nothing to pull)."""
+        return None
 
     def _refuse(self, action: str) -> NoReturn:
         raise ReadOnlyRegistryError(self.url, action)

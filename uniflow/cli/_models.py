@@ -131,12 +131,22 @@ def list_cmd(name: str | None, stage: str | None, as_json: bool, repo: str | Non
             echo_json([s.to_dict() for s in summaries])
         else:
             _print_models(summaries)
+        _pull_hint(registry, None)
         return
     with _no_gc():  # hundreds of thousands of acyclic objects: no collection can free any
         if as_json:
             click.echo(registry.versions_json(name, stage=stage))
         else:
             _print_versions(name, registry.version_rows(name, stage=stage), mark_latest=stage is None)
+    _pull_hint(registry, name)
+
+
+def _pull_hint(registry: ModelRegistry, name: str | None) -> None:
+    """A ``hint:`` line on stderr when this clone has a model's tags but not its lifecycle
+    (a fresh ``git clone``): the stages shown are wrong until ``uniflow pull``."""
+    hint = registry.missing_lifecycle_hint(name)
+    if hint is not None:
+        click.echo(f"hint: {hint}", err=True)
 
 
 @contextlib.contextmanager
@@ -254,9 +264,9 @@ def show_cmd(name: str, version: str | None, stage: str | None, as_json: bool, r
     history = registry.history(name)
     if as_json:
         echo_json(show_payload(mv, history))
-        return
-    # This version's own events, and those that displaced it from a stage.
-    _print_card(mv, version_events(mv.version, history))
+    else:  # this version's own events, and those that displaced it from a stage
+        _print_card(mv, version_events(mv.version, history))
+    _pull_hint(registry, name)
 
 
 def _print_card(mv: ModelVersion, events: list[HistoryEvent]) -> None:

@@ -2,7 +2,12 @@
 
 Ordering (invariant 1, across machines):
 
-* lifecycle divergence is checked first: nothing is sent when the push would be refused;
+* a lifecycle the Git remote has and this clone lacks is fetched and integrated first, as
+  ``uniflow pull`` would (a fresh ``git clone`` brings the version tags but no
+  ``refs/uniflow/*``): a model with no local lifecycle takes the remote's, and local events
+  begun without it (no commit in common) are replayed on top of it, so the remote's history
+  is kept and nothing local is lost;
+* lifecycle divergence is checked next: nothing is sent when the push would be refused;
 * then the chunks of every version tag the Git remote lacks are uploaded (each re-hashed
   before it leaves), and only then are the tags, lifecycle refs and stage pointers pushed in
   one atomic ``git push``: a Git remote never shows a version whose bytes are missing;
@@ -28,6 +33,7 @@ from .._refs import TAGS_PREFIX, lifecycle_ref, stage_ref, stages_prefix, tag_re
 from .._reports import ChunkStats, PushReport
 from .blobs import JOBS, BlobRemote, TransferStats, get_remote_spec, open_remote, upload_chunks
 from .gitcmd import IN_PUSH_ENV, fetch_refs, last_error, ls_remote, resolve_git_remote, run_git
+from .merge import integrate, unrelated
 
 if TYPE_CHECKING:
     from .._repo import Repository
@@ -120,25 +126,15 @@ def push(
     git_remote = resolve_git_remote(repo.root, remote)
     remote_refs = ls_remote(repo.root, git_remote)
     git = repo.git
+    # 1. version tags the Git remote lacks; one it holds with other content is refused
+    new_tags = _new_tags(repo, models, remote_refs, git_remote)
+    # 2. lifecycles: the remote's that this clone lacks are integrated (as pull would) ...
+    _adopt_lifecycles(repo, models, remote_refs, git_remote)
     heads = {m: repo.lifecycle.head(m) for m in models}  # the lifecycle pushed, read once
     for m, head in heads.items():
         if head is not None:
             repo.lifecycle.sync_pointers(m)  # repair local pointers a crash left stale
-
-    # 1. version tags the Git remote lacks; one it holds with other content is refused
-    new_tags: dict[str, str] = {}
-    for m in models:
-        for v, sha in repo.index.versions(m).items():
-            theirs = remote_refs.get(tag_ref(m, v))
-            if theirs is None:
-                new_tags[tag_ref(m, v)] = sha
-            elif theirs != sha:
-                raise PushRejectedError(
-                    f"version {m} {v} exists on {git_remote!r} with different content; versions are "
-                    f"immutable: "
-                    "register yours under a new version"
-                )
-    # 2. lifecycle refs: refuse before sending anything when a push would not fast-forward
+    # ... then refuse before sending anything when a push would not fast-forward
     lifecycle: dict[str, str] = {}
     behind: list[str] = []
     diverged: list[str] = []
@@ -213,6 +209,52 @@ def push(
         chunks=stats.frozen(),
         up_to_date=not specs and not stats.transferred,
     )
+
+
+def _new_tags(
+    repo: Repository, models: list[str], remote_refs: dict[str, str], git_remote: str
+) -> dict[str, str]:
+    """``{tag ref: sha}`` of the versions the Git remote lacks; a version it holds with other
+    content is a :class:`PushRejectedError` (versions are immutable)."""
+    new_tags: dict[str, str] = {}
+    for m in models:
+        for v, sha in repo.index.versions(m).items():
+            theirs = remote_refs.get(tag_ref(m, v))
+            if theirs is None:
+                new_tags[tag_ref(m, v)] = sha
+            elif theirs != sha:
+                raise PushRejectedError(
+                    f"version {m} {v} exists on {git_remote!r} with different content; versions are "
+                    f"immutable: "
+                    "register yours under a new version"
+                )
+    return new_tags
+
+
+def _adopt_lifecycles(
+    repo: Repository, models: list[str], remote_refs: dict[str, str], git_remote: str
+) -> list[str]:
+    """Integrate the Git remote's lifecycle of each model whose local lifecycle is missing or
+    shares no commit with it (begun in a clone that never had the remote's), replaying the
+    local events on top (``merge.integrate`` with ``"ours"``, what ``uniflow pull --ours``
+    does): the remote's history is kept and no local event is lost. Lifecycles that share
+    history are left to the fast-forward check. Returns the models integrated."""
+    git = repo.git
+    wanted = {m: remote_refs[lifecycle_ref(m)] for m in models if lifecycle_ref(m) in remote_refs}
+    wanted = {m: sha for m, sha in wanted.items() if repo.lifecycle.head(m) != sha}
+
+    def lacking(m: str) -> bool:
+        local = repo.lifecycle.head(m)
+        return local is None or unrelated(repo, m, local, wanted[m])
+
+    todo = [m for m, sha in wanted.items() if git.has_object(sha) and lacking(m)]
+    if todo or any(not git.has_object(sha) for sha in wanted.values()):
+        # the remote's lifecycle commits and the tags they name (refused if one differs)
+        fetch_refs(repo.root, git_remote, sorted(wanted), tags=True, force_tags=False)
+        todo = [m for m, sha in wanted.items() if git.has_object(sha) and lacking(m)]
+    for m in todo:
+        integrate(repo, m, wanted[m], "ours", git_remote)
+    return todo
 
 
 def _derived_pointers(repo: Repository, model: str, head: str | None) -> dict[str, str]:
