@@ -264,3 +264,90 @@ def test_full_clone_squash_after_main_moved(tmp_path: Path, origin: tuple[Path, 
     promote(ci, before, after)
     assert production_on_origin(bare) == "v1.1.0"
     assert git(ci, "rev-parse", "--is-shallow-repository").strip() == "false"
+
+
+# ---------------------------------------------------------------------- pull-request jobs
+@pytest.mark.parametrize(
+    "moved, event, how",
+    [(False, False, "tree"), (True, True, "pr-head"), (True, False, "patch")],
+)
+def test_pr_job_registers_on_synthetic_merge_then_squash(
+    tmp_path: Path, origin: tuple[Path, Path, str], moved: bool, event: bool, how: str
+) -> None:
+    """A PR job registers on GitHub's synthetic merge commit (refs/pull/1/merge, detached,
+    depth 1) and pushes; the PR is squash-merged (main moved meanwhile or not); CI on main
+    matches the version by tree, by the PR head the event names, or by patch."""
+    bare, dev, url = origin
+    git(dev, "checkout", "-q", "-b", "feat", "main")
+    (dev / "feat.py").write_text("FEATURE = True\n")
+    git(dev, "add", "feat.py")
+    git(dev, "commit", "-qm", "feature")
+    git(dev, "push", "-q", "origin", "feat")
+    pr_head, main_then = git(dev, "rev-parse", "feat", "main").split()
+    git(dev, "checkout", "-q", "--detach", "main")
+    git(dev, "merge", "-q", "--no-ff", "feat", "-m", f"Merge {pr_head} into {main_then}")
+    synthetic = git(dev, "rev-parse", "HEAD").strip()
+    git(dev, "push", "-q", "origin", "HEAD:refs/pull/1/merge")
+
+    pr = actions_checkout(url, tmp_path / "pr", synthetic, "refs/pull/1/merge")
+    assert git(pr, "rev-parse", "--abbrev-ref", "HEAD").strip() == "HEAD"  # detached
+    reg = open_registry(pr)
+    reg.register(
+        str(model_dir(tmp_path / "m", 2, seed=9)), "clf", version="v3.0.0", metrics={"accuracy": 0.99}
+    )
+    reg.promote("clf", "v3.0.0", "staging")
+    reg.close()
+    cli(pr, "push")
+
+    if moved:
+        _move_main(dev, "concurrent")
+    before, after = _merge(dev, "feat", "squash")
+    env: dict[str, str] = {}
+    if event:
+        path = tmp_path / "event.json"
+        path.write_text(
+            json.dumps(
+                {
+                    "action": "closed",
+                    "pull_request": {
+                        "number": 1,
+                        "merged": True,
+                        "head": {"sha": pr_head},
+                        "merge_commit_sha": after,
+                    },
+                }
+            )
+        )
+        env["GITHUB_EVENT_PATH"] = str(path)
+    ci = actions_checkout(url, tmp_path / "ci", after)
+    r = promote(ci, before, after, env=env)
+    assert "promoted clf v3.0.0 to production" in r.stdout, r.stdout
+    assert production_on_origin(bare) == "v3.0.0"
+    extra = last_event(bare)["extra"]
+    assert isinstance(extra, dict) and extra["matched_by"] == how
+    assert extra["matched_commit"] == (pr_head if how == "pr-head" else after)
+    assert_fetched_little(ci, dev)
+
+
+# ---------------------------------------------------------------------- never a silent pass
+def test_unmatched_candidate_fails_the_job(tmp_path: Path, origin: tuple[Path, Path, str]) -> None:
+    """staging holds a version from a branch this merge did not bring: exit 10 with one line
+    naming the rule, the version and why; --allow-no-match exits 0; nothing is promoted."""
+    bare, dev, url = origin
+    code = _feature(dev, tmp_path, "pending", "v1.0.0", 0.95)
+    git(dev, "checkout", "-q", "-b", "docs", "main")
+    (dev / "README.md").write_text("docs\n")
+    git(dev, "add", "README.md")
+    git(dev, "commit", "-qm", "docs")
+    git(dev, "push", "-q", "origin", "docs")
+    before, after = _merge(dev, "docs", "squash")
+    ci = actions_checkout(url, tmp_path / "ci", after)
+    r = promote(ci, before, after, code=10)
+    (line,) = r.stderr.splitlines()
+    assert line.startswith("error: rule #1 (clf: staging -> production when accuracy >= 0.9): ")
+    assert f"clf v1.0.0 holds staging but matches no commit of {before[:12]}..{after[:12]}" in line
+    assert f"code commit {code[:12]}: not in the range; no commit there has its tree" in line
+    assert "--allow-no-match" in line
+    r = promote(ci, before, after, "--allow-no-match", "--json")
+    assert [x["status"] for x in json.loads(r.stdout)["results"]] == ["unmatched"]
+    assert production_on_origin(bare) is None
