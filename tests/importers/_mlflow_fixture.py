@@ -22,6 +22,7 @@ class Built:
     client: Any
     artifacts: dict[tuple[str, int], dict[str, bytes]] = field(default_factory=dict)
     metrics: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
+    src_root: Path | None = None  #: where the model files are written before logging (default: beside the db)
 
 
 def model_files(seed: int, size: int = 4096) -> dict[str, bytes]:
@@ -45,7 +46,8 @@ def log_version(b: Built, exp_id: str, model: str, seed: int, acc: float, **mv_k
     client.log_metric(rid, "loss", 1 - acc)
     client.log_param(rid, "lr", "0.01")
     client.log_param(rid, "seed", str(seed))
-    src = Path(b.uri.removeprefix("sqlite:///")).parent / f"src-{model}-{seed}"
+    base = b.src_root or Path(b.uri.removeprefix("sqlite:///")).parent
+    src = base / f"src-{model}-{seed}"
     files = model_files(seed)
     for rel, data in files.items():
         p = src / rel
@@ -84,4 +86,29 @@ def build_registry(root: Path) -> Built:
     time.sleep(0.01)
     c.set_registered_model_alias("clf", "champion", "3")
     c.transition_model_version_stage("Fraud Detector", "2", "Staging")
+    return b
+
+
+def build_file_store(root: Path) -> Built:
+    """A real MLflow 3 file store ``root/mlruns`` (MLflow 3 refuses to open one unless
+    ``MLFLOW_ALLOW_FILE_STORE`` is set: call this in a subprocess of its own). Model 'clf':
+    v1 (seed 21) Production; v2 (seed 22) alias 'champion', then Staging (so the alias's stage
+    is left with no holder: a uniflow version holds one stage)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    root.mkdir(parents=True, exist_ok=True)
+    uri = (root / "mlruns").as_uri()
+    mlflow.set_tracking_uri(uri)  # MLflow's file store opens a default client of its own
+    b = Built(uri, MlflowClient(tracking_uri=uri, registry_uri=uri), src_root=root)
+    c = b.client
+    exp = c.create_experiment("training")
+    c.create_registered_model("clf", description="file-store classifier")
+    log_version(b, exp, "clf", 21, 0.81)
+    log_version(b, exp, "clf", 22, 0.82)
+    c.transition_model_version_stage("clf", "1", "Production")
+    c.set_registered_model_alias("clf", "champion", "2")
+    time.sleep(0.01)
+    c.transition_model_version_stage("clf", "2", "Staging")
     return b

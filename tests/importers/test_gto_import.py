@@ -189,6 +189,16 @@ def test_import_gto_tags(repo: Path, gto_repo: dict[str, object]) -> None:
         ("archive", "v0.1.0", "archived", "Dave", int(times["churn@v0.1.0!"])),
     ]
     assert reg.history("churn")[4].displaced == "v0.1.0"  # prod holds one version: v0.1.0 was archived then
+    # GTO keeps v0.2.0 in staging and prod; here it moved to prod, leaving staging empty: said so
+    [left] = report.emptied_stages
+    assert (left.model, left.stage, left.version, left.moved_to, left.key) == (
+        "churn",
+        "staging",
+        "v0.2.0",
+        "prod",
+        "churn#prod#3",
+    )
+    assert left.at == reg.history("churn")[4].at.isoformat() and "holds one stage" in left.why
     assert reg.stages()["prod"] is True
     assert [(e.action, e.to_stage, e.actor.split(" <")[0]) for e in reg.history("legacy")] == [
         ("register", "development", "Alice"),
@@ -222,6 +232,9 @@ def test_cli_dry_run_rev_and_names(repo: Path, gto_repo: dict[str, object]) -> N
     plan = json.loads(r.stdout)
     assert [v["version"] for v in plan["versions"]] == ["v0.1.0", "v0.2.0"]
     assert {v["status"] for v in plan["versions"]} == {"would-import"} and plan["declared_stages"] == ["prod"]
+    assert [(e["model"], e["stage"], e["version"], e["moved_to"]) for e in plan["stages_left_empty"]] == [
+        ("churn", "staging", "v0.2.0", "prod")
+    ]
     assert "refs/tags/models" not in git(repo, "for-each-ref")
     r = cli(repo, "import", "gto", "--rev", str(gto_repo["c1"]), "--json", code=0)
     done = json.loads(r.stdout)
@@ -232,6 +245,21 @@ def test_cli_dry_run_rev_and_names(repo: Path, gto_repo: dict[str, object]) -> N
     ]
     r = cli(repo, "import", "gto", code=1)  # big v2.0.0 is not in the DVC cache
     assert "failed        big v2.0.0" in r.stdout and "Traceback" not in r.stderr
+    assert "stage left with no holder: churn staging (v0.2.0 moved to prod at " in r.stdout
+
+
+def test_a_stage_gto_itself_empties_is_not_reported_and_errors_say_gto(repo: Path) -> None:
+    """An unassign empties a stage in GTO too: nothing to report. A --rev that names no commit
+    is a one-line usage error."""
+    commit_files(repo, {"artifacts.yaml": b"m:\n  path: m.bin\n", "m.bin": b"weights"}, "model")
+    gto(repo, "register", "m", "--version", "v1.0.0", who="Alice")
+    gto(repo, "assign", "m", "--version", "v1.0.0", "--stage", "qa", who="Alice")
+    gto(repo, "deprecate", "m", "v1.0.0", "qa", who="Bob")  # unassign
+    report = json.loads(cli(repo, "import", "gto", "--json").stdout)
+    assert [e["stage"] for e in report["events"]] == ["qa", "development"]
+    assert report["ok"] and report["stages_left_empty"] == []
+    r = cli(repo, "import", "gto", "--rev", "no-such-branch", code=2)
+    assert r.stderr == "error: GTO: --rev 'no-such-branch' names no commit of this repository\n"
 
 
 def test_tampered_dvc_cache_is_refused(repo: Path, gto_repo: dict[str, object]) -> None:

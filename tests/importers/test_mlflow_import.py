@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli, git
-from tests.importers._mlflow_fixture import build_registry, log_version
+from tests.helpers import cli, git, run_py
+from tests.importers._mlflow_fixture import build_registry, log_version, model_files
 from uniflow import ModelRegistry
 
 
@@ -24,6 +24,44 @@ def _refs(repo: Path) -> str:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory):
     return build_registry(tmp_path_factory.mktemp("mlflow"))
+
+
+@pytest.fixture(scope="module")
+def file_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real MLflow 3 file store (``mlruns``), built in a subprocess of its own: MLflow opens
+    one only with ``MLFLOW_ALLOW_FILE_STORE`` set, and caches the stores it opened; this
+    process must see neither."""
+    root = tmp_path_factory.mktemp("mlflow-files")
+    code = (
+        "from pathlib import Path\n"
+        "from tests.importers._mlflow_fixture import build_file_store\n"
+        f"build_file_store(Path({str(root)!r}))\n"
+    )
+    r = run_py(code, cwd=root, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return root / "mlruns"
+
+
+def _snapshot(repo: Path) -> tuple[list[str], list[str]]:
+    """What a user sees of the work tree: ``git status --porcelain --ignored`` and every path
+    below it (the .git directory aside)."""
+    status = sorted(git(repo, "status", "--porcelain", "--ignored", "--untracked-files=all").splitlines())
+    listing = sorted(
+        os.fspath(p.relative_to(repo)) for p in repo.rglob("*") if p.relative_to(repo).parts[0] != ".git"
+    )
+    return status, listing
+
+
+def _only_uniflow_added(before: tuple[list[str], list[str]], after: tuple[list[str], list[str]]) -> None:
+    """Everything of ``before`` is still there and every new entry is below ``.uniflow/``."""
+    for old, new in zip(before, after, strict=True):
+        assert set(old) <= set(new)
+        added = set(new) - set(old)
+        assert all(".uniflow" in line.split("/")[0] for line in added), sorted(added)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {os.fspath(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _files(reg: ModelRegistry, name: str, version: str) -> dict[str, bytes]:
@@ -139,6 +177,102 @@ def test_missing_extra_and_bad_uri_are_one_line_errors(repo: Path, tmp_path: Pat
     (tmp_path / "nomlflow" / "mlflow.py").write_text("raise ImportError('no mlflow here')\n")
     r = cli(repo, "import", "mlflow", env={"PYTHONPATH": str(tmp_path / "nomlflow")}, code=2)
     assert "needs the mlflow extra" in r.stderr
+
+
+def test_file_store_works_and_nothing_of_mlflow_lands_in_the_repository(repo: Path, file_store: Path) -> None:
+    """MLflow 3 refuses a file store unless MLFLOW_ALLOW_FILE_STORE is set, and its file store
+    opens a default client that creates ./mlflow.db; the import sets what MLflow needs for the
+    call only, and the user's directory sees nothing but .uniflow/."""
+    assert "MLFLOW_ALLOW_FILE_STORE" not in os.environ and "MLFLOW_TRACKING_URI" not in os.environ
+    before, store = _snapshot(repo), _tree(file_store)
+    r = cli(repo, "import", "mlflow", "--tracking-uri", file_store.as_uri(), "--dry-run", "--json")
+    plan = json.loads(r.stdout)
+    assert [(v["version"], v["status"]) for v in plan["versions"]] == [
+        ("v1.0.0", "would-import"),
+        ("v2.0.0", "would-import"),
+    ]
+    assert _snapshot(repo) == before  # dry run: nothing at all
+    # the alias 'champion' (v2) loses its holder when v2 takes Staging: said, with the reason
+    [left] = plan["stages_left_empty"]
+    assert (left["model"], left["stage"], left["version"], left["moved_to"]) == (
+        "clf",
+        "champion",
+        "v2.0.0",
+        "staging",
+    )
+    assert left["source"].startswith("clf/2:stage:staging@") and "holds one stage" in left["why"]
+    r = cli(repo, "import", "mlflow", "--tracking-uri", os.fspath(file_store))  # a plain path
+    assert "Imported from mlflow: 2 imported, 3 applied" in r.stdout
+    assert "stage left with no holder: clf champion (v2.0.0 moved to staging at " in r.stdout
+    _only_uniflow_added(before, _snapshot(repo))
+    assert _tree(file_store) == store  # MLflow's store is read, never written
+    reg = ModelRegistry(repo)
+    assert _files(reg, "clf", "v1.0.0") == model_files(21) and _files(reg, "clf", "v2.0.0") == model_files(22)
+    assert reg.get("clf", stage="production").version == "v1.0.0"
+    assert reg.get("clf", stage="staging").version == "v2.0.0"
+    assert reg.get("clf", "v2.0.0").lineage["tracking_uri"] == file_store.as_uri()
+
+
+def test_sqlite_store_nothing_of_mlflow_lands_in_the_repository(repo: Path, built) -> None:
+    before = _snapshot(repo)
+    cli(repo, "import", "mlflow", "--tracking-uri", built.uri, "--dry-run")
+    assert _snapshot(repo) == before
+    report = json.loads(cli(repo, "import", "mlflow", "--tracking-uri", built.uri, "--json").stdout)
+    assert report["ok"] and report["stages_left_empty"] == []
+    _only_uniflow_added(before, _snapshot(repo))
+
+
+def test_no_tracking_uri_creates_no_database(repo: Path, file_store: Path) -> None:
+    """MLflow 3's default tracking URI is sqlite:///mlflow.db in the current directory, which
+    it creates; the import refuses a database that is not there instead."""
+    before = _snapshot(repo)
+    r = cli(repo, "import", "mlflow", "--dry-run", code=3)
+    assert r.stderr.startswith("error: no MLflow database at sqlite:///") and "mlflow.db" in r.stderr
+    assert r.stderr.count("\n") == 1 and "--tracking-uri" in r.stderr
+    assert _snapshot(repo) == before
+    r = cli(repo, "import", "mlflow", "--dry-run", "--json", env={"MLFLOW_TRACKING_URI": file_store.as_uri()})
+    assert len(json.loads(r.stdout)["versions"]) == 2  # MLflow's own variable is honoured
+    assert _snapshot(repo) == before
+
+
+def test_in_process_import_leaves_the_environment_as_it_was(repo: Path, file_store: Path) -> None:
+    import mlflow
+
+    env, uri, registry_uri = dict(os.environ), mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    report = ModelRegistry(repo).import_mlflow(tracking_uri=file_store.as_uri(), dry_run=True)
+    assert [v.status for v in report.versions] == ["would-import", "would-import"]
+    assert dict(os.environ) == env
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == (uri, registry_uri)
+
+
+def test_source_errors_are_one_line_with_their_exit_code(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from uniflow import NotFoundError, RemoteError
+
+    before = _snapshot(repo)
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database\n" * 100)
+    r = cli(repo, "import", "mlflow", "--tracking-uri", f"sqlite:///{garbage}", code=9)
+    assert r.stderr.startswith("error: MLflow: open the registry: ") and r.stderr.count("\n") == 1
+    assert _snapshot(repo) == before
+    reg = ModelRegistry(repo)
+    missing = tmp_path / "no-mlruns"
+    with pytest.raises(NotFoundError, match="^no MLflow file store at .*no-mlruns$"):
+        reg.import_mlflow(tracking_uri=os.fspath(missing))
+    assert not missing.exists()  # MLflow would have made an empty store there
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(NotFoundError, match="^no MLflow file store at .*empty: no models/"):
+        reg.import_mlflow(tracking_uri=empty.as_uri())
+    assert list(empty.iterdir()) == []
+    with pytest.raises(RemoteError, match="^MLflow: open the registry: "):
+        reg.import_mlflow(tracking_uri="bogus://nowhere")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(RemoteError, match="^MLflow: list models: ") as err:
+        reg.import_mlflow(tracking_uri=f"http://127.0.0.1:{_free_port()}")  # nothing listens there
+    assert err.value.exit_code == 9 and "\n" not in str(err.value)
+    assert _snapshot(repo) == before
 
 
 def _free_port() -> int:

@@ -98,6 +98,11 @@ def _print(report: ImportReport) -> None:
         print_line(f"{v.status:13} {v.model} {v.version}  <- {report.source} {v.key}{detail}")
     for e in report.events:
         print_line(f"{e.status:13} {e.model} {e.version} -> {e.stage}  at {e.at} by {e.actor}")
+    for left in report.emptied_stages:
+        print_line(
+            f"stage left with no holder: {left.model} {left.stage} ({left.version} moved to "
+            f"{left.moved_to} at {left.at}, {report.source} {left.key}; a uniflow version holds one stage)"
+        )
     counts = ", ".join(
         f"{report.count(s)} {s}"
         for s in ("imported", "would-import", "applied", "would-apply", "skipped", "conflict", "failed")

@@ -5,6 +5,6 @@ and ``ModelRegistry.register`` by the registry facade (``import_mlflow``, ``impo
 
 from __future__ import annotations
 
-from ._common import EventResult, ImportReport, VersionResult, map_model_name
+from ._common import EmptiedStage, EventResult, ImportReport, VersionResult, map_model_name
 
-__all__ = ["EventResult", "ImportReport", "VersionResult", "map_model_name"]
+__all__ = ["EmptiedStage", "EventResult", "ImportReport", "VersionResult", "map_model_name"]

@@ -34,6 +34,7 @@ from .._store import ProgressFn
 from .._types import ModelVersion, Provenance
 
 __all__ = [
+    "EmptiedStage",
     "EventResult",
     "ImportReport",
     "RegisterFn",
@@ -125,6 +126,9 @@ class Step:
     description: str = ""
     lineage: dict[str, Any] = field(default_factory=dict)
     code_commit: str | None = None
+    #: the source itself takes the version out of its stage here (GTO unassign, deregister,
+    #: deprecate): a stage this empties is not reported as left without a holder
+    releases: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,34 @@ class EventResult:
 
 
 @dataclass(frozen=True)
+class EmptiedStage:
+    """A stage the source says is held that has no holder after the import: its version took
+    another stage (a uniflow version holds one stage; the source let it hold both)."""
+
+    model: str
+    stage: str
+    version: str  #: the version that held it last
+    moved_to: str  #: the stage that version took
+    at: str
+    key: str  #: the import key of the event that moved it
+
+    @property
+    def why(self) -> str:
+        return f"{self.version} moved to {self.moved_to} ({self.key}); a uniflow version holds one stage"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "stage": self.stage,
+            "version": self.version,
+            "moved_to": self.moved_to,
+            "at": self.at,
+            "source": self.key,
+            "why": self.why,
+        }
+
+
+@dataclass(frozen=True)
 class ImportReport:
     """What an import did (or, with ``dry_run``, would do). ``to_dict()`` is the CLI's ``--json``."""
 
@@ -177,6 +209,8 @@ class ImportReport:
     events: tuple[EventResult, ...] = ()
     declared_stages: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    #: stages left with no holder because their version moved on (see :class:`EmptiedStage`)
+    emptied_stages: tuple[EmptiedStage, ...] = ()
 
     @property
     def conflicts(self) -> tuple[VersionResult, ...]:
@@ -205,6 +239,7 @@ class ImportReport:
             "events": [e.to_dict() for e in self.events],
             "declared_stages": list(self.declared_stages),
             "notes": list(self.notes),
+            "stages_left_empty": [e.to_dict() for e in self.emptied_stages],
         }
 
 
@@ -300,7 +335,50 @@ def run_plan(
                 status,
             )
         )
-    return ImportReport(source, dry_run, tuple(versions), tuple(events), declared, tuple(notes))
+    emptied = _emptied_stages(repo, steps, events, dry_run)
+    return ImportReport(
+        source, dry_run, tuple(versions), tuple(events), declared, tuple(notes), tuple(emptied)
+    )
+
+
+_UNHELD = ("development", "archived")  #: stages a source's "no stage" maps to
+
+
+def _emptied_stages(
+    repo: Repository, steps: list[Step], events: list[EventResult], dry_run: bool
+) -> list[EmptiedStage]:
+    """The stages the replayed events leave with no holder because their version took another
+    stage, in the order they were emptied. Every event that happened or would happen counts
+    (earlier runs' too: ``skipped``), failed ones do not; a single-holder stage's new holder
+    displaces the old one (to ``archived``). After a real import, only stages still empty in
+    the registry are reported (a later promotion may have filled one)."""
+    outcome = {e.key: e.status for e in events}
+    stage_of: dict[tuple[str, str], str] = {}  # (model, version) -> stage
+    holders: dict[tuple[str, str], set[str]] = {}  # (model, stage) -> versions
+    emptied: dict[tuple[str, str], EmptiedStage] = {}
+    single = repo.stages()
+    for step in steps:
+        if step.stage is None or outcome.get(step.key, "failed") == "failed":
+            continue
+        model, version, to = step.model, step.version, step.stage
+        before = stage_of.get((model, version))
+        if before is not None and before != to:
+            left = holders.setdefault((model, before), set())
+            left.discard(version)
+            if not left and before not in _UNHELD and not step.releases:
+                emptied[(model, before)] = EmptiedStage(model, before, version, to, _iso(step.at), step.key)
+        taking = holders.setdefault((model, to), set())
+        if to not in _UNHELD and single.get(to, True):
+            for other in taking - {version}:
+                stage_of[(model, other)] = "archived"  # displaced
+            taking.clear()
+        taking.add(version)
+        stage_of[(model, version)] = to
+        emptied.pop((model, to), None)
+    found = [e for e in emptied.values() if not holders.get((e.model, e.stage))]
+    if not dry_run:
+        found = [e for e in found if not repo.lifecycle.state(e.model).holders(e.stage)]
+    return found
 
 
 def _apply(repo: Repository, source: str, step: Step) -> None:

@@ -114,9 +114,13 @@ def _read_tags(root: Path, rev: str | None) -> tuple[list[_Tag], list[str]]:
     out = _git(root, "for-each-ref", f"--format={fmt}", "refs/tags").decode("utf-8", "replace")
     reach: set[str] | None = None
     if rev is not None:
-        if rev.startswith("-"):
-            raise UsageError(f"invalid revision {rev!r}")
-        reach = set(_git(root, "rev-list", rev, "--").decode().split())
+        try:
+            if rev.startswith("-"):
+                raise RepositoryError("an option, not a revision")
+            commit = _git(root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
+        except RepositoryError as exc:
+            raise UsageError(f"GTO: --rev {rev!r} names no commit of this repository") from exc
+        reach = set(_git(root, "rev-list", commit.decode().strip(), "--").decode().split())
     tags, notes = [], []
     for line in out.splitlines():
         parts = line.split("\0")
@@ -246,6 +250,7 @@ def import_gto(
                     order=order * 1000 + i,
                     stage=to,
                     reason=f"GTO {p.action} ({p.tag})",
+                    releases=p.action != "assign",
                 )
             )
     work = repo.store.tmp_path("import")

@@ -11,17 +11,24 @@ Production, Archived) becomes an event at the version's last update time; each a
 becomes a single-holder custom stage (declared in ``.uniflow/config.toml``) taken right after
 the version's registration (MLflow does not record when an alias was set). The mapping is in
 docs/migrate.md.
+
+MLflow 3 stores: a sqlite file or a file store (``file:///…/mlruns`` or a plain path) is read
+as it is, and must exist (MLflow would create an empty one). MLflow 3 opens a file store only
+with ``MLFLOW_ALLOW_FILE_STORE`` set and, from inside it, a default client that would create
+``./mlflow.db``; :func:`_mlflow_scope` sets what MLflow needs for the call and restores it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.request import url2pathname
 
 from .._errors import NotFoundError, RemoteError, UniflowError, UsageError
 from .._naming import validate_key
@@ -35,6 +42,13 @@ SOURCE = "mlflow"
 _STAGES = {"staging": "staging", "production": "production", "archived": "archived"}
 _PAGE = 1000
 _MAX_PAGES = 100_000
+_NAMED_STORES = ("databricks", "databricks-uc", "uc")  #: scheme-less URIs that are not paths
+_SCOPED_ENV = (
+    "MLFLOW_ALLOW_FILE_STORE",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+)
 
 
 def mlflow_version(number: object) -> str:
@@ -45,14 +59,87 @@ def mlflow_version(number: object) -> str:
     return f"v{int(text)}.0.0"
 
 
-def _client(tracking_uri: str | None, registry_uri: str | None) -> Any:
+def _mlflow_module() -> Any:
     try:
-        from mlflow import MlflowClient
+        import mlflow
     except ImportError as exc:
         raise UsageError(
-            "importing from MLflow needs the mlflow extra: pip install 'uniflow-registry[mlflow]'"
+            "importing from MLflow needs the mlflow extra: pip install 'uniflow[mlflow]'"
         ) from exc
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+    return mlflow
+
+
+def _file_path(uri: str) -> Path | None:
+    """The directory of a file-store URI (``file:///…/mlruns`` or a plain path), else None."""
+    if uri in _NAMED_STORES:
+        return None
+    parts = urlsplit(uri)
+    if parts.scheme == "file":
+        return Path(url2pathname(parts.path)).absolute()
+    if parts.scheme == "" and not parts.netloc:
+        return Path(uri).expanduser().absolute()
+    return None
+
+
+def _normalized(uri: str) -> str:
+    """``uri`` with a file store as an absolute ``file://`` URI (what lineage records)."""
+    path = _file_path(uri)
+    return path.as_uri() if path is not None else uri
+
+
+def _check_store(uri: str, *, registry: bool, defaulted: bool) -> None:
+    """Refuse a local store that is not there: MLflow would create an empty one (a sqlite
+    file, or an ``mlruns`` directory with its default experiment) and read nothing from it."""
+    hint = " (MLflow's default; pass --tracking-uri URI, tracking_uri= in Python)" if defaulted else ""
+    if uri.startswith("sqlite:///"):
+        if not Path(unquote(uri.removeprefix("sqlite:///"))).is_file():
+            raise NotFoundError(f"no MLflow database at {uri}{hint}")
+        return
+    path = _file_path(uri)
+    if path is None:
+        return
+    markers = [path / "models"] if registry else [path / "models", path / ".trash"]
+    if not path.is_dir():
+        raise NotFoundError(f"no MLflow file store at {path}{hint}")
+    if not any(m.is_dir() for m in markers):
+        what = "no models/ directory" if registry else "no models/ or .trash/ directory"
+        raise NotFoundError(f"no MLflow file store at {path}: {what} in it{hint}")
+
+
+@contextlib.contextmanager
+def _mlflow_scope(mlflow: Any, tracking: str, registry: str | None) -> Iterator[str]:
+    """Set what MLflow needs for this import, for the import only; yields the registry URI.
+
+    MLflow 3 opens a file store only when ``MLFLOW_ALLOW_FILE_STORE`` is set, and its file
+    registry opens a default client of its own (``MlflowClient()``), which without a tracking
+    URI set creates ``./mlflow.db`` in the current directory; its downloads draw tqdm bars
+    on stderr. So, for the call: the tracking and registry URIs are MLflow's current ones,
+    the file store is allowed when one is read, the progress bars are off (unless the user
+    set that variable). MLflow's globals and every environment variable are put back after.
+    """
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved_env = {key: os.environ.get(key) for key in _SCOPED_ENV}
+    saved_tracking = getattr(tracking_utils, "_tracking_uri", None)
+    saved_registry = getattr(registry_utils, "_registry_uri", None)
+    try:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        mlflow.set_tracking_uri(tracking)
+        if registry is not None:
+            mlflow.set_registry_uri(registry)
+        resolved = _normalized(str(mlflow.get_registry_uri()))
+        if _file_path(tracking) is not None or _file_path(resolved) is not None:
+            os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+        yield resolved
+    finally:
+        mlflow.set_tracking_uri(saved_tracking)
+        mlflow.set_registry_uri(saved_registry)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _redact(uri: str | None) -> str | None:
@@ -136,11 +223,37 @@ def import_mlflow(
     dry_run: bool = False,
     progress: ProgressFn | None = None,
 ) -> ImportReport:
-    """Import the MLflow registry at ``tracking_uri`` (MLflow's default when None)."""
-    for uri in (tracking_uri, registry_uri):
-        if uri and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-            raise NotFoundError(f"no MLflow database at {uri}")  # MLflow would create an empty one
-    client = _client(tracking_uri, registry_uri)
+    """Import the MLflow registry at ``tracking_uri`` (MLflow's default when None: its
+    ``MLFLOW_TRACKING_URI``, else ``./mlruns`` when it holds experiments, else
+    ``sqlite:///mlflow.db``, which must exist). A file store (``file://`` or a plain path)
+    is read as it is; nothing is written to the current directory or the store. While the
+    import runs, MLflow's global tracking/registry URIs and a few ``MLFLOW_*`` variables are
+    set for it (see :func:`_mlflow_scope`); all are restored when it returns.
+    """
+    mlflow = _mlflow_module()
+    tracking = _normalized(tracking_uri or str(mlflow.get_tracking_uri()))
+    _check_store(tracking, registry=registry_uri is None, defaulted=tracking_uri is None)
+    registry = _normalized(registry_uri) if registry_uri else None
+    with _mlflow_scope(mlflow, tracking, registry) as resolved_registry:
+        if resolved_registry != tracking:
+            _check_store(resolved_registry, registry=True, defaulted=False)
+        client = _call(
+            "open the registry", mlflow.MlflowClient, tracking_uri=tracking, registry_uri=resolved_registry
+        )
+        steps, notes = _plan(client, names, tracking, resolved_registry)
+        work = repo.store.tmp_path("import")
+        try:
+            return run_plan(
+                repo, register, SOURCE, steps, dry_run=dry_run, work=work, notes=notes, progress=progress
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _plan(
+    client: Any, names: Iterable[str] | None, tracking: str, registry: str
+) -> tuple[list[Step], list[str]]:
+    """The steps of every registered model (or ``names``) and the notes on what was skipped."""
     wanted = list(names or [])
     if wanted:
         models = [_call(f"model {n!r}", client.get_registered_model, n) for n in wanted]
@@ -164,16 +277,8 @@ def import_mlflow(
         taken[name] = str(rm.name)
         if name != rm.name:
             notes.append(f"MLflow model {rm.name!r} is imported as {name!r}")
-        steps += _model_steps(client, rm, name, tracking_uri, registry_uri, experiments, notes)
-    work = repo.store.tmp_path("import")
-    try:
-        return run_plan(
-            repo, register, SOURCE, steps, dry_run=dry_run, work=work, notes=notes, progress=progress
-        )
-    finally:
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
+        steps += _model_steps(client, rm, name, tracking, registry, experiments, notes)
+    return steps, notes
 
 
 def _model_steps(
@@ -302,37 +407,21 @@ def _run_data(
     return metrics, params, lineage
 
 
-@contextlib.contextmanager
-def _quiet_downloads() -> Iterator[None]:
-    """MLflow draws its own tqdm bars on stderr while downloading; the library never prints,
-    so they are switched off for the download (unless the user set the variable)."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    if key in os.environ:
-        yield
-        return
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        os.environ.pop(key, None)
-
-
 def _fetcher(client: Any, model: str, number: str, tracking_uri: str | None, registry_uri: str | None) -> Any:
     def fetch(dest: Path) -> Path:
         import mlflow.artifacts
 
         uri = _call(f"download URI of {model}/{number}", client.get_model_version_download_uri, model, number)
-        with _quiet_downloads():
-            got = Path(
-                _call(
-                    f"download {model}/{number}",
-                    mlflow.artifacts.download_artifacts,
-                    artifact_uri=uri,
-                    dst_path=os.fspath(dest),
-                    tracking_uri=tracking_uri,
-                    registry_uri=registry_uri,
-                )
+        got = Path(
+            _call(
+                f"download {model}/{number}",
+                mlflow.artifacts.download_artifacts,
+                artifact_uri=uri,
+                dst_path=os.fspath(dest),
+                tracking_uri=tracking_uri,
+                registry_uri=registry_uri,
             )
+        )
         real, root = got.resolve(), dest.resolve()
         if real != root and root not in real.parents:  # MLflow wrote outside the directory it was given
             raise RemoteError(f"MLflow: download of {model}/{number} landed outside {dest}")
