@@ -217,6 +217,22 @@ def test_a_chained_husky_hook_still_finds_the_script_named_after_it(tmp_path: Pa
     assert len(_chunks(tmp_path / "blobs")) == 1
 
 
+def test_hooks_install_chains_the_hook_an_earlier_force_set_aside(tmp_path: Path) -> None:
+    # uniflow 0.2's `hooks install --force` replaced LFS's hook and kept it as .uniflow-backup
+    _bare, a = shared_setup(tmp_path)
+    hooks = _hooks(a)
+    hooks.mkdir(parents=True, exist_ok=True)
+    lfs = '#!/bin/sh\ngit lfs pre-push "$@"\n'
+    (hooks / "pre-push.uniflow-backup").write_text(lfs)
+    (hooks / "pre-push").write_text("#!/bin/sh\n# uniflow-hook: pre-push\nexec uniflow hooks run pre-push\n")
+    r = cli(a, "hooks", "install")
+    assert "chained" in r.stdout
+    assert (hooks / "pre-push.uniflow-chained").read_text() == lfs
+    assert not (hooks / "pre-push.uniflow-backup").exists()
+    cli(a, "hooks", "uninstall")
+    assert (hooks / "pre-push").read_text() == lfs  # what was there before uniflow
+
+
 def test_hooks_install_refuses_to_chain_over_an_already_chained_hook(tmp_path: Path) -> None:
     _bare, a = shared_setup(tmp_path)
     hooks = _hooks(a)

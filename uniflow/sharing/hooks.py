@@ -242,6 +242,13 @@ def _keep(path: Path, dest: Path) -> None:
         shutil.copy2(path, dest, follow_symlinks=False)
 
 
+def _move(src: Path, dest: Path) -> None:
+    try:
+        os.replace(src, dest)
+    except OSError as exc:
+        raise RepositoryError(f"cannot move {src} to {dest}: {exc.strerror}") from exc
+
+
 def _free_name(path: Path) -> Path:
     """``path``, or ``path.1``, ``path.2``... : the first name not taken."""
     candidate, n = path, 0
@@ -265,10 +272,11 @@ def install_hooks(repo: Repository, *, force: bool = False, python: str | None =
     """Install the uniflow hooks, chaining the hooks already there (see the module doc).
 
     A hook that is not uniflow's is kept as ``<name>.uniflow-chained`` (status
-    ``chained``). If such a file already holds a different hook (someone replaced uniflow's
-    hook since, e.g. ``git lfs update --force``), nothing is written for that hook (status
-    ``conflict``) unless ``force``: then the current hook is chained and the older one kept
-    as ``<name>.uniflow-backup``.
+    ``chained``), and so is the hook an earlier ``hooks install --force`` (which replaced
+    hooks) set aside as ``<name>.uniflow-backup``. If ``<name>.uniflow-chained`` already
+    holds a different hook (someone replaced uniflow's hook since, e.g. ``git lfs update
+    --force``), nothing is written for that hook (status ``conflict``) unless ``force``:
+    then the current hook is chained and the older one kept as ``<name>.uniflow-backup``.
     """
     target = hooks_dir(repo)
     try:
@@ -289,6 +297,10 @@ def install_hooks(repo: Repository, *, force: bool = False, python: str | None =
             continue
         elif f"{_MARKER}{name}".encode() in current:
             status = "updated"
+            backup = target / f"{name}{BACKUP_SUFFIX}"
+            if kept is None and os.path.lexists(backup):  # set aside by an earlier --force
+                _move(backup, chained)
+                status, kept = "chained", str(chained)
         else:
             status = "chained"
             try:
