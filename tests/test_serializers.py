@@ -405,10 +405,21 @@ def test_numpy_fortran_array_is_stored_c_order_and_comes_back_fortran(tmp_path: 
     np.testing.assert_array_equal(loaded, arr)
 
 
+def test_numpy_big_endian_array_is_stored_little_endian_and_comes_back_big(tmp_path: Path) -> None:
+    arr = np.arange(6, dtype=">i4").reshape(2, 3)
+    d = _out(tmp_path)
+    meta = _jsonable(NumpySerializer().save(arr, d))
+    assert meta["byteorder"] == ">" and "order" not in meta
+    assert np.load(d / "array.npy").dtype == np.dtype("<i4")
+    loaded = NumpySerializer().load(d, meta)
+    assert loaded.dtype == np.dtype(">i4") and loaded.flags.c_contiguous
+    np.testing.assert_array_equal(loaded, arr)
+
+
 def test_numpy_order_recorded_only_for_fortran_arrays(tmp_path: Path) -> None:
     for i, arr in enumerate([np.zeros((1, 5)), np.zeros(5), np.zeros((4, 6))[:, ::2], np.zeros((2, 2))]):
         meta = NumpySerializer().save(np.asfortranarray(arr) if i == 0 else arr, _out(tmp_path, str(i)))
-        assert "order" not in meta, arr.shape
+        assert "order" not in meta and "byteorder" not in meta, arr.shape
 
 
 def test_numpy_object_array_refused(tmp_path: Path) -> None:

@@ -16,7 +16,9 @@ from the chunks that cover its range (``_partial``).
 
 A file whose header cannot be parsed, or that holds something outside the closed dtype set,
 a Fortran-ordered or big-endian ``.npy``, a name that is not one printable line, simply
-gets no tensor list: it is stored as bytes like any other file. :func:`check_tensors` is
+gets no tensor list: it is stored as bytes like any other file. (The numpy serializer writes
+Fortran-ordered and big-endian arrays in C order, little-endian, and records how to restore
+them in its meta, so the arrays it stores always get one.) :func:`check_tensors` is
 the part of the manifest gate (``_manifest.check``) that validates these lists when a
 manifest is read, so a hostile list can only ever produce an :class:`IntegrityError`.
 """

@@ -1,11 +1,13 @@
 """numpy arrays as ``array.npy``, written and read with ``allow_pickle=False``.
 
-Meta keys: ``file``, ``dtype``, ``shape``, and ``order: "F"`` for a Fortran-ordered array.
+Meta keys: ``file``, ``dtype``, ``shape``; ``order: "F"`` for a Fortran-ordered array and
+``byteorder: ">"`` for a big-endian one.
 
-A Fortran-ordered array (F-contiguous, not C-contiguous) is written in C order, so that
-``array.npy`` is a plain C-order file whose tensor record (``_tensors``) describes it: partial
-loads and diffs read its values in their logical order. Loading gives it back Fortran-ordered
-(``np.asfortranarray``), the same values, dtype, shape and memory order as registered.
+A Fortran-ordered array (F-contiguous, not C-contiguous) is written in C order, and a
+big-endian one little-endian, so that ``array.npy`` is a plain C-order little-endian file
+whose tensor record (``_tensors``) describes it: partial loads and diffs read its values in
+their logical order. Loading gives it back as registered: the same values, dtype (byte
+order included), shape and memory order (``np.asfortranarray``).
 """
 
 from __future__ import annotations
@@ -47,14 +49,16 @@ class NumpySerializer(Serializer):
             )
         if isinstance(obj, np.ma.MaskedArray):
             raise SerializationError("masked arrays are not supported; save .data and .mask separately")
-        fortran = bool(obj.flags.f_contiguous and not obj.flags.c_contiguous)
+        meta: dict[str, Any] = {"file": FILE, "dtype": str(obj.dtype), "shape": [int(n) for n in obj.shape]}
+        data = obj
+        if obj.flags.f_contiguous and not obj.flags.c_contiguous:
+            data, meta["order"] = np.ascontiguousarray(data), "F"
+        if obj.dtype.byteorder == ">":
+            data, meta["byteorder"] = data.astype(obj.dtype.newbyteorder("<")), ">"
         try:
-            np.save(Path(dest) / FILE, np.ascontiguousarray(obj) if fortran else obj, allow_pickle=False)
+            np.save(Path(dest) / FILE, data, allow_pickle=False)
         except Exception as exc:
             raise SerializationError(f"cannot save the array: {exc}") from exc
-        meta: dict[str, Any] = {"file": FILE, "dtype": str(obj.dtype), "shape": [int(n) for n in obj.shape]}
-        if fortran:
-            meta["order"] = "F"
         return meta
 
     def load(self, src: Path, meta: dict[str, Any], *, trust: bool = False, into: Any = None) -> Any:
@@ -67,4 +71,6 @@ class NumpySerializer(Serializer):
             raise SerializationError(f"{path.name} cannot be read without pickle: {exc}") from exc
         except OSError as exc:
             raise SerializationError(f"cannot read {path.name}: {exc}") from exc
+        if meta.get("byteorder") == ">":
+            array = array.astype(array.dtype.newbyteorder(">"))
         return np.asfortranarray(array) if meta.get("order") == "F" else array

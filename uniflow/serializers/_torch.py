@@ -447,6 +447,11 @@ def _import_module_class(
     return cls
 
 
+def _tuples(value: Any) -> Any:
+    """``value`` with its lists (nested too) as tuples: what torch.nn layers take and keep."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
 def _from_config(cls: Any, config: Any) -> Any:
     """A transformers model built from its recorded config (only ever with trust=True)."""
     from_dict = getattr(getattr(cls, "config_class", None), "from_dict", None)
@@ -480,7 +485,10 @@ def _construct(spec: dict[str, Any], what: str, hint: str, torch: Any, trust: bo
         elif source == "transformers_config":
             module = _from_config(cls, spec.get("transformers_config"))
         else:
-            module = cls(**dict(spec.get("init_kwargs") or {}))
+            kwargs = dict(spec.get("init_kwargs") or {})
+            if cls.__module__.startswith("torch.nn."):  # JSON made their tuples lists
+                kwargs = {k: _tuples(v) for k, v in kwargs.items()}
+            module = cls(**kwargs)
     except SerializationError:
         raise
     except Exception as exc:
