@@ -154,7 +154,7 @@ def read_all(path: Path) -> int:
 
 
 def object_sizes(repo: Path) -> dict[str, int]:
-    root = repo / ".uniflow" / "objects"
+    root = repo / ".git" / "uniflow" / "objects"
     out: dict[str, int] = {}
     if root.is_dir():
         for dirpath, _dirs, files in os.walk(root):

@@ -279,7 +279,7 @@ def bench_listing(res: Results, cache: Path, cli: list[str], mode: str) -> None:
         if label == "10k":
             from benchmarks.harness import wall
 
-            rmtree(loose / ".uniflow" / "cache" / "git")  # a fresh clone: no derived cache at all
+            rmtree(loose / ".git" / "uniflow" / "cache" / "git")  # a fresh clone: no derived cache at all
             res.add(
                 "list_name_10k_cold",
                 [wall(list_name, cwd=loose, timeout=3600)],

@@ -384,7 +384,7 @@ class _Tally:
 
 
 def _cache_empty(repo: Path) -> bool:
-    files = repo / ".uniflow" / "cache" / "files"
+    files = repo / ".git" / "uniflow" / "cache" / "files"
     return not files.exists() or not any(files.rglob("*"))
 
 
@@ -399,14 +399,14 @@ def _file_cycle(tally: _Tally, label: str, f: Path, work: Path, with_export: boo
             f"mem_register_{label}_mib", measure([py, "-c", _REGISTER, str(repo), str(f), MODEL], env=env)
         )
         if not _cache_empty(repo):
-            raise RuntimeError("register left files in .uniflow/cache: the load would not be a first load")
+            raise RuntimeError("register left files in the cache: the load would not be a first load")
         p = tally.take(f"mem_load_{label}_mib", measure([py, "-c", _LOAD, str(repo), MODEL], env=env))
         loaded = Path(p.stdout.strip())
         size = sum(x.stat().st_size for x in loaded.rglob("*") if x.is_file())
         if size != f.stat().st_size:
             raise RuntimeError(f"load_path gave {size} bytes, expected {f.stat().st_size}")
         if with_export:
-            rmtree(repo / ".uniflow" / "cache")
+            rmtree(repo / ".git" / "uniflow" / "cache")
             cli = Path(py).parent / "uniflow"
             cmd = [str(cli)] if cli.exists() else [py, "-m", "uniflow"]
             dest = work / "mem-export"
@@ -457,7 +457,7 @@ def _state_dict_cycle(tally: _Tally, label: str, size_bytes: int, work: Path) ->
         tally.take(f"mem_register_sd_{label}_mib", p)
         tally.take(f"mem_register_sd_{label}_extra_mib", p, minus_kib=before)
         if not _cache_empty(repo):
-            raise RuntimeError("register left files in .uniflow/cache: the load would not be a first load")
+            raise RuntimeError("register left files in the cache: the load would not be a first load")
         p = measure([py, "-c", _LOAD_SD, str(repo), MODEL], env=git_env())
         after, nbytes = (int(x) for x in p.stdout.split())
         if nbytes != size_bytes:

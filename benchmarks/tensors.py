@@ -159,7 +159,7 @@ def bench_diff_and_partial(
         out = _registry(repo).load(MODEL, "v2.0.0", tensors=[HEAD])
         part.append((time.perf_counter() - t0) * 1000)
         assert list(out) == [HEAD]
-        shutil.rmtree(repo / ".uniflow" / "cache")  # a first, verified load each time
+        shutil.rmtree(repo / ".git" / "uniflow" / "cache")  # a first, verified load each time
         gc.collect()
         t0 = time.perf_counter()
         path = _registry(repo).load_path(MODEL, "v2.0.0")
@@ -205,7 +205,7 @@ def bench_remote_partial(res: Results, repo: Path, work: Path, size: int, runs: 
         reg.load(MODEL, "v2.0.0", tensors=[HEAD])
         part.append((time.perf_counter() - t0) * 1000)
         fetched.append(
-            sum(p.stat().st_size for p in (clone / ".uniflow" / "objects").rglob("*") if p.is_file())
+            sum(p.stat().st_size for p in (clone / ".git" / "uniflow" / "objects").rglob("*") if p.is_file())
         )
         t0 = time.perf_counter()
         _registry(clone).load_path(MODEL, "v2.0.0")
@@ -225,7 +225,7 @@ def bench_remote_partial(res: Results, repo: Path, work: Path, size: int, runs: 
     res.value(
         "partial_load_head_fetched_bytes",
         int(median(fetched)),
-        "bytes that arrived in the clone's .uniflow/objects for the head",
+        "bytes that arrived in the clone's .git/uniflow/objects for the head",
     )
     res.value("partial_load_head_fetched_pct", round(median(fetched) / size * 100, 4))
     rmtree(bare)

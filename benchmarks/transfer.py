@@ -14,7 +14,7 @@ The same 1 GiB model (``base``) and its head-only fine-tune (``head``, benchmark
 Bytes and requests are counted outside both tools, the same way for both:
 
 * directory remote: a push is the files and bytes that appeared under the remote directory;
-  a pull is the objects and bytes that appeared in the clone's own store (``.uniflow/objects``,
+  a pull is the objects and bytes that appeared in the clone's own store (``.git/uniflow/objects``,
   ``.dvc/cache/files``), i.e. what was read from the remote;
 * S3: every HTTP request reaching the moto server is counted by a WSGI middleware (method,
   request body bytes, response body bytes); ``*_requests_per_gib`` is per GiB of the model.
@@ -329,7 +329,7 @@ class Uniflow(Scenario):
         ]
 
     def local_store(self) -> Path:
-        return self.clone / ".uniflow" / "objects"
+        return self.clone / ".git" / "uniflow" / "objects"
 
     def check(self, version: str, f: Path) -> None:
         out = run([self.py, "-c", LOAD, str(self.clone), NAME, version], env=self.env).stdout.split()

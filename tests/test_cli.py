@@ -484,7 +484,7 @@ def test_verify_ok(models_repo: Path) -> None:
 
 
 def _corrupt_one_chunk(repo: Path) -> str:
-    objects = repo / ".uniflow" / "objects"
+    objects = repo / ".git" / "uniflow" / "objects"
     chunk = min(p for p in objects.rglob("*") if p.is_file())
     chunk.chmod(0o644)
     data = bytearray(chunk.read_bytes())

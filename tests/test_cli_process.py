@@ -260,7 +260,7 @@ def test_read_only_store(populated_template: Path) -> None:
         home.mkdir()
         if prefix:
             subprocess.run(["chown", "-R", "65534:65534", str(base)], check=True)
-        for dirpath, _dirs, _files in os.walk(root / ".uniflow" / "objects"):
+        for dirpath, _dirs, _files in os.walk(root / ".git" / "uniflow" / "objects"):
             os.chmod(dirpath, 0o555)
         cmd = [*prefix, str(SCRIPT), "models", "register", str(f), "--name", "newmodel"]
         r = subprocess.run(

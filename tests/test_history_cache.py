@@ -35,7 +35,7 @@ def _listed(repo: Path) -> list[tuple[str, str, str, str, str]]:
 
 
 def _entries(repo: Path) -> list[Path]:
-    d = repo / ".uniflow" / "cache" / "git" / HISTORY_KIND
+    d = repo / ".git" / "uniflow" / "cache" / "git" / HISTORY_KIND
     return sorted(p for p in d.rglob("*") if p.is_file()) if d.is_dir() else []
 
 

@@ -71,14 +71,14 @@ def test_chunk_with_bytes_appended_is_corrupted_and_nothing_is_cached(big_model:
         f.write(b"\x00")
     with pytest.raises(IntegrityError, match="corrupted"):
         ModelRegistry(big_model.root).load_path("clf")
-    cached = big_model.uniflow_dir / "cache" / "files"
+    cached = big_model.store.root / "cache" / "files"
     assert not [p for p in cached.rglob("*") if p.is_file()]
 
 
 def test_tampered_cache_is_rebuilt_from_verified_chunks(big_model: ModelRegistry, tmp_path: Path) -> None:
     first = big_model.load("clf")
     good = Path(first).read_bytes()
-    cached = sorted((big_model.uniflow_dir / "cache" / "files").rglob("*"))
+    cached = sorted((big_model.store.root / "cache" / "files").rglob("*"))
     cached = [p for p in cached if p.is_file()]
     assert cached
     _flip(cached[0], 100)
@@ -104,7 +104,7 @@ def test_flipped_byte_in_the_manifest_git_object_is_an_integrity_error(big_model
         big_model.root, "rev-parse", "models/clf/v1.0.0^{commit}:.uniflow/card/manifest.msgpack"
     ).strip()
     _flip(big_model.git.git_dir / "objects" / blob[:2] / blob[2:], 40)
-    shutil.rmtree(big_model.uniflow_dir / "cache")  # no derived copy to fall back on
+    shutil.rmtree(big_model.store.root / "cache")  # no derived copy to fall back on
     r = run_py(
         "from uniflow import ModelRegistry, IntegrityError\n"
         "try:\n    ModelRegistry().load('clf')\nexcept IntegrityError as e:\n    print('INTEGRITY', e)\n",
@@ -127,7 +127,7 @@ def test_damaged_derived_cache_is_ignored(big_model: ModelRegistry) -> None:
     first = ModelRegistry(big_model.root)
     first.list_models()
     first.get("clf")
-    entries = [p for p in (big_model.uniflow_dir / "cache" / "git").rglob("*") if p.is_file()]
+    entries = [p for p in (big_model.store.root / "cache" / "git").rglob("*") if p.is_file()]
     assert {p.parent.parent.name for p in entries} == {"manifest", "state", "listing"}
     for p in entries:
         _flip(p, len(p.read_bytes()) - 3)

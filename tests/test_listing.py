@@ -37,7 +37,7 @@ def _age(repo: Path, model: str = MODEL) -> None:
 
 def _index_file(repo: Path, model: str = MODEL) -> Path:
     key = listing_key(ModelRegistry(repo).repository.git.git_dir, model)
-    return repo / ".uniflow" / "cache" / "git" / KIND / key[:2] / key
+    return repo / ".git" / "uniflow" / "cache" / "git" / KIND / key[:2] / key
 
 
 def _register(
@@ -121,7 +121,7 @@ def test_tags_fetched_by_plain_git_are_listed(three: Path, tmp_path: Path) -> No
 
 def test_fresh_clone_lists_from_git(three: Path, tmp_path: Path) -> None:
     other = clone(three, tmp_path / "fresh")
-    assert not (other / ".uniflow" / "cache").exists()
+    assert not (other / ".git" / "uniflow" / "cache").exists()
     want = [(v, "development", a) for v, _, a in _listed(three)]  # lifecycles are not cloned
     assert _listed(other) == want
     assert _table_versions(other) == ["v1.0.0", "v1.1.0", "v1.2.0"]
@@ -221,6 +221,8 @@ def test_a_genuine_index_over_other_refs_is_not_believed(three: Path, tmp_path: 
     genuine = _index_file(three).read_bytes()
     shutil.rmtree(three / ".git")
     shutil.copytree(other / ".git", three / ".git", symlinks=True)
+    _index_file(three).parent.mkdir(parents=True, exist_ok=True)  # the cache lives in .git:
+    _index_file(three).write_bytes(genuine)  # put the genuine entry back beside the other refs
     _age(three)
     assert _index_file(three).read_bytes() == genuine
     assert _listed(three) == [("v7.0.0", "development", 0.7)]
@@ -290,7 +292,7 @@ def _json_of_manifests(repo: Path, *args: str) -> str:
 
 def _json_index_file(repo: Path) -> Path:
     key = listing_key(ModelRegistry(repo).repository.git.git_dir, MODEL)
-    return repo / ".uniflow" / "cache" / "git" / JSON_KIND / key[:2] / key
+    return repo / ".git" / "uniflow" / "cache" / "git" / JSON_KIND / key[:2] / key
 
 
 def _assert_json_same(repo: Path, *args: str) -> None:
@@ -353,7 +355,7 @@ def test_forged_json_rows_are_ignored(three: Path, tmp_path: Path, forge: str) -
         ModelRegistry(three).register(str(src), "n", version="v1.0.0", metrics={"accuracy": 0.99})
         cli(three, "models", "list", "n", "--json")
         key = listing_key(ModelRegistry(three).repository.git.git_dir, "n")
-        shutil.copyfile(three / ".uniflow" / "cache" / "git" / JSON_KIND / key[:2] / key, path)
+        shutil.copyfile(three / ".git" / "uniflow" / "cache" / "git" / JSON_KIND / key[:2] / key, path)
     else:
         path.write_bytes(os.urandom(len(genuine)))
     _assert_json_same(three)

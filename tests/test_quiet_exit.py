@@ -50,7 +50,7 @@ def packed(tmp_path: Path) -> Path:
     cli(repo, "models", "promote", "clf", "v1.0.0", "--to", "production")
     git(repo, "gc", "--prune=now", "--quiet")
     assert list((repo / ".git" / "objects" / "pack").glob("*.pack"))
-    for p in sorted((repo / ".uniflow" / "cache").rglob("*"), reverse=True):
+    for p in sorted((repo / ".git" / "uniflow" / "cache").rglob("*"), reverse=True):
         p.unlink() if p.is_file() else p.rmdir()
     return repo
 

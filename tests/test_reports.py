@@ -30,7 +30,7 @@ from uniflow import (
 
 
 def _chunk_files(registry: ModelRegistry) -> list[Path]:
-    return sorted(p for p in (registry.uniflow_dir / "objects").rglob("*") if p.is_file())
+    return sorted(p for p in (registry.store.root / "objects").rglob("*") if p.is_file())
 
 
 # ---------------------------------------------------------------------- verify

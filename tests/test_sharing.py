@@ -406,7 +406,7 @@ def test_a_local_chunk_written_while_it_is_pushed_is_not_published(
     bare, a = shared_setup(tmp_path)
     ra = open_registry(a)
     ra.register(str(model_dir(tmp_path / "src", 1, size=2 << 20, seed=6)), "m", version="v1.0.0")
-    victims = _rewrite_the_first_source_copied(monkeypatch, a / ".uniflow" / "objects")
+    victims = _rewrite_the_first_source_copied(monkeypatch, a / ".git" / "uniflow" / "objects")
     with pytest.raises(CorruptChunkError, match="changed in the local store while it was sent"):
         ra.push()
     (digest,) = victims

@@ -188,7 +188,7 @@ def test_where_unnamed_files_are_refused_chunks_go_through_tmp(
     reg = ModelRegistry(repo)
     reg.register(tmp_path / "w.bin", "m", version="v1.0.0")
     assert (Path(reg.load_path("m", "v1.0.0")) / "w.bin").read_bytes() == data
-    assert [p.name for p in (repo / ".uniflow" / "tmp").iterdir() if p.name != "pins"] == []
+    assert [p.name for p in (repo / ".git" / "uniflow" / "tmp").iterdir() if p.name != "pins"] == []
     assert reg.verify().ok
 
 
@@ -217,7 +217,7 @@ def test_a_forged_known_digest_is_not_taken(registry: ModelRegistry, tmp_path: P
     sd = _state_dict()
     registry.register(sd, "m", version="v1.0.0")
     (entry,) = _files(registry, "m", "v1.0.0")
-    cached = registry.uniflow_dir / "cache" / "git" / "tensors" / entry["digest"][:2] / entry["digest"]
+    cached = registry.store.root / "cache" / "git" / "tensors" / entry["digest"][:2] / entry["digest"]
     assert cached.exists()
     raw = cached.read_bytes()
     cached.write_bytes(raw.replace(entry["tensors"][0][5].encode(), b"0" * 64))  # MAC no longer fits

@@ -22,6 +22,7 @@ from ._lifecycle import Lifecycle, LifecycleState, promote_transition
 from ._listing import Listing, ListingIndex
 from ._naming import validate_model_name, validate_version, version_sort_key
 from ._objcache import DerivedCache
+from ._paths import store_dir, work_trees
 from ._refs import tag_ref
 from ._stages import ModelStage, StageLike, normalize_stage
 from ._store import FetchFn, ObjectStore
@@ -49,10 +50,18 @@ class Repository:
         # (sharing.remote): a bare mirror, the remote's config, the per-user chunk cache
         self.git = git
         self.root: Path = root if root is not None else git.workdir
+        #: the work tree's ``.uniflow``: the committed config.toml (and pipeline run records)
         self.uniflow_dir: Path = self.root / ".uniflow"
         self.config_source = config_source if config_source is not None else ConfigSource(self.uniflow_dir)
-        self.store = store if store is not None else ObjectStore(self.uniflow_dir, fetcher=fetcher)
-        derived = DerivedCache(self.uniflow_dir / "cache" / "git")
+        if store is None:
+            # one store per repository, beside the refs every work tree shares; a store of
+            # the old layout in the .uniflow of any of its work trees is moved there first
+            store = ObjectStore(store_dir(git.git_dir), fetcher=fetcher)
+            for tree in dict.fromkeys([self.root, *work_trees(git.git_dir)]):
+                store.adopt(tree / ".uniflow")
+        self.store = store
+        # derived from Git objects, keyed by their sha: kept with the store, shared the same way
+        derived = DerivedCache(store.root / "cache" / "git")
         self.index = VersionIndex(git, derived, limits=lambda: self.config.limits)
         self.lifecycle = Lifecycle(git, lambda s: self.stages().get(s, True), derived, stages=self.stages)
         self.listings = ListingIndex(self.index, derived)

@@ -1,4 +1,10 @@
-"""The content-addressed chunk store under ``<repo>/.uniflow/``.
+"""The content-addressed chunk store under ``<common Git directory>/uniflow/``.
+
+Every work tree of a repository shares it (as they share the refs): a version registered in
+one ``git worktree`` is complete in all of them, and ``git worktree remove`` deletes no chunk.
+A store of the old layout, ``<work tree>/.uniflow/{objects,tmp,cache}``, is moved into it on
+first use (:meth:`ObjectStore.adopt`). Registries read by URL keep their chunk cache under
+``<cache home>/store/.uniflow`` (``sharing.remote``), with the same layout below it.
 
 Files are cut into content-defined chunks (FastCDC, native), each named by the BLAKE3-256
 digest of its bytes and stored once under ``objects/<2 hex>/<62 hex>``:
@@ -26,6 +32,7 @@ chunk files (``_fsio.write_immutable`` creates them for it).
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
 import os
@@ -36,6 +43,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import _testhooks
 from ._chunking import (
     CHUNK_PARAMS,
     EMPTY_DIGEST,
@@ -76,6 +84,9 @@ __all__ = [
 FetchFn = Callable[["ObjectStore", list[str]], None]
 #: bytes of a file's start given to a ``RangesFn`` that does not say how many it needs
 _HEAD = 64 << 10
+#: what a store of the old layout kept in ``<work tree>/.uniflow/`` (moved by ``adopt``)
+LEGACY_DIRS = ("objects", "tmp", "cache")
+_HEX = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -95,7 +106,8 @@ class VerifiedChunk:
 
 
 class ObjectStore:
-    """Chunk objects under ``root`` (the ``.uniflow`` directory)."""
+    """Chunk objects under ``root``: ``<common Git directory>/uniflow`` (``_paths.store_dir``),
+    or the per-user cache of registries read by URL."""
 
     def __init__(self, root: Path, fetcher: FetchFn | None = None, *, durable: bool = True) -> None:
         self.root = Path(root)
@@ -126,8 +138,8 @@ class ObjectStore:
     def check_layout(self) -> None:
         """Refuse a store directory that is a symlink (or not a directory).
 
-        ``.uniflow/objects``, ``tmp`` and ``cache`` are ignored by Git, yet a clone can carry
-        them as committed symlinks; the store never writes, links or deletes through one.
+        The store, its ``objects``, ``tmp`` and ``cache`` are created by uniflow as real
+        directories; it never writes, links or deletes through a link found in their place.
         """
         for d in (self.objects, self.tmp, self.cache, self.root / "cache" / "versions", self.tmp / "pins"):
             self._check_dir(d)
@@ -138,7 +150,7 @@ class ObjectStore:
             what = "a symlink" if bad.is_symlink() else "not a directory"
             raise RepositoryError(
                 f"{bad} is {what}: uniflow never writes through links in its store; remove it "
-                "(.uniflow/objects, tmp and cache hold only chunks, writes in flight and caches)"
+                f"({self.root} holds only chunks, writes in flight and caches)"
             )
 
     def _fanout(self, d: Path) -> None:
@@ -636,6 +648,162 @@ class ObjectStore:
     def restore_abandoned(self) -> int:
         """Put back the chunks a gc that died had set aside; the count restored."""
         return restore_abandoned(self.tmp, self.objects)
+
+    # ------------------------------------------------------------------ the old layout
+    def adopt(self, legacy: Path) -> int:
+        """Move a store of the old layout (``legacy`` = ``<work tree>/.uniflow``) into this
+        one; the count of chunks moved (0 at once when there is none: three ``lstat``).
+
+        No chunk is ever lost, whenever the process is killed and however many processes
+        move the same store at once: each chunk is linked into this store (copied when the
+        two are on different filesystems), the fan-out directory is fsynced, and only then
+        is the old name unlinked, so every chunk has a name in one store or the other at
+        every moment. Chunks a gc had set aside in ``tmp/gc.*`` are moved the same way
+        (restored: the next gc decides again); then the rest of ``tmp/`` (writes in flight
+        of dead processes, stale pins) and ``cache/`` (derived, rebuilt on demand) are
+        removed. A symlink in the old place is not the store and is never followed.
+        Assumes no uniflow older than this store's layout writes the old store meanwhile.
+        """
+        if first_link(legacy.parent, legacy) is not None:
+            return 0  # .uniflow is not a real directory: nothing of ours lies behind it
+        present = [n for n in LEGACY_DIRS if _real_dir(legacy / n)]
+        if not present:
+            return 0
+        self.ensure_dirs()
+        moved = 0
+        try:
+            if "objects" in present:
+                moved += self._adopt_objects(legacy / "objects")
+            if "tmp" in present:
+                moved += self._adopt_sets(legacy / "tmp")
+            _testhooks.point("store-migrate-chunks-moved")
+            for name in ("tmp", "cache"):
+                if name in present:
+                    _remove_ours(legacy / name)
+            _rmdir(legacy / "objects")
+        except OSError as exc:
+            raise RepositoryError(
+                f"cannot move the chunk store from {legacy} to {self.root}: {os_reason(exc)} "
+                "(no chunk was lost; run again to finish)"
+            ) from exc
+        return moved
+
+    def _adopt_objects(self, old: Path) -> int:
+        """Move every chunk of the old ``objects/`` one fan-out directory at a time: link all
+        of its chunks, fsync the new fan-out directory, then unlink the old names."""
+        moved = 0
+        for fan in _entries(old):
+            if len(fan.name) != 2 or not _HEX.issuperset(fan.name) or not fan.is_dir(follow_symlinks=False):
+                continue
+            names = [
+                e.name
+                for e in _entries(Path(fan.path))
+                if len(e.name) == 62 and _HEX.issuperset(e.name) and e.is_file(follow_symlinks=False)
+            ]
+            srcs = [(Path(fan.path) / n, fan.name + n) for n in names]
+            moved += self._adopt_chunks(srcs)
+            _testhooks.point("store-migrate-linked")
+            for src, _digest in srcs:
+                _unlink_gone_ok(src)
+            _rmdir(Path(fan.path))
+            _testhooks.point("store-migrate-unlinked")
+        return moved
+
+    def _adopt_sets(self, tmp: Path) -> int:
+        """Move back the chunks gc runs of the old store had set aside (``tmp/gc.*/<digest>``)."""
+        moved = 0
+        for d in _entries(tmp):
+            if not d.name.startswith("gc.") or not d.is_dir(follow_symlinks=False):
+                continue
+            srcs = [
+                (Path(e.path), e.name)
+                for e in _entries(Path(d.path))
+                if len(e.name) == 64 and _HEX.issuperset(e.name) and e.is_file(follow_symlinks=False)
+            ]
+            moved += self._adopt_chunks(srcs)
+            for src, _digest in srcs:
+                _unlink_gone_ok(src)
+        return moved
+
+    def _adopt_chunks(self, srcs: list[tuple[Path, str]]) -> int:
+        """Give each ``(old file, digest)`` its name in this store (an existing one is kept:
+        the same bytes), then make the names durable; the count linked or copied here."""
+        done = 0
+        for src, digest in srcs:
+            final = self.objects / digest[:2] / digest[2:]
+            self._fanout(final.parent)
+            try:
+                os.link(src, final, follow_symlinks=False)
+            except (FileExistsError, FileNotFoundError):
+                continue  # already here, or moved by another process (it links before it unlinks)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP):
+                    raise
+                if not self._copy_in(src, final, digest):
+                    continue
+            done += 1
+        self.sync_dirs(digest for _src, digest in srcs)
+        return done
+
+    def _copy_in(self, src: Path, final: Path, digest: str) -> bool:
+        """Copy a chunk of the old store that cannot be hard-linked (another filesystem), as
+        it is: reads verify it as they verify every chunk. False if it vanished meanwhile."""
+        try:
+            fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        with os.fdopen(fd, "rb") as f:  # closes fd
+            data = f.read()
+        return write_immutable(final, self.tmp, data, tmp_name(f"obj-{digest[:12]}"), fsync=self.durable)
+
+
+def _real_dir(path: Path) -> bool:
+    """True if ``path`` is a directory itself (``lstat``: a symlink to one is not)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _entries(directory: Path) -> list[os.DirEntry[str]]:
+    """The entries of ``directory``; none when another process removed it already."""
+    try:
+        with os.scandir(directory) as it:
+            return list(it)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _unlink_gone_ok(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _rmdir(path: Path) -> None:
+    """Remove an emptied directory of the old store; one still holding something unexpected
+    (or removed by another process already) is left as it is."""
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
+
+
+def _remove_ours(path: Path) -> None:
+    """Remove what uniflow wrote below ``path`` (regular files and the directories holding
+    them), bottom up; a symlink or anything else found there is left as it is, never
+    followed (a clone may carry one as a committed file), and so is its directory. What
+    another process removed first is not an error."""
+    for dirpath, dirnames, filenames in os.walk(path, topdown=False):  # never follows links
+        for name in filenames + dirnames:
+            entry = os.path.join(dirpath, name)
+            try:
+                mode = os.lstat(entry).st_mode
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(mode):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry)
+            elif stat.S_ISDIR(mode):
+                _rmdir(Path(entry))
+    _rmdir(path)
 
 
 def _read_into(f: io.FileIO, buf: bytearray) -> memoryview:

@@ -7,12 +7,13 @@ Reading (register)
     naming the entry (a symlink is never read through). ``.git`` and ``.uniflow`` are skipped.
 
 Materializing (load, load_path, export)
-    ``.uniflow/cache/versions/<content digest>/<path>`` is built from parts checked here
-    again, at the write site (a digest is 64 hex characters; paths are relative, normalised,
-    unique, free of file/directory clashes), and walked without following any symlink: a
-    symlink or file found where a cache directory belongs is a forged cache entry and is
-    replaced; ``.uniflow`` itself must be a real directory. Nothing outside ``.uniflow/`` is
-    ever written or unlinked.
+    ``<store>/cache/versions/<content digest>/<path>`` (the store: ``<common Git
+    directory>/uniflow``, ``_paths.store_dir``) is built from parts checked here again, at the
+    write site (a digest is 64 hex characters; paths are relative, normalised, unique, free of
+    file/directory clashes), and walked without following any symlink: a symlink or file
+    found where a cache directory belongs is a forged cache entry and is replaced; the store
+    directory itself must be a real directory. Nothing outside the store is ever written or
+    unlinked.
 
 Exporting (``export NAME DEST``)
     DEST and its parents are taken as the caller names them (symlinks there are followed).
@@ -127,25 +128,27 @@ def _checked_records(m: dict[str, Any], context: str) -> tuple[str, list[tuple[s
 def materialize(
     reg: Repository, name: str, version: str, m: dict[str, Any], progress: ProgressFn | None = None
 ) -> tuple[Path, list[Source]]:
-    """Verified files of a version, hard-linked under ``.uniflow/cache/versions/<digest>``;
+    """Verified files of a version, hard-linked under ``<store>/cache/versions/<digest>``;
     returns that directory and ``[(path, verified cache file, manifest mode)]``."""
     context = f"model {name!r} version {version!r}"
     digest, records = _checked_records(m, context)
-    vparts = (".uniflow", "cache", "versions", digest)
-    registry_dir = f"{str(reg.root).rstrip('/')}/.uniflow"
+    store_root = reg.store.root  # <common Git directory>/uniflow, or the cache of URL reads
+    parent = store_root.parent
+    vparts = (store_root.name, "cache", "versions", digest)
+    registry_dir = f"{str(parent).rstrip('/')}/{store_root.name}"
 
     def cache_policy(display: str, mode: int) -> None:
         if display == registry_dir:
             kind = describe_mode(mode)
             raise RepositoryError(f"{display} is a {kind}, not a directory; refusing to write through it")
-        # anything else in the way below .uniflow/cache is a forged cache entry: replaced
+        # anything else in the way below the store's cache is a forged cache entry: replaced
 
     total = sum(r.size for _, r, _ in records)
     done = 0
     sources: list[Source] = []
     try:
-        with DirTree(open_root(reg.root), str(reg.root), cache_policy) as tree:
-            tree.open(vparts)  # before anything is written below .uniflow/cache
+        with DirTree(open_root(parent), str(parent), cache_policy) as tree:
+            tree.open(vparts)  # before anything is written below the store's cache
             for rel, rec, mode in records:
                 base = done
                 cb = (lambda d, _t, b=base: progress(b + d, total)) if progress else None
@@ -156,7 +159,7 @@ def materialize(
                 sources.append((rel, src, mode))
     except OSError as exc:
         raise RepositoryError(f"cannot materialize {context}: {os_reason(exc)}") from exc
-    return reg.uniflow_dir / "cache" / "versions" / digest, sources
+    return store_root / "cache" / "versions" / digest, sources
 
 
 # ---------------------------------------------------------------------- exporting

@@ -28,7 +28,7 @@ def _old_style_entry(path: Path, payload: bytes) -> None:
 
 
 def _entry(reg: ModelRegistry, kind: str, sha: str) -> Path:
-    return reg.uniflow_dir / "cache" / "git" / kind / sha[:2] / sha
+    return reg.store.root / "cache" / "git" / kind / sha[:2] / sha
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_without_a_usable_key_the_cache_is_off_and_everything_works(
     registry.register(str(tmp_path / "w.bin"), "m", version="v1.0.0")
     fresh = ModelRegistry(registry.root)
     assert fresh.get("m").version == "v1.0.0" and fresh.list_models()[0].name == "m"
-    cache = registry.uniflow_dir / "cache" / "git"
+    cache = registry.store.root / "cache" / "git"
     assert not [p for p in cache.rglob("*") if p.is_file()]
 
 

@@ -66,7 +66,7 @@ def _fill(fs: Path) -> Path:
 def _leftovers(repo: Path) -> list[str]:
     """Lock and temporary files anywhere in .git and .uniflow (pins included)."""
     out = [p for p in files_under(repo / ".git") if p.name.endswith(".lock") or p.name.startswith("tmp_obj_")]
-    out += files_under(repo / ".uniflow" / "tmp")
+    out += files_under(repo / ".git" / "uniflow" / "tmp")
     return [str(p.relative_to(repo)) for p in out]
 
 
@@ -127,7 +127,7 @@ def test_disk_full_during_the_chunk_writes(small_fs: Path, tmp_path: Path) -> No
     assert "refs/tags/models" not in git(repo, "for-each-ref")
     import blake3
 
-    for p in (repo / ".uniflow" / "objects").glob("*/*"):  # nothing partial under a final name
+    for p in (repo / ".git" / "uniflow" / "objects").glob("*/*"):  # nothing partial under a final name
         assert blake3.blake3(p.read_bytes()).hexdigest() == p.parent.name + p.name
 
     filler.unlink()

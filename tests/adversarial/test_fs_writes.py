@@ -1,6 +1,6 @@
 """Every path uniflow writes stays under its root (issue 9, items 1 and 3).
 
-Materializing a version writes ``.uniflow/cache/versions/<content digest>/<path>``; exporting
+Materializing a version writes ``.git/uniflow/cache/versions/<content digest>/<path>``; exporting
 writes ``DEST/<path>``. Hostile manifests (a forged content digest or file path, setuid
 modes) and symlink traps already on disk must never make either write, chmod or unlink a
 file anywhere else.
@@ -93,10 +93,10 @@ def test_forged_manifest_never_writes_or_unlinks_outside_uniflow(
     def change(m: dict[str, Any]) -> None:
         if forgery == "absolute digest":
             m["content_digest"] = str(home)
-        elif forgery == "relative digest":  # from .uniflow/cache/versions up to tmp_path
-            m["content_digest"] = "../../../../home"
-        else:  # from .uniflow/cache/versions/<digest> up to tmp_path
-            m["files"][0]["path"] = "../../../../../home/weights.bin"
+        elif forgery == "relative digest":  # from .git/uniflow/cache/versions up to tmp_path
+            m["content_digest"] = "../../../../../home"
+        else:  # from .git/uniflow/cache/versions/<digest> up to tmp_path
+            m["files"][0]["path"] = "../../../../../../home/weights.bin"
 
     _forge(monkeypatch, registry, change)
     with pytest.raises(IntegrityError, match="content digest|file path"):
@@ -113,7 +113,7 @@ def test_forged_manifest_never_writes_or_unlinks_outside_uniflow(
 def test_symlink_planted_in_the_version_cache_is_replaced_never_followed(
     registry: ModelRegistry, tmp_path: Path, where: str
 ) -> None:
-    """Item 1: a symlink inside ``.uniflow/cache/versions`` (a forged cache entry) is removed
+    """Item 1: a symlink inside ``.git/uniflow/cache/versions`` (a forged cache entry) is removed
     and rebuilt from verified chunks; its target is never written, chmod-ed or unlinked."""
     src = _bundle(registry, tmp_path)
     digest = registry.get("bundle").digest
@@ -122,7 +122,7 @@ def test_symlink_planted_in_the_version_cache_is_replaced_never_followed(
     for rel in ("config.json", "run.sh", "sub/weights.bin"):
         (home / digest / rel).write_bytes(b"precious")
     before = _snapshot(home)
-    link = registry.uniflow_dir / where.replace("<digest>", digest)
+    link = registry.store.root / where.replace("<digest>", digest)
     link.parent.mkdir(parents=True, exist_ok=True)
     target = {
         "cache/versions": home,

@@ -16,7 +16,7 @@ from uniflow import ModelRegistry
 
 
 def _objects(repo: Path) -> list[Path]:
-    return sorted((repo / ".uniflow" / "objects").glob("*/*"))
+    return sorted((repo / ".git" / "uniflow" / "objects").glob("*/*"))
 
 
 def _register_args(src: Path, version: str) -> tuple[str, ...]:
@@ -40,7 +40,7 @@ def test_gc_spares_old_chunks_that_a_register_in_flight_reuses(repo: Path, tmp_p
     held = Held(repo, tmp_path / "gate", "register-before-tag", *_register_args(src, "v2.0.0"))
     held.wait_paused()  # the register found all 80 chunks present and relies on them
     cli(repo, "gc", "--yes")
-    pins = repo / ".uniflow" / "tmp" / "pins"
+    pins = repo / ".git" / "uniflow" / "tmp" / "pins"
     pinned_during_gc = list(pins.iterdir()) if pins.is_dir() else []
     done = held.release()
     assert done.returncode == 0, done.stderr
@@ -72,10 +72,10 @@ def test_gc_removes_the_pin_and_temp_files_of_a_killed_register(repo: Path, tmp_
     src = model_dir(tmp_path / "src", 10, seed=4)
     r = run_cli(repo, *_register_args(src, "v1.0.0"), extra=kill_at("register-before-tag"))
     assert r.returncode == -9, r.stderr
-    pins = repo / ".uniflow" / "tmp" / "pins"
+    pins = repo / ".git" / "uniflow" / "tmp" / "pins"
     assert len(list(pins.iterdir())) == 1  # the dead register's pin
     cli(repo, "gc", "--yes", "--grace", "0s")
-    assert files_under(repo / ".uniflow" / "tmp") == []
+    assert files_under(repo / ".git" / "uniflow" / "tmp") == []
     assert _objects(repo) == []  # its chunks were garbage once its owner died
     cli(repo, *_register_args(src, "v1.0.0"))
     _assert_whole(repo, src, "v1.0.0")
@@ -87,10 +87,10 @@ def test_a_gc_killed_after_moving_chunks_aside_loses_none_of_them(repo: Path, tm
     held.wait_paused()
     r = run_cli(repo, "gc", "--yes", "--grace", "0s", extra=kill_at("gc-after-set-aside"))
     assert r.returncode == -9, r.stderr
-    assert len(list((repo / ".uniflow" / "tmp").glob("gc.*/*"))) == 30  # moved aside, then the gc died
+    assert len(list((repo / ".git" / "uniflow" / "tmp").glob("gc.*/*"))) == 30  # moved aside, gc died
     done = held.release()
     assert done.returncode == 0, done.stderr
     _assert_whole(repo, src, "v1.0.0")  # a reader links set-aside chunks back
     cli(repo, "gc", "--yes", "--grace", "0s")  # restores the dead gc's set, deletes nothing live
-    assert not list((repo / ".uniflow" / "tmp").glob("gc.*"))
+    assert not list((repo / ".git" / "uniflow" / "tmp").glob("gc.*"))
     _assert_whole(repo, src, "v1.0.0")

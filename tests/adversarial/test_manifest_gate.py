@@ -60,8 +60,8 @@ def test_forged_content_digest_is_refused_and_nothing_outside_is_touched(
     home = _victim(tmp_path)
     before = {p.name: p.read_bytes() for p in home.iterdir()}
     m = _v2(base)
-    # .uniflow/cache/versions/<digest>: four levels up from there is tmp_path
-    m["content_digest"] = str(home) if kind == "absolute" else "../../../../victim"
+    # .git/uniflow/cache/versions/<digest>: five levels up from there is tmp_path
+    m["content_digest"] = str(home) if kind == "absolute" else "../../../../../victim"
     tag = forge_version(registry.root, "m", "v2.0.0", m)
     fresh = ModelRegistry(registry.root)
     with pytest.raises(IntegrityError, match=r"content digest") as err:

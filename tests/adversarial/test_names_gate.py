@@ -20,7 +20,7 @@ from uniflow import InvalidNameError, InvalidVersionError, ModelRegistry, Reposi
 
 
 def _nothing_written(reg: ModelRegistry) -> None:
-    objects = reg.uniflow_dir / "objects"
+    objects = reg.store.root / "objects"
     assert not objects.exists() or not [p for p in objects.rglob("*") if p.is_file()]
     assert git(reg.root, "for-each-ref", "refs/tags", "refs/uniflow").strip() == ""
 

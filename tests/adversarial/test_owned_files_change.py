@@ -34,7 +34,7 @@ def test_a_cached_copy_truncated_while_it_is_checked_is_rebuilt(repo: Path, tmp_
     src.write_bytes(os.urandom(3 << 20))
     cli(repo, "models", "register", str(src), "--name", "m", "--version", "v1.0.0")
     cli(repo, "models", "export", "m", str(tmp_path / "first"))  # materializes the cached copy
-    cache = repo / ".uniflow" / "cache" / "files"
+    cache = repo / ".git" / "uniflow" / "cache" / "files"
     assert len([p for p in cache.rglob("*") if p.is_file()]) == 1
 
     held = Held(repo, tmp_path / "gate", "whole-digest", "models", "export", "m", str(tmp_path / "second"))

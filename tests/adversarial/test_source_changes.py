@@ -37,7 +37,7 @@ def _register(src: Path) -> tuple[str, ...]:
 
 def _assert_store_sound(repo: Path) -> None:
     """Every object is named by the BLAKE3 digest of its bytes; no version was created."""
-    objects = sorted((repo / ".uniflow" / "objects").glob("*/*"))
+    objects = sorted((repo / ".git" / "uniflow" / "objects").glob("*/*"))
     for obj in objects:
         assert blake3.blake3(obj.read_bytes()).hexdigest() == obj.parent.name + obj.name, obj
     assert git(repo, "tag", "--list", "models/*") == ""

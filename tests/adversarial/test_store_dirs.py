@@ -1,6 +1,8 @@
-"""A clone may carry `.uniflow/tmp`, `.uniflow/objects`, `.uniflow/cache` (or a fan-out directory
-below them) as committed symlinks: `.gitignore` does not stop tracked files. The store never
-writes, links or deletes through such a link; it refuses with one line naming the path."""
+"""The store (`.git/uniflow`: objects, tmp, cache) is never written, linked or deleted through a
+symlink found in place of one of its directories (or a fan-out directory below them); it
+refuses with one line naming the path. A clone may carry `.uniflow/tmp`, `.uniflow/objects`,
+`.uniflow/cache` (where the store lived before it moved into the Git directory) as committed
+symlinks: `.gitignore` does not stop tracked files. Those are not the store and are never followed."""
 
 from __future__ import annotations
 
@@ -37,11 +39,10 @@ def _clone_with_link(tmp_path: Path, repo: Path, link: str, target: Path) -> Pat
     return clone
 
 
-@pytest.mark.parametrize("link", ["tmp", "objects", "cache", "cache/files", "cache/versions", "cache/git"])
-def test_symlinked_store_directory_is_refused(tmp_path: Path, repo: Path, link: str) -> None:
-    victim = _victim(tmp_path)
-    before = _snapshot(victim)
-    clone = _clone_with_link(tmp_path, repo, link, victim)
+LINKS = ["tmp", "objects", "cache", "cache/files", "cache/versions", "cache/git"]
+
+
+def _register_and_gc(clone: Path, link: str) -> None:
     model = clone / "weights.bin"
     model.write_bytes(os.urandom(3 << 20))
     r = cli(clone, "models", "register", str(model), "--name", "m", code=None)
@@ -55,8 +56,33 @@ def test_symlinked_store_directory_is_refused(tmp_path: Path, repo: Path, link: 
         assert "symlink" in r.stderr and "Traceback" not in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     cli(clone, "gc", "--yes", "--grace", "0", code=None)
+
+
+@pytest.mark.parametrize("link", LINKS)
+def test_symlinked_store_directory_is_refused(tmp_path: Path, repo: Path, link: str) -> None:
+    victim = _victim(tmp_path)
+    before = _snapshot(victim)
+    path = repo / ".git" / "uniflow" / link
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(victim, target_is_directory=True)
+    _register_and_gc(repo, link)
     assert _snapshot(victim) == before
     assert sorted(p.name for p in victim.iterdir()) == ["keep.txt"]
+
+
+@pytest.mark.parametrize("link", LINKS)
+def test_committed_symlink_at_the_old_store_is_never_followed(tmp_path: Path, repo: Path, link: str) -> None:
+    victim = _victim(tmp_path)
+    before = _snapshot(victim)
+    clone = _clone_with_link(tmp_path, repo, link, victim)
+    model = clone / "weights.bin"
+    model.write_bytes(os.urandom(3 << 20))
+    cli(clone, "models", "register", str(model), "--name", "m")  # the store is in .git/uniflow
+    cli(clone, "models", "export", "m", str(tmp_path / "out"))
+    cli(clone, "gc", "--yes", "--grace", "0")
+    assert _snapshot(victim) == before
+    assert sorted(p.name for p in victim.iterdir()) == ["keep.txt"]
+    assert (clone / ".uniflow" / link).is_symlink()
 
 
 def test_symlinked_fanout_directory_is_never_written_through(tmp_path: Path, repo: Path) -> None:
@@ -70,7 +96,7 @@ def test_symlinked_fanout_directory_is_never_written_through(tmp_path: Path, rep
     import blake3
 
     digest = blake3.blake3(data).hexdigest()
-    fan = repo / ".uniflow" / "objects" / digest[:2]
+    fan = repo / ".git" / "uniflow" / "objects" / digest[:2]
     fan.parent.mkdir(parents=True, exist_ok=True)
     fan.symlink_to(victim, target_is_directory=True)
     (tmp_path / "w.bin").write_bytes(data)

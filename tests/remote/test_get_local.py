@@ -253,7 +253,7 @@ def test_no_blob_remote_known(tmp_path: Path, empty_dir: Path) -> None:
     r = cli(empty_dir, "get", f"file://{bare}", "m", code=9)
     assert "no blob remote known" in r.stderr and "--blob" in r.stderr and r.stderr.count("\n") == 1
     # the bytes are in the clone's store: name it as the blob remote
-    r = cli(empty_dir, "get", f"file://{bare}", "m", "--blob", str(a / ".uniflow"), "--json")
+    r = cli(empty_dir, "get", f"file://{bare}", "m", "--blob", str(a / ".git" / "uniflow"), "--json")
     assert json.loads(r.stdout)["version"] == "v1.0.0"
     assert (empty_dir / "m" / "w.bin").read_bytes() == b"weights" * 1000
 

@@ -60,7 +60,7 @@ def fine_tune_head(model: nn.Module, steps: int = 5, seed: int = 1) -> nn.Module
 
 def store_bytes(repo: Path) -> int:
     """Bytes of the chunk objects in ``repo/.uniflow/objects``."""
-    objects = repo / ".uniflow" / "objects"
+    objects = repo / ".git" / "uniflow" / "objects"
     return sum(p.stat().st_size for p in objects.rglob("*") if p.is_file()) if objects.is_dir() else 0
 
 
