@@ -136,3 +136,16 @@ def test_deleting_a_stage_pointer_removes_its_reflog(repo: Path, tmp_path: Path)
     assert _reflogs(repo, "refs/uniflow/stages") == []
     assert _reflogs(repo, "refs/tags") == []
     _git_maintenance(repo)
+
+
+def test_verify_repair_removes_old_tag_reflogs(repo: Path, tmp_path: Path) -> None:
+    _registry(repo, tmp_path)
+    _plant_old_reflogs(repo)
+    r = cli(repo, "verify", "--repair")
+    assert "removed the reflog of refs/tags/models/clf/v1.0.0" in r.stdout
+    assert "removed the reflog of refs/uniflow/stages/clf/production" in r.stdout
+    assert _reflogs(repo, "refs/tags") == [] and _reflogs(repo, "refs/uniflow") == []
+    _git_maintenance(repo)
+    _assert_everything_loads(repo, tmp_path / "out", "v1.1.0")
+    r = cli(repo, "verify", "--repair", "--json")  # nothing left to repair
+    assert '"repaired": []' in r.stdout

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "verify",
+    "repair",
     "gc",
     "reachable_manifests",
     "GcReport",
@@ -82,6 +83,13 @@ def verify(repo: Repository, name: str | None = None) -> VerifyReport:
         problems += _lifecycle_problems(repo, model)
         problems += _unrecorded(repo, model)
     return VerifyReport(name, tuple(problems))
+
+
+def repair(repo: Repository) -> list[str]:
+    """What ``uniflow verify --repair`` fixes, one line per fix: the reflogs of version tags
+    and stage pointers that uniflow up to 0.2.0 wrote (git keeps none for a tag, and
+    ``git gc`` reports an error for each of their lines)."""
+    return [f"removed the reflog of {ref}" for ref in repo.git.remove_tag_reflogs()]
 
 
 def _problem(model: str | None, version: str | None, text: str) -> VerifyProblem:

@@ -21,6 +21,7 @@ from ._lifecycle import (
     rollback_transition,
 )
 from ._maintenance import gc as _gc
+from ._maintenance import repair as _repair
 from ._maintenance import verify as _verify
 from ._register import register_version
 from ._repo import Repository
@@ -418,6 +419,12 @@ class ModelRegistry:
         the :class:`VerifyReport` (``.ok`` when no problem was found)."""
         return _verify(self._repo, name)
 
+    def repair(self) -> list[str]:
+        """Fix what can be fixed without any model data (``uniflow verify --repair``): today
+        the reflogs of version tags and stage pointers older versions wrote, which ``git gc``
+        reports as errors. One line per fix (empty: nothing to fix)."""
+        return _repair(self._repo)
+
     def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0) -> GcReport:
         """Delete chunks no ref reaches, older than the grace period (dry run by default);
         the :class:`GcReport` of what was (or would be) deleted."""
@@ -600,6 +607,9 @@ class RemoteRegistry(ModelRegistry):
 
     def verify(self, *args: Any, **kwargs: Any) -> NoReturn:
         self._refuse("verify")
+
+    def repair(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("repair")
 
     def gc(self, *args: Any, **kwargs: Any) -> NoReturn:
         self._refuse("gc")

@@ -125,21 +125,32 @@ def _print_gc(report: GcReport) -> None:
 
 @click.command("verify")
 @click.argument("name", required=False, shell_complete=complete_model)
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="First fix what needs no model data: reflogs of version tags and stage pointers "
+    "that older versions wrote (git gc reports them as errors).",
+)
 @json_option
 @repo_option
-def verify_cmd(name: str | None, as_json: bool, repo: str | None) -> None:
+def verify_cmd(name: str | None, repair: bool, as_json: bool, repo: str | None) -> None:
     """Re-hash stored chunks and report problems.
 
     Checks every chunk of every version (or of model NAME) against its digest. Exits 5 when a problem is
-    found. Calls ModelRegistry.verify(NAME).
+    found. Calls ModelRegistry.verify(NAME) (after ModelRegistry.repair() with --repair).
     """
-    report = get_registry(repo).verify(name)
+    registry = get_registry(repo)
+    repaired = registry.repair() if repair else []
+    report = registry.verify(name)
     if as_json:
-        echo_json(report.to_dict())
-    elif report.ok:
-        click.echo(f"OK: every stored file of {name or 'every model'} verified")
+        echo_json({**report.to_dict(), "repaired": repaired} if repair else report.to_dict())
     else:
-        _print_problems(report)
+        for line in repaired:
+            click.echo(f"repaired: {line}")
+        if report.ok:
+            click.echo(f"OK: every stored file of {name or 'every model'} verified")
+        else:
+            _print_problems(report)
     if not report.ok:
         count = len(report.problems)
         raise IntegrityError(
