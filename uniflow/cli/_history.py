@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ._common import CliError, echo_json, get_registry, json_option, progress_bar, repo_option
+from ._common import (
+    CliError,
+    echo_json,
+    get_registry,
+    json_option,
+    progress_bar,
+    repo_option,
+    resolve_repo,
+)
 from ._complete import complete_model, complete_stage, complete_version, complete_versions
 from ._format import (
     Cell,
@@ -23,6 +31,7 @@ from ._format import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .._registry import ModelRegistry
     from .._types import HistoryEvent
 
 __all__ = ["compare_cmd", "export_cmd", "history_cmd", "print_events"]
@@ -152,6 +161,23 @@ def _print_comparison(comparison: Any) -> None:
                 print_line(f"  ... {len(entries) - 20} more")
 
 
+def _export_registry(repo: str | None, blob: str | None, offline: bool) -> ModelRegistry:
+    """The registry to export from: ``--repo`` as every command opens it; with ``--blob`` or
+    ``--offline`` (a registry read by Git URL only) opened as ``uniflow get`` opens it."""
+    if blob is None and not offline:
+        return get_registry(repo)
+    from .._errors import UsageError
+    from .._registry import ModelRegistry
+    from ..sharing.giturl import is_git_url
+
+    target = resolve_repo(repo)
+    if target is None or not is_git_url(target):
+        raise UsageError(
+            "--blob and --offline apply to a registry read by Git URL (--repo URL), not a work tree"
+        )
+    return ModelRegistry(target, offline=offline, blob=blob)
+
+
 def _complete_export_args(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
     """First argument: a version or a directory; second: a directory."""
     from click.shell_completion import CompletionItem
@@ -174,15 +200,32 @@ def _complete_export_args(ctx: click.Context, param: click.Parameter, incomplete
     is_flag=True,
     help="Replace a symlink or special file found below DEST (the link itself, never its target).",
 )
+@click.option(
+    "--offline", is_flag=True, help="With --repo URL: use the cache alone, no network for the Git side."
+)
+@click.option(
+    "--blob",
+    "blob",
+    metavar="URL",
+    help="With --repo URL: read chunks from this blob remote (a directory, s3://...).",
+)
 @json_option
 @repo_option
 def export_cmd(
-    name: str, args: tuple[str, ...], stage: str | None, force: bool, as_json: bool, repo: str | None
+    name: str,
+    args: tuple[str, ...],
+    stage: str | None,
+    force: bool,
+    offline: bool,
+    blob: str | None,
+    as_json: bool,
+    repo: str | None,
 ) -> None:
     """Copy the verified files of a version to DEST.
 
     The version is VERSION, the holder of --stage, or the newest. Symlinks below DEST are
-    never written through: refused, or replaced with --force.
+    never written through: refused, or replaced with --force. For a registry read by Git URL
+    (--repo URL), --blob and --offline work as in `uniflow get`.
     Calls ModelRegistry.export(NAME, DEST, version, stage, force).
     """
     if len(args) == 1:
@@ -193,11 +236,13 @@ def export_cmd(
         raise CliError("usage: uniflow models export NAME [VERSION | --stage STAGE] DEST")
     if version is not None and stage is not None:
         raise CliError("give either VERSION or --stage, not both")
-    registry = get_registry(repo)
-    # Resolve the stage (or newest) once, so the files and the message name the same version.
-    mv = registry.get(name, version=version, stage=stage)
-    with progress_bar(f"export {name}") as progress:
-        out = registry.export(name, os.path.abspath(dest), version=mv.version, progress=progress, force=force)
+    with _export_registry(repo, blob, offline) as registry:
+        # Resolve the stage (or newest) once, so the files and the message name the same version.
+        mv = registry.get(name, version=version, stage=stage)
+        with progress_bar(f"export {name}") as progress:
+            out = registry.export(
+                name, os.path.abspath(dest), version=mv.version, progress=progress, force=force
+            )
     if as_json:
         echo_json(
             {
