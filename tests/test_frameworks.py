@@ -147,6 +147,21 @@ def test_torch_layers_with_tuple_arguments(registry: Any) -> None:
     assert torch.equal(loaded(x), seq(x))
 
 
+def test_recurrent_layers_come_back(registry: Any) -> None:
+    # nn.LSTM/GRU/RNN take (*args, **kwargs): their arguments are read as RNNBase names them
+    torch.manual_seed(0)
+    lstm = nn.LSTM(4, 5, num_layers=2, batch_first=True, bidirectional=True, proj_size=3).eval()
+    layers = nn.ModuleList([nn.GRU(4, 6, dropout=0.0), nn.RNN(4, 2, nonlinearity="relu", bias=False)])
+    registry.register(lstm, "lstm")
+    registry.register(layers, "rnns")
+    lstm2, layers2 = registry.load("lstm"), registry.load("rnns")
+    assert repr(lstm2) == repr(lstm) and repr(layers2) == repr(layers)
+    x = torch.randn(2, 3, 4)
+    assert torch.equal(lstm2(x)[0], lstm(x)[0])
+    for a, b in zip(layers, layers2, strict=True):
+        assert torch.equal(a(x)[0], b(x)[0])
+
+
 def test_container_with_unrebuildable_child_asks_for_model(registry: Any) -> None:
     seq = nn.Sequential(Wraps(nn.Linear(2, 2)), nn.ReLU())
     registry.register(seq, "wrapped")

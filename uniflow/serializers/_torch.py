@@ -122,15 +122,34 @@ def _transformers_config(module: Any) -> dict[str, Any] | None:
     return config if isinstance(config, dict) and is_json_safe(config) else None
 
 
+def _rnn_kwargs(module: Any, torch: Any) -> dict[str, Any] | None:
+    """The arguments of ``nn.RNN``/``LSTM``/``GRU``, whose ``__init__`` takes ``*args,
+    **kwargs``: the attributes named like ``RNNBase``'s parameters (its ``mode`` is the
+    class's own; ``proj_size`` is LSTM's only), and ``nonlinearity`` for ``nn.RNN``; None
+    for other classes."""
+    if type(module) not in (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU):
+        return None
+    names = [n for n in inspect.signature(torch.nn.RNNBase.__init__).parameters if n not in ("self", "mode")]
+    if type(module) is not torch.nn.LSTM:
+        names.remove("proj_size")  # only LSTM takes it
+    if type(module) is torch.nn.RNN:
+        names.append("nonlinearity")
+    values = {n: getattr(module, n, None) for n in names}
+    return {n: _jsonify(v) for n, v in values.items() if v is not None and is_json_safe(v)}
+
+
 def _module_spec(module: Any, torch: Any) -> dict[str, Any]:
     """How to build ``module`` again (class, arguments), without its children."""
     cls = type(module)
     spec: dict[str, Any] = {"class_module": cls.__module__, "class_qualname": cls.__qualname__}
     config = _transformers_config(module)
+    rnn = _rnn_kwargs(module, torch)
     kwargs: dict[str, Any] = {}
     missing: list[str] = []
     if _container_base(cls, torch) is not None:
         source = "container"
+    elif rnn is not None:
+        kwargs, source = rnn, "signature"
     elif config is not None:
         source = "transformers_config"
         spec["transformers_config"] = config
