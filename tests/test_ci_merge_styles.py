@@ -351,3 +351,16 @@ def test_unmatched_candidate_fails_the_job(tmp_path: Path, origin: tuple[Path, P
     r = promote(ci, before, after, "--allow-no-match", "--json")
     assert [x["status"] for x in json.loads(r.stdout)["results"]] == ["unmatched"]
     assert production_on_origin(bare) is None
+
+
+def test_no_fetch_in_a_shallow_checkout_says_what_is_missing(
+    tmp_path: Path, origin: tuple[Path, Path, str]
+) -> None:
+    _bare, dev, url = origin
+    _feature(dev, tmp_path, "f", "v1.0.0", 0.95)
+    before, after = _merge(dev, "f", "merge")
+    ci = actions_checkout(url, tmp_path / "ci", after)
+    r = promote(ci, before, after, "--no-fetch", code=2)
+    assert r.stderr.startswith("error: base revision") and "is not a commit in this repository" in r.stderr
+    r = promote(ci, "0" * 40, after, "--no-fetch", code=9)  # all zeros: head's first parent
+    assert "fetching is off (--no-fetch)" in r.stderr and len(r.stderr.splitlines()) == 1

@@ -28,13 +28,22 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from .._errors import RemoteError, UsageError
+from .._config import PromoteRule
+from .._errors import RemoteError, UniflowError, UsageError
+from .._naming import version_sort_key
 from .cifetch import RangeFetcher, is_sha
 from .gitcmd import run_git
 
-__all__ = ["Match", "MatchHow", "MergedRange", "pr_heads"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .._repo import Repository
+    from .._types import ModelVersion
+
+__all__ = ["DEEP_LIMIT", "Match", "MatchHow", "MergedRange", "RuleMatch", "match_rule", "pr_heads"]
+
+#: without a ``from`` stage, how many of the newest versions are matched by steps 2-5
+DEEP_LIMIT = 20
 
 MatchHow = Literal["commit", "pr-merge", "tree", "pr-head", "patch"]
 
@@ -211,3 +220,58 @@ def _patch_ids(root: Path, commits: list[str]) -> dict[str, str]:
     if not out and log.strip():
         raise RemoteError("git patch-id read no patch from git log -p")
     return out
+
+
+# ---------------------------------------------------------------------- a rule's versions
+@dataclass(frozen=True)
+class RuleMatch:
+    """A rule's model: its versions, the ones the range brought (with how), and the
+    versions of the rule's ``from`` stage that matched nothing (with why)."""
+
+    versions: list[ModelVersion]
+    matches: dict[str, Match]
+    unmatched: dict[str, str]
+
+
+def match_rule(repo: Repository, rule: PromoteRule, merged: MergedRange) -> RuleMatch:
+    """Match the versions of ``rule.model`` to the range: every version by commit; the
+    versions that could be this merge's (the ``from`` stage's, or without ``from`` the
+    newest ones above the ``to`` stage's newest, not archived) by tree, PR head and patch."""
+    try:
+        versions = repo.list_versions(rule.model)
+    except UniflowError:
+        return RuleMatch([], {}, {})
+    codes = {v.version: _code_commit(repo, v) for v in versions}
+    matches = {v: m for v, c in codes.items() if c and (m := merged.by_commit(c))}
+    top = [v for v in versions if v.stage == rule.to]  # matched too: a re-run says "already"
+    if rule.from_stage:
+        deep = [v for v in versions if v.stage == rule.from_stage]
+    else:
+        floor = max((version_sort_key(v.version) for v in top), default=None)
+        deep = [
+            v
+            for v in versions
+            if v.stage not in (rule.to, "archived") and (floor is None or version_sort_key(v.version) > floor)
+        ][-DEEP_LIMIT:]
+    deep += top
+    deep = [v for v in deep if v.version not in matches and codes[v.version]]
+    merged.fetch([c for v in deep if (c := codes[v.version])])
+    unmatched: dict[str, str] = {}
+    for v in deep:
+        code = codes[v.version] or ""
+        m = merged.deep(code)
+        if m is not None:
+            matches[v.version] = m
+        elif rule.from_stage and v.stage == rule.from_stage:
+            unmatched[v.version] = merged.why_not(code)
+    return RuleMatch(versions, matches, unmatched)
+
+
+def _code_commit(repo: Repository, v: ModelVersion) -> str | None:
+    """The version commit's first parent (the commit ``register`` ran on)."""
+    try:
+        commit, _ = repo.index.manifest(v.name, v.version)
+        parents = repo.git.read_commit(commit).parents
+    except (KeyError, UniflowError):
+        return v.code_commit
+    return parents[0].decode("ascii") if parents else None

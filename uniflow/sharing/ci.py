@@ -28,14 +28,13 @@ import logging
 import os
 import subprocess
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._config import Condition, PromoteRule, parse_condition
-from .._errors import PolicyError, PushRejectedError, RepositoryError, UniflowError, UsageError
+from .._errors import PolicyError, PushRejectedError, RepositoryError, UsageError
 from .._naming import version_sort_key
 from .._reports import PromoteReport, PromoteResult, PromoteStatus, PushReport
-from .candidates import Match, MergedRange, pr_heads
+from .candidates import MergedRange, RuleMatch, match_rule, pr_heads
 from .cifetch import RangeFetcher, is_sha
 from .gitcmd import ZERO, git_remotes, resolve_git_remote, run_git
 from .pull import pull
@@ -43,7 +42,6 @@ from .push import push
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._repo import Repository
-    from .._types import ModelVersion
 
 __all__ = [
     "Condition",
@@ -61,8 +59,6 @@ log = logging.getLogger("uniflow.ci")
 
 ProgressFn = Callable[[int, int], None]
 PUSH_ATTEMPTS = 3
-#: without a ``from`` stage, the newest versions matched by tree, PR head and patch
-DEEP_LIMIT = 20
 
 
 # ---------------------------------------------------------------------- rules
@@ -181,7 +177,7 @@ def promote_on_merge(
     span = f"{base_sha[:12] if base_sha else '(root)'}..{head_sha[:12]}"
     results: list[PromoteResult] = []
     for rule in rules:
-        matched = _match(repo, rule, merged)
+        matched = match_rule(repo, rule, merged)
         results.append(_apply_rule(repo, rule, matched, span, head_sha, base_sha, ci, dry_run=dry_run))
     promoted = sorted({r.model for r in results if r.status == "promoted"})
     pushed = None
@@ -211,64 +207,10 @@ def _refusal(r: PromoteResult) -> str:
     return f"{r.model} {r.version} not promoted to {r.to}: {r.detail}"
 
 
-@dataclass(frozen=True)
-class _Matched:
-    """A rule's model: its versions, the ones the range brought (with how), and the
-    versions of the rule's ``from`` stage that matched nothing (with why)."""
-
-    versions: list[ModelVersion]
-    matches: dict[str, Match]
-    unmatched: dict[str, str]
-
-
-def _match(repo: Repository, rule: PromoteRule, merged: MergedRange) -> _Matched:
-    """Match the versions of ``rule.model`` to the range: every version by commit; the
-    versions that could be this merge's (the ``from`` stage's, or without ``from`` the
-    newest ones above the ``to`` stage's newest, not archived) by tree, PR head and patch."""
-    try:
-        versions = repo.list_versions(rule.model)
-    except UniflowError:
-        return _Matched([], {}, {})
-    codes = {v.version: _code_commit(repo, v) for v in versions}
-    matches = {v: m for v, c in codes.items() if c and (m := merged.by_commit(c))}
-    top = [v for v in versions if v.stage == rule.to]  # matched too: a re-run says "already"
-    if rule.from_stage:
-        deep = [v for v in versions if v.stage == rule.from_stage]
-    else:
-        floor = max((version_sort_key(v.version) for v in top), default=None)
-        deep = [
-            v
-            for v in versions
-            if v.stage not in (rule.to, "archived") and (floor is None or version_sort_key(v.version) > floor)
-        ][-DEEP_LIMIT:]
-    deep += top
-    deep = [v for v in deep if v.version not in matches and codes[v.version]]
-    merged.fetch([c for v in deep if (c := codes[v.version])])
-    unmatched: dict[str, str] = {}
-    for v in deep:
-        code = codes[v.version] or ""
-        m = merged.deep(code)
-        if m is not None:
-            matches[v.version] = m
-        elif rule.from_stage and v.stage == rule.from_stage:
-            unmatched[v.version] = merged.why_not(code)
-    return _Matched(versions, matches, unmatched)
-
-
-def _code_commit(repo: Repository, v: ModelVersion) -> str | None:
-    """The version commit's first parent (the commit ``register`` ran on)."""
-    try:
-        commit, _ = repo.index.manifest(v.name, v.version)
-        parents = repo.git.read_commit(commit).parents
-    except (KeyError, UniflowError):
-        return v.code_commit
-    return parents[0].decode("ascii") if parents else None
-
-
 def _apply_rule(
     repo: Repository,
     rule: PromoteRule,
-    matched: _Matched,
+    matched: RuleMatch,
     span: str,
     head_sha: str,
     base_sha: str | None,

@@ -23,6 +23,7 @@ sends the blobs of the trees it sends; a repository on this machine is asked to 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterable
@@ -39,6 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .._git import GitRepo
 
 __all__ = ["MAX_DEPTH", "RangeFetcher", "is_sha"]
+
+log = logging.getLogger("uniflow.ci")
 
 #: the deepest history fetched to complete a range (commits from each end)
 MAX_DEPTH = 1 << 14
@@ -84,7 +87,10 @@ class RangeFetcher:
         """``git fetch --filter=blob:none ARGS`` from the remote (no tags, no FETCH_HEAD);
         ``noop``: no negotiation (objects wanted by id)."""
         if self.remote is None:
-            raise RemoteError(f"{what}: this repository has no git remote to fetch it from")
+            raise RemoteError(
+                f"{what} is needed (the clone lacks history or objects), but fetching is off "
+                "(--no-fetch) or there is no git remote"
+            )
         config = ["-c", "protocol.version=2"]
         if noop:
             config += ["-c", "fetch.negotiationAlgorithm=noop"]
@@ -95,6 +101,7 @@ class RangeFetcher:
         key = f"remote.{self.remote}.partialclonefilter"
         had_filter = run_git(self.root, "config", "--get", key, check=False, timeout=60).returncode == 0
         self.fetches += 1
+        log.info("%s", what)
         run_git(
             self.root,
             *config,
