@@ -64,7 +64,7 @@ def _mlflow_module() -> Any:
         import mlflow
     except ImportError as exc:
         raise UsageError(
-            "importing from MLflow needs the mlflow extra: pip install 'uniflow[mlflow]'"
+            "importing from MLflow needs the mlflow extra: pip install 'uniflow-registry[mlflow]'"
         ) from exc
     return mlflow
 
