@@ -180,8 +180,8 @@ class ModelRegistry:
         tags but not ``refs/uniflow/*``: until ``uniflow pull`` every version reads as in
         development and no stage has a holder. The CLI prints it as a ``hint:`` line."""
         models = [name] if name is not None else self._repo.index.models()
-        lacking = [
-            m for m in models if self._repo.index.version_names(m) and self._repo.lifecycle.head(m) is None
+        lacking = [  # one ref read per model; its tags are listed only when it has no lifecycle
+            m for m in models if self._repo.lifecycle.head(m) is None and self._repo.index.version_names(m)
         ]
         if not lacking or not self.git.remote_names():
             return None

@@ -196,4 +196,7 @@ def unrelated(repo: Repository, model: str, local: str, remote_head: str) -> boo
     """True when the two lifecycle chains share no commit: the local one was begun without
     the remote's (a fresh ``git clone`` brings no ``refs/uniflow/*``), so none of the
     remote's events was ever seen here. Both heads' objects must be present."""
-    return not set(repo.lifecycle.chain(local, model)) & set(repo.lifecycle.chain(remote_head, model))
+    local_chain = set(repo.lifecycle.chain(local, model))
+    if remote_head in local_chain:  # the common case (ours is ahead): one chain walked
+        return False
+    return not any(c in local_chain for c in repo.lifecycle.chain(remote_head, model))
