@@ -297,6 +297,21 @@ def test_torch_hostile_submodule_entries_are_refused(tmp_path: Path, entry: Any,
         TorchSerializer().load(d, meta)
 
 
+def test_torch_container_from_an_older_manifest_asks_for_model(tmp_path: Path) -> None:
+    # uniflow 0.1 recorded a Sequential like any class (no submodules): rebuilt empty, its
+    # weights do not fit, and the error says how to load it
+    d = _out(tmp_path)
+    meta = _jsonable(TorchSerializer().save(nn.Sequential(nn.Linear(2, 2)), d))
+    del meta["submodules"], meta["extra_repr"]
+    meta["init_source"] = "signature"
+    with pytest.raises(
+        SerializationError, match=r"do not fit the module rebuilt .*; pass model=<an instance"
+    ):
+        TorchSerializer().load(d, meta)
+    target = nn.Sequential(nn.Linear(2, 2))
+    assert TorchSerializer().load(d, meta, into=target) is target
+
+
 def test_torch_submodules_of_a_non_container_are_refused(tmp_path: Path) -> None:
     d = _out(tmp_path)
     meta = _jsonable(TorchSerializer().save(Net(), d))

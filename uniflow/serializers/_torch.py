@@ -142,15 +142,13 @@ def _module_spec(module: Any, torch: Any) -> dict[str, Any]:
     """How to build ``module`` again (class, arguments), without its children."""
     cls = type(module)
     spec: dict[str, Any] = {"class_module": cls.__module__, "class_qualname": cls.__qualname__}
-    config = _transformers_config(module)
-    rnn = _rnn_kwargs(module, torch)
     kwargs: dict[str, Any] = {}
     missing: list[str] = []
     if _container_base(cls, torch) is not None:
         source = "container"
-    elif rnn is not None:
+    elif (rnn := _rnn_kwargs(module, torch)) is not None:
         kwargs, source = rnn, "signature"
-    elif config is not None:
+    elif (config := _transformers_config(module)) is not None:
         source = "transformers_config"
         spec["transformers_config"] = config
     else:
