@@ -1,6 +1,6 @@
 """The per-model listing index: ``uniflow models list NAME`` reads one file and checks two stamps.
 
-For each model, ``.uniflow/cache/git/listing/<h>/<h>`` (``h`` = BLAKE3 of the git directory
+For each model, ``.git/uniflow/cache/git/listing/<h>/<h>`` (``h`` = BLAKE3 of the git directory
 and the model name; a
 :class:`~uniflow._objcache.DerivedCache` entry, so MAC'd with the per-user key) holds the
 model's versions in semver order, each with its tag sha and what a listing shows of it

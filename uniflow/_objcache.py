@@ -1,7 +1,7 @@
 """A cache of values derived from immutable Git objects, keyed by the object's sha.
 
 A tag's manifest and a lifecycle commit's state never change for a given sha, so reading
-them once through Git and keeping the bytes under ``.uniflow/cache/git/<kind>/`` lets
+them once through Git and keeping the bytes under ``.git/uniflow/cache/git/<kind>/`` lets
 ``uniflow models list`` answer without opening a single Git object.
 
 The cache can only cost time, never correctness. Anyone who can write the repository

@@ -2,11 +2,11 @@
 
 The protocol (argued in docs/design.md, "gc and registers in flight"):
 
-* A register creates a **pin** file under ``.uniflow/tmp/pins/`` and appends each chunk's
-  digest to it *before* it checks whether that chunk exists or writes it. It removes the
-  pin only once its tag ref exists (or the register failed).
+* A register creates a **pin** file under the store's ``tmp/pins/`` (``.git/uniflow/``) and
+  appends each chunk's digest to it *before* it checks whether that chunk exists or writes
+  it. It removes the pin only once its tag ref exists (or the register failed).
 * ``gc`` computes its candidates, **moves** each one aside into a set directory
-  ``.uniflow/tmp/gc.<owner>.<id>/`` (one rename each), *then* reads every pin, *then*
+  ``tmp/gc.<owner>.<id>/`` (one rename each), *then* reads every pin, *then*
   re-reads the refs, links back every candidate that a pin or a newly visible version names,
   and only then unlinks the rest.
 * Anyone who misses a chunk in ``objects/`` looks in the set directories first and links it

@@ -259,7 +259,7 @@ class ModelRegistry:
     def _materialize(
         self, name: str, version: str, m: dict[str, Any], progress: ProgressFn | None = None
     ) -> Path:
-        """``.uniflow/cache/versions/<content digest>``, holding the verified files; every
+        """``.git/uniflow/cache/versions/<content digest>``, holding the verified files; every
         path is re-checked and walked without following symlinks (see ``_tree``)."""
         return materialize(self._repo, name, version, m, progress)[0]
 

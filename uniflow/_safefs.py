@@ -1,5 +1,5 @@
 """Writing below a root without ever following a symlink: the primitives behind
-materializing a version (``.uniflow/cache/versions/<content digest>/<path>``) and exporting
+materializing a version (``.git/uniflow/cache/versions/<content digest>/<path>``) and exporting
 one (``DEST/<path>``).
 
 Paths built from data are walked one component at a time from an open directory

@@ -652,16 +652,17 @@ class ObjectStore:
     # ------------------------------------------------------------------ the old layout
     def adopt(self, legacy: Path) -> int:
         """Move a store of the old layout (``legacy`` = ``<work tree>/.uniflow``) into this
-        one; the count of chunks moved (0 at once when there is none: three ``lstat``).
+        one; the count of chunks moved (0 at once when there is none: four ``lstat``).
 
         No chunk is ever lost, whenever the process is killed and however many processes
         move the same store at once: each chunk is linked into this store (copied when the
         two are on different filesystems), the fan-out directory is fsynced, and only then
         is the old name unlinked, so every chunk has a name in one store or the other at
         every moment. Chunks a gc had set aside in ``tmp/gc.*`` are moved the same way
-        (restored: the next gc decides again); then the rest of ``tmp/`` (writes in flight
-        of dead processes, stale pins) and ``cache/`` (derived, rebuilt on demand) are
-        removed. A symlink in the old place is not the store and is never followed.
+        (restored: the next gc decides again); then what uniflow wrote in the rest of
+        ``tmp/`` (writes in flight of dead processes, stale pins) and in ``cache/`` (derived,
+        rebuilt on demand) is removed. A symlink in the old place is not the store: it is
+        never followed, moved through or removed.
         Assumes no uniflow older than this store's layout writes the old store meanwhile.
         """
         if first_link(legacy.parent, legacy) is not None:

@@ -123,7 +123,7 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
 def cli(repo: str | None, traceback: bool) -> None:
     """UniFlow: a Git-native model registry.
 
-    Model bytes live in .uniflow/ as verified chunks; versions are Git tags; stages and
+    Model bytes live in .git/uniflow/ as verified chunks; versions are Git tags; stages and
     their history are Git refs. Run 'uniflow COMMAND --help' for details.
     """
 

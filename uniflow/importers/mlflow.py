@@ -3,7 +3,7 @@
 Needs the ``mlflow`` extra (``pip install 'uniflow-registry[mlflow]'``), imported only when an import
 runs. Every registered model (or the names given) and every version, oldest first, becomes
 a uniflow version: the files of the version's artifacts (downloaded by MLflow into a fresh
-directory under ``.uniflow/tmp``, stored as a directory model, never unpickled); the source
+directory under the store's ``tmp/``, stored as a directory model, never unpickled); the source
 run's metrics and params; the version's tags, plus the model's as ``model.<key>``; the
 version's description (else the model's); creation time and user; run id, experiment and
 source URI as lineage. Version ``N`` becomes ``vN.0.0``. The current stage (Staging,
