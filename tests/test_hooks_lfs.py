@@ -330,7 +330,8 @@ def test_plain_git_fetch_brings_the_registry_into_a_fresh_clone_and_never_rewind
     cli(c, "init")
     cli(c, "hooks", "install")  # idempotent: each refspec is in the config once
     specs = git(c, "config", "--get-all", "remote.origin.fetch").split()
-    assert specs.count(LIFECYCLE_SPEC) == 1 and specs.count(TAGS_SPEC) == 1, specs
+    assert specs.count(LIFECYCLE_SPEC) == 1 and TAGS_SPEC not in specs, specs
+    assert git(c, "config", "remote.origin.tagOpt").strip() == "--tags"
     git(c, "fetch", "-q")  # plain git
     assert git(c, "rev-parse", "refs/uniflow/models/m").strip() == before_v2
     assert "v1.0.0" in cli(c, "models", "show", "m", "--stage", "production").stdout
@@ -347,3 +348,26 @@ def test_plain_git_fetch_brings_the_registry_into_a_fresh_clone_and_never_rewind
     r = subprocess.run(["git", "fetch"], cwd=c, capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode != 0 and "non-fast-forward" in r.stderr, r.stderr
     assert "v1.1.0" in cli(c, "models", "show", "m", "--stage", "production").stdout
+
+
+def test_fetch_configuration_never_lets_a_pruning_fetch_delete_what_was_not_pushed(tmp_path: Path) -> None:
+    bare, a = shared_setup(tmp_path)
+    cli(a, "init")
+    ra = open_registry(a)
+    ra.register(str(model_dir(tmp_path / "v1", 1, seed=21)), "mine", version="v1.0.0")  # not pushed
+    git(a, "fetch", "-q", "--prune")
+    # version tags come by tagOpt --tags, which git never prunes (a refs/tags/models/* refspec would)
+    assert "refs/tags/models/mine/v1.0.0" in git(a, "for-each-ref", "--format=%(refname)")
+
+    c = clone(bare, tmp_path / "c")
+    git(c, "config", "fetch.prune", "true")  # every fetch prunes: no lifecycle refspec then
+    r = cli(c, "init")
+    assert "prune" in r.stdout, r.stdout
+    assert LIFECYCLE_SPEC not in git(c, "config", "--get-all", "remote.origin.fetch").split()
+    rc = open_registry(c)
+    rc.register(str(model_dir(tmp_path / "v2", 1, seed=22)), "local", version="v1.0.0")
+    rc.promote("local", "v1.0.0", "production")
+    git(c, "fetch", "-q")
+    refs = git(c, "for-each-ref", "--format=%(refname)")
+    assert "refs/tags/models/local/v1.0.0" in refs and "refs/uniflow/models/local" in refs
+    assert "v1.0.0" in cli(c, "models", "show", "local", "--stage", "production").stdout

@@ -55,8 +55,8 @@ def init_cmd(path: str | None, repo: str | None) -> None:
 
     Writes .uniflow/config.toml and .uniflow/.gitignore (commit both). Outside a Git repository, PATH
     (default: the current directory) becomes one.
-    Adds the registry's fetch refspecs to the origin remote, so that a plain `git fetch` brings
-    lifecycles and version tags (docs/sharing.md).
+    Configures the origin remote so that a plain `git fetch` brings lifecycles and version
+    tags (docs/sharing.md).
     Calls ModelRegistry(PATH) and its init().
     """
     target = Path(path or repo or os.getcwd())
@@ -78,10 +78,10 @@ def init_cmd(path: str | None, repo: str | None) -> None:
     else:
         click.echo(f"Initialised uniflow registry in {uniflow_dir}")
         click.echo("Commit .uniflow/config.toml and .uniflow/.gitignore to share the configuration.")
-    from ..sharing.gitcmd import add_fetch_refspecs
+    from ..sharing.hooks import configure_fetch
     from ._share import echo_fetch
 
-    echo_fetch(add_fetch_refspecs(root))  # a plain `git fetch` brings lifecycles and version tags
+    echo_fetch(configure_fetch(root))  # a plain `git fetch` brings lifecycles and version tags
 
 
 @click.command("gc")

@@ -18,7 +18,7 @@ from ._format import Cell, human_size, print_line, print_table
 
 if TYPE_CHECKING:
     from .._reports import PromoteReport
-    from ..sharing.gitcmd import FetchConfig
+    from ..sharing.hooks import FetchConfig
 
 __all__ = ["ci", "echo_fetch", "hooks", "pull", "push", "remote"]
 
@@ -260,15 +260,14 @@ def hooks_install(force: bool, as_json: bool, repo: str | None) -> None:
 
     A hook already there (git-lfs's, your own) is kept as <hook>.uniflow-chained and runs
     first, with the same arguments and input; `uniflow hooks uninstall` puts it back. Also
-    adds the registry's fetch refspecs to the origin remote, so a plain `git fetch` brings
-    lifecycles and version tags.
+    configures the origin remote so that a plain `git fetch` brings lifecycles and version
+    tags (docs/sharing.md).
     """
-    from ..sharing.gitcmd import add_fetch_refspecs
-    from ..sharing.hooks import install_hooks
+    from ..sharing.hooks import configure_fetch, install_hooks
 
     repository = get_registry(repo).repository
     results = install_hooks(repository, force=force)
-    fetch = add_fetch_refspecs(repository.root)
+    fetch = configure_fetch(repository.root)
     if as_json:
         echo_json([r.to_dict() for r in results])
     else:
@@ -286,14 +285,24 @@ def hooks_install(force: bool, as_json: bool, repo: str | None) -> None:
 
 
 def echo_fetch(fetch: FetchConfig | None) -> None:
-    """Say what `git fetch` brings now (the refspecs ``add_fetch_refspecs`` added)."""
+    """Say what a plain `git fetch` brings now (what ``configure_fetch`` changed)."""
+    from ..sharing.hooks import FETCH_REFSPEC
+
     if fetch is None:
         click.echo(
             "no Git remote origin yet: once there is one, `uniflow hooks install` makes "
             "`git fetch` bring the registry refs"
         )
-    elif fetch.added:
-        click.echo(f"git fetch from {fetch.remote!r} now brings the registry refs ({', '.join(fetch.added)})")
+        return
+    done = [f"lifecycles ({FETCH_REFSPEC})"] if fetch.refspec else []
+    done += ["version tags (tagOpt --tags)"] if fetch.tags else []
+    if done:
+        click.echo(f"git fetch from {fetch.remote!r} now brings {' and '.join(done)}")
+    if fetch.prune:
+        click.echo(
+            f"note: fetches from {fetch.remote!r} prune, which would delete lifecycles never pushed: "
+            "lifecycles are left to `uniflow pull`"
+        )
 
 
 @hooks.command("uninstall")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import RepositoryError, UsageError
+from .._refs import LIFECYCLE_PREFIX
 from .blobs import JOBS, TransferStats
 from .gitcmd import ZERO, git_remotes, run_git
 from .pull import PullReport, pull
@@ -38,8 +39,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "CHAINED_SUFFIX",
+    "FETCH_REFSPEC",
     "HOOK_NAMES",
+    "FetchConfig",
     "HookResult",
+    "configure_fetch",
     "hook_script",
     "hooks_dir",
     "install_hooks",
@@ -354,6 +358,59 @@ def uninstall_hooks(repo: Repository) -> list[HookResult]:
         except OSError as exc:
             raise RepositoryError(f"cannot restore {path}: {exc.strerror}") from exc
     return out
+
+
+# ---------------------------------------------------------------------- plain git fetch
+#: added to ``remote.<origin>.fetch`` so that a plain ``git fetch`` / ``git pull`` brings the
+#: lifecycles. Never forced (no "+"): git refuses a lifecycle that does not fast-forward (a
+#: remote rewinding it, or events of ours not pushed yet) and ``uniflow pull`` integrates it,
+#: validated. Stage pointers are derived from the lifecycle and are not fetched.
+FETCH_REFSPEC = f"{LIFECYCLE_PREFIX}/*:{LIFECYCLE_PREFIX}/*"
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    """What :func:`configure_fetch` did to Git remote ``remote``: ``refspec`` (added now),
+    ``tags`` (``tagOpt = --tags`` set now), ``prune`` (the refspec was withheld because
+    fetches of this remote prune: it would delete lifecycles never pushed)."""
+
+    remote: str
+    refspec: bool = False
+    tags: bool = False
+    prune: bool = False
+
+
+def _git_config(root: Path, *args: str) -> str:
+    return run_git(root, "config", *args, check=False, timeout=60).stdout.strip()
+
+
+def configure_fetch(root: Path) -> FetchConfig | None:
+    """Make a plain ``git fetch`` of ``origin`` (else of the only Git remote) bring the
+    registry: :data:`FETCH_REFSPEC` for lifecycles, added once, and ``tagOpt = --tags`` for
+    version tags, unless the user set a ``tagOpt``. Tags come by ``--tags`` rather than a
+    ``refs/tags/models/*`` refspec because ``git fetch --prune`` deletes local refs that a
+    configured refspec maps and the remote lacks (versions not pushed yet); tags fetched by
+    ``--tags`` are never pruned. For the same reason the lifecycle refspec is not added when
+    fetches of the remote prune (``remote.<name>.prune``, else ``fetch.prune``). None when
+    there is no such remote. Other remotes are left alone: two remotes fetched into the same
+    local refs would fight."""
+    remotes = git_remotes(root)
+    remote = "origin" if "origin" in remotes else remotes[0] if len(remotes) == 1 else None
+    if remote is None:
+        return None
+    key = f"remote.{remote}.fetch"
+    have = run_git(root, "config", "--get-all", key, check=False, timeout=60).stdout.splitlines()
+    prune = _git_config(root, "--bool", f"remote.{remote}.prune") or _git_config(
+        root, "--bool", "fetch.prune"
+    )
+    refspec = tags = False
+    if FETCH_REFSPEC not in have and prune != "true":
+        run_git(root, "config", "--add", key, FETCH_REFSPEC, timeout=60, what=f"git config --add {key}")
+        refspec = True
+    if not _git_config(root, f"remote.{remote}.tagOpt"):
+        run_git(root, "config", f"remote.{remote}.tagOpt", "--tags", timeout=60, what="git config tagOpt")
+        tags = True
+    return FetchConfig(remote, refspec, tags, prune == "true" and FETCH_REFSPEC not in have)
 
 
 def run_pre_push(
