@@ -239,6 +239,10 @@ def test_gpt2_tied_embeddings_into_fresh_instance(registry: Any) -> None:
     assert out is fresh
     assert fresh.lm_head.weight is fresh.transformer.wte.weight
     assert torch.equal(_logits(fresh), _logits(model))
+    # the tied weight is stored once; a partial load finds it under either name
+    part = registry.load("gpt2", tensors=["transformer.wte.weight", "lm_head.weight"])
+    assert list(part) == ["lm_head.weight", "transformer.wte.weight"]
+    assert all(torch.equal(t, model.lm_head.weight) for t in part.values())
 
 
 def test_gpt2_without_model_needs_model_or_trust(registry: Any) -> None:

@@ -7,8 +7,9 @@ Meta keys: ``kind`` ("module" | "state_dict" | "tensor"), ``file``; for modules 
 ``extra_repr()``, checked after rebuilding), ``transformers_config`` (a transformers model's
 config as JSON) and ``submodules`` (when the module is a container: a flat pre-order list of
 the specs of its children and of nested containers' children, each with its dotted
-``name``, or ``{"name", "same_as"}`` for a module registered twice); for state dicts
-``aliases`` (tied names -> the name actually stored); for tensors ``requires_grad``.
+``name``, or ``{"name", "same_as"}`` for a module registered twice); for state dicts, and
+modules with tied weights, ``aliases`` (tied names -> the name actually stored); for
+tensors ``requires_grad``.
 Loading accepts ``into=`` (a module) for the "module" and "state_dict" kinds.
 
 Rebuilding a module imports the class the manifest names only under the rule of
@@ -213,6 +214,17 @@ def _dedupe(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
     return out, aliases
 
 
+def _stored_aliases(path: Path) -> dict[str, str]:
+    """Tied names -> the name stored, as ``safetensors.torch.save_model`` records them in the
+    file's header metadata (it stores a tied tensor once)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        stored = set(f.keys())
+        metadata = f.metadata() or {}
+    return {k: v for k, v in metadata.items() if v in stored and k not in stored}
+
+
 def _is_state_dict(obj: Any, torch: Any) -> bool:
     return (
         isinstance(obj, dict)
@@ -366,7 +378,11 @@ class TorchSerializer(Serializer):
                     "pass trust=True with framework='pickle' to pickle the module"
                 )
         st.save_model(module, str(path), force_contiguous=True)
-        return self._module_meta(module)
+        meta = self._module_meta(module)
+        aliases = _stored_aliases(path)
+        if aliases:
+            meta["aliases"] = aliases
+        return meta
 
     @staticmethod
     def _module_meta(module: Any) -> dict[str, Any]:
