@@ -135,28 +135,7 @@ def push(
         if head is not None:
             repo.lifecycle.sync_pointers(m)  # repair local pointers a crash left stale
     # ... then refuse before sending anything when a push would not fast-forward
-    lifecycle: dict[str, str] = {}
-    behind: list[str] = []
-    diverged: list[str] = []
-    fetched = False
-    for m in models:
-        local, theirs = heads[m], remote_refs.get(lifecycle_ref(m))
-        if local is None or local == theirs:
-            continue
-        if theirs is None:
-            lifecycle[m] = local
-            continue
-        if not git.has_object(theirs) and not fetched:
-            fetch_refs(repo.root, git_remote, None, tags=False, force_tags=False)
-            fetched = True
-        if git.has_object(theirs) and theirs in repo.lifecycle.chain(local, m):
-            lifecycle[m] = local
-        elif git.has_object(theirs) and local in repo.lifecycle.chain(theirs, m):
-            behind.append(m)
-        else:
-            diverged.append(m)
-    if diverged:
-        raise _rejected(diverged, git_remote)
+    lifecycle, behind = _fast_forwards(repo, heads, remote_refs, git_remote)
 
     # 3. the bytes of the new versions (all versions with all_versions), before any ref
     upload: list[tuple[str, str]] = []
@@ -209,6 +188,37 @@ def push(
         chunks=stats.frozen(),
         up_to_date=not specs and not stats.transferred,
     )
+
+
+def _fast_forwards(
+    repo: Repository, heads: dict[str, str | None], remote_refs: dict[str, str], git_remote: str
+) -> tuple[dict[str, str], list[str]]:
+    """``({model: head to push}, [models behind the remote])``: a local head the remote
+    lacks must descend from the remote's; when both moved, :class:`PushRejectedError`."""
+    git = repo.git
+    lifecycle: dict[str, str] = {}
+    behind: list[str] = []
+    diverged: list[str] = []
+    fetched = False
+    for m, local in heads.items():
+        theirs = remote_refs.get(lifecycle_ref(m))
+        if local is None or local == theirs:
+            continue
+        if theirs is None:
+            lifecycle[m] = local
+            continue
+        if not git.has_object(theirs) and not fetched:
+            fetch_refs(repo.root, git_remote, None, tags=False, force_tags=False)
+            fetched = True
+        if git.has_object(theirs) and theirs in repo.lifecycle.chain(local, m):
+            lifecycle[m] = local
+        elif git.has_object(theirs) and local in repo.lifecycle.chain(theirs, m):
+            behind.append(m)
+        else:
+            diverged.append(m)
+    if diverged:
+        raise _rejected(diverged, git_remote)
+    return lifecycle, behind
 
 
 def _new_tags(
