@@ -216,12 +216,31 @@ def test_old_store_on_another_filesystem_is_copied(tmp_path: Path) -> None:
     _assert_moved(repo, chunks)
 
 
-def test_old_stores_of_every_worktree_are_moved_by_any_of_them(tmp_path: Path) -> None:
+@pytest.mark.parametrize("relative", [False, True])
+def test_old_stores_of_every_worktree_are_moved_by_any_of_them(tmp_path: Path, relative: bool) -> None:
     """Versions registered by the old layout in a linked work tree are complete in the main one
-    after the first command there: every work tree Git lists is swept."""
+    after the first command there: every work tree Git lists is swept (its ``gitdir`` file
+    absolute, or relative as ``worktree.useRelativePaths`` writes it since Git 2.48)."""
     repo, chunks = _old_layout(tmp_path)
     wt = _worktree(repo, tmp_path)
     shutil.move(repo / ".uniflow" / "objects", wt / ".uniflow" / "objects")
+    if relative:
+        (admin,) = (repo / ".git" / "worktrees").iterdir()
+        (admin / "gitdir").write_text(os.path.relpath(wt / ".git", admin) + "\n")
     cli(repo, "verify")
     _assert_moved(repo, chunks)
     assert not (wt / ".uniflow" / "objects").exists()
+
+
+def test_reads_create_no_store_and_git_leaves_it_alone(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    cli(repo, "models", "list")
+    assert not _common_store(repo).exists()  # a read creates nothing
+    (tmp_path / "w.bin").write_bytes(os.urandom(1 << 20))
+    cli(repo, "models", "register", str(tmp_path / "w.bin"), "--name", "m")
+    before = _chunks(_common_store(repo) / "objects")
+    for args in (["fsck", "--strict"], ["gc", "--prune=now", "-q"], ["count-objects", "-v"]):
+        out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and "uniflow" not in out.stderr, (args, out.stderr)
+    assert _chunks(_common_store(repo) / "objects") == before
+    cli(repo, "verify")

@@ -58,10 +58,13 @@ def work_trees(git_dir: Path) -> list[Path]:
     except OSError:
         ids = []
     for wid in ids:
+        admin = common / "worktrees" / wid
         try:
-            dotgit = Path((common / "worktrees" / wid / "gitdir").read_text(encoding="utf-8").strip())
+            text = (admin / "gitdir").read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError):
             continue
-        if dotgit.is_absolute() and dotgit.name == ".git" and dotgit.is_file():
+        # absolute, or relative to the admin directory (``worktree.useRelativePaths``)
+        dotgit = Path(os.path.normpath(admin / text)) if text else None
+        if dotgit is not None and dotgit.name == ".git" and dotgit.is_file():
             found.append(dotgit.parent)
     return found
