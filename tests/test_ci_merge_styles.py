@@ -342,11 +342,15 @@ def test_unmatched_candidate_fails_the_job(tmp_path: Path, origin: tuple[Path, P
     git(dev, "push", "-q", "origin", "docs")
     before, after = _merge(dev, "docs", "squash")
     ci = actions_checkout(url, tmp_path / "ci", after)
-    r = promote(ci, before, after, code=10)
+    # the event names a PR head origin does not have (a fork's, gone): it is left out
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"pull_request": {"head": {"sha": "1" * 40}}}))
+    r = promote(ci, before, after, code=10, env={"GITHUB_EVENT_PATH": str(event)})
     (line,) = r.stderr.splitlines()
     assert line.startswith("error: rule #1 (clf: staging -> production when accuracy >= 0.9): ")
     assert f"clf v1.0.0 holds staging but matches no commit of {before[:12]}..{after[:12]}" in line
     assert f"code commit {code[:12]}: not in the range; no commit there has its tree" in line
+    assert "none makes the same patch; not pull request head 111111111111" in line
     assert "--allow-no-match" in line
     r = promote(ci, before, after, "--allow-no-match", "--json")
     assert [x["status"] for x in json.loads(r.stdout)["results"]] == ["unmatched"]

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from .._config import PromoteRule
-from .._errors import RemoteError, UniflowError, UsageError
+from .._errors import UniflowError, UsageError
 from .._naming import version_sort_key
 from .cifetch import RangeFetcher, is_sha
 from .gitcmd import run_git
@@ -152,8 +152,9 @@ class MergedRange:
 
     # ------------------------------------------------------------------ matching
     def fetch(self, codes: list[str]) -> None:
-        """Fetch the code commits (with parents) and PR heads the deep checks read."""
-        self.fetcher.commits([*codes, *self.heads], parents=True)
+        """Fetch the code commits (with parents) and PR heads the deep checks read; one the
+        remote does not have is left out (:meth:`why_not` says so)."""
+        self.fetcher.commits([*codes, *self.heads], parents=True, tolerant=True)
         self._load([*codes, *self.heads])
 
     def by_commit(self, code: str) -> Match | None:
@@ -217,8 +218,6 @@ def _patch_ids(root: Path, commits: list[str]) -> dict[str, str]:
         pid, _, sha = line.partition(" ")
         if is_sha(sha):
             out[sha] = pid
-    if not out and log.strip():
-        raise RemoteError("git patch-id read no patch from git log -p")
     return out
 
 
@@ -255,7 +254,8 @@ def match_rule(repo: Repository, rule: PromoteRule, merged: MergedRange) -> Rule
         ][-DEEP_LIMIT:]
     deep += top
     deep = [v for v in deep if v.version not in matches and codes[v.version]]
-    merged.fetch([c for v in deep if (c := codes[v.version])])
+    if deep:
+        merged.fetch([c for v in deep if (c := codes[v.version])])
     unmatched: dict[str, str] = {}
     for v in deep:
         code = codes[v.version] or ""

@@ -121,15 +121,28 @@ class RangeFetcher:
             # fetches bring whole objects again (lifecycle records are read from blobs)
             run_git(self.root, "config", "--unset", key, check=False, timeout=60)
 
-    def commits(self, shas: Iterable[str], *, parents: bool) -> None:
+    def commits(self, shas: Iterable[str], *, parents: bool, tolerant: bool = False) -> None:
         """Fetch the commits of ``shas`` this clone lacks (with ``parents``: also those whose
-        parents it lacks), with their trees and, with ``parents``, their parents' trees."""
+        parents it lacks), with their trees and, with ``parents``, their parents' trees.
+        ``tolerant``: a commit the remote does not have is skipped (one request each then)."""
         shallow = self.shallow()
         want = sorted({s for s in shas if not self.has_commit(s) or (parents and s in shallow)})
         if not want:
             return
         depth = ["--depth=2" if parents else "--depth=1"] if shallow else []
-        self._fetch(*depth, self.remote or "", *want, what=f"fetching {len(want)} commit(s)")
+        try:
+            self._fetch(*depth, self.remote or "", *want, what=f"fetching {len(want)} commit(s)")
+        except RemoteError as exc:
+            if not tolerant or self.remote is None:
+                raise
+            if len(want) == 1:
+                log.info("commit %s is not on %r: %s", want[0][:12], self.remote, exc)
+                return
+            for sha in want:  # one the server refuses must not hide the others
+                try:
+                    self._fetch(*depth, self.remote, sha, what=f"fetching commit {sha[:12]}")
+                except RemoteError as one:
+                    log.info("commit %s is not on %r: %s", sha[:12], self.remote, one)
 
     def complete_range(self, base: str | None, head: str) -> list[str]:
         """The commits of ``base..head`` (all of ``head``'s history when ``base`` is None),
