@@ -457,9 +457,12 @@ class ModelRegistry:
         not only those of tags the Git remote lacks. ``jobs``: parallel uploads.
         ``progress(done, total)``: called as bytes are uploaded.
 
+        A lifecycle the remote has and this clone lacks (a fresh ``git clone`` brings no
+        ``refs/uniflow/*``) is fetched and integrated first, your events replayed on top.
         Raises :class:`PushRejectedError` when the remote has lifecycle events you do not have
-        (pull, then push again) or holds one of your versions with other content, and
-        :class:`RemoteError` when no blob remote is configured for versions to upload.
+        on a lifecycle you share (pull, then push again) or holds one of your versions with
+        other content, and :class:`RemoteError` when no blob remote is configured for
+        versions to upload.
         """
         return _push(
             self._repo, remote, names, blob=blob, all_versions=all_versions, jobs=jobs, progress=progress

@@ -116,7 +116,8 @@ def push(
 
     ``remote`` is the Git remote (default ``origin``); the blob remote is ``blob``, else the
     one named like the Git remote, else the only one. ``all_versions`` re-checks the chunks of
-    every version, not only of tags the Git remote lacks. Raises :class:`PushRejectedError`
+    every version, not only of tags the Git remote lacks. A remote lifecycle this clone
+    lacks is integrated first (:func:`_adopt_lifecycles`). Raises :class:`PushRejectedError`
     when someone else moved a lifecycle ref meanwhile (run :func:`pull`, then push again).
     """
     wanted = list(names or [])
