@@ -11,7 +11,8 @@ import pytest
 from tests.helpers import cli, clone, git, model_dir, open_registry, shared_setup
 from uniflow import PolicyError, PromoteReport
 from uniflow._config import parse_condition
-from uniflow._errors import RepositoryError
+from uniflow._errors import RepositoryError, UsageError
+from uniflow.sharing.candidates import pr_heads
 from uniflow.sharing.ci import ci_context
 
 RULES = """
@@ -195,6 +196,21 @@ def test_ci_context() -> None:
     )
     assert gl == {"provider": "gitlab", "run_url": "https://gitlab.example/p/-/pipelines/7", "run_id": "7"}
     assert ci_context({}) == {}
+
+
+def test_pr_heads_from_the_ci(tmp_path: Path) -> None:
+    """The PR/MR head promote-on-merge matches by: GitHub's event file, GitLab's variable."""
+    event = tmp_path / "event.json"
+    head = "a" * 40
+    event.write_text(json.dumps({"action": "closed", "pull_request": {"head": {"sha": head}}}))
+    gl = "b" * 40
+    env = {"GITHUB_EVENT_PATH": str(event), "CI_MERGE_REQUEST_SOURCE_BRANCH_SHA": gl}
+    assert pr_heads(env) == [head, gl]
+    event.write_text(json.dumps({"head_commit": {"id": head}}))  # a push event: no PR
+    assert pr_heads({"GITHUB_EVENT_PATH": str(event), "CI_MERGE_REQUEST_SOURCE_BRANCH_SHA": "main"}) == []
+    event.write_text("{not json")
+    with pytest.raises(UsageError, match="GITHUB_EVENT_PATH"):
+        pr_heads({"GITHUB_EVENT_PATH": str(event)})
 
 
 def test_bad_rules_are_reported(tmp_path: Path) -> None:

@@ -182,7 +182,7 @@ def promote_on_merge(
     promoted = sorted({r.model for r in results if r.status == "promoted"})
     pushed = None
     if push_refs and promoted and remote_name:
-        pushed = _push_with_retry(repo, remote_name, promoted)
+        pushed = _push_with_retry(repo, fetcher, remote_name, promoted)
     elif push_refs and promoted:
         raise RepositoryError("--push needs a git remote (none is configured)")
     report = PromoteReport(
@@ -264,7 +264,9 @@ def _apply_rule(
     return result("promoted", f"{detail} ({how.describe()})", mv.version)
 
 
-def _push_with_retry(repo: Repository, remote: str, models: list[str]) -> PushReport:
+def _push_with_retry(repo: Repository, fetcher: RangeFetcher, remote: str, models: list[str]) -> PushReport:
+    """Push; when someone promoted meanwhile, pull (new version tags first, shallow and
+    partial as before) and push again, at most ``PUSH_ATTEMPTS`` times."""
     for attempt in range(1, PUSH_ATTEMPTS + 1):
         try:
             return push(repo, remote, models)
@@ -272,5 +274,6 @@ def _push_with_retry(repo: Repository, remote: str, models: list[str]) -> PushRe
             if attempt == PUSH_ATTEMPTS:
                 raise
             log.info("push of promotions rejected; pulling %s and retrying", remote)
+            fetcher.version_tags()
             pull(repo, remote, models, force_tags=True, fetch_chunks=False)
     raise AssertionError("unreachable")  # pragma: no cover
