@@ -312,6 +312,19 @@ def test_torch_container_from_an_older_manifest_asks_for_model(tmp_path: Path) -
     assert TorchSerializer().load(d, meta, into=target) is target
 
 
+def test_torch_layer_shapes_are_checked_before_memory_is_given(tmp_path: Path) -> None:
+    # a manifest naming a bigger layer than the weights stored: refused from its shapes on
+    # the meta device, before anything of that size is allocated or initialised
+    d = _out(tmp_path)
+    meta = _jsonable(TorchSerializer().save(nn.Sequential(nn.Linear(2, 2)), d))
+    big = {"in_features": 4096, "out_features": 4096, "bias": True}
+    big_repr = nn.Linear(4096, 4096, device="meta").extra_repr()
+    meta["submodules"][0].update(init_kwargs=big, extra_repr=big_repr)
+    why = r"holds '0.weight' of shape \[4096, 4096\], stored as \[2, 2\]"
+    with pytest.raises(SerializationError, match=why):
+        TorchSerializer().load(d, meta)
+
+
 def test_torch_submodules_of_a_non_container_are_refused(tmp_path: Path) -> None:
     d = _out(tmp_path)
     meta = _jsonable(TorchSerializer().save(Net(), d))

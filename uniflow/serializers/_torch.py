@@ -25,6 +25,7 @@ with ``trust=True`` (a config can name code to run, such as attention kernels).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
@@ -435,8 +436,7 @@ class TorchSerializer(Serializer):
         where = _where(meta)
         rebuilt = into is None
         if rebuilt:
-            into = _rebuild(meta, torch, trust, path.parent)
-            _match_dtypes(into, path)
+            into = _rebuild(meta, torch, trust, path)
         elif not isinstance(into, torch.nn.Module):
             raise SerializationError(f"model= must be a torch.nn.Module, got {type(into).__name__}")
         try:
@@ -566,14 +566,70 @@ def _fill(root: Any, subs: Any, hint: str, torch: Any, trust: bool, near: Path) 
         built[name] = module
 
 
-def _rebuild(meta: dict[str, Any], torch: Any, trust: bool, near: Path) -> Any:
-    """The module the manifest describes, built from recorded classes and arguments."""
+def _torch_nn_only(meta: dict[str, Any]) -> bool:
+    """True when every class the manifest names is a ``torch.nn`` layer or container."""
+    specs = [meta, *(meta.get("submodules") or [])]
+    return all(
+        isinstance(spec, dict)
+        and ("same_as" in spec or str(spec.get("class_module", "")).startswith("torch.nn."))
+        for spec in specs
+    )
+
+
+def _rebuild(meta: dict[str, Any], torch: Any, trust: bool, path: Path) -> Any:
+    """The module the manifest describes, built from recorded classes and arguments, with the
+    stored dtypes. A tree of ``torch.nn`` classes only is built on the meta device, its
+    tensors' shapes checked against the stored ones, and only then given memory (nothing is
+    allocated, nor randomly initialised, for shapes the stored weights do not have)."""
     hint = _hint(_where(meta))
-    root = _construct(meta, "", hint, torch, trust, near)
+    on_meta = _torch_nn_only(meta)
+    with torch.device("meta") if on_meta else contextlib.nullcontext():
+        root = _construct(meta, "", hint, torch, trust, path.parent)
+        subs = meta.get("submodules")
+        if subs is not None:
+            _fill(root, subs, hint, torch, trust, path.parent)
+    _match_dtypes(root, path)
+    if not on_meta:
+        return root
+    _check_shapes(root, path, hint)
+    root = root.to_empty(device="cpu")
+    if any(isinstance(v, torch.Tensor) and v.is_meta for m in root.modules() for v in vars(m).values()):
+        return _rebuild_off_meta(meta, torch, trust, path, hint)
+    return root
+
+
+def _rebuild_off_meta(meta: dict[str, Any], torch: Any, trust: bool, path: Path, hint: str) -> Any:
+    """The same module built on the CPU: for a layer keeping a tensor outside its parameters
+    and buffers (``to_empty`` leaves it on the meta device). Its shapes were checked."""
+    root = _construct(meta, "", hint, torch, trust, path.parent)
     subs = meta.get("submodules")
     if subs is not None:
-        _fill(root, subs, hint, torch, trust, near)
+        _fill(root, subs, hint, torch, trust, path.parent)
+    _match_dtypes(root, path)
     return root
+
+
+def _check_shapes(module: Any, path: Path, hint: str) -> None:
+    """Every tensor of ``module``'s state dict (a tied one under one of its names) must be
+    stored in ``path`` with the same shape."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except Exception as exc:
+        raise SerializationError(f"cannot read {path.name}: {exc}") from exc
+    groups: dict[int, list[tuple[str, Any]]] = {}
+    for name, tensor in module.state_dict(keep_vars=True).items():
+        groups.setdefault(id(tensor), []).append((name, tensor))
+    for entries in groups.values():
+        if not any(shapes.get(name) == list(t.shape) for name, t in entries):
+            name, t = entries[0]
+            stored = shapes.get(name)
+            raise SerializationError(
+                f"the module rebuilt from the manifest holds {name!r} of shape {list(t.shape)}, "
+                f"stored {'as ' + str(stored) if stored is not None else 'nowhere'}; {hint}"
+            )
 
 
 def _match_dtypes(module: Any, path: Path) -> None:
