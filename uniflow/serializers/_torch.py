@@ -583,6 +583,10 @@ def _rebuild(meta: dict[str, Any], torch: Any, trust: bool, path: Path) -> Any:
     allocated, nor randomly initialised, for shapes the stored weights do not have)."""
     hint = _hint(_where(meta))
     on_meta = _torch_nn_only(meta)
+    if on_meta:  # import outside the meta context: a module's own tensors stay real
+        for spec in [meta, *(meta.get("submodules") or [])]:
+            if "same_as" not in spec:
+                _import_module_class(spec, "", hint, torch, trust, path.parent)
     with torch.device("meta") if on_meta else contextlib.nullcontext():
         root = _construct(meta, "", hint, torch, trust, path.parent)
         subs = meta.get("submodules")
