@@ -3,8 +3,9 @@
 Nothing here is part of the API and nothing here runs unless a test asks for it. The
 library calls :func:`point` at a few named places (``register-before-tag``,
 ``register-before-event``, ``after-lifecycle-cas``, ``gc-after-set-aside``,
-``push-after-git-push``); with the variables below unset a call costs two environment
-look-ups and does nothing.
+``push-after-git-push``, and ``store-migrate-linked``, ``store-migrate-unlinked``,
+``store-migrate-chunks-moved`` while an old store is moved: ``_store.ObjectStore.adopt``);
+with the variables below unset a call costs two environment look-ups and does nothing.
 
 * ``UNIFLOW_TEST_KILL_AT=<name>``: the process sends itself SIGKILL at point ``<name>``
   (a crash at exactly that place, with no clean-up of any kind).
