@@ -148,3 +148,13 @@ def test_a_script_reading_a_registry_by_url_exits_quietly(tmp_path: Path) -> Non
     r = _run_script(_READ_URL, work, tmp_path / "cache", f"file://{bare}", str(bare))
     _assert_quiet(r)
     assert r.stdout == "ok\n"
+
+
+def test_a_script_reading_by_url_with_an_s3_blob_remote_exits_quietly(tmp_path: Path, s3: str) -> None:
+    """The chunks come from S3 (moto on 127.0.0.1) through fsspec: its clients close quietly too."""
+    published: dict[str, Any] = publish_registry(tmp_path, blob_url="s3://models/team")
+    work = tmp_path / "empty"
+    work.mkdir()
+    r = _run_script(_READ_URL, work, tmp_path / "cache", f"file://{published['bare']}")
+    _assert_quiet(r)
+    assert r.stdout == "ok\n"
