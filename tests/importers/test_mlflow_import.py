@@ -263,9 +263,13 @@ def test_source_errors_are_one_line_with_their_exit_code(
     assert not missing.exists()  # MLflow would have made an empty store there
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(NotFoundError, match="^no MLflow file store at .*empty: no models/"):
+    with pytest.raises(NotFoundError, match="^no MLflow file store at .*empty$"):
         reg.import_mlflow(tracking_uri=empty.as_uri())
     assert list(empty.iterdir()) == []
+    (empty / ".trash").mkdir()  # a tracking store whose registry is empty: MLflow would add models/
+    with pytest.raises(NotFoundError, match="^the MLflow file store at .*empty has no model registry"):
+        reg.import_mlflow(tracking_uri=os.fspath(empty))
+    assert [p.name for p in empty.iterdir()] == [".trash"]
     with pytest.raises(RemoteError, match="^MLflow: open the registry: "):
         reg.import_mlflow(tracking_uri="bogus://nowhere")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

@@ -98,12 +98,11 @@ def _check_store(uri: str, *, registry: bool, defaulted: bool) -> None:
     path = _file_path(uri)
     if path is None:
         return
-    markers = [path / "models"] if registry else [path / "models", path / ".trash"]
-    if not path.is_dir():
+    # MLflow makes .trash/ with a store and models/ with its registry (it would create both)
+    if not path.is_dir() or not any((path / d).is_dir() for d in ("models", ".trash")):
         raise NotFoundError(f"no MLflow file store at {path}{hint}")
-    if not any(m.is_dir() for m in markers):
-        what = "no models/ directory" if registry else "no models/ or .trash/ directory"
-        raise NotFoundError(f"no MLflow file store at {path}: {what} in it{hint}")
+    if registry and not (path / "models").is_dir():
+        raise NotFoundError(f"the MLflow file store at {path} has no model registry (no models/ directory)")
 
 
 @contextlib.contextmanager
@@ -117,12 +116,17 @@ def _mlflow_scope(mlflow: Any, tracking: str, registry: str | None) -> Iterator[
     the file store is allowed when one is read, the progress bars are off (unless the user
     set that variable). MLflow's globals and every environment variable are put back after.
     """
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
+    import importlib
 
+    modules: list[Any] = []
+    for where in ("mlflow.tracking._tracking_service.utils", "mlflow.tracking._model_registry.utils"):
+        try:  # where MLflow 2.9-3.x keep the URIs set_tracking_uri / set_registry_uri set
+            modules.append(importlib.import_module(where))
+        except ImportError:  # another layout: put back "not set" (the variables are restored below)
+            modules.append(None)
     saved_env = {key: os.environ.get(key) for key in _SCOPED_ENV}
-    saved_tracking = getattr(tracking_utils, "_tracking_uri", None)
-    saved_registry = getattr(registry_utils, "_registry_uri", None)
+    saved_tracking = getattr(modules[0], "_tracking_uri", None)
+    saved_registry = getattr(modules[1], "_registry_uri", None)
     try:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         mlflow.set_tracking_uri(tracking)
