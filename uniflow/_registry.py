@@ -622,3 +622,9 @@ class RemoteRegistry(ModelRegistry):
 
     def pull(self, *args: Any, **kwargs: Any) -> NoReturn:
         self._refuse("pull")
+
+    def import_mlflow(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("import")
+
+    def import_gto(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("import")

@@ -109,3 +109,20 @@ def test_gto_tag_grammar() -> None:
     assert t is not None and t.artifact == "models/nlp:churn"
     for other in ("v1.0.0", "release-1", "churn@1.0.0", "Churn@v1.0.0", "churn#Prod#1", "churn@v1.0.0\n"):
         assert parse_gto_tag(other) is None, other
+
+
+def test_import_into_a_registry_read_by_url_is_refused_up_front(tmp_path: Path) -> None:
+    """A registry read by Git URL is read-only: both imports refuse with the one line every
+    write gives (exit 8), before reading the source (GTO said 'git for-each-ref: fatal: not a
+    git repository'; MLflow read the whole source first)."""
+    from tests.helpers import cli
+
+    bare = tmp_path / "srv" / "models.git"
+    bare.parent.mkdir()
+    git(bare.parent, "init", "-q", "--bare", str(bare))
+    (tmp_path / "mlruns").mkdir()  # never looked at
+    cache = {"UNIFLOW_CACHE_DIR": str(tmp_path / "cache")}
+    for args in (["gto"], ["gto", "--dry-run"], ["mlflow", "--tracking-uri", str(tmp_path / "mlruns")]):
+        r = cli(tmp_path, "--repo", f"file://{bare}", "import", *args, code=8, env=cache)
+        assert "read-only" in r.stderr and "cannot import" in r.stderr and r.stderr.count("\n") == 1
+    assert list((tmp_path / "mlruns").iterdir()) == []
