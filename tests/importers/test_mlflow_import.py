@@ -243,6 +243,19 @@ def test_in_process_import_leaves_the_environment_as_it_was(repo: Path, file_sto
     assert [v.status for v in report.versions] == ["would-import", "would-import"]
     assert dict(os.environ) == env
     assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == (uri, registry_uri)
+    # a user's own MLflow settings (a global URI, a variable) are what they were afterwards too
+    mine = "http://127.0.0.1:1"
+    mlflow.set_tracking_uri(mine)  # sets MLFLOW_TRACKING_URI as well
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "true"
+    try:
+        env = dict(os.environ)
+        report = ModelRegistry(repo).import_mlflow(tracking_uri=os.fspath(file_store), dry_run=True)
+        assert len(report.versions) == 2
+        assert dict(os.environ) == env and mlflow.get_tracking_uri() == mine
+    finally:
+        mlflow.set_tracking_uri(None)
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
 
 
 def test_source_errors_are_one_line_with_their_exit_code(
