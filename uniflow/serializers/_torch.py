@@ -576,40 +576,35 @@ def _torch_nn_only(meta: dict[str, Any]) -> bool:
     )
 
 
-def _rebuild(meta: dict[str, Any], torch: Any, trust: bool, path: Path) -> Any:
-    """The module the manifest describes, built from recorded classes and arguments, with the
-    stored dtypes. A tree of ``torch.nn`` classes only is built on the meta device, its
-    tensors' shapes checked against the stored ones, and only then given memory (nothing is
-    allocated, nor randomly initialised, for shapes the stored weights do not have)."""
-    hint = _hint(_where(meta))
-    on_meta = _torch_nn_only(meta)
-    if on_meta:  # import outside the meta context: a module's own tensors stay real
-        for spec in [meta, *(meta.get("submodules") or [])]:
-            if "same_as" not in spec:
-                _import_module_class(spec, "", hint, torch, trust, path.parent)
+def _build(meta: dict[str, Any], hint: str, torch: Any, trust: bool, path: Path, on_meta: bool) -> Any:
+    """The module tree built from the manifest (on the meta device if ``on_meta``), with the
+    stored dtypes."""
     with torch.device("meta") if on_meta else contextlib.nullcontext():
         root = _construct(meta, "", hint, torch, trust, path.parent)
         subs = meta.get("submodules")
         if subs is not None:
             _fill(root, subs, hint, torch, trust, path.parent)
     _match_dtypes(root, path)
-    if not on_meta:
-        return root
-    _check_shapes(root, path, hint)
-    root = root.to_empty(device="cpu")
-    if any(isinstance(v, torch.Tensor) and v.is_meta for m in root.modules() for v in vars(m).values()):
-        return _rebuild_off_meta(meta, torch, trust, path, hint)
     return root
 
 
-def _rebuild_off_meta(meta: dict[str, Any], torch: Any, trust: bool, path: Path, hint: str) -> Any:
-    """The same module built on the CPU: for a layer keeping a tensor outside its parameters
-    and buffers (``to_empty`` leaves it on the meta device). Its shapes were checked."""
-    root = _construct(meta, "", hint, torch, trust, path.parent)
-    subs = meta.get("submodules")
-    if subs is not None:
-        _fill(root, subs, hint, torch, trust, path.parent)
-    _match_dtypes(root, path)
+def _rebuild(meta: dict[str, Any], torch: Any, trust: bool, path: Path) -> Any:
+    """The module the manifest describes, built from recorded classes and arguments, with the
+    stored dtypes. A tree of ``torch.nn`` classes only is built on the meta device, its
+    tensors' shapes checked against the stored ones, and only then given memory (nothing is
+    allocated, nor randomly initialised, for shapes the stored weights do not have)."""
+    hint = _hint(_where(meta))
+    if not _torch_nn_only(meta):
+        return _build(meta, hint, torch, trust, path, on_meta=False)
+    for spec in [meta, *(meta.get("submodules") or [])]:
+        if "same_as" not in spec:  # import outside the meta context: module globals stay real
+            _import_module_class(spec, "", hint, torch, trust, path.parent)
+    root = _build(meta, hint, torch, trust, path, on_meta=True)
+    _check_shapes(root, path, hint)
+    root = root.to_empty(device="cpu")
+    if any(isinstance(v, torch.Tensor) and v.is_meta for m in root.modules() for v in vars(m).values()):
+        # a layer keeping a tensor outside its parameters and buffers: build it on the CPU
+        return _build(meta, hint, torch, trust, path, on_meta=False)
     return root
 
 
