@@ -94,7 +94,9 @@ class ModelRegistry:
 
     def close(self) -> None:
         """Release open files (the Git repository's pack files). Idempotent; the registry
-        reopens what it needs if it is used again."""
+        reopens what it needs if it is used again. Not required: a registry never closed has
+        its files released when it is collected, or at exit, quietly (a finalizer in
+        ``GitRepo``)."""
         self._repo.close()
 
     # ------------------------------------------------------------------ config
