@@ -217,6 +217,11 @@ def test_second_run_changes_nothing(repo: Path, gto_repo: dict[str, object]) -> 
     assert again.count("imported") == 0 and again.count("applied") == 0
     assert {v.status for v in again.versions} == {"skipped", "failed"}  # big v2.0.0: still not in the cache
     assert git(repo, "for-each-ref", "--format=%(refname) %(objectname)") == refs
+    assert [(e.model, e.stage) for e in again.emptied_stages] == [
+        ("churn", "staging")
+    ]  # still so, still said
+    reg.promote("churn", "v0.1.0", "staging")  # filled by hand: no longer reported
+    assert reg.import_gto(["churn"]).emptied_stages == ()
     # the missing DVC file arrives: only it is imported
     data = b"big 2 not cached"
     md5 = hashlib.md5(data).hexdigest()
