@@ -11,6 +11,8 @@ Example::
 
     [remotes.origin]
     url = "s3://bucket/prefix"
+    connect_timeout = 10     # seconds; optional (defaults shown)
+    read_timeout = 60
 
     [[promote]]
     model = "sentiment_classifier"
@@ -43,6 +45,8 @@ __all__ = [
     "CONFIG_HEADER",
     "GITIGNORE",
     "Condition",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_READ_TIMEOUT",
     "Config",
     "ConfigSource",
     "Limits",
@@ -97,14 +101,26 @@ class Limits:
     max_manifest_bytes: int = 128 << 20
 
 
+#: seconds to wait for a blob remote's connection to open, unless its config says otherwise
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: seconds to wait for any read of a blob remote's answer, unless its config says otherwise
+DEFAULT_READ_TIMEOUT = 60.0
+#: the largest timeout a config may set (one hour)
+MAX_TIMEOUT = 3600.0
+_TIMEOUT_KEYS = ("connect_timeout", "read_timeout")
+
+
 @dataclass(frozen=True)
 class RemoteSpec:
-    """A blob remote as declared in config: its name, URL and fsspec options."""
+    """A blob remote as declared in config: its name, URL and fsspec options, and the
+    timeouts of its network calls in seconds (None: the default, see :mod:`.sharing.blobstore`)."""
 
     name: str
     url: str
     endpoint_url: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    connect_timeout: float | None = None
+    read_timeout: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "url": self.url}
@@ -112,7 +128,19 @@ class RemoteSpec:
             d["endpoint_url"] = self.endpoint_url
         if self.options:
             d["options"] = dict(self.options)
+        for key in _TIMEOUT_KEYS:
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
         return d
+
+    def capped_timeouts(self) -> tuple[float | None, float | None]:
+        """``(connect, read)`` no longer than the defaults: what a config read from a Git URL
+        (hostile data) may set; it can make a call give up sooner, never wait longer."""
+        connect, read = self.connect_timeout, self.read_timeout
+        return (
+            None if connect is None else min(connect, DEFAULT_CONNECT_TIMEOUT),
+            None if read is None else min(read, DEFAULT_READ_TIMEOUT),
+        )
 
 
 @dataclass(frozen=True)
@@ -209,7 +237,17 @@ def _remote(name: str, spec: Any) -> RemoteSpec:
     endpoint = spec.get("endpoint_url")
     if endpoint is not None and not isinstance(endpoint, str):
         raise _error(f"remotes.{name}.endpoint_url", "must be a string")
-    return RemoteSpec(name, spec["url"].strip(), endpoint or None, dict(options))
+    connect, read = (_timeout(f"remotes.{name}.{key}", spec.get(key)) for key in _TIMEOUT_KEYS)
+    return RemoteSpec(name, spec["url"].strip(), endpoint or None, dict(options), connect, read)
+
+
+def _timeout(key: str, value: object) -> float | None:
+    """A timeout in seconds from config: a number above 0 and at most :data:`MAX_TIMEOUT`."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TIMEOUT:
+        raise _error(key, f"must be a number of seconds above 0 and at most {MAX_TIMEOUT:.0f}, not {value!r}")
+    return float(value)
 
 
 def _rules(raw: dict[str, Any], stages: dict[str, bool]) -> tuple[PromoteRule, ...]:

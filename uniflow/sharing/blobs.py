@@ -29,6 +29,7 @@ import logging
 import os
 import random
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -45,7 +46,15 @@ from .._ingest import fd_stamp, read_full
 from .._naming import validate_digest
 from .._reports import ChunkStats
 from .._store import CHUNK_PARAMS
-from .blobstore import BlobRemote, FsspecRemote, LocalRemote, open_remote
+from .blobstore import (
+    READ_TIMEOUT_ENV,
+    BlobRemote,
+    FsspecRemote,
+    LocalRemote,
+    Timeouts,
+    describe,
+    open_remote,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._store import ObjectStore
@@ -189,29 +198,165 @@ _PERMANENT = (
     TypeError,
     KeyError,
 )
+#: attempts of a call that timed out (each costs a whole timeout): one more, not RETRIES
+TIMEOUT_ATTEMPTS = 2
+#: longest pause between two attempts, in seconds (exponential from 0.1 s, with jitter)
+MAX_BACKOFF = 2.0
+# S3 error codes worth another attempt whatever their status (throttling, server trouble)
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "ServiceUnavailable",
+    "InternalError",
+    "RequestTimeout",
+}
+_CREDENTIAL_ERRORS = {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}
+_AUTH_CODES = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "RequestTimeTooSkewed",
+}
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """What a failed call to a blob remote was: how many attempts it deserves in all (1:
+    none more), what happened, and what the user should check."""
+
+    attempts: int
+    what: str
+    hint: str = ""
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from (s3fs wraps botocore's), bounded."""
+    out = [exc]
+    while len(out) < 8:
+        nxt = out[-1].__cause__ or out[-1].__context__
+        if nxt is None or nxt in out:
+            break
+        out.append(nxt)
+    return out
+
+
+def _s3_answer(chain: list[BaseException]) -> tuple[int, str] | None:
+    """``(HTTP status, error code)`` of an S3 error answer (botocore's ClientError) in ``chain``."""
+    for e in chain:
+        response = getattr(e, "response", None)
+        if isinstance(response, dict) and isinstance(response.get("Error"), dict):
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            return int(status), str(response["Error"].get("Code") or "")
+    return None
+
+
+def _classify(exc: BaseException, remote: BlobRemote) -> _Failure:
+    """Whether ``exc`` is transient (connection reset, 5xx, throttling, read timeout) and how
+    to say it; credentials, refusals, a missing bucket and bad settings are never retried."""
+    chain = _chain(exc)
+    names = {type(e).__name__ for e in chain}
+    timeouts = getattr(remote, "timeouts", Timeouts())
+    answer = _s3_answer(chain)
+    if names & _CREDENTIAL_ERRORS:
+        return _Failure(1, "no credentials found", _CREDENTIALS_HINT)
+    if answer is not None:
+        status, code = answer
+        said = f"the server answered HTTP {status} {code}".rstrip()
+        if status >= 500 or status == 429 or code in _TRANSIENT_CODES:
+            return _Failure(RETRIES, said, "the service may be overloaded or down; try again later")
+        if status in (401, 403) or code in _AUTH_CODES:
+            return _Failure(1, said, "check the credentials and the bucket's permissions")
+        if code == "NoSuchBucket":
+            return _Failure(1, said, "check the bucket in the remote's url")
+        return _Failure(1, said)
+    if names & {"ConnectTimeoutError"}:
+        return _Failure(
+            TIMEOUT_ATTEMPTS,
+            f"timed out connecting (connect_timeout = {timeouts.connect:g}s)",
+            "check the network and the endpoint",
+        )
+    if names & {"ReadTimeoutError", "TimeoutError", "FSTimeoutError"} or any(
+        isinstance(e, TimeoutError) for e in chain
+    ):
+        return _Failure(
+            TIMEOUT_ATTEMPTS,
+            f"timed out: no answer within read_timeout = {timeouts.read:g}s",
+            f"check the network and the endpoint (or raise read_timeout in .uniflow/config.toml "
+            f"or {READ_TIMEOUT_ENV})",
+        )
+    unreachable = _unreachable(chain)
+    if unreachable:  # refused, no such host: not a blip
+        return _Failure(1, f"cannot connect: {unreachable}", "check the network and the endpoint")
+    if isinstance(exc, _PERMANENT):
+        return _Failure(1, f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, OSError) or names & _TRANSIENT_ERRORS:  # resets, broken streams, I/O
+        return _Failure(RETRIES, f"{type(exc).__name__}: {exc}", "check the network and the endpoint")
+    return _Failure(1, f"{type(exc).__name__}: {exc}")
+
+
+# botocore/aiohttp errors of a connection that broke mid-call: worth another attempt
+_TRANSIENT_ERRORS = {
+    "ConnectionClosedError",
+    "EndpointConnectionError",
+    "HTTPClientError",
+    "ResponseStreamingError",
+    "IncompleteReadError",
+    "ClientPayloadError",
+    "ResponseParserError",
+}
+_CREDENTIALS_HINT = (
+    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with a profile in "
+    "~/.aws/credentials (AWS_SHARED_CREDENTIALS_FILE), or run where an instance role provides them"
+)
+
+
+def _wrapped(exc: BaseException) -> list[BaseException]:
+    """The chain of the error a botocore error wraps (its ``error=``, e.g. aiohttp's), or none."""
+    kwargs = getattr(exc, "kwargs", None)
+    inner = kwargs.get("error") if isinstance(kwargs, dict) else None
+    return _chain(inner) if isinstance(inner, BaseException) else []
+
+
+def _unreachable(chain: list[BaseException]) -> str | None:
+    """Why the endpoint could not be reached at all (connection refused, unknown host), or
+    None; botocore wraps aiohttp's error, which wraps the OS's."""
+    for err in chain + [x for e in chain for x in _wrapped(e)]:
+        if isinstance(err, socket.gaierror):
+            return f"unknown host ({err.strerror})"
+        if isinstance(err, ConnectionRefusedError):
+            return "connection refused"
+    return None
 
 
 def _retry(what: str, remote: BlobRemote, fn: Callable[[], T]) -> T:
+    """``fn()``, tried again after a transient failure (bounded attempts, exponential backoff
+    with jitter); any other failure, or the last, is one :class:`RemoteError` line naming
+    the remote, what happened and what to check."""
     delay = 0.1
-    for attempt in range(1, RETRIES + 1):
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             return fn()
         except UniflowError:
             raise
-        except _PERMANENT as exc:  # retrying cannot help: say what the remote answered
-            raise RemoteError(
-                f"{what} on blob remote {remote.name!r} ({remote.url}) failed: {type(exc).__name__}: {exc}"
-            ) from exc
         except Exception as exc:
-            if attempt == RETRIES:
+            failure = _classify(exc, remote)
+            if attempt >= min(failure.attempts, RETRIES):
+                tries = f" after {attempt} attempts" if attempt > 1 else ""
+                hint = f"; {failure.hint}" if failure.hint else ""
                 raise RemoteError(
-                    f"{what} on blob remote {remote.name!r} ({remote.url}) failed after {RETRIES} attempts: "
-                    f"{type(exc).__name__}: {exc}"
+                    f"{what} on {describe(remote)} failed{tries}: {failure.what}{hint}"
                 ) from exc
-            log.info("%s failed (%s); retrying in %.1fs", what, exc, delay)
+            log.info("%s failed (%s); retrying in %.1fs", what, failure.what, delay)
             time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 2.0)
-    raise AssertionError("unreachable")  # pragma: no cover
+            delay = min(delay * 2, MAX_BACKOFF)
 
 
 def _listing(remote: BlobRemote) -> set[str]:

@@ -13,25 +13,49 @@ removed from its ``tmp``. :class:`FsspecRemote` is any fsspec filesystem: object
 (S3, GCS, Azure) take the final key in one PUT, which they expose only once complete;
 other filesystems upload to ``tmp/`` and rename. Verification and retries are the callers'
 (``blobs``). fsspec is imported only by :func:`open_remote` for a non-directory URL.
+
+Every S3 call is bounded: botocore gets the remote's connect and read timeouts
+(``connect_timeout``/``read_timeout`` in its ``[remotes.NAME]`` table, else
+:data:`UNIFLOW_BLOB_CONNECT_TIMEOUT`/:data:`UNIFLOW_BLOB_READ_TIMEOUT` from the environment,
+which override the file, else 10 s and 60 s), and neither botocore nor s3fs retries anything:
+one request per attempt, so ``blobs`` alone decides what is retried and how often.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .._config import RemoteSpec
-from .._errors import IntegrityError, RemoteError
+from .._config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, MAX_TIMEOUT, RemoteSpec
+from .._errors import IntegrityError, RemoteError, UsageError
 from .._naming import validate_digest
 from .._safefs import NotRegularFile, first_link, open_regular
 from .._store import fsync_dir, write_immutable
 
-__all__ = ["TMP_PREFIX", "BlobRemote", "FsspecRemote", "LocalRemote", "is_local", "open_remote"]
+__all__ = [
+    "CONNECT_TIMEOUT_ENV",
+    "READ_TIMEOUT_ENV",
+    "TMP_PREFIX",
+    "BlobRemote",
+    "FsspecRemote",
+    "LocalRemote",
+    "Timeouts",
+    "describe",
+    "is_local",
+    "open_remote",
+    "timeouts_of",
+]
+
+#: environment overrides of every blob remote's timeouts, in seconds (e.g. for CI)
+CONNECT_TIMEOUT_ENV = "UNIFLOW_BLOB_CONNECT_TIMEOUT"
+READ_TIMEOUT_ENV = "UNIFLOW_BLOB_READ_TIMEOUT"
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 #: uploads in flight: ``<url>/tmp/.uniflow-up-<first 16 hex of the chunk name>.<uuid4 hex>``
@@ -52,6 +76,41 @@ class BlobRemote(Protocol):
     def put(self, digest: str, data: bytes) -> object: ...
 
     def get(self, digest: str) -> bytes | None: ...
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds a blob remote's connection may take to open, and any read of its answer."""
+
+    connect: float = DEFAULT_CONNECT_TIMEOUT
+    read: float = DEFAULT_READ_TIMEOUT
+
+
+def _env_seconds(name: str) -> float | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_TIMEOUT:
+        raise UsageError(f"{name}={raw!r}: must be a number of seconds above 0 and at most {MAX_TIMEOUT:.0f}")
+    return value
+
+
+def timeouts_of(spec: RemoteSpec) -> Timeouts:
+    """The timeouts of ``spec``'s calls: the environment's, else its config's, else the defaults."""
+    connect = _env_seconds(CONNECT_TIMEOUT_ENV) or spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT
+    read = _env_seconds(READ_TIMEOUT_ENV) or spec.read_timeout or DEFAULT_READ_TIMEOUT
+    return Timeouts(connect, read)
+
+
+def describe(remote: BlobRemote) -> str:
+    """``blob remote 'NAME' (URL)``, with ``at ENDPOINT`` when one was given (S3-compatible)."""
+    endpoint = getattr(remote, "endpoint", None)
+    at = f" at {endpoint}" if endpoint else ""
+    return f"blob remote {remote.name!r} ({remote.url}{at})"
 
 
 def _tmp_name(digest: str) -> str:
@@ -181,9 +240,19 @@ class LocalRemote:
 class FsspecRemote:
     """A blob remote behind any fsspec filesystem (S3 through s3fs, GCS, Azure, SFTP ...)."""
 
-    def __init__(self, name: str, url: str, fs: Any, root: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        fs: Any,
+        root: str,
+        endpoint: str | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> None:
         self.name = name
         self.url = url
+        self.endpoint = endpoint  # of an S3-compatible store, named in errors
+        self.timeouts = timeouts or Timeouts()  # those the client was built with (S3), named in errors
         self.fs = fs
         self.root = root.rstrip("/")
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
@@ -244,12 +313,15 @@ def open_remote(spec: RemoteSpec, base_dir: Path) -> BlobRemote:
         ) from exc
     options: dict[str, Any] = dict(spec.options)
     protocol = url.split("://", 1)[0].lower()
-    if protocol in ("s3", "s3a"):
+    timeouts = timeouts_of(spec)
+    s3 = protocol in ("s3", "s3a")
+    if s3:
         endpoint = (
             spec.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         )
         if endpoint:
             options.setdefault("endpoint_url", endpoint)
+        options["config_kwargs"] = _bounded_botocore(options.get("config_kwargs"), timeouts)
     elif spec.endpoint_url:
         options.setdefault("endpoint_url", spec.endpoint_url)
     try:
@@ -258,4 +330,19 @@ def open_remote(spec: RemoteSpec, base_dir: Path) -> BlobRemote:
         raise RemoteError(f"blob remote {spec.name!r} ({url}) needs a filesystem package: {exc}") from exc
     except (ValueError, TypeError, OSError) as exc:
         raise RemoteError(f"cannot open blob remote {spec.name!r} ({url}): {exc}") from exc
-    return FsspecRemote(spec.name, url, fs, root)
+    if s3:
+        fs.retries = 1  # s3fs's own retry loop (5 attempts, even of errors nothing can fix): off
+    endpoint_url = options.get("endpoint_url")
+    return FsspecRemote(
+        spec.name, url, fs, root, endpoint_url if isinstance(endpoint_url, str) else None, timeouts
+    )
+
+
+def _bounded_botocore(given: object, timeouts: Timeouts) -> dict[str, Any]:
+    """botocore's client settings for an S3 remote: ``given`` (``options.config_kwargs``) with
+    the remote's timeouts and no retries of botocore's own (one attempt per request)."""
+    kwargs: dict[str, Any] = dict(given) if isinstance(given, dict) else {}
+    kwargs["connect_timeout"] = timeouts.connect
+    kwargs["read_timeout"] = timeouts.read
+    kwargs["retries"] = {"total_max_attempts": 1, "mode": "standard"}
+    return kwargs

@@ -4,7 +4,9 @@
 Refs travel with the ``git`` binary rather than dulwich's client: it speaks every transport
 and credential helper the user has configured (see docs/sharing.md). Every call is bounded
 in time, runs with ``LC_ALL=C`` and no terminal prompt, and a failure is a one-line
-:class:`RemoteError` carrying git's last error line.
+:class:`RemoteError` carrying git's last error line. A transfer over HTTP(S) that stalls
+(under 1 byte/s for :data:`GIT_STALL_TIMEOUT` seconds: ``GIT_HTTP_LOW_SPEED_LIMIT``/``TIME``,
+unless the environment sets them) is abandoned by git itself, long before ``GIT_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._errors import RemoteError
+from .._errors import RemoteError, UsageError
 from .._refs import LIFECYCLE_PREFIX, REGISTRY_PATTERNS, TAGS_PREFIX, tags_prefix, tracking_prefix
 from .blobs import validate_remote_name
 
 __all__ = [
     "FETCH_REFSPECS",
+    "GIT_STALL_TIMEOUT",
     "GIT_TIMEOUT",
     "IN_PUSH_ENV",
+    "STALL_TIMEOUT_ENV",
     "ZERO",
     "FetchConfig",
     "add_fetch_refspecs",
@@ -37,6 +41,10 @@ __all__ = [
 
 #: seconds any one git network command may take
 GIT_TIMEOUT = 900.0
+#: seconds a git transfer over HTTP(S) may move less than a byte per second before git gives up
+GIT_STALL_TIMEOUT = 60
+#: environment override of :data:`GIT_STALL_TIMEOUT` (whole seconds, e.g. shorter in CI)
+STALL_TIMEOUT_ENV = "UNIFLOW_GIT_STALL_TIMEOUT"
 ZERO = "0" * 40
 #: set while ``uniflow push`` runs ``git push``: the pre-push hook then does nothing
 IN_PUSH_ENV = "UNIFLOW_IN_PUSH"
@@ -62,6 +70,8 @@ def run_git(
     ``input`` is written to git's standard input (else it reads nothing)."""
     full_env = {**os.environ, "LC_ALL": "C", "LANGUAGE": "C", **(env or {})}
     full_env.setdefault("GIT_TERMINAL_PROMPT", "0")
+    full_env.setdefault("GIT_HTTP_LOW_SPEED_LIMIT", "1")  # bytes/s; a server that never answers
+    full_env.setdefault("GIT_HTTP_LOW_SPEED_TIME", str(_stall_timeout()))  # fails in bounded time
     try:
         proc = subprocess.run(
             ["git", *args],
@@ -81,6 +91,16 @@ def run_git(
     if check and proc.returncode != 0:
         raise RemoteError(f"{what or 'git ' + args[0]} failed: {last_error(proc.stderr)}")
     return proc
+
+
+def _stall_timeout() -> int:
+    """:data:`STALL_TIMEOUT_ENV` when set (a whole number of seconds), else :data:`GIT_STALL_TIMEOUT`."""
+    raw = os.environ.get(STALL_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return GIT_STALL_TIMEOUT
+    if not raw.isdigit() or not 0 < int(raw) <= GIT_TIMEOUT:
+        raise UsageError(f"{STALL_TIMEOUT_ENV}={raw!r}: must be a whole number of seconds above 0")
+    return int(raw)
 
 
 def last_error(stderr: str) -> str:

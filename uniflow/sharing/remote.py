@@ -205,7 +205,7 @@ def _checked_spec(url: GitUrl, spec: RemoteSpec) -> tuple[RemoteSpec | None, str
     endpoint = spec.endpoint_url if scheme in _S3 else None
     if spec.endpoint_url and scheme not in _S3:
         return None, "endpoint_url is honoured from a remote's config for S3 only"
-    return RemoteSpec(spec.name, target, endpoint, {}), ""
+    return RemoteSpec(spec.name, target, endpoint, {}, *spec.capped_timeouts()), ""
 
 
 def blob_remote_for(url: GitUrl, config: Config, blob: str | None) -> list[RemoteSpec]:
