@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import cli
+from tests.helpers import cli, run_py
 from uniflow._errors import SerializationError, UnsafeLoadError
 
 # --------------------------------------------------------------------------- torch containers
@@ -160,6 +160,30 @@ def test_recurrent_layers_come_back(registry: Any) -> None:
     assert torch.equal(lstm2(x)[0], lstm(x)[0])
     for a, b in zip(layers, layers2, strict=True):
         assert torch.equal(a(x)[0], b(x)[0])
+
+
+def test_fresh_process_rebuilds_torch_nn_but_imports_no_user_code(registry: Any, repo: Path) -> None:
+    # another process (no test module imported): torch.nn containers come back; a child of
+    # a class found only in this checkout is not imported without trust
+    registry.register(nn.Sequential(nn.Linear(4, 3), nn.Tanh()), "plain")
+    registry.register(_nested(), "nested")
+    code = (
+        "import torch\n"
+        "from uniflow import ModelRegistry\n"
+        "from uniflow._errors import UnsafeLoadError\n"
+        "r = ModelRegistry('.')\n"
+        "print(type(r.load('plain')).__name__, r.load('plain')[0].weight.shape)\n"
+        "try:\n"
+        "    r.load('nested')\n"
+        "except UnsafeLoadError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    out = run_py(code, repo)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "Sequential torch.Size([3, 4])"
+    assert lines[1].startswith("refused: refusing to import submodule 'scale' tests.test_frameworks.Scale")
+    assert "model=" in lines[1] and "trust=True" in lines[1]
 
 
 def test_container_with_unrebuildable_child_asks_for_model(registry: Any) -> None:
