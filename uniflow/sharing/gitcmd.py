@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from .._errors import RemoteError, UsageError
@@ -22,14 +21,11 @@ from .._refs import LIFECYCLE_PREFIX, REGISTRY_PATTERNS, TAGS_PREFIX, tags_prefi
 from .blobs import validate_remote_name
 
 __all__ = [
-    "FETCH_REFSPECS",
     "GIT_STALL_TIMEOUT",
     "GIT_TIMEOUT",
     "IN_PUSH_ENV",
     "STALL_TIMEOUT_ENV",
     "ZERO",
-    "FetchConfig",
-    "add_fetch_refspecs",
     "fetch_refs",
     "git_remotes",
     "last_error",
@@ -48,12 +44,6 @@ STALL_TIMEOUT_ENV = "UNIFLOW_GIT_STALL_TIMEOUT"
 ZERO = "0" * 40
 #: set while ``uniflow push`` runs ``git push``: the pre-push hook then does nothing
 IN_PUSH_ENV = "UNIFLOW_IN_PUSH"
-#: what ``uniflow init`` / ``uniflow hooks install`` add to ``remote.<origin>.fetch`` so that a
-#: plain ``git fetch`` / ``git pull`` brings lifecycles and version tags. Never forced (no
-#: "+"): git itself then refuses a lifecycle that does not fast-forward (a remote rewinding
-#: it, or events of ours not pushed yet) and ``uniflow pull`` integrates it, validated.
-#: Stage pointers are derived from the lifecycle and are not fetched.
-FETCH_REFSPECS = (f"{LIFECYCLE_PREFIX}/*:{LIFECYCLE_PREFIX}/*", f"{TAGS_PREFIX}/*:{TAGS_PREFIX}/*")
 
 
 # ---------------------------------------------------------------------- git binary
@@ -189,27 +179,3 @@ def fetch_refs(root: Path, remote: str, names: list[str] | None, *, tags: bool, 
                 "delete the local tag, then pull again"
             )
         raise RemoteError(f"git fetch from {remote!r} failed: {last_error(proc.stderr)}")
-
-
-@dataclass(frozen=True)
-class FetchConfig:
-    """The Git remote whose fetch refspecs were checked, and those that had to be added."""
-
-    remote: str
-    added: tuple[str, ...]
-
-
-def add_fetch_refspecs(root: Path) -> FetchConfig | None:
-    """Add :data:`FETCH_REFSPECS` to the fetch refspecs of ``origin`` (else of the only Git
-    remote), each once (``git config --add``); None when there is no such remote. Other
-    remotes are left alone: two remotes fetched into the same local refs would fight."""
-    remotes = git_remotes(root)
-    remote = "origin" if "origin" in remotes else remotes[0] if len(remotes) == 1 else None
-    if remote is None:
-        return None
-    key = f"remote.{remote}.fetch"
-    have = run_git(root, "config", "--get-all", key, check=False, timeout=60).stdout.splitlines()
-    added = tuple(spec for spec in FETCH_REFSPECS if spec not in have)
-    for spec in added:
-        run_git(root, "config", "--add", key, spec, timeout=60, what=f"git config --add {key}")
-    return FetchConfig(remote, added)
