@@ -186,6 +186,16 @@ def test_fresh_process_rebuilds_torch_nn_but_imports_no_user_code(registry: Any,
     assert "model=" in lines[1] and "trust=True" in lines[1]
 
 
+def test_frozen_parameters_stay_frozen(registry: Any) -> None:
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Embedding.from_pretrained(torch.randn(5, 3), freeze=True), nn.Linear(3, 2))
+    seq[1].bias.requires_grad_(False)
+    registry.register(seq, "frozen")
+    loaded = registry.load("frozen")
+    grads = {n: p.requires_grad for n, p in loaded.named_parameters()}
+    assert grads == {"0.weight": False, "1.weight": True, "1.bias": False}
+
+
 def test_container_with_unrebuildable_child_asks_for_model(registry: Any) -> None:
     seq = nn.Sequential(Wraps(nn.Linear(2, 2)), nn.ReLU())
     registry.register(seq, "wrapped")

@@ -3,7 +3,8 @@
 Meta keys: ``kind`` ("module" | "state_dict" | "tensor"), ``file``; for modules also
 ``class_module``, ``class_qualname``, ``init_kwargs``, ``init_source`` ("get_config" |
 "signature" | "container" | "transformers_config"), ``missing_init_args``, ``training``,
-``torch_version``, and where they apply ``extra_repr`` (a ``torch.nn`` class's
+``torch_version``, and where they apply ``frozen`` (names of parameters whose
+``requires_grad`` is off), ``extra_repr`` (a ``torch.nn`` class's
 ``extra_repr()``, checked after rebuilding), ``transformers_config`` (a transformers model's
 config as JSON) and ``submodules`` (when the module is a container: a flat pre-order list of
 the specs of its children and of nested containers' children, each with its dotted
@@ -392,6 +393,9 @@ class TorchSerializer(Serializer):
         meta: dict[str, Any] = {"kind": "module", "file": FILE, **_module_spec(module, torch)}
         if meta["init_source"] == "container":
             meta["submodules"] = _submodule_specs(module, torch)
+        frozen = [name for name, p in module.named_parameters() if not p.requires_grad]
+        if frozen:
+            meta["frozen"] = frozen
         meta["training"] = bool(module.training)
         meta["torch_version"] = str(getattr(sys.modules.get("torch"), "__version__", ""))
         return meta
@@ -437,6 +441,7 @@ class TorchSerializer(Serializer):
         rebuilt = into is None
         if rebuilt:
             into = _rebuild(meta, torch, trust, path)
+            _freeze(into, meta.get("frozen"))
         elif not isinstance(into, torch.nn.Module):
             raise SerializationError(f"model= must be a torch.nn.Module, got {type(into).__name__}")
         try:
@@ -629,6 +634,17 @@ def _check_shapes(module: Any, path: Path, hint: str) -> None:
                 f"the module rebuilt from the manifest holds {name!r} of shape {list(t.shape)}, "
                 f"stored {'as ' + str(stored) if stored is not None else 'nowhere'}; {hint}"
             )
+
+
+def _freeze(module: Any, frozen: Any) -> None:
+    """Turn off ``requires_grad`` of the rebuilt module's parameters the manifest lists as
+    frozen (names it does not have are ignored: they change nothing)."""
+    if not isinstance(frozen, list):
+        return
+    names = {n for n in frozen if isinstance(n, str)}
+    for name, param in module.named_parameters(remove_duplicate=False):
+        if name in names:
+            param.requires_grad_(False)
 
 
 def _match_dtypes(module: Any, path: Path) -> None:
