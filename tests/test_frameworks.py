@@ -196,6 +196,25 @@ def test_frozen_parameters_stay_frozen(registry: Any) -> None:
     assert grads == {"0.weight": False, "1.weight": True, "1.bias": False}
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile imports torch.jit
+def test_wrapped_modules_are_registered_unwrapped(registry: Any) -> None:
+    # torch.compile and DataParallel wrap a module (state-dict keys '_orig_mod.', 'module.'):
+    # the module inside is what is registered, and a wrapped model= is loaded through
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Linear(4, 3), nn.ReLU()).eval()
+    registry.register(torch.compile(seq), "compiled")
+    registry.register(nn.DataParallel(seq), "parallel")
+    x = torch.randn(2, 4)
+    for name in ("compiled", "parallel"):
+        loaded = registry.load(name)
+        assert type(loaded) is nn.Sequential and torch.equal(loaded(x), seq(x))
+        assert list(registry.load(name, tensors=["*"])) == ["0.bias", "0.weight"]
+    fresh = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+    wrapped = nn.DataParallel(fresh)
+    assert registry.load("compiled", model=wrapped) is wrapped
+    assert torch.equal(fresh[0].weight, seq[0].weight)
+
+
 def test_container_with_unrebuildable_child_asks_for_model(registry: Any) -> None:
     seq = nn.Sequential(Wraps(nn.Linear(2, 2)), nn.ReLU())
     registry.register(seq, "wrapped")

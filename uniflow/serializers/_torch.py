@@ -100,6 +100,22 @@ def _init_kwargs(module: Any) -> tuple[dict[str, Any], str, list[str]]:
 _MAX_EXTRA_REPR = 4096
 
 
+def _unwrap(module: Any, torch: Any) -> Any:
+    """The module inside ``torch.compile``'s ``OptimizedModule`` and ``nn.DataParallel`` /
+    ``DistributedDataParallel`` wrappers (nested ones too): what is registered and loaded,
+    without the wrappers' ``_orig_mod.`` / ``module.`` key prefixes."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    compiled: Any = getattr(eval_frame, "OptimizedModule", None) if eval_frame is not None else None
+    parallel = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
+    while True:
+        if isinstance(module, parallel):
+            module = module.module
+        elif isinstance(compiled, type) and isinstance(module, compiled):
+            module = getattr(module, "_orig_mod")  # noqa: B009 (mypy narrows module to object)
+        else:
+            return module
+
+
 def _container_base(cls: Any, torch: Any) -> Any:
     """The torch container (Sequential, ModuleList, ModuleDict) whose own ``__init__`` ``cls``
     uses, so that an empty ``cls()`` filled with its children is the module; else None."""
@@ -312,7 +328,7 @@ class TorchSerializer(Serializer):
         path = Path(dest) / FILE
         try:
             if isinstance(obj, torch.nn.Module):
-                return self._save_module(obj, path)
+                return self._save_module(_unwrap(obj, torch), path)
             if isinstance(obj, torch.Tensor):
                 data, _ = _dedupe({_TENSOR_KEY: obj})
                 st.save_file(data, str(path))
@@ -348,6 +364,7 @@ class TorchSerializer(Serializer):
 
     def _stream(self, obj: Any, torch: Any) -> Streamed | None:
         if isinstance(obj, torch.nn.Module):
+            obj = _unwrap(obj, torch)
             state = obj.state_dict()
             if not all(isinstance(v, torch.Tensor) for v in state.values()):
                 return None  # save() explains the error
@@ -445,7 +462,7 @@ class TorchSerializer(Serializer):
         elif not isinstance(into, torch.nn.Module):
             raise SerializationError(f"model= must be a torch.nn.Module, got {type(into).__name__}")
         try:
-            st.load_model(into, str(path), strict=True)
+            st.load_model(_unwrap(into, torch), str(path), strict=True)
         except Exception as exc:
             if rebuilt:
                 raise SerializationError(
