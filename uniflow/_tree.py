@@ -147,6 +147,7 @@ def materialize(
     done = 0
     sources: list[Source] = []
     try:
+        store_root.mkdir(exist_ok=True)  # with the mode every store write gives it, not DirTree's
         with DirTree(open_root(parent), str(parent), cache_policy) as tree:
             tree.open(vparts)  # before anything is written below the store's cache
             for rel, rec, mode in records:
