@@ -273,10 +273,16 @@ def test_refusals_are_never_retried(
     assert answering.requests == 1, answering.requests
 
 
-def test_missing_credentials_fail_at_once(tmp_path: Path, s3: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """moto's S3 server is there, but no credentials are: one error naming them, no retries."""
+@pytest.mark.parametrize("partial", [False, True])
+def test_missing_credentials_fail_at_once(
+    tmp_path: Path, s3: str, monkeypatch: pytest.MonkeyPatch, partial: bool
+) -> None:
+    """moto's S3 server is there, but no credentials are (or only the key id): one error
+    saying which are missing, no retries."""
     for k in [k for k in os.environ if k.startswith("AWS_")]:
         monkeypatch.delenv(k)  # those the s3 fixture set, and any of this machine's
+    if partial:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     empty = tmp_path / "empty-credentials"
     empty.write_text("")
     _, a = shared_setup(tmp_path, blob_url="s3://models/reg", config_extra=_timeouts_config(s3))
@@ -294,8 +300,53 @@ def test_missing_credentials_fail_at_once(tmp_path: Path, s3: str, monkeypatch: 
     seconds = time.monotonic() - start
     assert r.returncode == 9, r.stderr
     line = _one_error_line(r.stderr, s3)
-    assert "credentials" in line and "AWS_ACCESS_KEY_ID" in line and "attempts" not in line, line
+    assert "credentials" in line and "AWS_SECRET_ACCESS_KEY" in line and "attempts" not in line, line
+    assert ("missing: AWS_SECRET_ACCESS_KEY" in line) == partial, line
     assert seconds < 12, seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("0", "0"), ('"5"', "'5'"), ("true", "True"), ("4000", "4000"), ("nan", "nan")],
+)
+def test_invalid_timeouts_in_config_are_refused(tmp_path: Path, value: str, problem: str) -> None:
+    _, a = shared_setup(tmp_path, blob_url="s3://models/reg", config_extra=f"read_timeout = {value}\n")
+    r = cli(a, "remote", "list", code=8)
+    assert "remotes.origin.read_timeout" in r.stderr and problem in r.stderr, r.stderr
+
+
+def test_environment_overrides_the_configured_timeouts(tmp_path: Path, black_hole: BlackHole) -> None:
+    """UNIFLOW_BLOB_READ_TIMEOUT wins over the config's read_timeout (here 1 s over 2 s); a
+    value that is not a number of seconds is a usage error (exit 2)."""
+    endpoint = f"http://127.0.0.1:{black_hole.port}"
+    bare, _ = _published(tmp_path, endpoint, refs=True)
+    b = clone(bare, tmp_path / "b")
+    r = cli(b, "pull", "--all", code=9, env={"UNIFLOW_BLOB_READ_TIMEOUT": "1"}, timeout=90)
+    assert "read_timeout = 1s" in _one_error_line(r.stderr, endpoint)
+    r = cli(b, "pull", "--all", code=2, env={"UNIFLOW_BLOB_READ_TIMEOUT": "soon"}, timeout=90)
+    assert "UNIFLOW_BLOB_READ_TIMEOUT='soon'" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_a_remote_config_may_only_shorten_the_timeouts(tmp_path: Path) -> None:
+    """A registry read by Git URL: its config is hostile data; it may make a call give up
+    sooner (read_timeout = 2 is kept) but never wait longer (600 becomes the default, 60)."""
+    from uniflow._config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, parse_config
+    from uniflow.sharing.blobstore import timeouts_of
+    from uniflow.sharing.giturl import parse_git_url
+    from uniflow.sharing.remote import blob_remote_for
+
+    url = parse_git_url("https://example.com/team/models.git")
+    assert url is not None
+    for given, expected in [
+        ((1, 2), (1.0, 2.0)),
+        ((600, 3600), (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT)),
+    ]:
+        raw = {
+            "remotes": {"origin": {"url": "s3://b/p", "connect_timeout": given[0], "read_timeout": given[1]}}
+        }
+        (spec,) = blob_remote_for(url, parse_config(raw), None)
+        timeouts = timeouts_of(spec)
+        assert (timeouts.connect, timeouts.read) == expected
 
 
 @pytest.mark.parametrize("command", ["pull", "get"])

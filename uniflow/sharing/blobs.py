@@ -263,8 +263,10 @@ def _classify(exc: BaseException, remote: BlobRemote) -> _Failure:
     names = {type(e).__name__ for e in chain}
     timeouts = getattr(remote, "timeouts", Timeouts())
     answer = _s3_answer(chain)
-    if names & _CREDENTIAL_ERRORS:
-        return _Failure(1, "no credentials found", _CREDENTIALS_HINT)
+    for e in chain:
+        if type(e).__name__ in _CREDENTIAL_ERRORS:  # botocore's says which are missing, if some are
+            what = "no credentials found" if type(e).__name__ == "NoCredentialsError" else f"{e}"
+            return _Failure(1, what, _CREDENTIALS_HINT)
     if answer is not None:
         status, code = answer
         said = f"the server answered HTTP {status} {code}".rstrip()
