@@ -58,8 +58,11 @@ __all__ = [
     "save_config",
 ]
 
+#: the store lives in .git/uniflow; objects/ tmp/ cache/ stay ignored for stores of the old
+#: layout (moved on first use) and for older uniflow versions run in the same clone
 GITIGNORE = (
-    "# uniflow: local object store, writes in flight, caches and run records\nobjects/\ntmp/\ncache/\nruns/\n"
+    "# uniflow: pipeline run records (local); objects/ tmp/ cache/: where the store was up to 0.2.0\n"
+    "objects/\ntmp/\ncache/\nruns/\n"
 )
 CONFIG_HEADER = (
     "# uniflow configuration (commit this file).\n"
