@@ -5,6 +5,8 @@ Remotes are declared in ``.uniflow/config.toml`` (committed, so every clone know
     [remotes.origin]
     url = "s3://bucket/prefix"          # or a path, or any fsspec URL
     endpoint_url = "http://minio:9000"  # optional (S3-compatible stores)
+    connect_timeout = 10                # optional, seconds (defaults shown)
+    read_timeout = 60
 
 This module holds their configuration and the transfers; the two kinds of remote, their
 layout (that of the local store) and how nothing partial is ever visible on them are in
@@ -13,8 +15,12 @@ layout (that of the local store) and how nothing partial is ever visible on them
 * **verify before use**: every chunk is hashed before it is uploaded and after it is
   downloaded (before it is stored); a mismatch is an :class:`IntegrityError`, and so is a
   chunk's name on a directory remote holding a symlink, FIFO or device;
-* **bounded retries**: transient failures are retried with exponential backoff, a fixed
-  number of times, then reported as :class:`RemoteError`;
+* **bounded retries, of transient failures only**: a reset connection, 5xx, throttling
+  (:data:`RETRIES` attempts) or a timeout (:data:`TIMEOUT_ATTEMPTS`) is retried with
+  exponential backoff and jitter; missing credentials, refusals (4xx), a refused
+  connection or unknown host never are. Each S3 request is bounded by the remote's connect
+  and read timeouts (``blobstore``). The last failure is one :class:`RemoteError` line
+  naming the remote, its URL and endpoint, what happened and what to check;
 * **only our own garbage**: a push to a directory remote removes abandoned uploads older
   than an hour: only regular files in ``<url>/tmp`` named like ours (never following a
   symlink), whoever else uses ``<url>/tmp``.
