@@ -217,6 +217,7 @@ def test_register_is_keyword_only_after_name(registry: ModelRegistry, weights) -
         "lineage",
         "progress",
         "provenance",
+        "strict",
     ]
     with pytest.raises(TypeError):
         registry.register(weights(1), "m", "v1.0.0")  # type: ignore[misc]
