@@ -220,6 +220,20 @@ _TRANSIENT_CODES = {
     "InternalError",
     "RequestTimeout",
 }
+# botocore/aiohttp errors of a connection that broke mid-call: worth another attempt
+_TRANSIENT_ERRORS = {
+    "ConnectionClosedError",
+    "EndpointConnectionError",
+    "HTTPClientError",
+    "ResponseStreamingError",
+    "IncompleteReadError",
+    "ClientPayloadError",
+    "ResponseParserError",
+}
+_CREDENTIALS_HINT = (
+    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with a profile in "
+    "~/.aws/credentials (AWS_SHARED_CREDENTIALS_FILE), or run where an instance role provides them"
+)
 _CREDENTIAL_ERRORS = {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}
 _AUTH_CODES = {
     "AccessDenied",
@@ -289,9 +303,7 @@ def _classify(exc: BaseException, remote: BlobRemote) -> _Failure:
             f"timed out connecting (connect_timeout = {timeouts.connect:g}s)",
             "check the network and the endpoint",
         )
-    if names & {"ReadTimeoutError", "TimeoutError", "FSTimeoutError"} or any(
-        isinstance(e, TimeoutError) for e in chain
-    ):
+    if "ReadTimeoutError" in names or any(isinstance(e, TimeoutError) for e in chain):  # fsspec's too
         return _Failure(
             TIMEOUT_ATTEMPTS,
             f"timed out: no answer within read_timeout = {timeouts.read:g}s",
@@ -306,22 +318,6 @@ def _classify(exc: BaseException, remote: BlobRemote) -> _Failure:
     if isinstance(exc, OSError) or names & _TRANSIENT_ERRORS:  # resets, broken streams, I/O
         return _Failure(RETRIES, f"{type(exc).__name__}: {exc}", "check the network and the endpoint")
     return _Failure(1, f"{type(exc).__name__}: {exc}")
-
-
-# botocore/aiohttp errors of a connection that broke mid-call: worth another attempt
-_TRANSIENT_ERRORS = {
-    "ConnectionClosedError",
-    "EndpointConnectionError",
-    "HTTPClientError",
-    "ResponseStreamingError",
-    "IncompleteReadError",
-    "ClientPayloadError",
-    "ResponseParserError",
-}
-_CREDENTIALS_HINT = (
-    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with a profile in "
-    "~/.aws/credentials (AWS_SHARED_CREDENTIALS_FILE), or run where an instance role provides them"
-)
 
 
 def _wrapped(exc: BaseException) -> list[BaseException]:
