@@ -15,6 +15,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # The lock file pins every dependency, so pip does no resolver backtracking (the open
   # ranges of s3fs/aiobotocore/moto made `pip install -e .[dev]` take many minutes).
   .venv/bin/python -m pip install --quiet -r requirements-dev.lock
+  # The distribution was named `uniflow` up to 0.2.0 (a name that belongs to another PyPI
+  # project); drop that install record so only uniflow-registry provides the command.
+  .venv/bin/python -m pip uninstall --quiet --yes uniflow >/dev/null 2>&1 || true
   .venv/bin/python -m pip install --quiet --no-deps -e .
   echo "$want" > "$stamp"
 fi
