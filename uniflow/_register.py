@@ -8,6 +8,7 @@ so a concurrent gc never deletes them (docs/design.md, "gc and registers in flig
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import shutil
@@ -20,6 +21,7 @@ from typing import Any
 
 from . import _lfs, _tensors, _testhooks
 from ._errors import (
+    IntegrityError,
     InvalidPathError,
     LfsPointerError,
     LfsPointerWarning,
@@ -28,9 +30,10 @@ from ._errors import (
     VersionExistsError,
 )
 from ._lifecycle import LifecycleState, register_transition
-from ._manifest import MANIFEST_FORMAT, content_digest, file_entry, json_safe
+from ._manifest import MANIFEST_FORMAT, content_digest, file_entry, json_safe, pack, unpack
 from ._naming import next_version, validate_key, validate_model_name, validate_version, version_sort_key
 from ._pins import Pin
+from ._refs import tag_ref
 from ._repo import Repository
 from ._store import ProgressFn
 from ._tree import model_path_kind, walk_model
@@ -41,6 +44,7 @@ from .serializers._base import StreamedFile
 __all__ = ["register_version"]
 
 _AUTO_VERSION_ATTEMPTS = 100
+log = logging.getLogger("uniflow")
 
 
 def register_version(
@@ -117,6 +121,7 @@ def register_version(
         for _attempt in range(_AUTO_VERSION_ATTEMPTS):
             chosen = version or next_version(repo.index.version_names(name))
             manifest["version"] = chosen
+            _readable_or_refuse(repo, manifest)  # before the first ref: what a reader would refuse
             try:
                 created, _tag = repo.index.write_version(manifest, code_commit, actor)
             except VersionExistsError:
@@ -124,7 +129,12 @@ def register_version(
                     raise
                 continue  # someone took this auto version concurrently: take the next one
             _testhooks.point("register-before-event")
-            _record_register(repo, name, chosen, _tag, actor, prov)
+            try:
+                _record_register(repo, name, chosen, _tag, actor, prov)
+            except BaseException:
+                if created:  # all or nothing: no tag without its register event
+                    _take_back(repo, name, chosen, _tag)
+                raise
             return chosen
         raise VersionExistsError(name, "auto", "(too many concurrent registrations)")
 
@@ -200,6 +210,35 @@ def _record_register(
         repo.lifecycle.apply(name, once, actor, at=prov.created_at if prov else None)
     except _AlreadyRecorded:
         pass
+
+
+def _readable_or_refuse(repo: Repository, manifest: dict[str, Any]) -> None:
+    """Run the manifest's exact bytes through the read gate (``_manifest.unpack``, with the
+    repository's ``[limits]``), so a version every reader would refuse (a manifest over
+    ``max_manifest_bytes``: a huge description, thousands of tags) is refused with a
+    :class:`UsageError` before its tag exists, never after."""
+    name, version = manifest["name"], manifest["version"]
+    context = f"model {name!r} version {version!r}"
+    try:
+        unpack(pack(manifest), context, limits=repo.index.limits(), name=name, version=version)
+    except IntegrityError as exc:
+        raise UsageError(f"cannot register: {exc}") from exc
+
+
+def _take_back(repo: Repository, name: str, version: str, tag: str) -> None:
+    """Delete the version tag this register created when its register event was not
+    written (the event write failed or was refused): compare-and-swap on the exact tag sha,
+    so a tag anyone else wrote is never touched, and only while the lifecycle holds no
+    register event of it. The original error is what the caller sees; should this
+    clean-up fail too, the next register of the version records the event (see
+    :func:`_record_register`)."""
+    try:
+        since = repo.git.read_tag(tag).tag_time - _EVENT_CLOCK_SLACK
+        if _has_register_event(repo, name, version, since):
+            return  # the event is there (a later step failed): the version is whole
+        repo.git.delete_ref(tag_ref(name, version), tag)
+    except Exception as exc:  # noqa: BLE001 - the error being raised already says what failed
+        log.warning("uniflow: could not take back tag %s of %s %s: %s", tag[:12], name, version, exc)
 
 
 def _known_digests(repo: Repository, name: str) -> _tensors.KnownDigests:

@@ -1,0 +1,145 @@
+"""All or nothing (issue 9): a register refused or failing at any point leaves no version tag,
+no register event and no stage pointer, so `uniflow verify` stays clean, the model still
+lists, and a correct register of the same version succeeds afterwards.
+
+Refusal points: a manifest larger than ``[limits] max_manifest_bytes`` (a huge description,
+too many tags, too many metrics; the limit is lowered in config.toml so the manifests stay
+small), more files than ``max_chunks``, the lifecycle ref write failing after the tag was
+written (a real failure: a directory in the ref's place), and one version of an import (the
+public register path with provenance) refused for its size.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import cli, git, make_repo, model_dir, write_config
+from uniflow import ModelRegistry
+from uniflow._errors import UniflowError
+from uniflow._types import Provenance
+
+SMALL_MANIFEST = "[limits]\nmax_manifest_bytes = 8192\n"
+
+
+def _refs(repo: Path) -> str:
+    return git(repo, "for-each-ref", "refs/tags/models", "refs/uniflow")
+
+
+def _assert_untouched(repo: Path, before: str, model: str = "m") -> None:
+    """Nothing new under refs/tags/models or refs/uniflow; verify and `models list` work."""
+    assert _refs(repo) == before
+    cli(repo, "verify")
+    listed = cli(repo, "models", "list", model).stdout
+    assert "v1.0.0" in listed and "v1.1.0" not in listed, listed
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, ModelRegistry, Path]:
+    """A repository with ``m`` v1.0.0 registered (a good version to list), and a model dir."""
+    repo = make_repo(tmp_path / "repo")
+    write_config(repo, SMALL_MANIFEST)
+    reg = ModelRegistry(repo)
+    src = model_dir(tmp_path / "src", 2, size=1000, seed=1)
+    reg.register(str(src), "m", version="v1.0.0")
+    return repo, reg, src
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"description": "x" * 10_000},
+        {"tags": {f"t{i:04d}": "v" * 20 for i in range(400)}},
+        {"metrics": {f"m{i:04d}": float(i) for i in range(600)}},
+    ],
+    ids=["description", "tags", "metrics"],
+)
+def test_a_manifest_too_large_to_read_is_never_written(
+    setup: tuple[Path, ModelRegistry, Path], extra: dict[str, Any]
+) -> None:
+    repo, reg, src = setup
+    before = _refs(repo)
+    with pytest.raises(UniflowError, match="max_manifest_bytes"):
+        reg.register(str(src), "m", version="v1.1.0", **extra)
+    _assert_untouched(repo, before)
+    reg.register(str(src), "m", version="v1.1.0")  # the same version, within the limits
+    cli(repo, "verify")
+    assert "v1.1.0" in cli(repo, "models", "list", "m").stdout
+
+
+def test_the_cli_refusal_is_one_line_and_leaves_nothing(setup: tuple[Path, ModelRegistry, Path]) -> None:
+    repo, _reg, src = setup
+    before = _refs(repo)
+    r = cli(
+        repo,
+        *("models", "register", str(src), "--name", "m", "--version", "v1.1.0"),
+        *("--description", "y" * 10_000),
+        code=None,
+    )
+    assert r.returncode != 0 and "max_manifest_bytes" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    _assert_untouched(repo, before)
+
+
+def test_too_many_files_is_refused_before_any_ref(
+    setup: tuple[Path, ModelRegistry, Path], tmp_path: Path
+) -> None:
+    repo, reg, _src = setup
+    write_config(repo, "[limits]\nmax_chunks = 3\n")
+    reg.reload_config()
+    before = _refs(repo)
+    many = model_dir(tmp_path / "many", 5, size=1000, seed=2)
+    with pytest.raises(UniflowError, match="max_chunks"):
+        reg.register(str(many), "m", version="v1.1.0")
+    _assert_untouched(repo, before)
+    reg.register(str(model_dir(tmp_path / "few", 3, size=1000, seed=3)), "m", version="v1.1.0")
+    cli(repo, "verify")
+
+
+def test_a_failed_lifecycle_write_takes_the_tag_back(tmp_path: Path) -> None:
+    """The version tag is written, then the register event cannot be (a directory stands where
+    the lifecycle ref would be created): the tag this call wrote is deleted again."""
+    repo = make_repo(tmp_path / "repo")
+    reg = ModelRegistry(repo)
+    src = model_dir(tmp_path / "src", 2, size=1000, seed=4)
+    reg.register(str(src), "m", version="v1.0.0")
+    blocker = repo / ".git" / "refs" / "uniflow" / "models" / "n"
+    blocker.mkdir(parents=True)
+    before = _refs(repo)
+    with pytest.raises(UniflowError):
+        reg.register(str(src), "n", version="v1.0.0")
+    assert _refs(repo) == before
+    assert not (repo / ".git" / "refs" / "tags" / "models" / "n").exists() or not any(
+        (repo / ".git" / "refs" / "tags" / "models" / "n").iterdir()
+    )
+    cli(repo, "verify")
+    assert "v1.0.0" in cli(repo, "models", "list", "m").stdout
+    shutil.rmtree(blocker)
+    reg.register(str(src), "n", version="v1.0.0")  # the same version, now whole
+    assert "register n v1.0.0: -> development" in git(repo, "log", "--format=%s", "refs/uniflow/models/n")
+    cli(repo, "verify")
+    assert "v1.0.0" in cli(repo, "models", "list", "n").stdout
+
+
+def test_a_failed_import_of_one_version_leaves_nothing(setup: tuple[Path, ModelRegistry, Path]) -> None:
+    """What an importer does for each version: register with provenance (original author,
+    time, code commit, where it came from). One refused version leaves nothing of itself."""
+    repo, reg, src = setup
+    head = git(repo, "rev-parse", "HEAD").strip()
+    prov = Provenance(
+        author=("Original Author", "orig@example.com"),
+        created_at=datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+        code_commit=head,
+        event_extra={"imported_from": "gto:m@v1.1.0"},
+    )
+    before = _refs(repo)
+    with pytest.raises(UniflowError, match="max_manifest_bytes"):
+        reg.register(str(src), "m", version="v1.1.0", description="z" * 10_000, provenance=prov)
+    _assert_untouched(repo, before)
+    reg.register(str(src), "m", version="v1.1.0", provenance=prov)
+    cli(repo, "verify")
+    assert "imported_from" in git(repo, "show", "refs/uniflow/models/m:event.json")
