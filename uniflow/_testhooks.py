@@ -3,7 +3,7 @@
 Nothing here is part of the API and nothing here runs unless a test asks for it. The
 library calls :func:`point` at a few named places (``register-before-tag``,
 ``register-before-event``, ``after-lifecycle-cas``, ``gc-after-set-aside``,
-``push-after-git-push``, and ``store-migrate-linked``, ``store-migrate-unlinked``,
+``push-before-git-push``, ``push-after-git-push``, and ``store-migrate-linked``, ``store-migrate-unlinked``,
 ``store-migrate-chunks-moved`` while an old store is moved: ``_store.ObjectStore.adopt``);
 with the variables below unset a call costs two environment look-ups and does nothing.
 

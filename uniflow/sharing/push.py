@@ -21,12 +21,13 @@ Ordering (invariant 1, across machines):
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .. import _testhooks
-from .._errors import PushRejectedError, RemoteError
+from .._errors import PushRejectedError, RemoteError, UniflowError
 from .._manifest import file_records
 from .._naming import validate_model_name
 from .._refs import TAGS_PREFIX, lifecycle_ref, stage_ref, stages_prefix, tag_ref, tracking_ref
@@ -173,6 +174,7 @@ def push(
                 specs.append(f":{r}")
                 leases.append(f"--force-with-lease={r}:{sha}")
     if specs:
+        _testhooks.point("push-before-git-push")  # test-only: a race after the checks above
         _git_push(repo, git_remote, specs, leases)
         _testhooks.point("push-after-git-push")
         for m, sha in lifecycle.items():
@@ -284,10 +286,13 @@ def _derived_pointers(repo: Repository, model: str, head: str | None) -> dict[st
 
 
 def _rejected(models: list[str], remote: str) -> PushRejectedError:
+    """The one-line refusal of a push whose lifecycle refs someone else moved meanwhile,
+    naming each model and its lifecycle ref."""
     names = ", ".join(repr(m) for m in models)
+    refs = ", ".join(lifecycle_ref(m) for m in models)
     return PushRejectedError(
         f"push rejected: {remote!r} has lifecycle events for model {names} that you do not have "
-        "(someone promoted meanwhile); run `uniflow pull`, then push again"
+        f"(someone promoted meanwhile: {refs}); run `uniflow pull`, then push again"
     )
 
 
@@ -306,29 +311,45 @@ def _git_push(repo: Repository, remote: str, specs: list[str], leases: list[str]
         proc = run(tags, False) if tags else proc
         if rest and (not tags or proc.returncode == 0):
             proc = run(rest, False)
-    if proc.returncode == 0:
-        return
-    rejected: list[tuple[str, str]] = []
+    if proc.returncode != 0:
+        raise _push_refusal(proc, remote)
+
+
+#: why git (``--porcelain``) says a ref was refused because the remote moved meanwhile: it
+#: is not an ancestor (non-fast-forward; fetch first: we lack the remote's commit) or the
+#: remote no longer holds the value leased (stale info)
+_MOVED_REASONS = ("non-fast-forward", "fetch first", "stale info")
+#: the remote's own check, when another push landed between its ref advertisement and our
+#: update: ``remote: error: cannot lock ref 'R': is at X but expected Y`` (or, for a ref
+#: created meanwhile, ``reference already exists``); the ref itself then reads "atomic
+#: transaction failed" or "failed to update ref"
+_LOCK_RE = re.compile(r"cannot lock ref '([^']+)': (?:is at [0-9a-f]+ but expected|reference already exists)")
+
+
+def _push_refusal(proc: subprocess.CompletedProcess[str], remote: str) -> UniflowError:
+    """The error for a failed ``git push --porcelain``: refs someone moved meanwhile on the
+    remote (told apart from git's porcelain lines and the remote's lock errors) give the
+    documented :class:`PushRejectedError`; anything else is a :class:`RemoteError`."""
+    rejected: list[tuple[str, str]] = []  # (remote ref, git's reason) per porcelain "!" line
     for line in proc.stdout.splitlines():
         parts = line.split("\t")
         if len(parts) >= 3 and parts[0] == "!":
             rejected.append((parts[1].rpartition(":")[2], parts[2]))
+    raced = set(_LOCK_RE.findall(proc.stderr))
+    moved = {r for r, why in rejected if r in raced or any(k in why for k in _MOVED_REASONS)}
     stale = sorted(
-        {
-            r.split("/")[3]
-            for r, why in rejected
-            if r.startswith("refs/uniflow/")
-            and any(k in why for k in ("non-fast-forward", "fetch first", "stale"))
-        }
+        {r.split("/")[3] for r in moved | raced if r.startswith("refs/uniflow/") and r.count("/") >= 3}
     )
     if stale:
-        raise _rejected(stale, remote)
-    tags = [r for r, why in rejected if r.startswith("refs/tags/") and "atomic" not in why]
+        return _rejected(stale, remote)
+    tags = sorted(
+        {r for r, why in rejected if r.startswith("refs/tags/") and ("atomic" not in why or r in raced)}
+    )
     if tags:
-        raise PushRejectedError(
+        return PushRejectedError(
             f"{remote!r} refused version tag(s) {', '.join(t[len('refs/tags/') :] for t in tags)}: "
             f"they exist there "
             "with different content; register yours under a new version"
         )
     why = next((w for _r, w in rejected if "atomic" not in w), None)
-    raise RemoteError(f"git push to {remote!r} failed: {why or last_error(proc.stderr)}")
+    return RemoteError(f"git push to {remote!r} failed: {why or last_error(proc.stderr)}")
