@@ -29,7 +29,8 @@ from ._errors import (
     UsageError,
     VersionExistsError,
 )
-from ._lifecycle import LifecycleState, register_transition
+from ._lifecycle import LifecycleState, parse_event, register_transition
+from ._lifecycle import _dumps as lifecycle_dumps
 from ._manifest import MANIFEST_FORMAT, content_digest, file_entry, json_safe, pack, unpack
 from ._naming import next_version, validate_key, validate_model_name, validate_version, version_sort_key
 from ._pins import Pin
@@ -45,6 +46,8 @@ __all__ = ["register_version"]
 
 _AUTO_VERSION_ATTEMPTS = 100
 log = logging.getLogger("uniflow")
+#: a lifecycle ``seq`` wider than any real one: an event checked with it is at least as long
+_SEQ_PLACEHOLDER = 10**15
 
 
 def register_version(
@@ -122,6 +125,7 @@ def register_version(
             chosen = version or next_version(repo.index.version_names(name))
             manifest["version"] = chosen
             _readable_or_refuse(repo, manifest)  # before the first ref: what a reader would refuse
+            _event_readable_or_refuse(name, chosen, actor, when, prov)
             try:
                 created, _tag = repo.index.write_version(manifest, code_commit, actor)
             except VersionExistsError:
@@ -221,6 +225,23 @@ def _readable_or_refuse(repo: Repository, manifest: dict[str, Any]) -> None:
     context = f"model {name!r} version {version!r}"
     try:
         unpack(pack(manifest), context, limits=repo.index.limits(), name=name, version=version)
+    except IntegrityError as exc:
+        raise UsageError(f"cannot register: {exc}") from exc
+
+
+def _event_readable_or_refuse(
+    name: str, version: str, actor: tuple[str, str], when: datetime, prov: Provenance | None
+) -> None:
+    """Run the register event this call will write (its ``extra`` is an importer's, of any
+    size) through the reader's event gate (``_lifecycle.parse_event``, in the lifecycle's own
+    serialization) before the tag exists: a :class:`UsageError` instead of an event that no
+    reader could read. ``seq`` is given more digits than any lifecycle reaches."""
+    event, _summary = register_transition(version, json_safe(prov.event_extra) if prov else None)(
+        LifecycleState(name)
+    )
+    event = {**event, "seq": _SEQ_PLACEHOLDER, "actor": f"{actor[0]} <{actor[1]}>", "at": when.isoformat()}
+    try:
+        parse_event(lifecycle_dumps(event), f"register event of model {name!r} version {version!r}")
     except IntegrityError as exc:
         raise UsageError(f"cannot register: {exc}") from exc
 

@@ -143,3 +143,25 @@ def test_a_failed_import_of_one_version_leaves_nothing(setup: tuple[Path, ModelR
     reg.register(str(src), "m", version="v1.1.0", provenance=prov)
     cli(repo, "verify")
     assert "imported_from" in git(repo, "show", "refs/uniflow/models/m:event.json")
+
+
+def test_an_import_whose_register_event_is_too_large_to_read_leaves_nothing(
+    setup: tuple[Path, ModelRegistry, Path],
+) -> None:
+    """The register event is read through its own gate (event.json at most MAX_EVENT_BYTES):
+    an import recording more than that where it came from is refused before the tag."""
+    from uniflow._lifecycle import MAX_EVENT_BYTES
+
+    repo, reg, src = setup
+    prov = Provenance(
+        author=("Original Author", "orig@example.com"),
+        created_at=datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+        event_extra={"imported_from": "q" * MAX_EVENT_BYTES},
+    )
+    before = _refs(repo)
+    with pytest.raises(UniflowError, match="event.json"):
+        reg.register(str(src), "m", version="v1.1.0", provenance=prov)
+    _assert_untouched(repo, before)
+    ok = Provenance(author=prov.author, created_at=prov.created_at, event_extra={"imported_from": "gto"})
+    reg.register(str(src), "m", version="v1.1.0", provenance=ok)
+    cli(repo, "verify")
