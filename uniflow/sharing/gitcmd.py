@@ -24,8 +24,11 @@ __all__ = [
     "GIT_STALL_TIMEOUT",
     "GIT_TIMEOUT",
     "IN_PUSH_ENV",
+    "REPO_ENV_VARS",
+    "SAFE_CONFIG",
     "STALL_TIMEOUT_ENV",
     "ZERO",
+    "config_env",
     "fetch_refs",
     "git_remotes",
     "last_error",
@@ -44,6 +47,41 @@ STALL_TIMEOUT_ENV = "UNIFLOW_GIT_STALL_TIMEOUT"
 ZERO = "0" * 40
 #: set while ``uniflow push`` runs ``git push``: the pre-push hook then does nothing
 IN_PUSH_ENV = "UNIFLOW_IN_PUSH"
+#: variables that point git at another repository, object store, index or history (what
+#: ``git rev-parse --local-env-vars`` lists, and the namespace/quarantine ones): a git run in a
+#: repository uniflow keeps itself inherits none of them (a hook's environment has several)
+REPO_ENV_VARS = frozenset(
+    {
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_IMPLICIT_WORK_TREE",
+        "GIT_COMMON_DIR",
+        "GIT_INDEX_FILE",
+        "GIT_OBJECT_DIRECTORY",
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+        "GIT_GRAFT_FILE",
+        "GIT_SHALLOW_FILE",
+        "GIT_REPLACE_REF_BASE",
+        "GIT_NO_REPLACE_OBJECTS",
+        "GIT_NAMESPACE",
+        "GIT_QUARANTINE_PATH",
+        "GIT_PREFIX",
+        "GIT_INTERNAL_SUPER_PREFIX",
+        "GIT_CONFIG",
+    }
+)
+#: settings before every git run in a repository uniflow keeps itself: no hook, no fsmonitor,
+#: no ``ext::`` transport, no replace objects, whatever a config file says
+SAFE_CONFIG = (
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "protocol.ext.allow=never",
+    "-c",
+    "core.useReplaceRefs=false",
+)
 
 
 # ---------------------------------------------------------------------- git binary
@@ -55,10 +93,16 @@ def run_git(
     check: bool = True,
     what: str | None = None,
     input: str | None = None,
+    isolated: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``git`` in ``root``; a failure becomes :class:`RemoteError` with git's last error line.
-    ``input`` is written to git's standard input (else it reads nothing)."""
-    full_env = {**os.environ, "LC_ALL": "C", "LANGUAGE": "C", **(env or {})}
+    ``input`` is written to git's standard input (else it reads nothing). ``isolated``: for a
+    repository uniflow keeps itself (a mirror), without the variables that would point git at
+    another repository (:data:`REPO_ENV_VARS`) and with :data:`SAFE_CONFIG` before ``args``."""
+    inherited = {k: v for k, v in os.environ.items() if not (isolated and k in REPO_ENV_VARS)}
+    full_env = {**inherited, "LC_ALL": "C", "LANGUAGE": "C", **(env or {})}
+    if isolated:
+        args = (*SAFE_CONFIG, *args)
     full_env.setdefault("GIT_TERMINAL_PROMPT", "0")
     full_env.setdefault("GIT_HTTP_LOW_SPEED_LIMIT", "1")  # bytes/s; a server that never answers
     full_env.setdefault("GIT_HTTP_LOW_SPEED_TIME", str(_stall_timeout()))  # fails in bounded time
@@ -81,6 +125,21 @@ def run_git(
     if check and proc.returncode != 0:
         raise RemoteError(f"{what or 'git ' + args[0]} failed: {last_error(proc.stderr)}")
     return proc
+
+
+def config_env(settings: dict[str, str]) -> dict[str, str]:
+    """``settings`` as command-line scope config in the environment (``GIT_CONFIG_COUNT``,
+    ``GIT_CONFIG_KEY_n``/``VALUE_n``), after any the caller's environment already sets: a
+    value (a URL with a token, a command) is then in no file and in no argument list."""
+    try:
+        start = max(0, int(os.environ.get("GIT_CONFIG_COUNT", "0") or "0"))
+    except ValueError:
+        start = 0
+    out: dict[str, str] = {}
+    for i, (key, value) in enumerate(settings.items(), start):
+        out[f"GIT_CONFIG_KEY_{i}"], out[f"GIT_CONFIG_VALUE_{i}"] = key, value
+    out["GIT_CONFIG_COUNT"] = str(start + len(settings))
+    return out
 
 
 def _stall_timeout() -> int:

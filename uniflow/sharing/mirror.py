@@ -24,6 +24,15 @@ fetch: git would silently ignore the filter and download the code. For a reposit
 this machine (a path or ``file://``) the mirror asks git's own ``upload-pack`` to allow them.
 Concurrent syncs of one URL are serialised by a lock file; ``offline`` reads the recorded
 state without any network.
+
+Trust (docs/remote.md, "What the cache trusts"): git runs in a mirror only when the cache
+directories are the user's own and private (else a one-line refusal), the mirror too (else it
+is renamed aside, never deleted, and rebuilt), with the config uniflow writes (rewritten
+before every sync: no URL, no command), no repository variable inherited and no hook. The
+URL (with any token) and a local upload-pack reach git per call through the environment
+(``GIT_CONFIG_COUNT``), never a file. After a sync the mirror's refs are exactly the
+advertised ones; offline, exactly the recorded ones. Under the per-URL lock, git's ``*.lock``
+files left by a killed sync are removed (test kill point: ``mirror-sync-fetched-tags``).
 """
 
 from __future__ import annotations
@@ -35,19 +44,23 @@ import json
 import os
 import re
 import shutil
+import stat
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+from .. import _testhooks
 from .._errors import ConcurrencyError, RemoteError, RepositoryError
 from .._git import GitRepo
 from .._refs import LIFECYCLE_PREFIX, REGISTRY_PATTERNS, STAGES_PREFIX, TAGS_PREFIX
-from .gitcmd import GIT_TIMEOUT, last_error, run_git
+from .gitcmd import GIT_TIMEOUT, config_env, last_error, run_git
 from .giturl import GitUrl
 
-__all__ = ["CONFIG_PATH", "HEAD_REF", "Mirror", "MirrorState", "STATE_FILE"]
+__all__ = ["CONFIG_PATH", "HEAD_REF", "Mirror", "MirrorState", "STATE_FILE", "ensure_private_dir"]
 
 STATE_FILE = "uniflow-mirror.json"
 STATE_FORMAT = 1
@@ -59,6 +72,19 @@ MANIFEST_PARTS = (".uniflow", "card", "manifest.msgpack")
 LOCK_TIMEOUT = GIT_TIMEOUT + 60
 #: git's own upload-pack for a repository on this machine, allowed to filter and to send by id
 LOCAL_UPLOAD_PACK = "git -c uploadpack.allowFilter=true -c uploadpack.allowAnySHA1InWant=true upload-pack"
+#: the mirror's whole ``config``, written by uniflow before every sync (no URL, no command)
+MIRROR_CONFIG = (
+    "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n"
+    "\tlogAllRefUpdates = false\n[gc]\n\tauto = 0\n"
+    '[remote "origin"]\n\tpromisor = true\n\tpartialclonefilter = blob:none\n'
+)
+#: what may sit at the top of a mirror (git's own files; ``*.lock`` and our temp files too)
+_TOP_LEVEL = frozenset(
+    {"HEAD", "config", "description", "hooks", "info", "objects", "refs", "branches", "logs"}
+    | {"packed-refs", "shallow", "FETCH_HEAD", STATE_FILE, "uniflow-ls-remote.trace"}
+)
+#: files that would graft history or borrow another object store: never in a mirror of ours
+_FORBIDDEN = frozenset({"info/grafts", "objects/info/alternates", "objects/info/http-alternates"})
 _SHA = re.compile(r"[0-9a-f]{40}")
 _PREFIXES = (TAGS_PREFIX + "/", LIFECYCLE_PREFIX + "/", STAGES_PREFIX + "/")
 _TREE, _FILE_MASK, _FILE = 0o040000, 0o170000, 0o100000
@@ -83,7 +109,8 @@ class Mirror:
 
     def __init__(self, url: GitUrl, home: Path) -> None:
         self.url = url
-        self.parent = home / "mirrors"
+        self.home = Path(os.path.abspath(home))
+        self.parent = self.home / "mirrors"
         self.dir = self.parent / f"{url.key}.git"
         self.lock_path = self.parent / f"{url.key}.lock"
         self.state_path = self.dir / STATE_FILE
@@ -91,18 +118,21 @@ class Mirror:
     # ------------------------------------------------------------------ public
     def sync(self, *, offline: bool = False) -> MirrorState:
         """Bring the mirror up to date (one ``ls-remote`` when nothing changed) and return
-        its state; ``offline`` returns the recorded state without touching the network."""
+        its state; ``offline`` returns the recorded state without touching the network.
+
+        Before git runs, the cache directories must be ours and private (else a one-line
+        :class:`RepositoryError`), the mirror too (else it is moved aside and rebuilt), its
+        config is the one uniflow writes, and git lock files a killed sync left are removed.
+        After a sync the mirror's refs are exactly what the server advertised; offline, exactly
+        what the last verified sync recorded."""
         if offline:
-            state = self._load_state()
-            if state is None:
-                raise RemoteError(
-                    f"{self.url.display} was never fetched into the cache ({self.dir}); "
-                    "run once without --offline (offline=True)"
-                )
-            return state
+            return self._offline_state()
+        ensure_private_dir(self.parent, self.home)
         with self._locked():
             self._ensure_repo()
             old = self._load_state()
+            if old is not None and self._mirror_refs() != _expected_refs(old.refs, old.head):
+                old = None  # refs the last sync did not leave: fetch everything again
             refs, head, filters = self._ls_remote()
             if old is not None and old.refs == refs and old.head == head:
                 return old
@@ -114,6 +144,7 @@ class Mirror:
                     "`uniflow --repo CLONE` (ModelRegistry(CLONE))"
                 )
             self._fetch_refs(old, refs, head)
+            self._match_refs(refs, head)
             config_blob = self._fetch_blobs(old, refs, head)
             state = MirrorState(dict(refs), head, config_blob, time.time(), fetched=True)
             self._save_state(state)
@@ -123,22 +154,137 @@ class Mirror:
         """The mirror opened for reading (dulwich, lazily)."""
         return GitRepo(self.dir, bare=True)
 
+    # ------------------------------------------------------------------ trust
+    def _offline_state(self) -> MirrorState:
+        """The recorded state, if the mirror is ours, private, and holds exactly its refs."""
+        never = RemoteError(
+            f"{self.url.display} was never fetched into the cache ({self.dir}); "
+            "run once without --offline (offline=True)"
+        )
+        if not self.state_path.parent.is_dir():
+            raise never
+        ensure_private_dir(self.parent, self.home)
+        with self._locked():
+            why = self._distrust()
+            if why is not None:
+                raise RemoteError(
+                    f"the cached mirror of {self.url.display} is not to be trusted ({why}); "
+                    "run once without --offline to rebuild it"
+                )
+            state = self._load_state()
+            if state is None:
+                raise never
+            if self._mirror_refs() != _expected_refs(state.refs, state.head):
+                raise RemoteError(
+                    f"the cached mirror of {self.url.display} holds refs its last sync did not record; "
+                    "run once without --offline to sync it again"
+                )
+            return state
+
+    def _distrust(self) -> str | None:
+        """Why the mirror may not be used as it is (None: it is ours and holds only what git
+        and uniflow put there). Stale ``*.lock`` files and temp files are removed on the way:
+        the caller holds the per-URL lock, so no live uniflow process is using them."""
+        try:
+            st = os.lstat(self.dir)
+        except FileNotFoundError:
+            return None
+        why = _untrusted(st, self.dir, strict=True)
+        if why is not None:
+            return why
+        stale: list[str] = []
+        stack = [(str(self.dir), "")]
+        while stack:  # bounded by the directory tree
+            path, rel = stack.pop()
+            for entry in os.scandir(path):
+                name = rel + entry.name
+                est = entry.stat(follow_symlinks=False)
+                if est.st_uid != os.geteuid() or stat.S_ISLNK(est.st_mode):
+                    return f"{name} is a symlink or not yours"
+                if name in _FORBIDDEN or not rel and not _allowed_top(entry.name):
+                    return f"unexpected {name}"
+                if stat.S_ISDIR(est.st_mode):
+                    stack.append((entry.path, name + "/"))
+                elif entry.name.endswith(".lock") or entry.name.startswith(("tmp_", f".{STATE_FILE}.")):
+                    stale.append(entry.path)
+        for path in stale:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # a regular file of ours (checked above); unlink follows no link
+        return None
+
+    def _quarantine(self) -> None:
+        """Move the mirror aside (renamed, never deleted: it may be another user's)."""
+        aside = self.parent / f".quarantine-{self.url.key}-{uuid.uuid4().hex[:12]}.git"
+        try:
+            os.rename(self.dir, aside)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise RepositoryError(
+                f"cannot move the untrusted mirror {self.dir} aside: {exc.strerror}"
+            ) from exc
+
+    def _mirror_refs(self) -> dict[str, str]:
+        """Every ref of the mirror (read from its files: no git process)."""
+        return {f"refs/{k}": v for k, v in self.git().refs("refs").items()}
+
+    def _match_refs(self, refs: dict[str, str], head: str | None) -> None:
+        """Make the mirror's refs exactly the advertised ones (drop any other), or fail."""
+        expected = _expected_refs(refs, head)
+        actual = self._mirror_refs()
+        extra = sorted(set(actual) - set(expected))
+        if extra:
+            lines = "".join(f"delete {name} {actual[name]}\n" for name in extra)
+            self._git("update-ref", "--stdin", input=lines, what=f"dropping refs {self.url.display} lacks")
+            actual = self._mirror_refs()
+        if actual != expected:
+            wrong = sorted(set(actual.items()) ^ set(expected.items()))[0][0]
+            raise RemoteError(
+                f"the mirror of {self.url.display} does not match what the server advertised (first: {wrong})"
+            )
+
     # ------------------------------------------------------------------ git
     def _git(self, *args: str, what: str, input: str | None = None, check: bool = True) -> str:
-        env = {"GIT_DIR": str(self.dir), "GIT_NO_LAZY_FETCH": "1"}
-        proc = run_git(
-            self.parent, "-c", "protocol.version=2", *args, env=env, what=what, input=input, check=check
+        return self._run(*args, what=what, input=input, check=check).stdout
+
+    def _run(
+        self,
+        *args: str,
+        what: str,
+        input: str | None = None,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """git in the mirror: no inherited repository variables, no hook or fsmonitor, and the
+        remote's URL (and, for a local one, its upload-pack) given per call, in no file."""
+        remote = {"remote.origin.url": self.url.raw}
+        if self.url.is_local:
+            remote["remote.origin.uploadpack"] = LOCAL_UPLOAD_PACK
+        full = {"GIT_DIR": str(self.dir), "GIT_NO_LAZY_FETCH": "1", **config_env(remote), **(env or {})}
+        return run_git(
+            self.parent,
+            "-c",
+            "protocol.version=2",
+            *args,
+            env=full,
+            what=what,
+            input=input,
+            check=check,
+            isolated=True,
         )
-        return proc.stdout
 
     def _ensure_repo(self) -> None:
-        """Create the bare mirror (once, atomically: built aside, then renamed into place)."""
-        if (self.dir / "HEAD").is_file():
-            return
-        try:
-            self.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise RepositoryError(f"cannot create the cache directory {self.parent}: {exc.strerror}") from exc
+        """Check the mirror (moved aside when untrusted) and create it when absent (built
+        aside, then renamed into place); then write its config as uniflow's own."""
+        if self._distrust() is not None:
+            self._quarantine()
+        if not (self.dir / "HEAD").is_file():
+            self._create()
+        config = self.dir / "config"
+        if config.read_bytes() != MIRROR_CONFIG.encode():
+            _write_file(config, MIRROR_CONFIG.encode(), "the mirror's config")
+
+    def _create(self) -> None:
         tmp = self.parent / f".new-{self.url.key}.{uuid.uuid4().hex}"
         try:
             run_git(
@@ -146,28 +292,14 @@ class Mirror:
                 "init",
                 "-q",
                 "--bare",
+                "--template=",
                 str(tmp),
                 what="creating the mirror",
                 env={"GIT_DIR": str(tmp)},
+                isolated=True,
             )
-            settings = {
-                "remote.origin.url": self.url.raw,
-                "remote.origin.promisor": "true",
-                "remote.origin.partialclonefilter": "blob:none",
-                "gc.auto": "0",
-                "core.logAllRefUpdates": "false",
-            }
-            if self.url.is_local:
-                settings["remote.origin.uploadpack"] = LOCAL_UPLOAD_PACK
-            for key, value in settings.items():
-                run_git(
-                    self.parent,
-                    "config",
-                    key,
-                    value,
-                    env={"GIT_DIR": str(tmp)},
-                    what="configuring the mirror",
-                )
+            os.chmod(tmp, 0o700)
+            _write_file(tmp / "config", MIRROR_CONFIG.encode(), "the mirror's config")
             try:
                 os.rename(tmp, self.dir)
             except OSError as exc:
@@ -183,20 +315,16 @@ class Mirror:
         trace = self.dir / "uniflow-ls-remote.trace"
         with contextlib.suppress(FileNotFoundError):
             trace.unlink()
-        env = {"GIT_DIR": str(self.dir)}
-        if not self.url.is_local:
-            env["GIT_TRACE_PACKET"] = str(trace)  # the capabilities come first in it
-        proc = run_git(
-            self.parent,
-            "-c",
-            "protocol.version=2",
+        env = {} if self.url.is_local else {"GIT_TRACE_PACKET": str(trace)}  # capabilities come first
+        proc = self._run(
             "ls-remote",
             "--symref",
             "origin",
             "HEAD",
             *REGISTRY_PATTERNS,
-            env=env,
+            what="ls-remote",
             check=False,
+            env=env,
         )
         if proc.returncode != 0:
             raise RemoteError(f"cannot read the Git repository {self.url.display}: {last_error(proc.stderr)}")
@@ -240,6 +368,7 @@ class Mirror:
             self._git(
                 *base, "--depth=1", "origin", *specs, what=f"fetching the version tags of {self.url.display}"
             )
+            _testhooks.point("mirror-sync-fetched-tags")
         if old is None or changed(LIFECYCLE_PREFIX + "/"):
             self._git(
                 *base,
@@ -317,28 +446,17 @@ class Mirror:
     def _save_state(self, state: MirrorState) -> None:
         body = {
             "format": STATE_FORMAT,
-            "url": self.url.display,
+            "url": _without_userinfo(self.url.raw),
             "refs": state.refs,
             "head": state.head,
             "config_blob": state.config_blob,
             "synced_at": state.synced_at,
         }
-        tmp = self.dir / f".{STATE_FILE}.{uuid.uuid4().hex}"
-        try:
-            tmp.write_text(json.dumps(body, sort_keys=True), encoding="utf-8")
-            os.replace(tmp, self.state_path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise RepositoryError(f"cannot write the mirror state {self.state_path}: {exc.strerror}") from exc
+        _write_file(self.state_path, json.dumps(body, sort_keys=True).encode(), "the mirror state")
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        try:
-            self.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        except OSError as exc:
-            raise RepositoryError(f"cannot use the cache directory {self.parent}: {exc.strerror}") from exc
+        fd = self._open_lock()
         try:
             deadline = time.monotonic() + LOCK_TIMEOUT
             while True:  # bounded by the deadline
@@ -355,6 +473,112 @@ class Mirror:
             yield
         finally:
             os.close(fd)  # releases the lock
+
+    def _open_lock(self) -> int:
+        """The per-URL lock file, ours (one someone else left is renamed aside first)."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            for _ in range(2):
+                try:
+                    fd = os.open(self.lock_path, flags, 0o600)
+                except OSError as exc:
+                    if exc.errno != errno.ELOOP:
+                        raise
+                else:
+                    st = os.fstat(fd)
+                    if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022:
+                        return fd
+                    os.close(fd)
+                aside = self.parent / f".quarantine-{self.url.key}-{uuid.uuid4().hex[:12]}.lock"
+                os.rename(self.lock_path, aside)
+        except OSError as exc:
+            raise RepositoryError(f"cannot use the cache directory {self.parent}: {exc.strerror}") from exc
+        raise RepositoryError(f"the lock file {self.lock_path} keeps being replaced by someone else")
+
+
+# ---------------------------------------------------------------------- trusting directories
+def ensure_private_dir(path: Path, home: Path) -> None:
+    """Create ``path`` (each missing directory 0700) and check that nobody else can change
+    what is there: ``home`` and everything below it up to ``path`` must be real directories of
+    the current user, not writable by group or others; every directory above ``home`` must
+    belong to root or the user and be writable by nobody else (or be sticky, like /tmp).
+    Anything else is a one-line :class:`RepositoryError`: uniflow runs git in there."""
+    path, home = Path(os.path.abspath(path)), Path(os.path.abspath(home))
+    chain = [*reversed(path.parents), path]
+    for p in chain:
+        strict = p == home or home in p.parents
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            if not strict:
+                raise RepositoryError(
+                    f"cannot create the cache directory {home}: {p} does not exist"
+                ) from None
+            try:
+                os.mkdir(p, 0o700)
+                st = os.lstat(p)
+            except OSError as exc:
+                raise RepositoryError(f"cannot create the cache directory {p}: {exc.strerror}") from exc
+        except OSError as exc:
+            raise RepositoryError(f"cannot use the cache directory {p}: {exc.strerror}") from exc
+        if not strict and stat.S_ISLNK(st.st_mode) and st.st_uid in (0, os.geteuid()):
+            try:
+                st = os.stat(p)  # a link of root's or ours: its target is checked below
+            except OSError as exc:
+                raise RepositoryError(f"cannot use the cache directory {p}: {exc.strerror}") from exc
+        why = _untrusted(st, p, strict=strict)
+        if why is not None:
+            raise RepositoryError(
+                f"refusing the cache directory {p}: {why}; another user could make uniflow run commands "
+                "as you; set UNIFLOW_CACHE_DIR to a directory only you can write"
+            )
+
+
+def _untrusted(st: os.stat_result, path: Path, *, strict: bool) -> str | None:
+    """Why a directory others could change is not to be trusted (None: it is fine)."""
+    me = os.geteuid()
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symlink"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a directory"
+    if st.st_uid != me and (strict or st.st_uid != 0):
+        return f"it belongs to uid {st.st_uid}, not to you (uid {me})"
+    if st.st_mode & 0o022 and (strict or not st.st_mode & stat.S_ISVTX):
+        return f"it is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def _allowed_top(name: str) -> bool:
+    return name in _TOP_LEVEL or name.endswith(".lock") or name.startswith(f".{STATE_FILE}.")
+
+
+def _expected_refs(refs: dict[str, str], head: str | None) -> dict[str, str]:
+    """The refs a mirror holds after a sync that saw ``refs`` and ``head``."""
+    return {**refs, HEAD_REF: head} if head is not None else dict(refs)
+
+
+def _write_file(path: Path, data: bytes, what: str) -> None:
+    """Write ``path`` whole (temp file beside it, then rename: never through a symlink)."""
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise RepositoryError(f"cannot write {what} {path}: {exc.strerror}") from exc
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` without its user-info part (user name and password): what may be written to disk."""
+    if "://" not in url:
+        return url  # a path, or scp-like user@host:path (an SSH user name, not a secret)
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[1], parts.path, parts.query, parts.fragment))
 
 
 # ---------------------------------------------------------------------- reading the mirror
