@@ -165,3 +165,16 @@ def test_an_import_whose_register_event_is_too_large_to_read_leaves_nothing(
     ok = Provenance(author=prov.author, created_at=prov.created_at, event_extra={"imported_from": "gto"})
     reg.register(str(src), "m", version="v1.1.0", provenance=ok)
     cli(repo, "verify")
+
+
+@pytest.mark.slow
+def test_a_130_mib_description_with_the_default_limits(tmp_path: Path) -> None:
+    """The attack as reported: no [limits] in config, a description over 128 MiB."""
+    repo = make_repo(tmp_path / "repo")
+    reg = ModelRegistry(repo)
+    src = model_dir(tmp_path / "src", 2, size=1000, seed=5)
+    reg.register(str(src), "m", version="v1.0.0")
+    before = _refs(repo)
+    with pytest.raises(UniflowError, match="max_manifest_bytes"):
+        reg.register(str(src), "m", version="v1.1.0", description="d" * (130 << 20))
+    _assert_untouched(repo, before)
