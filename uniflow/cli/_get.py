@@ -55,6 +55,7 @@ def get_cmd(
     """
     from .._registry import ModelRegistry
     from ..sharing.giturl import parse_git_url
+    from ..sharing.staging import begin as begin_staging
 
     if version is not None and stage is not None:
         raise CliError("give either VERSION or --stage, not both")
@@ -68,13 +69,13 @@ def get_cmd(
         mv = registry.get(name, version=version, stage=stage)  # resolved once: files and report agree
         commit, _manifest = registry.repository.index.manifest(name, mv.version)
         tag = registry.repository.index.tag_sha(name, mv.version)
-        tmp = dest.parent / f".{dest.name}.uniflow-get-{uuid.uuid4().hex[:16]}"
+        staging = begin_staging(dest)  # first removes what killed gets left beside DIR
         try:
             with progress_bar(f"get {name}") as progress:
-                registry.export(name, tmp, version=mv.version, progress=progress)
-            _move_into_place(tmp, dest, force)
+                registry.export(name, staging.files, version=mv.version, progress=progress)
+            _move_into_place(staging.files, dest, force)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(staging.root, ignore_errors=True)
     url_shown = getattr(registry, "url", url)
     if as_json:
         echo_json(_report(url_shown, mv, commit, tag, dest))

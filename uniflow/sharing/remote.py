@@ -5,7 +5,8 @@
   through :class:`~uniflow._git.GitRepo` behind the same gates as a clone (manifests through
   ``VersionIndex``/``_manifest.unpack``, lifecycles through ``Lifecycle``).
 * **Configuration**: ``.uniflow/config.toml`` of the remote's default branch, bounded and
-  validated with ``_config.parse_config`` (stages, limits, blob remotes), never written.
+  validated with ``_config.parse_remote_config`` (stages, blob remotes; its limits can only
+  tighten the built-in defaults, never raise them), never written.
 * **Bytes**: one content-addressed chunk cache shared by every URL
   (``<cache>/store/.uniflow/objects``), filled from the blob remote, each chunk verified on
   arrival (``ObjectStore.add_chunk``) and on every read.
@@ -24,15 +25,16 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-import tomllib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import blake3
 
-from .._config import Config, ConfigSource, RemoteSpec, parse_config
+from .. import _testhooks
+from .._config import Config, ConfigSource, RemoteSpec, parse_remote_config
 from .._errors import (
     ConfigError,
     CorruptChunkError,
@@ -157,21 +159,14 @@ def _remote_config(git: Any, state: MirrorState, url: str) -> Config:
         return Config()
     where = f"{CONFIG_PATH} of {url}"
     try:
-        data = git.read_path(state.head, CONFIG_PATH)
+        data = git.read_path(state.head, CONFIG_PATH, MAX_CONFIG_BYTES)
     except KeyError:
         raise RemoteError(f"{where} is missing from the mirror; run again without --offline") from None
     if data is None:
         return Config()
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{where} is {len(data)} bytes, more than {MAX_CONFIG_BYTES}")
-    try:
-        raw = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{where} is not valid TOML: {exc}") from exc
-    try:
-        return parse_config(raw)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
+    return parse_remote_config(data, where)  # bounded; its [limits] only tighten the defaults
 
 
 # ---------------------------------------------------------------------- blob remotes
@@ -318,6 +313,23 @@ def stream_version(
     fsync_dir(dest.parent)
 
 
+#: files open at once while a version is written (each is closed once its chunks are in)
+MAX_OPEN_FILES = 32
+#: directory descriptors kept open while a version is written (then fsynced and closed)
+MAX_OPEN_DIRS = 64
+
+
+@dataclass
+class _OpenFile:
+    """A file of the version being written: its descriptor until it is finished."""
+
+    fd: int
+    rel: str
+    rec: FileRecord
+    left: int  # chunks not yet written
+    absent: bool = False  # a chunk no blob remote has: not verified, reported at the end
+
+
 def _write_files(
     store: ObjectStore,
     records: list[tuple[str, FileRecord, int]],
@@ -325,85 +337,148 @@ def _write_files(
     context: str,
     progress: ProgressFn | None,
 ) -> None:
-    def refuse(display: str, mode: int) -> None:
-        raise InvalidPathError(f"{display} appeared while writing {context}; refusing to write through it")
-
-    fetcher = store.fetcher if isinstance(store.fetcher, UrlBlobFetcher) else None
-    store.ensure_dirs()
-    total = sum(r.size for _, r, _ in records)
-    done = 0
-    lock = threading.Lock()
-    absent: list[str] = []
-    fds: list[tuple[int, str, FileRecord]] = []
+    """Write ``records`` below ``dest`` with a bounded number of descriptors: at most
+    :data:`MAX_OPEN_FILES` files and :data:`MAX_OPEN_DIRS` directories open at once, each file
+    hashed whole, fsynced and closed as soon as its last chunk is written."""
+    writer = _VersionWriter(store, dest, context, progress)
     try:
-        with DirTree(open_root(dest), str(dest), refuse) as tree:
-            tasks: list[tuple[int, int, ChunkRef, str]] = []
-            for rel, rec, mode in records:
-                *dirs, leaf = rel.split("/")
-                flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC  # read back: digest
-                fd = os.open(
-                    leaf, flags, 0o755 if _executable(mode) else 0o644, dir_fd=tree.open(tuple(dirs))
-                )
-                fds.append((fd, rel, rec))
-                if rec.size:
-                    os.ftruncate(fd, rec.size)
-                offset = 0
-                for c in rec.chunks:
-                    tasks.append((fd, offset, c, f"{context} file {rel!r}"))
-                    offset += c.size
-
-            def one(task: tuple[int, int, ChunkRef, str]) -> None:
-                nonlocal done
-                fd, offset, c, where = task
-                data = _chunk_bytes(store, fetcher, c, where)
-                if data is None:
-                    with lock:
-                        absent.append(c.digest)
-                    return
-                os.pwrite(fd, data, offset)
-                if progress is not None:
-                    with lock:
-                        done += c.size
-                        progress(done, total)
-
-            # a bounded window of chunks in flight (not pool.map, which makes a future for
-            # every chunk up front): memory stays flat whatever the size of the version
-            pending: deque[Future[None]] = deque()
-            jobs = _jobs(fetcher)
-            with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="uniflow-get") as pool:
-                try:
-                    for task in tasks:
-                        pending.append(pool.submit(one, task))
-                        if len(pending) >= 2 * jobs:
-                            pending.popleft().result()
-                    while pending:
-                        pending.popleft().result()
-                except BaseException:
-                    for fut in pending:
-                        fut.cancel()
-                    raise
-            if absent:
-                first = fetcher.remotes()[0] if fetcher is not None and fetcher.remotes() else None
-                where = (
-                    f"blob remote {first.name!r} ({first.url})" if first is not None else "the chunk cache"
-                )
-                raise RemoteError(
-                    f"{where} lacks {len(set(absent))} chunk(s) (first: {absent[0][:16]}) of {context}; "
-                    "push them from a clone that has them (`uniflow push --all`)"
-                )
-            for fd, rel, rec in fds:
-                if not _whole_matches(fd, rec):
-                    raise IntegrityError(
-                        f"{context} file {rel!r}: its bytes do not match the manifest's file digest"
-                    )
-                os.fsync(fd)
-            for dfd in tree.fds():
-                os.fsync(dfd)
+        writer.run(records)
     except OSError as exc:
         raise RepositoryError(f"cannot write {context} to {dest}: {os_reason(exc)}") from exc
     finally:
-        for fd, _rel, _rec in fds:
+        writer.close()
+
+
+class _VersionWriter:
+    """The state of one :func:`_write_files`: the open files (oldest first), the chunks in
+    flight (submission order), the directory tree."""
+
+    def __init__(self, store: ObjectStore, dest: Path, context: str, progress: ProgressFn | None) -> None:
+        self.store = store
+        self.dest = dest
+        self.context = context
+        self.progress = progress
+        self.fetcher = store.fetcher if isinstance(store.fetcher, UrlBlobFetcher) else None
+        self.files: deque[_OpenFile] = deque()
+        self.pending: deque[tuple[_OpenFile, Future[str | None]]] = deque()
+        self.absent: list[str] = []
+        self.tree: DirTree | None = None
+        self.total = 0
+        self.done = 0
+        self.lock = threading.Lock()
+
+    def _refuse(self, display: str, mode: int) -> None:
+        raise InvalidPathError(
+            f"{display} appeared while writing {self.context}; refusing to write through it"
+        )
+
+    def run(self, records: list[tuple[str, FileRecord, int]]) -> None:
+        self.store.ensure_dirs()
+        self.total = sum(r.size for _, r, _ in records)
+        self.tree = DirTree(open_root(self.dest), str(self.dest), self._refuse)
+        jobs = _jobs(self.fetcher)
+        # a bounded window of chunks in flight (not pool.map, which makes a future for every
+        # chunk up front): memory and descriptors stay flat whatever the size of the version
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="uniflow-get") as pool:
+            try:
+                for rel, rec, mode in records:
+                    while len(self.files) >= MAX_OPEN_FILES:
+                        self._finish_oldest()
+                    f = self._open(rel, rec, mode)
+                    offset = 0
+                    for c in rec.chunks:
+                        fut = pool.submit(self._one, f.fd, offset, c, f"{self.context} file {rel!r}")
+                        self.pending.append((f, fut))
+                        offset += c.size
+                        if len(self.pending) >= 2 * jobs:
+                            self._settle()
+                    while self.files and self.files[0].left == 0:
+                        self._finish(self.files.popleft())
+                while self.files:
+                    self._finish_oldest()
+            except BaseException:
+                for _f, fut in self.pending:
+                    fut.cancel()
+                raise
+        if self.absent:
+            self._raise_absent()
+        for dfd in self.tree.fds():
+            os.fsync(dfd)
+
+    def _open(self, rel: str, rec: FileRecord, mode: int) -> _OpenFile:
+        """Create the file ``rel`` (``O_EXCL|O_NOFOLLOW``, read back for its digest)."""
+        assert self.tree is not None
+        if len(self.tree.fds()) > MAX_OPEN_DIRS:
+            for dfd in self.tree.fds():  # entries made so far are durable; reopened as needed
+                os.fsync(dfd)
+            self.tree.close()
+            self.tree = DirTree(open_root(self.dest), str(self.dest), self._refuse)
+        *dirs, leaf = rel.split("/")
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(leaf, flags, 0o755 if _executable(mode) else 0o644, dir_fd=self.tree.open(tuple(dirs)))
+        f = _OpenFile(fd, rel, rec, len(rec.chunks))
+        self.files.append(f)
+        if rec.size:
+            os.ftruncate(fd, rec.size)
+        return f
+
+    def _one(self, fd: int, offset: int, c: ChunkRef, where: str) -> str | None:
+        """Write chunk ``c`` at ``offset`` (a worker thread); its digest if no remote has it."""
+        data = _chunk_bytes(self.store, self.fetcher, c, where)
+        if data is None:
+            return c.digest
+        os.pwrite(fd, data, offset)
+        if self.progress is not None:
+            with self.lock:
+                self.done += c.size
+                self.progress(self.done, self.total)
+        return None
+
+    def _settle(self) -> None:
+        """Wait for the oldest chunk in flight."""
+        f, fut = self.pending.popleft()
+        missing = fut.result()
+        if missing is not None:
+            self.absent.append(missing)
+            f.absent = True
+        f.left -= 1
+
+    def _finish_oldest(self) -> None:
+        while self.files[0].left:  # its chunks were submitted first: they settle first
+            self._settle()
+        self._finish(self.files.popleft())
+
+    def _finish(self, f: _OpenFile) -> None:
+        """Check the whole file against the manifest, fsync and close it."""
+        fd, f.fd = f.fd, -1
+        try:
+            if not f.absent and not _whole_matches(fd, f.rec):
+                raise IntegrityError(
+                    f"{self.context} file {f.rel!r}: its bytes do not match the manifest's file digest"
+                )
+            if not f.absent:
+                os.fsync(fd)
+        finally:
             os.close(fd)
+        _testhooks.point("get-file-written")
+
+    def _raise_absent(self) -> None:
+        fetcher = self.fetcher
+        first = fetcher.remotes()[0] if fetcher is not None and fetcher.remotes() else None
+        where = f"blob remote {first.name!r} ({first.url})" if first is not None else "the chunk cache"
+        raise RemoteError(
+            f"{where} lacks {len(set(self.absent))} chunk(s) (first: {self.absent[0][:16]}) of "
+            f"{self.context}; push them from a clone that has them (`uniflow push --all`)"
+        )
+
+    def close(self) -> None:
+        """Close every descriptor still open (after a failure; the pool has stopped)."""
+        for f in self.files:
+            if f.fd >= 0:
+                os.close(f.fd)
+        self.files.clear()
+        if self.tree is not None:
+            self.tree.close()
 
 
 def _jobs(fetcher: UrlBlobFetcher | None) -> int:
