@@ -109,3 +109,16 @@ def test_blob_remotes_a_remote_config_may_name(tmp_path: Path) -> None:
     assert specs(net, "", blob="/mnt/blobs")[0].url == "/mnt/blobs"
     with pytest.raises(RemoteError, match="no blob remote known"):
         specs(net, "")
+
+
+def test_what_is_shown_of_a_url_holds_no_secret() -> None:
+    """Errors and ``--json`` show ``display``: no password, no HTTP(S) user name (forges
+    accept a token there) and no HTTP(S) query (it may carry a token)."""
+    assert redact("https://ghp_t0ken@github.com/team/m.git") == "https://***@github.com/team/m.git"
+    assert redact("https://h.example/m.git?private_token=t0ken") == "https://h.example/m.git?***"
+    assert redact("ssh://git@host/x.git") == "ssh://git@host/x.git"  # an ssh account is no secret
+    assert redact("file:///srv/r.git?b") == "file:///srv/r.git?b"  # part of a file name
+    parsed = parse_git_url("https://oauth2:t0ken@gitlab.example/team/m.git?x=t0ken")
+    assert parsed is not None and "t0ken" not in parsed.display + parsed.key + parsed.normalized
+    with pytest.raises(UsageError, match="password"):
+        parse_git_url("ssh://git:t0ken@host/x.git")
