@@ -23,7 +23,11 @@ every loose ref, read twice around a stable directory stamp, else not stored), r
 unchanged ``(version, tag sha)`` pairs are kept (a tag sha fixes its manifest) and new ones
 are derived through :meth:`VersionIndex.manifest`, the validating gate. The rows hold only
 values taken from validated manifests. A fresh clone has no index; the first listing builds
-it. The file is replaced atomically; a crash leaves the old one or none.
+it. A ref under ``refs/tags/models/<model>/`` that the gate refuses (a lightweight tag, a tag
+on a blob or tree, a commit without a manifest, a manifest that fails the gate, a name that is
+no version) is recorded as skipped with its sha and reason (:class:`Skipped`): one bad record
+spoils only itself, and it is not read again until its sha changes. The file is replaced
+atomically; a crash leaves the old one or none.
 
 ``uniflow models list NAME --json`` prints every field of every version, so beside each
 listing a second entry (kind :data:`JSON_KIND`, same key, same MAC) holds, per
@@ -46,6 +50,7 @@ from typing import Any
 import blake3
 import msgpack
 
+from ._errors import IntegrityError
 from ._jsonable import dumps
 from ._manifest import to_model_version
 from ._naming import version_sort_key
@@ -54,11 +59,21 @@ from ._refs import tag_ref, tags_prefix
 from ._refscan import dir_stamp, loose_refs_in, packed_section, parse_packed
 from ._versions import VersionIndex, is_version
 
-__all__ = ["Listing", "ListingIndex", "KIND", "JSON_KIND", "RACY_NS", "listing_key", "json_list"]
+__all__ = [
+    "Listing",
+    "ListingIndex",
+    "Skipped",
+    "skipped_notice",
+    "KIND",
+    "JSON_KIND",
+    "RACY_NS",
+    "listing_key",
+    "json_list",
+]
 
 KIND = "listing"
 JSON_KIND = "listingjson"
-_FORMAT = 1
+_FORMAT = 2  # 2: skipped records
 _JSON_FORMAT = 1
 #: where the stage value goes in a row rendered with an empty stage (``to_dict()`` puts
 #: ``name`` and ``version``, validated names without quotes, before it, and a quote inside
@@ -69,6 +84,8 @@ _ROW_INDENT = "\n  "  # a row is one level down in the list
 RACY_NS = 2_000_000_000
 _SCAN_ATTEMPTS = 3
 _SHA_BYTES = 20
+#: skipped records named in a listing's notice (``uniflow verify`` lists every one)
+_NOTICE_MAX = 10
 #: new versions inserted one by one into the stored order up to this many, else all sorted
 _INSERT_MAX = 1000
 
@@ -89,19 +106,51 @@ class Rows:
     metrics: list[dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A ref under ``refs/tags/models/<model>/`` that is no version: its sha and why."""
+
+    sha: str
+    reason: str
+
+    def notice(self, model: str, name: str) -> str:
+        """``models/<model>/<name> (<reason>)``, as listings and pages show it."""
+        return f"models/{model}/{name} ({self.reason})"
+
+
+def skipped_notice(listing: Listing) -> str | None:
+    """The one-line notice of a listing's skipped records, or None when there is none:
+    ``1 unreadable record skipped: models/clf/v9.9.9 (a lightweight tag, ...)``."""
+    items = sorted(listing.skipped.items())
+    if not items:
+        return None
+    shown = "; ".join(s.notice(listing.model, n) for n, s in items[:_NOTICE_MAX])
+    more = f" and {len(items) - _NOTICE_MAX} more" if len(items) > _NOTICE_MAX else ""
+    noun = "record" if len(items) == 1 else "records"
+    return f"{len(items)} unreadable {noun} skipped: {shown}{more} (uniflow verify lists them)"
+
+
 class Listing:
     """The versions of one model in semver order, their tag shas and (unless built for
     ``models list`` alone, without reading any manifest) their :class:`Rows`, decoded on
     first use."""
 
-    __slots__ = ("model", "versions", "tags", "_rows", "_blob")
+    __slots__ = ("model", "versions", "tags", "skipped", "_rows", "_blob")
 
     def __init__(
-        self, model: str, versions: list[str], tags: bytes, rows: Rows | None, blob: bytes | None = None
+        self,
+        model: str,
+        versions: list[str],
+        tags: bytes,
+        rows: Rows | None,
+        blob: bytes | None = None,
+        skipped: dict[str, Skipped] | None = None,
     ):
         self.model = model
         self.versions = versions
         self.tags = tags  # 20 bytes per version
+        #: refs directly under the model's tag prefix that are no readable version, by name
+        self.skipped: dict[str, Skipped] = skipped or {}
         self._rows = rows
         self._blob = blob  # the stored, MAC-checked encoding of the rows, not decoded yet
 
@@ -162,9 +211,12 @@ class ListingIndex:
     def listing(self, model: str, *, rows: bool = True, section: bytes | None = None) -> Listing:
         """The versions of ``model`` (a valid model name) as its tag refs are now.
 
-        ``rows=False`` (``models list``): a listing without rows will do, so a missing index
-        is rebuilt from the refs alone; rows already known are kept. ``section``: the
-        model's :func:`packed_section`, when the caller has read ``packed-refs`` already.
+        Every ``(version, tag sha)`` not in the stored index is read once through the manifest
+        gate, so a listing always has its rows and never lists a ref that is no version: those
+        are in :attr:`Listing.skipped`, stored too, not read again while their sha stays.
+        ``rows`` is kept for the callers' intent (``models list`` needs none); it changes
+        nothing now. ``section``: the model's :func:`packed_section`, when the caller has
+        read ``packed-refs`` already.
         """
         git_dir = self.index.git.git_dir
         prefix = tags_prefix(model)
@@ -181,9 +233,9 @@ class ListingIndex:
             and stored.packed == packed
         ):  # the refs are as the index says
             listing = stored.listing
-            if not rows or (stored.limits == limits and _rows_ok(listing)):
+            if stored.limits == limits and _rows_ok(listing):
                 return listing
-            listing = self._build(model, listing.shas(), listing, False, True)  # rows, no rescan
+            listing = self._build(model, _refs_of(listing), listing, False)  # rows, no rescan
             self._store(model, listing, True, stamp, packed, limits)
             return listing
         stable = False
@@ -200,53 +252,63 @@ class ListingIndex:
             packed = blake3.blake3(section).digest()
         old = stored.listing if stored is not None else None
         old_rows = stored is not None and stored.limits == limits and _rows_ok(stored.listing)
-        listing = self._build(model, refs, old, old_rows, rows or old_rows)
+        listing = self._build(model, refs, old, old_rows)
         if stable:
             racy = stamp is not None and stamp[2] >= now - RACY_NS
             self._store(model, listing, not racy, stamp, packed, limits)
         return listing
 
-    def _build(
-        self, model: str, refs: dict[str, str], old: Listing | None, old_rows: bool, with_rows: bool
-    ) -> Listing:
+    def _build(self, model: str, refs: dict[str, str], old: Listing | None, old_rows: bool) -> Listing:
         """The listing of ``refs``. The names of ``old`` (validated when it was built, MAC'd
-        since) and, with ``old_rows``, its rows are reused: a change costs what changed."""
+        since) and, with ``old_rows``, its rows and skipped records are reused: a change costs
+        what changed. Every other ``(version, tag sha)`` is read through the manifest gate; a
+        ref that is no version (bad name, lightweight tag, tag on a blob, no or a bad manifest)
+        is kept in :attr:`Listing.skipped`, not listed."""
         pos = {v: i for i, v in enumerate(old.versions)} if old is not None else {}
-        new = [v for v in refs if v not in pos and is_version(v)]
+        before = old.skipped if old is not None and old_rows else {}
+        skipped = {n: sk for n, sk in before.items() if refs.get(n) == sk.sha}
+        for n, sha in refs.items():
+            if n not in skipped and not is_version(n):
+                skipped[n] = Skipped(sha, "not a version name")
+        new = [v for v in refs if v not in pos and v not in skipped]
         if old is not None and len(new) <= _INSERT_MAX:
             versions = [v for v in old.versions if v in refs]  # still sorted
             for v in new:
                 bisect.insort(versions, v, key=version_sort_key)
         else:
             versions = sorted([v for v in refs if v in pos] + new, key=version_sort_key)
-        tags = b"".join([bytes.fromhex(refs[v]) for v in versions])
-        if not with_rows:
-            return Listing(model, versions, tags, None)
         kept = old.rows if old is not None and old_rows else None
         out = Rows([], [], [], [])
-        for i, v in enumerate(versions):
+        good: list[str] = []
+        for v in versions:
+            raw = bytes.fromhex(refs[v])
             j = pos.get(v)
             if (
                 old is not None
                 and kept is not None
                 and j is not None
-                and old.tags[_SHA_BYTES * j : _SHA_BYTES * (j + 1)]
-                == tags[_SHA_BYTES * i : _SHA_BYTES * (i + 1)]
+                and old.tags[_SHA_BYTES * j : _SHA_BYTES * (j + 1)] == raw
             ):
                 row = (kept.framework[j], kept.size[j], kept.created[j], kept.metrics[j])
             else:
-                m = self.index.manifest(model, v, refs[v], memo=False)[1]
+                try:
+                    m = self.index.manifest(model, v, refs[v], memo=False)[1]
+                except IntegrityError as exc:  # one bad record spoils only itself
+                    skipped[v] = Skipped(refs[v], unreadable_reason(exc))
+                    continue
                 row = (
                     m["framework"],
                     sum(f["size"] for f in m["files"]),
                     m["created_at"],
                     dict(m.get("metrics", {})),
                 )
+            good.append(v)
             out.framework.append(row[0])
             out.size.append(row[1])
             out.created.append(row[2])
             out.metrics.append(row[3])
-        return Listing(model, versions, tags, out)
+        tags = b"".join([bytes.fromhex(refs[v]) for v in good])
+        return Listing(model, good, tags, out, skipped=skipped)
 
     # ------------------------------------------------------------------ JSON rows
     def json_rows(self, model: str, listing: Listing) -> list[tuple[str, str]]:
@@ -320,10 +382,11 @@ class ListingIndex:
     def _load(self, model: str) -> _Stored | None:
         if self.cache is None:
             return None
-        d = self.cache.get_record(KIND, listing_key(self.index.git.git_dir, model), _FORMAT, model, 9)
+        d = self.cache.get_record(KIND, listing_key(self.index.git.git_dir, model), _FORMAT, model, 10)
         if d is None:
             return None
-        _f, _m, loose_ok, loose, packed, limits, versions, tags, blob = d
+        _f, _m, loose_ok, loose, packed, limits, versions, tags, bad, blob = d
+        skipped = _decode_skipped(bad)
         if (
             not isinstance(loose_ok, bool)
             or not (loose is None or (isinstance(loose, list) and len(loose) == 4))
@@ -333,9 +396,11 @@ class ListingIndex:
             or not isinstance(tags, bytes)
             or len(tags) != _SHA_BYTES * len(versions)
             or not (blob is None or isinstance(blob, bytes))
+            or skipped is None
         ):
             return None
-        return _Stored(Listing(model, versions, tags, None, blob), loose_ok, loose, packed, limits)
+        listing = Listing(model, versions, tags, None, blob, skipped)
+        return _Stored(listing, loose_ok, loose, packed, limits)
 
     def _store(
         self,
@@ -353,10 +418,49 @@ class ListingIndex:
             r = listing.rows
             blob = msgpack.packb([r.framework, r.size, r.created, r.metrics], use_bin_type=True)
         stamp_list = list(stamp) if stamp is not None else None
-        payload = [_FORMAT, model, loose_ok, stamp_list, packed, limits, listing.versions, listing.tags, blob]
+        bad = [[n, sk.sha, sk.reason] for n, sk in sorted(listing.skipped.items())]
+        payload = [
+            _FORMAT,
+            model,
+            loose_ok,
+            stamp_list,
+            packed,
+            limits,
+            listing.versions,
+            listing.tags,
+            bad,
+            blob,
+        ]
         self.cache.put(
             KIND, listing_key(self.index.git.git_dir, model), msgpack.packb(payload, use_bin_type=True)
         )
+
+
+def _decode_skipped(bad: Any) -> dict[str, Skipped] | None:
+    """The stored ``[[name, sha, reason], ...]`` of a listing, or None when malformed."""
+    if not isinstance(bad, list):
+        return None
+    out: dict[str, Skipped] = {}
+    for item in bad:
+        if not (isinstance(item, list) and len(item) == 3 and all(isinstance(x, str) for x in item)):
+            return None
+        out[item[0]] = Skipped(item[1], item[2])
+    return out
+
+
+def _refs_of(listing: Listing) -> dict[str, str]:
+    """``{name: sha}`` of every ref the listing was built from (versions and skipped)."""
+    refs = listing.shas()
+    refs.update({n: s.sha for n, s in listing.skipped.items()})
+    return refs
+
+
+def unreadable_reason(exc: IntegrityError) -> str:
+    """Why the gate refused a version, without the ``model ... version ... (tag ...)``
+    context the message starts with (the notice names the ref itself)."""
+    text = str(exc)
+    head, sep, tail = text.partition("): ")
+    return tail if sep and head.startswith("model ") else text
 
 
 def _rows_ok(listing: Listing) -> bool:

@@ -28,7 +28,9 @@ from ._errors import (
     UniflowError,
 )
 from ._lifecycle import untagged_versions
+from ._listing import unreadable_reason
 from ._manifest import file_records, unpack
+from ._refs import lifecycle_ref, tag_ref
 from ._reports import GcReport, VerifyProblem, VerifyReport
 from ._store import os_reason
 from ._versions import MANIFEST_PATH
@@ -67,10 +69,16 @@ def verify(repo: Repository, name: str | None = None) -> VerifyReport:
             for ref in repo.index.invalid_ref_names()
         ]
     for model in models:
+        unreadable: set[str] = set()
         for version, sha in sorted(repo.index.versions(model).items()):
             try:
                 _, m = repo.index.manifest(model, version, sha, from_git=True)
-            except (IntegrityError, NotFoundError) as exc:  # NotFound: the tag went away meanwhile
+            except IntegrityError as exc:  # a bad record: every read skips it
+                unreadable.add(version)
+                text = f"unreadable version, skipped by every read: {tag_ref(model, version)}"
+                problems.append(_problem(model, version, f"{text} ({unreadable_reason(exc)})"))
+                continue
+            except NotFoundError as exc:  # the tag went away meanwhile
                 problems.append(_problem(model, version, str(exc)))
                 continue
             for rel, rec, _mode in file_records(m):
@@ -80,8 +88,10 @@ def verify(repo: Repository, name: str | None = None) -> VerifyReport:
                     except (MissingChunkError, CorruptChunkError) as exc:
                         problem = "missing" if isinstance(exc, MissingChunkError) else "corrupted"
                         problems.append(VerifyProblem(model, version, rel, c.digest, problem))
-        problems += _lifecycle_problems(repo, model)
-        problems += _unrecorded(repo, model)
+        lifecycle = _lifecycle_problems(repo, model)
+        problems += lifecycle
+        if not any(p.version is None for p in lifecycle):  # its events are readable
+            problems += _unrecorded(repo, model, unreadable)
     return VerifyReport(name, tuple(problems))
 
 
@@ -101,25 +111,26 @@ def _lifecycle_problems(repo: Repository, model: str) -> list[VerifyProblem]:
     try:
         state, _when = repo.lifecycle.state_at(model, from_git=True)
     except UniflowError as exc:
-        return [_problem(model, None, f"lifecycle unreadable: {exc}")]
+        return [_problem(model, None, f"lifecycle unreadable ({lifecycle_ref(model)}), reads skip it: {exc}")]
     return [
         _problem(model, v, "the lifecycle names this version but its tag is missing (ignored by reads)")
         for v in untagged_versions(state, repo.index.version_names(model))
     ]
 
 
-def _unrecorded(repo: Repository, model: str) -> list[VerifyProblem]:
-    """Problems for the versions of ``model`` whose register event is missing."""
+def _unrecorded(repo: Repository, model: str, unreadable: set[str]) -> list[VerifyProblem]:
+    """Problems for the versions of ``model`` whose register event is missing (``unreadable``:
+    tags that are no version, already reported)."""
     try:
         registered = {
             ev.get("version") for ev in repo.lifecycle.events(model) if ev.get("action") == "register"
         }
     except UniflowError as exc:
-        return [_problem(model, None, f"lifecycle unreadable: {exc}")]
+        return [_problem(model, None, f"lifecycle unreadable ({lifecycle_ref(model)}): {exc}")]
     out = []
     cutoff = time.time() - REGISTER_EVENT_WINDOW
     for version, sha in sorted(repo.index.versions(model).items()):
-        if version in registered:
+        if version in registered or version in unreadable:
             continue
         try:
             young = repo.git.read_tag(sha).tag_time > cutoff

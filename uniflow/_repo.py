@@ -12,14 +12,21 @@ which version a ``version=`` / ``stage=`` pair means.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._config import Config, ConfigSource
-from ._errors import ModelNotFoundError, StageEmptyError, VersionNotFoundError
+from ._errors import (
+    IntegrityError,
+    ModelNotFoundError,
+    StageEmptyError,
+    UniflowWarning,
+    VersionNotFoundError,
+)
 from ._git import GitRepo
 from ._lifecycle import Lifecycle, LifecycleState, promote_transition
-from ._listing import Listing, ListingIndex
+from ._listing import Listing, ListingIndex, skipped_notice
 from ._naming import validate_model_name, validate_version, version_sort_key
 from ._objcache import DerivedCache
 from ._paths import store_dir, work_trees
@@ -105,10 +112,24 @@ class Repository:
         existing = set(names)
         return [v for v in state.holders(stage) if v in existing]
 
+    def readable_state(self, name: str, head: str | None = None) -> tuple[LifecycleState, int | None]:
+        """:meth:`Lifecycle.state_at` for reads: an unreadable lifecycle (its ref on a
+        non-commit, a corrupt state) reads as no promotion at all, every version in
+        development, with a :class:`UniflowWarning` naming it. ``uniflow verify`` reports it;
+        promote, which needs the real state, refuses (see :meth:`promote`)."""
+        try:
+            return self.lifecycle.state_at(name, head)
+        except IntegrityError as exc:  # one bad record spoils only itself
+            warnings.warn(
+                UniflowWarning(f"{exc}: skipped, every version of {name!r} shown in development"),
+                stacklevel=3,
+            )
+            return LifecycleState(name), None
+
     def resolve(self, name: str, version: str | None, stage: StageLike | None) -> tuple[str, LifecycleState]:
         """The concrete version meant by ``version`` / ``stage`` (newest when neither)."""
         self.require_model(name)
-        state = self.lifecycle.state(name)
+        state = self.readable_state(name)[0]
         if version is not None:
             validate_version(version)
             if self.index.tag_sha(name, version) is None:
@@ -120,10 +141,10 @@ class Repository:
             if not candidates:
                 raise StageEmptyError(name, st)
             return max(candidates, key=version_sort_key), state
-        names = self.index.version_names(name)
+        names = self.listings.listing(name, rows=False).versions  # readable versions only
         if not names:
             raise ModelNotFoundError(name)
-        return max(names, key=version_sort_key), state
+        return names[-1], state
 
     def manifest(self, name: str, version: str) -> dict[str, Any]:
         return self.index.manifest(name, version)[1]
@@ -179,9 +200,11 @@ class Repository:
     ) -> tuple[Listing, LifecycleState, str | None]:
         validate_model_name(name)
         listing = self.listings.listing(name, rows=rows)
+        if not listing.versions and listing.skipped:  # tags, but none is a readable version
+            raise IntegrityError(f"model {name!r}: no readable version; {skipped_notice(listing)}")
         if not listing.versions and self.lifecycle.head(name) is None:
             raise ModelNotFoundError(name)
-        state = self.lifecycle.state(name)
+        state = self.readable_state(name)[0]
         return listing, state, (self.stage(stage) if stage is not None else None)
 
     def overview(self) -> list[tuple[str, Listing, LifecycleState, int | None]]:
@@ -204,7 +227,7 @@ class Repository:
             head = heads.get(name)
             if not listing.versions and head is None:
                 continue
-            state, when = self.lifecycle.state_at(name, head) if head else (LifecycleState(name), None)
+            state, when = self.readable_state(name, head) if head else (LifecycleState(name), None)
             out.append((name, listing, state, when))
         return out
 
@@ -223,6 +246,7 @@ class Repository:
         from ._manifest import json_safe
 
         st = self.stage(stage)
+        self.lifecycle.state(name)  # an unreadable lifecycle refuses here (reads fall back)
         self.resolve(name, version, None)
         action = "archive" if st == "archived" else "promote"
         single = self.stages().get(st, True)

@@ -170,18 +170,30 @@ class VersionIndex:
         return commit, m
 
     def _read_git(self, sha: str, context: str) -> tuple[str, bytes]:
-        """``(version commit, manifest bytes)`` read through Git from the tag object ``sha``."""
+        """``(version commit, manifest bytes)`` read through Git from the tag object ``sha``.
+        Anything else under a version's name (a lightweight tag, a tag on a blob or tree, a
+        commit without a manifest) is an :class:`IntegrityError` saying which it is."""
         try:
             tag = self.git.read_tag(sha)
-            _kind, target = tag.object
-            commit = target.decode("ascii", "replace")
+        except KeyError as exc:
+            raise IntegrityError(f"{context}: git objects of the version are missing") from exc
+        except RepositoryError as exc:
+            raise IntegrityError(
+                f"{context}: not a version (a lightweight tag, not an annotated one)"
+            ) from exc
+        kind, target = tag.object
+        kind_name = getattr(kind, "type_name", b"?").decode("ascii", "replace")
+        if kind_name != "commit":
+            raise IntegrityError(f"{context}: the tag points at a {kind_name}, not at a version commit")
+        commit = target.decode("ascii", "replace")
+        try:
             data = self.git.read_path(commit, MANIFEST_PATH)
         except KeyError as exc:
             raise IntegrityError(f"{context}: git objects of the version are missing") from exc
-        except RepositoryError as exc:  # not an annotated tag, or not pointing at a commit
+        except RepositoryError as exc:
             raise IntegrityError(f"{context}: not a version ({exc})") from exc
         if data is None:
-            raise IntegrityError(f"{context}: the version commit has no {MANIFEST_PATH}")
+            raise IntegrityError(f"{context}: the tagged commit has no {MANIFEST_PATH}: not a version")
         return commit, data
 
     def write_version(

@@ -128,8 +128,30 @@ def cli(repo: str | None, traceback: bool) -> None:
     """
 
 
+def _one_line_warnings() -> None:
+    """Show each :class:`uniflow.UniflowWarning` a command does not print itself as one
+    ``warning: ...`` line on stderr (e.g. a listing that skipped an unreadable lifecycle);
+    other warnings are shown as usual."""
+    import warnings
+
+    shown = warnings.showwarning
+
+    def show(
+        message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
+        from .._errors import UniflowWarning
+
+        if issubclass(category, UniflowWarning):
+            click.echo(f"warning: {message}", err=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Run the click group (``uniflow.cli.main`` calls this for everything but ``--version``)."""
+    _one_line_warnings()
     try:
         return cli.main(args=argv, prog_name="uniflow")
     except BrokenPipeError:  # e.g. `uniflow models list | head -1`

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .._errors import InvalidPathError, UniflowWarning
+from .._errors import IntegrityError, InvalidPathError, UniflowWarning
 from .._types import show_payload, version_events
 from ._common import CliError, echo_json, fancy, get_registry, json_option, progress_bar, repo_option
 from ._complete import complete_model, complete_stage, complete_version
@@ -261,7 +261,11 @@ def show_cmd(name: str, version: str | None, stage: str | None, as_json: bool, r
         raise CliError("give either VERSION or --stage, not both")
     registry = get_registry(repo)
     mv = registry.get(name, version=version, stage=stage)
-    history = registry.history(name)
+    try:
+        history = registry.history(name)
+    except IntegrityError as exc:  # an unreadable lifecycle spoils only itself: the card is shown
+        click.echo(f"warning: {exc}: shown without lifecycle events", err=True)
+        history = []
     if as_json:
         echo_json(show_payload(mv, history))
     else:  # this version's own events, and those that displaced it from a stage

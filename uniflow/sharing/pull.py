@@ -16,11 +16,12 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from .._errors import IntegrityError, LifecycleConflictError, NotFoundError, UsageError
+from .._listing import unreadable_reason
 from .._naming import validate_model_name
-from .._refs import tracking_prefix
+from .._refs import TAGS_PREFIX, tracking_prefix
 from .._reports import PullOutcome, PullReport
 from .._stages import StageLike
-from .._versions import is_model_name
+from .._versions import is_model_name, is_version
 from .blobs import JOBS, TransferStats, download_chunks
 from .gitcmd import fetch_refs, resolve_git_remote
 from .merge import Resolve, integrate
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["PullOutcome", "PullReport", "Resolve", "pull"]
 
 ProgressFn = Callable[[int, int], None]
+#: bad refs named in pull's one-line error (all of them are in ``PullReport.rejected``)
+_SHOWN = 10
 
 
 # ---------------------------------------------------------------------- pull
@@ -72,11 +75,13 @@ def pull(
         validate_model_name(n)
     git_remote = resolve_git_remote(repo.root, remote)
     junk_before = _junk_ref_names(repo, git_remote)
+    tags_before = repo.git.refs(TAGS_PREFIX)
     fetch_refs(repo.root, git_remote, wanted or None, tags=True, force_tags=force_tags)
     rejected: dict[str, str] = {
         ref: "not a valid model or version name; ignored"
         for ref in sorted(_junk_ref_names(repo, git_remote) - junk_before)
     }
+    rejected.update(_unreadable_new_tags(repo, tags_before))
     prefix = tracking_prefix(git_remote)
     remote_heads = {k: v for k, v in repo.git.refs(prefix).items() if "/" not in k and is_model_name(k)}
     models = sorted(set(wanted)) if wanted else sorted(set(repo.index.models()) | set(remote_heads))
@@ -102,12 +107,13 @@ def pull(
     if fetch_chunks and (all_versions or stages or wanted):
         stage_names = [repo.stage(s) for s in stages or []]
         for m in models:
-            if m in rejected or not repo.index.version_names(m):
+            readable = set(repo.listings.listing(m).versions)  # a bad tag spoils only itself
+            if m in rejected or not readable:
                 continue
             if stage_names:
-                picked = {v for s in stage_names for v in repo.versions_in(m, s)}
+                picked = {v for s in stage_names for v in repo.versions_in(m, s)} & readable
             else:
-                picked = set(repo.index.version_names(m))
+                picked = readable
             versions += [(m, v) for v in sorted(picked)]
     if versions:
         blob_remote = blob_remote_for(repo, blob, git_remote)
@@ -150,6 +156,22 @@ def _junk_ref_names(repo: Repository, remote: str) -> set[str]:
     return junk
 
 
+def _unreadable_new_tags(repo: Repository, before: dict[str, str]) -> dict[str, str]:
+    """``{ref: reason}`` of the version tags (valid names) this fetch created or moved that
+    the manifest gate refuses: a lightweight tag, a tag on a blob, tree or a commit without
+    a manifest, a manifest that fails the gate. Every listing skips them; pull names them."""
+    out: dict[str, str] = {}
+    for rel, sha in sorted(repo.git.refs(TAGS_PREFIX).items()):
+        model, _, version = rel.partition("/")
+        if before.get(rel) == sha or not (is_model_name(model) and is_version(version)):
+            continue  # unchanged, or already reported as an invalid name
+        try:
+            repo.index.manifest(model, version, sha, from_git=True)
+        except IntegrityError as exc:
+            out[f"{TAGS_PREFIX}/{rel}"] = unreadable_reason(exc)
+    return out
+
+
 def _rejected_summary(rejected: dict[str, str], remote: str) -> str:
     if not rejected:
         return ""
@@ -157,8 +179,9 @@ def _rejected_summary(rejected: dict[str, str], remote: str) -> str:
     refs = [k for k in rejected if k.startswith("refs/")]
     parts = [f"model {m!r} ({rejected[m]})" for m in models]
     if refs:
-        shown = ", ".join(refs[:5]) + (f" and {len(refs) - 5} more" if len(refs) > 5 else "")
-        parts.append(f"ref(s) with invalid names ignored: {shown}")
+        shown = ", ".join(f"{r} ({rejected[r]})" for r in refs[:_SHOWN])
+        shown += f" and {len(refs) - _SHOWN} more (see --json)" if len(refs) > _SHOWN else ""
+        parts.append(f"unreadable or invalid ref(s), skipped by every read: {shown}")
     return (
         f"pull from {remote!r} rejected "
         + "; ".join(parts)

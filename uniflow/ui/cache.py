@@ -234,6 +234,14 @@ class CachedRegistry:
             return self.registry.version_rows(name, stage=stage)
         return list(self._cached("rows", name, lambda: self.registry.version_rows(name)))
 
+    def skipped_notice(self, name: str) -> str | None:
+        """The one-line notice of the refs under the model's tags that are no readable version
+        (``1 unreadable record skipped: models/clf/v9.9.9 (...)``), or None. Read from the
+        model's listing index (checked against the refs, so always current)."""
+        from .._listing import skipped_notice
+
+        return skipped_notice(self.registry.repository.listings.listing(name, rows=False))
+
     def history(self, name: str, *, last: int | None = None) -> list[HistoryEvent]:
         """Every event, or the newest ``last`` ones (oldest first): read alone when the whole
         history is not in memory (the overview needs only each model's last event)."""

@@ -122,12 +122,13 @@ def export_site(
         data = views.model_page(reader, name)
         model_link = Links(2).model(name)
         page(page_file("model", name), "model.html", crumbs=[(name, None)], **data)
-        events = views.history_page(reader, name)
+        events, lifecycle_notice = views.readable_history(reader, name)  # unreadable: no events
         page(
             page_file("history", name),
             "history.html",
             name=name,
-            events=events,
+            events=events[::-1],
+            lifecycle_notice=lifecycle_notice,
             crumbs=[(name, model_link), ("history", None)],
         )
         for mv in data["all_versions"]:

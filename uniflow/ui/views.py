@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._charts import Point, Span, StageMark, delta_direction, metric_chart, sparkline, timeline
+from .._errors import IntegrityError
 from .._types import version_events
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -146,13 +147,25 @@ def _points(versions: Sequence[Row], metric: str) -> list[Point]:
     return out
 
 
+def readable_history(
+    registry: Reader, name: str, last: int | None = None
+) -> tuple[list[HistoryEvent], str | None]:
+    """``(events, None)``, or ``([], why)`` when the model's lifecycle is unreadable (its ref on
+    a non-commit, a corrupt commit): the pages show the versions without their events (one
+    bad record spoils only itself; the history page itself answers with the error)."""
+    try:
+        return registry.history(name, last=last), None
+    except IntegrityError as exc:
+        return [], f"lifecycle unreadable, shown without its events: {exc}"
+
+
 def overview(registry: Reader) -> list[OverviewRow]:
     """Every model: latest version, stage holders, last event, trend of its first metric
     (from the model's listing index and its newest lifecycle event: no manifest is opened)."""
     rows = []
     for summary in registry.list_models():
         versions = registry.version_rows(summary.name)
-        events = registry.history(summary.name, last=1)
+        events = readable_history(registry, summary.name, last=1)[0]
         metric = _first_metric(versions)
         trend = sparkline(metric, _points(versions, metric)[-TREND_POINTS:]) if metric else ""
         rows.append(
@@ -192,7 +205,7 @@ def model_page(
     """The versions table (sorted, filtered), one chart per metric and the promotion timeline
     (the versions are the rows of the model's listing index: no manifest is opened)."""
     versions = registry.version_rows(name)
-    events = registry.history(name)
+    events, lifecycle_notice = readable_history(registry, name)
     shown = registry.version_rows(name, stage=stage) if stage else list(versions)
     metric_keys = sorted({str(k) for mv in versions for k in mv.metrics})
     if sort and sort != "version":
@@ -209,8 +222,11 @@ def model_page(
     ]
     previous = {b.version: a.version for a, b in zip(versions, versions[1:], strict=False)}
     now = datetime.now(UTC)
+    notice = getattr(registry, "skipped_notice", None)  # a CachedRegistry tells; test readers may not
     return {
         "name": name,
+        "skipped": notice(name) if callable(notice) else None,
+        "lifecycle_notice": lifecycle_notice,
         "versions": shown,
         "all_versions": versions,
         "previous": previous,
@@ -275,7 +291,7 @@ def version_page(registry: Reader, name: str, version: str) -> dict[str, Any]:
     """The card of one version: metadata, files, lineage, history, bytes shared with the previous one."""
     mv = registry.get(name, version)
     names = [v.version for v in registry.version_rows(name)]
-    events = registry.history(name)
+    events = readable_history(registry, name)[0]
     index = names.index(mv.version) if mv.version in names else -1
     prev = names[index - 1] if index > 0 else None
     nxt = names[index + 1] if 0 <= index < len(names) - 1 else None
