@@ -71,8 +71,9 @@ def test_a_push_made_stale_after_its_checks_gets_the_documented_error(tmp_path: 
     _assert_winner_intact_then_loser_lands(bare, a, b)
 
 
-def test_a_push_overtaken_on_the_remote_gets_the_documented_error(tmp_path: Path) -> None:
-    bare, a, b = _two_clones(tmp_path)
+def _push_from_b_inside_as_push(tmp_path: Path, a: Path, b: Path) -> Path:
+    """Install a pre-push hook in ``a`` that runs ``uniflow push`` in ``b`` once: after the
+    remote advertised its refs to a's `git push`, before a's update reaches it."""
     hook = a / ".git" / "hooks" / "pre-push"
     marker = tmp_path / "b-pushed"
     unset = "-u GIT_DIR -u GIT_WORK_TREE -u GIT_INDEX_FILE -u GIT_PREFIX -u UNIFLOW_IN_PUSH"
@@ -85,8 +86,32 @@ def test_a_push_overtaken_on_the_remote_gets_the_documented_error(tmp_path: Path
         f"{shlex.quote(sys.executable)} -m uniflow push >/dev/null 2>&1 || exit 1\n"
     )
     hook.chmod(0o755)
+    return marker
+
+
+def test_a_push_overtaken_on_the_remote_gets_the_documented_error(tmp_path: Path) -> None:
+    bare, a, b = _two_clones(tmp_path)
+    marker = _push_from_b_inside_as_push(tmp_path, a, b)
     r = cli(a, "push", code=None)
     assert marker.exists()
     _assert_documented_refusal(r.stderr, r.returncode)
-    hook.unlink()
+    (a / ".git" / "hooks" / "pre-push").unlink()
     _assert_winner_intact_then_loser_lands(bare, a, b)
+
+
+def test_a_version_pushed_meanwhile_with_other_bytes_is_the_version_refusal(tmp_path: Path) -> None:
+    """Both clones register v2.0.0 with different bytes; b's push lands inside a's: a is told
+    the version exists there with other content, in one line, and nothing of a's lands."""
+    bare, a, b = _two_clones(tmp_path)
+    for clone_dir, seed in ((a, 8), (b, 9)):
+        src = model_dir(tmp_path / f"v2-{seed}", 2, size=1000, seed=seed)
+        cli(clone_dir, "models", "register", str(src), "--name", "m", "--version", "v2.0.0")
+    marker = _push_from_b_inside_as_push(tmp_path, a, b)
+    r = cli(a, "push", code=None)
+    assert marker.exists()
+    assert r.returncode == 9, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "m/v2.0.0" in r.stderr and "different content" in r.stderr, r.stderr
+    tag = "refs/tags/models/m/v2.0.0"
+    assert git(bare, "rev-parse", tag) == git(b, "rev-parse", tag)
+    assert git(bare, "rev-parse", REF) == git(b, "rev-parse", REF)

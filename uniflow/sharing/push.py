@@ -21,7 +21,6 @@ Ordering (invariant 1, across machines):
 
 from __future__ import annotations
 
-import re
 import subprocess
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -175,7 +174,15 @@ def push(
                 leases.append(f"--force-with-lease={r}:{sha}")
     if specs:
         _testhooks.point("push-before-git-push")  # test-only: a race after the checks above
-        _git_push(repo, git_remote, specs, leases)
+        try:
+            _git_push(repo, git_remote, specs, leases)
+        except PushRejectedError:
+            raise
+        except RemoteError as exc:  # refused for a reason git did not name: was it overtaken?
+            overtaken = _overtaken(repo, git_remote, specs, remote_refs, new_tags)
+            if overtaken is None:
+                raise
+            raise overtaken from exc
         _testhooks.point("push-after-git-push")
         for m, sha in lifecycle.items():
             track = tracking_ref(git_remote, m)
@@ -319,37 +326,58 @@ def _git_push(repo: Repository, remote: str, specs: list[str], leases: list[str]
 #: is not an ancestor (non-fast-forward; fetch first: we lack the remote's commit) or the
 #: remote no longer holds the value leased (stale info)
 _MOVED_REASONS = ("non-fast-forward", "fetch first", "stale info")
-#: the remote's own check, when another push landed between its ref advertisement and our
-#: update: ``remote: error: cannot lock ref 'R': is at X but expected Y`` (or, for a ref
-#: created meanwhile, ``reference already exists``); the ref itself then reads "atomic
-#: transaction failed" or "failed to update ref"
-_LOCK_RE = re.compile(r"cannot lock ref '([^']+)': (?:is at [0-9a-f]+ but expected|reference already exists)")
 
 
 def _push_refusal(proc: subprocess.CompletedProcess[str], remote: str) -> UniflowError:
-    """The error for a failed ``git push --porcelain``: refs someone moved meanwhile on the
-    remote (told apart from git's porcelain lines and the remote's lock errors) give the
-    documented :class:`PushRejectedError`; anything else is a :class:`RemoteError`."""
+    """The error for a failed ``git push --porcelain``: version tags the remote holds with
+    other content, else lifecycle or stage refs git says the remote moved meanwhile, give
+    the documented :class:`PushRejectedError`; anything else is a :class:`RemoteError`."""
     rejected: list[tuple[str, str]] = []  # (remote ref, git's reason) per porcelain "!" line
     for line in proc.stdout.splitlines():
         parts = line.split("\t")
         if len(parts) >= 3 and parts[0] == "!":
             rejected.append((parts[1].rpartition(":")[2], parts[2]))
-    raced = set(_LOCK_RE.findall(proc.stderr))
-    moved = {r for r, why in rejected if r in raced or any(k in why for k in _MOVED_REASONS)}
-    stale = sorted(
-        {r.split("/")[3] for r in moved | raced if r.startswith("refs/uniflow/") and r.count("/") >= 3}
-    )
+    tags = sorted({r for r, why in rejected if r.startswith("refs/tags/") and "atomic" not in why})
+    if tags:  # first: a version taken is not fixed by a pull
+        return _tags_refused(tags, remote)
+    moved = {r for r, why in rejected if any(k in why for k in _MOVED_REASONS)}
+    stale = sorted({_model_of(r) for r in moved if r.startswith("refs/uniflow/") and r.count("/") >= 3})
     if stale:
         return _rejected(stale, remote)
-    tags = sorted(
-        {r for r, why in rejected if r.startswith("refs/tags/") and ("atomic" not in why or r in raced)}
-    )
-    if tags:
-        return PushRejectedError(
-            f"{remote!r} refused version tag(s) {', '.join(t[len('refs/tags/') :] for t in tags)}: "
-            f"they exist there "
-            "with different content; register yours under a new version"
-        )
     why = next((w for _r, w in rejected if "atomic" not in w), None)
     return RemoteError(f"git push to {remote!r} failed: {why or last_error(proc.stderr)}")
+
+
+def _overtaken(
+    repo: Repository, remote: str, specs: list[str], seen: dict[str, str], new_tags: dict[str, str]
+) -> PushRejectedError | None:
+    """After a push the remote refused for a reason git did not name (``[remote rejected]
+    (atomic transaction failed)``: another push landed between the remote's ref
+    advertisement and our update, and the remote's ``cannot lock ref`` is on stderr, or not
+    relayed at all): list the remote again. A version tag that appeared there with other
+    content is the version-tag refusal; else a lifecycle or stage ref we pushed that moved
+    since ``seen`` is the documented "someone promoted meanwhile"; else None."""
+    try:
+        now = ls_remote(repo.root, remote)
+    except UniflowError:
+        return None  # the remote cannot be listed: the push's own error says more
+    pushed = [spec.rpartition(":")[2] for spec in specs]
+    tags = sorted(r for r in pushed if r in new_tags and now.get(r) not in (None, new_tags[r]))
+    if tags:  # first: a version taken is not fixed by a pull
+        return _tags_refused(tags, remote)
+    moved = sorted(
+        {_model_of(r) for r in pushed if r.startswith("refs/uniflow/") and now.get(r) != seen.get(r)}
+    )
+    return _rejected(moved, remote) if moved else None
+
+
+def _model_of(ref: str) -> str:
+    """The model of ``refs/uniflow/models/<m>`` or ``refs/uniflow/stages/<m>/<stage>``."""
+    return ref.split("/")[3]
+
+
+def _tags_refused(tags: list[str], remote: str) -> PushRejectedError:
+    return PushRejectedError(
+        f"{remote!r} refused version tag(s) {', '.join(t[len('refs/tags/') :] for t in tags)}: "
+        "they exist there with different content; register yours under a new version"
+    )
