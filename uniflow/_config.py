@@ -103,6 +103,11 @@ class Limits:
     max_chunks: int = 1 << 20
     max_manifest_bytes: int = 128 << 20
 
+    def tightened_by(self, other: Limits) -> Limits:
+        """These limits, each lowered to ``other``'s where that is lower (never raised): a
+        registry read by URL applies the built-in defaults, tightened by its own [limits]."""
+        return Limits(**{f.name: min(getattr(self, f.name), getattr(other, f.name)) for f in fields(Limits)})
+
 
 #: seconds to wait for a blob remote's connection to open, unless its config says otherwise
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -300,6 +305,29 @@ def parse_config(raw: dict[str, Any]) -> Config:
     stages = _stages(raw)
     remotes = {name: _remote(name, spec) for name, spec in sorted(_table(raw, "remotes").items())}
     return Config(stages=stages, remotes=remotes, rules=_rules(raw, stages), limits=_limits(raw), raw=raw)
+
+
+def parse_remote_config(data: bytes, where: str) -> Config:
+    """Validate the ``config.toml`` bytes a remote holds (read by URL, so written by whoever
+    controls that remote): decoding is bounded (``_bounded.check_cost``, no RecursionError),
+    and its ``[limits]`` can only tighten the built-in defaults, never raise them."""
+    from dataclasses import replace
+
+    from ._bounded import check_cost
+    from ._errors import IntegrityError
+
+    try:
+        check_cost(data, where, separators=b",=\n")
+        raw = tomllib.loads(data.decode("utf-8"))
+    except IntegrityError as exc:
+        raise ConfigError(str(exc)) from exc
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{where} is not valid TOML: {str(exc)[:200]}") from exc
+    try:
+        config = parse_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    return replace(config, limits=Limits().tightened_by(config.limits))
 
 
 def load_config(uniflow_dir: Path) -> Config:

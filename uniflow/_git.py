@@ -20,6 +20,7 @@ import random
 import subprocess
 import time
 import weakref
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -34,7 +35,15 @@ if TYPE_CHECKING:  # dulwich loads on first object access, not at import (CLI st
     from dulwich.objects import Blob, Commit, Tag, Tree
     from dulwich.repo import Repo
 
-__all__ = ["LOCK_TIMEOUT", "TAG_VALUED_PREFIXES", "GitRepo", "Identity"]
+__all__ = [
+    "LOCK_TIMEOUT",
+    "MAX_BLOB_BYTES",
+    "TAG_VALUED_PREFIXES",
+    "GitRepo",
+    "Identity",
+    "inflate_loose",
+    "object_sizes",
+]
 
 #: how long a ref or object write waits on another writer's lock before giving up (seconds)
 LOCK_TIMEOUT = 30.0
@@ -163,6 +172,187 @@ def _write_loose(objects: Path, hexsha: str, data: bytes) -> None:
     final = objects / hexsha[:2] / hexsha[2:]
     final.parent.mkdir(exist_ok=True)
     write_immutable(final, final.parent, data, f"tmp_obj_uniflow_{os.getpid()}_{random.getrandbits(64):016x}")
+
+
+#: the largest blob :meth:`GitRepo.read_path` returns unless its caller passes a cap (the
+#: default ``max_manifest_bytes``): a bigger one is refused from its header, not inflated
+MAX_BLOB_BYTES = 128 << 20
+#: the longest delta chain whose sizes are checked before a packed object is read (git's
+#: own ``pack.depth`` is at most 4095)
+_MAX_DELTA_CHAIN = 4096
+_OFS_DELTA, _REF_DELTA = 6, 7
+_TYPE_NAMES = {1: "commit", 2: "tree", 3: "blob", 4: "tag"}
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """A delta header's size (little-endian base-128) at ``pos``: ``(value, next pos)``."""
+    value = shift = 0
+    while True:  # bounded by len(buf): a cut-off varint raises IndexError
+        c = buf[pos]
+        pos += 1
+        value |= (c & 0x7F) << shift
+        shift += 7
+        if not c & 0x80:
+            return value, pos
+
+
+def _inflate_head(f: Any, want: int) -> bytes:
+    """At most the first ``want`` inflated bytes of the zlib stream at ``f``'s position."""
+    d = zlib.decompressobj()
+    out = b""
+    while len(out) < want and not d.eof:  # each turn reads 4 KiB more (bounded by the file)
+        data = d.unconsumed_tail or f.read(4096)
+        if not data:
+            break
+        out += d.decompress(data, want - len(out))
+    return out
+
+
+def _loose_header(path: str) -> tuple[str, int] | None:
+    """``(type, size)`` a loose object's header states, from its first inflated bytes;
+    None if there is no such file."""
+    try:
+        with open(path, "rb") as f:
+            head = _inflate_head(f, 64)
+    except FileNotFoundError:
+        return None
+    except zlib.error as exc:
+        raise IntegrityError(f"loose object {path[-41:]} is damaged ({exc}); run 'git fsck'") from exc
+    kind, _, rest = head.partition(b" ")
+    size, nul, _ = rest.partition(b"\0")
+    if not nul or not size.isdigit() or kind.decode("ascii", "replace") not in _TYPE_NAMES.values():
+        raise IntegrityError(f"loose object {path[-41:]} has no valid header; run 'git fsck'")
+    return kind.decode(), int(size)
+
+
+def _pack_entry(pack: Any, offset: int) -> tuple[int, int, int | bytes | None, bytes]:
+    """``(type, size, base, first inflated bytes)`` of the pack entry at ``offset``: the
+    size its header states (a delta's: the delta's own), the base of a delta (an offset in
+    the same pack, or a binary object id), and a delta's first bytes (its size headers)."""
+    with open(pack._data_path, "rb") as f:
+        f.seek(offset)
+        head = f.read(32)
+        c = head[0]
+        kind, size, shift, pos = (c >> 4) & 7, c & 0x0F, 4, 1
+        while c & 0x80:  # the size goes on in base 128 after its first 4 bits
+            c = head[pos]
+            pos += 1
+            size |= (c & 0x7F) << shift
+            shift += 7
+        base: int | bytes | None = None
+        if kind == _OFS_DELTA:
+            c = head[pos]
+            pos += 1
+            back = c & 0x7F
+            while c & 0x80:
+                c = head[pos]
+                pos += 1
+                back = ((back + 1) << 7) | (c & 0x7F)
+            base = offset - back
+        elif kind == _REF_DELTA:
+            base, pos = head[pos : pos + 20], pos + 20
+        if base is None:
+            return kind, size, None, b""
+        f.seek(offset + pos)
+        return kind, size, base, _inflate_head(f, 32)
+
+
+def _loose_path(objects: str | os.PathLike[str], hexsha: str) -> str:
+    """Where the loose object ``hexsha`` (40 or 64 lowercase hex digits) lives in ``objects``."""
+    if len(hexsha) not in (40, 64) or not all(c in "0123456789abcdef" for c in hexsha):
+        raise RepositoryError(f"{hexsha[:80]!r} is not an object id")
+    return os.path.join(os.fspath(objects), hexsha[:2], hexsha[2:])
+
+
+def _stores(store: Any) -> list[Any]:
+    """The object store and its alternates' (each read once, at most 64)."""
+    out: list[Any] = []
+    todo = [store]
+    while todo and len(out) < 64:
+        s = todo.pop(0)
+        if any(s is o for o in out):
+            continue
+        out.append(s)
+        todo.extend(getattr(s, "alternates", []))
+    return out
+
+
+def object_sizes(store: Any, hexsha: str) -> tuple[str, int, int] | None:
+    """``(type, size, largest object on its delta chain)`` of object ``hexsha``, read from
+    headers alone (nothing inflated but a few bytes); None if no store here holds it.
+
+    A loose object's header states its size; a packed one's entry header states it, or for
+    a delta its result size is in the delta's first bytes, and the chain is followed to its
+    end (dulwich materialises every object on it to read the last)."""
+    for s in _stores(store):
+        path = getattr(s, "path", None)
+        if path is None:
+            continue
+        loose = _loose_header(_loose_path(path, hexsha))
+        if loose is not None:
+            return loose[0], loose[1], loose[1]
+        for pack in s.packs:
+            try:
+                offset = pack.index.object_offset(bytes.fromhex(hexsha))
+            except KeyError:
+                continue
+            return _pack_chain(store, pack, offset)
+    return None
+
+
+def _pack_chain(store: Any, pack: Any, offset: int) -> tuple[str, int, int]:
+    """What :func:`object_sizes` says of the object at ``offset`` in ``pack``."""
+    name = Path(pack._data_path).name
+    size: int | None = None
+    largest = 0
+    for _ in range(_MAX_DELTA_CHAIN):
+        try:
+            kind, stated, base, head = _pack_entry(pack, offset)
+            largest = max(largest, stated)
+            if base is None:
+                if kind not in _TYPE_NAMES:
+                    raise IntegrityError(f"pack {name} has an entry of type {kind}; run 'git fsck'")
+                return _TYPE_NAMES[kind], stated if size is None else size, largest
+            src, pos = _varint(head, 0)
+            dest, _ = _varint(head, pos)
+        except (IndexError, zlib.error) as exc:
+            raise IntegrityError(f"pack {name} has a damaged entry at {offset}; run 'git fsck'") from exc
+        size = dest if size is None else size
+        largest = max(largest, src, dest)
+        if isinstance(base, bytes):
+            found = object_sizes(store, base.hex())
+            if found is None:
+                raise KeyError(base.hex())
+            return found[0], size, max(largest, found[2])
+        offset = base
+    raise IntegrityError(f"pack {name} has a delta chain longer than {_MAX_DELTA_CHAIN}; run 'git fsck'")
+
+
+def inflate_loose(path: str, cap: int) -> bytes | None:
+    """The body of the loose object at ``path``, inflated incrementally and never past
+    ``cap`` bytes plus its header whatever the header says; None if there is no such file.
+    A body longer or shorter than its header states is an :class:`IntegrityError`."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+    except FileNotFoundError:
+        return None
+    limit = cap + 64  # the header and the body
+    d = zlib.decompressobj()
+    out = bytearray()
+    with f:
+        try:
+            while not d.eof and len(out) <= limit:  # each turn inflates at most what ``limit`` leaves
+                data = d.unconsumed_tail or f.read(1 << 16)
+                if not data:
+                    break
+                out += d.decompress(data, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise IntegrityError(f"loose object {path[-41:]} is damaged ({exc}); run 'git fsck'") from exc
+    header, nul, body = bytes(out).partition(b"\0")
+    stated = header.partition(b" ")[2]
+    if not nul or not stated.isdigit() or int(stated) != len(body) or not d.eof:
+        raise IntegrityError(f"loose object {path[-41:]} is not the size its header states; run 'git fsck'")
+    return body
 
 
 class GitRepo:
@@ -402,17 +592,48 @@ class GitRepo:
             raise RepositoryError(f"object {sha[:12]} is not a commit")
         return obj
 
-    def read_path(self, commit_sha: str, path: str) -> bytes | None:
-        """The blob at ``path`` in a commit's tree, or None."""
+    def read_path(self, commit_sha: str, path: str, max_bytes: int = MAX_BLOB_BYTES) -> bytes | None:
+        """The blob at ``path`` in a commit's tree, or None (no such path, or not a blob).
+
+        A blob larger than ``max_bytes`` is an :class:`IntegrityError` raised from its
+        header, before it is inflated (see :meth:`read_blob`)."""
+        from dulwich.errors import NotTreeError
         from dulwich.object_store import tree_lookup_path
-        from dulwich.objects import Blob
 
         commit = self.read_commit(commit_sha)
         try:
             _mode, sha = tree_lookup_path(self._object, commit.tree, path.encode())
-        except KeyError:
+        except (KeyError, NotTreeError):  # no such path, or a file where a directory should be
             return None
-        blob = self._object(sha)
+        return self.read_blob(sha.decode(), max_bytes, f"{path} of commit {commit_sha[:12]}")
+
+    def read_blob(self, hexsha: str, max_bytes: int, what: str = "") -> bytes | None:
+        """Blob ``hexsha`` if it holds at most ``max_bytes`` (None: not a blob; missing: KeyError).
+
+        Its size is read from its header first (a loose object's, or a pack entry's and each
+        delta's on its chain) and a larger one is refused without inflating it; a loose blob
+        is then inflated incrementally, never past ``max_bytes``, so a header that lies cannot
+        force more. (A pack's entry sizes were checked by ``git index-pack`` when it arrived.)"""
+        from dulwich.objects import Blob
+
+        what = what or f"git object {hexsha[:12]}"
+        sizes = object_sizes(self._repo.object_store, hexsha)
+        if sizes is None:  # in no loose object or pack of ours: dulwich finds it (or KeyError)
+            obj = self._object(hexsha.encode())
+            return obj.data if isinstance(obj, Blob) and len(obj.data) <= max_bytes else None
+        kind, size, largest = sizes
+        if kind != "blob":
+            return None
+        if max(size, largest) > max_bytes:
+            raise IntegrityError(
+                f"{what} is {max(size, largest)} bytes (or has a delta base that large), "
+                f"more than the {max_bytes} allowed; refused before inflating it"
+            )
+        for s in _stores(self._repo.object_store):
+            body = inflate_loose(_loose_path(s.path, hexsha), max_bytes)
+            if body is not None:
+                return body
+        blob = self._object(hexsha.encode())  # packed: sizes checked above
         return blob.data if isinstance(blob, Blob) else None
 
     # ------------------------------------------------------------------ refs

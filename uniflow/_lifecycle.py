@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 import msgpack
 
 from . import _testhooks
+from ._bounded import load_json
 from ._errors import ConcurrencyError, IntegrityError, RepositoryError, UsageError
 from ._git import GitRepo, Identity
 from ._naming import parse_version
@@ -65,20 +66,12 @@ _ALL = 1_000_000
 EVENT_ACTIONS = ("register", "promote", "archive", "rollback")
 
 
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _load_json(data: object, limit: int, what: str) -> Any:
-    """Decode JSON bytes read from Git; any failure is an IntegrityError naming ``what``."""
+    """Decode JSON bytes read from Git; any failure is an IntegrityError naming ``what``.
+    Its length and its decoding cost are bounded before it is decoded (``_bounded``)."""
     if not isinstance(data, (bytes, bytearray)):
         raise IntegrityError(f"{what} is not a byte string")
-    if len(data) > limit:
-        raise IntegrityError(f"{what} is {len(data)} bytes, more than {limit}")
-    try:
-        return json.loads(data, parse_constant=_reject_constant)
-    except (ValueError, RecursionError, TypeError) as exc:
-        raise IntegrityError(f"{what} is not valid JSON") from exc
+    return load_json(bytes(data), what, limit=limit)
 
 
 def _valid_version(value: object) -> bool:
@@ -270,14 +263,14 @@ class Lifecycle:
                 commit = self.git.read_commit(sha)
                 if since is not None and commit.commit_time < since:
                     return
-                raw = self.git.read_path(sha, "event.json")
+                raw = self.git.read_path(sha, "event.json", MAX_EVENT_BYTES)
             except KeyError as exc:
                 raise IntegrityError(f"{context}: git objects are missing") from exc
             except RepositoryError as exc:  # the chain reaches something that is not a commit
                 raise IntegrityError(f"{context}: {exc}") from exc
             try:
-                ev = json.loads(raw) if raw is not None else {}
-            except ValueError:
+                ev = _load_json(raw, MAX_EVENT_BYTES, context) if raw is not None else {}
+            except IntegrityError:
                 ev = {}
             yield ev if isinstance(ev, dict) else {}
             sha = commit.parents[0].decode() if commit.parents else None
@@ -337,7 +330,7 @@ class Lifecycle:
 
     def _read_state(self, head: str, context: str) -> tuple[bytes, int]:
         try:
-            data = self.git.read_path(head, "state.json")
+            data = self.git.read_path(head, "state.json", MAX_STATE_BYTES)
             when = int(self.git.read_commit(head).commit_time)
         except KeyError as exc:
             raise IntegrityError(f"{context}: git objects are missing") from exc
@@ -406,7 +399,7 @@ class Lifecycle:
         """The ``event.json`` of lifecycle commit ``sha`` (validated by the caller)."""
         context = f"lifecycle commit {sha[:12]} of model {model!r}"
         try:
-            raw = self.git.read_path(sha, "event.json")
+            raw = self.git.read_path(sha, "event.json", MAX_EVENT_BYTES)
         except KeyError as exc:
             raise IntegrityError(f"{context}: git objects are missing") from exc
         except RepositoryError as exc:

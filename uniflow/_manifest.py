@@ -25,6 +25,7 @@ from typing import Any, cast
 import blake3
 import msgpack
 
+from ._bounded import load_msgpack
 from ._config import Limits
 from ._errors import IntegrityError, UniflowError
 from ._naming import validate_digest, validate_key, validate_model_name, validate_relpath, validate_version
@@ -94,7 +95,9 @@ def unpack(
     is not a well-formed manifest (see :func:`check`), and never any other exception,
     whatever ``data`` holds. The blob's length is bounded before decoding, and a manifest
     whose headers claim more files or chunks than its sizes allow is refused before its
-    chunk lists are decoded. ``name``/``version``, when given, must be the manifest's own.
+    chunk lists are decoded, and one whose decoding would cost more than
+    ``_bounded.RATIO`` times its length (however deep or wide its arrays, in any field)
+    is refused before anything is built. ``name``/``version``, when given, must be the manifest's own.
     """
     where = f"{context}: " if context else ""
     lim = limits or Limits()
@@ -107,16 +110,9 @@ def unpack(
         )
     if len(data) > _PRESCAN_FROM:
         _prescan(bytes(data), where, lim)
-    try:
-        m = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=False,
-            max_array_len=max(lim.max_chunks, 1 << 16),
-            max_map_len=max(lim.max_chunks, 1 << 16),
-        )
-    except Exception as exc:  # msgpack raises several unrelated types
-        raise IntegrityError(f"{where}manifest is not valid msgpack") from exc
+    # Every container, element and payload byte is costed from the raw bytes before any
+    # object is built (``_bounded``): nested or wide empty arrays in any field are refused.
+    m = load_msgpack(bytes(data), f"{where}manifest")
     check(m, context, limits=lim)
     if (name is not None and m["name"] != name) or (version is not None and m["version"] != version):
         raise IntegrityError(f"{where}the tag points at the manifest of {m['name']} {m['version']}")

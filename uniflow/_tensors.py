@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._bounded import load_json
 from ._errors import IntegrityError
 from ._naming import validate_digest
 
@@ -78,8 +79,15 @@ MAX_NAME_LEN = 1024
 #: at most this many dimensions, each at most MAX_DIM
 MAX_NDIM = 64
 MAX_DIM = 1 << 62
-#: the largest header parsed at register (safetensors refuses more than 100 MB)
-_MAX_HEADER = 100 << 20
+#: the largest safetensors header parsed at register. safetensors itself reads up to 100 MB,
+#: but 24 MiB of JSON can cost 674 MiB as Python objects; real headers take about 100 bytes a
+#: tensor, so 16 MiB is over 150,000 tensors. A larger header, or one whose decoding would
+#: cost more than ``_bounded.RATIO`` times its length (``_bounded.json_cost``), is not
+#: parsed: the file is stored as bytes, without a tensor list. Peak: at most ~16 x 16 MiB.
+_MAX_HEADER = 16 << 20
+#: the largest ``.npy`` header parsed (numpy's own default ``max_header_size``): the
+#: headers numpy writes for the plain dtypes recorded here are under 200 bytes
+_MAX_NPY_HEADER = 10_000
 #: .npy descr -> dtype (little-endian or byte-order-free only)
 _NPY_DTYPES = {
     "|b1": "BOOL",
@@ -214,8 +222,8 @@ def parse_safetensors(view: memoryview, size: int | None = None) -> Parsed | Non
     if n < 2 or n > _MAX_HEADER or 8 + n > min(size, len(view)):
         return None
     try:
-        header = json.loads(bytes(view[8 : 8 + n]))
-    except (ValueError, RecursionError):
+        header = load_json(bytes(view[8 : 8 + n]), "safetensors header", limit=_MAX_HEADER)
+    except IntegrityError:  # not JSON, or would cost too much to decode
         return None
     if not isinstance(header, dict):
         return None
@@ -249,7 +257,7 @@ def parse_npy(view: memoryview, name: str) -> Parsed | None:
         hlen, start = int.from_bytes(view[8:12], "little"), 12
     else:
         return None
-    if hlen > 1 << 20 or start + hlen > len(view):
+    if hlen > _MAX_NPY_HEADER or start + hlen > len(view):
         return None
     try:
         header = ast.literal_eval(
@@ -311,8 +319,8 @@ class TensorScan:
             return 8 + n if n <= _MAX_HEADER else 0
         if self.kind == "npy" and len(prefix) >= 12 and prefix[:6] == _NPY_MAGIC:
             if prefix[6] == 1:
-                return 10 + int.from_bytes(prefix[8:10], "little")
-            return 12 + min(int.from_bytes(prefix[8:12], "little"), 1 << 20)
+                return 10 + min(int.from_bytes(prefix[8:10], "little"), _MAX_NPY_HEADER)
+            return 12 + min(int.from_bytes(prefix[8:12], "little"), _MAX_NPY_HEADER)
         return 0
 
     def entries(self, digests: Sequence[str]) -> list[list[Any]] | None:
