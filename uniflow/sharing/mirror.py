@@ -163,9 +163,9 @@ class Mirror:
         )
         if not self.state_path.parent.is_dir():
             raise never
-        ensure_private_dir(self.parent, self.home)
-        with self._locked():
-            why = self._distrust()
+        ensure_private_dir(self.parent, self.home, create=False)
+        with self._locked(optional=True):
+            why = self._distrust(clean=False)
             if why is not None:
                 raise RemoteError(
                     f"the cached mirror of {self.url.display} is not to be trusted ({why}); "
@@ -181,36 +181,39 @@ class Mirror:
                 )
             return state
 
-    def _distrust(self) -> str | None:
+    def _distrust(self, *, clean: bool = True) -> str | None:
         """Why the mirror may not be used as it is (None: it is ours and holds only what git
-        and uniflow put there). Stale ``*.lock`` files and temp files are removed on the way:
-        the caller holds the per-URL lock, so no live uniflow process is using them."""
+        and uniflow put there). With ``clean``, stale ``*.lock`` and temp files are removed on
+        the way: the caller holds the per-URL lock, so no live uniflow process uses them."""
         try:
             st = os.lstat(self.dir)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            return f"cannot read it: {exc.strerror}"
         why = _untrusted(st, self.dir, strict=True)
-        if why is not None:
-            return why
+        if why is None and not os.path.isfile(self.dir / "HEAD"):
+            why = "it has no HEAD"
         stale: list[str] = []
         stack = [(str(self.dir), "")]
-        while stack:  # bounded by the directory tree
+        while stack and why is None:  # bounded by the directory tree
             path, rel = stack.pop()
-            for entry in os.scandir(path):
-                name = rel + entry.name
-                est = entry.stat(follow_symlinks=False)
-                if est.st_uid != os.geteuid() or stat.S_ISLNK(est.st_mode):
-                    return f"{name} is a symlink or not yours"
-                if name in _FORBIDDEN or not rel and not _allowed_top(entry.name):
-                    return f"unexpected {name}"
+            try:
+                entries = [(e, e.stat(follow_symlinks=False)) for e in os.scandir(path)]
+            except OSError as exc:
+                return f"cannot read {rel or '.'}: {exc.strerror}"
+            for entry, est in entries:
+                why = _untrusted_entry(rel + entry.name, est, top=not rel)
+                if why is not None:
+                    break
                 if stat.S_ISDIR(est.st_mode):
-                    stack.append((entry.path, name + "/"))
+                    stack.append((entry.path, f"{rel}{entry.name}/"))
                 elif entry.name.endswith(".lock") or entry.name.startswith(("tmp_", f".{STATE_FILE}.")):
                     stale.append(entry.path)
-        for path in stale:
+        for path in stale if clean and why is None else []:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)  # a regular file of ours (checked above); unlink follows no link
-        return None
+        return why
 
     def _quarantine(self) -> None:
         """Move the mirror aside (renamed, never deleted: it may be another user's)."""
@@ -281,8 +284,10 @@ class Mirror:
         if not (self.dir / "HEAD").is_file():
             self._create()
         config = self.dir / "config"
-        if config.read_bytes() != MIRROR_CONFIG.encode():
-            _write_file(config, MIRROR_CONFIG.encode(), "the mirror's config")
+        with contextlib.suppress(OSError):
+            if config.read_bytes() == MIRROR_CONFIG.encode():
+                return
+        _write_file(config, MIRROR_CONFIG.encode(), "the mirror's config")
 
     def _create(self) -> None:
         tmp = self.parent / f".new-{self.url.key}.{uuid.uuid4().hex}"
@@ -455,8 +460,15 @@ class Mirror:
         _write_file(self.state_path, json.dumps(body, sort_keys=True).encode(), "the mirror state")
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = self._open_lock()
+    def _locked(self, *, optional: bool = False) -> Iterator[None]:
+        """Hold the per-URL lock; ``optional``: go on without it where the cache is read-only."""
+        try:
+            fd = self._open_lock()
+        except _ReadOnly:
+            if not optional:
+                raise
+            yield
+            return
         try:
             deadline = time.monotonic() + LOCK_TIMEOUT
             while True:  # bounded by the deadline
@@ -492,16 +504,22 @@ class Mirror:
                 aside = self.parent / f".quarantine-{self.url.key}-{uuid.uuid4().hex[:12]}.lock"
                 os.rename(self.lock_path, aside)
         except OSError as exc:
-            raise RepositoryError(f"cannot use the cache directory {self.parent}: {exc.strerror}") from exc
+            cls = _ReadOnly if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else RepositoryError
+            raise cls(f"cannot use the cache directory {self.parent}: {exc.strerror}") from exc
         raise RepositoryError(f"the lock file {self.lock_path} keeps being replaced by someone else")
 
 
+class _ReadOnly(RepositoryError):
+    """The lock file cannot be created or opened for writing (a read-only cache)."""
+
+
 # ---------------------------------------------------------------------- trusting directories
-def ensure_private_dir(path: Path, home: Path) -> None:
-    """Create ``path`` (each missing directory 0700) and check that nobody else can change
-    what is there: ``home`` and everything below it up to ``path`` must be real directories of
-    the current user, not writable by group or others; every directory above ``home`` must
-    belong to root or the user and be writable by nobody else (or be sticky, like /tmp).
+def ensure_private_dir(path: Path, home: Path, *, create: bool = True) -> None:
+    """Create ``path`` (each missing directory 0700; with ``create`` only) and check that
+    nobody else can change what is there: ``home`` and everything below it up to ``path``
+    must be real directories of the current user, not writable by group or others; every
+    directory above ``home`` must belong to root or the user and be writable by nobody else
+    (or be sticky, like /tmp).
     Anything else is a one-line :class:`RepositoryError`: uniflow runs git in there."""
     path, home = Path(os.path.abspath(path)), Path(os.path.abspath(home))
     chain = [*reversed(path.parents), path]
@@ -510,7 +528,7 @@ def ensure_private_dir(path: Path, home: Path) -> None:
         try:
             st = os.lstat(p)
         except FileNotFoundError:
-            if not strict:
+            if not strict or not create:
                 raise RepositoryError(
                     f"cannot create the cache directory {home}: {p} does not exist"
                 ) from None
@@ -548,8 +566,16 @@ def _untrusted(st: os.stat_result, path: Path, *, strict: bool) -> str | None:
     return None
 
 
-def _allowed_top(name: str) -> bool:
-    return name in _TOP_LEVEL or name.endswith(".lock") or name.startswith(f".{STATE_FILE}.")
+def _untrusted_entry(name: str, st: os.stat_result, *, top: bool) -> str | None:
+    """Why an entry found in a mirror (``name`` relative to it) makes it untrusted, or None."""
+    if st.st_uid != os.geteuid():
+        return f"{name} belongs to uid {st.st_uid}"
+    if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+        return f"{name} is a symlink or a special file"
+    if name in _FORBIDDEN:
+        return f"it has {name}"
+    allowed = name in _TOP_LEVEL or name.endswith(".lock") or name.startswith(f".{STATE_FILE}.")
+    return None if allowed or not top else f"unexpected {name}"
 
 
 def _expected_refs(refs: dict[str, str], head: str | None) -> dict[str, str]:
