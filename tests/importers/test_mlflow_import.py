@@ -300,7 +300,19 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_import_from_mlflow_server(repo: Path, tmp_path: Path) -> None:
+    """The server serves the artifacts (``mlflow-artifacts:``, MLflow's default since 2.0): a
+    ``file://`` location handed out by a server is refused (tests/adversarial/test_import_sources.py)."""
+    import sqlite3
+
     b = build_registry(tmp_path / "ml")
+    served = (tmp_path / "ml" / "artifacts").as_uri()
+    db = sqlite3.connect(b.uri.removeprefix("sqlite:///"))
+    with db:
+        db.execute(
+            "UPDATE model_versions SET storage_location = 'mlflow-artifacts:' || substr(storage_location, ?)",
+            (len(served) + 1,),
+        )
+    db.close()
     port = _free_port()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
     server = subprocess.Popen(
@@ -317,6 +329,8 @@ def test_import_from_mlflow_server(repo: Path, tmp_path: Path) -> None:
             b.uri,
             "--workers",
             "1",
+            "--artifacts-destination",
+            served,
         ],
         cwd=tmp_path,
         env=env,

@@ -16,19 +16,22 @@ whose key the model's history already holds is ``skipped``.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from .._errors import UniflowError, UsageError, VersionExistsError
+from .._errors import InvalidPathError, NotFoundError, UniflowError, UsageError, VersionExistsError
 from .._git import Identity
 from .._lifecycle import promote_transition
 from .._naming import validate_model_name
 from .._repo import Repository
+from .._safefs import DirTree, describe_mode, open_root
 from .._stages import SINGLE_HOLDER_DEFAULT, valid_custom_stage_name
 from .._store import ProgressFn
 from .._types import ModelVersion, Provenance
@@ -40,6 +43,7 @@ __all__ = [
     "RegisterFn",
     "Step",
     "VersionResult",
+    "copy_confined",
     "identity_of",
     "map_model_name",
     "map_stage_name",
@@ -84,6 +88,71 @@ def identity_of(name: str | None, email: str | None = None, fallback: str = "unk
     if mail is None and name and _EMAIL.fullmatch(name):
         mail = name
     return clean, mail or f"{re.sub(r'[^A-Za-z0-9_.-]', '-', clean)[:60] or 'unknown'}@imported.invalid"
+
+
+_NOFOLLOW_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def copy_confined(root: Path, parts: tuple[str, ...], dest: Path, shown: str) -> Path:
+    """Copy ``root/parts...`` (a file or a directory) to ``dest/<last part>`` without ever
+    following a symlink: each component below ``root`` is opened ``O_NOFOLLOW`` from ``root``'s
+    descriptor, so nothing outside ``root`` is read. A symlink, FIFO or device on the way or
+    inside is refused (:class:`InvalidPathError` naming ``shown``); the copy's path is returned."""
+
+    def refuse(where: str, mode: int) -> None:
+        raise InvalidPathError(f"refused: download URI {shown}: {where} is a {describe_mode(mode)}")
+
+    try:
+        with DirTree(open_root(root), "", refuse, create=False) as tree:
+            parent = tree.open(parts[:-1]) if parts else None
+            target = dest / (parts[-1] if parts else (root.name or "model"))
+            if parent is None:
+                _copy_dir(os.open(root, _NOFOLLOW_DIR), target, shown, "", refuse)
+                return target
+            mode = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False).st_mode
+            if stat.S_ISDIR(mode):
+                _copy_dir(os.open(parts[-1], _NOFOLLOW_DIR, dir_fd=parent), target, shown, parts[-1], refuse)
+            elif stat.S_ISREG(mode):
+                _copy_file(parent, parts[-1], target, "/".join(parts), refuse)
+            else:
+                refuse("/".join(parts), mode)
+            return target
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"the files of download URI {shown} are not there") from exc
+
+
+def _copy_dir(fd: int, target: Path, shown: str, rel: str, refuse: Callable[[str, int], None]) -> None:
+    """Copy the directory open as ``fd`` (closed here) to ``target``, entries not followed."""
+    try:
+        target.mkdir(parents=True)
+        for name in sorted(os.listdir(fd)):
+            where = f"{rel}/{name}" if rel else name
+            mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+            if stat.S_ISDIR(mode):
+                _copy_dir(os.open(name, _NOFOLLOW_DIR, dir_fd=fd), target / name, shown, where, refuse)
+            elif stat.S_ISREG(mode):
+                _copy_file(fd, name, target / name, where, refuse)
+            else:
+                refuse(where, mode)
+    finally:
+        os.close(fd)
+
+
+def _copy_file(dir_fd: int, name: str, target: Path, where: str, refuse: Callable[[str, int], None]) -> None:
+    try:
+        fd = os.open(name, _NOFOLLOW_FILE, dir_fd=dir_fd)
+    except OSError as exc:  # replaced by a symlink (ELOOP) or something else since the stat
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        refuse(where, mode)
+        raise exc
+    with open(fd, "rb") as fin:
+        mode = os.fstat(fin.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            refuse(where, mode)
+        with open(target, "xb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+    target.chmod(0o755 if mode & 0o111 else 0o644)
 
 
 class RegisterFn(Protocol):
@@ -429,6 +498,8 @@ def _version(
         return result("conflict", "exists with other bytes; left as it is")
     except UniflowError as exc:
         return result("failed", str(exc))
+    except OSError as exc:  # a file the source names cannot be read or written here
+        return result("failed", f"{exc.strerror or type(exc).__name__}: {exc.filename or ''}".rstrip(": "))
     finally:
         shutil.rmtree(target, ignore_errors=True)
     return result("skipped" if existed else "imported", "same bytes" if existed else "")

@@ -17,12 +17,14 @@ tagged commit. The mapping is in docs/migrate.md.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import posixpath
 import re
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from typing import Any
 from .._errors import NotFoundError, RepositoryError, UniflowError, UsageError
 from .._naming import validate_relpath, validate_version
 from .._repo import Repository
+from .._safefs import DirTree, describe_mode, open_root
 from .._store import ProgressFn
 from ._common import ImportReport, RegisterFn, Step, identity_of, map_model_name, map_stage_name, run_plan
 
@@ -48,6 +51,7 @@ _TAG_RE = re.compile(
 )
 _MAX_YAML = 1 << 20
 _GIT_TIMEOUT = 600
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -150,13 +154,56 @@ def _read_tags(root: Path, rev: str | None) -> tuple[list[_Tag], list[str]]:
     return tags, notes
 
 
+_MAX_NODES = 100_000  #: YAML nodes composed per file (a declaration file has a few hundred)
+
+
+def _bounded_loader() -> Any:
+    """PyYAML's SafeLoader, refusing anchors and aliases (a few hundred bytes of aliases
+    expand to gigabytes once the values are used) and stopping after ``_MAX_NODES`` nodes."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type stubs here
+        nodes = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise yaml.composer.ComposerError(
+                    None, None, "it uses YAML anchors or aliases (refused)", event.start_mark
+                )
+            self.nodes += 1
+            if self.nodes > _MAX_NODES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"it has more than {_MAX_NODES} YAML nodes (refused)", event.start_mark
+                )
+            return super().compose_node(parent, index)
+
+    return Loader
+
+
+def _blob_at(root: Path, commit: str, path: str, cap: int) -> bytes | None:
+    """The bytes of the regular file ``path`` in ``commit``'s tree (read from Git objects,
+    never the work tree); None when there is none. A symlink, a directory or a blob over
+    ``cap`` bytes is refused before it is read."""
+    listing = _git(root, "ls-tree", "-l", "-z", "--full-tree", commit, "--", path).split(b"\0")
+    for entry in filter(None, listing):
+        meta, _, name = entry.partition(b"\t")
+        if name.decode("utf-8", "surrogateescape") != path:
+            continue
+        mode, kind, sha, size = meta.decode().split()
+        if kind != "blob" or mode not in ("100644", "100755"):
+            what = "symlink" if mode == "120000" else kind
+            raise UsageError(f"{path} at {commit[:12]} is a {what}: refused")
+        if int(size) > cap:
+            raise UsageError(f"{path} at {commit[:12]} is larger than {cap} bytes")
+        return _git(root, "cat-file", "blob", sha)
+    return None
+
+
 def _yaml_at(root: Path, commit: str, path: str) -> Any:
-    try:
-        data = _git(root, "show", f"{commit}:{path}")
-    except RepositoryError:
+    data = _blob_at(root, commit, path, _MAX_YAML)
+    if data is None:
         return None
-    if len(data) > _MAX_YAML:
-        raise UsageError(f"{path} at {commit[:12]} is larger than {_MAX_YAML} bytes")
     try:
         import yaml
     except ImportError as exc:
@@ -164,9 +211,11 @@ def _yaml_at(root: Path, commit: str, path: str) -> Any:
             "importing from GTO needs the gto extra: pip install 'uniflow-registry[gto]'"
         ) from exc
     try:
-        return yaml.safe_load(data)
+        return yaml.load(data, Loader=_bounded_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise UsageError(f"{path} at {commit[:12]} is not valid YAML") from exc
+        problem = str(getattr(exc, "problem", None) or "")
+        why = problem if problem.startswith("it ") else "it is not valid YAML"
+        raise UsageError(f"{path} at {commit[:12]} is not read: {why}") from exc
 
 
 def _declaration(root: Path, commit: str, artifact: str) -> tuple[str, dict[str, Any]]:
@@ -319,7 +368,7 @@ def _fetcher(root: Path, commit: str, path: str) -> Any:
 def _from_git(root: Path, commit: str, path: str, dest: Path) -> bool:
     """Write the blobs at ``path`` in ``commit`` below ``dest``; False when Git has none."""
     listing = _git(root, "ls-tree", "-r", "-z", "--full-tree", commit, "--", path).split(b"\0")
-    found = False
+    entries: list[tuple[str, str, str]] = []
     for entry in filter(None, listing):
         meta, _, name_b = entry.partition(b"\t")
         mode, kind, sha = meta.decode().split()
@@ -328,12 +377,30 @@ def _from_git(root: Path, commit: str, path: str, dest: Path) -> bool:
             raise UsageError(
                 f"{name} at {commit[:12]} is a {'symlink' if mode == '120000' else kind}: refused"
             )
+        entries.append((mode, sha, name))
+    _check_names(f"commit {commit[:12]}", [name for _, _, name in entries])
+    for mode, sha, name in entries:
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(_git(root, "cat-file", "blob", sha))
         target.chmod(0o755 if mode == "100755" else 0o644)
-        found = True
-    return found
+    return bool(entries)
+
+
+def _check_names(where: str, names: list[str]) -> None:
+    """Refuse a tree that lists a name twice, or both as a file and as a directory (Git
+    objects can say so; no file system can hold it)."""
+    files: set[str] = set()
+    dirs: set[str] = set()
+    for name in names:
+        if name in files or name in dirs:
+            raise UsageError(f"{name} in {where} is listed twice, or both a file and a directory: refused")
+        files.add(name)
+        parts = name.split("/")
+        dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    clash = sorted(files & dirs)
+    if clash:
+        raise UsageError(f"{clash[0]} in {where} is both a file and a directory: refused")
 
 
 def _dvc_outs(root: Path, commit: str, path: str) -> dict[str, Any] | None:
@@ -353,15 +420,38 @@ def _dvc_outs(root: Path, commit: str, path: str) -> dict[str, Any] | None:
     return None
 
 
-def _cache_file(root: Path, md5: str) -> Path | None:
-    for base in (root / ".dvc" / "cache" / "files" / "md5", root / ".dvc" / "cache"):
-        candidate = base / md5[:2] / md5[2:]
-        if candidate.is_file() and not candidate.is_symlink():
-            return candidate
+_CACHE_DIRS = ((".dvc", "cache", "files", "md5"), (".dvc", "cache"))  #: DVC 3, then DVC 2
+
+
+def _open_cached(root: Path, md5: str) -> int | None:
+    """A descriptor of the DVC cache file of ``md5`` below ``root`` (the work tree: the one
+    thing not in Git), or None when it is not cached. Every component from ``root`` down is
+    opened ``O_NOFOLLOW``: a symlink anywhere (``.dvc/cache`` itself) is refused, never followed."""
+
+    def refuse(where: str, mode: int) -> None:
+        raise UsageError(f"{where.lstrip('/')} is a {describe_mode(mode)}: refused (DVC cache read in place)")
+
+    with DirTree(open_root(root), "", refuse, create=False) as tree:
+        for base in _CACHE_DIRS:
+            parts = (*base, md5[:2])
+            try:
+                fd = os.open(md5[2:], _READ_FLAGS, dir_fd=tree.open(parts))
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                refuse("/".join((*parts, md5[2:])), stat.S_IFLNK)
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                os.close(fd)
+                refuse("/".join((*parts, md5[2:])), mode)
+            return fd
     return None
 
 
-def _copy_checked(src: Path, md5: str, target: Path, what: str) -> None:
+def _copy_checked(src: int, md5: str, target: Path, what: str) -> None:
+    """Copy the open file ``src`` (closed here) to ``target``, checking its md5."""
     digest = hashlib.md5(usedforsecurity=False)
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(src, "rb") as fin, open(target, "wb") as fout:
@@ -381,25 +471,29 @@ def _from_dvc(root: Path, commit: str, path: str, dest: Path) -> None:
         f"{path} is DVC-tracked (md5 {md5}) but not in the DVC cache .dvc/cache: "
         f"run 'dvc fetch' for commit {commit[:12]} and import again"
     )
-    cached = _cache_file(root, md5)
+    cached = _open_cached(root, md5)
     if cached is None:
         raise NotFoundError(missing)
     if not md5.endswith(".dir"):
         _copy_checked(cached, md5, dest / path, path)
         return
-    if cached.stat().st_size > _MAX_YAML * 64:
+    with open(cached, "rb") as listing:
+        raw = listing.read(_MAX_YAML * 64 + 1)
+    if len(raw) > _MAX_YAML * 64:
         raise UsageError(f"{path}: DVC directory listing too large")
-    digest = hashlib.md5(cached.read_bytes(), usedforsecurity=False).hexdigest()
+    digest = hashlib.md5(raw, usedforsecurity=False).hexdigest()
     if digest + ".dir" != md5:
         raise UsageError(f"{path}: the DVC directory listing does not match its md5 {md5}")
     try:
-        entries = json.loads(cached.read_bytes())
+        entries = json.loads(raw)
     except ValueError as exc:
         raise UsageError(f"{path}: the DVC directory listing is not JSON") from exc
-    for entry in entries if isinstance(entries, list) else []:
-        rel = validate_relpath(str(entry.get("relpath"))) if isinstance(entry, dict) else ""
+    listed = entries if isinstance(entries, list) else []
+    rels = [validate_relpath(str(e.get("relpath"))) if isinstance(e, dict) else "" for e in listed]
+    _check_names("the DVC directory listing", [posixpath.join(path, r) for r in rels])
+    for entry, rel in zip(listed, rels, strict=True):
         emd5 = str(entry.get("md5") or "") if isinstance(entry, dict) else ""
-        src = _cache_file(root, emd5) if re.fullmatch(r"[0-9a-f]{32}", emd5) else None
+        src = _open_cached(root, emd5) if re.fullmatch(r"[0-9a-f]{32}", emd5) else None
         if src is None:
             raise NotFoundError(missing)
         _copy_checked(src, emd5, dest / path / rel, f"{path}/{rel}")

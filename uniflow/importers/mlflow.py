@@ -24,17 +24,27 @@ import contextlib
 import os
 import shutil
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
-from .._errors import NotFoundError, RemoteError, UniflowError, UsageError
+from .._errors import InvalidPathError, NotFoundError, RemoteError, UniflowError, UsageError
 from .._naming import validate_key
 from .._repo import Repository
 from .._store import ProgressFn
-from ._common import ImportReport, RegisterFn, Step, identity_of, map_model_name, map_stage_name, run_plan
+from ._common import (
+    ImportReport,
+    RegisterFn,
+    Step,
+    copy_confined,
+    identity_of,
+    map_model_name,
+    map_stage_name,
+    run_plan,
+)
 
 __all__ = ["import_mlflow", "mlflow_version"]
 
@@ -266,7 +276,7 @@ def _plan(
     steps: list[Step] = []
     notes: list[str] = []
     taken: dict[str, str] = {}
-    experiments: dict[str, str] = {}
+    experiments: dict[str, tuple[str, str]] = {}  # id -> (name, artifact location)
     for rm in sorted(models, key=lambda m: str(m.name)):
         try:
             name = map_model_name(str(rm.name), "MLflow model")
@@ -289,9 +299,9 @@ def _model_steps(
     client: Any,
     rm: Any,
     name: str,
-    tracking_uri: str | None,
-    registry_uri: str | None,
-    experiments: dict[str, str],
+    tracking: str,
+    registry: str,
+    experiments: dict[str, tuple[str, str]],
     notes: list[str],
 ) -> list[Step]:
     versions = _paged(
@@ -322,7 +332,7 @@ def _model_steps(
             mlflow_model=str(rm.name),
             mlflow_version=str(mv.version),
             source=str(mv.source or ""),
-            tracking_uri=_redact(tracking_uri) or "",
+            tracking_uri=_redact(tracking) or "",
             model_description=str(rm.description or ""),
         )
         steps.append(
@@ -333,7 +343,12 @@ def _model_steps(
                 actor,
                 f"{origin}",
                 order=0,
-                fetch=_fetcher(client, str(rm.name), str(mv.version), tracking_uri, registry_uri),
+                fetch=_fetcher(
+                    client,
+                    str(rm.name),
+                    str(mv.version),
+                    _Where(tracking, registry, _roots(tracking, registry, lineage, experiments)),
+                ),
                 metrics=metrics,
                 params=params,
                 tags=tags,
@@ -381,7 +396,7 @@ def _model_steps(
 
 
 def _run_data(
-    client: Any, mv: Any, experiments: dict[str, str]
+    client: Any, mv: Any, experiments: dict[str, tuple[str, str]]
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """``(metrics, params, lineage)`` of the version's source run (none: the version's own)."""
     metrics = (
@@ -397,11 +412,14 @@ def _run_data(
         exp_id = str(run.info.experiment_id)
         if exp_id not in experiments:
             exp = _call(f"experiment {exp_id}", client.get_experiment, exp_id)
-            experiments[exp_id] = str(getattr(exp, "name", "") or "")
+            experiments[exp_id] = (
+                str(getattr(exp, "name", "") or ""),
+                str(getattr(exp, "artifact_location", "") or ""),
+            )
         lineage.update(
             run_id=str(run_id),
             experiment_id=exp_id,
-            experiment=experiments[exp_id],
+            experiment=experiments[exp_id][0],
             run_name=str(getattr(run.info, "run_name", "") or ""),
         )
     for key in metrics:
@@ -411,26 +429,111 @@ def _run_data(
     return metrics, params, lineage
 
 
-def _fetcher(client: Any, model: str, number: str, tracking_uri: str | None, registry_uri: str | None) -> Any:
-    def fetch(dest: Path) -> Path:
-        import mlflow.artifacts
+@dataclass(frozen=True)
+class _Where:
+    """Where a version's files may be read from: the store asked for and its artifact roots."""
 
-        uri = _call(f"download URI of {model}/{number}", client.get_model_version_download_uri, model, number)
-        got = Path(
-            _call(
-                f"download {model}/{number}",
-                mlflow.artifacts.download_artifacts,
-                artifact_uri=uri,
-                dst_path=os.fspath(dest),
-                tracking_uri=tracking_uri,
-                registry_uri=registry_uri,
-            )
+    tracking: str  #: the tracking URI (an ``http(s)`` server, a sqlite file, a file store)
+    registry: str
+    roots: tuple[str, ...]  #: artifact roots of that store: download URIs must lie below one
+
+
+def _roots(
+    tracking: str, registry: str, lineage: dict[str, Any], experiments: dict[str, tuple[str, str]]
+) -> tuple[str, ...]:
+    """The artifact roots a version's files may come from: a file store's own directory and
+    the artifact location the store records for the version's experiment (its run's)."""
+    roots = [path.as_uri() for path in map(_file_path, (tracking, registry)) if path is not None]
+    location = experiments.get(str(lineage.get("experiment_id", "")), ("", ""))[1]
+    if location:
+        roots.append(_normalized(location))
+    return tuple(roots)
+
+
+def _refused(uri: str, why: str) -> InvalidPathError:
+    return InvalidPathError(f"refused: download URI {_redact(uri)} {why}")
+
+
+def _segments_ok(path: str) -> bool:
+    """True when a URI path has no ``.``/``..`` segment (never normalized away: refused)."""
+    return not any(seg in (".", "..") for seg in unquote(path).split("/"))
+
+
+def _local_source(uri: str, where: _Where) -> tuple[Path, tuple[str, ...]] | None:
+    """``(root directory, parts below it)`` of a local download URI inside a local root; None
+    for a URI that is not local. A local URI anywhere else is refused."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("", "file") or uri in _NAMED_STORES:
+        return None
+    if parts.netloc not in ("", "localhost") or parts.query or parts.fragment or not _segments_ok(parts.path):
+        raise _refused(uri, "is not a plain local path")
+    path = Path(url2pathname(parts.path))
+    if not path.is_absolute():
+        raise _refused(uri, "is a relative path")
+    if not any(_file_path(u) or u.startswith("sqlite:") for u in (where.tracking, where.registry)):
+        raise _refused(uri, f"is a local file, and {_redact(where.tracking)} is a server")
+    for root_uri in where.roots:
+        root = _file_path(root_uri)
+        if root is None:
+            continue
+        for base in (root, root.resolve()):
+            if path == base or base in path.parents:
+                return base.resolve(), path.relative_to(base).parts
+    raise _refused(uri, "is outside the store's artifact root")
+
+
+def _remote_ok(uri: str, where: _Where) -> None:
+    """Refuse a remote download URI that is neither served by the tracking server asked
+    (``mlflow-artifacts:``) nor below a root of the same scheme and host."""
+    parts = urlsplit(uri)
+    if parts.query or parts.fragment or not _segments_ok(parts.path):
+        raise _refused(uri, "has a query, a fragment or a '..'")
+    if parts.scheme == "mlflow-artifacts":
+        server = urlsplit(where.tracking)
+        if server.scheme in ("http", "https") and parts.netloc in ("", server.netloc):
+            return
+        raise _refused(uri, f"is not served by {_redact(where.tracking)}")
+    for root_uri in where.roots:
+        root = urlsplit(root_uri)
+        if (root.scheme, root.netloc) != (parts.scheme, parts.netloc) or root.scheme in ("", "file"):
+            continue
+        base = root.path.rstrip("/")
+        if parts.path == base or parts.path.startswith(base + "/"):
+            return
+    raise _refused(uri, "is outside the artifact roots of the store")
+
+
+def _fetcher(client: Any, model: str, number: str, where: _Where) -> Any:
+    def fetch(dest: Path) -> Path:
+        uri = str(
+            _call(f"download URI of {model}/{number}", client.get_model_version_download_uri, model, number)
         )
-        real, root = got.resolve(), dest.resolve()
-        if real != root and root not in real.parents:  # MLflow wrote outside the directory it was given
-            raise RemoteError(f"MLflow: download of {model}/{number} landed outside {dest}")
-        if not real.exists():
-            raise NotFoundError(f"MLflow: version {model}/{number} has no artifacts")
-        return got
+        local = _local_source(uri, where)
+        if local is not None:
+            return copy_confined(local[0], local[1], dest, uri)
+        _remote_ok(uri, where)
+        return _download(uri, dest, model, number, where)
 
     return fetch
+
+
+def _download(uri: str, dest: Path, model: str, number: str, where: _Where) -> Path:
+    """MLflow's download of a remote URI checked above, into ``dest``."""
+    import mlflow.artifacts
+
+    got = Path(
+        _call(
+            f"download {model}/{number}",
+            mlflow.artifacts.download_artifacts,
+            artifact_uri=uri,
+            dst_path=os.fspath(dest),
+            tracking_uri=where.tracking or None,
+            registry_uri=where.registry,
+        )
+    )
+    real, root = got.resolve(), dest.resolve()
+    if real != root and root not in real.parents:  # MLflow wrote outside the directory it was given
+        raise RemoteError(f"MLflow: download of {model}/{number} landed outside {dest}")
+    if not real.exists():
+        raise NotFoundError(f"MLflow: version {model}/{number} has no artifacts")
+    return got
