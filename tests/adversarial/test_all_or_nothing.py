@@ -11,7 +11,11 @@ public register path with provenance) refused for its size.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -178,3 +182,40 @@ def test_a_130_mib_description_with_the_default_limits(tmp_path: Path) -> None:
     with pytest.raises(UniflowError, match="max_manifest_bytes"):
         reg.register(str(src), "m", version="v1.1.0", description="d" * (130 << 20))
     _assert_untouched(repo, before)
+
+
+def test_a_gto_import_refused_for_one_version_leaves_nothing_of_it(tmp_path: Path) -> None:
+    """`uniflow import gto` on tags written by `gto` itself: the version whose description
+    makes its manifest too large fails alone, and nothing of it is left; the other imports."""
+    gto_bin = shutil.which("gto", path=str(Path(sys.executable).parent)) or shutil.which("gto")
+    if gto_bin is None:
+        pytest.skip("the import-test extra (gto) is not installed")
+    repo = make_repo(tmp_path / "repo")
+    (repo / "artifacts.yaml").write_text(
+        f"huge:\n  type: model\n  path: huge.onnx\n  description: {'h' * 10_000}\n"
+        "small:\n  type: model\n  path: small.onnx\n  description: fine\n"
+    )
+    (repo / "huge.onnx").write_bytes(b"\x01" * 3000)
+    (repo / "small.onnx").write_bytes(b"\x02" * 3000)
+    write_config(repo, SMALL_MANIFEST)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "two models")
+    env = {**os.environ, "GTO_NO_ANALYTICS": "1", "ITERATIVE_DO_NOT_TRACK": "1"}
+    for name in ("huge", "small"):
+        subprocess.run(
+            [gto_bin, "register", name, "--version", "v1.0.0"], cwd=repo, env=env, check=True, timeout=120
+        )
+    before = _refs(repo)
+    r = cli(repo, "import", "gto", "--json", code=None)
+    assert r.returncode != 0, r.stdout
+    status = {(v["model"], v["version"]): v["status"] for v in json.loads(r.stdout)["versions"]}
+    assert status == {("huge", "v1.0.0"): "failed", ("small", "v1.0.0"): "imported"}, r.stdout
+    new = set(_refs(repo).splitlines()) - set(before.splitlines())
+    assert not [line for line in new if "/huge" in line], new
+    cli(repo, "verify")
+    assert "v1.0.0" in cli(repo, "models", "list", "small").stdout
+    write_config(repo, "")  # the default limits: the same import now takes the version
+    git(repo, "commit", "-q", "-am", "default limits")
+    cli(repo, "import", "gto")
+    cli(repo, "verify")
+    assert "v1.0.0" in cli(repo, "models", "list", "huge").stdout
