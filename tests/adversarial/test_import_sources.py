@@ -348,3 +348,29 @@ def test_gto_cli_reports_each_refusal_and_exits_1(repo: Path, canary: tuple[Path
     text = cli(repo, "import", "gto", code=1).stdout
     assert "clash@v1.0.0" in text and "both a file and a directory" in text, text
     _assert_canary_absent(repo, secret)
+
+
+def test_a_dvc_directory_listing_bomb_is_refused_in_bounded_memory(repo: Path) -> None:
+    """A DVC ``.dir`` listing (JSON, md5-named in the cache) of a few MiB of empty lists
+    costs hundreds of MiB once decoded: it is costed before it is parsed, and refused."""
+    pytest.importorskip("yaml")
+    listing = b"[" + b"[]," * (2 << 20) + b"[]]"
+    md5 = hashlib.md5(listing, usedforsecurity=False).hexdigest() + ".dir"
+    cached = repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(listing)
+    (repo / "data.dvc").write_text(f"outs:\n- md5: {md5}\n  path: data\n")
+    (repo / "artifacts.yaml").write_text("data:\n  path: data\n")
+    (repo / ".gitignore").write_text("/data\n.dvc/cache\n")
+    git(repo, "add", "data.dvc", "artifacts.yaml", ".gitignore")
+    git(repo, "commit", "-q", "-m", "dvc dir")
+    _tag(repo, "data@v1.0.0", git(repo, "rev-parse", "HEAD").strip())
+    tracemalloc.start()
+    try:
+        report = ModelRegistry(repo).import_gto()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, f"peak {peak >> 20} MiB"
+    (v,) = report.versions
+    assert v.status == "failed" and "DVC directory listing" in v.detail, v

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import posixpath
 import re
@@ -32,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .._bounded import load_json
 from .._errors import NotFoundError, RepositoryError, UniflowError, UsageError
 from .._naming import validate_relpath, validate_version
 from .._repo import Repository
@@ -50,6 +50,8 @@ _TAG_RE = re.compile(
     rf"|@(?P<special>deprecated|created))(?:#(?P<n>\d{{1,9}}))?"
 )
 _MAX_YAML = 1 << 20
+_MAX_LISTING = 16 << 20  #: a DVC .dir listing: about 150,000 files
+_LISTING_RATIO = 8  #: its decoded cost, at most this many times its length (see uniflow/_bounded.py)
 _GIT_TIMEOUT = 600
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -478,16 +480,14 @@ def _from_dvc(root: Path, commit: str, path: str, dest: Path) -> None:
         _copy_checked(cached, md5, dest / path, path)
         return
     with open(cached, "rb") as listing:
-        raw = listing.read(_MAX_YAML * 64 + 1)
-    if len(raw) > _MAX_YAML * 64:
-        raise UsageError(f"{path}: DVC directory listing too large")
+        raw = listing.read(_MAX_LISTING + 1)
+    if len(raw) > _MAX_LISTING:
+        raise UsageError(f"{path}: DVC directory listing larger than {_MAX_LISTING} bytes")
     digest = hashlib.md5(raw, usedforsecurity=False).hexdigest()
     if digest + ".dir" != md5:
         raise UsageError(f"{path}: the DVC directory listing does not match its md5 {md5}")
-    try:
-        entries = json.loads(raw)
-    except ValueError as exc:
-        raise UsageError(f"{path}: the DVC directory listing is not JSON") from exc
+    # costed before it is decoded: a few MiB of nested empty lists would cost a GiB
+    entries = load_json(raw, f"{path}: the DVC directory listing", limit=_MAX_LISTING, ratio=_LISTING_RATIO)
     listed = entries if isinstance(entries, list) else []
     rels = [validate_relpath(str(e.get("relpath"))) if isinstance(e, dict) else "" for e in listed]
     _check_names("the DVC directory listing", [posixpath.join(path, r) for r in rels])
