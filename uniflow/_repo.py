@@ -200,8 +200,11 @@ class Repository:
     ) -> tuple[Listing, LifecycleState, str | None]:
         validate_model_name(name)
         listing = self.listings.listing(name, rows=rows)
-        if not listing.versions and listing.skipped:  # tags, but none is a readable version
-            raise IntegrityError(f"model {name!r}: no readable version; {skipped_notice(listing)}")
+        notice = skipped_notice(listing)
+        if notice is not None and not listing.versions:  # tags, but none is a readable version
+            raise IntegrityError(f"model {name!r}: no readable version; {notice}")
+        if notice is not None:  # listed without them, and said so
+            warnings.warn(UniflowWarning(f"model {name!r}: {notice}"), stacklevel=4)
         if not listing.versions and self.lifecycle.head(name) is None:
             raise ModelNotFoundError(name)
         state = self.readable_state(name)[0]

@@ -114,10 +114,26 @@ def test_models_list_shows_only_good_versions(world: World) -> None:
     assert "v1.0.0" in text.stdout and "v1.1.0" in text.stdout
     for v in BAD_VERSIONS:
         assert v not in text.stdout
+    notice = [ln for ln in text.stderr.splitlines() if ln.startswith("warning: ")]
+    assert len(notice) == 1 and "6 unreadable records skipped" in notice[0], text.stderr
+    assert all(f"models/clf/{v} (" in notice[0] for v in BAD)
     # twice: the second listing is served by the index and still skips them
     assert [
         row["version"] for row in json.loads(cli(world.victim, "models", "list", "clf", "--json").stdout)
     ] == GOOD
+
+
+def test_skipped_records_are_kept_in_the_listing_index(world: World) -> None:
+    """The refusals are stored with the listing (sha + reason): a listing whose refs did not
+    change does not read the bad tags again."""
+    listings = open_registry(world.victim).repository.listings
+    listings.listing("clf")  # built (or checked) once
+    stored = listings._load("clf")
+    assert stored is not None and set(stored.listing.skipped) == set(BAD)
+    assert stored.listing.versions == GOOD
+    assert "lightweight" in stored.listing.skipped["v9.9.9"].reason
+    assert "blob" in stored.listing.skipped["v7.0.0"].reason
+    assert "tree" in stored.listing.skipped["v6.0.0"].reason
 
 
 def test_show_and_load_of_good_versions_work(world: World) -> None:
@@ -203,8 +219,8 @@ def test_a_malformed_lifecycle_still_lists_and_promote_refuses(clone_with_lifecy
     r = cli(c, "models", "list", "clf", "--json")
     assert [row["version"] for row in json.loads(r.stdout)] == GOOD
     assert [row["stage"] for row in json.loads(r.stdout)] == ["development"] * 2
-    warning = [ln for ln in r.stderr.splitlines() if ln.startswith("warning: ")]
-    assert len(warning) == 1 and "lifecycle" in warning[0] and "'clf'" in warning[0], r.stderr
+    warning = [ln for ln in r.stderr.splitlines() if ln.startswith("warning: ") and "lifecycle" in ln]
+    assert len(warning) == 1 and "'clf'" in warning[0], r.stderr  # (the bad tags have their own line)
     listed = {m["name"]: m for m in json.loads(cli(c, "models", "list", "--json").stdout)}
     assert listed["clf"]["versions"] == 2 and listed["clf"]["latest"] == "v1.1.0"
     shown = cli(c, "models", "show", "clf", "v1.0.0")
