@@ -293,11 +293,17 @@ _leaf = st.one_of(
     st.integers(-(2**63), 2**64 - 1),
     st.floats(allow_nan=False),
     st.text(max_size=8),
+    st.binary(max_size=40),
 )
+#: chunk entries ``[bin 32, int]``, which the walker takes in runs
+_chunk = st.tuples(st.binary(min_size=32, max_size=32), st.integers(0, 2**33)).map(list)
 _values = st.recursive(
     _leaf,
     lambda kids: st.one_of(
-        st.lists(kids, max_size=6), st.dictionaries(st.text(max_size=4), kids, max_size=6)
+        st.lists(kids, max_size=6),
+        st.dictionaries(st.text(max_size=4), kids, max_size=6),
+        st.lists(_chunk, max_size=300),
+        st.lists(st.sampled_from([0, -1, -32, None, True, [], {}, ""]), max_size=300),
     ),
     max_leaves=60,
 )
@@ -332,10 +338,27 @@ def test_bounded_msgpack_parses_or_refuses(value: Any, cut: int, junk: bytes, ne
         assert _bounded_peak(lambda d: load_msgpack(d, "x"), data) < 16 * len(data) + 2 * MiB
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.binary(max_size=200), value=_values, flip=st.integers(0, 10_000), byte=st.integers(0, 255))
+def test_bounded_msgpack_agrees_with_msgpack(data: bytes, value: Any, flip: int, byte: int) -> None:
+    """Whatever the walker accepts, msgpack decodes to the same value it returns; random and
+    corrupted bytes give a value or a UniflowError, never another exception."""
+    good = msgpack.packb(value, use_bin_type=True)
+    bent = bytearray(good)
+    bent[flip % len(bent)] = byte
+    for raw in (data, bytes(bent)):
+        try:
+            out = load_msgpack(raw, "x")
+        except UniflowError:
+            continue
+        expected = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        assert msgpack.packb(out, use_bin_type=True) == msgpack.packb(expected, use_bin_type=True)  # NaN-safe
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(value=_values, cut=st.integers(0, 64), width=st.integers(0, 50_000), nest=st.integers(0, 3000))
 def test_bounded_json_parses_or_refuses(value: Any, cut: int, width: int, nest: int) -> None:
-    good = json.dumps(value).encode()
+    good = json.dumps(value, default=lambda b: b.hex()).encode()
     wide = b"[" + b"[]," * width + b"[]]"
     deep = b"[" * nest + b"]" * nest
     for data in (good, good[: len(good) - cut], wide, deep):
