@@ -23,7 +23,9 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -375,3 +377,29 @@ def test_a_sync_killed_half_way_leaving_git_locks_is_repaired_by_the_next_get(
     r = cli(work, "get", url, "clf", "-s", "production")
     assert tree_bytes(work / "clf") == tree_bytes(published["v1"])
     assert sorted(mirror.rglob("*.lock")) == []
+
+
+def test_a_server_that_moves_between_ls_remote_and_fetch_is_read_again(tmp_path: Path, work: Path) -> None:
+    """The refs are checked against what ``ls-remote`` said: a push in between is not an
+    attack, and the sync simply lists and fetches once more."""
+    from tests.helpers import open_registry
+
+    pub = publish_registry(tmp_path)
+    url = _url(pub)
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    env = {"UNIFLOW_TEST_PAUSE_AT": "mirror-sync-listed", "UNIFLOW_TEST_PAUSE_DIR": str(pause)}
+    cmd = [sys.executable, "-m", "uniflow", "get", url, "clf", "-s", "production", "--json"]
+    proc = subprocess.Popen(cmd, cwd=work, env={**os.environ, **env}, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (pause / "paused").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # bounded by the deadline
+    assert (pause / "paused").exists(), proc.poll()
+    reg = open_registry(pub["clone"])
+    reg.promote("clf", "v1.1.0", "production")  # pushed while the get sits between ls-remote and fetch
+    reg.push()
+    reg.close()
+    (pause / "go").write_text("")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    assert json.loads(out)["version"] == "v1.1.0"

@@ -32,7 +32,8 @@ before every sync: no URL, no command), no repository variable inherited and no 
 URL (with any token) and a local upload-pack reach git per call through the environment
 (``GIT_CONFIG_COUNT``), never a file. After a sync the mirror's refs are exactly the
 advertised ones; offline, exactly the recorded ones. Under the per-URL lock, git's ``*.lock``
-files left by a killed sync are removed (test kill point: ``mirror-sync-fetched-tags``).
+files left by a killed sync are removed (test points: ``mirror-sync-listed``,
+``mirror-sync-fetched-tags``).
 """
 
 from __future__ import annotations
@@ -133,18 +134,22 @@ class Mirror:
             old = self._load_state()
             if old is not None and self._mirror_refs() != _expected_refs(old.refs, old.head):
                 old = None  # refs the last sync did not leave: fetch everything again
-            refs, head, filters = self._ls_remote()
-            if old is not None and old.refs == refs and old.head == head:
-                return old
-            if not filters:
-                raise RemoteError(
-                    f"the Git server of {self.url.display} does not allow partial fetches "
-                    "(uploadpack.allowFilter), and uniflow never downloads a repository's code to reach a "
-                    "model; enable the filter on the server, or clone the repository and use "
-                    "`uniflow --repo CLONE` (ModelRegistry(CLONE))"
-                )
-            self._fetch_refs(old, refs, head)
-            self._match_refs(refs, head)
+            for last in (False, True):
+                refs, head, filters = self._ls_remote()
+                _testhooks.point("mirror-sync-listed")
+                if old is not None and old.refs == refs and old.head == head:
+                    return old
+                if not filters:
+                    raise RemoteError(
+                        f"the Git server of {self.url.display} does not allow partial fetches "
+                        "(uploadpack.allowFilter), and uniflow never downloads a repository's code to reach "
+                        "a model; enable the filter on the server, or clone the repository and use "
+                        "`uniflow --repo CLONE` (ModelRegistry(CLONE))"
+                    )
+                self._fetch_refs(old, refs, head)
+                if self._match_refs(refs, head, last=last):
+                    break
+                old = None  # the server moved between ls-remote and fetch: once more, everything
             config_blob = self._fetch_blobs(old, refs, head)
             state = MirrorState(dict(refs), head, config_blob, time.time(), fetched=True)
             self._save_state(state)
@@ -231,8 +236,9 @@ class Mirror:
         """Every ref of the mirror (read from its files: no git process)."""
         return {f"refs/{k}": v for k, v in self.git().refs("refs").items()}
 
-    def _match_refs(self, refs: dict[str, str], head: str | None) -> None:
-        """Make the mirror's refs exactly the advertised ones (drop any other), or fail."""
+    def _match_refs(self, refs: dict[str, str], head: str | None, *, last: bool) -> bool:
+        """Make the mirror's refs exactly the advertised ones (any other is deleted); False
+        when an advertised one holds another value (the server moved), an error if ``last``."""
         expected = _expected_refs(refs, head)
         actual = self._mirror_refs()
         extra = sorted(set(actual) - set(expected))
@@ -240,11 +246,15 @@ class Mirror:
             lines = "".join(f"delete {name} {actual[name]}\n" for name in extra)
             self._git("update-ref", "--stdin", input=lines, what=f"dropping refs {self.url.display} lacks")
             actual = self._mirror_refs()
-        if actual != expected:
-            wrong = sorted(set(actual.items()) ^ set(expected.items()))[0][0]
-            raise RemoteError(
-                f"the mirror of {self.url.display} does not match what the server advertised (first: {wrong})"
-            )
+        if actual == expected:
+            return True
+        if not last:
+            return False
+        wrong = sorted(set(actual.items()) ^ set(expected.items()))[0][0]
+        raise RemoteError(
+            f"the mirror of {self.url.display} does not match what the server advertised (first: {wrong}); "
+            "is someone pushing to it right now? try again"
+        )
 
     # ------------------------------------------------------------------ git
     def _git(self, *args: str, what: str, input: str | None = None, check: bool = True) -> str:
