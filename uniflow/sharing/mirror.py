@@ -52,7 +52,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from .. import _testhooks
 from .._errors import ConcurrencyError, RemoteError, RepositoryError
@@ -461,7 +460,7 @@ class Mirror:
     def _save_state(self, state: MirrorState) -> None:
         body = {
             "format": STATE_FORMAT,
-            "url": _without_userinfo(self.url.raw),
+            "url": self.url.display,  # no password or token (giturl.redact)
             "refs": state.refs,
             "head": state.head,
             "config_blob": state.config_blob,
@@ -605,16 +604,6 @@ def _write_file(path: Path, data: bytes, what: str) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise RepositoryError(f"cannot write {what} {path}: {exc.strerror}") from exc
-
-
-def _without_userinfo(url: str) -> str:
-    """``url`` without its user-info part (user name and password): what may be written to disk."""
-    if "://" not in url:
-        return url  # a path, or scp-like user@host:path (an SSH user name, not a secret)
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[1], parts.path, parts.query, parts.fragment))
 
 
 # ---------------------------------------------------------------------- reading the mirror
