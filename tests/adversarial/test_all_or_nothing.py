@@ -104,9 +104,12 @@ def test_too_many_files_is_refused_before_any_ref(
     cli(repo, "verify")
 
 
+@pytest.mark.slow
 def test_a_failed_lifecycle_write_takes_the_tag_back(tmp_path: Path) -> None:
-    """The version tag is written, then the register event cannot be (a directory stands where
-    the lifecycle ref would be created): the tag this call wrote is deleted again."""
+    """The version tag is written, then the register event cannot be: a directory stands
+    where the lifecycle ref would be created, so every compare-and-swap fails and the write
+    gives up as "too many concurrent writers" (all its attempts: about 15 s). The tag this
+    call wrote is deleted again. (A full disk at the same place: tests/adversarial/test_disk_full.py.)"""
     repo = make_repo(tmp_path / "repo")
     reg = ModelRegistry(repo)
     src = model_dir(tmp_path / "src", 2, size=1000, seed=4)
@@ -114,7 +117,7 @@ def test_a_failed_lifecycle_write_takes_the_tag_back(tmp_path: Path) -> None:
     blocker = repo / ".git" / "refs" / "uniflow" / "models" / "n"
     blocker.mkdir(parents=True)
     before = _refs(repo)
-    with pytest.raises(UniflowError):
+    with pytest.raises(UniflowError, match="concurrent writers"):
         reg.register(str(src), "n", version="v1.0.0")
     assert _refs(repo) == before
     assert not (repo / ".git" / "refs" / "tags" / "models" / "n").exists() or not any(
