@@ -17,9 +17,11 @@ Routes (all GET/HEAD; any other method is answered 405 before routing):
 ==========================================  ===============================================
 
 A :class:`uniflow.NotFoundError` is a 404 page (JSON for ``/api``), any other
-:class:`uniflow.UsageError` a 400, any other ``UniflowError`` a 500 with its one-line
-message; nothing shows a traceback. Every response carries a Content-Security-Policy that
-allows no script at all, and ``Server-Timing: app;dur=<ms>``.
+:class:`uniflow.UsageError` a 400, an :class:`uniflow.IntegrityError` (the page of a record
+every listing skips: a tag that is no version, an unreadable lifecycle) a 422, any other
+``UniflowError`` a 500, each with its one-line message; nothing shows a traceback. Every
+response carries a Content-Security-Policy that allows no script at all, and
+``Server-Timing: app;dur=<ms>``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .. import NotFoundError, UniflowError, UsageError, __version__
+from .. import IntegrityError, NotFoundError, UniflowError, UsageError, __version__
 from .._jsonable import to_jsonable
 from .._types import show_payload
 from . import views
@@ -133,6 +135,8 @@ def _status_of(exc: UniflowError) -> int:
         return 404
     if isinstance(exc, UsageError):
         return 400
+    if isinstance(exc, IntegrityError):  # a record that is there but unreadable (bad tag, lifecycle)
+        return 422
     return 500
 
 
@@ -146,7 +150,13 @@ def _warm(reader: CachedRegistry, lock: threading.Lock) -> None:
         log.debug("uniflow ui: warm-up failed", exc_info=True)
 
 
-_REASONS = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 500: "Error"}
+_REASONS = {
+    400: "Bad request",
+    404: "Not found",
+    405: "Method not allowed",
+    422: "Unreadable record",
+    500: "Error",
+}
 
 
 def create_app(registry: ModelRegistry, *, loopback_only: bool = False, warm: bool = False) -> Starlette:
