@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.adversarial._forge_git import blob, forge_event, forge_version, one_line_error
+from tests.adversarial._forge_git import blob, forge_event, forge_version, git_in, one_line_error, tree
 from tests.helpers import cli, clone, git, open_registry, shared_setup
 from tests.ui._browser import http, ui_server
 from uniflow import IntegrityError, UniflowWarning, UsageError, VersionNotFoundError
@@ -39,6 +39,7 @@ BAD = {
     "v8.0.0": "manifest that is no msgpack",
     "v7.0.0": "annotated tag pointing at a blob",
     "v6.0.0": "annotated tag pointing at a tree",
+    "v5.0.0": "annotated tag on a commit whose .uniflow is a file",
 }
 BAD_VERSIONS = [v for v in BAD if v != "latest"]
 
@@ -58,8 +59,10 @@ def _attack(m: Path) -> None:
     git(m, "tag", "-a", "-m", "no manifest", "models/clf/v9.0.0", head)
     forge_version(m, "clf", "v8.0.0", b"\xc1 this is no msgpack")
     git(m, "tag", "-a", "-m", "a blob", "models/clf/v7.0.0", blob(m, b"just bytes\n"))
-    tree = git(m, "rev-parse", "HEAD^{tree}").strip()
-    git(m, "tag", "-a", "-m", "a tree", "models/clf/v6.0.0", tree)
+    head_tree = git(m, "rev-parse", "HEAD^{tree}").strip()
+    git(m, "tag", "-a", "-m", "a tree", "models/clf/v6.0.0", head_tree)
+    root = tree(m, {".uniflow": ("blob", blob(m, b"not a directory\n"))})
+    git(m, "tag", "-a", "-m", "a file", "models/clf/v5.0.0", git_in(m, "commit-tree", root, "-m", "x"))
     git(m, "push", "-q", "origin", *[f"refs/tags/models/clf/{v}" for v in BAD])
 
 
@@ -115,7 +118,7 @@ def test_models_list_shows_only_good_versions(world: World) -> None:
     for v in BAD_VERSIONS:
         assert v not in text.stdout
     notice = [ln for ln in text.stderr.splitlines() if ln.startswith("warning: ")]
-    assert len(notice) == 1 and "6 unreadable records skipped" in notice[0], text.stderr
+    assert len(notice) == 1 and "7 unreadable records skipped" in notice[0], text.stderr
     assert all(f"models/clf/{v} (" in notice[0] for v in BAD)
     # twice: the second listing is served by the index and still skips them
     assert [
