@@ -111,6 +111,7 @@ class RangeFetcher:
             "--no-write-fetch-head",
             "--no-recurse-submodules",
             "--filter=blob:none",
+            "--refmap=",  # only the refspecs given here; none of the configured ones
             *args,
             input=input,
             what=what,

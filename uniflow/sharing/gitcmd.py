@@ -223,6 +223,9 @@ def fetch_refs(root: Path, remote: str, names: list[str] | None, *, tags: bool, 
         "--no-prune",
         "--no-recurse-submodules",
         "--no-write-fetch-head",
+        # an empty refmap: the user's configured refspecs (`uniflow init` adds one for
+        # refs/uniflow/models/*, fast-forward only) must not also move refs of this fetch
+        "--refmap=",
         remote,
         *specs,
         check=False,
