@@ -592,7 +592,9 @@ class GitRepo:
             raise RepositoryError(f"object {sha[:12]} is not a commit")
         return obj
 
-    def read_path(self, commit_sha: str, path: str, max_bytes: int = MAX_BLOB_BYTES) -> bytes | None:
+    def read_path(
+        self, commit_sha: str, path: str, max_bytes: int = MAX_BLOB_BYTES, limit: str = "the limit"
+    ) -> bytes | None:
         """The blob at ``path`` in a commit's tree, or None (no such path, or not a blob).
 
         A blob larger than ``max_bytes`` is an :class:`IntegrityError` raised from its
@@ -605,9 +607,11 @@ class GitRepo:
             _mode, sha = tree_lookup_path(self._object, commit.tree, path.encode())
         except (KeyError, NotTreeError):  # no such path, or a file where a directory should be
             return None
-        return self.read_blob(sha.decode(), max_bytes, f"{path} of commit {commit_sha[:12]}")
+        return self.read_blob(sha.decode(), max_bytes, f"{path} of commit {commit_sha[:12]}", limit)
 
-    def read_blob(self, hexsha: str, max_bytes: int, what: str = "") -> bytes | None:
+    def read_blob(
+        self, hexsha: str, max_bytes: int, what: str = "", limit: str = "the limit"
+    ) -> bytes | None:
         """Blob ``hexsha`` if it holds at most ``max_bytes`` (None: not a blob; missing: KeyError).
 
         Its size is read from its header first (a loose object's, or a pack entry's and each
@@ -620,17 +624,18 @@ class GitRepo:
         sizes = object_sizes(self._repo.object_store, hexsha)
         if sizes is None:  # in no loose object or pack of ours: dulwich finds it (or KeyError)
             obj = self._object(hexsha.encode())
-            return obj.data if isinstance(obj, Blob) and len(obj.data) <= max_bytes else None
+            sizes = (obj.type_name.decode(), len(obj.as_raw_string()), 0)
         kind, size, largest = sizes
         if kind != "blob":
             return None
         if max(size, largest) > max_bytes:
+            chain = f" on a delta chain holding {largest}" if largest > size else ""
             raise IntegrityError(
-                f"{what} is {max(size, largest)} bytes (or has a delta base that large), "
-                f"more than the {max_bytes} allowed; refused before inflating it"
+                f"{what} is {size} bytes{chain}, more than {limit} ({max_bytes}); refused before inflating it"
             )
         for s in _stores(self._repo.object_store):
-            body = inflate_loose(_loose_path(s.path, hexsha), max_bytes)
+            path = getattr(s, "path", None)
+            body = inflate_loose(_loose_path(path, hexsha), max_bytes) if path is not None else None
             if body is not None:
                 return body
         blob = self._object(hexsha.encode())  # packed: sizes checked above

@@ -187,7 +187,9 @@ class VersionIndex:
             raise IntegrityError(f"{context}: the tag points at a {kind_name}, not at a version commit")
         commit = target.decode("ascii", "replace")
         try:
-            data = self.git.read_path(commit, MANIFEST_PATH, self.limits().max_manifest_bytes)
+            data = self.git.read_path(
+                commit, MANIFEST_PATH, self.limits().max_manifest_bytes, "max_manifest_bytes"
+            )
         except KeyError as exc:
             raise IntegrityError(f"{context}: git objects of the version are missing") from exc
         except RepositoryError as exc:

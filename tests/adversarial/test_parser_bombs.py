@@ -172,6 +172,23 @@ def test_zlib_bomb_manifest_blob_is_refused_before_inflating(
     assert rss < baseline + HEADROOM, (rss >> 20, baseline >> 20)
 
 
+def test_zlib_bomb_state_json_is_refused_before_inflating(base: dict[str, Any], repo: Path) -> None:
+    """A lifecycle commit whose ``state.json`` is a 0.5 MiB loose object stating 512 MiB:
+    read whole by dulwich before its 32 MiB bound was checked. Now refused from its header."""
+    sha = _zlib_bomb_object(repo, 512 * MiB, b'{"format": 1, "model": "m", "past": {}, "seq": 1, "x": "')
+    event = blob(repo, b"{}")
+    root = tree(repo, {"event.json": ("blob", event), "state.json": ("blob", sha)})
+    git(repo, "update-ref", "refs/uniflow/models/m", git_in(repo, "commit-tree", root, "-m", "promote m"))
+    read = (
+        "from uniflow import ModelRegistry, IntegrityError\n"
+        "try:\n    ModelRegistry('.').repository.lifecycle.state('m')\n"
+        "except IntegrityError as exc:\n    raise SystemExit(str(exc))\n"
+    )
+    code, err, rss = run_measured(repo, ["-c", read])
+    assert rss < 150 * MiB + HEADROOM, (rss >> 20, err)
+    assert code != 0 and "state.json" in err and "inflating" in err, err
+
+
 def test_loose_object_whose_header_lies_is_inflated_no_further(repo: Path) -> None:
     """A loose object whose header says 10 bytes but whose stream holds 64 MiB: inflated
     at most to the cap, then refused as damaged (``GitRepo.read_blob``)."""
