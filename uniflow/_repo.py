@@ -141,10 +141,13 @@ class Repository:
             if not candidates:
                 raise StageEmptyError(name, st)
             return max(candidates, key=version_sort_key), state
-        names = self.listings.listing(name, rows=False).versions  # readable versions only
-        if not names:
+        listing = self.listings.listing(name, rows=False)  # readable versions only
+        if not listing.versions:
+            notice = skipped_notice(listing)
+            if notice is not None:  # tags, but none is a readable version
+                raise IntegrityError(f"model {name!r}: no readable version; {notice}")
             raise ModelNotFoundError(name)
-        return names[-1], state
+        return listing.versions[-1], state
 
     def manifest(self, name: str, version: str) -> dict[str, Any]:
         return self.index.manifest(name, version)[1]
