@@ -132,20 +132,9 @@ _DOCUMENTED = ("README.md", "SECURITY.md", "CONTRIBUTING.md", "docs", "hooks", "
 
 
 def test_documented_install_lines_name_the_distribution() -> None:
-    files = _scanned_files(*_DOCUMENTED) + [
-        f for f in _scanned_files("uniflow") if "sharing" not in f.relative_to(ROOT / "uniflow").parts
-    ]
+    files = _scanned_files(*_DOCUMENTED) + _scanned_files("uniflow")
     assert len(files) > 40  # the scan really reads the docs and the package
     assert _offences(files) == []
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="uniflow/sharing/blobstore.py's fsspec message still says 'uniflow[s3]' (another "
-    "engineer's file; reported). When it is fixed this XPASSes: fold it into the test above.",
-)
-def test_sharing_messages_name_the_distribution() -> None:
-    assert _offences(_scanned_files("uniflow/sharing")) == []
 
 
 def test_pyproject_names_the_distribution_and_keeps_the_command() -> None:

@@ -309,7 +309,7 @@ def open_remote(spec: RemoteSpec, base_dir: Path) -> BlobRemote:
         import fsspec
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise RemoteError(
-            f"blob remote {spec.name!r} ({url}) needs fsspec: pip install 'uniflow[s3]'"
+            f"blob remote {spec.name!r} ({url}) needs fsspec: pip install 'uniflow-registry[s3]'"
         ) from exc
     options: dict[str, Any] = dict(spec.options)
     protocol = url.split("://", 1)[0].lower()
