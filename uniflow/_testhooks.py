@@ -6,7 +6,8 @@ library calls :func:`point` at a few named places (``register-before-tag``,
 ``push-before-git-push``, ``push-after-git-push``, and ``store-migrate-linked``, ``store-migrate-unlinked``,
 ``store-migrate-chunks-moved`` while an old store is moved: ``_store.ObjectStore.adopt``;
 ``get-file-written`` after each file a get by URL has written, verified, fsynced and closed:
-``sharing.remote._VersionWriter``);
+``sharing.remote._VersionWriter``; ``mirror-sync-listed`` and ``mirror-sync-fetched-tags``
+during a mirror's sync: ``sharing.mirror``);
 with the variables below unset a call costs two environment look-ups and does nothing.
 
 * ``UNIFLOW_TEST_KILL_AT=<name>``: the process sends itself SIGKILL at point ``<name>``
