@@ -221,7 +221,7 @@ def _loose_header(path: str) -> tuple[str, int] | None:
     kind, _, rest = head.partition(b" ")
     size, nul, _ = rest.partition(b"\0")
     if not nul or not size.isdigit() or kind.decode("ascii", "replace") not in _TYPE_NAMES.values():
-        raise IntegrityError(f"loose object {path[-41:]} has no valid header; run 'git fsck'")
+        raise IntegrityError(f"loose object {path[-41:]} is damaged (no valid header); run 'git fsck'")
     return kind.decode(), int(size)
 
 
@@ -351,7 +351,9 @@ def inflate_loose(path: str, cap: int) -> bytes | None:
     header, nul, body = bytes(out).partition(b"\0")
     stated = header.partition(b" ")[2]
     if not nul or not stated.isdigit() or int(stated) != len(body) or not d.eof:
-        raise IntegrityError(f"loose object {path[-41:]} is not the size its header states; run 'git fsck'")
+        raise IntegrityError(
+            f"loose object {path[-41:]} is damaged (not the size its header states); run 'git fsck'"
+        )
     return body
 
 
