@@ -178,9 +178,7 @@ class VersionIndex:
         except KeyError as exc:
             raise IntegrityError(f"{context}: git objects of the version are missing") from exc
         except RepositoryError as exc:
-            raise IntegrityError(
-                f"{context}: not a version (a lightweight tag, not an annotated one)"
-            ) from exc
+            raise IntegrityError(f"{context}: a lightweight tag, not a version's annotated tag") from exc
         kind, target = tag.object
         kind_name = getattr(kind, "type_name", b"?").decode("ascii", "replace")
         if kind_name != "commit":
