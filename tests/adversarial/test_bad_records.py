@@ -244,3 +244,23 @@ def test_a_malformed_lifecycle_still_lists_and_promote_refuses(clone_with_lifecy
     out = c.parent / "site"
     cli(c, "ui", "--export", str(out))
     assert (out / "index.html").is_file() and any("v1.0.0" in p.as_posix() for p in out.rglob("*.html"))
+
+
+def test_a_lifecycle_ref_on_a_blob_pushed_to_the_remote_is_rejected_by_pull(tmp_path: Path) -> None:
+    """The remote's refs/uniflow/models/clf is a blob: pull names the model and exits 5,
+    the local lifecycle and every read of clf stay as they were."""
+    bare, a = shared_setup(tmp_path)
+    for v in GOOD:
+        _register(a, v)
+    cli(a, "models", "promote", "clf", "v1.0.0", "--to", "staging")
+    cli(a, "push")
+    victim = clone(bare, tmp_path / "victim")
+    cli(victim, "pull")
+    m = clone(bare, tmp_path / "mallory")
+    bad = blob(m, b"not a commit\n")
+    git(m, "push", "-q", "-f", "origin", f"{bad}:refs/uniflow/models/clf")
+    line = one_line_error(cli(victim, "pull", code=5).stderr)
+    assert "'clf'" in line and "not a commit" in line, line
+    rows = json.loads(cli(victim, "models", "list", "clf", "--json").stdout)
+    assert [(r["version"], r["stage"]) for r in rows] == [("v1.0.0", "staging"), ("v1.1.0", "development")]
+    cli(victim, "models", "promote", "clf", "v1.1.0", "--to", "production")
