@@ -215,8 +215,9 @@ class Repository:
 
     def overview(self) -> list[tuple[str, Listing, LifecycleState, int | None]]:
         """``(model, listing, state, time of the lifecycle head)`` of every model with a version
-        or a lifecycle, by name: ``packed-refs`` read once, each model's listing (no rows
-        needed, so no manifest is read for a model never listed) and lifecycle state."""
+        or a lifecycle, by name: ``packed-refs`` read once, each model's listing (its stored
+        index; a version not in it yet is read once through the gate, so an unreadable tag
+        is neither counted nor ``latest``) and lifecycle state."""
         from ._refs import LIFECYCLE_PREFIX, TAGS_PREFIX
         from ._refscan import PackedRefs, loose_dirs_in, loose_refs_in, parse_packed
         from ._versions import is_model_name
