@@ -131,9 +131,9 @@ def skipped_notice(listing: Listing) -> str | None:
 
 
 class Listing:
-    """The readable versions of one model in semver order, their tag shas, their
-    :class:`Rows` (decoded on first use) and the refs
-    under the model's tag prefix that are no readable version (:attr:`skipped`)."""
+    """The readable versions of one model in semver order, their tag shas, their :class:`Rows`
+    (decoded on first use) and the refs under the model's tag prefix that are no readable
+    version (:attr:`skipped`)."""
 
     __slots__ = ("model", "versions", "tags", "skipped", "_rows", "_blob")
 
