@@ -166,7 +166,7 @@ def _unreadable_new_tags(repo: Repository, before: dict[str, str]) -> dict[str, 
         if before.get(rel) == sha or not (is_model_name(model) and is_version(version)):
             continue  # unchanged, or already reported as an invalid name
         try:
-            repo.index.manifest(model, version, sha, from_git=True)
+            repo.index.manifest(model, version, sha, memo=False)  # cached: the next listing reuses it
         except IntegrityError as exc:
             out[f"{TAGS_PREFIX}/{rel}"] = unreadable_reason(exc)
     return out
