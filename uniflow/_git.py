@@ -283,29 +283,17 @@ def object_sizes(store: Any, hexsha: str) -> tuple[str, int, int] | None:
 
     A loose object's header states its size; a packed one's entry header states it, or for
     a delta its result size is in the delta's first bytes, and the chain is followed to its
-    end (dulwich materialises every object on it to read the last)."""
-    for s in _stores(store):
-        path = getattr(s, "path", None)
-        if path is None:
-            continue
-        loose = _loose_header(_loose_path(path, hexsha))
-        if loose is not None:
-            return loose[0], loose[1], loose[1]
-        for pack in s.packs:
-            try:
-                offset = pack.index.object_offset(bytes.fromhex(hexsha))
-            except KeyError:
-                continue
-            return _pack_chain(store, pack, offset)
-    return None
-
-
-def _pack_chain(store: Any, pack: Any, offset: int) -> tuple[str, int, int]:
-    """What :func:`object_sizes` says of the object at ``offset`` in ``pack``."""
-    name = Path(pack._data_path).name
+    end, across packs (dulwich materialises every object on it to read the last)."""
+    where = _locate(store, hexsha)
+    if where is None:
+        return None
     size: int | None = None
     largest = 0
-    for _ in range(_MAX_DELTA_CHAIN):
+    for _ in range(_MAX_DELTA_CHAIN):  # each turn follows one delta to its base
+        pack, offset, loose_kind = where
+        if pack is None:  # a loose object (``offset`` is its size): the chain's end
+            return loose_kind, offset if size is None else size, max(largest, offset)
+        name = Path(pack._data_path).name
         try:
             kind, stated, base, head = _pack_entry(pack, offset)
             largest = max(largest, stated)
@@ -320,12 +308,33 @@ def _pack_chain(store: Any, pack: Any, offset: int) -> tuple[str, int, int]:
         size = dest if size is None else size
         largest = max(largest, src, dest)
         if isinstance(base, bytes):
-            found = object_sizes(store, base.hex())
+            found = _locate(store, base.hex())
             if found is None:
                 raise KeyError(base.hex())
-            return found[0], size, max(largest, found[2])
-        offset = base
-    raise IntegrityError(f"pack {name} has a delta chain longer than {_MAX_DELTA_CHAIN}; run 'git fsck'")
+            where = found
+        else:
+            where = (pack, base, "")
+    raise IntegrityError(
+        f"object {hexsha[:12]} has a delta chain longer than {_MAX_DELTA_CHAIN}; run 'git fsck'"
+    )
+
+
+def _locate(store: Any, hexsha: str) -> tuple[Any, int, str] | None:
+    """``(None, size, type)`` of loose object ``hexsha`` from its header, or ``(pack,
+    offset, "")`` of its pack entry, or None; the store is searched, then its alternates."""
+    for s in _stores(store):
+        path = getattr(s, "path", None)
+        if path is None:
+            continue
+        loose = _loose_header(_loose_path(path, hexsha))
+        if loose is not None:
+            return None, loose[1], loose[0]
+        for pack in s.packs:
+            try:
+                return pack, pack.index.object_offset(bytes.fromhex(hexsha)), ""
+            except KeyError:
+                continue
+    return None
 
 
 def inflate_loose(path: str, cap: int) -> bytes | None:

@@ -189,6 +189,37 @@ def test_zlib_bomb_state_json_is_refused_before_inflating(base: dict[str, Any], 
     assert code != 0 and "state.json" in err and "inflating" in err, err
 
 
+@pytest.mark.parametrize("deltas", ["ofs", "ref"])
+def test_object_sizes_from_pack_headers_match_git(repo: Path, deltas: str) -> None:
+    """The sizes read from pack entry and delta headers (OFS_DELTA after ``git gc``,
+    REF_DELTA from ``git repack`` without offsets) are git's own (``git cat-file``), and
+    a blob read through them is byte-identical."""
+    from uniflow._git import GitRepo, object_sizes
+
+    text = os.urandom(20_000).hex()
+    shas = [blob(repo, (text[: 30_000 + 97 * i] + f"-{i}").encode()) for i in range(12)]
+    root = tree(repo, {f"f{i}": ("blob", sha) for i, sha in enumerate(shas)})
+    git(repo, "update-ref", "refs/keep", git_in(repo, "commit-tree", root, "-m", "keep"))
+    git(repo, "-c", "repack.useDeltaBaseOffset=" + ("true" if deltas == "ofs" else "false"), "repack", "-adf")
+    git(repo, "prune-packed")
+    out = git(repo, "verify-pack", "-v", *map(str, (repo / ".git/objects/pack").glob("*.idx")))
+    assert any(len(line.split()) >= 7 for line in out.splitlines()), "no delta in the pack"
+    g = GitRepo(repo)
+    for sha in [*shas, root]:
+        found = object_sizes(g.dulwich_repo.object_store, sha)
+        assert found is not None
+        assert found[:2] == (git(repo, "cat-file", "-t", sha).strip(), int(git(repo, "cat-file", "-s", sha)))
+    for sha in shas:
+        assert (
+            g.read_blob(sha, 1 << 20)
+            == subprocess.run(
+                ["git", "cat-file", "blob", sha], cwd=repo, capture_output=True, check=True
+            ).stdout
+        )
+    with pytest.raises(IntegrityError, match="more than the limit"):
+        g.read_blob(shas[-1], 1000)
+
+
 def test_loose_object_whose_header_lies_is_inflated_no_further(repo: Path) -> None:
     """A loose object whose header says 10 bytes but whose stream holds 64 MiB: inflated
     at most to the cap, then refused as damaged (``GitRepo.read_blob``)."""
