@@ -97,7 +97,8 @@ def test_a_cache_planted_by_another_user_runs_nothing_and_is_refused(
 
     work = tmp_path / "work"
     work.mkdir()
-    r = cli(work, "get", url, "clf", "--stage", "production", code=None, env={"UNIFLOW_CACHE_DIR": str(cache)})
+    env = {"UNIFLOW_CACHE_DIR": str(cache)}
+    r = cli(work, "get", url, "clf", "--stage", "production", code=None, env=env)
     assert not marker.exists(), marker.read_text()
     assert r.returncode == 8, (r.returncode, r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
