@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +46,11 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     try:
         wait_port(port)
         endpoint = f"http://127.0.0.1:{port}"
+        # moto keeps its buckets in this process, not in the server: without a reset a test
+        # would see the objects (tampered chunks included) an earlier test left behind
+        urllib.request.urlopen(
+            urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30
+        )
         for k, v in {
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",

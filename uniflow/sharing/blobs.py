@@ -363,22 +363,6 @@ def _retry(what: str, remote: BlobRemote, fn: Callable[[], T]) -> T:
             delay = min(delay * 2, MAX_BACKOFF)
 
 
-def _download_verified(remote: BlobRemote, digest: str) -> bytes | None:
-    """The bytes of chunk ``digest`` from ``remote``, verified on arrival before anything
-    stores them (None if the remote lacks it). A transfer cut short under load arrives as
-    bytes that do not match: the chunk is downloaded once more, and a second mismatch (the
-    remote's object itself is wrong) is an :class:`IntegrityError`."""
-    for attempt in (1, 2):
-        data = _retry(f"download of chunk {digest[:16]}", remote, lambda: remote.get(digest))
-        if data is None or blake3.blake3(data).hexdigest() == digest:
-            return data
-        log.info("chunk %s from %s did not match its digest (attempt %d)", digest[:16], remote.name, attempt)
-    raise IntegrityError(
-        f"chunk {digest[:16]} downloaded from blob remote {remote.name!r} ({remote.url}) is "
-        "corrupted: its bytes do not match its digest; it was not stored"
-    )
-
-
 def _listing(remote: BlobRemote) -> set[str]:
     return _retry("listing chunks", remote, remote.list_digests)
 
@@ -478,10 +462,15 @@ def download_chunks(
                 else:
                     absent.append(digest)
                 return n
-        data = _download_verified(remote, digest)
+        data = _retry(f"download of chunk {digest[:16]}", remote, lambda: remote.get(digest))
         if data is None:
             absent.append(digest)
             return 0
+        if blake3.blake3(data).hexdigest() != digest:  # verified on arrival, before it is stored
+            raise IntegrityError(
+                f"chunk {digest[:16]} downloaded from blob remote {remote.name!r} ({remote.url}) is "
+                "corrupted: its bytes do not match its digest; it was not stored"
+            )
         store.add_verified(digest, data, sync_dir=False)  # the bytes fsynced, the names below
         stored.append(digest)
         return len(data)
