@@ -40,17 +40,45 @@ MiB = 1 << 20
 HEADROOM = 200 * MiB
 
 
+# Runs ``argv`` the way the interpreter would (``-c CODE ...`` or ``-m MODULE ...``) and, at
+# exit, writes the process's own ``VmHWM`` to the file named by ``_HWM_FILE``. ``VmHWM`` is the
+# high-water mark of the memory the process mapped after exec. ``wait4``'s ``ru_maxrss`` is not:
+# subprocess starts the child with vfork, and exec records the *parent's* peak (this pytest
+# process, hundreds of MiB after the suite's larger tests) as the child's maxrss.
+_MEASURE = """
+import atexit, os, runpy, sys
+def _hwm():
+    with open("/proc/self/status", "rb") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith(b"VmHWM:"))
+    with open(os.environ["_HWM_FILE"], "w") as out:
+        out.write(str(kib * 1024))
+atexit.register(_hwm)
+flag, what, *rest = sys.argv[1:]
+sys.argv = [what if flag == "-m" else "-c", *rest]
+if flag == "-c":
+    exec(compile(what, "<string>", "exec"), {"__name__": "__main__"})
+else:
+    runpy.run_module(what, run_name="__main__", alter_sys=True)
+"""
+
+
 def run_measured(cwd: Path, argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str, int]:
-    """Run ``argv`` (after the Python interpreter) in ``cwd``: (exit code, stderr, peak RSS in bytes)."""
-    full = {**os.environ, **GIT_ENV, "UNIFLOW_FORCE_TTY": "0", "PYTHONPATH": str(ROOT), **(env or {})}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, *argv], cwd=cwd, env=full, stdout=out, stderr=err)
-        try:
-            _pid, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            proc.returncode = 0  # reaped by wait4: keep Popen from waiting again
-        err.seek(0)
-        return os.waitstatus_to_exitcode(status), err.read().decode(errors="replace"), usage.ru_maxrss * 1024
+    """Run ``argv`` (``-c CODE ...`` or ``-m MODULE ...``) in a new Python in ``cwd``:
+    (exit code, stderr, the peak resident memory of that process in bytes)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        hwm = Path(tmp) / "hwm"
+        full = {**os.environ, **GIT_ENV, "UNIFLOW_FORCE_TTY": "0", "PYTHONPATH": str(ROOT), **(env or {})}
+        full["_HWM_FILE"] = str(hwm)
+        r = subprocess.run(
+            [sys.executable, "-c", _MEASURE, *argv],
+            cwd=cwd,
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        return r.returncode, r.stderr, int(hwm.read_text())
 
 
 def uniflow(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, int]:
