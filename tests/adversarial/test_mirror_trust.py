@@ -17,22 +17,20 @@ another owner by ``chown`` to ``nobody`` (the tests run as root; skipped otherwi
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.gitserver import TokenGitHTTP, serve_git_http
 from tests.helpers import cli, git, publish_registry, tree_bytes
 from uniflow.sharing.giturl import parse_git_url
 
@@ -245,79 +243,11 @@ def test_a_forged_state_does_not_make_refs_trusted(
 
 
 # ---------------------------------------------------------------------- credentials
-class _AuthGit(BaseHTTPRequestHandler):
-    """Smart HTTP (``git http-backend``) answering 401 unless Basic auth carries ``token``."""
-
-    root = ""
-    token = ""
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self._serve()
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._serve()
-
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
-            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        out = b""
-        while size := int(self.rfile.readline().strip() or b"0", 16):
-            out += self.rfile.read(size)
-            self.rfile.readline()
-        self.rfile.readline()
-        return out
-
-    def _serve(self) -> None:
-        scheme, _, creds = (self.headers.get("Authorization") or "").partition(" ")
-        if scheme.lower() != "basic" or base64.b64decode(creds or "=") != f"ci:{type(self).token}".encode():
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="git"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = self._body()
-        path, _, query = self.path.partition("?")
-        env = {
-            **os.environ,
-            "GIT_PROJECT_ROOT": self.root,
-            "GIT_HTTP_EXPORT_ALL": "1",
-            "REQUEST_METHOD": self.command,
-            "PATH_INFO": path,
-            "QUERY_STRING": query,
-            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-            "CONTENT_LENGTH": str(len(body)),
-            "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
-            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
-        }
-        out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, timeout=60)
-        head, _, payload = out.stdout.partition(b"\r\n\r\n")
-        lines = head.decode().split("\r\n")
-        status = next((int(v.split()[1]) for v in lines if v.lower().startswith("status:")), 200)
-        self.send_response(status)
-        for line in lines:
-            name, _, value = line.partition(":")
-            if name and name.lower() != "status":
-                self.send_header(name, value.strip())
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-
 @contextlib.contextmanager
-def _git_http(root: Path) -> Iterator[tuple[str, type[_AuthGit]]]:
-    handler = type("Handler", (_AuthGit,), {"root": str(root), "token": "tok-one-SECRET"})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+def _git_http(root: Path) -> Iterator[tuple[str, type[TokenGitHTTP]]]:
+    """``host:port`` of a server of the repositories below ``root`` demanding user ``ci``'s token."""
+    with serve_git_http(root, "ci", "tok-one-SECRET") as (url, handler):
+        yield url.removeprefix("http://"), handler
 
 
 def _grep(root: Path, needle: bytes) -> list[str]:

@@ -15,14 +15,13 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.gitserver import serve_git_http
 from tests.ui._browser import ROOT
 
 GITHUB = ROOT / "hooks" / "ci" / "github-actions.yml"
@@ -160,83 +159,12 @@ def test_zizmor_finds_nothing_in_the_github_template(tmp_path: Path) -> None:
 TOKEN = "ghs_test-token-123"
 
 
-class _GitHTTP(BaseHTTPRequestHandler):
-    """Smart-HTTP Git (``git http-backend``) that answers 401 unless the request carries
-    ``Authorization: Basic base64(USER:TOKEN)``, as GitHub (user ``x-access-token``) and GitLab
-    (``oauth2``) do for a private repository."""
-
-    root = ""
-    user = "x-access-token"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self._serve()
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._serve()
-
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
-            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        out = b""
-        while size := int(self.rfile.readline().strip() or b"0", 16):
-            out += self.rfile.read(size)
-            self.rfile.readline()
-        self.rfile.readline()
-        return out
-
-    def _serve(self) -> None:
-        scheme, _, creds = (self.headers.get("Authorization") or "").partition(" ")
-        if scheme.lower() != "basic" or base64.b64decode(creds or "=") != f"{self.user}:{TOKEN}".encode():
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="git"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = self._body()
-        path, _, query = self.path.partition("?")
-        env = {
-            **os.environ,
-            "GIT_PROJECT_ROOT": self.root,
-            "GIT_HTTP_EXPORT_ALL": "1",
-            "REMOTE_USER": "ci",  # authenticated: http-backend then allows receive-pack
-            "REQUEST_METHOD": self.command,
-            "PATH_INFO": path,
-            "QUERY_STRING": query,
-            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-            "CONTENT_LENGTH": str(len(body)),
-            "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
-            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
-        }
-        out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, timeout=60)
-        head, _, payload = out.stdout.partition(b"\r\n\r\n")
-        lines = head.decode().split("\r\n")
-        status = next((int(v.split()[1]) for v in lines if v.lower().startswith("status:")), 200)
-        self.send_response(status)
-        for line in lines:
-            name, _, value = line.partition(":")
-            if name and name.lower() != "status":
-                self.send_header(name, value.strip())
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-
 @contextlib.contextmanager
 def _git_http(root: Path, user: str = "x-access-token") -> Iterator[str]:
-    """Serve the repositories below ``root`` on 127.0.0.1; yields the server URL."""
-    handler = type("Handler", (_GitHTTP,), {"root": str(root), "user": user})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    """Serve the repositories below ``root`` on 127.0.0.1, demanding ``TOKEN`` as GitHub (user
+    ``x-access-token``) and GitLab (``oauth2``) do for a private repository; yields the URL."""
+    with serve_git_http(root, user, TOKEN) as (url, _handler):
+        yield url
 
 
 def _step(job: str, name_or_text: str) -> str:
