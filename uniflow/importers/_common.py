@@ -354,17 +354,35 @@ def run_plan(
     steps: list[Step],
     *,
     dry_run: bool,
-    work: Path,
     notes: Iterable[str] = (),
     progress: ProgressFn | None = None,
 ) -> ImportReport:
     """Replay ``steps`` (time order, versions before events of the same time) and report.
 
-    ``progress(versions done, versions total)`` is called after each version.
+    Each version's files are fetched into a scratch directory of the store's ``tmp/``
+    (removed at the end). ``progress(versions done, versions total)`` is called after each version.
     Each version is all-or-nothing (register's own guarantee); its events come after it, so
     a failure part-way leaves every version either imported or absent, and a re-run picks
     up the rest. A failed step is reported and the import goes on.
     """
+    work = repo.store.tmp_path("import")
+    try:
+        return _replay(repo, register, source, steps, dry_run, work, notes, progress)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _replay(
+    repo: Repository,
+    register: RegisterFn,
+    source: str,
+    steps: list[Step],
+    dry_run: bool,
+    work: Path,
+    notes: Iterable[str],
+    progress: ProgressFn | None,
+) -> ImportReport:
+    """:func:`run_plan` with its scratch directory ``work``."""
     steps = sorted(steps, key=lambda s: (s.at, s.fetch is None, s.order))
     stages = {s.stage for s in steps if s.stage is not None}
     declared = declare_stages(repo, stages, dry_run)

@@ -22,7 +22,6 @@ import hashlib
 import os
 import posixpath
 import re
-import shutil
 import stat
 import subprocess
 from collections.abc import Iterable
@@ -304,13 +303,7 @@ def import_gto(
                     releases=p.action != "assign",
                 )
             )
-    work = repo.store.tmp_path("import")
-    try:
-        return run_plan(
-            repo, register, SOURCE, steps, dry_run=dry_run, work=work, notes=notes, progress=progress
-        )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return run_plan(repo, register, SOURCE, steps, dry_run=dry_run, notes=notes, progress=progress)
 
 
 def _targets(t: _Tag, registered: dict[tuple[str, str], str], versions: dict[str, list[str]]) -> list[str]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -255,13 +254,7 @@ def import_mlflow(
             "open the registry", mlflow.MlflowClient, tracking_uri=tracking, registry_uri=resolved_registry
         )
         steps, notes = _plan(client, names, tracking, resolved_registry)
-        work = repo.store.tmp_path("import")
-        try:
-            return run_plan(
-                repo, register, SOURCE, steps, dry_run=dry_run, work=work, notes=notes, progress=progress
-            )
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        return run_plan(repo, register, SOURCE, steps, dry_run=dry_run, notes=notes, progress=progress)
 
 
 def _plan(
