@@ -15,6 +15,7 @@ import shutil
 import sys
 import warnings
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,15 +73,8 @@ def register_version(
     Its chunks stay pinned until the tag exists (docs/design.md, "gc and registers in
     flight"); see ``ModelRegistry.register`` for the parameters.
     """
+    _validate_arguments(name, version, metrics=metrics, tags=tags, params=params)
     with ExitStack() as cleanup:
-        validate_model_name(name)
-        if version is not None:
-            validate_version(version)
-        for label, value in (("metrics", metrics), ("tags", tags), ("params", params)):
-            if value is not None and not isinstance(value, dict):
-                raise UsageError(f"{label} must be a dict, got {type(value).__name__}")
-            for key in value or {}:
-                validate_key(key if isinstance(key, str) else str(key), label[:-1])
         repo.init()
         repo.store.ensure_dirs()
         pin = cleanup.enter_context(repo.store.pin())
@@ -92,17 +86,13 @@ def register_version(
             entries = _store_files(repo, files, progress, pin, _known_digests(repo, name))
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        prov = provenance
-        code_commit = prov.code_commit if prov and prov.code_commit else repo.git.head()
-        actor = prov.author if prov else repo.git.identity()
-        when = prov.created_at.astimezone(UTC) if prov else datetime.now(UTC)
-        own_commit = not (prov and prov.code_commit)  # an imported commit is on no branch of ours
+        origin = _Origin.of(repo, provenance)
         manifest: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
             "name": name,
             "version": "",
-            "created_at": when.isoformat(timespec="seconds"),
-            "author": f"{actor[0]} <{actor[1]}>",
+            "created_at": origin.when.isoformat(timespec="seconds"),
+            "author": f"{origin.actor[0]} <{origin.actor[1]}>",
             "framework": fw,
             "serializer": serializer,
             "serializer_meta": json_safe(meta),
@@ -112,35 +102,90 @@ def register_version(
             "params": json_safe(params or {}),
             "tags": {str(k): str(v) for k, v in (tags or {}).items()},
             "description": description or "",
-            "lineage": {
-                "code_commit": code_commit,
-                "branch": repo.git.branch() if own_commit else None,
-                "dirty": repo.git.is_dirty() if code_commit and own_commit else False,
-                **json_safe(lineage or {}),
-            },
+            "lineage": {**origin.lineage(repo), **json_safe(lineage or {})},
             "libraries": _libraries(serializer),
         }
         _testhooks.point("register-before-tag")
-        for _attempt in range(_AUTO_VERSION_ATTEMPTS):
-            chosen = version or next_version(repo.index.version_names(name))
-            manifest["version"] = chosen
-            _readable_or_refuse(repo, manifest)  # before the first ref: what a reader would refuse
-            _event_readable_or_refuse(name, chosen, actor, when, prov)
-            try:
-                created, _tag = repo.index.write_version(manifest, code_commit, actor)
-            except VersionExistsError:
-                if version is not None:
-                    raise
-                continue  # someone took this auto version concurrently: take the next one
-            _testhooks.point("register-before-event")
-            try:
-                _record_register(repo, name, chosen, _tag, actor, prov)
-            except BaseException:
-                if created:  # all or nothing: no tag without its register event
-                    _take_back(repo, name, chosen, _tag)
+        return _publish(repo, manifest, version, origin, provenance)
+
+
+def _validate_arguments(
+    name: str,
+    version: str | None,
+    *,
+    metrics: dict[str, Any] | None,
+    tags: dict[str, Any] | None,
+    params: dict[str, Any] | None,
+) -> None:
+    """Refuse a bad name, version, or metrics/tags/params that are not dicts of valid keys."""
+    validate_model_name(name)
+    if version is not None:
+        validate_version(version)
+    for label, value in (("metrics", metrics), ("tags", tags), ("params", params)):
+        if value is not None and not isinstance(value, dict):
+            raise UsageError(f"{label} must be a dict, got {type(value).__name__}")
+        for key in value or {}:
+            validate_key(key if isinstance(key, str) else str(key), label[:-1])
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """Who registers, when, and from which code commit: this clone's, or an importer's."""
+
+    code_commit: str | None
+    actor: tuple[str, str]
+    when: datetime
+    own_commit: bool  # False for an imported commit: it is on no branch of ours
+
+    @classmethod
+    def of(cls, repo: Repository, prov: Provenance | None) -> _Origin:
+        code_commit = prov.code_commit if prov and prov.code_commit else repo.git.head()
+        actor = prov.author if prov else repo.git.identity()
+        when = prov.created_at.astimezone(UTC) if prov else datetime.now(UTC)
+        return cls(code_commit, actor, when, own_commit=not (prov and prov.code_commit))
+
+    def lineage(self, repo: Repository) -> dict[str, Any]:
+        """The manifest's lineage: the code commit, and the branch and dirty flag of our own."""
+        return {
+            "code_commit": self.code_commit,
+            "branch": repo.git.branch() if self.own_commit else None,
+            "dirty": repo.git.is_dirty() if self.code_commit and self.own_commit else False,
+        }
+
+
+def _publish(
+    repo: Repository,
+    manifest: dict[str, Any],
+    version: str | None,
+    origin: _Origin,
+    prov: Provenance | None,
+) -> str:
+    """Write the version tag, then its register event; return the version chosen.
+
+    ``version=None`` takes the next free version, again if a concurrent register took it.
+    What a reader would refuse is refused before the first ref; a failure after the tag
+    takes the tag back (all or nothing)."""
+    name = manifest["name"]
+    for _attempt in range(_AUTO_VERSION_ATTEMPTS):
+        chosen = version or next_version(repo.index.version_names(name))
+        manifest["version"] = chosen
+        _readable_or_refuse(repo, manifest)  # before the first ref: what a reader would refuse
+        _event_readable_or_refuse(name, chosen, origin.actor, origin.when, prov)
+        try:
+            created, tag = repo.index.write_version(manifest, origin.code_commit, origin.actor)
+        except VersionExistsError:
+            if version is not None:
                 raise
-            return chosen
-        raise VersionExistsError(name, "auto", "(too many concurrent registrations)")
+            continue  # someone took this auto version concurrently: take the next one
+        _testhooks.point("register-before-event")
+        try:
+            _record_register(repo, name, chosen, tag, origin.actor, prov)
+        except BaseException:
+            if created:  # all or nothing: no tag without its register event
+                _take_back(repo, name, chosen, tag)
+            raise
+        return chosen
+    raise VersionExistsError(name, "auto", "(too many concurrent registrations)")
 
 
 def _collect(
