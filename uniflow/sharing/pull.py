@@ -74,6 +74,39 @@ def pull(
     for n in wanted:
         validate_model_name(n)
     git_remote = resolve_git_remote(repo.root, remote)
+    rejected = _fetch_refs_checked(repo, git_remote, wanted, force_tags)
+    prefix = tracking_prefix(git_remote)
+    remote_heads = {k: v for k, v in repo.git.refs(prefix).items() if "/" not in k and is_model_name(k)}
+    models = sorted(set(wanted)) if wanted else sorted(set(repo.index.models()) | set(remote_heads))
+    outcomes, conflicts = _integrate_models(repo, models, remote_heads, resolve, git_remote, wanted, rejected)
+    stats = TransferStats()
+    versions: list[tuple[str, str]] = []
+    if fetch_chunks and (all_versions or stages or wanted):
+        versions = _versions_to_fetch(repo, models, [repo.stage(s) for s in stages or []], rejected)
+    if versions:
+        blob_remote = blob_remote_for(repo, blob, git_remote)
+        if blob_remote is None:
+            raise no_blob_remote(git_remote)
+        digests: list[str] = []
+        for m, v in versions:
+            digests += chunks_of(repo, m, [v])[0]
+        stats = download_chunks(repo.store, blob_remote, digests, jobs=jobs, progress=progress)
+    result = PullReport(
+        remote=git_remote,
+        models=outcomes,
+        versions=tuple(f"{m}/{v}" for m, v in versions),
+        chunks=stats.frozen(),
+        rejected=rejected,
+    )
+    _raise_if_stopped(result, conflicts)
+    return result
+
+
+def _fetch_refs_checked(
+    repo: Repository, git_remote: str, wanted: list[str], force_tags: bool
+) -> dict[str, str]:
+    """Fetch the remote's version tags and lifecycle refs; ``{ref or model: reason}`` for
+    the ref names this fetch brought that name nothing valid and the new tags no read accepts."""
     junk_before = _junk_ref_names(repo, git_remote)
     tags_before = repo.git.refs(TAGS_PREFIX)
     fetch_refs(repo.root, git_remote, wanted or None, tags=True, force_tags=force_tags)
@@ -82,9 +115,21 @@ def pull(
         for ref in sorted(_junk_ref_names(repo, git_remote) - junk_before)
     }
     rejected.update(_unreadable_new_tags(repo, tags_before))
-    prefix = tracking_prefix(git_remote)
-    remote_heads = {k: v for k, v in repo.git.refs(prefix).items() if "/" not in k and is_model_name(k)}
-    models = sorted(set(wanted)) if wanted else sorted(set(repo.index.models()) | set(remote_heads))
+    return rejected
+
+
+def _integrate_models(
+    repo: Repository,
+    models: list[str],
+    remote_heads: dict[str, str],
+    resolve: Resolve,
+    git_remote: str,
+    wanted: list[str],
+    rejected: dict[str, str],
+) -> tuple[dict[str, PullOutcome], list[str]]:
+    """Integrate each model's remote lifecycle and recompute its stage pointers; a model
+    that fails validation stays as it was and is added to ``rejected``. Returns the
+    outcomes and the conflicts found."""
     outcomes: dict[str, PullOutcome] = {}
     conflicts: list[str] = []
     for m in models:
@@ -101,38 +146,33 @@ def pull(
         except IntegrityError as exc:  # this model stays as it was; carry on with the others
             outcomes[m] = "rejected"
             rejected[m] = str(exc)
+    return outcomes, conflicts
 
-    stats = TransferStats()
+
+def _versions_to_fetch(
+    repo: Repository, models: list[str], stage_names: list[str], rejected: dict[str, str]
+) -> list[tuple[str, str]]:
+    """``(model, version)`` whose chunks to fetch: the holders of ``stage_names``, or every
+    readable version; never of a rejected model, never an unreadable version."""
     versions: list[tuple[str, str]] = []
-    if fetch_chunks and (all_versions or stages or wanted):
-        stage_names = [repo.stage(s) for s in stages or []]
-        for m in models:
-            readable = set(repo.listings.listing(m).versions)  # a bad tag spoils only itself
-            if m in rejected or not readable:
-                continue
-            if stage_names:
-                picked = {v for s in stage_names for v in repo.versions_in(m, s)} & readable
-            else:
-                picked = readable
-            versions += [(m, v) for v in sorted(picked)]
-    if versions:
-        blob_remote = blob_remote_for(repo, blob, git_remote)
-        if blob_remote is None:
-            raise no_blob_remote(git_remote)
-        digests: list[str] = []
-        for m, v in versions:
-            digests += chunks_of(repo, m, [v])[0]
-        stats = download_chunks(repo.store, blob_remote, digests, jobs=jobs, progress=progress)
-    result = PullReport(
-        remote=git_remote,
-        models=outcomes,
-        versions=tuple(f"{m}/{v}" for m, v in versions),
-        chunks=stats.frozen(),
-        rejected=rejected,
-    )
-    summary = _rejected_summary(rejected, git_remote)
+    for m in models:
+        readable = set(repo.listings.listing(m).versions)  # a bad tag spoils only itself
+        if m in rejected or not readable:
+            continue
+        if stage_names:
+            picked = {v for s in stage_names for v in repo.versions_in(m, s)} & readable
+        else:
+            picked = readable
+        versions += [(m, v) for v in sorted(picked)]
+    return versions
+
+
+def _raise_if_stopped(result: PullReport, conflicts: list[str]) -> None:
+    """Raise :class:`LifecycleConflictError` for diverged lifecycles, else
+    :class:`IntegrityError` for anything rejected, each carrying ``result``."""
+    summary = _rejected_summary(dict(result.rejected), result.remote)
     if conflicts:
-        diverged = [m for m in outcomes if outcomes[m] == "diverged"]
+        diverged = [m for m, outcome in result.models.items() if outcome == "diverged"]
         raise LifecycleConflictError(
             "pull stopped: "
             + "; ".join(conflicts)
@@ -142,9 +182,8 @@ def pull(
             diverged,
             result=result,
         )
-    if rejected:
+    if result.rejected:
         raise IntegrityError(summary, result=result)
-    return result
 
 
 def _junk_ref_names(repo: Repository, remote: str) -> set[str]:
