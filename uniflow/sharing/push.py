@@ -139,11 +139,12 @@ def push(
     lifecycle, behind = _fast_forwards(repo, heads, remote_refs, git_remote)
 
     # 3. the bytes of the new versions (all versions with all_versions), before any ref
-    upload: list[tuple[str, str]] = []
-    for m in models:
-        for v in repo.index.version_names(m):
-            if all_versions or tag_ref(m, v) in new_tags:
-                upload.append((m, v))
+    upload = [
+        (m, v)
+        for m in models
+        for v in repo.index.version_names(m)
+        if all_versions or tag_ref(m, v) in new_tags
+    ]
     stats = TransferStats()
     blob_remote = blob_remote_for(repo, blob, git_remote)
     if upload:
@@ -152,6 +153,37 @@ def push(
         stats = upload_versions(repo, blob_remote, upload, jobs=jobs, progress=progress)
 
     # 4. refs, atomically: tags, lifecycle (fast-forward only), stage pointers (leased)
+    specs, leases = _ref_updates(repo, models, new_tags, heads, lifecycle, behind, remote_refs)
+    if specs:
+        _push_refs(repo, git_remote, specs, leases, remote_refs, new_tags)
+        for m, sha in lifecycle.items():
+            track = tracking_ref(git_remote, m)
+            git.cas_ref(track, git.ref(track), sha, message="uniflow: push")
+    return PushReport(
+        remote=git_remote,
+        blob_remote=blob_remote.name if blob_remote is not None else None,
+        models=tuple(models) if wanted else None,
+        versions=tuple(sorted(r[len(TAGS_PREFIX) + 1 :] for r in new_tags)),
+        lifecycle=tuple(sorted(lifecycle)),
+        behind=tuple(behind),
+        refs=len(specs),
+        chunks=stats.frozen(),
+        up_to_date=not specs and not stats.transferred,
+    )
+
+
+def _ref_updates(
+    repo: Repository,
+    models: list[str],
+    new_tags: dict[str, str],
+    heads: dict[str, str | None],
+    lifecycle: dict[str, str],
+    behind: list[str],
+    remote_refs: dict[str, str],
+) -> tuple[list[str], list[str]]:
+    """The refspecs of one atomic push and the leases of its stage pointers: the new tags,
+    each lifecycle that fast-forwards, and the stage pointers derived from the head pushed
+    (those that differ on the remote, each leased on the value seen there)."""
     specs: list[str] = [f"{r}:{r}" for r in sorted(new_tags)]
     leases: list[str] = []
     for m in models:
@@ -172,32 +204,30 @@ def push(
             if r not in mine:
                 specs.append(f":{r}")
                 leases.append(f"--force-with-lease={r}:{sha}")
-    if specs:
-        _testhooks.point("push-before-git-push")  # test-only: a race after the checks above
-        try:
-            _git_push(repo, git_remote, specs, leases)
-        except PushRejectedError:
+    return specs, leases
+
+
+def _push_refs(
+    repo: Repository,
+    git_remote: str,
+    specs: list[str],
+    leases: list[str],
+    remote_refs: dict[str, str],
+    new_tags: dict[str, str],
+) -> None:
+    """Push ``specs`` atomically; a refusal git gave no reason for is told as what moved on
+    the remote meanwhile (:func:`_overtaken`), when something did."""
+    _testhooks.point("push-before-git-push")  # test-only: a race after the checks in push()
+    try:
+        _git_push(repo, git_remote, specs, leases)
+    except PushRejectedError:
+        raise
+    except RemoteError as exc:  # refused for a reason git did not name: was it overtaken?
+        overtaken = _overtaken(repo, git_remote, specs, remote_refs, new_tags)
+        if overtaken is None:
             raise
-        except RemoteError as exc:  # refused for a reason git did not name: was it overtaken?
-            overtaken = _overtaken(repo, git_remote, specs, remote_refs, new_tags)
-            if overtaken is None:
-                raise
-            raise overtaken from exc
-        _testhooks.point("push-after-git-push")
-        for m, sha in lifecycle.items():
-            track = tracking_ref(git_remote, m)
-            git.cas_ref(track, git.ref(track), sha, message="uniflow: push")
-    return PushReport(
-        remote=git_remote,
-        blob_remote=blob_remote.name if blob_remote is not None else None,
-        models=tuple(models) if wanted else None,
-        versions=tuple(sorted(r[len(TAGS_PREFIX) + 1 :] for r in new_tags)),
-        lifecycle=tuple(sorted(lifecycle)),
-        behind=tuple(behind),
-        refs=len(specs),
-        chunks=stats.frozen(),
-        up_to_date=not specs and not stats.transferred,
-    )
+        raise overtaken from exc
+    _testhooks.point("push-after-git-push")
 
 
 def _fast_forwards(
