@@ -297,94 +297,113 @@ def _model_steps(
     experiments: dict[str, tuple[str, str]],
     notes: list[str],
 ) -> list[Step]:
+    """The steps of registered model ``rm``: each READY version, then its aliases and its
+    legacy stage as events; what cannot be imported is skipped with a note."""
     versions = _paged(
         f"versions of {rm.name!r}",
         client.search_model_versions,
         filter_string=_filter_quote(str(rm.name)),
         max_results=_PAGE,
     )
-    model_tags = _tags_of(rm)
     aliases: dict[str, list[str]] = {}
     for alias, number in _aliases_of(rm).items():
         aliases.setdefault(number, []).append(alias)
     steps: list[Step] = []
     for mv in sorted(versions, key=lambda v: int(v.version) if str(v.version).isdigit() else 0):
-        origin = f"{rm.name}/{mv.version}"
-        try:
-            version = mlflow_version(mv.version)
-            if str(getattr(mv, "status", "READY")) not in ("READY", "ModelVersionStatus.READY"):
-                raise UsageError(f"its status is {mv.status}, not READY")
-            tags = {**_keyed(model_tags, "tag", "model."), **_keyed(_tags_of(mv), "tag")}
-            metrics, params, lineage = _run_data(client, mv, experiments)
-        except UniflowError as exc:
-            notes.append(f"skipped MLflow version {origin}: {exc}")
+        step = _version_step(client, rm, mv, name, _Where(tracking, registry, ()), experiments, notes)
+        if step is None:
             continue
-        created = _ms(mv.creation_timestamp)
-        actor = identity_of(getattr(mv, "user_id", None) or None, fallback="mlflow")
-        lineage.update(
-            mlflow_model=str(rm.name),
-            mlflow_version=str(mv.version),
-            source=str(mv.source or ""),
-            tracking_uri=_redact(tracking) or "",
-            model_description=str(rm.description or ""),
-        )
-        steps.append(
-            Step(
-                name,
-                version,
-                created,
-                actor,
-                f"{origin}",
-                order=0,
-                fetch=_fetcher(
-                    client,
-                    str(rm.name),
-                    str(mv.version),
-                    _Where(tracking, registry, _roots(tracking, registry, lineage, experiments)),
-                ),
-                metrics=metrics,
-                params=params,
-                tags=tags,
-                description=str(mv.description or "") or str(rm.description or ""),
-                lineage=lineage,
-            )
-        )
-        for i, alias in enumerate(sorted(aliases.get(str(mv.version), []))):
-            try:
-                stage = map_stage_name(alias)
-            except UsageError as exc:
-                notes.append(f"skipped alias of {origin}: {exc}")
-                continue
-            if stage in _STAGES.values() or stage == "development":
-                notes.append(f"skipped alias {alias!r} of {origin}: it names a built-in stage")
-                continue
-            steps.append(
-                Step(
-                    name,
-                    version,
-                    created + timedelta(microseconds=1 + i),
-                    actor,
-                    f"{origin}:alias:{alias}",
-                    order=1 + i,
-                    stage=stage,
-                    reason=f"MLflow alias {alias}",
-                )
-            )
+        steps.append(step)
+        steps += _alias_steps(step, sorted(aliases.get(str(mv.version), [])), notes)
         held = _STAGES.get(str(mv.current_stage or "").lower())
         if held:
-            updated = max(_ms(mv.last_updated_timestamp, created), created + timedelta(microseconds=100))
+            updated = max(_ms(mv.last_updated_timestamp, step.at), step.at + timedelta(microseconds=100))
             steps.append(
                 Step(
                     name,
-                    version,
+                    step.version,
                     updated,
-                    actor,
-                    f"{origin}:stage:{held}@{mv.last_updated_timestamp}",
+                    step.actor,
+                    f"{step.key}:stage:{held}@{mv.last_updated_timestamp}",
                     order=100,
                     stage=held,
                     reason=f"MLflow stage {mv.current_stage}",
                 )
             )
+    return steps
+
+
+def _version_step(
+    client: Any,
+    rm: Any,
+    mv: Any,
+    name: str,
+    where: _Where,
+    experiments: dict[str, tuple[str, str]],
+    notes: list[str],
+) -> Step | None:
+    """The step registering MLflow version ``mv`` of ``rm`` (its files fetched from inside
+    the store's roots only), or None with a note when it cannot be imported."""
+    origin = f"{rm.name}/{mv.version}"
+    try:
+        version = mlflow_version(mv.version)
+        if str(getattr(mv, "status", "READY")) not in ("READY", "ModelVersionStatus.READY"):
+            raise UsageError(f"its status is {mv.status}, not READY")
+        tags = {**_keyed(_tags_of(rm), "tag", "model."), **_keyed(_tags_of(mv), "tag")}
+        metrics, params, lineage = _run_data(client, mv, experiments)
+    except UniflowError as exc:
+        notes.append(f"skipped MLflow version {origin}: {exc}")
+        return None
+    lineage.update(
+        mlflow_model=str(rm.name),
+        mlflow_version=str(mv.version),
+        source=str(mv.source or ""),
+        tracking_uri=_redact(where.tracking) or "",
+        model_description=str(rm.description or ""),
+    )
+    roots = _roots(where.tracking, where.registry, lineage, experiments)
+    return Step(
+        name,
+        version,
+        _ms(mv.creation_timestamp),
+        identity_of(getattr(mv, "user_id", None) or None, fallback="mlflow"),
+        origin,
+        order=0,
+        fetch=_fetcher(client, str(rm.name), str(mv.version), _Where(where.tracking, where.registry, roots)),
+        metrics=metrics,
+        params=params,
+        tags=tags,
+        description=str(mv.description or "") or str(rm.description or ""),
+        lineage=lineage,
+    )
+
+
+def _alias_steps(version_step: Step, aliases: list[str], notes: list[str]) -> list[Step]:
+    """One event per alias of the version: a custom stage of that name; an alias naming a
+    built-in stage, or no valid stage name, is skipped with a note."""
+    steps: list[Step] = []
+    origin = version_step.key
+    for i, alias in enumerate(aliases):
+        try:
+            stage = map_stage_name(alias)
+        except UsageError as exc:
+            notes.append(f"skipped alias of {origin}: {exc}")
+            continue
+        if stage in _STAGES.values() or stage == "development":
+            notes.append(f"skipped alias {alias!r} of {origin}: it names a built-in stage")
+            continue
+        steps.append(
+            Step(
+                version_step.model,
+                version_step.version,
+                version_step.at + timedelta(microseconds=1 + i),
+                version_step.actor,
+                f"{origin}:alias:{alias}",
+                order=1 + i,
+                stage=stage,
+                reason=f"MLflow alias {alias}",
+            )
+        )
     return steps
 
 
