@@ -168,165 +168,189 @@ def create_app(registry: ModelRegistry, *, loopback_only: bool = False, warm: bo
     """
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
-    from starlette.responses import HTMLResponse, Response
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
-    lock = threading.Lock()  # the registry object is shared; requests run in a thread pool
-    reader = CachedRegistry(registry)
+    site = _Site(registry)
     if warm:
-        threading.Thread(target=_warm, args=(reader, lock), name="uniflow-ui-warm", daemon=True).start()
-    repo_label = registry.root.name
-    links = Links()
+        threading.Thread(
+            target=_warm, args=(site.reader, site.lock), name="uniflow-ui-warm", daemon=True
+        ).start()
+    guarded = site.guarded
+    get = ["GET", "HEAD"]
+    routes = [
+        Route("/", guarded(site.overview_page), methods=get),
+        Route("/healthz", guarded(site.healthz, locked=False), methods=get),
+        Route("/api/models", guarded(site.api_models), methods=get),
+        Route("/api/models/{name}", guarded(site.api_versions), methods=get),
+        Route("/api/models/{name}/compare", guarded(site.api_compare), methods=get),
+        Route("/api/models/{name}/history", guarded(site.api_history), methods=get),
+        Route("/api/models/{name}/{version}", guarded(site.api_show), methods=get),
+        Route("/models/{name}", guarded(site.model_page), methods=get),
+        Route("/models/{name}/compare", guarded(site.compare_page), methods=get),
+        Route("/models/{name}/history", guarded(site.history_page), methods=get),
+        Route("/models/{name}/{version}", guarded(site.version_page), methods=get),
+        Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static"),
+    ]
+    middleware = [Middleware(ReadOnly, loopback_only=loopback_only)]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={404: site.not_found, 500: site.server_error},
+    )
 
-    def html(template: str, _status: int = 200, **ctx: Any) -> Response:
-        return HTMLResponse(
-            render_page(template, links, repo=repo_label, generated=None, **ctx), status_code=_status
-        )
 
-    def api(data: Any, status: int = 200) -> Response:
+def _name_of(request: Request) -> str:
+    return str(request.path_params["name"])
+
+
+def _compared(request: Request) -> list[str]:
+    """The versions of ``?v=A&v=B``: at least two."""
+    versions = [v for v in request.query_params.getlist("v") if v]
+    if len(versions) < 2:
+        raise UsageError("compare needs at least two versions: ?v=A&v=B")
+    return versions
+
+
+class _Site:
+    """The pages and JSON endpoints of one registry: each a method taking the request.
+
+    The registry object is shared and requests run in a thread pool, so handlers run under
+    ``lock`` (:meth:`guarded`); reads go through a :class:`CachedRegistry`."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+        self.lock = threading.Lock()
+        self.reader = CachedRegistry(registry)
+        self.repo_label = registry.root.name
+        self.links = Links()
+
+    # ------------------------------------------------------------------ responses
+    def html(self, template: str, _status: int = 200, **ctx: Any) -> Response:
+        from starlette.responses import HTMLResponse
+
+        page = render_page(template, self.links, repo=self.repo_label, generated=None, **ctx)
+        return HTMLResponse(page, status_code=_status)
+
+    def api(self, data: Any, status: int = 200) -> Response:
+        from starlette.responses import Response
+
         body = json.dumps(to_jsonable(data), indent=2, ensure_ascii=False, allow_nan=False)
         return Response(body + "\n", status_code=status, media_type="application/json")
 
-    def error_page(request: Request, status: int, message: str) -> Response:
+    def error_page(self, request: Request, status: int, message: str) -> Response:
         if request.url.path.startswith("/api/"):
-            return api({"error": message, "status": status}, status)
-        return html(
-            "error.html",
-            status,
-            crumbs=[],
-            api=None,
-            code=status,
-            reason=_REASONS.get(status, "Error"),
-            message=message,
+            return self.api({"error": message, "status": status}, status)
+        reason = _REASONS.get(status, "Error")
+        return self.html(
+            "error.html", status, crumbs=[], api=None, code=status, reason=reason, message=message
         )
 
-    def guarded(handler: Callable[[Request], Response], locked: bool = True) -> Callable[[Request], Response]:
+    def guarded(
+        self, handler: Callable[[Request], Response], locked: bool = True
+    ) -> Callable[[Request], Response]:
+        """``handler`` under the lock, its ``UniflowError`` an error page of its status and
+        any other exception a logged 500 (never a traceback on the page)."""
+
         def endpoint(request: Request) -> Response:
             try:
                 if not locked:
                     return handler(request)
-                with lock:
+                with self.lock:
                     return handler(request)
             except UniflowError as exc:
-                return error_page(request, _status_of(exc), exc.message)
+                return self.error_page(request, _status_of(exc), exc.message)
             except Exception:  # noqa: BLE001  logged, never shown
                 log.exception("uniflow ui: %s %s failed", request.method, request.url.path)
-                return error_page(request, 500, "internal error (see the server's log)")
+                return self.error_page(request, 500, "internal error (see the server's log)")
 
         return endpoint
 
-    def name_of(request: Request) -> str:
-        return str(request.path_params["name"])
+    def not_found(self, request: Request, exc: Exception) -> Response:
+        return self.error_page(request, 404, f"no page at {request.url.path}")
 
-    def crumbs_model(name: str, *more: tuple[str, str | None]) -> list[tuple[str, str | None]]:
-        return [(name, links.model(name) if more else None), *more]
+    def server_error(self, request: Request, exc: Exception) -> Response:
+        return self.error_page(request, 500, "internal error (see the server's log)")
 
-    def compare_versions(request: Request) -> list[str]:
-        versions = [v for v in request.query_params.getlist("v") if v]
-        if len(versions) < 2:
-            raise UsageError("compare needs at least two versions: ?v=A&v=B")
-        return versions
+    def _crumbs(self, name: str, *more: tuple[str, str | None]) -> list[tuple[str, str | None]]:
+        return [(name, self.links.model(name) if more else None), *more]
 
     # ------------------------------------------------------------------ pages
-    def overview_page(request: Request) -> Response:
-        reader.refresh()
-        return html("overview.html", rows=views.overview(reader), crumbs=[], api=links.api("models"))
+    def overview_page(self, request: Request) -> Response:
+        self.reader.refresh()
+        rows = views.overview(self.reader)
+        return self.html("overview.html", rows=rows, crumbs=[], api=self.links.api("models"))
 
-    def model_page(request: Request) -> Response:
-        name = name_of(request)
+    def model_page(self, request: Request) -> Response:
+        name = _name_of(request)
         q = request.query_params
-        reader.refresh(name)
+        self.reader.refresh(name)
         data = views.model_page(
-            reader,
+            self.reader,
             name,
             stage=q.get("stage") or None,
             sort=q.get("sort") or None,
             desc=q.get("order") == "desc",
         )
-        return html("model.html", crumbs=crumbs_model(name), api=links.api(f"models/{name}"), **data)
+        return self.html(
+            "model.html", crumbs=self._crumbs(name), api=self.links.api(f"models/{name}"), **data
+        )
 
-    def version_page(request: Request) -> Response:
-        name, version = name_of(request), str(request.path_params["version"])
-        reader.refresh(name)
-        data = views.version_page(reader, name, version)
-        return html(
+    def version_page(self, request: Request) -> Response:
+        name, version = _name_of(request), str(request.path_params["version"])
+        self.reader.refresh(name)
+        data = views.version_page(self.reader, name, version)
+        return self.html(
             "version.html",
-            crumbs=crumbs_model(name, (version, None)),
-            api=links.api(f"models/{name}/{version}"),
+            crumbs=self._crumbs(name, (version, None)),
+            api=self.links.api(f"models/{name}/{version}"),
             **data,
         )
 
-    def compare_page(request: Request) -> Response:
-        name = name_of(request)
-        view = views.compare_page(reader, name, compare_versions(request))
-        return html(
+    def compare_page(self, request: Request) -> Response:
+        name = _name_of(request)
+        view = views.compare_page(self.reader, name, _compared(request))
+        return self.html(
             "compare.html",
             name=name,
             view=view,
-            crumbs=crumbs_model(name, ("compare", None)),
-            api=links.api(f"models/{name}/compare?" + str(request.url.query)),
+            crumbs=self._crumbs(name, ("compare", None)),
+            api=self.links.api(f"models/{name}/compare?" + str(request.url.query)),
         )
 
-    def history_page(request: Request) -> Response:
-        name = name_of(request)
-        reader.refresh(name)
-        return html(
+    def history_page(self, request: Request) -> Response:
+        name = _name_of(request)
+        self.reader.refresh(name)
+        return self.html(
             "history.html",
             name=name,
-            events=views.history_page(reader, name),
-            crumbs=crumbs_model(name, ("history", None)),
-            api=links.api(f"models/{name}/history"),
+            events=views.history_page(self.reader, name),
+            crumbs=self._crumbs(name, ("history", None)),
+            api=self.links.api(f"models/{name}/history"),
         )
 
     # ------------------------------------------------------------------ JSON (the CLI's --json shapes)
-    def api_models(request: Request) -> Response:
-        reader.refresh()
-        return api([s.to_dict() for s in reader.list_models()])
+    def api_models(self, request: Request) -> Response:
+        self.reader.refresh()
+        return self.api([s.to_dict() for s in self.reader.list_models()])
 
-    def api_versions(request: Request) -> Response:
+    def api_versions(self, request: Request) -> Response:
         stage = request.query_params.get("stage") or None
-        reader.refresh(name_of(request))
-        return api([v.to_dict() for v in reader.list_versions(name_of(request), stage=stage)])
+        self.reader.refresh(_name_of(request))
+        return self.api([v.to_dict() for v in self.reader.list_versions(_name_of(request), stage=stage)])
 
-    def api_show(request: Request) -> Response:
-        name = name_of(request)
-        reader.refresh(name)
-        mv = reader.get(name, str(request.path_params["version"]))
-        return api(show_payload(mv, reader.history(name)))
+    def api_show(self, request: Request) -> Response:
+        name = _name_of(request)
+        self.reader.refresh(name)
+        mv = self.reader.get(name, str(request.path_params["version"]))
+        return self.api(show_payload(mv, self.reader.history(name)))
 
-    def api_compare(request: Request) -> Response:
-        return api(registry.compare_versions(name_of(request), compare_versions(request)).to_dict())
+    def api_compare(self, request: Request) -> Response:
+        return self.api(self.registry.compare_versions(_name_of(request), _compared(request)).to_dict())
 
-    def api_history(request: Request) -> Response:
-        reader.refresh(name_of(request))
-        return api([e.to_dict() for e in reader.history(name_of(request))])
+    def api_history(self, request: Request) -> Response:
+        self.reader.refresh(_name_of(request))
+        return self.api([e.to_dict() for e in self.reader.history(_name_of(request))])
 
-    def healthz(request: Request) -> Response:
-        return api({"ok": True, "version": __version__, "read_only": True})
-
-    def not_found(request: Request, exc: Exception) -> Response:
-        return error_page(request, 404, f"no page at {request.url.path}")
-
-    def server_error(request: Request, exc: Exception) -> Response:
-        return error_page(request, 500, "internal error (see the server's log)")
-
-    get = ["GET", "HEAD"]
-    routes = [
-        Route("/", guarded(overview_page), methods=get),
-        Route("/healthz", guarded(healthz, locked=False), methods=get),
-        Route("/api/models", guarded(api_models), methods=get),
-        Route("/api/models/{name}", guarded(api_versions), methods=get),
-        Route("/api/models/{name}/compare", guarded(api_compare), methods=get),
-        Route("/api/models/{name}/history", guarded(api_history), methods=get),
-        Route("/api/models/{name}/{version}", guarded(api_show), methods=get),
-        Route("/models/{name}", guarded(model_page), methods=get),
-        Route("/models/{name}/compare", guarded(compare_page), methods=get),
-        Route("/models/{name}/history", guarded(history_page), methods=get),
-        Route("/models/{name}/{version}", guarded(version_page), methods=get),
-        Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static"),
-    ]
-    middleware = [Middleware(ReadOnly, loopback_only=loopback_only)]
-    return Starlette(
-        routes=routes, middleware=middleware, exception_handlers={404: not_found, 500: server_error}
-    )
+    def healthz(self, request: Request) -> Response:
+        return self.api({"ok": True, "version": __version__, "read_only": True})
