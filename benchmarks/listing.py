@@ -54,7 +54,7 @@ def _data(payload: bytes) -> bytes:
     return b"data %d\n" % len(payload) + payload + b"\n"
 
 
-def _dumps(obj: dict[str, Any]) -> bytes:  # as uniflow/_lifecycle.py writes state.json / event.json
+def _dumps(obj: dict[str, Any]) -> bytes:  # as uniflow/_records/lifecycle.py writes state.json / event.json
     return (json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n").encode()
 
 
@@ -65,8 +65,8 @@ def build_repo(path: Path, models: list[str], n_versions: int, src: Path) -> Pat
     from datetime import UTC, datetime, timedelta
 
     from uniflow import ModelRegistry
-    from uniflow._manifest import pack, render_card
-    from uniflow._versions import MANIFEST_PATH, commit_message
+    from uniflow._records.manifest import pack, render_card
+    from uniflow._records.versions import MANIFEST_PATH, commit_message
 
     git_repo(path)
     env = git_env()
@@ -192,7 +192,7 @@ GOALS = [
     ),
 ]
 MODEL = "bench_model"
-RACY_SECONDS = 2.1  # uniflow/_listing.py RACY_NS, plus a margin
+RACY_SECONDS = 2.1  # uniflow/_records/listing.py RACY_NS, plus a margin
 
 
 def compile_package() -> None:

@@ -40,7 +40,7 @@ KEYS = [
 @contextlib.contextmanager
 def no_tensor_digests() -> Iterator[None]:
     """Register as manifest format 1 did: no header parsing, no per-tensor hashing."""
-    from uniflow import _tensors
+    from uniflow._records import tensors as _tensors
 
     saved = _tensors.scan_for
     _tensors.scan_for = lambda path: None  # type: ignore[assignment]

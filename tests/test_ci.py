@@ -10,8 +10,8 @@ import pytest
 
 from tests.helpers import cli, clone, git, model_dir, open_registry, shared_setup
 from uniflow import PolicyError, PromoteReport
-from uniflow._config import parse_condition
 from uniflow._errors import RepositoryError, UsageError
+from uniflow._records.config import parse_condition
 from uniflow.sharing.candidates import pr_heads
 from uniflow.sharing.ci import ci_context
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import cli, git
 from uniflow import ModelRegistry
-from uniflow._lifecycle import HISTORY_KIND
+from uniflow._records.lifecycle import HISTORY_KIND
 
 REF = "refs/uniflow/models/m"
 
@@ -77,7 +77,7 @@ def test_a_forged_history_entry_is_ignored(versions: Path, tmp_path: Path, forge
         path.write_bytes(blake3.blake3(lie).digest() + lie)
     elif forge == "entry naming another model":  # MAC-ed with the key, but for model "n"
         d[1] = "n"
-        from uniflow._objcache import DerivedCache
+        from uniflow._records.objcache import DerivedCache
 
         DerivedCache(path.parents[2]).put(HISTORY_KIND, path.name, msgpack.packb(d, use_bin_type=True))
     else:

@@ -295,7 +295,7 @@ def test_registering_a_git_lfs_pointer_warns_and_strict_refuses(tmp_path: Path) 
 
 
 def test_lfs_pointer_recogniser_follows_the_spec() -> None:
-    from uniflow._lfs import lfs_pointer
+    from uniflow._storage.lfs import lfs_pointer
 
     oid = "4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393"
     good = f"{LFS_SPEC}oid sha256:{oid}\nsize 12345\n".encode()

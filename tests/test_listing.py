@@ -1,6 +1,6 @@
 """``uniflow models list NAME`` from the per-model listing index (issue 14, items 1 and 5).
 
-The index (uniflow/_listing.py) may only cost time: whatever plain Git does to the tags
+The index (uniflow/_records/listing.py) may only cost time: whatever plain Git does to the tags
 (delete, re-create, fetch, ``git pack-refs --all``), in a fresh clone without any cache,
 and whatever is written into the cache file, the listing is what the refs say now. Each
 test first lets the loose-ref directory age (its mtime set in the past, as after a quiet
@@ -22,7 +22,7 @@ import pytest
 
 from tests.helpers import cli, clone, git, make_repo
 from uniflow import ModelRegistry
-from uniflow._listing import JSON_KIND, KIND, listing_key
+from uniflow._records.listing import JSON_KIND, KIND, listing_key
 
 MODEL = "m"
 

@@ -330,7 +330,7 @@ def test_environment_overrides_the_configured_timeouts(tmp_path: Path, black_hol
 def test_a_remote_config_may_only_shorten_the_timeouts(tmp_path: Path) -> None:
     """A registry read by Git URL: its config is hostile data; it may make a call give up
     sooner (read_timeout = 2 is kept) but never wait longer (600 becomes the default, 60)."""
-    from uniflow._config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, parse_config
+    from uniflow._records.config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, parse_config
     from uniflow.sharing.blobstore import timeouts_of
     from uniflow.sharing.giturl import parse_git_url
     from uniflow.sharing.remote import blob_remote_for

@@ -15,7 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from tests.helpers import make_repo
 from uniflow import ConcurrencyError, ModelRegistry, StageEmptyError, UsageError
-from uniflow._store import ObjectStore
+from uniflow._storage.store import ObjectStore
 
 SETTINGS = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -135,7 +135,7 @@ TestLifecycleMachine.settings = settings(max_examples=15, stateful_step_count=12
 def test_a_held_ref_lock_is_waited_for_then_reported(
     registry: ModelRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import uniflow._git as g
+    import uniflow._records.git as g
 
     f = tmp_path / "w.bin"
     f.write_bytes(b"weights")

@@ -92,7 +92,7 @@ def test_gc_reports_bytes_freed_under_one_key_dry_run_or_not(registry: ModelRegi
 
 
 def _live(registry: ModelRegistry) -> set[str]:
-    from uniflow._manifest import file_records
+    from uniflow._records.manifest import file_records
 
     return {
         c.digest

@@ -367,7 +367,7 @@ def test_fsspec_backend_round_trip_with_temporary_names(tmp_path: Path) -> None:
 
 
 def _chunk_digests(reg: object, model: str, version: str, path: str) -> list[str]:
-    from uniflow._manifest import file_records
+    from uniflow._records.manifest import file_records
 
     _, m = reg.repository.index.manifest(model, version)  # type: ignore[attr-defined]
     return [c.digest for rel, rec, _ in file_records(m) if rel == path for c in rec.chunks]
@@ -436,7 +436,7 @@ def _rewrite_the_first_source_copied(monkeypatch: pytest.MonkeyPatch, under: Pat
     """Make the first kernel copy out of a chunk file under ``under`` rewrite that file first
     (the window between verifying a chunk and copying it from its descriptor); the digests
     of the files rewritten."""
-    import uniflow._fsio as fsio
+    import uniflow._storage.fsio as fsio
 
     real = os.copy_file_range
     victims: list[str] = []

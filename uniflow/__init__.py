@@ -19,7 +19,7 @@ _LAZY = {
     "HistoryEvent": "._types",
     "ModelSummary": "._types",
     "FileInfo": "._types",
-    "Comparison": "._compare",
+    "Comparison": "._ops.compare",
     "VerifyReport": "._reports",
     "VerifyProblem": "._reports",
     "GcReport": "._reports",
@@ -28,7 +28,7 @@ _LAZY = {
     "ChunkStats": "._reports",
     "PromoteReport": "._reports",
     "PromoteResult": "._reports",
-    "VersionDiff": "._diff",
+    "VersionDiff": "._ops.diff",
     "step": ".pipelines",
     "pipeline": ".pipelines",
     "Model": ".pipelines",
@@ -60,8 +60,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._compare import Comparison
-    from ._diff import VersionDiff
+    from ._ops.compare import Comparison
+    from ._ops.diff import VersionDiff
     from ._registry import ModelRegistry
     from ._reports import (
         ChunkStats,

@@ -9,26 +9,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
-from ._config import Config, ConfigSource
 from ._errors import (
     InvalidPathError,
     ReadOnlyRegistryError,
     StageEmptyError,
     UsageError,
 )
-from ._git import GitRepo
-from ._lifecycle import (
+from ._ops.maintenance import gc as _gc
+from ._ops.maintenance import repair as _repair
+from ._ops.maintenance import verify as _verify
+from ._ops.materialize import export_files, materialize
+from ._ops.register import register_version
+from ._records.config import Config, ConfigSource
+from ._records.git import GitRepo
+from ._records.lifecycle import (
     rollback_transition,
 )
-from ._maintenance import gc as _gc
-from ._maintenance import repair as _repair
-from ._maintenance import verify as _verify
-from ._register import register_version
 from ._repo import Repository
 from ._reports import GcReport, PullReport, PushReport, VerifyReport
 from ._stages import ModelStage, StageLike
-from ._store import ObjectStore, ProgressFn
-from ._tree import export_files, materialize
+from ._storage.store import ObjectStore, ProgressFn
 from ._types import HistoryEvent, HistoryList, ModelSummary, ModelVersion, Provenance, VersionList, VersionRow
 from .sharing.blobs import JOBS, BlobFetcher
 from .sharing.giturl import is_git_url
@@ -36,9 +36,9 @@ from .sharing.pull import pull as _pull
 from .sharing.push import push as _push
 
 if TYPE_CHECKING:
-    from ._compare import Comparison
-    from ._diff import VersionDiff
-    from ._lifecycle import LifecycleState
+    from ._ops.compare import Comparison
+    from ._ops.diff import VersionDiff
+    from ._records.lifecycle import LifecycleState
     from .importers import ImportReport
 
 __all__ = ["ModelRegistry", "RemoteRegistry"]
@@ -236,16 +236,16 @@ class ModelRegistry:
             raise UsageError(f"last must be a whole number >= 0, not {last!r}")
         return HistoryList(self._repo.lifecycle.history(name, limit=last))
 
-    # ------------------------------------------------------------------ notebooks (uniflow/_notebook.py)
+    # ---------------------------------------------------------------- notebooks (uniflow/_views/notebook.py)
     def versions_frame(self, name: str, stage: StageLike | None = None) -> Any:
         """The versions of ``name`` as a ``pandas.DataFrame`` (needs the ``notebook`` extra)."""
-        from ._notebook import versions_frame
+        from ._views.notebook import versions_frame
 
         return versions_frame(self.list_versions(name, stage=stage))
 
     def plot(self, name: str, metric: str) -> Any:
         """A matplotlib ``Figure`` of ``metric`` across the versions of ``name`` (``notebook`` extra)."""
-        from ._notebook import plot_metric
+        from ._views.notebook import plot_metric
 
         return plot_metric(self.list_versions(name), metric, self.history(name))
 
@@ -262,7 +262,7 @@ class ModelRegistry:
         self, name: str, version: str, m: dict[str, Any], progress: ProgressFn | None = None
     ) -> Path:
         """``.git/uniflow/cache/versions/<content digest>``, holding the verified files; every
-        path is re-checked and walked without following symlinks (see ``_tree``)."""
+        path is re-checked and walked without following symlinks (see ``_ops.materialize``)."""
         return materialize(self._repo, name, version, m, progress)[0]
 
     def load(
@@ -280,14 +280,14 @@ class ModelRegistry:
         Files and directories come back as a path. ``model=`` is an instance to load
         weights into; ``trust=True`` allows pickle for versions registered with it.
         ``tensors=["head.*", ...]`` (glob patterns) returns ``{name: tensor}`` of the matching
-        tensors only, reading (and fetching) only the chunks that cover them (``_partial``).
+        tensors only, reading (and fetching) only the chunks that cover them (``_ops.partial``).
         """
         from .serializers import get_serializer
 
         v, _ = self._resolve(name, version, stage)
         m = self._repo.manifest(name, v)
         if tensors is not None:
-            from ._partial import load_tensors
+            from ._ops.partial import load_tensors
 
             if model is not None:
                 raise UsageError("tensors= returns a dict of tensors; it cannot be combined with model=")
@@ -354,7 +354,7 @@ class ModelRegistry:
 
     def compare_versions(self, name: str, versions: list[str]) -> Comparison:
         """Metrics side by side with deltas, params, tags, sizes, shared bytes, code commits."""
-        from ._compare import build_comparison
+        from ._ops.compare import build_comparison
 
         if isinstance(versions, str) or len(versions) < 2:
             raise UsageError("compare_versions needs a list of at least two versions")
@@ -366,13 +366,13 @@ class ModelRegistry:
         """What changed from version ``a`` to ``b``, per file and per tensor, from the two
         manifests alone; ``stats=True`` also reads the changed tensors of both (only those)
         for max |Δ|, mean |Δ| and relative L2."""
-        from ._diff import diff_manifests
+        from ._ops.diff import diff_manifests
 
         ma = self._repo.manifest(name, self._repo.resolve(name, a, None)[0])
         mb = self._repo.manifest(name, self._repo.resolve(name, b, None)[0])
         result = diff_manifests(ma, mb)
         if stats:
-            from ._partial import diff_stats
+            from ._ops.partial import diff_stats
 
             result = diff_stats(self._repo, result, ma, mb)
         return result

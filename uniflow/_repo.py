@@ -16,7 +16,6 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._config import Config, ConfigSource
 from ._errors import (
     IntegrityError,
     ModelNotFoundError,
@@ -24,16 +23,17 @@ from ._errors import (
     UniflowWarning,
     VersionNotFoundError,
 )
-from ._git import GitRepo
-from ._lifecycle import Lifecycle, LifecycleState, promote_transition
-from ._listing import Listing, ListingIndex, skipped_notice
 from ._naming import validate_model_name, validate_version, version_sort_key
-from ._objcache import DerivedCache
-from ._paths import store_dir, work_trees
-from ._refs import tag_ref
+from ._records.config import Config, ConfigSource
+from ._records.git import GitRepo
+from ._records.lifecycle import Lifecycle, LifecycleState, promote_transition
+from ._records.listing import Listing, ListingIndex, skipped_notice
+from ._records.objcache import DerivedCache
+from ._records.paths import store_dir, work_trees
+from ._records.refs import tag_ref
+from ._records.versions import VersionIndex
 from ._stages import ModelStage, StageLike, normalize_stage
-from ._store import FetchFn, ObjectStore
-from ._versions import VersionIndex
+from ._storage.store import FetchFn, ObjectStore
 
 if TYPE_CHECKING:
     from ._types import ModelVersion, VersionRow
@@ -153,7 +153,7 @@ class Repository:
         return self.index.manifest(name, version)[1]
 
     def model_version(self, name: str, version: str, stage: str, tag_sha: str | None = None) -> ModelVersion:
-        from ._manifest import to_model_version
+        from ._records.manifest import to_model_version
 
         m = self.index.manifest(name, version, tag_sha)[1]
         return to_model_version(m, stage, tag_ref(name, version))
@@ -170,8 +170,8 @@ class Repository:
 
     def versions_json(self, name: str, stage: StageLike | None = None) -> str:
         """The indented JSON of ``[v.to_dict() for v in list_versions(name, stage)]``, built
-        from the model's listing index (uniflow/_listing.py) without opening a manifest."""
-        from ._listing import json_list
+        from the model's listing index (uniflow/_records/listing.py) without opening a manifest."""
+        from ._records.listing import json_list
 
         listing, state, wanted = self._listing(name, stage, rows=False)
         stage_of = state.stage_of
@@ -184,7 +184,7 @@ class Repository:
 
     def version_rows(self, name: str, stage: StageLike | None = None) -> list[VersionRow]:
         """What ``list_versions`` lists, as :class:`VersionRow` summaries read from the model's
-        listing index (uniflow/_listing.py) without opening a manifest."""
+        listing index (uniflow/_records/listing.py) without opening a manifest."""
         from ._types import VersionRow
 
         listing, state, wanted = self._listing(name, stage, rows=True)
@@ -218,9 +218,9 @@ class Repository:
         or a lifecycle, by name: ``packed-refs`` read once, each model's listing (its stored
         index; a version not in it yet is read once through the gate, so an unreadable tag
         is neither counted nor ``latest``) and lifecycle state."""
-        from ._refs import LIFECYCLE_PREFIX, TAGS_PREFIX
-        from ._refscan import PackedRefs, loose_dirs_in, loose_refs_in, parse_packed
-        from ._versions import is_model_name
+        from ._records.refs import LIFECYCLE_PREFIX, TAGS_PREFIX
+        from ._records.refscan import PackedRefs, loose_dirs_in, loose_refs_in, parse_packed
+        from ._records.versions import is_model_name
 
         git_dir = self.git.git_dir
         packed = PackedRefs(git_dir)
@@ -250,7 +250,7 @@ class Repository:
     ) -> None:
         """Move ``version`` into ``stage`` (one lifecycle event, compare-and-swap); a
         single-holder stage's previous holder is archived."""
-        from ._manifest import json_safe
+        from ._records.manifest import json_safe
 
         st = self.stage(stage)
         self.lifecycle.state(name)  # an unreadable lifecycle refuses here (reads fall back)

@@ -4,7 +4,7 @@ Frozen dataclasses; each ``to_dict()`` is the JSON document the CLI prints with 
 (docs/cli.md). This module imports nothing from uniflow and sits at the bottom of the
 layers, so the error classes can name the report they carry (``IntegrityError.result``,
 ``PolicyError.report``). The code producing each report re-exports it
-(``uniflow._maintenance``, ``uniflow.sharing.push``, ``uniflow.sharing.pull``,
+(``uniflow._ops.maintenance``, ``uniflow.sharing.push``, ``uniflow.sharing.pull``,
 ``uniflow.sharing.ci``).
 """
 

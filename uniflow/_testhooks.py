@@ -4,7 +4,7 @@ Nothing here is part of the API and nothing here runs unless a test asks for it.
 library calls :func:`point` at a few named places (``register-before-tag``,
 ``register-before-event``, ``after-lifecycle-cas``, ``gc-after-set-aside``,
 ``push-before-git-push``, ``push-after-git-push``, and ``store-migrate-linked``, ``store-migrate-unlinked``,
-``store-migrate-chunks-moved`` while an old store is moved: ``_store.ObjectStore.adopt``;
+``store-migrate-chunks-moved`` while an old store is moved: ``_storage.store.ObjectStore.adopt``;
 ``get-file-written`` after each file a get by URL has written, verified, fsynced and closed:
 ``sharing.remote._VersionWriter``; ``mirror-sync-listed`` and ``mirror-sync-fetched-tags``
 during a mirror's sync: ``sharing.mirror``);

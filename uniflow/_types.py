@@ -79,8 +79,8 @@ class ModelVersion:
         return d
 
     def _repr_html_(self) -> str:
-        """The card as HTML, for notebooks (escaped; see uniflow/_notebook.py)."""
-        from ._notebook import version_html
+        """The card as HTML, for notebooks (escaped; see uniflow/_views/notebook.py)."""
+        from ._views.notebook import version_html
 
         return version_html(self)
 
@@ -113,7 +113,7 @@ class VersionList(list[ModelVersion]):
     """What ``list_versions`` returns: a plain list, drawn as a table and charts in notebooks."""
 
     def _repr_html_(self) -> str:
-        from ._notebook import versions_html
+        from ._views.notebook import versions_html
 
         return versions_html(self)
 
@@ -122,7 +122,7 @@ class HistoryList(list[HistoryEvent]):
     """What ``history`` returns: a plain list, drawn as a table in notebooks."""
 
     def _repr_html_(self) -> str:
-        from ._notebook import history_html
+        from ._views.notebook import history_html
 
         return history_html(self)
 

@@ -157,7 +157,7 @@ def test_an_import_whose_register_event_is_too_large_to_read_leaves_nothing(
 ) -> None:
     """The register event is read through its own gate (event.json at most MAX_EVENT_BYTES):
     an import recording more than that where it came from is refused before the tag."""
-    from uniflow._lifecycle import MAX_EVENT_BYTES
+    from uniflow._records.lifecycle import MAX_EVENT_BYTES
 
     repo, reg, src = setup
     prov = Provenance(

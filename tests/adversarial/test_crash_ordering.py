@@ -131,7 +131,7 @@ def test_a_register_killed_before_its_event_is_repaired_by_the_next_register(
 
     # a tag this young may belong to a register in flight: not reported yet
     assert ModelRegistry(repo).verify().problems == ()
-    import uniflow._maintenance as maintenance
+    import uniflow._ops.maintenance as maintenance
 
     monkeypatch.setattr(maintenance, "REGISTER_EVENT_WINDOW", 0.0, raising=False)
     problems = ModelRegistry(repo).verify().problems

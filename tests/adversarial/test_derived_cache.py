@@ -85,7 +85,7 @@ def test_an_entry_moved_to_another_sha_is_ignored(two: ModelRegistry) -> None:
 
 
 def test_the_key_lives_outside_the_repository_and_is_private(two: ModelRegistry, tmp_path: Path) -> None:
-    from uniflow._objcache import KEY_FILE, cache_home
+    from uniflow._records.objcache import KEY_FILE, cache_home
 
     home = cache_home()
     assert home is not None and two.root not in home.parents

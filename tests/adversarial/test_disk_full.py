@@ -140,7 +140,7 @@ _CAS_ON_A_FULL_DISK = """
 import os, sys
 from pathlib import Path
 from uniflow._errors import RepositoryError
-from uniflow._git import GitRepo
+from uniflow._records.git import GitRepo
 
 g = GitRepo(Path(sys.argv[1]))
 c1 = g.write_commit(g.write_tree({"a": (0o100644, g.write_blob(b"1"))}), [], "one", ("a", "a@b"))

@@ -57,7 +57,7 @@ def _chunk(i: int) -> bytes:
 
 
 def _valid_manifest() -> dict[str, Any]:
-    from uniflow._manifest import content_digest
+    from uniflow._records.manifest import content_digest
 
     files = [
         {
@@ -92,7 +92,7 @@ def _valid_manifest() -> dict[str, Any]:
 
 def _valid_manifest_v2() -> dict[str, Any]:
     """Format 2: the same files, ``a.bin`` holding three tensors (one of them empty)."""
-    from uniflow._manifest import content_digest
+    from uniflow._records.manifest import content_digest
 
     m = _valid_manifest()
     m["format"] = 2
@@ -140,7 +140,7 @@ def mutated(draw: Any, base: Any, values: Any) -> Any:
 
 # ----------------------------------------------------------------------------- manifests
 def _assert_well_formed_manifest(m: Any) -> None:
-    from uniflow._manifest import file_records, to_model_version
+    from uniflow._records.manifest import file_records, to_model_version
 
     assert isinstance(m, dict) and type(m["format"]) is int and m["format"] in (1, 2)
     assert (
@@ -165,7 +165,7 @@ def _assert_well_formed_manifest(m: Any) -> None:
             assert m["format"] == 2
     mv = to_model_version(m, "development")
     file_records(m)
-    from uniflow._diff import diff_manifests
+    from uniflow._ops.diff import diff_manifests
 
     json.dumps(diff_manifests(m, m).to_dict(), allow_nan=False)  # anything accepted can be diffed
     json.dumps(diff_manifests(_VALID_MANIFEST_V2, m).to_dict(), allow_nan=False)
@@ -229,7 +229,7 @@ def _assert_well_formed_tensors(tensors: Any, size: int) -> None:
 def _unpack_both_ways(data: bytes) -> tuple[Any, Any]:
     """``unpack`` as configured, and with the header pre-scan forced on (it normally runs
     only on manifests over 1 MiB): each result is the manifest or the UniflowError raised."""
-    from uniflow import _manifest
+    from uniflow._records import manifest as _manifest
 
     out = []
     saved = getattr(_manifest, "_PRESCAN_FROM", None)
@@ -276,7 +276,7 @@ def test_manifest_unpacking_raises_only_uniflow_errors(data: bytes) -> None:
 
 def test_the_unmutated_manifest_is_accepted() -> None:
     """The seed of the mutations is valid, so the property above is not vacuous."""
-    from uniflow._manifest import unpack
+    from uniflow._records.manifest import unpack
 
     _assert_well_formed_manifest(unpack(msgpack.packb(_VALID_MANIFEST, use_bin_type=True)))
     _assert_well_formed_manifest(unpack(msgpack.packb(_VALID_MANIFEST_V2, use_bin_type=True)))
@@ -320,7 +320,7 @@ _VALID_STATE = {
 
 
 def _try_state(data: bytes, declared: bool) -> None:
-    from uniflow._lifecycle import PAST_LIMIT, LifecycleState
+    from uniflow._records.lifecycle import PAST_LIMIT, LifecycleState
 
     try:
         state = (
@@ -377,7 +377,7 @@ _VALID_EVENT = {
 
 
 def _try_event(data: bytes) -> None:
-    from uniflow._lifecycle import EVENT_ACTIONS, parse_event
+    from uniflow._records.lifecycle import EVENT_ACTIONS, parse_event
 
     try:
         ev = parse_event(data, "lifecycle commit 0123456789ab of model 'm'")

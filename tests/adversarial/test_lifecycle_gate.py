@@ -91,7 +91,7 @@ def test_a_state_naming_a_version_without_a_tag_is_ignored_locally(two: ModelReg
     assert fresh.list_models()[0].stages == {}
     with pytest.raises(StageEmptyError):
         fresh.get("m", stage="production")
-    from uniflow._lifecycle import untagged_versions
+    from uniflow._records.lifecycle import untagged_versions
 
     state = fresh.repository.lifecycle.state("m")
     assert untagged_versions(state, fresh.repository.index.version_names("m")) == ["v9.9.9"]

@@ -1,4 +1,4 @@
-"""Hostile manifests read from Git are refused by the one gate, ``_manifest.unpack``.
+"""Hostile manifests read from Git are refused by the one gate, ``_records.manifest.unpack``.
 
 Issue 9, items 1 (a forged ``content_digest`` made load_path overwrite a file outside the
 repository) and 9 (a file larger than its chunks was served zero-padded, duplicate paths
@@ -21,7 +21,7 @@ import pytest
 from tests.adversarial._forge_git import forge_version, one_line_error
 from tests.helpers import cli, write_config
 from uniflow import IntegrityError, ModelRegistry
-from uniflow._manifest import content_digest
+from uniflow._records.manifest import content_digest
 
 
 @pytest.fixture

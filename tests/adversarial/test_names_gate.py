@@ -96,7 +96,7 @@ def test_the_version_commit_message_cannot_be_forged_by_a_metric_key(
     """Defence in depth: even a manifest that skipped key validation (both checks switched
     off here) writes one line per metric with its key JSON-encoded, so no ``Uniflow-*``
     trailer can be forged."""
-    monkeypatch.setattr("uniflow._versions.check", lambda *a, **k: None, raising=False)
+    monkeypatch.setattr("uniflow._records.versions.check", lambda *a, **k: None, raising=False)
     registry.register(str(weights), "m", version="v1.0.0", metrics={"acc": 0.9})
     m = copy.deepcopy(registry.repository.index.manifest("m", "v1.0.0")[1])
     m["version"] = "v2.0.0"

@@ -33,7 +33,7 @@ from tests.adversarial._forge_git import MANIFEST_PATH, blob, forge_version, git
 from tests.helpers import GIT_ENV, ROOT, git, shared_setup, write_config
 from uniflow import IntegrityError, ModelRegistry, UniflowError
 from uniflow._bounded import load_json, load_msgpack
-from uniflow._manifest import content_digest
+from uniflow._records.manifest import content_digest
 
 MiB = 1 << 20
 #: what a refused bomb may cost above the benign baseline (the bombs cost 0.5-1.3 GiB before)
@@ -222,7 +222,7 @@ def test_object_sizes_from_pack_headers_match_git(repo: Path, deltas: str) -> No
     """The sizes read from pack entry and delta headers (OFS_DELTA after ``git gc``,
     REF_DELTA from ``git repack`` without offsets) are git's own (``git cat-file``), and
     a blob read through them is byte-identical."""
-    from uniflow._git import GitRepo, object_sizes
+    from uniflow._records.git import GitRepo, object_sizes
 
     text = os.urandom(20_000).hex()
     shas = [blob(repo, (text[: 30_000 + 97 * i] + f"-{i}").encode()) for i in range(12)]
@@ -251,7 +251,7 @@ def test_object_sizes_from_pack_headers_match_git(repo: Path, deltas: str) -> No
 def test_loose_object_whose_header_lies_is_inflated_no_further(repo: Path) -> None:
     """A loose object whose header says 10 bytes but whose stream holds 64 MiB: inflated
     at most to the cap, then refused as damaged (``GitRepo.read_blob``)."""
-    from uniflow._git import GitRepo, inflate_loose
+    from uniflow._records.git import GitRepo, inflate_loose
 
     z = zlib.compressobj(9)
     body = z.compress(b"blob 10\0") + z.compress(bytes(64 * MiB)) + z.flush()
@@ -297,7 +297,7 @@ def test_huge_safetensors_header_costs_little_at_register(repo: Path, tmp_path: 
 
 def test_cost_estimate_refuses_a_small_dense_header() -> None:
     """Under the size cap, a header whose objects would cost more than 16x its bytes is refused."""
-    from uniflow._tensors import parse_safetensors
+    from uniflow._records.tensors import parse_safetensors
 
     junk = b"[" + b"[]," * 100_000 + b"[]]"
     tensor = b'"t":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}'
@@ -353,8 +353,8 @@ def test_remote_limits_cannot_raise_the_local_ones(tmp_path: Path) -> None:
 
 
 def test_remote_config_nested_toml_is_a_config_error() -> None:
-    from uniflow._config import parse_remote_config
     from uniflow._errors import ConfigError
+    from uniflow._records.config import parse_remote_config
 
     with pytest.raises(ConfigError):
         parse_remote_config(b"a = " + b"[" * 5000 + b"]" * 5000 + b"\n", "config.toml of x")

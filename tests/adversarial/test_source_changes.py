@@ -20,7 +20,7 @@ import pytest
 
 from tests.adversarial._inflight import Held
 from tests.helpers import cli, git
-from uniflow._ingest import WINDOW
+from uniflow._storage.ingest import WINDOW
 
 SIZE = 3 * WINDOW  # about 20 chunks: most of the file is read after the pause
 

@@ -10,7 +10,7 @@ import pytest
 from tests.helpers import git
 from uniflow import ModelRegistry
 from uniflow._errors import InvalidNameError, UsageError
-from uniflow._lifecycle import promote_transition
+from uniflow._records.lifecycle import promote_transition
 from uniflow._types import Provenance
 from uniflow.importers import map_model_name
 from uniflow.importers._common import identity_of, map_stage_name

@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import git
 from uniflow import RemoteError, UsageError
-from uniflow._config import parse_config
+from uniflow._records.config import parse_config
 from uniflow.sharing.giturl import is_git_url, parse_git_url, redact
 from uniflow.sharing.remote import blob_remote_for
 

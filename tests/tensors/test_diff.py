@@ -234,7 +234,7 @@ def test_a_single_file_model_registered_under_a_new_name_is_compared_with_the_ol
 
 
 def test_sizes_in_the_summary_line_read_well() -> None:
-    from uniflow._diff import human_bytes
+    from uniflow._ops.diff import human_bytes
 
     assert [human_bytes(n) for n in (0, 1023, 4116, 40960, 1073551512, 1 << 30)] == [
         "0 B",
@@ -250,7 +250,7 @@ def test_files_bigger_than_a_read_window_keep_their_tensors(registry: ModelRegis
     """Register reads a file a window at a time (never mapping it): an ``.npy`` array larger
     than a window, and a safetensors file whose header alone is, are still recorded tensor by
     tensor with the digests of their bytes."""
-    from uniflow._ingest import WINDOW
+    from uniflow._storage.ingest import WINDOW
 
     arr = np.random.default_rng(0).standard_normal(WINDOW // 4 + 1000).astype(np.float32)
     np.save(tmp_path / "big.npy", arr)

@@ -20,7 +20,8 @@ FORMAT_1_COMMIT = "dd7dcd8"
 
 def _register_format_1(registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch, model, version: str) -> None:
     """Register as uniflow 0.1 did: format 1, no tensor lists."""
-    from uniflow import _register, _tensors
+    from uniflow._ops import register as _register
+    from uniflow._records import tensors as _tensors
 
     with monkeypatch.context() as mp:
         mp.setattr(_register, "MANIFEST_FORMAT", 1)

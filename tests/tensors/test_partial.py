@@ -123,7 +123,8 @@ def test_a_fresh_clone_fetches_only_the_chunks_of_the_requested_tensors(tmp_path
 
 def test_format_1_versions_have_no_tensor_data(registry: ModelRegistry, tmp_path: Path, monkeypatch) -> None:
     """A version registered before format 2 still loads; a partial load says why it cannot."""
-    from uniflow import _register, _tensors
+    from uniflow._ops import register as _register
+    from uniflow._records import tensors as _tensors
 
     with monkeypatch.context() as mp:  # what uniflow 0.1 wrote: format 1, no tensor lists
         mp.setattr(_register, "MANIFEST_FORMAT", 1)

@@ -12,7 +12,7 @@ import numpy as np
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from uniflow._tensors import check_tensors, scan_for
+from uniflow._records.tensors import check_tensors, scan_for
 
 SETTINGS = settings(max_examples=300, deadline=None)
 

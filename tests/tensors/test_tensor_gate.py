@@ -1,5 +1,5 @@
-"""Hostile format-2 manifests: tensor lists read from Git pass the one gate (``_manifest``
-with ``_tensors.check_tensors``) or are an IntegrityError naming the version; a tensor list
+"""Hostile format-2 manifests: tensor lists read from Git pass the one gate (``_records.manifest``
+with ``_records.tensors.check_tensors``) or are an IntegrityError naming the version; a tensor list
 that is well formed but lies about the bytes is caught by the partial reader."""
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from uniflow._charts import Point, Span, StageMark, format_number, metric_chart, sparkline, timeline
-from uniflow._markdown import render_markdown
+from uniflow._views.charts import Point, Span, StageMark, format_number, metric_chart, sparkline, timeline
+from uniflow._views.markdown import render_markdown
 from uniflow.ui.render import Links, page_file
 from uniflow.ui.views import delta_direction, stage_spans
 

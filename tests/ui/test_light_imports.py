@@ -20,7 +20,7 @@ def _loaded(code: str) -> list[str]:
 
 
 def test_import_uniflow_and_uniflow_ui_load_no_web_stack() -> None:
-    assert _loaded("import uniflow, uniflow.ui, uniflow._charts, uniflow._notebook") == []
+    assert _loaded("import uniflow, uniflow.ui, uniflow._views.charts, uniflow._views.notebook") == []
 
 
 def test_version_and_help_load_no_web_stack() -> None:

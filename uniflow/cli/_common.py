@@ -134,7 +134,7 @@ def resolve_repo(repo: str | os.PathLike[str] | None) -> str | None:
 
 def find_git_root(start: str | os.PathLike[str] | None = None) -> Path | None:
     """The work tree enclosing ``start`` (default: cwd), found as the registry finds it; no git call."""
-    from .._paths import find_workdir
+    from .._records.paths import find_workdir
 
     return find_workdir(Path(start if start is not None else os.getcwd()))
 

@@ -29,8 +29,8 @@ def _repo_from_ctx(ctx: click.Context | None) -> str | None:
 
 def model_versions(ctx: click.Context | None) -> dict[str, set[str]]:
     """Model name -> versions, read from the version tags. Empty on any problem."""
-    from .._refs import TAGS_PREFIX
-    from .._refscan import git_dir_of, scan_refs
+    from .._records.refs import TAGS_PREFIX
+    from .._records.refscan import git_dir_of, scan_refs
 
     found: dict[str, set[str]] = {}
     try:
@@ -93,7 +93,7 @@ def complete_versions(ctx: click.Context, param: click.Parameter, incomplete: st
 
 
 def _custom_stages(ctx: click.Context | None) -> list[str]:
-    from .._config import load_config
+    from .._records.config import load_config
 
     try:
         root = find_git_root(_repo_from_ctx(ctx))

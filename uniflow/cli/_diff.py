@@ -12,7 +12,7 @@ from ._complete import complete_model, complete_version
 from ._format import Cell, print_line, print_table
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .._diff import FileDelta, TensorDelta, VersionDiff
+    from .._ops.diff import FileDelta, TensorDelta, VersionDiff
 
 __all__ = ["diff_cmd"]
 
@@ -48,7 +48,7 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 def _row(t: TensorDelta, with_stats: bool) -> list[Any]:
-    from .._diff import human_bytes
+    from .._ops.diff import human_bytes
 
     info = t.info
     dtype, shape = info.dtype, _shape(info.shape)

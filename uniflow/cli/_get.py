@@ -119,7 +119,7 @@ def _check_dest(dest: Path, force: bool) -> None:
 def _move_into_place(tmp: Path, dest: Path, force: bool) -> None:
     """Rename the complete download to DIR; with --force an existing DIR is set aside first
     and removed only after the rename."""
-    from .._store import fsync_dir  # not at import: `uniflow --help` stays light
+    from .._storage.store import fsync_dir  # not at import: `uniflow --help` stays light
 
     aside: Path | None = None
     try:

@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .._errors import InvalidPathError, NotFoundError, UniflowError, UsageError, VersionExistsError
-from .._git import Identity
-from .._lifecycle import promote_transition
 from .._naming import validate_model_name
+from .._records.git import Identity
+from .._records.lifecycle import promote_transition
 from .._repo import Repository
-from .._safefs import DirTree, describe_mode, open_root
 from .._stages import SINGLE_HOLDER_DEFAULT, valid_custom_stage_name
-from .._store import ProgressFn
+from .._storage.safefs import DirTree, describe_mode, open_root
+from .._storage.store import ProgressFn
 from .._types import ModelVersion, Provenance
 
 __all__ = [

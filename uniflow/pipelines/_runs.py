@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import NotFoundError, UsageError
-from .._paths import find_workdir as _find_git_root
+from .._records.paths import find_workdir as _find_git_root
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._registry import ModelRegistry

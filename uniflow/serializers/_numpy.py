@@ -5,7 +5,7 @@ Meta keys: ``file``, ``dtype``, ``shape``; ``order: "F"`` for a Fortran-ordered 
 
 A Fortran-ordered array (F-contiguous, not C-contiguous) is written in C order, and a
 big-endian one little-endian, so that ``array.npy`` is a plain C-order little-endian file
-whose tensor record (``_tensors``) describes it: partial loads and diffs read its values in
+whose tensor record (``_records.tensors``) describes it: partial loads and diffs read its values in
 their logical order. Loading gives it back as registered: the same values, dtype (byte
 order included), shape and memory order (``np.asfortranarray``).
 """

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import ModuleType
 
 from .._errors import SerializationError
-from .._paths import find_workdir
+from .._records.paths import find_workdir
 
 __all__ = ["Untrusted", "found_inside", "import_untrusted", "untrusted_roots", "why_untrusted"]
 

@@ -46,12 +46,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import blake3
 
-from .._config import Config, ConfigSource, RemoteSpec
 from .._errors import CorruptChunkError, IntegrityError, NotFoundError, RemoteError, UniflowError, UsageError
-from .._ingest import fd_stamp, read_full
 from .._naming import validate_digest
+from .._records.config import Config, ConfigSource, RemoteSpec
 from .._reports import ChunkStats
-from .._store import CHUNK_PARAMS
+from .._storage.ingest import fd_stamp, read_full
+from .._storage.store import CHUNK_PARAMS
 from .blobstore import (
     READ_TIMEOUT_ENV,
     BlobRemote,
@@ -63,7 +63,7 @@ from .blobstore import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .._store import ObjectStore
+    from .._storage.store import ObjectStore
 
 __all__ = [
     "JOBS",

@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .._config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, MAX_TIMEOUT, RemoteSpec
 from .._errors import IntegrityError, RemoteError, UsageError
 from .._naming import validate_digest
-from .._safefs import NotRegularFile, first_link, open_regular
-from .._store import fsync_dir, write_immutable
+from .._records.config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, MAX_TIMEOUT, RemoteSpec
+from .._storage.safefs import NotRegularFile, first_link, open_regular
+from .._storage.store import fsync_dir, write_immutable
 
 __all__ = [
     "CONNECT_TIMEOUT_ENV",

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from .._config import PromoteRule
 from .._errors import UniflowError, UsageError
 from .._naming import version_sort_key
+from .._records.config import PromoteRule
 from .cifetch import RangeFetcher, is_sha
 from .gitcmd import run_git
 

@@ -30,9 +30,9 @@ import subprocess
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._config import Condition, PromoteRule, parse_condition
 from .._errors import PolicyError, PushRejectedError, RepositoryError, UsageError
 from .._naming import version_sort_key
+from .._records.config import Condition, PromoteRule, parse_condition
 from .._reports import PromoteReport, PromoteResult, PromoteStatus, PushReport
 from .candidates import MergedRange, RuleMatch, match_rule, pr_heads
 from .cifetch import RangeFetcher, is_sha

@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._errors import RemoteError
-from .._refs import TAGS_PREFIX
+from .._records.refs import TAGS_PREFIX
 from .gitcmd import ls_remote, run_git
 from .giturl import parse_git_url
 from .mirror import LOCAL_UPLOAD_PACK, _manifest_blob
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .._git import GitRepo
+    from .._records.git import GitRepo
 
 __all__ = ["MAX_DEPTH", "RangeFetcher", "is_sha"]
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .._errors import RemoteError, UsageError
-from .._refs import LIFECYCLE_PREFIX, REGISTRY_PATTERNS, TAGS_PREFIX, tags_prefix, tracking_prefix
+from .._records.refs import LIFECYCLE_PREFIX, REGISTRY_PATTERNS, TAGS_PREFIX, tags_prefix, tracking_prefix
 from .blobs import validate_remote_name
 
 __all__ = [

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import RepositoryError, UsageError
-from .._refs import LIFECYCLE_PREFIX
+from .._records.refs import LIFECYCLE_PREFIX
 from .blobs import JOBS, TransferStats
 from .gitcmd import ZERO, git_remotes, run_git
 from .pull import PullReport, pull

@@ -14,13 +14,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import ConcurrencyError, IntegrityError, RemoteError
-from .._lifecycle import promote_transition, register_transition
 from .._naming import validate_version
-from .._refs import lifecycle_ref
+from .._records.lifecycle import promote_transition, register_transition
+from .._records.refs import lifecycle_ref
 from .._reports import PullOutcome
 
 if TYPE_CHECKING:
-    from .._lifecycle import LifecycleState, Transition
+    from .._records.lifecycle import LifecycleState, Transition
     from .._repo import Repository
 
 __all__ = ["Resolve", "integrate", "unrelated"]

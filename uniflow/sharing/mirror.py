@@ -3,7 +3,7 @@
 One bare repository per URL under ``<cache>/mirrors/<stem>-<hash>.git`` (``<cache>`` is
 ``$UNIFLOW_CACHE_DIR``, else ``$XDG_CACHE_HOME/uniflow``, else ``~/.cache/uniflow``). Every
 call goes through the ``git`` binary (``gitcmd.run_git``), then the mirror is read through
-:class:`~uniflow._git.GitRepo` like any repository, behind the usual validation gate.
+:class:`~uniflow._records.git.GitRepo` like any repository, behind the usual validation gate.
 
 A sync (docs/remote.md, "How little is fetched"):
 
@@ -55,8 +55,8 @@ from pathlib import Path
 
 from .. import _testhooks
 from .._errors import ConcurrencyError, RemoteError, RepositoryError
-from .._git import GitRepo
-from .._refs import LIFECYCLE_PREFIX, REGISTRY_PATTERNS, STAGES_PREFIX, TAGS_PREFIX
+from .._records.git import GitRepo
+from .._records.refs import LIFECYCLE_PREFIX, REGISTRY_PATTERNS, STAGES_PREFIX, TAGS_PREFIX
 from .gitcmd import GIT_TIMEOUT, config_env, last_error, run_git
 from .giturl import GitUrl
 

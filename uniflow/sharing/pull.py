@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from .._errors import IntegrityError, LifecycleConflictError, NotFoundError, UsageError
-from .._listing import unreadable_reason
 from .._naming import validate_model_name
-from .._refs import TAGS_PREFIX, tracking_prefix
+from .._records.listing import unreadable_reason
+from .._records.refs import TAGS_PREFIX, tracking_prefix
+from .._records.versions import is_model_name, is_version
 from .._reports import PullOutcome, PullReport
 from .._stages import StageLike
-from .._versions import is_model_name, is_version
 from .blobs import JOBS, TransferStats, download_chunks
 from .gitcmd import fetch_refs, resolve_git_remote
 from .merge import Resolve, integrate

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _testhooks
 from .._errors import PushRejectedError, RemoteError, UniflowError
-from .._manifest import file_records
 from .._naming import validate_model_name
-from .._refs import TAGS_PREFIX, lifecycle_ref, stage_ref, stages_prefix, tag_ref, tracking_ref
+from .._records.manifest import file_records
+from .._records.refs import TAGS_PREFIX, lifecycle_ref, stage_ref, stages_prefix, tag_ref, tracking_ref
 from .._reports import ChunkStats, PushReport
 from .blobs import JOBS, BlobRemote, TransferStats, get_remote_spec, open_remote, upload_chunks
 from .gitcmd import IN_PUSH_ENV, fetch_refs, last_error, ls_remote, resolve_git_remote, run_git

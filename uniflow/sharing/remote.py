@@ -2,10 +2,10 @@
 ``ModelRegistry(url)``, ``uniflow --repo URL`` and ``uniflow get URL``.
 
 * **Git side**: the per-user bare mirror of the URL (:mod:`uniflow.sharing.mirror`), read
-  through :class:`~uniflow._git.GitRepo` behind the same gates as a clone (manifests through
-  ``VersionIndex``/``_manifest.unpack``, lifecycles through ``Lifecycle``).
+  through :class:`~uniflow._records.git.GitRepo` behind the same gates as a clone (manifests through
+  ``VersionIndex``/``_records.manifest.unpack``, lifecycles through ``Lifecycle``).
 * **Configuration**: ``.uniflow/config.toml`` of the remote's default branch, bounded and
-  validated with ``_config.parse_remote_config`` (stages, blob remotes; its limits can only
+  validated with ``_records.config.parse_remote_config`` (stages, blob remotes; its limits can only
   tighten the built-in defaults, never raise them), never written.
 * **Bytes**: one content-addressed chunk cache shared by every URL
   (``<cache>/store/.uniflow/objects``), filled from the blob remote, each chunk verified on
@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 import blake3
 
 from .. import _testhooks
-from .._config import Config, ConfigSource, RemoteSpec, parse_remote_config
 from .._errors import (
     ConfigError,
     CorruptChunkError,
@@ -46,12 +45,13 @@ from .._errors import (
     UniflowError,
     UsageError,
 )
-from .._ingest import fd_digest, read_full
 from .._naming import validate_relpath
-from .._objcache import cache_home
+from .._records.config import Config, ConfigSource, RemoteSpec, parse_remote_config
+from .._records.objcache import cache_home
 from .._repo import Repository
-from .._safefs import DirTree, NotRegularFile, open_regular, open_root
-from .._store import ChunkRef, FileRecord, ObjectStore, ProgressFn, fsync_dir, os_reason
+from .._storage.ingest import fd_digest, read_full
+from .._storage.safefs import DirTree, NotRegularFile, open_regular, open_root
+from .._storage.store import ChunkRef, FileRecord, ObjectStore, ProgressFn, fsync_dir, os_reason
 from .blobs import (
     JOBS,
     LocalRemote,
@@ -291,7 +291,7 @@ def stream_version(
     and opened without following symlinks (``O_EXCL|O_NOFOLLOW``), modes 0644/0755 only,
     each file and directory fsynced. On failure ``dest`` (created here) is removed again.
     """
-    from .._manifest import file_records
+    from .._records.manifest import file_records
 
     context = f"model {name!r} version {version!r}"
     m = repo.manifest(name, version)

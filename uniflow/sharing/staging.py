@@ -2,7 +2,7 @@
 
 ``uniflow get URL NAME -o DIR`` writes the files into ``DIR``'s parent first, in a directory
 ``.DIR.uniflow-get-<owner>.<random>`` (``<owner>`` is ``<host>_<pid>_<process start time>``,
-:func:`uniflow._pins.owner_token`), then renames its ``files/`` into ``DIR``. Next to
+:func:`uniflow._storage.pins.owner_token`), then renames its ``files/`` into ``DIR``. Next to
 ``files/`` the get writes a marker file, :data:`MARKER`, naming the same owner.
 
 A get killed before the rename (SIGKILL, power loss) cannot remove its directory; the next
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._errors import InvalidPathError
-from .._pins import owner_alive, owner_token
-from .._store import os_reason
+from .._storage.pins import owner_alive, owner_token
+from .._storage.store import os_reason
 
 __all__ = ["MARKER", "Staging", "begin", "sweep"]
 

@@ -5,12 +5,12 @@ package is cheap: the web stack (Starlette, Uvicorn, Jinja2) loads inside
 :func:`create_app`, :func:`serve` and :func:`export_site`, and pandas/matplotlib inside the
 notebook helpers, so ``import uniflow`` and ``uniflow --version`` never pay for them.
 
-- :mod:`uniflow._charts`: inline SVG charts (standard library only).
+- :mod:`uniflow._views.charts`: inline SVG charts (standard library only).
 - :mod:`uniflow.ui.views`: what each page shows, from the registry.
 - :mod:`uniflow.ui.render`: Jinja2 templates and links (server or static site).
 - :mod:`uniflow.ui.app` / :mod:`uniflow.ui.server`: the read-only web app and its server.
 - :mod:`uniflow.ui.export`: the same pages as a static site.
-- :mod:`uniflow._notebook`: ``_repr_html_`` renderings, pandas frames, matplotlib plots.
+- :mod:`uniflow._views.notebook`: ``_repr_html_`` renderings, pandas frames, matplotlib plots.
 """
 
 from __future__ import annotations

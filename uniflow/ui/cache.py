@@ -238,7 +238,7 @@ class CachedRegistry:
         """The one-line notice of the refs under the model's tags that are no readable version
         (``1 unreadable record skipped: models/clf/v9.9.9 (...)``), or None. Read from the
         model's listing index (checked against the refs, so always current)."""
-        from .._listing import skipped_notice
+        from .._records.listing import skipped_notice
 
         return skipped_notice(self.registry.repository.listings.listing(name, rows=False))
 

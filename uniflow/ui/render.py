@@ -14,8 +14,8 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from .. import __version__
-from .._charts import format_number
-from .._markdown import render_markdown
+from .._views.charts import format_number
+from .._views.markdown import render_markdown
 
 __all__ = ["Links", "page_file", "render_page", "human_size", "when"]
 

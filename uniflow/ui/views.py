@@ -2,7 +2,7 @@
 
 These functions return plain values (dataclasses, dicts, lists) that the templates render
 and the JSON routes serialise; nothing here knows about HTTP or HTML, except the SVG
-charts (already escaped by :mod:`uniflow._charts`). The JSON payloads have the shapes
+charts (already escaped by :mod:`uniflow._views.charts`). The JSON payloads have the shapes
 of the CLI's ``--json`` (see docs/cli.md).
 """
 
@@ -18,9 +18,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._charts import Point, Span, StageMark, delta_direction, metric_chart, sparkline, timeline
 from .._errors import IntegrityError
 from .._types import version_events
+from .._views.charts import Point, Span, StageMark, delta_direction, metric_chart, sparkline, timeline
 
 if TYPE_CHECKING:  # pragma: no cover
     from .. import Comparison, HistoryEvent, ModelSummary, ModelVersion

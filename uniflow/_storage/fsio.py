@@ -14,7 +14,7 @@ import os
 import uuid
 from pathlib import Path
 
-from ._errors import InvalidPathError
+from .._errors import InvalidPathError
 
 __all__ = ["force_unlink", "fsync_dir", "os_reason", "write_immutable"]
 

@@ -33,15 +33,15 @@ from typing import Any, NoReturn
 
 import msgpack
 
-from . import _testhooks
-from ._bounded import load_json
-from ._errors import ConcurrencyError, IntegrityError, RepositoryError, UsageError
-from ._git import GitRepo, Identity
-from ._naming import parse_version
-from ._objcache import DerivedCache
-from ._refs import lifecycle_ref, stage_ref, stages_prefix, tag_ref
-from ._stages import SINGLE_HOLDER_DEFAULT, valid_stage_name
-from ._types import HistoryEvent
+from .. import _testhooks
+from .._bounded import load_json
+from .._errors import ConcurrencyError, IntegrityError, RepositoryError, UsageError
+from .._naming import parse_version
+from .._stages import SINGLE_HOLDER_DEFAULT, valid_stage_name
+from .._types import HistoryEvent
+from .git import GitRepo, Identity
+from .objcache import DerivedCache
+from .refs import lifecycle_ref, stage_ref, stages_prefix, tag_ref
 
 __all__ = [
     "LifecycleState",

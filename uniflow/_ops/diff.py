@@ -10,7 +10,7 @@ with manifest format 1, or a file that is not a tensor file) is listed with ``te
 
 ``--stats`` adds, for each changed tensor (and each dtype cast of the same shape), max |Δ|,
 mean |Δ| and the relative L2 change ``||b - a|| / ||a||``: those tensors alone are read
-(``_partial``), and :func:`tensor_stats` computes the figures here.
+(``_ops.partial``), and :func:`tensor_stats` computes the figures here.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ._tensors import TensorInfo, tensor_infos
+from .._records.tensors import TensorInfo, tensor_infos
 
 __all__ = [
     "STATUSES",

@@ -8,7 +8,7 @@ repository is considered (tags, uniflow refs, remote-tracking refs, branches), a
 annotated tag named ``models/...`` or a commit carrying a version card counts as a version.
 Nor does it delete a chunk a register in flight relies on: candidates are moved aside, the
 registers' pins and then the refs are read again, and only what neither names is deleted
-(the protocol is in ``_pins`` and docs/design.md, "gc and registers in flight"). It defaults
+(the protocol is in ``_storage.pins`` and docs/design.md, "gc and registers in flight"). It defaults
 to a dry run and spares objects younger than a grace period.
 """
 
@@ -18,8 +18,8 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from . import _testhooks
-from ._errors import (
+from .. import _testhooks
+from .._errors import (
     CorruptChunkError,
     IntegrityError,
     MissingChunkError,
@@ -27,16 +27,16 @@ from ._errors import (
     RepositoryError,
     UniflowError,
 )
-from ._lifecycle import untagged_versions
-from ._listing import unreadable_reason
-from ._manifest import file_records, unpack
-from ._refs import lifecycle_ref, tag_ref
-from ._reports import GcReport, VerifyProblem, VerifyReport
-from ._store import os_reason
-from ._versions import MANIFEST_PATH
+from .._records.lifecycle import untagged_versions
+from .._records.listing import unreadable_reason
+from .._records.manifest import file_records, unpack
+from .._records.refs import lifecycle_ref, tag_ref
+from .._records.versions import MANIFEST_PATH
+from .._reports import GcReport, VerifyProblem, VerifyReport
+from .._storage.store import os_reason
 
 if TYPE_CHECKING:
-    from ._repo import Repository
+    from .._repo import Repository
 
 __all__ = [
     "verify",

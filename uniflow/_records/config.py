@@ -37,9 +37,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ._errors import ConfigError, UsageError
-from ._naming import validate_model_name
-from ._stages import SINGLE_HOLDER_DEFAULT, ModelStage, normalize_stage, valid_custom_stage_name
+from .._errors import ConfigError, UsageError
+from .._naming import validate_model_name
+from .._stages import SINGLE_HOLDER_DEFAULT, ModelStage, normalize_stage, valid_custom_stage_name
 
 __all__ = [
     "CONFIG_HEADER",
@@ -313,8 +313,8 @@ def parse_remote_config(data: bytes, where: str) -> Config:
     and its ``[limits]`` can only tighten the built-in defaults, never raise them."""
     from dataclasses import replace
 
-    from ._bounded import check_cost
-    from ._errors import IntegrityError
+    from .._bounded import check_cost
+    from .._errors import IntegrityError
 
     try:
         check_cost(data, where, separators=b",=\n")

@@ -2,7 +2,7 @@
 
 The ``_repr_html_`` methods of ``ModelVersion``, ``Comparison`` and the lists returned by
 ``list_versions`` and ``history`` call the ``*_html`` functions here. They use only the
-standard library and :mod:`uniflow._charts` (the same inline SVG charts as the web UI)
+standard library and :mod:`uniflow._views.charts` (the same inline SVG charts as the web UI)
 and escape every string from the registry; a description is rendered as sanitised
 Markdown. pandas and matplotlib (the ``notebook`` extra) are imported only by
 :func:`versions_frame`, :func:`comparison_frame` and :func:`plot_metric`.
@@ -17,10 +17,10 @@ from functools import lru_cache
 from html import escape
 from typing import Any
 
-from ._charts import Html, Point, StageMark, format_number, metric_chart, stage_colour
-from ._errors import UsageError
+from .._errors import UsageError
+from .charts import Html, Point, StageMark, format_number, metric_chart, stage_colour
 
-# The value types are passed in by their own ``_repr_html_`` methods (``_types``, ``_compare``
+# The value types are passed in by their own ``_repr_html_`` methods (``_types``, ``_ops.compare``
 # import this module), so they are named here only as ``Any``: importing them back would be
 # an import cycle.
 ModelVersion = Any
@@ -82,7 +82,7 @@ def _kv(mapping: dict[str, Any]) -> str:
 
 def version_html(mv: ModelVersion) -> Html:
     """A version's card: stage, metrics, params, tags, files, lineage, description."""
-    from ._markdown import render_markdown
+    from .markdown import render_markdown
 
     rows = [
         ["stage", _badge(mv.stage)],
@@ -175,7 +175,7 @@ def history_html(events: Sequence[HistoryEvent]) -> Html:
 
 def comparison_html(comparison: Comparison) -> Html:
     """The comparison as a table with coloured deltas, and a chart per metric."""
-    from ._charts import delta_direction
+    from .charts import delta_direction
 
     data = comparison.to_dict()
     versions = [str(v) for v in data["versions"]]

@@ -18,15 +18,15 @@ digest of its bytes and stored once under ``objects/<2 hex>/<62 hex>``:
 
 A file's digest is BLAKE3 of its whole bytes, computed from the chunks in order on its own
 thread while they are written, so a materialized copy is checked with one multi-threaded
-hash. A user's file is read, never mapped, and refused if it changes meanwhile (``_ingest``).
+hash. A user's file is read, never mapped, and refused if it changes meanwhile (``_storage.ingest``).
 The pipeline that cuts, hashes and hands chunks to :meth:`ObjectStore._store_chunk` in
-order, and the records it returns, are ``_chunking``'s; what a chunk file is stays here.
+order, and the records it returns, are ``_storage.chunking``'s; what a chunk file is stays here.
 
-A register passes a :class:`~uniflow._pins.Pin`: each chunk's digest is pinned before the
-chunk is looked for or written, so a concurrent ``gc`` never deletes it (see ``_pins``).
+A register passes a :class:`~uniflow._storage.pins.Pin`: each chunk's digest is pinned before the
+chunk is looked for or written, so a concurrent ``gc`` never deletes it (see ``_storage.pins``).
 Everything written in flight under ``tmp/`` carries its writer's owner token, so gc removes
-only what a dead writer left behind. This and ``_pins`` are the only modules that touch
-chunk files (``_fsio.write_immutable`` creates them for it).
+only what a dead writer left behind. This and ``_storage.pins`` are the only modules that touch
+chunk files (``_storage.fsio.write_immutable`` creates them for it).
 """
 
 from __future__ import annotations
@@ -43,8 +43,10 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _testhooks
-from ._chunking import (
+from .. import _testhooks
+from .._errors import CorruptChunkError, InvalidPathError, MissingChunkError, RepositoryError
+from .._naming import validate_digest
+from .chunking import (
     CHUNK_PARAMS,
     EMPTY_DIGEST,
     ChunkRef,
@@ -59,13 +61,11 @@ from ._chunking import (
     store_chunks,
     whole_digest,
 )
-from ._errors import CorruptChunkError, InvalidPathError, MissingChunkError, RepositoryError
-from ._fsio import force_unlink, fsync_dir, os_reason, write_immutable
-from ._ingest import FileSource, fd_digest, fd_stamp, read_full
-from ._naming import validate_digest
-from ._pins import AsideSet, Pin, clean_tmp, read_pins, recover, restore_abandoned, tmp_name
-from ._safefs import first_link
-from ._segments import Segments
+from .fsio import force_unlink, fsync_dir, os_reason, write_immutable
+from .ingest import FileSource, fd_digest, fd_stamp, read_full
+from .pins import AsideSet, Pin, clean_tmp, read_pins, recover, restore_abandoned, tmp_name
+from .safefs import first_link
+from .segments import Segments
 
 __all__ = [
     "ObjectStore",
@@ -106,7 +106,7 @@ class VerifiedChunk:
 
 
 class ObjectStore:
-    """Chunk objects under ``root``: ``<common Git directory>/uniflow`` (``_paths.store_dir``),
+    """Chunk objects under ``root``: ``<common Git directory>/uniflow`` (``_records.paths.store_dir``),
     or the per-user cache of registries read by URL."""
 
     def __init__(self, root: Path, fetcher: FetchFn | None = None, *, durable: bool = True) -> None:
@@ -213,7 +213,7 @@ class ObjectStore:
         """Chunk, hash and store ``path``; return its record once every chunk is durable.
 
         The file is read a window at a time into this process's own memory (never mapped),
-        and every chunk is hashed and written from those bytes (``_ingest``); a file that
+        and every chunk is hashed and written from those bytes (``_storage.ingest``); a file that
         changes while it is read is refused with :class:`InvalidPathError`. Chunking runs on
         this thread while worker threads hash and write the previous chunks (BLAKE3 and file
         I/O release the GIL), so both cores stay busy. With ``pin``, every chunk is pinned
@@ -315,7 +315,7 @@ class ObjectStore:
         created: list[str] | None = None,
         parts: Segments | None = None,
     ) -> FileRecord:
-        """:func:`~uniflow._chunking.store_chunks` into this store (each chunk pinned with
+        """:func:`~uniflow._storage.chunking.store_chunks` into this store (each chunk pinned with
         ``pin``; the digests of the objects created appended to ``created``), then the
         fan-out directories of its chunks fsynced."""
 
@@ -633,7 +633,7 @@ class ObjectStore:
 
     def clean_tmp(self, older_than: float) -> int:
         """Remove what dead writers left in ``tmp/``; the count removed (see
-        :func:`~uniflow._pins.clean_tmp`)."""
+        :func:`~uniflow._storage.pins.clean_tmp`)."""
         self.check_layout()
         return clean_tmp(self.tmp, older_than)
 

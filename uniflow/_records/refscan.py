@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-from ._naming import valid_ref_component
+from .._naming import valid_ref_component
 
 __all__ = [
     "git_dir_of",
@@ -124,7 +124,7 @@ def _packed_one(git_dir: Path, name: str) -> str | None:
 
 
 # ---------------------------------------------------------------------- one directory of refs
-# What the per-model listing index (uniflow/_listing.py) checks itself against: the stamp of a
+# What the per-model listing index (uniflow/_records/listing.py) checks itself against: the stamp of a
 # loose-ref directory and the bytes of the packed-refs lines under a prefix.
 
 

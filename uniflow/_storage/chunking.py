@@ -2,12 +2,12 @@
 
 The pipeline of ``ObjectStore.put_file`` / ``put_segments`` (:func:`store_chunks`): FastCDC
 cuts the file on the calling thread while a pool of threads hashes and writes the chunks
-before it (BLAKE3 and file I/O release the GIL), and :class:`~uniflow._ingest.InOrder`
+before it (BLAKE3 and file I/O release the GIL), and :class:`~uniflow._storage.ingest.InOrder`
 computes the whole-file digest and the digests of byte ranges (tensors) from the same
 chunks in order. What writing a chunk means (pinning, linking, the object files) is the
 store's: it passes ``write``. :func:`for_each_chunk` is the bounded parallel loop by which
 the store reassembles a file. The records (:class:`ChunkRef`, :class:`FileRecord`) and the
-chunk parameters live here too; ``_store`` re-exports them.
+chunk parameters live here too; ``_storage.store`` re-exports them.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 
 import blake3
 
-from . import _testhooks
-from ._ingest import InOrder
-from ._segments import Segments
+from .. import _testhooks
+from .ingest import InOrder
+from .segments import Segments
 
 __all__ = [
     "CHUNK_PARAMS",
@@ -48,11 +48,11 @@ CHUNK_PARAMS = {"avg_size": 1 << 20, "min_size": 256 << 10, "max_size": 4 << 20}
 ProgressFn = Callable[[int, int], None]
 #: given the start of a file (at least its header; all of it for ``put_file``) and its size,
 #: the ``(begin, end)`` ranges (in file order) whose BLAKE3 digests ``put_file`` also
-#: computes, on its threads (e.g. ``_tensors.TensorScan``)
+#: computes, on its threads (e.g. ``_records.tensors.TensorScan``)
 RangesFn = Callable[[memoryview, int], Sequence[tuple[int, int]]]
 #: given the start offsets and digests of the chunks stored so far and a range inside them,
 #: the range's BLAKE3 digest if it is known already (then it is not hashed), else None
-#: (e.g. ``_tensors.KnownDigests``; false when it knows nothing)
+#: (e.g. ``_records.tensors.KnownDigests``; false when it knows nothing)
 KnownFn = Callable[[Sequence[int], Sequence[str], int, int], str | None]
 #: stores one chunk (its bytes; ``(fd, offset)`` where the same bytes are in a file, or None)
 WriteFn = Callable[[memoryview, "tuple[int, int] | None"], "ChunkRef"]

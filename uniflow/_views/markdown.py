@@ -13,7 +13,7 @@ from functools import lru_cache
 from html import escape
 from typing import Any
 
-from ._charts import Html
+from .charts import Html
 
 __all__ = ["render_markdown"]
 

@@ -7,7 +7,7 @@ Layout (``format`` 2)::
               tensors?: [[name, dtype, shape, begin, end, digest], ...]}],
      content_digest, metrics, params, tags, description, lineage, libraries}
 
-Format 1 is format 2 without ``tensors`` (see ``_tensors``); both are read.
+Format 1 is format 2 without ``tensors`` (see ``_records.tensors``); both are read.
 
 Packing sorts every map's keys, so the same record always gives the same bytes (and the
 same Git blob). :func:`unpack` is the one gate for manifests read from Git or a cache:
@@ -25,13 +25,13 @@ from typing import Any, cast
 import blake3
 import msgpack
 
-from ._bounded import load_msgpack
-from ._config import Limits
-from ._errors import IntegrityError, UniflowError
-from ._naming import validate_digest, validate_key, validate_model_name, validate_relpath, validate_version
-from ._store import ChunkRef, FileRecord
-from ._tensors import check_tensors
-from ._types import FileInfo, ModelVersion
+from .._bounded import load_msgpack
+from .._errors import IntegrityError, UniflowError
+from .._naming import validate_digest, validate_key, validate_model_name, validate_relpath, validate_version
+from .._storage.store import ChunkRef, FileRecord
+from .._types import FileInfo, ModelVersion
+from .config import Limits
+from .tensors import check_tensors
 
 __all__ = [
     "MANIFEST_FORMAT",

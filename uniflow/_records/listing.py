@@ -2,7 +2,7 @@
 
 For each model, ``.git/uniflow/cache/git/listing/<h>/<h>`` (``h`` = BLAKE3 of the git directory
 and the model name; a
-:class:`~uniflow._objcache.DerivedCache` entry, so MAC'd with the per-user key) holds the
+:class:`~uniflow._records.objcache.DerivedCache` entry, so MAC'd with the per-user key) holds the
 model's versions in semver order, each with its tag sha and what a listing shows of it
 (framework, size, creation time, metrics), plus what it was built from:
 
@@ -13,7 +13,7 @@ model's versions in semver order, each with its tag sha and what a listing shows
   is "racy" (a second change in the same clock tick would leave its mtime unchanged, as with
   Git's racily clean index entries) and its stamp is not trusted: the next listing rescans.
 * ``packed``: the BLAKE3 of the ``packed-refs`` lines under ``refs/tags/models/<model>/``
-  (:func:`uniflow._refscan.packed_section`): ``git pack-refs``, or a ref deleted or added
+  (:func:`uniflow._records.refscan.packed_section`): ``git pack-refs``, or a ref deleted or added
   in ``packed-refs`` by anyone, changes it; changes to other models' refs do not.
 * ``limits``: the digest of the ``[limits]`` the manifests were checked against.
 
@@ -50,14 +50,14 @@ from typing import Any
 import blake3
 import msgpack
 
-from ._errors import IntegrityError
-from ._jsonable import dumps
-from ._manifest import to_model_version
-from ._naming import version_sort_key
-from ._objcache import DerivedCache
-from ._refs import tag_ref, tags_prefix
-from ._refscan import dir_stamp, loose_refs_in, packed_section, parse_packed
-from ._versions import VersionIndex, is_version
+from .._errors import IntegrityError
+from .._jsonable import dumps
+from .._naming import version_sort_key
+from .manifest import to_model_version
+from .objcache import DerivedCache
+from .refs import tag_ref, tags_prefix
+from .refscan import dir_stamp, loose_refs_in, packed_section, parse_packed
+from .versions import VersionIndex, is_version
 
 __all__ = [
     "Listing",

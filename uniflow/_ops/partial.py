@@ -1,7 +1,7 @@
 """Partial loads: some tensors of a version, read from the chunks that cover them only.
 
 ``registry.load(name, ..., tensors=["head.*"])`` and ``registry.diff(..., stats=True)``
-come here. For every selected tensor the manifest (format 2, see ``_tensors``) gives its byte
+come here. For every selected tensor the manifest (format 2, see ``_records.tensors``) gives its byte
 range in its file; the chunks overlapping those ranges are fetched in one batch when they
 are missing locally (the store's fetcher is called with exactly those digests, so a clone
 whose chunks live on a blob remote downloads a fraction of the model), then read in file
@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import blake3
 
-from ._diff import VersionDiff, tensor_stats, wants_stats, with_stats
-from ._errors import IntegrityError, SerializationError, UsageError
-from ._manifest import file_records
-from ._store import FileRecord
-from ._tensors import TensorInfo, tensor_infos
+from .._errors import IntegrityError, SerializationError, UsageError
+from .._records.manifest import file_records
+from .._records.tensors import TensorInfo, tensor_infos
+from .._storage.store import FileRecord
+from .diff import VersionDiff, tensor_stats, wants_stats, with_stats
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._repo import Repository
-    from ._store import ObjectStore
+    from .._repo import Repository
+    from .._storage.store import ObjectStore
 
 __all__ = ["load_tensors", "diff_stats", "read_tensors"]
 

@@ -4,7 +4,7 @@ Write order (DESIGN invariant 1): the chunks are already durable when :func:`wri
 runs; it writes the manifest blob, the card, the version commit and the annotated tag,
 and only then creates the tag ref with ``add_if_new``. Nothing is visible before the ref.
 
-Reading goes through the one gate, :func:`uniflow._manifest.unpack`, whether the bytes come
+Reading goes through the one gate, :func:`uniflow._records.manifest.unpack`, whether the bytes come
 from Git or from the derived cache. Tag refs whose names are not a valid model name and
 version (a hostile remote can send ``refs/tags/models/Evil/x``) are not versions: every
 listing here skips them, so they never become paths or ref names.
@@ -16,8 +16,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from ._config import Limits
-from ._errors import (
+from .._errors import (
     IntegrityError,
     InvalidNameError,
     RepositoryError,
@@ -25,11 +24,12 @@ from ._errors import (
     VersionExistsError,
     VersionNotFoundError,
 )
-from ._git import GitRepo, Identity
-from ._manifest import check, pack, render_card, unpack
-from ._naming import validate_model_name, validate_version
-from ._objcache import DerivedCache
-from ._refs import LIFECYCLE_PREFIX, TAGS_PREFIX, lifecycle_ref, tag_name, tag_ref, tags_prefix
+from .._naming import validate_model_name, validate_version
+from .config import Limits
+from .git import GitRepo, Identity
+from .manifest import check, pack, render_card, unpack
+from .objcache import DerivedCache
+from .refs import LIFECYCLE_PREFIX, TAGS_PREFIX, lifecycle_ref, tag_name, tag_ref, tags_prefix
 
 __all__ = ["VersionIndex", "CARD_DIR", "MANIFEST_PATH", "is_model_name", "is_version", "commit_message"]
 

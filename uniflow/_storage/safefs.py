@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from . import _testhooks
+from .. import _testhooks
 
 __all__ = [
     "DirTree",

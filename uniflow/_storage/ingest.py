@@ -28,9 +28,9 @@ from typing import Any
 
 import blake3
 
-from . import _testhooks
-from ._errors import InvalidPathError
-from ._segments import cut_decided
+from .. import _testhooks
+from .._errors import InvalidPathError
+from .segments import cut_decided
 
 __all__ = ["WINDOW", "FileSource", "InOrder", "fd_digest", "fd_stamp", "read_full"]
 

@@ -11,15 +11,15 @@ list in the file's manifest entry (manifest format 2)::
 ``begin``/``end`` are byte offsets in the file (``end`` exclusive), ``dtype`` one of
 :data:`DTYPES` (safetensors' names; a ``.npy`` array's little-endian dtype is mapped to
 them), ``digest`` the BLAKE3-256 hex digest of the tensor's bytes, so two versions can be
-compared tensor by tensor from their manifests alone (``_diff``) and one tensor can be read
-from the chunks that cover its range (``_partial``).
+compared tensor by tensor from their manifests alone (``_ops.diff``) and one tensor can be read
+from the chunks that cover its range (``_ops.partial``).
 
 A file whose header cannot be parsed, or that holds something outside the closed dtype set,
 a Fortran-ordered or big-endian ``.npy``, a name that is not one printable line, simply
 gets no tensor list: it is stored as bytes like any other file. (The numpy serializer writes
 Fortran-ordered and big-endian arrays in C order, little-endian, and records how to restore
 them in its meta, so the arrays it stores always get one.) :func:`check_tensors` is
-the part of the manifest gate (``_manifest.check``) that validates these lists when a
+the part of the manifest gate (``_records.manifest.check``) that validates these lists when a
 manifest is read, so a hostile list can only ever produce an :class:`IntegrityError`.
 """
 
@@ -32,9 +32,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._bounded import load_json
-from ._errors import IntegrityError
-from ._naming import validate_digest
+from .._bounded import load_json
+from .._errors import IntegrityError
+from .._naming import validate_digest
 
 __all__ = [
     "DTYPES",

@@ -25,11 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ._errors import ConcurrencyError, IntegrityError, RepositoryError
-from ._paths import find_workdir
-from ._refs import STAGES_PREFIX, TAGS_PREFIX
-from ._refscan import git_dir_of, read_ref, scan_refs
-from ._store import os_reason, write_immutable
+from .._errors import ConcurrencyError, IntegrityError, RepositoryError
+from .._storage.store import os_reason, write_immutable
+from .paths import find_workdir
+from .refs import STAGES_PREFIX, TAGS_PREFIX
+from .refscan import git_dir_of, read_ref, scan_refs
 
 if TYPE_CHECKING:  # dulwich loads on first object access, not at import (CLI start-up)
     from dulwich.objects import Blob, Commit, Tag, Tree

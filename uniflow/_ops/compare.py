@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._diff import diff_manifests
-from ._manifest import file_records
-from ._types import ModelVersion
+from .._records.manifest import file_records
+from .._types import ModelVersion
+from .diff import diff_manifests
 
 if TYPE_CHECKING:
-    from ._git import GitRepo
+    from .._records.git import GitRepo
 
 __all__ = ["Comparison", "build_comparison"]
 
@@ -67,13 +67,13 @@ class Comparison:
 
     def _repr_html_(self) -> str:
         """The table with coloured deltas and metric charts, for notebooks."""
-        from ._notebook import comparison_html
+        from .._views.notebook import comparison_html
 
         return comparison_html(self)
 
     def to_pandas(self) -> Any:
         """A ``pandas.DataFrame``: a row per ``(section, key)``, a column per version (needs pandas)."""
-        from ._notebook import comparison_frame
+        from .._views.notebook import comparison_frame
 
         return comparison_frame(self)
 

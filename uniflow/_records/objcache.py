@@ -27,7 +27,7 @@ from typing import Any
 
 import blake3
 
-from ._safefs import first_link
+from .._storage.safefs import first_link
 
 __all__ = ["DerivedCache", "KEY_FILE", "cache_home", "load_key"]
 

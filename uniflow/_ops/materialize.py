@@ -8,7 +8,7 @@ Reading (register)
 
 Materializing (load, load_path, export)
     ``<store>/cache/versions/<content digest>/<path>`` (the store: ``<common Git
-    directory>/uniflow``, ``_paths.store_dir``) is built from parts checked here again, at the
+    directory>/uniflow``, ``_records.paths.store_dir``) is built from parts checked here again, at the
     write site (a digest is 64 hex characters; paths are relative, normalised, unique, free of
     file/directory clashes), and walked without following any symlink: a symlink or file
     found where a cache directory belongs is a forged cache entry and is replaced; the store
@@ -32,15 +32,15 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._errors import IntegrityError, InvalidPathError, RepositoryError, UniflowError
-from ._manifest import file_records
-from ._naming import validate_digest, validate_relpath
-from ._safefs import DirTree, describe_mode, entry_mode, link_file, open_root, replace_file
-from ._store import FileRecord, os_reason
+from .._errors import IntegrityError, InvalidPathError, RepositoryError, UniflowError
+from .._naming import validate_digest, validate_relpath
+from .._records.manifest import file_records
+from .._storage.safefs import DirTree, describe_mode, entry_mode, link_file, open_root, replace_file
+from .._storage.store import FileRecord, os_reason
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._repo import Repository
-    from ._store import ProgressFn
+    from .._repo import Repository
+    from .._storage.store import ProgressFn
 
 __all__ = ["export_files", "materialize", "model_path_kind", "safe_mode", "walk_model"]
 

@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import _lfs, _tensors, _testhooks
-from ._errors import (
+from .. import _testhooks
+from .._errors import (
     IntegrityError,
     InvalidPathError,
     LfsPointerError,
@@ -30,18 +30,20 @@ from ._errors import (
     UsageError,
     VersionExistsError,
 )
-from ._lifecycle import LifecycleState, parse_event, register_transition
-from ._lifecycle import _dumps as lifecycle_dumps
-from ._manifest import MANIFEST_FORMAT, content_digest, file_entry, json_safe, pack, unpack
-from ._naming import next_version, validate_key, validate_model_name, validate_version, version_sort_key
-from ._pins import Pin
-from ._refs import tag_ref
-from ._repo import Repository
-from ._store import ProgressFn
-from ._tree import model_path_kind, walk_model
-from ._types import Provenance
-from ._version import __version__
-from .serializers._base import StreamedFile
+from .._naming import next_version, validate_key, validate_model_name, validate_version, version_sort_key
+from .._records import tensors as _tensors
+from .._records.lifecycle import LifecycleState, parse_event, register_transition
+from .._records.lifecycle import _dumps as lifecycle_dumps
+from .._records.manifest import MANIFEST_FORMAT, content_digest, file_entry, json_safe, pack, unpack
+from .._records.refs import tag_ref
+from .._repo import Repository
+from .._storage import lfs as _lfs
+from .._storage.pins import Pin
+from .._storage.store import ProgressFn
+from .._types import Provenance
+from .._version import __version__
+from ..serializers._base import StreamedFile
+from .materialize import model_path_kind, walk_model
 
 __all__ = ["register_version"]
 
@@ -194,8 +196,8 @@ def _collect(
     """Files to store: ``([(relpath, path or streamed bytes)], serializer, meta, framework
     label)``. An in-memory model whose serializer can stream is never written to disk:
     its bytes go from the model's memory straight into the store."""
-    from .serializers import canonical_framework, serializer_for
-    from .serializers._files import framework_for_path
+    from ..serializers import canonical_framework, serializer_for
+    from ..serializers._files import framework_for_path
 
     if isinstance(model, (str, os.PathLike)):
         src = Path(model)
@@ -262,7 +264,7 @@ def _record_register(
 
 
 def _readable_or_refuse(repo: Repository, manifest: dict[str, Any]) -> None:
-    """Run the manifest's exact bytes through the read gate (``_manifest.unpack``, with the
+    """Run the manifest's exact bytes through the read gate (``_records.manifest.unpack``, with the
     repository's ``[limits]``), so a version every reader would refuse (a manifest over
     ``max_manifest_bytes``: a huge description, thousands of tags) is refused with a
     :class:`UsageError` before its tag exists, never after."""
@@ -278,7 +280,7 @@ def _event_readable_or_refuse(
     name: str, version: str, actor: tuple[str, str], when: datetime, prov: Provenance | None
 ) -> None:
     """Run the register event this call will write (its ``extra`` is an importer's, of any
-    size) through the reader's event gate (``_lifecycle.parse_event``, in the lifecycle's own
+    size) through the reader's event gate (``_records.lifecycle.parse_event``, in the lifecycle's own
     serialization) before the tag exists: a :class:`UsageError` instead of an event that no
     reader could read. ``seq`` is given more digits than any lifecycle reaches."""
     event, _summary = register_transition(version, json_safe(prov.event_extra) if prov else None)(
@@ -379,7 +381,7 @@ def _has_register_event(repo: Repository, name: str, version: str, since: int) -
 
 def _walk(root: Path) -> list[tuple[str, Path]]:
     """The regular files of a directory model; a symlink, FIFO, socket or device inside it
-    is an InvalidPathError naming it (see ``_tree.walk_model``)."""
+    is an InvalidPathError naming it (see ``_ops.materialize.walk_model``)."""
     return walk_model(root)
 
 
