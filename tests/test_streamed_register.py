@@ -21,8 +21,9 @@ import torch
 from tests.helpers import make_repo
 from uniflow import ModelRegistry
 from uniflow._records.manifest import pack
+from uniflow._storage.chunking import CHUNK_PARAMS
 from uniflow._storage.segments import Segments
-from uniflow._storage.store import CHUNK_PARAMS, ObjectStore
+from uniflow._storage.store import ObjectStore
 from uniflow.serializers._torch import TorchSerializer
 
 MIB = 1 << 20

@@ -28,8 +28,17 @@ from ._records.lifecycle import (
 from ._repo import Repository
 from ._reports import GcReport, PullReport, PushReport, VerifyReport
 from ._stages import ModelStage, StageLike
-from ._storage.store import ObjectStore, ProgressFn
-from ._types import HistoryEvent, HistoryList, ModelSummary, ModelVersion, Provenance, VersionList, VersionRow
+from ._storage.store import ObjectStore
+from ._types import (
+    HistoryEvent,
+    HistoryList,
+    ModelSummary,
+    ModelVersion,
+    ProgressFn,
+    Provenance,
+    VersionList,
+    VersionRow,
+)
 from .sharing.blobs import JOBS, BlobFetcher
 from .sharing.giturl import is_git_url
 from .sharing.pull import pull as _pull

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 __all__ = [
+    "ProgressFn",
     "Provenance",
     "FileInfo",
     "ModelVersion",
@@ -16,6 +18,10 @@ __all__ = [
     "VersionList",
     "HistoryList",
 ]
+
+
+#: told ``(bytes done, bytes in all)`` as a long operation (register, load, push, pull) advances
+ProgressFn = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

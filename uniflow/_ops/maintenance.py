@@ -33,7 +33,7 @@ from .._records.manifest import file_records, unpack
 from .._records.refs import lifecycle_ref, tag_ref
 from .._records.versions import MANIFEST_PATH
 from .._reports import GcReport, VerifyProblem, VerifyReport
-from .._storage.store import os_reason
+from .._storage.fsio import os_reason
 
 if TYPE_CHECKING:
     from .._repo import Repository

@@ -35,12 +35,13 @@ from typing import TYPE_CHECKING, Any
 from .._errors import IntegrityError, InvalidPathError, RepositoryError, UniflowError
 from .._naming import validate_digest, validate_relpath
 from .._records.manifest import file_records
+from .._storage.chunking import FileRecord
+from .._storage.fsio import os_reason
 from .._storage.safefs import DirTree, describe_mode, entry_mode, link_file, open_root, replace_file
-from .._storage.store import FileRecord, os_reason
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._repo import Repository
-    from .._storage.store import ProgressFn
+    from .._types import ProgressFn
 
 __all__ = ["export_files", "materialize", "model_path_kind", "safe_mode", "walk_model"]
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import bisect
 import fnmatch
 from collections.abc import Generator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import blake3
@@ -25,7 +24,8 @@ import blake3
 from .._errors import IntegrityError, SerializationError, UsageError
 from .._records.manifest import file_records
 from .._records.tensors import TensorInfo, tensor_infos
-from .._storage.store import FileRecord
+from .._storage.chunking import FileRecord
+from .._storage.parallel import bounded_map
 from .diff import VersionDiff, tensor_stats, wants_stats, with_stats
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,18 +84,13 @@ def _chunk_reader(
 ) -> Generator[bytes, None, None]:
     """The verified bytes of ``rec.chunks[i]`` for each ``i`` in ``indices``, in order,
     read (and hashed) a few chunks ahead on two threads."""
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="uniflow-partial") as pool:
-        pending: list[Future[bytes]] = []
-        nxt = 0
-        try:
-            for _ in indices:
-                while nxt < len(indices) and len(pending) < _READ_AHEAD:
-                    pending.append(pool.submit(store.read_chunk, rec.chunks[indices[nxt]], context))
-                    nxt += 1
-                yield pending.pop(0).result()
-        finally:
-            for fut in pending:
-                fut.cancel()
+    yield from bounded_map(
+        lambda i: store.read_chunk(rec.chunks[i], context),
+        indices,
+        workers=2,
+        window=_READ_AHEAD,
+        name="uniflow-partial",
+    )
 
 
 def _tensor_bytes(

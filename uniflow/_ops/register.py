@@ -39,8 +39,7 @@ from .._records.refs import tag_ref
 from .._repo import Repository
 from .._storage import lfs as _lfs
 from .._storage.pins import Pin
-from .._storage.store import ProgressFn
-from .._types import Provenance
+from .._types import ProgressFn, Provenance
 from .._version import __version__
 from ..serializers._base import StreamedFile
 from .materialize import model_path_kind, walk_model

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .._errors import ConcurrencyError, IntegrityError, RepositoryError
-from .._storage.store import os_reason, write_immutable
+from .._storage.fsio import os_reason, write_immutable
 from .paths import find_workdir
 from .refs import STAGES_PREFIX, TAGS_PREFIX
 from .refscan import git_dir_of, read_ref, scan_refs

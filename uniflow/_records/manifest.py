@@ -28,7 +28,7 @@ import msgpack
 from .._bounded import load_msgpack
 from .._errors import IntegrityError, UniflowError
 from .._naming import validate_digest, validate_key, validate_model_name, validate_relpath, validate_version
-from .._storage.store import ChunkRef, FileRecord
+from .._storage.chunking import ChunkRef, FileRecord
 from .._types import FileInfo, ModelVersion
 from .config import Limits
 from .tensors import check_tensors

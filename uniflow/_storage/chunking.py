@@ -13,7 +13,7 @@ chunk parameters live here too; ``_storage.store`` re-exports them.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +21,9 @@ from typing import Any
 import blake3
 
 from .. import _testhooks
+from .._types import ProgressFn
 from .ingest import InOrder
+from .parallel import bounded_map
 from .segments import Segments
 
 __all__ = [
@@ -30,7 +32,6 @@ __all__ = [
     "ChunkRef",
     "FileRecord",
     "KnownFn",
-    "ProgressFn",
     "RangesFn",
     "WriteFn",
     "chunk_digest",
@@ -45,7 +46,6 @@ __all__ = [
 # 1 GiB file near 1,000 objects while a changed tensor costs one or two chunks.
 CHUNK_PARAMS = {"avg_size": 1 << 20, "min_size": 256 << 10, "max_size": 4 << 20}
 
-ProgressFn = Callable[[int, int], None]
 #: given the start of a file (at least its header; all of it for ``put_file``) and its size,
 #: the ``(begin, end)`` ranges (in file order) whose BLAKE3 digests ``put_file`` also
 #: computes, on its threads (e.g. ``_records.tensors.TensorScan``)
@@ -210,30 +210,20 @@ def for_each_chunk(
     chunks: Sequence[ChunkRef], total: int, one: Callable[[ChunkRef, int], int], progress: ProgressFn | None
 ) -> None:
     """``one(chunk, offset)`` for every chunk of a file (``total`` bytes), on
-    :data:`_READ_WORKERS` threads with at most :data:`_READ_WINDOW` chunks ahead of the one
-    collected (not ``pool.map``, which makes a future for every chunk up front): memory stays
-    flat whatever the file's size. ``one`` returns the bytes it handled, for ``progress``."""
+    :data:`_READ_WORKERS` threads with at most :data:`_READ_WINDOW` chunks pending
+    (:func:`~uniflow._storage.parallel.bounded_map`): memory stays flat whatever the file's
+    size. ``one`` returns the bytes it handled, for ``progress``."""
+
+    def located() -> Iterator[tuple[ChunkRef, int]]:
+        offset = 0
+        for c in chunks:
+            yield c, offset
+            offset += c.size
+
     done = 0
-    inflight: deque[Future[int]] = deque()
-    with ThreadPoolExecutor(max_workers=_READ_WORKERS, thread_name_prefix="uniflow-get") as pool:
-
-        def collect() -> None:
-            nonlocal done
-            done += inflight[0].result()
-            inflight.popleft()
-            if progress is not None:
-                progress(done, total)
-
-        try:
-            offset = 0
-            for c in chunks:
-                inflight.append(pool.submit(one, c, offset))
-                offset += c.size
-                if len(inflight) > _READ_WINDOW:
-                    collect()
-            while inflight:
-                collect()
-        except BaseException:
-            for fut in inflight:
-                fut.cancel()
-            raise
+    for n in bounded_map(
+        lambda item: one(*item), located(), workers=_READ_WORKERS, window=_READ_WINDOW + 1, name="uniflow-get"
+    ):
+        done += n
+        if progress is not None:
+            progress(done, total)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 from collections import deque
 from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,6 +29,7 @@ import blake3
 
 from .. import _testhooks
 from .._errors import InvalidPathError
+from .parallel import BufferPool
 from .segments import cut_decided
 
 __all__ = ["WINDOW", "FileSource", "InOrder", "fd_digest", "fd_stamp", "read_full"]
@@ -51,19 +51,6 @@ def fd_stamp(fd: int) -> tuple[int, ...]:
     (device, inode, size, mtime, ctime; Linux 6.13 and later give a change a new ctime even
     within one clock tick once the old one was read)."""
     return _stamp(os.fstat(fd))
-
-
-def _free_buffer(pool: list[bytearray]) -> bytearray:
-    """A buffer of :data:`WINDOW` bytes from ``pool`` that nothing else references (no view of
-    it is left: a live view holds a reference through its exporter), else a new one, kept in
-    the pool up to :data:`_POOL` buffers."""
-    for i in range(len(pool)):
-        if sys.getrefcount(pool[i]) == 2:  # the pool's own reference and the call's argument
-            return pool[i]
-    buf = bytearray(WINDOW)
-    if len(pool) < _POOL:
-        pool.append(buf)
-    return buf
 
 
 def _pread_into(fd: int, view: memoryview, pos: int) -> int:
@@ -151,11 +138,11 @@ class FileSource:
         them (the chunks cut from a window keep it while they are written and hashed). A
         window ends in a chunk the cut of which depends on bytes past it; the next window
         starts where that chunk starts, so those bytes are read again rather than copied."""
-        pool: list[bytearray] = []
+        pool = BufferPool(WINDOW, keep=_POOL)
         pos = 0
         while pos < self.size:  # bounded: each window cuts at least one chunk
             end = min(self.size, pos + WINDOW)
-            with memoryview(_free_buffer(pool)) as whole:
+            with memoryview(pool.take()) as whole:
                 view = whole[: end - pos]
             self.read_into(view, pos)
             start = pos

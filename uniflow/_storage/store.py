@@ -37,7 +37,6 @@ import functools
 import io
 import os
 import stat
-import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
@@ -46,38 +45,30 @@ from pathlib import Path
 from .. import _testhooks
 from .._errors import CorruptChunkError, InvalidPathError, MissingChunkError, RepositoryError
 from .._naming import validate_digest
+from .._types import ProgressFn
 from .chunking import (
     CHUNK_PARAMS,
     EMPTY_DIGEST,
     ChunkRef,
     FileRecord,
     KnownFn,
-    ProgressFn,
     RangesFn,
     chunk_digest,
     chunker,
     for_each_chunk,
     hash_range,
     store_chunks,
-    whole_digest,
 )
 from .fsio import force_unlink, fsync_dir, os_reason, write_immutable
 from .ingest import FileSource, fd_digest, fd_stamp, read_full
+from .parallel import ThreadBuffers
 from .pins import AsideSet, Pin, clean_tmp, read_pins, recover, restore_abandoned, tmp_name
 from .safefs import first_link
 from .segments import Segments
 
 __all__ = [
     "ObjectStore",
-    "FileRecord",
-    "ChunkRef",
-    "whole_digest",
-    "CHUNK_PARAMS",
     "FetchFn",
-    "ProgressFn",
-    "write_immutable",
-    "fsync_dir",
-    "os_reason",
 ]
 
 #: called by the store with digests it lacks (e.g. ``sharing.blobs.BlobFetcher``): fetch, verify, add
@@ -553,13 +544,10 @@ class ObjectStore:
         return target
 
     def _assemble(self, rec: FileRecord, fd: int, context: str, progress: ProgressFn | None) -> None:
-        local = threading.local()  # one buffer per worker thread, reused for every chunk
+        buffers = ThreadBuffers(CHUNK_PARAMS["max_size"] + 1)  # one per worker thread, reused
 
         def one(c: ChunkRef, offset: int) -> int:
-            buf: bytearray | None = getattr(local, "buf", None)
-            if buf is None or len(buf) <= c.size:
-                buf = local.buf = bytearray(max(c.size, CHUNK_PARAMS["max_size"]) + 1)
-            with self.open_verified(c.digest, buf, context) as chunk:
+            with self.open_verified(c.digest, buffers.get(c.size + 1), context) as chunk:
                 if len(chunk.data) != c.size:
                     raise _corrupt(c.digest, context)  # the manifest says another size
                 # written from the verified bytes: copy_file_range into a file at a chunk's

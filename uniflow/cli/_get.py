@@ -15,8 +15,9 @@ from typing import Any
 import click
 
 from .._errors import InvalidPathError, RepositoryError, UsageError
+from .._views.format import human_size
 from ._common import CliError, echo_json, json_option, progress_bar
-from ._format import Cell, human_size, print_line
+from ._format import Cell, print_line
 
 __all__ = ["get_cmd"]
 
@@ -119,7 +120,7 @@ def _check_dest(dest: Path, force: bool) -> None:
 def _move_into_place(tmp: Path, dest: Path, force: bool) -> None:
     """Rename the complete download to DIR; with --force an existing DIR is set aside first
     and removed only after the rename."""
-    from .._storage.store import fsync_dir  # not at import: `uniflow --help` stays light
+    from .._storage.fsio import fsync_dir  # not at import: `uniflow --help` stays light
 
     aside: Path | None = None
     try:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .._views.format import human_size
 from ._common import (
     CliError,
     echo_json,
@@ -19,16 +20,7 @@ from ._common import (
     resolve_repo,
 )
 from ._complete import complete_model, complete_stage, complete_version, complete_versions
-from ._format import (
-    Cell,
-    format_value,
-    human_size,
-    print_heading,
-    print_line,
-    print_table,
-    show_time,
-    stage_style,
-)
+from ._format import Cell, format_value, print_heading, print_line, print_table, show_time, stage_style
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._registry import ModelRegistry

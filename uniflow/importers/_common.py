@@ -33,8 +33,7 @@ from .._records.lifecycle import promote_transition
 from .._repo import Repository
 from .._stages import SINGLE_HOLDER_DEFAULT, valid_custom_stage_name
 from .._storage.safefs import DirTree, describe_mode, open_root
-from .._storage.store import ProgressFn
-from .._types import ModelVersion, Provenance
+from .._types import ModelVersion, ProgressFn, Provenance
 
 __all__ = [
     "EmptiedStage",

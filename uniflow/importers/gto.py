@@ -35,7 +35,7 @@ from .._errors import NotFoundError, RepositoryError, UniflowError, UsageError
 from .._naming import validate_relpath, validate_version
 from .._repo import Repository
 from .._storage.safefs import DirTree, describe_mode, open_root
-from .._storage.store import ProgressFn
+from .._types import ProgressFn
 from ._common import ImportReport, RegisterFn, Step, identity_of, map_model_name, map_stage_name, run_plan
 
 __all__ = ["GtoTag", "import_gto", "parse_gto_tag"]

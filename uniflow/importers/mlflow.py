@@ -33,7 +33,7 @@ from urllib.request import url2pathname
 from .._errors import InvalidPathError, NotFoundError, RemoteError, UniflowError, UsageError
 from .._naming import validate_key
 from .._repo import Repository
-from .._storage.store import ProgressFn
+from .._types import ProgressFn
 from ._common import (
     ImportReport,
     RegisterFn,

@@ -36,10 +36,8 @@ import os
 import random
 import re
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -50,8 +48,10 @@ from .._errors import CorruptChunkError, IntegrityError, NotFoundError, RemoteEr
 from .._naming import validate_digest
 from .._records.config import Config, ConfigSource, RemoteSpec
 from .._reports import ChunkStats
+from .._storage.chunking import CHUNK_PARAMS
 from .._storage.ingest import fd_stamp, read_full
-from .._storage.store import CHUNK_PARAMS
+from .._storage.parallel import ThreadBuffers, bounded_map
+from .._types import ProgressFn
 from .blobstore import (
     READ_TIMEOUT_ENV,
     BlobRemote,
@@ -98,7 +98,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _OPTION_KEYS = {"endpoint_url", "options"}
 
 T = TypeVar("T")
-ProgressFn = Callable[[int, int], None]
 
 
 def validate_remote_name(name: object) -> str:
@@ -393,17 +392,14 @@ def upload_chunks(
     stats.present = len(wanted) - len(todo)
     kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
 
-    buffers = threading.local()  # one per worker, reused for every chunk it sends
+    buffers = ThreadBuffers(CHUNK_PARAMS["max_size"] + 1)  # one per worker, reused for every chunk
 
     def one(digest: str) -> int:
         where = (context or {}).get(digest, "")
         if isinstance(remote, LocalRemote):
             # verified from the object's descriptor, then copied from it in the kernel:
             # writing 1 GiB from memory cost about twice the system time here
-            buf = getattr(buffers, "buf", None)
-            if buf is None:
-                buf = buffers.buf = bytearray(CHUNK_PARAMS["max_size"] + 1)
-            with store.open_verified(digest, buf, where) as chunk:
+            with store.open_verified(digest, buffers.get(0), where) as chunk:
                 created = _retry(
                     f"upload of chunk {digest[:16]}",
                     remote,
@@ -451,7 +447,7 @@ def download_chunks(
     absent: list[str] = []
     store.ensure_dirs()  # once, not per chunk
 
-    buffers = threading.local()  # one per worker, reused for every chunk it receives
+    buffers = ThreadBuffers(CHUNK_PARAMS["max_size"] + 1)  # one per worker, reused for every chunk
 
     def one(digest: str) -> int:
         if isinstance(remote, LocalRemote):
@@ -493,16 +489,14 @@ def download_chunks(
 
 
 def _copy_from_local(
-    store: ObjectStore, remote: LocalRemote, digest: str, buffers: threading.local
+    store: ObjectStore, remote: LocalRemote, digest: str, buffers: ThreadBuffers
 ) -> int | None:
     """Store chunk ``digest`` of a directory remote: read into this thread's buffer, verified,
     then copied in the kernel from the descriptor it was read through (writing it from memory
     costs about twice the system time here). Its size; 0 if the remote lacks it; None for a
     file longer than any chunk (the caller reads it whole). A remote file written between the
     check and the copy is caught by its stamp: what this call stored is removed."""
-    buf = getattr(buffers, "buf", None)
-    if buf is None:
-        buf = buffers.buf = bytearray(CHUNK_PARAMS["max_size"] + 1)
+    buf = buffers.get(0)
     fd = remote.open_chunk(digest)
     if fd is None:
         return 0
@@ -553,34 +547,17 @@ def _run_parallel(
     if not items:
         return
     jobs = max(1, min(jobs, len(items)))
-    todo = iter(items)
-    # At most two chunks per worker in flight (not a future for every chunk up front): the
-    # memory of a transfer does not grow with the number of chunks.
-    pending: set[Future[int]] = set()
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="uniflow-xfer") as pool:
-        try:
-            while True:
-                for d in todo:
-                    pending.add(pool.submit(fn, d))
-                    if len(pending) >= 2 * jobs:
-                        break
-                if not pending:
-                    break
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    n = fut.result()
-                    stats.transferred += 1
-                    stats.bytes += n
-                    if progress is not None:
-                        progress(stats.bytes, total if total is not None else stats.bytes)
-                    if kill_after and stats.transferred >= kill_after:
-                        import signal
+    # at most two chunks per worker pending: the memory of a transfer does not grow with the
+    # number of chunks
+    for n in bounded_map(fn, items, workers=jobs, window=2 * jobs, name="uniflow-xfer"):
+        stats.transferred += 1
+        stats.bytes += n
+        if progress is not None:
+            progress(stats.bytes, total if total is not None else stats.bytes)
+        if kill_after and stats.transferred >= kill_after:
+            import signal
 
-                        os.kill(os.getpid(), signal.SIGKILL)
-        except BaseException:
-            for f in pending:
-                f.cancel()
-            raise
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 __all__ += ["KILL_AFTER_ENV", "FsspecRemote", "LocalRemote"]

@@ -36,8 +36,8 @@ from typing import Any, Protocol
 from .._errors import IntegrityError, RemoteError, UsageError
 from .._naming import validate_digest
 from .._records.config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, MAX_TIMEOUT, RemoteSpec
+from .._storage.fsio import fsync_dir, write_immutable
 from .._storage.safefs import NotRegularFile, first_link, open_regular
-from .._storage.store import fsync_dir, write_immutable
 
 __all__ = [
     "CONNECT_TIMEOUT_ENV",

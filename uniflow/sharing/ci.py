@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._errors import PolicyError, PushRejectedError, RepositoryError, UsageError
@@ -57,7 +57,6 @@ __all__ = [
 log = logging.getLogger("uniflow.ci")
 
 
-ProgressFn = Callable[[int, int], None]
 PUSH_ATTEMPTS = 3
 
 

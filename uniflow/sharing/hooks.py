@@ -22,13 +22,14 @@ import os
 import shutil
 import stat
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import RepositoryError, UsageError
 from .._records.refs import LIFECYCLE_PREFIX
+from .._types import ProgressFn
 from .blobs import JOBS, TransferStats
 from .gitcmd import ZERO, git_remotes, run_git
 from .pull import PullReport, pull
@@ -53,7 +54,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("uniflow.hooks")
-ProgressFn = Callable[[int, int], None]
 
 
 # ---------------------------------------------------------------------- hooks

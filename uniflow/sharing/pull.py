@@ -12,7 +12,7 @@ settle it. Stage pointers are recomputed, and chunks fetched for what was asked.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from .._errors import IntegrityError, LifecycleConflictError, NotFoundError, UsageError
@@ -22,6 +22,7 @@ from .._records.refs import TAGS_PREFIX, tracking_prefix
 from .._records.versions import is_model_name, is_version
 from .._reports import PullOutcome, PullReport
 from .._stages import StageLike
+from .._types import ProgressFn
 from .blobs import JOBS, TransferStats, download_chunks
 from .gitcmd import fetch_refs, resolve_git_remote
 from .merge import Resolve, integrate
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PullOutcome", "PullReport", "Resolve", "pull"]
 
-ProgressFn = Callable[[int, int], None]
 #: bad refs named in pull's one-line error (all of them are in ``PullReport.rejected``)
 _SHOWN = 10
 

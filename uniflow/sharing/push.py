@@ -22,7 +22,7 @@ Ordering (invariant 1, across machines):
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .. import _testhooks
@@ -31,6 +31,7 @@ from .._naming import validate_model_name
 from .._records.manifest import file_records
 from .._records.refs import TAGS_PREFIX, lifecycle_ref, stage_ref, stages_prefix, tag_ref, tracking_ref
 from .._reports import ChunkStats, PushReport
+from .._types import ProgressFn
 from .blobs import JOBS, BlobRemote, TransferStats, get_remote_spec, open_remote, upload_chunks
 from .gitcmd import IN_PUSH_ENV, fetch_refs, last_error, ls_remote, resolve_git_remote, run_git
 from .merge import integrate, unrelated
@@ -47,8 +48,6 @@ __all__ = [
     "push",
     "upload_versions",
 ]
-
-ProgressFn = Callable[[int, int], None]
 
 
 # ---------------------------------------------------------------------- chunks

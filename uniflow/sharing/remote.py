@@ -49,9 +49,13 @@ from .._naming import validate_relpath
 from .._records.config import Config, ConfigSource, RemoteSpec, parse_remote_config
 from .._records.objcache import cache_home
 from .._repo import Repository
+from .._storage.chunking import ChunkRef, FileRecord
+from .._storage.fsio import fsync_dir, os_reason
 from .._storage.ingest import fd_digest, read_full
+from .._storage.parallel import ThreadBuffers
 from .._storage.safefs import DirTree, NotRegularFile, open_regular, open_root
-from .._storage.store import ChunkRef, FileRecord, ObjectStore, ProgressFn, fsync_dir, os_reason
+from .._storage.store import ObjectStore
+from .._types import ProgressFn
 from .blobs import (
     JOBS,
     LocalRemote,
@@ -500,16 +504,8 @@ def _executable(mode: object) -> bool:
     return isinstance(mode, int) and not isinstance(mode, bool) and bool(mode & 0o111)
 
 
-_BUFFERS = threading.local()
-
-
-def _buffer(size: int) -> memoryview:
-    """This thread's reusable read buffer (no fresh pages, so no page faults, per chunk)."""
-    buf: bytearray | None = getattr(_BUFFERS, "buf", None)
-    if buf is None or len(buf) < size:
-        buf = bytearray(max(size, 8 << 20))
-        _BUFFERS.buf = buf
-    return memoryview(buf)[:size]
+#: this thread's reusable read buffer (no fresh pages, so no page faults, per chunk)
+_BUFFERS = ThreadBuffers(8 << 20)
 
 
 def _read_verified(
@@ -520,7 +516,7 @@ def _read_verified(
     for a symlink, FIFO or device (never followed, waited on or read). With ``cache`` (a
     chunk read from a directory blob remote), verified bytes are kept in that cache: the very
     file read, hard-linked, when the cache is on the same filesystem, else a copy."""
-    view = _buffer(c.size + 1)  # one byte more: a longer file is caught too
+    view = memoryview(_BUFFERS.get(c.size + 1))[: c.size + 1]  # one byte more: a longer file is caught too
     fd = open_regular(path)
     if fd is None:
         return None, False

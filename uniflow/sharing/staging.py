@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._errors import InvalidPathError
+from .._storage.fsio import os_reason
 from .._storage.pins import owner_alive, owner_token
-from .._storage.store import os_reason
 
 __all__ = ["MARKER", "Staging", "begin", "sweep"]
 
