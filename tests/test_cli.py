@@ -533,8 +533,9 @@ def test_torch_model_round_trip(repo: Path, tmp_path: Path) -> None:
 def test_format_helpers() -> None:
     from datetime import datetime, timedelta
 
+    from uniflow._views.format import human_size
     from uniflow.cli._admin import parse_duration
-    from uniflow.cli._format import human_size, iso_time, relative_time
+    from uniflow.cli._format import iso_time, relative_time
 
     assert [human_size(n) for n in (0, 1023, 1536, 5 * 1024**3, None)] == [
         "0 B",

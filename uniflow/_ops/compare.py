@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._records.manifest import file_records
 from .._types import ModelVersion
+from .._views.format import human_size
 from .diff import diff_manifests
 
 if TYPE_CHECKING:
@@ -82,19 +83,10 @@ def _cell(v: Any, key: str = "") -> str:
     if v is None:
         return "-"
     if isinstance(v, int) and ("bytes" in key or key == "size"):
-        return _human(v)
+        return human_size(v)
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024:
-            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
 
 
 def _rows(dicts: list[dict[str, Any]], numeric_delta: bool) -> list[dict[str, Any]]:

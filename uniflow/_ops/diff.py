@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .._records.tensors import TensorInfo, tensor_infos
+from .._views.format import human_size
 
 __all__ = [
     "STATUSES",
@@ -27,25 +28,12 @@ __all__ = [
     "TensorDelta",
     "VersionDiff",
     "diff_manifests",
-    "human_bytes",
     "tensor_stats",
 ]
 
 #: tensor statuses, in the order they are listed (everything but ``unchanged`` first)
 STATUSES = ("changed", "reshaped", "added", "removed", "unchanged")
 _RANK = {s: i for i, s in enumerate(STATUSES)}
-
-
-def human_bytes(n: int) -> str:
-    """``40 KiB``, ``1.5 MiB``, ``120 MiB``: binary units, three significant digits."""
-    if n < 1024:
-        return f"{n} B"
-    size = n / 1024
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        if size < 999.5 or unit == "TiB":  # 1023.8 MiB is "1 GiB", never "1.02e+03 MiB"
-            return f"{size:.3g} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover
 
 
 @dataclass(frozen=True)
@@ -154,7 +142,8 @@ class VersionDiff:
         moved = n - counts["unchanged"]
         kinds = [f"{counts[s]} {s}" for s in STATUSES[:-1] if counts[s]]
         detail = f": {', '.join(kinds)}" if len(kinds) > 1 or (kinds and not counts["changed"]) else ""
-        line = f"{moved} of {n} tensors changed{detail} ({human_bytes(changed)} of {human_bytes(total)})"
+        part, whole = human_size(changed, significant=True), human_size(total, significant=True)
+        line = f"{moved} of {n} tensors changed{detail} ({part} of {whole})"
         missing = len(self.files) - with_data
         if missing:
             line += f"; {missing} file{'s' if missing > 1 else ''} without tensor data"
@@ -198,7 +187,7 @@ def _tensor_cells(t: TensorDelta) -> list[str]:
     kind = f"{info.dtype} {_shape(info.shape)}"
     if t.status == "reshaped" and t.a is not None:
         kind = f"{t.a.dtype} {_shape(t.a.shape)} -> {kind}"
-    cells = [t.status.ljust(9), t.name, kind, human_bytes(info.nbytes)]
+    cells = [t.status.ljust(9), t.name, kind, human_size(info.nbytes, significant=True)]
     if t.stats is not None:
         cells.append(stats_text(t.stats))
     return cells

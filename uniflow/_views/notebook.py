@@ -19,6 +19,7 @@ from typing import Any
 
 from .._errors import UsageError
 from .charts import Html, Point, StageMark, format_number, metric_chart, stage_colour
+from .format import human_size
 
 # The value types are passed in by their own ``_repr_html_`` methods (``_types``, ``_ops.compare``
 # import this module), so they are named here only as ``Any``: importing them back would be
@@ -56,15 +57,6 @@ def _badge(stage: str | None) -> str:
     )
 
 
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
-
-
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str) -> str:
     """A table; ``header`` is plain text, ``rows`` are already-escaped HTML cells."""
     head = "".join(f"<th {_CELL}>{_e(h)}</th>" for h in header)
@@ -87,12 +79,12 @@ def version_html(mv: ModelVersion) -> Html:
     rows = [
         ["stage", _badge(mv.stage)],
         ["framework", _e(mv.framework or "-")],
-        ["size", _e(_size(mv.size))],
+        ["size", _e(human_size(mv.size))],
         ["created", _e(f"{mv.created_at:%Y-%m-%d %H:%M %Z}".strip()) + " by " + _e(mv.author or "unknown")],
         ["metrics", _kv(mv.metrics)],
         ["params", _kv(mv.params)],
         ["tags", _kv(mv.tags)],
-        ["files", "<br>".join(f"{_e(f.path)} ({_e(_size(f.size))})" for f in mv.files) or "-"],
+        ["files", "<br>".join(f"{_e(f.path)} ({_e(human_size(f.size))})" for f in mv.files) or "-"],
         [
             "code commit",
             _e((mv.code_commit or "-")[:12])
@@ -126,7 +118,7 @@ def versions_html(versions: Sequence[ModelVersion]) -> Html:
             _e(mv.version),
             _badge(mv.stage),
             *(_e(format_number(mv.metrics.get(m))) for m in metrics),
-            _e(_size(mv.size)),
+            _e(human_size(mv.size)),
             _e(f"{mv.created_at:%Y-%m-%d %H:%M}"),
         ]
         for mv in versions
@@ -189,7 +181,7 @@ def comparison_html(comparison: Comparison) -> Html:
             cells = [_e(entry["key"])]
             for i, value in enumerate(entry["values"]):
                 text = _e(
-                    _size(value)
+                    human_size(value)
                     if isinstance(value, int) and ("bytes" in entry["key"] or entry["key"] == "size")
                     else format_number(value)
                 )

@@ -48,7 +48,7 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 def _row(t: TensorDelta, with_stats: bool) -> list[Any]:
-    from .._ops.diff import human_bytes
+    from .._views.format import human_size
 
     info = t.info
     dtype, shape = info.dtype, _shape(info.shape)
@@ -62,7 +62,7 @@ def _row(t: TensorDelta, with_stats: bool) -> list[Any]:
         Cell(t.status, _STYLE.get(t.status, "")),
         dtype,
         shape,
-        human_bytes(info.nbytes),
+        human_size(info.nbytes, significant=True),
     ]
     if with_stats:
         s = t.stats or {}

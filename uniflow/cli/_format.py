@@ -22,7 +22,6 @@ from ._common import console, fancy
 __all__ = [
     "Cell",
     "format_value",
-    "human_size",
     "iso_text",
     "iso_time",
     "print_heading",
@@ -94,20 +93,6 @@ class Cell:
         for piece, style in self.spans:
             text.append(piece, style=style or None)
         return text
-
-
-def human_size(n: float | None) -> str:
-    """``1536`` -> ``1.5 KiB``; ``None`` -> ``-``."""
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            if unit == "B":
-                return f"{int(size)} B"
-            return f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} PiB"  # pragma: no cover
 
 
 def _aware(when: datetime) -> datetime:

@@ -15,9 +15,10 @@ from urllib.parse import quote, urlencode
 
 from .. import __version__
 from .._views.charts import format_number
+from .._views.format import human_size
 from .._views.markdown import render_markdown
 
-__all__ = ["Links", "page_file", "render_page", "human_size", "when"]
+__all__ = ["Links", "page_file", "render_page", "when"]
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATIC = Path(__file__).resolve().parent / "static"
@@ -89,18 +90,6 @@ class Links:
     def api(self, path: str) -> str | None:
         """The JSON twin of a page (server only)."""
         return None if self.static else f"/api/{path}"
-
-
-def human_size(n: object) -> str:
-    """Bytes in binary units, as the CLI prints them."""
-    if not isinstance(n, (int, float)) or isinstance(n, bool):
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
 
 
 def when(value: object) -> str:
