@@ -136,74 +136,108 @@ def store_chunks(
     in the kernel after hashing the chunk given. With ``parts`` (the bytes, all in the
     caller's memory), the whole-file and range digests are computed from its parts rather
     than from the chunks (no scratch copy is held for them)."""
-    refs: list[ChunkRef] = []
-    starts: list[int] = []  # offset of each stored chunk
-    digests: list[str] = []
-    done = 0
-    inflight: deque[tuple[Future[ChunkRef], memoryview]] = deque()
     # With digests known already, a range is settled once its chunks are stored (their
     # digests name its bytes): known, or hashed then, a few chunks behind the cutter.
-    late = bool(known)
+    late = known if known else None
     spans = list(ranges(head, size)) if ranges is not None else []
     # The whole file's digest (and the ranges', unless settled late) are computed from the
     # chunks as they are cut, in order, on threads of their own beside the chunk writers.
     order = InOrder([] if late else spans, bounded=parts is None)
     for part_start, part in zip(parts.starts, parts.parts, strict=True) if parts is not None else ():
         order.feed(part_start, part)
-    span_futs: list[Future[str] | str] = []
+    stored: _Stored | None = None
     try:
         with ThreadPoolExecutor(max_workers=_WRITE_WORKERS, thread_name_prefix="uniflow-put") as pool:
-
-            def drain(limit: int) -> None:
-                nonlocal done
-                while len(inflight) > limit:
-                    fut, piece = inflight[0]
-                    ref = fut.result()
-                    inflight.popleft()
-                    piece.release()
-                    refs.append(ref)
-                    starts.append(done)
-                    digests.append(ref.digest)
-                    done += ref.size
-                    if late:
-                        settle_spans(done)
-                    if progress is not None:
-                        progress(done, size)
-
-            def settle_spans(stored: int) -> None:  # ranges inside the chunks stored so far
-                assert known is not None
-                while len(span_futs) < len(spans) and spans[len(span_futs)][1] <= stored:
-                    begin, end = spans[len(span_futs)]
-                    digest = known(starts, digests, begin, end)
-                    span_futs.append(digest or pool.submit(reread, begin, end))
-
+            stored = _Stored(pool, size, progress, spans if late else [], late, reread)
             try:
                 for offset, piece in cuts:
                     src = (src_fd, offset) if src_fd is not None else None
-                    inflight.append((pool.submit(write, piece, src), piece))
+                    stored.submit(pool.submit(write, piece, src), piece)
                     if parts is None:
                         order.feed(offset, piece)
                     if not offset and src is not None:
                         _testhooks.point("put-file-read")
-                    drain(_MAX_INFLIGHT)
-                drain(0)
-                if late:
-                    settle_spans(size)
+                    stored.drain(_MAX_INFLIGHT)
+                stored.drain(0)
                 whole, in_order = order.digests()
-                late_digests = tuple(f if isinstance(f, str) else f.result() for f in span_futs)
+                late_digests = stored.span_digests()
             except BaseException:
-                for fut, _ in inflight:
-                    fut.cancel()
-                for sfut in span_futs:
-                    if not isinstance(sfut, str):
-                        sfut.cancel()
+                stored.cancel()
                 raise
     finally:
         order.close()
         cuts.close()
-        for _, piece in inflight:
+        if stored is not None:
+            stored.release()
+    return FileRecord(size, whole, tuple(stored.refs), late_digests if late else in_order)
+
+
+class _Stored:
+    """The chunks of one file as they are stored, in order: at most a bounded number of
+    writes in flight, each collected in file order (its record appended, its piece
+    released, progress told) and, when ranges are settled late, each range whose chunks
+    are all stored settled (from ``known`` digests, or hashed again on ``pool``)."""
+
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        size: int,
+        progress: ProgressFn | None,
+        spans: list[tuple[int, int]],
+        known: KnownFn | None,
+        reread: Callable[[int, int], str],
+    ) -> None:
+        self.pool, self.size, self.progress = pool, size, progress
+        self.spans, self.known, self.reread = spans, known, reread
+        self.refs: list[ChunkRef] = []
+        self.starts: list[int] = []  # offset of each stored chunk
+        self.digests: list[str] = []
+        self.done = 0
+        self.inflight: deque[tuple[Future[ChunkRef], memoryview]] = deque()
+        self.span_futs: list[Future[str] | str] = []
+
+    def submit(self, fut: Future[ChunkRef], piece: memoryview) -> None:
+        self.inflight.append((fut, piece))
+
+    def drain(self, limit: int) -> None:
+        """Collect stored chunks, oldest first, until at most ``limit`` are in flight."""
+        while len(self.inflight) > limit:
+            fut, piece = self.inflight[0]
+            ref = fut.result()
+            self.inflight.popleft()
             piece.release()
-    return FileRecord(size, whole, tuple(refs), late_digests if late else in_order)
+            self.refs.append(ref)
+            self.starts.append(self.done)
+            self.digests.append(ref.digest)
+            self.done += ref.size
+            self._settle(self.done)
+            if self.progress is not None:
+                self.progress(self.done, self.size)
+
+    def _settle(self, stored: int) -> None:
+        """Settle the ranges that lie inside the first ``stored`` bytes."""
+        if self.known is None:
+            return
+        while len(self.span_futs) < len(self.spans) and self.spans[len(self.span_futs)][1] <= stored:
+            begin, end = self.spans[len(self.span_futs)]
+            digest = self.known(self.starts, self.digests, begin, end)
+            self.span_futs.append(digest or self.pool.submit(self.reread, begin, end))
+
+    def span_digests(self) -> tuple[str, ...]:
+        """The settled ranges' digests, in order (after the last :meth:`drain`)."""
+        self._settle(self.size)
+        return tuple(f if isinstance(f, str) else f.result() for f in self.span_futs)
+
+    def cancel(self) -> None:
+        for fut, _ in self.inflight:
+            fut.cancel()
+        for sfut in self.span_futs:
+            if not isinstance(sfut, str):
+                sfut.cancel()
+
+    def release(self) -> None:
+        for _, piece in self.inflight:
+            piece.release()
 
 
 def for_each_chunk(

@@ -370,18 +370,6 @@ class ObjectStore:
         except OSError as exc:
             raise RepositoryError(f"cannot write to the object store {self.root}: {os_reason(exc)}") from exc
 
-    def add_chunk(self, digest: str, data: bytes) -> None:
-        """Store bytes received from elsewhere (a remote) after checking them."""
-        validate_digest(digest, "chunk digest")
-        if chunk_digest(data) != digest:
-            raise CorruptChunkError(
-                f"chunk {digest[:16]} received from the remote does not match its digest", digest
-            )
-        self.ensure_dirs()
-        self._write_object(digest, data)
-        if self.durable:
-            fsync_dir(self.objects / digest[:2])
-
     def add_verified(
         self,
         digest: str,
@@ -391,7 +379,7 @@ class ObjectStore:
         src: tuple[int, int] | None = None,
     ) -> bool:
         """Store bytes the caller has just hashed and found equal to ``digest`` (a download
-        verified on arrival), after :meth:`ensure_dirs`; :meth:`add_chunk` checks them itself.
+        verified on arrival), after :meth:`ensure_dirs`.
         True if this call created the object.
 
         The chunk's bytes are durable before its name appears (:func:`write_immutable`); the

@@ -9,7 +9,7 @@
   tighten the built-in defaults, never raise them), never written.
 * **Bytes**: one content-addressed chunk cache shared by every URL
   (``<cache>/store/.uniflow/objects``), filled from the blob remote, each chunk verified on
-  arrival (``ObjectStore.add_chunk``) and on every read.
+  arrival (``ObjectStore.add_verified``) and on every read.
 
 Which blob remote (docs/remote.md, SECURITY.md "Blob remotes named by a Git URL"): the one
 given (``blob=`` / ``--blob``, trusted like any argument), else those the remote's config
@@ -288,7 +288,7 @@ def stream_version(
     the chunk cache and the blob remote (no materialized copy in between).
 
     Each chunk is verified once where it comes from: a cached chunk on read
-    (``ObjectStore.read_chunk``), a downloaded one on arrival (``ObjectStore.add_chunk``,
+    (``ObjectStore.read_chunk``), a downloaded one on arrival (``ObjectStore.add_verified``,
     which also keeps it in the cache); then every written file is hashed whole against the
     manifest's file digest, so the digests ``uniflow get --json`` reports are the bytes on
     disk. ``dest`` must not exist; it is created here and every path below it is re-checked
