@@ -82,8 +82,8 @@ def fd_digest(fd: int, size: int) -> str | None:
     """BLAKE3 of the open file ``fd`` (what ``b3sum`` prints), which should hold ``size``
     bytes; None if it holds fewer or more (cut short or grown meanwhile: the caller's copy is
     damaged). Read, never mapped, so a file truncated meanwhile cannot kill the process; the
-    next window is read on a thread of its own while this one is hashed on both cores (as
-    fast as hashing a mapping, measured here: 0.24 s per GiB either way)."""
+    next window is read on a thread of its own while this one is hashed with BLAKE3's
+    threads, so reading overlaps hashing (``docs/benchmarks.md`` compares it with a mapping)."""
     _testhooks.point("whole-digest")
     h = blake3.blake3(max_threads=blake3.blake3.AUTO)
     bufs = [memoryview(bytearray(min(WINDOW, size))) for _ in range(2 if size > WINDOW else 1)]

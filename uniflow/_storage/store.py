@@ -98,7 +98,7 @@ _HEX = frozenset("0123456789abcdef")
 class VerifiedChunk:
     """A chunk's bytes, read and verified (:meth:`ObjectStore.open_verified`), and the open
     descriptor they were read from. A caller may copy the bytes from ``fd`` in the kernel
-    (``copy_file_range``: writing them from memory costs about twice the system time here)
+    (``copy_file_range``: no copy through user memory into the page cache)
     and then ask :meth:`unchanged`: False means the file was written meanwhile, so what was
     copied may not be what was verified (write ``data`` instead, or undo the copy)."""
 
@@ -547,7 +547,7 @@ class ObjectStore:
                 if rec.size:
                     out.truncate(rec.size)
                 # Every chunk is verified as it is copied; the whole-file digest is checked on
-                # every later use of this cached file (a second pass here measured +0.35 s/GiB).
+                # every later use of this cached file (here it would re-check what the chunks proved).
                 self._assemble(rec, out.fileno(), context, progress)
             os.chmod(tmp, 0o444)
             os.replace(tmp, target)
@@ -570,7 +570,7 @@ class ObjectStore:
                 if len(chunk.data) != c.size:
                     raise _corrupt(c.digest, context)  # the manifest says another size
                 # written from the verified bytes: copy_file_range into a file at a chunk's
-                # (unaligned) offset measured 4x slower here (3.2 s against 0.78 s per GiB)
+                # unaligned offset is slower than pwrite (docs/benchmarks.md, "Transfer")
                 written = 0
                 while written < c.size:  # bounded: each pwrite makes progress or raises
                     with chunk.data[written:] as rest:

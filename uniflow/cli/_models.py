@@ -152,7 +152,7 @@ def _pull_hint(registry: ModelRegistry, name: str | None) -> None:
 @contextlib.contextmanager
 def _no_gc() -> Iterator[None]:
     """The cyclic garbage collector paused (and restored): building 100,000 rows otherwise
-    triggers full collections that walk every object built so far (~10% of the time)."""
+    triggers full collections that walk every object built so far, again and again."""
     was = gc.isenabled()
     gc.disable()
     try:
