@@ -570,7 +570,7 @@ class ObjectStore:
                 if len(chunk.data) != c.size:
                     raise _corrupt(c.digest, context)  # the manifest says another size
                 # written from the verified bytes: copy_file_range into a file at a chunk's
-                # unaligned offset is slower than pwrite (docs/benchmarks.md, "Transfer")
+                # unaligned offset is slower than pwrite (docs/benchmarks.md, "Figures behind the design")
                 written = 0
                 while written < c.size:  # bounded: each pwrite makes progress or raises
                     with chunk.data[written:] as rest:
