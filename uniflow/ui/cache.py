@@ -10,7 +10,7 @@ what they are derived from: the version tags ``refs/tags/models/<name>/*``, the 
 each request; any register, promotion, pull or config edit changes it, so a page is never
 stale. Tags and manifests are immutable, so nothing else can change what these calls return.
 
-``git for-each-ref`` reads every loose ref (a process and a file per ref), so a request first compares the
+``git for-each-ref`` starts a process and reads every loose ref file, so a request first compares the
 ``stat()`` of the places those refs live (``packed-refs``, the ``refs/tags/models/<name>/``
 directories, the loose ``refs/uniflow/models/<name>`` files and their directories, and
 config.toml) with what they were at the last check: a ref is only ever written by creating
