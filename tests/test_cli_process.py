@@ -463,6 +463,29 @@ def test_every_command_is_documented() -> None:
     assert missing == [], f"commands not documented in docs/cli.md: {missing}"
 
 
+def test_help_speaks_to_users_not_developers() -> None:
+    """--help never shows the developer note naming the Python method a command calls: the
+    note sits below a ``\\f`` in the docstring, which click keeps out of help."""
+    runner = CliRunner()
+    commands = _walk(cli, ("uniflow",))
+    assert len(commands) > 20
+    for c in commands:
+        out = runner.invoke(cli, [*c[1:], "--help"], prog_name="uniflow")
+        assert out.exit_code == 0, (c, out.output)
+        assert "Usage: " + " ".join(c) in out.output, c
+        assert "Calls ModelRegistry" not in out.output, " ".join(c)
+        assert "ModelRegistry" not in out.output, " ".join(c)
+        assert "\f" not in out.output, " ".join(c)
+    # the note is still there for developers, in the docstring
+    models = cli.get_command(click.Context(cli), "models")
+    assert isinstance(models, click.Group)
+    listing = models.get_command(click.Context(models), "list")
+    assert listing is not None and listing.callback is not None
+    assert "Calls ModelRegistry.list_models()" in (listing.callback.__doc__ or "")
+    out = runner.invoke(cli, ["models", "list", "--help"])
+    assert "List all models, or the versions of model NAME." in out.output
+
+
 def test_every_json_command_documents_its_shape() -> None:
     doc = (ROOT / "docs" / "cli.md").read_text()
     for c in _walk(cli, ("uniflow",)):

@@ -1,14 +1,24 @@
 """TEST-ONLY injection points: deterministic kills and pauses at named places.
 
 Nothing here is part of the API and nothing here runs unless a test asks for it. The
-library calls :func:`point` at a few named places (``register-before-tag``,
-``register-before-event``, ``after-lifecycle-cas``, ``gc-after-set-aside``,
-``push-before-git-push``, ``push-after-git-push``, and ``store-migrate-linked``, ``store-migrate-unlinked``,
-``store-migrate-chunks-moved`` while an old store is moved: ``_storage.store.ObjectStore.adopt``;
-``get-file-written`` after each file a get by URL has written, verified, fsynced and closed:
-``sharing.remote._VersionWriter``; ``mirror-sync-listed`` and ``mirror-sync-fetched-tags``
-during a mirror's sync: ``sharing.mirror``);
-with the variables below unset a call costs two environment look-ups and does nothing.
+library calls :func:`point` at these named places:
+
+* ``_storage.chunking``: ``put-file-read``, once the first chunk of a file copied from
+  disk is handed to a writer;
+* ``_storage.ingest``: ``whole-digest``, before ``fd_digest`` hashes an open file (the
+  check of a cached or written copy);
+* ``_storage.safefs``: ``export-write``, after each piece a file export has written;
+* ``_storage.store`` (``ObjectStore.adopt``, while an old store is moved):
+  ``store-migrate-linked``, ``store-migrate-unlinked``, ``store-migrate-chunks-moved``;
+* ``_records.lifecycle``: ``after-lifecycle-cas``, once a lifecycle ref moved;
+* ``_ops.register``: ``register-before-tag``, ``register-before-event``;
+* ``_ops.maintenance``: ``gc-after-set-aside``, once gc moved its candidates aside;
+* ``sharing.push``: ``push-before-git-push``, ``push-after-git-push``;
+* ``sharing.mirror`` (a mirror's sync): ``mirror-sync-listed``, ``mirror-sync-fetched-tags``;
+* ``sharing.remote`` (``_VersionWriter``): ``get-file-written``, after each file a get by
+  URL has written, verified, fsynced and closed.
+
+With the variables below unset a call costs two environment look-ups and does nothing.
 
 * ``UNIFLOW_TEST_KILL_AT=<name>``: the process sends itself SIGKILL at point ``<name>``
   (a crash at exactly that place, with no clean-up of any kind).

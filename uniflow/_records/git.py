@@ -6,9 +6,10 @@ compare-and-swap (``add_if_new`` / ``set_if_equals`` / ``remove_if_equals``); du
 fails at once when another writer holds ``<ref>.lock``, so each call here retries with
 backoff for a bounded time before raising :class:`ConcurrencyError`.
 
-Loose objects are written here, not by dulwich: a ``tmp_obj_*`` file in the fan-out
-directory, fsynced, hard-linked to its name (as git does), the temporary file removed
-whatever happens. A failed ref write (a full disk) has its ``.lock`` file removed before
+Loose objects are written here, not by dulwich, with ``_storage.fsio.write_immutable``:
+an unnamed ``O_TMPFILE`` inode in the fan-out directory (or, where that is refused, a
+``tmp_obj_*`` file there, as git does), fsynced, then linked to its name; nothing
+temporary outlives the write. A failed ref write (a full disk) has its ``.lock`` file removed before
 the error is reported as one :class:`RepositoryError` line.
 """
 

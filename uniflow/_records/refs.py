@@ -7,9 +7,13 @@
     refs/uniflow/stages/<model>/<stage>                 a stage pointer (derived from the lifecycle)
     refs/uniflow/remotes/<remote>/models/<model>        a Git remote's lifecycle as last fetched
 
-Every other module builds ref names through these functions and parses them with
-:func:`parse_ref`, so a name read from a remote is checked here once, and no module
-hard-codes a prefix. Imports nothing but the standard library (shell completion uses it).
+Other modules build ref names through these functions and parse them with
+:func:`parse_ref`, so a name read from a remote is checked here once. A few still spell a
+prefix themselves to sort or filter names they already hold: ``ui.cache`` (the tag and
+lifecycle prefixes it watches), ``sharing.push`` (``refs/tags/``, ``refs/uniflow/``),
+``sharing.hooks`` (``refs/tags/models/``, ``refs/uniflow/stages/``) and ``sharing.pull``
+(``refs/tags/``, ``refs/``). Imports nothing but the standard library (shell completion
+uses it).
 """
 
 from __future__ import annotations

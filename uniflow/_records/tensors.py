@@ -80,7 +80,7 @@ MAX_NAME_LEN = 1024
 MAX_NDIM = 64
 MAX_DIM = 1 << 62
 #: the largest safetensors header parsed at register. safetensors itself reads up to 100 MB,
-#: but 24 MiB of JSON can cost 674 MiB as Python objects; real headers take about 100 bytes a
+#: but JSON decoded into Python objects takes many times its length; real headers take about 100 bytes a
 #: tensor, so 16 MiB is over 150,000 tensors. A larger header, or one whose decoding would
 #: cost more than ``_bounded.RATIO`` times its length (``_bounded.json_cost``), is not
 #: parsed: the file is stored as bytes, without a tensor list. Peak: at most ~16 x 16 MiB.

@@ -42,8 +42,8 @@ __all__ = [
     "whole_digest",
 ]
 
-# Picked by measurement (docs/design.md, "Chunk parameters"): ~1 MiB average keeps a
-# 1 GiB file near 1,000 objects while a changed tensor costs one or two chunks.
+# Why these (docs/design.md, "Chunk parameters"): a 1 MiB average keeps a 1 GiB file near
+# 1,000 objects while a changed tensor costs one or two chunks.
 CHUNK_PARAMS = {"avg_size": 1 << 20, "min_size": 256 << 10, "max_size": 4 << 20}
 
 #: given the start of a file (at least its header; all of it for ``put_file``) and its size,
@@ -84,7 +84,7 @@ class FileRecord:
 
 
 def whole_digest(data: memoryview | bytes) -> str:
-    """BLAKE3-256 of a whole file's bytes (what ``b3sum`` prints), on both cores."""
+    """BLAKE3-256 of a whole file's bytes (what ``b3sum`` prints), on BLAKE3's own threads."""
     return blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
 
 
@@ -94,7 +94,7 @@ EMPTY_DIGEST = blake3.blake3(b"").hexdigest()
 def chunk_digest(data: memoryview | bytes) -> str:
     """BLAKE3-256 of a chunk's bytes, its name."""
     # Single-threaded per chunk: the callers already spread chunks over a thread pool
-    # (BLAKE3 releases the GIL), which measured faster here than nested hashing threads.
+    # (BLAKE3 releases the GIL); hashing threads nested inside it would only compete.
     return blake3.blake3(data).hexdigest()
 
 

@@ -4,10 +4,13 @@ A file handed to ``ObjectStore.put_file`` belongs to the user and may change whi
 read: a training job still writing its checkpoint, a copy in progress, a hostile file system.
 So it is never mapped (a mapping of a file truncated meanwhile kills the process with
 SIGBUS); :class:`FileSource` reads it a window at a time into this process's own memory,
-and every chunk is hashed and written from those same bytes, so an object always holds what
-its name says. Its stamp (size, mtime, ctime, inode) is compared before and after, and a
-byte past the recorded end means it grew: a file that changed is refused, never recorded as
-a mix of its old and new bytes.
+and every chunk is hashed from those bytes. The chunk file itself is copied in the kernel
+from the same offset of the user's file (``copy_file_range``; written from the buffer where
+that is refused), so it can differ from what was hashed if the file changed in between. Its
+stamp (size, mtime, ctime, inode) is compared before and after, and a byte past the
+recorded end means it grew: a file that changed is refused, never recorded as a mix of its
+old and new bytes, and the objects this register created are hashed again and removed
+where their bytes do not match their names.
 
 :class:`InOrder` computes the digests that need the file's bytes in order (the whole file,
 and the byte ranges of its tensors) from the chunks themselves as they are cut, each on a
@@ -66,8 +69,8 @@ def fd_digest(fd: int, size: int) -> str | None:
     """BLAKE3 of the open file ``fd`` (what ``b3sum`` prints), which should hold ``size``
     bytes; None if it holds fewer or more (cut short or grown meanwhile: the caller's copy is
     damaged). Read, never mapped, so a file truncated meanwhile cannot kill the process; the
-    next window is read on a thread of its own while this one is hashed on both cores (as
-    fast as hashing a mapping, measured here: 0.24 s per GiB either way)."""
+    next window is read on a thread of its own while this one is hashed with BLAKE3's
+    threads, so reading overlaps hashing (``docs/benchmarks.md`` compares it with a mapping)."""
     _testhooks.point("whole-digest")
     h = blake3.blake3(max_threads=blake3.blake3.AUTO)
     bufs = [memoryview(bytearray(min(WINDOW, size))) for _ in range(2 if size > WINDOW else 1)]

@@ -9,9 +9,12 @@ first use (:meth:`ObjectStore.adopt`). Registries read by URL keep their chunk c
 Files are cut into content-defined chunks (FastCDC, native), each named by the BLAKE3-256
 digest of its bytes and stored once under ``objects/<2 hex>/<62 hex>``:
 
-* **write**: chunk bytes go to ``tmp/``, are fsynced, made read-only, then hard-linked
-  into place (the first writer wins; an existing object is never modified), and the
-  object directories are fsynced before :meth:`ObjectStore.put_file` returns.
+* **write**: chunk bytes go to an unnamed read-only inode (``O_TMPFILE``) in the object's
+  fan-out directory, are fsynced, then linked to their name with ``linkat`` (the first
+  writer wins; an existing object is never modified); where the filesystem refuses
+  ``O_TMPFILE`` a read-only file in ``tmp/`` is written and hard-linked instead
+  (``_storage.fsio.write_immutable``). The object directories are fsynced before
+  :meth:`ObjectStore.put_file` returns.
 * **read**: every chunk is hashed and compared with its name before any byte is handed
   out; a mismatch raises :class:`IntegrityError` naming the context (model, version, file)
   and the chunk.
@@ -25,8 +28,10 @@ order, and the records it returns, are ``_storage.chunking``'s; what a chunk fil
 A register passes a :class:`~uniflow._storage.pins.Pin`: each chunk's digest is pinned before the
 chunk is looked for or written, so a concurrent ``gc`` never deletes it (see ``_storage.pins``).
 Everything written in flight under ``tmp/`` carries its writer's owner token, so gc removes
-only what a dead writer left behind. This and ``_storage.pins`` are the only modules that touch
-chunk files (``_storage.fsio.write_immutable`` creates them for it).
+only what a dead writer left behind. This module and ``_storage.pins`` create, move and
+delete the chunk files of a store (``_storage.fsio.write_immutable`` creates them for it);
+``sharing.remote`` also opens chunk files itself (those of the per-user cache of registries
+read by URL, and of a directory blob remote) and deletes a damaged cache entry.
 """
 
 from __future__ import annotations
@@ -84,7 +89,7 @@ _HEX = frozenset("0123456789abcdef")
 class VerifiedChunk:
     """A chunk's bytes, read and verified (:meth:`ObjectStore.open_verified`), and the open
     descriptor they were read from. A caller may copy the bytes from ``fd`` in the kernel
-    (``copy_file_range``: writing them from memory costs about twice the system time here)
+    (``copy_file_range``: no copy through user memory into the page cache)
     and then ask :meth:`unchanged`: False means the file was written meanwhile, so what was
     copied may not be what was verified (write ``data`` instead, or undo the copy)."""
 
@@ -203,11 +208,13 @@ class ObjectStore:
     ) -> FileRecord:
         """Chunk, hash and store ``path``; return its record once every chunk is durable.
 
-        The file is read a window at a time into this process's own memory (never mapped),
-        and every chunk is hashed and written from those bytes (``_storage.ingest``); a file that
-        changes while it is read is refused with :class:`InvalidPathError`. Chunking runs on
+        The file is read a window at a time into this process's own memory (never mapped)
+        and every chunk is hashed from those bytes; the chunk file is copied in the kernel
+        from the same range of the file (``copy_file_range``, ``_storage.ingest``). A file that
+        changes while it is read is refused with :class:`InvalidPathError`, and the objects
+        this call created whose bytes do not match their names are removed. Chunking runs on
         this thread while worker threads hash and write the previous chunks (BLAKE3 and file
-        I/O release the GIL), so both cores stay busy. With ``pin``, every chunk is pinned
+        I/O release the GIL), so cutting, hashing and writing overlap. With ``pin``, every chunk is pinned
         before it is looked for or written. With ``ranges``, the byte ranges it returns for
         the file's start are hashed in the same pass, into ``range_digests``; with ``known``
         too, a range is hashed only once its chunks are stored and ``known`` does not know
@@ -519,7 +526,7 @@ class ObjectStore:
                 if rec.size:
                     out.truncate(rec.size)
                 # Every chunk is verified as it is copied; the whole-file digest is checked on
-                # every later use of this cached file (a second pass here measured +0.35 s/GiB).
+                # every later use of this cached file (here it would re-check what the chunks proved).
                 self._assemble(rec, out.fileno(), context, progress)
             os.chmod(tmp, 0o444)
             os.replace(tmp, target)
@@ -539,7 +546,7 @@ class ObjectStore:
                 if len(chunk.data) != c.size:
                     raise _corrupt(c.digest, context)  # the manifest says another size
                 # written from the verified bytes: copy_file_range into a file at a chunk's
-                # (unaligned) offset measured 4x slower here (3.2 s against 0.78 s per GiB)
+                # unaligned offset is slower than pwrite (docs/benchmarks.md, "Figures behind the design")
                 written = 0
                 while written < c.size:  # bounded: each pwrite makes progress or raises
                     with chunk.data[written:] as rest:

@@ -58,6 +58,7 @@ def init_cmd(path: str | None, repo: str | None) -> None:
     (default: the current directory) becomes one.
     Configures the origin remote so that a plain `git fetch` brings lifecycles and version
     tags (docs/sharing.md).
+    \f
     Calls ModelRegistry(PATH) and its init().
     """
     target = Path(path or repo or os.getcwd())
@@ -100,7 +101,9 @@ def gc_cmd(yes: bool, grace: str, as_json: bool, repo: str | None) -> None:
     """Delete unreachable stored objects (dry run unless --yes).
 
     Objects that no ref, tag or remote-tracking ref reaches are deleted once older than
-    --grace. Calls ModelRegistry.gc(dry_run=not --yes, grace_seconds=--grace).
+    --grace.
+    \f
+    Calls ModelRegistry.gc(dry_run=not --yes, grace_seconds=--grace).
     """
     grace_seconds = parse_duration(grace)
     report = get_registry(repo).gc(dry_run=not yes, grace_seconds=int(grace_seconds))
@@ -138,7 +141,9 @@ def verify_cmd(name: str | None, repair: bool, as_json: bool, repo: str | None) 
     """Re-hash stored chunks and report problems.
 
     Checks every chunk of every version (or of model NAME) against its digest. Exits 5 when a problem is
-    found. Calls ModelRegistry.verify(NAME) (after ModelRegistry.repair() with --repair).
+    found.
+    \f
+    Calls ModelRegistry.verify(NAME) (after ModelRegistry.repair() with --repair).
     """
     registry = get_registry(repo)
     repaired = registry.repair() if repair else []

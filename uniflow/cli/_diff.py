@@ -33,8 +33,9 @@ _STYLE = {"changed": "yellow", "reshaped": "magenta", "added": "green", "removed
 def diff_cmd(name: str, a: str, b: str, stats: bool, as_json: bool, repo: str | None) -> None:
     """Show what changed from version A to version B of NAME, per file and per tensor.
 
-    Read from the two manifests alone (no chunk is read, unless --stats). Calls
-    ModelRegistry.diff(NAME, A, B, stats=...).
+    Read from the two manifests alone (no chunk is read, unless --stats).
+    \f
+    Calls ModelRegistry.diff(NAME, A, B, stats=...).
     """
     result = get_registry(repo).diff(name, a, b, stats=stats)
     if as_json:

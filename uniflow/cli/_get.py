@@ -52,7 +52,9 @@ def get_cmd(
     URL is a Git URL (https://, ssh://, git://, file://, user@host:path) or a bare
     repository; no clone is made. The version is VERSION, the holder of --stage, or the
     newest. Files are written beside DIR and renamed into place at the end: DIR never holds
-    a partial download. Calls ModelRegistry(URL).get(...) and .export(...).
+    a partial download.
+    \f
+    Calls ModelRegistry(URL).get(...) and .export(...).
     """
     from .._registry import ModelRegistry
     from ..sharing.giturl import parse_git_url

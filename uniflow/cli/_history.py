@@ -80,6 +80,7 @@ def _event_stage_pair(before: str | None, after: str | None) -> Cell:
 def history_cmd(name: str, as_json: bool, repo: str | None) -> None:
     """Show every lifecycle event of NAME, oldest first.
 
+    \f
     Calls ModelRegistry.history(NAME).
     """
     events = get_registry(repo).history(name)
@@ -100,8 +101,9 @@ def history_cmd(name: str, as_json: bool, repo: str | None) -> None:
 def compare_cmd(name: str, versions: tuple[str, ...], as_json: bool, repo: str | None) -> None:
     """Compare two or more versions of NAME side by side.
 
-    Metrics (with deltas), params, tags, sizes, shared bytes and code commits. Calls
-    ModelRegistry.compare_versions(NAME, [V1, V2, ...]).
+    Metrics (with deltas), params, tags, sizes, shared bytes and code commits.
+    \f
+    Calls ModelRegistry.compare_versions(NAME, [V1, V2, ...]).
     """
     if len(versions) < 2:
         raise CliError("compare needs at least two versions: uniflow models compare NAME V1 V2 [V3 ...]")
@@ -218,6 +220,7 @@ def export_cmd(
     The version is VERSION, the holder of --stage, or the newest. Symlinks below DEST are
     never written through: refused, or replaced with --force. For a registry read by Git URL
     (--repo URL), --blob and --offline work as in `uniflow get`.
+    \f
     Calls ModelRegistry.export(NAME, DEST, version, stage, force).
     """
     if len(args) == 1:

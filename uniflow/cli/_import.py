@@ -41,7 +41,9 @@ def mlflow_cmd(
     """Import every MLflow registered model (or NAMEs): versions oldest first, stages, aliases.
 
     Version N becomes vN.0.0; aliases become single-holder custom stages declared in
-    .uniflow/config.toml. Calls ModelRegistry.import_mlflow().
+    .uniflow/config.toml.
+    \f
+    Calls ModelRegistry.import_mlflow().
     """
     registry = get_registry(repo)
     with progress_bar("Importing versions", items=True) as progress:
@@ -65,7 +67,9 @@ def gto_cmd(names: tuple[str, ...], rev: str | None, dry_run: bool, as_json: boo
     """Import the GTO tags of this repository (registrations, assignments, deprecations).
 
     Files are taken as they were at each tagged commit (Git, else the DVC cache); GTO's tags
-    are left untouched. Calls ModelRegistry.import_gto().
+    are left untouched.
+    \f
+    Calls ModelRegistry.import_gto().
     """
     registry = get_registry(repo)
     with progress_bar("Importing versions", items=True) as progress:

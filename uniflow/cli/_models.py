@@ -119,6 +119,7 @@ def models() -> None:
 def list_cmd(name: str | None, stage: str | None, as_json: bool, repo: str | None) -> None:
     """List all models, or the versions of model NAME.
 
+    \f
     Calls ModelRegistry.list_models(), or ModelRegistry.version_rows(NAME, stage)
     (ModelRegistry.versions_json with --json: the to_dict() of every version).
     """
@@ -152,7 +153,7 @@ def _pull_hint(registry: ModelRegistry, name: str | None) -> None:
 @contextlib.contextmanager
 def _no_gc() -> Iterator[None]:
     """The cyclic garbage collector paused (and restored): building 100,000 rows otherwise
-    triggers full collections that walk every object built so far (~10% of the time)."""
+    triggers full collections that walk every object built so far, again and again."""
     was = gc.isenabled()
     gc.disable()
     try:
@@ -255,6 +256,7 @@ def _print_versions(name: str, versions: list[VersionRow], mark_latest: bool) ->
 def show_cmd(name: str, version: str | None, stage: str | None, as_json: bool, repo: str | None) -> None:
     """Show the model card of a version (default: the newest).
 
+    \f
     Calls ModelRegistry.get(NAME, VERSION, stage) and ModelRegistry.history(NAME).
     """
     if version is not None and stage is not None:
@@ -380,6 +382,7 @@ def register_cmd(
 
     PATH becomes a new version of model --name, in development. A file that is a Git LFS
     pointer (the content was never fetched) gives a warning, or with --strict an error.
+    \f
     Calls ModelRegistry.register(PATH, name=..., version=..., framework=..., metrics=...,
     tags=..., params=..., description=..., strict=...).
     """
@@ -448,8 +451,9 @@ def promote_cmd(
 ) -> None:
     """Move VERSION of NAME into a stage.
 
-    A single-holder stage (staging, production) archives its previous holder. Calls
-    ModelRegistry.promote(NAME, VERSION, stage, reason=...).
+    A single-holder stage (staging, production) archives its previous holder.
+    \f
+    Calls ModelRegistry.promote(NAME, VERSION, stage, reason=...).
     """
     registry = get_registry(repo)
     mv = registry.promote(name, version, stage, reason=reason)
@@ -477,6 +481,7 @@ def promote_cmd(
 def archive_cmd(name: str, version: str, reason: str | None, as_json: bool, repo: str | None) -> None:
     """Move VERSION of NAME to the archived stage.
 
+    \f
     Calls ModelRegistry.archive(NAME, VERSION, reason=...).
     """
     mv = get_registry(repo).archive(name, version, reason=reason)
@@ -502,6 +507,7 @@ def archive_cmd(name: str, version: str, reason: str | None, as_json: bool, repo
 def rollback_cmd(name: str, stage: str, reason: str | None, as_json: bool, repo: str | None) -> None:
     """Put the previous holder of a stage back into it.
 
+    \f
     Calls ModelRegistry.rollback(NAME, stage, reason=...).
     """
     mv = get_registry(repo).rollback(name, stage, reason=reason)

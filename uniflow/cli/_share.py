@@ -117,7 +117,9 @@ def push(
 
     REMOTE is a Git remote (default: origin); NAMEs limit the push to those models.
     Bytes first, then refs; lifecycle refs only fast-forward: if someone promoted meanwhile
-    the push is refused — run `uniflow pull` first. Calls ModelRegistry.push.
+    the push is refused — run `uniflow pull` first.
+    \f
+    Calls ModelRegistry.push.
     """
     from ..sharing.gitcmd import split_remote_and_names
 
@@ -194,7 +196,9 @@ def pull(
 
     REMOTE is a Git remote (default: origin); NAMEs limit the pull to those models (and
     fetch their bytes). Without --all, --stage or NAMEs, bytes are fetched when a version
-    is loaded. Calls ModelRegistry.pull.
+    is loaded.
+    \f
+    Calls ModelRegistry.pull.
     """
     from ..sharing.gitcmd import split_remote_and_names
 

@@ -1,7 +1,8 @@
 """Sharing a registry: blob remotes (``blobs``), the ``git`` binary (``gitcmd``), ``push``,
 ``pull``, the Git ``hooks`` and promote-on-merge for ``ci``.
 
-``blobs``, ``gitcmd``, ``push`` and ``pull`` sit below ``ModelRegistry`` and receive a
-:class:`~uniflow._repo.Repository`; ``hooks`` and ``ci`` sit above it and use the registry
-like any application does (docs/design.md, "Module layout").
+The whole package sits below ``ModelRegistry``: the facade builds one
+:class:`~uniflow._repo.Repository` and hands it (or the part a function needs) to every
+module here, ``hooks`` and ``ci`` included; none of them imports the facade. Inside the
+package, ``hooks`` and ``ci`` are the top layer (docs/design.md, "Module layout").
 """

@@ -398,7 +398,7 @@ def upload_chunks(
         where = (context or {}).get(digest, "")
         if isinstance(remote, LocalRemote):
             # verified from the object's descriptor, then copied from it in the kernel:
-            # writing 1 GiB from memory cost about twice the system time here
+            # no second copy through user memory into the page cache
             with store.open_verified(digest, buffers.get(0), where) as chunk:
                 created = _retry(
                     f"upload of chunk {digest[:16]}",
@@ -492,8 +492,8 @@ def _copy_from_local(
     store: ObjectStore, remote: LocalRemote, digest: str, buffers: ThreadBuffers
 ) -> int | None:
     """Store chunk ``digest`` of a directory remote: read into this thread's buffer, verified,
-    then copied in the kernel from the descriptor it was read through (writing it from memory
-    costs about twice the system time here). Its size; 0 if the remote lacks it; None for a
+    then copied in the kernel from the descriptor it was read through (no copy through user
+    memory into the page cache). Its size; 0 if the remote lacks it; None for a
     file longer than any chunk (the caller reads it whole). A remote file written between the
     check and the copy is caught by its stamp: what this call stored is removed."""
     buf = buffers.get(0)

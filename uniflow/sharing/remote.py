@@ -489,7 +489,7 @@ def _jobs(fetcher: UrlBlobFetcher | None) -> int:
     """Threads for writing a version: :data:`JOBS` when a chunk may come over a network (its
     latency is hidden by requests in flight), else one per core: chunks read from disk (the
     cache, a directory remote) are bound by hashing and copying, and more threads than cores
-    only contend for the interpreter lock (measured: 9x the futex calls at 8 threads on 2 cores)."""
+    only contend for the interpreter lock."""
     if fetcher is not None:
         try:  # the specs only: a remote is not opened (nor required) before a chunk is missing
             specs = blob_remote_for(fetcher.url, fetcher.config, fetcher.blob)

@@ -1,8 +1,8 @@
 """What the server has read, kept while the registry's refs say nothing changed.
 
-Reading a model's versions and lifecycle means reading Git objects (a 100-version model
-with a hundred events takes ~35 ms), so a page over 100 models cannot read everything on
-every request. :class:`CachedRegistry` keeps ``list_models()``, ``list_versions(name)``,
+Reading a model's versions and lifecycle means reading Git objects (a cost that grows with
+its versions and events), so a page over 100 models cannot read everything on every
+request. :class:`CachedRegistry` keeps ``list_models()``, ``list_versions(name)``,
 ``version_rows(name)`` and ``history(name)`` in memory, keyed by a fingerprint of exactly
 what they are derived from: the version tags ``refs/tags/models/<name>/*``, the lifecycle ref
 ``refs/uniflow/models/<name>`` (both documented in docs/design.md) and the bytes of
@@ -10,7 +10,7 @@ what they are derived from: the version tags ``refs/tags/models/<name>/*``, the 
 each request; any register, promotion, pull or config edit changes it, so a page is never
 stale. Tags and manifests are immutable, so nothing else can change what these calls return.
 
-``git for-each-ref`` over 10,000 loose refs takes ~90 ms, so a request first compares the
+``git for-each-ref`` starts a process and reads every loose ref file, so a request first compares the
 ``stat()`` of the places those refs live (``packed-refs``, the ``refs/tags/models/<name>/``
 directories, the loose ``refs/uniflow/models/<name>`` files and their directories, and
 config.toml) with what they were at the last check: a ref is only ever written by creating
