@@ -163,7 +163,7 @@ def _field(rest: str, n: int, what: str) -> tuple[str, str]:
     if rest.startswith('"'):
         end = rest.find('"', 1)
         if end < 0:
-            raise SignatureError(f"allowed signers line {n}: unterminated quote in {what}")
+            raise SignatureError(f"line {n}: unterminated quote in {what}")
         return rest[1:end], rest[end + 1 :]
     parts = rest.split(None, 1)
     return (parts[0], parts[1]) if len(parts) == 2 else (rest, "")
@@ -181,7 +181,7 @@ def _split_options(text: str, n: int) -> list[str]:
         else:
             cur += c
     if quoted:
-        raise SignatureError(f"allowed signers line {n}: unterminated quote in options")
+        raise SignatureError(f"line {n}: unterminated quote in options")
     return [*out, cur]
 
 
@@ -202,16 +202,16 @@ def _parse_options(text: str, n: int) -> dict[str, str | None]:
         name, eq, value = opt.partition("=")
         name = name.lower()
         if name not in _OPTIONS:
-            raise SignatureError(f"allowed signers line {n}: unsupported option {name!r}")
+            raise SignatureError(f"line {n}: unsupported option {name!r}")
         if name in opts:
-            raise SignatureError(f"allowed signers line {n}: option {name!r} given twice")
+            raise SignatureError(f"line {n}: option {name!r} given twice")
         if name == "cert-authority":
             if eq:
-                raise SignatureError(f"allowed signers line {n}: cert-authority takes no value")
+                raise SignatureError(f"line {n}: cert-authority takes no value")
             opts[name] = None
             continue
         if len(value) < 2 or not (value.startswith('"') and value.endswith('"')):
-            raise SignatureError(f'allowed signers line {n}: {name} needs a quoted value ({name}="...")')
+            raise SignatureError(f'line {n}: {name} needs a quoted value ({name}="...")')
         opts[name] = value[1:-1]
     return opts
 
@@ -219,13 +219,13 @@ def _parse_options(text: str, n: int) -> dict[str, str | None]:
 def _parse_key(text: str, n: int) -> tuple[str, PublicKey | None, str | None]:
     fields = text.split()
     if len(fields) < 2:
-        raise SignatureError(f"allowed signers line {n}: no key")
+        raise SignatureError(f"line {n}: no key")
     try:
         return fields[0], parse_public_key(text), None
     except SignatureError as exc:
         if "unsupported key type" in str(exc) or fields[0].startswith("sk-") or "-cert-" in fields[0]:
             return fields[0], None, str(exc)
-        raise SignatureError(f"allowed signers line {n}: {exc}") from None
+        raise SignatureError(f"line {n}: {exc}") from None
 
 
 def _looks_like_key(text: str) -> bool:
@@ -236,19 +236,19 @@ def _looks_like_key(text: str) -> bool:
 def _parse_line(line: str, n: int) -> AllowedSigner:
     principals, rest = _field(line, n, "principals")
     if not principals or not rest.strip():
-        raise SignatureError(f"allowed signers line {n}: expected 'principals [options] keytype base64'")
+        raise SignatureError(f"line {n}: expected 'principals [options] keytype base64'")
     rest = rest.lstrip()
     opts: dict[str, str | None] = {}
     if not _looks_like_key(rest):
         end = _options_end(rest)
         opts = _parse_options(rest[:end], n)
         rest = rest[end:]
-    key_type, key, unsupported = _parse_key(rest, n)
     try:
         after = parse_time(opts["valid-after"] or "") if "valid-after" in opts else None
         before = parse_time(opts["valid-before"] or "") if "valid-before" in opts else None
     except SignatureError as exc:
-        raise SignatureError(f"allowed signers line {n}: {exc}") from None
+        raise SignatureError(f"line {n}: {exc}") from None
+    key_type, key, unsupported = _parse_key(rest, n)
     namespaces = opts.get("namespaces")
     return AllowedSigner(
         line=n,
