@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import GIT_ENV, make_repo
 from uniflow import SignatureError
 from uniflow._authority.allowed_signers import AllowedSigners
 from uniflow._authority.gitsign import (
@@ -19,7 +20,6 @@ from uniflow._authority.gitsign import (
     verify_tag,
 )
 from uniflow._authority.sshsig import load_signer
-from tests.helpers import GIT_ENV, make_repo
 
 from .conftest import Key, make_key, write_allowed
 
