@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import GIT_ENV, make_repo
+from uniflow._authority.allowed_signers import AllowedSigners
 from uniflow._authority.sshsig import PublicKey, parse_public_key
 
 pytest.importorskip("cryptography")
@@ -103,3 +105,29 @@ def agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+def git(
+    repo: Path, *args: str, data: bytes | None = None, check: bool = True
+) -> subprocess.CompletedProcess[bytes]:
+    """``git ARGS`` in ``repo`` (bytes in and out, bounded in time)."""
+    proc = subprocess.run(["git", *args], cwd=repo, input=data, capture_output=True, timeout=60, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {proc.stderr.decode()}")
+    return proc
+
+
+@pytest.fixture
+def repo(tmp_path: Path, key: Key) -> Path:
+    """A repository with one commit whose Git trusts ``key`` for test@example.com
+    (``gpg.format=ssh``, ``gpg.ssh.allowedSignersFile``); overrides the suite's ``repo``."""
+    repo = make_repo(tmp_path / "repo")
+    allowed = write_allowed(tmp_path / "allowed_signers", f"{GIT_ENV['GIT_COMMITTER_EMAIL']} {key.pub_line}")
+    git(repo, "config", "gpg.format", "ssh")
+    git(repo, "config", "gpg.ssh.allowedSignersFile", str(allowed))
+    return repo
+
+
+def signers_of(repo: Path) -> AllowedSigners:
+    path = git(repo, "config", "gpg.ssh.allowedSignersFile").stdout.decode().strip()
+    return AllowedSigners.load(path)

@@ -3,14 +3,11 @@ and ``git log --show-signature``; ``git commit -S``/``git tag -s`` verified by o
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import GIT_ENV, make_repo
 from uniflow import SignatureError
-from uniflow._authority.allowed_signers import AllowedSigners
 from uniflow._authority.gitsign import (
     sign_commit,
     sign_tag,
@@ -21,32 +18,7 @@ from uniflow._authority.gitsign import (
 )
 from uniflow._authority.sshsig import load_signer
 
-from .conftest import Key, make_key, write_allowed
-
-
-def git(
-    repo: Path, *args: str, data: bytes | None = None, check: bool = True
-) -> subprocess.CompletedProcess[bytes]:
-    """``git ARGS`` in ``repo`` (bytes in and out, bounded in time)."""
-    proc = subprocess.run(["git", *args], cwd=repo, input=data, capture_output=True, timeout=60, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"git {' '.join(args)} failed: {proc.stderr.decode()}")
-    return proc
-
-
-@pytest.fixture
-def repo(tmp_path: Path, key: Key) -> Path:
-    """A repository with one commit whose Git verifies SSH signatures against alice's key."""
-    repo = make_repo(tmp_path / "repo")
-    allowed = write_allowed(tmp_path / "allowed_signers", f"{GIT_ENV['GIT_COMMITTER_EMAIL']} {key.pub_line}")
-    git(repo, "config", "gpg.format", "ssh")
-    git(repo, "config", "gpg.ssh.allowedSignersFile", str(allowed))
-    return repo
-
-
-def signers_of(repo: Path) -> AllowedSigners:
-    path = git(repo, "config", "gpg.ssh.allowedSignersFile").stdout.decode().strip()
-    return AllowedSigners.load(path)
+from .conftest import Key, git, make_key, signers_of, write_allowed
 
 
 def write_object(repo: Path, kind: str, raw: bytes) -> str:
