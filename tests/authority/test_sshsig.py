@@ -6,6 +6,7 @@ import base64
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -250,3 +251,42 @@ def test_public_key_text_is_checked() -> None:
         parse_public_key(f"ssh-rsa {blob}")
     with pytest.raises(SignatureError, match="not 32 bytes"):
         parse_public_key("ssh-ed25519 " + base64.b64encode(b"\0\0\0\x0bssh-ed25519\0\0\0\x01x").decode())
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_cryptography_is_imported_only_to_verify_or_sign(key: Key) -> None:
+    out = _python(
+        "import sys\n"
+        "import uniflow._authority.gitsign, uniflow._records.signed\n"
+        "from uniflow._authority.allowed_signers import AllowedSigners\n"
+        f"AllowedSigners.parse('a@b {key.pub_line}')\n"
+        "print('cryptography' in sys.modules)\n"
+    )
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_without_cryptography_one_line_says_what_to_install(good: str, key: Key) -> None:
+    out = _python(
+        "import sys\n"
+        "sys.modules['cryptography'] = None  # as if the signing extra were not installed\n"
+        "from uniflow import SignatureError, SigningError\n"
+        "from uniflow._authority.sshsig import load_signer, parse_signature, verify_signature\n"
+        f"sig = parse_signature({good!r})\n"
+        "try:\n"
+        "    verify_signature(sig, b'm', 'git')\n"
+        "except SignatureError as e:\n"
+        "    print(e)\n"
+        "try:\n"
+        f"    load_signer({str(key.path)!r})\n"
+        "except SigningError as e:\n"
+        "    print(e)\n"
+    )
+    lines = out.stdout.splitlines()
+    assert (
+        lines
+        == ["SSH signatures need the 'cryptography' package: pip install 'uniflow-registry[signing]'"] * 2
+    ), out.stderr
