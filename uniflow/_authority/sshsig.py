@@ -88,6 +88,8 @@ _ECDSA = {
 }
 _RSA_SIG_HASH = {"rsa-sha2-256": "sha256", "rsa-sha2-512": "sha512"}
 _MIN_RSA_BITS = 2048
+#: the longest integer accepted (an RSA-16384 modulus, with its sign byte)
+_MAX_MPINT = 16384 // 8 + 1
 _KEY_TYPES = ("ssh-ed25519", "ssh-rsa", *_ECDSA)
 _B64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 
@@ -127,6 +129,8 @@ class _Reader:
 
     def mpint(self, field: str) -> int:
         raw = self.string()
+        if len(raw) > _MAX_MPINT:
+            raise SignatureError(f"{self.what}: {field} is longer than {_MAX_MPINT} bytes")
         if raw and raw[0] & 0x80:
             raise SignatureError(f"{self.what}: {field} is negative")
         return int.from_bytes(raw, "big")
@@ -424,6 +428,8 @@ class KeySigner:
         from cryptography.hazmat.primitives.asymmetric import ec, padding
         from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+        if not namespace or len(namespace) > MAX_NAMESPACE or not namespace.isascii():
+            raise SigningError(f"invalid signature namespace {namespace!r}")
         data = signed_data(namespace, message, "sha512")
         algorithm = self._public.algorithm
         if algorithm == "ssh-ed25519":
