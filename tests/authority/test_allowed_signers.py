@@ -17,7 +17,8 @@ from uniflow._authority.allowed_signers import (
     match_pattern_list,
     parse_time,
 )
-from uniflow._authority.sshsig import load_signer, parse_signature
+from uniflow._authority.signing import load_signer
+from uniflow._authority.sshsig import parse_signature
 
 from .conftest import Key, make_key, ssh_keygen, write_allowed
 

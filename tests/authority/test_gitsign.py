@@ -16,7 +16,7 @@ from uniflow._authority.gitsign import (
     verify_commit,
     verify_tag,
 )
-from uniflow._authority.sshsig import load_signer
+from uniflow._authority.signing import load_signer
 
 from .conftest import Key, git, make_key, signers_of, write_allowed
 

@@ -9,7 +9,7 @@ from dulwich.objects import Commit, Tag
 from dulwich.repo import Repo
 
 from uniflow._authority.allowed_signers import AllowedSigners
-from uniflow._authority.sshsig import load_signer
+from uniflow._authority.signing import load_signer
 from uniflow._records.signed import (
     sign_commit_object,
     sign_tag_object,

@@ -12,17 +12,14 @@ from pathlib import Path
 import pytest
 
 from uniflow import SignatureError, SigningError
-from uniflow._authority.sshsig import (
-    MAX_ARMOR,
+from uniflow._authority.signing import (
     KeySigner,
     ProgramSigner,
-    armor,
     load_signer,
-    parse_signature,
     read_signing_config,
     signer_from_config,
-    verify_signature,
 )
+from uniflow._authority.sshsig import MAX_ARMOR, armor, parse_signature, verify_signature
 
 from .conftest import Key, make_key, ssh_keygen, write_allowed
 
@@ -274,7 +271,8 @@ def test_without_cryptography_one_line_says_what_to_install(good: str, key: Key)
         "import sys\n"
         "sys.modules['cryptography'] = None  # as if the signing extra were not installed\n"
         "from uniflow import SignatureError, SigningError\n"
-        "from uniflow._authority.sshsig import load_signer, parse_signature, verify_signature\n"
+        "from uniflow._authority.signing import load_signer\n"
+        "from uniflow._authority.sshsig import parse_signature, verify_signature\n"
         f"sig = parse_signature({good!r})\n"
         "try:\n"
         "    verify_signature(sig, b'm', 'git')\n"

@@ -20,7 +20,8 @@ from datetime import datetime
 
 from .._errors import SignatureError
 from .allowed_signers import AllowedSigners, Verdict
-from .sshsig import GIT_NAMESPACE, Signer
+from .signing import Signer
+from .sshsig import GIT_NAMESPACE
 
 __all__ = [
     "SIGNATURE_HEADERS",

@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar
 
 from .._authority import gitsign
 from .._authority.allowed_signers import AllowedSigners, Verdict
-from .._authority.sshsig import Signer
+from .._authority.signing import Signer
 
 __all__ = ["sign_commit_object", "sign_tag_object", "verify_commit_object", "verify_tag_object"]
 
