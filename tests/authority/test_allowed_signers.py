@@ -122,7 +122,7 @@ def test_verdict_reasons(tmp_path: Path, key: Key, keydir: Path) -> None:
         "signed at 2026-03-01T00:00:00Z, after valid-before 2026-01-01T00:00:00Z"
     )
     early = signers.verify(good, MESSAGE, namespace="git", when=datetime(2025, 3, 1, tzinfo=UTC))
-    assert early.ok and early.principal == "alice@example.com"
+    assert early.ok and early.principal == "alice@example.com" and early.principals == ("alice@example.com",)
     unknown = signers.verify(load_signer(str(stranger.path)).sign(MESSAGE, "git"), MESSAGE, namespace="git")
     assert (
         not unknown.ok
@@ -193,3 +193,14 @@ def test_patterns_and_times() -> None:
     )
     assert parse_time("20260102Z") == int(datetime(2026, 1, 2, tzinfo=UTC).timestamp())
     assert parse_time("202601021030UTC") == int(datetime(2026, 1, 2, 10, 30, tzinfo=UTC).timestamp())
+
+
+def test_verdict_lists_every_principal_the_key_holds(key: Key) -> None:
+    signers = AllowedSigners.parse(
+        f"alice@example.com,!bob@example.com {key.pub_line}\n"
+        f'ci@example.com namespaces="file" {key.pub_line}\n'
+        f"*@ops.example.com,alice@example.com {key.pub_line}\n"
+    )
+    verdict = signers.verify(load_signer(str(key.path)).sign(MESSAGE, "git"), MESSAGE, namespace="git")
+    assert verdict.ok and verdict.principal == "alice@example.com,!bob@example.com"
+    assert verdict.principals == ("alice@example.com", "*@ops.example.com")

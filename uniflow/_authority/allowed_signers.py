@@ -145,9 +145,11 @@ class AllowedSigner:
 class Verdict:
     """What verifying one signature concluded; ``reason`` is one line either way.
 
-    ``principal`` is the principal asked for, else the principals field of the line that
-    allowed the key; ``fingerprint`` is the signing key's ``SHA256:...`` when the signature
-    could be parsed.
+    ``principal`` is the principal asked for, else the principals field of the first line
+    that allowed the key; ``fingerprint`` is the signing key's ``SHA256:...`` when the
+    signature could be parsed; ``principals`` (when ``ok``) lists every principal pattern of
+    every line that allowed the key, in file order (``!`` exclusions left out; a wildcard
+    line contributes its pattern).
     """
 
     ok: bool
@@ -155,6 +157,7 @@ class Verdict:
     principal: str | None = None
     fingerprint: str | None = None
     namespace: str | None = None
+    principals: tuple[str, ...] = ()
 
 
 def _field(rest: str, n: int, what: str) -> tuple[str, str]:
@@ -354,13 +357,11 @@ class AllowedSigners:
                 reason = f"key {fingerprint} is not allowed for principal {principal!r} in {self.source}"
                 return Verdict(False, reason, principal, fingerprint, namespace)
         at = _when(when)
-        refusals = []
-        for entry in lines:
-            refusal = entry.refusal(namespace, at)
-            if refusal is None:
-                who = principal if principal is not None else entry.principals
-                return Verdict(
-                    True, f"good signature by {who} with key {fingerprint}", who, fingerprint, namespace
-                )
-            refusals.append(f"{self.source} line {entry.line}: {refusal}")
+        allowing = [e for e in lines if e.refusal(namespace, at) is None]
+        if allowing:
+            who = principal if principal is not None else allowing[0].principals
+            names = (p for e in allowing for p in e.principals.split(",") if p and not p.startswith("!"))
+            reason = f"good signature by {who} with key {fingerprint}"
+            return Verdict(True, reason, who, fingerprint, namespace, tuple(dict.fromkeys(names)))
+        refusals = [f"{self.source} line {e.line}: {e.refusal(namespace, at)}" for e in lines]
         return Verdict(False, f"key {fingerprint}: {refusals[0]}", principal, fingerprint, namespace)
