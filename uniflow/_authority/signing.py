@@ -111,7 +111,8 @@ class ProgramSigner:
 
     @property
     def public_key(self) -> PublicKey | None:
-        """The signing key when known (a literal key, or a ``.pub`` file next to the key)."""
+        """The signing key when known: a literal key, a public key file, or the public half an
+        OpenSSH private key file carries unencrypted."""
         return self._public
 
     def sign(self, message: bytes, namespace: str) -> str:
