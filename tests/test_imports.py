@@ -54,6 +54,8 @@ PUBLIC = {
     "PolicyError",
     "ReadOnlyRegistryError",
     "LfsPointerError",
+    "SigningError",
+    "SignatureError",
     "UniflowWarning",
     "LfsPointerWarning",
 }

@@ -7,6 +7,7 @@ code the command line uses, so the CLI has exactly one error handler::
 
     UniflowError                      exit 1
     ├── UsageError                    exit 2   bad input from the caller
+    │   ├── SigningError                       cannot sign: no key configured, or the signer failed
     │   ├── InvalidNameError                   model name not allowed
     │   ├── InvalidVersionError                not a semantic version
     │   ├── InvalidStageError                  unknown stage
@@ -19,7 +20,8 @@ code the command line uses, so the CLI has exactly one error handler::
     ├── VersionExistsError            exit 4   same version, different bytes
     ├── IntegrityError                exit 5   a digest did not match, or data from Git is invalid
     │   ├── MissingChunkError                  a chunk is in neither the store nor a blob remote
-    │   └── CorruptChunkError                  a chunk's bytes do not match its digest
+    │   ├── CorruptChunkError                  a chunk's bytes do not match its digest
+    │   └── SignatureError                     a signature is malformed, unsupported or does not verify
     ├── ConcurrencyError              exit 6   lock held too long / CAS lost too often
     ├── SerializationError            exit 7   cannot save / rebuild an object
     │   └── UnsafeLoadError                    pickle or untrusted types without trust
@@ -52,6 +54,7 @@ __all__ = [
     "InvalidStageError",
     "InvalidPathError",
     "LfsPointerError",
+    "SigningError",
     "NotFoundError",
     "ModelNotFoundError",
     "VersionNotFoundError",
@@ -60,6 +63,7 @@ __all__ = [
     "IntegrityError",
     "MissingChunkError",
     "CorruptChunkError",
+    "SignatureError",
     "ConcurrencyError",
     "SerializationError",
     "UnsafeLoadError",
@@ -114,6 +118,10 @@ class InvalidPathError(UsageError):
 
 class LfsPointerError(InvalidPathError):
     """``register(..., strict=True)``: a file of the model is a Git LFS pointer, not its content."""
+
+
+class SigningError(UsageError):
+    """Cannot sign: Git's signing settings name no usable SSH key, or the signing program failed."""
 
 
 class NotFoundError(UniflowError):
@@ -179,6 +187,11 @@ class MissingChunkError(_ChunkError):
 
 class CorruptChunkError(_ChunkError):
     """A chunk's bytes (or length) do not match its digest."""
+
+
+class SignatureError(IntegrityError):
+    """An SSH signature (SSHSIG) or an allowed-signers file is malformed, oversize, uses an
+    unsupported algorithm, or a signature does not verify."""
 
 
 class ConcurrencyError(UniflowError):
