@@ -1,0 +1,1 @@
+"""Authority: who signed a version or an event, and whether the policy in force allowed it."""
