@@ -166,13 +166,13 @@ def _fail(where: str, key: str, problem: str) -> NoReturn:
     raise PolicyError(f"{where}: {key}: {problem}")
 
 
-def _table(where: str, raw: Mapping[str, Any], key: str, allowed: Collection[str]) -> dict[str, Any]:
-    value = raw.get(key, {})
+def _table(where: str, path: str, value: object, allowed: Collection[str] | None) -> dict[str, Any]:
+    """``value`` (the table at ``path``) if it is a table whose keys are all ``allowed``
+    (None: any key)."""
     if not isinstance(value, dict):
-        _fail(where, key, f"must be a table, not {type(value).__name__}")
-    unknown = sorted(set(value) - set(allowed)) if allowed else []
-    if unknown:
-        _fail(where, f"{key}.{unknown[0]}", f"unknown key (expected {', '.join(allowed)})")
+        _fail(where, path, f"must be a table, not {type(value).__name__}")
+    if allowed is not None and (unknown := sorted(set(value) - set(allowed))):
+        _fail(where, f"{path}.{unknown[0]}", f"unknown key (expected {', '.join(allowed)})")
     return value
 
 
@@ -198,7 +198,7 @@ def _int(where: str, key: str, value: object, low: int, high: int) -> int:
 def _admins(where: str, raw: Mapping[str, Any]) -> Admins:
     if "admins" not in raw:
         _fail(where, "admins", "missing: name who may change the policy ([admins] principals = [...])")
-    table = _table(where, raw, "admins", ("principals", "threshold"))
+    table = _table(where, "admins", raw["admins"], ("principals", "threshold"))
     principals = _names(where, "admins.principals", table.get("principals"), valid_principal, "principal")
     if not principals:
         _fail(where, "admins.principals", "must name at least one admin")
@@ -208,7 +208,7 @@ def _admins(where: str, raw: Mapping[str, Any]) -> Admins:
 
 def _groups(where: str, raw: Mapping[str, Any]) -> tuple[tuple[str, tuple[str, ...]], ...]:
     groups = []
-    for name, members in sorted(_table(where, raw, "groups", ()).items()):
+    for name, members in sorted(_table(where, "groups", raw.get("groups", {}), None).items()):
         if not _GROUP_RE.fullmatch(name):
             _fail(where, f"groups.{name}", "a group name is 1-64 of a-z 0-9 _ - starting with a letter")
         groups.append((name, _names(where, f"groups.{name}", members, valid_principal, "principal")))
@@ -218,9 +218,7 @@ def _groups(where: str, raw: Mapping[str, Any]) -> tuple[tuple[str, tuple[str, .
 def _approvals(where: str, key: str, value: object, policy: Policy) -> ApprovalRule:
     if not isinstance(value, dict):
         _fail(where, key, 'must be a table like { group = "reviewers", count = 1 }')
-    unknown = sorted(set(value) - {"group", "count"})
-    if unknown:
-        _fail(where, f"{key}.{unknown[0]}", "unknown key (expected group, count)")
+    value = _table(where, key, value, ("group", "count"))
     group = value.get("group")
     if not isinstance(group, str) or group not in dict(policy.groups):
         _fail(where, f"{key}.group", f"{group!r} is not a group of [groups]")
@@ -259,15 +257,12 @@ def _stages(
     where: str, raw: Mapping[str, Any], policy: Policy, known: Collection[str] | None
 ) -> tuple[StageRule, ...]:
     rules = []
-    for stage, table in sorted(_table(where, raw, "stages", ()).items()):
+    for stage, table in sorted(_table(where, "stages", raw.get("stages", {}), None).items()):
         if not valid_stage_name(stage) or (known is not None and stage not in known):
             _fail(
                 where, f"stages.{stage}", "not a stage name (built-in, or declared in .uniflow/config.toml)"
             )
-        if not isinstance(table, dict):
-            _fail(where, f"stages.{stage}", "must be a table")
-        _table(where, {f"stages.{stage}": table}, f"stages.{stage}", _STAGE_KEYS)
-        rule = _stage_rule(where, stage, table, policy)
+        rule = _stage_rule(where, stage, _table(where, f"stages.{stage}", table, _STAGE_KEYS), policy)
         if known is not None:
             for source in rule.from_stages:
                 if source not in known:
