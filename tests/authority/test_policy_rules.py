@@ -105,6 +105,18 @@ def test_attack_unsigned_promotion_where_require_signed_is_refused() -> None:
     assert evaluate(POLICY, promote(to="canary", signer="zed@example.com"), registrant=REGISTRANT).allowed
 
 
+def test_require_signed_also_needs_the_version_tag_signed() -> None:
+    # a signed promotion of a version whose tag nobody (known) signed: the bytes are not bound
+    event = promote(to="canary", signer="zed@example.com")
+    verdict = evaluate(POLICY, event, registrant=None)
+    assert verdict.reason == (
+        "the tag of clf v1.0.0 is unsigned or its key is not an allowed signer; "
+        "canary requires signed versions"
+    )
+    # a stage without require_signed does not ask for it
+    assert evaluate(POLICY, promote(to="staging", frm="development"), registrant=None).allowed
+
+
 def test_unsigned_promotion_to_a_stage_with_promoters_is_refused() -> None:
     verdict = evaluate(POLICY, promote(to="staging", frm="development", signer=None), registrant=REGISTRANT)
     assert not verdict.allowed and "staging names its promoters" in verdict.reason

@@ -8,6 +8,8 @@ so this module only needs the :class:`Signed` protocol: the verified principal a
 of its target stage, in this order, and names every rule that fails in one line:
 
 - signed: ``require_signed``, or any ``promoters`` (a signer must be known to be checked);
+  ``require_signed`` also needs the version's tag signed (the registrant known), since a
+  signed event names a version whose bytes only a signed tag binds;
 - the signer's rights: a promoter of the stage;
 - stage order: the version comes from one of ``from`` (a rollback instead restores an
   earlier holder of the stage);
@@ -126,6 +128,15 @@ def _signature(rule: StageRule, event: LifecycleEvent, promoters: frozenset[str]
     )
 
 
+def _version_signed(rule: StageRule, event: LifecycleEvent, registrant: str | None) -> str | None:
+    if registrant is not None or not rule.require_signed:
+        return None
+    return (
+        f"the tag of {event.model} {event.version} is unsigned or its key is not an allowed signer; "
+        f"{rule.stage} requires signed versions"
+    )
+
+
 def _rights(rule: StageRule, event: LifecycleEvent, promoters: frozenset[str] | None) -> str | None:
     if event.signer is None or promoters is None or event.signer in promoters:
         return None
@@ -199,7 +210,8 @@ def evaluate(
 ) -> Verdict:
     """Decide whether ``event`` obeys ``policy`` (the policy in force when it was made).
 
-    ``registrant`` is the principal who signed the version's tag (None: unsigned);
+    ``registrant`` is the principal who signed the version's tag (None: unsigned, or a key that
+    is not an allowed signer);
     ``approvals`` are every approval seen for the model (the ones for another version, stage
     or model, unsigned, later than the event, by the promoter, the registrant or a non-member
     do not count; the refusal names them). A stage the policy has no rule for allows anything.
@@ -210,7 +222,12 @@ def evaluate(
     promoters = policy.promoters(rule.stage)
     reasons = [
         r
-        for r in (_signature(rule, event, promoters), _rights(rule, event, promoters), _order(rule, event))
+        for r in (
+            _signature(rule, event, promoters),
+            _version_signed(rule, event, registrant),
+            _rights(rule, event, promoters),
+            _order(rule, event),
+        )
         if r
     ]
     approvers: tuple[str, ...] = ()
