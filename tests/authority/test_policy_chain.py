@@ -257,3 +257,20 @@ def test_describe_and_to_dict_for_policy_check() -> None:
         "threshold": 1,
         "source": "admins.txt",
     }
+
+
+def test_principals_without_a_key_are_named() -> None:
+    c = chain(rev(0, policy(["alice@example.com", "bob@example.com"], 1, ["ci@x.io"])))
+    assert c.in_force.policy.principals() == {"alice@example.com", "bob@example.com", "ci@x.io"}
+    keyed = {"alice@example.com", "bob@example.com"}  # the principals of the allowed signers
+    assert c.keyless(keyed) == ("ci@x.io",)
+    assert "  no key in allowed_signers: ci@x.io" in c.describe(keyed)
+    assert "no key" not in c.describe()
+    assert c.to_dict(keyed)["keyless"] == ["ci@x.io"] and "keyless" not in c.to_dict()
+
+
+def test_an_empty_history_has_no_policy_in_force() -> None:
+    with pytest.raises(PolicyError, match="not in the policy history"):
+        verify_chain([], TrustRoot.first_seen("a" * 40))
+    with pytest.raises(PolicyError, match="no policy revision is signed"):
+        verify_chain([], TrustRoot.pinned({"alice@example.com"}, KEYS))

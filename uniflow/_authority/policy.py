@@ -124,6 +124,15 @@ class Policy:
             found.update((entry,) if "@" in entry else self.members(entry))
         return frozenset(found)
 
+    def principals(self) -> frozenset[str]:
+        """Every principal the policy names: admins, group members and direct promoters."""
+        named = set(self.admins.principals)
+        for _, members in self.groups:
+            named.update(members)
+        for r in self.stages:
+            named.update(p for p in r.promoters if "@" in p)
+        return frozenset(named)
+
     def is_admin(self, principal: str | None) -> bool:
         """True when ``principal`` is one of the admins."""
         return principal is not None and principal in self.admins.principals

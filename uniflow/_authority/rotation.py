@@ -164,10 +164,18 @@ class PolicyChain:
         """The revisions that did not take effect."""
         return tuple(v for v in self.revisions if not v.accepted)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able (``uniflow policy check --json``): root, policy in force, every verdict."""
+    def keyless(self, keyed: Collection[str]) -> tuple[str, ...]:
+        """The principals the policy in force names that are not in ``keyed`` (the principals
+        of its allowed signers): nothing they sign can verify."""
+        return tuple(sorted(self.in_force.policy.principals() - set(keyed)))
+
+    def to_dict(self, keyed: Collection[str] | None = None) -> dict[str, Any]:
+        """JSON-able (``uniflow policy check --json``): root, policy in force, every verdict,
+        and with ``keyed`` (see :meth:`keyless`) the principals without a key."""
         now = self.in_force
+        extra = {} if keyed is None else {"keyless": list(self.keyless(keyed))}
         return {
+            **extra,
             "trust_root": self.root.to_dict(),
             "in_force": {
                 "commit": now.commit,
@@ -177,14 +185,17 @@ class PolicyChain:
             "revisions": [v.to_dict() for v in self.revisions],
         }
 
-    def describe(self) -> str:
-        """Text (``uniflow policy check``): the trust root, the policy in force, each verdict."""
+    def describe(self, keyed: Collection[str] | None = None) -> str:
+        """Text (``uniflow policy check``): the trust root, the policy in force, each verdict,
+        and with ``keyed`` (see :meth:`keyless`) the principals without a key."""
         now = self.in_force
         lines = [f"trust root: {self.root.source}"]
         if self.root.commit is None:
             lines[0] += f" (admins {', '.join(self.root.admins)}; {self.root.threshold} must sign)"
         lines.append(f"policy in force: {now.commit[:12]} of {now.committed_at.isoformat()}")
         lines += ["  " + line for line in now.policy.describe().splitlines()]
+        if keyed is not None and (missing := self.keyless(keyed)):
+            lines.append(f"  no key in allowed_signers: {', '.join(missing)}")
         lines.append("revisions:")
         for v in self.revisions:
             lines.append(f"  {v.commit[:12]} {'accepted' if v.accepted else 'REJECTED'}: {v.reason}")
