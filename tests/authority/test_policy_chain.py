@@ -60,7 +60,7 @@ def test_attack_non_admin_grants_itself_rights_and_the_old_policy_stays_in_force
     verdict = c.revisions[1]
     assert not verdict.accepted and verdict.signers == ()
     assert verdict.reason == (
-        "signed by no admin (mallory@example.com is not an admin) of the policy in force; "
+        "signed by no admin of the policy in force (mallory@example.com is not an admin); "
         "a change needs 1 of alice@example.com"
     )
     assert c.rejected() == (verdict,)
@@ -91,7 +91,7 @@ def test_attack_threshold_two_with_one_admin_signature_is_rejected() -> None:
     c = chain(rev(0, two), rev(1, change, "alice@example.com"))
     assert not c.revisions[1].accepted
     assert c.revisions[1].reason == (
-        "signed by alice@example.com of the policy in force; "
+        "signed by 1 admin of the policy in force (alice@example.com); "
         "a change needs 2 of alice@example.com, bob@example.com"
     )
     c = chain(rev(0, two), rev(1, change, "alice@example.com", "bob@example.com"))
@@ -183,7 +183,7 @@ def test_pinned_root_anchors_at_the_first_revision_its_admins_signed() -> None:
     c = verify_chain([rival, real, later], root)
     assert [v.accepted for v in c.revisions] == [False, True, True]
     assert c.revisions[0].reason == (
-        "signed by no admin (mallory@example.com is not an admin) of the trust root; "
+        "signed by no admin of the trust root (mallory@example.com is not an admin); "
         "a change needs 1 of alice@example.com"
     )
     assert c.in_force.commit == later.commit

@@ -214,12 +214,11 @@ def _signed_by(
     counted = tuple(sorted(s for s in signers if s in admins.principals))
     if len(counted) >= admins.threshold:
         return counted, None
-    others = sorted(set(signers) - set(counted))
-    who = f"signed by {', '.join(counted)}" if counted else "signed by no admin"
-    if others:
-        who += f" ({', '.join(others)} {'is' if len(others) == 1 else 'are'} not an admin)"
-    need = f"needs {admins.threshold} of {', '.join(admins.principals)}"
-    return counted, f"{who} of {whose}; a change {need}"
+    details = [*counted, *(f"{other} is not an admin" for other in sorted(set(signers) - set(counted)))]
+    who = f"signed by {len(counted) or 'no'} admin{'s' if len(counted) > 1 else ''} of {whose}"
+    if details:
+        who += f" ({', '.join(details)})"
+    return counted, f"{who}; a change needs {admins.threshold} of {', '.join(admins.principals)}"
 
 
 def _anchor_index(revisions: Sequence[PolicyRevision], root: TrustRoot) -> int:
