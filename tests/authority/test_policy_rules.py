@@ -13,7 +13,7 @@ import pytest
 
 from uniflow import PolicyError, UsageError
 from uniflow._authority.policy import parse_policy
-from uniflow._authority.rules import Approval, LifecycleEvent, evaluate
+from uniflow._authority.rules import Approval, LifecycleEvent, evaluate, index_approvals
 
 POLICY = parse_policy(
     b"""
@@ -256,3 +256,17 @@ def test_bad_event_records_are_usage_errors() -> None:
         promote(signed_at=datetime(2026, 1, 1))
     with pytest.raises(UsageError, match="timezone-aware"):
         approval("bob@example.com", signed_at=datetime(2026, 1, 1))
+
+
+def test_an_index_gives_each_event_only_its_own_approvals() -> None:
+    seen = [
+        approval("bob@example.com"),
+        approval("carol@example.com", version="v0.9.0"),
+        approval("bob@example.com"),
+    ]
+    index = index_approvals(seen)
+    assert index[("clf", "v1.0.0", "production")] == (seen[0], seen[2])
+    assert index[("clf", "v0.9.0", "production")] == (seen[1],)
+    event = promote()
+    own = index.get((event.model, event.version, event.to_stage), ())
+    assert evaluate(POLICY, event, registrant=REGISTRANT, approvals=own).approvers == ("bob@example.com",)

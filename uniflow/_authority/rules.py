@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from .._errors import PolicyError, UsageError
 from .policy import ApprovalRule, Policy, StageRule
 
-__all__ = ["ACTIONS", "Approval", "LifecycleEvent", "Signed", "Verdict", "evaluate"]
+__all__ = ["ACTIONS", "Approval", "LifecycleEvent", "Signed", "Verdict", "evaluate", "index_approvals"]
 
 #: the lifecycle actions a policy governs (a register is governed by the version tag's signature)
 ACTIONS = ("promote", "archive", "rollback")
@@ -203,6 +203,15 @@ def _approvals(
         more = f", and {len(discounted) - _SHOWN} more" if len(discounted) > _SHOWN else ""
         text += f" (not counted: {', '.join(discounted[:_SHOWN])}{more})"
     return text, tuple(sorted(counted))
+
+
+def index_approvals(approvals: Iterable[Approval]) -> dict[tuple[str, str, str], tuple[Approval, ...]]:
+    """Approvals by ``(model, version, stage)``: a verifier of a long lifecycle passes each event
+    only ``index.get((model, version, to_stage), ())`` instead of every approval."""
+    index: dict[tuple[str, str, str], list[Approval]] = {}
+    for a in approvals:
+        index.setdefault((a.model, a.version, a.stage), []).append(a)
+    return {key: tuple(found) for key, found in index.items()}
 
 
 def evaluate(
