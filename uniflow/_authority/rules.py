@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from .._errors import PolicyError, UsageError
 from .policy import ApprovalRule, Policy, StageRule
 
-__all__ = ["ACTIONS", "Approval", "LifecycleEvent", "Signed", "Verdict", "evaluate", "index_approvals"]
+__all__ = ["ACTIONS", "Approval", "LifecycleEvent", "Signed", "EventVerdict", "evaluate", "index_approvals"]
 
 #: the lifecycle actions a policy governs (a register is governed by the version tag's signature)
 ACTIONS = ("promote", "archive", "rollback")
@@ -87,7 +87,7 @@ class Approval:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class EventVerdict:
     """The decision on one event: ``allowed``, the failed rules (``reasons``; empty when
     allowed) and the approvers who counted."""
 
@@ -216,7 +216,7 @@ def index_approvals(approvals: Iterable[Approval]) -> dict[tuple[str, str, str],
 
 def evaluate(
     policy: Policy, event: LifecycleEvent, *, registrant: str | None, approvals: Iterable[Approval] = ()
-) -> Verdict:
+) -> EventVerdict:
     """Decide whether ``event`` obeys ``policy`` (the policy in force when it was made).
 
     ``registrant`` is the principal who signed the version's tag (None: unsigned, or a key that
@@ -227,7 +227,7 @@ def evaluate(
     """
     rule = policy.rule(event.to_stage)
     if rule is None:
-        return Verdict(True)
+        return EventVerdict(True)
     promoters = policy.promoters(rule.stage)
     reasons = [
         r
@@ -244,4 +244,4 @@ def evaluate(
         missing, approvers = _approvals(rule.approvals, event, registrant, approvals, policy)
         if missing:
             reasons.append(missing)
-    return Verdict(not reasons, tuple(reasons), approvers, rule)
+    return EventVerdict(not reasons, tuple(reasons), approvers, rule)
