@@ -1,0 +1,645 @@
+"""Packs: many chunks in one file of about 64 MiB, with an index, named by content.
+
+Writing a chunk as a file of its own costs a create, an fsync and a link per chunk (about
+850 per GiB); a pack costs one of each per 64 MiB. Modelled on restic's pack format (blobs,
+then a header describing them, at the end of the file) and Git's packs (a ``.pack`` and a
+``.idx`` named by content, the index sorted by object name).
+
+Terms: a *chunk* is named by the BLAKE3-256 of its bytes (its *name*); a *pack* holds chunks
+back to back; its *index* maps each chunk name to ``(offset, length)`` in the pack; the
+pack's *name* is the BLAKE3 checksum at the end of its index.
+
+On disk, in ``<store>/packs/`` (``<store>`` is ``<git>/uniflow``)::
+
+    <name>.pack                                      all integers little-endian
+      0        8   magic  b"UFLPACK\\n"
+      8        4   u32    format version (1)
+      12       4   u32    0 (reserved)
+      16       D   chunk bytes, back to back, in the order written (offsets below are absolute)
+      16+D     I   the index: byte for byte the <name>.idx file
+      16+D+I   8   u64    I
+      24+D+I   8   magic  b"UFLPEND\\n"                  pack size S = 32 + D + I
+
+    <name>.idx
+      0        8   magic  b"UFLPIDX\\n"
+      8        4   u32    format version (1)
+      12       4   u32    0 (reserved)
+      16       8   u64    n, the number of entries
+      24       8   u64    S, the size of the pack file
+      32       48n entries, strictly ascending by name: name (32 raw bytes), offset u64, length u64
+      32+48n   32  BLAKE3-256 of bytes [0, 32+48n): the checksum, and the pack's name (hex)
+                                                      index size I = 64 + 48n
+
+The entries' ranges tile ``[16, 16+D)`` exactly: no gap, no overlap, every length at least
+1. So the index fixes every byte of its pack (each chunk's bytes by their name, the rest by
+the layout), and naming the pack by the index's checksum names it by content without
+hashing its data a second time (Git names a pack by its object names the same way). The
+index copy in the pack's tail makes a pack self-describing: a lost or never-written
+``.idx`` is rebuilt from it (:func:`recover_packs`), and a blob remote can hold packs alone.
+
+Write order (:class:`PackWriter`), which leaves nothing torn: the pack is written to an
+unnamed ``O_TMPFILE`` inode in ``packs/`` (or, where that is refused, a file in ``tmp/``
+named with the writer's owner token, which ``gc`` removes once the writer is gone); its
+index and tail are written; one ``fsync``; ``linkat`` to ``<name>.pack``; the index is
+written to its own unnamed inode, one ``fsync``, ``linkat`` to ``<name>.idx``; then one
+``fsync`` of ``packs/``. A name appears only on complete, durable bytes, so a crash leaves
+at most a ``.pack`` without its ``.idx``: complete, and indexed again from its tail by the
+next :func:`recover_packs`. Readers use a pack only when both files exist and agree.
+
+Reading (:class:`PackReader`) trusts nothing on disk: an index larger than its pack allows
+is refused before it is read, then its magic, version (a newer one is
+:class:`NewerFormatError`: upgrade uniflow), checksum, name, pack size, order, duplicates and
+ranges are checked (:class:`CorruptPackError`), and every chunk's bytes are hashed and
+compared with the name it was asked for before they are returned or copied.
+
+Intended integration with ``ObjectStore`` (not wired yet; format 3):
+
+* **Where.** ``<git>/uniflow/packs/`` beside ``objects/`` (same file system as ``tmp/``).
+  The store opens every complete pack's index (a few KiB each; about 16 per GiB stored) into
+  one map chunk name -> pack, built lazily on the first miss in ``objects/``; loose chunks
+  stay readable, so format 1 and 2 stores need no flag day.
+* **Register.** ``put_file`` hands each new chunk to a :class:`PackWriter` (one per
+  register, rolled over when :attr:`PackWriter.full`; ``add`` is thread-safe, so the 16
+  writer threads keep writing with ``pwrite`` at reserved offsets) instead of
+  ``write_immutable``; after the last chunk it calls :meth:`PackWriter.finish` (durable when
+  it returns), and only then records the manifest, as today.
+* **Pins.** Unchanged in spirit: a register pins each chunk's name before it looks for it
+  or adds it (P < E), and unpins after its tag ref (T < U). gc works per pack: the unit it
+  moves aside is a pack (its ``.pack`` and ``.idx`` renamed together into
+  ``tmp/gc.<owner>.<id>/``), and it links a moved pack back if any pin or newly visible
+  version names any chunk that only that pack holds.
+* **gc and repack** (as ``git gc`` and ``restic prune``): for a pack whose live share (live
+  bytes by :meth:`PackIndex.entries` against the referenced set) falls below a threshold,
+  gc copies the live chunks, verified (:meth:`PackReader.read_chunk`), into new packs and
+  finishes them (durable) *before* it moves the old pack aside as above; then reads the
+  pins and refs again, links back what they need, and unlinks the rest. Killed at any point,
+  each live chunk is in an old pack (in ``packs/`` or in a set readers recover from), in a
+  finished new pack, or both; a new pack is invisible, complete, or complete without index
+  (recovered). ``gc --repack`` moves loose chunks into packs the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3
+
+from .. import _testhooks
+from .._errors import CorruptChunkError, IntegrityError, MissingChunkError, RepositoryError
+from .fsio import force_unlink, fsync_dir, os_reason, write_immutable
+from .ingest import read_full
+from .pins import tmp_name
+
+__all__ = [
+    "FORMAT_VERSION",
+    "PACK_TARGET",
+    "CorruptPackError",
+    "NewerFormatError",
+    "PackEntry",
+    "PackIndex",
+    "PackReader",
+    "PackScan",
+    "PackWriter",
+    "pack_dir",
+    "recover_packs",
+    "scan_packs",
+]
+
+FORMAT_VERSION = 1
+#: a writer's pack is full once its chunk bytes reach this (one chunk may go past it)
+PACK_TARGET = 64 << 20
+PACK_MAGIC = b"UFLPACK\n"
+END_MAGIC = b"UFLPEND\n"
+INDEX_MAGIC = b"UFLPIDX\n"
+_HEAD = struct.Struct("<8sII")  # magic, version, reserved: the pack's first 16 bytes
+_IDX_HEAD = struct.Struct("<8sIIQQ")  # magic, version, reserved, n, pack size: 32 bytes
+_ENTRY = struct.Struct("<32sQQ")  # name, offset, length: 48 bytes
+_TAIL = struct.Struct("<Q8s")  # index length, end magic: the pack's last 16 bytes
+_SUM = 32
+DATA_START = _HEAD.size
+#: bytes of a pack that are neither chunks nor index: header and tail
+_FRAME = _HEAD.size + _TAIL.size
+_HEX = frozenset("0123456789abcdef")
+
+
+class CorruptPackError(IntegrityError):
+    """A pack or its index is malformed, forged, or does not belong to its pack."""
+
+
+class NewerFormatError(RepositoryError):
+    """Data written by a newer uniflow, in a format this one does not read: upgrade uniflow."""
+
+
+@dataclass(frozen=True)
+class PackEntry:
+    """One chunk of a pack: its name (64 hex) and its byte range ``[offset, offset+length)``."""
+
+    name: str
+    offset: int
+    length: int
+
+
+def pack_dir(store_root: Path) -> Path:
+    """Where a store keeps its packs."""
+    return Path(store_root) / "packs"
+
+
+def _check_name(name: str, what: str) -> bytes:
+    if len(name) != 64 or not _HEX.issuperset(name):
+        raise IntegrityError(f"invalid {what} {name!r}: expected 64 lowercase hex characters")
+    return bytes.fromhex(name)
+
+
+def _bad(pack: str, reason: str) -> CorruptPackError:
+    return CorruptPackError(f"pack {pack[:16]}: {reason}")
+
+
+def _check_version(version: int, pack: str, what: str) -> None:
+    if version > FORMAT_VERSION:
+        raise NewerFormatError(
+            f"pack {pack[:16]}: this {what} was written by a newer uniflow (format {version}, "
+            f"this uniflow reads up to {FORMAT_VERSION}); upgrade uniflow"
+        )
+    if version < 1:
+        raise _bad(pack, f"{what} has invalid format version {version}")
+
+
+class PackIndex:
+    """A parsed, validated index: chunk name -> range in the pack. Immutable."""
+
+    def __init__(self, raw: bytes, pack_size: int, ranges: dict[bytes, tuple[int, int]]) -> None:
+        self.raw = raw  # the exact bytes of the .idx (and of the pack's tail copy)
+        self.pack_size = pack_size
+        self.name = raw[-_SUM:].hex()
+        self._ranges = ranges
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def build(cls, ranges: dict[bytes, tuple[int, int]], data_end: int) -> PackIndex:
+        """The index of a pack whose chunk bytes end at ``data_end`` (``ranges``: raw name ->
+        (offset, length), tiling ``[16, data_end)``)."""
+        n = len(ranges)
+        size = data_end + _IDX_HEAD.size + n * _ENTRY.size + _SUM + _TAIL.size
+        body = bytearray(_IDX_HEAD.pack(INDEX_MAGIC, FORMAT_VERSION, 0, n, size))
+        for name in sorted(ranges):
+            body += _ENTRY.pack(name, *ranges[name])
+        body += blake3.blake3(body).digest()
+        return cls(bytes(body), size, dict(ranges))
+
+    # ------------------------------------------------------------------ parsing
+    @classmethod
+    def parse(cls, raw: bytes, pack_size: int, name: str) -> PackIndex:
+        """Validate the bytes of pack ``name``'s index against the pack's size; every flaw is
+        a :class:`CorruptPackError` (a newer format: :class:`NewerFormatError`)."""
+        if len(raw) < _IDX_HEAD.size + _SUM:
+            raise _bad(name, f"index of {len(raw)} bytes is too short")
+        magic, version, reserved, n, size = _IDX_HEAD.unpack_from(raw)
+        if magic != INDEX_MAGIC:
+            raise _bad(name, "index has a bad magic number (not a uniflow pack index)")
+        _check_version(version, name, "pack index")
+        if reserved:
+            raise _bad(name, "index has non-zero reserved bits")
+        if len(raw) != _IDX_HEAD.size + n * _ENTRY.size + _SUM:
+            raise _bad(name, f"index claims {n} entries but holds {len(raw)} bytes")
+        if blake3.blake3(memoryview(raw)[:-_SUM]).digest() != raw[-_SUM:]:
+            raise _bad(name, "index checksum mismatch")
+        if raw[-_SUM:].hex() != name:
+            raise _bad(name, f"index belongs to pack {raw[-_SUM:].hex()[:16]}, not to this one")
+        if size != pack_size:
+            raise _bad(name, f"index describes a pack of {size} bytes, the pack has {pack_size}")
+        ranges = _parse_entries(raw, n, name)
+        _check_tiling(ranges, pack_size - _TAIL.size - len(raw), name)
+        return cls(raw, pack_size, ranges)
+
+    # ------------------------------------------------------------------ lookups
+    def __len__(self) -> int:
+        return len(self._ranges)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and len(name) == 64 and _raw(name) in self._ranges
+
+    def lookup(self, name: str) -> PackEntry | None:
+        """The entry of chunk ``name`` (64 hex), or None if this pack does not hold it."""
+        found = self._ranges.get(_raw(name)) if len(name) == 64 else None
+        return None if found is None else PackEntry(name, *found)
+
+    def entries(self) -> Iterator[PackEntry]:
+        """Every entry, in name order (for gc's live-share count and repack)."""
+        for raw in sorted(self._ranges):
+            yield PackEntry(raw.hex(), *self._ranges[raw])
+
+    @property
+    def data_bytes(self) -> int:
+        """The bytes of chunk data the pack holds."""
+        return sum(length for _, length in self._ranges.values())
+
+
+def _raw(name: str) -> bytes:
+    try:
+        return bytes.fromhex(name)
+    except ValueError:
+        return b""
+
+
+def _parse_entries(raw: bytes, n: int, pack: str) -> dict[bytes, tuple[int, int]]:
+    """The entries, refused unless strictly ascending by name."""
+    ranges: dict[bytes, tuple[int, int]] = {}
+    prev = b""
+    for name, offset, length in _ENTRY.iter_unpack(memoryview(raw)[_IDX_HEAD.size : -_SUM]):
+        if name == prev:
+            raise _bad(pack, f"index names chunk {name.hex()[:16]} twice")
+        if name < prev:
+            raise _bad(pack, f"index entries are not sorted by name (at chunk {name.hex()[:16]})")
+        prev = name
+        ranges[name] = (offset, length)
+    if len(ranges) != n:  # unreachable after the size check; kept as the invariant
+        raise _bad(pack, "index entry count does not match")
+    return ranges
+
+
+def _check_tiling(ranges: dict[bytes, tuple[int, int]], data_end: int, pack: str) -> None:
+    """Refuse ranges that leave the chunk area, overlap, leave a gap, or are empty."""
+    pos = DATA_START
+    for offset, length, name in sorted((o, ln, nm) for nm, (o, ln) in ranges.items()):
+        if length < 1:
+            raise _bad(pack, f"chunk {name.hex()[:16]} has an empty range")
+        if offset + length > data_end or offset < DATA_START:
+            raise _bad(pack, f"chunk {name.hex()[:16]} lies past the end of the pack's data")
+        if offset < pos:
+            raise _bad(pack, f"chunk {name.hex()[:16]} overlaps the chunk before it")
+        if offset > pos:
+            raise _bad(pack, f"bytes {pos}..{offset} of the pack belong to no chunk")
+        pos = offset + length
+    if pos != data_end:
+        raise _bad(pack, f"bytes {pos}..{data_end} of the pack belong to no chunk")
+
+
+# ---------------------------------------------------------------------- reading
+def _open_regular(path: Path, pack: str) -> int:
+    """``path`` opened read-only, never through a symbolic link; it must be a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise MissingChunkError(f"pack {pack[:16]}: {path.name} is missing", pack) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _bad(pack, f"{path.name} is a symbolic link") from None
+        raise RepositoryError(f"cannot open {path}: {os_reason(exc)}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _bad(pack, f"{path.name} is not a regular file")
+    return fd
+
+
+def _pread_exact(fd: int, size: int, offset: int) -> bytes:
+    buf = bytearray(size)
+    with memoryview(buf) as view:
+        got = read_full(fd, view, offset)
+    if got != size:
+        raise OSError(errno.EIO, "file shorter than expected")
+    return bytes(buf)
+
+
+def _read_index(idx_fd: int, pack_size: int, pack: str) -> PackIndex:
+    """Read and validate the index open as ``idx_fd``; refused unread if it is larger than a
+    pack of ``pack_size`` bytes can describe (it is stored in the pack as well)."""
+    size = os.fstat(idx_fd).st_size
+    if size > pack_size - _FRAME or size < _IDX_HEAD.size + _SUM:
+        raise _bad(pack, f"index of {size} bytes cannot describe a pack of {pack_size} bytes")
+    return PackIndex.parse(_pread_exact(idx_fd, size, 0), pack_size, pack)
+
+
+def _check_frame(fd: int, index: PackIndex) -> None:
+    """The pack's header and tail: magic numbers, version, and the index copy."""
+    magic, version, reserved = _HEAD.unpack(_pread_exact(fd, _HEAD.size, 0))
+    if magic != PACK_MAGIC:
+        raise _bad(index.name, "pack has a bad magic number (not a uniflow pack)")
+    _check_version(version, index.name, "pack")
+    if reserved:
+        raise _bad(index.name, "pack has non-zero reserved bits")
+    size = len(index.raw)
+    tail = _pread_exact(fd, size + _TAIL.size, index.pack_size - size - _TAIL.size)
+    if _TAIL.unpack_from(tail, size) != (size, END_MAGIC) or tail[:size] != index.raw:
+        raise _bad(index.name, "the index stored in the pack differs from its .idx file")
+
+
+class PackReader:
+    """One complete pack, opened and validated; reads verified chunks (thread-safe: ``pread``).
+
+    Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, store_root: Path, name: str) -> None:
+        _check_name(name, "pack name")
+        directory = pack_dir(store_root)
+        self.name = name
+        self._fd = _open_regular(directory / f"{name}.pack", name)
+        try:
+            pack_size = os.fstat(self._fd).st_size
+            idx_fd = _open_regular(directory / f"{name}.idx", name)
+            try:
+                self.index = _read_index(idx_fd, pack_size, name)
+            finally:
+                os.close(idx_fd)
+            _check_frame(self._fd, self.index)
+        except OSError as exc:
+            os.close(self._fd)
+            raise RepositoryError(f"cannot read pack {name[:16]}: {os_reason(exc)}") from exc
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def __enter__(self) -> PackReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _entry(self, name: str) -> PackEntry:
+        entry = self.index.lookup(name)
+        if entry is None:
+            raise MissingChunkError(f"chunk {name[:16]} is not in pack {self.name[:16]}", name)
+        return entry
+
+    def _verified(self, entry: PackEntry, view: memoryview) -> None:
+        if read_full(self._fd, view, entry.offset) != entry.length or (
+            blake3.blake3(view).hexdigest() != entry.name
+        ):
+            raise CorruptChunkError(
+                f"chunk {entry.name[:16]} in pack {self.name[:16]} is corrupted (digest mismatch)",
+                entry.name,
+            )
+
+    def read_chunk(self, name: str) -> bytes:
+        """The bytes of chunk ``name``, hashed and compared with ``name`` first."""
+        entry = self._entry(name)
+        buf = bytearray(entry.length)
+        with memoryview(buf) as view:
+            self._verified(entry, view)
+        return bytes(buf)
+
+    def copy_chunk_into(self, name: str, out_fd: int, offset: int, buf: bytearray | None = None) -> int:
+        """Write chunk ``name`` at ``offset`` of ``out_fd``; the bytes written are the ones read
+        and verified (``pread`` into ``buf``, reused when it is large enough; hash; ``pwrite``).
+        Returns the chunk's length."""
+        entry = self._entry(name)
+        if buf is None or len(buf) < entry.length:
+            buf = bytearray(entry.length)
+        with memoryview(buf) as whole, whole[: entry.length] as view:
+            self._verified(entry, view)
+            done = 0
+            while done < entry.length:  # bounded: each write makes progress or raises
+                with view[done:] as rest:
+                    done += os.pwrite(out_fd, rest, offset + done)
+        return entry.length
+
+
+# ---------------------------------------------------------------------- writing
+_TMPFILE_UNSUPPORTED = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOSYS)
+
+
+def _open_unnamed(directory: Path, tmp_dir: Path) -> tuple[int, Path | None]:
+    """A new file to write a pack into: an unnamed inode in ``directory`` (None), or where
+    that is refused a file in ``tmp_dir`` named with this process's owner token."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if flag and os.path.isdir("/proc/self/fd"):
+        try:
+            return os.open(directory, flag | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444), None
+        except OSError as exc:
+            if exc.errno not in _TMPFILE_UNSUPPORTED:
+                raise
+    path = tmp_dir / tmp_name("pack")
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444), path
+
+
+def _link_into_place(fd: int, tmp: Path | None, final: Path) -> None:
+    """Give the written file its name (an existing one is the same bytes: first writer wins)."""
+    try:
+        if tmp is None:
+            # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N (src_dir_fd makes os.link use linkat)
+            os.link(f"/proc/self/fd/{fd}", final, src_dir_fd=fd, follow_symlinks=True)
+        else:
+            os.link(tmp, final)
+    except FileExistsError:
+        pass
+
+
+class PackWriter:
+    """Appends chunks to one new pack in ``<store_root>/packs/``; see the module doc.
+
+    ``add`` takes a chunk whose name the caller computed from these very bytes (it is not
+    hashed again here; every read verifies it). It may be called from several threads at
+    once: each call reserves its range under a lock and writes it with ``pwrite`` outside.
+    :meth:`finish` (after every ``add`` returned) makes the pack and its index durable and
+    visible; :meth:`abort`, or leaving a ``with`` block by an exception, discards it.
+    ``durable=False`` (a download cache) skips the fsyncs."""
+
+    def __init__(self, store_root: Path, *, target: int = PACK_TARGET, durable: bool = True) -> None:
+        self.directory = pack_dir(store_root)
+        self._tmp_dir = Path(store_root) / "tmp"
+        self.target = target
+        self.durable = durable
+        self._lock = threading.Lock()
+        self._end = DATA_START
+        self._ranges: dict[bytes, tuple[int, int]] = {}
+        self._failed: str | None = None
+        self._fd, self._tmp = -1, None
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._tmp_dir.mkdir(parents=True, exist_ok=True)
+            self._fd, self._tmp = _open_unnamed(self.directory, self._tmp_dir)
+            _pwrite_all(self._fd, memoryview(_HEAD.pack(PACK_MAGIC, FORMAT_VERSION, 0)), 0)
+        except OSError as exc:
+            self.abort()
+            raise RepositoryError(f"cannot write a pack in {self.directory}: {os_reason(exc)}") from exc
+
+    def __enter__(self) -> PackWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    @property
+    def size(self) -> int:
+        """Bytes of the pack so far (header and chunks)."""
+        return self._end
+
+    @property
+    def full(self) -> bool:
+        """True once the chunk bytes reached the target size: finish it, start another."""
+        return self._end - DATA_START >= self.target
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and _raw(name) in self._ranges
+
+    def add(self, name: str, data: bytes | bytearray | memoryview) -> bool:
+        """Append chunk ``name`` (``data`` are its bytes); False if this pack already has it."""
+        raw = _check_name(name, "chunk name")
+        with memoryview(data) as view:
+            length = view.nbytes
+            if length < 1:
+                raise ValueError("an empty chunk has no place in a pack")
+            with self._lock:
+                if self._fd < 0:
+                    raise RuntimeError("PackWriter.add after finish or abort")
+                if raw in self._ranges:
+                    return False
+                offset = self._end
+                self._end += length
+                self._ranges[raw] = (offset, length)  # a failed write below fails the pack
+            try:
+                _pwrite_all(self._fd, view.cast("B"), offset)
+            except OSError as exc:
+                self._failed = os_reason(exc)
+                raise RepositoryError(f"cannot write a pack: {self._failed}") from exc
+        _testhooks.point("pack-chunk-written")
+        return True
+
+    def finish(self) -> PackIndex | None:
+        """Write the index, make the pack durable and visible; its index (None if empty)."""
+        with self._lock:
+            if self._fd < 0:
+                raise RuntimeError("PackWriter.finish after finish or abort")
+            if self._failed is not None or not self._ranges:
+                failed = self._failed
+                self.abort()
+                if failed is not None:
+                    raise RepositoryError(f"cannot write a pack: {failed}")
+                return None
+            index = PackIndex.build(self._ranges, self._end)
+            try:
+                self._publish(index)
+            except OSError as exc:
+                self.abort()
+                raise RepositoryError(f"cannot write pack {index.name[:16]}: {os_reason(exc)}") from exc
+            self._close()
+        return index
+
+    def _publish(self, index: PackIndex) -> None:
+        """The write order of the module doc, one step per test point."""
+        with memoryview(index.raw + _TAIL.pack(len(index.raw), END_MAGIC)) as tail:
+            _pwrite_all(self._fd, tail, self._end)
+        _testhooks.point("pack-written")
+        if self.durable:
+            os.fsync(self._fd)
+        _testhooks.point("pack-synced")
+        _link_into_place(self._fd, self._tmp, self.directory / f"{index.name}.pack")
+        _testhooks.point("pack-linked")
+        write_immutable(self.directory / f"{index.name}.idx", self._tmp_dir, index.raw, fsync=self.durable)
+        _testhooks.point("pack-indexed")
+        if self.durable:
+            fsync_dir(self.directory)
+        _testhooks.point("pack-done")
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._tmp is not None:
+            force_unlink(self._tmp)
+            self._tmp = None
+
+    def abort(self) -> None:
+        """Discard the pack (nothing of it stays visible)."""
+        self._close()
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(view):  # bounded: each write makes progress or raises
+        with view[done:] as rest:
+            done += os.pwrite(fd, rest, offset + done)
+
+
+# ---------------------------------------------------------------------- scanning
+@dataclass
+class PackScan:
+    """What :func:`scan_packs` found in ``packs/``."""
+
+    #: names with a valid ``.pack`` and ``.idx``
+    complete: list[str]
+    #: ``.pack`` files without their ``.idx`` (a writer in flight, or one killed before the
+    #: index: complete, recoverable from the tail)
+    unindexed: list[str]
+    #: ``.idx`` files without their ``.pack`` (a pack removed, e.g. by a gc killed meanwhile)
+    orphan_indexes: list[str]
+    #: pairs that fail validation, with the reason (never used; gc reports them)
+    invalid: dict[str, str]
+    #: anything else in the directory (file names)
+    other: list[str]
+
+
+def scan_packs(store_root: Path) -> PackScan:
+    """Classify every file in ``<store_root>/packs/``, validating each complete pair."""
+    scan = PackScan([], [], [], {}, [])
+    try:
+        names = sorted(os.listdir(pack_dir(store_root)))
+    except FileNotFoundError:
+        return scan
+    present = set(names)
+    for file in names:
+        stem, _, ext = file.partition(".")
+        if ext not in ("pack", "idx") or len(stem) != 64 or not _HEX.issuperset(stem):
+            scan.other.append(file)
+        elif ext == "idx":
+            if f"{stem}.pack" not in present:
+                scan.orphan_indexes.append(stem)
+        elif f"{stem}.idx" not in present:
+            scan.unindexed.append(stem)
+        else:
+            try:
+                PackReader(store_root, stem).close()
+                scan.complete.append(stem)
+            except (IntegrityError, RepositoryError) as exc:
+                scan.invalid[stem] = str(exc)
+    return scan
+
+
+def read_pack_tail(store_root: Path, name: str) -> PackIndex:
+    """The index stored in pack ``name``'s own tail, validated like an ``.idx``."""
+    _check_name(name, "pack name")
+    fd = _open_regular(pack_dir(store_root) / f"{name}.pack", name)
+    try:
+        size = os.fstat(fd).st_size
+        if size < _FRAME + _IDX_HEAD.size + _SUM:
+            raise _bad(name, f"pack of {size} bytes is too short")
+        length, magic = _TAIL.unpack(_pread_exact(fd, _TAIL.size, size - _TAIL.size))
+        if magic != END_MAGIC:
+            raise _bad(name, "pack has a bad end marker")
+        if length > size - _FRAME:
+            raise _bad(name, f"index of {length} bytes cannot describe a pack of {size} bytes")
+        index = PackIndex.parse(_pread_exact(fd, length, size - _TAIL.size - length), size, name)
+        _check_frame(fd, index)
+        return index
+    except OSError as exc:
+        raise RepositoryError(f"cannot read pack {name[:16]}: {os_reason(exc)}") from exc
+    finally:
+        os.close(fd)
+
+
+def recover_packs(store_root: Path) -> list[str]:
+    """Write the missing ``.idx`` of every complete pack that lacks one (from its tail); the
+    names indexed. A pack whose tail does not validate is left alone (gc reports it)."""
+    done = []
+    directory = pack_dir(store_root)
+    for name in scan_packs(store_root).unindexed:
+        with contextlib.suppress(IntegrityError, RepositoryError):
+            index = read_pack_tail(store_root, name)
+            write_immutable(directory / f"{name}.idx", Path(store_root) / "tmp", index.raw)
+            done.append(name)
+    if done:
+        fsync_dir(directory)
+    return done
