@@ -7,7 +7,9 @@ library calls :func:`point` at a few named places (``register-before-tag``,
 ``store-migrate-chunks-moved`` while an old store is moved: ``_storage.store.ObjectStore.adopt``;
 ``get-file-written`` after each file a get by URL has written, verified, fsynced and closed:
 ``sharing.remote._VersionWriter``; ``mirror-sync-listed`` and ``mirror-sync-fetched-tags``
-during a mirror's sync: ``sharing.mirror``);
+during a mirror's sync: ``sharing.mirror``; ``pack-chunk-written``, ``pack-written``, ``pack-synced``,
+``pack-linked``, ``pack-indexed``, ``pack-done`` at each step of writing a pack:
+``_storage.packs.PackWriter``);
 with the variables below unset a call costs two environment look-ups and does nothing.
 
 * ``UNIFLOW_TEST_KILL_AT=<name>``: the process sends itself SIGKILL at point ``<name>``

@@ -271,7 +271,9 @@ def _check_tiling(ranges: dict[bytes, tuple[int, int]], data_end: int, pack: str
     for offset, length, name in sorted((o, ln, nm) for nm, (o, ln) in ranges.items()):
         if length < 1:
             raise _bad(pack, f"chunk {name.hex()[:16]} has an empty range")
-        if offset + length > data_end or offset < DATA_START:
+        if offset < DATA_START:
+            raise _bad(pack, f"chunk {name.hex()[:16]} lies before the pack's data")
+        if offset + length > data_end:
             raise _bad(pack, f"chunk {name.hex()[:16]} lies past the end of the pack's data")
         if offset < pos:
             raise _bad(pack, f"chunk {name.hex()[:16]} overlaps the chunk before it")
