@@ -382,3 +382,21 @@ def test_sigkill_at_each_step_leaves_no_torn_pack_in_sight(tmp_path: Path, point
             for entry in reader.index.entries():
                 assert reader.read_chunk(entry.name) == expected[entry.name]
     assert os.listdir(tmp_path / "tmp") == []  # the unnamed inode died with the process
+
+
+def test_a_truncated_pack_is_refused(tmp_path: Path) -> None:
+    index = write_pack(tmp_path, some_chunks(4))
+    pack = pack_dir(tmp_path) / f"{index.name}.pack"
+    pack.chmod(0o644)
+    os.truncate(pack, index.pack_size - 100)
+    with pytest.raises(CorruptPackError, match="the pack has"):
+        PackReader(tmp_path, index.name)
+
+
+def test_iter_chunks_gives_verified_chunks_in_pack_order(tmp_path: Path) -> None:
+    chunks = some_chunks(8)
+    index = write_pack(tmp_path, chunks)
+    with PackReader(tmp_path, index.name) as r:
+        assert list(r.iter_chunks()) == chunks  # written in this order
+        wanted = {chunks[1][0], chunks[5][0]}
+        assert list(r.iter_chunks(wanted)) == [chunks[1], chunks[5]]

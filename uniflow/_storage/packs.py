@@ -375,10 +375,8 @@ class PackReader:
             raise MissingChunkError(f"chunk {name[:16]} is not in pack {self.name[:16]}", name)
         return entry
 
-    def _verified(self, entry: PackEntry, view: memoryview) -> None:
-        if read_full(self._fd, view, entry.offset) != entry.length or (
-            blake3.blake3(view).hexdigest() != entry.name
-        ):
+    def _check(self, entry: PackEntry, data: bytes | memoryview) -> None:
+        if len(data) != entry.length or blake3.blake3(data).hexdigest() != entry.name:
             raise CorruptChunkError(
                 f"chunk {entry.name[:16]} in pack {self.name[:16]} is corrupted (digest mismatch)",
                 entry.name,
@@ -387,10 +385,21 @@ class PackReader:
     def read_chunk(self, name: str) -> bytes:
         """The bytes of chunk ``name``, hashed and compared with ``name`` first."""
         entry = self._entry(name)
-        buf = bytearray(entry.length)
-        with memoryview(buf) as view:
-            self._verified(entry, view)
-        return bytes(buf)
+        data = os.pread(self._fd, entry.length, entry.offset)
+        while 0 < len(data) < entry.length:  # bounded: each read makes progress or ends it
+            more = os.pread(self._fd, entry.length - len(data), entry.offset + len(data))
+            if not more:
+                break  # the pack shrank: the length check below refuses it
+            data += more
+        self._check(entry, data)
+        return data
+
+    def iter_chunks(self, names: set[str] | None = None) -> Iterator[tuple[str, bytes]]:
+        """``(name, verified bytes)`` of the chunks named in ``names`` (all by default), in
+        the order they lie in the pack (what a repack copies)."""
+        for entry in sorted(self.index.entries(), key=lambda e: e.offset):
+            if names is None or entry.name in names:
+                yield entry.name, self.read_chunk(entry.name)
 
     def copy_chunk_into(self, name: str, out_fd: int, offset: int, buf: bytearray | None = None) -> int:
         """Write chunk ``name`` at ``offset`` of ``out_fd``; the bytes written are the ones read
@@ -400,7 +409,7 @@ class PackReader:
         if buf is None or len(buf) < entry.length:
             buf = bytearray(entry.length)
         with memoryview(buf) as whole, whole[: entry.length] as view:
-            self._verified(entry, view)
+            self._check(entry, view[: read_full(self._fd, view, entry.offset)])
             done = 0
             while done < entry.length:  # bounded: each write makes progress or raises
                 with view[done:] as rest:
