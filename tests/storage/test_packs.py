@@ -22,12 +22,11 @@ from uniflow._storage.packs import (
     NewerFormatError,
     PackIndex,
     PackReader,
-    PackWriter,
     pack_dir,
     read_pack_tail,
-    recover_packs,
     scan_packs,
 )
+from uniflow._storage.packwriter import PackStream, PackWriter, recover_packs
 
 
 def chunk(rng: random.Random, size: int) -> tuple[str, bytes]:
@@ -126,6 +125,36 @@ def test_writer_edges(tmp_path: Path) -> None:
         w2.add(name, data)
         raise OSError("the caller failed")  # leaving by an exception discards the pack
     assert len(os.listdir(pack_dir(tmp_path))) == 2 and os.listdir(tmp_path / "tmp") == []
+
+
+def test_stream_rolls_over_finishes_in_the_background_and_keeps_order(tmp_path: Path) -> None:
+    rng = random.Random(4)
+    chunks = [chunk(rng, rng.randrange(1, 200_000)) for _ in range(300)]
+    stream = PackStream(tmp_path, target=2 << 20)
+    threads = [threading.Thread(target=lambda k=k: [stream.add(*c) for c in chunks[k::4]]) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not stream.add(*chunks[0])  # once per stream, whatever pack holds it
+    indexes = stream.close()
+    assert len(indexes) > 5 and sorted(scan_packs(tmp_path).complete) == sorted(i.name for i in indexes)
+    where = {e.name: i.name for i in indexes for e in i.entries()}
+    assert sorted(where) == sorted(n for n, _ in chunks)
+    for name, data in chunks:
+        with PackReader(tmp_path, where[name]) as r:
+            assert r.read_chunk(name) == data
+
+
+def test_stream_abort_keeps_only_finished_packs(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    with pytest.raises(KeyError), PackStream(tmp_path, target=1 << 20) as stream:
+        for _ in range(40):
+            stream.add(*chunk(rng, 100_000))
+        raise KeyError("the register failed")
+    scan = scan_packs(tmp_path)
+    assert len(scan.complete) == 3 and not scan.unindexed and not scan.invalid
+    assert os.listdir(tmp_path / "tmp") == []
 
 
 def test_concurrent_adds_give_a_valid_pack(tmp_path: Path) -> None:
@@ -338,17 +367,14 @@ WRITER = """
 import os, random, sys
 import blake3
 from pathlib import Path
-from uniflow._storage.packs import PackWriter
+from uniflow._storage.packwriter import PackStream
 root = Path(sys.argv[1])
 rng = random.Random(7)
-w = PackWriter(root, target=1 << 20)
+stream = PackStream(root, target=1 << 20)
 for i in range(60):
     data = rng.randbytes(rng.randrange(1, 100_000))
-    w.add(blake3.blake3(data).hexdigest(), data)
-    if w.full:
-        w.finish()
-        w = PackWriter(root, target=1 << 20)
-w.finish()
+    stream.add(blake3.blake3(data).hexdigest(), data)
+stream.close()
 """
 
 POINTS = ["pack-chunk-written", "pack-written", "pack-synced", "pack-linked", "pack-indexed", "pack-done"]

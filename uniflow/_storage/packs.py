@@ -35,16 +35,17 @@ The entries' ranges tile ``[16, 16+D)`` exactly: no gap, no overlap, every lengt
 the layout), and naming the pack by the index's checksum names it by content without
 hashing its data a second time (Git names a pack by its object names the same way). The
 index copy in the pack's tail makes a pack self-describing: a lost or never-written
-``.idx`` is rebuilt from it (:func:`recover_packs`), and a blob remote can hold packs alone.
+``.idx`` is rebuilt from it (``packwriter.recover_packs``), and a blob remote can hold packs
+alone.
 
-Write order (:class:`PackWriter`), which leaves nothing torn: the pack is written to an
+Write order (``_storage.packwriter.PackWriter``), which leaves nothing torn: the pack is written to an
 unnamed ``O_TMPFILE`` inode in ``packs/`` (or, where that is refused, a file in ``tmp/``
 named with the writer's owner token, which ``gc`` removes once the writer is gone); its
 index and tail are written; one ``fsync``; ``linkat`` to ``<name>.pack``; the index is
 written to its own unnamed inode, one ``fsync``, ``linkat`` to ``<name>.idx``; then one
 ``fsync`` of ``packs/``. A name appears only on complete, durable bytes, so a crash leaves
 at most a ``.pack`` without its ``.idx``: complete, and indexed again from its tail by the
-next :func:`recover_packs`. Readers use a pack only when both files exist and agree.
+next ``recover_packs``. Readers use a pack only when both files exist and agree.
 
 Reading (:class:`PackReader`) trusts nothing on disk: an index larger than its pack allows
 is refused before it is read, then its magic, version (a newer one is
@@ -58,19 +59,22 @@ Intended integration with ``ObjectStore`` (not wired yet; format 3):
   The store opens every complete pack's index (a few KiB each; about 16 per GiB stored) into
   one map chunk name -> pack, built lazily on the first miss in ``objects/``; loose chunks
   stay readable, so format 1 and 2 stores need no flag day.
-* **Register.** ``put_file`` hands each new chunk to a :class:`PackWriter` (one per
-  register, rolled over when :attr:`PackWriter.full`; ``add`` is thread-safe, so the 16
-  writer threads keep writing with ``pwrite`` at reserved offsets) instead of
-  ``write_immutable``; after the last chunk it calls :meth:`PackWriter.finish` (durable when
-  it returns), and only then records the manifest, as today.
+* **Register.** ``put_file`` hands each new chunk to a ``packwriter.PackStream`` (one per
+  register; ``add`` is thread-safe, so the 16 writer threads keep writing with ``pwrite`` at
+  offsets reserved under a lock; a full pack is finished on a thread of its own while the
+  next fills) instead of ``write_immutable``; after the last chunk it calls
+  ``PackStream.close`` (every pack durable and visible when it returns), and only then
+  records the manifest, as today. A chunk that is already in a pack or in ``objects/`` is
+  not written again (dedup is by name, whatever holds it).
 * **Pins.** Unchanged in spirit: a register pins each chunk's name before it looks for it
   or adds it (P < E), and unpins after its tag ref (T < U). gc works per pack: the unit it
-  moves aside is a pack (its ``.pack`` and ``.idx`` renamed together into
-  ``tmp/gc.<owner>.<id>/``), and it links a moved pack back if any pin or newly visible
-  version names any chunk that only that pack holds.
+  moves aside is a pack (its ``.pack``, then its ``.idx``, renamed into
+  ``tmp/gc.<owner>.<id>/``; in between, the index left without its pack sends a reader to
+  the sets, as a missing loose chunk does today), and it links a moved pack back if any pin
+  or newly visible version names any chunk that only that pack holds.
 * **gc and repack** (as ``git gc`` and ``restic prune``): for a pack whose live share (live
   bytes by :meth:`PackIndex.entries` against the referenced set) falls below a threshold,
-  gc copies the live chunks, verified (:meth:`PackReader.read_chunk`), into new packs and
+  gc copies the live chunks, verified (:meth:`PackReader.iter_chunks`), into new packs and
   finishes them (durable) *before* it moves the old pack aside as above; then reads the
   pins and refs again, links back what they need, and unlinks the rest. Killed at any point,
   each live chunk is in an old pack (in ``packs/`` or in a set readers recover from), in a
@@ -80,23 +84,19 @@ Intended integration with ``ObjectStore`` (not wired yet; format 3):
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
 import struct
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import blake3
 
-from .. import _testhooks
 from .._errors import CorruptChunkError, IntegrityError, MissingChunkError, RepositoryError
-from .fsio import force_unlink, fsync_dir, os_reason, write_immutable
+from .fsio import os_reason
 from .ingest import read_full
-from .pins import tmp_name
 
 __all__ = [
     "FORMAT_VERSION",
@@ -107,9 +107,10 @@ __all__ = [
     "PackIndex",
     "PackReader",
     "PackScan",
-    "PackWriter",
+    "check_name",
     "pack_dir",
-    "recover_packs",
+    "raw_name",
+    "read_pack_tail",
     "scan_packs",
 ]
 
@@ -119,14 +120,14 @@ PACK_TARGET = 64 << 20
 PACK_MAGIC = b"UFLPACK\n"
 END_MAGIC = b"UFLPEND\n"
 INDEX_MAGIC = b"UFLPIDX\n"
-_HEAD = struct.Struct("<8sII")  # magic, version, reserved: the pack's first 16 bytes
-_IDX_HEAD = struct.Struct("<8sIIQQ")  # magic, version, reserved, n, pack size: 32 bytes
+PACK_HEAD = struct.Struct("<8sII")  # magic, version, reserved: the pack's first 16 bytes
+INDEX_HEAD = struct.Struct("<8sIIQQ")  # magic, version, reserved, n, pack size: 32 bytes
 _ENTRY = struct.Struct("<32sQQ")  # name, offset, length: 48 bytes
-_TAIL = struct.Struct("<Q8s")  # index length, end magic: the pack's last 16 bytes
+PACK_TAIL = struct.Struct("<Q8s")  # index length, end magic: the pack's last 16 bytes
 _SUM = 32
-DATA_START = _HEAD.size
+DATA_START = PACK_HEAD.size
 #: bytes of a pack that are neither chunks nor index: header and tail
-_FRAME = _HEAD.size + _TAIL.size
+_FRAME = PACK_HEAD.size + PACK_TAIL.size
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -152,7 +153,7 @@ def pack_dir(store_root: Path) -> Path:
     return Path(store_root) / "packs"
 
 
-def _check_name(name: str, what: str) -> bytes:
+def check_name(name: str, what: str) -> bytes:
     if len(name) != 64 or not _HEX.issuperset(name):
         raise IntegrityError(f"invalid {what} {name!r}: expected 64 lowercase hex characters")
     return bytes.fromhex(name)
@@ -187,8 +188,8 @@ class PackIndex:
         """The index of a pack whose chunk bytes end at ``data_end`` (``ranges``: raw name ->
         (offset, length), tiling ``[16, data_end)``)."""
         n = len(ranges)
-        size = data_end + _IDX_HEAD.size + n * _ENTRY.size + _SUM + _TAIL.size
-        body = bytearray(_IDX_HEAD.pack(INDEX_MAGIC, FORMAT_VERSION, 0, n, size))
+        size = data_end + INDEX_HEAD.size + n * _ENTRY.size + _SUM + PACK_TAIL.size
+        body = bytearray(INDEX_HEAD.pack(INDEX_MAGIC, FORMAT_VERSION, 0, n, size))
         for name in sorted(ranges):
             body += _ENTRY.pack(name, *ranges[name])
         body += blake3.blake3(body).digest()
@@ -199,15 +200,15 @@ class PackIndex:
     def parse(cls, raw: bytes, pack_size: int, name: str) -> PackIndex:
         """Validate the bytes of pack ``name``'s index against the pack's size; every flaw is
         a :class:`CorruptPackError` (a newer format: :class:`NewerFormatError`)."""
-        if len(raw) < _IDX_HEAD.size + _SUM:
+        if len(raw) < INDEX_HEAD.size + _SUM:
             raise _bad(name, f"index of {len(raw)} bytes is too short")
-        magic, version, reserved, n, size = _IDX_HEAD.unpack_from(raw)
+        magic, version, reserved, n, size = INDEX_HEAD.unpack_from(raw)
         if magic != INDEX_MAGIC:
             raise _bad(name, "index has a bad magic number (not a uniflow pack index)")
         _check_version(version, name, "pack index")
         if reserved:
             raise _bad(name, "index has non-zero reserved bits")
-        if len(raw) != _IDX_HEAD.size + n * _ENTRY.size + _SUM:
+        if len(raw) != INDEX_HEAD.size + n * _ENTRY.size + _SUM:
             raise _bad(name, f"index claims {n} entries but holds {len(raw)} bytes")
         if blake3.blake3(memoryview(raw)[:-_SUM]).digest() != raw[-_SUM:]:
             raise _bad(name, "index checksum mismatch")
@@ -216,7 +217,7 @@ class PackIndex:
         if size != pack_size:
             raise _bad(name, f"index describes a pack of {size} bytes, the pack has {pack_size}")
         ranges = _parse_entries(raw, n, name)
-        _check_tiling(ranges, pack_size - _TAIL.size - len(raw), name)
+        _check_tiling(ranges, pack_size - PACK_TAIL.size - len(raw), name)
         return cls(raw, pack_size, ranges)
 
     # ------------------------------------------------------------------ lookups
@@ -224,11 +225,11 @@ class PackIndex:
         return len(self._ranges)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and len(name) == 64 and _raw(name) in self._ranges
+        return isinstance(name, str) and len(name) == 64 and raw_name(name) in self._ranges
 
     def lookup(self, name: str) -> PackEntry | None:
         """The entry of chunk ``name`` (64 hex), or None if this pack does not hold it."""
-        found = self._ranges.get(_raw(name)) if len(name) == 64 else None
+        found = self._ranges.get(raw_name(name)) if len(name) == 64 else None
         return None if found is None else PackEntry(name, *found)
 
     def entries(self) -> Iterator[PackEntry]:
@@ -242,7 +243,7 @@ class PackIndex:
         return sum(length for _, length in self._ranges.values())
 
 
-def _raw(name: str) -> bytes:
+def raw_name(name: str) -> bytes:
     try:
         return bytes.fromhex(name)
     except ValueError:
@@ -253,7 +254,7 @@ def _parse_entries(raw: bytes, n: int, pack: str) -> dict[bytes, tuple[int, int]
     """The entries, refused unless strictly ascending by name."""
     ranges: dict[bytes, tuple[int, int]] = {}
     prev = b""
-    for name, offset, length in _ENTRY.iter_unpack(memoryview(raw)[_IDX_HEAD.size : -_SUM]):
+    for name, offset, length in _ENTRY.iter_unpack(memoryview(raw)[INDEX_HEAD.size : -_SUM]):
         if name == prev:
             raise _bad(pack, f"index names chunk {name.hex()[:16]} twice")
         if name < prev:
@@ -314,22 +315,22 @@ def _read_index(idx_fd: int, pack_size: int, pack: str) -> PackIndex:
     """Read and validate the index open as ``idx_fd``; refused unread if it is larger than a
     pack of ``pack_size`` bytes can describe (it is stored in the pack as well)."""
     size = os.fstat(idx_fd).st_size
-    if size > pack_size - _FRAME or size < _IDX_HEAD.size + _SUM:
+    if size > pack_size - _FRAME or size < INDEX_HEAD.size + _SUM:
         raise _bad(pack, f"index of {size} bytes cannot describe a pack of {pack_size} bytes")
     return PackIndex.parse(_pread_exact(idx_fd, size, 0), pack_size, pack)
 
 
 def _check_frame(fd: int, index: PackIndex) -> None:
     """The pack's header and tail: magic numbers, version, and the index copy."""
-    magic, version, reserved = _HEAD.unpack(_pread_exact(fd, _HEAD.size, 0))
+    magic, version, reserved = PACK_HEAD.unpack(_pread_exact(fd, PACK_HEAD.size, 0))
     if magic != PACK_MAGIC:
         raise _bad(index.name, "pack has a bad magic number (not a uniflow pack)")
     _check_version(version, index.name, "pack")
     if reserved:
         raise _bad(index.name, "pack has non-zero reserved bits")
     size = len(index.raw)
-    tail = _pread_exact(fd, size + _TAIL.size, index.pack_size - size - _TAIL.size)
-    if _TAIL.unpack_from(tail, size) != (size, END_MAGIC) or tail[:size] != index.raw:
+    tail = _pread_exact(fd, size + PACK_TAIL.size, index.pack_size - size - PACK_TAIL.size)
+    if PACK_TAIL.unpack_from(tail, size) != (size, END_MAGIC) or tail[:size] != index.raw:
         raise _bad(index.name, "the index stored in the pack differs from its .idx file")
 
 
@@ -339,7 +340,7 @@ class PackReader:
     Use as a context manager, or call :meth:`close`."""
 
     def __init__(self, store_root: Path, name: str) -> None:
-        _check_name(name, "pack name")
+        check_name(name, "pack name")
         directory = pack_dir(store_root)
         self.name = name
         self._fd = _open_regular(directory / f"{name}.pack", name)
@@ -417,164 +418,6 @@ class PackReader:
         return entry.length
 
 
-# ---------------------------------------------------------------------- writing
-_TMPFILE_UNSUPPORTED = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOSYS)
-
-
-def _open_unnamed(directory: Path, tmp_dir: Path) -> tuple[int, Path | None]:
-    """A new file to write a pack into: an unnamed inode in ``directory`` (None), or where
-    that is refused a file in ``tmp_dir`` named with this process's owner token."""
-    flag = getattr(os, "O_TMPFILE", 0)
-    if flag and os.path.isdir("/proc/self/fd"):
-        try:
-            return os.open(directory, flag | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444), None
-        except OSError as exc:
-            if exc.errno not in _TMPFILE_UNSUPPORTED:
-                raise
-    path = tmp_dir / tmp_name("pack")
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444), path
-
-
-def _link_into_place(fd: int, tmp: Path | None, final: Path) -> None:
-    """Give the written file its name (an existing one is the same bytes: first writer wins)."""
-    try:
-        if tmp is None:
-            # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N (src_dir_fd makes os.link use linkat)
-            os.link(f"/proc/self/fd/{fd}", final, src_dir_fd=fd, follow_symlinks=True)
-        else:
-            os.link(tmp, final)
-    except FileExistsError:
-        pass
-
-
-class PackWriter:
-    """Appends chunks to one new pack in ``<store_root>/packs/``; see the module doc.
-
-    ``add`` takes a chunk whose name the caller computed from these very bytes (it is not
-    hashed again here; every read verifies it). It may be called from several threads at
-    once: each call reserves its range under a lock and writes it with ``pwrite`` outside.
-    :meth:`finish` (after every ``add`` returned) makes the pack and its index durable and
-    visible; :meth:`abort`, or leaving a ``with`` block by an exception, discards it.
-    ``durable=False`` (a download cache) skips the fsyncs."""
-
-    def __init__(self, store_root: Path, *, target: int = PACK_TARGET, durable: bool = True) -> None:
-        self.directory = pack_dir(store_root)
-        self._tmp_dir = Path(store_root) / "tmp"
-        self.target = target
-        self.durable = durable
-        self._lock = threading.Lock()
-        self._end = DATA_START
-        self._ranges: dict[bytes, tuple[int, int]] = {}
-        self._failed: str | None = None
-        self._fd, self._tmp = -1, None
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._tmp_dir.mkdir(parents=True, exist_ok=True)
-            self._fd, self._tmp = _open_unnamed(self.directory, self._tmp_dir)
-            _pwrite_all(self._fd, memoryview(_HEAD.pack(PACK_MAGIC, FORMAT_VERSION, 0)), 0)
-        except OSError as exc:
-            self.abort()
-            raise RepositoryError(f"cannot write a pack in {self.directory}: {os_reason(exc)}") from exc
-
-    def __enter__(self) -> PackWriter:
-        return self
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is not None:
-            self.abort()
-
-    @property
-    def size(self) -> int:
-        """Bytes of the pack so far (header and chunks)."""
-        return self._end
-
-    @property
-    def full(self) -> bool:
-        """True once the chunk bytes reached the target size: finish it, start another."""
-        return self._end - DATA_START >= self.target
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and _raw(name) in self._ranges
-
-    def add(self, name: str, data: bytes | bytearray | memoryview) -> bool:
-        """Append chunk ``name`` (``data`` are its bytes); False if this pack already has it."""
-        raw = _check_name(name, "chunk name")
-        with memoryview(data) as view:
-            length = view.nbytes
-            if length < 1:
-                raise ValueError("an empty chunk has no place in a pack")
-            with self._lock:
-                if self._fd < 0:
-                    raise RuntimeError("PackWriter.add after finish or abort")
-                if raw in self._ranges:
-                    return False
-                offset = self._end
-                self._end += length
-                self._ranges[raw] = (offset, length)  # a failed write below fails the pack
-            try:
-                _pwrite_all(self._fd, view.cast("B"), offset)
-            except OSError as exc:
-                self._failed = os_reason(exc)
-                raise RepositoryError(f"cannot write a pack: {self._failed}") from exc
-        _testhooks.point("pack-chunk-written")
-        return True
-
-    def finish(self) -> PackIndex | None:
-        """Write the index, make the pack durable and visible; its index (None if empty)."""
-        with self._lock:
-            if self._fd < 0:
-                raise RuntimeError("PackWriter.finish after finish or abort")
-            if self._failed is not None or not self._ranges:
-                failed = self._failed
-                self.abort()
-                if failed is not None:
-                    raise RepositoryError(f"cannot write a pack: {failed}")
-                return None
-            index = PackIndex.build(self._ranges, self._end)
-            try:
-                self._publish(index)
-            except OSError as exc:
-                self.abort()
-                raise RepositoryError(f"cannot write pack {index.name[:16]}: {os_reason(exc)}") from exc
-            self._close()
-        return index
-
-    def _publish(self, index: PackIndex) -> None:
-        """The write order of the module doc, one step per test point."""
-        with memoryview(index.raw + _TAIL.pack(len(index.raw), END_MAGIC)) as tail:
-            _pwrite_all(self._fd, tail, self._end)
-        _testhooks.point("pack-written")
-        if self.durable:
-            os.fsync(self._fd)
-        _testhooks.point("pack-synced")
-        _link_into_place(self._fd, self._tmp, self.directory / f"{index.name}.pack")
-        _testhooks.point("pack-linked")
-        write_immutable(self.directory / f"{index.name}.idx", self._tmp_dir, index.raw, fsync=self.durable)
-        _testhooks.point("pack-indexed")
-        if self.durable:
-            fsync_dir(self.directory)
-        _testhooks.point("pack-done")
-
-    def _close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        if self._tmp is not None:
-            force_unlink(self._tmp)
-            self._tmp = None
-
-    def abort(self) -> None:
-        """Discard the pack (nothing of it stays visible)."""
-        self._close()
-
-
-def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
-    done = 0
-    while done < len(view):  # bounded: each write makes progress or raises
-        with view[done:] as rest:
-            done += os.pwrite(fd, rest, offset + done)
-
-
 # ---------------------------------------------------------------------- scanning
 @dataclass
 class PackScan:
@@ -621,36 +464,21 @@ def scan_packs(store_root: Path) -> PackScan:
 
 def read_pack_tail(store_root: Path, name: str) -> PackIndex:
     """The index stored in pack ``name``'s own tail, validated like an ``.idx``."""
-    _check_name(name, "pack name")
+    check_name(name, "pack name")
     fd = _open_regular(pack_dir(store_root) / f"{name}.pack", name)
     try:
         size = os.fstat(fd).st_size
-        if size < _FRAME + _IDX_HEAD.size + _SUM:
+        if size < _FRAME + INDEX_HEAD.size + _SUM:
             raise _bad(name, f"pack of {size} bytes is too short")
-        length, magic = _TAIL.unpack(_pread_exact(fd, _TAIL.size, size - _TAIL.size))
+        length, magic = PACK_TAIL.unpack(_pread_exact(fd, PACK_TAIL.size, size - PACK_TAIL.size))
         if magic != END_MAGIC:
             raise _bad(name, "pack has a bad end marker")
         if length > size - _FRAME:
             raise _bad(name, f"index of {length} bytes cannot describe a pack of {size} bytes")
-        index = PackIndex.parse(_pread_exact(fd, length, size - _TAIL.size - length), size, name)
+        index = PackIndex.parse(_pread_exact(fd, length, size - PACK_TAIL.size - length), size, name)
         _check_frame(fd, index)
         return index
     except OSError as exc:
         raise RepositoryError(f"cannot read pack {name[:16]}: {os_reason(exc)}") from exc
     finally:
         os.close(fd)
-
-
-def recover_packs(store_root: Path) -> list[str]:
-    """Write the missing ``.idx`` of every complete pack that lacks one (from its tail); the
-    names indexed. A pack whose tail does not validate is left alone (gc reports it)."""
-    done = []
-    directory = pack_dir(store_root)
-    for name in scan_packs(store_root).unindexed:
-        with contextlib.suppress(IntegrityError, RepositoryError):
-            index = read_pack_tail(store_root, name)
-            write_immutable(directory / f"{name}.idx", Path(store_root) / "tmp", index.raw)
-            done.append(name)
-    if done:
-        fsync_dir(directory)
-    return done
