@@ -22,6 +22,7 @@ from uniflow._storage.packs import (
     NewerFormatError,
     PackIndex,
     PackReader,
+    PackSet,
     pack_dir,
     read_pack_tail,
     scan_packs,
@@ -426,3 +427,50 @@ def test_iter_chunks_gives_verified_chunks_in_pack_order(tmp_path: Path) -> None
         assert list(r.iter_chunks()) == chunks  # written in this order
         wanted = {chunks[1][0], chunks[5][0]}
         assert list(r.iter_chunks(wanted)) == [chunks[1], chunks[5]]
+
+
+# ---------------------------------------------------------------------- a store's packs
+def test_pack_set_finds_chunks_across_packs_and_bounds_open_packs(tmp_path: Path) -> None:
+    rng = random.Random(6)
+    groups = [[chunk(rng, rng.randrange(1, 50_000)) for _ in range(10)] for _ in range(5)]
+    for g in groups[:4]:
+        write_pack(tmp_path, g)
+    packs = PackSet(tmp_path, max_open=2)
+    assert packs.refresh() == 4 and packs.open_count == 2
+    out = tmp_path / "out"
+    fd = os.open(out, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        for g in groups[:4]:
+            for name, data in g:
+                assert packs.read_chunk(name) == data
+                assert packs.copy_chunk_into(name, fd, 0) == len(data)
+                assert packs.open_count <= 2
+        later = write_pack(tmp_path, groups[4])  # written after the set was built
+        name, data = groups[4][3]
+        assert name in packs and packs.pack_of(name) == later.name
+        assert packs.read_chunk(name) == data
+        with pytest.raises(MissingChunkError):
+            packs.read_chunk(blake3.blake3(b"nowhere").hexdigest())
+    finally:
+        os.close(fd)
+        packs.close()
+    assert packs.open_count == 0 and packs.read_chunk(groups[0][0][0]) == groups[0][0][1]
+
+
+def test_pack_set_skips_an_invalid_pack_and_serves_the_others(tmp_path: Path) -> None:
+    good = some_chunks(4, seed=8)
+    bad = some_chunks(4, seed=9)
+    write_pack(tmp_path, good)
+    index = write_pack(tmp_path, bad)
+    idx = pack_dir(tmp_path) / f"{index.name}.idx"
+    raw = bytearray(idx.read_bytes())
+    raw[50] ^= 1
+    idx.chmod(0o644)
+    idx.write_bytes(bytes(raw))
+    packs = PackSet(tmp_path)
+    assert packs.refresh() == 1 and list(packs.invalid) == [index.name]
+    assert "checksum mismatch" in packs.invalid[index.name]
+    assert all(packs.read_chunk(n) == d for n, d in good)
+    with pytest.raises(MissingChunkError):
+        packs.read_chunk(bad[0][0])
+    packs.close()

@@ -56,9 +56,13 @@ compared with the name it was asked for before they are returned or copied.
 Intended integration with ``ObjectStore`` (not wired yet; format 3):
 
 * **Where.** ``<git>/uniflow/packs/`` beside ``objects/`` (same file system as ``tmp/``).
-  The store opens every complete pack's index (a few KiB each; about 16 per GiB stored) into
-  one map chunk name -> pack, built lazily on the first miss in ``objects/``; loose chunks
-  stay readable, so format 1 and 2 stores need no flag day.
+  The store keeps a :class:`PackSet`: every complete pack's index (a few KiB each; about 16
+  per GiB stored) read once into one map chunk name -> pack, built lazily on the first miss
+  in ``objects/``, a bounded number of packs open; ``has``/``missing`` ask it after
+  ``objects/``, ``read_chunk``/``open_verified``/``_assemble`` read through it. Loose chunks
+  stay readable, so format 1 and 2 stores need no flag day. (Left for the integration: a
+  pack that gc removed while the set had it open or mapped is dropped from the map on the
+  ``MissingChunkError`` its reader raises, and the chunk is looked for in gc's sets.)
 * **Register.** ``put_file`` hands each new chunk to a ``packwriter.PackStream`` (one per
   register; ``add`` is thread-safe, so the 16 writer threads keep writing with ``pwrite`` at
   offsets reserved under a lock; a full pack is finished on a thread of its own while the
@@ -84,10 +88,13 @@ Intended integration with ``ObjectStore`` (not wired yet; format 3):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 import struct
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +114,7 @@ __all__ = [
     "PackIndex",
     "PackReader",
     "PackScan",
+    "PackSet",
     "check_name",
     "pack_dir",
     "raw_name",
@@ -237,6 +245,10 @@ class PackIndex:
         for raw in sorted(self._ranges):
             yield PackEntry(raw.hex(), *self._ranges[raw])
 
+    def raw_names(self) -> Iterator[bytes]:
+        """The chunk names as 32 raw bytes, in no particular order."""
+        return iter(self._ranges)
+
     @property
     def data_bytes(self) -> int:
         """The bytes of chunk data the pack holds."""
@@ -339,18 +351,24 @@ class PackReader:
 
     Use as a context manager, or call :meth:`close`."""
 
-    def __init__(self, store_root: Path, name: str) -> None:
+    def __init__(self, store_root: Path, name: str, index: PackIndex | None = None) -> None:
+        """Open pack ``name``; ``index``: its index as already read and validated (by a
+        :class:`PackSet`), so only the pack itself is checked against it."""
         check_name(name, "pack name")
         directory = pack_dir(store_root)
         self.name = name
         self._fd = _open_regular(directory / f"{name}.pack", name)
         try:
             pack_size = os.fstat(self._fd).st_size
-            idx_fd = _open_regular(directory / f"{name}.idx", name)
-            try:
-                self.index = _read_index(idx_fd, pack_size, name)
-            finally:
-                os.close(idx_fd)
+            if index is None:
+                idx_fd = _open_regular(directory / f"{name}.idx", name)
+                try:
+                    index = _read_index(idx_fd, pack_size, name)
+                finally:
+                    os.close(idx_fd)
+            elif index.name != name or index.pack_size != pack_size:
+                raise _bad(name, f"the pack has {pack_size} bytes, its index describes {index.pack_size}")
+            self.index = index
             _check_frame(self._fd, self.index)
         except OSError as exc:
             os.close(self._fd)
@@ -482,3 +500,116 @@ def read_pack_tail(store_root: Path, name: str) -> PackIndex:
         raise RepositoryError(f"cannot read pack {name[:16]}: {os_reason(exc)}") from exc
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------------- a store's packs
+def _complete_names(store_root: Path) -> set[str]:
+    """Names that have both a ``.pack`` and an ``.idx`` (unvalidated)."""
+    try:
+        files = set(os.listdir(pack_dir(store_root)))
+    except FileNotFoundError:
+        return set()
+    return {
+        f[:64]
+        for f in files
+        if f.endswith(".idx") and len(f) == 68 and _HEX.issuperset(f[:64]) and f"{f[:64]}.pack" in files
+    }
+
+
+class PackSet:
+    """Every complete pack of a store, as ``ObjectStore`` would read them: a map chunk name ->
+    pack built from each index (validated once), and at most ``max_open`` packs open at a time
+    (a pack in use is never closed under its reader). Thread-safe. A chunk not found makes it
+    look once for packs that appeared since (another process's register or pull).
+
+    ``invalid`` holds the packs refused, with the reason (their chunks are not served)."""
+
+    def __init__(self, store_root: Path, *, max_open: int = 64) -> None:
+        self._root = Path(store_root)
+        self._max_open = max(1, max_open)
+        self._lock = threading.Lock()
+        self._where: dict[bytes, str] = {}
+        self._indexes: dict[str, PackIndex] = {}
+        self._open: OrderedDict[str, PackReader] = OrderedDict()
+        self._users: dict[str, int] = {}
+        self.invalid: dict[str, str] = {}
+
+    def refresh(self) -> int:
+        """Read the indexes of the complete packs not seen yet; how many were added."""
+        added = 0
+        for name in sorted(_complete_names(self._root) - self._indexes.keys() - self.invalid.keys()):
+            try:
+                reader = PackReader(self._root, name)
+            except (IntegrityError, RepositoryError) as exc:
+                self.invalid[name] = str(exc)
+                continue
+            with self._lock:
+                if name in self._indexes:  # another thread read it meanwhile
+                    reader.close()
+                    continue
+                self._indexes[name] = reader.index
+                for raw in reader.index.raw_names():
+                    self._where.setdefault(raw, name)
+                self._open[name] = reader
+                self._users.setdefault(name, 0)
+                self._evict()
+            added += 1
+        return added
+
+    def pack_of(self, name: str) -> str | None:
+        """The pack holding chunk ``name`` (64 hex), or None."""
+        raw = raw_name(name)
+        found = self._where.get(raw)
+        if found is None and self.refresh():
+            found = self._where.get(raw)
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.pack_of(name) is not None
+
+    @contextlib.contextmanager
+    def _using(self, name: str) -> Iterator[PackReader]:
+        pack = self.pack_of(name)
+        if pack is None:
+            raise MissingChunkError(f"chunk {name[:16]} is in no pack of the store", name)
+        with self._lock:
+            reader = self._open.get(pack)
+            if reader is None:
+                reader = self._open[pack] = PackReader(self._root, pack, self._indexes[pack])
+            self._open.move_to_end(pack)
+            self._users[pack] += 1
+        try:
+            yield reader
+        finally:
+            with self._lock:
+                self._users[pack] -= 1
+                self._evict()
+
+    def _evict(self) -> None:
+        """Close the least recently used packs nobody reads, down to ``max_open``."""
+        for pack in [p for p in self._open if not self._users[p]]:
+            if len(self._open) <= self._max_open:
+                break
+            self._open.pop(pack).close()
+
+    def read_chunk(self, name: str) -> bytes:
+        """The verified bytes of chunk ``name`` (see :meth:`PackReader.read_chunk`)."""
+        with self._using(name) as reader:
+            return reader.read_chunk(name)
+
+    def copy_chunk_into(self, name: str, out_fd: int, offset: int, buf: bytearray | None = None) -> int:
+        """See :meth:`PackReader.copy_chunk_into`."""
+        with self._using(name) as reader:
+            return reader.copy_chunk_into(name, out_fd, offset, buf)
+
+    @property
+    def open_count(self) -> int:
+        """Packs open now."""
+        return len(self._open)
+
+    def close(self) -> None:
+        """Close every pack (the set can be used again: packs reopen on demand)."""
+        with self._lock:
+            for reader in self._open.values():
+                reader.close()
+            self._open.clear()
