@@ -28,13 +28,16 @@ Exact definition (all hashes 32 bytes; ``hex`` is lowercase hex of the bytes in 
       bytes 24..31, Xet's ``hash % 4``), and after min(r, 9) items when there is none.
     root      = the one item left (a single leaf is its own root: no node is hashed)
 
-    identity  = BLAKE3(key=IDENTITY_KEY, root hash)                      (32 bytes in)
-    identity of no chunks (an empty file) = BLAKE3(key=IDENTITY_KEY, b"")  (0 bytes in)
+    identity  = BLAKE3(key=IDENTITY_KEY, root hash || u64 little-endian(total size))  (40 bytes in)
+    identity of no chunks (an empty file) = BLAKE3(key=IDENTITY_KEY, b"")              (0 bytes in)
 
 What differs from Xet, on purpose: chunk names are unkeyed BLAKE3 (``b3sum`` of a chunk
 prints its name), hex is the bytes in order (Xet prints each 64-bit word byte-swapped),
-the keys are ours (so no uniflow identity can be confused with a Xet hash), and the empty
-sequence has a defined identity instead of 32 zero bytes. The tree's shape and the node
+the keys are ours (so no uniflow identity can be confused with a Xet hash), the last step
+hashes the total size with the root (Xet hashes the root alone, so a one-chunk sequence's
+hash ignores the size claimed for it; here any change of a name, a size or the order
+changes the identity), and the empty sequence has a defined identity instead of 32 zero
+bytes. The tree's shape and the node
 encoding are Xet's: :func:`_root` with Xet's key and hex gives Xet's reference values (the
 tests check it).
 
@@ -150,8 +153,9 @@ def _leaf(name: bytes | str, size: int) -> Item:
     return raw, size
 
 
-def _identity(root: Item | None, key: bytes = IDENTITY_KEY) -> bytes:
-    return blake3.blake3(b"" if root is None else root[0], key=key).digest()
+def _identity(root: Item | None) -> bytes:
+    message = b"" if root is None else root[0] + root[1].to_bytes(8, "little")
+    return blake3.blake3(message, key=IDENTITY_KEY).digest()
 
 
 class MerkleBuilder:
