@@ -16,7 +16,10 @@ library calls :func:`point` at these named places:
 * ``sharing.push``: ``push-before-git-push``, ``push-after-git-push``;
 * ``sharing.mirror`` (a mirror's sync): ``mirror-sync-listed``, ``mirror-sync-fetched-tags``;
 * ``sharing.remote`` (``_VersionWriter``): ``get-file-written``, after each file a get by
-  URL has written, verified, fsynced and closed.
+  URL has written, verified, fsynced and closed;
+* ``_storage.packwriter`` (``PackWriter``), at each step of writing a pack:
+  ``pack-chunk-written``, ``pack-written``, ``pack-synced``, ``pack-linked``,
+  ``pack-indexed``, ``pack-done``.
 
 With the variables below unset a call costs two environment look-ups and does nothing.
 

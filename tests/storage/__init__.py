@@ -1,0 +1,1 @@
+"""Tests of the storage layer's own modules (packs, Merkle identities)."""

@@ -1,0 +1,297 @@
+"""Writing packs (the format, the reader and the write order are ``_storage.packs``'s doc).
+
+:class:`PackWriter` fills one pack; :class:`PackStream` rolls over to a new pack whenever
+one is full and finishes the full one on a thread of its own, so its fsyncs overlap the
+writing of the next (a register keeps writing while the disk flushes). :func:`recover_packs`
+completes what a writer killed between its two links left: a pack without its index.
+
+The steps of :meth:`PackWriter.finish`, each a test point (``_testhooks``): the index and
+tail written (``pack-written``), the pack fsynced (``pack-synced``), linked
+(``pack-linked``), the index written, fsynced and linked (``pack-indexed``), ``packs/``
+fsynced (``pack-done``); ``pack-chunk-written`` follows each chunk's write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from .. import _testhooks
+from .._errors import IntegrityError, RepositoryError
+from .fsio import force_unlink, fsync_dir, os_reason, write_immutable
+from .packs import (
+    DATA_START,
+    END_MAGIC,
+    FORMAT_VERSION,
+    PACK_HEAD,
+    PACK_MAGIC,
+    PACK_TAIL,
+    PACK_TARGET,
+    PackIndex,
+    check_name,
+    pack_dir,
+    raw_name,
+    read_pack_tail,
+    scan_packs,
+)
+from .pins import tmp_name
+
+__all__ = ["PackStream", "PackWriter", "recover_packs"]
+
+_TMPFILE_UNSUPPORTED = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOSYS)
+Data = bytes | bytearray | memoryview
+
+
+def _open_unnamed(directory: Path, tmp_dir: Path) -> tuple[int, Path | None]:
+    """A new file to write a pack into: an unnamed inode in ``directory`` (None), or where
+    that is refused a file in ``tmp_dir`` named with this process's owner token."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if flag and os.path.isdir("/proc/self/fd"):
+        try:
+            return os.open(directory, flag | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444), None
+        except OSError as exc:
+            if exc.errno not in _TMPFILE_UNSUPPORTED:
+                raise
+    path = tmp_dir / tmp_name("pack")
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444), path
+
+
+def _link_into_place(fd: int, tmp: Path | None, final: Path) -> None:
+    """Give the written file its name (an existing one is the same bytes: first writer wins)."""
+    try:
+        if tmp is None:
+            # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N (src_dir_fd makes os.link use linkat)
+            os.link(f"/proc/self/fd/{fd}", final, src_dir_fd=fd, follow_symlinks=True)
+        else:
+            os.link(tmp, final)
+    except FileExistsError:
+        pass
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(view):  # bounded: each write makes progress or raises
+        with view[done:] as rest:
+            done += os.pwrite(fd, rest, offset + done)
+
+
+class PackWriter:
+    """Appends chunks to one new pack in ``<store_root>/packs/``.
+
+    ``add`` takes a chunk whose name the caller computed from these very bytes (it is not
+    hashed again here; every read verifies it). It may be called from several threads at
+    once: each call reserves its range under a lock and writes it with ``pwrite`` outside;
+    :meth:`finish` waits for the writes in flight, then makes the pack and its index durable
+    and visible. :meth:`abort`, or leaving a ``with`` block by an exception, discards it.
+    ``durable=False`` (a download cache) skips the fsyncs."""
+
+    def __init__(self, store_root: Path, *, target: int = PACK_TARGET, durable: bool = True) -> None:
+        self.directory = pack_dir(store_root)
+        self._tmp_dir = Path(store_root) / "tmp"
+        self.target = target
+        self.durable = durable
+        self._lock = threading.Condition()
+        self._end = DATA_START
+        self._ranges: dict[bytes, tuple[int, int]] = {}
+        self._inflight = 0
+        self._failed: str | None = None
+        self._fd, self._tmp = -1, None
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._tmp_dir.mkdir(parents=True, exist_ok=True)
+            self._fd, self._tmp = _open_unnamed(self.directory, self._tmp_dir)
+            _pwrite_all(self._fd, memoryview(PACK_HEAD.pack(PACK_MAGIC, FORMAT_VERSION, 0)), 0)
+        except OSError as exc:
+            self.abort()
+            raise RepositoryError(f"cannot write a pack in {self.directory}: {os_reason(exc)}") from exc
+
+    def __enter__(self) -> PackWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    @property
+    def size(self) -> int:
+        """Bytes of the pack so far (header and chunks)."""
+        return self._end
+
+    @property
+    def full(self) -> bool:
+        """True once the chunk bytes reached the target size: finish it, start another."""
+        return self._end - DATA_START >= self.target
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and raw_name(name) in self._ranges
+
+    def add(self, name: str, data: Data) -> bool:
+        """Append chunk ``name`` (``data`` are its bytes); False if this pack already has it."""
+        with memoryview(data) as view, view.cast("B") as flat:
+            offset = self.reserve(name, flat.nbytes)
+            if offset is None:
+                return False
+            self.write_reserved(offset, flat)
+        return True
+
+    def reserve(self, name: str, length: int) -> int | None:
+        """Reserve ``length`` bytes for chunk ``name``: their offset, None if the pack already
+        has it. The caller must then call :meth:`write_reserved` (a pack with a reserved range
+        left unwritten cannot be finished)."""
+        raw = check_name(name, "chunk name")
+        if length < 1:
+            raise ValueError("an empty chunk has no place in a pack")
+        with self._lock:
+            if self._fd < 0:
+                raise RuntimeError("PackWriter.add after finish or abort")
+            if raw in self._ranges:
+                return None
+            offset = self._end
+            self._end += length
+            self._ranges[raw] = (offset, length)
+            self._inflight += 1
+        return offset
+
+    def write_reserved(self, offset: int, data: memoryview) -> None:
+        """Write a reserved range (see :meth:`reserve`)."""
+        try:
+            _pwrite_all(self._fd, data, offset)
+        except OSError as exc:
+            self._failed = os_reason(exc)
+            raise RepositoryError(f"cannot write a pack: {self._failed}") from exc
+        finally:
+            with self._lock:
+                self._inflight -= 1
+                self._lock.notify_all()
+        _testhooks.point("pack-chunk-written")
+
+    def finish(self) -> PackIndex | None:
+        """Write the index, make the pack durable and visible; its index (None if empty)."""
+        with self._lock:
+            while self._inflight:  # bounded: every reserved write ends, written or failed
+                self._lock.wait()
+            if self._fd < 0:
+                raise RuntimeError("PackWriter.finish after finish or abort")
+            if self._failed is not None or not self._ranges:
+                failed = self._failed
+                self.abort()
+                if failed is not None:
+                    raise RepositoryError(f"cannot write a pack: {failed}")
+                return None
+            index = PackIndex.build(self._ranges, self._end)
+            try:
+                self._publish(index)
+            except OSError as exc:
+                self.abort()
+                raise RepositoryError(f"cannot write pack {index.name[:16]}: {os_reason(exc)}") from exc
+            self.abort()  # closes the descriptor; the pack has its name now
+        return index
+
+    def _publish(self, index: PackIndex) -> None:
+        """The write order of ``_storage.packs``' doc, one step per test point."""
+        with memoryview(index.raw + PACK_TAIL.pack(len(index.raw), END_MAGIC)) as tail:
+            _pwrite_all(self._fd, tail, self._end)
+        _testhooks.point("pack-written")
+        if self.durable:
+            os.fsync(self._fd)
+        _testhooks.point("pack-synced")
+        _link_into_place(self._fd, self._tmp, self.directory / f"{index.name}.pack")
+        _testhooks.point("pack-linked")
+        write_immutable(self.directory / f"{index.name}.idx", self._tmp_dir, index.raw, fsync=self.durable)
+        _testhooks.point("pack-indexed")
+        if self.durable:
+            fsync_dir(self.directory)
+        _testhooks.point("pack-done")
+
+    def abort(self) -> None:
+        """Close the pack; unless :meth:`finish` named it, nothing of it stays visible."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._tmp is not None:
+            force_unlink(self._tmp)
+            self._tmp = None
+
+
+class PackStream:
+    """Chunks written to as many packs as they need, in ``<store_root>/packs/``.
+
+    ``add`` may be called from several threads. When a pack is full, the next ``add`` starts
+    a new one and the full pack is finished on a background thread (its fsyncs overlap the
+    writing of the next). :meth:`close` finishes the last pack, waits for the others and
+    returns every index, in the order the packs were started: all durable and visible.
+    :meth:`abort` discards the pack being filled (the packs already finished stay: whole,
+    unreferenced, gc's to remove)."""
+
+    def __init__(self, store_root: Path, *, target: int = PACK_TARGET, durable: bool = True) -> None:
+        self._root = Path(store_root)
+        self._target, self._durable = target, durable
+        self._lock = threading.Lock()
+        self._writer = PackWriter(self._root, target=target, durable=durable)
+        self._names: set[str] = set()
+        self._finishing: list[Future[PackIndex | None]] = []
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="uniflow-pack-finish")
+
+    def __enter__(self) -> PackStream:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def add(self, name: str, data: Data) -> bool:
+        """Append chunk ``name``; False if this stream already wrote it."""
+        with memoryview(data) as view, view.cast("B") as flat:
+            with self._lock:
+                if name in self._names:
+                    return False
+                writer = self._writer
+                offset = writer.reserve(name, flat.nbytes)
+                self._names.add(name)
+                if writer.full:  # this chunk fills it: the next add goes to a new pack
+                    self._writer = PackWriter(self._root, target=self._target, durable=self._durable)
+                    self._finishing.append(self._pool.submit(writer.finish))  # waits for our write
+            if offset is not None:
+                writer.write_reserved(offset, flat)
+        return True
+
+    def close(self) -> list[PackIndex]:
+        """Finish every pack; their indexes (durable and visible when this returns)."""
+        try:
+            done = [f.result() for f in self._finishing]  # in order: packs appear as started
+            with self._lock:
+                done.append(self._writer.finish())
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self._pool.shutdown()
+        return [i for i in done if i is not None]
+
+    def abort(self) -> None:
+        """Discard the pack being filled; wait for the ones being finished."""
+        with self._lock:
+            self._writer.abort()
+        for f in self._finishing:
+            with contextlib.suppress(RepositoryError, RuntimeError):
+                f.result()
+        self._pool.shutdown()
+
+
+def recover_packs(store_root: Path) -> list[str]:
+    """Write the missing ``.idx`` of every complete pack that lacks one (from its tail); the
+    names indexed. A pack whose tail does not validate is left alone (gc reports it)."""
+    done = []
+    directory = pack_dir(store_root)
+    for name in scan_packs(store_root).unindexed:
+        with contextlib.suppress(IntegrityError, RepositoryError):
+            index = read_pack_tail(store_root, name)
+            write_immutable(directory / f"{name}.idx", Path(store_root) / "tmp", index.raw)
+            done.append(name)
+    if done:
+        fsync_dir(directory)
+    return done
