@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NewType
 
 __all__ = [
+    "CommitId",
+    "TagId",
+    "ChunkDigest",
     "Provenance",
     "FileInfo",
     "ModelVersion",
@@ -16,6 +19,13 @@ __all__ = [
     "VersionList",
     "HistoryList",
 ]
+
+#: a Git commit id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits
+CommitId = NewType("CommitId", str)
+#: the id of a Git annotated tag object (a version's tag), same form as a commit id
+TagId = NewType("TagId", str)
+#: a chunk's BLAKE3-256 digest: 64 lowercase hex digits (the chunk's file name in the store)
+ChunkDigest = NewType("ChunkDigest", str)
 
 
 @dataclass(frozen=True)

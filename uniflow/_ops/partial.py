@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import blake3
 
 from .._errors import IntegrityError, SerializationError, UsageError
-from .._records.manifest import file_records
-from .._records.tensors import TensorInfo, tensor_infos
+from .._records.manifest import Manifest, file_records
+from .._records.tensors import TensorRecord
 from .._storage.store import FileRecord
 from .diff import VersionDiff, tensor_stats, wants_stats, with_stats
 
@@ -99,8 +99,8 @@ def _chunk_reader(
 
 
 def _tensor_bytes(
-    store: ObjectStore, rec: FileRecord, tensors: list[TensorInfo], context: str
-) -> Iterator[tuple[TensorInfo, bytearray]]:
+    store: ObjectStore, rec: FileRecord, tensors: list[TensorRecord], context: str
+) -> Iterator[tuple[TensorRecord, bytearray]]:
     """Each tensor's bytes (in file order), from only the chunks covering them; every chunk
     verified as it is read, every tensor against its own digest before it is yielded."""
     tensors = sorted(tensors, key=lambda t: (t.begin, t.end))
@@ -142,8 +142,8 @@ def _tensor_bytes(
 
 
 def read_tensors(
-    repo: Repository, name: str, version: str, manifest: dict[str, Any], wanted: dict[str, list[TensorInfo]]
-) -> Iterator[tuple[str, TensorInfo, bytearray]]:
+    repo: Repository, name: str, version: str, manifest: Manifest, wanted: dict[str, list[TensorRecord]]
+) -> Iterator[tuple[str, TensorRecord, bytearray]]:
     """``(path, tensor, verified bytes)`` for the tensors ``wanted`` per file path."""
     records = {path: rec for path, rec, _mode in file_records(manifest)}
     for path, tensors in wanted.items():
@@ -164,7 +164,7 @@ def _torch_wanted(serializer: str) -> bool:
     return True
 
 
-def to_array(t: TensorInfo, buf: bytearray, use_torch: bool) -> Any:
+def to_array(t: TensorRecord, buf: bytearray, use_torch: bool) -> Any:
     """A torch tensor or numpy array over ``buf`` (no copy), shaped as ``t`` says."""
     if use_torch:
         try:
@@ -192,7 +192,7 @@ def to_array(t: TensorInfo, buf: bytearray, use_torch: bool) -> Any:
     return np.frombuffer(buf, dtype=np.dtype(_NUMPY[t.dtype])).reshape(t.shape)
 
 
-def _as_float(t: TensorInfo, buf: bytearray) -> Any:
+def _as_float(t: TensorRecord, buf: bytearray) -> Any:
     """A numpy float64 (complex128) copy of a tensor, for statistics."""
     if t.dtype in _NUMPY:
         return to_array(t, buf, False)
@@ -219,24 +219,21 @@ def _patterns(tensors: object) -> list[str]:
 
 
 def load_tensors(
-    repo: Repository, name: str, version: str, manifest: dict[str, Any], tensors: object
+    repo: Repository, name: str, version: str, manifest: Manifest, tensors: object
 ) -> dict[str, Any]:
     """``{tensor name: tensor}`` for the tensors of a version matching any glob of ``tensors``."""
     patterns = _patterns(tensors)
     where = f"model {name!r} version {version!r}"
-    index: dict[str, list[tuple[str, TensorInfo]]] = {}
-    for f in manifest["files"]:
-        for t in tensor_infos(f) or ():
-            index.setdefault(t.name, []).append((f["path"], t))
+    index: dict[str, list[tuple[str, TensorRecord]]] = {}
+    for f in manifest.files:
+        for t in f.tensors or ():
+            index.setdefault(t.name, []).append((f.path, t))
     if not index:
         why = (
-            f"registered with manifest format {manifest['format']}"
-            if manifest["format"] < 2
-            else "no tensor file"
+            f"registered with manifest format {manifest.format}" if manifest.format < 2 else "no tensor file"
         )
         raise UsageError(f"{where} has no tensor data ({why}); load it whole, without tensors=")
-    meta = manifest.get("serializer_meta") or {}
-    aliases = meta.get("aliases") if manifest.get("serializer") == "torch" else None
+    aliases = manifest.serializer_meta.get("aliases") if manifest.serializer == "torch" else None
     aliases = (
         {a: t for a, t in aliases.items() if isinstance(t, str) and t in index}
         if isinstance(aliases, dict)
@@ -250,7 +247,7 @@ def load_tensors(
             raise UsageError(f"no tensor of {where} matches {p!r} ({len(index)} tensors, e.g. {sample})")
         for n in hits:
             selected[n] = aliases.get(n, n)
-    wanted: dict[str, list[TensorInfo]] = {}
+    wanted: dict[str, list[TensorRecord]] = {}
     for stored in dict.fromkeys(selected.values()):
         places = index[stored]
         if len(places) > 1:
@@ -258,7 +255,7 @@ def load_tensors(
             raise UsageError(f"tensor {stored!r} of {where} is in several files ({paths})")
         path, info = places[0]
         wanted.setdefault(path, []).append(info)
-    use_torch = _torch_wanted(str(manifest.get("serializer")))
+    use_torch = _torch_wanted(manifest.serializer)
     arrays = {
         t.name: to_array(t, buf, use_torch)
         for _path, t, buf in read_tensors(repo, name, version, manifest, wanted)
@@ -266,7 +263,7 @@ def load_tensors(
     return {n: arrays[selected[n]] for n in sorted(selected)}
 
 
-def diff_stats(repo: Repository, diff: VersionDiff, ma: dict[str, Any], mb: dict[str, Any]) -> VersionDiff:
+def diff_stats(repo: Repository, diff: VersionDiff, ma: Manifest, mb: Manifest) -> VersionDiff:
     """``diff`` with max |Δ|, mean |Δ| and relative L2 for each changed tensor (and each cast
     of the same shape), reading those tensors only, from both versions."""
     stats: dict[tuple[str, str], dict[str, float | None]] = {}
