@@ -1,5 +1,5 @@
 """The manifest as typed records (issue 23): the gate builds frozen ``Manifest`` /
-``FileEntry`` / ``TensorRecord`` values, and the bytes on disk do not change.
+``FileEntry`` / ``TensorInfo`` values, and the bytes on disk do not change.
 
 Packing the record the gate returns gives the very bytes it read, for manifests the
 current code writes in both formats it reads (1: no tensor lists, 2: tensor lists), and for
@@ -22,7 +22,7 @@ import pytest
 
 from uniflow import IntegrityError, ModelRegistry
 from uniflow._records.manifest import FileEntry, Manifest, content_digest, pack, unpack
-from uniflow._records.tensors import TensorRecord
+from uniflow._records.tensors import TensorInfo
 
 
 def _raw_blob(registry: ModelRegistry, model: str, version: str) -> bytes:
@@ -75,7 +75,7 @@ def test_packing_the_record_gives_the_bytes_on_disk(
     assert registry.repository.index.manifest("m", version, from_git=True)[1] == record
     tensors = [f.tensors for f in record.files if f.path == "array.npy"]
     assert tensors == (
-        [None] if fmt == 1 else [(TensorRecord("array", "F32", (4, 6), 128, 224, tensors[0][0].digest),)]
+        [None] if fmt == 1 else [(TensorInfo("array", "F32", (4, 6), 128, 224, tensors[0][0].digest),)]
     )
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .._records.manifest import Manifest
-from .._records.tensors import TensorRecord
+from .._records.tensors import TensorInfo
 
 __all__ = [
     "STATUSES",
@@ -56,12 +56,12 @@ class TensorDelta:
 
     name: str
     status: str
-    a: TensorRecord | None
-    b: TensorRecord | None
+    a: TensorInfo | None
+    b: TensorInfo | None
     stats: dict[str, float | None] | None = None
 
     @property
-    def info(self) -> TensorRecord:
+    def info(self) -> TensorInfo:
         """The newer side, or the older one for a removed tensor."""
         side = self.b or self.a
         assert side is not None
@@ -215,7 +215,7 @@ def stats_text(stats: dict[str, float | None]) -> str:
 
 
 # ---------------------------------------------------------------------- building a diff
-def _tensor_status(a: TensorRecord | None, b: TensorRecord | None) -> str:
+def _tensor_status(a: TensorInfo | None, b: TensorInfo | None) -> str:
     if a is None:
         return "added"
     if b is None:
@@ -226,7 +226,7 @@ def _tensor_status(a: TensorRecord | None, b: TensorRecord | None) -> str:
 
 
 def _tensors(
-    ta: Sequence[TensorRecord] | None, tb: Sequence[TensorRecord] | None, status: str
+    ta: Sequence[TensorInfo] | None, tb: Sequence[TensorInfo] | None, status: str
 ) -> list[TensorDelta] | None:
     if status == "added":
         ta = ()

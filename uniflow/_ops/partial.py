@@ -24,7 +24,7 @@ import blake3
 
 from .._errors import IntegrityError, SerializationError, UsageError
 from .._records.manifest import Manifest, file_records
-from .._records.tensors import TensorRecord
+from .._records.tensors import TensorInfo
 from .._storage.store import FileRecord
 from .diff import VersionDiff, tensor_stats, wants_stats, with_stats
 
@@ -99,8 +99,8 @@ def _chunk_reader(
 
 
 def _tensor_bytes(
-    store: ObjectStore, rec: FileRecord, tensors: list[TensorRecord], context: str
-) -> Iterator[tuple[TensorRecord, bytearray]]:
+    store: ObjectStore, rec: FileRecord, tensors: list[TensorInfo], context: str
+) -> Iterator[tuple[TensorInfo, bytearray]]:
     """Each tensor's bytes (in file order), from only the chunks covering them; every chunk
     verified as it is read, every tensor against its own digest before it is yielded."""
     tensors = sorted(tensors, key=lambda t: (t.begin, t.end))
@@ -142,8 +142,8 @@ def _tensor_bytes(
 
 
 def read_tensors(
-    repo: Repository, name: str, version: str, manifest: Manifest, wanted: dict[str, list[TensorRecord]]
-) -> Iterator[tuple[str, TensorRecord, bytearray]]:
+    repo: Repository, name: str, version: str, manifest: Manifest, wanted: dict[str, list[TensorInfo]]
+) -> Iterator[tuple[str, TensorInfo, bytearray]]:
     """``(path, tensor, verified bytes)`` for the tensors ``wanted`` per file path."""
     records = {path: rec for path, rec, _mode in file_records(manifest)}
     for path, tensors in wanted.items():
@@ -164,7 +164,7 @@ def _torch_wanted(serializer: str) -> bool:
     return True
 
 
-def to_array(t: TensorRecord, buf: bytearray, use_torch: bool) -> Any:
+def to_array(t: TensorInfo, buf: bytearray, use_torch: bool) -> Any:
     """A torch tensor or numpy array over ``buf`` (no copy), shaped as ``t`` says."""
     if use_torch:
         try:
@@ -192,7 +192,7 @@ def to_array(t: TensorRecord, buf: bytearray, use_torch: bool) -> Any:
     return np.frombuffer(buf, dtype=np.dtype(_NUMPY[t.dtype])).reshape(t.shape)
 
 
-def _as_float(t: TensorRecord, buf: bytearray) -> Any:
+def _as_float(t: TensorInfo, buf: bytearray) -> Any:
     """A numpy float64 (complex128) copy of a tensor, for statistics."""
     if t.dtype in _NUMPY:
         return to_array(t, buf, False)
@@ -224,7 +224,7 @@ def load_tensors(
     """``{tensor name: tensor}`` for the tensors of a version matching any glob of ``tensors``."""
     patterns = _patterns(tensors)
     where = f"model {name!r} version {version!r}"
-    index: dict[str, list[tuple[str, TensorRecord]]] = {}
+    index: dict[str, list[tuple[str, TensorInfo]]] = {}
     for f in manifest.files:
         for t in f.tensors or ():
             index.setdefault(t.name, []).append((f.path, t))
@@ -247,7 +247,7 @@ def load_tensors(
             raise UsageError(f"no tensor of {where} matches {p!r} ({len(index)} tensors, e.g. {sample})")
         for n in hits:
             selected[n] = aliases.get(n, n)
-    wanted: dict[str, list[TensorRecord]] = {}
+    wanted: dict[str, list[TensorInfo]] = {}
     for stored in dict.fromkeys(selected.values()):
         places = index[stored]
         if len(places) > 1:

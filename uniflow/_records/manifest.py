@@ -13,7 +13,7 @@ Packing sorts every map's keys, so the same record always gives the same bytes (
 same Git blob). :func:`unpack` is the one gate for manifests read from Git or a cache:
 it validates everything (see :func:`check`), raises only :class:`IntegrityError`, and
 returns the typed, frozen :class:`Manifest` (files as :class:`FileEntry`, tensors as
-``_records.tensors.TensorRecord``) that every reader uses. ``pack(unpack(data))`` gives
+``_records.tensors.TensorInfo``) that every reader uses. ``pack(unpack(data))`` gives
 ``data`` back byte for byte: optional keys a manifest does not hold are remembered as
 absent, and keys this version does not know are kept as they were.
 """
@@ -37,7 +37,7 @@ from .._naming import validate_digest, validate_key, validate_model_name, valida
 from .._storage.store import ChunkRef, FileRecord
 from .._types import ChunkDigest, FileInfo, ModelVersion
 from .config import Limits
-from .tensors import TensorRecord, check_tensors
+from .tensors import TensorInfo, check_tensors
 
 __all__ = [
     "Manifest",
@@ -76,7 +76,6 @@ _REQUIRED = ("name", "version", "created_at", "framework", "serializer", "files"
 _SHA_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
-_EMPTY: Mapping[str, Any] = {}
 #: the keys of a manifest a reader may find absent (read as their empty value)
 _OPTIONAL = ("author", "description", "serializer_meta", "metrics", "params", "tags", "lineage", "libraries")
 _KNOWN = frozenset(_REQUIRED + _OPTIONAL + ("format",))
@@ -97,8 +96,8 @@ class FileEntry:
     mode: int
     digest: str
     chunks: tuple[tuple[bytes, int], ...]
-    tensors: tuple[TensorRecord, ...] | None = None
-    extra: Mapping[str, Any] = field(default=_EMPTY, repr=False)
+    tensors: tuple[TensorInfo, ...] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_dict(cls, f: Mapping[str, Any]) -> FileEntry:
@@ -110,7 +109,7 @@ class FileEntry:
             mode=f["mode"],
             digest=f["digest"],
             chunks=tuple(map(tuple, f["chunks"])),  # checked: [bytes, int] pairs
-            tensors=None if rows is None else tuple(map(TensorRecord.from_row, rows)),
+            tensors=None if rows is None else tuple(map(TensorInfo.from_row, rows)),
             extra={k: v for k, v in f.items() if k not in _FILE_KNOWN},
         )
 
@@ -148,14 +147,14 @@ class Manifest:
     content_digest: str
     author: str = ""
     description: str = ""
-    serializer_meta: Mapping[str, Any] = field(default=_EMPTY)
-    metrics: Mapping[str, Any] = field(default=_EMPTY)
-    params: Mapping[str, Any] = field(default=_EMPTY)
-    tags: Mapping[str, str] = field(default=_EMPTY)
-    lineage: Mapping[str, Any] = field(default=_EMPTY)
-    libraries: Mapping[str, str] = field(default=_EMPTY)
+    serializer_meta: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    lineage: Mapping[str, Any] = field(default_factory=dict)
+    libraries: Mapping[str, str] = field(default_factory=dict)
     absent: frozenset[str] = field(default=frozenset(), repr=False)
-    extra: Mapping[str, Any] = field(default=_EMPTY, repr=False)
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_dict(cls, m: Mapping[str, Any]) -> Manifest:
@@ -171,12 +170,12 @@ class Manifest:
             content_digest=m["content_digest"],
             author=m.get("author", ""),
             description=m.get("description", ""),
-            serializer_meta=m.get("serializer_meta", _EMPTY),
-            metrics=m.get("metrics", _EMPTY),
-            params=m.get("params", _EMPTY),
-            tags=m.get("tags", _EMPTY),
-            lineage=m.get("lineage", _EMPTY),
-            libraries=m.get("libraries", _EMPTY),
+            serializer_meta=m.get("serializer_meta", {}),
+            metrics=m.get("metrics", {}),
+            params=m.get("params", {}),
+            tags=m.get("tags", {}),
+            lineage=m.get("lineage", {}),
+            libraries=m.get("libraries", {}),
             absent=frozenset(k for k in _OPTIONAL if k not in m),
             extra={k: v for k, v in m.items() if k not in _KNOWN},
         )
@@ -514,7 +513,7 @@ def file_entry(
         mode=0o755 if mode & 0o111 else 0o644,
         digest=rec.digest,
         chunks=tuple((bytes.fromhex(c.digest), c.size) for c in rec.chunks),
-        tensors=None if tensors is None else tuple(map(TensorRecord.from_row, tensors)),
+        tensors=None if tensors is None else tuple(map(TensorInfo.from_row, tensors)),
     )
 
 

@@ -41,7 +41,7 @@ __all__ = [
     "MAX_NAME_LEN",
     "MAX_NDIM",
     "CoverKey",
-    "TensorRecord",
+    "TensorInfo",
     "TensorScan",
     "check_tensors",
     "cover_key",
@@ -107,7 +107,7 @@ _NPY_MAGIC = b"\x93NUMPY"
 
 
 @dataclass(frozen=True, slots=True)
-class TensorRecord:
+class TensorInfo:
     """One tensor of a stored file, as its (validated) manifest entry records it: the row
     ``[name, dtype, shape, begin, end, digest]`` of the file's ``tensors`` list."""
 
@@ -119,7 +119,7 @@ class TensorRecord:
     digest: str
 
     @classmethod
-    def from_row(cls, row: Sequence[Any]) -> TensorRecord:
+    def from_row(cls, row: Sequence[Any]) -> TensorInfo:
         """The record of a manifest row that :func:`check_tensors` accepted."""
         return cls(row[0], row[1], tuple(row[2]), row[3], row[4], row[5])
 
