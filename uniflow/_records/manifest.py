@@ -130,7 +130,7 @@ class FileEntry:
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
-    """A version's manifest (``.uniflow/manifest.msgpack`` of its commit), typed and frozen.
+    """A version's manifest (``.uniflow/card/manifest.msgpack`` of its commit), typed and frozen.
 
     Built by the gate (:func:`unpack`) from bytes it validated, or by register. Optional keys
     read as empty values; ``absent`` names those the bytes did not hold and ``extra`` keeps
