@@ -355,9 +355,9 @@ def test_small_llama_into_fresh_instance(registry: Any) -> None:
     assert torch.equal(_logits(fresh), _logits(model))
 
 
-def _tensors_of(registry: Any, name: str, version: str) -> dict[str, list[Any] | None]:
+def _tensors_of(registry: Any, name: str, version: str) -> dict[str, tuple[Any, ...] | None]:
     manifest = registry._repo.manifest(name, version)
-    return {f["path"]: f.get("tensors") for f in manifest["files"]}
+    return {f.path: f.tensors for f in manifest.files}
 
 
 def test_save_pretrained_sharded_directory(registry: Any, repo: Path, tmp_path: Path) -> None:

@@ -48,7 +48,8 @@ def _state_dict() -> dict[str, torch.Tensor]:
 
 
 def _files(registry: ModelRegistry, name: str, version: str) -> list[dict[str, Any]]:
-    return list(registry.repository.index.manifest(name, version, from_git=True)[1]["files"])
+    """The file entries of a version's manifest, as its bytes hold them."""
+    return [f.to_dict() for f in registry.repository.index.manifest(name, version, from_git=True)[1].files]
 
 
 def test_a_state_dict_is_registered_without_a_temporary_file_as_its_file_would_be(
@@ -89,8 +90,8 @@ def test_streamed_and_saved_registers_give_the_same_manifest(
         registry.register(sd, "m", version="v2.0.0")
         registry.register(tied, "t", version="v2.0.0")
     for name in ("m", "t"):
-        a = registry.repository.index.manifest(name, "v1.0.0", from_git=True)[1]
-        b = registry.repository.index.manifest(name, "v2.0.0", from_git=True)[1]
+        a = registry.repository.index.manifest(name, "v1.0.0", from_git=True)[1].to_dict()
+        b = registry.repository.index.manifest(name, "v2.0.0", from_git=True)[1].to_dict()
         for m in (a, b):
             m.pop("version"), m.pop("created_at")
         assert pack(a) == pack(b)

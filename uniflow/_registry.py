@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from ._ops.compare import Comparison
     from ._ops.diff import VersionDiff
     from ._records.lifecycle import LifecycleState
+    from ._records.manifest import Manifest
     from .importers import ImportReport
 
 __all__ = ["ModelRegistry", "RemoteRegistry"]
@@ -267,9 +268,7 @@ class ModelRegistry:
         v, _ = self._resolve(name, version, stage)
         return self._materialize(name, v, self._repo.manifest(name, v))
 
-    def _materialize(
-        self, name: str, version: str, m: dict[str, Any], progress: ProgressFn | None = None
-    ) -> Path:
+    def _materialize(self, name: str, version: str, m: Manifest, progress: ProgressFn | None = None) -> Path:
         """``.git/uniflow/cache/versions/<content digest>``, holding the verified files; every
         path is re-checked and walked without following symlinks (see ``_ops.materialize``)."""
         return materialize(self._repo, name, version, m, progress)[0]
@@ -302,8 +301,8 @@ class ModelRegistry:
                 raise UsageError("tensors= returns a dict of tensors; it cannot be combined with model=")
             return load_tensors(self._repo, name, v, m, tensors)
         vdir = self._materialize(name, v, m)
-        ser = get_serializer(m["serializer"])
-        return ser.load(vdir, m.get("serializer_meta", {}), trust=trust, into=model)
+        ser = get_serializer(m.serializer)
+        return ser.load(vdir, dict(m.serializer_meta), trust=trust, into=model)
 
     def export(
         self,

@@ -36,6 +36,7 @@ from ._stages import ModelStage, StageLike, normalize_stage
 from ._storage.store import FetchFn, ObjectStore
 
 if TYPE_CHECKING:
+    from ._records.manifest import Manifest
     from ._types import ModelVersion, VersionRow
 
 __all__ = ["Repository"]
@@ -149,7 +150,8 @@ class Repository:
             raise ModelNotFoundError(name)
         return listing.versions[-1], state
 
-    def manifest(self, name: str, version: str) -> dict[str, Any]:
+    def manifest(self, name: str, version: str) -> Manifest:
+        """The validated manifest of a version whose tag exists."""
         return self.index.manifest(name, version)[1]
 
     def model_version(self, name: str, version: str, stage: str, tag_sha: str | None = None) -> ModelVersion:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NewType
 
 __all__ = [
     "ProgressFn",
+    "CommitId",
+    "TagId",
+    "ChunkDigest",
     "Provenance",
     "FileInfo",
     "ModelVersion",
@@ -18,6 +21,13 @@ __all__ = [
     "VersionList",
     "HistoryList",
 ]
+
+#: a Git commit id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits
+CommitId = NewType("CommitId", str)
+#: the id of a Git annotated tag object (a version's tag), same form as a commit id
+TagId = NewType("TagId", str)
+#: a chunk's BLAKE3-256 digest: 64 lowercase hex digits (the chunk's file name in the store)
+ChunkDigest = NewType("ChunkDigest", str)
 
 
 #: told ``(bytes done, bytes in all)`` as a long operation (register, load, push, pull) advances

@@ -49,7 +49,7 @@ def test_forged_manifest_entry_is_ignored_and_git_is_believed(two: ModelRegistry
     tag = two.repository.index.tag_sha("m", "v1.0.0")
     assert tag and _entry(two, "manifest", tag).exists()
     commit, evil = two.repository.index.manifest("evil", "v1.0.0")
-    forged = dict(evil, name="m")  # the attacker's files under m's name
+    forged = dict(evil.to_dict(), name="m")  # the attacker's files under m's name
     _old_style_entry(_entry(two, "manifest", tag), commit.encode() + msgpack.packb(forged, use_bin_type=True))
     fresh = ModelRegistry(two.root)
     assert (fresh.load_path("m") / "w.bin").read_bytes() == b"good weights " * 100
@@ -116,7 +116,7 @@ def test_from_git_bypasses_the_caches(two: ModelRegistry) -> None:
     obj.chmod(0o644)
     obj.write_bytes(b"\x78\x9c garbage")
     fresh = ModelRegistry(two.root)
-    assert fresh.repository.index.manifest("m", "v1.0.0")[1]["name"] == "m"  # the (verified) cache entry
+    assert fresh.repository.index.manifest("m", "v1.0.0")[1].name == "m"  # the (verified) cache entry
     with pytest.raises(IntegrityError):
         fresh.repository.index.manifest("m", "v1.0.0", from_git=True)
     state, _when = fresh.repository.lifecycle.state_at("m", from_git=True)

@@ -23,6 +23,7 @@ import pytest
 
 from tests.helpers import cli, tree_bytes
 from uniflow import IntegrityError, InvalidPathError, ModelRegistry
+from uniflow._records.manifest import Manifest
 
 
 def _snapshot(root: Path) -> dict[str, tuple[bytes | str, int, int]]:
@@ -46,10 +47,10 @@ def _forge(
     """Serve a modified manifest to ``reg`` past the validation gate (see module docstring)."""
     real = reg.repository.manifest
 
-    def forged(name: str, version: str) -> dict[str, Any]:
-        m = copy.deepcopy(real(name, version))
+    def forged(name: str, version: str) -> Manifest:
+        m = copy.deepcopy(real(name, version).to_dict())
         change(m)
-        return m
+        return Manifest.from_dict(m)  # built unchecked: past the gate
 
     monkeypatch.setattr(reg.repository, "manifest", forged)
 

@@ -139,9 +139,11 @@ def mutated(draw: Any, base: Any, values: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- manifests
-def _assert_well_formed_manifest(m: Any) -> None:
-    from uniflow._records.manifest import file_records, to_model_version
+def _assert_well_formed_manifest(record: Any) -> None:
+    from uniflow._records.manifest import Manifest, file_records, to_model_version
 
+    assert isinstance(record, Manifest)
+    m = record.to_dict()  # what the bytes hold, checked independently of uniflow
     assert isinstance(m, dict) and type(m["format"]) is int and m["format"] in (1, 2)
     assert (
         _NAME.fullmatch(m["name"])
@@ -163,13 +165,14 @@ def _assert_well_formed_manifest(m: Any) -> None:
         if "tensors" in f:
             _assert_well_formed_tensors(f["tensors"], f["size"])
             assert m["format"] == 2
-    mv = to_model_version(m, "development")
-    file_records(m)
+    assert [f.tensors is not None for f in record.files] == ["tensors" in f for f in m["files"]]
+    mv = to_model_version(record, "development")
+    file_records(record)
     from uniflow._ops.diff import diff_manifests
 
-    json.dumps(diff_manifests(m, m).to_dict(), allow_nan=False)  # anything accepted can be diffed
-    json.dumps(diff_manifests(_VALID_MANIFEST_V2, m).to_dict(), allow_nan=False)
-    str(diff_manifests(m, _VALID_MANIFEST))
+    json.dumps(diff_manifests(record, record).to_dict(), allow_nan=False)  # anything accepted can be diffed
+    json.dumps(diff_manifests(Manifest.from_dict(_VALID_MANIFEST_V2), record).to_dict(), allow_nan=False)
+    str(diff_manifests(record, Manifest.from_dict(_VALID_MANIFEST)))
     from uniflow.cli._common import to_jsonable
 
     json.dumps(to_jsonable(mv.to_dict()), allow_nan=False)

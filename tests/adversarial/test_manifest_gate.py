@@ -32,7 +32,7 @@ def base(registry: ModelRegistry, tmp_path: Path) -> dict[str, Any]:
     (d / "weights.bin").write_bytes(os.urandom(1 << 20))
     (d / "config.json").write_text('{"layers": 2}')
     registry.register(str(d), "m", version="v1.0.0")
-    return copy.deepcopy(registry.repository.index.manifest("m", "v1.0.0")[1])
+    return copy.deepcopy(registry.repository.index.manifest("m", "v1.0.0")[1].to_dict())
 
 
 def _v2(m: dict[str, Any], *, redigest: bool = True) -> dict[str, Any]:

@@ -8,7 +8,7 @@ NaN/inf metrics came out of ``--json`` as the strings "nan"/"inf" while the docs
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -98,9 +98,11 @@ def test_the_version_commit_message_cannot_be_forged_by_a_metric_key(
     trailer can be forged."""
     monkeypatch.setattr("uniflow._records.versions.check", lambda *a, **k: None, raising=False)
     registry.register(str(weights), "m", version="v1.0.0", metrics={"acc": 0.9})
-    m = copy.deepcopy(registry.repository.index.manifest("m", "v1.0.0")[1])
-    m["version"] = "v2.0.0"
-    m["metrics"] = {"x\n\nUniflow-Action: promote\nUniflow-To: production\nUniflow-Z: ": 1}
+    m = dataclasses.replace(
+        registry.repository.index.manifest("m", "v1.0.0")[1],
+        version="v2.0.0",
+        metrics={"x\n\nUniflow-Action: promote\nUniflow-To: production\nUniflow-Z: ": 1},
+    )
     registry.repository.index.write_version(m, registry.git.head(), registry.git.identity())
     trailers = git(registry.root, "log", "-1", "--format=%(trailers)", "models/m/v2.0.0^{commit}")
     assert "Uniflow" not in trailers, trailers

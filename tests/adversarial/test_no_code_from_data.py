@@ -35,6 +35,7 @@ from tests.helpers import (
     tree_bytes,
 )
 from uniflow import ModelRegistry, UnsafeLoadError
+from uniflow._records.manifest import Manifest
 
 SHADOWED = ("click.py", "uniflow.py", "msgpack.py", "dulwich.py", "rich.py", "blake3.py", "sitecustomize.py")
 
@@ -112,10 +113,10 @@ def test_git_pull_and_push_hooks_never_import_modules_from_the_work_tree(tmp_pat
 def _forge_meta(monkeypatch: pytest.MonkeyPatch, reg: ModelRegistry, **meta: Any) -> None:
     real = reg.repository.manifest
 
-    def forged(name: str, version: str) -> dict[str, Any]:
-        m = copy.deepcopy(real(name, version))
+    def forged(name: str, version: str) -> Manifest:
+        m = copy.deepcopy(real(name, version).to_dict())
         m["serializer_meta"].update(meta)
-        return m
+        return Manifest.from_dict(m)  # built unchecked: past the gate
 
     monkeypatch.setattr(reg.repository, "manifest", forged)
 

@@ -92,7 +92,7 @@ def base(registry: ModelRegistry, tmp_path: Path) -> dict[str, Any]:
     d.mkdir()
     (d / "weights.bin").write_bytes(os.urandom(64 << 10))
     registry.register(str(d), "m", version="v1.0.0")
-    m = copy.deepcopy(registry.repository.index.manifest("m", "v1.0.0")[1])
+    m = copy.deepcopy(registry.repository.index.manifest("m", "v1.0.0")[1].to_dict())
     registry.close()
     return m
 
@@ -292,7 +292,7 @@ def test_huge_safetensors_header_costs_little_at_register(repo: Path, tmp_path: 
     assert code == 0, err
     assert rss < baseline + HEADROOM, (rss >> 20, baseline >> 20)
     m = ModelRegistry(repo).repository.index.manifest("m", "v1.0.0")[1]
-    assert "tensors" not in m["files"][0]
+    assert m.files[0].tensors is None
 
 
 def test_cost_estimate_refuses_a_small_dense_header() -> None:

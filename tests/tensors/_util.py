@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from uniflow._records.manifest import FileEntry
+
 
 class TinyLM(nn.Module):
     """A small real language-model-shaped network: embedding, MLP blocks, classifier head.
@@ -64,13 +66,13 @@ def store_bytes(repo: Path) -> int:
     return sum(p.stat().st_size for p in objects.rglob("*") if p.is_file()) if objects.is_dir() else 0
 
 
-def chunks_under(entry: dict[str, Any], names: set[str]) -> dict[str, int]:
+def chunks_under(entry: FileEntry, names: set[str]) -> dict[str, int]:
     """``{digest hex: size}`` of the chunks of a manifest file entry overlapping the byte
     ranges of the tensors ``names`` (computed here, independently of uniflow's reader)."""
-    ranges = [(t[3], t[4]) for t in entry["tensors"] if t[0] in names and t[4] > t[3]]
+    ranges = [(t.begin, t.end) for t in entry.tensors or () if t.name in names and t.end > t.begin]
     out: dict[str, int] = {}
     pos = 0
-    for digest, size in entry["chunks"]:
+    for digest, size in entry.chunks:
         if any(b < pos + size and pos < e for b, e in ranges):
             out[digest.hex()] = size
         pos += size

@@ -30,18 +30,18 @@ def test_register_records_every_tensor_as_safetensors_reads_it(
     register (manifest format 2), agree with the file as safetensors itself reads it."""
     registry.register(tiny_lm(), "lm", version="v1.0.0")
     m = registry.repository.manifest("lm", "v1.0.0")
-    assert m["format"] == 2
-    (entry,) = m["files"]
-    path = Path(registry.load_path("lm", "v1.0.0")) / entry["path"]
+    assert m.format == 2
+    (entry,) = m.files
+    path = Path(registry.load_path("lm", "v1.0.0")) / entry.path
     raw = path.read_bytes()
     with safe_open(str(path), "pt") as f:
         names = set(f.keys())
-        for name, dtype, shape, begin, end, digest in entry["tensors"]:
-            t = f.get_tensor(name)
-            assert list(t.shape) == shape and dtype == "F32"
-            assert raw[begin:end] == t.numpy().tobytes()
-            assert digest == blake3.blake3(raw[begin:end]).hexdigest()
-    assert {t[0] for t in entry["tensors"]} == names and len(names) == 19
+        for rec in entry.tensors:
+            t = f.get_tensor(rec.name)
+            assert t.shape == rec.shape and rec.dtype == "F32"
+            assert raw[rec.begin : rec.end] == t.numpy().tobytes()
+            assert rec.digest == blake3.blake3(raw[rec.begin : rec.end]).hexdigest()
+    assert {t.name for t in entry.tensors} == names and len(names) == 19
 
 
 def test_head_only_fine_tune_changes_exactly_the_head(registry: ModelRegistry) -> None:
@@ -134,10 +134,10 @@ def test_npy_arrays_are_diffed_too(registry: ModelRegistry, tmp_path: Path) -> N
     registry.register(np.arange(12, dtype=np.float64).reshape(4, 3), "arr", version="v1.2.0")
     assert _statuses(registry.diff("arr", "v1.0.0", "v1.1.0")) == {"array": "changed"}
     assert _statuses(registry.diff("arr", "v1.0.0", "v1.2.0")) == {"array": "reshaped"}
-    (entry,) = registry.repository.manifest("arr", "v1.0.0")["files"]
-    ((name, dtype, shape, begin, end, digest),) = entry["tensors"]
-    assert (name, dtype, shape, end - begin) == ("array", "F32", [3, 4], 48)
-    assert digest == blake3.blake3(np.arange(12, dtype=np.float32).tobytes()).hexdigest()
+    (entry,) = registry.repository.manifest("arr", "v1.0.0").files
+    (t,) = entry.tensors
+    assert (t.name, t.dtype, t.shape, t.nbytes) == ("array", "F32", (3, 4), 48)
+    assert t.digest == blake3.blake3(np.arange(12, dtype=np.float32).tobytes()).hexdigest()
 
 
 def test_a_directory_with_safetensors_shards_and_other_files(registry: ModelRegistry, tmp_path: Path) -> None:
@@ -261,13 +261,13 @@ def test_files_bigger_than_a_read_window_keep_their_tensors(registry: ModelRegis
     )
     registry.register(tmp_path / "big.npy", "arr", version="v1.0.0")
     registry.register(st, "st", version="v1.0.0")
-    (entry,) = registry.repository.manifest("arr", "v1.0.0")["files"]
-    ((name, dtype, shape, begin, end, digest),) = entry["tensors"]
-    assert (name, dtype, shape) == ("big", "F32", [arr.size])
-    assert digest == blake3.blake3(arr.tobytes()).hexdigest()
-    (entry,) = registry.repository.manifest("st", "v1.0.0")["files"]
-    got = {t[0]: t[5] for t in entry["tensors"]}
-    assert entry["tensors"][0][3] > WINDOW  # the first tensor starts past the first window
+    (entry,) = registry.repository.manifest("arr", "v1.0.0").files
+    (t,) = entry.tensors
+    assert (t.name, t.dtype, t.shape) == ("big", "F32", (arr.size,))
+    assert t.digest == blake3.blake3(arr.tobytes()).hexdigest()
+    (entry,) = registry.repository.manifest("st", "v1.0.0").files
+    got = {t.name: t.digest for t in entry.tensors}
+    assert entry.tensors[0].begin > WINDOW  # the first tensor starts past the first window
     assert got == {
         "w": blake3.blake3(arr[:100].tobytes()).hexdigest(),
         "b": blake3.blake3(arr[100:110].tobytes()).hexdigest(),

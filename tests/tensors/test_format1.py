@@ -99,7 +99,7 @@ def test_a_repository_written_by_the_format_1_code_keeps_loading(tmp_path: Path,
     )
     assert r.returncode == 0, r.stderr
     reg = ModelRegistry(repo)
-    assert reg.repository.manifest("clf", "v1.0.0")["format"] == 1
+    assert reg.repository.manifest("clf", "v1.0.0").format == 1
     from tests._models import SentimentNet, trained_sentiment_net
 
     loaded = reg.load("clf", "v1.0.0", model=SentimentNet())

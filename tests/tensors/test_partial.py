@@ -57,7 +57,7 @@ def test_partial_load_reads_only_the_chunks_under_the_tensors(registry: ModelReg
     """A chunk nobody asked for may even be corrupt: only the chunks under the requested
     tensors are read; a corrupt chunk under one of them is an IntegrityError."""
     registry.register(tiny_lm(), "lm", version="v1.0.0")
-    (entry,) = registry.repository.manifest("lm", "v1.0.0")["files"]
+    (entry,) = registry.repository.manifest("lm", "v1.0.0").files
     head = chunks_under(entry, {"head.weight", "head.bias"})
     body = chunks_under(entry, {"blocks.0.0.weight"})
     assert not set(head) & set(body)
@@ -75,7 +75,7 @@ def test_partial_load_reads_only_the_chunks_under_the_tensors(registry: ModelReg
 
 def test_a_corrupted_chunk_under_a_requested_tensor_is_detected(registry: ModelRegistry) -> None:
     registry.register(tiny_lm(), "lm", version="v1.0.0")
-    (entry,) = registry.repository.manifest("lm", "v1.0.0")["files"]
+    (entry,) = registry.repository.manifest("lm", "v1.0.0").files
     (digest, size), *_ = chunks_under(entry, {"head.weight"}).items()
     path = registry.store.object_path(digest)
     os.chmod(path, 0o644)
@@ -96,7 +96,7 @@ def test_a_fresh_clone_fetches_only_the_chunks_of_the_requested_tensors(tmp_path
     ra.register(model, "lm", version="v1.0.0")
     ra.register(fine_tune_head(model), "lm", version="v1.1.0")
     ra.push()
-    (entry,) = ra.repository.manifest("lm", "v1.1.0")["files"]
+    (entry,) = ra.repository.manifest("lm", "v1.1.0").files
     expected = chunks_under(entry, {"head.weight", "head.bias"})
 
     b = clone(bare, tmp_path / "b")
@@ -115,10 +115,10 @@ def test_a_fresh_clone_fetches_only_the_chunks_of_the_requested_tensors(tmp_path
     assert [sorted(d) for d in asked] == [sorted(expected)]
     arrived = store_bytes(b)
     assert arrived == sum(expected.values())
-    assert arrived <= 0.1 * entry["size"], (arrived, entry["size"])
+    assert arrived <= 0.1 * entry.size, (arrived, entry.size)
     full = rb.load("lm", "v1.1.0", model=TinyLM()).state_dict()
     assert _equal(part, {"head.weight": full["head.weight"], "head.bias": full["head.bias"]})
-    assert store_bytes(b) >= entry["size"]  # the full load fetched the rest
+    assert store_bytes(b) >= entry.size  # the full load fetched the rest
 
 
 def test_format_1_versions_have_no_tensor_data(registry: ModelRegistry, tmp_path: Path, monkeypatch) -> None:
@@ -131,7 +131,7 @@ def test_format_1_versions_have_no_tensor_data(registry: ModelRegistry, tmp_path
         mp.setattr(_tensors, "scan_for", lambda path: None)
         registry.register(tiny_lm(), "lm", version="v1.0.0")
     m = registry.repository.manifest("lm", "v1.0.0")
-    assert m["format"] == 1 and "tensors" not in m["files"][0]
+    assert m.format == 1 and m.files[0].tensors is None
     assert isinstance(registry.load("lm", "v1.0.0", model=TinyLM()), TinyLM)
     with pytest.raises(UsageError, match=r"has no tensor data \(registered with manifest format 1\)"):
         registry.load("lm", "v1.0.0", tensors=["head.*"])

@@ -22,7 +22,7 @@ _HEX = "ab" * 32
 def base(registry: ModelRegistry) -> dict[str, Any]:
     """A real format-2 version ``lm v1.0.0`` (chunks stored); its manifest."""
     registry.register(tiny_lm(depth=1), "lm", version="v1.0.0")
-    return copy.deepcopy(registry.repository.manifest("lm", "v1.0.0"))
+    return copy.deepcopy(registry.repository.manifest("lm", "v1.0.0").to_dict())
 
 
 def _forge(registry: ModelRegistry, m: dict[str, Any]) -> ModelRegistry:
@@ -166,6 +166,6 @@ def test_register_never_records_what_the_gate_would_refuse(registry: ModelRegist
     write(bad, {"w": {"dtype": "F4", "shape": [2], "data_offsets": [0, 1]}}, b"\0")
     registry.register(str(bad), "odd", version="v1.1.0")
     for v in ("v1.0.0", "v1.1.0"):
-        assert "tensors" not in registry.repository.manifest("odd", v)["files"][0]
+        assert registry.repository.manifest("odd", v).files[0].tensors is None
     diff = registry.diff("odd", "v1.0.0", "v1.1.0")
     assert diff.files[0].tensors is None and diff.summary["line"].startswith("no tensor data")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._records.manifest import file_records
+from .._records.manifest import Manifest, file_records
 from .._types import ModelVersion
 from .._views.format import human_size
 from .diff import diff_manifests
@@ -149,17 +149,17 @@ def _commits_between(git: GitRepo, old: str | None, new: str | None) -> list[dic
     return out
 
 
-def _tensor_summary(first: dict[str, Any], m: dict[str, Any]) -> str:
+def _tensor_summary(first: Manifest, m: Manifest) -> str:
     """The tensor summary line of ``m`` against the first version (from manifests only)."""
     summary = diff_manifests(first, m).summary
-    if first is m or first["version"] == m["version"]:
+    if first is m or first.version == m.version:
         if summary["tensor_data"] == "none":
             return "no tensor data"
         return f"{summary['tensors']} tensors"
     return str(summary["line"])
 
 
-def build_comparison(git: GitRepo, mvs: list[ModelVersion], manifests: list[dict[str, Any]]) -> Comparison:
+def build_comparison(git: GitRepo, mvs: list[ModelVersion], manifests: list[Manifest]) -> Comparison:
     base_chunks = {c.digest: c.size for _, r, _ in file_records(manifests[0]) for c in r.chunks}
     shared = {}
     for mv, m in zip(mvs, manifests, strict=True):

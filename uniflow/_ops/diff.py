@@ -16,10 +16,12 @@ mean |Δ| and the relative L2 change ``||b - a|| / ||a||``: those tensors alone 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .._records.tensors import TensorInfo, tensor_infos
+from .._records.manifest import Manifest
+from .._records.tensors import TensorInfo
 from .._views.format import human_size
 
 __all__ = [
@@ -213,12 +215,12 @@ def _tensor_status(a: TensorInfo | None, b: TensorInfo | None) -> str:
 
 
 def _tensors(
-    ta: list[TensorInfo] | None, tb: list[TensorInfo] | None, status: str
+    ta: Sequence[TensorInfo] | None, tb: Sequence[TensorInfo] | None, status: str
 ) -> list[TensorDelta] | None:
     if status == "added":
-        ta = []
+        ta = ()
     elif status == "removed":
-        tb = []
+        tb = ()
     if ta is None or tb is None:
         return None
     by_a = {t.name: t for t in ta}
@@ -237,15 +239,20 @@ def _no_data_note(version: str, fmt: int) -> str:
     return f"no tensor data in {version} (not a tensor file)"
 
 
-def diff_manifests(ma: dict[str, Any], mb: dict[str, Any]) -> VersionDiff:
+def diff_manifests(ma: Manifest, mb: Manifest) -> VersionDiff:
     """The diff of two validated manifests of one model (``a`` the older)."""
-    fa = {f["path"]: f for f in ma["files"]}
-    fb = {f["path"]: f for f in mb["files"]}
+    fa = {f.path: f for f in ma.files}
+    fb = {f.path: f for f in mb.files}
     # A single-file model registered under another name (model-v1 -> model-v2.safetensors):
     # the one tensor file removed and the one added are compared with each other.
     only_a, only_b = [p for p in fa if p not in fb], [p for p in fb if p not in fa]
     renamed: dict[str, str] = {}
-    if len(only_a) == 1 and len(only_b) == 1 and "tensors" in fa[only_a[0]] and "tensors" in fb[only_b[0]]:
+    if (
+        len(only_a) == 1
+        and len(only_b) == 1
+        and fa[only_a[0]].tensors is not None
+        and fb[only_b[0]].tensors is not None
+    ):
         renamed[only_b[0]] = only_a[0]
     files: list[FileDelta] = []
     for path in sorted(p for p in {**fa, **fb} if p not in renamed.values()):
@@ -255,32 +262,32 @@ def diff_manifests(ma: dict[str, Any], mb: dict[str, Any]) -> VersionDiff:
             if ea is None
             else "removed"
             if eb is None
-            else ("unchanged" if ea["digest"] == eb["digest"] else "changed")
+            else ("unchanged" if ea.digest == eb.digest else "changed")
         )
-        ta = tensor_infos(ea) if ea is not None else None
-        tb = tensor_infos(eb) if eb is not None else None
+        ta = ea.tensors if ea is not None else None
+        tb = eb.tensors if eb is not None else None
         tensors = _tensors(ta, tb, status)
         note = None
         if tensors is None:
             side, m = (ma, ea) if ta is None and ea is not None else (mb, eb)
-            note = _no_data_note(side["version"], side["format"]) if m is not None else None
+            note = _no_data_note(side.version, side.format) if m is not None else None
         files.append(
             FileDelta(
                 path,
                 status,
-                ea["size"] if ea else None,
-                eb["size"] if eb else None,
+                ea.size if ea is not None else None,
+                eb.size if eb is not None else None,
                 tensors,
                 note,
                 renamed.get(path),
             )
         )
     notes = [
-        f"{m['version']} was registered with manifest format {m['format']}, which records no tensor data"
+        f"{m.version} was registered with manifest format {m.format}, which records no tensor data"
         for m in (ma, mb)
-        if m["format"] < 2
+        if m.format < 2
     ]
-    return VersionDiff(ma["name"], ma["version"], mb["version"], files, notes)
+    return VersionDiff(ma.name, ma.version, mb.version, files, notes)
 
 
 def with_stats(diff: VersionDiff, stats: dict[tuple[str, str], dict[str, float | None]]) -> VersionDiff:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .. import _testhooks
 from .._errors import (
@@ -29,7 +29,7 @@ from .._errors import (
 )
 from .._records.lifecycle import untagged_versions
 from .._records.listing import unreadable_reason
-from .._records.manifest import file_records, unpack
+from .._records.manifest import Manifest, file_records, unpack
 from .._records.refs import lifecycle_ref, tag_ref
 from .._records.versions import MANIFEST_PATH
 from .._reports import GcReport, VerifyProblem, VerifyReport
@@ -143,7 +143,7 @@ def _unrecorded(repo: Repository, model: str, unreadable: set[str]) -> list[Veri
     return out
 
 
-def reachable_manifests(repo: Repository, commits: Iterable[str] | None = None) -> list[dict[str, Any]]:
+def reachable_manifests(repo: Repository, commits: Iterable[str] | None = None) -> list[Manifest]:
     """Manifests of every version any ref reaches (tags, remote-tracking refs, others),
     or of the version commits among ``commits``."""
     out = []
@@ -170,9 +170,9 @@ class _Live:
         self.files: set[str] = set()
         self.versions: set[str] = set()
 
-    def add(self, manifests: list[dict[str, Any]]) -> _Live:
+    def add(self, manifests: list[Manifest]) -> _Live:
         for m in manifests:
-            self.versions.add(m["content_digest"])
+            self.versions.add(m.content_digest)
             for _rel, rec, _mode in file_records(m):
                 self.files.add(rec.digest)
                 self.chunks.update(c.digest for c in rec.chunks)

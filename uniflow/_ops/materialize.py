@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import IntegrityError, InvalidPathError, RepositoryError, UniflowError
 from .._naming import validate_digest, validate_relpath
-from .._records.manifest import file_records
+from .._records.manifest import Manifest, file_records
 from .._storage.chunking import FileRecord
 from .._storage.fsio import os_reason
 from .._storage.safefs import DirTree, describe_mode, entry_mode, link_file, open_root, replace_file
@@ -104,10 +104,10 @@ def walk_model(root: Path) -> list[tuple[str, Path]]:
 
 
 # ---------------------------------------------------------------------- materializing
-def _checked_records(m: dict[str, Any], context: str) -> tuple[str, list[tuple[str, FileRecord, Any]]]:
+def _checked_records(m: Manifest, context: str) -> tuple[str, list[tuple[str, FileRecord, Any]]]:
     """The content digest and file records of ``m``, re-checked where they become a path."""
     try:
-        digest = validate_digest(m.get("content_digest"), "content digest")
+        digest = validate_digest(m.content_digest, "content digest")
         records = file_records(m)
         files: set[str] = set()
         dirs: set[str] = set()
@@ -127,7 +127,7 @@ def _checked_records(m: dict[str, Any], context: str) -> tuple[str, list[tuple[s
 
 
 def materialize(
-    reg: Repository, name: str, version: str, m: dict[str, Any], progress: ProgressFn | None = None
+    reg: Repository, name: str, version: str, m: Manifest, progress: ProgressFn | None = None
 ) -> tuple[Path, list[Source]]:
     """Verified files of a version, hard-linked under ``<store>/cache/versions/<digest>``;
     returns that directory and ``[(path, verified cache file, manifest mode)]``."""

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import blake3
 
 from .._errors import IntegrityError, SerializationError, UsageError
-from .._records.manifest import file_records
-from .._records.tensors import TensorInfo, tensor_infos
+from .._records.manifest import Manifest, file_records
+from .._records.tensors import TensorInfo
 from .._storage.chunking import FileRecord
 from .._storage.parallel import bounded_map
 from .diff import VersionDiff, tensor_stats, wants_stats, with_stats
@@ -137,7 +137,7 @@ def _tensor_bytes(
 
 
 def read_tensors(
-    repo: Repository, name: str, version: str, manifest: dict[str, Any], wanted: dict[str, list[TensorInfo]]
+    repo: Repository, name: str, version: str, manifest: Manifest, wanted: dict[str, list[TensorInfo]]
 ) -> Iterator[tuple[str, TensorInfo, bytearray]]:
     """``(path, tensor, verified bytes)`` for the tensors ``wanted`` per file path."""
     records = {path: rec for path, rec, _mode in file_records(manifest)}
@@ -214,24 +214,21 @@ def _patterns(tensors: object) -> list[str]:
 
 
 def load_tensors(
-    repo: Repository, name: str, version: str, manifest: dict[str, Any], tensors: object
+    repo: Repository, name: str, version: str, manifest: Manifest, tensors: object
 ) -> dict[str, Any]:
     """``{tensor name: tensor}`` for the tensors of a version matching any glob of ``tensors``."""
     patterns = _patterns(tensors)
     where = f"model {name!r} version {version!r}"
     index: dict[str, list[tuple[str, TensorInfo]]] = {}
-    for f in manifest["files"]:
-        for t in tensor_infos(f) or ():
-            index.setdefault(t.name, []).append((f["path"], t))
+    for f in manifest.files:
+        for t in f.tensors or ():
+            index.setdefault(t.name, []).append((f.path, t))
     if not index:
         why = (
-            f"registered with manifest format {manifest['format']}"
-            if manifest["format"] < 2
-            else "no tensor file"
+            f"registered with manifest format {manifest.format}" if manifest.format < 2 else "no tensor file"
         )
         raise UsageError(f"{where} has no tensor data ({why}); load it whole, without tensors=")
-    meta = manifest.get("serializer_meta") or {}
-    aliases = meta.get("aliases") if manifest.get("serializer") == "torch" else None
+    aliases = manifest.serializer_meta.get("aliases") if manifest.serializer == "torch" else None
     aliases = (
         {a: t for a, t in aliases.items() if isinstance(t, str) and t in index}
         if isinstance(aliases, dict)
@@ -253,7 +250,7 @@ def load_tensors(
             raise UsageError(f"tensor {stored!r} of {where} is in several files ({paths})")
         path, info = places[0]
         wanted.setdefault(path, []).append(info)
-    use_torch = _torch_wanted(str(manifest.get("serializer")))
+    use_torch = _torch_wanted(manifest.serializer)
     arrays = {
         t.name: to_array(t, buf, use_torch)
         for _path, t, buf in read_tensors(repo, name, version, manifest, wanted)
@@ -261,7 +258,7 @@ def load_tensors(
     return {n: arrays[selected[n]] for n in sorted(selected)}
 
 
-def diff_stats(repo: Repository, diff: VersionDiff, ma: dict[str, Any], mb: dict[str, Any]) -> VersionDiff:
+def diff_stats(repo: Repository, diff: VersionDiff, ma: Manifest, mb: Manifest) -> VersionDiff:
     """``diff`` with max |Δ|, mean |Δ| and relative L2 for each changed tensor (and each cast
     of the same shape), reading those tensors only, from both versions."""
     stats: dict[tuple[str, str], dict[str, float | None]] = {}

@@ -15,7 +15,7 @@ import shutil
 import sys
 import warnings
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,16 @@ from .._naming import next_version, validate_key, validate_model_name, validate_
 from .._records import tensors as _tensors
 from .._records.lifecycle import LifecycleState, parse_event, register_transition
 from .._records.lifecycle import _dumps as lifecycle_dumps
-from .._records.manifest import MANIFEST_FORMAT, content_digest, file_entry, json_safe, pack, unpack
+from .._records.manifest import (
+    MANIFEST_FORMAT,
+    FileEntry,
+    Manifest,
+    content_digest,
+    file_entry,
+    json_safe,
+    pack,
+    unpack,
+)
 from .._records.refs import tag_ref
 from .._repo import Repository
 from .._storage import lfs as _lfs
@@ -88,24 +97,24 @@ def register_version(
         finally:
             shutil.rmtree(work, ignore_errors=True)
         origin = _Origin.of(repo, provenance)
-        manifest: dict[str, Any] = {
-            "format": MANIFEST_FORMAT,
-            "name": name,
-            "version": "",
-            "created_at": origin.when.isoformat(timespec="seconds"),
-            "author": f"{origin.actor[0]} <{origin.actor[1]}>",
-            "framework": fw,
-            "serializer": serializer,
-            "serializer_meta": json_safe(meta),
-            "files": entries,
-            "content_digest": content_digest(entries),
-            "metrics": json_safe(metrics or {}),
-            "params": json_safe(params or {}),
-            "tags": {str(k): str(v) for k, v in (tags or {}).items()},
-            "description": description or "",
-            "lineage": {**origin.lineage(repo), **json_safe(lineage or {})},
-            "libraries": _libraries(serializer),
-        }
+        manifest = Manifest(
+            format=MANIFEST_FORMAT,
+            name=name,
+            version="",
+            created_at=origin.when.isoformat(timespec="seconds"),
+            author=f"{origin.actor[0]} <{origin.actor[1]}>",
+            framework=fw,
+            serializer=serializer,
+            serializer_meta=json_safe(meta),
+            files=tuple(entries),
+            content_digest=content_digest(entries),
+            metrics=json_safe(metrics or {}),
+            params=json_safe(params or {}),
+            tags={str(k): str(v) for k, v in (tags or {}).items()},
+            description=description or "",
+            lineage={**origin.lineage(repo), **json_safe(lineage or {})},
+            libraries=_libraries(serializer),
+        )
         _testhooks.point("register-before-tag")
         return _publish(repo, manifest, version, origin, provenance)
 
@@ -156,7 +165,7 @@ class _Origin:
 
 def _publish(
     repo: Repository,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     version: str | None,
     origin: _Origin,
     prov: Provenance | None,
@@ -166,10 +175,10 @@ def _publish(
     ``version=None`` takes the next free version, again if a concurrent register took it.
     What a reader would refuse is refused before the first ref; a failure after the tag
     takes the tag back (all or nothing)."""
-    name = manifest["name"]
+    name = manifest.name
     for _attempt in range(_AUTO_VERSION_ATTEMPTS):
         chosen = version or next_version(repo.index.version_names(name))
-        manifest["version"] = chosen
+        manifest = replace(manifest, version=chosen)
         _readable_or_refuse(repo, manifest)  # before the first ref: what a reader would refuse
         _event_readable_or_refuse(name, chosen, origin.actor, origin.when, prov)
         try:
@@ -262,12 +271,12 @@ def _record_register(
         pass
 
 
-def _readable_or_refuse(repo: Repository, manifest: dict[str, Any]) -> None:
+def _readable_or_refuse(repo: Repository, manifest: Manifest) -> None:
     """Run the manifest's exact bytes through the read gate (``_records.manifest.unpack``, with the
     repository's ``[limits]``), so a version every reader would refuse (a manifest over
     ``max_manifest_bytes``: a huge description, thousands of tags) is refused with a
     :class:`UsageError` before its tag exists, never after."""
-    name, version = manifest["name"], manifest["version"]
+    name, version = manifest.name, manifest.version
     context = f"model {name!r} version {version!r}"
     try:
         unpack(pack(manifest), context, limits=repo.index.limits(), name=name, version=version)
@@ -322,7 +331,7 @@ def _known_digests(repo: Repository, name: str) -> _tensors.KnownDigests:
         latest = repo.manifest(name, max(versions, key=version_sort_key))
     except UniflowError:
         return _tensors.KnownDigests({})  # deleted meanwhile, or unreadable: hash everything
-    payloads = [derived.get("tensors", f["digest"]) for f in latest["files"] if f.get("tensors")]
+    payloads = [derived.get("tensors", f.digest) for f in latest.files if f.tensors]
     return _tensors.KnownDigests(_tensors.known_digests([p for p in payloads if p is not None]))
 
 
@@ -332,7 +341,7 @@ def _store_files(
     progress: ProgressFn | None,
     pin: Pin | None = None,
     known: _tensors.KnownDigests | None = None,
-) -> list[dict[str, Any]]:
+) -> list[FileEntry]:
     total = sum(p.size if isinstance(p, StreamedFile) else p.stat().st_size for _, p in files)
     done = 0
     entries = []
@@ -347,13 +356,11 @@ def _store_files(
             rec = repo.store.put_file(path, cb, pin, scan, known)
             mode = path.stat().st_mode
         done += rec.size
-        entry = file_entry(rel, rec, mode)
         tensors = scan.entries(rec.range_digests) if scan is not None else None
-        if tensors is not None:
-            entry["tensors"] = tensors
-            if repo.index.derived is not None:  # for the next register of this model
-                chunks = [(c.digest, c.size) for c in rec.chunks]
-                repo.index.derived.put("tensors", rec.digest, _tensors.pack_known(chunks, tensors))
+        entry = file_entry(rel, rec, mode, tensors)
+        if tensors is not None and repo.index.derived is not None:  # for the next register of this model
+            chunks = [(c.digest, c.size) for c in rec.chunks]
+            repo.index.derived.put("tensors", rec.digest, _tensors.pack_known(chunks, tensors))
         entries.append(entry)
     if progress and not files:
         progress(0, 0)

@@ -53,7 +53,7 @@ import msgpack
 from .._errors import IntegrityError
 from .._jsonable import dumps
 from .._naming import version_sort_key
-from .manifest import to_model_version
+from .manifest import Manifest, to_model_version
 from .objcache import DerivedCache
 from .refs import tag_ref, tags_prefix
 from .refscan import dir_stamp, loose_refs_in, packed_section, parse_packed
@@ -296,12 +296,7 @@ class ListingIndex:
                 except IntegrityError as exc:  # one bad record spoils only itself
                     skipped[v] = Skipped(refs[v], unreadable_reason(exc))
                     continue
-                row = (
-                    m["framework"],
-                    sum(f["size"] for f in m["files"]),
-                    m["created_at"],
-                    dict(m.get("metrics", {})),
-                )
+                row = (m.framework, m.size, m.created_at, dict(m.metrics))
             good.append(v)
             out.framework.append(row[0])
             out.size.append(row[1])
@@ -474,7 +469,7 @@ def _rows_ok(listing: Listing) -> bool:
         return False
 
 
-def _json_parts(model: str, version: str, manifest: dict[str, Any]) -> tuple[str, str]:
+def _json_parts(model: str, version: str, manifest: Manifest) -> tuple[str, str]:
     """``(head, tail)`` of the version's row (see :meth:`ListingIndex.json_rows`), rendered
     from its validated manifest exactly as ``echo_json([mv.to_dict(), ...])`` would."""
     mv = to_model_version(manifest, "", tag_ref(model, version))

@@ -11,7 +11,11 @@ Format 1 is format 2 without ``tensors`` (see ``_records.tensors``); both are re
 
 Packing sorts every map's keys, so the same record always gives the same bytes (and the
 same Git blob). :func:`unpack` is the one gate for manifests read from Git or a cache:
-it validates everything (see :func:`check`) and raises only :class:`IntegrityError`.
+it validates everything (see :func:`check`), raises only :class:`IntegrityError`, and
+returns the typed, frozen :class:`Manifest` (files as :class:`FileEntry`, tensors as
+``_records.tensors.TensorInfo``) that every reader uses. ``pack(unpack(data))`` gives
+``data`` back byte for byte: optional keys a manifest does not hold are remembered as
+absent, and keys this version does not know are kept as they were.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import blake3
 import msgpack
@@ -29,11 +35,13 @@ from .._bounded import load_msgpack
 from .._errors import IntegrityError, UniflowError
 from .._naming import validate_digest, validate_key, validate_model_name, validate_relpath, validate_version
 from .._storage.chunking import ChunkRef, FileRecord
-from .._types import FileInfo, ModelVersion
+from .._types import ChunkDigest, FileInfo, ModelVersion
 from .config import Limits
-from .tensors import check_tensors
+from .tensors import TensorInfo, check_tensors
 
 __all__ = [
+    "Manifest",
+    "FileEntry",
     "MANIFEST_FORMAT",
     "READ_FORMATS",
     "pack",
@@ -68,16 +76,147 @@ _REQUIRED = ("name", "version", "created_at", "framework", "serializer", "files"
 _SHA_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
+#: the keys of a manifest a reader may find absent (read as their empty value)
+_OPTIONAL = ("author", "description", "serializer_meta", "metrics", "params", "tags", "lineage", "libraries")
+_KNOWN = frozenset(_REQUIRED + _OPTIONAL + ("format",))
+_FILE_KNOWN = frozenset(("path", "size", "mode", "digest", "chunks", "tensors"))
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One file of a version, as its manifest entry records it.
+
+    ``chunks`` are ``(BLAKE3-256 digest as 32 bytes, size)`` pairs in file order;
+    ``tensors`` is None when the entry records no tensor list (format 1, or not a tensor
+    file). ``extra`` holds keys this version of uniflow does not know (packed back as read).
+    """
+
+    path: str
+    size: int
+    mode: int
+    digest: str
+    chunks: tuple[tuple[bytes, int], ...]
+    tensors: tuple[TensorInfo, ...] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, f: Mapping[str, Any]) -> FileEntry:
+        """The entry of a file map that :func:`check` accepted."""
+        rows = f.get("tensors")
+        return cls(
+            path=f["path"],
+            size=f["size"],
+            mode=f["mode"],
+            digest=f["digest"],
+            chunks=tuple(map(tuple, f["chunks"])),  # checked: [bytes, int] pairs
+            tensors=None if rows is None else tuple(map(TensorInfo.from_row, rows)),
+            extra={k: v for k, v in f.items() if k not in _FILE_KNOWN},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The map that is packed: the on-disk form of this entry."""
+        out: dict[str, Any] = {
+            **self.extra,
+            "path": self.path,
+            "size": self.size,
+            "mode": self.mode,
+            "digest": self.digest,
+            "chunks": [list(c) for c in self.chunks],
+        }
+        if self.tensors is not None:
+            out["tensors"] = [t.to_row() for t in self.tensors]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A version's manifest (``.uniflow/card/manifest.msgpack`` of its commit), typed and frozen.
+
+    Built by the gate (:func:`unpack`) from bytes it validated, or by register. Optional keys
+    read as empty values; ``absent`` names those the bytes did not hold and ``extra`` keeps
+    keys this version does not know, so :func:`pack` gives the bytes read back exactly.
+    """
+
+    format: int
+    name: str
+    version: str
+    created_at: str
+    framework: str
+    serializer: str
+    files: tuple[FileEntry, ...]
+    content_digest: str
+    author: str = ""
+    description: str = ""
+    serializer_meta: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    lineage: Mapping[str, Any] = field(default_factory=dict)
+    libraries: Mapping[str, str] = field(default_factory=dict)
+    absent: frozenset[str] = field(default=frozenset(), repr=False)
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, m: Mapping[str, Any]) -> Manifest:
+        """The record of a manifest map that :func:`check` accepted."""
+        return cls(
+            format=m["format"],
+            name=m["name"],
+            version=m["version"],
+            created_at=m["created_at"],
+            framework=m["framework"],
+            serializer=m["serializer"],
+            files=tuple(map(FileEntry.from_dict, m["files"])),
+            content_digest=m["content_digest"],
+            author=m.get("author", ""),
+            description=m.get("description", ""),
+            serializer_meta=m.get("serializer_meta", {}),
+            metrics=m.get("metrics", {}),
+            params=m.get("params", {}),
+            tags=m.get("tags", {}),
+            lineage=m.get("lineage", {}),
+            libraries=m.get("libraries", {}),
+            absent=frozenset(k for k in _OPTIONAL if k not in m),
+            extra={k: v for k, v in m.items() if k not in _KNOWN},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The map that is packed: the on-disk form of this manifest."""
+        out: dict[str, Any] = {
+            **self.extra,
+            "format": self.format,
+            "name": self.name,
+            "version": self.version,
+            "created_at": self.created_at,
+            "framework": self.framework,
+            "serializer": self.serializer,
+            "files": [f.to_dict() for f in self.files],
+            "content_digest": self.content_digest,
+        }
+        for key in _OPTIONAL:
+            if key not in self.absent:
+                out[key] = getattr(self, key)
+        return out
+
+    @property
+    def size(self) -> int:
+        """The bytes of all the version's files."""
+        return sum(f.size for f in self.files)
+
+
 def _canonical(obj: Any) -> Any:
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):
         return {k: _canonical(obj[k]) for k in sorted(obj)}
     if isinstance(obj, (list, tuple)):
         return [_canonical(v) for v in obj]
     return obj
 
 
-def pack(manifest: dict[str, Any]) -> bytes:
-    packed: bytes = msgpack.packb(_canonical(manifest), use_bin_type=True)
+def pack(manifest: Manifest | Mapping[str, Any]) -> bytes:
+    """The manifest's bytes: deterministic msgpack with every map's keys sorted. A plain map
+    is packed as it is (how tests forge a manifest the gate must refuse)."""
+    raw = manifest.to_dict() if isinstance(manifest, Manifest) else manifest
+    packed: bytes = msgpack.packb(_canonical(raw), use_bin_type=True)
     return packed
 
 
@@ -88,7 +227,7 @@ def unpack(
     limits: Limits | None = None,
     name: str | None = None,
     version: str | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """Decode and validate a manifest read from Git (or a cache of it): the one gate.
 
     Raises :class:`IntegrityError` naming ``context`` (the ref or commit) for anything that
@@ -114,9 +253,10 @@ def unpack(
     # object is built (``_bounded``): nested or wide empty arrays in any field are refused.
     m = load_msgpack(bytes(data), f"{where}manifest")
     check(m, context, limits=lim)
-    if (name is not None and m["name"] != name) or (version is not None and m["version"] != version):
-        raise IntegrityError(f"{where}the tag points at the manifest of {m['name']} {m['version']}")
-    return cast(dict[str, Any], m)
+    record = Manifest.from_dict(m)
+    if (name is not None and record.name != name) or (version is not None and record.version != version):
+        raise IntegrityError(f"{where}the tag points at the manifest of {record.name} {record.version}")
+    return record
 
 
 def check(m: object, context: str = "", *, limits: Limits | None = None) -> None:
@@ -363,29 +503,38 @@ def _prescan(data: bytes, where: str, lim: Limits) -> None:
         return
 
 
-def file_entry(path: str, rec: FileRecord, mode: int) -> dict[str, Any]:
-    return {
-        "path": path,
-        "size": rec.size,
-        "mode": 0o755 if mode & 0o111 else 0o644,
-        "digest": rec.digest,
-        "chunks": [[bytes.fromhex(c.digest), c.size] for c in rec.chunks],
-    }
+def file_entry(
+    path: str, rec: FileRecord, mode: int, tensors: Sequence[Sequence[Any]] | None = None
+) -> FileEntry:
+    """The manifest entry of a file the store holds as ``rec`` (``tensors``: its rows, if scanned)."""
+    return FileEntry(
+        path=path,
+        size=rec.size,
+        mode=0o755 if mode & 0o111 else 0o644,
+        digest=rec.digest,
+        chunks=tuple((bytes.fromhex(c.digest), c.size) for c in rec.chunks),
+        tensors=None if tensors is None else tuple(map(TensorInfo.from_row, tensors)),
+    )
 
 
-def file_records(manifest: dict[str, Any]) -> list[tuple[str, FileRecord, int]]:
+def file_records(manifest: Manifest) -> list[tuple[str, FileRecord, int]]:
+    """``(path, store record, mode)`` of every file of ``manifest``."""
     out = []
-    for f in manifest["files"]:
-        chunks = tuple(ChunkRef(c[0].hex(), c[1]) for c in f["chunks"])
-        out.append((f["path"], FileRecord(f["size"], f["digest"], chunks), f.get("mode", 0o644)))
+    for f in manifest.files:
+        chunks = tuple(ChunkRef(ChunkDigest(d.hex()), n) for d, n in f.chunks)
+        out.append((f.path, FileRecord(f.size, f.digest, chunks), f.mode))
     return out
 
 
-def content_digest(files: list[dict[str, Any]]) -> str:
+def content_digest(files: Sequence[FileEntry] | Sequence[Mapping[str, Any]]) -> str:
     """Identity of a version's bytes: BLAKE3 over sorted (path, mode, file digest)."""
+    rows = [
+        (f.path, f.mode, f.digest) if isinstance(f, FileEntry) else (f["path"], f["mode"], f["digest"])
+        for f in files
+    ]
     h = blake3.blake3(b"uniflow-content-v1\x00")
-    for f in sorted(files, key=lambda f: f["path"]):
-        h.update(f"{f['path']}\x00{f['mode']:o}\x00{f['digest']}\n".encode())
+    for path, mode, digest in sorted(rows, key=lambda r: r[0]):
+        h.update(f"{path}\x00{mode:o}\x00{digest}\n".encode())
     return h.hexdigest()
 
 
@@ -421,70 +570,64 @@ def _fmt_size(n: int) -> str:
     return f"{n} B"
 
 
-def render_card(m: dict[str, Any]) -> str:
+def render_card(m: Manifest) -> str:
     """A Markdown model card: what ``git show`` of a version tag prints."""
-    lines = [f"# {m['name']} {m['version']}", ""]
-    if m.get("description"):
-        lines += [m["description"], ""]
-    size = sum(f["size"] for f in m["files"])
-    lineage = m.get("lineage", {})
+    lines = [f"# {m.name} {m.version}", ""]
+    if m.description:
+        lines += [m.description, ""]
+    lineage = m.lineage
     lines += [
-        f"- framework: {m['framework']} (serializer: {m['serializer']})",
-        f"- registered: {m['created_at']} by {m['author']}",
+        f"- framework: {m.framework} (serializer: {m.serializer})",
+        f"- registered: {m.created_at} by {m.author}",
         f"- code commit: {lineage.get('code_commit') or 'none'}"
         + (" (working tree was dirty)" if lineage.get("dirty") else "")
         + (f" on {lineage['branch']}" if lineage.get("branch") else ""),
-        f"- size: {_fmt_size(size)} in {len(m['files'])} file(s)",
-        f"- content digest: blake3:{m['content_digest']}",
+        f"- size: {_fmt_size(m.size)} in {len(m.files)} file(s)",
+        f"- content digest: blake3:{m.content_digest}",
         "",
     ]
-    for title, key in (("Metrics", "metrics"), ("Parameters", "params"), ("Tags", "tags")):
-        if m.get(key):
+    for title, values in (("Metrics", m.metrics), ("Parameters", m.params), ("Tags", m.tags)):
+        if values:
             lines += (
-                [f"## {title}", ""] + [f"- {k}: {json.dumps(v)}" for k, v in sorted(m[key].items())] + [""]
+                [f"## {title}", ""] + [f"- {k}: {json.dumps(v)}" for k, v in sorted(values.items())] + [""]
             )
     lines += ["## Files", ""]
-    lines += [f"- `{f['path']}` {_fmt_size(f['size'])} blake3:{f['digest'][:16]}" for f in m["files"]]
+    lines += [f"- `{f.path}` {_fmt_size(f.size)} blake3:{f.digest[:16]}" for f in m.files]
     extra = {k: v for k, v in lineage.items() if k not in ("code_commit", "branch", "dirty")}
     if extra:
         lines += ["", "## Lineage", "", "```json", json.dumps(extra, indent=2, sort_keys=True), "```"]
     return "\n".join(lines) + "\n"
 
 
-def to_model_version(m: dict[str, Any], stage: str, tag_ref: str = "") -> ModelVersion:
-    lineage = m.get("lineage", {})
+def to_model_version(m: Manifest, stage: str, tag_ref: str = "") -> ModelVersion:
+    """The public :class:`ModelVersion` of a manifest, at ``stage``."""
+    lineage = m.lineage
     files = tuple(
-        FileInfo(
-            path=f["path"],
-            size=f["size"],
-            digest=f["digest"],
-            chunks=len(f["chunks"]),
-            mode=f.get("mode", 0o644),
-        )
-        for f in m["files"]
+        FileInfo(path=f.path, size=f.size, digest=f.digest, chunks=len(f.chunks), mode=f.mode)
+        for f in m.files
     )
-    created = datetime.fromisoformat(m["created_at"])
+    created = datetime.fromisoformat(m.created_at)
     if created.tzinfo is None:
         created = created.replace(tzinfo=UTC)
     return ModelVersion(
-        name=m["name"],
-        version=m["version"],
+        name=m.name,
+        version=m.version,
         stage=stage,
-        framework=m["framework"],
-        serializer=m["serializer"],
-        metrics=dict(m.get("metrics", {})),
-        tags=dict(m.get("tags", {})),
-        params=dict(m.get("params", {})),
-        description=m.get("description", ""),
+        framework=m.framework,
+        serializer=m.serializer,
+        metrics=dict(m.metrics),
+        tags=dict(m.tags),
+        params=dict(m.params),
+        description=m.description,
         created_at=created,
-        author=m.get("author", ""),
+        author=m.author,
         code_commit=lineage.get("code_commit"),
         branch=lineage.get("branch"),
         dirty=bool(lineage.get("dirty", False)),
         size=sum(f.size for f in files),
-        digest=m["content_digest"],
+        digest=m.content_digest,
         files=files,
         lineage=dict(lineage),
-        libraries=dict(m.get("libraries", {})),
+        libraries=dict(m.libraries),
         tag_ref=tag_ref,
     )

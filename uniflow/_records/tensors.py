@@ -49,7 +49,6 @@ __all__ = [
     "pack_known",
     "KnownDigests",
     "scan_for",
-    "tensor_infos",
 ]
 
 #: dtype name -> bytes per element: the closed set a manifest may name (safetensors' names)
@@ -107,9 +106,10 @@ _NPY_DTYPES = {
 _NPY_MAGIC = b"\x93NUMPY"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TensorInfo:
-    """One tensor of a stored file, as its (validated) manifest entry records it."""
+    """One tensor of a stored file, as its (validated) manifest entry records it: the row
+    ``[name, dtype, shape, begin, end, digest]`` of the file's ``tensors`` list."""
 
     name: str
     dtype: str
@@ -117,6 +117,15 @@ class TensorInfo:
     begin: int
     end: int
     digest: str
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> TensorInfo:
+        """The record of a manifest row that :func:`check_tensors` accepted."""
+        return cls(row[0], row[1], tuple(row[2]), row[3], row[4], row[5])
+
+    def to_row(self) -> list[Any]:
+        """The manifest row, as packed: ``[name, dtype, [dim, ...], begin, end, digest]``."""
+        return [self.name, self.dtype, list(self.shape), self.begin, self.end, self.digest]
 
     @property
     def nbytes(self) -> int:
@@ -130,14 +139,6 @@ class TensorInfo:
             "nbytes": self.nbytes,
             "digest": self.digest,
         }
-
-
-def tensor_infos(entry: dict[str, Any]) -> list[TensorInfo] | None:
-    """The tensors of a validated manifest file entry; None when it records none."""
-    items = entry.get("tensors")
-    if items is None:
-        return None
-    return [TensorInfo(t[0], t[1], tuple(t[2]), t[3], t[4], t[5]) for t in items]
 
 
 # ---------------------------------------------------------------------- the gate

@@ -13,7 +13,7 @@ listing here skips them, so they never become paths or ref names.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._errors import (
@@ -25,9 +25,10 @@ from .._errors import (
     VersionNotFoundError,
 )
 from .._naming import validate_model_name, validate_version
+from .._types import CommitId, TagId
 from .config import Limits
 from .git import GitRepo, Identity
-from .manifest import check, pack, render_card, unpack
+from .manifest import Manifest, check, pack, render_card, unpack
 from .objcache import DerivedCache
 from .refs import LIFECYCLE_PREFIX, TAGS_PREFIX, lifecycle_ref, tag_name, tag_ref, tags_prefix
 
@@ -55,7 +56,7 @@ def is_version(version: str) -> bool:
     return True
 
 
-def commit_message(name: str, version: str, metrics: dict[str, Any]) -> str:
+def commit_message(name: str, version: str, metrics: Mapping[str, Any]) -> str:
     """The version commit's message: a subject, then one line per metric, key and value
     JSON-encoded, so no key or value can start a line of its own. The heading is no trailer
     token and the lines start with a quote, so Git finds no trailers here at all."""
@@ -82,7 +83,7 @@ class VersionIndex:
         self.git = git
         self.derived = cache
         self.limits = limits or Limits
-        self._cache: dict[str, tuple[str, dict[str, Any]]] = {}  # tag sha -> (commit, manifest)
+        self._cache: dict[str, tuple[CommitId, Manifest]] = {}  # tag sha -> (commit, manifest)
 
     def models(self) -> list[str]:
         return sorted(self.all_version_names())
@@ -116,11 +117,15 @@ class VersionIndex:
         bad += [lifecycle_ref(m) for m in self.git.ref_names(LIFECYCLE_PREFIX) if not is_model_name(m)]
         return bad
 
-    def versions(self, model: str) -> dict[str, str]:
+    def versions(self, model: str) -> dict[str, TagId]:
         """``{version: tag sha}`` of ``model`` (valid version names only)."""
         if not is_model_name(model):
             return {}
-        return {k: v for k, v in self.git.refs(tags_prefix(model)).items() if "/" not in k and is_version(k)}
+        return {
+            k: TagId(v)
+            for k, v in self.git.refs(tags_prefix(model)).items()
+            if "/" not in k and is_version(k)
+        }
 
     def version_names(self, model: str) -> list[str]:
         """The versions of ``model`` (valid version names only)."""
@@ -128,8 +133,9 @@ class VersionIndex:
             return []
         return [n for n in self.git.ref_names(tags_prefix(model)) if "/" not in n and is_version(n)]
 
-    def tag_sha(self, model: str, version: str) -> str | None:
-        return self.git.ref(tag_ref(model, version))
+    def tag_sha(self, model: str, version: str) -> TagId | None:
+        sha = self.git.ref(tag_ref(model, version))
+        return None if sha is None else TagId(sha)
 
     def manifest(
         self,
@@ -139,7 +145,7 @@ class VersionIndex:
         *,
         from_git: bool = False,
         memo: bool = True,
-    ) -> tuple[str, dict[str, Any]]:
+    ) -> tuple[CommitId, Manifest]:
         """``(version commit, manifest)`` for a version whose tag exists, validated.
 
         ``from_git=True`` reads the Git objects themselves, bypassing both caches (verify).
@@ -159,7 +165,7 @@ class VersionIndex:
         cached = self.derived.get("manifest", sha) if self.derived and not from_git else None
         data: bytes | None
         if cached is not None:
-            commit, data = cached[:40].decode("ascii", "replace"), cached[40:]
+            commit, data = CommitId(cached[:40].decode("ascii", "replace")), cached[40:]
         else:
             commit, data = self._read_git(sha, context)
         m = unpack(data, context, limits=self.limits(), name=model, version=version)
@@ -169,7 +175,7 @@ class VersionIndex:
             self._cache[sha] = (commit, m)
         return commit, m
 
-    def _read_git(self, sha: str, context: str) -> tuple[str, bytes]:
+    def _read_git(self, sha: str, context: str) -> tuple[CommitId, bytes]:
         """``(version commit, manifest bytes)`` read through Git from the tag object ``sha``.
         Anything else under a version's name (a lightweight tag, a tag on a blob or tree, a
         commit without a manifest) is an :class:`IntegrityError` saying which it is."""
@@ -183,7 +189,7 @@ class VersionIndex:
         kind_name = getattr(kind, "type_name", b"?").decode("ascii", "replace")
         if kind_name != "commit":
             raise IntegrityError(f"{context}: the tag points at a {kind_name}, not at a version commit")
-        commit = target.decode("ascii", "replace")
+        commit = CommitId(target.decode("ascii", "replace"))
         try:
             data = self.git.read_path(
                 commit, MANIFEST_PATH, self.limits().max_manifest_bytes, "max_manifest_bytes"
@@ -197,15 +203,15 @@ class VersionIndex:
         return commit, data
 
     def write_version(
-        self, manifest: dict[str, Any], code_commit: str | None, actor: Identity
-    ) -> tuple[bool, str]:
+        self, manifest: Manifest, code_commit: str | None, actor: Identity
+    ) -> tuple[bool, TagId]:
         """Create the version; ``(True, tag sha)`` if this call created it, else
         ``(False, existing tag sha)`` when the same content was already registered.
         Raises VersionExistsError when the version exists with different content, and
         UsageError (before writing anything) for a manifest the read gate would refuse."""
-        name, version = manifest["name"], manifest["version"]
+        name, version = manifest.name, manifest.version
         try:  # never write a version that the read gate would refuse
-            check(manifest, f"model {name!r} version {version!r}", limits=self.limits())
+            check(manifest.to_dict(), f"model {name!r} version {version!r}", limits=self.limits())
         except IntegrityError as exc:
             raise UsageError(f"cannot register: {exc}") from exc
         existing = self.tag_sha(name, version)
@@ -221,19 +227,19 @@ class VersionIndex:
             raise IntegrityError(
                 f"git objects of the code commit {str(code_commit)[:12]} (HEAD) are missing; run 'git fsck'"
             ) from exc
-        message = commit_message(name, version, manifest.get("metrics") or {})
+        message = commit_message(name, version, manifest.metrics)
         commit = self.git.write_commit(tree, [code_commit] if code_commit else [], message, actor)
         tag = self.git.write_tag(tag_name(name, version), commit, card, actor)
         if self.git.create_ref(tag_ref(name, version), tag, message=f"uniflow: register {name} {version}"):
-            return True, tag
+            return True, TagId(tag)
         existing = self.tag_sha(name, version)
         if existing is None:  # deleted between our attempt and this read: report, do not loop
             raise VersionExistsError(name, version, "(it was being changed concurrently)")
         return False, self._same_or_raise(manifest, existing)
 
-    def _same_or_raise(self, manifest: dict[str, Any], existing: str) -> str:
-        name, version = manifest["name"], manifest["version"]
+    def _same_or_raise(self, manifest: Manifest, existing: TagId) -> TagId:
+        name, version = manifest.name, manifest.version
         _, other = self.manifest(name, version, existing)
-        if other["content_digest"] != manifest["content_digest"]:
+        if other.content_digest != manifest.content_digest:
             raise VersionExistsError(name, version)
         return existing

@@ -21,7 +21,7 @@ from typing import Any
 import blake3
 
 from .. import _testhooks
-from .._types import ProgressFn
+from .._types import ChunkDigest, ProgressFn
 from .ingest import InOrder
 from .parallel import bounded_map
 from .segments import Segments
@@ -68,7 +68,9 @@ _READ_WINDOW = 4
 
 @dataclass(frozen=True)
 class ChunkRef:
-    digest: str
+    """A chunk of a stored file: its BLAKE3-256 digest (hex) and size in bytes."""
+
+    digest: ChunkDigest
     size: int
 
 

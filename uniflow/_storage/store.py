@@ -50,7 +50,7 @@ from pathlib import Path
 from .. import _testhooks
 from .._errors import CorruptChunkError, InvalidPathError, MissingChunkError, RepositoryError
 from .._naming import validate_digest
-from .._types import ProgressFn
+from .._types import ChunkDigest, ProgressFn
 from .chunking import (
     CHUNK_PARAMS,
     EMPTY_DIGEST,
@@ -343,7 +343,7 @@ class ObjectStore:
                 ) from exc
         if self._write_object(digest, piece, src=src) and created is not None:
             created.append(digest)
-        return ChunkRef(digest, len(piece))
+        return ChunkRef(ChunkDigest(digest), len(piece))
 
     def _discard_misnamed(self, digests: Iterable[str]) -> None:
         """Unlink those of the objects ``digests`` (created by this process moments ago) whose

@@ -342,8 +342,7 @@ def _already_imported(repo: Repository, step: Step) -> bool:
     """True when the version exists and its manifest records this very source key."""
     if repo.index.tag_sha(step.model, step.version) is None:
         return False
-    lineage = repo.manifest(step.model, step.version).get("lineage") or {}
-    return isinstance(lineage, dict) and lineage.get("import_key") == step.key
+    return bool(repo.manifest(step.model, step.version).lineage.get("import_key") == step.key)
 
 
 def run_plan(
