@@ -36,6 +36,7 @@ from .._errors import IntegrityError, UniflowError
 from .._naming import validate_digest, validate_key, validate_model_name, validate_relpath, validate_version
 from .._storage.chunking import ChunkRef, FileRecord
 from .._types import ChunkDigest, FileInfo, ModelVersion
+from .._views.format import human_size
 from .config import Limits
 from .tensors import TensorInfo, check_tensors
 
@@ -561,15 +562,6 @@ def json_safe(value: Any, what: str = "value") -> Any:
     return repr(value)
 
 
-def _fmt_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
 def render_card(m: Manifest) -> str:
     """A Markdown model card: what ``git show`` of a version tag prints."""
     lines = [f"# {m.name} {m.version}", ""]
@@ -582,7 +574,7 @@ def render_card(m: Manifest) -> str:
         f"- code commit: {lineage.get('code_commit') or 'none'}"
         + (" (working tree was dirty)" if lineage.get("dirty") else "")
         + (f" on {lineage['branch']}" if lineage.get("branch") else ""),
-        f"- size: {_fmt_size(m.size)} in {len(m.files)} file(s)",
+        f"- size: {human_size(m.size)} in {len(m.files)} file(s)",
         f"- content digest: blake3:{m.content_digest}",
         "",
     ]
@@ -592,7 +584,7 @@ def render_card(m: Manifest) -> str:
                 [f"## {title}", ""] + [f"- {k}: {json.dumps(v)}" for k, v in sorted(values.items())] + [""]
             )
     lines += ["## Files", ""]
-    lines += [f"- `{f.path}` {_fmt_size(f.size)} blake3:{f.digest[:16]}" for f in m.files]
+    lines += [f"- `{f.path}` {human_size(f.size)} blake3:{f.digest[:16]}" for f in m.files]
     extra = {k: v for k, v in lineage.items() if k not in ("code_commit", "branch", "dirty")}
     if extra:
         lines += ["", "## Lineage", "", "```json", json.dumps(extra, indent=2, sort_keys=True), "```"]
