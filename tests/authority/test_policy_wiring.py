@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,7 +73,7 @@ def governed(repo: Path, keys: dict[str, Key]) -> tuple[Path, str]:
     return repo, commit(repo, keys[ALICE], "policy", files)
 
 
-def check(repo: Path, *args: str, code: int = 0) -> dict[str, object]:
+def check(repo: Path, *args: str, code: int = 0) -> Any:
     out = cli(repo, "policy", "check", "--json", *args, code=code)
     return json.loads(out.stdout) if code == 0 else {"stderr": out.stderr}
 
@@ -142,13 +143,13 @@ def test_json_shape(governed: tuple[Path, str]) -> None:
     assert data["trust_root"] == {
         "kind": "first-seen",
         "commit": sha,
-        "source": data["trust_root"]["source"],  # type: ignore[index]
+        "source": data["trust_root"]["source"],
     }
     in_force = data["in_force"]
     assert isinstance(in_force, dict) and in_force["commit"] == sha
     assert in_force["policy"]["admins"] == {"principals": [ALICE], "threshold": 1}
     assert data["revisions"] == [
-        {"commit": sha, "accepted": True, "reason": data["revisions"][0]["reason"], "signers": []}  # type: ignore[index]
+        {"commit": sha, "accepted": True, "reason": data["revisions"][0]["reason"], "signers": []}
     ]
     assert data["keyless"] == []
 
@@ -166,8 +167,8 @@ def test_attack_non_admin_grants_itself_rights_and_the_previous_policy_stays_in_
         {".uniflow/policy.toml": policy_text([ALICE, MALLORY], [ALICE, MALLORY])},
     )
     data = check(repo)
-    assert data["in_force"]["commit"] == first  # type: ignore[index]
-    verdict = data["revisions"][-1]  # type: ignore[index]
+    assert data["in_force"]["commit"] == first
+    verdict = data["revisions"][-1]
     assert verdict["commit"] == grab and not verdict["accepted"]
     assert f"{MALLORY} is not an admin" in verdict["reason"]
     # her own key under alice's name proves nothing: verified against the keys in force before it
@@ -175,10 +176,10 @@ def test_attack_non_admin_grants_itself_rights_and_the_previous_policy_stays_in_
     commit(repo, keys[MALLORY], "my key for alice", {".uniflow/allowed_signers": forged})
     unsigned = commit(repo, None, "unsigned", {".uniflow/policy.toml": policy_text([MALLORY])})
     data = check(repo)
-    assert data["in_force"]["commit"] == first  # type: ignore[index]
-    assert [v["accepted"] for v in data["revisions"]] == [True, False, False, False]  # type: ignore[union-attr]
-    assert data["revisions"][-1]["commit"] == unsigned  # type: ignore[index]
-    assert "signed by no admin" in data["revisions"][-1]["reason"]  # type: ignore[index]
+    assert data["in_force"]["commit"] == first
+    assert [v["accepted"] for v in data["revisions"]] == [True, False, False, False]
+    assert data["revisions"][-1]["commit"] == unsigned
+    assert "signed by no admin" in data["revisions"][-1]["reason"]
     text = cli(repo, "policy", "check")
     assert "REJECTED" in text.stdout and "did not take effect" in text.stderr
 
@@ -207,7 +208,7 @@ def test_admins_rotate_keys_and_hand_over_and_the_old_key_loses_its_rights(
         repo, keys[BOB], "bob adds a releaser", {".uniflow/policy.toml": policy_text([BOB], [BOB, ALICE])}
     )
     data = check(repo)
-    verdicts = {v["commit"]: v for v in data["revisions"]}  # type: ignore[union-attr]
+    verdicts = {v["commit"]: v for v in data["revisions"]}
     assert verdicts[rotated]["accepted"] and verdicts[rotated]["signers"] == [ALICE]
     assert not verdicts[stale]["accepted"]  # the old key is no longer in allowed_signers
     assert verdicts[fresh]["accepted"]
@@ -216,7 +217,7 @@ def test_admins_rotate_keys_and_hand_over_and_the_old_key_loses_its_rights(
         and "alice@example.com is not an admin" in verdicts[by_alice]["reason"]
     )
     assert verdicts[by_bob]["accepted"] and verdicts[by_bob]["signers"] == [BOB]
-    assert data["in_force"]["commit"] == by_bob  # type: ignore[index]
+    assert data["in_force"]["commit"] == by_bob
 
 
 def test_a_merge_signed_by_an_admin_brings_a_change_made_on_a_branch(
@@ -230,8 +231,8 @@ def test_a_merge_signed_by_an_admin_brings_a_change_made_on_a_branch(
     git(repo, *sign, "merge", "-q", "--no-ff", "-S", "-m", "merge reviewed policy", "feature")
     merge = git(repo, "rev-parse", "HEAD").stdout.decode().strip()
     data = check(repo)
-    assert data["in_force"]["commit"] == merge  # type: ignore[index]
-    assert BOB in data["in_force"]["policy"]["groups"]["releasers"]  # type: ignore[index]
+    assert data["in_force"]["commit"] == merge
+    assert BOB in data["in_force"]["policy"]["groups"]["releasers"]
 
 
 # ---------------------------------------------------------------------- trust roots
@@ -246,7 +247,7 @@ def test_a_history_rewrite_that_removes_the_first_seen_root_is_refused(
     commit(repo, keys[MALLORY], "my policy", policy_files([MALLORY], (MALLORY, keys[MALLORY])))
     git(repo, "branch", "-f", "main", "rewritten")
     git(repo, "checkout", "-q", "main")
-    err = one_error_line(check(repo, code=10)["stderr"])  # type: ignore[arg-type]
+    err = one_error_line(check(repo, code=10)["stderr"])
     assert first[:12] in err and "rewritten" in err and "trust-root" in err
     assert read_trust_root(GitRepo(repo)) == first  # never replaced silently
 
@@ -257,7 +258,7 @@ def test_a_damaged_trust_root_record_is_one_line(governed: tuple[Path, str]) -> 
     path = trust_root_path(GitRepo(repo))
     path.chmod(0o644)
     path.write_text("not a commit\n")
-    err = one_error_line(check(repo, code=5)["stderr"])  # type: ignore[arg-type]
+    err = one_error_line(check(repo, code=5)["stderr"])
     assert "is not one commit id" in err
 
 
@@ -268,17 +269,17 @@ def test_trust_root_file_pins_the_admins(
     pinned = tmp_path / "admins"
     pinned.write_text(signers_text((ALICE, keys[ALICE])))
     data = check(repo, "--trust-root", str(pinned))
-    assert data["trust_root"]["kind"] == "pinned" and data["trust_root"]["admins"] == [ALICE]  # type: ignore[index]
-    assert data["in_force"]["commit"] == first  # type: ignore[index]
+    assert data["trust_root"]["kind"] == "pinned" and data["trust_root"]["admins"] == [ALICE]
+    assert data["in_force"]["commit"] == first
     assert not trust_root_path(GitRepo(repo)).exists()  # a pinned check records nothing
     # mallory's rewritten history, which trust on first use in a fresh clone would accept
     git(repo, "checkout", "-q", "--orphan", "rewritten")
     git(repo, "rm", "-rq", "--cached", ".")
     commit(repo, keys[MALLORY], "my policy", policy_files([MALLORY], (MALLORY, keys[MALLORY])))
     git(repo, "branch", "-f", "main", "rewritten")
-    err = one_error_line(check(repo, "--trust-root", str(pinned), code=10)["stderr"])  # type: ignore[arg-type]
+    err = one_error_line(check(repo, "--trust-root", str(pinned), code=10)["stderr"])
     assert "no policy revision is signed by 1 of the trust root's admins" in err
-    missing = one_error_line(check(repo, "--trust-root", str(tmp_path / "nope"), code=10)["stderr"])  # type: ignore[arg-type]
+    missing = one_error_line(check(repo, "--trust-root", str(tmp_path / "nope"), code=10)["stderr"])
     assert "cannot read allowed signers" in missing
 
 
@@ -292,11 +293,11 @@ def test_shallow_clone_needs_unshallow_or_a_pinned_root(
     git(tmp_path, "clone", "-q", "--depth", "1", repo.as_uri(), str(shallow))
     history = read_policy_history(GitRepo(shallow))
     assert history.shallow and len(history.revisions) == 1
-    err = one_error_line(check(shallow, code=10)["stderr"])  # type: ignore[arg-type]
+    err = one_error_line(check(shallow, code=10)["stderr"])
     assert "shallow" in err and "git fetch --unshallow" in err and "--trust-root" in err
     assert not trust_root_path(GitRepo(shallow)).exists()
     git(shallow, "fetch", "-q", "--unshallow")
-    assert check(shallow)["in_force"]["commit"] == governed[1]  # type: ignore[index]
+    assert check(shallow)["in_force"]["commit"] == governed[1]
 
 
 def test_detached_ci_checkout_reads_the_remote_default_branch(
@@ -311,19 +312,19 @@ def test_detached_ci_checkout_reads_the_remote_default_branch(
     git(ci, "checkout", "-q", "--detach", "origin/feature")  # CI builds the branch, detached
     git(ci, "branch", "-D", "main")  # only refs/remotes/origin/main is left
     data = check(ci)
-    assert data["in_force"]["commit"] == first  # type: ignore[index]
-    assert "refs/remotes/origin/main" in data["trust_root"]["source"]  # type: ignore[index]
+    assert data["in_force"]["commit"] == first
+    assert "refs/remotes/origin/main" in data["trust_root"]["source"]
     # a detached checkout without any branch: HEAD's history is read
     bare = tmp_path / "bare-ci"
     git(tmp_path, "init", "-q", str(bare))
     git(bare, "fetch", "-q", repo.as_uri(), first)
     git(bare, "checkout", "-q", "--detach", "FETCH_HEAD")
-    assert check(bare)["in_force"]["commit"] == first  # type: ignore[index]
+    assert check(bare)["in_force"]["commit"] == first
     # the same checkout made with --depth: the history is not there
     shallow = tmp_path / "ci-shallow"
     git(tmp_path, "clone", "-q", "--depth", "1", repo.as_uri(), str(shallow))
     git(shallow, "checkout", "-q", "--detach")
-    assert "shallow" in one_error_line(check(shallow, code=10)["stderr"])  # type: ignore[arg-type]
+    assert "shallow" in one_error_line(check(shallow, code=10)["stderr"])
 
 
 # ---------------------------------------------------------------------- the library side
