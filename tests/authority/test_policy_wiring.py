@@ -357,3 +357,27 @@ def test_signatures_are_verified_on_the_stored_commit_bytes(governed: tuple[Path
     repo, first = governed
     raw = GitRepo(repo).read_raw(first, "commit", 1 << 20)
     assert raw == git(repo, "cat-file", "commit", first).stdout and b"\ngpgsig " in raw
+
+
+def test_history_walk_keeps_only_commits_that_change_the_files_and_is_bounded(
+    governed: tuple[Path, str], keys: dict[str, Key]
+) -> None:
+    repo, first = governed
+    commit(repo, None, "code only", {"train.py": "print('v2')\n"})
+    change = commit(repo, keys[ALICE], "policy", {".uniflow/policy.toml": policy_text([ALICE], [ALICE, BOB])})
+    commit(repo, None, "more code", {"train.py": "print('v3')\n"})
+    history = read_policy_history(GitRepo(repo))
+    assert history.ref == "refs/heads/main" and not history.shallow
+    assert [r.commit for r in history.revisions] == [first, change]
+    with pytest.raises(PolicyError, match="longer than 3 commits"):
+        read_policy_history(GitRepo(repo), max_commits=3)
+
+
+def test_an_oversized_policy_file_is_refused_before_it_is_read(
+    governed: tuple[Path, str], keys: dict[str, Key]
+) -> None:
+    repo, _ = governed
+    huge = "# " + "x" * (1 << 20) + "\n"
+    commit(repo, keys[MALLORY], "huge", {".uniflow/policy.toml": huge})
+    err = one_error_line(check(repo, code=5)["stderr"])
+    assert ".uniflow/policy.toml of commit" in err and "more than the policy file limit" in err

@@ -129,7 +129,9 @@ def default_branch(git: GitRepo) -> tuple[str, str]:
                 return ref, sha
     head = git.head()
     if head is None:
-        raise RepositoryError(f"{git.workdir} has no commit yet: commit the policy files first")
+        raise RepositoryError(
+            f"{git.workdir} has no default branch and no HEAD commit to read {POLICY_PATH} from"
+        )
     return "HEAD", head
 
 
@@ -187,8 +189,8 @@ def _walk(git: GitRepo, tip: str, stop_at: str | None, max_commits: int) -> tupl
     while sha is not None:  # bounded by max_commits
         if len(steps) >= max_commits:
             raise PolicyError(
-                f"the default branch has more than {max_commits} commits before its first policy "
-                "revision; pass --trust-root FILE"
+                f"the first-parent history of {tip[:12]} is longer than {max_commits} commits, "
+                "the most read for the policy files"
             )
         try:
             commit = git.read_commit(sha)
