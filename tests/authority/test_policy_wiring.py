@@ -381,3 +381,14 @@ def test_an_oversized_policy_file_is_refused_before_it_is_read(
     commit(repo, keys[MALLORY], "huge", {".uniflow/policy.toml": huge})
     err = one_error_line(check(repo, code=5)["stderr"])
     assert ".uniflow/policy.toml of commit" in err and "more than the policy file limit" in err
+
+
+def test_a_rule_for_an_undeclared_stage_is_flagged_but_the_verdicts_do_not_depend_on_the_checkout(
+    governed: tuple[Path, str], keys: dict[str, Key]
+) -> None:
+    repo, _ = governed
+    typo = policy_text([ALICE]).replace("[stages.production]", "[stages.prodution]")
+    change = commit(repo, keys[ALICE], "typo", {".uniflow/policy.toml": typo})
+    out = cli(repo, "policy", "check")
+    assert f"policy in force: {change[:12]}" in out.stdout
+    assert "warning: the policy sets a rule for stage 'prodution', which is not declared" in out.stderr

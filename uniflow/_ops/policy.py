@@ -43,6 +43,7 @@ __all__ = [
     "policy_in_force",
     "policy_init",
     "signing_principals",
+    "undeclared_stages",
 ]
 
 _MAX_KEY_FILE = 64 * 1024
@@ -159,13 +160,13 @@ def load_trust_root(path: str | os.PathLike[str]) -> TrustRoot:
     return TrustRoot.pinned(admins, data, source=f"pinned by --trust-root {os.fspath(path)}")
 
 
-def _first_valid(revisions: tuple[PolicyRevision, ...], stages: Any) -> PolicyRevision | None:
+def _first_valid(revisions: tuple[PolicyRevision, ...]) -> PolicyRevision | None:
     """The oldest revision with a policy that parses: what trust on first use records."""
     for revision in revisions:
         if revision.policy is None:
             continue
         try:
-            parse_policy(revision.policy, POLICY_PATH, stages=stages)
+            parse_policy(revision.policy, POLICY_PATH)
         except PolicyError:
             continue
         return revision
@@ -179,19 +180,19 @@ def _no_policy(history: PolicyHistory) -> NotFoundError:
     )
 
 
-def _first_use(repo: Repository, history: PolicyHistory, stages: Any) -> tuple[TrustRoot, bool]:
+def _first_use(repo: Repository, history: PolicyHistory) -> tuple[TrustRoot, bool]:
     """The first-seen root to record (trust on first use); refused in a shallow clone."""
     if history.shallow:
         raise PolicyError(
             f"this clone is shallow, so the policy chain cannot be verified from its first use: "
             f"run '{_UNSHALLOW}', or pass --trust-root FILE naming the admins"
         )
-    first = _first_valid(history.revisions, stages)
+    first = _first_valid(history.revisions)
     if first is None:
         written = [r for r in history.revisions if r.policy is not None]
         if written:  # the newest one's problem, as one PolicyError
             newest = written[-1]
-            parse_policy(newest.policy or b"", f"{POLICY_PATH} at {newest.commit[:12]}", stages=stages)
+            parse_policy(newest.policy or b"", f"{POLICY_PATH} at {newest.commit[:12]}")
         raise _no_policy(history)
     return _first_seen(repo, first.commit, history.ref, recorded=False), True
 
@@ -203,9 +204,11 @@ def _first_seen(repo: Repository, commit: str, ref: str, *, recorded: bool) -> T
     return TrustRoot(commit=commit, source=source)
 
 
-def _verify(repo: Repository, history: PolicyHistory, root: TrustRoot, stages: Any) -> PolicyChain:
+def _verify(repo: Repository, history: PolicyHistory, root: TrustRoot) -> PolicyChain:
+    # stage names are checked for their syntax only: the verdicts must not depend on the
+    # config.toml of whatever is checked out (see undeclared_stages)
     try:
-        return verify_chain(history.revisions, root, resolve=signer_resolver(repo.git), stages=stages)
+        return verify_chain(history.revisions, root, resolve=signer_resolver(repo.git))
     except PolicyError as exc:
         if history.shallow:
             raise PolicyError(f"{exc} (this clone is shallow: run '{_UNSHALLOW}')") from None
@@ -239,20 +242,19 @@ def policy_check(
     missing from the history (a rewrite) or no policy signed from the root is a
     :class:`PolicyError`; no policy at all is a :class:`NotFoundError`.
     """
-    stages = repo.stages()
     if trust_root is not None:
         root = trust_root if isinstance(trust_root, TrustRoot) else load_trust_root(trust_root)
         history = read_policy_history(repo.git)
         if not history.revisions:
             raise _no_policy(history)
-        return _verify(repo, history, root, stages)
+        return _verify(repo, history, root)
     recorded = read_trust_root(repo.git)
     history = read_policy_history(repo.git, stop_at=recorded)
     if recorded is None:
-        root, new = _first_use(repo, history, stages)
+        root, new = _first_use(repo, history)
     else:
         root, new = _recorded_root(repo, history, recorded), False
-    chain = _verify(repo, history, root, stages)
+    chain = _verify(repo, history, root)
     if new and root.commit is not None:
         record_trust_root(repo.git, root.commit)
     return chain
@@ -275,6 +277,13 @@ def policy_in_force(
 
 
 # ---------------------------------------------------------------------- keys and principals
+def undeclared_stages(repo: Repository, in_force: InForce) -> tuple[str, ...]:
+    """The stages the policy in force sets rules for that this work tree's
+    ``.uniflow/config.toml`` does not declare (a typo leaves the intended stage unruled)."""
+    known = repo.stages()
+    return tuple(r.stage for r in in_force.policy.stages if r.stage not in known)
+
+
 def keyed_principals(in_force: InForce) -> frozenset[str]:
     """The principals the allowed signers in force give a key to (exact names, no patterns)."""
     try:

@@ -80,14 +80,17 @@ def check_cmd(trust_root: str | None, as_json: bool, repo: str | None) -> None:
     \f
     Calls ModelRegistry.policy_check(trust_root=--trust-root).
     """
-    from .._ops.policy import keyed_principals
+    from .._ops.policy import keyed_principals, undeclared_stages
 
-    chain = get_registry(repo).policy_check(trust_root)
+    registry = get_registry(repo)
+    chain = registry.policy_check(trust_root)
     keyed = keyed_principals(chain.in_force)
     if as_json:
         echo_json(chain.to_dict(keyed))
         return
     click.echo(chain.describe(keyed))
+    for stage in undeclared_stages(registry.repository, chain.in_force):
+        click.echo(f"warning: the policy sets a rule for stage {stage!r}, which is not declared", err=True)
     verdicts = chain.revisions
     first = next((i for i, v in enumerate(verdicts) if v.accepted), len(verdicts))
     rejected = [v for v in verdicts[first:] if not v.accepted]
