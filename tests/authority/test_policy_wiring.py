@@ -392,3 +392,12 @@ def test_a_rule_for_an_undeclared_stage_is_flagged_but_the_verdicts_do_not_depen
     out = cli(repo, "policy", "check")
     assert f"policy in force: {change[:12]}" in out.stdout
     assert "warning: the policy sets a rule for stage 'prodution', which is not declared" in out.stderr
+
+
+def test_every_work_tree_shares_the_trust_root(governed: tuple[Path, str], tmp_path: Path) -> None:
+    repo, first = governed
+    linked = tmp_path / "linked"
+    git(repo, "worktree", "add", "-q", "--detach", str(linked))
+    assert check(linked)["trust_root"]["commit"] == first
+    assert read_trust_root(GitRepo(repo)) == first  # recorded in the common Git directory
+    assert "recorded in" in check(repo)["trust_root"]["source"]
