@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._authority.allowed_signers import AllowedSigners
+from .._authority.allowed_signers import MAX_ALLOWED_SIGNERS, AllowedSigners
 from .._authority.policy import parse_policy, render_init
 from .._authority.rotation import InForce, PolicyChain, PolicyRevision, TrustRoot, verify_chain
 from .._authority.sshsig import GIT_NAMESPACE
@@ -150,10 +150,16 @@ def load_trust_root(path: str | os.PathLike[str]) -> TrustRoot:
     """A pinned :class:`TrustRoot` from an allowed-signers file naming the admins (``--trust-root``):
     every principal of its lines is an admin, one signature of them starts the chain."""
     try:
-        signers = AllowedSigners.load(Path(path))
+        with open(path, "rb") as f:
+            data = f.read(MAX_ALLOWED_SIGNERS + 1)
+    except OSError as exc:
+        raise PolicyError(
+            f"--trust-root: cannot read allowed signers {os.fspath(path)}: {exc.strerror or exc}"
+        ) from None
+    try:
+        signers = AllowedSigners.parse(data, source=os.fspath(path))
     except SignatureError as exc:
         raise PolicyError(f"--trust-root: {exc}") from None
-    data = Path(path).read_bytes()
     admins = _named(signers)
     if not admins:
         raise PolicyError(f"--trust-root {os.fspath(path)}: names no admin with a usable key")
@@ -266,9 +272,9 @@ def policy_in_force(
     *,
     trust_root: str | os.PathLike[str] | TrustRoot | None = None,
 ) -> InForce | None:
-    """The policy in force now (or at ``when``), verified as :func:`policy_check` does; None
-    when the default branch has no policy (nothing to enforce) or none was in force yet at
-    ``when``."""
+    """The policy in force now (or at ``when``), verified as :func:`policy_check` does (so the
+    first call in a clone records the trust root); None when the default branch has no
+    policy (nothing to enforce) or none was in force yet at ``when``."""
     try:
         chain = policy_check(repo, trust_root)
     except NotFoundError:
