@@ -34,10 +34,11 @@ def policy_group() -> None:
 @json_option
 @repo_option
 def init_cmd(admin: str, key: str | None, as_json: bool, repo: str | None) -> None:
-    """Write .uniflow/policy.toml and .uniflow/allowed_signers (commit both, signed).
+    """Write a starting policy for you to commit, signed.
 
-    ADMIN administers the policy and is the only releaser: production then needs a signed
-    promotion from staging. Refuses to overwrite existing files.
+    Writes .uniflow/policy.toml and .uniflow/allowed_signers. PRINCIPAL administers
+    the policy and is the only releaser: production then needs a signed promotion from
+    staging. Refuses to overwrite existing files.
     \f
     Calls ModelRegistry.policy_init(--admin, key=--key).
     """
@@ -71,12 +72,12 @@ def init_cmd(admin: str, key: str | None, as_json: bool, repo: str | None) -> No
 @json_option
 @repo_option
 def check_cmd(trust_root: str | None, as_json: bool, repo: str | None) -> None:
-    """Verify the policy history of the default branch and show the policy in force.
+    """Verify the policy chain and show the policy in force.
 
-    Each change of .uniflow/policy.toml or .uniflow/allowed_signers counts only when its
-    commit is signed by the admins of the policy before it; the chain starts at the trust
-    root, which is shown. Rejected changes are listed and the policy before them stays in
-    force.
+    Reads the history of the default branch. Each change of .uniflow/policy.toml or
+    .uniflow/allowed_signers counts only when its commit is signed by the admins of the
+    policy before it; the chain starts at the trust root, which is shown. Rejected changes
+    are listed and the policy before them stays in force.
     \f
     Calls ModelRegistry.policy_check(trust_root=--trust-root).
     """
