@@ -45,8 +45,10 @@ from .sharing.pull import pull as _pull
 from .sharing.push import push as _push
 
 if TYPE_CHECKING:
+    from ._authority.rotation import PolicyChain
     from ._ops.compare import Comparison
     from ._ops.diff import VersionDiff
+    from ._ops.policy import PolicyInit
     from ._records.lifecycle import LifecycleState
     from ._records.manifest import Manifest
     from .importers import ImportReport
@@ -523,6 +525,23 @@ class ModelRegistry:
             progress=progress,
         )
 
+    # ------------------------------------------------------------------ policy (docs/governance.md)
+    def policy_init(self, admin: str, key: str | None = None) -> PolicyInit:
+        """Write ``.uniflow/policy.toml`` and ``.uniflow/allowed_signers`` naming ``admin``
+        (``key``: a public key line or ``.pub`` file; default: Git's ``user.signingKey``) for
+        you to commit, signed. Refuses to overwrite either file."""
+        from ._ops.policy import policy_init
+
+        return policy_init(self._repo, admin, key)
+
+    def policy_check(self, trust_root: str | os.PathLike[str] | None = None) -> PolicyChain:
+        """Verify the policy revisions of the default branch from the trust root (``trust_root``:
+        an allowed-signers file naming the admins; default: the first policy this clone saw,
+        recorded on the first check); the :class:`PolicyChain` with the policy in force."""
+        from ._ops.policy import policy_check
+
+        return policy_check(self._repo, trust_root)
+
 
 #: attributes of the facade that need the Git side: the first use syncs the mirror
 _SYNCED_ATTRS = frozenset({"_repo", "git", "root", "uniflow_dir", "store"})
@@ -635,6 +654,9 @@ class RemoteRegistry(ModelRegistry):
 
     def import_mlflow(self, *args: Any, **kwargs: Any) -> NoReturn:
         self._refuse("import")
+
+    def policy_init(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("policy init")
 
     def import_gto(self, *args: Any, **kwargs: Any) -> NoReturn:
         self._refuse("import")

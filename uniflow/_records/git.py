@@ -653,6 +653,52 @@ class GitRepo:
         blob = self._object(hexsha.encode())  # packed: sizes checked above
         return blob.data if isinstance(blob, Blob) else None
 
+    def read_raw(self, hexsha: str, kind: str, max_bytes: int) -> bytes:
+        """The bytes of object ``hexsha`` exactly as stored (what ``git cat-file KIND`` prints),
+        never re-serialised: what a signature covers. Refused from its header when larger than
+        ``max_bytes``; checked to hash to ``hexsha``; not a ``kind``: :class:`RepositoryError`;
+        missing: KeyError."""
+        import hashlib
+
+        sizes = object_sizes(self._repo.object_store, hexsha)
+        if sizes is not None and max(sizes[1], sizes[2]) > max_bytes:
+            raise IntegrityError(f"git object {hexsha[:12]} is {sizes[1]} bytes, more than {max_bytes}")
+        body = None
+        for s in _stores(self._repo.object_store):
+            path = getattr(s, "path", None)
+            body = inflate_loose(_loose_path(path, hexsha), max_bytes) if path is not None else None
+            if body is not None:
+                break
+        if body is None:
+            try:
+                type_num, raw = self._repo.object_store.get_raw(hexsha.encode())
+            except KeyError:
+                raise
+            except (zlib.error, ValueError, AssertionError) as exc:
+                raise IntegrityError(f"git object {hexsha[:12]} is damaged ({exc}); run 'git fsck'") from exc
+            body = bytes(raw)
+            found = _TYPE_NAMES.get(type_num, "")
+        else:
+            found = sizes[0] if sizes is not None else ""
+        if found != kind:
+            raise RepositoryError(f"object {hexsha[:12]} is not a {kind}")
+        digest = hashlib.sha256 if len(hexsha) == 64 else hashlib.sha1
+        if digest(f"{kind} {len(body)}\0".encode() + body).hexdigest() != hexsha:
+            raise IntegrityError(f"git object {hexsha[:12]} does not hash to its name; run 'git fsck'")
+        return body
+
+    def config_value(self, section: str, name: str) -> str | None:
+        """One value of Git's configuration (repository, user and system files, as dulwich
+        reads them), or None when unset or unreadable."""
+        try:
+            value = self._repo.get_config_stack().get((section.encode(),), name.encode())
+        except (KeyError, OSError):
+            return None
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
     # ------------------------------------------------------------------ refs
     def ref(self, name: str) -> str | None:
         return read_ref(self.git_dir, name)

@@ -26,6 +26,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "models": "uniflow.cli._models:models",
     "gc": "uniflow.cli._admin:gc_cmd",
     "verify": "uniflow.cli._admin:verify_cmd",
+    "policy": "uniflow.cli._policy:policy_group",
     "remote": "uniflow.cli._share:remote",
     "push": "uniflow.cli._share:push",
     "pull": "uniflow.cli._share:pull",
