@@ -533,7 +533,7 @@ def test_torch_model_round_trip(repo: Path, tmp_path: Path) -> None:
 def test_format_helpers() -> None:
     from datetime import datetime, timedelta
 
-    from uniflow._views.format import human_size
+    from uniflow._format import human_size
     from uniflow.cli._admin import parse_duration
     from uniflow.cli._format import iso_time, relative_time
 

@@ -234,7 +234,7 @@ def test_a_single_file_model_registered_under_a_new_name_is_compared_with_the_ol
 
 
 def test_sizes_in_the_summary_line_read_well() -> None:
-    from uniflow._views.format import human_size
+    from uniflow._format import human_size
 
     assert [human_size(n, significant=True) for n in (0, 1023, 4116, 40960, 1073551512, 1 << 30)] == [
         "0 B",

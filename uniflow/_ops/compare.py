@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .._format import human_size
 from .._records.manifest import Manifest, file_records
 from .._types import ModelVersion
-from .._views.format import human_size
 from .diff import diff_manifests
 
 if TYPE_CHECKING:

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .._format import human_size
 from .._records.manifest import Manifest
 from .._records.tensors import TensorInfo
-from .._views.format import human_size
 
 __all__ = [
     "STATUSES",

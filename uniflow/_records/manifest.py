@@ -33,10 +33,10 @@ import msgpack
 
 from .._bounded import load_msgpack
 from .._errors import IntegrityError, UniflowError
+from .._format import human_size
 from .._naming import validate_digest, validate_key, validate_model_name, validate_relpath, validate_version
 from .._storage.chunking import ChunkRef, FileRecord
 from .._types import ChunkDigest, FileInfo, ModelVersion
-from .._views.format import human_size
 from .config import Limits
 from .tensors import TensorInfo, check_tensors
 

@@ -18,8 +18,8 @@ from html import escape
 from typing import Any
 
 from .._errors import UsageError
+from .._format import human_size
 from .charts import Html, Point, StageMark, format_number, metric_chart, stage_colour
-from .format import human_size
 
 # The value types are passed in by their own ``_repr_html_`` methods (``_types``, ``_ops.compare``
 # import this module), so they are named here only as ``Any``: importing them back would be

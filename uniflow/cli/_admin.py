@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .._errors import IntegrityError
-from .._views.format import human_size
+from .._format import human_size
 from ._common import CliError, echo_json, find_git_root, get_registry, json_option, repo_option
 from ._complete import complete_model
 from ._format import Cell, format_value, print_kv, print_line, print_table

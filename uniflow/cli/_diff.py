@@ -49,7 +49,7 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 def _row(t: TensorDelta, with_stats: bool) -> list[Any]:
-    from .._views.format import human_size
+    from .._format import human_size
 
     info = t.info
     dtype, shape = info.dtype, _shape(info.shape)

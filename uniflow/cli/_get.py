@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from .._errors import InvalidPathError, RepositoryError, UsageError
-from .._views.format import human_size
+from .._format import human_size
 from ._common import CliError, echo_json, json_option, progress_bar
 from ._format import Cell, print_line
 

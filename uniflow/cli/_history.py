@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .._views.format import human_size
+from .._format import human_size
 from ._common import (
     CliError,
     echo_json,

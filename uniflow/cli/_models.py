@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .._errors import IntegrityError, InvalidPathError, UniflowWarning
+from .._format import human_size
 from .._types import show_payload, version_events
-from .._views.format import human_size
 from ._common import CliError, echo_json, fancy, get_registry, json_option, progress_bar, repo_option
 from ._complete import complete_model, complete_stage, complete_version
 from ._format import (

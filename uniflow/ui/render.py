@@ -14,8 +14,8 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from .. import __version__
+from .._format import human_size
 from .._views.charts import format_number
-from .._views.format import human_size
 from .._views.markdown import render_markdown
 
 __all__ = ["Links", "page_file", "render_page", "when"]
