@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import RepositoryError, UsageError
-from .._records.refs import LIFECYCLE_PREFIX
+from .._records.refs import LIFECYCLE_PREFIX, STAGES_PREFIX, TAGS_PREFIX, UNIFLOW_PREFIX, parse_tag_name
 from .._types import ProgressFn
 from .blobs import JOBS, TransferStats
 from .gitcmd import ZERO, git_remotes, run_git
@@ -78,7 +78,7 @@ _HOOK_DOC = {
 _HOOK_SKIP = {"pre-push": '[ -n "$UNIFLOW_IN_PUSH" ] && exit 0   # `uniflow push` uploads the bytes itself\n'}
 _HOOK_FALLBACK = {
     "pre-push": (
-        "if grep -q -e refs/tags/models/ -e refs/uniflow/; then\n"
+        f"if grep -q -e {TAGS_PREFIX}/ -e {UNIFLOW_PREFIX}/; then\n"
         '    echo "uniflow pre-push: uniflow is not installed, cannot upload model bytes; push refused" >&2\n'
         "    exit 1\n"
         "fi\n"
@@ -433,17 +433,15 @@ def run_pre_push(
         if len(parts) != 4 or parts[1] == ZERO:
             continue
         local_ref, sha = parts[0], parts[1]
-        if not local_ref.startswith(("refs/tags/models/", "refs/uniflow/stages/")):
+        if not local_ref.startswith((f"{TAGS_PREFIX}/", f"{STAGES_PREFIX}/")):
             continue
         try:
             tag = repo.git.read_tag(sha)
         except (KeyError, RepositoryError):  # not an annotated tag: not a version
             continue
-        name = tag.name.decode(errors="replace")
-        if not name.startswith("models/") or name.count("/") != 2:
-            continue
-        _, model, version = name.split("/")
-        versions.append((model, version))
+        parsed = parse_tag_name(tag.name.decode(errors="replace"))
+        if parsed is not None:
+            versions.append(parsed)
     wanted = list(dict.fromkeys(versions))
     stats = TransferStats()
     if wanted:

@@ -190,7 +190,7 @@ def _junk_ref_names(repo: Repository, remote: str) -> set[str]:
     """Refs pull writes (version tags, the remote's lifecycle refs) whose names are no valid
     model or version: every read ignores them; pull reports the ones its fetch brought."""
     prefix = tracking_prefix(remote)
-    junk = {r for r in repo.index.invalid_ref_names() if r.startswith("refs/tags/")}
+    junk = {r for r in repo.index.invalid_ref_names() if r.startswith(f"{TAGS_PREFIX}/")}
     junk |= {f"{prefix}/{m}" for m in repo.git.ref_names(prefix) if not is_model_name(m)}
     return junk
 
