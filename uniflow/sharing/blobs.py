@@ -8,7 +8,7 @@ Remotes are declared in ``.uniflow/config.toml`` (committed, so every clone know
     connect_timeout = 10                # optional, seconds (defaults shown)
     read_timeout = 60
 
-This module holds their configuration and the transfers; the two kinds of remote, their
+This module holds their configuration and the transfers; the kinds of remote, their
 layout (that of the local store) and how nothing partial is ever visible on them are in
 ``blobstore``. Invariants kept here:
 

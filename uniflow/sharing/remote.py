@@ -9,7 +9,8 @@
   tighten the built-in defaults, never raise them), never written.
 * **Bytes**: one content-addressed chunk cache shared by every URL
   (``<cache>/store/.uniflow/objects``), filled from the blob remote, each chunk verified on
-  arrival (``ObjectStore.add_chunk``) and on every read.
+  arrival (``blobs.download_chunks``, ``_fetch_chunk``) and on every read
+  (``_storage.store.read_verified``).
 
 Which blob remote (docs/remote.md, SECURITY.md "Blob remotes named by a Git URL"): the one
 given (``blob=`` / ``--blob``, trusted like any argument), else those the remote's config
@@ -287,13 +288,14 @@ def stream_version(
     """Write the verified files of ``version`` into the new directory ``dest``, straight from
     the chunk cache and the blob remote (no materialized copy in between).
 
-    Each chunk is verified once where it comes from: a cached chunk on read
-    (``ObjectStore.read_chunk``), a downloaded one on arrival (``ObjectStore.add_chunk``,
-    which also keeps it in the cache); then every written file is hashed whole against the
-    manifest's file digest, so the digests ``uniflow get --json`` reports are the bytes on
-    disk. ``dest`` must not exist; it is created here and every path below it is re-checked
-    and opened without following symlinks (``O_EXCL|O_NOFOLLOW``), modes 0644/0755 only,
-    each file and directory fsynced. On failure ``dest`` (created here) is removed again.
+    Each chunk is verified once where it comes from (``_storage.store.read_verified`` or
+    ``chunk_digest``): a cached chunk on read, a downloaded one on arrival, before it is
+    kept in the cache (a directory remote's file hard-linked when it can be); then every
+    written file is hashed whole against the manifest's file digest, so the digests
+    ``uniflow get --json`` reports are the bytes on disk. ``dest`` must not exist; it is
+    created here and every path below it is re-checked and opened without following
+    symlinks (``O_EXCL|O_NOFOLLOW``), modes 0644/0755 only, each file and directory
+    fsynced. On failure ``dest`` (created here) is removed again.
     """
     from .._records.manifest import file_records
 
@@ -501,7 +503,7 @@ def _jobs(fetcher: UrlBlobFetcher | None) -> int:
     """Threads for writing a version: :data:`JOBS` when a chunk may come over a network (its
     latency is hidden by requests in flight), else one per core: chunks read from disk (the
     cache, a directory remote) are bound by hashing and copying, and more threads than cores
-    only contend for the interpreter lock (measured: 9x the futex calls at 8 threads on 2 cores)."""
+    only contend for the interpreter lock."""
     if fetcher is not None:
         try:  # the specs only: a remote is not opened (nor required) before a chunk is missing
             specs = blob_remote_for(fetcher.url, fetcher.config, fetcher.blob)
