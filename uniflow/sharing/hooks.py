@@ -288,45 +288,62 @@ def install_hooks(repo: Repository, *, force: bool = False, python: str | None =
     except OSError as exc:
         raise RepositoryError(f"cannot create {target}: {exc.strerror}") from exc
     py = python if python is not None else _isolated_python()
-    out = []
-    for name in HOOK_NAMES:
-        text = hook_script(name, py)
-        path, chained = target / name, target / f"{name}{CHAINED_SUFFIX}"
-        current = _read(path)
-        kept = str(chained) if os.path.lexists(chained) else None
-        if current is None:
-            status = "installed"
-        elif current == text.encode():
-            out.append(HookResult(name, str(path), "unchanged", kept))
-            continue
-        elif f"{_MARKER}{name}".encode() in current:
-            status = "updated"
-            backup = target / f"{name}{BACKUP_SUFFIX}"
-            if kept is None and os.path.lexists(backup):  # set aside by an earlier --force
-                _move(backup, chained)
-                status, kept = "chained", str(chained)
-        else:
-            status = "chained"
-            try:
-                if kept is not None and not _same_file(path, chained):
-                    if not force:
-                        detail = (
-                            f"{chained} already holds the hook uniflow chains to, and {path} is another "
-                            f"one: merge them into {chained.name} (or use --force to chain {name} and "
-                            f"keep the older one as {name}{BACKUP_SUFFIX})"
-                        )
-                        out.append(HookResult(name, str(path), "conflict", kept, detail))
-                        continue
-                    os.replace(chained, _free_name(target / f"{name}{BACKUP_SUFFIX}"))
-                    kept = None
-                if kept is None:
-                    _keep(path, chained)
-            except OSError as exc:
-                raise RepositoryError(f"cannot keep {path} as {chained}: {exc.strerror}") from exc
-            kept = str(chained)
-        _write_hook(path, text)
-        out.append(HookResult(name, str(path), status, kept))
-    return out
+    return [_install_one(target, name, hook_script(name, py), force) for name in HOOK_NAMES]
+
+
+def _install_one(target: Path, name: str, text: str, force: bool) -> HookResult:
+    """Put hook ``name`` (``text``) in ``target``: ``installed`` where there was none,
+    ``unchanged``, ``updated`` (an older uniflow hook), or ``chained`` (the hook there is
+    kept as ``<name>.uniflow-chained``); ``conflict`` when that name holds another hook."""
+    path, chained = target / name, target / f"{name}{CHAINED_SUFFIX}"
+    current = _read(path)
+    kept = str(chained) if os.path.lexists(chained) else None
+    if current is None:
+        status = "installed"
+    elif current == text.encode():
+        return HookResult(name, str(path), "unchanged", kept)
+    elif f"{_MARKER}{name}".encode() in current:
+        status, kept = _update_own(target, name, chained, kept)
+    else:
+        detail = _chain_foreign(target, name, path, chained, kept, force)
+        if detail is not None:
+            return HookResult(name, str(path), "conflict", kept, detail)
+        status, kept = "chained", str(chained)
+    _write_hook(path, text)
+    return HookResult(name, str(path), status, kept)
+
+
+def _update_own(target: Path, name: str, chained: Path, kept: str | None) -> tuple[str, str | None]:
+    """``(status, chained hook)`` of replacing an older uniflow hook: a hook an earlier
+    ``hooks install --force`` set aside as ``<name>.uniflow-backup`` is chained again."""
+    backup = target / f"{name}{BACKUP_SUFFIX}"
+    if kept is None and os.path.lexists(backup):
+        _move(backup, chained)
+        return "chained", str(chained)
+    return "updated", kept
+
+
+def _chain_foreign(
+    target: Path, name: str, path: Path, chained: Path, kept: str | None, force: bool
+) -> str | None:
+    """Keep the hook at ``path`` (not uniflow's) as ``chained``. When ``chained`` already
+    holds another hook: with ``force`` that one is kept as ``<name>.uniflow-backup``,
+    else nothing moves and the conflict's explanation is returned."""
+    try:
+        if kept is not None and not _same_file(path, chained):
+            if not force:
+                return (
+                    f"{chained} already holds the hook uniflow chains to, and {path} is another "
+                    f"one: merge them into {chained.name} (or use --force to chain {name} and "
+                    f"keep the older one as {name}{BACKUP_SUFFIX})"
+                )
+            os.replace(chained, _free_name(target / f"{name}{BACKUP_SUFFIX}"))
+            kept = None
+        if kept is None:
+            _keep(path, chained)
+    except OSError as exc:
+        raise RepositoryError(f"cannot keep {path} as {chained}: {exc.strerror}") from exc
+    return None
 
 
 def uninstall_hooks(repo: Repository) -> list[HookResult]:

@@ -59,6 +59,7 @@ __all__ = [
     "no_blob_remote",
     "push",
     "upload_versions",
+    "version_chunks",
 ]
 
 
@@ -67,13 +68,21 @@ def upload_versions(
     repo: Repository, blob_remote: Any, versions: list[tuple[str, str]], *, jobs: int, progress: Any
 ) -> TransferStats:
     """Upload the chunks of ``(model, version)`` pairs that the blob remote lacks."""
+    digests, context = version_chunks(repo, versions)
+    return upload_chunks(repo.store, blob_remote, digests, jobs=jobs, progress=progress, context=context)
+
+
+def version_chunks(repo: Repository, versions: list[tuple[str, str]]) -> tuple[list[str], dict[str, str]]:
+    """The chunk digests of ``(model, version)`` pairs, in order, and where each is first used
+    (``model 'm' version 'v' file 'f'``, for errors)."""
     digests: list[str] = []
     context: dict[str, str] = {}
     for m, v in versions:
         d, c = chunks_of(repo, m, [v])
         digests += d
-        context.update(c)
-    return upload_chunks(repo.store, blob_remote, digests, jobs=jobs, progress=progress, context=context)
+        for digest, where in c.items():
+            context.setdefault(digest, where)
+    return digests, context
 
 
 def chunks_of(repo: Repository, model: str, versions: Iterable[str]) -> tuple[list[str], dict[str, str]]:
@@ -156,12 +165,8 @@ def push(
         for v in repo.index.version_names(m)
         if all_versions or tag_ref(m, v) in new_tags
     ]
-    stats = TransferStats()
     blob_remote = blob_remote_for(repo, blob, git_remote)
-    if upload:
-        if blob_remote is None:
-            raise no_blob_remote(git_remote)
-        stats = upload_versions(repo, blob_remote, upload, jobs=jobs, progress=progress)
+    stats = _upload(repo, blob_remote, git_remote, upload, jobs, progress)
 
     # 4. refs, atomically: tags, lifecycle (fast-forward only), stage pointers (leased)
     specs, leases = _ref_updates(repo, models, new_tags, heads, lifecycle, behind, remote_refs)
@@ -181,6 +186,22 @@ def push(
         chunks=stats.frozen(),
         up_to_date=not specs and not stats.transferred,
     )
+
+
+def _upload(
+    repo: Repository,
+    blob_remote: BlobRemote | None,
+    git_remote: str,
+    versions: list[tuple[str, str]],
+    jobs: int,
+    progress: ProgressFn | None,
+) -> TransferStats:
+    """Upload the chunks of ``versions`` (none: nothing to do, no blob remote needed)."""
+    if not versions:
+        return TransferStats()
+    if blob_remote is None:
+        raise no_blob_remote(git_remote)
+    return upload_versions(repo, blob_remote, versions, jobs=jobs, progress=progress)
 
 
 def _ref_updates(
