@@ -40,7 +40,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from .._errors import IntegrityError, RemoteError, UsageError
 from .._naming import validate_digest
@@ -365,8 +365,8 @@ class MemoryRemote:
     pulls into another without a disk or a network. :attr:`chunks` is that dict: a test may
     damage or remove a chunk in it. Nothing is verified here (the callers verify)."""
 
-    _stores: dict[str, dict[str, bytes]] = {}  # name -> chunks, shared by every client
-    _lock = threading.Lock()
+    _stores: ClassVar[dict[str, dict[str, bytes]]] = {}  # name -> chunks, shared by every client
+    _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, name: str, url: str) -> None:
         self.name = name
