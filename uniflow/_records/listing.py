@@ -9,9 +9,10 @@ model's versions in semver order, each with its tag sha and what a listing shows
 * ``loose``: the stamp ``(st_dev, st_ino, st_mtime_ns, st_ctime_ns)`` of the loose-ref
   directory ``refs/tags/models/<model>`` (or "absent"). Git and dulwich create, replace and
   delete a loose ref through ``<ref>.lock`` + rename/unlink in that directory, so any such
-  change moves the stamp. A directory modified less than :data:`RACY_NS` before it was read
-  is "racy" (a second change in the same clock tick would leave its mtime unchanged, as with
-  Git's racily clean index entries) and its stamp is not trusted: the next listing rescans.
+  change moves the stamp. A directory modified less than
+  :data:`~uniflow._records.refscan.RACY_NS` before it was read is "racy" (a second change in
+  the same clock tick would leave its mtime unchanged, as with Git's racily clean index
+  entries) and its stamp is not trusted: the next listing rescans.
 * ``packed``: the BLAKE3 of the ``packed-refs`` lines under ``refs/tags/models/<model>/``
   (:func:`uniflow._records.refscan.packed_section`): ``git pack-refs``, or a ref deleted or added
   in ``packed-refs`` by anyone, changes it; changes to other models' refs do not.
@@ -56,7 +57,7 @@ from .._naming import version_sort_key
 from .manifest import Manifest, to_model_version
 from .objcache import DerivedCache
 from .refs import tag_ref, tags_prefix
-from .refscan import dir_stamp, loose_refs_in, packed_section, parse_packed
+from .refscan import dir_stamp, is_racy, loose_refs_in, packed_section, parse_packed
 from .versions import VersionIndex, is_version
 
 __all__ = [
@@ -66,7 +67,6 @@ __all__ = [
     "skipped_notice",
     "KIND",
     "JSON_KIND",
-    "RACY_NS",
     "listing_key",
     "json_list",
 ]
@@ -80,8 +80,6 @@ _JSON_FORMAT = 1
 #: a JSON string is always escaped, so the first match is the key itself)
 _STAGE_MARK = '"stage": ""'
 _ROW_INDENT = "\n  "  # a row is one level down in the list
-#: a loose-ref directory changed less than this long before it was read is not trusted
-RACY_NS = 2_000_000_000
 _SCAN_ATTEMPTS = 3
 _SHA_BYTES = 20
 #: skipped records named in a listing's notice (``uniflow verify`` lists every one)
@@ -254,7 +252,7 @@ class ListingIndex:
         old_rows = stored is not None and stored.limits == limits and _rows_ok(stored.listing)
         listing = self._build(model, refs, old, old_rows)
         if stable:
-            racy = stamp is not None and stamp[2] >= now - RACY_NS
+            racy = stamp is not None and is_racy(stamp[2], stamp[3], now)
             self._store(model, listing, not racy, stamp, packed, limits)
         return listing
 

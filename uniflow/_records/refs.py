@@ -23,6 +23,7 @@ from typing import Literal
 
 __all__ = [
     "TAGS_PREFIX",
+    "UNIFLOW_PREFIX",
     "LIFECYCLE_PREFIX",
     "STAGES_PREFIX",
     "REMOTES_PREFIX",
@@ -37,12 +38,17 @@ __all__ = [
     "tracking_ref",
     "tracking_prefix",
     "parse_ref",
+    "parse_tag_name",
 ]
 
-TAGS_PREFIX = "refs/tags/models"
-LIFECYCLE_PREFIX = "refs/uniflow/models"
-STAGES_PREFIX = "refs/uniflow/stages"
-REMOTES_PREFIX = "refs/uniflow/remotes"
+#: where Git keeps tags: a tag's short name is its ref below this
+_GIT_TAGS = "refs/tags"
+TAGS_PREFIX = f"{_GIT_TAGS}/models"
+#: every registry ref but the version tags is below it
+UNIFLOW_PREFIX = "refs/uniflow"
+LIFECYCLE_PREFIX = f"{UNIFLOW_PREFIX}/models"
+STAGES_PREFIX = f"{UNIFLOW_PREFIX}/stages"
+REMOTES_PREFIX = f"{UNIFLOW_PREFIX}/remotes"
 #: what ``git ls-remote`` / ``git fetch`` ask a remote for
 REGISTRY_PATTERNS = (f"{TAGS_PREFIX}/*", f"{LIFECYCLE_PREFIX}/*", f"{STAGES_PREFIX}/*")
 
@@ -52,6 +58,13 @@ RefKind = Literal["version", "lifecycle", "stage", "tracking"]
 def tag_name(model: str, version: str) -> str:
     """The tag's short name (what ``git tag`` lists): ``models/<model>/<version>``."""
     return f"models/{model}/{version}"
+
+
+def parse_tag_name(name: str) -> tuple[str, str] | None:
+    """``(model, version)`` of a tag's short name ``models/<model>/<version>`` (what an
+    annotated tag object records), or None; only the shape is checked, as :func:`parse_ref`."""
+    parsed = parse_ref(f"{_GIT_TAGS}/{name}")
+    return (parsed.model, parsed.version or "") if parsed is not None and parsed.kind == "version" else None
 
 
 def tag_ref(model: str, version: str) -> str:

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from .._naming import valid_ref_component
 
@@ -21,6 +24,9 @@ __all__ = [
     "scan_refs",
     "read_ref",
     "dir_stamp",
+    "is_racy",
+    "refs_stamp",
+    "RACY_NS",
     "PackedRefs",
     "packed_section",
     "parse_packed",
@@ -123,9 +129,65 @@ def _packed_one(git_dir: Path, name: str) -> str | None:
     return PackedRefs(git_dir).get(name)
 
 
+# ---------------------------------------------------------------------- did the refs change?
+# The one home of ref-change detection: what the per-model listing index
+# (uniflow/_records/listing.py) checks itself against (the stamp of a loose-ref directory and
+# the bytes of the packed-refs lines under a prefix) and what the web UI's cache
+# (uniflow/ui/cache.py) compares before it asks git (:func:`refs_stamp`). Git and dulwich
+# write a loose ref only by creating ``<ref>.lock`` in its directory and renaming or
+# unlinking it (a new directory entry, a new inode), and packed refs only by rewriting
+# ``packed-refs``, so equal stats mean equal refs, unless the stats are "racy".
+
+#: a file or directory changed less than this long before it was read is not trusted to
+#: show a second change made in the same clock tick (as Git's racily clean index entries)
+RACY_NS = 2_000_000_000
+
+
+def is_racy(mtime_ns: int, ctime_ns: int, now_ns: int, racy_ns: int = RACY_NS) -> bool:
+    """Whether stats with these times, read at ``now_ns``, could hide a later change."""
+    return now_ns - mtime_ns < racy_ns or now_ns - ctime_ns < racy_ns
+
+
+def refs_stamp(
+    git_dir: Path,
+    prefixes: Iterable[str],
+    *,
+    entries: bool = False,
+    extra: Iterable[Path] = (),
+    racy_ns: int = RACY_NS,
+) -> tuple[Any, ...] | None:
+    """The stats of everywhere the refs under ``prefixes`` live: ``packed-refs``, each
+    prefix's directory or loose ref file, with ``entries`` every entry directly in those
+    directories, and the files ``extra`` (say, a config the caller derives from too). Two
+    equal stamps mean the refs did not change in between. None when a stamp proves nothing:
+    a reftable repository, a path that cannot be read, or a stat younger than ``racy_ns``."""
+    common = _common_dir(git_dir)
+    if (common / "reftable").exists():
+        return None
+    now = time.time_ns()
+    dirs = [common / p.rstrip("/") for p in prefixes]
+    paths = [common / "packed-refs", *extra, *dirs]
+    stamp: list[Any] = []
+    try:
+        if entries:
+            for d in dirs:
+                if d.is_dir():
+                    paths += [Path(e.path) for e in sorted(os.scandir(d), key=lambda e: e.name)]
+        for path in paths:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                stamp.append((str(path), None))
+                continue
+            if is_racy(st.st_mtime_ns, st.st_ctime_ns, now, racy_ns):
+                return None
+            stamp.append((str(path), st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_size))
+    except OSError:
+        return None
+    return tuple(stamp)
+
+
 # ---------------------------------------------------------------------- one directory of refs
-# What the per-model listing index (uniflow/_records/listing.py) checks itself against: the stamp of a
-# loose-ref directory and the bytes of the packed-refs lines under a prefix.
 
 
 def dir_stamp(git_dir: Path, prefix: str) -> tuple[int, int, int, int] | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -26,7 +26,7 @@ R = TypeVar("R")
 
 def bounded_map(
     fn: Callable[[A], R], items: Iterable[A], *, workers: int, window: int, name: str
-) -> Iterator[R]:
+) -> Generator[R, None, None]:
     """``fn(item)`` for every item on ``workers`` threads (named ``name``), results yielded
     in the order of ``items``; at most ``window`` (at least 1) calls are pending at once.
 

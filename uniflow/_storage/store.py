@@ -74,6 +74,7 @@ from .segments import Segments
 __all__ = [
     "ObjectStore",
     "FetchFn",
+    "read_verified",
 ]
 
 #: called by the store with digests it lacks (e.g. ``sharing.blobs.BlobFetcher``): fetch, verify, add
@@ -788,6 +789,21 @@ def _remove_ours(path: Path) -> None:
             elif stat.S_ISDIR(mode):
                 _rmdir(Path(entry))
     _rmdir(path)
+
+
+def read_verified(fd: int, digest: str, buf: bytearray, size: int | None = None) -> memoryview | None:
+    """The bytes of the open file ``fd`` (from its offset) when they are chunk ``digest``, as a
+    view of ``buf``; None when they are not (other bytes, a length other than ``size`` when
+    given, or a file that fills ``buf``: size it one byte above the longest chunk expected).
+    The check of a chunk read from a file the store does not own (a blob remote's, the
+    download cache's); :meth:`ObjectStore.open_verified` is the one for its own objects."""
+    with memoryview(buf) as view:
+        n = read_full(fd, view)
+        data = view[:n]
+    if n == len(buf) or (size is not None and n != size) or chunk_digest(data) != digest:
+        data.release()
+        return None
+    return data
 
 
 def _read_into(f: io.FileIO, buf: bytearray) -> memoryview:

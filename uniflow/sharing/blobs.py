@@ -8,7 +8,7 @@ Remotes are declared in ``.uniflow/config.toml`` (committed, so every clone know
     connect_timeout = 10                # optional, seconds (defaults shown)
     read_timeout = 60
 
-This module holds their configuration and the transfers; the two kinds of remote, their
+This module holds their configuration and the transfers; the kinds of remote, their
 layout (that of the local store) and how nothing partial is ever visible on them are in
 ``blobstore``. Invariants kept here:
 
@@ -42,20 +42,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import blake3
-
 from .._errors import CorruptChunkError, IntegrityError, NotFoundError, RemoteError, UniflowError, UsageError
 from .._naming import validate_digest
 from .._records.config import Config, ConfigSource, RemoteSpec
 from .._reports import ChunkStats
-from .._storage.chunking import CHUNK_PARAMS
-from .._storage.ingest import fd_stamp, read_full
+from .._storage.chunking import CHUNK_PARAMS, chunk_digest
+from .._storage.ingest import fd_stamp
 from .._storage.parallel import ThreadBuffers, bounded_map
+from .._storage.store import read_verified
 from .._types import ProgressFn
 from .blobstore import (
     READ_TIMEOUT_ENV,
     BlobRemote,
     FsspecRemote,
+    LocalFiles,
     LocalRemote,
     Timeouts,
     describe,
@@ -76,11 +76,15 @@ __all__ = [
     "TransferStats",
     "add_remote",
     "BlobFetcher",
+    "corrupt_download",
     "download_chunks",
+    "get_chunk",
     "get_remote_spec",
     "list_remotes",
     "open_remote",
     "remove_remote",
+    "retry_transient",
+    "store_file_chunk",
     "upload_chunks",
     "validate_remote_name",
 ]
@@ -337,10 +341,11 @@ def _unreachable(chain: list[BaseException]) -> str | None:
     return None
 
 
-def _retry(what: str, remote: BlobRemote, fn: Callable[[], T]) -> T:
-    """``fn()``, tried again after a transient failure (bounded attempts, exponential backoff
-    with jitter); any other failure, or the last, is one :class:`RemoteError` line naming
-    the remote, what happened and what to check."""
+def retry_transient(what: str, remote: BlobRemote, fn: Callable[[], T]) -> T:
+    """``fn()``, a call to ``remote``, tried again after a transient failure (bounded
+    attempts, exponential backoff with jitter); any other failure, or the last, is one
+    :class:`RemoteError` line naming the remote, what happened and what to check. Every
+    call a transfer makes to a blob remote goes through it."""
     delay = 0.1
     attempt = 0
     while True:
@@ -363,7 +368,23 @@ def _retry(what: str, remote: BlobRemote, fn: Callable[[], T]) -> T:
 
 
 def _listing(remote: BlobRemote) -> set[str]:
-    return _retry("listing chunks", remote, remote.list_digests)
+    return retry_transient("listing chunks", remote, remote.list_digests)
+
+
+def get_chunk(remote: BlobRemote, digest: str) -> bytes | None:
+    """The bytes ``remote`` holds under chunk ``digest``, unverified (None: it has none),
+    retried like every transfer."""
+    return retry_transient(f"download of chunk {digest[:16]}", remote, lambda: remote.get(digest))
+
+
+def corrupt_download(remote: BlobRemote, digest: str, where: str = "") -> CorruptChunkError:
+    """The error for a chunk of ``remote`` whose bytes do not match its digest."""
+    at = f" ({where})" if where else ""
+    return CorruptChunkError(
+        f"chunk {digest[:16]} downloaded from blob remote {remote.name!r} ({remote.url}) is corrupted: "
+        f"its bytes do not match its digest{at}; it was not stored",
+        digest,
+    )
 
 
 def upload_chunks(
@@ -385,8 +406,9 @@ def upload_chunks(
     stats = TransferStats(wanted=len(wanted))
     if not wanted:
         return stats
-    if isinstance(remote, LocalRemote):
-        remote.clean_tmp()
+    files = remote.local_files()
+    if files is not None:
+        files.clean_tmp()
     present = _listing(remote)
     todo = [d for d in wanted if d not in present]
     stats.present = len(wanted) - len(todo)
@@ -396,31 +418,38 @@ def upload_chunks(
 
     def one(digest: str) -> int:
         where = (context or {}).get(digest, "")
-        if isinstance(remote, LocalRemote):
-            # verified from the object's descriptor, then copied from it in the kernel:
-            # no second copy through user memory into the page cache
-            with store.open_verified(digest, buffers.get(0), where) as chunk:
-                created = _retry(
-                    f"upload of chunk {digest[:16]}",
-                    remote,
-                    lambda: remote.put(digest, chunk.data, (chunk.fd, 0)),
-                )
-                if not chunk.unchanged():  # the local object was written while it was copied
-                    if created:
-                        remote.discard(digest)
-                    raise CorruptChunkError(
-                        f"chunk {digest[:16]} changed in the local store while it was sent; "
-                        "it was not published (run `uniflow verify`)",
-                        digest,
-                    )
-                return len(chunk.data)
+        if files is not None:
+            return _upload_copy(store, remote, files, digest, buffers.get(0), where)
         data = store.read_chunk(digest, where)
-        _retry(f"upload of chunk {digest[:16]}", remote, lambda: remote.put(digest, data))
+        retry_transient(f"upload of chunk {digest[:16]}", remote, lambda: remote.put(digest, data))
         return len(data)
 
     total = _total_size(store, todo)
     _run_parallel(todo, one, jobs, stats, progress, total, kill_after)
     return stats
+
+
+def _upload_copy(
+    store: ObjectStore, remote: BlobRemote, files: LocalFiles, digest: str, buf: bytearray, where: str
+) -> int:
+    """Upload chunk ``digest`` to a remote of files: verified from the local object's
+    descriptor, then copied from it in the kernel (not written from memory). A local object
+    written meanwhile is caught by its stamp and what this call created removed."""
+    with store.open_verified(digest, buf, where) as chunk:
+        created = retry_transient(
+            f"upload of chunk {digest[:16]}",
+            remote,
+            lambda: files.put_copy(digest, chunk.data, (chunk.fd, 0)),
+        )
+        if not chunk.unchanged():  # the local object was written while it was copied
+            if created:
+                files.discard(digest)
+            raise CorruptChunkError(
+                f"chunk {digest[:16]} changed in the local store while it was sent; "
+                "it was not published (run `uniflow verify`)",
+                digest,
+            )
+        return len(chunk.data)
 
 
 def download_chunks(
@@ -437,90 +466,91 @@ def download_chunks(
     A chunk the remote does not have raises :class:`RemoteError` unless ``skip_missing``;
     a chunk whose bytes do not match its name raises :class:`IntegrityError`.
     """
-    wanted = [d for d in dict.fromkeys(digests)]
+    wanted = list(dict.fromkeys(digests))
     for d in wanted:
         validate_digest(d, "chunk digest")
     todo = store.missing(wanted)
     stats = TransferStats(wanted=len(wanted), present=len(wanted) - len(todo))
     if not todo:
         return stats
-    absent: list[str] = []
     store.ensure_dirs()  # once, not per chunk
-
-    buffers = ThreadBuffers(CHUNK_PARAMS["max_size"] + 1)  # one per worker, reused for every chunk
-
-    def one(digest: str) -> int:
-        if isinstance(remote, LocalRemote):
-            n = _copy_from_local(store, remote, digest, buffers)
-            if n is not None:
-                if n:
-                    stored.append(digest)
-                else:
-                    absent.append(digest)
-                return n
-        data = _retry(f"download of chunk {digest[:16]}", remote, lambda: remote.get(digest))
-        if data is None:
-            absent.append(digest)
-            return 0
-        if blake3.blake3(data).hexdigest() != digest:  # verified on arrival, before it is stored
-            raise IntegrityError(
-                f"chunk {digest[:16]} downloaded from blob remote {remote.name!r} ({remote.url}) is "
-                "corrupted: its bytes do not match its digest; it was not stored"
-            )
-        store.add_verified(digest, data, sync_dir=False)  # the bytes fsynced, the names below
-        stored.append(digest)
-        return len(data)
-
-    stored: list[str] = []
+    fetch = _Download(store, remote)
     try:
-        _run_parallel(todo, one, jobs, stats, progress, None, 0)
+        _run_parallel(todo, fetch.one, jobs, stats, progress, None, 0)
     finally:
         # One fsync per fan-out directory touched, not one per chunk: every name this call
         # linked is durable when it returns (or raises), as with a per-chunk fsync.
-        store.sync_dirs(stored)
-    if absent:
-        stats.transferred -= len(absent)
+        store.sync_dirs(fetch.stored)
+    if fetch.absent:
+        stats.transferred -= len(fetch.absent)
         if not skip_missing:
             raise RemoteError(
-                f"blob remote {remote.name!r} ({remote.url}) lacks {len(absent)} chunk(s) "
-                f"(first: {absent[0][:16]}); push them from a clone that has them (`uniflow push --all`)"
+                f"blob remote {remote.name!r} ({remote.url}) lacks {len(fetch.absent)} chunk(s) "
+                f"(first: {fetch.absent[0][:16]}); push them from a clone that has them "
+                "(`uniflow push --all`)"
             )
     return stats
 
 
-def _copy_from_local(
-    store: ObjectStore, remote: LocalRemote, digest: str, buffers: ThreadBuffers
-) -> int | None:
-    """Store chunk ``digest`` of a directory remote: read into this thread's buffer, verified,
-    then copied in the kernel from the descriptor it was read through (no copy through user
-    memory into the page cache). Its size; 0 if the remote lacks it; None for a
-    file longer than any chunk (the caller reads it whole). A remote file written between the
-    check and the copy is caught by its stamp: what this call stored is removed."""
-    buf = buffers.get(0)
-    fd = remote.open_chunk(digest)
+class _Download:
+    """The chunks one :func:`download_chunks` stored and those the remote lacks; :meth:`one`
+    runs on the worker threads."""
+
+    def __init__(self, store: ObjectStore, remote: BlobRemote) -> None:
+        self.store = store
+        self.remote = remote
+        self.files = remote.local_files()
+        self.buffers = ThreadBuffers(CHUNK_PARAMS["max_size"] + 1)  # one per worker, reused
+        self.stored: list[str] = []
+        self.absent: list[str] = []
+
+    def one(self, digest: str) -> int:
+        """Fetch, verify and store chunk ``digest``; its size (0 when the remote lacks it)."""
+        data: memoryview | bytes | None
+        if self.files is not None:
+            data = store_file_chunk(self.store, self.remote, self.files, digest, self.buffers.get(0))
+        else:
+            data = get_chunk(self.remote, digest)
+            if data is not None and chunk_digest(data) != digest:  # verified before it is stored
+                raise corrupt_download(self.remote, digest)
+            if data is not None:
+                self.store.add_verified(digest, data, sync_dir=False)  # bytes fsynced, names below
+        if data is None:
+            self.absent.append(digest)
+            return 0
+        self.stored.append(digest)
+        return len(data)
+
+
+def store_file_chunk(
+    store: ObjectStore, remote: BlobRemote, files: LocalFiles, digest: str, buf: bytearray, where: str = ""
+) -> memoryview | None:
+    """Store chunk ``digest`` of a remote of files (:class:`LocalFiles`), verified through
+    the descriptor it is read from (:func:`~uniflow._storage.store.read_verified`, into
+    ``buf``: one byte above the longest chunk expected), then hard-linked into a download
+    cache (:meth:`ObjectStore.link_verified`) or else copied in the kernel from that
+    descriptor, whose stamp must not change meanwhile (what this call stored is then
+    removed). Its verified bytes, a view of ``buf``; None if the remote lacks it."""
+    fd = files.open_chunk(digest)
     if fd is None:
-        return 0
+        return None
     try:
         stamp = fd_stamp(fd)
-        with memoryview(buf) as view:
-            n = read_full(fd, view)
-            if n == len(buf):
-                return None
-            with view[:n] as data:
-                if blake3.blake3(data).hexdigest() != digest:
-                    raise IntegrityError(
-                        f"chunk {digest[:16]} downloaded from blob remote {remote.name!r} ({remote.url}) "
-                        "is corrupted: its bytes do not match its digest; it was not stored"
-                    )
-                created = store.add_verified(digest, data, sync_dir=False, src=(fd, 0))
+        data = read_verified(fd, digest, buf)
+        if data is None:
+            raise corrupt_download(remote, digest, where)
+        if store.link_verified(digest, fd):
+            return data  # a cache (verified on every use): the very file, no copy
+        created = store.add_verified(digest, data, sync_dir=False, src=(fd, 0))
         if fd_stamp(fd) != stamp:
+            data.release()
             if created:
                 store.delete_object(digest)
             raise IntegrityError(
                 f"chunk {digest[:16]} changed on blob remote {remote.name!r} ({remote.url}) while it "
                 "was copied; it was not stored"
             )
-        return n
+        return data
     finally:
         os.close(fd)
 
@@ -558,9 +588,6 @@ def _run_parallel(
             import signal
 
             os.kill(os.getpid(), signal.SIGKILL)
-
-
-__all__ += ["KILL_AFTER_ENV", "FsspecRemote", "LocalRemote"]
 
 
 class BlobFetcher:

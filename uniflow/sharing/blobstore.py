@@ -1,6 +1,6 @@
-"""The two kinds of blob remote and how a client for one is opened.
+"""The kinds of blob remote, the protocol they share and how a client for one is opened.
 
-Both hold the layout of the local store::
+Every blob remote holds the layout of the local store::
 
     <url>/objects/ab/cdef…     one chunk, named by the BLAKE3-256 hex digest of its bytes
     <url>/tmp/.uniflow-up-…    uploads in flight (directory and non-object-store remotes),
@@ -11,8 +11,16 @@ unnamed or temporary file, fsynced and linked into ``objects/`` (first writer wi
 nothing partial is ever visible, and only abandoned uploads named like ours are ever
 removed from its ``tmp``. :class:`FsspecRemote` is any fsspec filesystem: object stores
 (S3, GCS, Azure) take the final key in one PUT, which they expose only once complete;
-other filesystems upload to ``tmp/`` and rename. Verification and retries are the callers'
-(``blobs``). fsspec is imported only by :func:`open_remote` for a non-directory URL.
+other filesystems upload to ``tmp/`` and rename. :class:`MemoryRemote` (``memory://NAME``)
+keeps chunks in this process, for tests. Verification and retries are the callers'
+(``blobs``). fsspec is imported only by :func:`open_remote` for any other URL.
+
+The protocol (:class:`BlobRemote`) is three calls on whole chunks (list, put, get) plus one
+optional capability, as an httpx transport is one call plus what a transport may offer:
+:meth:`BlobRemote.local_files` returns a :class:`LocalFiles` when the chunks are regular
+files on this machine (a directory remote), so a transfer can verify a chunk through its
+descriptor and copy it in the kernel; None otherwise. Callers ask for the capability, never
+for a class.
 
 Every S3 call is bounded: botocore gets the remote's connect and read timeouts
 (``connect_timeout``/``read_timeout`` in its ``[remotes.NAME]`` table, else
@@ -27,11 +35,12 @@ import math
 import os
 import re
 import stat
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from .._errors import IntegrityError, RemoteError, UsageError
 from .._naming import validate_digest
@@ -45,7 +54,10 @@ __all__ = [
     "TMP_PREFIX",
     "BlobRemote",
     "FsspecRemote",
+    "LocalFiles",
     "LocalRemote",
+    "MEMORY_SCHEME",
+    "MemoryRemote",
     "Timeouts",
     "describe",
     "is_local",
@@ -65,8 +77,37 @@ _TMP_NAME = re.compile(r"\.uniflow-up-[0-9a-f]{16}\.[0-9a-f]{32}")
 _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"}
 
 
+class LocalFiles(Protocol):
+    """The optional capability of a blob remote whose chunks are regular files on this
+    machine (:meth:`BlobRemote.local_files`): each chunk is read and verified through its
+    own descriptor and copied in the kernel (``copy_file_range``), not through memory."""
+
+    root: Path
+
+    def open_chunk(self, digest: str) -> int | None:
+        """A read-only descriptor of chunk ``digest``'s file; None if the remote lacks it;
+        :class:`IntegrityError` for a name that is no regular file (never followed or read)."""
+        ...
+
+    def put_copy(self, digest: str, data: bytes | memoryview, src: tuple[int, int]) -> bool:
+        """Store chunk ``digest`` (``data``, verified by the caller) unless it is here, copied
+        in the kernel from ``src`` (``(fd, offset)`` holding the same bytes). True if this
+        call created it."""
+        ...
+
+    def discard(self, digest: str) -> None:
+        """Remove chunk ``digest``, which this process just created (:meth:`put_copy` said so)."""
+        ...
+
+    def clean_tmp(self, older_than: float = 3600.0) -> int:
+        """Remove uploads abandoned by a killed push more than ``older_than`` seconds ago."""
+        ...
+
+
 class BlobRemote(Protocol):
-    """What the sharing layer needs from a remote holding chunks."""
+    """What the sharing layer needs from a remote holding chunks: whole chunks listed, put
+    and got by digest (the caller verifies every byte), and the optional capability
+    :meth:`local_files`."""
 
     name: str
     url: str
@@ -76,6 +117,10 @@ class BlobRemote(Protocol):
     def put(self, digest: str, data: bytes) -> object: ...
 
     def get(self, digest: str) -> bytes | None: ...
+
+    def local_files(self) -> LocalFiles | None:
+        """The chunks as files on this machine (:class:`LocalFiles`), or None: whole chunks only."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -172,6 +217,10 @@ class LocalRemote:
                     out.add(digest)
         return out
 
+    def local_files(self) -> LocalRemote:
+        """This remote: its chunks are files on this machine."""
+        return self
+
     def put(self, digest: str, data: bytes | memoryview, src: tuple[int, int] | None = None) -> bool:
         """Store chunk ``digest`` (``data``, verified by the caller) unless it is here; with
         ``src`` (``(fd, offset)`` holding the same bytes) they are copied in the kernel.
@@ -184,6 +233,10 @@ class LocalRemote:
         created = write_immutable(final, self.tmp, data, _tmp_name(digest), src=src)
         fsync_dir(final.parent)
         return created
+
+    def put_copy(self, digest: str, data: bytes | memoryview, src: tuple[int, int]) -> bool:
+        """:meth:`put` with ``src``: the bytes copied in the kernel from that descriptor."""
+        return self.put(digest, data, src)
 
     def discard(self, digest: str) -> None:
         """Remove chunk ``digest``, which this process just created (:meth:`put` said so)."""
@@ -296,10 +349,67 @@ class FsspecRemote:
         except FileNotFoundError:
             return None
 
+    def local_files(self) -> None:
+        """None: an fsspec filesystem moves whole chunks only."""
+        return None
+
+
+#: the URL scheme of :class:`MemoryRemote`: ``memory://NAME``
+MEMORY_SCHEME = "memory"
+
+
+class MemoryRemote:
+    """A blob remote in this process's memory, ``memory://NAME``: every client opened on the
+    same name shares one dict of chunks (as dulwich's ``MemoryObjectStore`` or httpx's
+    ``MockTransport`` stand in for the real thing), so a test pushes from one repository and
+    pulls into another without a disk or a network. :attr:`chunks` is that dict: a test may
+    damage or remove a chunk in it. Nothing is verified here (the callers verify)."""
+
+    _stores: ClassVar[dict[str, dict[str, bytes]]] = {}  # name -> chunks, shared by every client
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, name: str, url: str) -> None:
+        self.name = name
+        self.url = url
+        key = url.removeprefix(f"{MEMORY_SCHEME}://").strip("/")
+        if not key:
+            raise UsageError(f"blob remote {name!r} ({url}): name the memory store: memory://NAME")
+        with MemoryRemote._lock:
+            self.chunks: dict[str, bytes] = MemoryRemote._stores.setdefault(key, {})
+
+    @classmethod
+    def forget(cls, url: str) -> None:
+        """Drop the chunks of ``memory://NAME`` (the next client opened on it starts empty)."""
+        with cls._lock:
+            cls._stores.pop(url.removeprefix(f"{MEMORY_SCHEME}://").strip("/"), None)
+
+    def list_digests(self) -> set[str]:
+        with MemoryRemote._lock:
+            return set(self.chunks)
+
+    def put(self, digest: str, data: bytes | memoryview) -> bool:
+        validate_digest(digest, "chunk digest")
+        with MemoryRemote._lock:
+            if digest in self.chunks:
+                return False
+            self.chunks[digest] = bytes(data)
+            return True
+
+    def get(self, digest: str) -> bytes | None:
+        validate_digest(digest, "chunk digest")
+        with MemoryRemote._lock:
+            return self.chunks.get(digest)
+
+    def local_files(self) -> None:
+        """None: whole chunks only."""
+        return None
+
 
 def open_remote(spec: RemoteSpec, base_dir: Path) -> BlobRemote:
     """A client for ``spec``; relative directory URLs are relative to ``base_dir`` (the repo root)."""
     url = spec.url
+    if url.lower().startswith(f"{MEMORY_SCHEME}://"):
+        return MemoryRemote(spec.name, url)
     if is_local(url):
         path = Path(url.removeprefix("file://")).expanduser()
         if not path.is_absolute():

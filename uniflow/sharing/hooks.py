@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import RepositoryError, UsageError
-from .._records.refs import LIFECYCLE_PREFIX
+from .._records.refs import LIFECYCLE_PREFIX, STAGES_PREFIX, TAGS_PREFIX, UNIFLOW_PREFIX, parse_tag_name
 from .._types import ProgressFn
 from .blobs import JOBS, TransferStats
 from .gitcmd import ZERO, git_remotes, run_git
@@ -78,7 +78,7 @@ _HOOK_DOC = {
 _HOOK_SKIP = {"pre-push": '[ -n "$UNIFLOW_IN_PUSH" ] && exit 0   # `uniflow push` uploads the bytes itself\n'}
 _HOOK_FALLBACK = {
     "pre-push": (
-        "if grep -q -e refs/tags/models/ -e refs/uniflow/; then\n"
+        f"if grep -q -e {TAGS_PREFIX}/ -e {UNIFLOW_PREFIX}/; then\n"
         '    echo "uniflow pre-push: uniflow is not installed, cannot upload model bytes; push refused" >&2\n'
         "    exit 1\n"
         "fi\n"
@@ -288,45 +288,62 @@ def install_hooks(repo: Repository, *, force: bool = False, python: str | None =
     except OSError as exc:
         raise RepositoryError(f"cannot create {target}: {exc.strerror}") from exc
     py = python if python is not None else _isolated_python()
-    out = []
-    for name in HOOK_NAMES:
-        text = hook_script(name, py)
-        path, chained = target / name, target / f"{name}{CHAINED_SUFFIX}"
-        current = _read(path)
-        kept = str(chained) if os.path.lexists(chained) else None
-        if current is None:
-            status = "installed"
-        elif current == text.encode():
-            out.append(HookResult(name, str(path), "unchanged", kept))
-            continue
-        elif f"{_MARKER}{name}".encode() in current:
-            status = "updated"
-            backup = target / f"{name}{BACKUP_SUFFIX}"
-            if kept is None and os.path.lexists(backup):  # set aside by an earlier --force
-                _move(backup, chained)
-                status, kept = "chained", str(chained)
-        else:
-            status = "chained"
-            try:
-                if kept is not None and not _same_file(path, chained):
-                    if not force:
-                        detail = (
-                            f"{chained} already holds the hook uniflow chains to, and {path} is another "
-                            f"one: merge them into {chained.name} (or use --force to chain {name} and "
-                            f"keep the older one as {name}{BACKUP_SUFFIX})"
-                        )
-                        out.append(HookResult(name, str(path), "conflict", kept, detail))
-                        continue
-                    os.replace(chained, _free_name(target / f"{name}{BACKUP_SUFFIX}"))
-                    kept = None
-                if kept is None:
-                    _keep(path, chained)
-            except OSError as exc:
-                raise RepositoryError(f"cannot keep {path} as {chained}: {exc.strerror}") from exc
-            kept = str(chained)
-        _write_hook(path, text)
-        out.append(HookResult(name, str(path), status, kept))
-    return out
+    return [_install_one(target, name, hook_script(name, py), force) for name in HOOK_NAMES]
+
+
+def _install_one(target: Path, name: str, text: str, force: bool) -> HookResult:
+    """Put hook ``name`` (``text``) in ``target``: ``installed`` where there was none,
+    ``unchanged``, ``updated`` (an older uniflow hook), or ``chained`` (the hook there is
+    kept as ``<name>.uniflow-chained``); ``conflict`` when that name holds another hook."""
+    path, chained = target / name, target / f"{name}{CHAINED_SUFFIX}"
+    current = _read(path)
+    kept = str(chained) if os.path.lexists(chained) else None
+    if current is None:
+        status = "installed"
+    elif current == text.encode():
+        return HookResult(name, str(path), "unchanged", kept)
+    elif f"{_MARKER}{name}".encode() in current:
+        status, kept = _update_own(target, name, chained, kept)
+    else:
+        detail = _chain_foreign(target, name, path, chained, kept, force)
+        if detail is not None:
+            return HookResult(name, str(path), "conflict", kept, detail)
+        status, kept = "chained", str(chained)
+    _write_hook(path, text)
+    return HookResult(name, str(path), status, kept)
+
+
+def _update_own(target: Path, name: str, chained: Path, kept: str | None) -> tuple[str, str | None]:
+    """``(status, chained hook)`` of replacing an older uniflow hook: a hook an earlier
+    ``hooks install --force`` set aside as ``<name>.uniflow-backup`` is chained again."""
+    backup = target / f"{name}{BACKUP_SUFFIX}"
+    if kept is None and os.path.lexists(backup):
+        _move(backup, chained)
+        return "chained", str(chained)
+    return "updated", kept
+
+
+def _chain_foreign(
+    target: Path, name: str, path: Path, chained: Path, kept: str | None, force: bool
+) -> str | None:
+    """Keep the hook at ``path`` (not uniflow's) as ``chained``. When ``chained`` already
+    holds another hook: with ``force`` that one is kept as ``<name>.uniflow-backup``,
+    else nothing moves and the conflict's explanation is returned."""
+    try:
+        if kept is not None and not _same_file(path, chained):
+            if not force:
+                return (
+                    f"{chained} already holds the hook uniflow chains to, and {path} is another "
+                    f"one: merge them into {chained.name} (or use --force to chain {name} and "
+                    f"keep the older one as {name}{BACKUP_SUFFIX})"
+                )
+            os.replace(chained, _free_name(target / f"{name}{BACKUP_SUFFIX}"))
+            kept = None
+        if kept is None:
+            _keep(path, chained)
+    except OSError as exc:
+        raise RepositoryError(f"cannot keep {path} as {chained}: {exc.strerror}") from exc
+    return None
 
 
 def uninstall_hooks(repo: Repository) -> list[HookResult]:
@@ -433,17 +450,15 @@ def run_pre_push(
         if len(parts) != 4 or parts[1] == ZERO:
             continue
         local_ref, sha = parts[0], parts[1]
-        if not local_ref.startswith(("refs/tags/models/", "refs/uniflow/stages/")):
+        if not local_ref.startswith((f"{TAGS_PREFIX}/", f"{STAGES_PREFIX}/")):
             continue
         try:
             tag = repo.git.read_tag(sha)
         except (KeyError, RepositoryError):  # not an annotated tag: not a version
             continue
-        name = tag.name.decode(errors="replace")
-        if not name.startswith("models/") or name.count("/") != 2:
-            continue
-        _, model, version = name.split("/")
-        versions.append((model, version))
+        parsed = parse_tag_name(tag.name.decode(errors="replace"))
+        if parsed is not None:
+            versions.append(parsed)
     wanted = list(dict.fromkeys(versions))
     stats = TransferStats()
     if wanted:

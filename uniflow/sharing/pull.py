@@ -26,7 +26,7 @@ from .._types import ProgressFn
 from .blobs import JOBS, TransferStats, download_chunks
 from .gitcmd import fetch_refs, resolve_git_remote
 from .merge import Resolve, integrate
-from .push import blob_remote_for, chunks_of, no_blob_remote
+from .push import blob_remote_for, no_blob_remote, version_chunks
 
 if TYPE_CHECKING:
     from .._repo import Repository
@@ -84,13 +84,7 @@ def pull(
     if fetch_chunks and (all_versions or stages or wanted):
         versions = _versions_to_fetch(repo, models, [repo.stage(s) for s in stages or []], rejected)
     if versions:
-        blob_remote = blob_remote_for(repo, blob, git_remote)
-        if blob_remote is None:
-            raise no_blob_remote(git_remote)
-        digests: list[str] = []
-        for m, v in versions:
-            digests += chunks_of(repo, m, [v])[0]
-        stats = download_chunks(repo.store, blob_remote, digests, jobs=jobs, progress=progress)
+        stats = _download(repo, blob, git_remote, versions, jobs, progress)
     result = PullReport(
         remote=git_remote,
         models=outcomes,
@@ -100,6 +94,23 @@ def pull(
     )
     _raise_if_stopped(result, conflicts)
     return result
+
+
+def _download(
+    repo: Repository,
+    blob: str | None,
+    git_remote: str,
+    versions: list[tuple[str, str]],
+    jobs: int,
+    progress: ProgressFn | None,
+) -> TransferStats:
+    """Fetch the chunks of ``versions`` missing here from the blob remote (``blob``, else
+    the one named like ``git_remote``, else the only one)."""
+    blob_remote = blob_remote_for(repo, blob, git_remote)
+    if blob_remote is None:
+        raise no_blob_remote(git_remote)
+    digests, _where = version_chunks(repo, versions)
+    return download_chunks(repo.store, blob_remote, digests, jobs=jobs, progress=progress)
 
 
 def _fetch_refs_checked(
@@ -190,7 +201,7 @@ def _junk_ref_names(repo: Repository, remote: str) -> set[str]:
     """Refs pull writes (version tags, the remote's lifecycle refs) whose names are no valid
     model or version: every read ignores them; pull reports the ones its fetch brought."""
     prefix = tracking_prefix(remote)
-    junk = {r for r in repo.index.invalid_ref_names() if r.startswith("refs/tags/")}
+    junk = {r for r in repo.index.invalid_ref_names() if r.startswith(f"{TAGS_PREFIX}/")}
     junk |= {f"{prefix}/{m}" for m in repo.git.ref_names(prefix) if not is_model_name(m)}
     return junk
 

@@ -21,15 +21,27 @@ Ordering (invariant 1, across machines):
 
 from __future__ import annotations
 
+import re
 import subprocess
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import _testhooks
 from .._errors import PushRejectedError, RemoteError, UniflowError
 from .._naming import validate_model_name
 from .._records.manifest import file_records
-from .._records.refs import TAGS_PREFIX, lifecycle_ref, stage_ref, stages_prefix, tag_ref, tracking_ref
+from .._records.refs import (
+    TAGS_PREFIX,
+    lifecycle_ref,
+    parse_ref,
+    stage_ref,
+    stages_prefix,
+    tag_name,
+    tag_ref,
+    tracking_ref,
+)
 from .._reports import ChunkStats, PushReport
 from .._types import ProgressFn
 from .blobs import JOBS, BlobRemote, TransferStats, get_remote_spec, open_remote, upload_chunks
@@ -47,6 +59,7 @@ __all__ = [
     "no_blob_remote",
     "push",
     "upload_versions",
+    "version_chunks",
 ]
 
 
@@ -55,13 +68,21 @@ def upload_versions(
     repo: Repository, blob_remote: Any, versions: list[tuple[str, str]], *, jobs: int, progress: Any
 ) -> TransferStats:
     """Upload the chunks of ``(model, version)`` pairs that the blob remote lacks."""
+    digests, context = version_chunks(repo, versions)
+    return upload_chunks(repo.store, blob_remote, digests, jobs=jobs, progress=progress, context=context)
+
+
+def version_chunks(repo: Repository, versions: list[tuple[str, str]]) -> tuple[list[str], dict[str, str]]:
+    """The chunk digests of ``(model, version)`` pairs, in order, and where each is first used
+    (``model 'm' version 'v' file 'f'``, for errors)."""
     digests: list[str] = []
     context: dict[str, str] = {}
     for m, v in versions:
         d, c = chunks_of(repo, m, [v])
         digests += d
-        context.update(c)
-    return upload_chunks(repo.store, blob_remote, digests, jobs=jobs, progress=progress, context=context)
+        for digest, where in c.items():
+            context.setdefault(digest, where)
+    return digests, context
 
 
 def chunks_of(repo: Repository, model: str, versions: Iterable[str]) -> tuple[list[str], dict[str, str]]:
@@ -144,12 +165,8 @@ def push(
         for v in repo.index.version_names(m)
         if all_versions or tag_ref(m, v) in new_tags
     ]
-    stats = TransferStats()
     blob_remote = blob_remote_for(repo, blob, git_remote)
-    if upload:
-        if blob_remote is None:
-            raise no_blob_remote(git_remote)
-        stats = upload_versions(repo, blob_remote, upload, jobs=jobs, progress=progress)
+    stats = _upload(repo, blob_remote, git_remote, upload, jobs, progress)
 
     # 4. refs, atomically: tags, lifecycle (fast-forward only), stage pointers (leased)
     specs, leases = _ref_updates(repo, models, new_tags, heads, lifecycle, behind, remote_refs)
@@ -169,6 +186,22 @@ def push(
         chunks=stats.frozen(),
         up_to_date=not specs and not stats.transferred,
     )
+
+
+def _upload(
+    repo: Repository,
+    blob_remote: BlobRemote | None,
+    git_remote: str,
+    versions: list[tuple[str, str]],
+    jobs: int,
+    progress: ProgressFn | None,
+) -> TransferStats:
+    """Upload the chunks of ``versions`` (none: nothing to do, no blob remote needed)."""
+    if not versions:
+        return TransferStats()
+    if blob_remote is None:
+        raise no_blob_remote(git_remote)
+    return upload_versions(repo, blob_remote, versions, jobs=jobs, progress=progress)
 
 
 def _ref_updates(
@@ -333,22 +366,72 @@ def _rejected(models: list[str], remote: str) -> PushRejectedError:
 
 
 def _git_push(repo: Repository, remote: str, specs: list[str], leases: list[str]) -> None:
-    env = {IN_PUSH_ENV: "1"}
+    """``git push --atomic`` of ``specs``; to a server that does not advertise the ``atomic``
+    capability (:func:`_receive_capabilities`), the tags first (their bytes are already on
+    the blob remote), then the rest. A refusal is :func:`_push_refusal`'s error."""
 
     def run(refspecs: list[str], atomic: bool) -> subprocess.CompletedProcess[str]:
         flags = ["--porcelain", "--no-follow-tags", *(["--atomic"] if atomic else []), *leases]
-        return run_git(repo.root, "push", *flags, remote, *refspecs, env=env, check=False)
+        return run_git(repo.root, "push", *flags, remote, *refspecs, env={IN_PUSH_ENV: "1"}, check=False)
 
     proc = run(specs, True)
-    if proc.returncode != 0 and "atomic" in proc.stderr and "support" in proc.stderr:
-        # A server without atomic pushes: tags (their bytes are already there) first, then the rest.
-        tags = [s for s in specs if s.startswith("refs/tags/")]
-        rest = [s for s in specs if not s.startswith("refs/tags/")]
-        proc = run(tags, False) if tags else proc
-        if rest and (not tags or proc.returncode == 0):
-            proc = run(rest, False)
+    # git refuses --atomic before any ref is sent (no porcelain status line) when the server
+    # lacks the capability: ask the server which capabilities it has, not git's message
+    if proc.returncode != 0 and not _status_lines(proc.stdout):
+        capabilities = _receive_capabilities(repo, remote, specs)
+        if capabilities is not None and "atomic" not in capabilities:
+            tags = [s for s in specs if _is_tag(s)]
+            rest = [s for s in specs if not _is_tag(s)]
+            proc = run(tags, False) if tags else proc
+            if rest and (not tags or proc.returncode == 0):
+                proc = run(rest, False)
     if proc.returncode != 0:
         raise _push_refusal(proc, remote)
+
+
+def _status_lines(stdout: str) -> list[list[str]]:
+    """The per-ref status lines of ``git push --porcelain`` (``<flag>\t<from>:<to>\t<summary>``)."""
+    return [
+        parts for line in stdout.splitlines() if len(parts := line.split("\t")) >= 3 and len(parts[0]) == 1
+    ]
+
+
+#: the first ref of a receive-pack advertisement as git's packet trace shows it: ``<sha>
+#: <ref>\0<capabilities>`` (the NUL written as ``\0``), after the process's name and ``<``
+_ADVERTISED = re.compile(r"< [0-9a-f]{40}(?:[0-9a-f]{24})? \S+\\0(?P<caps>.*)$")
+
+
+def _receive_capabilities(repo: Repository, remote: str, specs: list[str]) -> frozenset[str] | None:
+    """The capabilities ``remote``'s receive-pack advertises (``atomic``, ``report-status``
+    ...), read from git's packet trace (``GIT_TRACE_PACKET``, never translated) of a
+    ``--dry-run`` push of ``specs``: nothing is sent. None when the trace shows none (the
+    remote could not be reached)."""
+    with tempfile.TemporaryDirectory(prefix="uniflow-push-") as tmp:
+        trace = Path(tmp) / "packets"
+        env = {IN_PUSH_ENV: "1", "GIT_TRACE_PACKET": str(trace)}
+        try:
+            run_git(
+                repo.root,
+                "push",
+                "--dry-run",
+                "--porcelain",
+                "--no-follow-tags",
+                remote,
+                *specs,
+                env=env,
+                check=False,
+            )
+        except RemoteError:
+            return None
+        try:
+            with open(trace, encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    found = _ADVERTISED.search(line.rstrip("\n"))
+                    if found:
+                        return frozenset(found["caps"].split())
+        except FileNotFoundError:
+            return None
+    return None
 
 
 #: why git (``--porcelain``) says a ref was refused because the remote moved meanwhile: it
@@ -361,16 +444,13 @@ def _push_refusal(proc: subprocess.CompletedProcess[str], remote: str) -> Uniflo
     """The error for a failed ``git push --porcelain``: version tags the remote holds with
     other content, else lifecycle or stage refs git says the remote moved meanwhile, give
     the documented :class:`PushRejectedError`; anything else is a :class:`RemoteError`."""
-    rejected: list[tuple[str, str]] = []  # (remote ref, git's reason) per porcelain "!" line
-    for line in proc.stdout.splitlines():
-        parts = line.split("\t")
-        if len(parts) >= 3 and parts[0] == "!":
-            rejected.append((parts[1].rpartition(":")[2], parts[2]))
-    tags = sorted({r for r, why in rejected if r.startswith("refs/tags/") and "atomic" not in why})
+    # (remote ref, git's reason) per porcelain "!" line
+    rejected = [(p[1].rpartition(":")[2], p[2]) for p in _status_lines(proc.stdout) if p[0] == "!"]
+    tags = sorted({r for r, why in rejected if _is_tag(r) and "atomic" not in why})
     if tags:  # first: a version taken is not fixed by a pull
         return _tags_refused(tags, remote)
     moved = {r for r, why in rejected if any(k in why for k in _MOVED_REASONS)}
-    stale = sorted({_model_of(r) for r in moved if r.startswith("refs/uniflow/") and r.count("/") >= 3})
+    stale = sorted({m for m in map(_model_of, moved) if m is not None})
     if stale:
         return _rejected(stale, remote)
     why = next((w for _r, w in rejected if "atomic" not in w), None)
@@ -394,19 +474,33 @@ def _overtaken(
     tags = sorted(r for r in pushed if r in new_tags and now.get(r) not in (None, new_tags[r]))
     if tags:  # first: a version taken is not fixed by a pull
         return _tags_refused(tags, remote)
-    moved = sorted(
-        {_model_of(r) for r in pushed if r.startswith("refs/uniflow/") and now.get(r) != seen.get(r)}
-    )
+    moved = sorted({m for r in pushed if now.get(r) != seen.get(r) and (m := _model_of(r)) is not None})
     return _rejected(moved, remote) if moved else None
 
 
-def _model_of(ref: str) -> str:
-    """The model of ``refs/uniflow/models/<m>`` or ``refs/uniflow/stages/<m>/<stage>``."""
-    return ref.split("/")[3]
+def _model_of(ref: str) -> str | None:
+    """The model of a lifecycle or stage ref (``refs/uniflow/models/<m>``,
+    ``refs/uniflow/stages/<m>/<stage>``); None for any other ref."""
+    parsed = parse_ref(ref)
+    return parsed.model if parsed is not None and parsed.kind in ("lifecycle", "stage") else None
+
+
+def _is_tag(spec: str) -> bool:
+    """Whether the refspec or ref ``spec`` names a version tag (its source side, if any)."""
+    return spec.startswith(f"{TAGS_PREFIX}/")
 
 
 def _tags_refused(tags: list[str], remote: str) -> PushRejectedError:
     return PushRejectedError(
-        f"{remote!r} refused version tag(s) {', '.join(t[len('refs/tags/') :] for t in tags)}: "
+        f"{remote!r} refused version tag(s) {', '.join(_tag_names(tags))}: "
         "they exist there with different content; register yours under a new version"
     )
+
+
+def _tag_names(refs: list[str]) -> list[str]:
+    """The short names (``models/<m>/<v>``) of version tag refs."""
+    out = []
+    for ref in refs:
+        parsed = parse_ref(ref)
+        out.append(tag_name(parsed.model, parsed.version or "") if parsed is not None else ref)
+    return out

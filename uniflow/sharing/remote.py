@@ -9,7 +9,8 @@
   tighten the built-in defaults, never raise them), never written.
 * **Bytes**: one content-addressed chunk cache shared by every URL
   (``<cache>/store/.uniflow/objects``), filled from the blob remote, each chunk verified on
-  arrival (``ObjectStore.add_verified``) and on every read.
+  arrival (``blobs.download_chunks``, ``_fetch_chunk``) and on every read
+  (``_storage.store.read_verified``).
 
 Which blob remote (docs/remote.md, SECURITY.md "Blob remotes named by a Git URL"): the one
 given (``blob=`` / ``--blob``, trusted like any argument), else those the remote's config
@@ -22,16 +23,14 @@ inside the directory holding that repository. Anything else is refused with one 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import blake3
 
 from .. import _testhooks
 from .._errors import (
@@ -49,21 +48,22 @@ from .._naming import validate_relpath
 from .._records.config import Config, ConfigSource, RemoteSpec, parse_remote_config
 from .._records.objcache import cache_home
 from .._repo import Repository
-from .._storage.chunking import ChunkRef, FileRecord
+from .._storage.chunking import ChunkRef, FileRecord, chunk_digest
 from .._storage.fsio import fsync_dir, os_reason
-from .._storage.ingest import fd_digest, read_full
-from .._storage.parallel import ThreadBuffers
+from .._storage.ingest import fd_digest
+from .._storage.parallel import ThreadBuffers, bounded_map
 from .._storage.safefs import DirTree, NotRegularFile, open_regular, open_root
-from .._storage.store import ObjectStore
+from .._storage.store import ObjectStore, read_verified
 from .._types import ProgressFn
 from .blobs import (
     JOBS,
-    LocalRemote,
-    _retry,
+    corrupt_download,
     download_chunks,
+    get_chunk,
     get_remote_spec,
     list_remotes,
     open_remote,
+    store_file_chunk,
 )
 from .blobstore import is_local
 from .giturl import GitUrl, parse_git_url
@@ -255,7 +255,8 @@ class UrlBlobFetcher:
             out: list[BlobRemote] = []
             for spec in blob_remote_for(self.url, self.config, self.blob):
                 remote = open_remote(spec, Path.cwd())
-                if isinstance(remote, LocalRemote) and not remote.root.is_dir():
+                files = remote.local_files()
+                if files is not None and not files.root.is_dir():
                     raise RemoteError(
                         f"blob remote {spec.name!r} ({spec.url}) is unreachable: no such directory"
                     )
@@ -287,13 +288,14 @@ def stream_version(
     """Write the verified files of ``version`` into the new directory ``dest``, straight from
     the chunk cache and the blob remote (no materialized copy in between).
 
-    Each chunk is verified once where it comes from: a cached chunk on read
-    (``ObjectStore.read_chunk``), a downloaded one on arrival (``ObjectStore.add_verified``,
-    which also keeps it in the cache); then every written file is hashed whole against the
-    manifest's file digest, so the digests ``uniflow get --json`` reports are the bytes on
-    disk. ``dest`` must not exist; it is created here and every path below it is re-checked
-    and opened without following symlinks (``O_EXCL|O_NOFOLLOW``), modes 0644/0755 only,
-    each file and directory fsynced. On failure ``dest`` (created here) is removed again.
+    Each chunk is verified once where it comes from (``_storage.store.read_verified`` or
+    ``chunk_digest``): a cached chunk on read, a downloaded one on arrival, before it is
+    kept in the cache (a directory remote's file hard-linked when it can be); then every
+    written file is hashed whole against the manifest's file digest, so the digests
+    ``uniflow get --json`` reports are the bytes on disk. ``dest`` must not exist; it is
+    created here and every path below it is re-checked and opened without following
+    symlinks (``O_EXCL|O_NOFOLLOW``), modes 0644/0755 only, each file and directory
+    fsynced. On failure ``dest`` (created here) is removed again.
     """
     from .._records.manifest import file_records
 
@@ -334,6 +336,16 @@ class _OpenFile:
     absent: bool = False  # a chunk no blob remote has: not verified, reported at the end
 
 
+@dataclass(frozen=True)
+class _ChunkTask:
+    """One chunk to write: where in which file, and what to call it in an error."""
+
+    file: _OpenFile
+    offset: int
+    chunk: ChunkRef
+    where: str
+
+
 def _write_files(
     store: ObjectStore,
     records: list[tuple[str, FileRecord, int]],
@@ -354,8 +366,9 @@ def _write_files(
 
 
 class _VersionWriter:
-    """The state of one :func:`_write_files`: the open files (oldest first), the chunks in
-    flight (submission order), the directory tree."""
+    """The state of one :func:`_write_files`: the open files, the chunks no remote has, the
+    directory tree. Chunks are written by :func:`bounded_map`'s workers; files are opened,
+    checked and closed on the calling thread."""
 
     def __init__(self, store: ObjectStore, dest: Path, context: str, progress: ProgressFn | None) -> None:
         self.store = store
@@ -363,13 +376,11 @@ class _VersionWriter:
         self.context = context
         self.progress = progress
         self.fetcher = store.fetcher if isinstance(store.fetcher, UrlBlobFetcher) else None
-        self.files: deque[_OpenFile] = deque()
-        self.pending: deque[tuple[_OpenFile, Future[str | None]]] = deque()
+        self.files: list[_OpenFile] = []  # open, not yet finished
         self.absent: list[str] = []
         self.tree: DirTree | None = None
         self.total = 0
         self.done = 0
-        self.lock = threading.Lock()
 
     def _refuse(self, display: str, mode: int) -> None:
         raise InvalidPathError(
@@ -381,33 +392,32 @@ class _VersionWriter:
         self.total = sum(r.size for _, r, _ in records)
         self.tree = DirTree(open_root(self.dest), str(self.dest), self._refuse)
         jobs = _jobs(self.fetcher)
-        # a bounded window of chunks in flight (not pool.map, which makes a future for every
-        # chunk up front): memory and descriptors stay flat whatever the size of the version
-        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="uniflow-get") as pool:
-            try:
-                for rel, rec, mode in records:
-                    while len(self.files) >= MAX_OPEN_FILES:
-                        self._finish_oldest()
-                    f = self._open(rel, rec, mode)
-                    offset = 0
-                    for c in rec.chunks:
-                        fut = pool.submit(self._one, f.fd, offset, c, f"{self.context} file {rel!r}")
-                        self.pending.append((f, fut))
-                        offset += c.size
-                        if len(self.pending) >= 2 * jobs:
-                            self._settle()
-                    while self.files and self.files[0].left == 0:
-                        self._finish(self.files.popleft())
-                while self.files:
-                    self._finish_oldest()
-            except BaseException:
-                for _f, fut in self.pending:
-                    fut.cancel()
-                raise
+        # Files open at once: those with a chunk in flight (at most ``window``) and the one
+        # being opened. Leaving the loop early waits for the workers before anything closes.
+        window = min(2 * jobs, MAX_OPEN_FILES - 1)
+        tasks = self._tasks(records)
+        with contextlib.closing(
+            bounded_map(self._one, tasks, workers=jobs, window=window, name="uniflow-get")
+        ) as done:
+            for task, missing in done:
+                self._settled(task, missing)
         if self.absent:
             self._raise_absent()
         for dfd in self.tree.fds():
             os.fsync(dfd)
+
+    def _tasks(self, records: list[tuple[str, FileRecord, int]]) -> Iterator[_ChunkTask]:
+        """Every chunk of ``records`` to write, opening each file just before its first
+        (called lazily by :func:`bounded_map` on this thread); a file with no chunk is
+        finished at once."""
+        for rel, rec, mode in records:
+            f = self._open(rel, rec, mode)
+            if not rec.chunks:
+                self._finish(f)
+            offset = 0
+            for c in rec.chunks:
+                yield _ChunkTask(f, offset, c, f"{self.context} file {rel!r}")
+                offset += c.size
 
     def _open(self, rel: str, rec: FileRecord, mode: int) -> _OpenFile:
         """Create the file ``rel`` (``O_EXCL|O_NOFOLLOW``, read back for its digest)."""
@@ -426,34 +436,38 @@ class _VersionWriter:
             os.ftruncate(fd, rec.size)
         return f
 
-    def _one(self, fd: int, offset: int, c: ChunkRef, where: str) -> str | None:
-        """Write chunk ``c`` at ``offset`` (a worker thread); its digest if no remote has it."""
-        data = _chunk_bytes(self.store, self.fetcher, c, where)
+    def _one(self, task: _ChunkTask) -> tuple[_ChunkTask, str | None]:
+        """Write one chunk (a worker thread); with its digest if no remote has it."""
+        c = task.chunk
+        buf = _BUFFERS.get(c.size + 1)  # one byte more: a longer file is caught too
+        data: memoryview | bytes | None = _cached_chunk(self.store, c, buf)
         if data is None:
-            return c.digest
-        os.pwrite(fd, data, offset)
-        if self.progress is not None:
-            with self.lock:
-                self.done += c.size
-                self.progress(self.done, self.total)
-        return None
+            if self.fetcher is None:
+                with self.store.open_verified(c.digest, buf, task.where) as chunk:  # the store's own error
+                    os.pwrite(task.file.fd, chunk.data, task.offset)
+                return task, None
+            data = _fetch_chunk(self.store, self.fetcher, c, buf, task.where)
+            if data is None:
+                return task, c.digest
+        os.pwrite(task.file.fd, data, task.offset)
+        return task, None
 
-    def _settle(self) -> None:
-        """Wait for the oldest chunk in flight."""
-        f, fut = self.pending.popleft()
-        missing = fut.result()
+    def _settled(self, task: _ChunkTask, missing: str | None) -> None:
+        """A chunk is written (or no remote has it): count it, finish its file if it was the last."""
+        f = task.file
         if missing is not None:
             self.absent.append(missing)
             f.absent = True
         f.left -= 1
-
-    def _finish_oldest(self) -> None:
-        while self.files[0].left:  # its chunks were submitted first: they settle first
-            self._settle()
-        self._finish(self.files.popleft())
+        if f.left == 0:
+            self._finish(f)
+        if self.progress is not None and missing is None:
+            self.done += task.chunk.size
+            self.progress(self.done, self.total)
 
     def _finish(self, f: _OpenFile) -> None:
         """Check the whole file against the manifest, fsync and close it."""
+        self.files.remove(f)
         fd, f.fd = f.fd, -1
         try:
             if not f.absent and not _whole_matches(fd, f.rec):
@@ -476,7 +490,7 @@ class _VersionWriter:
         )
 
     def close(self) -> None:
-        """Close every descriptor still open (after a failure; the pool has stopped)."""
+        """Close every descriptor still open (after a failure; the workers have stopped)."""
         for f in self.files:
             if f.fd >= 0:
                 os.close(f.fd)
@@ -508,85 +522,51 @@ def _executable(mode: object) -> bool:
 _BUFFERS = ThreadBuffers(8 << 20)
 
 
-def _read_verified(
-    path: Path, c: ChunkRef, cache: ObjectStore | None = None
-) -> tuple[memoryview | None, bool]:
-    """``(bytes, True)`` when the file at ``path`` holds exactly chunk ``c``; ``(None, False)``
-    when it is absent; ``(None, True)`` when it holds anything else; :class:`NotRegularFile`
-    for a symlink, FIFO or device (never followed, waited on or read). With ``cache`` (a
-    chunk read from a directory blob remote), verified bytes are kept in that cache: the very
-    file read, hard-linked, when the cache is on the same filesystem, else a copy."""
-    view = memoryview(_BUFFERS.get(c.size + 1))[: c.size + 1]  # one byte more: a longer file is caught too
-    fd = open_regular(path)
-    if fd is None:
-        return None, False
+def _cached_chunk(store: ObjectStore, c: ChunkRef, buf: bytearray) -> memoryview | None:
+    """The verified bytes of chunk ``c`` in the chunk cache (a view of ``buf``), or None. A
+    cache entry that is not exactly the chunk (a torn write: the cache is not fsynced), or no
+    regular file (never followed or read), is removed so that it is fetched again."""
+    path = store.object_path(c.digest)
     try:
-        n = read_full(fd, view)
-        data = view[:n]
-        if n != c.size or blake3.blake3(data).hexdigest() != c.digest:
-            return None, True
-        if cache is not None and not cache.link_verified(c.digest, fd):
-            cache.add_verified(c.digest, data)
+        fd = open_regular(path)
+    except NotRegularFile:
+        store.delete_object(c.digest)
+        return None
+    if fd is None:
+        return None
+    try:
+        data = read_verified(fd, c.digest, buf, c.size)
     finally:
         os.close(fd)
-    return data, True
+    if data is None:
+        store.delete_object(c.digest)
+    return data
 
 
-def _chunk_bytes(
-    store: ObjectStore, fetcher: UrlBlobFetcher | None, c: ChunkRef, where: str
+def _fetch_chunk(
+    store: ObjectStore, fetcher: UrlBlobFetcher, c: ChunkRef, buf: bytearray, where: str
 ) -> memoryview | bytes | None:
-    """The verified bytes of chunk ``c``: from the cache, else from the first blob remote that
-    has it (verified on arrival, then kept in the cache); None when no remote has it."""
-    try:
-        data, present = _read_verified(store.object_path(c.digest), c)
-    except NotRegularFile:
-        data, present = None, True  # not what the cache writes: dropped, fetched again
-    if data is not None:
-        return data
-    if present:
-        store.delete_object(c.digest)  # a damaged cache entry (the cache is not fsynced): fetch again
-    if fetcher is None:
-        return store.read_chunk(c, where)  # raises the store's own error
+    """Chunk ``c`` from the first blob remote that has it, verified on arrival and then kept
+    in the cache; None when no remote has it."""
+    data: memoryview | bytes | None
     for remote in fetcher.remotes():
-        got: memoryview | bytes | None
-        if isinstance(remote, LocalRemote):
+        files = remote.local_files()
+        if files is not None:
             try:
-                got, present = _read_verified(remote.objects / c.digest[:2] / c.digest[2:], c, store)
-            except NotRegularFile as exc:
-                raise CorruptChunkError(
-                    f"chunk {c.digest[:16]} on blob remote {remote.name!r} ({remote.url}) is a "
-                    f"{exc.what}, not a regular file ({where}); it was not stored",
-                    c.digest,
-                ) from None
-            if got is None and not present:
-                continue
-            if got is not None:
-                return got  # verified, and kept in the cache
+                data = store_file_chunk(store, remote, files, c.digest, buf, where)
+            except IntegrityError as exc:  # no regular file: say which version needed it
+                if isinstance(exc, CorruptChunkError):
+                    raise
+                raise CorruptChunkError(f"{exc} ({where})", c.digest) from None
         else:
-            raw = _download(remote, c.digest)
-            if raw is None:
-                continue
-            ok = len(raw) == c.size and blake3.blake3(raw).hexdigest() == c.digest
-            got = raw if ok else None
-        if got is None:
-            raise CorruptChunkError(
-                f"chunk {c.digest[:16]} downloaded from blob remote {remote.name!r} ({remote.url}) "
-                f"is corrupted: "
-                f"its bytes do not match its digest ({where}); it was not stored",
-                c.digest,
-            )
-        store.add_verified(c.digest, got)
-        return got
+            data = get_chunk(remote, c.digest)
+            if data is not None and (len(data) != c.size or chunk_digest(data) != c.digest):
+                raise corrupt_download(remote, c.digest, where)
+            if data is not None:
+                store.add_verified(c.digest, data)
+        if data is not None:
+            return data
     return None
-
-
-def _download(remote: BlobRemote, digest: str) -> bytes | None:
-    """One chunk from ``remote`` (None: it has none), retried like every transfer (``blobs``)."""
-
-    def get() -> bytes | None:
-        return remote.get(digest)
-
-    return _retry(f"download of chunk {digest[:16]}", remote, get)
 
 
 def _whole_matches(fd: int, rec: FileRecord) -> bool:

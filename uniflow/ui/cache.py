@@ -15,9 +15,10 @@ stale. Tags and manifests are immutable, so nothing else can change what these c
 directories, the loose ``refs/uniflow/models/<name>`` files and their directories, and
 config.toml) with what they were at the last check: a ref is only ever written by creating
 a file and renaming it into place (a new directory entry, a new inode) or by rewriting
-``packed-refs``, so equal stats mean equal refs. As Git does for its index, stats younger
-than two seconds are not trusted (a coarse clock could hide a second write), nor is a
-repository with the reftable backend: then ``git for-each-ref`` decides.
+``packed-refs``, so equal stats mean equal refs (``_records.refscan.refs_stamp``, the ref-change
+detector the listing index uses too). As Git does for its index, stats younger than two
+seconds are not trusted (a coarse clock could hide a second write), nor is a repository
+with the reftable backend: then ``git for-each-ref`` decides.
 
 Without a ``git`` executable every call goes straight to the registry (no cache).
 """
@@ -25,12 +26,13 @@ Without a ``git`` executable every call goes straight to the registry (no cache)
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .._records.refs import LIFECYCLE_PREFIX, TAGS_PREFIX, lifecycle_ref, tags_prefix
+from .._records.refscan import RACY_NS, refs_stamp
 
 if TYPE_CHECKING:  # pragma: no cover
     from .. import Comparison, HistoryEvent, ModelRegistry, ModelSummary, ModelVersion
@@ -38,14 +40,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["CachedRegistry"]
 
-_TAGS = "refs/tags/models/"
-_LIFECYCLE = "refs/uniflow/models/"
+_TAGS = f"{TAGS_PREFIX}/"
+_LIFECYCLE = f"{LIFECYCLE_PREFIX}/"
 #: stats younger than this are re-checked with git (coarse file-system clocks)
-_RACY_NS = 2_000_000_000
-
-
-class _Racy(Exception):
-    """A stat too recent to prove that nothing changed."""
+_RACY_NS = RACY_NS
 
 
 class CachedRegistry:
@@ -107,38 +105,16 @@ class CachedRegistry:
         return self._git_dir if isinstance(self._git_dir, Path) else None
 
     def _stat_token(self, name: str | None) -> tuple[Any, ...] | None:
-        """The stats of everywhere the refs in scope live, or None when they prove nothing."""
+        """The stats of everywhere the refs in scope live (``refscan.refs_stamp``), or None
+        when they prove nothing."""
         git_dir = self._common_dir()
-        if git_dir is None or (git_dir / "reftable").exists():
+        if git_dir is None:
             return None
-        now = time.time_ns()
-        token: list[Any] = []
-
-        def add(path: Path) -> None:
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                token.append((str(path), None))
-                return
-            if now - st.st_mtime_ns < _RACY_NS or now - st.st_ctime_ns < _RACY_NS:
-                raise _Racy
-            token.append((str(path), st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_size))
-
-        tags, lifecycle = git_dir / _TAGS, git_dir / _LIFECYCLE
-        try:
-            for path in (git_dir / "packed-refs", self.registry.uniflow_dir / "config.toml", tags, lifecycle):
-                add(path)
-            if name is None:
-                for directory in (tags, lifecycle):
-                    if directory.is_dir():
-                        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-                            add(Path(entry.path))
-            else:
-                add(tags / name)
-                add(lifecycle / name)
-        except (_Racy, OSError):
-            return None
-        return tuple(token)
+        prefixes = [_TAGS, _LIFECYCLE]
+        if name is not None:
+            prefixes += [tags_prefix(name), lifecycle_ref(name)]
+        config = self.registry.uniflow_dir / "config.toml"
+        return refs_stamp(git_dir, prefixes, entries=name is None, extra=[config], racy_ns=_RACY_NS)
 
     def refresh(self, name: str | None = None) -> None:
         """Re-read the fingerprints: of every model, or only of ``name``'s refs."""
