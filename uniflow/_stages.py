@@ -17,6 +17,8 @@ __all__ = [
     "ModelStage",
     "normalize_stage",
     "SINGLE_HOLDER_DEFAULT",
+    "BUILTIN_STAGES",
+    "SHARED_STAGES",
     "valid_custom_stage_name",
     "valid_stage_name",
 ]
@@ -50,8 +52,18 @@ class ModelStage(enum.StrEnum):
 #: built-in or declared in ``.uniflow/config.toml``
 StageLike = ModelStage | str
 
-# Stages that hold many versions at once; every other stage holds one version at a time.
-SINGLE_HOLDER_DEFAULT = {"staging": True, "production": True, "development": False, "archived": False}
+#: the built-in stage names, in lifecycle order
+BUILTIN_STAGES: tuple[str, ...] = tuple(m.value for m in ModelStage)
+
+#: the built-in stages that hold many versions at once (never displaced, never rolled back)
+SHARED_STAGES: frozenset[str] = frozenset({ModelStage.DEVELOPMENT.value, ModelStage.ARCHIVED.value})
+
+# Whether each built-in stage holds a single version; a custom stage declares its own. The
+# order is the one error messages list the stages in.
+SINGLE_HOLDER_DEFAULT = {
+    m.value: m.value not in SHARED_STAGES
+    for m in (ModelStage.STAGING, ModelStage.PRODUCTION, ModelStage.DEVELOPMENT, ModelStage.ARCHIVED)
+}
 
 
 def normalize_stage(stage: object, custom: dict[str, bool] | None = None) -> str:
