@@ -19,6 +19,7 @@ __all__ = [
     "SINGLE_HOLDER_DEFAULT",
     "BUILTIN_STAGES",
     "SHARED_STAGES",
+    "stage_sort_key",
     "valid_custom_stage_name",
     "valid_stage_name",
 ]
@@ -64,6 +65,20 @@ SINGLE_HOLDER_DEFAULT = {
     m.value: m.value not in SHARED_STAGES
     for m in (ModelStage.STAGING, ModelStage.PRODUCTION, ModelStage.DEVELOPMENT, ModelStage.ARCHIVED)
 }
+
+
+_DISPLAY_RANK = {
+    ModelStage.PRODUCTION.value: 0,
+    ModelStage.STAGING.value: 1,
+    ModelStage.DEVELOPMENT.value: 8,
+    ModelStage.ARCHIVED.value: 9,
+}
+
+
+def stage_sort_key(stage: str) -> tuple[int, str]:
+    """Display order: production first, then staging, custom stages (by name), development,
+    archived."""
+    return (_DISPLAY_RANK.get(stage, 5), stage)
 
 
 def normalize_stage(stage: object, custom: dict[str, bool] | None = None) -> str:
