@@ -50,6 +50,8 @@ __all__ = [
     "Lifecycle",
     "parse_event",
     "walk_first_parents",
+    "git_read_errors",
+    "commit_context",
     "move_transition",
     "untagged_versions",
     "PAST_LIMIT",
