@@ -22,9 +22,7 @@ from ._ops.materialize import export_files, materialize
 from ._ops.register import register_version
 from ._records.config import Config, ConfigSource
 from ._records.git import GitRepo
-from ._records.lifecycle import (
-    rollback_transition,
-)
+from ._records.lifecycle import LifecycleEvent
 from ._repo import Repository
 from ._reports import GcReport, PullReport, PushReport, VerifyReport
 from ._stages import ModelStage, StageLike
@@ -216,7 +214,9 @@ class ModelRegistry:
         for name, listing, state, when in self._repo.overview():
             names = listing.versions  # semver ascending
             state = state.restricted_to(names)  # a version whose tag is gone holds nothing
-            holders = {s: v for v, s in state.stage_of.items() if single.get(s, True) and s != "archived"}
+            holders = {
+                s: v for v, s in state.stage_of.items() if single.get(s, True) and s != ModelStage.ARCHIVED
+            }
             updated = datetime.fromtimestamp(when, UTC) if when is not None else None
             latest = names[-1] if names else None
             out.append(ModelSummary(name, latest, len(names), dict(sorted(holders.items())), updated))
@@ -340,27 +340,21 @@ class ModelRegistry:
         *,
         reason: str | None = None,
         extra: dict[str, Any] | None = None,
-    ) -> ModelVersion:
-        """Move ``version`` into ``stage``; a single-holder stage's previous holder is archived."""
-        self._repo.promote(name, version, stage, reason=reason, extra=extra)
-        return self.get(name, version)
+    ) -> LifecycleEvent:
+        """Move ``version`` into ``stage``; a single-holder stage's previous holder is archived.
 
-    def archive(self, name: str, version: str, *, reason: str | None = None) -> ModelVersion:
-        return self.promote(name, version, ModelStage.ARCHIVED, reason=reason)
+        Returns the :class:`LifecycleEvent` recorded, as ``history`` shows it (``displaced``
+        names the archived previous holder); ``get(name, version)`` gives the version."""
+        return self._repo.promote(name, version, stage, reason=reason, extra=extra)
 
-    def rollback(self, name: str, stage: StageLike, *, reason: str | None = None) -> ModelVersion:
-        """Give ``stage`` back to its previous holder (the current one is archived)."""
-        st = self._repo.stage(stage)
-        self._repo.require_model(name)
-        if st in ("development", "archived") or not self.stages().get(st, True):
-            raise UsageError(
-                f"cannot roll back stage {st!r}: only single-holder stages have a previous holder"
-            )
-        existing = set(self._repo.index.version_names(name))
-        _state, event = self._repo.lifecycle.apply(
-            name, rollback_transition(st, existing.__contains__, reason), self.git.identity()
-        )
-        return self.get(name, event["version"])
+    def archive(self, name: str, version: str, *, reason: str | None = None) -> LifecycleEvent:
+        """Move ``version`` to the archived stage; returns the :class:`LifecycleEvent` recorded."""
+        return self._repo.archive(name, version, reason=reason)
+
+    def rollback(self, name: str, stage: StageLike, *, reason: str | None = None) -> LifecycleEvent:
+        """Give ``stage`` back to its previous holder (the current one is archived); returns
+        the :class:`LifecycleEvent` recorded, whose ``version`` is the holder put back."""
+        return self._repo.rollback(name, stage, reason=reason)
 
     def compare_versions(self, name: str, versions: list[str]) -> Comparison:
         """Metrics side by side with deltas, params, tags, sizes, shared bytes, code commits."""

@@ -21,18 +21,25 @@ from ._errors import (
     ModelNotFoundError,
     StageEmptyError,
     UniflowWarning,
+    UsageError,
     VersionNotFoundError,
 )
 from ._naming import validate_model_name, validate_version, version_sort_key
 from ._records.config import Config, ConfigSource
 from ._records.git import GitRepo
-from ._records.lifecycle import Lifecycle, LifecycleState, promote_transition
+from ._records.lifecycle import (
+    Lifecycle,
+    LifecycleEvent,
+    LifecycleState,
+    move_transition,
+    rollback_transition,
+)
 from ._records.listing import Listing, ListingIndex, skipped_notice
 from ._records.objcache import DerivedCache
 from ._records.paths import store_dir, work_trees
 from ._records.refs import tag_ref
 from ._records.versions import VersionIndex
-from ._stages import ModelStage, StageLike, normalize_stage
+from ._stages import BUILTIN_STAGES, SHARED_STAGES, ModelStage, StageLike, normalize_stage
 from ._storage.store import FetchFn, ObjectStore
 
 if TYPE_CHECKING:
@@ -93,9 +100,7 @@ class Repository:
     def stage(self, stage: StageLike) -> str:
         """The canonical name of ``stage`` (built-in or declared), else InvalidStageError."""
         table = self.stages()
-        return normalize_stage(
-            stage, {k: v for k, v in table.items() if k not in ModelStage._value2member_map_}
-        )
+        return normalize_stage(stage, {k: v for k, v in table.items() if k not in BUILTIN_STAGES})
 
     # ------------------------------------------------------------------ reads
     def require_model(self, name: str) -> None:
@@ -108,8 +113,8 @@ class Repository:
         version not promoted anywhere."""
         names = self.index.version_names(name)
         state = state if state is not None else self.lifecycle.state(name)
-        if stage == "development":
-            return [v for v in names if state.stage(v) == "development"]
+        if stage == ModelStage.DEVELOPMENT:
+            return [v for v in names if state.stage(v) == ModelStage.DEVELOPMENT]
         existing = set(names)
         return [v for v in state.holders(stage) if v in existing]
 
@@ -179,7 +184,7 @@ class Repository:
         stage_of = state.stage_of
         rows = []
         for v, (head, tail) in zip(listing.versions, self.listings.json_rows(name, listing), strict=True):
-            st = stage_of.get(v, "development")
+            st = stage_of.get(v, ModelStage.DEVELOPMENT.value)
             if wanted is None or st == wanted:
                 rows.append((head, st, tail))
         return json_list(rows)
@@ -195,7 +200,7 @@ class Repository:
         columns = zip(listing.versions, r.framework, r.size, r.metrics, r.created, strict=True)
         out = []
         for v, fw, size, metrics, created in columns:
-            st = stage_of.get(v, "development")
+            st = stage_of.get(v, ModelStage.DEVELOPMENT.value)
             if wanted is None or st == wanted:
                 out.append(VersionRow(v, st, fw, size, metrics, created))
         return out
@@ -249,20 +254,34 @@ class Repository:
         *,
         reason: str | None = None,
         extra: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> LifecycleEvent:
         """Move ``version`` into ``stage`` (one lifecycle event, compare-and-swap); a
-        single-holder stage's previous holder is archived."""
+        single-holder stage's previous holder is archived. Returns the event recorded
+        (``action`` ``"archive"`` when ``stage`` is archived)."""
         from ._records.manifest import json_safe
 
         st = self.stage(stage)
         self.lifecycle.state(name)  # an unreadable lifecycle refuses here (reads fall back)
         self.resolve(name, version, None)
-        action = "archive" if st == "archived" else "promote"
-        single = self.stages().get(st, True)
-        transition = promote_transition(
-            version, st, single, action, reason, json_safe(extra) if extra else None
-        )
-        self.lifecycle.apply(name, transition, self.git.identity())
+        transition = move_transition(version, st, self.stages(), reason, json_safe(extra) if extra else None)
+        return self.lifecycle.apply(name, transition, self.git.identity())[1]
+
+    def archive(self, name: str, version: str, *, reason: str | None = None) -> LifecycleEvent:
+        """Move ``version`` to the archived stage; returns the event recorded."""
+        return self.promote(name, version, ModelStage.ARCHIVED, reason=reason)
+
+    def rollback(self, name: str, stage: StageLike, *, reason: str | None = None) -> LifecycleEvent:
+        """Give single-holder ``stage`` back to its previous holder that still has a tag (the
+        current one is archived); returns the event recorded (its ``version`` is the holder)."""
+        st = self.stage(stage)
+        self.require_model(name)
+        if st in SHARED_STAGES or not self.stages().get(st, True):
+            raise UsageError(
+                f"cannot roll back stage {st!r}: only single-holder stages have a previous holder"
+            )
+        existing = set(self.index.version_names(name))
+        transition = rollback_transition(st, existing.__contains__, reason)
+        return self.lifecycle.apply(name, transition, self.git.identity())[1]
 
     def close(self) -> None:
         """Release the Git repository's open files (the object store keeps none open)."""

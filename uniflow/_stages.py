@@ -17,6 +17,9 @@ __all__ = [
     "ModelStage",
     "normalize_stage",
     "SINGLE_HOLDER_DEFAULT",
+    "BUILTIN_STAGES",
+    "SHARED_STAGES",
+    "stage_sort_key",
     "valid_custom_stage_name",
     "valid_stage_name",
 ]
@@ -50,8 +53,32 @@ class ModelStage(enum.StrEnum):
 #: built-in or declared in ``.uniflow/config.toml``
 StageLike = ModelStage | str
 
-# Stages that hold many versions at once; every other stage holds one version at a time.
-SINGLE_HOLDER_DEFAULT = {"staging": True, "production": True, "development": False, "archived": False}
+#: the built-in stage names, in lifecycle order
+BUILTIN_STAGES: tuple[str, ...] = tuple(m.value for m in ModelStage)
+
+#: the built-in stages that hold many versions at once (never displaced, never rolled back)
+SHARED_STAGES: frozenset[str] = frozenset({ModelStage.DEVELOPMENT.value, ModelStage.ARCHIVED.value})
+
+# Whether each built-in stage holds a single version; a custom stage declares its own. The
+# order is the one error messages list the stages in.
+SINGLE_HOLDER_DEFAULT = {
+    m.value: m.value not in SHARED_STAGES
+    for m in (ModelStage.STAGING, ModelStage.PRODUCTION, ModelStage.DEVELOPMENT, ModelStage.ARCHIVED)
+}
+
+
+_DISPLAY_RANK = {
+    ModelStage.PRODUCTION.value: 0,
+    ModelStage.STAGING.value: 1,
+    ModelStage.DEVELOPMENT.value: 8,
+    ModelStage.ARCHIVED.value: 9,
+}
+
+
+def stage_sort_key(stage: str) -> tuple[int, str]:
+    """Display order: production first, then staging, custom stages (by name), development,
+    archived."""
+    return (_DISPLAY_RANK.get(stage, 5), stage)
 
 
 def normalize_stage(stage: object, custom: dict[str, bool] | None = None) -> str:

@@ -386,12 +386,12 @@ def _try_event(data: bytes) -> None:
         ev = parse_event(data, "lifecycle commit 0123456789ab of model 'm'")
     except UniflowError:
         return
-    assert ev["action"] in EVENT_ACTIONS and _VERSION.fullmatch(ev["version"])
-    assert isinstance(ev["seq"], int) and ev["seq"] >= 0
-    assert _STAGE.fullmatch(ev["to"]) and (ev.get("from") is None or _STAGE.fullmatch(ev["from"]))
-    assert ev.get("displaced") is None or _VERSION.fullmatch(ev["displaced"])
-    datetime.fromisoformat(ev["at"])
-    assert isinstance(ev.get("extra") or {}, dict) and isinstance(ev.get("actor") or "", str)
+    assert ev.action in EVENT_ACTIONS and _VERSION.fullmatch(ev.version)
+    assert isinstance(ev.seq, int) and ev.seq >= 0
+    assert _STAGE.fullmatch(ev.to_stage) and (ev.from_stage is None or _STAGE.fullmatch(ev.from_stage))
+    assert ev.displaced is None or _VERSION.fullmatch(ev.displaced)
+    assert isinstance(ev.at, datetime)
+    assert isinstance(ev.extra, dict) and isinstance(ev.actor or "", str)
 
 
 @SETTINGS

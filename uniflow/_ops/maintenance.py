@@ -123,7 +123,7 @@ def _unrecorded(repo: Repository, model: str, unreadable: set[str]) -> list[Veri
     tags that are no version, already reported)."""
     try:
         registered = {
-            ev.get("version") for ev in repo.lifecycle.events(model) if ev.get("action") == "register"
+            ev.version for ev in repo.lifecycle.events(model) if ev is not None and ev.action == "register"
         }
     except UniflowError as exc:
         return [_problem(model, None, f"lifecycle unreadable ({lifecycle_ref(model)}): {exc}")]

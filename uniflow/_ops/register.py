@@ -380,7 +380,7 @@ def _has_register_event(repo: Repository, name: str, version: str, since: int) -
     """True if the lifecycle of ``name`` records registering ``version`` at or after ``since``
     (walking back from the head only that far: usually one commit)."""
     return any(
-        ev.get("action") == "register" and ev.get("version") == version
+        ev is not None and ev.action == "register" and ev.version == version
         for ev in repo.lifecycle.events(name, since)
     )
 

@@ -39,7 +39,12 @@ from typing import Any
 
 from .._errors import ConfigError, UsageError
 from .._naming import validate_model_name
-from .._stages import SINGLE_HOLDER_DEFAULT, ModelStage, normalize_stage, valid_custom_stage_name
+from .._stages import (
+    BUILTIN_STAGES,
+    SINGLE_HOLDER_DEFAULT,
+    normalize_stage,
+    valid_custom_stage_name,
+)
 
 __all__ = [
     "CONFIG_HEADER",
@@ -264,7 +269,7 @@ def _rules(raw: dict[str, Any], stages: dict[str, bool]) -> tuple[PromoteRule, .
         items = [items]
     if not isinstance(items, list):
         raise _error("[[promote]]", "must be an array of tables")
-    custom = {k: v for k, v in stages.items() if k not in ModelStage._value2member_map_}
+    custom = {k: v for k, v in stages.items() if k not in BUILTIN_STAGES}
     rules = []
     for i, r in enumerate(items, 1):
         key = f"promotion rule #{i}"

@@ -27,6 +27,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -37,7 +38,7 @@ from .. import _testhooks
 from .._bounded import load_json
 from .._errors import ConcurrencyError, IntegrityError, RepositoryError, UsageError
 from .._naming import parse_version
-from .._stages import SINGLE_HOLDER_DEFAULT, valid_stage_name
+from .._stages import SHARED_STAGES, SINGLE_HOLDER_DEFAULT, ModelStage, valid_stage_name
 from .._types import HistoryEvent
 from .git import GitRepo, Identity
 from .objcache import DerivedCache
@@ -45,8 +46,13 @@ from .refs import lifecycle_ref, stage_ref, stages_prefix, tag_ref
 
 __all__ = [
     "LifecycleState",
+    "LifecycleEvent",
     "Lifecycle",
     "parse_event",
+    "walk_first_parents",
+    "git_read_errors",
+    "commit_context",
+    "move_transition",
     "untagged_versions",
     "PAST_LIMIT",
     "EVENT_ACTIONS",
@@ -96,7 +102,7 @@ class LifecycleState:
     past: dict[str, list[str]] = field(default_factory=dict)  # stage -> earlier holders, oldest first
 
     def stage(self, version: str) -> str:
-        return self.stage_of.get(version, "development")
+        return self.stage_of.get(version, ModelStage.DEVELOPMENT.value)
 
     def holders(self, stage: str) -> list[str]:
         return sorted(v for v, s in self.stage_of.items() if s == stage)
@@ -163,7 +169,7 @@ class LifecycleState:
                 bad(f"{stage!r} is not a stage name")
             if stages is not None and stage not in table:
                 bad(f"stage {stage!r} is not declared (add [stages.{stage}] to .uniflow/config.toml)")
-            if stage not in ("development", "archived") and table.get(stage, True):
+            if stage not in SHARED_STAGES and table.get(stage, True):
                 if stage in held:
                     bad(f"stage {stage!r} holds one version but lists {held[stage]!r} and {version!r}")
                 held[stage] = version
@@ -177,7 +183,43 @@ class LifecycleState:
         return cls(model=model, seq=seq, stage_of=dict(stage_of), past={k: list(v) for k, v in past.items()})
 
 
-def parse_event(data: bytes, context: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LifecycleEvent:
+    """One lifecycle event: what an ``event.json`` records, validated by :func:`parse_event`.
+
+    Frozen: a field cannot be reassigned (``extra`` is the decoded JSON object, as read).
+    ``from_stage``/``to_stage`` are the JSON's ``from``/``to``; ``at`` is the time the event
+    records (an importer's original time, or when it was written).
+    """
+
+    action: str  #: one of EVENT_ACTIONS
+    version: str
+    seq: int
+    at: datetime
+    to_stage: str
+    from_stage: str | None = None
+    displaced: str | None = None  #: the version this event moved to ``archived``
+    actor: str | None = None  #: ``"Name <email>"``
+    reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``event.json`` object: ``from`` always (null for a register), ``displaced``,
+        ``reason`` and ``extra`` only when set, as :meth:`Lifecycle.apply` writes them."""
+        d: dict[str, Any] = {"action": self.action, "version": self.version, "from": self.from_stage}
+        d["to"] = self.to_stage
+        for key, value in (("displaced", self.displaced), ("reason", self.reason), ("extra", self.extra)):
+            if value:
+                d[key] = value
+        d.update(seq=self.seq, actor=self.actor, at=self.at.isoformat())
+        return d
+
+    def to_json(self) -> bytes:
+        """The ``event.json`` bytes (the bytes :meth:`Lifecycle.apply` wrote for this event)."""
+        return _dumps(self.to_dict())
+
+
+def parse_event(data: bytes, context: str) -> LifecycleEvent:
     """Decode and validate an ``event.json``; raise :class:`IntegrityError` naming ``context``.
 
     Required: ``action`` (one of EVENT_ACTIONS), ``version`` (a version string), ``seq``
@@ -213,10 +255,63 @@ def parse_event(data: bytes, context: str) -> dict[str, Any]:
     try:
         if not isinstance(at, str):
             raise ValueError(at)
-        datetime.fromisoformat(at)
+        when = datetime.fromisoformat(at)
     except ValueError:
         bad(f"at {at!r} is not an ISO-8601 time")
-    return ev
+    return LifecycleEvent(
+        action=ev["action"],
+        version=ev["version"],
+        seq=ev["seq"],
+        at=when,
+        to_stage=ev["to"],
+        from_stage=ev.get("from"),
+        displaced=ev.get("displaced"),
+        actor=ev.get("actor"),
+        reason=ev.get("reason"),
+        extra=ev.get("extra") or {},
+    )
+
+
+@contextmanager
+def git_read_errors(context: str) -> Iterator[None]:
+    """Reads of lifecycle objects: a missing object or one of the wrong kind (the chain
+    reaches something that is not a commit) is an :class:`IntegrityError` naming ``context``."""
+    try:
+        yield
+    except KeyError as exc:
+        raise IntegrityError(f"{context}: git objects are missing") from exc
+    except RepositoryError as exc:
+        raise IntegrityError(f"{context}: {exc}") from exc
+
+
+def commit_context(sha: str, model: str) -> str:
+    """How errors name lifecycle commit ``sha`` (of ``model``, when given)."""
+    return f"lifecycle commit {sha[:12]}" + (f" of model {model!r}" if model else "")
+
+
+def walk_first_parents(
+    git: GitRepo,
+    head: str | None,
+    model: str = "",
+    limit: int = 1_000_000,
+    *,
+    stop: Callable[[str], bool] | None = None,
+) -> Iterator[tuple[str, Any]]:
+    """``(sha, commit)`` along the first-parent chain from ``head`` back to the first event
+    (newest first), at most ``limit`` commits: the one walk of a lifecycle chain.
+
+    ``stop(sha)``, asked before each commit is read, ends the walk there when true. A
+    missing object or one that is not a commit is an :class:`IntegrityError` naming it
+    (:func:`git_read_errors`).
+    """
+    sha = head
+    for _ in range(limit):
+        if not sha or (stop is not None and stop(sha)):
+            return
+        with git_read_errors(commit_context(sha, model)):
+            commit = git.read_commit(sha)
+        yield sha, commit
+        sha = commit.parents[0].decode("ascii", "replace") if commit.parents else None
 
 
 def untagged_versions(state: LifecycleState, existing: Collection[str]) -> list[str]:
@@ -248,59 +343,26 @@ class Lifecycle:
     def head(self, model: str) -> str | None:
         return self.git.ref(lifecycle_ref(model))
 
-    def events(self, model: str, since: int | None = None) -> Iterator[dict[str, Any]]:
+    def events(self, model: str, since: int | None = None) -> Iterator[LifecycleEvent | None]:
         """The events of ``model``'s lifecycle, newest first, back to commit time ``since``.
 
-        An unreadable ``event.json`` is yielded as an empty dict (the walk goes on); a
-        missing commit is an :class:`IntegrityError` naming it.
+        An ``event.json`` that is absent or fails :func:`parse_event` is yielded as None (the
+        walk goes on); a missing commit is an :class:`IntegrityError` naming it.
         """
-        sha = self.head(model)
-        for _ in range(10_000_000):  # bounded by the length of the history
-            if sha is None:
+        for sha, commit in walk_first_parents(self.git, self.head(model), model, 10_000_000):
+            if since is not None and commit.commit_time < since:
                 return
-            context = f"lifecycle commit {sha[:12]} of model {model!r}"
-            try:
-                commit = self.git.read_commit(sha)
-                if since is not None and commit.commit_time < since:
-                    return
+            context = commit_context(sha, model)
+            with git_read_errors(context):
                 raw = self.git.read_path(sha, "event.json", MAX_EVENT_BYTES)
-            except KeyError as exc:
-                raise IntegrityError(f"{context}: git objects are missing") from exc
-            except RepositoryError as exc:  # the chain reaches something that is not a commit
-                raise IntegrityError(f"{context}: {exc}") from exc
             try:
-                ev = _load_json(raw, MAX_EVENT_BYTES, context) if raw is not None else {}
+                yield parse_event(raw, context) if raw is not None else None
             except IntegrityError:
-                ev = {}
-            yield ev if isinstance(ev, dict) else {}
-            sha = commit.parents[0].decode() if commit.parents else None
-
-    def _read_commit(self, sha: str, whose: str) -> Any:
-        """The lifecycle commit ``sha``; missing or not a commit: an IntegrityError naming it."""
-        try:
-            return self.git.read_commit(sha)
-        except KeyError as exc:
-            raise IntegrityError(f"lifecycle commit {sha[:12]}{whose} is missing") from exc
-        except RepositoryError as exc:
-            raise IntegrityError(f"lifecycle{whose}: {exc}") from exc
-
-    def _walk(self, head: str | None, model: str, limit: int) -> Iterator[tuple[str, Any]]:
-        """``(sha, commit)`` along the first-parent chain from ``head`` (newest first).
-
-        A missing object or one that is not a commit is an :class:`IntegrityError` naming it.
-        """
-        sha = head
-        whose = f" of model {model!r}" if model else ""
-        for _ in range(limit):
-            if not sha:
-                return
-            commit = self._read_commit(sha, whose)
-            yield sha, commit
-            sha = commit.parents[0].decode("ascii", "replace") if commit.parents else None
+                yield None
 
     def chain(self, head: str | None, model: str = "", limit: int = 1_000_000) -> list[str]:
         """First-parent chain from ``head`` back to the first event (newest first)."""
-        return [sha for sha, _commit in self._walk(head, model, limit)]
+        return [sha for sha, _commit in walk_first_parents(self.git, head, model, limit)]
 
     def state(self, model: str, head: str | None = None, *, from_git: bool = False) -> LifecycleState:
         return self.state_at(model, head, from_git=from_git)[0]
@@ -329,20 +391,16 @@ class Lifecycle:
         return state, when
 
     def _read_state(self, head: str, context: str) -> tuple[bytes, int]:
-        try:
+        with git_read_errors(context):
             data = self.git.read_path(head, "state.json", MAX_STATE_BYTES)
             when = int(self.git.read_commit(head).commit_time)
-        except KeyError as exc:
-            raise IntegrityError(f"{context}: git objects are missing") from exc
-        except RepositoryError as exc:  # the ref names something that is not a commit
-            raise IntegrityError(f"{context}: {exc}") from exc
         if data is None:
             raise IntegrityError(f"{context} has no state.json")
         return data, when
 
-    def event(self, model: str, sha: str) -> dict[str, Any]:
+    def event(self, model: str, sha: str) -> LifecycleEvent:
         """The validated ``event.json`` of lifecycle commit ``sha``."""
-        return parse_event(self._event_bytes(model, sha), f"lifecycle commit {sha[:12]} of model {model!r}")
+        return parse_event(self._event_bytes(model, sha), commit_context(sha, model))
 
     def history(self, model: str, limit: int = _ALL) -> list[HistoryEvent]:
         """The newest ``limit`` events of ``model``, oldest first.
@@ -352,58 +410,41 @@ class Lifecycle:
         entry it reached is then replaced by the head's). Every ``event.json``, cached or
         not, passes :func:`parse_event`."""
         head = self.head(model)
-        whose = f" of model {model!r}"
         cache = self.cache if limit >= _ALL else None
         items: list[tuple[str, str, bytes]] = []  # (commit, subject, event.json), newest first
         reached: str | None = None  # the commit whose kept history ended the walk
-        sha = head
-        while sha and len(items) < limit:
+        complete = True  # back to the first event
+
+        def stop(sha: str) -> bool:  # at ``limit`` events, or at a commit whose history is kept
+            nonlocal reached, complete
+            if len(items) >= limit:
+                complete = False
+                return True
             rest = self._cached_history(model, sha) if cache is not None else None
             if rest is not None:
-                items += rest
+                items.extend(rest)
                 reached = sha
-                break
-            commit = self._read_commit(sha, whose)
+            return rest is not None
+
+        for sha, commit in walk_first_parents(self.git, head, model, _ALL, stop=stop):
             lines = commit.message.decode(errors="replace").splitlines()
             items.append((sha, lines[0] if lines else "", self._event_bytes(model, sha)))
-            sha = commit.parents[0].decode("ascii", "replace") if commit.parents else None
-        complete = reached is not None or not sha  # back to the first event
         if cache is not None and head and items and complete and reached != head:
             cache.put(HISTORY_KIND, head, msgpack.packb([_HISTORY_FORMAT, model, items], use_bin_type=True))
             if reached is not None:
                 cache.delete(HISTORY_KIND, reached)  # superseded: one entry per model, not per event
-        events: list[HistoryEvent] = []
-        for sha, subject, raw in items[:limit]:
-            ev = parse_event(raw, f"lifecycle commit {sha[:12]}{whose}")
-            events.append(
-                HistoryEvent(
-                    seq=ev["seq"],
-                    action=ev["action"],
-                    name=model,
-                    version=ev["version"],
-                    from_stage=ev.get("from"),
-                    to_stage=ev.get("to"),
-                    actor=ev.get("actor") or "",
-                    at=datetime.fromisoformat(ev["at"]),
-                    commit=sha,
-                    message=subject,
-                    displaced=ev.get("displaced"),
-                    reason=ev.get("reason"),
-                    extra=ev.get("extra") or {},
-                )
-            )
+        events = [
+            _history_event(model, sha, subject, parse_event(raw, commit_context(sha, model)))
+            for sha, subject, raw in items[:limit]
+        ]
         events.reverse()
         return events
 
     def _event_bytes(self, model: str, sha: str) -> bytes:
         """The ``event.json`` of lifecycle commit ``sha`` (validated by the caller)."""
-        context = f"lifecycle commit {sha[:12]} of model {model!r}"
-        try:
+        context = commit_context(sha, model)
+        with git_read_errors(context):
             raw = self.git.read_path(sha, "event.json", MAX_EVENT_BYTES)
-        except KeyError as exc:
-            raise IntegrityError(f"{context}: git objects are missing") from exc
-        except RepositoryError as exc:
-            raise IntegrityError(f"{context}: {exc}") from exc
         if raw is None:
             raise IntegrityError(f"{context} has no event.json")
         return raw
@@ -435,14 +476,17 @@ class Lifecycle:
     # ------------------------------------------------------------------ write
     def apply(
         self, model: str, transition: Transition, actor: Identity, *, at: datetime | None = None
-    ) -> tuple[LifecycleState, dict[str, Any]]:
-        """Apply ``transition`` to the current state and CAS the lifecycle ref forward.
+    ) -> tuple[LifecycleState, LifecycleEvent]:
+        """Apply ``transition`` to the current state and CAS the lifecycle ref forward; return
+        the new state and the event recorded (as :func:`parse_event` reads it back).
 
-        ``transition`` mutates the state it is given and returns ``(event, summary line)``;
-        it may raise a UsageError, which aborts without writing. On a lost race it is
-        re-run on the new state (bounded). ``at`` is the time the event records (default:
-        now); importers pass the time the original registry gave. The commit itself is
-        always dated now, so commit times along the chain stay in write order.
+        ``transition`` mutates the state it is given and returns ``(event fields, summary
+        line)``; it may raise a UsageError, which aborts without writing. An event the read
+        gate would refuse (an ``extra`` over MAX_EVENT_BYTES) is a UsageError, never written.
+        On a lost race the transition is re-run on the new state (bounded). ``at`` is the
+        time the event records (default: now); importers pass the time the original registry
+        gave. The commit itself is always dated now, so commit times along the chain stay in
+        write order.
         """
         if at is not None and at.tzinfo is None:
             raise UsageError("an event time must carry a time zone")
@@ -455,9 +499,14 @@ class Lifecycle:
             now = datetime.now(UTC)
             when = at.astimezone(UTC) if at is not None else now
             event = {**event, "seq": state.seq, "actor": f"{actor[0]} <{actor[1]}>", "at": when.isoformat()}
+            data = _dumps(event)
+            try:
+                recorded = parse_event(data, f"lifecycle event of model {model!r}")
+            except IntegrityError as exc:
+                raise UsageError(f"cannot record: {exc}") from exc
             tree = self.git.write_tree(
                 {
-                    "event.json": (0o100644, self.git.write_blob(_dumps(event))),
+                    "event.json": (0o100644, self.git.write_blob(data)),
                     "state.json": (0o100644, self.git.write_blob(state.to_json())),
                 }
             )
@@ -470,7 +519,7 @@ class Lifecycle:
             if self.git.cas_ref(ref, head, commit, message=f"uniflow: {summary}"):
                 _testhooks.point("after-lifecycle-cas")  # test-only crash point (uniflow/_testhooks.py)
                 self.sync_pointers(model)
-                return state, event
+                return state, recorded
             time.sleep(min(0.002 * (attempt + 1), 0.05) * random.random())
         raise ConcurrencyError(
             f"could not update the lifecycle of model {model!r}: too many concurrent writers"
@@ -507,6 +556,25 @@ def _dumps(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n").encode()
 
 
+def _history_event(model: str, sha: str, subject: str, ev: LifecycleEvent) -> HistoryEvent:
+    """What ``history`` shows of event ``ev``, recorded by commit ``sha`` (its ``subject``)."""
+    return HistoryEvent(
+        seq=ev.seq,
+        action=ev.action,
+        name=model,
+        version=ev.version,
+        from_stage=ev.from_stage,
+        to_stage=ev.to_stage,
+        actor=ev.actor or "",
+        at=ev.at,
+        commit=sha,
+        message=subject,
+        displaced=ev.displaced,
+        reason=ev.reason,
+        extra=ev.extra,
+    )
+
+
 # ---------------------------------------------------------------------- transitions
 def promote_transition(
     version: str,
@@ -519,16 +587,16 @@ def promote_transition(
     def run(state: LifecycleState) -> tuple[dict[str, Any], str]:
         before = state.stage(version)
         displaced = None
-        if single and stage not in ("development", "archived"):
+        if single and stage not in SHARED_STAGES:
             for holder in state.holders(stage):
                 if holder != version:
-                    state.stage_of[holder] = "archived"
+                    state.stage_of[holder] = ModelStage.ARCHIVED.value
                     displaced = holder
                     past = state.past.setdefault(stage, [])
                     if action != "rollback":
                         past.append(holder)
                         del past[:-PAST_LIMIT]
-        if stage == "development":
+        if stage == ModelStage.DEVELOPMENT:
             state.stage_of.pop(version, None)
         else:
             state.stage_of[version] = stage
@@ -541,10 +609,24 @@ def promote_transition(
             event["extra"] = extra
         summary = f"{action} {state.model} {version}: {before} -> {stage}"
         if displaced:
-            summary += f" ({displaced} -> archived)"
+            summary += f" ({displaced} -> {ModelStage.ARCHIVED})"
         return event, summary
 
     return run
+
+
+def move_transition(
+    version: str,
+    stage: str,
+    stages: Mapping[str, bool],
+    reason: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Transition:
+    """The event that moves ``version`` into ``stage`` (a canonical name): the one place that
+    decides a promote from an archive. ``stages`` is the stage table (stage -> single
+    holder); a single-holder stage archives its previous holder."""
+    action = "archive" if stage == ModelStage.ARCHIVED else "promote"
+    return promote_transition(version, stage, stages.get(stage, True), action, reason, extra)
 
 
 def register_transition(version: str, extra: dict[str, Any] | None = None) -> Transition:
@@ -552,10 +634,11 @@ def register_transition(version: str, extra: dict[str, Any] | None = None) -> Tr
 
     def run(state: LifecycleState) -> tuple[dict[str, Any], str]:
         state.stage_of.pop(version, None)
-        event: dict[str, Any] = {"action": "register", "version": version, "from": None, "to": "development"}
+        to = ModelStage.DEVELOPMENT.value
+        event: dict[str, Any] = {"action": "register", "version": version, "from": None, "to": to}
         if extra:
             event["extra"] = extra
-        return event, f"register {state.model} {version}: -> development"
+        return event, f"register {state.model} {version}: -> {to}"
 
     return run
 

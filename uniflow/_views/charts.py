@@ -21,6 +21,8 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+from .._stages import ModelStage
+
 __all__ = [
     "Html",
     "STAGE_COLOURS",
@@ -88,10 +90,10 @@ class Span:
 #: stage colours, written as presentation attributes so a chart looks right without the
 #: stylesheet too (in a notebook); the UI's CSS uses the same colours.
 STAGE_COLOURS = {
-    "production": "#1a7f37",
-    "staging": "#9a6700",
-    "development": "#0a7ea4",
-    "archived": "#8c959f",
+    ModelStage.PRODUCTION.value: "#1a7f37",
+    ModelStage.STAGING.value: "#9a6700",
+    ModelStage.DEVELOPMENT.value: "#0a7ea4",
+    ModelStage.ARCHIVED.value: "#8c959f",
 }
 CUSTOM_COLOUR = "#8250df"
 _MUTED = "#656d76"

@@ -19,6 +19,7 @@ from typing import Any
 
 from .._errors import UsageError
 from .._format import human_size
+from .._stages import SHARED_STAGES
 from .charts import Html, Point, StageMark, format_number, metric_chart, stage_colour
 
 # The value types are passed in by their own ``_repr_html_`` methods (``_types``, ``_ops.compare``
@@ -300,7 +301,7 @@ def plot_metric(versions: Sequence[ModelVersion], metric: str, events: Sequence[
     marks = [
         StageMark(e.version, e.to_stage, e.at, e.action)
         for e in events
-        if e.to_stage and e.to_stage not in ("development", "archived") and e.action != "register"
+        if e.to_stage and e.to_stage not in SHARED_STAGES and e.action != "register"
     ]
     for m in marks:
         if m.version in index:

@@ -11,11 +11,10 @@ from typing import Any
 
 import click
 
+from .._stages import BUILTIN_STAGES
 from ._common import find_git_root
 
 __all__ = ["complete_model", "complete_stage", "complete_version", "complete_versions", "model_versions"]
-
-BUILTIN_STAGES = ("development", "staging", "production", "archived")
 
 
 def _repo_from_ctx(ctx: click.Context | None) -> str | None:

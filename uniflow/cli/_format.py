@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from .._stages import ModelStage
 from ._common import console, fancy
 
 __all__ = [
@@ -36,10 +37,10 @@ __all__ = [
 ]
 
 STAGE_STYLES = {
-    "production": "bold green",
-    "staging": "yellow",
-    "development": "cyan",
-    "archived": "dim",
+    ModelStage.PRODUCTION.value: "bold green",
+    ModelStage.STAGING.value: "yellow",
+    ModelStage.DEVELOPMENT.value: "cyan",
+    ModelStage.ARCHIVED.value: "dim",
 }
 
 

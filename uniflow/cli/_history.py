@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .._format import human_size
+from .._stages import ModelStage
 from ._common import (
     CliError,
     echo_json,
@@ -55,7 +56,11 @@ def print_events(events: list[HistoryEvent], with_version: bool = True, subject:
             row.append(Cell(e.version, "bold"))
         if subject is not None and e.version != subject and e.displaced == subject:
             row[2] = "displaced"
-            row += [_event_stage_pair(e.to_stage, "archived"), e.actor or "-", f"by {e.version} ({e.action})"]
+            row += [
+                _event_stage_pair(e.to_stage, ModelStage.ARCHIVED.value),
+                e.actor or "-",
+                f"by {e.version} ({e.action})",
+            ]
         else:
             row += [_event_stage(e), e.actor or "-", _event_note(e)]
         rows.append(row)

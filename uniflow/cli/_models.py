@@ -14,6 +14,7 @@ import click
 
 from .._errors import IntegrityError, InvalidPathError, UniflowWarning
 from .._format import human_size
+from .._stages import ModelStage, stage_sort_key
 from .._types import show_payload, version_events
 from ._common import CliError, echo_json, fancy, get_registry, json_option, progress_bar, repo_option
 from ._complete import complete_model, complete_stage, complete_version
@@ -38,15 +39,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["models"]
 
-STAGE_ORDER = {"production": 0, "staging": 1, "development": 8, "archived": 9}
-
 
 def _stage_cell(stage: str | None) -> Cell:
     return Cell(stage or "-", stage_style(stage))
-
-
-def _stage_key(stage: str) -> tuple[int, str]:
-    return (STAGE_ORDER.get(stage, 5), stage)
 
 
 def _parse_pairs(
@@ -169,7 +164,7 @@ def _print_models(summaries: list[ModelSummary]) -> None:
         return
     rows = []
     for s in summaries:
-        stages = sorted((st for st in s.stages if s.stages[st]), key=_stage_key)
+        stages = sorted((st for st in s.stages if s.stages[st]), key=stage_sort_key)
         rows.append(
             [
                 Cell(s.name, "bold"),
@@ -421,17 +416,6 @@ def register_cmd(
 # --------------------------------------------------------------------------- promote / archive / rollback
 
 
-def _displaced(registry: ModelRegistry, name: str, version: str) -> str | None:
-    """The version the last event moved to archived, for the message (never fails)."""
-    try:
-        events = registry.history(name)
-    except Exception:  # noqa: BLE001  only for the message
-        return None
-    if events and events[-1].version == version:
-        return events[-1].displaced
-    return None
-
-
 @models.command("promote")
 @click.argument("name", shell_complete=complete_model)
 @click.argument("version", shell_complete=complete_version)
@@ -456,11 +440,12 @@ def promote_cmd(
     Calls ModelRegistry.promote(NAME, VERSION, stage, reason=...).
     """
     registry = get_registry(repo)
-    mv = registry.promote(name, version, stage, reason=reason)
+    event = registry.promote(name, version, stage, reason=reason)
+    mv = registry.get(name, event.version)
     if as_json:
         echo_json(mv.to_dict())
         return
-    displaced = _displaced(registry, name, mv.version)
+    displaced = event.displaced
     parts: list[Cell | str] = [
         "Promoted ",
         Cell(f"{mv.name} {mv.version}", "bold"),
@@ -468,7 +453,7 @@ def promote_cmd(
         _stage_cell(mv.stage),
     ]
     if displaced:
-        parts += [f" ({displaced} moved to ", _stage_cell("archived"), ")"]
+        parts += [f" ({displaced} moved to ", _stage_cell(ModelStage.ARCHIVED.value), ")"]
     print_line(*parts)
 
 
@@ -484,7 +469,8 @@ def archive_cmd(name: str, version: str, reason: str | None, as_json: bool, repo
     \f
     Calls ModelRegistry.archive(NAME, VERSION, reason=...).
     """
-    mv = get_registry(repo).archive(name, version, reason=reason)
+    registry = get_registry(repo)
+    mv = registry.get(name, registry.archive(name, version, reason=reason).version)
     if as_json:
         echo_json(mv.to_dict())
         return
@@ -510,7 +496,8 @@ def rollback_cmd(name: str, stage: str, reason: str | None, as_json: bool, repo:
     \f
     Calls ModelRegistry.rollback(NAME, stage, reason=...).
     """
-    mv = get_registry(repo).rollback(name, stage, reason=reason)
+    registry = get_registry(repo)
+    mv = registry.get(name, registry.rollback(name, stage, reason=reason).version)
     if as_json:
         echo_json(mv.to_dict())
         return

@@ -29,9 +29,9 @@ from typing import Any, Protocol
 from .._errors import InvalidPathError, NotFoundError, UniflowError, UsageError, VersionExistsError
 from .._naming import validate_model_name
 from .._records.git import Identity
-from .._records.lifecycle import promote_transition
+from .._records.lifecycle import move_transition
 from .._repo import Repository
-from .._stages import SINGLE_HOLDER_DEFAULT, valid_custom_stage_name
+from .._stages import SHARED_STAGES, SINGLE_HOLDER_DEFAULT, ModelStage, valid_custom_stage_name
 from .._storage.safefs import DirTree, describe_mode, open_root
 from .._types import ModelVersion, ProgressFn, Provenance
 
@@ -426,9 +426,6 @@ def _replay(
     )
 
 
-_UNHELD = ("development", "archived")  #: stages a source's "no stage" maps to
-
-
 def _emptied_stages(
     repo: Repository, steps: list[Step], events: list[EventResult], dry_run: bool
 ) -> list[EmptiedStage]:
@@ -450,12 +447,12 @@ def _emptied_stages(
         if before is not None and before != to:
             left = holders.setdefault((model, before), set())
             left.discard(version)
-            if not left and before not in _UNHELD and not step.releases:
+            if not left and before not in SHARED_STAGES and not step.releases:
                 emptied[(model, before)] = EmptiedStage(model, before, version, to, _iso(step.at), step.key)
         taking = holders.setdefault((model, to), set())
-        if to not in _UNHELD and single.get(to, True):
+        if to not in SHARED_STAGES and single.get(to, True):
             for other in taking - {version}:
-                stage_of[(model, other)] = "archived"  # displaced
+                stage_of[(model, other)] = ModelStage.ARCHIVED.value  # displaced
             taking.clear()
         taking.add(version)
         stage_of[(model, version)] = to
@@ -469,12 +466,10 @@ def _emptied_stages(
 def _apply(repo: Repository, source: str, step: Step) -> None:
     assert step.stage is not None
     stage = repo.stage(step.stage)
-    action = "archive" if stage == "archived" else "promote"
-    single = repo.stages().get(stage, True)
     extra = {"imported_from": source, "import_key": step.key}
     repo.lifecycle.apply(
         step.model,
-        promote_transition(step.version, stage, single, action, step.reason, extra),
+        move_transition(step.version, stage, repo.stages(), step.reason, extra),
         step.actor,
         at=step.at,
     )

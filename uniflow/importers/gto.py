@@ -34,6 +34,7 @@ from .._bounded import load_json
 from .._errors import NotFoundError, RepositoryError, UniflowError, UsageError
 from .._naming import validate_relpath, validate_version
 from .._repo import Repository
+from .._stages import ModelStage
 from .._storage.safefs import DirTree, describe_mode, open_root
 from .._types import ProgressFn
 from ._common import ImportReport, RegisterFn, Step, identity_of, map_model_name, map_stage_name, run_plan
@@ -276,7 +277,11 @@ def import_gto(
                 versions.setdefault(p.artifact, []).append(version)
                 continue
             targets = _targets(t, registered, versions)
-            stage = "archived" if p.action in ("deregister", "deprecate") else map_stage_name(p.stage or "")
+            stage = (
+                ModelStage.ARCHIVED.value
+                if p.action in ("deregister", "deprecate")
+                else map_stage_name(p.stage or "")
+            )
         except UniflowError as exc:
             notes.append(f"skipped tag {p.tag!r}: {exc}")
             continue
@@ -285,8 +290,8 @@ def import_gto(
             if p.action == "unassign":
                 if stage_of.get((p.artifact, version)) != stage:
                     continue
-                to = "development"
-            elif stage_of.get((p.artifact, version)) == to == "archived":
+                to = ModelStage.DEVELOPMENT.value
+            elif stage_of.get((p.artifact, version)) == to == ModelStage.ARCHIVED:
                 continue  # deprecating an artifact leaves its archived versions as they are
             stage_of[(p.artifact, version)] = to
             key = p.tag if len(targets) == 1 else f"{p.tag}:{version}"

@@ -33,6 +33,7 @@ from urllib.request import url2pathname
 from .._errors import InvalidPathError, NotFoundError, RemoteError, UniflowError, UsageError
 from .._naming import validate_key
 from .._repo import Repository
+from .._stages import BUILTIN_STAGES, ModelStage
 from .._types import ProgressFn
 from ._common import (
     ImportReport,
@@ -48,7 +49,8 @@ from ._common import (
 __all__ = ["import_mlflow", "mlflow_version"]
 
 SOURCE = "mlflow"
-_STAGES = {"staging": "staging", "production": "production", "archived": "archived"}
+#: MLflow's stages (lowercased) that are built-in stages here; its "None" is development
+_STAGES = {m.value: m.value for m in (ModelStage.STAGING, ModelStage.PRODUCTION, ModelStage.ARCHIVED)}
 _PAGE = 1000
 _MAX_PAGES = 100_000
 _NAMED_STORES = ("databricks", "databricks-uc", "uc")  #: scheme-less URIs that are not paths
@@ -389,7 +391,7 @@ def _alias_steps(version_step: Step, aliases: list[str], notes: list[str]) -> li
         except UsageError as exc:
             notes.append(f"skipped alias of {origin}: {exc}")
             continue
-        if stage in _STAGES.values() or stage == "development":
+        if stage in BUILTIN_STAGES:
             notes.append(f"skipped alias {alias!r} of {origin}: it names a built-in stage")
             continue
         steps.append(

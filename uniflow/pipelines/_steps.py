@@ -361,7 +361,8 @@ class _StepCall:
             reason = f"step {self.spec.name}" + (
                 f" (pipeline {self.run.name} run {self.run.run_id})" if self.run else ""
             )
-            mv = registry.promote(model.name, mv.version, model.stage, reason=reason)
+            registry.promote(model.name, mv.version, model.stage, reason=reason)
+            mv = registry.get(model.name, mv.version)
             model.model_version = mv
             entry["stage"] = str(mv.stage)
             log.info("promoted model %r version %s to %s", mv.name, mv.version, mv.stage)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Literal
 from .._errors import UniflowError, UsageError
 from .._naming import version_sort_key
 from .._records.config import PromoteRule
+from .._stages import ModelStage
 from .cifetch import RangeFetcher, is_sha
 from .gitcmd import run_git
 
@@ -250,7 +251,8 @@ def match_rule(repo: Repository, rule: PromoteRule, merged: MergedRange) -> Rule
         deep = [
             v
             for v in versions
-            if v.stage not in (rule.to, "archived") and (floor is None or version_sort_key(v.version) > floor)
+            if v.stage not in (rule.to, ModelStage.ARCHIVED)
+            and (floor is None or version_sort_key(v.version) > floor)
         ][-DEEP_LIMIT:]
     deep += top
     deep = [v for v in deep if v.version not in matches and codes[v.version]]

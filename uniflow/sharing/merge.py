@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import ConcurrencyError, IntegrityError, RemoteError
-from .._naming import validate_version
-from .._records.lifecycle import promote_transition, register_transition
+from .._records.lifecycle import LifecycleEvent, promote_transition, register_transition
 from .._records.refs import lifecycle_ref
 from .._reports import PullOutcome
+from .._stages import SHARED_STAGES
 
 if TYPE_CHECKING:
     from .._records.lifecycle import LifecycleState, Transition
@@ -40,7 +40,7 @@ def _since(chain: list[str], base: str | None) -> list[str]:
     return out
 
 
-def _event(repo: Repository, model: str, sha: str) -> dict[str, Any]:
+def _event(repo: Repository, model: str, sha: str) -> LifecycleEvent:
     """The validated event of lifecycle commit ``sha`` (IntegrityError naming it otherwise)."""
     return repo.lifecycle.event(model, sha)
 
@@ -57,7 +57,7 @@ def _check_incoming(repo: Repository, model: str, incoming: list[str]) -> None:
     for sha in incoming:  # bounded by the chain's length limit
         state = repo.lifecycle.state(model, sha, from_git=True)  # history: not worth caching
         ev = _event(repo, model, sha)
-        named = state.versions() | {v for v in (ev["version"], ev.get("displaced")) if v}
+        named = state.versions() | {v for v in (ev.version, ev.displaced) if v}
         missing = sorted(named - existing)
         if missing:
             raise IntegrityError(
@@ -66,36 +66,33 @@ def _check_incoming(repo: Repository, model: str, incoming: list[str]) -> None:
             )
 
 
-def _describe(ev: dict[str, Any]) -> str:
-    return f"{ev.get('action')} {ev.get('version')} -> {ev.get('to')}"
+def _describe(ev: LifecycleEvent) -> str:
+    return f"{ev.action} {ev.version} -> {ev.to_stage}"
 
 
-def _touches(ev: dict[str, Any], single: Callable[[str], bool]) -> set[tuple[str, str]]:
-    out = {("version", str(ev.get("version")))}
-    if ev.get("displaced"):
-        out.add(("version", str(ev["displaced"])))
-    to = ev.get("to")
-    if isinstance(to, str) and to not in ("development", "archived") and single(to):
+def _touches(ev: LifecycleEvent, single: Callable[[str], bool]) -> set[tuple[str, str]]:
+    out = {("version", ev.version)}
+    if ev.displaced:
+        out.add(("version", ev.displaced))
+    to = ev.to_stage
+    if to not in SHARED_STAGES and single(to):
         out.add(("stage", to))
     return out
 
 
-def _replay_transition(ev: dict[str, Any], original: str, single: Callable[[str], bool]) -> Transition:
+def _replay_transition(ev: LifecycleEvent, original: str, single: Callable[[str], bool]) -> Transition:
     """The transition that redoes event ``ev`` (from commit ``original``) on another state."""
-    action, version, to = ev.get("action"), ev.get("version"), ev.get("to")
-    if not isinstance(version, str):
-        raise RemoteError(f"lifecycle commit {original[:12]} has no version")
-    validate_version(version)
+    action, version, to = ev.action, ev.version, ev.to_stage
     base: Transition
     if action == "register":
         base = register_transition(version)
-    elif action in ("promote", "archive", "rollback") and isinstance(to, str):
-        base = promote_transition(version, to, single(to), action, ev.get("reason"), ev.get("extra") or None)
+    elif action in ("promote", "archive", "rollback"):
+        base = promote_transition(version, to, single(to), action, ev.reason, ev.extra or None)
     else:
         raise RemoteError(f"lifecycle commit {original[:12]}: cannot replay action {action!r}")
 
     def run(state: LifecycleState) -> tuple[dict[str, Any], str]:
-        if action == "rollback" and isinstance(to, str) and version in state.past.get(to, []):
+        if action == "rollback" and version in state.past.get(to, []):
             past = state.past[to]
             del past[len(past) - 1 - past[::-1].index(version)]
         event, summary = base(state)
@@ -105,8 +102,8 @@ def _replay_transition(ev: dict[str, Any], original: str, single: Callable[[str]
     return run
 
 
-def _actor(ev: dict[str, Any], fallback: tuple[str, str]) -> tuple[str, str]:
-    raw = str(ev.get("actor") or "")
+def _actor(ev: LifecycleEvent, fallback: tuple[str, str]) -> tuple[str, str]:
+    raw = ev.actor or ""
     if "<" in raw and raw.endswith(">"):
         name, _, email = raw[:-1].partition("<")
         if name.strip() and email.strip():
@@ -145,11 +142,11 @@ def integrate(
     theirs = [_event(repo, model, c) for c in _since(remote_chain, base)]
     # A version both sides registered (one tag: a differing one stops the fetch) is registered
     # once: replaying our register event would send it back to development from its stage.
-    registered = {e.get("version") for e in theirs if e.get("action") == "register"}
+    registered = {e.version for e in theirs if e.action == "register"}
     mine = [
         (ev, c)
         for ev, c in ((_event(repo, model, c), c) for c in _since(local_chain, base))
-        if not (ev.get("action") == "register" and ev.get("version") in registered)
+        if not (ev.action == "register" and ev.version in registered)
     ]
 
     def single(stage: str) -> bool:
@@ -173,7 +170,7 @@ def integrate(
     trial = repo.lifecycle.state(model, remote_head)
     transitions = []
     for ev, sha in mine:
-        if ev.get("version") not in known:
+        if ev.version not in known:
             raise RemoteError(f"model {model!r}: cannot replay {_describe(ev)}: version tag missing locally")
         tr = _replay_transition(ev, sha, single)
         tr(trial)

@@ -54,8 +54,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import _testhooks
-from .._errors import ConcurrencyError, RemoteError, RepositoryError
+from .._errors import ConcurrencyError, IntegrityError, RemoteError, RepositoryError
 from .._records.git import GitRepo
+from .._records.lifecycle import walk_first_parents
 from .._records.refs import LIFECYCLE_PREFIX, REGISTRY_PATTERNS, STAGES_PREFIX, TAGS_PREFIX
 from .gitcmd import GIT_TIMEOUT, config_env, last_error, run_git
 from .giturl import GitUrl
@@ -673,16 +674,11 @@ def _manifest_blob(git: GitRepo, tag_sha: str) -> list[str]:
 def _lifecycle_blobs(git: GitRepo, head: str) -> list[str]:
     """``event.json`` of every commit of the chain, and the head's ``state.json``."""
     out: list[str] = []
-    sha: str | None = head
-    seen: set[str] = set()
-    while sha and sha not in seen and len(seen) < _MAX_CHAIN:
-        seen.add(sha)
-        try:
-            commit = git.read_commit(sha)
-        except (KeyError, RepositoryError):
-            break
-        names = ("event.json", "state.json") if sha == head else ("event.json",)
-        entries = _entries(git, commit.tree.decode("ascii", "replace"))
-        out += [entries[n][1] for n in names if n in entries and entries[n][0] & _FILE_MASK == _FILE]
-        sha = commit.parents[0].decode("ascii", "replace") if commit.parents else None
+    try:
+        for sha, commit in walk_first_parents(git, head, limit=_MAX_CHAIN):
+            names = ("event.json", "state.json") if sha == head else ("event.json",)
+            entries = _entries(git, commit.tree.decode("ascii", "replace"))
+            out += [entries[n][1] for n in names if n in entries and entries[n][0] & _FILE_MASK == _FILE]
+    except IntegrityError:  # a missing or non-commit object ends the chain here
+        pass
     return out

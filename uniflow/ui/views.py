@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._errors import IntegrityError
+from .._stages import ModelStage, stage_sort_key
 from .._types import version_events
 from .._views.charts import Point, Span, StageMark, delta_direction, metric_chart, sparkline, timeline
 
@@ -47,7 +48,6 @@ __all__ = [
 TREND_POINTS = 20
 #: metrics where a smaller value is better: their deltas are coloured the other way round
 _SHA_RE = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
-_STAGE_ORDER = {"production": 0, "staging": 1, "development": 8, "archived": 9}
 
 
 class Reader(Protocol):
@@ -66,7 +66,7 @@ class Reader(Protocol):
 
 def stage_key(stage: str) -> tuple[int, str]:
     """Production first, then staging, custom stages, development, archived."""
-    return (_STAGE_ORDER.get(stage, 5), stage)
+    return stage_sort_key(stage)
 
 
 # --------------------------------------------------------------------------- stage history
@@ -77,7 +77,7 @@ def stage_marks(events: list[HistoryEvent]) -> list[StageMark]:
     return [
         StageMark(e.version, e.to_stage, e.at, e.action)
         for e in events
-        if e.to_stage and e.to_stage != "development" and e.action != "register"
+        if e.to_stage and e.to_stage != ModelStage.DEVELOPMENT and e.action != "register"
     ]
 
 
@@ -102,7 +102,7 @@ def stage_spans(events: list[HistoryEvent], single: dict[str, bool]) -> list[Spa
         if old is not None and old != e.to_stage:
             close(old, e)
         target = e.to_stage
-        if target and single.get(target, False) and target != "archived":
+        if target and single.get(target, False) and target != ModelStage.ARCHIVED:
             if target not in holder or holder[target][0] != e.version:
                 close(target, e)
                 holder[target] = (e.version, e.at, e.seq)
