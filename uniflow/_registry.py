@@ -608,9 +608,11 @@ class RemoteRegistry(RegistryReader):
 
     It has no write methods. Asking for one of :class:`ModelRegistry`'s (``register``,
     ``promote``, ``push``, ``import_gto`` ...) raises :class:`ReadOnlyRegistryError` at once,
-    before any network call; that error is also an ``AttributeError``. A write reached through
-    :attr:`repository` instead (what ``uniflow --repo URL remote add`` does) runs after the
-    mirror is synced and is refused by its configuration, which is never written.
+    before any network call; that error is also an ``AttributeError``. Writes reached through
+    the internal :attr:`repository` instead (the CLI's ``remote`` and ``hooks`` commands) run
+    only after the mirror is synced: a configuration change is then refused with
+    :class:`ReadOnlyRegistryError` (the remote's configuration is never written), other
+    writes fail on the mirror.
     """
 
     def __init__(
