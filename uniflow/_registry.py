@@ -324,6 +324,8 @@ class ModelRegistry(RegistryReader):
     Outside any Git repository a new one is initialised at ``path`` and a notice is logged,
     so a notebook just works. A Git URL (or a bare repository) as ``path`` gives a
     :class:`RemoteRegistry` instead, which is not a ``ModelRegistry``: it has no write methods.
+    Type checkers cannot tell a URL from a path and see a ``ModelRegistry``: annotate the
+    result as :class:`RegistryReader`, or call ``RemoteRegistry(url)``, to have them check it.
     """
 
     def __new__(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> ModelRegistry:
@@ -634,7 +636,7 @@ class RemoteRegistry(RegistryReader):
         self._bound = self._source.open()
 
     def __repr__(self) -> str:
-        return f"ModelRegistry({self.url!r}) (read-only)"
+        return f"RemoteRegistry({self.url!r}) (read-only)"
 
     if not TYPE_CHECKING:  # hidden from type checkers, so that a write on a RemoteRegistry is a static error
 
