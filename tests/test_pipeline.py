@@ -19,7 +19,6 @@ from uniflow import Model, ModelRegistry, ModelStage, pipeline, step
 from uniflow.pipelines import PipelineRun, current_run, get_run, list_runs
 
 SEED = np.int64(7)  # a numpy scalar default: recorded as the plain int 7
-CLI_PACKAGE = Path(uniflow.__file__).parent / "cli" / "__init__.py"
 
 
 _git = git  # the shared helpers of tests/conftest.py
@@ -381,7 +380,6 @@ def test_registry_given_to_the_pipeline_is_used_by_its_steps(tmp_path: Path, rep
 # --------------------------------------------------------------------------- CLI and comparison
 
 
-@pytest.mark.skipif(not CLI_PACKAGE.exists(), reason="uniflow/cli is absent (the CLI is written separately)")
 def test_lineage_is_visible_from_the_cli(repo: Path, fitted) -> None:  # type: ignore[no-untyped-def]
     @step
     def train(C: float = 1.0) -> Model:

@@ -1,25 +1,73 @@
 """uniflow: a Git-native model registry on content-addressed storage.
 
+The public API is the names in ``__all__`` (pinned by ``tests/test_public_api.py``, which
+also checks that every type a public signature names is one of them): the registry
+classes, the values and reports they return, the stages, the errors and the pipeline
+decorators. Everything under a ``_``-prefixed module is private.
+
 ``import uniflow`` is cheap: heavy modules (dulwich, torch, sklearn, fsspec, rich) load
-only when the names that need them are first used.
+only when the names that need them are first used (module ``__getattr__`` below).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._errors import *  # noqa: F401,F403  (the error tree is small and import-free)
-from ._errors import __all__ as _error_names
+from ._errors import (  # the error tree is small and import-free
+    ConcurrencyError,
+    ConfigError,
+    CorruptChunkError,
+    IntegrityError,
+    InvalidNameError,
+    InvalidPathError,
+    InvalidStageError,
+    InvalidVersionError,
+    LfsPointerError,
+    LfsPointerWarning,
+    LifecycleConflictError,
+    MissingChunkError,
+    ModelNotFoundError,
+    NotFoundError,
+    PolicyError,
+    PushRejectedError,
+    ReadOnlyRegistryError,
+    RemoteError,
+    RepositoryError,
+    SerializationError,
+    SignatureError,
+    SigningError,
+    StageEmptyError,
+    UniflowError,
+    UniflowWarning,
+    UnsafeLoadError,
+    UsageError,
+    VersionExistsError,
+    VersionNotFoundError,
+)
 from ._stages import ModelStage, StageLike
 from ._version import __version__
 
+#: public name -> the module defining it, imported on first use
 _LAZY = {
     "ModelRegistry": "._registry",
+    "RegistryReader": "._registry",
+    "RemoteRegistry": "._registry",
     "ModelVersion": "._types",
     "HistoryEvent": "._types",
     "ModelSummary": "._types",
     "FileInfo": "._types",
+    "Provenance": "._types",
+    "VersionRow": "._types",
     "Comparison": "._ops.compare",
+    "VersionDiff": "._ops.diff",
+    "FileDelta": "._ops.diff",
+    "TensorDelta": "._ops.diff",
+    "TensorInfo": "._records.tensors",
+    "Config": "._records.config",
+    "Condition": "._records.config",
+    "Limits": "._records.config",
+    "PromoteRule": "._records.config",
+    "RemoteSpec": "._records.config",
     "VerifyReport": "._reports",
     "VerifyProblem": "._reports",
     "GcReport": "._reports",
@@ -28,41 +76,114 @@ _LAZY = {
     "ChunkStats": "._reports",
     "PromoteReport": "._reports",
     "PromoteResult": "._reports",
-    "VersionDiff": "._ops.diff",
+    "ImportReport": ".importers",
+    "VersionResult": ".importers",
+    "EventResult": ".importers",
+    "EmptiedStage": ".importers",
     "step": ".pipelines",
     "pipeline": ".pipelines",
     "Model": ".pipelines",
+    "LifecycleEvent": "._records.lifecycle",
+    "ApprovalRule": "._authority.policy",
+    "StageRule": "._authority.policy",
+    "Admins": "._authority.policy",
+    "Policy": "._authority.policy",
+    "TrustRoot": "._authority.rotation",
+    "RevisionVerdict": "._authority.rotation",
+    "InForce": "._authority.rotation",
+    "PolicyInit": "._ops.policy",
+    "PolicyChain": "._authority.rotation",
 }
 
 __all__ = [
-    "__version__",
+    "Admins",
+    "ApprovalRule",
+    "ChunkStats",
+    "Comparison",
+    "ConcurrencyError",
+    "Condition",
+    "Config",
+    "ConfigError",
+    "CorruptChunkError",
+    "EmptiedStage",
+    "EventResult",
+    "FileDelta",
+    "FileInfo",
+    "GcReport",
+    "HistoryEvent",
+    "ImportReport",
+    "InForce",
+    "IntegrityError",
+    "InvalidNameError",
+    "InvalidPathError",
+    "InvalidStageError",
+    "InvalidVersionError",
+    "LfsPointerError",
+    "LfsPointerWarning",
+    "LifecycleConflictError",
+    "LifecycleEvent",
+    "Limits",
+    "MissingChunkError",
+    "Model",
+    "ModelNotFoundError",
     "ModelRegistry",
     "ModelStage",
-    "StageLike",
-    "ModelVersion",
-    "HistoryEvent",
     "ModelSummary",
-    "FileInfo",
-    "Comparison",
-    "VerifyReport",
-    "VerifyProblem",
-    "GcReport",
-    "PushReport",
-    "PullReport",
-    "ChunkStats",
+    "ModelVersion",
+    "NotFoundError",
+    "Policy",
+    "PolicyChain",
+    "PolicyError",
+    "PolicyInit",
     "PromoteReport",
     "PromoteResult",
+    "PromoteRule",
+    "Provenance",
+    "PullReport",
+    "PushRejectedError",
+    "PushReport",
+    "ReadOnlyRegistryError",
+    "RegistryReader",
+    "RemoteError",
+    "RemoteRegistry",
+    "RemoteSpec",
+    "RepositoryError",
+    "RevisionVerdict",
+    "SerializationError",
+    "SignatureError",
+    "SigningError",
+    "StageEmptyError",
+    "StageLike",
+    "StageRule",
+    "TensorDelta",
+    "TensorInfo",
+    "TrustRoot",
+    "UniflowError",
+    "UniflowWarning",
+    "UnsafeLoadError",
+    "UsageError",
+    "VerifyProblem",
+    "VerifyReport",
     "VersionDiff",
-    "step",
+    "VersionExistsError",
+    "VersionNotFoundError",
+    "VersionResult",
+    "VersionRow",
+    "__version__",
     "pipeline",
-    "Model",
-    *_error_names,
+    "step",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ._authority.policy import Admins, ApprovalRule, Policy, StageRule
+    from ._authority.rotation import InForce, PolicyChain, RevisionVerdict, TrustRoot
     from ._ops.compare import Comparison
-    from ._ops.diff import VersionDiff
-    from ._registry import ModelRegistry
+    from ._ops.diff import FileDelta, TensorDelta, VersionDiff
+    from ._ops.policy import PolicyInit
+    from ._records.config import Condition, Config, Limits, PromoteRule, RemoteSpec
+    from ._records.lifecycle import LifecycleEvent
+    from ._records.tensors import TensorInfo
+    from ._registry import ModelRegistry, RegistryReader, RemoteRegistry
     from ._reports import (
         ChunkStats,
         GcReport,
@@ -73,7 +194,8 @@ if TYPE_CHECKING:  # pragma: no cover
         VerifyProblem,
         VerifyReport,
     )
-    from ._types import FileInfo, HistoryEvent, ModelSummary, ModelVersion
+    from ._types import FileInfo, HistoryEvent, ModelSummary, ModelVersion, Provenance, VersionRow
+    from .importers import EmptiedStage, EventResult, ImportReport, VersionResult
     from .pipelines import Model, pipeline, step
 
 

@@ -1,4 +1,13 @@
-"""``ModelRegistry``: the Python API. Every CLI command is a thin call of a method here."""
+"""The registry facade: the Python API. Every CLI command is a thin call of a method here.
+
+Three classes::
+
+    RegistryReader          the read API: get, list, load, export, history, compare, diff ...
+    ├── ModelRegistry       a work tree's registry: adds every write (register, promote, push ...)
+    └── RemoteRegistry      a registry read from a Git URL without a clone: reads only
+
+``ModelRegistry(url)`` (a Git URL or a bare repository) returns a :class:`RemoteRegistry`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +16,7 @@ import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Self
 
 from ._errors import (
     InvalidPathError,
@@ -51,52 +60,66 @@ if TYPE_CHECKING:
     from ._records.manifest import Manifest
     from .importers import ImportReport
 
-__all__ = ["ModelRegistry", "RemoteRegistry"]
+__all__ = ["ModelRegistry", "RegistryReader", "RemoteRegistry"]
 
 log = logging.getLogger("uniflow")
 
 
-class ModelRegistry:
-    """A model registry stored in the Git repository enclosing ``path`` (default: cwd).
+class RegistryReader:
+    """The read API every registry has: :class:`ModelRegistry` (a work tree's registry, which
+    adds the writes) and :class:`RemoteRegistry` (a registry read by Git URL, read-only).
 
-    Outside any Git repository a new one is initialised at ``path`` and a notice is logged,
-    so a notebook just works.
+    Not opened directly: ``ModelRegistry(path)`` or ``ModelRegistry(url)`` gives one. Type a
+    variable as ``RegistryReader`` where either kind is welcome.
     """
 
-    def __new__(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> ModelRegistry:
-        # A Git URL (or a bare repository) opens a read-only registry without a clone
-        # (RemoteRegistry below, docs/remote.md); anything else is a work tree, as before.
-        if cls is ModelRegistry and path is not None and is_git_url(path):
-            return super().__new__(RemoteRegistry)
+    #: the repository read from; built by :meth:`_open` on first use when not given up front
+    _bound: Repository | None = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        if cls is RegistryReader:
+            raise UsageError(
+                "RegistryReader is not opened directly: use ModelRegistry(path) or ModelRegistry(url)"
+            )
         return super().__new__(cls)
 
-    def __init__(
-        self, path: str | os.PathLike[str] | None = None, *, offline: bool = False, blob: str | None = None
-    ) -> None:
-        if offline or blob is not None:
-            raise UsageError("offline= and blob= apply to a registry opened by Git URL, not to a work tree")
-        start = Path(path) if path is not None else Path.cwd()
-        if path is not None and not start.exists():
-            raise InvalidPathError(f"registry path {start} does not exist")
-        workdir = GitRepo.find_workdir(start)
-        if workdir is None:
-            log.warning("uniflow: %s is not inside a git repository; initialising one there", start.resolve())
-            git = GitRepo.init(start.resolve())
-        else:
-            git = GitRepo(workdir)
-        root = git.workdir
-        # missing chunks come from the declared blob remotes, verified, on demand
-        source = ConfigSource(root / ".uniflow")
-        self._repo = Repository(git, fetcher=BlobFetcher(source, root), config_source=source)
-        self.git: GitRepo = git
-        self.root: Path = root
-        self.uniflow_dir: Path = self._repo.uniflow_dir
-        self.store: ObjectStore = self._repo.store
+    def _open(self) -> Repository:
+        """Build the repository this registry reads (called once, on first use)."""
+        raise NotImplementedError
 
-    def __repr__(self) -> str:
-        return f"ModelRegistry({str(self.root)!r})"
+    @property
+    def _repo(self) -> Repository:
+        if self._bound is None:
+            self._bound = self._open()
+        return self._bound
 
-    def __enter__(self) -> ModelRegistry:
+    @property
+    def git(self) -> GitRepo:
+        """The Git repository (internal, like :attr:`repository`)."""
+        return self._repo.git
+
+    @property
+    def root(self) -> Path:
+        """The work tree (for a registry read by URL: the chunk cache's directory)."""
+        return self._repo.root
+
+    @property
+    def uniflow_dir(self) -> Path:
+        """``<root>/.uniflow``."""
+        return self._repo.uniflow_dir
+
+    @property
+    def store(self) -> ObjectStore:
+        """The chunk store (internal, like :attr:`repository`)."""
+        return self._repo.store
+
+    @property
+    def repository(self) -> Repository:
+        """The parts below this facade (Git, store, index, lifecycles, config), for the
+        sharing and CI layers; internal, no stability promise."""
+        return self._repo
+
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -107,72 +130,22 @@ class ModelRegistry:
         reopens what it needs if it is used again. Not required: a registry never closed has
         its files released when it is collected, or at exit, quietly (a finalizer in
         ``GitRepo``)."""
-        self._repo.close()
+        if self._bound is not None:
+            self._bound.close()
 
     # ------------------------------------------------------------------ config
-    def init(self) -> bool:
-        """Create ``.uniflow/`` (config.toml, .gitignore); True if anything was created."""
-        return self._repo.init()
-
     @property
     def config(self) -> Config:
         """The validated ``.uniflow/config.toml`` (read once; :meth:`reload_config` re-reads)."""
         return self._repo.config
 
     def reload_config(self) -> None:
+        """Read ``.uniflow/config.toml`` again (a registry read by URL: its config changes on sync)."""
         self._repo.reload_config()
 
     def stages(self) -> dict[str, bool]:
         """Every known stage -> whether it holds a single version at a time."""
         return self._repo.stages()
-
-    # ------------------------------------------------------------------ register
-    def register(
-        self,
-        model: Any,
-        name: str,
-        *,
-        version: str | None = None,
-        framework: str | None = None,
-        metrics: dict[str, Any] | None = None,
-        tags: dict[str, Any] | None = None,
-        params: dict[str, Any] | None = None,
-        description: str | None = None,
-        trust: bool = False,
-        lineage: dict[str, Any] | None = None,
-        progress: ProgressFn | None = None,
-        provenance: Provenance | None = None,
-        strict: bool = False,
-    ) -> ModelVersion:
-        """Store ``model`` (an object, or a path to a file or directory) as a new version.
-
-        Everything after ``name`` is keyword-only. ``version=None`` bumps the newest
-        version's patch number. Registering an existing version with identical content
-        returns it (and records its register event if a crash lost it); with different
-        content raises :class:`VersionExistsError`. ``trust=True`` allows pickle for objects
-        no safe serializer handles; ``lineage`` adds keys to the recorded lineage;
-        ``progress(done, total)`` is called as bytes are stored. ``provenance`` (importers)
-        gives the original author, time and code commit (:class:`~uniflow._types.Provenance`).
-        A file of a path model that is a Git LFS pointer (a clone without git-lfs) gives a
-        :class:`~uniflow.LfsPointerWarning`; with ``strict=True`` an :class:`~uniflow.LfsPointerError`.
-        """
-        chosen = register_version(
-            self._repo,
-            model,
-            name,
-            version=version,
-            framework=framework,
-            metrics=metrics,
-            tags=tags,
-            params=params,
-            description=description,
-            trust=trust,
-            lineage=lineage,
-            progress=progress,
-            provenance=provenance,
-            strict=strict,
-        )
-        return self.get(name, chosen)
 
     # ------------------------------------------------------------------ read
     def _resolve(self, name: str, version: str | None, stage: StageLike | None) -> tuple[str, LifecycleState]:
@@ -262,9 +235,6 @@ class ModelRegistry:
         return plot_metric(self.list_versions(name), metric, self.history(name))
 
     # ------------------------------------------------------------------ load
-    def _context(self, name: str, version: str, path: str) -> str:
-        return f"model {name!r} version {version!r} file {path!r}"
-
     def load_path(self, name: str, version: str | None = None, stage: StageLike | None = None) -> Path:
         """A verified, read-only directory holding the version's files."""
         v, _ = self._resolve(name, version, stage)
@@ -331,31 +301,6 @@ class ModelRegistry:
         export_files(out, sources, force=force)
         return out
 
-    # ------------------------------------------------------------------ lifecycle
-    def promote(
-        self,
-        name: str,
-        version: str,
-        stage: StageLike,
-        *,
-        reason: str | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> LifecycleEvent:
-        """Move ``version`` into ``stage``; a single-holder stage's previous holder is archived.
-
-        Returns the :class:`LifecycleEvent` recorded, as ``history`` shows it (``displaced``
-        names the archived previous holder); ``get(name, version)`` gives the version."""
-        return self._repo.promote(name, version, stage, reason=reason, extra=extra)
-
-    def archive(self, name: str, version: str, *, reason: str | None = None) -> LifecycleEvent:
-        """Move ``version`` to the archived stage; returns the :class:`LifecycleEvent` recorded."""
-        return self._repo.archive(name, version, reason=reason)
-
-    def rollback(self, name: str, stage: StageLike, *, reason: str | None = None) -> LifecycleEvent:
-        """Give ``stage`` back to its previous holder (the current one is archived); returns
-        the :class:`LifecycleEvent` recorded, whose ``version`` is the holder put back."""
-        return self._repo.rollback(name, stage, reason=reason)
-
     def compare_versions(self, name: str, versions: list[str]) -> Comparison:
         """Metrics side by side with deltas, params, tags, sizes, shared bytes, code commits."""
         from ._ops.compare import build_comparison
@@ -380,6 +325,126 @@ class ModelRegistry:
 
             result = diff_stats(self._repo, result, ma, mb)
         return result
+
+
+class ModelRegistry(RegistryReader):
+    """A model registry stored in the Git repository enclosing ``path`` (default: cwd): the
+    read API of :class:`RegistryReader` and every write.
+
+    Outside any Git repository a new one is initialised at ``path`` and a notice is logged,
+    so a notebook just works. A Git URL (or a bare repository) as ``path`` gives a
+    :class:`RemoteRegistry` instead, which is not a ``ModelRegistry``: it has no write methods.
+    Type checkers cannot tell a URL from a path and see a ``ModelRegistry``: annotate the
+    result as :class:`RegistryReader`, or call ``RemoteRegistry(url)``, to have them check it.
+    """
+
+    def __new__(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> ModelRegistry:
+        # A Git URL (or a bare repository) opens a read-only registry without a clone
+        # (RemoteRegistry below, docs/remote.md); anything else is a work tree. A RemoteRegistry
+        # is no ModelRegistry, so Python does not call __init__ on it: it is built complete here.
+        if cls is ModelRegistry and path is not None and is_git_url(path):
+            return RemoteRegistry(path, **kwargs)  # type: ignore[return-value]  # see the class docstring
+        return super().__new__(cls)
+
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, offline: bool = False, blob: str | None = None
+    ) -> None:
+        if offline or blob is not None:
+            raise UsageError("offline= and blob= apply to a registry opened by Git URL, not to a work tree")
+        start = Path(path) if path is not None else Path.cwd()
+        if path is not None and not start.exists():
+            raise InvalidPathError(f"registry path {start} does not exist")
+        workdir = GitRepo.find_workdir(start)
+        if workdir is None:
+            log.warning("uniflow: %s is not inside a git repository; initialising one there", start.resolve())
+            git = GitRepo.init(start.resolve())
+        else:
+            git = GitRepo(workdir)
+        root = git.workdir
+        # missing chunks come from the declared blob remotes, verified, on demand
+        source = ConfigSource(root / ".uniflow")
+        self._bound = Repository(git, fetcher=BlobFetcher(source, root), config_source=source)
+
+    def __repr__(self) -> str:
+        return f"ModelRegistry({str(self.root)!r})"
+
+    # ------------------------------------------------------------------ config
+    def init(self) -> bool:
+        """Create ``.uniflow/`` (config.toml, .gitignore); True if anything was created."""
+        return self._repo.init()
+
+    # ------------------------------------------------------------------ register
+    def register(
+        self,
+        model: Any,
+        name: str,
+        *,
+        version: str | None = None,
+        framework: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        tags: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        description: str | None = None,
+        trust: bool = False,
+        lineage: dict[str, Any] | None = None,
+        progress: ProgressFn | None = None,
+        provenance: Provenance | None = None,
+        strict: bool = False,
+    ) -> ModelVersion:
+        """Store ``model`` (an object, or a path to a file or directory) as a new version.
+
+        Everything after ``name`` is keyword-only. ``version=None`` bumps the newest
+        version's patch number. Registering an existing version with identical content
+        returns it (and records its register event if a crash lost it); with different
+        content raises :class:`VersionExistsError`. ``trust=True`` allows pickle for objects
+        no safe serializer handles; ``lineage`` adds keys to the recorded lineage;
+        ``progress(done, total)`` is called as bytes are stored. ``provenance`` (importers)
+        gives the original author, time and code commit (:class:`~uniflow._types.Provenance`).
+        A file of a path model that is a Git LFS pointer (a clone without git-lfs) gives a
+        :class:`~uniflow.LfsPointerWarning`; with ``strict=True`` an :class:`~uniflow.LfsPointerError`.
+        """
+        chosen = register_version(
+            self._repo,
+            model,
+            name,
+            version=version,
+            framework=framework,
+            metrics=metrics,
+            tags=tags,
+            params=params,
+            description=description,
+            trust=trust,
+            lineage=lineage,
+            progress=progress,
+            provenance=provenance,
+            strict=strict,
+        )
+        return self.get(name, chosen)
+
+    # ------------------------------------------------------------------ lifecycle
+    def promote(
+        self,
+        name: str,
+        version: str,
+        stage: StageLike,
+        *,
+        reason: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> LifecycleEvent:
+        """Move ``version`` into ``stage``; a single-holder stage's previous holder is archived.
+
+        Returns the :class:`LifecycleEvent` recorded, as ``history`` shows it (``displaced``
+        names the archived previous holder); ``get(name, version)`` gives the version."""
+        return self._repo.promote(name, version, stage, reason=reason, extra=extra)
+
+    def archive(self, name: str, version: str, *, reason: str | None = None) -> LifecycleEvent:
+        """Move ``version`` to the archived stage; returns the :class:`LifecycleEvent` recorded."""
+        return self._repo.archive(name, version, reason=reason)
+
+    def rollback(self, name: str, stage: StageLike, *, reason: str | None = None) -> LifecycleEvent:
+        """Give ``stage`` back to its previous holder (the current one is archived); returns
+        the :class:`LifecycleEvent` recorded, whose ``version`` is the holder put back."""
+        return self._repo.rollback(name, stage, reason=reason)
 
     # ------------------------------------------------------------------ importers (uniflow/importers/)
     def import_mlflow(
@@ -435,12 +500,6 @@ class ModelRegistry:
         """Delete chunks no ref reaches, older than the grace period (dry run by default);
         the :class:`GcReport` of what was (or would be) deleted."""
         return _gc(self._repo, dry_run=dry_run, grace_seconds=grace_seconds)
-
-    @property
-    def repository(self) -> Repository:
-        """The parts below this facade (Git, store, index, lifecycles, config), for the
-        sharing and CI layers."""
-        return self._repo
 
     # ------------------------------------------------------------------ sharing (uniflow/sharing/)
     def push(
@@ -537,18 +596,49 @@ class ModelRegistry:
         return policy_check(self._repo, trust_root)
 
 
-#: attributes of the facade that need the Git side: the first use syncs the mirror
-_SYNCED_ATTRS = frozenset({"_repo", "git", "root", "uniflow_dir", "store"})
+class _NoWriteMethod(ReadOnlyRegistryError, AttributeError):
+    """A write method asked of a :class:`RemoteRegistry`, which has none: the read-only error
+    (the CLI prints its one line and exits 8) that is also an ``AttributeError``, so
+    ``hasattr(registry, "push")`` is False."""
 
 
-class RemoteRegistry(ModelRegistry):
-    """A read-only registry read from a Git URL, without a clone (``ModelRegistry(url)``).
+#: the public methods :class:`ModelRegistry` adds to :class:`RegistryReader` -> the action a
+#: :class:`ReadOnlyRegistryError` names when one is asked of a :class:`RemoteRegistry`
+WRITE_METHODS: dict[str, str] = {
+    "init": "init",
+    "register": "register",
+    "promote": "promote",
+    "archive": "archive",
+    "rollback": "roll back",
+    "import_mlflow": "import",
+    "import_gto": "import",
+    "verify": "verify",
+    "repair": "repair",
+    "gc": "gc",
+    "push": "push",
+    "pull": "pull",
+    "policy_init": "write a policy",
+    # the trust on first use is recorded in the clone; a consumer pins --trust-root instead
+    "policy_check": "check the policy chain (a clone records its trust root)",
+}
 
-    The read API is :class:`ModelRegistry`'s. The first read syncs the per-user mirror of
+
+class RemoteRegistry(RegistryReader):
+    """A read-only registry read from a Git URL, without a clone (``ModelRegistry(url)``, or
+    ``RemoteRegistry(url)`` for a precise static type).
+
+    The read API is :class:`RegistryReader`'s. The first read syncs the per-user mirror of
     the URL (one ``git ls-remote`` when nothing changed; see ``sharing.remote`` and
     docs/remote.md); :meth:`refresh` syncs again. ``offline=True`` reads the mirror as last
-    synced; ``blob=`` names the blob remote to read chunks from. Every write method raises
-    :class:`ReadOnlyRegistryError` without touching the network.
+    synced; ``blob=`` names the blob remote to read chunks from.
+
+    It has no write methods. Asking for one of :class:`ModelRegistry`'s (``register``,
+    ``promote``, ``push``, ``import_gto`` ...) raises :class:`ReadOnlyRegistryError` at once,
+    before any network call; that error is also an ``AttributeError``. Writes reached through
+    the internal :attr:`repository` instead (the CLI's ``remote`` and ``hooks`` commands) run
+    only after the mirror is synced: a configuration change is then refused with
+    :class:`ReadOnlyRegistryError` (the remote's configuration is never written), other
+    writes fail on the mirror.
     """
 
     def __init__(
@@ -561,26 +651,24 @@ class RemoteRegistry(ModelRegistry):
         self._source = RemoteSource(os.fspath(path), offline=offline, blob=blob)
         self.url: str = self._source.display
 
-    def __getattr__(self, name: str) -> Any:
-        if name in _SYNCED_ATTRS and "_source" in self.__dict__:
-            self._bind(self._source.open())
-            return self.__dict__[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def _bind(self, repo: Repository) -> None:
-        self._repo = repo
-        self.git = repo.git
-        self.root = repo.root
-        self.uniflow_dir = repo.uniflow_dir
-        self.store = repo.store
+    def _open(self) -> Repository:
+        return self._source.open()
 
     def refresh(self) -> None:
         """Sync the mirror again (offline: re-read it): later reads see the remote as it is now."""
         self.close()
-        self._bind(self._source.open())
+        self._bound = self._source.open()
 
     def __repr__(self) -> str:
-        return f"ModelRegistry({self.url!r}) (read-only)"
+        return f"RemoteRegistry({self.url!r}) (read-only)"
+
+    if not TYPE_CHECKING:  # hidden from type checkers, so that a write on a RemoteRegistry is a static error
+
+        def __getattr__(self, name: str) -> NoReturn:
+            action = WRITE_METHODS.get(name)
+            if action is None or "url" not in self.__dict__:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            raise _NoWriteMethod(self.url, action)
 
     def export(
         self,
@@ -592,7 +680,7 @@ class RemoteRegistry(ModelRegistry):
         progress: ProgressFn | None = None,
         force: bool = False,
     ) -> Path:
-        """As :meth:`ModelRegistry.export`; into a new directory the files are written
+        """As :meth:`RegistryReader.export`; into a new directory the files are written
         straight from the chunk cache and the blob remote, each chunk verified once (no
         materialized copy in between; see ``sharing.remote.stream_version``)."""
         from .sharing.remote import stream_version
@@ -604,53 +692,6 @@ class RemoteRegistry(ModelRegistry):
         stream_version(self._repo, name, v, out, progress)  # removes ``out`` again on failure
         return out
 
-    def close(self) -> None:
-        repo = self.__dict__.get("_repo")
-        if repo is not None:
-            repo.close()
-
     def missing_lifecycle_hint(self, name: str | None = None) -> str | None:
         """None: the mirror of a URL fetches lifecycles with the tags (there is nothing to pull)."""
         return None
-
-    def _refuse(self, action: str) -> NoReturn:
-        raise ReadOnlyRegistryError(self.url, action)
-
-    def init(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._refuse("init")
-
-    def register(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._refuse("register")
-
-    def promote(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._refuse("promote")
-
-    def archive(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._refuse("archive")
-
-    def rollback(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._refuse("roll back")
-
-    def verify(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._refuse("verify")
-
-    def repair(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._refuse("repair")
-
-    def gc(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._refuse("gc")
-
-    def push(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._refuse("push")
-
-    def pull(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._refuse("pull")
-
-    def import_mlflow(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._refuse("import")
-
-    def policy_init(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._refuse("policy init")
-
-    def import_gto(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._refuse("import")

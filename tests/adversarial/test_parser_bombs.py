@@ -222,6 +222,8 @@ def test_object_sizes_from_pack_headers_match_git(repo: Path, deltas: str) -> No
     """The sizes read from pack entry and delta headers (OFS_DELTA after ``git gc``,
     REF_DELTA from ``git repack`` without offsets) are git's own (``git cat-file``), and
     a blob read through them is byte-identical."""
+    from dulwich.repo import Repo
+
     from uniflow._records.git import GitRepo, object_sizes
 
     text = os.urandom(20_000).hex()
@@ -233,10 +235,14 @@ def test_object_sizes_from_pack_headers_match_git(repo: Path, deltas: str) -> No
     out = git(repo, "verify-pack", "-v", *map(str, (repo / ".git/objects/pack").glob("*.idx")))
     assert any(len(line.split()) >= 7 for line in out.splitlines()), "no delta in the pack"
     g = GitRepo(repo)
-    for sha in [*shas, root]:
-        found = object_sizes(g.dulwich_repo.object_store, sha)
-        assert found is not None
-        assert found[:2] == (git(repo, "cat-file", "-t", sha).strip(), int(git(repo, "cat-file", "-s", sha)))
+    with Repo(str(repo)) as dulwich_repo:
+        for sha in [*shas, root]:
+            found = object_sizes(dulwich_repo.object_store, sha)
+            assert found is not None
+            assert found[:2] == (
+                git(repo, "cat-file", "-t", sha).strip(),
+                int(git(repo, "cat-file", "-s", sha)),
+            )
     for sha in shas:
         assert (
             g.read_blob(sha, 1 << 20)

@@ -329,6 +329,14 @@ def test_repo_url_read_commands_work_and_write_commands_refuse(
     assert not (empty_dir / ".git").exists()
 
 
+def test_init_of_a_bare_repository_refuses(published: dict[str, Any], empty_dir: Path) -> None:
+    """``uniflow init BARE``: the registry it opens is read by URL, which has no ``init``: the
+    one read-only line (exit 8), not a report of a registry initialised in the chunk cache."""
+    r = cli(empty_dir, "init", str(published["bare"]), code=8)
+    assert "cannot init" in r.stderr and "read-only" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert r.stdout == ""
+
+
 def test_ui_serves_a_registry_opened_by_url(published: dict[str, Any], empty_dir: Path) -> None:
     """`uniflow --repo URL ui --export DIR` renders the remote's models (issue 13's URL case)."""
     out = empty_dir / "site"

@@ -113,7 +113,7 @@ def register_version(
             tags={str(k): str(v) for k, v in (tags or {}).items()},
             description=description or "",
             lineage={**origin.lineage(repo), **json_safe(lineage or {})},
-            libraries=_libraries(serializer),
+            libraries=_libraries(),
         )
         _testhooks.point("register-before-tag")
         return _publish(repo, manifest, version, origin, provenance)
@@ -213,7 +213,7 @@ def _collect(
         fw = framework or framework_for_path(src)
         if kind == "file":
             return [(src.name, src)], "files", {"kind": "file", "path": src.name}, fw
-        walked = _walk(src)
+        walked = walk_model(src)  # a symlink, FIFO, socket or device inside is an InvalidPathError
         if not walked:
             raise InvalidPathError(f"model directory {src} holds no files")
         return list(walked), "files", {"kind": "dir"}, fw
@@ -224,7 +224,7 @@ def _collect(
         return [(f.path, f) for f in streamed.files], ser.name, streamed.meta, fw
     work.mkdir(parents=True)
     meta = ser.save(model, work, trust=trust)
-    return list(_walk(work)), ser.name, meta, fw
+    return list(walk_model(work)), ser.name, meta, fw
 
 
 def _check_lfs_pointers(files: list[tuple[str, Path | StreamedFile]], strict: bool) -> None:
@@ -385,19 +385,11 @@ def _has_register_event(repo: Repository, name: str, version: str, since: int) -
     )
 
 
-def _walk(root: Path) -> list[tuple[str, Path]]:
-    """The regular files of a directory model; a symlink, FIFO, socket or device inside it
-    is an InvalidPathError naming it (see ``_ops.materialize.walk_model``)."""
-    return walk_model(root)
-
-
-def _libraries(serializer: str) -> dict[str, str]:
+def _libraries() -> dict[str, str]:
+    """Versions of Python, uniflow and the ML libraries already imported (none is imported here)."""
     libs = {"python": platform.python_version(), "uniflow": __version__}
     for mod in ("torch", "safetensors", "sklearn", "skops", "numpy"):
         m = sys.modules.get(mod)
         if m is not None and hasattr(m, "__version__"):
             libs[mod] = str(m.__version__)
     return libs
-
-
-# ---------------------------------------------------------------------- read-only, by Git URL

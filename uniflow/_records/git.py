@@ -864,9 +864,3 @@ class GitRepo:
             if isinstance(obj, Commit):
                 seen.add(obj.id)
         return sorted(s.decode() for s in seen)
-
-    @property
-    def dulwich_repo(self) -> Repo:
-        """The underlying dulwich repository (for the sharing layer)."""
-        repo: Repo = self._repo
-        return repo

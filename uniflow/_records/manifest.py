@@ -539,7 +539,7 @@ def content_digest(files: Sequence[FileEntry] | Sequence[Mapping[str, Any]]) -> 
     return h.hexdigest()
 
 
-def json_safe(value: Any, what: str = "value") -> Any:
+def json_safe(value: Any) -> Any:
     """Metrics, params, tags and lineage must round-trip through JSON and msgpack.
 
     Non-finite floats (NaN, infinities) become ``None`` (``null`` in JSON), as documented.
@@ -549,14 +549,14 @@ def json_safe(value: Any, what: str = "value") -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {str(k): json_safe(v, what) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [json_safe(v, what) for v in value]
+        return [json_safe(v) for v in value]
     # numpy / torch scalars
     item = getattr(value, "item", None)
     if callable(item):
         try:
-            return json_safe(item(), what)
+            return json_safe(item())
         except (TypeError, ValueError):
             pass
     return repr(value)

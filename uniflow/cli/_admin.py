@@ -69,10 +69,8 @@ def init_cmd(path: str | None, repo: str | None) -> None:
     root = Path(getattr(registry, "root", target))
     uniflow_dir = Path(getattr(registry, "uniflow_dir", root / ".uniflow"))
     existed = (uniflow_dir / "config.toml").exists()
-    init = getattr(registry, "init", None)
-    if callable(init):
-        created = init()
-        existed = existed and not created
+    created = registry.init()  # a registry read by URL (PATH a bare repository) refuses: exit 8
+    existed = existed and not created
     if not had_git:
         click.echo(f"Initialised empty Git repository in {root}")
     if existed:

@@ -56,7 +56,7 @@ def get_cmd(
     \f
     Calls ModelRegistry(URL).get(...) and .export(...).
     """
-    from .._registry import ModelRegistry
+    from .._registry import RemoteRegistry
     from ..sharing.giturl import parse_git_url
     from ..sharing.staging import begin as begin_staging
 
@@ -68,7 +68,7 @@ def get_cmd(
         )
     dest = Path(out if out is not None else name).absolute()
     _check_dest(dest, force)
-    with ModelRegistry(url, offline=offline, blob=blob) as registry:
+    with RemoteRegistry(url, offline=offline, blob=blob) as registry:
         mv = registry.get(name, version=version, stage=stage)  # resolved once: files and report agree
         commit, _manifest = registry.repository.index.manifest(name, mv.version)
         tag = registry.repository.index.tag_sha(name, mv.version)

@@ -24,7 +24,7 @@ from ._complete import complete_model, complete_stage, complete_version, complet
 from ._format import Cell, format_value, print_heading, print_line, print_table, show_time, stage_style
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .._registry import ModelRegistry
+    from .._registry import RegistryReader
     from .._types import HistoryEvent
 
 __all__ = ["compare_cmd", "export_cmd", "history_cmd", "print_events"]
@@ -160,13 +160,13 @@ def _print_comparison(comparison: Any) -> None:
                 print_line(f"  ... {len(entries) - 20} more")
 
 
-def _export_registry(repo: str | None, blob: str | None, offline: bool) -> ModelRegistry:
+def _export_registry(repo: str | None, blob: str | None, offline: bool) -> RegistryReader:
     """The registry to export from: ``--repo`` as every command opens it; with ``--blob`` or
     ``--offline`` (a registry read by Git URL only) opened as ``uniflow get`` opens it."""
     if blob is None and not offline:
         return get_registry(repo)
     from .._errors import UsageError
-    from .._registry import ModelRegistry
+    from .._registry import RemoteRegistry
     from ..sharing.giturl import is_git_url
 
     target = resolve_repo(repo)
@@ -174,7 +174,7 @@ def _export_registry(repo: str | None, blob: str | None, offline: bool) -> Model
         raise UsageError(
             "--blob and --offline apply to a registry read by Git URL (--repo URL), not a work tree"
         )
-    return ModelRegistry(target, offline=offline, blob=blob)
+    return RemoteRegistry(target, offline=offline, blob=blob)
 
 
 def _complete_export_args(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:

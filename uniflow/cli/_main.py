@@ -2,15 +2,12 @@
 
 Only click and :mod:`uniflow.cli._common` are imported here. Each sub-command lives in a
 module that is imported when the command is invoked or when ``--help`` lists it; the
-registry (and so dulwich) is imported only inside commands. The sharing commands
-(``remote``, ``push``, ``pull``, ``hooks``, ``ci``) come from ``uniflow.cli._share`` when
-that module is installed and are simply absent otherwise.
+registry (and so dulwich) is imported only inside commands.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 from typing import Any
 
@@ -38,15 +35,6 @@ LAZY_COMMANDS: dict[str, str] = {
 }
 
 
-def _module_available(module: str) -> bool:
-    if module in sys.modules:
-        return True
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 class LazyGroup(click.Group):
     """A group whose sub-commands are imported on first use, and which runs every
     sub-command inside the one error handler (:func:`uniflow.cli._common.handle_errors`)."""
@@ -56,30 +44,16 @@ class LazyGroup(click.Group):
         self.lazy_commands = dict(lazy_commands or {})
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        names = set(super().list_commands(ctx))
-        names.update(
-            n for n, target in self.lazy_commands.items() if _module_available(target.partition(":")[0])
-        )
-        return sorted(names)
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
         if command is not None or cmd_name not in self.lazy_commands:
             return command
         module_name, _, attr = self.lazy_commands[cmd_name].partition(":")
-        if not _module_available(module_name):
-            return None
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                return None
-            raise
-        command = getattr(module, attr, None)
-        if not isinstance(command, click.Command):
-            return None
-        self.commands[cmd_name] = command
-        return command
+        loaded: click.Command = getattr(importlib.import_module(module_name), attr)
+        self.commands[cmd_name] = loaded
+        return loaded
 
     def invoke(self, ctx: click.Context) -> Any:
         with handle_errors(traceback=bool(ctx.params.get("traceback"))):

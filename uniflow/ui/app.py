@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from .. import ModelRegistry
+    from .. import RegistryReader
 
 __all__ = ["create_app", "READ_METHODS"]
 
@@ -159,7 +159,7 @@ _REASONS = {
 }
 
 
-def create_app(registry: ModelRegistry, *, loopback_only: bool = False, warm: bool = False) -> Starlette:
+def create_app(registry: RegistryReader, *, loopback_only: bool = False, warm: bool = False) -> Starlette:
     """The ASGI application serving ``registry`` (read-only).
 
     ``loopback_only``: refuse requests whose ``Host`` header is not a loopback name
@@ -218,7 +218,7 @@ class _Site:
     The registry object is shared and requests run in a thread pool, so handlers run under
     ``lock`` (:meth:`guarded`); reads go through a :class:`CachedRegistry`."""
 
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: RegistryReader) -> None:
         self.registry = registry
         self.lock = threading.Lock()
         self.reader = CachedRegistry(registry)

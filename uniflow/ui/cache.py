@@ -35,7 +35,7 @@ from .._records.refs import LIFECYCLE_PREFIX, TAGS_PREFIX, lifecycle_ref, tags_p
 from .._records.refscan import RACY_NS, refs_stamp
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .. import Comparison, HistoryEvent, ModelRegistry, ModelSummary, ModelVersion
+    from .. import Comparison, HistoryEvent, ModelSummary, ModelVersion, RegistryReader
     from .._types import VersionRow
 
 __all__ = ["CachedRegistry"]
@@ -47,14 +47,14 @@ _RACY_NS = RACY_NS
 
 
 class CachedRegistry:
-    """The read methods of a ``ModelRegistry`` the UI uses, cached by ref fingerprint.
+    """The read methods of a registry (``RegistryReader``) the UI uses, cached by ref fingerprint.
 
     Call :meth:`refresh` at the start of a request (with the model's name when the page is
     about one model: that reads only its refs). Not thread-safe by itself: the server runs
     one request at a time through it.
     """
 
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: RegistryReader) -> None:
         self.registry = registry
         self.root = registry.root
         self._fp: dict[str, str] = {}  # model -> fingerprint of its refs (+ config)

@@ -35,7 +35,7 @@ from .cache import CachedRegistry
 from .render import STATIC, Links, page_file, render_page
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .. import ModelRegistry
+    from .. import RegistryReader
 
 __all__ = ["ExportReport", "export_site", "MARKER"]
 
@@ -89,7 +89,7 @@ def _write(root: Path, rel: str, text: str) -> None:
 
 
 def export_site(
-    registry: ModelRegistry,
+    registry: RegistryReader,
     dest: str | os.PathLike[str],
     *,
     progress: Callable[[int, int], None] | None = None,
