@@ -54,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         paths = stale(hooks_dir)
         for path in paths:
-            print(f"{path.relative_to(ROOT)} differs from hook_script(); run scripts/gen_hooks.py", file=sys.stderr)
+            print(
+                f"{path.relative_to(ROOT)} differs from hook_script(); run scripts/gen_hooks.py",
+                file=sys.stderr,
+            )
         return 1 if paths else 0
     for path in write(hooks_dir):
         print(f"wrote {path.relative_to(ROOT)}")

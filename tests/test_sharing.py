@@ -348,7 +348,8 @@ def test_fsspec_backend_round_trip_with_temporary_names(tmp_path: Path) -> None:
     """A non-object-store fsspec filesystem: upload to tmp/, then rename; listing and download verified."""
     import fsspec
 
-    from uniflow.sharing.blobs import FsspecRemote, download_chunks, upload_chunks
+    from uniflow.sharing.blobs import download_chunks, upload_chunks
+    from uniflow.sharing.blobstore import FsspecRemote
 
     _bare, a = shared_setup(tmp_path)
     ra = open_registry(a)

@@ -173,7 +173,7 @@ def _assert_well_formed_manifest(record: Any) -> None:
     json.dumps(diff_manifests(record, record).to_dict(), allow_nan=False)  # anything accepted can be diffed
     json.dumps(diff_manifests(Manifest.from_dict(_VALID_MANIFEST_V2), record).to_dict(), allow_nan=False)
     str(diff_manifests(record, Manifest.from_dict(_VALID_MANIFEST)))
-    from uniflow.cli._common import to_jsonable
+    from uniflow._jsonable import to_jsonable
 
     json.dumps(to_jsonable(mv.to_dict()), allow_nan=False)
 

@@ -5,10 +5,19 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from uniflow._views.charts import Point, Span, StageMark, format_number, metric_chart, sparkline, timeline
+from uniflow._views.charts import (
+    Point,
+    Span,
+    StageMark,
+    delta_direction,
+    format_number,
+    metric_chart,
+    sparkline,
+    timeline,
+)
 from uniflow._views.markdown import render_markdown
 from uniflow.ui.render import Links, page_file
-from uniflow.ui.views import delta_direction, stage_spans
+from uniflow.ui.views import stage_spans
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -43,9 +43,6 @@ __all__ = [
     "repair",
     "gc",
     "reachable_manifests",
-    "GcReport",
-    "VerifyProblem",
-    "VerifyReport",
     "REGISTER_EVENT_WINDOW",
 ]
 

@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from .._errors import RepositoryError, UniflowError
-from .._jsonable import dumps, to_jsonable
+from .._jsonable import dumps
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -76,7 +76,6 @@ __all__ = [
     "json_option",
     "progress_bar",
     "repo_option",
-    "to_jsonable",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])

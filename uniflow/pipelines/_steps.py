@@ -44,15 +44,13 @@ from ._runs import (
     _now,
     _resolve_registry,
     _spec_root,
-    current_run,
-    get_run,
     list_runs,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._types import ModelVersion
 
-__all__ = ["Model", "PipelineRun", "StepRun", "current_run", "get_run", "list_runs", "pipeline", "step"]
+__all__ = ["Model", "pipeline", "step"]
 
 log = logging.getLogger("uniflow.pipeline")
 

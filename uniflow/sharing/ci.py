@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import PolicyError, PushRejectedError, RepositoryError, UsageError
 from .._naming import version_sort_key
-from .._records.config import Condition, PromoteRule, parse_condition
+from .._records.config import PromoteRule
 from .._reports import PromoteReport, PromoteResult, PromoteStatus, PushReport
 from .candidates import MergedRange, RuleMatch, match_rule, pr_heads
 from .cifetch import RangeFetcher, is_sha
@@ -44,13 +44,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .._repo import Repository
 
 __all__ = [
-    "Condition",
-    "PromoteReport",
-    "PromoteResult",
-    "PromoteRule",
     "ci_context",
     "load_rules",
-    "parse_condition",
     "promote_on_merge",
 ]
 

@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import RepositoryError, UsageError
 from .._records.refs import LIFECYCLE_PREFIX, STAGES_PREFIX, TAGS_PREFIX, UNIFLOW_PREFIX, parse_tag_name
+from .._reports import PullReport
 from .._types import ProgressFn
 from .blobs import JOBS, TransferStats
 from .gitcmd import ZERO, git_remotes, run_git
-from .pull import PullReport, pull
+from .pull import pull
 from .push import blob_remote_for, no_blob_remote, upload_versions
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -31,7 +31,7 @@ from .push import blob_remote_for, no_blob_remote, version_chunks
 if TYPE_CHECKING:
     from .._repo import Repository
 
-__all__ = ["PullOutcome", "PullReport", "Resolve", "pull"]
+__all__ = ["pull"]
 
 #: bad refs named in pull's one-line error (all of them are in ``PullReport.rejected``)
 _SHOWN = 10

@@ -42,9 +42,10 @@ from .._records.refs import (
     tag_ref,
     tracking_ref,
 )
-from .._reports import ChunkStats, PushReport
+from .._reports import PushReport
 from .._types import ProgressFn
-from .blobs import JOBS, BlobRemote, TransferStats, get_remote_spec, open_remote, upload_chunks
+from .blobs import JOBS, TransferStats, get_remote_spec, upload_chunks
+from .blobstore import BlobRemote, open_remote
 from .gitcmd import IN_PUSH_ENV, fetch_refs, last_error, ls_remote, resolve_git_remote, run_git
 from .merge import integrate, unrelated
 
@@ -52,8 +53,6 @@ if TYPE_CHECKING:
     from .._repo import Repository
 
 __all__ = [
-    "ChunkStats",
-    "PushReport",
     "blob_remote_for",
     "chunks_of",
     "no_blob_remote",

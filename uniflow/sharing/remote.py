@@ -62,15 +62,14 @@ from .blobs import (
     get_chunk,
     get_remote_spec,
     list_remotes,
-    open_remote,
     store_file_chunk,
 )
-from .blobstore import is_local
+from .blobstore import is_local, open_remote
 from .giturl import GitUrl, parse_git_url
 from .mirror import CONFIG_PATH, Mirror, MirrorState
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .blobs import BlobRemote
+    from .blobstore import BlobRemote
 
 __all__ = [
     "OBJECT_STORES",

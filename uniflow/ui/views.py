@@ -35,7 +35,6 @@ __all__ = [
     "OverviewRow",
     "commit_info",
     "compare_page",
-    "delta_direction",
     "history_page",
     "model_page",
     "overview",
