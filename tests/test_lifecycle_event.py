@@ -200,8 +200,8 @@ def test_rollback_of_a_shared_stage_is_refused(three: ModelRegistry) -> None:
 
 
 def test_the_stage_names_have_one_home() -> None:
-    assert BUILTIN_STAGES == tuple(m.value for m in ModelStage)
-    assert SHARED_STAGES == {"development", "archived"}
+    assert tuple(m.value for m in ModelStage) == BUILTIN_STAGES
+    assert {"development", "archived"} == SHARED_STAGES
     assert SINGLE_HOLDER_DEFAULT == {
         "staging": True,
         "production": True,

@@ -167,7 +167,7 @@ def _unexported(exports: dict[str, Any]) -> dict[str, set[str]]:
 
 def test_public_names_are_pinned() -> None:
     assert uniflow.__all__ == PUBLIC
-    assert PUBLIC == sorted(PUBLIC)
+    assert sorted(PUBLIC) == PUBLIC
     for name in PUBLIC:
         assert getattr(uniflow, name) is not None, name
     assert set(uniflow._errors.__all__) <= set(PUBLIC)  # the whole error tree

@@ -159,7 +159,7 @@ class RegistryReader:
                 raise
             raise StageEmptyError(exc.name, exc.stage, hint) from None
 
-    def missing_lifecycle_hint(self, name: str | None = None) -> str | None:
+    def missing_lifecycle_hint(self, name: str | None = None) -> str | None:  # noqa: ARG002 (RegistryReader's signature)
         """What to do when model ``name`` (or any model) has version tags but no lifecycle
         in a clone with a Git remote, else None. A fresh ``git clone`` brings the version
         tags but not ``refs/uniflow/*``: until ``uniflow pull`` every version reads as in
@@ -692,6 +692,6 @@ class RemoteRegistry(RegistryReader):
         stream_version(self._repo, name, v, out, progress)  # removes ``out`` again on failure
         return out
 
-    def missing_lifecycle_hint(self, name: str | None = None) -> str | None:
+    def missing_lifecycle_hint(self, name: str | None = None) -> str | None:  # noqa: ARG002 (RegistryReader's signature)
         """None: the mirror of a URL fetches lifecycles with the tags (there is nothing to pull)."""
         return None

@@ -147,7 +147,7 @@ class Repository:
             if not candidates:
                 raise StageEmptyError(name, st)
             return max(candidates, key=version_sort_key), state
-        listing = self.listings.listing(name, rows=False)  # readable versions only
+        listing = self.listings.listing(name)  # readable versions only
         if not listing.versions:
             notice = skipped_notice(listing)
             if notice is not None:  # tags, but none is a readable version
@@ -167,7 +167,7 @@ class Repository:
 
     def list_versions(self, name: str, stage: StageLike | None = None) -> list[ModelVersion]:
         """Every version of ``name`` (semver ascending), optionally only those in ``stage``."""
-        listing, state, wanted = self._listing(name, stage, rows=False)
+        listing, state, wanted = self._listing(name, stage)
         out = []
         for i, v in enumerate(listing.versions):
             st = state.stage(v)
@@ -180,7 +180,7 @@ class Repository:
         from the model's listing index (uniflow/_records/listing.py) without opening a manifest."""
         from ._records.listing import json_list
 
-        listing, state, wanted = self._listing(name, stage, rows=False)
+        listing, state, wanted = self._listing(name, stage)
         stage_of = state.stage_of
         rows = []
         for v, (head, tail) in zip(listing.versions, self.listings.json_rows(name, listing), strict=True):
@@ -194,7 +194,7 @@ class Repository:
         listing index (uniflow/_records/listing.py) without opening a manifest."""
         from ._types import VersionRow
 
-        listing, state, wanted = self._listing(name, stage, rows=True)
+        listing, state, wanted = self._listing(name, stage)
         stage_of = state.stage_of
         r = listing.rows
         columns = zip(listing.versions, r.framework, r.size, r.metrics, r.created, strict=True)
@@ -205,11 +205,9 @@ class Repository:
                 out.append(VersionRow(v, st, fw, size, metrics, created))
         return out
 
-    def _listing(
-        self, name: str, stage: StageLike | None, *, rows: bool
-    ) -> tuple[Listing, LifecycleState, str | None]:
+    def _listing(self, name: str, stage: StageLike | None) -> tuple[Listing, LifecycleState, str | None]:
         validate_model_name(name)
-        listing = self.listings.listing(name, rows=rows)
+        listing = self.listings.listing(name)
         notice = skipped_notice(listing)
         if notice is not None and not listing.versions:  # tags, but none is a readable version
             raise IntegrityError(f"model {name!r}: no readable version; {notice}")
@@ -237,7 +235,7 @@ class Repository:
         names = set(sections) | set(loose_dirs_in(git_dir, TAGS_PREFIX)) | set(heads)
         out = []
         for name in sorted(n for n in names if is_model_name(n)):
-            listing = self.listings.listing(name, rows=False, section=sections.get(name, b""))
+            listing = self.listings.listing(name, section=sections.get(name, b""))
             head = heads.get(name)
             if not listing.versions and head is None:
                 continue

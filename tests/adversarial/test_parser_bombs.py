@@ -12,6 +12,7 @@ Each operation runs in a child process (the CLI, or Python) whose peak RSS is re
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -394,10 +395,8 @@ _values = st.recursive(
 def _bounded_peak(fn: Any, data: bytes) -> int:
     tracemalloc.start()
     try:
-        try:
+        with contextlib.suppress(UniflowError):
             fn(data)
-        except UniflowError:
-            pass
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -14,7 +14,7 @@ import platform
 import shutil
 import sys
 import warnings
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -265,10 +265,8 @@ def _record_register(
             raise _AlreadyRecorded
         return register_transition(version, json_safe(prov.event_extra) if prov else None)(state)
 
-    try:
+    with suppress(_AlreadyRecorded):
         repo.lifecycle.apply(name, once, actor, at=prov.created_at if prov else None)
-    except _AlreadyRecorded:
-        pass
 
 
 def _readable_or_refuse(repo: Repository, manifest: Manifest) -> None:

@@ -15,6 +15,7 @@ the error is reported as one :class:`RepositoryError` line.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -124,14 +125,10 @@ def _release_git_files(exc: BaseException) -> None:
 
 
 def _discard_git_file(f: Any) -> None:
-    try:
+    with contextlib.suppress(OSError, ValueError):
         f._file.close()  # the flush fails again on a full disk, but the descriptor is closed
-    except (OSError, ValueError):
-        pass
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(f._lockfilename)
-    except OSError:
-        pass
     f._closed = True
 
 

@@ -161,26 +161,39 @@ class LifecycleState:
         if not isinstance(past, dict):
             bad("past is not an object")
         table = dict(SINGLE_HOLDER_DEFAULT) if stages is None else dict(stages)
-        held: dict[str, str] = {}
-        for version, stage in stage_of.items():
-            if not _valid_version(version):
-                bad(f"{version!r} is not a version")
-            if not valid_stage_name(stage):
-                bad(f"{stage!r} is not a stage name")
-            if stages is not None and stage not in table:
-                bad(f"stage {stage!r} is not declared (add [stages.{stage}] to .uniflow/config.toml)")
-            if stage not in SHARED_STAGES and table.get(stage, True):
-                if stage in held:
-                    bad(f"stage {stage!r} holds one version but lists {held[stage]!r} and {version!r}")
-                held[stage] = version
-        for stage, versions in past.items():
-            if not valid_stage_name(stage):
-                bad(f"{stage!r} is not a stage name")
-            if not isinstance(versions, list) or len(versions) > PAST_LIMIT:
-                bad(f"past holders of {stage!r} are not a list of at most {PAST_LIMIT} versions")
-            if not all(_valid_version(v) for v in versions):
-                bad(f"past holders of {stage!r} name something that is not a version")
+        _check_holders(stage_of, table, declared=stages is not None, bad=bad)
+        _check_past(past, bad=bad)
         return cls(model=model, seq=seq, stage_of=dict(stage_of), past={k: list(v) for k, v in past.items()})
+
+
+def _check_holders(
+    stage_of: dict[Any, Any], table: dict[str, bool], *, declared: bool, bad: Callable[[str], NoReturn]
+) -> None:
+    """Every ``version -> stage`` of a state names a version and a (declared) stage, and a
+    single-holder stage holds one version."""
+    held: dict[str, str] = {}
+    for version, stage in stage_of.items():
+        if not _valid_version(version):
+            bad(f"{version!r} is not a version")
+        if not valid_stage_name(stage):
+            bad(f"{stage!r} is not a stage name")
+        if declared and stage not in table:
+            bad(f"stage {stage!r} is not declared (add [stages.{stage}] to .uniflow/config.toml)")
+        if stage not in SHARED_STAGES and table.get(stage, True):
+            if stage in held:
+                bad(f"stage {stage!r} holds one version but lists {held[stage]!r} and {version!r}")
+            held[stage] = version
+
+
+def _check_past(past: dict[Any, Any], *, bad: Callable[[str], NoReturn]) -> None:
+    """Every ``stage -> [versions]`` of a state's past holders is bounded and well formed."""
+    for stage, versions in past.items():
+        if not valid_stage_name(stage):
+            bad(f"{stage!r} is not a stage name")
+        if not isinstance(versions, list) or len(versions) > PAST_LIMIT:
+            bad(f"past holders of {stage!r} are not a list of at most {PAST_LIMIT} versions")
+        if not all(_valid_version(v) for v in versions):
+            bad(f"past holders of {stage!r} name something that is not a version")
 
 
 @dataclass(frozen=True)

@@ -206,15 +206,14 @@ class ListingIndex:
     def _limits(self) -> bytes:
         return blake3.blake3(repr(self.index.limits()).encode()).digest()
 
-    def listing(self, model: str, *, rows: bool = True, section: bytes | None = None) -> Listing:
+    def listing(self, model: str, *, section: bytes | None = None) -> Listing:
         """The versions of ``model`` (a valid model name) as its tag refs are now.
 
         Every ``(version, tag sha)`` not in the stored index is read once through the manifest
         gate, so a listing always has its rows and never lists a ref that is no version: those
         are in :attr:`Listing.skipped`, stored too, not read again while their sha stays.
-        ``rows`` is kept for the callers' intent (``models list`` needs none); it changes
-        nothing now. ``section``: the model's :func:`packed_section`, when the caller has
-        read ``packed-refs`` already.
+        ``section``: the model's :func:`packed_section`, when the caller has read
+        ``packed-refs`` already.
         """
         git_dir = self.index.git.git_dir
         prefix = tags_prefix(model)

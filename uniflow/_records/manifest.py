@@ -321,6 +321,12 @@ def _check(m: object, where: str, lim: Limits) -> None:
     _check_files(files, where, lim, m["format"])
     if content_digest(files) != m["content_digest"]:
         raise _bad(where, "content digest does not match the manifest's files")
+    _check_annotations(m, where)
+
+
+def _check_annotations(m: dict[str, Any], where: str) -> None:
+    """The free-form parts of a manifest: metrics, params and serializer metadata are JSON-like;
+    tags and libraries map strings to strings; keys print on one line; lineage is checked."""
     for key in ("metrics", "params", "serializer_meta"):
         if key in m:
             _json_like(m[key], f"{where}manifest {key!r}", top=True)

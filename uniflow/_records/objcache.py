@@ -17,6 +17,7 @@ cache exactly as what they read from Git.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -152,10 +153,8 @@ class DerivedCache:
             return None
         mac, payload = raw[:_MAC_LEN], raw[_MAC_LEN:]
         if len(mac) != _MAC_LEN or not secrets.compare_digest(mac, self._mac(key, kind, sha, payload)):
-            try:
+            with contextlib.suppress(OSError):
                 path.unlink()
-            except OSError:
-                pass
             return None
         return payload
 
@@ -181,10 +180,8 @@ class DerivedCache:
         path = self._path(kind, sha)
         if path is None:
             return
-        try:
+        with contextlib.suppress(OSError):
             path.unlink()
-        except OSError:
-            pass
 
     def put(self, kind: str, sha: str, payload: bytes) -> None:
         """Store ``payload`` for ``(kind, sha)``; failures are ignored (the cache is optional)."""
@@ -198,7 +195,5 @@ class DerivedCache:
             tmp.write_bytes(self._mac(key, kind, sha, payload) + payload)
             os.replace(tmp, path)
         except OSError:
-            try:
+            with contextlib.suppress(OSError):
                 tmp.unlink()
-            except OSError:
-                pass

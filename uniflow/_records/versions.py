@@ -94,9 +94,14 @@ class VersionIndex:
         valid: dict[str, bool] = {}
         for ref in self.git.ref_names(TAGS_PREFIX):
             model, sep, version = ref.partition("/")
-            if sep and version and "/" not in version and is_version(version):
-                if valid.setdefault(model, is_model_name(model)):
-                    out.setdefault(model, []).append(version)
+            if (
+                sep
+                and version
+                and "/" not in version
+                and is_version(version)
+                and valid.setdefault(model, is_model_name(model))
+            ):
+                out.setdefault(model, []).append(version)
         for model in self.git.ref_names(LIFECYCLE_PREFIX):
             if "/" not in model and is_model_name(model):
                 out.setdefault(model, [])

@@ -9,6 +9,7 @@ source descriptor the bytes are copied in the kernel (``copy_file_range``).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import uuid
@@ -164,7 +165,5 @@ def fsync_dir(path: Path) -> None:
 
 
 def force_unlink(path: Path) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass

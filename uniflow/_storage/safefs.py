@@ -16,6 +16,7 @@ proves no torn file is ever left under the final name).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -169,10 +170,8 @@ class DirTree:
             except FileNotFoundError:
                 if not self._create:
                     raise
-                try:
+                with contextlib.suppress(FileExistsError):  # made concurrently: opened next round
                     os.mkdir(name, 0o755, dir_fd=parent)
-                except FileExistsError:
-                    pass  # made concurrently: open it on the next round
             except OSError as exc:
                 if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                     raise
@@ -224,10 +223,8 @@ def replace_file(dir_fd: int, name: str, src: Path, mode: int) -> None:
             os.close(out)
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=dir_fd)
-        except OSError:
-            pass
         raise
 
 

@@ -92,7 +92,7 @@ class CliError(UniflowError):
 # --------------------------------------------------------------------------- options
 
 
-def _complete_dir(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+def _complete_dir(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:  # noqa: ARG001 (click's completion signature)
     from click.shell_completion import CompletionItem
 
     return [CompletionItem(incomplete, type="dir")]

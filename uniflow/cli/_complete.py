@@ -56,7 +56,7 @@ def _items(values: Any, incomplete: str) -> list[Any]:
     return [CompletionItem(v) for v in sorted(values) if v.startswith(incomplete)]
 
 
-def complete_model(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+def complete_model(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:  # noqa: ARG001 (click's completion signature)
     try:
         return _items(model_versions(ctx), incomplete)
     except Exception:  # noqa: BLE001
@@ -68,7 +68,7 @@ def _name_in_ctx(ctx: click.Context) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def complete_version(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+def complete_version(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:  # noqa: ARG001 (click's completion signature)
     try:
         name = _name_in_ctx(ctx)
         versions = model_versions(ctx)
@@ -103,7 +103,7 @@ def _custom_stages(ctx: click.Context | None) -> list[str]:
         return []
 
 
-def complete_stage(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+def complete_stage(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:  # noqa: ARG001 (click's completion signature)
     try:
         stages = list(BUILTIN_STAGES) + [s for s in _custom_stages(ctx) if s not in BUILTIN_STAGES]
         low = incomplete.lower()

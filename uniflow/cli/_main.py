@@ -60,7 +60,7 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
 
 
-def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:  # noqa: ARG001 (click's callback signature)
     if not value or ctx.resilient_parsing:
         return
     from .._version import __version__

@@ -336,7 +336,7 @@ def hooks_run() -> None:
 @hooks_run.command("pre-push")
 @click.argument("remote_name")
 @click.argument("url", required=False)
-def hook_pre_push(remote_name: str, url: str | None) -> None:
+def hook_pre_push(remote_name: str, url: str | None) -> None:  # noqa: ARG001 (git passes the URL; the remote's name is enough)
     """Upload the bytes of the model versions git is about to push (refs on stdin)."""
     from ..sharing.hooks import run_pre_push
 
@@ -353,7 +353,7 @@ def hook_pre_push(remote_name: str, url: str | None) -> None:
 
 @hooks_run.command("post-merge")
 @click.argument("squash", required=False)
-def hook_post_merge(squash: str | None) -> None:
+def hook_post_merge(squash: str | None) -> None:  # noqa: ARG001 (git passes the squash flag; both kinds fetch)
     """Fetch registry refs from the branch's remote; warn, never fail."""
     from ..sharing.hooks import run_post_merge
 

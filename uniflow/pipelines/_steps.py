@@ -20,6 +20,7 @@ decoration time). A registry may be given as a ``ModelRegistry`` or as a path.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -142,10 +143,8 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
         return value
     np = sys.modules.get("numpy")
     if np is not None and isinstance(value, np.generic) and not isinstance(value, (np.str_, np.bytes_)):
-        try:
+        with contextlib.suppress(ValueError, TypeError):
             value = value.item()  # numpy scalars -> the Python primitive
-        except (ValueError, TypeError):
-            pass
         if value is None or isinstance(value, (bool, str)):
             return value
     if isinstance(value, numbers.Integral):
@@ -460,7 +459,7 @@ class _PipelineCall:
         log.info("pipeline %r run %s started", self.run.name, self.run.run_id)
         self.run._flush()
 
-    def succeeded(self, result: Any) -> None:
+    def succeeded(self, result: Any) -> None:  # noqa: ARG002 (the step call's signature; a pipeline keeps no result)
         self.finish(None)
 
     def failed(self, exc: BaseException) -> None:
@@ -485,7 +484,7 @@ def _make_pipeline(func: F, name: str | None, registry: Any) -> F:
     if not callable(func):
         raise UsageError(f"@pipeline decorates a function, not {type(func).__name__}")
     spec = _StepSpec(func, name, registry, None)
-    wrapper = _wrap(func, lambda args, kwargs: _PipelineCall(spec, wrapper))
+    wrapper = _wrap(func, lambda _args, _kwargs: _PipelineCall(spec, wrapper))
 
     def runs() -> list[PipelineRun]:
         """This pipeline's recorded runs in its repository, oldest first."""

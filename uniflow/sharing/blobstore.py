@@ -31,6 +31,7 @@ one request per attempt, so ``blobs`` alone decides what is retried and how ofte
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -240,10 +241,8 @@ class LocalRemote:
 
     def discard(self, digest: str) -> None:
         """Remove chunk ``digest``, which this process just created (:meth:`put` said so)."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self._path(digest).unlink()
-        except FileNotFoundError:
-            pass
 
     def open_chunk(self, digest: str) -> int | None:
         """A read-only descriptor of chunk ``digest``'s file; None if the remote lacks it. The
@@ -351,7 +350,7 @@ class FsspecRemote:
 
     def local_files(self) -> None:
         """None: an fsspec filesystem moves whole chunks only."""
-        return None
+        return
 
 
 #: the URL scheme of :class:`MemoryRemote`: ``memory://NAME``
@@ -402,7 +401,7 @@ class MemoryRemote:
 
     def local_files(self) -> None:
         """None: whole chunks only."""
-        return None
+        return
 
 
 def open_remote(spec: RemoteSpec, base_dir: Path) -> BlobRemote:

@@ -196,7 +196,7 @@ class Mirror:
             return None
         except OSError as exc:
             return f"cannot read it: {exc.strerror}"
-        why = _untrusted(st, self.dir, strict=True)
+        why = _untrusted(st, strict=True)
         if why is None and not os.path.isfile(self.dir / "HEAD"):
             why = "it has no HEAD"
         stale: list[str] = []
@@ -554,7 +554,7 @@ def ensure_private_dir(path: Path, home: Path, *, create: bool = True) -> None:
                 st = os.stat(p)  # a link of root's or ours: its target is checked below
             except OSError as exc:
                 raise RepositoryError(f"cannot use the cache directory {p}: {exc.strerror}") from exc
-        why = _untrusted(st, p, strict=strict)
+        why = _untrusted(st, strict=strict)
         if why is not None:
             raise RepositoryError(
                 f"refusing the cache directory {p}: {why}; another user could make uniflow run commands "
@@ -562,7 +562,7 @@ def ensure_private_dir(path: Path, home: Path, *, create: bool = True) -> None:
             )
 
 
-def _untrusted(st: os.stat_result, path: Path, *, strict: bool) -> str | None:
+def _untrusted(st: os.stat_result, *, strict: bool) -> str | None:
     """Why a directory others could change is not to be trusted (None: it is fine)."""
     me = os.geteuid()
     if stat.S_ISLNK(st.st_mode):

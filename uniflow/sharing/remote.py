@@ -152,7 +152,7 @@ class _FixedConfig(ConfigSource):
     def init(self) -> bool:
         raise ReadOnlyRegistryError(self._url, "init")
 
-    def save(self, raw: dict[str, Any]) -> None:
+    def save(self, raw: dict[str, Any]) -> None:  # noqa: ARG002 (the config source's signature)
         raise ReadOnlyRegistryError(self._url, "change the configuration")
 
 
@@ -381,7 +381,7 @@ class _VersionWriter:
         self.total = 0
         self.done = 0
 
-    def _refuse(self, display: str, mode: int) -> None:
+    def _refuse(self, display: str, mode: int) -> None:  # noqa: ARG002 (DirTree's refusal callback signature)
         raise InvalidPathError(
             f"{display} appeared while writing {self.context}; refusing to write through it"
         )

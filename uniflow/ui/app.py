@@ -266,17 +266,17 @@ class _Site:
 
         return endpoint
 
-    def not_found(self, request: Request, exc: Exception) -> Response:
+    def not_found(self, request: Request, exc: Exception) -> Response:  # noqa: ARG002 (Starlette's exception-handler signature)
         return self.error_page(request, 404, f"no page at {request.url.path}")
 
-    def server_error(self, request: Request, exc: Exception) -> Response:
+    def server_error(self, request: Request, exc: Exception) -> Response:  # noqa: ARG002 (Starlette's exception-handler signature)
         return self.error_page(request, 500, "internal error (see the server's log)")
 
     def _crumbs(self, name: str, *more: tuple[str, str | None]) -> list[tuple[str, str | None]]:
         return [(name, self.links.model(name) if more else None), *more]
 
     # ------------------------------------------------------------------ pages
-    def overview_page(self, request: Request) -> Response:
+    def overview_page(self, request: Request) -> Response:  # noqa: ARG002 (Starlette's endpoint signature)
         self.reader.refresh()
         rows = views.overview(self.reader)
         return self.html("overview.html", rows=rows, crumbs=[], api=self.links.api("models"))
@@ -330,7 +330,7 @@ class _Site:
         )
 
     # ------------------------------------------------------------------ JSON (the CLI's --json shapes)
-    def api_models(self, request: Request) -> Response:
+    def api_models(self, request: Request) -> Response:  # noqa: ARG002 (Starlette's endpoint signature)
         self.reader.refresh()
         return self.api([s.to_dict() for s in self.reader.list_models()])
 
@@ -352,5 +352,5 @@ class _Site:
         self.reader.refresh(_name_of(request))
         return self.api([e.to_dict() for e in self.reader.history(_name_of(request))])
 
-    def healthz(self, request: Request) -> Response:
+    def healthz(self, request: Request) -> Response:  # noqa: ARG002 (Starlette's endpoint signature)
         return self.api({"ok": True, "version": __version__, "read_only": True})

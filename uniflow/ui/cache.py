@@ -216,7 +216,7 @@ class CachedRegistry:
         model's listing index (checked against the refs, so always current)."""
         from .._records.listing import skipped_notice
 
-        return skipped_notice(self.registry.repository.listings.listing(name, rows=False))
+        return skipped_notice(self.registry.repository.listings.listing(name))
 
     def history(self, name: str, *, last: int | None = None) -> list[HistoryEvent]:
         """Every event, or the newest ``last`` ones (oldest first): read alone when the whole

@@ -101,11 +101,15 @@ def stage_spans(events: list[HistoryEvent], single: dict[str, bool]) -> list[Spa
         if old is not None and old != e.to_stage:
             close(old, e)
         target = e.to_stage
-        if target and single.get(target, False) and target != ModelStage.ARCHIVED:
-            if target not in holder or holder[target][0] != e.version:
-                close(target, e)
-                holder[target] = (e.version, e.at, e.seq)
-                where[e.version] = target
+        if (
+            target
+            and single.get(target, False)
+            and target != ModelStage.ARCHIVED
+            and (target not in holder or holder[target][0] != e.version)
+        ):
+            close(target, e)
+            holder[target] = (e.version, e.at, e.seq)
+            where[e.version] = target
     for st, (v, since, seq) in holder.items():
         spans.append(Span(st, v, since, None, seq, None))
     order = {st: i for i, st in enumerate(sorted({s.stage for s in spans}, key=stage_key))}
