@@ -58,6 +58,7 @@ def check_oms_key(key_path: str | os.PathLike[str]) -> None:
     Raises :class:`UsageError` (extra missing) or :class:`SigningError`, one line each.
     """
     _model_signing()
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -70,14 +71,12 @@ def check_oms_key(key_path: str | os.PathLike[str]) -> None:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError as exc:  # encrypted, and no password given
         raise SigningError(f"the OMS key {path} is encrypted; give an unencrypted PEM key") from exc
-    except (ValueError, UnicodeError) as exc:
+    except (ValueError, UnicodeError, UnsupportedAlgorithm) as exc:
         raise SigningError(
             f"{path} is not a PEM private key (make one: openssl ecparam -genkey -name prime256v1)"
         ) from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name not in _CURVES:
-        raise SigningError(
-            f"the OMS key {path} is not an elliptic-curve key on P-256, P-384 or P-521"
-        )
+        raise SigningError(f"the OMS key {path} is not an elliptic-curve key on P-256, P-384 or P-521")
 
 
 def check_oms_files(files: Iterable[str], exclude: Sequence[str] = (SIGNATURE_NAME,)) -> None:
@@ -86,9 +85,7 @@ def check_oms_files(files: Iterable[str], exclude: Sequence[str] = (SIGNATURE_NA
     for name in files:
         top = PurePosixPath(name).parts[0]
         if name in exclude or top in exclude:
-            raise InvalidPathError(
-                f"the model has a file {name!r}: an OMS bundle there would replace it"
-            )
+            raise InvalidPathError(f"the model has a file {name!r}: an OMS bundle there would replace it")
         if top in _UNSIGNED_BY_OMS:
             raise InvalidPathError(
                 f"the model has {name!r}, which model-signing leaves out of every signature"
