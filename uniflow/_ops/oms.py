@@ -112,8 +112,9 @@ def write_oms_bundle(
     ``files`` (paths relative to ``dest_dir``, ``/``-separated) are the files to sign; by
     default every regular file below ``dest_dir`` but the ``exclude`` paths. The bundle
     records the ``exclude`` paths as ignored, so verifying the directory skips them. It is
-    written under a temporary name and renamed into place: a failure leaves no bundle and
-    the files untouched.
+    written under a temporary name and renamed into place: a failure (a symlink among the
+    files, an I/O error) raises :class:`SigningError` and leaves the files and any earlier
+    bundle as they were.
     """
     ms = _model_signing()
     check_oms_key(key_path)
@@ -147,8 +148,8 @@ class _Fixed:
 
 
 def _files_below(root: Path, exclude: Sequence[str]) -> list[str]:
-    """Every regular file below ``root`` (not following symlinks), ``/``-separated, minus
-    the ``exclude`` paths."""
+    """Every file below ``root`` (directories are not followed through symlinks; a symlink
+    listed here is refused when hashed), ``/``-separated, minus the ``exclude`` paths."""
     out: list[str] = []
     for dirpath, _dirs, filenames in os.walk(root):
         for f in filenames:
