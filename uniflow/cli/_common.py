@@ -8,6 +8,9 @@ pieces so that every command behaves the same way:
     falls back to the top-level ``uniflow --repo PATH``, then to the working directory.
 ``json_option``
     Decorator adding ``--json`` (keyword argument ``as_json: bool``).
+``oms_key_option`` / ``oms_signer(key, mv)``
+    ``--oms-key KEY`` (keyword ``oms_key``) for the commands that write a version's files,
+    and what checks the key before they are written and signs them after.
 ``get_registry(repo, *, create=False)``
     Open the ``ModelRegistry`` of the Git repository enclosing ``repo`` (a Git URL or a
     bare repository opens the read-only registry of that URL). The registry
@@ -116,6 +119,30 @@ def json_option(f: F) -> F:
     return click.option(
         "--json", "as_json", is_flag=True, default=False, help="Print machine-readable JSON."
     )(f)
+
+
+def oms_key_option(f: F) -> F:
+    """Add ``--oms-key KEY`` (keyword ``oms_key``): sign the written files (uniflow._ops.oms)."""
+    return click.option(
+        "--oms-key",
+        "oms_key",
+        metavar="KEY",
+        help="Also write DEST/model.sig, an OpenSSF model-signing bundle signed with this EC "
+        "private key (PEM); needs uniflow-registry[oms].",
+    )(f)
+
+
+def oms_signer(key: str | None, mv: Any) -> Callable[[str | os.PathLike[str]], str | None]:
+    """With ``--oms-key``: check the extra, the key and the version's file names now, before
+    anything is written, and return what writes ``DEST/model.sig`` over those files once they
+    are (returning its path). Without: a no-op returning None."""
+    if key is None:
+        return lambda _dest: None
+    from .._ops.oms import check_oms, write_oms_bundle
+
+    files = [f.path for f in mv.files]
+    check_oms(key, files)
+    return lambda dest: os.fspath(write_oms_bundle(dest, key, files=files))
 
 
 def resolve_repo(repo: str | os.PathLike[str] | None) -> str | None:

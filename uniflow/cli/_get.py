@@ -16,7 +16,7 @@ import click
 
 from .._errors import InvalidPathError, RepositoryError, UsageError
 from .._format import human_size
-from ._common import CliError, echo_json, json_option, progress_bar
+from ._common import CliError, echo_json, json_option, oms_key_option, oms_signer, progress_bar
 from ._format import Cell, print_line
 
 __all__ = ["get_cmd"]
@@ -35,6 +35,7 @@ __all__ = ["get_cmd"]
 @click.option(
     "--blob", "blob", metavar="URL", help="Read chunks from this blob remote (a directory, s3://...)."
 )
+@oms_key_option
 @json_option
 def get_cmd(
     url: str,
@@ -45,6 +46,7 @@ def get_cmd(
     force: bool,
     offline: bool,
     blob: str | None,
+    oms_key: str | None,
     as_json: bool,
 ) -> None:
     """Write the verified files of a model version from the registry at URL to DIR.
@@ -52,7 +54,8 @@ def get_cmd(
     URL is a Git URL (https://, ssh://, git://, file://, user@host:path) or a bare
     repository; no clone is made. The version is VERSION, the holder of --stage, or the
     newest. Files are written beside DIR and renamed into place at the end: DIR never holds
-    a partial download.
+    a partial download. With --oms-key, the key is checked before the download and
+    DIR/model.sig is written once DIR is in place.
     \f
     Calls ModelRegistry(URL).get(...) and .export(...).
     """
@@ -72,6 +75,7 @@ def get_cmd(
         mv = registry.get(name, version=version, stage=stage)  # resolved once: files and report agree
         commit, _manifest = registry.repository.index.manifest(name, mv.version)
         tag = registry.repository.index.tag_sha(name, mv.version)
+        oms = oms_signer(oms_key, mv)  # checks the key before any download
         staging = begin_staging(dest)  # first removes what killed gets left beside DIR
         try:
             with progress_bar(f"get {name}") as progress:
@@ -79,9 +83,10 @@ def get_cmd(
             _move_into_place(staging.files, dest, force)
         finally:
             shutil.rmtree(staging.root, ignore_errors=True)
+    bundle = oms(dest)
     url_shown = getattr(registry, "url", url)
     if as_json:
-        echo_json(_report(url_shown, mv, commit, tag, dest))
+        echo_json({**_report(url_shown, mv, commit, tag, dest), "oms_bundle": bundle})
         return
     print_line(
         "Got ",
@@ -91,6 +96,8 @@ def get_cmd(
         f"{os.fspath(dest)}",
     )
     print_line(f"  commit {commit}  content {mv.digest}")
+    if bundle is not None:
+        print_line(f"  OpenSSF model signature -> {bundle}")
 
 
 def _report(url: str, mv: Any, commit: str, tag: str | None, dest: Path) -> dict[str, Any]:

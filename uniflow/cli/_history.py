@@ -16,6 +16,8 @@ from ._common import (
     echo_json,
     get_registry,
     json_option,
+    oms_key_option,
+    oms_signer,
     progress_bar,
     repo_option,
     resolve_repo,
@@ -208,6 +210,7 @@ def _complete_export_args(ctx: click.Context, param: click.Parameter, incomplete
     metavar="URL",
     help="With --repo URL: read chunks from this blob remote (a directory, s3://...).",
 )
+@oms_key_option
 @json_option
 @repo_option
 def export_cmd(
@@ -217,6 +220,7 @@ def export_cmd(
     force: bool,
     offline: bool,
     blob: str | None,
+    oms_key: str | None,
     as_json: bool,
     repo: str | None,
 ) -> None:
@@ -224,7 +228,8 @@ def export_cmd(
 
     The version is VERSION, the holder of --stage, or the newest. Symlinks below DEST are
     never written through: refused, or replaced with --force. For a registry read by Git URL
-    (--repo URL), --blob and --offline work as in `uniflow get`.
+    (--repo URL), --blob and --offline work as in `uniflow get`. With --oms-key, the key is
+    checked first and DEST/model.sig is written once the files are.
     \f
     Calls ModelRegistry.export(NAME, DEST, version, stage, force).
     """
@@ -239,10 +244,12 @@ def export_cmd(
     with _export_registry(repo, blob, offline) as registry:
         # Resolve the stage (or newest) once, so the files and the message name the same version.
         mv = registry.get(name, version=version, stage=stage)
+        oms = oms_signer(oms_key, mv)  # checks the key before any file is written
         with progress_bar(f"export {name}") as progress:
             out = registry.export(
                 name, os.path.abspath(dest), version=mv.version, progress=progress, force=force
             )
+        bundle = oms(out)
     if as_json:
         echo_json(
             {
@@ -251,6 +258,7 @@ def export_cmd(
                 "path": os.fspath(out),
                 "files": len(mv.files),
                 "size": mv.size,
+                "oms_bundle": bundle,
             }
         )
         return
@@ -260,3 +268,5 @@ def export_cmd(
         f" to {os.fspath(out)} ({len(mv.files)} file{'' if len(mv.files) == 1 else 's'}, "
         f"{human_size(mv.size)})",
     )
+    if bundle is not None:
+        print_line(f"  OpenSSF model signature -> {bundle}")
