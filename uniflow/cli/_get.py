@@ -35,6 +35,19 @@ __all__ = ["get_cmd"]
 @click.option(
     "--blob", "blob", metavar="URL", help="Read chunks from this blob remote (a directory, s3://...)."
 )
+@click.option(
+    "--layout",
+    type=click.Choice(["plain", "triton"]),
+    default="plain",
+    show_default=True,
+    help="plain: the files in DIR; triton: a version of a Triton model repository (--model-repository).",
+)
+@click.option(
+    "--model-repository",
+    "model_repository",
+    metavar="DIR",
+    help="The Triton model repository to write into (with --layout triton).",
+)
 @json_option
 def get_cmd(
     url: str,
@@ -45,6 +58,8 @@ def get_cmd(
     force: bool,
     offline: bool,
     blob: str | None,
+    layout: str,
+    model_repository: str | None,
     as_json: bool,
 ) -> None:
     """Write the verified files of a model version from the registry at URL to DIR.
@@ -52,7 +67,8 @@ def get_cmd(
     URL is a Git URL (https://, ssh://, git://, file://, user@host:path) or a bare
     repository; no clone is made. The version is VERSION, the holder of --stage, or the
     newest. Files are written beside DIR and renamed into place at the end: DIR never holds
-    a partial download.
+    a partial download. With --layout triton the version is written into the Triton model
+    repository DIR as DIR/NAME/<n>/model.onnx (or model.pt) with DIR/NAME/config.pbtxt.
     \f
     Calls ModelRegistry(URL).get(...) and .export(...).
     """
@@ -66,6 +82,13 @@ def get_cmd(
         raise UsageError(
             f"{url!r} is not a Git URL or a bare repository (for a clone: uniflow models export)"
         )
+    if layout == "triton" or model_repository is not None:
+        from ._serve import get_triton
+
+        if layout != "triton" or out is not None or force:
+            raise CliError("--model-repository goes with --layout triton, without -o and --force")
+        get_triton(url, name, version, stage, repository=model_repository, offline=offline, blob=blob, as_json=as_json)
+        return
     dest = Path(out if out is not None else name).absolute()
     _check_dest(dest, force)
     with ModelRegistry(url, offline=offline, blob=blob) as registry:
