@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import _testhooks
 from .._errors import ConcurrencyError, InvalidPathError, RepositoryError, UniflowError, UsageError
 from .._naming import validate_version
 from .._storage.fsio import os_reason
@@ -323,6 +324,7 @@ def _stage_and_swap(model_fd: int, number: int, files: list[tuple[str, FileInfo]
             replace_file(tree.open(tuple(dirs)), leaf, vdir / f.path, 0o644)
         for fd in tree.fds():
             os.fsync(fd)
+    _testhooks.point("triton-staged")
     target, aside = str(number), f".uniflow-old-{uuid.uuid4().hex}"
     had = entry_mode(model_fd, target) is not None
     if had:
@@ -375,5 +377,12 @@ def deploy_triton(
     except OSError as exc:
         raise RepositoryError(f"cannot write the Triton model directory {where}: {os_reason(exc)}") from exc
     return TritonDeployment(
-        name, mv.version, mv.stage, number, layout.platform, Path(where) / str(number), Path(where) / CONFIG, unchanged
+        name,
+        mv.version,
+        mv.stage,
+        number,
+        layout.platform,
+        Path(where) / str(number),
+        Path(where) / CONFIG,
+        unchanged,
     )
