@@ -87,7 +87,16 @@ def get_cmd(
 
         if layout != "triton" or out is not None or force:
             raise CliError("--model-repository goes with --layout triton, without -o and --force")
-        get_triton(url, name, version, stage, repository=model_repository, offline=offline, blob=blob, as_json=as_json)
+        get_triton(
+            url,
+            name,
+            version,
+            stage,
+            repository=model_repository,
+            offline=offline,
+            blob=blob,
+            as_json=as_json,
+        )
         return
     dest = Path(out if out is not None else name).absolute()
     _check_dest(dest, force)

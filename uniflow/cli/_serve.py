@@ -43,6 +43,7 @@ def storage_initializer_cmd(src_uri: str, dest_dir: str, blob: str | None, as_js
     parsed = parse_uniflow_uri(src_uri)  # a malformed URI fails before any import of the registry
     mv = storage_initialize(parsed, dest_dir, blob=(blob.strip() or None) if blob is not None else None)
     dest = os.path.abspath(dest_dir)
+    count = f"{len(mv.files)} file{'' if len(mv.files) == 1 else 's'}"
     if as_json:
         echo_json(
             {
@@ -59,7 +60,7 @@ def storage_initializer_cmd(src_uri: str, dest_dir: str, blob: str | None, as_js
     print_line(
         "Initialized ",
         Cell(f"{mv.name} {mv.version}", "bold"),
-        f" ({mv.stage}) from {parsed.display}: {len(mv.files)} file{'' if len(mv.files) == 1 else 's'} -> {dest}",
+        f" ({mv.stage}) from {parsed.display}: {count} -> {dest}",
     )
 
 
