@@ -273,3 +273,39 @@ def test_torchscript_with_its_tensors_recorded_at_register(tmp_path: Path) -> No
     loaded = torch.jit.load(str(repo / "ts" / "1" / "model.pt"))
     x = torch.ones(3, 4)
     assert torch.equal(loaded(x), module(x))
+
+
+def test_an_onnx_directory_with_external_data(tmp_path: Path) -> None:
+    """A registered directory holding ``clf.onnx`` and its weights in a separate file: the
+    model is written as ``model.onnx`` and the weights beside it, where it references them."""
+    from onnx import TensorProto, helper
+
+    model, w, b = _onnx_model(3)
+    # older exporters list the initializers among the graph's inputs too
+    model.graph.input.extend(
+        [helper.make_tensor_value_info("W", TensorProto.FLOAT, [4, 3]),
+         helper.make_tensor_value_info("B", TensorProto.FLOAT, [3])]
+    )  # fmt: skip
+    src = tmp_path / "exported"
+    src.mkdir()
+    onnx.save_model(model, str(src / "clf.onnx"), save_as_external_data=True, location="weights.bin",
+                    size_threshold=0)  # fmt: skip
+    (src / "README.md").write_text("exported with torch.onnx\n")
+    bare, a = shared_setup(tmp_path, blob_url=str(tmp_path / "srv" / "blobs"))
+    reg = open_registry(a)
+    reg.register(model=str(src), name="ext", version="v2.0.0")
+    reg.register(model=str(src / "clf.onnx"), name="one-file", version="v1.0.0")
+    reg.push()
+    reg.close()
+    repo = tmp_path / "models"
+    with ModelRegistry(bare.as_uri()) as registry:
+        d = deploy_triton(registry, "ext", repo)
+    assert sorted(os.listdir(d.version_dir)) == ["README.md", "model.onnx", "weights.bin"]
+    assert (d.version_dir / "weights.bin").read_bytes() == (src / "weights.bin").read_bytes()
+    assert np.allclose(_run(d.version_dir / "model.onnx"), X @ w + b, atol=1e-5)
+    config = parse_config(d.config.read_text())
+    assert [t.name for t in config.input] == ["x"]  # the initializers W and B are not Triton inputs
+    # a single registered .onnx file (its weights elsewhere, not registered) is laid out too
+    with ModelRegistry(bare.as_uri()) as registry:
+        one = deploy_triton(registry, "one-file", repo)
+    assert sorted(os.listdir(one.version_dir)) == ["model.onnx"]

@@ -9,10 +9,3 @@
 Both read a registry by Git URL through ``ModelRegistry(url)`` (:mod:`uniflow.sharing.remote`):
 the bytes they write are the verified bytes ``uniflow get`` writes.
 """
-
-from __future__ import annotations
-
-from .kserve import ServingUri, parse_uniflow_uri, storage_initialize
-from .triton import TritonDeployment, deploy_triton
-
-__all__ = ["ServingUri", "TritonDeployment", "deploy_triton", "parse_uniflow_uri", "storage_initialize"]
