@@ -17,6 +17,8 @@ library calls :func:`point` at these named places:
 * ``sharing.mirror`` (a mirror's sync): ``mirror-sync-listed``, ``mirror-sync-fetched-tags``;
 * ``sharing.remote`` (``_VersionWriter``): ``get-file-written``, after each file a get by
   URL has written, verified, fsynced and closed;
+* ``serving.triton``: ``triton-staged``, once a version directory is complete under its
+  temporary name, before it is renamed into place;
 * ``_storage.packwriter`` (``PackWriter``), at each step of writing a pack:
   ``pack-chunk-written``, ``pack-written``, ``pack-synced``, ``pack-linked``,
   ``pack-indexed``, ``pack-done``.

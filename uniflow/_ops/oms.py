@@ -142,7 +142,7 @@ class _Fixed:
     def __init__(self, manifest: Any) -> None:
         self._manifest = manifest
 
-    def hash(self, model_path: Any, **_kw: Any) -> Any:
+    def hash(self, model_path: Any, **_kw: Any) -> Any:  # noqa: ARG002 (model-signing's hashing signature)
         """The manifest made by :func:`write_oms_bundle` (``model_path`` is the same root)."""
         return self._manifest
 

@@ -36,6 +36,19 @@ __all__ = ["get_cmd"]
     "--blob", "blob", metavar="URL", help="Read chunks from this blob remote (a directory, s3://...)."
 )
 @oms_key_option
+@click.option(
+    "--layout",
+    type=click.Choice(["plain", "triton"]),
+    default="plain",
+    show_default=True,
+    help="plain: the files in DIR; triton: a version of a Triton model repository (--model-repository).",
+)
+@click.option(
+    "--model-repository",
+    "model_repository",
+    metavar="DIR",
+    help="The Triton model repository to write into (with --layout triton).",
+)
 @json_option
 def get_cmd(
     url: str,
@@ -47,6 +60,8 @@ def get_cmd(
     offline: bool,
     blob: str | None,
     oms_key: str | None,
+    layout: str,
+    model_repository: str | None,
     as_json: bool,
 ) -> None:
     """Write the verified files of a model version from the registry at URL to DIR.
@@ -55,7 +70,9 @@ def get_cmd(
     repository; no clone is made. The version is VERSION, the holder of --stage, or the
     newest. Files are written beside DIR and renamed into place at the end: DIR never holds
     a partial download. With --oms-key, the key is checked before the download and
-    DIR/model.sig is written once DIR is in place.
+    DIR/model.sig is written once DIR is in place. With --layout triton the version is
+    written into the Triton model repository DIR as DIR/NAME/<n>/model.onnx (or model.pt)
+    with DIR/NAME/config.pbtxt.
     \f
     Calls ModelRegistry(URL).get(...) and .export(...).
     """
@@ -69,6 +86,22 @@ def get_cmd(
         raise UsageError(
             f"{url!r} is not a Git URL or a bare repository (for a clone: uniflow models export)"
         )
+    if layout == "triton" or model_repository is not None:
+        from ._serve import get_triton
+
+        if layout != "triton" or out is not None or force or oms_key is not None:
+            raise CliError("--model-repository goes with --layout triton, without -o, --force and --oms-key")
+        get_triton(
+            url,
+            name,
+            version,
+            stage,
+            repository=model_repository,
+            offline=offline,
+            blob=blob,
+            as_json=as_json,
+        )
+        return
     dest = Path(out if out is not None else name).absolute()
     _check_dest(dest, force)
     with RemoteRegistry(url, offline=offline, blob=blob) as registry:

@@ -30,6 +30,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "hooks": "uniflow.cli._share:hooks",
     "ci": "uniflow.cli._share:ci",
     "get": "uniflow.cli._get:get_cmd",
+    "storage-initializer": "uniflow.cli._serve:storage_initializer_cmd",
     "ui": "uniflow.cli._ui:ui_cmd",
     "import": "uniflow.cli._import:import_group",
 }
