@@ -33,6 +33,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "hooks": "uniflow.cli._share:hooks",
     "ci": "uniflow.cli._share:ci",
     "get": "uniflow.cli._get:get_cmd",
+    "events": "uniflow.cli._events:events_group",
+    "watch": "uniflow.cli._events:watch_cmd",
     "ui": "uniflow.cli._ui:ui_cmd",
     "import": "uniflow.cli._import:import_group",
 }
