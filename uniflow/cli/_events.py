@@ -182,7 +182,8 @@ def watch_cmd(
 
     if parse_git_url(url) is None:
         raise UsageError(f"{url!r} is not a Git URL or a bare repository")
-    with RemoteRegistry(url, blob=blob) as registry:
+    registry = RemoteRegistry(url, blob=blob)
+    with registry:
         while True:
             try:
                 code = _poll(registry, name, stage, argv, base)
