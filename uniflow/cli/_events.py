@@ -218,7 +218,10 @@ def _poll(registry: RemoteRegistry, name: str, stage: str, argv: list[str], base
         raise UsageError(f"cannot run {argv[0]!r}: {exc.strerror}") from exc
     if code != 0:
         click.echo(f"error: {shlex.join(argv)} exited with {code} for {name} {mv.version}", err=True)
-    state.write_text(mv.version + "\n")  # handled, whatever CMD's outcome: the next change runs it again
+    # handled, whatever CMD's outcome: only the next change runs it again (written whole)
+    tmp = state.with_name(f"{state.name}.{os.getpid()}.tmp")
+    tmp.write_text(mv.version + "\n")
+    os.replace(tmp, state)
     return code
 
 
