@@ -330,3 +330,23 @@ def test_the_python_api_lists_and_shows_events(tmp_path: Path) -> None:
     with pytest.raises(UsageError):
         reg.event("uniflow/clf@production")
     reg.close()
+
+
+def test_a_tag_that_cannot_be_written_is_a_warning_and_push_writes_it(tmp_path: Path) -> None:
+    """The promotion is recorded either way: a tag write failing afterwards (here a file
+    where its directory must go) warns in one line instead of failing the promotion."""
+    bare, a, reg = _registry(tmp_path)
+    reg.close()
+    blocker = a / ".git" / "refs" / "tags" / "uniflow" / "clf"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("")
+    r = cli(a, "models", "promote", "clf", "v1.0.0", "--to", "production")
+    assert (
+        r.stderr.startswith("warning:")
+        and "uniflow/clf/production/3" in r.stderr
+        and r.stderr.count("\n") == 1
+    )
+    assert json.loads(cli(a, "events", "--json").stdout)[0]["seq"] == 3  # recorded
+    blocker.unlink()
+    cli(a, "push")
+    assert _event_tags(bare) == ["refs/tags/uniflow/clf/production/3"]

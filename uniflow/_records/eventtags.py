@@ -25,12 +25,13 @@ The tags live outside ``refs/tags/models/``: no version listing reads them, and 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from .._bounded import load_json
-from .._errors import IntegrityError, RepositoryError, UniflowError, UsageError
+from .._errors import IntegrityError, RepositoryError, UniflowError, UniflowWarning, UsageError
 from .._naming import validate_model_name
 from .._stages import valid_stage_name
 from .config import Config
@@ -230,7 +231,16 @@ def tag_event(git: GitRepo, enabled: bool, model: str, event: LifecycleEvent) ->
     """After a stage move (lifecycle CAS and stage pointers done): write its event tag when
     ``enabled`` (``[events] tags = true``). Returns ``event``, so a writer can hand it on."""
     if enabled and event.action in TAGGED_ACTIONS:
-        EventTags(git).ensure(EventRecord.of(model, event))
+        record = EventRecord.of(model, event)
+        try:
+            EventTags(git).ensure(record)
+        except UniflowError as exc:  # the event is recorded: say so rather than fail the call
+            warnings.warn(
+                f"{event.action} of {model} {event.version} recorded, but its event tag {record.tag} "
+                f"was not written ({exc}); 'uniflow push' writes it while it is the newest stage move",
+                UniflowWarning,
+                stacklevel=2,
+            )
     return event
 
 
