@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from ._ops.compare import Comparison
     from ._ops.diff import VersionDiff
     from ._ops.policy import PolicyInit
+    from ._records.eventtags import EventRecord
     from ._records.lifecycle import LifecycleState
     from ._records.manifest import Manifest
     from .importers import ImportReport
@@ -220,6 +221,22 @@ class RegistryReader:
         if isinstance(last, bool) or not isinstance(last, int) or last < 0:
             raise UsageError(f"last must be a whole number >= 0, not {last!r}")
         return HistoryList(self._repo.lifecycle.history(name, limit=last))
+
+    # ---------------------------------------------------------------- events (uniflow/_ops/events.py)
+    def events(
+        self, name: str | None = None, *, since: str | int | datetime | None = None
+    ) -> list[EventRecord]:
+        """The promote/archive/rollback events of ``name`` (all models when None), from the
+        lifecycle; ``since``: a seq (events after it) or a time (at or after it)."""
+        from ._ops.events import list_events
+
+        return list_events(self._repo, name, since)
+
+    def event(self, ref: str) -> EventRecord:
+        """The event an event tag names (``refs/tags/uniflow/<model>/<stage>/<seq>``)."""
+        from ._ops.events import show_event
+
+        return show_event(self._repo, ref)
 
     # ---------------------------------------------------------------- notebooks (uniflow/_views/notebook.py)
     def versions_frame(self, name: str, stage: StageLike | None = None) -> Any:

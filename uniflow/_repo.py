@@ -26,6 +26,7 @@ from ._errors import (
 )
 from ._naming import validate_model_name, validate_version, version_sort_key
 from ._records.config import Config, ConfigSource
+from ._records.eventtags import tag_event
 from ._records.git import GitRepo
 from ._records.lifecycle import (
     Lifecycle,
@@ -262,7 +263,8 @@ class Repository:
         self.lifecycle.state(name)  # an unreadable lifecycle refuses here (reads fall back)
         self.resolve(name, version, None)
         transition = move_transition(version, st, self.stages(), reason, json_safe(extra) if extra else None)
-        return self.lifecycle.apply(name, transition, self.git.identity())[1]
+        event = self.lifecycle.apply(name, transition, self.git.identity())[1]
+        return tag_event(self.git, self.config.event_tags, name, event)  # after CAS and pointers
 
     def archive(self, name: str, version: str, *, reason: str | None = None) -> LifecycleEvent:
         """Move ``version`` to the archived stage; returns the event recorded."""
@@ -279,7 +281,8 @@ class Repository:
             )
         existing = set(self.index.version_names(name))
         transition = rollback_transition(st, existing.__contains__, reason)
-        return self.lifecycle.apply(name, transition, self.git.identity())[1]
+        event = self.lifecycle.apply(name, transition, self.git.identity())[1]
+        return tag_event(self.git, self.config.event_tags, name, event)  # after CAS and pointers
 
     def close(self) -> None:
         """Release the Git repository's open files (the object store keeps none open)."""

@@ -20,6 +20,9 @@ Example::
     to = "production"
     when = ["accuracy >= 0.9"]
 
+    [events]
+    tags = true              # an annotated tag uniflow/<model>/<stage>/<seq> per stage move (default false)
+
     [limits]                 # what a version read from Git may claim (defaults shown)
     max_version_bytes = 1099511627776   # 1 TiB: total size of a version's files
     max_chunks = 1048576                # chunks (and, separately, files) in one version
@@ -219,6 +222,8 @@ class Config:
     rules: tuple[PromoteRule, ...] = ()
     limits: Limits = field(default_factory=Limits)
     raw: dict[str, Any] = field(default_factory=dict)
+    #: ``[events] tags``: write an event tag per promote/archive/rollback (docs/events.md)
+    event_tags: bool = False
 
 
 # ---------------------------------------------------------------------- parsing
@@ -305,11 +310,27 @@ def _limits(raw: dict[str, Any]) -> Limits:
     return Limits(**values)
 
 
+def _event_tags(raw: dict[str, Any]) -> bool:
+    for key, value in _table(raw, "events").items():
+        if key != "tags":
+            raise _error(f"events.{key}", "unknown key (known: tags)")
+        if not isinstance(value, bool):
+            raise _error("events.tags", f"must be true or false, not {value!r}")
+    return bool(_table(raw, "events").get("tags", False))
+
+
 def parse_config(raw: dict[str, Any]) -> Config:
     """Validate a TOML table into a :class:`Config`; a problem is a :class:`ConfigError`."""
     stages = _stages(raw)
     remotes = {name: _remote(name, spec) for name, spec in sorted(_table(raw, "remotes").items())}
-    return Config(stages=stages, remotes=remotes, rules=_rules(raw, stages), limits=_limits(raw), raw=raw)
+    return Config(
+        stages=stages,
+        remotes=remotes,
+        rules=_rules(raw, stages),
+        limits=_limits(raw),
+        raw=raw,
+        event_tags=_event_tags(raw),
+    )
 
 
 def parse_remote_config(data: bytes, where: str) -> Config:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from .._errors import ConcurrencyError, IntegrityError, RepositoryError
 from .._storage.fsio import os_reason, write_immutable
 from .paths import find_workdir
-from .refs import STAGES_PREFIX, TAGS_PREFIX
+from .refs import EVENT_TAGS_PREFIX, STAGES_PREFIX, TAGS_PREFIX
 from .refscan import git_dir_of, read_ref, scan_refs
 
 if TYPE_CHECKING:  # dulwich loads on first object access, not at import (CLI start-up)
@@ -59,7 +59,7 @@ log = logging.getLogger("uniflow")
 #: reflog entry as a commit, so ``git gc`` reports "Object ... not a commit" and "is a
 #: commit, not a tag" for each line of their reflogs; git keeps none for tags by default,
 #: and uniflow never keeps one for these refs
-TAG_VALUED_PREFIXES = (TAGS_PREFIX + "/", STAGES_PREFIX + "/")
+TAG_VALUED_PREFIXES = (TAGS_PREFIX + "/", STAGES_PREFIX + "/", EVENT_TAGS_PREFIX + "/")
 #: what git logs when ``core.logAllRefUpdates`` is true, its default in a work tree (and HEAD)
 _LOGGED_BY_DEFAULT = ("refs/heads/", "refs/remotes/", "refs/notes/")
 

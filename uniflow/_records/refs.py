@@ -6,6 +6,7 @@
     refs/uniflow/models/<model>                         a model's lifecycle (chain of event commits)
     refs/uniflow/stages/<model>/<stage>                 a stage pointer (derived from the lifecycle)
     refs/uniflow/remotes/<remote>/models/<model>        a Git remote's lifecycle as last fetched
+    refs/tags/uniflow/<model>/<stage>/<seq>             an event tag ([events] tags = true): no version
 
 Other modules build ref names through these functions and parse them with
 :func:`parse_ref`, so a name read from a remote is checked here once. A few still spell a
@@ -39,6 +40,9 @@ __all__ = [
     "tracking_prefix",
     "parse_ref",
     "parse_tag_name",
+    "EVENT_TAGS_PREFIX",
+    "event_tag_ref",
+    "parse_event_tag_ref",
 ]
 
 #: where Git keeps tags: a tag's short name is its ref below this
@@ -51,6 +55,10 @@ STAGES_PREFIX = f"{UNIFLOW_PREFIX}/stages"
 REMOTES_PREFIX = f"{UNIFLOW_PREFIX}/remotes"
 #: what ``git ls-remote`` / ``git fetch`` ask a remote for
 REGISTRY_PATTERNS = (f"{TAGS_PREFIX}/*", f"{LIFECYCLE_PREFIX}/*", f"{STAGES_PREFIX}/*")
+
+#: event tags (``[events] tags = true``): one annotated tag per stage move, for CI triggers;
+#: outside ``refs/tags/models``, so no listing ever takes one for a version
+EVENT_TAGS_PREFIX = f"{_GIT_TAGS}/uniflow"
 
 RefKind = Literal["version", "lifecycle", "stage", "tracking"]
 
@@ -125,3 +133,21 @@ def parse_ref(ref: str) -> ParsedRef | None:
     if ref.startswith(REMOTES_PREFIX + "/") and len(parts) == 6 and parts[4] == "models":
         return ParsedRef("tracking", parts[5], remote=parts[3])
     return None
+
+
+def event_tag_ref(model: str, stage: str, seq: int) -> str:
+    """``refs/tags/uniflow/<model>/<stage>/<seq>``: the event tag of lifecycle event ``seq``."""
+    return f"{EVENT_TAGS_PREFIX}/{model}/{stage}/{seq}"
+
+
+def parse_event_tag_ref(ref: str) -> tuple[str, str, int] | None:
+    """``(model, stage, seq)`` of ``refs/tags/uniflow/<model>/<stage>/<seq>``, or None. Only
+    the shape is checked (``seq`` decimal digits, no leading zero); the caller validates the
+    model and stage names."""
+    parts = ref.split("/")
+    if len(parts) != 6 or not ref.startswith(EVENT_TAGS_PREFIX + "/") or any(not p for p in parts):
+        return None
+    seq = parts[5]
+    if not (seq.isascii() and seq.isdigit()) or (len(seq) > 1 and seq[0] == "0") or len(seq) > 18:
+        return None
+    return parts[3], parts[4], int(seq)

@@ -31,6 +31,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "ci": "uniflow.cli._share:ci",
     "get": "uniflow.cli._get:get_cmd",
     "storage-initializer": "uniflow.cli._serve:storage_initializer_cmd",
+    "events": "uniflow.cli._events:events_group",
+    "watch": "uniflow.cli._events:watch_cmd",
     "ui": "uniflow.cli._ui:ui_cmd",
     "import": "uniflow.cli._import:import_group",
 }

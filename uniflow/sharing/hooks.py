@@ -28,7 +28,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import RepositoryError, UsageError
-from .._records.refs import LIFECYCLE_PREFIX, STAGES_PREFIX, TAGS_PREFIX, UNIFLOW_PREFIX, parse_tag_name
+from .._records.eventtags import event_tag_version
+from .._records.refs import (
+    EVENT_TAGS_PREFIX,
+    LIFECYCLE_PREFIX,
+    STAGES_PREFIX,
+    TAGS_PREFIX,
+    UNIFLOW_PREFIX,
+    parse_tag_name,
+)
 from .._reports import PullReport
 from .._types import ProgressFn
 from .blobs import JOBS, TransferStats
@@ -451,13 +459,15 @@ def run_pre_push(
         if len(parts) != 4 or parts[1] == ZERO:
             continue
         local_ref, sha = parts[0], parts[1]
-        if not local_ref.startswith((f"{TAGS_PREFIX}/", f"{STAGES_PREFIX}/")):
+        if not local_ref.startswith((f"{TAGS_PREFIX}/", f"{STAGES_PREFIX}/", f"{EVENT_TAGS_PREFIX}/")):
             continue
         try:
             tag = repo.git.read_tag(sha)
         except (KeyError, RepositoryError):  # not an annotated tag: not a version
             continue
-        parsed = parse_tag_name(tag.name.decode(errors="replace"))
+        parsed = parse_tag_name(tag.name.decode(errors="replace")) or event_tag_version(
+            tag
+        )  # an event tag: its version
         if parsed is not None:
             versions.append(parsed)
     wanted = list(dict.fromkeys(versions))

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _testhooks
 from .._errors import PushRejectedError, RemoteError, UniflowError
 from .._naming import validate_model_name
+from .._records.eventtags import event_tag_specs
 from .._records.manifest import file_records
 from .._records.refs import (
     TAGS_PREFIX,
@@ -224,6 +225,7 @@ def _ref_updates(
             continue
         if m in lifecycle:
             specs.append(f"{lifecycle[m]}:{lifecycle_ref(m)}")  # the head the pointers derive from
+            specs += event_tag_specs(repo, m, lifecycle[m], remote_refs.get(lifecycle_ref(m)))
         prefix = stages_prefix(m) + "/"
         mine = _derived_pointers(repo, m, heads[m])
         pointers = {r: s for r, s in remote_refs.items() if r.startswith(prefix)}
