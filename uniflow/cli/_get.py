@@ -35,6 +35,7 @@ __all__ = ["get_cmd"]
 @click.option(
     "--blob", "blob", metavar="URL", help="Read chunks from this blob remote (a directory, s3://...)."
 )
+@click.option("--plain-http", is_flag=True, help="For an oci:// URL: plain HTTP, not HTTPS.")
 @json_option
 def get_cmd(
     url: str,
@@ -45,6 +46,7 @@ def get_cmd(
     force: bool,
     offline: bool,
     blob: str | None,
+    plain_http: bool,
     as_json: bool,
 ) -> None:
     """Write the verified files of a model version from the registry at URL to DIR.
@@ -52,7 +54,7 @@ def get_cmd(
     URL is a Git URL (https://, ssh://, git://, file://, user@host:path) or a bare
     repository; no clone is made. The version is VERSION, the holder of --stage, or the
     newest. Files are written beside DIR and renamed into place at the end: DIR never holds
-    a partial download.
+    a partial download. URL may also be oci://HOST/REPO:TAG (pushed with 'uniflow oci push').
     \f
     Calls ModelRegistry(URL).get(...) and .export(...).
     """
@@ -62,6 +64,13 @@ def get_cmd(
 
     if version is not None and stage is not None:
         raise CliError("give either VERSION or --stage, not both")
+    if url.lower().startswith("oci://"):  # an OCI artifact (docs/deploy-oci.md), not a Git URL
+        from ._oci import get_oci
+
+        return get_oci(
+            url, name, version, stage, out, force=force, offline=offline, blob=blob,
+            plain_http=plain_http, as_json=as_json,
+        )  # fmt: skip
     if parse_git_url(url) is None:
         raise UsageError(
             f"{url!r} is not a Git URL or a bare repository (for a clone: uniflow models export)"

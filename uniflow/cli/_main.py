@@ -32,6 +32,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "hooks": "uniflow.cli._share:hooks",
     "ci": "uniflow.cli._share:ci",
     "get": "uniflow.cli._get:get_cmd",
+    "oci": "uniflow.cli._oci:oci_group",
     "ui": "uniflow.cli._ui:ui_cmd",
     "import": "uniflow.cli._import:import_group",
 }
