@@ -145,7 +145,7 @@ def _reason(exc: BaseException) -> str:
 def _oci_error(resp: Any) -> str:
     """The registry's own words from an error answer (``errors[0]``), bounded, or ''."""
     try:
-        body = resp.raw.read(4096, decode_content=True) if resp.raw is not None else b""
+        body = next(resp.iter_content(4096), b"")  # the loaded body, or 4 KiB of a stream
         errors = (json.loads(body) or {}).get("errors") or []
         first = errors[0] if errors and isinstance(errors[0], dict) else {}
         text = " ".join(str(first.get(k, "")) for k in ("code", "message")).strip()
@@ -281,11 +281,11 @@ class OciClient:
             yield from resp.iter_content(_READ)
 
     # ------------------------------------------------------------------ manifests
-    def put_manifest(self, body: bytes, tag: str) -> str:
-        """Store ``body`` as the manifest at ``tag``; its digest (``sha256:...``)."""
+    def put_manifest(self, body: bytes, tag: str, media_type: str = MANIFEST_MEDIA_TYPE) -> str:
+        """Store ``body`` (of ``media_type``) as the manifest at ``tag``; its digest (``sha256:...``)."""
         what = f"push the manifest {tag!r} to"
         url = self._url(self._container.manifest_url(tag))
-        resp = self._request(what, "PUT", url, data=body, headers={"Content-Type": MANIFEST_MEDIA_TYPE})
+        resp = self._request(what, "PUT", url, data=body, headers={"Content-Type": media_type})
         if resp.status_code not in (200, 201):
             raise self._refused(what, resp)
         return "sha256:" + hashlib.sha256(body).hexdigest()
