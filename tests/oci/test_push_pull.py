@@ -135,6 +135,14 @@ def test_pull_and_get_write_the_registered_bytes(
     assert "not the expected" in pinned.stderr
     assert sorted(os.listdir(work)) == ["clf", "dest"]
 
+    # DEST a symlink: refused, even with --force, and its target untouched
+    (tmp_path / "target").mkdir()
+    os.symlink(tmp_path / "target", work / "link")
+    for extra in ([], ["--force"]):
+        cli(work, "oci", "pull", f"{url}:v2.0.0", "link", "--plain-http", *extra, code=2)
+    assert os.listdir(tmp_path / "target") == [] and os.path.islink(work / "link")
+    os.unlink(work / "link")
+
     # by digest, and into an existing DEST only with --force (replaced once complete)
     digest = report["manifest_digest"]
     cli(work, "oci", "pull", f"{url}@{digest}", "dest", "--plain-http", code=2)
@@ -205,3 +213,21 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(
     # TLS against a registry that speaks plain HTTP: the error says what to do
     r = cli(work, "oci", "pull", oci_registry.url("nothing/here", "v1"), "d", code=9)
     assert r.stderr.count("\n") == 1 and "--plain-http" in r.stderr, r.stderr
+
+
+def test_push_from_a_registry_read_by_url(
+    tmp_path: Path, oci_registry: OciRegistry, monkeypatch: Any
+) -> None:
+    """``uniflow oci push --repo URL``: a CI job pushes the production version of a Git
+    registry it never cloned (the bytes come from its blob remote, verified)."""
+    from tests.helpers import publish_registry
+
+    monkeypatch.setenv("UNIFLOW_CACHE_DIR", str(tmp_path / "user-cache"))
+    pub = publish_registry(tmp_path)
+    work = tmp_path / "ci"
+    work.mkdir()
+    url = oci_registry.url("from-url/clf", "production")
+    out = cli(work, "oci", "push", "clf", "v1.0.0", url, "--plain-http", "--json", "--repo", str(pub["bare"]))
+    assert json.loads(out.stdout)["stage"] == "production"
+    cli(work, "oci", "pull", url, "dest", "--plain-http")
+    assert tree_bytes(work / "dest") == tree_bytes(pub["v1"])
