@@ -172,3 +172,63 @@ def test_annotations_that_lie_are_refused(repo: Path, oci_registry: OciRegistry,
     _one_error(r, "not the expected")
     assert os.listdir(work) == [] and not (work.parent / "outside.bin").exists()
     cli(work, "oci", "pull", f"{url}:v1", "d", "--plain-http", "--content-digest", real)  # the real one
+
+
+class _Stalling:
+    """An HTTP server on 127.0.0.1 in front of the registry: it relays every GET, except that
+    a blob is answered with its headers and a first few bytes, then nothing (until closed)."""
+
+    def __init__(self, upstream: str) -> None:
+        import threading
+        import urllib.request
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        release = threading.Event()
+        self.release = release
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                req = urllib.request.Request(f"http://{upstream}{self.path}", headers=dict(self.headers))
+                with urllib.request.urlopen(req, timeout=10) as up:
+                    body, status, headers = up.read(), up.status, up.headers
+                self.send_response(status)
+                for key in ("Content-Type", "Docker-Content-Digest"):
+                    if headers.get(key):
+                        self.send_header(key, headers[key])
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if "/blobs/" in self.path and len(body) > 4096:  # the layer of w.bin, not the config
+                    self.wfile.write(body[:16])
+                    self.wfile.flush()
+                    release.wait(30)  # bounded: the test releases it when done
+                    return
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+def test_a_layer_that_stalls_midway_ends_in_bounded_time(
+    repo: Path, oci_registry: OciRegistry, work: Path
+) -> None:
+    _pushed(repo, oci_registry, "stall/clf")
+    proxy = _Stalling(oci_registry.host)
+    try:
+        url = f"oci://127.0.0.1:{proxy.port}/stall/clf:v1"
+        r = cli(work, "oci", "pull", url, "d", "--plain-http", code=9, env=TIMEOUTS, timeout=BOUND)
+        _one_error(r, "cannot read 'w.bin'", "no answer within 2s")
+    finally:
+        proxy.close()
+    assert os.listdir(work) == []  # the partial layer went with its staging directory

@@ -195,18 +195,23 @@ class OciClient:
                 f"({CONNECT_TIMEOUT_ENV})"
             ) from exc
         except requests.exceptions.ReadTimeout as exc:
-            raise RemoteError(
-                f"cannot {what} {self.where}: no answer within {self.limits.read:g}s ({READ_TIMEOUT_ENV})"
-            ) from exc
+            raise self._silent(what) from exc
         except requests.exceptions.SSLError as exc:
             hint = "" if self.plain_http else "; a registry serving plain HTTP needs --plain-http"
             raise RemoteError(f"cannot {what} {self.where}: TLS failed ({_reason(exc)}){hint}") from exc
         except requests.exceptions.RequestException as exc:
+            if "timed out" in str(exc):  # a read timeout inside a streamed body: requests wraps it
+                raise self._silent(what) from exc
             raise RemoteError(f"cannot {what} {self.where}: {_reason(exc)}") from exc
         except ValueError as exc:  # oras: a 401 it could not answer, a session URL missing
             raise RemoteError(
                 f"cannot {what} {self.where}: {exc} (credentials: docker login {self.ref.host})"
             ) from exc
+
+    def _silent(self, what: str) -> RemoteError:
+        return RemoteError(
+            f"cannot {what} {self.where}: no answer within {self.limits.read:g}s ({READ_TIMEOUT_ENV})"
+        )
 
     def _request(self, what: str, method: str, url: str, **kwargs: Any) -> Any:
         with self._calls(what):
