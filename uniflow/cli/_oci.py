@@ -15,6 +15,7 @@ import click
 
 from .._views.format import human_size
 from ._common import CliError, echo_json, get_registry, json_option, progress_bar, repo_option
+from ._dest import check_dest, move_into_place
 from ._format import Cell, print_line
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -89,10 +90,9 @@ def _pull_into(
     from ..oci.pull import pull_artifact
     from ..oci.ref import parse_oci_ref
     from ..sharing.staging import begin as begin_staging
-    from ._get import _check_dest, _move_into_place
 
     ref = parse_oci_ref(source)  # before anything touches the file system
-    _check_dest(dest, force)
+    check_dest(dest, force)
     staging = begin_staging(dest)  # first removes what killed pulls left beside DEST
     try:
         with progress_bar(f"pull {ref.repository}") as progress:
@@ -105,7 +105,7 @@ def _pull_into(
                 content_digest=content_digest,
                 progress=progress,
             )
-        _move_into_place(staging.files, dest, force)
+        move_into_place(staging.files, dest, force)
     finally:
         shutil.rmtree(staging.root, ignore_errors=True)
     return report

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .._errors import UsageError
 
-__all__ = ["OciRef", "SCHEME", "parse_oci_ref", "is_oci_ref"]
+__all__ = ["OciRef", "SCHEME", "parse_oci_ref"]
 
 SCHEME = "oci://"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -51,11 +51,6 @@ class OciRef:
     def __str__(self) -> str:
         tail = (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
         return f"{SCHEME}{self.host}/{self.repository}{tail}"
-
-
-def is_oci_ref(text: str) -> bool:
-    """Whether ``text`` uses the ``oci://`` scheme (well formed or not)."""
-    return text[: len(SCHEME)].lower() == SCHEME
 
 
 def parse_oci_ref(text: str) -> OciRef:
