@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import blake3
 
@@ -96,16 +97,56 @@ def _hash_file(path: Path, want_b3: str, size: int, where: str) -> str:
     return "sha256:" + sha.hexdigest()
 
 
-def _layers(repo: Repository, name: str, version: str, m: Manifest) -> list[tuple[LayerFile, Path]]:
-    """Each file of the version as a layer, with the verified file to upload it from."""
+@dataclass
+class _Sender:
+    """Blobs sent to one repository, counted: a blob the registry holds is not sent again."""
+
+    client: OciClient
+    uploaded: int = 0
+    reused: int = 0
+    sent: int = 0
+
+    def send(self, digest: str, size: int, open_data: Callable[[], IO[bytes]]) -> None:
+        if self.client.blob_exists(digest):
+            self.reused += 1
+            return
+        with open_data() as data:
+            self.client.upload(digest, size, data)
+        self.uploaded += 1
+        self.sent += size
+
+
+def _open_file(path: Path, where: str) -> Callable[[], IO[bytes]]:
+    def opener() -> IO[bytes]:
+        try:
+            return open(path, "rb")
+        except OSError as exc:
+            raise RepositoryError(f"cannot read {where}: {os_reason(exc)}") from exc
+
+    return opener
+
+
+def _send_files(
+    repo: Repository, name: str, version: str, m: Manifest, sender: _Sender, progress: ProgressFn | None
+) -> list[LayerFile]:
+    """Each file of the version as a layer: read verified from the store, hashed, sent
+    unless the registry holds it already."""
     context = f"model {name!r} version {version!r}"
-    out = []
-    for rel, rec, mode in sorted(file_records(m), key=lambda r: r[0]):
+    records = sorted(file_records(m), key=lambda r: r[0])
+    total = sum(rec.size for _, rec, _ in records)
+    done = 0
+    layers = []
+    for rel, rec, mode in records:
         where = f"{context} file {rel!r}"
         src = repo.store.materialize(rec, where)
         digest = _hash_file(src, rec.digest, rec.size, where)
-        out.append((LayerFile(rel, rec.size, mode, rec.digest, digest, layer_media_type(rel)), src))
-    return out
+        layer = LayerFile(rel, rec.size, mode, rec.digest, digest, layer_media_type(rel))
+        sender.send(layer.digest, layer.size, _open_file(src, where))
+        layers.append(layer)
+        done += rec.size
+        if progress is not None:
+            progress(done, total)
+    return layers
 
 
 def _info(m: Manifest, stage: str, signer: str | None) -> VersionInfo:
@@ -141,34 +182,17 @@ def push_version(
     m = repo.manifest(name, version)
     stage = state.stage(version)
     info = _info(m, stage, signer_of(repo, name, version))
-    layers = _layers(repo, name, version, m)
-    config = build_config(info, [layer for layer, _ in layers])
-    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    client = OciClient(ref, plain_http=plain_http)
-    uploaded = reused = sent = done = 0
-    total = sum(layer.size for layer, _ in layers)
+    sender = _Sender(OciClient(ref, plain_http=plain_http))
     try:
-        for layer, src in layers:
-            if client.blob_exists(layer.digest):
-                reused += 1
-            else:
-                with open(src, "rb") as data:
-                    client.upload(layer.digest, layer.size, data)
-                uploaded += 1
-                sent += layer.size
-            done += layer.size
-            if progress is not None:
-                progress(done, total)
-        if client.blob_exists(config_digest):
-            reused += 1
-        else:
-            client.upload(config_digest, len(config), io.BytesIO(config))
-            uploaded += 1
-            sent += len(config)
-        body = build_manifest(info, [layer for layer, _ in layers], config, config_digest)
-        manifest_digest = client.put_manifest(body, str(ref.tag))
+        layers = _send_files(repo, name, version, m, sender, progress)
+        config = build_config(info, layers)
+        config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        sender.send(config_digest, len(config), lambda: io.BytesIO(config))
+        body = build_manifest(info, layers, config, config_digest)
+        # last: the tag never names an artifact with a blob missing
+        manifest_digest = sender.client.put_manifest(body, str(ref.tag))
     finally:
-        client.close()
+        sender.client.close()
     return OciPushReport(
         ref=str(ref),
         name=name,
@@ -177,8 +201,8 @@ def push_version(
         manifest_digest=manifest_digest,
         content_digest=m.content_digest,
         files=len(layers),
-        size=total,
-        uploaded=uploaded,
-        reused=reused,
-        bytes_uploaded=sent,
+        size=sum(layer.size for layer in layers),
+        uploaded=sender.uploaded,
+        reused=sender.reused,
+        bytes_uploaded=sender.sent,
     )
