@@ -231,3 +231,35 @@ def test_push_from_a_registry_read_by_url(
     assert json.loads(out.stdout)["stage"] == "production"
     cli(work, "oci", "pull", url, "dest", "--plain-http")
     assert tree_bytes(work / "dest") == tree_bytes(pub["v1"])
+
+
+def test_a_repush_reads_no_file_the_registry_holds(
+    repo: Path, tmp_path: Path, oci_registry: OciRegistry
+) -> None:
+    """The sha256 of each pushed file is remembered (derived cache, by BLAKE3 digest): pushing
+    again where the blobs are reads nothing, even with the bytes gone from the local store;
+    pushing where they are not needs the bytes, and says so."""
+    import shutil
+
+    _register(repo, _model(tmp_path / "m", seed=5), "v1.0.0", {})
+    url = oci_registry.url("cached/clf")
+    cli(repo, "oci", "push", "clf", "v1.0.0", f"{url}:one", "--plain-http")
+    store = repo / ".git" / "uniflow"
+    for part in ("objects", "cache/files", "cache/versions"):
+        shutil.rmtree(store / part, ignore_errors=True)
+    assert not (store / "objects").exists() and not (store / "cache" / "files").exists()
+    again = json.loads(
+        cli(repo, "oci", "push", "clf", "v1.0.0", f"{url}:two", "--plain-http", "--json").stdout
+    )
+    assert (again["uploaded"], again["reused"]) == (0, 6)
+    elsewhere = cli(
+        repo,
+        "oci",
+        "push",
+        "clf",
+        "v1.0.0",
+        oci_registry.url("cached/other", "one"),
+        "--plain-http",
+        code=None,
+    )
+    assert elsewhere.returncode != 0 and elsewhere.stderr.count("\n") == 1, elsewhere.stderr

@@ -6,7 +6,9 @@ cached copy hashed whole), and are read once more here to compute each file's sh
 layer digest) together with its BLAKE3, which must again be the registered file digest: so
 the digest the registry checks the upload against names exactly the registered bytes. A blob
 the repository already holds (a HEAD request) is not uploaded again: a file shared by two
-versions, or pushed twice, crosses the network once. The manifest goes last, so a tag never
+versions, or pushed twice, crosses the network once. The sha256 is kept in the derived cache
+(kind ``sha``, keyed by the BLAKE3 file digest, MAC-ed like every entry), so a file whose
+blob the registry already holds is not read at all on a later push. The manifest goes last, so a tag never
 names an artifact whose blobs are not all there.
 """
 
@@ -36,6 +38,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["OciPushReport", "push_version", "signer_of"]
 
 _WINDOW = 8 << 20
+#: derived-cache kind of a file's sha256, keyed by its BLAKE3 file digest
+SHA_KIND = "sha"
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 
 
@@ -106,14 +110,29 @@ class _Sender:
     reused: int = 0
     sent: int = 0
 
-    def send(self, digest: str, size: int, open_data: Callable[[], IO[bytes]]) -> None:
+    def has(self, digest: str) -> bool:
+        """Whether the repository holds ``digest`` (then it counts as reused)."""
         if self.client.blob_exists(digest):
             self.reused += 1
+            return True
+        return False
+
+    def send(self, digest: str, size: int, open_data: Callable[[], IO[bytes]]) -> None:
+        """Upload a blob unless the repository holds it."""
+        if self.has(digest):
             return
         with open_data() as data:
             self.client.upload(digest, size, data)
         self.uploaded += 1
         self.sent += size
+
+
+def _known_sha256(repo: Repository, blake3_digest: str) -> str | None:
+    """The sha256 an earlier push computed for the file of BLAKE3 digest ``blake3_digest``,
+    from the derived cache (MAC-ed under the user's key, so a clone cannot plant one)."""
+    derived = repo.index.derived
+    raw = derived.get(SHA_KIND, blake3_digest) if derived is not None else None
+    return "sha256:" + raw.hex() if raw is not None and len(raw) == 32 else None
 
 
 def _open_file(path: Path, where: str) -> Callable[[], IO[bytes]]:
@@ -138,11 +157,14 @@ def _send_files(
     layers = []
     for rel, rec, mode in records:
         where = f"{context} file {rel!r}"
-        src = repo.store.materialize(rec, where)
-        digest = _hash_file(src, rec.digest, rec.size, where)
-        layer = LayerFile(rel, rec.size, mode, rec.digest, digest, layer_media_type(rel))
-        sender.send(layer.digest, layer.size, _open_file(src, where))
-        layers.append(layer)
+        known = _known_sha256(repo, rec.digest)
+        if known is None or not sender.has(known):
+            src = repo.store.materialize(rec, where)
+            known = _hash_file(src, rec.digest, rec.size, where)
+            if repo.index.derived is not None:
+                repo.index.derived.put(SHA_KIND, rec.digest, bytes.fromhex(known.removeprefix("sha256:")))
+            sender.send(known, rec.size, _open_file(src, where))
+        layers.append(LayerFile(rel, rec.size, mode, rec.digest, known, layer_media_type(rel)))
         done += rec.size
         if progress is not None:
             progress(done, total)
