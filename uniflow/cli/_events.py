@@ -228,7 +228,7 @@ def _poll(registry: RemoteRegistry, name: str, stage: str, argv: list[str], base
 def _fetch(registry: RemoteRegistry, name: str, version: str, base: Path) -> Path:
     """The verified files of ``version`` in ``base/<version>``, written all or nothing."""
     from ..sharing.staging import begin as begin_staging
-    from ._get import _move_into_place
+    from ._dest import move_into_place as _move_into_place
 
     base.mkdir(parents=True, exist_ok=True)
     dest = base / version

@@ -5,18 +5,18 @@ the version, ``export`` writes its files; this module only adds the all-or-nothi
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .._errors import InvalidPathError, RepositoryError, UsageError
+from .._errors import UsageError
 from .._format import human_size
 from ._common import CliError, echo_json, json_option, oms_key_option, oms_signer, progress_bar
+from ._dest import check_dest as _check_dest
+from ._dest import move_into_place as _move_into_place
 from ._format import Cell, print_line
 
 __all__ = ["get_cmd"]
@@ -49,6 +49,7 @@ __all__ = ["get_cmd"]
     metavar="DIR",
     help="The Triton model repository to write into (with --layout triton).",
 )
+@click.option("--plain-http", is_flag=True, help="For an oci:// URL: plain HTTP, not HTTPS.")
 @json_option
 def get_cmd(
     url: str,
@@ -62,6 +63,7 @@ def get_cmd(
     oms_key: str | None,
     layout: str,
     model_repository: str | None,
+    plain_http: bool,
     as_json: bool,
 ) -> None:
     """Write the verified files of a model version from the registry at URL to DIR.
@@ -73,6 +75,7 @@ def get_cmd(
     DIR/model.sig is written once DIR is in place. With --layout triton the version is
     written into the Triton model repository DIR as DIR/NAME/<n>/model.onnx (or model.pt)
     with DIR/NAME/config.pbtxt.
+    URL may also be oci://HOST/REPO:TAG (pushed with 'uniflow oci push').
     \f
     Calls ModelRegistry(URL).get(...) and .export(...).
     """
@@ -82,6 +85,14 @@ def get_cmd(
 
     if version is not None and stage is not None:
         raise CliError("give either VERSION or --stage, not both")
+    if url.lower().startswith("oci://"):  # an OCI artifact (docs/deploy-oci.md), not a Git URL
+        from ._oci import get_oci
+
+        get_oci(
+            url, name, version, stage, out, force=force, offline=offline, blob=blob,
+            plain_http=plain_http, as_json=as_json,
+        )  # fmt: skip
+        return
     if parse_git_url(url) is None:
         raise UsageError(
             f"{url!r} is not a Git URL or a bare repository (for a clone: uniflow models export)"
@@ -147,34 +158,3 @@ def _report(url: str, mv: Any, commit: str, tag: str | None, dest: Path) -> dict
         "path": os.fspath(dest),
         "files": [{"path": f.path, "size": f.size, "digest": f.digest} for f in mv.files],
     }
-
-
-def _check_dest(dest: Path, force: bool) -> None:
-    """Refuse early (before any download) a DIR that exists, unless --force."""
-    if os.path.lexists(dest) and not force:
-        raise InvalidPathError(f"{dest} already exists; choose another -o DIR or pass --force to replace it")
-    if os.path.lexists(dest) and (dest.is_symlink() or not dest.is_dir()):
-        raise InvalidPathError(f"{dest} exists and is not a directory; remove it first")
-    if not dest.parent.is_dir():
-        raise InvalidPathError(f"{dest.parent} is not a directory")
-
-
-def _move_into_place(tmp: Path, dest: Path, force: bool) -> None:
-    """Rename the complete download to DIR; with --force an existing DIR is set aside first
-    and removed only after the rename."""
-    from .._storage.fsio import fsync_dir  # not at import: `uniflow --help` stays light
-
-    aside: Path | None = None
-    try:
-        if force and os.path.lexists(dest):
-            aside = dest.parent / f".{dest.name}.uniflow-old-{uuid.uuid4().hex[:16]}"
-            os.rename(dest, aside)
-        os.rename(tmp, dest)
-        fsync_dir(dest.parent)
-    except OSError as exc:
-        if aside is not None and not os.path.lexists(dest):
-            with contextlib.suppress(OSError):
-                os.rename(aside, dest)
-        raise RepositoryError(f"cannot move the files into {dest}: {exc.strerror}") from exc
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)

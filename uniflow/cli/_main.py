@@ -33,6 +33,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "storage-initializer": "uniflow.cli._serve:storage_initializer_cmd",
     "events": "uniflow.cli._events:events_group",
     "watch": "uniflow.cli._events:watch_cmd",
+    "oci": "uniflow.cli._oci:oci_group",
     "ui": "uniflow.cli._ui:ui_cmd",
     "import": "uniflow.cli._import:import_group",
 }

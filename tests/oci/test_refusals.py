@@ -1,0 +1,234 @@
+"""What ``uniflow oci pull`` refuses, each with one ``error:`` line and a non-zero exit, DEST
+never created: a registry that cannot be reached or never answers (bounded by the timeouts),
+a container image or an index where a model is expected, a ModelPack artifact uniflow did not
+push, a path that would leave DEST, annotations that lie about the bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import cli
+from tests.oci.conftest import OciRegistry
+from tests.test_network_bounds import BlackHole, refused_port
+
+pytestmark = pytest.mark.slow  # network servers
+
+#: short timeouts, so that a peer that never answers costs seconds
+TIMEOUTS = {"UNIFLOW_OCI_CONNECT_TIMEOUT": "1", "UNIFLOW_OCI_READ_TIMEOUT": "2"}
+#: what one command may take against a black hole (a hang fails the test by its timeout)
+BOUND = 60
+
+
+def _one_error(r: Any, *words: str) -> None:
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    d = tmp_path / "work"
+    d.mkdir()
+    return d
+
+
+def _client(reg: OciRegistry, repository: str) -> Any:
+    from uniflow.oci.client import OciClient
+    from uniflow.oci.ref import parse_oci_ref
+
+    return OciClient(parse_oci_ref(reg.url(repository, "x")), plain_http=True)
+
+
+def _put(client: Any, manifest: dict[str, Any], tag: str, blobs: tuple[bytes, ...] = ()) -> None:
+    import io
+
+    for blob in blobs:
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        client.upload(digest, len(blob), io.BytesIO(blob))
+    client.put_manifest(json.dumps(manifest).encode(), tag)
+
+
+def test_a_registry_that_never_answers_or_refuses_ends_in_bounded_time(repo: Path, work: Path) -> None:
+    (repo / "m.bin").write_bytes(b"weights")
+    cli(repo, "models", "register", "m.bin", "-n", "clf", "-v", "v1.0.0")
+    hole = BlackHole()
+    try:
+        for args in (
+            ["oci", "pull", f"oci://127.0.0.1:{hole.port}/m/clf:v1", "d", "--plain-http"],
+            ["oci", "push", "clf", "v1.0.0", f"oci://127.0.0.1:{hole.port}/m/clf:v1", "--plain-http"],
+            ["get", f"oci://127.0.0.1:{hole.port}/m/clf:v1", "clf", "--plain-http"],
+        ):
+            r = cli(repo if args[1] == "push" else work, *args, code=9, env=TIMEOUTS, timeout=BOUND)
+            _one_error(r, f"registry 127.0.0.1:{hole.port}", "no answer within 2s")
+        assert hole.accepted  # it was reached, and never answered
+    finally:
+        hole.close()
+    port = refused_port()
+    r = cli(
+        work, "oci", "pull", f"oci://127.0.0.1:{port}/m/clf:v1", "d", "--plain-http", code=9, timeout=BOUND
+    )
+    _one_error(r, f"registry 127.0.0.1:{port}", "Connection refused")
+    bad = cli(
+        work,
+        "oci",
+        "pull",
+        f"oci://127.0.0.1:{port}/m/clf:v1",
+        "d",
+        code=2,
+        env={"UNIFLOW_OCI_READ_TIMEOUT": "x"},
+    )
+    _one_error(bad, "UNIFLOW_OCI_READ_TIMEOUT")
+    assert os.listdir(work) == []
+
+
+def test_other_artifact_types_are_named_and_refused(oci_registry: OciRegistry, work: Path) -> None:
+    client = _client(oci_registry, "other/things")
+    image_config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+    image = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": "sha256:" + hashlib.sha256(image_config).hexdigest(),
+            "size": len(image_config),
+        },
+        "layers": [],
+    }
+    _put(client, image, "image", (image_config,))
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}
+    client.put_manifest(json.dumps(index).encode(), "index", "application/vnd.oci.image.index.v1+json")
+    foreign = dict(image, artifactType="application/vnd.cncf.model.manifest.v1+json")
+    foreign["config"] = dict(image["config"], mediaType="application/vnd.cncf.model.config.v1+json")
+    _put(client, foreign, "foreign")
+    client.close()
+    url = oci_registry.url("other/things")
+    r = cli(work, "oci", "pull", f"{url}:image", "d", "--plain-http", code=2)
+    _one_error(r, "not a ModelPack model artifact", "application/vnd.oci.image.config.v1+json")
+    r = cli(work, "oci", "pull", f"{url}:index", "d", "--plain-http", code=2)
+    _one_error(r, "image index")
+    r = cli(work, "oci", "pull", f"{url}:foreign", "d", "--plain-http", code=2)
+    _one_error(r, "uniflow did not push")
+    assert os.listdir(work) == []
+
+
+def _pushed(repo: Path, reg: OciRegistry, repository: str) -> tuple[dict[str, Any], str]:
+    (repo / "model").mkdir()
+    (repo / "model" / "w.bin").write_bytes(b"weights " * 1000)
+    (repo / "model" / "config.json").write_text("{}")
+    cli(repo, "models", "register", "model", "-n", "clf", "-v", "v1.0.0")
+    url = reg.url(repository, "v1")
+    cli(repo, "oci", "push", "clf", "v1.0.0", url, "--plain-http")
+    client = _client(reg, repository)
+    try:
+        manifest = json.loads(client.get_manifest("v1", 1 << 20))
+    finally:
+        client.close()
+    return manifest, reg.url(repository)
+
+
+def test_annotations_that_lie_are_refused(repo: Path, oci_registry: OciRegistry, work: Path) -> None:
+    from uniflow._records.manifest import content_digest
+
+    manifest, url = _pushed(repo, oci_registry, "lies/clf")
+    real = manifest["annotations"]["org.uniflow.content-digest"]
+    client = _client(oci_registry, "lies/clf")
+
+    # a path that would leave DEST
+    escape = json.loads(json.dumps(manifest))
+    escape["layers"][0]["annotations"]["org.cncf.model.filepath"] = "../outside.bin"
+    _put(client, escape, "escape")
+    # a BLAKE3 annotation changed alone: the content digest no longer matches
+    alone = json.loads(json.dumps(manifest))
+    alone["layers"][0]["annotations"]["org.uniflow.file.blake3"] = "0" * 64
+    _put(client, alone, "alone")
+    # changed with a content digest recomputed to match: the file's bytes do not
+    forged = json.loads(alone := json.dumps(alone))
+    rows = [
+        {
+            "path": layer["annotations"]["org.cncf.model.filepath"],
+            "mode": 0o644,
+            "digest": layer["annotations"]["org.uniflow.file.blake3"],
+        }
+        for layer in forged["layers"]
+    ]
+    forged["annotations"]["org.uniflow.content-digest"] = "blake3:" + content_digest(rows)
+    _put(client, forged, "forged")
+    client.close()
+
+    r = cli(work, "oci", "pull", f"{url}:escape", "d", "--plain-http", code=5)
+    _one_error(r, "invalid file path", "../outside.bin")
+    r = cli(work, "oci", "pull", f"{url}:alone", "d", "--plain-http", code=5)
+    _one_error(r, "content digest annotation does not match")
+    r = cli(work, "oci", "pull", f"{url}:forged", "d", "--plain-http", code=5)
+    _one_error(r, "does not match its registered BLAKE3 digest")
+    r = cli(work, "oci", "pull", f"{url}:forged", "d", "--plain-http", "--content-digest", real, code=5)
+    _one_error(r, "not the expected")
+    assert os.listdir(work) == [] and not (work.parent / "outside.bin").exists()
+    cli(work, "oci", "pull", f"{url}:v1", "d", "--plain-http", "--content-digest", real)  # the real one
+
+
+class _Stalling:
+    """An HTTP server on 127.0.0.1 in front of the registry: it relays every GET, except that
+    a blob is answered with its headers and a first few bytes, then nothing (until closed)."""
+
+    def __init__(self, upstream: str) -> None:
+        import threading
+        import urllib.request
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        release = threading.Event()
+        self.release = release
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                req = urllib.request.Request(f"http://{upstream}{self.path}", headers=dict(self.headers))
+                with urllib.request.urlopen(req, timeout=10) as up:
+                    body, status, headers = up.read(), up.status, up.headers
+                self.send_response(status)
+                for key in ("Content-Type", "Docker-Content-Digest"):
+                    if headers.get(key):
+                        self.send_header(key, headers[key])
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if "/blobs/" in self.path and len(body) > 4096:  # the layer of w.bin, not the config
+                    self.wfile.write(body[:16])
+                    self.wfile.flush()
+                    release.wait(30)  # bounded: the test releases it when done
+                    return
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+def test_a_layer_that_stalls_midway_ends_in_bounded_time(
+    repo: Path, oci_registry: OciRegistry, work: Path
+) -> None:
+    _pushed(repo, oci_registry, "stall/clf")
+    proxy = _Stalling(oci_registry.host)
+    try:
+        url = f"oci://127.0.0.1:{proxy.port}/stall/clf:v1"
+        r = cli(work, "oci", "pull", url, "d", "--plain-http", code=9, env=TIMEOUTS, timeout=BOUND)
+        _one_error(r, "cannot read 'w.bin'", "no answer within 2s")
+    finally:
+        proxy.close()
+    assert os.listdir(work) == []  # the partial layer went with its staging directory
