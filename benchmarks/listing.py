@@ -15,6 +15,7 @@ measured through the real CLI, as whole processes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time
@@ -91,15 +92,18 @@ def build_repo(path: Path, models: list[str], n_versions: int, src: Path) -> Pat
                 version = f"v1.{v}.0"
                 when = base + timedelta(seconds=v)
                 ts = int(when.timestamp())
-                m = dict(template)
-                m["name"], m["version"] = name, version
-                m["created_at"] = when.isoformat(timespec="seconds")
-                m["metrics"] = {"accuracy": round(0.5 + v / (2 * n_versions), 6)}
+                m = dataclasses.replace(
+                    template,
+                    name=name,
+                    version=version,
+                    created_at=when.isoformat(timespec="seconds"),
+                    metrics={"accuracy": round(0.5 + v / (2 * n_versions), 6)},
+                )
                 card = render_card(m).encode()
                 mark += 1
                 out.write(b"commit refs/uniflow/bench-tmp\nmark :%d\n" % mark)
                 out.write(b"author %s %d +0000\ncommitter %s %d +0000\n" % (who, ts, who, ts))
-                out.write(_data(commit_message(name, version, m["metrics"]).encode()))
+                out.write(_data(commit_message(name, version, m.metrics).encode()))
                 out.write(b"from %s\n" % code.encode())
                 out.write(b"M 100644 inline .uniflow/card/README.md\n" + _data(card))
                 out.write(b"M 100644 inline %s\n" % MANIFEST_PATH.encode() + _data(pack(m)))
