@@ -316,22 +316,25 @@ def test_the_doc_shows_the_dockerfile_and_builds_it_with_its_args_and_secrets() 
 
 
 def _build(
-    tmp_path: Path, build_args: dict[str, str], secrets: dict[str, str], tag: str
+    tmp_path: Path,
+    build_args: dict[str, str],
+    secrets: dict[str, str],
+    tag: str,
+    uniflow: str = f'exec {shlex.quote(sys.executable)} -m uniflow "$@"',
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     """Run the fetch stage's RUN command with ``/bin/sh -c``, as BuildKit runs it: the ARGs
     (defaults, then ``build_args``) and the mounted secrets in its environment, git's askpass
-    and ``uniflow`` as the storage initializer's image has them. The container path of the
-    output directory is replaced by a directory under ``tmp_path``; returns it."""
+    and ``uniflow`` (a script running this checkout, or the shell code ``uniflow``) on the
+    path as the storage initializer's image has them. The container path of the output
+    directory is replaced by a directory under ``tmp_path``; returns it."""
     mounts, command = _fetch_run()
     out = tmp_path / f"image-{tag}" / "model"
     out.parent.mkdir()
     command = command.replace(_out_dir(command), shlex.quote(str(out)))
-    bin_dir = tmp_path / "bin"
-    if not bin_dir.exists():  # `uniflow` on PATH, running this checkout
-        bin_dir.mkdir()
-        shim = bin_dir / "uniflow"
-        shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m uniflow "$@"\n')
-        shim.chmod(0o755)
+    bin_dir = tmp_path / f"bin-{tag}"
+    bin_dir.mkdir()
+    (bin_dir / "uniflow").write_text(f"#!/bin/sh\n{uniflow}\n")
+    (bin_dir / "uniflow").chmod(0o755)
     env = {
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
         "HOME": str(tmp_path / "home"),
@@ -350,6 +353,29 @@ def _build(
         ["/bin/sh", "-c", command], env=env, capture_output=True, text=True, timeout=300, check=False
     )
     return r, out
+
+
+@pytest.mark.parametrize(
+    ("build_args", "expected"),
+    [
+        ({}, ["--stage=production"]),
+        ({"STAGE": "staging"}, ["--stage=staging"]),
+        ({"VERSION": "v1.3.0"}, ["v1.3.0"]),
+        ({"VERSION": "v1.3.0", "BLOB": "s3://team models/u"}, ["v1.3.0", "--blob=s3://team models/u"]),
+    ],
+)
+def test_the_run_step_expands_its_build_args_into_a_get_command(
+    tmp_path: Path, build_args: dict[str, str], expected: list[str]
+) -> None:
+    """The shell gives ``uniflow`` the arguments the doc says, and the CLI accepts them."""
+    argv = tmp_path / "argv"
+    record = f"printf '%s\\0' \"$@\" > {shlex.quote(str(argv))}"
+    args = {"REGISTRY": "https://github.com/team/sentiment.git", "MODEL": "clf", **build_args}
+    r, out = _build(tmp_path, args, {}, "argv", uniflow=record)
+    assert r.returncode == 0, r.stderr
+    words = argv.read_text().split("\0")[:-1]
+    assert words == ["get", args["REGISTRY"], "clf", *expected, "-o", str(out)]
+    assert _parse(words).name == "get"
 
 
 @pytest.mark.slow  # git daemon on loopback
