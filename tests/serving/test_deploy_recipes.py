@@ -414,28 +414,78 @@ def test_the_git_token_comes_from_the_build_secret(tmp_path: Path) -> None:
 
 # ================================================================== every command parses
 def _shell_lines(text: str) -> list[str]:
-    """The shell commands of the ``console`` blocks (lines after ``$ ``) and of the ``sh``
-    blocks (every line), continuation lines joined, comments left to shlex."""
+    """The shell commands of a page: the lines after ``$ `` of its ``console`` blocks, every
+    line of its ``sh``/``bash``/``shell`` blocks, and the ``run:`` / ``script:`` steps of its
+    YAML blocks (CI workflows); continuation lines joined, comment lines dropped."""
+    scripts = [
+        (kind, block) for kind in ("console", "sh", "bash", "shell") for block in _blocks(text, {kind})
+    ]
+    scripts += [
+        ("sh", step) for block in _blocks(text, {"yaml", "yml"}) for step in _ci_steps(yaml_load(block))
+    ]
     out: list[str] = []
-    for kind in ("console", "sh"):
-        for block in _blocks(text, {kind}):
-            pending: str | None = None
-            for line in block.splitlines():
-                if pending is None:
-                    if kind == "console" and not line.startswith("$ "):
-                        continue  # the output of a command
-                    line = line.removeprefix("$ ")
-                    pending = ""
-                pending += line.removesuffix("\\") + " " if line.endswith("\\") else line
-                if not line.endswith("\\"):
-                    out.append(pending.strip())
-                    pending = None
+    for kind, script in scripts:
+        pending: str | None = None
+        for line in script.splitlines():
+            if pending is None:
+                if kind == "console" and not line.startswith("$ "):
+                    continue  # the output of a command
+                line = line.removeprefix("$ ")
+                pending = ""
+            pending += line.removesuffix("\\") + " " if line.endswith("\\") else line
+            if not line.endswith("\\"):
+                out.append(pending.strip())
+                pending = None
     return [line for line in out if line and not line.startswith("#")]
+
+
+def yaml_load(text: str) -> Any:
+    yaml = pytest.importorskip("yaml")
+    return yaml.safe_load(text)
+
+
+def _ci_steps(node: Any) -> Iterator[str]:
+    """The shell scripts of a CI document: GitHub Actions ``run:`` values, GitLab CI
+    ``script:`` / ``before_script:`` / ``after_script:`` lines, at any depth."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "run" and isinstance(value, str):
+                yield value
+            elif key in ("script", "before_script", "after_script"):
+                yield from [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
+            else:
+                yield from _ci_steps(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _ci_steps(item)
+
+
+PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*|<[^<>]+>|\$\{?\w+\}?")
+
+
+def _substitutions(line: str) -> tuple[str, list[str]]:
+    """``line`` with each command substitution ``$(...)`` replaced by the placeholder
+    ``SUBST``, and the commands inside them; ``${{ ... }}`` (a CI expression) becomes
+    ``EXPR``."""
+    line = re.sub(r"\$\{\{.*?\}\}", "EXPR", line)
+    inner: list[str] = []
+    while (at := line.find("$(")) >= 0:
+        depth, end = 0, at + 1
+        for end in range(at + 1, len(line)):  # noqa: B007 (end is used after the loop)
+            depth += {"(": 1, ")": -1}.get(line[end], 0)
+            if depth == 0:
+                break
+        inner.append(line[at + 2 : end])
+        line = line[:at] + "SUBST" + line[end + 1 :]
+    return line, inner
 
 
 def _invocations(line: str) -> Iterator[list[str]]:
     """The argument lists of each ``uniflow`` command on a shell line (``a && b``, pipes,
-    ``VAR=value`` prefixes)."""
+    ``VAR=value`` prefixes, command substitutions)."""
+    line, inner = _substitutions(line)
+    for command in inner:
+        yield from _invocations(command)
     lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
     lexer.whitespace_split = True
     lexer.commenters = "#"
@@ -451,24 +501,53 @@ def _invocations(line: str) -> Iterator[list[str]]:
             words.append(word)
 
 
-def _parse(args: list[str]) -> click.Command:
+def _given_a_placeholder(param: click.Parameter | None, args: list[str]) -> bool:
+    """Whether ``args`` give the option ``param`` a placeholder (``S``, ``<n>``, ``$VAR``)
+    rather than a value of its type (a number); never for a choice."""
+    if param is None or isinstance(param.type, click.Choice):
+        return False  # a choice is shown with one of its values
+    for flag, value in zip(args, args[1:], strict=False):
+        if flag in param.opts and PLACEHOLDER.fullmatch(value):
+            return True
+    return any(
+        a.startswith(f"{opt}=") and PLACEHOLDER.fullmatch(a.split("=", 1)[1])
+        for a in args
+        for opt in param.opts
+    )
+
+
+def _parents(ctx: click.Context) -> Iterator[click.Context]:
+    while ctx.parent is not None:
+        ctx = ctx.parent
+        yield ctx
+
+
+def _parse(args: list[str], *, synopsis: bool = False) -> click.Command:
     """Parse ``uniflow ARGS`` as the CLI would, down to the sub-command, without running it;
-    returns the sub-command. A synopsis (``[--opt X]``) only has its options looked up."""
-    synopsis = any(a.startswith("[") for a in args)
+    returns the sub-command. A synopsis (``[--opt X]``), a request for help, or a command
+    giving a typed option a placeholder only has its sub-command and options looked up."""
+    synopsis = synopsis or any(a.startswith("[") or a in ("-h", "--help", "--version") for a in args)
     words = [a for a in args if not a.startswith("[")] if synopsis else args
     command: click.Command = uniflow_cli
-    ctx = command.make_context("uniflow", list(words), resilient_parsing=synopsis)
-    while isinstance(command, click.Group):
-        protected = getattr(ctx, "_protected_args", None)
-        if protected is None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                protected = ctx.protected_args
-        name, sub, rest = command.resolve_command(ctx, [*protected, *ctx.args])
-        assert sub is not None and name is not None
-        command, ctx = sub, sub.make_context(name, rest, parent=ctx, resilient_parsing=synopsis)
+    try:
+        ctx = command.make_context("uniflow", list(words), resilient_parsing=synopsis)
+        while isinstance(command, click.Group):
+            protected = getattr(ctx, "_protected_args", None)
+            if protected is None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    protected = ctx.protected_args
+            name, sub, rest = command.resolve_command(ctx, [*protected, *ctx.args])
+            assert sub is not None and name is not None
+            command, ctx = sub, sub.make_context(name, rest, parent=ctx, resilient_parsing=synopsis)
+    except click.BadParameter as exc:
+        if synopsis or not _given_a_placeholder(exc.param, args):
+            raise
+        return _parse(args, synopsis=True)
     if synopsis:
-        known = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)}
+        path = [c.command for c in (ctx, *_parents(ctx))]
+        known = {opt for c in path for p in c.params for opt in (*p.opts, *p.secondary_opts)}
+        known |= set(ctx.help_option_names)
         for word in args:
             for option in re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", word):
                 assert option in known, (args, option)
@@ -482,8 +561,6 @@ def test_every_uniflow_command_in_the_deploy_docs_parses() -> None:
             for args in _invocations(line):
                 try:
                     command = _parse(args)
-                except click.exceptions.Exit:
-                    continue  # --help, --version
                 except click.ClickException as exc:
                     pytest.fail(f"{doc.name}: `uniflow {shlex.join(args)}`: {exc.format_message()}")
                 for arg in args:
@@ -503,9 +580,13 @@ def test_every_uniflow_command_in_the_deploy_docs_parses() -> None:
         ("uniflow models register out/m --name m --metrics a=1", "No such option '--metrics'"),
         ("FOO=1 uniflow models promte clf v1 --to production", "No such command 'promte'"),
         ("true && uniflow get [--stage STAGE] [--output DIR]", "--output"),
+        ('V="$(uniflow models show clf --stage production --jsn)"', "No such option '--jsn'"),
+        ("uniflow get URL NAME --layout <layout>", "'<layout>' is not one of"),
     ],
 )
 def test_the_parse_check_catches_what_does_not_exist(line: str, why: str) -> None:
+    """A command, option or value that does not exist fails the check, also inside a
+    command substitution; a placeholder is no excuse for a choice that does not exist."""
     (args,) = list(_invocations(line))
     with pytest.raises((click.ClickException, AssertionError)) as caught:
         _parse(args)
@@ -513,3 +594,21 @@ def test_the_parse_check_catches_what_does_not_exist(line: str, why: str) -> Non
         caught.value.format_message() if isinstance(caught.value, click.ClickException) else str(caught.value)
     )
     assert why in message
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "uniflow ui --port PORT",
+        'uniflow push --jobs "$JOBS"',
+        "uniflow pull -j <n>",
+        'echo "$(uniflow get URL NAME --stage STAGE --json)" | jq .version',
+        "uniflow get URL NAME [VERSION] [--stage STAGE] [-o DIR] [--force] [--json]",
+        "uniflow storage-initializer 'uniflow://git://h.example/r.git#clf@production' /mnt/models",
+        "uniflow get --help",
+        "uniflow --repo URL [--traceback] models list [--json]",
+    ],
+)
+def test_placeholders_and_synopses_parse(line: str) -> None:
+    (args,) = list(_invocations(line))
+    assert _parse(args).name in ("ui", "push", "pull", "get", "storage-initializer", "list")
