@@ -8,8 +8,10 @@
   that copies the model directory only, no secret in an ARG or ENV), and its RUN step run by
   ``/bin/sh`` as BuildKit runs it (build arguments and mounted secrets in the environment)
   against ``git daemon`` and a token-protected HTTP Git server on 127.0.0.1.
-- Every ``uniflow`` command in a ``console`` or ``sh`` block of docs/deploy*.md parses with
-  the CLI: the sub-command exists, its options are known, its arguments fit.
+- Every ``uniflow`` command in docs/deploy*.md (``console`` and ``sh`` blocks, CI steps in
+  YAML blocks, command substitutions) parses with the CLI: the sub-command exists, its
+  options are known, its arguments fit; placeholders and synopses are allowed where they
+  cannot be checked.
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ def _blocks(text: str, langs: set[str]) -> list[str]:
 
 # ================================================================== LLM servers (vLLM, TGI)
 LLM_NAME = "tiny-llm"
-#: the doc's commands, in order; REGISTRY_URL and the output directory are replaced by the
-#: test's ``git daemon`` URL and a temporary directory
+#: the doc's commands, in order; the test replaces the GitHub URL and the output directory
+#: with its ``git daemon`` URL and a temporary directory
 LLM_REGISTER = [
     f"uniflow models register out/{LLM_NAME} --name {LLM_NAME} --version v1.0.0 --framework transformers",
     f"uniflow models promote {LLM_NAME} v1.0.0 --to production",
