@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .._views.format import human_size
+from .._format import human_size
 from ._common import CliError, echo_json, get_registry, json_option, progress_bar, repo_option
 from ._dest import check_dest, move_into_place
 from ._format import Cell, print_line
