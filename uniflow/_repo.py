@@ -62,7 +62,8 @@ def _guarded(transition: Transition, guard: Guard | None) -> Transition:
         return transition
 
     def run(state: LifecycleState) -> tuple[dict[str, Any], str]:
-        before = LifecycleState(state.model, state.seq, dict(state.stage_of), {k: list(v) for k, v in state.past.items()})
+        past = {k: list(v) for k, v in state.past.items()}
+        before = LifecycleState(state.model, state.seq, dict(state.stage_of), past)
         event, summary = transition(state)
         return guard(event, before), summary
 

@@ -242,7 +242,8 @@ class LifecycleVerdicts:
         if moved.policy is None:
             return f"{self.model} {version}: no policy was in force when it was moved to {stage}"
         if moved.signer is None:
-            return f"{self.model} {version}: the move to {stage} is not signed by an allowed signer ({moved.signature})"
+            why = moved.signature
+            return f"{self.model} {version}: the move to {stage} is not signed by an allowed signer ({why})"
         for e in self.events[: where + 1]:
             if e.version == version and not e.ok:
                 return f"{self.model} {version}: {e.action} ({e.commit[:12]}) fails: {e.reason}"
@@ -396,9 +397,9 @@ def _wanted(policy: Policy | None, action: str, stage: str | None) -> Iterable[s
 
 
 def _unreadable(entry: SignedCommit, exc: IntegrityError | None) -> EventCheck:
-    reason = str(exc) if exc is not None else "no event.json"
+    why = str(exc) if exc is not None else "no event.json"
     return EventCheck(
-        entry.sha, _utc(entry.time), "?", "?", None, None, None, None, None, None, entry.signature, False, reason
+        entry.sha, _utc(entry.time), "?", "?", None, None, None, None, None, None, entry.signature, False, why
     )
 
 
@@ -492,7 +493,9 @@ def _state_problems(repo: Repository, model: str, head: str | None, replay: _Rep
     if state.stage_of == replay.stage_of:
         return ()
     wrong = sorted(
-        v for v in set(state.stage_of) | set(replay.stage_of) if state.stage_of.get(v) != replay.stage_of.get(v)
+        v
+        for v in set(state.stage_of) | set(replay.stage_of)
+        if state.stage_of.get(v) != replay.stage_of.get(v)
     )
     shown = ", ".join(
         f"{v} in {state.stage_of.get(v, _DEV)} (events say {replay.stage_of.get(v, _DEV)})" for v in wrong[:3]

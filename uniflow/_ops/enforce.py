@@ -57,7 +57,9 @@ def _signer_for(repo: Repository, chain: PolicyChain | None, stage: str, action:
     rule = policy.rule(stage)
     if rule is not None and (rule.require_signed or policy.promoters(stage) is not None):
         why = "requires signed events" if rule.require_signed else "names its promoters"
-        raise SigningError(f"cannot {action} to {stage}: {stage} {why} and no signing key is configured ({_HOW})")
+        raise SigningError(
+            f"cannot {action} to {stage}: {stage} {why} and no signing key is configured ({_HOW})"
+        )
     return signer
 
 
@@ -116,7 +118,11 @@ def _guard(
 
 
 def _prepare(
-    repo: Repository, name: str, stage: str, action: str, trust_root: str | os.PathLike[str] | TrustRoot | None
+    repo: Repository,
+    name: str,
+    stage: str,
+    action: str,
+    trust_root: str | os.PathLike[str] | TrustRoot | None,
 ) -> tuple[Signer | None, Guard]:
     chain = policy_chain(repo, trust_root)
     signer = _signer_for(repo, chain, stage, action)
@@ -193,6 +199,9 @@ def _approvable(
     found = verify_lifecycle(repo, name, chain=chain)
     tag = found.tags.get(version)
     if tag is not None and tag.signer is not None and tag.signer in names:
-        raise PolicyError(f"cannot approve {name} {version}: {tag.signer} registered it; approve another's version")
+        raise PolicyError(
+            f"cannot approve {name} {version}: {tag.signer} registered it "
+            "(a registrant's approval never counts)"
+        )
     if group is not None and who not in policy.members(group):
         raise PolicyError(f"cannot approve {name} {version} for {stage}: {who} is not in group {group}")
