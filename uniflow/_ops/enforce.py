@@ -104,8 +104,8 @@ def _guard(
         )
         approvals = [
             Approval(name, e.version, e.for_stage or "", e.signer, e.at)
-            for e in found.events
-            if e.action == "approve" and e.version == version and e.for_stage == to and e.ok
+            for e in found.events  # every approval: the refusal names those that do not count
+            if e.action == "approve"
         ]
         registrant = found.tags[version].signer if version in found.tags else None
         verdict = evaluate(policy, checked, registrant=registrant, approvals=approvals)
