@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .._authority.allowed_signers import AllowedSigner as AllowedSignerLine
 from .._authority.allowed_signers import AllowedSigners
 from .._authority.policy import Policy
 from .._authority.rotation import InForce, PolicyChain, TrustRoot
@@ -67,6 +68,7 @@ class Signers:
     def __init__(self, chain: PolicyChain | None) -> None:
         self.chain = chain
         self._parsed: dict[str, AllowedSigners | None] = {}
+        self._lines: dict[tuple[str, PublicKey], list[AllowedSignerLine]] = {}
 
     def in_force(self, when: int) -> InForce | None:
         """The policy revision in force at ``when`` (seconds), or None."""
@@ -81,16 +83,26 @@ class Signers:
             self._parsed[revision.commit] = parsed
         return self._parsed[revision.commit]
 
-    def who(self, key: PublicKey | None, line: str, when: int) -> tuple[tuple[str, ...], str]:
+    def who(
+        self, key: PublicKey | None, line: str, when: int, *, earliest: bool = False
+    ) -> tuple[tuple[str, ...], str]:
         """``(principals, one line)`` for a key whose signature verified (``key``) at ``when``;
-        no principals when unsigned, not verifying, or not an allowed signer then."""
+        no principals when unsigned, not verifying, or not an allowed signer then. With
+        ``earliest``, a signature made before the first policy is checked against the first
+        policy's allowed signers (a version registered, or approved, before the policy)."""
         if key is None:
             return (), line
         revision = self.in_force(when)
+        if revision is None and earliest and self.chain is not None:
+            revision = self.chain.history[0]
         signers = self._signers(revision) if revision is not None else None
-        if signers is None:
+        if revision is None or signers is None:
             return (), f"{line}; no allowed signers in force"
-        fields = signers.find_principals(key, GIT_NAMESPACE, when)
+        memo = (revision.commit, key)
+        if memo not in self._lines:
+            self._lines[memo] = [e for e in signers.entries if e.key == key and not e.cert_authority]
+        lines = self._lines[memo]
+        fields = [e.principals for e in lines if e.refusal(GIT_NAMESPACE, when) is None]
         names = tuple(
             dict.fromkeys(
                 n for f in fields for n in f.split(",") if n and n[0] != "!" and "*" not in n and "?" not in n
@@ -98,7 +110,6 @@ class Signers:
         )
         if names:
             return names, f"signed by {names[0]} ({key.fingerprint})"
-        lines = [e for e in signers.entries if e.key == key and not e.cert_authority]
         if not lines:
             return (), f"key {key.fingerprint} is not an allowed signer"
         refusal = lines[0].refusal(GIT_NAMESPACE, when) or "not allowed"
@@ -285,9 +296,9 @@ def policy_chain(
 
 
 def _check_tag(signers: Signers, version: str, tag: SignedTag) -> TagCheck:
-    names, line = signers.who(tag.public_key(), tag.signature, tag.time)
+    names, line = signers.who(tag.public_key(), tag.signature, tag.time, earliest=True)
     bad = tag.signature.startswith("bad signature")
-    if tag.key is not None and not names and signers.in_force(tag.time) is not None:
+    if tag.key is not None and not names and signers.chain is not None:
         bad = True
     reason = line if bad else ("signed" if names else line)
     return TagCheck(version, tag.sha, _utc(tag.time), pick(names, None), tag.signature, not bad, reason)
@@ -336,7 +347,9 @@ def _event_check(
     revision = signers.in_force(entry.time)
     policy = revision.policy if revision is not None else None
     stage = ev.for_stage if ev.action == "approve" else ev.to_stage
-    names, line = signers.who(entry.public_key(), entry.signature, entry.time)
+    names, line = signers.who(
+        entry.public_key(), entry.signature, entry.time, earliest=ev.action == "approve"
+    )
     wanted = _wanted(policy, ev.action, stage)
     signer = pick(names, wanted)
     before = replay.stage_of.get(ev.version, _DEV)
@@ -344,6 +357,12 @@ def _event_check(
     ok, reason = True, "no policy in force" if policy is None else "allowed"
     if entry.signature.startswith("bad signature"):
         ok, reason = False, entry.signature
+    elif (
+        entry.key is not None
+        and not names
+        and (policy is not None or (ev.action == "approve" and signers.chain))
+    ):
+        ok, reason = False, f"signed, but {line}"
     elif ev.tag is not None and current.get(ev.version) not in (None, ev.tag):
         ok, reason = False, f"the tag of {ev.version} is no longer {ev.tag[:12]}, the one this event recorded"
     elif policy is not None and ev.action == "approve":

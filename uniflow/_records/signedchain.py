@@ -16,6 +16,7 @@ Nothing here decides trust: a signature that verifies names only its key.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import msgpack
@@ -58,7 +59,7 @@ class SignedCommit:
 
     def public_key(self) -> PublicKey | None:
         """The verifying key, parsed."""
-        return PublicKey.from_blob(bytes.fromhex(self.key)) if self.key else None
+        return _key(self.key) if self.key else None
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,13 @@ class SignedTag:
 
     def public_key(self) -> PublicKey | None:
         """The verifying key, parsed."""
-        return PublicKey.from_blob(bytes.fromhex(self.key)) if self.key else None
+        return _key(self.key) if self.key else None
+
+
+@functools.lru_cache(maxsize=256)
+def _key(blob_hex: str) -> PublicKey:
+    """A key blob parsed once (a lifecycle is signed by a handful of keys)."""
+    return PublicKey.from_blob(bytes.fromhex(blob_hex))
 
 
 def _check(signature: str | None, payload: bytes) -> tuple[str | None, str]:
@@ -173,10 +180,11 @@ def read_signed_chain(
     older: list[SignedCommit] = []
     reached: str | None = None
     sha = head
+    listed = cache.keys(CHAIN_KIND) if cache is not None else set()  # one entry per model
     for _ in range(_LIMIT):
         if not sha:
             break
-        kept = _cached_chain(cache, model, sha)
+        kept = _cached_chain(cache, model, sha) if sha in listed else None
         if kept is not None:
             older, reached = kept, sha
             break
