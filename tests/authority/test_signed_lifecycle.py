@@ -351,3 +351,38 @@ def test_git_verify_commit_fails_on_a_forgery_too(governed: Path, keys: dict[str
         ["git", "verify-commit", "refs/uniflow/models/clf"], cwd=governed, capture_output=True, timeout=60
     )
     assert proc.returncode != 0
+
+
+# ---------------------------------------------------------------------- promote-on-merge
+def test_promote_on_merge_signs_with_the_ci_key_and_obeys_the_policy(
+    governed: Path, keys: dict[str, Key]
+) -> None:
+    rules = '[[promote]]\nmodel = "clf"\nfrom = "staging"\nto = "production"\nwhen = ["accuracy >= 0.9"]\n'
+    (governed / ".uniflow/config.toml").write_text(rules)
+    git(governed, "add", ".uniflow/config.toml")
+    git(governed, "commit", "-q", "-m", "promote rules")
+    git(governed, "checkout", "-q", "-b", "feature")
+    (governed / "train.py").write_text("print('better')\n")
+    git(governed, "commit", "-q", "-am", "train better")
+    use_key(governed, keys[ALICE])
+    model = governed.parent / "model.bin"
+    model.write_bytes(b"m" * 4096)
+    v = ModelRegistry(governed).register(str(model), "clf", metrics={"accuracy": 0.95}).version
+    as_user(governed, keys[CI]).promote("clf", v, "staging")
+    git(governed, "checkout", "-q", "main")
+    base = git(governed, "rev-parse", "HEAD").stdout.decode().strip()
+    git(governed, "merge", "-q", "--no-ff", "feature", "-m", "Merge feature")
+    head = git(governed, "rev-parse", "HEAD").stdout.decode().strip()
+
+    use_key(governed, keys[CI])
+    refused = cli(governed, "ci", "promote-on-merge", "--base", base, "--head", head, code=10)
+    assert f"cannot promote clf {v} to production: production needs 1 approval" in refused.stderr
+    assert ModelRegistry(governed).get("clf", v).stage == "staging"
+
+    as_user(governed, keys[BOB]).approve("clf", v, for_stage="production")
+    use_key(governed, keys[CI])
+    done = cli(governed, "ci", "promote-on-merge", "--base", base, "--head", head)
+    assert f"promoted clf {v} to production" in done.stdout
+    verified = git(governed, "verify-commit", "refs/uniflow/models/clf", check=False)
+    assert verified.returncode == 0 and f'Good "git" signature for {CI}' in verified.stderr.decode()
+    assert verify_lifecycle(ModelRegistry(governed).repository, "clf").holder_verified("production")
