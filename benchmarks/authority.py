@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         unsigned = _promote_ms(registry, versions)  # no key, no policy
         _git(repo, "config", "user.signingKey", str(key))
         signed = _promote_ms(registry, versions)  # in-process key, no policy
+        time.sleep(1)  # commit times are seconds: the policy comes after the unsigned promotes
         _commit_policy(repo, key)
         policy = _promote_ms(registry, versions)  # signed and checked against the policy
         time.sleep(1)  # the chain's commits come after the policy's (commit times are seconds)

@@ -19,11 +19,15 @@ each stage at a time, who promoted it and who approved it". Writes live in
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+import msgpack
 
 from .._authority.allowed_signers import AllowedSigner as AllowedSignerLine
 from .._authority.allowed_signers import AllowedSigners
@@ -34,6 +38,7 @@ from .._authority.rules import LifecycleEvent as RuleEvent
 from .._authority.sshsig import GIT_NAMESPACE, PublicKey
 from .._errors import IntegrityError, NotFoundError, SignatureError
 from .._records.lifecycle import LifecycleEvent, commit_context, parse_event
+from .._records.objcache import DerivedCache
 from .._records.policyfiles import SIGNERS_PATH
 from .._records.signedchain import SignedCommit, SignedTag, read_signed_chain, read_signed_tag
 from .._stages import SHARED_STAGES, ModelStage
@@ -313,11 +318,14 @@ class _Replay:
     held: dict[str, set[str]] = field(default_factory=dict)  # stage -> every version that held it
     placed: dict[tuple[str, str], int] = field(default_factory=dict)
     approvals: dict[tuple[str, str], list[Approval]] = field(default_factory=dict)
+    registers: dict[str, tuple[str, str]] = field(default_factory=dict)  # version -> (commit, tag)
 
-    def move(self, index: int, ev: LifecycleEvent) -> None:
+    def move(self, index: int, ev: LifecycleEvent, commit: str) -> None:
         version, to = ev.version, ev.to_stage
         if ev.action == "register":
             self.stage_of.pop(version, None)
+            if ev.tag:
+                self.registers[version] = (commit, ev.tag)
             return
         if ev.action not in ACTIONS:
             return
@@ -438,16 +446,15 @@ def _tag_checks(repo: Repository, model: str, signers: Signers) -> tuple[dict[st
     return checks, current
 
 
-def _bind_tags(tags: dict[str, TagCheck], events: Iterable[tuple[SignedCommit, LifecycleEvent]]) -> None:
-    """Fail a tag that is not the one the (verified) register event of its version recorded."""
-    for entry, ev in events:
-        if ev.action == "register" and ev.tag and ev.version in tags:
-            check = tags[ev.version]
-            if check.tag != ev.tag and check.ok:
-                why = f"not the tag its register event ({entry.sha[:12]}) recorded ({ev.tag[:12]}): replaced"
-                tags[ev.version] = TagCheck(
-                    check.version, check.tag, check.at, check.signer, check.signature, False, why
-                )
+def _bind_tags(tags: dict[str, TagCheck], registers: Mapping[str, tuple[str, str]]) -> None:
+    """Fail a tag that is not the one the (newest) register event of its version recorded."""
+    for version, (commit, recorded) in registers.items():
+        check = tags.get(version)
+        if check is not None and check.tag != recorded and check.ok:
+            why = f"not the tag its register event ({commit[:12]}) recorded ({recorded[:12]}): replaced"
+            tags[version] = TagCheck(
+                check.version, check.tag, check.at, check.signer, check.signature, False, why
+            )
 
 
 def verify_lifecycle(
@@ -468,24 +475,15 @@ def verify_lifecycle(
         chain = policy_chain(repo, trust_root)
     signers = Signers(chain)
     head = repo.lifecycle.head(model)
-    commits = read_signed_chain(repo.git, head, model, repo.lifecycle.cache)
     tags, current = _tag_checks(repo, model, signers)
-    parsed: list[tuple[SignedCommit, LifecycleEvent | None, IntegrityError | None]] = []
-    for entry in commits:
-        try:
-            ev = parse_event(entry.event, commit_context(entry.sha, model)) if entry.event else None
-            parsed.append((entry, ev, None))
-        except IntegrityError as bad:
-            parsed.append((entry, None, bad))
-    _bind_tags(tags, ((e, ev) for e, ev, _x in parsed if ev is not None))
-    replay = _Replay(repo.stages())
-    checks = []
-    for i, (entry, ev, exc) in enumerate(parsed):
-        if ev is None:
-            checks.append(_unreadable(entry, exc))
-            continue
-        checks.append(_event_check(model, i, entry, ev, signers, replay, tags, current))
-        replay.move(i, ev)
+    context = _context(chain, current, repo.stages())
+    cache = repo.lifecycle.cache
+    found = _kept_verdicts(cache, model, head, context, repo.stages()) if head else None
+    if found is None:
+        checks, replay = _evaluate(repo, model, head, signers, tags, current, context)
+    else:
+        checks, replay = found
+    _bind_tags(tags, replay.registers)
     problems = _state_problems(repo, model, head, replay)
     holders: dict[str, list[str]] = {}
     for version, stage in replay.stage_of.items():
@@ -500,6 +498,153 @@ def verify_lifecycle(
         chain is not None,
         dict(replay.placed),
     )
+
+
+def _evaluate(
+    repo: Repository,
+    model: str,
+    head: str | None,
+    signers: Signers,
+    tags: Mapping[str, TagCheck],
+    current: Mapping[str, str],
+    context: str,
+) -> tuple[list[EventCheck], _Replay]:
+    """Check the events from the newest kept verdicts (or the first event) up to ``head``,
+    and keep the result under ``head``."""
+    cache = repo.lifecycle.cache
+    commits = read_signed_chain(repo.git, head, model, cache)
+    checks, replay, start = _resume(cache, model, commits, context, repo.stages())
+    for i in range(start, len(commits)):
+        entry = commits[i]
+        try:
+            ev = parse_event(entry.event, commit_context(entry.sha, model)) if entry.event else None
+        except IntegrityError as bad:
+            checks.append(_unreadable(entry, bad))
+            continue
+        if ev is None:
+            checks.append(_unreadable(entry, None))
+            continue
+        checks.append(_event_check(model, i, entry, ev, signers, replay, tags, current))
+        replay.move(i, ev, entry.sha)
+    if cache is not None and head and commits:
+        _keep_verdicts(cache, model, head, context, checks, replay)
+        if start and commits[start - 1].sha != head:
+            cache.delete(VERDICTS_KIND, commits[start - 1].sha)  # superseded: one entry per model
+    return checks, replay
+
+
+# ---------------------------------------------------------------------- kept verdicts
+#: derived-cache kind of a model's verdicts, kept under the lifecycle head they reach
+VERDICTS_KIND = "verdicts"
+_VERDICTS_FORMAT = 1
+_CHECK_FIELDS = 15
+
+
+def _context(chain: PolicyChain | None, tags: Mapping[str, str], single: Mapping[str, bool]) -> str:
+    """What every verdict depends on besides the chain of events: the accepted policy
+    revisions, the version tags and the stage table. Kept verdicts count only under the same."""
+    revisions = [r.commit for r in chain.history] if chain is not None else []
+    text = json.dumps([revisions, sorted(tags.items()), sorted(single.items())])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_row(c: EventCheck) -> list[Any]:
+    return [
+        c.commit, int(c.at.timestamp()), c.action, c.version, c.seq, c.from_stage, c.to_stage, c.for_stage,
+        c.actor, c.signer, c.signature, c.ok, c.reason, list(c.approvers), c.policy,
+    ]  # fmt: skip
+
+
+def _check_from(row: Any) -> EventCheck:
+    if not (isinstance(row, list) and len(row) == _CHECK_FIELDS and isinstance(row[1], int)):
+        raise ValueError("not a kept event verdict")
+    texts = (row[0], row[2], row[3], row[10], row[12])
+    optional = (row[5], row[6], row[7], row[8], row[9], row[14])
+    if not all(isinstance(t, str) for t in texts) or not all(
+        t is None or isinstance(t, str) for t in optional
+    ):
+        raise ValueError("not a kept event verdict")
+    if not (
+        isinstance(row[11], bool) and isinstance(row[13], list) and all(isinstance(a, str) for a in row[13])
+    ):
+        raise ValueError("not a kept event verdict")
+    seq = row[4] if isinstance(row[4], int) else None
+    return EventCheck(
+        row[0], _utc(row[1]), row[2], row[3], seq, row[5], row[6], row[7], row[8], row[9], row[10],
+        row[11], row[12], tuple(row[13]), row[14],
+    )  # fmt: skip
+
+
+def _replay_record(model: str, r: _Replay) -> dict[str, Any]:
+    approvals = [a for found in r.approvals.values() for a in found]
+    return {
+        "stage_of": r.stage_of,
+        "held": {k: sorted(v) for k, v in r.held.items()},
+        "placed": [[s, v, i] for (s, v), i in r.placed.items()],
+        "approvals": [[a.version, a.stage, a.signer, int(a.signed_at.timestamp())] for a in approvals],
+        "registers": {v: list(pair) for v, pair in r.registers.items()},
+    }
+
+
+def _replay_from(model: str, d: Any, single: Mapping[str, bool]) -> _Replay:
+    r = _Replay(single)
+    r.stage_of = {str(k): str(v) for k, v in d["stage_of"].items()}
+    r.held = {str(k): {str(v) for v in vs} for k, vs in d["held"].items()}
+    r.placed = {(str(s), str(v)): int(i) for s, v, i in d["placed"]}
+    for version, stage, signer, when in d["approvals"]:
+        approval = Approval(model, str(version), str(stage), signer and str(signer), _utc(int(when)))
+        r.approvals.setdefault((approval.version, approval.stage), []).append(approval)
+    r.registers = {str(v): (str(c), str(t)) for v, (c, t) in d["registers"].items()}
+    return r
+
+
+def _load(
+    cache: DerivedCache, model: str, sha: str, context: str, single: Mapping[str, bool]
+) -> tuple[list[EventCheck], _Replay] | None:
+    d = cache.get_record(VERDICTS_KIND, sha, _VERDICTS_FORMAT, model, 5)
+    if d is None or d[2] != context or not isinstance(d[3], list) or not d[3]:
+        return None
+    try:
+        checks = [_check_from(row) for row in d[3]]
+        replay = _replay_from(model, d[4], single)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None  # forged under a valid MAC is impossible; an older layout is not
+    return (checks, replay) if checks[-1].commit == sha else None
+
+
+def _kept_verdicts(
+    cache: DerivedCache | None, model: str, head: str, context: str, single: Mapping[str, bool]
+) -> tuple[list[EventCheck], _Replay] | None:
+    """The verdicts kept under ``head`` for the same context, or None."""
+    return _load(cache, model, head, context, single) if cache is not None else None
+
+
+def _resume(
+    cache: DerivedCache | None,
+    model: str,
+    commits: list[SignedCommit],
+    context: str,
+    single: Mapping[str, bool],
+) -> tuple[list[EventCheck], _Replay, int]:
+    """The newest kept verdicts on ``commits`` (the same events, the same context) and how
+    many commits they cover; nothing kept: ``([], fresh replay, 0)``."""
+    listed = cache.keys(VERDICTS_KIND) if cache is not None else set()
+    for i in range(len(commits) - 1, -1, -1):
+        if cache is None or commits[i].sha not in listed:
+            continue
+        found = _load(cache, model, commits[i].sha, context, single)
+        if found is not None and len(found[0]) == i + 1:
+            if all(c.commit == e.sha for c, e in zip(found[0], commits, strict=False)):
+                return found[0], found[1], i + 1
+    return [], _Replay(single), 0
+
+
+def _keep_verdicts(
+    cache: DerivedCache, model: str, head: str, context: str, checks: list[EventCheck], replay: _Replay
+) -> None:
+    rows = [_check_row(c) for c in checks]
+    record = [_VERDICTS_FORMAT, model, context, rows, _replay_record(model, replay)]
+    cache.put(VERDICTS_KIND, head, msgpack.packb(record, use_bin_type=True))
 
 
 def _state_problems(repo: Repository, model: str, head: str | None, replay: _Replay) -> tuple[str, ...]:
