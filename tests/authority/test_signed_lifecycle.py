@@ -386,3 +386,33 @@ def test_promote_on_merge_signs_with_the_ci_key_and_obeys_the_policy(
     verified = git(governed, "verify-commit", "refs/uniflow/models/clf", check=False)
     assert verified.returncode == 0 and f'Good "git" signature for {CI}' in verified.stderr.decode()
     assert verify_lifecycle(ModelRegistry(governed).repository, "clf").holder_verified("production")
+
+
+# ---------------------------------------------------------------------- kept verdicts
+def test_kept_verdicts_never_change_a_verdict(governed: Path, keys: dict[str, Key]) -> None:
+    """Verdicts are kept in the derived cache under the lifecycle head and resumed from after
+    new events; what comes out equals a verification from scratch, and a damaged or forged
+    entry is ignored."""
+    import shutil
+
+    v = staged(governed, keys)
+    repo = ModelRegistry(governed).repository
+    first = verify_lifecycle(repo, "clf")
+    kept = repo.store.root / "cache" / "git" / "verdicts"
+    assert first.ok and any(kept.rglob("*"))
+    forge_promotion(governed, v, "production")
+    resumed = verify_lifecycle(ModelRegistry(governed).repository, "clf")
+    assert not resumed.ok and [e.ok for e in resumed.events] == [True, True, False]
+    for entry in [p for p in kept.rglob("*") if p.is_file()]:
+        entry.write_bytes(b"\0" * 32 + entry.read_bytes()[32:])  # a MAC that does not verify
+    assert verify_lifecycle(ModelRegistry(governed).repository, "clf").to_dict() == resumed.to_dict()
+    shutil.rmtree(repo.store.root / "cache" / "git")
+    assert verify_lifecycle(ModelRegistry(governed).repository, "clf").to_dict() == resumed.to_dict()
+    # a version tag moved: verdicts kept for the old tags are not used
+    other = register(governed, keys[ALICE], tag=9)
+    verify_lifecycle(ModelRegistry(governed).repository, "clf")  # kept under the new head
+    target = git(governed, "rev-parse", f"models/clf/{other}^{{commit}}").stdout.decode().strip()
+    git(governed, "tag", "-s", "-f", "-m", "moved", f"models/clf/{v}", target)
+    after = verify_lifecycle(ModelRegistry(governed).repository, "clf")
+    staging = after.events[1]
+    assert staging.action == "promote" and not staging.ok and "no longer" in staging.reason
