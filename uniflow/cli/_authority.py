@@ -100,6 +100,7 @@ def verify_signatures(name: str | None, trust_root: str | None, as_json: bool, r
 
     registry = get_registry(repo)
     if name is not None:
+        registry.repository.require_model(name)
         found = [
             verify_lifecycle(registry.repository, name, chain=policy_chain(registry.repository, trust_root))
         ]
