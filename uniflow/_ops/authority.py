@@ -53,6 +53,7 @@ __all__ = [
     "Signers",
     "TagCheck",
     "audit",
+    "pick",
     "policy_chain",
     "verify_lifecycle",
     "verify_signatures",
