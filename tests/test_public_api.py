@@ -29,6 +29,7 @@ PUBLIC = [
     "ConfigError",
     "CorruptChunkError",
     "EmptiedStage",
+    "EventRecord",
     "EventResult",
     "FileDelta",
     "FileInfo",

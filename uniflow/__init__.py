@@ -84,6 +84,7 @@ _LAZY = {
     "pipeline": ".pipelines",
     "Model": ".pipelines",
     "LifecycleEvent": "._records.lifecycle",
+    "EventRecord": "._records.eventtags",
     "ApprovalRule": "._authority.policy",
     "StageRule": "._authority.policy",
     "Admins": "._authority.policy",
@@ -106,6 +107,7 @@ __all__ = [
     "ConfigError",
     "CorruptChunkError",
     "EmptiedStage",
+    "EventRecord",
     "EventResult",
     "FileDelta",
     "FileInfo",
@@ -181,6 +183,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._ops.diff import FileDelta, TensorDelta, VersionDiff
     from ._ops.policy import PolicyInit
     from ._records.config import Condition, Config, Limits, PromoteRule, RemoteSpec
+    from ._records.eventtags import EventRecord
     from ._records.lifecycle import LifecycleEvent
     from ._records.tensors import TensorInfo
     from ._registry import ModelRegistry, RegistryReader, RemoteRegistry

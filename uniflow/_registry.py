@@ -24,6 +24,7 @@ from ._errors import (
     StageEmptyError,
     UsageError,
 )
+from ._ops import enforce as _enforce
 from ._ops.maintenance import gc as _gc
 from ._ops.maintenance import repair as _repair
 from ._ops.maintenance import verify as _verify
@@ -452,16 +453,24 @@ class ModelRegistry(RegistryReader):
 
         Returns the :class:`LifecycleEvent` recorded, as ``history`` shows it (``displaced``
         names the archived previous holder); ``get(name, version)`` gives the version."""
-        return self._repo.promote(name, version, stage, reason=reason, extra=extra)
+        return _enforce.promote(self._repo, name, version, stage, reason=reason, extra=extra)
 
     def archive(self, name: str, version: str, *, reason: str | None = None) -> LifecycleEvent:
         """Move ``version`` to the archived stage; returns the :class:`LifecycleEvent` recorded."""
-        return self._repo.archive(name, version, reason=reason)
+        return _enforce.archive(self._repo, name, version, reason=reason)
 
     def rollback(self, name: str, stage: StageLike, *, reason: str | None = None) -> LifecycleEvent:
         """Give ``stage`` back to its previous holder (the current one is archived); returns
         the :class:`LifecycleEvent` recorded, whose ``version`` is the holder put back."""
-        return self._repo.rollback(name, stage, reason=reason)
+        return _enforce.rollback(self._repo, name, stage, reason=reason)
+
+    def approve(
+        self, name: str, version: str, *, for_stage: StageLike, message: str | None = None
+    ) -> LifecycleEvent:
+        """Record a signed approval of ``version`` for ``for_stage`` (no stage changes); a
+        policy counts it toward that stage's ``approvals``. Refused (:class:`SigningError`)
+        without a signing key; see ``docs/governance.md``."""
+        return _enforce.approve(self._repo, name, version, for_stage, message=message)
 
     # ------------------------------------------------------------------ importers (uniflow/importers/)
     def import_mlflow(
@@ -627,6 +636,7 @@ WRITE_METHODS: dict[str, str] = {
     "promote": "promote",
     "archive": "archive",
     "rollback": "roll back",
+    "approve": "approve",
     "import_mlflow": "import",
     "import_gto": "import",
     "verify": "verify",

@@ -13,6 +13,7 @@ which version a ``version=`` / ``stage=`` pair means.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from ._records.lifecycle import (
     Lifecycle,
     LifecycleEvent,
     LifecycleState,
+    Transition,
     move_transition,
     rollback_transition,
 )
@@ -44,10 +46,29 @@ from ._stages import BUILTIN_STAGES, SHARED_STAGES, ModelStage, StageLike, norma
 from ._storage.store import FetchFn, ObjectStore
 
 if TYPE_CHECKING:
+    from ._authority.signing import Signer
     from ._records.manifest import Manifest
     from ._types import ModelVersion, VersionRow
 
-__all__ = ["Repository"]
+__all__ = ["Guard", "Repository"]
+
+#: sees a lifecycle event about to be written (its fields) and the state before it; returns
+#: the fields to write, or raises to refuse the event
+Guard = Callable[[dict[str, Any], LifecycleState], dict[str, Any]]
+
+
+def _guarded(transition: Transition, guard: Guard | None) -> Transition:
+    """``transition`` with ``guard`` run on its event before anything is written."""
+    if guard is None:
+        return transition
+
+    def run(state: LifecycleState) -> tuple[dict[str, Any], str]:
+        past = {k: list(v) for k, v in state.past.items()}
+        before = LifecycleState(state.model, state.seq, dict(state.stage_of), past)
+        event, summary = transition(state)
+        return guard(event, before), summary
+
+    return run
 
 
 class Repository:
@@ -253,24 +274,46 @@ class Repository:
         *,
         reason: str | None = None,
         extra: dict[str, Any] | None = None,
+        signer: Signer | None = None,
+        guard: Guard | None = None,
     ) -> LifecycleEvent:
         """Move ``version`` into ``stage`` (one lifecycle event, compare-and-swap); a
         single-holder stage's previous holder is archived. Returns the event recorded
-        (``action`` ``"archive"`` when ``stage`` is archived)."""
+        (``action`` ``"archive"`` when ``stage`` is archived).
+
+        ``signer`` signs the lifecycle commit; ``guard(event, state)`` sees the event about to
+        be written (and the state before it) and returns it, or raises to refuse it
+        (``uniflow._ops.authority`` enforces the policy with it)."""
         from ._records.manifest import json_safe
 
         st = self.stage(stage)
         self.lifecycle.state(name)  # an unreadable lifecycle refuses here (reads fall back)
         self.resolve(name, version, None)
         transition = move_transition(version, st, self.stages(), reason, json_safe(extra) if extra else None)
-        event = self.lifecycle.apply(name, transition, self.git.identity())[1]
+        event = self.lifecycle.apply(name, _guarded(transition, guard), self.git.identity(), signer=signer)[1]
         return tag_event(self.git, self.config.event_tags, name, event)  # after CAS and pointers
 
-    def archive(self, name: str, version: str, *, reason: str | None = None) -> LifecycleEvent:
+    def archive(
+        self,
+        name: str,
+        version: str,
+        *,
+        reason: str | None = None,
+        signer: Signer | None = None,
+        guard: Guard | None = None,
+    ) -> LifecycleEvent:
         """Move ``version`` to the archived stage; returns the event recorded."""
-        return self.promote(name, version, ModelStage.ARCHIVED, reason=reason)
+        return self.promote(name, version, ModelStage.ARCHIVED, reason=reason, signer=signer, guard=guard)
 
-    def rollback(self, name: str, stage: StageLike, *, reason: str | None = None) -> LifecycleEvent:
+    def rollback(
+        self,
+        name: str,
+        stage: StageLike,
+        *,
+        reason: str | None = None,
+        signer: Signer | None = None,
+        guard: Guard | None = None,
+    ) -> LifecycleEvent:
         """Give single-holder ``stage`` back to its previous holder that still has a tag (the
         current one is archived); returns the event recorded (its ``version`` is the holder)."""
         st = self.stage(stage)
@@ -281,7 +324,7 @@ class Repository:
             )
         existing = set(self.index.version_names(name))
         transition = rollback_transition(st, existing.__contains__, reason)
-        event = self.lifecycle.apply(name, transition, self.git.identity())[1]
+        event = self.lifecycle.apply(name, _guarded(transition, guard), self.git.identity(), signer=signer)[1]
         return tag_event(self.git, self.config.event_tags, name, event)  # after CAS and pointers
 
     def close(self) -> None:

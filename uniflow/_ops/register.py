@@ -18,7 +18,7 @@ from contextlib import ExitStack, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _testhooks
 from .._errors import (
@@ -51,7 +51,11 @@ from .._storage.pins import Pin
 from .._types import ProgressFn, Provenance
 from .._version import __version__
 from ..serializers._base import StreamedFile
+from .enforce import configured_signer
 from .materialize import model_path_kind, walk_model
+
+if TYPE_CHECKING:
+    from .._authority.signing import Signer
 
 __all__ = ["register_version"]
 
@@ -176,20 +180,21 @@ def _publish(
     What a reader would refuse is refused before the first ref; a failure after the tag
     takes the tag back (all or nothing)."""
     name = manifest.name
+    signer = configured_signer(repo)  # a configured key signs the tag and the register event
     for _attempt in range(_AUTO_VERSION_ATTEMPTS):
         chosen = version or next_version(repo.index.version_names(name))
         manifest = replace(manifest, version=chosen)
         _readable_or_refuse(repo, manifest)  # before the first ref: what a reader would refuse
         _event_readable_or_refuse(name, chosen, origin.actor, origin.when, prov)
         try:
-            created, tag = repo.index.write_version(manifest, origin.code_commit, origin.actor)
+            created, tag = repo.index.write_version(manifest, origin.code_commit, origin.actor, signer=signer)
         except VersionExistsError:
             if version is not None:
                 raise
             continue  # someone took this auto version concurrently: take the next one
         _testhooks.point("register-before-event")
         try:
-            _record_register(repo, name, chosen, tag, origin.actor, prov)
+            _record_register(repo, name, chosen, tag, origin.actor, prov, signer)
         except BaseException:
             if created:  # all or nothing: no tag without its register event
                 _take_back(repo, name, chosen, tag)
@@ -250,6 +255,7 @@ def _record_register(
     tag: str,
     actor: tuple[str, str],
     prov: Provenance | None = None,
+    signer: Signer | None = None,
 ) -> None:
     """Write the register event of ``version`` unless its lifecycle already has it.
 
@@ -263,10 +269,10 @@ def _record_register(
     def once(state: LifecycleState) -> tuple[dict[str, Any], str]:
         if _has_register_event(repo, name, version, since):
             raise _AlreadyRecorded
-        return register_transition(version, json_safe(prov.event_extra) if prov else None)(state)
+        return register_transition(version, json_safe(prov.event_extra) if prov else None, tag)(state)
 
     with suppress(_AlreadyRecorded):
-        repo.lifecycle.apply(name, once, actor, at=prov.created_at if prov else None)
+        repo.lifecycle.apply(name, once, actor, at=prov.created_at if prov else None, signer=signer)
 
 
 def _readable_or_refuse(repo: Repository, manifest: Manifest) -> None:

@@ -37,6 +37,8 @@ if TYPE_CHECKING:  # dulwich loads on first object access, not at import (CLI st
     from dulwich.objects import Blob, Commit, Tag, Tree
     from dulwich.repo import Repo
 
+    from .._authority.signing import Signer
+
 __all__ = [
     "LOCK_TIMEOUT",
     "MAX_BLOB_BYTES",
@@ -539,7 +541,10 @@ class GitRepo:
         message: str,
         author: Identity,
         when: int | None = None,
+        *,
+        signer: Signer | None = None,
     ) -> str:
+        """Write a commit; with ``signer``, signed as ``git commit -S`` signs it (``gpgsig``)."""
         from dulwich.objects import Commit
 
         c = Commit()
@@ -551,11 +556,23 @@ class GitRepo:
         c.author_timezone = c.commit_timezone = 0
         c.encoding = b"UTF-8"
         c.message = message.encode()
+        if signer is not None:
+            from .signed import sign_commit_object
+
+            c = sign_commit_object(c, signer)
         return self._add(c)
 
     def write_tag(
-        self, short_name: str, target: str, message: str, tagger: Identity, when: int | None = None
+        self,
+        short_name: str,
+        target: str,
+        message: str,
+        tagger: Identity,
+        when: int | None = None,
+        *,
+        signer: Signer | None = None,
     ) -> str:
+        """Write an annotated tag; with ``signer``, signed as ``git tag -s`` signs it."""
         from dulwich.objects import Commit, Tag
 
         t = Tag()
@@ -565,6 +582,10 @@ class GitRepo:
         t.tag_time = int(time.time() if when is None else when)
         t.tag_timezone = 0
         t.message = message.encode()
+        if signer is not None:
+            from .signed import sign_tag_object
+
+            t = sign_tag_object(t, signer)
         return self._add(t)
 
     def _object(self, sha: bytes) -> Any:

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgpack
 
@@ -44,6 +45,9 @@ from .git import GitRepo, Identity
 from .objcache import DerivedCache
 from .refs import lifecycle_ref, stage_ref, stages_prefix, tag_ref
 
+if TYPE_CHECKING:
+    from .._authority.signing import Signer
+
 __all__ = [
     "LifecycleState",
     "LifecycleEvent",
@@ -53,6 +57,7 @@ __all__ = [
     "git_read_errors",
     "commit_context",
     "move_transition",
+    "approve_transition",
     "untagged_versions",
     "PAST_LIMIT",
     "EVENT_ACTIONS",
@@ -69,7 +74,9 @@ HISTORY_KIND = "history"
 _HISTORY_FORMAT = 1
 _ALL = 1_000_000
 #: actions an event.json may record
-EVENT_ACTIONS = ("register", "promote", "archive", "rollback")
+EVENT_ACTIONS = ("register", "promote", "archive", "rollback", "approve")
+#: what a ``tag`` field holds: the version tag's object id when the event was written
+_TAG_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 def _load_json(data: object, limit: int, what: str) -> Any:
@@ -203,6 +210,11 @@ class LifecycleEvent:
     Frozen: a field cannot be reassigned (``extra`` is the decoded JSON object, as read).
     ``from_stage``/``to_stage`` are the JSON's ``from``/``to``; ``at`` is the time the event
     records (an importer's original time, or when it was written).
+
+    An ``approve`` event changes no stage (``from`` and ``to`` are both the version's stage,
+    so a reader that replays moves sees none); ``for_stage`` (the JSON's ``for``) is the stage
+    the version is approved for. ``tag`` is the version tag's object id when the event was
+    written (events written before signing existed have none): it binds the event to the bytes.
     """
 
     action: str  #: one of EVENT_ACTIONS
@@ -215,13 +227,22 @@ class LifecycleEvent:
     actor: str | None = None  #: ``"Name <email>"``
     reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    for_stage: str | None = None  #: ``approve``: the stage approved for
+    tag: str | None = None  #: the version tag's object id when the event was written
 
     def to_dict(self) -> dict[str, Any]:
         """The ``event.json`` object: ``from`` always (null for a register), ``displaced``,
         ``reason`` and ``extra`` only when set, as :meth:`Lifecycle.apply` writes them."""
         d: dict[str, Any] = {"action": self.action, "version": self.version, "from": self.from_stage}
         d["to"] = self.to_stage
-        for key, value in (("displaced", self.displaced), ("reason", self.reason), ("extra", self.extra)):
+        fields = (
+            ("displaced", self.displaced),
+            ("reason", self.reason),
+            ("extra", self.extra),
+            ("for", self.for_stage),
+            ("tag", self.tag),
+        )
+        for key, value in fields:
             if value:
                 d[key] = value
         d.update(seq=self.seq, actor=self.actor, at=self.at.isoformat())
@@ -238,7 +259,7 @@ def parse_event(data: bytes, context: str) -> LifecycleEvent:
     Required: ``action`` (one of EVENT_ACTIONS), ``version`` (a version string), ``seq``
     (int >= 0), ``at`` (an ISO-8601 time) and ``to`` (a stage name); ``from`` is a stage
     name or null, ``displaced`` a version or null, ``actor``/``reason`` strings,
-    ``extra`` an object.
+    ``extra`` an object, ``tag`` an object id; an ``approve`` also needs ``for`` (a stage name).
     """
     ev = _load_json(data, MAX_EVENT_BYTES, f"{context}: event.json")
 
@@ -255,15 +276,7 @@ def parse_event(data: bytes, context: str) -> LifecycleEvent:
         bad(f"seq {ev.get('seq')!r} is not a non-negative integer")
     if not valid_stage_name(ev.get("to")):
         bad(f"{ev.get('to')!r} is not a stage name")
-    if ev.get("from") is not None and not valid_stage_name(ev["from"]):
-        bad(f"{ev['from']!r} is not a stage name")
-    if ev.get("displaced") is not None and not _valid_version(ev["displaced"]):
-        bad(f"displaced {ev['displaced']!r} is not a version")
-    for key in ("actor", "reason"):
-        if ev.get(key) is not None and not isinstance(ev[key], str):
-            bad(f"{key} is not a string")
-    if ev.get("extra") is not None and not isinstance(ev["extra"], dict):
-        bad("extra is not an object")
+    _check_event_optionals(ev, bad)
     at = ev.get("at")
     try:
         if not isinstance(at, str):
@@ -282,7 +295,27 @@ def parse_event(data: bytes, context: str) -> LifecycleEvent:
         actor=ev.get("actor"),
         reason=ev.get("reason"),
         extra=ev.get("extra") or {},
+        for_stage=ev.get("for") if ev["action"] == "approve" else None,
+        tag=ev.get("tag"),
     )
+
+
+def _check_event_optionals(ev: dict[str, Any], bad: Callable[[str], NoReturn]) -> None:
+    """The optional fields of an event: ``from``, ``displaced``, ``actor``, ``reason``,
+    ``extra``, an approval's ``for`` and ``tag``."""
+    if ev.get("from") is not None and not valid_stage_name(ev["from"]):
+        bad(f"{ev['from']!r} is not a stage name")
+    if ev.get("displaced") is not None and not _valid_version(ev["displaced"]):
+        bad(f"displaced {ev['displaced']!r} is not a version")
+    for key in ("actor", "reason"):
+        if ev.get(key) is not None and not isinstance(ev[key], str):
+            bad(f"{key} is not a string")
+    if ev.get("extra") is not None and not isinstance(ev["extra"], dict):
+        bad("extra is not an object")
+    if ev["action"] == "approve" and not valid_stage_name(ev.get("for")):
+        bad(f"an approval for {ev.get('for')!r}, which is not a stage name")
+    if ev.get("tag") is not None and not (isinstance(ev["tag"], str) and _TAG_RE.fullmatch(ev["tag"])):
+        bad(f"tag {ev['tag']!r} is not an object id")
 
 
 @contextmanager
@@ -488,7 +521,13 @@ class Lifecycle:
 
     # ------------------------------------------------------------------ write
     def apply(
-        self, model: str, transition: Transition, actor: Identity, *, at: datetime | None = None
+        self,
+        model: str,
+        transition: Transition,
+        actor: Identity,
+        *,
+        at: datetime | None = None,
+        signer: Signer | None = None,
     ) -> tuple[LifecycleState, LifecycleEvent]:
         """Apply ``transition`` to the current state and CAS the lifecycle ref forward; return
         the new state and the event recorded (as :func:`parse_event` reads it back).
@@ -499,7 +538,7 @@ class Lifecycle:
         On a lost race the transition is re-run on the new state (bounded). ``at`` is the
         time the event records (default: now); importers pass the time the original registry
         gave. The commit itself is always dated now, so commit times along the chain stay in
-        write order.
+        write order. With ``signer`` the commit is signed as ``git commit -S`` signs it.
         """
         if at is not None and at.tzinfo is None:
             raise UsageError("an event time must carry a time zone")
@@ -525,10 +564,12 @@ class Lifecycle:
             )
             message = f"{summary}\n\n" + "".join(
                 f"Uniflow-{k.capitalize()}: {event[k]}\n"
-                for k in ("action", "version", "from", "to", "displaced")
+                for k in ("action", "version", "from", "to", "for", "displaced")
                 if event.get(k)
             )
-            commit = self.git.write_commit(tree, [head] if head else [], message, actor, int(now.timestamp()))
+            commit = self.git.write_commit(
+                tree, [head] if head else [], message, actor, int(now.timestamp()), signer=signer
+            )
             if self.git.cas_ref(ref, head, commit, message=f"uniflow: {summary}"):
                 _testhooks.point("after-lifecycle-cas")  # test-only crash point (uniflow/_testhooks.py)
                 self.sync_pointers(model)
@@ -642,8 +683,11 @@ def move_transition(
     return promote_transition(version, stage, stages.get(stage, True), action, reason, extra)
 
 
-def register_transition(version: str, extra: dict[str, Any] | None = None) -> Transition:
-    """The register event of ``version``; ``extra`` (e.g. where an import found it) is recorded."""
+def register_transition(
+    version: str, extra: dict[str, Any] | None = None, tag: str | None = None
+) -> Transition:
+    """The register event of ``version``; ``extra`` (e.g. where an import found it) and the
+    version ``tag``'s object id are recorded."""
 
     def run(state: LifecycleState) -> tuple[dict[str, Any], str]:
         state.stage_of.pop(version, None)
@@ -651,7 +695,24 @@ def register_transition(version: str, extra: dict[str, Any] | None = None) -> Tr
         event: dict[str, Any] = {"action": "register", "version": version, "from": None, "to": to}
         if extra:
             event["extra"] = extra
+        if tag:
+            event["tag"] = tag
         return event, f"register {state.model} {version}: -> {to}"
+
+    return run
+
+
+def approve_transition(version: str, stage: str, tag: str, message: str | None = None) -> Transition:
+    """The approval of ``version`` (its tag ``tag``) for ``stage``: no stage changes (the
+    event's ``from`` and ``to`` are the version's stage), ``for`` names ``stage``."""
+
+    def run(state: LifecycleState) -> tuple[dict[str, Any], str]:
+        now = state.stage(version)
+        event: dict[str, Any] = {"action": "approve", "version": version, "from": now, "to": now}
+        event.update({"for": stage, "tag": tag})
+        if message:
+            event["reason"] = message
+        return event, f"approve {state.model} {version} for {stage}"
 
     return run
 

@@ -175,6 +175,18 @@ class DerivedCache:
             return None
         return d
 
+    def keys(self, kind: str) -> set[str]:
+        """The shas with an entry of ``kind`` (unverified: :meth:`get` checks each), listed
+        without opening them; empty when the cache is off or has none."""
+        if not _KIND_RE.fullmatch(kind) or self.key is None:
+            return set()
+        try:
+            with os.scandir(self.root / kind) as fans:
+                dirs = [d.path for d in fans if len(d.name) == 2 and d.is_dir(follow_symlinks=False)]
+            return {name for d in dirs for name in os.listdir(d) if _SHA_RE.fullmatch(name)}
+        except OSError:
+            return set()
+
     def delete(self, kind: str, sha: str) -> None:
         """Remove the entry for ``(kind, sha)`` if there is one (failures are ignored)."""
         path = self._path(kind, sha)

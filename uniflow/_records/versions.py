@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import (
     IntegrityError,
@@ -31,6 +31,9 @@ from .git import GitRepo, Identity
 from .manifest import Manifest, check, pack, render_card, unpack
 from .objcache import DerivedCache
 from .refs import LIFECYCLE_PREFIX, TAGS_PREFIX, lifecycle_ref, tag_name, tag_ref, tags_prefix
+
+if TYPE_CHECKING:
+    from .._authority.signing import Signer
 
 __all__ = ["VersionIndex", "CARD_DIR", "MANIFEST_PATH", "is_model_name", "is_version", "commit_message"]
 
@@ -208,12 +211,13 @@ class VersionIndex:
         return commit, data
 
     def write_version(
-        self, manifest: Manifest, code_commit: str | None, actor: Identity
+        self, manifest: Manifest, code_commit: str | None, actor: Identity, *, signer: Signer | None = None
     ) -> tuple[bool, TagId]:
         """Create the version; ``(True, tag sha)`` if this call created it, else
         ``(False, existing tag sha)`` when the same content was already registered.
         Raises VersionExistsError when the version exists with different content, and
-        UsageError (before writing anything) for a manifest the read gate would refuse."""
+        UsageError (before writing anything) for a manifest the read gate would refuse.
+        ``signer`` signs the tag as ``git tag -s`` does."""
         name, version = manifest.name, manifest.version
         try:  # never write a version that the read gate would refuse
             check(manifest.to_dict(), f"model {name!r} version {version!r}", limits=self.limits())
@@ -234,7 +238,7 @@ class VersionIndex:
             ) from exc
         message = commit_message(name, version, manifest.metrics)
         commit = self.git.write_commit(tree, [code_commit] if code_commit else [], message, actor)
-        tag = self.git.write_tag(tag_name(name, version), commit, card, actor)
+        tag = self.git.write_tag(tag_name(name, version), commit, card, actor, signer=signer)
         if self.git.create_ref(tag_ref(name, version), tag, message=f"uniflow: register {name} {version}"):
             return True, TagId(tag)
         existing = self.tag_sha(name, version)

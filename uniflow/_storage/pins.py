@@ -20,6 +20,7 @@ any lock. Nothing here blocks: neither side ever waits for the other.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -151,10 +152,8 @@ class Pin:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
-            except FileNotFoundError:
-                pass
 
     def __enter__(self) -> Pin:
         return self
@@ -262,10 +261,8 @@ def _restore_all(directory: Path, objects: Path) -> int:
         if _link_back(Path(entry.path), objects, entry.name):
             _unlink(Path(entry.path))
             restored += 1
-    try:
+    with contextlib.suppress(OSError):
         os.rmdir(directory)
-    except OSError:
-        pass
     return restored
 
 
@@ -297,10 +294,8 @@ def restore_abandoned(tmp: Path, objects: Path) -> int:
 
 
 def _unlink(path: Path) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def clean_tmp(tmp: Path, older_than: float) -> int:

@@ -12,6 +12,7 @@ import click
 
 from .._errors import IntegrityError
 from .._format import human_size
+from ._authority import trust_root_option, verify_signatures
 from ._common import CliError, echo_json, find_git_root, get_registry, json_option, repo_option
 from ._complete import complete_model
 from ._format import Cell, format_value, print_kv, print_line, print_table
@@ -133,16 +134,29 @@ def _print_gc(report: GcReport) -> None:
     help="First fix what needs no model data: reflogs of version tags and stage pointers "
     "that older versions wrote (git gc reports them as errors).",
 )
+@click.option(
+    "--signatures",
+    is_flag=True,
+    help="Instead, check who signed every version tag and lifecycle event against the policy "
+    "in force when it was made.",
+)
+@trust_root_option
 @json_option
 @repo_option
-def verify_cmd(name: str | None, repair: bool, as_json: bool, repo: str | None) -> None:
+def verify_cmd(
+    name: str | None, repair: bool, signatures: bool, trust_root: str | None, as_json: bool, repo: str | None
+) -> None:
     """Re-hash stored chunks and report problems.
 
     Checks every chunk of every version (or of model NAME) against its digest. Exits 5 when a problem is
-    found.
+    found. With --signatures, checks signatures and the policy instead, listing each failure.
     \f
-    Calls ModelRegistry.verify(NAME) (after ModelRegistry.repair() with --repair).
+    Calls ModelRegistry.verify(NAME) (after ModelRegistry.repair() with --repair); with
+    --signatures, uniflow._ops.authority.verify_lifecycle per model.
     """
+    if signatures:
+        verify_signatures(name, trust_root, as_json, repo)
+        return
     registry = get_registry(repo)
     repaired = registry.repair() if repair else []
     report = registry.verify(name)

@@ -11,6 +11,7 @@ import click
 
 from .._format import human_size
 from .._stages import ModelStage
+from ._authority import print_verdicts, trust_root_option
 from ._common import (
     CliError,
     echo_json,
@@ -82,14 +83,25 @@ def _event_stage_pair(before: str | None, after: str | None) -> Cell:
 
 @click.command("history")
 @click.argument("name", shell_complete=complete_model)
+@click.option(
+    "--verify",
+    "verify",
+    is_flag=True,
+    help="Show who signed each event and whether the policy in force then allowed it.",
+)
+@trust_root_option
 @json_option
 @repo_option
-def history_cmd(name: str, as_json: bool, repo: str | None) -> None:
+def history_cmd(name: str, verify: bool, trust_root: str | None, as_json: bool, repo: str | None) -> None:
     """Show every lifecycle event of NAME, oldest first.
 
+    With --verify, each event's signer and verdict (exits 5 when one fails).
     \f
-    Calls ModelRegistry.history(NAME).
+    Calls ModelRegistry.history(NAME); with --verify, uniflow._ops.authority.verify_lifecycle.
     """
+    if verify:
+        _history_verified(name, trust_root, as_json, repo)
+        return
     events = get_registry(repo).history(name)
     if as_json:
         echo_json([e.to_dict() for e in events])
@@ -98,6 +110,22 @@ def history_cmd(name: str, as_json: bool, repo: str | None) -> None:
         click.echo(f"No history for {name}.")
         return
     print_events(events)
+
+
+def _history_verified(name: str, trust_root: str | None, as_json: bool, repo: str | None) -> None:
+    from .._errors import IntegrityError
+    from .._ops.authority import verify_lifecycle
+
+    registry = get_registry(repo)
+    registry.repository.require_model(name)
+    verdicts = verify_lifecycle(registry.repository, name, trust_root=trust_root)
+    if as_json:
+        echo_json(verdicts.to_dict())
+    else:
+        print_verdicts(verdicts)
+    failures = verdicts.failures()
+    if failures:
+        raise IntegrityError(f"{len(failures)} event(s) or tag(s) of {name} fail: {failures[0]}")
 
 
 @click.command("compare")

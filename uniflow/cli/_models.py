@@ -506,9 +506,10 @@ def rollback_cmd(name: str, stage: str, reason: str | None, as_json: bool, repo:
 
 # ------------------------------------------------- history, compare, export (_history); diff (_diff)
 def _add_commands() -> None:
+    from ._authority import approve_cmd, audit_cmd
     from ._diff import diff_cmd
 
-    for cmd in (history_cmd, compare_cmd, export_cmd, diff_cmd):
+    for cmd in (history_cmd, compare_cmd, export_cmd, diff_cmd, approve_cmd, audit_cmd):
         models.add_command(cmd)
 
 

@@ -411,6 +411,7 @@ def promote_on_merge_cmd(
     had one.
     """
     from .._errors import PolicyError
+    from .._ops.enforce import promote
     from ..sharing.ci import promote_on_merge
 
     registry = get_registry(repo)
@@ -424,6 +425,7 @@ def promote_on_merge_cmd(
             fetch=not no_fetch,
             dry_run=dry_run,
             allow_no_match=allow_no_match,
+            promote=promote,
         )
     except PolicyError as exc:
         if exc.report is not None:

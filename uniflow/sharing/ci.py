@@ -28,9 +28,9 @@ import logging
 import os
 import subprocess
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .._errors import PolicyError, PushRejectedError, RepositoryError, UsageError
+from .._errors import PolicyError, PushRejectedError, RepositoryError, SigningError, UsageError
 from .._naming import version_sort_key
 from .._records.config import PromoteRule
 from .._reports import PromoteReport, PromoteResult, PromoteStatus, PushReport
@@ -143,6 +143,7 @@ def promote_on_merge(
     dry_run: bool = False,
     allow_no_match: bool = False,
     env: Mapping[str, str] | None = None,
+    promote: PromoteFn | None = None,
 ) -> PromoteReport:
     """Apply the promotion rules to the versions the merge ``base..head`` brought in.
 
@@ -154,6 +155,9 @@ def promote_on_merge(
     carrying it as ``.report`` (after the other rules were applied and pushed) when a
     candidate failed a rule, or when a rule's ``from`` stage holds a version that matched
     nothing in the range and no version that did (unless ``allow_no_match``).
+    ``promote`` makes each promotion (default :meth:`Repository.promote`; the CLI passes
+    ``uniflow._ops.enforce.promote``, which signs and obeys the policy in force): a
+    :class:`PolicyError` or :class:`SigningError` it raises fails that rule.
     """
     remote_name: str | None = None
     if (fetch or push_refs) and (remote is not None or git_remotes(repo.root)):
@@ -172,7 +176,9 @@ def promote_on_merge(
     results: list[PromoteResult] = []
     for rule in rules:
         matched = match_rule(repo, rule, merged)
-        results.append(_apply_rule(repo, rule, matched, span, head_sha, base_sha, ci, dry_run=dry_run))
+        results.append(
+            _apply_rule(repo, rule, matched, span, head_sha, base_sha, ci, dry_run=dry_run, promote=promote)
+        )
     promoted = sorted({r.model for r in results if r.status == "promoted"})
     pushed = None
     if push_refs and promoted and remote_name:
@@ -195,6 +201,33 @@ def promote_on_merge(
     return report
 
 
+class PromoteFn(Protocol):
+    """Makes one promotion: :meth:`Repository.promote`'s arguments, the repository first."""
+
+    def __call__(
+        self,
+        repo: Repository,
+        name: str,
+        version: str,
+        stage: str,
+        *,
+        reason: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Any: ...
+
+
+def _plain_promote(
+    repo: Repository,
+    name: str,
+    version: str,
+    stage: str,
+    *,
+    reason: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Any:
+    return repo.promote(name, version, stage, reason=reason, extra=extra)
+
+
 def _refusal(r: PromoteResult) -> str:
     if r.status == "unmatched":
         return f"rule #{r.rule} ({r.describe}): {r.detail}"
@@ -211,6 +244,7 @@ def _apply_rule(
     ci: dict[str, str],
     *,
     dry_run: bool,
+    promote: PromoteFn | None = None,
 ) -> PromoteResult:
     """Evaluate one rule on the versions the range brought; promote its candidate unless
     ``dry_run``."""
@@ -254,7 +288,10 @@ def _apply_rule(
     if ci:
         extra["ci"] = ci
     reason = f"promote on merge {head_sha[:12]}: {detail}"
-    repo.promote(rule.model, mv.version, rule.to, reason=reason, extra=extra)
+    try:
+        (promote or _plain_promote)(repo, rule.model, mv.version, rule.to, reason=reason, extra=extra)
+    except (PolicyError, SigningError) as exc:
+        return result("failed", str(exc), mv.version)
     return result("promoted", f"{detail} ({how.describe()})", mv.version)
 
 

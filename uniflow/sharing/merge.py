@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import ConcurrencyError, IntegrityError, RemoteError
-from .._records.lifecycle import LifecycleEvent, promote_transition, register_transition
+from .._records.lifecycle import LifecycleEvent, approve_transition, promote_transition, register_transition
 from .._records.refs import lifecycle_ref
 from .._reports import PullOutcome
 from .._stages import SHARED_STAGES
@@ -88,6 +88,8 @@ def _replay_transition(ev: LifecycleEvent, original: str, single: Callable[[str]
         base = register_transition(version)
     elif action in ("promote", "archive", "rollback"):
         base = promote_transition(version, to, single(to), action, ev.reason, ev.extra or None)
+    elif action == "approve" and ev.for_stage and ev.tag:  # replayed unsigned: it no longer counts
+        base = approve_transition(version, ev.for_stage, ev.tag, ev.reason)
     else:
         raise RemoteError(f"lifecycle commit {original[:12]}: cannot replay action {action!r}")
 

@@ -1,0 +1,228 @@
+"""A lifecycle chain and version tags read for signature checks: raw bytes, verified once.
+
+Who signed a lifecycle commit depends on two things: whether its signature verifies over its
+exact bytes (a fact of the commit alone), and whether the key is an allowed signer at the
+commit's time (a fact of the policy in force, decided by the caller). This module computes
+the first and keeps it: :func:`read_signed_chain` walks ``refs/uniflow/models/<model>`` by
+first parents on the raw objects (``git cat-file`` bytes, checked to hash to their ids),
+verifies each commit's SSH signature cryptographically, and returns one :class:`SignedCommit`
+per commit (oldest first) with its ``event.json`` bytes. The result is kept in the derived
+cache (MAC-ed, :mod:`uniflow._records.objcache`) under the head commit; a later walk stops at
+the newest commit whose chain is kept, so verifying a long lifecycle again reads only the
+new commits. :func:`read_signed_tag` does the same for a version tag, keyed by its id.
+
+Nothing here decides trust: a signature that verifies names only its key.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import msgpack
+
+from .._authority.gitsign import split_commit, split_tag
+from .._authority.sshsig import GIT_NAMESPACE, PublicKey, parse_signature, verify_signature
+from .._errors import IntegrityError, RepositoryError, SignatureError
+from .git import GitRepo
+from .lifecycle import MAX_EVENT_BYTES, commit_context
+from .objcache import DerivedCache
+
+__all__ = ["MAX_TAG_BYTES", "SignedCommit", "SignedTag", "read_signed_chain", "read_signed_tag"]
+
+#: derived-cache kinds: a whole chain under its head, and one tag under its id
+CHAIN_KIND = "signedchain"
+TAG_KIND = "signedtag"
+_FORMAT = 1
+#: the largest lifecycle commit and version tag (its message is the model card) read
+MAX_COMMIT_BYTES = 1 << 20
+MAX_TAG_BYTES = 32 << 20
+_LIMIT = 10_000_000
+
+
+@dataclass(frozen=True)
+class SignedCommit:
+    """One lifecycle commit: its id, committer time (seconds), ``event.json`` bytes (None:
+    absent), the key whose signature verifies over it (None: unsigned or not verifying) and
+    one line on the signature (``unsigned``, ``signature by <fingerprint>``, or why not)."""
+
+    sha: str
+    time: int
+    event: bytes | None
+    key: str | None
+    signature: str
+
+    @property
+    def signed(self) -> bool:
+        """Whether the commit carries a signature at all (verifying or not)."""
+        return self.signature != "unsigned"
+
+    def public_key(self) -> PublicKey | None:
+        """The verifying key, parsed."""
+        return _key(self.key) if self.key else None
+
+
+@dataclass(frozen=True)
+class SignedTag:
+    """A version tag: id, tagger time, target commit, verifying key and signature line
+    (as :class:`SignedCommit`)."""
+
+    sha: str
+    time: int
+    target: str
+    key: str | None
+    signature: str
+
+    def public_key(self) -> PublicKey | None:
+        """The verifying key, parsed."""
+        return _key(self.key) if self.key else None
+
+
+@functools.lru_cache(maxsize=256)
+def _key(blob_hex: str) -> PublicKey:
+    """A key blob parsed once (a lifecycle is signed by a handful of keys)."""
+    return PublicKey.from_blob(bytes.fromhex(blob_hex))
+
+
+def _check(signature: str | None, payload: bytes) -> tuple[str | None, str]:
+    """``(key blob hex, line)`` of a signature verified over ``payload`` in Git's namespace."""
+    if signature is None:
+        return None, "unsigned"
+    try:
+        sig = parse_signature(signature)
+        verify_signature(sig, payload, GIT_NAMESPACE)
+    except SignatureError as exc:
+        return None, f"bad signature: {exc}"
+    return sig.public_key.blob.hex(), f"signature by {sig.public_key.fingerprint}"
+
+
+def _headers(raw: bytes) -> dict[bytes, bytes]:
+    """The first value of each header of a commit or tag (up to the blank line)."""
+    out: dict[bytes, bytes] = {}
+    for line in raw.split(b"\n"):
+        if not line:
+            break
+        name, _, value = line.partition(b" ")
+        if not name.startswith(b" "):
+            out.setdefault(name, value)
+    return out
+
+
+def _time(value: bytes | None) -> int:
+    fields = (value or b"").rsplit(b">", 1)[-1].split()
+    return int(fields[0]) if fields and fields[0].isdigit() else 0
+
+
+def _tree_entry(git: GitRepo, tree: str, name: bytes) -> str | None:
+    """The id of blob ``name`` in tree ``tree`` (raw tree entries: ``mode name\\0id``)."""
+    raw = git.read_raw(tree, "tree", 1 << 20)
+    width = 32 if len(tree) == 64 else 20
+    pos = 0
+    while pos < len(raw):
+        nul = raw.index(b"\0", pos)
+        mode, _, entry = raw[pos:nul].partition(b" ")
+        sha = raw[nul + 1 : nul + 1 + width].hex()
+        pos = nul + 1 + width
+        if entry == name:
+            return sha if not mode.startswith(b"4") else None
+    return None
+
+
+def _read_commit(git: GitRepo, sha: str, model: str) -> tuple[SignedCommit, str | None]:
+    context = commit_context(sha, model)
+    try:
+        raw = git.read_raw(sha, "commit", MAX_COMMIT_BYTES)
+        heads = _headers(raw)
+        blob = _tree_entry(git, heads.get(b"tree", b"").decode("ascii", "replace"), b"event.json")
+        event = git.read_blob(blob, MAX_EVENT_BYTES, f"{context}: event.json") if blob else None
+    except KeyError as exc:
+        raise IntegrityError(f"{context}: git objects are missing") from exc
+    except (RepositoryError, ValueError) as exc:
+        raise IntegrityError(f"{context}: {exc}") from exc
+    split = split_commit(raw, "sha256" if len(sha) == 64 else "sha1")
+    key, line = _check(split.signature, split.payload)
+    parent = heads.get(b"parent")
+    return SignedCommit(sha, _time(heads.get(b"committer")), event, key, line), (
+        parent.decode("ascii") if parent else None
+    )
+
+
+def _cached_chain(cache: DerivedCache | None, model: str, sha: str) -> list[SignedCommit] | None:
+    if cache is None:
+        return None
+    d = cache.get_record(CHAIN_KIND, sha, _FORMAT, model, 3)
+    items = d[2] if d is not None else None
+    if not (isinstance(items, list) and items):
+        return None
+    out = []
+    for i in items:
+        if not (
+            isinstance(i, list)
+            and len(i) == 5
+            and isinstance(i[0], str)
+            and isinstance(i[1], int)
+            and (i[2] is None or isinstance(i[2], bytes))
+            and (i[3] is None or isinstance(i[3], str))
+            and isinstance(i[4], str)
+        ):
+            return None
+        out.append(SignedCommit(i[0], i[1], i[2], i[3], i[4]))
+    return out if out[-1].sha == sha else None  # kept oldest first, ending at its key
+
+
+def read_signed_chain(
+    git: GitRepo, head: str | None, model: str, cache: DerivedCache | None = None
+) -> list[SignedCommit]:
+    """Every commit of the chain from ``head`` back to the first event, oldest first, each
+    signature verified cryptographically (see the module). A missing or damaged object is an
+    :class:`IntegrityError` naming the commit."""
+    newest: list[SignedCommit] = []
+    older: list[SignedCommit] = []
+    reached: str | None = None
+    sha = head
+    listed = cache.keys(CHAIN_KIND) if cache is not None else set()  # one entry per model
+    for _ in range(_LIMIT):
+        if not sha:
+            break
+        kept = _cached_chain(cache, model, sha) if sha in listed else None
+        if kept is not None:
+            older, reached = kept, sha
+            break
+        entry, sha = _read_commit(git, sha, model)
+        newest.append(entry)
+    newest.reverse()
+    chain = older + newest
+    if cache is not None and head and chain and reached != head:
+        items = [[c.sha, c.time, c.event, c.key, c.signature] for c in chain]
+        cache.put(CHAIN_KIND, head, msgpack.packb([_FORMAT, model, items], use_bin_type=True))
+        if reached is not None:
+            cache.delete(CHAIN_KIND, reached)  # superseded: one entry per model
+    return chain
+
+
+def read_signed_tag(git: GitRepo, sha: str, cache: DerivedCache | None = None) -> SignedTag:
+    """Version tag ``sha``, its signature verified cryptographically (kept in the cache)."""
+    if cache is not None:
+        d = cache.get_record(TAG_KIND, sha, _FORMAT, "", 6)
+        if (
+            d is not None
+            and isinstance(d[2], int)
+            and isinstance(d[3], str)
+            and isinstance(d[5], str)
+            and (d[4] is None or isinstance(d[4], str))
+        ):
+            return SignedTag(sha, d[2], d[3], d[4], d[5])
+    try:
+        raw = git.read_raw(sha, "tag", MAX_TAG_BYTES)
+    except KeyError as exc:
+        raise IntegrityError(f"version tag {sha[:12]}: git object missing") from exc
+    except RepositoryError as exc:
+        raise IntegrityError(f"version tag {sha[:12]}: {exc}") from exc
+    heads = _headers(raw)
+    split = split_tag(raw)
+    key, line = _check(split.signature, split.payload)
+    tag = SignedTag(sha, _time(heads.get(b"tagger")), heads.get(b"object", b"").decode("ascii"), key, line)
+    if cache is not None:
+        record = [_FORMAT, "", tag.time, tag.target, tag.key, tag.signature]
+        cache.put(TAG_KIND, sha, msgpack.packb(record, use_bin_type=True))
+    return tag
