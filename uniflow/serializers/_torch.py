@@ -200,6 +200,21 @@ def _submodule_specs(root: Any, torch: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _shares_storage(tensors: dict[str, torch.Tensor]) -> bool:
+    """True when two non-empty tensors of ``tensors`` view one storage (tied weights, or a
+    view of another tensor): what safetensors' ``save_model`` resolves and a plain
+    stream of each tensor's bytes would not."""
+    seen: set[tuple[Any, ...]] = set()
+    for t in tensors.values():
+        if t.numel() == 0:
+            continue
+        storage = (t.device.type, t.device.index, t.untyped_storage().data_ptr())
+        if storage in seen:
+            return True
+        seen.add(storage)
+    return False
+
+
 def _dedupe(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Make tensors safetensors accepts: exact duplicates (tied weights) become aliases,
     other views of an already stored storage become copies."""
@@ -368,10 +383,8 @@ class TorchSerializer(Serializer):
             state = obj.state_dict()
             if not all(isinstance(v, torch.Tensor) for v in state.values()):
                 return None  # save() explains the error
-            from safetensors.torch import _remove_duplicate_names
-
-            if _remove_duplicate_names(state):
-                return None
+            if _shares_storage(state):
+                return None  # tied weights: save_model records them; saved the long way
             data = {k: v.contiguous() for k, v in state.items()}
             meta = self._module_meta(obj)
         elif isinstance(obj, torch.Tensor):
