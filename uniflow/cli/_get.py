@@ -79,9 +79,7 @@ def get_cmd(
     \f
     Calls ModelRegistry(URL).get(...) and .export(...).
     """
-    from .._registry import RemoteRegistry
     from ..sharing.giturl import parse_git_url
-    from ..sharing.staging import begin as begin_staging
 
     if version is not None and stage is not None:
         raise CliError("give either VERSION or --stage, not both")
@@ -113,6 +111,28 @@ def get_cmd(
             as_json=as_json,
         )
         return
+    _get_from_git(url, name, version, stage, out, force=force, offline=offline, blob=blob,
+                  oms_key=oms_key, as_json=as_json)  # fmt: skip
+
+
+def _get_from_git(
+    url: str,
+    name: str,
+    version: str | None,
+    stage: str | None,
+    out: str | None,
+    *,
+    force: bool,
+    offline: bool,
+    blob: str | None,
+    oms_key: str | None,
+    as_json: bool,
+) -> None:
+    """``uniflow get`` from a Git URL into DIR: staged beside it, renamed into place, then
+    the OpenSSF bundle when asked for, and the report."""
+    from .._registry import RemoteRegistry
+    from ..sharing.staging import begin as begin_staging
+
     dest = Path(out if out is not None else name).absolute()
     _check_dest(dest, force)
     with RemoteRegistry(url, offline=offline, blob=blob) as registry:
