@@ -61,7 +61,7 @@ def _chunks_of(
     fd = os.open(path, os.O_RDONLY)
     try:
         out: dict[str, int] = {}
-        for _, view in cut(_file_reader(path, fd, segment), ranges, threads=threads, segment=segment):
+        for _, view in cut(_file_reader(path, fd, segment), ranges, threads=threads):
             with view:
                 out[blake3.blake3(view).hexdigest()] = len(view)
         return out
@@ -134,9 +134,8 @@ def test_a_file_without_ranges_gets_the_chunks_fastcdc_cuts_from_it_whole(tmp_pa
     fd = os.open(path, os.O_RDONLY)
     try:
         for threads, segment in ((1, 8 * MIB), (2, 3 * MIB), (3, MIB), (2, 64 * MIB)):
-            assert cut_ends(MemoryReader(data), threads=threads, segment=segment) == whole
-            reader = _file_reader(path, fd, segment)
-            assert cut_ends(reader, threads=threads, segment=segment) == whole
+            assert cut_ends(MemoryReader(data, segment), threads=threads) == whole
+            assert cut_ends(_file_reader(path, fd, segment), threads=threads) == whole
     finally:
         os.close(fd)
 
@@ -158,13 +157,13 @@ def test_parallel_cutting_is_the_sequential_rule_for_any_ranges_units_and_parts(
         threads, segment = rng.choice([1, 2, 3]), rng.choice([MIB, 3 * MIB, 7_777_777, 16 * MIB])
         splits = sorted(rng.sample(range(1, size), rng.randint(0, 12)))
         parts = Segments([memoryview(data)[a:b] for a, b in zip([0, *splits], [*splits, size], strict=True)])
-        assert cut_ends(MemoryReader(parts), ranges, threads=threads, segment=segment) == expect
+        assert cut_ends(MemoryReader(parts, segment), ranges, threads=threads) == expect
 
         def read_into(view: memoryview, pos: int) -> None:
             view[:] = data[pos : pos + len(view)]
 
         reader = FileReader(size, read_into, segment=segment)
-        assert cut_ends(reader, ranges, threads=threads, segment=segment) == expect
+        assert cut_ends(reader, ranges, threads=threads) == expect
         lengths = [b - a for a, b in zip([0, *expect], expect, strict=False)]
         assert min(lengths[:-1], default=MIN) >= MIN  # every chunk but the last: the gate's floor and more
         assert max(lengths) <= MAX + 3 * MIN
@@ -174,7 +173,7 @@ def test_the_chunks_given_are_the_file_bytes_in_order(tmp_path: Path) -> None:
     data = _random(20 * MIB, 4)
     ranges = [(1000, 5 * MIB), (5 * MIB, 5 * MIB + 100), (5 * MIB + 100, 13 * MIB)]
     seen = bytearray()
-    for offset, view in cut(MemoryReader(data), ranges, threads=2, segment=2 * MIB):
+    for offset, view in cut(MemoryReader(data, 2 * MIB), ranges, threads=2):
         with view:
             assert offset == len(seen)
             seen += view
@@ -192,7 +191,7 @@ def test_a_file_is_read_in_bounded_windows(tmp_path: Path) -> None:
         reader = _file_reader(path, fd, 4 * MIB)
         tracemalloc.start()
         try:
-            n = len(cut_ends(reader, threads=2, segment=4 * MIB))
+            n = len(cut_ends(reader, threads=2))
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
@@ -210,7 +209,7 @@ def test_a_file_cut_short_while_it_is_read_is_refused(tmp_path: Path) -> None:
         reader = _file_reader(path, fd, 2 * MIB)
         os.truncate(path, 5 * MIB)  # a training job still writing it, a copy in progress
         with pytest.raises(InvalidPathError, match="changed while it was being registered"):
-            cut_ends(reader, threads=2, segment=2 * MIB)
+            cut_ends(reader, threads=2)
     finally:
         os.close(fd)
 

@@ -32,30 +32,37 @@ with no ranges gets exactly the chunks FastCDC cuts from it whole (today's chunk
 versions dedup against old ones). Every chunk but a file's last is at least ``min_size``
 (above the manifest gate's minimum) and at most ``max_size + 3 * min_size`` bytes.
 
-**The threads.** The file is divided into *units* of about ``segment`` bytes (ending at a
-piece's edge where one lies in the unit's second half). :func:`cut` runs FastCDC over each
-unit on ``threads`` threads (pyfastcdc releases the GIL) and yields the chunks in file
-order on the caller's thread. A large region that spans units is cut from each unit's
-start as well as from its own; the two cuts agree from the first chunk start they share,
-so the caller's thread re-cuts only from the region's last chunk start before a unit's end
-to that shared start (about two chunks per unit edge) and the result is exactly the
-sequential rule above, whatever ``segment`` and ``threads`` are. (Cutting each segment on
-its own from fixed offsets would be simpler, but every edge would then be a forced cut: an
-insertion would change about two chunks per segment instead of one or two per file, and
-opaque files would no longer dedup against their old chunks.)
+**The threads.** The file is divided into *units* of at most ``reader.segment`` bytes
+(:data:`FILE_SEGMENT` for a file read from disk, :data:`MEMORY_SEGMENT` in memory; smaller,
+down to 16 MiB, so that each thread gets about four), each ending at a piece's edge where
+one lies in its second half. :func:`cut` runs FastCDC over the units on ``threads`` threads
+(pyfastcdc releases the GIL) and yields the chunks in file order on the caller's thread. A
+large region that spans units is cut from each unit's start as well as from its own; from
+the first chunk start the two cuts share they are the same cut, so the caller's thread
+re-cuts only from the region's last chunk start before a unit's edge to that shared start
+(about two chunks per edge), and the result is exactly the sequential rule above whatever
+the units and threads are (``tests/test_cutting.py`` checks it). Cutting each segment on its
+own from fixed offsets would be simpler and save that re-cut, but every segment edge would
+then be a forced cut that moves with the bytes before it: 100 bytes inserted at a file's
+start would change about two chunks per segment (a few percent of the file) instead of one
+or two in all, and opaque files would no longer dedup against the chunks of their earlier
+versions.
 
-Memory: an in-memory file (a buffer or :class:`~uniflow._storage.segments.Segments`) is cut
-from views of its own memory (a copy only where a unit or a chunk crosses from one part
-into the next). A file is read a unit at a time, with at most ``threads + 1`` units read
-ahead of the one being yielded, into buffers reused once no chunk views them.
+**Memory.** An in-memory file (a buffer or :class:`~uniflow._storage.segments.Segments`) is
+cut from views of its own memory, copied only where a unit's piece or a chunk crosses from
+one part into the next or a re-cut crosses a unit's edge (about a chunk). A file is read a
+unit at a time by the cutting threads, at most ``threads + 1`` units ahead of the one whose
+chunks are being yielded, into buffers reused once no chunk views them.
 
-**Integration (not wired yet).** ``ObjectStore.put_file`` and ``put_segments`` pass
-:func:`cut` to ``store_chunks`` in place of ``FileSource.cuts`` / ``Segments.cuts``:
-``cut(FileReader(src.size, src.read_into), ranges, threads=2)`` with ``ranges`` the
-``RangesFn`` result for the file's head (computed before cutting starts, as
-``store_chunks`` does today), or ``cut(MemoryReader(seg), ranges)``. The range digests then
-come from :func:`covering` (the Merkle hash of a tensor's own chunks) and only tensors that
-share a chunk are hashed from their bytes.
+**Integration (not wired yet).** ``ObjectStore.put_file`` and ``put_segments`` would compute
+the ranges first (``spans = ranges(head, size)``, what ``store_chunks`` does today on its
+own) and hand ``store_chunks`` ``cut(FileReader(src.size, src.read_into), spans)`` (then
+``src.check_unchanged()`` as now) or ``cut(MemoryReader(seg), spans)`` in place of
+``src.cuts(chunker())`` / ``seg.cuts(chunker())``; the chunks come in the same form, in
+order. A tensor :func:`covering` finds whole chunks for gets its identity from their names
+and sizes (the Merkle hash, no pass over its bytes); a tensor sharing a chunk (a small one,
+or a large one whose small neighbour is glued to it) is still hashed from its bytes as
+today, or, if the Merkle leaves may be byte ranges, from its part of the shared chunk only.
 """
 
 from __future__ import annotations
@@ -72,7 +79,8 @@ from .parallel import BufferPool, bounded_map
 from .segments import Segments
 
 __all__ = [
-    "SEGMENT",
+    "FILE_SEGMENT",
+    "MEMORY_SEGMENT",
     "THREADS",
     "FileReader",
     "MemoryReader",
@@ -86,12 +94,18 @@ __all__ = [
 
 #: threads that cut (FastCDC releases the GIL; one per core of a two-core machine)
 THREADS = 2
-#: bytes per unit of parallel work (and per read buffer of a file)
-SEGMENT = 16 << 20
+#: the largest unit of parallel work in a file read from disk (each is one read buffer)
+FILE_SEGMENT = 16 << 20
+#: the largest unit of parallel work in memory (views: larger units re-cut less at their edges)
+MEMORY_SEGMENT = 64 << 20
+#: units are made smaller, down to this, to give every thread about four
+_BALANCE_FLOOR = 16 << 20
 _MIN = CHUNK_PARAMS["min_size"]
 _MAX = CHUNK_PARAMS["max_size"]
-#: how far past a unit's end the caller's thread first reads to re-cut a region across it
+#: how far the caller's thread cuts at a time when it re-cuts a region across a unit's edge
 _REACH = 2 << 20
+#: how far past a unit's end such a re-cut first reaches (a copy of the bytes around the edge)
+_PAST = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -187,6 +201,8 @@ class Reader(Protocol):
     caller's thread with the units loaded so far (in order; each ``(begin, loaded)``)."""
 
     size: int
+    #: the largest unit of work
+    segment: int
 
     def edges(self) -> Sequence[int]:
         """Offsets where a unit had better end (to avoid copies), sorted."""
@@ -206,9 +222,12 @@ class Reader(Protocol):
 class MemoryReader:
     """The bytes of a buffer or of :class:`Segments` (not owned: the caller releases them)."""
 
-    def __init__(self, data: Segments | memoryview | bytes | bytearray) -> None:
+    def __init__(
+        self, data: Segments | memoryview | bytes | bytearray, segment: int = MEMORY_SEGMENT
+    ) -> None:
         self.seg = data if isinstance(data, Segments) else Segments([data])
         self.size = self.seg.size
+        self.segment = segment
 
     def edges(self) -> Sequence[int]:
         return self.seg.starts
@@ -232,18 +251,18 @@ class FileReader:
     """A file of ``size`` bytes read by ``read_into(view, pos)`` (e.g.
     ``FileSource.read_into``, which refuses a file that changed), a unit at a time."""
 
-    def __init__(self, size: int, read_into: Callable[[memoryview, int], None], segment: int = SEGMENT):
+    def __init__(self, size: int, read_into: Callable[[memoryview, int], None], segment: int = FILE_SEGMENT):
         self.size = size
+        self.segment = segment
         self._read_into = read_into
         self._pool = BufferPool(segment, keep=THREADS + 4)
-        self._segment = segment
 
     def edges(self) -> Sequence[int]:
         return ()
 
     def buffer(self, n: int) -> memoryview | None:
         # Viewed at once: a pooled buffer is handed out again only once no view of it is alive.
-        with memoryview(self._pool.take() if n <= self._segment else bytearray(n)) as whole:
+        with memoryview(self._pool.take() if n <= self.segment else bytearray(n)) as whole:
             return whole[:n]
 
     def load(self, begin: int, end: int, buf: memoryview | None) -> memoryview | None:
@@ -297,30 +316,30 @@ def _units(size: int, edges: Sequence[int], segment: int) -> list[tuple[int, int
     return out
 
 
-def _cut_from(buf: memoryview, base: int, limit: int, final: bool) -> list[int]:
-    """Chunk ends FastCDC cuts from ``buf`` (the bytes ``[base, limit)``), all of them if
-    ``final`` (the piece ends at ``limit``), else those decided by these bytes."""
-    ends: list[int] = []
+def _cut_from(buf: memoryview, base: int, limit: int, final: bool) -> Generator[int, None, None]:
+    """The ends of the chunks FastCDC cuts from ``buf`` (the bytes ``[base, limit)``): all
+    of them if ``final`` (the piece ends at ``limit``), else those these bytes decide.
+    Close it before releasing ``buf``."""
     it = chunker().cut_buf(buf)
     try:
         for c in it:
             e = base + c.offset + c.length
             if e == limit and not final:
-                break
-            ends.append(e)
+                return
+            yield e
     finally:
         it = None  # drop pyfastcdc's view of the buffer
-    return ends
 
 
 class _Cutter:
     """The chunks of one file under a plan, cut on threads and yielded in file order."""
 
-    def __init__(self, reader: Reader, pieces: Sequence[Piece], threads: int, segment: int) -> None:
+    def __init__(self, reader: Reader, pieces: Sequence[Piece], threads: int) -> None:
         self.reader, self.pieces = reader, pieces
         self.piece_ends = [p.end for p in pieces]
         edges = sorted({*reader.edges(), *(p.lo for p in pieces), reader.size})
-        self.units = _units(reader.size, edges, max(segment, 1))
+        balanced = max(_BALANCE_FLOOR, -(-reader.size // (4 * max(1, threads))))
+        self.units = _units(reader.size, edges, max(1, min(reader.segment, balanced)))
         self.unit_begins = [b for b, _ in self.units]
         self.threads = max(1, threads)
         self.held: deque[_Unit] = deque()  # loaded units not yet released, in order
@@ -337,7 +356,7 @@ class _Cutter:
             start, limit = max(p.begin, begin), min(p.end, end)
             if p.cdc and start < limit:
                 with self.reader.view([(unit.begin, unit.data)], start, limit) as view:
-                    unit.starts[k] = [start, *_cut_from(view, start, limit, limit == p.end)]
+                    unit.starts[k] = [start, *_cut_from(view, start, limit, limit == p.end)]  # all consumed
             k += 1
         return unit
 
@@ -417,45 +436,42 @@ class _Cutter:
 
     def _recut(self, p: Piece, pos: int, starts: list[int]) -> Generator[int, None, int]:
         """Cut piece ``p`` from ``pos`` until a chunk starts at one of ``starts`` or past
-        them all; yields each chunk's end, returns where the last ends."""
+        them all; yields each chunk's end, returns where the last ends. Bytes are cut from
+        within one unit where they can be (a view), else from a copy reaching 1 MiB past
+        the unit's end, else one maximum chunk long."""
         shared, last = set(starts), starts[-1]
-        reach = _REACH
+        tries = 0
         while pos not in shared and pos < last:  # bounded: each pass cuts a chunk or reaches further
-            limit = min(p.end, pos + reach)
+            unit_end = self.units[bisect.bisect_right(self.unit_begins, pos) - 1][1]
+            far = (min(unit_end, pos + _REACH), unit_end + _PAST, pos + _MAX + 1)[min(tries, 2)]
+            limit = min(p.end, max(far, pos + 1))
+            tries += 1
             with self.view(pos, limit) as buf:
                 ends = _cut_from(buf, pos, limit, limit == p.end)
-            reach = _MAX + 1 if not ends else _REACH
-            for e in ends:
-                yield e
-                pos = e
-                if pos in shared or pos >= last:
-                    break
+                try:
+                    for e in ends:
+                        yield e
+                        pos, tries = e, 0
+                        if pos in shared or pos >= last:
+                            break
+                finally:
+                    ends.close()
         return pos
 
 
 def cut(
-    reader: Reader,
-    ranges: Sequence[tuple[int, int]] = (),
-    *,
-    threads: int = THREADS,
-    segment: int = SEGMENT,
+    reader: Reader, ranges: Sequence[tuple[int, int]] = (), *, threads: int = THREADS
 ) -> Generator[tuple[int, memoryview], None, None]:
     """``(offset, view)`` of every chunk of ``reader``'s bytes cut at ``ranges`` (see the
-    module doc), in file order, FastCDC running on ``threads`` threads over units of about
-    ``segment`` bytes. Release each view when done with it (the buffers are reused)."""
-    return _Cutter(reader, plan(reader.size, ranges), threads, segment).chunks()
+    module doc), in file order, FastCDC running on ``threads`` threads over units of at
+    most ``reader.segment`` bytes. Release each view when done with it (buffers are reused)."""
+    return _Cutter(reader, plan(reader.size, ranges), threads).chunks()
 
 
-def cut_ends(
-    reader: Reader,
-    ranges: Sequence[tuple[int, int]] = (),
-    *,
-    threads: int = THREADS,
-    segment: int = SEGMENT,
-) -> list[int]:
+def cut_ends(reader: Reader, ranges: Sequence[tuple[int, int]] = (), *, threads: int = THREADS) -> list[int]:
     """Where the chunks :func:`cut` gives end, in order (for :func:`covering`)."""
     out: list[int] = []
-    for offset, view in cut(reader, ranges, threads=threads, segment=segment):
+    for offset, view in cut(reader, ranges, threads=threads):
         out.append(offset + len(view))
         view.release()
     return out
