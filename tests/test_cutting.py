@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
@@ -178,6 +179,18 @@ def test_the_chunks_given_are_the_file_bytes_in_order(tmp_path: Path) -> None:
             assert offset == len(seen)
             seen += view
     assert seen == data
+
+
+def test_a_consumer_that_stops_early_leaves_no_thread_behind() -> None:
+    data = _random(40 * MIB, 8)
+    before = threading.active_count()
+    chunks = cut(MemoryReader(data, 2 * MIB), [(100, 30 * MIB)], threads=2)
+    for i, (_, view) in enumerate(chunks):
+        view.release()
+        if i == 3:
+            break
+    chunks.close()
+    assert threading.active_count() == before
 
 
 # ---------------------------------------------------------------------- files: bounded; refused when changed
