@@ -85,6 +85,7 @@ __all__ = [
     "FileReader",
     "MemoryReader",
     "Piece",
+    "Reader",
     "boundaries",
     "covering",
     "cut",
@@ -216,11 +217,15 @@ class Reader(Protocol):
         """The bytes ``[begin, end)`` read into ``buf`` (None: the bytes are in memory)."""
         ...
 
-    def view(self, held: Sequence[tuple[int, memoryview | None]], begin: int, end: int) -> memoryview: ...
+    def view(self, held: Sequence[tuple[int, memoryview | None]], begin: int, end: int) -> memoryview:
+        """The bytes ``[begin, end)``, inside the units ``held`` (``(begin, loaded bytes)``
+        in order): a view where one unit holds them all, else a copy."""
+        ...
 
 
 class MemoryReader:
-    """The bytes of a buffer or of :class:`Segments` (not owned: the caller releases them)."""
+    """The bytes of a buffer or of :class:`Segments` (not owned: the caller releases them),
+    never copied but where a view would cross from one part into the next."""
 
     def __init__(
         self, data: Segments | memoryview | bytes | bytearray, segment: int = MEMORY_SEGMENT
@@ -271,10 +276,10 @@ class FileReader:
         return buf
 
     def view(self, held: Sequence[tuple[int, memoryview | None]], begin: int, end: int) -> memoryview:
-        starts = [b for b, _ in held]
-        i = bisect.bisect_right(starts, begin) - 1
+        i = bisect.bisect_right([b for b, _ in held], begin) - 1
+        assert i >= 0, "a unit released too early"
         first, data = held[i]
-        assert data is not None and i >= 0
+        assert data is not None
         if end - first <= len(data):
             return data[begin - first : end - first]
         out = memoryview(bytearray(end - begin))
