@@ -3,7 +3,8 @@
 Cuts 1 GiB of random bytes held in memory, the same bytes as a file on disk (page cache
 warm: read once first) and the same bytes with a tensor layout (ranges as a safetensors
 file's), round after round, the variants interleaved. Prints each variant's min and median
-seconds and the speed-ups (min/min, median/median and the median of the per-round ratios).
+wall seconds (and CPU seconds: the work done, which other load on the machine does not
+inflate much) and the speed-ups (min/min, median/median and the median of the per-round ratios).
 Not a test: run it on an otherwise idle machine.
 
     PYTHONPATH=. .venv/bin/python benchmarks/cutting_probe.py [--gib 1] [--rounds 5] [--dir /tmp]
@@ -69,9 +70,14 @@ def _variants(data: bytes, path: Path, fd: int) -> dict[str, Callable[[], int]]:
     }
 
 
-def _report(times: dict[str, list[float]]) -> None:
+def _report(times: dict[str, list[float]], cpu: dict[str, list[float]]) -> None:
+    """Wall seconds (and CPU seconds of the process: the work, whatever else runs) per variant."""
     for name, ts in times.items():
-        print(f"{name:34s} min {min(ts):.3f}s  median {statistics.median(ts):.3f}s")
+        cs = cpu[name]
+        print(
+            f"{name:34s} min {min(ts):.3f}s  median {statistics.median(ts):.3f}s"
+            f"  (CPU min {min(cs):.3f}s  median {statistics.median(cs):.3f}s)"
+        )
     pairs = [
         ("memory, FastCDC whole (today)", "memory, cut 2 threads"),
         ("memory, cut 1 thread", "memory, cut 2 threads"),
@@ -102,15 +108,17 @@ def main() -> None:
             _drain(FileSource(fd, path).cuts(chunker()))  # warm the page cache
             variants = _variants(data, path, fd)
             times: dict[str, list[float]] = {name: [] for name in variants}
+            cpu: dict[str, list[float]] = {name: [] for name in variants}
             for r in range(args.rounds):
                 for name, fn in variants.items():
-                    t = time.perf_counter()
+                    c, t = time.process_time(), time.perf_counter()
                     fn()
                     times[name].append(time.perf_counter() - t)
+                    cpu[name].append(time.process_time() - c)
                 print(f"round {r + 1}: " + "  ".join(f"{ts[-1]:.3f}" for ts in times.values()), flush=True)
         finally:
             os.close(fd)
-    _report(times)
+    _report(times, cpu)
 
 
 if __name__ == "__main__":

@@ -39,9 +39,12 @@ one lies in its second half. :func:`cut` runs FastCDC over the units on ``thread
 (pyfastcdc releases the GIL) and yields the chunks in file order on the caller's thread. A
 large region that spans units is cut from each unit's start as well as from its own; from
 the first chunk start the two cuts share they are the same cut, so the caller's thread
-re-cuts only from the region's last chunk start before a unit's edge to that shared start
-(about two chunks per edge), and the result is exactly the sequential rule above whatever
-the units and threads are (``tests/test_cutting.py`` checks it). Cutting each segment on its
+re-cuts only from the region's last chunk start before a unit's edge to that shared start,
+and the result is exactly the sequential rule above whatever the units and threads are
+(``tests/test_cutting.py`` checks it). The price is work done twice at each edge inside a
+region: the chunk the unit before could not decide, the chunks the unit after cut before
+the two agree, and the re-cut (about four average chunks in all), which is why units are
+as large as memory allows; a piece that ends inside a unit costs nothing extra. Cutting each segment on its
 own from fixed offsets would be simpler and save that re-cut, but every segment edge would
 then be a forced cut that moves with the bytes before it: 100 bytes inserted at a file's
 start would change about two chunks per segment (a few percent of the file) instead of one
