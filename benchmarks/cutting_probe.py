@@ -8,6 +8,7 @@ inflate much) and the speed-ups (min/min, median/median and the median of the pe
 Not a test: run it on an otherwise idle machine.
 
     PYTHONPATH=. .venv/bin/python benchmarks/cutting_probe.py [--gib 1] [--rounds 5] [--dir /tmp]
+        [--file-segment-mib 16]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from uniflow._storage.chunking import chunker
-from uniflow._storage.cutting import FileReader, MemoryReader, cut
+from uniflow._storage.cutting import FILE_SEGMENT, FileReader, MemoryReader, cut
 from uniflow._storage.ingest import FileSource
 
 MIB = 1 << 20
@@ -51,12 +52,12 @@ def _layout(size: int) -> list[tuple[int, int]]:
         i += 1
 
 
-def _variants(data: bytes, path: Path, fd: int) -> dict[str, Callable[[], int]]:
+def _variants(data: bytes, path: Path, fd: int, file_segment: int) -> dict[str, Callable[[], int]]:
     src = FileSource(fd, path)
     ranges = _layout(len(data))
 
     def file_reader() -> FileReader:
-        return FileReader(src.size, src.read_into)
+        return FileReader(src.size, src.read_into, file_segment)
 
     return {
         "memory, FastCDC whole (today)": lambda: sum(1 for _ in chunker().cut_buf(data)),
@@ -97,6 +98,9 @@ def main() -> None:
     ap.add_argument("--gib", type=float, default=1.0)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--dir", default=None, help="where the file is written (default: the temp dir)")
+    ap.add_argument(
+        "--file-segment-mib", type=int, default=FILE_SEGMENT >> 20, help="units of a file read from disk"
+    )
     args = ap.parse_args()
     size = int(args.gib * (1 << 30))
     data = np.random.default_rng(0).integers(0, 256, size=size, dtype=np.uint8).tobytes()
@@ -106,7 +110,7 @@ def main() -> None:
         fd = os.open(path, os.O_RDONLY)
         try:
             _drain(FileSource(fd, path).cuts(chunker()))  # warm the page cache
-            variants = _variants(data, path, fd)
+            variants = _variants(data, path, fd, args.file_segment_mib * MIB)
             times: dict[str, list[float]] = {name: [] for name in variants}
             cpu: dict[str, list[float]] = {name: [] for name in variants}
             for r in range(args.rounds):

@@ -108,8 +108,9 @@ _MIN = CHUNK_PARAMS["min_size"]
 _MAX = CHUNK_PARAMS["max_size"]
 #: how far the caller's thread cuts at a time when it re-cuts a region across a unit's edge
 _REACH = 2 << 20
-#: how far past a unit's end such a re-cut first reaches (a copy of the bytes around the edge)
-_PAST = 1 << 20
+#: how far past a unit's end such a re-cut first reaches (a copy of the bytes around the edge,
+#: which then also serves the chunk across the edge)
+_PAST = 3 << 19
 
 
 @dataclass(frozen=True)
@@ -353,6 +354,8 @@ class _Cutter:
         self.held: deque[_Unit] = deque()  # loaded units not yet released, in order
         self.starts: list[dict[int, list[int]]] = []  # each loaded unit's cut starts
         self._loaded: Iterator[_Unit] = iter(())
+        #: the last copy of bytes across a unit's edge (its offset): the chunks cut from it are views of it
+        self._scratch: tuple[int, memoryview] | None = None
 
     # -- on the cutting threads
     def _work(self, item: tuple[int, int, memoryview | None]) -> _Unit:
@@ -382,10 +385,26 @@ class _Cutter:
 
     def view(self, begin: int, end: int) -> memoryview:
         """The bytes ``[begin, end)`` (a view of a unit or of the caller's memory, or a copy)."""
+        if self._scratch is not None:
+            first, kept = self._scratch
+            if first <= begin and end <= first + len(kept):
+                return kept[begin - first : end - first]
         self._load_to(bisect.bisect_left(self.unit_begins, end))
-        return self.reader.view([(u.begin, u.data) for u in self.held], begin, end)
+        out = self.reader.view([(u.begin, u.data) for u in self.held], begin, end)
+        if end > self.units[bisect.bisect_right(self.unit_begins, begin) - 1][1]:
+            self._drop_scratch()
+            self._scratch = (begin, out)
+            return out[:]
+        return out
+
+    def _drop_scratch(self) -> None:
+        if self._scratch is not None:
+            self._scratch[1].release()
+            self._scratch = None
 
     def _release_before(self, pos: int) -> None:
+        if self._scratch is not None and self._scratch[0] + len(self._scratch[1]) <= pos:
+            self._drop_scratch()
         while self.held and self.held[0].end <= pos:  # bounded by the units held
             unit = self.held.popleft()
             if unit.data is not None:
