@@ -66,6 +66,10 @@ order. A tensor :func:`covering` finds whole chunks for gets its identity from t
 and sizes (the Merkle hash, no pass over its bytes); a tensor sharing a chunk (a small one,
 or a large one whose small neighbour is glued to it) is still hashed from its bytes as
 today, or, if the Merkle leaves may be byte ranges, from its part of the shared chunk only.
+For an opaque file read from disk the units are small (they are the read buffers), so the
+work repeated at their edges is a larger share of the cutting: where both cores are already
+busy hashing and writing, ``FileSource.cuts`` on one thread gives the same chunks for less
+CPU, and :func:`cut` pays only where a core would otherwise wait.
 """
 
 from __future__ import annotations
