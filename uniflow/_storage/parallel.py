@@ -67,12 +67,15 @@ class ThreadBuffers:
 def _unviewed(buf: bytearray) -> bool:
     """True when no memoryview of ``buf`` is alive: a bytearray with a live view refuses to
     change size (``BufferError``), as the ``memoryview`` documentation describes. The probe
-    grows it by one byte and shrinks it back, within its allocation (no copy)."""
+    shrinks it by its last byte and puts that back, within its allocation (no copy; growing
+    a fresh ``bytearray(n)`` first would move all of it)."""
+    if not buf:
+        return True
     try:
-        buf.append(0)
+        last = buf.pop()
     except BufferError:
         return False
-    del buf[-1]
+    buf.append(last)
     return True
 
 

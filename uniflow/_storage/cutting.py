@@ -1,0 +1,508 @@
+"""Tensor-aligned, parallel chunking: where a file's chunks begin and end, cut on several threads.
+
+**The rule** (a pure function of the file's bytes and the byte ranges it is given; the
+threads only change who computes it). The ``(begin, end)`` ranges (a tensor file's tensors,
+from ``_records.tensors.TensorScan``; none for other files) give *boundaries*: every
+``begin`` and ``end`` strictly inside the file. The boundaries split the file into
+*regions* (the bytes before the first boundary are the header). :func:`plan` turns them
+into :class:`Piece` s, each one chunk or a FastCDC run (``CHUNK_PARAMS``, so at most
+``max_size`` bytes plus the glued bytes below, never shorter than ``min_size`` but at the
+end of a file), using the regions' *sizes* only:
+
+1. A region of at least ``min_size`` bytes is *large*: FastCDC cuts it on its own, from its
+   first byte, as if it were a file, so its chunks are its own bytes and the same bytes give
+   the same chunks wherever they sit. If its last chunk is shorter than ``min_size`` and the
+   region does not end the file, that chunk joins the one before it (a region ending the
+   file keeps it, as a whole file's last chunk always has).
+2. A maximal run of consecutive *small* regions (shorter than ``min_size``) holding at
+   least ``min_size`` bytes in all is grouped from its end backwards: a group closes as soon
+   as it holds ``min_size`` bytes, and the bytes left at the run's front join the first
+   group. Each group is one chunk (shorter than ``3 * min_size``). Grouping from the end
+   makes the groups depend on the tensors only, never on the header's size, which a
+   re-save with other metadata changes.
+3. A run of small regions holding fewer than ``min_size`` bytes in all (the header before a
+   large first tensor; a bias between two weights) is glued to the front of the next
+   large region's first chunk; at the end of the file, to the back of the previous large
+   region's last chunk; a file of nothing else is one chunk.
+
+So a tensor of at least ``min_size`` bytes whose neighbours are not glued to it is covered
+by whole chunks of its own (:func:`covering` finds them: its identity is then the Merkle
+hash of those chunks), a smaller tensor shares a chunk with its neighbours, and a file
+with no ranges gets exactly the chunks FastCDC cuts from it whole (today's chunks, so new
+versions dedup against old ones). Every chunk but a file's last is at least ``min_size``
+(above the manifest gate's minimum) and at most ``max_size + 3 * min_size`` bytes.
+
+**The threads.** The file is divided into *units* of at most ``reader.segment`` bytes
+(:data:`FILE_SEGMENT` for a file read from disk, :data:`MEMORY_SEGMENT` in memory; smaller,
+down to 16 MiB, so that each thread gets about four), each ending at a piece's edge where
+one lies in its second half. :func:`cut` runs FastCDC over the units on ``threads`` threads
+(pyfastcdc releases the GIL) and yields the chunks in file order on the caller's thread. A
+large region that spans units is cut from each unit's start as well as from its own; from
+the first chunk start the two cuts share they are the same cut, so the caller's thread
+re-cuts only from the region's last chunk start before a unit's edge to that shared start,
+and the result is exactly the sequential rule above whatever the units and threads are
+(``tests/test_cutting.py`` checks it). The price is work done twice at each edge inside a
+region: the chunk the unit before could not decide, the chunks the unit after cut before
+the two agree, and the re-cut (about four average chunks in all), which is why units are
+as large as memory allows; a piece that ends inside a unit costs nothing extra. Cutting each segment on its
+own from fixed offsets would be simpler and save that re-cut, but every segment edge would
+then be a forced cut that moves with the bytes before it: 100 bytes inserted at a file's
+start would change about two chunks per segment (a few percent of the file) instead of one
+or two in all, and opaque files would no longer dedup against the chunks of their earlier
+versions.
+
+**Memory.** An in-memory file (a buffer or :class:`~uniflow._storage.segments.Segments`) is
+cut from views of its own memory, copied only where a unit's piece or a chunk crosses from
+one part into the next or a re-cut crosses a unit's edge (about a chunk). A file is read a
+unit at a time by the cutting threads, at most ``threads + 1`` units ahead of the one whose
+chunks are being yielded, into buffers reused once no chunk views them.
+
+**Integration (not wired yet).** ``ObjectStore.put_file`` and ``put_segments`` would compute
+the ranges first (``spans = ranges(head, size)``, what ``store_chunks`` does today on its
+own) and hand ``store_chunks`` ``cut(FileReader(src.size, src.read_into), spans)`` (then
+``src.check_unchanged()`` as now) or ``cut(MemoryReader(seg), spans)`` in place of
+``src.cuts(chunker())`` / ``seg.cuts(chunker())``; the chunks come in the same form, in
+order. A tensor :func:`covering` finds whole chunks for gets its identity from their names
+and sizes (the Merkle hash, no pass over its bytes); a tensor sharing a chunk (a small one,
+or a large one whose small neighbour is glued to it) is still hashed from its bytes as
+today, or, if the Merkle leaves may be byte ranges, from its part of the shared chunk only.
+For an opaque file read from disk the units are small (they are the read buffers), so the
+work repeated at their edges is a larger share of the cutting: where both cores are already
+busy hashing and writing, ``FileSource.cuts`` on one thread gives the same chunks for less
+CPU, and :func:`cut` pays only where a core would otherwise wait.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .._errors import UsageError
+from .chunking import CHUNK_PARAMS, chunker
+from .parallel import BufferPool, bounded_map
+from .segments import Segments
+
+__all__ = [
+    "FILE_SEGMENT",
+    "MEMORY_SEGMENT",
+    "THREADS",
+    "FileReader",
+    "MemoryReader",
+    "Piece",
+    "Reader",
+    "boundaries",
+    "covering",
+    "cut",
+    "cut_ends",
+    "plan",
+]
+
+#: threads that cut (FastCDC releases the GIL; one per core of a two-core machine)
+THREADS = 2
+#: the largest unit of parallel work in a file read from disk (each is one read buffer)
+FILE_SEGMENT = 16 << 20
+#: the largest unit of parallel work in memory (views: larger units re-cut less at their edges)
+MEMORY_SEGMENT = 64 << 20
+#: units are made smaller, down to this, to give every thread about four
+_BALANCE_FLOOR = 16 << 20
+_MIN = CHUNK_PARAMS["min_size"]
+_MAX = CHUNK_PARAMS["max_size"]
+#: how far the caller's thread cuts at a time when it re-cuts a region across a unit's edge
+_REACH = 2 << 20
+#: how far past a unit's end such a re-cut first reaches (a copy of the bytes around the edge,
+#: which then also serves the chunk across the edge)
+_PAST = 3 << 19
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A run of chunks covering ``[lo, hi)``. With ``cdc``, FastCDC cuts ``[begin, end)``
+    and the bytes ``[lo, begin)`` and ``[end, hi)`` are glued to its first and last chunk;
+    else ``[lo, hi)`` is one chunk (``begin == lo`` and ``end == hi``)."""
+
+    lo: int
+    begin: int
+    end: int
+    hi: int
+    cdc: bool
+    #: a last chunk shorter than ``min_size`` joins the one before it (not at a file's end)
+    merge_tail: bool = False
+
+
+def boundaries(size: int, ranges: Sequence[tuple[int, int]]) -> list[int]:
+    """The sorted offsets strictly inside a file of ``size`` bytes where a range begins or
+    ends. ``ranges`` must lie inside the file, in order, and not overlap."""
+    out: list[int] = []
+    last = 0
+    for begin, end in ranges:
+        if not 0 <= begin <= end <= size or begin < last:
+            raise UsageError(f"byte range {begin}..{end} is not inside a {size}-byte file, in order")
+        last = end
+        out.extend(x for x in (begin, end) if 0 < x < size and (not out or out[-1] != x))
+    return out
+
+
+def plan(size: int, ranges: Sequence[tuple[int, int]] = ()) -> list[Piece]:
+    """The pieces of a file of ``size`` bytes cut at ``ranges`` (the rule in the module doc)."""
+    edges = [0, *boundaries(size, ranges), size] if size else []
+    regions = [(a, b) for a, b in zip(edges, edges[1:], strict=False) if b > a]
+    pieces: list[Piece] = []
+    glue: int | None = None  # the start of a short run waiting for the next large region
+    i = 0
+    while i < len(regions):
+        begin, end = regions[i]
+        if end - begin >= _MIN:
+            lo = begin if glue is None else glue
+            pieces.append(Piece(lo, begin, end, end, True, end != size))
+            glue, i = None, i + 1
+            continue
+        j = i
+        while j < len(regions) and regions[j][1] - regions[j][0] < _MIN:
+            j += 1
+        run_begin, run_end = begin, regions[j - 1][1]
+        if run_end - run_begin >= _MIN:
+            pieces.extend(Piece(a, a, b, b, False) for a, b in _groups(regions[i:j]))
+        elif j < len(regions):
+            glue = run_begin
+        elif pieces:
+            last = pieces[-1]
+            pieces[-1] = Piece(last.lo, last.begin, last.end, run_end, True, last.merge_tail)
+        else:
+            pieces.append(Piece(run_begin, run_begin, run_end, run_end, False))
+        i = j
+    return pieces
+
+
+def _groups(run: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Rule 2: a run of small regions (``min_size`` bytes or more in all) grouped from its
+    end backwards, the bytes left at its front joined to the first group."""
+    starts: list[int] = []
+    acc = 0
+    for begin, end in reversed(run):
+        acc += end - begin
+        if acc >= _MIN:
+            starts.append(begin)
+            acc = 0
+    starts.reverse()
+    starts[0] = run[0][0]
+    return list(zip(starts, [*starts[1:], run[-1][1]], strict=True))
+
+
+def covering(ends: Sequence[int], begin: int, end: int) -> range | None:
+    """The indexes of the chunks (given by their end offsets, in order) that make up exactly
+    the bytes ``[begin, end)``, or None if a chunk crosses either edge (or it is empty)."""
+    if begin >= end:
+        return None
+    i = bisect.bisect_left(ends, begin)
+    j = bisect.bisect_left(ends, end)
+    starts_ok = begin == 0 or (i < len(ends) and ends[i] == begin)
+    if not starts_ok or j >= len(ends) or ends[j] != end:
+        return None
+    return range(i + 1 if begin else 0, j + 1)
+
+
+# ---------------------------------------------------------------------- readers
+class Reader(Protocol):
+    """The bytes being cut: :meth:`load` runs on the cutting threads, :meth:`view` on the
+    caller's thread with the units loaded so far (in order; each ``(begin, loaded)``)."""
+
+    size: int
+    #: the largest unit of work
+    segment: int
+
+    def edges(self) -> Sequence[int]:
+        """Offsets where a unit had better end (to avoid copies), sorted."""
+        ...
+
+    def buffer(self, n: int) -> memoryview | None:
+        """A buffer of ``n`` bytes to load a unit into (taken on the caller's thread)."""
+        ...
+
+    def load(self, begin: int, end: int, buf: memoryview | None) -> memoryview | None:
+        """The bytes ``[begin, end)`` read into ``buf`` (None: the bytes are in memory)."""
+        ...
+
+    def view(self, held: Sequence[tuple[int, memoryview | None]], begin: int, end: int) -> memoryview:
+        """The bytes ``[begin, end)``, inside the units ``held`` (``(begin, loaded bytes)``
+        in order): a view where one unit holds them all, else a copy."""
+        ...
+
+
+class MemoryReader:
+    """The bytes of a buffer or of :class:`Segments` (not owned: the caller releases them),
+    never copied but where a view would cross from one part into the next."""
+
+    def __init__(
+        self, data: Segments | memoryview | bytes | bytearray, segment: int = MEMORY_SEGMENT
+    ) -> None:
+        self.seg = data if isinstance(data, Segments) else Segments([data])
+        self.size = self.seg.size
+        self.segment = segment
+
+    def edges(self) -> Sequence[int]:
+        return self.seg.starts
+
+    def buffer(self, n: int) -> memoryview | None:
+        return None
+
+    def load(self, begin: int, end: int, buf: memoryview | None) -> memoryview | None:
+        return None
+
+    def view(self, held: Sequence[tuple[int, memoryview | None]], begin: int, end: int) -> memoryview:
+        parts = self.seg.slices(begin, end)
+        if len(parts) == 1:
+            return parts[0]
+        for p in parts:
+            p.release()
+        return self.seg.gather(begin, end)
+
+
+class FileReader:
+    """A file of ``size`` bytes read by ``read_into(view, pos)`` (e.g.
+    ``FileSource.read_into``, which refuses a file that changed), a unit at a time."""
+
+    def __init__(self, size: int, read_into: Callable[[memoryview, int], None], segment: int = FILE_SEGMENT):
+        self.size = size
+        self.segment = segment
+        self._read_into = read_into
+        self._pool = BufferPool(segment, keep=THREADS + 4)
+
+    def edges(self) -> Sequence[int]:
+        return ()
+
+    def buffer(self, n: int) -> memoryview | None:
+        # Viewed at once: a pooled buffer is handed out again only once no view of it is alive.
+        with memoryview(self._pool.take() if n <= self.segment else bytearray(n)) as whole:
+            return whole[:n]
+
+    def load(self, begin: int, end: int, buf: memoryview | None) -> memoryview | None:
+        assert buf is not None
+        self._read_into(buf, begin)
+        return buf
+
+    def view(self, held: Sequence[tuple[int, memoryview | None]], begin: int, end: int) -> memoryview:
+        i = bisect.bisect_right([b for b, _ in held], begin) - 1
+        assert i >= 0, "a unit released too early"
+        first, data = held[i]
+        assert data is not None
+        if end - first <= len(data):
+            return data[begin - first : end - first]
+        out = memoryview(bytearray(end - begin))
+        pos = begin
+        while pos < end:  # bounded: each pass copies from the next unit
+            first, data = held[i]
+            assert data is not None
+            n = min(end, first + len(data)) - pos
+            out[pos - begin : pos - begin + n] = data[pos - first : pos - first + n]
+            pos, i = pos + n, i + 1
+        return out
+
+
+# ---------------------------------------------------------------------- cutting
+@dataclass
+class _Unit:
+    """The bytes ``[begin, end)`` loaded (for a file) and, for every FastCDC piece that
+    meets them, where its chunks start when cut from ``max(piece.begin, begin)``: the cuts
+    decided by these bytes (all of them when the piece ends here)."""
+
+    begin: int
+    end: int
+    data: memoryview | None = None
+    #: piece index -> sorted chunk starts, the last the piece's end or the first undecided start
+    starts: dict[int, list[int]] = field(default_factory=dict)
+
+
+def _units(size: int, edges: Sequence[int], segment: int) -> list[tuple[int, int]]:
+    """Consecutive spans of at most ``segment`` bytes covering ``[0, size)``, each ending at
+    one of ``edges`` when one lies in its second half."""
+    out: list[tuple[int, int]] = []
+    begin = 0
+    while begin < size:  # bounded: each pass advances
+        limit = min(size, begin + segment)
+        k = bisect.bisect_right(edges, limit) - 1
+        end = edges[k] if k >= 0 and edges[k] > begin + segment // 2 else limit
+        out.append((begin, end))
+        begin = end
+    return out
+
+
+def _cut_from(buf: memoryview, base: int, limit: int, final: bool) -> Generator[int, None, None]:
+    """The ends of the chunks FastCDC cuts from ``buf`` (the bytes ``[base, limit)``): all
+    of them if ``final`` (the piece ends at ``limit``), else those these bytes decide.
+    Close it before releasing ``buf``."""
+    it = chunker().cut_buf(buf)
+    try:
+        for c in it:
+            e = base + c.offset + c.length
+            if e == limit and not final:
+                return
+            yield e
+    finally:
+        it = None  # drop pyfastcdc's view of the buffer
+
+
+class _Cutter:
+    """The chunks of one file under a plan, cut on threads and yielded in file order."""
+
+    def __init__(self, reader: Reader, pieces: Sequence[Piece], threads: int) -> None:
+        self.reader, self.pieces = reader, pieces
+        self.piece_ends = [p.end for p in pieces]
+        edges = sorted({*reader.edges(), *(p.lo for p in pieces), reader.size})
+        balanced = max(_BALANCE_FLOOR, -(-reader.size // (4 * max(1, threads))))
+        self.units = _units(reader.size, edges, max(1, min(reader.segment, balanced)))
+        self.unit_begins = [b for b, _ in self.units]
+        self.threads = max(1, threads)
+        self.held: deque[_Unit] = deque()  # loaded units not yet released, in order
+        self.starts: list[dict[int, list[int]]] = []  # each loaded unit's cut starts
+        self._loaded: Iterator[_Unit] = iter(())
+        #: the last copy of bytes across a unit's edge (its offset): the chunks cut from it are views of it
+        self._scratch: tuple[int, memoryview] | None = None
+
+    # -- on the cutting threads
+    def _work(self, item: tuple[int, int, memoryview | None]) -> _Unit:
+        begin, end, buf = item
+        unit = _Unit(begin, end, self.reader.load(begin, end, buf))
+        k = bisect.bisect_right(self.piece_ends, begin)  # the first piece ending past ``begin``
+        while k < len(self.pieces) and self.pieces[k].begin < end:
+            p = self.pieces[k]
+            start, limit = max(p.begin, begin), min(p.end, end)
+            if p.cdc and start < limit:
+                with self.reader.view([(unit.begin, unit.data)], start, limit) as view:
+                    unit.starts[k] = [start, *_cut_from(view, start, limit, limit == p.end)]  # all consumed
+            k += 1
+        return unit
+
+    # -- on the caller's thread
+    def _items(self) -> Iterator[tuple[int, int, memoryview | None]]:
+        for begin, end in self.units:
+            yield begin, end, self.reader.buffer(end - begin)
+
+    def _load_to(self, n: int) -> None:
+        """Load units until ``n`` of them are (or all are)."""
+        while len(self.starts) < n:  # bounded by the units
+            unit = next(self._loaded)
+            self.held.append(unit)
+            self.starts.append(unit.starts)
+
+    def view(self, begin: int, end: int) -> memoryview:
+        """The bytes ``[begin, end)`` (a view of a unit or of the caller's memory, or a copy)."""
+        if self._scratch is not None:
+            first, kept = self._scratch
+            if first <= begin and end <= first + len(kept):
+                return kept[begin - first : end - first]
+        self._load_to(bisect.bisect_left(self.unit_begins, end))
+        out = self.reader.view([(u.begin, u.data) for u in self.held], begin, end)
+        if end > self.units[bisect.bisect_right(self.unit_begins, begin) - 1][1]:
+            self._drop_scratch()
+            self._scratch = (begin, out)
+            return out[:]
+        return out
+
+    def _drop_scratch(self) -> None:
+        if self._scratch is not None:
+            self._scratch[1].release()
+            self._scratch = None
+
+    def _release_before(self, pos: int) -> None:
+        if self._scratch is not None and self._scratch[0] + len(self._scratch[1]) <= pos:
+            self._drop_scratch()
+        while self.held and self.held[0].end <= pos:  # bounded by the units held
+            unit = self.held.popleft()
+            if unit.data is not None:
+                unit.data.release()
+
+    def chunks(self) -> Generator[tuple[int, memoryview], None, None]:
+        """``(offset, view)`` of every chunk, in file order."""
+        self._loaded = bounded_map(
+            self._work, self._items(), workers=self.threads, window=self.threads + 1, name="uniflow-cut"
+        )
+        try:
+            for i, p in enumerate(self.pieces):
+                bounds = self._piece_chunks(i, p) if p.cdc else iter([(p.lo, p.hi)])
+                for begin, end in bounds:
+                    yield begin, self.view(begin, end)
+                    self._release_before(end)
+        finally:
+            close = getattr(self._loaded, "close", None)
+            if close is not None:
+                close()
+            self._release_before(self.reader.size + 1)
+
+    def _piece_chunks(self, i: int, p: Piece) -> Iterator[tuple[int, int]]:
+        """The chunks of FastCDC piece ``i``: its last chunk merged into the one before when
+        short (``merge_tail``), its glued bytes added to its first and last chunk."""
+        window: deque[int] = deque()
+        start = p.lo
+        for e in self._piece_ends(i, p):
+            window.append(e)
+            if len(window) > 2:
+                end = window.popleft()
+                yield start, end
+                start = end
+        if p.merge_tail and len(window) == 2 and window[1] - window[0] < _MIN:
+            window.popleft()
+        for end in window:
+            yield start, (p.hi if end == p.end else end)
+            start = end
+
+    def _piece_ends(self, i: int, p: Piece) -> Iterator[int]:
+        """Where the chunks of piece ``i`` end, as cutting it alone from ``p.begin`` gives:
+        each unit's cuts from the first start it shares with the cut so far."""
+        pos = p.begin
+        k = bisect.bisect_right(self.unit_begins, p.begin) - 1
+        while pos < p.end:  # bounded: each pass moves to the next unit or advances ``pos``
+            self._load_to(k + 1)
+            starts = self.starts[k][i]
+            j = bisect.bisect_left(starts, pos)
+            if j < len(starts) and starts[j] == pos:
+                yield from starts[j + 1 :]
+                pos = starts[-1]
+            elif pos < starts[-1]:
+                pos = yield from self._recut(p, pos, starts)
+                continue
+            k += 1
+
+    def _recut(self, p: Piece, pos: int, starts: list[int]) -> Generator[int, None, int]:
+        """Cut piece ``p`` from ``pos`` until a chunk starts at one of ``starts`` or past
+        them all; yields each chunk's end, returns where the last ends. Bytes are cut from
+        within one unit where they can be (a view), else from a copy reaching 1 MiB past
+        the unit's end, else one maximum chunk long."""
+        shared, last = set(starts), starts[-1]
+        tries = 0
+        while pos not in shared and pos < last:  # bounded: each pass cuts a chunk or reaches further
+            unit_end = self.units[bisect.bisect_right(self.unit_begins, pos) - 1][1]
+            far = (min(unit_end, pos + _REACH), unit_end + _PAST, pos + _MAX + 1)[min(tries, 2)]
+            limit = min(p.end, max(far, pos + 1))
+            tries += 1
+            with self.view(pos, limit) as buf:
+                ends = _cut_from(buf, pos, limit, limit == p.end)
+                try:
+                    for e in ends:
+                        yield e
+                        pos, tries = e, 0
+                        if pos in shared or pos >= last:
+                            break
+                finally:
+                    ends.close()
+        return pos
+
+
+def cut(
+    reader: Reader, ranges: Sequence[tuple[int, int]] = (), *, threads: int = THREADS
+) -> Generator[tuple[int, memoryview], None, None]:
+    """``(offset, view)`` of every chunk of ``reader``'s bytes cut at ``ranges`` (see the
+    module doc), in file order, FastCDC running on ``threads`` threads over units of at
+    most ``reader.segment`` bytes. Release each view when done with it (buffers are reused)."""
+    return _Cutter(reader, plan(reader.size, ranges), threads).chunks()
+
+
+def cut_ends(reader: Reader, ranges: Sequence[tuple[int, int]] = (), *, threads: int = THREADS) -> list[int]:
+    """Where the chunks :func:`cut` gives end, in order (for :func:`covering`)."""
+    out: list[int] = []
+    for offset, view in cut(reader, ranges, threads=threads):
+        out.append(offset + len(view))
+        view.release()
+    return out
