@@ -292,7 +292,7 @@ def test_a_large_tensor_is_made_of_its_own_chunks(
         "layers.03.norm.weight",
         "layers.03.z.proj",
     }
-    assert covering(ends, 0, ends[0]) == range(0, 1) and covering(ends, 1, ends[0]) is None
+    assert covering(ends, 0, ends[0]) == range(1) and covering(ends, 1, ends[0]) is None
 
 
 def test_inserting_bytes_at_the_start_of_an_opaque_file_changes_few_chunks(tmp_path: Path) -> None:
