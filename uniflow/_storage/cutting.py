@@ -217,15 +217,15 @@ class Reader(Protocol):
         """Offsets where a unit had better end (to avoid copies), sorted."""
         ...
 
-    def buffer(self, n: int) -> memoryview | None:
+    def buffer(self, n: int) -> memoryview | None:  # noqa: ARG002 (the reader protocol's signature)
         """A buffer of ``n`` bytes to load a unit into (taken on the caller's thread)."""
         ...
 
-    def load(self, begin: int, end: int, buf: memoryview | None) -> memoryview | None:
+    def load(self, begin: int, end: int, buf: memoryview | None) -> memoryview | None:  # noqa: ARG002 (the reader protocol's signature)
         """The bytes ``[begin, end)`` read into ``buf`` (None: the bytes are in memory)."""
         ...
 
-    def view(self, held: Sequence[tuple[int, memoryview | None]], begin: int, end: int) -> memoryview:
+    def view(self, held: Sequence[tuple[int, memoryview | None]], begin: int, end: int) -> memoryview:  # noqa: ARG002 (the reader protocol's signature)
         """The bytes ``[begin, end)``, inside the units ``held`` (``(begin, loaded bytes)``
         in order): a view where one unit holds them all, else a copy."""
         ...
@@ -245,13 +245,13 @@ class MemoryReader:
     def edges(self) -> Sequence[int]:
         return self.seg.starts
 
-    def buffer(self, n: int) -> memoryview | None:
+    def buffer(self, n: int) -> memoryview | None:  # noqa: ARG002 (the reader protocol's signature)
         return None
 
-    def load(self, begin: int, end: int, buf: memoryview | None) -> memoryview | None:
+    def load(self, begin: int, end: int, buf: memoryview | None) -> memoryview | None:  # noqa: ARG002 (the reader protocol's signature)
         return None
 
-    def view(self, held: Sequence[tuple[int, memoryview | None]], begin: int, end: int) -> memoryview:
+    def view(self, held: Sequence[tuple[int, memoryview | None]], begin: int, end: int) -> memoryview:  # noqa: ARG002 (the reader protocol's signature)
         parts = self.seg.slices(begin, end)
         if len(parts) == 1:
             return parts[0]
@@ -273,17 +273,17 @@ class FileReader:
     def edges(self) -> Sequence[int]:
         return ()
 
-    def buffer(self, n: int) -> memoryview | None:
+    def buffer(self, n: int) -> memoryview | None:  # noqa: ARG002 (the reader protocol's signature)
         # Viewed at once: a pooled buffer is handed out again only once no view of it is alive.
         with memoryview(self._pool.take() if n <= self.segment else bytearray(n)) as whole:
             return whole[:n]
 
-    def load(self, begin: int, end: int, buf: memoryview | None) -> memoryview | None:
+    def load(self, begin: int, end: int, buf: memoryview | None) -> memoryview | None:  # noqa: ARG002 (the reader protocol's signature)
         assert buf is not None
         self._read_into(buf, begin)
         return buf
 
-    def view(self, held: Sequence[tuple[int, memoryview | None]], begin: int, end: int) -> memoryview:
+    def view(self, held: Sequence[tuple[int, memoryview | None]], begin: int, end: int) -> memoryview:  # noqa: ARG002 (the reader protocol's signature)
         i = bisect.bisect_right([b for b, _ in held], begin) - 1
         assert i >= 0, "a unit released too early"
         first, data = held[i]
@@ -387,7 +387,7 @@ class _Cutter:
             self.held.append(unit)
             self.starts.append(unit.starts)
 
-    def view(self, begin: int, end: int) -> memoryview:
+    def view(self, begin: int, end: int) -> memoryview:  # noqa: ARG002 (the reader protocol's signature)
         """The bytes ``[begin, end)`` (a view of a unit or of the caller's memory, or a copy)."""
         if self._scratch is not None:
             first, kept = self._scratch
