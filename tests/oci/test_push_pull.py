@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import cli, tree_bytes
+from tests.helpers import cli, make_repo, tree_bytes
 from tests.oci.conftest import OciRegistry
+from uniflow import ModelRegistry
 
 pytestmark = pytest.mark.slow  # a network server
 
@@ -263,3 +264,27 @@ def test_a_repush_reads_no_file_the_registry_holds(
         code=None,
     )
     assert elsewhere.returncode != 0 and elsewhere.stderr.count("\n") == 1, elsewhere.stderr
+
+
+def test_a_signed_version_carries_its_verified_signer(tmp_path: Path, oci_registry: Any, skopeo: Any) -> None:
+    """A version whose tag is signed by an allowed signer of the policy is pushed with
+    ``org.uniflow.signer`` naming that principal (verified, never claimed)."""
+    from tests.authority.conftest import git, make_key
+
+    key = make_key(tmp_path / "keys", "alice")
+    repo = make_repo(tmp_path / "repo")
+    (repo / ".uniflow").mkdir(exist_ok=True)
+    (repo / ".uniflow/policy.toml").write_text('[admins]\nprincipals = ["alice@example.com"]\n')
+    (repo / ".uniflow/allowed_signers").write_text(f'alice@example.com namespaces="git" {key.pub_line}\n')
+    git(repo, "add", ".uniflow")
+    git(repo, "config", "gpg.format", "ssh")
+    git(repo, "config", "user.signingKey", str(key.path))
+    git(repo, "commit", "-q", "-S", "-m", "uniflow policy")
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"signed weights" * 512)
+    ModelRegistry(repo).register(str(model), "clf", version="v1.0.0")
+
+    url = oci_registry.url("team/signed", "v1")
+    cli(repo, "oci", "push", "clf", "v1.0.0", url, "--plain-http")
+    raw = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{oci_registry.host}/team/signed:v1")
+    assert json.loads(raw)["annotations"]["org.uniflow.signer"] == "alice@example.com"

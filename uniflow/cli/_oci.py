@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .._errors import UniflowError
 from .._format import human_size
 from ._common import CliError, echo_json, get_registry, json_option, progress_bar, repo_option
 from ._dest import check_dest, move_into_place
 from ._format import Cell, print_line
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .._repo import Repository
     from ..oci.pull import OciPullReport
 
 __all__ = ["get_oci", "oci_group"]
@@ -60,8 +62,9 @@ def oci_push(name: str, version: str, target: str, plain_http: bool, as_json: bo
 
     ref = parse_oci_ref(target)
     with get_registry(repo) as registry, progress_bar(f"push {name}") as progress:
+        signer = _verified_signer(registry.repository, name, version)
         report = push_version(
-            registry.repository, name, version, ref, plain_http=plain_http, progress=progress
+            registry.repository, name, version, ref, plain_http=plain_http, progress=progress, signer=signer
         )
     if as_json:
         echo_json(report.to_dict())
@@ -74,6 +77,18 @@ def oci_push(name: str, version: str, target: str, plain_http: bool, as_json: bo
         f"({report.uploaded} blobs uploaded, {report.reused} already there)",
     )
     print_line(f"  manifest {report.manifest_digest}  content {report.content_digest}")
+
+
+def _verified_signer(repo: Repository, name: str, version: str) -> str | None:
+    """Who signed the version tag, when its signature verifies against the policy's allowed
+    signers (uniflow verify --signatures); None for an unsigned or unverifiable tag."""
+    from .._ops.authority import verify_lifecycle
+
+    try:
+        check = verify_lifecycle(repo, name).tags.get(repo.resolve(name, version, None)[0])
+    except UniflowError:
+        return None
+    return check.signer if check is not None and check.ok else None
 
 
 def _pull_into(

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .._repo import Repository
     from .._types import ProgressFn
 
-__all__ = ["OciPushReport", "push_version", "signer_of"]
+__all__ = ["OciPushReport", "push_version"]
 
 _WINDOW = 8 << 20
 #: derived-cache kind of a file's sha256, keyed by its BLAKE3 file digest
@@ -62,15 +62,6 @@ class OciPushReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def signer_of(repo: Repository, name: str, version: str) -> str | None:  # noqa: ARG001 (the signer annotation's hook; None until tags are signed)
-    """The principal that signed the version, for the ``org.uniflow.signer`` annotation.
-
-    The hook for signed versions: uniflow does not sign version tags yet, so this is None;
-    once it does, return the principal the tag's signature verified for (never an unverified
-    claim)."""
-    return None
 
 
 def _target(ref: OciRef, version: str) -> OciRef:
@@ -196,14 +187,17 @@ def push_version(
     *,
     plain_http: bool = False,
     progress: ProgressFn | None = None,
+    signer: str | None = None,
 ) -> OciPushReport:
     """Push version ``version`` of ``name`` to ``target`` (a tag; without one, the version is
-    the tag) as a ModelPack artifact; blobs the repository holds are not uploaded again."""
+    the tag) as a ModelPack artifact; blobs the repository holds are not uploaded again.
+    ``signer``: the principal the version tag's signature verified for (the caller verifies
+    it; never an unverified claim), written as the ``org.uniflow.signer`` annotation."""
     version, state = repo.resolve(name, version, None)
     ref = _target(target, version)
     m = repo.manifest(name, version)
     stage = state.stage(version)
-    info = _info(m, stage, signer_of(repo, name, version))
+    info = _info(m, stage, signer)
     sender = _Sender(OciClient(ref, plain_http=plain_http))
     try:
         layers = _send_files(repo, name, version, m, sender, progress)
