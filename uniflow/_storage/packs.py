@@ -94,6 +94,7 @@ import os
 import stat
 import struct
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -137,6 +138,8 @@ DATA_START = PACK_HEAD.size
 #: bytes of a pack that are neither chunks nor index: header and tail
 _FRAME = PACK_HEAD.size + PACK_TAIL.size
 _HEX = frozenset("0123456789abcdef")
+#: a directory modified longer ago than this is trusted unchanged while its stat is
+_SETTLED_NS = 2_000_000_000
 
 
 class CorruptPackError(IntegrityError):
@@ -244,6 +247,10 @@ class PackIndex:
         """Every entry, in name order (for gc's live-share count and repack)."""
         for raw in sorted(self._ranges):
             yield PackEntry(raw.hex(), *self._ranges[raw])
+
+    def has_raw(self, raw: bytes) -> bool:
+        """True if the pack holds the chunk named by 32 raw bytes."""
+        return raw in self._ranges
 
     def raw_names(self) -> Iterator[bytes]:
         """The chunk names as 32 raw bytes, in no particular order."""
@@ -413,6 +420,26 @@ class PackReader:
         self._check(entry, data)
         return data
 
+    def read_into(self, name: str, buf: bytearray) -> tuple[memoryview, int]:
+        """Chunk ``name`` read into ``buf`` (a new buffer when it does not fit) and verified:
+        ``(view of its bytes, its offset in the pack)``; the caller releases the view."""
+        entry = self._entry(name)
+        if len(buf) < entry.length:
+            buf = bytearray(entry.length)
+        view = memoryview(buf)[: entry.length]
+        got = read_full(self._fd, view, entry.offset)
+        try:
+            self._check(entry, view[:got])
+        except BaseException:
+            view.release()
+            raise
+        return view, entry.offset
+
+    @property
+    def fd(self) -> int:
+        """The pack's open descriptor (valid while the reader is open)."""
+        return self._fd
+
     def iter_chunks(self, names: set[str] | None = None) -> Iterator[tuple[str, bytes]]:
         """``(name, verified bytes)`` of the chunks named in ``names`` (all by default), in
         the order they lie in the pack (what a repack copies)."""
@@ -480,10 +507,11 @@ def scan_packs(store_root: Path) -> PackScan:
     return scan
 
 
-def read_pack_tail(store_root: Path, name: str) -> PackIndex:
-    """The index stored in pack ``name``'s own tail, validated like an ``.idx``."""
+def read_pack_tail(store_root: Path, name: str, directory: Path | None = None) -> PackIndex:
+    """The index stored in pack ``name``'s own tail, validated like an ``.idx``; the pack is
+    looked for in ``directory`` (default: the store's ``packs/``; a gc's set holds packs too)."""
     check_name(name, "pack name")
-    fd = _open_regular(pack_dir(store_root) / f"{name}.pack", name)
+    fd = _open_regular((directory or pack_dir(store_root)) / f"{name}.pack", name)
     try:
         size = os.fstat(fd).st_size
         if size < _FRAME + INDEX_HEAD.size + _SUM:
@@ -533,9 +561,20 @@ class PackSet:
         self._open: OrderedDict[str, PackReader] = OrderedDict()
         self._users: dict[str, int] = {}
         self.invalid: dict[str, str] = {}
+        self._seen: tuple[int, int, int] | None = None  # packs/ as last listed
 
-    def refresh(self) -> int:
-        """Read the indexes of the complete packs not seen yet; how many were added."""
+    def refresh(self, *, force: bool = True) -> int:
+        """Read the indexes of the complete packs not seen yet; how many were added. Unless
+        ``force``, nothing is listed when ``packs/`` is unchanged since the last listing (its
+        modification time settled: a change within the same clock tick is not missed)."""
+        try:
+            st = os.stat(pack_dir(self._root))
+        except FileNotFoundError:
+            return 0
+        seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if not force and seen == self._seen:
+            return 0
+        self._seen = seen if time.time_ns() - st.st_mtime_ns > _SETTLED_NS else None
         added = 0
         for name in sorted(_complete_names(self._root) - self._indexes.keys() - self.invalid.keys()):
             try:
@@ -556,34 +595,104 @@ class PackSet:
             added += 1
         return added
 
-    def pack_of(self, name: str) -> str | None:
-        """The pack holding chunk ``name`` (64 hex), or None."""
+    @property
+    def root(self) -> Path:
+        """The store whose packs these are."""
+        return self._root
+
+    def pack_of(self, name: str, *, refresh: bool = True) -> str | None:
+        """The pack holding chunk ``name`` (64 hex), or None; with ``refresh``, a miss looks
+        for packs that appeared since first."""
         raw = raw_name(name)
         found = self._where.get(raw)
-        if found is None and self.refresh():
+        if found is None and refresh and self.refresh(force=False):
             found = self._where.get(raw)
         return found
+
+    def locate(self, name: str, *, refresh: bool = True) -> str | None:
+        """:meth:`pack_of`, checked against the file system: the pack's ``.pack`` exists now
+        (one ``stat``). A pack found gone (a gc removed it) is forgotten and the chunk looked
+        for again. This is the existence check a register relies on after pinning a chunk."""
+        for _ in range(2):  # bounded: the second round finds the chunk elsewhere or not at all
+            pack = self.pack_of(name, refresh=refresh)
+            if pack is None:
+                return None
+            if os.path.exists(pack_dir(self._root) / f"{pack}.pack"):
+                return pack
+            self.forget(pack)
+        return None
+
+    def forget(self, pack: str) -> None:
+        """Drop a pack found gone from the map (its chunks are looked up in the other packs;
+        it is read again by :meth:`refresh` if it comes back)."""
+        with self._lock:
+            index = self._indexes.pop(pack, None)
+            if index is None:
+                return
+            if not self._users.get(pack):  # else closed by a later eviction, once unused
+                reader = self._open.pop(pack, None)
+                if reader is not None:
+                    reader.close()
+            for raw in index.raw_names():
+                if self._where.get(raw) == pack:
+                    other = next((n for n, i in self._indexes.items() if i.has_raw(raw)), None)
+                    if other is None:
+                        del self._where[raw]
+                    else:
+                        self._where[raw] = other
+
+    def indexes(self) -> dict[str, PackIndex]:
+        """Every pack read so far (call :meth:`refresh` first for all of them), by name."""
+        with self._lock:
+            return dict(self._indexes)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.pack_of(name) is not None
 
     @contextlib.contextmanager
     def _using(self, name: str) -> Iterator[PackReader]:
-        pack = self.pack_of(name)
-        if pack is None:
+        reader = None
+        for _ in range(2):  # bounded: a pack found gone is forgotten, then one more look
+            pack = self.pack_of(name)
+            if pack is None:
+                break
+            try:
+                reader = self._acquire(pack)
+                break
+            except MissingChunkError:
+                self.forget(pack)  # removed by a gc since its index was read
+        if reader is None:
             raise MissingChunkError(f"chunk {name[:16]} is in no pack of the store", name)
-        with self._lock:
-            reader = self._open.get(pack)
-            if reader is None:
-                reader = self._open[pack] = PackReader(self._root, pack, self._indexes[pack])
-            self._open.move_to_end(pack)
-            self._users[pack] += 1
         try:
             yield reader
         finally:
             with self._lock:
-                self._users[pack] -= 1
+                self._users[reader.name] -= 1
                 self._evict()
+
+    def _acquire(self, pack: str) -> PackReader:
+        """Pack ``pack``'s reader, opened if needed, counted as in use."""
+        with self._lock:
+            reader = self._open.get(pack)
+            if reader is None:
+                index = self._indexes.get(pack)
+                if index is None:
+                    raise MissingChunkError(f"pack {pack[:16]} was removed", pack)
+                reader = self._open[pack] = PackReader(self._root, pack, index)
+            self._open.move_to_end(pack)
+            self._users[pack] = self._users.get(pack, 0) + 1
+            return reader
+
+    @contextlib.contextmanager
+    def open_verified(self, name: str, buf: bytearray) -> Iterator[tuple[memoryview, int, int]]:
+        """Chunk ``name`` read into ``buf`` (see :meth:`PackReader.read_into`) and verified:
+        yields ``(bytes, the pack's descriptor, their offset in it)``, valid in the block."""
+        with self._using(name) as reader:
+            view, offset = reader.read_into(name, buf)
+            try:
+                yield view, reader.fd, offset
+            finally:
+                view.release()
 
     def _evict(self) -> None:
         """Close the least recently used packs nobody reads, down to ``max_open``."""

@@ -42,6 +42,7 @@ import functools
 import io
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
@@ -66,8 +67,11 @@ from .chunking import (
 )
 from .fsio import force_unlink, fsync_dir, os_reason, write_immutable
 from .ingest import FileSource, fd_digest, fd_stamp, read_full
+from .packs import PackSet, pack_dir
+from .packwriter import PackStream
 from .parallel import ThreadBuffers
 from .pins import AsideSet, Pin, clean_tmp, read_pins, recover, restore_abandoned, tmp_name
+from .repack import recover_set_aside
 from .safefs import first_link
 from .segments import Segments
 
@@ -96,6 +100,8 @@ class VerifiedChunk:
     data: memoryview
     fd: int
     stamp: tuple[int, ...]
+    #: where the bytes lie in ``fd``: 0 for a chunk file, the chunk's offset in its pack
+    offset: int = 0
 
     def unchanged(self) -> bool:
         return fd_stamp(self.fd) == self.stamp
@@ -113,9 +119,18 @@ class ObjectStore:
         self.objects = self.root / "objects"
         self.tmp = self.root / "tmp"
         self.cache = self.root / "cache" / "files"
+        self.packs_dir = pack_dir(self.root)
         #: called with digests missing locally before a read gives up (blob remotes)
         self.fetcher = fetcher
         self._checked: set[Path] = set()  # fan-out directories seen to be real directories
+        self._packs: PackSet | None = None
+
+    @property
+    def packs(self) -> PackSet:
+        """The store's packs (their indexes read on first use)."""
+        if self._packs is None:
+            self._packs = PackSet(self.root)
+        return self._packs
 
     # ------------------------------------------------------------------ layout
     def object_path(self, digest: str) -> Path:
@@ -125,7 +140,7 @@ class ObjectStore:
     def ensure_dirs(self) -> None:
         self.check_layout()
         try:
-            for d in (self.objects, self.tmp, self.cache):
+            for d in (self.objects, self.tmp, self.cache, self.packs_dir):
                 d.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RepositoryError(f"cannot create the object store in {self.root}: {exc.strerror}") from exc
@@ -137,7 +152,8 @@ class ObjectStore:
         The store, its ``objects``, ``tmp`` and ``cache`` are created by uniflow as real
         directories; it never writes, links or deletes through a link found in their place.
         """
-        for d in (self.objects, self.tmp, self.cache, self.root / "cache" / "versions", self.tmp / "pins"):
+        dirs = (self.objects, self.tmp, self.cache, self.root / "cache" / "versions", self.tmp / "pins")
+        for d in (*dirs, self.packs_dir):
             self._check_dir(d)
 
     def _check_dir(self, d: Path) -> None:
@@ -171,18 +187,23 @@ class ObjectStore:
             raise RepositoryError(f"cannot write to the object store {self.root}: {os_reason(exc)}") from exc
 
     def has(self, digest: str) -> bool:
-        return self.object_path(digest).exists()
+        """True if chunk ``digest`` is here now: a chunk file, or in a pack whose file exists."""
+        return self.object_path(digest).exists() or self.packs.locate(digest) is not None
 
     def missing(self, digests: Iterable[str]) -> list[str]:
+        """The chunks of ``digests`` that are neither chunk files nor in a pack, in order."""
         # Plain string paths: this runs over every chunk of a file before a first load.
         base = os.fspath(self.objects)
         exists = os.path.exists
-        out = []
+        loose_missing = []
         for d in dict.fromkeys(digests):
             validate_digest(d, "chunk digest")
             if not exists(f"{base}/{d[:2]}/{d[2:]}"):
-                out.append(d)
-        return out
+                loose_missing.append(d)
+        if not loose_missing or not self.packs_dir.is_dir():
+            return loose_missing
+        self.packs.refresh()
+        return [d for d in loose_missing if self.packs.locate(d, refresh=False) is None]
 
     def iter_objects(self) -> Iterator[tuple[str, Path]]:
         """Every stored chunk as ``(digest, path)``."""
@@ -209,10 +230,11 @@ class ObjectStore:
         """Chunk, hash and store ``path``; return its record once every chunk is durable.
 
         The file is read a window at a time into this process's own memory (never mapped)
-        and every chunk is hashed from those bytes; the chunk file is copied in the kernel
-        from the same range of the file (``copy_file_range``, ``_storage.ingest``). A file that
-        changes while it is read is refused with :class:`InvalidPathError`, and the objects
-        this call created whose bytes do not match their names are removed. Chunking runs on
+        and every chunk is hashed from those bytes and appended, from the same bytes, to this
+        call's packs (``_storage.packwriter.PackStream``; every pack and its index durable
+        before this returns). A file that changes while it is read is refused with
+        :class:`InvalidPathError` (the packs written stay: their chunks are named by their
+        bytes, unreferenced; gc removes them). Chunking runs on
         this thread while worker threads hash and write the previous chunks (BLAKE3 and file
         I/O release the GIL), so cutting, hashing and writing overlap. With ``pin``, every chunk is pinned
         before it is looked for or written. With ``ranges``, the byte ranges it returns for
@@ -233,26 +255,10 @@ class ObjectStore:
             head_size = getattr(ranges, "head_size", None)
             first = int(head_size(src.head(16))) if callable(head_size) else 0
             head = src.head(max(first, _HEAD))
-            created: list[str] = []
-            try:
-                rec = self._put_chunks(
-                    src.cuts(chunker()),
-                    src.size,
-                    head,
-                    progress,
-                    pin,
-                    ranges,
-                    known,
-                    src.hash_range,
-                    src_fd=fd,
-                    created=created,
-                )
-                src.check_unchanged()
-            except BaseException:
-                # Chunks were copied from the file itself: one that changed meanwhile may have
-                # left an object whose bytes are not its name. Only this call's own are looked at.
-                self._discard_misnamed(created)
-                raise
+            rec = self._put_chunks(
+                src.cuts(chunker()), src.size, head, progress, pin, ranges, known, src.hash_range, src_fd=fd
+            )
+            src.check_unchanged()
             return rec
         finally:
             os.close(fd)
@@ -310,29 +316,27 @@ class ObjectStore:
         reread: Callable[[int, int], str],
         *,
         src_fd: int | None = None,
-        created: list[str] | None = None,
         parts: Segments | None = None,
     ) -> FileRecord:
-        """:func:`~uniflow._storage.chunking.store_chunks` into this store (each chunk pinned with
-        ``pin``; the digests of the objects created appended to ``created``), then the
-        fan-out directories of its chunks fsynced."""
+        """:func:`~uniflow._storage.chunking.store_chunks` into this store: each chunk pinned
+        with ``pin``, then looked for, and appended to this call's packs if it is nowhere;
+        every pack and its index durable when this returns."""
+        sink = _PackSink(self.root, self.durable)
 
         def write(piece: memoryview, src: tuple[int, int] | None) -> ChunkRef:
-            return self._store_chunk(piece, pin, src, created)
+            return self._store_chunk(piece, pin, sink)
 
-        rec = store_chunks(
-            cuts, write, size, head, progress, ranges, known, reread, src_fd=src_fd, parts=parts
-        )
-        self.sync_dirs(c.digest for c in rec.chunks)
+        try:
+            rec = store_chunks(
+                cuts, write, size, head, progress, ranges, known, reread, src_fd=src_fd, parts=parts
+            )
+            sink.close()
+        except BaseException:
+            sink.abort()
+            raise
         return rec
 
-    def _store_chunk(
-        self,
-        piece: memoryview,
-        pin: Pin | None = None,
-        src: tuple[int, int] | None = None,
-        created: list[str] | None = None,
-    ) -> ChunkRef:
+    def _store_chunk(self, piece: memoryview, pin: Pin | None, sink: _PackSink) -> ChunkRef:
         digest = chunk_digest(piece)
         if pin is not None:
             try:
@@ -341,22 +345,9 @@ class ObjectStore:
                 raise RepositoryError(
                     f"cannot write to the object store {self.root}: {os_reason(exc)}"
                 ) from exc
-        if self._write_object(digest, piece, src=src) and created is not None:
-            created.append(digest)
+        if not sink.wrote(digest) and not self.has(digest):
+            sink.add(digest, piece)
         return ChunkRef(digest, len(piece))
-
-    def _discard_misnamed(self, digests: Iterable[str]) -> None:
-        """Unlink those of the objects ``digests`` (created by this process moments ago) whose
-        bytes do not hash to their name."""
-        for digest in digests:
-            path = self.object_path(digest)
-            try:
-                with open(path, "rb", buffering=0) as f:
-                    ok = chunk_digest(f.read()) == digest
-            except OSError:
-                continue
-            if not ok:
-                force_unlink(path)
 
     def _write_object(
         self, digest: str, data: memoryview | bytes, *, src: tuple[int, int] | None = None
@@ -435,12 +426,22 @@ class ObjectStore:
         return True
 
     # ------------------------------------------------------------------ read
+    # A chunk is looked for as a chunk file first (stores of formats 1 and 2, and chunks
+    # fetched from a blob remote), then in the packs; missing from both, among the chunks
+    # and packs a gc has set aside, then on the blob remote (``_fetch``), and once more.
     def read_chunk(self, ref: ChunkRef | str, context: str = "", *, _again: bool = False) -> bytes:
         """The verified bytes of one chunk."""
         digest = ref.digest if isinstance(ref, ChunkRef) else ref
-        with self._open_chunk(digest, context) as f:
+        size = ref.size if isinstance(ref, ChunkRef) else None
+        f = self._open_loose(digest, context)
+        if f is None:
+            with self._open_packed(digest, bytearray(0), context) as chunk:
+                if size is not None and len(chunk.data) != size:
+                    raise _corrupt(digest, context)  # the manifest says another size
+                return bytes(chunk.data)
+        with f:
             data = f.read()
-        if (isinstance(ref, ChunkRef) and len(data) != ref.size) or chunk_digest(data) != digest:
+        if (size is not None and len(data) != size) or chunk_digest(data) != digest:
             if self._refetch(digest, _again):
                 return self.read_chunk(ref, context, _again=True)
             raise _corrupt(digest, context)
@@ -452,7 +453,12 @@ class ObjectStore:
         and the descriptor they were read from, valid until the block ends (see
         :class:`VerifiedChunk`). Missing or corrupted: as :meth:`read_chunk`."""
         for again in (False, True):
-            with self._open_chunk(digest, context) as f:
+            f = self._open_loose(digest, context)
+            if f is None:
+                with self._open_packed(digest, buf, context) as chunk:
+                    yield chunk
+                return
+            with f:
                 stamp = fd_stamp(f.fileno())
                 data = _read_into(f, buf)
                 try:
@@ -465,19 +471,43 @@ class ObjectStore:
                 break
         raise _corrupt(digest, context)
 
-    def _open_chunk(self, digest: str, context: str) -> io.FileIO:
-        """The chunk's object file, opened unbuffered; fetched first if it is missing."""
+    def _open_loose(self, digest: str, context: str) -> io.FileIO | None:
+        """The chunk's file, opened unbuffered; None when it is in a pack instead (fetched
+        first when it is in neither: :class:`MissingChunkError` if it cannot be)."""
         path = self.object_path(digest)
-        try:
-            return open(path, "rb", buffering=0)
-        except FileNotFoundError:
-            self._fetch([digest])
+        for fetched in (False, True):
             try:
                 return open(path, "rb", buffering=0)
             except FileNotFoundError:
-                raise MissingChunkError(
-                    _where(context) + f"chunk {digest[:16]} is missing from the store", digest
-                ) from None
+                pass
+            if self.packs.locate(digest) is not None:
+                return None
+            if not fetched:
+                self._fetch([digest])
+        raise MissingChunkError(_where(context) + f"chunk {digest[:16]} is missing from the store", digest)
+
+    @contextlib.contextmanager
+    def _open_packed(self, digest: str, buf: bytearray, context: str) -> Iterator[VerifiedChunk]:
+        """The chunk read from its pack and verified; a pack removed meanwhile by a gc is
+        looked for among the packs it set aside (and the blob remote) once."""
+        for fetched in (False, True):
+            with contextlib.ExitStack() as stack:
+                try:
+                    data, fd, offset = stack.enter_context(self.packs.open_verified(digest, buf))
+                except CorruptChunkError as exc:
+                    raise CorruptChunkError(_where(context) + str(exc), digest) from None
+                except MissingChunkError:
+                    if fetched:
+                        break
+                else:
+                    yield VerifiedChunk(data, fd, fd_stamp(fd), offset)
+                    return
+            self._fetch([digest])
+            if self.object_path(digest).exists():  # fetched from a blob remote as a chunk file
+                with self.open_verified(digest, buf, context) as chunk:
+                    yield chunk
+                    return
+        raise MissingChunkError(_where(context) + f"chunk {digest[:16]} is missing from the store", digest)
 
     def _refetch(self, digest: str, again: bool) -> bool:
         """Delete a damaged chunk of a download cache so that it is fetched again (once)."""
@@ -487,10 +517,14 @@ class ObjectStore:
         return False
 
     def _fetch(self, digests: list[str]) -> None:
-        """Find missing chunks: first among those a gc has set aside, then on the blob remote."""
+        """Find missing chunks: first among those a gc has set aside (chunk files and packs),
+        then on the blob remote."""
         if not digests:
             return
         recover(self.tmp, self.objects, digests)
+        recover_set_aside(self.root, digests)
+        if self._packs is not None:
+            self._packs.refresh()
         if self.fetcher is not None:
             still = self.missing(digests)
             if still:
@@ -580,6 +614,16 @@ class ObjectStore:
             os.close(fd)
 
     # ------------------------------------------------------------------ maintenance
+    def read_loose(self, digest: str) -> bytes | None:
+        """The bytes of chunk file ``digest`` if it exists and holds them (else None): what
+        ``gc --repack`` copies into a pack."""
+        try:
+            with open(self.object_path(digest), "rb", buffering=0) as f:
+                data = f.read()
+        except OSError:
+            return None
+        return data if chunk_digest(data) == digest else None
+
     def delete_object(self, digest: str) -> int:
         """Unlink the object's name (a symlink planted there is removed, never followed);
         the bytes freed."""
@@ -739,6 +783,37 @@ class ObjectStore:
         with os.fdopen(fd, "rb") as f:  # closes fd
             data = f.read()
         return write_immutable(final, self.tmp, data, tmp_name(f"obj-{digest[:12]}"), fsync=self.durable)
+
+
+class _PackSink:
+    """The packs one register writes, started on its first new chunk (thread-safe)."""
+
+    def __init__(self, root: Path, durable: bool) -> None:
+        self._root, self._durable = root, durable
+        self._lock = threading.Lock()
+        self._stream: PackStream | None = None
+        self._names: set[str] = set()
+
+    def wrote(self, digest: str) -> bool:
+        """True if this register has added chunk ``digest`` already."""
+        return digest in self._names
+
+    def add(self, digest: str, piece: memoryview) -> None:
+        with self._lock:
+            if self._stream is None:
+                self._stream = PackStream(self._root, durable=self._durable)
+            stream = self._stream
+            self._names.add(digest)
+        stream.add(digest, piece)
+
+    def close(self) -> None:
+        """Every pack durable and visible (with its index) when this returns."""
+        if self._stream is not None:
+            self._stream.close()
+
+    def abort(self) -> None:
+        if self._stream is not None:
+            self._stream.abort()
 
 
 def _real_dir(path: Path) -> bool:

@@ -403,7 +403,7 @@ def upload_chunks(
                 created = _retry(
                     f"upload of chunk {digest[:16]}",
                     remote,
-                    lambda: remote.put(digest, chunk.data, (chunk.fd, 0)),
+                    lambda: remote.put(digest, chunk.data, (chunk.fd, chunk.offset)),
                 )
                 if not chunk.unchanged():  # the local object was written while it was copied
                     if created:
