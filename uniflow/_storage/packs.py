@@ -140,6 +140,8 @@ _FRAME = PACK_HEAD.size + PACK_TAIL.size
 _HEX = frozenset("0123456789abcdef")
 #: a directory modified longer ago than this is trusted unchanged while its stat is
 _SETTLED_NS = 2_000_000_000
+#: entries of a refused index looked through to name the damaged pack holding a chunk
+_MAX_LISTED = 1 << 16
 
 
 class CorruptPackError(IntegrityError):
@@ -575,8 +577,11 @@ class PackSet:
         if not force and seen == self._seen:
             return 0
         self._seen = seen if time.time_ns() - st.st_mtime_ns > _SETTLED_NS else None
+        complete = _complete_names(self._root)
+        for gone in self._indexes.keys() - complete:
+            self.forget(gone)  # removed (or set aside) by a gc since it was read
         added = 0
-        for name in sorted(_complete_names(self._root) - self._indexes.keys() - self.invalid.keys()):
+        for name in sorted(complete - self._indexes.keys() - self.invalid.keys()):
             try:
                 reader = PackReader(self._root, name)
             except (IntegrityError, RepositoryError) as exc:
@@ -640,6 +645,22 @@ class PackSet:
                         del self._where[raw]
                     else:
                         self._where[raw] = other
+
+    def damaged_holder(self, name: str) -> tuple[str, str] | None:
+        """``(pack, why it was refused)`` for a refused pack whose ``.idx`` lists chunk
+        ``name``: the chunk is there but cannot be trusted (None if no refused pack names it)."""
+        raw = raw_name(name)
+        for pack, reason in sorted(self.invalid.items()):
+            try:
+                with open(pack_dir(self._root) / f"{pack}.idx", "rb") as f:
+                    data = f.read(INDEX_HEAD.size + _MAX_LISTED * _ENTRY.size)
+            except OSError:
+                continue
+            body = memoryview(data)[INDEX_HEAD.size :]
+            usable = len(body) - len(body) % _ENTRY.size
+            if any(entry[0] == raw for entry in _ENTRY.iter_unpack(body[:usable])):
+                return pack, reason
+        return None
 
     def indexes(self) -> dict[str, PackIndex]:
         """Every pack read so far (call :meth:`refresh` first for all of them), by name."""

@@ -104,11 +104,11 @@ def plan_repack(
             if n in live:
                 owner.setdefault(n, p)
     for p, index in sorted(indexes.items()):
-        dead = {n for n in names[p] if n not in live}
-        plan.unreachable |= dead
         changed = _changed(directory / f"{p}.pack")
         if changed is None:
             continue  # removed by another gc meanwhile
+        dead = {n for n in names[p] if n not in live}
+        plan.unreachable |= dead
         if changed > cutoff:
             plan.young |= dead
         elif pinned.intersection(names[p]):

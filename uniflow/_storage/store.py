@@ -484,7 +484,18 @@ class ObjectStore:
                 return None
             if not fetched:
                 self._fetch([digest])
-        raise MissingChunkError(_where(context) + f"chunk {digest[:16]} is missing from the store", digest)
+        raise self._missing(digest, context)
+
+    def _missing(self, digest: str, context: str) -> CorruptChunkError | MissingChunkError:
+        """The error for a chunk found nowhere: corrupted if a damaged pack lists it."""
+        damaged = self.packs.damaged_holder(digest)
+        if damaged is not None:
+            return CorruptChunkError(
+                _where(context) + f"chunk {digest[:16]} is corrupted: its pack {damaged[0][:16]} is "
+                f"damaged ({damaged[1]})",
+                digest,
+            )
+        return MissingChunkError(_where(context) + f"chunk {digest[:16]} is missing from the store", digest)
 
     @contextlib.contextmanager
     def _open_packed(self, digest: str, buf: bytearray, context: str) -> Iterator[VerifiedChunk]:
@@ -507,7 +518,7 @@ class ObjectStore:
                 with self.open_verified(digest, buf, context) as chunk:
                     yield chunk
                     return
-        raise MissingChunkError(_where(context) + f"chunk {digest[:16]} is missing from the store", digest)
+        raise self._missing(digest, context)
 
     def _refetch(self, digest: str, again: bool) -> bool:
         """Delete a damaged chunk of a download cache so that it is fetched again (once)."""
