@@ -74,12 +74,11 @@ class RepackPlan:
 
 
 def _changed(path: Path) -> float | None:
-    """When ``path`` was last written or linked (None if it is gone)."""
+    """When ``path`` was last written (None if it is gone): a pack's age, as a chunk file's."""
     try:
-        st = path.stat()
+        return path.stat().st_mtime
     except FileNotFoundError:
         return None
-    return max(st.st_mtime, st.st_ctime)
 
 
 def plan_repack(

@@ -124,6 +124,7 @@ class ObjectStore:
         self.fetcher = fetcher
         self._checked: set[Path] = set()  # fan-out directories seen to be real directories
         self._packs: PackSet | None = None
+        self._batches: dict[Pin, _PackSink] = {}  # the open packs of a register, by its pin
 
     @property
     def packs(self) -> PackSet:
@@ -321,7 +322,8 @@ class ObjectStore:
         """:func:`~uniflow._storage.chunking.store_chunks` into this store: each chunk pinned
         with ``pin``, then looked for, and appended to this call's packs if it is nowhere;
         every pack and its index durable when this returns."""
-        sink = _PackSink(self.root, self.durable)
+        shared = self._batches.get(pin) if pin is not None else None
+        sink = shared or _PackSink(self.root, self.durable)
 
         def write(piece: memoryview, src: tuple[int, int] | None) -> ChunkRef:
             return self._store_chunk(piece, pin, sink)
@@ -330,11 +332,29 @@ class ObjectStore:
             rec = store_chunks(
                 cuts, write, size, head, progress, ranges, known, reread, src_fd=src_fd, parts=parts
             )
+            if shared is None:
+                sink.close()
+        except BaseException:
+            if shared is None:
+                sink.abort()
+            raise
+        return rec
+
+    @contextlib.contextmanager
+    def batch(self, pin: Pin) -> Iterator[None]:
+        """Store every file put with ``pin`` inside the block in the same packs (a register's
+        files), finished when the block ends: then, and only then, every chunk they wrote is
+        durable and visible (a caller records nothing that names them before). An exception
+        discards the pack being filled."""
+        sink = self._batches[pin] = _PackSink(self.root, self.durable)
+        try:
+            yield
             sink.close()
         except BaseException:
             sink.abort()
             raise
-        return rec
+        finally:
+            del self._batches[pin]
 
     def _store_chunk(self, piece: memoryview, pin: Pin | None, sink: _PackSink) -> ChunkRef:
         digest = chunk_digest(piece)
