@@ -309,7 +309,11 @@ def _collect(
         _restored, removed = decide_packs(aside, moved_packs, plan, pinned, live.chunks, new)
         for pack in removed:
             chunks, size = plan.dead(pack, live.chunks)
-            out.deleted, out.freed, out.packs_removed = out.deleted + chunks, out.freed + size, out.packs_removed + 1
+            out.deleted, out.freed, out.packs_removed = (
+                out.deleted + chunks,
+                out.freed + size,
+                out.packs_removed + 1,
+            )
     except OSError as exc:
         raise RepositoryError(f"gc cannot move chunks in {store.root}: {os_reason(exc)}") from exc
     finally:
