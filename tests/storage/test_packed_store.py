@@ -8,7 +8,6 @@ loads whole (a reader puts back what the dead gc set aside), and the next gc fin
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
