@@ -53,37 +53,19 @@ is refused before it is read, then its magic, version (a newer one is
 ranges are checked (:class:`CorruptPackError`), and every chunk's bytes are hashed and
 compared with the name it was asked for before they are returned or copied.
 
-Intended integration with ``ObjectStore`` (not wired yet; format 3):
+How ``ObjectStore`` uses them (format 3; ``docs/design.md``, "Packs (format 3) and gc"):
 
 * **Where.** ``<git>/uniflow/packs/`` beside ``objects/`` (same file system as ``tmp/``).
-  The store keeps a :class:`PackSet`: every complete pack's index (a few KiB each; about 16
-  per GiB stored) read once into one map chunk name -> pack, built lazily on the first miss
-  in ``objects/``, a bounded number of packs open; ``has``/``missing`` ask it after
-  ``objects/``, ``read_chunk``/``open_verified``/``_assemble`` read through it. Loose chunks
-  stay readable, so format 1 and 2 stores need no flag day. (Left for the integration: a
-  pack that gc removed while the set had it open or mapped is dropped from the map on the
-  ``MissingChunkError`` its reader raises, and the chunk is looked for in gc's sets.)
+  The store keeps a :class:`PackSet`: every complete pack's index read once into one map
+  chunk name -> pack, refreshed when ``packs/`` changed, a bounded number of packs open;
+  ``has``/``missing`` ask it after ``objects/`` (:meth:`PackSet.locate` checks the pack's
+  file still exists: the existence check a register relies on), ``read_chunk`` and
+  ``open_verified`` read through it. A pack gc removed is forgotten on the next refresh or
+  on the :class:`MissingChunkError` its reopening raises, and the chunk is looked for in
+  gc's sets (``_storage.repack.recover_set_aside``).
 * **Register.** ``put_file`` hands each new chunk to a ``packwriter.PackStream`` (one per
-  register; ``add`` is thread-safe, so the 16 writer threads keep writing with ``pwrite`` at
-  offsets reserved under a lock; a full pack is finished on a thread of its own while the
-  next fills) instead of ``write_immutable``; after the last chunk it calls
-  ``PackStream.close`` (every pack durable and visible when it returns), and only then
-  records the manifest, as today. A chunk that is already in a pack or in ``objects/`` is
-  not written again (dedup is by name, whatever holds it).
-* **Pins.** Unchanged in spirit: a register pins each chunk's name before it looks for it
-  or adds it (P < E), and unpins after its tag ref (T < U). gc works per pack: the unit it
-  moves aside is a pack (its ``.pack``, then its ``.idx``, renamed into
-  ``tmp/gc.<owner>.<id>/``; in between, the index left without its pack sends a reader to
-  the sets, as a missing loose chunk does today), and it links a moved pack back if any pin
-  or newly visible version names any chunk that only that pack holds.
-* **gc and repack** (as ``git gc`` and ``restic prune``): for a pack whose live share (live
-  bytes by :meth:`PackIndex.entries` against the referenced set) falls below a threshold,
-  gc copies the live chunks, verified (:meth:`PackReader.iter_chunks`), into new packs and
-  finishes them (durable) *before* it moves the old pack aside as above; then reads the
-  pins and refs again, links back what they need, and unlinks the rest. Killed at any point,
-  each live chunk is in an old pack (in ``packs/`` or in a set readers recover from), in a
-  finished new pack, or both; a new pack is invisible, complete, or complete without index
-  (recovered). ``gc --repack`` moves loose chunks into packs the same way.
+  register: ``ObjectStore.batch``), finished before the manifest is recorded.
+* **Pins and gc**: ``_storage.pins`` (a pack set aside whole) and ``_storage.repack``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,10 @@ first use (:meth:`ObjectStore.adopt`). Registries read by URL keep their chunk c
 ``<cache home>/store/.uniflow`` (``sharing.remote``), with the same layout below it.
 
 Files are cut into content-defined chunks (FastCDC, native), each named by the BLAKE3-256
-digest of its bytes and stored once under ``objects/<2 hex>/<62 hex>``:
+digest of its bytes. A register appends new chunks to packs in ``packs/`` (format 3:
+``_storage.packs``, ``_storage.packwriter``); stores of formats 1 and 2 hold each chunk as a
+file ``objects/<2 hex>/<62 hex>``, still read (first), and chunks fetched from a blob
+remote are still stored that way:
 
 * **write**: chunk bytes go to an unnamed read-only inode (``O_TMPFILE``) in the object's
   fan-out directory, are fsynced, then linked to their name with ``linkat`` (the first
