@@ -120,8 +120,9 @@ DATA_START = PACK_HEAD.size
 #: bytes of a pack that are neither chunks nor index: header and tail
 _FRAME = PACK_HEAD.size + PACK_TAIL.size
 _HEX = frozenset("0123456789abcdef")
-#: a directory modified longer ago than this is trusted unchanged while its stat is
-_SETTLED_NS = 2_000_000_000
+#: a listing made this long after the directory's last change is trusted until its stat
+#: changes (longer than a coarse file-system clock tick, so a later change shows)
+_SETTLED_NS = 100_000_000
 #: entries of a refused index looked through to name the damaged pack holding a chunk
 _MAX_LISTED = 1 << 16
 
