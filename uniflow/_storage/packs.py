@@ -645,6 +645,12 @@ class PackSet:
                 return pack, reason
         return None
 
+    def lookup(self, name: str) -> PackEntry | None:
+        """Chunk ``name``'s entry in the pack holding it (unverified), or None."""
+        pack = self.pack_of(name)
+        index = self._indexes.get(pack) if pack is not None else None
+        return index.lookup(name) if index is not None else None
+
     def indexes(self) -> dict[str, PackIndex]:
         """Every pack read so far (call :meth:`refresh` first for all of them), by name."""
         with self._lock:

@@ -194,6 +194,16 @@ class ObjectStore:
         """True if chunk ``digest`` is here now: a chunk file, or in a pack whose file exists."""
         return self.object_path(digest).exists() or self.packs.locate(digest) is not None
 
+    def stored_size(self, digest: str) -> int:
+        """The size of chunk ``digest`` as stored here (its file's, or its pack entry's); 0 if
+        it is not here. Unverified: for progress totals."""
+        try:
+            return self.object_path(digest).stat().st_size
+        except OSError:
+            pass
+        entry = self.packs.lookup(digest)
+        return entry.length if entry is not None else 0
+
     def missing(self, digests: Iterable[str]) -> list[str]:
         """The chunks of ``digests`` that are neither chunk files nor in a pack, in order."""
         # Plain string paths: this runs over every chunk of a file before a first load.

@@ -526,13 +526,7 @@ def _copy_from_local(
 
 
 def _total_size(store: ObjectStore, digests: list[str]) -> int:
-    total = 0
-    for d in digests:
-        try:
-            total += store.object_path(d).stat().st_size
-        except OSError:
-            continue
-    return total
+    return sum(store.stored_size(d) for d in digests)
 
 
 def _run_parallel(
