@@ -538,8 +538,9 @@ class ObjectStore:
             with contextlib.ExitStack() as stack:
                 try:
                     data, fd, offset = stack.enter_context(self.packs.open_verified(digest, buf))
-                except CorruptChunkError as exc:
-                    raise CorruptChunkError(_where(context) + str(exc), digest) from None
+                except CorruptChunkError:
+                    pack = (self.packs.pack_of(digest, refresh=False) or "?")[:16]
+                    raise CorruptChunkError(f"{_corrupt(digest, context)} in pack {pack}", digest) from None
                 except MissingChunkError:
                     if fetched:
                         break
