@@ -84,6 +84,21 @@ def test_register_writes_packs_and_no_chunk_file(tmp_path: Path) -> None:
     assert ModelRegistry(repo).verify().ok
 
 
+def test_a_first_version_lies_in_its_pack_in_file_order(tmp_path: Path) -> None:
+    """Chunks are hashed and written on many threads but take their places in file order:
+    a first load reads the pack front to back."""
+    from uniflow._records.manifest import file_records
+
+    repo = make_repo(tmp_path / "repo")
+    src = _write(tmp_path / "w.bin", 40 * MIB, 13)
+    _register(repo, src, "v1.0.0")
+    reg = ModelRegistry(repo)
+    ((_rel, rec, _mode),) = file_records(reg.repository.manifest("m", "v1.0.0"))
+    in_file = list(dict.fromkeys(c.digest for c in rec.chunks))
+    assert len(in_file) > 20
+    assert [c.digest for c in stored_chunks(reg.store)] == in_file
+
+
 def test_a_second_register_of_the_same_bytes_writes_nothing(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     src = _write(tmp_path / "w.bin", 6 * MIB, 2)

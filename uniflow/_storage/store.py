@@ -71,7 +71,7 @@ from .chunking import (
 from .fsio import force_unlink, fsync_dir, os_reason, write_immutable
 from .ingest import FileSource, fd_digest, fd_stamp, read_full
 from .packs import PackSet, pack_dir
-from .packwriter import PackStream
+from .packwriter import PackStream, PackWriter
 from .parallel import ThreadBuffers
 from .pins import AsideSet, Pin, clean_tmp, read_pins, recover, restore_abandoned, tmp_name
 from .repack import recover_set_aside
@@ -90,6 +90,8 @@ _HEAD = 64 << 10
 #: what a store of the old layout kept in ``<work tree>/.uniflow/`` (moved by ``adopt``)
 LEGACY_DIRS = ("objects", "tmp", "cache")
 _HEX = frozenset("0123456789abcdef")
+#: the longest a chunk waits for the chunks before it to take their places in a pack (s)
+_TURN_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -337,13 +339,23 @@ class ObjectStore:
         every pack and its index durable when this returns."""
         shared = self._batches.get(pin) if pin is not None else None
         sink = shared or _PackSink(self.root, self.durable)
+        order = _InOrder()
 
         def write(piece: memoryview, src: tuple[int, int] | None) -> ChunkRef:
-            return self._store_chunk(piece, pin, sink)
+            return self._store_chunk(piece, pin, sink, order)
 
         try:
             rec = store_chunks(
-                cuts, write, size, head, progress, ranges, known, reread, src_fd=src_fd, parts=parts
+                order.tickets(cuts),
+                write,
+                size,
+                head,
+                progress,
+                ranges,
+                known,
+                reread,
+                src_fd=src_fd,
+                parts=parts,
             )
             if shared is None:
                 sink.close()
@@ -369,17 +381,28 @@ class ObjectStore:
         finally:
             del self._batches[pin]
 
-    def _store_chunk(self, piece: memoryview, pin: Pin | None, sink: _PackSink) -> ChunkRef:
-        digest = chunk_digest(piece)
-        if pin is not None:
-            try:
-                pin.add(digest)  # before the existence check: the order gc relies on
-            except OSError as exc:
-                raise RepositoryError(
-                    f"cannot write to the object store {self.root}: {os_reason(exc)}"
-                ) from exc
-        if not sink.wrote(digest) and not self.has(digest):
-            sink.add(digest, piece)
+    def _store_chunk(self, piece: memoryview, pin: Pin | None, sink: _PackSink, order: _InOrder) -> ChunkRef:
+        """Hash, pin, look for, and (if new) append one chunk; its place in the pack is taken
+        in the file's order (:class:`_InOrder`), its bytes written in parallel."""
+        ticket = order.ticket(piece)
+        slot = None
+        try:
+            digest = chunk_digest(piece)
+            if pin is not None:
+                try:
+                    pin.add(digest)  # before the existence check: the order gc relies on
+                except OSError as exc:
+                    raise RepositoryError(
+                        f"cannot write to the object store {self.root}: {os_reason(exc)}"
+                    ) from exc
+            new = not sink.wrote(digest) and not self.has(digest)
+            order.wait(ticket)
+            if new:
+                slot = sink.reserve(digest, len(piece))
+        finally:
+            order.done(ticket)
+        if slot is not None:
+            sink.write(slot, piece)
         return ChunkRef(digest, len(piece))
 
     def _write_object(
@@ -843,13 +866,19 @@ class _PackSink:
         """True if this register has added chunk ``digest`` already."""
         return digest in self._names
 
-    def add(self, digest: str, piece: memoryview) -> None:
+    def reserve(self, digest: str, length: int) -> tuple[PackStream, tuple[PackWriter, int]] | None:
+        """A place for chunk ``digest`` in the pack being filled (None: this register has it)."""
         with self._lock:
             if self._stream is None:
                 self._stream = PackStream(self._root, durable=self._durable)
-            stream = self._stream
             self._names.add(digest)
-        stream.add(digest, piece)
+            slot = self._stream.reserve(digest, length)
+            return None if slot is None else (self._stream, slot)
+
+    def write(self, slot: tuple[PackStream, tuple[PackWriter, int]], piece: memoryview) -> None:
+        stream, place = slot
+        with piece.cast("B") as flat:
+            stream.write_reserved(place, flat)
 
     def close(self) -> None:
         """Every pack durable and visible (with its index) when this returns."""
@@ -859,6 +888,53 @@ class _PackSink:
     def abort(self) -> None:
         if self._stream is not None:
             self._stream.abort()
+
+
+class _InOrder:
+    """The order in which the cutter hands a file's chunks out, so that their places in a
+    pack are taken in that order while they are hashed and written on many threads: a
+    first load then reads each pack front to back. Each chunk gets a ticket as the cutter
+    yields it (:meth:`tickets`); a writer waits until every earlier ticket is done, at
+    most :data:`_TURN_WAIT` seconds (the order serves locality only, so a chunk whose
+    turn does not come, e.g. after an earlier one was cancelled, goes on without it)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._issued: dict[int, int] = {}  # id of a piece in flight -> its ticket
+        self._next = 0
+        self._turn = 0  # every ticket below this is done
+        self._done: set[int] = set()
+
+    def tickets(
+        self, cuts: Generator[tuple[int, memoryview], None, None]
+    ) -> Generator[tuple[int, memoryview], None, None]:
+        try:
+            for offset, piece in cuts:
+                self._issued[id(piece)] = self._next  # the piece lives until its write is collected
+                self._next += 1
+                yield offset, piece
+        finally:
+            cuts.close()
+
+    def ticket(self, piece: memoryview) -> int:
+        return self._issued.pop(id(piece), -1)
+
+    def wait(self, ticket: int) -> None:
+        deadline = time.monotonic() + _TURN_WAIT
+        with self._cond:
+            while ticket > self._turn:  # bounded by the deadline
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(left)
+
+    def done(self, ticket: int) -> None:
+        with self._cond:
+            self._done.add(ticket)
+            while self._turn in self._done:
+                self._done.remove(self._turn)
+                self._turn += 1
+            self._cond.notify_all()
 
 
 def _real_dir(path: Path) -> bool:
