@@ -547,19 +547,27 @@ class PackSet:
         self._users: dict[str, int] = {}
         self.invalid: dict[str, str] = {}
         self._seen: tuple[int, int, int] | None = None  # packs/ as last listed
+        self._refreshing = threading.Lock()
 
     def refresh(self, *, force: bool = True) -> int:
         """Read the indexes of the complete packs not seen yet; how many were added. Unless
         ``force``, nothing is listed when ``packs/`` is unchanged since the last listing (its
-        modification time settled: a change within the same clock tick is not missed)."""
-        try:
-            st = os.stat(pack_dir(self._root))
-        except FileNotFoundError:
-            return 0
-        seen = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if not force and seen == self._seen:
-            return 0
-        self._seen = seen if time.time_ns() - st.st_mtime_ns > _SETTLED_NS else None
+        modification time settled: a change within the same clock tick is not missed). One
+        refresh at a time: a caller arriving meanwhile waits and then sees its result."""
+        with self._refreshing:
+            try:
+                st = os.stat(pack_dir(self._root))
+            except FileNotFoundError:
+                return 0
+            seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if not force and seen == self._seen:
+                return 0
+            added = self._read_new()
+            self._seen = seen if time.time_ns() - st.st_mtime_ns > _SETTLED_NS else None
+            return added
+
+    def _read_new(self) -> int:
+        """List ``packs/``: forget the packs gone, read the new ones; how many were added."""
         complete = _complete_names(self._root)
         for gone in self._indexes.keys() - complete:
             self.forget(gone)  # removed (or set aside) by a gc since it was read
@@ -571,9 +579,6 @@ class PackSet:
                 self.invalid[name] = str(exc)
                 continue
             with self._lock:
-                if name in self._indexes:  # another thread read it meanwhile
-                    reader.close()
-                    continue
                 self._indexes[name] = reader.index
                 for raw in reader.index.raw_names():
                     self._where.setdefault(raw, name)
@@ -593,7 +598,8 @@ class PackSet:
         for packs that appeared since first."""
         raw = raw_name(name)
         found = self._where.get(raw)
-        if found is None and refresh and self.refresh(force=False):
+        if found is None and refresh:
+            self.refresh(force=False)  # (another thread's refresh may be the one that found it)
             found = self._where.get(raw)
         return found
 
