@@ -79,7 +79,11 @@ def register_in(tree: Path, src: Path, work: Path) -> dict[str, float]:
     repo = work / "repo"
     env = {**os.environ, **_ENV, "PYTHONPATH": str(tree)}
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(src), str(repo)], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", CHILD, str(src), str(repo)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     shutil.rmtree(repo)
     result: dict[str, float] = json.loads(out.stdout)
