@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -235,3 +235,55 @@ def serve_git_daemon(base: Path, *, receive_pack: bool = False) -> Iterator[str]
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------- where chunks live
+class StoredChunk(NamedTuple):
+    """One stored copy of a chunk: a chunk file (``offset`` 0) or a range of a pack."""
+
+    digest: str
+    path: Path
+    offset: int
+    length: int
+
+
+def stored_chunks(store: Any) -> list[StoredChunk]:
+    """Every stored copy of every chunk of an ``ObjectStore``: its chunk files, then the
+    chunks of its complete packs, in the order they lie on disk."""
+    from uniflow._storage.packs import PackReader, scan_packs
+
+    out = [StoredChunk(d, p, 0, p.stat().st_size) for d, p in store.iter_objects()]
+    for name in scan_packs(store.root).complete:
+        with PackReader(store.root, name) as reader:
+            path = store.root / "packs" / f"{name}.pack"
+            entries = sorted(reader.index.entries(), key=lambda e: e.offset)
+            out += [StoredChunk(e.name, path, e.offset, e.length) for e in entries]
+    return out
+
+
+def stored_bytes(store: Any) -> int:
+    """Bytes of chunk data stored (every copy, chunk files and packs)."""
+    return sum(c.length for c in stored_chunks(store))
+
+
+def flip_stored_byte(chunk: StoredChunk, at: int) -> None:
+    """Flip one bit of byte ``at`` (modulo its length) of a stored chunk, where it lives."""
+    os.chmod(chunk.path, 0o644)
+    with open(chunk.path, "r+b") as f:
+        f.seek(chunk.offset + at % chunk.length)
+        byte = f.read(1)[0]
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte ^ 0x01]))
+
+
+def stored_chunk_bytes(store_root: Path) -> dict[str, bytes]:
+    """Every chunk of the store at ``store_root`` (``<git>/uniflow``), by digest: its bytes,
+    read from its chunk file or its pack."""
+    from uniflow._storage.store import ObjectStore
+
+    out = {}
+    for c in stored_chunks(ObjectStore(store_root)):
+        with open(c.path, "rb") as f:
+            f.seek(c.offset)
+            out[c.digest] = f.read(c.length)
+    return out

@@ -484,13 +484,12 @@ def test_verify_ok(models_repo: Path) -> None:
 
 
 def _corrupt_one_chunk(repo: Path) -> str:
-    objects = repo / ".git" / "uniflow" / "objects"
-    chunk = min(p for p in objects.rglob("*") if p.is_file())
-    chunk.chmod(0o644)
-    data = bytearray(chunk.read_bytes())
-    data[0] ^= 0xFF
-    chunk.write_bytes(bytes(data))
-    return chunk.parent.name + chunk.name
+    from tests.helpers import flip_stored_byte, stored_chunks
+    from uniflow._storage.store import ObjectStore
+
+    chunk = min(stored_chunks(ObjectStore(repo / ".git" / "uniflow")))
+    flip_stored_byte(chunk, 0)  # where it lies: its pack
+    return chunk.digest
 
 
 def test_verify_reports_corruption(models_repo: Path) -> None:

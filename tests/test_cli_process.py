@@ -260,8 +260,9 @@ def test_read_only_store(populated_template: Path) -> None:
         home.mkdir()
         if prefix:
             subprocess.run(["chown", "-R", "65534:65534", str(base)], check=True)
-        for dirpath, _dirs, _files in os.walk(root / ".git" / "uniflow" / "objects"):
-            os.chmod(dirpath, 0o555)
+        for where in ("objects", "packs"):  # where chunk files and packs are written
+            for dirpath, _dirs, _files in os.walk(root / ".git" / "uniflow" / where):
+                os.chmod(dirpath, 0o555)
         cmd = [*prefix, str(SCRIPT), "models", "register", str(f), "--name", "newmodel"]
         r = subprocess.run(
             cmd, cwd=root, env=env(HOME=str(home)), capture_output=True, text=True, timeout=120, check=False

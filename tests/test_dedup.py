@@ -11,7 +11,10 @@ from uniflow import ModelRegistry
 
 
 def _stored_bytes(reg: ModelRegistry) -> int:
-    return sum(p.stat().st_size for _, p in reg.store.iter_objects())
+    """Bytes on disk for the chunks: their packs (and any chunk files)."""
+    packs = reg.store.root / "packs"
+    chunk_files = sum(p.stat().st_size for _, p in reg.store.iter_objects())
+    return chunk_files + sum(p.stat().st_size for p in packs.glob("*.pack"))
 
 
 def _tensors(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -53,6 +56,7 @@ def test_identical_content_across_models_is_stored_once(registry: ModelRegistry,
     path.write_bytes(np.random.default_rng(1).bytes(5 * 1024 * 1024))
     registry.register(model=path, name="a", version="v1.0.0")
     once = _stored_bytes(registry)
+    assert once >= 5 * 1024 * 1024
     registry.register(model=path, name="b", version="v1.0.0")
     registry.register(model=path, name="a", version="v2.0.0")
     assert _stored_bytes(registry) == once

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_py
+from tests.helpers import StoredChunk, flip_stored_byte, run_py, stored_chunks
 from uniflow import IntegrityError, ModelRegistry
 
 
@@ -20,8 +20,15 @@ def _flip(path: Path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
-def _objects(reg: ModelRegistry) -> list[Path]:
-    return sorted(p for _, p in reg.store.iter_objects())
+def _objects(reg: ModelRegistry) -> list[StoredChunk]:
+    """Every stored chunk, where it lives (in a pack, for a store of format 3)."""
+    return stored_chunks(reg.store)
+
+
+def _files(reg: ModelRegistry) -> list[Path]:
+    """The files holding the chunks: packs and their indexes, and chunk files."""
+    packs = reg.store.root / "packs"
+    return sorted({c.path for c in _objects(reg)} | set(packs.glob("*.idx")))
 
 
 @pytest.fixture
@@ -35,9 +42,9 @@ def big_model(registry: ModelRegistry, tmp_path: Path) -> ModelRegistry:
 @pytest.mark.parametrize("which", [0, 1, -1])
 def test_flipped_chunk_byte_fails_load_from_fresh_process(big_model: ModelRegistry, which: int) -> None:
     objs = _objects(big_model)
-    assert len(objs) >= 3
+    assert len(objs) >= 3 and all(c.path.suffix == ".pack" for c in objs)
     target = objs[which]
-    _flip(target, target.stat().st_size // 2)
+    flip_stored_byte(target, target.length // 2)
     r = run_py(
         "from uniflow import ModelRegistry, IntegrityError\n"
         "try:\n"
@@ -50,24 +57,28 @@ def test_flipped_chunk_byte_fails_load_from_fresh_process(big_model: ModelRegist
     line = r.stdout.strip()
     assert line.startswith("INTEGRITY")
     assert "'clf'" in line and "'v1.0.0'" in line and "'weights.bin'" in line
-    assert target.parent.name + target.name[:14] in line  # names the chunk
+    assert target.digest[:16] in line  # names the chunk
 
 
 def test_truncated_and_missing_chunks_are_errors(big_model: ModelRegistry) -> None:
-    objs = _objects(big_model)
-    os.chmod(objs[0], 0o644)
-    objs[0].write_bytes(objs[0].read_bytes()[:-1])
+    last = _objects(big_model)[-1]  # the pack's last chunk: truncating the pack cuts it
+    os.chmod(last.path, 0o644)
+    with open(last.path, "r+b") as f:
+        f.truncate(last.offset + last.length - 1)
     with pytest.raises(IntegrityError, match="corrupted"):
-        big_model.load_path("clf")
-    objs[0].unlink()
+        big_model.load_path("clf")  # the pack open already: the chunk is short
+    with pytest.raises(IntegrityError, match=f"is corrupted: its pack {last.path.stem[:16]} is damaged"):
+        ModelRegistry(big_model.root).load_path("clf")  # the pack refused: damaged, not missing
+    last.path.unlink()
+    last.path.with_suffix(".idx").unlink()
     with pytest.raises(IntegrityError, match="missing"):
         ModelRegistry(big_model.root).load_path("clf")
 
 
 def test_chunk_with_bytes_appended_is_corrupted_and_nothing_is_cached(big_model: ModelRegistry) -> None:
     objs = _objects(big_model)
-    os.chmod(objs[-1], 0o644)
-    with open(objs[-1], "ab") as f:  # the right bytes, then more: a reader must not stop at the size
+    os.chmod(objs[-1].path, 0o644)
+    with open(objs[-1].path, "ab") as f:  # the right bytes, then more: a reader must not stop at the size
         f.write(b"\x00")
     with pytest.raises(IntegrityError, match="corrupted"):
         ModelRegistry(big_model.root).load_path("clf")
@@ -89,12 +100,12 @@ def test_tampered_cache_is_rebuilt_from_verified_chunks(big_model: ModelRegistry
 def test_verify_reports_model_version_file(big_model: ModelRegistry) -> None:
     assert big_model.verify().problems == ()
     target = _objects(big_model)[0]
-    _flip(target, 7)
+    flip_stored_byte(target, 7)
     report = big_model.verify()
     assert not report.ok and len(report.problems) == 1
     p = report.problems[0]
     assert (p.model, p.version, p.file, p.problem) == ("clf", "v1.0.0", "weights.bin", "corrupted")
-    assert p.chunk == target.parent.name + target.name
+    assert p.chunk == target.digest
 
 
 def test_flipped_byte_in_the_manifest_git_object_is_an_integrity_error(big_model: ModelRegistry) -> None:
@@ -114,7 +125,8 @@ def test_flipped_byte_in_the_manifest_git_object_is_an_integrity_error(big_model
 
 
 def test_objects_are_read_only_and_outside_the_users_file(big_model: ModelRegistry, tmp_path: Path) -> None:
-    for p in _objects(big_model):
+    assert _files(big_model)
+    for p in _files(big_model):
         assert p.stat().st_mode & 0o222 == 0
         assert p.stat().st_nlink == 1
     # changing the user's file afterwards does not change the stored version

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli, git, model_dir
+from tests.helpers import cli, flip_stored_byte, git, model_dir, stored_chunks
 from uniflow import (
     ChunkStats,
     GcReport,
@@ -29,10 +29,6 @@ from uniflow import (
 )
 
 
-def _chunk_files(registry: ModelRegistry) -> list[Path]:
-    return sorted(p for p in (registry.store.root / "objects").rglob("*") if p.is_file())
-
-
 # ---------------------------------------------------------------------- verify
 def test_verify_returns_a_report_whose_to_dict_is_the_cli_json(registry: ModelRegistry, weights) -> None:
     registry.register(weights(1), "m", version="v1.0.0")
@@ -44,21 +40,21 @@ def test_verify_returns_a_report_whose_to_dict_is_the_cli_json(registry: ModelRe
 
 def test_verify_tells_a_missing_chunk_from_a_corrupted_one(registry: ModelRegistry, tmp_path: Path) -> None:
     src = model_dir(tmp_path / "src", 2)  # two files of one chunk each
+    # the first file's chunk stored before the register (which finds it): one pack each
+    registry.store.put_file(src / "part-000.bin")
     registry.register(str(src), "m", version="v1.0.0")
     files = {f.digest: f.path for f in registry.get("m").files}
-    gone, flipped = _chunk_files(registry)
-    gone.chmod(0o644)
-    gone.unlink()
-    flipped.chmod(0o644)
-    data = bytearray(flipped.read_bytes())
-    data[-1] ^= 0xFF
-    flipped.write_bytes(bytes(data))
+    gone, flipped = stored_chunks(registry.store)
+    assert gone.path != flipped.path
+    gone.path.unlink()  # its pack and index: the chunk is in no file of the store
+    gone.path.with_suffix(".idx").unlink()
+    flip_stored_byte(flipped, flipped.length - 1)
     report = ModelRegistry(registry.root).verify()
     assert not report.ok
     by_chunk = {p.chunk: p for p in report.problems}
-    digest = gone.parent.name + gone.name
+    digest = gone.digest
     assert by_chunk[digest] == VerifyProblem("m", "v1.0.0", files[digest], digest, "missing")
-    assert by_chunk[flipped.parent.name + flipped.name].problem == "corrupted"
+    assert by_chunk[flipped.digest].problem == "corrupted"
     r = cli(registry.root, "verify", "--json", code=5)
     assert json.loads(r.stdout) == report.to_dict()
     assert {p["problem"] for p in json.loads(r.stdout)["problems"]} == {"missing", "corrupted"}
@@ -74,8 +70,8 @@ def test_reports_are_frozen(registry: ModelRegistry) -> None:
 def test_gc_reports_bytes_freed_under_one_key_dry_run_or_not(registry: ModelRegistry, weights) -> None:
     registry.register(weights(1), "m", version="v1.0.0")
     registry.store.put_bytes(os.urandom(20_000))  # an orphan: no version names it
-    orphan_bytes = sum(p.stat().st_size for p in _chunk_files(registry)) - sum(
-        p.stat().st_size for p in _chunk_files(registry) if p.parent.name + p.name in _live(registry)
+    orphan_bytes = sum(c.length for c in stored_chunks(registry.store)) - sum(
+        c.length for c in stored_chunks(registry.store) if c.digest in _live(registry)
     )
     assert orphan_bytes > 0
 

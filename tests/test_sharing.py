@@ -16,11 +16,13 @@ from tests.helpers import (
     GIT_ENV,
     cli,
     clone,
+    flip_stored_byte,
     git,
     log_subjects,
     model_dir,
     open_registry,
     shared_setup,
+    stored_chunks,
     tree_bytes,
 )
 from uniflow import IntegrityError, LifecycleConflictError, PullReport, PushRejectedError, RemoteError
@@ -209,14 +211,10 @@ def test_push_copies_exact_chunks_and_never_publishes_a_corrupted_one(tmp_path: 
     for obj in sent:
         assert blake3.blake3(obj.read_bytes()).hexdigest() == obj.parent.name + obj.name
     ra.register(str(model_dir(tmp_path / "src2", 1, size=1 << 20, seed=5)), "m", version="v1.1.0")
-    new = {d for d, _ in ra.store.iter_objects()} - {o.parent.name + o.name for o in sent}
+    new = [c for c in stored_chunks(ra.store) if c.digest not in {o.parent.name + o.name for o in sent}]
     assert new
-    digest = sorted(new)[0]
-    victim = ra.store.object_path(digest)
-    victim.chmod(stat.S_IWUSR | stat.S_IRUSR)
-    data = bytearray(victim.read_bytes())
-    data[7] ^= 0xFF
-    victim.write_bytes(bytes(data))
+    digest = new[0].digest
+    flip_stored_byte(new[0], 7)  # in its pack
     r = cli(a, "push", code=5)
     assert "corrupted" in r.stderr
     assert not (blobs / "objects" / digest[:2] / digest[2:]).exists()
@@ -407,7 +405,7 @@ def test_a_local_chunk_written_while_it_is_pushed_is_not_published(
     bare, a = shared_setup(tmp_path)
     ra = open_registry(a)
     ra.register(str(model_dir(tmp_path / "src", 1, size=2 << 20, seed=6)), "m", version="v1.0.0")
-    victims = _rewrite_the_first_source_copied(monkeypatch, a / ".git" / "uniflow" / "objects")
+    victims = _rewrite_the_first_source_copied(monkeypatch, a / ".git" / "uniflow" / "packs")
     with pytest.raises(CorruptChunkError, match="changed in the local store while it was sent"):
         ra.push()
     (digest,) = victims
@@ -447,9 +445,13 @@ def _rewrite_the_first_source_copied(monkeypatch: pytest.MonkeyPatch, under: Pat
     ) -> int:  # noqa: E501
         path = Path(os.readlink(f"/proc/self/fd/{src}"))
         if not victims and str(path).startswith(str(under)):
-            victims.append(path.parent.name + path.name)
+            if path.suffix == ".pack":  # the chunk lies at offset_src of its pack
+                victims.append(blake3.blake3(os.pread(src, count, offset_src or 0)).hexdigest())
+            else:
+                victims.append(path.parent.name + path.name)
             path.chmod(0o644)
             with open(path, "r+b") as f:
+                f.seek(offset_src or 0)
                 f.write(b"\0" * 16)
         return real(src, dst, count, offset_src, offset_dst)
 

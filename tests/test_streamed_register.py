@@ -18,7 +18,7 @@ import pytest
 import safetensors.torch as st
 import torch
 
-from tests.helpers import make_repo
+from tests.helpers import make_repo, stored_chunks
 from uniflow import ModelRegistry
 from uniflow._records.manifest import pack
 from uniflow._storage.chunking import CHUNK_PARAMS
@@ -172,10 +172,13 @@ def test_every_stored_chunk_is_read_only_and_nothing_is_left_in_tmp(tmp_path: Pa
     again = store.put_file(src)  # every chunk exists: the first writer's file stays
     assert rec == again
     data, pos = src.read_bytes(), 0
+    where = {c.digest: c.path for c in stored_chunks(store)}
     for c in rec.chunks:
-        assert store.object_path(c.digest).stat().st_mode & 0o777 == 0o444
+        assert where[c.digest].stat().st_mode & 0o777 == 0o444
         assert store.read_chunk(c) == data[pos : pos + c.size]
         pos += c.size
+    assert {p.suffix for p in (store.root / "packs").iterdir()} == {".pack", ".idx"}
+    assert all(p.stat().st_mode & 0o777 == 0o444 for p in (store.root / "packs").iterdir())
     assert [p.name for p in store.tmp.iterdir() if p.name != "pins"] == []
     assert store.materialize(rec).read_bytes() == src.read_bytes()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import GIT_ENV, ROOT, cli, git, make_repo, shared_setup
+from tests.helpers import GIT_ENV, ROOT, cli, git, make_repo, shared_setup, stored_chunk_bytes
 
 
 def _common_store(repo: Path) -> Path:
@@ -53,7 +53,7 @@ def test_version_registered_in_a_worktree_is_complete_in_the_main_one(tmp_path: 
     assert _export(repo, tmp_path / "out2") == data  # nothing went with the work tree
     cli(repo, "verify")
     assert not (wt / ".uniflow" / "objects").exists() and not (repo / ".uniflow" / "objects").exists()
-    assert _chunks(_common_store(repo) / "objects")
+    assert stored_chunk_bytes(_common_store(repo))
 
 
 def test_push_from_the_main_worktree_sends_the_bytes_registered_in_another(tmp_path: Path) -> None:
@@ -63,7 +63,7 @@ def test_push_from_the_main_worktree_sends_the_bytes_registered_in_another(tmp_p
     cli(wt, "models", "register", str(tmp_path / "w.bin"), "--name", "m")
     cli(a, "push")  # exited 5: the chunks were only in the other work tree's .uniflow/objects
     sent = _chunks(tmp_path / "blobs" / "objects")
-    assert sent == _chunks(_common_store(a) / "objects") and sent
+    assert sent == stored_chunk_bytes(_common_store(a)) and sent
 
 
 def test_a_symlink_at_the_store_is_never_written_through(tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ def _old_layout(tmp_path: Path, versions: int = 3) -> tuple[Path, dict[str, byte
         (tmp_path / "w.bin").write_bytes(os.urandom(3 << 20))
         cli(repo, "models", "register", str(tmp_path / "w.bin"), "--name", "m", "--version", f"v1.0.{i}")
     store = _common_store(repo)
-    chunks = _chunks(store / "objects")
+    chunks = stored_chunk_bytes(store)  # in packs: the old layout had chunk files only
     legacy = repo / ".uniflow"
     shutil.rmtree(store)
     for digest, data in chunks.items():
@@ -238,9 +238,10 @@ def test_reads_create_no_store_and_git_leaves_it_alone(tmp_path: Path) -> None:
     assert not _common_store(repo).exists()  # a read creates nothing
     (tmp_path / "w.bin").write_bytes(os.urandom(1 << 20))
     cli(repo, "models", "register", str(tmp_path / "w.bin"), "--name", "m")
-    before = _chunks(_common_store(repo) / "objects")
+    before = stored_chunk_bytes(_common_store(repo))
+    assert before
     for args in (["fsck", "--strict"], ["gc", "--prune=now", "-q"], ["count-objects", "-v"]):
         out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and "uniflow" not in out.stderr, (args, out.stderr)
-    assert _chunks(_common_store(repo) / "objects") == before
+    assert stored_chunk_bytes(_common_store(repo)) == before
     cli(repo, "verify")

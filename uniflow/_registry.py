@@ -522,10 +522,11 @@ class ModelRegistry(RegistryReader):
         reports as errors. One line per fix (empty: nothing to fix)."""
         return _repair(self._repo)
 
-    def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0) -> GcReport:
-        """Delete chunks no ref reaches, older than the grace period (dry run by default);
-        the :class:`GcReport` of what was (or would be) deleted."""
-        return _gc(self._repo, dry_run=dry_run, grace_seconds=grace_seconds)
+    def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0, repack: bool = False) -> GcReport:
+        """Delete chunks no ref reaches, older than the grace period (dry run by default), and
+        rewrite packs that are mostly garbage; with ``repack``, move chunk files into packs.
+        The :class:`GcReport` of what was (or would be) done."""
+        return _gc(self._repo, dry_run=dry_run, grace_seconds=grace_seconds, repack=repack)
 
     # ------------------------------------------------------------------ sharing (uniflow/sharing/)
     def push(

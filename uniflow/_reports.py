@@ -93,6 +93,12 @@ class GcReport:
     cache_removed: int
     restored_chunks: int
     grace_seconds: float
+    #: packs removed (their live chunks rewritten into ``packs_written`` new packs first);
+    #: in a dry run, the packs a real run would rewrite
+    packs_removed: int = 0
+    packs_written: int = 0
+    #: chunk files moved into packs (``gc --repack``; in a dry run, those it would move)
+    loose_packed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, by name (``bytes_freed`` in dry runs too)."""

@@ -13,6 +13,10 @@ library calls :func:`point` at these named places:
 * ``_records.lifecycle``: ``after-lifecycle-cas``, once a lifecycle ref moved;
 * ``_ops.register``: ``register-before-tag``, ``register-before-event``;
 * ``_ops.maintenance``: ``gc-after-set-aside``, once gc moved its candidates aside;
+  ``gc-loose-packed``, once ``gc --repack`` unlinked the chunk files now in packs;
+* ``_storage.repack``: ``gc-repacked``, once gc's new packs are durable; ``gc-pack-dropped``,
+  after each pack gc deleted; ``_storage.pins``: ``gc-pack-aside``, between moving a pack's
+  ``.pack`` and its ``.idx`` aside;
 * ``sharing.push``: ``push-before-git-push``, ``push-after-git-push``;
 * ``sharing.mirror`` (a mirror's sync): ``mirror-sync-listed``, ``mirror-sync-fetched-tags``;
 * ``sharing.remote`` (``_VersionWriter``): ``get-file-written``, after each file a get by

@@ -129,6 +129,10 @@ def test_disk_full_during_the_chunk_writes(small_fs: Path, tmp_path: Path) -> No
 
     for p in (repo / ".git" / "uniflow" / "objects").glob("*/*"):  # nothing partial under a final name
         assert blake3.blake3(p.read_bytes()).hexdigest() == p.parent.name + p.name
+    from uniflow._storage.packs import scan_packs
+
+    packs = scan_packs(repo / ".git" / "uniflow")  # every named pack whole, or none at all
+    assert packs.invalid == {} and packs.unindexed == [] and packs.orphan_indexes == []
 
     filler.unlink()
     cli(repo, *_register(src))

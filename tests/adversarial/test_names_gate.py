@@ -20,8 +20,9 @@ from uniflow import InvalidNameError, InvalidVersionError, ModelRegistry, Reposi
 
 
 def _nothing_written(reg: ModelRegistry) -> None:
-    objects = reg.store.root / "objects"
-    assert not objects.exists() or not [p for p in objects.rglob("*") if p.is_file()]
+    for where in ("objects", "packs"):  # no chunk file, no pack
+        found = reg.store.root / where
+        assert not found.exists() or not [p for p in found.rglob("*") if p.is_file()]
     assert git(reg.root, "for-each-ref", "refs/tags", "refs/uniflow").strip() == ""
 
 

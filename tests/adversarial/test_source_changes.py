@@ -19,7 +19,7 @@ import blake3
 import pytest
 
 from tests.adversarial._inflight import Held
-from tests.helpers import cli, git
+from tests.helpers import cli, git, stored_chunk_bytes
 from uniflow._storage.ingest import WINDOW
 
 SIZE = 3 * WINDOW  # about 20 chunks: most of the file is read after the pause
@@ -40,6 +40,8 @@ def _assert_store_sound(repo: Path) -> None:
     objects = sorted((repo / ".git" / "uniflow" / "objects").glob("*/*"))
     for obj in objects:
         assert blake3.blake3(obj.read_bytes()).hexdigest() == obj.parent.name + obj.name, obj
+    for name, data in stored_chunk_bytes(repo / ".git" / "uniflow").items():  # packed ones too
+        assert blake3.blake3(data).hexdigest() == name
     assert git(repo, "tag", "--list", "models/*") == ""
     r = cli(repo, "verify", code=None)
     assert r.returncode == 0, r.stdout + r.stderr

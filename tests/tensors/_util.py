@@ -61,9 +61,10 @@ def fine_tune_head(model: nn.Module, steps: int = 5, seed: int = 1) -> nn.Module
 
 
 def store_bytes(repo: Path) -> int:
-    """Bytes of the chunk objects in ``repo/.uniflow/objects``."""
-    objects = repo / ".git" / "uniflow" / "objects"
-    return sum(p.stat().st_size for p in objects.rglob("*") if p.is_file()) if objects.is_dir() else 0
+    """Bytes of the chunks stored in ``repo/.git/uniflow``: chunk files and packs."""
+    store = repo / ".git" / "uniflow"
+    files = [*(store / "objects").rglob("*"), *(store / "packs").glob("*.pack")]
+    return sum(p.stat().st_size for p in files if p.is_file())
 
 
 def chunks_under(entry: FileEntry, names: set[str]) -> dict[str, int]:

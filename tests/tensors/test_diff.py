@@ -109,6 +109,7 @@ def test_diff_reads_no_chunk(registry: ModelRegistry) -> None:
     registry.register(fine_tune_head(model), "lm", version="v1.1.0")
     before = registry.diff("lm", "v1.0.0", "v1.1.0").to_dict()
     shutil.rmtree(registry.store.root / "objects")
+    shutil.rmtree(registry.store.root / "packs")
     assert registry.diff("lm", "v1.0.0", "v1.1.0").to_dict() == before
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.numpy import save_file as save_numpy
 
-from tests.helpers import clone, open_registry, run_py, shared_setup
+from tests.helpers import clone, flip_stored_byte, open_registry, run_py, shared_setup, stored_chunks
 from tests.tensors._util import TinyLM, chunks_under, fine_tune_head, store_bytes, tiny_lm
 from uniflow import IntegrityError, ModelRegistry, UsageError
 
@@ -61,10 +61,13 @@ def test_partial_load_reads_only_the_chunks_under_the_tensors(registry: ModelReg
     head = chunks_under(entry, {"head.weight", "head.bias"})
     body = chunks_under(entry, {"blocks.0.0.weight"})
     assert not set(head) & set(body)
-    for digest in body:  # corrupt every chunk of a tensor we do not ask for
-        path = registry.store.object_path(digest)
-        os.chmod(path, 0o644)
-        path.write_bytes(b"\0" * path.stat().st_size)
+    where = {c.digest: c for c in stored_chunks(registry.store)}
+    for digest in body:  # corrupt every chunk of a tensor we do not ask for, where it lies
+        c = where[digest]
+        os.chmod(c.path, 0o644)
+        with open(c.path, "r+b") as f:
+            f.seek(c.offset)
+            f.write(b"\0" * c.length)
     part = registry.load("lm", "v1.0.0", tensors=["head.*"])
     assert set(part) == {"head.weight", "head.bias"}
     with pytest.raises(
@@ -77,11 +80,8 @@ def test_a_corrupted_chunk_under_a_requested_tensor_is_detected(registry: ModelR
     registry.register(tiny_lm(), "lm", version="v1.0.0")
     (entry,) = registry.repository.manifest("lm", "v1.0.0").files
     (digest, size), *_ = chunks_under(entry, {"head.weight"}).items()
-    path = registry.store.object_path(digest)
-    os.chmod(path, 0o644)
-    data = bytearray(path.read_bytes())
-    data[size // 2] ^= 1
-    path.write_bytes(bytes(data))
+    (stored,) = [c for c in stored_chunks(registry.store) if c.digest == digest]
+    flip_stored_byte(stored, size // 2)
     with pytest.raises(IntegrityError, match=f"chunk {digest[:16]} is corrupted"):
         registry.load("lm", "v1.0.0", tensors=["head.weight"])
 

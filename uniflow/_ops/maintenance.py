@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .. import _testhooks
@@ -34,6 +35,9 @@ from .._records.refs import lifecycle_ref, tag_ref
 from .._records.versions import MANIFEST_PATH
 from .._reports import GcReport, VerifyProblem, VerifyReport
 from .._storage.fsio import os_reason
+from .._storage.packs import raw_name
+from .._storage.packwriter import recover_packs
+from .._storage.repack import RepackPlan, decide_packs, plan_repack, remove_orphan_indexes, write_repacked
 
 if TYPE_CHECKING:
     from .._repo import Repository
@@ -176,83 +180,154 @@ class _Live:
         return self
 
 
-def gc(repo: Repository, *, dry_run: bool = True, grace_seconds: float = 3600.0) -> GcReport:
-    """Delete unreachable chunks older than the grace period that no register in flight pinned.
+@dataclass
+class _Outcome:
+    """What a real gc run did (the counts of :class:`GcReport` it fills in)."""
 
-    Order (docs/design.md, "gc and registers in flight"): refs -> candidates -> move each
-    candidate aside -> read the pins -> read the refs again -> restore what a pin or a newly
-    visible version names -> delete the rest.
-    """
-    store = repo.store
-    restored = 0 if dry_run else store.restore_abandoned()
-    seen = set(repo.git.version_candidates())
-    live = _Live().add(reachable_manifests(repo, seen))
-    cutoff = time.time() - grace_seconds
-    unreachable = spared = 0
-    candidates: dict[str, int] = {}
-    for digest, path in list(store.iter_objects()):
+    kept: int = 0
+    deleted: int = 0
+    freed: int = 0
+    packs_removed: int = 0
+    packs_written: int = 0
+    loose_packed: int = 0
+
+
+@dataclass
+class _Loose:
+    """The chunk files: candidates for deletion (digest -> size), the unreachable ones, the
+    young ones among them, and every chunk file seen."""
+
+    candidates: dict[str, int] = field(default_factory=dict)
+    unreachable: set[str] = field(default_factory=set)
+    young: set[str] = field(default_factory=set)
+    seen: list[str] = field(default_factory=list)
+
+
+def _loose(repo: Repository, live: _Live, cutoff: float) -> _Loose:
+    out = _Loose()
+    for digest, path in list(repo.store.iter_objects()):
+        out.seen.append(digest)
         if digest in live.chunks:
             continue
-        unreachable += 1
+        out.unreachable.add(digest)
         try:
             st = path.stat()
         except FileNotFoundError:
             continue
         if st.st_mtime > cutoff:
-            spared += 1
+            out.young.add(digest)
             continue
-        candidates[digest] = st.st_size
+        out.candidates[digest] = st.st_size
+    return out
+
+
+def gc(
+    repo: Repository, *, dry_run: bool = True, grace_seconds: float = 3600.0, repack: bool = False
+) -> GcReport:
+    """Delete unreachable chunks older than the grace period that no register in flight pinned,
+    and rewrite the packs whose live share fell below ``_storage.repack.REPACK_THRESHOLD``;
+    with ``repack``, chunk files (stores of formats 1 and 2) are moved into packs too.
+
+    Order (docs/design.md, "gc and registers in flight", "gc and packs"): refs -> candidates
+    -> the packs to rewrite -> their live chunks written to new packs, durable -> move each
+    candidate and each such pack aside -> read the pins -> read the refs again -> restore
+    what a pin or a newly visible version names -> delete the rest -> unlink the chunk files
+    now in packs.
+    """
+    store = repo.store
+    restored = 0
+    if not dry_run:
+        restored = store.restore_abandoned()
+        recover_packs(store.root)  # a pack a killed writer left without its index
+    seen = set(repo.git.version_candidates())
+    live = _Live().add(reachable_manifests(repo, seen))
+    cutoff = time.time() - grace_seconds
+    loose = _loose(repo, live, cutoff)
+    pinned = store.pinned(remove_stale=not dry_run)
+    to_pack = [d for d in loose.seen if d not in loose.candidates] if repack else []
+    plan = plan_repack(store.packs, live.chunks, pinned, cutoff, to_pack)
     if dry_run:
-        pinned = store.pinned(remove_stale=False)
-        kept = [d for d in candidates if d in pinned]
-        deleted, freed = 0, sum(size for d, size in candidates.items() if d not in pinned)
+        out = _Outcome(kept=sum(d in pinned for d in loose.candidates))
+        out.freed = sum(size for d, size in loose.candidates.items() if d not in pinned)
+        out.freed += sum(plan.dead(pack, live.chunks)[1] for pack in plan.rewrite)
+        out.packs_removed, out.loose_packed = len(plan.rewrite), len(plan.loose)
     else:
-        kept, deleted, freed = _collect(repo, candidates, seen, live)
-    tmp_removed = 0 if dry_run else store.clean_tmp(grace_seconds)
+        out = _collect(repo, loose.candidates, seen, live, plan)
+    tmp_removed = 0 if dry_run else store.clean_tmp(grace_seconds) + remove_orphan_indexes(store.root, cutoff)
     cache_removed = 0 if dry_run else store.clean_cache(live.files, live.versions, grace_seconds)
     return GcReport(
         dry_run=dry_run,
         live_chunks=len(live.chunks),
-        unreachable_chunks=unreachable,
-        spared_young=spared,
-        spared_in_flight=len(kept),
-        deleted_chunks=deleted,
-        bytes_freed=freed,
+        unreachable_chunks=len(loose.unreachable | plan.unreachable),
+        spared_young=len(loose.young | plan.young),
+        spared_in_flight=out.kept + len(plan.pinned),
+        deleted_chunks=out.deleted,
+        bytes_freed=out.freed,
         tmp_removed=tmp_removed,
         cache_removed=cache_removed,
         restored_chunks=restored,
         grace_seconds=grace_seconds,
+        packs_removed=out.packs_removed,
+        packs_written=out.packs_written,
+        loose_packed=out.loose_packed,
     )
 
 
 def _collect(
-    repo: Repository, candidates: dict[str, int], seen: set[str], live: _Live
-) -> tuple[list[str], int, int]:
-    """Move the candidates aside, then keep what a pin or a version created meanwhile names.
+    repo: Repository, candidates: dict[str, int], seen: set[str], live: _Live, plan: RepackPlan
+) -> _Outcome:
+    """Write the live chunks of the packs to rewrite into new packs, move the candidates and
+    those packs aside, then keep what a pin or a version created meanwhile names.
 
-    Returns ``(kept, deleted count, bytes freed)``; ``live`` grows by the new versions.
-    """
+    ``live`` grows by the new versions."""
+    store = repo.store
+    out = _Outcome()
+    new: set[str] = set()
+    if plan.rewrite or plan.loose:
+        new, out.packs_written = write_repacked(store.root, plan, store.read_loose, durable=store.durable)
     try:
-        aside = repo.store.set_aside()
+        aside = store.set_aside()
     except OSError as exc:
-        raise RepositoryError(f"gc cannot write in {repo.store.tmp}: {os_reason(exc)}") from exc
-    kept: list[str] = []
-    deleted = freed = 0
+        raise RepositoryError(f"gc cannot write in {store.tmp}: {os_reason(exc)}") from exc
     try:
         moved = [d for d in candidates if aside.take(d)]
+        moved_packs = [p for p in sorted(plan.rewrite) if aside.take_pack(p)]
         _testhooks.point("gc-after-set-aside")
-        pinned = repo.store.pinned()  # 1. the pins, strictly after every move ...
+        pinned = store.pinned()  # 1. the pins, strictly after every move ...
         later = set(repo.git.version_candidates()) - seen  # 2. ... and only then the refs again
         live.add(reachable_manifests(repo, sorted(later)))
         for digest in moved:
             if digest in pinned or digest in live.chunks:
                 aside.restore(digest)
-                kept.append(digest)
+                out.kept += 1
             else:
-                freed += aside.drop(digest)
-                deleted += 1
+                out.freed += aside.drop(digest)
+                out.deleted += 1
+        _restored, removed = decide_packs(aside, moved_packs, plan, pinned, live.chunks, new)
+        for pack in removed:
+            chunks, size = plan.dead(pack, live.chunks)
+            out.deleted, out.freed, out.packs_removed = (
+                out.deleted + chunks,
+                out.freed + size,
+                out.packs_removed + 1,
+            )
     except OSError as exc:
-        raise RepositoryError(f"gc cannot move chunks in {repo.store.objects}: {os_reason(exc)}") from exc
+        raise RepositoryError(f"gc cannot move chunks in {store.root}: {os_reason(exc)}") from exc
     finally:
         aside.close()  # puts back anything not yet decided (an error above keeps everything)
-    return kept, deleted, freed
+    out.loose_packed = _unlink_packed(repo, plan, new)
+    return out
+
+
+def _unlink_packed(repo: Repository, plan: RepackPlan, new: set[str]) -> int:
+    """``gc --repack``'s last step: unlink the chunk files whose bytes a durable pack holds
+    (a new one, or one gc kept); the count."""
+    done = 0
+    for digest in [*plan.loose_redundant, *plan.loose]:
+        if digest in new or raw_name(digest) in plan.kept:
+            repo.store.delete_object(digest)
+            done += 1
+    if done:
+        repo.store.sync_dirs(plan.loose_redundant + plan.loose)
+        _testhooks.point("gc-loose-packed")
+    return done

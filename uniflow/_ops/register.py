@@ -97,7 +97,8 @@ def register_version(
             files, serializer, meta, fw = _collect(model, framework, trust, work)
             if isinstance(model, (str, os.PathLike)):
                 _check_lfs_pointers(files, strict)
-            entries = _store_files(repo, files, progress, pin, _known_digests(repo, name))
+            with repo.store.batch(pin):  # one set of packs for all files, durable at the end
+                entries = _store_files(repo, files, progress, pin, _known_digests(repo, name))
         finally:
             shutil.rmtree(work, ignore_errors=True)
         origin = _Origin.of(repo, provenance)

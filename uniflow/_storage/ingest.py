@@ -4,13 +4,11 @@ A file handed to ``ObjectStore.put_file`` belongs to the user and may change whi
 read: a training job still writing its checkpoint, a copy in progress, a hostile file system.
 So it is never mapped (a mapping of a file truncated meanwhile kills the process with
 SIGBUS); :class:`FileSource` reads it a window at a time into this process's own memory,
-and every chunk is hashed from those bytes. The chunk file itself is copied in the kernel
-from the same offset of the user's file (``copy_file_range``; written from the buffer where
-that is refused), so it can differ from what was hashed if the file changed in between. Its
-stamp (size, mtime, ctime, inode) is compared before and after, and a byte past the
+and every chunk is hashed from those bytes and appended to the register's pack from the
+same bytes (``ObjectStore.batch``), so a stored chunk always holds what its name says. The
+file's stamp (size, mtime, ctime, inode) is compared before and after, and a byte past the
 recorded end means it grew: a file that changed is refused, never recorded as a mix of its
-old and new bytes, and the objects this register created are hashed again and removed
-where their bytes do not match their names.
+old and new bytes (the chunks already appended are garbage for gc).
 
 :class:`InOrder` computes the digests that need the file's bytes in order (the whole file,
 and the byte ranges of its tensors) from the chunks themselves as they are cut, each on a

@@ -53,37 +53,19 @@ is refused before it is read, then its magic, version (a newer one is
 ranges are checked (:class:`CorruptPackError`), and every chunk's bytes are hashed and
 compared with the name it was asked for before they are returned or copied.
 
-Intended integration with ``ObjectStore`` (not wired yet; format 3):
+How ``ObjectStore`` uses them (format 3; ``docs/design.md``, "Packs (format 3) and gc"):
 
 * **Where.** ``<git>/uniflow/packs/`` beside ``objects/`` (same file system as ``tmp/``).
-  The store keeps a :class:`PackSet`: every complete pack's index (a few KiB each; about 16
-  per GiB stored) read once into one map chunk name -> pack, built lazily on the first miss
-  in ``objects/``, a bounded number of packs open; ``has``/``missing`` ask it after
-  ``objects/``, ``read_chunk``/``open_verified``/``_assemble`` read through it. Loose chunks
-  stay readable, so format 1 and 2 stores need no flag day. (Left for the integration: a
-  pack that gc removed while the set had it open or mapped is dropped from the map on the
-  ``MissingChunkError`` its reader raises, and the chunk is looked for in gc's sets.)
+  The store keeps a :class:`PackSet`: every complete pack's index read once into one map
+  chunk name -> pack, refreshed when ``packs/`` changed, a bounded number of packs open;
+  ``has``/``missing`` ask it after ``objects/`` (:meth:`PackSet.locate` checks the pack's
+  file still exists: the existence check a register relies on), ``read_chunk`` and
+  ``open_verified`` read through it. A pack gc removed is forgotten on the next refresh or
+  on the :class:`MissingChunkError` its reopening raises, and the chunk is looked for in
+  gc's sets (``_storage.repack.recover_set_aside``).
 * **Register.** ``put_file`` hands each new chunk to a ``packwriter.PackStream`` (one per
-  register; ``add`` is thread-safe, so the 16 writer threads keep writing with ``pwrite`` at
-  offsets reserved under a lock; a full pack is finished on a thread of its own while the
-  next fills) instead of ``write_immutable``; after the last chunk it calls
-  ``PackStream.close`` (every pack durable and visible when it returns), and only then
-  records the manifest, as today. A chunk that is already in a pack or in ``objects/`` is
-  not written again (dedup is by name, whatever holds it).
-* **Pins.** Unchanged in spirit: a register pins each chunk's name before it looks for it
-  or adds it (P < E), and unpins after its tag ref (T < U). gc works per pack: the unit it
-  moves aside is a pack (its ``.pack``, then its ``.idx``, renamed into
-  ``tmp/gc.<owner>.<id>/``; in between, the index left without its pack sends a reader to
-  the sets, as a missing loose chunk does today), and it links a moved pack back if any pin
-  or newly visible version names any chunk that only that pack holds.
-* **gc and repack** (as ``git gc`` and ``restic prune``): for a pack whose live share (live
-  bytes by :meth:`PackIndex.entries` against the referenced set) falls below a threshold,
-  gc copies the live chunks, verified (:meth:`PackReader.iter_chunks`), into new packs and
-  finishes them (durable) *before* it moves the old pack aside as above; then reads the
-  pins and refs again, links back what they need, and unlinks the rest. Killed at any point,
-  each live chunk is in an old pack (in ``packs/`` or in a set readers recover from), in a
-  finished new pack, or both; a new pack is invisible, complete, or complete without index
-  (recovered). ``gc --repack`` moves loose chunks into packs the same way.
+  register: ``ObjectStore.batch``), finished before the manifest is recorded.
+* **Pins and gc**: ``_storage.pins`` (a pack set aside whole) and ``_storage.repack``.
 """
 
 from __future__ import annotations
@@ -94,6 +76,7 @@ import os
 import stat
 import struct
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -137,6 +120,11 @@ DATA_START = PACK_HEAD.size
 #: bytes of a pack that are neither chunks nor index: header and tail
 _FRAME = PACK_HEAD.size + PACK_TAIL.size
 _HEX = frozenset("0123456789abcdef")
+#: a listing made this long after the directory's last change is trusted until its stat
+#: changes (longer than a coarse file-system clock tick, so a later change shows)
+_SETTLED_NS = 100_000_000
+#: entries of a refused index looked through to name the damaged pack holding a chunk
+_MAX_LISTED = 1 << 16
 
 
 class CorruptPackError(IntegrityError):
@@ -244,6 +232,10 @@ class PackIndex:
         """Every entry, in name order (for gc's live-share count and repack)."""
         for raw in sorted(self._ranges):
             yield PackEntry(raw.hex(), *self._ranges[raw])
+
+    def has_raw(self, raw: bytes) -> bool:
+        """True if the pack holds the chunk named by 32 raw bytes."""
+        return raw in self._ranges
 
     def raw_names(self) -> Iterator[bytes]:
         """The chunk names as 32 raw bytes, in no particular order."""
@@ -413,6 +405,26 @@ class PackReader:
         self._check(entry, data)
         return data
 
+    def read_into(self, name: str, buf: bytearray) -> tuple[memoryview, int]:
+        """Chunk ``name`` read into ``buf`` (a new buffer when it does not fit) and verified:
+        ``(view of its bytes, its offset in the pack)``; the caller releases the view."""
+        entry = self._entry(name)
+        if len(buf) < entry.length:
+            buf = bytearray(entry.length)
+        view = memoryview(buf)[: entry.length]
+        got = read_full(self._fd, view, entry.offset)
+        try:
+            self._check(entry, view[:got])
+        except BaseException:
+            view.release()
+            raise
+        return view, entry.offset
+
+    @property
+    def fd(self) -> int:
+        """The pack's open descriptor (valid while the reader is open)."""
+        return self._fd
+
     def iter_chunks(self, names: set[str] | None = None) -> Iterator[tuple[str, bytes]]:
         """``(name, verified bytes)`` of the chunks named in ``names`` (all by default), in
         the order they lie in the pack (what a repack copies)."""
@@ -480,10 +492,11 @@ def scan_packs(store_root: Path) -> PackScan:
     return scan
 
 
-def read_pack_tail(store_root: Path, name: str) -> PackIndex:
-    """The index stored in pack ``name``'s own tail, validated like an ``.idx``."""
+def read_pack_tail(store_root: Path, name: str, directory: Path | None = None) -> PackIndex:
+    """The index stored in pack ``name``'s own tail, validated like an ``.idx``; the pack is
+    looked for in ``directory`` (default: the store's ``packs/``; a gc's set holds packs too)."""
     check_name(name, "pack name")
-    fd = _open_regular(pack_dir(store_root) / f"{name}.pack", name)
+    fd = _open_regular((directory or pack_dir(store_root)) / f"{name}.pack", name)
     try:
         size = os.fstat(fd).st_size
         if size < _FRAME + INDEX_HEAD.size + _SUM:
@@ -533,20 +546,39 @@ class PackSet:
         self._open: OrderedDict[str, PackReader] = OrderedDict()
         self._users: dict[str, int] = {}
         self.invalid: dict[str, str] = {}
+        self._seen: tuple[int, int, int] | None = None  # packs/ as last listed
+        self._refreshing = threading.Lock()
 
-    def refresh(self) -> int:
-        """Read the indexes of the complete packs not seen yet; how many were added."""
+    def refresh(self, *, force: bool = True) -> int:
+        """Read the indexes of the complete packs not seen yet; how many were added. Unless
+        ``force``, nothing is listed when ``packs/`` is unchanged since the last listing (its
+        modification time settled: a change within the same clock tick is not missed). One
+        refresh at a time: a caller arriving meanwhile waits and then sees its result."""
+        with self._refreshing:
+            try:
+                st = os.stat(pack_dir(self._root))
+            except FileNotFoundError:
+                return 0
+            seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if not force and seen == self._seen:
+                return 0
+            added = self._read_new()
+            self._seen = seen if time.time_ns() - st.st_mtime_ns > _SETTLED_NS else None
+            return added
+
+    def _read_new(self) -> int:
+        """List ``packs/``: forget the packs gone, read the new ones; how many were added."""
+        complete = _complete_names(self._root)
+        for gone in self._indexes.keys() - complete:
+            self.forget(gone)  # removed (or set aside) by a gc since it was read
         added = 0
-        for name in sorted(_complete_names(self._root) - self._indexes.keys() - self.invalid.keys()):
+        for name in sorted(complete - self._indexes.keys() - self.invalid.keys()):
             try:
                 reader = PackReader(self._root, name)
             except (IntegrityError, RepositoryError) as exc:
                 self.invalid[name] = str(exc)
                 continue
             with self._lock:
-                if name in self._indexes:  # another thread read it meanwhile
-                    reader.close()
-                    continue
                 self._indexes[name] = reader.index
                 for raw in reader.index.raw_names():
                     self._where.setdefault(raw, name)
@@ -556,34 +588,127 @@ class PackSet:
             added += 1
         return added
 
-    def pack_of(self, name: str) -> str | None:
-        """The pack holding chunk ``name`` (64 hex), or None."""
+    @property
+    def root(self) -> Path:
+        """The store whose packs these are."""
+        return self._root
+
+    def pack_of(self, name: str, *, refresh: bool = True) -> str | None:
+        """The pack holding chunk ``name`` (64 hex), or None; with ``refresh``, a miss looks
+        for packs that appeared since first."""
         raw = raw_name(name)
         found = self._where.get(raw)
-        if found is None and self.refresh():
+        if found is None and refresh:
+            self.refresh(force=False)  # (another thread's refresh may be the one that found it)
             found = self._where.get(raw)
         return found
+
+    def locate(self, name: str, *, refresh: bool = True) -> str | None:
+        """:meth:`pack_of`, checked against the file system: the pack's ``.pack`` exists now
+        (one ``stat``). A pack found gone (a gc removed it) is forgotten and the chunk looked
+        for again. This is the existence check a register relies on after pinning a chunk."""
+        for _ in range(2):  # bounded: the second round finds the chunk elsewhere or not at all
+            pack = self.pack_of(name, refresh=refresh)
+            if pack is None:
+                return None
+            if os.path.exists(pack_dir(self._root) / f"{pack}.pack"):
+                return pack
+            self.forget(pack)
+        return None
+
+    def forget(self, pack: str) -> None:
+        """Drop a pack found gone from the map (its chunks are looked up in the other packs;
+        it is read again by :meth:`refresh` if it comes back)."""
+        with self._lock:
+            index = self._indexes.pop(pack, None)
+            if index is None:
+                return
+            if not self._users.get(pack):  # else closed by a later eviction, once unused
+                reader = self._open.pop(pack, None)
+                if reader is not None:
+                    reader.close()
+            for raw in index.raw_names():
+                if self._where.get(raw) == pack:
+                    other = next((n for n, i in self._indexes.items() if i.has_raw(raw)), None)
+                    if other is None:
+                        del self._where[raw]
+                    else:
+                        self._where[raw] = other
+
+    def damaged_holder(self, name: str) -> tuple[str, str] | None:
+        """``(pack, why it was refused)`` for a refused pack whose ``.idx`` lists chunk
+        ``name``: the chunk is there but cannot be trusted (None if no refused pack names it)."""
+        raw = raw_name(name)
+        for pack, reason in sorted(self.invalid.items()):
+            try:
+                with open(pack_dir(self._root) / f"{pack}.idx", "rb") as f:
+                    data = f.read(INDEX_HEAD.size + _MAX_LISTED * _ENTRY.size)
+            except OSError:
+                continue
+            body = memoryview(data)[INDEX_HEAD.size :]
+            usable = len(body) - len(body) % _ENTRY.size
+            if any(entry[0] == raw for entry in _ENTRY.iter_unpack(body[:usable])):
+                return pack, reason
+        return None
+
+    def lookup(self, name: str) -> PackEntry | None:
+        """Chunk ``name``'s entry in the pack holding it (unverified), or None."""
+        pack = self.pack_of(name)
+        index = self._indexes.get(pack) if pack is not None else None
+        return index.lookup(name) if index is not None else None
+
+    def indexes(self) -> dict[str, PackIndex]:
+        """Every pack read so far (call :meth:`refresh` first for all of them), by name."""
+        with self._lock:
+            return dict(self._indexes)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.pack_of(name) is not None
 
     @contextlib.contextmanager
     def _using(self, name: str) -> Iterator[PackReader]:
-        pack = self.pack_of(name)
-        if pack is None:
+        reader = None
+        for _ in range(2):  # bounded: a pack found gone is forgotten, then one more look
+            pack = self.pack_of(name)
+            if pack is None:
+                break
+            try:
+                reader = self._acquire(pack)
+                break
+            except MissingChunkError:
+                self.forget(pack)  # removed by a gc since its index was read
+        if reader is None:
             raise MissingChunkError(f"chunk {name[:16]} is in no pack of the store", name)
-        with self._lock:
-            reader = self._open.get(pack)
-            if reader is None:
-                reader = self._open[pack] = PackReader(self._root, pack, self._indexes[pack])
-            self._open.move_to_end(pack)
-            self._users[pack] += 1
         try:
             yield reader
         finally:
             with self._lock:
-                self._users[pack] -= 1
+                self._users[reader.name] -= 1
                 self._evict()
+
+    def _acquire(self, pack: str) -> PackReader:
+        """Pack ``pack``'s reader, opened if needed, counted as in use."""
+        with self._lock:
+            reader = self._open.get(pack)
+            if reader is None:
+                index = self._indexes.get(pack)
+                if index is None:
+                    raise MissingChunkError(f"pack {pack[:16]} was removed", pack)
+                reader = self._open[pack] = PackReader(self._root, pack, index)
+            self._open.move_to_end(pack)
+            self._users[pack] = self._users.get(pack, 0) + 1
+            return reader
+
+    @contextlib.contextmanager
+    def open_verified(self, name: str, buf: bytearray) -> Iterator[tuple[memoryview, int, int]]:
+        """Chunk ``name`` read into ``buf`` (see :meth:`PackReader.read_into`) and verified:
+        yields ``(bytes, the pack's descriptor, their offset in it)``, valid in the block."""
+        with self._using(name) as reader:
+            view, offset = reader.read_into(name, buf)
+            try:
+                yield view, reader.fd, offset
+            finally:
+                view.release()
 
     def _evict(self) -> None:
         """Close the least recently used packs nobody reads, down to ``max_open``."""

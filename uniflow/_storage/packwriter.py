@@ -246,18 +246,33 @@ class PackStream:
     def add(self, name: str, data: Data) -> bool:
         """Append chunk ``name``; False if this stream already wrote it."""
         with memoryview(data) as view, view.cast("B") as flat:
-            with self._lock:
-                if name in self._names:
-                    return False
-                writer = self._writer
-                offset = writer.reserve(name, flat.nbytes)
-                self._names.add(name)
-                if writer.full:  # this chunk fills it: the next add goes to a new pack
-                    self._writer = PackWriter(self._root, target=self._target, durable=self._durable)
-                    self._finishing.append(self._pool.submit(writer.finish))  # waits for our write
-            if offset is not None:
-                writer.write_reserved(offset, flat)
+            slot = self.reserve(name, flat.nbytes)
+            if slot is None:
+                return False
+            self.write_reserved(slot, flat)
         return True
+
+    def reserve(self, name: str, length: int) -> tuple[PackWriter, int] | None:
+        """Reserve ``length`` bytes for chunk ``name`` in the pack being filled (so chunks lie
+        in the order of their reservations): the slot, or None if this stream already has
+        the chunk. The caller must then call :meth:`write_reserved` with the slot."""
+        with self._lock:
+            if name in self._names:
+                return None
+            writer = self._writer
+            offset = writer.reserve(name, length)
+            self._names.add(name)
+            if writer.full:  # this chunk fills it: the next add goes to a new pack
+                self._writer = PackWriter(self._root, target=self._target, durable=self._durable)
+                self._finishing.append(self._pool.submit(writer.finish))  # waits for our write
+        if offset is None:  # unreachable: the writer is new to this stream's names
+            raise RuntimeError(f"chunk {name[:16]} reserved twice")
+        return writer, offset
+
+    def write_reserved(self, slot: tuple[PackWriter, int], data: memoryview) -> None:
+        """Write the bytes of a slot :meth:`reserve` gave (outside any lock: ``pwrite``)."""
+        writer, offset = slot
+        writer.write_reserved(offset, data)
 
     def close(self) -> list[PackIndex]:
         """Finish every pack; their indexes (durable and visible when this returns)."""

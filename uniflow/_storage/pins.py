@@ -30,6 +30,9 @@ import time
 import uuid
 from pathlib import Path
 
+from .. import _testhooks
+from .fsio import fsync_dir
+
 __all__ = [
     "AsideSet",
     "clean_tmp",
@@ -41,6 +44,8 @@ __all__ = [
     "read_pins",
     "recover",
     "restore_abandoned",
+    "restore_pack",
+    "set_aside_packs",
     "tmp_name",
 ]
 
@@ -240,6 +245,34 @@ class AsideSet:
         _unlink(self.dir / digest)
         return self.sizes.get(digest, 0)
 
+    # A pack is set aside whole: its ``.pack`` first, then its ``.idx`` (a reader that finds
+    # the index without its pack looks in the sets, as for a missing loose chunk), and put
+    # back in the same order, so a complete pair reappears only with both files in place.
+    def take_pack(self, name: str) -> bool:
+        """Move pack ``name`` (its ``.pack``, then its ``.idx``) out of ``packs/``; False if
+        its ``.pack`` was gone already."""
+        packs = _packs_dir(self.objects)
+        try:
+            size = (packs / f"{name}.pack").stat().st_size
+            os.rename(packs / f"{name}.pack", self.dir / f"{name}.pack")
+        except FileNotFoundError:
+            return False
+        self.sizes[name] = size
+        _testhooks.point("gc-pack-aside")
+        with contextlib.suppress(FileNotFoundError):  # rebuilt from the pack's tail if put back
+            os.rename(packs / f"{name}.idx", self.dir / f"{name}.idx")
+        return True
+
+    def restore_pack(self, name: str) -> None:
+        """Put pack ``name`` back into ``packs/``."""
+        _restore_pack(self.dir, _packs_dir(self.objects), name)
+
+    def drop_pack(self, name: str) -> int:
+        """Delete a set-aside pack for good (its ``.idx``, then its ``.pack``); the bytes freed."""
+        _unlink(self.dir / f"{name}.idx")
+        _unlink(self.dir / f"{name}.pack")
+        return self.sizes.get(name, 0)
+
     def close(self) -> None:
         """Restore whatever is still set aside (an interrupted run keeps everything), remove the set."""
         _restore_all(self.dir, self.objects)
@@ -253,9 +286,54 @@ def _entries(directory: Path) -> list[os.DirEntry[str]]:
         return []
 
 
+def _packs_dir(objects: Path) -> Path:
+    """The ``packs/`` beside a store's ``objects/``."""
+    return objects.parent / "packs"
+
+
+def _restore_pack(directory: Path, packs: Path, name: str) -> bool:
+    """Link pack ``name`` from a set ``directory`` back into ``packs`` (``.pack`` first, then
+    ``.idx``) and drop the set's names; True once the pack is back (or already was)."""
+    for ext in ("pack", "idx"):
+        src, final = directory / f"{name}.{ext}", packs / f"{name}.{ext}"
+        try:
+            packs.mkdir(exist_ok=True)
+            os.link(src, final)
+        except FileExistsError:
+            pass  # put back by another reader, or rewritten: the same bytes
+        except FileNotFoundError:
+            if ext == "pack" and not final.exists():
+                return False  # neither here nor there: another process moved it back first
+        except OSError:
+            return False  # kept in the set; restored by a later run
+    fsync_dir(packs)
+    _unlink(directory / f"{name}.idx")
+    _unlink(directory / f"{name}.pack")
+    return True
+
+
+def set_aside_packs(tmp: Path) -> dict[str, Path]:
+    """Every pack some gc set holds (live or dead), by name: the set holding it."""
+    found: dict[str, Path] = {}
+    for d in _set_dirs(tmp):
+        for entry in _entries(d):
+            if entry.name.endswith(".pack") and len(entry.name) == 69:
+                found.setdefault(entry.name[:64], d)
+    return found
+
+
+def restore_pack(tmp: Path, objects: Path, name: str) -> bool:
+    """Put back pack ``name`` from whichever gc set holds it; True if it is back."""
+    where = set_aside_packs(tmp).get(name)
+    return where is not None and _restore_pack(where, _packs_dir(objects), name)
+
+
 def _restore_all(directory: Path, objects: Path) -> int:
     restored = 0
     for entry in _entries(directory):
+        if entry.name.endswith(".pack") and len(entry.name) == 69:
+            restored += _restore_pack(directory, _packs_dir(objects), entry.name[:64])
+            continue
         if len(entry.name) != 64:
             continue
         if _link_back(Path(entry.path), objects, entry.name):

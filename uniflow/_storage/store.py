@@ -7,7 +7,10 @@ first use (:meth:`ObjectStore.adopt`). Registries read by URL keep their chunk c
 ``<cache home>/store/.uniflow`` (``sharing.remote``), with the same layout below it.
 
 Files are cut into content-defined chunks (FastCDC, native), each named by the BLAKE3-256
-digest of its bytes and stored once under ``objects/<2 hex>/<62 hex>``:
+digest of its bytes. A register appends new chunks to packs in ``packs/`` (format 3:
+``_storage.packs``, ``_storage.packwriter``); stores of formats 1 and 2 hold each chunk as a
+file ``objects/<2 hex>/<62 hex>``, still read (first), and chunks fetched from a blob
+remote are still stored that way:
 
 * **write**: chunk bytes go to an unnamed read-only inode (``O_TMPFILE``) in the object's
   fan-out directory, are fsynced, then linked to their name with ``linkat`` (the first
@@ -42,6 +45,7 @@ import functools
 import io
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
@@ -66,8 +70,11 @@ from .chunking import (
 )
 from .fsio import force_unlink, fsync_dir, os_reason, write_immutable
 from .ingest import FileSource, fd_digest, fd_stamp, read_full
+from .packs import PackSet, pack_dir
+from .packwriter import PackStream, PackWriter
 from .parallel import ThreadBuffers
 from .pins import AsideSet, Pin, clean_tmp, read_pins, recover, restore_abandoned, tmp_name
+from .repack import recover_set_aside
 from .safefs import first_link
 from .segments import Segments
 
@@ -84,6 +91,8 @@ _HEAD = 64 << 10
 #: what a store of the old layout kept in ``<work tree>/.uniflow/`` (moved by ``adopt``)
 LEGACY_DIRS = ("objects", "tmp", "cache")
 _HEX = frozenset("0123456789abcdef")
+#: the longest a chunk waits for the chunks before it to take their places in a pack (s)
+_TURN_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,8 @@ class VerifiedChunk:
     data: memoryview
     fd: int
     stamp: tuple[int, ...]
+    #: where the bytes lie in ``fd``: 0 for a chunk file, the chunk's offset in its pack
+    offset: int = 0
 
     def unchanged(self) -> bool:
         return fd_stamp(self.fd) == self.stamp
@@ -114,9 +125,19 @@ class ObjectStore:
         self.objects = self.root / "objects"
         self.tmp = self.root / "tmp"
         self.cache = self.root / "cache" / "files"
+        self.packs_dir = pack_dir(self.root)
         #: called with digests missing locally before a read gives up (blob remotes)
         self.fetcher = fetcher
         self._checked: set[Path] = set()  # fan-out directories seen to be real directories
+        self._packs: PackSet | None = None
+        self._batches: dict[Pin, _PackSink] = {}  # the open packs of a register, by its pin
+
+    @property
+    def packs(self) -> PackSet:
+        """The store's packs (their indexes read on first use)."""
+        if self._packs is None:
+            self._packs = PackSet(self.root)
+        return self._packs
 
     # ------------------------------------------------------------------ layout
     def object_path(self, digest: str) -> Path:
@@ -126,7 +147,7 @@ class ObjectStore:
     def ensure_dirs(self) -> None:
         self.check_layout()
         try:
-            for d in (self.objects, self.tmp, self.cache):
+            for d in (self.objects, self.tmp, self.cache, self.packs_dir):
                 d.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RepositoryError(f"cannot create the object store in {self.root}: {exc.strerror}") from exc
@@ -138,7 +159,8 @@ class ObjectStore:
         The store, its ``objects``, ``tmp`` and ``cache`` are created by uniflow as real
         directories; it never writes, links or deletes through a link found in their place.
         """
-        for d in (self.objects, self.tmp, self.cache, self.root / "cache" / "versions", self.tmp / "pins"):
+        dirs = (self.objects, self.tmp, self.cache, self.root / "cache" / "versions", self.tmp / "pins")
+        for d in (*dirs, self.packs_dir):
             self._check_dir(d)
 
     def _check_dir(self, d: Path) -> None:
@@ -172,18 +194,33 @@ class ObjectStore:
             raise RepositoryError(f"cannot write to the object store {self.root}: {os_reason(exc)}") from exc
 
     def has(self, digest: str) -> bool:
-        return self.object_path(digest).exists()
+        """True if chunk ``digest`` is here now: a chunk file, or in a pack whose file exists."""
+        return self.object_path(digest).exists() or self.packs.locate(digest) is not None
+
+    def stored_size(self, digest: str) -> int:
+        """The size of chunk ``digest`` as stored here (its file's, or its pack entry's); 0 if
+        it is not here. Unverified: for progress totals."""
+        try:
+            return self.object_path(digest).stat().st_size
+        except OSError:
+            pass
+        entry = self.packs.lookup(digest)
+        return entry.length if entry is not None else 0
 
     def missing(self, digests: Iterable[str]) -> list[str]:
+        """The chunks of ``digests`` that are neither chunk files nor in a pack, in order."""
         # Plain string paths: this runs over every chunk of a file before a first load.
         base = os.fspath(self.objects)
         exists = os.path.exists
-        out = []
+        loose_missing = []
         for d in dict.fromkeys(digests):
             validate_digest(d, "chunk digest")
             if not exists(f"{base}/{d[:2]}/{d[2:]}"):
-                out.append(d)
-        return out
+                loose_missing.append(d)
+        if not loose_missing or not self.packs_dir.is_dir():
+            return loose_missing
+        self.packs.refresh()
+        return [d for d in loose_missing if self.packs.locate(d, refresh=False) is None]
 
     def iter_objects(self) -> Iterator[tuple[str, Path]]:
         """Every stored chunk as ``(digest, path)``."""
@@ -210,10 +247,11 @@ class ObjectStore:
         """Chunk, hash and store ``path``; return its record once every chunk is durable.
 
         The file is read a window at a time into this process's own memory (never mapped)
-        and every chunk is hashed from those bytes; the chunk file is copied in the kernel
-        from the same range of the file (``copy_file_range``, ``_storage.ingest``). A file that
-        changes while it is read is refused with :class:`InvalidPathError`, and the objects
-        this call created whose bytes do not match their names are removed. Chunking runs on
+        and every chunk is hashed from those bytes and appended, from the same bytes, to this
+        call's packs (``_storage.packwriter.PackStream``; every pack and its index durable
+        before this returns). A file that changes while it is read is refused with
+        :class:`InvalidPathError` (the packs written stay: their chunks are named by their
+        bytes, unreferenced; gc removes them). Chunking runs on
         this thread while worker threads hash and write the previous chunks (BLAKE3 and file
         I/O release the GIL), so cutting, hashing and writing overlap. With ``pin``, every chunk is pinned
         before it is looked for or written. With ``ranges``, the byte ranges it returns for
@@ -234,26 +272,10 @@ class ObjectStore:
             head_size = getattr(ranges, "head_size", None)
             first = int(head_size(src.head(16))) if callable(head_size) else 0
             head = src.head(max(first, _HEAD))
-            created: list[str] = []
-            try:
-                rec = self._put_chunks(
-                    src.cuts(chunker()),
-                    src.size,
-                    head,
-                    progress,
-                    pin,
-                    ranges,
-                    known,
-                    src.hash_range,
-                    src_fd=fd,
-                    created=created,
-                )
-                src.check_unchanged()
-            except BaseException:
-                # Chunks were copied from the file itself: one that changed meanwhile may have
-                # left an object whose bytes are not its name. Only this call's own are looked at.
-                self._discard_misnamed(created)
-                raise
+            rec = self._put_chunks(
+                src.cuts(chunker()), src.size, head, progress, pin, ranges, known, src.hash_range, src_fd=fd
+            )
+            src.check_unchanged()
             return rec
         finally:
             os.close(fd)
@@ -311,53 +333,78 @@ class ObjectStore:
         reread: Callable[[int, int], str],
         *,
         src_fd: int | None = None,
-        created: list[str] | None = None,
         parts: Segments | None = None,
     ) -> FileRecord:
-        """:func:`~uniflow._storage.chunking.store_chunks` into this store (each chunk pinned with
-        ``pin``; the digests of the objects created appended to ``created``), then the
-        fan-out directories of its chunks fsynced."""
+        """:func:`~uniflow._storage.chunking.store_chunks` into this store: each chunk pinned
+        with ``pin``, then looked for, and appended to this call's packs if it is nowhere;
+        every pack and its index durable when this returns."""
+        shared = self._batches.get(pin) if pin is not None else None
+        sink = shared or _PackSink(self.root, self.durable)
+        order = _InOrder()
 
-        def write(piece: memoryview, src: tuple[int, int] | None) -> ChunkRef:
-            return self._store_chunk(piece, pin, src, created)
+        def write(piece: memoryview, src: tuple[int, int] | None) -> ChunkRef:  # noqa: ARG001 (WriteFn; a pack is written from the hashed bytes)
+            return self._store_chunk(piece, pin, sink, order)
 
-        rec = store_chunks(
-            cuts, write, size, head, progress, ranges, known, reread, src_fd=src_fd, parts=parts
-        )
-        self.sync_dirs(c.digest for c in rec.chunks)
+        try:
+            rec = store_chunks(
+                order.tickets(cuts),
+                write,
+                size,
+                head,
+                progress,
+                ranges,
+                known,
+                reread,
+                src_fd=src_fd,
+                parts=parts,
+            )
+            if shared is None:
+                sink.close()
+        except BaseException:
+            if shared is None:
+                sink.abort()
+            raise
         return rec
 
-    def _store_chunk(
-        self,
-        piece: memoryview,
-        pin: Pin | None = None,
-        src: tuple[int, int] | None = None,
-        created: list[str] | None = None,
-    ) -> ChunkRef:
-        digest = chunk_digest(piece)
-        if pin is not None:
-            try:
-                pin.add(digest)  # before the existence check: the order gc relies on
-            except OSError as exc:
-                raise RepositoryError(
-                    f"cannot write to the object store {self.root}: {os_reason(exc)}"
-                ) from exc
-        if self._write_object(digest, piece, src=src) and created is not None:
-            created.append(digest)
-        return ChunkRef(ChunkDigest(digest), len(piece))
+    @contextlib.contextmanager
+    def batch(self, pin: Pin) -> Iterator[None]:
+        """Store every file put with ``pin`` inside the block in the same packs (a register's
+        files), finished when the block ends: then, and only then, every chunk they wrote is
+        durable and visible (a caller records nothing that names them before). An exception
+        discards the pack being filled."""
+        sink = self._batches[pin] = _PackSink(self.root, self.durable)
+        try:
+            yield
+            sink.close()
+        except BaseException:
+            sink.abort()
+            raise
+        finally:
+            del self._batches[pin]
 
-    def _discard_misnamed(self, digests: Iterable[str]) -> None:
-        """Unlink those of the objects ``digests`` (created by this process moments ago) whose
-        bytes do not hash to their name."""
-        for digest in digests:
-            path = self.object_path(digest)
-            try:
-                with open(path, "rb", buffering=0) as f:
-                    ok = chunk_digest(f.read()) == digest
-            except OSError:
-                continue
-            if not ok:
-                force_unlink(path)
+    def _store_chunk(self, piece: memoryview, pin: Pin | None, sink: _PackSink, order: _InOrder) -> ChunkRef:
+        """Hash, pin, look for, and (if new) append one chunk; its place in the pack is taken
+        in the file's order (:class:`_InOrder`), its bytes written in parallel."""
+        ticket = order.ticket(piece)
+        slot = None
+        try:
+            digest = chunk_digest(piece)
+            if pin is not None:
+                try:
+                    pin.add(digest)  # before the existence check: the order gc relies on
+                except OSError as exc:
+                    raise RepositoryError(
+                        f"cannot write to the object store {self.root}: {os_reason(exc)}"
+                    ) from exc
+            new = not sink.wrote(digest) and not self.has(digest)
+            order.wait(ticket)
+            if new:
+                slot = sink.reserve(digest, len(piece))
+        finally:
+            order.done(ticket)
+        if slot is not None:
+            sink.write(slot, piece)
+        return ChunkRef(ChunkDigest(digest), len(piece))
 
     def _write_object(
         self, digest: str, data: memoryview | bytes, *, src: tuple[int, int] | None = None
@@ -436,12 +483,22 @@ class ObjectStore:
         return True
 
     # ------------------------------------------------------------------ read
+    # A chunk is looked for as a chunk file first (stores of formats 1 and 2, and chunks
+    # fetched from a blob remote), then in the packs; missing from both, among the chunks
+    # and packs a gc has set aside, then on the blob remote (``_fetch``), and once more.
     def read_chunk(self, ref: ChunkRef | str, context: str = "", *, _again: bool = False) -> bytes:
         """The verified bytes of one chunk."""
         digest = ref.digest if isinstance(ref, ChunkRef) else ref
-        with self._open_chunk(digest, context) as f:
+        size = ref.size if isinstance(ref, ChunkRef) else None
+        f = self._open_loose(digest, context)
+        if f is None:
+            with self._open_packed(digest, bytearray(0), context) as chunk:
+                if size is not None and len(chunk.data) != size:
+                    raise _corrupt(digest, context)  # the manifest says another size
+                return bytes(chunk.data)
+        with f:
             data = f.read()
-        if (isinstance(ref, ChunkRef) and len(data) != ref.size) or chunk_digest(data) != digest:
+        if (size is not None and len(data) != size) or chunk_digest(data) != digest:
             if self._refetch(digest, _again):
                 return self.read_chunk(ref, context, _again=True)
             raise _corrupt(digest, context)
@@ -453,7 +510,12 @@ class ObjectStore:
         and the descriptor they were read from, valid until the block ends (see
         :class:`VerifiedChunk`). Missing or corrupted: as :meth:`read_chunk`."""
         for again in (False, True):
-            with self._open_chunk(digest, context) as f:
+            f = self._open_loose(digest, context)
+            if f is None:
+                with self._open_packed(digest, buf, context) as chunk:
+                    yield chunk
+                return
+            with f:
                 stamp = fd_stamp(f.fileno())
                 data = _read_into(f, buf)
                 try:
@@ -466,19 +528,55 @@ class ObjectStore:
                 break
         raise _corrupt(digest, context)
 
-    def _open_chunk(self, digest: str, context: str) -> io.FileIO:
-        """The chunk's object file, opened unbuffered; fetched first if it is missing."""
+    def _open_loose(self, digest: str, context: str) -> io.FileIO | None:
+        """The chunk's file, opened unbuffered; None when it is in a pack instead (fetched
+        first when it is in neither: :class:`MissingChunkError` if it cannot be)."""
         path = self.object_path(digest)
-        try:
-            return open(path, "rb", buffering=0)
-        except FileNotFoundError:
-            self._fetch([digest])
+        for fetched in (False, True):
             try:
                 return open(path, "rb", buffering=0)
             except FileNotFoundError:
-                raise MissingChunkError(
-                    _where(context) + f"chunk {digest[:16]} is missing from the store", digest
-                ) from None
+                pass
+            if self.packs.locate(digest) is not None:
+                return None
+            if not fetched:
+                self._fetch([digest])
+        raise self._missing(digest, context)
+
+    def _missing(self, digest: str, context: str) -> CorruptChunkError | MissingChunkError:
+        """The error for a chunk found nowhere: corrupted if a damaged pack lists it."""
+        damaged = self.packs.damaged_holder(digest)
+        if damaged is not None:
+            return CorruptChunkError(
+                _where(context) + f"chunk {digest[:16]} is corrupted: its pack {damaged[0][:16]} is "
+                f"damaged ({damaged[1]})",
+                digest,
+            )
+        return MissingChunkError(_where(context) + f"chunk {digest[:16]} is missing from the store", digest)
+
+    @contextlib.contextmanager
+    def _open_packed(self, digest: str, buf: bytearray, context: str) -> Iterator[VerifiedChunk]:
+        """The chunk read from its pack and verified; a pack removed meanwhile by a gc is
+        looked for among the packs it set aside (and the blob remote) once."""
+        for fetched in (False, True):
+            with contextlib.ExitStack() as stack:
+                try:
+                    data, fd, offset = stack.enter_context(self.packs.open_verified(digest, buf))
+                except CorruptChunkError:
+                    pack = (self.packs.pack_of(digest, refresh=False) or "?")[:16]
+                    raise CorruptChunkError(f"{_corrupt(digest, context)} in pack {pack}", digest) from None
+                except MissingChunkError:
+                    if fetched:
+                        break
+                else:
+                    yield VerifiedChunk(data, fd, fd_stamp(fd), offset)
+                    return
+            self._fetch([digest])
+            if self.object_path(digest).exists():  # fetched from a blob remote as a chunk file
+                with self.open_verified(digest, buf, context) as chunk:
+                    yield chunk
+                    return
+        raise self._missing(digest, context)
 
     def _refetch(self, digest: str, again: bool) -> bool:
         """Delete a damaged chunk of a download cache so that it is fetched again (once)."""
@@ -488,10 +586,14 @@ class ObjectStore:
         return False
 
     def _fetch(self, digests: list[str]) -> None:
-        """Find missing chunks: first among those a gc has set aside, then on the blob remote."""
+        """Find missing chunks: first among those a gc has set aside (chunk files and packs),
+        then on the blob remote."""
         if not digests:
             return
         recover(self.tmp, self.objects, digests)
+        recover_set_aside(self.root, digests)
+        if self._packs is not None:
+            self._packs.refresh()
         if self.fetcher is not None:
             still = self.missing(digests)
             if still:
@@ -581,6 +683,16 @@ class ObjectStore:
             os.close(fd)
 
     # ------------------------------------------------------------------ maintenance
+    def read_loose(self, digest: str) -> bytes | None:
+        """The bytes of chunk file ``digest`` if it exists and holds them (else None): what
+        ``gc --repack`` copies into a pack."""
+        try:
+            with open(self.object_path(digest), "rb", buffering=0) as f:
+                data = f.read()
+        except OSError:
+            return None
+        return data if chunk_digest(data) == digest else None
+
     def delete_object(self, digest: str) -> int:
         """Unlink the object's name (a symlink planted there is removed, never followed);
         the bytes freed."""
@@ -740,6 +852,90 @@ class ObjectStore:
         with os.fdopen(fd, "rb") as f:  # closes fd
             data = f.read()
         return write_immutable(final, self.tmp, data, tmp_name(f"obj-{digest[:12]}"), fsync=self.durable)
+
+
+class _PackSink:
+    """The packs one register writes, started on its first new chunk (thread-safe)."""
+
+    def __init__(self, root: Path, durable: bool) -> None:
+        self._root, self._durable = root, durable
+        self._lock = threading.Lock()
+        self._stream: PackStream | None = None
+        self._names: set[str] = set()
+
+    def wrote(self, digest: str) -> bool:
+        """True if this register has added chunk ``digest`` already."""
+        return digest in self._names
+
+    def reserve(self, digest: str, length: int) -> tuple[PackStream, tuple[PackWriter, int]] | None:
+        """A place for chunk ``digest`` in the pack being filled (None: this register has it)."""
+        with self._lock:
+            if self._stream is None:
+                self._stream = PackStream(self._root, durable=self._durable)
+            self._names.add(digest)
+            slot = self._stream.reserve(digest, length)
+            return None if slot is None else (self._stream, slot)
+
+    def write(self, slot: tuple[PackStream, tuple[PackWriter, int]], piece: memoryview) -> None:
+        stream, place = slot
+        with piece.cast("B") as flat:
+            stream.write_reserved(place, flat)
+
+    def close(self) -> None:
+        """Every pack durable and visible (with its index) when this returns."""
+        if self._stream is not None:
+            self._stream.close()
+
+    def abort(self) -> None:
+        if self._stream is not None:
+            self._stream.abort()
+
+
+class _InOrder:
+    """The order in which the cutter hands a file's chunks out, so that their places in a
+    pack are taken in that order while they are hashed and written on many threads: a
+    first load then reads each pack front to back. Each chunk gets a ticket as the cutter
+    yields it (:meth:`tickets`); a writer waits until every earlier ticket is done, at
+    most :data:`_TURN_WAIT` seconds (the order serves locality only, so a chunk whose
+    turn does not come, e.g. after an earlier one was cancelled, goes on without it)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._issued: dict[int, int] = {}  # id of a piece in flight -> its ticket
+        self._next = 0
+        self._turn = 0  # every ticket below this is done
+        self._done: set[int] = set()
+
+    def tickets(
+        self, cuts: Generator[tuple[int, memoryview], None, None]
+    ) -> Generator[tuple[int, memoryview], None, None]:
+        try:
+            for offset, piece in cuts:
+                self._issued[id(piece)] = self._next  # the piece lives until its write is collected
+                self._next += 1
+                yield offset, piece
+        finally:
+            cuts.close()
+
+    def ticket(self, piece: memoryview) -> int:
+        return self._issued.pop(id(piece), -1)
+
+    def wait(self, ticket: int) -> None:
+        deadline = time.monotonic() + _TURN_WAIT
+        with self._cond:
+            while ticket > self._turn:  # bounded by the deadline
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(left)
+
+    def done(self, ticket: int) -> None:
+        with self._cond:
+            self._done.add(ticket)
+            while self._turn in self._done:
+                self._done.remove(self._turn)
+                self._turn += 1
+            self._cond.notify_all()
 
 
 def _real_dir(path: Path) -> bool:

@@ -94,18 +94,19 @@ def init_cmd(path: str | None, repo: str | None) -> None:
     metavar="DURATION",
     help="Spare objects younger than this (e.g. 30m, 1h, 2d).",
 )
+@click.option("--repack", is_flag=True, help="Also move chunk files of older stores into packs.")
 @json_option
 @repo_option
-def gc_cmd(yes: bool, grace: str, as_json: bool, repo: str | None) -> None:
+def gc_cmd(yes: bool, grace: str, repack: bool, as_json: bool, repo: str | None) -> None:
     """Delete unreachable stored objects (dry run unless --yes).
 
     Objects that no ref, tag or remote-tracking ref reaches are deleted once older than
-    --grace.
+    --grace; packs that are mostly such objects are rewritten.
     \f
-    Calls ModelRegistry.gc(dry_run=not --yes, grace_seconds=--grace).
+    Calls ModelRegistry.gc(dry_run=not --yes, grace_seconds=--grace, repack=--repack).
     """
     grace_seconds = parse_duration(grace)
-    report = get_registry(repo).gc(dry_run=not yes, grace_seconds=int(grace_seconds))
+    report = get_registry(repo).gc(dry_run=not yes, grace_seconds=int(grace_seconds), repack=repack)
     if as_json:
         echo_json(report.to_dict())
         return

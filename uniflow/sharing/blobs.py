@@ -432,7 +432,7 @@ def _upload_copy(
         created = retry_transient(
             f"upload of chunk {digest[:16]}",
             remote,
-            lambda: files.put_copy(digest, chunk.data, (chunk.fd, 0)),
+            lambda: files.put_copy(digest, chunk.data, (chunk.fd, chunk.offset)),
         )
         if not chunk.unchanged():  # the local object was written while it was copied
             if created:
@@ -549,13 +549,7 @@ def store_file_chunk(
 
 
 def _total_size(store: ObjectStore, digests: list[str]) -> int:
-    total = 0
-    for d in digests:
-        try:
-            total += store.object_path(d).stat().st_size
-        except OSError:
-            continue
-    return total
+    return sum(store.stored_size(d) for d in digests)
 
 
 def _run_parallel(
