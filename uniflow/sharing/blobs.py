@@ -499,10 +499,10 @@ class _Download:
 
     def one(self, digest: str) -> int:
         """Fetch, verify and store chunk ``digest``; its size (0 when the remote lacks it)."""
-        data: memoryview | bytes | None
+        data: memoryview | bytes | None = None
         if self.files is not None:
             data = store_file_chunk(self.store, self.remote, self.files, digest, self.buffers.get(0))
-        else:
+        if data is None:  # no file of its own: whole, from any remote (a directory's packs too)
             data = get_chunk(self.remote, digest)
             if data is not None and chunk_digest(data) != digest:  # verified before it is stored
                 raise corrupt_download(self.remote, digest)

@@ -47,6 +47,7 @@ from .._errors import IntegrityError, RemoteError, UsageError
 from .._naming import validate_digest
 from .._records.config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, MAX_TIMEOUT, RemoteSpec
 from .._storage.fsio import fsync_dir, write_immutable
+from .._storage.packs import PackSet
 from .._storage.safefs import NotRegularFile, first_link, open_regular
 
 __all__ = [
@@ -179,6 +180,7 @@ class LocalRemote:
         self.objects = root / "objects"
         self.tmp = root / "tmp"  # shared with anybody: only .uniflow-up-* names are ours
         self._checked: set[Path] = set()  # directories seen to be real, with none but real above
+        self._packs: PackSet | None = None  # read on first need: a uniflow store's packs/
 
     def _real_dir(self, d: Path) -> None:
         """Create the directory ``d`` below the root if need be, and refuse it if it or one
@@ -259,9 +261,20 @@ class LocalRemote:
     def get(self, digest: str) -> bytes | None:
         fd = self.open_chunk(digest)
         if fd is None:
-            return None
+            return self.packed_chunk(digest)
         with open(fd, "rb", buffering=0) as f:  # a regular file: its read ends
             return f.read()
+
+    def packed_chunk(self, digest: str) -> bytes | None:
+        """Chunk ``digest`` from the directory's ``packs/`` (the directory is a uniflow chunk
+        store of format 3, e.g. a clone's ``.git/uniflow``): every index validated before it is
+        used, the bytes checked against the name (``_storage.packs``); None if no pack has it."""
+        validate_digest(digest, "chunk digest")
+        if self._packs is None:
+            self._packs = PackSet(self.root)
+        if self._packs.locate(digest) is None:
+            return None
+        return self._packs.read_chunk(digest)
 
     def clean_tmp(self, older_than: float = 3600.0) -> int:
         """Remove uploads abandoned by a killed push more than ``older_than`` seconds ago:

@@ -550,6 +550,7 @@ def _fetch_chunk(
     data: memoryview | bytes | None
     for remote in fetcher.remotes():
         files = remote.local_files()
+        data = None
         if files is not None:
             try:
                 data = store_file_chunk(store, remote, files, c.digest, buf, where)
@@ -557,7 +558,7 @@ def _fetch_chunk(
                 if isinstance(exc, CorruptChunkError):
                     raise
                 raise CorruptChunkError(f"{exc} ({where})", c.digest) from None
-        else:
+        if data is None:  # no file of its own: whole, from any remote (a directory's packs too)
             data = get_chunk(remote, c.digest)
             if data is not None and (len(data) != c.size or chunk_digest(data) != c.digest):
                 raise corrupt_download(remote, c.digest, where)
