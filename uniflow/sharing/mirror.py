@@ -19,6 +19,13 @@ A sync (docs/remote.md, "How little is fetched"):
    head's ``state.json``, and ``.uniflow/config.toml`` of the default branch.
 4. The state is recorded (write + rename) only once all of that is present.
 
+A read that verifies signatures (``_ops.consume``) also asks :meth:`Mirror.fetch_history`:
+the default branch's history as commits and trees (``--filter=blob:none``, unshallowing what
+step 2 left shallow) and the blobs of the two policy files along it, recorded complete per
+head in ``uniflow/history-complete``. The mirror's ``HEAD`` points at the default branch's head
+(``refs/mirror/head``), where the policy files are read from; ``uniflow/`` also holds the
+trust root and the lifecycle heads a verified read saw.
+
 A server that does not allow filters (``uploadpack.allowFilter``) is refused before any
 fetch: git would silently ignore the filter and download the code. For a repository on
 this machine (a path or ``file://``) the mirror asks git's own ``upload-pack`` to allow them.
@@ -86,6 +93,8 @@ _TOP_LEVEL = frozenset(
     | {"packed-refs", "shallow", "FETCH_HEAD", STATE_FILE, "uniflow-ls-remote.trace"}
     | {"uniflow"}  # the trust root and the lifecycle heads a verified read saw (_ops.consume)
 )
+#: in ``<mirror>/uniflow/``: the default branch head whose history and policy files are complete
+HISTORY_FILE = "history-complete"
 #: the mirror's HEAD: the default branch's head, where the policy files are read from
 MIRROR_HEAD = f"ref: {HEAD_REF}\n"
 #: files that would graft history or borrow another object store: never in a mirror of ours
@@ -172,6 +181,10 @@ class Mirror:
         Asked by a read that verifies signatures; ``head`` is the synced state's."""
         if not _SHA.fullmatch(head):
             raise RemoteError(f"invalid default branch head {head!r} for {self.url.display}")
+        marker = self.dir / "uniflow" / HISTORY_FILE
+        with contextlib.suppress(OSError):
+            if marker.read_bytes() == head.encode():
+                return  # complete for this head already (a mirror's objects are only added to)
         with self._locked():
             complete, blobs = self._policy_needs(head)
             if not complete:
@@ -193,6 +206,8 @@ class Mirror:
             finally:
                 git.close()
             self._fetch_ids(missing)
+            ensure_private_dir(marker.parent, self.home)
+            _write_file(marker, head.encode(), "the mirror's history record")
 
     def _policy_needs(self, head: str) -> tuple[bool, list[str]]:
         git = self.git()
