@@ -32,6 +32,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import blake3
+
 from .._authority.rotation import TrustRoot
 from .._errors import (
     IntegrityError,
@@ -45,7 +47,7 @@ from .._errors import (
 from .._records.config import SIGNATURE_MODES
 from .._records.lifecycle import walk_first_parents
 from .._records.paths import store_dir
-from .._records.policyfiles import POLICY_PATH, default_branch
+from .._records.policyfiles import POLICY_PATH, default_branch, read_trust_root
 from .authority import LifecycleVerdicts, verify_lifecycle
 
 if TYPE_CHECKING:
@@ -56,6 +58,9 @@ __all__ = ["SEEN_FILE", "check_read", "has_policy", "seen_path", "signature_mode
 
 #: the per-registry record of the lifecycle head last verified per model
 SEEN_FILE = "lifecycle-seen.json"
+#: derived-cache kind of a read that verified (keyed by :func:`_verdict_key`; MAC-protected)
+READ_KIND = "readok"
+_READ_OK = b"verified read v1"
 _MAX_SEEN = 8 << 20
 _SHA = re.compile(r"[0-9a-f]{40}")
 #: the most commits walked to tell a rollback from a rewrite
@@ -121,6 +126,10 @@ def _problem(
 ) -> tuple[str | None, type[UniflowError]]:
     """``(why the read may not be served, the error class)``; ``(None, _)`` when it may be,
     and then its lifecycle head is recorded as seen."""
+    key = _verdict_key(repo, name, version, stage, trust_root)
+    cache = repo.lifecycle.cache
+    if key is not None and cache is not None and cache.get(READ_KIND, key) == _READ_OK:
+        return None, PolicyError  # the same inputs verified before, with its head recorded
     try:
         verdicts = verify_lifecycle(repo, name, trust_root=trust_root)
     except (PolicyError, NotFoundError, RepositoryError) as exc:
@@ -137,7 +146,41 @@ def _problem(
         return why, PolicyError
     if verdicts.head is not None:
         _record_seen(repo.git, name, verdicts.head)
+        if key is not None and cache is not None:
+            cache.put(READ_KIND, key, _READ_OK)
     return None, PolicyError
+
+
+def _verdict_key(
+    repo: Repository, name: str, version: str, stage: str | None, trust_root: TrustRootLike
+) -> str | None:
+    """A digest of everything a read's verdict depends on: the lifecycle head (which must be
+    the one recorded as seen), the model's version tags, the default branch's head (the policy
+    history), the trust root, the stage table and what was asked. Git objects never change
+    under their ids, so the same digest is the same verdict. None: not to be kept (no head
+    seen yet, a first use, an unreadable trust root)."""
+    head = repo.lifecycle.head(name)
+    if head is None or _read_seen(repo.git).get(name) != head:
+        return None
+    if trust_root is None:
+        root = read_trust_root(repo.git)
+        if root is None:
+            return None
+    elif isinstance(trust_root, TrustRoot):
+        return None
+    else:
+        try:
+            root = blake3.blake3(Path(trust_root).read_bytes()).hexdigest()
+        except OSError:
+            return None
+    try:
+        branch = default_branch(repo.git)
+    except UniflowError:
+        return None
+    tags = {v: str(repo.index.tag_sha(name, v)) for v in repo.index.version_names(name)}
+    stages = sorted(repo.stages().items())
+    inputs = [name, version, stage, head, sorted(tags.items()), list(branch), root, stages]
+    return blake3.blake3(json.dumps(inputs).encode()).hexdigest()
 
 
 def _version_problem(verdicts: LifecycleVerdicts, version: str) -> str | None:
