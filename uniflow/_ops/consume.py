@@ -117,7 +117,7 @@ def check_read(
     if mode == "require":
         raise error(problem)
     warnings.warn(
-        f"{problem} (served anyway: signatures are only warned about)", UniflowWarning, stacklevel=3
+        f"{problem} (served anyway: signatures are only warned about)", UniflowWarning, stacklevel=4
     )
 
 
