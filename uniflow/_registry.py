@@ -77,6 +77,12 @@ class RegistryReader:
 
     #: the repository read from; built by :meth:`_open` on first use when not given up front
     _bound: Repository | None = None
+    #: ``signatures=`` given when opened (None: the config's, else the default; see :meth:`get`)
+    _signatures: str | None = None
+    #: ``trust_root=`` given when opened: an allowed-signers file naming the admins
+    _trust_root: str | os.PathLike[str] | None = None
+    #: whether the mode may come from the registry's own config (not for one read by URL)
+    _config_mode = True
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         if cls is RegistryReader:
@@ -161,6 +167,25 @@ class RegistryReader:
                 raise
             raise StageEmptyError(exc.name, exc.stage, hint) from None
 
+    def _verified(
+        self, name: str, version: str | None, stage: StageLike | None, signatures: str | None
+    ) -> tuple[str, LifecycleState]:
+        """:meth:`_resolve`, then the signature check of the version it resolved to
+        (``_ops.consume.check_read``): refused under ``require``, warned under ``warn``."""
+        from ._ops.consume import check_read, signature_mode
+
+        v, state = self._resolve(name, version, stage)
+        asked = signatures if signatures is not None else self._signatures
+        mode = signature_mode(self._repo, asked, remote=not self._config_mode)
+        if mode != "off":
+            self._prepare_verification()
+            held = self._repo.stage(stage) if version is None and stage is not None else None
+            check_read(self._repo, name, v, held, mode=mode, trust_root=self._trust_root)
+        return v, state
+
+    def _prepare_verification(self) -> None:
+        """Make what verifying signatures reads available (a clone has it all)."""
+
     def missing_lifecycle_hint(self, name: str | None = None) -> str | None:  # noqa: ARG002 (RegistryReader's signature)
         """What to do when model ``name`` (or any model) has version tags but no lifecycle
         in a clone with a Git remote, else None. A fresh ``git clone`` brings the version
@@ -178,9 +203,25 @@ class RegistryReader:
             "run `uniflow pull` to fetch it"
         )
 
-    def get(self, name: str, version: str | None = None, stage: StageLike | None = None) -> ModelVersion:
-        """The :class:`ModelVersion` for a version, a stage's holder, or the newest version."""
-        v, state = self._resolve(name, version, stage)
+    def get(
+        self,
+        name: str,
+        version: str | None = None,
+        stage: StageLike | None = None,
+        *,
+        signatures: str | None = None,
+    ) -> ModelVersion:
+        """The :class:`ModelVersion` for a version, a stage's holder, or the newest version.
+
+        ``signatures`` (here, in :meth:`load`, :meth:`load_path` and :meth:`export`; default:
+        the registry's ``signatures=``, else ``[signatures] verify`` of a clone's config, else
+        ``"warn"`` once the default branch has a policy, else ``"off"``): ``"require"`` serves
+        a stage's holder only if its promotion chain satisfies the policy (a version asked by
+        name: only if its tag is signed by an allowed signer), and never a lifecycle older than
+        one verified before; otherwise one line, :class:`PolicyError` or
+        :class:`IntegrityError`. ``"warn"``: a :class:`UniflowWarning`, then the version.
+        See docs/governance.md, "Consumers"."""
+        v, state = self._verified(name, version, stage, signatures)
         return self._repo.model_version(name, v, state.stage(v))
 
     def list_models(self) -> list[ModelSummary]:
@@ -253,9 +294,17 @@ class RegistryReader:
         return plot_metric(self.list_versions(name), metric, self.history(name))
 
     # ------------------------------------------------------------------ load
-    def load_path(self, name: str, version: str | None = None, stage: StageLike | None = None) -> Path:
-        """A verified, read-only directory holding the version's files."""
-        v, _ = self._resolve(name, version, stage)
+    def load_path(
+        self,
+        name: str,
+        version: str | None = None,
+        stage: StageLike | None = None,
+        *,
+        signatures: str | None = None,
+    ) -> Path:
+        """A verified, read-only directory holding the version's files (``signatures``: as
+        in :meth:`get`)."""
+        v, _ = self._verified(name, version, stage, signatures)
         return self._materialize(name, v, self._repo.manifest(name, v))
 
     def _materialize(self, name: str, version: str, m: Manifest, progress: ProgressFn | None = None) -> Path:
@@ -272,6 +321,7 @@ class RegistryReader:
         model: Any = None,
         trust: bool = False,
         tensors: list[str] | str | None = None,
+        signatures: str | None = None,
     ) -> Any:
         """The registered object, rebuilt safely from verified bytes.
 
@@ -279,10 +329,11 @@ class RegistryReader:
         weights into; ``trust=True`` allows pickle for versions registered with it.
         ``tensors=["head.*", ...]`` (glob patterns) returns ``{name: tensor}`` of the matching
         tensors only, reading (and fetching) only the chunks that cover them (``_ops.partial``).
+        ``signatures``: as in :meth:`get`.
         """
         from .serializers import get_serializer
 
-        v, _ = self._resolve(name, version, stage)
+        v, _ = self._verified(name, version, stage, signatures)
         m = self._repo.manifest(name, v)
         if tensors is not None:
             from ._ops.partial import load_tensors
@@ -303,6 +354,7 @@ class RegistryReader:
         *,
         progress: ProgressFn | None = None,
         force: bool = False,
+        signatures: str | None = None,
     ) -> Path:
         """Copy the version's verified files into the directory ``dest`` (writable copies).
 
@@ -310,9 +362,9 @@ class RegistryReader:
         socket or device where a model file or directory goes raises
         :class:`InvalidPathError`, unless ``force`` (then that entry itself is replaced).
         Files are written under a temporary name and renamed into place, mode 0o755 or
-        0o644 (minus the umask).
+        0o644 (minus the umask). ``signatures``: as in :meth:`get`.
         """
-        v, _ = self._resolve(name, version, stage)
+        v, _ = self._verified(name, version, stage, signatures)
         m = self._repo.manifest(name, v)
         _vdir, sources = materialize(self._repo, name, v, m, progress)
         out = Path(dest)
@@ -365,10 +417,17 @@ class ModelRegistry(RegistryReader):
         return super().__new__(cls)
 
     def __init__(
-        self, path: str | os.PathLike[str] | None = None, *, offline: bool = False, blob: str | None = None
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        offline: bool = False,
+        blob: str | None = None,
+        signatures: str | None = None,
+        trust_root: str | os.PathLike[str] | None = None,
     ) -> None:
         if offline or blob is not None:
             raise UsageError("offline= and blob= apply to a registry opened by Git URL, not to a work tree")
+        self._signatures, self._trust_root = _signature_options(signatures, trust_root)
         start = Path(path) if path is not None else Path.cwd()
         if path is not None and not start.exists():
             raise InvalidPathError(f"registry path {start} does not exist")
@@ -623,6 +682,21 @@ class ModelRegistry(RegistryReader):
         return policy_check(self._repo, trust_root)
 
 
+def _signature_options(
+    signatures: str | None, trust_root: str | os.PathLike[str] | None
+) -> tuple[str | None, str | os.PathLike[str] | None]:
+    """``signatures=`` and ``trust_root=`` of a registry, checked (one-line UsageError)."""
+    from ._records.config import SIGNATURE_MODES
+
+    if signatures is not None and signatures not in SIGNATURE_MODES:
+        raise UsageError(
+            f"signatures= must be one of {', '.join(map(repr, SIGNATURE_MODES))}, not {signatures!r}"
+        )
+    if trust_root is not None and not isinstance(trust_root, (str, os.PathLike)):
+        raise UsageError(f"trust_root= is the path of an allowed-signers file, not {trust_root!r}")
+    return signatures, trust_root
+
+
 class _NoWriteMethod(ReadOnlyRegistryError, AttributeError):
     """A write method asked of a :class:`RemoteRegistry`, which has none: the read-only error
     (the CLI prints its one line and exits 8) that is also an ``AttributeError``, so
@@ -669,18 +743,32 @@ class RemoteRegistry(RegistryReader):
     writes fail on the mirror.
     """
 
+    _config_mode = False  # the remote's config does not get to choose how it is verified
+
     def __init__(
-        self, path: str | os.PathLike[str] | None = None, *, offline: bool = False, blob: str | None = None
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        offline: bool = False,
+        blob: str | None = None,
+        signatures: str | None = None,
+        trust_root: str | os.PathLike[str] | None = None,
     ) -> None:
         from .sharing.remote import RemoteSource
 
         if path is None:
             raise UsageError("RemoteRegistry needs a Git URL")
+        self._signatures, self._trust_root = _signature_options(signatures, trust_root)
         self._source = RemoteSource(os.fspath(path), offline=offline, blob=blob)
         self.url: str = self._source.display
 
     def _open(self) -> Repository:
         return self._source.open()
+
+    def _prepare_verification(self) -> None:
+        """The default branch's history and policy files, fetched into the mirror."""
+        self._repo  # noqa: B018 (synced first)
+        self._source.fetch_policy_history()
 
     def refresh(self) -> None:
         """Sync the mirror again (offline: re-read it): later reads see the remote as it is now."""
@@ -707,6 +795,7 @@ class RemoteRegistry(RegistryReader):
         *,
         progress: ProgressFn | None = None,
         force: bool = False,
+        signatures: str | None = None,
     ) -> Path:
         """As :meth:`RegistryReader.export`; into a new directory the files are written
         straight from the chunk cache and the blob remote, each chunk verified once (no
@@ -715,8 +804,10 @@ class RemoteRegistry(RegistryReader):
 
         out = Path(dest)
         if os.path.lexists(out):
-            return super().export(name, dest, version, stage, progress=progress, force=force)
-        v, _ = self._resolve(name, version, stage)
+            return super().export(
+                name, dest, version, stage, progress=progress, force=force, signatures=signatures
+            )
+        v, _ = self._verified(name, version, stage, signatures)
         stream_version(self._repo, name, v, out, progress)  # removes ``out`` again on failure
         return out
 

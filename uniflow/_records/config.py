@@ -58,6 +58,7 @@ __all__ = [
     "Config",
     "ConfigSource",
     "Limits",
+    "SIGNATURE_MODES",
     "PromoteRule",
     "RemoteSpec",
     "init_layout",
@@ -224,6 +225,9 @@ class Config:
     raw: dict[str, Any] = field(default_factory=dict)
     #: ``[events] tags``: write an event tag per promote/archive/rollback (docs/events.md)
     event_tags: bool = False
+    #: ``[signatures] verify``: "off", "warn" or "require" for reads (docs/governance.md,
+    #: "Consumers"); None: not set ("warn" once a policy exists, else "off")
+    verify_signatures: str | None = None
 
 
 # ---------------------------------------------------------------------- parsing
@@ -319,6 +323,23 @@ def _event_tags(raw: dict[str, Any]) -> bool:
     return bool(_table(raw, "events").get("tags", False))
 
 
+#: the values of ``[signatures] verify``
+SIGNATURE_MODES = ("off", "warn", "require")
+
+
+def _verify_signatures(raw: dict[str, Any]) -> str | None:
+    table = _table(raw, "signatures")
+    for key in table:
+        if key != "verify":
+            raise _error(f"signatures.{key}", "unknown key (known: verify)")
+    value = table.get("verify")
+    if value is not None and value not in SIGNATURE_MODES:
+        raise _error(
+            "signatures.verify", f"must be one of {', '.join(map(repr, SIGNATURE_MODES))}, not {value!r}"
+        )
+    return value
+
+
 def parse_config(raw: dict[str, Any]) -> Config:
     """Validate a TOML table into a :class:`Config`; a problem is a :class:`ConfigError`."""
     stages = _stages(raw)
@@ -330,6 +351,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
         limits=_limits(raw),
         raw=raw,
         event_tags=_event_tags(raw),
+        verify_signatures=_verify_signatures(raw),
     )
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "PolicyHistory",
     "commit_signers",
     "default_branch",
+    "policy_blob_ids",
     "read_policy_history",
     "read_trust_root",
     "record_trust_root",
@@ -243,6 +244,14 @@ def read_policy_history(
             )
         )
     return PolicyHistory(ref, tip, tuple(revisions), shallow, stop_at if stopped else None)
+
+
+def policy_blob_ids(git: GitRepo, tip: str, max_commits: int = MAX_HISTORY) -> tuple[bool, list[str]]:
+    """``(whether the first-parent history of tip is complete here, the blob ids of the two
+    files along it)``: what a mirror fetches before :func:`read_policy_history` can run."""
+    steps, cut, _stopped = _walk(git, tip, None, max_commits)
+    ids = dict.fromkeys(i for step in steps for i in step.ids if i is not None)
+    return not cut, list(ids)
 
 
 # ---------------------------------------------------------------------- who signed

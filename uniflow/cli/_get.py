@@ -50,6 +50,19 @@ __all__ = ["get_cmd"]
     help="The Triton model repository to write into (with --layout triton).",
 )
 @click.option("--plain-http", is_flag=True, help="For an oci:// URL: plain HTTP, not HTTPS.")
+@click.option(
+    "--require-signed",
+    is_flag=True,
+    help="Serve the version only if its signatures and the registry's policy vouch for it "
+    "(a stage's holder: its promotion chain), and never an older lifecycle than one seen before.",
+)
+@click.option(
+    "--trust-root",
+    "trust_root",
+    metavar="FILE",
+    help="An allowed-signers file naming the policy's admins: the root the policy chain is "
+    "verified from (default: the first policy the cache saw, trust on first use).",
+)
 @json_option
 def get_cmd(
     url: str,
@@ -64,6 +77,8 @@ def get_cmd(
     layout: str,
     model_repository: str | None,
     plain_http: bool,
+    require_signed: bool,
+    trust_root: str | None,
     as_json: bool,
 ) -> None:
     """Write the verified files of a model version from the registry at URL to DIR.
@@ -76,6 +91,9 @@ def get_cmd(
     written into the Triton model repository DIR as DIR/NAME/<n>/model.onnx (or model.pt)
     with DIR/NAME/config.pbtxt.
     URL may also be oci://HOST/REPO:TAG (pushed with 'uniflow oci push').
+    With --require-signed nothing is written unless the version's signatures satisfy the
+    registry's policy (docs/governance.md, "Consumers"); without it, a problem is a warning
+    once the registry has a policy.
     \f
     Calls ModelRegistry(URL).get(...) and .export(...).
     """
@@ -83,6 +101,9 @@ def get_cmd(
 
     if version is not None and stage is not None:
         raise CliError("give either VERSION or --stage, not both")
+    signed = url.lower().startswith("oci://") or layout == "triton" or model_repository is not None
+    if (require_signed or trust_root is not None) and signed:
+        raise CliError("--require-signed and --trust-root apply to a Git URL with --layout plain")
     if url.lower().startswith("oci://"):  # an OCI artifact (docs/deploy-oci.md), not a Git URL
         from ._oci import get_oci
 
@@ -135,22 +156,26 @@ def _get_from_git(
 
     dest = Path(out if out is not None else name).absolute()
     _check_dest(dest, force)
-    with RemoteRegistry(url, offline=offline, blob=blob) as registry:
-        mv = registry.get(name, version=version, stage=stage)  # resolved once: files and report agree
+    mode = "require" if require_signed else None
+    with RemoteRegistry(url, offline=offline, blob=blob, signatures=mode, trust_root=trust_root) as registry:
+        mv = registry.get(name, version=version, stage=stage)  # resolved and verified once
         commit, _manifest = registry.repository.index.manifest(name, mv.version)
         tag = registry.repository.index.tag_sha(name, mv.version)
         oms = oms_signer(oms_key, mv)  # checks the key before any download
         staging = begin_staging(dest)  # first removes what killed gets left beside DIR
         try:
             with progress_bar(f"get {name}") as progress:
-                registry.export(name, staging.files, version=mv.version, progress=progress)
+                # checked by get above: the same version, not verified twice
+                registry.export(name, staging.files, version=mv.version, progress=progress, signatures="off")
             _move_into_place(staging.files, dest, force)
         finally:
             shutil.rmtree(staging.root, ignore_errors=True)
     bundle = oms(dest)
     url_shown = getattr(registry, "url", url)
+    verified = _verified_line(require_signed, trust_root)
     if as_json:
-        echo_json({**_report(url_shown, mv, commit, tag, dest), "oms_bundle": bundle})
+        report = {**_report(url_shown, mv, commit, tag, dest), "oms_bundle": bundle}
+        echo_json({**report, "signatures": {"required": require_signed, "trust_root": verified}})
         return
     print_line(
         "Got ",
@@ -162,6 +187,17 @@ def _get_from_git(
     print_line(f"  commit {commit}  content {mv.digest}")
     if bundle is not None:
         print_line(f"  OpenSSF model signature -> {bundle}")
+    if verified is not None:
+        print_line(f"  signatures verified; trust root: {verified}")
+
+
+def _verified_line(require_signed: bool, trust_root: str | None) -> str | None:
+    """What the signatures were verified from (None: not required)."""
+    if not require_signed:
+        return None
+    if trust_root is not None:
+        return f"pinned by --trust-root {trust_root}"
+    return "the first policy this cache saw (trust on first use; pin one with --trust-root FILE)"
 
 
 def _report(url: str, mv: Any, commit: str, tag: str | None, dest: Path) -> dict[str, Any]:

@@ -19,6 +19,13 @@ A sync (docs/remote.md, "How little is fetched"):
    head's ``state.json``, and ``.uniflow/config.toml`` of the default branch.
 4. The state is recorded (write + rename) only once all of that is present.
 
+A read that verifies signatures (``_ops.consume``) also asks :meth:`Mirror.fetch_history`:
+the default branch's history as commits and trees (``--filter=blob:none``, unshallowing what
+step 2 left shallow) and the blobs of the two policy files along it, recorded complete per
+head in ``uniflow/history-complete``. The mirror's ``HEAD`` points at the default branch's head
+(``refs/mirror/head``), where the policy files are read from; ``uniflow/`` also holds the
+trust root and the lifecycle heads a verified read saw.
+
 A server that does not allow filters (``uploadpack.allowFilter``) is refused before any
 fetch: git would silently ignore the filter and download the code. For a repository on
 this machine (a path or ``file://``) the mirror asks git's own ``upload-pack`` to allow them.
@@ -57,6 +64,7 @@ from .. import _testhooks
 from .._errors import ConcurrencyError, IntegrityError, RemoteError, RepositoryError
 from .._records.git import GitRepo
 from .._records.lifecycle import walk_first_parents
+from .._records.policyfiles import policy_blob_ids
 from .._records.refs import LIFECYCLE_PREFIX, REGISTRY_PATTERNS, STAGES_PREFIX, TAGS_PREFIX
 from .gitcmd import GIT_TIMEOUT, config_env, last_error, run_git
 from .giturl import GitUrl
@@ -83,7 +91,12 @@ MIRROR_CONFIG = (
 _TOP_LEVEL = frozenset(
     {"HEAD", "config", "description", "hooks", "info", "objects", "refs", "branches", "logs"}
     | {"packed-refs", "shallow", "FETCH_HEAD", STATE_FILE, "uniflow-ls-remote.trace"}
+    | {"uniflow"}  # the trust root and the lifecycle heads a verified read saw (_ops.consume)
 )
+#: in ``<mirror>/uniflow/``: the default branch head whose history and policy files are complete
+HISTORY_FILE = "history-complete"
+#: the mirror's HEAD: the default branch's head, where the policy files are read from
+MIRROR_HEAD = f"ref: {HEAD_REF}\n"
 #: files that would graft history or borrow another object store: never in a mirror of ours
 _FORBIDDEN = frozenset({"info/grafts", "objects/info/alternates", "objects/info/http-alternates"})
 _SHA = re.compile(r"[0-9a-f]{40}")
@@ -158,6 +171,50 @@ class Mirror:
     def git(self) -> GitRepo:
         """The mirror opened for reading (dulwich, lazily)."""
         return GitRepo(self.dir, bare=True)
+
+    def fetch_history(self, head: str) -> None:
+        """Make the default branch's first-parent history from ``head`` complete in the mirror
+        (its commits and trees, no code blob: ``--filter=blob:none``, unshallowing what the
+        tag fetches left shallow) and fetch the blobs of ``.uniflow/policy.toml`` and
+        ``.uniflow/allowed_signers`` along it, so that the policy chain can be verified
+        (``_ops.policy.policy_check``). Nothing is fetched when all of it is here already.
+        Asked by a read that verifies signatures; ``head`` is the synced state's."""
+        if not _SHA.fullmatch(head):
+            raise RemoteError(f"invalid default branch head {head!r} for {self.url.display}")
+        marker = self.dir / "uniflow" / HISTORY_FILE
+        with contextlib.suppress(OSError):
+            if marker.read_bytes() == head.encode():
+                return  # complete for this head already (a mirror's objects are only added to)
+        with self._locked():
+            complete, blobs = self._policy_needs(head)
+            if not complete:
+                shallow = ["--unshallow"] if (self.dir / "shallow").is_file() else []
+                self._git(
+                    "fetch", "--no-tags", "--no-recurse-submodules", "--no-write-fetch-head", "--quiet",
+                    "--filter=blob:none", *shallow, "origin", head,
+                    what=f"fetching the default branch history of {self.url.display}",
+                )  # fmt: skip
+                complete, blobs = self._policy_needs(head)
+                if not complete:
+                    raise RemoteError(
+                        f"the Git server of {self.url.display} did not send the history of its default "
+                        f"branch ({head[:12]}), where the policy files are"
+                    )
+            git = self.git()
+            try:
+                missing = [b for b in blobs if not git.has_object(b)]
+            finally:
+                git.close()
+            self._fetch_ids(missing)
+            ensure_private_dir(marker.parent, self.home)
+            _write_file(marker, head.encode(), "the mirror's history record")
+
+    def _policy_needs(self, head: str) -> tuple[bool, list[str]]:
+        git = self.git()
+        try:
+            return policy_blob_ids(git, head)
+        finally:
+            git.close()
 
     # ------------------------------------------------------------------ trust
     def _offline_state(self) -> MirrorState:
@@ -293,6 +350,9 @@ class Mirror:
             self._quarantine()
         if not (self.dir / "HEAD").is_file():
             self._create()
+        with contextlib.suppress(OSError):
+            if (self.dir / "HEAD").read_bytes() != MIRROR_HEAD.encode():
+                _write_file(self.dir / "HEAD", MIRROR_HEAD.encode(), "the mirror's HEAD")
         config = self.dir / "config"
         with contextlib.suppress(OSError):
             if config.read_bytes() == MIRROR_CONFIG.encode():
@@ -412,6 +472,11 @@ class Mirror:
             missing = [b for b in dict.fromkeys(wanted) if not git.has_object(b)]
         finally:
             git.close()
+        self._fetch_ids(missing)
+        return config_blob
+
+    def _fetch_ids(self, missing: list[str]) -> None:
+        """Fetch the objects ``missing`` by id, in one request; an error if any stays missing."""
         if missing:
             self._git(
                 "-c",
@@ -438,7 +503,6 @@ class Mirror:
                     f"(first: {still[0][:12]}); it must allow fetching objects by id (protocol v2, or "
                     "uploadpack.allowReachableSHA1InWant)"
                 )
-        return config_blob
 
     # ------------------------------------------------------------------ state
     def _load_state(self) -> MirrorState | None:

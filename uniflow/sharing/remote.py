@@ -104,6 +104,7 @@ class RemoteSource:
         self.url: GitUrl = parsed
         self.offline = offline
         self.blob = blob.strip() if blob is not None else None
+        self._synced: tuple[Mirror, MirrorState] | None = None
 
     @property
     def display(self) -> str:
@@ -120,6 +121,7 @@ class RemoteSource:
         home = self.home()
         mirror = Mirror(self.url, home)
         state = mirror.sync(offline=self.offline)
+        self._synced = (mirror, state)
         git = mirror.git()
         config = _remote_config(git, state, self.display)
         root = store_root(home)
@@ -133,6 +135,16 @@ class RemoteSource:
         return Repository(
             git, root=root, config_source=_FixedConfig(uniflow_dir, config, self.display), store=store
         )
+
+    def fetch_policy_history(self) -> None:
+        """Bring the default branch's history and policy files into the mirror (online only;
+        offline, whatever an earlier verified read fetched is used): what verifying
+        signatures on a registry read by URL needs (``Mirror.fetch_history``)."""
+        if self._synced is None or self.offline:
+            return
+        mirror, state = self._synced
+        if state.head is not None:
+            mirror.fetch_history(state.head)
 
 
 class _FixedConfig(ConfigSource):

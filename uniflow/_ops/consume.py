@@ -1,0 +1,264 @@
+"""Reads that verify who put a version where: ``signatures="off" | "warn" | "require"``.
+
+A consumer (``uniflow get URL NAME --stage S --require-signed``, ``ModelRegistry(url,
+signatures="require")``, ``registry.load(..., signatures="require")``, or ``[signatures]
+verify`` in a clone's ``.uniflow/config.toml``) asks :func:`check_read` about the version a
+read resolved to, before any file is served:
+
+* a stage's holder counts only if :meth:`~uniflow._ops.authority.LifecycleVerdicts.holder_verified`
+  says so (the promotion chain satisfies the policy in force when each event was made);
+* a version asked by name (or the newest) counts only if a policy is in force, its tag is
+  signed by an allowed signer and is the tag the lifecycle recorded, and the lifecycle's
+  head state follows from its events;
+* **rollback** (invariant 9): the lifecycle head last verified for each model is recorded
+  per registry (``<git common dir>/uniflow/lifecycle-seen.json``: a clone's, or the URL's
+  mirror's). A later head that does not have the recorded one in its first-parent chain (the
+  ref was reset to an older commit, or rewritten) is refused, however validly signed.
+
+``require``: any problem is one line, :class:`IntegrityError` (a rollback, a bad signature)
+or :class:`PolicyError` (the policy is not satisfied); nothing is served. ``warn``: a
+:class:`UniflowWarning` naming the problem, then the read goes on. ``off``: nothing is
+checked. Not set: ``warn`` once the default branch has ``.uniflow/policy.toml``, else ``off``.
+A registry read by URL never takes the mode from the remote's config (the remote does not
+get to lower it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import blake3
+
+from .._authority.rotation import TrustRoot
+from .._errors import (
+    IntegrityError,
+    NotFoundError,
+    PolicyError,
+    RepositoryError,
+    UniflowError,
+    UniflowWarning,
+    UsageError,
+)
+from .._records.config import SIGNATURE_MODES
+from .._records.lifecycle import walk_first_parents
+from .._records.paths import store_dir
+from .._records.policyfiles import POLICY_PATH, default_branch, read_trust_root
+from .authority import LifecycleVerdicts, verify_lifecycle
+
+if TYPE_CHECKING:
+    from .._records.git import GitRepo
+    from .._repo import Repository
+
+__all__ = ["SEEN_FILE", "check_read", "has_policy", "seen_path", "signature_mode"]
+
+#: the per-registry record of the lifecycle head last verified per model
+SEEN_FILE = "lifecycle-seen.json"
+#: derived-cache kind of a read that verified (keyed by :func:`_verdict_key`; MAC-protected)
+READ_KIND = "readok"
+_READ_OK = b"verified read v1"
+_MAX_SEEN = 8 << 20
+_SHA = re.compile(r"[0-9a-f]{40}")
+#: the most commits walked to tell a rollback from a rewrite
+_MAX_WALK = 1_000_000
+
+TrustRootLike = str | os.PathLike[str] | TrustRoot | None
+
+
+def has_policy(git: GitRepo) -> bool:
+    """Whether the default branch's head holds ``.uniflow/policy.toml`` (trees only, no blob)."""
+    try:
+        _ref, tip = default_branch(git)
+        tree = git.read_commit(tip).tree.decode()
+        entry = git.tree_entries(tree).get(".uniflow")
+        if entry is None:
+            return False
+        return POLICY_PATH.rsplit("/", 1)[1] in git.tree_entries(entry[1])
+    except (UniflowError, KeyError, ValueError):
+        return False
+
+
+def signature_mode(repo: Repository, asked: str | None, *, remote: bool = False) -> str:
+    """The mode a read uses: ``asked``, else (a clone only) ``[signatures] verify``, else
+    ``warn`` when a policy exists, else ``off``. A value not in :data:`SIGNATURE_MODES` is a
+    :class:`UsageError`."""
+    if asked is not None and asked not in SIGNATURE_MODES:
+        raise UsageError(f"signatures= must be one of {', '.join(map(repr, SIGNATURE_MODES))}, not {asked!r}")
+    mode = asked
+    if mode is None and not remote:
+        mode = repo.config.verify_signatures
+    if mode is None:
+        mode = "warn" if has_policy(repo.git) else "off"
+    return mode
+
+
+# ---------------------------------------------------------------------- the check
+def check_read(
+    repo: Repository,
+    name: str,
+    version: str,
+    stage: str | None,
+    *,
+    mode: str,
+    trust_root: TrustRootLike = None,
+) -> None:
+    """Refuse (``require``) or warn about (``warn``) serving ``version`` of ``name`` (the
+    holder of ``stage``, when the read asked for a stage) unless its signatures and the
+    policy vouch for it and its lifecycle did not go back (see the module)."""
+    if mode == "off":
+        return
+    problem, error = _problem(repo, name, version, stage, trust_root)
+    if problem is None:
+        return
+    if mode == "require":
+        raise error(problem)
+    warnings.warn(
+        f"{problem} (served anyway: signatures are only warned about)", UniflowWarning, stacklevel=4
+    )
+
+
+def _problem(
+    repo: Repository, name: str, version: str, stage: str | None, trust_root: TrustRootLike
+) -> tuple[str | None, type[UniflowError]]:
+    """``(why the read may not be served, the error class)``; ``(None, _)`` when it may be,
+    and then its lifecycle head is recorded as seen."""
+    key = _verdict_key(repo, name, version, stage, trust_root)
+    cache = repo.lifecycle.cache
+    if key is not None and cache is not None and cache.get(READ_KIND, key) == _READ_OK:
+        return None, PolicyError  # the same inputs verified before, with its head recorded
+    try:
+        verdicts = verify_lifecycle(repo, name, trust_root=trust_root)
+    except (PolicyError, NotFoundError, RepositoryError) as exc:
+        return f"{name}: cannot verify signatures: {exc}", PolicyError
+    except IntegrityError as exc:
+        return f"{name}: cannot verify signatures: {exc}", IntegrityError
+    back = _went_back(repo, name, verdicts)
+    if back is not None:
+        return back, IntegrityError
+    why = (
+        verdicts.holder_problem(stage, version) if stage is not None else _version_problem(verdicts, version)
+    )
+    if why is not None:
+        return why, PolicyError
+    if verdicts.head is not None:
+        _record_seen(repo.git, name, verdicts.head)
+        if key is not None and cache is not None:
+            cache.put(READ_KIND, key, _READ_OK)
+    return None, PolicyError
+
+
+def _verdict_key(
+    repo: Repository, name: str, version: str, stage: str | None, trust_root: TrustRootLike
+) -> str | None:
+    """A digest of everything a read's verdict depends on: the lifecycle head (which must be
+    the one recorded as seen), the model's version tags, the default branch's head (the policy
+    history), the trust root, the stage table and what was asked. Git objects never change
+    under their ids, so the same digest is the same verdict. None: not to be kept (no head
+    seen yet, a first use, an unreadable trust root)."""
+    head = repo.lifecycle.head(name)
+    if head is None or _read_seen(repo.git).get(name) != head:
+        return None
+    if trust_root is None:
+        root = read_trust_root(repo.git)
+        if root is None:
+            return None
+    elif isinstance(trust_root, TrustRoot):
+        return None
+    else:
+        try:
+            root = blake3.blake3(Path(trust_root).read_bytes()).hexdigest()
+        except OSError:
+            return None
+    try:
+        branch = default_branch(repo.git)
+    except UniflowError:
+        return None
+    tags = {v: str(repo.index.tag_sha(name, v)) for v in repo.index.version_names(name)}
+    stages = sorted(repo.stages().items())
+    inputs = [name, version, stage, head, sorted(tags.items()), list(branch), root, stages]
+    return blake3.blake3(json.dumps(inputs).encode()).hexdigest()
+
+
+def _version_problem(verdicts: LifecycleVerdicts, version: str) -> str | None:
+    """Why ``version`` asked by name does not count as verified (None: it does)."""
+    model = verdicts.model
+    if not verdicts.policy:
+        return f"{model} {version}: no policy is in force (nothing vouches for its signer)"
+    if verdicts.problems:
+        return f"{model}: {verdicts.problems[0]}"
+    tag = verdicts.tags.get(version)
+    if tag is None or not tag.ok:
+        return f"{model} {version}: its tag fails: {tag.reason if tag else 'no tag'}"
+    for e in verdicts.events:
+        if e.version == version and not e.ok:
+            return f"{model} {version}: {e.action} ({e.commit[:12]}) fails: {e.reason}"
+    return None
+
+
+# ---------------------------------------------------------------------- rollback
+def seen_path(git: GitRepo) -> Path:
+    """Where the lifecycle heads last verified are recorded (shared by all work trees)."""
+    return store_dir(git.git_dir) / SEEN_FILE
+
+
+def _read_seen(git: GitRepo) -> dict[str, str]:
+    path = seen_path(git)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_SEEN + 1)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise RepositoryError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        seen = json.loads(data) if len(data) <= _MAX_SEEN else None
+    except (ValueError, UnicodeDecodeError):
+        seen = None
+    if not isinstance(seen, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and _SHA.fullmatch(v) for k, v in seen.items()
+    ):
+        raise IntegrityError(f"{path} is not a record of lifecycle heads; check it, then remove it")
+    return seen
+
+
+def _record_seen(git: GitRepo, name: str, head: str) -> None:
+    """Record ``head`` as the last verified lifecycle head of ``name`` (write + rename)."""
+    seen = _read_seen(git)
+    if seen.get(name) == head:
+        return
+    seen[name] = head
+    path = seen_path(git)
+    tmp = path.with_name(f".{SEEN_FILE}.{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp.write_text(json.dumps(seen, sort_keys=True, indent=0) + "\n", encoding="ascii")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise RepositoryError(f"cannot record the verified lifecycle head in {path}: {exc.strerror}") from exc
+
+
+def _went_back(repo: Repository, name: str, verdicts: LifecycleVerdicts) -> str | None:
+    """Why the lifecycle head is not a descendant of the one last verified (None: it is)."""
+    old = _read_seen(repo.git).get(name)
+    head = verdicts.head
+    if old is None or old == head:
+        return None
+    if any(e.commit == old for e in verdicts.events):
+        return None  # moved forward
+    where = seen_path(repo.git)
+    if head is None:
+        return f"{name}: the lifecycle is gone, but {old[:12]} was verified before (recorded in {where})"
+    try:
+        behind = any(sha == head for sha, _c in walk_first_parents(repo.git, old, name, _MAX_WALK))
+    except IntegrityError:
+        behind = False  # the old head is no longer here: it was rewritten, at least
+    how = "rolled back to an older commit" if behind else "rewritten"
+    return (
+        f"{name}: the lifecycle head {head[:12]} is {how}: {old[:12]} was verified before "
+        f"(recorded in {where}); a consumer never goes back to an older lifecycle"
+    )
