@@ -133,7 +133,8 @@ def get_cmd(
         )
         return
     _get_from_git(url, name, version, stage, out, force=force, offline=offline, blob=blob,
-                  oms_key=oms_key, as_json=as_json)  # fmt: skip
+                  oms_key=oms_key, require_signed=require_signed, trust_root=trust_root,
+                  as_json=as_json)  # fmt: skip
 
 
 def _get_from_git(
@@ -147,6 +148,8 @@ def _get_from_git(
     offline: bool,
     blob: str | None,
     oms_key: str | None,
+    require_signed: bool,
+    trust_root: str | None,
     as_json: bool,
 ) -> None:
     """``uniflow get`` from a Git URL into DIR: staged beside it, renamed into place, then
