@@ -588,8 +588,12 @@ class ModelRegistry(RegistryReader):
 
         Raises :class:`LifecycleConflictError` on a conflict left unresolved and
         :class:`IntegrityError` when a remote lifecycle failed validation (the other models
-        are integrated); either carries the :class:`PullReport` as ``.result``.
+        are integrated); either carries the :class:`PullReport` as ``.result``. When a policy
+        is in force, a model whose incoming lifecycle breaks it is rejected the same way
+        (``PullReport.refused`` names each failing event).
         """
+        from ._ops.incoming import pull_check
+
         return _pull(
             self._repo,
             remote,
@@ -602,6 +606,7 @@ class ModelRegistry(RegistryReader):
             fetch_chunks=fetch_chunks,
             jobs=jobs,
             progress=progress,
+            check=pull_check(self._repo),
         )
 
     # ------------------------------------------------------------------ policy (docs/governance.md)
