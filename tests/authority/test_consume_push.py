@@ -315,3 +315,43 @@ def test_hooks_install_server_refuses_a_work_tree(tmp_path: Path, governed: Path
     out = cli(tmp_path, "hooks", "install", "--server", str(governed), code=None)
     assert out.returncode != 0 and "not a bare Git repository" in out.stderr
     assert not os.path.exists(governed / ".git" / "hooks" / "pre-receive")
+
+
+# ---------------------------------------------------------------------- the GitHub template
+def _verify_step() -> str:
+    import yaml
+
+    wf = yaml.safe_load((ROOT / "hooks" / "ci" / "github-verify-registry.yml").read_text())
+    return str(next(s["run"] for s in wf["jobs"]["verify"]["steps"] if s.get("name") == "Verify signatures"))
+
+
+def _run_step(script: str, cwd: Path, env: dict[str, str]) -> Any:
+    import subprocess
+
+    full = {**os.environ, **GIT_ENV, "RUNNER_TEMP": str(cwd.parent), **env}
+    full["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    full["PYTHONPATH"] = str(ROOT)  # the `uniflow` script runs this checkout
+    return subprocess.run(["bash", "-e", "-c", script], cwd=cwd, env=full, capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL)  # fmt: skip
+
+
+@pytest.mark.parametrize("pinned", [False, True])
+def test_github_verify_step_fails_loudly_on_an_unsigned_promotion(
+    tmp_path: Path, governed: Path, keys: dict[str, Key], pinned: bool
+) -> None:
+    v = staged(governed, keys)
+    checkout = tmp_path / "checkout"  # what the workflow has: the full history, then the refs
+    git(tmp_path, "clone", "-q", str(governed), str(checkout))
+    fetch = ["fetch", "-q", "--force", "origin", "+refs/tags/models/*:refs/tags/models/*"]
+    git(checkout, *fetch, "+refs/uniflow/*:refs/uniflow/*")
+    env = {"TRUST_ROOT": f"{ALICE} {keys[ALICE].pub_line}" if pinned else ""}
+    ok = _run_step(_verify_step(), checkout, env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+    forged = forge(governed, v, "production")
+    git(checkout, *fetch, "+refs/uniflow/*:refs/uniflow/*")
+    bad = _run_step(_verify_step(), checkout, env)
+    assert bad.returncode == 5, bad.stdout + bad.stderr
+    assert f"promote {v} (lifecycle commit {forged[:12]}): the promote of {v} to production is unsigned" in (
+        bad.stdout
+    )
