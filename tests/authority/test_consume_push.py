@@ -21,20 +21,12 @@ from tests.gitserver import serve_git_http
 from tests.helpers import GIT_ENV, cli
 from uniflow import ModelRegistry
 
+from . import test_signed_lifecycle as signed
 from .conftest import Key, git
-from .test_signed_lifecycle import (  # noqa: F401 (fixtures)
-    ALICE,
-    BOB,
-    CI,
-    MALLORY,
-    POLICY,
-    as_user,
-    governed,
-    keys,
-    register,
-    staged,
-    use_key,
-)
+from .test_signed_lifecycle import ALICE, BOB, CI, MALLORY, POLICY, as_user, register, staged, use_key
+
+keys = signed.keys  # the fixtures: five keys, and a repository whose policy alice signed
+governed = signed.governed
 
 LIFECYCLE = "refs/uniflow/models/clf"
 REGISTRY_REFS = ("refs/tags/models/*:refs/tags/models/*", "refs/uniflow/models/*:refs/uniflow/models/*")
