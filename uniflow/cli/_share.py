@@ -434,10 +434,12 @@ def hook_pre_receive() -> None:
 @click.argument("squash", required=False)
 def hook_post_merge(squash: str | None) -> None:  # noqa: ARG001 (git passes the squash flag; both kinds fetch)
     """Fetch registry refs from the branch's remote; warn, never fail."""
+    from .._ops.incoming import pull_check
     from ..sharing.hooks import run_post_merge
 
     try:
-        result = run_post_merge(get_registry(None).repository)
+        repository = get_registry(None).repository
+        result = run_post_merge(repository, pull_check(repository))
     except UniflowError as exc:
         click.echo(f"uniflow post-merge: warning: {exc}", err=True)
         return

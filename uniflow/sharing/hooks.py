@@ -41,7 +41,7 @@ from .._reports import PullReport
 from .._types import ProgressFn
 from .blobs import JOBS, TransferStats
 from .gitcmd import ZERO, git_remotes, run_git
-from .pull import pull
+from .pull import PolicyCheck, pull
 from .push import blob_remote_for, no_blob_remote, upload_versions
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -537,8 +537,9 @@ def run_pre_push(
     return {"versions": [f"{m}/{v}" for m, v in wanted], "chunks": stats.to_dict()}
 
 
-def run_post_merge(repo: Repository) -> PullReport:
-    """What the post-merge hook does: fetch registry refs from the current branch's remote."""
+def run_post_merge(repo: Repository, check: PolicyCheck | None = None) -> PullReport:
+    """What the post-merge hook does: fetch registry refs from the current branch's remote
+    (``check``: the policy check pull applies, when a policy is in force)."""
     remote = None
     branch = repo.git.branch()
     if branch:
@@ -546,4 +547,4 @@ def run_post_merge(repo: Repository) -> PullReport:
         name = proc.stdout.strip()
         if proc.returncode == 0 and name and name != "." and name in git_remotes(repo.root):
             remote = name
-    return pull(repo, remote, fetch_chunks=False)
+    return pull(repo, remote, fetch_chunks=False, check=check)
