@@ -347,3 +347,32 @@ def test_github_verify_step_fails_loudly_on_an_unsigned_promotion(
     assert f"promote {v} (lifecycle commit {forged[:12]}): the promote of {v} to production is unsigned" in (
         bad.stdout
     )
+
+
+def test_pre_receive_refuses_a_rewound_lifecycle_and_a_moved_version_tag(
+    tmp_path: Path, governed: Path, keys: dict[str, Key], hook_python: None
+) -> None:
+    v = staged(governed, keys)
+    bare = server_for(tmp_path, governed)
+    assert push(governed, str(bare)).returncode == 0
+    accepted = head_of(bare)
+    assert accepted is not None
+    older = git(governed, "rev-parse", f"{LIFECYCLE}~1").stdout.decode().strip()  # validly signed
+
+    rewound = push(governed, str(bare), f"+{older}:{LIFECYCLE}")  # a rollback attack
+    assert rewound.returncode != 0
+    assert f"rewrites the lifecycle: {accepted[:12]} is not in the history of {older[:12]}" in (
+        rewound.stderr.decode()
+    )
+    deleted = push(governed, str(bare), f":{LIFECYCLE}")
+    assert deleted.returncode != 0 and "a lifecycle is never deleted" in deleted.stderr.decode()
+    assert head_of(bare) == accepted
+
+    tag = f"refs/tags/models/clf/{v}"
+    before = head_of(bare, tag)
+    use_key(governed, keys[ALICE])
+    git(governed, "tag", "-f", "-s", "-m", "other bytes", f"models/clf/{v}", "HEAD")  # re-signed elsewhere
+    moved = push(governed, str(bare), f"+{tag}:{tag}")
+    assert moved.returncode != 0
+    assert f"{tag}: a version tag never moves or goes away under a policy" in moved.stderr.decode()
+    assert head_of(bare, tag) == before
