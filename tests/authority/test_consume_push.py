@@ -376,3 +376,12 @@ def test_pre_receive_refuses_a_rewound_lifecycle_and_a_moved_version_tag(
     assert moved.returncode != 0
     assert f"{tag}: a version tag never moves or goes away under a policy" in moved.stderr.decode()
     assert head_of(bare, tag) == before
+
+
+def test_the_pre_receive_hook_file_matches_what_install_writes() -> None:
+    from uniflow.sharing.hooks import SERVER_HOOK, hook_script
+
+    path = ROOT / "hooks" / SERVER_HOOK
+    assert path.read_text() == hook_script(SERVER_HOOK), "hooks/pre-receive is stale: regenerate it"
+    assert os.access(path, os.X_OK)
+    assert "UNIFLOW_NO_HOOKS" not in path.read_text()  # a pusher never skips the server's check

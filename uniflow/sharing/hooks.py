@@ -175,9 +175,16 @@ def hook_script(name: str, python: str | None = None) -> str:
     server = name == SERVER_HOOK  # the pusher's environment never skips a server's hook
     no_hooks = "" if server else '[ -n "$UNIFLOW_NO_HOOKS" ] && exit 0\n'
     installed_by = (
-        "# Installed by `uniflow hooks install --server`; see docs/governance.md.\n"
+        "# Installed by `uniflow hooks install --server`; see docs/governance.md. A hook that was\n"
+        f"# here before (the server's own, a team's) is kept as {name}{CHAINED_SUFFIX} and runs\n"
+        "# first, with the same input; its refusal refuses the push.\n"
+        "# Python starts isolated (-I); a `uniflow` program is taken only from an absolute PATH entry.\n"
         if server
         else "# Installed by `uniflow hooks install`; see docs/sharing.md. UNIFLOW_NO_HOOKS=1 skips it.\n"
+        f"# A hook that was here before (git-lfs's, say) is kept as {name}{CHAINED_SUFFIX} and\n"
+        "# runs first, with the same arguments and input; `uniflow hooks uninstall` puts it back.\n"
+        "# Runs nothing from this work tree: Python starts isolated (-I), and a `uniflow`\n"
+        "# program is taken only from an absolute PATH entry outside the work tree.\n"
     )
     own = (
         f"{no_hooks}"
@@ -199,10 +206,6 @@ def hook_script(name: str, python: str | None = None) -> str:
         f"{_MARKER}{name}\n"
         f"{_HOOK_DOC[name]}"
         f"{installed_by}"
-        f"# A hook that was here before (git-lfs's, say) is kept as {name}{CHAINED_SUFFIX} and\n"
-        "# runs first, with the same arguments and input; `uniflow hooks uninstall` puts it back.\n"
-        "# Runs nothing from this work tree: Python starts isolated (-I), and a `uniflow`\n"
-        "# program is taken only from an absolute PATH entry outside the work tree.\n"
         "uniflow_hook() {\n"
         f"{_indent(own)}"
         "}\n"
