@@ -421,7 +421,12 @@ def hook_pre_receive() -> None:
     from .._ops.incoming import check_push
 
     lines = sys.stdin.read().splitlines()
-    refusals = check_push(os.environ.get("GIT_DIR") or ".", lines, os.environ)
+    env = dict(os.environ)
+    # the check reads a view of its own (see uniflow._ops.incoming): no git it runs may be
+    # pointed at the repository or its quarantine by the hook's environment
+    for name in ("DIR", "OBJECT_DIRECTORY", "ALTERNATE_OBJECT_DIRECTORIES", "QUARANTINE_PATH"):
+        os.environ.pop(f"GIT_{name}", None)
+    refusals = check_push(env.get("GIT_DIR") or ".", lines, env)
     for line in refusals:
         click.echo(f"uniflow: refused {line}", err=True)
     if refusals:
