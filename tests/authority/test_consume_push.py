@@ -385,3 +385,15 @@ def test_the_pre_receive_hook_file_matches_what_install_writes() -> None:
     assert path.read_text() == hook_script(SERVER_HOOK), "hooks/pre-receive is stale: regenerate it"
     assert os.access(path, os.X_OK)
     assert "UNIFLOW_NO_HOOKS" not in path.read_text()  # a pusher never skips the server's check
+
+
+def test_the_post_merge_hooks_pull_applies_the_policy_too(
+    tmp_path: Path, governed: Path, keys: dict[str, Key]
+) -> None:
+    v = staged(governed, keys)
+    clone = cloned(governed, tmp_path / "clone")
+    before = head_of(clone)
+    forge(governed, v, "production")
+    out = cli(clone, "hooks", "run", "post-merge", "0")  # what the hook runs after `git pull`
+    assert "uniflow post-merge: warning: pull from 'origin' rejected model 'clf'" in out.stderr
+    assert head_of(clone) == before
