@@ -192,7 +192,8 @@ class PullReport:
             "versions": list(self.versions),
             "chunks": self.chunks.to_dict(),
             "rejected": dict(self.rejected),
-            "refused": {m: list(lines) for m, lines in self.refused.items()},
+            # only when a policy refused a model: the document is as before otherwise
+            **({"refused": {m: list(lines) for m, lines in self.refused.items()}} if self.refused else {}),
         }
 
 
