@@ -54,9 +54,13 @@ if TYPE_CHECKING:
 
 __all__ = ["RefUpdate", "check_push", "incoming_failures", "pull_check", "server_root", "server_trust_root"]
 
-ZERO = "0" * 40
 #: incoming failures named per model (the rest are counted)
 _SHOWN = 20
+
+
+def _none(sha: str) -> bool:
+    """Git's "no object" id in a ref update (all zeros, SHA-1 or SHA-256)."""
+    return not sha.strip("0")
 
 
 def incoming_failures(
@@ -66,8 +70,10 @@ def incoming_failures(
     not among ``known`` (commits already accepted), plus any problem with the lifecycle as a
     whole (a head state its events do not explain). Empty: the lifecycle may come in."""
     seen = set(known)
-    verdicts = verify_lifecycle(repo, model, chain=chain, head=head)
-    return _new_failures(verdicts, seen)
+    failures = _new_failures(verify_lifecycle(repo, model, chain=chain, head=head), seen)
+    if len(failures) > _SHOWN:
+        failures = [*failures[:_SHOWN], f"and {len(failures) - _SHOWN} more failing event(s)"]
+    return failures
 
 
 def _new_failures(verdicts: LifecycleVerdicts, seen: set[str]) -> list[str]:
@@ -138,7 +144,7 @@ def _overlay(bare: Path, updates: list[RefUpdate], env: Mapping[str, str], where
     head_target = _head_target(bare)
     real.close()
     for u in updates:
-        if u.new == ZERO:
+        if _none(u.new):
             refs.pop(u.ref, None)
         else:
             refs[u.ref] = u.new
@@ -249,7 +255,7 @@ def _refusals(repo: Repository, chain: PolicyChain, updates: list[RefUpdate]) ->
         model, _, version = u.ref[len(TAGS_PREFIX) + 1 :].partition("/")
         if not (is_model_name(model) and is_version(version)):
             continue  # not a version tag: every read ignores it
-        if u.old != ZERO:
+        if not _none(u.old):
             out.append(f"{u.ref}: a version tag never moves or goes away under a policy")
             continue
         tag = verdicts_of(model).tags.get(version)
@@ -262,14 +268,11 @@ def _lifecycle_refusals(repo: Repository, chain: PolicyChain, u: RefUpdate) -> l
     model = u.ref[len(LIFECYCLE_PREFIX) + 1 :]
     if not is_model_name(model):
         return []
-    if u.new == ZERO:
+    if _none(u.new):
         return ["a lifecycle is never deleted under a policy"]
     known: list[str] = []
-    if u.old != ZERO:
+    if not _none(u.old):
         known = repo.lifecycle.chain(u.old, model)
         if u.old not in repo.lifecycle.chain(u.new, model):
             return [f"rewrites the lifecycle: {u.old[:12]} is not in the history of {u.new[:12]}"]
-    failures = incoming_failures(repo, model, u.new, chain, known)
-    if len(failures) > _SHOWN:
-        failures = [*failures[:_SHOWN], f"and {len(failures) - _SHOWN} more"]
-    return failures
+    return incoming_failures(repo, model, u.new, chain, known)
