@@ -49,6 +49,7 @@ from ._types import (
 )
 from .sharing.blobs import JOBS, BlobFetcher
 from .sharing.giturl import is_git_url
+from .sharing.pull import PolicyCheck
 from .sharing.pull import pull as _pull
 from .sharing.push import push as _push
 
@@ -632,6 +633,7 @@ class ModelRegistry(RegistryReader):
         fetch_chunks: bool = True,
         jobs: int = JOBS,
         progress: ProgressFn | None = None,
+        check: PolicyCheck | None = None,
     ) -> PullReport:
         """Fetch version tags and lifecycle refs from the Git remote, validate and integrate
         them, recompute stage pointers, and fetch the chunks asked for.
@@ -648,8 +650,15 @@ class ModelRegistry(RegistryReader):
 
         Raises :class:`LifecycleConflictError` on a conflict left unresolved and
         :class:`IntegrityError` when a remote lifecycle failed validation (the other models
-        are integrated); either carries the :class:`PullReport` as ``.result``.
+        are integrated); either carries the :class:`PullReport` as ``.result``. When a policy
+        is in force, a model whose incoming lifecycle breaks it is rejected the same way
+        (``PullReport.refused`` names each failing event). ``check``: what judges each model's
+        incoming lifecycle (``check(model, remote_head)`` returns the failing events' lines);
+        default: the policy in force here (:func:`uniflow._ops.incoming.pull_check`; none
+        without a policy).
         """
+        from ._ops.incoming import pull_check
+
         return _pull(
             self._repo,
             remote,
@@ -662,6 +671,7 @@ class ModelRegistry(RegistryReader):
             fetch_chunks=fetch_chunks,
             jobs=jobs,
             progress=progress,
+            check=check if check is not None else pull_check(self._repo),
         )
 
     # ------------------------------------------------------------------ policy (docs/governance.md)

@@ -11,7 +11,7 @@ layers, so the error classes can name the report they carry (``IntegrityError.re
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 __all__ = [
@@ -173,8 +173,10 @@ class PullReport:
     ``models`` maps each model considered to its :data:`PullOutcome`; ``versions``: the
     ``"<model>/<version>"`` whose chunks were fetched; ``rejected`` maps a model whose
     remote lifecycle failed validation (left as it was), or a fetched ref whose name is no
-    valid model or version (ignored), to the reason. A pull that rejected something, or
-    stopped on a lifecycle conflict, raises; the error's ``result`` is this report.
+    valid model or version (ignored), to the reason; ``refused`` maps a model rejected
+    because its incoming lifecycle breaks the policy in force to one line per failing event.
+    A pull that rejected something, or stopped on a lifecycle conflict, raises; the error's
+    ``result`` is this report.
     """
 
     remote: str
@@ -182,6 +184,7 @@ class PullReport:
     versions: tuple[str, ...]
     chunks: ChunkStats
     rejected: Mapping[str, str]
+    refused: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -195,6 +198,8 @@ class PullReport:
             "versions": list(self.versions),
             "chunks": self.chunks.to_dict(),
             "rejected": dict(self.rejected),
+            # only when a policy refused a model: the document is as before otherwise
+            **({"refused": {m: list(lines) for m, lines in self.refused.items()}} if self.refused else {}),
         }
 
 

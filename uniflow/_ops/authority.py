@@ -463,18 +463,22 @@ def verify_lifecycle(
     *,
     trust_root: str | os.PathLike[str] | TrustRoot | None = None,
     chain: PolicyChain | None = None,
+    head: str | None = None,
 ) -> LifecycleVerdicts:
     """Verify every event and version tag of ``model`` (see the module).
 
     ``trust_root`` pins the admins (``--trust-root FILE``; default: the clone's first-seen
     root, recorded on first use); ``chain`` passes a policy chain already verified (then
-    ``trust_root`` is not used). Without a policy every event is ``ok`` unless its signature
-    is bad or its tag was replaced, and no holder counts as verified.
+    ``trust_root`` is not used); ``head`` verifies the lifecycle ending at that commit
+    instead of the local ref's (what a pull or a push would bring in). Without a policy every
+    event is ``ok`` unless its signature is bad or its tag was replaced, and no holder counts
+    as verified.
     """
     if chain is None:
         chain = policy_chain(repo, trust_root)
     signers = Signers(chain)
-    head = repo.lifecycle.head(model)
+    if head is None:
+        head = repo.lifecycle.head(model)
     tags, current = _tag_checks(repo, model, signers)
     context = _context(chain, current, repo.stages())
     cache = repo.lifecycle.cache

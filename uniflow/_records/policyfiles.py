@@ -57,6 +57,7 @@ __all__ = [
     "read_trust_root",
     "record_trust_root",
     "signer_resolver",
+    "server_trust_root_path",
     "trust_root_path",
 ]
 
@@ -288,6 +289,15 @@ def signer_resolver(git: GitRepo) -> SignerResolver:
 def trust_root_path(git: GitRepo) -> Path:
     """Where the trust-on-first-use record of this repository is kept (all its work trees share it)."""
     return store_dir(git.git_dir) / TRUST_ROOT_FILE
+
+
+#: a server repository's pinned trust root (``hooks install --server --trust-root FILE``)
+SERVER_TRUST_ROOT_FILE = "server-trust-root.allowed_signers"
+
+
+def server_trust_root_path(git_dir: Path) -> Path:
+    """Where ``hooks install --server --trust-root FILE`` keeps FILE in a bare repository."""
+    return store_dir(git_dir) / SERVER_TRUST_ROOT_FILE
 
 
 def read_trust_root(git: GitRepo) -> str | None:

@@ -200,6 +200,7 @@ def pull(
     \f
     Calls ModelRegistry.pull.
     """
+    from .._reports import PullReport
     from ..sharing.gitcmd import split_remote_and_names
 
     registry = get_registry(repo)
@@ -220,6 +221,10 @@ def pull(
                 progress=progress,
             )
     except (IntegrityError, RemoteError) as exc:
+        if not as_json and isinstance(exc.result, PullReport):
+            for model, lines in exc.result.refused.items():
+                for line in lines:
+                    click.echo(f"{model}: rejected: {line}", err=True)
         if as_json and exc.result is not None:
             echo_json(
                 exc.result.to_dict()
@@ -258,18 +263,43 @@ def hooks() -> None:
     help="When a chained hook is already kept and another hook has replaced uniflow's since: "
     "chain that one and keep the older as <hook>.uniflow-backup.",
 )
+@click.option(
+    "--server",
+    "server",
+    metavar="PATH.git",
+    default=None,
+    help="Install the pre-receive hook that refuses pushes breaking the policy into this bare "
+    "repository instead (docs/governance.md).",
+)
+@click.option(
+    "--trust-root",
+    "trust_root",
+    metavar="FILE",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="With --server: an allowed-signers file naming the admins, copied into the bare "
+    "repository as the root of the policy chain (default: the first policy it holds).",
+)
 @json_option
 @repo_option
-def hooks_install(force: bool, as_json: bool, repo: str | None) -> None:
+def hooks_install(
+    force: bool, server: str | None, trust_root: str | None, as_json: bool, repo: str | None
+) -> None:
     """Install the pre-push and post-merge hooks into this repository.
 
     A hook already there (git-lfs's, your own) is kept as <hook>.uniflow-chained and runs
     first, with the same arguments and input; `uniflow hooks uninstall` puts it back. Also
     configures the origin remote so that a plain `git fetch` brings lifecycles and version
-    tags (docs/sharing.md).
+    tags (docs/sharing.md). With --server PATH.git, installs the pre-receive hook of a bare
+    repository on a Git server instead (docs/governance.md).
     """
     from ..sharing.hooks import configure_fetch, install_hooks
 
+    if server is not None:
+        _install_server(server, trust_root, force, as_json)
+        return
+    if trust_root is not None:
+        raise CliError("--trust-root goes with --server PATH.git")
     repository = get_registry(repo).repository
     results = install_hooks(repository, force=force)
     fetch = configure_fetch(repository.root)
@@ -287,6 +317,37 @@ def hooks_install(force: bool, as_json: bool, repo: str | None) -> None:
     conflicts = [r for r in results if r.status == "conflict"]
     if conflicts:
         raise CliError(conflicts[0].detail)
+
+
+def _install_server(server: str, trust_root: str | None, force: bool, as_json: bool) -> None:
+    """``hooks install --server``: the pre-receive hook, and the trust root it starts from."""
+    from pathlib import Path
+
+    from .._ops.incoming import server_root
+    from ..sharing.hooks import install_server_hook
+
+    if trust_root is not None:
+        from .._ops.policy import load_trust_root
+
+        load_trust_root(trust_root)  # refused before anything is written unless it names admins
+    result = install_server_hook(
+        Path(server), force=force, trust_root=Path(trust_root) if trust_root else None
+    )
+    root = server_root(server) if result.status != "conflict" else None
+    if as_json:
+        echo_json({**result.to_dict(), "trust_root": root})
+    elif result.status == "conflict":
+        click.echo(f"not installed {result.path}")
+    else:
+        chained = f" (the hook that was there runs first: {result.chained})" if result.chained else ""
+        click.echo(f"{result.status} {result.path}{chained}")
+        click.echo(
+            f"trust root: {root}"
+            if root
+            else "no policy on the default branch yet: the first one pushed becomes the trust root"
+        )
+    if result.status == "conflict":
+        raise CliError(result.detail)
 
 
 def echo_fetch(fetch: FetchConfig | None) -> None:
@@ -351,14 +412,39 @@ def hook_pre_push(remote_name: str, url: str | None) -> None:  # noqa: ARG001 (g
         )
 
 
+@hooks_run.command("pre-receive")
+def hook_pre_receive() -> None:
+    """Refuse a push of registry refs that breaks the policy (ref lines on stdin; the
+    current directory is the bare repository, as git runs server hooks)."""
+    import os
+
+    from .._ops.incoming import check_push
+
+    lines = sys.stdin.read().splitlines()
+    env = dict(os.environ)
+    # the check reads a view of its own (see uniflow._ops.incoming): no git it runs may be
+    # pointed at the repository or its quarantine by the hook's environment
+    for name in ("DIR", "OBJECT_DIRECTORY", "ALTERNATE_OBJECT_DIRECTORIES", "QUARANTINE_PATH"):
+        os.environ.pop(f"GIT_{name}", None)
+    refusals = check_push(env.get("GIT_DIR") or ".", lines, env)
+    for line in refusals:
+        click.echo(f"uniflow: refused {line}", err=True)
+    if refusals:
+        raise CliError(
+            f"push refused: {_plural(len(refusals), 'ref update')} break the policy (docs/governance.md)"
+        )
+
+
 @hooks_run.command("post-merge")
 @click.argument("squash", required=False)
 def hook_post_merge(squash: str | None) -> None:  # noqa: ARG001 (git passes the squash flag; both kinds fetch)
     """Fetch registry refs from the branch's remote; warn, never fail."""
+    from .._ops.incoming import pull_check
     from ..sharing.hooks import run_post_merge
 
     try:
-        result = run_post_merge(get_registry(None).repository)
+        repository = get_registry(None).repository
+        result = run_post_merge(repository, pull_check(repository))
     except UniflowError as exc:
         click.echo(f"uniflow post-merge: warning: {exc}", err=True)
         return

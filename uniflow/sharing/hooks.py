@@ -41,7 +41,7 @@ from .._reports import PullReport
 from .._types import ProgressFn
 from .blobs import JOBS, TransferStats
 from .gitcmd import ZERO, git_remotes, run_git
-from .pull import pull
+from .pull import PolicyCheck, pull
 from .push import blob_remote_for, no_blob_remote, upload_versions
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,12 +51,14 @@ __all__ = [
     "CHAINED_SUFFIX",
     "FETCH_REFSPEC",
     "HOOK_NAMES",
+    "SERVER_HOOK",
     "FetchConfig",
     "HookResult",
     "configure_fetch",
     "hook_script",
     "hooks_dir",
     "install_hooks",
+    "install_server_hook",
     "run_post_merge",
     "run_pre_push",
     "uninstall_hooks",
@@ -67,6 +69,8 @@ log = logging.getLogger("uniflow.hooks")
 
 # ---------------------------------------------------------------------- hooks
 HOOK_NAMES = ("pre-push", "post-merge")
+#: the hook ``hooks install --server`` puts in a bare repository
+SERVER_HOOK = "pre-receive"
 #: the hook that was in place before uniflow's, kept next to it and run first
 CHAINED_SUFFIX = ".uniflow-chained"
 #: ``--force`` over a conflict keeps the older chained hook under this name
@@ -83,6 +87,10 @@ _HOOK_DOC = {
         "# Fetches the registry refs (model tags, lifecycle) from the branch's remote after\n"
         "# `git pull`; never fails the merge (problems are printed as warnings).\n"
     ),
+    SERVER_HOOK: (
+        "# Refuses a push of lifecycle refs (refs/uniflow/models/*) or version tags whose new\n"
+        "# commits break the policy on the default branch (docs/governance.md).\n"
+    ),
 }
 _HOOK_SKIP = {"pre-push": '[ -n "$UNIFLOW_IN_PUSH" ] && exit 0   # `uniflow push` uploads the bytes itself\n'}
 _HOOK_FALLBACK = {
@@ -95,6 +103,13 @@ _HOOK_FALLBACK = {
     ),
     "post-merge": 'echo "uniflow post-merge: uniflow is not installed; registry refs not fetched" '
     ">&2\nexit 0\n",
+    SERVER_HOOK: (
+        f"if grep -q -e ' {TAGS_PREFIX}/' -e ' {LIFECYCLE_PREFIX}/'; then\n"
+        '    echo "uniflow pre-receive: uniflow is not installed to check the policy; push refused" >&2\n'
+        "    exit 1\n"
+        "fi\n"
+        "exit 0\n"
+    ),
 }
 # Runs the hook kept as <name>.uniflow-chained as Git ran it. A sh or bash script is sourced
 # by a new shell whose $0 is this hook's path, because hook managers find their own files
@@ -117,6 +132,13 @@ _HOOK_CHAIN = {
     # git's lines are read once and fed to both; the old hook's failure refuses the push
     "pre-push": (
         "UNIFLOW_INPUT=$(cat; echo .)   # git's lines, kept whole (trailing newlines too) for both",
+        "UNIFLOW_INPUT=${UNIFLOW_INPUT%.}",
+        'printf "%s" "$UNIFLOW_INPUT" | uniflow_chained "$@" || exit $?',
+        'printf "%s" "$UNIFLOW_INPUT" | uniflow_hook "$@"',
+    ),
+    # git's ref lines are read once and fed to both; either one's refusal refuses the push
+    SERVER_HOOK: (
+        "UNIFLOW_INPUT=$(cat; echo .)",
         "UNIFLOW_INPUT=${UNIFLOW_INPUT%.}",
         'printf "%s" "$UNIFLOW_INPUT" | uniflow_chained "$@" || exit $?',
         'printf "%s" "$UNIFLOW_INPUT" | uniflow_hook "$@"',
@@ -145,13 +167,27 @@ def hook_script(name: str, python: str | None = None) -> str:
     outside the work tree, with ``PYTHONPATH`` and ``PYTHONHOME`` unset. The hook kept as
     ``<name>.uniflow-chained`` (if executable) runs first, as Git would have run it.
     """
-    if name not in HOOK_NAMES:
-        raise UsageError(f"unknown hook {name!r}: expected one of {', '.join(HOOK_NAMES)}")
+    if name not in (*HOOK_NAMES, SERVER_HOOK):
+        raise UsageError(f"unknown hook {name!r}: expected one of {', '.join((*HOOK_NAMES, SERVER_HOOK))}")
     py_line = _PYTHON_LINE
     if python and os.path.isabs(python) and not any(c in python for c in '"$`\\\n'):
         py_line = f'UNIFLOW_PYTHON="${{UNIFLOW_PYTHON:-{python}}}"'
+    server = name == SERVER_HOOK  # the pusher's environment never skips a server's hook
+    no_hooks = "" if server else '[ -n "$UNIFLOW_NO_HOOKS" ] && exit 0\n'
+    installed_by = (
+        "# Installed by `uniflow hooks install --server`; see docs/governance.md. A hook that was\n"
+        f"# here before (the server's own, a team's) is kept as {name}{CHAINED_SUFFIX} and runs\n"
+        "# first, with the same input; its refusal refuses the push.\n"
+        "# Python starts isolated (-I); a `uniflow` program is taken only from an absolute PATH entry.\n"
+        if server
+        else "# Installed by `uniflow hooks install`; see docs/sharing.md. UNIFLOW_NO_HOOKS=1 skips it.\n"
+        f"# A hook that was here before (git-lfs's, say) is kept as {name}{CHAINED_SUFFIX} and\n"
+        "# runs first, with the same arguments and input; `uniflow hooks uninstall` puts it back.\n"
+        "# Runs nothing from this work tree: Python starts isolated (-I), and a `uniflow`\n"
+        "# program is taken only from an absolute PATH entry outside the work tree.\n"
+    )
     own = (
-        '[ -n "$UNIFLOW_NO_HOOKS" ] && exit 0\n'
+        f"{no_hooks}"
         f"{_HOOK_SKIP.get(name, '')}"
         f"{py_line}\n"
         'case "$UNIFLOW_PYTHON" in\n'
@@ -169,11 +205,7 @@ def hook_script(name: str, python: str | None = None) -> str:
         "#!/bin/sh\n"
         f"{_MARKER}{name}\n"
         f"{_HOOK_DOC[name]}"
-        "# Installed by `uniflow hooks install`; see docs/sharing.md. UNIFLOW_NO_HOOKS=1 skips it.\n"
-        f"# A hook that was here before (git-lfs's, say) is kept as {name}{CHAINED_SUFFIX} and\n"
-        "# runs first, with the same arguments and input; `uniflow hooks uninstall` puts it back.\n"
-        "# Runs nothing from this work tree: Python starts isolated (-I), and a `uniflow`\n"
-        "# program is taken only from an absolute PATH entry outside the work tree.\n"
+        f"{installed_by}"
         "uniflow_hook() {\n"
         f"{_indent(own)}"
         "}\n"
@@ -355,6 +387,33 @@ def _chain_foreign(
     return None
 
 
+def install_server_hook(
+    bare: Path, *, force: bool = False, python: str | None = None, trust_root: Path | None = None
+) -> HookResult:
+    """Install the ``pre-receive`` hook in the bare repository ``bare`` (its ``hooks``
+    directory, or ``core.hooksPath``), chaining the one already there as the client hooks do.
+    ``trust_root`` (an allowed-signers file naming the admins) is copied into the repository
+    as the pinned root the hook verifies the policy chain from (see
+    :mod:`uniflow._ops.incoming`); without it the first policy the repository holds is."""
+    from .._records.policyfiles import server_trust_root_path
+
+    root = Path(bare).resolve()
+    if not (root / "HEAD").is_file() or not (root / "objects").is_dir():
+        raise UsageError(f"--server {bare}: not a bare Git repository (no HEAD and objects/ in it)")
+    out = run_git(root, "rev-parse", "--git-path", "hooks", timeout=60).stdout.strip()
+    target = Path(out) if os.path.isabs(out) else root / out
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        if trust_root is not None:
+            pinned = server_trust_root_path(root)
+            pinned.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(trust_root, pinned)
+    except OSError as exc:
+        raise RepositoryError(f"cannot install the server hook in {root}: {exc.strerror}") from exc
+    py = python if python is not None else _isolated_python()
+    return _install_one(target, SERVER_HOOK, hook_script(SERVER_HOOK, py), force)
+
+
 def uninstall_hooks(repo: Repository) -> list[HookResult]:
     """Remove the uniflow hooks; a hook uniflow chained to is moved back into place, exactly
     as it was (bytes, mode: it is the same file). A hook that is not uniflow's is left alone."""
@@ -481,8 +540,9 @@ def run_pre_push(
     return {"versions": [f"{m}/{v}" for m, v in wanted], "chunks": stats.to_dict()}
 
 
-def run_post_merge(repo: Repository) -> PullReport:
-    """What the post-merge hook does: fetch registry refs from the current branch's remote."""
+def run_post_merge(repo: Repository, check: PolicyCheck | None = None) -> PullReport:
+    """What the post-merge hook does: fetch registry refs from the current branch's remote
+    (``check``: the policy check pull applies, when a policy is in force)."""
     remote = None
     branch = repo.git.branch()
     if branch:
@@ -490,4 +550,4 @@ def run_post_merge(repo: Repository) -> PullReport:
         name = proc.stdout.strip()
         if proc.returncode == 0 and name and name != "." and name in git_remotes(repo.root):
             remote = name
-    return pull(repo, remote, fetch_chunks=False)
+    return pull(repo, remote, fetch_chunks=False, check=check)

@@ -12,7 +12,7 @@ settle it. Stage pointers are recomputed, and chunks fetched for what was asked.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from .._errors import IntegrityError, LifecycleConflictError, NotFoundError, UsageError
@@ -31,7 +31,11 @@ from .push import blob_remote_for, no_blob_remote, version_chunks
 if TYPE_CHECKING:
     from .._repo import Repository
 
-__all__ = ["pull"]
+__all__ = ["PolicyCheck", "pull"]
+
+#: ``check(model, remote_head)``: one line per incoming lifecycle event that breaks the policy
+#: in force (empty: integrate it); :func:`uniflow._ops.incoming.pull_check` makes one
+PolicyCheck = Callable[[str, str], list[str]]
 
 #: bad refs named in pull's one-line error (all of them are in ``PullReport.rejected``)
 _SHOWN = 10
@@ -51,6 +55,7 @@ def pull(
     fetch_chunks: bool = True,
     jobs: int = JOBS,
     progress: ProgressFn | None = None,
+    check: PolicyCheck | None = None,
 ) -> PullReport:
     """Fetch tags and lifecycle refs, integrate them, recompute stage pointers, fetch chunks.
 
@@ -67,6 +72,10 @@ def pull(
     this fetch brought that name no valid model or version: they are ignored by every
     read); the other models are integrated, then :class:`IntegrityError` is raised with a
     one-line summary and the :class:`PullReport` as its ``result``.
+
+    ``check`` (given when a policy is in force) judges each model's remote lifecycle before
+    it is integrated: a model with an incoming event that breaks the policy stays as it was,
+    is listed in ``rejected``, and its failing events, one line each, in ``refused``.
     """
     if resolve not in (None, "ours", "theirs"):
         raise UsageError(f"resolve must be 'ours', 'theirs' or None, not {resolve!r}")
@@ -78,7 +87,10 @@ def pull(
     prefix = tracking_prefix(git_remote)
     remote_heads = {k: v for k, v in repo.git.refs(prefix).items() if "/" not in k and is_model_name(k)}
     models = sorted(set(wanted)) if wanted else sorted(set(repo.index.models()) | set(remote_heads))
-    outcomes, conflicts = _integrate_models(repo, models, remote_heads, resolve, git_remote, wanted, rejected)
+    refused: dict[str, tuple[str, ...]] = {}
+    outcomes, conflicts = _integrate_models(
+        repo, models, remote_heads, (resolve, check), git_remote, wanted, (rejected, refused)
+    )
     stats = TransferStats()
     versions: list[tuple[str, str]] = []
     if fetch_chunks and (all_versions or stages or wanted):
@@ -91,6 +103,7 @@ def pull(
         versions=tuple(f"{m}/{v}" for m, v in versions),
         chunks=stats.frozen(),
         rejected=rejected,
+        refused=refused,
     )
     _raise_if_stopped(result, conflicts)
     return result
@@ -133,18 +146,28 @@ def _integrate_models(
     repo: Repository,
     models: list[str],
     remote_heads: dict[str, str],
-    resolve: Resolve,
+    how: tuple[Resolve, PolicyCheck | None],
     git_remote: str,
     wanted: list[str],
-    rejected: dict[str, str],
+    found: tuple[dict[str, str], dict[str, tuple[str, ...]]],
 ) -> tuple[dict[str, PullOutcome], list[str]]:
     """Integrate each model's remote lifecycle and recompute its stage pointers; a model
-    that fails validation stays as it was and is added to ``rejected``. Returns the
-    outcomes and the conflicts found."""
+    that fails validation or the policy ``check`` stays as it was and is added to
+    ``rejected`` (and its failing events to ``refused``). Returns the outcomes and the
+    conflicts found."""
+    resolve, check = how
+    rejected, refused = found
     outcomes: dict[str, PullOutcome] = {}
     conflicts: list[str] = []
     for m in models:
         try:
+            failures = _policy_failures(repo, m, remote_heads, check)
+            if failures:
+                outcomes[m] = "rejected"
+                refused[m] = tuple(failures)
+                more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+                rejected[m] = f"breaks the policy: {failures[0]}{more}"
+                continue
             if m in remote_heads:
                 outcome, conflict = integrate(repo, m, remote_heads[m], resolve, git_remote)
                 outcomes[m] = outcome
@@ -158,6 +181,16 @@ def _integrate_models(
             outcomes[m] = "rejected"
             rejected[m] = str(exc)
     return outcomes, conflicts
+
+
+def _policy_failures(
+    repo: Repository, model: str, remote_heads: dict[str, str], check: PolicyCheck | None
+) -> list[str]:
+    """What ``check`` finds wrong with the remote lifecycle of ``model`` that is not here yet."""
+    head = remote_heads.get(model)
+    if check is None or head is None or head == repo.lifecycle.head(model):
+        return []
+    return check(model, head)
 
 
 def _versions_to_fetch(

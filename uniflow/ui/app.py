@@ -325,6 +325,7 @@ class _Site:
             "history.html",
             name=name,
             events=views.history_page(self.reader, name),
+            sigs=views.signatures(self.reader, name),
             crumbs=self._crumbs(name, ("history", None)),
             api=self.links.api(f"models/{name}/history"),
         )
@@ -343,14 +344,24 @@ class _Site:
         name = _name_of(request)
         self.reader.refresh(name)
         mv = self.reader.get(name, str(request.path_params["version"]))
-        return self.api(show_payload(mv, self.reader.history(name)))
+        payload = show_payload(mv, self.reader.history(name))
+        sigs = views.signatures(self.reader, name)
+        if sigs is not None:  # only under a policy: who signed the tag and each event, the verdicts
+            payload["signature"] = sigs.tags.get(mv.version) or views.unverified(sigs)
+            for event in payload["history"]:
+                views.with_signatures(event, sigs, event.get("commit", ""))
+        return self.api(payload)
 
     def api_compare(self, request: Request) -> Response:
         return self.api(self.registry.compare_versions(_name_of(request), _compared(request)).to_dict())
 
     def api_history(self, request: Request) -> Response:
-        self.reader.refresh(_name_of(request))
-        return self.api([e.to_dict() for e in self.reader.history(_name_of(request))])
+        name = _name_of(request)
+        self.reader.refresh(name)
+        sigs = views.signatures(self.reader, name)
+        return self.api(
+            [views.with_signatures(e.to_dict(), sigs, e.commit) for e in self.reader.history(name)]
+        )
 
     def healthz(self, request: Request) -> Response:  # noqa: ARG002 (Starlette's endpoint signature)
         return self.api({"ok": True, "version": __version__, "read_only": True})

@@ -128,6 +128,7 @@ def export_site(
             "history.html",
             name=name,
             events=events[::-1],
+            sigs=views.signatures(reader, name),
             lifecycle_notice=lifecycle_notice,
             crumbs=[(name, model_link), ("history", None)],
         )

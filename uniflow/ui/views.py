@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._errors import IntegrityError
+from .._errors import IntegrityError, UniflowError
 from .._stages import ModelStage, stage_sort_key
 from .._types import version_events
 from .._views.charts import Point, Span, StageMark, delta_direction, metric_chart, sparkline, timeline
@@ -33,11 +33,15 @@ __all__ = [
     "Reader",
     "CommitInfo",
     "OverviewRow",
+    "Signatures",
     "commit_info",
     "compare_page",
     "history_page",
     "model_page",
     "overview",
+    "signatures",
+    "unverified",
+    "with_signatures",
     "stage_marks",
     "stage_spans",
     "version_page",
@@ -290,6 +294,65 @@ def commit_info(root: Path, sha: str | None) -> CommitInfo | None:
     return CommitInfo(sha, parts[0], parts[1], parts[2])
 
 
+# --------------------------------------------------------------------------- signatures
+@dataclass(frozen=True)
+class Signatures:
+    """Who signed each lifecycle event (``events``, by commit id) and version tag (``tags``, by
+    version), with the policy's verdict: ``{"signer", "ok", "verdict", "signature"}`` each;
+    ``error``: the policy chain itself could not be verified (then nothing counts as verified)."""
+
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tags: dict[str, dict[str, Any]] = field(default_factory=dict)
+    error: str | None = None
+
+    def event(self, commit: str) -> dict[str, Any] | None:
+        """The verdict on the event of lifecycle commit ``commit`` (None: not verified)."""
+        return self.events.get(commit)
+
+
+def signatures(registry: Reader, name: str) -> Signatures | None:
+    """The signer and verdict of every event and version tag of ``name`` when a policy exists
+    (:func:`uniflow._ops.authority.verify_lifecycle`); None without a policy, or for a reader
+    without a repository: the pages then show nothing of it."""
+    repository = getattr(registry, "repository", None)
+    if repository is None:
+        repository = getattr(getattr(registry, "registry", None), "repository", None)
+    if repository is None:
+        return None
+    from .._ops.authority import policy_chain, verify_lifecycle
+
+    try:
+        chain = policy_chain(repository)
+        if chain is None:
+            return None
+        verdicts = verify_lifecycle(repository, name, chain=chain)
+    except UniflowError as exc:
+        return Signatures(error=str(exc))
+    events = {
+        e.commit: {"signer": e.signer, "ok": e.ok, "verdict": e.reason, "signature": e.signature}
+        for e in verdicts.events
+    }
+    tags = {
+        t.version: {"signer": t.signer, "ok": t.ok, "verdict": t.reason, "signature": t.signature}
+        for t in verdicts.tags.values()
+    }
+    return Signatures(events, tags)
+
+
+def with_signatures(payload: dict[str, Any], sigs: Signatures | None, commit: str) -> dict[str, Any]:
+    """``payload`` (an event's JSON) with ``"signature"``: its verdict, when there is a policy."""
+    if sigs is None:
+        return payload
+    found = sigs.event(commit)
+    payload["signature"] = found if found is not None else unverified(sigs)
+    return payload
+
+
+def unverified(sigs: Signatures) -> dict[str, Any]:
+    """The verdict of something the verification did not reach (or the chain's error)."""
+    return {"signer": None, "ok": False, "verdict": sigs.error or "not verified", "signature": ""}
+
+
 def version_page(registry: Reader, name: str, version: str) -> dict[str, Any]:
     """The card of one version: metadata, files, lineage, history, bytes shared with the previous one."""
     mv = registry.get(name, version)
@@ -317,6 +380,7 @@ def version_page(registry: Reader, name: str, version: str) -> dict[str, Any]:
         "commit": commit_info(registry.root, mv.code_commit),
         "lineage": lineage,
         "events": version_events(mv.version, events),
+        "sigs": signatures(registry, name),
     }
 
 
