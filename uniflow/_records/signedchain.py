@@ -24,6 +24,7 @@ import msgpack
 from .._authority.gitsign import split_commit, split_tag
 from .._authority.sshsig import GIT_NAMESPACE, PublicKey, parse_signature, verify_signature
 from .._errors import IntegrityError, RepositoryError, SignatureError
+from .._storage.parallel import bounded_map
 from .git import GitRepo
 from .lifecycle import MAX_EVENT_BYTES, commit_context
 from .objcache import DerivedCache
@@ -37,6 +38,13 @@ _FORMAT = 1
 #: the largest lifecycle commit and version tag (its message is the model card) read
 MAX_COMMIT_BYTES = 1 << 20
 MAX_TAG_BYTES = 32 << 20
+#: the largest lifecycle tree read (it holds two files)
+MAX_TREE_BYTES = 1 << 20
+#: commits read one by one before the rest of a long chain is read in bulk
+#: (:func:`_read_bulk`: three git processes, worth it only for many commits)
+_ONE_BY_ONE = 64
+#: threads that verify signatures (the ``cryptography`` verify releases the GIL)
+_VERIFY_WORKERS = 2
 _LIMIT = 10_000_000
 
 
@@ -115,8 +123,11 @@ def _time(value: bytes | None) -> int:
 
 def _tree_entry(git: GitRepo, tree: str, name: bytes) -> str | None:
     """The id of blob ``name`` in tree ``tree`` (raw tree entries: ``mode name\\0id``)."""
-    raw = git.read_raw(tree, "tree", 1 << 20)
-    width = 32 if len(tree) == 64 else 20
+    return _entry_in(git.read_raw(tree, "tree", MAX_TREE_BYTES), 32 if len(tree) == 64 else 20, name)
+
+
+def _entry_in(raw: bytes, width: int, name: bytes) -> str | None:
+    """The id of blob ``name`` in the raw tree ``raw`` whose ids are ``width`` bytes."""
     pos = 0
     while pos < len(raw):
         nul = raw.index(b"\0", pos)
@@ -170,6 +181,74 @@ def _cached_chain(cache: DerivedCache | None, model: str, sha: str) -> list[Sign
     return out if out[-1].sha == sha else None  # kept oldest first, ending at its key
 
 
+def _read_rest(
+    git: GitRepo, sha: str, model: str, listed: set[str], cache: DerivedCache | None, limit: int
+) -> tuple[list[SignedCommit], list[SignedCommit], str | None] | None:
+    """The commits from ``sha`` back to the first (or to the newest whose chain is kept),
+    newest first, read in bulk (:func:`_read_bulk`), with the kept chain and its head;
+    None when they cannot be read so (the caller goes on one by one)."""
+    ids = git.first_parents(sha, limit)
+    if not ids or ids[0] != sha or len(ids) >= limit:
+        return None
+    older: list[SignedCommit] = []
+    reached: str | None = None
+    for i in range(1, len(ids)):
+        kept = _cached_chain(cache, model, ids[i]) if ids[i] in listed else None
+        if kept is not None:
+            older, reached, ids = kept, ids[i], ids[:i]
+            break
+    entries = _read_bulk(git, ids, reached)
+    return (entries, older, reached) if entries is not None else None
+
+
+def _read_bulk(git: GitRepo, ids: list[str], last_parent: str | None) -> list[SignedCommit] | None:
+    """Commits ``ids`` (newest first), read as :func:`_read_commit` reads each but with one
+    git process per kind of object, their signatures verified on worker threads. Each
+    commit's first parent must be the next id (the last's: ``last_parent``); None when any
+    object is not as it should be, so that the caller reads them one by one and names what
+    is wrong."""
+    raws = git.read_raw_many(ids, "commit", MAX_COMMIT_BYTES)
+    if raws is None:
+        return None
+    heads = [_headers(raw) for raw in raws]
+    for i, h in enumerate(heads):
+        parent = h.get(b"parent")
+        if (parent.decode("ascii", "replace") if parent else None) != (
+            ids[i + 1] if i + 1 < len(ids) else last_parent
+        ):
+            return None
+    trees = git.read_raw_many([h.get(b"tree", b"").decode("ascii", "replace") for h in heads], "tree", MAX_TREE_BYTES)
+    if trees is None:
+        return None
+    width = 32 if len(ids[0]) == 64 else 20
+    try:
+        blobs = [_entry_in(tree, width, b"event.json") for tree in trees]
+    except (ValueError, IndexError):
+        return None
+    events = git.read_raw_many([b for b in blobs if b], "blob", MAX_EVENT_BYTES)
+    if events is None:
+        return None
+    found = iter(events)
+    fmt = "sha256" if width == 32 else "sha1"
+    checks = bounded_map(
+        functools.partial(_check_commit, object_format=fmt),
+        raws,
+        workers=_VERIFY_WORKERS,
+        window=256,
+        name="uniflow-verify",
+    )
+    return [
+        SignedCommit(sha, _time(h.get(b"committer")), next(found) if blob else None, *check)
+        for sha, h, blob, check in zip(ids, heads, blobs, checks, strict=True)
+    ]
+
+
+def _check_commit(raw: bytes, object_format: str) -> tuple[str | None, str]:
+    """:func:`_check` of a raw commit's signature over its payload."""
+    split = split_commit(raw, object_format)
+    return _check(split.signature, split.payload)
+
+
 def read_signed_chain(
     git: GitRepo, head: str | None, model: str, cache: DerivedCache | None = None
 ) -> list[SignedCommit]:
@@ -181,12 +260,16 @@ def read_signed_chain(
     reached: str | None = None
     sha = head
     listed = cache.keys(CHAIN_KIND) if cache is not None else set()  # one entry per model
-    for _ in range(_LIMIT):
+    for n in range(_LIMIT):
         if not sha:
             break
         kept = _cached_chain(cache, model, sha) if sha in listed else None
         if kept is not None:
             older, reached = kept, sha
+            break
+        if n == _ONE_BY_ONE and (bulk := _read_rest(git, sha, model, listed, cache, _LIMIT - n)):
+            newest += bulk[0]
+            older, reached = bulk[1], bulk[2]
             break
         entry, sha = _read_commit(git, sha, model)
         newest.append(entry)
