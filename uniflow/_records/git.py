@@ -386,10 +386,9 @@ def _bulk_env() -> dict[str, str]:
 def _feed(stdin: IO[bytes], ids: Sequence[str]) -> None:
     """Write one object id a line to a ``git cat-file --batch`` (on its own thread, so a full
     pipe never blocks the reader); a reader that stopped early closes the pipe."""
-    with contextlib.suppress(OSError, ValueError):
-        with stdin:
-            for i in range(0, len(ids), 512):
-                stdin.write("".join(f"{x}\n" for x in ids[i : i + 512]).encode("ascii"))
+    with contextlib.suppress(OSError, ValueError), stdin:
+        for i in range(0, len(ids), 512):
+            stdin.write("".join(f"{x}\n" for x in ids[i : i + 512]).encode("ascii"))
 
 
 def _read_batch(out: IO[bytes], ids: Sequence[str], kind: str, max_bytes: int) -> list[bytes] | None:

@@ -217,7 +217,9 @@ def _read_bulk(git: GitRepo, ids: list[str], last_parent: str | None) -> list[Si
             ids[i + 1] if i + 1 < len(ids) else last_parent
         ):
             return None
-    trees = git.read_raw_many([h.get(b"tree", b"").decode("ascii", "replace") for h in heads], "tree", MAX_TREE_BYTES)
+    trees = git.read_raw_many(
+        [h.get(b"tree", b"").decode("ascii", "replace") for h in heads], "tree", MAX_TREE_BYTES
+    )
     if trees is None:
         return None
     width = 32 if len(ids[0]) == 64 else 20
