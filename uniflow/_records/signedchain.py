@@ -45,6 +45,8 @@ MAX_TREE_BYTES = 1 << 20
 _ONE_BY_ONE = 64
 #: threads that verify signatures (the ``cryptography`` verify releases the GIL)
 _VERIFY_WORKERS = 2
+#: commits per verify task (one future each)
+_VERIFY_BATCH = 128
 _LIMIT = 10_000_000
 
 
@@ -203,10 +205,10 @@ def _read_rest(
 
 def _read_bulk(git: GitRepo, ids: list[str], last_parent: str | None) -> list[SignedCommit] | None:
     """Commits ``ids`` (newest first), read as :func:`_read_commit` reads each but with one
-    git process per kind of object, their signatures verified on worker threads. Each
-    commit's first parent must be the next id (the last's: ``last_parent``); None when any
-    object is not as it should be, so that the caller reads them one by one and names what
-    is wrong."""
+    git process per kind of object, their signatures verified on worker threads while the
+    trees and events are read. Each commit's first parent must be the next id (the last's:
+    ``last_parent``); None when any object is not as it should be, so that the caller reads
+    them one by one and names what is wrong."""
     raws = git.read_raw_many(ids, "commit", MAX_COMMIT_BYTES)
     if raws is None:
         return None
@@ -217,38 +219,50 @@ def _read_bulk(git: GitRepo, ids: list[str], last_parent: str | None) -> list[Si
             ids[i + 1] if i + 1 < len(ids) else last_parent
         ):
             return None
+    fmt = "sha256" if len(ids[0]) == 64 else "sha1"
+    check = functools.partial(_check_commits, object_format=fmt)
+    batches = [raws[i : i + _VERIFY_BATCH] for i in range(0, len(raws), _VERIFY_BATCH)]
+    checks = bounded_map(check, batches, workers=_VERIFY_WORKERS, window=len(batches), name="uniflow-verify")
+    try:
+        first = next(checks)  # every batch is queued: the workers verify while the rest is read
+        events = _events(git, heads, 32 if fmt == "sha256" else 20)
+        if events is None:
+            return None
+        verdicts = [v for batch in (first, *checks) for v in batch]
+        return [
+            SignedCommit(sha, _time(h.get(b"committer")), event, *verdict)
+            for sha, h, event, verdict in zip(ids, heads, events, verdicts, strict=True)
+        ]
+    finally:
+        checks.close()  # returning early: the queued checks are cancelled
+
+
+def _events(git: GitRepo, heads: list[dict[bytes, bytes]], width: int) -> list[bytes | None] | None:
+    """The ``event.json`` bytes of each commit (by its headers; None: it has none), read in
+    bulk; None when a tree or blob is not as it should be."""
     trees = git.read_raw_many(
         [h.get(b"tree", b"").decode("ascii", "replace") for h in heads], "tree", MAX_TREE_BYTES
     )
     if trees is None:
         return None
-    width = 32 if len(ids[0]) == 64 else 20
     try:
         blobs = [_entry_in(tree, width, b"event.json") for tree in trees]
     except (ValueError, IndexError):
         return None
-    events = git.read_raw_many([b for b in blobs if b], "blob", MAX_EVENT_BYTES)
-    if events is None:
+    found = git.read_raw_many([b for b in blobs if b], "blob", MAX_EVENT_BYTES)
+    if found is None:
         return None
-    found = iter(events)
-    fmt = "sha256" if width == 32 else "sha1"
-    checks = bounded_map(
-        functools.partial(_check_commit, object_format=fmt),
-        raws,
-        workers=_VERIFY_WORKERS,
-        window=256,
-        name="uniflow-verify",
-    )
-    return [
-        SignedCommit(sha, _time(h.get(b"committer")), next(found) if blob else None, *check)
-        for sha, h, blob, check in zip(ids, heads, blobs, checks, strict=True)
-    ]
+    events = iter(found)
+    return [next(events) if blob else None for blob in blobs]
 
 
-def _check_commit(raw: bytes, object_format: str) -> tuple[str | None, str]:
-    """:func:`_check` of a raw commit's signature over its payload."""
-    split = split_commit(raw, object_format)
-    return _check(split.signature, split.payload)
+def _check_commits(raws: list[bytes], object_format: str) -> list[tuple[str | None, str]]:
+    """:func:`_check` of each raw commit's signature over its payload."""
+    out = []
+    for raw in raws:
+        split = split_commit(raw, object_format)
+        out.append(_check(split.signature, split.payload))
+    return out
 
 
 def read_signed_chain(
