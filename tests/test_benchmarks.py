@@ -82,6 +82,7 @@ NON_PEER_KEYS = [
     # benchmarks/authority.py: a signed lifecycle verified, a promote signed
     "verify_10k_events_s",
     "verify_10k_events_min_s",
+    "verify_10k_events_cpu_s",
     "verify_10k_events_warm_s",
     "verify_10k_events_packed_s",
     "verify_10k_floor_s",

@@ -11,6 +11,14 @@ cache (MAC-ed, :mod:`uniflow._records.objcache`) under the head commit; a later 
 the newest commit whose chain is kept, so verifying a long lifecycle again reads only the
 new commits. :func:`read_signed_tag` does the same for a version tag, keyed by its id.
 
+A long walk reads its first commits one by one, then the rest in bulk: the chain as one
+``git rev-list --first-parent`` lists it, and the commits, trees and ``event.json`` blobs
+each by one read (:meth:`~uniflow._records.git.GitRepo.read_raw_many`: loose objects
+in-process, packed ones through one ``git cat-file --batch``), every object checked to hash
+to its id and every parent link checked against the commits' own headers, so git is trusted
+with nothing; the signatures verify on worker threads meanwhile. Anything amiss (no git
+binary, a missing or damaged object) falls back to the one-by-one walk, which names it.
+
 Nothing here decides trust: a signature that verifies names only its key.
 """
 
