@@ -14,6 +14,7 @@ import pytest
 from tests.helpers import make_repo
 from uniflow._authority.signing import load_signer
 from uniflow._errors import IntegrityError
+from uniflow._records import signedchain
 from uniflow._records.git import GitRepo
 from uniflow._records.signedchain import SignedCommit, read_signed_chain
 
@@ -63,7 +64,14 @@ def _chain(path: Path, key: Key) -> tuple[GitRepo, str, list[str]]:
 
 
 def _one_by_one(repo: GitRepo, head: str, monkeypatch: pytest.MonkeyPatch) -> list[SignedCommit]:
-    """The chain as the walk reads it without a git binary (no bulk read possible)."""
+    """The chain as the one-by-one walk reads it (the bulk read never starts)."""
+    with monkeypatch.context() as m:
+        m.setattr(signedchain, "_ONE_BY_ONE", 10**9)
+        return read_signed_chain(GitRepo(repo.workdir), head, "clf")
+
+
+def _without_git(repo: GitRepo, head: str, monkeypatch: pytest.MonkeyPatch) -> list[SignedCommit]:
+    """The chain read with no git binary on ``PATH`` (as in a slim container)."""
     with monkeypatch.context() as m:
         m.setenv("PATH", str(repo.workdir / "no-such-dir"))
         return read_signed_chain(GitRepo(repo.workdir), head, "clf")
@@ -98,6 +106,7 @@ def test_a_long_chain_reads_in_bulk_as_it_reads_one_by_one(
     bulk = read_signed_chain(repo, head, "clf")
     _check(bulk, ids, key)
     assert _one_by_one(repo, head, monkeypatch) == bulk
+    assert _without_git(repo, head, monkeypatch) == bulk
 
 
 def test_a_packed_chain_reads_the_same(
@@ -110,6 +119,24 @@ def test_a_packed_chain_reads_the_same(
     assert not [x for x in ids if (repo.git_dir / "objects" / x[:2] / x[2:]).exists()]  # all packed
     assert read_signed_chain(GitRepo(repo.workdir), head, "clf") == loose
     assert _one_by_one(repo, head, monkeypatch) == loose
+    assert _without_git(repo, head, monkeypatch) == loose
+
+
+def test_loose_commits_over_packed_ones_read_the_same(
+    chain: tuple[GitRepo, str, list[str]], key: Key, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New commits stored loose on top of packed ones (a clone that promoted since)."""
+    repo, head, ids = chain
+    git(repo.workdir, "repack", "-adq")
+    git(repo.workdir, "prune-packed")
+    signer = load_signer(str(key.path))
+    for i in range(100):
+        tree = repo.write_tree({"event.json": (0o100644, repo.write_blob(b'{"more": %d}' % i))})
+        head = repo.write_commit(tree, [head], f"more {i}\n", ("CI", "ci@example.com"), signer=signer)
+    found = read_signed_chain(GitRepo(repo.workdir), head, "clf")
+    assert [c.sha for c in found[:LENGTH]] == ids and len(found) == LENGTH + 100
+    assert all(c.key == key.public.blob.hex() for c in found[LENGTH:])
+    assert found == _one_by_one(repo, head, monkeypatch) == _without_git(repo, head, monkeypatch)
 
 
 def test_a_missing_event_in_a_long_chain_names_its_commit(chain: tuple[GitRepo, str, list[str]]) -> None:

@@ -783,8 +783,6 @@ class GitRepo:
             found = self._read_loose_many(ids, kind, max_bytes)
         except IntegrityError:
             return None
-        if found is None:
-            return None
         packed = [x for x, body in zip(ids, found, strict=True) if body is None]
         rest = iter((self._cat_file_many(packed, kind, max_bytes) or []) if packed else [])
         out: list[bytes] = []
@@ -795,22 +793,24 @@ class GitRepo:
             out.append(body)
         return out
 
-    def _read_loose_many(self, ids: Sequence[str], kind: str, max_bytes: int) -> list[bytes | None] | None:
-        """The bodies of the objects of ``ids`` stored loose in this repository's own object
-        directory (None for the others), each inflated as :func:`inflate_loose` does; None
-        when one does not hash to its id as a ``kind``."""
+    def _read_loose_many(self, ids: Sequence[str], kind: str, max_bytes: int) -> list[bytes | None]:
+        """:meth:`read_loose` of each of ``ids`` (None for those not stored loose)."""
+        return [self.read_loose(hexsha, kind, max_bytes) for hexsha in ids]
+
+    def read_loose(self, hexsha: str, kind: str, max_bytes: int) -> bytes | None:
+        """The body of object ``hexsha`` if it is stored loose in this repository's own object
+        directory (else None), inflated as :func:`inflate_loose` does (never past
+        ``max_bytes``); one that is damaged or does not hash to its id as a ``kind`` is an
+        :class:`IntegrityError`."""
         objects = getattr(self._repo.object_store, "path", None)
-        if objects is None:
-            return [None] * len(ids)
-        out: list[bytes | None] = []
-        for hexsha in ids:
-            body = inflate_loose(os.path.join(objects, hexsha[:2], hexsha[2:]), max_bytes)
-            if body is not None:
-                digest = hashlib.sha256 if len(hexsha) == 64 else hashlib.sha1
-                if digest(f"{kind} {len(body)}\0".encode() + body).hexdigest() != hexsha:
-                    return None
-            out.append(body)
-        return out
+        if objects is None or not _OBJECT_ID.fullmatch(hexsha):
+            return None
+        body = inflate_loose(os.path.join(objects, hexsha[:2], hexsha[2:]), max_bytes)
+        if body is not None:
+            digest = hashlib.sha256 if len(hexsha) == 64 else hashlib.sha1
+            if digest(f"{kind} {len(body)}\0".encode() + body).hexdigest() != hexsha:
+                raise IntegrityError(f"git object {hexsha[:12]} is not a {kind} that hashes to its name")
+        return body
 
     def _cat_file_many(self, ids: Sequence[str], kind: str, max_bytes: int) -> list[bytes] | None:
         """:meth:`read_raw_many` of ``ids`` by one ``git cat-file --batch`` (packs, alternates)."""

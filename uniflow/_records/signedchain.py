@@ -196,30 +196,54 @@ def _read_rest(
 ) -> tuple[list[SignedCommit], list[SignedCommit], str | None] | None:
     """The commits from ``sha`` back to the first (or to the newest whose chain is kept),
     newest first, read in bulk (:func:`_read_bulk`), with the kept chain and its head;
-    None when they cannot be read so (the caller goes on one by one)."""
-    ids = git.first_parents(sha, limit)
-    if not ids or ids[0] != sha or len(ids) >= limit:
+    None when they cannot be read so (the caller goes on one by one). Loose commits are
+    walked in-process; from the first packed one on, the chain is as ``git rev-list``
+    lists it."""
+    ids: list[str] = []
+    raws: list[bytes] = []
+    cur: str | None = sha
+    try:
+        while cur and len(ids) < limit:
+            if ids and cur in listed and (kept := _cached_chain(cache, model, cur)) is not None:
+                entries = _read_bulk(git, ids, raws, cur)
+                return (entries, kept, cur) if entries is not None else None
+            raw = git.read_loose(cur, "commit", MAX_COMMIT_BYTES)
+            if raw is None:
+                break
+            ids.append(cur)
+            raws.append(raw)
+            parent = _headers(raw).get(b"parent")
+            cur = parent.decode("ascii", "replace") if parent else None
+    except IntegrityError:
         return None
     older: list[SignedCommit] = []
     reached: str | None = None
-    for i in range(1, len(ids)):
-        kept = _cached_chain(cache, model, ids[i]) if ids[i] in listed else None
-        if kept is not None:
-            older, reached, ids = kept, ids[i], ids[:i]
-            break
-    entries = _read_bulk(git, ids, reached)
+    if cur:
+        more = git.first_parents(cur, limit - len(ids))
+        if not more or more[0] != cur or len(more) >= limit - len(ids):
+            return None
+        for i in range(0 if ids else 1, len(more)):  # ``sha`` itself the caller checked
+            kept = _cached_chain(cache, model, more[i]) if more[i] in listed else None
+            if kept is not None:
+                older, reached, more = kept, more[i], more[:i]
+                break
+        ids += more
+    entries = _read_bulk(git, ids, raws, reached)
     return (entries, older, reached) if entries is not None else None
 
 
-def _read_bulk(git: GitRepo, ids: list[str], last_parent: str | None) -> list[SignedCommit] | None:
-    """Commits ``ids`` (newest first), read as :func:`_read_commit` reads each but with one
-    git process per kind of object, their signatures verified on worker threads while the
-    trees and events are read. Each commit's first parent must be the next id (the last's:
-    ``last_parent``); None when any object is not as it should be, so that the caller reads
-    them one by one and names what is wrong."""
-    raws = git.read_raw_many(ids, "commit", MAX_COMMIT_BYTES)
-    if raws is None:
+def _read_bulk(
+    git: GitRepo, ids: list[str], known: list[bytes], last_parent: str | None
+) -> list[SignedCommit] | None:
+    """Commits ``ids`` (newest first; the raw bytes of the first ones ``known``), read as
+    :func:`_read_commit` reads each but in bulk, their signatures verified on worker
+    threads while the trees and events are read. Each commit's first parent must be the
+    next id (the last's: ``last_parent``); None when any object is not as it should be, so
+    that the caller reads them one by one and names what is wrong."""
+    rest = git.read_raw_many(ids[len(known) :], "commit", MAX_COMMIT_BYTES)
+    if rest is None or not ids:
         return None
+    raws = known + rest
     heads = [_headers(raw) for raw in raws]
     for i, h in enumerate(heads):
         parent = h.get(b"parent")
