@@ -371,6 +371,8 @@ def inflate_loose(path: str, cap: int) -> bytes | None:
 
 #: an object id as the bulk readers accept it (40 or 64 lowercase hex digits)
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+#: misses in a row after which :meth:`GitRepo.read_raw_many` stops looking for loose objects
+_LOOSE_MISSES = 32
 #: environment variables that would point a git process at other objects or replacements
 _BULK_UNSET = ("GIT_DIR", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_REPLACE_REF_BASE")
 
@@ -794,8 +796,16 @@ class GitRepo:
         return out
 
     def _read_loose_many(self, ids: Sequence[str], kind: str, max_bytes: int) -> list[bytes | None]:
-        """:meth:`read_loose` of each of ``ids`` (None for those not stored loose)."""
-        return [self.read_loose(hexsha, kind, max_bytes) for hexsha in ids]
+        """:meth:`read_loose` of each of ``ids`` (None for those not stored loose). After
+        :data:`_LOOSE_MISSES` misses in a row the rest are taken as packed (None) unread:
+        objects written together are packed together, and a miss costs a failed open."""
+        out: list[bytes | None] = []
+        misses = 0
+        for hexsha in ids:
+            body = self.read_loose(hexsha, kind, max_bytes) if misses < _LOOSE_MISSES else None
+            misses = 0 if body is not None else misses + 1
+            out.append(body)
+        return out
 
     def read_loose(self, hexsha: str, kind: str, max_bytes: int) -> bytes | None:
         """The body of object ``hexsha`` if it is stored loose in this repository's own object
