@@ -772,11 +772,11 @@ class GitRepo:
         return ids if all(_OBJECT_ID.fullmatch(x) for x in ids) else None
 
     def read_raw_many(self, ids: Sequence[str], kind: str, max_bytes: int) -> list[bytes] | None:
-        """The raw bytes of each object of ``ids`` in order, read by one ``git cat-file
-        --batch`` and checked as :meth:`read_raw` checks one (a ``kind``, at most
-        ``max_bytes``, hashing to its id, so git is trusted with nothing). None when any
-        fails a check, is missing or git cannot run: the caller then reads them with
-        :meth:`read_raw`, which says what is wrong."""
+        """The raw bytes of each object of ``ids`` in order: loose ones read here
+        (:meth:`read_loose`), the others by one ``git cat-file --batch``, each checked as
+        :meth:`read_raw` checks one (a ``kind``, at most ``max_bytes``, hashing to its id, so
+        git is trusted with nothing). None when any fails a check, is missing or git cannot
+        run: the caller then reads them with :meth:`read_raw`, which says what is wrong."""
         if not ids:
             return []
         if not all(_OBJECT_ID.fullmatch(x) for x in ids):
