@@ -10,7 +10,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from benchmarks import listing, memory, remote, stream, transfer
+from benchmarks import authority, listing, memory, remote, stream, transfer
 from benchmarks.commands import UI_KEYS
 from benchmarks.harness import Results, run
 
@@ -107,6 +107,7 @@ GOALS = [
         "`uniflow ui` model page (100 versions) <= 200 ms server time",
     ),
     *remote.GOALS,
+    *authority.GOALS,
     *transfer.GOALS,
     *stream.GOALS,
     *memory.GOALS,
@@ -222,6 +223,7 @@ def print_table(res: Results, goals: list[dict[str, Any]]) -> None:
         *TENSOR_TABLE_KEYS,
         *PEER_KEYS,
         *remote.REMOTE_KEYS,
+        *authority.KEYS,
         *memory.KEYS,
         "resolve_first_s",
         "dvc_get_1g",

@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only",
         help="comma-separated sections: "
-        "machine,register,dedup,promote,cli,ui,import,memory,remote,tensors,listing,stream,transfer,peers,"
+        "machine,register,dedup,promote,authority,cli,ui,import,memory,remote,tensors,listing,stream,transfer,peers,"
         "scaling,migrate",
     )
     memory.add_args(ap)
@@ -381,6 +381,12 @@ def main(argv: list[str] | None = None) -> int:
             if want("promote"):
                 section(res, ["promote_ms"], "promote")(
                     lambda: bench_promote(res, work, mode["promote_runs"])
+                )
+            if want("authority"):  # benchmarks/authority.py: verify a signed lifecycle, sign a promote
+                from benchmarks import authority
+
+                section(res, authority.KEYS, "authority (signatures)")(
+                    lambda: authority.bench_authority(res, work, mode_name, mode["promote_runs"])
                 )
             if want("tensors"):  # benchmarks/tensors.py: digests at register, diff, partial loads
                 from benchmarks.tensors import KEYS as TENSOR_KEYS

@@ -79,6 +79,17 @@ NON_PEER_KEYS = [
     "list_1000x100",
     "list_1000x100_cpu",
     "list_1000x100_packed",
+    # benchmarks/authority.py: a signed lifecycle verified, a promote signed
+    "verify_10k_events_s",
+    "verify_10k_events_min_s",
+    "verify_10k_events_cpu_s",
+    "verify_10k_events_warm_s",
+    "verify_10k_events_packed_s",
+    "verify_10k_floor_s",
+    "promote_unsigned_ms",
+    "promote_signed_ms",
+    "promote_sign_overhead_ms",
+    "promote_sign_overhead_min_ms",
     # benchmarks/memory.py
     "mem_import_mib",
     "mem_register_1g_mib",
@@ -150,7 +161,7 @@ def test_smoke_keeps_samples(smoke: dict) -> None:
             "header_shift_new_bytes_pct",
             "register_tensor_overhead_pct",
             "partial_load_head_fetched_bytes",
-        ) or key.endswith(("_bytes", "_requests", "_per_gib")):
+        ) or key.endswith(("_bytes", "_requests", "_per_gib", "_min_s", "_min_ms")):
             continue  # one measurement (or a ratio of medians), not a timing
         samples = smoke["samples"][key]
         assert samples and all(_numeric(s) for s in samples), key
@@ -175,6 +186,8 @@ def test_smoke_reports_goals_and_machine(smoke: dict) -> None:
         "models list 1000x100",
         "register memory",
         "first load memory",
+        "verify 10k events",
+        "sign a promote",
     } <= set(goals)
     for goal in goals.values():
         assert goal["pass"] in (True, False, None)

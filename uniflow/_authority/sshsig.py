@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from collections.abc import Callable
@@ -192,7 +193,11 @@ class PublicKey:
         return f"{self.algorithm} {base64.b64encode(self.blob).decode()}"
 
     def crypto_key(self) -> Any:
-        """The key as a ``cryptography`` public key object (imports ``cryptography``)."""
+        """The key as a ``cryptography`` public key object (imports ``cryptography``); built
+        once per key (a lifecycle is signed by a handful of keys)."""
+        return _crypto_key(self)
+
+    def _build_crypto_key(self) -> Any:
         require_cryptography()
         from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -216,6 +221,12 @@ class PublicKey:
                 raise SignatureError("public key: the ECDSA point is not on its curve") from None
         e = r.mpint("RSA exponent")
         return rsa.RSAPublicNumbers(e, r.mpint("RSA modulus")).public_key()
+
+
+@functools.lru_cache(maxsize=256)
+def _crypto_key(key: PublicKey) -> Any:
+    """:meth:`PublicKey.crypto_key`, kept per key (a bad ECDSA point is an error each time)."""
+    return key._build_crypto_key()
 
 
 def parse_public_key(text: str) -> PublicKey:

@@ -19,6 +19,7 @@ each stage at a time, who promoted it and who approved it". Writes live in
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -75,10 +76,19 @@ class Signers:
         self.chain = chain
         self._parsed: dict[str, AllowedSigners | None] = {}
         self._lines: dict[tuple[str, PublicKey], list[AllowedSignerLine]] = {}
+        self._times = [r.committed_at for r in chain.history] if chain is not None else []
+        # commit times are the signer's clock: bisect only when they never go back
+        self._ordered = all(a <= b for a, b in zip(self._times, self._times[1:], strict=False))
 
     def in_force(self, when: int) -> InForce | None:
-        """The policy revision in force at ``when`` (seconds), or None."""
-        return self.chain.at(_utc(when)) if self.chain is not None else None
+        """The policy revision in force at ``when`` (seconds), or None
+        (:meth:`PolicyChain.at`, by bisection when the revisions' times are in order)."""
+        if self.chain is None:
+            return None
+        if not self._ordered:
+            return self.chain.at(_utc(when))
+        found = bisect.bisect_right(self._times, _utc(when))
+        return self.chain.history[found - 1] if found else None
 
     def _signers(self, revision: InForce) -> AllowedSigners | None:
         if revision.commit not in self._parsed:

@@ -16,16 +16,19 @@ the error is reported as one :class:`RepositoryError` line.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import random
+import re
 import subprocess
+import threading
 import time
 import weakref
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
 from .._errors import ConcurrencyError, IntegrityError, RepositoryError
 from .._storage.fsio import os_reason, write_immutable
@@ -366,6 +369,54 @@ def inflate_loose(path: str, cap: int) -> bytes | None:
     return body
 
 
+#: an object id as the bulk readers accept it (40 or 64 lowercase hex digits)
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+#: misses in a row after which :meth:`GitRepo.read_raw_many` stops looking for loose objects
+_LOOSE_MISSES = 32
+#: environment variables that would point a git process at other objects or replacements
+_BULK_UNSET = ("GIT_DIR", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_REPLACE_REF_BASE")
+
+
+def _bulk_env() -> dict[str, str]:
+    """The environment of a git process that reads objects in bulk: no replace objects, no
+    prompts, no object directory but the repository's own."""
+    env = {k: v for k, v in os.environ.items() if k not in _BULK_UNSET}
+    env.update(GIT_NO_REPLACE_OBJECTS="1", GIT_TERMINAL_PROMPT="0")
+    return env
+
+
+def _feed(stdin: IO[bytes], ids: Sequence[str]) -> None:
+    """Write one object id a line to a ``git cat-file --batch`` (on its own thread, so a full
+    pipe never blocks the reader); a reader that stopped early closes the pipe."""
+    with contextlib.suppress(OSError, ValueError), stdin:
+        for i in range(0, len(ids), 512):
+            stdin.write("".join(f"{x}\n" for x in ids[i : i + 512]).encode("ascii"))
+
+
+def _read_batch(out: IO[bytes], ids: Sequence[str], kind: str, max_bytes: int) -> list[bytes] | None:
+    """The bodies ``git cat-file --batch`` prints for ``ids``, each checked as
+    :meth:`GitRepo.read_raw` checks one (its kind, its size, its hash); None at the first
+    that is not, before its body is read when its header already says so."""
+    name = kind.encode("ascii")
+    found: list[bytes] = []
+    for hexsha in ids:
+        header = out.readline().split()
+        if len(header) != 3 or header[0] != hexsha.encode() or header[1] != name or not header[2].isdigit():
+            return None
+        size = int(header[2])
+        if size > max_bytes:
+            return None
+        body = out.read(size + 1)
+        if len(body) != size + 1 or body[-1:] != b"\n":
+            return None
+        body = body[:-1]
+        digest = hashlib.sha256 if len(hexsha) == 64 else hashlib.sha1
+        if digest(b"%s %d\0" % (name, size) + body).hexdigest() != hexsha:
+            return None
+        found.append(body)
+    return found
+
+
 class GitRepo:
     """A Git repository opened through dulwich, with CAS ref helpers."""
 
@@ -704,6 +755,95 @@ class GitRepo:
         if digest(f"{kind} {len(body)}\0".encode() + body).hexdigest() != hexsha:
             raise IntegrityError(f"git object {hexsha[:12]} does not hash to its name; run 'git fsck'")
         return body
+
+    def first_parents(self, head: str, limit: int) -> list[str] | None:
+        """The first-parent chain from commit ``head``, newest first, at most ``limit``
+        commits, as one ``git rev-list`` lists it; None when git cannot say (no git binary,
+        a missing object). A hint only: the caller checks it against the parent headers of
+        the objects it reads (:meth:`read_raw_many`)."""
+        if not _OBJECT_ID.fullmatch(head) or limit < 1:
+            return None
+        cmd = ["git", f"--git-dir={self.git_dir}", "rev-list", "--first-parent", f"--max-count={limit}", head]
+        try:
+            out = subprocess.run(cmd, capture_output=True, timeout=600, check=True, env=_bulk_env()).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        ids = out.decode("ascii", "replace").split()
+        return ids if all(_OBJECT_ID.fullmatch(x) for x in ids) else None
+
+    def read_raw_many(self, ids: Sequence[str], kind: str, max_bytes: int) -> list[bytes] | None:
+        """The raw bytes of each object of ``ids`` in order: loose ones read here
+        (:meth:`read_loose`), the others by one ``git cat-file --batch``, each checked as
+        :meth:`read_raw` checks one (a ``kind``, at most ``max_bytes``, hashing to its id, so
+        git is trusted with nothing). None when any fails a check, is missing or git cannot
+        run: the caller then reads them with :meth:`read_raw`, which says what is wrong."""
+        if not ids:
+            return []
+        if not all(_OBJECT_ID.fullmatch(x) for x in ids):
+            return None
+        try:
+            found = self._read_loose_many(ids, kind, max_bytes)
+        except IntegrityError:
+            return None
+        packed = [x for x, body in zip(ids, found, strict=True) if body is None]
+        rest = iter((self._cat_file_many(packed, kind, max_bytes) or []) if packed else [])
+        out: list[bytes] = []
+        for body in found:
+            body = body if body is not None else next(rest, None)
+            if body is None:
+                return None
+            out.append(body)
+        return out
+
+    def _read_loose_many(self, ids: Sequence[str], kind: str, max_bytes: int) -> list[bytes | None]:
+        """:meth:`read_loose` of each of ``ids`` (None for those not stored loose). After
+        :data:`_LOOSE_MISSES` misses in a row the rest are taken as packed (None) unread:
+        objects written together are packed together, and a miss costs a failed open."""
+        out: list[bytes | None] = []
+        misses = 0
+        for hexsha in ids:
+            body = self.read_loose(hexsha, kind, max_bytes) if misses < _LOOSE_MISSES else None
+            misses = 0 if body is not None else misses + 1
+            out.append(body)
+        return out
+
+    def read_loose(self, hexsha: str, kind: str, max_bytes: int) -> bytes | None:
+        """The body of object ``hexsha`` if it is stored loose in this repository's own object
+        directory (else None), inflated as :func:`inflate_loose` does (never past
+        ``max_bytes``); one that is damaged or does not hash to its id as a ``kind`` is an
+        :class:`IntegrityError`."""
+        objects = getattr(self._repo.object_store, "path", None)
+        if objects is None or not _OBJECT_ID.fullmatch(hexsha):
+            return None
+        body = inflate_loose(os.path.join(objects, hexsha[:2], hexsha[2:]), max_bytes)
+        if body is not None:
+            digest = hashlib.sha256 if len(hexsha) == 64 else hashlib.sha1
+            if digest(f"{kind} {len(body)}\0".encode() + body).hexdigest() != hexsha:
+                raise IntegrityError(f"git object {hexsha[:12]} is not a {kind} that hashes to its name")
+        return body
+
+    def _cat_file_many(self, ids: Sequence[str], kind: str, max_bytes: int) -> list[bytes] | None:
+        """:meth:`read_raw_many` of ``ids`` by one ``git cat-file --batch`` (packs, alternates)."""
+        cmd = ["git", f"--git-dir={self.git_dir}", "cat-file", "--batch"]
+        try:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_bulk_env()
+            )
+        except OSError:
+            return None
+        assert proc.stdin is not None and proc.stdout is not None
+        writer = threading.Thread(target=_feed, args=(proc.stdin, ids), name="uniflow-cat-file", daemon=True)
+        writer.start()
+        try:
+            return _read_batch(proc.stdout, ids, kind, max_bytes)
+        except (OSError, ValueError):
+            return None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+            writer.join()
+            proc.wait()
 
     def config_value(self, section: str, name: str) -> str | None:
         """One value of Git's configuration (repository, user and system files, as dulwich

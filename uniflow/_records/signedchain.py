@@ -11,6 +11,14 @@ cache (MAC-ed, :mod:`uniflow._records.objcache`) under the head commit; a later 
 the newest commit whose chain is kept, so verifying a long lifecycle again reads only the
 new commits. :func:`read_signed_tag` does the same for a version tag, keyed by its id.
 
+A long walk reads its first commits one by one, then the rest in bulk: the chain as one
+``git rev-list --first-parent`` lists it, and the commits, trees and ``event.json`` blobs
+each by one read (:meth:`~uniflow._records.git.GitRepo.read_raw_many`: loose objects
+in-process, packed ones through one ``git cat-file --batch``), every object checked to hash
+to its id and every parent link checked against the commits' own headers, so git is trusted
+with nothing; the signatures verify on worker threads meanwhile. Anything amiss (no git
+binary, a missing or damaged object) falls back to the one-by-one walk, which names it.
+
 Nothing here decides trust: a signature that verifies names only its key.
 """
 
@@ -24,6 +32,7 @@ import msgpack
 from .._authority.gitsign import split_commit, split_tag
 from .._authority.sshsig import GIT_NAMESPACE, PublicKey, parse_signature, verify_signature
 from .._errors import IntegrityError, RepositoryError, SignatureError
+from .._storage.parallel import bounded_map
 from .git import GitRepo
 from .lifecycle import MAX_EVENT_BYTES, commit_context
 from .objcache import DerivedCache
@@ -37,6 +46,15 @@ _FORMAT = 1
 #: the largest lifecycle commit and version tag (its message is the model card) read
 MAX_COMMIT_BYTES = 1 << 20
 MAX_TAG_BYTES = 32 << 20
+#: the largest lifecycle tree read (it holds two files)
+MAX_TREE_BYTES = 1 << 20
+#: commits read one by one before the rest of a long chain is read in bulk
+#: (:func:`_read_bulk`: three git processes, worth it only for many commits)
+_ONE_BY_ONE = 64
+#: threads that verify signatures (the ``cryptography`` verify releases the GIL)
+_VERIFY_WORKERS = 2
+#: commits per verify task (one future each)
+_VERIFY_BATCH = 128
 _LIMIT = 10_000_000
 
 
@@ -115,8 +133,11 @@ def _time(value: bytes | None) -> int:
 
 def _tree_entry(git: GitRepo, tree: str, name: bytes) -> str | None:
     """The id of blob ``name`` in tree ``tree`` (raw tree entries: ``mode name\\0id``)."""
-    raw = git.read_raw(tree, "tree", 1 << 20)
-    width = 32 if len(tree) == 64 else 20
+    return _entry_in(git.read_raw(tree, "tree", MAX_TREE_BYTES), 32 if len(tree) == 64 else 20, name)
+
+
+def _entry_in(raw: bytes, width: int, name: bytes) -> str | None:
+    """The id of blob ``name`` in the raw tree ``raw`` whose ids are ``width`` bytes."""
     pos = 0
     while pos < len(raw):
         nul = raw.index(b"\0", pos)
@@ -170,6 +191,112 @@ def _cached_chain(cache: DerivedCache | None, model: str, sha: str) -> list[Sign
     return out if out[-1].sha == sha else None  # kept oldest first, ending at its key
 
 
+def _read_rest(
+    git: GitRepo, sha: str, model: str, listed: set[str], cache: DerivedCache | None, limit: int
+) -> tuple[list[SignedCommit], list[SignedCommit], str | None] | None:
+    """The commits from ``sha`` back to the first (or to the newest whose chain is kept),
+    newest first, read in bulk (:func:`_read_bulk`), with the kept chain and its head;
+    None when they cannot be read so (the caller goes on one by one). Loose commits are
+    walked in-process; from the first packed one on, the chain is as ``git rev-list``
+    lists it."""
+    ids: list[str] = []
+    raws: list[bytes] = []
+    cur: str | None = sha
+    try:
+        while cur and len(ids) < limit:
+            if ids and cur in listed and (kept := _cached_chain(cache, model, cur)) is not None:
+                entries = _read_bulk(git, ids, raws, cur)
+                return (entries, kept, cur) if entries is not None else None
+            raw = git.read_loose(cur, "commit", MAX_COMMIT_BYTES)
+            if raw is None:
+                break
+            ids.append(cur)
+            raws.append(raw)
+            parent = _headers(raw).get(b"parent")
+            cur = parent.decode("ascii", "replace") if parent else None
+    except IntegrityError:
+        return None
+    older: list[SignedCommit] = []
+    reached: str | None = None
+    if cur:
+        more = git.first_parents(cur, limit - len(ids))
+        if not more or more[0] != cur or len(more) >= limit - len(ids):
+            return None
+        for i in range(0 if ids else 1, len(more)):  # ``sha`` itself the caller checked
+            kept = _cached_chain(cache, model, more[i]) if more[i] in listed else None
+            if kept is not None:
+                older, reached, more = kept, more[i], more[:i]
+                break
+        ids += more
+    entries = _read_bulk(git, ids, raws, reached)
+    return (entries, older, reached) if entries is not None else None
+
+
+def _read_bulk(
+    git: GitRepo, ids: list[str], known: list[bytes], last_parent: str | None
+) -> list[SignedCommit] | None:
+    """Commits ``ids`` (newest first; the raw bytes of the first ones ``known``), read as
+    :func:`_read_commit` reads each but in bulk, their signatures verified on worker
+    threads while the trees and events are read. Each commit's first parent must be the
+    next id (the last's: ``last_parent``); None when any object is not as it should be, so
+    that the caller reads them one by one and names what is wrong."""
+    rest = git.read_raw_many(ids[len(known) :], "commit", MAX_COMMIT_BYTES)
+    if rest is None or not ids:
+        return None
+    raws = known + rest
+    heads = [_headers(raw) for raw in raws]
+    for i, h in enumerate(heads):
+        parent = h.get(b"parent")
+        if (parent.decode("ascii", "replace") if parent else None) != (
+            ids[i + 1] if i + 1 < len(ids) else last_parent
+        ):
+            return None
+    fmt = "sha256" if len(ids[0]) == 64 else "sha1"
+    check = functools.partial(_check_commits, object_format=fmt)
+    batches = [raws[i : i + _VERIFY_BATCH] for i in range(0, len(raws), _VERIFY_BATCH)]
+    checks = bounded_map(check, batches, workers=_VERIFY_WORKERS, window=len(batches), name="uniflow-verify")
+    try:
+        first = next(checks)  # every batch is queued: the workers verify while the rest is read
+        events = _events(git, heads, 32 if fmt == "sha256" else 20)
+        if events is None:
+            return None
+        verdicts = [v for batch in (first, *checks) for v in batch]
+        return [
+            SignedCommit(sha, _time(h.get(b"committer")), event, *verdict)
+            for sha, h, event, verdict in zip(ids, heads, events, verdicts, strict=True)
+        ]
+    finally:
+        checks.close()  # returning early: the queued checks are cancelled
+
+
+def _events(git: GitRepo, heads: list[dict[bytes, bytes]], width: int) -> list[bytes | None] | None:
+    """The ``event.json`` bytes of each commit (by its headers; None: it has none), read in
+    bulk; None when a tree or blob is not as it should be."""
+    trees = git.read_raw_many(
+        [h.get(b"tree", b"").decode("ascii", "replace") for h in heads], "tree", MAX_TREE_BYTES
+    )
+    if trees is None:
+        return None
+    try:
+        blobs = [_entry_in(tree, width, b"event.json") for tree in trees]
+    except (ValueError, IndexError):
+        return None
+    found = git.read_raw_many([b for b in blobs if b], "blob", MAX_EVENT_BYTES)
+    if found is None:
+        return None
+    events = iter(found)
+    return [next(events) if blob else None for blob in blobs]
+
+
+def _check_commits(raws: list[bytes], object_format: str) -> list[tuple[str | None, str]]:
+    """:func:`_check` of each raw commit's signature over its payload."""
+    out = []
+    for raw in raws:
+        split = split_commit(raw, object_format)
+        out.append(_check(split.signature, split.payload))
+    return out
+
+
 def read_signed_chain(
     git: GitRepo, head: str | None, model: str, cache: DerivedCache | None = None
 ) -> list[SignedCommit]:
@@ -181,12 +308,16 @@ def read_signed_chain(
     reached: str | None = None
     sha = head
     listed = cache.keys(CHAIN_KIND) if cache is not None else set()  # one entry per model
-    for _ in range(_LIMIT):
+    for n in range(_LIMIT):
         if not sha:
             break
         kept = _cached_chain(cache, model, sha) if sha in listed else None
         if kept is not None:
             older, reached = kept, sha
+            break
+        if n == _ONE_BY_ONE and (bulk := _read_rest(git, sha, model, listed, cache, _LIMIT - n)):
+            newest += bulk[0]
+            older, reached = bulk[1], bulk[2]
             break
         entry, sha = _read_commit(git, sha, model)
         newest.append(entry)
