@@ -187,7 +187,10 @@ def _no_policy(history: PolicyHistory) -> NotFoundError:
 
 
 def _first_use(repo: Repository, history: PolicyHistory) -> tuple[TrustRoot, bool]:
-    """The first-seen root to record (trust on first use); refused in a shallow clone."""
+    """The first-seen root to record (trust on first use); refused in a shallow clone (a
+    clone whose history holds no policy has nothing to verify, shallow or not)."""
+    if not any(r.policy is not None for r in history.revisions):
+        raise _no_policy(history)
     if history.shallow:
         raise PolicyError(
             f"this clone is shallow, so the policy chain cannot be verified from its first use: "
