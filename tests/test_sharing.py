@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import blake3
@@ -439,12 +440,13 @@ def _rewrite_the_first_source_copied(monkeypatch: pytest.MonkeyPatch, under: Pat
 
     real = os.copy_file_range
     victims: list[str] = []
+    first = threading.Lock()  # the transfer runs on several threads: one of them rewrites
 
     def copy(
         src: int, dst: int, count: int, offset_src: int | None = None, offset_dst: int | None = None
     ) -> int:  # noqa: E501
         path = Path(os.readlink(f"/proc/self/fd/{src}"))
-        if not victims and str(path).startswith(str(under)):
+        if str(path).startswith(str(under)) and first.acquire(blocking=False):
             if path.suffix == ".pack":  # the chunk lies at offset_src of its pack
                 victims.append(blake3.blake3(os.pread(src, count, offset_src or 0)).hexdigest())
             else:

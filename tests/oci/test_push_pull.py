@@ -246,9 +246,10 @@ def test_a_repush_reads_no_file_the_registry_holds(
     url = oci_registry.url("cached/clf")
     cli(repo, "oci", "push", "clf", "v1.0.0", f"{url}:one", "--plain-http")
     store = repo / ".git" / "uniflow"
-    for part in ("objects", "cache/files", "cache/versions"):
+    for part in ("objects", "packs", "cache/files", "cache/versions"):  # every byte of the store
         shutil.rmtree(store / part, ignore_errors=True)
-    assert not (store / "objects").exists() and not (store / "cache" / "files").exists()
+    assert not (store / "objects").exists() and not (store / "packs").exists()
+    assert not (store / "cache" / "files").exists()
     again = json.loads(
         cli(repo, "oci", "push", "clf", "v1.0.0", f"{url}:two", "--plain-http", "--json").stdout
     )
