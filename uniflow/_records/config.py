@@ -50,6 +50,7 @@ from .._stages import (
 )
 
 __all__ = [
+    "env_seconds",
     "CONFIG_HEADER",
     "GITIGNORE",
     "Condition",
@@ -125,6 +126,22 @@ DEFAULT_READ_TIMEOUT = 60.0
 #: the largest timeout a config may set (one hour)
 MAX_TIMEOUT = 3600.0
 _TIMEOUT_KEYS = ("connect_timeout", "read_timeout")
+
+
+def env_seconds(name: str) -> float | None:
+    """Seconds from the environment variable ``name`` (a timeout the user set for this run);
+    None when unset or empty; :class:`UsageError` for anything but a number in
+    ``(0, MAX_TIMEOUT]``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_TIMEOUT:
+        raise UsageError(f"{name}={raw!r}: must be a number of seconds above 0 and at most {MAX_TIMEOUT:.0f}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,7 +36,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from .._errors import IntegrityError, NotFoundError, RemoteError, UsageError
-from .._records.config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, MAX_TIMEOUT
+from .._records.config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, env_seconds
 from .modelpack import INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE
 from .ref import OciRef
 
@@ -80,25 +78,12 @@ class Timeouts:
     read: float = DEFAULT_READ_TIMEOUT
 
 
-def _env_seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not 0 < value <= MAX_TIMEOUT:
-        raise UsageError(f"{name}={raw!r}: must be a number of seconds above 0 and at most {MAX_TIMEOUT:.0f}")
-    return value
-
-
 def timeouts() -> Timeouts:
     """The timeouts of registry calls: :data:`CONNECT_TIMEOUT_ENV` and :data:`READ_TIMEOUT_ENV`
     from the environment, else 10 s and 60 s."""
     return Timeouts(
-        _env_seconds(CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT),
-        _env_seconds(READ_TIMEOUT_ENV, DEFAULT_READ_TIMEOUT),
+        env_seconds(CONNECT_TIMEOUT_ENV) or DEFAULT_CONNECT_TIMEOUT,
+        env_seconds(READ_TIMEOUT_ENV) or DEFAULT_READ_TIMEOUT,
     )
 
 

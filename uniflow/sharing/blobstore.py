@@ -32,7 +32,6 @@ one request per attempt, so ``blobs`` alone decides what is retried and how ofte
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import re
 import stat
@@ -45,7 +44,12 @@ from typing import Any, ClassVar, Protocol
 
 from .._errors import IntegrityError, RemoteError, UsageError
 from .._naming import validate_digest
-from .._records.config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, MAX_TIMEOUT, RemoteSpec
+from .._records.config import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    RemoteSpec,
+    env_seconds,
+)
 from .._storage.fsio import fsync_dir, write_immutable
 from .._storage.packs import PackSet
 from .._storage.safefs import NotRegularFile, first_link, open_regular
@@ -133,23 +137,10 @@ class Timeouts:
     read: float = DEFAULT_READ_TIMEOUT
 
 
-def _env_seconds(name: str) -> float | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not 0 < value <= MAX_TIMEOUT:
-        raise UsageError(f"{name}={raw!r}: must be a number of seconds above 0 and at most {MAX_TIMEOUT:.0f}")
-    return value
-
-
 def timeouts_of(spec: RemoteSpec) -> Timeouts:
     """The timeouts of ``spec``'s calls: the environment's, else its config's, else the defaults."""
-    connect = _env_seconds(CONNECT_TIMEOUT_ENV) or spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT
-    read = _env_seconds(READ_TIMEOUT_ENV) or spec.read_timeout or DEFAULT_READ_TIMEOUT
+    connect = env_seconds(CONNECT_TIMEOUT_ENV) or spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT
+    read = env_seconds(READ_TIMEOUT_ENV) or spec.read_timeout or DEFAULT_READ_TIMEOUT
     return Timeouts(connect, read)
 
 
