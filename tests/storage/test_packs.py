@@ -299,10 +299,29 @@ def test_links_and_missing_files_are_refused(tmp_path: Path) -> None:
     with pytest.raises(MissingChunkError, match="idx is missing"):
         PackReader(tmp_path, index.name)
     (d / f"{index.name}.idx").symlink_to(tmp_path / "elsewhere.idx")
-    with pytest.raises(CorruptPackError, match="symbolic link"):
+    with pytest.raises(CorruptPackError, match="is a symlink, not a regular file"):
         PackReader(tmp_path, index.name)
     with pytest.raises(IntegrityError, match="invalid pack name"):
         PackReader(tmp_path, "../" + index.name[3:])
+
+
+def test_a_fifo_planted_as_a_pack_is_refused_without_waiting(tmp_path: Path) -> None:
+    """A pack directory that is not ours (a directory blob remote) may hold a FIFO under a
+    pack's name: opening it must not wait for a writer that never comes."""
+    import signal
+
+    index = write_pack(tmp_path, some_chunks(3))
+    pack = pack_dir(tmp_path) / f"{index.name}.pack"
+    pack.unlink()
+    os.mkfifo(pack)
+    old = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("opening the FIFO blocked"))
+    signal.alarm(5)
+    try:
+        with pytest.raises(CorruptPackError, match="is a FIFO, not a regular file"):
+            PackReader(tmp_path, index.name)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 # ---------------------------------------------------------------------- corrupted bytes, versions

@@ -73,7 +73,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import stat
 import struct
 import threading
 import time
@@ -87,6 +86,7 @@ import blake3
 from .._errors import CorruptChunkError, IntegrityError, MissingChunkError, RepositoryError
 from .fsio import os_reason
 from .ingest import read_full
+from .safefs import NotRegularFile, open_regular
 
 __all__ = [
     "FORMAT_VERSION",
@@ -291,18 +291,16 @@ def _check_tiling(ranges: dict[bytes, tuple[int, int]], data_end: int, pack: str
 
 # ---------------------------------------------------------------------- reading
 def _open_regular(path: Path, pack: str) -> int:
-    """``path`` opened read-only, never through a symbolic link; it must be a regular file."""
+    """``path`` opened read-only, never through a symbolic link, never waiting on a FIFO or
+    device (:func:`~uniflow._storage.safefs.open_regular`); it must be a regular file."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise MissingChunkError(f"pack {pack[:16]}: {path.name} is missing", pack) from None
+        fd = open_regular(path)
+    except NotRegularFile as exc:
+        raise _bad(pack, f"{path.name} is a {exc.what}, not a regular file") from None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _bad(pack, f"{path.name} is a symbolic link") from None
         raise RepositoryError(f"cannot open {path}: {os_reason(exc)}") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise _bad(pack, f"{path.name} is not a regular file")
+    if fd is None:
+        raise MissingChunkError(f"pack {pack[:16]}: {path.name} is missing", pack)
     return fd
 
 

@@ -1,4 +1,4 @@
-"""Bounded concurrency: the one thread-pool loop and the reusable buffers every byte path uses.
+"""Bounded concurrency: the shared thread-pool loop and reusable buffers of the byte paths.
 
 - :func:`bounded_map` runs a function over items on a few threads and yields the results in
   item order, with at most ``window`` calls submitted and not yet collected. Unlike
@@ -8,6 +8,9 @@
 - :class:`ThreadBuffers` gives each worker thread one reusable scratch buffer, grown on
   demand, so reading a chunk does not fault in fresh pages every time.
 - :class:`BufferPool` hands out equal-sized buffers again once nothing views them.
+
+``chunking.store_chunks`` keeps a pool of its own: its writes and the late hashing of tensor
+ranges share one executor, collected in file order by ``chunking._Stored``.
 """
 
 from __future__ import annotations
