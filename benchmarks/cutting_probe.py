@@ -30,7 +30,8 @@ from uniflow._storage.ingest import FileSource
 MIB = 1 << 20
 
 
-def _drain(chunks: Iterator[tuple[int, memoryview]]) -> int:
+def drain(chunks: Iterator[tuple[int, memoryview]]) -> int:
+    """How many chunks a cut gave, each view released (the buffers are reused)."""
     n = 0
     for _, view in chunks:
         n += 1
@@ -61,13 +62,13 @@ def _variants(data: bytes, path: Path, fd: int, file_segment: int) -> dict[str, 
 
     return {
         "memory, FastCDC whole (today)": lambda: sum(1 for _ in chunker().cut_buf(data)),
-        "memory, cut 1 thread": lambda: _drain(cut(MemoryReader(data), threads=1)),
-        "memory, cut 2 threads": lambda: _drain(cut(MemoryReader(data), threads=2)),
-        "file, FileSource.cuts (today)": lambda: _drain(src.cuts(chunker())),
-        "file, cut 1 thread": lambda: _drain(cut(file_reader(), threads=1)),
-        "file, cut 2 threads": lambda: _drain(cut(file_reader(), threads=2)),
-        "tensors, cut 1 thread": lambda: _drain(cut(MemoryReader(data), ranges, threads=1)),
-        "tensors, cut 2 threads": lambda: _drain(cut(MemoryReader(data), ranges, threads=2)),
+        "memory, cut 1 thread": lambda: drain(cut(MemoryReader(data), threads=1)),
+        "memory, cut 2 threads": lambda: drain(cut(MemoryReader(data), threads=2)),
+        "file, FileSource.cuts (today)": lambda: drain(src.cuts(chunker())),
+        "file, cut 1 thread": lambda: drain(cut(file_reader(), threads=1)),
+        "file, cut 2 threads": lambda: drain(cut(file_reader(), threads=2)),
+        "tensors, cut 1 thread": lambda: drain(cut(MemoryReader(data), ranges, threads=1)),
+        "tensors, cut 2 threads": lambda: drain(cut(MemoryReader(data), ranges, threads=2)),
     }
 
 
@@ -109,7 +110,7 @@ def main() -> None:
         path.write_bytes(data)
         fd = os.open(path, os.O_RDONLY)
         try:
-            _drain(FileSource(fd, path).cuts(chunker()))  # warm the page cache
+            drain(FileSource(fd, path).cuts(chunker()))  # warm the page cache
             variants = _variants(data, path, fd, args.file_segment_mib * MIB)
             times: dict[str, list[float]] = {name: [] for name in variants}
             cpu: dict[str, list[float]] = {name: [] for name in variants}

@@ -70,6 +70,21 @@ def fsync_path(path: Path | str) -> None:
         os.close(fd)
 
 
+def cp_fsync(src: Path, work: Path) -> float:
+    """Seconds of ``cp SRC WORK/copy.bin`` + fsync of the copy and of ``WORK`` (after a
+    ``sync``): the durable copy every write benchmark is judged against. The copy is removed."""
+    dst = work / "copy.bin"
+    dst.unlink(missing_ok=True)
+    sync()
+    t0 = time.perf_counter()
+    run(["cp", str(src), str(dst)])
+    fsync_path(dst)
+    fsync_path(work)
+    took = time.perf_counter() - t0
+    dst.unlink()
+    return took
+
+
 def run(
     cmd: list[str],
     cwd: Path | None = None,
@@ -153,8 +168,8 @@ def read_all(path: Path) -> int:
     return total
 
 
-def object_sizes(repo: Path) -> dict[str, int]:
-    root = repo / ".git" / "uniflow" / "objects"
+def file_sizes(root: Path) -> dict[str, int]:
+    """Every file under ``root`` (path -> size); empty if there is no such directory."""
     out: dict[str, int] = {}
     if root.is_dir():
         for dirpath, _dirs, files in os.walk(root):
@@ -162,6 +177,17 @@ def object_sizes(repo: Path) -> dict[str, int]:
                 p = os.path.join(dirpath, name)
                 out[p] = os.path.getsize(p)
     return out
+
+
+def store_sizes(store: Path) -> dict[str, int]:
+    """The chunk files of a chunk store (``store`` is e.g. ``.git/uniflow``): loose chunks in
+    ``objects/`` and packs with their indexes in ``packs/`` (format 3)."""
+    return {**file_sizes(store / "objects"), **file_sizes(store / "packs")}
+
+
+def object_sizes(repo: Path) -> dict[str, int]:
+    """The chunk files of ``repo``'s own store (see :func:`store_sizes`)."""
+    return store_sizes(repo / ".git" / "uniflow")
 
 
 # --------------------------------------------------------------------------- results

@@ -357,7 +357,7 @@ def _mib(kib: int | float) -> float:
     return round(kib / KIB, 2)
 
 
-class _Tally:
+class Tally:
     """Samples per key (MiB) and the worst sampler gap seen."""
 
     def __init__(self) -> None:
@@ -388,7 +388,7 @@ def _cache_empty(repo: Path) -> bool:
     return not files.exists() or not any(files.rglob("*"))
 
 
-def _file_cycle(tally: _Tally, label: str, f: Path, work: Path, with_export: bool) -> None:
+def file_cycle(tally: Tally, label: str, f: Path, work: Path, with_export: bool) -> None:
     """register FILE, first load_path, then (cache emptied) a first `uniflow models export`,
     each in its own process, in one fresh repository."""
     py = sys.executable
@@ -420,7 +420,7 @@ def _file_cycle(tally: _Tally, label: str, f: Path, work: Path, with_export: boo
         rmtree(repo)
 
 
-def _remote_cycle(tally: _Tally, label: str, f: Path, work: Path) -> None:
+def _remote_cycle(tally: Tally, label: str, f: Path, work: Path) -> None:
     """FILE published to a bare repository + directory blob remote (benchmarks/remote.py);
     then `uniflow get` with a fresh per-user cache, and a first load_path in a fresh clone
     (refs pulled beforehand, unmeasured): every chunk fetched, verified, stored, assembled."""
@@ -448,7 +448,7 @@ def _remote_cycle(tally: _Tally, label: str, f: Path, work: Path) -> None:
         rmtree(w)
 
 
-def _state_dict_cycle(tally: _Tally, label: str, size_bytes: int, work: Path) -> None:
+def _state_dict_cycle(tally: Tally, label: str, size_bytes: int, work: Path) -> None:
     py = sys.executable
     repo = git_repo(work / "mem-sd")
     try:
@@ -468,7 +468,7 @@ def _state_dict_cycle(tally: _Tally, label: str, size_bytes: int, work: Path) ->
         rmtree(repo)
 
 
-def calibrate(tally: _Tally, mib: int, runs: int) -> None:
+def calibrate(tally: Tally, mib: int, runs: int) -> None:
     """A buffer of ``mib`` MiB allocated, touched and freed at once must read ``mib`` MiB above
     ``python -c pass``; the shortfall (or excess) is ``mem_calibration_error_mib``."""
     py = sys.executable
@@ -506,7 +506,7 @@ def bench_memory(res: Results, cache: Path, work: Path, mode_name: str, size_mib
 
     p = plan(mode_name, size_mib, big)
     runs = p["runs"]
-    tally = _Tally()
+    tally = Tally()
     calibrate(tally, p["cal_mib"], runs)
     for _ in range(runs):
         tally.take("mem_import_mib", measure([sys.executable, "-c", _IMPORT]))
@@ -514,7 +514,7 @@ def bench_memory(res: Results, cache: Path, work: Path, mode_name: str, size_mib
         f = model_files(cache, mib, kinds=("base",))["base"]
         log(f"    memory: {label} = {f.name}")
         for _ in range(runs if label == "1g" else max(runs - 1, 1)):
-            _file_cycle(tally, label, f, work, with_export=label == "1g")
+            file_cycle(tally, label, f, work, with_export=label == "1g")
         _remote_cycle(tally, label, f, work)
     try:
         import torch  # noqa: F401

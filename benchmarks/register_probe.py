@@ -22,8 +22,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from benchmarks.harness import cp_fsync
 
 CHILD = r"""
 import json, os, subprocess, sys, time
@@ -53,26 +54,6 @@ _ENV = {
     "GIT_COMMITTER_NAME": "b",
     "GIT_COMMITTER_EMAIL": "b@example.com",
 }
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def cp_fsync(src: Path, work: Path) -> float:
-    dst = work / "copy.bin"
-    os.sync()
-    t0 = time.perf_counter()
-    subprocess.run(["cp", str(src), str(dst)], check=True)
-    _fsync(dst)
-    _fsync(work)
-    took = time.perf_counter() - t0
-    dst.unlink()
-    return took
 
 
 def register_in(tree: Path, src: Path, work: Path) -> dict[str, float]:

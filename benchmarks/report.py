@@ -10,7 +10,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from benchmarks import authority, listing, memory, remote, stream, transfer
+from benchmarks import authority, listing, memory, remote, round3, stream, transfer
 from benchmarks.commands import UI_KEYS
 from benchmarks.harness import Results, run
 
@@ -122,6 +122,7 @@ GOALS = [
     ("diff CLI", "diff_1g_cli", "<=", 0.3, "`uniflow models diff` of two 1 GiB versions <= 0.3 s wall"),
 ]
 GOALS += listing.GOALS  # benchmarks/listing.py: models list NAME at 10k/100k, models list 1000x100
+GOALS += round3.GOALS  # benchmarks/round3.py: issue 25's table (only when the section ran)
 
 
 def machine_info(cache: Path) -> dict[str, Any]:
@@ -196,6 +197,8 @@ def compute_ratios(res: Results) -> None:
 def evaluate_goals(res: Results) -> list[dict[str, Any]]:
     out = []
     for name, key, op, thr, text in GOALS:
+        if key.startswith("r3_") and key not in res.values:
+            continue  # round3 did not run
         v = res.get(key)
         ok = None if v is None else (v <= thr if op == "<=" else v >= thr)
         out.append({"name": name, "key": key, "value": v, "goal": f"{op} {thr}", "pass": ok, "text": text})
@@ -228,6 +231,7 @@ def print_table(res: Results, goals: list[dict[str, Any]]) -> None:
         "resolve_first_s",
         "dvc_get_1g",
         *transfer.TABLE_KEYS,
+        *round3.KEYS,
     ]
     print(f"\n{'figure':<34} {'median':>10}  samples")
     for k in keys:
@@ -258,6 +262,7 @@ def print_table(res: Results, goals: list[dict[str, Any]]) -> None:
         *transfer.RATIO_KEYS,
     ):
         print(f"  {k:<36} {fmt(res.values.get(k)):>8}")
+    round3.print_rows(res)
     print("\ngoals (DESIGN section 6)")
     for g in goals:
         mark = {True: "PASS", False: "FAIL", None: "----"}[g["pass"]]

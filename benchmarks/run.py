@@ -4,7 +4,8 @@
 Usage::
 
     python -m benchmarks.run [--quick] [--smoke] [--peers] [--scaling] [--migrate] [--json OUT]
-                             [--size-mib N] [--cache-dir DIR]
+                             [--size-mib N | --size 1GiB] [--cache-dir DIR] [--only SECTIONS]
+    python -m benchmarks.run --only round3 [--size 1GiB] [--pairs 5] [--large] [--peers]
 
 Every figure is the median of several runs (the samples are kept under ``"samples"`` in the
 JSON). Times are seconds unless the key says otherwise (``promote_ms``, ``*_pct``).
@@ -21,6 +22,9 @@ Modes:
              needs the mlflow extra in this interpreter (docs/migrate.md).
   --scaling  register/load versus model size and `models list` versus number of versions
              (data for benchmarks/plot.py).
+  round3     (only when --only names it) issue 25's Numbers table: ratios of --pairs
+             interleaved pairs, min and median, with the machine's floors (benchmarks/round3.py);
+             --large adds the 4 GiB memory rows.
 
 Only the standard library, numpy and the project itself are needed (safetensors is used by
 the tests to check the generated file; the writer here streams the same format so a 4 GiB
@@ -45,15 +49,14 @@ from benchmarks.commands import UI_KEYS, bench_cli, bench_import, bench_ui, cli_
 from benchmarks.harness import (
     MODEL_NAME,
     Results,
+    cp_fsync,
     dirty_mib,
-    fsync_path,
     git_repo,
     log,
     object_sizes,
     read_all,
     registry_class,
     rmtree,
-    run,
     section,
     sync,
     wall,
@@ -65,6 +68,8 @@ from benchmarks.scaling import bench_scaling
 # mode -> repetition counts and sizes
 MODES: dict[str, dict[str, Any]] = {
     "full": dict(
+        pairs=5,
+        mem_runs=3,
         size_mib=1024,
         cat=5,
         cp=5,
@@ -83,6 +88,8 @@ MODES: dict[str, dict[str, Any]] = {
         transfer_runs=3,
     ),
     "quick": dict(
+        pairs=5,
+        mem_runs=1,
         size_mib=1024,
         cat=3,
         cp=3,
@@ -101,6 +108,8 @@ MODES: dict[str, dict[str, Any]] = {
         transfer_runs=1,
     ),
     "smoke": dict(
+        pairs=2,
+        mem_runs=1,
         size_mib=8,
         cat=3,
         cp=3,
@@ -150,18 +159,7 @@ def bench_hash(res: Results, f: Path, runs: int) -> None:
 
 
 def bench_cp_fsync(res: Results, f: Path, work: Path, runs: int) -> None:
-    samples = []
-    dst = work / "copy.safetensors"
-    for _ in range(runs):
-        if dst.exists():
-            dst.unlink()
-        sync()
-        t0 = time.perf_counter()
-        run(["cp", str(f), str(dst)])
-        fsync_path(dst)
-        fsync_path(work)
-        samples.append(time.perf_counter() - t0)
-    dst.unlink()
+    samples = [cp_fsync(f, work) for _ in range(runs)]
     res.add("cp_fsync_1g", samples, "cp FILE COPY + fsync(COPY) + fsync(dir), same filesystem")
 
 
@@ -282,6 +280,34 @@ def bench_promote(res: Results, work: Path, runs: int) -> None:
     res.add("promote_ms", samples, "in-process registry.promote(), versions and stages alternating")
 
 
+def bench_round3_section(
+    res: Results, cache: Path, work: Path, files: dict[str, Path], mode: dict[str, Any], args: Any
+) -> None:
+    """benchmarks/round3.py, DVC set up first when --peers asks for it."""
+    from benchmarks import round3
+
+    opts = {k: mode[k] for k in ("size_mib", "pairs", "mem_runs")}
+    opts["large"] = args.large
+    if args.peers:
+        from benchmarks import peers
+
+        try:
+            opts["dvc_bin"] = peers.ensure_venv(cache, "dvc")
+            res.value("r3_dvc_version", peers.version_of(opts["dvc_bin"], "dvc"))
+        except Exception as exc:  # noqa: BLE001 - a peer that cannot be installed is reported
+            opts["dvc_why"] = f"dvc unavailable: {type(exc).__name__}: {str(exc)[:400]}"
+    round3.bench_round3(res, cache, work, files, opts, cli_command()[0])
+
+
+def size_mib(text: str) -> int:
+    """``64MiB``, ``1GiB``, ``1024`` (MiB) -> MiB."""
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    units = {"m": 1, "g": 1024}
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(t)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -301,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scaling-max-versions", type=int, default=100000)
     ap.add_argument("--json", type=Path, help="write the results as JSON here")
     ap.add_argument("--size-mib", type=int, help="size of the model file (default 1024; smoke 8)")
+    ap.add_argument("--size", type=size_mib, dest="size_mib", help="the same with a unit: 64MiB, 1GiB")
+    ap.add_argument("--pairs", type=int, help="round3: interleaved pairs per row (default 5; smoke 2)")
+    ap.add_argument("--large", action="store_true", help="round3: also the 4 GiB memory rows (disk space)")
     ap.add_argument(
         "--cache-dir",
         type=Path,
@@ -311,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         help="comma-separated sections: "
         "machine,register,dedup,promote,authority,cli,ui,import,memory,remote,tensors,listing,stream,transfer,peers,"
-        "scaling,migrate",
+        "scaling,migrate,round3 (round3 runs only when named)",
     )
     memory.add_args(ap)
     args = ap.parse_args(argv)
@@ -320,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = dict(MODES[mode_name])
     if args.size_mib:
         mode["size_mib"] = args.size_mib
+    if args.pairs:
+        mode["pairs"] = args.pairs
     cache: Path = args.cache_dir.expanduser().resolve()
     cache.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(",")) if args.only else None
@@ -472,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
             section(res, migrate.KEYS, "migrate (MLflow import)")(
                 lambda: migrate.bench_mlflow_import(res, work, n, mib)
             )
+        if only is not None and "round3" in only and registry_ok:
+            bench_round3_section(res, cache, work, files, mode, args)
         if args.scaling and registry_ok and want("scaling"):
             section(res, ["scaling"], "scaling")(
                 lambda: bench_scaling(res, cache, work, args.scaling_max_mib, args.scaling_max_versions)

@@ -80,14 +80,19 @@ def through_a_temporary_file() -> Iterator[None]:
         TorchSerializer.stream = saved  # type: ignore[method-assign]
 
 
-def bench_stream(res: Results, work: Path, size_mib: int, runs: int) -> None:
+def measure_rounds(
+    work: Path, sd: dict[str, Any], runs: int, kinds: tuple[str, ...] = ("save", "stream", "tmpfile")
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """``runs`` rounds of the ``kinds`` back to back, in a rotating order: ``save``
+    (``save_file`` + fsync of the file and its directory), ``stream`` (register into a fresh
+    repository, durable), ``tmpfile`` (the same through a temporary file). Wall seconds and
+    CPU seconds (all threads of this process), per kind, in round order."""
     import safetensors.torch as st
 
     from uniflow import ModelRegistry
 
-    sd = state_dict(size_mib << 20)
-    samples: dict[str, list[float]] = {"save": [], "stream": [], "tmpfile": []}
-    cpu: dict[str, list[float]] = {"save": [], "stream": [], "tmpfile": []}  # process CPU seconds
+    samples: dict[str, list[float]] = {k: [] for k in kinds}
+    cpu: dict[str, list[float]] = {k: [] for k in kinds}
 
     def save() -> tuple[float, float]:
         out = work / "saved.safetensors"
@@ -112,18 +117,22 @@ def bench_stream(res: Results, work: Path, size_mib: int, runs: int) -> None:
         rmtree(work / "stream")
         return t, c
 
-    kinds = ["save", "stream", "tmpfile"]
     for i in range(runs):
-        order = kinds[i % 3 :] + kinds[: i % 3]
-        for kind in order:
+        n = i % len(kinds)
+        for kind in kinds[n:] + kinds[:n]:
             t, c = save() if kind == "save" else register(kind)
             samples[kind].append(t)
             cpu[kind].append(c)
         log(
-            f"    round {i + 1}/{runs}: save+fsync {samples['save'][-1]:.2f} s, register (streamed) "
-            f"{samples['stream'][-1]:.2f} s, register (tmp file) {samples['tmpfile'][-1]:.2f} s; CPU "
-            f"{cpu['save'][-1]:.2f} / {cpu['stream'][-1]:.2f} / {cpu['tmpfile'][-1]:.2f} s"
+            f"    round {i + 1}/{runs}: "
+            + ", ".join(f"{k} {samples[k][-1]:.2f} s (CPU {cpu[k][-1]:.2f} s)" for k in kinds)
         )
+    return samples, cpu
+
+
+def bench_stream(res: Results, work: Path, size_mib: int, runs: int) -> None:
+    sd = state_dict(size_mib << 20)
+    samples, cpu = measure_rounds(work, sd, runs)
     res.add(
         "save_fsync_state_dict_1g",
         samples["save"],

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Results, git_env, git_repo, log, median, rmtree, run, sync, wall
+from benchmarks.harness import Results, git_env, git_repo, log, median, object_sizes, rmtree, run, sync, wall
 
 MODEL = "bench_tensors"
 HEAD = "classifier.weight"  # the small head of benchmarks.modelfile.tensor_layout (first in the file)
@@ -204,9 +204,7 @@ def bench_remote_partial(res: Results, repo: Path, work: Path, size: int, runs: 
         t0 = time.perf_counter()
         reg.load(MODEL, "v2.0.0", tensors=[HEAD])
         part.append((time.perf_counter() - t0) * 1000)
-        fetched.append(
-            sum(p.stat().st_size for p in (clone / ".git" / "uniflow" / "objects").rglob("*") if p.is_file())
-        )
+        fetched.append(sum(object_sizes(clone).values()))
         t0 = time.perf_counter()
         _registry(clone).load_path(MODEL, "v2.0.0")
         full.append((time.perf_counter() - t0) * 1000)
@@ -225,7 +223,7 @@ def bench_remote_partial(res: Results, repo: Path, work: Path, size: int, runs: 
     res.value(
         "partial_load_head_fetched_bytes",
         int(median(fetched)),
-        "bytes that arrived in the clone's .git/uniflow/objects for the head",
+        "bytes that arrived in the clone's chunk store (objects/ and packs/) for the head",
     )
     res.value("partial_load_head_fetched_pct", round(median(fetched) / size * 100, 4))
     rmtree(bare)
