@@ -11,7 +11,8 @@ rows (key ``r3_<row>``; goal as the issue states it):
 
 * ``register_file_vs_cp_fsync``: ``ModelRegistry(fresh repo).register(model=FILE)`` of the
   safetensors model file, durable, in process, against ``cp`` + fsync (<= 1.1; stretch 1.0);
-  ``register_file_cpu_s_per_gib``: its CPU seconds (``getrusage``, all threads) per GiB (<= 1.4);
+  ``register_file_cpu_s_per_gib``: its CPU seconds (``getrusage``: all threads and the Git
+  processes it runs) per GiB (<= 1.4);
 * ``tensor_identities_pct``: the same register against a register of the same bytes under
   an opaque name (``model.bin``: no tensor scan, no per-tensor identities), same round:
   (tensor file / opaque - 1) x 100 (<= 3);
@@ -296,7 +297,7 @@ def bench_register(res: Results, f: Path, work: Path, pairs: int) -> None:
         )
         times[kind].append(t)
         if kind == "file":
-            cpu.append(usage.self_s() * GIB / size)
+            cpu.append((usage.self_s() + usage.children_s()) * GIB / size)  # with its git processes
         if len(times[kind]) == 1:  # the opaque name really has no tensor identities
             tensors = ModelRegistry(repo).repository.manifest(NAME, "v1.0.0").files[0].tensors
             if (tensors is not None) != (kind == "file"):
@@ -328,7 +329,7 @@ def bench_register(res: Results, f: Path, work: Path, pairs: int) -> None:
         res,
         "register_file_cpu_s_per_gib",
         cpu,
-        "CPU seconds (getrusage, all threads) of that register per GiB",
+        "CPU seconds (getrusage: all threads, and its git processes) of that register per GiB",
     )
     record(
         res,
