@@ -108,12 +108,11 @@ def test_a_deleted_record_is_a_first_use_again(
     r = get(out_dir, served["url"], "-s", "production", "--require-signed", "-o", "first")
     assert served["v1"] in r.stdout
     doc = json.loads(record.read_text())
-    assert doc["format"] == 2 and doc["heads"][MODEL] == git(served["bare"], "rev-parse", LIFECYCLE).stdout.decode().strip()
+    older = git(served["bare"], "rev-parse", LIFECYCLE).stdout.decode().strip()
+    assert doc["format"] == 2 and doc["heads"][MODEL] == older
 
 
-def test_a_clone_without_its_key_refuses_under_require(
-    served: dict[str, Any], cache_dir: Path
-) -> None:
+def test_a_clone_without_its_key_refuses_under_require(served: dict[str, Any], cache_dir: Path) -> None:
     clone = served["clone"]
     assert ModelRegistry(clone, signatures="require").get(MODEL, stage="production").version == served["v1"]
     record = clone / ".git" / "uniflow" / "lifecycle-seen.json"

@@ -361,9 +361,7 @@ def _seen_lock(path: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _went_back(
-    repo: Repository, name: str, verdicts: LifecycleVerdicts, seen: dict[str, str]
-) -> str | None:
+def _went_back(repo: Repository, name: str, verdicts: LifecycleVerdicts, seen: dict[str, str]) -> str | None:
     """Why the lifecycle head is not a descendant of the one last verified, as ``seen``
     records it (None: it is)."""
     old = seen.get(name)
