@@ -651,9 +651,11 @@ class ModelRegistry(RegistryReader):
         Raises :class:`LifecycleConflictError` on a conflict left unresolved and
         :class:`IntegrityError` when a remote lifecycle failed validation (the other models
         are integrated); either carries the :class:`PullReport` as ``.result``. When a policy
-        is in force, a model whose incoming lifecycle breaks it is rejected the same way
-        (``PullReport.refused`` names each failing event). ``check``: what judges each model's
-        incoming lifecycle (``check(model, remote_head)`` returns the failing events' lines);
+        is in force, a model's incoming commits before the first that breaks it are
+        integrated and the rest refused, and the pull raises the same way
+        (``PullReport.refused`` names each refused commit). ``check``: what judges each
+        model's incoming lifecycle (``check(model, remote_head)`` returns ``(newest admitted
+        commit or None, refused lines)``);
         default: the policy in force here (:func:`uniflow._ops.incoming.pull_check`; none
         without a policy).
         """

@@ -173,8 +173,9 @@ class PullReport:
     ``models`` maps each model considered to its :data:`PullOutcome`; ``versions``: the
     ``"<model>/<version>"`` whose chunks were fetched; ``rejected`` maps a model whose
     remote lifecycle failed validation (left as it was), or a fetched ref whose name is no
-    valid model or version (ignored), to the reason; ``refused`` maps a model rejected
-    because its incoming lifecycle breaks the policy in force to one line per failing event.
+    valid model or version (ignored), to the reason; ``refused`` maps a model whose incoming
+    lifecycle breaks the policy in force to one line per refused commit (the commits before
+    the first refused one were integrated: ``models`` says how, ``rejected`` when none).
     A pull that rejected something, or stopped on a lifecycle conflict, raises; the error's
     ``result`` is this report.
     """

@@ -13,7 +13,14 @@ read resolved to, before any file is served:
 * **rollback** (invariant 9): the lifecycle head last verified for each model is recorded
   per registry (``<git common dir>/uniflow/lifecycle-seen.json``: a clone's, or the URL's
   mirror's). A later head that does not have the recorded one in its first-parent chain (the
-  ref was reset to an older commit, or rewritten) is refused, however validly signed.
+  ref was reset to an older commit, or rewritten) is refused, however validly signed. The
+  record carries a keyed MAC under the per-user key of the derived cache
+  (:func:`uniflow._records.objcache.load_key`, kept outside the repository): a record that
+  fails it (edited, written without the key, or by an older uniflow) is not trusted, so
+  ``require`` refuses to read and ``warn`` warns and records nothing; so is a record that
+  cannot be protected because there is no key. Writers hold a lock
+  (``.lifecycle-seen.json.lock``) across read, merge and the atomic replace. A deleted
+  record is a first use again (docs/governance.md, "Limits").
 
 ``require``: any problem is one line, :class:`IntegrityError` (a rollback, a bad signature)
 or :class:`PolicyError` (the policy is not satisfied); nothing is served. ``warn``: a
@@ -25,10 +32,16 @@ get to lower it).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
+import secrets
+import time
+import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +49,7 @@ import blake3
 
 from .._authority.rotation import TrustRoot
 from .._errors import (
+    ConcurrencyError,
     IntegrityError,
     NotFoundError,
     PolicyError,
@@ -46,8 +60,10 @@ from .._errors import (
 )
 from .._records.config import SIGNATURE_MODES
 from .._records.lifecycle import walk_first_parents
+from .._records.objcache import KEY_FILE, cache_home, keyed_mac, load_key
 from .._records.paths import store_dir
 from .._records.policyfiles import POLICY_PATH, default_branch, read_trust_root
+from .._storage.fsio import fsync_dir
 from .authority import LifecycleVerdicts, verify_lifecycle
 
 if TYPE_CHECKING:
@@ -65,6 +81,11 @@ _MAX_SEEN = 8 << 20
 _SHA = re.compile(r"[0-9a-f]{40}")
 #: the most commits walked to tell a rollback from a rewrite
 _MAX_WALK = 1_000_000
+#: the format of the seen record, and the domain of its MAC
+_SEEN_FORMAT = 2
+_SEEN_DOMAIN = b"uniflow-lifecycle-seen-v2\x00"
+#: how long a writer waits for another one recording a head
+_SEEN_LOCK_WAIT = 60.0
 
 TrustRootLike = str | os.PathLike[str] | TrustRoot | None
 
@@ -111,7 +132,15 @@ def check_read(
     policy vouch for it and its lifecycle did not go back (see the module)."""
     if mode == "off":
         return
-    problem, error = _problem(repo, name, version, stage, trust_root)
+    seen: dict[str, str] | None
+    try:
+        seen = _read_seen(repo.git)
+    except IntegrityError as exc:  # an untrusted record: never read as "nothing seen"
+        if mode == "require":
+            raise
+        warnings.warn(f"{exc} (rollback protection is off for this read)", UniflowWarning, stacklevel=4)
+        seen = None
+    problem, error = _problem(repo, (name, version, stage), trust_root, seen)
     if problem is None:
         return
     if mode == "require":
@@ -122,11 +151,17 @@ def check_read(
 
 
 def _problem(
-    repo: Repository, name: str, version: str, stage: str | None, trust_root: TrustRootLike
+    repo: Repository,
+    asked: tuple[str, str, str | None],
+    trust_root: TrustRootLike,
+    seen: dict[str, str] | None,
 ) -> tuple[str | None, type[UniflowError]]:
-    """``(why the read may not be served, the error class)``; ``(None, _)`` when it may be,
-    and then its lifecycle head is recorded as seen."""
-    key = _verdict_key(repo, name, version, stage, trust_root)
+    """``(why the read of ``asked`` (name, version, stage) may not be served, the error
+    class)``; ``(None, _)`` when it may be, and then its lifecycle head is recorded as seen.
+    ``seen``: the trusted record of heads verified before (None: untrusted, so neither
+    compared nor written)."""
+    name, version, stage = asked
+    key = _verdict_key(repo, asked, trust_root, seen)
     cache = repo.lifecycle.cache
     if key is not None and cache is not None and cache.get(READ_KIND, key) == _READ_OK:
         return None, PolicyError  # the same inputs verified before, with its head recorded
@@ -136,7 +171,7 @@ def _problem(
         return f"{name}: cannot verify signatures: {exc}", PolicyError
     except IntegrityError as exc:
         return f"{name}: cannot verify signatures: {exc}", IntegrityError
-    back = _went_back(repo, name, verdicts)
+    back = _went_back(repo, name, verdicts, seen or {})
     if back is not None:
         return back, IntegrityError
     why = (
@@ -144,7 +179,7 @@ def _problem(
     )
     if why is not None:
         return why, PolicyError
-    if verdicts.head is not None:
+    if verdicts.head is not None and seen is not None:
         _record_seen(repo.git, name, verdicts.head)
         if key is not None and cache is not None:
             cache.put(READ_KIND, key, _READ_OK)
@@ -152,15 +187,19 @@ def _problem(
 
 
 def _verdict_key(
-    repo: Repository, name: str, version: str, stage: str | None, trust_root: TrustRootLike
+    repo: Repository,
+    asked: tuple[str, str, str | None],
+    trust_root: TrustRootLike,
+    seen: dict[str, str] | None,
 ) -> str | None:
     """A digest of everything a read's verdict depends on: the lifecycle head (which must be
-    the one recorded as seen), the model's version tags, the default branch's head (the policy
+    the one ``seen`` records), the model's version tags, the default branch's head (the policy
     history), the trust root, the stage table and what was asked. Git objects never change
     under their ids, so the same digest is the same verdict. None: not to be kept (no head
-    seen yet, a first use, an unreadable trust root)."""
+    seen yet, a first use, an untrusted record, an unreadable trust root)."""
+    name, version, stage = asked
     head = repo.lifecycle.head(name)
-    if head is None or _read_seen(repo.git).get(name) != head:
+    if head is None or seen is None or seen.get(name) != head:
         return None
     if trust_root is None:
         root = read_trust_root(repo.git)
@@ -206,45 +245,126 @@ def seen_path(git: GitRepo) -> Path:
 
 
 def _read_seen(git: GitRepo) -> dict[str, str]:
+    """The trusted record of lifecycle heads verified before (empty: nothing recorded, a
+    first use). :class:`IntegrityError` naming the file when it is there but cannot be
+    trusted (not a record, its MAC fails) or no record could be protected (no per-user key);
+    :class:`RepositoryError` when it cannot be read."""
     path = seen_path(git)
     try:
         with open(path, "rb") as f:
             data = f.read(_MAX_SEEN + 1)
     except FileNotFoundError:
+        _seen_key(path)  # nothing recorded yet, but a record must be possible
         return {}
     except OSError as exc:
         raise RepositoryError(f"cannot read {path}: {exc.strerror}") from exc
     try:
-        seen = json.loads(data) if len(data) <= _MAX_SEEN else None
+        doc = json.loads(data) if len(data) <= _MAX_SEEN else None
     except (ValueError, UnicodeDecodeError):
-        seen = None
-    if not isinstance(seen, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and _SHA.fullmatch(v) for k, v in seen.items()
+        doc = None
+    heads = doc.get("heads") if isinstance(doc, dict) and doc.get("format") == _SEEN_FORMAT else None
+    mac = doc.get("mac") if isinstance(doc, dict) else None
+    if not (
+        isinstance(heads, dict)
+        and isinstance(mac, str)
+        and all(isinstance(k, str) and isinstance(v, str) and _SHA.fullmatch(v) for k, v in heads.items())
     ):
-        raise IntegrityError(f"{path} is not a record of lifecycle heads; check it, then remove it")
-    return seen
+        raise _untrusted(path, "it is not a record of lifecycle heads (or one an older uniflow wrote)")
+    if not secrets.compare_digest(mac, _seen_mac(_seen_key(path), heads)):
+        raise _untrusted(path, "its MAC does not verify (edited, or written under another key)")
+    return heads
+
+
+def _untrusted(path: Path, why: str) -> IntegrityError:
+    return IntegrityError(
+        f"{path} cannot be trusted: {why}; check it, then remove it (the next verified read "
+        "records afresh, as on first use)"
+    )
+
+
+def _seen_key(path: Path) -> bytes:
+    """The per-user MAC key of the derived cache, or :class:`IntegrityError`: without it the
+    record would be as writable as the repository, so rollbacks could not be refused."""
+    key = load_key()
+    if key is None:
+        home = cache_home()
+        where = home / KEY_FILE if home is not None else "a private cache directory"
+        raise IntegrityError(
+            f"cannot protect {path}: the per-user key {where} cannot be read or created "
+            "(set UNIFLOW_CACHE_DIR to a private directory this user owns)"
+        )
+    return key
+
+
+def _seen_mac(key: bytes, heads: dict[str, str]) -> str:
+    payload = json.dumps(heads, sort_keys=True, separators=(",", ":")).encode()
+    return keyed_mac(key, _SEEN_DOMAIN, payload).hex()
 
 
 def _record_seen(git: GitRepo, name: str, head: str) -> None:
-    """Record ``head`` as the last verified lifecycle head of ``name`` (write + rename)."""
-    seen = _read_seen(git)
-    if seen.get(name) == head:
-        return
-    seen[name] = head
+    """Record ``head`` as the last verified lifecycle head of ``name``: under the lock, the
+    trusted record is read again, updated and replaced atomically (written, fsynced, renamed),
+    so two processes recording other models both keep theirs."""
     path = seen_path(git)
-    tmp = path.with_name(f".{SEEN_FILE}.{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp.write_text(json.dumps(seen, sort_keys=True, indent=0) + "\n", encoding="ascii")
+    except OSError as exc:
+        raise RepositoryError(f"cannot record the verified lifecycle head in {path}: {exc.strerror}") from exc
+    with _seen_lock(path):
+        seen = _read_seen(git)
+        if seen.get(name) == head:
+            return
+        seen[name] = head
+        body = {"format": _SEEN_FORMAT, "heads": seen, "mac": _seen_mac(_seen_key(path), seen)}
+        _replace(path, (json.dumps(body, sort_keys=True, indent=0) + "\n").encode("ascii"))
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file next to ``path``, fsync it, rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise RepositoryError(f"cannot record the verified lifecycle head in {path}: {exc.strerror}") from exc
 
 
-def _went_back(repo: Repository, name: str, verdicts: LifecycleVerdicts) -> str | None:
-    """Why the lifecycle head is not a descendant of the one last verified (None: it is)."""
-    old = _read_seen(repo.git).get(name)
+@contextlib.contextmanager
+def _seen_lock(path: Path) -> Iterator[None]:
+    """Hold ``.<record>.lock`` next to the record (``flock``), waiting a bounded time."""
+    lock = path.with_name(f".{path.name}.lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise RepositoryError(f"cannot lock {lock}: {exc.strerror}") from exc
+    try:
+        deadline = time.monotonic() + _SEEN_LOCK_WAIT
+        while True:  # bounded by the deadline
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise ConcurrencyError(
+                        f"another process has held {lock} for more than {_SEEN_LOCK_WAIT:.0f}s"
+                    ) from None
+                time.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _went_back(repo: Repository, name: str, verdicts: LifecycleVerdicts, seen: dict[str, str]) -> str | None:
+    """Why the lifecycle head is not a descendant of the one last verified, as ``seen``
+    records it (None: it is)."""
+    old = seen.get(name)
     head = verdicts.head
     if old is None or old == head:
         return None

@@ -2,14 +2,17 @@
 before they count: what ``uniflow pull`` asks per model, and what the server's ``pre-receive``
 hook asks of every pushed registry ref.
 
-Both verify the incoming lifecycle as a whole (:func:`uniflow._ops.authority.verify_lifecycle`
-from the incoming head, against the policy chain in force here) and refuse it when an event
-it brings fails: an unknown or revoked key, missing approvals, a skipped stage, an unsigned
-event where the stage requires a signature. Events already accepted here are not judged again.
+Both verify the incoming lifecycle (:func:`uniflow._ops.authority.verify_lifecycle` from the
+incoming head, against the policy chain in force here); an event fails on an unknown or
+revoked key, missing approvals, a skipped stage, an unsigned event where the stage requires a
+signature. Events already accepted here are not judged again.
 
-:func:`pull_check` is the callable :func:`uniflow.sharing.pull.pull` takes (``check=``): sharing
-cannot import this layer, so the facade and the CLI pass it in, as promote-on-merge gets
-:func:`uniflow._ops.enforce.promote`.
+A pull takes the longest valid prefix (:func:`admitted_prefix`): the incoming commits before
+the first one that fails come in, that one and every later one (each builds on it) are
+refused, one line each. :func:`pull_check` is the callable :func:`uniflow.sharing.pull.pull`
+takes (``check=``): sharing cannot import this layer, so the facade and the CLI pass it in,
+as promote-on-merge gets :func:`uniflow._ops.enforce.promote`. A push is atomic, so the
+server refuses a ref update as a whole when any event it brings fails (:func:`check_push`).
 
 :func:`check_push` is the pre-receive check. Git runs ``pre-receive`` before any ref moves,
 with the pushed objects in a quarantine directory (``GIT_OBJECT_DIRECTORY``, the repository's
@@ -45,14 +48,22 @@ from .._records.policyfiles import (
 )
 from .._records.refs import LIFECYCLE_PREFIX, TAGS_PREFIX
 from .._records.versions import is_model_name, is_version
-from .authority import LifecycleVerdicts, policy_chain, verify_lifecycle
+from .authority import EventCheck, LifecycleVerdicts, policy_chain, verify_lifecycle
 from .policy import load_trust_root
 
 if TYPE_CHECKING:
     from .._authority.rotation import PolicyChain, TrustRoot
     from .._repo import Repository
 
-__all__ = ["RefUpdate", "check_push", "incoming_failures", "pull_check", "server_root", "server_trust_root"]
+__all__ = [
+    "RefUpdate",
+    "admitted_prefix",
+    "check_push",
+    "incoming_failures",
+    "pull_check",
+    "server_root",
+    "server_trust_root",
+]
 
 #: incoming failures named per model (the rest are counted)
 _SHOWN = 20
@@ -78,31 +89,78 @@ def incoming_failures(
 
 def _new_failures(verdicts: LifecycleVerdicts, seen: set[str]) -> list[str]:
     out = [f"{verdicts.model}: {p}" for p in verdicts.problems]
-    out += [
-        f"{e.action} {e.version} (lifecycle commit {e.commit[:12]}"
-        + (f", signed by {e.signer}" if e.signer else ", not signed by an allowed signer")
-        + f"): {e.reason}"
-        for e in verdicts.events
-        if not e.ok and e.commit not in seen
-    ]
+    out += [_event_line(e, e.reason) for e in verdicts.events if not e.ok and e.commit not in seen]
     return out
+
+
+def _event_line(e: EventCheck, why: str) -> str:
+    """``ACTION VERSION (lifecycle commit SHA12, signed by WHO): WHY``."""
+    signed = f", signed by {e.signer}" if e.signer else ", not signed by an allowed signer"
+    return f"{e.action} {e.version} (lifecycle commit {e.commit[:12]}{signed}): {why}"
+
+
+def admitted_prefix(
+    repo: Repository, model: str, head: str, chain: PolicyChain, known: Iterable[str] = ()
+) -> tuple[str | None, tuple[str, ...]]:
+    """What a pull may take of the lifecycle ending at ``head``: ``(newest, refused)``.
+
+    ``newest`` is the newest commit of the longest valid prefix: every commit up to it that
+    is not among ``known`` (commits already accepted here) obeys the policy, and the
+    lifecycle ending there has no problem as a whole. It is ``head`` when all of it may come
+    in, None when not one new commit may. ``refused`` has one line per commit after
+    ``newest``, oldest first: the first one's own failure, and for each later one that it
+    comes after the refused commit (and its own failure, if it has one)."""
+    seen = set(known)
+    lines: dict[str, str] = {}
+    candidate = head
+    while True:  # each round cuts at least one commit off: bounded by the chain's length
+        verdicts = verify_lifecycle(repo, model, chain=chain, head=candidate)
+        events = verdicts.events
+        new = [i for i, e in enumerate(events) if e.commit not in seen]
+        bad = next((i for i in new if not events[i].ok), None)
+        if bad is None and new and verdicts.problems:
+            bad = new[-1]  # the head's state is not what its events replay to
+        if bad is None:
+            return candidate, _shown(lines)
+        lines = {**_refused_lines(events, bad, verdicts.problems), **lines}
+        if bad == 0 or events[bad - 1].commit in seen:
+            return None, _shown(lines)
+        candidate = events[bad - 1].commit
+
+
+def _refused_lines(events: tuple[EventCheck, ...], bad: int, problems: tuple[str, ...]) -> dict[str, str]:
+    """``{commit: line}`` for ``events[bad:]``: the refused one, then those after it."""
+    first = events[bad]
+    out = {first.commit: _event_line(first, first.reason if not first.ok else problems[0])}
+    after = f"comes after the refused lifecycle commit {first.commit[:12]}"
+    for e in events[bad + 1 :]:
+        out[e.commit] = _event_line(e, after if e.ok else f"{after}; and on its own: {e.reason}")
+    return out
+
+
+def _shown(lines: dict[str, str]) -> tuple[str, ...]:
+    out = list(lines.values())
+    if len(out) > _SHOWN:
+        out = [*out[:_SHOWN], f"and {len(out) - _SHOWN} more refused lifecycle commit(s)"]
+    return tuple(out)
 
 
 def pull_check(
     repo: Repository, trust_root: str | os.PathLike[str] | TrustRoot | None = None
-) -> Callable[[str, str], list[str]] | None:
+) -> Callable[[str, str], tuple[str | None, tuple[str, ...]]] | None:
     """The policy check ``pull`` runs on each model's remote head before integrating it:
-    ``check(model, remote_head)`` lists what fails (empty: integrate it). None when no policy
-    is in force here: pull then integrates as it always did."""
+    ``check(model, remote_head)`` is ``(newest, refused)`` of :func:`admitted_prefix`, judged
+    against what the local lifecycle already holds. None when no policy is in force here:
+    pull then integrates as it always did."""
     chain = policy_chain(repo, trust_root)
     if chain is None:
         return None
     policy = chain
 
-    def check(model: str, remote_head: str) -> list[str]:
+    def check(model: str, remote_head: str) -> tuple[str | None, tuple[str, ...]]:
         local = repo.lifecycle.head(model)
         known = repo.lifecycle.chain(local, model) if local else []
-        return incoming_failures(repo, model, remote_head, policy, known)
+        return admitted_prefix(repo, model, remote_head, policy, known)
 
     return check
 

@@ -30,7 +30,7 @@ import blake3
 
 from .._storage.safefs import first_link
 
-__all__ = ["DerivedCache", "KEY_FILE", "cache_home", "load_key"]
+__all__ = ["DerivedCache", "KEY_FILE", "cache_home", "keyed_mac", "load_key"]
 
 #: name of the per-user key file inside :func:`cache_home`
 KEY_FILE = "derived-cache.key"
@@ -106,6 +106,15 @@ def load_key(directory: Path | None = None) -> bytes | None:
     return _read_key(path)
 
 
+def keyed_mac(key: bytes, domain: bytes, payload: bytes) -> bytes:
+    """The 32-byte keyed BLAKE3 MAC of ``payload`` under ``key`` (the per-user key of
+    :func:`load_key`), separated by ``domain`` (each kind of record names its own, so a MAC
+    made for one never verifies another)."""
+    h = blake3.blake3(domain, key=key)
+    h.update(payload)
+    return h.digest()
+
+
 class DerivedCache:
     """Entries ``<root>/<kind>/<sha[:2]>/<sha>``: a 32-byte keyed MAC, then the payload.
 
@@ -137,9 +146,7 @@ class DerivedCache:
         return path
 
     def _mac(self, key: bytes, kind: str, sha: str, payload: bytes) -> bytes:
-        h = blake3.blake3(_DOMAIN + f"{kind}\x00{sha}\x00".encode(), key=key)
-        h.update(payload)
-        return h.digest()
+        return keyed_mac(key, _DOMAIN + f"{kind}\x00{sha}\x00".encode(), payload)
 
     def get(self, kind: str, sha: str) -> bytes | None:
         """The payload stored for ``(kind, sha)`` if its MAC verifies, else None."""

@@ -3,7 +3,9 @@
 Tags and lifecycle refs are fetched (lifecycle refs into the remote's tracking refs
 ``refs/uniflow/remotes/<remote>/models/<model>``). Every incoming lifecycle commit is
 validated straight from Git before a local ref moves; a model that fails is reported and
-left alone while the others are integrated. Each local lifecycle ref is then moved by CAS
+left alone while the others are integrated. When a policy is in force, a model's incoming
+commits before the first one that breaks it are integrated, and that one and every later
+one are refused and named. Each local lifecycle ref is then moved by CAS
 when it fast-forwards; local events the remote lacks are replayed on top of the remote's
 when they touch other versions and stages (so ``git log`` shows both), and a real conflict
 is a :class:`LifecycleConflictError` naming the model, with ``--ours`` / ``--theirs`` to
@@ -33,9 +35,11 @@ if TYPE_CHECKING:
 
 __all__ = ["PolicyCheck", "pull"]
 
-#: ``check(model, remote_head)``: one line per incoming lifecycle event that breaks the policy
-#: in force (empty: integrate it); :func:`uniflow._ops.incoming.pull_check` makes one
-PolicyCheck = Callable[[str, str], list[str]]
+#: ``check(model, remote_head)`` -> ``(newest, refused)``: the newest remote lifecycle commit
+#: that may come in (``remote_head``: all of it; None: none of what is new), and one line per
+#: commit after it, refused because it breaks the policy in force or comes after one that
+#: does; :func:`uniflow._ops.incoming.pull_check` makes one
+PolicyCheck = Callable[[str, str], tuple[str | None, tuple[str, ...]]]
 
 #: bad refs named in pull's one-line error (all of them are in ``PullReport.rejected``)
 _SHOWN = 10
@@ -74,8 +78,10 @@ def pull(
     one-line summary and the :class:`PullReport` as its ``result``.
 
     ``check`` (given when a policy is in force) judges each model's remote lifecycle before
-    it is integrated: a model with an incoming event that breaks the policy stays as it was,
-    is listed in ``rejected``, and its failing events, one line each, in ``refused``.
+    it is integrated: the incoming commits before the first one that breaks the policy are
+    integrated (the model's outcome says how; ``rejected`` when none of them may come in),
+    that commit and every later one are refused: the model is listed in ``rejected`` and
+    the refused commits, one line each, in ``refused``.
     """
     if resolve not in (None, "ours", "theirs"):
         raise UsageError(f"resolve must be 'ours', 'theirs' or None, not {resolve!r}")
@@ -94,7 +100,8 @@ def pull(
     stats = TransferStats()
     versions: list[tuple[str, str]] = []
     if fetch_chunks and (all_versions or stages or wanted):
-        versions = _versions_to_fetch(repo, models, [repo.stage(s) for s in stages or []], rejected)
+        left = {m for m, outcome in outcomes.items() if outcome == "rejected"}
+        versions = _versions_to_fetch(repo, models, [repo.stage(s) for s in stages or []], left)
     if versions:
         stats = _download(repo, blob, git_remote, versions, jobs, progress)
     result = PullReport(
@@ -151,25 +158,23 @@ def _integrate_models(
     wanted: list[str],
     found: tuple[dict[str, str], dict[str, tuple[str, ...]]],
 ) -> tuple[dict[str, PullOutcome], list[str]]:
-    """Integrate each model's remote lifecycle and recompute its stage pointers; a model
-    that fails validation or the policy ``check`` stays as it was and is added to
-    ``rejected`` (and its failing events to ``refused``). Returns the outcomes and the
-    conflicts found."""
+    """Integrate each model's remote lifecycle (up to what the policy ``check`` admits) and
+    recompute its stage pointers. A model that fails validation stays as it was and is added
+    to ``rejected``; one whose incoming commits the policy refuses, from some commit on, is
+    added to ``rejected`` and its refused commits to ``refused``, after the commits before
+    them were integrated. Returns the outcomes and the conflicts found."""
     resolve, check = how
     rejected, refused = found
     outcomes: dict[str, PullOutcome] = {}
     conflicts: list[str] = []
     for m in models:
         try:
-            failures = _policy_failures(repo, m, remote_heads, check)
-            if failures:
-                outcomes[m] = "rejected"
-                refused[m] = tuple(failures)
-                more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
-                rejected[m] = f"breaks the policy: {failures[0]}{more}"
-                continue
             if m in remote_heads:
-                outcome, conflict = integrate(repo, m, remote_heads[m], resolve, git_remote)
+                target = _admitted_head(repo, m, remote_heads[m], check, (rejected, refused))
+                if target is None:
+                    outcomes[m] = "rejected"
+                    continue
+                outcome, conflict = integrate(repo, m, target, resolve, git_remote)
                 outcomes[m] = outcome
                 if conflict:
                     conflicts.append(conflict)
@@ -183,21 +188,35 @@ def _integrate_models(
     return outcomes, conflicts
 
 
-def _policy_failures(
-    repo: Repository, model: str, remote_heads: dict[str, str], check: PolicyCheck | None
-) -> list[str]:
-    """What ``check`` finds wrong with the remote lifecycle of ``model`` that is not here yet."""
-    head = remote_heads.get(model)
-    if check is None or head is None or head == repo.lifecycle.head(model):
-        return []
-    return check(model, head)
+def _admitted_head(
+    repo: Repository,
+    model: str,
+    head: str,
+    check: PolicyCheck | None,
+    found: tuple[dict[str, str], dict[str, tuple[str, ...]]],
+) -> str | None:
+    """The remote lifecycle commit to integrate ``model`` up to: the remote ``head``, or the
+    newest commit ``check`` admits (then what it refused is added to ``found``); None when
+    nothing new may come in."""
+    if check is None or head == repo.lifecycle.head(model):
+        return head
+    newest, lines = check(model, head)
+    if not lines:
+        return head if newest is None else newest
+    rejected, refused = found
+    refused[model] = lines
+    more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+    came = f"; the lifecycle was integrated up to {newest[:12]}" if newest is not None else ""
+    rejected[model] = f"breaks the policy: {lines[0]}{more}{came}"
+    return newest
 
 
 def _versions_to_fetch(
-    repo: Repository, models: list[str], stage_names: list[str], rejected: dict[str, str]
+    repo: Repository, models: list[str], stage_names: list[str], rejected: set[str]
 ) -> list[tuple[str, str]]:
     """``(model, version)`` whose chunks to fetch: the holders of ``stage_names``, or every
-    readable version; never of a rejected model, never an unreadable version."""
+    readable version; never of a model left as it was (``rejected``), never an unreadable
+    version."""
     versions: list[tuple[str, str]] = []
     for m in models:
         readable = set(repo.listings.listing(m).versions)  # a bad tag spoils only itself
