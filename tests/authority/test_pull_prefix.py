@@ -60,6 +60,7 @@ def test_pull_integrates_the_valid_prefix_and_names_each_refused_commit(
     assert head_of(clone) == c["good"]  # staging + approval came in
     assert _stage_holders(clone, "staging") == [v]  # the stage pointers follow the prefix
     assert _stage_holders(clone, "production") == []
+    assert "clf: updated" in out.stdout  # what came in is said, not only what was refused
     lines = [ln for ln in out.stderr.splitlines() if ln.startswith("clf: rejected: ")]
     assert len(lines) == 2, out.stderr
     assert lines[0].startswith(f"clf: rejected: promote {v} (lifecycle commit {c['forged'][:12]}")

@@ -18,7 +18,7 @@ from ._common import CliError, echo_json, get_registry, json_option, progress_ba
 from ._format import Cell, print_line, print_table
 
 if TYPE_CHECKING:
-    from .._reports import PromoteReport
+    from .._reports import PromoteReport, PullReport
     from ..sharing.hooks import FetchConfig
 
 __all__ = ["ci", "echo_fetch", "hooks", "pull", "push", "remote"]
@@ -222,6 +222,7 @@ def pull(
             )
     except (IntegrityError, RemoteError) as exc:
         if not as_json and isinstance(exc.result, PullReport):
+            _echo_pulled(exc.result)  # what came in stays: say so before the refusals
             for model, lines in exc.result.refused.items():
                 for line in lines:
                     click.echo(f"{model}: rejected: {line}", err=True)
@@ -233,6 +234,12 @@ def pull(
     if as_json:
         echo_json(result.to_dict())
         return
+    if not _echo_pulled(result):
+        click.echo(f"Already up to date with {result.remote!r}")
+
+
+def _echo_pulled(result: PullReport) -> bool:
+    """Print what a pull changed (models moved, chunks fetched); False if nothing."""
     words = {
         "created": "new",
         "fast-forward": "updated",
@@ -246,8 +253,7 @@ def pull(
     chunks = result.chunks
     if chunks.transferred:
         click.echo(f"Fetched {_plural(chunks.transferred, 'chunk')} ({human_size(chunks.bytes)})")
-    if not changed and not chunks.transferred:
-        click.echo(f"Already up to date with {result.remote!r}")
+    return bool(changed or chunks.transferred)
 
 
 # --------------------------------------------------------------------------- hooks
