@@ -19,7 +19,8 @@ from uniflow._authority.cosign import COSIGN_NAMESPACE, statement
 from .conftest import Key, git, make_key, ssh_keygen
 from .test_policy_wiring import check, commit, one_error_line
 
-ALICE, BOB, CAROL, MALLORY = "alice@example.com", "bob@example.com", "carol@example.com", "mallory@example.com"
+ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
+MALLORY = "mallory@example.com"
 ADMINS = [ALICE, BOB, CAROL]
 SIGS = ".uniflow/policy-signatures"
 
@@ -54,7 +55,10 @@ def repo(tmp_path: Path) -> Path:
 def govern(repo: Path, keys: dict[str, Key], options: dict[str, str] | None = None) -> str:
     """Commit the first policy (alice, bob, carol admins, 2 must sign) signed by alice, and
     record it as the trust root; its commit id."""
-    files = {".uniflow/policy.toml": policy_text([ALICE]), ".uniflow/allowed_signers": signers_text(keys, options)}
+    files = {
+        ".uniflow/policy.toml": policy_text([ALICE]),
+        ".uniflow/allowed_signers": signers_text(keys, options),
+    }
     first = commit(repo, keys[ALICE], "policy", files)
     check(repo)
     return first
@@ -269,7 +273,9 @@ def test_forged_oversized_and_odd_signature_files_are_reasons_not_crashes(
     assert "truncated" in ignored["forged.sig"]
 
 
-def test_more_signature_files_than_the_limit_are_cut_with_one_reason(repo: Path, keys: dict[str, Key]) -> None:
+def test_more_signature_files_than_the_limit_are_cut_with_one_reason(
+    repo: Path, keys: dict[str, Key]
+) -> None:
     govern(repo, keys)
     write(repo, {".uniflow/policy.toml": policy_text([ALICE, MALLORY])})
     sign(repo, keys[BOB])
