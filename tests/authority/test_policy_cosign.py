@@ -293,3 +293,16 @@ def test_sign_refuses_a_work_tree_that_changes_nothing(repo: Path, keys: dict[st
     govern(repo, keys)
     err = sign(repo, keys[BOB], code=2)
     assert "there is no change to sign" in one_error_line(err)
+
+
+def test_a_mirror_fetches_the_signature_files_with_the_policy_files(repo: Path, keys: dict[str, Key]) -> None:
+    from uniflow._records.git import GitRepo
+    from uniflow._records.policyfiles import policy_blob_ids
+
+    govern(repo, keys)
+    write(repo, {".uniflow/policy.toml": policy_text([ALICE, MALLORY])})
+    sign(repo, keys[BOB])
+    tip = land(repo, keys[ALICE])
+    sig_blob = git(repo, "rev-parse", f"{tip}:{SIGS}/{BOB}.sig").stdout.decode().strip()
+    complete, ids = policy_blob_ids(GitRepo(repo), tip)
+    assert complete and sig_blob in ids

@@ -162,7 +162,7 @@ class RevisionVerdict:
             return None
         parts = [f"commit signed by {', '.join(self.committed_by) or 'no allowed signer'}"]
         parts.append(f"co-signed by {', '.join(self.cosigned_by) or 'no admin'}")
-        if self.ignored:
+        if self.ignored and self.accepted:  # a rejection's reason names them already
             parts.append(f"not counted: {'; '.join(self.ignored)}")
         return "; ".join(parts)
 
