@@ -59,6 +59,7 @@ PUBLIC = [
     "PolicyChain",
     "PolicyError",
     "PolicyInit",
+    "PolicySignature",
     "PromoteReport",
     "PromoteResult",
     "PromoteRule",

@@ -93,6 +93,7 @@ _LAZY = {
     "RevisionVerdict": "._authority.rotation",
     "InForce": "._authority.rotation",
     "PolicyInit": "._ops.policy",
+    "PolicySignature": "._ops.policy",
     "PolicyChain": "._authority.rotation",
 }
 
@@ -137,6 +138,7 @@ __all__ = [
     "PolicyChain",
     "PolicyError",
     "PolicyInit",
+    "PolicySignature",
     "PromoteReport",
     "PromoteResult",
     "PromoteRule",
@@ -181,7 +183,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._authority.rotation import InForce, PolicyChain, RevisionVerdict, TrustRoot
     from ._ops.compare import Comparison
     from ._ops.diff import FileDelta, TensorDelta, VersionDiff
-    from ._ops.policy import PolicyInit
+    from ._ops.policy import PolicyInit, PolicySignature
     from ._records.config import Condition, Config, Limits, PromoteRule, RemoteSpec
     from ._records.eventtags import EventRecord
     from ._records.lifecycle import LifecycleEvent

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from ._authority.rotation import PolicyChain
     from ._ops.compare import Comparison
     from ._ops.diff import VersionDiff
-    from ._ops.policy import PolicyInit
+    from ._ops.policy import PolicyInit, PolicySignature
     from ._records.eventtags import EventRecord
     from ._records.lifecycle import LifecycleState
     from ._records.manifest import Manifest
@@ -693,6 +693,14 @@ class ModelRegistry(RegistryReader):
 
         return policy_check(self._repo, trust_root)
 
+    def policy_sign(self, trust_root: str | os.PathLike[str] | None = None) -> PolicySignature:
+        """Co-sign the work tree's change of the policy files with Git's signing key and write
+        ``.uniflow/policy-signatures/<principal>.sig`` to commit with it (docs/governance.md);
+        a :class:`PolicySignature` says what was signed and how many admins have signed."""
+        from ._ops.policy import policy_sign
+
+        return policy_sign(self._repo, trust_root)
+
 
 def _signature_options(
     signatures: str | None, trust_root: str | os.PathLike[str] | None
@@ -734,6 +742,7 @@ WRITE_METHODS: dict[str, str] = {
     "policy_init": "write a policy",
     # the trust on first use is recorded in the clone; a consumer pins --trust-root instead
     "policy_check": "check the policy chain (a clone records its trust root)",
+    "policy_sign": "co-sign a policy change",
 }
 
 

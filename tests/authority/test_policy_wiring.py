@@ -149,7 +149,15 @@ def test_json_shape(governed: tuple[Path, str]) -> None:
     assert isinstance(in_force, dict) and in_force["commit"] == sha
     assert in_force["policy"]["admins"] == {"principals": [ALICE], "threshold": 1}
     assert data["revisions"] == [
-        {"commit": sha, "accepted": True, "reason": data["revisions"][0]["reason"], "signers": []}
+        {
+            "commit": sha,
+            "accepted": True,
+            "reason": data["revisions"][0]["reason"],
+            "signers": [],
+            "committed_by": [],
+            "cosigned_by": [],
+            "ignored_cosignatures": [],
+        }
     ]
     assert data["keyless"] == []
 

@@ -22,6 +22,12 @@ The chain starts at a :class:`TrustRoot` that whoever verifies pinned out of ban
 Who signed a commit is verified upstream: either each :class:`PolicyRevision` carries the
 principals, or :func:`verify_chain` gets a ``resolve`` callable that verifies a revision's
 signatures against the allowed-signers bytes in force and returns the principals.
+
+A revision may also carry co-signatures (:mod:`uniflow._authority.cosign`): signatures over the
+change's content and its base, committed with it, so that ``threshold`` > 1 admins can sign one
+change and a squash or rebase merge keeps their signatures. The admins counted are the
+distinct principals of the commit's own signature and of every co-signature that verifies
+against the allowed signers in force before the revision, at its committer date.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from .._errors import PolicyError
+from .cosign import CoSignature, CoSigners, statement, verify_cosignatures
 from .policy import Admins, Policy, parse_policy, valid_principal
 
 __all__ = [
@@ -41,6 +48,7 @@ __all__ = [
     "RevisionVerdict",
     "SignerResolver",
     "TrustRoot",
+    "revision_statement",
     "verify_chain",
 ]
 
@@ -50,13 +58,15 @@ class PolicyRevision:
     """One commit of the policy files, oldest first. ``policy`` and ``allowed_signers`` are the
     files' bytes at the commit (None: absent); ``signers`` the principals whose signatures on
     the commit verify against the allowed signers in force before it (ignored when
-    :func:`verify_chain` gets ``resolve``)."""
+    :func:`verify_chain` gets ``resolve``); ``cosignatures`` the co-signature files committed
+    in the revision's tree."""
 
     commit: str
     committed_at: datetime
     policy: bytes | None
     allowed_signers: bytes | None
     signers: frozenset[str] = frozenset()
+    cosignatures: tuple[CoSignature, ...] = ()
 
 
 class SignerResolver(Protocol):
@@ -121,20 +131,40 @@ class InForce:
 
 @dataclass(frozen=True)
 class RevisionVerdict:
-    """Whether one revision took effect, why, and the admins whose signatures counted."""
+    """Whether one revision took effect, why, and the admins whose signatures counted
+    (``signers``). Who signed: ``committed_by``, the principals of the commit's own signature;
+    ``cosigned_by``, the admins whose co-signatures verify; ``ignored``, one line for each
+    co-signature file that does not count."""
 
     commit: str
     accepted: bool
     reason: str
     signers: tuple[str, ...] = ()
+    committed_by: tuple[str, ...] = ()
+    cosigned_by: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able: the verdict, the admins counted, and who signed how."""
         return {
             "commit": self.commit,
             "accepted": self.accepted,
             "reason": self.reason,
             "signers": list(self.signers),
+            "committed_by": list(self.committed_by),
+            "cosigned_by": list(self.cosigned_by),
+            "ignored_cosignatures": list(self.ignored),
         }
+
+    def describe_signers(self) -> str | None:
+        """One line of who signed, when the revision has co-signature files (else None)."""
+        if not self.cosigned_by and not self.ignored:
+            return None
+        parts = [f"commit signed by {', '.join(self.committed_by) or 'no allowed signer'}"]
+        parts.append(f"co-signed by {', '.join(self.cosigned_by) or 'no admin'}")
+        if self.ignored and self.accepted:  # a rejection's reason names them already
+            parts.append(f"not counted: {'; '.join(self.ignored)}")
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -199,26 +229,64 @@ class PolicyChain:
         lines.append("revisions:")
         for v in self.revisions:
             lines.append(f"  {v.commit[:12]} {'accepted' if v.accepted else 'REJECTED'}: {v.reason}")
+            if (who := v.describe_signers()) is not None:
+                lines.append(f"    {who}")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _Signed:
+    """Who signed one revision: the admins counted, the commit's signers, the co-signers."""
+
+    counted: tuple[str, ...]
+    committed_by: tuple[str, ...]
+    cosigners: CoSigners
+    missing: str | None
+
+
+def revision_statement(revision: PolicyRevision, current: InForce | None) -> bytes:
+    """The statement co-signatures of ``revision`` must sign: its change from ``current``
+    (the revision in force before it; None: none yet, a pinned root)."""
+    if current is None:
+        return statement(None, None, None, revision.policy, revision.allowed_signers)
+    return statement(
+        current.commit,
+        current.policy_bytes,
+        current.allowed_signers,
+        revision.policy,
+        revision.allowed_signers,
+    )
 
 
 def _signed_by(
     revision: PolicyRevision,
     admins: Admins,
-    allowed_signers: bytes,
+    current: InForce | None,
+    keys: bytes,
     resolve: SignerResolver | None,
     whose: str,
-) -> tuple[tuple[str, ...], str | None]:
-    """The admins whose signatures count, and why they are not enough (None: enough)."""
-    signers = resolve(revision, allowed_signers) if resolve is not None else revision.signers
-    counted = tuple(sorted(s for s in signers if s in admins.principals))
+) -> _Signed:
+    """The admins whose signatures count (the commit's and the co-signatures'), and why they
+    are not enough (``missing``; None: enough)."""
+    signers = resolve(revision, keys) if resolve is not None else revision.signers
+    cosigners = CoSigners()
+    if revision.cosignatures:
+        message = revision_statement(revision, current)
+        cosigners = verify_cosignatures(
+            revision.cosignatures, message, keys, revision.committed_at, admins.principals
+        )
+    counted = tuple(sorted(set(s for s in signers if s in admins.principals) | set(cosigners.principals)))
+    committed_by = tuple(sorted(signers))
     if len(counted) >= admins.threshold:
-        return counted, None
+        return _Signed(counted, committed_by, cosigners, None)
     details = [*counted, *(f"{other} is not an admin" for other in sorted(set(signers) - set(counted)))]
     who = f"signed by {len(counted) or 'no'} admin{'s' if len(counted) > 1 else ''} of {whose}"
     if details:
         who += f" ({', '.join(details)})"
-    return counted, f"{who}; a change needs {admins.threshold} of {', '.join(admins.principals)}"
+    missing = f"{who}; a change needs {admins.threshold} of {', '.join(admins.principals)}"
+    if cosigners.ignored:
+        missing += f"; co-signatures not counted: {'; '.join(cosigners.ignored)}"
+    return _Signed(counted, committed_by, cosigners, missing)
 
 
 def _anchor_index(revisions: Sequence[PolicyRevision], root: TrustRoot) -> int:
@@ -269,15 +337,16 @@ def _step(
         admins, keys, whose = Admins(root.admins, root.threshold), root.allowed_signers, "the trust root"
     else:
         admins, keys, whose = current.policy.admins, current.allowed_signers, "the policy in force"
-    counted, missing = _signed_by(revision, admins, keys, resolve, whose)
-    if missing is not None:
-        return RevisionVerdict(revision.commit, False, missing, counted), None
+    signed = _signed_by(revision, admins, current, keys, resolve, whose)
+    who = (signed.committed_by, signed.cosigners.principals, signed.cosigners.ignored)
+    if signed.missing is not None:
+        return RevisionVerdict(revision.commit, False, signed.missing, signed.counted, *who), None
     try:
         policy = _parse(revision, stages)
     except PolicyError as exc:
-        return RevisionVerdict(revision.commit, False, f"invalid: {exc}", counted), None
-    reason = f"signed by {', '.join(counted)} ({admins.threshold} needed)"
-    return RevisionVerdict(revision.commit, True, reason, counted), _accept(revision, policy)
+        return RevisionVerdict(revision.commit, False, f"invalid: {exc}", signed.counted, *who), None
+    reason = f"signed by {', '.join(signed.counted)} ({admins.threshold} needed)"
+    return RevisionVerdict(revision.commit, True, reason, signed.counted, *who), _accept(revision, policy)
 
 
 def verify_chain(

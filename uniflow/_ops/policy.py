@@ -1,11 +1,13 @@
-"""``uniflow policy init`` and ``uniflow policy check``: the policy files and the policy in force.
+"""``uniflow policy init``, ``check`` and ``sign``: the policy files and the policy in force.
 
 :func:`policy_init` writes ``.uniflow/policy.toml`` and ``.uniflow/allowed_signers`` into the
 work tree for the user to commit (signed); :func:`policy_check` verifies the chain of policy
 revisions on the default branch (:mod:`uniflow._records.policyfiles`) from a trust root,
 pinned (``--trust-root FILE``) or first seen (recorded locally on the first check);
 :func:`policy_in_force` is what promote enforcement asks; :func:`signing_principals` maps
-the signing key Git's settings name to its principals in the allowed signers in force.
+the signing key Git's settings name to its principals in the allowed signers in force;
+:func:`policy_sign` co-signs the work tree's change of the policy files
+(:mod:`uniflow._authority.cosign`) and writes the signature where the change commits it.
 """
 
 from __future__ import annotations
@@ -17,12 +19,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._authority.allowed_signers import MAX_ALLOWED_SIGNERS, AllowedSigners
+from .._authority.cosign import (
+    COSIGN_NAMESPACE,
+    MAX_COSIGNATURE_BYTES,
+    MAX_COSIGNATURES,
+    CoSignature,
+    verify_cosignatures,
+)
 from .._authority.policy import parse_policy, render_init
-from .._authority.rotation import InForce, PolicyChain, PolicyRevision, TrustRoot, verify_chain
+from .._authority.rotation import (
+    InForce,
+    PolicyChain,
+    PolicyRevision,
+    TrustRoot,
+    revision_statement,
+    verify_chain,
+)
 from .._authority.sshsig import GIT_NAMESPACE
 from .._errors import NotFoundError, PolicyError, SignatureError, SigningError, UsageError
 from .._records.policyfiles import (
+    MAX_POLICY_FILE,
     POLICY_PATH,
+    SIGNATURES_DIR,
     SIGNERS_PATH,
     PolicyHistory,
     read_policy_history,
@@ -31,17 +49,20 @@ from .._records.policyfiles import (
     signer_resolver,
     trust_root_path,
 )
+from .._storage.safefs import NotRegularFile, first_link, open_regular
 
 if TYPE_CHECKING:
     from .._repo import Repository
 
 __all__ = [
     "PolicyInit",
+    "PolicySignature",
     "keyed_principals",
     "load_trust_root",
     "policy_check",
     "policy_in_force",
     "policy_init",
+    "policy_sign",
     "signing_principals",
     "undeclared_stages",
 ]
@@ -326,3 +347,155 @@ def signing_principals(
     fields = signers.find_principals(public, GIT_NAMESPACE, when)
     names = (n for f in fields for n in f.split(",") if n and not n.startswith("!"))
     return tuple(dict.fromkeys(names))
+
+
+# ---------------------------------------------------------------------- co-signing
+@dataclass(frozen=True)
+class PolicySignature:
+    """What :func:`policy_sign` signed and wrote: the co-signature file (``path``), the admin
+    it counts for (``principal``), the ``statement`` signed (the change from the revision in
+    force, ``previous``), and the admins whose co-signatures in the work tree now verify for
+    this change (``cosigners``) of the ``threshold`` needed (the commit's own signature, by
+    an admin, counts too)."""
+
+    path: Path
+    principal: str
+    statement: str
+    previous: str
+    cosigners: tuple[str, ...]
+    threshold: int
+    ignored: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able (``uniflow policy sign --json``)."""
+        return {
+            "path": str(self.path),
+            "principal": self.principal,
+            "statement": self.statement,
+            "previous": self.previous,
+            "cosigners": list(self.cosigners),
+            "threshold": self.threshold,
+            "ignored_cosignatures": list(self.ignored),
+        }
+
+
+def _read_work_file(root: Path, rel: str, limit: int) -> bytes | None:
+    """A file of the work tree (None: absent), never through a symbolic link, at most ``limit`` bytes."""
+    path = root / rel
+    link = first_link(root, path.parent)
+    if link is not None:
+        raise UsageError(f"{link.relative_to(root)} is a symbolic link or not a folder: refused")
+    try:
+        fd = open_regular(path)
+    except NotRegularFile as exc:
+        raise UsageError(f"{rel}: {exc.what}, not a regular file: refused") from None
+    if fd is None:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise UsageError(f"{rel} is larger than {limit} bytes")
+    return data
+
+
+def _work_cosignatures(root: Path) -> tuple[CoSignature, ...]:
+    """The ``*.sig`` files of the work tree's signatures folder (bounded; a link or an
+    unreadable entry is carried with its problem, as the history reader does)."""
+    folder = root / SIGNATURES_DIR
+    if not folder.is_dir() or folder.is_symlink():
+        return ()
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".sig"))
+    found: list[CoSignature] = []
+    for name in names[:MAX_COSIGNATURES]:
+        try:
+            data = _read_work_file(root, f"{SIGNATURES_DIR}/{name}", MAX_COSIGNATURE_BYTES)
+        except UsageError as exc:
+            found.append(CoSignature(name, problem=str(exc)))
+            continue
+        found.append(CoSignature(name, data) if data is not None else CoSignature(name, problem="gone"))
+    if len(names) > MAX_COSIGNATURES:
+        extra = len(names) - MAX_COSIGNATURES
+        found.append(CoSignature(f"{extra} more", problem=f"more than {MAX_COSIGNATURES} co-signature files"))
+    return tuple(found)
+
+
+def _file_name(principal: str) -> str:
+    """``<principal>.sig`` with every character a file name should not hold replaced."""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "@._+-") else "_" for c in principal)
+    return f"{safe.lstrip('.') or 'admin'}.sig"
+
+
+def _write_signature(root: Path, name: str, armored: str) -> Path:
+    """Write ``armored`` to the signatures folder as ``name``, atomically (replacing a
+    previous signature of the same admin)."""
+    folder = root / SIGNATURES_DIR
+    link = first_link(root, folder)
+    if link is not None:
+        raise UsageError(f"{link.relative_to(root)} is a symbolic link or not a folder: refused")
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / name
+    tmp = folder / f".{name}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "x", encoding="ascii") as f:
+            f.write(armored)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def _work_revision(root: Path, in_force: InForce) -> PolicyRevision:
+    """The work tree's policy files as a revision to sign (refused when they change nothing)."""
+    policy = _read_work_file(root, POLICY_PATH, MAX_POLICY_FILE)
+    signers = _read_work_file(root, SIGNERS_PATH, MAX_POLICY_FILE)
+    if policy is None:
+        raise UsageError(f"no {POLICY_PATH} in the work tree: removing it never takes effect")
+    if (policy, signers or b"") == (in_force.policy_bytes, in_force.allowed_signers):
+        raise UsageError(
+            f"{POLICY_PATH} and {SIGNERS_PATH} in the work tree are the policy in force "
+            f"({in_force.commit[:12]}): there is no change to sign"
+        )
+    parse_policy(policy, f"{POLICY_PATH} in the work tree")
+    return PolicyRevision("", datetime.now().astimezone(), policy, signers, cosignatures=())
+
+
+def policy_sign(
+    repo: Repository, trust_root: str | os.PathLike[str] | TrustRoot | None = None
+) -> PolicySignature:
+    """Co-sign the change the work tree makes to the policy files, against the policy in force
+    on the default branch (verified as :func:`policy_check` does), with the key Git's signing
+    settings name; write ``.uniflow/policy-signatures/<principal>.sig`` for the user to commit
+    with the change. Refused (one line) when the work tree changes nothing, or when the
+    signature could never count: the key is no admin's in the allowed signers in force, or
+    its line does not allow the ``uniflow-policy`` namespace now."""
+    from .._authority.signing import read_signing_config, signer_from_config
+
+    root = Path(repo.root)
+    in_force = policy_check(repo, trust_root).in_force
+    revision = _work_revision(root, in_force)
+    message = revision_statement(revision, in_force)
+    admins = in_force.policy.admins
+    armored = signer_from_config(read_signing_config(root)).sign(message, COSIGN_NAMESPACE)
+    mine = verify_cosignatures(
+        [CoSignature("your signature", armored.encode())],
+        message,
+        in_force.allowed_signers,
+        revision.committed_at,
+        admins.principals,
+    )
+    if not mine.principals:
+        reason = mine.ignored[0].split(": ", 1)[-1] if mine.ignored else "it does not verify"
+        raise PolicyError(f"your co-signature could never count: {reason}")
+    path = _write_signature(root, _file_name(mine.principals[0]), armored)
+    present = verify_cosignatures(
+        _work_cosignatures(root), message, in_force.allowed_signers, revision.committed_at, admins.principals
+    )
+    return PolicySignature(
+        path,
+        mine.principals[0],
+        message.decode("ascii"),
+        in_force.commit,
+        present.principals,
+        admins.threshold,
+        present.ignored,
+    )

@@ -15,6 +15,12 @@ commits of the branches merged into it), newest to oldest and bounded, and retur
 :class:`~uniflow._authority.rotation.PolicyRevision` per commit that changes either file,
 oldest first. A shallow clone's history stops at its boundary, and says so. Each file read
 is at most :data:`MAX_POLICY_FILE` bytes, refused from its header before it is inflated.
+Each revision also carries the co-signature files of its tree (``*.sig`` directly in
+:data:`SIGNATURES_DIR`, see :mod:`uniflow._authority.cosign`): at most
+:data:`~uniflow._authority.cosign.MAX_COSIGNATURES`, each at most
+:data:`~uniflow._authority.cosign.MAX_COSIGNATURE_BYTES`; a folder, symbolic link, submodule,
+oversized or missing entry is carried with a one-line problem and never counts. Adding or
+removing only signature files is not a revision.
 
 :func:`signer_resolver` verifies who signed a revision's commit: the commit's raw bytes, read
 from the object store and checked to hash to its id, against the allowed signers in force
@@ -35,6 +41,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from .._authority.cosign import MAX_COSIGNATURE_BYTES, MAX_COSIGNATURES, CoSignature
 from .._authority.rotation import PolicyRevision, SignerResolver
 from .._errors import IntegrityError, PolicyError, RepositoryError, SignatureError
 from .._naming import valid_ref_component
@@ -47,6 +54,7 @@ __all__ = [
     "MAX_HISTORY",
     "MAX_POLICY_FILE",
     "POLICY_PATH",
+    "SIGNATURES_DIR",
     "SIGNERS_PATH",
     "TRUST_ROOT_FILE",
     "PolicyHistory",
@@ -64,6 +72,15 @@ __all__ = [
 #: the two files, relative to the repository root
 POLICY_PATH = ".uniflow/policy.toml"
 SIGNERS_PATH = ".uniflow/allowed_signers"
+#: the folder of a revision's co-signatures (``<name>.sig``, armored SSH signatures)
+SIGNATURES_DIR = ".uniflow/policy-signatures"
+_SIGNATURES_NAME = SIGNATURES_DIR.split("/", 1)[1]
+_FILE_MODES = (0o100644, 0o100755)
+_ENTRY_KINDS = {
+    0o040000: "a folder (nesting is refused)",
+    0o120000: "a symbolic link",
+    0o160000: "a submodule",
+}
 #: the largest policy file read from Git
 MAX_POLICY_FILE = 1 << 20
 #: the largest commit object whose signature is verified
@@ -148,17 +165,58 @@ def _shallow_commits(git: GitRepo) -> frozenset[str]:
     return frozenset(line.strip() for line in text.splitlines() if _SHA_RE.fullmatch(line.strip()))
 
 
-def _file_ids(git: GitRepo, tree: str) -> tuple[str | None, str | None]:
-    """The blob ids of ``policy.toml`` and ``allowed_signers`` in the root tree ``tree``."""
+def _file_ids(git: GitRepo, tree: str) -> tuple[tuple[str | None, str | None], tuple[int, str] | None]:
+    """The blob ids of ``policy.toml`` and ``allowed_signers`` in the root tree ``tree``, and
+    the ``(mode, id)`` of its signatures folder entry (None: absent)."""
     entry = git.tree_entries(tree).get(".uniflow")
     if entry is None or entry[0] != _TREE_MODE:
-        return None, None
+        return (None, None), None
     files = git.tree_entries(entry[1])
     ids = []
     for name in ("policy.toml", "allowed_signers"):
         found = files.get(name)
         ids.append(found[1] if found is not None and found[0] != _TREE_MODE else None)
-    return ids[0], ids[1]
+    return (ids[0], ids[1]), files.get(_SIGNATURES_NAME)
+
+
+def _signature_entries(git: GitRepo, folder: tuple[int, str] | None) -> list[tuple[str, int, str]] | str:
+    """The ``(name, mode, id)`` of the ``*.sig`` entries of the signatures folder, by name, or
+    why the folder is unusable; entries past the most read are cut (see the module)."""
+    if folder is None:
+        return []
+    if folder[0] != _TREE_MODE:
+        return f"{SIGNATURES_DIR} is not a folder"
+    try:
+        entries = git.tree_entries(folder[1])
+    except KeyError:
+        return f"{SIGNATURES_DIR} is not in this clone"
+    return sorted((n, mode, sha) for n, (mode, sha) in entries.items() if n.endswith(".sig"))
+
+
+def _read_cosignature(git: GitRepo, name: str, mode: int, blob: str, commit: str) -> CoSignature:
+    """One co-signature file, or why it cannot count (never raises for hostile content)."""
+    if mode not in _FILE_MODES:
+        return CoSignature(name, problem=f"{_ENTRY_KINDS.get(mode, f'mode {mode:o}')}, not a file")
+    what = f"{SIGNATURES_DIR}/{name} of commit {commit[:12]}"
+    try:
+        data = git.read_blob(blob, MAX_COSIGNATURE_BYTES, what, "the co-signature limit")
+    except KeyError:
+        return CoSignature(name, problem="not in this clone")
+    except IntegrityError as exc:
+        return CoSignature(name, problem=str(exc).replace(what, "it", 1))
+    return CoSignature(name, data) if data is not None else CoSignature(name, problem="not a file")
+
+
+def _read_cosignatures(git: GitRepo, folder: tuple[int, str] | None, commit: str) -> tuple[CoSignature, ...]:
+    """The co-signature files of a revision (see the module)."""
+    entries = _signature_entries(git, folder)
+    if isinstance(entries, str):
+        return (CoSignature(SIGNATURES_DIR, problem=entries),)
+    found = [_read_cosignature(git, *entry, commit) for entry in entries[:MAX_COSIGNATURES]]
+    if len(entries) > MAX_COSIGNATURES:
+        extra = len(entries) - MAX_COSIGNATURES
+        found.append(CoSignature(f"{extra} more", problem=f"more than {MAX_COSIGNATURES} co-signature files"))
+    return tuple(found)
 
 
 def _read_file(git: GitRepo, blob: str | None, path: str, commit: str) -> bytes | None:
@@ -180,6 +238,7 @@ class _Step:
     sha: str
     committed_at: datetime
     ids: tuple[str | None, str | None]
+    signatures: tuple[int, str] | None = None
 
 
 def _walk(git: GitRepo, tip: str, stop_at: str | None, max_commits: int) -> tuple[list[_Step], bool, bool]:
@@ -198,7 +257,7 @@ def _walk(git: GitRepo, tip: str, stop_at: str | None, max_commits: int) -> tupl
             commit = git.read_commit(sha)
         except KeyError:  # a parent this clone does not have: as good as a shallow boundary
             return steps, True, False
-        steps.append(_Step(sha, _committed_at(commit), _file_ids(git, commit.tree.decode())))
+        steps.append(_Step(sha, _committed_at(commit), *_file_ids(git, commit.tree.decode())))
         if sha == stop_at:
             return steps, False, True
         if sha in shallow:
@@ -242,6 +301,7 @@ def read_policy_history(
                 step.committed_at,
                 _read_file(git, step.ids[0], POLICY_PATH, step.sha),
                 _read_file(git, step.ids[1], SIGNERS_PATH, step.sha),
+                cosignatures=_read_cosignatures(git, step.signatures, step.sha),
             )
         )
     return PolicyHistory(ref, tip, tuple(revisions), shallow, stop_at if stopped else None)
@@ -249,9 +309,16 @@ def read_policy_history(
 
 def policy_blob_ids(git: GitRepo, tip: str, max_commits: int = MAX_HISTORY) -> tuple[bool, list[str]]:
     """``(whether the first-parent history of tip is complete here, the blob ids of the two
-    files along it)``: what a mirror fetches before :func:`read_policy_history` can run."""
+    files and of the co-signature files along it)``: what a mirror fetches before
+    :func:`read_policy_history` can run."""
     steps, cut, _stopped = _walk(git, tip, None, max_commits)
     ids = dict.fromkeys(i for step in steps for i in step.ids if i is not None)
+    for folder in dict.fromkeys(step.signatures for step in steps if step.signatures is not None):
+        entries = _signature_entries(git, folder)
+        if not isinstance(entries, str):
+            ids.update(
+                dict.fromkeys(sha for _, mode, sha in entries[:MAX_COSIGNATURES] if mode in _FILE_MODES)
+            )
     return not cut, list(ids)
 
 

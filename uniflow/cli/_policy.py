@@ -1,4 +1,4 @@
-"""``uniflow policy init`` and ``uniflow policy check``: who may change what (docs/governance.md)."""
+"""``uniflow policy init``, ``check`` and ``sign``: who may change what (docs/governance.md)."""
 
 from __future__ import annotations
 
@@ -100,3 +100,46 @@ def check_cmd(trust_root: str | None, as_json: bool, repo: str | None) -> None:
             f"warning: {len(rejected)} policy revision(s) did not take effect (see 'revisions' above)",
             err=True,
         )
+
+
+@policy_group.command("sign")
+@click.option(
+    "--trust-root",
+    "trust_root",
+    metavar="FILE",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="An allowed-signers file naming the admins you trust, as for 'policy check' "
+    "(default: the first policy this clone saw).",
+)
+@json_option
+@repo_option
+def sign_cmd(trust_root: str | None, as_json: bool, repo: str | None) -> None:
+    """Co-sign the work tree's change of the policy files.
+
+    Signs the change that .uniflow/policy.toml and .uniflow/allowed_signers in the work tree
+    make to the policy in force (their content and the revision they replace, not a commit)
+    with the key Git signs with (gpg.format=ssh, user.signingKey), and writes
+    .uniflow/policy-signatures/<you>.sig. Commit it in the same change: with the commit's own
+    signature, the admins' co-signatures count toward the policy's threshold, and they survive
+    a squash or rebase merge. Refuses when your key is no admin's in the allowed signers in
+    force.
+    \f
+    Calls ModelRegistry.policy_sign(trust_root=--trust-root).
+    """
+    result = get_registry(repo).policy_sign(trust_root)
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    click.echo(f"Signed as {result.principal}: the change from {result.previous[:12]} to")
+    for line in result.statement.splitlines()[4:]:
+        click.echo(f"  {line}")
+    click.echo(f"Wrote {result.path}")
+    have = len(result.cosigners)
+    click.echo(
+        f"{have} of {result.threshold} admin signature(s) present as co-signatures "
+        f"({', '.join(result.cosigners)}); an admin's signed commit counts too."
+    )
+    for line in result.ignored:
+        click.echo(f"not counted: {line}", err=True)
+    click.echo("Next: commit it with the change, e.g. git add .uniflow && git commit -S")
