@@ -163,7 +163,8 @@ def test_init_renders_a_valid_policy_and_an_allowed_signers_line() -> None:
     assert policy.promoters("production") == {"alice@example.com"}
     assert policy.rule("production") == StageRule("production", ("staging",), ("releasers",), None, True)
     lines = [line for line in signers.splitlines() if line and not line.startswith("#")]
-    assert lines == ['alice@example.com namespaces="git" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB alice@laptop']
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB alice@laptop"
+    assert lines == [f'alice@example.com namespaces="git,uniflow-policy" {key}']
 
 
 def test_init_without_a_key_writes_only_the_format_and_refuses_bad_input() -> None:

@@ -91,7 +91,7 @@ def test_init_then_a_commit_signed_by_the_admin_puts_the_policy_in_force(
     out = cli(repo, "policy", "init", "--admin", ALICE, "--key", str(keys[ALICE].pub_path))
     assert "git commit -S" in out.stdout and "uniflow policy check" in out.stdout
     signers = (repo / ".uniflow/allowed_signers").read_text()
-    assert f'{ALICE} namespaces="git" {keys[ALICE].pub_line}' in signers
+    assert f'{ALICE} namespaces="git,uniflow-policy" {keys[ALICE].pub_line}' in signers
     parse_policy((repo / ".uniflow/policy.toml").read_bytes())
     git(repo, "add", ".uniflow")
     sha = commit(repo, keys[ALICE], "uniflow policy")

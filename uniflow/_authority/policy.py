@@ -38,6 +38,7 @@ from typing import Any, NoReturn
 from .._bounded import check_cost
 from .._errors import IntegrityError, PolicyError
 from .._stages import valid_stage_name
+from .cosign import COSIGN_NAMESPACE
 
 __all__ = [
     "ALLOWED_SIGNERS_FILE",
@@ -353,7 +354,8 @@ def _key_line(admin: str, public_key: str) -> str:
             f"not an SSH public key: {public_key[:60]!r} "
             "(expected one line like 'ssh-ed25519 AAAA... comment')"
         )
-    return f'{admin} namespaces="git" {" ".join(fields)}\n'
+    # an admin signs commits and tags ("git") and co-signs policy changes (cosign's namespace)
+    return f'{admin} namespaces="git,{COSIGN_NAMESPACE}" {" ".join(fields)}\n'
 
 
 def render_init(admin: str, public_key: str | None = None) -> tuple[str, str]:
@@ -385,6 +387,7 @@ def render_init(admin: str, public_key: str | None = None) -> tuple[str, str]:
     signers = (
         "# Git's allowed-signers format (man ssh-keygen, ALLOWED SIGNERS): one key a line,\n"
         '#   PRINCIPAL namespaces="git" KEYTYPE BASE64 [COMMENT]\n'
+        f'# (an admin\'s line: namespaces="git,{COSIGN_NAMESPACE}", to co-sign policy changes)\n'
         '# add valid-after="YYYYMMDD" / valid-before="YYYYMMDD" to bound a key; delete a line to revoke it.\n'
     )
     if public_key is not None:
