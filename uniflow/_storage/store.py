@@ -617,19 +617,26 @@ class ObjectStore:
         if missing:
             self._fetch(missing)
 
-    def materialize(self, rec: FileRecord, context: str = "", progress: ProgressFn | None = None) -> Path:
+    def materialize(
+        self,
+        rec: FileRecord,
+        context: str = "",
+        progress: ProgressFn | None = None,
+        link: Callable[[Path], None] | None = None,
+    ) -> Path:
         """A read-only file in the cache holding ``rec``'s bytes, verified before return.
 
         The first call reassembles the chunks (each verified as it is read) and records the
         cached file's stamp (:class:`~uniflow._storage.verified.StampBook`); a later call
         whose stamp is unchanged uses it without reading it, one whose stamp changed checks
         it against the chunk list (:func:`~uniflow._storage.verified.holds_chunks`) and
-        rebuilds it if it was tampered with.
+        rebuilds it if it was tampered with. ``link`` (e.g. a hard link of it into a version's
+        tree, which changes its ctime) is called with the file before its stamp is recorded.
         """
         self.ensure_dirs()
         target = self.cache / rec.digest[:2] / rec.digest
         if target.exists():
-            if self._cached_ok(target, rec):
+            if self._cached_ok(target, rec, link):
                 if progress is not None:
                     progress(rec.size, rec.size)
                 return target
@@ -648,7 +655,9 @@ class ObjectStore:
                 self._assemble(rec, fd, context, progress)
                 os.fchmod(fd, 0o444)
                 os.replace(tmp, target)
-                self.stamps.record(rec.digest, fd)  # after the rename: it changes the ctime
+                if link is not None:
+                    link(target)
+                self.stamps.record(rec.digest, fd)  # after the rename and link: they change the ctime
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -676,9 +685,10 @@ class ObjectStore:
 
         for_each_chunk(rec.chunks, rec.size, one, progress)
 
-    def _cached_ok(self, path: Path, rec: FileRecord) -> bool:
+    def _cached_ok(self, path: Path, rec: FileRecord, link: Callable[[Path], None] | None = None) -> bool:
         """True if the cached copy at ``path`` is read-only and holds ``rec``'s chunks: its
-        stamp is the one recorded, or (checked again, then recorded) its bytes are."""
+        stamp is the one recorded, or (checked again, then recorded) its bytes are; then
+        ``link`` is called with it (before its stamp is recorded)."""
         fd = _open_file(path)
         if fd is None:
             return False
@@ -686,18 +696,25 @@ class ObjectStore:
             st = os.fstat(fd)
             if st.st_size != rec.size or stat.S_IMODE(st.st_mode) & 0o222:
                 return False  # a get's output kept here (writable) is not handed to a load
-            return self._copy_ok(rec, fd)
+            return self._copy_ok(rec, fd, path, link)
         finally:
             os.close(fd)
 
-    def _copy_ok(self, rec: FileRecord, fd: int) -> bool:
-        """True if the open cached file ``fd`` holds ``rec``'s chunks (its stamp unchanged,
-        or its bytes checked again and its stamp recorded anew)."""
+    def _copy_ok(
+        self, rec: FileRecord, fd: int, path: Path, link: Callable[[Path], None] | None = None
+    ) -> bool:
+        """True if the open cached file ``fd`` (at ``path``) holds ``rec``'s chunks: its stamp
+        unchanged, or its bytes checked again (then ``link`` is called and its stamp
+        recorded anew)."""
         _testhooks.point("whole-digest")
         if self.stamps.trusted(rec.digest, fd):
+            if link is not None:
+                link(path)  # linked already, mostly: a new link costs one check next time
             return True
         if not holds_chunks(fd, rec):
             return False
+        if link is not None:
+            link(path)
         self.stamps.record(rec.digest, fd)
         return True
 
@@ -710,7 +727,7 @@ class ObjectStore:
         fd = _open_file(target)
         if fd is None:
             return None
-        if os.fstat(fd).st_size == rec.size and self._copy_ok(rec, fd):
+        if os.fstat(fd).st_size == rec.size and self._copy_ok(rec, fd, target):
             return fd
         os.close(fd)
         force_unlink(target)
