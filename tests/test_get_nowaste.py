@@ -178,6 +178,7 @@ def test_a_second_get_copies_the_verified_cache_and_a_tampered_one_is_rebuilt(
     cli(work, "get", url, "big", "v1.0.0", "-o", "one")
     assert (work / "one" / "big.bin").read_bytes() == data
     assert _hashes(count_dir) == 0  # the output is not read back
+    shutil.rmtree(work / "one")  # the user removes it: the cache's copy stays, still trusted
 
     # Nothing can be downloaded now, nor read from the chunk cache: the copy serves.
     blobs.rename(tmp_path / "blobs-away")
@@ -188,10 +189,31 @@ def test_a_second_get_copies_the_verified_cache_and_a_tampered_one_is_rebuilt(
 
     # The kept copy changes (same size): the next get checks it, drops it and fetches again.
     (tmp_path / "blobs-away").rename(blobs)
-    _flip_keeping_size(work / "one" / "big.bin", 12345)
+    (kept,) = [p for p in (cache / "store" / ".uniflow" / "cache" / "files").rglob("*") if p.is_file()]
+    _flip_keeping_size(kept, 12345)
     cli(work, "get", url, "big", "v1.0.0", "-o", "three")
     assert (work / "three" / "big.bin").read_bytes() == data
     assert _hashes(count_dir) == 1
     cli(work, "get", url, "big", "v1.0.0", "-o", "four")
     assert (work / "four" / "big.bin").read_bytes() == data
     assert _hashes(count_dir) == 0  # the third get's output is the verified copy now
+
+
+def test_a_removed_link_keeps_a_stamp_and_a_chmod_or_a_rewrite_does_not(tmp_path: Path) -> None:
+    book = StampBook(tmp_path / "stamps", tmp_path, lambda: b"k" * 32)
+    digest = "ef" * 32
+    path, other = tmp_path / "f", tmp_path / "g"
+    path.write_bytes(os.urandom(4096))
+    os.link(path, other)  # what a get's output kept as the cache's copy is
+    with open(path, "rb") as f:
+        book.record(digest, f.fileno())
+        other.unlink()  # the user removes the output: the ctime moves, no byte changes
+        assert book.trusted(digest, f.fileno())
+        book.record(digest, f.fileno())
+        os.chmod(path, 0o600)
+        assert not book.trusted(digest, f.fileno())
+        book.record(digest, f.fileno())
+        st = os.stat(path)
+        path.write_bytes(path.read_bytes())  # rewritten in place, same bytes, mtime set back
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert not book.trusted(digest, f.fileno())  # the ctime still moved

@@ -17,11 +17,16 @@ name as it is read. This module is how such a file is trusted again later:
   with the file digest and the boot it was taken in, MAC-ed with a per-user key. A use
   that finds the stamp unchanged trusts the file without reading it; any write,
   truncation, ``chmod`` or replacement changes the stamp (mtime, ctime, inode), and then
-  the file is checked again with :func:`holds_chunks`. After a reboot every record is void
+  the file is checked again with :func:`holds_chunks`. One change is let through: a link
+  removed (a get's output kept as the cache's copy is a hard link to it, and the user
+  deleting that output moves the ctime too). A record whose file has the same device,
+  inode, size and mtime and fewer links than recorded is still trusted: removing a name
+  changes no byte, and a write moves the mtime, which only the file's owner can set back
+  (who can read the key and forge a record anyway). After a reboot every record is void
   (a crash may have lost bytes that the stamp does not show): the file is checked once.
 
 A record is ``<stamps>/<ab>/<digest>``: a 32-byte MAC, then the payload (a format byte,
-the 16-byte boot id, and the stamp as five unsigned 64-bit integers). It is hostile
+the 16-byte boot id, the stamp as five unsigned 64-bit integers, and the link count). It is hostile
 input like everything in the store: read bounded (one byte more than a record), of
 exact length, from a regular file opened without following links, and ignored (then
 removed) when its MAC does not verify. The key is the caller's (``ObjectStore`` is given
@@ -59,7 +64,7 @@ _BUFFERS = ThreadBuffers(CHUNK_PARAMS["max_size"] + 1)
 
 _FORMAT = 1
 _MAC_LEN = 32
-_PAYLOAD = struct.Struct("<B16s5Q")
+_PAYLOAD = struct.Struct("<B16s6Q")
 _RECORD_LEN = _MAC_LEN + _PAYLOAD.size
 _DOMAIN = b"uniflow-verified-stamp-v1\x00"
 KeyFn = Callable[[], "bytes | None"]
@@ -132,7 +137,8 @@ class StampBook:
     def _payload(self, fd: int) -> bytes:
         if self._boot is None:
             self._boot = _boot_id()
-        return _PAYLOAD.pack(_FORMAT, self._boot, *(v & (2**64 - 1) for v in fd_stamp(fd)))
+        stamp = (*fd_stamp(fd), os.fstat(fd).st_nlink)
+        return _PAYLOAD.pack(_FORMAT, self._boot, *(v & (2**64 - 1) for v in stamp))
 
     def _mac(self, key: bytes, digest: str, payload: bytes) -> bytes:
         return blake3.blake3(_DOMAIN + bytes.fromhex(digest) + payload, key=key).digest()
@@ -150,7 +156,7 @@ class StampBook:
         if not secrets.compare_digest(mac, self._mac(key, digest, payload)):
             force_unlink(path)  # forged, damaged or under another key: never trusted
             return False
-        return secrets.compare_digest(payload, self._payload(fd))
+        return _same_file(_PAYLOAD.unpack(payload), _PAYLOAD.unpack(self._payload(fd)))
 
     def record(self, digest: str, fd: int) -> None:
         """Record that the open file ``fd`` holds ``digest``'s chunks, as it is now (call it
@@ -178,6 +184,16 @@ class StampBook:
         path = self._path(digest)
         if path is not None:
             force_unlink(path)
+
+
+def _same_file(recorded: tuple[object, ...], now: tuple[object, ...]) -> bool:
+    """True if ``now`` (format, boot, device, inode, size, mtime, ctime, links) is the
+    ``recorded`` file unchanged, or changed only by a link removed (see the module doc)."""
+    if recorded == now:
+        return True
+    same = recorded[:6] == now[:6]  # format, boot, device, inode, size, mtime
+    fewer = isinstance(now[7], int) and isinstance(recorded[7], int) and now[7] < recorded[7]
+    return same and fewer
 
 
 def _read_record(path: Path) -> bytes | None:
