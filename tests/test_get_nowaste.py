@@ -217,3 +217,15 @@ def test_a_removed_link_keeps_a_stamp_and_a_chmod_or_a_rewrite_does_not(tmp_path
         path.write_bytes(path.read_bytes())  # rewritten in place, same bytes, mtime set back
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
         assert not book.trusted(digest, f.fileno())  # the ctime still moved
+
+
+def test_a_range_longer_than_any_chunk_is_hashed_a_piece_at_a_time(tmp_path: Path) -> None:
+    data = os.urandom((9 << 20) + 5)  # a record claiming one 9 MiB chunk (more than the longest cut)
+    rec = _record_of(data, [])
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        assert holds_chunks(f.fileno(), rec)
+    _flip_keeping_size(path, 6 << 20)
+    with open(path, "rb") as f:
+        assert not holds_chunks(f.fileno(), rec)
