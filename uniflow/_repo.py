@@ -38,7 +38,7 @@ from ._records.lifecycle import (
     rollback_transition,
 )
 from ._records.listing import Listing, ListingIndex, skipped_notice
-from ._records.objcache import DerivedCache
+from ._records.objcache import DerivedCache, load_key
 from ._records.paths import store_dir, work_trees
 from ._records.refs import tag_ref
 from ._records.versions import VersionIndex
@@ -93,7 +93,7 @@ class Repository:
         if store is None:
             # one store per repository, beside the refs every work tree shares; a store of
             # the old layout in the .uniflow of any of its work trees is moved there first
-            store = ObjectStore(store_dir(git.git_dir), fetcher=fetcher)
+            store = ObjectStore(store_dir(git.git_dir), fetcher=fetcher, stamp_key=load_key)
             for tree in dict.fromkeys([self.root, *work_trees(git.git_dir)]):
                 store.adopt(tree / ".uniflow")
         self.store = store

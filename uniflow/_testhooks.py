@@ -5,9 +5,12 @@ library calls :func:`point` at these named places:
 
 * ``_storage.chunking``: ``put-file-read``, once the first chunk of a file copied from
   disk is handed to a writer;
-* ``_storage.ingest``: ``whole-digest``, before ``fd_digest`` hashes an open file (the
-  check of a cached or written copy);
-* ``_storage.safefs``: ``export-write``, after each piece a file export has written;
+* ``_storage.store`` and ``sharing.remote``: ``whole-digest``, once a cached copy or a
+  file a get has written is open and about to be checked (its stamp, or its size); and
+  ``_storage.ingest``, before ``fd_digest`` hashes an open file;
+* ``_storage.verified``: ``verify-chunks``, each time ``holds_chunks`` reads and hashes a
+  file against its chunk list;
+* ``_storage.safefs``: ``export-write``, once a file export has copied a file's bytes;
 * ``_storage.store`` (``ObjectStore.adopt``, while an old store is moved):
   ``store-migrate-linked``, ``store-migrate-unlinked``, ``store-migrate-chunks-moved``;
 * ``_records.lifecycle``: ``after-lifecycle-cas``, once a lifecycle ref moved;
@@ -27,7 +30,7 @@ library calls :func:`point` at these named places:
   ``pack-chunk-written``, ``pack-written``, ``pack-synced``, ``pack-linked``,
   ``pack-indexed``, ``pack-done``.
 
-With the variables below unset a call costs two environment look-ups and does nothing.
+With the variables below unset a call costs three environment look-ups and does nothing.
 
 * ``UNIFLOW_TEST_KILL_AT=<name>``: the process sends itself SIGKILL at point ``<name>``
   (a crash at exactly that place, with no clean-up of any kind).
@@ -35,6 +38,8 @@ With the variables below unset a call costs two environment look-ups and does no
   the process writes ``<dir>/paused`` (holding its pid) and waits until ``<dir>/go`` exists,
   at most :data:`PAUSE_LIMIT` seconds, then carries on. A test runs something else while
   the process is held at that exact place, then creates ``go``.
+* ``UNIFLOW_TEST_COUNT_DIR=<dir>``: every point reached appends its name as a line to
+  ``<dir>/points`` (a test counts, e.g., how often a file was hashed).
 """
 
 from __future__ import annotations
@@ -43,11 +48,12 @@ import os
 import signal
 import time
 
-__all__ = ["KILL_ENV", "PAUSE_DIR_ENV", "PAUSE_ENV", "PAUSE_LIMIT", "point"]
+__all__ = ["COUNT_ENV", "KILL_ENV", "PAUSE_DIR_ENV", "PAUSE_ENV", "PAUSE_LIMIT", "point"]
 
 KILL_ENV = "UNIFLOW_TEST_KILL_AT"
 PAUSE_ENV = "UNIFLOW_TEST_PAUSE_AT"
 PAUSE_DIR_ENV = "UNIFLOW_TEST_PAUSE_DIR"
+COUNT_ENV = "UNIFLOW_TEST_COUNT_DIR"
 #: the longest a paused process waits for ``go`` (seconds)
 PAUSE_LIMIT = 60.0
 
@@ -58,6 +64,10 @@ def point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if os.environ.get(PAUSE_ENV) == name:
         _pause(os.environ.get(PAUSE_DIR_ENV, ""))
+    count_dir = os.environ.get(COUNT_ENV)
+    if count_dir:
+        with open(os.path.join(count_dir, "points"), "a") as f:
+            f.write(name + "\n")
 
 
 def _pause(directory: str) -> None:

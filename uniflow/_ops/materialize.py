@@ -154,10 +154,14 @@ def materialize(
             for rel, rec, mode in records:
                 base = done
                 cb = (lambda d, _t, b=base: progress(b + d, total)) if progress else None
-                src = reg.store.materialize(rec, f"{context} file {rel!r}", cb)
-                done += rec.size
                 *dirs, leaf = rel.split("/")
-                link_file(tree.open(vparts + tuple(dirs)), leaf, src)
+
+                def link(path: Path, where: tuple[str, ...] = vparts + tuple(dirs), name: str = leaf) -> None:
+                    link_file(tree.open(where), name, path)
+
+                # linked before its stamp is recorded: a new link changes the file's ctime
+                src = reg.store.materialize(rec, f"{context} file {rel!r}", cb, link)
+                done += rec.size
                 sources.append((rel, src, mode))
     except OSError as exc:
         raise RepositoryError(f"cannot materialize {context}: {os_reason(exc)}") from exc

@@ -5,6 +5,10 @@ files and Git's loose objects are created: the bytes go to an unnamed ``O_TMPFIL
 (or a named temporary file where that is refused), are fsynced, and only then get their
 name with ``linkat``; the first writer wins and an existing file is never modified. With a
 source descriptor the bytes are copied in the kernel (``copy_file_range``).
+
+:func:`copy_file` copies a whole file the cheapest way the file system allows (a reflink,
+a kernel copy, else reads and writes); :func:`start_writeback` starts writing a written
+range back to disk so that the closing fsync has little left to wait for.
 """
 
 from __future__ import annotations
@@ -13,11 +17,20 @@ import contextlib
 import errno
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from .._errors import InvalidPathError
 
-__all__ = ["force_unlink", "fsync_dir", "os_reason", "write_immutable"]
+__all__ = [
+    "WRITEBACK_STEP",
+    "copy_file",
+    "force_unlink",
+    "fsync_dir",
+    "os_reason",
+    "start_writeback",
+    "write_immutable",
+]
 
 
 def write_immutable(
@@ -167,3 +180,111 @@ def fsync_dir(path: Path) -> None:
 def force_unlink(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+#: bytes written between two calls of :func:`start_writeback` on one output
+WRITEBACK_STEP = 32 << 20
+#: ``FICLONE`` (``_IOW(0x94, 9, int)``): share the source's extents (btrfs, XFS, bcachefs)
+_FICLONE = 0x40049409
+_SYNC_FILE_RANGE_WRITE = 2
+_sync_file_range: list[Callable[[int, int, int, int], int] | None] = []  # loaded on first use
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing the dirty pages of ``[offset, offset + length)`` of ``fd`` back to disk
+    (``sync_file_range(SYNC_FILE_RANGE_WRITE)``) without waiting for them, so that writeback
+    overlaps writing and the fsync at the end finds little left; nothing where the call is
+    unavailable (the fsync at the end is what makes the file durable, either way)."""
+    if not _sync_file_range:
+        _sync_file_range.append(_load_sync_file_range())
+    call = _sync_file_range[0]
+    if call is not None and length > 0:
+        call(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # an error only means no early start
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    if os.uname().sysname != "Linux":
+        return None
+    try:
+        import ctypes  # noqa: PLC0415 (only once a large output is written)
+
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def copy_file(src: int, dst: int, size: int, *, writeback: bool = False, reflink_only: bool = False) -> str:
+    """Copy the first ``size`` bytes of ``src`` into the empty file ``dst`` (both open
+    descriptors), the cheapest way the file system allows: a reflink (``ioctl FICLONE``: no
+    byte copied, the extents shared copy-on-write), else ``copy_file_range`` (the kernel
+    copies, or offloads), else reads and writes. With ``writeback``, writeback of what was
+    copied is started every :data:`WRITEBACK_STEP` bytes. Which way was taken:
+    ``"reflink"``, ``"kernel"`` or ``"read"``; with ``reflink_only``, ``"none"`` when no
+    reflink could be made (nothing is copied then). A source shorter than ``size`` is an
+    ``OSError`` (``EIO``)."""
+    if size and _reflink(src, dst, size):
+        return "reflink"
+    if reflink_only:
+        return "none"
+    done, how = 0, "kernel"
+    copy = getattr(os, "copy_file_range", None)
+    while done < size:  # bounded: each pass copies bytes or raises
+        n = min(WRITEBACK_STEP, size - done)
+        moved = _copy_range(copy, src, dst, n, done) if copy is not None else 0
+        if moved < 0 or copy is None:
+            copy, how = None, "read"
+            moved = _copy_read(src, dst, n, done)
+        if moved == 0:
+            raise OSError(errno.EIO, "the source file is shorter than expected")
+        if writeback:
+            start_writeback(dst, done, moved)
+        done += moved
+    return how
+
+
+def _reflink(src: int, dst: int, size: int) -> bool:
+    """True if ``dst`` now shares ``src``'s extents (and has its size)."""
+    try:
+        import fcntl  # noqa: PLC0415 (POSIX only)
+
+        fcntl.ioctl(dst, _FICLONE, src)
+    except (OSError, ImportError):
+        return False
+    if os.fstat(dst).st_size == size:
+        return True
+    os.ftruncate(dst, 0)  # the source is not the size expected: copied below, which says so
+    return False
+
+
+def _copy_range(copy: Callable[..., int], src: int, dst: int, n: int, offset: int) -> int:
+    """Bytes ``copy_file_range`` moved at ``offset`` (up to ``n``); -1 where it is refused."""
+    moved = 0
+    while moved < n:  # bounded: each call makes progress, ends at EOF or raises
+        try:
+            got = copy(src, dst, n - moved, offset + moved, offset + moved)
+        except OSError as exc:
+            if moved == 0 and exc.errno in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                return -1
+            raise
+        if got == 0:
+            break
+        moved += got
+    return moved
+
+
+def _copy_read(src: int, dst: int, n: int, offset: int) -> int:
+    """Bytes copied at ``offset`` (up to ``n``) with reads and writes, 1 MiB at a time."""
+    moved = 0
+    while moved < n:  # bounded: each pass copies bytes or ends at EOF
+        data = os.pread(src, min(1 << 20, n - moved), offset + moved)
+        if not data:
+            break
+        with memoryview(data) as view:
+            written = 0
+            while written < len(view):  # bounded: each write makes progress or raises
+                written += os.pwrite(dst, view[written:], offset + moved + written)
+        moved += len(data)
+    return moved

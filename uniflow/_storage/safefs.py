@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import _testhooks
+from .fsio import copy_file
 
 __all__ = [
     "DirTree",
@@ -38,7 +39,6 @@ __all__ = [
     "replace_file",
 ]
 
-_BLOCK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _ATTEMPTS = 4  # a component replaced under us is retried, a bounded number of times
 
@@ -229,25 +229,7 @@ def replace_file(dir_fd: int, name: str, src: Path, mode: int) -> None:
 
 
 def _copy(fin: int, fout: int) -> None:
-    """Copy all of ``fin`` to ``fout`` in 1 MiB blocks (sendfile where the kernel allows)."""
-    offset = 0
-    use_sendfile = hasattr(os, "sendfile")
-    while True:  # bounded: every round moves at least one byte or ends at EOF
-        n = 0
-        if use_sendfile:
-            try:
-                n = os.sendfile(fout, fin, offset, _BLOCK)
-            except OSError as exc:
-                if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP) or offset:
-                    raise
-                use_sendfile = False
-        if not use_sendfile:
-            data = os.pread(fin, _BLOCK, offset)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fout, view) :]
-            n = len(data)
-        if n == 0:
-            return
-        offset += n
-        _testhooks.point("export-write")
+    """Copy all of ``fin`` to ``fout`` (a reflink, else a kernel copy: ``fsio.copy_file``),
+    starting writeback as it goes."""
+    copy_file(fin, fout, os.fstat(fin).st_size, writeback=True)
+    _testhooks.point("export-write")

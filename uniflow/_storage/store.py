@@ -23,8 +23,9 @@ remote are still stored that way:
   and the chunk.
 
 A file's digest is BLAKE3 of its whole bytes, computed from the chunks in order on its own
-thread while they are written, so a materialized copy is checked with one multi-threaded
-hash. A user's file is read, never mapped, and refused if it changes meanwhile (``_storage.ingest``).
+thread while they are written. A materialized copy is checked against the chunk list, and
+only when its stamp changed since it was written or last checked (``_storage.verified``).
+A user's file is read, never mapped, and refused if it changes meanwhile (``_storage.ingest``).
 The pipeline that cuts, hashes and hands chunks to :meth:`ObjectStore._store_chunk` in
 order, and the records it returns, are ``_storage.chunking``'s; what a chunk file is stays here.
 
@@ -68,8 +69,8 @@ from .chunking import (
     hash_range,
     store_chunks,
 )
-from .fsio import force_unlink, fsync_dir, os_reason, write_immutable
-from .ingest import FileSource, fd_digest, fd_stamp, read_full
+from .fsio import copy_file, force_unlink, fsync_dir, os_reason, write_immutable
+from .ingest import FileSource, fd_stamp, read_full
 from .packs import PackSet, pack_dir
 from .packwriter import PackStream, PackWriter
 from .parallel import ThreadBuffers
@@ -77,6 +78,7 @@ from .pins import AsideSet, Pin, clean_tmp, read_pins, recover, restore_abandone
 from .repack import recover_set_aside
 from .safefs import first_link
 from .segments import Segments
+from .verified import KeyFn, StampBook, holds_chunks
 
 __all__ = [
     "ObjectStore",
@@ -117,7 +119,14 @@ class ObjectStore:
     """Chunk objects under ``root``: ``<common Git directory>/uniflow`` (``_records.paths.store_dir``),
     or the per-user cache of registries read by URL."""
 
-    def __init__(self, root: Path, fetcher: FetchFn | None = None, *, durable: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        fetcher: FetchFn | None = None,
+        *,
+        durable: bool = True,
+        stamp_key: KeyFn | None = None,
+    ) -> None:
         self.root = Path(root)
         #: False for a download cache (registries read by URL): chunks are not fsynced, and a
         #: chunk that fails verification is deleted and fetched again instead of reported
@@ -131,6 +140,8 @@ class ObjectStore:
         self._checked: set[Path] = set()  # fan-out directories seen to be real directories
         self._packs: PackSet | None = None
         self._batches: dict[Pin, _PackSink] = {}  # the open packs of a register, by its pin
+        #: stamps of verified cached copies, MAC-ed with ``stamp_key`` (none without a key)
+        self.stamps = StampBook(self.root / "cache" / "stamps", self.tmp, stamp_key)
 
     @property
     def packs(self) -> PackSet:
@@ -606,33 +617,49 @@ class ObjectStore:
         if missing:
             self._fetch(missing)
 
-    def materialize(self, rec: FileRecord, context: str = "", progress: ProgressFn | None = None) -> Path:
+    def materialize(
+        self,
+        rec: FileRecord,
+        context: str = "",
+        progress: ProgressFn | None = None,
+        link: Callable[[Path], None] | None = None,
+    ) -> Path:
         """A read-only file in the cache holding ``rec``'s bytes, verified before return.
 
-        The first call reassembles the chunks (each verified as it is read); later calls
-        re-hash the cached copy chunk by chunk, which is cheaper than reassembling, and
-        rebuild it if it was tampered with.
+        The first call reassembles the chunks (each verified as it is read) and records the
+        cached file's stamp (:class:`~uniflow._storage.verified.StampBook`); a later call
+        whose stamp is unchanged uses it without reading it, one whose stamp changed checks
+        it against the chunk list (:func:`~uniflow._storage.verified.holds_chunks`) and
+        rebuilds it if it was tampered with. ``link`` (e.g. a hard link of it into a version's
+        tree, which changes its ctime) is called with the file before its stamp is recorded.
         """
         self.ensure_dirs()
         target = self.cache / rec.digest[:2] / rec.digest
         if target.exists():
-            if self._cached_ok(target, rec):
+            if self._cached_ok(target, rec, link):
                 if progress is not None:
                     progress(rec.size, rec.size)
                 return target
             force_unlink(target)
+            self.stamps.forget(rec.digest)
         self.ensure_local([rec])
         self._fanout(target.parent)
         tmp = self.tmp_path(f"mat-{rec.digest[:16]}")
         try:
-            with open(tmp, "wb") as out:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            try:
                 if rec.size:
-                    out.truncate(rec.size)
-                # Every chunk is verified as it is copied; the whole-file digest is checked on
-                # every later use of this cached file (here it would re-check what the chunks proved).
-                self._assemble(rec, out.fileno(), context, progress)
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, target)
+                    os.ftruncate(fd, rec.size)
+                # Every chunk is verified as it is copied: what they prove is recorded with
+                # the file's stamp, so a later use need not read it again.
+                self._assemble(rec, fd, context, progress)
+                os.fchmod(fd, 0o444)
+                os.replace(tmp, target)
+                if link is not None:
+                    link(target)
+                self.stamps.record(rec.digest, fd)  # after the rename and link: they change the ctime
+            finally:
+                os.close(fd)
         except OSError as exc:
             force_unlink(tmp)
             raise RepositoryError(f"cannot write the file cache in {self.root}: {os_reason(exc)}") from exc
@@ -658,29 +685,82 @@ class ObjectStore:
 
         for_each_chunk(rec.chunks, rec.size, one, progress)
 
-    def _cached_ok(self, path: Path, rec: FileRecord) -> bool:
-        try:
-            st = path.stat()
-        except OSError:
-            return False
-        if st.st_size != rec.size or stat.S_IMODE(st.st_mode) & 0o222:
-            return False
-        return self._whole_ok(path, rec)
-
-    @staticmethod
-    def _whole_ok(path: Path, rec: FileRecord) -> bool:
-        """True if the file at ``path`` holds ``rec``'s bytes (read, never mapped: a cached
-        copy truncated meanwhile is only not ok, see :func:`fd_digest`)."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
+    def _cached_ok(self, path: Path, rec: FileRecord, link: Callable[[Path], None] | None = None) -> bool:
+        """True if the cached copy at ``path`` is read-only and holds ``rec``'s chunks: its
+        stamp is the one recorded, or (checked again, then recorded) its bytes are; then
+        ``link`` is called with it (before its stamp is recorded)."""
+        fd = _open_file(path)
+        if fd is None:
             return False
         try:
-            return fd_digest(fd, rec.size) == rec.digest
-        except OSError:
-            return False
+            st = os.fstat(fd)
+            if st.st_size != rec.size or stat.S_IMODE(st.st_mode) & 0o222:
+                return False  # a get's output kept here (writable) is not handed to a load
+            return self._copy_ok(rec, fd, path, link)
         finally:
             os.close(fd)
+
+    def _copy_ok(
+        self, rec: FileRecord, fd: int, path: Path, link: Callable[[Path], None] | None = None
+    ) -> bool:
+        """True if the open cached file ``fd`` (at ``path``) holds ``rec``'s chunks: its stamp
+        unchanged, or its bytes checked again (then ``link`` is called and its stamp
+        recorded anew)."""
+        _testhooks.point("whole-digest")
+        if self.stamps.trusted(rec.digest, fd):
+            if link is not None:
+                link(path)  # linked already, mostly: a new link costs one check next time
+            return True
+        if not holds_chunks(fd, rec):
+            return False
+        if link is not None:
+            link(path)
+        self.stamps.record(rec.digest, fd)
+        return True
+
+    def open_cached(self, rec: FileRecord) -> int | None:
+        """A descriptor of the cached copy of ``rec`` (the caller closes it), verified as
+        :meth:`materialize` verifies one, or None when there is none; one that is no longer
+        ``rec``'s bytes is removed. Unlike :meth:`materialize` this takes a writable copy
+        too (an output a get kept, :meth:`keep_copy`): for copying from, never to hand out."""
+        target = self.cache / rec.digest[:2] / rec.digest
+        fd = _open_file(target)
+        if fd is None:
+            return None
+        if os.fstat(fd).st_size == rec.size and self._copy_ok(rec, fd, target):
+            return fd
+        os.close(fd)
+        force_unlink(target)
+        self.stamps.forget(rec.digest)
+        return None
+
+    def keep_copy(self, rec: FileRecord, fd: int) -> None:
+        """Keep the file open as ``fd``, which the caller has just written from ``rec``'s
+        verified chunks, as the cached copy of ``rec`` (unless there is one): a reflink of it
+        where the file system shares extents (its own inode; no byte copied), else, in a
+        download cache only (``durable=False``, every copy checked by its stamp on use), a
+        hard link to it. Its stamp is recorded. Failures are ignored: a cache is optional."""
+        target = self.cache / rec.digest[:2] / rec.digest
+        if self.stamps.key is None or os.path.lexists(target):
+            return
+        try:
+            self.ensure_dirs()
+            self._fanout(target.parent)
+            tmp = self.tmp_path(f"keep-{rec.digest[:16]}")
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444)
+            try:
+                if copy_file(fd, out, rec.size, reflink_only=True) == "reflink":
+                    os.replace(tmp, target)
+                    self.stamps.record(rec.digest, out)
+                    return
+            finally:
+                os.close(out)
+                force_unlink(tmp)
+            if not self.durable:
+                os.link(f"/proc/self/fd/{fd}", target, src_dir_fd=fd, follow_symlinks=True)
+                self.stamps.record(rec.digest, fd)  # after the link: it changes the ctime
+        except (OSError, RepositoryError):
+            return
 
     # ------------------------------------------------------------------ maintenance
     def read_loose(self, digest: str) -> bytes | None:
@@ -936,6 +1016,19 @@ class _InOrder:
                 self._done.remove(self._turn)
                 self._turn += 1
             self._cond.notify_all()
+
+
+def _open_file(path: Path) -> int | None:
+    """``path`` opened for reading if it is a regular file (never through a link, never
+    waiting on a FIFO), else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return fd
+    os.close(fd)
+    return None
 
 
 def _real_dir(path: Path) -> bool:

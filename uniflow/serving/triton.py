@@ -37,9 +37,11 @@ from typing import TYPE_CHECKING
 from .. import _testhooks
 from .._errors import ConcurrencyError, InvalidPathError, RepositoryError, UniflowError, UsageError
 from .._naming import validate_version
+from .._records.manifest import file_records
+from .._storage.chunking import FileRecord
 from .._storage.fsio import os_reason
-from .._storage.ingest import fd_digest
 from .._storage.safefs import DirTree, describe_mode, entry_mode, open_root, replace_file
+from .._storage.verified import holds_chunks
 from .._types import FileInfo, ModelVersion
 from .tritonconfig import ONNX, TORCHSCRIPT, TensorSpec, onnx_tensors, recorded_tensors, render_config
 
@@ -276,9 +278,11 @@ def _targets(mv: ModelVersion, layout: _Layout) -> list[tuple[str, FileInfo]]:
     return [(layout.target if f is layout.primary else f.path, f) for f in mv.files]
 
 
-def _matches(model_fd: int, entry: str, files: list[tuple[str, FileInfo]]) -> bool:
-    """True if ``entry`` is a directory holding exactly ``files`` (regular files, same
-    BLAKE3 digests), symlinks never followed."""
+def _matches(
+    model_fd: int, entry: str, files: list[tuple[str, FileInfo]], records: dict[str, FileRecord]
+) -> bool:
+    """True if ``entry`` is a directory holding exactly ``files`` (regular files holding the
+    chunks ``records`` lists for them, by their path in the version), symlinks never followed."""
     try:
         top = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=model_fd)
     except OSError:
@@ -292,7 +296,7 @@ def _matches(model_fd: int, entry: str, files: list[tuple[str, FileInfo]]) -> bo
                     continue  # a real directory: walked next
                 rel = os.path.normpath(os.path.join(root, leaf))
                 f = want.get(rel)
-                if f is None or not _same_file(root_fd, leaf, f):
+                if f is None or not _same_file(root_fd, leaf, records[f.path]):
                     return False
                 seen.add(rel)
     finally:
@@ -300,14 +304,14 @@ def _matches(model_fd: int, entry: str, files: list[tuple[str, FileInfo]]) -> bo
     return seen == set(want)
 
 
-def _same_file(dir_fd: int, leaf: str, f: FileInfo) -> bool:
+def _same_file(dir_fd: int, leaf: str, rec: FileRecord) -> bool:
     try:
         fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return False
     try:
         st = os.fstat(fd)
-        return stat.S_ISREG(st.st_mode) and st.st_size == f.size and fd_digest(fd, f.size) == f.digest
+        return stat.S_ISREG(st.st_mode) and st.st_size == rec.size and holds_chunks(fd, rec)
     finally:
         os.close(fd)
 
@@ -368,7 +372,9 @@ def deploy_triton(
             number = _number(mapping, mv.version, model_fd)
             if mapping.get(mv.version) != number:  # the number is recorded before its directory
                 _write_bytes(model_fd, VERSION_MAP, _map_bytes(name, {**mapping, mv.version: number}))
-            unchanged = _matches(model_fd, str(number), files)
+            manifest = registry.repository.manifest(name, mv.version)
+            records = {rel: rec for rel, rec, _mode in file_records(manifest)}
+            unchanged = _matches(model_fd, str(number), files, records)
             if not unchanged:
                 _stage_and_swap(model_fd, number, files, vdir)
             comment = f"written by uniflow: {name} {mv.version} (content {mv.digest})"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,11 +47,11 @@ from .._errors import (
 )
 from .._naming import validate_relpath
 from .._records.config import Config, ConfigSource, RemoteSpec, parse_remote_config
-from .._records.objcache import cache_home
+from .._records.objcache import cache_home, load_key
 from .._repo import Repository
 from .._storage.chunking import ChunkRef, FileRecord, chunk_digest
-from .._storage.fsio import fsync_dir, os_reason
-from .._storage.ingest import fd_digest
+from .._storage.fsio import WRITEBACK_STEP, copy_file, fsync_dir, os_reason, start_writeback
+from .._storage.ingest import fd_stamp
 from .._storage.parallel import ThreadBuffers, bounded_map
 from .._storage.safefs import DirTree, NotRegularFile, open_regular, open_root
 from .._storage.store import ObjectStore, read_verified
@@ -131,7 +132,8 @@ class RemoteSource:
         except OSError as exc:
             raise RepositoryError(f"cannot create the chunk cache {root}: {exc.strerror}") from exc
         fetcher = UrlBlobFetcher(self.url, config, self.blob)
-        store = ObjectStore(uniflow_dir, fetcher=fetcher, durable=False)  # a cache: verified on use
+        # a cache: verified on use (a cached copy of a whole file by its recorded stamp)
+        store = ObjectStore(uniflow_dir, fetcher=fetcher, durable=False, stamp_key=load_key)
         return Repository(
             git, root=root, config_source=_FixedConfig(uniflow_dir, config, self.display), store=store
         )
@@ -301,9 +303,14 @@ def stream_version(
 
     Each chunk is verified once where it comes from (``_storage.store.read_verified`` or
     ``chunk_digest``): a cached chunk on read, a downloaded one on arrival, before it is
-    kept in the cache (a directory remote's file hard-linked when it can be); then every
-    written file is hashed whole against the manifest's file digest, so the digests
-    ``uniflow get --json`` reports are the bytes on disk. ``dest`` must not exist; it is
+    kept in the cache (a directory remote's file hard-linked when it can be). A written file
+    is not read back: it holds what its verified chunks held, each written whole (its size
+    and the bytes written are checked before it is fsynced). Writeback starts as it is
+    written (``fsio.start_writeback``), so the closing fsync has little left. A file of
+    :data:`WHOLE_COPY_MIN` bytes or more is then kept as the cache's copy of it
+    (``ObjectStore.keep_copy``, with its stamp), and a later get of the same file copies that
+    copy in the kernel (a reflink where the file system has them) while its stamp is
+    unchanged: nothing fetched, nothing hashed. ``dest`` must not exist; it is
     created here and every path below it is re-checked and opened without following
     symlinks (``O_EXCL|O_NOFOLLOW``), modes 0644/0755 only, each file and directory
     fsynced. On failure ``dest`` (created here) is removed again.
@@ -334,6 +341,9 @@ def stream_version(
 MAX_OPEN_FILES = 32
 #: directory descriptors kept open while a version is written (then fsynced and closed)
 MAX_OPEN_DIRS = 64
+#: files at least this large are kept whole in the cache once written, and copied from it
+#: (a smaller file is a chunk or two: served from the chunk cache as it is)
+WHOLE_COPY_MIN = 8 << 20
 
 
 @dataclass
@@ -345,6 +355,9 @@ class _OpenFile:
     rec: FileRecord
     left: int  # chunks not yet written
     absent: bool = False  # a chunk no blob remote has: not verified, reported at the end
+    written: int = 0  # bytes written, counted in file order
+    flushed: int = 0  # bytes whose writeback has been started
+    copied: bool = False  # copied whole from the cache's verified copy
 
 
 @dataclass(frozen=True)
@@ -425,6 +438,8 @@ class _VersionWriter:
             f = self._open(rel, rec, mode)
             if not rec.chunks:
                 self._finish(f)
+            if rec.size >= WHOLE_COPY_MIN and self._copy_cached(f):
+                continue
             offset = 0
             for c in rec.chunks:
                 yield _ChunkTask(f, offset, c, f"{self.context} file {rel!r}")
@@ -447,6 +462,33 @@ class _VersionWriter:
             os.ftruncate(fd, rec.size)
         return f
 
+    def _copy_cached(self, f: _OpenFile) -> bool:
+        """Write ``f`` as a kernel copy (or reflink) of the cache's verified copy of it, and
+        finish it; False when there is none (or it changed while it was copied: then ``f``
+        is emptied again, to be written from its chunks)."""
+        src = self.store.open_cached(f.rec)
+        if src is None:
+            return False
+        try:
+            before = fd_stamp(src)
+            copy_file(src, f.fd, f.rec.size, writeback=True)
+            copied = fd_stamp(src) == before
+        except OSError:
+            copied = False
+        finally:
+            os.close(src)
+        if not copied:
+            os.ftruncate(f.fd, 0)
+            os.ftruncate(f.fd, f.rec.size)
+            return False
+        f.written = f.flushed = f.rec.size
+        f.left, f.copied = 0, True
+        self._finish(f)
+        if self.progress is not None:
+            self.done += f.rec.size
+            self.progress(self.done, self.total)
+        return True
+
     def _one(self, task: _ChunkTask) -> tuple[_ChunkTask, str | None]:
         """Write one chunk (a worker thread); with its digest if no remote has it."""
         c = task.chunk
@@ -455,12 +497,12 @@ class _VersionWriter:
         if data is None:
             if self.fetcher is None:
                 with self.store.open_verified(c.digest, buf, task.where) as chunk:  # the store's own error
-                    os.pwrite(task.file.fd, chunk.data, task.offset)
+                    _pwrite_all(task.file.fd, chunk.data, task.offset)
                 return task, None
             data = _fetch_chunk(self.store, self.fetcher, c, buf, task.where)
             if data is None:
                 return task, c.digest
-        os.pwrite(task.file.fd, data, task.offset)
+        _pwrite_all(task.file.fd, data, task.offset)
         return task, None
 
     def _settled(self, task: _ChunkTask, missing: str | None) -> None:
@@ -469,6 +511,11 @@ class _VersionWriter:
         if missing is not None:
             self.absent.append(missing)
             f.absent = True
+        else:
+            f.written += task.chunk.size
+            if f.written - f.flushed >= WRITEBACK_STEP:  # chunks settle in file order
+                start_writeback(f.fd, f.flushed, f.written - f.flushed)
+                f.flushed = f.written
         f.left -= 1
         if f.left == 0:
             self._finish(f)
@@ -477,16 +524,22 @@ class _VersionWriter:
             self.progress(self.done, self.total)
 
     def _finish(self, f: _OpenFile) -> None:
-        """Check the whole file against the manifest, fsync and close it."""
+        """Check the file is whole (every byte written, from verified chunks or the verified
+        copy, and its size the manifest's: nothing truncated or appended meanwhile), fsync
+        it, keep it as the cache's copy if it is large, and close it."""
         self.files.remove(f)
         fd, f.fd = f.fd, -1
         try:
-            if not f.absent and not _whole_matches(fd, f.rec):
-                raise IntegrityError(
-                    f"{self.context} file {f.rel!r}: its bytes do not match the manifest's file digest"
-                )
             if not f.absent:
+                _testhooks.point("whole-digest")
+                if not _written_whole(fd, f):
+                    raise IntegrityError(
+                        f"{self.context} file {f.rel!r}: its bytes do not match the manifest's file digest "
+                        "(the file changed while it was written)"
+                    )
                 os.fsync(fd)
+                if not f.copied and f.rec.size >= WHOLE_COPY_MIN:
+                    self.store.keep_copy(f.rec, fd)
         finally:
             os.close(fd)
         _testhooks.point("get-file-written")
@@ -581,5 +634,18 @@ def _fetch_chunk(
     return None
 
 
-def _whole_matches(fd: int, rec: FileRecord) -> bool:
-    return fd_digest(fd, rec.size) == rec.digest
+def _pwrite_all(fd: int, data: memoryview | bytes, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (a short write is continued, never ignored)."""
+    with memoryview(data) as view:
+        done = 0
+        while done < len(view):  # bounded: each pwrite makes progress or raises
+            with view[done:] as rest:
+                done += os.pwrite(fd, rest, offset + done)
+
+
+def _written_whole(fd: int, f: _OpenFile) -> bool:
+    """True if ``f`` had all of its bytes written and the file open as ``fd`` is a regular
+    file of exactly the manifest's size (what a file changed by another process meanwhile,
+    truncated or extended, is not)."""
+    st = os.fstat(fd)
+    return stat.S_ISREG(st.st_mode) and st.st_size == f.rec.size and f.written == f.rec.size
