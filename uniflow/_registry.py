@@ -24,12 +24,7 @@ from ._errors import (
     StageEmptyError,
     UsageError,
 )
-from ._ops import enforce as _enforce
-from ._ops.maintenance import gc as _gc
-from ._ops.maintenance import repair as _repair
-from ._ops.maintenance import verify as _verify
 from ._ops.materialize import export_files, materialize
-from ._ops.register import register_version
 from ._records.config import Config, ConfigSource
 from ._records.git import GitRepo
 from ._records.lifecycle import LifecycleEvent
@@ -481,6 +476,8 @@ class ModelRegistry(RegistryReader):
         A file of a path model that is a Git LFS pointer (a clone without git-lfs) gives a
         :class:`~uniflow.LfsPointerWarning`; with ``strict=True`` an :class:`~uniflow.LfsPointerError`.
         """
+        from ._ops.register import register_version  # writes only: kept off a read's imports
+
         chosen = register_version(
             self._repo,
             model,
@@ -513,16 +510,22 @@ class ModelRegistry(RegistryReader):
 
         Returns the :class:`LifecycleEvent` recorded, as ``history`` shows it (``displaced``
         names the archived previous holder); ``get(name, version)`` gives the version."""
-        return _enforce.promote(self._repo, name, version, stage, reason=reason, extra=extra)
+        from ._ops import enforce
+
+        return enforce.promote(self._repo, name, version, stage, reason=reason, extra=extra)
 
     def archive(self, name: str, version: str, *, reason: str | None = None) -> LifecycleEvent:
         """Move ``version`` to the archived stage; returns the :class:`LifecycleEvent` recorded."""
-        return _enforce.archive(self._repo, name, version, reason=reason)
+        from ._ops import enforce
+
+        return enforce.archive(self._repo, name, version, reason=reason)
 
     def rollback(self, name: str, stage: StageLike, *, reason: str | None = None) -> LifecycleEvent:
         """Give ``stage`` back to its previous holder (the current one is archived); returns
         the :class:`LifecycleEvent` recorded, whose ``version`` is the holder put back."""
-        return _enforce.rollback(self._repo, name, stage, reason=reason)
+        from ._ops import enforce
+
+        return enforce.rollback(self._repo, name, stage, reason=reason)
 
     def approve(
         self, name: str, version: str, *, for_stage: StageLike, message: str | None = None
@@ -530,7 +533,9 @@ class ModelRegistry(RegistryReader):
         """Record a signed approval of ``version`` for ``for_stage`` (no stage changes); a
         policy counts it toward that stage's ``approvals``. Refused (:class:`SigningError`)
         without a signing key; see ``docs/governance.md``."""
-        return _enforce.approve(self._repo, name, version, for_stage, message=message)
+        from ._ops import enforce
+
+        return enforce.approve(self._repo, name, version, for_stage, message=message)
 
     # ------------------------------------------------------------------ importers (uniflow/importers/)
     def import_mlflow(
@@ -574,19 +579,25 @@ class ModelRegistry(RegistryReader):
     def verify(self, name: str | None = None) -> VerifyReport:
         """Re-hash every chunk of every version (or of ``name``) and check every lifecycle;
         the :class:`VerifyReport` (``.ok`` when no problem was found)."""
-        return _verify(self._repo, name)
+        from ._ops.maintenance import verify
+
+        return verify(self._repo, name)
 
     def repair(self) -> list[str]:
         """Fix what can be fixed without any model data (``uniflow verify --repair``): today
         the reflogs of version tags and stage pointers older versions wrote, which ``git gc``
         reports as errors. One line per fix (empty: nothing to fix)."""
-        return _repair(self._repo)
+        from ._ops.maintenance import repair
+
+        return repair(self._repo)
 
     def gc(self, *, dry_run: bool = True, grace_seconds: float = 3600.0, repack: bool = False) -> GcReport:
         """Delete chunks no ref reaches, older than the grace period (dry run by default), and
         rewrite packs that are mostly garbage; with ``repack``, move chunk files into packs.
         The :class:`GcReport` of what was (or would be) done."""
-        return _gc(self._repo, dry_run=dry_run, grace_seconds=grace_seconds, repack=repack)
+        from ._ops.maintenance import gc
+
+        return gc(self._repo, dry_run=dry_run, grace_seconds=grace_seconds, repack=repack)
 
     # ------------------------------------------------------------------ sharing (uniflow/sharing/)
     def push(
