@@ -460,11 +460,7 @@ def _unreadable(entry: SignedCommit, exc: IntegrityError | None) -> EventCheck:
 
 
 def _tag_checks(repo: Repository, model: str, signers: Signers) -> tuple[dict[str, TagCheck], dict[str, str]]:
-    current: dict[str, str] = {}
-    for v in repo.index.version_names(model):
-        found = repo.index.tag_sha(model, v)
-        if found is not None:
-            current[v] = str(found)
+    current = {v: str(sha) for v, sha in repo.index.versions(model).items()}  # one scan of the tag refs
     cache = repo.lifecycle.cache
     checks = {}
     for version, sha in sorted(current.items()):
