@@ -105,7 +105,15 @@ class _Reader:
         return int.from_bytes(self.take(4), "big")
 
     def string(self) -> bytes:
-        return self.take(self.u32())
+        """A length-prefixed field (``uint32`` length, then that many bytes), read in one step."""
+        data, pos = self.data, self.pos
+        if len(data) - pos < 4:
+            raise SignatureError(f"{self.what} is truncated")
+        end = pos + 4 + int.from_bytes(data[pos : pos + 4], "big")
+        if end > len(data):
+            raise SignatureError(f"{self.what} is truncated")
+        self.pos = end
+        return data[pos + 4 : end]
 
     def text(self, field: str, limit: int = MAX_NAMESPACE) -> str:
         raw = self.string()
