@@ -209,6 +209,7 @@ class _Walk:
     def __init__(self) -> None:
         self.ids: list[str] = []
         self.raws: list[bytes] = []
+        self.heads: list[dict[bytes, bytes]] = []  # the headers of each, parsed once
         self.older: list[SignedCommit] = []
         self.reached: str | None = None
         self.ok = True
@@ -233,10 +234,11 @@ def _walk(
                 break
             walk.ids.append(cur)
             walk.raws.append(raw)
+            walk.heads.append(_headers(raw))
             if len(walk.raws) - sent == _VERIFY_BATCH:
                 yield walk.raws[sent:]
                 sent = len(walk.raws)
-            parent = _headers(raw).get(b"parent")
+            parent = walk.heads[-1].get(b"parent")
             cur = parent.decode("ascii", "replace") if parent else None
     except IntegrityError:
         walk.ok = False
@@ -266,6 +268,7 @@ def _walk_packed(
             return False
         walk.ids += more[i : i + _PACKED_SLICE]
         walk.raws += found
+        walk.heads += [_headers(raw) for raw in found]
         yield from (found[j : j + _VERIFY_BATCH] for j in range(0, len(found), _VERIFY_BATCH))
     return True
 
@@ -291,7 +294,7 @@ def _read_rest(
     checks = bounded_map(check, batches, workers=_VERIFY_WORKERS, window=_LIMIT, name="uniflow-verify")
     try:
         first = next(checks, None)  # every batch is queued: the workers verify while the rest is read
-        heads = [_headers(raw) for raw in walk.raws]
+        heads = walk.heads
         if first is None or not walk.ok or not _linked(walk, heads):
             return None
         events = _events(git, heads, 32 if fmt == "sha256" else 20)
