@@ -10,8 +10,9 @@ requires signatures, so every event is verified and evaluated. Each round verifi
 (a fresh derived cache: every signature checked), warm (the second run, from the cache the
 first one kept), cold again on a copy whose objects are packed (as a clone holds them), and
 times the same number of bare Ed25519 verifies on one thread (``verify_10k_floor_s``: the
-cost of the signatures alone). Promotes alternate unsigned and signed in interleaved rounds;
-the overhead is the per-round difference."""
+cost of the signatures alone) and on two (``verify_10k_floor_2t_s``: as ``verify_lifecycle``
+verifies them). Promotes alternate unsigned and signed in interleaved rounds; the overhead
+is the per-round difference."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ KEYS = [
     "verify_10k_events_warm_s",
     "verify_10k_events_packed_s",
     "verify_10k_floor_s",
+    "verify_10k_floor_2t_s",
     "promote_unsigned_ms",
     "promote_signed_ms",
     "promote_sign_overhead_ms",
@@ -47,6 +49,7 @@ TIMED = [
     "verify_10k_events_warm_s",
     "verify_10k_events_packed_s",
     "verify_10k_floor_s",
+    "verify_10k_floor_2t_s",
     "promote_unsigned_ms",
     "promote_signed_ms",
     "promote_sign_overhead_ms",
@@ -148,19 +151,27 @@ def _promote_pair_ms(
     return unsigned, signed
 
 
-def _floor_s(events: int) -> float:
-    """Seconds of ``events`` bare Ed25519 verifies with ``cryptography`` on one thread: what
-    verifying that many signatures cannot beat on one core."""
+def _floor_s(events: int, threads: int = 1) -> float:
+    """Seconds of ``events`` bare Ed25519 verifies with ``cryptography`` on ``threads``
+    threads (as many each): what verifying that many signatures cannot beat on that many
+    cores (the verify releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     private = ed25519.Ed25519PrivateKey.generate()
     public = private.public_key()
     messages = [os.urandom(160) + i.to_bytes(4, "big") for i in range(events)]
     signatures = [private.sign(m) for m in messages]
-    start = time.perf_counter()
-    for m, sig in zip(messages, signatures, strict=True):
-        public.verify(sig, m)
-    return time.perf_counter() - start
+
+    def verify(part: int) -> None:
+        for m, sig in zip(messages[part::threads], signatures[part::threads], strict=True):
+            public.verify(sig, m)
+
+    with ThreadPoolExecutor(threads) as pool:
+        start = time.perf_counter()
+        list(pool.map(verify, range(threads)))
+        return time.perf_counter() - start
 
 
 def _cpu_s() -> float:
@@ -225,6 +236,7 @@ def measure(base: Path, events: int, rounds: int, promote_runs: int) -> dict[str
         out["verify_10k_events_warm_s"].append(warm)
         out["verify_10k_events_packed_s"].append(_verify_once(packed, base / f"cache-packed-{r}")[0])
         out["verify_10k_floor_s"].append(_floor_s(held))
+        out["verify_10k_floor_2t_s"].append(_floor_s(held, threads=2))
     out["events"] = [float(held)]
     return out
 
@@ -255,6 +267,11 @@ def bench_authority(res: Any, work: Path, mode_name: str, promote_runs: int) -> 
         f"{what}, first run, its objects packed",
     )
     res.add("verify_10k_floor_s", found["verify_10k_floor_s"], f"{events} bare Ed25519 verifies, one thread")
+    res.add(
+        "verify_10k_floor_2t_s",
+        found["verify_10k_floor_2t_s"],
+        f"{events} bare Ed25519 verifies, two threads",
+    )
     res.add("promote_unsigned_ms", found["promote_unsigned_ms"], "promote, no signing key")
     res.add("promote_signed_ms", found["promote_signed_ms"], "promote signed with an in-process SSH key")
     res.add(

@@ -86,6 +86,7 @@ NON_PEER_KEYS = [
     "verify_10k_events_warm_s",
     "verify_10k_events_packed_s",
     "verify_10k_floor_s",
+    "verify_10k_floor_2t_s",
     "promote_unsigned_ms",
     "promote_signed_ms",
     "promote_sign_overhead_ms",

@@ -158,3 +158,40 @@ def test_a_rewritten_parent_link_is_followed_as_the_objects_say(
     found = read_signed_chain(GitRepo(repo.workdir), head, "clf")
     assert [c.sha for c in found] == ids
     assert found == _one_by_one(repo, head, monkeypatch)
+
+
+def test_a_chain_read_and_verified_in_small_slices_reads_the_same(
+    chain: tuple[GitRepo, str, list[str]], key: Key, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loose commits are verified in batches as they are read, packed ones read a slice of
+    ``git cat-file`` at a time: with batches and slices that do not divide the chain, loose
+    over packed, every commit is read once, in order, its verdict its own."""
+    repo, head, ids = chain
+    git(repo.workdir, "repack", "-adq")
+    git(repo.workdir, "prune-packed")
+    signer = load_signer(str(key.path))
+    for i in range(40):
+        tree = repo.write_tree({"event.json": (0o100644, repo.write_blob(b'{"more": %d}' % i))})
+        head = repo.write_commit(tree, [head], f"more {i}\n", ("CI", "ci@example.com"), signer=signer)
+    whole = read_signed_chain(GitRepo(repo.workdir), head, "clf")
+    with monkeypatch.context() as m:
+        m.setattr(signedchain, "_VERIFY_BATCH", 7)
+        m.setattr(signedchain, "_PACKED_SLICE", 11)
+        sliced = read_signed_chain(GitRepo(repo.workdir), head, "clf")
+    _check(sliced[:LENGTH], ids, key)
+    assert sliced == whole == _one_by_one(repo, head, monkeypatch)
+
+
+def test_events_are_handed_over_while_the_signatures_verify(
+    chain: tuple[GitRepo, str, list[str]],
+) -> None:
+    """``meanwhile`` gets the event of every commit read in bulk (those behind the first 64,
+    newest first), exactly the bytes the chain returns for it; the result is unchanged."""
+    repo, head, ids = chain
+    handed: list[tuple[str, bytes | None]] = []
+    found = read_signed_chain(repo, head, "clf", meanwhile=handed.extend)
+    assert found == read_signed_chain(GitRepo(repo.workdir), head, "clf")
+    bulk = ids[: LENGTH - signedchain._ONE_BY_ONE]
+    assert [sha for sha, _ in handed] == bulk[::-1]
+    events = {c.sha: c.event for c in found}
+    assert all(event == events[sha] for sha, event in handed)

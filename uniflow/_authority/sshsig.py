@@ -105,7 +105,15 @@ class _Reader:
         return int.from_bytes(self.take(4), "big")
 
     def string(self) -> bytes:
-        return self.take(self.u32())
+        """A length-prefixed field (``uint32`` length, then that many bytes), read in one step."""
+        data, pos = self.data, self.pos
+        if len(data) - pos < 4:
+            raise SignatureError(f"{self.what} is truncated")
+        end = pos + 4 + int.from_bytes(data[pos : pos + 4], "big")
+        if end > len(data):
+            raise SignatureError(f"{self.what} is truncated")
+        self.pos = end
+        return data[pos + 4 : end]
 
     def text(self, field: str, limit: int = MAX_NAMESPACE) -> str:
         raw = self.string()
@@ -185,8 +193,7 @@ class PublicKey:
     @property
     def fingerprint(self) -> str:
         """``SHA256:...``, as ``ssh-keygen -l`` and Git print it."""
-        digest = base64.b64encode(hashlib.sha256(self.blob).digest()).decode().rstrip("=")
-        return f"SHA256:{digest}"
+        return _fingerprint(self.blob)
 
     def openssh(self) -> str:
         """The key as one ``.pub`` line without comment: ``ssh-ed25519 AAAA...``."""
@@ -221,6 +228,20 @@ class PublicKey:
                 raise SignatureError("public key: the ECDSA point is not on its curve") from None
         e = r.mpint("RSA exponent")
         return rsa.RSAPublicNumbers(e, r.mpint("RSA modulus")).public_key()
+
+
+@functools.lru_cache(maxsize=256)
+def _fingerprint(blob: bytes) -> str:
+    """:attr:`PublicKey.fingerprint`, kept per key blob (a lifecycle names a handful of keys)."""
+    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return f"SHA256:{digest}"
+
+
+@functools.lru_cache(maxsize=256)
+def _key_from_blob(blob: bytes) -> PublicKey:
+    """:meth:`PublicKey.from_blob`, kept per blob (every signature of a key embeds the same
+    blob; a malformed one raises each time)."""
+    return PublicKey.from_blob(blob)
 
 
 @functools.lru_cache(maxsize=256)
@@ -290,7 +311,7 @@ def parse_signature(text: str | bytes) -> Signature:
     version = r.u32()
     if version != _VERSION:
         raise SignatureError(f"signature has SSHSIG version {version}, expected {_VERSION}")
-    key = PublicKey.from_blob(r.string())
+    key = _key_from_blob(r.string())
     namespace = r.text("namespace")
     if not namespace:
         raise SignatureError("signature has an empty namespace")

@@ -76,19 +76,27 @@ class Signers:
         self.chain = chain
         self._parsed: dict[str, AllowedSigners | None] = {}
         self._lines: dict[tuple[str, PublicKey], list[AllowedSignerLine]] = {}
+        # who a key is under a revision, kept when no line of the key has a validity window
+        self._who: dict[tuple[str, PublicKey], tuple[tuple[str, ...], str]] = {}
         self._times = [r.committed_at for r in chain.history] if chain is not None else []
         # commit times are the signer's clock: bisect only when they never go back
         self._ordered = all(a <= b for a, b in zip(self._times, self._times[1:], strict=False))
+        self._last: tuple[int, InForce | None] | None = None  # an event asks twice for its time
 
     def in_force(self, when: int) -> InForce | None:
         """The policy revision in force at ``when`` (seconds), or None
         (:meth:`PolicyChain.at`, by bisection when the revisions' times are in order)."""
         if self.chain is None:
             return None
+        if self._last is not None and self._last[0] == when:
+            return self._last[1]
         if not self._ordered:
-            return self.chain.at(_utc(when))
-        found = bisect.bisect_right(self._times, _utc(when))
-        return self.chain.history[found - 1] if found else None
+            revision = self.chain.at(_utc(when))
+        else:
+            found = bisect.bisect_right(self._times, _utc(when))
+            revision = self.chain.history[found - 1] if found else None
+        self._last = (when, revision)
+        return revision
 
     def _signers(self, revision: InForce) -> AllowedSigners | None:
         if revision.commit not in self._parsed:
@@ -115,9 +123,19 @@ class Signers:
         if revision is None or signers is None:
             return (), f"{line}; no allowed signers in force"
         memo = (revision.commit, key)
+        if memo in self._who:
+            return self._who[memo]
         if memo not in self._lines:
             self._lines[memo] = [e for e in signers.entries if e.key == key and not e.cert_authority]
         lines = self._lines[memo]
+        found = self._named(key, lines, when)
+        if all(e.valid_after is None and e.valid_before is None for e in lines):
+            self._who[memo] = found  # the same at any time
+        return found
+
+    @staticmethod
+    def _named(key: PublicKey, lines: list[AllowedSignerLine], when: int) -> tuple[tuple[str, ...], str]:
+        """:meth:`who` of ``key`` by its allowed-signers ``lines`` at ``when``."""
         fields = [e.principals for e in lines if e.refusal(GIT_NAMESPACE, when) is None]
         names = tuple(
             dict.fromkeys(
@@ -363,6 +381,7 @@ def _event_check(
     current: Mapping[str, str],
 ) -> EventCheck:
     revision = signers.in_force(entry.time)
+    at = _utc(entry.time)
     policy = revision.policy if revision is not None else None
     stage = ev.for_stage if ev.action == "approve" else ev.to_stage
     names, line = signers.who(
@@ -394,18 +413,18 @@ def _event_check(
             before,
             ev.to_stage,
             signer,
-            _utc(entry.time),
+            at,
             past_holder=ev.version in replay.held.get(ev.to_stage, set()),
         )
         found = replay.approvals.get((ev.version, ev.to_stage), [])
         verdict = evaluate(policy, rule_event, registrant=tag.signer if tag else None, approvals=found)
         ok, reason, approvers = verdict.allowed, verdict.reason, verdict.approvers
     if ev.action == "approve" and signer is not None and ev.for_stage is not None:
-        approval = Approval(model, ev.version, ev.for_stage, signer, _utc(entry.time))
+        approval = Approval(model, ev.version, ev.for_stage, signer, at)
         replay.approvals.setdefault((ev.version, ev.for_stage), []).append(approval)
     return EventCheck(
         entry.sha,
-        _utc(entry.time),
+        at,
         ev.action,
         ev.version,
         ev.seq,
@@ -441,11 +460,7 @@ def _unreadable(entry: SignedCommit, exc: IntegrityError | None) -> EventCheck:
 
 
 def _tag_checks(repo: Repository, model: str, signers: Signers) -> tuple[dict[str, TagCheck], dict[str, str]]:
-    current: dict[str, str] = {}
-    for v in repo.index.version_names(model):
-        found = repo.index.tag_sha(model, v)
-        if found is not None:
-            current[v] = str(found)
+    current = {v: str(sha) for v, sha in repo.index.versions(model).items()}  # one scan of the tag refs
     cache = repo.lifecycle.cache
     checks = {}
     for version, sha in sorted(current.items()):
@@ -526,17 +541,16 @@ def _evaluate(
     """Check the events from the newest kept verdicts (or the first event) up to ``head``,
     and keep the result under ``head``."""
     cache = repo.lifecycle.cache
-    commits = read_signed_chain(repo.git, head, model, cache)
+    parsed: dict[str, LifecycleEvent | IntegrityError] = {}
+    commits = read_signed_chain(
+        repo.git, head, model, cache, meanwhile=lambda found: _parse_events(model, found, parsed)
+    )
     checks, replay, start = _resume(cache, model, commits, context, repo.stages())
     for i in range(start, len(commits)):
         entry = commits[i]
-        try:
-            ev = parse_event(entry.event, commit_context(entry.sha, model)) if entry.event else None
-        except IntegrityError as bad:
-            checks.append(_unreadable(entry, bad))
-            continue
-        if ev is None:
-            checks.append(_unreadable(entry, None))
+        ev = parsed[entry.sha] if entry.sha in parsed else _parse(model, entry.sha, entry.event)
+        if not isinstance(ev, LifecycleEvent):
+            checks.append(_unreadable(entry, ev))
             continue
         checks.append(_event_check(model, entry, ev, signers, replay, tags, current))
         replay.move(i, ev, entry.sha)
@@ -545,6 +559,26 @@ def _evaluate(
         if start and commits[start - 1].sha != head:
             cache.delete(VERDICTS_KIND, commits[start - 1].sha)  # superseded: one entry per model
     return checks, replay
+
+
+def _parse(model: str, sha: str, data: bytes | None) -> LifecycleEvent | IntegrityError | None:
+    """The event of commit ``sha`` parsed from its ``event.json`` bytes, why it does not
+    parse, or None when it has none (absent or empty)."""
+    if not data:
+        return None
+    try:
+        return parse_event(data, commit_context(sha, model))
+    except IntegrityError as bad:
+        return bad
+
+
+def _parse_events(
+    model: str, found: list[tuple[str, bytes | None]], into: dict[str, LifecycleEvent | IntegrityError]
+) -> None:
+    """:func:`_parse` of each ``(commit, event.json bytes)`` of ``found`` into ``into``."""
+    for sha, data in found:
+        if (ev := _parse(model, sha, data)) is not None:
+            into[sha] = ev
 
 
 # ---------------------------------------------------------------------- kept verdicts

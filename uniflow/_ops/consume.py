@@ -216,7 +216,7 @@ def _verdict_key(
         branch = default_branch(repo.git)
     except UniflowError:
         return None
-    tags = {v: str(repo.index.tag_sha(name, v)) for v in repo.index.version_names(name)}
+    tags = {v: str(sha) for v, sha in repo.index.versions(name).items()}  # one scan of the tag refs
     stages = sorted(repo.stages().items())
     inputs = [name, version, stage, head, sorted(tags.items()), list(branch), root, stages]
     return blake3.blake3(json.dumps(inputs).encode()).hexdigest()

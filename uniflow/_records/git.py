@@ -344,22 +344,23 @@ def inflate_loose(path: str, cap: int) -> bytes | None:
     """The body of the loose object at ``path``, inflated incrementally and never past
     ``cap`` bytes plus its header whatever the header says; None if there is no such file.
     A body longer or shorter than its header states is an :class:`IntegrityError`."""
-    try:
-        f = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+    try:  # a bare descriptor: no buffer object, no fstat or isatty per object
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return None
     limit = cap + 64  # the header and the body
     d = zlib.decompressobj()
     out = bytearray()
-    with f:
-        try:
-            while not d.eof and len(out) <= limit:  # each turn inflates at most what ``limit`` leaves
-                data = d.unconsumed_tail or f.read(1 << 16)
-                if not data:
-                    break
-                out += d.decompress(data, limit + 1 - len(out))
-        except zlib.error as exc:
-            raise IntegrityError(f"loose object {path[-41:]} is damaged ({exc}); run 'git fsck'") from exc
+    try:
+        while not d.eof and len(out) <= limit:  # each turn inflates at most what ``limit`` leaves
+            data = d.unconsumed_tail or os.read(fd, 1 << 16)
+            if not data:
+                break
+            out += d.decompress(data, limit + 1 - len(out))
+    except zlib.error as exc:
+        raise IntegrityError(f"loose object {path[-41:]} is damaged ({exc}); run 'git fsck'") from exc
+    finally:
+        os.close(fd)
     header, nul, body = bytes(out).partition(b"\0")
     stated = header.partition(b" ")[2]
     if not nul or not stated.isdigit() or int(stated) != len(body) or not d.eof:

@@ -11,13 +11,16 @@ cache (MAC-ed, :mod:`uniflow._records.objcache`) under the head commit; a later 
 the newest commit whose chain is kept, so verifying a long lifecycle again reads only the
 new commits. :func:`read_signed_tag` does the same for a version tag, keyed by its id.
 
-A long walk reads its first commits one by one, then the rest in bulk: the chain as one
-``git rev-list --first-parent`` lists it, and the commits, trees and ``event.json`` blobs
-each by one read (:meth:`~uniflow._records.git.GitRepo.read_raw_many`: loose objects
-in-process, packed ones through one ``git cat-file --batch``), every object checked to hash
-to its id and every parent link checked against the commits' own headers, so git is trusted
-with nothing; the signatures verify on worker threads meanwhile. Anything amiss (no git
-binary, a missing or damaged object) falls back to the one-by-one walk, which names it.
+A long walk reads its first commits one by one, then the rest in bulk: loose commits walked
+in-process, then the packed rest as one ``git rev-list --first-parent`` lists it, read a
+slice at a time, and the trees and ``event.json`` blobs each by one read
+(:meth:`~uniflow._records.git.GitRepo.read_raw_many`: loose objects in-process, packed ones
+through one ``git cat-file --batch``), every object checked to hash to its id and every
+parent link checked against the commits' own headers, so git is trusted with nothing. The
+signatures verify on worker threads from the first batch of commits read, while the rest,
+the trees and the events are read (and the caller's ``meanwhile`` parses the events).
+Anything amiss (no git binary, a missing or damaged object) falls back to the one-by-one
+walk, which names it.
 
 Nothing here decides trust: a signature that verifies names only its key.
 """
@@ -25,6 +28,7 @@ Nothing here decides trust: a signature that verifies names only its key.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
 import msgpack
@@ -49,13 +53,19 @@ MAX_TAG_BYTES = 32 << 20
 #: the largest lifecycle tree read (it holds two files)
 MAX_TREE_BYTES = 1 << 20
 #: commits read one by one before the rest of a long chain is read in bulk
-#: (:func:`_read_bulk`: three git processes, worth it only for many commits)
+#: (:func:`_read_rest`: a few git processes, worth it only for many commits)
 _ONE_BY_ONE = 64
 #: threads that verify signatures (the ``cryptography`` verify releases the GIL)
 _VERIFY_WORKERS = 2
 #: commits per verify task (one future each)
 _VERIFY_BATCH = 128
+#: packed commits read by one ``git cat-file`` (verifying starts after the first slice)
+_PACKED_SLICE = 2048
 _LIMIT = 10_000_000
+
+#: what :func:`read_signed_chain` hands its ``meanwhile`` callback: ``(commit id, event.json
+#: bytes or None)`` of the commits read in bulk, newest first
+Meanwhile = Callable[[list[tuple[str, bytes | None]]], None]
 
 
 @dataclass(frozen=True)
@@ -191,82 +201,128 @@ def _cached_chain(cache: DerivedCache | None, model: str, sha: str) -> list[Sign
     return out if out[-1].sha == sha else None  # kept oldest first, ending at its key
 
 
-def _read_rest(
-    git: GitRepo, sha: str, model: str, listed: set[str], cache: DerivedCache | None, limit: int
-) -> tuple[list[SignedCommit], list[SignedCommit], str | None] | None:
-    """The commits from ``sha`` back to the first (or to the newest whose chain is kept),
-    newest first, read in bulk (:func:`_read_bulk`), with the kept chain and its head;
-    None when they cannot be read so (the caller goes on one by one). Loose commits are
-    walked in-process; from the first packed one on, the chain is as ``git rev-list``
-    lists it."""
-    ids: list[str] = []
-    raws: list[bytes] = []
+class _Walk:
+    """What a bulk walk read (:func:`_walk`): the ids and raw commits, newest first, the
+    kept chain it reached and its head (None: it reached the first commit), and whether
+    every object was as it should be."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.raws: list[bytes] = []
+        self.heads: list[dict[bytes, bytes]] = []  # the headers of each, parsed once
+        self.older: list[SignedCommit] = []
+        self.reached: str | None = None
+        self.ok = True
+
+
+def _walk(
+    git: GitRepo, sha: str, model: str, listed: set[str], cache: DerivedCache | None, limit: int, walk: _Walk
+) -> Iterator[list[bytes]]:
+    """Read the commits from ``sha`` back to the first (or to the newest whose chain is
+    kept) into ``walk``, yielding them in batches of :data:`_VERIFY_BATCH` as they are
+    read, so their signatures verify while the rest is read. Loose commits are walked
+    in-process; from the first packed one on, the chain is as ``git rev-list`` lists it."""
     cur: str | None = sha
+    sent = 0
     try:
-        while cur and len(ids) < limit:
-            if ids and cur in listed and (kept := _cached_chain(cache, model, cur)) is not None:
-                entries = _read_bulk(git, ids, raws, cur)
-                return (entries, kept, cur) if entries is not None else None
+        while cur and len(walk.ids) < limit:
+            if walk.ids and cur in listed and (kept := _cached_chain(cache, model, cur)) is not None:
+                walk.older, walk.reached = kept, cur
+                break
             raw = git.read_loose(cur, "commit", MAX_COMMIT_BYTES)
             if raw is None:
                 break
-            ids.append(cur)
-            raws.append(raw)
-            parent = _headers(raw).get(b"parent")
+            walk.ids.append(cur)
+            walk.raws.append(raw)
+            walk.heads.append(_headers(raw))
+            if len(walk.raws) - sent == _VERIFY_BATCH:
+                yield walk.raws[sent:]
+                sent = len(walk.raws)
+            parent = walk.heads[-1].get(b"parent")
             cur = parent.decode("ascii", "replace") if parent else None
     except IntegrityError:
-        return None
-    older: list[SignedCommit] = []
-    reached: str | None = None
-    if cur:
-        more = git.first_parents(cur, limit - len(ids))
-        if not more or more[0] != cur or len(more) >= limit - len(ids):
-            return None
-        for i in range(0 if ids else 1, len(more)):  # ``sha`` itself the caller checked
-            kept = _cached_chain(cache, model, more[i]) if more[i] in listed else None
-            if kept is not None:
-                older, reached, more = kept, more[i], more[:i]
-                break
-        ids += more
-    entries = _read_bulk(git, ids, raws, reached)
-    return (entries, older, reached) if entries is not None else None
+        walk.ok = False
+        return
+    if len(walk.raws) > sent:
+        yield walk.raws[sent:]
+    if cur and walk.reached is None:
+        walk.ok = yield from _walk_packed(git, cur, model, listed, cache, limit, walk)
 
 
-def _read_bulk(
-    git: GitRepo, ids: list[str], known: list[bytes], last_parent: str | None
-) -> list[SignedCommit] | None:
-    """Commits ``ids`` (newest first; the raw bytes of the first ones ``known``), read as
-    :func:`_read_commit` reads each but in bulk, their signatures verified on worker
-    threads while the trees and events are read. Each commit's first parent must be the
-    next id (the last's: ``last_parent``); None when any object is not as it should be, so
-    that the caller reads them one by one and names what is wrong."""
-    rest = git.read_raw_many(ids[len(known) :], "commit", MAX_COMMIT_BYTES)
-    if rest is None or not ids:
-        return None
-    raws = known + rest
-    heads = [_headers(raw) for raw in raws]
-    for i, h in enumerate(heads):
-        parent = h.get(b"parent")
-        if (parent.decode("ascii", "replace") if parent else None) != (
-            ids[i + 1] if i + 1 < len(ids) else last_parent
-        ):
-            return None
-    fmt = "sha256" if len(ids[0]) == 64 else "sha1"
+def _walk_packed(
+    git: GitRepo, cur: str, model: str, listed: set[str], cache: DerivedCache | None, limit: int, walk: _Walk
+) -> Generator[list[bytes], None, bool]:
+    """The rest of :func:`_walk` from ``cur``, the first commit not stored loose: listed by
+    ``git rev-list``, read by ``git cat-file`` a slice at a time; False when git cannot."""
+    more = git.first_parents(cur, limit - len(walk.ids))
+    if not more or more[0] != cur or len(more) >= limit - len(walk.ids):
+        return False
+    for i in range(1 if not walk.ids else 0, len(more)):  # ``sha`` itself the caller checked
+        kept = _cached_chain(cache, model, more[i]) if more[i] in listed else None
+        if kept is not None:
+            walk.older, walk.reached, more = kept, more[i], more[:i]
+            break
+    for i in range(0, len(more), _PACKED_SLICE):
+        found = git.read_raw_many(more[i : i + _PACKED_SLICE], "commit", MAX_COMMIT_BYTES)
+        if found is None:
+            return False
+        walk.ids += more[i : i + _PACKED_SLICE]
+        walk.raws += found
+        walk.heads += [_headers(raw) for raw in found]
+        yield from (found[j : j + _VERIFY_BATCH] for j in range(0, len(found), _VERIFY_BATCH))
+    return True
+
+
+def _read_rest(
+    git: GitRepo,
+    sha: str,
+    model: str,
+    listed: set[str],
+    cache: DerivedCache | None,
+    limit: int,
+    meanwhile: Meanwhile | None = None,
+) -> tuple[list[SignedCommit], list[SignedCommit], str | None] | None:
+    """The commits from ``sha`` back to the first (or to the newest whose chain is kept),
+    newest first, read as :func:`_read_commit` reads each but in bulk (:func:`_walk`), their
+    signatures verified on worker threads as they are read and while the trees and events
+    are read (and ``meanwhile`` runs), with the kept chain and its head; None when they
+    cannot be read so (the caller goes on one by one and names what is wrong)."""
+    walk = _Walk()
+    fmt = "sha256" if len(sha) == 64 else "sha1"
     check = functools.partial(_check_commits, object_format=fmt)
-    batches = [raws[i : i + _VERIFY_BATCH] for i in range(0, len(raws), _VERIFY_BATCH)]
-    checks = bounded_map(check, batches, workers=_VERIFY_WORKERS, window=len(batches), name="uniflow-verify")
+    batches = _walk(git, sha, model, listed, cache, limit, walk)
+    checks = bounded_map(check, batches, workers=_VERIFY_WORKERS, window=_LIMIT, name="uniflow-verify")
     try:
-        first = next(checks)  # every batch is queued: the workers verify while the rest is read
+        first = next(checks, None)  # every batch is queued: the workers verify while the rest is read
+        heads = walk.heads
+        if first is None or not walk.ok or not _linked(walk, heads):
+            return None
         events = _events(git, heads, 32 if fmt == "sha256" else 20)
         if events is None:
             return None
+        if meanwhile is not None:
+            meanwhile(list(zip(walk.ids, events, strict=True)))
         verdicts = [v for batch in (first, *checks) for v in batch]
-        return [
+        entries = [
             SignedCommit(sha, _time(h.get(b"committer")), event, *verdict)
-            for sha, h, event, verdict in zip(ids, heads, events, verdicts, strict=True)
+            for sha, h, event, verdict in zip(walk.ids, heads, events, verdicts, strict=True)
         ]
+        return entries, walk.older, walk.reached
     finally:
         checks.close()  # returning early: the queued checks are cancelled
+
+
+def _linked(walk: _Walk, heads: list[dict[bytes, bytes]]) -> bool:
+    """Whether each commit's first parent (by its ``heads``) is the next one read (the
+    last's: the head of the kept chain reached, or none)."""
+    ids = walk.ids
+    for i, h in enumerate(heads):
+        parent = h.get(b"parent")
+        if (parent.decode("ascii", "replace") if parent else None) != (
+            ids[i + 1] if i + 1 < len(ids) else walk.reached
+        ):
+            return False
+    return True
 
 
 def _events(git: GitRepo, heads: list[dict[bytes, bytes]], width: int) -> list[bytes | None] | None:
@@ -298,11 +354,21 @@ def _check_commits(raws: list[bytes], object_format: str) -> list[tuple[str | No
 
 
 def read_signed_chain(
-    git: GitRepo, head: str | None, model: str, cache: DerivedCache | None = None
+    git: GitRepo,
+    head: str | None,
+    model: str,
+    cache: DerivedCache | None = None,
+    *,
+    meanwhile: Meanwhile | None = None,
 ) -> list[SignedCommit]:
     """Every commit of the chain from ``head`` back to the first event, oldest first, each
     signature verified cryptographically (see the module). A missing or damaged object is an
-    :class:`IntegrityError` naming the commit."""
+    :class:`IntegrityError` naming the commit.
+
+    ``meanwhile``, if given, is called (on this thread) with the events of a long chain once
+    they are read and while their signatures still verify: work that needs the events but
+    not the verdicts (parsing them) then overlaps the verification. It may not be called
+    (a short chain, one from the derived cache): it is a head start, never the only way."""
     newest: list[SignedCommit] = []
     older: list[SignedCommit] = []
     reached: str | None = None
@@ -315,7 +381,7 @@ def read_signed_chain(
         if kept is not None:
             older, reached = kept, sha
             break
-        if n == _ONE_BY_ONE and (bulk := _read_rest(git, sha, model, listed, cache, _LIMIT - n)):
+        if n == _ONE_BY_ONE and (bulk := _read_rest(git, sha, model, listed, cache, _LIMIT - n, meanwhile)):
             newest += bulk[0]
             older, reached = bulk[1], bulk[2]
             break
