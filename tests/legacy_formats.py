@@ -26,7 +26,9 @@ def b3sum_entry(store: Any, f: FileEntry, tensors: bool) -> FileEntry:
     chunks = [ChunkRef(ChunkDigest(d.hex()), n) for d, n in f.chunks]
     rows = None
     if tensors and f.tensors is not None:
-        rows = tuple(replace(t, digest=range_b3sum(chunks, store.read_chunk, t.begin, t.end)) for t in f.tensors)
+        rows = tuple(
+            replace(t, digest=range_b3sum(chunks, store.read_chunk, t.begin, t.end)) for t in f.tensors
+        )
     return replace(f, digest=range_b3sum(chunks, store.read_chunk), tensors=rows)
 
 

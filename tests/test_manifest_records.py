@@ -21,11 +21,10 @@ import msgpack
 import numpy as np
 import pytest
 
+from tests.legacy_formats import register_as
 from uniflow import IntegrityError, ModelRegistry
 from uniflow._records.manifest import FileEntry, Manifest, content_digest, pack, unpack
 from uniflow._records.tensors import TensorInfo
-
-from tests.legacy_formats import register_as
 
 
 def _raw_blob(registry: ModelRegistry, model: str, version: str) -> bytes:
@@ -52,7 +51,9 @@ def _register_both_formats(registry: ModelRegistry, tmp_path: Path, monkeypatch:
     and ``m v1.5.0`` as format 2 was written."""
     src = _bundle(tmp_path)
     # what uniflow 0.1 wrote: format 1, no tensor lists
-    register_as(1, registry, monkeypatch, str(src), "m", version="v1.0.0", metrics={"acc": 0.5}, tags={"k": "v"})
+    register_as(
+        1, registry, monkeypatch, str(src), "m", version="v1.0.0", metrics={"acc": 0.5}, tags={"k": "v"}
+    )
     register_as(2, registry, monkeypatch, str(src), "m", version="v1.5.0", metrics={"acc": 0.6})
     registry.register(
         str(src), "m", version="v2.0.0", metrics={"acc": 0.75, "loss": None}, params={"lr": [1, 2]}

@@ -15,9 +15,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from tests.helpers import make_repo, stored_chunks
 from uniflow import ConcurrencyError, ModelRegistry, StageEmptyError, UsageError
-from uniflow._storage.store import ObjectStore
 from uniflow._storage.chunking import range_b3sum
 from uniflow._storage.merkle import merkle_identity
+from uniflow._storage.store import ObjectStore
 
 SETTINGS = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
