@@ -1,6 +1,7 @@
-"""Hostile manifests (format 3, as register writes them): tensor lists read from Git pass the one gate (``_records.manifest``
-with ``_records.tensors.check_tensors``) or are an IntegrityError naming the version; a tensor list
-that is well formed but lies about the bytes is caught by the partial reader."""
+"""Hostile manifests (format 3, as register writes them): tensor lists read from Git pass the
+one gate (``_records.manifest`` with ``_records.tensors.check_tensors``) or are an
+IntegrityError naming the version; a tensor list that is well formed but lies about the bytes
+is caught by the partial reader."""
 
 from __future__ import annotations
 
