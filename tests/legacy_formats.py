@@ -40,7 +40,7 @@ def as_format(store: Any, m: Manifest, fmt: int) -> Manifest:
 
 def register_as(
     fmt: int, registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch, *args: Any, **kwargs: Any
-) -> str:
+) -> Any:
     """``registry.register(*args, **kwargs)``, the manifest written in format ``fmt``."""
     from uniflow._ops import register as _register
 

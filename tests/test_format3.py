@@ -18,7 +18,7 @@ from safetensors.numpy import save_file
 from tests.adversarial._forge_git import forge_version, one_line_error
 from tests.helpers import cli, clone, model_dir, open_registry, shared_setup, tree_bytes
 from tests.legacy_formats import register_as
-from uniflow import IntegrityError, ModelRegistry
+from uniflow import IntegrityError, ModelRegistry, VersionExistsError
 from uniflow._records.manifest import MANIFEST_FORMAT, NewerManifestError, content_digest, pack, unpack
 from uniflow._storage.chunking import CHUNK_PARAMS
 from uniflow._storage.merkle import merkle_identity, range_identity
@@ -310,3 +310,17 @@ def test_a_format_3_manifest_packs_back_byte_for_byte(manifest3: dict[str, Any])
     data = pack(manifest3)
     assert pack(unpack(data)) == data
     assert msgpack.unpackb(data, raw=False)["format"] == 3
+
+
+def test_registering_a_format_2_version_again_is_idempotent_when_its_chunks_are_the_same(
+    registry: ModelRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same files as an existing format-2 version: its content digest is of the other
+    kind, so the chunks decide (same chunks: the same version, nothing written)."""
+    src = model_dir(tmp_path / "m", 2, size=MIN, seed=4)
+    register_as(2, registry, monkeypatch, str(src), "m", version="v1.0.0")
+    assert registry.register(str(src), "m", version="v1.0.0").version == "v1.0.0"
+    assert _manifest(registry, "m", "v1.0.0").format == 2
+    (next(p for p in src.rglob("*") if p.is_file())).write_bytes(os.urandom(MIN))
+    with pytest.raises(VersionExistsError):
+        registry.register(str(src), "m", version="v1.0.0")
