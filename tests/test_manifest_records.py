@@ -2,7 +2,8 @@
 ``FileEntry`` / ``TensorInfo`` values, and the bytes on disk do not change.
 
 Packing the record the gate returns gives the very bytes it read, for manifests the
-current code writes in both formats it reads (1: no tensor lists, 2: tensor lists), and for
+current code writes and the formats it reads (1: no tensor lists, 2: tensor lists with
+BLAKE3 digests, ``tests.legacy_formats``; 3: Merkle identities), and for
 valid manifests with optional keys left out or keys a later version may add. A forged
 manifest is refused with the same error as when the gate returned a dict.
 """
@@ -20,6 +21,7 @@ import msgpack
 import numpy as np
 import pytest
 
+from tests.legacy_formats import register_as
 from uniflow import IntegrityError, ModelRegistry
 from uniflow._records.manifest import FileEntry, Manifest, content_digest, pack, unpack
 from uniflow._records.tensors import TensorInfo
@@ -45,21 +47,20 @@ def _bundle(tmp_path: Path) -> Path:
 
 
 def _register_both_formats(registry: ModelRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``m v2.0.0`` in format 2 (with a tensor list) and ``m v1.0.0`` as format 1 was written."""
-    from uniflow._ops import register as _register
-    from uniflow._records import tensors as _tensors
-
+    """``m v2.0.0`` in format 3 (with a tensor list), ``m v1.0.0`` as format 1 was written
+    and ``m v1.5.0`` as format 2 was written."""
     src = _bundle(tmp_path)
-    with monkeypatch.context() as mp:  # what uniflow 0.1 wrote: format 1, no tensor lists
-        mp.setattr(_register, "MANIFEST_FORMAT", 1)
-        mp.setattr(_tensors, "scan_for", lambda path: None)
-        registry.register(str(src), "m", version="v1.0.0", metrics={"acc": 0.5}, tags={"k": "v"})
+    # what uniflow 0.1 wrote: format 1, no tensor lists
+    register_as(
+        1, registry, monkeypatch, str(src), "m", version="v1.0.0", metrics={"acc": 0.5}, tags={"k": "v"}
+    )
+    register_as(2, registry, monkeypatch, str(src), "m", version="v1.5.0", metrics={"acc": 0.6})
     registry.register(
         str(src), "m", version="v2.0.0", metrics={"acc": 0.75, "loss": None}, params={"lr": [1, 2]}
     )
 
 
-@pytest.mark.parametrize(("version", "fmt"), [("v1.0.0", 1), ("v2.0.0", 2)])
+@pytest.mark.parametrize(("version", "fmt"), [("v1.0.0", 1), ("v1.5.0", 2), ("v2.0.0", 3)])
 def test_packing_the_record_gives_the_bytes_on_disk(
     registry: ModelRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str, fmt: int
 ) -> None:

@@ -15,6 +15,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from tests.helpers import make_repo, stored_chunks
 from uniflow import ConcurrencyError, ModelRegistry, StageEmptyError, UsageError
+from uniflow._storage.chunking import range_b3sum
+from uniflow._storage.merkle import merkle_identity
 from uniflow._storage.store import ObjectStore
 
 SETTINGS = settings(
@@ -37,7 +39,8 @@ def test_store_round_trip_and_local_edits_stay_local(
     src.write_bytes(data)
     rec = store.put_file(src)
     assert rec.size == len(data) and sum(c.size for c in rec.chunks) == len(data)
-    assert rec.digest == blake3.blake3(data).hexdigest()  # the file digest is what b3sum prints
+    assert rec.digest == merkle_identity((c.digest, c.size) for c in rec.chunks)  # format 3: Merkle identity
+    assert range_b3sum(rec.chunks, store.read_chunk) == blake3.blake3(data).hexdigest()  # b3sum, lazily
     assert store.materialize(rec).read_bytes() == data
     # an insertion changes only the chunks around it: content-defined boundaries resync
     pos = int(edit_at * len(data))

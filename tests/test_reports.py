@@ -43,7 +43,8 @@ def test_verify_tells_a_missing_chunk_from_a_corrupted_one(registry: ModelRegist
     # the first file's chunk stored before the register (which finds it): one pack each
     registry.store.put_file(src / "part-000.bin")
     registry.register(str(src), "m", version="v1.0.0")
-    files = {f.digest: f.path for f in registry.get("m").files}
+    # each file is one chunk: its chunk's name -> its path
+    files = {f.chunks[0][0].hex(): f.path for f in registry.repository.manifest("m", "v1.0.0").files}
     gone, flipped = stored_chunks(registry.store)
     assert gone.path != flipped.path
     gone.path.unlink()  # its pack and index: the chunk is in no file of the store

@@ -370,22 +370,23 @@ class RegistryReader:
     def compare_versions(self, name: str, versions: list[str]) -> Comparison:
         """Metrics side by side with deltas, params, tags, sizes, shared bytes, code commits."""
         from ._ops.compare import build_comparison
+        from ._ops.diff import store_bytes
 
         if isinstance(versions, str) or len(versions) < 2:
             raise UsageError("compare_versions needs a list of at least two versions")
         mvs = [self.get(name, v) for v in versions]
         manifests = [self._repo.manifest(name, v) for v in versions]
-        return build_comparison(self.git, mvs, manifests)
+        return build_comparison(self.git, mvs, manifests, store_bytes(self._repo.store))
 
     def diff(self, name: str, a: str, b: str, *, stats: bool = False) -> VersionDiff:
         """What changed from version ``a`` to ``b``, per file and per tensor, from the two
         manifests alone; ``stats=True`` also reads the changed tensors of both (only those)
         for max |Δ|, mean |Δ| and relative L2."""
-        from ._ops.diff import diff_manifests
+        from ._ops.diff import diff_manifests, store_bytes
 
         ma = self._repo.manifest(name, self._repo.resolve(name, a, None)[0])
         mb = self._repo.manifest(name, self._repo.resolve(name, b, None)[0])
-        result = diff_manifests(ma, mb)
+        result = diff_manifests(ma, mb, store_bytes(self._repo.store))
         if stats:
             from ._ops.partial import diff_stats
 

@@ -53,7 +53,8 @@ class Provenance:
 
 @dataclass(frozen=True)
 class FileInfo:
-    """One file of a version: its path inside the version, size in bytes, BLAKE3 file digest."""
+    """One file of a version: its path inside the version, size in bytes, digest (its identity:
+    the Merkle identity of its chunks in manifest format 3, BLAKE3 of the bytes in 1 and 2)."""
 
     path: str
     size: int

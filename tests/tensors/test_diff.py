@@ -17,20 +17,26 @@ from tests._models import trained_sentiment_net
 from tests.helpers import cli
 from tests.tensors._util import fine_tune_head, tiny_lm
 from uniflow import ModelRegistry, NotFoundError
+from uniflow._storage.merkle import merkle_identity, range_identity
 
 
 def _statuses(diff) -> dict[str, str]:
     return {t.name: t.status for f in diff.files for t in f.tensors or ()}
 
 
+def _small_identity(data: bytes) -> str:
+    """The identity of a tensor that is part of one chunk: one leaf, (BLAKE3 of its bytes, size)."""
+    return merkle_identity([(blake3.blake3(data).digest(), len(data))])
+
+
 def test_register_records_every_tensor_as_safetensors_reads_it(
     registry: ModelRegistry, tmp_path: Path
 ) -> None:
-    """Name, dtype, shape, byte range and the BLAKE3 of each tensor's bytes, recorded at
-    register (manifest format 2), agree with the file as safetensors itself reads it."""
+    """Name, dtype, shape, byte range and the identity of each tensor's bytes, recorded at
+    register (manifest format 3), agree with the file as safetensors itself reads it."""
     registry.register(tiny_lm(), "lm", version="v1.0.0")
     m = registry.repository.manifest("lm", "v1.0.0")
-    assert m.format == 2
+    assert m.format == 3
     (entry,) = m.files
     path = Path(registry.load_path("lm", "v1.0.0")) / entry.path
     raw = path.read_bytes()
@@ -40,7 +46,7 @@ def test_register_records_every_tensor_as_safetensors_reads_it(
             t = f.get_tensor(rec.name)
             assert t.shape == rec.shape and rec.dtype == "F32"
             assert raw[rec.begin : rec.end] == t.numpy().tobytes()
-            assert rec.digest == blake3.blake3(raw[rec.begin : rec.end]).hexdigest()
+            assert rec.digest == range_identity(entry.chunks, rec.begin, rec.end, raw[rec.begin : rec.end])
     assert {t.name for t in entry.tensors} == names and len(names) == 19
 
 
@@ -138,7 +144,7 @@ def test_npy_arrays_are_diffed_too(registry: ModelRegistry, tmp_path: Path) -> N
     (entry,) = registry.repository.manifest("arr", "v1.0.0").files
     (t,) = entry.tensors
     assert (t.name, t.dtype, t.shape, t.nbytes) == ("array", "F32", (3, 4), 48)
-    assert t.digest == blake3.blake3(np.arange(12, dtype=np.float32).tobytes()).hexdigest()
+    assert t.digest == _small_identity(np.arange(12, dtype=np.float32).tobytes())
 
 
 def test_a_directory_with_safetensors_shards_and_other_files(registry: ModelRegistry, tmp_path: Path) -> None:
@@ -265,11 +271,11 @@ def test_files_bigger_than_a_read_window_keep_their_tensors(registry: ModelRegis
     (entry,) = registry.repository.manifest("arr", "v1.0.0").files
     (t,) = entry.tensors
     assert (t.name, t.dtype, t.shape) == ("big", "F32", (arr.size,))
-    assert t.digest == blake3.blake3(arr.tobytes()).hexdigest()
+    assert t.digest == range_identity(entry.chunks, t.begin, t.end, arr.tobytes())
     (entry,) = registry.repository.manifest("st", "v1.0.0").files
     got = {t.name: t.digest for t in entry.tensors}
     assert entry.tensors[0].begin > WINDOW  # the first tensor starts past the first window
     assert got == {
-        "w": blake3.blake3(arr[:100].tobytes()).hexdigest(),
-        "b": blake3.blake3(arr[100:110].tobytes()).hexdigest(),
+        "w": _small_identity(arr[:100].tobytes()),
+        "b": _small_identity(arr[100:110].tobytes()),
     }

@@ -1,6 +1,7 @@
-"""Hostile format-2 manifests: tensor lists read from Git pass the one gate (``_records.manifest``
-with ``_records.tensors.check_tensors``) or are an IntegrityError naming the version; a tensor list
-that is well formed but lies about the bytes is caught by the partial reader."""
+"""Hostile manifests (format 3, as register writes them): tensor lists read from Git pass the
+one gate (``_records.manifest`` with ``_records.tensors.check_tensors``) or are an
+IntegrityError naming the version; a tensor list that is well formed but lies about the bytes
+is caught by the partial reader."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ _HEX = "ab" * 32
 
 @pytest.fixture
 def base(registry: ModelRegistry) -> dict[str, Any]:
-    """A real format-2 version ``lm v1.0.0`` (chunks stored); its manifest."""
+    """A real version ``lm v1.0.0`` (format 3) (chunks stored); its manifest."""
     registry.register(tiny_lm(depth=1), "lm", version="v1.0.0")
     return copy.deepcopy(registry.repository.manifest("lm", "v1.0.0").to_dict())
 
@@ -91,7 +92,7 @@ HOSTILE = {
     "entry that is a map": lambda m: _tensors(m).__setitem__(0, {"name": "x"}),
     "tensors not a list": lambda m: m["files"][0].__setitem__("tensors", {"x": 1}),
     "tensor data in a format-1 manifest": lambda m: m.__setitem__("format", 1),
-    "format 3": lambda m: m.__setitem__("format", 3),
+    "format 4 (a newer uniflow's)": lambda m: m.__setitem__("format", 4),
     "format 2.0": lambda m: m.__setitem__("format", 2.0),
     "format true": lambda m: m.__setitem__("format", True),
 }

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .._format import human_size
 from .._records.manifest import Manifest, file_records
 from .._types import ModelVersion
-from .diff import diff_manifests
+from .diff import BytesFn, diff_manifests
 
 if TYPE_CHECKING:
     from .._records.git import GitRepo
@@ -149,9 +149,10 @@ def _commits_between(git: GitRepo, old: str | None, new: str | None) -> list[dic
     return out
 
 
-def _tensor_summary(first: Manifest, m: Manifest) -> str:
-    """The tensor summary line of ``m`` against the first version (from manifests only)."""
-    summary = diff_manifests(first, m).summary
+def _tensor_summary(first: Manifest, m: Manifest, same_bytes: BytesFn | None) -> str:
+    """The tensor summary line of ``m`` against the first version (from the manifests,
+    and the bytes where the two record different kinds of digest: ``_ops.diff``)."""
+    summary = diff_manifests(first, m, same_bytes).summary
     if first is m or first.version == m.version:
         if summary["tensor_data"] == "none":
             return "no tensor data"
@@ -159,7 +160,9 @@ def _tensor_summary(first: Manifest, m: Manifest) -> str:
     return str(summary["line"])
 
 
-def build_comparison(git: GitRepo, mvs: list[ModelVersion], manifests: list[Manifest]) -> Comparison:
+def build_comparison(
+    git: GitRepo, mvs: list[ModelVersion], manifests: list[Manifest], same_bytes: BytesFn | None = None
+) -> Comparison:
     base_chunks = {c.digest: c.size for _, r, _ in file_records(manifests[0]) for c in r.chunks}
     shared = {}
     for mv, m in zip(mvs, manifests, strict=True):
@@ -173,7 +176,7 @@ def build_comparison(git: GitRepo, mvs: list[ModelVersion], manifests: list[Mani
             "shared with first (bytes)": shared[mv.version],
             "code commit": (mv.code_commit or "")[:12] + (" (dirty)" if mv.dirty else ""),
             "created": mv.created_at.isoformat(timespec="seconds"),
-            "tensors (vs first)": _tensor_summary(manifests[0], m),
+            "tensors (vs first)": _tensor_summary(manifests[0], m, same_bytes),
         }
         for mv, m in zip(mvs, manifests, strict=True)
     ]

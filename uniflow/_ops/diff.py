@@ -8,6 +8,13 @@ differ: a cast, a resize) or ``unchanged``; a file is ``added``, ``removed``, ``
 with manifest format 1, or a file that is not a tensor file) is listed with ``tensors``
 ``None`` and a note saying so, never an error.
 
+Digests are compared only with digests of their own kind: format 3 records Merkle
+identities, formats 1 and 2 BLAKE3 of the bytes (``_records.manifest``). Across kinds, a
+file or tensor is unchanged when it is made of the same chunks (same names, same
+offsets); otherwise its bytes decide: the ``b3sum`` of the format-3 side, read from its
+chunks (``same_bytes``, :func:`store_bytes`), against the format-2 digest. Without
+``same_bytes`` (from the manifests alone), what the chunks cannot settle counts as changed.
+
 ``--stats`` adds, for each changed tensor (and each dtype cast of the same shape), max |Δ|,
 mean |Δ| and the relative L2 change ``||b - a|| / ||a||``: those tensors alone are read
 (``_ops.partial``), and :func:`tensor_stats` computes the figures here.
@@ -15,23 +22,35 @@ mean |Δ| and the relative L2 change ``||b - a|| / ||a||``: those tensors alone 
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._format import human_size
-from .._records.manifest import Manifest
+from .._records.manifest import MERKLE_FORMAT, FileEntry, Manifest
 from .._records.tensors import TensorInfo
+from .._storage.chunking import ChunkRef, range_b3sum
+from .._types import ChunkDigest
+
+if TYPE_CHECKING:
+    from .._storage.store import ObjectStore
 
 __all__ = [
     "STATUSES",
     "FileDelta",
     "TensorDelta",
     "VersionDiff",
+    "BytesFn",
     "diff_manifests",
+    "store_bytes",
     "tensor_stats",
 ]
+
+#: the BLAKE3 (what ``b3sum`` prints) of the bytes ``[begin, end)`` of a file, read from
+#: its stored chunks: how bytes recorded under different kinds of digest are compared
+BytesFn = Callable[[FileEntry, int, int], str]
 
 #: tensor statuses, in the order they are listed (everything but ``unchanged`` first)
 STATUSES = ("changed", "reshaped", "added", "removed", "unchanged")
@@ -204,29 +223,97 @@ def stats_text(stats: dict[str, float | None]) -> str:
 
 
 # ---------------------------------------------------------------------- building a diff
-def _tensor_status(a: TensorInfo | None, b: TensorInfo | None) -> str:
+class _Sides:
+    """The two versions' files, and how to tell whether two byte ranges of them hold the
+    same bytes (their digests when of one kind; else their chunks, else their bytes)."""
+
+    def __init__(self, ma: Manifest, mb: Manifest, same_bytes: BytesFn | None) -> None:
+        self.merkle = (ma.format >= MERKLE_FORMAT, mb.format >= MERKLE_FORMAT)
+        self.same_bytes = same_bytes
+
+    def files_equal(self, a: FileEntry, b: FileEntry) -> bool:
+        if self.merkle[0] == self.merkle[1]:
+            return a.digest == b.digest
+        if a.chunks == b.chunks:
+            return True
+        if a.size != b.size:
+            return False
+        return self._bytes_equal((a, 0, a.size, a.digest), (b, 0, b.size, b.digest))
+
+    def tensors_equal(self, fa: FileEntry, ta: TensorInfo, fb: FileEntry, tb: TensorInfo) -> bool:
+        if self.merkle[0] == self.merkle[1]:
+            return ta.digest == tb.digest
+        if _cover(fa, ta.begin, ta.end) == _cover(fb, tb.begin, tb.end):
+            return True
+        return self._bytes_equal((fa, ta.begin, ta.end, ta.digest), (fb, tb.begin, tb.end, tb.digest))
+
+    def _bytes_equal(self, a: tuple[FileEntry, int, int, str], b: tuple[FileEntry, int, int, str]) -> bool:
+        """The b3sum of each side (its digest on the side of BLAKE3 digests), compared."""
+        if self.same_bytes is None:
+            return False
+        sums = [
+            d if not m else self.same_bytes(f, lo, hi)
+            for (f, lo, hi, d), m in zip((a, b), self.merkle, strict=True)
+        ]
+        return sums[0] == sums[1]
+
+
+def _cover(f: FileEntry, begin: int, end: int) -> tuple[int, int, tuple[bytes, ...]]:
+    """The bytes ``[begin, end)`` of ``f`` named by the chunks holding them: the offset in
+    the first, the length, the chunk names. Equal keys mean equal bytes."""
+    starts, pos = [], 0
+    for _, n in f.chunks:
+        starts.append(pos)
+        pos += n
+    if begin >= end or not starts:
+        return (0, 0, ())
+    i = bisect.bisect_right(starts, begin) - 1
+    j = bisect.bisect_left(starts, end) - 1
+    return (begin - starts[i], end - begin, tuple(d for d, _ in f.chunks[i : j + 1]))
+
+
+def store_bytes(store: ObjectStore) -> BytesFn:
+    """A :data:`BytesFn` reading (and verifying) the chunks from ``store``."""
+
+    def b3(f: FileEntry, begin: int, end: int) -> str:
+        chunks = [ChunkRef(ChunkDigest(d.hex()), n) for d, n in f.chunks]
+        return range_b3sum(chunks, store.read_chunk, begin, end)
+
+    return b3
+
+
+def _tensor_status(
+    a: TensorInfo | None, b: TensorInfo | None, same: Callable[[TensorInfo, TensorInfo], bool]
+) -> str:
     if a is None:
         return "added"
     if b is None:
         return "removed"
     if a.dtype != b.dtype or a.shape != b.shape:
         return "reshaped"
-    return "unchanged" if a.digest == b.digest else "changed"
+    return "unchanged" if same(a, b) else "changed"
 
 
 def _tensors(
-    ta: Sequence[TensorInfo] | None, tb: Sequence[TensorInfo] | None, status: str
+    ea: FileEntry | None, eb: FileEntry | None, status: str, sides: _Sides
 ) -> list[TensorDelta] | None:
+    ta = ea.tensors if ea is not None else None
+    tb = eb.tensors if eb is not None else None
     if status == "added":
         ta = ()
     elif status == "removed":
         tb = ()
     if ta is None or tb is None:
         return None
+
+    def same(a: TensorInfo, b: TensorInfo) -> bool:
+        assert ea is not None and eb is not None  # both sides hold the tensor
+        return sides.tensors_equal(ea, a, eb, b)
+
     by_a = {t.name: t for t in ta}
     by_b = {t.name: t for t in tb}
     out = [
-        TensorDelta(n, _tensor_status(by_a.get(n), by_b.get(n)), by_a.get(n), by_b.get(n))
+        TensorDelta(n, _tensor_status(by_a.get(n), by_b.get(n), same), by_a.get(n), by_b.get(n))
         for n in {**by_a, **by_b}
     ]
     out.sort(key=lambda t: (_RANK[t.status], t.name))
@@ -239,8 +326,10 @@ def _no_data_note(version: str, fmt: int) -> str:
     return f"no tensor data in {version} (not a tensor file)"
 
 
-def diff_manifests(ma: Manifest, mb: Manifest) -> VersionDiff:
-    """The diff of two validated manifests of one model (``a`` the older)."""
+def diff_manifests(ma: Manifest, mb: Manifest, same_bytes: BytesFn | None = None) -> VersionDiff:
+    """The diff of two validated manifests of one model (``a`` the older); ``same_bytes``
+    reads bytes where the two record different kinds of digest (see the module doc)."""
+    sides = _Sides(ma, mb, same_bytes)
     fa = {f.path: f for f in ma.files}
     fb = {f.path: f for f in mb.files}
     # A single-file model registered under another name (model-v1 -> model-v2.safetensors):
@@ -262,11 +351,10 @@ def diff_manifests(ma: Manifest, mb: Manifest) -> VersionDiff:
             if ea is None
             else "removed"
             if eb is None
-            else ("unchanged" if ea.digest == eb.digest else "changed")
+            else ("unchanged" if sides.files_equal(ea, eb) else "changed")
         )
         ta = ea.tensors if ea is not None else None
-        tb = eb.tensors if eb is not None else None
-        tensors = _tensors(ta, tb, status)
+        tensors = _tensors(ea, eb, status, sides)
         note = None
         if tensors is None:
             side, m = (ma, ea) if ta is None and ea is not None else (mb, eb)

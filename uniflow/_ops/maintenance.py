@@ -30,10 +30,11 @@ from .._errors import (
 )
 from .._records.lifecycle import untagged_versions
 from .._records.listing import unreadable_reason
-from .._records.manifest import Manifest, file_records, unpack
+from .._records.manifest import MERKLE_FORMAT, Manifest, file_records, unpack
 from .._records.refs import lifecycle_ref, tag_ref
 from .._records.versions import MANIFEST_PATH
 from .._reports import GcReport, VerifyProblem, VerifyReport
+from .._storage.chunking import range_b3sum
 from .._storage.fsio import os_reason
 from .._storage.packs import raw_name
 from .._storage.packwriter import recover_packs
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     from .._repo import Repository
 
 __all__ = [
+    "FileB3sum",
+    "file_b3sums",
     "verify",
     "repair",
     "gc",
@@ -94,6 +97,56 @@ def verify(repo: Repository, name: str | None = None) -> VerifyReport:
         if not any(p.version is None for p in lifecycle):  # its events are readable
             problems += _unrecorded(repo, model, unreadable)
     return VerifyReport(name, tuple(problems))
+
+
+@dataclass(frozen=True)
+class FileB3sum:
+    """A stored file's ``b3sum`` (BLAKE3 of its bytes), computed from its chunks; for a
+    version of manifest format 1 or 2, ``recorded`` is the digest its manifest holds (the
+    same kind, so ``ok`` says whether they agree); for format 3 it is None (the manifest
+    records the Merkle identity instead, and the b3sum is for information)."""
+
+    model: str
+    version: str
+    path: str
+    b3sum: str
+    recorded: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.recorded is None or self.recorded == self.b3sum
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "path": self.path,
+            "b3sum": self.b3sum,
+            "recorded": self.recorded,
+            "ok": self.ok,
+        }
+
+
+def file_b3sums(repo: Repository, name: str | None = None) -> list[FileB3sum]:
+    """The ``b3sum`` of every file of every readable version (of model ``name``), each read
+    from its stored chunks (every chunk verified as it is read; a file with a missing or
+    damaged chunk is skipped: verify reports it). What ``uniflow verify --b3sum`` prints."""
+    out: list[FileB3sum] = []
+    models = [name] if name is not None else repo.index.models()
+    for model in models:
+        for version, sha in sorted(repo.index.versions(model).items()):
+            try:
+                _, m = repo.index.manifest(model, version, sha, from_git=True)
+            except (IntegrityError, NotFoundError):  # reported by verify
+                continue
+            recorded = m.format < MERKLE_FORMAT
+            for rel, rec, _mode in file_records(m):
+                try:
+                    b3 = range_b3sum(rec.chunks, repo.store.read_chunk)
+                except (MissingChunkError, CorruptChunkError):  # reported by verify
+                    continue
+                out.append(FileB3sum(model, version, rel, b3, rec.digest if recorded else None))
+    return out
 
 
 def repair(repo: Repository) -> list[str]:

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 import blake3
 
 from .._errors import IntegrityError, SerializationError, UsageError
-from .._records.manifest import Manifest, file_records
+from .._records.manifest import MERKLE_FORMAT, Manifest, file_records
 from .._records.tensors import TensorInfo
 from .._storage.chunking import FileRecord
+from .._storage.merkle import range_identity
 from .._storage.parallel import bounded_map
 from .diff import VersionDiff, tensor_stats, wants_stats, with_stats
 
@@ -93,8 +94,15 @@ def _chunk_reader(
     )
 
 
+def _identity(rec: FileRecord, t: TensorInfo, buf: bytearray, merkle: bool) -> str:
+    """The digest of tensor ``t`` (its bytes ``buf``) of the kind its manifest records."""
+    if not merkle:
+        return blake3.blake3(buf).hexdigest()
+    return range_identity([(c.digest, c.size) for c in rec.chunks], t.begin, t.end, buf)
+
+
 def _tensor_bytes(
-    store: ObjectStore, rec: FileRecord, tensors: list[TensorInfo], context: str
+    store: ObjectStore, rec: FileRecord, tensors: list[TensorInfo], context: str, merkle: bool = True
 ) -> Iterator[tuple[TensorInfo, bytearray]]:
     """Each tensor's bytes (in file order), from only the chunks covering them; every chunk
     verified as it is read, every tensor against its own digest before it is yielded."""
@@ -127,7 +135,7 @@ def _tensor_bytes(
                         cache[next(queue)] = next(reader)
                     lo, hi = max(t.begin, starts[i]), min(t.end, starts[i] + rec.chunks[i].size)
                     buf[lo - t.begin : hi - t.begin] = cache[i][lo - starts[i] : hi - starts[i]]
-            if blake3.blake3(buf).hexdigest() != t.digest:
+            if _identity(rec, t, buf, merkle) != t.digest:
                 raise IntegrityError(
                     f"{context}: tensor {t.name!r} does not match its digest in the manifest"
                 )
@@ -142,7 +150,10 @@ def read_tensors(
     """``(path, tensor, verified bytes)`` for the tensors ``wanted`` per file path."""
     records = {path: rec for path, rec, _mode in file_records(manifest)}
     for path, tensors in wanted.items():
-        for t, buf in _tensor_bytes(repo.store, records[path], tensors, _context(name, version, path)):
+        merkle = manifest.format >= MERKLE_FORMAT
+        for t, buf in _tensor_bytes(
+            repo.store, records[path], tensors, _context(name, version, path), merkle
+        ):
             yield path, t, buf
 
 

@@ -26,11 +26,10 @@ from .._errors import (
     InvalidPathError,
     LfsPointerError,
     LfsPointerWarning,
-    UniflowError,
     UsageError,
     VersionExistsError,
 )
-from .._naming import next_version, validate_key, validate_model_name, validate_version, version_sort_key
+from .._naming import next_version, validate_key, validate_model_name, validate_version
 from .._records import tensors as _tensors
 from .._records.lifecycle import LifecycleState, parse_event, register_transition
 from .._records.lifecycle import _dumps as lifecycle_dumps
@@ -98,7 +97,7 @@ def register_version(
             if isinstance(model, (str, os.PathLike)):
                 _check_lfs_pointers(files, strict)
             with repo.store.batch(pin):  # one set of packs for all files, durable at the end
-                entries = _store_files(repo, files, progress, pin, _known_digests(repo, name))
+                entries = _store_files(repo, files, progress, pin)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         origin = _Origin.of(repo, provenance)
@@ -322,51 +321,31 @@ def _take_back(repo: Repository, name: str, version: str, tag: str) -> None:
         log.warning("uniflow: could not take back tag %s of %s %s: %s", tag[:12], name, version, exc)
 
 
-def _known_digests(repo: Repository, name: str) -> _tensors.KnownDigests:
-    """Tensor digests this user's uniflow computed for the files of the latest version of
-    ``name`` (the derived cache, MAC-ed, keyed by file digest): a tensor whose bytes lie in
-    the same chunks at the same offsets again is not hashed again (a fine-tune that changed
-    a few tensors, the same model registered again). Never taken from a manifest, which may
-    have come from anyone."""
-    derived = repo.index.derived
-    versions = repo.index.version_names(name)
-    if derived is None or not versions:
-        return _tensors.KnownDigests({})
-    try:
-        latest = repo.manifest(name, max(versions, key=version_sort_key))
-    except UniflowError:
-        return _tensors.KnownDigests({})  # deleted meanwhile, or unreadable: hash everything
-    payloads = [derived.get("tensors", f.digest) for f in latest.files if f.tensors]
-    return _tensors.KnownDigests(_tensors.known_digests([p for p in payloads if p is not None]))
-
-
 def _store_files(
     repo: Repository,
     files: list[tuple[str, Path | StreamedFile]],
     progress: ProgressFn | None,
     pin: Pin | None = None,
-    known: _tensors.KnownDigests | None = None,
 ) -> list[FileEntry]:
+    """Store every file (its chunks cut at its tensors' edges, see ``_storage.cutting``) and
+    return its manifest entries: format 3, the file's and each tensor's identity built
+    from the chunk names (``_storage.merkle``)."""
     total = sum(p.size if isinstance(p, StreamedFile) else p.stat().st_size for _, p in files)
     done = 0
     entries = []
     for rel, path in files:
         base = done
         cb = (lambda d, _t, b=base: progress(b + d, total)) if progress else None
-        scan = _tensors.scan_for(rel)  # tensor files: per-tensor digests, same pass (format 2)
+        scan = _tensors.scan_for(rel)  # tensor files: cut at tensor edges, per-tensor identities
         if isinstance(path, StreamedFile):
-            rec = repo.store.put_segments(path.parts, cb, pin, scan, known)
+            rec = repo.store.put_segments(path.parts, cb, pin, scan)
             mode = 0o644  # what the serializer's file would have had
         else:
-            rec = repo.store.put_file(path, cb, pin, scan, known)
+            rec = repo.store.put_file(path, cb, pin, scan)
             mode = path.stat().st_mode
         done += rec.size
         tensors = scan.entries(rec.range_digests) if scan is not None else None
-        entry = file_entry(rel, rec, mode, tensors)
-        if tensors is not None and repo.index.derived is not None:  # for the next register of this model
-            chunks = [(c.digest, c.size) for c in rec.chunks]
-            repo.index.derived.put("tensors", rec.digest, _tensors.pack_known(chunks, tensors))
-        entries.append(entry)
+        entries.append(file_entry(rel, rec, mode, tensors))
     if progress and not files:
         progress(0, 0)
     return entries

@@ -1,13 +1,21 @@
 """The version manifest: a deterministic msgpack record, and its human-readable card.
 
-Layout (``format`` 2)::
+Layout (``format`` 3, what every register writes)::
 
     {format, name, version, created_at, author, framework, serializer, serializer_meta,
      files: [{path, size, mode, digest, chunks: [[digest bytes(32), size], ...],
               tensors?: [[name, dtype, shape, begin, end, digest], ...]}],
      content_digest, metrics, params, tags, description, lineage, libraries}
 
-Format 1 is format 2 without ``tensors`` (see ``_records.tensors``); both are read.
+A file's ``digest`` is its identity. In format 3 it is the Merkle identity of its chunk
+list (``_storage.merkle.merkle_identity`` over ``(chunk name, size)``), a pure function of
+the chunks listed, which the gate checks; a tensor's ``digest`` is the Merkle identity of
+its bytes split at the chunk boundaries (``_records.tensors``). Format 2 is the same
+layout with BLAKE3 of the bytes as both digests (what ``b3sum`` prints); format 1 is format
+2 without ``tensors``. All three are read, forever; the two kinds of digest are never
+compared with each other (``_ops.diff`` compares chunks or bytes across kinds). A
+manifest of a format above :data:`MANIFEST_FORMAT` is refused with
+:class:`NewerManifestError`: upgrade uniflow.
 
 Packing sorts every map's keys, so the same record always gives the same bytes (and the
 same Git blob). :func:`unpack` is the one gate for manifests read from Git or a cache:
@@ -36,6 +44,7 @@ from .._errors import IntegrityError, UniflowError
 from .._format import human_size
 from .._naming import validate_digest, validate_key, validate_model_name, validate_relpath, validate_version
 from .._storage.chunking import ChunkRef, FileRecord
+from .._storage.merkle import merkle_identity
 from .._types import ChunkDigest, FileInfo, ModelVersion
 from .config import Limits
 from .tensors import TensorInfo, check_tensors
@@ -44,6 +53,8 @@ __all__ = [
     "Manifest",
     "FileEntry",
     "MANIFEST_FORMAT",
+    "MERKLE_FORMAT",
+    "NewerManifestError",
     "READ_FORMATS",
     "pack",
     "unpack",
@@ -58,9 +69,16 @@ __all__ = [
     "json_safe",
 ]
 
-MANIFEST_FORMAT = 2
-#: formats this gate reads: 1 has no per-tensor data
-READ_FORMATS = (1, 2)
+MANIFEST_FORMAT = 3
+#: formats this gate reads: 1 has no per-tensor data, 3 has Merkle identities as digests
+READ_FORMATS = (1, 2, 3)
+#: the first format whose file and tensor digests are Merkle identities (before: BLAKE3 of the bytes)
+MERKLE_FORMAT = 3
+
+
+class NewerManifestError(IntegrityError):
+    """A manifest written by a newer uniflow, of a format this one does not read."""
+
 
 #: the largest chunk a manifest may name (the chunker cuts at most 4 MiB)
 MAX_CHUNK_BYTES = 64 << 20
@@ -263,8 +281,10 @@ def unpack(
 def check(m: object, context: str = "", *, limits: Limits | None = None) -> None:
     """Raise :class:`IntegrityError` unless ``m`` is a well-formed manifest within ``limits``.
 
-    Checked: format, name and version; ``content_digest`` and every file digest are 64
-    lowercase hex and ``content_digest`` is the digest of the files; paths are relative,
+    Checked: format (one above :data:`MANIFEST_FORMAT` is :class:`NewerManifestError`), name
+    and version; ``content_digest`` and every file digest are 64 lowercase hex and
+    ``content_digest`` is the digest of the files; in format 3, every file digest is the
+    Merkle identity of the file's chunk list; paths are relative,
     normalised, unique and no path is a directory of another; modes are exactly 0o644 or
     0o755; each file's size is the sum of its chunks, each chunk 1 byte to MAX_CHUNK_BYTES
     and, but for a file's last, at least MIN_NONFINAL_CHUNK; chunk, file and byte counts
@@ -300,8 +320,14 @@ def _bad(where: str, what: str) -> IntegrityError:
 def _check(m: object, where: str, lim: Limits) -> None:
     if not isinstance(m, dict):
         raise _bad(where, f"manifest is a {type(m).__name__}, not a map")
-    if type(m.get("format")) is not int or m["format"] not in READ_FORMATS:
-        raise _bad(where, f"unsupported manifest format {m.get('format')!r}")
+    fmt = m.get("format")
+    if type(fmt) is int and fmt > MANIFEST_FORMAT:
+        raise NewerManifestError(
+            f"{where}manifest written by a newer uniflow (format {fmt}; this one reads up to "
+            f"{MANIFEST_FORMAT}): upgrade uniflow"
+        )
+    if type(fmt) is not int or fmt not in READ_FORMATS:
+        raise _bad(where, f"unsupported manifest format {fmt!r}")
     for key in _REQUIRED:
         if key not in m:
             raise _bad(where, f"manifest has no {key!r}")
@@ -371,6 +397,8 @@ def _check_files(files: list[Any], where: str, lim: Limits, fmt: int = MANIFEST_
         if total_size > lim.max_version_bytes:
             raise _bad(where, f"manifest claims more than max_version_bytes ({lim.max_version_bytes}) bytes")
         _check_chunks(chunks, size, path, where)
+        if fmt >= MERKLE_FORMAT and f["digest"] != merkle_identity((c[0], c[1]) for c in chunks):
+            raise _bad(where, f"file {path!r}: its digest is not the identity of its chunks")
         if "tensors" in f:  # format 2: per-tensor data (_tensors), counted against max_chunks
             if fmt < 2:
                 raise _bad(where, f"format-{fmt} manifest carries tensor data for {path!r}")
@@ -590,7 +618,8 @@ def render_card(m: Manifest) -> str:
                 [f"## {title}", ""] + [f"- {k}: {json.dumps(v)}" for k, v in sorted(values.items())] + [""]
             )
     lines += ["## Files", ""]
-    lines += [f"- `{f.path}` {human_size(f.size)} blake3:{f.digest[:16]}" for f in m.files]
+    kind = "id" if m.format >= MERKLE_FORMAT else "blake3"
+    lines += [f"- `{f.path}` {human_size(f.size)} {kind}:{f.digest[:16]}" for f in m.files]
     extra = {k: v for k, v in lineage.items() if k not in ("code_commit", "branch", "dirty")}
     if extra:
         lines += ["", "## Lineage", "", "```json", json.dumps(extra, indent=2, sort_keys=True), "```"]

@@ -2,17 +2,24 @@
 
 Register reads every file it stores (``ObjectStore.put_file``); for a ``.safetensors`` file
 (what the torch serializer writes) or a ``.npy`` file, :class:`TensorScan` parses the header
-from the file's start and hands the store the byte range of every tensor, which the store
-hashes (BLAKE3) from the chunks as they are cut, beside the threads that hash and write them. The result is a
-list in the file's manifest entry (manifest format 2)::
+from the file's start and hands the store the byte range of every tensor: the store cuts
+the file's chunks at those edges (``_storage.cutting``) and builds each tensor's identity
+from the chunk names (``_storage.merkle.RangeIdentities``). The result is a list in the
+file's manifest entry (manifest formats 2 and 3)::
 
     tensors: [[name, dtype, [dim, ...], begin, end, digest], ...]
 
 ``begin``/``end`` are byte offsets in the file (``end`` exclusive), ``dtype`` one of
 :data:`DTYPES` (safetensors' names; a ``.npy`` array's little-endian dtype is mapped to
-them), ``digest`` the BLAKE3-256 hex digest of the tensor's bytes, so two versions can be
-compared tensor by tensor from their manifests alone (``_ops.diff``) and one tensor can be read
-from the chunks that cover its range (``_ops.partial``).
+them). ``digest`` is the tensor's identity: in format 3 the Merkle identity of its bytes
+split at the file's chunk boundaries (a whole chunk is the leaf (chunk name, size), a
+part of a chunk the leaf (BLAKE3 of that part, size)); in format 2 the BLAKE3-256 of the
+tensor's bytes. Two digests of the same kind are equal exactly when the bytes are (up to
+how the bytes were cut, for format 3: a tensor of at least the minimum chunk size whose
+neighbours are not glued to it is cut by its own bytes alone), so two versions can be
+compared tensor by tensor from their manifests alone (``_ops.diff``; across kinds it
+compares chunks or bytes) and one tensor can be read from the chunks that cover its
+range (``_ops.partial``).
 
 A file whose header cannot be parsed, or that holds something outside the closed dtype set,
 a Fortran-ordered or big-endian ``.npy``, a name that is not one printable line, simply
@@ -26,9 +33,7 @@ manifest is read, so a hostile list can only ever produce an :class:`IntegrityEr
 from __future__ import annotations
 
 import ast
-import bisect
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,14 +45,9 @@ __all__ = [
     "DTYPES",
     "MAX_NAME_LEN",
     "MAX_NDIM",
-    "CoverKey",
     "TensorInfo",
     "TensorScan",
     "check_tensors",
-    "cover_key",
-    "known_digests",
-    "pack_known",
-    "KnownDigests",
     "scan_for",
 ]
 
@@ -282,8 +282,8 @@ def parse_npy(view: memoryview, name: str) -> Parsed | None:
 class TensorScan:
     """What register gives ``ObjectStore.put_file`` for a tensor file: called with the file's
     first bytes (:meth:`head_size` says how many hold the header), it parses the header and
-    returns the tensors' byte ranges (in file order) for the store to hash on its threads;
-    :meth:`entries` then builds the manifest's tensor list."""
+    returns the tensors' byte ranges (in file order), which the store cuts at and gives
+    identities; :meth:`entries` then builds the manifest's tensor list."""
 
     def __init__(self, kind: str, npy_name: str = "array") -> None:
         self.kind = kind
@@ -343,70 +343,3 @@ def scan_for(path: str) -> TensorScan | None:
         stem = path.rpartition("/")[2][: -len(".npy")] or "array"
         return TensorScan("npy", stem)
     return None
-
-
-# ---------------------------------------------------------------------- register: digests known already
-#: a byte range named by the chunks that hold it: (offset in the first chunk, length, the
-#: digests of the chunks covering it, in order). Equal keys mean equal bytes (a chunk's
-#: digest names its bytes), hence an equal BLAKE3 digest of the range.
-CoverKey = tuple[int, int, tuple[str, ...]]
-
-
-def cover_key(starts: Sequence[int], digests: Sequence[str], begin: int, end: int) -> CoverKey | None:
-    """The key of ``[begin, end)`` in a file whose chunks start at ``starts`` (ascending,
-    ``starts[0] == 0``) and are named ``digests``; None for an empty range or one outside."""
-    if not 0 <= begin < end or not starts:
-        return None
-    i = bisect.bisect_right(starts, begin) - 1
-    j = bisect.bisect_left(starts, end) - 1
-    return (begin - starts[i], end - begin, tuple(digests[i : j + 1]))
-
-
-def pack_known(chunks: Sequence[tuple[str, int]], tensors: Sequence[Sequence[Any]]) -> bytes:
-    """What register keeps (in the MAC-ed derived cache, under the file's digest) after it
-    hashed a file's tensors: its chunks and the tensors' ranges and digests."""
-    return json.dumps(
-        {"chunks": [[d, n] for d, n in chunks], "tensors": [[t[3], t[4], t[5]] for t in tensors]},
-        separators=(",", ":"),
-    ).encode()
-
-
-def known_digests(payloads: Sequence[bytes]) -> dict[CoverKey, str]:
-    """Cover keys -> tensor digests from :func:`pack_known` payloads (entries this user's
-    uniflow computed from the bytes themselves; anything malformed is skipped)."""
-    out: dict[CoverKey, str] = {}
-    for payload in payloads:
-        try:
-            data = json.loads(payload)
-            digests = [str(d) for d, _ in data["chunks"]]
-            starts, pos = [], 0
-            for _, n in data["chunks"]:
-                starts.append(pos)
-                pos += int(n)
-            for b, e, d in data["tensors"]:
-                key = cover_key(starts, digests, int(b), int(e))
-                if key is not None and isinstance(d, str) and int(e) <= pos:
-                    out[key] = validate_digest(d, "tensor digest")
-        except (ValueError, TypeError, KeyError, IntegrityError):
-            continue
-    return out
-
-
-class KnownDigests:
-    """What register hands ``ObjectStore.put_file(known=)``: called with the chunk starts and
-    digests stored so far and a range inside them, the range's digest when an earlier
-    register computed it for the same bytes, else None (the store then hashes it)."""
-
-    def __init__(self, known: Mapping[CoverKey, str]) -> None:
-        self.known = known
-        self.reused = 0
-
-    def __bool__(self) -> bool:
-        return bool(self.known)
-
-    def __call__(self, starts: Sequence[int], digests: Sequence[str], begin: int, end: int) -> str | None:
-        key = cover_key(starts, digests, begin, end)
-        found = self.known.get(key) if key is not None else None
-        if found is not None:
-            self.reused += 1
-        return found

@@ -28,7 +28,7 @@ from .._naming import validate_model_name, validate_version
 from .._types import CommitId, TagId
 from .config import Limits
 from .git import GitRepo, Identity
-from .manifest import Manifest, check, pack, render_card, unpack
+from .manifest import MERKLE_FORMAT, Manifest, check, pack, render_card, unpack
 from .objcache import DerivedCache
 from .refs import LIFECYCLE_PREFIX, TAGS_PREFIX, lifecycle_ref, tag_name, tag_ref, tags_prefix
 
@@ -249,6 +249,15 @@ class VersionIndex:
     def _same_or_raise(self, manifest: Manifest, existing: TagId) -> TagId:
         name, version = manifest.name, manifest.version
         _, other = self.manifest(name, version, existing)
-        if other.content_digest != manifest.content_digest:
+        if (other.format >= MERKLE_FORMAT) != (manifest.format >= MERKLE_FORMAT):
+            # digests of two kinds (BLAKE3 of the bytes, Merkle identity): compare the chunks
+            if _files_by_chunks(other) != _files_by_chunks(manifest):
+                raise VersionExistsError(name, version)
+        elif other.content_digest != manifest.content_digest:
             raise VersionExistsError(name, version)
         return existing
+
+
+def _files_by_chunks(m: Manifest) -> set[tuple[str, int, tuple[tuple[bytes, int], ...]]]:
+    """A version's files as (path, mode, chunk list): equal sets mean equal bytes."""
+    return {(f.path, f.mode, f.chunks) for f in m.files}

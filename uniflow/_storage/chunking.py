@@ -1,12 +1,15 @@
 """Cutting a file into chunks and storing them, in order; and handing a file's chunks back.
 
-The pipeline of ``ObjectStore.put_file`` / ``put_segments`` (:func:`store_chunks`): FastCDC
-cuts the file on the calling thread while a pool of threads hashes and writes the chunks
-before it (BLAKE3 and file I/O release the GIL), and :class:`~uniflow._storage.ingest.InOrder`
-computes the whole-file digest and the digests of byte ranges (tensors) from the same
-chunks in order. What writing a chunk means (pinning, linking, the object files) is the
-store's: it passes ``write``. :func:`for_each_chunk` is the bounded parallel loop by which
-the store reassembles a file. The records (:class:`ChunkRef`, :class:`FileRecord`) and the
+The pipeline of ``ObjectStore.put_file`` / ``put_segments`` (:func:`store_chunks`): the
+chunks come cut (``_storage.cutting.cut``: tensor-aligned, FastCDC on several threads, or
+``FileSource.cuts`` on one) while a pool of threads hashes and writes the chunks before
+them (BLAKE3 and file I/O release the GIL). Hashing the chunks is the one pass over the
+bytes: the file's identity and its tensors' are Merkle hashes over the chunk names
+(``_storage.merkle``), accumulated as the chunks are collected in order. What writing a
+chunk means (pinning, the packs) is the store's: it passes ``write``.
+:func:`for_each_chunk` is the bounded parallel loop by which the store reassembles a
+file, and :func:`range_b3sum` gives the ``b3sum`` of a file or a byte range from its
+stored chunks, when asked. The records (:class:`ChunkRef`, :class:`FileRecord`) and the
 chunk parameters live here too; ``_storage.store`` re-exports them.
 """
 
@@ -22,38 +25,31 @@ import blake3
 
 from .. import _testhooks
 from .._types import ChunkDigest, ProgressFn
-from .ingest import InOrder
+from .merkle import EMPTY_IDENTITY, MerkleBuilder, RangeIdentities
 from .parallel import bounded_map
-from .segments import Segments
 
 __all__ = [
     "CHUNK_PARAMS",
     "EMPTY_DIGEST",
     "ChunkRef",
     "FileRecord",
-    "KnownFn",
     "RangesFn",
     "WriteFn",
     "chunk_digest",
     "chunker",
     "for_each_chunk",
-    "hash_range",
+    "range_b3sum",
     "store_chunks",
-    "whole_digest",
 ]
 
 # Why these (docs/design.md, "Chunk parameters"): a 1 MiB average keeps a 1 GiB file near
 # 1,000 objects while a changed tensor costs one or two chunks.
 CHUNK_PARAMS = {"avg_size": 1 << 20, "min_size": 256 << 10, "max_size": 4 << 20}
 
-#: given the start of a file (at least its header; all of it for ``put_file``) and its size,
-#: the ``(begin, end)`` ranges (in file order) whose BLAKE3 digests ``put_file`` also
-#: computes, on its threads (e.g. ``_records.tensors.TensorScan``)
+#: given the start of a file (at least its header) and its size, the ``(begin, end)``
+#: ranges (in file order) that ``put_file`` cuts at and gives identities
+#: (e.g. ``_records.tensors.TensorScan``)
 RangesFn = Callable[[memoryview, int], Sequence[tuple[int, int]]]
-#: given the start offsets and digests of the chunks stored so far and a range inside them,
-#: the range's BLAKE3 digest if it is known already (then it is not hashed), else None
-#: (e.g. ``_records.tensors.KnownDigests``; false when it knows nothing)
-KnownFn = Callable[[Sequence[int], Sequence[str], int, int], str | None]
 #: stores one chunk (its bytes; ``(fd, offset)`` where the same bytes are in a file, or None)
 WriteFn = Callable[[memoryview, "tuple[int, int] | None"], "ChunkRef"]
 
@@ -76,21 +72,22 @@ class ChunkRef:
 
 @dataclass(frozen=True)
 class FileRecord:
-    """A stored file: its size, its file digest and its ordered chunk list."""
+    """A stored file: its size, its digest and its ordered chunk list.
+
+    ``digest`` is the file's identity as its manifest records it: the Merkle identity of
+    its chunks (``_storage.merkle``) for a file stored by this uniflow or read from a
+    format-3 manifest, the BLAKE3 of its bytes (what ``b3sum`` prints) for one read from a
+    manifest of format 1 or 2."""
 
     size: int
     digest: str
     chunks: tuple[ChunkRef, ...]
-    #: BLAKE3 hex digests of the byte ranges a ``RangesFn`` asked for (register only)
+    #: the Merkle identities of the byte ranges a ``RangesFn`` gave (register only)
     range_digests: tuple[str, ...] = ()
 
 
-def whole_digest(data: memoryview | bytes) -> str:
-    """BLAKE3-256 of a whole file's bytes (what ``b3sum`` prints), on BLAKE3's own threads."""
-    return blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
-
-
-EMPTY_DIGEST = blake3.blake3(b"").hexdigest()
+#: the digest of an empty file stored now: the identity of no chunks
+EMPTY_DIGEST = EMPTY_IDENTITY
 
 
 def chunk_digest(data: memoryview | bytes) -> str:
@@ -108,138 +105,119 @@ def chunker() -> Any:
     )
 
 
-def hash_range(seg: Segments, begin: int, end: int) -> str:
-    """BLAKE3 of the bytes ``[begin, end)`` of the concatenation ``seg``."""
-    h = blake3.blake3()
-    for piece in seg.slices(begin, end):
-        with piece:  # released before the caller's mmap is closed
-            h.update(piece)
-    return h.hexdigest()
-
-
 def store_chunks(
     cuts: Generator[tuple[int, memoryview], None, None],
     write: WriteFn,
     size: int,
-    head: memoryview,
+    spans: Sequence[tuple[int, int]],
     progress: ProgressFn | None,
-    ranges: RangesFn | None,
-    known: KnownFn | None,
-    reread: Callable[[int, int], str],
     *,
     src_fd: int | None = None,
-    parts: Segments | None = None,
 ) -> FileRecord:
-    """Store the chunks ``cuts`` gives (in order, ``size`` bytes in all; ``head`` is the
-    file's start, for ``ranges``) with ``write``, on :data:`_WRITE_WORKERS` threads and at
-    most :data:`_MAX_INFLIGHT` chunks ahead; the file's record. ``reread`` hashes a byte
-    range again, for the ranges settled once their chunks are stored. With ``src_fd``,
-    ``write`` gets ``(src_fd, offset)``: where the same bytes are in the file, to copy them
-    in the kernel after hashing the chunk given. With ``parts`` (the bytes, all in the
-    caller's memory), the whole-file and range digests are computed from its parts rather
-    than from the chunks (no scratch copy is held for them)."""
-    # With digests known already, a range is settled once its chunks are stored (their
-    # digests name its bytes): known, or hashed then, a few chunks behind the cutter.
-    late = known if known else None
-    spans = list(ranges(head, size)) if ranges is not None else []
-    # The whole file's digest (and the ranges', unless settled late) are computed from the
-    # chunks as they are cut, in order, on threads of their own beside the chunk writers.
-    order = InOrder([] if late else spans, bounded=parts is None)
-    for part_start, part in zip(parts.starts, parts.parts, strict=True) if parts is not None else ():
-        order.feed(part_start, part)
+    """Store the chunks ``cuts`` gives (in order, ``size`` bytes in all) with ``write``, on
+    :data:`_WRITE_WORKERS` threads and at most :data:`_MAX_INFLIGHT` chunks ahead; the
+    file's record. The one pass over the bytes is the chunk names (hashed by ``write``):
+    the file's identity is the Merkle hash of its chunks (``_storage.merkle``), and the
+    identities of ``spans`` (tensor ranges, in file order) are built from the chunk names
+    and, where a span holds only part of a chunk, the BLAKE3 of that part, hashed on the
+    same thread as the chunk. With ``src_fd`` (a file read from disk), ``write`` gets
+    ``(src_fd, offset)``: where the same bytes are in the file."""
+    ids = RangeIdentities(spans)
     stored: _Stored | None = None
     try:
         with ThreadPoolExecutor(max_workers=_WRITE_WORKERS, thread_name_prefix="uniflow-put") as pool:
-            stored = _Stored(pool, size, progress, spans if late else [], late, reread)
+            stored = _Stored(size, progress, ids)
             try:
                 for offset, piece in cuts:
                     src = (src_fd, offset) if src_fd is not None else None
-                    stored.submit(pool.submit(write, piece, src), piece)
-                    if parts is None:
-                        order.feed(offset, piece)
+                    runs = ids.partial_runs(offset, len(piece))
+                    stored.submit(pool.submit(_write_one, write, piece, src, runs), offset, piece)
                     if not offset and src is not None:
                         _testhooks.point("put-file-read")
                     stored.drain(_MAX_INFLIGHT)
                 stored.drain(0)
-                whole, in_order = order.digests()
-                late_digests = stored.span_digests()
             except BaseException:
                 stored.cancel()
                 raise
     finally:
-        order.close()
         cuts.close()
         if stored is not None:
             stored.release()
-    return FileRecord(size, whole, tuple(stored.refs), late_digests if late else in_order)
+    return FileRecord(size, stored.whole.hexdigest(), tuple(stored.refs), ids.hexdigests())
+
+
+def _write_one(
+    write: WriteFn, piece: memoryview, src: tuple[int, int] | None, runs: list[tuple[int, int]]
+) -> tuple[ChunkRef, list[str]]:
+    """Store one chunk and hash the parts of it that ``runs`` name (on a writer thread)."""
+    ref = write(piece, src)
+    return ref, [chunk_digest(piece[lo:hi]) for lo, hi in runs]
 
 
 class _Stored:
     """The chunks of one file as they are stored, in order: at most a bounded number of
-    writes in flight, each collected in file order (its record appended, its piece
-    released, progress told) and, when ranges are settled late, each range whose chunks
-    are all stored settled (from ``known`` digests, or hashed again on ``pool``)."""
+    writes in flight, each collected in file order (its record appended, its name added
+    to the file's and the spans' identities, its piece released, progress told)."""
 
-    def __init__(
-        self,
-        pool: ThreadPoolExecutor,
-        size: int,
-        progress: ProgressFn | None,
-        spans: list[tuple[int, int]],
-        known: KnownFn | None,
-        reread: Callable[[int, int], str],
-    ) -> None:
-        self.pool, self.size, self.progress = pool, size, progress
-        self.spans, self.known, self.reread = spans, known, reread
+    def __init__(self, size: int, progress: ProgressFn | None, ids: RangeIdentities) -> None:
+        self.size, self.progress, self.ids = size, progress, ids
+        self.whole = MerkleBuilder()
         self.refs: list[ChunkRef] = []
-        self.starts: list[int] = []  # offset of each stored chunk
-        self.digests: list[str] = []
         self.done = 0
-        self.inflight: deque[tuple[Future[ChunkRef], memoryview]] = deque()
-        self.span_futs: list[Future[str] | str] = []
+        self.inflight: deque[tuple[Future[tuple[ChunkRef, list[str]]], int, memoryview]] = deque()
 
-    def submit(self, fut: Future[ChunkRef], piece: memoryview) -> None:
-        self.inflight.append((fut, piece))
+    def submit(self, fut: Future[tuple[ChunkRef, list[str]]], offset: int, piece: memoryview) -> None:
+        self.inflight.append((fut, offset, piece))
 
     def drain(self, limit: int) -> None:
         """Collect stored chunks, oldest first, until at most ``limit`` are in flight."""
         while len(self.inflight) > limit:
-            fut, piece = self.inflight[0]
-            ref = fut.result()
+            fut, offset, piece = self.inflight[0]
+            ref, partial = fut.result()
             self.inflight.popleft()
             piece.release()
             self.refs.append(ref)
-            self.starts.append(self.done)
-            self.digests.append(ref.digest)
+            self.whole.add(ref.digest, ref.size)
+            self.ids.add(offset, ref.digest, ref.size, partial)
             self.done += ref.size
-            self._settle(self.done)
             if self.progress is not None:
                 self.progress(self.done, self.size)
 
-    def _settle(self, stored: int) -> None:
-        """Settle the ranges that lie inside the first ``stored`` bytes."""
-        if self.known is None:
-            return
-        while len(self.span_futs) < len(self.spans) and self.spans[len(self.span_futs)][1] <= stored:
-            begin, end = self.spans[len(self.span_futs)]
-            digest = self.known(self.starts, self.digests, begin, end)
-            self.span_futs.append(digest or self.pool.submit(self.reread, begin, end))
-
-    def span_digests(self) -> tuple[str, ...]:
-        """The settled ranges' digests, in order (after the last :meth:`drain`)."""
-        self._settle(self.size)
-        return tuple(f if isinstance(f, str) else f.result() for f in self.span_futs)
-
     def cancel(self) -> None:
-        for fut, _ in self.inflight:
+        for fut, _, _ in self.inflight:
             fut.cancel()
-        for sfut in self.span_futs:
-            if not isinstance(sfut, str):
-                sfut.cancel()
 
     def release(self) -> None:
-        for _, piece in self.inflight:
+        for _, _, piece in self.inflight:
             piece.release()
+
+
+def range_b3sum(
+    chunks: Sequence[ChunkRef], read: Callable[[ChunkRef], bytes], begin: int = 0, end: int | None = None
+) -> str:
+    """BLAKE3 of the bytes ``[begin, end)`` (default: all) of the file made of ``chunks``
+    (what ``b3sum`` prints of them), each chunk read (and verified) by ``read``, a few
+    chunks ahead on :data:`_READ_WORKERS` threads; only the chunks holding the range are read."""
+    total = sum(c.size for c in chunks)
+    end = total if end is None else end
+    h = blake3.blake3()
+
+    def wanted() -> Iterator[tuple[ChunkRef, int]]:
+        offset = 0
+        for c in chunks:
+            if offset < end and offset + c.size > begin:
+                yield c, offset
+            offset += c.size
+
+    def one(item: tuple[ChunkRef, int]) -> tuple[bytes, int]:
+        return read(item[0]), item[1]
+
+    for data, offset in bounded_map(
+        one, wanted(), workers=_READ_WORKERS, window=_READ_WINDOW + 1, name="uniflow-b3"
+    ):
+        with memoryview(data) as view, view[max(begin - offset, 0) : end - offset] as part:
+            h.update(part)
+    return h.hexdigest()
 
 
 def for_each_chunk(

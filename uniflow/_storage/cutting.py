@@ -57,19 +57,18 @@ one part into the next or a re-cut crosses a unit's edge (about a chunk). A file
 unit at a time by the cutting threads, at most ``threads + 1`` units ahead of the one whose
 chunks are being yielded, into buffers reused once no chunk views them.
 
-**Integration (not wired yet).** ``ObjectStore.put_file`` and ``put_segments`` would compute
-the ranges first (``spans = ranges(head, size)``, what ``store_chunks`` does today on its
-own) and hand ``store_chunks`` ``cut(FileReader(src.size, src.read_into), spans)`` (then
-``src.check_unchanged()`` as now) or ``cut(MemoryReader(seg), spans)`` in place of
-``src.cuts(chunker())`` / ``seg.cuts(chunker())``; the chunks come in the same form, in
-order. A tensor :func:`covering` finds whole chunks for gets its identity from their names
-and sizes (the Merkle hash, no pass over its bytes); a tensor sharing a chunk (a small one,
-or a large one whose small neighbour is glued to it) is still hashed from its bytes as
-today, or, if the Merkle leaves may be byte ranges, from its part of the shared chunk only.
-For an opaque file read from disk the units are small (they are the read buffers), so the
-work repeated at their edges is a larger share of the cutting: where both cores are already
-busy hashing and writing, ``FileSource.cuts`` on one thread gives the same chunks for less
-CPU, and :func:`cut` pays only where a core would otherwise wait.
+**Integration.** ``ObjectStore.put_file`` and ``put_segments`` compute the ranges first
+(``spans = ranges(head, size)``) and hand ``_storage.chunking.store_chunks``
+``cut(FileReader(src.size, src.read_into), spans)`` (then ``src.check_unchanged()``) or
+``cut(MemoryReader(seg), spans)``. A tensor's identity is the Merkle hash of its runs
+(``_storage.merkle.RangeIdentities``): a run that is a whole chunk is that chunk's name,
+a run that is part of a chunk (a small tensor, or a large one whose small neighbour is
+glued to it) is the BLAKE3 of its bytes, the only bytes hashed twice. For an opaque file
+read from disk the units are small (they are the read buffers), so the work repeated at
+their edges is a larger share of the cutting: where both cores are already busy hashing
+and writing, ``FileSource.cuts`` on one thread gives the same chunks for less CPU, and
+:func:`cut` pays only where a core would otherwise wait (``ObjectStore.put_file`` picks
+one of the two for files with no ranges).
 """
 
 from __future__ import annotations

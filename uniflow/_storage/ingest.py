@@ -10,19 +10,17 @@ file's stamp (size, mtime, ctime, inode) is compared before and after, and a byt
 recorded end means it grew: a file that changed is refused, never recorded as a mix of its
 old and new bytes (the chunks already appended are garbage for gc).
 
-:class:`InOrder` computes the digests that need the file's bytes in order (the whole file,
-and the byte ranges of its tensors) from the chunks themselves as they are cut, each on a
-thread of its own, with at most a few chunks queued: what they name is exactly what the
-chunks hold.
+The file is read once: its identity and its tensors' are built from the chunk names
+(``_storage.chunking.store_chunks``). :func:`fd_digest` hashes an open file whole, for
+the readers that check a copy against a ``b3sum`` digest.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections import deque
-from collections.abc import Generator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +31,12 @@ from .._errors import InvalidPathError
 from .parallel import BufferPool
 from .segments import cut_decided
 
-__all__ = ["WINDOW", "FileSource", "InOrder", "fd_digest", "fd_stamp", "read_full"]
+__all__ = ["WINDOW", "FileSource", "fd_digest", "fd_stamp", "read_full"]
 
 #: bytes read from a file at a time (more than the longest chunk; a few are held at once)
 WINDOW = 8 << 20
 #: buffers kept for reuse (more are made, and freed, if the writers fall that far behind)
 _POOL = 16
-#: pieces queued for each in-order hasher before the cutter waits for it
-_BACKLOG = 8
 
 
 def _stamp(st: os.stat_result) -> tuple[int, ...]:
@@ -151,78 +147,8 @@ class FileSource:
             if pos == start:
                 raise ValueError(f"a chunk longer than the read window ({WINDOW} bytes)")
 
-    def hash_range(self, begin: int, end: int) -> str:
-        """BLAKE3 of the bytes ``[begin, end)``, read again (see :meth:`check_unchanged`)."""
-        h = blake3.blake3()
-        with memoryview(bytearray(min(WINDOW, max(end - begin, 0)))) as buf:
-            pos = begin
-            while pos < end:  # bounded: each pass advances by a window
-                n = min(len(buf), end - pos)
-                with buf[:n] as part:
-                    self.read_into(part, pos)
-                    h.update(part)
-                pos += n
-        return h.hexdigest()
-
     def check_unchanged(self) -> None:
         """Raise :meth:`changed` unless the file is as it was when opened: the same stamp and
         nothing past its end. Called once every byte that was stored has been read."""
         if _stamp(os.fstat(self.fd)) != self._stamp or os.pread(self.fd, 1, self.size):
             raise self.changed()
-
-
-class InOrder:
-    """BLAKE3 of a whole file and of ``spans`` (``(begin, end)`` byte ranges in file order),
-    fed the file's bytes in order by :meth:`feed`; :meth:`digests` waits for the results.
-    The whole file and the spans are hashed on one thread each, beside the chunk writers."""
-
-    def __init__(self, spans: Sequence[tuple[int, int]], *, bounded: bool = True) -> None:
-        self.whole = blake3.blake3()
-        self.spans = list(spans)
-        self._hashers = [blake3.blake3() for _ in self.spans]
-        self._first = 0  # the first span not wholly fed yet
-        #: False when what is fed is the caller's own memory (nothing held but views of it)
-        self._bounded = bounded
-        self._pools = [ThreadPoolExecutor(1, thread_name_prefix="uniflow-whole")]
-        if self.spans:
-            self._pools.append(ThreadPoolExecutor(1, thread_name_prefix="uniflow-spans"))
-        self._pending: deque[Future[None]] = deque()
-
-    def feed(self, start: int, view: memoryview) -> None:
-        """Queue the bytes ``view`` found at ``start`` (every byte once, in file order; the
-        caller may release ``view`` at once)."""
-        self._pending.append(self._pools[0].submit(self._update_whole, view[:]))
-        if self.spans:
-            self._pending.append(self._pools[1].submit(self._update_spans, start, view[:]))
-        while self._bounded and len(self._pending) > _BACKLOG * len(self._pools):  # bounded by the queue
-            self._pending.popleft().result()
-
-    def _update_whole(self, view: memoryview) -> None:
-        with view:
-            self.whole.update(view)
-
-    def _update_spans(self, start: int, view: memoryview) -> None:
-        end = start + len(view)
-        with view:
-            i = self._first
-            while i < len(self.spans) and self.spans[i][0] < end:  # bounded by the spans
-                begin, stop = self.spans[i]
-                if stop > start:
-                    with view[max(begin, start) - start : min(stop, end) - start] as part:
-                        self._hashers[i].update(part)
-                i += 1
-        while self._first < len(self.spans) and self.spans[self._first][1] <= end:
-            self._first += 1
-
-    def digests(self) -> tuple[str, tuple[str, ...]]:
-        """The whole file's digest and the spans' (in order), once everything fed is hashed."""
-        while self._pending:  # bounded by the queue
-            self._pending.popleft().result()
-        return self.whole.hexdigest(), tuple(h.hexdigest() for h in self._hashers)
-
-    def close(self) -> None:
-        """Stop the threads (after :meth:`digests`, or abandoning the rest on an error)."""
-        for fut in self._pending:
-            fut.cancel()
-        for pool in self._pools:
-            pool.shutdown(wait=True)

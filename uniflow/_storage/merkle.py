@@ -56,15 +56,19 @@ keeps at most 8 pending items per level: O(log n) memory.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import bisect
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import blake3
 
 __all__ = [
+    "EMPTY_IDENTITY",
     "IDENTITY_KEY",
     "NODE_KEY",
     "MerkleBuilder",
+    "RangeIdentities",
     "merkle_identity",
+    "range_identity",
 ]
 
 NODE_KEY = bytes.fromhex("75fc167c75a74593e099b9ff0a6d35949e06f84fb59d9a243e273f2eb0dfb59a")
@@ -163,7 +167,7 @@ class MerkleBuilder:
 
     ``add`` each chunk's name (hex or 32 raw bytes) and size in order, then call
     :meth:`digest` or :meth:`hexdigest` once. Not thread-safe: feed it from one thread, in
-    order (``_storage.ingest.InOrder`` gives chunks in order)."""
+    order (``_storage.chunking.store_chunks`` collects chunks in order)."""
 
     def __init__(self) -> None:
         self._tree = _Tree(NODE_KEY, _hex)
@@ -200,3 +204,83 @@ def merkle_identity(chunks: Iterable[tuple[bytes | str, int]]) -> str:
     for name, size in chunks:
         builder.add(name, size)
     return builder.hexdigest()
+
+
+#: the identity of no chunks: an empty file's (and an empty tensor's)
+EMPTY_IDENTITY = merkle_identity([])
+
+
+class RangeIdentities:
+    """The identities of byte ranges of one file (its tensors), from its chunks in order.
+
+    A range's leaves are its bytes split at the file's chunk boundaries: a run that is a
+    whole chunk is the leaf ``(chunk name, size)``; a run that is only part of a chunk (the
+    range shares that chunk with other bytes) is the leaf ``(BLAKE3 of the run, size)``,
+    the name those bytes would have as a chunk of their own. So a range cut into whole
+    chunks of its own costs no hashing beyond the chunk names, and only the bytes of the
+    partial runs are hashed again. An empty range has :data:`EMPTY_IDENTITY`.
+
+    Use: :meth:`partial_runs` for each chunk as it is cut (which of its bytes to hash, on
+    the thread that hashes the chunk), then :meth:`add` for each chunk in file order with
+    its name and those hashes, then :meth:`hexdigests`."""
+
+    def __init__(self, spans: Sequence[tuple[int, int]]) -> None:
+        """``spans``: the ranges, ``(begin, end)`` in file order, none overlapping another."""
+        self.spans = list(spans)
+        self._ends = [e for _, e in self.spans]
+        self._builders = [MerkleBuilder() for _ in self.spans]
+
+    def _runs(self, offset: int, size: int) -> Iterator[tuple[int, int, int]]:
+        """``(range index, begin, end)`` of every non-empty run of a range inside the chunk
+        ``[offset, offset + size)``, in file order."""
+        end = offset + size
+        i = bisect.bisect_right(self._ends, offset)
+        while i < len(self.spans) and self.spans[i][0] < end:  # bounded by the spans
+            b, e = self.spans[i]
+            lo, hi = max(b, offset), min(e, end)
+            if lo < hi:
+                yield i, lo, hi
+            i += 1
+
+    def partial_runs(self, offset: int, size: int) -> list[tuple[int, int]]:
+        """The runs of ranges that are part of the chunk ``[offset, offset + size)`` but not
+        all of it, as ``(begin, end)`` relative to the chunk: the bytes to hash."""
+        return [
+            (lo - offset, hi - offset)
+            for _, lo, hi in self._runs(offset, size)
+            if (lo, hi) != (offset, offset + size)
+        ]
+
+    def add(self, offset: int, name: str, size: int, partial: Sequence[str]) -> None:
+        """The chunk ``[offset, offset + size)`` named ``name``, with the BLAKE3 hex digests
+        of its :meth:`partial_runs` (in their order)."""
+        rest = iter(partial)
+        for i, lo, hi in self._runs(offset, size):
+            leaf = name if (lo, hi) == (offset, offset + size) else next(rest)
+            self._builders[i].add(leaf, hi - lo)
+
+    def hexdigests(self) -> tuple[str, ...]:
+        """Every range's identity, in the order the ranges were given."""
+        return tuple(b.hexdigest() for b in self._builders)
+
+
+def range_identity(
+    chunks: Sequence[tuple[bytes | str, int]], begin: int, end: int, data: bytes | bytearray | memoryview
+) -> str:
+    """The identity (64 hex) of the bytes ``[begin, end)`` of a file made of ``chunks``
+    (``(name, size)`` in order), given those bytes (``data``): what :class:`RangeIdentities`
+    gives for the range at register, to check a range read back."""
+    ids = RangeIdentities([(begin, end)])
+    offset = 0
+    with memoryview(data) as view:
+        for name, size in chunks:
+            if offset >= end:
+                break
+            if offset + size > begin:
+                parts = []
+                for lo, hi in ids.partial_runs(offset, size):
+                    with view[offset + lo - begin : offset + hi - begin] as part:
+                        parts.append(blake3.blake3(part).hexdigest())
+                ids.add(offset, name.hex() if isinstance(name, bytes) else name, size, parts)
+            offset += size
+    return ids.hexdigests()[0]

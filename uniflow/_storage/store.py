@@ -22,9 +22,10 @@ remote are still stored that way:
   out; a mismatch raises :class:`IntegrityError` naming the context (model, version, file)
   and the chunk.
 
-A file's digest is BLAKE3 of its whole bytes, computed from the chunks in order on its own
-thread while they are written. A materialized copy is checked against the chunk list, and
-only when its stamp changed since it was written or last checked (``_storage.verified``).
+A file's digest (manifest format 3) is the Merkle identity of its chunk list
+(``_storage.merkle``), built from the chunk names as they are collected: hashing the chunks
+is the only pass over a file's bytes. A materialized copy is checked against the chunk list,
+and only when its stamp changed since it was written or last checked (``_storage.verified``).
 A user's file is read, never mapped, and refused if it changes meanwhile (``_storage.ingest``).
 The pipeline that cuts, hashes and hands chunks to :meth:`ObjectStore._store_chunk` in
 order, and the records it returns, are ``_storage.chunking``'s; what a chunk file is stays here.
@@ -42,13 +43,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import io
 import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,14 +61,13 @@ from .chunking import (
     EMPTY_DIGEST,
     ChunkRef,
     FileRecord,
-    KnownFn,
     RangesFn,
     chunk_digest,
     chunker,
     for_each_chunk,
-    hash_range,
     store_chunks,
 )
+from .cutting import FileReader, MemoryReader, cut
 from .fsio import copy_file, force_unlink, fsync_dir, os_reason, write_immutable
 from .ingest import FileSource, fd_stamp, read_full
 from .packs import PackSet, pack_dir
@@ -90,6 +89,9 @@ __all__ = [
 FetchFn = Callable[["ObjectStore", list[str]], None]
 #: bytes of a file's start given to a ``RangesFn`` that does not say how many it needs
 _HEAD = 64 << 10
+#: cut a file without tensor ranges with ``_storage.cutting.cut`` on several threads (True)
+#: or with ``FileSource.cuts`` on this one (False): the same chunks either way
+_CUT_OPAQUE_FILES_ON_THREADS = False
 #: what a store of the old layout kept in ``<work tree>/.uniflow/`` (moved by ``adopt``)
 LEGACY_DIRS = ("objects", "tmp", "cache")
 _HEX = frozenset("0123456789abcdef")
@@ -253,22 +255,19 @@ class ObjectStore:
         progress: ProgressFn | None = None,
         pin: Pin | None = None,
         ranges: RangesFn | None = None,
-        known: KnownFn | None = None,
     ) -> FileRecord:
         """Chunk, hash and store ``path``; return its record once every chunk is durable.
 
-        The file is read a window at a time into this process's own memory (never mapped)
-        and every chunk is hashed from those bytes and appended, from the same bytes, to this
-        call's packs (``_storage.packwriter.PackStream``; every pack and its index durable
-        before this returns). A file that changes while it is read is refused with
-        :class:`InvalidPathError` (the packs written stay: their chunks are named by their
-        bytes, unreferenced; gc removes them). Chunking runs on
-        this thread while worker threads hash and write the previous chunks (BLAKE3 and file
-        I/O release the GIL), so cutting, hashing and writing overlap. With ``pin``, every chunk is pinned
-        before it is looked for or written. With ``ranges``, the byte ranges it returns for
-        the file's start are hashed in the same pass, into ``range_digests``; with ``known``
-        too, a range is hashed only once its chunks are stored and ``known`` does not know
-        its digest (then it is read again, and the file checked unchanged after).
+        The file is read once, a window at a time, into this process's own memory (never
+        mapped) and every chunk is hashed from those bytes and appended, from the same
+        bytes, to this call's packs (``_storage.packwriter.PackStream``; every pack and its
+        index durable before this returns). A file that changes while it is read is refused
+        with :class:`InvalidPathError` (the packs written stay: their chunks are named by
+        their bytes, unreferenced; gc removes them). Cutting, hashing and writing overlap on
+        threads (FastCDC, BLAKE3 and file I/O release the GIL). With ``pin``, every chunk is
+        pinned before it is looked for or written. With ``ranges`` (a tensor file's
+        tensors, found from its start), every range's edges are cut points
+        (``_storage.cutting``) and ``range_digests`` holds the ranges' identities.
         """
         self.ensure_dirs()
         try:
@@ -280,12 +279,16 @@ class ObjectStore:
             src = FileSource(fd, path)
             if src.size == 0:
                 return FileRecord(0, EMPTY_DIGEST, ())
-            head_size = getattr(ranges, "head_size", None)
-            first = int(head_size(src.head(16))) if callable(head_size) else 0
-            head = src.head(max(first, _HEAD))
-            rec = self._put_chunks(
-                src.cuts(chunker()), src.size, head, progress, pin, ranges, known, src.hash_range, src_fd=fd
-            )
+            spans: Sequence[tuple[int, int]] = ()
+            if ranges is not None:
+                head_size = getattr(ranges, "head_size", None)
+                first = int(head_size(src.head(16))) if callable(head_size) else 0
+                spans = ranges(src.head(max(first, _HEAD)), src.size)
+            if spans or _CUT_OPAQUE_FILES_ON_THREADS:
+                cuts = cut(FileReader(src.size, src.read_into), spans)
+            else:
+                cuts = src.cuts(chunker())
+            rec = self._put_chunks(cuts, src.size, spans, progress, pin, src_fd=fd)
             src.check_unchanged()
             return rec
         finally:
@@ -297,7 +300,6 @@ class ObjectStore:
         progress: ProgressFn | None = None,
         pin: Pin | None = None,
         ranges: RangesFn | None = None,
-        known: KnownFn | None = None,
     ) -> FileRecord:
         """:meth:`put_file` for a file that exists only as the concatenation of ``parts``
         (an in-memory model streamed by its serializer): the same chunks, digests and record
@@ -308,43 +310,24 @@ class ObjectStore:
         try:
             if seg.size == 0:
                 return FileRecord(0, EMPTY_DIGEST, ())
-            return self._put_segments(seg, progress, pin, ranges, known)
+            spans = ranges(seg.parts[0], seg.size) if ranges is not None else ()
+            return self._put_chunks(cut(MemoryReader(seg), spans), seg.size, spans, progress, pin)
         finally:
             seg.release()
 
-    def _put_segments(
-        self,
-        seg: Segments,
-        progress: ProgressFn | None,
-        pin: Pin | None,
-        ranges: RangesFn | None = None,
-        known: KnownFn | None = None,
-    ) -> FileRecord:
-        head = seg.parts[0]
-        again = functools.partial(hash_range, seg)
-        return self._put_chunks(
-            seg.cuts(chunker()), seg.size, head, progress, pin, ranges, known, again, parts=seg
-        )
-
     def put_bytes(self, data: bytes, pin: Pin | None = None) -> FileRecord:
-        self.ensure_dirs()
-        if not data:
-            return FileRecord(0, EMPTY_DIGEST, ())
-        return self._put_segments(Segments([data]), None, pin)
+        """:meth:`put_segments` of one buffer."""
+        return self.put_segments([data], None, pin)
 
     def _put_chunks(
         self,
         cuts: Generator[tuple[int, memoryview], None, None],
         size: int,
-        head: memoryview,
+        spans: Sequence[tuple[int, int]],
         progress: ProgressFn | None,
         pin: Pin | None,
-        ranges: RangesFn | None,
-        known: KnownFn | None,
-        reread: Callable[[int, int], str],
         *,
         src_fd: int | None = None,
-        parts: Segments | None = None,
     ) -> FileRecord:
         """:func:`~uniflow._storage.chunking.store_chunks` into this store: each chunk pinned
         with ``pin``, then looked for, and appended to this call's packs if it is nowhere;
@@ -357,18 +340,7 @@ class ObjectStore:
             return self._store_chunk(piece, pin, sink, order)
 
         try:
-            rec = store_chunks(
-                order.tickets(cuts),
-                write,
-                size,
-                head,
-                progress,
-                ranges,
-                known,
-                reread,
-                src_fd=src_fd,
-                parts=parts,
-            )
+            rec = store_chunks(order.tickets(cuts), write, size, spans, progress, src_fd=src_fd)
             if shared is None:
                 sink.close()
         except BaseException:

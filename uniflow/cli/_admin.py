@@ -18,6 +18,8 @@ from ._complete import complete_model
 from ._format import Cell, format_value, print_kv, print_line, print_table
 
 if TYPE_CHECKING:
+    from .._ops.maintenance import FileB3sum
+    from .._registry import ModelRegistry
     from .._reports import GcReport, VerifyReport
 
 __all__ = ["gc_cmd", "init_cmd", "parse_duration", "verify_cmd"]
@@ -141,19 +143,34 @@ def _print_gc(report: GcReport) -> None:
     help="Instead, check who signed every version tag and lifecycle event against the policy "
     "in force when it was made.",
 )
+@click.option(
+    "--b3sum",
+    "b3sum",
+    is_flag=True,
+    help="Also compute each file's BLAKE3 digest (what b3sum prints) from its stored chunks and "
+    "print it; for a version of manifest format 1 or 2 it must equal the recorded digest.",
+)
 @trust_root_option
 @json_option
 @repo_option
 def verify_cmd(
-    name: str | None, repair: bool, signatures: bool, trust_root: str | None, as_json: bool, repo: str | None
+    name: str | None,
+    repair: bool,
+    signatures: bool,
+    b3sum: bool,
+    trust_root: str | None,
+    as_json: bool,
+    repo: str | None,
 ) -> None:
     """Re-hash stored chunks and report problems.
 
     Checks every chunk of every version (or of model NAME) against its digest. Exits 5 when a problem is
     found. With --signatures, checks signatures and the policy instead, listing each failure.
+    With --b3sum, also prints each file's BLAKE3 digest, computed from its chunks.
     \f
     Calls ModelRegistry.verify(NAME) (after ModelRegistry.repair() with --repair); with
-    --signatures, uniflow._ops.authority.verify_lifecycle per model.
+    --signatures, uniflow._ops.authority.verify_lifecycle per model; with --b3sum,
+    uniflow._ops.maintenance.file_b3sums.
     """
     if signatures:
         verify_signatures(name, trust_root, as_json, repo)
@@ -161,20 +178,35 @@ def verify_cmd(
     registry = get_registry(repo)
     repaired = registry.repair() if repair else []
     report = registry.verify(name)
+    sums = _b3sums(registry, name) if b3sum else []
+    bad = [s for s in sums if not s.ok]
     if as_json:
-        echo_json({**report.to_dict(), "repaired": repaired} if repair else report.to_dict())
+        out = {**report.to_dict(), "repaired": repaired} if repair else report.to_dict()
+        echo_json({**out, "b3sums": [s.to_dict() for s in sums]} if b3sum else out)
     else:
         for line in repaired:
             click.echo(f"repaired: {line}")
-        if report.ok:
+        for s in sums:
+            flag = "" if s.ok else f"  MISMATCH: the manifest records {s.recorded}"
+            click.echo(f"{s.b3sum}  {s.model} {s.version} {s.path}{flag}")
+        if report.ok and not bad:
             click.echo(f"OK: every stored file of {name or 'every model'} verified")
-        else:
+        elif not report.ok:
             _print_problems(report)
-    if not report.ok:
-        count = len(report.problems)
+    if not report.ok or bad:
+        count = len(report.problems) + len(bad)
         raise IntegrityError(
             f"{count} problem{'' if count == 1 else 's'} found" + (f" in model {name!r}" if name else "")
         )
+
+
+def _b3sums(registry: ModelRegistry, name: str | None) -> list[FileB3sum]:
+    """Every file's b3sum, from its stored chunks (``uniflow verify --b3sum``)."""
+    from .._ops.maintenance import file_b3sums
+
+    if name is not None:
+        registry.repository.require_model(name)
+    return file_b3sums(registry.repository, name)
 
 
 def _print_problems(report: VerifyReport) -> None:

@@ -121,6 +121,45 @@ def json_option(f: F) -> F:
     )(f)
 
 
+def b3sum_option(f: F) -> F:
+    """Add ``--b3sum`` (keyword ``b3sum``): print the BLAKE3 of each file written."""
+    return click.option(
+        "--b3sum",
+        "b3sum",
+        is_flag=True,
+        default=False,
+        help="Also print each file's BLAKE3 digest, as b3sum prints it (with --json: a "
+        '"b3sum" per file). Computed only when asked: it reads every file once more.',
+    )(f)
+
+
+def written_b3sums(dest: Path, paths: list[str]) -> dict[str, str]:
+    """The BLAKE3 (what ``b3sum`` prints) of each file ``dest / path`` just written."""
+    from .._storage.ingest import fd_digest
+
+    out: dict[str, str] = {}
+    for rel in paths:
+        target = dest / rel
+        try:
+            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise RepositoryError(f"cannot read {target}: {exc.strerror}") from exc
+        try:
+            digest = fd_digest(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        if digest is None:
+            raise RepositoryError(f"{target} changed while it was read")
+        out[rel] = digest
+    return out
+
+
+def print_b3sums(sums: dict[str, str]) -> None:
+    """``<digest>  <path>`` lines, as ``b3sum`` prints them."""
+    for rel, digest in sums.items():
+        click.echo(f"{digest}  {rel}")
+
+
 def oms_key_option(f: F) -> F:
     """Add ``--oms-key KEY`` (keyword ``oms_key``): sign the written files (uniflow._ops.oms)."""
     return click.option(

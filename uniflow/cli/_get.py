@@ -14,7 +14,17 @@ import click
 
 from .._errors import UsageError
 from .._format import human_size
-from ._common import CliError, echo_json, json_option, oms_key_option, oms_signer, progress_bar
+from ._common import (
+    CliError,
+    b3sum_option,
+    echo_json,
+    json_option,
+    oms_key_option,
+    oms_signer,
+    print_b3sums,
+    progress_bar,
+    written_b3sums,
+)
 from ._dest import check_dest as _check_dest
 from ._dest import move_into_place as _move_into_place
 from ._format import Cell, print_line
@@ -63,6 +73,7 @@ __all__ = ["get_cmd"]
     help="An allowed-signers file naming the policy's admins: the root the policy chain is "
     "verified from (default: the first policy the cache saw, trust on first use).",
 )
+@b3sum_option
 @json_option
 def get_cmd(
     url: str,
@@ -79,6 +90,7 @@ def get_cmd(
     plain_http: bool,
     require_signed: bool,
     trust_root: str | None,
+    b3sum: bool,
     as_json: bool,
 ) -> None:
     """Write the verified files of a model version from the registry at URL to DIR.
@@ -93,7 +105,8 @@ def get_cmd(
     URL may also be oci://HOST/REPO:TAG (pushed with 'uniflow oci push').
     With --require-signed nothing is written unless the version's signatures satisfy the
     registry's policy (docs/governance.md, "Consumers"); without it, a problem is a warning
-    once the registry has a policy.
+    once the registry has a policy. With --b3sum (a Git URL, --layout plain), each file's
+    BLAKE3 digest is printed as b3sum prints it.
     \f
     Calls ModelRegistry(URL).get(...) and .export(...).
     """
@@ -104,6 +117,8 @@ def get_cmd(
     signed = url.lower().startswith("oci://") or layout == "triton" or model_repository is not None
     if (require_signed or trust_root is not None) and signed:
         raise CliError("--require-signed and --trust-root apply to a Git URL with --layout plain")
+    if b3sum and signed:
+        raise CliError("--b3sum applies to a Git URL with --layout plain")
     if url.lower().startswith("oci://"):  # an OCI artifact (docs/deploy-oci.md), not a Git URL
         from ._oci import get_oci
 
@@ -134,7 +149,7 @@ def get_cmd(
         return
     _get_from_git(url, name, version, stage, out, force=force, offline=offline, blob=blob,
                   oms_key=oms_key, require_signed=require_signed, trust_root=trust_root,
-                  as_json=as_json)  # fmt: skip
+                  b3sum=b3sum, as_json=as_json)  # fmt: skip
 
 
 def _get_from_git(
@@ -150,6 +165,7 @@ def _get_from_git(
     oms_key: str | None,
     require_signed: bool,
     trust_root: str | None,
+    b3sum: bool,
     as_json: bool,
 ) -> None:
     """``uniflow get`` from a Git URL into DIR: staged beside it, renamed into place, then
@@ -174,10 +190,11 @@ def _get_from_git(
         finally:
             shutil.rmtree(staging.root, ignore_errors=True)
     bundle = oms(dest)
+    sums = written_b3sums(dest, [f.path for f in mv.files]) if b3sum else None
     url_shown = getattr(registry, "url", url)
     verified = _verified_line(require_signed, trust_root)
     if as_json:
-        report = {**_report(url_shown, mv, commit, tag, dest), "oms_bundle": bundle}
+        report = {**_report(url_shown, mv, commit, tag, dest, sums), "oms_bundle": bundle}
         echo_json({**report, "signatures": {"required": require_signed, "trust_root": verified}})
         return
     print_line(
@@ -192,6 +209,8 @@ def _get_from_git(
         print_line(f"  OpenSSF model signature -> {bundle}")
     if verified is not None:
         print_line(f"  signatures verified; trust root: {verified}")
+    if sums is not None:
+        print_b3sums(sums)
 
 
 def _verified_line(require_signed: bool, trust_root: str | None) -> str | None:
@@ -203,7 +222,9 @@ def _verified_line(require_signed: bool, trust_root: str | None) -> str | None:
     return "the first policy this cache saw (trust on first use; pin one with --trust-root FILE)"
 
 
-def _report(url: str, mv: Any, commit: str, tag: str | None, dest: Path) -> dict[str, Any]:
+def _report(
+    url: str, mv: Any, commit: str, tag: str | None, dest: Path, sums: dict[str, str] | None = None
+) -> dict[str, Any]:
     return {
         "url": url,
         "name": mv.name,
@@ -215,5 +236,13 @@ def _report(url: str, mv: Any, commit: str, tag: str | None, dest: Path) -> dict
         "content_digest": mv.digest,
         "size": mv.size,
         "path": os.fspath(dest),
-        "files": [{"path": f.path, "size": f.size, "digest": f.digest} for f in mv.files],
+        "files": [
+            {
+                "path": f.path,
+                "size": f.size,
+                "digest": f.digest,
+                **({"b3sum": sums[f.path]} if sums is not None else {}),
+            }
+            for f in mv.files
+        ],
     }

@@ -5,6 +5,7 @@ methods of the same names; added to the ``models`` group by ``_models``)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -14,14 +15,17 @@ from .._stages import ModelStage
 from ._authority import print_verdicts, trust_root_option
 from ._common import (
     CliError,
+    b3sum_option,
     echo_json,
     get_registry,
     json_option,
     oms_key_option,
     oms_signer,
+    print_b3sums,
     progress_bar,
     repo_option,
     resolve_repo,
+    written_b3sums,
 )
 from ._complete import complete_model, complete_stage, complete_version, complete_versions
 from ._format import Cell, format_value, print_heading, print_line, print_table, show_time, stage_style
@@ -239,6 +243,7 @@ def _complete_export_args(ctx: click.Context, param: click.Parameter, incomplete
     help="With --repo URL: read chunks from this blob remote (a directory, s3://...).",
 )
 @oms_key_option
+@b3sum_option
 @json_option
 @repo_option
 def export_cmd(
@@ -249,6 +254,7 @@ def export_cmd(
     offline: bool,
     blob: str | None,
     oms_key: str | None,
+    b3sum: bool,
     as_json: bool,
     repo: str | None,
 ) -> None:
@@ -257,7 +263,8 @@ def export_cmd(
     The version is VERSION, the holder of --stage, or the newest. Symlinks below DEST are
     never written through: refused, or replaced with --force. For a registry read by Git URL
     (--repo URL), --blob and --offline work as in `uniflow get`. With --oms-key, the key is
-    checked first and DEST/model.sig is written once the files are.
+    checked first and DEST/model.sig is written once the files are. With --b3sum, each
+    file's BLAKE3 digest is printed as b3sum prints it.
     \f
     Calls ModelRegistry.export(NAME, DEST, version, stage, force).
     """
@@ -278,17 +285,17 @@ def export_cmd(
                 name, os.path.abspath(dest), version=mv.version, progress=progress, force=force
             )
         bundle = oms(out)
+    sums = written_b3sums(Path(out), [f.path for f in mv.files]) if b3sum else None
     if as_json:
-        echo_json(
-            {
-                "name": mv.name,
-                "version": mv.version,
-                "path": os.fspath(out),
-                "files": len(mv.files),
-                "size": mv.size,
-                "oms_bundle": bundle,
-            }
-        )
+        report = {
+            "name": mv.name,
+            "version": mv.version,
+            "path": os.fspath(out),
+            "files": len(mv.files),
+            "size": mv.size,
+            "oms_bundle": bundle,
+        }
+        echo_json({**report, "b3sum": sums} if sums is not None else report)
         return
     print_line(
         "Exported ",
@@ -298,3 +305,5 @@ def export_cmd(
     )
     if bundle is not None:
         print_line(f"  OpenSSF model signature -> {bundle}")
+    if sums is not None:
+        print_b3sums(sums)
