@@ -36,7 +36,11 @@ def test_get_by_stage_and_by_version_from_an_empty_directory(
     assert tree_bytes(out) == tree_bytes(published["v2"])
     assert report["name"] == "clf" and report["version"] == "v1.1.0" and report["stage"] == "development"
     assert report["commit"] == git(published["bare"], "rev-parse", "models/clf/v1.1.0^{commit}").strip()
-    assert {f["path"]: f["digest"] for f in report["files"]} == {
+    with ModelRegistry(url) as reg:  # each file's registered digest (its identity)
+        registered = {f.path: f.digest for f in reg.get("clf", "v1.1.0").files}
+    assert {f["path"]: f["digest"] for f in report["files"]} == registered
+    r = cli(empty_dir, "get", url, "clf", "v1.1.0", "-o", str(empty_dir / "again"), "--json", "--b3sum")
+    assert {f["path"]: f["b3sum"] for f in json.loads(r.stdout)["files"]} == {
         p: blake3.blake3(b).hexdigest() for p, b in tree_bytes(published["v2"]).items()
     }
     # nothing but the result beside DIR: the download was renamed into place
