@@ -15,7 +15,7 @@ import blake3
 import numpy as np
 import pytest
 
-from tests.helpers import GIT_ENV, clone, model_dir, open_registry, shared_setup, tree_bytes
+from tests.helpers import GIT_ENV, clone, git, model_dir, open_registry, shared_setup, tree_bytes
 from uniflow import IntegrityError
 from uniflow._storage.packs import END_MAGIC, FORMAT_VERSION, PACK_HEAD, PACK_MAGIC, PACK_TAIL, PackIndex
 from uniflow.sharing import remotepacks
@@ -301,8 +301,7 @@ def test_s3_push_is_a_few_dozen_requests_per_gib_and_pull_uses_ranges(tmp_path: 
     assert puts * 4 <= 48, counts  # per GiB: a few dozen, not ~850
     other = ObjectStore(tmp_path / "other")
     counts.clear()
-    first = min(store.packs.indexes().values(), key=lambda i: i.name)
-    run = [e.name for e in sorted(first.entries(), key=lambda e: e.offset)][:12]  # adjacent
+    run = digests[:12]  # pushed in this order: adjacent in the first pack on the remote
     got = download_chunks(other, remote, run)
     assert got.transferred == 12
     # the marker, each pack's index once, then the 12 chunks in one or two range reads
@@ -373,3 +372,95 @@ def test_previous_release_against_a_packed_remote(tmp_path: Path, s3: str) -> No
     finally:
         subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(old)], check=False)
         _ = time
+
+
+# ---------------------------------------------------------------------- failures while pushing
+def test_interrupted_pack_push_resumes_sending_only_what_is_missing(tmp_path: Path) -> None:
+    """A push killed after its first pack leaves whole packs only (each visible once its
+    index is there); the next push sends only the packs' worth of chunks still missing."""
+    bare, a = shared_setup(tmp_path)
+    blobs = tmp_path / "blobs"
+    ra = open_registry(a)
+    for i in range(4):
+        ra.register(str(model_dir(tmp_path / f"m{i}", 10, seed=20 + i)), f"m{i}", version="v1.0.0")
+    env = {**os.environ, **GIT_ENV, "UNIFLOW_TEST_KILL_AFTER_UPLOADS": "5"}
+    code = (  # packs of ten 64 KiB chunks, so that the push is killed after the first of four
+        "import uniflow.sharing.remotepacks as rp; rp.REMOTE_PACK_TARGET = 600 << 10; "
+        "from uniflow import ModelRegistry; ModelRegistry('.').push()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=a, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == -9, proc.stderr
+    present = _remote_chunks(blobs)
+    assert len(present) == 10 and len(list((blobs / "packs").glob("*.pack"))) == 1
+    assert "models/m0" not in git(bare, "for-each-ref")  # bytes first: no ref was pushed
+    res = ra.push()
+    assert (res.chunks.present, res.chunks.transferred) == (10, 30)
+    assert len(_remote_chunks(blobs)) == 40 and not list((blobs / "tmp").iterdir())
+
+
+def test_a_corrupted_local_chunk_is_never_published_in_a_pack(tmp_path: Path) -> None:
+    from tests.helpers import flip_stored_byte, stored_chunks
+
+    _, a, ra = _pushed(tmp_path)
+    blobs = tmp_path / "blobs"
+    before = sorted(p.name for p in (blobs / "packs").iterdir())
+    ra.register(str(model_dir(tmp_path / "src2", 2, seed=11)), "m", version="v1.1.0")
+    new = [c for c in stored_chunks(ra.store) if c.digest not in _remote_chunks(blobs)]
+    flip_stored_byte(new[0], 7)
+    with pytest.raises(IntegrityError, match="corrupted"):
+        ra.push()
+    assert sorted(p.name for p in (blobs / "packs").iterdir()) == before
+
+
+def test_fsspec_filesystem_without_atomic_put_gets_packs_through_temporary_names(tmp_path: Path) -> None:
+    import fsspec
+
+    from uniflow.sharing.blobs import download_chunks, upload_chunks
+    from uniflow.sharing.blobstore import FsspecRemote
+
+    _, a = shared_setup(tmp_path)
+    ra = open_registry(a)
+    ra.register(str(model_dir(tmp_path / "src", 3, seed=4)), "m", version="v1.0.0")
+    ra.store.packs.refresh()
+    digests = [e.name for i in ra.store.packs.indexes().values() for e in i.entries()]
+    remote = FsspecRemote("fs", "fs://test", fsspec.filesystem("file"), str(tmp_path / "fsremote"))
+    assert remote.atomic_put is False
+    assert upload_chunks(ra.store, remote, digests).transferred == 3
+    assert list((tmp_path / "fsremote" / "tmp").iterdir()) == []
+    assert len(_remote_chunks(tmp_path / "fsremote")) == 3
+    assert upload_chunks(ra.store, remote, digests).transferred == 0
+    from uniflow._storage.store import ObjectStore
+
+    other = ObjectStore(tmp_path / "other")
+    assert download_chunks(other, remote, digests).transferred == 3
+    assert other.missing(digests) == []
+
+
+# ---------------------------------------------------------------------- get by URL
+def test_get_by_url_from_a_packed_directory_remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``uniflow get URL`` reads chunks out of the remote's packs (one range read each),
+    verified; a pack whose bytes do not match refuses the version and writes nothing."""
+    from tests.helpers import cli, publish_registry
+
+    monkeypatch.setenv("UNIFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    pub = publish_registry(tmp_path)
+    assert list((pub["blobs"] / "packs").glob("*.pack")) and not (pub["blobs"] / "objects").exists()
+    work = tmp_path / "work"
+    work.mkdir()
+    url = f"file://{pub['bare']}"
+    cli(work, "get", url, "clf", "v1.0.0", "-o", "one")
+    assert tree_bytes(work / "one") == tree_bytes(pub["v1"])
+    digest = blake3.blake3(sorted(tree_bytes(pub["v2"]).items())[0][1]).hexdigest()
+    for idx in (pub["blobs"] / "packs").glob("*.idx"):
+        pack = idx.with_suffix(".pack")
+        entry = PackIndex.parse(idx.read_bytes(), pack.stat().st_size, idx.stem).lookup(digest)
+        if entry is not None:
+            raw = bytearray(pack.read_bytes())
+            raw[entry.offset] ^= 0xFF
+            pack.chmod(0o644)
+            pack.write_bytes(bytes(raw))
+    r = cli(work, "get", url, "clf", "v1.1.0", "-o", "two", code=5)
+    assert "corrupted" in r.stderr and r.stderr.count("\n") == 1
+    assert not (work / "two").exists()

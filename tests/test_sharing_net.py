@@ -70,8 +70,8 @@ def test_git_daemon_and_s3_two_clones(tmp_path: Path, git_daemon: tuple[Path, st
     ra.promote("clf", "v1.0.0", "production")
     res = ra.push()
     assert res.chunks.transferred == 7
-    assert _s3_keys(s3, "registry/objects/") == []  # not 7 objects: the 2 local packs (one per
-    assert len(_s3_keys(s3, "registry/packs/")) == 4  # register) as they are, and their indexes
+    assert _s3_keys(s3, "registry/objects/") == []  # not 7 objects: one pack and its index
+    assert len(_s3_keys(s3, "registry/packs/")) == 2
     assert "refs/uniflow/models/clf" in git(bare, "for-each-ref")
 
     b = clone(bare_url, tmp_path / "b")

@@ -8,8 +8,8 @@ has, beside the loose chunks older uniflow pushed::
     <url>/packs/<name>.idx           its index; present only once the pack is complete
 
 **Push** (:meth:`RemotePacks.push`): the chunks the remote lacks are read from the local
-store, each verified, and written into packs of about :data:`PACK_TARGET` bytes; a local
-pack whose every chunk is wanted is sent as it is (its chunks verified as they are read).
+store, each verified, and written in the order asked into packs of about
+:data:`REMOTE_PACK_TARGET` bytes (larger than a local pack: fewer files and requests per GiB).
 Each pack is uploaded whole (one PUT on an object store; s3fs switches to a multipart upload
 above 100 MiB), then its index: a reader lists indexes, so a pack becomes visible only when
 its index is there, after its bytes are complete. Directories write both through
@@ -43,20 +43,16 @@ from typing import TYPE_CHECKING, TypeVar
 import blake3
 
 from .._errors import CorruptChunkError, RemoteError
-from .._storage.chunking import CHUNK_PARAMS
 from .._storage.fsio import write_immutable
-from .._storage.ingest import read_full
 from .._storage.packs import (
     END_MAGIC,
     FORMAT_VERSION,
     PACK_HEAD,
     PACK_MAGIC,
     PACK_TAIL,
-    PACK_TARGET,
     CorruptPackError,
     NewerFormatError,
     PackIndex,
-    PackReader,
 )
 from .._storage.parallel import bounded_map
 from .blobstore import MARKER, BlobRemote, PackFiles, describe
@@ -69,12 +65,17 @@ __all__ = [
     "MAX_INDEX_BYTES",
     "MAX_RANGE",
     "REMOTE_FORMAT",
+    "REMOTE_PACK_TARGET",
     "RemotePacks",
     "open_packs",
 ]
 
 #: the layout of a blob remote this uniflow writes and reads (1, 2: loose chunks only)
 REMOTE_FORMAT = 3
+#: a pack pushed is full once its chunk bytes reach this: 13 packs per GiB (with their
+#: indexes and the marker, 27 files), and below s3fs's multipart threshold (100 MiB) even
+#: with its last chunk (4 MiB at most) and index: one PUT each
+REMOTE_PACK_TARGET = 80 << 20
 #: the largest index read from a remote (an index of 48 bytes per chunk: ~170,000 chunks)
 MAX_INDEX_BYTES = 8 << 20
 #: bytes between two wanted chunks of a pack still fetched in one range read
@@ -328,71 +329,27 @@ def _coalesce(located: list[tuple[str, int, int, str]]) -> list[_Span]:
     return spans
 
 
-def _packs_to_send(
-    store: ObjectStore, todo: list[str], where: Callable[[str], str]
-) -> Iterator[tuple[bytes | bytearray, PackIndex]]:
-    """The packs holding ``todo``: local packs all of whose chunks are wanted, as they are;
-    the other chunks written into new packs of about :data:`PACK_TARGET` bytes, in order."""
-    packs = store.packs
-    packs.refresh()
-    indexes = packs.indexes()
-    count: dict[str, int] = {}
-    holder: dict[str, str] = {}
-    for d in todo:
-        p = packs.pack_of(d, refresh=False)
-        if p is not None and p in indexes:
-            holder[d] = p
-            count[p] = count.get(p, 0) + 1
-    whole = {p for p, n in count.items() if n == len(indexes[p])}
-    for p in sorted(whole):
-        yield _local_pack(store, p)
-    yield from _new_packs(store, [d for d in todo if holder.get(d) not in whole], where)
-
-
-def _local_pack(store: ObjectStore, name: str) -> tuple[bytearray, PackIndex]:
-    """Local pack ``name``'s bytes, read once: the frame checked against its index and every
-    chunk hashed against its name (a damaged local pack is never published)."""
-    with PackReader(store.root, name) as reader:
-        index = reader.index
-        data = bytearray(index.pack_size)
-        with memoryview(data) as view:
-            got = read_full(reader.fd, view, 0)
-            tail = bytes(index.raw) + PACK_TAIL.pack(len(index.raw), END_MAGIC)
-            ok = (
-                got == len(data)
-                and bytes(view[: PACK_HEAD.size]) == _header()
-                and bytes(view[-len(tail) :]) == tail
-            )
-            for entry in index.entries():
-                chunk = view[entry.offset : entry.offset + entry.length]
-                ok = ok and blake3.blake3(chunk).hexdigest() == entry.name
-                chunk.release()
-    if not ok:
-        raise CorruptPackError(
-            f"local pack {name[:16]} changed or is damaged; nothing was pushed from it (run `uniflow verify`)"
-        )
-    return data, index
-
-
 def _header() -> bytes:
     return PACK_HEAD.pack(PACK_MAGIC, FORMAT_VERSION, 0)
 
 
-def _new_packs(
+def _packs_to_send(
     store: ObjectStore, digests: list[str], where: Callable[[str], str]
 ) -> Iterator[tuple[bytearray, PackIndex]]:
-    """Packs of the chunks ``digests``, each read verified from the store, in order."""
-    buf = bytearray(CHUNK_PARAMS["max_size"] + 1)
+    """Packs of the chunks ``digests``, in that order, of about :data:`REMOTE_PACK_TARGET`
+    bytes each; every chunk read from the store and verified (two at a time: hashing runs
+    on both cores) before it is appended, so a damaged local chunk is never published."""
+
+    def read(d: str) -> tuple[str, bytes]:
+        return d, store.read_chunk(d, where(d))
+
     data = bytearray(_header())
     ranges: dict[bytes, tuple[int, int]] = {}
-    for d in digests:
-        raw = bytes.fromhex(d)
-        if raw in ranges:
-            continue
-        with store.open_verified(d, buf, where(d)) as chunk:
-            ranges[raw] = (len(data), len(chunk.data))
-            data += chunk.data
-        if len(data) - PACK_HEAD.size >= PACK_TARGET:
+    unique = list(dict.fromkeys(digests))
+    for d, chunk in bounded_map(read, unique, workers=2, window=4, name="uniflow-pack-read"):
+        ranges[bytes.fromhex(d)] = (len(data), len(chunk))
+        data += chunk
+        if len(data) - PACK_HEAD.size >= REMOTE_PACK_TARGET:
             yield _sealed(data, ranges)
             data, ranges = bytearray(_header()), {}
     if ranges:
