@@ -396,8 +396,10 @@ def upload_chunks(
 ) -> TransferStats:
     """Upload the chunks in ``digests`` the remote lacks; resumable and verified.
 
-    The remote is listed once; only chunks absent from the listing are sent. Each chunk is
-    read through the store, which re-hashes it, so a corrupted local chunk is never
+    The remote is listed once (its loose chunks and its packs' indexes); only chunks absent
+    from both are sent: as packs (``remotepacks``) to a remote that holds them, else (a
+    ``memory://`` remote, or :data:`LAYOUT_ENV` ``=loose``) one chunk file each. Each chunk
+    is read through the store, which re-hashes it, so a corrupted local chunk is never
     published. Returns what was done.
     """
     wanted = list(dict.fromkeys(digests))
@@ -496,6 +498,8 @@ def download_chunks(
     skip_missing: bool = False,
 ) -> TransferStats:
     """Fetch the chunks in ``digests`` missing locally; each is verified before it is stored.
+    Those in the remote's packs come by coalesced range reads (``remotepacks``), the others
+    one chunk file at a time.
 
     A chunk the remote does not have raises :class:`RemoteError` unless ``skip_missing``;
     a chunk whose bytes do not match its name raises :class:`IntegrityError`.

@@ -2,7 +2,11 @@
 
 Every blob remote holds the layout of the local store::
 
+    <url>/uniflow-remote.json  the layout marker, {"format": 3} (``remotepacks``)
+    <url>/packs/<name>.pack    packs and their indexes (``.idx``), written and read by
+                               ``remotepacks`` through :class:`PackFiles`
     <url>/objects/ab/cdef…     one chunk, named by the BLAKE3-256 hex digest of its bytes
+                               (pushed before packs on remotes, or with ``UNIFLOW_BLOB_LAYOUT=loose``)
     <url>/tmp/.uniflow-up-…    uploads in flight (directory and non-object-store remotes),
                                named ``.uniflow-up-<16 hex>.<32 hex>``; nothing else there is ours
 
@@ -15,8 +19,10 @@ other filesystems upload to ``tmp/`` and rename. :class:`MemoryRemote` (``memory
 keeps chunks in this process, for tests. Verification and retries are the callers'
 (``blobs``). fsspec is imported only by :func:`open_remote` for any other URL.
 
-The protocol (:class:`BlobRemote`) is three calls on whole chunks (list, put, get) plus one
-optional capability, as an httpx transport is one call plus what a transport may offer:
+The protocol (:class:`BlobRemote`) is three calls on whole chunks (list, put, get) plus two
+optional capabilities, as an httpx transport is one call plus what a transport may offer:
+:meth:`BlobRemote.pack_files` returns a :class:`PackFiles` (files listed, read by byte range,
+packs written whole, index last) for a directory or fsspec remote, None for ``memory://``;
 :meth:`BlobRemote.local_files` returns a :class:`LocalFiles` when the chunks are regular
 files on this machine (a directory remote), so a transfer can verify a chunk through its
 descriptor and copy it in the kernel; None otherwise. Callers ask for the capability, never

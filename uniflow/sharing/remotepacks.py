@@ -43,10 +43,12 @@ from typing import TYPE_CHECKING, TypeVar
 import blake3
 
 from .._errors import CorruptChunkError, RemoteError
+from .._storage.chunking import CHUNK_PARAMS
 from .._storage.fsio import write_immutable
 from .._storage.packs import (
     END_MAGIC,
     FORMAT_VERSION,
+    INDEX_HEAD,
     PACK_HEAD,
     PACK_MAGIC,
     PACK_TAIL,
@@ -54,7 +56,7 @@ from .._storage.packs import (
     NewerFormatError,
     PackIndex,
 )
-from .._storage.parallel import bounded_map
+from .._storage.parallel import ThreadBuffers, bounded_map
 from .blobstore import MARKER, BlobRemote, PackFiles, describe
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,6 +86,7 @@ MAX_GAP = 1 << 20
 MAX_RANGE = 16 << 20
 _MAX_MARKER = 4096
 _FRAME = PACK_HEAD.size + PACK_TAIL.size
+_ENTRY_SIZE = 48  # an index entry: name (32 bytes), offset, length (u64 each)
 _HEX = frozenset("0123456789abcdef")
 
 T = TypeVar("T")
@@ -337,30 +340,54 @@ def _packs_to_send(
     store: ObjectStore, digests: list[str], where: Callable[[str], str]
 ) -> Iterator[tuple[bytearray, PackIndex]]:
     """Packs of the chunks ``digests``, in that order, of about :data:`REMOTE_PACK_TARGET`
-    bytes each; every chunk read from the store and verified (two at a time: hashing runs
-    on both cores) before it is appended, so a damaged local chunk is never published."""
+    bytes each (see :func:`_fill_pack`)."""
+    group: list[tuple[str, int]] = []
+    total = 0
+    for d in dict.fromkeys(digests):
+        size = store.stored_size(d) or len(store.read_chunk(d, where(d)))  # 0: not where expected
+        group.append((d, size))
+        total += size
+        if total >= REMOTE_PACK_TARGET:
+            yield _fill_pack(store, group, where)
+            group, total = [], 0
+    if group:
+        yield _fill_pack(store, group, where)
 
-    def read(d: str) -> tuple[str, bytes]:
-        return d, store.read_chunk(d, where(d))
 
-    data = bytearray(_header())
+#: each reading thread's buffer for one chunk (one byte more: a longer chunk is caught too)
+_BUFFERS = ThreadBuffers(CHUNK_PARAMS["max_size"] + 1)
+
+
+def _fill_pack(
+    store: ObjectStore, group: list[tuple[str, int]], where: Callable[[str], str]
+) -> tuple[bytearray, PackIndex]:
+    """The pack of the chunks ``group`` (name, size), in one buffer of its final size: each
+    chunk read from the store and verified (two at a time: hashing runs on both cores) and
+    copied to its place, so a damaged local chunk is never published; then index and tail."""
     ranges: dict[bytes, tuple[int, int]] = {}
-    unique = list(dict.fromkeys(digests))
-    for d, chunk in bounded_map(read, unique, workers=2, window=4, name="uniflow-pack-read"):
-        ranges[bytes.fromhex(d)] = (len(data), len(chunk))
-        data += chunk
-        if len(data) - PACK_HEAD.size >= REMOTE_PACK_TARGET:
-            yield _sealed(data, ranges)
-            data, ranges = bytearray(_header()), {}
-    if ranges:
-        yield _sealed(data, ranges)
+    end = PACK_HEAD.size
+    for d, size in group:
+        ranges[bytes.fromhex(d)] = (end, size)
+        end += size
+    index_size = INDEX_HEAD.size + len(group) * _ENTRY_SIZE + 32
+    data = bytearray(end + index_size + PACK_TAIL.size)
+    data[: PACK_HEAD.size] = _header()
 
+    def fill(item: tuple[str, int]) -> None:
+        d, size = item
+        offset = ranges[bytes.fromhex(d)][0]
+        with store.open_verified(d, _BUFFERS.get(size + 1), where(d)) as chunk:
+            if len(chunk.data) != size:
+                raise CorruptChunkError(
+                    f"chunk {d[:16]} changed size in the local store while it was sent", d
+                )
+            data[offset : offset + size] = chunk.data
 
-def _sealed(data: bytearray, ranges: dict[bytes, tuple[int, int]]) -> tuple[bytearray, PackIndex]:
-    """The pack ``data`` (header and chunks) completed with its index and tail."""
-    index = PackIndex.build(ranges, len(data))
-    data += index.raw
-    data += PACK_TAIL.pack(len(index.raw), END_MAGIC)
+    for _ in bounded_map(fill, group, workers=2, window=8, name="uniflow-pack-read"):
+        pass
+    index = PackIndex.build(ranges, end)
+    data[end : end + index_size] = index.raw
+    data[end + index_size :] = PACK_TAIL.pack(index_size, END_MAGIC)
     return data, index
 
 
