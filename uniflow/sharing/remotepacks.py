@@ -294,9 +294,10 @@ class RemotePacks:
             self._cache_index(index.name, index.raw)  # the next push or pull need not download it
             return len(index), index.data_bytes
 
-        # one pack uploading while the next is built: two packs in memory at most
+        # one pack uploading while the next is built (window 2: the next is built before the
+        # first upload is awaited); two packs in memory at most
         for chunks, size in bounded_map(
-            upload, _packs_to_send(store, todo, where), workers=1, window=1, name="uniflow-pack-up"
+            upload, _packs_to_send(store, todo, where), workers=1, window=2, name="uniflow-pack-up"
         ):
             sent(chunks, size)
 
