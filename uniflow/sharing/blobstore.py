@@ -168,7 +168,7 @@ class PackFiles(Protocol):
         """The whole file ``rel``, None if absent; at most ``limit + 1`` bytes are read."""
         ...
 
-    def put_pack(self, name: str, data: bytes | bytearray, index: bytes) -> None:
+    def put_pack(self, name: str, data: bytes | bytearray | memoryview, index: bytes) -> None:
         """Store pack ``name`` (``data``, complete) then its index: nothing partial is ever
         visible, and the index, which makes the pack visible, comes last."""
         ...
@@ -317,7 +317,7 @@ class LocalRemote:
         except FileNotFoundError:
             return None
 
-    def put_pack(self, name: str, data: bytes | bytearray, index: bytes) -> None:
+    def put_pack(self, name: str, data: bytes | bytearray | memoryview, index: bytes) -> None:
         packs = self.root / "packs"
         self._real_dir(packs)
         self._real_dir(self.tmp)
@@ -512,7 +512,7 @@ class FsspecRemote:
         self.fs.pipe_file(tmp, data)
         self.fs.mv(tmp, path)
 
-    def put_pack(self, name: str, data: bytes | bytearray, index: bytes) -> None:
+    def put_pack(self, name: str, data: bytes | bytearray | memoryview, index: bytes) -> None:
         self._put_whole(f"{self.root}/packs/{name}.pack", bytes(data), name)
         self._put_whole(f"{self.root}/packs/{name}.idx", index, name)
 

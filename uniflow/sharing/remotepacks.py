@@ -35,6 +35,7 @@ pushes alike; a marker that is not a small JSON object is a :class:`RemoteError`
 from __future__ import annotations
 
 import json
+import queue
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,18 +287,21 @@ class RemotePacks:
             self._call("writing the layout marker", lambda: self.files.put_marker(marker))
             self.marker = REMOTE_FORMAT
 
-        def upload(pack: tuple[bytes | bytearray, PackIndex]) -> tuple[int, int]:
+        pool = _PackBuffers()
+
+        def upload(pack: tuple[memoryview, PackIndex]) -> tuple[int, int]:
             data, index = pack
             self._call(
                 f"upload of pack {index.name[:16]}", lambda: self.files.put_pack(index.name, data, index.raw)
             )
+            pool.give(data)
             self._cache_index(index.name, index.raw)  # the next push or pull need not download it
             return len(index), index.data_bytes
 
         # one pack uploading while the next is built (window 2: the next is built before the
         # first upload is awaited); two packs in memory at most
         for chunks, size in bounded_map(
-            upload, _packs_to_send(store, todo, where), workers=1, window=2, name="uniflow-pack-up"
+            upload, _packs_to_send(store, todo, where, pool), workers=1, window=2, name="uniflow-pack-up"
         ):
             sent(chunks, size)
 
@@ -337,9 +341,35 @@ def _header() -> bytes:
     return PACK_HEAD.pack(PACK_MAGIC, FORMAT_VERSION, 0)
 
 
+class _PackBuffers:
+    """Pack-sized buffers reused from one pack to the next of a push (a fresh 80 MiB buffer
+    costs a page fault per page): :meth:`take` one at least that large, :meth:`give` it back
+    once its pack is uploaded. A push holds at most three (two packs and one being built)."""
+
+    def __init__(self) -> None:
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._of: dict[int, bytearray] = {}  # id of a view given out -> its buffer
+
+    def take(self, size: int) -> memoryview:
+        try:
+            buf = self._free.get_nowait()
+        except queue.Empty:
+            buf = bytearray(size)
+        if len(buf) < size:
+            buf = bytearray(size)
+        view = memoryview(buf)[:size]
+        self._of[id(view)] = buf
+        return view
+
+    def give(self, view: memoryview) -> None:
+        buf = self._of.pop(id(view))
+        view.release()
+        self._free.put(buf)
+
+
 def _packs_to_send(
-    store: ObjectStore, digests: list[str], where: Callable[[str], str]
-) -> Iterator[tuple[bytearray, PackIndex]]:
+    store: ObjectStore, digests: list[str], where: Callable[[str], str], pool: _PackBuffers
+) -> Iterator[tuple[memoryview, PackIndex]]:
     """Packs of the chunks ``digests``, in that order, of about :data:`REMOTE_PACK_TARGET`
     bytes each (see :func:`_fill_pack`)."""
     group: list[tuple[str, int]] = []
@@ -349,10 +379,10 @@ def _packs_to_send(
         group.append((d, size))
         total += size
         if total >= REMOTE_PACK_TARGET:
-            yield _fill_pack(store, group, where)
+            yield _fill_pack(store, group, where, pool)
             group, total = [], 0
     if group:
-        yield _fill_pack(store, group, where)
+        yield _fill_pack(store, group, where, pool)
 
 
 #: each reading thread's buffer for one chunk (one byte more: a longer chunk is caught too)
@@ -360,8 +390,8 @@ _BUFFERS = ThreadBuffers(CHUNK_PARAMS["max_size"] + 1)
 
 
 def _fill_pack(
-    store: ObjectStore, group: list[tuple[str, int]], where: Callable[[str], str]
-) -> tuple[bytearray, PackIndex]:
+    store: ObjectStore, group: list[tuple[str, int]], where: Callable[[str], str], pool: _PackBuffers
+) -> tuple[memoryview, PackIndex]:
     """The pack of the chunks ``group`` (name, size), in one buffer of its final size: each
     chunk read from the store and verified (two at a time: hashing runs on both cores) and
     copied to its place, so a damaged local chunk is never published; then index and tail."""
@@ -371,7 +401,7 @@ def _fill_pack(
         ranges[bytes.fromhex(d)] = (end, size)
         end += size
     index_size = INDEX_HEAD.size + len(group) * _ENTRY_SIZE + 32
-    data = bytearray(end + index_size + PACK_TAIL.size)
+    data = pool.take(end + index_size + PACK_TAIL.size)
     data[: PACK_HEAD.size] = _header()
 
     def fill(item: tuple[str, int]) -> None:
