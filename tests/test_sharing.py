@@ -33,6 +33,24 @@ def _objects(blobs: Path) -> list[Path]:
     return sorted(p for p in (blobs / "objects").rglob("*") if p.is_file())
 
 
+def _remote_chunks(blobs: Path) -> set[str]:
+    """Every chunk a directory blob remote holds: its loose files and its packs' indexes."""
+    from uniflow._storage.packs import PackIndex
+
+    out = {p.parent.name + p.name for p in _objects(blobs)}
+    for idx in (blobs / "packs").glob("*.idx"):
+        size = idx.with_suffix(".pack").stat().st_size
+        out |= {e.name for e in PackIndex.parse(idx.read_bytes(), size, idx.stem).entries()}
+    return out
+
+
+@pytest.fixture
+def loose(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Push loose chunk files, as uniflow did before packs on remotes (``objects/ab/…``):
+    what these tests check is how such chunks are read, written and refused."""
+    monkeypatch.setenv("UNIFLOW_BLOB_LAYOUT", "loose")
+
+
 def _pushed_chunk(tmp_path: Path, seed: int) -> tuple[Path, Path]:
     """Model ``m`` v1.0.0 (two one-chunk files) registered in clone ``a`` and pushed; the bare
     repository and the first chunk file on the directory blob remote."""
@@ -54,7 +72,7 @@ def test_two_clones_push_pull_and_refused_stale_promotion(tmp_path: Path) -> Non
     ra.promote("clf", "v1.0.0", "production")
     res = ra.push()
     assert res.versions == ("clf/v1.0.0", "clf/v1.1.0") and res.lifecycle == ("clf",)
-    assert res.chunks.transferred == 12 and len(_objects(blobs)) == 12
+    assert res.chunks.transferred == 12 and len(_remote_chunks(blobs)) == 12
     remote_refs = git(bare, "for-each-ref", "--format=%(refname)")
     assert "refs/uniflow/models/clf" in remote_refs and "refs/uniflow/stages/clf/production" in remote_refs
     assert ra.push().up_to_date is True  # nothing new: nothing sent
@@ -153,7 +171,7 @@ def test_conflicting_promotions_need_ours_or_theirs(tmp_path: Path) -> None:
     assert open_registry(b).push().up_to_date is True
 
 
-def test_interrupted_push_resumes_sending_only_what_is_missing(tmp_path: Path) -> None:
+def test_interrupted_push_resumes_sending_only_what_is_missing(tmp_path: Path, loose: None) -> None:
     bare, a = shared_setup(tmp_path)
     blobs = tmp_path / "blobs"
     ra = open_registry(a)
@@ -182,7 +200,7 @@ def test_interrupted_push_resumes_sending_only_what_is_missing(tmp_path: Path) -
     assert "refs/tags/models/big/v1.0.0" in git(bare, "for-each-ref")
 
 
-def test_corrupted_remote_chunk_is_refused(tmp_path: Path) -> None:
+def test_corrupted_remote_chunk_is_refused(tmp_path: Path, loose: None) -> None:
     bare, victim = _pushed_chunk(tmp_path, seed=3)
     victim.chmod(stat.S_IWUSR | stat.S_IRUSR)
     data = bytearray(victim.read_bytes())
@@ -198,7 +216,7 @@ def test_corrupted_remote_chunk_is_refused(tmp_path: Path) -> None:
     assert "corrupted" in r.stderr
 
 
-def test_push_copies_exact_chunks_and_never_publishes_a_corrupted_one(tmp_path: Path) -> None:
+def test_push_copies_exact_chunks_and_never_publishes_a_corrupted_one(tmp_path: Path, loose: None) -> None:
     """A directory remote gets its chunks copied in the kernel from the descriptor each was
     verified through: every object there hashes to its name, and a chunk corrupted in the
     local store stops the push (exit 5) without reaching the remote."""
@@ -270,7 +288,7 @@ def test_hooks_git_push_tags_alone_publishes_loadable_versions(tmp_path: Path) -
     src = model_dir(tmp_path / "src", 4, seed=5)
     ra.register(str(src), "m", version="v1.0.0")
     git(a, "push", "-q", "origin", "--tags")  # plain git: the pre-push hook uploads the bytes
-    assert len(_objects(tmp_path / "blobs")) == 4
+    assert len(_remote_chunks(tmp_path / "blobs")) == 4
     cli(b, "pull")
     rb = open_registry(b)
     assert tree_bytes(Path(rb.load("m", "v1.0.0"))) == tree_bytes(src)
@@ -343,7 +361,7 @@ def test_same_version_registered_twice_is_refused_both_ways(tmp_path: Path) -> N
     assert rb.get("m", "v1.0.0").digest != ra.get("m", "v1.0.0").digest  # B's version untouched
 
 
-def test_fsspec_backend_round_trip_with_temporary_names(tmp_path: Path) -> None:
+def test_fsspec_backend_round_trip_with_temporary_names(tmp_path: Path, loose: None) -> None:
     """A non-object-store fsspec filesystem: upload to tmp/, then rename; listing and download verified."""
     import fsspec
 
@@ -397,7 +415,7 @@ def json_out(r: subprocess.CompletedProcess[str]) -> dict:  # type: ignore[type-
 
 
 def test_a_local_chunk_written_while_it_is_pushed_is_not_published(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loose: None
 ) -> None:
     """Push copies each verified chunk from its descriptor in the kernel; a local object
     written in between is caught after the copy and the remote's new copy removed."""
@@ -414,7 +432,7 @@ def test_a_local_chunk_written_while_it_is_pushed_is_not_published(
 
 
 def test_a_remote_chunk_written_while_it_is_pulled_is_not_stored(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loose: None
 ) -> None:
     """Pull copies each chunk of a directory remote in the kernel from the file it verified;
     a remote file written in between is caught after the copy and the local copy removed."""
@@ -462,7 +480,9 @@ def _rewrite_the_first_source_copied(monkeypatch: pytest.MonkeyPatch, under: Pat
 
 
 @pytest.mark.parametrize("plant", ["fifo", "device", "symlink"])
-def test_a_remote_chunk_that_is_no_regular_file_is_refused_at_once(tmp_path: Path, plant: str) -> None:
+def test_a_remote_chunk_that_is_no_regular_file_is_refused_at_once(
+    tmp_path: Path, plant: str, loose: None
+) -> None:
     """A directory remote is hostile input: a chunk's name may hold a FIFO (opening it would
     wait for a writer forever), a link to a device (reading it would never end) or a link to
     some other file. Pull refuses the chunk with one line, in bounded time, stores nothing
@@ -485,11 +505,16 @@ def test_a_remote_chunk_that_is_no_regular_file_is_refused_at_once(tmp_path: Pat
     assert not open_registry(b).store.has(victim.parent.name + victim.name)
 
 
-@pytest.mark.parametrize("where", ["fanout", "objects", "tmp"])
-def test_push_never_writes_through_a_link_planted_in_the_directory_remote(tmp_path: Path, where: str) -> None:
+@pytest.mark.parametrize("where", ["fanout", "objects", "tmp", "packs"])
+def test_push_never_writes_through_a_link_planted_in_the_directory_remote(
+    tmp_path: Path, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Whoever can write the blob remote's directory can plant a link where uniflow creates
-    files (``objects/ab``, ``objects``, ``tmp``). Push refuses with one line and writes nothing
-    at the link's target; the remote's root itself may be reached through a symlink."""
+    files (``objects/ab``, ``objects``, ``tmp``, ``packs``). Push refuses with one line and writes
+    nothing at the link's target; the remote's root itself may be reached through a symlink.
+    (``objects`` is written by a push of loose chunks only.)"""
+    if where in ("fanout", "objects"):
+        monkeypatch.setenv("UNIFLOW_BLOB_LAYOUT", "loose")
     bare, a = shared_setup(tmp_path, blob_url=str(tmp_path / "blobs-link"))
     real = tmp_path / "blobs-real"
     real.mkdir()
@@ -504,6 +529,8 @@ def test_push_never_writes_through_a_link_planted_in_the_directory_remote(tmp_pa
             (real / "objects" / f"{i:02x}").symlink_to(elsewhere)
     elif where == "objects":
         (real / "objects").symlink_to(elsewhere)
+    elif where == "packs":
+        (real / "packs").symlink_to(elsewhere)
     else:
         (real / "tmp").symlink_to(elsewhere)
     r = cli(a, "push", code=None)

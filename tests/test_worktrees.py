@@ -62,7 +62,7 @@ def test_push_from_the_main_worktree_sends_the_bytes_registered_in_another(tmp_p
     (tmp_path / "w.bin").write_bytes(os.urandom(2 << 20))
     cli(wt, "models", "register", str(tmp_path / "w.bin"), "--name", "m")
     cli(a, "push")  # exited 5: the chunks were only in the other work tree's .uniflow/objects
-    sent = _chunks(tmp_path / "blobs" / "objects")
+    sent = stored_chunk_bytes(tmp_path / "blobs")  # a directory remote: chunk files and packs
     assert sent == stored_chunk_bytes(_common_store(a)) and sent
 
 

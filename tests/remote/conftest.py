@@ -30,8 +30,13 @@ def empty_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def published(tmp_path: Path) -> dict[str, Any]:
-    return publish_registry(tmp_path)
+def published(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A registry whose blob remote holds loose chunk files (as pushed before packs on
+    remotes): these tests damage, unlink and hard-link single chunk files. Packed remotes
+    read by URL: tests/test_remote_packs.py."""
+    with monkeypatch.context() as m:
+        m.setenv("UNIFLOW_BLOB_LAYOUT", "loose")
+        return publish_registry(tmp_path)
 
 
 @pytest.fixture

@@ -117,10 +117,19 @@ def test_get_over_git_daemon_with_s3_blob_remote(
     import blake3
     import boto3
 
+    from uniflow._storage.packs import PackIndex
+
     data = sorted(tree_bytes(pub["v2"]).items())[0][1]
     digest = blake3.blake3(data).hexdigest()
     client = boto3.client("s3", endpoint_url=s3, region_name="us-east-1")
-    client.put_object(Bucket="models", Key=f"team/objects/{digest[:2]}/{digest[2:]}", Body=b"tampered")
+    listed = client.list_objects_v2(Bucket="models", Prefix="team/packs/")["Contents"]
+    for key in sorted(o["Key"] for o in listed if o["Key"].endswith(".pack")):  # the pack holding it
+        pack = bytearray(client.get_object(Bucket="models", Key=key)["Body"].read())
+        raw = client.get_object(Bucket="models", Key=key[: -len(".pack")] + ".idx")["Body"].read()
+        entry = PackIndex.parse(raw, len(pack), key.rsplit("/", 1)[-1][:64]).lookup(digest)
+        if entry is not None:
+            pack[entry.offset] ^= 0xFF  # tampered in the bucket
+            client.put_object(Bucket="models", Key=key, Body=bytes(pack))
     r = cli(empty_dir, "get", url, "clf", "v1.1.0", "-o", "bad", code=5)
     assert "corrupted" in r.stderr and not (empty_dir / "bad").exists()
     # an unreachable bucket endpoint: one line, exit 9

@@ -59,6 +59,7 @@ from .blobstore import (
     describe,
     open_remote,
 )
+from .remotepacks import RemotePacks, open_packs
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._storage.store import ObjectStore
@@ -66,6 +67,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "JOBS",
     "KILL_AFTER_ENV",
+    "LAYOUT_ENV",
     "RETRIES",
     "TransferStats",
     "add_remote",
@@ -90,6 +92,9 @@ RETRIES = 5
 JOBS = 8
 #: test hook: SIGKILL this process after that many uploads (simulates a crash mid-push)
 KILL_AFTER_ENV = "UNIFLOW_TEST_KILL_AFTER_UPLOADS"
+#: ``loose``: push one file per chunk (``objects/ab/…``), as uniflow did before packs on
+#: remotes, for a remote still read by older clients through an object store
+LAYOUT_ENV = "UNIFLOW_BLOB_LAYOUT"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _OPTION_KEYS = {"endpoint_url", "options"}
@@ -391,8 +396,10 @@ def upload_chunks(
 ) -> TransferStats:
     """Upload the chunks in ``digests`` the remote lacks; resumable and verified.
 
-    The remote is listed once; only chunks absent from the listing are sent. Each chunk is
-    read through the store, which re-hashes it, so a corrupted local chunk is never
+    The remote is listed once (its loose chunks and its packs' indexes); only chunks absent
+    from both are sent: as packs (``remotepacks``) to a remote that holds them, else (a
+    ``memory://`` remote, or :data:`LAYOUT_ENV` ``=loose``) one chunk file each. Each chunk
+    is read through the store, which re-hashes it, so a corrupted local chunk is never
     published. Returns what was done.
     """
     wanted = list(dict.fromkeys(digests))
@@ -402,10 +409,16 @@ def upload_chunks(
     files = remote.local_files()
     if files is not None:
         files.clean_tmp()
+    packs = open_packs(remote, store, retry_transient_on(remote))
     present = _listing(remote)
+    if packs is not None:
+        present |= packs.names()
     todo = [d for d in wanted if d not in present]
     stats.present = len(wanted) - len(todo)
     kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
+    if packs is not None and os.environ.get(LAYOUT_ENV, "") != "loose":
+        _upload_packs(store, packs, todo, stats, progress, context, kill_after)
+        return stats
 
     buffers = ThreadBuffers(CHUNK_PARAMS["max_size"] + 1)  # one per worker, reused for every chunk
 
@@ -420,6 +433,36 @@ def upload_chunks(
     total = _total_size(store, todo)
     _run_parallel(todo, one, jobs, stats, progress, total, kill_after)
     return stats
+
+
+def _upload_packs(
+    store: ObjectStore,
+    packs: RemotePacks,
+    todo: list[str],
+    stats: TransferStats,
+    progress: ProgressFn | None,
+    context: dict[str, str] | None,
+    kill_after: int,
+) -> None:
+    """Send ``todo`` as packs (``remotepacks``); the stats counted as each pack is visible."""
+    total = _total_size(store, todo)
+
+    def sent(chunks: int, size: int) -> None:
+        stats.transferred += chunks
+        stats.bytes += size
+        if progress is not None:
+            progress(stats.bytes, total)
+        if kill_after and stats.transferred >= kill_after:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    packs.push(store, todo, lambda d: (context or {}).get(d, ""), sent)
+
+
+def retry_transient_on(remote: BlobRemote) -> Callable[[str, Callable[[], Any]], Any]:
+    """:func:`retry_transient` bound to ``remote``: ``retry(what, fn)``."""
+    return lambda what, fn: retry_transient(what, remote, fn)
 
 
 def _upload_copy(
@@ -455,6 +498,8 @@ def download_chunks(
     skip_missing: bool = False,
 ) -> TransferStats:
     """Fetch the chunks in ``digests`` missing locally; each is verified before it is stored.
+    Those in the remote's packs come by coalesced range reads (``remotepacks``), the others
+    one chunk file at a time.
 
     A chunk the remote does not have raises :class:`RemoteError` unless ``skip_missing``;
     a chunk whose bytes do not match its name raises :class:`IntegrityError`.
@@ -469,6 +514,7 @@ def download_chunks(
     store.ensure_dirs()  # once, not per chunk
     fetch = _Download(store, remote)
     try:
+        todo = _download_packed(store, remote, todo, jobs, stats, progress, fetch.stored)
         _run_parallel(todo, fetch.one, jobs, stats, progress, None, 0)
     finally:
         # One fsync per fan-out directory touched, not one per chunk: every name this call
@@ -483,6 +529,31 @@ def download_chunks(
                 "(`uniflow push --all`)"
             )
     return stats
+
+
+def _download_packed(
+    store: ObjectStore,
+    remote: BlobRemote,
+    todo: list[str],
+    jobs: int,
+    stats: TransferStats,
+    progress: ProgressFn | None,
+    stored: list[str],
+) -> list[str]:
+    """Fetch the chunks of ``todo`` that the remote's packs hold, by range reads (verified,
+    ``remotepacks``); the rest, to be fetched one chunk at a time (loose chunks)."""
+    packs = open_packs(remote, store, retry_transient_on(remote))
+    if packs is None:
+        return todo
+
+    def done(digest: str, size: int) -> None:
+        stored.append(digest)
+        stats.transferred += 1
+        stats.bytes += size
+        if progress is not None:
+            progress(stats.bytes, stats.bytes)
+
+    return packs.fetch(store, todo, jobs, done)
 
 
 class _Download:

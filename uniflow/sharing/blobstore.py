@@ -2,7 +2,11 @@
 
 Every blob remote holds the layout of the local store::
 
+    <url>/uniflow-remote.json  the layout marker, {"format": 3} (``remotepacks``)
+    <url>/packs/<name>.pack    packs and their indexes (``.idx``), written and read by
+                               ``remotepacks`` through :class:`PackFiles`
     <url>/objects/ab/cdef…     one chunk, named by the BLAKE3-256 hex digest of its bytes
+                               (pushed before packs on remotes, or with ``UNIFLOW_BLOB_LAYOUT=loose``)
     <url>/tmp/.uniflow-up-…    uploads in flight (directory and non-object-store remotes),
                                named ``.uniflow-up-<16 hex>.<32 hex>``; nothing else there is ours
 
@@ -15,8 +19,10 @@ other filesystems upload to ``tmp/`` and rename. :class:`MemoryRemote` (``memory
 keeps chunks in this process, for tests. Verification and retries are the callers'
 (``blobs``). fsspec is imported only by :func:`open_remote` for any other URL.
 
-The protocol (:class:`BlobRemote`) is three calls on whole chunks (list, put, get) plus one
-optional capability, as an httpx transport is one call plus what a transport may offer:
+The protocol (:class:`BlobRemote`) is three calls on whole chunks (list, put, get) plus two
+optional capabilities, as an httpx transport is one call plus what a transport may offer:
+:meth:`BlobRemote.pack_files` returns a :class:`PackFiles` (files listed, read by byte range,
+packs written whole, index last) for a directory or fsspec remote, None for ``memory://``;
 :meth:`BlobRemote.local_files` returns a :class:`LocalFiles` when the chunks are regular
 files on this machine (a directory remote), so a transfer can verify a chunk through its
 descriptor and copy it in the kernel; None otherwise. Callers ask for the capability, never
@@ -32,6 +38,7 @@ one request per attempt, so ``blobs`` alone decides what is retried and how ofte
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -51,6 +58,7 @@ from .._records.config import (
     env_seconds,
 )
 from .._storage.fsio import fsync_dir, write_immutable
+from .._storage.ingest import read_full
 from .._storage.packs import PackSet
 from .._storage.safefs import NotRegularFile, first_link, open_regular
 
@@ -62,6 +70,9 @@ __all__ = [
     "FsspecRemote",
     "LocalFiles",
     "LocalRemote",
+    "MARKER",
+    "MAX_PACK_FILES",
+    "PackFiles",
     "MEMORY_SCHEME",
     "MemoryRemote",
     "Timeouts",
@@ -78,6 +89,10 @@ READ_TIMEOUT_ENV = "UNIFLOW_BLOB_READ_TIMEOUT"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 #: uploads in flight: ``<url>/tmp/.uniflow-up-<first 16 hex of the chunk name>.<uuid4 hex>``
 TMP_PREFIX = ".uniflow-up-"
+#: the remote's layout marker (``remotepacks``), at its root
+MARKER = "uniflow-remote.json"
+#: names in ``packs/`` listed before a listing is refused as unbounded
+MAX_PACK_FILES = 1 << 17
 _TMP_NAME = re.compile(r"\.uniflow-up-[0-9a-f]{16}\.[0-9a-f]{32}")
 # Object stores expose an object only once its single PUT completes: no temporary name needed.
 _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"}
@@ -126,6 +141,40 @@ class BlobRemote(Protocol):
 
     def local_files(self) -> LocalFiles | None:
         """The chunks as files on this machine (:class:`LocalFiles`), or None: whole chunks only."""
+        ...
+
+    def pack_files(self) -> PackFiles | None:
+        """The remote's ``packs/`` and layout marker (:class:`PackFiles`), or None: loose chunks only."""
+        ...
+
+
+class PackFiles(Protocol):
+    """The optional capability of a blob remote that holds packs (``remotepacks``): files
+    under its root named by a relative path (``packs/<name>.pack``, ``packs/<name>.idx``,
+    :data:`MARKER`), listed, read by byte range and written whole. Nothing here is verified:
+    ``remotepacks`` validates every index and hashes every chunk."""
+
+    def pack_listing(self) -> dict[str, int]:
+        """Every file name in ``packs/`` with its size (at most ``limit`` names: more is a
+        :class:`RemoteError`); empty when there is no ``packs/``."""
+        ...
+
+    def read_range(self, rel: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of the file ``rel`` (fewer if it is shorter);
+        ``FileNotFoundError`` if it is absent."""
+        ...
+
+    def read_small(self, rel: str, limit: int) -> bytes | None:
+        """The whole file ``rel``, None if absent; at most ``limit + 1`` bytes are read."""
+        ...
+
+    def put_pack(self, name: str, data: bytes | bytearray | memoryview, index: bytes) -> None:
+        """Store pack ``name`` (``data``, complete) then its index: nothing partial is ever
+        visible, and the index, which makes the pack visible, comes last."""
+        ...
+
+    def put_marker(self, data: bytes) -> None:
+        """Write the layout marker (:data:`MARKER`) unless one is there."""
         ...
 
 
@@ -214,6 +263,73 @@ class LocalRemote:
     def local_files(self) -> LocalRemote:
         """This remote: its chunks are files on this machine."""
         return self
+
+    def pack_files(self) -> LocalRemote:
+        """This remote: it holds packs (:class:`PackFiles`)."""
+        return self
+
+    def pack_listing(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        try:
+            entries = os.scandir(self.root / "packs")
+        except (FileNotFoundError, NotADirectoryError):
+            return out
+        with entries:
+            for entry in entries:
+                if len(out) >= MAX_PACK_FILES:
+                    raise RemoteError(
+                        f"{describe(self)} holds more than {MAX_PACK_FILES} files in packs/: refused"
+                    )
+                with contextlib.suppress(FileNotFoundError):
+                    st = entry.stat(follow_symlinks=False)
+                    if not stat.S_ISREG(st.st_mode):  # refused as it would be when read
+                        os.close(self._open_file(f"packs/{entry.name}"))
+                    out[entry.name] = st.st_size
+        return out
+
+    def _open_file(self, rel: str) -> int:
+        """``rel`` below the root opened read-only: a regular file, never through a link at
+        its last component (:class:`IntegrityError` otherwise), ``FileNotFoundError`` if absent."""
+        try:
+            fd = open_regular(self.root / rel)
+        except NotRegularFile as exc:
+            raise IntegrityError(
+                f"{rel} on {describe(self)} is a {exc.what}, not a regular file; nothing was read from it"
+            ) from None
+        if fd is None:
+            raise FileNotFoundError(errno.ENOENT, "no such file", str(self.root / rel))
+        return fd
+
+    def read_range(self, rel: str, start: int, end: int) -> bytes:
+        fd = self._open_file(rel)
+        try:
+            buf = bytearray(max(0, end - start))
+            with memoryview(buf) as view:
+                got = read_full(fd, view, start)
+            del buf[got:]
+            return bytes(buf)
+        finally:
+            os.close(fd)
+
+    def read_small(self, rel: str, limit: int) -> bytes | None:
+        try:
+            return self.read_range(rel, 0, limit + 1)
+        except FileNotFoundError:
+            return None
+
+    def put_pack(self, name: str, data: bytes | bytearray | memoryview, index: bytes) -> None:
+        packs = self.root / "packs"
+        self._real_dir(packs)
+        self._real_dir(self.tmp)
+        write_immutable(packs / f"{name}.pack", self.tmp, memoryview(data), _tmp_name(name))
+        write_immutable(packs / f"{name}.idx", self.tmp, index, _tmp_name(name))
+        fsync_dir(packs)
+
+    def put_marker(self, data: bytes) -> None:
+        self._real_dir(self.tmp)
+        root = self.root.resolve()  # the root may be reached through links (the user chose it)
+        if write_immutable(root / MARKER, self.tmp, data, _tmp_name("0" * 16)):
+            fsync_dir(root)
 
     def put(self, digest: str, data: bytes | memoryview, src: tuple[int, int] | None = None) -> bool:
         """Store chunk ``digest`` (``data``, verified by the caller) unless it is here; with
@@ -356,6 +472,54 @@ class FsspecRemote:
         """None: an fsspec filesystem moves whole chunks only."""
         return
 
+    def pack_files(self) -> FsspecRemote:
+        """This remote: it holds packs (:class:`PackFiles`), read by ranged GETs."""
+        return self
+
+    def pack_listing(self) -> dict[str, int]:
+        self.fs.invalidate_cache()
+        try:
+            entries = self.fs.ls(f"{self.root}/packs", detail=True)
+        except FileNotFoundError:
+            return {}
+        if len(entries) > MAX_PACK_FILES:
+            raise RemoteError(f"{describe(self)} holds more than {MAX_PACK_FILES} files in packs/: refused")
+        out: dict[str, int] = {}
+        for e in entries:
+            if isinstance(e, dict) and e.get("type") == "file":
+                out[str(e.get("name", "")).rstrip("/").rsplit("/", 1)[-1]] = int(e.get("size") or 0)
+        return out
+
+    def read_range(self, rel: str, start: int, end: int) -> bytes:
+        # one ranged GET (s3fs: ``Range: bytes=start-(end-1)``), no HEAD before it
+        return bytes(self.fs.cat_file(f"{self.root}/{rel}", start=start, end=end, **self._get_kwargs))
+
+    def read_small(self, rel: str, limit: int) -> bytes | None:
+        try:
+            return self.read_range(rel, 0, limit + 1)
+        except FileNotFoundError:
+            return None
+
+    def _put_whole(self, path: str, data: bytes, key: str) -> None:
+        """``data`` as the object ``path``: one PUT on an object store (s3fs sends a multipart
+        upload above twice its 50 MiB part size), else a temporary name and a rename."""
+        if self.atomic_put:
+            self.fs.pipe_file(path, data)
+            return
+        tmp = f"{self.root}/tmp/{_tmp_name(key)}"  # key: hex, named in the temporary name
+        self.fs.makedirs(f"{self.root}/tmp", exist_ok=True)
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.pipe_file(tmp, data)
+        self.fs.mv(tmp, path)
+
+    def put_pack(self, name: str, data: bytes | bytearray | memoryview, index: bytes) -> None:
+        self._put_whole(f"{self.root}/packs/{name}.pack", bytes(data), name)
+        self._put_whole(f"{self.root}/packs/{name}.idx", index, name)
+
+    def put_marker(self, data: bytes) -> None:
+        if self.read_small(MARKER, 0) is None:
+            self._put_whole(f"{self.root}/{MARKER}", data, "0" * 16)
+
 
 #: the URL scheme of :class:`MemoryRemote`: ``memory://NAME``
 MEMORY_SCHEME = "memory"
@@ -405,6 +569,10 @@ class MemoryRemote:
 
     def local_files(self) -> None:
         """None: whole chunks only."""
+        return
+
+    def pack_files(self) -> None:
+        """None: loose chunks only."""
         return
 
 

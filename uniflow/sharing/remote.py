@@ -63,11 +63,13 @@ from .blobs import (
     get_chunk,
     get_remote_spec,
     list_remotes,
+    retry_transient_on,
     store_file_chunk,
 )
 from .blobstore import is_local, open_remote
 from .giturl import GitUrl, parse_git_url
 from .mirror import CONFIG_PATH, Mirror, MirrorState
+from .remotepacks import RemotePacks, open_packs
 
 if TYPE_CHECKING:  # pragma: no cover
     from .blobstore import BlobRemote
@@ -256,6 +258,7 @@ class UrlBlobFetcher:
         self.config = config
         self.blob = blob
         self._remotes: list[BlobRemote] | None = None
+        self._packs: dict[int, RemotePacks | None] = {}  # by id() of a remote in _remotes
         self._lock = threading.Lock()
 
     def remotes(self) -> list[BlobRemote]:
@@ -276,6 +279,14 @@ class UrlBlobFetcher:
                 out.append(remote)
             self._remotes = out
         return self._remotes
+
+    def packs_of(self, store: ObjectStore, remote: BlobRemote) -> RemotePacks | None:
+        """``remote``'s packs (``remotepacks``), their indexes read once per process."""
+        with self._lock:
+            key = id(remote)
+            if key not in self._packs:
+                self._packs[key] = open_packs(remote, store, retry_transient_on(remote))
+            return self._packs[key]
 
     def __call__(self, store: ObjectStore, digests: list[str]) -> None:
         missing = store.missing(digests)
@@ -623,6 +634,11 @@ def _fetch_chunk(
                 if isinstance(exc, CorruptChunkError):
                     raise
                 raise CorruptChunkError(f"{exc} ({where})", c.digest) from None
+        if data is None:  # in one of the remote's packs: one range read, verified
+            packs = fetcher.packs_of(store, remote)
+            data = packs.read_chunk(c.digest, where) if packs is not None else None
+            if data is not None:
+                store.add_verified(c.digest, data)
         if data is None:  # no file of its own: whole, from any remote (a directory's packs too)
             data = get_chunk(remote, c.digest)
             if data is not None and (len(data) != c.size or chunk_digest(data) != c.digest):

@@ -1,0 +1,433 @@
+"""Packs on blob remotes: push writes packs, pull and loads read chunks by byte range.
+
+A blob remote holding packs (a directory, any fsspec filesystem: ``blobstore.PackFiles``)
+has, beside the loose chunks older uniflow pushed::
+
+    <url>/uniflow-remote.json        {"format": 3}: written before the first pack
+    <url>/packs/<name>.pack          the pack format of ``_storage.packs`` (same bytes)
+    <url>/packs/<name>.idx           its index; present only once the pack is complete
+
+**Push** (:meth:`RemotePacks.push`): the chunks the remote lacks are read from the local
+store, each verified, and written in the order asked into packs of about
+:data:`REMOTE_PACK_TARGET` bytes (larger than a local pack: fewer files and requests per GiB).
+Each pack is uploaded whole (one PUT on an object store; s3fs switches to a multipart upload
+above 100 MiB), then its index: a reader lists indexes, so a pack becomes visible only when
+its index is there, after its bytes are complete. Directories write both through
+``write_immutable`` (unnamed inode or temporary file, fsync, link).
+
+**What a remote has** (:meth:`RemotePacks.load`): the union of its pack indexes and its loose
+chunks. ``packs/`` is listed (bounded: :data:`~.blobstore.MAX_PACK_FILES` names), each index
+downloaded once into ``<store>/cache/remote-packs/<name>.idx`` and validated every time it is
+read (``PackIndex.parse``: checksum, name, size of the pack as listed, order, duplicates,
+tiling), after a size bound (:data:`MAX_INDEX_BYTES`, and no larger than the pack it
+describes). An index names its pack by its checksum, so a cached copy can only be that index.
+
+**Fetch** (:meth:`RemotePacks.fetch`): the wanted chunks found in packs are sorted by pack
+and offset and adjacent ones coalesced into one range read (gaps up to :data:`MAX_GAP`, a
+range up to :data:`MAX_RANGE`); every chunk of a range is hashed and compared with its name
+before any of them is stored.
+
+**Format marker**: a remote whose ``uniflow-remote.json`` names a format above
+:data:`REMOTE_FORMAT` is refused (:class:`NewerFormatError`: upgrade uniflow), for reads and
+pushes alike; a marker that is not a small JSON object is a :class:`RemoteError`.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import blake3
+
+from .._errors import CorruptChunkError, RemoteError
+from .._storage.chunking import CHUNK_PARAMS
+from .._storage.fsio import write_immutable
+from .._storage.packs import (
+    END_MAGIC,
+    FORMAT_VERSION,
+    INDEX_HEAD,
+    PACK_HEAD,
+    PACK_MAGIC,
+    PACK_TAIL,
+    CorruptPackError,
+    NewerFormatError,
+    PackIndex,
+)
+from .._storage.parallel import ThreadBuffers, bounded_map
+from .blobstore import MARKER, BlobRemote, PackFiles, describe
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .._storage.store import ObjectStore
+
+__all__ = [
+    "MAX_GAP",
+    "MAX_INDEX_BYTES",
+    "MAX_RANGE",
+    "REMOTE_FORMAT",
+    "REMOTE_PACK_TARGET",
+    "RemotePacks",
+    "open_packs",
+]
+
+#: the layout of a blob remote this uniflow writes and reads (1, 2: loose chunks only)
+REMOTE_FORMAT = 3
+#: a pack pushed is full once its chunk bytes reach this: 13 packs per GiB (with their
+#: indexes and the marker, 27 files), and below s3fs's multipart threshold (100 MiB) even
+#: with its last chunk (4 MiB at most) and index: one PUT each
+REMOTE_PACK_TARGET = 80 << 20
+#: the largest index read from a remote (an index of 48 bytes per chunk: ~170,000 chunks)
+MAX_INDEX_BYTES = 8 << 20
+#: bytes between two wanted chunks of a pack still fetched in one range read
+MAX_GAP = 1 << 20
+#: the longest single range read
+MAX_RANGE = 16 << 20
+_MAX_MARKER = 4096
+_FRAME = PACK_HEAD.size + PACK_TAIL.size
+_ENTRY_SIZE = 48  # an index entry: name (32 bytes), offset, length (u64 each)
+_HEX = frozenset("0123456789abcdef")
+
+T = TypeVar("T")
+#: ``retry(what, fn)``: ``fn()`` retried like every transfer (``blobs.retry_transient``)
+Retry = Callable[[str, Callable[[], T]], T]
+
+
+@dataclass
+class _Span:
+    """One range read: bytes ``[start, end)`` of a pack, holding ``chunks`` (name, offset, length)."""
+
+    pack: str
+    start: int
+    end: int
+    chunks: list[tuple[str, int, int]] = field(default_factory=list)
+
+
+class RemotePacks:
+    """The packs of one blob remote as this process knows them: the union of their indexes,
+    each validated (see the module's doc). :meth:`load` reads them; :meth:`push` adds some;
+    :meth:`fetch` reads chunks out of them by range."""
+
+    def __init__(self, remote: BlobRemote, files: PackFiles, cache: Path, retry: Retry[object]) -> None:
+        self.remote = remote
+        self.files = files
+        self.cache = cache
+        self._retry = retry
+        self._where: dict[bytes, tuple[str, int, int]] = {}
+        self._loaded: set[str] = set()
+        self.marker: int | None = None
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        return self._retry(what, fn)  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ what the remote has
+    def load(self) -> None:
+        """Check the marker, list ``packs/`` and read every index not read yet."""
+        self._check_marker()
+        listing = self._call("listing packs", self.files.pack_listing)
+        for name in sorted(self._complete(listing) - self._loaded):
+            index = self._index(name, listing[f"{name}.pack"], listing[f"{name}.idx"])
+            for entry in index.entries():
+                self._where.setdefault(bytes.fromhex(entry.name), (name, entry.offset, entry.length))
+            self._loaded.add(name)
+
+    @staticmethod
+    def _complete(listing: dict[str, int]) -> set[str]:
+        """Names with both a ``.pack`` and an ``.idx`` (an index alone, or a pack alone, is
+        an upload in flight or abandoned: not used)."""
+        return {
+            f[:64]
+            for f in listing
+            if f.endswith(".idx") and len(f) == 68 and _HEX.issuperset(f[:64]) and f"{f[:64]}.pack" in listing
+        }
+
+    def _check_marker(self) -> None:
+        raw = self._call("reading the layout marker", lambda: self.files.read_small(MARKER, _MAX_MARKER))
+        if raw is None:
+            return
+        try:
+            doc = json.loads(raw) if len(raw) <= _MAX_MARKER else None
+            fmt = doc.get("format") if isinstance(doc, dict) else None
+        except (ValueError, UnicodeDecodeError):
+            fmt = None
+        if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
+            raise RemoteError(f"{describe(self.remote)}: {MARKER} is not a uniflow layout marker; refused")
+        if fmt > REMOTE_FORMAT:
+            raise NewerFormatError(
+                f"{describe(self.remote)} was written by a newer uniflow (remote format {fmt}, this "
+                f"uniflow reads up to {REMOTE_FORMAT}): upgrade uniflow"
+            )
+        self.marker = fmt
+
+    def _index(self, name: str, pack_size: int, idx_size: int) -> PackIndex:
+        """Pack ``name``'s index, from the cache or else downloaded (and cached), validated."""
+        bound = min(MAX_INDEX_BYTES, pack_size - _FRAME)
+        if idx_size > bound:
+            raise CorruptPackError(
+                f"{describe(self.remote)}: pack {name[:16]}: index of {idx_size} bytes is larger "
+                f"than {bound} bytes allowed; refused, nothing was stored"
+            )
+        cached = self.cache / f"{name}.idx"
+        raw = _read_cached(cached, bound)
+        fresh = raw is None
+        if raw is None:
+            raw = self._call(
+                f"download of the index of pack {name[:16]}",
+                lambda: self.files.read_small(f"packs/{name}.idx", bound),
+            )
+            if raw is None or len(raw) > bound:
+                raise CorruptPackError(
+                    f"{describe(self.remote)}: pack {name[:16]}: its index is gone or larger than "
+                    f"{bound} bytes; refused, nothing was stored"
+                )
+        try:
+            index = PackIndex.parse(raw, pack_size, name)
+        except CorruptPackError as exc:
+            raise CorruptPackError(f"{describe(self.remote)}: {exc}; refused, nothing was stored") from None
+        if fresh:
+            self._cache_index(name, raw)
+        return index
+
+    def _cache_index(self, name: str, raw: bytes) -> None:
+        """Keep a copy of pack ``name``'s index (validated again whenever it is read)."""
+        self.cache.mkdir(parents=True, exist_ok=True)
+        write_immutable(self.cache / f"{name}.idx", self.cache, raw, fsync=False)
+
+    def locate(self, digest: str) -> tuple[str, int, int] | None:
+        """``(pack, offset, length)`` of chunk ``digest`` in the packs read, or None."""
+        return self._where.get(bytes.fromhex(digest)) if len(digest) == 64 else None
+
+    def names(self) -> set[str]:
+        """Every chunk name in the packs read."""
+        return {raw.hex() for raw in self._where}
+
+    # ------------------------------------------------------------------ fetch
+    def fetch(
+        self, store: ObjectStore, digests: Iterable[str], jobs: int, done: Callable[[str, int], None]
+    ) -> list[str]:
+        """Store the chunks of ``digests`` found in packs, fetched by coalesced range reads
+        and verified; ``done(digest, size)`` after each is stored. The digests not in any
+        pack (a loose chunk, or none at all)."""
+        located: list[tuple[str, int, int, str]] = []
+        rest: list[str] = []
+        for d in digests:
+            where = self.locate(d)
+            if where is None:
+                rest.append(d)
+            else:
+                located.append((where[0], where[1], where[2], d))
+        spans = _coalesce(located)
+
+        def one(span: _Span) -> list[tuple[str, int]]:
+            return self._fetch_span(store, span)
+
+        for stored in bounded_map(
+            one, spans, workers=max(1, min(jobs, len(spans))), window=2 * jobs, name="uniflow-rng"
+        ):
+            for d, n in stored:
+                done(d, n)
+        return rest
+
+    def read_chunk(self, digest: str, where: str = "") -> bytes | None:
+        """Chunk ``digest`` read out of its pack (one range read) and verified; None if no
+        pack read holds it."""
+        found = self.locate(digest)
+        if found is None:
+            return None
+        pack, off, length = found
+        span = _Span(pack, off, off + length, [(digest, off, length)])
+        return self._read_span(span, where)
+
+    def _read_span(self, span: _Span, where: str = "") -> bytes:
+        """The bytes of ``span``, every chunk in it hashed and compared with its name."""
+        rel = f"packs/{span.pack}.pack"
+        data = self._call(
+            f"download of pack {span.pack[:16]} bytes {span.start}..{span.end}",
+            lambda: self.files.read_range(rel, span.start, span.end),
+        )
+        at = f" ({where})" if where else ""
+        with memoryview(data) as view:
+            for d, off, length in span.chunks:
+                with view[off - span.start : off - span.start + length] as piece:
+                    if len(piece) != length or blake3.blake3(piece).hexdigest() != d:
+                        raise CorruptChunkError(
+                            f"chunk {d[:16]} in pack {span.pack[:16]} on {describe(self.remote)} is "
+                            f"corrupted: its bytes do not match its name{at}; it was not stored",
+                            d,
+                        )
+        return data
+
+    def _fetch_span(self, store: ObjectStore, span: _Span) -> list[tuple[str, int]]:
+        """One range read; every chunk in it verified before any is stored."""
+        data = self._read_span(span)
+        out = []
+        with memoryview(data) as view:
+            for d, off, length in span.chunks:
+                with view[off - span.start : off - span.start + length] as piece:
+                    store.add_verified(d, piece, sync_dir=False)
+                out.append((d, length))
+        return out
+
+    # ------------------------------------------------------------------ push
+    def push(
+        self,
+        store: ObjectStore,
+        todo: list[str],
+        where: Callable[[str], str],
+        sent: Callable[[int, int], None],
+    ) -> None:
+        """Upload the chunks ``todo`` (none of them on the remote) as packs, then their
+        indexes; ``sent(chunks, bytes)`` after each pack is visible."""
+        if not todo:
+            return
+        if self.marker is None:
+            marker = json.dumps({"format": REMOTE_FORMAT}).encode() + b"\n"
+            self._call("writing the layout marker", lambda: self.files.put_marker(marker))
+            self.marker = REMOTE_FORMAT
+
+        pool = _PackBuffers()
+
+        def upload(pack: tuple[memoryview, PackIndex]) -> tuple[int, int]:
+            data, index = pack
+            self._call(
+                f"upload of pack {index.name[:16]}", lambda: self.files.put_pack(index.name, data, index.raw)
+            )
+            pool.give(data)
+            self._cache_index(index.name, index.raw)  # the next push or pull need not download it
+            return len(index), index.data_bytes
+
+        # one pack uploading while the next is built (window 2: the next is built before the
+        # first upload is awaited); two packs in memory at most
+        for chunks, size in bounded_map(
+            upload, _packs_to_send(store, todo, where, pool), workers=1, window=2, name="uniflow-pack-up"
+        ):
+            sent(chunks, size)
+
+
+def _read_cached(path: Path, bound: int) -> bytes | None:
+    """A cached index's bytes (validated by the caller), None if absent or too large."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(bound + 1)
+    except OSError:
+        return None
+    return raw if len(raw) <= bound else None
+
+
+def _coalesce(located: list[tuple[str, int, int, str]]) -> list[_Span]:
+    """Range reads covering ``located`` (pack, offset, length, name): chunks of one pack at
+    most :data:`MAX_GAP` apart share a range no longer than :data:`MAX_RANGE`."""
+    spans: list[_Span] = []
+    for pack, off, length, d in sorted(located):
+        last = spans[-1] if spans else None
+        if (
+            last is not None
+            and last.pack == pack
+            and off - last.end <= MAX_GAP
+            and off + length - last.start <= MAX_RANGE
+            and off >= last.end
+        ):
+            last.end = off + length
+        else:
+            last = _Span(pack, off, off + length)
+            spans.append(last)
+        last.chunks.append((d, off, length))
+    return spans
+
+
+def _header() -> bytes:
+    return PACK_HEAD.pack(PACK_MAGIC, FORMAT_VERSION, 0)
+
+
+class _PackBuffers:
+    """Pack-sized buffers reused from one pack to the next of a push (a fresh 80 MiB buffer
+    costs a page fault per page): :meth:`take` one at least that large, :meth:`give` it back
+    once its pack is uploaded. A push holds at most three (two packs and one being built)."""
+
+    def __init__(self) -> None:
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._of: dict[int, bytearray] = {}  # id of a view given out -> its buffer
+
+    def take(self, size: int) -> memoryview:
+        try:
+            buf = self._free.get_nowait()
+        except queue.Empty:
+            buf = bytearray(size)
+        if len(buf) < size:
+            buf = bytearray(size)
+        view = memoryview(buf)[:size]
+        self._of[id(view)] = buf
+        return view
+
+    def give(self, view: memoryview) -> None:
+        buf = self._of.pop(id(view))
+        view.release()
+        self._free.put(buf)
+
+
+def _packs_to_send(
+    store: ObjectStore, digests: list[str], where: Callable[[str], str], pool: _PackBuffers
+) -> Iterator[tuple[memoryview, PackIndex]]:
+    """Packs of the chunks ``digests``, in that order, of about :data:`REMOTE_PACK_TARGET`
+    bytes each (see :func:`_fill_pack`)."""
+    group: list[tuple[str, int]] = []
+    total = 0
+    for d in dict.fromkeys(digests):
+        size = store.stored_size(d) or len(store.read_chunk(d, where(d)))  # 0: not where expected
+        group.append((d, size))
+        total += size
+        if total >= REMOTE_PACK_TARGET:
+            yield _fill_pack(store, group, where, pool)
+            group, total = [], 0
+    if group:
+        yield _fill_pack(store, group, where, pool)
+
+
+#: each reading thread's buffer for one chunk (one byte more: a longer chunk is caught too)
+_BUFFERS = ThreadBuffers(CHUNK_PARAMS["max_size"] + 1)
+
+
+def _fill_pack(
+    store: ObjectStore, group: list[tuple[str, int]], where: Callable[[str], str], pool: _PackBuffers
+) -> tuple[memoryview, PackIndex]:
+    """The pack of the chunks ``group`` (name, size), in one buffer of its final size: each
+    chunk read from the store and verified (two at a time: hashing runs on both cores) and
+    copied to its place, so a damaged local chunk is never published; then index and tail."""
+    ranges: dict[bytes, tuple[int, int]] = {}
+    end = PACK_HEAD.size
+    for d, size in group:
+        ranges[bytes.fromhex(d)] = (end, size)
+        end += size
+    index_size = INDEX_HEAD.size + len(group) * _ENTRY_SIZE + 32
+    data = pool.take(end + index_size + PACK_TAIL.size)
+    data[: PACK_HEAD.size] = _header()
+
+    def fill(item: tuple[str, int]) -> None:
+        d, size = item
+        offset = ranges[bytes.fromhex(d)][0]
+        with store.open_verified(d, _BUFFERS.get(size + 1), where(d)) as chunk:
+            if len(chunk.data) != size:
+                raise CorruptChunkError(
+                    f"chunk {d[:16]} changed size in the local store while it was sent", d
+                )
+            data[offset : offset + size] = chunk.data
+
+    for _ in bounded_map(fill, group, workers=2, window=8, name="uniflow-pack-read"):
+        pass
+    index = PackIndex.build(ranges, end)
+    data[end : end + index_size] = index.raw
+    data[end + index_size :] = PACK_TAIL.pack(index_size, END_MAGIC)
+    return data, index
+
+
+def open_packs(remote: BlobRemote, store: ObjectStore, retry: Retry[object]) -> RemotePacks | None:
+    """The packs of ``remote`` (loaded), with their indexes cached in ``store``'s cache; None
+    for a remote that holds no packs (``memory://``)."""
+    files = remote.pack_files()
+    if files is None:
+        return None
+    packs = RemotePacks(remote, files, store.root / "cache" / "remote-packs", retry)
+    packs.load()
+    return packs
