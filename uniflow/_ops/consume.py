@@ -33,12 +33,10 @@ get to lower it).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
 import secrets
-import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -49,7 +47,6 @@ import blake3
 
 from .._authority.rotation import TrustRoot
 from .._errors import (
-    ConcurrencyError,
     IntegrityError,
     NotFoundError,
     PolicyError,
@@ -63,7 +60,7 @@ from .._records.lifecycle import walk_first_parents
 from .._records.objcache import KEY_FILE, cache_home, keyed_mac, load_key
 from .._records.paths import store_dir
 from .._records.policyfiles import POLICY_PATH, default_branch, read_trust_root
-from .._storage.fsio import fsync_dir
+from .._storage.fsio import flock_within, fsync_dir
 from .authority import LifecycleVerdicts, verify_lifecycle
 
 if TYPE_CHECKING:
@@ -345,17 +342,7 @@ def _seen_lock(path: Path) -> Iterator[None]:
     except OSError as exc:
         raise RepositoryError(f"cannot lock {lock}: {exc.strerror}") from exc
     try:
-        deadline = time.monotonic() + _SEEN_LOCK_WAIT
-        while True:  # bounded by the deadline
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise ConcurrencyError(
-                        f"another process has held {lock} for more than {_SEEN_LOCK_WAIT:.0f}s"
-                    ) from None
-                time.sleep(0.02)
+        flock_within(fd, _SEEN_LOCK_WAIT, f"another process has held {lock}", poll=0.02)
         yield
     finally:
         os.close(fd)  # releases the lock

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from .._errors import InvalidPathError
+from .._errors import ConcurrencyError, InvalidPathError
 
 __all__ = [
+    "flock_within",
     "WRITEBACK_STEP",
     "copy_file",
     "force_unlink",
@@ -288,3 +291,17 @@ def _copy_read(src: int, dst: int, n: int, offset: int) -> int:
                 written += os.pwrite(dst, view[written:], offset + moved + written)
         moved += len(data)
     return moved
+
+
+def flock_within(fd: int, seconds: float, busy: str, poll: float = 0.05) -> None:
+    """Lock ``fd`` exclusively (``flock``), waiting at most ``seconds``; then raise
+    :class:`ConcurrencyError` with ``busy`` (what holds it) and how long was waited."""
+    deadline = time.monotonic() + seconds
+    while True:  # bounded by the deadline
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise ConcurrencyError(f"{busy} for more than {seconds:.0f}s") from None
+            time.sleep(poll)

@@ -21,7 +21,6 @@ deploy at a time per model directory (``flock`` on ``.uniflow-lock`` in it).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -35,11 +34,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import _testhooks
-from .._errors import ConcurrencyError, InvalidPathError, RepositoryError, UniflowError, UsageError
+from .._errors import InvalidPathError, RepositoryError, UniflowError, UsageError
 from .._naming import validate_version
 from .._records.manifest import file_records
 from .._storage.chunking import FileRecord
-from .._storage.fsio import os_reason
+from .._storage.fsio import flock_within, os_reason
 from .._storage.safefs import DirTree, describe_mode, entry_mode, open_root, replace_file
 from .._storage.verified import holds_chunks
 from .._types import FileInfo, ModelVersion
@@ -257,19 +256,7 @@ def _model_dir(root: Path, name: str) -> Iterator[int]:
 
 def _lock(fd: int, where: str, timeout: float = 300.0) -> None:
     """``flock`` ``fd`` exclusively, waiting at most ``timeout`` seconds."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:  # bounded by the deadline
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise ConcurrencyError(
-                    f"another deploy into {where} has held its lock for {timeout:.0f} s"
-                ) from None
-            time.sleep(0.05)
+    flock_within(fd, timeout, f"another deploy into {where} has held its lock")
 
 
 def _targets(mv: ModelVersion, layout: _Layout) -> list[tuple[str, FileInfo]]:

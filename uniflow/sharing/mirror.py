@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import re
@@ -61,11 +60,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import _testhooks
-from .._errors import ConcurrencyError, IntegrityError, RemoteError, RepositoryError
+from .._errors import IntegrityError, RemoteError, RepositoryError
 from .._records.git import GitRepo
 from .._records.lifecycle import walk_first_parents
 from .._records.policyfiles import policy_blob_ids
 from .._records.refs import LIFECYCLE_PREFIX, REGISTRY_PATTERNS, STAGES_PREFIX, TAGS_PREFIX
+from .._storage.fsio import flock_within
 from .gitcmd import GIT_TIMEOUT, config_env, last_error, run_git
 from .giturl import GitUrl
 
@@ -544,18 +544,8 @@ class Mirror:
             yield
             return
         try:
-            deadline = time.monotonic() + LOCK_TIMEOUT
-            while True:  # bounded by the deadline
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise ConcurrencyError(
-                            f"another process has been updating the mirror of {self.url.display} for more "
-                            f"than {LOCK_TIMEOUT:.0f}s"
-                        ) from None
-                    time.sleep(0.05)
+            busy = f"another process has been updating the mirror of {self.url.display}"
+            flock_within(fd, LOCK_TIMEOUT, busy)
             yield
         finally:
             os.close(fd)  # releases the lock
