@@ -464,3 +464,40 @@ def test_get_by_url_from_a_packed_directory_remote(tmp_path: Path, monkeypatch: 
     r = cli(work, "get", url, "clf", "v1.1.0", "-o", "two", code=5)
     assert "corrupted" in r.stderr and r.stderr.count("\n") == 1
     assert not (work / "two").exists()
+
+
+# ---------------------------------------------------------------------- local packs sent as they are
+def test_a_first_push_sends_the_local_packs_as_they_are(tmp_path: Path) -> None:
+    """Every chunk of each local pack wanted and none on the remote: the remote receives the
+    local packs byte for byte (80 MiB packs: 13 per GiB), each with its index."""
+    _, a = shared_setup(tmp_path)
+    ra = open_registry(a)
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "w.bin").write_bytes(os.urandom(100 << 20))
+    ra.register(str(big), "big", version="v1.0.0")
+    res = ra.push()
+    assert res.chunks.bytes == 100 << 20
+    local = {p.name: p.read_bytes() for p in (a / ".git" / "uniflow" / "packs").iterdir()}
+    remote = {p.name: p.read_bytes() for p in (tmp_path / "blobs" / "packs").iterdir()}
+    assert len(remote) == 4 and remote == local
+
+
+def test_a_local_pack_corrupted_after_it_was_written_is_never_published(tmp_path: Path) -> None:
+    """A local pack sent as it is whose last chunk was damaged after the register: the copy is
+    checked before it is named, so neither the pack nor its index appears on the remote, no
+    temporary file stays, and no ref is pushed."""
+    from tests.helpers import flip_stored_byte, stored_chunks
+
+    bare, a = shared_setup(tmp_path)
+    blobs = tmp_path / "blobs"
+    ra = open_registry(a)
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "w.bin").write_bytes(os.urandom(48 << 20))  # one pack, large enough to go as it is
+    ra.register(str(big), "m", version="v1.0.0")
+    flip_stored_byte(stored_chunks(ra.store)[-1], 3)
+    with pytest.raises(IntegrityError, match="in local pack .* is corrupted"):
+        ra.push()
+    assert not list((blobs / "packs").iterdir()) and not list((blobs / "tmp").iterdir())
+    assert "models/m" not in git(bare, "for-each-ref")

@@ -6,6 +6,9 @@ files and Git's loose objects are created: the bytes go to an unnamed ``O_TMPFIL
 name with ``linkat``; the first writer wins and an existing file is never modified. With a
 source descriptor the bytes are copied in the kernel (``copy_file_range``).
 
+:func:`stage_copy` copies a file in the kernel into a new file that has no name yet, has the
+copy read back and checked by the caller, fsyncs it and hands it over as a
+:class:`StagedFile` to be named later (a blob remote's pack is named only once checked).
 :func:`copy_file` copies a whole file the cheapest way the file system allows (a reflink,
 a kernel copy, else reads and writes); :func:`start_writeback` starts writing a written
 range back to disk so that the closing fsync has little left to wait for.
@@ -27,10 +30,12 @@ from .._errors import ConcurrencyError, InvalidPathError
 __all__ = [
     "flock_within",
     "WRITEBACK_STEP",
+    "StagedFile",
     "copy_file",
     "force_unlink",
     "fsync_dir",
     "os_reason",
+    "stage_copy",
     "start_writeback",
     "write_immutable",
 ]
@@ -305,3 +310,80 @@ def flock_within(fd: int, seconds: float, busy: str, poll: float = 0.05) -> None
             if time.monotonic() >= deadline:
                 raise ConcurrencyError(f"{busy} for more than {seconds:.0f}s") from None
             time.sleep(poll)
+
+
+class StagedFile:
+    """A complete, fsynced file without its final name yet (an unnamed ``O_TMPFILE`` inode,
+    or a temporary file): :meth:`publish` names it, :meth:`close` discards whatever was not
+    named (call it always)."""
+
+    def __init__(self, fd: int, tmp: Path | None, final: Path) -> None:
+        self.fd = fd
+        self.final = final
+        self._tmp = tmp
+
+    def publish(self) -> bool:
+        """Link the file as its final name; True if this call created it (an existing file
+        of that name is left as it is: the first writer wins)."""
+        try:
+            if self._tmp is None:
+                # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N (src_dir_fd makes os.link use linkat)
+                os.link(f"/proc/self/fd/{self.fd}", self.final, src_dir_fd=self.fd, follow_symlinks=True)
+            else:
+                os.link(self._tmp, self.final)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if self._tmp is None:
+                _NO_TMPFILE.add(os.fstat(self.fd).st_dev)  # the next file takes the named way
+                raise
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+            os.replace(self._tmp, self.final)  # a filesystem without hard links: same bytes, same name
+        return True
+
+    def close(self) -> None:
+        """Close the file; unless :meth:`publish` named it, nothing of it remains."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self._tmp is not None:
+            force_unlink(self._tmp)
+            self._tmp = None
+
+
+def stage_copy(
+    final: Path, tmp_dir: Path, src: int, size: int, verify: Callable[[int], None], tmp_file: str
+) -> StagedFile:
+    """The first ``size`` bytes of the descriptor ``src`` copied (:func:`copy_file`: a reflink,
+    a kernel copy, else reads and writes) into a new file that will be named ``final``: an
+    unnamed inode in ``final``'s directory, or where that is refused ``tmp_dir / tmp_file``.
+    ``verify(fd)`` then reads the copy back (an exception from it discards the copy), and the
+    copy is fsynced. Name it with :meth:`StagedFile.publish`."""
+    fd, tmp = _open_staged(final.parent, tmp_dir / tmp_file)
+    staged = StagedFile(fd, tmp, final)
+    try:
+        copy_file(src, fd, size, writeback=True)
+        verify(fd)
+        os.fsync(fd)
+    except BaseException:
+        staged.close()
+        raise
+    return staged
+
+
+def _open_staged(directory: Path, tmp: Path) -> tuple[int, Path | None]:
+    """A new file open for reading and writing: an unnamed inode in ``directory`` (None), or
+    where that is refused (or was refused before on that file system) the file ``tmp``."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if flag and os.path.isdir("/proc/self/fd"):
+        try:
+            fd = os.open(directory, flag | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444)
+        except OSError as exc:
+            if exc.errno not in _TMPFILE_UNSUPPORTED:
+                raise
+        else:
+            if os.fstat(fd).st_dev not in _NO_TMPFILE:
+                return fd, None
+            os.close(fd)
+    return os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444), tmp

@@ -1,7 +1,7 @@
-"""Packs: many chunks in one file of about 64 MiB, with an index, named by content.
+"""Packs: many chunks in one file of about 80 MiB, with an index, named by content.
 
 Writing a chunk as a file of its own costs a create, an fsync and a link per chunk (about
-850 per GiB); a pack costs one of each per 64 MiB. Modelled on restic's pack format (blobs,
+850 per GiB); a pack costs one of each per 80 MiB. Modelled on restic's pack format (blobs,
 then a header describing them, at the end of the file) and Git's packs (a ``.pack`` and a
 ``.idx`` named by content, the index sorted by object name).
 
@@ -106,8 +106,10 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-#: a writer's pack is full once its chunk bytes reach this (one chunk may go past it)
-PACK_TARGET = 64 << 20
+#: a writer's pack is full once its chunk bytes reach this (one chunk may go past it): 13
+#: packs per GiB, which a push sends as they are (with their indexes and a blob remote's
+#: marker, 27 files per GiB; below s3fs's 100 MiB multipart threshold: one PUT each)
+PACK_TARGET = 80 << 20
 PACK_MAGIC = b"UFLPACK\n"
 END_MAGIC = b"UFLPEND\n"
 INDEX_MAGIC = b"UFLPIDX\n"

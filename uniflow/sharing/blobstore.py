@@ -45,6 +45,7 @@ import stat
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -57,7 +58,7 @@ from .._records.config import (
     RemoteSpec,
     env_seconds,
 )
-from .._storage.fsio import fsync_dir, write_immutable
+from .._storage.fsio import StagedFile, fsync_dir, stage_copy, write_immutable
 from .._storage.ingest import read_full
 from .._storage.packs import PackSet
 from .._storage.safefs import NotRegularFile, first_link, open_regular
@@ -122,6 +123,20 @@ class LocalFiles(Protocol):
 
     def clean_tmp(self, older_than: float = 3600.0) -> int:
         """Remove uploads abandoned by a killed push more than ``older_than`` seconds ago."""
+        ...
+
+    def stage_pack(self, name: str, src: int, size: int, verify: Callable[[int], None]) -> StagedFile:
+        """Pack ``name`` copied in the kernel from the descriptor ``src`` (``size`` bytes),
+        ``verify(fd)`` run on the copy, fsynced: not visible until published, then
+        :meth:`put_index`; :meth:`sync_packs` once all are."""
+        ...
+
+    def put_index(self, name: str, index: bytes) -> None:
+        """Store the index of pack ``name`` (published first): the pack becomes visible."""
+        ...
+
+    def sync_packs(self) -> None:
+        """Make the names of the packs and indexes stored durable (fsync ``packs/``)."""
         ...
 
 
@@ -324,6 +339,18 @@ class LocalRemote:
         write_immutable(packs / f"{name}.pack", self.tmp, memoryview(data), _tmp_name(name))
         write_immutable(packs / f"{name}.idx", self.tmp, index, _tmp_name(name))
         fsync_dir(packs)
+
+    def stage_pack(self, name: str, src: int, size: int, verify: Callable[[int], None]) -> StagedFile:
+        packs = self.root / "packs"
+        self._real_dir(packs)
+        self._real_dir(self.tmp)
+        return stage_copy(packs / f"{name}.pack", self.tmp, src, size, verify, _tmp_name(name))
+
+    def put_index(self, name: str, index: bytes) -> None:
+        write_immutable(self.root / "packs" / f"{name}.idx", self.tmp, index, _tmp_name(name))
+
+    def sync_packs(self) -> None:
+        fsync_dir(self.root / "packs")
 
     def put_marker(self, data: bytes) -> None:
         self._real_dir(self.tmp)

@@ -34,6 +34,8 @@ pushes alike; a marker that is not a small JSON object is a :class:`RemoteError`
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import queue
 from collections.abc import Callable, Iterable, Iterator
@@ -45,7 +47,8 @@ import blake3
 
 from .._errors import CorruptChunkError, RemoteError
 from .._storage.chunking import CHUNK_PARAMS
-from .._storage.fsio import write_immutable
+from .._storage.fsio import StagedFile, write_immutable
+from .._storage.ingest import read_full
 from .._storage.packs import (
     END_MAGIC,
     FORMAT_VERSION,
@@ -56,9 +59,10 @@ from .._storage.packs import (
     CorruptPackError,
     NewerFormatError,
     PackIndex,
+    PackReader,
 )
 from .._storage.parallel import ThreadBuffers, bounded_map
-from .blobstore import MARKER, BlobRemote, PackFiles, describe
+from .blobstore import MARKER, BlobRemote, LocalFiles, PackFiles, describe
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._storage.store import ObjectStore
@@ -69,6 +73,7 @@ __all__ = [
     "MAX_RANGE",
     "REMOTE_FORMAT",
     "REMOTE_PACK_TARGET",
+    "WHOLE_PACK_MIN",
     "RemotePacks",
     "open_packs",
 ]
@@ -79,6 +84,9 @@ REMOTE_FORMAT = 3
 #: indexes and the marker, 27 files), and below s3fs's multipart threshold (100 MiB) even
 #: with its last chunk (4 MiB at most) and index: one PUT each
 REMOTE_PACK_TARGET = 80 << 20
+#: a local pack is sent as it is only from this size on: smaller ones (a small register's,
+#: the tail of a large one) are re-assembled together, so the remote gets fewer files
+WHOLE_PACK_MIN = REMOTE_PACK_TARGET // 2
 #: the largest index read from a remote (an index of 48 bytes per chunk: ~170,000 chunks)
 MAX_INDEX_BYTES = 8 << 20
 #: bytes between two wanted chunks of a pack still fetched in one range read
@@ -287,6 +295,11 @@ class RemotePacks:
             self._call("writing the layout marker", lambda: self.files.put_marker(marker))
             self.marker = REMOTE_FORMAT
 
+        whole, rest = _split_whole(store, todo)
+        local = self.remote.local_files()
+        if whole and local is not None:
+            self._push_whole(store, local, whole, where, sent)
+            whole = []
         pool = _PackBuffers()
 
         def upload(pack: tuple[memoryview, PackIndex]) -> tuple[int, int]:
@@ -300,10 +313,131 @@ class RemotePacks:
 
         # one pack uploading while the next is built (window 2: the next is built before the
         # first upload is awaited); two packs in memory at most
-        for chunks, size in bounded_map(
-            upload, _packs_to_send(store, todo, where, pool), workers=1, window=2, name="uniflow-pack-up"
-        ):
+        packs = itertools.chain(
+            _read_whole(store, whole, where, pool), _packs_to_send(store, rest, where, pool)
+        )
+        for chunks, size in bounded_map(upload, packs, workers=1, window=2, name="uniflow-pack-up"):
             sent(chunks, size)
+
+    def _push_whole(
+        self,
+        store: ObjectStore,
+        local: LocalFiles,
+        whole: list[PackIndex],
+        where: Callable[[str], str],
+        sent: Callable[[int, int], None],
+    ) -> None:
+        """Upload the local packs ``whole`` as they are to a directory remote: each copied in
+        the kernel and the copy checked byte for byte (:func:`_verify_pack`: a damaged local
+        pack is never published) on two threads, so one pack is hashed while the next is
+        copied; each named, then its index, in order; ``packs/`` fsynced once at the end."""
+
+        def stage(index: PackIndex) -> StagedFile:
+            with PackReader(store.root, index.name, index) as reader:
+                return self._call(
+                    f"upload of pack {index.name[:16]}",
+                    lambda: local.stage_pack(
+                        index.name,
+                        reader.fd,
+                        index.pack_size,
+                        lambda fd: _verify_pack(_fd_reader(fd), index, where),
+                    ),
+                )
+
+        staged = bounded_map(stage, whole, workers=2, window=3, name="uniflow-pack-copy")
+        for index, copy in zip(whole, staged, strict=True):
+            try:
+                copy.publish()
+                local.put_index(index.name, index.raw)  # the pack is visible from here on
+            finally:
+                copy.close()
+            self._cache_index(index.name, index.raw)
+            sent(len(index), index.data_bytes)
+        local.sync_packs()
+
+
+def _split_whole(store: ObjectStore, todo: list[str]) -> tuple[list[PackIndex], list[str]]:
+    """``(local packs to send as they are, the other chunks of todo)``: a local pack is sent
+    as it is when ``todo`` asks for every chunk of it, in the order they lie in it (a
+    version's files in order, as a register wrote them: the remote gets the same layout as
+    re-assembly would give) and it holds at least :data:`WHOLE_PACK_MIN` bytes. The packs
+    in the order of their first chunk in ``todo``."""
+    packs = store.packs
+    packs.refresh(force=False)
+    wanted = list(dict.fromkeys(todo))
+    holder = {d: packs.pack_of(d, refresh=False) for d in wanted}
+    asked: dict[str, list[str]] = collections.defaultdict(list)
+    for d, p in holder.items():
+        if p is not None:
+            asked[p].append(d)
+    indexes = packs.indexes()
+    whole = [
+        p
+        for p, names in asked.items()
+        if p in indexes and indexes[p].data_bytes >= WHOLE_PACK_MIN and names == _in_pack_order(indexes[p])
+    ]
+    chosen = set(whole)
+    return [indexes[p] for p in whole], [d for d in wanted if holder[d] not in chosen]
+
+
+def _in_pack_order(index: PackIndex) -> list[str]:
+    """The chunk names of a pack in the order they lie in it."""
+    return [e.name for e in sorted(index.entries(), key=lambda e: e.offset)]
+
+
+def _fd_reader(fd: int) -> Callable[[int, int], memoryview]:
+    """``piece(offset, length)``: those bytes of ``fd`` read into this thread's buffer."""
+
+    def piece(offset: int, length: int) -> memoryview:
+        buf = _BUFFERS.get(length)
+        view = memoryview(buf)[:length]
+        return view[: read_full(fd, view, offset)]
+
+    return piece
+
+
+def _verify_pack(
+    piece: Callable[[int, int], memoryview], index: PackIndex, where: Callable[[str], str]
+) -> None:
+    """Check every byte of a copy of pack ``index.name`` (``piece(offset, length)`` reads it):
+    its header, its tail (the index and end marker), and each chunk hashed and compared with
+    its name (the index's entries tile the rest). A mismatch is an integrity error."""
+    tail = index.raw + PACK_TAIL.pack(len(index.raw), END_MAGIC)
+    with piece(0, PACK_HEAD.size) as head:  # (one piece at a time: they may share a buffer)
+        framed = head == _header()
+    with piece(index.pack_size - len(tail), len(tail)) as end:
+        framed = framed and end == tail
+    if not framed:
+        raise CorruptPackError(
+            f"local pack {index.name[:16]}: its header or index copy differs from its index; "
+            "it was not published"
+        )
+    for entry in sorted(index.entries(), key=lambda e: e.offset):
+        with piece(entry.offset, entry.length) as data:
+            if len(data) != entry.length or blake3.blake3(data).hexdigest() != entry.name:
+                at = where(entry.name)
+                raise CorruptChunkError(
+                    f"chunk {entry.name[:16]} in local pack {index.name[:16]} is corrupted: its bytes "
+                    f"do not match its name{f' ({at})' if at else ''}; the pack was not published",
+                    entry.name,
+                )
+
+
+def _read_whole(
+    store: ObjectStore, whole: list[PackIndex], where: Callable[[str], str], pool: _PackBuffers
+) -> Iterator[tuple[memoryview, PackIndex]]:
+    """The local packs ``whole`` read as they are into buffers, each checked byte for byte
+    (:func:`_verify_pack`) before it is handed on (to a remote that is not a directory)."""
+    for index in whole:
+        data = pool.take(index.pack_size)
+        with PackReader(store.root, index.name, index) as reader:
+            got = read_full(reader.fd, data, 0)
+
+        def piece(offset: int, length: int, data: memoryview = data, got: int = got) -> memoryview:
+            return data[offset : min(offset + length, got)]
+
+        _verify_pack(piece, index, where)
+        yield data, index
 
 
 def _read_cached(path: Path, bound: int) -> bytes | None:
