@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import blake3
@@ -343,25 +342,31 @@ def _old_client(old: Path, repo: Path, code: str) -> subprocess.CompletedProcess
     )
 
 
-def test_previous_release_against_a_packed_remote(tmp_path: Path, s3: str) -> None:
-    """The release before packs on remotes, run as a process: a directory remote's packs it
-    reads (its directory remote falls back to a store's ``packs/``, verifying every chunk);
-    an S3 remote's it cannot see, and it fails loudly (MissingChunkError), never with wrong bytes."""
+def test_previous_release_against_a_packed_remote(
+    tmp_path: Path, s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release before format 3 and packs on remotes, run as a process. A format-2 version
+    (written as that release wrote it) on a directory remote it reads: its directory remote
+    falls back to a store's ``packs/``, verifying every chunk; on S3 it cannot see packs and
+    fails loudly (MissingChunkError). A format-3 version it refuses by its manifest's format.
+    Never wrong bytes, never a silent success."""
+    from tests.legacy_formats import register_as
+
     old = _old_checkout(tmp_path)
+    load = "import uniflow; from uniflow import ModelRegistry; r = ModelRegistry('.'); r.pull(); "
     try:
-        code = (
-            "import uniflow, sys; from uniflow import ModelRegistry; r = ModelRegistry('.'); r.pull(); "
-            "p = r.load_path('m', 'v1.0.0'); print(uniflow.__file__); print(p)"
-        )
         for url in (str(tmp_path / "blobs"), "s3://models/old"):
             work = tmp_path / ("dir" if "://" not in url else "s3")
             work.mkdir()
             bare, a = shared_setup(work, blob_url=url)
             ra = open_registry(a)
-            ra.register(str(model_dir(work / "src", 3, seed=2)), "m", version="v1.0.0")
+            register_as(2, ra, monkeypatch, str(model_dir(work / "src", 3, seed=2)), "m", version="v1.0.0")
+            ra.register(str(model_dir(work / "src3", 3, seed=3)), "m", version="v2.0.0")
             ra.push()
             b = clone(bare, work / "b")
-            proc = _old_client(old, b, code)
+            proc = _old_client(
+                old, b, load + "p = r.load_path('m', 'v1.0.0'); print(uniflow.__file__); print(p)"
+            )
             if "://" not in url:
                 assert proc.returncode == 0, proc.stderr
                 assert str(old) in proc.stdout
@@ -369,9 +374,11 @@ def test_previous_release_against_a_packed_remote(tmp_path: Path, s3: str) -> No
             else:
                 assert proc.returncode != 0 and not proc.stdout
                 assert "MissingChunkError" in proc.stderr and "is missing from the store" in proc.stderr
+            proc = _old_client(old, b, load + "print(r.load_path('m', 'v2.0.0'))")
+            assert proc.returncode != 0 and not proc.stdout
+            assert "IntegrityError" in proc.stderr and "unsupported manifest format 3" in proc.stderr
     finally:
         subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(old)], check=False)
-        _ = time
 
 
 # ---------------------------------------------------------------------- failures while pushing
