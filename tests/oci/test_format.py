@@ -182,3 +182,167 @@ def test_a_config_that_disagrees_with_the_manifest_is_refused() -> None:
             mp.check_config(_edit(config, change), art, "w")
     with pytest.raises(IntegrityError):
         mp.parse_manifest(b"[" * 100_000, "w")  # bounded decoding
+
+
+# ---------------------------------------------------------------- format-3 versions
+#: a format-3 version: model.safetensors is cut into 4 chunks of 64 KiB (the last shorter)
+MERKLE_FILES = {**FILES, "model.safetensors": bytes(range(256)) * 781 + b"w" * 64}
+
+
+def _merkle_layers(files: dict[str, bytes], cut: int = 64 << 10) -> list[mp.LayerFile]:
+    """Layers of a format-3 version: each file cut into chunks of ``cut`` bytes (the last
+    shorter), its identity the Merkle identity of those chunks."""
+    import blake3
+
+    from uniflow._storage.merkle import merkle_identity
+
+    layers = []
+    for path, data in sorted(files.items()):
+        pieces = [data[i : i + cut] for i in range(0, len(data), cut)]
+        identity = merkle_identity((blake3.blake3(p).digest(), len(p)) for p in pieces)
+        layers.append(
+            mp.LayerFile(
+                path,
+                len(data),
+                0o755 if path.endswith(".sh") else 0o644,
+                blake3.blake3(data).hexdigest(),
+                "sha256:" + hashlib.sha256(data).hexdigest(),
+                mp.layer_media_type(path),
+                identity,
+                tuple(len(p) for p in pieces),
+            )
+        )
+    return layers
+
+
+def _merkle_artifact(layers: list[mp.LayerFile] | None = None) -> bytes:
+    layers = _merkle_layers(MERKLE_FILES) if layers is None else layers
+    rows = [{"path": f.path, "mode": f.mode, "digest": f.identity} for f in layers]
+    info = mp.VersionInfo("clf", "v1.0.0", content_digest(rows))
+    config = mp.build_config(info, layers)
+    return mp.build_manifest(info, layers, config, "sha256:" + hashlib.sha256(config).hexdigest())
+
+
+def test_a_format3_version_round_trips_with_identities_and_chunk_sizes() -> None:
+    """Layout 2: each layer carries its identity and chunk sizes, the BLAKE3 annotation is
+    the b3sum of its bytes, and the content digest is computed over the identities."""
+    layers = _merkle_layers(MERKLE_FILES)
+    body = _merkle_artifact(layers)
+    doc = json.loads(body)
+    assert doc["annotations"][mp.ANN_FORMAT] == mp.FORMAT_MERKLE
+    ann = {layer["annotations"][mp.ANN_FILEPATH]: layer["annotations"] for layer in doc["layers"]}
+    assert ann["model.safetensors"][mp.ANN_FILE_CHUNKS] == "65536,65536,65536,3392"
+    assert ann["config.json"][mp.ANN_FILE_CHUNKS] == "2"
+    art = mp.parse_manifest(body, "w")
+    assert art.layers == tuple(layers)
+    assert [f.file_digest for f in art.layers] == [f.identity for f in layers]
+    # a format 1/2 version keeps layout 1 and no identity annotations
+    old = json.loads(_artifact()[0])
+    assert old["annotations"][mp.ANN_FORMAT] == mp.FORMAT
+    assert all(mp.ANN_FILE_DIGEST not in layer["annotations"] for layer in old["layers"])
+
+
+def _chunks(i: int, value: str) -> Any:
+    return _layer_ann(i, mp.ANN_FILE_CHUNKS, value)
+
+
+def _drop(i: int, key: str) -> Any:
+    return lambda d: d["layers"][i]["annotations"].pop(key)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "words"),
+    [
+        (_layer_ann(0, mp.ANN_FILE_DIGEST, "0" * 64), IntegrityError, "content digest annotation"),
+        (_drop(0, mp.ANN_FILE_DIGEST), IntegrityError, "no org.uniflow.file.digest"),
+        (_drop(0, mp.ANN_FILE_CHUNKS), IntegrityError, "no org.uniflow.file.chunks"),
+        (_chunks(0, "10,"), IntegrityError, "not comma-separated chunk sizes"),
+        (_chunks(0, "10\n"), IntegrityError, "not comma-separated chunk sizes"),
+        (_chunks(0, "010"), IntegrityError, "not comma-separated chunk sizes"),
+        (_chunks(0, "+10"), IntegrityError, "not comma-separated chunk sizes"),
+        (_chunks(0, "11"), IntegrityError, "do not cut its 10 bytes into chunks"),
+        (_chunks(0, ""), IntegrityError, "do not cut its 10 bytes"),
+        (_chunks(2, "65536,65536,65536,3391"), IntegrityError, "do not cut its 200000"),
+        (_chunks(2, "1,1,1,1,199996"), IntegrityError, "do not cut its 200000"),
+        (_chunks(2, "67108865"), IntegrityError, "do not cut its 200000"),
+        (lambda d: d["annotations"].__setitem__(mp.ANN_FORMAT, "1"), IntegrityError, "in an artifact of"),
+        (lambda d: d["annotations"].__setitem__(mp.ANN_FORMAT, "3"), UsageError, "newer uniflow"),
+    ],
+)
+def test_the_gate_refuses_bad_identities_and_chunk_sizes(
+    change: Any, error: type[Exception], words: str
+) -> None:
+    with pytest.raises(error) as info:
+        mp.parse_manifest(_edit(_merkle_artifact(), change), "oci://r/clf:v1")
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_oversized_chunk_sizes_annotation_is_refused_before_it_is_split() -> None:
+    """A layer of S bytes has at most 1 + (S - 1) // 64 KiB chunks of at most 8 digits: a
+    longer annotation is refused by its length, without splitting or parsing it (here 180 KB
+    of text for a file of 10 bytes)."""
+    huge = "65536," * 30_000 + "10"
+    body = _edit(_merkle_artifact(), _layer_ann(0, mp.ANN_FILE_CHUNKS, huge))
+    assert len(body) < mp.MAX_MANIFEST_BYTES
+    with pytest.raises(IntegrityError) as info:
+        mp.parse_manifest(body, "w")
+    assert (
+        f"{mp.ANN_FILE_CHUNKS} is {len(huge)} characters, more than 10 bytes of chunks can take (9)"
+        in str(info.value)
+    )
+
+
+def test_layer_hashes_check_the_bytes_against_the_chunk_sizes() -> None:
+    """LayerHashes, fed in pieces that straddle chunk boundaries, gives the identity of the
+    chunks the sizes cut, and no identity when the bytes and the sizes disagree."""
+    import random
+
+    data = random.Random(3).randbytes(1000)
+    (layer,) = _merkle_layers({"w.bin": data}, cut=300)
+    for step in (1, 7, 299, 300, 301, 1000):
+        hashes = mp.LayerHashes(layer.chunks)
+        for i in range(0, len(data), step):
+            hashes.update(data[i : i + step])
+        assert (hashes.identity(), hashes.b3sum(), hashes.sha256()) == (
+            layer.identity,
+            layer.blake3,
+            layer.digest,
+        )
+    for sizes, fed in [((300, 300, 400), data), ((300, 300, 300), data), (layer.chunks, data[:-1])]:
+        hashes = mp.LayerHashes(sizes)
+        hashes.update(fed)
+        assert hashes.identity() != layer.identity
+    assert mp.LayerHashes().identity() is None
+
+
+def test_a_manifest_registries_would_refuse_is_refused_when_built() -> None:
+    """The chunk sizes cost about 8 bytes per MiB of file (1 MiB average chunks): a 20 GiB
+    version fits the 4 MiB manifest bound even with every chunk the chunker's 256 KiB
+    minimum, and passes the gate of a pull (its decoding budget included); a version of
+    200 GiB in such chunks does not fit, and is refused with one line."""
+    rows = [{"path": "w.bin", "mode": 0o644, "digest": "1" * 64}]
+    info = mp.VersionInfo("clf", "v1.0.0", content_digest(rows))
+
+    def layers(total: int, chunk: int) -> list[mp.LayerFile]:
+        n = total // chunk
+        return [
+            mp.LayerFile(
+                "w.bin",
+                n * chunk,
+                0o644,
+                "0" * 64,
+                "sha256:" + "0" * 64,
+                mp.WEIGHT_RAW,
+                "1" * 64,
+                (chunk,) * n,
+            )
+        ]
+
+    for chunk in (1 << 20, 256 << 10):
+        fits = layers(20 << 30, chunk)
+        body = mp.build_manifest(info, fits, b"{}", "sha256:" + "0" * 64)
+        assert len(body) < mp.MAX_MANIFEST_BYTES
+        assert mp.parse_manifest(body, "w").layers == tuple(fits)
+    with pytest.raises(UsageError) as refused:
+        mp.build_manifest(info, layers(200 << 30, 256 << 10), b"{}", "sha256:" + "0" * 64)
+    assert "does not fit one OCI manifest" in str(refused.value) and "\n" not in str(refused.value)

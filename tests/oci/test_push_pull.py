@@ -47,6 +47,12 @@ def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def _b3sum(data: bytes) -> str:
+    import blake3
+
+    return blake3.blake3(data).hexdigest()
+
+
 def test_push_writes_a_modelpack_artifact_skopeo_reads(
     repo: Path, tmp_path: Path, oci_registry: OciRegistry, skopeo: Any
 ) -> None:
@@ -84,10 +90,14 @@ def test_push_writes_a_modelpack_artifact_skopeo_reads(
         "serve.sh": f"{MODELPACK}.code.v1.raw",
     }
     registered = tree_bytes(src)
-    blake3 = {f.path: f.digest for f in mv.files}
+    entries = {f.path: f for f in ModelRegistry(repo).repository.manifest("clf", "v1.0.0").files}
+    assert ann["org.uniflow.oci.format"] == "2"  # a format-3 version: layers carry identities
     for path, layer in layers.items():  # one raw layer per file: its digest is the file's sha256
         assert layer["digest"] == _sha256(registered[path]) and layer["size"] == len(registered[path])
-        assert layer["annotations"]["org.uniflow.file.blake3"] == blake3[path]
+        assert layer["annotations"]["org.uniflow.file.blake3"] == _b3sum(registered[path])
+        assert layer["annotations"]["org.uniflow.file.digest"] == entries[path].digest
+        sizes = [int(n) for n in layer["annotations"]["org.uniflow.file.chunks"].split(",")]
+        assert sizes == [n for _, n in entries[path].chunks]
         meta = json.loads(layer["annotations"]["org.cncf.model.file.metadata+json"])
         assert meta["mode"] == (0o755 if path == "serve.sh" else 0o644) and meta["size"] == layer["size"]
 
@@ -120,6 +130,9 @@ def test_pull_and_get_write_the_registered_bytes(
     assert os.stat(work / "dest" / "serve.sh").st_mode & 0o111
     assert report["content_digest"] == mv.digest and report["name"] == "clf" and report["version"] == "v2.0.0"
     assert {f["path"]: f["digest"] for f in report["files"]} == {f.path: f.digest for f in mv.files}
+    assert {f["path"]: f["b3sum"] for f in report["files"]} == {
+        p: _b3sum(d) for p, d in tree_bytes(src).items()
+    }
     assert sorted(os.listdir(work)) == ["dest"]  # nothing left beside DEST
 
     # `uniflow get oci://...` writes ./NAME, and checks the artifact is the model asked for
@@ -289,3 +302,43 @@ def test_a_signed_version_carries_its_verified_signer(tmp_path: Path, oci_regist
     cli(repo, "oci", "push", "clf", "v1.0.0", url, "--plain-http")
     raw = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{oci_registry.host}/team/signed:v1")
     assert json.loads(raw)["annotations"]["org.uniflow.signer"] == "alice@example.com"
+
+
+def test_a_format2_version_pushes_and_pulls_as_before(
+    repo: Path, tmp_path: Path, oci_registry: OciRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version registered before manifest format 3 (file digest = BLAKE3 of the bytes) is
+    pushed in layout 1, as uniflow pushed it then: no identity or chunk annotations, the
+    BLAKE3 annotation is the registered digest; it pulls with its content digest pinned."""
+    from tests.legacy_formats import register_as
+    from uniflow.oci.client import OciClient
+    from uniflow.oci.ref import parse_oci_ref
+
+    src = _model(tmp_path / "m", seed=8)
+    with ModelRegistry(repo) as reg:
+        mv = register_as(2, reg, monkeypatch, str(src), "clf", version="v1.0.0")
+        assert reg.repository.manifest("clf", "v1.0.0").format == 2
+    registered = tree_bytes(src)
+    assert {f.path: f.digest for f in mv.files} == {p: _b3sum(d) for p, d in registered.items()}
+    url = oci_registry.url("legacy/clf", "v1")
+    cli(repo, "oci", "push", "clf", "v1.0.0", url, "--plain-http")
+
+    client = OciClient(parse_oci_ref(url), plain_http=True)
+    try:
+        manifest = json.loads(client.get_manifest("v1", 1 << 20))
+    finally:
+        client.close()
+    assert manifest["annotations"]["org.uniflow.oci.format"] == "1"
+    assert manifest["annotations"]["org.uniflow.content-digest"] == f"blake3:{mv.digest}"
+    for layer in manifest["layers"]:
+        ann = layer["annotations"]
+        assert "org.uniflow.file.digest" not in ann and "org.uniflow.file.chunks" not in ann
+        assert ann["org.uniflow.file.blake3"] == _b3sum(registered[ann["org.cncf.model.filepath"]])
+
+    work = tmp_path / "w"
+    work.mkdir()
+    out = cli(work, "oci", "pull", url, "dest", "--plain-http", "--content-digest", mv.digest, "--json")
+    assert tree_bytes(work / "dest") == registered
+    report = json.loads(out.stdout)
+    assert report["content_digest"] == mv.digest
+    assert {f["path"]: f["digest"] for f in report["files"]} == {f.path: f.digest for f in mv.files}

@@ -118,11 +118,26 @@ def test_other_artifact_types_are_named_and_refused(oci_registry: OciRegistry, w
     assert os.listdir(work) == []
 
 
-def _pushed(repo: Path, reg: OciRegistry, repository: str) -> tuple[dict[str, Any], str]:
+def _pushed(
+    repo: Path,
+    reg: OciRegistry,
+    repository: str,
+    legacy: pytest.MonkeyPatch | None = None,
+    weights: bytes = b"weights " * 1000,
+) -> tuple[dict[str, Any], str]:
+    """A version pushed to ``repository``: its manifest, and the repository's URL. With
+    ``legacy``, the version is registered in manifest format 2 (BLAKE3 file digests)."""
     (repo / "model").mkdir()
-    (repo / "model" / "w.bin").write_bytes(b"weights " * 1000)
+    (repo / "model" / "w.bin").write_bytes(weights)
     (repo / "model" / "config.json").write_text("{}")
-    cli(repo, "models", "register", "model", "-n", "clf", "-v", "v1.0.0")
+    if legacy is None:
+        cli(repo, "models", "register", "model", "-n", "clf", "-v", "v1.0.0")
+    else:
+        from tests.legacy_formats import register_as
+        from uniflow import ModelRegistry
+
+        with ModelRegistry(repo) as registry:
+            register_as(2, registry, legacy, str(repo / "model"), "clf", version="v1.0.0")
     url = reg.url(repository, "v1")
     cli(repo, "oci", "push", "clf", "v1.0.0", url, "--plain-http")
     client = _client(reg, repository)
@@ -133,32 +148,54 @@ def _pushed(repo: Path, reg: OciRegistry, repository: str) -> tuple[dict[str, An
     return manifest, reg.url(repository)
 
 
-def test_annotations_that_lie_are_refused(repo: Path, oci_registry: OciRegistry, work: Path) -> None:
+def _rows(manifest: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The content digest's rows of ``manifest``, each file's digest read from annotation ``key``."""
+    return [
+        {
+            "path": layer["annotations"]["org.cncf.model.filepath"],
+            "mode": json.loads(layer["annotations"]["org.cncf.model.file.metadata+json"])["mode"],
+            "digest": layer["annotations"][key],
+        }
+        for layer in manifest["layers"]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "key", "words"),
+    [
+        (2, "org.uniflow.file.blake3", "does not match its registered BLAKE3 digest"),
+        (3, "org.uniflow.file.digest", "does not match its registered digest"),
+    ],
+)
+def test_annotations_that_lie_are_refused(
+    repo: Path,
+    oci_registry: OciRegistry,
+    work: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fmt: int,
+    key: str,
+    words: str,
+) -> None:
+    """``key``: the annotation the content digest covers (the BLAKE3 of the bytes in format 2,
+    the Merkle identity in format 3); in the forged case, sha256 and BLAKE3 stay true."""
     from uniflow._records.manifest import content_digest
 
-    manifest, url = _pushed(repo, oci_registry, "lies/clf")
+    repository = f"lies{fmt}/clf"
+    manifest, url = _pushed(repo, oci_registry, repository, monkeypatch if fmt == 2 else None)
     real = manifest["annotations"]["org.uniflow.content-digest"]
-    client = _client(oci_registry, "lies/clf")
+    client = _client(oci_registry, repository)
 
     # a path that would leave DEST
     escape = json.loads(json.dumps(manifest))
     escape["layers"][0]["annotations"]["org.cncf.model.filepath"] = "../outside.bin"
     _put(client, escape, "escape")
-    # a BLAKE3 annotation changed alone: the content digest no longer matches
+    # a file digest annotation changed alone: the content digest no longer matches
     alone = json.loads(json.dumps(manifest))
-    alone["layers"][0]["annotations"]["org.uniflow.file.blake3"] = "0" * 64
+    alone["layers"][0]["annotations"][key] = "0" * 64
     _put(client, alone, "alone")
     # changed with a content digest recomputed to match: the file's bytes do not
-    forged = json.loads(alone := json.dumps(alone))
-    rows = [
-        {
-            "path": layer["annotations"]["org.cncf.model.filepath"],
-            "mode": 0o644,
-            "digest": layer["annotations"]["org.uniflow.file.blake3"],
-        }
-        for layer in forged["layers"]
-    ]
-    forged["annotations"]["org.uniflow.content-digest"] = "blake3:" + content_digest(rows)
+    forged = json.loads(json.dumps(alone))
+    forged["annotations"]["org.uniflow.content-digest"] = "blake3:" + content_digest(_rows(forged, key))
     _put(client, forged, "forged")
     client.close()
 
@@ -167,11 +204,57 @@ def test_annotations_that_lie_are_refused(repo: Path, oci_registry: OciRegistry,
     r = cli(work, "oci", "pull", f"{url}:alone", "d", "--plain-http", code=5)
     _one_error(r, "content digest annotation does not match")
     r = cli(work, "oci", "pull", f"{url}:forged", "d", "--plain-http", code=5)
-    _one_error(r, "does not match its registered BLAKE3 digest")
+    _one_error(r, words)
     r = cli(work, "oci", "pull", f"{url}:forged", "d", "--plain-http", "--content-digest", real, code=5)
     _one_error(r, "not the expected")
     assert os.listdir(work) == [] and not (work.parent / "outside.bin").exists()
     cli(work, "oci", "pull", f"{url}:v1", "d", "--plain-http", "--content-digest", real)  # the real one
+
+
+def test_forged_chunk_sizes_are_refused(repo: Path, oci_registry: OciRegistry, work: Path) -> None:
+    """A format-3 layer whose chunk sizes are rewritten (the identity, sha256 and BLAKE3 left
+    true, so the gate passes) is refused once its bytes are hashed at those boundaries; with
+    the identity forged to match them too, the content digest changes, so a pull pinned to the
+    real one refuses it."""
+    import random
+
+    from uniflow._records.manifest import content_digest
+    from uniflow._storage.merkle import merkle_identity
+
+    weights = random.Random(11).randbytes(3 << 20)  # several chunks
+    manifest, url = _pushed(repo, oci_registry, "sizes/clf", weights=weights)
+    real = manifest["annotations"]["org.uniflow.content-digest"]
+    ((i, layer),) = [(i, x) for i, x in enumerate(manifest["layers"]) if x["size"] == len(weights)]
+    sizes = [int(n) for n in layer["annotations"]["org.uniflow.file.chunks"].split(",")]
+    assert len(sizes) >= 2
+    moved = [sizes[0] + 4096, sizes[1] - 4096, *sizes[2:]]  # one boundary moved, same total
+    forged = json.loads(json.dumps(manifest))
+    forged["layers"][i]["annotations"]["org.uniflow.file.chunks"] = ",".join(map(str, moved))
+    # the identity those boundaries give, and the content digest recomputed over it
+    consistent = json.loads(json.dumps(forged))
+    offsets = [sum(moved[:k]) for k in range(len(moved))]
+    leaves = [(_b3(weights[o : o + n]), n) for o, n in zip(offsets, moved, strict=True)]
+    consistent["layers"][i]["annotations"]["org.uniflow.file.digest"] = merkle_identity(leaves)
+    rows = _rows(consistent, "org.uniflow.file.digest")
+    consistent["annotations"]["org.uniflow.content-digest"] = "blake3:" + content_digest(rows)
+    client = _client(oci_registry, "sizes/clf")
+    _put(client, forged, "forged")
+    _put(client, consistent, "consistent")
+    client.close()
+
+    r = cli(work, "oci", "pull", f"{url}:forged", "d", "--plain-http", code=5)
+    _one_error(r, "'w.bin'", "does not match its registered digest")
+    r = cli(work, "oci", "pull", f"{url}:consistent", "d", "--plain-http", "--content-digest", real, code=5)
+    _one_error(r, "not the expected")
+    assert os.listdir(work) == []
+    cli(work, "oci", "pull", f"{url}:v1", "d", "--plain-http", "--content-digest", real)  # the real one
+    assert (work / "d" / "w.bin").read_bytes() == weights
+
+
+def _b3(data: bytes) -> bytes:
+    import blake3
+
+    return blake3.blake3(data).digest()
 
 
 class _Stalling:

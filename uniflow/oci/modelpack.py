@@ -13,12 +13,19 @@ Layer annotations: ``org.cncf.model.filepath`` (the path in the version),
 ``org.cncf.model.file.metadata+json`` (name, mode, uid 0, gid 0, size, the version's
 registration time, typeflag ``'0'``), ``org.cncf.model.file.mediatype.untested`` = ``"true"``
 (weight, config, doc or code is told from the file name), ``org.opencontainers.image.title``
-(the path, for ``oras pull``) and :data:`ANN_FILE_BLAKE3` (the registered BLAKE3 file digest).
+(the path, for ``oras pull``) and :data:`ANN_FILE_BLAKE3` (BLAKE3 of the layer's bytes, what
+``b3sum`` prints). A file of a format-3 version (whose registered digest is the Merkle
+identity of its chunks, ``_storage.merkle``) also carries :data:`ANN_FILE_DIGEST` (that
+identity) and :data:`ANN_FILE_CHUNKS` (its chunk sizes, comma-separated decimal, in file
+order), and the artifact is of layout :data:`FORMAT_MERKLE`: a pull hashes each chunk's
+range of the bytes as they stream (:class:`LayerHashes`) and refuses a layer whose identity
+differs, so the content digest, computed over the identities, is tied to the bytes.
 
 Manifest annotations (:data:`ANN_PREFIX`): the model's name, version, stage when pushed,
 metrics (JSON), framework, serializer, code commit, content digest (the version's identity:
-BLAKE3 over the sorted ``(path, mode, file digest)``), the signer where the version is signed,
-and :data:`ANN_FORMAT` (this layout's version); plus ``org.opencontainers.image.{title,version,
+BLAKE3 over the sorted ``(path, mode, file digest)``, the file digest being the identity where a
+layer has one, its BLAKE3 otherwise), the signer where the version is signed, and
+:data:`ANN_FORMAT` (this layout's version); plus ``org.opencontainers.image.{title,version,
 revision,created}`` for tools that show those.
 
 Everything read from a registry is untrusted: :func:`parse_manifest` and :func:`check_config`
@@ -29,16 +36,20 @@ artifact type, a layer kind uniflow does not write) or is malformed or inconsist
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import blake3
 
 from .._bounded import load_json
 from .._errors import IntegrityError, UniflowError, UsageError
 from .._naming import validate_model_name, validate_relpath, validate_version
-from .._records.manifest import content_digest
+from .._records.manifest import MAX_CHUNK_BYTES, MIN_NONFINAL_CHUNK, content_digest
+from .._storage.merkle import MerkleBuilder
 
 __all__ = [
     "SPEC_VERSION",
@@ -55,9 +66,14 @@ __all__ = [
     "ANN_PREFIX",
     "ANN_FORMAT",
     "ANN_FILE_BLAKE3",
+    "ANN_FILE_DIGEST",
+    "ANN_FILE_CHUNKS",
+    "FORMAT",
+    "FORMAT_MERKLE",
     "MAX_MANIFEST_BYTES",
     "MAX_CONFIG_BYTES",
     "LayerFile",
+    "LayerHashes",
     "VersionInfo",
     "Artifact",
     "layer_media_type",
@@ -104,8 +120,17 @@ ANN_CODE_COMMIT = ANN_PREFIX + "code-commit"
 ANN_CONTENT_DIGEST = ANN_PREFIX + "content-digest"
 ANN_SIGNER = ANN_PREFIX + "signer"
 ANN_FILE_BLAKE3 = ANN_PREFIX + "file.blake3"
-#: the version of the annotation layout above
+ANN_FILE_DIGEST = ANN_PREFIX + "file.digest"
+ANN_FILE_CHUNKS = ANN_PREFIX + "file.chunks"
+#: the version of the annotation layout above: ``1`` for a version of manifest format 1 or 2
+#: (the file digest is the BLAKE3 of the bytes), ``2`` for format 3 (every layer also carries
+#: the file's Merkle identity and chunk sizes)
 FORMAT = "1"
+FORMAT_MERKLE = "2"
+_LAYOUTS = (FORMAT, FORMAT_MERKLE)
+#: the longest decimal chunk size (MAX_CHUNK_BYTES) and its comma
+_CHARS_PER_CHUNK = len(str(MAX_CHUNK_BYTES)) + 1
+_CHUNK_SIZE = re.compile(rf"[1-9][0-9]{{0,{_CHARS_PER_CHUNK - 2}}}")
 
 #: the OCI distribution spec's advice: registries may refuse manifests above 4 MiB
 MAX_MANIFEST_BYTES = 4 << 20
@@ -125,7 +150,9 @@ _CONFIG_SUFFIXES = (".json", ".yaml", ".yml", ".toml", ".txt", ".pbtxt", ".cfg",
 @dataclass(frozen=True)
 class LayerFile:
     """One file of a version, as one layer: ``digest`` is its sha256 (``sha256:...``),
-    ``blake3`` the registered BLAKE3 file digest (hex)."""
+    ``blake3`` the BLAKE3 of its bytes (hex, what ``b3sum`` prints); for a file of a format-3
+    version, ``identity`` is its registered digest (the Merkle identity of its chunks) and
+    ``chunks`` its chunk sizes in order (both None otherwise)."""
 
     path: str
     size: int
@@ -133,6 +160,74 @@ class LayerFile:
     blake3: str
     digest: str
     media_type: str
+    identity: str | None = None
+    chunks: tuple[int, ...] | None = None
+
+    @property
+    def file_digest(self) -> str:
+        """The registered file digest: the identity where there is one, else the BLAKE3."""
+        return self.identity if self.identity is not None else self.blake3
+
+
+class LayerHashes:
+    """The digests of a layer's bytes, fed in order as they stream: its sha256 (the layer
+    digest), its BLAKE3 and, given its chunk sizes, the Merkle identity of the chunks those
+    sizes cut the bytes into (each chunk's range hashed as it completes, the names fed to
+    ``_storage.merkle.MerkleBuilder``). ``threads``: hash the whole-file BLAKE3 on several
+    threads (for large reads)."""
+
+    def __init__(self, chunks: Sequence[int] | None = None, *, threads: bool = False) -> None:
+        self._sha = hashlib.sha256()
+        self._b3 = blake3.blake3(max_threads=blake3.blake3.AUTO if threads else 1)
+        self._sizes: Iterator[int] | None = iter(chunks) if chunks is not None else None
+        self._tree = MerkleBuilder() if chunks is not None else None
+        self._chunk = blake3.blake3()
+        self._want = 0  # size of the chunk being hashed
+        self._left = 0  # its bytes still to come
+        self._over = False  # bytes beyond the last chunk
+        self.size = 0
+
+    def update(self, piece: bytes | memoryview) -> None:
+        """Hash the next ``piece`` of the layer."""
+        self._sha.update(piece)
+        self._b3.update(piece)
+        self.size += len(piece)
+        if self._tree is not None:
+            self._split(memoryview(piece))
+
+    def _split(self, view: memoryview) -> None:
+        assert self._tree is not None and self._sizes is not None
+        while view and not self._over:  # bounded: each pass consumes bytes or ends
+            if self._left == 0:
+                nxt = next(self._sizes, None)
+                if nxt is None or nxt <= 0:
+                    self._over = True
+                    return
+                self._want = self._left = nxt
+            take = min(self._left, len(view))
+            self._chunk.update(view[:take])
+            self._left -= take
+            view = view[take:]
+            if self._left == 0:
+                self._tree.add(self._chunk.digest(), self._want)
+                self._chunk = blake3.blake3()
+
+    def sha256(self) -> str:
+        """``sha256:<hex>`` of the bytes fed."""
+        return "sha256:" + self._sha.hexdigest()
+
+    def b3sum(self) -> str:
+        """BLAKE3 (hex) of the bytes fed."""
+        return self._b3.hexdigest()
+
+    def identity(self) -> str | None:
+        """The Merkle identity of the chunks (None without chunk sizes, or when the bytes fed
+        do not end exactly where the last chunk does)."""
+        if self._tree is None or self._sizes is None or self._over or self._left:
+            return None
+        if next(self._sizes, None) is not None:
+            return None
+        return self._tree.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -211,18 +306,22 @@ def _layer_annotations(layer: LayerFile, mtime: str) -> dict[str, str]:
         "mtime": mtime,
         "typeflag": ord("0"),
     }
-    return {
+    ann = {
         ANN_FILEPATH: layer.path,
         ANN_FILE_METADATA: canonical_json(meta).decode(),
         ANN_UNTESTED: "true",
         OCI_TITLE: layer.path,
         ANN_FILE_BLAKE3: layer.blake3,
     }
+    if layer.identity is not None:
+        ann[ANN_FILE_DIGEST] = layer.identity
+        ann[ANN_FILE_CHUNKS] = ",".join(map(str, layer.chunks or ()))
+    return ann
 
 
-def _manifest_annotations(info: VersionInfo) -> dict[str, str]:
+def _manifest_annotations(info: VersionInfo, layout: str) -> dict[str, str]:
     ann = {
-        ANN_FORMAT: FORMAT,
+        ANN_FORMAT: layout,
         ANN_NAME: info.name,
         ANN_VERSION: info.version,
         ANN_STAGE: info.stage,
@@ -247,7 +346,9 @@ def build_manifest(
     info: VersionInfo, layers: Sequence[LayerFile], config: bytes, config_digest: str
 ) -> bytes:
     """The OCI image manifest of a version: ModelPack's artifact type, its config, one layer
-    per file (in path order), uniflow's annotations."""
+    per file (in path order), uniflow's annotations. A manifest above
+    :data:`MAX_MANIFEST_BYTES` (what registries accept) is a :class:`UsageError`."""
+    layout = FORMAT_MERKLE if any(layer.identity is not None for layer in layers) else FORMAT
     doc = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
@@ -262,9 +363,17 @@ def build_manifest(
             }
             for layer in layers
         ],
-        "annotations": _manifest_annotations(info),
+        "annotations": _manifest_annotations(info, layout),
     }
-    return canonical_json(doc)
+    body = canonical_json(doc)
+    if len(body) > MAX_MANIFEST_BYTES:
+        chunks = sum(len(layer.chunks or ()) for layer in layers)
+        raise UsageError(
+            f"{info.name} {info.version} does not fit one OCI manifest: {len(body)} bytes for "
+            f"{len(layers)} files of {chunks} chunks in all, above the {MAX_MANIFEST_BYTES >> 20} MiB "
+            "registries accept"
+        )
+    return body
 
 
 # ---------------------------------------------------------------------- the gate
@@ -310,12 +419,24 @@ def _kind(doc: dict[str, Any], where: str) -> None:
         )
 
 
-def _info(ann: dict[str, str], where: str) -> VersionInfo:
-    if ann.get(ANN_FORMAT) != FORMAT:
+def _layout(ann: dict[str, str], where: str) -> str:
+    """The artifact's layout (:data:`ANN_FORMAT`): one this uniflow reads, or a UsageError
+    naming a newer uniflow or another tool."""
+    layout = ann.get(ANN_FORMAT, "")
+    if layout in _LAYOUTS:
+        return layout
+    if layout.isdigit() and len(layout) < 6 and int(layout) > int(_LAYOUTS[-1]):
         raise UsageError(
-            f"{where} is a ModelPack artifact that uniflow did not push (no {ANN_FORMAT} = {FORMAT} "
-            "annotation): uniflow pulls the model versions it pushed"
+            f"{where} was pushed by a newer uniflow ({ANN_FORMAT} {layout}; this one reads "
+            f"{' and '.join(_LAYOUTS)}): upgrade uniflow"
         )
+    raise UsageError(
+        f"{where} is a ModelPack artifact that uniflow did not push (no {ANN_FORMAT} = {FORMAT} "
+        "annotation): uniflow pulls the model versions it pushed"
+    )
+
+
+def _info(ann: dict[str, str], where: str) -> VersionInfo:
     try:
         name = validate_model_name(ann.get(ANN_NAME))
         version = validate_version(ann.get(ANN_VERSION))
@@ -344,7 +465,45 @@ def _info(ann: dict[str, str], where: str) -> VersionInfo:
     )
 
 
-def _layer(raw: object, i: int, where: str) -> LayerFile:
+def _chunk_sizes(text: str, path: str, size: int, where: str) -> tuple[int, ...]:
+    """The chunk sizes of :data:`ANN_FILE_CHUNKS`: bounded by the layer's size before the text
+    is split (a file of S bytes has at most ``1 + (S - 1) // MIN_NONFINAL_CHUNK`` chunks, each
+    of at most 8 digits), each 1 to MAX_CHUNK_BYTES, summing to the layer's size."""
+    most = 1 + (size - 1) // MIN_NONFINAL_CHUNK if size else 0
+    if len(text) > most * _CHARS_PER_CHUNK:
+        raise _bad(
+            where,
+            f"layer {path!r}: {ANN_FILE_CHUNKS} is {len(text)} characters, more than {size} bytes "
+            f"of chunks can take ({most * _CHARS_PER_CHUNK})",
+        )
+    parts = text.split(",") if text else []
+    if not all(_CHUNK_SIZE.fullmatch(part) for part in parts):
+        raise _bad(where, f"layer {path!r}: {ANN_FILE_CHUNKS} is not comma-separated chunk sizes")
+    sizes = tuple(map(int, parts))
+    low = -(-size // MAX_CHUNK_BYTES)
+    if not low <= len(sizes) <= most or any(n > MAX_CHUNK_BYTES for n in sizes) or sum(sizes) != size:
+        raise _bad(where, f"layer {path!r}: {ANN_FILE_CHUNKS} do not cut its {size} bytes into chunks")
+    return sizes
+
+
+def _merkle(
+    ann: dict[str, str], path: str, size: int, layout: str, where: str
+) -> tuple[str | None, tuple[int, ...] | None]:
+    """A layer's identity and chunk sizes: both present in layout :data:`FORMAT_MERKLE`,
+    both absent in :data:`FORMAT`."""
+    if layout == FORMAT:
+        if ANN_FILE_DIGEST in ann or ANN_FILE_CHUNKS in ann:
+            raise _bad(where, f"layer {path!r} has {ANN_FILE_DIGEST} in an artifact of {ANN_FORMAT} {FORMAT}")
+        return None, None
+    identity = ann.get(ANN_FILE_DIGEST, "")
+    if not _HEX64.fullmatch(identity):
+        raise _bad(where, f"layer {path!r} has no {ANN_FILE_DIGEST} annotation (64 hex digits)")
+    if ANN_FILE_CHUNKS not in ann:
+        raise _bad(where, f"layer {path!r} has no {ANN_FILE_CHUNKS} annotation")
+    return identity, _chunk_sizes(ann[ANN_FILE_CHUNKS], path, size, where)
+
+
+def _layer(raw: object, i: int, layout: str, where: str) -> LayerFile:
     if not isinstance(raw, dict):
         raise _bad(where, f"layer {i} is not an object")
     media = raw.get("mediaType")
@@ -364,6 +523,7 @@ def _layer(raw: object, i: int, where: str) -> LayerFile:
     b3 = ann.get(ANN_FILE_BLAKE3, "")
     if not _HEX64.match(b3):
         raise _bad(where, f"layer {path!r} has no {ANN_FILE_BLAKE3} annotation (64 hex digits)")
+    identity, chunks = _merkle(ann, path, size, layout, where)
     try:
         meta = json.loads(ann.get(ANN_FILE_METADATA) or "null")
     except ValueError:
@@ -373,7 +533,7 @@ def _layer(raw: object, i: int, where: str) -> LayerFile:
         raise _bad(where, f"layer {path!r}: {ANN_FILE_METADATA} must give its size and mode 420 or 493")
     assert isinstance(mode, int)
     digest = _sha256(raw.get("digest"), where, f"layer {path!r}")
-    return LayerFile(path, size, mode, b3, digest, str(media))
+    return LayerFile(path, size, mode, b3, digest, str(media), identity, chunks)
 
 
 def _check_paths(layers: Sequence[LayerFile], where: str) -> None:
@@ -393,18 +553,21 @@ def _check_paths(layers: Sequence[LayerFile], where: str) -> None:
 def parse_manifest(body: bytes, where: str) -> Artifact:
     """The gate of a pulled manifest's bytes (``where`` names it in errors): a ModelPack model
     artifact uniflow pushed, self-consistent (the content digest annotation matches the
-    files' paths, modes and BLAKE3 digests), or a one-line error."""
+    files' paths, modes and file digests: identities in layout :data:`FORMAT_MERKLE`, BLAKE3
+    digests in :data:`FORMAT`), or a one-line error."""
     doc = load_json(body, f"{where} manifest", limit=MAX_MANIFEST_BYTES)
     if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
         raise _bad(where, "not an OCI image manifest (schemaVersion 2)")
     _kind(doc, where)
-    info = _info(_str_map(doc.get("annotations"), where, "manifest annotations"), where)
+    ann = _str_map(doc.get("annotations"), where, "manifest annotations")
+    layout = _layout(ann, where)
+    info = _info(ann, where)
     raw_layers = doc.get("layers")
     if not isinstance(raw_layers, list) or not raw_layers:
         raise _bad(where, "no layers")
-    layers = tuple(_layer(raw, i, where) for i, raw in enumerate(raw_layers))
+    layers = tuple(_layer(raw, i, layout, where) for i, raw in enumerate(raw_layers))
     _check_paths(layers, where)
-    rows = [{"path": f.path, "mode": f.mode, "digest": f.blake3} for f in layers]
+    rows = [{"path": f.path, "mode": f.mode, "digest": f.file_digest} for f in layers]
     if content_digest(rows) != info.content_digest:
         raise _bad(where, "the content digest annotation does not match the files' digests")
     config = doc["config"]

@@ -3,12 +3,14 @@ verified, into a new directory.
 
 Verification, in order: the manifest passes the gate (``modelpack.parse_manifest``: a
 ModelPack model artifact uniflow pushed, whose content digest annotation matches its files'
-paths, modes and BLAKE3 annotations) and, when the reference is a digest, hashes to it; the
-config blob hashes to its descriptor and agrees with the manifest; each layer is streamed into
-its file while its sha256 (the registry's digest) and BLAKE3 (the registered file digest) are
-computed, and a layer that is longer than its descriptor says is cut off at once. Only when
-every file matches both digests is the pull complete; then the version's content digest,
-computed from the files as written, is the one the artifact announces (and the one the caller
+paths, modes and file digest annotations) and, when the reference is a digest, hashes to it;
+the config blob hashes to its descriptor and agrees with the manifest; each layer is streamed
+into its file while its sha256 (the registry's digest), its BLAKE3 and, for a file of a
+format-3 version, the Merkle identity of its chunk ranges (the registered file digest; each
+range hashed as it arrives, ``modelpack.LayerHashes``) are computed, and a layer that is
+longer than its descriptor says is cut off at once. Only when every file matches all its
+digests is the pull complete; then the version's content digest, computed from the files'
+registered digests so checked, is the one the artifact announces (and the one the caller
 expects, when given).
 
 Files are written below ``dest``, a directory this call creates (it must not exist), each
@@ -27,14 +29,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import blake3
-
 from .._errors import IntegrityError, InvalidPathError, RepositoryError, UsageError
 from .._records.manifest import content_digest as compute_content_digest
 from .._storage.fsio import fsync_dir, os_reason
 from .._storage.safefs import DirTree, open_root
 from .client import OciClient
-from .modelpack import MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, Artifact, LayerFile, check_config, parse_manifest
+from .modelpack import (
+    MAX_CONFIG_BYTES,
+    MAX_MANIFEST_BYTES,
+    Artifact,
+    LayerFile,
+    LayerHashes,
+    check_config,
+    parse_manifest,
+)
 from .ref import OciRef
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,13 +55,16 @@ _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 @dataclass(frozen=True)
 class PulledFile:
-    """A file written by a pull: ``digest`` is its BLAKE3 (as registered), ``sha256`` its layer's."""
+    """A file written by a pull: ``digest`` is its registered file digest (its BLAKE3 in
+    manifest formats 1 and 2, the Merkle identity of its chunks in format 3), ``sha256`` its
+    layer's digest, ``b3sum`` the BLAKE3 of its bytes."""
 
     path: str
     size: int
     mode: int
     digest: str
     sha256: str
+    b3sum: str
 
 
 @dataclass(frozen=True)
@@ -99,24 +110,27 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _fetch_layer(client: OciClient, layer: LayerFile, fd: int, where: str) -> None:
-    """Stream ``layer`` into ``fd``, checking its length, sha256 and BLAKE3."""
-    sha = hashlib.sha256()
-    b3 = blake3.blake3()
-    seen = 0
+    """Stream ``layer`` into ``fd``, checking its length, sha256, BLAKE3 and (format 3) the
+    Merkle identity of its chunk ranges."""
+    hashes = LayerHashes(layer.chunks)
     with client.open_blob(layer.digest) as resp:
         for piece in client.chunks(resp, f"read {layer.path!r} from"):
-            seen += len(piece)
-            if seen > layer.size:
+            if hashes.size + len(piece) > layer.size:
                 raise IntegrityError(f"{where}: the registry sent more than the layer's {layer.size} bytes")
-            sha.update(piece)
-            b3.update(piece)
+            hashes.update(piece)
             _write_all(fd, piece)
-    if seen != layer.size or "sha256:" + sha.hexdigest() != layer.digest:
+    if hashes.size != layer.size or hashes.sha256() != layer.digest:
         raise IntegrityError(
             f"{where}: the bytes the registry sent do not match the layer digest {layer.digest}"
         )
-    if b3.hexdigest() != layer.blake3:
-        raise IntegrityError(f"{where}: the file does not match its registered BLAKE3 digest {layer.blake3}")
+    if hashes.b3sum() != layer.blake3:
+        told = "registered BLAKE3 digest" if layer.identity is None else "BLAKE3 digest annotation"
+        raise IntegrityError(f"{where}: the file does not match its {told} {layer.blake3}")
+    if layer.identity is not None and hashes.identity() != layer.identity:
+        raise IntegrityError(
+            f"{where}: the file does not match its registered digest {layer.identity} "
+            "(the Merkle identity of its chunks as annotated)"
+        )
     os.fsync(fd)
 
 
@@ -184,7 +198,7 @@ def pull_artifact(
     finally:
         client.close()
     fsync_dir(dest.parent)
-    files = tuple(PulledFile(f.path, f.size, f.mode, f.blake3, f.digest) for f in art.layers)
+    files = tuple(PulledFile(f.path, f.size, f.mode, f.file_digest, f.digest, f.blake3) for f in art.layers)
     rows = [{"path": f.path, "mode": f.mode, "digest": f.digest} for f in files]
     if compute_content_digest(rows) != art.info.content_digest:  # the gate checked it: defence in depth
         shutil.rmtree(dest, ignore_errors=True)

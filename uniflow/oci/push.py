@@ -2,14 +2,18 @@
 model artifact (``modelpack``), one layer per file.
 
 The files come from the store verified (``ObjectStore.materialize``: every chunk checked, or a
-cached copy hashed whole), and are read once more here to compute each file's sha256 (its
-layer digest) together with its BLAKE3, which must again be the registered file digest: so
-the digest the registry checks the upload against names exactly the registered bytes. A blob
-the repository already holds (a HEAD request) is not uploaded again: a file shared by two
-versions, or pushed twice, crosses the network once. The sha256 is kept in the derived cache
-(kind ``sha``, keyed by the BLAKE3 file digest, MAC-ed like every entry), so a file whose
-blob the registry already holds is not read at all on a later push. The manifest goes last, so a tag never
-names an artifact whose blobs are not all there.
+cached copy checked by its stamp or against its chunks), and are read once more here to
+compute each file's sha256 (its layer digest) and BLAKE3 (``b3sum``) in one pass
+(``modelpack.LayerHashes``), which must again give the registered file digest: the BLAKE3
+itself in manifest formats 1 and 2, the Merkle identity of the file's chunk ranges in format 3.
+So the digest the registry checks the upload against names exactly the registered bytes.
+A blob the repository already holds (a HEAD request) is not uploaded again: a file shared by
+two versions, or pushed twice, crosses the network once. The sha256 and BLAKE3 are kept in the
+derived cache (kind ``sha``, keyed by the registered file digest, MAC-ed like every entry),
+so a file whose blob the registry already holds is not read at all on a later push. The
+manifest's size is checked before any upload (a version whose chunk lists do not fit the
+4 MiB registries accept is refused), and the manifest goes last, so a tag never names an
+artifact whose blobs are not all there.
 """
 
 from __future__ import annotations
@@ -18,17 +22,16 @@ import hashlib
 import io
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import blake3
-
 from .._errors import IntegrityError, RepositoryError, UsageError
-from .._records.manifest import Manifest, file_records
+from .._records.manifest import MERKLE_FORMAT, Manifest, file_records
+from .._storage.chunking import FileRecord
 from .._storage.fsio import os_reason
 from .client import OciClient
-from .modelpack import LayerFile, VersionInfo, build_config, build_manifest, layer_media_type
+from .modelpack import LayerFile, LayerHashes, VersionInfo, build_config, build_manifest, layer_media_type
 from .ref import OciRef
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,8 +41,10 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["OciPushReport", "push_version"]
 
 _WINDOW = 8 << 20
-#: derived-cache kind of a file's sha256, keyed by its BLAKE3 file digest
+#: derived-cache kind of a file's sha256 and BLAKE3 (32 bytes each), keyed by its file digest
 SHA_KIND = "sha"
+#: a placeholder of a sha256 or BLAKE3 digest not computed yet (same length as a real one)
+_UNKNOWN = "0" * 64
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 
 
@@ -74,22 +79,21 @@ def _target(ref: OciRef, version: str) -> OciRef:
     return ref.with_tag(version)
 
 
-def _hash_file(path: Path, want_b3: str, size: int, where: str) -> str:
-    """sha256 of the file at ``path`` (``sha256:...``), after checking its BLAKE3 is ``want_b3``."""
-    sha = hashlib.sha256()
-    b3 = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    seen = 0
+def _hash_file(path: Path, rec: FileRecord, merkle: bool, where: str) -> tuple[str, str]:
+    """The sha256 (``sha256:...``) and BLAKE3 of the file at ``path``, after checking it holds
+    ``rec``'s bytes: its BLAKE3 is ``rec.digest``, or (``merkle``, manifest format 3) the
+    Merkle identity of its ranges cut at ``rec``'s chunk sizes is."""
+    hashes = LayerHashes([c.size for c in rec.chunks] if merkle else None, threads=True)
     try:
         with open(path, "rb", buffering=0) as f:
             while piece := f.read(_WINDOW):
-                sha.update(piece)
-                b3.update(piece)
-                seen += len(piece)
+                hashes.update(piece)
     except OSError as exc:
         raise RepositoryError(f"cannot read {where}: {os_reason(exc)}") from exc
-    if seen != size or b3.hexdigest() != want_b3:
+    got = hashes.identity() if merkle else hashes.b3sum()
+    if hashes.size != rec.size or got != rec.digest:
         raise IntegrityError(f"{where}: the store's copy does not match its registered digest")
-    return "sha256:" + sha.hexdigest()
+    return hashes.sha256(), hashes.b3sum()
 
 
 @dataclass
@@ -118,12 +122,18 @@ class _Sender:
         self.sent += size
 
 
-def _known_sha256(repo: Repository, blake3_digest: str) -> str | None:
-    """The sha256 an earlier push computed for the file of BLAKE3 digest ``blake3_digest``,
-    from the derived cache (MAC-ed under the user's key, so a clone cannot plant one)."""
+def _known_hashes(repo: Repository, file_digest: str, merkle: bool) -> tuple[str, str] | None:
+    """The sha256 and BLAKE3 an earlier push computed for the file of digest ``file_digest``,
+    from the derived cache (MAC-ed under the user's key, so a clone cannot plant one). An
+    entry of 32 bytes (a sha256 alone, as pushes before manifest format 3 wrote it) serves a
+    file of format 1 or 2, whose digest is its BLAKE3."""
     derived = repo.index.derived
-    raw = derived.get(SHA_KIND, blake3_digest) if derived is not None else None
-    return "sha256:" + raw.hex() if raw is not None and len(raw) == 32 else None
+    raw = derived.get(SHA_KIND, file_digest) if derived is not None else None
+    if raw is not None and len(raw) == 64:
+        return "sha256:" + raw[:32].hex(), raw[32:].hex()
+    if raw is not None and len(raw) == 32 and not merkle:
+        return "sha256:" + raw.hex(), file_digest
+    return None
 
 
 def _open_file(path: Path, where: str) -> Callable[[], IO[bytes]]:
@@ -136,26 +146,51 @@ def _open_file(path: Path, where: str) -> Callable[[], IO[bytes]]:
     return opener
 
 
+def _planned(m: Manifest) -> list[tuple[LayerFile, FileRecord]]:
+    """Each file of ``m`` as its layer will be, in path order, its sha256 and BLAKE3 not known
+    yet (placeholders of their length); with its store record."""
+    merkle = m.format >= MERKLE_FORMAT
+    out = []
+    for rel, rec, mode in sorted(file_records(m), key=lambda r: r[0]):
+        sizes = tuple(c.size for c in rec.chunks) if merkle else None
+        identity = rec.digest if merkle else None
+        layer = LayerFile(
+            rel, rec.size, mode, _UNKNOWN, "sha256:" + _UNKNOWN, layer_media_type(rel), identity, sizes
+        )
+        out.append((layer, rec))
+    return out
+
+
+def _check_fits(info: VersionInfo, m: Manifest) -> None:
+    """Refuse, before any upload, a version whose manifest would exceed what registries accept:
+    the manifest with placeholder digests has the real one's length."""
+    layers = [layer for layer, _ in _planned(m)]
+    config = build_config(info, layers)
+    build_manifest(info, layers, config, "sha256:" + _UNKNOWN)
+
+
 def _send_files(
     repo: Repository, name: str, version: str, m: Manifest, sender: _Sender, progress: ProgressFn | None
 ) -> list[LayerFile]:
     """Each file of the version as a layer: read verified from the store, hashed, sent
     unless the registry holds it already."""
     context = f"model {name!r} version {version!r}"
-    records = sorted(file_records(m), key=lambda r: r[0])
-    total = sum(rec.size for _, rec, _ in records)
+    merkle = m.format >= MERKLE_FORMAT
+    planned = _planned(m)
+    total = sum(rec.size for _, rec in planned)
     done = 0
     layers = []
-    for rel, rec, mode in records:
-        where = f"{context} file {rel!r}"
-        known = _known_sha256(repo, rec.digest)
-        if known is None or not sender.has(known):
+    for layer, rec in planned:
+        where = f"{context} file {layer.path!r}"
+        known = _known_hashes(repo, rec.digest, merkle)
+        if known is None or not sender.has(known[0]):
             src = repo.store.materialize(rec, where)
-            known = _hash_file(src, rec.digest, rec.size, where)
+            known = _hash_file(src, rec, merkle, where)
             if repo.index.derived is not None:
-                repo.index.derived.put(SHA_KIND, rec.digest, bytes.fromhex(known.removeprefix("sha256:")))
-            sender.send(known, rec.size, _open_file(src, where))
-        layers.append(LayerFile(rel, rec.size, mode, rec.digest, known, layer_media_type(rel)))
+                payload = bytes.fromhex(known[0].removeprefix("sha256:") + known[1])
+                repo.index.derived.put(SHA_KIND, rec.digest, payload)
+            sender.send(known[0], rec.size, _open_file(src, where))
+        layers.append(replace(layer, digest=known[0], blake3=known[1]))
         done += rec.size
         if progress is not None:
             progress(done, total)
@@ -198,6 +233,7 @@ def push_version(
     m = repo.manifest(name, version)
     stage = state.stage(version)
     info = _info(m, stage, signer)
+    _check_fits(info, m)
     sender = _Sender(OciClient(ref, plain_http=plain_http))
     try:
         layers = _send_files(repo, name, version, m, sender, progress)
