@@ -203,7 +203,9 @@ def json_cost(data: bytes, separators: bytes = b",:") -> int:
     every ``[``/``{`` may open a container and every byte of ``separators`` separate an
     element (for TOML: ``b",=\\n"``)."""
     containers = data.count(b"[") + data.count(b"{")
-    elements = containers + sum(data.count(bytes([c])) for c in separators)
+    elements = containers
+    for i in range(len(separators)):
+        elements += data.count(separators[i : i + 1])
     return containers * CONTAINER_COST + elements * ELEMENT_COST + len(data)
 
 
@@ -219,6 +221,11 @@ def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
+#: the decoder :func:`load_json` uses (what ``json.loads(..., parse_constant=...)`` builds
+#: for each call), built once
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def load_json(data: bytes, what: str, *, limit: int, ratio: int = RATIO) -> Any:
     """Decode JSON ``data`` of at most ``limit`` bytes whose :func:`json_cost` is within
     ``ratio`` times its length plus :data:`SLACK`; NaN and infinities are refused."""
@@ -226,8 +233,8 @@ def load_json(data: bytes, what: str, *, limit: int, ratio: int = RATIO) -> Any:
         _refuse(what, "is not a byte string")
     if len(data) > limit:
         _refuse(what, f"is {len(data)} bytes, more than {limit}")
-    check_cost(bytes(data), what, ratio=ratio)
-    try:
-        return json.loads(data, parse_constant=_no_constant)
+    check_cost(data if type(data) is bytes else bytes(data), what, ratio=ratio)
+    try:  # as json.loads decodes bytes: the encoding detected, surrogates passed to the decoder
+        return _DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
     except (ValueError, RecursionError, TypeError) as exc:
         raise IntegrityError(f"{what} is not valid JSON") from exc

@@ -28,6 +28,7 @@ import binascii
 import functools
 import hashlib
 import re
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -304,6 +305,67 @@ def _dearmor(text: str | bytes) -> bytes:
 
 def parse_signature(text: str | bytes) -> Signature:
     """Parse an armored SSH signature; any malformed or oversize input is a :class:`SignatureError`."""
+    return _parse_plain(text) or _parse_signature(text)
+
+
+_BEGIN_LINE = ARMOR_BEGIN.encode() + b"\n"
+_END_LINE = b"\n" + ARMOR_END.encode()
+_U32 = struct.Struct(">I").unpack_from
+
+
+def _parse_plain(text: str | bytes) -> Signature | None:
+    """:func:`_parse_signature` of a signature armored as ``ssh-keygen`` writes it (plain
+    lines of base64), with the same checks; None when it is any other (or is not well
+    formed): the full parser then reads it and names what is wrong."""
+    if len(text) > MAX_ARMOR:
+        return None
+    try:
+        armored = (text.encode("ascii") if isinstance(text, str) else bytes(text)).strip()
+    except UnicodeEncodeError:
+        return None
+    start, end = len(_BEGIN_LINE), len(armored) - len(_END_LINE)
+    if start > end or not armored.startswith(_BEGIN_LINE) or not armored.endswith(_END_LINE):
+        return None
+    try:  # the lines joined: anything but base64 between them is refused as the lines would be
+        return _signature_of(_b64decode(armored[start:end].replace(b"\n", b""), "signature"))
+    except (SignatureError, UnicodeDecodeError):
+        return None
+
+
+def _signature_of(blob: bytes) -> Signature | None:
+    """The fields of an SSHSIG ``blob`` read at fixed offsets, each checked as
+    :func:`_parse_signature` checks it; None at the first that is not as it should be."""
+    n = len(blob)
+    if n < 10 or blob[:6] != _MAGIC or _U32(blob, 6)[0] != _VERSION:
+        return None
+    fields = []
+    pos = 10
+    for _ in range(5):  # the key, namespace, reserved, hash algorithm and inner signature
+        if n - pos < 4 or (end := pos + 4 + _U32(blob, pos)[0]) > n:
+            return None
+        fields.append(blob[pos + 4 : end])
+        pos = end
+    key, namespace, reserved, hash_algorithm, inner = fields
+    if pos != n or not 0 < len(namespace) <= MAX_NAMESPACE or len(hash_algorithm) > MAX_NAMESPACE:
+        return None
+    m = len(inner)
+    if m < 4 or (cut := 4 + _U32(inner, 0)[0]) > m - 4 or cut - 4 > MAX_NAMESPACE:
+        return None
+    if cut + 4 + _U32(inner, cut)[0] != m or hash_algorithm.decode("ascii") not in _HASHES:
+        return None
+    return Signature(
+        _key_from_blob(key),
+        namespace.decode("ascii"),
+        reserved,
+        hash_algorithm.decode("ascii"),
+        inner[4:cut].decode("ascii"),
+        inner[cut + 4 :],
+        blob,
+    )
+
+
+def _parse_signature(text: str | bytes) -> Signature:
+    """:func:`parse_signature`, each field read and checked in turn."""
     blob = _dearmor(text)
     r = _Reader(blob, "signature")
     if r.take(len(_MAGIC)) != _MAGIC:

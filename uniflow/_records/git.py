@@ -344,30 +344,50 @@ def inflate_loose(path: str, cap: int) -> bytes | None:
     """The body of the loose object at ``path``, inflated incrementally and never past
     ``cap`` bytes plus its header whatever the header says; None if there is no such file.
     A body longer or shorter than its header states is an :class:`IntegrityError`."""
+    found = _inflate_object(path, cap)
+    return found[0][found[1] :] if found is not None else None
+
+
+def _inflate_object(path: str, cap: int) -> tuple[bytes, int] | None:
+    """The whole loose object at ``path`` inflated (header, NUL, body: the bytes its id is
+    the hash of) and where its body starts, checked and bounded as :func:`inflate_loose`
+    says; None if there is no such file. A small object takes one read and one inflate."""
     try:  # a bare descriptor: no buffer object, no fstat or isatty per object
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
     except FileNotFoundError:
         return None
     limit = cap + 64  # the header and the body
     d = zlib.decompressobj()
-    out = bytearray()
     try:
-        while not d.eof and len(out) <= limit:  # each turn inflates at most what ``limit`` leaves
-            data = d.unconsumed_tail or os.read(fd, 1 << 16)
-            if not data:
-                break
-            out += d.decompress(data, limit + 1 - len(out))
+        out = d.decompress(os.read(fd, 1 << 16), limit + 1)
+        if not d.eof and len(out) <= limit:
+            out = _inflate_rest(fd, d, out, limit)
     except zlib.error as exc:
         raise IntegrityError(f"loose object {path[-41:]} is damaged ({exc}); run 'git fsck'") from exc
     finally:
         os.close(fd)
-    header, nul, body = bytes(out).partition(b"\0")
-    stated = header.partition(b" ")[2]
-    if not nul or not stated.isdigit() or int(stated) != len(body) or not d.eof:
+    nul = out.find(b"\0")
+    stated = out[:nul].partition(b" ")[2]
+    if nul < 0 or not stated.isdigit() or int(stated) != len(out) - nul - 1 or not d.eof:
         raise IntegrityError(
             f"loose object {path[-41:]} is damaged (not the size its header states); run 'git fsck'"
         )
-    return body
+    return out, nul + 1
+
+
+def _inflate_rest(fd: int, d: Any, head: bytes, limit: int) -> bytes:
+    """The rest of the zlib stream ``d`` (which inflated ``head`` so far) read from ``fd``,
+    never more than ``limit`` + 1 bytes in all."""
+    out = bytearray(head)
+    while not d.eof and len(out) <= limit:  # each turn inflates at most what ``limit`` leaves
+        data = d.unconsumed_tail or os.read(fd, 1 << 16)
+        if not data:
+            break
+        out += d.decompress(data, limit + 1 - len(out))
+    return bytes(out)
+
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 #: an object id as the bulk readers accept it (40 or 64 lowercase hex digits)
@@ -816,11 +836,16 @@ class GitRepo:
         objects = getattr(self._repo.object_store, "path", None)
         if objects is None or not _OBJECT_ID.fullmatch(hexsha):
             return None
-        body = inflate_loose(os.path.join(objects, hexsha[:2], hexsha[2:]), max_bytes)
-        if body is not None:
-            digest = hashlib.sha256 if len(hexsha) == 64 else hashlib.sha1
-            if digest(f"{kind} {len(body)}\0".encode() + body).hexdigest() != hexsha:
-                raise IntegrityError(f"git object {hexsha[:12]} is not a {kind} that hashes to its name")
+        found = _inflate_object(f"{objects}{os.sep}{hexsha[:2]}{os.sep}{hexsha[2:]}", max_bytes)
+        if found is None:
+            return None
+        whole, start = found
+        body = whole[start:]
+        header = b"%s %d\0" % (kind.encode("ascii"), len(body))
+        digest = hashlib.sha256 if len(hexsha) == 64 else hashlib.sha1
+        # the stored bytes are hashed as they are when their header is the one expected
+        if digest(whole if whole.startswith(header) else header + body).hexdigest() != hexsha:
+            raise IntegrityError(f"git object {hexsha[:12]} is not a {kind} that hashes to its name")
         return body
 
     def _cat_file_many(self, ids: Sequence[str], kind: str, max_bytes: int) -> list[bytes] | None:

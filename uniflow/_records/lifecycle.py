@@ -23,6 +23,7 @@ tag (a tag deleted by hand): local reads ignore such versions
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -88,6 +89,13 @@ def _load_json(data: object, limit: int, what: str) -> Any:
 
 
 def _valid_version(value: object) -> bool:
+    # parse_version refuses a version over 128 characters: only short ones are kept
+    return isinstance(value, str) and len(value) <= 128 and _valid_version_text(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _valid_version_text(value: str) -> bool:
+    """Whether ``value`` parses as a version (a lifecycle names a few versions many times)."""
     try:
         parse_version(value)
     except UsageError:
