@@ -508,3 +508,94 @@ def test_a_local_pack_corrupted_after_it_was_written_is_never_published(tmp_path
         ra.push()
     assert not list((blobs / "packs").iterdir()) and not list((blobs / "tmp").iterdir())
     assert "models/m" not in git(bare, "for-each-ref")
+
+
+# ---------------------------------------------------------------------- get by URL: ranges, reuse
+def _count_ranges(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the length of every range read from a directory remote's packs (the real read)."""
+    from uniflow.sharing.blobstore import LocalRemote
+
+    lengths: list[int] = []
+    real = LocalRemote.read_range
+
+    def counting(self: LocalRemote, rel: str, start: int, end: int) -> bytes:
+        data = real(self, rel, start, end)
+        if rel.endswith(".pack"):
+            lengths.append(len(data))
+        return data
+
+    monkeypatch.setattr(LocalRemote, "read_range", counting)
+    return lengths
+
+
+def _two_versions(tmp_path: Path) -> tuple[Path, bytes, bytes]:
+    """A bare repository whose packed blob remote holds m v1 (a 24 MiB file) and v2 (the same
+    file with 512 KiB in its middle changed): returns (bare, v1's bytes, v2's bytes)."""
+    bare, a = shared_setup(tmp_path, blob_url=str(tmp_path / "srv" / "blobs"))
+    ra = open_registry(a)
+    one = os.urandom(24 << 20)
+    two = one[: 12 << 20] + os.urandom(512 << 10) + one[(12 << 20) + (512 << 10) :]
+    for version, data in (("v1.0.0", one), ("v2.0.0", two)):
+        src = tmp_path / f"src-{version}"
+        src.mkdir()
+        (src / "model.bin").write_bytes(data)
+        ra.register(str(src), "m", version=version)
+    ra.push()
+    return bare, one, two
+
+
+def test_get_by_url_reads_coalesced_ranges_and_a_second_version_only_its_new_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A get of a large file from a packed remote reads a few long ranges (not one per
+    chunk), stores no chunk files, and a get of v2 sharing most chunks with v1 reads only
+    the chunks v1's kept copy lacks."""
+    from uniflow import ModelRegistry
+
+    monkeypatch.setenv("UNIFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    bare, one, two = _two_versions(tmp_path)
+    lengths = _count_ranges(monkeypatch)
+    reg = ModelRegistry(f"file://{bare}")
+    reg.export("m", tmp_path / "one", version="v1.0.0")
+    assert (tmp_path / "one" / "model.bin").read_bytes() == one
+    assert sum(lengths) == 24 << 20 and len(lengths) <= 3  # 16 MiB ranges, not ~24 chunks
+    objects = tmp_path / "cache" / "store" / ".uniflow" / "objects"
+    assert not [p for p in objects.rglob("*") if p.is_file()]  # no chunk files: written once
+    lengths.clear()
+    reg.export("m", tmp_path / "two", version="v2.0.0")
+    assert (tmp_path / "two" / "model.bin").read_bytes() == two
+    assert 0 < sum(lengths) <= 6 << 20 and len(lengths) <= 2  # the changed chunks only
+    reg.close()
+
+
+def test_get_by_url_refuses_a_corrupted_chunk_inside_a_coalesced_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One byte flipped in a chunk in the middle of a range: the get fails with one line
+    naming the corruption, and neither the output nor a kept copy is left behind."""
+    from tests.helpers import cli
+
+    monkeypatch.setenv("UNIFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    bare, one, _ = _two_versions(tmp_path)
+    packs = sorted((tmp_path / "srv" / "blobs" / "packs").glob("*.pack"))
+    digest = None
+    for idx in (tmp_path / "srv" / "blobs" / "packs").glob("*.idx"):
+        pack = idx.with_suffix(".pack")
+        entries = sorted(
+            PackIndex.parse(idx.read_bytes(), pack.stat().st_size, idx.stem).entries(), key=lambda e: e.offset
+        )
+        if len(entries) >= 5:
+            entry = entries[len(entries) // 2]
+            raw = bytearray(pack.read_bytes())
+            raw[entry.offset + entry.length // 2] ^= 0xFF
+            pack.chmod(0o644)
+            pack.write_bytes(bytes(raw))
+            digest = entry.name
+            break
+    assert packs and digest is not None
+    r = cli(tmp_path, "get", f"file://{bare}", "m", "v1.0.0", "-o", "out", code=5)
+    assert "corrupted" in r.stderr and r.stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no staging left
+    files = tmp_path / "cache" / "store" / ".uniflow" / "cache"
+    assert not list(files.glob("??/*"))  # no kept copy (cache/ab/<file digest>) of a half-written file

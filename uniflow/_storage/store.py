@@ -706,6 +706,10 @@ class ObjectStore:
         self.stamps.forget(rec.digest)
         return None
 
+    def has_cached_copy(self, rec: FileRecord) -> bool:
+        """True if a cached copy of ``rec`` is there (unverified: :meth:`open_cached` checks it)."""
+        return os.path.lexists(self.cache / rec.digest[:2] / rec.digest)
+
     def keep_copy(self, rec: FileRecord, fd: int) -> None:
         """Keep the file open as ``fd``, which the caller has just written from ``rec``'s
         verified chunks, as the cached copy of ``rec`` (unless there is one): a reflink of it

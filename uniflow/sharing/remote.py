@@ -28,7 +28,7 @@ import os
 import shutil
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,7 +51,7 @@ from .._records.objcache import cache_home, load_key
 from .._repo import Repository
 from .._storage.chunking import ChunkRef, FileRecord, chunk_digest
 from .._storage.fsio import WRITEBACK_STEP, copy_file, fsync_dir, os_reason, start_writeback
-from .._storage.ingest import fd_stamp
+from .._storage.ingest import fd_stamp, read_full
 from .._storage.parallel import ThreadBuffers, bounded_map
 from .._storage.safefs import DirTree, NotRegularFile, open_regular, open_root
 from .._storage.store import ObjectStore, read_verified
@@ -69,7 +69,7 @@ from .blobs import (
 from .blobstore import is_local, open_remote
 from .giturl import GitUrl, parse_git_url
 from .mirror import CONFIG_PATH, Mirror, MirrorState
-from .remotepacks import RemotePacks, open_packs
+from .remotepacks import RemotePacks, Span, open_packs
 
 if TYPE_CHECKING:  # pragma: no cover
     from .blobstore import BlobRemote
@@ -341,7 +341,7 @@ def stream_version(
         raise InvalidPathError(f"cannot create {dest}: {os_reason(exc)}") from exc
 
     try:
-        _write_files(repo.store, records, dest, context, progress)
+        _write_files(repo.store, records, dest, context, progress, lambda: _other_files(repo, name, version))
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)  # created above: nothing partial stays
         raise
@@ -381,17 +381,33 @@ class _ChunkTask:
     where: str
 
 
+@dataclass(frozen=True)
+class _SpanTask:
+    """Chunks of one file read out of a remote pack by one range read (``span``), each
+    written at its offsets in the file once every chunk of the range is verified."""
+
+    packs: RemotePacks
+    span: Span
+    parts: list[_ChunkTask]
+
+
+#: how many other versions of the model a get looks through for kept copies of their files
+MAX_KEPT_VERSIONS = 64
+
+
 def _write_files(
     store: ObjectStore,
     records: list[tuple[str, FileRecord, int]],
     dest: Path,
     context: str,
     progress: ProgressFn | None,
+    others: Callable[[], list[FileRecord]] = list,
 ) -> None:
     """Write ``records`` below ``dest`` with a bounded number of descriptors: at most
     :data:`MAX_OPEN_FILES` files and :data:`MAX_OPEN_DIRS` directories open at once, each file
-    hashed whole, fsynced and closed as soon as its last chunk is written."""
-    writer = _VersionWriter(store, dest, context, progress)
+    hashed whole, fsynced and closed as soon as its last chunk is written. ``others()``: the
+    large files of other versions, whose kept copies may hold chunks (:class:`_KeptChunks`)."""
+    writer = _VersionWriter(store, dest, context, progress, _KeptChunks(store, others))
     try:
         writer.run(records)
     except OSError as exc:
@@ -405,8 +421,11 @@ class _VersionWriter:
     directory tree. Chunks are written by :func:`bounded_map`'s workers; files are opened,
     checked and closed on the calling thread."""
 
-    def __init__(self, store: ObjectStore, dest: Path, context: str, progress: ProgressFn | None) -> None:
+    def __init__(
+        self, store: ObjectStore, dest: Path, context: str, progress: ProgressFn | None, kept: _KeptChunks
+    ) -> None:
         self.store = store
+        self.kept = kept
         self.dest = dest
         self.context = context
         self.progress = progress
@@ -432,16 +451,17 @@ class _VersionWriter:
         window = min(2 * jobs, MAX_OPEN_FILES - 1)
         tasks = self._tasks(records)
         with contextlib.closing(
-            bounded_map(self._one, tasks, workers=jobs, window=window, name="uniflow-get")
+            bounded_map(self._run, tasks, workers=jobs, window=window, name="uniflow-get")
         ) as done:
-            for task, missing in done:
-                self._settled(task, missing)
+            for settled in done:
+                for task, missing in settled:
+                    self._settled(task, missing)
         if self.absent:
             self._raise_absent()
         for dfd in self.tree.fds():
             os.fsync(dfd)
 
-    def _tasks(self, records: list[tuple[str, FileRecord, int]]) -> Iterator[_ChunkTask]:
+    def _tasks(self, records: list[tuple[str, FileRecord, int]]) -> Iterator[_ChunkTask | _SpanTask]:
         """Every chunk of ``records`` to write, opening each file just before its first
         (called lazily by :func:`bounded_map` on this thread); a file with no chunk is
         finished at once."""
@@ -451,10 +471,43 @@ class _VersionWriter:
                 self._finish(f)
             if rec.size >= WHOLE_COPY_MIN and self._copy_cached(f):
                 continue
-            offset = 0
+            parts, offset = [], 0
             for c in rec.chunks:
-                yield _ChunkTask(f, offset, c, f"{self.context} file {rel!r}")
+                parts.append(_ChunkTask(f, offset, c, f"{self.context} file {rel!r}"))
                 offset += c.size
+            yield from self._ranged(parts) if rec.size >= WHOLE_COPY_MIN else parts
+
+    def _ranged(self, parts: list[_ChunkTask]) -> list[_ChunkTask | _SpanTask]:
+        """The chunks ``parts`` of one large file as tasks in file order: those neither in the
+        chunk cache nor in a kept copy and found in the first blob remote's packs grouped
+        into coalesced range reads (:meth:`RemotePacks.plan`), written straight into the file
+        (the file, kept whole once written, is the cache's copy of them); the others one by
+        one (:meth:`_one`)."""
+        digests = [p.chunk.digest for p in parts]
+        absent = set(self.store.missing(digests)) - self.kept.names()
+        wanted: dict[str, list[_ChunkTask]] = {}
+        for p in parts:
+            if p.chunk.digest in absent:
+                wanted.setdefault(p.chunk.digest, []).append(p)
+        packs = self._first_packs() if wanted and self.fetcher is not None else None
+        if packs is None:
+            return list(parts)
+        sized = [d for d, ps in wanted.items() if (packs.locate(d) or ("", 0, -1))[2] == ps[0].chunk.size]
+        spans, _ = packs.plan(sized)
+        tasks: list[tuple[int, _ChunkTask | _SpanTask]] = []
+        spanned: set[str] = set()
+        for span in spans:
+            covered = sorted((p for d, _, _ in span.chunks for p in wanted[d]), key=lambda p: p.offset)
+            spanned.update(d for d, _, _ in span.chunks)
+            tasks.append((covered[0].offset, _SpanTask(packs, span, covered)))
+        tasks.extend((p.offset, p) for p in parts if p.chunk.digest not in spanned)
+        return [t for _, t in sorted(tasks, key=lambda t: t[0])]
+
+    def _first_packs(self) -> RemotePacks | None:
+        """The packs of the first blob remote (read once), None if it holds none."""
+        assert self.fetcher is not None
+        remotes = self.fetcher.remotes()
+        return self.fetcher.packs_of(self.store, remotes[0]) if remotes else None
 
     def _open(self, rel: str, rec: FileRecord, mode: int) -> _OpenFile:
         """Create the file ``rel`` (``O_EXCL|O_NOFOLLOW``, read back for its digest)."""
@@ -500,11 +553,27 @@ class _VersionWriter:
             self.progress(self.done, self.total)
         return True
 
+    def _run(self, task: _ChunkTask | _SpanTask) -> list[tuple[_ChunkTask, str | None]]:
+        """Write one task's chunks (a worker thread), each with its digest if no remote has it."""
+        if isinstance(task, _ChunkTask):
+            return [self._one(task)]
+        span = task.span
+        data = task.packs.read_span(span, task.parts[0].where)  # every chunk verified first
+        at = {d: off - span.start for d, off, _ in span.chunks}
+        with memoryview(data) as view:
+            for p in task.parts:
+                start = at[p.chunk.digest]
+                with view[start : start + p.chunk.size] as piece:
+                    _pwrite_all(p.file.fd, piece, p.offset)
+        return [(p, None) for p in task.parts]
+
     def _one(self, task: _ChunkTask) -> tuple[_ChunkTask, str | None]:
         """Write one chunk (a worker thread); with its digest if no remote has it."""
         c = task.chunk
         buf = _BUFFERS.get(c.size + 1)  # one byte more: a longer file is caught too
         data: memoryview | bytes | None = _cached_chunk(self.store, c, buf)
+        if data is None:
+            data = self.kept.read(c, buf)
         if data is None:
             if self.fetcher is None:
                 with self.store.open_verified(c.digest, buf, task.where) as chunk:  # the store's own error
@@ -587,6 +656,74 @@ def _jobs(fetcher: UrlBlobFetcher | None) -> int:
         if not all(is_local(spec.url) for spec in specs):
             return JOBS
     return max(2, min(JOBS, os.cpu_count() or 2))
+
+
+class _KeptChunks:
+    """Chunks held by the cache's kept copies of large files of other versions
+    (``ObjectStore.keep_copy``): a get writes such a file's fetched chunks into it and
+    nowhere else, so a later get of a version sharing them reads them from there. Each
+    chunk is read at its offset and verified against its name; a copy that changed is a
+    miss (the chunk is fetched again)."""
+
+    def __init__(self, store: ObjectStore, others: Callable[[], list[FileRecord]]) -> None:
+        self.store = store
+        self._others = others
+        self._where: dict[str, tuple[FileRecord, int]] | None = None
+        self._lock = threading.Lock()
+
+    def _map(self) -> dict[str, tuple[FileRecord, int]]:
+        with self._lock:
+            if self._where is None:
+                self._where = {}
+                for rec in self._others():
+                    if not self.store.has_cached_copy(rec):
+                        continue
+                    offset = 0
+                    for c in rec.chunks:
+                        self._where.setdefault(c.digest, (rec, offset))
+                        offset += c.size
+            return self._where
+
+    def names(self) -> set[str]:
+        """The chunk names some kept copy holds (unverified: each is checked when read)."""
+        return set(self._map())
+
+    def read(self, c: ChunkRef, buf: bytearray) -> memoryview | None:
+        """Chunk ``c`` read from a kept copy into ``buf`` and verified, or None."""
+        found = self._map().get(c.digest)
+        if found is None:
+            return None
+        rec, offset = found
+        fd = self.store.open_cached(rec)
+        if fd is None:
+            return None
+        try:
+            view = memoryview(buf)
+            n = read_full(fd, view[: c.size], offset)
+        finally:
+            os.close(fd)
+        data = view[: c.size]
+        view.release()
+        if n != c.size or chunk_digest(data) != c.digest:
+            data.release()
+            return None
+        return data
+
+
+def _other_files(repo: Repository, name: str, version: str) -> list[FileRecord]:
+    """The files of at least :data:`WHOLE_COPY_MIN` bytes of the newest
+    :data:`MAX_KEPT_VERSIONS` other readable versions of model ``name``."""
+    from .._records.manifest import file_records
+
+    others = [v for v in repo.listings.listing(name).versions if v != version][-MAX_KEPT_VERSIONS:]
+    out: list[FileRecord] = []
+    for v in reversed(others):
+        try:
+            m = repo.manifest(name, v)
+        except UniflowError:
+            continue  # unreadable: its copies are simply not used
+        out.extend(rec for _, rec, _ in file_records(m) if rec.size >= WHOLE_COPY_MIN)
+    return out
 
 
 def _executable(mode: object) -> bool:

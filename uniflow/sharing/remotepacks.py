@@ -75,6 +75,7 @@ __all__ = [
     "REMOTE_PACK_TARGET",
     "WHOLE_PACK_MIN",
     "RemotePacks",
+    "Span",
     "open_packs",
 ]
 
@@ -104,7 +105,7 @@ Retry = Callable[[str, Callable[[], T]], T]
 
 
 @dataclass
-class _Span:
+class Span:
     """One range read: bytes ``[start, end)`` of a pack, holding ``chunks`` (name, offset, length)."""
 
     pack: str
@@ -218,17 +219,9 @@ class RemotePacks:
         """Store the chunks of ``digests`` found in packs, fetched by coalesced range reads
         and verified; ``done(digest, size)`` after each is stored. The digests not in any
         pack (a loose chunk, or none at all)."""
-        located: list[tuple[str, int, int, str]] = []
-        rest: list[str] = []
-        for d in digests:
-            where = self.locate(d)
-            if where is None:
-                rest.append(d)
-            else:
-                located.append((where[0], where[1], where[2], d))
-        spans = _coalesce(located)
+        spans, rest = self.plan(digests)
 
-        def one(span: _Span) -> list[tuple[str, int]]:
+        def one(span: Span) -> list[tuple[str, int]]:
             return self._fetch_span(store, span)
 
         for stored in bounded_map(
@@ -238,6 +231,19 @@ class RemotePacks:
                 done(d, n)
         return rest
 
+    def plan(self, digests: Iterable[str]) -> tuple[list[Span], list[str]]:
+        """``(range reads, the rest)``: the chunks of ``digests`` found in packs, sorted by
+        pack and offset and coalesced (:func:`_coalesce`), and those in no pack, in order."""
+        located: list[tuple[str, int, int, str]] = []
+        rest: list[str] = []
+        for d in digests:
+            where = self.locate(d)
+            if where is None:
+                rest.append(d)
+            else:
+                located.append((where[0], where[1], where[2], d))
+        return _coalesce(located), rest
+
     def read_chunk(self, digest: str, where: str = "") -> bytes | None:
         """Chunk ``digest`` read out of its pack (one range read) and verified; None if no
         pack read holds it."""
@@ -245,11 +251,12 @@ class RemotePacks:
         if found is None:
             return None
         pack, off, length = found
-        span = _Span(pack, off, off + length, [(digest, off, length)])
-        return self._read_span(span, where)
+        span = Span(pack, off, off + length, [(digest, off, length)])
+        return self.read_span(span, where)
 
-    def _read_span(self, span: _Span, where: str = "") -> bytes:
-        """The bytes of ``span``, every chunk in it hashed and compared with its name."""
+    def read_span(self, span: Span, where: str = "") -> bytes:
+        """The bytes of ``span`` (one range read), every chunk in it hashed and compared with
+        its name before they are returned: a mismatch is a :class:`CorruptChunkError`."""
         rel = f"packs/{span.pack}.pack"
         data = self._call(
             f"download of pack {span.pack[:16]} bytes {span.start}..{span.end}",
@@ -267,9 +274,9 @@ class RemotePacks:
                         )
         return data
 
-    def _fetch_span(self, store: ObjectStore, span: _Span) -> list[tuple[str, int]]:
+    def _fetch_span(self, store: ObjectStore, span: Span) -> list[tuple[str, int]]:
         """One range read; every chunk in it verified before any is stored."""
-        data = self._read_span(span)
+        data = self.read_span(span)
         out = []
         with memoryview(data) as view:
             for d, off, length in span.chunks:
@@ -450,10 +457,10 @@ def _read_cached(path: Path, bound: int) -> bytes | None:
     return raw if len(raw) <= bound else None
 
 
-def _coalesce(located: list[tuple[str, int, int, str]]) -> list[_Span]:
+def _coalesce(located: list[tuple[str, int, int, str]]) -> list[Span]:
     """Range reads covering ``located`` (pack, offset, length, name): chunks of one pack at
     most :data:`MAX_GAP` apart share a range no longer than :data:`MAX_RANGE`."""
-    spans: list[_Span] = []
+    spans: list[Span] = []
     for pack, off, length, d in sorted(located):
         last = spans[-1] if spans else None
         if (
@@ -465,7 +472,7 @@ def _coalesce(located: list[tuple[str, int, int, str]]) -> list[_Span]:
         ):
             last.end = off + length
         else:
-            last = _Span(pack, off, off + length)
+            last = Span(pack, off, off + length)
             spans.append(last)
         last.chunks.append((d, off, length))
     return spans
