@@ -287,3 +287,14 @@ def stored_chunk_bytes(store_root: Path) -> dict[str, bytes]:
             f.seek(c.offset)
             out[c.digest] = f.read(c.length)
     return out
+
+
+def remote_chunks(blobs: Path) -> set[str]:
+    """Every chunk a directory blob remote holds: its loose chunk files and its packs' indexes."""
+    from uniflow._storage.packs import PackIndex
+
+    out = {p.parent.name + p.name for p in (blobs / "objects").glob("*/*") if p.is_file()}
+    for idx in (blobs / "packs").glob("*.idx"):
+        size = idx.with_suffix(".pack").stat().st_size
+        out |= {e.name for e in PackIndex.parse(idx.read_bytes(), size, idx.stem).entries()}
+    return out

@@ -209,7 +209,8 @@ def test_smoke_transfer_counts_what_crossed_the_wire(smoke: dict) -> None:
     full, v2 = smoke["xfer_dir_uniflow_push_full_bytes"], smoke["xfer_dir_uniflow_push_v2_bytes"]
     assert 0 < v2 < full
     assert smoke["xfer_s3_uniflow_push_full_bytes"] == full
-    assert smoke["xfer_s3_uniflow_pull_full_bytes"] == full
+    # a pull reads the packs' chunk ranges and indexes, not their headers and trailers
+    assert 0.99 * full <= smoke["xfer_s3_uniflow_pull_full_bytes"] <= full
     assert smoke["xfer_s3_uniflow_push_full_requests"] >= smoke["xfer_s3_uniflow_push_full_files"] > 0
 
 

@@ -15,7 +15,17 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import GIT_ENV, ROOT, cli, git, model_dir, open_registry, shared_setup, write_config
+from tests.helpers import (
+    GIT_ENV,
+    ROOT,
+    cli,
+    git,
+    model_dir,
+    open_registry,
+    remote_chunks,
+    shared_setup,
+    write_config,
+)
 
 EVENTS_ON = "[events]\ntags = true\n"
 
@@ -218,7 +228,7 @@ def test_pre_push_hook_uploads_the_version_an_event_tag_names(tmp_path: Path) ->
     reg.close()
     assert report["versions"] == ["clf/v1.0.0"]
     assert report["chunks"]["wanted"] == 2 and report["chunks"]["transferred"] == 2
-    assert len([p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]) == 2
+    assert len(remote_chunks(tmp_path / "blobs")) == 2
 
 
 # ---------------------------------------------------------------------- uniflow events

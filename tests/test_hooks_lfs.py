@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import GIT_ENV, cli, clone, git, model_dir, open_registry, shared_setup
+from tests.helpers import GIT_ENV, cli, clone, git, model_dir, open_registry, remote_chunks, shared_setup
 
 needs_lfs = pytest.mark.skipif(
     shutil.which("git-lfs") is None, reason="git-lfs is not installed: these tests need the real binary"
@@ -63,7 +63,7 @@ def _push(repo: Path, *args: str, env: dict[str, str] | None = None) -> subproce
 
 
 def _chunks(blobs: Path) -> set[str]:
-    return {p.name for p in (blobs / "objects").rglob("*") if p.is_file()}
+    return remote_chunks(blobs) if blobs.exists() else set()
 
 
 # ---------------------------------------------------------------------- hooks that chain

@@ -14,7 +14,16 @@ import blake3
 import numpy as np
 import pytest
 
-from tests.helpers import GIT_ENV, clone, git, model_dir, open_registry, shared_setup, tree_bytes
+from tests.helpers import (
+    GIT_ENV,
+    clone,
+    git,
+    model_dir,
+    open_registry,
+    remote_chunks,
+    shared_setup,
+    tree_bytes,
+)
 from uniflow import IntegrityError
 from uniflow._storage.packs import END_MAGIC, FORMAT_VERSION, PACK_HEAD, PACK_MAGIC, PACK_TAIL, PackIndex
 from uniflow.sharing import remotepacks
@@ -25,15 +34,6 @@ OLD_RELEASE = "324df3e"  # the last commit whose blob remotes held loose chunks 
 
 def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
-
-
-def _remote_chunks(blobs: Path) -> set[str]:
-    """Every chunk a directory blob remote holds: loose files and pack indexes."""
-    out = {p.parent.name + p.name for p in (blobs / "objects").rglob("*") if p.is_file()}
-    for idx in (blobs / "packs").glob("*.idx"):
-        pack = idx.with_suffix(".pack")
-        out |= {e.name for e in PackIndex.parse(idx.read_bytes(), pack.stat().st_size, idx.stem).entries()}
-    return out
 
 
 def _pushed(tmp_path: Path, n: int = 6, seed: int = 1) -> tuple[Path, Path, object]:
@@ -59,7 +59,7 @@ def test_push_writes_packs_with_marker_and_pull_reads_them(tmp_path: Path) -> No
     packs = sorted(p.name for p in (blobs / "packs").iterdir())
     assert len(packs) == 2 and packs[0].endswith(".idx") and packs[1].endswith(".pack")
     assert json.loads((blobs / "uniflow-remote.json").read_text()) == {"format": 3}
-    assert len(_remote_chunks(blobs)) == 6
+    assert len(remote_chunks(blobs)) == 6
     assert ra.push().up_to_date is True  # nothing new: nothing sent
     rb = _fresh_clone(tmp_path, bare)
     assert tree_bytes(Path(rb.load_path("m", "v1.0.0"))) == tree_bytes(tmp_path / "src")
@@ -73,7 +73,7 @@ def test_push_sends_only_what_the_remote_lacks_as_a_new_pack(tmp_path: Path) -> 
     ra.register(str(src2), "m", version="v1.1.0")
     res = ra.push()
     assert res.chunks.present == 1 and res.chunks.transferred == 3
-    assert len(list((blobs / "packs").glob("*.pack"))) == 2 and len(_remote_chunks(blobs)) == 9
+    assert len(list((blobs / "packs").glob("*.pack"))) == 2 and len(remote_chunks(blobs)) == 9
 
 
 def test_push_of_one_gib_leaves_at_most_32_files(tmp_path: Path) -> None:
@@ -108,7 +108,7 @@ def test_mixed_remote_loose_chunks_and_packs(tmp_path: Path) -> None:
     ra.register(str(model_dir(tmp_path / "new", 2, seed=4)), "m", version="v1.1.0")
     res = ra.push()
     assert res.chunks.present == 3 and res.chunks.transferred == 2
-    assert len(_remote_chunks(blobs)) == 5 and len(list((blobs / "packs").glob("*.pack"))) == 1
+    assert len(remote_chunks(blobs)) == 5 and len(list((blobs / "packs").glob("*.pack"))) == 1
     rb = _fresh_clone(tmp_path, bare)
     assert tree_bytes(Path(rb.load_path("m", "v1.0.0"))) == tree_bytes(tmp_path / "old")
     assert tree_bytes(Path(rb.load_path("m", "v1.1.0"))) == tree_bytes(tmp_path / "new")
@@ -261,7 +261,7 @@ def test_partial_head_load_from_a_packed_remote_fetches_little(tmp_path: Path) -
 def test_gc_still_works_after_a_pack_push(tmp_path: Path) -> None:
     _, a, ra = _pushed(tmp_path)
     ra.gc()  # local only: the remote's packs are not gc's (out of scope)
-    assert len(_remote_chunks(tmp_path / "blobs")) == 6
+    assert len(remote_chunks(tmp_path / "blobs")) == 6
 
 
 # ---------------------------------------------------------------------- S3
@@ -399,12 +399,12 @@ def test_interrupted_pack_push_resumes_sending_only_what_is_missing(tmp_path: Pa
         [sys.executable, "-c", code], cwd=a, env=env, capture_output=True, text=True, timeout=120, check=False
     )
     assert proc.returncode == -9, proc.stderr
-    present = _remote_chunks(blobs)
+    present = remote_chunks(blobs)
     assert len(present) == 10 and len(list((blobs / "packs").glob("*.pack"))) == 1
     assert "models/m0" not in git(bare, "for-each-ref")  # bytes first: no ref was pushed
     res = ra.push()
     assert (res.chunks.present, res.chunks.transferred) == (10, 30)
-    assert len(_remote_chunks(blobs)) == 40 and not list((blobs / "tmp").iterdir())
+    assert len(remote_chunks(blobs)) == 40 and not list((blobs / "tmp").iterdir())
 
 
 def test_a_corrupted_local_chunk_is_never_published_in_a_pack(tmp_path: Path) -> None:
@@ -414,7 +414,7 @@ def test_a_corrupted_local_chunk_is_never_published_in_a_pack(tmp_path: Path) ->
     blobs = tmp_path / "blobs"
     before = sorted(p.name for p in (blobs / "packs").iterdir())
     ra.register(str(model_dir(tmp_path / "src2", 2, seed=11)), "m", version="v1.1.0")
-    new = [c for c in stored_chunks(ra.store) if c.digest not in _remote_chunks(blobs)]
+    new = [c for c in stored_chunks(ra.store) if c.digest not in remote_chunks(blobs)]
     flip_stored_byte(new[0], 7)
     with pytest.raises(IntegrityError, match="corrupted"):
         ra.push()
@@ -436,7 +436,7 @@ def test_fsspec_filesystem_without_atomic_put_gets_packs_through_temporary_names
     assert remote.atomic_put is False
     assert upload_chunks(ra.store, remote, digests).transferred == 3
     assert list((tmp_path / "fsremote" / "tmp").iterdir()) == []
-    assert len(_remote_chunks(tmp_path / "fsremote")) == 3
+    assert len(remote_chunks(tmp_path / "fsremote")) == 3
     assert upload_chunks(ra.store, remote, digests).transferred == 0
     from uniflow._storage.store import ObjectStore
 

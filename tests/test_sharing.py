@@ -22,6 +22,7 @@ from tests.helpers import (
     log_subjects,
     model_dir,
     open_registry,
+    remote_chunks,
     shared_setup,
     stored_chunks,
     tree_bytes,
@@ -31,17 +32,6 @@ from uniflow import IntegrityError, LifecycleConflictError, PullReport, PushReje
 
 def _objects(blobs: Path) -> list[Path]:
     return sorted(p for p in (blobs / "objects").rglob("*") if p.is_file())
-
-
-def _remote_chunks(blobs: Path) -> set[str]:
-    """Every chunk a directory blob remote holds: its loose files and its packs' indexes."""
-    from uniflow._storage.packs import PackIndex
-
-    out = {p.parent.name + p.name for p in _objects(blobs)}
-    for idx in (blobs / "packs").glob("*.idx"):
-        size = idx.with_suffix(".pack").stat().st_size
-        out |= {e.name for e in PackIndex.parse(idx.read_bytes(), size, idx.stem).entries()}
-    return out
 
 
 @pytest.fixture
@@ -72,7 +62,7 @@ def test_two_clones_push_pull_and_refused_stale_promotion(tmp_path: Path) -> Non
     ra.promote("clf", "v1.0.0", "production")
     res = ra.push()
     assert res.versions == ("clf/v1.0.0", "clf/v1.1.0") and res.lifecycle == ("clf",)
-    assert res.chunks.transferred == 12 and len(_remote_chunks(blobs)) == 12
+    assert res.chunks.transferred == 12 and len(remote_chunks(blobs)) == 12
     remote_refs = git(bare, "for-each-ref", "--format=%(refname)")
     assert "refs/uniflow/models/clf" in remote_refs and "refs/uniflow/stages/clf/production" in remote_refs
     assert ra.push().up_to_date is True  # nothing new: nothing sent
@@ -288,7 +278,7 @@ def test_hooks_git_push_tags_alone_publishes_loadable_versions(tmp_path: Path) -
     src = model_dir(tmp_path / "src", 4, seed=5)
     ra.register(str(src), "m", version="v1.0.0")
     git(a, "push", "-q", "origin", "--tags")  # plain git: the pre-push hook uploads the bytes
-    assert len(_remote_chunks(tmp_path / "blobs")) == 4
+    assert len(remote_chunks(tmp_path / "blobs")) == 4
     cli(b, "pull")
     rb = open_registry(b)
     assert tree_bytes(Path(rb.load("m", "v1.0.0"))) == tree_bytes(src)

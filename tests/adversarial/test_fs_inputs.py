@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli, model_dir, open_registry, shared_setup
+from tests.helpers import cli, model_dir, open_registry, remote_chunks, shared_setup
 from uniflow import InvalidPathError, ModelNotFoundError, ModelRegistry
 
 
@@ -135,4 +135,4 @@ def test_push_to_a_directory_blob_remote_leaves_foreign_tmp_files_alone(tmp_path
     assert {rel: (tmp / rel).read_text() for rel in foreign} == foreign
     assert all(link.is_symlink() for link in links) and victim.read_text() == "someone's file"
     assert not abandoned.exists() and in_flight.exists()
-    assert len(list((tmp_path / "blobs" / "objects").glob("*/*"))) == 3
+    assert len(remote_chunks(tmp_path / "blobs")) == 3
