@@ -328,5 +328,6 @@ class Repository:
         return tag_event(self.git, self.config.event_tags, name, event)  # after CAS and pointers
 
     def close(self) -> None:
-        """Release the Git repository's open files (the object store keeps none open)."""
+        """Release open files: the Git repository's, and the packs the store reads."""
         self.git.close()
+        self.store.close()

@@ -319,3 +319,46 @@ def test_a_load_while_gc_holds_a_pack_aside_finds_it(tmp_path: Path) -> None:
     assert gc.returncode == 0, err
     _loads_dir(repo, expected)
     assert ModelRegistry(repo).verify().ok
+
+
+def _open_packs() -> list[str]:
+    """The pack files this process holds open."""
+    import os
+
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith((".pack", ".pack (deleted)")):
+            held.append(target)
+    return held
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_a_registry_dropped_or_closed_holds_no_pack_open(tmp_path: Path) -> None:
+    """A notebook or a training loop registers and loads in one long process: a registry it
+    drops without close() (or closes) must not keep the packs it read open; else every
+    removed repository's space stays taken and the process runs out of descriptors."""
+    import gc
+    import shutil
+
+    import numpy as np
+
+    src = tmp_path / "model.safetensors"
+    from safetensors.numpy import save_file
+
+    save_file({f"w{i}": np.random.default_rng(i).random((256, 256)) for i in range(8)}, str(src))
+    for closed in (False, True):
+        repo = make_repo(tmp_path / f"repo-{closed}")
+        reg = ModelRegistry(repo)
+        reg.register(model=str(src), name="m", version="v1.0.0")
+        assert reg.load_path("m", "v1.0.0")
+        assert _open_packs(), "the load read its chunks from a pack"
+        if closed:
+            reg.close()
+        del reg
+        gc.collect()
+        assert _open_packs() == []
+        shutil.rmtree(repo)

@@ -76,6 +76,7 @@ import os
 import struct
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -368,6 +369,9 @@ class PackReader:
         except BaseException:
             os.close(self._fd)
             raise
+        # a reader never closed (a store, a registry dropped without close()) still closes its
+        # descriptor when collected: an unlinked pack's space is freed, and no process runs out
+        self._closer = weakref.finalize(self, os.close, self._fd)
 
     def __enter__(self) -> PackReader:
         return self
@@ -377,7 +381,7 @@ class PackReader:
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
+            self._closer()  # closes the descriptor, once
             self._fd = -1
 
     def _entry(self, name: str) -> PackEntry:

@@ -152,6 +152,11 @@ class ObjectStore:
             self._packs = PackSet(self.root)
         return self._packs
 
+    def close(self) -> None:
+        """Close the packs this store holds open for reading (reopened when next read)."""
+        if self._packs is not None:
+            self._packs.close()
+
     # ------------------------------------------------------------------ layout
     def object_path(self, digest: str) -> Path:
         validate_digest(digest, "chunk digest")
