@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 
-from ._common import echo_json, get_registry, json_option, repo_option
+from ._common import F, echo_json, get_registry, json_option, repo_option
 
 __all__ = ["policy_group"]
+
+
+def _trust_root_option(help_text: str) -> Callable[[F], F]:
+    """``--trust-root FILE`` (keyword ``trust_root``), as 'policy check' and 'policy sign' take it."""
+    return click.option(
+        "--trust-root",
+        "trust_root",
+        metavar="FILE",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help=help_text,
+    )
 
 
 @click.group("policy")
@@ -60,14 +74,9 @@ def init_cmd(admin: str, key: str | None, as_json: bool, repo: str | None) -> No
 
 
 @policy_group.command("check")
-@click.option(
-    "--trust-root",
-    "trust_root",
-    metavar="FILE",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="An allowed-signers file naming the admins you trust; the chain starts at the first "
-    "policy they signed (default: the first policy this clone saw, recorded on the first check).",
+@_trust_root_option(
+    "An allowed-signers file naming the admins you trust; the chain starts at the first "
+    "policy they signed (default: the first policy this clone saw, recorded on the first check)."
 )
 @json_option
 @repo_option
@@ -103,14 +112,9 @@ def check_cmd(trust_root: str | None, as_json: bool, repo: str | None) -> None:
 
 
 @policy_group.command("sign")
-@click.option(
-    "--trust-root",
-    "trust_root",
-    metavar="FILE",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="An allowed-signers file naming the admins you trust, as for 'policy check' "
-    "(default: the first policy this clone saw).",
+@_trust_root_option(
+    "An allowed-signers file naming the admins you trust, as for 'policy check' "
+    "(default: the first policy this clone saw)."
 )
 @json_option
 @repo_option
