@@ -298,3 +298,20 @@ def remote_chunks(blobs: Path) -> set[str]:
         size = idx.with_suffix(".pack").stat().st_size
         out |= {e.name for e in PackIndex.parse(idx.read_bytes(), size, idx.stem).entries()}
     return out
+
+
+def open_pack_files(under: Path) -> list[str]:
+    """The pack and pack-index files below ``under`` this process holds open (Git's and
+    uniflow's; other tests' registries may still be alive in the same process: their files
+    are not counted)."""
+    import os
+
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(under)) and target.removesuffix(" (deleted)").endswith((".pack", ".idx")):
+            out.append(target)
+    return out

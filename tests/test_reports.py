@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli, flip_stored_byte, git, model_dir, stored_chunks
+from tests.helpers import cli, flip_stored_byte, git, model_dir, open_pack_files, stored_chunks
 from uniflow import (
     ChunkStats,
     GcReport,
@@ -274,33 +274,20 @@ def test_a_missing_lifecycle_commit_is_an_integrity_error(registry: ModelRegistr
 
 
 # ---------------------------------------------------------------------- close / context manager
-def _open_packs() -> list[str]:
-    fds = Path("/proc/self/fd")
-    out = []
-    for fd in fds.iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.endswith((".pack", ".idx")):
-            out.append(target)
-    return out
-
-
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to list open files")
 def test_the_registry_is_a_context_manager_that_closes_its_pack_files(repo: Path, weights) -> None:
     with ModelRegistry(repo) as registry:
         registry.register(weights(1), "m", version="v1.0.0")
     git(repo, "gc", "-q")  # version objects now live in a pack file
-    packs_before = len(_open_packs())
+    packs_before = len(open_pack_files(repo))
     with ModelRegistry(repo) as registry:
         assert registry.get("m").version == "v1.0.0" and registry.history("m")
-        assert len(_open_packs()) > packs_before  # reading opened the pack
-    assert len(_open_packs()) == packs_before  # ... and leaving the block closed it
+        assert len(open_pack_files(repo)) > packs_before  # reading opened the pack
+    assert len(open_pack_files(repo)) == packs_before  # ... and leaving the block closed it
     registry.close()  # idempotent
     assert registry.get("m").version == "v1.0.0"  # a closed registry reopens on use
     registry.close()
-    assert len(_open_packs()) == packs_before
+    assert len(open_pack_files(repo)) == packs_before
 
 
 def test_register_on_a_damaged_head_is_an_integrity_error(repo: Path, weights) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.adversarial._inflight import kill_at, run_cli, start_cli
-from tests.helpers import cli, git, make_repo, stored_chunks
+from tests.helpers import cli, git, make_repo, open_pack_files, stored_chunks
 from uniflow import ModelRegistry
 from uniflow._storage.store import ObjectStore
 
@@ -321,21 +321,6 @@ def test_a_load_while_gc_holds_a_pack_aside_finds_it(tmp_path: Path) -> None:
     assert ModelRegistry(repo).verify().ok
 
 
-def _open_packs() -> list[str]:
-    """The pack files this process holds open."""
-    import os
-
-    held = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.endswith((".pack", ".pack (deleted)")):
-            held.append(target)
-    return held
-
-
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
 def test_a_registry_dropped_or_closed_holds_no_pack_open(tmp_path: Path) -> None:
     """A notebook or a training loop registers and loads in one long process: a registry it
@@ -355,10 +340,10 @@ def test_a_registry_dropped_or_closed_holds_no_pack_open(tmp_path: Path) -> None
         reg = ModelRegistry(repo)
         reg.register(model=str(src), name="m", version="v1.0.0")
         assert reg.load_path("m", "v1.0.0")
-        assert _open_packs(), "the load read its chunks from a pack"
+        assert open_pack_files(tmp_path), "the load read its chunks from a pack"
         if closed:
             reg.close()
         del reg
         gc.collect()
-        assert _open_packs() == []
+        assert open_pack_files(tmp_path) == []
         shutil.rmtree(repo)
