@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import re
 import stat
@@ -74,8 +75,10 @@ __all__ = [
     "MARKER",
     "MAX_PACK_FILES",
     "PackFiles",
+    "PackStreams",
     "MEMORY_SCHEME",
     "MemoryRemote",
+    "S3Streams",
     "Timeouts",
     "describe",
     "is_local",
@@ -190,6 +193,45 @@ class PackFiles(Protocol):
 
     def put_marker(self, data: bytes) -> None:
         """Write the layout marker (:data:`MARKER`) unless one is there."""
+        ...
+
+    def pack_streams(self) -> PackStreams | None:
+        """The remote's streamed uploads (:class:`PackStreams`: an object store with multipart
+        uploads), or None: packs are written whole (:meth:`put_pack`)."""
+        ...
+
+
+class PackStreams(Protocol):
+    """The optional capability of a blob remote that takes a pack as a stream
+    (``packstream``): a body (a seekable binary file, which the client may read more than
+    once) sent in one PUT, or as the parts of a multipart upload, which is visible only once
+    completed and leaves nothing once aborted. ``rel`` is a path below the remote's root.
+    Nothing here is retried or verified: ``packstream`` and its bodies do both."""
+
+    def put_stream(self, rel: str, body: io.IOBase) -> None:
+        """``body`` as the object ``rel`` (one PUT: visible only once complete)."""
+        ...
+
+    def start_upload(self, rel: str) -> str:
+        """Start a multipart upload of the object ``rel``; its upload id."""
+        ...
+
+    def put_part(self, rel: str, upload: str, number: int, body: io.IOBase) -> str:
+        """Upload part ``number`` (from 1) of ``upload``; its ETag."""
+        ...
+
+    def complete_upload(self, rel: str, upload: str, etags: list[str]) -> None:
+        """Complete ``upload`` of the parts whose ETags are ``etags`` (part 1 first): ``rel``
+        appears."""
+        ...
+
+    def abort_upload(self, rel: str, upload: str) -> None:
+        """Abort ``upload``: its parts are discarded, no object appears."""
+        ...
+
+    def stale_uploads(self, prefix: str, older_than: float) -> list[tuple[str, str]]:
+        """``(rel, upload id)`` of the uploads under ``prefix`` started more than
+        ``older_than`` seconds ago and neither completed nor aborted (one listing page)."""
         ...
 
 
@@ -352,6 +394,10 @@ class LocalRemote:
     def sync_packs(self) -> None:
         fsync_dir(self.root / "packs")
 
+    def pack_streams(self) -> None:
+        """None: a directory takes packs whole, copied in the kernel (:meth:`stage_pack`)."""
+        return
+
     def put_marker(self, data: bytes) -> None:
         self._real_dir(self.tmp)
         root = self.root.resolve()  # the root may be reached through links (the user chose it)
@@ -456,6 +502,7 @@ class FsspecRemote:
         self.root = root.rstrip("/")
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         self.atomic_put = protocol in _ATOMIC_PUT
+        self.s3 = protocol in ("s3", "s3a")
         # s3fs asks for an object's size (a HEAD) before every GET unless told to fetch it in
         # one piece; a chunk (4 MiB at most) always is: one request per chunk, not two.
         self._get_kwargs: dict[str, Any] = {"max_concurrency": 1} if protocol in ("s3", "s3a") else {}
@@ -546,6 +593,58 @@ class FsspecRemote:
     def put_marker(self, data: bytes) -> None:
         if self.read_small(MARKER, 0) is None:
             self._put_whole(f"{self.root}/{MARKER}", data, "0" * 16)
+
+    def pack_streams(self) -> S3Streams | None:
+        """The streamed uploads of an S3 remote (:class:`S3Streams`); None for another
+        filesystem (packs are written whole)."""
+        return S3Streams(self.fs, self.root) if self.s3 else None
+
+
+class S3Streams:
+    """:class:`PackStreams` of an S3 remote: s3fs's client calls (one request each, as every
+    S3 call of uniflow: no retry of botocore's or s3fs's own)."""
+
+    def __init__(self, fs: Any, root: str) -> None:
+        self.fs = fs
+        self.root = root
+
+    def _where(self, rel: str) -> dict[str, str]:
+        bucket, key, _ = self.fs.split_path(f"{self.root}/{rel}")
+        return {"Bucket": bucket, "Key": key}
+
+    def put_stream(self, rel: str, body: io.IOBase) -> None:
+        self.fs.call_s3("put_object", Body=body, **self._where(rel))
+
+    def start_upload(self, rel: str) -> str:
+        return str(self.fs.call_s3("create_multipart_upload", **self._where(rel))["UploadId"])
+
+    def put_part(self, rel: str, upload: str, number: int, body: io.IOBase) -> str:
+        out = self.fs.call_s3(
+            "upload_part", UploadId=upload, PartNumber=number, Body=body, **self._where(rel)
+        )
+        return str(out["ETag"])
+
+    def complete_upload(self, rel: str, upload: str, etags: list[str]) -> None:
+        parts = [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]
+        self.fs.call_s3(
+            "complete_multipart_upload", UploadId=upload, MultipartUpload={"Parts": parts}, **self._where(rel)
+        )
+
+    def abort_upload(self, rel: str, upload: str) -> None:
+        self.fs.call_s3("abort_multipart_upload", UploadId=upload, **self._where(rel))
+
+    def stale_uploads(self, prefix: str, older_than: float) -> list[tuple[str, str]]:
+        where = self._where(prefix)
+        out = self.fs.call_s3("list_multipart_uploads", Bucket=where["Bucket"], Prefix=where["Key"])
+        base = where["Key"][: len(where["Key"]) - len(prefix)]
+        cutoff = time.time() - older_than
+        stale = []
+        for u in out.get("Uploads") or []:
+            started = u.get("Initiated")
+            key = str(u.get("Key", ""))
+            if key.startswith(base) and started is not None and started.timestamp() <= cutoff:
+                stale.append((key[len(base) :], str(u["UploadId"])))
+        return stale
 
 
 #: the URL scheme of :class:`MemoryRemote`: ``memory://NAME``

@@ -62,7 +62,8 @@ from .._storage.packs import (
     PackReader,
 )
 from .._storage.parallel import ThreadBuffers, bounded_map
-from .blobstore import MARKER, BlobRemote, LocalFiles, PackFiles, describe
+from .blobstore import MARKER, BlobRemote, LocalFiles, PackFiles, PackStreams, describe
+from .packstream import Outgoing, abort_stale, send_pack
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._storage.store import ObjectStore
@@ -307,6 +308,10 @@ class RemotePacks:
         if whole and local is not None:
             self._push_whole(store, local, whole, where, sent)
             whole = []
+        streams = self.files.pack_streams()
+        if streams is not None:
+            self._push_streamed(store, streams, whole, rest, where, sent)
+            return
         pool = _PackBuffers()
 
         def upload(pack: tuple[memoryview, PackIndex]) -> tuple[int, int]:
@@ -362,6 +367,30 @@ class RemotePacks:
             sent(len(index), index.data_bytes)
         local.sync_packs()
 
+    def _push_streamed(
+        self,
+        store: ObjectStore,
+        streams: PackStreams,
+        whole: list[PackIndex],
+        rest: list[str],
+        where: Callable[[str], str],
+        sent: Callable[[int, int], None],
+    ) -> None:
+        """Upload the local packs ``whole`` as they are, then packs of the chunks ``rest``, to
+        a remote that takes streams (``packstream``): each read piece by piece and checked as
+        it is sent, never whole in memory; each pack's index after it."""
+        abort_stale(streams)
+        for index in whole:
+            with PackReader(store.root, index.name, index) as reader:
+                send_pack(streams, _local_pack(reader.fd, index, where), self._call)
+            self._cache_index(index.name, index.raw)
+            sent(len(index), index.data_bytes)
+        for group in _groups(store, rest, where):
+            pack = _assembled_pack(store, group, where)
+            send_pack(streams, pack, self._call)
+            self._cache_index(pack.index.name, pack.index.raw)
+            sent(len(pack.index), pack.index.data_bytes)
+
 
 def _split_whole(store: ObjectStore, todo: list[str]) -> tuple[list[PackIndex], list[str]]:
     """``(local packs to send as they are, the other chunks of todo)``: a local pack is sent
@@ -403,31 +432,93 @@ def _fd_reader(fd: int) -> Callable[[int, int], memoryview]:
     return piece
 
 
+def _pieces(index: PackIndex) -> list[tuple[int, int, str | bytes]]:
+    """The pieces of pack ``index.name``, tiling it: ``(offset, length, expected)``, where
+    ``expected`` is a chunk's name or the exact bytes of the header or of the tail (the
+    index copy and end marker); the index's entries tile the bytes between."""
+    tail = index.raw + PACK_TAIL.pack(len(index.raw), END_MAGIC)
+    out: list[tuple[int, int, str | bytes]] = [(0, PACK_HEAD.size, _header())]
+    out += [(e.offset, e.length, e.name) for e in sorted(index.entries(), key=lambda e: e.offset)]
+    out.append((index.pack_size - len(tail), len(tail), tail))
+    return out
+
+
+def _check_piece(
+    index: PackIndex, piece: tuple[int, int, str | bytes], data: memoryview, where: Callable[[str], str]
+) -> None:
+    """Compare the bytes ``data`` read for ``piece`` of local pack ``index.name`` with what
+    they must be (see :func:`_pieces`). A mismatch is an integrity error."""
+    _, length, expected = piece
+    if isinstance(expected, bytes):
+        if data != expected:
+            raise CorruptPackError(
+                f"local pack {index.name[:16]}: its header or index copy differs from its index; "
+                "it was not published"
+            )
+    elif len(data) != length or blake3.blake3(data).hexdigest() != expected:
+        at = where(expected)
+        raise CorruptChunkError(
+            f"chunk {expected[:16]} in local pack {index.name[:16]} is corrupted: its bytes "
+            f"do not match its name{f' ({at})' if at else ''}; the pack was not published",
+            expected,
+        )
+
+
 def _verify_pack(
     piece: Callable[[int, int], memoryview], index: PackIndex, where: Callable[[str], str]
 ) -> None:
     """Check every byte of a copy of pack ``index.name`` (``piece(offset, length)`` reads it):
     its header, its tail (the index and end marker), and each chunk hashed and compared with
     its name (the index's entries tile the rest). A mismatch is an integrity error."""
-    tail = index.raw + PACK_TAIL.pack(len(index.raw), END_MAGIC)
-    with piece(0, PACK_HEAD.size) as head:  # (one piece at a time: they may share a buffer)
-        framed = head == _header()
-    with piece(index.pack_size - len(tail), len(tail)) as end:
-        framed = framed and end == tail
-    if not framed:
-        raise CorruptPackError(
-            f"local pack {index.name[:16]}: its header or index copy differs from its index; "
-            "it was not published"
-        )
-    for entry in sorted(index.entries(), key=lambda e: e.offset):
-        with piece(entry.offset, entry.length) as data:
-            if len(data) != entry.length or blake3.blake3(data).hexdigest() != entry.name:
-                at = where(entry.name)
-                raise CorruptChunkError(
-                    f"chunk {entry.name[:16]} in local pack {index.name[:16]} is corrupted: its bytes "
-                    f"do not match its name{f' ({at})' if at else ''}; the pack was not published",
-                    entry.name,
-                )
+    pieces = _pieces(index)
+    for p in pieces[:1] + pieces[-1:] + pieces[1:-1]:  # the frame first
+        with piece(p[0], p[1]) as data:  # (one piece at a time: they may share a buffer)
+            _check_piece(index, p, data, where)
+
+
+def _local_pack(fd: int, index: PackIndex, where: Callable[[str], str]) -> Outgoing:
+    """Local pack ``index.name`` (open as ``fd``) to stream as it is: each piece read with
+    ``pread`` and checked (:func:`_check_piece`) as it is read."""
+    pieces = _pieces(index)
+
+    def read(i: int, buf: bytearray) -> memoryview:
+        offset, length, _ = pieces[i]
+        view = memoryview(buf)[:length]
+        data = view[: read_full(fd, view, offset)]
+        _check_piece(index, pieces[i], data, where)
+        return data
+
+    return Outgoing(index, [p[0] for p in pieces], read)
+
+
+def _assembled_pack(
+    store: ObjectStore, group: list[tuple[str, int]], where: Callable[[str], str]
+) -> Outgoing:
+    """The pack of the chunks ``group`` (name, size), in that order, to stream: its index
+    built from the sizes first; each chunk read from the store and verified as it is sent."""
+    ranges: dict[bytes, tuple[int, int]] = {}
+    end = PACK_HEAD.size
+    for d, size in group:
+        ranges[bytes.fromhex(d)] = (end, size)
+        end += size
+    index = PackIndex.build(ranges, end)
+    pieces = _pieces(index)
+
+    def read(i: int, buf: bytearray) -> memoryview:
+        _, length, expected = pieces[i]
+        if isinstance(expected, bytes):
+            buf[:length] = expected
+        else:
+            with store.open_verified(expected, buf, where(expected)) as chunk:
+                if len(chunk.data) != length:
+                    raise CorruptChunkError(
+                        f"chunk {expected[:16]} changed size in the local store while it was sent", expected
+                    )
+                if chunk.data.obj is not buf:
+                    buf[:length] = chunk.data
+        return memoryview(buf)[:length]
+
+    return Outgoing(index, [p[0] for p in pieces], read)
 
 
 def _read_whole(
@@ -508,11 +599,11 @@ class _PackBuffers:
         self._free.put(buf)
 
 
-def _packs_to_send(
-    store: ObjectStore, digests: list[str], where: Callable[[str], str], pool: _PackBuffers
-) -> Iterator[tuple[memoryview, PackIndex]]:
-    """Packs of the chunks ``digests``, in that order, of about :data:`REMOTE_PACK_TARGET`
-    bytes each (see :func:`_fill_pack`)."""
+def _groups(
+    store: ObjectStore, digests: list[str], where: Callable[[str], str]
+) -> Iterator[list[tuple[str, int]]]:
+    """The chunks ``digests`` (name, size), in that order, in groups of about
+    :data:`REMOTE_PACK_TARGET` bytes: one pack each."""
     group: list[tuple[str, int]] = []
     total = 0
     for d in dict.fromkeys(digests):
@@ -520,9 +611,18 @@ def _packs_to_send(
         group.append((d, size))
         total += size
         if total >= REMOTE_PACK_TARGET:
-            yield _fill_pack(store, group, where, pool)
+            yield group
             group, total = [], 0
     if group:
+        yield group
+
+
+def _packs_to_send(
+    store: ObjectStore, digests: list[str], where: Callable[[str], str], pool: _PackBuffers
+) -> Iterator[tuple[memoryview, PackIndex]]:
+    """Packs of the chunks ``digests``, in that order, of about :data:`REMOTE_PACK_TARGET`
+    bytes each (see :func:`_fill_pack`)."""
+    for group in _groups(store, digests, where):
         yield _fill_pack(store, group, where, pool)
 
 
