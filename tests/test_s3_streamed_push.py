@@ -86,7 +86,13 @@ def _push_in_child(repo: Path, prelude: str = "") -> subprocess.CompletedProcess
     )
     env = {**os.environ, **GIT_ENV}
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True, timeout=600, check=False
+        [sys.executable, "-c", code],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
 
 
@@ -114,9 +120,10 @@ def test_a_large_pack_is_streamed_in_parts_without_a_pack_in_memory(
     b = clone(bare, tmp_path / "b")
     rb = open_registry(b)
     rb.pull()
-    assert Path(rb.load_path("big", "v1.0.0"), "weights.bin").read_bytes() == (
-        tmp_path / "big" / "weights.bin"
-    ).read_bytes()
+    assert (
+        Path(rb.load_path("big", "v1.0.0"), "weights.bin").read_bytes()
+        == (tmp_path / "big" / "weights.bin").read_bytes()
+    )
 
 
 def test_requests_of_a_streamed_push(tmp_path: Path, s3: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -213,14 +220,16 @@ def test_a_push_killed_mid_upload_leaves_the_remote_readable_and_the_next_comple
     b = clone(bare, tmp_path / "b")
     rb = open_registry(b)
     rb.pull()
-    assert Path(rb.load_path("first", "v1.0.0"), "weights.bin").read_bytes() == (
-        tmp_path / "first" / "weights.bin"
-    ).read_bytes()
+    assert (
+        Path(rb.load_path("first", "v1.0.0"), "weights.bin").read_bytes()
+        == (tmp_path / "first" / "weights.bin").read_bytes()
+    )
     monkeypatch.setattr(packstream, "STALE_UPLOAD_AGE", 0.0)
     res = ra.push()
     assert res.chunks.bytes == 100 << 20
     assert _pending(s3) == []
     rb.pull()
-    assert Path(rb.load_path("big", "v1.0.0"), "weights.bin").read_bytes() == (
-        tmp_path / "big" / "weights.bin"
-    ).read_bytes()
+    assert (
+        Path(rb.load_path("big", "v1.0.0"), "weights.bin").read_bytes()
+        == (tmp_path / "big" / "weights.bin").read_bytes()
+    )

@@ -23,6 +23,8 @@ The protocol (:class:`BlobRemote`) is three calls on whole chunks (list, put, ge
 optional capabilities, as an httpx transport is one call plus what a transport may offer:
 :meth:`BlobRemote.pack_files` returns a :class:`PackFiles` (files listed, read by byte range,
 packs written whole, index last) for a directory or fsspec remote, None for ``memory://``;
+a :class:`PackFiles` may offer :meth:`PackFiles.pack_streams`, a :class:`PackStreams` (S3:
+a pack sent as a stream, in one PUT or a multipart upload, ``packstream``);
 :meth:`BlobRemote.local_files` returns a :class:`LocalFiles` when the chunks are regular
 files on this machine (a directory remote), so a transfer can verify a chunk through its
 descriptor and copy it in the kernel; None otherwise. Callers ask for the capability, never

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .._errors import UniflowError
-from .._storage.packs import PackIndex
+from .._storage.packs import CorruptPackError, PackIndex
 from .._storage.parallel import bounded_map
 from .blobstore import PackStreams
 
@@ -138,7 +138,11 @@ class PieceBody(io.RawIOBase):
             self.error = exc
             raise
         if len(self._view) != self._pack.end_of(i) - self._pack.starts[i]:
-            raise OSError(f"piece {i} of pack {self._pack.index.name[:16]} changed size while it was read")
+            self.error = CorruptPackError(
+                f"local pack {self._pack.index.name[:16]} changed size while it was sent; "
+                "it was not published"
+            )
+            raise self.error
         self._piece = i
 
     def close(self) -> None:

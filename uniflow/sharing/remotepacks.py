@@ -10,10 +10,12 @@ has, beside the loose chunks older uniflow pushed::
 **Push** (:meth:`RemotePacks.push`): the chunks the remote lacks are read from the local
 store, each verified, and written in the order asked into packs of about
 :data:`REMOTE_PACK_TARGET` bytes (larger than a local pack: fewer files and requests per GiB).
-Each pack is uploaded whole (one PUT on an object store; s3fs switches to a multipart upload
-above 100 MiB), then its index: a reader lists indexes, so a pack becomes visible only when
-its index is there, after its bytes are complete. Directories write both through
-``write_immutable`` (unnamed inode or temporary file, fsync, link).
+Each pack is uploaded complete, then its index: a reader lists indexes, so a pack becomes
+visible only when its index is there, after its bytes are complete. Directories write both
+through ``write_immutable`` (unnamed inode or temporary file, fsync, link); S3 gets each pack
+streamed piece by piece, checked as it is read, as a multipart upload aborted on any
+failure (``packstream``: never a whole pack in memory); other fsspec filesystems get it
+from a buffer.
 
 **What a remote has** (:meth:`RemotePacks.load`): the union of its pack indexes and its loose
 chunks. ``packs/`` is listed (bounded: :data:`~.blobstore.MAX_PACK_FILES` names), each index
@@ -83,8 +85,8 @@ __all__ = [
 #: the layout of a blob remote this uniflow writes and reads (1, 2: loose chunks only)
 REMOTE_FORMAT = 3
 #: a pack pushed is full once its chunk bytes reach this: 13 packs per GiB (with their
-#: indexes and the marker, 27 files), and below s3fs's multipart threshold (100 MiB) even
-#: with its last chunk (4 MiB at most) and index: one PUT each
+#: indexes and the marker, 27 files); on S3 two parts of a multipart upload each
+#: (``packstream.PART_SIZE``), even with its last chunk (4 MiB at most) and index
 REMOTE_PACK_TARGET = 80 << 20
 #: a local pack is sent as it is only from this size on: smaller ones (a small register's,
 #: the tail of a large one) are re-assembled together, so the remote gets fewer files
