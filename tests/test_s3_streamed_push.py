@@ -96,24 +96,31 @@ def _push_in_child(repo: Path, prelude: str = "") -> subprocess.CompletedProcess
     )
 
 
-def test_a_large_pack_is_streamed_in_parts_without_a_pack_in_memory(
-    tmp_path: Path, s3: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("target", "mib"),
+    [(None, 168), (256 << 20, 128)],
+    ids=["80-MiB-packs-one-PUT-each", "128-MiB-pack-multipart"],
+)
+def test_packs_are_streamed_without_a_pack_in_memory(
+    tmp_path: Path, s3: str, monkeypatch: pytest.MonkeyPatch, target: int | None, mib: int
 ) -> None:
-    """A 128 MiB local pack goes up as a multipart upload of three parts; the pushing
-    process's resident memory never grows by anything near the pack (before: the pack read
-    into a buffer, then copied); the remote holds the pack byte for byte; a clone reads it."""
-    _one_pack_per_register(monkeypatch, 256 << 20)
+    """Local packs of 80 MiB (one streamed PUT each) or one of 128 MiB (a multipart upload):
+    the pushing process's resident memory never grows by anything near a pack (before: each
+    pack read into a buffer, then copied, two at a time: about 400 MiB); the remote holds the
+    local packs byte for byte, nothing is pending, and a clone reads the version back."""
+    if target is not None:
+        _one_pack_per_register(monkeypatch, target)
     bare, a = shared_setup(tmp_path, blob_url=URL)
     ra = open_registry(a)
-    ra.register(str(_big_file(tmp_path / "big", 128)), "big", version="v1.0.0")
-    local = _local_packs(a)
-    assert len(local) == 2 and max(len(v) for v in local.values()) > 128 << 20  # one pack, its index
+    ra.register(str(_big_file(tmp_path / "big", mib)), "big", version="v1.0.0")
+    local = {k: v for k, v in _local_packs(a).items() if len(v) >= 40 << 20}  # sent as they are
+    assert local and max(len(v) for v in local.values()) > (96 << 20 if target else 80 << 20)
     proc = _push_in_child(a)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.splitlines()[-1])
-    assert report["bytes"] == 128 << 20
-    assert report["peak"] < 48 << 20, report  # parts stream: a few chunks in memory, not the pack
-    assert _objects(s3) == {k: len(v) for k, v in local.items()} and not _pending(s3)
+    assert report["bytes"] == mib << 20
+    assert report["peak"] < 48 << 20, report  # a few pieces in memory, never a pack
+    assert not _pending(s3)
     client = _client(s3)
     for name, data in local.items():
         assert client.get_object(Bucket="models", Key=f"reg/packs/{name}")["Body"].read() == data
@@ -126,64 +133,67 @@ def test_a_large_pack_is_streamed_in_parts_without_a_pack_in_memory(
     )
 
 
-def test_requests_of_a_streamed_push(tmp_path: Path, s3: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Local packs too small to be sent as they are (three of 30 MiB), re-assembled into
-    packs of about 80 MiB: the first is one multipart upload of two parts, each chunk read
-    from the local store and verified as it is sent; the rest (about 10 MiB) one PUT.
-    Nothing pending afterwards; the chunks download back."""
+def test_requests_of_a_streamed_multipart_push(
+    tmp_path: Path, s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Local packs too small to be sent as they are (four of 30 MiB) re-assembled into one
+    pack of 120 MiB (remote packs of up to 128 MiB here): one multipart upload of four parts, each
+    chunk read from the local store and verified as it is sent, then the index. Nothing
+    pending afterwards; the chunks download back."""
     from uniflow._records.config import RemoteSpec
-    from uniflow.sharing.blobs import upload_chunks
+    from uniflow._storage.store import ObjectStore
+    from uniflow.sharing import remotepacks
+    from uniflow.sharing.blobs import download_chunks, upload_chunks
     from uniflow.sharing.blobstore import open_remote
 
     _, a = shared_setup(tmp_path, blob_url=URL)
     ra = open_registry(a)
     _one_pack_per_register(monkeypatch, 30 << 20)
-    for i in range(3):  # three local packs of 30 MiB: each below the size sent as it is
+    monkeypatch.setattr(remotepacks, "REMOTE_PACK_TARGET", 128 << 20)
+    for i in range(4):  # four local packs of 30 MiB: each below the size sent as it is
         ra.register(str(_big_file(tmp_path / f"small{i}", 30)), f"small{i}", version="v1.0.0")
     store = ra.store
-    store.packs.refresh()
-    digests = [e.name for i in store.packs.indexes().values() for e in i.entries()]
+    digests = [c.digest for c in stored_chunks(store)]
     remote = open_remote(RemoteSpec("origin", URL), a)
     counts = _counting(remote.fs)  # type: ignore[attr-defined]
-    stats = upload_chunks(store, remote, digests)
-    assert stats.bytes == 90 << 20
-    assert counts.get("CreateMultipartUpload") == 1 and counts.get("UploadPart") == 2, counts
+    assert upload_chunks(store, remote, digests).bytes == 120 << 20
+    assert counts.get("CreateMultipartUpload") == 1 and counts.get("UploadPart") == 4, counts
     assert counts.get("CompleteMultipartUpload") == 1 and "AbortMultipartUpload" not in counts
-    assert counts.get("PutObject") == 4, counts  # the layout marker, the small pack, two indexes
-    assert len(_objects(s3)) == 4 and not _pending(s3)
-    from uniflow._storage.store import ObjectStore
-
+    assert counts.get("PutObject") == 2, counts  # the layout marker and the index
+    assert len(_objects(s3)) == 2 and not _pending(s3)
     other = ObjectStore(tmp_path / "other")
-    from uniflow.sharing.blobs import download_chunks
-
     assert download_chunks(other, remote, digests).transferred == len(digests)
     assert other.missing(digests) == []
 
 
-def test_a_corrupted_chunk_aborts_the_upload_and_leaves_nothing(tmp_path: Path, s3: str) -> None:
-    """The last chunk of an 80 MiB local pack damaged after the register: the multipart
-    upload begun for it is aborted once the damage is read (its first part may be sent): no
-    object, no pending upload, one line naming the corrupted chunk, no ref pushed."""
+@pytest.mark.parametrize("multipart", [False, True], ids=["one-PUT", "multipart"])
+def test_a_corrupted_chunk_aborts_the_upload_and_leaves_nothing(
+    tmp_path: Path, s3: str, monkeypatch: pytest.MonkeyPatch, multipart: bool
+) -> None:
+    """The last chunk of a local pack damaged after the register (a 60 MiB pack sent in one
+    PUT, or a 128 MiB one as a multipart upload): the upload fails once the damage is read,
+    and a multipart upload is aborted (parts before it may be sent): no object, no pending
+    upload, one line naming the corrupted chunk, no ref pushed."""
     from uniflow._records.config import RemoteSpec
     from uniflow.sharing.blobs import upload_chunks
     from uniflow.sharing.blobstore import open_remote
 
+    if multipart:
+        _one_pack_per_register(monkeypatch, 256 << 20)
     bare, a = shared_setup(tmp_path, blob_url=URL)
     ra = open_registry(a)
-    ra.register(str(_big_file(tmp_path / "big", 100)), "m", version="v1.0.0")
+    ra.register(str(_big_file(tmp_path / "big", 128 if multipart else 60)), "m", version="v1.0.0")
     store = ra.store
-    store.packs.refresh()
-    big = max(store.packs.indexes().values(), key=lambda i: i.pack_size)
-    last = max(big.entries(), key=lambda e: e.offset)
-    flip_stored_byte(next(c for c in stored_chunks(store) if c.digest == last.name), 5)
+    chunks = stored_chunks(store)  # one pack, in the order the register wrote it
+    flip_stored_byte(chunks[-1], 5)
     remote = open_remote(RemoteSpec("origin", URL), a)
     counts = _counting(remote.fs)  # type: ignore[attr-defined]
-    digests = [c.digest for c in stored_chunks(store)]  # in the order the register wrote them
     with pytest.raises(IntegrityError, match=r"in local pack .* is corrupted: .*not published") as info:
-        upload_chunks(store, remote, digests)
+        upload_chunks(store, remote, [c.digest for c in chunks])
     assert "\n" not in str(info.value)
-    assert counts.get("CreateMultipartUpload") == 1 and counts.get("AbortMultipartUpload") == 1, counts
-    assert "CompleteMultipartUpload" not in counts
+    aborted = 1 if multipart else None
+    assert counts.get("CreateMultipartUpload") == aborted and counts.get("AbortMultipartUpload") == aborted
+    assert "CompleteMultipartUpload" not in counts, counts
     assert _objects(s3) == {} and _pending(s3) == []
     with pytest.raises(IntegrityError, match="corrupted"):
         ra.push()
@@ -194,9 +204,9 @@ def test_a_corrupted_chunk_aborts_the_upload_and_leaves_nothing(tmp_path: Path, 
 def test_a_push_killed_mid_upload_leaves_the_remote_readable_and_the_next_completes(
     tmp_path: Path, s3: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A push SIGKILLed after the first part of a pack was uploaded: the remote shows no new
-    pack (a clone still reads what was there), the upload stays pending; the next push
-    aborts that abandoned upload, sends the pack, and a clone reads the new version."""
+    """A push SIGKILLed after the first part of a 128 MiB pack was uploaded: the remote shows
+    no new pack (a clone still reads what was there), the upload stays pending; the next
+    push aborts that abandoned upload, sends the pack, and a clone reads the new version."""
     from uniflow.sharing import packstream
 
     bare, a = shared_setup(tmp_path, blob_url=URL)
@@ -204,7 +214,8 @@ def test_a_push_killed_mid_upload_leaves_the_remote_readable_and_the_next_comple
     ra.register(str(_big_file(tmp_path / "first", 2)), "first", version="v1.0.0")
     ra.push()
     before = _objects(s3)
-    ra.register(str(_big_file(tmp_path / "big", 100)), "big", version="v1.0.0")
+    _one_pack_per_register(monkeypatch, 256 << 20)
+    ra.register(str(_big_file(tmp_path / "big", 128)), "big", version="v1.0.0")
     kill = (
         "from uniflow.sharing import blobstore\n"
         "real = blobstore.S3Streams.put_part\n"
@@ -226,7 +237,7 @@ def test_a_push_killed_mid_upload_leaves_the_remote_readable_and_the_next_comple
     )
     monkeypatch.setattr(packstream, "STALE_UPLOAD_AGE", 0.0)
     res = ra.push()
-    assert res.chunks.bytes == 100 << 20
+    assert res.chunks.bytes == 128 << 20
     assert _pending(s3) == []
     rb.pull()
     assert (

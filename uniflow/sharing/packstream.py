@@ -10,13 +10,15 @@ a time into their own buffer. The HTTP client may read a body more than once (to
 bytes, to checksum them, to send them); every pass reads and checks again, so every byte
 sent was checked in the pass that sent it.
 
-A pack of more than :data:`PART_SIZE` bytes is one multipart upload, split at piece
-boundaries into parts of at most that size, two parts in flight (an 80 MiB pack: two parts
-of 40 MiB); any failure, a damaged chunk included, aborts the upload (no part is kept, no
-object appears). A smaller pack is one PUT of a streamed body (a failed PUT leaves no
-object). The index is written only once the pack is complete, as for every remote: a reader
-sees a pack only through its index. A push killed mid-upload leaves an upload that is
-neither completed nor aborted (its parts are kept, never visible); the next push aborts ours
+A pack of up to :data:`MULTIPART_MIN` bytes (every pack a push writes: about 80 MiB) is one
+PUT of a streamed body; a failed PUT, a damaged chunk included, leaves no object. A larger
+pack is one multipart upload, split at piece boundaries into parts of about
+:data:`PART_SIZE`, two parts in flight; any failure, a damaged chunk included, aborts the
+upload (no part is kept, no object appears). The index is written only once the pack is
+complete, as for every remote: a reader sees a pack only through its index. Two packs go
+at a time (``remotepacks.PACKS_IN_FLIGHT``): one pack's completion and index overlap the
+next one's bytes. A push killed mid-upload leaves an upload that is neither completed nor
+aborted (its parts are kept, never visible); the next push aborts ours
 (``packs/<64 hex>.pack``) once they are :data:`STALE_UPLOAD_AGE` seconds old.
 """
 
@@ -37,6 +39,7 @@ from .._storage.parallel import bounded_map
 from .blobstore import PackStreams
 
 __all__ = [
+    "MULTIPART_MIN",
     "PART_SIZE",
     "STALE_UPLOAD_AGE",
     "Outgoing",
@@ -48,10 +51,12 @@ __all__ = [
 
 log = logging.getLogger("uniflow.remote")
 
-#: the largest part of a multipart upload (packs up to this size go in one PUT); a body is
-#: streamed, so the size of a part costs no memory: only requests (fewer, larger parts) and
-#: what a retry sends again
-PART_SIZE = 48 << 20
+#: a pack larger than this is a multipart upload; up to this, one streamed PUT (one request
+#: instead of four or more: packs of ``remotepacks.REMOTE_PACK_TARGET`` with their last chunk
+#: and index stay below it). A body is streamed, so neither costs memory.
+MULTIPART_MIN = 96 << 20
+#: the size of a part of a multipart upload (about: parts are cut at piece boundaries)
+PART_SIZE = 32 << 20
 #: parts of one pack uploaded at once
 PARTS_IN_FLIGHT = 2
 #: uploads of ours older than this, neither completed nor aborted, are aborted by a push
@@ -117,17 +122,31 @@ class PieceBody(io.RawIOBase):
         return self._size
 
     def readinto(self, b: Any) -> int:
+        with self._next(len(b)) as piece:
+            b[: len(piece)] = piece
+            return len(piece)
+
+    def read(self, size: int | None = -1) -> bytes:
+        """At most ``size`` bytes (never past the piece being read: an HTTP client asking
+        for a whole part at once gets one piece, copied once)."""
+        if size is None or size < 0:
+            return self.readall()
+        with self._next(size) as piece:
+            return bytes(piece)
+
+    def _next(self, size: int) -> memoryview:
+        """A view of the next bytes, at most ``size``, within one piece (loaded and checked
+        if it is not the one in the buffer); the position moves past them."""
         at = self._start + self._pos
-        if self._pos >= self._size:
-            return 0
+        if self._pos >= self._size or size <= 0:
+            return memoryview(b"")
         i = bisect.bisect_right(self._pack.starts, at, self._first, self._last) - 1
         if i != self._piece:
             self._load(i)
         offset = at - self._pack.starts[i]
-        n = min(len(b), len(self._view) - offset)
-        b[:n] = self._view[offset : offset + n]
+        n = min(size, len(self._view) - offset)
         self._pos += n
-        return n
+        return self._view[offset : offset + n]
 
     def _load(self, i: int) -> None:
         self._view.release()
@@ -151,11 +170,12 @@ class PieceBody(io.RawIOBase):
 
 
 def split_parts(pack: Outgoing, part_size: int | None = None) -> list[tuple[int, int]]:
-    """The parts of ``pack``'s upload as runs of pieces ``(first, last)``: as many parts as
-    ``part_size`` (:data:`PART_SIZE`) asks, of about equal length, cut at piece boundaries."""
+    """The parts of ``pack``'s upload as runs of pieces ``(first, last)``: one up to
+    :data:`MULTIPART_MIN` bytes, else as many as ``part_size`` (:data:`PART_SIZE`) asks, of
+    about equal length, cut at piece boundaries."""
     size = pack.index.pack_size
     limit = part_size or PART_SIZE
-    count = max(1, -(-size // limit))
+    count = 1 if size <= MULTIPART_MIN else -(-size // limit)
     cuts = [0]
     for k in range(1, count):
         i = bisect.bisect_left(pack.starts, k * size // count)

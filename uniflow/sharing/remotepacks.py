@@ -74,6 +74,7 @@ __all__ = [
     "MAX_GAP",
     "MAX_INDEX_BYTES",
     "MAX_RANGE",
+    "PACKS_IN_FLIGHT",
     "REMOTE_FORMAT",
     "REMOTE_PACK_TARGET",
     "WHOLE_PACK_MIN",
@@ -85,12 +86,14 @@ __all__ = [
 #: the layout of a blob remote this uniflow writes and reads (1, 2: loose chunks only)
 REMOTE_FORMAT = 3
 #: a pack pushed is full once its chunk bytes reach this: 13 packs per GiB (with their
-#: indexes and the marker, 27 files); on S3 two parts of a multipart upload each
-#: (``packstream.PART_SIZE``), even with its last chunk (4 MiB at most) and index
+#: indexes and the marker, 27 files); below ``packstream.MULTIPART_MIN`` even with its last
+#: chunk (4 MiB at most) and index: one streamed PUT each on S3
 REMOTE_PACK_TARGET = 80 << 20
 #: a local pack is sent as it is only from this size on: smaller ones (a small register's,
 #: the tail of a large one) are re-assembled together, so the remote gets fewer files
 WHOLE_PACK_MIN = REMOTE_PACK_TARGET // 2
+#: packs uploaded at once to a remote that takes streams (S3)
+PACKS_IN_FLIGHT = 2
 #: the largest index read from a remote (an index of 48 bytes per chunk: ~170,000 chunks)
 MAX_INDEX_BYTES = 8 << 20
 #: bytes between two wanted chunks of a pack still fetched in one range read
@@ -380,18 +383,27 @@ class RemotePacks:
     ) -> None:
         """Upload the local packs ``whole`` as they are, then packs of the chunks ``rest``, to
         a remote that takes streams (``packstream``): each read piece by piece and checked as
-        it is sent, never whole in memory; each pack's index after it."""
+        it is sent, never whole in memory; each pack's index after it. Two packs at a time
+        (:data:`PACKS_IN_FLIGHT`: one pack's completion and index overlap the next one's
+        parts), each holding one piece per part in flight."""
         abort_stale(streams)
-        for index in whole:
-            with PackReader(store.root, index.name, index) as reader:
-                send_pack(streams, _local_pack(reader.fd, index, where), self._call)
+
+        def one(item: PackIndex | list[tuple[str, int]]) -> PackIndex:
+            if isinstance(item, PackIndex):
+                with PackReader(store.root, item.name, item) as reader:
+                    send_pack(streams, _local_pack(reader.fd, item, where), self._call)
+                return item
+            pack = _assembled_pack(store, item, where)
+            send_pack(streams, pack, self._call)
+            return pack.index
+
+        items: Iterator[PackIndex | list[tuple[str, int]]] = itertools.chain(
+            whole, _groups(store, rest, where)
+        )
+        workers = PACKS_IN_FLIGHT
+        for index in bounded_map(one, items, workers=workers, window=workers, name="uniflow-pack-up"):
             self._cache_index(index.name, index.raw)
             sent(len(index), index.data_bytes)
-        for group in _groups(store, rest, where):
-            pack = _assembled_pack(store, group, where)
-            send_pack(streams, pack, self._call)
-            self._cache_index(pack.index.name, pack.index.raw)
-            sent(len(pack.index), pack.index.data_bytes)
 
 
 def _split_whole(store: ObjectStore, todo: list[str]) -> tuple[list[PackIndex], list[str]]:
