@@ -28,7 +28,9 @@ who asks for nothing pays once a policy exists).
 so it fetches the repository, the chunks and (verified) the default branch's history, and
 verifies every signature. Warm: the same gets from one per-user cache that already served
 each of them once (a verified read of unchanged inputs reuses its kept verdict). OUT is a new
-directory every time. **The goal is judged on the cold ratio** (``get_require_signed_ratio``,
+directory every time. The processes keep their bytecode (``PYTHONPYCACHEPREFIX`` under the
+work directory, written by the untimed warm-up gets), as an installed package has it.
+**The goal is judged on the cold ratio** (``get_require_signed_ratio``,
 the median of the per-pair ratios; ``_min`` beside it): a deploy job usually starts from an
 empty cache, and the cold get is the one that pays for every check. CPU seconds (user +
 system of the process) are reported beside wall time: on a shared machine they are steadier.
@@ -122,7 +124,7 @@ def _register_lifecycle(clone: Path, model: Path, events: int) -> None:
 
     with ModelRegistry(clone) as reg:
         small = clone.parent / "small.bin"
-        for i in range(max(0, events // 3 - 1)):
+        for i in range(max(0, -(-events // 3) - 1)):  # 3 events per version, the model's last
             small.write_bytes(os.urandom(4096) + i.to_bytes(4, "big"))
             v = reg.register(str(small), NAME).version
             reg.promote(NAME, v, "staging")
@@ -200,7 +202,8 @@ class Rounds:
         """One whole ``uniflow get`` process into ``out`` (removed after): its wall and CPU
         seconds. Checks what it wrote, and that it verified (or did not) as its variant
         should, warning about nothing."""
-        env = {**git_env(), "UNIFLOW_CACHE_DIR": str(cache)}
+        env = {**git_env(), "UNIFLOW_CACHE_DIR": str(cache), "PYTHONPYCACHEPREFIX": str(self.work / "pyc")}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed package has its bytecode
         cpu = _children_cpu()
         start = time.perf_counter()
         proc = run(self.argv(variant, out), env=env, check=False, timeout=3600)
