@@ -449,7 +449,7 @@ class Mirror:
             # --depth=1: a version commit's parent is a code commit; its history is not needed,
             # unless the read verifies signatures: then the history comes now (fetch_history)
             depth = ["--depth=1"]
-            if history:
+            if history and head is not None:
                 depth = ["--unshallow"] if (self.dir / "shallow").is_file() else []
             what = f"fetching the version tags of {self.url.display}"
             self._git(*base, *depth, "origin", *specs, what=what)
