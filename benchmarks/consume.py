@@ -78,7 +78,7 @@ GOALS: list[tuple[str, str, str, float, str]] = [
     ),
 ]
 #: model size (MiB) and lifecycle length (events) per benchmark mode
-SIZE_MIB = {"full": 256, "quick": 64, "smoke": 2}
+SIZE_MIB = {"full": 256, "quick": 256, "smoke": 2}
 EVENTS = {"full": 50, "quick": 50, "smoke": 9}
 NAME = "clf"
 

@@ -331,9 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size-mib", type=int, help="size of the model file (default 1024; smoke 8)")
     ap.add_argument("--size", type=size_mib, dest="size_mib", help="the same with a unit: 64MiB, 1GiB")
     ap.add_argument("--pairs", type=int, help="round3: interleaved pairs per row (default 5; smoke 2)")
-    ap.add_argument(
-        "--consume-size", type=size_mib, help="consume: model size (default 256MiB; quick 64MiB; smoke 2MiB)"
-    )
+    ap.add_argument("--consume-size", type=size_mib, help="consume: model size (default 256MiB; smoke 2MiB)")
     ap.add_argument("--large", action="store_true", help="round3: also the 4 GiB memory rows (disk space)")
     ap.add_argument(
         "--cache-dir",
