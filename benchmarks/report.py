@@ -10,7 +10,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from benchmarks import authority, listing, memory, remote, round3, stream, transfer
+from benchmarks import authority, consume, listing, memory, remote, round3, stream, transfer
 from benchmarks.commands import UI_KEYS
 from benchmarks.harness import Results, run
 
@@ -108,6 +108,7 @@ GOALS = [
     ),
     *remote.GOALS,
     *authority.GOALS,
+    *consume.GOALS,
     *transfer.GOALS,
     *stream.GOALS,
     *memory.GOALS,
@@ -227,6 +228,7 @@ def print_table(res: Results, goals: list[dict[str, Any]]) -> None:
         *PEER_KEYS,
         *remote.REMOTE_KEYS,
         *authority.KEYS,
+        *consume.KEYS,
         *memory.KEYS,
         "resolve_first_s",
         "dvc_get_1g",

@@ -22,6 +22,8 @@ Modes:
              needs the mlflow extra in this interpreter (docs/migrate.md).
   --scaling  register/load versus model size and `models list` versus number of versions
              (data for benchmarks/plot.py).
+  consume    `get --require-signed` against the same get unverified, whole processes, cold
+             and warm, --pairs interleaved rounds (benchmarks/consume.py); --consume-size N.
   round3     (only when --only names it) issue 25's Numbers table: ratios of --pairs
              interleaved pairs, min and median, with the machine's floors (benchmarks/round3.py);
              --large adds the 4 GiB memory rows.
@@ -329,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size-mib", type=int, help="size of the model file (default 1024; smoke 8)")
     ap.add_argument("--size", type=size_mib, dest="size_mib", help="the same with a unit: 64MiB, 1GiB")
     ap.add_argument("--pairs", type=int, help="round3: interleaved pairs per row (default 5; smoke 2)")
+    ap.add_argument("--consume-size", type=size_mib, help="consume: model size (default 256MiB; smoke 2MiB)")
     ap.add_argument("--large", action="store_true", help="round3: also the 4 GiB memory rows (disk space)")
     ap.add_argument(
         "--cache-dir",
@@ -339,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only",
         help="comma-separated sections: "
-        "machine,register,dedup,promote,authority,cli,ui,import,memory,remote,tensors,listing,stream,transfer,peers,"
+        "machine,register,dedup,promote,authority,consume,cli,ui,import,memory,remote,tensors,listing,stream,transfer,peers,"
         "scaling,migrate,round3 (round3 runs only when named)",
     )
     memory.add_args(ap)
@@ -419,6 +422,19 @@ def main(argv: list[str] | None = None) -> int:
                 section(res, authority.KEYS, "authority (signatures)")(
                     lambda: authority.bench_authority(res, work, mode_name, mode["promote_runs"])
                 )
+            if want("consume"):  # benchmarks/consume.py: get --require-signed vs the same get unverified
+                from benchmarks import consume
+
+                def _consume() -> None:
+                    cmd, why = cli_command()
+                    if cmd is None:
+                        raise RuntimeError(f"no working uniflow CLI: {why}")
+                    size = args.consume_size or consume.SIZE_MIB[mode_name]
+                    consume.bench_consume(
+                        res, cache, work, cmd, size, consume.EVENTS[mode_name], mode["pairs"]
+                    )
+
+                section(res, consume.KEYS, "consume (verified get)")(_consume)
             if want("tensors"):  # benchmarks/tensors.py: digests at register, diff, partial loads
                 from benchmarks.tensors import KEYS as TENSOR_KEYS
                 from benchmarks.tensors import bench_tensors

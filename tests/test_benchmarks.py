@@ -91,6 +91,14 @@ NON_PEER_KEYS = [
     "promote_signed_ms",
     "promote_sign_overhead_ms",
     "promote_sign_overhead_min_ms",
+    # benchmarks/consume.py: get --require-signed against the same get unverified
+    "get_require_signed_ratio",
+    "get_require_signed_ratio_min",
+    "get_require_signed_ratio_warm",
+    "get_verified_cold_s",
+    "get_unverified_cold_s",
+    "get_verified_warm_s",
+    "get_unverified_warm_s",
     # benchmarks/memory.py
     "mem_import_mib",
     "mem_register_1g_mib",
@@ -162,7 +170,7 @@ def test_smoke_keeps_samples(smoke: dict) -> None:
             "header_shift_new_bytes_pct",
             "register_tensor_overhead_pct",
             "partial_load_head_fetched_bytes",
-        ) or key.endswith(("_bytes", "_requests", "_per_gib", "_min_s", "_min_ms")):
+        ) or key.endswith(("_bytes", "_requests", "_per_gib", "_min_s", "_min_ms", "_ratio_min")):
             continue  # one measurement (or a ratio of medians), not a timing
         samples = smoke["samples"][key]
         assert samples and all(_numeric(s) for s in samples), key
@@ -189,6 +197,7 @@ def test_smoke_reports_goals_and_machine(smoke: dict) -> None:
         "first load memory",
         "verify 10k events",
         "sign a promote",
+        "get --require-signed",
     } <= set(goals)
     for goal in goals.values():
         assert goal["pass"] in (True, False, None)

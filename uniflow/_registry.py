@@ -792,7 +792,8 @@ class RemoteRegistry(RegistryReader):
         if path is None:
             raise UsageError("RemoteRegistry needs a Git URL")
         self._signatures, self._trust_root = _signature_options(signatures, trust_root)
-        self._source = RemoteSource(os.fspath(path), offline=offline, blob=blob)
+        verifying = self._signatures in ("warn", "require")  # the policy history is synced at once
+        self._source = RemoteSource(os.fspath(path), offline=offline, blob=blob, history=verifying)
         self.url: str = self._source.display
 
     def _open(self) -> Repository:

@@ -228,36 +228,36 @@ def _loose_header(path: str) -> tuple[str, int] | None:
     return kind.decode(), int(size)
 
 
-def _pack_entry(pack: Any, offset: int) -> tuple[int, int, int | bytes | None, bytes]:
-    """``(type, size, base, first inflated bytes)`` of the pack entry at ``offset``: the
-    size its header states (a delta's: the delta's own), the base of a delta (an offset in
-    the same pack, or a binary object id), and a delta's first bytes (its size headers)."""
-    with open(pack._data_path, "rb") as f:
-        f.seek(offset)
-        head = f.read(32)
-        c = head[0]
-        kind, size, shift, pos = (c >> 4) & 7, c & 0x0F, 4, 1
-        while c & 0x80:  # the size goes on in base 128 after its first 4 bits
+def _pack_entry(f: Any, offset: int) -> tuple[int, int, int | bytes | None, bytes]:
+    """``(type, size, base, first inflated bytes)`` of the entry at ``offset`` of the pack
+    open as ``f``: the size its header states (a delta's: the delta's own), the base of a
+    delta (an offset in the same pack, or a binary object id), and a delta's first bytes (its
+    size headers)."""
+    f.seek(offset)
+    head = f.read(32)
+    c = head[0]
+    kind, size, shift, pos = (c >> 4) & 7, c & 0x0F, 4, 1
+    while c & 0x80:  # the size goes on in base 128 after its first 4 bits
+        c = head[pos]
+        pos += 1
+        size |= (c & 0x7F) << shift
+        shift += 7
+    base: int | bytes | None = None
+    if kind == _OFS_DELTA:
+        c = head[pos]
+        pos += 1
+        back = c & 0x7F
+        while c & 0x80:
             c = head[pos]
             pos += 1
-            size |= (c & 0x7F) << shift
-            shift += 7
-        base: int | bytes | None = None
-        if kind == _OFS_DELTA:
-            c = head[pos]
-            pos += 1
-            back = c & 0x7F
-            while c & 0x80:
-                c = head[pos]
-                pos += 1
-                back = ((back + 1) << 7) | (c & 0x7F)
-            base = offset - back
-        elif kind == _REF_DELTA:
-            base, pos = head[pos : pos + 20], pos + 20
-        if base is None:
-            return kind, size, None, b""
-        f.seek(offset + pos)
-        return kind, size, base, _inflate_head(f, 32)
+            back = ((back + 1) << 7) | (c & 0x7F)
+        base = offset - back
+    elif kind == _REF_DELTA:
+        base, pos = head[pos : pos + 20], pos + 20
+    if base is None:
+        return kind, size, None, b""
+    f.seek(offset + pos)
+    return kind, size, base, _inflate_head(f, 32)
 
 
 def _loose_path(objects: str | os.PathLike[str], hexsha: str) -> str:
@@ -287,18 +287,32 @@ def object_sizes(store: Any, hexsha: str) -> tuple[str, int, int] | None:
     A loose object's header states its size; a packed one's entry header states it, or for
     a delta its result size is in the delta's first bytes, and the chain is followed to its
     end, across packs (dulwich materialises every object on it to read the last)."""
-    where = _locate(store, hexsha)
+    places = _places(store)
+    where = _locate(places, hexsha)
     if where is None:
         return None
+    with contextlib.ExitStack() as files:
+        return _chain_sizes(places, hexsha, where, files)
+
+
+def _chain_sizes(
+    places: list[tuple[str, list[Any]]], hexsha: str, where: tuple[Any, int, str], files: contextlib.ExitStack
+) -> tuple[str, int, int]:
+    """:func:`object_sizes` of ``hexsha`` from its place ``where`` (see :func:`_locate`)
+    along its delta chain; each pack on the chain is opened once, into ``files``."""
+    opened: dict[str, Any] = {}
     size: int | None = None
     largest = 0
     for _ in range(_MAX_DELTA_CHAIN):  # each turn follows one delta to its base
         pack, offset, loose_kind = where
         if pack is None:  # a loose object (``offset`` is its size): the chain's end
             return loose_kind, offset if size is None else size, max(largest, offset)
-        name = Path(pack._data_path).name
+        path = pack._data_path
+        name = os.path.basename(path)
+        if path not in opened:
+            opened[path] = files.enter_context(open(path, "rb"))  # noqa: SIM115 (closed by files)
         try:
-            kind, stated, base, head = _pack_entry(pack, offset)
+            kind, stated, base, head = _pack_entry(opened[path], offset)
             largest = max(largest, stated)
             if base is None:
                 if kind not in _TYPE_NAMES:
@@ -311,7 +325,7 @@ def object_sizes(store: Any, hexsha: str) -> tuple[str, int, int] | None:
         size = dest if size is None else size
         largest = max(largest, src, dest)
         if isinstance(base, bytes):
-            found = _locate(store, base.hex())
+            found = _locate(places, base.hex())
             if found is None:
                 raise KeyError(base.hex())
             where = found
@@ -322,17 +336,21 @@ def object_sizes(store: Any, hexsha: str) -> tuple[str, int, int] | None:
     )
 
 
-def _locate(store: Any, hexsha: str) -> tuple[Any, int, str] | None:
+def _places(store: Any) -> list[tuple[str, list[Any]]]:
+    """``(objects directory, packs)`` of the store and of each alternate with a directory:
+    where :func:`_locate` looks (the packs listed once, for every lookup of one call)."""
+    return [(s.path, list(s.packs)) for s in _stores(store) if getattr(s, "path", None) is not None]
+
+
+def _locate(places: list[tuple[str, list[Any]]], hexsha: str) -> tuple[Any, int, str] | None:
     """``(None, size, type)`` of loose object ``hexsha`` from its header, or ``(pack,
-    offset, "")`` of its pack entry, or None; the store is searched, then its alternates."""
-    for s in _stores(store):
-        path = getattr(s, "path", None)
-        if path is None:
-            continue
+    offset, "")`` of its pack entry, or None; the :func:`_places` of a store are searched
+    in order (the store, then its alternates)."""
+    for path, packs in places:
         loose = _loose_header(_loose_path(path, hexsha))
         if loose is not None:
             return None, loose[1], loose[0]
-        for pack in s.packs:
+        for pack in packs:
             try:
                 return pack, pack.index.object_offset(bytes.fromhex(hexsha)), ""
             except KeyError:

@@ -22,9 +22,12 @@ A sync (docs/remote.md, "How little is fetched"):
 A read that verifies signatures (``_ops.consume``) also asks :meth:`Mirror.fetch_history`:
 the default branch's history as commits and trees (``--filter=blob:none``, unshallowing what
 step 2 left shallow) and the blobs of the two policy files along it, recorded complete per
-head in ``uniflow/history-complete``. The mirror's ``HEAD`` points at the default branch's head
-(``refs/mirror/head``), where the policy files are read from; ``uniflow/`` also holds the
-trust root and the lifecycle heads a verified read saw.
+head in ``uniflow/history-complete``. A sync told so beforehand (``history=True``: a registry
+opened with ``signatures="require"`` or ``"warn"``) brings them in steps 2 and 3 (no
+``--depth``; the policy blobs in the same request), so that nothing is left to fetch.
+The mirror's ``HEAD`` points at the default branch's head (``refs/mirror/head``), where the
+policy files are read from; ``uniflow/`` also holds the trust root and the lifecycle heads a
+verified read saw.
 
 A server that does not allow filters (``uploadpack.allowFilter``) is refused before any
 fetch: git would silently ignore the filter and download the code. For a repository on
@@ -130,9 +133,11 @@ class Mirror:
         self.state_path = self.dir / STATE_FILE
 
     # ------------------------------------------------------------------ public
-    def sync(self, *, offline: bool = False) -> MirrorState:
+    def sync(self, *, offline: bool = False, history: bool = False) -> MirrorState:
         """Bring the mirror up to date (one ``ls-remote`` when nothing changed) and return
         its state; ``offline`` returns the recorded state without touching the network.
+        ``history`` (a read that will verify signatures): what :meth:`fetch_history` needs
+        comes in the same fetches (no ``--depth``, the policy files' blobs with the others).
 
         Before git runs, the cache directories must be ours and private (else a one-line
         :class:`RepositoryError`), the mirror too (else it is moved aside and rebuilt), its
@@ -159,11 +164,11 @@ class Mirror:
                         "a model; enable the filter on the server, or clone the repository and use "
                         "`uniflow --repo CLONE` (ModelRegistry(CLONE))"
                     )
-                self._fetch_refs(old, refs, head)
+                self._fetch_refs(old, refs, head, history)
                 if self._match_refs(refs, head, last=last):
                     break
                 old = None  # the server moved between ls-remote and fetch: once more, everything
-            config_blob = self._fetch_blobs(old, refs, head)
+            config_blob = self._fetch_blobs(old, refs, head, history)
             state = MirrorState(dict(refs), head, config_blob, time.time(), fetched=True)
             self._save_state(state)
             return state
@@ -418,7 +423,9 @@ class Mirror:
             trace.unlink()
         return refs, head, filters
 
-    def _fetch_refs(self, old: MirrorState | None, refs: dict[str, str], head: str | None) -> None:
+    def _fetch_refs(
+        self, old: MirrorState | None, refs: dict[str, str], head: str | None, history: bool
+    ) -> None:
         before = old.refs if old is not None else {}
 
         def changed(*prefixes: str) -> bool:
@@ -439,10 +446,13 @@ class Mirror:
             specs = [f"+{TAGS_PREFIX}/*:{TAGS_PREFIX}/*", f"+{STAGES_PREFIX}/*:{STAGES_PREFIX}/*"]
             if head is not None:
                 specs.append(f"+HEAD:{HEAD_REF}")
-            # --depth=1: a version commit's parent is a code commit; its history is not needed
-            self._git(
-                *base, "--depth=1", "origin", *specs, what=f"fetching the version tags of {self.url.display}"
-            )
+            # --depth=1: a version commit's parent is a code commit; its history is not needed,
+            # unless the read verifies signatures: then the history comes now (fetch_history)
+            depth = ["--depth=1"]
+            if history and head is not None:
+                depth = ["--unshallow"] if (self.dir / "shallow").is_file() else []
+            what = f"fetching the version tags of {self.url.display}"
+            self._git(*base, *depth, "origin", *specs, what=what)
             _testhooks.point("mirror-sync-fetched-tags")
         if old is None or changed(LIFECYCLE_PREFIX + "/"):
             self._git(
@@ -452,9 +462,13 @@ class Mirror:
                 what=f"fetching the lifecycles of {self.url.display}",
             )
 
-    def _fetch_blobs(self, old: MirrorState | None, refs: dict[str, str], head: str | None) -> str | None:
-        """Fetch, in one request, the blobs reads need that the mirror lacks; returns the
-        blob id of the default branch's ``.uniflow/config.toml`` (None: there is none)."""
+    def _fetch_blobs(
+        self, old: MirrorState | None, refs: dict[str, str], head: str | None, history: bool
+    ) -> str | None:
+        """Fetch, in one request, the blobs reads need that the mirror lacks (with
+        ``history``, also the policy files' along the default branch, when its history is
+        here); returns the blob id of the default branch's ``.uniflow/config.toml`` (None:
+        there is none)."""
         before = old.refs if old is not None else {}
         git = self.git()
         try:
@@ -469,6 +483,9 @@ class Mirror:
             config_blob = _blob_at(git, _commit_tree(git, head), CONFIG_PATH.split("/")) if head else None
             if config_blob:
                 wanted.append(config_blob)
+            if history and head:
+                complete, policy_blobs = policy_blob_ids(git, head)
+                wanted += policy_blobs if complete else []  # else fetch_history fetches them
             missing = [b for b in dict.fromkeys(wanted) if not git.has_object(b)]
         finally:
             git.close()

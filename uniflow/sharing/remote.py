@@ -98,7 +98,9 @@ class RemoteSource:
     """A Git URL to read a registry from; :meth:`open` syncs the mirror and builds the
     :class:`Repository` (nothing touches the network before that)."""
 
-    def __init__(self, url: str, *, offline: bool = False, blob: str | None = None) -> None:
+    def __init__(
+        self, url: str, *, offline: bool = False, blob: str | None = None, history: bool = False
+    ) -> None:
         parsed = parse_git_url(url)
         if parsed is None:
             raise UsageError(f"{url!r} is not a Git URL or a bare repository")
@@ -107,6 +109,7 @@ class RemoteSource:
         self.url: GitUrl = parsed
         self.offline = offline
         self.blob = blob.strip() if blob is not None else None
+        self.history = history  # reads will verify signatures: sync what that needs at once
         self._synced: tuple[Mirror, MirrorState] | None = None
 
     @property
@@ -123,7 +126,7 @@ class RemoteSource:
         """Sync the mirror (or read it as it is, offline) and build the read-only Repository."""
         home = self.home()
         mirror = Mirror(self.url, home)
-        state = mirror.sync(offline=self.offline)
+        state = mirror.sync(offline=self.offline, history=self.history)
         self._synced = (mirror, state)
         git = mirror.git()
         config = _remote_config(git, state, self.display)
