@@ -512,7 +512,8 @@ def test_a_local_pack_corrupted_after_it_was_written_is_never_published(tmp_path
 
 # ---------------------------------------------------------------------- get by URL: ranges, reuse
 def _count_ranges(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record the length of every range read from a directory remote's packs (the real read)."""
+    """Record the length of every range read from a directory remote's packs (the real read,
+    into a new buffer or the caller's)."""
     from uniflow.sharing.blobstore import LocalRemote
 
     lengths: list[int] = []
@@ -524,7 +525,16 @@ def _count_ranges(monkeypatch: pytest.MonkeyPatch) -> list[int]:
             lengths.append(len(data))
         return data
 
+    real_into = LocalRemote.read_range_into
+
+    def counting_into(self: LocalRemote, rel: str, start: int, view: memoryview) -> int:
+        got = real_into(self, rel, start, view)
+        if rel.endswith(".pack"):
+            lengths.append(got)
+        return got
+
     monkeypatch.setattr(LocalRemote, "read_range", counting)
+    monkeypatch.setattr(LocalRemote, "read_range_into", counting_into)
     return lengths
 
 

@@ -558,9 +558,9 @@ class _VersionWriter:
         if isinstance(task, _ChunkTask):
             return [self._one(task)]
         span = task.span
-        data = task.packs.read_span(span, task.parts[0].where)  # every chunk verified first
+        buf = _SPAN_BUFFERS.get(span.end - span.start)
         at = {d: off - span.start for d, off, _ in span.chunks}
-        with memoryview(data) as view:
+        with task.packs.read_span_into(span, buf, task.parts[0].where) as view:  # every chunk verified
             for p in task.parts:
                 start = at[p.chunk.digest]
                 with view[start : start + p.chunk.size] as piece:
@@ -732,6 +732,8 @@ def _executable(mode: object) -> bool:
 
 #: this thread's reusable read buffer (no fresh pages, so no page faults, per chunk)
 _BUFFERS = ThreadBuffers(8 << 20)
+#: this thread's reusable buffer for a range read out of a directory remote's pack
+_SPAN_BUFFERS = ThreadBuffers()
 
 
 def _cached_chunk(store: ObjectStore, c: ChunkRef, buf: bytearray) -> memoryview | None:

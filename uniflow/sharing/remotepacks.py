@@ -62,7 +62,7 @@ from .._storage.packs import (
     PackReader,
 )
 from .._storage.parallel import ThreadBuffers, bounded_map
-from .blobstore import MARKER, BlobRemote, LocalFiles, PackFiles, describe
+from .blobstore import MARKER, BlobRemote, LocalFiles, PackFiles, RangeInto, describe
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._storage.store import ObjectStore
@@ -262,17 +262,44 @@ class RemotePacks:
             f"download of pack {span.pack[:16]} bytes {span.start}..{span.end}",
             lambda: self.files.read_range(rel, span.start, span.end),
         )
-        at = f" ({where})" if where else ""
         with memoryview(data) as view:
-            for d, off, length in span.chunks:
-                with view[off - span.start : off - span.start + length] as piece:
-                    if len(piece) != length or blake3.blake3(piece).hexdigest() != d:
-                        raise CorruptChunkError(
-                            f"chunk {d[:16]} in pack {span.pack[:16]} on {describe(self.remote)} is "
-                            f"corrupted: its bytes do not match its name{at}; it was not stored",
-                            d,
-                        )
+            self._verify_span(span, view, where)
         return data
+
+    def read_span_into(self, span: Span, buf: bytearray, where: str = "") -> memoryview:
+        """:meth:`read_span` into ``buf`` (at least ``span.end - span.start`` bytes) when the
+        remote reads ranges into a buffer (:class:`RangeInto`: a directory), so a reused
+        buffer takes the bytes with no allocation or copy; else :meth:`read_span`. A view of
+        the span's bytes, every chunk in it verified (release it before ``buf`` is reused)."""
+        files = self.files
+        if not isinstance(files, RangeInto):
+            return memoryview(self.read_span(span, where))
+        rel = f"packs/{span.pack}.pack"
+        view = memoryview(buf)[: span.end - span.start]
+        try:
+            got = self._call(
+                f"download of pack {span.pack[:16]} bytes {span.start}..{span.end}",
+                lambda: files.read_range_into(rel, span.start, view),
+            )
+            with view[:got] as data:
+                self._verify_span(span, data, where)
+        except BaseException:
+            view.release()
+            raise
+        return view
+
+    def _verify_span(self, span: Span, view: memoryview, where: str) -> None:
+        """Hash every chunk of ``span`` in ``view`` (its bytes as read, possibly short) and
+        compare it with its name: a missing or mismatched byte is a :class:`CorruptChunkError`."""
+        at = f" ({where})" if where else ""
+        for d, off, length in span.chunks:
+            with view[off - span.start : off - span.start + length] as piece:
+                if len(piece) != length or blake3.blake3(piece).hexdigest() != d:
+                    raise CorruptChunkError(
+                        f"chunk {d[:16]} in pack {span.pack[:16]} on {describe(self.remote)} is "
+                        f"corrupted: its bytes do not match its name{at}; it was not stored",
+                        d,
+                    )
 
     def _fetch_span(self, store: ObjectStore, span: Span) -> list[tuple[str, int]]:
         """One range read; every chunk in it verified before any is stored."""
