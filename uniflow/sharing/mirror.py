@@ -53,6 +53,7 @@ import re
 import shutil
 import stat
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -63,13 +64,21 @@ from .. import _testhooks
 from .._errors import IntegrityError, RemoteError, RepositoryError
 from .._records.git import GitRepo
 from .._records.lifecycle import walk_first_parents
-from .._records.policyfiles import policy_blob_ids
 from .._records.refs import LIFECYCLE_PREFIX, REGISTRY_PATTERNS, STAGES_PREFIX, TAGS_PREFIX
 from .._storage.fsio import flock_within
 from .gitcmd import GIT_TIMEOUT, config_env, last_error, run_git
 from .giturl import GitUrl
 
-__all__ = ["CONFIG_PATH", "HEAD_REF", "Mirror", "MirrorState", "STATE_FILE", "ensure_private_dir"]
+__all__ = [
+    "CONFIG_PATH",
+    "HEAD_REF",
+    "STATE_FILE",
+    "Mirror",
+    "MirrorState",
+    "begin_sync",
+    "ensure_private_dir",
+    "sync_state",
+]
 
 STATE_FILE = "uniflow-mirror.json"
 STATE_FORMAT = 1
@@ -116,6 +125,55 @@ class MirrorState:
     synced_at: float = 0.0
     #: True when this call fetched (False: nothing changed, or offline)
     fetched: bool = False
+
+
+class _EarlySync:
+    """A sync run on a thread of its own (:func:`begin_sync`): its state, or the error it raised."""
+
+    def __init__(self, mirror: Mirror, offline: bool) -> None:
+        self.state: MirrorState | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(mirror, offline), name="uniflow-mirror-sync")
+        self._thread.start()
+
+    def _run(self, mirror: Mirror, offline: bool) -> None:
+        try:
+            self.state = mirror.sync(offline=offline)
+        except BaseException as exc:  # noqa: BLE001 (raised again by result(), on the caller's thread)
+            self.error = exc
+
+    def result(self) -> MirrorState:
+        """The sync's state once it is over; its error, if it failed, raised here."""
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.state is not None
+        return self.state
+
+
+#: syncs begun by begin_sync and not yet taken, by (mirror directory, offline)
+_EARLY: dict[tuple[Path, bool], _EarlySync] = {}
+_EARLY_LOCK = threading.Lock()
+
+
+def begin_sync(mirror: Mirror, *, offline: bool = False) -> None:
+    """Start :meth:`Mirror.sync` of ``mirror`` on a thread, so that its git round trips
+    overlap with what the caller does meanwhile (``uniflow get`` loads the registry's
+    modules); the next :func:`sync_state` of the same mirror takes its result. Nothing is
+    started when one is already under way."""
+    key = (mirror.dir, offline)
+    with _EARLY_LOCK:
+        if key not in _EARLY:
+            _EARLY[key] = _EarlySync(mirror, offline)
+
+
+def sync_state(mirror: Mirror, *, offline: bool = False) -> MirrorState:
+    """The state of the sync :func:`begin_sync` started for ``mirror`` (waited for; its error
+    is raised here, as a sync's own would be), else of a sync made now. A begun sync is
+    taken once: a later call syncs again."""
+    with _EARLY_LOCK:
+        early = _EARLY.pop((mirror.dir, offline), None)
+    return early.result() if early is not None else mirror.sync(offline=offline)
 
 
 class Mirror:
@@ -210,6 +268,8 @@ class Mirror:
             _write_file(marker, head.encode(), "the mirror's history record")
 
     def _policy_needs(self, head: str) -> tuple[bool, list[str]]:
+        from .._records.policyfiles import policy_blob_ids  # a verified read's only: off a get's imports
+
         git = self.git()
         try:
             return policy_blob_ids(git, head)

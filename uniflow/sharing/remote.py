@@ -68,7 +68,7 @@ from .blobs import (
 )
 from .blobstore import is_local, open_remote
 from .giturl import GitUrl, parse_git_url
-from .mirror import CONFIG_PATH, Mirror, MirrorState
+from .mirror import CONFIG_PATH, Mirror, MirrorState, sync_state
 from .remotepacks import RemotePacks, Span, open_packs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -123,7 +123,7 @@ class RemoteSource:
         """Sync the mirror (or read it as it is, offline) and build the read-only Repository."""
         home = self.home()
         mirror = Mirror(self.url, home)
-        state = mirror.sync(offline=self.offline)
+        state = sync_state(mirror, offline=self.offline)  # begun early by `uniflow get` (begin_sync)
         self._synced = (mirror, state)
         git = mirror.git()
         config = _remote_config(git, state, self.display)
