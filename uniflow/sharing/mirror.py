@@ -93,7 +93,7 @@ LOCAL_UPLOAD_PACK = "git -c uploadpack.allowFilter=true -c uploadpack.allowAnySH
 #: the mirror's whole ``config``, written by uniflow before every sync (no URL, no command)
 MIRROR_CONFIG = (
     "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n"
-    "\tlogAllRefUpdates = false\n[gc]\n\tauto = 0\n"
+    "\tlogAllRefUpdates = false\n[gc]\n\tauto = 0\n[maintenance]\n\tauto = false\n"
     '[remote "origin"]\n\tpromisor = true\n\tpartialclonefilter = blob:none\n'
 )
 #: what may sit at the top of a mirror (git's own files; ``*.lock`` and our temp files too)
