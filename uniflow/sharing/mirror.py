@@ -19,6 +19,10 @@ A sync (docs/remote.md, "How little is fetched"):
    head's ``state.json``, and ``.uniflow/config.toml`` of the default branch.
 4. The state is recorded (write + rename) only once all of that is present.
 
+``uniflow get`` begins the sync on a thread (:func:`begin_sync`) while it loads the
+registry's modules; :func:`sync_state`, called where the registry opens, waits for it and
+returns its state or raises its error.
+
 A read that verifies signatures (``_ops.consume``) also asks :meth:`Mirror.fetch_history`:
 the default branch's history as commits and trees (``--filter=blob:none``, unshallowing what
 step 2 left shallow) and the blobs of the two policy files along it, recorded complete per
