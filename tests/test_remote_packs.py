@@ -609,3 +609,34 @@ def test_get_by_url_refuses_a_corrupted_chunk_inside_a_coalesced_range(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no staging left
     files = tmp_path / "cache" / "store" / ".uniflow" / "cache"
     assert not list(files.glob("??/*"))  # no kept copy (cache/ab/<file digest>) of a half-written file
+
+
+def test_a_directory_remote_reads_no_more_than_the_file_holds(tmp_path: Path) -> None:
+    """A small file read with a large bound (a pack index: bound by its pack's size) takes
+    memory for its own bytes only; a range into the caller's buffer stops at the end of the
+    file; a symlink is refused unread either way."""
+    import tracemalloc
+
+    from uniflow.sharing.blobstore import LocalRemote
+
+    (tmp_path / "packs").mkdir()
+    body = os.urandom(3000)
+    (tmp_path / "packs" / "x.idx").write_bytes(body)
+    (tmp_path / "packs" / "y.idx").symlink_to(tmp_path / "packs" / "x.idx")
+    remote = LocalRemote("dir", str(tmp_path), tmp_path)
+    tracemalloc.start()
+    try:
+        assert remote.read_small("packs/x.idx", 80 << 20) == body
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak
+    assert remote.read_range("packs/x.idx", 2990, 80 << 20) == body[2990:]
+    assert remote.read_range("packs/x.idx", 5000, 6000) == b""
+    buf = bytearray(100)
+    assert remote.read_range_into("packs/x.idx", 2950, memoryview(buf)) == 50
+    assert bytes(buf[:50]) == body[2950:]
+    with pytest.raises(IntegrityError, match="not a regular file"):
+        remote.read_range_into("packs/y.idx", 0, memoryview(buf))
+    with pytest.raises(IntegrityError, match="not a regular file"):
+        remote.read_range("packs/y.idx", 0, 10)
