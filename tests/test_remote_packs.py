@@ -640,3 +640,48 @@ def test_a_directory_remote_reads_no_more_than_the_file_holds(tmp_path: Path) ->
         remote.read_range_into("packs/y.idx", 0, memoryview(buf))
     with pytest.raises(IntegrityError, match="not a regular file"):
         remote.read_range("packs/y.idx", 0, 10)
+
+
+def test_a_range_yields_each_chunk_only_once_verified_and_stops_where_it_is_cut(tmp_path: Path) -> None:
+    """``verified_chunks`` hands out a chunk of a range only after it matched its name:
+    from a pack cut short after its index was read, the chunks before the cut come out
+    whole and verified, and the first one past it is a CorruptChunkError (nothing of it
+    is handed out); a flipped byte likewise stops the range at its chunk."""
+    from uniflow import CorruptChunkError
+    from uniflow._storage.store import ObjectStore
+    from uniflow.sharing.blobs import retry_transient_on
+    from uniflow.sharing.blobstore import LocalRemote
+
+    _two_versions(tmp_path)
+    blobs = tmp_path / "srv" / "blobs"
+    remote = LocalRemote("dir", str(blobs), blobs)
+    store_dir = tmp_path / "reader" / ".uniflow"
+    store_dir.mkdir(parents=True)
+    packs = remotepacks.open_packs(remote, ObjectStore(store_dir, durable=False), retry_transient_on(remote))
+    assert packs is not None
+    span = max(packs.plan(packs.names())[0], key=lambda s: len(s.chunks))
+    assert len(span.chunks) >= 3
+    pack = blobs / "packs" / f"{span.pack}.pack"
+    raw = pack.read_bytes()
+    buf = bytearray(span.end - span.start)
+    whole = [(d, bytes(piece)) for d, piece in packs.verified_chunks(span, buf)]
+    assert [d for d, _ in whole] == [d for d, _, _ in span.chunks]
+    assert all(blake3.blake3(b).hexdigest() == d for d, b in whole)
+
+    d2, off2, len2 = span.chunks[2]
+    pack.chmod(0o644)
+    pack.write_bytes(raw[: off2 + len2 // 2])  # cut inside the third chunk
+    got: list[str] = []
+    with pytest.raises(CorruptChunkError, match="corrupted"):
+        for d, _piece in packs.verified_chunks(span, buf):
+            got.append(d)
+    assert got == [d for d, _, _ in span.chunks[:2]]
+
+    flipped = bytearray(raw)
+    flipped[off2 + len2 // 2] ^= 0xFF
+    pack.write_bytes(bytes(flipped))
+    got.clear()
+    with pytest.raises(CorruptChunkError, match=d2[:16]):
+        for d, _piece in packs.verified_chunks(span, buf):
+            got.append(d)
+    assert got == [d for d, _, _ in span.chunks[:2]]

@@ -559,12 +559,12 @@ class _VersionWriter:
             return [self._one(task)]
         span = task.span
         buf = _SPAN_BUFFERS.get(span.end - span.start)
-        at = {d: off - span.start for d, off, _ in span.chunks}
-        with task.packs.read_span_into(span, buf, task.parts[0].where) as view:  # every chunk verified
-            for p in task.parts:
-                start = at[p.chunk.digest]
-                with view[start : start + p.chunk.size] as piece:
-                    _pwrite_all(p.file.fd, piece, p.offset)
+        at: dict[str, list[_ChunkTask]] = {}
+        for p in task.parts:
+            at.setdefault(p.chunk.digest, []).append(p)
+        for digest, piece in task.packs.verified_chunks(span, buf, task.parts[0].where):
+            for p in at.get(digest, ()):  # written once verified, while it is in the cache
+                _pwrite_all(p.file.fd, piece, p.offset)
         return [(p, None) for p in task.parts]
 
     def _one(self, task: _ChunkTask) -> tuple[_ChunkTask, str | None]:
