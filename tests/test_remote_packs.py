@@ -646,25 +646,38 @@ def test_a_range_yields_each_chunk_only_once_verified_and_stops_where_it_is_cut(
     """``verified_chunks`` hands out a chunk of a range only after it matched its name:
     from a pack cut short after its index was read, the chunks before the cut come out
     whole and verified, and the first one past it is a CorruptChunkError (nothing of it
-    is handed out); a flipped byte likewise stops the range at its chunk."""
-    from uniflow import CorruptChunkError
+    is handed out); a flipped byte likewise stops the range at its chunk. Both for a
+    directory (read into a reused buffer) and an fsspec filesystem (read as bytes)."""
+    import fsspec
+
     from uniflow._storage.store import ObjectStore
     from uniflow.sharing.blobs import retry_transient_on
-    from uniflow.sharing.blobstore import LocalRemote
+    from uniflow.sharing.blobstore import FsspecRemote, LocalRemote
 
     _two_versions(tmp_path)
     blobs = tmp_path / "srv" / "blobs"
-    remote = LocalRemote("dir", str(blobs), blobs)
     store_dir = tmp_path / "reader" / ".uniflow"
     store_dir.mkdir(parents=True)
-    packs = remotepacks.open_packs(remote, ObjectStore(store_dir, durable=False), retry_transient_on(remote))
-    assert packs is not None
+    store = ObjectStore(store_dir, durable=False)
+    local = LocalRemote("dir", str(blobs), blobs)  # reads into the thread's buffer
+    fs = FsspecRemote("fs", "fs://blobs", fsspec.filesystem("file"), str(blobs))  # returns bytes
+    for remote in (local, fs):
+        packs = remotepacks.open_packs(remote, store, retry_transient_on(remote))
+        assert packs is not None
+        _check_verified_chunks(packs, blobs)
+
+
+def _check_verified_chunks(packs: remotepacks.RemotePacks, blobs: Path) -> None:
+    """The checks of the test above on the longest range of ``packs``; the pack is put back."""
+    from uniflow import CorruptChunkError
+    from uniflow._storage.parallel import ThreadBuffers
+
     span = max(packs.plan(packs.names())[0], key=lambda s: len(s.chunks))
     assert len(span.chunks) >= 3
     pack = blobs / "packs" / f"{span.pack}.pack"
     raw = pack.read_bytes()
-    buf = bytearray(span.end - span.start)
-    whole = [(d, bytes(piece)) for d, piece in packs.verified_chunks(span, buf)]
+    buffers = ThreadBuffers()
+    whole = [(d, bytes(piece)) for d, piece in packs.verified_chunks(span, buffers)]
     assert [d for d, _ in whole] == [d for d, _, _ in span.chunks]
     assert all(blake3.blake3(b).hexdigest() == d for d, b in whole)
 
@@ -673,7 +686,7 @@ def test_a_range_yields_each_chunk_only_once_verified_and_stops_where_it_is_cut(
     pack.write_bytes(raw[: off2 + len2 // 2])  # cut inside the third chunk
     got: list[str] = []
     with pytest.raises(CorruptChunkError, match="corrupted"):
-        for d, _piece in packs.verified_chunks(span, buf):
+        for d, _piece in packs.verified_chunks(span, buffers):
             got.append(d)
     assert got == [d for d, _, _ in span.chunks[:2]]
 
@@ -682,6 +695,7 @@ def test_a_range_yields_each_chunk_only_once_verified_and_stops_where_it_is_cut(
     pack.write_bytes(bytes(flipped))
     got.clear()
     with pytest.raises(CorruptChunkError, match=d2[:16]):
-        for d, _piece in packs.verified_chunks(span, buf):
+        for d, _piece in packs.verified_chunks(span, buffers):
             got.append(d)
     assert got == [d for d, _, _ in span.chunks[:2]]
+    pack.write_bytes(raw)

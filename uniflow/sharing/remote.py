@@ -558,11 +558,10 @@ class _VersionWriter:
         if isinstance(task, _ChunkTask):
             return [self._one(task)]
         span = task.span
-        buf = _SPAN_BUFFERS.get(span.end - span.start)
         at: dict[str, list[_ChunkTask]] = {}
         for p in task.parts:
             at.setdefault(p.chunk.digest, []).append(p)
-        for digest, piece in task.packs.verified_chunks(span, buf, task.parts[0].where):
+        for digest, piece in task.packs.verified_chunks(span, _SPAN_BUFFERS, task.parts[0].where):
             for p in at.get(digest, ()):  # written once verified, while it is in the cache
                 _pwrite_all(p.file.fd, piece, p.offset)
         return [(p, None) for p in task.parts]

@@ -267,28 +267,29 @@ class RemotePacks:
         return data
 
     def verified_chunks(
-        self, span: Span, buf: bytearray, where: str = ""
+        self, span: Span, buffers: ThreadBuffers, where: str = ""
     ) -> Iterator[tuple[str, memoryview]]:
         """The chunks of ``span`` (one range read), in pack order, each yielded as ``(name,
         view of its bytes)`` only once it is hashed and found to match its name (a mismatch,
         or a range cut short, is a :class:`CorruptChunkError` at that chunk). The caller uses
         a chunk while its bytes are still in the CPU's cache. A remote that reads ranges into
-        a buffer (:class:`RangeInto`: a directory) reads into ``buf`` (at least ``span.end -
-        span.start`` bytes), so a reused buffer takes the bytes with no allocation or copy."""
-        with self._read_span_raw(span, buf) as view:
+        a buffer (:class:`RangeInto`: a directory) reads into this thread's buffer of
+        ``buffers``, so a reused buffer takes the bytes with no allocation or copy."""
+        with self._read_span_raw(span, buffers) as view:
             for d, off, length in span.chunks:
                 with view[off - span.start : off - span.start + length] as piece:
                     self._check_chunk(span, d, length, piece, where)
                     yield d, piece
 
-    def _read_span_raw(self, span: Span, buf: bytearray) -> memoryview:
-        """The bytes of ``span`` as read, not verified (into ``buf`` when the remote can)."""
+    def _read_span_raw(self, span: Span, buffers: ThreadBuffers) -> memoryview:
+        """The bytes of ``span`` as read, not verified (into this thread's buffer of
+        ``buffers`` when the remote can)."""
         rel = f"packs/{span.pack}.pack"
         what = f"download of pack {span.pack[:16]} bytes {span.start}..{span.end}"
         files = self.files
         if not isinstance(files, RangeInto):
             return memoryview(self._call(what, lambda: files.read_range(rel, span.start, span.end)))
-        view = memoryview(buf)[: span.end - span.start]
+        view = memoryview(buffers.get(span.end - span.start))[: span.end - span.start]
         try:
             got = self._call(what, lambda: files.read_range_into(rel, span.start, view))
         except BaseException:
