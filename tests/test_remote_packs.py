@@ -512,7 +512,8 @@ def test_a_local_pack_corrupted_after_it_was_written_is_never_published(tmp_path
 
 # ---------------------------------------------------------------------- get by URL: ranges, reuse
 def _count_ranges(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record the length of every range read from a directory remote's packs (the real read)."""
+    """Record the length of every range read from a directory remote's packs (the real read,
+    into a new buffer or the caller's)."""
     from uniflow.sharing.blobstore import LocalRemote
 
     lengths: list[int] = []
@@ -524,7 +525,16 @@ def _count_ranges(monkeypatch: pytest.MonkeyPatch) -> list[int]:
             lengths.append(len(data))
         return data
 
+    real_into = LocalRemote.read_range_into
+
+    def counting_into(self: LocalRemote, rel: str, start: int, view: memoryview) -> int:
+        got = real_into(self, rel, start, view)
+        if rel.endswith(".pack"):
+            lengths.append(got)
+        return got
+
     monkeypatch.setattr(LocalRemote, "read_range", counting)
+    monkeypatch.setattr(LocalRemote, "read_range_into", counting_into)
     return lengths
 
 
@@ -599,3 +609,93 @@ def test_get_by_url_refuses_a_corrupted_chunk_inside_a_coalesced_range(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no staging left
     files = tmp_path / "cache" / "store" / ".uniflow" / "cache"
     assert not list(files.glob("??/*"))  # no kept copy (cache/ab/<file digest>) of a half-written file
+
+
+def test_a_directory_remote_reads_no_more_than_the_file_holds(tmp_path: Path) -> None:
+    """A small file read with a large bound (a pack index: bound by its pack's size) takes
+    memory for its own bytes only; a range into the caller's buffer stops at the end of the
+    file; a symlink is refused unread either way."""
+    import tracemalloc
+
+    from uniflow.sharing.blobstore import LocalRemote
+
+    (tmp_path / "packs").mkdir()
+    body = os.urandom(3000)
+    (tmp_path / "packs" / "x.idx").write_bytes(body)
+    (tmp_path / "packs" / "y.idx").symlink_to(tmp_path / "packs" / "x.idx")
+    remote = LocalRemote("dir", str(tmp_path), tmp_path)
+    tracemalloc.start()
+    try:
+        assert remote.read_small("packs/x.idx", 80 << 20) == body
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak
+    assert remote.read_range("packs/x.idx", 2990, 80 << 20) == body[2990:]
+    assert remote.read_range("packs/x.idx", 5000, 6000) == b""
+    buf = bytearray(100)
+    assert remote.read_range_into("packs/x.idx", 2950, memoryview(buf)) == 50
+    assert bytes(buf[:50]) == body[2950:]
+    with pytest.raises(IntegrityError, match="not a regular file"):
+        remote.read_range_into("packs/y.idx", 0, memoryview(buf))
+    with pytest.raises(IntegrityError, match="not a regular file"):
+        remote.read_range("packs/y.idx", 0, 10)
+
+
+def test_a_range_yields_each_chunk_only_once_verified_and_stops_where_it_is_cut(tmp_path: Path) -> None:
+    """``verified_chunks`` hands out a chunk of a range only after it matched its name:
+    from a pack cut short after its index was read, the chunks before the cut come out
+    whole and verified, and the first one past it is a CorruptChunkError (nothing of it
+    is handed out); a flipped byte likewise stops the range at its chunk. Both for a
+    directory (read into a reused buffer) and an fsspec filesystem (read as bytes)."""
+    import fsspec
+
+    from uniflow._storage.store import ObjectStore
+    from uniflow.sharing.blobs import retry_transient_on
+    from uniflow.sharing.blobstore import FsspecRemote, LocalRemote
+
+    _two_versions(tmp_path)
+    blobs = tmp_path / "srv" / "blobs"
+    store_dir = tmp_path / "reader" / ".uniflow"
+    store_dir.mkdir(parents=True)
+    store = ObjectStore(store_dir, durable=False)
+    local = LocalRemote("dir", str(blobs), blobs)  # reads into the thread's buffer
+    fs = FsspecRemote("fs", "fs://blobs", fsspec.filesystem("file"), str(blobs))  # returns bytes
+    for remote in (local, fs):
+        packs = remotepacks.open_packs(remote, store, retry_transient_on(remote))
+        assert packs is not None
+        _check_verified_chunks(packs, blobs)
+
+
+def _check_verified_chunks(packs: remotepacks.RemotePacks, blobs: Path) -> None:
+    """The checks of the test above on the longest range of ``packs``; the pack is put back."""
+    from uniflow import CorruptChunkError
+    from uniflow._storage.parallel import ThreadBuffers
+
+    span = max(packs.plan(packs.names())[0], key=lambda s: len(s.chunks))
+    assert len(span.chunks) >= 3
+    pack = blobs / "packs" / f"{span.pack}.pack"
+    raw = pack.read_bytes()
+    buffers = ThreadBuffers()
+    whole = [(d, bytes(piece)) for d, piece in packs.verified_chunks(span, buffers)]
+    assert [d for d, _ in whole] == [d for d, _, _ in span.chunks]
+    assert all(blake3.blake3(b).hexdigest() == d for d, b in whole)
+
+    d2, off2, len2 = span.chunks[2]
+    pack.chmod(0o644)
+    pack.write_bytes(raw[: off2 + len2 // 2])  # cut inside the third chunk
+    got: list[str] = []
+    with pytest.raises(CorruptChunkError, match="corrupted"):
+        for d, _piece in packs.verified_chunks(span, buffers):
+            got.append(d)
+    assert got == [d for d, _, _ in span.chunks[:2]]
+
+    flipped = bytearray(raw)
+    flipped[off2 + len2 // 2] ^= 0xFF
+    pack.write_bytes(bytes(flipped))
+    got.clear()
+    with pytest.raises(CorruptChunkError, match=d2[:16]):
+        for d, _piece in packs.verified_chunks(span, buffers):
+            got.append(d)
+    assert got == [d for d, _, _ in span.chunks[:2]]
+    pack.write_bytes(raw)

@@ -170,11 +170,12 @@ def _get_from_git(
 ) -> None:
     """``uniflow get`` from a Git URL into DIR: staged beside it, renamed into place, then
     the OpenSSF bundle when asked for, and the report."""
+    dest = Path(out if out is not None else name).absolute()
+    _check_dest(dest, force)
+    _begin_sync(url, offline, require_signed)  # the mirror syncs while the registry's modules load
     from .._registry import RemoteRegistry
     from ..sharing.staging import begin as begin_staging
 
-    dest = Path(out if out is not None else name).absolute()
-    _check_dest(dest, force)
     mode = "require" if require_signed else None
     with RemoteRegistry(url, offline=offline, blob=blob, signatures=mode, trust_root=trust_root) as registry:
         mv = registry.get(name, version=version, stage=stage)  # resolved and verified once
@@ -211,6 +212,20 @@ def _get_from_git(
         print_line(f"  signatures verified; trust root: {verified}")
     if sums is not None:
         print_b3sums(sums)
+
+
+def _begin_sync(url: str, offline: bool, verifying: bool) -> None:
+    """Start syncing the mirror of ``url`` on a thread (``sharing.mirror.begin_sync``; with
+    the policy history when the get will verify signatures); the registry opened next takes
+    its result, or raises its error. Nothing is started when there is no cache directory:
+    opening the registry says so."""
+    from .._records.objcache import cache_home
+    from ..sharing.giturl import parse_git_url
+    from ..sharing.mirror import Mirror, begin_sync
+
+    parsed, home = parse_git_url(url), cache_home()
+    if parsed is not None and home is not None:
+        begin_sync(Mirror(parsed, home), offline=offline, history=verifying)
 
 
 def _verified_line(require_signed: bool, trust_root: str | None) -> str | None:

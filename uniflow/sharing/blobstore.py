@@ -51,7 +51,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .._errors import IntegrityError, RemoteError, UsageError
 from .._naming import validate_digest
@@ -78,6 +78,7 @@ __all__ = [
     "MAX_PACK_FILES",
     "PackFiles",
     "PackStreams",
+    "RangeInto",
     "MEMORY_SCHEME",
     "MemoryRemote",
     "S3Streams",
@@ -237,6 +238,17 @@ class PackStreams(Protocol):
         ...
 
 
+@runtime_checkable
+class RangeInto(Protocol):
+    """The optional capability of a :class:`PackFiles` on this machine: a byte range read
+    into the caller's buffer (no fresh allocation, no copy of what was read)."""
+
+    def read_range_into(self, rel: str, start: int, view: memoryview) -> int:
+        """Read the file ``rel`` from ``start`` into ``view`` until it is full or the file
+        ends; how many bytes were read. ``FileNotFoundError`` if it is absent."""
+        ...
+
+
 @dataclass(frozen=True)
 class Timeouts:
     """Seconds a blob remote's connection may take to open, and any read of its answer."""
@@ -362,11 +374,24 @@ class LocalRemote:
     def read_range(self, rel: str, start: int, end: int) -> bytes:
         fd = self._open_file(rel)
         try:
-            buf = bytearray(max(0, end - start))
-            with memoryview(buf) as view:
-                got = read_full(fd, view, start)
-            del buf[got:]
-            return bytes(buf)
+            # no larger than the file: a small index read with a large bound allocates little
+            want = max(0, min(end, os.fstat(fd).st_size) - start)
+            parts: list[bytes] = []
+            got = 0
+            while got < want:  # bounded: each pread makes progress or ends the loop
+                part = os.pread(fd, want - got, start + got)
+                if not part:
+                    break
+                parts.append(part)
+                got += len(part)
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        finally:
+            os.close(fd)
+
+    def read_range_into(self, rel: str, start: int, view: memoryview) -> int:
+        fd = self._open_file(rel)
+        try:
+            return read_full(fd, view, start)
         finally:
             os.close(fd)
 

@@ -19,6 +19,10 @@ A sync (docs/remote.md, "How little is fetched"):
    head's ``state.json``, and ``.uniflow/config.toml`` of the default branch.
 4. The state is recorded (write + rename) only once all of that is present.
 
+``uniflow get`` begins the sync on a thread (:func:`begin_sync`) while it loads the
+registry's modules; :func:`sync_state`, called where the registry opens, waits for it and
+returns its state or raises its error.
+
 A read that verifies signatures (``_ops.consume``) also asks :meth:`Mirror.fetch_history`:
 the default branch's history as commits and trees (``--filter=blob:none``, unshallowing what
 step 2 left shallow) and the blobs of the two policy files along it, recorded complete per
@@ -56,6 +60,7 @@ import re
 import shutil
 import stat
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -66,13 +71,21 @@ from .. import _testhooks
 from .._errors import IntegrityError, RemoteError, RepositoryError
 from .._records.git import GitRepo
 from .._records.lifecycle import walk_first_parents
-from .._records.policyfiles import policy_blob_ids
 from .._records.refs import LIFECYCLE_PREFIX, REGISTRY_PATTERNS, STAGES_PREFIX, TAGS_PREFIX
 from .._storage.fsio import flock_within
 from .gitcmd import GIT_TIMEOUT, config_env, last_error, run_git
 from .giturl import GitUrl
 
-__all__ = ["CONFIG_PATH", "HEAD_REF", "Mirror", "MirrorState", "STATE_FILE", "ensure_private_dir"]
+__all__ = [
+    "CONFIG_PATH",
+    "HEAD_REF",
+    "STATE_FILE",
+    "Mirror",
+    "MirrorState",
+    "begin_sync",
+    "ensure_private_dir",
+    "sync_state",
+]
 
 STATE_FILE = "uniflow-mirror.json"
 STATE_FORMAT = 1
@@ -87,7 +100,7 @@ LOCAL_UPLOAD_PACK = "git -c uploadpack.allowFilter=true -c uploadpack.allowAnySH
 #: the mirror's whole ``config``, written by uniflow before every sync (no URL, no command)
 MIRROR_CONFIG = (
     "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n"
-    "\tlogAllRefUpdates = false\n[gc]\n\tauto = 0\n"
+    "\tlogAllRefUpdates = false\n[gc]\n\tauto = 0\n[maintenance]\n\tauto = false\n"
     '[remote "origin"]\n\tpromisor = true\n\tpartialclonefilter = blob:none\n'
 )
 #: what may sit at the top of a mirror (git's own files; ``*.lock`` and our temp files too)
@@ -119,6 +132,58 @@ class MirrorState:
     synced_at: float = 0.0
     #: True when this call fetched (False: nothing changed, or offline)
     fetched: bool = False
+
+
+class _EarlySync:
+    """A sync run on a thread of its own (:func:`begin_sync`): its state, or the error it raised."""
+
+    def __init__(self, mirror: Mirror, offline: bool, history: bool) -> None:
+        self.state: MirrorState | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(mirror, offline, history), name="uniflow-mirror-sync"
+        )
+        self._thread.start()
+
+    def _run(self, mirror: Mirror, offline: bool, history: bool) -> None:
+        try:
+            self.state = mirror.sync(offline=offline, history=history)
+        except BaseException as exc:  # noqa: BLE001 (raised again by result(), on the caller's thread)
+            self.error = exc
+
+    def result(self) -> MirrorState:
+        """The sync's state once it is over; its error, if it failed, raised here."""
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.state is not None
+        return self.state
+
+
+#: syncs begun by begin_sync and not yet taken, by (mirror directory, offline, history)
+_EARLY: dict[tuple[Path, bool, bool], _EarlySync] = {}
+_EARLY_LOCK = threading.Lock()
+
+
+def begin_sync(mirror: Mirror, *, offline: bool = False, history: bool = False) -> None:
+    """Start :meth:`Mirror.sync` of ``mirror`` on a thread, so that its git round trips
+    overlap with what the caller does meanwhile (``uniflow get`` loads the registry's
+    modules); the next :func:`sync_state` of the same mirror (and the same ``offline`` and
+    ``history``: :meth:`Mirror.sync`) takes its result. Nothing is started when one is
+    already under way."""
+    key = (mirror.dir, offline, history)
+    with _EARLY_LOCK:
+        if key not in _EARLY:
+            _EARLY[key] = _EarlySync(mirror, offline, history)
+
+
+def sync_state(mirror: Mirror, *, offline: bool = False, history: bool = False) -> MirrorState:
+    """The state of the sync :func:`begin_sync` started for ``mirror`` (waited for; its error
+    is raised here, as a sync's own would be), else of a sync made now. A begun sync is
+    taken once: a later call syncs again."""
+    with _EARLY_LOCK:
+        early = _EARLY.pop((mirror.dir, offline, history), None)
+    return early.result() if early is not None else mirror.sync(offline=offline, history=history)
 
 
 class Mirror:
@@ -215,6 +280,8 @@ class Mirror:
             _write_file(marker, head.encode(), "the mirror's history record")
 
     def _policy_needs(self, head: str) -> tuple[bool, list[str]]:
+        from .._records.policyfiles import policy_blob_ids  # a verified read's only: off a get's imports
+
         git = self.git()
         try:
             return policy_blob_ids(git, head)
@@ -484,6 +551,8 @@ class Mirror:
             if config_blob:
                 wanted.append(config_blob)
             if history and head:
+                from .._records.policyfiles import policy_blob_ids  # a verified read's only
+
                 complete, policy_blobs = policy_blob_ids(git, head)
                 wanted += policy_blobs if complete else []  # else fetch_history fetches them
             missing = [b for b in dict.fromkeys(wanted) if not git.has_object(b)]

@@ -68,7 +68,7 @@ from .blobs import (
 )
 from .blobstore import is_local, open_remote
 from .giturl import GitUrl, parse_git_url
-from .mirror import CONFIG_PATH, Mirror, MirrorState
+from .mirror import CONFIG_PATH, Mirror, MirrorState, sync_state
 from .remotepacks import RemotePacks, Span, open_packs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -126,7 +126,8 @@ class RemoteSource:
         """Sync the mirror (or read it as it is, offline) and build the read-only Repository."""
         home = self.home()
         mirror = Mirror(self.url, home)
-        state = mirror.sync(offline=self.offline, history=self.history)
+        # begun early by `uniflow get` (begin_sync)
+        state = sync_state(mirror, offline=self.offline, history=self.history)
         self._synced = (mirror, state)
         git = mirror.git()
         config = _remote_config(git, state, self.display)
@@ -561,13 +562,12 @@ class _VersionWriter:
         if isinstance(task, _ChunkTask):
             return [self._one(task)]
         span = task.span
-        data = task.packs.read_span(span, task.parts[0].where)  # every chunk verified first
-        at = {d: off - span.start for d, off, _ in span.chunks}
-        with memoryview(data) as view:
-            for p in task.parts:
-                start = at[p.chunk.digest]
-                with view[start : start + p.chunk.size] as piece:
-                    _pwrite_all(p.file.fd, piece, p.offset)
+        at: dict[str, list[_ChunkTask]] = {}
+        for p in task.parts:
+            at.setdefault(p.chunk.digest, []).append(p)
+        for digest, piece in task.packs.verified_chunks(span, _SPAN_BUFFERS, task.parts[0].where):
+            for p in at.get(digest, ()):  # written once verified, while it is in the cache
+                _pwrite_all(p.file.fd, piece, p.offset)
         return [(p, None) for p in task.parts]
 
     def _one(self, task: _ChunkTask) -> tuple[_ChunkTask, str | None]:
@@ -735,6 +735,8 @@ def _executable(mode: object) -> bool:
 
 #: this thread's reusable read buffer (no fresh pages, so no page faults, per chunk)
 _BUFFERS = ThreadBuffers(8 << 20)
+#: this thread's reusable buffer for a range read out of a directory remote's pack
+_SPAN_BUFFERS = ThreadBuffers()
 
 
 def _cached_chunk(store: ObjectStore, c: ChunkRef, buf: bytearray) -> memoryview | None:

@@ -64,7 +64,7 @@ from .._storage.packs import (
     PackReader,
 )
 from .._storage.parallel import ThreadBuffers, bounded_map
-from .blobstore import MARKER, BlobRemote, LocalFiles, PackFiles, PackStreams, describe
+from .blobstore import MARKER, BlobRemote, LocalFiles, PackFiles, PackStreams, RangeInto, describe
 from .packstream import Outgoing, abort_stale, send_pack
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -268,17 +268,60 @@ class RemotePacks:
             f"download of pack {span.pack[:16]} bytes {span.start}..{span.end}",
             lambda: self.files.read_range(rel, span.start, span.end),
         )
-        at = f" ({where})" if where else ""
         with memoryview(data) as view:
+            self._verify_span(span, view, where)
+        return data
+
+    def verified_chunks(
+        self, span: Span, buffers: ThreadBuffers, where: str = ""
+    ) -> Iterator[tuple[str, memoryview]]:
+        """The chunks of ``span`` (one range read), in pack order, each yielded as ``(name,
+        view of its bytes)`` only once it is hashed and found to match its name (a mismatch,
+        or a range cut short, is a :class:`CorruptChunkError` at that chunk). The caller uses
+        a chunk while its bytes are still in the CPU's cache. A remote that reads ranges into
+        a buffer (:class:`RangeInto`: a directory) reads into this thread's buffer of
+        ``buffers``, so a reused buffer takes the bytes with no allocation or copy."""
+        with self._read_span_raw(span, buffers) as view:
             for d, off, length in span.chunks:
                 with view[off - span.start : off - span.start + length] as piece:
-                    if len(piece) != length or blake3.blake3(piece).hexdigest() != d:
-                        raise CorruptChunkError(
-                            f"chunk {d[:16]} in pack {span.pack[:16]} on {describe(self.remote)} is "
-                            f"corrupted: its bytes do not match its name{at}; it was not stored",
-                            d,
-                        )
-        return data
+                    self._check_chunk(span, d, length, piece, where)
+                    yield d, piece
+
+    def _read_span_raw(self, span: Span, buffers: ThreadBuffers) -> memoryview:
+        """The bytes of ``span`` as read, not verified (into this thread's buffer of
+        ``buffers`` when the remote can)."""
+        rel = f"packs/{span.pack}.pack"
+        what = f"download of pack {span.pack[:16]} bytes {span.start}..{span.end}"
+        files = self.files
+        if not isinstance(files, RangeInto):
+            return memoryview(self._call(what, lambda: files.read_range(rel, span.start, span.end)))
+        view = memoryview(buffers.get(span.end - span.start))[: span.end - span.start]
+        try:
+            got = self._call(what, lambda: files.read_range_into(rel, span.start, view))
+        except BaseException:
+            view.release()
+            raise
+        if got == len(view):
+            return view
+        with view:
+            return view[:got]  # cut short: the chunks past its end fail their check
+
+    def _verify_span(self, span: Span, view: memoryview, where: str) -> None:
+        """Hash every chunk of ``span`` in ``view`` (its bytes as read, possibly short) and
+        compare it with its name: a missing or mismatched byte is a :class:`CorruptChunkError`."""
+        for d, off, length in span.chunks:
+            with view[off - span.start : off - span.start + length] as piece:
+                self._check_chunk(span, d, length, piece, where)
+
+    def _check_chunk(self, span: Span, d: str, length: int, piece: memoryview, where: str) -> None:
+        """:class:`CorruptChunkError` unless ``piece`` is chunk ``d`` of ``span``, whole."""
+        if len(piece) != length or blake3.blake3(piece).hexdigest() != d:
+            at = f" ({where})" if where else ""
+            raise CorruptChunkError(
+                f"chunk {d[:16]} in pack {span.pack[:16]} on {describe(self.remote)} is "
+                f"corrupted: its bytes do not match its name{at}; it was not stored",
+                d,
+            )
 
     def _fetch_span(self, store: ObjectStore, span: Span) -> list[tuple[str, int]]:
         """One range read; every chunk in it verified before any is stored."""
