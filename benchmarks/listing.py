@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Results, git_env, git_repo, log, median, rmtree, run
+from benchmarks.harness import Results, compile_package, git_env, git_repo, log, median, rmtree, run
 from benchmarks.memory import peak_anon_kib
 
 __all__ = ["KEYS", "GOALS", "build_repo", "bench_listing", "scaling_point"]
@@ -197,16 +197,6 @@ GOALS = [
 ]
 MODEL = "bench_model"
 RACY_SECONDS = 2.1  # uniflow/_records/listing.py RACY_NS, plus a margin
-
-
-def compile_package() -> None:
-    """Byte-compile the uniflow package (what ``pip install`` does), so that a
-    ``PYTHONDONTWRITEBYTECODE=1`` environment does not compile every module in every timed run."""
-    import compileall
-
-    import uniflow
-
-    compileall.compile_dir(str(Path(uniflow.__file__).parent), quiet=1)
 
 
 def settle(repo: Path, model: str = MODEL) -> None:
