@@ -107,7 +107,9 @@ def _chain(registry: Any, versions: list[str], events: int) -> None:
         )
         data = json.dumps(event, indent=1, sort_keys=True).encode() + b"\n"  # as a promote writes it
         state_id = git.write_blob(state.to_json())
-        tree = git.write_tree({"event.json": (0o100644, git.write_blob(data)), "state.json": (0o100644, state_id)})
+        tree = git.write_tree(
+            {"event.json": (0o100644, git.write_blob(data)), "state.json": (0o100644, state_id)}
+        )
         message = f"promote clf {version}: {before} -> production\n\nUniflow-Action: promote\n"
         message += f"Uniflow-Version: {version}\nUniflow-From: {before}\nUniflow-To: production\n"
         message += event_lines(data, state_id)

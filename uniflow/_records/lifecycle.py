@@ -66,6 +66,7 @@ __all__ = [
     "event_lines",
     "message_event",
     "event_in_tree",
+    "MISMATCH",
 ]
 
 PAST_LIMIT = 100
@@ -87,6 +88,11 @@ _TAG_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 STATE_LINE = b"Uniflow-State: "
 EVENT_LINE = b"Uniflow-Event: "
 _EVENT_AT = b"\n" + EVENT_LINE
+#: the largest lifecycle commit read raw (its message carries its event.json, at most
+#: MESSAGE_EVENT_BYTES of it)
+MAX_COMMIT_BYTES = 1 << 20
+#: why a commit fails whose message carries an event that is not its tree's
+MISMATCH = "the event in its message is not the event.json of its tree"
 #: the largest event.json a commit message carries too (a larger one is only in the tree,
 #: so a lifecycle commit stays small)
 MESSAGE_EVENT_BYTES = 64 << 10
@@ -470,6 +476,18 @@ class Lifecycle:
                 yield parse_event(raw, context) if raw is not None else None
             except IntegrityError:
                 yield None
+
+    def mismatched_events(self, model: str) -> list[str]:
+        """The commits of ``model``'s lifecycle (newest first) whose message carries an event
+        (:func:`message_event`) that is not their tree's ``event.json``: a reader of the
+        message and a reader of the tree would see different events."""
+        out = []
+        for sha, commit in walk_first_parents(self.git, self.head(model), model, _ALL):
+            with git_read_errors(commit_context(sha, model)):
+                carried = message_event(self.git.read_raw(sha, "commit", MAX_COMMIT_BYTES))
+            if carried is not None and not event_in_tree(commit.tree.decode("ascii", "replace"), *carried):
+                out.append(sha)
+        return out
 
     def chain(self, head: str | None, model: str = "", limit: int = 1_000_000) -> list[str]:
         """First-parent chain from ``head`` back to the first event (newest first)."""

@@ -42,7 +42,14 @@ from .._authority.sshsig import GIT_NAMESPACE, PublicKey, parse_signature, verif
 from .._errors import IntegrityError, RepositoryError, SignatureError
 from .._storage.parallel import bounded_map
 from .git import GitRepo
-from .lifecycle import MAX_EVENT_BYTES, commit_context, event_in_tree, message_event
+from .lifecycle import (
+    MAX_COMMIT_BYTES,
+    MAX_EVENT_BYTES,
+    MISMATCH,
+    commit_context,
+    event_in_tree,
+    message_event,
+)
 from .objcache import DerivedCache
 
 __all__ = ["MAX_TAG_BYTES", "SignedCommit", "SignedTag", "read_signed_chain", "read_signed_tag"]
@@ -51,8 +58,7 @@ __all__ = ["MAX_TAG_BYTES", "SignedCommit", "SignedTag", "read_signed_chain", "r
 CHAIN_KIND = "signedchain"
 TAG_KIND = "signedtag"
 _FORMAT = 2
-#: the largest lifecycle commit and version tag (its message is the model card) read
-MAX_COMMIT_BYTES = 1 << 20
+#: the largest version tag read (its message is the model card)
 MAX_TAG_BYTES = 32 << 20
 #: the largest lifecycle tree read (it holds two files)
 MAX_TREE_BYTES = 1 << 20
@@ -72,10 +78,6 @@ _LIMIT = 10_000_000
 #: what :func:`read_signed_chain` hands its ``meanwhile`` callback: ``(commit id, event.json
 #: bytes or None)`` of the commits read in bulk, newest first
 Meanwhile = Callable[[list[tuple[str, bytes | None]]], None]
-
-
-#: why a commit fails whose message carries an event that is not its tree's
-MISMATCH = "the event in its message is not the event.json of its tree"
 
 
 @dataclass(frozen=True)
@@ -334,7 +336,9 @@ def _read_rest(
         verdicts = [v for batch in (first, *checks) for v in batch]
         entries = [
             SignedCommit(sha, _time(h.get(b"committer")), event, *verdict, problem)
-            for sha, h, event, verdict, problem in zip(walk.ids, heads, events, verdicts, problems, strict=True)
+            for sha, h, event, verdict, problem in zip(
+                walk.ids, heads, events, verdicts, problems, strict=True
+            )
         ]
         return entries, walk.older, walk.reached
     finally:
