@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import threading
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import pytest
 
 from tests.helpers import cli, make_repo
 from uniflow import ModelRegistry
+from uniflow._authority import gitsign
+from uniflow._authority.gitsign import split_commit
 from uniflow._authority.signing import load_signer
 from uniflow._ops.authority import verify_lifecycle
 from uniflow._records import signedchain
@@ -191,3 +194,24 @@ def test_hostile_sizes_stay_bounded(tmp_path: Path, key: Key) -> None:
     assert message_event(b"tree x\nUniflow-State: " + b"a" * 40 + b"\nUniflow-Event: {}\n") is None  # headers
     assert message_event(b"tree x\n\nsubject\nUniflow-Event: {}\n") is None  # no state line
     assert not event_in_tree("a" * 40, b"{}\n", b"b" * 64)  # ids of two widths
+
+
+def test_the_quick_split_of_a_commit_is_the_full_split(
+    mixed: tuple[GitRepo, str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``split_commit`` finds the signature of a commit as Git writes one with a few searches;
+    any commit, however mangled (carriage returns, two signature headers, a header first,
+    continuation lines anywhere), splits exactly as the pass over its lines splits it."""
+    repo, _head, ids = mixed
+    raws = [repo.read_raw(x, "commit", MAX_COMMIT_BYTES) for x in ids[:20]]
+    pieces = [b"\n", b"\r", b" ", b"\n\n", b"\ngpgsig x\n", b"gpgsig ", b"\ncommitter ", b"committer a 1 z\n"]
+    rng = random.Random(7)
+    variants = [b"", b"\n", b"gpgsig a\n\nm", b"tree x\ngpgsig a\n b\ngpgsig c\n\nm", *raws]
+    for raw in raws:
+        for _ in range(100):
+            at = rng.randrange(len(raw) + 1)
+            variants.append(raw[:at] + rng.choice(pieces) + raw[at + rng.randrange(2) :])
+    quick = [split_commit(v, fmt) for v in variants for fmt in ("sha1", "sha256")]
+    monkeypatch.setattr(gitsign, "_split_plain", lambda raw, header: None)
+    assert quick == [split_commit(v, fmt) for v in variants for fmt in ("sha1", "sha256")]
+    assert all(q.signature for q in quick[8 : 8 + 2 * len(raws) : 2])  # the real ones are signed
