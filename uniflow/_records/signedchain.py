@@ -27,6 +27,7 @@ Nothing here decides trust: a signature that verifies names only its key.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -479,9 +480,10 @@ class _Forked:
         """Stop and reap the children not collected."""
         for _raws, pid, fd in self.slices[self._done :]:
             if pid:
-                os.kill(pid, signal.SIGKILL)
                 os.close(fd)
-                os.waitpid(pid, 0)
+                with contextlib.suppress(OSError):  # reaped already (SIGCHLD ignored)
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
         self._done = len(self.slices)
 
 
@@ -507,8 +509,11 @@ def _gather(pid: int, fd: int, count: int) -> list[Verdict] | None:
             chunks.append(data)
     finally:
         os.close(fd)
-        _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+        try:
+            status = os.waitpid(pid, 0)[1]
+        except ChildProcessError:  # reaped by another (SIGCHLD ignored): its status is lost
+            status = -1
+    if status == -1 or os.waitstatus_to_exitcode(status) != 0:
         return None
     try:
         found = msgpack.unpackb(b"".join(chunks), use_list=True)
