@@ -4,7 +4,8 @@ per promote). :func:`bench_authority` feeds ``python -m benchmarks.run`` (sectio
 ``authority``); ``python -m benchmarks.authority [--events N]`` prints min and median as JSON.
 
 The lifecycle is written as the objects a promote writes (``state.json``, ``event.json``, a
-commit signed with an in-process Ed25519 key as ``git commit -S`` signs it), alternating two
+commit whose message carries the event too, signed with an in-process Ed25519 key as ``git
+commit -S`` signs it), alternating two
 registered versions into production, under a policy that names production's promoters and
 requires signatures, so every event is verified and evaluated. Each round verifies it cold
 (a fresh derived cache: every signature checked), warm (the second run, from the cache the

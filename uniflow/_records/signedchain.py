@@ -6,7 +6,10 @@ commit's time (a fact of the policy in force, decided by the caller). This modul
 the first and keeps it: :func:`read_signed_chain` walks ``refs/uniflow/models/<model>`` by
 first parents on the raw objects (``git cat-file`` bytes, checked to hash to their ids),
 verifies each commit's SSH signature cryptographically, and returns one :class:`SignedCommit`
-per commit (oldest first) with its ``event.json`` bytes. The result is kept in the derived
+per commit (oldest first) with its ``event.json`` bytes: those its message carries when its
+tree is exactly that event (:func:`~uniflow._records.lifecycle.event_in_tree`, nothing read;
+a commit whose message and tree disagree is marked), else read from its tree (a commit
+written before issue 24). The result is kept in the derived
 cache (MAC-ed, :mod:`uniflow._records.objcache`) under the head commit; a later walk stops at
 the newest commit whose chain is kept, so verifying a long lifecycle again reads only the
 new commits. :func:`read_signed_tag` does the same for a version tag, keyed by its id.
@@ -17,8 +20,12 @@ slice at a time, and the trees and ``event.json`` blobs each by one read
 (:meth:`~uniflow._records.git.GitRepo.read_raw_many`: loose objects in-process, packed ones
 through one ``git cat-file --batch``), every object checked to hash to its id and every
 parent link checked against the commits' own headers, so git is trusted with nothing. The
-signatures verify on worker threads from the first batch of commits read, while the rest,
-the trees and the events are read (and the caller's ``meanwhile`` parses the events).
+signatures verify from the first batch of commits read, while the rest, the trees and the
+events are read (and the caller's ``meanwhile`` parses the events): on Linux, when no other
+thread runs, in forked children (one per :data:`_FORK_SLICE` commits; a child only verifies,
+writes its verdicts to a pipe and leaves by ``os._exit``, so nothing it does touches this
+process), else on worker threads, whose Python (splitting a commit, parsing its signature)
+shares the reading thread's GIL.
 Anything amiss (no git binary, a missing or damaged object) falls back to the one-by-one
 walk, which names it.
 
