@@ -81,6 +81,9 @@ def _header(object_format: str) -> bytes:
 def split_commit(raw: bytes, object_format: str = "sha1") -> SignedObject:
     """Split a commit into payload and signature exactly as Git's ``parse_signed_commit`` does."""
     header = _header(object_format) + b" "
+    found = _split_plain(raw, header)
+    if found is not None:
+        return found
     payload: list[bytes] = []
     signature: list[bytes] = []
     in_signature = False
@@ -99,6 +102,31 @@ def split_commit(raw: bytes, object_format: str = "sha1") -> SignedObject:
             in_signature = False
     sig = b"".join(signature).decode("ascii", "replace") if signature else None
     return SignedObject(b"".join(payload), sig, _header_time(raw, b"committer"))
+
+
+def _split_plain(raw: bytes, header: bytes) -> SignedObject | None:
+    """:func:`split_commit` of a commit as Git writes one (lines ended by ``\\n`` alone, at
+    most one signature header, not first), found with a few searches instead of a pass over
+    every line; None for any other commit (the pass over its lines splits it)."""
+    end = raw.find(b"\n\n")
+    if end < 1 or raw.find(b"\r", 0, end) >= 0 or raw.startswith((header, b"committer ", b"\n")):
+        return None
+    start = raw.find(b"\n" + header, 0, end) + 1
+    if start:  # the signature: its header line and the lines after it that start with a space
+        stop = raw.find(b"\n", start)
+        while raw.startswith(b" ", stop + 1):
+            stop = raw.find(b"\n", stop + 1)
+        if raw.find(b"\n" + header, stop, end) >= 0:
+            return None
+        block = raw[start + len(header) : stop + 1].replace(b"\n ", b"\n").decode("ascii", "replace")
+        payload, signature = raw[:start] + raw[stop + 1 :], block
+    else:
+        payload, signature = raw, None
+    line = raw.find(b"\ncommitter ", 0, end) + 1
+    fields = raw[line : raw.find(b"\n", line)].rsplit(b">", 1)[-1].split() if line else []
+    if fields and fields[0].isdigit():
+        return SignedObject(payload, signature, int(fields[0]))
+    return SignedObject(payload, signature, _header_time(raw, b"committer"))  # the first that has one
 
 
 def sign_commit(raw: bytes, signer: Signer, object_format: str = "sha1") -> bytes:

@@ -28,6 +28,7 @@ does not list has no rule.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import tomllib
@@ -113,17 +114,27 @@ class Policy:
 
     def rule(self, stage: str) -> StageRule | None:
         """The rule of ``stage``, or None when the policy sets none."""
-        return next((r for r in self.stages if r.stage == stage), None)
+        return self._resolved[0].get(stage)
 
     def promoters(self, stage: str) -> frozenset[str] | None:
         """The principals who may move a version into ``stage``; None when anyone may."""
-        rule = self.rule(stage)
-        if rule is None or not rule.promoters:
-            return None
-        found: set[str] = set()
-        for entry in rule.promoters:
-            found.update((entry,) if "@" in entry else self.members(entry))
-        return frozenset(found)
+        return self._resolved[1].get(stage)
+
+    @functools.cached_property
+    def _resolved(self) -> tuple[dict[str, StageRule], dict[str, frozenset[str]]]:
+        """Each stage's rule (the first for it) and its promoters' principals, resolved once
+        (a verifier asks for every event)."""
+        rules: dict[str, StageRule] = {}
+        for r in self.stages:
+            rules.setdefault(r.stage, r)
+        promoters = {}
+        for stage, rule in rules.items():
+            found: set[str] = set()
+            for entry in rule.promoters:
+                found.update((entry,) if "@" in entry else self.members(entry))
+            if rule.promoters:
+                promoters[stage] = frozenset(found)
+        return rules, promoters
 
     def principals(self) -> frozenset[str]:
         """Every principal the policy names: admins, group members and direct promoters."""

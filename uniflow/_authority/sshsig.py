@@ -394,13 +394,14 @@ def signed_data(
 ) -> bytes:
     """What an SSH signature over ``message`` in ``namespace`` actually signs."""
     digest = _HASHES[hash_algorithm](message).digest()
-    return (
-        _MAGIC
-        + _string(namespace.encode())
-        + _string(reserved)
-        + _string(hash_algorithm.encode())
-        + _string(digest)
-    )
+    return _signed_prefix(namespace, reserved, hash_algorithm) + _string(digest)
+
+
+@functools.lru_cache(maxsize=64)
+def _signed_prefix(namespace: str, reserved: bytes, hash_algorithm: str) -> bytes:
+    """The part of :func:`signed_data` before the message's digest (the same for every
+    signature of a namespace)."""
+    return _MAGIC + _string(namespace.encode()) + _string(reserved) + _string(hash_algorithm.encode())
 
 
 def verify_signature(sig: Signature, message: bytes, namespace: str) -> None:

@@ -20,6 +20,7 @@ each stage at a time, who promoted it and who approved it". Writes live in
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import json
 import os
@@ -552,7 +553,10 @@ def _evaluate(
         if not isinstance(ev, LifecycleEvent):
             checks.append(_unreadable(entry, ev))
             continue
-        checks.append(_event_check(model, entry, ev, signers, replay, tags, current))
+        check = _event_check(model, entry, ev, signers, replay, tags, current)
+        if entry.problem is not None:  # replayed as the tree says, as every reader reads it
+            check = dataclasses.replace(check, ok=False, reason=entry.problem)
+        checks.append(check)
         replay.move(i, ev, entry.sha)
     if cache is not None and head and commits:
         _keep_verdicts(cache, model, head, context, checks, replay)

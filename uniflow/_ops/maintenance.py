@@ -28,7 +28,7 @@ from .._errors import (
     RepositoryError,
     UniflowError,
 )
-from .._records.lifecycle import untagged_versions
+from .._records.lifecycle import MISMATCH, commit_context, untagged_versions
 from .._records.listing import unreadable_reason
 from .._records.manifest import MERKLE_FORMAT, Manifest, file_records, unpack
 from .._records.refs import lifecycle_ref, tag_ref
@@ -166,10 +166,14 @@ def _lifecycle_problems(repo: Repository, model: str) -> list[VerifyProblem]:
         state, _when = repo.lifecycle.state_at(model, from_git=True)
     except UniflowError as exc:
         return [_problem(model, None, f"lifecycle unreadable ({lifecycle_ref(model)}), reads skip it: {exc}")]
+    try:
+        mismatched = repo.lifecycle.mismatched_events(model)
+    except UniflowError as exc:
+        return [_problem(model, None, f"lifecycle unreadable ({lifecycle_ref(model)}): {exc}")]
     return [
         _problem(model, v, "the lifecycle names this version but its tag is missing (ignored by reads)")
         for v in untagged_versions(state, repo.index.version_names(model))
-    ]
+    ] + [_problem(model, None, f"{commit_context(sha, '')}: {MISMATCH}") for sha in mismatched]
 
 
 def _unrecorded(repo: Repository, model: str, unreadable: set[str]) -> list[VerifyProblem]:

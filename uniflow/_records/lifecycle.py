@@ -24,6 +24,7 @@ tag (a tag deleted by hand): local reads ignore such versions
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import random
 import re
@@ -62,6 +63,10 @@ __all__ = [
     "untagged_versions",
     "PAST_LIMIT",
     "EVENT_ACTIONS",
+    "event_lines",
+    "message_event",
+    "event_in_tree",
+    "MISMATCH",
 ]
 
 PAST_LIMIT = 100
@@ -78,6 +83,20 @@ _ALL = 1_000_000
 EVENT_ACTIONS = ("register", "promote", "archive", "rollback", "approve")
 #: what a ``tag`` field holds: the version tag's object id when the event was written
 _TAG_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+#: the last two lines of a lifecycle commit's message (commits written since issue 24): the
+#: ``state.json`` blob id, then the exact ``event.json`` bytes folded (:func:`event_lines`)
+STATE_LINE = b"Uniflow-State: "
+EVENT_LINE = b"Uniflow-Event: "
+_EVENT_AT = b"\n" + EVENT_LINE
+#: the largest lifecycle commit read raw (its message carries its event.json, at most
+#: MESSAGE_EVENT_BYTES of it)
+MAX_COMMIT_BYTES = 1 << 20
+#: why a commit fails whose message carries an event that is not its tree's
+MISMATCH = "the event in its message is not the event.json of its tree"
+#: the largest event.json a commit message carries too (a larger one is only in the tree,
+#: so a lifecycle commit stays small)
+MESSAGE_EVENT_BYTES = 64 << 10
+_HEX = re.compile(rb"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 def _load_json(data: object, limit: int, what: str) -> Any:
@@ -343,6 +362,50 @@ def commit_context(sha: str, model: str) -> str:
     return f"lifecycle commit {sha[:12]}" + (f" of model {model!r}" if model else "")
 
 
+def event_lines(data: bytes, state_id: str) -> str:
+    """The lines that end a lifecycle commit's message: ``Uniflow-State: <state.json blob
+    id>`` and ``Uniflow-Event: <event.json>``, the event's bytes folded as a trailer is
+    (each line after the first indented by one more space), so :func:`message_event` gives
+    back exactly ``data`` (which ends with a newline, as :func:`_dumps` writes it)."""
+    if not data.endswith(b"\n"):
+        raise ValueError("an event.json ends with a newline")
+    folded = data[:-1].replace(b"\n", b"\n ").decode("utf-8")
+    return f"{STATE_LINE.decode()}{state_id}\n{EVENT_LINE.decode()}{folded}\n"
+
+
+def message_event(raw: bytes) -> tuple[bytes, bytes] | None:
+    """``(event.json bytes, state.json blob id)`` that the raw commit ``raw`` carries in its
+    message's last lines (:func:`event_lines`), or None when it carries none (a commit
+    written before them: its event is only in its tree). What it carries counts only once
+    :func:`event_in_tree` agrees: the tree is what every client reads."""
+    at = raw.rfind(_EVENT_AT)
+    if at < 0 or not raw.endswith(b"\n"):
+        return None
+    start = raw.rfind(b"\n", 0, at) + 1
+    body = raw.find(b"\n\n")
+    if body < 0 or start <= body or not raw.startswith(STATE_LINE, start):
+        return None  # in the headers, or not after its state line
+    state = raw[start + len(STATE_LINE) : at]
+    if not _HEX.fullmatch(state):
+        return None
+    folded = raw[at + len(_EVENT_AT) : -1]
+    return folded.replace(b"\n ", b"\n") + b"\n", state
+
+
+def event_in_tree(tree: str, event: bytes, state: bytes) -> bool:
+    """Whether tree ``tree`` (its id) is exactly ``event.json`` = ``event`` and
+    ``state.json`` = blob ``state`` (hex), as :meth:`Lifecycle.apply` writes it: the tree's
+    id is recomputed from the two, so nothing is read, and a tree that holds anything else
+    (another event.json) has another id."""
+    width = len(tree)
+    if width not in (40, 64) or len(state) != width:
+        return False
+    digest = hashlib.sha256 if width == 64 else hashlib.sha1
+    blob = digest(b"blob %d\0" % len(event) + event).digest()
+    entries = b"100644 event.json\0" + blob + b"100644 state.json\0" + bytes.fromhex(state.decode("ascii"))
+    return digest(b"tree %d\0" % len(entries) + entries).hexdigest() == tree
+
+
 def walk_first_parents(
     git: GitRepo,
     head: str | None,
@@ -413,6 +476,18 @@ class Lifecycle:
                 yield parse_event(raw, context) if raw is not None else None
             except IntegrityError:
                 yield None
+
+    def mismatched_events(self, model: str) -> list[str]:
+        """The commits of ``model``'s lifecycle (newest first) whose message carries an event
+        (:func:`message_event`) that is not their tree's ``event.json``: a reader of the
+        message and a reader of the tree would see different events."""
+        out = []
+        for sha, commit in walk_first_parents(self.git, self.head(model), model, _ALL):
+            with git_read_errors(commit_context(sha, model)):
+                carried = message_event(self.git.read_raw(sha, "commit", MAX_COMMIT_BYTES))
+            if carried is not None and not event_in_tree(commit.tree.decode("ascii", "replace"), *carried):
+                out.append(sha)
+        return out
 
     def chain(self, head: str | None, model: str = "", limit: int = 1_000_000) -> list[str]:
         """First-parent chain from ``head`` back to the first event (newest first)."""
@@ -564,17 +639,17 @@ class Lifecycle:
                 recorded = parse_event(data, f"lifecycle event of model {model!r}")
             except IntegrityError as exc:
                 raise UsageError(f"cannot record: {exc}") from exc
+            state_id = self.git.write_blob(state.to_json())
             tree = self.git.write_tree(
-                {
-                    "event.json": (0o100644, self.git.write_blob(data)),
-                    "state.json": (0o100644, self.git.write_blob(state.to_json())),
-                }
+                {"event.json": (0o100644, self.git.write_blob(data)), "state.json": (0o100644, state_id)}
             )
             message = f"{summary}\n\n" + "".join(
                 f"Uniflow-{k.capitalize()}: {event[k]}\n"
                 for k in ("action", "version", "from", "to", "for", "displaced")
                 if event.get(k)
             )
+            if len(data) <= MESSAGE_EVENT_BYTES:
+                message += event_lines(data, state_id)
             commit = self.git.write_commit(
                 tree, [head] if head else [], message, actor, int(now.timestamp()), signer=signer
             )

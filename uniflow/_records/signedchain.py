@@ -6,7 +6,10 @@ commit's time (a fact of the policy in force, decided by the caller). This modul
 the first and keeps it: :func:`read_signed_chain` walks ``refs/uniflow/models/<model>`` by
 first parents on the raw objects (``git cat-file`` bytes, checked to hash to their ids),
 verifies each commit's SSH signature cryptographically, and returns one :class:`SignedCommit`
-per commit (oldest first) with its ``event.json`` bytes. The result is kept in the derived
+per commit (oldest first) with its ``event.json`` bytes: those its message carries when its
+tree is exactly that event (:func:`~uniflow._records.lifecycle.event_in_tree`, nothing read;
+a commit whose message and tree disagree is marked), else read from its tree (a commit
+written before issue 24). The result is kept in the derived
 cache (MAC-ed, :mod:`uniflow._records.objcache`) under the head commit; a later walk stops at
 the newest commit whose chain is kept, so verifying a long lifecycle again reads only the
 new commits. :func:`read_signed_tag` does the same for a version tag, keyed by its id.
@@ -17,8 +20,12 @@ slice at a time, and the trees and ``event.json`` blobs each by one read
 (:meth:`~uniflow._records.git.GitRepo.read_raw_many`: loose objects in-process, packed ones
 through one ``git cat-file --batch``), every object checked to hash to its id and every
 parent link checked against the commits' own headers, so git is trusted with nothing. The
-signatures verify on worker threads from the first batch of commits read, while the rest,
-the trees and the events are read (and the caller's ``meanwhile`` parses the events).
+signatures verify from the first batch of commits read, while the rest, the trees and the
+events are read (and the caller's ``meanwhile`` parses the events): on Linux, when no other
+thread runs, in forked children (one per :data:`_FORK_SLICE` commits; a child only verifies,
+writes its verdicts to a pipe and leaves by ``os._exit``, so nothing it does touches this
+process), else on worker threads, whose Python (splitting a commit, parsing its signature)
+shares the reading thread's GIL.
 Anything amiss (no git binary, a missing or damaged object) falls back to the one-by-one
 walk, which names it.
 
@@ -27,8 +34,13 @@ Nothing here decides trust: a signature that verifies names only its key.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Generator, Iterator
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 
 import msgpack
@@ -38,7 +50,14 @@ from .._authority.sshsig import GIT_NAMESPACE, PublicKey, parse_signature, verif
 from .._errors import IntegrityError, RepositoryError, SignatureError
 from .._storage.parallel import bounded_map
 from .git import GitRepo
-from .lifecycle import MAX_EVENT_BYTES, commit_context
+from .lifecycle import (
+    MAX_COMMIT_BYTES,
+    MAX_EVENT_BYTES,
+    MISMATCH,
+    commit_context,
+    event_in_tree,
+    message_event,
+)
 from .objcache import DerivedCache
 
 __all__ = ["MAX_TAG_BYTES", "SignedCommit", "SignedTag", "read_signed_chain", "read_signed_tag"]
@@ -46,9 +65,8 @@ __all__ = ["MAX_TAG_BYTES", "SignedCommit", "SignedTag", "read_signed_chain", "r
 #: derived-cache kinds: a whole chain under its head, and one tag under its id
 CHAIN_KIND = "signedchain"
 TAG_KIND = "signedtag"
-_FORMAT = 1
-#: the largest lifecycle commit and version tag (its message is the model card) read
-MAX_COMMIT_BYTES = 1 << 20
+_FORMAT = 2
+#: the largest version tag read (its message is the model card)
 MAX_TAG_BYTES = 32 << 20
 #: the largest lifecycle tree read (it holds two files)
 MAX_TREE_BYTES = 1 << 20
@@ -59,6 +77,8 @@ _ONE_BY_ONE = 64
 _VERIFY_WORKERS = 2
 #: commits per verify task (one future each)
 _VERIFY_BATCH = 128
+#: commits verified by one forked child (:class:`_Forked`)
+_FORK_SLICE = 1024
 #: packed commits read by one ``git cat-file`` (verifying starts after the first slice)
 _PACKED_SLICE = 2048
 _LIMIT = 10_000_000
@@ -70,15 +90,18 @@ Meanwhile = Callable[[list[tuple[str, bytes | None]]], None]
 
 @dataclass(frozen=True)
 class SignedCommit:
-    """One lifecycle commit: its id, committer time (seconds), ``event.json`` bytes (None:
-    absent), the key whose signature verifies over it (None: unsigned or not verifying) and
-    one line on the signature (``unsigned``, ``signature by <fingerprint>``, or why not)."""
+    """One lifecycle commit: its id, committer time (seconds), ``event.json`` bytes (its
+    tree's, which its message carries too since issue 24; None: absent), the key whose
+    signature verifies over it (None: unsigned or not verifying), one line on the signature
+    (``unsigned``, ``signature by <fingerprint>``, or why not) and what else is wrong with it
+    (``problem``: :data:`MISMATCH`, a message whose event is not its tree's)."""
 
     sha: str
     time: int
     event: bytes | None
     key: str | None
     signature: str
+    problem: str | None = None
 
     @property
     def signed(self) -> bool:
@@ -164,8 +187,11 @@ def _read_commit(git: GitRepo, sha: str, model: str) -> tuple[SignedCommit, str 
     try:
         raw = git.read_raw(sha, "commit", MAX_COMMIT_BYTES)
         heads = _headers(raw)
-        blob = _tree_entry(git, heads.get(b"tree", b"").decode("ascii", "replace"), b"event.json")
-        event = git.read_blob(blob, MAX_EVENT_BYTES, f"{context}: event.json") if blob else None
+        tree = heads.get(b"tree", b"").decode("ascii", "replace")
+        event, problem = _carried(raw, tree)
+        if event is None:
+            blob = _tree_entry(git, tree, b"event.json")
+            event = git.read_blob(blob, MAX_EVENT_BYTES, f"{context}: event.json") if blob else None
     except KeyError as exc:
         raise IntegrityError(f"{context}: git objects are missing") from exc
     except (RepositoryError, ValueError) as exc:
@@ -173,9 +199,22 @@ def _read_commit(git: GitRepo, sha: str, model: str) -> tuple[SignedCommit, str 
     split = split_commit(raw, "sha256" if len(sha) == 64 else "sha1")
     key, line = _check(split.signature, split.payload)
     parent = heads.get(b"parent")
-    return SignedCommit(sha, _time(heads.get(b"committer")), event, key, line), (
+    return SignedCommit(sha, _time(heads.get(b"committer")), event, key, line, problem), (
         parent.decode("ascii") if parent else None
     )
+
+
+def _carried(raw: bytes, tree: str) -> tuple[bytes | None, str | None]:
+    """The event the raw commit ``raw`` carries in its message when its tree ``tree`` is
+    exactly that event and the state it names (:func:`event_in_tree`: nothing read), and
+    what is wrong: ``(None, None)`` when it carries none (its tree is read), ``(None,
+    MISMATCH)`` when its tree holds something else (its tree is read, and it fails)."""
+    carried = message_event(raw)
+    if carried is None:
+        return None, None
+    if event_in_tree(tree, *carried):
+        return carried[0], None
+    return None, MISMATCH
 
 
 def _cached_chain(cache: DerivedCache | None, model: str, sha: str) -> list[SignedCommit] | None:
@@ -189,15 +228,16 @@ def _cached_chain(cache: DerivedCache | None, model: str, sha: str) -> list[Sign
     for i in items:
         if not (
             isinstance(i, list)
-            and len(i) == 5
+            and len(i) == 6
             and isinstance(i[0], str)
             and isinstance(i[1], int)
             and (i[2] is None or isinstance(i[2], bytes))
             and (i[3] is None or isinstance(i[3], str))
             and isinstance(i[4], str)
+            and (i[5] is None or isinstance(i[5], str))
         ):
             return None
-        out.append(SignedCommit(i[0], i[1], i[2], i[3], i[4]))
+        out.append(SignedCommit(i[0], i[1], i[2], i[3], i[4], i[5]))
     return out if out[-1].sha == sha else None  # kept oldest first, ending at its key
 
 
@@ -289,23 +329,24 @@ def _read_rest(
     cannot be read so (the caller goes on one by one and names what is wrong)."""
     walk = _Walk()
     fmt = "sha256" if len(sha) == 64 else "sha1"
-    check = functools.partial(_check_commits, object_format=fmt)
-    batches = _walk(git, sha, model, listed, cache, limit, walk)
-    checks = bounded_map(check, batches, workers=_VERIFY_WORKERS, window=_LIMIT, name="uniflow-verify")
+    checks = _verifying(_walk(git, sha, model, listed, cache, limit, walk), fmt)
     try:
         first = next(checks, None)  # every batch is queued: the workers verify while the rest is read
         heads = walk.heads
         if first is None or not walk.ok or not _linked(walk, heads):
             return None
-        events = _events(git, heads, 32 if fmt == "sha256" else 20)
-        if events is None:
+        found = _events(git, walk.raws, heads, 32 if fmt == "sha256" else 20)
+        if found is None:
             return None
+        events, problems = found
         if meanwhile is not None:
             meanwhile(list(zip(walk.ids, events, strict=True)))
         verdicts = [v for batch in (first, *checks) for v in batch]
         entries = [
-            SignedCommit(sha, _time(h.get(b"committer")), event, *verdict)
-            for sha, h, event, verdict in zip(walk.ids, heads, events, verdicts, strict=True)
+            SignedCommit(sha, _time(h.get(b"committer")), event, *verdict, problem)
+            for sha, h, event, verdict, problem in zip(
+                walk.ids, heads, events, verdicts, problems, strict=True
+            )
         ]
         return entries, walk.older, walk.reached
     finally:
@@ -325,9 +366,33 @@ def _linked(walk: _Walk, heads: list[dict[bytes, bytes]]) -> bool:
     return True
 
 
-def _events(git: GitRepo, heads: list[dict[bytes, bytes]], width: int) -> list[bytes | None] | None:
-    """The ``event.json`` bytes of each commit (by its headers; None: it has none), read in
-    bulk; None when a tree or blob is not as it should be."""
+def _events(
+    git: GitRepo, raws: list[bytes], heads: list[dict[bytes, bytes]], width: int
+) -> tuple[list[bytes | None], list[str | None]] | None:
+    """The ``event.json`` bytes of each commit (None: it has none) and what is wrong with
+    it (:func:`_carried`): from its message when its tree is what the message says,
+    else read from its tree, the trees and blobs in bulk; None when a tree or blob is not
+    as it should be."""
+    events: list[bytes | None] = []
+    problems: list[str | None] = []
+    unread: list[int] = []  # the commits whose event is read from their tree
+    for i, (raw, h) in enumerate(zip(raws, heads, strict=True)):
+        event, problem = _carried(raw, h.get(b"tree", b"").decode("ascii", "replace"))
+        events.append(event)
+        problems.append(problem)
+        if event is None:
+            unread.append(i)
+    found = _tree_events(git, [heads[i] for i in unread], width)
+    if found is None:
+        return None
+    for i, event in zip(unread, found, strict=True):
+        events[i] = event
+    return events, problems
+
+
+def _tree_events(git: GitRepo, heads: list[dict[bytes, bytes]], width: int) -> list[bytes | None] | None:
+    """The ``event.json`` bytes in the tree of each commit (by its headers; None: it has
+    none), read in bulk; None when a tree or blob is not as it should be."""
     trees = git.read_raw_many(
         [h.get(b"tree", b"").decode("ascii", "replace") for h in heads], "tree", MAX_TREE_BYTES
     )
@@ -344,7 +409,136 @@ def _events(git: GitRepo, heads: list[dict[bytes, bytes]], width: int) -> list[b
     return [next(events) if blob else None for blob in blobs]
 
 
-def _check_commits(raws: list[bytes], object_format: str) -> list[tuple[str | None, str]]:
+Verdict = tuple[str | None, str]
+
+
+def _verifying(batches: Iterable[list[bytes]], fmt: str) -> Generator[list[Verdict], None, None]:
+    """The verdicts (:func:`_check_commits`) of the raw commits of ``batches``, in order, a
+    list at a time: every batch is taken from ``batches`` at the first, and each verifies as
+    soon as it is taken, in forked children where that is safe (:class:`_Forked`), else on
+    :data:`_VERIFY_WORKERS` threads. Closing it stops what is still running."""
+    if not _can_fork():
+        check = functools.partial(_check_commits, object_format=fmt)
+        yield from bounded_map(check, batches, workers=_VERIFY_WORKERS, window=_LIMIT, name="uniflow-verify")
+        return
+    forked = _Forked(fmt)
+    try:
+        for batch in batches:
+            forked.add(batch)
+        forked.start()
+        for i in range(len(forked.slices)):
+            yield forked.collect(i)
+    finally:
+        forked.close()
+
+
+def _can_fork() -> bool:
+    """Whether verifying may fork: on Linux, and with no other thread running (one could
+    hold a lock that the child, a copy of this process, would then wait on forever)."""
+    return sys.platform == "linux" and hasattr(os, "fork") and threading.active_count() == 1
+
+
+class _Forked:
+    """Raw commits verified in forked children, :data:`_FORK_SLICE` commits each, a child
+    started as soon as its slice is read, so no verify shares the reading thread's GIL. A
+    child only computes its verdicts, writes them to its pipe and leaves by ``os._exit``;
+    a slice whose child fails (or that cannot fork) is verified here when collected."""
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt
+        self.slices: list[tuple[list[bytes], int, int]] = []  # (raws, child pid, pipe); pid 0: here
+        self._buffer: list[bytes] = []
+        self._done = 0  # slices collected
+
+    def add(self, batch: list[bytes]) -> None:
+        """Take ``batch``; a full slice goes to a child."""
+        self._buffer += batch
+        if len(self._buffer) >= _FORK_SLICE:
+            self.start()
+
+    def start(self) -> None:
+        """Fork a child for the commits taken and not yet sent (if any)."""
+        raws, self._buffer = self._buffer, []
+        if not raws:
+            return
+        if not _can_fork():
+            self.slices.append((raws, 0, -1))
+            return
+        read, write = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError:
+            pid = -1
+        if pid == 0:
+            _child(raws, self.fmt, read, write)  # never returns
+        os.close(write)
+        if pid < 0:
+            os.close(read)
+        self.slices.append((raws, max(pid, 0), read if pid > 0 else -1))
+
+    def collect(self, i: int) -> list[Verdict]:
+        """The verdicts of slice ``i`` (slices are collected in order)."""
+        raws, pid, fd = self.slices[i]
+        self._done = i + 1
+        found = _gather(pid, fd, len(raws)) if pid else None
+        return found if found is not None else _check_commits(raws, self.fmt)
+
+    def close(self) -> None:
+        """Stop and reap the children not collected."""
+        for _raws, pid, fd in self.slices[self._done :]:
+            if pid:
+                os.close(fd)
+                with contextlib.suppress(OSError):  # reaped already (SIGCHLD ignored)
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+        self._done = len(self.slices)
+
+
+def _child(raws: list[bytes], fmt: str, read: int, write: int) -> None:
+    """A forked child's whole life: verify ``raws``, write the verdicts, exit."""
+    code = 1
+    try:
+        os.close(read)
+        view = memoryview(msgpack.packb(_check_commits(raws, fmt), use_bin_type=True))
+        while view:
+            view = view[os.write(write, view) :]
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def _gather(pid: int, fd: int, count: int) -> list[Verdict] | None:
+    """The ``count`` verdicts child ``pid`` wrote to pipe ``fd`` (reaped); None when it
+    failed or wrote anything else."""
+    chunks = []
+    try:
+        while data := os.read(fd, 1 << 20):
+            chunks.append(data)
+    finally:
+        os.close(fd)
+        try:
+            status = os.waitpid(pid, 0)[1]
+        except ChildProcessError:  # reaped by another (SIGCHLD ignored): its status is lost
+            status = -1
+    if status == -1 or os.waitstatus_to_exitcode(status) != 0:
+        return None
+    try:
+        found = msgpack.unpackb(b"".join(chunks), use_list=True)
+    except (ValueError, msgpack.ExtraData):
+        return None
+    if not (isinstance(found, list) and len(found) == count):
+        return None
+    out: list[Verdict] = []
+    for v in found:
+        if not (isinstance(v, list) and len(v) == 2 and (v[0] is None or isinstance(v[0], str))):
+            return None
+        if not isinstance(v[1], str):
+            return None
+        out.append((v[0], v[1]))
+    return out
+
+
+def _check_commits(raws: list[bytes], object_format: str) -> list[Verdict]:
     """:func:`_check` of each raw commit's signature over its payload."""
     out = []
     for raw in raws:
@@ -390,7 +584,7 @@ def read_signed_chain(
     newest.reverse()
     chain = older + newest
     if cache is not None and head and chain and reached != head:
-        items = [[c.sha, c.time, c.event, c.key, c.signature] for c in chain]
+        items = [[c.sha, c.time, c.event, c.key, c.signature, c.problem] for c in chain]
         cache.put(CHAIN_KIND, head, msgpack.packb([_FORMAT, model, items], use_bin_type=True))
         if reached is not None:
             cache.delete(CHAIN_KIND, reached)  # superseded: one entry per model
