@@ -345,6 +345,7 @@ class ObjectStore:
             return self._store_chunk(piece, pin, sink, order)
 
         try:
+            self.packs.refresh(force=False)  # the packs there now: each chunk is then looked up unlisted
             rec = store_chunks(order.tickets(cuts), write, size, spans, progress, src_fd=src_fd)
             if shared is None:
                 sink.close()
@@ -384,7 +385,7 @@ class ObjectStore:
                     raise RepositoryError(
                         f"cannot write to the object store {self.root}: {os_reason(exc)}"
                     ) from exc
-            new = not sink.wrote(digest) and not self.has(digest)
+            new = not sink.wrote(digest) and not self._holds(digest)
             order.wait(ticket)
             if new:
                 slot = sink.reserve(digest, len(piece))
@@ -393,6 +394,15 @@ class ObjectStore:
         if slot is not None:
             sink.write(slot, piece)
         return ChunkRef(ChunkDigest(digest), len(piece))
+
+    def _holds(self, digest: str) -> bool:
+        """:meth:`has` for a register's chunk (a name it computed): a chunk file, or an entry
+        of a pack listed when this file's register began whose ``.pack`` exists now (the
+        check gc's pins rely on). A pack another process wrote since is not listed again
+        for every chunk: such a chunk is written once more (gc's repack drops the copy)."""
+        if os.path.exists(f"{self.objects}/{digest[:2]}/{digest[2:]}"):
+            return True
+        return self.packs.locate(digest, refresh=False) is not None
 
     def _write_object(
         self, digest: str, data: memoryview | bytes, *, src: tuple[int, int] | None = None
