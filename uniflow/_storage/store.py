@@ -63,11 +63,10 @@ from .chunking import (
     FileRecord,
     RangesFn,
     chunk_digest,
-    chunker,
     for_each_chunk,
     store_chunks,
 )
-from .cutting import FileReader, MemoryReader, cut
+from .cutting import FileReader, MemoryReader, cut, cut_file
 from .fsio import copy_file, force_unlink, fsync_dir, os_reason, write_immutable
 from .ingest import FileSource, fd_stamp, read_full
 from .packs import PackSet, pack_dir
@@ -89,9 +88,6 @@ __all__ = [
 FetchFn = Callable[["ObjectStore", list[str]], None]
 #: bytes of a file's start given to a ``RangesFn`` that does not say how many it needs
 _HEAD = 64 << 10
-#: cut a file without tensor ranges with ``_storage.cutting.cut`` on several threads (True)
-#: or with ``FileSource.cuts`` on this one (False): the same chunks either way
-_CUT_OPAQUE_FILES_ON_THREADS = False
 #: what a store of the old layout kept in ``<work tree>/.uniflow/`` (moved by ``adopt``)
 LEGACY_DIRS = ("objects", "tmp", "cache")
 _HEX = frozenset("0123456789abcdef")
@@ -289,10 +285,7 @@ class ObjectStore:
                 head_size = getattr(ranges, "head_size", None)
                 first = int(head_size(src.head(16))) if callable(head_size) else 0
                 spans = ranges(src.head(max(first, _HEAD)), src.size)
-            if spans or _CUT_OPAQUE_FILES_ON_THREADS:
-                cuts = cut(FileReader(src.size, src.read_into), spans)
-            else:
-                cuts = src.cuts(chunker())
+            cuts = cut_file(FileReader(src.size, src.read_into), spans)
             rec = self._put_chunks(cuts, src.size, spans, progress, pin, src_fd=fd)
             src.check_unchanged()
             return rec
