@@ -59,16 +59,17 @@ chunks are being yielded, into buffers reused once no chunk views them.
 
 **Integration.** ``ObjectStore.put_file`` and ``put_segments`` compute the ranges first
 (``spans = ranges(head, size)``) and hand ``_storage.chunking.store_chunks``
-``cut(FileReader(src.size, src.read_into), spans)`` (then ``src.check_unchanged()``) or
-``cut(MemoryReader(seg), spans)``. A tensor's identity is the Merkle hash of its runs
+``cut_file(FileReader(src.size, src.read_into), spans)`` (then ``src.check_unchanged()``)
+or ``cut(MemoryReader(seg), spans)``. A tensor's identity is the Merkle hash of its runs
 (``_storage.merkle.RangeIdentities``): a run that is a whole chunk is that chunk's name,
 a run that is part of a chunk (a small tensor, or a large one whose small neighbour is
-glued to it) is the BLAKE3 of its bytes, the only bytes hashed twice. For an opaque file
-read from disk the units are small (they are the read buffers), so the work repeated at
-their edges is a larger share of the cutting: where both cores are already busy hashing
-and writing, ``FileSource.cuts`` on one thread gives the same chunks for less CPU, and
-:func:`cut` pays only where a core would otherwise wait (``ObjectStore.put_file`` picks
-one of the two for files with no ranges).
+glued to it) is the BLAKE3 of its bytes, the only bytes hashed twice. For a file read
+from disk the units are small (they are the read buffers), so the work repeated at their
+edges is a larger share of the cutting; and a register's writer threads keep the second
+core busy hashing and writing anyway. So ``put_file`` cuts with :func:`cut_file`: the
+same chunks, every piece cut once from its start on the caller's thread, through read
+windows that start where the first chunk not yet handed out does. :func:`cut` on threads
+pays where a core would otherwise wait (bytes in memory, the chunking benchmark).
 """
 
 from __future__ import annotations

@@ -264,8 +264,9 @@ class ObjectStore:
         bytes, to this call's packs (``_storage.packwriter.PackStream``; every pack and its
         index durable before this returns). A file that changes while it is read is refused
         with :class:`InvalidPathError` (the packs written stay: their chunks are named by
-        their bytes, unreferenced; gc removes them). Cutting, hashing and writing overlap on
-        threads (FastCDC, BLAKE3 and file I/O release the GIL). With ``pin``, every chunk is
+        their bytes, unreferenced; gc removes them). This thread cuts
+        (``_storage.cutting.cut_file``) while a pool hashes and writes (BLAKE3 and file
+        I/O release the GIL). With ``pin``, every chunk is
         pinned before it is looked for or written. With ``ranges`` (a tensor file's
         tensors, found from its start), every range's edges are cut points
         (``_storage.cutting``) and ``range_digests`` holds the ranges' identities.
