@@ -29,7 +29,15 @@ from uniflow._storage.packs import (
     read_pack_tail,
     scan_packs,
 )
-from uniflow._storage.packwriter import STAGE, PackStream, PackWriter, _set_direct, _Staged, recover_packs
+from uniflow._storage.packwriter import (
+    STAGE,
+    PackStream,
+    PackWriter,
+    WindowPool,
+    _set_direct,
+    _Staged,
+    recover_packs,
+)
 
 
 def chunk(rng: random.Random, size: int) -> tuple[str, bytes]:
@@ -227,7 +235,7 @@ def test_a_refused_direct_write_is_written_plainly(tmp_path: Path) -> None:
     try:
         if not _set_direct(fd, True):
             pytest.skip("this file system takes no O_DIRECT at all")
-        staged = _Staged(fd)
+        staged = _Staged(fd, WindowPool())
         buf = mmap.mmap(-1, STAGE)
         buf[:8192] = b"x" * 8192
         staged._write(buf, 0, 100)  # refused where a direct write needs whole blocks

@@ -54,7 +54,7 @@ from .packs import (
 )
 from .pins import tmp_name
 
-__all__ = ["PackStream", "PackWriter", "recover_packs"]
+__all__ = ["STAGE", "PackStream", "PackWriter", "WindowPool", "recover_packs"]
 
 _TMPFILE_UNSUPPORTED = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOSYS)
 Data = bytes | bytearray | memoryview
@@ -100,9 +100,10 @@ def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
             done += os.pwrite(fd, rest, offset + done)
 
 
-class _WindowPool:
-    """Page-aligned buffers of :data:`STAGE` bytes (anonymous mappings), reused so that a
-    register does not fault in fresh pages for every window; at most :data:`_KEEP` kept."""
+class WindowPool:
+    """Page-aligned buffers of :data:`STAGE` bytes (anonymous mappings) for direct writes,
+    reused so that the packs of one stream do not fault in fresh pages for every window; at
+    most :data:`_KEEP` kept (freed with the pool)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -120,9 +121,6 @@ class _WindowPool:
                 self._free.append(buf)
                 return
         buf.close()
-
-
-_WINDOWS = _WindowPool()
 
 
 def _set_direct(fd: int, on: bool) -> bool:
@@ -144,8 +142,8 @@ class _Staged:
     as all its bytes are in (see the module doc). :meth:`put` may be called from several
     threads for disjoint ranges; at most the windows that ranges in flight touch are held."""
 
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
+    def __init__(self, fd: int, pool: WindowPool) -> None:
+        self._fd, self._pool = fd, pool
         self._lock = threading.Lock()
         self._windows: dict[int, tuple[mmap.mmap, list[int]]] = {}  # index -> (buffer, [bytes in])
         self._direct = True
@@ -157,7 +155,7 @@ class _Staged:
             k, at = divmod(offset + pos, STAGE)
             n = min(len(data) - pos, STAGE - at)
             with self._lock:
-                buf, filled = self._windows.get(k) or self._windows.setdefault(k, (_WINDOWS.take(), [0]))
+                buf, filled = self._windows.get(k) or self._windows.setdefault(k, (self._pool.take(), [0]))
             with memoryview(buf) as whole:
                 whole[at : at + n] = data[pos : pos + n]
             with self._lock:
@@ -169,7 +167,7 @@ class _Staged:
                 try:
                     self._write(buf, k * STAGE, STAGE)
                 finally:
-                    _WINDOWS.give(buf)
+                    self._pool.give(buf)
             pos += n
 
     def finish(self, end: int) -> None:
@@ -188,7 +186,7 @@ class _Staged:
                 self._write(buf, k * STAGE, padded)
         finally:
             for _, (buf, _) in left:
-                _WINDOWS.give(buf)
+                self._pool.give(buf)
         os.ftruncate(self._fd, end)
 
     def discard(self) -> None:
@@ -215,12 +213,21 @@ class PackWriter:
 
     ``add`` takes a chunk whose name the caller computed from these very bytes (it is not
     hashed again here; every read verifies it). It may be called from several threads at
-    once: each call reserves its range under a lock and writes it with ``pwrite`` outside;
-    :meth:`finish` waits for the writes in flight, then makes the pack and its index durable
-    and visible. :meth:`abort`, or leaving a ``with`` block by an exception, discards it.
-    ``durable=False`` (a download cache) skips the fsyncs."""
+    once: each call reserves its range under a lock and writes it outside (staged for a
+    direct write, or with ``pwrite``: the module doc); :meth:`finish` waits for the writes in
+    flight, then makes the pack and its index durable and visible. :meth:`abort`, or leaving
+    a ``with`` block by an exception, discards it. ``durable=False`` (a download cache)
+    skips the fsyncs and the direct writes. ``windows``: the staging buffers to reuse (a
+    stream's packs share one pool)."""
 
-    def __init__(self, store_root: Path, *, target: int = PACK_TARGET, durable: bool = True) -> None:
+    def __init__(
+        self,
+        store_root: Path,
+        *,
+        target: int = PACK_TARGET,
+        durable: bool = True,
+        windows: WindowPool | None = None,
+    ) -> None:
         self.directory = pack_dir(store_root)
         self._tmp_dir = Path(store_root) / "tmp"
         self.target = target
@@ -237,7 +244,7 @@ class PackWriter:
             self._tmp_dir.mkdir(parents=True, exist_ok=True)
             self._fd, self._tmp = _open_unnamed(self.directory, self._tmp_dir)
             if durable and _set_direct(self._fd, True):
-                self._staged = _Staged(self._fd)
+                self._staged = _Staged(self._fd, windows or WindowPool())
             self._write(memoryview(PACK_HEAD.pack(PACK_MAGIC, FORMAT_VERSION, 0)), 0)
         except OSError as exc:
             self.abort()
@@ -376,7 +383,8 @@ class PackStream:
         self._root = Path(store_root)
         self._target, self._durable = target, durable
         self._lock = threading.Lock()
-        self._writer = PackWriter(self._root, target=target, durable=durable)
+        self._windows = WindowPool()  # shared by this stream's packs (at most two fill at once)
+        self._writer = PackWriter(self._root, target=target, durable=durable, windows=self._windows)
         self._names: set[str] = set()
         self._finishing: list[Future[PackIndex | None]] = []
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="uniflow-pack-finish")
@@ -408,7 +416,9 @@ class PackStream:
             offset = writer.reserve(name, length)
             self._names.add(name)
             if writer.full:  # this chunk fills it: the next add goes to a new pack
-                self._writer = PackWriter(self._root, target=self._target, durable=self._durable)
+                self._writer = PackWriter(
+                    self._root, target=self._target, durable=self._durable, windows=self._windows
+                )
                 self._finishing.append(self._pool.submit(writer.finish))  # waits for our write
         if offset is None:  # unreachable: the writer is new to this stream's names
             raise RuntimeError(f"chunk {name[:16]} reserved twice")
