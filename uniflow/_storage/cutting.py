@@ -348,20 +348,17 @@ def _cut_from(buf: memoryview, base: int, limit: int, final: bool) -> Generator[
 def _bounds(p: Piece, ends: Iterable[int]) -> Iterator[tuple[int, int]]:
     """The chunks of FastCDC piece ``p`` whose cut ends ``ends`` gives (cut from ``p.begin``,
     in order): its last chunk merged into the one before when short (``merge_tail``), its
-    glued bytes added to its first and last chunk."""
-    window: deque[int] = deque()
-    start = p.lo
+    glued bytes added to its first and last chunk. A chunk is given as soon as the end
+    after it is known (that end tells whether the two merge)."""
+    start, pending = p.lo, None
     for e in ends:
-        window.append(e)
-        if len(window) > 2:
-            end = window.popleft()
-            yield start, end
-            start = end
-    if p.merge_tail and len(window) == 2 and window[1] - window[0] < _MIN:
-        window.popleft()
-    for end in window:
-        yield start, (p.hi if end == p.end else end)
-        start = end
+        merges = e == p.end and p.merge_tail and pending is not None and e - pending < _MIN
+        if pending is not None and not merges:
+            yield start, pending
+            start = pending
+        pending = e
+    if pending is not None:
+        yield start, (p.hi if pending == p.end else pending)
 
 
 class _Cutter:
