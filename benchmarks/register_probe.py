@@ -149,7 +149,9 @@ def main() -> None:
                 cpu[f"{step} register"].append(got["cpu"])
                 if not args.no_load:
                     samples[f"{step} load"].append(got["load"])
-            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in samples.items()), flush=True)
+            line = ", ".join(f"{k} {v[-1]:.2f}s" for k, v in samples.items())
+            line += "; CPU s/GiB " + ", ".join(f"{k} {v[-1] / gib:.2f}" for k, v in cpu.items())
+            print(f"round {r + 1}: {line}", flush=True)
         report(samples, cpu, gib)
 
 
