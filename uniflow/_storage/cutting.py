@@ -75,12 +75,14 @@ pays where a core would otherwise wait (bytes in memory, the chunking benchmark)
 from __future__ import annotations
 
 import bisect
+import contextlib
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .._errors import UsageError
+from .._errors import UniflowError, UsageError
 from .chunking import CHUNK_PARAMS, chunker
 from .parallel import BufferPool, bounded_map
 from .segments import Segments
@@ -493,16 +495,81 @@ class _Cutter:
         return pos
 
 
+class _ReadAhead:
+    """The bytes after the window being cut, read on a thread of its own meanwhile: from the
+    window's end into a buffer of ``reader.segment`` bytes after a gap of a quarter of it.
+    When the next window is wanted from ``start``, the bytes ``[start, window end)`` (the
+    chunks not yet handed on) are copied into the gap, so no byte is read twice."""
+
+    def __init__(self, reader: FileReader) -> None:
+        self.reader = reader
+        self.gap = reader.segment // 4
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="uniflow-read")
+        self._next: tuple[int, memoryview, Future[None]] | None = None  # (offset, buffer, its read)
+
+    def start(self, at: int) -> None:
+        """Read the bytes from ``at`` (up to the buffer's end or the file's) in the background."""
+        self.drop()
+        n = min(self.reader.size - at, self.reader.segment - self.gap)
+        if n > 0:
+            buf = self.reader.buffer(self.gap + n)
+            assert buf is not None
+            self._next = (at, buf, self._pool.submit(self._load, at, buf))
+
+    def _load(self, at: int, buf: memoryview) -> None:
+        with buf[self.gap :] as rest:
+            self.reader.load(at, at + len(rest), rest)
+
+    def take(self, window: tuple[int, memoryview] | None, start: int, end: int) -> memoryview | None:
+        """The bytes from ``start`` to at least ``end`` as one view: ``window``'s bytes from
+        ``start`` on, then the bytes read ahead after them; None (the read ahead dropped)
+        when ``window`` does not end where they begin or they do not reach ``end``."""
+        if self._next is None or window is None:
+            return None
+        at, buf, read = self._next
+        first, data = window
+        keep = at - start
+        if not (
+            first <= start
+            and at == first + len(data)
+            and 0 <= keep <= self.gap
+            and end <= at + len(buf) - self.gap
+        ):
+            self.drop()
+            return None
+        self._next = None
+        read.result()  # raises what the read raised (a file that changed)
+        buf[self.gap - keep : self.gap] = data[start - first :]
+        out = buf[self.gap - keep :]
+        buf.release()
+        return out
+
+    def drop(self) -> None:
+        """Forget the read ahead (once it is done: its buffer is being written)."""
+        if self._next is not None:
+            _, buf, read = self._next
+            self._next = None
+            with contextlib.suppress(UniflowError, OSError):  # a read from disk again will raise it
+                read.result()
+            buf.release()
+
+    def close(self) -> None:
+        self.drop()
+        self._pool.shutdown()
+
+
 class _InOrder:
     """The chunks of a file read from disk under a plan, cut on the caller's thread in one
     pass: each FastCDC piece is cut from its start through windows of ``reader.segment``
-    bytes, and a new window is read from the start of the first chunk not yet handed out,
-    so every chunk is a view of one window and no cut is made twice (see :func:`cut_file`)."""
+    bytes, each starting at the first chunk not yet handed out (:class:`_ReadAhead` reads
+    the next while one is cut), so every chunk is a view of one window and no cut is made
+    twice (see :func:`cut_file`)."""
 
     def __init__(self, reader: FileReader, pieces: Sequence[Piece]) -> None:
         self.reader, self.pieces = reader, pieces
         self.window: tuple[int, memoryview] | None = None  # (offset, bytes) of the last read
         self.low = 0  # where the first chunk not yet handed out starts
+        self._ahead = _ReadAhead(reader)
 
     def chunks(self) -> Generator[tuple[int, memoryview], None, None]:
         try:
@@ -512,25 +579,29 @@ class _InOrder:
                     yield begin, self._bytes(begin, end)
                     self.low = end
         finally:
+            self._ahead.close()
             if self.window is not None:
                 self.window[1].release()
                 self.window = None
 
     def _bytes(self, begin: int, end: int) -> memoryview:
-        """A view of the bytes ``[begin, end)``: in the last window read, else in a new one
-        read from :attr:`low` (``begin`` is never before it)."""
+        """A view of the bytes ``[begin, end)``: in the last window, else in a new one from
+        :attr:`low` (``begin`` is never before it): the read ahead, or a read now."""
         if self.window is not None:
             first, data = self.window
             if first <= begin and end <= first + len(data):
                 return data[begin - first : end - first]
         start = min(self.low, begin)
-        n = max(min(self.reader.size - start, self.reader.segment), end - start)
-        buf = self.reader.buffer(n)
-        assert buf is not None
-        self.reader.load(start, start + n, buf)
+        buf = self._ahead.take(self.window, start, end)
+        if buf is None:
+            n = max(min(self.reader.size - start, self.reader.segment), end - start)
+            buf = self.reader.buffer(n)
+            assert buf is not None
+            self.reader.load(start, start + n, buf)
         if self.window is not None:
             self.window[1].release()  # the chunks handed out keep their own views of it
         self.window = (start, buf)
+        self._ahead.start(start + len(buf))
         return buf[begin - start : end - start]
 
     def _ends(self, p: Piece) -> Iterator[int]:
