@@ -67,8 +67,9 @@ glued to it) is the BLAKE3 of its bytes, the only bytes hashed twice. For a file
 from disk the units are small (they are the read buffers), so the work repeated at their
 edges is a larger share of the cutting; and a register's writer threads keep the second
 core busy hashing and writing anyway. So ``put_file`` cuts with :func:`cut_file`: the
-same chunks, every piece cut once from its start on the caller's thread, through read
-windows that start where the first chunk not yet handed out does. :func:`cut` on threads
+same chunks, every piece cut once from its start on the caller's thread, through windows
+that start where the first chunk not yet handed out does, the next read on a thread of
+its own while one is cut. :func:`cut` on threads
 pays where a core would otherwise wait (bytes in memory, the chunking benchmark).
 """
 
@@ -629,8 +630,9 @@ def cut_file(
 ) -> Generator[tuple[int, memoryview], None, None]:
     """:func:`cut` for a file read from disk, on the caller's thread: the same chunks (the
     rule does not depend on who cuts), each piece cut once from its start, the file read
-    once in windows of ``reader.segment`` bytes (a window starts where the first chunk not
-    yet handed out does, so the bytes of an undecided cut are read again, never copied).
+    once, a window ahead on a thread of its own, into buffers of ``reader.segment`` bytes (a
+    window starts where the first chunk not yet handed out does: those bytes of the last
+    window are copied in front of the bytes read ahead, see :class:`_ReadAhead`).
     For a register, where the writer threads hash and write while this thread cuts, this
     costs less CPU than :func:`cut` on threads, which cuts again at every unit's edge.
     Release each view when done with it (buffers are reused)."""
