@@ -23,7 +23,7 @@ from safetensors.numpy import save_file
 from uniflow._errors import InvalidPathError, UsageError
 from uniflow._records.tensors import TensorScan
 from uniflow._storage.chunking import CHUNK_PARAMS, chunker
-from uniflow._storage.cutting import FileReader, MemoryReader, Piece, covering, cut, cut_ends, plan
+from uniflow._storage.cutting import FileReader, MemoryReader, Piece, covering, cut, cut_ends, cut_file, plan
 from uniflow._storage.ingest import FileSource
 from uniflow._storage.segments import Segments
 
@@ -68,6 +68,17 @@ def _chunks_of(
         return out
     finally:
         os.close(fd)
+
+
+def _file_cut_ends(reader: FileReader, data: bytes, ranges: Sequence[tuple[int, int]] = ()) -> list[int]:
+    """Where :func:`cut_file` (one thread, one pass) ends the chunks, each view checked to
+    hold the file's bytes at its offset."""
+    out: list[int] = []
+    for offset, view in cut_file(reader, ranges):
+        with view:
+            assert offset == (out[-1] if out else 0) and view == memoryview(data)[offset : offset + len(view)]
+            out.append(offset + len(view))
+    return out
 
 
 def _new_share(before: dict[str, int], after: dict[str, int]) -> float:
@@ -137,6 +148,7 @@ def test_a_file_without_ranges_gets_the_chunks_fastcdc_cuts_from_it_whole(tmp_pa
         for threads, segment in ((1, 8 * MIB), (2, 3 * MIB), (3, MIB), (2, 64 * MIB)):
             assert cut_ends(MemoryReader(data, segment), threads=threads) == whole
             assert cut_ends(_file_reader(path, fd, segment), threads=threads) == whole
+            assert _file_cut_ends(_file_reader(path, fd, segment), data) == whole
     finally:
         os.close(fd)
 
@@ -165,6 +177,7 @@ def test_parallel_cutting_is_the_sequential_rule_for_any_ranges_units_and_parts(
 
         reader = FileReader(size, read_into, segment=segment)
         assert cut_ends(reader, ranges, threads=threads) == expect
+        assert _file_cut_ends(FileReader(size, read_into, segment=segment), data, ranges) == expect
         lengths = [b - a for a, b in zip([0, *expect], expect, strict=False)]
         assert min(lengths[:-1], default=MIN) >= MIN  # every chunk but the last: the gate's floor and more
         assert max(lengths) <= MAX + 3 * MIN

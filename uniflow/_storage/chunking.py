@@ -1,12 +1,12 @@
 """Cutting a file into chunks and storing them, in order; and handing a file's chunks back.
 
 The pipeline of ``ObjectStore.put_file`` / ``put_segments`` (:func:`store_chunks`): the
-chunks come cut (``_storage.cutting.cut``: tensor-aligned, FastCDC on several threads, or
-``FileSource.cuts`` on one) while a pool of threads hashes and writes the chunks before
-them (BLAKE3 and file I/O release the GIL). Hashing the chunks is the one pass over the
-bytes: the file's identity and its tensors' are Merkle hashes over the chunk names
-(``_storage.merkle``), accumulated as the chunks are collected in order. What writing a
-chunk means (pinning, the packs) is the store's: it passes ``write``.
+chunks come cut (tensor-aligned: ``_storage.cutting.cut_file`` in one pass for a file on
+disk, ``cut`` on several threads for bytes in memory) while a pool of threads hashes and
+writes the chunks before them (BLAKE3 and file I/O release the GIL). Hashing the chunks is
+the one pass over the bytes: the file's identity and its tensors' are Merkle hashes over
+the chunk names (``_storage.merkle``), accumulated as the chunks are collected in order.
+What writing a chunk means (pinning, the packs) is the store's: it passes ``write``.
 :func:`for_each_chunk` is the bounded parallel loop by which the store reassembles a
 file, and :func:`range_b3sum` gives the ``b3sum`` of a file or a byte range from its
 stored chunks, when asked. The records (:class:`ChunkRef`, :class:`FileRecord`) and the

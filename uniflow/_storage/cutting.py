@@ -59,27 +59,31 @@ chunks are being yielded, into buffers reused once no chunk views them.
 
 **Integration.** ``ObjectStore.put_file`` and ``put_segments`` compute the ranges first
 (``spans = ranges(head, size)``) and hand ``_storage.chunking.store_chunks``
-``cut(FileReader(src.size, src.read_into), spans)`` (then ``src.check_unchanged()``) or
-``cut(MemoryReader(seg), spans)``. A tensor's identity is the Merkle hash of its runs
+``cut_file(FileReader(src.size, src.read_into), spans)`` (then ``src.check_unchanged()``)
+or ``cut(MemoryReader(seg), spans)``. A tensor's identity is the Merkle hash of its runs
 (``_storage.merkle.RangeIdentities``): a run that is a whole chunk is that chunk's name,
 a run that is part of a chunk (a small tensor, or a large one whose small neighbour is
-glued to it) is the BLAKE3 of its bytes, the only bytes hashed twice. For an opaque file
-read from disk the units are small (they are the read buffers), so the work repeated at
-their edges is a larger share of the cutting: where both cores are already busy hashing
-and writing, ``FileSource.cuts`` on one thread gives the same chunks for less CPU, and
-:func:`cut` pays only where a core would otherwise wait (``ObjectStore.put_file`` picks
-one of the two for files with no ranges).
+glued to it) is the BLAKE3 of its bytes, the only bytes hashed twice. For a file read
+from disk the units are small (they are the read buffers), so the work repeated at their
+edges is a larger share of the cutting; and a register's writer threads keep the second
+core busy hashing and writing anyway. So ``put_file`` cuts with :func:`cut_file`: the
+same chunks, every piece cut once from its start on the caller's thread, through windows
+that start where the first chunk not yet handed out does, the next read on a thread of
+its own while one is cut. :func:`cut` on threads
+pays where a core would otherwise wait (bytes in memory, the chunking benchmark).
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 from collections import deque
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .._errors import UsageError
+from .._errors import UniflowError, UsageError
 from .chunking import CHUNK_PARAMS, chunker
 from .parallel import BufferPool, bounded_map
 from .segments import Segments
@@ -96,6 +100,7 @@ __all__ = [
     "covering",
     "cut",
     "cut_ends",
+    "cut_file",
     "plan",
 ]
 
@@ -343,6 +348,22 @@ def _cut_from(buf: memoryview, base: int, limit: int, final: bool) -> Generator[
         it = None  # drop pyfastcdc's view of the buffer
 
 
+def _bounds(p: Piece, ends: Iterable[int]) -> Iterator[tuple[int, int]]:
+    """The chunks of FastCDC piece ``p`` whose cut ends ``ends`` gives (cut from ``p.begin``,
+    in order): its last chunk merged into the one before when short (``merge_tail``), its
+    glued bytes added to its first and last chunk. A chunk is given as soon as the end
+    after it is known (that end tells whether the two merge)."""
+    start, pending = p.lo, None
+    for e in ends:
+        merges = e == p.end and p.merge_tail and pending is not None and e - pending < _MIN
+        if pending is not None and not merges:
+            yield start, pending
+            start = pending
+        pending = e
+    if pending is not None:
+        yield start, (p.hi if pending == p.end else pending)
+
+
 class _Cutter:
     """The chunks of one file under a plan, cut on threads and yielded in file order."""
 
@@ -431,21 +452,7 @@ class _Cutter:
             self._release_before(self.reader.size + 1)
 
     def _piece_chunks(self, i: int, p: Piece) -> Iterator[tuple[int, int]]:
-        """The chunks of FastCDC piece ``i``: its last chunk merged into the one before when
-        short (``merge_tail``), its glued bytes added to its first and last chunk."""
-        window: deque[int] = deque()
-        start = p.lo
-        for e in self._piece_ends(i, p):
-            window.append(e)
-            if len(window) > 2:
-                end = window.popleft()
-                yield start, end
-                start = end
-        if p.merge_tail and len(window) == 2 and window[1] - window[0] < _MIN:
-            window.popleft()
-        for end in window:
-            yield start, (p.hi if end == p.end else end)
-            start = end
+        return _bounds(p, self._piece_ends(i, p))
 
     def _piece_ends(self, i: int, p: Piece) -> Iterator[int]:
         """Where the chunks of piece ``i`` end, as cutting it alone from ``p.begin`` gives:
@@ -487,6 +494,149 @@ class _Cutter:
                 finally:
                     ends.close()
         return pos
+
+
+class _ReadAhead:
+    """The bytes after the window being cut, read on a thread of its own meanwhile: from the
+    window's end into a buffer of ``reader.segment`` bytes after a gap of a quarter of it.
+    When the next window is wanted from ``start``, the bytes ``[start, window end)`` (the
+    chunks not yet handed on) are copied into the gap, so no byte is read twice."""
+
+    def __init__(self, reader: FileReader) -> None:
+        self.reader = reader
+        self.gap = reader.segment // 4
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="uniflow-read")
+        self._next: tuple[int, memoryview, Future[None]] | None = None  # (offset, buffer, its read)
+
+    def start(self, at: int) -> None:
+        """Read the bytes from ``at`` (up to the buffer's end or the file's) in the background."""
+        self.drop()
+        n = min(self.reader.size - at, self.reader.segment - self.gap)
+        if n > 0:
+            buf = self.reader.buffer(self.gap + n)
+            assert buf is not None
+            self._next = (at, buf, self._pool.submit(self._load, at, buf))
+
+    def _load(self, at: int, buf: memoryview) -> None:
+        with buf[self.gap :] as rest:
+            self.reader.load(at, at + len(rest), rest)
+
+    def take(self, window: tuple[int, memoryview] | None, start: int, end: int) -> memoryview | None:
+        """The bytes from ``start`` to at least ``end`` as one view: ``window``'s bytes from
+        ``start`` on, then the bytes read ahead after them; None (the read ahead dropped)
+        when ``window`` does not end where they begin or they do not reach ``end``."""
+        if self._next is None or window is None:
+            return None
+        at, buf, read = self._next
+        first, data = window
+        keep = at - start
+        if not (
+            first <= start
+            and at == first + len(data)
+            and 0 <= keep <= self.gap
+            and end <= at + len(buf) - self.gap
+        ):
+            self.drop()
+            return None
+        self._next = None
+        read.result()  # raises what the read raised (a file that changed)
+        buf[self.gap - keep : self.gap] = data[start - first :]
+        out = buf[self.gap - keep :]
+        buf.release()
+        return out
+
+    def drop(self) -> None:
+        """Forget the read ahead (once it is done: its buffer is being written)."""
+        if self._next is not None:
+            _, buf, read = self._next
+            self._next = None
+            with contextlib.suppress(UniflowError, OSError):  # a read from disk again will raise it
+                read.result()
+            buf.release()
+
+    def close(self) -> None:
+        self.drop()
+        self._pool.shutdown()
+
+
+class _InOrder:
+    """The chunks of a file read from disk under a plan, cut on the caller's thread in one
+    pass: each FastCDC piece is cut from its start through windows of ``reader.segment``
+    bytes, each starting at the first chunk not yet handed out (:class:`_ReadAhead` reads
+    the next while one is cut), so every chunk is a view of one window and no cut is made
+    twice (see :func:`cut_file`)."""
+
+    def __init__(self, reader: FileReader, pieces: Sequence[Piece]) -> None:
+        self.reader, self.pieces = reader, pieces
+        self.window: tuple[int, memoryview] | None = None  # (offset, bytes) of the last read
+        self.low = 0  # where the first chunk not yet handed out starts
+        self._ahead = _ReadAhead(reader)
+
+    def chunks(self) -> Generator[tuple[int, memoryview], None, None]:
+        try:
+            for p in self.pieces:
+                bounds = _bounds(p, self._ends(p)) if p.cdc else iter([(p.lo, p.hi)])
+                for begin, end in bounds:
+                    yield begin, self._bytes(begin, end)
+                    self.low = end
+        finally:
+            self._ahead.close()
+            if self.window is not None:
+                self.window[1].release()
+                self.window = None
+
+    def _bytes(self, begin: int, end: int) -> memoryview:
+        """A view of the bytes ``[begin, end)``: in the last window, else in a new one from
+        :attr:`low` (``begin`` is never before it): the read ahead, or a read now."""
+        if self.window is not None:
+            first, data = self.window
+            if first <= begin and end <= first + len(data):
+                return data[begin - first : end - first]
+        start = min(self.low, begin)
+        buf = self._ahead.take(self.window, start, end)
+        if buf is None:
+            n = max(min(self.reader.size - start, self.reader.segment), end - start)
+            buf = self.reader.buffer(n)
+            assert buf is not None
+            self.reader.load(start, start + n, buf)
+        if self.window is not None:
+            self.window[1].release()  # the chunks handed out keep their own views of it
+        self.window = (start, buf)
+        self._ahead.start(start + len(buf))
+        return buf[begin - start : end - start]
+
+    def _ends(self, p: Piece) -> Iterator[int]:
+        """Where the chunks of FastCDC piece ``p`` end, cut from ``p.begin``: each window
+        cut from the last chunk end up to the cut its bytes cannot decide."""
+        pos = p.begin
+        while pos < p.end:  # bounded: each pass cuts at least one chunk (a window holds a maximum chunk)
+            first, data = self.window if self.window is not None else (0, memoryview(b""))
+            if first + len(data) < min(p.end, pos + _MAX + 1):
+                self._bytes(self.low, min(p.end, pos + _MAX + 1)).release()  # read the next window
+                first, data = self.window  # type: ignore[misc]  # set by _bytes
+            limit = min(p.end, first + len(data))
+            with data[pos - first : limit - first] as view:
+                ends = _cut_from(view, pos, limit, limit == p.end)
+                try:
+                    for e in ends:
+                        yield e
+                        pos = e
+                finally:
+                    ends.close()
+
+
+def cut_file(
+    reader: FileReader, ranges: Sequence[tuple[int, int]] = ()
+) -> Generator[tuple[int, memoryview], None, None]:
+    """:func:`cut` for a file read from disk, on the caller's thread: the same chunks (the
+    rule does not depend on who cuts), each piece cut once from its start, the file read
+    once, a window ahead on a thread of its own, into buffers of ``reader.segment`` bytes (a
+    window starts where the first chunk not yet handed out does: those bytes of the last
+    window are copied in front of the bytes read ahead, see :class:`_ReadAhead`).
+    For a register, where the writer threads hash and write while this thread cuts, this
+    costs less CPU than :func:`cut` on threads, which cuts again at every unit's edge.
+    Release each view when done with it (buffers are reused)."""
+    return _InOrder(reader, plan(reader.size, ranges)).chunks()
 
 
 def cut(

@@ -3,9 +3,10 @@
 A file handed to ``ObjectStore.put_file`` belongs to the user and may change while it is
 read: a training job still writing its checkpoint, a copy in progress, a hostile file system.
 So it is never mapped (a mapping of a file truncated meanwhile kills the process with
-SIGBUS); :class:`FileSource` reads it a window at a time into this process's own memory,
-and every chunk is hashed from those bytes and appended to the register's pack from the
-same bytes (``ObjectStore.batch``), so a stored chunk always holds what its name says. The
+SIGBUS); :class:`FileSource` reads it a window at a time into this process's own memory
+(``_storage.cutting.cut_file`` asks for the windows), and every chunk is hashed from those
+bytes and appended to the register's pack from the same bytes (``ObjectStore.batch``), so
+a stored chunk always holds what its name says. The
 file's stamp (size, mtime, ctime, inode) is compared before and after, and a byte past the
 recorded end means it grew: a file that changed is refused, never recorded as a mix of its
 old and new bytes (the chunks already appended are garbage for gc).
@@ -19,24 +20,18 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import blake3
 
 from .. import _testhooks
 from .._errors import InvalidPathError
-from .parallel import BufferPool
-from .segments import cut_decided
 
 __all__ = ["WINDOW", "FileSource", "fd_digest", "fd_stamp", "read_full"]
 
-#: bytes read from a file at a time (more than the longest chunk; a few are held at once)
+#: bytes :func:`fd_digest` reads from a file at a time
 WINDOW = 8 << 20
-#: buffers kept for reuse (more are made, and freed, if the writers fall that far behind)
-_POOL = 16
 
 
 def _stamp(st: os.stat_result) -> tuple[int, ...]:
@@ -126,26 +121,6 @@ class FileSource:
         view = memoryview(bytearray(min(n, self.size)))
         self.read_into(view, 0)
         return view
-
-    def cuts(self, chunker: Any) -> Generator[tuple[int, memoryview], None, None]:
-        """``(offset, view)`` of every chunk ``chunker`` (a ``pyfastcdc.FastCDC`` whose chunks
-        are shorter than :data:`WINDOW`) cuts from the file, the same as cutting it whole.
-
-        The file is read a window at a time into buffers reused once nothing holds a view of
-        them (the chunks cut from a window keep it while they are written and hashed). A
-        window ends in a chunk the cut of which depends on bytes past it; the next window
-        starts where that chunk starts, so those bytes are read again rather than copied."""
-        pool = BufferPool(WINDOW, keep=_POOL)
-        pos = 0
-        while pos < self.size:  # bounded: each window cuts at least one chunk
-            end = min(self.size, pos + WINDOW)
-            with memoryview(pool.take()) as whole:
-                view = whole[: end - pos]
-            self.read_into(view, pos)
-            start = pos
-            pos = yield from cut_decided(chunker, view, pos, end, self.size)
-            if pos == start:
-                raise ValueError(f"a chunk longer than the read window ({WINDOW} bytes)")
 
     def check_unchanged(self) -> None:
         """Raise :meth:`changed` unless the file is as it was when opened: the same stamp and

@@ -9,12 +9,26 @@ The steps of :meth:`PackWriter.finish`, each a test point (``_testhooks``): the 
 tail written (``pack-written``), the pack fsynced (``pack-synced``), linked
 (``pack-linked``), the index written, fsynced and linked (``pack-indexed``), ``packs/``
 fsynced (``pack-done``); ``pack-chunk-written`` follows each chunk's write.
+
+**Direct writes.** A durable pack is written with ``O_DIRECT`` where the file system takes
+it (:class:`_Staged`): each chunk is copied into a page-aligned window of :data:`STAGE`
+bytes of the pack, and a window is written, bypassing the page cache, as soon as every
+byte of it is there (by the thread that filled it last); :meth:`PackWriter.finish` writes
+the last window and the index rounded up to a whole block, then cuts the file to its
+length before the fsync. A chunk is then copied once in this process instead of into the
+page cache, the kernel allocates no pages for it and the fsync has no dirty pages to
+write back: most of a register's system time. Where ``O_DIRECT`` is refused (tmpfs,
+some network file systems) and for a download cache (``durable=False``), each chunk is
+written with ``pwrite`` from the caller's bytes as before. The write order and what a
+crash can leave (nothing named before the fsync) are the same either way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import mmap
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,10 +54,17 @@ from .packs import (
 )
 from .pins import tmp_name
 
-__all__ = ["PackStream", "PackWriter", "recover_packs"]
+__all__ = ["STAGE", "PackStream", "PackWriter", "WindowPool", "recover_packs"]
 
 _TMPFILE_UNSUPPORTED = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOSYS)
 Data = bytes | bytearray | memoryview
+#: bytes of a pack staged in memory and written at once by a direct write (a multiple of
+#: every block size ``O_DIRECT`` asks to align to)
+STAGE = 8 << 20
+#: what a direct write's length and offset are rounded to (a page: every block size is a divisor)
+_ALIGN = mmap.PAGESIZE
+#: staging windows kept for reuse (more are made, and freed, while more are filling)
+_KEEP = 6
 
 
 def _open_unnamed(directory: Path, tmp_dir: Path) -> tuple[int, Path | None]:
@@ -79,17 +100,134 @@ def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
             done += os.pwrite(fd, rest, offset + done)
 
 
+class WindowPool:
+    """Page-aligned buffers of :data:`STAGE` bytes (anonymous mappings) for direct writes,
+    reused so that the packs of one stream do not fault in fresh pages for every window; at
+    most :data:`_KEEP` kept (freed with the pool)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free: list[mmap.mmap] = []
+
+    def take(self) -> mmap.mmap:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return mmap.mmap(-1, STAGE)
+
+    def give(self, buf: mmap.mmap) -> None:
+        with self._lock:
+            if len(self._free) < _KEEP:
+                self._free.append(buf)
+                return
+        buf.close()
+
+
+def _set_direct(fd: int, on: bool) -> bool:
+    """Turn ``O_DIRECT`` on or off for ``fd``; False where the file system refuses it."""
+    direct = getattr(os, "O_DIRECT", 0)
+    if not direct:
+        return False
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, (flags | direct) if on else (flags & ~direct))
+    except OSError:
+        return False
+    return True
+
+
+class _Staged:
+    """The bytes of one pack file (``fd``, opened ``O_DIRECT``), staged in windows of
+    :data:`STAGE` bytes at offsets that are multiples of it and written whole, each as soon
+    as all its bytes are in (see the module doc). :meth:`put` may be called from several
+    threads for disjoint ranges; at most the windows that ranges in flight touch are held."""
+
+    def __init__(self, fd: int, pool: WindowPool) -> None:
+        self._fd, self._pool = fd, pool
+        self._lock = threading.Lock()
+        self._windows: dict[int, tuple[mmap.mmap, list[int]]] = {}  # index -> (buffer, [bytes in])
+        self._direct = True
+
+    def put(self, offset: int, data: memoryview) -> None:
+        """Stage ``data`` (format ``B``) at ``offset``; write every window it completes."""
+        pos = 0
+        while pos < len(data):  # bounded: each pass stages the part in one window
+            k, at = divmod(offset + pos, STAGE)
+            n = min(len(data) - pos, STAGE - at)
+            with self._lock:
+                buf, filled = self._windows.get(k) or self._windows.setdefault(k, (self._pool.take(), [0]))
+            with memoryview(buf) as whole:
+                whole[at : at + n] = data[pos : pos + n]
+            with self._lock:
+                filled[0] += n
+                complete = filled[0] == STAGE
+                if complete:
+                    del self._windows[k]
+            if complete:
+                try:
+                    self._write(buf, k * STAGE, STAGE)
+                finally:
+                    self._pool.give(buf)
+            pos += n
+
+    def finish(self, end: int) -> None:
+        """Write the windows left (the file's last ``end`` bytes not yet written, each rounded
+        up to a whole block with zeros), then cut the file to ``end`` bytes."""
+        with self._lock:
+            left = sorted(self._windows.items())
+            self._windows.clear()
+        try:
+            for k, (buf, _) in left:
+                n = min(STAGE, end - k * STAGE)
+                if n <= 0:
+                    continue
+                padded = -(-n // _ALIGN) * _ALIGN
+                buf[n:padded] = bytes(padded - n)
+                self._write(buf, k * STAGE, padded)
+        finally:
+            for _, (buf, _) in left:
+                self._pool.give(buf)
+        os.ftruncate(self._fd, end)
+
+    def discard(self) -> None:
+        """Drop the windows not written (not reused: a write still in flight may hold one)."""
+        with self._lock:
+            self._windows.clear()
+
+    def _write(self, buf: mmap.mmap, offset: int, n: int) -> None:
+        with memoryview(buf) as whole, whole[:n] as view:
+            if self._direct:
+                try:
+                    _pwrite_all(self._fd, view, offset)
+                    return
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:  # EINVAL: this file system takes no direct write
+                        raise
+                    self._direct = False
+                    _set_direct(self._fd, False)
+            _pwrite_all(self._fd, view, offset)
+
+
 class PackWriter:
     """Appends chunks to one new pack in ``<store_root>/packs/``.
 
     ``add`` takes a chunk whose name the caller computed from these very bytes (it is not
     hashed again here; every read verifies it). It may be called from several threads at
-    once: each call reserves its range under a lock and writes it with ``pwrite`` outside;
-    :meth:`finish` waits for the writes in flight, then makes the pack and its index durable
-    and visible. :meth:`abort`, or leaving a ``with`` block by an exception, discards it.
-    ``durable=False`` (a download cache) skips the fsyncs."""
+    once: each call reserves its range under a lock and writes it outside (staged for a
+    direct write, or with ``pwrite``: the module doc); :meth:`finish` waits for the writes in
+    flight, then makes the pack and its index durable and visible. :meth:`abort`, or leaving
+    a ``with`` block by an exception, discards it. ``durable=False`` (a download cache)
+    skips the fsyncs and the direct writes. ``windows``: the staging buffers to reuse (a
+    stream's packs share one pool)."""
 
-    def __init__(self, store_root: Path, *, target: int = PACK_TARGET, durable: bool = True) -> None:
+    def __init__(
+        self,
+        store_root: Path,
+        *,
+        target: int = PACK_TARGET,
+        durable: bool = True,
+        windows: WindowPool | None = None,
+    ) -> None:
         self.directory = pack_dir(store_root)
         self._tmp_dir = Path(store_root) / "tmp"
         self.target = target
@@ -100,11 +238,14 @@ class PackWriter:
         self._inflight = 0
         self._failed: str | None = None
         self._fd, self._tmp = -1, None
+        self._staged: _Staged | None = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._tmp_dir.mkdir(parents=True, exist_ok=True)
             self._fd, self._tmp = _open_unnamed(self.directory, self._tmp_dir)
-            _pwrite_all(self._fd, memoryview(PACK_HEAD.pack(PACK_MAGIC, FORMAT_VERSION, 0)), 0)
+            if durable and _set_direct(self._fd, True):
+                self._staged = _Staged(self._fd, windows or WindowPool())
+            self._write(memoryview(PACK_HEAD.pack(PACK_MAGIC, FORMAT_VERSION, 0)), 0)
         except OSError as exc:
             self.abort()
             raise RepositoryError(f"cannot write a pack in {self.directory}: {os_reason(exc)}") from exc
@@ -159,7 +300,7 @@ class PackWriter:
     def write_reserved(self, offset: int, data: memoryview) -> None:
         """Write a reserved range (see :meth:`reserve`)."""
         try:
-            _pwrite_all(self._fd, data, offset)
+            self._write(data, offset)
         except OSError as exc:
             self._failed = os_reason(exc)
             raise RepositoryError(f"cannot write a pack: {self._failed}") from exc
@@ -194,7 +335,9 @@ class PackWriter:
     def _publish(self, index: PackIndex) -> None:
         """The write order of ``_storage.packs``' doc, one step per test point."""
         with memoryview(index.raw + PACK_TAIL.pack(len(index.raw), END_MAGIC)) as tail:
-            _pwrite_all(self._fd, tail, self._end)
+            self._write(tail, self._end)
+            if self._staged is not None:
+                self._staged.finish(self._end + len(tail))
         _testhooks.point("pack-written")
         if self.durable:
             os.fsync(self._fd)
@@ -207,8 +350,17 @@ class PackWriter:
             fsync_dir(self.directory)
         _testhooks.point("pack-done")
 
+    def _write(self, data: memoryview, offset: int) -> None:
+        """Write ``data`` (format ``B``) at ``offset``: staged for a direct write, or ``pwrite``."""
+        if self._staged is not None:
+            self._staged.put(offset, data)
+        else:
+            _pwrite_all(self._fd, data, offset)
+
     def abort(self) -> None:
         """Close the pack; unless :meth:`finish` named it, nothing of it stays visible."""
+        if self._staged is not None:
+            self._staged.discard()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -231,7 +383,8 @@ class PackStream:
         self._root = Path(store_root)
         self._target, self._durable = target, durable
         self._lock = threading.Lock()
-        self._writer = PackWriter(self._root, target=target, durable=durable)
+        self._windows = WindowPool()  # shared by this stream's packs (at most two fill at once)
+        self._writer = PackWriter(self._root, target=target, durable=durable, windows=self._windows)
         self._names: set[str] = set()
         self._finishing: list[Future[PackIndex | None]] = []
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="uniflow-pack-finish")
@@ -263,7 +416,9 @@ class PackStream:
             offset = writer.reserve(name, length)
             self._names.add(name)
             if writer.full:  # this chunk fills it: the next add goes to a new pack
-                self._writer = PackWriter(self._root, target=self._target, durable=self._durable)
+                self._writer = PackWriter(
+                    self._root, target=self._target, durable=self._durable, windows=self._windows
+                )
                 self._finishing.append(self._pool.submit(writer.finish))  # waits for our write
         if offset is None:  # unreachable: the writer is new to this stream's names
             raise RuntimeError(f"chunk {name[:16]} reserved twice")

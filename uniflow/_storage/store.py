@@ -63,11 +63,10 @@ from .chunking import (
     FileRecord,
     RangesFn,
     chunk_digest,
-    chunker,
     for_each_chunk,
     store_chunks,
 )
-from .cutting import FileReader, MemoryReader, cut
+from .cutting import FileReader, MemoryReader, cut, cut_file
 from .fsio import copy_file, force_unlink, fsync_dir, os_reason, write_immutable
 from .ingest import FileSource, fd_stamp, read_full
 from .packs import PackSet, pack_dir
@@ -89,9 +88,6 @@ __all__ = [
 FetchFn = Callable[["ObjectStore", list[str]], None]
 #: bytes of a file's start given to a ``RangesFn`` that does not say how many it needs
 _HEAD = 64 << 10
-#: cut a file without tensor ranges with ``_storage.cutting.cut`` on several threads (True)
-#: or with ``FileSource.cuts`` on this one (False): the same chunks either way
-_CUT_OPAQUE_FILES_ON_THREADS = False
 #: what a store of the old layout kept in ``<work tree>/.uniflow/`` (moved by ``adopt``)
 LEGACY_DIRS = ("objects", "tmp", "cache")
 _HEX = frozenset("0123456789abcdef")
@@ -268,8 +264,9 @@ class ObjectStore:
         bytes, to this call's packs (``_storage.packwriter.PackStream``; every pack and its
         index durable before this returns). A file that changes while it is read is refused
         with :class:`InvalidPathError` (the packs written stay: their chunks are named by
-        their bytes, unreferenced; gc removes them). Cutting, hashing and writing overlap on
-        threads (FastCDC, BLAKE3 and file I/O release the GIL). With ``pin``, every chunk is
+        their bytes, unreferenced; gc removes them). This thread cuts
+        (``_storage.cutting.cut_file``) while a pool hashes and writes (BLAKE3 and file
+        I/O release the GIL). With ``pin``, every chunk is
         pinned before it is looked for or written. With ``ranges`` (a tensor file's
         tensors, found from its start), every range's edges are cut points
         (``_storage.cutting``) and ``range_digests`` holds the ranges' identities.
@@ -289,10 +286,7 @@ class ObjectStore:
                 head_size = getattr(ranges, "head_size", None)
                 first = int(head_size(src.head(16))) if callable(head_size) else 0
                 spans = ranges(src.head(max(first, _HEAD)), src.size)
-            if spans or _CUT_OPAQUE_FILES_ON_THREADS:
-                cuts = cut(FileReader(src.size, src.read_into), spans)
-            else:
-                cuts = src.cuts(chunker())
+            cuts = cut_file(FileReader(src.size, src.read_into), spans)
             rec = self._put_chunks(cuts, src.size, spans, progress, pin, src_fd=fd)
             src.check_unchanged()
             return rec
@@ -345,6 +339,7 @@ class ObjectStore:
             return self._store_chunk(piece, pin, sink, order)
 
         try:
+            self.packs.refresh(force=False)  # the packs there now: each chunk is then looked up unlisted
             rec = store_chunks(order.tickets(cuts), write, size, spans, progress, src_fd=src_fd)
             if shared is None:
                 sink.close()
@@ -384,7 +379,7 @@ class ObjectStore:
                     raise RepositoryError(
                         f"cannot write to the object store {self.root}: {os_reason(exc)}"
                     ) from exc
-            new = not sink.wrote(digest) and not self.has(digest)
+            new = not sink.wrote(digest) and not self._holds(digest)
             order.wait(ticket)
             if new:
                 slot = sink.reserve(digest, len(piece))
@@ -393,6 +388,15 @@ class ObjectStore:
         if slot is not None:
             sink.write(slot, piece)
         return ChunkRef(ChunkDigest(digest), len(piece))
+
+    def _holds(self, digest: str) -> bool:
+        """:meth:`has` for a register's chunk (a name it computed): a chunk file, or an entry
+        of a pack listed when this file's register began whose ``.pack`` exists now (the
+        check gc's pins rely on). A pack another process wrote since is not listed again
+        for every chunk: such a chunk is written once more (gc's repack drops the copy)."""
+        if os.path.exists(f"{self.objects}/{digest[:2]}/{digest[2:]}"):
+            return True
+        return self.packs.locate(digest, refresh=False) is not None
 
     def _write_object(
         self, digest: str, data: memoryview | bytes, *, src: tuple[int, int] | None = None
