@@ -315,3 +315,28 @@ def open_pack_files(under: Path) -> list[str]:
         if target.startswith(str(under)) and target.removesuffix(" (deleted)").endswith((".pack", ".idx")):
             out.append(target)
     return out
+
+
+def numeric(value: object) -> bool:
+    """Whether a benchmark figure is a number (a bool is not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def benchmark_smoke(tmp: Path, *only: str, timeout: float = 600) -> dict[str, Any]:
+    """The JSON of ``python -m benchmarks.run --smoke`` (``--only`` the sections named, if
+    any) run in ``tmp`` with its own cache; the run must succeed."""
+    import json
+
+    out = tmp / "smoke.json"
+    argv = [sys.executable, "-m", "benchmarks.run", "--smoke", *(["--only", ",".join(only)] if only else [])]
+    proc = subprocess.run(
+        [*argv, "--json", str(out), "--cache-dir", str(tmp / "cache")],
+        cwd=tmp,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded: dict[str, Any] = json.loads(out.read_text())
+    return loaded

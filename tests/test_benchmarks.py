@@ -5,17 +5,14 @@ No timing is asserted anywhere: the numbers belong to docs/benchmarks.md, not to
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import benchmark_smoke, numeric
+
 pytestmark = pytest.mark.slow  # runs the benchmark script: skipped by the fast run (pytest -m 'not slow')
 
-ROOT = Path(__file__).resolve().parent.parent
 
 NON_PEER_KEYS = [
     "cp_fsync_1g",
@@ -128,39 +125,15 @@ RATIO_KEYS = [
 DERIVED_KEYS = ["mem_register_growth_mib", "mem_load_growth_mib", "mem_sampler_max_gap_ms"]
 
 
-def _numeric(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    tmp = tmp_path_factory.mktemp("bench")
-    out = tmp / "smoke.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.run",
-            "--smoke",
-            "--json",
-            str(out),
-            "--cache-dir",
-            str(tmp / "cache"),
-        ],
-        cwd=tmp,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(out.read_text())
+    return benchmark_smoke(tmp_path_factory.mktemp("bench"))
 
 
 @pytest.mark.parametrize("key", NON_PEER_KEYS + RATIO_KEYS + DERIVED_KEYS)
-def test_smoke_key_is_numeric(smoke: dict, key: str) -> None:
+def test_smoke_key_isnumeric(smoke: dict, key: str) -> None:
     assert key in smoke
-    assert _numeric(smoke[key]), f"{key} = {smoke[key]!r}: {smoke.get('notes', {}).get(key)}"
+    assert numeric(smoke[key]), f"{key} = {smoke[key]!r}: {smoke.get('notes', {}).get(key)}"
 
 
 def test_smoke_keeps_samples(smoke: dict) -> None:
@@ -173,7 +146,7 @@ def test_smoke_keeps_samples(smoke: dict) -> None:
         ) or key.endswith(("_bytes", "_requests", "_per_gib", "_min_s", "_min_ms", "_ratio_min")):
             continue  # one measurement (or a ratio of medians), not a timing
         samples = smoke["samples"][key]
-        assert samples and all(_numeric(s) for s in samples), key
+        assert samples and all(numeric(s) for s in samples), key
 
 
 def test_smoke_reports_goals_and_machine(smoke: dict) -> None:

@@ -5,45 +5,23 @@ cold and warm, judged on the cold ratio. No timing is asserted.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
+from tests.helpers import benchmark_smoke, numeric
+
 pytestmark = pytest.mark.slow  # runs the benchmark script: skipped by the fast run (pytest -m 'not slow')
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _numeric(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    tmp = tmp_path_factory.mktemp("bench-consume")
-    out = tmp / "consume.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--smoke", "--only", "consume", "--json", str(out)]
-        + ["--cache-dir", str(tmp / "cache")],
-        cwd=tmp,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(out.read_text())
+    return benchmark_smoke(tmp_path_factory.mktemp("bench-consume"), "consume", timeout=300)
 
 
 def test_every_figure_is_measured(smoke: dict) -> None:
     from benchmarks.consume import KEYS
 
     for key in KEYS:
-        assert _numeric(smoke.get(key)), f"{key} = {smoke.get(key)!r}: {smoke['notes'].get(key)}"
+        assert numeric(smoke.get(key)), f"{key} = {smoke.get(key)!r}: {smoke['notes'].get(key)}"
     assert smoke["consume_events"] >= 9
     assert smoke["consume_model_mib"] > 1
 

@@ -4,17 +4,12 @@ reports every row: goal, min, median and a verdict. No timing is asserted.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.helpers import benchmark_smoke, numeric
 
 pytestmark = pytest.mark.slow  # runs the benchmark script: skipped by the fast run (pytest -m 'not slow')
 
-ROOT = Path(__file__).resolve().parent.parent
 
 #: every row measured without --peers and --large (each has r3_<row> and r3_<row>_min)
 MEASURED = [
@@ -47,35 +42,19 @@ NOT_MEASURED = {
 }
 
 
-def _numeric(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    tmp = tmp_path_factory.mktemp("bench3")
-    out = tmp / "round3.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--smoke", "--only", "round3", "--json", str(out)]
-        + ["--cache-dir", str(tmp / "cache")],
-        cwd=tmp,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(out.read_text())
+    return benchmark_smoke(tmp_path_factory.mktemp("bench3"), "round3", timeout=300)
 
 
 @pytest.mark.parametrize("row", MEASURED)
 def test_every_row_has_min_and_median(smoke: dict, row: str) -> None:
     key = f"r3_{row}"
     note = smoke["notes"].get(key)
-    assert _numeric(smoke.get(key)), f"{key} = {smoke.get(key)!r}: {note}"
-    assert _numeric(smoke.get(f"{key}_min")), key
+    assert numeric(smoke.get(key)), f"{key} = {smoke.get(key)!r}: {note}"
+    assert numeric(smoke.get(f"{key}_min")), key
     assert smoke[f"{key}_min"] <= smoke[key]
-    assert smoke["samples"][key] and all(_numeric(s) for s in smoke["samples"][key])
+    assert smoke["samples"][key] and all(numeric(s) for s in smoke["samples"][key])
 
 
 def test_ratio_rows_are_pairs_of_the_same_run(smoke: dict) -> None:
@@ -98,8 +77,8 @@ def test_summary_gives_each_goal_a_verdict(smoke: dict) -> None:
             expected = r["median"] <= r["goal"] if r["op"] == "<=" else r["median"] >= r["goal"]
             assert r["met"] == expected, key
     # rows judged against cp + fsync carry the machine's floor as a ratio to it
-    assert _numeric(rows["register_file_vs_cp_fsync"]["floor"])
-    assert _numeric(rows["register_sd_vs_save_fsync"]["floor"])
+    assert numeric(rows["register_file_vs_cp_fsync"]["floor"])
+    assert numeric(rows["register_sd_vs_save_fsync"]["floor"])
     assert {f"r3 {r.key}" for r in ROWS} <= set(smoke["goals"])
 
 

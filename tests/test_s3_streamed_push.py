@@ -7,13 +7,20 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import GIT_ENV, clone, flip_stored_byte, git, open_registry, shared_setup, stored_chunks
+from tests.helpers import (
+    clone,
+    flip_stored_byte,
+    git,
+    open_registry,
+    run_py,
+    shared_setup,
+    stored_chunks,
+)
 from uniflow import IntegrityError
 
 URL = "s3://models/reg"
@@ -84,16 +91,7 @@ def _push_in_child(repo: Path, prelude: str = "") -> subprocess.CompletedProcess
         "res = r.push()\n"
         "print(json.dumps({'peak': hwm() - before, 'bytes': res.chunks.bytes}))\n"
     )
-    env = {**os.environ, **GIT_ENV}
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return run_py(code, repo, timeout=600)
 
 
 @pytest.mark.parametrize(
