@@ -30,6 +30,7 @@ from uniflow._storage.packs import (
     scan_packs,
 )
 from uniflow._storage.packwriter import (
+    DIRECT_ENV,
     STAGE,
     PackStream,
     PackWriter,
@@ -206,10 +207,13 @@ def pack_bytes(root: Path, chunks: list[tuple[str, bytes]], *, durable: bool) ->
 
 
 @pytest.mark.parametrize("ends", ["at a window's end", "its tail across a window's end", "mid-window"])
-def test_direct_writes_give_the_same_pack_as_buffered_ones(tmp_path: Path, ends: str) -> None:
-    """A durable pack is staged and written with O_DIRECT: chunks crossing windows, data or
-    index ending on a window's edge, the last window rounded up and cut back, give exactly
-    the bytes plain pwrites give (a download cache's pack)."""
+def test_direct_writes_give_the_same_pack_as_buffered_ones(
+    tmp_path: Path, ends: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With UNIFLOW_DIRECT_PACKS=1 a durable pack is staged and written with O_DIRECT:
+    chunks crossing windows, data or index ending on a window's edge, the last window
+    rounded up and cut back, give exactly the bytes plain pwrites give (a download cache's
+    pack)."""
     rng = random.Random(7)
     # 16 header bytes, then chunks; the last one sized to put the pack's end where the case says
     sizes = [3 << 20, 5 << 20, (1 << 20) + 17]
@@ -221,10 +225,40 @@ def test_direct_writes_give_the_same_pack_as_buffered_ones(tmp_path: Path, ends:
         "mid-window": 12_345,
     }[ends]
     chunks = [chunk(rng, n) for n in [*sizes, last]]
+    monkeypatch.setenv(DIRECT_ENV, "1")
     direct = pack_bytes(tmp_path / "direct", chunks, durable=True)
     buffered = pack_bytes(tmp_path / "buffered", chunks, durable=False)
     assert direct == buffered and len(direct) == used + last + tail
     assert os.listdir(tmp_path / "direct" / "tmp") == []
+
+
+def _direct(fd: int) -> bool:
+    """Whether ``fd`` is open with O_DIRECT (its flags in /proc/self/fdinfo, octal)."""
+    info = Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines()
+    flags = next(x for x in info if x.startswith("flags:"))
+    return bool(int(flags.split()[1], 8) & getattr(os, "O_DIRECT", 0))
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="O_DIRECT is Linux's")
+def test_durable_packs_go_through_the_page_cache_unless_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By default a durable pack is written through the page cache (what reads it next, a
+    push or a load, finds it in memory); UNIFLOW_DIRECT_PACKS=1 asks for O_DIRECT."""
+    monkeypatch.delenv(DIRECT_ENV, raising=False)
+    with PackWriter(tmp_path / "plain", durable=True) as w:
+        assert not _direct(w._fd)
+        w.abort()
+    probe = os.open(tmp_path / "probe", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if not _set_direct(probe, True):
+            pytest.skip("this file system refuses O_DIRECT")
+    finally:
+        os.close(probe)
+    monkeypatch.setenv(DIRECT_ENV, "1")
+    with PackWriter(tmp_path / "direct", durable=True) as w:
+        assert _direct(w._fd)
+        w.abort()
 
 
 def test_a_refused_direct_write_is_written_plainly(tmp_path: Path) -> None:

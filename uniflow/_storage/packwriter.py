@@ -10,17 +10,20 @@ tail written (``pack-written``), the pack fsynced (``pack-synced``), linked
 (``pack-linked``), the index written, fsynced and linked (``pack-indexed``), ``packs/``
 fsynced (``pack-done``); ``pack-chunk-written`` follows each chunk's write.
 
-**Direct writes.** A durable pack is written with ``O_DIRECT`` where the file system takes
-it (:class:`_Staged`): each chunk is copied into a page-aligned window of :data:`STAGE`
-bytes of the pack, and a window is written, bypassing the page cache, as soon as every
-byte of it is there (by the thread that filled it last); :meth:`PackWriter.finish` writes
-the last window and the index rounded up to a whole block, then cuts the file to its
-length before the fsync. A chunk is then copied once in this process instead of into the
-page cache, the kernel allocates no pages for it and the fsync has no dirty pages to
-write back: most of a register's system time. Where ``O_DIRECT`` is refused (tmpfs,
-some network file systems) and for a download cache (``durable=False``), each chunk is
-written with ``pwrite`` from the caller's bytes as before. The write order and what a
-crash can leave (nothing named before the fsync) are the same either way.
+**Direct writes, on request.** A durable pack is written with ``pwrite`` from the
+caller's bytes, through the page cache: a push, a load or a ``get`` that follows a register
+then reads the pack from memory, not from the disk. With ``UNIFLOW_DIRECT_PACKS=1`` (a
+machine that registers and never reads back, such as a CI job whose packs a later job
+uploads) it is written with ``O_DIRECT`` where the file system takes it (:class:`_Staged`):
+each chunk is copied into a page-aligned window of :data:`STAGE` bytes of the pack, and a
+window is written, bypassing the page cache, as soon as every byte of it is there (by the
+thread that filled it last); :meth:`PackWriter.finish` writes the last window and the index
+rounded up to a whole block, then cuts the file to its length before the fsync. The kernel
+then allocates no pages and the fsync has no dirty pages to write back (less system time),
+but whatever reads the pack next reads it from the disk. Where ``O_DIRECT`` is refused
+(tmpfs, some network file systems) and for a download cache (``durable=False``), chunks are
+written with ``pwrite``. The write order and what a crash can leave (nothing named before
+the fsync) are the same either way.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from .packs import (
 )
 from .pins import tmp_name
 
-__all__ = ["STAGE", "PackStream", "PackWriter", "WindowPool", "recover_packs"]
+__all__ = ["DIRECT_ENV", "STAGE", "PackStream", "PackWriter", "WindowPool", "recover_packs"]
 
 _TMPFILE_UNSUPPORTED = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOSYS)
 Data = bytes | bytearray | memoryview
@@ -63,6 +66,8 @@ Data = bytes | bytearray | memoryview
 STAGE = 8 << 20
 #: what a direct write's length and offset are rounded to (a page: every block size is a divisor)
 _ALIGN = mmap.PAGESIZE
+#: set to ``1``: durable packs are written with ``O_DIRECT`` (see the module doc)
+DIRECT_ENV = "UNIFLOW_DIRECT_PACKS"
 #: staging windows kept for reuse (more are made, and freed, while more are filling)
 _KEEP = 6
 
@@ -243,7 +248,7 @@ class PackWriter:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._tmp_dir.mkdir(parents=True, exist_ok=True)
             self._fd, self._tmp = _open_unnamed(self.directory, self._tmp_dir)
-            if durable and _set_direct(self._fd, True):
+            if durable and os.environ.get(DIRECT_ENV) == "1" and _set_direct(self._fd, True):
                 self._staged = _Staged(self._fd, windows or WindowPool())
             self._write(memoryview(PACK_HEAD.pack(PACK_MAGIC, FORMAT_VERSION, 0)), 0)
         except OSError as exc:
