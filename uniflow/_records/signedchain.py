@@ -148,14 +148,17 @@ def _check(signature: str | None, payload: bytes) -> tuple[str | None, str]:
 
 
 def _headers(raw: bytes) -> dict[bytes, bytes]:
-    """The first value of each header of a commit or tag (up to the blank line)."""
+    """The first value of each header of a commit or tag (up to the blank line); the lines
+    that continue a header (they start with a space, as a signature's do) are skipped."""
+    if raw[:1] == b"\n":
+        return {}
+    end = raw.find(b"\n\n")
     out: dict[bytes, bytes] = {}
-    for line in raw.split(b"\n"):
-        if not line:
-            break
-        name, _, value = line.partition(b" ")
-        if not name.startswith(b" "):
-            out.setdefault(name, value)
+    for line in (raw[:end] if end >= 0 else raw).split(b"\n"):
+        if line and line[:1] != b" ":
+            name, _, value = line.partition(b" ")
+            if name not in out:
+                out[name] = value
     return out
 
 
