@@ -412,16 +412,23 @@ def verify_signature(sig: Signature, message: bytes, namespace: str) -> None:
     """
     if sig.namespace != namespace:
         raise SignatureError(f"signature is for namespace {sig.namespace!r}, not {namespace!r}")
-    require_cryptography()
-    from cryptography.exceptions import InvalidSignature
-
+    invalid = _invalid_signature()
     data = signed_data(namespace, message, sig.hash_algorithm, sig.reserved)
     try:
         _VERIFIERS[sig.public_key.algorithm](sig, data)
-    except InvalidSignature:
+    except invalid:
         raise SignatureError(
             f"signature does not match the signed data (key {sig.public_key.fingerprint})"
         ) from None
+
+
+@functools.cache
+def _invalid_signature() -> type[Exception]:
+    """``cryptography``'s InvalidSignature, imported once (a lifecycle verifies thousands)."""
+    require_cryptography()
+    from cryptography.exceptions import InvalidSignature
+
+    return InvalidSignature
 
 
 def _verify_ed25519(sig: Signature, data: bytes) -> None:

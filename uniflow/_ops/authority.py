@@ -540,29 +540,87 @@ def _evaluate(
     context: str,
 ) -> tuple[list[EventCheck], _Replay]:
     """Check the events from the newest kept verdicts (or the first event) up to ``head``,
-    and keep the result under ``head``."""
+    and keep the result under ``head``. Without kept verdicts on the chain, the events are
+    checked as their verdicts come in (:class:`_Early`), in the same order."""
     cache = repo.lifecycle.cache
     parsed: dict[str, LifecycleEvent | IntegrityError] = {}
+    early = _Early(_Checker(model, signers, tags, current, parsed, [], _Replay(repo.stages())), cache)
     commits = read_signed_chain(
-        repo.git, head, model, cache, meanwhile=lambda found: _parse_events(model, found, parsed)
+        repo.git,
+        head,
+        model,
+        cache,
+        meanwhile=lambda found: _parse_events(model, found, parsed),
+        verified=early,
     )
-    checks, replay, start = _resume(cache, model, commits, context, repo.stages())
+    checker, start = early.checker, early.resumable(commits)
+    if start is None:
+        checks, replay, start = _resume(cache, model, commits, context, repo.stages())
+        checker = _Checker(model, signers, tags, current, parsed, checks, replay)
     for i in range(start, len(commits)):
-        entry = commits[i]
-        ev = parsed[entry.sha] if entry.sha in parsed else _parse(model, entry.sha, entry.event)
-        if not isinstance(ev, LifecycleEvent):
-            checks.append(_unreadable(entry, ev))
-            continue
-        check = _event_check(model, entry, ev, signers, replay, tags, current)
-        if entry.problem is not None:  # replayed as the tree says, as every reader reads it
-            check = dataclasses.replace(check, ok=False, reason=entry.problem)
-        checks.append(check)
-        replay.move(i, ev, entry.sha)
+        checker.check(i, commits[i])
+    checks, replay = checker.checks, checker.replay
     if cache is not None and head and commits:
         _keep_verdicts(cache, model, head, context, checks, replay)
         if start and commits[start - 1].sha != head:
             cache.delete(VERDICTS_KIND, commits[start - 1].sha)  # superseded: one entry per model
     return checks, replay
+
+
+@dataclass
+class _Checker:
+    """The events of one lifecycle checked in order, oldest first: ``checks`` so far, and
+    the state they replay to."""
+
+    model: str
+    signers: Signers
+    tags: Mapping[str, TagCheck]
+    current: Mapping[str, str]
+    parsed: Mapping[str, LifecycleEvent | IntegrityError]  #: events parsed ahead, by commit
+    checks: list[EventCheck]
+    replay: _Replay
+
+    def check(self, i: int, entry: SignedCommit) -> None:
+        """Check ``entry``, the ``i``-th commit of the chain, and replay its event."""
+        parsed = self.parsed
+        ev = parsed[entry.sha] if entry.sha in parsed else _parse(self.model, entry.sha, entry.event)
+        if not isinstance(ev, LifecycleEvent):
+            self.checks.append(_unreadable(entry, ev))
+            return
+        check = _event_check(self.model, entry, ev, self.signers, self.replay, self.tags, self.current)
+        if entry.problem is not None:  # replayed as the tree says, as every reader reads it
+            check = dataclasses.replace(check, ok=False, reason=entry.problem)
+        self.checks.append(check)
+        self.replay.move(i, ev, entry.sha)
+
+
+class _Early:
+    """A :class:`_Checker` fed the commits of a chain as their verdicts come in (oldest
+    first, :func:`read_signed_chain`'s ``verified``) while the newer ones still verify. It
+    stops at a commit with kept verdicts: those are resumed from instead (:func:`_resume`)."""
+
+    def __init__(self, checker: _Checker, cache: DerivedCache | None) -> None:
+        self.checker = checker
+        self.kept = cache.keys(VERDICTS_KIND) if cache is not None else set()
+        self.done: list[str] = []  # the commits checked, oldest first
+        self.stopped = False
+
+    def __call__(self, commits: list[SignedCommit]) -> None:
+        if self.stopped or any(c.sha in self.kept for c in commits):
+            self.stopped = True
+            return
+        for entry in commits:
+            self.checker.check(len(self.done), entry)
+            self.done.append(entry.sha)
+
+    def resumable(self, commits: list[SignedCommit]) -> int | None:
+        """How many of ``commits`` (the whole chain) this checked, when the rest is to be
+        checked after them; None when the chain is to be checked as :func:`_resume` says
+        (nothing checked here, or kept verdicts on it)."""
+        n = len(self.done)
+        if not n or self.stopped or [c.sha for c in commits[:n]] != self.done:
+            return None
+        return None if any(c.sha in self.kept for c in commits[n:]) else n
 
 
 def _parse(model: str, sha: str, data: bytes | None) -> LifecycleEvent | IntegrityError | None:

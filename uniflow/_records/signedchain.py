@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import signal
 import sys
@@ -86,6 +87,8 @@ _LIMIT = 10_000_000
 #: what :func:`read_signed_chain` hands its ``meanwhile`` callback: ``(commit id, event.json
 #: bytes or None)`` of the commits read in bulk, newest first
 Meanwhile = Callable[[list[tuple[str, bytes | None]]], None]
+#: what it hands its ``verified`` callback: the next commits of the chain, oldest first
+Verified = Callable[[list["SignedCommit"]], None]
 
 
 @dataclass(frozen=True)
@@ -148,14 +151,17 @@ def _check(signature: str | None, payload: bytes) -> tuple[str | None, str]:
 
 
 def _headers(raw: bytes) -> dict[bytes, bytes]:
-    """The first value of each header of a commit or tag (up to the blank line)."""
+    """The first value of each header of a commit or tag (up to the blank line); the lines
+    that continue a header (they start with a space, as a signature's do) are skipped."""
+    if raw[:1] == b"\n":
+        return {}
+    end = raw.find(b"\n\n")
     out: dict[bytes, bytes] = {}
-    for line in raw.split(b"\n"):
-        if not line:
-            break
-        name, _, value = line.partition(b" ")
-        if not name.startswith(b" "):
-            out.setdefault(name, value)
+    for line in (raw[:end] if end >= 0 else raw).split(b"\n"):
+        if line and line[:1] != b" ":
+            name, _, value = line.partition(b" ")
+            if name not in out:
+                out[name] = value
     return out
 
 
@@ -321,12 +327,14 @@ def _read_rest(
     cache: DerivedCache | None,
     limit: int,
     meanwhile: Meanwhile | None = None,
+    verified: Verified | None = None,
 ) -> tuple[list[SignedCommit], list[SignedCommit], str | None] | None:
     """The commits from ``sha`` back to the first (or to the newest whose chain is kept),
     newest first, read as :func:`_read_commit` reads each but in bulk (:func:`_walk`), their
     signatures verified on worker threads as they are read and while the trees and events
     are read (and ``meanwhile`` runs), with the kept chain and its head; None when they
-    cannot be read so (the caller goes on one by one and names what is wrong)."""
+    cannot be read so (the caller goes on one by one and names what is wrong). ``verified``
+    gets the kept chain, then the commits read, oldest first, as their verdicts come."""
     walk = _Walk()
     fmt = "sha256" if len(sha) == 64 else "sha1"
     checks = _verifying(_walk(git, sha, model, listed, cache, limit, walk), fmt)
@@ -341,16 +349,30 @@ def _read_rest(
         events, problems = found
         if meanwhile is not None:
             meanwhile(list(zip(walk.ids, events, strict=True)))
-        verdicts = [v for batch in (first, *checks) for v in batch]
-        entries = [
-            SignedCommit(sha, _time(h.get(b"committer")), event, *verdict, problem)
-            for sha, h, event, verdict, problem in zip(
-                walk.ids, heads, events, verdicts, problems, strict=True
-            )
-        ]
-        return entries, walk.older, walk.reached
+        if verified is not None and walk.older:
+            verified(walk.older)
+        entries: list[SignedCommit | None] = [None] * len(walk.ids)
+        low = len(entries)  # the commits from ``low`` on (the oldest) went to ``verified``
+        for offset, batch in itertools.chain([first], checks):
+            for k, verdict in enumerate(batch, offset):
+                when = _time(heads[k].get(b"committer"))
+                entries[k] = SignedCommit(walk.ids[k], when, events[k], *verdict, problems[k])
+            if verified is not None:
+                low = _hand_over(entries, low, verified)
+        return [e for e in entries if e is not None], walk.older, walk.reached
     finally:
         checks.close()  # returning early: the queued checks are cancelled
+
+
+def _hand_over(entries: list[SignedCommit | None], low: int, verified: Verified) -> int:
+    """Hand ``verified`` the commits just before ``low`` (``entries`` is newest first) whose
+    verdicts are in, oldest first; where the commits handed over now begin."""
+    start = low
+    while low > 0 and entries[low - 1] is not None:
+        low -= 1
+    if low < start:
+        verified([e for e in entries[start - 1 : low - 1 if low else None : -1] if e is not None])
+    return low
 
 
 def _linked(walk: _Walk, heads: list[dict[bytes, bytes]]) -> bool:
@@ -412,22 +434,31 @@ def _tree_events(git: GitRepo, heads: list[dict[bytes, bytes]], width: int) -> l
 Verdict = tuple[str | None, str]
 
 
-def _verifying(batches: Iterable[list[bytes]], fmt: str) -> Generator[list[Verdict], None, None]:
-    """The verdicts (:func:`_check_commits`) of the raw commits of ``batches``, in order, a
-    list at a time: every batch is taken from ``batches`` at the first, and each verifies as
-    soon as it is taken, in forked children where that is safe (:class:`_Forked`), else on
-    :data:`_VERIFY_WORKERS` threads. Closing it stops what is still running."""
+def _verifying(batches: Iterable[list[bytes]], fmt: str) -> Generator[tuple[int, list[Verdict]], None, None]:
+    """The verdicts (:func:`_check_commits`) of the raw commits of ``batches``, a list at a
+    time with where it starts among them: every batch is taken from ``batches`` at the
+    first, and the first is yielded once all are. In forked children where that is safe
+    (:class:`_Forked`; the oldest commits, the last read, first, after an empty list),
+    else on :data:`_VERIFY_WORKERS` threads (in order). Closing it stops what still runs."""
     if not _can_fork():
         check = functools.partial(_check_commits, object_format=fmt)
-        yield from bounded_map(check, batches, workers=_VERIFY_WORKERS, window=_LIMIT, name="uniflow-verify")
+        offset = 0
+        verdicts = bounded_map(check, batches, workers=_VERIFY_WORKERS, window=_LIMIT, name="uniflow-verify")
+        for found in verdicts:
+            yield offset, found
+            offset += len(found)
         return
     forked = _Forked(fmt)
     try:
         for batch in batches:
             forked.add(batch)
         forked.start()
-        for i in range(len(forked.slices)):
-            yield forked.collect(i)
+        if not forked.slices:
+            return
+        forked.prime()
+        yield 0, []  # all read: the oldest slices verify while the caller reads the events
+        for i in reversed(range(len(forked.slices))):
+            yield forked.offsets[i], forked.collect(i)
     finally:
         forked.close()
 
@@ -438,31 +469,83 @@ def _can_fork() -> bool:
     return sys.platform == "linux" and hasattr(os, "fork") and threading.active_count() == 1
 
 
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _ahead() -> int:
+    """How many children :class:`_Forked` runs ahead of the slice it waits for: one more than
+    the cores when no other task is running now (the oldest slices then verify first and
+    their events are checked while the newer verify); when others run, or it cannot tell,
+    every slice as soon as it is read (fewer children would only get a smaller share of a
+    busy machine, and the verdicts would come late either way)."""
+    cores = _cores()
+    others = _others_running()
+    return cores + 1 if others is not None and others < max(cores // 2, 1) else _LIMIT
+
+
+def _others_running() -> int | None:
+    """How many tasks other than this thread are running or waiting to run now (Linux's
+    ``/proc/loadavg``: runnable/total), or None when it cannot tell."""
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            return max(int(f.read().split()[3].split(b"/")[0]) - 1, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class _Forked:
-    """Raw commits verified in forked children, :data:`_FORK_SLICE` commits each, a child
-    started as soon as its slice is read, so no verify shares the reading thread's GIL. A
-    child only computes its verdicts, writes them to its pipe and leaves by ``os._exit``;
-    a slice whose child fails (or that cannot fork) is verified here when collected."""
+    """Raw commits verified in forked children, :data:`_FORK_SLICE` commits each, so no
+    verify shares the reading thread's GIL. The commits are read newest first and an
+    evaluation wants the oldest first: a child starts as soon as its slice is read for the
+    first ``ahead`` slices (a core is idle while the reading thread reads), the others once
+    all are read, oldest first, at most ``ahead`` running beyond the slice collected
+    (:meth:`collect`), so the oldest verdicts come first rather than all at the end. A child
+    only computes its verdicts, writes them to its pipe and leaves by ``os._exit``; a slice
+    whose child fails (or that cannot fork) is verified here when collected."""
 
     def __init__(self, fmt: str) -> None:
         self.fmt = fmt
-        self.slices: list[tuple[list[bytes], int, int]] = []  # (raws, child pid, pipe); pid 0: here
+        self.ahead = _ahead()
+        self.slices: list[list[bytes]] = []
+        self.offsets: list[int] = []  # where each slice starts among the commits
+        self._children: dict[int, tuple[int, int]] = {}  # slice -> (child pid, pipe); pid 0: here
         self._buffer: list[bytes] = []
-        self._done = 0  # slices collected
+        self._taken = 0
 
     def add(self, batch: list[bytes]) -> None:
-        """Take ``batch``; a full slice goes to a child."""
+        """Take ``batch``; a full slice is cut (and forked, among the first)."""
         self._buffer += batch
         if len(self._buffer) >= _FORK_SLICE:
             self.start()
 
     def start(self) -> None:
-        """Fork a child for the commits taken and not yet sent (if any)."""
+        """Cut a slice of the commits taken and not yet cut (if any); fork its child if it
+        is among the first ``ahead``."""
         raws, self._buffer = self._buffer, []
         if not raws:
             return
+        self.slices.append(raws)
+        self.offsets.append(self._taken)
+        self._taken += len(raws)
+        if len(self.slices) <= self.ahead:
+            self._fork(len(self.slices) - 1)
+
+    def prime(self) -> None:
+        """Every slice is cut: fork the children of the oldest ``ahead``."""
+        for i in range(len(self.slices) - 1, max(len(self.slices) - 1 - self.ahead, -1), -1):
+            self._fork(i)
+
+    def _fork(self, i: int) -> None:
+        """Fork the child of slice ``i`` unless it has one."""
+        if i in self._children:
+            return
         if not _can_fork():
-            self.slices.append((raws, 0, -1))
+            self._children[i] = (0, -1)
             return
         read, write = os.pipe()
         try:
@@ -470,28 +553,31 @@ class _Forked:
         except OSError:
             pid = -1
         if pid == 0:
-            _child(raws, self.fmt, read, write)  # never returns
+            _child(self.slices[i], self.fmt, read, write)  # never returns
         os.close(write)
         if pid < 0:
             os.close(read)
-        self.slices.append((raws, max(pid, 0), read if pid > 0 else -1))
+        self._children[i] = (max(pid, 0), read if pid > 0 else -1)
 
     def collect(self, i: int) -> list[Verdict]:
-        """The verdicts of slice ``i`` (slices are collected in order)."""
-        raws, pid, fd = self.slices[i]
-        self._done = i + 1
-        found = _gather(pid, fd, len(raws)) if pid else None
-        return found if found is not None else _check_commits(raws, self.fmt)
+        """The verdicts of slice ``i`` (the oldest not collected: slices are collected from
+        the last cut back to the first); the next ``ahead`` slices' children are started."""
+        for j in range(i - 1, max(i - 1 - self.ahead, -1), -1):
+            self._fork(j)
+        self._fork(i)
+        pid, fd = self._children.pop(i)
+        found = _gather(pid, fd, len(self.slices[i])) if pid else None
+        return found if found is not None else _check_commits(self.slices[i], self.fmt)
 
     def close(self) -> None:
         """Stop and reap the children not collected."""
-        for _raws, pid, fd in self.slices[self._done :]:
+        for pid, fd in self._children.values():
             if pid:
                 os.close(fd)
                 with contextlib.suppress(OSError):  # reaped already (SIGCHLD ignored)
                     os.kill(pid, signal.SIGKILL)
                     os.waitpid(pid, 0)
-        self._done = len(self.slices)
+        self._children.clear()
 
 
 def _child(raws: list[bytes], fmt: str, read: int, write: int) -> None:
@@ -554,6 +640,7 @@ def read_signed_chain(
     cache: DerivedCache | None = None,
     *,
     meanwhile: Meanwhile | None = None,
+    verified: Verified | None = None,
 ) -> list[SignedCommit]:
     """Every commit of the chain from ``head`` back to the first event, oldest first, each
     signature verified cryptographically (see the module). A missing or damaged object is an
@@ -562,7 +649,13 @@ def read_signed_chain(
     ``meanwhile``, if given, is called (on this thread) with the events of a long chain once
     they are read and while their signatures still verify: work that needs the events but
     not the verdicts (parsing them) then overlaps the verification. It may not be called
-    (a short chain, one from the derived cache): it is a head start, never the only way."""
+    (a short chain, one from the derived cache): it is a head start, never the only way.
+
+    ``verified``, if given, is called (on this thread) with the first commits of the chain,
+    oldest first, then with the next ones, as the verdicts of a long chain come in, while
+    the newer ones still verify: each call continues the previous one, and what it was
+    handed is the start of what is returned. It too is a head start: the newest commits, or
+    all of them, may never be handed over."""
     newest: list[SignedCommit] = []
     older: list[SignedCommit] = []
     reached: str | None = None
@@ -575,7 +668,9 @@ def read_signed_chain(
         if kept is not None:
             older, reached = kept, sha
             break
-        if n == _ONE_BY_ONE and (bulk := _read_rest(git, sha, model, listed, cache, _LIMIT - n, meanwhile)):
+        if n == _ONE_BY_ONE and (
+            bulk := _read_rest(git, sha, model, listed, cache, _LIMIT - n, meanwhile, verified)
+        ):
             newest += bulk[0]
             older, reached = bulk[1], bulk[2]
             break
