@@ -479,23 +479,10 @@ def _cores() -> int:
 
 def _ahead() -> int:
     """How many children :class:`_Forked` runs ahead of the slice it waits for: one more than
-    the cores when no other task is running now (the oldest slices then verify first and
-    their events are checked while the newer verify); when others run, or it cannot tell,
-    every slice as soon as it is read (fewer children would only get a smaller share of a
-    busy machine, and the verdicts would come late either way)."""
-    cores = _cores()
-    others = _others_running()
-    return cores + 1 if others is not None and others < max(cores // 2, 1) else _LIMIT
-
-
-def _others_running() -> int | None:
-    """How many tasks other than this thread are running or waiting to run now (Linux's
-    ``/proc/loadavg``: runnable/total), or None when it cannot tell."""
-    try:
-        with open("/proc/loadavg", "rb") as f:
-            return max(int(f.read().split()[3].split(b"/")[0]) - 1, 0)
-    except (OSError, ValueError, IndexError):
-        return None
+    the cores, so the oldest slices verify first and their events are checked while the
+    newer ones verify (the same on any machine: the count never changes a verdict, only
+    when it comes)."""
+    return _cores() + 1
 
 
 class _Forked:
