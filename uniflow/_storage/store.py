@@ -965,11 +965,12 @@ class _InOrder:
     turn does not come, e.g. after an earlier one was cancelled, goes on without it)."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._issued: dict[int, int] = {}  # id of a piece in flight -> its ticket
         self._next = 0
         self._turn = 0  # every ticket below this is done
         self._done: set[int] = set()
+        self._waiting: dict[int, threading.Event] = {}  # ticket -> set when its turn comes
 
     def tickets(
         self, cuts: Generator[tuple[int, memoryview], None, None]
@@ -986,21 +987,28 @@ class _InOrder:
         return self._issued.pop(id(piece), -1)
 
     def wait(self, ticket: int) -> None:
-        deadline = time.monotonic() + _TURN_WAIT
-        with self._cond:
-            while ticket > self._turn:  # bounded by the deadline
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                self._cond.wait(left)
+        """Wait until every ticket before ``ticket`` is done (at most :data:`_TURN_WAIT` s).
+        Each waiter has its own event, set only when its own turn comes: a ticket done
+        wakes one writer, not all of them."""
+        with self._lock:
+            if ticket <= self._turn:
+                return
+            turn = self._waiting[ticket] = threading.Event()
+        try:
+            turn.wait(_TURN_WAIT)
+        finally:
+            with self._lock:
+                self._waiting.pop(ticket, None)
 
     def done(self, ticket: int) -> None:
-        with self._cond:
+        with self._lock:
             self._done.add(ticket)
             while self._turn in self._done:
                 self._done.remove(self._turn)
                 self._turn += 1
-            self._cond.notify_all()
+            turn = self._waiting.get(self._turn)
+        if turn is not None:
+            turn.set()
 
 
 def _open_file(path: Path) -> int | None:
