@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,22 @@ def test_verified_on_threads_or_by_a_child_that_fails_the_chain_reads_the_same(
         _check(read_signed_chain(GitRepo(repo.workdir), head, "clf"), ids, key)
     finally:
         signal.signal(signal.SIGCHLD, saved)
+
+
+def test_a_child_that_hangs_is_killed_and_its_commits_verified_here(
+    mixed: tuple[GitRepo, str, list[str]], key: Key, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forked verifier that never answers (a copy of the process stuck on a lock) does not
+    hold the verify: after the bound it is killed, and the parent verifies its slice."""
+    if not signedchain._can_fork():
+        pytest.skip("forking is for Linux with one thread")
+    repo, head, ids = mixed
+    monkeypatch.setattr(signedchain, "_FORK_SLICE", 7)
+    monkeypatch.setattr(signedchain, "_CHILD_WAIT", 0.5)
+    monkeypatch.setattr(signedchain, "_child", lambda *args: (time.sleep(3600), os._exit(0)))
+    start = time.monotonic()
+    _check(read_signed_chain(GitRepo(repo.workdir), head, "clf"), ids, key)
+    assert time.monotonic() - start < 600  # each hung child waited for 0.5 s, not an hour
 
 
 def test_a_message_whose_event_is_not_its_tree_is_refused_in_one_line(

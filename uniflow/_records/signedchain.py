@@ -38,9 +38,11 @@ import contextlib
 import functools
 import itertools
 import os
+import select
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -78,6 +80,9 @@ _ONE_BY_ONE = 64
 _VERIFY_WORKERS = 2
 #: commits per verify task (one future each)
 _VERIFY_BATCH = 128
+#: seconds a forked verifier may take before it is killed and its slice verified here (a
+#: slice takes a fraction of a second; the bound only ends a child that hangs)
+_CHILD_WAIT = 120.0
 #: commits verified by one forked child (:class:`_Forked`)
 _FORK_SLICE = 1024
 #: packed commits read by one ``git cat-file`` (verifying starts after the first slice)
@@ -582,17 +587,24 @@ def _child(raws: list[bytes], fmt: str, read: int, write: int) -> None:
 
 def _gather(pid: int, fd: int, count: int) -> list[Verdict] | None:
     """The ``count`` verdicts child ``pid`` wrote to pipe ``fd`` (reaped); None when it
-    failed or wrote anything else."""
-    chunks = []
+    failed, wrote anything else or did not finish within :data:`_CHILD_WAIT` seconds (it is
+    killed then: a copy of this process could hang on a lock some native thread held when
+    it was forked)."""
+    chunks: list[bytes] = []
+    finished = False
     try:
-        while data := os.read(fd, 1 << 20):
-            chunks.append(data)
+        finished = _read_until_eof(fd, chunks, time.monotonic() + _CHILD_WAIT)
     finally:
         os.close(fd)
+        if not finished:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         try:
             status = os.waitpid(pid, 0)[1]
         except ChildProcessError:  # reaped by another (SIGCHLD ignored): its status is lost
             status = -1
+    if not finished:
+        return None
     if status == -1 or os.waitstatus_to_exitcode(status) != 0:
         return None
     try:
@@ -609,6 +621,18 @@ def _gather(pid: int, fd: int, count: int) -> list[Verdict] | None:
             return None
         out.append((v[0], v[1]))
     return out
+
+
+def _read_until_eof(fd: int, chunks: list[bytes], deadline: float) -> bool:
+    """Read pipe ``fd`` into ``chunks`` until its end (True) or ``deadline`` (False)."""
+    while (left := deadline - time.monotonic()) > 0:  # bounded by the deadline
+        if not select.select([fd], [], [], left)[0]:
+            continue
+        data = os.read(fd, 1 << 20)
+        if not data:
+            return True
+        chunks.append(data)
+    return False
 
 
 def _check_commits(raws: list[bytes], object_format: str) -> list[Verdict]:
