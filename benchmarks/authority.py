@@ -10,7 +10,8 @@ registered versions into production, under a policy that names production's prom
 requires signatures, so every event is verified and evaluated. Each round verifies it cold
 (a fresh derived cache: every signature checked), warm (the second run, from the cache the
 first one kept), cold again on a copy whose objects are packed (as a clone holds them), and
-times the same number of bare Ed25519 verifies on one thread (``verify_10k_floor_s``: the
+times the same number of bare Ed25519 verifies (libsodium's when PyNaCl is installed, as
+uniflow's) on one thread (``verify_10k_floor_s``: the
 cost of the signatures alone) and on two (``verify_10k_floor_2t_s``: as ``verify_lifecycle``
 verifies them). Promotes alternate unsigned and signed in interleaved rounds; the overhead
 is the per-round difference."""
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -141,21 +143,32 @@ def _promote_pair_ms(
 
 
 def _floor_s(events: int, threads: int = 1) -> float:
-    """Seconds of ``events`` bare Ed25519 verifies with ``cryptography`` on ``threads``
-    threads (as many each): what verifying that many signatures cannot beat on that many
-    cores (the verify releases the GIL)."""
+    """Seconds of ``events`` bare Ed25519 verifies on ``threads`` threads (as many each), with
+    the library uniflow verifies with (libsodium through PyNaCl when installed, else
+    ``cryptography``): what verifying that many signatures cannot beat on that many cores
+    (either verify releases the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     private = ed25519.Ed25519PrivateKey.generate()
     public = private.public_key()
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     messages = [os.urandom(160) + i.to_bytes(4, "big") for i in range(events)]
     signatures = [private.sign(m) for m in messages]
+    sodium: Callable[[bytes, bytes], bytes] | None
+    try:
+        from nacl.bindings import crypto_sign_open as sodium
+    except ImportError:
+        sodium = None
 
     def verify(part: int) -> None:
         for m, sig in zip(messages[part::threads], signatures[part::threads], strict=True):
-            public.verify(sig, m)
+            if sodium is None:
+                public.verify(sig, m)
+            else:
+                sodium(sig + m, raw)
 
     with ThreadPoolExecutor(threads) as pool:
         start = time.perf_counter()
