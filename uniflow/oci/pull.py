@@ -147,7 +147,7 @@ def _fetch_layer(client: OciClient, layer: LayerFile, fd: int, where: str) -> No
     if layer.identity is not None and hashes.identity() != layer.identity:
         raise IntegrityError(
             f"{where}: the file does not match its registered digest {layer.identity} "
-            "(the Merkle identity of its chunks as annotated)"
+            "(the Merkle identity of its chunks, cut at the sizes the artifact gives)"
         )
     os.fsync(fd)
 
