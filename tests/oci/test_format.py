@@ -427,6 +427,8 @@ def test_the_inline_bound_decides_the_layout_and_a_version_fitting_no_layout_is_
     monkeypatch.setattr(mp, "MAX_INLINE_MANIFEST_BYTES", 1000)
     blob = mp.plan_chunk_list(info, layers)
     assert blob == mp.encode_chunk_list(layers)
+    monkeypatch.setattr(mp, "MAX_INLINE_MANIFEST_BYTES", 5)  # fewer bytes than 3 chunk sizes take
+    assert mp.plan_chunk_list(info, layers) == blob
     monkeypatch.setattr(mp, "MAX_CHUNK_LIST_BYTES", len(blob) - 1)
     with pytest.raises(UsageError) as refused:
         mp.plan_chunk_list(info, layers)

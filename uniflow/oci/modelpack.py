@@ -157,6 +157,8 @@ _LAYOUTS = (FORMAT, FORMAT_MERKLE, FORMAT_CHUNK_LIST)
 CHUNK_LIST_MEDIA_TYPE = "application/vnd.uniflow.file.chunks.v1"
 _CHUNK_LIST_MAGIC = b"UFCHUNK1"
 _ENTRY = struct.Struct("<32sI")  # an identity and its chunk count
+#: the array type code of a 4-byte unsigned integer (a chunk size on the wire)
+_U32 = next(code for code in "IL" if array(code).itemsize == 4)
 #: the longest decimal chunk size (MAX_CHUNK_BYTES) and its comma
 _CHARS_PER_CHUNK = len(str(MAX_CHUNK_BYTES)) + 1
 _CHUNK_SIZE = re.compile(rf"[1-9][0-9]{{0,{_CHARS_PER_CHUNK - 2}}}")
@@ -465,7 +467,7 @@ def encode_chunk_list(layers: Sequence[LayerFile]) -> bytes:
     out = bytearray(_CHUNK_LIST_MAGIC)
     out += struct.pack("<I", len(table))
     for identity in sorted(table):
-        sizes = array("I", table[identity] or ())
+        sizes = array(_U32, table[identity] or ())
         if sys.byteorder == "big":  # pragma: no cover - little-endian on the wire
             sizes.byteswap()
         out += _ENTRY.pack(bytes.fromhex(identity), len(sizes))
@@ -481,10 +483,14 @@ def plan_chunk_list(info: VersionInfo, layers: Sequence[LayerFile]) -> bytes | N
     :class:`UsageError`, raised before anything is uploaded."""
     placeholder = "sha256:" + "0" * 64
     config = build_config(info, layers)
-    inline = _manifest_body(info, layers, config, placeholder, None)
-    if len(inline) <= MAX_INLINE_MANIFEST_BYTES or not any(f.identity is not None for f in layers):
-        build_manifest(info, layers, config, placeholder)  # refuses one above MAX_MANIFEST_BYTES
-        return None
+    merkle = any(f.identity is not None for f in layers)
+    # at least 2 characters per chunk size ("1,"): a version with more chunks cannot fit
+    hopeless = merkle and 2 * sum(len(f.chunks or ()) for f in layers) > MAX_INLINE_MANIFEST_BYTES
+    if not hopeless:
+        inline = _manifest_body(info, layers, config, placeholder, None)
+        if len(inline) <= MAX_INLINE_MANIFEST_BYTES or not merkle:
+            build_manifest(info, layers, config, placeholder)  # refuses one above MAX_MANIFEST_BYTES
+            return None
     blob = encode_chunk_list(layers)
     if len(blob) > MAX_CHUNK_LIST_BYTES:
         raise UsageError(
@@ -775,7 +781,7 @@ def _decode_chunk_list(blob: bytes, where: str) -> dict[str, tuple[int, ...]]:
         prev, pos, end = ident, pos + _ENTRY.size, pos + _ENTRY.size + 4 * n
         if end > len(blob):
             raise _bad(where, f"the chunk list ends inside the sizes of identity {ident.hex()}")
-        sizes = array("I")
+        sizes = array(_U32)
         sizes.frombytes(blob[pos:end])
         if sys.byteorder == "big":  # pragma: no cover - little-endian on the wire
             sizes.byteswap()
