@@ -266,7 +266,12 @@ def _drop(i: int, key: str) -> Any:
         (_chunks(2, "1,1,1,1,199996"), IntegrityError, "do not cut its 200000"),
         (_chunks(2, "67108865"), IntegrityError, "do not cut its 200000"),
         (lambda d: d["annotations"].__setitem__(mp.ANN_FORMAT, "1"), IntegrityError, "in an artifact of"),
-        (lambda d: d["annotations"].__setitem__(mp.ANN_FORMAT, "3"), UsageError, "newer uniflow"),
+        (lambda d: d["annotations"].__setitem__(mp.ANN_FORMAT, "4"), UsageError, "newer uniflow"),
+        (
+            lambda d: d["annotations"].__setitem__(mp.ANN_FORMAT, mp.FORMAT_CHUNK_LIST),
+            IntegrityError,
+            "is not its chunk list",
+        ),
     ],
 )
 def test_the_gate_refuses_bad_identities_and_chunk_sizes(
@@ -346,3 +351,179 @@ def test_a_manifest_registries_would_refuse_is_refused_when_built() -> None:
     with pytest.raises(UsageError) as refused:
         mp.build_manifest(info, layers(200 << 30, 256 << 10), b"{}", "sha256:" + "0" * 64)
     assert "does not fit one OCI manifest" in str(refused.value) and "\n" not in str(refused.value)
+
+
+# ---------------------------------------------------------------- layout 3: the chunk list
+def test_small_versions_keep_their_manifest_bytes() -> None:
+    """A version whose chunk sizes fit the layer annotations is written as uniflow wrote it
+    before the chunk list existed: the same manifest bytes, so the same manifest digest (these
+    digests were computed by that uniflow), and no chunk list is planned."""
+    assert hashlib.sha256(_artifact()[0]).hexdigest() == (
+        "57b7880599d05c89c62a306ec061b383332d1bf56b33e1cc9fe324129a74c0c2"
+    )
+    assert hashlib.sha256(_merkle_artifact()).hexdigest() == (
+        "9ed556d21699775859cca91d733fef720a7b9a814c83eab92c7fe12c38450e68"
+    )
+    layers = _merkle_layers(MERKLE_FILES)
+    rows = [{"path": f.path, "mode": f.mode, "digest": f.identity} for f in layers]
+    assert mp.plan_chunk_list(mp.VersionInfo("clf", "v1.0.0", content_digest(rows)), layers) is None
+
+
+def _big(total: int, chunk: int, path: str = "w.bin") -> mp.LayerFile:
+    """A layer of ``total`` bytes in chunks of ``chunk`` bytes (digests made up: the gate does
+    not see bytes)."""
+    n = total // chunk
+    ident = hashlib.sha256(path.encode()).hexdigest()
+    return mp.LayerFile(
+        path, n * chunk, 0o644, "0" * 64, "sha256:" + "1" * 64, mp.WEIGHT_RAW, ident, (chunk,) * n
+    )
+
+
+def _layout3(layers: list[mp.LayerFile]) -> tuple[bytes, bytes, bytes, mp.VersionInfo]:
+    """The manifest, config and chunk list of ``layers`` as a push plans them."""
+    rows = [{"path": f.path, "mode": f.mode, "digest": f.identity} for f in layers]
+    info = mp.VersionInfo("clf", "v1.0.0", content_digest(rows))
+    blob = mp.plan_chunk_list(info, layers)
+    assert blob is not None
+    config = mp.build_config(info, layers, blob)
+    body = mp.build_manifest(info, layers, config, "sha256:" + hashlib.sha256(config).hexdigest(), blob)
+    return body, config, blob, info
+
+
+def test_a_version_too_large_for_annotations_moves_its_chunk_sizes_into_a_chunk_list() -> None:
+    """200 GiB in chunks of the chunker's 256 KiB minimum did not fit one manifest (800 000
+    chunk sizes in annotations); planned, the chunk sizes go into one chunk-list blob of 4
+    bytes per chunk, the manifest stays a few KiB, and the gate and the chunk list give back
+    every layer with its identity and chunk sizes."""
+    layers = [_big(200 << 30, 256 << 10), _big(1 << 20, 1 << 20, "config.json")]
+    body, config, blob, _ = _layout3(layers)
+    assert len(body) < 4096 and len(blob) == 12 + 2 * 36 + 4 * (800 * 1024 + 1)
+    doc = json.loads(body)
+    assert doc["annotations"][mp.ANN_FORMAT] == mp.FORMAT_CHUNK_LIST
+    last = doc["layers"][-1]
+    assert last == {
+        "mediaType": mp.CHUNK_LIST_MEDIA_TYPE,
+        "digest": "sha256:" + hashlib.sha256(blob).hexdigest(),
+        "size": len(blob),
+    }  # no file path, no title: no tool takes it for a file of the model
+    for layer in doc["layers"][:-1]:
+        assert mp.ANN_FILE_CHUNKS not in layer["annotations"]
+        assert layer["annotations"][mp.ANN_FILE_DIGEST]
+    assert json.loads(config)["modelfs"]["diffIds"][-1] == last["digest"]
+    art = mp.parse_manifest(body, "w")
+    assert art.chunk_list == mp.BlobRef(last["digest"], len(blob))
+    assert all(f.chunks is None for f in art.layers)  # not usable before the chunk list is read
+    mp.check_config(config, art, "w")
+    full = mp.attach_chunk_list(art, blob, "w")
+    assert sorted(full.layers, key=lambda f: f.path) == sorted(layers, key=lambda f: f.path)
+
+
+def test_the_inline_bound_decides_the_layout_and_a_version_fitting_no_layout_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    layers = _merkle_layers(MERKLE_FILES)
+    rows = [{"path": f.path, "mode": f.mode, "digest": f.identity} for f in layers]
+    info = mp.VersionInfo("clf", "v1.0.0", content_digest(rows))
+    monkeypatch.setattr(mp, "MAX_INLINE_MANIFEST_BYTES", 1000)
+    blob = mp.plan_chunk_list(info, layers)
+    assert blob == mp.encode_chunk_list(layers)
+    monkeypatch.setattr(mp, "MAX_INLINE_MANIFEST_BYTES", 5)  # fewer bytes than 3 chunk sizes take
+    assert mp.plan_chunk_list(info, layers) == blob
+    monkeypatch.setattr(mp, "MAX_CHUNK_LIST_BYTES", len(blob) - 1)
+    with pytest.raises(UsageError) as refused:
+        mp.plan_chunk_list(info, layers)
+    assert "too many chunks for an OCI artifact" in str(refused.value)
+    # a layout-1 version (no identities) never has a chunk list
+    assert mp.plan_chunk_list(info, _artifact()[2]) is None
+
+
+def _entry(identity: str, sizes: list[int]) -> bytes:
+    import struct
+
+    return bytes.fromhex(identity) + struct.pack(f"<I{len(sizes)}I", len(sizes), *sizes)
+
+
+def _list(*entries: bytes, count: int | None = None) -> bytes:
+    import struct
+
+    return b"UFCHUNK1" + struct.pack("<I", len(entries) if count is None else count) + b"".join(entries)
+
+
+#: a version whose 1 MiB file is cut into 2 chunks of 512 KiB: its chunk list may hold up to
+#: 14 more sizes than it does (a file of 1 MiB may have 16 chunks of 64 KiB), room for a forgery
+#: within the size the gate allows
+FORGE_FILES = {"w.bin": bytes(range(256)) * 4096, "config.json": b"{}", "a.txt": b"x"}
+
+
+def _forge_layers() -> list[mp.LayerFile]:
+    return _merkle_layers(FORGE_FILES, cut=512 << 10)
+
+
+def _with_blob(blob: bytes) -> mp.Artifact:
+    """The layout-3 artifact of FORGE_FILES whose manifest names ``blob`` as its chunk list
+    (so that the descriptor matches, and the decoding itself is what is tested)."""
+    return mp.parse_manifest(_layout3_with(_forge_layers(), blob), "w")
+
+
+def _layout3_with(layers: list[mp.LayerFile], blob: bytes) -> bytes:
+    rows = [{"path": f.path, "mode": f.mode, "digest": f.identity} for f in layers]
+    info = mp.VersionInfo("clf", "v1.0.0", content_digest(rows))
+    config = mp.build_config(info, layers, blob)
+    return mp.build_manifest(info, layers, config, "sha256:" + hashlib.sha256(config).hexdigest(), blob)
+
+
+def _forged_lists() -> list[tuple[bytes, str]]:
+    by_id = {f.identity: f for f in _forge_layers()}
+    ids = sorted(i for i in by_id if i)
+    good = [_entry(i, list(by_id[i].chunks or ())) for i in ids]
+    big = next(i for i in ids if by_id[i].size == 1 << 20)
+    rest = [g for i, g in zip(ids, good, strict=True) if i != big]
+    short, zero = [512 << 10, (512 << 10) - 1], [0, 512 << 10, 512 << 10]
+    return [
+        (_list(good[0], *good), "names identity " + ids[0] + " twice"),
+        (_list(good[1], good[0], *good[2:]), "is not in order"),
+        (_list(*sorted([_entry(big, short), *rest])), "do not cut its 1048576 bytes"),
+        (_list(*sorted([_entry(big, zero), *rest])), "do not cut its 1048576 bytes"),
+        (_list(*sorted([*good[1:], _entry("f" * 64, [1])])), "has no chunk sizes for layer"),
+        (_list(*good, _entry("f" * 64, [1])), "which no layer has"),
+        (_list(*good) + b"\0", "bytes after its last entry"),
+        (_list(*good, count=len(good) + 1), "ends inside an entry"),
+        (_list(*good)[:-2], "ends inside the sizes"),
+        (b"NOTCHUNK" + _list(*good)[8:], "not a uniflow chunk list"),
+    ]
+
+
+@pytest.mark.parametrize(("blob", "words"), _forged_lists(), ids=[w[:24] for _, w in _forged_lists()])
+def test_a_forged_chunk_list_is_refused_with_one_line(blob: bytes, words: str) -> None:
+    art = _with_blob(blob)
+    with pytest.raises(IntegrityError) as info:
+        mp.attach_chunk_list(art, blob, "w")
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_chunk_list_is_checked_against_its_descriptor_and_bounded_before_it_is_read() -> None:
+    layers = _merkle_layers(MERKLE_FILES)
+    blob = mp.encode_chunk_list(layers)
+    art = mp.parse_manifest(_layout3_with(layers, blob), "w")
+    for other in (blob[:-1] + b"\1", blob + b"\0"):
+        with pytest.raises(IntegrityError, match="does not match its descriptor"):
+            mp.attach_chunk_list(art, other, "w")
+    # a declared size above what the layers' sizes allow is refused by the gate, unread
+    most = 12 + sum(36 + 4 * (1 + (f.size - 1) // (64 << 10)) for f in layers)
+    least = 12 + sum(36 + 4 for f in layers)  # each file below 64 MiB: one chunk at least
+    for size in (most + 1, least - 1, 1 << 40):
+        words = f"declared {size} bytes; its files' sizes allow {least} to {most}"
+        body = _edit(_layout3_with(layers, blob), lambda d, n=size: d["layers"][-1].__setitem__("size", n))
+        with pytest.raises(IntegrityError, match=words):
+            mp.parse_manifest(body, "w")
+    # the chunk list must be the last layer, of its media type
+    body = _edit(_layout3_with(layers, blob), lambda d: d["layers"].append(d["layers"].pop(0)))
+    with pytest.raises(IntegrityError, match="last layer .* is not its chunk list"):
+        mp.parse_manifest(body, "w")
+    body = _edit(_layout3_with(layers, blob), lambda d: d["layers"].pop())
+    with pytest.raises(IntegrityError, match="last layer .* is not its chunk list"):
+        mp.parse_manifest(body, "w")
+    # a file layer of layout 3 has no chunk sizes of its own (two sources would disagree)
+    body = _edit(_layout3_with(layers, blob), _chunks(0, "1"))
+    with pytest.raises(IntegrityError, match="its chunk sizes are in the chunk list"):
+        mp.parse_manifest(body, "w")

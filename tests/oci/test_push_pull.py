@@ -342,3 +342,73 @@ def test_a_format2_version_pushes_and_pulls_as_before(
     report = json.loads(out.stdout)
     assert report["content_digest"] == mv.digest
     assert {f["path"]: f["digest"] for f in report["files"]} == {f.path: f.digest for f in mv.files}
+
+
+def push_in_process(repo: Path, url: str, version: str = "v1.0.0") -> Any:
+    """``uniflow oci push clf VERSION URL --plain-http`` in this process, so that a test may
+    lower ``modelpack.MAX_INLINE_MANIFEST_BYTES`` with monkeypatch (a chunk list of more than
+    4 MiB of annotations would need some 140 GiB of files)."""
+    from uniflow.oci.push import push_version
+    from uniflow.oci.ref import parse_oci_ref
+
+    with ModelRegistry(repo) as reg:
+        return push_version(reg.repository, "clf", version, parse_oci_ref(url), plain_http=True)
+
+
+def test_a_version_whose_chunk_sizes_exceed_the_manifest_bound_pushes_and_pulls(
+    repo: Path, tmp_path: Path, oci_registry: OciRegistry, skopeo: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the bound on a manifest carrying chunk sizes lowered below this version's (as a
+    version of some 140 GiB or more meets the 4 MiB one), the chunk sizes move into the chunk
+    list: the manifest's last layer, of uniflow's own media type, with no file path or title;
+    another client reads and copies the artifact, and a pull writes the registered bytes."""
+    from uniflow.oci import modelpack as mp
+
+    src = _model(tmp_path / "m", seed=9, weights=random.Random(9).randbytes(3 << 20))
+    mv = _register(repo, src, "v1.0.0", {"acc": 0.7})
+    monkeypatch.setattr(mp, "MAX_INLINE_MANIFEST_BYTES", 2000)
+    url = oci_registry.url("big/clf", "v1")
+    report = push_in_process(repo, url)
+
+    docker = f"docker://{oci_registry.host}/big/clf:v1"
+    raw = skopeo("inspect", "--raw", "--tls-verify=false", docker)
+    assert _sha256(raw.encode()) == report.manifest_digest
+    manifest = json.loads(raw)
+    assert manifest["annotations"]["org.uniflow.oci.format"] == "3"
+    *files, last = manifest["layers"]
+    assert last["mediaType"] == "application/vnd.uniflow.file.chunks.v1" and "annotations" not in last
+    entries = {f.path: f for f in mv.files}
+    for layer in files:
+        ann = layer["annotations"]
+        assert "org.uniflow.file.chunks" not in ann
+        assert ann["org.uniflow.file.digest"] == entries[ann["org.cncf.model.filepath"]].digest
+    config = json.loads(skopeo("inspect", "--config", "--raw", "--tls-verify=false", docker))
+    assert config["modelfs"]["diffIds"] == [layer["digest"] for layer in manifest["layers"]]
+    skopeo("copy", "--src-tls-verify=false", docker, f"dir:{tmp_path / 'copy'}")
+    assert (tmp_path / "copy" / last["digest"].removeprefix("sha256:")).stat().st_size == last["size"]
+
+    work = tmp_path / "w"
+    work.mkdir()
+    out = cli(work, "oci", "pull", url, "dest", "--plain-http", "--content-digest", mv.digest, "--json")
+    assert tree_bytes(work / "dest") == tree_bytes(src)
+    assert {f["path"]: f["digest"] for f in json.loads(out.stdout)["files"]} == {
+        f.path: f.digest for f in mv.files
+    }
+    # under the default bound, the same version is pushed in layout 2 as before
+    monkeypatch.undo()
+    small = cli(repo, "oci", "push", "clf", "v1.0.0", f"{url[:-3]}:small", "--plain-http", "--json")
+    assert json.loads(small.stdout)["manifest_digest"] != report.manifest_digest
+    client = _oci_client(oci_registry, "big/clf")
+    try:
+        assert (
+            json.loads(client.get_manifest("small", 1 << 20))["annotations"]["org.uniflow.oci.format"] == "2"
+        )
+    finally:
+        client.close()
+
+
+def _oci_client(reg: OciRegistry, repository: str) -> Any:
+    from uniflow.oci.client import OciClient
+    from uniflow.oci.ref import parse_oci_ref
+
+    return OciClient(parse_oci_ref(reg.url(repository, "x")), plain_http=True)

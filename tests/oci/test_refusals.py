@@ -315,3 +315,90 @@ def test_a_layer_that_stalls_midway_ends_in_bounded_time(
     finally:
         proxy.close()
     assert os.listdir(work) == []  # the partial layer went with its staging directory
+
+
+def _republish(client: Any, manifest: dict[str, Any], blob: bytes, tag: str, size: int | None = None) -> None:
+    """``manifest`` (layout 3) with ``blob`` as its chunk list (declared ``size``, else its
+    length), its config's diffIds to match, under ``tag``: a forgery whose descriptors are all
+    consistent, so that only the chunk list's own checks stand between it and DEST."""
+    forged = json.loads(json.dumps(manifest))
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    forged["layers"][-1].update(digest=digest, size=len(blob) if size is None else size)
+    config = json.loads(client.read_blob(manifest["config"]["digest"], 1 << 20))
+    config["modelfs"]["diffIds"][-1] = digest
+    raw = json.dumps(config).encode()
+    forged["config"].update(digest="sha256:" + hashlib.sha256(raw).hexdigest(), size=len(raw))
+    _put(client, forged, tag, (blob, raw))
+
+
+def test_a_forged_chunk_list_is_refused_before_dest_appears(
+    repo: Path, oci_registry: OciRegistry, work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A layout-3 artifact (its chunk sizes in the chunk-list blob) whose chunk list is forged:
+    declared larger than its files can need, sizes that do not sum to a layer's, an identity
+    named twice, or bytes that are not the ones its digest names. Each is refused with one line
+    (exit 5) before DEST exists; the real one pulls."""
+    import random
+    import struct
+
+    from tests.oci.test_push_pull import push_in_process
+    from uniflow.oci import modelpack as mp
+
+    (repo / "model").mkdir()
+    weights = random.Random(5).randbytes(3 << 20)
+    (repo / "model" / "w.bin").write_bytes(weights)
+    (repo / "model" / "config.json").write_text("{}")
+    cli(repo, "models", "register", "model", "-n", "clf", "-v", "v1.0.0")
+    monkeypatch.setattr(mp, "MAX_INLINE_MANIFEST_BYTES", 1000)
+    url = oci_registry.url("forge/clf")
+    push_in_process(repo, f"{url}:v1")
+    client = _client(oci_registry, "forge/clf")
+    manifest = json.loads(client.get_manifest("v1", 1 << 20))
+    assert manifest["annotations"][mp.ANN_FORMAT] == mp.FORMAT_CHUNK_LIST
+    blob = client.read_blob(manifest["layers"][-1]["digest"], 1 << 20)
+
+    # the entries: (identity, sizes); one boundary of the weights' chunks moved by one byte
+    entries, pos = [], 12
+    for _ in range(struct.unpack_from("<I", blob, 8)[0]):
+        ident, n = struct.unpack_from("<32sI", blob, pos)
+        entries.append((ident, list(struct.unpack_from(f"<{n}I", blob, pos + 36))))
+        pos += 36 + 4 * n
+
+    def encode(rows: list[tuple[bytes, list[int]]]) -> bytes:
+        out = b"UFCHUNK1" + struct.pack("<I", len(rows))
+        return out + b"".join(i + struct.pack(f"<I{len(s)}I", len(s), *s) for i, s in rows)
+
+    big = max(range(len(entries)), key=lambda k: sum(entries[k][1]))
+    assert len(entries[big][1]) >= 2  # several chunks
+    uneven = [list(e) for e in entries]
+    uneven[big][1] = [*entries[big][1][:-1], entries[big][1][-1] - 1]
+    moved = [list(e) for e in entries]
+    first, second, *rest = entries[big][1]
+    moved[big][1] = [first + 4096, second - 4096, *rest]  # same sum: caught by the bytes' hashes
+    small = 1 - big
+    twice = sorted([entries[small], *entries])
+    _republish(client, manifest, blob, "oversize", size=1 << 40)
+    _republish(client, manifest, encode([(i, s) for i, s in uneven]), "uneven")
+    _republish(client, manifest, encode(twice), "twice")
+    _republish(client, manifest, encode([(i, s) for i, s in moved]), "moved")
+    client.close()
+
+    for tag, words in [
+        ("oversize", "the chunk list is declared 1099511627776 bytes"),
+        ("uneven", "the chunk list's sizes do not cut its 3145728 bytes into chunks"),
+        ("twice", "names identity " + entries[small][0].hex() + " twice"),
+        ("moved", "file 'w.bin': the file does not match its registered digest"),
+    ]:
+        r = cli(work, "oci", "pull", f"{url}:{tag}", "d", "--plain-http", code=5)
+        _one_error(r, words)
+    assert os.listdir(work) == []
+
+    # the registry serves other bytes under the chunk list's digest
+    cli(work, "oci", "pull", f"{url}:v1", "d", "--plain-http")
+    assert (work / "d" / "w.bin").read_bytes() == weights
+    stored = oci_registry.blob_file(manifest["layers"][-1]["digest"])
+    os.chmod(stored, 0o644)
+    stored.write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+    r = cli(work, "oci", "pull", f"{url}:v1", "d2", "--plain-http", code=5)
+    _one_error(r, "the chunk list does not match its descriptor")
+    assert os.listdir(work) == ["d"]

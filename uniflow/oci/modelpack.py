@@ -21,6 +21,17 @@ order), and the artifact is of layout :data:`FORMAT_MERKLE`: a pull hashes each 
 range of the bytes as they stream (:class:`LayerHashes`) and refuses a layer whose identity
 differs, so the content digest, computed over the identities, is tied to the bytes.
 
+The chunk sizes take about 8 bytes per chunk. A version whose layout-2 manifest would be
+larger than :data:`MAX_INLINE_MANIFEST_BYTES` is written in layout :data:`FORMAT_CHUNK_LIST`
+instead: its layers carry the identity alone, and the chunk sizes of every identity move into
+one content-addressed blob, the **chunk list** (:data:`CHUNK_LIST_MEDIA_TYPE`, binary, see
+:func:`encode_chunk_list`), referenced as the manifest's last layer (no ModelPack media type,
+no file path or title annotation: tools that unpack ModelPack artifacts do not take it for a
+model file, and the OCI image spec tells them to ignore a layer media type they do not know).
+So the manifest stays small for a version of any size. A pull bounds the chunk list's declared
+size by its layers' sizes (:func:`parse_manifest`), reads it, checks its sha256, and decodes
+it against the layers (:func:`attach_chunk_list`) before any file is written.
+
 Manifest annotations (:data:`ANN_PREFIX`): the model's name, version, stage when pushed,
 metrics (JSON), framework, serializer, code commit, content digest (the version's identity:
 BLAKE3 over the sorted ``(path, mode, file digest)``, the file digest being the identity where a
@@ -39,8 +50,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import struct
+import sys
+from array import array
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import blake3
@@ -70,9 +84,14 @@ __all__ = [
     "ANN_FILE_CHUNKS",
     "FORMAT",
     "FORMAT_MERKLE",
+    "FORMAT_CHUNK_LIST",
+    "CHUNK_LIST_MEDIA_TYPE",
     "MAX_MANIFEST_BYTES",
+    "MAX_INLINE_MANIFEST_BYTES",
     "MAX_CONFIG_BYTES",
+    "MAX_CHUNK_LIST_BYTES",
     "LayerFile",
+    "BlobRef",
     "LayerHashes",
     "VersionInfo",
     "Artifact",
@@ -80,7 +99,10 @@ __all__ = [
     "canonical_json",
     "build_config",
     "build_manifest",
+    "encode_chunk_list",
+    "plan_chunk_list",
     "parse_manifest",
+    "attach_chunk_list",
     "check_config",
 ]
 
@@ -124,17 +146,32 @@ ANN_FILE_DIGEST = ANN_PREFIX + "file.digest"
 ANN_FILE_CHUNKS = ANN_PREFIX + "file.chunks"
 #: the version of the annotation layout above: ``1`` for a version of manifest format 1 or 2
 #: (the file digest is the BLAKE3 of the bytes), ``2`` for format 3 (every layer also carries
-#: the file's Merkle identity and chunk sizes)
+#: the file's Merkle identity and chunk sizes), ``3`` for format 3 with the chunk sizes in the
+#: chunk-list blob (every file layer carries its identity alone)
 FORMAT = "1"
 FORMAT_MERKLE = "2"
-_LAYOUTS = (FORMAT, FORMAT_MERKLE)
+FORMAT_CHUNK_LIST = "3"
+_LAYOUTS = (FORMAT, FORMAT_MERKLE, FORMAT_CHUNK_LIST)
+#: the chunk list of a layout-3 artifact: not a ModelPack layer type, so that no ModelPack tool
+#: takes it for a file of the model (see :func:`encode_chunk_list` for its bytes)
+CHUNK_LIST_MEDIA_TYPE = "application/vnd.uniflow.file.chunks.v1"
+_CHUNK_LIST_MAGIC = b"UFCHUNK1"
+_ENTRY = struct.Struct("<32sI")  # an identity and its chunk count
+#: the array type code of a 4-byte unsigned integer (a chunk size on the wire)
+_U32 = next(code for code in "IL" if array(code).itemsize == 4)
 #: the longest decimal chunk size (MAX_CHUNK_BYTES) and its comma
 _CHARS_PER_CHUNK = len(str(MAX_CHUNK_BYTES)) + 1
 _CHUNK_SIZE = re.compile(rf"[1-9][0-9]{{0,{_CHARS_PER_CHUNK - 2}}}")
 
 #: the OCI distribution spec's advice: registries may refuse manifests above 4 MiB
 MAX_MANIFEST_BYTES = 4 << 20
+#: the largest manifest that carries its chunk sizes in layer annotations (layout 2); a
+#: version whose layout-2 manifest would be larger is written in layout 3
+MAX_INLINE_MANIFEST_BYTES = MAX_MANIFEST_BYTES
 MAX_CONFIG_BYTES = 4 << 20
+#: the largest chunk list written or read: 4 bytes per chunk, so some 4 million chunks (a
+#: TiB of files in chunks of the chunker's 256 KiB minimum, 4 TiB at its 1 MiB average)
+MAX_CHUNK_LIST_BYTES = 16 << 20
 _MODES = (0o644, 0o755)
 _SHA256 = re.compile(r"^sha256:[0-9a-f]{64}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -249,13 +286,24 @@ class VersionInfo:
 
 
 @dataclass(frozen=True)
+class BlobRef:
+    """A blob a manifest names: its ``sha256:...`` digest and declared size."""
+
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
 class Artifact:
-    """A pulled manifest that passed :func:`parse_manifest`."""
+    """A pulled manifest that passed :func:`parse_manifest`. In layout
+    :data:`FORMAT_CHUNK_LIST`, ``chunk_list`` names the chunk-list blob, and the layers have no
+    chunk sizes until :func:`attach_chunk_list` gives them theirs."""
 
     info: VersionInfo
     layers: tuple[LayerFile, ...]
     config_digest: str
     config_size: int
+    chunk_list: BlobRef | None = None
 
 
 def layer_media_type(path: str) -> str:
@@ -277,8 +325,13 @@ def canonical_json(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def build_config(info: VersionInfo, layers: Sequence[LayerFile]) -> bytes:
-    """The ``application/vnd.cncf.model.config.v1+json`` document of a version."""
+def _sha256_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def build_config(info: VersionInfo, layers: Sequence[LayerFile], chunk_list: bytes | None = None) -> bytes:
+    """The ``application/vnd.cncf.model.config.v1+json`` document of a version; ``chunk_list``
+    (layout 3) is the last layer, so its digest ends ``modelfs.diffIds``."""
     descriptor: dict[str, Any] = {"name": info.name, "version": info.version}
     if info.created_at:
         descriptor["createdAt"] = info.created_at
@@ -292,11 +345,14 @@ def build_config(info: VersionInfo, layers: Sequence[LayerFile]) -> bytes:
     fmt = _FORMATS.get(info.serializer)
     if fmt:
         config["format"] = fmt
-    modelfs = {"type": "layers", "diffIds": [layer.digest for layer in layers]}
+    diff_ids = [layer.digest for layer in layers]
+    if chunk_list is not None:
+        diff_ids.append(_sha256_of(chunk_list))
+    modelfs = {"type": "layers", "diffIds": diff_ids}
     return canonical_json({"descriptor": descriptor, "config": config, "modelfs": modelfs})
 
 
-def _layer_annotations(layer: LayerFile, mtime: str) -> dict[str, str]:
+def _layer_annotations(layer: LayerFile, mtime: str, inline: bool) -> dict[str, str]:
     meta = {
         "name": layer.path.rsplit("/", 1)[-1],
         "mode": layer.mode,
@@ -315,7 +371,8 @@ def _layer_annotations(layer: LayerFile, mtime: str) -> dict[str, str]:
     }
     if layer.identity is not None:
         ann[ANN_FILE_DIGEST] = layer.identity
-        ann[ANN_FILE_CHUNKS] = ",".join(map(str, layer.chunks or ()))
+        if inline:
+            ann[ANN_FILE_CHUNKS] = ",".join(map(str, layer.chunks or ()))
     return ann
 
 
@@ -342,30 +399,55 @@ def _manifest_annotations(info: VersionInfo, layout: str) -> dict[str, str]:
     return ann
 
 
-def build_manifest(
-    info: VersionInfo, layers: Sequence[LayerFile], config: bytes, config_digest: str
+def _manifest_body(
+    info: VersionInfo,
+    layers: Sequence[LayerFile],
+    config: bytes,
+    config_digest: str,
+    chunk_list: bytes | None,
 ) -> bytes:
-    """The OCI image manifest of a version: ModelPack's artifact type, its config, one layer
-    per file (in path order), uniflow's annotations. A manifest above
-    :data:`MAX_MANIFEST_BYTES` (what registries accept) is a :class:`UsageError`."""
-    layout = FORMAT_MERKLE if any(layer.identity is not None for layer in layers) else FORMAT
+    """The manifest of :func:`build_manifest`, of any length."""
+    if chunk_list is not None:
+        layout = FORMAT_CHUNK_LIST
+    else:
+        layout = FORMAT_MERKLE if any(layer.identity is not None for layer in layers) else FORMAT
+    mtime = info.created_at or "1970-01-01T00:00:00Z"
+    descriptors: list[dict[str, Any]] = [
+        {
+            "mediaType": layer.media_type,
+            "digest": layer.digest,
+            "size": layer.size,
+            "annotations": _layer_annotations(layer, mtime, chunk_list is None),
+        }
+        for layer in layers
+    ]
+    if chunk_list is not None:
+        descriptors.append(
+            {"mediaType": CHUNK_LIST_MEDIA_TYPE, "digest": _sha256_of(chunk_list), "size": len(chunk_list)}
+        )
     doc = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
         "artifactType": ARTIFACT_TYPE,
         "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest, "size": len(config)},
-        "layers": [
-            {
-                "mediaType": layer.media_type,
-                "digest": layer.digest,
-                "size": layer.size,
-                "annotations": _layer_annotations(layer, info.created_at or "1970-01-01T00:00:00Z"),
-            }
-            for layer in layers
-        ],
+        "layers": descriptors,
         "annotations": _manifest_annotations(info, layout),
     }
-    body = canonical_json(doc)
+    return canonical_json(doc)
+
+
+def build_manifest(
+    info: VersionInfo,
+    layers: Sequence[LayerFile],
+    config: bytes,
+    config_digest: str,
+    chunk_list: bytes | None = None,
+) -> bytes:
+    """The OCI image manifest of a version: ModelPack's artifact type, its config, one layer
+    per file (in path order), uniflow's annotations; with ``chunk_list`` (layout 3), that blob
+    as the last layer and no chunk sizes in the file layers. A manifest above
+    :data:`MAX_MANIFEST_BYTES` (what registries accept) is a :class:`UsageError`."""
+    body = _manifest_body(info, layers, config, config_digest, chunk_list)
     if len(body) > MAX_MANIFEST_BYTES:
         chunks = sum(len(layer.chunks or ()) for layer in layers)
         raise UsageError(
@@ -374,6 +456,49 @@ def build_manifest(
             "registries accept"
         )
     return body
+
+
+def encode_chunk_list(layers: Sequence[LayerFile]) -> bytes:
+    """The chunk-list blob of layout 3: the magic ``UFCHUNK1``, the number of entries (uint32
+    little-endian), then one entry per distinct identity of ``layers``, in ascending order of
+    the identity's bytes: the identity (32 bytes), its chunk count (uint32 LE) and each chunk's
+    size (uint32 LE), in file order. Deterministic: the same files give the same bytes."""
+    table = {layer.identity: layer.chunks for layer in layers if layer.identity is not None}
+    out = bytearray(_CHUNK_LIST_MAGIC)
+    out += struct.pack("<I", len(table))
+    for identity in sorted(table):
+        sizes = array(_U32, table[identity] or ())
+        if sys.byteorder == "big":  # pragma: no cover - little-endian on the wire
+            sizes.byteswap()
+        out += _ENTRY.pack(bytes.fromhex(identity), len(sizes))
+        out += sizes.tobytes()
+    return bytes(out)
+
+
+def plan_chunk_list(info: VersionInfo, layers: Sequence[LayerFile]) -> bytes | None:
+    """The chunk list a version's manifest needs (layout 3), or None when it needs none: a
+    version without identities (layout 1), or one whose layout-2 manifest, chunk sizes in the
+    layer annotations, is at most :data:`MAX_INLINE_MANIFEST_BYTES`. ``layers`` may carry
+    placeholder digests of the real ones' length. A version whose manifest fits no layout is a
+    :class:`UsageError`, raised before anything is uploaded."""
+    placeholder = "sha256:" + "0" * 64
+    config = build_config(info, layers)
+    merkle = any(f.identity is not None for f in layers)
+    # at least 2 characters per chunk size ("1,"): a version with more chunks cannot fit
+    hopeless = merkle and 2 * sum(len(f.chunks or ()) for f in layers) > MAX_INLINE_MANIFEST_BYTES
+    if not hopeless:
+        inline = _manifest_body(info, layers, config, placeholder, None)
+        if len(inline) <= MAX_INLINE_MANIFEST_BYTES or not merkle:
+            build_manifest(info, layers, config, placeholder)  # refuses one above MAX_MANIFEST_BYTES
+            return None
+    blob = encode_chunk_list(layers)
+    if len(blob) > MAX_CHUNK_LIST_BYTES:
+        raise UsageError(
+            f"{info.name} {info.version} has too many chunks for an OCI artifact: its chunk list "
+            f"takes {len(blob)} bytes, above the {MAX_CHUNK_LIST_BYTES >> 20} MiB uniflow reads"
+        )
+    build_manifest(info, layers, build_config(info, layers, blob), placeholder, blob)
+    return blob
 
 
 # ---------------------------------------------------------------------- the gate
@@ -469,7 +594,7 @@ def _chunk_sizes(text: str, path: str, size: int, where: str) -> tuple[int, ...]
     """The chunk sizes of :data:`ANN_FILE_CHUNKS`: bounded by the layer's size before the text
     is split (a file of S bytes has at most ``1 + (S - 1) // MIN_NONFINAL_CHUNK`` chunks, each
     of at most 8 digits), each 1 to MAX_CHUNK_BYTES, summing to the layer's size."""
-    most = 1 + (size - 1) // MIN_NONFINAL_CHUNK if size else 0
+    most = _chunk_bounds(size)[1]
     if len(text) > most * _CHARS_PER_CHUNK:
         raise _bad(
             where,
@@ -479,10 +604,24 @@ def _chunk_sizes(text: str, path: str, size: int, where: str) -> tuple[int, ...]
     parts = text.split(",") if text else []
     if not all(_CHUNK_SIZE.fullmatch(part) for part in parts):
         raise _bad(where, f"layer {path!r}: {ANN_FILE_CHUNKS} is not comma-separated chunk sizes")
-    sizes = tuple(map(int, parts))
-    low = -(-size // MAX_CHUNK_BYTES)
-    if not low <= len(sizes) <= most or any(n > MAX_CHUNK_BYTES for n in sizes) or sum(sizes) != size:
-        raise _bad(where, f"layer {path!r}: {ANN_FILE_CHUNKS} do not cut its {size} bytes into chunks")
+    return _check_cut(tuple(map(int, parts)), path, size, where, ANN_FILE_CHUNKS)
+
+
+def _chunk_bounds(size: int) -> tuple[int, int]:
+    """The fewest and the most chunks a file of ``size`` bytes is cut into."""
+    return -(-size // MAX_CHUNK_BYTES), (1 + (size - 1) // MIN_NONFINAL_CHUNK if size else 0)
+
+
+def _check_cut(sizes: tuple[int, ...], path: str, size: int, where: str, what: str) -> tuple[int, ...]:
+    """``sizes`` cut a layer of ``size`` bytes into chunks: as many as such a file can have,
+    each 1 byte to MAX_CHUNK_BYTES, their sum the layer's size."""
+    low, most = _chunk_bounds(size)
+    if (
+        not low <= len(sizes) <= most
+        or any(not 1 <= n <= MAX_CHUNK_BYTES for n in sizes)
+        or sum(sizes) != size
+    ):
+        raise _bad(where, f"layer {path!r}: {what} do not cut its {size} bytes into chunks")
     return sizes
 
 
@@ -490,7 +629,8 @@ def _merkle(
     ann: dict[str, str], path: str, size: int, layout: str, where: str
 ) -> tuple[str | None, tuple[int, ...] | None]:
     """A layer's identity and chunk sizes: both present in layout :data:`FORMAT_MERKLE`,
-    both absent in :data:`FORMAT`."""
+    both absent in :data:`FORMAT`; in :data:`FORMAT_CHUNK_LIST`, the identity alone (the
+    sizes come from the chunk list, :func:`attach_chunk_list`)."""
     if layout == FORMAT:
         if ANN_FILE_DIGEST in ann or ANN_FILE_CHUNKS in ann:
             raise _bad(where, f"layer {path!r} has {ANN_FILE_DIGEST} in an artifact of {ANN_FORMAT} {FORMAT}")
@@ -498,6 +638,14 @@ def _merkle(
     identity = ann.get(ANN_FILE_DIGEST, "")
     if not _HEX64.fullmatch(identity):
         raise _bad(where, f"layer {path!r} has no {ANN_FILE_DIGEST} annotation (64 hex digits)")
+    if layout == FORMAT_CHUNK_LIST:
+        if ANN_FILE_CHUNKS in ann:
+            raise _bad(
+                where,
+                f"layer {path!r} has {ANN_FILE_CHUNKS} in an artifact of {ANN_FORMAT} {FORMAT_CHUNK_LIST} "
+                "(its chunk sizes are in the chunk list)",
+            )
+        return identity, None
     if ANN_FILE_CHUNKS not in ann:
         raise _bad(where, f"layer {path!r} has no {ANN_FILE_CHUNKS} annotation")
     return identity, _chunk_sizes(ann[ANN_FILE_CHUNKS], path, size, where)
@@ -563,23 +711,116 @@ def parse_manifest(body: bytes, where: str) -> Artifact:
     layout = _layout(ann, where)
     info = _info(ann, where)
     raw_layers = doc.get("layers")
-    if not isinstance(raw_layers, list) or not raw_layers:
+    if not isinstance(raw_layers, list):
+        raw_layers = []
+    last = _chunk_list_layer(raw_layers, where) if layout == FORMAT_CHUNK_LIST else None
+    if not raw_layers:
         raise _bad(where, "no layers")
     layers = tuple(_layer(raw, i, layout, where) for i, raw in enumerate(raw_layers))
     _check_paths(layers, where)
     rows = [{"path": f.path, "mode": f.mode, "digest": f.file_digest} for f in layers]
     if content_digest(rows) != info.content_digest:
         raise _bad(where, "the content digest annotation does not match the files' digests")
+    chunk_list = _chunk_list_ref(last, layers, where) if last is not None else None
     config = doc["config"]
     config_size = _size(config.get("size"), where, "the config")
     if config_size > MAX_CONFIG_BYTES:
         raise _bad(where, f"the config is {config_size} bytes (at most {MAX_CONFIG_BYTES})")
-    return Artifact(info, layers, _sha256(config.get("digest"), where, "the config"), config_size)
+    return Artifact(info, layers, _sha256(config.get("digest"), where, "the config"), config_size, chunk_list)
+
+
+def _chunk_list_layer(raw_layers: list[Any], where: str) -> dict[str, Any]:
+    """The last layer of a layout-3 manifest, taken off ``raw_layers``: its chunk list."""
+    raw = raw_layers.pop() if raw_layers else None
+    if not isinstance(raw, dict) or raw.get("mediaType") != CHUNK_LIST_MEDIA_TYPE:
+        raise _bad(
+            where,
+            f"the last layer of an artifact of {ANN_FORMAT} {FORMAT_CHUNK_LIST} is not its chunk list "
+            f"({CHUNK_LIST_MEDIA_TYPE})",
+        )
+    return raw
+
+
+def _chunk_list_ref(raw: dict[str, Any], layers: Sequence[LayerFile], where: str) -> BlobRef:
+    """The chunk-list descriptor of a layout-3 manifest, its declared size bounded by what its
+    files can need: 12 bytes, and per distinct identity 36 bytes and 4 per chunk, as many
+    chunks as a file of that size can have (and at most :data:`MAX_CHUNK_LIST_BYTES` in all),
+    before a byte of it is read."""
+    digest = _sha256(raw.get("digest"), where, "the chunk list")
+    size = _size(raw.get("size"), where, "the chunk list")
+    sizes = {f.identity: f.size for f in layers}
+    bounds = [_chunk_bounds(n) for n in sizes.values()]
+    low = len(_CHUNK_LIST_MAGIC) + 4 + sum(_ENTRY.size + 4 * lo for lo, _ in bounds)
+    high = len(_CHUNK_LIST_MAGIC) + 4 + sum(_ENTRY.size + 4 * hi for _, hi in bounds)
+    high = min(high, MAX_CHUNK_LIST_BYTES)
+    if not low <= size <= high:
+        raise _bad(
+            where,
+            f"the chunk list is declared {size} bytes; its files' sizes allow {low} to {high}",
+        )
+    return BlobRef(digest, size)
+
+
+def _decode_chunk_list(blob: bytes, where: str) -> dict[str, tuple[int, ...]]:
+    """Each identity's chunk sizes, from the bytes of :func:`encode_chunk_list`: entries in
+    strictly ascending order of identity (an identity named twice is refused), each read
+    only after its length is checked against what is left, nothing after the last."""
+    head = len(_CHUNK_LIST_MAGIC) + 4
+    if len(blob) < head or not blob.startswith(_CHUNK_LIST_MAGIC):
+        raise _bad(where, f"the chunk list is not a uniflow chunk list ({_CHUNK_LIST_MAGIC.decode()})")
+    (count,) = struct.unpack_from("<I", blob, len(_CHUNK_LIST_MAGIC))
+    table: dict[str, tuple[int, ...]] = {}
+    pos, prev = head, b""
+    for _ in range(count):  # bounded: each entry consumes at least _ENTRY.size bytes or ends
+        if pos + _ENTRY.size > len(blob):
+            raise _bad(where, f"the chunk list ends inside an entry ({count} announced)")
+        ident, n = _ENTRY.unpack_from(blob, pos)
+        if ident <= prev:
+            told = "names identity " + ident.hex() + " twice" if ident == prev else "is not in order"
+            raise _bad(where, f"the chunk list {told}")
+        prev, pos, end = ident, pos + _ENTRY.size, pos + _ENTRY.size + 4 * n
+        if end > len(blob):
+            raise _bad(where, f"the chunk list ends inside the sizes of identity {ident.hex()}")
+        sizes = array(_U32)
+        sizes.frombytes(blob[pos:end])
+        if sys.byteorder == "big":  # pragma: no cover - little-endian on the wire
+            sizes.byteswap()
+        table[ident.hex()] = tuple(sizes)
+        pos = end
+    if pos != len(blob):
+        raise _bad(where, f"the chunk list has {len(blob) - pos} bytes after its last entry")
+    return table
+
+
+def attach_chunk_list(art: Artifact, blob: bytes, where: str) -> Artifact:
+    """``art`` (layout 3) with each layer's chunk sizes from ``blob``, the chunk list it names:
+    ``blob`` must have the declared size and sha256, decode (:func:`_decode_chunk_list`), give
+    every layer's identity sizes that cut its bytes into chunks, and list no other identity.
+    The bytes are then checked against those sizes and the identity as in layout 2."""
+    ref = art.chunk_list
+    if ref is None:
+        return art
+    if len(blob) != ref.size or _sha256_of(blob) != ref.digest:
+        raise _bad(where, f"the chunk list does not match its descriptor ({ref.size} bytes, {ref.digest})")
+    table = _decode_chunk_list(blob, where)
+    layers = []
+    for layer in art.layers:
+        sizes = table.get(layer.identity or "")
+        if sizes is None:
+            raise _bad(where, f"the chunk list has no chunk sizes for layer {layer.path!r}")
+        layers.append(
+            replace(layer, chunks=_check_cut(sizes, layer.path, layer.size, where, "the chunk list's sizes"))
+        )
+    extra = table.keys() - {f.identity for f in art.layers}
+    if extra:
+        raise _bad(where, f"the chunk list names identity {min(extra)}, which no layer has")
+    return replace(art, layers=tuple(layers))
 
 
 def check_config(body: bytes, art: Artifact, where: str) -> None:
     """The config blob agrees with the manifest: the model's name and version, and one
-    ``diffIds`` entry per layer, in order, equal to the layers' digests (raw layers)."""
+    ``diffIds`` entry per layer, in order, equal to the layers' digests (raw layers; in layout
+    3, the chunk list's last)."""
     doc = load_json(body, f"{where} config", limit=MAX_CONFIG_BYTES)
     descriptor = doc.get("descriptor") if isinstance(doc, dict) else None
     modelfs = doc.get("modelfs") if isinstance(doc, dict) else None
@@ -587,5 +828,6 @@ def check_config(body: bytes, art: Artifact, where: str) -> None:
         raise _bad(where, "the config has no descriptor or modelfs")
     if (descriptor.get("name"), descriptor.get("version")) != (art.info.name, art.info.version):
         raise _bad(where, "the config names another model or version than the annotations")
-    if modelfs.get("type") != "layers" or modelfs.get("diffIds") != [f.digest for f in art.layers]:
+    layers = [f.digest for f in art.layers] + ([art.chunk_list.digest] if art.chunk_list else [])
+    if modelfs.get("type") != "layers" or modelfs.get("diffIds") != layers:
         raise _bad(where, "the config's modelfs.diffIds do not match the layers")

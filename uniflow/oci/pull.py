@@ -4,7 +4,9 @@ verified, into a new directory.
 Verification, in order: the manifest passes the gate (``modelpack.parse_manifest``: a
 ModelPack model artifact uniflow pushed, whose content digest annotation matches its files'
 paths, modes and file digest annotations) and, when the reference is a digest, hashes to it;
-the config blob hashes to its descriptor and agrees with the manifest; each layer is streamed
+the config blob hashes to its descriptor and agrees with the manifest; in layout 3, the chunk
+list (its size bounded by the gate) is read, hashed and decoded against the layers
+(``modelpack.attach_chunk_list``), all before DEST is created; each layer is streamed
 into its file while its sha256 (the registry's digest), its BLAKE3 and, for a file of a
 format-3 version, the Merkle identity of its chunk ranges (the registered file digest; each
 range hashed as it arrives, ``modelpack.LayerHashes``) are computed, and a layer that is
@@ -38,8 +40,10 @@ from .modelpack import (
     MAX_CONFIG_BYTES,
     MAX_MANIFEST_BYTES,
     Artifact,
+    BlobRef,
     LayerFile,
     LayerHashes,
+    attach_chunk_list,
     check_config,
     parse_manifest,
 )
@@ -103,6 +107,20 @@ def _expect(art: Artifact, where: str, name: str | None, version: str | None, di
         raise IntegrityError(f"{where} holds content blake3:{info.content_digest}, not the expected {digest}")
 
 
+def _read_chunk_list(client: OciClient, ref: BlobRef, where: str) -> bytes:
+    """The chunk list's bytes, at most its declared size (checked by the gate against what
+    its files can need): more bytes stop the read at once."""
+    out = bytearray()
+    with client.open_blob(ref.digest) as resp:
+        for piece in client.chunks(resp, "read the chunk list from"):
+            if len(out) + len(piece) > ref.size:
+                raise IntegrityError(
+                    f"{where}: the registry sent more than the chunk list's {ref.size} bytes"
+                )
+            out += piece
+    return bytes(out)
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:  # bounded: each write makes progress or raises
@@ -129,7 +147,7 @@ def _fetch_layer(client: OciClient, layer: LayerFile, fd: int, where: str) -> No
     if layer.identity is not None and hashes.identity() != layer.identity:
         raise IntegrityError(
             f"{where}: the file does not match its registered digest {layer.identity} "
-            "(the Merkle identity of its chunks as annotated)"
+            "(the Merkle identity of its chunks, cut at the sizes the artifact gives)"
         )
     os.fsync(fd)
 
@@ -181,6 +199,8 @@ def pull_artifact(
         art = parse_manifest(body, where)
         _expect(art, where, name, version, content_digest)
         check_config(client.read_blob(art.config_digest, MAX_CONFIG_BYTES), art, where)
+        if art.chunk_list is not None:
+            art = attach_chunk_list(art, _read_chunk_list(client, art.chunk_list, where), where)
         try:
             os.mkdir(dest, 0o755)
         except FileExistsError:

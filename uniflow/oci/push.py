@@ -11,9 +11,12 @@ A blob the repository already holds (a HEAD request) is not uploaded again: a fi
 two versions, or pushed twice, crosses the network once. The sha256 and BLAKE3 are kept in the
 derived cache (kind ``sha``, keyed by the registered file digest, MAC-ed like every entry),
 so a file whose blob the registry already holds is not read at all on a later push. The
-manifest's size is checked before any upload (a version whose chunk lists do not fit the
-4 MiB registries accept is refused), and the manifest goes last, so a tag never names an
-artifact whose blobs are not all there.
+manifest's layout is chosen before any upload: the chunk sizes of a format-3 version ride in
+its layer annotations while the manifest stays within ``modelpack.MAX_INLINE_MANIFEST_BYTES``,
+else they go into one chunk-list blob the manifest references (layout 3), so a version of
+any size fits (one of too many files or chunks even so is refused before any upload). The
+chunk list goes before the config, and the manifest last, so a tag never names an artifact
+whose blobs are not all there.
 """
 
 from __future__ import annotations
@@ -31,7 +34,15 @@ from .._records.manifest import MERKLE_FORMAT, Manifest, file_records
 from .._storage.chunking import FileRecord
 from .._storage.fsio import os_reason
 from .client import OciClient
-from .modelpack import LayerFile, LayerHashes, VersionInfo, build_config, build_manifest, layer_media_type
+from .modelpack import (
+    LayerFile,
+    LayerHashes,
+    VersionInfo,
+    build_config,
+    build_manifest,
+    layer_media_type,
+    plan_chunk_list,
+)
 from .ref import OciRef
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,6 +78,10 @@ class OciPushReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _target(ref: OciRef, version: str) -> OciRef:
@@ -161,12 +176,12 @@ def _planned(m: Manifest) -> list[tuple[LayerFile, FileRecord]]:
     return out
 
 
-def _check_fits(info: VersionInfo, m: Manifest) -> None:
-    """Refuse, before any upload, a version whose manifest would exceed what registries accept:
-    the manifest with placeholder digests has the real one's length."""
-    layers = [layer for layer, _ in _planned(m)]
-    config = build_config(info, layers)
-    build_manifest(info, layers, config, "sha256:" + _UNKNOWN)
+def _chunk_list(info: VersionInfo, m: Manifest) -> bytes | None:
+    """The chunk list the version's manifest needs (``modelpack.plan_chunk_list``: None when
+    the chunk sizes fit the layer annotations), decided before any upload from the layers with
+    placeholder digests, which have the real ones' length; a version that fits no manifest is
+    refused here."""
+    return plan_chunk_list(info, [layer for layer, _ in _planned(m)])
 
 
 def _send_files(
@@ -233,14 +248,17 @@ def push_version(
     m = repo.manifest(name, version)
     stage = state.stage(version)
     info = _info(m, stage, signer)
-    _check_fits(info, m)
+    chunk_list = _chunk_list(info, m)
     sender = _Sender(OciClient(ref, plain_http=plain_http))
     try:
         layers = _send_files(repo, name, version, m, sender, progress)
-        config = build_config(info, layers)
-        config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        if chunk_list is not None:
+            blob = chunk_list
+            sender.send(_sha256(blob), len(blob), lambda: io.BytesIO(blob))
+        config = build_config(info, layers, chunk_list)
+        config_digest = _sha256(config)
         sender.send(config_digest, len(config), lambda: io.BytesIO(config))
-        body = build_manifest(info, layers, config, config_digest)
+        body = build_manifest(info, layers, config, config_digest, chunk_list)
         # last: the tag never names an artifact with a blob missing
         manifest_digest = sender.client.put_manifest(body, str(ref.tag))
     finally:
