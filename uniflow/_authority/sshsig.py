@@ -207,12 +207,14 @@ class PublicKey:
 
     def _build_crypto_key(self) -> Any:
         require_cryptography()
-        from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-
         r = _Reader(self.blob, "public key")
         r.string()
         if self.algorithm == "ssh-ed25519":
+            from cryptography.hazmat.primitives.asymmetric import ed25519
+
             return ed25519.Ed25519PublicKey.from_public_bytes(r.string())
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
         if self.algorithm in _ECDSA:
             r.string()
             name = _ECDSA[self.algorithm][0]
@@ -412,11 +414,15 @@ def verify_signature(sig: Signature, message: bytes, namespace: str) -> None:
     """
     if sig.namespace != namespace:
         raise SignatureError(f"signature is for namespace {sig.namespace!r}, not {namespace!r}")
-    invalid = _invalid_signature()
     data = signed_data(namespace, message, sig.hash_algorithm, sig.reserved)
     try:
         _VERIFIERS[sig.public_key.algorithm](sig, data)
-    except invalid:
+    except SignatureError:
+        raise
+    except Exception as err:
+        # cryptography is imported by then: only its refusal is a bad signature
+        if not isinstance(err, _invalid_signature()):
+            raise
         raise SignatureError(
             f"signature does not match the signed data (key {sig.public_key.fingerprint})"
         ) from None
@@ -424,7 +430,8 @@ def verify_signature(sig: Signature, message: bytes, namespace: str) -> None:
 
 @functools.cache
 def _invalid_signature() -> type[Exception]:
-    """``cryptography``'s InvalidSignature, imported once (a lifecycle verifies thousands)."""
+    """``cryptography``'s InvalidSignature, imported once, when a verify first raises (a chain
+    whose signatures libsodium all accepts never imports ``cryptography``)."""
     require_cryptography()
     from cryptography.exceptions import InvalidSignature
 
