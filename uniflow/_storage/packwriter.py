@@ -39,7 +39,7 @@ from pathlib import Path
 
 from .. import _testhooks
 from .._errors import IntegrityError, RepositoryError
-from .fsio import force_unlink, fsync_dir, os_reason, write_immutable
+from .fsio import force_unlink, fsync_dir, os_reason, preallocate, start_writeback, write_immutable
 from .packs import (
     DATA_START,
     END_MAGIC,
@@ -70,6 +70,12 @@ _ALIGN = mmap.PAGESIZE
 DIRECT_ENV = "UNIFLOW_DIRECT_PACKS"
 #: staging windows kept for reuse (more are made, and freed, while more are filling)
 _KEEP = 6
+#: bytes reserved past a durable pack's target when it is opened (its last chunk ends past
+#: the target by less than a largest chunk; a pack that outgrows this allocates as it goes)
+_PREALLOC_SLACK = 16 << 20
+#: writeback of a durable pack is started a window of this many bytes at a time, as soon as
+#: every byte of the window is written
+FLUSH_STEP = 16 << 20
 
 
 def _open_unnamed(directory: Path, tmp_dir: Path) -> tuple[int, Path | None]:
@@ -244,13 +250,18 @@ class PackWriter:
         self._failed: str | None = None
         self._fd, self._tmp = -1, None
         self._staged: _Staged | None = None
+        self._flushing = self._sized = False
+        self._filled: dict[int, int] = {}  # FLUSH_STEP window -> bytes written in it
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._tmp_dir.mkdir(parents=True, exist_ok=True)
             self._fd, self._tmp = _open_unnamed(self.directory, self._tmp_dir)
             if durable and os.environ.get(DIRECT_ENV) == "1" and _set_direct(self._fd, True):
                 self._staged = _Staged(self._fd, windows or WindowPool())
+            self._flushing = durable and self._staged is None
+            self._sized = self._flushing and preallocate(self._fd, DATA_START + target + _PREALLOC_SLACK)
             self._write(memoryview(PACK_HEAD.pack(PACK_MAGIC, FORMAT_VERSION, 0)), 0)
+            self._written(0, DATA_START)
         except OSError as exc:
             self.abort()
             raise RepositoryError(f"cannot write a pack in {self.directory}: {os_reason(exc)}") from exc
@@ -306,6 +317,7 @@ class PackWriter:
         """Write a reserved range (see :meth:`reserve`)."""
         try:
             self._write(data, offset)
+            self._written(offset, len(data))
         except OSError as exc:
             self._failed = os_reason(exc)
             raise RepositoryError(f"cannot write a pack: {self._failed}") from exc
@@ -314,6 +326,28 @@ class PackWriter:
                 self._inflight -= 1
                 self._lock.notify_all()
         _testhooks.point("pack-chunk-written")
+
+    def _written(self, offset: int, length: int) -> None:
+        """Count ``length`` bytes written at ``offset``; start the writeback of every
+        :data:`FLUSH_STEP` window of a durable pack they complete (so that the fsync in
+        :meth:`finish` finds little left to write; the pack still has no name)."""
+        if not self._flushing:
+            return
+        done = []
+        with self._lock:
+            pos, end = offset, offset + length
+            while pos < end:  # bounded: each pass counts the part in one window
+                k = pos // FLUSH_STEP
+                n = min(end, (k + 1) * FLUSH_STEP) - pos
+                filled = self._filled.get(k, 0) + n
+                if filled == FLUSH_STEP:
+                    del self._filled[k]
+                    done.append(k)
+                else:
+                    self._filled[k] = filled
+                pos += n
+        for k in done:
+            start_writeback(self._fd, k * FLUSH_STEP, FLUSH_STEP)
 
     def finish(self) -> PackIndex | None:
         """Write the index, make the pack durable and visible; its index (None if empty)."""
@@ -343,6 +377,8 @@ class PackWriter:
             self._write(tail, self._end)
             if self._staged is not None:
                 self._staged.finish(self._end + len(tail))
+            elif self._sized:
+                os.ftruncate(self._fd, self._end + len(tail))  # the blocks reserved and not used
         _testhooks.point("pack-written")
         if self.durable:
             os.fsync(self._fd)
