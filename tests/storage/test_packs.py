@@ -18,6 +18,7 @@ import pytest
 
 from tests.helpers import ROOT
 from uniflow._errors import CorruptChunkError, IntegrityError, MissingChunkError, RepositoryError
+from uniflow._storage.fsio import preallocate
 from uniflow._storage.packs import (
     DATA_START,
     CorruptPackError,
@@ -29,7 +30,6 @@ from uniflow._storage.packs import (
     read_pack_tail,
     scan_packs,
 )
-from uniflow._storage.fsio import preallocate
 from uniflow._storage.packwriter import (
     DIRECT_ENV,
     FLUSH_STEP,
@@ -335,12 +335,18 @@ def test_writeback_starts_once_for_every_window_written_whole(tmp_path: Path) ->
     size = 256 << 10
     chunks = [chunk(rng, size) for _ in range(FLUSH_STEP * 5 // 2 // size)]
     w = PackWriter(tmp_path, target=1 << 30)
-    slots = [(w.reserve(n, len(d)), d) for n, d in chunks]
+    slots: list[tuple[int, bytes]] = []
+    for n, d in chunks:
+        offset = w.reserve(n, len(d))
+        assert offset is not None
+        slots.append((offset, d))
     rng.shuffle(slots)
-    threads = [
-        threading.Thread(target=lambda part=slots[i::4]: [w.write_reserved(o, memoryview(d)) for o, d in part])  # type: ignore[misc, arg-type]
-        for i in range(4)
-    ]
+
+    def write(part: list[tuple[int, bytes]]) -> None:
+        for offset, d in part:
+            w.write_reserved(offset, memoryview(d))
+
+    threads = [threading.Thread(target=write, args=(slots[i::4],)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:

@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .._errors import ConcurrencyError, InvalidPathError
 
@@ -220,7 +220,7 @@ def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
 
         fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
         fn.restype = ctypes.c_int
-    return fn
+    return cast("Callable[[int, int, int, int], int] | None", fn)
 
 
 _fallocate: list[Callable[[int, int, int, int], int] | None] = []  # loaded on first use
@@ -246,7 +246,7 @@ def _load_fallocate() -> Callable[[int, int, int, int], int] | None:
 
         fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
         fn.restype = ctypes.c_int
-    return fn
+    return cast("Callable[[int, int, int, int], int] | None", fn)
 
 
 def _libc_function(name: str) -> Any:
