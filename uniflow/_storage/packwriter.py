@@ -244,6 +244,7 @@ class PackWriter:
         self.target = target
         self.durable = durable
         self._lock = threading.Condition()
+        self._pwrite_lock = threading.Lock()
         self._end = DATA_START
         self._ranges: dict[bytes, tuple[int, int]] = {}
         self._inflight = 0
@@ -392,11 +393,15 @@ class PackWriter:
         _testhooks.point("pack-done")
 
     def _write(self, data: memoryview, offset: int) -> None:
-        """Write ``data`` (format ``B``) at ``offset``: staged for a direct write, or ``pwrite``."""
+        """Write ``data`` (format ``B``) at ``offset``: staged for a direct write, or ``pwrite``
+        one writer at a time. The file system lets one ``pwrite`` into a file proceed at a
+        time anyway (the inode's lock) and has the others spin on that lock while its owner
+        runs, burning a core; waiting on :attr:`_pwrite_lock` instead, they sleep."""
         if self._staged is not None:
             self._staged.put(offset, data)
         else:
-            _pwrite_all(self._fd, data, offset)
+            with self._pwrite_lock:
+                _pwrite_all(self._fd, data, offset)
 
     def abort(self) -> None:
         """Close the pack; unless :meth:`finish` named it, nothing of it stays visible."""
