@@ -33,6 +33,7 @@ from uniflow._storage.packs import (
 from uniflow._storage.packwriter import (
     DIRECT_ENV,
     FLUSH_STEP,
+    PREALLOC_AHEAD,
     STAGE,
     PackStream,
     PackWriter,
@@ -292,18 +293,19 @@ def _can_preallocate(directory: Path) -> bool:
 
 
 def test_a_durable_pack_reserves_its_blocks_and_ends_at_its_tail(tmp_path: Path) -> None:
-    """A durable pack has its target's blocks reserved when it is opened (the writes then
-    find them allocated), and the blocks it did not use are gone once it is finished: the
-    file is exactly its bytes, readable chunk by chunk."""
+    """A durable pack has its blocks reserved ahead of its writes (they then find them
+    allocated), PREALLOC_AHEAD past the last, and the blocks it did not use are gone once it
+    is finished: the file is exactly its bytes, readable chunk by chunk."""
     if not _can_preallocate(tmp_path):
         pytest.skip("this file system cannot reserve blocks (fallocate)")
-    target = 8 << 20
     rng = random.Random(7)
-    chunks = [chunk(rng, 700_000) for _ in range(13)]  # about 9 MiB: the last crosses the target
-    with PackWriter(tmp_path, target=target) as w:
-        assert os.fstat(w._fd).st_blocks * 512 >= DATA_START + target
+    chunks = [chunk(rng, 7 << 20) for _ in range(6)]  # 42 MiB: past the first reservation
+    with PackWriter(tmp_path, target=1 << 30) as w:
+        assert os.fstat(w._fd).st_blocks * 512 >= DATA_START + PREALLOC_AHEAD  # the header's write
         for name, data in chunks:
             w.add(name, data)
+        # the fifth write reached past the first reservation: reserved again, ahead of it
+        assert os.fstat(w._fd).st_blocks * 512 >= DATA_START + 5 * (7 << 20) + PREALLOC_AHEAD
         index = w.finish()
     assert index is not None
     st = (pack_dir(tmp_path) / f"{index.name}.pack").stat()

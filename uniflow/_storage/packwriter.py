@@ -70,9 +70,9 @@ _ALIGN = mmap.PAGESIZE
 DIRECT_ENV = "UNIFLOW_DIRECT_PACKS"
 #: staging windows kept for reuse (more are made, and freed, while more are filling)
 _KEEP = 6
-#: bytes reserved past a durable pack's target when it is opened (its last chunk ends past
-#: the target by less than a largest chunk; a pack that outgrows this allocates as it goes)
-_PREALLOC_SLACK = 16 << 20
+#: how far past the end of a write a durable pack's blocks are reserved (``fallocate``,
+#: renewed whenever a write reaches past what is reserved): a small pack reserves little
+PREALLOC_AHEAD = 32 << 20
 #: writeback of a durable pack is started a window of this many bytes at a time, as soon as
 #: every byte of the window is written
 FLUSH_STEP = 16 << 20
@@ -252,6 +252,7 @@ class PackWriter:
         self._fd, self._tmp = -1, None
         self._staged: _Staged | None = None
         self._flushing = self._sized = False
+        self._reserved_to = 0  # bytes [0, _reserved_to) have their blocks reserved
         self._filled: dict[int, int] = {}  # FLUSH_STEP window -> bytes written in it
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -260,7 +261,6 @@ class PackWriter:
             if durable and os.environ.get(DIRECT_ENV) == "1" and _set_direct(self._fd, True):
                 self._staged = _Staged(self._fd, windows or WindowPool())
             self._flushing = durable and self._staged is None
-            self._sized = self._flushing and preallocate(self._fd, DATA_START + target + _PREALLOC_SLACK)
             self._write(memoryview(PACK_HEAD.pack(PACK_MAGIC, FORMAT_VERSION, 0)), 0)
             self._written(0, DATA_START)
         except OSError as exc:
@@ -401,7 +401,18 @@ class PackWriter:
             self._staged.put(offset, data)
         else:
             with self._pwrite_lock:
+                if self._flushing and offset + len(data) > self._reserved_to:
+                    self._reserve_blocks(offset + len(data) + PREALLOC_AHEAD)
                 _pwrite_all(self._fd, data, offset)
+
+    def _reserve_blocks(self, end: int) -> None:
+        """Reserve the pack's blocks up to ``end`` (under the pwrite lock), so that the writes
+        find them allocated instead of the file system allocating page by page; where the
+        file system cannot, stop asking (the writes allocate as they go)."""
+        if preallocate(self._fd, end):
+            self._reserved_to, self._sized = end, True
+        else:
+            self._reserved_to = 1 << 62  # never asked again
 
     def abort(self) -> None:
         """Close the pack; unless :meth:`finish` named it, nothing of it stays visible."""
