@@ -10,6 +10,13 @@ tail written (``pack-written``), the pack fsynced (``pack-synced``), linked
 (``pack-linked``), the index written, fsynced and linked (``pack-indexed``), ``packs/``
 fsynced (``pack-done``); ``pack-chunk-written`` follows each chunk's write.
 
+**Plain writes.** A durable pack is written with ``pwrite``, one writer thread at a time
+(the others sleep on the pack's lock rather than spin on the file's inode lock), into blocks
+reserved :data:`PREALLOC_AHEAD` bytes ahead with ``fallocate`` (``fsio.preallocate``; the
+file system then does not allocate page by page, and the blocks not used are cut off before
+the fsync); writeback of each :data:`FLUSH_STEP` window is started (``fsio.start_writeback``)
+as soon as every byte of it is written, so the pack's fsync finds little left to write.
+
 **Direct writes, on request.** A durable pack is written with ``pwrite`` from the
 caller's bytes, through the page cache: a push, a load or a ``get`` that follows a register
 then reads the pack from memory, not from the disk. With ``UNIFLOW_DIRECT_PACKS=1`` (a
@@ -57,7 +64,16 @@ from .packs import (
 )
 from .pins import tmp_name
 
-__all__ = ["DIRECT_ENV", "STAGE", "PackStream", "PackWriter", "WindowPool", "recover_packs"]
+__all__ = [
+    "DIRECT_ENV",
+    "FLUSH_STEP",
+    "PREALLOC_AHEAD",
+    "STAGE",
+    "PackStream",
+    "PackWriter",
+    "WindowPool",
+    "recover_packs",
+]
 
 _TMPFILE_UNSUPPORTED = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOSYS)
 Data = bytes | bytearray | memoryview
