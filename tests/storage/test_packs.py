@@ -18,6 +18,7 @@ import pytest
 
 from tests.helpers import ROOT
 from uniflow._errors import CorruptChunkError, IntegrityError, MissingChunkError, RepositoryError
+from uniflow._storage.fsio import preallocate
 from uniflow._storage.packs import (
     DATA_START,
     CorruptPackError,
@@ -31,6 +32,8 @@ from uniflow._storage.packs import (
 )
 from uniflow._storage.packwriter import (
     DIRECT_ENV,
+    FLUSH_STEP,
+    PREALLOC_AHEAD,
     STAGE,
     PackStream,
     PackWriter,
@@ -278,6 +281,81 @@ def test_a_refused_direct_write_is_written_plainly(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert (tmp_path / "f").read_bytes() == b"x" * 100 + bytes(3996) + b"x" * 4096
+
+
+def _can_preallocate(directory: Path) -> bool:
+    fd = os.open(directory / "probe", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        return preallocate(fd, 1 << 20)
+    finally:
+        os.close(fd)
+        os.unlink(directory / "probe")
+
+
+def test_a_durable_pack_reserves_its_blocks_and_ends_at_its_tail(tmp_path: Path) -> None:
+    """A durable pack has its blocks reserved ahead of its writes (they then find them
+    allocated), PREALLOC_AHEAD past the last, and the blocks it did not use are gone once it
+    is finished: the file is exactly its bytes, readable chunk by chunk."""
+    if not _can_preallocate(tmp_path):
+        pytest.skip("this file system cannot reserve blocks (fallocate)")
+    rng = random.Random(7)
+    chunks = [chunk(rng, 7 << 20) for _ in range(6)]  # 42 MiB: past the first reservation
+    with PackWriter(tmp_path, target=1 << 30) as w:
+        assert os.fstat(w._fd).st_blocks * 512 >= DATA_START + PREALLOC_AHEAD  # the header's write
+        for name, data in chunks:
+            w.add(name, data)
+        # the fifth write reached past the first reservation: reserved again, ahead of it
+        assert os.fstat(w._fd).st_blocks * 512 >= DATA_START + 5 * (7 << 20) + PREALLOC_AHEAD
+        index = w.finish()
+    assert index is not None
+    st = (pack_dir(tmp_path) / f"{index.name}.pack").stat()
+    data_end = DATA_START + sum(len(d) for _, d in chunks)
+    assert st.st_size == data_end + len(index.raw) + 16
+    assert st.st_blocks * 512 < st.st_size + (1 << 20)  # the reserved rest was released
+    with PackReader(tmp_path, index.name) as r:
+        assert [r.read_chunk(n) for n, _ in chunks] == [d for _, d in chunks]
+
+
+def test_preallocate_where_it_cannot_writes_nothing() -> None:
+    """Where no blocks can be reserved (here a pipe) preallocate says so and writes nothing
+    (posix_fallocate would fall back to writing zeros)."""
+    r, w = os.pipe()
+    try:
+        assert preallocate(w, 4096) is False
+        os.set_blocking(r, False)
+        with pytest.raises(BlockingIOError):
+            os.read(r, 1)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_writeback_starts_once_for_every_window_written_whole(tmp_path: Path) -> None:
+    """Writes that complete a FLUSH_STEP window of a durable pack, in any order and from
+    several threads, start its writeback once; a window not yet whole waits for the fsync."""
+    rng = random.Random(3)
+    size = 256 << 10
+    chunks = [chunk(rng, size) for _ in range(FLUSH_STEP * 5 // 2 // size)]
+    w = PackWriter(tmp_path, target=1 << 30)
+    slots: list[tuple[int, bytes]] = []
+    for n, d in chunks:
+        offset = w.reserve(n, len(d))
+        assert offset is not None
+        slots.append((offset, d))
+    rng.shuffle(slots)
+
+    def write(part: list[tuple[int, bytes]]) -> None:
+        for offset, d in part:
+            w.write_reserved(offset, memoryview(d))
+
+    threads = [threading.Thread(target=write, args=(slots[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert list(w._filled) == [2]  # windows 0 and 1 were whole, and handed to writeback
+    assert w._filled[2] == DATA_START + len(chunks) * size - 2 * FLUSH_STEP
+    assert w.finish() is not None
 
 
 # ---------------------------------------------------------------------- forged indexes

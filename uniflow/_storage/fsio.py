@@ -11,7 +11,8 @@ copy read back and checked by the caller, fsyncs it and hands it over as a
 :class:`StagedFile` to be named later (a blob remote's pack is named only once checked).
 :func:`copy_file` copies a whole file the cheapest way the file system allows (a reflink,
 a kernel copy, else reads and writes); :func:`start_writeback` starts writing a written
-range back to disk so that the closing fsync has little left to wait for.
+range back to disk so that the closing fsync has little left to wait for;
+:func:`preallocate` reserves a file's blocks before it is written.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 from .._errors import ConcurrencyError, InvalidPathError
 
@@ -35,6 +37,7 @@ __all__ = [
     "force_unlink",
     "fsync_dir",
     "os_reason",
+    "preallocate",
     "stage_copy",
     "start_writeback",
     "write_immutable",
@@ -211,17 +214,52 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
 
 
 def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    fn = _libc_function("sync_file_range")
+    if fn is not None:
+        import ctypes  # noqa: PLC0415 (loaded by _libc_function already)
+
+        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        fn.restype = ctypes.c_int
+    return cast("Callable[[int, int, int, int], int] | None", fn)
+
+
+_fallocate: list[Callable[[int, int, int, int], int] | None] = []  # loaded on first use
+
+
+def preallocate(fd: int, length: int) -> bool:
+    """Reserve the blocks of the first ``length`` bytes of ``fd`` (Linux ``fallocate``, mode
+    0: the file's size becomes at least ``length``, the new blocks read as zeros), so that
+    the writes that follow find their blocks allocated instead of the file system
+    allocating them page by page; True if done. False where the file system or platform has
+    no such call: nothing is written then (unlike ``posix_fallocate``, which falls back to
+    writing zeros), and the writes allocate as they go."""
+    if not _fallocate:
+        _fallocate.append(_load_fallocate())
+    call = _fallocate[0]
+    return call is not None and length > 0 and call(fd, 0, 0, length) == 0
+
+
+def _load_fallocate() -> Callable[[int, int, int, int], int] | None:
+    fn = _libc_function("fallocate64") or _libc_function("fallocate")
+    if fn is not None:
+        import ctypes  # noqa: PLC0415 (loaded by _libc_function already)
+
+        fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        fn.restype = ctypes.c_int
+    return cast("Callable[[int, int, int, int], int] | None", fn)
+
+
+def _libc_function(name: str) -> Any:
+    """The C library's function ``name`` (a ``ctypes`` function), None where it is not
+    there or this is not Linux."""
     if os.uname().sysname != "Linux":
         return None
     try:
-        import ctypes  # noqa: PLC0415 (only once a large output is written)
+        import ctypes  # noqa: PLC0415 (only once a large file is written)
 
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+        return getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
 
 
 def copy_file(src: int, dst: int, size: int, *, writeback: bool = False, reflink_only: bool = False) -> str:

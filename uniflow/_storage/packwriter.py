@@ -10,6 +10,13 @@ tail written (``pack-written``), the pack fsynced (``pack-synced``), linked
 (``pack-linked``), the index written, fsynced and linked (``pack-indexed``), ``packs/``
 fsynced (``pack-done``); ``pack-chunk-written`` follows each chunk's write.
 
+**Plain writes.** A durable pack is written with ``pwrite``, one writer thread at a time
+(the others sleep on the pack's lock rather than spin on the file's inode lock), into blocks
+reserved :data:`PREALLOC_AHEAD` bytes ahead with ``fallocate`` (``fsio.preallocate``; the
+file system then does not allocate page by page, and the blocks not used are cut off before
+the fsync); writeback of each :data:`FLUSH_STEP` window is started (``fsio.start_writeback``)
+as soon as every byte of it is written, so the pack's fsync finds little left to write.
+
 **Direct writes, on request.** A durable pack is written with ``pwrite`` from the
 caller's bytes, through the page cache: a push, a load or a ``get`` that follows a register
 then reads the pack from memory, not from the disk. With ``UNIFLOW_DIRECT_PACKS=1`` (a
@@ -39,7 +46,7 @@ from pathlib import Path
 
 from .. import _testhooks
 from .._errors import IntegrityError, RepositoryError
-from .fsio import force_unlink, fsync_dir, os_reason, write_immutable
+from .fsio import force_unlink, fsync_dir, os_reason, preallocate, start_writeback, write_immutable
 from .packs import (
     DATA_START,
     END_MAGIC,
@@ -57,7 +64,16 @@ from .packs import (
 )
 from .pins import tmp_name
 
-__all__ = ["DIRECT_ENV", "STAGE", "PackStream", "PackWriter", "WindowPool", "recover_packs"]
+__all__ = [
+    "DIRECT_ENV",
+    "FLUSH_STEP",
+    "PREALLOC_AHEAD",
+    "STAGE",
+    "PackStream",
+    "PackWriter",
+    "WindowPool",
+    "recover_packs",
+]
 
 _TMPFILE_UNSUPPORTED = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOSYS)
 Data = bytes | bytearray | memoryview
@@ -70,6 +86,12 @@ _ALIGN = mmap.PAGESIZE
 DIRECT_ENV = "UNIFLOW_DIRECT_PACKS"
 #: staging windows kept for reuse (more are made, and freed, while more are filling)
 _KEEP = 6
+#: how far past the end of a write a durable pack's blocks are reserved (``fallocate``,
+#: renewed whenever a write reaches past what is reserved): a small pack reserves little
+PREALLOC_AHEAD = 32 << 20
+#: writeback of a durable pack is started a window of this many bytes at a time, as soon as
+#: every byte of the window is written
+FLUSH_STEP = 16 << 20
 
 
 def _open_unnamed(directory: Path, tmp_dir: Path) -> tuple[int, Path | None]:
@@ -238,19 +260,25 @@ class PackWriter:
         self.target = target
         self.durable = durable
         self._lock = threading.Condition()
+        self._pwrite_lock = threading.Lock()
         self._end = DATA_START
         self._ranges: dict[bytes, tuple[int, int]] = {}
         self._inflight = 0
         self._failed: str | None = None
         self._fd, self._tmp = -1, None
         self._staged: _Staged | None = None
+        self._flushing = self._sized = False
+        self._reserved_to = 0  # bytes [0, _reserved_to) have their blocks reserved
+        self._filled: dict[int, int] = {}  # FLUSH_STEP window -> bytes written in it
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._tmp_dir.mkdir(parents=True, exist_ok=True)
             self._fd, self._tmp = _open_unnamed(self.directory, self._tmp_dir)
             if durable and os.environ.get(DIRECT_ENV) == "1" and _set_direct(self._fd, True):
                 self._staged = _Staged(self._fd, windows or WindowPool())
+            self._flushing = durable and self._staged is None
             self._write(memoryview(PACK_HEAD.pack(PACK_MAGIC, FORMAT_VERSION, 0)), 0)
+            self._written(0, DATA_START)
         except OSError as exc:
             self.abort()
             raise RepositoryError(f"cannot write a pack in {self.directory}: {os_reason(exc)}") from exc
@@ -306,6 +334,7 @@ class PackWriter:
         """Write a reserved range (see :meth:`reserve`)."""
         try:
             self._write(data, offset)
+            self._written(offset, len(data))
         except OSError as exc:
             self._failed = os_reason(exc)
             raise RepositoryError(f"cannot write a pack: {self._failed}") from exc
@@ -314,6 +343,28 @@ class PackWriter:
                 self._inflight -= 1
                 self._lock.notify_all()
         _testhooks.point("pack-chunk-written")
+
+    def _written(self, offset: int, length: int) -> None:
+        """Count ``length`` bytes written at ``offset``; start the writeback of every
+        :data:`FLUSH_STEP` window of a durable pack they complete (so that the fsync in
+        :meth:`finish` finds little left to write; the pack still has no name)."""
+        if not self._flushing:
+            return
+        done = []
+        with self._lock:
+            pos, end = offset, offset + length
+            while pos < end:  # bounded: each pass counts the part in one window
+                k = pos // FLUSH_STEP
+                n = min(end, (k + 1) * FLUSH_STEP) - pos
+                filled = self._filled.get(k, 0) + n
+                if filled == FLUSH_STEP:
+                    del self._filled[k]
+                    done.append(k)
+                else:
+                    self._filled[k] = filled
+                pos += n
+        for k in done:
+            start_writeback(self._fd, k * FLUSH_STEP, FLUSH_STEP)
 
     def finish(self) -> PackIndex | None:
         """Write the index, make the pack durable and visible; its index (None if empty)."""
@@ -343,6 +394,8 @@ class PackWriter:
             self._write(tail, self._end)
             if self._staged is not None:
                 self._staged.finish(self._end + len(tail))
+            elif self._sized:
+                os.ftruncate(self._fd, self._end + len(tail))  # the blocks reserved and not used
         _testhooks.point("pack-written")
         if self.durable:
             os.fsync(self._fd)
@@ -356,11 +409,26 @@ class PackWriter:
         _testhooks.point("pack-done")
 
     def _write(self, data: memoryview, offset: int) -> None:
-        """Write ``data`` (format ``B``) at ``offset``: staged for a direct write, or ``pwrite``."""
+        """Write ``data`` (format ``B``) at ``offset``: staged for a direct write, or ``pwrite``
+        one writer at a time. The file system lets one ``pwrite`` into a file proceed at a
+        time anyway (the inode's lock) and has the others spin on that lock while its owner
+        runs, burning a core; waiting on :attr:`_pwrite_lock` instead, they sleep."""
         if self._staged is not None:
             self._staged.put(offset, data)
         else:
-            _pwrite_all(self._fd, data, offset)
+            with self._pwrite_lock:
+                if self._flushing and offset + len(data) > self._reserved_to:
+                    self._reserve_blocks(offset + len(data) + PREALLOC_AHEAD)
+                _pwrite_all(self._fd, data, offset)
+
+    def _reserve_blocks(self, end: int) -> None:
+        """Reserve the pack's blocks up to ``end`` (under the pwrite lock), so that the writes
+        find them allocated instead of the file system allocating page by page; where the
+        file system cannot, stop asking (the writes allocate as they go)."""
+        if preallocate(self._fd, end):
+            self._reserved_to, self._sized = end, True
+        else:
+            self._reserved_to = 1 << 62  # never asked again
 
     def abort(self) -> None:
         """Close the pack; unless :meth:`finish` named it, nothing of it stays visible."""

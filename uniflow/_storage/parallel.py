@@ -15,6 +15,7 @@ ranges share one executor, collected in file order by ``chunking._Stored``.
 
 from __future__ import annotations
 
+import mmap
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
@@ -67,36 +68,42 @@ class ThreadBuffers:
         return buf
 
 
-def _unviewed(buf: bytearray) -> bool:
-    """True when no memoryview of ``buf`` is alive: a bytearray with a live view refuses to
-    change size (``BufferError``), as the ``memoryview`` documentation describes. The probe
-    shrinks it by its last byte and puts that back, within its allocation (no copy; growing
-    a fresh ``bytearray(n)`` first would move all of it)."""
-    if not buf:
-        return True
+def _unviewed(buf: mmap.mmap) -> bool:
+    """True when no memoryview of ``buf`` is alive: a mapping with a live view refuses to be
+    resized (``BufferError``). The probe resizes it to its own size (``mremap`` to the same
+    length: nothing moves)."""
     try:
-        last = buf.pop()
+        buf.resize(len(buf))
     except BufferError:
         return False
-    buf.append(last)
     return True
 
 
+def _anonymous(size: int) -> mmap.mmap:
+    """``size`` bytes of fresh anonymous memory (at least one byte): zero pages the kernel
+    fills in on first touch, by whatever thread first writes them (a read into the buffer
+    faults its pages in without holding the GIL), never set to zero byte by byte first as a
+    new ``bytearray`` is. Private, so its pages count as this process's anonymous memory."""
+    return mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+
 class BufferPool:
-    """Buffers of ``size`` bytes, handed out again once no view of them is alive (views of a
-    buffer are what the chunks cut from it travel as); at most ``keep`` are kept for reuse."""
+    """Buffers of ``size`` bytes (anonymous mappings: :func:`_anonymous`), handed out again
+    once no view of them is alive (views of a buffer are what the chunks cut from it travel
+    as); at most ``keep`` are kept for reuse, the others unmapped once their last view is
+    released."""
 
     def __init__(self, size: int, keep: int) -> None:
         self.size = size
         self._keep = keep
-        self._buffers: list[bytearray] = []
+        self._buffers: list[mmap.mmap] = []
 
-    def take(self) -> bytearray:
+    def take(self) -> mmap.mmap:
         """A buffer nothing views now: a kept one when one is free, else a new one."""
         for buf in self._buffers:
             if _unviewed(buf):
                 return buf
-        buf = bytearray(self.size)
+        buf = _anonymous(self.size)
         if len(self._buffers) < self._keep:
             self._buffers.append(buf)
         return buf
