@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import pytest
 from tests.helpers import GIT_ENV, make_repo
 from uniflow._authority.allowed_signers import AllowedSigners
 from uniflow._authority.sshsig import PublicKey, parse_public_key
+from uniflow._records import signedchain
 
 pytest.importorskip("cryptography")
 if shutil.which("ssh-keygen") is None:  # the tests check against OpenSSH itself
@@ -131,3 +133,15 @@ def repo(tmp_path: Path, key: Key) -> Path:
 def signers_of(repo: Path) -> AllowedSigners:
     path = git(repo, "config", "gpg.ssh.allowedSignersFile").stdout.decode().strip()
     return AllowedSigners.load(path)
+
+
+def fork_verifiers(mp: pytest.MonkeyPatch) -> None:
+    """Make a long chain's signatures verify in forked children for the rest of the test,
+    whatever else runs in this test process: a library used by an earlier test in the same
+    pytest worker may have left a daemon thread running (tqdm's monitor, fsspec's IO loop),
+    and with another thread alive uniflow verifies on threads instead (that choice is checked
+    by ``test_verified_on_threads_or_by_a_child_that_fails_the_chain_reads_the_same``).
+    Forked verifiers are Linux only: elsewhere the test is skipped."""
+    if sys.platform != "linux" or not hasattr(os, "fork"):
+        pytest.skip("forked verifiers are Linux only")
+    mp.setattr(signedchain, "_can_fork", lambda: True)

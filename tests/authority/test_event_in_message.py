@@ -37,7 +37,7 @@ from uniflow._records.lifecycle import (
 )
 from uniflow._records.signedchain import SignedCommit, read_signed_chain
 
-from .conftest import Key, git, make_key
+from .conftest import Key, fork_verifiers, git, make_key
 from .test_signed_lifecycle import CI, governed, keys, staged  # noqa: F401 (fixtures)
 
 #: longer than the commits read one by one before the bulk read starts (64)
@@ -142,8 +142,7 @@ def test_verified_on_threads_or_by_a_child_that_fails_the_chain_reads_the_same(
     finally:
         stop.set()
         other.join()
-    if not signedchain._can_fork():
-        pytest.skip("forking is for Linux with one thread")
+    fork_verifiers(monkeypatch)
     with monkeypatch.context() as m:
         m.setattr(signedchain, "_FORK_SLICE", 7)
         _check(read_signed_chain(GitRepo(repo.workdir), head, "clf"), ids, key)
@@ -161,8 +160,7 @@ def test_a_child_that_hangs_is_killed_and_its_commits_verified_here(
 ) -> None:
     """A forked verifier that never answers (a copy of the process stuck on a lock) does not
     hold the verify: after the bound it is killed, and the parent verifies its slice."""
-    if not signedchain._can_fork():
-        pytest.skip("forking is for Linux with one thread")
+    fork_verifiers(monkeypatch)
     repo, head, ids = mixed
     monkeypatch.setattr(signedchain, "_FORK_SLICE", 7)
     monkeypatch.setattr(signedchain, "_CHILD_WAIT", 0.5)

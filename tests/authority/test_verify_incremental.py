@@ -28,7 +28,7 @@ from uniflow._records.lifecycle import LifecycleState, event_lines
 from uniflow._records.refs import lifecycle_ref
 from uniflow._records.signedchain import read_signed_chain
 
-from .conftest import Key, git
+from .conftest import Key, fork_verifiers, git
 from .test_signed_lifecycle import ALICE, BOB, CAROL, CI, MALLORY, governed, keys, register  # noqa: F401
 
 EVENTS = 180  # more than the 64 commits read one by one: the rest is read in bulk
@@ -134,6 +134,7 @@ def test_checking_as_verdicts_come_decides_as_checking_the_whole_chain(
     for n, (slice_, ahead) in enumerate([(7, 1), (13, 2), (50, signedchain._LIMIT), (1024, 3)]):
         early: list[int | None] = []
         with monkeypatch.context() as m:
+            fork_verifiers(m)
             m.setattr(signedchain, "_VERIFY_BATCH", min(slice_, 128))
             m.setattr(signedchain, "_FORK_SLICE", slice_)
             m.setattr(signedchain, "_ahead", lambda ahead=ahead: ahead)
@@ -169,6 +170,7 @@ def test_the_chain_is_handed_over_oldest_first_as_its_start(
 ) -> None:
     head = _write(governed, keys, 4)
     g = ModelRegistry(governed).repository.git
+    fork_verifiers(monkeypatch)
     monkeypatch.setattr(signedchain, "_VERIFY_BATCH", 16)
     monkeypatch.setattr(signedchain, "_FORK_SLICE", 16)
     handed: list[list[signedchain.SignedCommit]] = []
