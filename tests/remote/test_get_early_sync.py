@@ -78,3 +78,37 @@ def test_a_get_whose_sync_fails_leaves_nothing_and_says_why(empty_dir: Path, tmp
     r = cli(empty_dir, "get", url, "clf", "-o", str(deploy / "clf"), "--offline", code=None)
     assert r.returncode != 0 and "never fetched" in r.stderr and r.stderr.count("\n") == 1
     assert list(deploy.iterdir()) == []
+
+
+def _packs(mirror: Mirror) -> int:
+    return len(list((mirror.dir / "objects" / "pack").glob("*.pack")))
+
+
+def test_a_mirror_synced_again_and_again_keeps_a_bounded_number_of_packs(
+    published: dict[str, Any], empty_dir: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every sync that fetches adds packs to the mirror (git's own auto gc is off there), and
+    a read looks an object up pack by pack: a deploy job's cache synced after every promotion
+    would slow down for ever. Past ``MIRROR_PACK_LIMIT`` packs a sync repacks them into one,
+    under its lock; reads after it get the same verified bytes."""
+    from tests.helpers import model_dir, open_registry
+
+    monkeypatch.setattr(mirror_mod, "MIRROR_PACK_LIMIT", 4)
+    url = f"file://{published['bare']}"
+    m = _mirror(url, cache_dir)
+    reg = open_registry(published["clone"])
+    counts = []
+    for i in range(8):
+        reg.register(model=str(model_dir(empty_dir.parent / f"new{i}", 1, seed=40 + i)), name="clf")
+        reg.promote("clf", ("v1.1.0", "v1.0.0")[i % 2], "staging" if i % 2 == 0 else "production")
+        reg.push()
+        assert m.sync().fetched
+        counts.append(_packs(m))
+    newest = reg.get("clf").version
+    reg.close()
+    assert max(counts) <= 4, counts
+    assert counts != sorted(counts), counts  # consolidated on the way, not merely slow to grow
+    cli(empty_dir, "get", url, "clf", "--stage", "production", "-o", "out", "--offline")
+    assert tree_bytes(empty_dir / "out") == tree_bytes(published["v1"])
+    cli(empty_dir, "get", url, "clf", newest, "-o", "out2")
+    assert tree_bytes(empty_dir / "out2") == tree_bytes(empty_dir.parent / "new7")

@@ -95,6 +95,9 @@ CONFIG_PATH = ".uniflow/config.toml"
 MANIFEST_PARTS = (".uniflow", "card", "manifest.msgpack")
 #: how long a sync waits for another process syncing the same URL (seconds)
 LOCK_TIMEOUT = GIT_TIMEOUT + 60
+#: packs a mirror may gather (each fetch adds its own; git's auto gc is off in a mirror)
+#: before a sync repacks them into one: a read looks an object up pack by pack
+MIRROR_PACK_LIMIT = 32
 #: git's own upload-pack for a repository on this machine, allowed to filter and to send by id
 LOCAL_UPLOAD_PACK = "git -c uploadpack.allowFilter=true -c uploadpack.allowAnySHA1InWant=true upload-pack"
 #: the mirror's whole ``config``, written by uniflow before every sync (no URL, no command)
@@ -236,7 +239,22 @@ class Mirror:
             config_blob = self._fetch_blobs(old, refs, head, history)
             state = MirrorState(dict(refs), head, config_blob, time.time(), fetched=True)
             self._save_state(state)
+            self._consolidate()
             return state
+
+    def _consolidate(self) -> None:
+        """Repack the mirror's packs into one once more than :data:`MIRROR_PACK_LIMIT` have
+        gathered (under the sync's lock, after its fetches). ``git repack -a -d`` writes the
+        new pack before it deletes the old ones, and keeps the promisor packs' objects in a
+        promisor pack, so a read never finds an object missing and a killed repack leaves at
+        worst both copies."""
+        try:
+            with os.scandir(self.dir / "objects" / "pack") as entries:
+                packs = sum(1 for e in entries if e.name.endswith(".pack"))
+        except FileNotFoundError:
+            return
+        if packs > MIRROR_PACK_LIMIT:
+            self._git("repack", "-a", "-d", "-q", what=f"repacking the cache of {self.url.display}")
 
     def git(self) -> GitRepo:
         """The mirror opened for reading (dulwich, lazily)."""
