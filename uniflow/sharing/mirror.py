@@ -246,8 +246,9 @@ class Mirror:
         """Repack the mirror's packs into one once more than :data:`MIRROR_PACK_LIMIT` have
         gathered (under the sync's lock, after its fetches). ``git repack -a -d`` writes the
         new pack before it deletes the old ones, and keeps the promisor packs' objects in a
-        promisor pack, so a read never finds an object missing and a killed repack leaves at
-        worst both copies."""
+        promisor pack, so every object is in some pack at every moment and a killed repack
+        leaves at worst both copies. A read in another process does not take the lock: one
+        that listed the old packs just before they were deleted can fail once."""
         try:
             with os.scandir(self.dir / "objects" / "pack") as entries:
                 packs = sum(1 for e in entries if e.name.endswith(".pack"))
