@@ -23,7 +23,17 @@ from safetensors.numpy import save_file
 from uniflow._errors import InvalidPathError, UsageError
 from uniflow._records.tensors import TensorScan
 from uniflow._storage.chunking import CHUNK_PARAMS, chunker
-from uniflow._storage.cutting import FileReader, MemoryReader, Piece, covering, cut, cut_ends, cut_file, plan
+from uniflow._storage.cutting import (
+    TENSOR_STEP,
+    FileReader,
+    MemoryReader,
+    Piece,
+    covering,
+    cut,
+    cut_ends,
+    cut_file,
+    plan,
+)
 from uniflow._storage.ingest import FileSource
 from uniflow._storage.segments import Segments
 
@@ -37,13 +47,18 @@ def _random(n: int, seed: int) -> bytes:
 
 
 def _sequential(data: bytes, ranges: Sequence[tuple[int, int]]) -> list[int]:
-    """The rule, computed the slow way: every FastCDC piece of the plan cut alone."""
+    """The rule, computed the slow way: every run of the plan cut alone (by FastCDC, or
+    every ``step`` bytes)."""
     out: list[int] = []
     for p in plan(len(data), ranges):
-        if not p.cdc:
+        if not p.run:
             out.append(p.hi)
             continue
-        ends = [p.begin + c.offset + c.length for c in chunker().cut_buf(memoryview(data)[p.begin : p.end])]
+        if p.step:
+            ends = [*range(p.begin + p.step, p.end, p.step), p.end]
+        else:
+            run = memoryview(data)[p.begin : p.end]
+            ends = [p.begin + c.offset + c.length for c in chunker().cut_buf(run)]
         if p.merge_tail and len(ends) >= 2 and ends[-1] - ends[-2] < MIN:
             del ends[-2]
         out += [*ends[:-1], p.hi]
@@ -100,14 +115,15 @@ def test_large_regions_are_cut_alone_and_short_runs_are_glued_or_grouped() -> No
     smalls = [(t2[1] + i * 100 * k, t2[1] + (i + 1) * 100 * k) for i in range(3)]
     pieces = plan(size, [t1, bias, t2, *smalls])
     assert pieces == [
-        Piece(0, t1[0], t1[1], t1[1], True, True),  # the header is glued to t1's first chunk
-        Piece(bias[0], t2[0], t2[1], t2[1], True, True),  # the bias to t2's
+        Piece(0, t1[0], t1[1], t1[1], True, True, TENSOR_STEP),  # the header is glued to t1's first chunk
+        Piece(bias[0], t2[0], t2[1], t2[1], True, True, TENSOR_STEP),  # the bias to t2's
         Piece(smalls[0][0], smalls[0][0], size, size, False),  # 300 KiB of small ones: one chunk
     ]
-    # small ones at the end holding less than the minimum join the last large region
-    assert plan(t2[1] + 8, [t1, bias, t2, (t2[1], t2[1] + 8)])[-1] == Piece(
-        bias[0], t2[0], t2[1], t2[1] + 8, True, True
-    )
+    # small ones at the end holding less than the minimum: the file's last chunk, alone
+    assert plan(t2[1] + 8, [t1, bias, t2, (t2[1], t2[1] + 8)])[-2:] == [
+        Piece(bias[0], t2[0], t2[1], t2[1], True, True, TENSOR_STEP),
+        Piece(t2[1], t2[1], t2[1] + 8, t2[1] + 8, False),
+    ]
     assert plan(100, [(10, 20)]) == [Piece(0, 0, 100, 100, False)]  # a small file: one chunk
     assert plan(0) == []
     assert plan(5 * MIB) == [Piece(0, 0, 5 * MIB, 5 * MIB, True, False)]  # no ranges: one FastCDC run
@@ -316,3 +332,30 @@ def test_inserting_bytes_at_the_start_of_an_opaque_file_changes_few_chunks(tmp_p
     before, after = _chunks_of(a, (), segment=4 * MIB), _chunks_of(b, (), segment=4 * MIB)
     new = [d for d in after if d not in before]
     assert len(new) <= 3, f"{len(new)} of {len(after)} chunks are new"
+
+
+def test_a_tensor_grown_along_its_first_dimension_keeps_its_leading_chunks(
+    model_v1: tuple[dict[str, np.ndarray], Path, dict[str, int]], tmp_path: Path
+) -> None:
+    """A vocabulary extended at the end: the embedding's old rows keep their offsets inside
+    the tensor, so its chunks before the new rows are stored already (tensor-relative steps)."""
+    tensors, _, before = model_v1
+    grown = dict(tensors)
+    extra = np.random.default_rng(9).standard_normal((64, 1024), dtype=np.float32)
+    grown["embed.weight"] = np.concatenate([tensors["embed.weight"], extra])
+    path = tmp_path / "v2.safetensors"
+    save_file(grown, str(path))
+    after = _chunks_of(path, _tensor_ranges(path))
+    share = _new_share(before, after)
+    # the 256 KiB of new rows, the embedding's last chunk they join, and the header's chunk
+    assert share <= 0.02, f"{100 * share:.2f}% of the bytes are new after extending the vocabulary"
+
+
+def test_large_regions_of_a_tensor_file_are_cut_every_step_from_their_own_start() -> None:
+    k = 1024
+    size = 8 * k + 5 * MIB + 300 * k
+    tensor = (8 * k, 8 * k + 5 * MIB + 300 * k)
+    ends = cut_ends(MemoryReader(_random(size, 11)), [tensor])
+    assert ends == [tensor[0] + (i + 1) * TENSOR_STEP for i in range(5)] + [size]
+    # the same bytes without ranges: FastCDC's cuts, not the steps
+    assert cut_ends(MemoryReader(_random(size, 11))) != ends

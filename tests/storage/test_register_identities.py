@@ -1,7 +1,10 @@
 """A register's chunks and identities are a pure function of the file's bytes, fixed forever:
 the same input must give the same cut points, chunk names, file identity and tensor
 identities whatever the pipeline that computes them (a changed cut breaks dedup with every
-existing store). The expected values were computed by the code of 2026-12-07 (format 3)."""
+existing store). The expected values were computed by the code of 2026-12-07 (format 3);
+the tensor file's on 2026-12-07 again, when the rule for tensor files changed before format
+3 was first released (large regions cut every ``TENSOR_STEP`` bytes, a short run at the
+file's end its own chunk: ``_storage.cutting``). An opaque file's have never changed."""
 
 from __future__ import annotations
 
@@ -53,7 +56,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"opaque": d / "weights.bin", "tensors": d / "model.safetensors"}
 
 
-#: what the code of 2026-12-07 (main at b6b5f26) gives for these files
+#: what the code of 2026-12-07 gives for these files (the opaque file's: main at b6b5f26)
 EXPECTED = {
     "opaque": {
         "digest": "4fc5a4e325d3b87e3b4a654e3e40f0c5ca2844fe80425ffb2aeb41bfa6fec728",
@@ -62,19 +65,19 @@ EXPECTED = {
         "tensors": [],
     },
     "tensors": {
-        "digest": "8b637ebd9f1c8ade7e905aa639cf9192b1cd6f615a9341983f70d1d0d353504f",
-        "chunks": 12,
-        "chunk_list": "223789cb98ed7a98800529d2348d61ba6dd610bd7cac80c8690dc7a32bfbdbb8",
+        "digest": "d574d4bbc1599d2e15e785ce78b5a44963c1b93902d0a2a40b06a621fd0c54b9",
+        "chunks": 18,
+        "chunk_list": "9055f625c92c1242c0dc6db2e03b69b0d37a4da76a591691bc2c27c154138a3d",
         "tensors": [
-            "d61e660ddfa51c4f217506c3a433d8cca162a4789eef1a602e0675c15fce1bc6",
+            "ee216b7fdcb224d063510fde4b344edf94365ce0fb17cd9c3d5caae74b8e129b",
             "d481d2355fc467e273bbf7b5b704ef26257f35dca3aa45cc9fdfd6ae17a8f7f8",
-            "76a3af5876123b65c3ef1a9696187a4fdbdd2b988f6064eba7209dad48076600",
+            "10936b9f51a3605c5c313991dddfa9ce4f9498c9150236dbf368ef169a57092a",
             "cb4611268ff412bf17d0b92ea767e6cc53fff0c3339de90e13ff61fe9c6ceddc",
             "6b1ed28d2b2b78487eee9ae73c3c1cc802f1fd755b4be4aa670035d73b19082e",
             "b630a008a30f5dd7375c15f22ecbaedcf0d6bd6cba1df16ceb6892210e976393",
             "f04f7b5b8bbccd901d670e5896c19668ecc17a5b7998795385f8bda20409d1f5",
             "104ac44574075045347cca27496a8d28551f3b9fedd35ae9f4f210bde5a79ced",
-            "b491d0f44cb0271e7781795273ac4c540d789d105ae986ff7b870ec067e950d8",
+            "c8cdfda0ff4ac980a11a88e5b1d8fc450ff68c1041a25d8f74efb21e98c07bd9",
             "31f509067f7085521399b7a7b7fee56225e9ed7318fbf675d11e36fa5613db23",
         ],
     },

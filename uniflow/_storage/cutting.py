@@ -5,15 +5,24 @@ threads only change who computes it). The ``(begin, end)`` ranges (a tensor file
 from ``_records.tensors.TensorScan``; none for other files) give *boundaries*: every
 ``begin`` and ``end`` strictly inside the file. The boundaries split the file into
 *regions* (the bytes before the first boundary are the header). :func:`plan` turns them
-into :class:`Piece` s, each one chunk or a FastCDC run (``CHUNK_PARAMS``, so at most
-``max_size`` bytes plus the glued bytes below, never shorter than ``min_size`` but at the
-end of a file), using the regions' *sizes* only:
+into :class:`Piece` s, each one chunk or a run of chunks, using the regions' *sizes* only:
 
-1. A region of at least ``min_size`` bytes is *large*: FastCDC cuts it on its own, from its
-   first byte, as if it were a file, so its chunks are its own bytes and the same bytes give
-   the same chunks wherever they sit. If its last chunk is shorter than ``min_size`` and the
-   region does not end the file, that chunk joins the one before it (a region ending the
-   file keeps it, as a whole file's last chunk always has).
+1. A region of at least ``min_size`` bytes is *large* and is cut on its own, from its first
+   byte, so its chunks are its own bytes and the same bytes give the same chunks wherever
+   they sit. In a file with ranges (a tensor file) it is cut every :data:`TENSOR_STEP`
+   bytes; in a file without, FastCDC cuts it (``CHUNK_PARAMS``) as if it were a file. If
+   its last chunk is shorter than ``min_size`` and the region does not end the file, that
+   chunk joins the one before it (a region ending the file keeps it, as a whole file's
+   last chunk always has).
+
+   Why fixed steps in a tensor: content-defined cuts find shared bytes that moved, and a
+   tensor's bytes do not move inside it. A fine-tune rewrites values in place; a re-save
+   moves whole tensors (each is cut from its own first byte, so it keeps its chunks); a
+   tensor grown along its first dimension (a vocabulary extended at the end) keeps its
+   leading rows at the same offsets, so its leading chunks too. Only bytes inserted in the
+   middle of a tensor would dedup better with FastCDC. Steps cost no CPU: on a 1 GiB
+   safetensors file FastCDC was about 0.3-0.4 CPU-seconds of a register's 1.4
+   (docs/benchmarks.md).
 2. A maximal run of consecutive *small* regions (shorter than ``min_size``) holding at
    least ``min_size`` bytes in all is grouped from its end backwards: a group closes as soon
    as it holds ``min_size`` bytes, and the bytes left at the run's front join the first
@@ -22,21 +31,24 @@ end of a file), using the regions' *sizes* only:
    re-save with other metadata changes.
 3. A run of small regions holding fewer than ``min_size`` bytes in all (the header before a
    large first tensor; a bias between two weights) is glued to the front of the next
-   large region's first chunk; at the end of the file, to the back of the previous large
-   region's last chunk; a file of nothing else is one chunk.
+   large region's first chunk; at the end of the file it is the file's last chunk (which
+   may be short), so loading a small last tensor alone fetches that tensor's bytes, not a
+   large neighbour's last chunk too; a file of nothing else is one chunk.
 
 So a tensor of at least ``min_size`` bytes whose neighbours are not glued to it is covered
 by whole chunks of its own (:func:`covering` finds them: its identity is then the Merkle
 hash of those chunks), a smaller tensor shares a chunk with its neighbours, and a file
-with no ranges gets exactly the chunks FastCDC cuts from it whole (today's chunks, so new
-versions dedup against old ones). Every chunk but a file's last is at least ``min_size``
-(above the manifest gate's minimum) and at most ``max_size + 3 * min_size`` bytes.
+with no ranges gets exactly the chunks FastCDC cuts from it whole (the chunks of every
+earlier release, so new versions dedup against old ones). Every chunk but a file's last is
+at least ``min_size`` (above the manifest gate's minimum) and at most
+``max_size + 3 * min_size`` bytes.
 
 **The threads.** The file is divided into *units* of at most ``reader.segment`` bytes
 (:data:`FILE_SEGMENT` for a file read from disk, :data:`MEMORY_SEGMENT` in memory; smaller,
 down to 16 MiB, so that each thread gets about four), each ending at a piece's edge where
 one lies in its second half. :func:`cut` runs FastCDC over the units on ``threads`` threads
-(pyfastcdc releases the GIL) and yields the chunks in file order on the caller's thread. A
+(pyfastcdc releases the GIL; stepped runs need no cutting) and yields the chunks in file
+order on the caller's thread. A
 large region that spans units is cut from each unit's start as well as from its own; from
 the first chunk start the two cuts share they are the same cut, so the caller's thread
 re-cuts only from the region's last chunk start before a unit's edge to that shared start,
@@ -91,6 +103,7 @@ from .segments import Segments
 __all__ = [
     "FILE_SEGMENT",
     "MEMORY_SEGMENT",
+    "TENSOR_STEP",
     "THREADS",
     "FileReader",
     "MemoryReader",
@@ -114,6 +127,9 @@ MEMORY_SEGMENT = 64 << 20
 _BALANCE_FLOOR = 16 << 20
 _MIN = CHUNK_PARAMS["min_size"]
 _MAX = CHUNK_PARAMS["max_size"]
+#: the size of the chunks a tensor file's large regions are cut into (the last one of a
+#: region aside): the average FastCDC chunk, so a file has as many chunks either way
+TENSOR_STEP = CHUNK_PARAMS["avg_size"]
 #: how far the caller's thread cuts at a time when it re-cuts a region across a unit's edge
 _REACH = 2 << 20
 #: how far past a unit's end such a re-cut first reaches (a copy of the bytes around the edge,
@@ -123,17 +139,25 @@ _PAST = 3 << 19
 
 @dataclass(frozen=True)
 class Piece:
-    """A run of chunks covering ``[lo, hi)``. With ``cdc``, FastCDC cuts ``[begin, end)``
-    and the bytes ``[lo, begin)`` and ``[end, hi)`` are glued to its first and last chunk;
-    else ``[lo, hi)`` is one chunk (``begin == lo`` and ``end == hi``)."""
+    """The chunks covering ``[lo, hi)``. With ``run``, ``[begin, end)`` is cut into a run of
+    chunks (by FastCDC, or every ``step`` bytes from ``begin`` when ``step`` is set) and the
+    bytes ``[lo, begin)`` are glued to its first chunk (``hi == end``); else ``[lo, hi)``
+    is one chunk (``begin == lo`` and ``end == hi``)."""
 
     lo: int
     begin: int
     end: int
     hi: int
-    cdc: bool
+    run: bool
     #: a last chunk shorter than ``min_size`` joins the one before it (not at a file's end)
     merge_tail: bool = False
+    #: the run's chunks are ``step`` bytes each (a tensor file's large region); 0: FastCDC
+    step: int = 0
+
+    @property
+    def cdc(self) -> bool:
+        """True for a run that FastCDC cuts."""
+        return self.run and not self.step
 
 
 def boundaries(size: int, ranges: Sequence[tuple[int, int]]) -> list[int]:
@@ -151,6 +175,7 @@ def boundaries(size: int, ranges: Sequence[tuple[int, int]]) -> list[int]:
 
 def plan(size: int, ranges: Sequence[tuple[int, int]] = ()) -> list[Piece]:
     """The pieces of a file of ``size`` bytes cut at ``ranges`` (the rule in the module doc)."""
+    step = TENSOR_STEP if ranges else 0
     edges = [0, *boundaries(size, ranges), size] if size else []
     regions = [(a, b) for a, b in zip(edges, edges[1:], strict=False) if b > a]
     pieces: list[Piece] = []
@@ -160,7 +185,7 @@ def plan(size: int, ranges: Sequence[tuple[int, int]] = ()) -> list[Piece]:
         begin, end = regions[i]
         if end - begin >= _MIN:
             lo = begin if glue is None else glue
-            pieces.append(Piece(lo, begin, end, end, True, end != size))
+            pieces.append(Piece(lo, begin, end, end, True, end != size, step))
             glue, i = None, i + 1
             continue
         j = i
@@ -171,9 +196,6 @@ def plan(size: int, ranges: Sequence[tuple[int, int]] = ()) -> list[Piece]:
             pieces.extend(Piece(a, a, b, b, False) for a, b in _groups(regions[i:j]))
         elif j < len(regions):
             glue = run_begin
-        elif pieces:
-            last = pieces[-1]
-            pieces[-1] = Piece(last.lo, last.begin, last.end, run_end, True, last.merge_tail)
         else:
             pieces.append(Piece(run_begin, run_begin, run_end, run_end, False))
         i = j
@@ -349,10 +371,10 @@ def _cut_from(buf: memoryview, base: int, limit: int, final: bool) -> Generator[
 
 
 def _bounds(p: Piece, ends: Iterable[int]) -> Iterator[tuple[int, int]]:
-    """The chunks of FastCDC piece ``p`` whose cut ends ``ends`` gives (cut from ``p.begin``,
-    in order): its last chunk merged into the one before when short (``merge_tail``), its
-    glued bytes added to its first and last chunk. A chunk is given as soon as the end
-    after it is known (that end tells whether the two merge)."""
+    """The chunks of run ``p`` whose cut ends ``ends`` gives (cut from ``p.begin``, in
+    order): its last chunk merged into the one before when short (``merge_tail``), its
+    glued bytes added to its first chunk. A chunk is given as soon as the end after it is
+    known (that end tells whether the two merge)."""
     start, pending = p.lo, None
     for e in ends:
         merges = e == p.end and p.merge_tail and pending is not None and e - pending < _MIN
@@ -362,6 +384,14 @@ def _bounds(p: Piece, ends: Iterable[int]) -> Iterator[tuple[int, int]]:
         pending = e
     if pending is not None:
         yield start, (p.hi if pending == p.end else pending)
+
+
+def _fixed_bounds(p: Piece) -> Iterator[tuple[int, int]]:
+    """The chunks of a piece no FastCDC cuts: a stepped run's (every ``step`` bytes from
+    ``begin``, through :func:`_bounds`), or the one chunk ``[lo, hi)``."""
+    if not p.run:
+        return iter([(p.lo, p.hi)])
+    return _bounds(p, [*range(p.begin + p.step, p.end, p.step), p.end])
 
 
 class _Cutter:
@@ -441,7 +471,7 @@ class _Cutter:
         )
         try:
             for i, p in enumerate(self.pieces):
-                bounds = self._piece_chunks(i, p) if p.cdc else iter([(p.lo, p.hi)])
+                bounds = self._piece_chunks(i, p) if p.cdc else _fixed_bounds(p)
                 for begin, end in bounds:
                     yield begin, self.view(begin, end)
                     self._release_before(end)
@@ -575,7 +605,7 @@ class _InOrder:
     def chunks(self) -> Generator[tuple[int, memoryview], None, None]:
         try:
             for p in self.pieces:
-                bounds = _bounds(p, self._ends(p)) if p.cdc else iter([(p.lo, p.hi)])
+                bounds = _bounds(p, self._ends(p)) if p.cdc else _fixed_bounds(p)
                 for begin, end in bounds:
                     yield begin, self._bytes(begin, end)
                     self.low = end
