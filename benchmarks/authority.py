@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -157,18 +156,16 @@ def _floor_s(events: int, threads: int = 1) -> float:
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     messages = [os.urandom(160) + i.to_bytes(4, "big") for i in range(events)]
     signatures = [private.sign(m) for m in messages]
-    sodium: Callable[[bytes, bytes], bytes] | None
-    try:
-        from nacl.bindings import crypto_sign_open as sodium
-    except ImportError:
-        sodium = None
+    from uniflow._authority.sshsig import _sodium_sign_open  # the call uniflow verifies with
+
+    sodium = _sodium_sign_open()
 
     def verify(part: int) -> None:
         for m, sig in zip(messages[part::threads], signatures[part::threads], strict=True):
             if sodium is None:
                 public.verify(sig, m)
-            else:
-                sodium(sig + m, raw)
+            elif not sodium(sig + m, raw):
+                raise RuntimeError("libsodium refused a valid signature")
 
     with ThreadPoolExecutor(threads) as pool:
         start = time.perf_counter()

@@ -97,3 +97,23 @@ def test_a_signature_libsodium_refuses_keeps_openssls_verdict() -> None:
     data = signed_data("git", MESSAGE, "sha512", b"")
     assert not _sodium_accepts(key, sig.sig_blob, data)
     assert _ours_accepts(sig, MESSAGE) == _openssl_accepts(sig, MESSAGE)
+
+
+def test_the_compiled_call_and_pynacls_public_one_agree(tmp_path: Path) -> None:
+    """The fast path calls libsodium through PyNaCl's compiled module (importing
+    ``nacl.bindings`` costs a verified get about 8 ms); PyNaCl's public function, the
+    fallback, gives the same verdicts."""
+    from uniflow._authority.sshsig import _bindings_sign_open, _ed25519_raw, _sodium_sign_open
+
+    sig, message = _ssh_keygen_signature(tmp_path, MESSAGE)
+    data = signed_data("git", message, sig.hash_algorithm, sig.reserved)
+    raw = _ed25519_raw(sig.public_key.blob)
+    compiled, public = _sodium_sign_open(), _bindings_sign_open()
+    assert compiled is not None and public is not None and raw is not None
+    for signed, accepted in (
+        (sig.sig_blob + data, True),
+        (sig.sig_blob + data + b"x", False),
+        (bytes(64) + data, False),
+        (sig.sig_blob[:63], False),  # shorter than a signature
+    ):
+        assert compiled(signed, raw) is accepted and public(signed, raw) is accepted

@@ -459,30 +459,50 @@ def _sodium_accepts(key: PublicKey, sig_blob: bytes, data: bytes) -> bool:
     raw = _ed25519_raw(key.blob)
     if sign_open is None or raw is None:
         return False
-    try:
-        sign_open(sig_blob + data, raw)
-    except _sodium_errors():
-        return False
-    return True
+    return sign_open(sig_blob + data, raw)
 
 
 @functools.cache
-def _sodium_sign_open() -> Callable[[bytes, bytes], bytes] | None:
-    """PyNaCl's ``crypto_sign_open`` (libsodium's Ed25519 verify), or ``None`` without PyNaCl."""
+def _sodium_sign_open() -> Callable[[bytes, bytes], bool] | None:
+    """libsodium's ``crypto_sign_open`` (the Ed25519 verify of a signature followed by its
+    message) as ``(signed message, 32-byte key) -> accepted``; ``None`` without PyNaCl.
+
+    It is called through PyNaCl's compiled module ``nacl._sodium`` (PyNaCl's own functions
+    call the same ``lib.crypto_sign_open``): importing ``nacl.bindings`` imports some forty
+    modules, about 8 ms of a verified ``uniflow get``, for this one function. Where that
+    module is missing or lacks the function (another PyNaCl), ``nacl.bindings`` is used.
+    """
     try:
-        from nacl.bindings import crypto_sign_open
+        from nacl._sodium import ffi, lib
     except ImportError:
-        return None
-    sign_open: Callable[[bytes, bytes], bytes] = crypto_sign_open
+        return _bindings_sign_open()
+    if not hasattr(lib, "crypto_sign_open") or lib.sodium_init() < 0:
+        return _bindings_sign_open()
+
+    def sign_open(signed: bytes, public_key: bytes) -> bool:
+        out = ffi.new("unsigned char[]", len(signed))
+        length = ffi.new("unsigned long long *")
+        return bool(lib.crypto_sign_open(out, length, signed, len(signed), public_key) == 0)
+
     return sign_open
 
 
-@functools.cache
-def _sodium_errors() -> tuple[type[Exception], ...]:
-    """What ``crypto_sign_open`` raises for a signature it refuses (only asked once PyNaCl imported)."""
-    from nacl.exceptions import CryptoError
+def _bindings_sign_open() -> Callable[[bytes, bytes], bool] | None:
+    """:func:`_sodium_sign_open` through PyNaCl's public ``nacl.bindings``."""
+    try:
+        from nacl.bindings import crypto_sign_open
+        from nacl.exceptions import CryptoError
+    except ImportError:
+        return None
 
-    return (CryptoError, ValueError, TypeError)
+    def sign_open(signed: bytes, public_key: bytes) -> bool:
+        try:
+            crypto_sign_open(signed, public_key)
+        except (CryptoError, ValueError, TypeError):
+            return False
+        return True
+
+    return sign_open
 
 
 @functools.lru_cache(maxsize=256)
