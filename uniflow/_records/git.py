@@ -287,12 +287,26 @@ def object_sizes(store: Any, hexsha: str) -> tuple[str, int, int] | None:
     A loose object's header states its size; a packed one's entry header states it, or for
     a delta its result size is in the delta's first bytes, and the chain is followed to its
     end, across packs (dulwich materialises every object on it to read the last)."""
-    places = _places(store)
-    where = _locate(places, hexsha)
-    if where is None:
-        return None
-    with contextlib.ExitStack() as files:
-        return _chain_sizes(places, hexsha, where, files)
+    found = _sized_place(store, hexsha)
+    return None if found is None else found[0]
+
+
+def _sized_place(store: Any, hexsha: str) -> tuple[tuple[str, int, int], tuple[Any, int, str]] | None:
+    """:func:`object_sizes` of ``hexsha`` and where it is (see :func:`_locate`); None if no
+    store here holds it. The packs listed before are searched first; where they do not hold
+    it, or one of them is gone, the packs are listed again and searched once more."""
+    for fresh in (False, True):
+        places = _places(store, fresh=fresh)
+        try:
+            where = _locate(places, hexsha)
+            if where is None:
+                continue
+            with contextlib.ExitStack() as files:
+                return _chain_sizes(places, hexsha, where, files), where
+        except FileNotFoundError:
+            if fresh:
+                raise
+    return None
 
 
 def _chain_sizes(
@@ -336,10 +350,33 @@ def _chain_sizes(
     )
 
 
-def _places(store: Any) -> list[tuple[str, list[Any]]]:
+#: per object store: the stamps of its pack directories and the places listed under them
+_LISTED: weakref.WeakKeyDictionary[Any, tuple[tuple[int, ...], list[tuple[str, list[Any]]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _places(store: Any, *, fresh: bool = False) -> list[tuple[str, list[Any]]]:
     """``(objects directory, packs)`` of the store and of each alternate with a directory:
-    where :func:`_locate` looks (the packs listed once, for every lookup of one call)."""
-    return [(s.path, list(s.packs)) for s in _stores(store) if getattr(s, "path", None) is not None]
+    where :func:`_locate` looks. The list is kept per store while no pack directory's
+    modification time changes (a pack added or removed changes it), so a read of many
+    objects lists the packs once instead of once per object; ``fresh`` lists them anyway."""
+    stores = [s for s in _stores(store) if getattr(s, "path", None) is not None]
+    stamp = tuple(_mtime_ns(getattr(s, "pack_dir", s.path)) for s in stores)
+    kept = None if fresh else _LISTED.get(store)
+    if kept is not None and kept[0] == stamp:
+        return kept[1]
+    places = [(s.path, list(s.packs)) for s in stores]
+    with contextlib.suppress(TypeError):  # a store that cannot be weakly referenced: not kept
+        _LISTED[store] = (stamp, places)
+    return places
+
+
+def _mtime_ns(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return -1
 
 
 def _locate(places: list[tuple[str, list[Any]]], hexsha: str) -> tuple[Any, int, str] | None:
@@ -768,23 +805,19 @@ class GitRepo:
         missing: KeyError."""
         import hashlib
 
-        sizes = object_sizes(self._repo.object_store, hexsha)
+        located = _sized_place(self._repo.object_store, hexsha)
+        sizes = located[0] if located is not None else None
         if sizes is not None and max(sizes[1], sizes[2]) > max_bytes:
             raise IntegrityError(f"git object {hexsha[:12]} is {sizes[1]} bytes, more than {max_bytes}")
         body = None
-        for s in _stores(self._repo.object_store):
-            path = getattr(s, "path", None)
-            body = inflate_loose(_loose_path(path, hexsha), max_bytes) if path is not None else None
-            if body is not None:
-                break
+        if located is None or located[1][0] is None:  # loose (or not found here): read the file
+            for s in _stores(self._repo.object_store):
+                path = getattr(s, "path", None)
+                body = inflate_loose(_loose_path(path, hexsha), max_bytes) if path is not None else None
+                if body is not None:
+                    break
         if body is None:
-            try:
-                type_num, raw = self._repo.object_store.get_raw(hexsha.encode())
-            except KeyError:
-                raise
-            except (zlib.error, ValueError, AssertionError) as exc:
-                raise IntegrityError(f"git object {hexsha[:12]} is damaged ({exc}); run 'git fsck'") from exc
-            body = bytes(raw)
+            type_num, body = self._packed_raw(hexsha, located[1][0] if located is not None else None)
             found = _TYPE_NAMES.get(type_num, "")
         else:
             found = sizes[0] if sizes is not None else ""
@@ -794,6 +827,22 @@ class GitRepo:
         if digest(f"{kind} {len(body)}\0".encode() + body).hexdigest() != hexsha:
             raise IntegrityError(f"git object {hexsha[:12]} does not hash to its name; run 'git fsck'")
         return body
+
+    def _packed_raw(self, hexsha: str, pack: Any) -> tuple[int, bytes]:
+        """``(type number, bytes)`` of a packed object: from ``pack``, where it was found,
+        else (or if that pack cannot give it) from wherever dulwich finds it (KeyError if
+        nowhere)."""
+        try:
+            if pack is not None:
+                with contextlib.suppress(KeyError, OSError):
+                    type_num, raw = pack.get_raw(bytes.fromhex(hexsha))
+                    return type_num, bytes(raw)
+            type_num, raw = self._repo.object_store.get_raw(hexsha.encode())
+        except KeyError:
+            raise
+        except (zlib.error, ValueError, AssertionError) as exc:
+            raise IntegrityError(f"git object {hexsha[:12]} is damaged ({exc}); run 'git fsck'") from exc
+        return type_num, bytes(raw)
 
     def first_parents(self, head: str, limit: int) -> list[str] | None:
         """The first-parent chain from commit ``head``, newest first, at most ``limit``
