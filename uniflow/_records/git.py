@@ -295,6 +295,8 @@ def _sized_place(store: Any, hexsha: str) -> tuple[tuple[str, int, int], tuple[A
     """:func:`object_sizes` of ``hexsha`` and where it is (see :func:`_locate`); None if no
     store here holds it. The packs listed before are searched first; where they do not hold
     it, or one of them is gone, the packs are listed again and searched once more."""
+    from dulwich.pack import PackFileDisappeared
+
     for fresh in (False, True):
         places = _places(store, fresh=fresh)
         try:
@@ -303,7 +305,7 @@ def _sized_place(store: Any, hexsha: str) -> tuple[tuple[str, int, int], tuple[A
                 continue
             with contextlib.ExitStack() as files:
                 return _chain_sizes(places, hexsha, where, files), where
-        except FileNotFoundError:
+        except (FileNotFoundError, PackFileDisappeared):
             if fresh:
                 raise
     return None
@@ -832,9 +834,11 @@ class GitRepo:
         """``(type number, bytes)`` of a packed object: from ``pack``, where it was found,
         else (or if that pack cannot give it) from wherever dulwich finds it (KeyError if
         nowhere)."""
+        from dulwich.pack import PackFileDisappeared
+
         try:
             if pack is not None:
-                with contextlib.suppress(KeyError, OSError):
+                with contextlib.suppress(KeyError, OSError, PackFileDisappeared):
                     type_num, raw = pack.get_raw(bytes.fromhex(hexsha))
                     return type_num, bytes(raw)
             type_num, raw = self._repo.object_store.get_raw(hexsha.encode())
