@@ -52,7 +52,7 @@ def _sequential(data: bytes, ranges: Sequence[tuple[int, int]]) -> list[int]:
     out: list[int] = []
     for p in plan(len(data), ranges):
         if not p.run:
-            out.append(p.hi)
+            out.append(p.end)
             continue
         if p.step:
             ends = [*range(p.begin + p.step, p.end, p.step), p.end]
@@ -61,7 +61,7 @@ def _sequential(data: bytes, ranges: Sequence[tuple[int, int]]) -> list[int]:
             ends = [p.begin + c.offset + c.length for c in chunker().cut_buf(run)]
         if p.merge_tail and len(ends) >= 2 and ends[-1] - ends[-2] < MIN:
             del ends[-2]
-        out += [*ends[:-1], p.hi]
+        out += ends
     return out
 
 
@@ -115,18 +115,18 @@ def test_large_regions_are_cut_alone_and_short_runs_are_glued_or_grouped() -> No
     smalls = [(t2[1] + i * 100 * k, t2[1] + (i + 1) * 100 * k) for i in range(3)]
     pieces = plan(size, [t1, bias, t2, *smalls])
     assert pieces == [
-        Piece(0, t1[0], t1[1], t1[1], True, True, TENSOR_STEP),  # the header is glued to t1's first chunk
-        Piece(bias[0], t2[0], t2[1], t2[1], True, True, TENSOR_STEP),  # the bias to t2's
-        Piece(smalls[0][0], smalls[0][0], size, size, False),  # 300 KiB of small ones: one chunk
+        Piece(0, t1[0], t1[1], True, True, TENSOR_STEP),  # the header is glued to t1's first chunk
+        Piece(bias[0], t2[0], t2[1], True, True, TENSOR_STEP),  # the bias to t2's
+        Piece(smalls[0][0], smalls[0][0], size, False),  # 300 KiB of small ones: one chunk
     ]
     # small ones at the end holding less than the minimum: the file's last chunk, alone
     assert plan(t2[1] + 8, [t1, bias, t2, (t2[1], t2[1] + 8)])[-2:] == [
-        Piece(bias[0], t2[0], t2[1], t2[1], True, True, TENSOR_STEP),
-        Piece(t2[1], t2[1], t2[1] + 8, t2[1] + 8, False),
+        Piece(bias[0], t2[0], t2[1], True, True, TENSOR_STEP),
+        Piece(t2[1], t2[1], t2[1] + 8, False),
     ]
-    assert plan(100, [(10, 20)]) == [Piece(0, 0, 100, 100, False)]  # a small file: one chunk
+    assert plan(100, [(10, 20)]) == [Piece(0, 0, 100, False)]  # a small file: one chunk
     assert plan(0) == []
-    assert plan(5 * MIB) == [Piece(0, 0, 5 * MIB, 5 * MIB, True, False)]  # no ranges: one FastCDC run
+    assert plan(5 * MIB) == [Piece(0, 0, 5 * MIB, True, False)]  # no ranges: one FastCDC run
 
 
 def test_small_tensors_are_grouped_from_the_end_so_the_header_size_does_not_matter() -> None:
@@ -139,7 +139,7 @@ def test_small_tensors_are_grouped_from_the_end_so_the_header_size_does_not_matt
         pieces = plan(
             edges[-1] + 2 * MIB, [*zip(edges, edges[1:], strict=False), (edges[-1], edges[-1] + 2 * MIB)]
         )
-        return [(p.lo - header, p.hi - header) for p in pieces[:-1]]  # relative to the first tensor
+        return [(p.lo - header, p.end - header) for p in pieces[:-1]]  # relative to the first tensor
 
     small, grown = groups(4_000), groups(40_000)
     assert small[1:] == grown[1:] and len(small) >= 2  # only the group holding the header differs

@@ -139,15 +139,14 @@ _PAST = 3 << 19
 
 @dataclass(frozen=True)
 class Piece:
-    """The chunks covering ``[lo, hi)``. With ``run``, ``[begin, end)`` is cut into a run of
+    """The chunks covering ``[lo, end)``. With ``run``, ``[begin, end)`` is cut into a run of
     chunks (by FastCDC, or every ``step`` bytes from ``begin`` when ``step`` is set) and the
-    bytes ``[lo, begin)`` are glued to its first chunk (``hi == end``); else ``[lo, hi)``
-    is one chunk (``begin == lo`` and ``end == hi``)."""
+    bytes ``[lo, begin)`` are glued to its first chunk; else ``[lo, end)`` is one chunk
+    (``begin == lo``)."""
 
     lo: int
     begin: int
     end: int
-    hi: int
     run: bool
     #: a last chunk shorter than ``min_size`` joins the one before it (not at a file's end)
     merge_tail: bool = False
@@ -185,7 +184,7 @@ def plan(size: int, ranges: Sequence[tuple[int, int]] = ()) -> list[Piece]:
         begin, end = regions[i]
         if end - begin >= _MIN:
             lo = begin if glue is None else glue
-            pieces.append(Piece(lo, begin, end, end, True, end != size, step))
+            pieces.append(Piece(lo, begin, end, True, end != size, step))
             glue, i = None, i + 1
             continue
         j = i
@@ -193,11 +192,11 @@ def plan(size: int, ranges: Sequence[tuple[int, int]] = ()) -> list[Piece]:
             j += 1
         run_begin, run_end = begin, regions[j - 1][1]
         if run_end - run_begin >= _MIN:
-            pieces.extend(Piece(a, a, b, b, False) for a, b in _groups(regions[i:j]))
+            pieces.extend(Piece(a, a, b, False) for a, b in _groups(regions[i:j]))
         elif j < len(regions):
             glue = run_begin
         else:
-            pieces.append(Piece(run_begin, run_begin, run_end, run_end, False))
+            pieces.append(Piece(run_begin, run_begin, run_end, False))
         i = j
     return pieces
 
@@ -383,14 +382,14 @@ def _bounds(p: Piece, ends: Iterable[int]) -> Iterator[tuple[int, int]]:
             start = pending
         pending = e
     if pending is not None:
-        yield start, (p.hi if pending == p.end else pending)
+        yield start, pending
 
 
 def _fixed_bounds(p: Piece) -> Iterator[tuple[int, int]]:
     """The chunks of a piece no FastCDC cuts: a stepped run's (every ``step`` bytes from
-    ``begin``, through :func:`_bounds`), or the one chunk ``[lo, hi)``."""
+    ``begin``, through :func:`_bounds`), or the one chunk ``[lo, end)``."""
     if not p.run:
-        return iter([(p.lo, p.hi)])
+        return iter([(p.lo, p.end)])
     return _bounds(p, [*range(p.begin + p.step, p.end, p.step), p.end])
 
 

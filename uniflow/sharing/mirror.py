@@ -247,8 +247,9 @@ class Mirror:
         gathered (under the sync's lock, after its fetches). ``git repack -a -d`` writes the
         new pack before it deletes the old ones, and keeps the promisor packs' objects in a
         promisor pack, so every object is in some pack at every moment and a killed repack
-        leaves at worst both copies. A read in another process does not take the lock: one
-        that listed the old packs just before they were deleted can fail once."""
+        leaves at worst both copies. A read in another process does not take the lock; one
+        that finds a pack it listed gone lists the packs again and reads the object from the
+        new pack (``_records.git``, and dulwich's own lookups, do so)."""
         try:
             with os.scandir(self.dir / "objects" / "pack") as entries:
                 packs = sum(1 for e in entries if e.name.endswith(".pack"))
