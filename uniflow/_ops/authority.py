@@ -460,16 +460,37 @@ def _unreadable(entry: SignedCommit, exc: IntegrityError | None) -> EventCheck:
     )
 
 
-def _tag_checks(repo: Repository, model: str, signers: Signers) -> tuple[dict[str, TagCheck], dict[str, str]]:
+def _unchecked(entry: SignedCommit, ev: LifecycleEvent, focus: str) -> EventCheck:
+    """The event of another version than ``focus``, not judged (see :func:`verify_lifecycle`)."""
+    stage = ev.to_stage if ev.action != "approve" else None
+    return EventCheck(
+        entry.sha, _utc(entry.time), ev.action, ev.version, ev.seq, None, stage, ev.for_stage, ev.actor,
+        None, entry.signature, True, f"not checked (a read of {focus})",
+    )  # fmt: skip
+
+
+def _tag_checks(
+    repo: Repository, model: str, signers: Signers, focus: str | None
+) -> tuple[dict[str, TagCheck], dict[str, str]]:
+    """Every version tag of ``model`` checked (with ``focus``: that version's alone, the others
+    :func:`_unchecked_tag`), and every version's tag id."""
     current = {v: str(sha) for v, sha in repo.index.versions(model).items()}  # one scan of the tag refs
     cache = repo.lifecycle.cache
     checks = {}
     for version, sha in sorted(current.items()):
+        if focus is not None and version != focus:
+            checks[version] = _unchecked_tag(version, sha, focus)
+            continue
         try:
             checks[version] = _check_tag(signers, version, read_signed_tag(repo.git, sha, cache))
         except IntegrityError as exc:
             checks[version] = TagCheck(version, sha, _utc(0), None, "unreadable", False, str(exc))
     return checks, current
+
+
+def _unchecked_tag(version: str, sha: str, focus: str) -> TagCheck:
+    """The tag of a version a read of ``focus`` does not judge (see :func:`verify_lifecycle`)."""
+    return TagCheck(version, sha, _utc(0), None, "not checked", True, f"not checked (a read of {focus})")
 
 
 def _bind_tags(tags: dict[str, TagCheck], registers: Mapping[str, tuple[str, str]]) -> None:
@@ -490,6 +511,7 @@ def verify_lifecycle(
     trust_root: str | os.PathLike[str] | TrustRoot | None = None,
     chain: PolicyChain | None = None,
     head: str | None = None,
+    focus: str | None = None,
 ) -> LifecycleVerdicts:
     """Verify every event and version tag of ``model`` (see the module).
 
@@ -499,18 +521,31 @@ def verify_lifecycle(
     instead of the local ref's (what a pull or a push would bring in). Without a policy every
     event is ``ok`` unless its signature is bad or its tag was replaced, and no holder counts
     as verified.
+
+    ``focus`` (a read of one version): only that version's tag and events are judged, which
+    is all :meth:`LifecycleVerdicts.holder_problem` of it reads. The events of other versions
+    are still read, their signatures verified and replayed (the head state, the stage
+    order, the approvals and a rollback depend on them), but not judged against the policy:
+    their checks and tags say ``not checked`` and count as ``ok``. Such verdicts are kept
+    apart from full ones.
     """
     if chain is None:
         chain = policy_chain(repo, trust_root)
     signers = Signers(chain)
     if head is None:
         head = repo.lifecycle.head(model)
-    tags, current = _tag_checks(repo, model, signers)
-    context = _context(chain, current, repo.stages())
-    cache = repo.lifecycle.cache
-    found = _kept_verdicts(cache, model, head, context, repo.stages()) if head else None
+    tags, current = _tag_checks(repo, model, signers, focus)
+    kept = _Kept(
+        repo.lifecycle.cache,
+        VERDICTS_KIND if focus is None else FOCUSED_KIND,
+        model,
+        _context(chain, current, repo.stages(), focus),
+        repo.stages(),
+    )
+    found = kept.load(head) if head else None
     if found is None:
-        checks, replay = _evaluate(repo, model, head, signers, tags, current, context)
+        start = _Checker(model, signers, tags, current, {}, [], focus, _Replay(repo.stages()))
+        checks, replay = _evaluate(repo, head, start, kept)
     else:
         checks, replay = found
     _bind_tags(tags, replay.registers)
@@ -531,39 +566,33 @@ def verify_lifecycle(
 
 
 def _evaluate(
-    repo: Repository,
-    model: str,
-    head: str | None,
-    signers: Signers,
-    tags: Mapping[str, TagCheck],
-    current: Mapping[str, str],
-    context: str,
+    repo: Repository, head: str | None, start: _Checker, kept: _Kept
 ) -> tuple[list[EventCheck], _Replay]:
     """Check the events from the newest kept verdicts (or the first event) up to ``head``,
     and keep the result under ``head``. Without kept verdicts on the chain, the events are
-    checked as their verdicts come in (:class:`_Early`), in the same order."""
-    cache = repo.lifecycle.cache
-    parsed: dict[str, LifecycleEvent | IntegrityError] = {}
-    early = _Early(_Checker(model, signers, tags, current, parsed, [], _Replay(repo.stages())), cache)
+    checked as their verdicts come in (:class:`_Early`, by ``start``, a checker with nothing
+    checked yet), in the same order."""
+    model, cache = start.model, repo.lifecycle.cache
+    early = _Early(start, kept)
     commits = read_signed_chain(
         repo.git,
         head,
         model,
         cache,
-        meanwhile=lambda found: _parse_events(model, found, parsed),
+        meanwhile=lambda found: _parse_events(model, found, start.parsed),
         verified=early,
     )
-    checker, start = early.checker, early.resumable(commits)
-    if start is None:
-        checks, replay, start = _resume(cache, model, commits, context, repo.stages())
-        checker = _Checker(model, signers, tags, current, parsed, checks, replay)
-    for i in range(start, len(commits)):
+    checker, first = early.checker, early.resumable(commits)
+    if first is None:
+        checks, replay, first = kept.newest_on(commits)
+        checker = dataclasses.replace(start, checks=checks, replay=replay)
+    for i in range(first, len(commits)):
         checker.check(i, commits[i])
     checks, replay = checker.checks, checker.replay
-    if cache is not None and head and commits:
-        _keep_verdicts(cache, model, head, context, checks, replay)
-        if start and commits[start - 1].sha != head:
-            cache.delete(VERDICTS_KIND, commits[start - 1].sha)  # superseded: one entry per model
+    if head and commits:
+        kept.keep(head, checks, replay)
+        if first and commits[first - 1].sha != head:
+            kept.drop(commits[first - 1].sha)  # superseded: one entry per model
     return checks, replay
 
 
@@ -576,8 +605,9 @@ class _Checker:
     signers: Signers
     tags: Mapping[str, TagCheck]
     current: Mapping[str, str]
-    parsed: Mapping[str, LifecycleEvent | IntegrityError]  #: events parsed ahead, by commit
+    parsed: dict[str, LifecycleEvent | IntegrityError]  #: events parsed ahead, by commit
     checks: list[EventCheck]
+    focus: str | None  #: the one version judged (None: all; see verify_lifecycle)
     replay: _Replay
 
     def check(self, i: int, entry: SignedCommit) -> None:
@@ -586,6 +616,10 @@ class _Checker:
         ev = parsed[entry.sha] if entry.sha in parsed else _parse(self.model, entry.sha, entry.event)
         if not isinstance(ev, LifecycleEvent):
             self.checks.append(_unreadable(entry, ev))
+            return
+        if self.focus is not None and ev.version != self.focus:
+            self.checks.append(_unchecked(entry, ev, self.focus))
+            self.replay.move(i, ev, entry.sha)
             return
         check = _event_check(self.model, entry, ev, self.signers, self.replay, self.tags, self.current)
         if entry.problem is not None:  # replayed as the tree says, as every reader reads it
@@ -599,9 +633,9 @@ class _Early:
     first, :func:`read_signed_chain`'s ``verified``) while the newer ones still verify. It
     stops at a commit with kept verdicts: those are resumed from instead (:func:`_resume`)."""
 
-    def __init__(self, checker: _Checker, cache: DerivedCache | None) -> None:
+    def __init__(self, checker: _Checker, kept: _Kept) -> None:
         self.checker = checker
-        self.kept = cache.keys(VERDICTS_KIND) if cache is not None else set()
+        self.kept = kept.keys()
         self.done: list[str] = []  # the commits checked, oldest first
         self.stopped = False
 
@@ -646,15 +680,20 @@ def _parse_events(
 # ---------------------------------------------------------------------- kept verdicts
 #: derived-cache kind of a model's verdicts, kept under the lifecycle head they reach
 VERDICTS_KIND = "verdicts"
+#: the same, for the verdicts of a read judging one version (``focus``)
+FOCUSED_KIND = "readverdicts"
 _VERDICTS_FORMAT = 1
 _CHECK_FIELDS = 15
 
 
-def _context(chain: PolicyChain | None, tags: Mapping[str, str], single: Mapping[str, bool]) -> str:
+def _context(
+    chain: PolicyChain | None, tags: Mapping[str, str], single: Mapping[str, bool], focus: str | None
+) -> str:
     """What every verdict depends on besides the chain of events: the accepted policy
-    revisions, the version tags and the stage table. Kept verdicts count only under the same."""
+    revisions, the version tags, the stage table and the version judged (None: all). Kept
+    verdicts count only under the same."""
     revisions = [r.commit for r in chain.history] if chain is not None else []
-    text = json.dumps([revisions, sorted(tags.items()), sorted(single.items())])
+    text = json.dumps([revisions, sorted(tags.items()), sorted(single.items()), focus])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -708,56 +747,63 @@ def _replay_from(model: str, d: Any, single: Mapping[str, bool]) -> _Replay:
     return r
 
 
-def _load(
-    cache: DerivedCache, model: str, sha: str, context: str, single: Mapping[str, bool]
-) -> tuple[list[EventCheck], _Replay] | None:
-    d = cache.get_record(VERDICTS_KIND, sha, _VERDICTS_FORMAT, model, 5)
-    if d is None or d[2] != context or not isinstance(d[3], list) or not d[3]:
-        return None
-    try:
-        checks = [_check_from(row) for row in d[3]]
-        replay = _replay_from(model, d[4], single)
-    except (ValueError, TypeError, KeyError, AttributeError):
-        return None  # forged under a valid MAC is impossible; an older layout is not
-    return (checks, replay) if checks[-1].commit == sha else None
+@dataclass(frozen=True)
+class _Kept:
+    """Where a model's verdicts are kept (``kind``: a read's focused verdicts apart from full
+    ones), and the ``context`` they count under."""
 
+    cache: DerivedCache | None
+    kind: str
+    model: str
+    context: str
+    single: Mapping[str, bool]
 
-def _kept_verdicts(
-    cache: DerivedCache | None, model: str, head: str, context: str, single: Mapping[str, bool]
-) -> tuple[list[EventCheck], _Replay] | None:
-    """The verdicts kept under ``head`` for the same context, or None."""
-    return _load(cache, model, head, context, single) if cache is not None else None
+    def keys(self) -> set[str]:
+        """The commits with kept verdicts of this kind (unverified)."""
+        return self.cache.keys(self.kind) if self.cache is not None else set()
 
+    def load(self, sha: str) -> tuple[list[EventCheck], _Replay] | None:
+        """The verdicts kept under ``sha`` in the same context, or None."""
+        if self.cache is None:
+            return None
+        d = self.cache.get_record(self.kind, sha, _VERDICTS_FORMAT, self.model, 5)
+        if d is None or d[2] != self.context or not isinstance(d[3], list) or not d[3]:
+            return None
+        try:
+            checks = [_check_from(row) for row in d[3]]
+            replay = _replay_from(self.model, d[4], self.single)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None  # forged under a valid MAC is impossible; an older layout is not
+        return (checks, replay) if checks[-1].commit == sha else None
 
-def _resume(
-    cache: DerivedCache | None,
-    model: str,
-    commits: list[SignedCommit],
-    context: str,
-    single: Mapping[str, bool],
-) -> tuple[list[EventCheck], _Replay, int]:
-    """The newest kept verdicts on ``commits`` (the same events, the same context) and how
-    many commits they cover; nothing kept: ``([], fresh replay, 0)``."""
-    listed = cache.keys(VERDICTS_KIND) if cache is not None else set()
-    for i in range(len(commits) - 1, -1, -1):
-        if cache is None or commits[i].sha not in listed:
-            continue
-        found = _load(cache, model, commits[i].sha, context, single)
-        if (
-            found is not None
-            and len(found[0]) == i + 1
-            and all(c.commit == e.sha for c, e in zip(found[0], commits, strict=False))
-        ):
-            return found[0], found[1], i + 1
-    return [], _Replay(single), 0
+    def newest_on(self, commits: list[SignedCommit]) -> tuple[list[EventCheck], _Replay, int]:
+        """The newest kept verdicts on ``commits`` (the same events, the same context) and how
+        many commits they cover; nothing kept: ``([], fresh replay, 0)``."""
+        listed = self.keys()
+        for i in range(len(commits) - 1, -1, -1):
+            if commits[i].sha not in listed:
+                continue
+            found = self.load(commits[i].sha)
+            if (
+                found is not None
+                and len(found[0]) == i + 1
+                and all(c.commit == e.sha for c, e in zip(found[0], commits, strict=False))
+            ):
+                return found[0], found[1], i + 1
+        return [], _Replay(self.single), 0
 
+    def keep(self, head: str, checks: list[EventCheck], replay: _Replay) -> None:
+        """Keep ``checks`` and ``replay`` under ``head``."""
+        if self.cache is None:
+            return
+        rows = [_check_row(c) for c in checks]
+        record = [_VERDICTS_FORMAT, self.model, self.context, rows, _replay_record(replay)]
+        self.cache.put(self.kind, head, msgpack.packb(record, use_bin_type=True))
 
-def _keep_verdicts(
-    cache: DerivedCache, model: str, head: str, context: str, checks: list[EventCheck], replay: _Replay
-) -> None:
-    rows = [_check_row(c) for c in checks]
-    record = [_VERDICTS_FORMAT, model, context, rows, _replay_record(replay)]
-    cache.put(VERDICTS_KIND, head, msgpack.packb(record, use_bin_type=True))
+    def drop(self, sha: str) -> None:
+        """Remove the verdicts kept under ``sha``."""
+        if self.cache is not None:
+            self.cache.delete(self.kind, sha)
 
 
 def _state_problems(repo: Repository, model: str, head: str | None, replay: _Replay) -> tuple[str, ...]:

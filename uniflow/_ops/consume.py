@@ -163,7 +163,7 @@ def _problem(
     if key is not None and cache is not None and cache.get(READ_KIND, key) == _READ_OK:
         return None, PolicyError  # the same inputs verified before, with its head recorded
     try:
-        verdicts = verify_lifecycle(repo, name, trust_root=trust_root)
+        verdicts = verify_lifecycle(repo, name, trust_root=trust_root, focus=version)
     except (PolicyError, NotFoundError, RepositoryError) as exc:
         return f"{name}: cannot verify signatures: {exc}", PolicyError
     except IntegrityError as exc:

@@ -85,7 +85,8 @@ def _verified_signer(repo: Repository, name: str, version: str) -> str | None:
     from .._ops.authority import verify_lifecycle
 
     try:
-        check = verify_lifecycle(repo, name).tags.get(repo.resolve(name, version, None)[0])
+        resolved = repo.resolve(name, version, None)[0]
+        check = verify_lifecycle(repo, name, focus=resolved).tags.get(resolved)
     except UniflowError:
         return None
     return check.signer if check is not None and check.ok else None
