@@ -286,10 +286,20 @@ def hooks() -> None:
     help="With --server: an allowed-signers file naming the admins, copied into the bare "
     "repository as the root of the policy chain (default: the first policy it holds).",
 )
+@click.option(
+    "--into",
+    "into",
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="With --server: write the hook as DIR/uniflow, for a server that runs every hook in "
+    "a directory (GitLab's custom_hooks/pre-receive.d). Gitea's hooks/pre-receive.d is found "
+    "without it.",
+)
 @json_option
 @repo_option
 def hooks_install(
-    force: bool, server: str | None, trust_root: str | None, as_json: bool, repo: str | None
+    force: bool, server: str | None, trust_root: str | None, into: str | None, as_json: bool, repo: str | None
 ) -> None:
     """Install the pre-push and post-merge hooks into this repository.
 
@@ -302,10 +312,12 @@ def hooks_install(
     from ..sharing.hooks import configure_fetch, install_hooks
 
     if server is not None:
-        _install_server(server, trust_root, force, as_json)
+        _install_server(server, trust_root, into, force, as_json)
         return
-    if trust_root is not None:
-        raise CliError("--trust-root goes with --server PATH.git")
+    if trust_root is not None or into is not None:
+        raise CliError(
+            f"{'--trust-root' if trust_root is not None else '--into'} goes with --server PATH.git"
+        )
     repository = get_registry(repo).repository
     results = install_hooks(repository, force=force)
     fetch = configure_fetch(repository.root)
@@ -325,7 +337,9 @@ def hooks_install(
         raise CliError(conflicts[0].detail)
 
 
-def _install_server(server: str, trust_root: str | None, force: bool, as_json: bool) -> None:
+def _install_server(
+    server: str, trust_root: str | None, into: str | None, force: bool, as_json: bool
+) -> None:
     """``hooks install --server``: the pre-receive hook, and the trust root it starts from."""
     from pathlib import Path
 
@@ -337,7 +351,10 @@ def _install_server(server: str, trust_root: str | None, force: bool, as_json: b
 
         load_trust_root(trust_root)  # refused before anything is written unless it names admins
     result = install_server_hook(
-        Path(server), force=force, trust_root=Path(trust_root) if trust_root else None
+        Path(server),
+        force=force,
+        trust_root=Path(trust_root) if trust_root else None,
+        into=Path(into) if into is not None else None,
     )
     root = server_root(server) if result.status != "conflict" else None
     if as_json:

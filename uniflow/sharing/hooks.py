@@ -52,6 +52,7 @@ __all__ = [
     "FETCH_REFSPEC",
     "HOOK_NAMES",
     "SERVER_HOOK",
+    "SERVER_HOOK_FILE",
     "FetchConfig",
     "HookResult",
     "configure_fetch",
@@ -71,6 +72,8 @@ log = logging.getLogger("uniflow.hooks")
 HOOK_NAMES = ("pre-push", "post-merge")
 #: the hook ``hooks install --server`` puts in a bare repository
 SERVER_HOOK = "pre-receive"
+#: the file uniflow's server hook is in a directory of hooks that all run (``pre-receive.d``)
+SERVER_HOOK_FILE = "uniflow"
 #: the hook that was in place before uniflow's, kept next to it and run first
 CHAINED_SUFFIX = ".uniflow-chained"
 #: ``--force`` over a conflict keeps the older chained hook under this name
@@ -332,11 +335,13 @@ def install_hooks(repo: Repository, *, force: bool = False, python: str | None =
     return [_install_one(target, name, hook_script(name, py), force) for name in HOOK_NAMES]
 
 
-def _install_one(target: Path, name: str, text: str, force: bool) -> HookResult:
-    """Put hook ``name`` (``text``) in ``target``: ``installed`` where there was none,
-    ``unchanged``, ``updated`` (an older uniflow hook), or ``chained`` (the hook there is
-    kept as ``<name>.uniflow-chained``); ``conflict`` when that name holds another hook."""
-    path, chained = target / name, target / f"{name}{CHAINED_SUFFIX}"
+def _install_one(target: Path, name: str, text: str, force: bool, file: str | None = None) -> HookResult:
+    """Put hook ``name`` (``text``) in ``target`` as ``file`` (default: ``name``): ``installed``
+    where there was none, ``unchanged``, ``updated`` (an older uniflow hook), or ``chained``
+    (the hook there is kept as ``<file>.uniflow-chained``); ``conflict`` when that name
+    holds another hook."""
+    file = file or name
+    path, chained = target / file, target / f"{file}{CHAINED_SUFFIX}"
     current = _read(path)
     kept = str(chained) if os.path.lexists(chained) else None
     if current is None:
@@ -344,9 +349,9 @@ def _install_one(target: Path, name: str, text: str, force: bool) -> HookResult:
     elif current == text.encode():
         return HookResult(name, str(path), "unchanged", kept)
     elif f"{_MARKER}{name}".encode() in current:
-        status, kept = _update_own(target, name, chained, kept)
+        status, kept = _update_own(target, file, chained, kept)
     else:
-        detail = _chain_foreign(target, name, path, chained, kept, force)
+        detail = _chain_foreign(target, file, path, chained, kept, force)
         if detail is not None:
             return HookResult(name, str(path), "conflict", kept, detail)
         status, kept = "chained", str(chained)
@@ -388,20 +393,30 @@ def _chain_foreign(
 
 
 def install_server_hook(
-    bare: Path, *, force: bool = False, python: str | None = None, trust_root: Path | None = None
+    bare: Path,
+    *,
+    force: bool = False,
+    python: str | None = None,
+    trust_root: Path | None = None,
+    into: Path | None = None,
 ) -> HookResult:
-    """Install the ``pre-receive`` hook in the bare repository ``bare`` (its ``hooks``
-    directory, or ``core.hooksPath``), chaining the one already there as the client hooks do.
-    ``trust_root`` (an allowed-signers file naming the admins) is copied into the repository
-    as the pinned root the hook verifies the policy chain from (see
-    :mod:`uniflow._ops.incoming`); without it the first policy the repository holds is."""
+    """Install the ``pre-receive`` hook for the bare repository ``bare``.
+
+    Where: ``into`` (a directory whose hooks all run, such as GitLab's
+    ``custom_hooks/pre-receive.d``), as ``into/uniflow``; else, when ``bare``'s hooks
+    directory (or ``core.hooksPath``) has a ``pre-receive.d`` (Gitea's layout: its own
+    ``pre-receive`` runs every hook there, and is rewritten when Gitea resynchronizes its
+    hooks), as ``pre-receive.d/uniflow``; else as the ``pre-receive`` hook itself, chaining
+    the one already there as the client hooks do. ``trust_root`` (an allowed-signers file
+    naming the admins) is copied into the repository as the pinned root the hook verifies
+    the policy chain from (see :mod:`uniflow._ops.incoming`); without it the first policy the
+    repository holds is."""
     from .._records.policyfiles import server_trust_root_path
 
     root = Path(bare).resolve()
     if not (root / "HEAD").is_file() or not (root / "objects").is_dir():
         raise UsageError(f"--server {bare}: not a bare Git repository (no HEAD and objects/ in it)")
-    out = run_git(root, "rev-parse", "--git-path", "hooks", timeout=60).stdout.strip()
-    target = Path(out) if os.path.isabs(out) else root / out
+    target, file = _server_hook_place(root, into)
     try:
         target.mkdir(parents=True, exist_ok=True)
         if trust_root is not None:
@@ -409,9 +424,22 @@ def install_server_hook(
             pinned.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(trust_root, pinned)
     except OSError as exc:
-        raise RepositoryError(f"cannot install the server hook in {root}: {exc.strerror}") from exc
+        raise RepositoryError(f"cannot install the server hook in {target}: {exc.strerror}") from exc
     py = python if python is not None else _isolated_python()
-    return _install_one(target, SERVER_HOOK, hook_script(SERVER_HOOK, py), force)
+    return _install_one(target, SERVER_HOOK, hook_script(SERVER_HOOK, py), force, file)
+
+
+def _server_hook_place(root: Path, into: Path | None) -> tuple[Path, str]:
+    """``(directory, file name)`` of the server hook of the bare repository ``root`` (see
+    :func:`install_server_hook`)."""
+    if into is not None:
+        return Path(into).absolute(), SERVER_HOOK_FILE
+    out = run_git(root, "rev-parse", "--git-path", "hooks", timeout=60).stdout.strip()
+    hooks = Path(out) if os.path.isabs(out) else root / out
+    several = hooks / f"{SERVER_HOOK}.d"
+    if several.is_dir() and not several.is_symlink():
+        return several, SERVER_HOOK_FILE
+    return hooks, SERVER_HOOK
 
 
 def uninstall_hooks(repo: Repository) -> list[HookResult]:
