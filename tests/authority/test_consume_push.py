@@ -158,6 +158,25 @@ def push(repo: Path, url: str, *refspecs: str) -> Any:
     return git(repo, "push", url, *(refspecs or REGISTRY_REFS), check=False)
 
 
+def refused_push(repo: Path, url: str, *refspecs: str) -> str:
+    """The stderr of a ``git push`` the server refused (asserted)."""
+    r = push(repo, url, *refspecs)
+    err = r.stderr.decode()
+    assert r.returncode != 0, err
+    return err
+
+
+def forgery_refused(repo: Path, bare: Path, version: str, key: Key | None = None) -> tuple[str, str]:
+    """A promotion of ``version`` to production forged in ``repo`` (signed by ``key``, or not)
+    and pushed to ``bare``: ``(the forged commit, git push's stderr)``, once asserted that the
+    push was refused and the server's lifecycle did not move."""
+    accepted = head_of(bare)
+    forged = forge(repo, version, "production", key)
+    err = refused_push(repo, str(bare))
+    assert head_of(bare) == accepted
+    return forged, err
+
+
 @contextlib.contextmanager
 def over_file(base: Path) -> Iterator[str]:
     yield (base / "server.git").as_uri()
@@ -207,13 +226,8 @@ def test_pre_receive_refuses_a_promotion_signed_by_an_unknown_key(
     v = staged(governed, keys)
     bare = server_for(tmp_path, governed)
     assert push(governed, str(bare)).returncode == 0
-    accepted = head_of(bare)
-    forged = forge(governed, v, "production", keys[MALLORY])
-    refused = push(governed, str(bare))
-    err = refused.stderr.decode()
-    assert refused.returncode != 0
+    forged, err = forgery_refused(governed, bare, v, keys[MALLORY])
     assert forged[:12] in err and "is not an allowed signer" in err, err
-    assert head_of(bare) == accepted
 
 
 def test_a_non_admins_policy_edit_does_not_let_its_promotion_in(
