@@ -792,8 +792,10 @@ class RemoteRegistry(RegistryReader):
         if path is None:
             raise UsageError("RemoteRegistry needs a Git URL")
         self._signatures, self._trust_root = _signature_options(signatures, trust_root)
-        verifying = self._signatures in ("warn", "require")  # the policy history is synced at once
-        self._source = RemoteSource(os.fspath(path), offline=offline, blob=blob, history=verifying)
+        # the policy history is synced at once for a read that verifies; a read whose mode is
+        # not set verifies (warn) once a policy exists, so the sync brings it then
+        history = None if self._signatures is None else self._signatures in ("warn", "require")
+        self._source = RemoteSource(os.fspath(path), offline=offline, blob=blob, history=history)
         self.url: str = self._source.display
 
     def _open(self) -> Repository:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import cli
+from tests.helpers import cli, shared_setup
 from uniflow import ModelRegistry
 
 from .conftest import Key, git
@@ -82,3 +82,51 @@ def test_a_mirror_left_shallow_by_an_unverified_read_is_unshallowed_by_the_next_
     fetches = _fetches(trace)
     assert "--unshallow" in fetches[0] and len(fetches) == 3, fetches
     assert not (_mirror(cache_dir) / "shallow").exists()
+
+
+def test_a_plain_get_of_a_governed_remote_brings_the_policy_history_in_its_sync(
+    with_code: dict[str, Any], tmp_path: Path, cache_dir: Path
+) -> None:
+    """Without --require-signed a get verifies and warns once a policy exists: the sync sees
+    the policy at the default branch's head and completes its history in one more fetch
+    (the policy blobs came with the sync's own), instead of two after it."""
+    out, trace = tmp_path / "out", tmp_path / "trace.txt"
+    out.mkdir()
+    args = ("get", with_code["url"], MODEL, "--stage", "production", "-o", "prod")
+    r = cli(out, *args, env={"GIT_TRACE": str(trace)})
+    assert "warning" not in r.stderr, r.stderr  # verified (warn mode), and nothing to warn about
+    fetches = _fetches(trace)
+    assert len(fetches) == 4, fetches  # tags at depth 1, lifecycles, blobs by id, the history
+    assert "--depth=1" in fetches[0] and "--unshallow" in fetches[3], fetches
+    mirror = _mirror(cache_dir)
+    assert not (mirror / "shallow").exists()
+    assert (mirror / "uniflow" / "history-complete").is_file()
+    objects = git(mirror, "cat-file", "--batch-all-objects", "--batch-check=%(objectname)").stdout.decode()
+    assert with_code["code_blob"] not in objects.split()  # and still no code
+
+
+def test_a_plain_get_of_a_remote_without_a_policy_fetches_no_history(tmp_path: Path, cache_dir: Path) -> None:
+    bare, clone = shared_setup(tmp_path, blob_url=str(tmp_path / "srv" / "blobs"))
+    model = tmp_path / "model.bin"
+    model.write_bytes(os.urandom(4096))
+    with ModelRegistry(clone) as reg:
+        v = reg.register(str(model), MODEL).version
+        reg.promote(MODEL, v, "production")
+        reg.push()
+    out, trace = tmp_path / "out", tmp_path / "trace.txt"
+    out.mkdir()
+    r = cli(
+        out,
+        "get",
+        f"file://{bare}",
+        MODEL,
+        "--stage",
+        "production",
+        "-o",
+        "prod",
+        env={"GIT_TRACE": str(trace)},
+    )
+    assert "warning" not in r.stderr, r.stderr
+    fetches = _fetches(trace)
+    assert len(fetches) == 3 and not any("--unshallow" in f for f in fetches), fetches
+    assert (_mirror(cache_dir) / "shallow").exists()  # the code's history stays on the server

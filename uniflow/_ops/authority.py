@@ -41,7 +41,7 @@ from .._authority.sshsig import GIT_NAMESPACE, PublicKey
 from .._errors import IntegrityError, NotFoundError, SignatureError
 from .._records.lifecycle import LifecycleEvent, commit_context, parse_event
 from .._records.objcache import DerivedCache
-from .._records.policyfiles import SIGNERS_PATH
+from .._records.paths import SIGNERS_PATH
 from .._records.signedchain import SignedCommit, SignedTag, read_signed_chain, read_signed_tag
 from .._stages import SHARED_STAGES, ModelStage
 from .policy import policy_check

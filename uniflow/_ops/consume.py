@@ -58,8 +58,8 @@ from .._errors import (
 from .._records.config import SIGNATURE_MODES
 from .._records.lifecycle import walk_first_parents
 from .._records.objcache import KEY_FILE, cache_home, keyed_mac, load_key
-from .._records.paths import store_dir
-from .._records.policyfiles import POLICY_PATH, default_branch, read_trust_root
+from .._records.paths import POLICY_PATH, store_dir
+from .._records.policyfiles import default_branch, read_trust_root
 from .._storage.fsio import flock_within, fsync_dir
 from .authority import LifecycleVerdicts, verify_lifecycle
 

@@ -37,11 +37,10 @@ from .._authority.rotation import (
 )
 from .._authority.sshsig import GIT_NAMESPACE
 from .._errors import NotFoundError, PolicyError, SignatureError, SigningError, UsageError
+from .._records.paths import POLICY_PATH, SIGNERS_PATH
 from .._records.policyfiles import (
     MAX_POLICY_FILE,
-    POLICY_PATH,
     SIGNATURES_DIR,
-    SIGNERS_PATH,
     PolicyHistory,
     read_policy_history,
     read_trust_root,

@@ -6,10 +6,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["STORE_DIR", "find_workdir", "git_common_dir", "store_dir", "work_trees"]
+__all__ = [
+    "POLICY_PATH",
+    "SIGNERS_PATH",
+    "STORE_DIR",
+    "find_workdir",
+    "git_common_dir",
+    "store_dir",
+    "work_trees",
+]
 
 #: the chunk store's directory inside the common Git directory (as git-lfs keeps ``lfs/``)
 STORE_DIR = "uniflow"
+#: the two policy files, relative to the repository root (docs/governance.md)
+POLICY_PATH = ".uniflow/policy.toml"
+SIGNERS_PATH = ".uniflow/allowed_signers"
 
 
 def find_workdir(start: Path) -> Path | None:

@@ -47,15 +47,13 @@ from .._errors import IntegrityError, PolicyError, RepositoryError, SignatureErr
 from .._naming import valid_ref_component
 from .._storage.fsio import os_reason, write_immutable
 from .git import GitRepo
-from .paths import git_common_dir, store_dir
+from .paths import POLICY_PATH, SIGNERS_PATH, git_common_dir, store_dir
 
 __all__ = [
     "MAX_COMMIT_BYTES",
     "MAX_HISTORY",
     "MAX_POLICY_FILE",
-    "POLICY_PATH",
     "SIGNATURES_DIR",
-    "SIGNERS_PATH",
     "TRUST_ROOT_FILE",
     "PolicyHistory",
     "commit_signers",
@@ -69,9 +67,6 @@ __all__ = [
     "trust_root_path",
 ]
 
-#: the two files, relative to the repository root
-POLICY_PATH = ".uniflow/policy.toml"
-SIGNERS_PATH = ".uniflow/allowed_signers"
 #: the folder of a revision's co-signatures (``<name>.sig``, armored SSH signatures)
 SIGNATURES_DIR = ".uniflow/policy-signatures"
 _SIGNATURES_NAME = SIGNATURES_DIR.split("/", 1)[1]

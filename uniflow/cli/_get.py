@@ -225,7 +225,9 @@ def _begin_sync(url: str, offline: bool, verifying: bool) -> None:
 
     parsed, home = parse_git_url(url), cache_home()
     if parsed is not None and home is not None:
-        begin_sync(Mirror(parsed, home), offline=offline, history=verifying)
+        # without --require-signed the get verifies (warn) once a policy exists: None asks the
+        # sync for the policy history only then (Mirror.sync)
+        begin_sync(Mirror(parsed, home), offline=offline, history=True if verifying else None)
 
 
 def _verified_line(require_signed: bool, trust_root: str | None) -> str | None:

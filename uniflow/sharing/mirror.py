@@ -28,7 +28,11 @@ the default branch's history as commits and trees (``--filter=blob:none``, unsha
 step 2 left shallow) and the blobs of the two policy files along it, recorded complete per
 head in ``uniflow/history-complete``. A sync told so beforehand (``history=True``: a registry
 opened with ``signatures="require"`` or ``"warn"``) brings them in steps 2 and 3 (no
-``--depth``; the policy blobs in the same request), so that nothing is left to fetch.
+``--depth``; the policy blobs in the same request), so that nothing is left to fetch. A sync
+that may need them (``history=None``: a read whose mode is not set, ``warn`` once a policy
+exists) learns it in step 3: when the default branch's head holds ``.uniflow/policy.toml``,
+that request also asks for the head's policy blobs, and one more fetch (``--unshallow``)
+completes the history; without a policy, nothing more is fetched.
 The mirror's ``HEAD`` points at the default branch's head (``refs/mirror/head``), where the
 policy files are read from; ``uniflow/`` also holds the trust root and the lifecycle heads a
 verified read saw.
@@ -71,6 +75,7 @@ from .. import _testhooks
 from .._errors import IntegrityError, RemoteError, RepositoryError
 from .._records.git import GitRepo
 from .._records.lifecycle import walk_first_parents
+from .._records.paths import POLICY_PATH
 from .._records.refs import LIFECYCLE_PREFIX, REGISTRY_PATTERNS, STAGES_PREFIX, TAGS_PREFIX
 from .._storage.fsio import flock_within
 from .gitcmd import GIT_TIMEOUT, config_env, last_error, run_git
@@ -140,7 +145,7 @@ class MirrorState:
 class _EarlySync:
     """A sync run on a thread of its own (:func:`begin_sync`): its state, or the error it raised."""
 
-    def __init__(self, mirror: Mirror, offline: bool, history: bool) -> None:
+    def __init__(self, mirror: Mirror, offline: bool, history: bool | None) -> None:
         self.state: MirrorState | None = None
         self.error: BaseException | None = None
         self._thread = threading.Thread(
@@ -148,7 +153,7 @@ class _EarlySync:
         )
         self._thread.start()
 
-    def _run(self, mirror: Mirror, offline: bool, history: bool) -> None:
+    def _run(self, mirror: Mirror, offline: bool, history: bool | None) -> None:
         try:
             self.state = mirror.sync(offline=offline, history=history)
         except BaseException as exc:  # noqa: BLE001 (raised again by result(), on the caller's thread)
@@ -164,11 +169,11 @@ class _EarlySync:
 
 
 #: syncs begun by begin_sync and not yet taken, by (mirror directory, offline, history)
-_EARLY: dict[tuple[Path, bool, bool], _EarlySync] = {}
+_EARLY: dict[tuple[Path, bool, bool | None], _EarlySync] = {}
 _EARLY_LOCK = threading.Lock()
 
 
-def begin_sync(mirror: Mirror, *, offline: bool = False, history: bool = False) -> None:
+def begin_sync(mirror: Mirror, *, offline: bool = False, history: bool | None = False) -> None:
     """Start :meth:`Mirror.sync` of ``mirror`` on a thread, so that its git round trips
     overlap with what the caller does meanwhile (``uniflow get`` loads the registry's
     modules); the next :func:`sync_state` of the same mirror (and the same ``offline`` and
@@ -180,7 +185,7 @@ def begin_sync(mirror: Mirror, *, offline: bool = False, history: bool = False) 
             _EARLY[key] = _EarlySync(mirror, offline, history)
 
 
-def sync_state(mirror: Mirror, *, offline: bool = False, history: bool = False) -> MirrorState:
+def sync_state(mirror: Mirror, *, offline: bool = False, history: bool | None = False) -> MirrorState:
     """The state of the sync :func:`begin_sync` started for ``mirror`` (waited for; its error
     is raised here, as a sync's own would be), else of a sync made now. A begun sync is
     taken once: a later call syncs again."""
@@ -201,11 +206,13 @@ class Mirror:
         self.state_path = self.dir / STATE_FILE
 
     # ------------------------------------------------------------------ public
-    def sync(self, *, offline: bool = False, history: bool = False) -> MirrorState:
+    def sync(self, *, offline: bool = False, history: bool | None = False) -> MirrorState:
         """Bring the mirror up to date (one ``ls-remote`` when nothing changed) and return
         its state; ``offline`` returns the recorded state without touching the network.
-        ``history`` (a read that will verify signatures): what :meth:`fetch_history` needs
-        comes in the same fetches (no ``--depth``, the policy files' blobs with the others).
+        ``history`` True (a read that will verify signatures): what :meth:`fetch_history`
+        needs comes in the same fetches (no ``--depth``, the policy files' blobs with the
+        others); None (a read that verifies once a policy exists): the same, when the default
+        branch's head holds a policy (see the module).
 
         Before git runs, the cache directories must be ours and private (else a one-line
         :class:`RepositoryError`), the mirror too (else it is moved aside and rebuilt), its
@@ -232,7 +239,7 @@ class Mirror:
                         "a model; enable the filter on the server, or clone the repository and use "
                         "`uniflow --repo CLONE` (ModelRegistry(CLONE))"
                     )
-                self._fetch_refs(old, refs, head, history)
+                self._fetch_refs(old, refs, head, history is True)
                 if self._match_refs(refs, head, last=last):
                     break
                 old = None  # the server moved between ls-remote and fetch: once more, everything
@@ -276,28 +283,34 @@ class Mirror:
             if marker.read_bytes() == head.encode():
                 return  # complete for this head already (a mirror's objects are only added to)
         with self._locked():
+            self._complete_history(head)
+
+    def _complete_history(self, head: str) -> None:
+        """:meth:`fetch_history`'s work, under the mirror's lock: the history of ``head`` and
+        the policy blobs along it fetched where they are not all here, then recorded."""
+        complete, blobs = self._policy_needs(head)
+        if not complete:
+            shallow = ["--unshallow"] if (self.dir / "shallow").is_file() else []
+            self._git(
+                "fetch", "--no-tags", "--no-recurse-submodules", "--no-write-fetch-head", "--quiet",
+                "--filter=blob:none", *shallow, "origin", head,
+                what=f"fetching the default branch history of {self.url.display}",
+            )  # fmt: skip
             complete, blobs = self._policy_needs(head)
             if not complete:
-                shallow = ["--unshallow"] if (self.dir / "shallow").is_file() else []
-                self._git(
-                    "fetch", "--no-tags", "--no-recurse-submodules", "--no-write-fetch-head", "--quiet",
-                    "--filter=blob:none", *shallow, "origin", head,
-                    what=f"fetching the default branch history of {self.url.display}",
-                )  # fmt: skip
-                complete, blobs = self._policy_needs(head)
-                if not complete:
-                    raise RemoteError(
-                        f"the Git server of {self.url.display} did not send the history of its default "
-                        f"branch ({head[:12]}), where the policy files are"
-                    )
-            git = self.git()
-            try:
-                missing = [b for b in blobs if not git.has_object(b)]
-            finally:
-                git.close()
-            self._fetch_ids(missing)
-            ensure_private_dir(marker.parent, self.home)
-            _write_file(marker, head.encode(), "the mirror's history record")
+                raise RemoteError(
+                    f"the Git server of {self.url.display} did not send the history of its default "
+                    f"branch ({head[:12]}), where the policy files are"
+                )
+        git = self.git()
+        try:
+            missing = [b for b in blobs if not git.has_object(b)]
+        finally:
+            git.close()
+        self._fetch_ids(missing)
+        marker = self.dir / "uniflow" / HISTORY_FILE
+        ensure_private_dir(marker.parent, self.home)
+        _write_file(marker, head.encode(), "the mirror's history record")
 
     def _policy_needs(self, head: str) -> tuple[bool, list[str]]:
         from .._records.policyfiles import policy_blob_ids  # a verified read's only: off a get's imports
@@ -550,12 +563,17 @@ class Mirror:
             )
 
     def _fetch_blobs(
-        self, old: MirrorState | None, refs: dict[str, str], head: str | None, history: bool
+        self, old: MirrorState | None, refs: dict[str, str], head: str | None, history: bool | None
     ) -> str | None:
-        """Fetch, in one request, the blobs reads need that the mirror lacks (with
-        ``history``, also the policy files' along the default branch, when its history is
-        here); returns the blob id of the default branch's ``.uniflow/config.toml`` (None:
-        there is none)."""
+        """Fetch, in one request, the blobs reads need that the mirror lacks; returns the blob
+        id of the default branch's ``.uniflow/config.toml`` (None: there is none).
+
+        ``history`` True, or None when the default branch's head holds a policy: also the
+        policy files' blobs (the head's, when its history is not all here: a first fetch at
+        depth 1), and then that history is completed and recorded (:meth:`_complete_history`:
+        one more fetch, which usually finds every policy blob here already). Git refuses one
+        fetch that both unshallows and asks for blobs by id ("remote did not send all
+        necessary objects"), so these are two."""
         before = old.refs if old is not None else {}
         git = self.git()
         try:
@@ -567,48 +585,54 @@ class Mirror:
                     wanted += _manifest_blob(git, sha)
                 elif name.startswith(LIFECYCLE_PREFIX + "/"):
                     wanted += _lifecycle_blobs(git, sha)
-            config_blob = _blob_at(git, _commit_tree(git, head), CONFIG_PATH.split("/")) if head else None
+            tree = _commit_tree(git, head) if head else None
+            config_blob = _blob_at(git, tree, CONFIG_PATH.split("/")) if head else None
             if config_blob:
                 wanted.append(config_blob)
-            if history and head:
-                from .._records.policyfiles import policy_blob_ids  # a verified read's only
+            deepen = False
+            if head and (history or (history is None and _blob_at(git, tree, POLICY_PATH.split("/")))):
+                from .._records.policyfiles import policy_blob_ids  # a verifying read's only
 
                 complete, policy_blobs = policy_blob_ids(git, head)
-                wanted += policy_blobs if complete else []  # else fetch_history fetches them
+                wanted += policy_blobs  # the head's at least; the older ones once its history is here
+                deepen = not complete
             missing = [b for b in dict.fromkeys(wanted) if not git.has_object(b)]
         finally:
             git.close()
         self._fetch_ids(missing)
+        if deepen and head:
+            self._complete_history(head)
         return config_blob
 
     def _fetch_ids(self, missing: list[str]) -> None:
         """Fetch the objects ``missing`` by id, in one request; an error if any stays missing."""
-        if missing:
-            self._git(
-                "-c",
-                "fetch.negotiationAlgorithm=noop",
-                "fetch",
-                "--no-tags",
-                "--no-recurse-submodules",
-                "--no-write-fetch-head",
-                "--quiet",
-                "--filter=blob:none",
-                "--stdin",
-                "origin",
-                input="\n".join(missing) + "\n",
-                what=f"fetching registry records of {self.url.display}",
+        if not missing:
+            return
+        self._git(
+            "-c",
+            "fetch.negotiationAlgorithm=noop",
+            "fetch",
+            "--no-tags",
+            "--no-recurse-submodules",
+            "--no-write-fetch-head",
+            "--quiet",
+            "--filter=blob:none",
+            "--stdin",
+            "origin",
+            input="\n".join(missing) + "\n",
+            what=f"fetching registry records of {self.url.display}",
+        )
+        git = self.git()
+        try:
+            still = [b for b in missing if not git.has_object(b)]
+        finally:
+            git.close()
+        if still:
+            raise RemoteError(
+                f"the Git server of {self.url.display} did not send {len(still)} registry record(s) "
+                f"(first: {still[0][:12]}); it must allow fetching objects by id (protocol v2, or "
+                "uploadpack.allowReachableSHA1InWant)"
             )
-            git = self.git()
-            try:
-                still = [b for b in missing if not git.has_object(b)]
-            finally:
-                git.close()
-            if still:
-                raise RemoteError(
-                    f"the Git server of {self.url.display} did not send {len(still)} registry record(s) "
-                    f"(first: {still[0][:12]}); it must allow fetching objects by id (protocol v2, or "
-                    "uploadpack.allowReachableSHA1InWant)"
-                )
 
     # ------------------------------------------------------------------ state
     def _load_state(self) -> MirrorState | None:

@@ -99,7 +99,7 @@ class RemoteSource:
     :class:`Repository` (nothing touches the network before that)."""
 
     def __init__(
-        self, url: str, *, offline: bool = False, blob: str | None = None, history: bool = False
+        self, url: str, *, offline: bool = False, blob: str | None = None, history: bool | None = False
     ) -> None:
         parsed = parse_git_url(url)
         if parsed is None:
@@ -109,7 +109,9 @@ class RemoteSource:
         self.url: GitUrl = parsed
         self.offline = offline
         self.blob = blob.strip() if blob is not None else None
-        self.history = history  # reads will verify signatures: sync what that needs at once
+        # reads will verify signatures (True), or will once a policy exists (None): the sync
+        # brings what that needs at once (Mirror.sync)
+        self.history = history
         self._synced: tuple[Mirror, MirrorState] | None = None
 
     @property
