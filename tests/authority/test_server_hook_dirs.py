@@ -18,6 +18,7 @@ plain ``git push`` over ``file://``; forgeries are built with plumbing.
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from tests.helpers import cli
@@ -33,7 +34,7 @@ from .test_consume_push import (
     keys,
     push,
 )
-from .test_signed_lifecycle import BOB, CI, as_user, staged
+from .test_signed_lifecycle import ALICE, BOB, CI, as_user, staged
 
 __all__ = ["governed", "hook_python", "keys"]  # the fixtures, shared with test_consume_push
 
@@ -136,3 +137,27 @@ def test_into_without_server_is_refused_in_one_line(tmp_path: Path, governed: Pa
     assert r.returncode != 0
     assert r.stderr.strip() == "error: --into goes with --server PATH.git", r.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_install_writes_no_file_through_a_symlink_planted_in_the_repository(
+    tmp_path: Path, governed: Path, keys: dict[str, Key]
+) -> None:
+    """The pinned trust root and the hook are new files renamed into place: a symlink where
+    either goes is replaced, never written through (nor is its target made executable)."""
+    bare = _bare(tmp_path, governed)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not uniflow's\n")
+    outside.chmod(0o600)
+    pinned = bare / "uniflow" / "server-trust-root.allowed_signers"
+    pinned.parent.mkdir(exist_ok=True)
+    pinned.symlink_to(outside)
+    hooks = bare / "hooks"
+    for name in ("pre-receive", ".pre-receive.uniflow-tmp"):  # the hook, and where it was staged
+        (hooks / name).unlink(missing_ok=True)
+        (hooks / name).symlink_to(outside)
+    root = tmp_path / "admins"
+    root.write_text(f"{ALICE} {keys[ALICE].pub_line}\n")
+    cli(tmp_path, "hooks", "install", "--server", str(bare), "--trust-root", str(root))
+    assert outside.read_text() == "not uniflow's\n"
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o600
+    assert not pinned.is_symlink() and pinned.read_text() == root.read_text()

@@ -17,11 +17,12 @@ that is not its own, see docs/sharing.md).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
-import stat
 import sys
+import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -307,12 +308,26 @@ def _free_name(path: Path) -> Path:
 
 
 def _write_hook(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.uniflow-tmp")
+    _replace_file(path, text.encode(), 0o755)
+
+
+def _replace_file(path: Path, data: bytes, mode: int) -> None:
+    """Put a new file holding ``data`` (``mode``, minus the umask) at ``path``: written under a
+    name of its own next to it (created, never opened through a symlink), then renamed over
+    whatever ``path`` was, so a symlink there is replaced, not written through."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.uniflow-tmp")
     try:
-        tmp.write_text(text)
-        tmp.chmod(tmp.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH | stat.S_IRUSR)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        try:
+            view = memoryview(data)
+            while view:  # bounded: each write makes progress or raises
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise RepositoryError(f"cannot write {path}: {exc.strerror}") from exc
 
 
@@ -422,7 +437,7 @@ def install_server_hook(
         if trust_root is not None:
             pinned = server_trust_root_path(root)
             pinned.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(trust_root, pinned)
+            _replace_file(pinned, Path(trust_root).read_bytes(), 0o644)
     except OSError as exc:
         raise RepositoryError(f"cannot install the server hook in {target}: {exc.strerror}") from exc
     py = python if python is not None else _isolated_python()
