@@ -841,9 +841,7 @@ class GitRepo:
                 with contextlib.suppress(KeyError, OSError, PackFileDisappeared):
                     type_num, raw = pack.get_raw(bytes.fromhex(hexsha))
                     return type_num, bytes(raw)
-            type_num, raw = self._repo.object_store.get_raw(hexsha.encode())
-        except KeyError:
-            raise
+            type_num, raw = self._repo.object_store.get_raw(hexsha.encode())  # KeyError: nowhere
         except (zlib.error, ValueError, AssertionError) as exc:
             raise IntegrityError(f"git object {hexsha[:12]} is damaged ({exc}); run 'git fsck'") from exc
         return type_num, bytes(raw)

@@ -1,5 +1,6 @@
-"""Finding the Git work tree around a path, and where a repository keeps its chunk store,
-without importing any Git library."""
+"""Finding the Git work tree around a path, where a repository keeps its chunk store, and
+where its policy files are, without importing any Git library (or the policy readers: the
+mirror's sync looks for the policy on every read by URL)."""
 
 from __future__ import annotations
 

@@ -585,12 +585,14 @@ class Mirror:
                     wanted += _manifest_blob(git, sha)
                 elif name.startswith(LIFECYCLE_PREFIX + "/"):
                     wanted += _lifecycle_blobs(git, sha)
-            tree = _commit_tree(git, head) if head else None
-            config_blob = _blob_at(git, tree, CONFIG_PATH.split("/")) if head else None
+            tree = _commit_tree(git, head)  # None without a head: then no blob either
+            config_blob = _blob_at(git, tree, CONFIG_PATH.split("/"))
             if config_blob:
                 wanted.append(config_blob)
             deepen = False
-            if head and (history or (history is None and _blob_at(git, tree, POLICY_PATH.split("/")))):
+            if head and (
+                history or (history is None and _blob_at(git, tree, POLICY_PATH.split("/")) is not None)
+            ):
                 from .._records.policyfiles import policy_blob_ids  # a verifying read's only
 
                 complete, policy_blobs = policy_blob_ids(git, head)
